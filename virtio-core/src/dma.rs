@@ -1,0 +1,215 @@
+//! Device-shared memory: the only place virtio-core dereferences a pointer the device also sees.
+//!
+//! Ring and request memory is shared with a device that reads and writes it concurrently, so it
+//! is never turned into Rust references. [`DmaMemory`] holds the pointer and length and offers
+//! bounds-checked, naturally aligned, single-copy-atomic loads and stores of little-endian
+//! integers. Everything above this module (the rings, the transport) is safe code.
+//!
+//! Out-of-range or misaligned offsets are driver bugs, never device input (offsets are computed
+//! by the driver from indices it has already checked). They must still not be undefined
+//! behaviour or a panic (a panic is a bugcheck), so a bad load returns 0 and a bad store is
+//! dropped, with a `debug_assert!` so tests catch the bug.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
+
+/// Bus (device-visible) address of DMA memory.
+pub type BusAddress = u64;
+
+/// A region of memory shared with the device, with its CPU pointer and its bus address.
+///
+/// `DmaMemory` is `Copy` on purpose: it is a description of memory owned elsewhere (the uncached
+/// extension, an SRB extension, a test's allocation), like a physical address with a mapping.
+/// Whoever created it with [`DmaMemory::new`] promised it stays valid while any copy is used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmaMemory {
+    ptr: NonNull<u8>,
+    len: usize,
+    bus: BusAddress,
+}
+
+// SAFETY: every access through `DmaMemory` is an atomic load or store, so sharing it between
+// threads cannot create a data race beyond what device sharing already implies.
+unsafe impl Send for DmaMemory {}
+// SAFETY: as for `Send`: all access is atomic.
+unsafe impl Sync for DmaMemory {}
+
+/// Minimum alignment of a [`DmaMemory`] base: enough for every field the rings access
+/// (descriptor addresses are 8-byte fields; descriptor tables need 16 by the spec, which the
+/// ring checks itself).
+pub const DMA_BASE_ALIGN: usize = 8;
+
+impl DmaMemory {
+    /// Describes `len` bytes at `ptr`, which the device sees at bus address `bus`.
+    ///
+    /// Returns `None` if `ptr` is not aligned to [`DMA_BASE_ALIGN`].
+    ///
+    /// # Safety
+    /// For as long as this value or any copy of it (or any sub-region) is used:
+    /// - `ptr .. ptr + len` is valid for reads and writes and is not accessed through Rust
+    ///   references by anyone (only through `DmaMemory`s and by the device);
+    /// - `bus` is the address at which the device reaches `ptr`, contiguous for `len` bytes.
+    pub unsafe fn new(ptr: NonNull<u8>, len: usize, bus: BusAddress) -> Option<Self> {
+        if ptr.as_ptr().addr() % DMA_BASE_ALIGN != 0 {
+            return None;
+        }
+        Some(Self { ptr, len, bus })
+    }
+
+    /// Length in bytes.
+    #[must_use]
+    pub const fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the region is empty.
+    #[must_use]
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bus address of the first byte.
+    #[must_use]
+    pub const fn bus_address(&self) -> BusAddress {
+        self.bus
+    }
+
+    /// CPU address of the first byte (for diagnostics and for HALs that translate it).
+    #[must_use]
+    pub fn cpu_address(&self) -> usize {
+        self.ptr.as_ptr().addr()
+    }
+
+    /// The sub-region `offset .. offset + len`, if it lies inside this one and keeps the base
+    /// alignment.
+    #[must_use]
+    pub fn sub(&self, offset: usize, len: usize) -> Option<Self> {
+        let end = offset.checked_add(len)?;
+        if end > self.len || offset % DMA_BASE_ALIGN != 0 {
+            return None;
+        }
+        Some(Self {
+            // INVARIANT: offset <= self.len, so the result stays inside the original region.
+            ptr: self.ptr.map_addr(|addr| addr.saturating_add(offset)),
+            len,
+            bus: self.bus.wrapping_add(offset as u64),
+        })
+    }
+
+    /// Pointer to `offset` if an aligned `size`-byte access there is in bounds.
+    fn checked(&self, offset: usize, size: usize) -> Option<*mut u8> {
+        let in_bounds = offset.checked_add(size).is_some_and(|end| end <= self.len);
+        let aligned = offset % size == 0;
+        debug_assert!(in_bounds && aligned, "DMA access {offset}+{size} outside {}", self.len);
+        if in_bounds && aligned {
+            Some(self.ptr.as_ptr().wrapping_add(offset))
+        } else {
+            None
+        }
+    }
+
+    /// Loads the byte at `offset`.
+    #[must_use]
+    pub fn load_u8(&self, offset: usize) -> u8 {
+        self.checked(offset, 1).map_or(0, |p| {
+            // SAFETY: `p` is in bounds of memory valid for reads (the `new` contract) and a byte
+            // is always aligned; only atomic accesses touch this memory.
+            unsafe { AtomicU8::from_ptr(p) }.load(Ordering::Relaxed)
+        })
+    }
+
+    /// Stores the byte `value` at `offset`.
+    pub fn store_u8(&self, offset: usize, value: u8) {
+        if let Some(p) = self.checked(offset, 1) {
+            // SAFETY: as in `load_u8`, and the memory is valid for writes.
+            unsafe { AtomicU8::from_ptr(p) }.store(value, Ordering::Relaxed);
+        }
+    }
+
+    /// Loads a little-endian `u16` at `offset` with `order` (`Relaxed` or `Acquire`).
+    #[must_use]
+    pub fn load_u16(&self, offset: usize, order: Ordering) -> u16 {
+        self.checked(offset, 2).map_or(0, |p| {
+            // SAFETY: `p` is in bounds, 2-aligned (base is 8-aligned and `offset % 2 == 0`),
+            // valid for reads, and only accessed atomically.
+            u16::from_le(unsafe { AtomicU16::from_ptr(p.cast()) }.load(order))
+        })
+    }
+
+    /// Stores `value` as a little-endian `u16` at `offset` with `order` (`Relaxed`/`Release`).
+    pub fn store_u16(&self, offset: usize, value: u16, order: Ordering) {
+        if let Some(p) = self.checked(offset, 2) {
+            // SAFETY: `p` is in bounds, 2-aligned, valid for writes, and only accessed atomically.
+            unsafe { AtomicU16::from_ptr(p.cast()) }.store(value.to_le(), order);
+        }
+    }
+
+    /// Loads a little-endian `u32` at `offset`.
+    #[must_use]
+    pub fn load_u32(&self, offset: usize, order: Ordering) -> u32 {
+        self.checked(offset, 4).map_or(0, |p| {
+            // SAFETY: `p` is in bounds, 4-aligned, valid for reads, and only accessed atomically.
+            u32::from_le(unsafe { AtomicU32::from_ptr(p.cast()) }.load(order))
+        })
+    }
+
+    /// Stores `value` as a little-endian `u32` at `offset`.
+    pub fn store_u32(&self, offset: usize, value: u32, order: Ordering) {
+        if let Some(p) = self.checked(offset, 4) {
+            // SAFETY: `p` is in bounds, 4-aligned, valid for writes, and only accessed atomically.
+            unsafe { AtomicU32::from_ptr(p.cast()) }.store(value.to_le(), order);
+        }
+    }
+
+    /// Loads a little-endian `u64` at `offset`.
+    #[must_use]
+    pub fn load_u64(&self, offset: usize, order: Ordering) -> u64 {
+        self.checked(offset, 8).map_or(0, |p| {
+            // SAFETY: `p` is in bounds, 8-aligned, valid for reads, and only accessed atomically.
+            u64::from_le(unsafe { AtomicU64::from_ptr(p.cast()) }.load(order))
+        })
+    }
+
+    /// Stores `value` as a little-endian `u64` at `offset`.
+    pub fn store_u64(&self, offset: usize, value: u64, order: Ordering) {
+        if let Some(p) = self.checked(offset, 8) {
+            // SAFETY: `p` is in bounds, 8-aligned, valid for writes, and only accessed atomically.
+            unsafe { AtomicU64::from_ptr(p.cast()) }.store(value.to_le(), order);
+        }
+    }
+
+    /// Copies `bytes` into the region at `offset` (request headers, CDBs). Returns `false`, and
+    /// copies nothing, if the range is out of bounds.
+    pub fn write_bytes(&self, offset: usize, bytes: &[u8]) -> bool {
+        if offset.checked_add(bytes.len()).is_none_or(|end| end > self.len) {
+            return false;
+        }
+        for (i, byte) in bytes.iter().enumerate() {
+            self.store_u8(offset + i, *byte);
+        }
+        true
+    }
+
+    /// Copies from the region at `offset` into `out` (responses, sense data). Returns `false`,
+    /// and copies nothing, if the range is out of bounds.
+    pub fn read_bytes(&self, offset: usize, out: &mut [u8]) -> bool {
+        if offset.checked_add(out.len()).is_none_or(|end| end > self.len) {
+            return false;
+        }
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = self.load_u8(offset + i);
+        }
+        true
+    }
+
+    /// Zeroes the whole region.
+    pub fn zero(&self) {
+        let words = self.len / 8;
+        for i in 0..words {
+            self.store_u64(i * 8, 0, Ordering::Relaxed);
+        }
+        for i in words * 8..self.len {
+            self.store_u8(i, 0);
+        }
+    }
+}
