@@ -813,7 +813,10 @@ mod tests {
     fn a_non_pe_file_is_malformed_not_a_panic() {
         for bytes in [&b""[..], b"MZ", &[0_u8; 64]] {
             let violations = check(bytes, &pdb(GUID, 1), Machine::Amd64).unwrap_err();
-            assert!(matches!(violations.as_slice(), [Violation::Malformed(_)]), "{violations:?}");
+            assert!(
+                matches!(violations.as_slice(), [Violation::Malformed(_)]),
+                "{violations:?}"
+            );
         }
     }
 
