@@ -40,7 +40,7 @@ struct Section {
 #[derive(Debug)]
 pub struct Inf {
     sections: Vec<Section>,
-    /// Every `%token%` used outside [Strings], with its line.
+    /// Every `%token%` used outside `[Strings]`, with its line.
     tokens: Vec<(String, usize)>,
 }
 
@@ -154,7 +154,7 @@ impl Inf {
     }
 }
 
-/// `$ARCH$` in `template` becomes `arch`; the [Version] `DriverVer` becomes
+/// `$ARCH$` in `template` becomes `arch`; the `[Version]` `DriverVer` becomes
 /// `MM/DD/YYYY,major.minor.patch.0`.
 ///
 /// # Errors
@@ -307,7 +307,7 @@ impl Checker<'_> {
         }
     }
 
-    /// [Manufacturer] -> the models sections it names; one must be for this architecture.
+    /// `[Manufacturer]` -> the models sections it names; one must be for this architecture.
     fn models(&mut self) -> Vec<String> {
         let Some(manufacturer) = self.inf.section("Manufacturer") else {
             self.problems
@@ -475,7 +475,7 @@ impl Checker<'_> {
         }
     }
 
-    /// Each `%token%` is defined in [Strings].
+    /// Each `%token%` is defined in `[Strings]`.
     fn check_strings(&mut self) {
         let strings = self.inf.section("Strings");
         for (token, line) in &self.inf.tokens {
@@ -499,7 +499,7 @@ impl Checker<'_> {
     }
 }
 
-/// The [Version] section: signature, class, catalog and a stamped DriverVer.
+/// The `[Version]` section: signature, class, catalog and a stamped DriverVer.
 fn check_version(inf: &Inf, problems: &mut Vec<String>) {
     let Some(version) = inf.section("Version") else {
         problems.push("there is no [Version] section".into());
