@@ -7,7 +7,8 @@ pub fn run_all(args: &[String]) -> Result<(), String> {
     fmt(args)?;
     clippy(args)?;
     doc(args)?;
-    test(args)
+    test(args)?;
+    crate::package::ci(args)
 }
 
 /// `cargo fmt --check` over the workspace.
