@@ -186,6 +186,10 @@ fn pattern(salt: u8, offset: usize) -> u8 {
     salt.wrapping_add((offset as u8).wrapping_mul(7)) ^ (offset >> 8) as u8
 }
 
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "the four flags are independent states of the simulated driver and device"
+)]
 struct Harness {
     hal: GuestHal,
     config: Config,
@@ -203,6 +207,12 @@ struct Harness {
     /// The driver added chains and has not called `kick_prepare` since.
     kick_owed: bool,
     interrupt_pending: bool,
+    /// The device is between `disable_notification` and an `enable_notification` that found
+    /// nothing new: it will look at the available ring again without a kick.
+    device_awake: bool,
+    /// The driver's interrupt handler is between `disable_interrupts` and an
+    /// `enable_interrupts` that found nothing new.
+    in_interrupt: bool,
     added: u32,
     popped: u32,
     stats: Stats,
@@ -268,6 +278,8 @@ impl Harness {
             kick_pending: false,
             kick_owed: false,
             interrupt_pending: false,
+            device_awake: false,
+            in_interrupt: false,
             added: 0,
             popped: 0,
             stats: Stats::default(),
@@ -379,26 +391,58 @@ impl Harness {
         true
     }
 
-    /// Driver interrupt handler: disable, drain, re-enable, drain again if the re-check says so.
+    /// Driver interrupt handler, first half: disable interrupts and drain. The device may run
+    /// before the second half, which is the race `enable_interrupts` must close.
     fn driver_interrupt(&mut self) {
         self.interrupt_pending = false;
         self.stats.interrupts += 1;
         self.driver.disable_interrupts();
-        loop {
+        while self.driver_pop() {}
+        self.in_interrupt = true;
+    }
+
+    /// Driver interrupt handler, second half: re-enable; if the re-check finds used chains,
+    /// drain them and stay in the handler for another round.
+    fn driver_interrupt_finish(&mut self) {
+        if self.driver.enable_interrupts() {
             while self.driver_pop() {}
-            if !self.driver.enable_interrupts() {
-                break;
+        } else {
+            self.in_interrupt = false;
+        }
+    }
+
+    /// Device: a notification wakes it; it disables notifications while it works.
+    fn device_wake(&mut self) {
+        self.kick_pending = false;
+        self.device_awake = true;
+        self.device.disable_notification(&self.hal.memory).unwrap();
+        let count = 1 + self.rng.below(4);
+        self.device_fetch(count);
+    }
+
+    /// Device, awake: fetches some chains, and sometimes re-enables notifications and goes to
+    /// sleep, unless the re-check finds more (QEMU's `virtio_queue_set_notification` loop).
+    fn device_work(&mut self) {
+        let count = self.rng.below(4);
+        self.device_fetch(count);
+        if self.rng.chance(1, 2) {
+            if self.device.enable_notification(&self.hal.memory).unwrap() {
+                self.device.disable_notification(&self.hal.memory).unwrap();
+            } else {
+                self.device_awake = false;
             }
         }
     }
 
-    /// Device: handles a notification the way QEMU's virtio devices do.
-    fn device_run(&mut self) {
-        self.kick_pending = false;
+    /// Device: pops up to `count` available chains and checks each against what the driver
+    /// posted.
+    fn device_fetch(&mut self, count: u64) {
         let memory = &self.hal.memory;
-        loop {
-            self.device.disable_notification(memory).unwrap();
-            while let Some(chain) = self.device.pop_descriptor_chain(memory) {
+        for _ in 0..count {
+            let Some(chain) = self.device.pop_descriptor_chain(memory) else {
+                break;
+            };
+            {
                 let head = chain.head_index();
                 let descriptors: Vec<_> = chain.collect();
                 let posted = self.posted[usize::from(head)]
@@ -428,12 +472,12 @@ impl Harness {
                         (segment.address, segment.len)
                     );
                 }
-                let _ = posted.indirect;
+                // virtio-queue follows indirect tables transparently; check the ring itself.
+                let flags_address = self.device.desc_table() + 16 * u64::from(head) + 12;
+                let flags: u16 = memory.read_obj(GuestAddress(flags_address)).unwrap();
+                assert_eq!(u16::from_le(flags) & 4 != 0, posted.indirect, "head {head}");
                 let writable = writable.iter().map(|d| (d.addr(), d.len())).collect();
                 self.taken.push(Taken { head, writable });
-            }
-            if !self.device.enable_notification(memory).unwrap() {
-                break;
             }
         }
     }
@@ -493,7 +537,7 @@ impl Harness {
     /// No notification was lost: a sleeping device with unseen chains has a kick coming, a
     /// driver with unseen used chains has an interrupt coming.
     fn check_no_lost_notification(&self) {
-        if !self.kick_owed {
+        if !self.kick_owed && !self.device_awake {
             let avail = self
                 .device
                 .avail_idx(&self.hal.memory, Ordering::Acquire)
@@ -506,13 +550,13 @@ impl Harness {
             );
         }
         assert!(
-            self.interrupt_pending || !self.driver.has_used(),
+            self.interrupt_pending || self.in_interrupt || !self.driver.has_used(),
             "lost interrupt"
         );
     }
 
     fn step(&mut self) {
-        match self.rng.below(10) {
+        match self.rng.below(12) {
             0..=3 if self.added < self.config.chains => {
                 let batch = 1 + self.rng.below(4);
                 for _ in 0..batch {
@@ -526,13 +570,15 @@ impl Harness {
                 }
             }
             4 if self.kick_owed => self.driver_kick(),
-            4..=5 if self.kick_pending => self.device_run(),
+            4..=5 if self.kick_pending => self.device_wake(),
+            4..=5 if self.device_awake => self.device_work(),
             6..=7 => {
                 let count = 1 + self.rng.below(3);
                 self.device_complete(count);
             }
-            8 if self.interrupt_pending => self.driver_interrupt(),
-            9 if self.rng.chance(1, 4) => {
+            8..=9 if self.in_interrupt => self.driver_interrupt_finish(),
+            8..=9 if self.interrupt_pending => self.driver_interrupt(),
+            10 if !self.in_interrupt && self.rng.chance(1, 4) => {
                 // Polling outside the interrupt handler, as a submission path might.
                 for _ in 0..self.rng.below(3) {
                     self.driver_pop();
@@ -552,17 +598,26 @@ impl Harness {
             self.driver_kick();
         }
         while self.popped < self.added {
-            let progress = self.kick_pending || self.interrupt_pending || !self.taken.is_empty();
+            let progress = self.kick_pending
+                || self.device_awake
+                || self.interrupt_pending
+                || self.in_interrupt
+                || !self.taken.is_empty();
             assert!(
                 progress,
                 "stalled with {} chains in flight",
                 self.added - self.popped
             );
             if self.kick_pending {
-                self.device_run();
+                self.device_wake();
+            }
+            if self.device_awake {
+                self.device_work();
             }
             self.device_complete(u64::MAX);
-            if self.interrupt_pending {
+            if self.in_interrupt {
+                self.driver_interrupt_finish();
+            } else if self.interrupt_pending {
                 self.driver_interrupt();
             }
             self.check_no_lost_notification();

@@ -86,16 +86,13 @@ const AVAIL_ENTRY: usize = 2;
 /// Byte offsets of the three parts of a split ring laid out contiguously (virtio 1.2 section
 /// 2.7): the descriptor table at 0, `struct virtq_avail` right after it, `struct virtq_used`
 /// after that at the next multiple of 4.
+///
+/// Every offset is computed from the 16-bit size on use rather than stored: that lets the
+/// compiler see that it is aligned and cannot overflow, which removes those checks from every
+/// ring access in [`DmaMemory`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SplitLayout {
-    /// Queue size the layout is for.
-    pub size: u16,
-    /// Offset of `struct virtq_avail` (its `flags` field).
-    pub avail: usize,
-    /// Offset of `struct virtq_used` (its `flags` field).
-    pub used: usize,
-    /// Total bytes, up to and including `avail_event`.
-    pub len: usize,
+    size: u16,
 }
 
 impl SplitLayout {
@@ -103,80 +100,99 @@ impl SplitLayout {
     /// [`SplitQueue::new`]'s question.
     #[must_use]
     pub const fn new(size: u16) -> Self {
-        let entries = size as usize;
-        let avail = size_of::<Descriptor>() * entries;
-        // flags, idx, ring[size], used_event.
-        let avail_len = RING_HEADER + AVAIL_ENTRY * entries + 2;
-        let used = (avail + avail_len).next_multiple_of(4);
-        // flags, idx, ring[size], avail_event.
-        let used_len = RING_HEADER + size_of::<UsedElement>() * entries + 2;
-        Self {
-            size,
-            avail,
-            used,
-            len: used + used_len,
-        }
+        Self { size }
+    }
+
+    /// Queue size the layout is for.
+    #[must_use]
+    pub const fn size(self) -> u16 {
+        self.size
+    }
+
+    const fn entries(self) -> usize {
+        self.size as usize
+    }
+
+    /// Offset of `struct virtq_avail` (its `flags` field).
+    #[must_use]
+    pub const fn avail(self) -> usize {
+        size_of::<Descriptor>() * self.entries()
+    }
+
+    /// Offset of `struct virtq_used` (its `flags` field): after the available ring's flags,
+    /// idx, ring and `used_event`, rounded up to the used ring's alignment of 4.
+    #[must_use]
+    pub const fn used(self) -> usize {
+        // `(x + 3) & !3` rather than `next_multiple_of(4)`: the same value, but the compiler
+        // then sees the alignment, and it is three instructions instead of a branch.
+        (self.used_event() + 2 + 3) & !3
+    }
+
+    /// Total bytes of ring memory, up to and including `avail_event`.
+    #[must_use]
+    pub const fn ring_len(self) -> usize {
+        self.avail_event() + 2
     }
 
     /// Offset of descriptor `index` in the descriptor table.
     #[must_use]
-    pub const fn descriptor(&self, index: u16) -> usize {
-        size_of::<Descriptor>() * index as usize
+    pub const fn descriptor(self, index: u16) -> usize {
+        descriptor_offset(index)
     }
 
     /// Offset of `avail.flags`.
     #[must_use]
-    pub const fn avail_flags(&self) -> usize {
-        self.avail
+    pub const fn avail_flags(self) -> usize {
+        self.avail()
     }
 
     /// Offset of `avail.idx`.
     #[must_use]
-    pub const fn avail_idx(&self) -> usize {
-        self.avail + 2
+    pub const fn avail_idx(self) -> usize {
+        self.avail() + 2
     }
 
     /// Offset of `avail.ring[position]`.
     #[must_use]
-    pub const fn avail_ring(&self, position: u16) -> usize {
-        self.avail + RING_HEADER + AVAIL_ENTRY * position as usize
+    pub const fn avail_ring(self, position: u16) -> usize {
+        self.avail() + RING_HEADER + AVAIL_ENTRY * position as usize
     }
 
     /// Offset of `used_event` (the last field of the available ring, section 2.7.7).
     #[must_use]
-    pub const fn used_event(&self) -> usize {
-        self.avail_ring(0) + AVAIL_ENTRY * self.size as usize
+    pub const fn used_event(self) -> usize {
+        self.avail() + RING_HEADER + AVAIL_ENTRY * self.entries()
     }
 
     /// Offset of `used.flags`.
     #[must_use]
-    pub const fn used_flags(&self) -> usize {
-        self.used
+    pub const fn used_flags(self) -> usize {
+        self.used()
     }
 
     /// Offset of `used.idx`.
     #[must_use]
-    pub const fn used_idx(&self) -> usize {
-        self.used + 2
+    pub const fn used_idx(self) -> usize {
+        self.used() + 2
     }
 
     /// Offset of `used.ring[position]`.
     #[must_use]
-    pub const fn used_ring(&self, position: u16) -> usize {
-        self.used + RING_HEADER + size_of::<UsedElement>() * position as usize
+    pub const fn used_ring(self, position: u16) -> usize {
+        self.used() + RING_HEADER + size_of::<UsedElement>() * position as usize
     }
 
     /// Offset of `avail_event` (the last field of the used ring, section 2.7.10).
     #[must_use]
-    pub const fn avail_event(&self) -> usize {
-        self.used_ring(0) + size_of::<UsedElement>() * self.size as usize
+    pub const fn avail_event(self) -> usize {
+        self.used() + RING_HEADER + size_of::<UsedElement>() * self.entries()
     }
 }
 
 /// A split virtqueue, driver side, over caller-provided ring memory and slot storage.
 #[derive(Debug)]
 pub struct SplitQueue<S: BorrowMut<[Slot]>> {
-    /// The ring, trimmed to exactly [`SplitLayout::len`] bytes.
+    /// The ring, trimmed to exactly [`SplitLayout::ring_len`] bytes.
     ring: DmaMemory,
     /// One slot per descriptor: free list, chain links and per-chain bookkeeping.
     slots: S,
@@ -216,8 +232,23 @@ pub struct SplitQueue<S: BorrowMut<[Slot]>> {
 #[inline]
 fn write_descriptor(memory: &DmaMemory, offset: usize, segment: &Segment, flags: u16, next: u16) {
     memory.store_u64(offset, segment.address, Ordering::Relaxed);
-    let tail = u64::from(segment.len) | (u64::from(flags) << 32) | (u64::from(next) << 48);
-    memory.store_u64(offset + 8, tail, Ordering::Relaxed);
+    memory.store_u64(
+        offset + 8,
+        descriptor_tail(segment.len, flags, next),
+        Ordering::Relaxed,
+    );
+}
+
+/// The `len`, `flags` and `next` fields of a descriptor as the little-endian word at offset 8.
+#[inline]
+const fn descriptor_tail(len: u32, flags: u16, next: u16) -> u64 {
+    len as u64 | ((flags as u64) << 32) | ((next as u64) << 48)
+}
+
+/// Offset of descriptor `index` in a descriptor table (the ring's or an indirect one).
+#[inline]
+const fn descriptor_offset(index: u16) -> usize {
+    size_of::<Descriptor>() * index as usize
 }
 
 impl<S: BorrowMut<[Slot]>> SplitQueue<S> {
@@ -227,7 +258,7 @@ impl<S: BorrowMut<[Slot]>> SplitQueue<S> {
     /// Bytes of ring memory a queue of `size` entries needs (see [`SplitLayout`]).
     #[must_use]
     pub const fn ring_len(size: u16) -> usize {
-        SplitLayout::new(size).len
+        SplitLayout::new(size).ring_len()
     }
 
     /// Creates queue `index` of `size` entries over `ring` (at least [`Self::ring_len`] bytes,
@@ -250,10 +281,10 @@ impl<S: BorrowMut<[Slot]>> SplitQueue<S> {
         }
         let layout = SplitLayout::new(size);
         let misaligned = !ring.bus_address().is_multiple_of(RING_ALIGN as u64);
-        let trimmed = ring.sub(0, layout.len).filter(|_| !misaligned);
+        let trimmed = ring.sub(0, layout.ring_len()).filter(|_| !misaligned);
         let Some(ring) = trimmed else {
             return Err(QueueError::RingMemory {
-                needed: layout.len,
+                needed: layout.ring_len(),
                 provided: ring.len(),
             });
         };
@@ -300,136 +331,146 @@ impl<S: BorrowMut<[Slot]>> SplitQueue<S> {
         self.features
     }
 
-    /// Takes `count` descriptors off the free list for a direct chain, writes the chain into
-    /// them in free-list order and returns the head. The caller checked `count <= num_free`.
-    fn write_direct_chain(
-        &mut self,
-        readable: &[Segment],
-        writable: &[Segment],
-        count: u16,
-    ) -> u16 {
-        let slots = self.slots.borrow_mut();
-        let head = self.free_head;
-        let mut current = head;
-        let mut remaining = count;
-        let segments = readable
-            .iter()
-            .map(|segment| (segment, 0))
-            .chain(writable.iter().map(|segment| (segment, VIRTQ_DESC_F_WRITE)));
-        for (segment, flags) in segments {
-            remaining -= 1;
-            // The free-list link becomes the chain link, so the chain needs no bookkeeping of
-            // its own: walking `next` from the head through `descriptors` slots finds it again.
-            let link = slots.get(usize::from(current)).map_or(0, |slot| slot.next);
-            let (flags, next) = if remaining == 0 {
-                (flags, 0)
-            } else {
-                (flags | VIRTQ_DESC_F_NEXT, link)
-            };
-            write_descriptor(
-                &self.ring,
-                self.layout.descriptor(current),
-                segment,
-                flags,
-                next,
-            );
-            current = link;
-        }
-        // The last descriptor's link is the first descriptor still free.
-        self.free_head = current;
-        self.num_free -= count;
-        head
-    }
-
-    /// Writes the chain into the indirect table `table` and takes one ring descriptor for it.
-    /// The caller checked the table and that a descriptor is free.
-    fn write_indirect_chain(
-        &mut self,
-        readable: &[Segment],
-        writable: &[Segment],
-        table: &DmaMemory,
-        count: u16,
-    ) -> u16 {
-        let segments = readable
-            .iter()
-            .map(|segment| (segment, 0))
-            .chain(writable.iter().map(|segment| (segment, VIRTQ_DESC_F_WRITE)));
-        let mut position: u16 = 0;
-        for (segment, flags) in segments {
-            let next = position + 1;
-            let (flags, next) = if next == count {
-                (flags, 0)
-            } else {
-                (flags | VIRTQ_DESC_F_NEXT, next)
-            };
-            write_descriptor(
-                table,
-                self.layout.descriptor(position),
-                segment,
-                flags,
-                next,
-            );
-            position = next;
-        }
-        let head = self.free_head;
-        self.free_head = self
-            .slots
-            .borrow()
-            .get(usize::from(head))
-            .map_or(0, |slot| slot.next);
-        self.num_free -= 1;
-        let table_len = Segment::new(
-            table.bus_address(),
-            u32::from(count) * size_of::<Descriptor>() as u32,
-        );
-        write_descriptor(
-            &self.ring,
-            self.layout.descriptor(head),
-            &table_len,
-            VIRTQ_DESC_F_INDIRECT,
-            0,
-        );
-        head
-    }
-
-    /// Puts chain `head` of `descriptors` ring descriptors back on the free list.
-    fn release(&mut self, head: u16, descriptors: u16) {
-        let slots = self.slots.borrow_mut();
-        let mut tail = head;
-        for _ in 1..descriptors {
-            tail = slots.get(usize::from(tail)).map_or(tail, |slot| slot.next);
-        }
-        if let Some(slot) = slots.get_mut(usize::from(tail)) {
-            slot.next = self.free_head;
-        }
-        if let Some(slot) = slots.get_mut(usize::from(head)) {
-            slot.in_flight = false;
-        }
-        self.free_head = head;
-        self.num_free += descriptors;
-        self.in_flight -= 1;
+    /// The slot storage as exactly `size` slots, or `None` if it is shorter (which `new`
+    /// ruled out; only a `BorrowMut` that changes its answer could get here).
+    #[inline]
+    fn slots_mut(slots: &mut S, mask: u16) -> Option<&mut [Slot]> {
+        slots.borrow_mut().get_mut(..=usize::from(mask))
     }
 }
 
-/// Checks a chain's segments and returns their count and the total writable length.
-fn check_segments(readable: &[Segment], writable: &[Segment]) -> Result<(usize, u32), QueueError> {
-    let count = readable.len() + writable.len();
-    if count == 0 {
-        return Err(QueueError::EmptyChain);
+/// Puts chain `head` of `descriptors` ring descriptors back on the free list in front of
+/// `free_head` and marks it not in flight; the caller makes `head` the new free head.
+///
+/// `slots` holds exactly `mask + 1` slots (the queue size). Indices are masked with `mask`:
+/// they are in range anyway (every link is a slot index by construction), but written this
+/// way the compiler can see it and drops the bounds checks.
+#[expect(
+    clippy::inline_always,
+    reason = "pop_used's hot path; with plain #[inline] LLVM keeps it out of line (it has two callers)"
+)]
+#[inline(always)]
+fn release_chain(slots: &mut [Slot], mask: u16, head: u16, descriptors: u16, free_head: u16) {
+    let mut tail = head;
+    for _ in 1..descriptors {
+        tail = slots
+            .get(usize::from(tail & mask))
+            .map_or(tail, |slot| slot.next);
     }
-    if readable.iter().any(|segment| segment.len == 0) {
-        return Err(QueueError::EmptySegment);
+    if let Some(slot) = slots.get_mut(usize::from(tail & mask)) {
+        slot.next = free_head;
     }
-    let mut total: u32 = 0;
+    if let Some(slot) = slots.get_mut(usize::from(head & mask)) {
+        slot.in_flight = false;
+    }
+}
+
+/// Where a chain's descriptors go: the ring's descriptor table in free-list order (direct) or
+/// an indirect table in index order.
+trait Placement {
+    /// The index that follows `index` in the chain.
+    fn next(&self, index: u16) -> u16;
+}
+
+/// Direct chains follow the free list: the free-list link becomes the chain link, so a chain
+/// needs no bookkeeping of its own (walking `next` from the head finds it again).
+struct FreeList<'a> {
+    /// The slots, exactly `mask + 1` of them (see [`release_chain`] on masking).
+    slots: &'a [Slot],
+    mask: u16,
+}
+
+impl Placement for FreeList<'_> {
+    #[inline]
+    fn next(&self, index: u16) -> u16 {
+        self.slots
+            .get(usize::from(index & self.mask))
+            .map_or(0, |slot| slot.next)
+    }
+}
+
+/// Indirect tables are filled in order from entry 0.
+struct InOrder;
+
+impl Placement for InOrder {
+    #[inline]
+    fn next(&self, index: u16) -> u16 {
+        index.wrapping_add(1)
+    }
+}
+
+/// A chain written by [`write_chain`]: its last descriptor, the index after it, and the total
+/// writable length.
+struct Written {
+    last: u16,
+    after: u16,
+    writable: u32,
+}
+
+/// Writes `readable` then `writable` (at least one segment in all) as descriptors into
+/// `table`, starting at `first` and linked as `placement` says: readable without and writable
+/// with `VIRTQ_DESC_F_WRITE`, `VIRTQ_DESC_F_NEXT` on all but the last.
+///
+/// Validation happens on the way (one pass instead of two): on an error some of the
+/// descriptors may have been written, but they are free descriptors (or a table not yet
+/// published) that the device has no reason to read, and no driver state has changed.
+#[inline]
+fn write_chain(
+    table: &DmaMemory,
+    readable: &[Segment],
+    writable: &[Segment],
+    first: u16,
+    placement: &impl Placement,
+) -> Result<Written, QueueError> {
+    let mut current = first;
+    let mut last = first;
+    for segment in readable {
+        if segment.len == 0 {
+            return Err(QueueError::EmptySegment);
+        }
+        let next = placement.next(current);
+        write_descriptor(
+            table,
+            descriptor_offset(current),
+            segment,
+            VIRTQ_DESC_F_NEXT,
+            next,
+        );
+        last = current;
+        current = next;
+    }
+    let mut writable_len: u32 = 0;
     for segment in writable {
         if segment.len == 0 {
             return Err(QueueError::EmptySegment);
         }
-        total = total
+        writable_len = writable_len
             .checked_add(segment.len)
             .ok_or(QueueError::WritableTooLong)?;
+        let next = placement.next(current);
+        let flags = VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT;
+        write_descriptor(table, descriptor_offset(current), segment, flags, next);
+        last = current;
+        current = next;
     }
-    Ok((count, total))
+    // End the chain: clear NEXT in the last descriptor's flags. One store here is cheaper than
+    // deciding "last or not" for every segment. Its `next` keeps the link written above, which
+    // the device ignores without NEXT (section 2.7.5).
+    let flags = if writable.is_empty() {
+        0
+    } else {
+        VIRTQ_DESC_F_WRITE
+    };
+    table.store_u16(
+        descriptor_offset(last) + offset_of!(Descriptor, flags),
+        flags,
+        Ordering::Relaxed,
+    );
+    Ok(Written {
+        last,
+        after: current,
+        writable: writable_len,
+    })
 }
 
 impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
@@ -453,8 +494,8 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         let base = self.ring.bus_address();
         QueueAddresses {
             descriptors: base,
-            driver: base + self.layout.avail as u64,
-            device: base + self.layout.used as u64,
+            driver: base + self.layout.avail() as u64,
+            device: base + self.layout.used() as u64,
         }
     }
 
@@ -464,8 +505,20 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         writable: &[Segment],
         indirect: Option<&DmaMemory>,
     ) -> Result<Token, QueueError> {
-        let (segments, writable_len) = check_segments(readable, writable)?;
-        let head = if let Some(table) = indirect {
+        let segments = readable.len() + writable.len();
+        if segments == 0 {
+            return Err(QueueError::EmptyChain);
+        }
+        let mask = self.mask;
+        let Some(slots) = Self::slots_mut(&mut self.slots, mask) else {
+            let provided = self.slots.borrow().len();
+            return Err(QueueError::SlotStorage {
+                needed: self.size,
+                provided,
+            });
+        };
+        let head = self.free_head;
+        let (descriptors, writable_len) = if let Some(table) = indirect {
             if !self.features.indirect {
                 return Err(QueueError::IndirectNotNegotiated);
             }
@@ -484,19 +537,17 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
             if self.num_free == 0 {
                 return Err(QueueError::Full { needed: 1, free: 0 });
             }
-            let head = self.write_indirect_chain(readable, writable, table, segments as u16);
-            if let Some(slot) = self.slots.borrow_mut().get_mut(usize::from(head)) {
-                slot.descriptors = 1;
-                slot.writable = writable_len;
-                slot.in_flight = true;
-            }
-            head
+            let chain = write_chain(table, readable, writable, 0, &InOrder)?;
+            let table_len = u32::from(chain.last + 1) * size_of::<Descriptor>() as u32;
+            let entry = Segment::new(table.bus_address(), table_len);
+            let offset = descriptor_offset(head);
+            write_descriptor(&self.ring, offset, &entry, VIRTQ_DESC_F_INDIRECT, 0);
+            self.free_head = FreeList { slots, mask }.next(head);
+            (1, chain.writable)
         } else {
-            if segments > usize::from(self.size) {
-                return Err(QueueError::ChainTooLong {
-                    segments,
-                    limit: usize::from(self.size),
-                });
+            let limit = usize::from(self.size);
+            if segments > limit {
+                return Err(QueueError::ChainTooLong { segments, limit });
             }
             let count = segments as u16;
             if count > self.num_free {
@@ -505,14 +556,18 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
                     free: self.num_free,
                 });
             }
-            let head = self.write_direct_chain(readable, writable, count);
-            if let Some(slot) = self.slots.borrow_mut().get_mut(usize::from(head)) {
-                slot.descriptors = count;
-                slot.writable = writable_len;
-                slot.in_flight = true;
-            }
-            head
+            let free_list = FreeList { slots, mask };
+            let chain = write_chain(&self.ring, readable, writable, head, &free_list)?;
+            // The last descriptor's link is the first descriptor still free.
+            self.free_head = chain.after;
+            (count, chain.writable)
         };
+        self.num_free -= descriptors;
+        if let Some(slot) = slots.get_mut(usize::from(head & mask)) {
+            slot.descriptors = descriptors;
+            slot.writable = writable_len;
+            slot.in_flight = true;
+        }
 
         let position = self.avail_idx & self.mask;
         self.ring
@@ -574,9 +629,10 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         // ORDERING: Acquire pairs with the device's write barrier between writing a used element
         // and publishing the new `used.idx` (virtio 1.2 sections 2.7.8 and 2.7.14), so the
         // element read below is the one the device wrote.
-        let published = self
-            .ring
-            .load_u16(self.layout.used_idx(), Ordering::Acquire);
+        // Offsets first: computed before the Acquire load, they are not recomputed after it.
+        let used_idx = self.layout.used_idx();
+        let used_ring = self.layout.used_ring(0);
+        let published = self.ring.load_u16(used_idx, Ordering::Acquire);
         let last_seen = self.last_used;
         if published == last_seen {
             return Ok(None);
@@ -587,16 +643,21 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
                 published,
             });
         }
-        let element = self.layout.used_ring(last_seen & self.mask);
+        let element = used_ring + size_of::<UsedElement>() * usize::from(last_seen & self.mask);
         let id = self.ring.load_u32(element, Ordering::Relaxed);
         let written = self.ring.load_u32(element + 4, Ordering::Relaxed);
-        let slot = u16::try_from(id)
-            .ok()
-            .filter(|&head| head < self.size)
-            .and_then(|head| Some((head, *self.slots.borrow().get(usize::from(head))?)));
-        let Some((head, slot)) = slot else {
+        // `id <= mask` is `id < size`; the size is at most 32,768, so such an id is a u16.
+        let mask = self.mask;
+        let found = match Self::slots_mut(&mut self.slots, mask) {
+            Some(slots) if id <= u32::from(mask) => {
+                slots.get(id as usize).copied().map(|slot| (slots, slot))
+            }
+            _ => None,
+        };
+        let Some((slots, slot)) = found else {
             return Err(DeviceError::UsedIdOutOfRange { id });
         };
+        let head = id as u16;
         if !slot.in_flight {
             return Err(DeviceError::UsedIdNotInFlight { id: head });
         }
@@ -607,24 +668,16 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
                 posted: slot.writable,
             });
         }
+        release_chain(slots, mask, head, slot.descriptors, self.free_head);
+        self.free_head = head;
+        self.num_free += slot.descriptors;
+        self.in_flight -= 1;
         self.last_used = last_seen.wrapping_add(1);
-        self.release(head, slot.descriptors);
-        if self.interrupts_enabled && self.features.event_idx {
-            // Popping with interrupts enabled (polling outside a disable/enable bracket) would
-            // leave `used_event` behind `last_used`; the device, already past it, would then not
-            // interrupt again for 2^16 entries. Keep it at the next entry to pop, as
-            // `enable_interrupts` would. Inside the usual bracket interrupts are disabled and
-            // this costs nothing.
-            self.used_event = self.last_used;
-            self.ring
-                .store_u16(self.layout.used_event(), self.last_used, Ordering::Relaxed);
-            // ORDERING: as in `enable_interrupts`: the `used_event` store must be visible before
-            // the next `pop_used` reads `used.idx`, pairing with the device's full barrier
-            // between publishing `used.idx` and reading `used_event` (virtio 1.2 section
-            // 2.7.7); otherwise a `None` from that pop could coincide with the device deciding
-            // not to interrupt.
-            fence(Ordering::SeqCst);
-        }
+        // With EVENT_IDX, `used_event` is not moved here (Linux moves it, with a full fence,
+        // on every pop while interrupts are enabled). Pops normally run inside the interrupt
+        // handler's disable/drain/enable bracket, where that would be wasted; a caller that
+        // pops outside it (polling) must finish with `enable_interrupts`, which the interrupt
+        // handler that any used chain triggers does anyway.
         Ok(Some(UsedBuffer {
             token: Token(head),
             written,
@@ -697,12 +750,17 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         if self.in_flight == 0 {
             return None;
         }
-        for step in 0..self.size {
-            let head = self.detach_cursor.wrapping_add(step) & self.mask;
-            let slot = self.slots.borrow().get(usize::from(head)).copied();
+        let mask = self.mask;
+        let slots = Self::slots_mut(&mut self.slots, mask)?;
+        for step in 0..=mask {
+            let head = self.detach_cursor.wrapping_add(step) & mask;
+            let slot = slots.get(usize::from(head)).copied();
             if let Some(slot) = slot.filter(|slot| slot.in_flight) {
-                self.detach_cursor = head.wrapping_add(1) & self.mask;
-                self.release(head, slot.descriptors);
+                release_chain(slots, mask, head, slot.descriptors, self.free_head);
+                self.free_head = head;
+                self.num_free += slot.descriptors;
+                self.in_flight -= 1;
+                self.detach_cursor = head.wrapping_add(1) & mask;
                 return Some(Token(head));
             }
         }
@@ -910,6 +968,12 @@ mod tests {
         }
     }
 
+    /// A descriptor's address, length, flags, and `next` when NEXT makes it meaningful.
+    fn fields(d: Descriptor) -> (u64, u32, u16, Option<u16>) {
+        let next = (d.flags.get() & VIRTQ_DESC_F_NEXT != 0).then(|| d.next.get());
+        (d.addr.get(), d.len.get(), d.flags.get(), next)
+    }
+
     struct Fixture {
         hal: FakeHal,
         queue: SplitQueue<Vec<Slot>>,
@@ -951,14 +1015,18 @@ mod tests {
             let layout = SplitLayout::new(size);
             // Descriptor table 16*Q at 0; available ring 6+2*Q right after (alignment 2); used
             // ring 6+8*Q at the next multiple of 4.
-            assert_eq!(layout.avail, 16 * q);
-            assert_eq!(layout.used, (16 * q + 6 + 2 * q).next_multiple_of(4));
-            assert_eq!(layout.len, layout.used + 6 + 8 * q);
-            assert_eq!(layout.used_event(), layout.avail + 4 + 2 * q);
-            assert_eq!(layout.avail_event(), layout.used + 4 + 8 * q);
-            assert_eq!(layout.used_ring(1), layout.used + 12);
-            assert_eq!(layout.avail_ring(1), layout.avail + 6);
-            assert_eq!(SplitQueue::<Vec<Slot>>::ring_len(size), layout.len);
+            assert_eq!(layout.avail(), 16 * q);
+            assert_eq!(layout.used(), (16 * q + 6 + 2 * q).next_multiple_of(4));
+            assert_eq!(layout.ring_len(), layout.used() + 6 + 8 * q);
+            assert_eq!(layout.used_event(), layout.avail() + 4 + 2 * q);
+            assert_eq!(layout.avail_event(), layout.used() + 4 + 8 * q);
+            assert_eq!(layout.used_ring(1), layout.used() + 12);
+            assert_eq!(layout.avail_ring(1), layout.avail() + 6);
+            assert_eq!(layout.avail_idx(), layout.avail() + 2);
+            assert_eq!(layout.used_idx(), layout.used() + 2);
+            assert_eq!(layout.descriptor(3), 48);
+            assert_eq!(layout.size(), size);
+            assert_eq!(SplitQueue::<Vec<Slot>>::ring_len(size), layout.ring_len());
         }
         // Worked examples: 256 entries is 4096 + 518 (+2 padding) + 2054.
         assert_eq!(SplitQueue::<Vec<Slot>>::ring_len(256), 6670);
@@ -1054,35 +1122,11 @@ mod tests {
         assert_eq!(f.device.avail_flags(), 0);
         assert_eq!(f.device.ring.load_u16(8 * 16 + 4, Ordering::Relaxed), 0);
         // Descriptors 0, 1, 2 in free-list order: readable first, then writable with WRITE;
-        // NEXT on all but the last, whose `next` is 0.
-        let d = |i| Device::descriptor(&f.device.ring, i);
-        assert_eq!(
-            (
-                d(0).addr.get(),
-                d(0).len.get(),
-                d(0).flags.get(),
-                d(0).next.get()
-            ),
-            (0x1000, 16, 1, 1)
-        );
-        assert_eq!(
-            (
-                d(1).addr.get(),
-                d(1).len.get(),
-                d(1).flags.get(),
-                d(1).next.get()
-            ),
-            (0x2000_0000_0000, 512, 1, 2)
-        );
-        assert_eq!(
-            (
-                d(2).addr.get(),
-                d(2).len.get(),
-                d(2).flags.get(),
-                d(2).next.get()
-            ),
-            (0x3000, 96, 2, 0)
-        );
+        // NEXT (and a meaningful `next`) on all but the last.
+        let d = |i| fields(Device::descriptor(&f.device.ring, i));
+        assert_eq!(d(0), (0x1000, 16, 1, Some(1)));
+        assert_eq!(d(1), (0x2000_0000_0000, 512, 1, Some(2)));
+        assert_eq!(d(2), (0x3000, 96, 2, None));
         // The next chain starts at descriptor 3 and goes into avail.ring[1].
         let second = f.queue.add(&[], &[segment(0x4000, 8)], None).unwrap();
         assert_eq!(second, Token(3));
@@ -1118,18 +1162,13 @@ mod tests {
         assert_eq!(head.flags.get(), VIRTQ_DESC_F_INDIRECT);
         // The table: entries 0..4 linked in order.
         let expected = [
-            (0x10, 4, 1, 1),
-            (0x20, 8, 1, 2),
-            (0x30, 12, 3, 3),
-            (0x40, 16, 2, 0),
+            (0x10, 4, 1, Some(1)),
+            (0x20, 8, 1, Some(2)),
+            (0x30, 12, 3, Some(3)),
+            (0x40, 16, 2, None),
         ];
         for (i, e) in (0u16..).zip(expected) {
-            let d = Device::descriptor(&table, i);
-            assert_eq!(
-                (d.addr.get(), d.len.get(), d.flags.get(), d.next.get()),
-                e,
-                "entry {i}"
-            );
+            assert_eq!(fields(Device::descriptor(&table, i)), e, "entry {i}");
         }
         let chain = f.device.pop(&f.hal).unwrap();
         assert!(chain.indirect);
@@ -1446,32 +1485,21 @@ mod tests {
     }
 
     #[test]
-    fn polling_with_interrupts_enabled_keeps_used_event_current() {
-        // With EVENT_IDX, a pop outside a disable/enable bracket moves used_event along, so the
-        // device still interrupts for the next chain; inside the bracket it is left parked.
+    fn polling_leaves_used_event_to_enable_interrupts() {
+        // With EVENT_IDX, pops do not move used_event (no store, no fence per pop); the next
+        // enable_interrupts moves it to the first entry not popped.
         let mut f = fixture(8, EVENT_IDX);
         let s = [segment(0x1000, 8)];
-        for expected in 1..=3u16 {
+        for _ in 0..3 {
             let token = f.queue.add(&s, &s, None).unwrap();
             f.device.pop(&f.hal).unwrap();
             f.device.push_used(token.0, 8);
             f.queue.pop_used().unwrap().unwrap();
-            assert_eq!(f.device.used_event(), expected);
-            assert!(need_event(f.device.used_event(), expected + 1, expected));
+            assert_eq!(f.device.used_event(), 0);
         }
-        f.queue.disable_interrupts();
-        let token = f.queue.add(&s, &s, None).unwrap();
-        f.device.pop(&f.hal).unwrap();
-        f.device.push_used(token.0, 8);
-        f.queue.pop_used().unwrap().unwrap();
-        assert_eq!(f.device.used_event(), 2, "parked while disabled");
-        // Without EVENT_IDX polling touches nothing.
-        let mut f = fixture(8, PLAIN);
-        let token = f.queue.add(&s, &s, None).unwrap();
-        f.device.pop(&f.hal).unwrap();
-        f.device.push_used(token.0, 8);
-        f.queue.pop_used().unwrap().unwrap();
-        assert_eq!((f.device.used_event(), f.device.avail_flags()), (0, 0));
+        assert!(!f.queue.enable_interrupts());
+        assert_eq!(f.device.used_event(), 3);
+        assert_eq!(f.device.avail_flags(), 0);
     }
 
     /// Device-side interrupt decision after publishing used entries `old..new`.
@@ -1740,7 +1768,7 @@ mod tests {
         f.device.set_used_flags(VIRTQ_USED_F_NO_NOTIFY);
         while f.queue.detach_next().is_some() {}
         f.queue.reset();
-        let len = f.queue.layout().len;
+        let len = f.queue.layout().ring_len();
         let mut bytes = vec![0xffu8; len];
         assert!(f.device.ring.read_bytes(0, &mut bytes));
         assert!(bytes.iter().all(|&b| b == 0));
