@@ -423,7 +423,13 @@ impl Harness {
     /// Device, awake: fetches some chains, and sometimes re-enables notifications and goes to
     /// sleep, unless the re-check finds more (QEMU's `virtio_queue_set_notification` loop).
     fn device_work(&mut self) {
-        let count = self.rng.below(4);
+        // Often take everything, so the device also goes to sleep with an empty ring and the
+        // next chain must kick it.
+        let count = if self.rng.chance(1, 2) {
+            u64::MAX
+        } else {
+            self.rng.below(4)
+        };
         self.device_fetch(count);
         if self.rng.chance(1, 2) {
             if self.device.enable_notification(&self.hal.memory).unwrap() {
