@@ -253,6 +253,7 @@ pub const MAX_INSTANCE_NAME_UNITS: usize = 256;
 /// Handles one WMI request: `minor_function` is the `IRP_MN_*` code (the SRB's
 /// `WMISubFunction`), `buffer` the request buffer (its `DataBuffer`, `DataTransferLength`
 /// bytes), which receives the reply.
+#[must_use = "the reply carries the completion status and the bytes to return"]
 pub fn dispatch<P: Provider + ?Sized>(
     minor_function: u8,
     buffer: &mut [u8],
@@ -402,10 +403,10 @@ fn counted_name_at(request: &[u8], offset: u32) -> Result<&[u8], WmiError> {
         field: WnodeField::OffsetInstanceName,
         value,
     };
-    let count = request
-        .get(start..start.saturating_add(2))
-        .map(|bytes| u16::from_le_bytes([bytes[0], bytes[1]]))
-        .ok_or(out_of_bounds(offset))?;
+    let Some(&[low, high]) = request.get(start..start.saturating_add(2)) else {
+        return Err(out_of_bounds(offset));
+    };
+    let count = u16::from_le_bytes([low, high]);
     let name_start = start + 2;
     let name = request
         .get(name_start..name_start + usize::from(count))
