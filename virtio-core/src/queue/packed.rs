@@ -779,6 +779,7 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
 
 #[cfg(test)]
 mod tests {
+    use core::sync::atomic::AtomicBool;
     use std::collections::{BTreeMap, BTreeSet, VecDeque};
     use std::vec;
     use std::vec::Vec;
@@ -1667,7 +1668,9 @@ mod tests {
         let max = usize::from(size).min(MAX_SEGMENTS);
         let mut laps_seen = 0u64;
         let mut last_used_wrap = rig.queue.used_wrap_flags;
+        let mut idle_rounds = 0;
         while rig.popped < chains {
+            let progress_before = (rig.added, rig.device.pending.len(), rig.popped);
             for _ in 0..rng.below(usize::from(size) + 1) {
                 let segments = 1 + rng.below(max);
                 let readable_count = rng.below(segments + 1);
@@ -1698,6 +1701,14 @@ mod tests {
                 rig.pop();
             }
             rig.check_counts();
+            // Random choices can make a round do nothing, but not a thousand in a row unless the
+            // two sides no longer see each other's descriptors.
+            if (rig.added, rig.device.pending.len(), rig.popped) == progress_before {
+                idle_rounds += 1;
+                assert!(idle_rounds < 1000, "stalled after {} chains", rig.popped);
+            } else {
+                idle_rounds = 0;
+            }
             if rig.queue.used_wrap_flags != last_used_wrap {
                 laps_seen += 1;
             }
@@ -2106,6 +2117,15 @@ mod tests {
 
     // --- A device thread ------------------------------------------------------------------
 
+    /// Sets its flag when dropped, including while unwinding from a panic.
+    struct SetOnDrop<'a>(&'a AtomicBool);
+
+    impl Drop for SetOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// The driver and the spec device on two threads, talking only through ring memory: the
     /// orderings (release of the head flags, acquire of used flags) are what keeps this right.
     #[test]
@@ -2118,12 +2138,16 @@ mod tests {
             .unwrap();
         let mut queue = PackedQueue::new(0, size, ring, vec![Slot::EMPTY; 64], events()).unwrap();
         let mut device = SpecDevice::new(&hal, queue.addresses(), size);
+        // Set when the driver side stops, normally or by panicking, so the device thread never
+        // outlives it and a failure cannot turn into a hang.
+        let driver_done = AtomicBool::new(false);
         std::thread::scope(|scope| {
             let hal = &hal;
-            scope.spawn(move || {
+            let driver_done = &driver_done;
+            let device_thread = scope.spawn(move || {
                 let mut device_random = Rng(77);
                 let mut used = 0;
-                while used < CHAINS {
+                while used < CHAINS && !driver_done.load(Ordering::Relaxed) {
                     device.fetch(hal);
                     if device.pending.is_empty() {
                         std::thread::yield_now();
@@ -2138,9 +2162,11 @@ mod tests {
                     used += 1;
                 }
             });
+            let _done = SetOnDrop(driver_done);
             let mut driver_random = Rng(78);
             let mut posted: BTreeMap<u16, u32> = BTreeMap::new();
             let (mut added, mut popped) = (0u64, 0u64);
+            let mut last_progress = std::time::Instant::now();
             while popped < CHAINS {
                 while added < CHAINS {
                     let segments = 1 + driver_random.below(3);
@@ -2165,10 +2191,22 @@ mod tests {
                     popped += 1;
                     progressed = true;
                 }
-                if !progressed {
+                if progressed {
+                    last_progress = std::time::Instant::now();
+                } else {
+                    // A device thread that stopped early panicked: `join` reports it.
+                    if device_thread.is_finished() {
+                        break;
+                    }
+                    // Neither side moving for this long means the device cannot see what the
+                    // driver made available (or the reverse): fail rather than hang.
+                    let stalled = last_progress.elapsed() > std::time::Duration::from_secs(20);
+                    assert!(!stalled, "stalled after {added} added, {popped} used");
                     std::thread::yield_now();
                 }
             }
+            device_thread.join().expect("device thread failed");
+            assert_eq!(popped, CHAINS);
             assert!(posted.is_empty());
             assert_eq!(queue.free_descriptors(), size);
         });
