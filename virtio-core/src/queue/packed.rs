@@ -670,12 +670,12 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
         if !slot.in_flight {
             return Err(DeviceError::UsedIdNotInFlight { id });
         }
-        // Section 2.8.4: `len` is reserved without WRITE, and the driver ignores it.
-        let written = if flags & VIRTQ_DESC_F_WRITE == 0 {
-            0
-        } else {
-            self.ring.load_u32(offset + DESC_LEN, Ordering::Relaxed)
-        };
+        // Section 2.8.4 calls `len` reserved in a used descriptor without WRITE, but QEMU
+        // (`virtqueue_packed_fill_desc`) never sets WRITE there and reports the length in `len`
+        // anyway, and Linux reads `len` regardless. So `len` counts either way; a device that
+        // leaves the reserved field non-zero for a chain with nothing writable gets
+        // `UsedLengthTooLarge` rather than a silently ignored value.
+        let written = self.ring.load_u32(offset + DESC_LEN, Ordering::Relaxed);
         if written > slot.writable {
             return Err(DeviceError::UsedLengthTooLarge {
                 id,
@@ -837,6 +837,10 @@ mod tests {
     /// descriptor count (2.8.6), and decides notifications from the event suppression
     /// structures by comparing the exact descriptor named (2.8.10). Any spec violation it sees
     /// in what the driver wrote fails the test.
+    #[expect(
+        clippy::struct_excessive_bools,
+        reason = "the spec's wrap counters are single bits; the device keeps three"
+    )]
     struct SpecDevice {
         ring: DmaMemory,
         size: u16,
@@ -851,6 +855,9 @@ mod tests {
         /// (position, wrap counter) of used descriptors written since the last notification
         /// decision.
         used_since_check: Vec<(u16, bool)>,
+        /// Report lengths as QEMU does: in `len`, without ever setting WRITE in a used
+        /// descriptor. Otherwise WRITE is set exactly when data was written (section 2.8.3).
+        qemu_style: bool,
         /// A second reader that only watches descriptors become available (for kick checks).
         observe_position: u16,
         observe_wrap: bool,
@@ -879,6 +886,7 @@ mod tests {
                 used_wrap: true,
                 pending: Vec::new(),
                 used_since_check: Vec::new(),
+                qemu_style: false,
                 observe_position: 0,
                 observe_wrap: true,
             }
@@ -1002,7 +1010,8 @@ mod tests {
         fn complete(&mut self, which: usize, written: u32) -> DeviceChain {
             let chain = self.pending.remove(which);
             assert!(written <= chain.writable());
-            self.write_used(chain.id, written, written > 0, chain.descriptors);
+            let write = written > 0 && !self.qemu_style;
+            self.write_used(chain.id, written, write, chain.descriptors);
             chain
         }
 
@@ -1664,6 +1673,8 @@ mod tests {
     /// the driver pops a random number; sizes 3, 5, 256, far more than 65,536 chains.
     fn churn(size: u16, features: QueueFeatures, chains: u64, seed: u64) -> Rig {
         let mut rig = Rig::new(size, features);
+        // Odd seeds report lengths the way QEMU does (no WRITE flag in used descriptors).
+        rig.device.qemu_style = seed % 2 == 1;
         let mut rng = Rng(seed);
         let max = usize::from(size).min(MAX_SEGMENTS);
         let mut laps_seen = 0u64;
@@ -1973,6 +1984,17 @@ mod tests {
                     posted: 0,
                 },
             ),
+            // Without WRITE too: `len` is not ignored (see `pop_used`).
+            (
+                1,
+                0xdead,
+                used,
+                DeviceError::UsedLengthTooLarge {
+                    id: 1,
+                    written: 0xdead,
+                    posted: 0,
+                },
+            ),
             // AVAIL from the wrong lap, with or without USED.
             (
                 1,
@@ -2001,8 +2023,8 @@ mod tests {
             assert_eq!(rig.queue.pop_used(), Err(error), "nothing consumed");
             assert_eq!(state(&rig), before);
         }
-        // `len` without WRITE is reserved and ignored (section 2.8.4).
-        rig.device.write_raw(position, 1, 0xdead, used);
+        // Repaired by the device, the same descriptor pops.
+        rig.device.write_raw(position, 1, 0, used);
         assert_eq!(
             rig.queue.pop_used(),
             Ok(Some(UsedBuffer {
@@ -2047,6 +2069,15 @@ mod tests {
             posted: 128,
         };
         assert_eq!(rig.queue.pop_used(), Err(error));
+        // QEMU style: the length in `len` without the WRITE flag still counts.
+        rig.device.write_raw(1, 1, 100, 0x8080);
+        assert_eq!(
+            rig.queue.pop_used(),
+            Ok(Some(UsedBuffer {
+                token: Token(1),
+                written: 100
+            }))
+        );
     }
 
     // --- Reset ---------------------------------------------------------------------------
