@@ -117,6 +117,15 @@ fn desc_offset(position: u16) -> usize {
     usize::from(position) * DESC_SIZE
 }
 
+/// The last 8 bytes of a [`Descriptor`] (`len`, `id`, `flags`) as one little-endian `u64`, so a
+/// descriptor nobody reads yet is written with two stores instead of four.
+#[inline]
+fn descriptor_tail(len: u32, id: u16, flags: u16) -> u64 {
+    u64::from(len) | u64::from(id) << 32 | u64::from(flags) << 48
+}
+
+const _: () = assert!(DESC_LEN == 8 && DESC_ID == 12 && DESC_FLAGS == 14);
+
 /// What the flags at the driver's used position say, for an in-flight position.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum UsedState {
@@ -419,36 +428,39 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
         let mut position = head;
         let mut wrap_flags = self.avail_wrap_flags;
         let mut head_flags = 0;
-        let mut remaining = needed;
-        let tagged = readable
-            .iter()
-            .map(|segment| (segment, 0))
-            .chain(writable.iter().map(|segment| (segment, VIRTQ_DESC_F_WRITE)));
-        for (segment, write) in tagged {
-            remaining -= 1;
-            // Section 2.8.6: NEXT on all but the last; section 2.8.17 ("Scatter-Gather
-            // Support"): AVAIL/USED/WRITE right in every descriptor, not just the first.
-            let next = if remaining == 0 { 0 } else { VIRTQ_DESC_F_NEXT };
-            let flags = write | wrap_flags | next;
-            let offset = desc_offset(position);
-            self.ring
-                .store_u64(offset + DESC_ADDR, segment.address, Ordering::Relaxed);
-            self.ring
-                .store_u32(offset + DESC_LEN, segment.len, Ordering::Relaxed);
-            // The spec needs the id only in the last descriptor (section 2.8.6); it is written
-            // in every one, which the spec allows and which costs one store.
-            self.ring.store_u16(offset + DESC_ID, id, Ordering::Relaxed);
-            if position == head {
-                head_flags = flags;
-            } else {
+        let last = needed - 1;
+        let mut index = 0;
+        for (list, write) in [(readable, 0), (writable, VIRTQ_DESC_F_WRITE)] {
+            for segment in list {
+                // Section 2.8.6: NEXT on all but the last; section 2.8.17 ("Scatter-Gather
+                // Support"): AVAIL/USED/WRITE right in every descriptor, not just the first.
+                let next = if index == last { 0 } else { VIRTQ_DESC_F_NEXT };
+                let flags = write | wrap_flags | next;
+                let offset = desc_offset(position);
+                // ORDERING: Relaxed stores: nothing reads this chain before the Release store
+                // of the head's flags below publishes it.
                 self.ring
-                    .store_u16(offset + DESC_FLAGS, flags, Ordering::Relaxed);
-            }
-            position += 1;
-            if position == self.size {
-                // Section 2.8.1: the wrap counter flips after the last ring position.
-                position = 0;
-                wrap_flags ^= WRAP_FLAGS;
+                    .store_u64(offset + DESC_ADDR, segment.address, Ordering::Relaxed);
+                // The spec needs the id only in the last descriptor (section 2.8.6); every
+                // descriptor gets it, which the spec allows and which costs nothing here.
+                if index == 0 {
+                    self.ring
+                        .store_u32(offset + DESC_LEN, segment.len, Ordering::Relaxed);
+                    self.ring.store_u16(offset + DESC_ID, id, Ordering::Relaxed);
+                    head_flags = flags;
+                } else {
+                    // Not the head, so unpublished: `len`, `id` and `flags` in one store.
+                    let tail = descriptor_tail(segment.len, id, flags);
+                    self.ring
+                        .store_u64(offset + DESC_LEN, tail, Ordering::Relaxed);
+                }
+                index += 1;
+                position += 1;
+                if position == self.size {
+                    // Section 2.8.1: the wrap counter flips after the last ring position.
+                    position = 0;
+                    wrap_flags ^= WRAP_FLAGS;
+                }
             }
         }
         // ORDERING: Release pairs with the device's read barrier after it sees the head's
@@ -494,19 +506,17 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
             free: self.free_descriptors,
         })?;
 
-        let tagged = readable
-            .iter()
-            .map(|segment| (segment, 0))
-            .chain(writable.iter().map(|segment| (segment, VIRTQ_DESC_F_WRITE)));
         let mut offset = 0;
-        for (segment, write) in tagged {
-            // Section 2.8.7: WRITE is the only valid flag in an indirect descriptor and the
-            // Buffer ID is reserved (written as zero).
-            table.store_u64(offset + DESC_ADDR, segment.address, Ordering::Relaxed);
-            table.store_u32(offset + DESC_LEN, segment.len, Ordering::Relaxed);
-            table.store_u16(offset + DESC_ID, 0, Ordering::Relaxed);
-            table.store_u16(offset + DESC_FLAGS, write, Ordering::Relaxed);
-            offset += DESC_SIZE;
+        for (list, write) in [(readable, 0), (writable, VIRTQ_DESC_F_WRITE)] {
+            for segment in list {
+                // Section 2.8.7: WRITE is the only valid flag in an indirect descriptor and the
+                // Buffer ID is reserved (written as zero). ORDERING: Relaxed, published by the
+                // Release store of the ring descriptor's flags below.
+                table.store_u64(offset + DESC_ADDR, segment.address, Ordering::Relaxed);
+                let tail = descriptor_tail(segment.len, 0, write);
+                table.store_u64(offset + DESC_LEN, tail, Ordering::Relaxed);
+                offset += DESC_SIZE;
+            }
         }
 
         let ring_offset = desc_offset(self.next_avail);
