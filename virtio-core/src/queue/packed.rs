@@ -18,6 +18,11 @@
 //!   know that the next positions may be overwritten.
 //! - **Nothing read back is trusted.** The device writes `id`, `len` and `flags` of used
 //!   descriptors; each is checked against the driver-private slots before anything changes.
+//!   `len` counts even without the WRITE flag (QEMU never sets it in used descriptors), always
+//!   bounded by the writable length posted.
+//! - **Interrupt suppression.** With `VIRTIO_F_RING_EVENT_IDX`, enabled interrupts mean
+//!   `RING_EVENT_FLAGS_DESC` at the used position, and `pop_used` moves that position along as
+//!   it consumes, so a driver that drains without disabling interrupts is still woken next time.
 #![forbid(unsafe_code)]
 
 use core::borrow::BorrowMut;
@@ -144,6 +149,9 @@ enum UsedState {
 /// Ring memory is [`PackedQueue::ring_len`] bytes at [`RING_ALIGN`]: the descriptor ring
 /// (`16 * size` bytes), then the driver event suppression structure, then the device event
 /// suppression structure. Slot storage holds at least `size` [`Slot`]s.
+///
+/// [`Virtqueue::has_used`] also answers `true` when the used position holds flags the spec
+/// forbids there, so that the following [`Virtqueue::pop_used`] reports the error.
 #[derive(Debug)]
 pub struct PackedQueue<S: BorrowMut<[Slot]>> {
     /// The queue's index on the device.
