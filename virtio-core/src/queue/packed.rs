@@ -18,6 +18,11 @@
 //!   know that the next positions may be overwritten.
 //! - **Nothing read back is trusted.** The device writes `id`, `len` and `flags` of used
 //!   descriptors; each is checked against the driver-private slots before anything changes.
+//!   `len` counts even without the WRITE flag (QEMU never sets it in used descriptors), always
+//!   bounded by the writable length posted.
+//! - **Interrupt suppression.** With `VIRTIO_F_RING_EVENT_IDX`, enabled interrupts mean
+//!   `RING_EVENT_FLAGS_DESC` at the used position, and `pop_used` moves that position along as
+//!   it consumes, so a driver that drains without disabling interrupts is still woken next time.
 #![forbid(unsafe_code)]
 
 use core::borrow::BorrowMut;
@@ -117,6 +122,15 @@ fn desc_offset(position: u16) -> usize {
     usize::from(position) * DESC_SIZE
 }
 
+/// The last 8 bytes of a [`Descriptor`] (`len`, `id`, `flags`) as one little-endian `u64`, so a
+/// descriptor nobody reads yet is written with two stores instead of four.
+#[inline]
+fn descriptor_tail(len: u32, id: u16, flags: u16) -> u64 {
+    u64::from(len) | u64::from(id) << 32 | u64::from(flags) << 48
+}
+
+const _: () = assert!(DESC_LEN == 8 && DESC_ID == 12 && DESC_FLAGS == 14);
+
 /// What the flags at the driver's used position say, for an in-flight position.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum UsedState {
@@ -135,6 +149,9 @@ enum UsedState {
 /// Ring memory is [`PackedQueue::ring_len`] bytes at [`RING_ALIGN`]: the descriptor ring
 /// (`16 * size` bytes), then the driver event suppression structure, then the device event
 /// suppression structure. Slot storage holds at least `size` [`Slot`]s.
+///
+/// [`Virtqueue::has_used`] also answers `true` when the used position holds flags the spec
+/// forbids there, so that the following [`Virtqueue::pop_used`] reports the error.
 #[derive(Debug)]
 pub struct PackedQueue<S: BorrowMut<[Slot]>> {
     /// The queue's index on the device.
@@ -419,36 +436,39 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
         let mut position = head;
         let mut wrap_flags = self.avail_wrap_flags;
         let mut head_flags = 0;
-        let mut remaining = needed;
-        let tagged = readable
-            .iter()
-            .map(|segment| (segment, 0))
-            .chain(writable.iter().map(|segment| (segment, VIRTQ_DESC_F_WRITE)));
-        for (segment, write) in tagged {
-            remaining -= 1;
-            // Section 2.8.6: NEXT on all but the last; section 2.8.17 ("Scatter-Gather
-            // Support"): AVAIL/USED/WRITE right in every descriptor, not just the first.
-            let next = if remaining == 0 { 0 } else { VIRTQ_DESC_F_NEXT };
-            let flags = write | wrap_flags | next;
-            let offset = desc_offset(position);
-            self.ring
-                .store_u64(offset + DESC_ADDR, segment.address, Ordering::Relaxed);
-            self.ring
-                .store_u32(offset + DESC_LEN, segment.len, Ordering::Relaxed);
-            // The spec needs the id only in the last descriptor (section 2.8.6); it is written
-            // in every one, which the spec allows and which costs one store.
-            self.ring.store_u16(offset + DESC_ID, id, Ordering::Relaxed);
-            if position == head {
-                head_flags = flags;
-            } else {
+        let last = needed - 1;
+        let mut index = 0;
+        for (list, write) in [(readable, 0), (writable, VIRTQ_DESC_F_WRITE)] {
+            for segment in list {
+                // Section 2.8.6: NEXT on all but the last; section 2.8.17 ("Scatter-Gather
+                // Support"): AVAIL/USED/WRITE right in every descriptor, not just the first.
+                let next = if index == last { 0 } else { VIRTQ_DESC_F_NEXT };
+                let flags = write | wrap_flags | next;
+                let offset = desc_offset(position);
+                // ORDERING: Relaxed stores: nothing reads this chain before the Release store
+                // of the head's flags below publishes it.
                 self.ring
-                    .store_u16(offset + DESC_FLAGS, flags, Ordering::Relaxed);
-            }
-            position += 1;
-            if position == self.size {
-                // Section 2.8.1: the wrap counter flips after the last ring position.
-                position = 0;
-                wrap_flags ^= WRAP_FLAGS;
+                    .store_u64(offset + DESC_ADDR, segment.address, Ordering::Relaxed);
+                // The spec needs the id only in the last descriptor (section 2.8.6); every
+                // descriptor gets it, which the spec allows and which costs nothing here.
+                if index == 0 {
+                    self.ring
+                        .store_u32(offset + DESC_LEN, segment.len, Ordering::Relaxed);
+                    self.ring.store_u16(offset + DESC_ID, id, Ordering::Relaxed);
+                    head_flags = flags;
+                } else {
+                    // Not the head, so unpublished: `len`, `id` and `flags` in one store.
+                    let tail = descriptor_tail(segment.len, id, flags);
+                    self.ring
+                        .store_u64(offset + DESC_LEN, tail, Ordering::Relaxed);
+                }
+                index += 1;
+                position += 1;
+                if position == self.size {
+                    // Section 2.8.1: the wrap counter flips after the last ring position.
+                    position = 0;
+                    wrap_flags ^= WRAP_FLAGS;
+                }
             }
         }
         // ORDERING: Release pairs with the device's read barrier after it sees the head's
@@ -494,19 +514,17 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
             free: self.free_descriptors,
         })?;
 
-        let tagged = readable
-            .iter()
-            .map(|segment| (segment, 0))
-            .chain(writable.iter().map(|segment| (segment, VIRTQ_DESC_F_WRITE)));
         let mut offset = 0;
-        for (segment, write) in tagged {
-            // Section 2.8.7: WRITE is the only valid flag in an indirect descriptor and the
-            // Buffer ID is reserved (written as zero).
-            table.store_u64(offset + DESC_ADDR, segment.address, Ordering::Relaxed);
-            table.store_u32(offset + DESC_LEN, segment.len, Ordering::Relaxed);
-            table.store_u16(offset + DESC_ID, 0, Ordering::Relaxed);
-            table.store_u16(offset + DESC_FLAGS, write, Ordering::Relaxed);
-            offset += DESC_SIZE;
+        for (list, write) in [(readable, 0), (writable, VIRTQ_DESC_F_WRITE)] {
+            for segment in list {
+                // Section 2.8.7: WRITE is the only valid flag in an indirect descriptor and the
+                // Buffer ID is reserved (written as zero). ORDERING: Relaxed, published by the
+                // Release store of the ring descriptor's flags below.
+                table.store_u64(offset + DESC_ADDR, segment.address, Ordering::Relaxed);
+                let tail = descriptor_tail(segment.len, 0, write);
+                table.store_u64(offset + DESC_LEN, tail, Ordering::Relaxed);
+                offset += DESC_SIZE;
+            }
         }
 
         let ring_offset = desc_offset(self.next_avail);
@@ -670,12 +688,12 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
         if !slot.in_flight {
             return Err(DeviceError::UsedIdNotInFlight { id });
         }
-        // Section 2.8.4: `len` is reserved without WRITE, and the driver ignores it.
-        let written = if flags & VIRTQ_DESC_F_WRITE == 0 {
-            0
-        } else {
-            self.ring.load_u32(offset + DESC_LEN, Ordering::Relaxed)
-        };
+        // Section 2.8.4 calls `len` reserved in a used descriptor without WRITE, but QEMU
+        // (`virtqueue_packed_fill_desc`) never sets WRITE there and reports the length in `len`
+        // anyway, and Linux reads `len` regardless. So `len` counts either way; a device that
+        // leaves the reserved field non-zero for a chain with nothing writable gets
+        // `UsedLengthTooLarge` rather than a silently ignored value.
+        let written = self.ring.load_u32(offset + DESC_LEN, Ordering::Relaxed);
         if written > slot.writable {
             return Err(DeviceError::UsedLengthTooLarge {
                 id,
@@ -779,6 +797,7 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
 
 #[cfg(test)]
 mod tests {
+    use core::sync::atomic::AtomicBool;
     use std::collections::{BTreeMap, BTreeSet, VecDeque};
     use std::vec;
     use std::vec::Vec;
@@ -836,6 +855,10 @@ mod tests {
     /// descriptor count (2.8.6), and decides notifications from the event suppression
     /// structures by comparing the exact descriptor named (2.8.10). Any spec violation it sees
     /// in what the driver wrote fails the test.
+    #[expect(
+        clippy::struct_excessive_bools,
+        reason = "the spec's wrap counters are single bits; the device keeps three"
+    )]
     struct SpecDevice {
         ring: DmaMemory,
         size: u16,
@@ -850,6 +873,9 @@ mod tests {
         /// (position, wrap counter) of used descriptors written since the last notification
         /// decision.
         used_since_check: Vec<(u16, bool)>,
+        /// Report lengths as QEMU does: in `len`, without ever setting WRITE in a used
+        /// descriptor. Otherwise WRITE is set exactly when data was written (section 2.8.3).
+        qemu_style: bool,
         /// A second reader that only watches descriptors become available (for kick checks).
         observe_position: u16,
         observe_wrap: bool,
@@ -878,6 +904,7 @@ mod tests {
                 used_wrap: true,
                 pending: Vec::new(),
                 used_since_check: Vec::new(),
+                qemu_style: false,
                 observe_position: 0,
                 observe_wrap: true,
             }
@@ -1001,7 +1028,8 @@ mod tests {
         fn complete(&mut self, which: usize, written: u32) -> DeviceChain {
             let chain = self.pending.remove(which);
             assert!(written <= chain.writable());
-            self.write_used(chain.id, written, written > 0, chain.descriptors);
+            let write = written > 0 && !self.qemu_style;
+            self.write_used(chain.id, written, write, chain.descriptors);
             chain
         }
 
@@ -1663,11 +1691,15 @@ mod tests {
     /// the driver pops a random number; sizes 3, 5, 256, far more than 65,536 chains.
     fn churn(size: u16, features: QueueFeatures, chains: u64, seed: u64) -> Rig {
         let mut rig = Rig::new(size, features);
+        // Odd seeds report lengths the way QEMU does (no WRITE flag in used descriptors).
+        rig.device.qemu_style = seed % 2 == 1;
         let mut rng = Rng(seed);
         let max = usize::from(size).min(MAX_SEGMENTS);
         let mut laps_seen = 0u64;
         let mut last_used_wrap = rig.queue.used_wrap_flags;
+        let mut idle_rounds = 0;
         while rig.popped < chains {
+            let progress_before = (rig.added, rig.device.pending.len(), rig.popped);
             for _ in 0..rng.below(usize::from(size) + 1) {
                 let segments = 1 + rng.below(max);
                 let readable_count = rng.below(segments + 1);
@@ -1698,6 +1730,14 @@ mod tests {
                 rig.pop();
             }
             rig.check_counts();
+            // Random choices can make a round do nothing, but not a thousand in a row unless the
+            // two sides no longer see each other's descriptors.
+            if (rig.added, rig.device.pending.len(), rig.popped) == progress_before {
+                idle_rounds += 1;
+                assert!(idle_rounds < 1000, "stalled after {} chains", rig.popped);
+            } else {
+                idle_rounds = 0;
+            }
             if rig.queue.used_wrap_flags != last_used_wrap {
                 laps_seen += 1;
             }
@@ -1962,6 +2002,17 @@ mod tests {
                     posted: 0,
                 },
             ),
+            // Without WRITE too: `len` is not ignored (see `pop_used`).
+            (
+                1,
+                0xdead,
+                used,
+                DeviceError::UsedLengthTooLarge {
+                    id: 1,
+                    written: 0xdead,
+                    posted: 0,
+                },
+            ),
             // AVAIL from the wrong lap, with or without USED.
             (
                 1,
@@ -1990,8 +2041,8 @@ mod tests {
             assert_eq!(rig.queue.pop_used(), Err(error), "nothing consumed");
             assert_eq!(state(&rig), before);
         }
-        // `len` without WRITE is reserved and ignored (section 2.8.4).
-        rig.device.write_raw(position, 1, 0xdead, used);
+        // Repaired by the device, the same descriptor pops.
+        rig.device.write_raw(position, 1, 0, used);
         assert_eq!(
             rig.queue.pop_used(),
             Ok(Some(UsedBuffer {
@@ -2036,6 +2087,15 @@ mod tests {
             posted: 128,
         };
         assert_eq!(rig.queue.pop_used(), Err(error));
+        // QEMU style: the length in `len` without the WRITE flag still counts.
+        rig.device.write_raw(1, 1, 100, 0x8080);
+        assert_eq!(
+            rig.queue.pop_used(),
+            Ok(Some(UsedBuffer {
+                token: Token(1),
+                written: 100
+            }))
+        );
     }
 
     // --- Reset ---------------------------------------------------------------------------
@@ -2106,6 +2166,15 @@ mod tests {
 
     // --- A device thread ------------------------------------------------------------------
 
+    /// Sets its flag when dropped, including while unwinding from a panic.
+    struct SetOnDrop<'a>(&'a AtomicBool);
+
+    impl Drop for SetOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// The driver and the spec device on two threads, talking only through ring memory: the
     /// orderings (release of the head flags, acquire of used flags) are what keeps this right.
     #[test]
@@ -2118,12 +2187,16 @@ mod tests {
             .unwrap();
         let mut queue = PackedQueue::new(0, size, ring, vec![Slot::EMPTY; 64], events()).unwrap();
         let mut device = SpecDevice::new(&hal, queue.addresses(), size);
+        // Set when the driver side stops, normally or by panicking, so the device thread never
+        // outlives it and a failure cannot turn into a hang.
+        let driver_done = AtomicBool::new(false);
         std::thread::scope(|scope| {
             let hal = &hal;
-            scope.spawn(move || {
+            let driver_done = &driver_done;
+            let device_thread = scope.spawn(move || {
                 let mut device_random = Rng(77);
                 let mut used = 0;
-                while used < CHAINS {
+                while used < CHAINS && !driver_done.load(Ordering::Relaxed) {
                     device.fetch(hal);
                     if device.pending.is_empty() {
                         std::thread::yield_now();
@@ -2138,9 +2211,11 @@ mod tests {
                     used += 1;
                 }
             });
+            let _done = SetOnDrop(driver_done);
             let mut driver_random = Rng(78);
             let mut posted: BTreeMap<u16, u32> = BTreeMap::new();
             let (mut added, mut popped) = (0u64, 0u64);
+            let mut last_progress = std::time::Instant::now();
             while popped < CHAINS {
                 while added < CHAINS {
                     let segments = 1 + driver_random.below(3);
@@ -2165,10 +2240,22 @@ mod tests {
                     popped += 1;
                     progressed = true;
                 }
-                if !progressed {
+                if progressed {
+                    last_progress = std::time::Instant::now();
+                } else {
+                    // A device thread that stopped early panicked: `join` reports it.
+                    if device_thread.is_finished() {
+                        break;
+                    }
+                    // Neither side moving for this long means the device cannot see what the
+                    // driver made available (or the reverse): fail rather than hang.
+                    let stalled = last_progress.elapsed() > std::time::Duration::from_secs(20);
+                    assert!(!stalled, "stalled after {added} added, {popped} used");
                     std::thread::yield_now();
                 }
             }
+            device_thread.join().expect("device thread failed");
+            assert_eq!(popped, CHAINS);
             assert!(posted.is_empty());
             assert_eq!(queue.free_descriptors(), size);
         });
