@@ -1,0 +1,15 @@
+//! vmtest-guest's pure logic, built and unit-tested on the host and run in the QEMU guest.
+//!
+//! - [`scsi_cmd`]: the SCSI commands the exerciser sends (SPC/SBC CDBs) and the parsing of
+//!   what the device returns for them;
+//! - [`pattern`]: the data patterns written and verified across the disk;
+//! - [`pci_scan`]: PCI enumeration and BAR decoding over an abstract configuration space.
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod pattern;
+pub mod pci_scan;
+pub mod scsi_cmd;
