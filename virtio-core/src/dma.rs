@@ -49,8 +49,9 @@ impl DmaMemory {
     /// - `ptr .. ptr + len` is valid for reads and writes and is not accessed through Rust
     ///   references by anyone (only through `DmaMemory`s and by the device);
     /// - `bus` is the address at which the device reaches `ptr`, contiguous for `len` bytes.
+    #[must_use]
     pub unsafe fn new(ptr: NonNull<u8>, len: usize, bus: BusAddress) -> Option<Self> {
-        if ptr.as_ptr().addr() % DMA_BASE_ALIGN != 0 {
+        if !ptr.as_ptr().addr().is_multiple_of(DMA_BASE_ALIGN) {
             return None;
         }
         Some(Self { ptr, len, bus })
@@ -85,7 +86,7 @@ impl DmaMemory {
     #[must_use]
     pub fn sub(&self, offset: usize, len: usize) -> Option<Self> {
         let end = offset.checked_add(len)?;
-        if end > self.len || offset % DMA_BASE_ALIGN != 0 {
+        if end > self.len || !offset.is_multiple_of(DMA_BASE_ALIGN) {
             return None;
         }
         Some(Self {
@@ -99,8 +100,12 @@ impl DmaMemory {
     /// Pointer to `offset` if an aligned `size`-byte access there is in bounds.
     fn checked(&self, offset: usize, size: usize) -> Option<*mut u8> {
         let in_bounds = offset.checked_add(size).is_some_and(|end| end <= self.len);
-        let aligned = offset % size == 0;
-        debug_assert!(in_bounds && aligned, "DMA access {offset}+{size} outside {}", self.len);
+        let aligned = offset.is_multiple_of(size);
+        debug_assert!(
+            in_bounds && aligned,
+            "DMA access {offset}+{size} outside {}",
+            self.len
+        );
         if in_bounds && aligned {
             Some(self.ptr.as_ptr().wrapping_add(offset))
         } else {
@@ -180,8 +185,12 @@ impl DmaMemory {
 
     /// Copies `bytes` into the region at `offset` (request headers, CDBs). Returns `false`, and
     /// copies nothing, if the range is out of bounds.
+    #[must_use = "a false return means nothing was written"]
     pub fn write_bytes(&self, offset: usize, bytes: &[u8]) -> bool {
-        if offset.checked_add(bytes.len()).is_none_or(|end| end > self.len) {
+        if offset
+            .checked_add(bytes.len())
+            .is_none_or(|end| end > self.len)
+        {
             return false;
         }
         for (i, byte) in bytes.iter().enumerate() {
@@ -192,8 +201,12 @@ impl DmaMemory {
 
     /// Copies from the region at `offset` into `out` (responses, sense data). Returns `false`,
     /// and copies nothing, if the range is out of bounds.
+    #[must_use = "a false return means nothing was read"]
     pub fn read_bytes(&self, offset: usize, out: &mut [u8]) -> bool {
-        if offset.checked_add(out.len()).is_none_or(|end| end > self.len) {
+        if offset
+            .checked_add(out.len())
+            .is_none_or(|end| end > self.len)
+        {
             return false;
         }
         for (i, byte) in out.iter_mut().enumerate() {
@@ -211,5 +224,49 @@ impl DmaMemory {
         for i in words * 8..self.len {
             self.store_u8(i, 0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use core::sync::atomic::Ordering::Relaxed;
+
+    use crate::fake::FakeHal;
+    use crate::hal::Hal;
+
+    #[test]
+    fn sub_regions_stay_inside_and_keep_bus_offsets() {
+        let hal = FakeHal::new();
+        let mem = hal.dma_alloc(64, 16).unwrap();
+        let tail = mem.sub(48, 16).unwrap();
+        assert_eq!(tail.bus_address(), mem.bus_address() + 48);
+        tail.store_u64(8, 0x0102_0304_0506_0708, Relaxed);
+        assert_eq!(mem.load_u64(56, Relaxed), 0x0102_0304_0506_0708);
+        assert!(mem.sub(48, 17).is_none(), "past the end");
+        assert!(mem.sub(4, 8).is_none(), "misaligned base");
+        assert!(mem.sub(usize::MAX, 1).is_none(), "overflow");
+        // SAFETY: allocated above, never given to a device.
+        unsafe { hal.dma_free(mem) };
+    }
+
+    #[test]
+    fn values_are_little_endian_and_byte_copies_are_bounded() {
+        let hal = FakeHal::new();
+        let mem = hal.dma_alloc(16, 8).unwrap();
+        mem.store_u32(4, 0xa1b2_c3d4, Relaxed);
+        let mut bytes = [0u8; 4];
+        assert!(mem.read_bytes(4, &mut bytes));
+        assert_eq!(bytes, [0xd4, 0xc3, 0xb2, 0xa1]);
+        assert!(mem.write_bytes(12, &[1, 2, 3, 4]));
+        assert!(
+            !mem.write_bytes(13, &[1, 2, 3, 4]),
+            "one byte past the end writes nothing"
+        );
+        assert_eq!(mem.load_u8(15), 4);
+        assert!(!mem.read_bytes(usize::MAX, &mut bytes));
+        mem.zero();
+        assert_eq!(mem.load_u64(8, Relaxed), 0);
+        // SAFETY: allocated above, never given to a device.
+        unsafe { hal.dma_free(mem) };
     }
 }

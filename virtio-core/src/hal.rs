@@ -1,7 +1,7 @@
 //! The hardware seams: DMA memory ([`Hal`]) and device registers ([`RegisterIo`]).
 //!
 //! In the miniport these are backed by the uncached extension, StorPortGetPhysicalAddress and
-//! the StorPort register routines; in tests by [`crate::fake`]; in the QEMU test guest by
+//! the StorPort register routines; in tests by the `fake` module (feature `test-utils`); in the QEMU test guest by
 //! identity-mapped memory and real MMIO.
 
 use crate::dma::{BusAddress, DmaMemory};
@@ -75,7 +75,8 @@ pub unsafe trait Hal {
     /// # Errors
     /// [`HalError::TooManySegments`] if `out` is too short, [`HalError::Untranslatable`] if the
     /// address is not DMA-reachable.
-    fn translate(&self, address: usize, len: usize, out: &mut [Segment]) -> Result<usize, HalError>;
+    fn translate(&self, address: usize, len: usize, out: &mut [Segment])
+    -> Result<usize, HalError>;
 }
 
 /// Register access in a device's BARs (memory or I/O space), by BAR index and byte offset.

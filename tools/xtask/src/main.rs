@@ -1,6 +1,63 @@
 //! xtask: the project's jobs, runnable the same way locally and in CI (`cargo xtask <job>`).
 #![forbid(unsafe_code)]
 
-fn main() {
-    std::process::exit(2);
+mod ci;
+mod util;
+
+use std::process::ExitCode;
+
+/// One job: its name on the command line, a line of help, and what it runs.
+struct Job {
+    name: &'static str,
+    help: &'static str,
+    run: fn(&[String]) -> Result<(), String>,
+}
+
+const JOBS: &[Job] = &[
+    Job {
+        name: "ci",
+        help: "every check CI runs (fmt, clippy, doc, tests, ...)",
+        run: ci::run_all,
+    },
+    Job {
+        name: "fmt",
+        help: "cargo fmt --check",
+        run: ci::fmt,
+    },
+    Job {
+        name: "clippy",
+        help: "clippy on every target, warnings denied",
+        run: ci::clippy,
+    },
+    Job {
+        name: "doc",
+        help: "rustdoc, warnings denied",
+        run: ci::doc,
+    },
+    Job {
+        name: "test",
+        help: "the workspace's unit and integration tests",
+        run: ci::test,
+    },
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(job) = args
+        .first()
+        .and_then(|name| JOBS.iter().find(|job| job.name == name))
+    else {
+        eprintln!("usage: cargo xtask <job> [args]\n\njobs:");
+        for job in JOBS {
+            eprintln!("  {:<10} {}", job.name, job.help);
+        }
+        return ExitCode::from(2);
+    };
+    match (job.run)(&args[1..]) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask {}: FAILED: {message}", job.name);
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -55,7 +55,8 @@ impl FakeHal {
     pub fn memory_at(&self, bus: BusAddress, len: usize) -> Option<DmaMemory> {
         let cpu = usize::try_from(bus.checked_sub(BUS_OFFSET)?).ok()?;
         let live = self.live.lock().unwrap();
-        live.iter().find(|a| cpu >= a.cpu && cpu + len <= a.cpu + a.layout.size())?;
+        live.iter()
+            .find(|a| cpu >= a.cpu && cpu + len <= a.cpu + a.layout.size())?;
         // `DmaMemory::new` refuses a base that is not 8-aligned; device structures are.
         let ptr = NonNull::new(cpu as *mut u8)?;
         // SAFETY: the range lies inside a live allocation of this HAL, which is valid for reads
@@ -81,7 +82,10 @@ unsafe impl Hal for FakeHal {
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(raw).ok_or(HalError::OutOfMemory { len })?;
-        self.live.lock().unwrap().push(Allocation { cpu: ptr.as_ptr().addr(), layout });
+        self.live.lock().unwrap().push(Allocation {
+            cpu: ptr.as_ptr().addr(),
+            layout,
+        });
         // SAFETY: freshly allocated, zeroed, aligned to at least 8, exclusively ours until
         // `dma_free`.
         unsafe { DmaMemory::new(ptr, len, Self::bus_of(ptr.as_ptr().addr())) }
@@ -100,17 +104,26 @@ unsafe impl Hal for FakeHal {
         unsafe { dealloc(alloc.cpu as *mut u8, alloc.layout) };
     }
 
-    fn translate(&self, address: usize, len: usize, out: &mut [Segment]) -> Result<usize, HalError> {
+    fn translate(
+        &self,
+        address: usize,
+        len: usize,
+        out: &mut [Segment],
+    ) -> Result<usize, HalError> {
         // Heap memory is contiguous here; split at 4 KiB pages anyway, as a real HAL would, so
         // callers are exercised with multi-segment buffers.
         const PAGE: usize = 4096;
         let mut count = 0;
         let mut cursor = address;
-        let end = address.checked_add(len).ok_or(HalError::Untranslatable { address })?;
+        let end = address
+            .checked_add(len)
+            .ok_or(HalError::Untranslatable { address })?;
         while cursor < end {
             let page_end = (cursor / PAGE + 1) * PAGE;
             let piece = page_end.min(end) - cursor;
-            let slot = out.get_mut(count).ok_or(HalError::TooManySegments { capacity: count })?;
+            let slot = out
+                .get_mut(count)
+                .ok_or(HalError::TooManySegments { capacity: count })?;
             *slot = Segment::new(Self::bus_of(cursor), piece as u32);
             count += 1;
             cursor += piece;
@@ -129,10 +142,17 @@ mod tests {
         let mem = hal.dma_alloc(4096, 4096).unwrap();
         assert_eq!(mem.cpu_address() % 4096, 0);
         assert_ne!(mem.bus_address(), mem.cpu_address() as u64);
-        assert!((0..4096).step_by(8).all(|o| mem.load_u64(o, core::sync::atomic::Ordering::Relaxed) == 0));
+        assert!(
+            (0..4096)
+                .step_by(8)
+                .all(|o| mem.load_u64(o, core::sync::atomic::Ordering::Relaxed) == 0)
+        );
         let view = hal.memory_at(mem.bus_address() + 16, 32).unwrap();
         view.store_u32(0, 0xdead_beef, core::sync::atomic::Ordering::Relaxed);
-        assert_eq!(mem.load_u32(16, core::sync::atomic::Ordering::Relaxed), 0xdead_beef);
+        assert_eq!(
+            mem.load_u32(16, core::sync::atomic::Ordering::Relaxed),
+            0xdead_beef
+        );
         assert!(hal.memory_at(mem.bus_address() + 4090, 32).is_none());
         // SAFETY: allocated above, no device uses it.
         unsafe { hal.dma_free(mem) };

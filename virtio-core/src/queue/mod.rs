@@ -55,7 +55,12 @@ pub struct Slot {
 
 impl Slot {
     /// An unused slot, for initialising storage arrays.
-    pub const EMPTY: Self = Self { next: 0, descriptors: 0, writable: 0, in_flight: false };
+    pub const EMPTY: Self = Self {
+        next: 0,
+        descriptors: 0,
+        writable: 0,
+        in_flight: false,
+    };
 }
 
 /// Ring features negotiated with the device that change how a queue behaves.
@@ -257,7 +262,11 @@ mod tests {
                 for delta in 0u16..40 {
                     let event = old.wrapping_sub(10).wrapping_add(delta);
                     let in_window = event.wrapping_sub(old) < step;
-                    assert_eq!(need_event(event, new, old), in_window, "{event} {new} {old}");
+                    assert_eq!(
+                        need_event(event, new, old),
+                        in_window,
+                        "{event} {new} {old}"
+                    );
                 }
             }
         }

@@ -1,0 +1,48 @@
+//! The CI jobs: formatting, lints, docs and tests, each also runnable on its own.
+
+use crate::util::{cargo, run};
+
+/// Every CI check, in order of increasing cost, stopping at the first failure.
+pub fn run_all(args: &[String]) -> Result<(), String> {
+    fmt(args)?;
+    clippy(args)?;
+    doc(args)?;
+    test(args)
+}
+
+/// `cargo fmt --check` over the workspace.
+pub fn fmt(_: &[String]) -> Result<(), String> {
+    run(cargo().args(["fmt", "--all", "--check"]))
+}
+
+/// Clippy on every crate and target with warnings (pedantic included) as errors.
+pub fn clippy(_: &[String]) -> Result<(), String> {
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+/// rustdoc with warnings as errors (broken intra-doc links fail).
+pub fn doc(_: &[String]) -> Result<(), String> {
+    run(cargo()
+        .args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings"))
+}
+
+/// The workspace's tests, with and without the test-utils fakes.
+pub fn test(_: &[String]) -> Result<(), String> {
+    run(cargo().args(["test", "--workspace", "--all-features"]))?;
+    run(cargo().args([
+        "test",
+        "--package",
+        "virtio-core",
+        "--lib",
+        "--no-default-features",
+    ]))
+}
