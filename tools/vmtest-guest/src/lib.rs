@@ -2,6 +2,7 @@
 //!
 //! - [`scsi_cmd`]: the SCSI commands the exerciser sends (SPC/SBC CDBs) and the parsing of
 //!   what the device returns for them;
+//! - [`arena`]: the bookkeeping of the guest's DMA pool;
 //! - [`pattern`]: the data patterns written and verified across the disk;
 //! - [`pci_scan`]: PCI enumeration and BAR decoding over an abstract configuration space.
 #![no_std]
@@ -10,6 +11,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod arena;
 pub mod pattern;
 pub mod pci_scan;
 pub mod scsi_cmd;

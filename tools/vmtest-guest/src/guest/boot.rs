@@ -181,8 +181,6 @@ exception_stub_table:
 
 /// Called by the exception stubs: reports the CPU exception on the serial port and fails the run.
 extern "C" fn exception(vector: u64, error_code: u64, rip: u64, cr2: u64) -> ! {
-    super::println!(
-        "EXCEPTION vector {vector} error {error_code:#x} rip {rip:#x} cr2 {cr2:#x}"
-    );
+    super::println!("EXCEPTION vector {vector} error {error_code:#x} rip {rip:#x} cr2 {cr2:#x}");
     super::exit::exit(super::exit::ExitCode::Failure)
 }

@@ -88,7 +88,9 @@ pub enum MapError {
 /// # Errors
 /// [`MapError`] if the window cannot be mapped.
 pub fn map_mmio(address: u64, len: u64) -> Result<(), MapError> {
-    let end = address.checked_add(len).ok_or(MapError::OutOfRange { address })?;
+    let end = address
+        .checked_add(len)
+        .ok_or(MapError::OutOfRange { address })?;
     // Four-level paging reaches 2^48 bytes; identity mapping needs the address to be canonical
     // and below the top half.
     if end > 1 << 47 {
@@ -131,14 +133,21 @@ fn next_level(table: &'static PageTable, index: usize) -> Result<&'static PageTa
     let current = entry.load(Ordering::Acquire);
     if current & PRESENT != 0 {
         if current & PAGE_SIZE_2M != 0 {
-            return Err(MapError::Conflict { address: current & ADDRESS_MASK });
+            return Err(MapError::Conflict {
+                address: current & ADDRESS_MASK,
+            });
         }
         return table_at(current & ADDRESS_MASK).ok_or(MapError::Conflict {
             address: current & ADDRESS_MASK,
         });
     }
-    let fresh = POOL.get(POOL_USED.fetch_add(1, Ordering::AcqRel)).ok_or(MapError::NoTables)?;
-    entry.store(fresh.physical_address() | PRESENT | WRITABLE, Ordering::Release);
+    let fresh = POOL
+        .get(POOL_USED.fetch_add(1, Ordering::AcqRel))
+        .ok_or(MapError::NoTables)?;
+    entry.store(
+        fresh.physical_address() | PRESENT | WRITABLE,
+        Ordering::Release,
+    );
     Ok(fresh)
 }
 

@@ -9,7 +9,9 @@ use core::arch::asm;
 /// (it must not, for example, start DMA into memory the program uses).
 pub unsafe fn out8(port: u16, value: u8) {
     // SAFETY: the caller vouches for the device's reaction; `out` touches no memory.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Writes a 16-bit value to I/O port `port`.
@@ -18,7 +20,9 @@ pub unsafe fn out8(port: u16, value: u8) {
 /// As for [`out8`].
 pub unsafe fn out16(port: u16, value: u16) {
     // SAFETY: as in `out8`.
-    unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Writes a 32-bit value to I/O port `port`.
@@ -27,7 +31,9 @@ pub unsafe fn out16(port: u16, value: u16) {
 /// As for [`out8`].
 pub unsafe fn out32(port: u16, value: u32) {
     // SAFETY: as in `out8`.
-    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Reads a byte from I/O port `port`.
@@ -37,7 +43,9 @@ pub unsafe fn out32(port: u16, value: u32) {
 pub unsafe fn in8(port: u16) -> u8 {
     let value: u8;
     // SAFETY: as in `out8`.
-    unsafe { asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
+    };
     value
 }
 
@@ -48,7 +56,9 @@ pub unsafe fn in8(port: u16) -> u8 {
 pub unsafe fn in16(port: u16) -> u16 {
     let value: u16;
     // SAFETY: as in `out8`.
-    unsafe { asm!("in ax, dx", in("dx") port, out("ax") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("in ax, dx", in("dx") port, out("ax") value, options(nomem, nostack, preserves_flags))
+    };
     value
 }
 
@@ -59,6 +69,8 @@ pub unsafe fn in16(port: u16) -> u16 {
 pub unsafe fn in32(port: u16) -> u32 {
     let value: u32;
     // SAFETY: as in `out8`.
-    unsafe { asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags))
+    };
     value
 }
