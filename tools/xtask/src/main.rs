@@ -3,6 +3,7 @@
 
 mod ci;
 mod util;
+mod vmtest;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,11 @@ const JOBS: &[Job] = &[
         name: "test",
         help: "the workspace's unit and integration tests",
         run: ci::test,
+    },
+    Job {
+        name: "vmtest",
+        help: "QEMU guest against virtio-scsi-pci: [--tcg] [split|packed]",
+        run: vmtest::run_vmtest,
     },
 ];
 
