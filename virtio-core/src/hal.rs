@@ -85,6 +85,12 @@ pub unsafe trait Hal {
 /// device registers. An access outside a mapped BAR must not fault: reads return all ones (what
 /// a PCI master abort returns) and writes are dropped. The transport validates every offset
 /// before use, so this is a second line of defence, not the first.
+///
+/// Ordering: a register write must not be reordered before the CPU's earlier stores to DMA
+/// memory (a notify must follow the ring update it announces), and a register read must not be
+/// satisfied before earlier stores complete. x86 guarantees this for uncached MMIO; on ARM64 the
+/// implementation issues the barrier (StorPort's register routines do, as do Linux's
+/// `writel`/`readl`). The transport adds its own SeqCst fences where the spec asks for them.
 pub trait RegisterIo {
     /// Length of BAR `bar` as mapped, or `None` if it is not mapped.
     fn bar_len(&self, bar: u8) -> Option<u64>;

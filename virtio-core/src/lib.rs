@@ -5,6 +5,7 @@
 //!   [`hal::RegisterIo`] (BAR registers);
 //! - [`dma`]: the one place that touches device-shared memory, bounds-checked and atomic;
 //! - [`queue`]: split and packed virtqueues behind one [`queue::Virtqueue`] trait;
+//! - [`features`]: feature bits and the driver's accepted set;
 //! - [`pci`]: the virtio 1.x modern PCI transport;
 //! - [`scsi`]: the virtio-scsi wire protocol and the response mapping.
 //!
@@ -16,6 +17,7 @@
 extern crate std;
 
 pub mod dma;
+pub mod features;
 pub mod hal;
 pub mod pci;
 pub mod queue;
