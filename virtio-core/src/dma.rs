@@ -98,6 +98,7 @@ impl DmaMemory {
     }
 
     /// Pointer to `offset` if an aligned `size`-byte access there is in bounds.
+    #[inline]
     fn checked(&self, offset: usize, size: usize) -> Option<*mut u8> {
         let in_bounds = offset.checked_add(size).is_some_and(|end| end <= self.len);
         let aligned = offset.is_multiple_of(size);
@@ -115,6 +116,7 @@ impl DmaMemory {
 
     /// Loads the byte at `offset`.
     #[must_use]
+    #[inline]
     pub fn load_u8(&self, offset: usize) -> u8 {
         self.checked(offset, 1).map_or(0, |p| {
             // SAFETY: `p` is in bounds of memory valid for reads (the `new` contract) and a byte
@@ -124,6 +126,7 @@ impl DmaMemory {
     }
 
     /// Stores the byte `value` at `offset`.
+    #[inline]
     pub fn store_u8(&self, offset: usize, value: u8) {
         if let Some(p) = self.checked(offset, 1) {
             // SAFETY: as in `load_u8`, and the memory is valid for writes.
@@ -133,6 +136,7 @@ impl DmaMemory {
 
     /// Loads a little-endian `u16` at `offset` with `order` (`Relaxed` or `Acquire`).
     #[must_use]
+    #[inline]
     pub fn load_u16(&self, offset: usize, order: Ordering) -> u16 {
         self.checked(offset, 2).map_or(0, |p| {
             // SAFETY: `p` is in bounds, 2-aligned (base is 8-aligned and `offset % 2 == 0`),
@@ -142,6 +146,7 @@ impl DmaMemory {
     }
 
     /// Stores `value` as a little-endian `u16` at `offset` with `order` (`Relaxed`/`Release`).
+    #[inline]
     pub fn store_u16(&self, offset: usize, value: u16, order: Ordering) {
         if let Some(p) = self.checked(offset, 2) {
             // SAFETY: `p` is in bounds, 2-aligned, valid for writes, and only accessed atomically.
@@ -151,6 +156,7 @@ impl DmaMemory {
 
     /// Loads a little-endian `u32` at `offset`.
     #[must_use]
+    #[inline]
     pub fn load_u32(&self, offset: usize, order: Ordering) -> u32 {
         self.checked(offset, 4).map_or(0, |p| {
             // SAFETY: `p` is in bounds, 4-aligned, valid for reads, and only accessed atomically.
@@ -159,6 +165,7 @@ impl DmaMemory {
     }
 
     /// Stores `value` as a little-endian `u32` at `offset`.
+    #[inline]
     pub fn store_u32(&self, offset: usize, value: u32, order: Ordering) {
         if let Some(p) = self.checked(offset, 4) {
             // SAFETY: `p` is in bounds, 4-aligned, valid for writes, and only accessed atomically.
@@ -168,6 +175,7 @@ impl DmaMemory {
 
     /// Loads a little-endian `u64` at `offset`.
     #[must_use]
+    #[inline]
     pub fn load_u64(&self, offset: usize, order: Ordering) -> u64 {
         self.checked(offset, 8).map_or(0, |p| {
             // SAFETY: `p` is in bounds, 8-aligned, valid for reads, and only accessed atomically.
@@ -176,6 +184,7 @@ impl DmaMemory {
     }
 
     /// Stores `value` as a little-endian `u64` at `offset`.
+    #[inline]
     pub fn store_u64(&self, offset: usize, value: u64, order: Ordering) {
         if let Some(p) = self.checked(offset, 8) {
             // SAFETY: `p` is in bounds, 8-aligned, valid for writes, and only accessed atomically.

@@ -7,7 +7,8 @@ pub fn run_all(args: &[String]) -> Result<(), String> {
     fmt(args)?;
     clippy(args)?;
     doc(args)?;
-    test(args)
+    test(args)?;
+    crate::package::ci(args)
 }
 
 /// `cargo fmt --check` over the workspace.
@@ -37,7 +38,10 @@ pub fn doc(_: &[String]) -> Result<(), String> {
 
 /// The workspace's tests, with and without the test-utils fakes.
 pub fn test(_: &[String]) -> Result<(), String> {
-    run(cargo().args(["test", "--workspace", "--all-features"]))?;
+    // Layout probes against mingw-w64's headers must run in CI, never skip.
+    run(cargo()
+        .args(["test", "--workspace", "--all-features"])
+        .env("RVSCSI_REQUIRE_LAYOUT_PROBE", "1"))?;
     run(cargo().args([
         "test",
         "--package",

@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 
 mod ci;
+mod inf;
+mod package;
 mod util;
 mod vmtest;
 
@@ -39,6 +41,16 @@ const JOBS: &[Job] = &[
         name: "test",
         help: "the workspace's unit and integration tests",
         run: ci::test,
+    },
+    Job {
+        name: "package",
+        help: "rvscsi.sys + PDB + INF for Windows (--target, --crate, --sign, --no-panic-check)",
+        run: package::package,
+    },
+    Job {
+        name: "pecheck",
+        help: "the PE check alone: pecheck <image.sys> <image.pdb> [--target <triple>]",
+        run: package::pecheck,
     },
     Job {
         name: "vmtest",

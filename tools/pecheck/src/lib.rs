@@ -1,0 +1,916 @@
+//! pecheck: checks a kernel-mode PE image against the rules a StorPort miniport must meet.
+//!
+//! [`check`] reads an image and its PDB and reports every broken rule, each naming itself:
+//!
+//! | rule | requires |
+//! |---|---|
+//! | `machine` | COFF machine AMD64 (0x8664) or ARM64 (0xAA64), the one asked for |
+//! | `subsystem` | `Subsystem` = NATIVE (1) |
+//! | `entry-point` | `AddressOfEntryPoint` = the address of the `DriverEntry` export |
+//! | `dll-characteristics` | NX_COMPAT, DYNAMIC_BASE and FORCE_INTEGRITY all set |
+//! | `imports` | only from storport.sys, by name, each a storport.sys export; no delay imports |
+//! | `tls` | no TLS directory (a driver has no thread-local storage) |
+//! | `relocations` | a non-empty base relocation directory (`.reloc`) |
+//! | `w^x` | no section both writable and executable |
+//! | `checksum` | `CheckSum` = the PE checksum of the file |
+//! | `pdb` | a CodeView (RSDS) record whose GUID and age equal the PDB's info stream |
+//!
+//! The input is untrusted: a malformed file is a [`Violation::Malformed`], never a panic.
+#![forbid(unsafe_code)]
+
+mod bytes;
+pub mod checksum;
+pub mod pdb;
+pub mod storport_exports;
+#[cfg(test)]
+mod synth;
+
+use object::LittleEndian as LE;
+use object::pe;
+use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, PeFile64};
+
+pub use checksum::{ChecksumError, Stamp, compute_checksum, stamp_checksum, stored_checksum};
+pub use pdb::{Guid, PdbError, PdbIdentity, pdb_identity};
+pub use storport_exports::{STORPORT_EXPORTS, is_storport_export};
+
+/// The only DLL a StorPort miniport may import from.
+pub const STORPORT_DLL: &str = "storport.sys";
+
+/// The DllCharacteristics a driver image must have: NX_COMPAT | DYNAMIC_BASE | FORCE_INTEGRITY.
+pub const REQUIRED_DLL_CHARACTERISTICS: u16 = pe::IMAGE_DLLCHARACTERISTICS_NX_COMPAT.0
+    | pe::IMAGE_DLLCHARACTERISTICS_DYNAMIC_BASE.0
+    | pe::IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY.0;
+
+/// The processor a driver image is built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Machine {
+    /// x64: `IMAGE_FILE_MACHINE_AMD64`.
+    Amd64,
+    /// ARM64: `IMAGE_FILE_MACHINE_ARM64`.
+    Arm64,
+}
+
+impl Machine {
+    /// The COFF `Machine` value.
+    #[must_use]
+    pub const fn coff(self) -> u16 {
+        match self {
+            Self::Amd64 => pe::IMAGE_FILE_MACHINE_AMD64.0,
+            Self::Arm64 => pe::IMAGE_FILE_MACHINE_ARM64.0,
+        }
+    }
+
+    /// The machine for a COFF `Machine` value, if it is one a driver may target.
+    #[must_use]
+    pub const fn from_coff(value: u16) -> Option<Self> {
+        if value == pe::IMAGE_FILE_MACHINE_AMD64.0 {
+            Some(Self::Amd64)
+        } else if value == pe::IMAGE_FILE_MACHINE_ARM64.0 {
+            Some(Self::Arm64)
+        } else {
+            None
+        }
+    }
+}
+
+impl core::fmt::Display for Machine {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Amd64 => write!(f, "AMD64 (0x8664)"),
+            Self::Arm64 => write!(f, "ARM64 (0xAA64)"),
+        }
+    }
+}
+
+/// One broken rule. [`Violation::rule`] names it; `Display` explains it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// The file is not a PE32+ image this tool can read.
+    Malformed(String),
+    /// The COFF machine is not the expected one.
+    Machine {
+        /// The machine asked for.
+        expected: Machine,
+        /// The COFF `Machine` field found.
+        found: u16,
+    },
+    /// The subsystem is not NATIVE.
+    Subsystem(u16),
+    /// The image exports no `DriverEntry`, so the entry point cannot be confirmed.
+    NoDriverEntry,
+    /// The entry point is not `DriverEntry`.
+    EntryPoint {
+        /// `AddressOfEntryPoint`.
+        entry: u32,
+        /// The RVA of the `DriverEntry` export.
+        driver_entry: u32,
+    },
+    /// Required DllCharacteristics flags are missing.
+    DllCharacteristics {
+        /// The flags found.
+        found: u16,
+        /// The required flags that are not set.
+        missing: u16,
+    },
+    /// An import from a DLL other than storport.sys.
+    ForeignImport {
+        /// The DLL imported from.
+        dll: String,
+        /// The function imported (`#n` for an ordinal).
+        function: String,
+    },
+    /// An import from storport.sys of a name it does not export.
+    UnknownStorportImport(String),
+    /// An import by ordinal: fragile, and no StorPort export is documented by ordinal.
+    OrdinalImport {
+        /// The DLL imported from.
+        dll: String,
+        /// The ordinal.
+        ordinal: u16,
+    },
+    /// A delay-load import directory: the kernel loader does not resolve delay imports.
+    DelayImports,
+    /// A TLS directory.
+    Tls,
+    /// No base relocations: the image could not be placed at another address.
+    NoRelocations,
+    /// A section both writable and executable.
+    WritableExecutable(String),
+    /// The stored checksum differs from the computed one.
+    Checksum {
+        /// `OptionalHeader.CheckSum`.
+        stored: u32,
+        /// The checksum of the file.
+        computed: u32,
+    },
+    /// No CodeView (RSDS) debug record.
+    NoCodeView,
+    /// The PDB file cannot be read.
+    Pdb(PdbError),
+    /// The image's CodeView record names another PDB.
+    PdbMismatch {
+        /// GUID and age in the image.
+        image: PdbIdentity,
+        /// GUID and age in the PDB.
+        pdb: PdbIdentity,
+    },
+}
+
+impl Violation {
+    /// The name of the broken rule, as in the crate documentation's table.
+    #[must_use]
+    pub const fn rule(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "pe-format",
+            Self::Machine { .. } => "machine",
+            Self::Subsystem(_) => "subsystem",
+            Self::NoDriverEntry | Self::EntryPoint { .. } => "entry-point",
+            Self::DllCharacteristics { .. } => "dll-characteristics",
+            Self::ForeignImport { .. }
+            | Self::UnknownStorportImport(_)
+            | Self::OrdinalImport { .. }
+            | Self::DelayImports => "imports",
+            Self::Tls => "tls",
+            Self::NoRelocations => "relocations",
+            Self::WritableExecutable(_) => "w^x",
+            Self::Checksum { .. } => "checksum",
+            Self::NoCodeView | Self::Pdb(_) | Self::PdbMismatch { .. } => "pdb",
+        }
+    }
+}
+
+impl core::fmt::Display for Violation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "rule {}: ", self.rule())?;
+        match self {
+            Self::Malformed(why) => write!(f, "not a readable PE32+ image: {why}"),
+            Self::Machine { expected, found } => {
+                write!(f, "machine is {found:#06x}, expected {expected}")
+            }
+            Self::Subsystem(found) => {
+                write!(f, "subsystem is {found}, a driver must be NATIVE (1)")
+            }
+            Self::NoDriverEntry => write!(f, "the image exports no DriverEntry"),
+            Self::EntryPoint {
+                entry,
+                driver_entry,
+            } => write!(
+                f,
+                "entry point RVA {entry:#x} is not DriverEntry (RVA {driver_entry:#x}); \
+                 link with /ENTRY:DriverEntry"
+            ),
+            Self::DllCharacteristics { found, missing } => write!(
+                f,
+                "DllCharacteristics {found:#06x} lacks {missing:#06x} \
+                 (NX_COMPAT 0x100, DYNAMIC_BASE 0x40, FORCE_INTEGRITY 0x80 /INTEGRITYCHECK)"
+            ),
+            Self::ForeignImport { dll, function } => write!(
+                f,
+                "imports {function} from {dll}; a StorPort miniport may import from \
+                 storport.sys only"
+            ),
+            Self::UnknownStorportImport(name) => write!(
+                f,
+                "imports {name} from storport.sys, which does not export it \
+                 (inline storport.h routines go through StorPortExtendedFunction)"
+            ),
+            Self::OrdinalImport { dll, ordinal } => {
+                write!(f, "imports ordinal {ordinal} from {dll}; import by name")
+            }
+            Self::DelayImports => write!(f, "the image has delay-load imports"),
+            Self::Tls => write!(f, "the image has a TLS directory; drivers cannot use TLS"),
+            Self::NoRelocations => write!(
+                f,
+                "no base relocations (.reloc); the kernel must be able to load the image \
+                 at any address"
+            ),
+            Self::WritableExecutable(name) => {
+                write!(f, "section {name} is both writable and executable")
+            }
+            Self::Checksum { stored, computed } => {
+                write!(
+                    f,
+                    "stored checksum {stored:#010x}, the file's is {computed:#010x}"
+                )
+            }
+            Self::NoCodeView => write!(f, "no CodeView (RSDS) debug record; link with /DEBUG"),
+            Self::Pdb(error) => write!(f, "cannot read the PDB: {error}"),
+            Self::PdbMismatch { image, pdb } => write!(
+                f,
+                "the image names PDB {} age {}, the PDB file is {} age {}",
+                image.guid, image.age, pdb.guid, pdb.age
+            ),
+        }
+    }
+}
+
+/// What a passing image contains.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// The processor.
+    pub machine: Machine,
+    /// The file size in bytes.
+    pub size: usize,
+    /// `AddressOfEntryPoint` (the `DriverEntry` export).
+    pub entry_point: u32,
+    /// The functions imported from storport.sys, in import-table order.
+    pub imports: Vec<String>,
+    /// The PE checksum.
+    pub checksum: u32,
+    /// GUID and age shared by the image and the PDB.
+    pub pdb: PdbIdentity,
+    /// The PDB path recorded in the image.
+    pub pdb_path: String,
+}
+
+/// Checks `image` (a `.sys`) and its `pdb` against every rule.
+///
+/// # Errors
+/// Every broken rule, in the order of the crate documentation's table.
+pub fn check(image: &[u8], pdb: &[u8], expected: Machine) -> Result<Report, Vec<Violation>> {
+    let file = PeFile64::parse(image).map_err(|e| vec![Violation::Malformed(e.to_string())])?;
+    let mut violations = Vec::new();
+    let headers = file.nt_headers();
+    let optional = headers.optional_header();
+
+    let machine_value = headers.file_header().machine.get(LE).0;
+    let machine = Machine::from_coff(machine_value).filter(|&found| found == expected);
+    if machine.is_none() {
+        violations.push(Violation::Machine {
+            expected,
+            found: machine_value,
+        });
+    }
+
+    let subsystem = optional.subsystem().0;
+    if subsystem != pe::IMAGE_SUBSYSTEM_NATIVE.0 {
+        violations.push(Violation::Subsystem(subsystem));
+    }
+
+    let entry_point = optional.address_of_entry_point();
+    match driver_entry_rva(&file) {
+        Ok(Some(driver_entry)) if driver_entry == entry_point => {}
+        Ok(Some(driver_entry)) => violations.push(Violation::EntryPoint {
+            entry: entry_point,
+            driver_entry,
+        }),
+        Ok(None) => violations.push(Violation::NoDriverEntry),
+        Err(violation) => violations.push(violation),
+    }
+
+    let characteristics = optional.dll_characteristics().0;
+    let missing = REQUIRED_DLL_CHARACTERISTICS & !characteristics;
+    if missing != 0 {
+        violations.push(Violation::DllCharacteristics {
+            found: characteristics,
+            missing,
+        });
+    }
+
+    let imports = match storport_imports(&file, &mut violations) {
+        Ok(imports) => imports,
+        Err(violation) => {
+            violations.push(violation);
+            Vec::new()
+        }
+    };
+
+    let directories = file.data_directories();
+    if directories
+        .get(pe::IMAGE_DIRECTORY_ENTRY_TLS)
+        .is_some_and(|tls| tls.virtual_address.get(LE) != 0 || tls.size.get(LE) != 0)
+    {
+        violations.push(Violation::Tls);
+    }
+
+    if !has_relocations(&file) {
+        violations.push(Violation::NoRelocations);
+    }
+
+    for section in file.section_table().iter() {
+        let flags = section.characteristics.get(LE).0;
+        if flags & pe::IMAGE_SCN_MEM_WRITE.0 != 0 && flags & pe::IMAGE_SCN_MEM_EXECUTE.0 != 0 {
+            let name = String::from_utf8_lossy(section.raw_name())
+                .trim_end_matches('\0')
+                .to_owned();
+            violations.push(Violation::WritableExecutable(name));
+        }
+    }
+
+    let checksum = match (stored_checksum(image), compute_checksum(image)) {
+        (Ok(stored), Ok(computed)) => {
+            if stored != computed {
+                violations.push(Violation::Checksum { stored, computed });
+            }
+            computed
+        }
+        (Err(error), _) | (_, Err(error)) => {
+            violations.push(Violation::Malformed(error.to_string()));
+            0
+        }
+    };
+
+    let identity = pdb_match(&file, pdb, &mut violations);
+
+    match (machine, identity, violations.is_empty()) {
+        (Some(machine), Some((pdb, pdb_path)), true) => Ok(Report {
+            machine,
+            size: image.len(),
+            entry_point,
+            imports,
+            checksum,
+            pdb,
+            pdb_path,
+        }),
+        _ => Err(violations),
+    }
+}
+
+/// The RVA of the `DriverEntry` export, if the image exports one.
+fn driver_entry_rva(file: &PeFile64<'_>) -> Result<Option<u32>, Violation> {
+    let Some(table) = file
+        .export_table()
+        .map_err(|e| Violation::Malformed(format!("export table: {e}")))?
+    else {
+        return Ok(None);
+    };
+    let exports = table
+        .exports()
+        .map_err(|e| Violation::Malformed(format!("export table: {e}")))?;
+    Ok(exports
+        .iter()
+        .find_map(|export| match (export.name, export.target) {
+            (Some(b"DriverEntry"), object::read::pe::ExportTarget::Address(rva)) => Some(rva),
+            _ => None,
+        }))
+}
+
+/// The names imported from storport.sys; any other import becomes a violation.
+fn storport_imports(
+    file: &PeFile64<'_>,
+    violations: &mut Vec<Violation>,
+) -> Result<Vec<String>, Violation> {
+    let malformed = |e: object::Error| Violation::Malformed(format!("import table: {e}"));
+    let mut names = Vec::new();
+    if let Some(table) = file.import_table().map_err(malformed)? {
+        let mut descriptors = table.descriptors().map_err(malformed)?;
+        while let Some(descriptor) = descriptors.next().map_err(malformed)? {
+            let dll =
+                String::from_utf8_lossy(table.name(descriptor.name.get(LE)).map_err(malformed)?)
+                    .into_owned();
+            let from_storport = dll.eq_ignore_ascii_case(STORPORT_DLL);
+            // The lookup table (OriginalFirstThunk) keeps the names after binding; linkers
+            // that omit it leave them in the IAT.
+            let lookup = match descriptor.original_first_thunk.get(LE) {
+                0 => descriptor.first_thunk.get(LE),
+                rva => rva,
+            };
+            let mut thunks = table.thunks(lookup).map_err(malformed)?;
+            while let Some(thunk) = thunks.next::<pe::ImageNtHeaders64>().map_err(malformed)? {
+                match table
+                    .import::<pe::ImageNtHeaders64>(thunk)
+                    .map_err(malformed)?
+                {
+                    object::read::pe::Import::Ordinal(ordinal) => {
+                        violations.push(Violation::OrdinalImport {
+                            dll: dll.clone(),
+                            ordinal,
+                        });
+                    }
+                    object::read::pe::Import::Name(_hint, name) => {
+                        let name = String::from_utf8_lossy(name).into_owned();
+                        if !from_storport {
+                            violations.push(Violation::ForeignImport {
+                                dll: dll.clone(),
+                                function: name,
+                            });
+                        } else if is_storport_export(&name) {
+                            names.push(name);
+                        } else {
+                            violations.push(Violation::UnknownStorportImport(name));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let delay = file
+        .data_directories()
+        .get(pe::IMAGE_DIRECTORY_ENTRY_DELAY_IMPORT);
+    if delay.is_some_and(|directory| directory.size.get(LE) != 0) {
+        violations.push(Violation::DelayImports);
+    }
+    Ok(names)
+}
+
+/// Whether the image carries at least one base relocation block.
+fn has_relocations(file: &PeFile64<'_>) -> bool {
+    let Ok(Some(mut blocks)) = file
+        .data_directories()
+        .relocation_blocks(file.data(), &file.section_table())
+    else {
+        return false;
+    };
+    matches!(blocks.next(), Ok(Some(_)))
+}
+
+/// Compares the image's CodeView record with the PDB's identity.
+fn pdb_match(
+    file: &PeFile64<'_>,
+    pdb: &[u8],
+    violations: &mut Vec<Violation>,
+) -> Option<(PdbIdentity, String)> {
+    use object::Object as _;
+    let codeview = match file.pdb_info() {
+        Ok(Some(codeview)) => codeview,
+        Ok(None) => {
+            violations.push(Violation::NoCodeView);
+            return None;
+        }
+        Err(e) => {
+            violations.push(Violation::Malformed(format!("debug directory: {e}")));
+            return None;
+        }
+    };
+    let in_image = PdbIdentity {
+        guid: Guid(codeview.guid()),
+        age: codeview.age(),
+    };
+    match pdb_identity(pdb) {
+        Ok(in_pdb) if in_pdb == in_image => Some((
+            in_pdb,
+            String::from_utf8_lossy(codeview.path()).into_owned(),
+        )),
+        Ok(in_pdb) => {
+            violations.push(Violation::PdbMismatch {
+                image: in_image,
+                pdb: in_pdb,
+            });
+            None
+        }
+        Err(error) => {
+            violations.push(Violation::Pdb(error));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::synth::{GUID, Image, Imported, pdb};
+
+    /// Checks a synthesized image against the default PDB, for AMD64.
+    fn run(image: &Image) -> Result<Report, Vec<Violation>> {
+        check(&image.build(), &pdb(GUID, 1), Machine::Amd64)
+    }
+
+    /// Asserts that `image` breaks exactly `expected`.
+    fn fails_with(image: &Image, expected: Violation) {
+        assert_eq!(run(image), Err(vec![expected]));
+    }
+
+    #[test]
+    fn a_well_formed_driver_image_passes_and_is_described() {
+        let report = run(&Image::default()).unwrap();
+        assert_eq!(report.machine, Machine::Amd64);
+        assert_eq!(report.entry_point, 0x1000);
+        assert_eq!(
+            report.imports,
+            ["StorPortInitialize", "StorPortNotification"]
+        );
+        assert_eq!(
+            report.pdb,
+            PdbIdentity {
+                guid: Guid(GUID),
+                age: 1
+            }
+        );
+        assert_eq!(report.pdb_path, "fixture.pdb");
+    }
+
+    #[test]
+    fn machine_must_be_the_one_asked_for() {
+        let i386 = Image {
+            machine: 0x14c,
+            ..Image::default()
+        };
+        fails_with(
+            &i386,
+            Violation::Machine {
+                expected: Machine::Amd64,
+                found: 0x14c,
+            },
+        );
+        let arm64 = Image {
+            machine: 0xaa64,
+            ..Image::default()
+        };
+        assert_eq!(
+            check(&arm64.build(), &pdb(GUID, 1), Machine::Arm64)
+                .unwrap()
+                .machine,
+            Machine::Arm64
+        );
+        fails_with(
+            &arm64,
+            Violation::Machine {
+                expected: Machine::Amd64,
+                found: 0xaa64,
+            },
+        );
+    }
+
+    #[test]
+    fn subsystem_must_be_native() {
+        fails_with(
+            &Image {
+                subsystem: 2,
+                ..Image::default()
+            },
+            Violation::Subsystem(2),
+        );
+    }
+
+    #[test]
+    fn entry_point_must_be_the_driver_entry_export() {
+        fails_with(
+            &Image {
+                entry_offset: 1,
+                ..Image::default()
+            },
+            Violation::EntryPoint {
+                entry: 0x1001,
+                driver_entry: 0x1000,
+            },
+        );
+        fails_with(
+            &Image {
+                export_driver_entry: false,
+                ..Image::default()
+            },
+            Violation::NoDriverEntry,
+        );
+    }
+
+    #[test]
+    fn each_required_dll_characteristic_is_enforced() {
+        for flag in [0x0040, 0x0080, 0x0100] {
+            let found = 0x01e0 & !flag;
+            fails_with(
+                &Image {
+                    dll_characteristics: found,
+                    ..Image::default()
+                },
+                Violation::DllCharacteristics {
+                    found,
+                    missing: flag,
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn imports_from_outside_storport_are_rejected() {
+        let mut image = Image::default();
+        image
+            .imports
+            .push(("ntoskrnl.exe", vec![Imported::Name("KeBugCheckEx")]));
+        fails_with(
+            &image,
+            Violation::ForeignImport {
+                dll: "ntoskrnl.exe".into(),
+                function: "KeBugCheckEx".into(),
+            },
+        );
+    }
+
+    #[test]
+    fn storport_dll_name_is_matched_without_case() {
+        let image = Image {
+            imports: vec![("STORPORT.SYS", vec![Imported::Name("StorPortInitialize")])],
+            ..Image::default()
+        };
+        assert_eq!(run(&image).unwrap().imports, ["StorPortInitialize"]);
+    }
+
+    #[test]
+    fn storport_imports_must_be_real_exports() {
+        let mut image = Image::default();
+        image.imports[0]
+            .1
+            .push(Imported::Name("StorPortAllocatePool"));
+        fails_with(
+            &image,
+            Violation::UnknownStorportImport("StorPortAllocatePool".into()),
+        );
+    }
+
+    #[test]
+    fn ordinal_and_delay_imports_are_rejected() {
+        let mut image = Image::default();
+        image.imports[0].1.push(Imported::Ordinal(7));
+        fails_with(
+            &image,
+            Violation::OrdinalImport {
+                dll: "storport.sys".into(),
+                ordinal: 7,
+            },
+        );
+        fails_with(
+            &Image {
+                delay_imports: true,
+                ..Image::default()
+            },
+            Violation::DelayImports,
+        );
+    }
+
+    #[test]
+    fn a_tls_directory_is_rejected() {
+        fails_with(
+            &Image {
+                tls: true,
+                ..Image::default()
+            },
+            Violation::Tls,
+        );
+    }
+
+    #[test]
+    fn base_relocations_are_required() {
+        fails_with(
+            &Image {
+                relocations: false,
+                ..Image::default()
+            },
+            Violation::NoRelocations,
+        );
+    }
+
+    #[test]
+    fn writable_executable_sections_are_rejected() {
+        fails_with(
+            &Image {
+                writable_text: true,
+                ..Image::default()
+            },
+            Violation::WritableExecutable(".text".into()),
+        );
+    }
+
+    #[test]
+    fn a_wrong_checksum_is_rejected_and_a_zero_one_can_be_stamped() {
+        let mut bytes = Image::default().build();
+        let stored = stored_checksum(&bytes).unwrap();
+        // A byte in .text's padding: the image still parses, only the checksum changes.
+        bytes[0x300] ^= 0x55;
+        let computed = compute_checksum(&bytes).unwrap();
+        assert_ne!(stored, computed);
+        assert_eq!(
+            check(&bytes, &pdb(GUID, 1), Machine::Amd64),
+            Err(vec![Violation::Checksum { stored, computed }])
+        );
+
+        let mut zero = Image {
+            zero_checksum: true,
+            ..Image::default()
+        }
+        .build();
+        let computed = compute_checksum(&zero).unwrap();
+        assert_eq!(
+            check(&zero, &pdb(GUID, 1), Machine::Amd64),
+            Err(vec![Violation::Checksum {
+                stored: 0,
+                computed
+            }])
+        );
+        assert_eq!(stamp_checksum(&mut zero), Ok(Stamp::Written(computed)));
+        assert_eq!(stamp_checksum(&mut zero), Ok(Stamp::AlreadySet(computed)));
+        assert!(check(&zero, &pdb(GUID, 1), Machine::Amd64).is_ok());
+    }
+
+    #[test]
+    fn the_checksum_excludes_its_own_field_and_adds_the_length() {
+        // 0x40 + 88 = 0x98 is the checksum field for e_lfanew = 0x40.
+        let mut bytes = vec![0_u8; 0x100];
+        bytes[0x3c] = 0x40;
+        bytes[0x98..0x9c].copy_from_slice(&[0xff; 4]);
+        bytes[0x10] = 0x34;
+        bytes[0x11] = 0x12;
+        // Words: 0x0040 (e_lfanew) + 0x1234; the field's 0xffff words are skipped.
+        assert_eq!(compute_checksum(&bytes), Ok(0x0040 + 0x1234 + 0x100));
+        // End-around carry makes 0xffff a second zero: adding it changes nothing.
+        bytes[0x20] = 0xff;
+        bytes[0x21] = 0xff;
+        assert_eq!(compute_checksum(&bytes), Ok(0x0040 + 0x1234 + 0x100));
+        assert_eq!(
+            compute_checksum(&bytes[..0x90]),
+            Err(ChecksumError::Truncated { len: 0x90 })
+        );
+    }
+
+    #[test]
+    fn the_pdb_must_exist_be_readable_and_match() {
+        fails_with(
+            &Image {
+                codeview: None,
+                ..Image::default()
+            },
+            Violation::NoCodeView,
+        );
+        let other_guid = *b"another-guid-16b";
+        for (guid, age) in [(other_guid, 1), (GUID, 2)] {
+            assert_eq!(
+                check(&Image::default().build(), &pdb(guid, age), Machine::Amd64),
+                Err(vec![Violation::PdbMismatch {
+                    image: PdbIdentity {
+                        guid: Guid(GUID),
+                        age: 1
+                    },
+                    pdb: PdbIdentity {
+                        guid: Guid(guid),
+                        age
+                    },
+                }])
+            );
+        }
+        assert_eq!(
+            check(&Image::default().build(), b"not a pdb", Machine::Amd64),
+            Err(vec![Violation::Pdb(PdbError::NotMsf)])
+        );
+    }
+
+    #[test]
+    fn several_broken_rules_are_all_reported_in_table_order() {
+        let image = Image {
+            subsystem: 3,
+            tls: true,
+            relocations: false,
+            ..Image::default()
+        };
+        let rules: Vec<_> = run(&image)
+            .unwrap_err()
+            .iter()
+            .map(Violation::rule)
+            .collect();
+        assert_eq!(rules, ["subsystem", "tls", "relocations"]);
+    }
+
+    #[test]
+    fn every_message_names_its_rule() {
+        let violation = Violation::ForeignImport {
+            dll: "hal.dll".into(),
+            function: "X".into(),
+        };
+        assert!(violation.to_string().starts_with("rule imports: "));
+        assert!(Violation::Tls.to_string().starts_with("rule tls: "));
+    }
+
+    #[test]
+    fn a_non_pe_file_is_malformed_not_a_panic() {
+        for bytes in [&b""[..], b"MZ", &[0_u8; 64]] {
+            let violations = check(bytes, &pdb(GUID, 1), Machine::Amd64).unwrap_err();
+            assert!(
+                matches!(violations.as_slice(), [Violation::Malformed(_)]),
+                "{violations:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pdb_errors_name_the_broken_structure() {
+        let good = pdb(GUID, 3);
+        assert_eq!(
+            pdb_identity(&good),
+            Ok(PdbIdentity {
+                guid: Guid(GUID),
+                age: 3
+            })
+        );
+        let mut bad_block = good.clone();
+        bad_block[32..36].copy_from_slice(&100_u32.to_le_bytes());
+        assert_eq!(pdb_identity(&bad_block), Err(PdbError::BadBlockSize(100)));
+        assert_eq!(
+            pdb_identity(&good[..6 * 512]),
+            Err(PdbError::BlockOutOfRange(6))
+        );
+        let mut one_stream = good.clone();
+        one_stream[4 * 512..4 * 512 + 4].copy_from_slice(&1_u32.to_le_bytes());
+        assert_eq!(
+            pdb_identity(&one_stream),
+            Err(PdbError::NoInfoStream { streams: 1 })
+        );
+        let mut short_info = good.clone();
+        short_info[4 * 512 + 8..4 * 512 + 12].copy_from_slice(&20_u32.to_le_bytes());
+        assert_eq!(
+            pdb_identity(&short_info),
+            Err(PdbError::InfoStreamTooShort(20))
+        );
+        let mut nil_info = good;
+        nil_info[4 * 512 + 8..4 * 512 + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            pdb_identity(&nil_info),
+            Err(PdbError::InfoStreamTooShort(0))
+        );
+    }
+
+    #[test]
+    fn guids_print_in_registry_form() {
+        let guid = Guid([
+            0x33, 0x22, 0x11, 0x00, 0x55, 0x44, 0x77, 0x66, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+            0xee, 0xff,
+        ]);
+        assert_eq!(guid.to_string(), "{00112233-4455-6677-8899-AABBCCDDEEFF}");
+    }
+
+    proptest! {
+        #[test]
+        fn corrupting_any_image_byte_never_panics(offset in 0_usize..4096, value: u8) {
+            let mut bytes = Image::default().build();
+            if let Some(byte) = bytes.get_mut(offset) {
+                *byte = value;
+            }
+            let _ = check(&bytes, &pdb(GUID, 1), Machine::Amd64);
+        }
+
+        #[test]
+        fn truncating_an_image_or_pdb_never_panics(image_len in 0_usize..4096, pdb_len in 0_usize..4096) {
+            let bytes = Image::default().build();
+            let pdb_bytes = pdb(GUID, 1);
+            let _ = check(
+                &bytes[..image_len.min(bytes.len())],
+                &pdb_bytes[..pdb_len.min(pdb_bytes.len())],
+                Machine::Amd64,
+            );
+        }
+
+        #[test]
+        fn corrupting_any_pdb_word_never_panics(word in 0_usize..(7 * 128), value: u32) {
+            let mut bytes = pdb(GUID, 1);
+            bytes[word * 4..word * 4 + 4].copy_from_slice(&value.to_le_bytes());
+            let _ = pdb_identity(&bytes);
+        }
+
+        #[test]
+        fn the_checksum_equals_a_folded_total(mut bytes in proptest::collection::vec(any::<u8>(), 0x100..0x400)) {
+            bytes[0x3c..0x40].copy_from_slice(&0x40_u32.to_le_bytes());
+            // Reference: sum every word except the field in 64 bits, fold once at the end.
+            let mut total: u64 = 0;
+            for (index, word) in bytes.chunks(2).enumerate() {
+                if index * 2 == 0x98 || index * 2 == 0x9a {
+                    continue;
+                }
+                let low = u64::from(word[0]);
+                let high = word.get(1).map_or(0, |&b| u64::from(b));
+                total += low | (high << 8);
+            }
+            while total > 0xffff {
+                total = (total & 0xffff) + (total >> 16);
+            }
+            prop_assert_eq!(compute_checksum(&bytes), Ok(total as u32 + bytes.len() as u32));
+        }
+    }
+}

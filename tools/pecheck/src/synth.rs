@@ -1,0 +1,339 @@
+//! Test-only synthesis of small PE32+ driver images and PDB files, one knob per rule.
+//!
+//! The default [`Image`] passes every rule; each test turns one knob and checks that exactly
+//! the matching rule fails. The layout is fixed and simple: headers, `.text` (one `ret` as
+//! DriverEntry), `.rdata` (imports, exports, debug directory, CodeView record, TLS directory
+//! if asked) and `.reloc`.
+
+use crate::pdb::MSF_MAGIC;
+
+const FILE_ALIGNMENT: usize = 0x200;
+const SECTION_ALIGNMENT: u32 = 0x1000;
+const TEXT_RVA: u32 = 0x1000;
+const RDATA_RVA: u32 = 0x2000;
+const OPTIONAL_HEADER_SIZE: usize = 240;
+const SCN_CODE: u32 = 0x0000_0020;
+const SCN_INITIALIZED_DATA: u32 = 0x0000_0040;
+const SCN_EXECUTE: u32 = 0x2000_0000;
+const SCN_READ: u32 = 0x4000_0000;
+const SCN_WRITE: u32 = 0x8000_0000;
+
+/// One imported function: by name or by ordinal.
+#[derive(Clone, Debug)]
+pub enum Imported {
+    /// By name.
+    Name(&'static str),
+    /// By ordinal.
+    Ordinal(u16),
+}
+
+/// The knobs of a synthesized driver image.
+#[derive(Clone, Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "each bool is one independent rule knob a test flips"
+)]
+pub struct Image {
+    pub machine: u16,
+    pub subsystem: u16,
+    pub dll_characteristics: u16,
+    /// Export `DriverEntry` at the start of `.text`.
+    pub export_driver_entry: bool,
+    /// `AddressOfEntryPoint` minus the DriverEntry RVA.
+    pub entry_offset: u32,
+    pub imports: Vec<(&'static str, Vec<Imported>)>,
+    pub delay_imports: bool,
+    pub tls: bool,
+    pub relocations: bool,
+    pub writable_text: bool,
+    /// GUID and age of the CodeView record; `None` leaves the debug directory out.
+    pub codeview: Option<([u8; 16], u32)>,
+    /// Leave the checksum field 0 instead of writing the correct value.
+    pub zero_checksum: bool,
+}
+
+impl Default for Image {
+    fn default() -> Self {
+        Self {
+            machine: 0x8664,
+            subsystem: 1,
+            dll_characteristics: 0x01e0,
+            export_driver_entry: true,
+            entry_offset: 0,
+            imports: vec![(
+                "storport.sys",
+                vec![
+                    Imported::Name("StorPortInitialize"),
+                    Imported::Name("StorPortNotification"),
+                ],
+            )],
+            delay_imports: false,
+            tls: false,
+            relocations: true,
+            writable_text: false,
+            codeview: Some((GUID, 1)),
+            zero_checksum: false,
+        }
+    }
+}
+
+/// The GUID every default image and PDB share.
+pub const GUID: [u8; 16] = *b"rvscsi-test-guid";
+
+/// A little-endian byte buffer written at explicit offsets.
+#[derive(Default)]
+struct Buffer(Vec<u8>);
+
+impl Buffer {
+    fn grow(&mut self, end: usize) {
+        if self.0.len() < end {
+            self.0.resize(end, 0);
+        }
+    }
+    fn bytes(&mut self, offset: usize, bytes: &[u8]) {
+        self.grow(offset + bytes.len());
+        self.0[offset..offset + bytes.len()].copy_from_slice(bytes);
+    }
+    fn u16(&mut self, offset: usize, value: u16) {
+        self.bytes(offset, &value.to_le_bytes());
+    }
+    fn u32(&mut self, offset: usize, value: u32) {
+        self.bytes(offset, &value.to_le_bytes());
+    }
+    fn u64(&mut self, offset: usize, value: u64) {
+        self.bytes(offset, &value.to_le_bytes());
+    }
+    /// Appends `bytes` aligned to `align`; returns their offset.
+    fn push(&mut self, bytes: &[u8], align: usize) -> usize {
+        let offset = self.0.len().next_multiple_of(align);
+        self.bytes(offset, bytes);
+        offset
+    }
+}
+
+fn rva(offset: usize) -> u32 {
+    RDATA_RVA + u32::try_from(offset).unwrap()
+}
+
+impl Image {
+    /// The image's bytes.
+    #[must_use]
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one linear layout of a whole PE file reads best in one place"
+    )]
+    pub fn build(&self) -> Vec<u8> {
+        let mut rdata = Buffer::default();
+        // Data directories filled while laying out .rdata: (index, rva, size).
+        let mut directories: Vec<(usize, u32, u32)> = Vec::new();
+
+        // Imports: descriptors first (one per DLL plus the terminator), then per DLL its
+        // lookup table, address table, names.
+        if !self.imports.is_empty() {
+            let descriptors_size = 20 * (self.imports.len() + 1);
+            let descriptors = rdata.push(&vec![0; descriptors_size], 4);
+            directories.push((
+                1,
+                rva(descriptors),
+                u32::try_from(descriptors_size).unwrap(),
+            ));
+            for (index, (dll, functions)) in self.imports.iter().enumerate() {
+                let mut thunks = Vec::new();
+                for function in functions {
+                    thunks.push(match function {
+                        Imported::Name(name) => {
+                            let mut hint_name = vec![0, 0];
+                            hint_name.extend_from_slice(name.as_bytes());
+                            hint_name.push(0);
+                            u64::from(rva(rdata.push(&hint_name, 2)))
+                        }
+                        Imported::Ordinal(ordinal) => (1 << 63) | u64::from(*ordinal),
+                    });
+                }
+                thunks.push(0);
+                let table: Vec<u8> = thunks.iter().flat_map(|t| t.to_le_bytes()).collect();
+                let lookup = rdata.push(&table, 8);
+                let address = rdata.push(&table, 8);
+                let mut name = dll.as_bytes().to_vec();
+                name.push(0);
+                let name = rdata.push(&name, 1);
+                let descriptor = descriptors + 20 * index;
+                rdata.u32(descriptor, rva(lookup));
+                rdata.u32(descriptor + 12, rva(name));
+                rdata.u32(descriptor + 16, rva(address));
+            }
+        }
+
+        if self.export_driver_entry {
+            // The directory comes first and its size spans the tables after it: readers take
+            // the export tables from inside the directory's range.
+            let directory = rdata.push(&[0; 40], 4);
+            let name = rdata.push(b"fixture.sys\0", 1);
+            let symbol = rdata.push(b"DriverEntry\0", 1);
+            let functions = rdata.push(&TEXT_RVA.to_le_bytes(), 4);
+            let names = rdata.push(&rva(symbol).to_le_bytes(), 4);
+            let ordinals = rdata.push(&0_u16.to_le_bytes(), 2);
+            rdata.u32(directory + 12, rva(name));
+            rdata.u32(directory + 16, 1); // Base
+            rdata.u32(directory + 20, 1); // NumberOfFunctions
+            rdata.u32(directory + 24, 1); // NumberOfNames
+            rdata.u32(directory + 28, rva(functions));
+            rdata.u32(directory + 32, rva(names));
+            rdata.u32(directory + 36, rva(ordinals));
+            let size = rdata.0.len() - directory;
+            directories.push((0, rva(directory), u32::try_from(size).unwrap()));
+        }
+
+        if self.tls {
+            let directory = rdata.push(&[0; 40], 8);
+            directories.push((9, rva(directory), 40));
+        }
+        if self.delay_imports {
+            let directory = rdata.push(&[0; 32], 4);
+            directories.push((13, rva(directory), 32));
+        }
+
+        // The CodeView record's file offset is known once .rdata's file offset is: .rdata
+        // starts at FILE_ALIGNMENT * 2 (headers, then one block of .text).
+        let rdata_file_offset = FILE_ALIGNMENT * 2;
+        if let Some((guid, age)) = self.codeview {
+            let mut record = b"RSDS".to_vec();
+            record.extend_from_slice(&guid);
+            record.extend_from_slice(&age.to_le_bytes());
+            record.extend_from_slice(b"fixture.pdb\0");
+            let record_offset = rdata.push(&record, 4);
+            let entry = rdata.push(&[0; 28], 4);
+            rdata.u32(entry + 12, 2); // IMAGE_DEBUG_TYPE_CODEVIEW
+            rdata.u32(entry + 16, u32::try_from(record.len()).unwrap());
+            rdata.u32(entry + 20, rva(record_offset));
+            rdata.u32(
+                entry + 24,
+                u32::try_from(rdata_file_offset + record_offset).unwrap(),
+            );
+            directories.push((6, rva(entry), 28));
+        }
+
+        let rdata_size = rdata.0.len();
+        let rdata_raw = rdata_size.next_multiple_of(FILE_ALIGNMENT);
+        let rdata_span = u32::try_from(rdata_size)
+            .unwrap()
+            .next_multiple_of(SECTION_ALIGNMENT);
+        let reloc_rva = RDATA_RVA + rdata_span;
+        let reloc_file_offset = rdata_file_offset + rdata_raw;
+
+        // One relocation block: page .rdata, one DIR64 entry and one padding entry.
+        let mut reloc = Buffer::default();
+        if self.relocations {
+            reloc.u32(0, RDATA_RVA);
+            reloc.u32(4, 12);
+            reloc.u16(8, 0xa000);
+            reloc.u16(10, 0);
+            directories.push((5, reloc_rva, 12));
+        }
+
+        let mut sections = vec![(
+            *b".text\0\0\0",
+            TEXT_RVA,
+            vec![0xc3_u8],
+            FILE_ALIGNMENT,
+            SCN_CODE | SCN_EXECUTE | SCN_READ | if self.writable_text { SCN_WRITE } else { 0 },
+        )];
+        sections.push((
+            *b".rdata\0\0",
+            RDATA_RVA,
+            rdata.0,
+            rdata_file_offset,
+            SCN_INITIALIZED_DATA | SCN_READ,
+        ));
+        if self.relocations {
+            sections.push((
+                *b".reloc\0\0",
+                reloc_rva,
+                reloc.0,
+                reloc_file_offset,
+                SCN_INITIALIZED_DATA | SCN_READ,
+            ));
+        }
+
+        let mut file = Buffer::default();
+        file.bytes(0, b"MZ");
+        file.u32(0x3c, 0x40);
+        file.bytes(0x40, b"PE\0\0");
+        let coff = 0x44;
+        file.u16(coff, self.machine);
+        file.u16(coff + 2, u16::try_from(sections.len()).unwrap());
+        file.u16(coff + 16, u16::try_from(OPTIONAL_HEADER_SIZE).unwrap());
+        file.u16(coff + 18, 0x2022); // EXECUTABLE_IMAGE | LARGE_ADDRESS_AWARE | DLL
+        let optional = coff + 20;
+        file.u16(optional, 0x20b);
+        file.u32(optional + 16, TEXT_RVA + self.entry_offset);
+        file.u32(optional + 20, TEXT_RVA);
+        file.u64(optional + 24, 0x1_4000_0000);
+        file.u32(optional + 32, SECTION_ALIGNMENT);
+        file.u32(optional + 36, u32::try_from(FILE_ALIGNMENT).unwrap());
+        file.u16(optional + 40, 10);
+        file.u16(optional + 48, 10);
+        let last = sections.last().unwrap();
+        let image_size = last.1 + u32::try_from(last.2.len().max(1)).unwrap();
+        file.u32(
+            optional + 56,
+            image_size.next_multiple_of(SECTION_ALIGNMENT),
+        );
+        file.u32(optional + 60, u32::try_from(FILE_ALIGNMENT).unwrap());
+        file.u16(optional + 68, self.subsystem);
+        file.u16(optional + 70, self.dll_characteristics);
+        file.u32(optional + 108, 16);
+        for (index, address, size) in directories {
+            file.u32(optional + 112 + index * 8, address);
+            file.u32(optional + 116 + index * 8, size);
+        }
+        let mut header = optional + OPTIONAL_HEADER_SIZE;
+        for (name, address, data, file_offset, flags) in &sections {
+            let raw = data.len().next_multiple_of(FILE_ALIGNMENT);
+            file.bytes(header, name);
+            file.u32(header + 8, u32::try_from(data.len()).unwrap());
+            file.u32(header + 12, *address);
+            file.u32(header + 16, u32::try_from(raw).unwrap());
+            file.u32(header + 20, u32::try_from(*file_offset).unwrap());
+            file.u32(header + 36, *flags);
+            file.bytes(*file_offset, data);
+            file.grow(file_offset + raw);
+            header += 40;
+        }
+        let mut bytes = file.0;
+        if !self.zero_checksum {
+            crate::stamp_checksum(&mut bytes).unwrap();
+        }
+        bytes
+    }
+}
+
+/// A PDB (MSF 7.00, 512-byte blocks) whose info stream holds `guid` and `age`.
+///
+/// Blocks: 0 superblock, 1 and 2 free block maps, 3 block map, 4 directory, 5 stream 0 (empty
+/// old directory), 6 info stream.
+#[must_use]
+pub fn pdb(guid: [u8; 16], age: u32) -> Vec<u8> {
+    const BLOCK: usize = 512;
+    let mut file = Buffer::default();
+    file.bytes(0, MSF_MAGIC);
+    file.u32(32, u32::try_from(BLOCK).unwrap());
+    file.u32(36, 1); // FreeBlockMapBlock
+    file.u32(40, 7); // NumBlocks
+    // Directory: NumStreams=2, sizes [0, 28], stream 1's block list [6].
+    let directory: Vec<u8> = [2_u32, 0, 28, 6]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    file.u32(44, u32::try_from(directory.len()).unwrap());
+    file.u32(52, 3); // BlockMapAddr
+    file.u32(3 * BLOCK, 4); // the directory lives in block 4
+    file.bytes(4 * BLOCK, &directory);
+    // Info stream: Version 20000404, Signature, Age, Guid.
+    file.u32(6 * BLOCK, 20_000_404);
+    file.u32(6 * BLOCK + 4, 0x6000_0000);
+    file.u32(6 * BLOCK + 8, age);
+    file.bytes(6 * BLOCK + 12, &guid);
+    file.grow(7 * BLOCK);
+    file.0
+}

@@ -1,0 +1,752 @@
+//! The INF: stamping the `inf/rvscsi.inx` template and checking the result's cross-references.
+//!
+//! Stamping replaces `$ARCH$` with the Windows architecture name and sets `DriverVer` to the
+//! build date and the crate version, as stampinf does on a WDK host. The check parses the
+//! sections and follows every reference a driver installation follows: Manufacturer -> models
+//! -> DDInstall (+ `.Services`, `.HW`) -> CopyFiles / AddReg / service and event-log sections;
+//! each copied file must be listed in SourceDisksFiles, on a known disk and present in the
+//! package directory; each `%string%` must be defined; and no section may be left unreferenced
+//! (an unreferenced section is usually a misspelt reference).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Sections Windows reads by name rather than through a reference.
+const ROOT_SECTIONS: &[&str] = &[
+    "version",
+    "manufacturer",
+    "destinationdirs",
+    "sourcedisksnames",
+    "sourcedisksfiles",
+    "strings",
+];
+
+/// One `key = values` or bare `values` line of a section.
+#[derive(Debug, Clone)]
+struct Entry {
+    line: usize,
+    key: Option<String>,
+    values: Vec<String>,
+}
+
+/// One `[section]` and its entries.
+#[derive(Debug, Clone)]
+struct Section {
+    name: String,
+    entries: Vec<Entry>,
+}
+
+/// A parsed INF.
+#[derive(Debug)]
+pub struct Inf {
+    sections: Vec<Section>,
+    /// Every `%token%` used outside `[Strings]`, with its line.
+    tokens: Vec<(String, usize)>,
+}
+
+/// Removes a `;` comment, ignoring semicolons inside double quotes.
+fn strip_comment(line: &str) -> &str {
+    let mut quoted = false;
+    for (index, character) in line.char_indices() {
+        match character {
+            '"' => quoted = !quoted,
+            ';' if !quoted => return &line[..index],
+            _ => {}
+        }
+    }
+    line
+}
+
+/// Splits on commas outside quotes; trims and unquotes each value.
+fn split_values(text: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for character in text.chars() {
+        match character {
+            '"' => quoted = !quoted,
+            ',' if !quoted => values.push(std::mem::take(&mut current).trim().to_owned()),
+            _ => current.push(character),
+        }
+    }
+    values.push(current.trim().to_owned());
+    values
+}
+
+/// The `%name%` tokens of a line (`%%` is an escaped percent sign, `%12%` a DIRID).
+fn tokens(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('%') {
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('%') else { break };
+        let name = &after[..end];
+        if !name.is_empty() && !name.chars().all(|c| c.is_ascii_digit()) {
+            found.push(name.to_owned());
+        }
+        rest = &after[end + 1..];
+    }
+    found
+}
+
+impl Inf {
+    /// Parses INF text. Lines before the first section header are an error.
+    ///
+    /// # Errors
+    /// The first line that is neither blank, a comment, a header nor inside a section.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut sections: Vec<Section> = Vec::new();
+        let mut tokens_used = Vec::new();
+        for (index, raw) in text.lines().enumerate() {
+            let line_number = index + 1;
+            let line = strip_comment(raw).trim();
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(header) = line.strip_prefix('[') {
+                let name = header
+                    .strip_suffix(']')
+                    .ok_or_else(|| format!("line {line_number}: unterminated section header"))?;
+                sections.push(Section {
+                    name: name.trim().to_owned(),
+                    entries: Vec::new(),
+                });
+                continue;
+            }
+            let section = sections
+                .last_mut()
+                .ok_or_else(|| format!("line {line_number}: an entry before any section"))?;
+            if !section.name.eq_ignore_ascii_case("strings") {
+                tokens_used.extend(tokens(line).into_iter().map(|t| (t, line_number)));
+            }
+            let (key, values) = match line.split_once('=') {
+                Some((key, values)) if !key.contains('"') => {
+                    (Some(key.trim().to_owned()), split_values(values))
+                }
+                _ => (None, split_values(line)),
+            };
+            section.entries.push(Entry {
+                line: line_number,
+                key,
+                values,
+            });
+        }
+        Ok(Self {
+            sections,
+            tokens: tokens_used,
+        })
+    }
+
+    fn section(&self, name: &str) -> Option<&Section> {
+        self.sections
+            .iter()
+            .find(|section| section.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The values of every `key = ...` entry of `section`.
+    fn values_of<'a>(section: &'a Section, key: &str) -> impl Iterator<Item = &'a Entry> {
+        section.entries.iter().filter(move |entry| {
+            entry
+                .key
+                .as_deref()
+                .is_some_and(|k| k.eq_ignore_ascii_case(key))
+        })
+    }
+}
+
+/// `$ARCH$` in `template` becomes `arch`; the `[Version]` `DriverVer` becomes
+/// `MM/DD/YYYY,major.minor.patch.0`.
+///
+/// # Errors
+/// If the template has no `DriverVer` line or `version` is not `major.minor.patch`.
+pub fn stamp(
+    template: &str,
+    arch: &str,
+    date: (u32, u32, u32),
+    version: &str,
+) -> Result<String, String> {
+    let parts: Vec<u16> = version
+        .split('.')
+        .map(|part| {
+            part.parse::<u16>().map_err(|_| {
+                format!("crate version {version} is not major.minor.patch with parts below 65536")
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let [major, minor, patch] = parts[..] else {
+        return Err(format!("crate version {version} is not major.minor.patch"));
+    };
+    let (year, month, day) = date;
+    let driver_ver =
+        format!("DriverVer   = {month:02}/{day:02}/{year:04},{major}.{minor}.{patch}.0");
+    let mut stamped = String::with_capacity(template.len());
+    let mut replaced = false;
+    for line in template.lines() {
+        if strip_comment(line)
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("driverver")
+        {
+            stamped.push_str(&driver_ver);
+            replaced = true;
+        } else {
+            stamped.push_str(&line.replace("$ARCH$", arch));
+        }
+        stamped.push_str("\r\n");
+    }
+    if replaced {
+        Ok(stamped)
+    } else {
+        Err("the INF template has no DriverVer line to stamp".into())
+    }
+}
+
+/// The proleptic Gregorian (year, month, day) of a Unix time in seconds (UTC).
+#[must_use]
+pub fn civil_date(unix_seconds: u64) -> (u32, u32, u32) {
+    // Howard Hinnant's days-to-civil algorithm, for days since 1970-01-01.
+    let days = unix_seconds / 86_400;
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year as u32, month as u32, day as u32)
+}
+
+/// Checks a stamped INF for architecture `arch` against the files in `package`.
+///
+/// # Errors
+/// Every problem found, one message each, naming the line where possible.
+pub fn check(text: &str, arch: &str, package: &Path) -> Result<(), Vec<String>> {
+    let inf = Inf::parse(text).map_err(|e| vec![e])?;
+    let mut checker = Checker {
+        inf: &inf,
+        arch,
+        problems: Vec::new(),
+        referenced: BTreeSet::new(),
+        installs: BTreeSet::new(),
+        copy_files: Vec::new(),
+        add_regs: Vec::new(),
+        service_binaries: Vec::new(),
+    };
+    if text.contains("$ARCH$") {
+        checker
+            .problems
+            .push("$ARCH$ is still in the INF: it was not stamped".into());
+    }
+    check_version(&inf, &mut checker.problems);
+    for model in checker.models() {
+        checker.follow_models(&model);
+    }
+    for (name, line) in std::mem::take(&mut checker.add_regs) {
+        checker.require(&name, line, "AddReg");
+    }
+    let copied = checker.copied_files(package);
+    checker.check_service_binaries(&copied);
+    checker.check_strings();
+    checker.check_orphans();
+    if checker.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(checker.problems)
+    }
+}
+
+/// `(value, line)` pairs collected while following references.
+type Referrals = Vec<(String, usize)>;
+
+/// The state of one INF check: what was referenced, found and wrong so far.
+struct Checker<'a> {
+    inf: &'a Inf,
+    arch: &'a str,
+    problems: Vec<String>,
+    referenced: BTreeSet<String>,
+    /// DDInstall sections already followed (several hardware IDs share one).
+    installs: BTreeSet<String>,
+    copy_files: Referrals,
+    add_regs: Referrals,
+    service_binaries: Referrals,
+}
+
+/// Whether `entry`'s key is `key` (INF keys are case-insensitive).
+fn has_key(entry: &Entry, key: &str) -> bool {
+    entry
+        .key
+        .as_deref()
+        .is_some_and(|k| k.eq_ignore_ascii_case(key))
+}
+
+/// Every value of every `key = ...` entry of `section`, with its line.
+fn referrals(section: &Section, key: &str) -> Referrals {
+    Inf::values_of(section, key)
+        .flat_map(|entry| entry.values.iter().map(|value| (value.clone(), entry.line)))
+        .collect()
+}
+
+impl Checker<'_> {
+    /// Records a reference to section `name`; reports it if the section does not exist.
+    fn require(&mut self, name: &str, line: usize, by: &str) -> bool {
+        if self.inf.section(name).is_some() {
+            self.referenced.insert(name.to_ascii_lowercase());
+            true
+        } else {
+            self.problems.push(format!(
+                "line {line}: {by} names section [{name}], which does not exist"
+            ));
+            false
+        }
+    }
+
+    /// `[Manufacturer]` -> the models sections it names; one must be for this architecture.
+    fn models(&mut self) -> Vec<String> {
+        let Some(manufacturer) = self.inf.section("Manufacturer") else {
+            self.problems
+                .push("there is no [Manufacturer] section".into());
+            return Vec::new();
+        };
+        let arch_prefix = format!("nt{}", self.arch);
+        let mut models = Vec::new();
+        for entry in &manufacturer.entries {
+            let Some((base, decorations)) = entry.values.split_first() else {
+                continue;
+            };
+            for decoration in decorations {
+                let name = format!("{base}.{decoration}");
+                if self.require(&name, entry.line, "[Manufacturer]") {
+                    models.push(name);
+                }
+            }
+            if !decorations
+                .iter()
+                .any(|d| d.to_ascii_lowercase().starts_with(&arch_prefix))
+            {
+                self.problems.push(format!(
+                    "line {}: [Manufacturer] has no models section for NT{}",
+                    entry.line, self.arch
+                ));
+            }
+        }
+        models
+    }
+
+    /// A models section -> each DDInstall (most specific decoration) and its companions.
+    fn follow_models(&mut self, model: &str) {
+        let Some(section) = self.inf.section(model) else {
+            return;
+        };
+        for entry in &section.entries {
+            let Some(install) = entry.values.first() else {
+                continue;
+            };
+            if entry.values.len() < 2 {
+                self.problems.push(format!(
+                    "line {}: model entry has no hardware ID",
+                    entry.line
+                ));
+            }
+            let candidates = [
+                format!("{install}.NT{}", self.arch),
+                format!("{install}.NT"),
+                install.clone(),
+            ];
+            let Some(ddinstall) = candidates
+                .into_iter()
+                .find(|name| self.inf.section(name).is_some())
+            else {
+                self.problems.push(format!(
+                    "line {}: install section {install} (or .NT / .NT{}) does not exist",
+                    entry.line, self.arch
+                ));
+                continue;
+            };
+            self.require(&ddinstall, entry.line, model);
+            if self.installs.insert(ddinstall.to_ascii_lowercase()) {
+                self.follow_install(&ddinstall, entry.line);
+            }
+        }
+    }
+
+    /// DDInstall -> CopyFiles, AddReg, `.Services` (required) and `.HW` (optional).
+    fn follow_install(&mut self, ddinstall: &str, line: usize) {
+        let inf = self.inf;
+        if let Some(section) = inf.section(ddinstall) {
+            self.copy_files.extend(referrals(section, "CopyFiles"));
+            self.add_regs.extend(referrals(section, "AddReg"));
+        }
+        let services = format!("{ddinstall}.Services");
+        if self.require(&services, line, ddinstall) {
+            let entries = inf.section(&services).map_or(&[][..], |s| &s.entries[..]);
+            for entry in entries.iter().filter(|e| has_key(e, "AddService")) {
+                // AddService = name, flags, service-install-section[, event-log-section]
+                for name in entry.values.iter().skip(2).take(2) {
+                    if self.require(name, entry.line, "AddService")
+                        && let Some(service) = inf.section(name)
+                    {
+                        self.add_regs.extend(referrals(service, "AddReg"));
+                        self.service_binaries
+                            .extend(referrals(service, "ServiceBinary"));
+                    }
+                }
+            }
+        }
+        let hw = format!("{ddinstall}.HW");
+        if let Some(section) = inf.section(&hw) {
+            self.require(&hw, line, ddinstall);
+            self.add_regs.extend(referrals(section, "AddReg"));
+        }
+    }
+
+    /// CopyFiles -> files: each has a destination, is listed in SourceDisksFiles on a known
+    /// disk, and is in the package. Returns the files copied.
+    fn copied_files(&mut self, package: &Path) -> Referrals {
+        let inf = self.inf;
+        let destinations = inf.section("DestinationDirs");
+        let mut copied = Vec::new();
+        for (name, line) in std::mem::take(&mut self.copy_files) {
+            if let Some(file) = name.strip_prefix('@') {
+                copied.push((file.to_owned(), line));
+            } else if self.require(&name, line, "CopyFiles") {
+                copied.extend(
+                    inf.section(&name)
+                        .into_iter()
+                        .flat_map(|s| &s.entries)
+                        .filter_map(|e| e.values.first().map(|f| (f.clone(), e.line))),
+                );
+                let has_destination = destinations.is_some_and(|d| {
+                    d.entries
+                        .iter()
+                        .any(|e| has_key(e, &name) || has_key(e, "DefaultDestDir"))
+                });
+                if !has_destination {
+                    self.problems.push(format!(
+                        "line {line}: CopyFiles section [{name}] has no DestinationDirs entry"
+                    ));
+                }
+            }
+        }
+        let source_files = inf.section("SourceDisksFiles");
+        let disks = inf.section("SourceDisksNames");
+        for (file, line) in &copied {
+            let listing = source_files.and_then(|s| s.entries.iter().find(|e| has_key(e, file)));
+            match listing {
+                None => self.problems.push(format!(
+                    "line {line}: {file} is copied but not listed in [SourceDisksFiles]"
+                )),
+                Some(listing) => {
+                    let disk = listing.values.first().map_or("", String::as_str);
+                    if !disks.is_some_and(|d| d.entries.iter().any(|e| has_key(e, disk))) {
+                        self.problems.push(format!(
+                            "line {}: {file} is on disk '{disk}', which [SourceDisksNames] \
+                             does not define",
+                            listing.line
+                        ));
+                    }
+                }
+            }
+            if !package.join(file).is_file() {
+                self.problems.push(format!(
+                    "line {line}: {file} is copied but is not in the package ({})",
+                    package.display()
+                ));
+            }
+        }
+        copied
+    }
+
+    /// Each ServiceBinary is one of the copied files.
+    fn check_service_binaries(&mut self, copied: &Referrals) {
+        for (binary, line) in std::mem::take(&mut self.service_binaries) {
+            let file = binary.rsplit(['\\', '/']).next().unwrap_or(&binary);
+            if !copied.iter().any(|(c, _)| c.eq_ignore_ascii_case(file)) {
+                self.problems.push(format!(
+                    "line {line}: ServiceBinary {binary} is not a file the INF copies"
+                ));
+            }
+        }
+    }
+
+    /// Each `%token%` is defined in `[Strings]`.
+    fn check_strings(&mut self) {
+        let strings = self.inf.section("Strings");
+        for (token, line) in &self.inf.tokens {
+            if !strings.is_some_and(|s| s.entries.iter().any(|e| has_key(e, token))) {
+                self.problems.push(format!(
+                    "line {line}: %{token}% is not defined in [Strings]"
+                ));
+            }
+        }
+    }
+
+    /// Every section is a root section or referenced.
+    fn check_orphans(&mut self) {
+        for section in &self.inf.sections {
+            let lower = section.name.to_ascii_lowercase();
+            if !ROOT_SECTIONS.contains(&lower.as_str()) && !self.referenced.contains(&lower) {
+                self.problems
+                    .push(format!("section [{}] is never referenced", section.name));
+            }
+        }
+    }
+}
+
+/// The `[Version]` section: signature, class, catalog and a stamped DriverVer.
+fn check_version(inf: &Inf, problems: &mut Vec<String>) {
+    let Some(version) = inf.section("Version") else {
+        problems.push("there is no [Version] section".into());
+        return;
+    };
+    let value = |key: &str| {
+        Inf::values_of(version, key)
+            .next()
+            .and_then(|e| e.values.first().cloned())
+    };
+    let expect = |key: &str, wanted: &str, problems: &mut Vec<String>| match value(key) {
+        Some(found) if found.eq_ignore_ascii_case(wanted) => {}
+        found => problems.push(format!("[Version] {key} is {found:?}, expected {wanted}")),
+    };
+    expect("Signature", "$Windows NT$", problems);
+    expect("Class", "SCSIAdapter", problems);
+    expect(
+        "ClassGuid",
+        "{4D36E97B-E325-11CE-BFC1-08002BE10318}",
+        problems,
+    );
+    expect("PnpLockdown", "1", problems);
+    if value("CatalogFile").is_none() {
+        problems.push("[Version] has no CatalogFile (needed for a signed catalog)".into());
+    }
+    let driver_ver = Inf::values_of(version, "DriverVer")
+        .next()
+        .map(|e| e.values.clone());
+    let well_formed = driver_ver.as_deref().is_some_and(|values| match values {
+        [date, version] => {
+            let date_parts: Vec<_> = date.split('/').collect();
+            let version_parts: Vec<_> = version.split('.').collect();
+            date_parts.len() == 3
+                && date_parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+                && version_parts.len() == 4
+                && version_parts.iter().all(|p| p.parse::<u16>().is_ok())
+                && date != "01/01/2000"
+        }
+        _ => false,
+    });
+    if !well_formed {
+        problems.push(format!(
+            "[Version] DriverVer {driver_ver:?} is not a stamped MM/DD/YYYY,a.b.c.d"
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEMPLATE: &str = include_str!("../../../inf/rvscsi.inx");
+
+    fn package_with(files: &[&str]) -> tempdir::Dir {
+        let dir = tempdir::Dir::new();
+        for file in files {
+            std::fs::write(dir.path().join(file), b"x").unwrap();
+        }
+        dir
+    }
+
+    fn stamped(arch: &str) -> String {
+        stamp(TEMPLATE, arch, (2026, 11, 25), "0.1.0").unwrap()
+    }
+
+    /// A scratch directory removed on drop (std only, so xtask needs no dependency).
+    mod tempdir {
+        pub struct Dir(std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Self {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static NEXT: AtomicU32 = AtomicU32::new(0);
+                let path = std::env::temp_dir().join(format!(
+                    "rvscsi-inf-test-{}-{}",
+                    std::process::id(),
+                    NEXT.fetch_add(1, Ordering::Relaxed)
+                ));
+                std::fs::create_dir_all(&path).unwrap();
+                Self(path)
+            }
+            pub fn path(&self) -> &std::path::Path {
+                &self.0
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn the_template_stamps_and_checks_for_both_architectures() {
+        let package = package_with(&["rvscsi.sys"]);
+        for arch in ["amd64", "arm64"] {
+            let inf = stamped(arch);
+            assert!(inf.contains(&format!("[rvscsi.NT{arch}.10.0...14393]")));
+            assert!(inf.contains("DriverVer   = 11/25/2026,0.1.0.0"));
+            assert_eq!(check(&inf, arch, package.path()), Ok(()));
+        }
+    }
+
+    #[test]
+    fn the_template_carries_the_storport_settings() {
+        let inf = Inf::parse(&stamped("amd64")).unwrap();
+        let service = inf.section("rvscsi_Service").unwrap();
+        let value = |key| Inf::values_of(service, key).next().unwrap().values[0].clone();
+        assert_eq!(value("StartType"), "0");
+        assert_eq!(value("ServiceType"), "1");
+        assert_eq!(value("ErrorControl"), "1");
+        assert_eq!(value("LoadOrderGroup"), "SCSI miniport");
+        let text = stamped("amd64");
+        for needle in [
+            r#"HKR, "Parameters", BusType, 0x00010001, 0x0000000A"#,
+            r#"HKR, "Parameters\PnpInterface", 5, 0x00010001, 1"#,
+            "MSISupported,       0x00010001, 1",
+            "MessageNumberLimit, 0x00010001, 258",
+            r"PCI\VEN_1AF4&DEV_1004",
+            r"PCI\VEN_1AF4&DEV_1048",
+            "PhysicalBreaks, 0x00010001, 512",
+        ] {
+            assert!(text.contains(needle), "{needle}");
+        }
+    }
+
+    #[test]
+    fn an_unstamped_template_fails() {
+        let problems = check(TEMPLATE, "amd64", package_with(&["rvscsi.sys"]).path()).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.contains("$ARCH$")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("DriverVer")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_package_file_fails() {
+        let problems = check(&stamped("amd64"), "amd64", package_with(&[]).path()).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("rvscsi.sys is copied but is not in the package"));
+    }
+
+    #[test]
+    fn each_broken_reference_is_reported() {
+        let package = package_with(&["rvscsi.sys"]);
+        let cases = [
+            (
+                "AddReg         = rvscsi_Parameters",
+                "AddReg         = rvscsi_Parameterz",
+                "[rvscsi_Parameterz], which does not exist",
+            ),
+            (
+                "CopyFiles = rvscsi_Files",
+                "CopyFiles = rvscsi_Filez",
+                "[rvscsi_Filez], which does not exist",
+            ),
+            (
+                "rvscsi_Service, rvscsi_EventLog",
+                "rvscsi_Service, rvscsi_EventLogg",
+                "[rvscsi_EventLogg], which does not exist",
+            ),
+            (
+                "[rvscsi_Install.NT.Services]",
+                "[rvscsi_Install.NT.Servicez]",
+                "[rvscsi_Install.NT.Services], which does not exist",
+            ),
+            ("rvscsi.sys = 1,,", "rvscsi.sys = 2,,", "disk '2'"),
+            (
+                "[SourceDisksFiles]\nrvscsi.sys = 1,,",
+                "[SourceDisksFiles]",
+                "not listed in [SourceDisksFiles]",
+            ),
+            (
+                "%Manufacturer% = rvscsi,",
+                "%Manufacturer% = rvscsj,",
+                "[rvscsj.NTamd64.10.0...14393], which does not exist",
+            ),
+            (
+                "ServiceBinary  = %12%\\rvscsi.sys",
+                "ServiceBinary  = %12%\\other.sys",
+                "ServiceBinary",
+            ),
+            (
+                "Provider    = %Provider%",
+                "Provider    = %Provder%",
+                "%Provder% is not defined",
+            ),
+            (
+                "Class       = SCSIAdapter",
+                "Class       = DiskDrive",
+                "Class",
+            ),
+            ("DefaultDestDir = 12", "", "no DestinationDirs entry"),
+        ];
+        for (from, to, expected) in cases {
+            let inf = stamped("amd64").replace("\r\n", "\n");
+            assert!(inf.contains(from), "{from}");
+            let broken = inf.replacen(from, to, 1);
+            let problems = check(&broken, "amd64", package.path()).unwrap_err();
+            assert!(
+                problems.iter().any(|p| p.contains(expected)),
+                "{to}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unreferenced_sections_and_other_architectures_fail() {
+        let package = package_with(&["rvscsi.sys"]);
+        let extra = format!("{}[Orphan]\nfoo = bar\n", stamped("amd64"));
+        let problems = check(&extra, "amd64", package.path()).unwrap_err();
+        assert_eq!(problems, ["section [Orphan] is never referenced"]);
+        let problems = check(&stamped("amd64"), "arm64", package.path()).unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("no models section for NTarm64")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn stamping_needs_a_driver_ver_line_and_a_three_part_version() {
+        assert!(stamp("[Version]\n", "amd64", (2026, 1, 1), "0.1.0").is_err());
+        assert!(stamp(TEMPLATE, "amd64", (2026, 1, 1), "0.1").is_err());
+        assert!(stamp(TEMPLATE, "amd64", (2026, 1, 1), "0.1.x").is_err());
+    }
+
+    #[test]
+    fn civil_dates_match_known_days() {
+        assert_eq!(civil_date(0), (1970, 1, 1));
+        assert_eq!(civil_date(951_868_799), (2000, 2, 29));
+        assert_eq!(civil_date(1_795_651_199), (2026, 11, 25));
+        assert_eq!(civil_date(4_107_542_399), (2100, 2, 28));
+    }
+
+    #[test]
+    fn comments_and_quotes_are_parsed_like_setupapi() {
+        let inf = Inf::parse("[A]\nkey = \"x;y\", b ; comment\n").unwrap();
+        let entry = &inf.sections[0].entries[0];
+        assert_eq!(entry.values, ["x;y", "b"]);
+        assert!(Inf::parse("stray = 1\n").is_err());
+        assert_eq!(tokens("a %X% %12% %%SystemRoot%% b"), ["X"]);
+    }
+}
