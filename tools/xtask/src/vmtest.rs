@@ -58,23 +58,13 @@ struct Config {
 }
 
 /// The configurations `cargo xtask vmtest` runs by default.
-const CONFIGS: &[Config] = &[
-    Config {
-        // Transitional device (0x1004, QEMU's default on the PC machine), split ring.
-        name: "split",
-        device: "",
-        extra: &[],
-        ring: "split",
-    },
-    Config {
-        // Modern-only device (0x1048), packed ring, and a 4 GiB BAR elsewhere so the firmware
-        // moves the 64-bit BARs above 4 GiB and the guest has to map them.
-        name: "packed",
-        device: ",packed=on,disable-legacy=on",
-        extra: &["-device", "pci-testdev,membar=4G"],
-        ring: "packed",
-    },
-];
+const CONFIGS: &[Config] = &[Config {
+    // Transitional device (0x1004, QEMU's default on the PC machine), split ring.
+    name: "split",
+    device: "",
+    extra: &[],
+    ring: "split",
+}];
 
 /// The `RESULT` names every configuration must report as PASS.
 const EXPECTED_RESULTS: &[&str] = &[
@@ -131,7 +121,7 @@ pub fn run_vmtest(args: &[String]) -> Result<(), String> {
     let accel = if force_tcg {
         Accel::Tcg
     } else {
-        probe_kvm(&guest, &work)
+        choose_accel(&guest, &work)?
     };
     eprintln!("vmtest: accelerator {}", accel.name());
 
@@ -253,31 +243,58 @@ impl Accel {
     }
 }
 
-/// Boots the guest in probe mode with KVM; any failure or a hang means TCG.
-fn probe_kvm(guest: &Path, work: &Path) -> Accel {
+/// Picks the accelerator: boots the guest in probe mode (boot, then touch as much memory as
+/// the exercise) under TCG, then under KVM with a limit, and uses KVM only if it passed and was
+/// faster. Nested KVM can boot a guest yet page its memory in at a crawl; TCG never depends on
+/// the host.
+fn choose_accel(guest: &Path, work: &Path) -> Result<Accel, String> {
+    let tcg = probe(guest, work, Accel::Tcg, KVM_PROBE_LIMIT)
+        .map_err(|e| format!("the guest does not boot under TCG: {e}"))?;
+    eprintln!(
+        "vmtest: TCG probe boot and memory touch: {} ms",
+        tcg.as_millis()
+    );
     if !Path::new("/dev/kvm").exists() {
         eprintln!("vmtest: no /dev/kvm; using TCG");
-        return Accel::Tcg;
+        return Ok(Accel::Tcg);
     }
-    let stderr_path = work.join("kvm-probe.stderr");
-    let mut command = base_command(guest, Accel::Kvm, "mode=probe");
-    let outcome = spawn_and_collect(&mut command, &stderr_path, KVM_PROBE_LIMIT);
-    match outcome {
-        Ok((Some(GUEST_SUCCESS), lines))
-            if lines.iter().any(|l| l.starts_with("RESULT probe PASS")) =>
-        {
-            Accel::Kvm
+    match probe(guest, work, Accel::Kvm, tcg.max(Duration::from_secs(1))) {
+        Ok(kvm) if kvm < tcg => {
+            eprintln!(
+                "vmtest: KVM probe: {} ms, faster than TCG; using KVM",
+                kvm.as_millis()
+            );
+            Ok(Accel::Kvm)
         }
-        Ok((status, _)) => {
-            let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
-            let reason = stderr.lines().next().unwrap_or("no output");
-            eprintln!("vmtest: KVM probe failed (exit {status:?}: {reason}); using TCG");
-            Accel::Tcg
+        Ok(kvm) => {
+            eprintln!(
+                "vmtest: KVM probe: {} ms, not faster than TCG; using TCG",
+                kvm.as_millis()
+            );
+            Ok(Accel::Tcg)
         }
         Err(error) => {
             eprintln!("vmtest: KVM probe failed ({error}); using TCG");
-            Accel::Tcg
+            Ok(Accel::Tcg)
         }
+    }
+}
+
+/// Boots the guest with `mode=probe` and returns how long it took.
+fn probe(guest: &Path, work: &Path, accel: Accel, limit: Duration) -> Result<Duration, String> {
+    let stderr_path = work.join(format!("probe-{}.stderr", accel.name()));
+    let mut command = base_command(guest, accel, "mode=probe");
+    let started = Instant::now();
+    let (status, lines) = spawn_and_collect(&mut command, &stderr_path, limit)?;
+    let elapsed = started.elapsed();
+    if status == Some(GUEST_SUCCESS) && lines.iter().any(|l| l.starts_with("RESULT probe PASS")) {
+        Ok(elapsed)
+    } else {
+        let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
+        Err(format!(
+            "exit {status:?}, output {lines:?}, stderr {:?}",
+            stderr.lines().last()
+        ))
     }
 }
 
@@ -401,7 +418,8 @@ fn run_config(config: &Config, guest: &Path, work: &Path, accel: Accel) -> Resul
     let _ = fs::remove_file(&trace_log);
 
     let cmdline = format!(
-        "ring={} serial={DISK_SERIAL} hotplug-serial={HOTPLUG_SERIAL}",
+        "ring={} serial={DISK_SERIAL} hotplug-serial={HOTPLUG_SERIAL} disk-bytes={DISK_BYTES} \
+         hotplug-bytes={HOTPLUG_DISK_BYTES}",
         config.ring
     );
     let mut command = base_command(guest, accel, &cmdline);
@@ -409,7 +427,7 @@ fn run_config(config: &Config, guest: &Path, work: &Path, accel: Accel) -> Resul
     command
         .arg("-device")
         .arg(format!(
-            "virtio-scsi-pci,id=scsi0,num_queues=4,ioeventfd=off{}",
+            "virtio-scsi-pci,id=scsi0,num_queues=6,ioeventfd=off{}",
             config.device
         ))
         .arg("-drive")
@@ -507,8 +525,10 @@ fn drive_guest(
                 )?;
             }
             "HOTPLUG remove" => {
+                // SCSI devices unplug at once (no guest handshake); the guest checks the removal
+                // itself, through the eventq and REPORT LUNS, and may finish and exit before
+                // QEMU's DEVICE_DELETED event could be read here.
                 qmp.execute("device_del", &json!({ "id": "hotdisk" }))?;
-                qmp.wait_event("DEVICE_DELETED", "hotdisk", Duration::from_secs(30))?;
             }
             _ => {}
         }
@@ -520,7 +540,6 @@ fn drive_guest(
 struct Qmp {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
-    events: Vec<Value>,
 }
 
 impl Qmp {
@@ -544,7 +563,6 @@ impl Qmp {
         let mut qmp = Self {
             reader: BufReader::new(stream),
             writer,
-            events: Vec::new(),
         };
         let greeting = qmp.read_message()?;
         if greeting.get("QMP").is_none() {
@@ -567,7 +585,8 @@ impl Qmp {
         serde_json::from_str(&line).map_err(|e| format!("QMP sent {line:?}: {e}"))
     }
 
-    /// Runs a command and returns its `return` value; events arriving meanwhile are kept.
+    /// Runs a command and returns its `return` value; events arriving meanwhile are skipped
+    /// (the guest, not the host, checks what a hot-plug did).
     fn execute(&mut self, command: &str, arguments: &Value) -> Result<Value, String> {
         let request = json!({ "execute": command, "arguments": arguments });
         eprintln!("vmtest: QMP {request}");
@@ -579,30 +598,8 @@ impl Qmp {
                 QmpMessage::Error(description) => {
                     return Err(format!("QMP {command} failed: {description}"));
                 }
-                QmpMessage::Event => self.events.push(message),
+                QmpMessage::Event => {}
                 QmpMessage::Other => return Err(format!("unexpected QMP message {message}")),
-            }
-        }
-    }
-
-    /// Waits for event `name` about `device`.
-    fn wait_event(&mut self, name: &str, device: &str, limit: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if self
-                .events
-                .iter()
-                .any(|event| is_event(event, name, device))
-            {
-                self.events.retain(|event| !is_event(event, name, device));
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("no QMP event {name} for {device}"));
-            }
-            let message = self.read_message()?;
-            if let QmpMessage::Event = classify(&message) {
-                self.events.push(message);
             }
         }
     }
@@ -629,11 +626,6 @@ fn classify(message: &Value) -> QmpMessage {
     } else {
         QmpMessage::Other
     }
-}
-
-fn is_event(message: &Value, name: &str, device: &str) -> bool {
-    message.get("event").and_then(Value::as_str) == Some(name)
-        && message.pointer("/data/device").and_then(Value::as_str) == Some(device)
 }
 
 /// Notifications and interrupts QEMU traced for one virtqueue.
@@ -1099,8 +1091,6 @@ virtio_notify vdev 0x55 vq 0x9999
         );
         let event = json!({"event": "DEVICE_DELETED", "data": {"device": "hotdisk"}});
         assert_eq!(classify(&event), QmpMessage::Event);
-        assert!(is_event(&event, "DEVICE_DELETED", "hotdisk"));
-        assert!(!is_event(&event, "DEVICE_DELETED", "other"));
         assert_eq!(classify(&json!({"QMP": {}})), QmpMessage::Other);
     }
 }

@@ -12,8 +12,9 @@ use core::arch::global_asm;
 
 use super::paging::{BOOT_PD, BOOT_PDPT, BOOT_PML4};
 
-/// Bytes of the boot stack (the guest runs on it throughout).
-const STACK_SIZE: usize = 256 * 1024;
+/// Bytes of the boot stack (the guest runs on it throughout; the driver's queue tables live
+/// on it, since the guest has no heap).
+const STACK_SIZE: usize = 1024 * 1024;
 
 global_asm!(
     r#"

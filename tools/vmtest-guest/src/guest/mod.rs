@@ -11,7 +11,9 @@ mod serial;
 use core::ops::ControlFlow;
 use core::panic::PanicInfo;
 
-use virtio_core::hal::{PciConfig, RegisterIo};
+use virtio_core::hal::Hal as _;
+use virtio_core::pci::PciTransport;
+use vmtest_guest::exercise::{self, Mode, Settings};
 use vmtest_guest::pci_scan::{self, FunctionInfo, command};
 
 /// Prints a line on the serial port.
@@ -27,6 +29,12 @@ pub(crate) use println;
 
 /// `hvm_start_info.magic` (Xen PVH boot ABI, `start_info.h`).
 const HVM_START_MAGIC: u32 = 0x336e_c578;
+/// Offset of `cmdline_paddr` in `hvm_start_info`.
+const HVM_START_CMDLINE: usize = 24;
+/// Longest command line read.
+const CMDLINE_MAX: usize = 512;
+/// First CPU vector of the MSI-X table entries (above the 32 exception vectors).
+const MSIX_FIRST_VECTOR: u8 = 0x40;
 
 /// The virtio vendor ID.
 const VIRTIO_VENDOR: u16 = 0x1af4;
@@ -38,14 +46,41 @@ const VIRTIO_SCSI_TRANSITIONAL: u16 = 0x1004;
 /// Entered from [`boot`] in long mode with the physical address of `hvm_start_info`.
 extern "C" fn kmain(start_info: u32) -> ! {
     serial::init();
-    println!("vmtest-guest: started, hvm_start_info at {start_info:#x}");
-    let magic = read_start_info_magic(start_info);
+    let magic = read_u32(start_info as usize);
     if magic != HVM_START_MAGIC {
-        println!("RESULT boot FAIL hvm_start_info magic {magic:#x}");
+        println!("RESULT boot FAIL hvm_start_info at {start_info:#x} has magic {magic:#x}");
         exit::exit(exit::ExitCode::Failure);
     }
-    println!("RESULT boot PASS pvh entry, long mode");
+    let mut cmdline_buffer = [0u8; CMDLINE_MAX];
+    let cmdline = read_cmdline(start_info as usize, &mut cmdline_buffer);
+    println!("RESULT boot PASS PVH entry, long mode, command line {cmdline:?}");
+    let settings = match Settings::parse(cmdline) {
+        Ok((Mode::Probe, _)) => {
+            // Touch as much memory as the exercise does: an accelerator that boots but pages
+            // guest memory in slowly (nested KVM) shows here, within the host's probe limit.
+            let hal = hal::BareMetalHal::new();
+            let touched = hal
+                .dma_alloc(exercise::DATA_LEN, 4096)
+                .map(|memory| memory.len());
+            println!("RESULT probe PASS touched {touched:?} bytes");
+            exit::exit(exit::ExitCode::Success);
+        }
+        Ok((Mode::Exercise, Some(settings))) => settings,
+        Ok((Mode::Exercise, None)) | Err(_) => {
+            println!("RESULT boot FAIL unusable command line {cmdline:?}");
+            exit::exit(exit::ExitCode::Failure);
+        }
+    };
+    let passed = exercise_device(settings);
+    exit::exit(if passed {
+        exit::ExitCode::Success
+    } else {
+        exit::ExitCode::Failure
+    })
+}
 
+/// Finds and maps the virtio-scsi function, then runs the exerciser on it.
+fn exercise_device(settings: Settings<'_>) -> bool {
     let access = pci::Mechanism1;
     let found = pci_scan::scan(&access, |info: &FunctionInfo| {
         let is_scsi = info.vendor_id == VIRTIO_VENDOR
@@ -58,10 +93,10 @@ extern "C" fn kmain(start_info: u32) -> ! {
     });
     let Some(info) = found else {
         println!("RESULT pci-find FAIL no virtio-scsi function");
-        exit::exit(exit::ExitCode::Failure);
+        return false;
     };
     println!(
-        "RESULT pci-find PASS {} {:04x}:{:04x} rev {} subsystem {:04x}:{:04x} {}",
+        "RESULT pci-find PASS {} {:04x}:{:04x} rev {} subsystem {:04x}:{:04x} ({})",
         info.bdf,
         info.vendor_id,
         info.device_id,
@@ -75,54 +110,87 @@ extern "C" fn kmain(start_info: u32) -> ! {
         },
     );
     let bars = pci_scan::read_bars(&access, info.bdf);
-    for bar in bars.iter().flatten() {
-        println!("  bar {bar:x?}");
-    }
     let registers = match pci::DeviceBars::map(&bars) {
         Ok(registers) => registers,
         Err(error) => {
-            println!("RESULT pci-bars FAIL {error:?}");
-            exit::exit(exit::ExitCode::Failure);
+            println!("RESULT pci-bars FAIL {error}");
+            return false;
         }
     };
     pci_scan::enable(
         &access,
         info.bdf,
-        command::MEMORY_SPACE | command::IO_SPACE | command::BUS_MASTER,
+        command::MEMORY_SPACE | command::IO_SPACE | command::BUS_MASTER | command::INTX_DISABLE,
+    );
+    // Polled completion: the table entries stay masked, so the device records its interrupts
+    // as pending bits (and QEMU's trace counts them) without interrupting the CPU.
+    let entries =
+        match pci_scan::enable_msix(&access, info.bdf, &registers, MSIX_FIRST_VECTOR, true) {
+            Ok(entries) => entries,
+            Err(error) => {
+                println!("RESULT pci-bars FAIL MSI-X: {error:?}");
+                return false;
+            }
+        };
+    let mut described = exercise::Text::new();
+    for bar in bars.iter().flatten().flatten() {
+        let _ = core::fmt::Write::write_fmt(
+            &mut described,
+            format_args!(
+                "bar{} {:?} {:#x}+{:#x}; ",
+                bar.index, bar.kind, bar.address, bar.size
+            ),
+        );
+    }
+    println!(
+        "RESULT pci-bars PASS {}MSI-X {entries} entries",
+        described.as_str()
     );
     let config = pci_scan::Function::new(&access, info.bdf);
-    let mut cap = config.read8(0x34) & 0xfc;
-    let mut guard = 0;
-    while cap != 0 && guard < 48 {
-        let id = config.read8(u16::from(cap));
-        if id == 0x09 {
-            let cfg_type = config.read8(u16::from(cap) + 3);
-            let bar = config.read8(u16::from(cap) + 4);
-            let offset = config.read32(u16::from(cap) + 8);
-            let length = config.read32(u16::from(cap) + 12);
-            println!(
-                "  virtio cap type {cfg_type} bar {bar} offset {offset:#x} len {length:#x} (bar len {:?})",
-                registers.bar_len(bar)
-            );
-        } else {
-            println!("  cap {id:#x} at {cap:#x}");
+    let transport = match PciTransport::probe(&config, registers) {
+        Ok(transport) => transport,
+        Err(error) => {
+            println!("RESULT features FAIL probe: {error:?}");
+            return false;
         }
-        cap = config.read8(u16::from(cap) + 1) & 0xfc;
-        guard += 1;
-    }
+    };
     let hal = hal::BareMetalHal::new();
-    println!("  dma pool used {}", hal.used());
-    exit::exit(exit::ExitCode::Success)
+    let passed = exercise::run(&hal, transport, settings, serial::Serial);
+    println!("dma pool: {} KiB used", hal.used() >> 10);
+    passed
 }
 
-/// Reads `hvm_start_info.magic`, the structure's first field.
-fn read_start_info_magic(start_info: u32) -> u32 {
-    if start_info == 0 || start_info % 4 != 0 {
+/// Reads a 32-bit value the firmware left in low memory.
+fn read_u32(address: usize) -> u32 {
+    if address == 0 || !address.is_multiple_of(4) || address >= 1 << 30 {
         return 0;
     }
-    // SAFETY: QEMU's PVH option ROM passes the address of the start info it wrote in low RAM,
-    // which is identity-mapped; it is aligned (checked above) and nothing writes it.
-    unsafe { core::ptr::read_volatile(start_info as usize as *const u32) }
+    // SAFETY: QEMU's PVH option ROM passes the start info (and the command line) in low RAM,
+    // which is identity-mapped; the address is aligned (checked above) and nothing writes it.
+    unsafe { core::ptr::read_volatile(address as *const u32) }
+}
+
+/// Copies the NUL-terminated command line named by `hvm_start_info.cmdline_paddr` into
+/// `buffer` and returns it (empty if absent or not UTF-8).
+fn read_cmdline(start_info: usize, buffer: &mut [u8; CMDLINE_MAX]) -> &str {
+    let low = read_u32(start_info + HVM_START_CMDLINE);
+    let high = read_u32(start_info + HVM_START_CMDLINE + 4);
+    let address = (u64::from(high) << 32 | u64::from(low)) as usize;
+    if address == 0 || address >= 1 << 30 {
+        return "";
+    }
+    let mut len = 0;
+    for (index, slot) in buffer.iter_mut().enumerate() {
+        // SAFETY: the command line lies in low RAM, identity-mapped and only read here; the
+        // copy stops at the terminating NUL or the buffer's end.
+        let byte = unsafe { core::ptr::read_volatile((address + index) as *const u8) };
+        if byte == 0 {
+            break;
+        }
+        *slot = byte;
+        len += 1;
+    }
+    core::str::from_utf8(buffer.get(..len).unwrap_or(&[])).unwrap_or("")
 }
 
 #[panic_handler]

@@ -1,6 +1,7 @@
 //! PCI configuration mechanism #1 (ports 0xCF8/0xCFC) and register access to a device's BARs.
 
 use core::ptr;
+use core::sync::atomic::{Ordering, compiler_fence};
 
 use virtio_core::hal::RegisterIo;
 use vmtest_guest::pci_scan::{self, Bar, BarKind, Bdf, ConfigAccess};
@@ -77,6 +78,15 @@ pub enum BarMapError {
     IoBeyondPorts(u64),
 }
 
+impl core::fmt::Display for BarMapError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Map(error) => write!(f, "cannot map BAR: {error:?}"),
+            Self::IoBeyondPorts(address) => write!(f, "I/O BAR at {address:#x} beyond 64 KiB"),
+        }
+    }
+}
+
 impl DeviceBars {
     /// Maps the usable BARs of `bars` (from [`pci_scan::read_bars`]); BARs that failed to
     /// decode stay unmapped, so accesses to them read all ones.
@@ -126,7 +136,13 @@ macro_rules! read_method {
                     // SAFETY: `address` is naturally aligned and inside a memory BAR the
                     // firmware assigned to this device, identity-mapped uncacheable by
                     // `DeviceBars::map`; device registers are not Rust memory.
-                    unsafe { ptr::read_volatile(address as *const $ty) }
+                    let value = unsafe { ptr::read_volatile(address as *const $ty) };
+                    // ORDERING: later DMA-memory loads (a used ring the device filled before
+                    // the register said so) must not be hoisted above this read by the
+                    // compiler; x86 keeps UC loads ordered with later loads in hardware. Pairs
+                    // with the device's writes before its register update (RegisterIo docs).
+                    compiler_fence(Ordering::SeqCst);
+                    value
                 }
                 // SAFETY: the port lies inside this device's I/O BAR (below 64 KiB, checked in
                 // `map`), whose registers start no DMA on a read.
@@ -143,6 +159,11 @@ macro_rules! write_method {
         fn $name(&self, bar: u8, offset: u64, value: $ty) {
             match self.target(bar, offset, size_of::<$ty>() as u64) {
                 Some((Window::Memory { .. }, address)) => {
+                    // ORDERING: earlier stores to DMA memory (ring entries, `avail.idx`) must
+                    // not sink below this register write in the compiler; x86 does not reorder
+                    // stores with stores in hardware, UC included. Pairs with the device's ring
+                    // reads after a notification (virtio 1.x section 2.7.13 / 2.8.21).
+                    compiler_fence(Ordering::SeqCst);
                     // SAFETY: as for reads; a register write can make the device DMA, but only
                     // to addresses virtio-core published from this guest's `Hal`.
                     unsafe { ptr::write_volatile(address as *mut $ty, value) }

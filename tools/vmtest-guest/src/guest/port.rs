@@ -1,4 +1,9 @@
 //! x86 port I/O, the one place the guest executes `in` and `out`.
+//!
+//! The `asm!` blocks are not `nomem`: the compiler treats each as touching memory, so it keeps
+//! DMA-memory stores before a port write and DMA-memory loads after a port read (the same
+//! ordering the MMIO path gets from its compiler fences; x86 port I/O is serialising in
+//! hardware).
 
 use core::arch::asm;
 
@@ -10,7 +15,7 @@ use core::arch::asm;
 pub unsafe fn out8(port: u16, value: u8) {
     // SAFETY: the caller vouches for the device's reaction; `out` touches no memory.
     unsafe {
-        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+        asm!("out dx, al", in("dx") port, in("al") value, options(nostack, preserves_flags));
     };
 }
 
@@ -21,7 +26,7 @@ pub unsafe fn out8(port: u16, value: u8) {
 pub unsafe fn out16(port: u16, value: u16) {
     // SAFETY: as in `out8`.
     unsafe {
-        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
+        asm!("out dx, ax", in("dx") port, in("ax") value, options(nostack, preserves_flags));
     };
 }
 
@@ -32,7 +37,7 @@ pub unsafe fn out16(port: u16, value: u16) {
 pub unsafe fn out32(port: u16, value: u32) {
     // SAFETY: as in `out8`.
     unsafe {
-        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nostack, preserves_flags));
     };
 }
 
@@ -44,7 +49,7 @@ pub unsafe fn in8(port: u16) -> u8 {
     let value: u8;
     // SAFETY: as in `out8`.
     unsafe {
-        asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
+        asm!("in al, dx", in("dx") port, out("al") value, options(nostack, preserves_flags));
     };
     value
 }
@@ -57,7 +62,7 @@ pub unsafe fn in16(port: u16) -> u16 {
     let value: u16;
     // SAFETY: as in `out8`.
     unsafe {
-        asm!("in ax, dx", in("dx") port, out("ax") value, options(nomem, nostack, preserves_flags))
+        asm!("in ax, dx", in("dx") port, out("ax") value, options(nostack, preserves_flags));
     };
     value
 }
@@ -70,7 +75,7 @@ pub unsafe fn in32(port: u16) -> u32 {
     let value: u32;
     // SAFETY: as in `out8`.
     unsafe {
-        asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags))
+        asm!("in eax, dx", in("dx") port, out("eax") value, options(nostack, preserves_flags));
     };
     value
 }
