@@ -561,7 +561,9 @@ impl<R: RegisterIo> Device<R> {
         Ok(())
     }
 
-    /// Waits (polling) for one used chain on queue `index`.
+    /// Waits (polling) for one used chain on queue `index`, then re-arms the queue's interrupt
+    /// as an interrupt handler would after draining (with EVENT_IDX the split ring only moves
+    /// `used_event` there).
     ///
     /// # Errors
     /// [`DriverError::Timeout`] after `budget` empty polls, or what [`Queue::poll`] returns.
@@ -569,6 +571,8 @@ impl<R: RegisterIo> Device<R> {
         let queue = self.queue(index)?;
         for _ in 0..budget {
             if let Some(used) = queue.poll()? {
+                // More may be pending: the caller polls again either way.
+                let _ = queue.ring().enable_interrupts();
                 return Ok(used);
             }
             core::hint::spin_loop();

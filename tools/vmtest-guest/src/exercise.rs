@@ -211,6 +211,8 @@ pub struct Exerciser<'a, H: Hal, R: RegisterIo, W: Write> {
     region_seed: u64,
     /// Seed for the next pattern written.
     seed: u64,
+    /// Interrupts received per MSI-X table entry.
+    interrupts: &'a dyn Fn(u16) -> u64,
 }
 
 /// One command of a [`Exerciser::pipeline`].
@@ -225,11 +227,15 @@ struct Job {
 }
 
 /// Runs every check and returns whether all passed. Results go to `out`.
+///
+/// `interrupts(vector)` is how many interrupts arrived on MSI-X table entry `vector`, for the
+/// per-queue statistics.
 pub fn run<H: Hal, R: RegisterIo, W: Write>(
     hal: &H,
     transport: PciTransport<R>,
     settings: Settings<'_>,
     mut out: W,
+    interrupts: &dyn Fn(u16) -> u64,
 ) -> bool {
     let wanted = if settings.packed {
         virtio_core::features::SCSI_DRIVER_FEATURES
@@ -271,6 +277,7 @@ pub fn run<H: Hal, R: RegisterIo, W: Write>(
         },
         region_seed: 0,
         seed: 0x5eed,
+        interrupts,
     };
     exerciser.all()
 }
@@ -1333,12 +1340,13 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
 
     fn print_stats(&mut self) {
         for queue in self.device.queues.iter().flatten() {
+            let index = queue.index();
             let _ = writeln!(
                 self.out,
-                "STAT vq {} kicks {} completions {}",
-                queue.index(),
+                "STAT vq {index} kicks {} completions {} interrupts {}",
                 queue.kicks,
-                queue.completions
+                queue.completions,
+                (self.interrupts)(crate::driver::vector_of_queue(index))
             );
         }
     }

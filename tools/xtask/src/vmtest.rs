@@ -703,13 +703,22 @@ struct Phase {
     end: Option<Duration>,
 }
 
+/// What the guest counted for one queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct GuestQueueStats {
+    kicks: u64,
+    completions: u64,
+    interrupts: u64,
+}
+
 /// What the guest printed, parsed.
 #[derive(Debug, Default)]
 struct GuestReport {
     /// `RESULT <name> PASS|FAIL <details>`, in order.
     results: Vec<(String, bool, String)>,
-    /// `STAT vq <n> kicks <k> ...`: the guest's own count of notifications per queue.
-    kicks: BTreeMap<u16, u64>,
+    /// `STAT vq <n> kicks <k> completions <c> interrupts <i>`: the guest's own counts of
+    /// notifications sent and MSI-X interrupts received, per queue.
+    stats: BTreeMap<u16, GuestQueueStats>,
     /// Measured phases by name.
     phases: BTreeMap<String, Phase>,
     /// Lines reporting a panic or a CPU exception.
@@ -734,9 +743,31 @@ impl GuestReport {
                         details.join(" "),
                     ));
                 }
-                ["STAT", "vq", vq, "kicks", kicks, ..] => {
-                    if let (Ok(vq), Ok(kicks)) = (vq.parse(), kicks.parse()) {
-                        report.kicks.insert(vq, kicks);
+                [
+                    "STAT",
+                    "vq",
+                    vq,
+                    "kicks",
+                    kicks,
+                    "completions",
+                    completions,
+                    "interrupts",
+                    interrupts,
+                ] => {
+                    if let (Ok(vq), Ok(kicks), Ok(completions), Ok(interrupts)) = (
+                        vq.parse(),
+                        kicks.parse(),
+                        completions.parse(),
+                        interrupts.parse(),
+                    ) {
+                        report.stats.insert(
+                            vq,
+                            GuestQueueStats {
+                                kicks,
+                                completions,
+                                interrupts,
+                            },
+                        );
                     }
                 }
                 [
@@ -798,14 +829,30 @@ fn check(
             problems.push(format!("no passing RESULT {expected}"));
         }
     }
-    if report.kicks.is_empty() {
-        problems.push("the guest reported no kick counts".into());
+    if report.stats.is_empty() {
+        problems.push("the guest reported no queue statistics".into());
     }
-    for (vq, kicks) in &report.kicks {
-        let traced = counts.get(vq).map_or(0, |c| c.notifies);
-        if traced != *kicks {
+    let mut table = String::new();
+    for (vq, guest) in &report.stats {
+        let traced = counts.get(vq).copied().unwrap_or_default();
+        let _ = write!(
+            table,
+            "\n    vq {vq}: {} completions, kicks {} (QEMU {}), interrupts received {} (QEMU sent {})",
+            guest.completions, guest.kicks, traced.notifies, guest.interrupts, traced.interrupts
+        );
+        if traced.notifies != guest.kicks {
             problems.push(format!(
-                "vq {vq}: the guest kicked {kicks} times but QEMU traced {traced} notifications"
+                "vq {vq}: the guest kicked {} times but QEMU traced {} notifications",
+                guest.kicks, traced.notifies
+            ));
+        }
+        // MSI-X messages for one vector can merge while the CPU has not taken the first, so
+        // the guest may see fewer than QEMU sent, never more, and some whenever QEMU sent any.
+        if guest.interrupts > traced.interrupts || (traced.interrupts > 0) != (guest.interrupts > 0)
+        {
+            problems.push(format!(
+                "vq {vq}: the guest received {} interrupts on its vector but QEMU sent {}",
+                guest.interrupts, traced.interrupts
             ));
         }
     }
@@ -833,13 +880,15 @@ fn check(
                     "{name}: {} I/Os, {:.0} IOPS, {:.3} kicks/IO, {:.3} interrupts/IO; ",
                     phase.ios, figures.iops, figures.kicks_per_io, figures.interrupts_per_io
                 );
-                if let Err(problem) = expect_phase(name, phase.ios, queue) {
+                let received = report.stats.get(&phase.vq).map_or(0, |s| s.interrupts);
+                if let Err(problem) = expect_phase(name, phase.ios, queue, received) {
                     problems.push(problem);
                 }
             }
             Err(problem) => problems.push(format!("phase {name}: {problem}")),
         }
     }
+    summary.push_str(&table);
     if problems.is_empty() {
         Ok(summary)
     } else {
@@ -877,22 +926,24 @@ fn phase_figures(phase: &Phase, queue: QueueCounts) -> Result<PhaseFigures, Stri
 }
 
 /// What the device must have seen in a phase. At queue depth 1 with EVENT_IDX every request
-/// finds the device idle, so each needs exactly one kick and gets exactly one interrupt; at
-/// depth 32 batching may only lower both.
-fn expect_phase(name: &str, ios: u64, queue: QueueCounts) -> Result<(), String> {
+/// finds the device idle, so each needs exactly one kick and gets exactly one interrupt, which
+/// the guest receives (one at a time, nothing can merge); at depth 32 batching may only lower
+/// both.
+fn expect_phase(name: &str, ios: u64, queue: QueueCounts, received: u64) -> Result<(), String> {
     let QueueCounts {
         notifies,
         interrupts,
     } = queue;
     let ok = match name {
-        "qd1" => notifies == ios && interrupts == ios,
+        "qd1" => notifies == ios && interrupts == ios && received == ios,
         _ => (1..=ios).contains(&notifies) && (1..=ios).contains(&interrupts),
     };
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "phase {name}: {ios} I/Os but {notifies} kicks and {interrupts} interrupts"
+            "phase {name}: {ios} I/Os but {notifies} kicks and {interrupts} interrupts \
+             ({received} received)"
         ))
     }
 }
@@ -966,7 +1017,7 @@ virtio_notify vdev 0x55 vq 0x9999
     #[test]
     fn guest_report_collects_results_stats_phases_and_crashes() {
         let parsed = report(
-            "noise\nRESULT boot PASS pvh\nRESULT inquiry FAIL short data\nSTAT vq 3 kicks 10 interrupts 9\n\
+            "noise\nRESULT boot PASS pvh\nRESULT inquiry FAIL short data\nSTAT vq 3 kicks 10 completions 11 interrupts 9\n\
              PHASE qd1 vq 3 ios 10 begin\nPHASE qd1 vq 3 ios 10 end\nPANIC at foo\n",
         );
         assert_eq!(parsed.results.len(), 2);
@@ -975,7 +1026,14 @@ virtio_notify vdev 0x55 vq 0x9999
             ("inquiry".into(), false, "short data".into())
         );
         assert_eq!(parsed.booted_at, Some(Duration::from_millis(100)));
-        assert_eq!(parsed.kicks[&3], 10);
+        assert_eq!(
+            parsed.stats[&3],
+            GuestQueueStats {
+                kicks: 10,
+                completions: 11,
+                interrupts: 9
+            }
+        );
         let phase = &parsed.phases["qd1"];
         assert_eq!((phase.vq, phase.ios), (3, 10));
         assert_eq!(
@@ -995,7 +1053,7 @@ virtio_notify vdev 0x55 vq 0x9999
             let _ = writeln!(text, "RESULT {name} PASS ok");
         }
         text.push_str(
-            "STAT vq 3 kicks 4\nSTAT vq 4 kicks 2\nPHASE qd1 vq 3 ios 4 begin\nPHASE qd1 vq 3 ios 4 end\n\
+            "STAT vq 3 kicks 4 completions 4 interrupts 4\nSTAT vq 4 kicks 2 completions 64 interrupts 9\nPHASE qd1 vq 3 ios 4 begin\nPHASE qd1 vq 3 ios 4 end\n\
              PHASE qd32 vq 4 ios 64 begin\nPHASE qd32 vq 4 ios 64 end\n",
         );
         text
@@ -1074,6 +1132,24 @@ virtio_notify vdev 0x55 vq 0x9999
         assert!(check(&CONFIGS[0], Some(33), &good, &counts((4, 3), (2, 10))).is_err());
         // Depth 32 with no interrupt at all, or more kicks than I/Os, is wrong.
         assert!(check(&CONFIGS[0], Some(33), &good, &counts((4, 4), (2, 0))).is_err());
+        // Interrupts: never more received than sent, some whenever some were sent, and at
+        // depth 1 every one of them.
+        let extra = passing_text().replace(
+            "completions 64 interrupts 9",
+            "completions 64 interrupts 11",
+        );
+        let err = check(&CONFIGS[0], Some(33), &report(&extra), &good_counts).unwrap_err();
+        assert!(
+            err.contains("received 11 interrupts on its vector but QEMU sent 10"),
+            "{err}"
+        );
+        let none =
+            passing_text().replace("completions 64 interrupts 9", "completions 64 interrupts 0");
+        assert!(check(&CONFIGS[0], Some(33), &report(&none), &good_counts).is_err());
+        let merged =
+            passing_text().replace("completions 4 interrupts 4", "completions 4 interrupts 3");
+        let err = check(&CONFIGS[0], Some(33), &report(&merged), &good_counts).unwrap_err();
+        assert!(err.contains("(3 received)"), "{err}");
         // A crash line fails even with everything else in place.
         let crashed = report(&(passing_text() + "EXCEPTION vector 14\n"));
         assert!(check(&CONFIGS[0], Some(33), &crashed, &good_counts).is_err());

@@ -5,7 +5,9 @@
 //! interrupts disabled and `ebx` pointing at the `hvm_start_info` structure (the Xen PVH boot
 //! ABI, `xen/include/public/arch-x86/hvm/start_info.h`). The code below identity-maps the low
 //! 4 GiB with 2 MiB pages (the tables are [`paging`](super::paging)'s statics), enables long
-//! mode, loads a 64-bit GDT and an IDT whose 32 exception vectors report and exit, and calls
+//! mode, loads a 64-bit GDT and an IDT (32 exception vectors that report and exit, 16 device
+//! interrupt vectors from 0x40 for [`interrupts`](super::interrupts), the APIC's spurious
+//! vector 0xFF), and calls
 //! [`kmain`](super::kmain) with the start-info address.
 
 use core::arch::global_asm;
@@ -36,7 +38,7 @@ boot_stack_top:
     .section .bss.boot_idt, "aw", @nobits
     .p2align 4
 boot_idt:
-    .skip 32 * 16
+    .skip 256 * 16
 
     .section .rodata.boot_gdt, "a"
     .p2align 3
@@ -50,7 +52,7 @@ boot_gdt_pointer:
     .quad boot_gdt
     .p2align 3
 boot_idt_pointer:
-    .word 32 * 16 - 1
+    .word 256 * 16 - 1
     .quad boot_idt
 
     .section .text.boot, "ax"
@@ -115,12 +117,15 @@ pvh_start:
     movw %ax, %gs
     movabsq $boot_stack_top, %rsp
 
-    /* Exception gates: 64-bit interrupt gates (type 0xE), selector 0x08, present. */
+    /* Gates for every vector with a handler in the table: 64-bit interrupt gates (type 0xE),
+       selector 0x08, present. Vectors without one stay not-present (a #NP if raised). */
     leaq boot_idt(%rip), %rdi
-    leaq exception_stub_table(%rip), %r8
+    leaq gate_table(%rip), %r8
     xorl %ecx, %ecx
 4:
     movq (%r8,%rcx,8), %rax
+    testq %rax, %rax
+    jz 7f
     movw %ax, (%rdi)
     movw $0x08, 2(%rdi)
     movw $0x8e00, 4(%rdi)
@@ -129,9 +134,10 @@ pvh_start:
     shrq $16, %rax
     movl %eax, 8(%rdi)
     movl $0, 12(%rdi)
+7:
     addq $16, %rdi
     incl %ecx
-    cmpl $32, %ecx
+    cmpl $256, %ecx
     jb 4b
     lidt boot_idt_pointer(%rip)
 
@@ -163,12 +169,50 @@ exception_common:
     hlt
     jmp 6b
 
-    .section .rodata.exception_stub_table, "a"
+    /* Interrupt stubs: save the caller-saved registers (the target has no SSE state), call
+       the Rust handler with the vector, restore, return. Nine pushes after the CPU's five
+       leave the stack 16-byte aligned for the call. */
+    .irp vector, 64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79
+interrupt_stub_\vector:
+    pushq %rax
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    movl $\vector, %edi
+    call {interrupt}
+    popq %r11
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    popq %rcx
+    popq %rax
+    iretq
+    .endr
+
+    /* The local APIC's spurious vector needs no EOI (Intel SDM vol. 3, 11.9). */
+spurious_stub:
+    iretq
+
+    .section .rodata.gate_table, "a"
     .p2align 3
-exception_stub_table:
+gate_table:
     .irp vector, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
     .quad exception_stub_\vector
     .endr
+    .fill 32, 8, 0
+    .irp vector, 64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79
+    .quad interrupt_stub_\vector
+    .endr
+    .fill 175, 8, 0
+    .quad spurious_stub
     .text
 "#,
     stack_size = const STACK_SIZE,
@@ -177,6 +221,7 @@ exception_stub_table:
     pd = sym BOOT_PD,
     kmain = sym super::kmain,
     exception = sym exception,
+    interrupt = sym super::interrupts::interrupt,
     options(att_syntax)
 );
 
