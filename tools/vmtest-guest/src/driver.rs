@@ -381,7 +381,7 @@ fn split_segments(
         Data::None => return Ok(0),
         Data::In(memory) | Data::Out(memory) => memory,
     };
-    let mut translated = [Segment::default(); 8];
+    let mut translated = [Segment::default(); MAX_DATA_SEGMENTS];
     let pieces = hal.translate(memory.cpu_address(), memory.len(), &mut translated)?;
     let segment_len = segment_len.max(512);
     let mut count = 0;
@@ -592,5 +592,179 @@ impl<R: RegisterIo> Device<R> {
             return Err(DriverError::HeaderTooLarge(raw.len()));
         }
         CmdResp::read_from_bytes(&raw).map_err(|_| DriverError::HeaderTooLarge(raw.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use core::sync::atomic::Ordering::Relaxed;
+
+    use virtio_core::fake::FakeHal;
+    use virtio_core::fake::pci::FakeVirtioPci;
+    use virtio_core::features::SCSI_DRIVER_FEATURES;
+    use virtio_core::pci::DeviceStatus;
+    use virtio_core::scsi::{CmdReq, Lun};
+    use zerocopy::IntoBytes;
+
+    use super::*;
+
+    fn device(hal: &FakeHal) -> (FakeVirtioPci, Device<FakeVirtioPci>) {
+        let fake = FakeVirtioPci::scsi(6).build();
+        let transport = PciTransport::probe(&fake, fake.clone()).unwrap();
+        let device = Device::bring_up(hal, transport, SCSI_DRIVER_FEATURES).unwrap();
+        (fake, device)
+    }
+
+    #[test]
+    fn bring_up_negotiates_and_sets_every_queue_up_with_its_vector() {
+        let hal = FakeHal::new();
+        let (fake, device) = device(&hal);
+        assert!(fake.status().contains(DeviceStatus::DRIVER_OK));
+        assert!(
+            device
+                .features
+                .contains(Features::INDIRECT_DESC | Features::EVENT_IDX)
+        );
+        assert!(
+            !device.features.contains(Features::RING_PACKED),
+            "split rings until packed lands"
+        );
+        assert_eq!(fake.config_msix_vector(), 0);
+        assert_eq!(device.request_queues(), MAX_REQUEST_QUEUES);
+        assert_eq!(device.limits.seg_max, 254);
+        for index in 0..MAX_QUEUES as u16 {
+            let queue = fake.queue(index).unwrap();
+            assert!(queue.enabled, "queue {index}");
+            assert_eq!(queue.size, 256);
+            assert_eq!(queue.msix_vector, vector_of_queue(index));
+        }
+        // The driver wrote its header sizes into the configuration.
+        let config = fake.device_config_bytes();
+        assert_eq!(config[20..28], [96, 0, 0, 0, 32, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_command_goes_out_as_header_data_response_and_comes_back_by_tag() {
+        let hal = FakeHal::new();
+        let (fake, mut device) = device(&hal);
+        let data = hal.dma_alloc(3 * 4096, 4096).unwrap();
+        let request = CmdReq::new(
+            Lun::new(0, 0).unwrap(),
+            7,
+            &[0x8a, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        )
+        .unwrap();
+        let queue = device.queue(2).unwrap();
+        let token = queue
+            .submit(
+                &hal,
+                request.as_bytes(),
+                108,
+                Data::Out(data),
+                Layout::INDIRECT_PAGES,
+                7,
+            )
+            .unwrap();
+        assert_eq!(queue.in_flight(), 1);
+        device.kick(2).unwrap();
+        assert_eq!(fake.notify_count(2), 1);
+
+        // Play the device: the ring descriptor points at an indirect table of
+        // request header, three 4 KiB data-out pages, then the response.
+        let registers = fake.queue(2).unwrap();
+        let descriptors = hal.memory_at(registers.desc, 256 * 16).unwrap();
+        let entry = usize::from(token.0) * 16;
+        let table_address = descriptors.load_u64(entry, Relaxed);
+        let table_len = descriptors.load_u32(entry + 8, Relaxed) as usize;
+        assert_eq!(table_len, 5 * 16);
+        let table = hal.memory_at(table_address, table_len).unwrap();
+        let field = |i: usize| {
+            (
+                table.load_u64(i * 16, Relaxed),
+                table.load_u32(i * 16 + 8, Relaxed),
+                table.load_u16(i * 16 + 12, Relaxed),
+            )
+        };
+        let (header_address, header_len, header_flags) = field(0);
+        assert_eq!(
+            (header_len, header_flags & 2),
+            (51, 0),
+            "readable header first"
+        );
+        let mut header = [0u8; 51];
+        assert!(
+            hal.memory_at(header_address, 51)
+                .unwrap()
+                .read_bytes(0, &mut header)
+        );
+        assert_eq!(header, request.as_bytes());
+        for page in 0..3 {
+            let (address, len, flags) = field(1 + page);
+            assert_eq!(
+                (address, len, flags & 2),
+                (data.bus_address() + 4096 * page as u64, 4096, 0)
+            );
+        }
+        let (response_address, response_len, response_flags) = field(4);
+        assert_eq!(
+            (response_len, response_flags & 2),
+            (108, 2),
+            "writable response last"
+        );
+
+        // Complete it: response OK with a residual of 0, used length as QEMU reports writes.
+        let response = hal.memory_at(response_address, 108).unwrap();
+        response.zero();
+        let used = hal.memory_at(registers.device, 4 + 256 * 8).unwrap();
+        used.store_u32(4, u32::from(token.0), Relaxed);
+        used.store_u32(8, 108 + 3 * 4096, Relaxed);
+        used.store_u16(2, 1, Relaxed);
+        let done = device.wait(2, 10).unwrap();
+        assert_eq!((done.tag, done.written, done.data_len), (7, 108, 3 * 4096));
+        let response = device.command_response(2, done.context).unwrap();
+        assert_eq!(response.response, 0);
+        assert_eq!(device.queue(2).unwrap().in_flight(), 0);
+        assert!(matches!(
+            device.wait(2, 10),
+            Err(DriverError::Timeout { queue: 2 })
+        ));
+    }
+
+    #[test]
+    fn oversized_headers_and_too_many_segments_are_errors() {
+        let hal = FakeHal::new();
+        let (_fake, mut device) = device(&hal);
+        let queue = device.queue(2).unwrap();
+        assert_eq!(
+            queue.submit(&hal, &[0; 65], 108, Data::None, Layout::DIRECT_PAGES, 1),
+            Err(DriverError::HeaderTooLarge(65))
+        );
+        assert_eq!(
+            queue.submit(&hal, &[0; 8], 129, Data::None, Layout::DIRECT_PAGES, 1),
+            Err(DriverError::HeaderTooLarge(129))
+        );
+        // More pages than a request carries (the fake HAL translates page by page) ...
+        let big = hal.dma_alloc((MAX_DATA_SEGMENTS + 1) * 4096, 4096).unwrap();
+        assert_eq!(
+            queue.submit(&hal, &[0; 8], 108, Data::In(big), Layout::INDIRECT_PAGES, 1),
+            Err(DriverError::Hal(HalError::TooManySegments {
+                capacity: MAX_DATA_SEGMENTS
+            }))
+        );
+        // ... or more segments once cut to the layout's segment length.
+        let small = hal.dma_alloc((MAX_DATA_SEGMENTS + 1) * 512, 4096).unwrap();
+        let layout = Layout {
+            indirect: true,
+            segment_len: 512,
+        };
+        assert_eq!(
+            queue.submit(&hal, &[0; 8], 108, Data::In(small), layout, 1),
+            Err(DriverError::TooManySegments(MAX_DATA_SEGMENTS + 1))
+        );
+        assert_eq!(queue.in_flight(), 0, "nothing was added");
+        assert!(matches!(
+            device.queue(MAX_QUEUES),
+            Err(DriverError::NoQueue(MAX_QUEUES))
+        ));
     }
 }
