@@ -666,8 +666,14 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
 
     fn check_read_capacity(&mut self, lun: Lun) -> Check {
         let capacity = self.read_capacity(lun)?;
+        // The data checks address 4 KiB pages in whole blocks.
+        if capacity.block_length > 4096 {
+            return Err(text!("block length {} above 4 KiB", capacity.block_length));
+        }
         self.capacity = capacity;
-        let bytes = capacity.blocks() * u64::from(capacity.block_length);
+        let bytes = capacity
+            .blocks()
+            .saturating_mul(u64::from(capacity.block_length));
         let details = text!(
             "{} blocks of {} bytes",
             capacity.blocks(),
@@ -884,7 +890,12 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
         self.seed = self.seed.wrapping_add(1);
         let seed = self.seed;
         // The last blocks of the disk, so the transfer ends exactly at the capacity.
-        let lba = self.capacity.blocks() - u64::from(blocks);
+        let lba = self
+            .capacity
+            .blocks()
+            .checked_sub(u64::from(blocks))
+            .filter(|_| blocks > 0)
+            .ok_or(text!("{blocks} blocks do not fit the disk"))?;
         let buffer = self.data.sub(0, bytes as usize).ok_or(text!("buffer"))?;
         if !pattern::fill(&buffer, seed, lba, self.capacity.block_length, blocks) {
             return Err(text!("pattern geometry"));
@@ -1266,7 +1277,9 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
         }
         let _ = self.check_test_unit_ready(lun1)?;
         let capacity = self.read_capacity(lun1)?;
-        let bytes = capacity.blocks() * u64::from(capacity.block_length);
+        let bytes = capacity
+            .blocks()
+            .saturating_mul(u64::from(capacity.block_length));
         let (page, len) = self.serial_of(lun1)?;
         let serial = trim(page.get(4..4 + len).unwrap_or(&[]));
         if bytes != self.settings.hotplug_bytes || serial != self.settings.hotplug_serial.as_bytes()
@@ -1275,7 +1288,10 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
         }
         // Write and read back its last 64 KiB.
         let blocks = (REGION_BYTES / u64::from(capacity.block_length)) as u32;
-        let lba = capacity.blocks() - u64::from(blocks);
+        let lba = capacity
+            .blocks()
+            .checked_sub(u64::from(blocks))
+            .ok_or(text!("LUN 1 is smaller than {blocks} blocks"))?;
         let buffer = self
             .data
             .sub(0, REGION_BYTES as usize)
