@@ -17,6 +17,7 @@ use virtio_core::dma::DmaMemory;
 use virtio_core::features::Features;
 use virtio_core::hal::{Hal, HalError, RegisterIo, Segment};
 use virtio_core::pci::{PciTransport, QueueNotifier, TransportError};
+use virtio_core::queue::packed::PackedQueue;
 use virtio_core::queue::split::SplitQueue;
 use virtio_core::queue::{
     DeviceError, QueueAddresses, QueueError, QueueFeatures, Slot, Token, UsedBuffer, Virtqueue,
@@ -109,6 +110,8 @@ impl From<DeviceError> for DriverError {
 pub enum Ring {
     /// Split virtqueue (virtio 1.x section 2.7).
     Split(SplitQueue<[Slot; MAX_QUEUE_SIZE as usize]>),
+    /// Packed virtqueue (virtio 1.x section 2.8).
+    Packed(PackedQueue<[Slot; MAX_QUEUE_SIZE as usize]>),
 }
 
 impl Ring {
@@ -116,6 +119,7 @@ impl Ring {
     pub fn queue(&mut self) -> &mut dyn Virtqueue {
         match self {
             Self::Split(queue) => queue,
+            Self::Packed(queue) => queue,
         }
     }
 
@@ -124,6 +128,7 @@ impl Ring {
     pub fn queue_ref(&self) -> &dyn Virtqueue {
         match self {
             Self::Split(queue) => queue,
+            Self::Packed(queue) => queue,
         }
     }
 }
@@ -433,7 +438,7 @@ impl<R: RegisterIo> Device<R> {
         mut transport: PciTransport<R>,
         wanted: Features,
     ) -> Result<Self, DriverError> {
-        let features = transport.begin_init(wanted - Features::RING_PACKED)?;
+        let features = transport.begin_init(wanted)?;
         transport.write_device_config_u32(
             Config::SENSE_SIZE_OFFSET as u32,
             virtio_core::scsi::SENSE_SIZE as u32,
@@ -505,10 +510,13 @@ impl<R: RegisterIo> Device<R> {
         vector: Option<u16>,
     ) -> Result<Queue, DriverError> {
         let slots = [Slot::EMPTY; MAX_QUEUE_SIZE as usize];
-        // The packed ring is not in virtio-core yet; bring-up never accepts RING_PACKED.
-        let _ = packed;
-        let memory = hal.dma_alloc(SplitQueue::<[Slot; 1]>::ring_len(size), 4096)?;
-        let ring = Ring::Split(SplitQueue::new(index, size, memory, slots, features)?);
+        let ring = if packed {
+            let memory = hal.dma_alloc(PackedQueue::<[Slot; 1]>::ring_len(size), 4096)?;
+            Ring::Packed(PackedQueue::new(index, size, memory, slots, features)?)
+        } else {
+            let memory = hal.dma_alloc(SplitQueue::<[Slot; 1]>::ring_len(size), 4096)?;
+            Ring::Split(SplitQueue::new(index, size, memory, slots, features)?)
+        };
         let addresses: QueueAddresses = ring.queue_ref().addresses();
         let notifier = transport.setup_queue(index, size, addresses, vector)?;
         let contexts = hal.dma_alloc(usize::from(size) * CONTEXT_LEN, 4096)?;
@@ -608,11 +616,39 @@ mod tests {
 
     use super::*;
 
+    /// A device with split rings (the fake offers packed ones too).
     fn device(hal: &FakeHal) -> (FakeVirtioPci, Device<FakeVirtioPci>) {
+        device_wanting(hal, SCSI_DRIVER_FEATURES - Features::RING_PACKED)
+    }
+
+    fn device_wanting(hal: &FakeHal, wanted: Features) -> (FakeVirtioPci, Device<FakeVirtioPci>) {
         let fake = FakeVirtioPci::scsi(6).build();
         let transport = PciTransport::probe(&fake, fake.clone()).unwrap();
-        let device = Device::bring_up(hal, transport, SCSI_DRIVER_FEATURES).unwrap();
+        let device = Device::bring_up(hal, transport, wanted).unwrap();
         (fake, device)
+    }
+
+    #[test]
+    fn the_ring_layout_follows_the_negotiated_features() {
+        let hal = FakeHal::new();
+        let (_, split) = device(&hal);
+        assert!(!split.features.contains(Features::RING_PACKED));
+        assert!(
+            split
+                .queues
+                .iter()
+                .flatten()
+                .all(|q| matches!(q.ring, Ring::Split(_)))
+        );
+        let (_, packed) = device_wanting(&hal, SCSI_DRIVER_FEATURES);
+        assert!(packed.features.contains(Features::RING_PACKED));
+        assert!(
+            packed
+                .queues
+                .iter()
+                .flatten()
+                .all(|q| matches!(q.ring, Ring::Packed(_)))
+        );
     }
 
     #[test]
@@ -624,10 +660,6 @@ mod tests {
             device
                 .features
                 .contains(Features::INDIRECT_DESC | Features::EVENT_IDX)
-        );
-        assert!(
-            !device.features.contains(Features::RING_PACKED),
-            "split rings until packed lands"
         );
         assert_eq!(fake.config_msix_vector(), 0);
         assert_eq!(device.request_queues(), MAX_REQUEST_QUEUES);

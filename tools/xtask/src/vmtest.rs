@@ -58,13 +58,23 @@ struct Config {
 }
 
 /// The configurations `cargo xtask vmtest` runs by default.
-const CONFIGS: &[Config] = &[Config {
-    // Transitional device (0x1004, QEMU's default on the PC machine), split ring.
-    name: "split",
-    device: "",
-    extra: &[],
-    ring: "split",
-}];
+const CONFIGS: &[Config] = &[
+    Config {
+        // Transitional device (0x1004, QEMU's default on the PC machine), split ring.
+        name: "split",
+        device: "",
+        extra: &[],
+        ring: "split",
+    },
+    Config {
+        // Modern-only device (0x1048), packed ring, and a 4 GiB BAR elsewhere so the firmware
+        // moves the 64-bit BARs above 4 GiB and the guest has to map them.
+        name: "packed",
+        device: ",packed=on,disable-legacy=on",
+        extra: &["-device", "pci-testdev,membar=4G"],
+        ring: "packed",
+    },
+];
 
 /// The `RESULT` names every configuration must report as PASS.
 const EXPECTED_RESULTS: &[&str] = &[
