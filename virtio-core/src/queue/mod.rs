@@ -146,6 +146,10 @@ pub enum DeviceError {
         id: u16,
     },
     /// A used element's length exceeds the writable length posted for that chain.
+    ///
+    /// The split and packed queues do not return this: they clamp the length to what was
+    /// posted, because QEMU's virtio-scsi reports the response header plus the data-out bytes
+    /// for every WRITE (hw/scsi/virtio-scsi.c, `virtqueue_push(.., qsgl.size + resp size)`).
     UsedLengthTooLarge {
         /// The chain's token.
         id: u16,
