@@ -33,8 +33,8 @@ impl Token {
 pub struct UsedBuffer {
     /// The token [`Virtqueue::add`] returned for the chain.
     pub token: Token,
-    /// Bytes the device wrote into the chain's writable segments; checked to be at most the
-    /// total writable length posted.
+    /// Bytes the device wrote into the chain's writable segments, clamped to the total
+    /// writable length posted (a device may report more; see [`DeviceError::UsedLengthTooLarge`]).
     pub written: u32,
 }
 
