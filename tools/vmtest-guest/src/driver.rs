@@ -29,6 +29,8 @@ use zerocopy::FromBytes;
 pub const MAX_QUEUE_SIZE: u16 = 256;
 /// Most data segments one request carries.
 pub const MAX_DATA_SEGMENTS: usize = 128;
+/// Empty polls between checks of the device status while waiting.
+const LIVENESS_INTERVAL: u64 = 1 << 16;
 /// Request queues the guest drives at most.
 pub const MAX_REQUEST_QUEUES: usize = 6;
 /// Control queue, event queue and the request queues.
@@ -69,6 +71,8 @@ pub enum DriverError {
     HeaderTooLarge(usize),
     /// The data needs more segments than a request carries.
     TooManySegments(usize),
+    /// The device set DEVICE_NEEDS_RESET: it found something malformed and stopped.
+    NeedsReset,
     /// The device did not complete a request within the polling budget.
     Timeout {
         /// The virtqueue waited on.
@@ -576,18 +580,38 @@ impl<R: RegisterIo> Device<R> {
     /// # Errors
     /// [`DriverError::Timeout`] after `budget` empty polls, or what [`Queue::poll`] returns.
     pub fn wait(&mut self, index: usize, budget: u64) -> Result<Used, DriverError> {
-        let queue = self.queue(index)?;
-        for _ in 0..budget {
+        let queue = self
+            .queues
+            .get_mut(index)
+            .and_then(Option::as_mut)
+            .ok_or(DriverError::NoQueue(index))?;
+        for spin in 0..budget {
             if let Some(used) = queue.poll()? {
                 // More may be pending: the caller polls again either way.
                 let _ = queue.ring().enable_interrupts();
                 return Ok(used);
+            }
+            if spin % LIVENESS_INTERVAL == LIVENESS_INTERVAL - 1 && self.transport.needs_reset() {
+                return Err(DriverError::NeedsReset);
             }
             core::hint::spin_loop();
         }
         Err(DriverError::Timeout {
             queue: index as u16,
         })
+    }
+
+    /// Fails if the device reports DEVICE_NEEDS_RESET (QEMU sets it when it finds a malformed
+    /// chain, and then completes nothing more).
+    ///
+    /// # Errors
+    /// [`DriverError::NeedsReset`].
+    pub fn check_alive(&self) -> Result<(), DriverError> {
+        if self.transport.needs_reset() {
+            Err(DriverError::NeedsReset)
+        } else {
+            Ok(())
+        }
     }
 
     /// Reads the command response of a used context on queue `index`.

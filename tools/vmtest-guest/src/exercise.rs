@@ -750,6 +750,11 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
             let mut spins = 0u64;
             while !self.queue_has_used(queue)? {
                 spins += 1;
+                if spins.is_multiple_of(1 << 16) {
+                    self.device
+                        .check_alive()
+                        .map_err(|e| text!("after {completed} of {count}: {e}"))?;
+                }
                 if spins > POLL_BUDGET {
                     return Err(text!("no completion after {completed} of {count}"));
                 }
