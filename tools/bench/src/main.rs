@@ -105,7 +105,10 @@ impl RequestBuffers {
     }
 
     fn writable(&self) -> [Segment; 2] {
-        [Segment::new(self.response.1, RESPONSE_LEN as u32), Segment::new(self.data.1, DATA_LEN as u32)]
+        [
+            Segment::new(self.response.1, RESPONSE_LEN as u32),
+            Segment::new(self.data.1, DATA_LEN as u32),
+        ]
     }
 }
 
@@ -117,7 +120,9 @@ fn driver_submit<Q: Virtqueue>(
     writable: &[Segment],
     indirect: Option<&DmaMemory>,
 ) -> (Token, bool) {
-    let token = queue.add(readable, writable, indirect).expect("queue has room at this depth");
+    let token = queue
+        .add(readable, writable, indirect)
+        .expect("queue has room at this depth");
     (token, queue.kick_prepare())
 }
 
@@ -155,11 +160,11 @@ fn run_ours<Q: Virtqueue, D: Device>(queue: &mut Q, device: &mut D, config: Conf
                 device.notify();
             }
         }
-        if submitted == config.ios && free_sets.len() < config.depth {
-            // Nothing more to submit: fall through to completion.
-        }
         if !device.process() {
-            eprintln!("stalled: {} in flight, no interrupt (lost kick or re-arm)", submitted - completed);
+            eprintln!(
+                "stalled: {} in flight, no interrupt (lost kick or re-arm)",
+                submitted - completed
+            );
             std::process::exit(3);
         }
         done.clear();
@@ -173,10 +178,10 @@ fn run_ours<Q: Virtqueue, D: Device>(queue: &mut Q, device: &mut D, config: Conf
 
 /// The peer's submission. Counted by callgrind.
 #[inline(never)]
-fn peer_submit(
+fn peer_submit<'buffer>(
     queue: &mut VirtQueue<PeerHal, { QUEUE_SIZE as usize }>,
-    inputs: &[&[u8]],
-    outputs: &mut [&mut [u8]],
+    inputs: &[&'buffer [u8]],
+    outputs: &mut [&'buffer mut [u8]],
 ) -> (u16, bool) {
     // SAFETY: the buffers live in guest memory for the whole run and are passed unchanged to
     // `pop_used` with this token before being reused.
@@ -220,7 +225,13 @@ fn run_peer(config: Config) -> Counts {
     )
     .expect("peer queue");
     let (descriptors, driver, device_area) = transport.queue.expect("queue programmed");
-    let mut device = SplitDevice::new(QUEUE_SIZE, descriptors, driver, device_area, config.event_idx);
+    let mut device = SplitDevice::new(
+        QUEUE_SIZE,
+        descriptors,
+        driver,
+        device_area,
+        config.event_idx,
+    );
     let buffers: Vec<RequestBuffers> = (0..config.depth).map(|_| RequestBuffers::new()).collect();
     let mut slices: Vec<(&'static [u8], &'static mut [u8], &'static mut [u8])> = buffers
         .iter()
@@ -249,48 +260,81 @@ fn run_peer(config: Config) -> Counts {
             }
         }
         if !device.process() {
-            eprintln!("peer stalled: {} in flight, no interrupt", submitted - completed);
+            eprintln!(
+                "peer stalled: {} in flight, no interrupt",
+                submitted - completed
+            );
             std::process::exit(3);
         }
         done.clear();
         peer_complete(&mut queue, &mut slices, &owner, &mut done);
         for token in &done {
-            free_sets.push(std::mem::replace(&mut owner[usize::from(*token)], usize::MAX));
+            free_sets.push(std::mem::replace(
+                &mut owner[usize::from(*token)],
+                usize::MAX,
+            ));
         }
         completed += done.len() as u64;
     }
-    Counts { kicks: device.kicks, interrupts: device.interrupts }
+    Counts {
+        kicks: device.kicks,
+        interrupts: device.interrupts,
+    }
 }
 
 fn run(config: Config) -> Counts {
-    let features = QueueFeatures { event_idx: config.event_idx, indirect: config.indirect };
+    let features = QueueFeatures {
+        event_idx: config.event_idx,
+        indirect: config.indirect,
+    };
     let slots = vec![Slot::EMPTY; usize::from(QUEUE_SIZE)];
     match config.ring {
         Ring::Split => {
             let ring = ram().dma(SplitQueue::<Vec<Slot>>::ring_len(QUEUE_SIZE), 4096);
             let mut queue = SplitQueue::new(0, QUEUE_SIZE, ring, slots, features).expect("split");
             let a = queue.addresses();
-            let mut device =
-                SplitDevice::new(QUEUE_SIZE, a.descriptors, a.driver, a.device, config.event_idx);
+            let mut device = SplitDevice::new(
+                QUEUE_SIZE,
+                a.descriptors,
+                a.driver,
+                a.device,
+                config.event_idx,
+            );
             run_ours(&mut queue, &mut device, config);
-            Counts { kicks: device.kicks, interrupts: device.interrupts }
+            Counts {
+                kicks: device.kicks,
+                interrupts: device.interrupts,
+            }
         }
         Ring::Packed => {
             let ring = ram().dma(PackedQueue::<Vec<Slot>>::ring_len(QUEUE_SIZE), 4096);
             let mut queue = PackedQueue::new(0, QUEUE_SIZE, ring, slots, features).expect("packed");
             let a = queue.addresses();
-            let mut device =
-                PackedDevice::new(QUEUE_SIZE, a.descriptors, a.driver, a.device, config.event_idx);
+            let mut device = PackedDevice::new(
+                QUEUE_SIZE,
+                a.descriptors,
+                a.driver,
+                a.device,
+                config.event_idx,
+            );
             run_ours(&mut queue, &mut device, config);
-            Counts { kicks: device.kicks, interrupts: device.interrupts }
+            Counts {
+                kicks: device.kicks,
+                interrupts: device.interrupts,
+            }
         }
         Ring::Peer => run_peer(config),
     }
 }
 
 fn parse(args: &[String]) -> Result<Config, String> {
-    let mut config =
-        Config { ring: Ring::Split, depth: 1, ios: 10_000, indirect: false, event_idx: true };
+    let mut config = Config {
+        ring: Ring::Split,
+        depth: 1,
+        ios: 10_000,
+        indirect: false,
+        event_idx: true,
+    };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -310,9 +354,17 @@ fn parse(args: &[String]) -> Result<Config, String> {
             other => return Err(format!("unknown flag {other}")),
         }
     }
+    if config.ring == Ring::Peer && config.indirect {
+        // virtio-drivers allocates indirect tables on the Rust heap and hands the device their
+        // CPU address (it assumes identity mapping), which this harness's guest memory is not.
+        return Err("the peer's indirect tables live on the heap, outside guest memory".into());
+    }
     let per_request = if config.indirect { 1 } else { 3 };
     if config.depth == 0 || config.depth * per_request > usize::from(QUEUE_SIZE) {
-        return Err(format!("depth must be 1..={}", usize::from(QUEUE_SIZE) / per_request));
+        return Err(format!(
+            "depth must be 1..={}",
+            usize::from(QUEUE_SIZE) / per_request
+        ));
     }
     Ok(config)
 }
@@ -322,12 +374,17 @@ fn main() {
     let config = match parse(&args) {
         Ok(config) => config,
         Err(message) => {
-            eprintln!("rvscsi-bench: {message}\nusage: rvscsi-bench [--ring split|packed|peer] [--depth N] [--ios N] [--indirect] [--no-event-idx]");
+            eprintln!(
+                "rvscsi-bench: {message}\nusage: rvscsi-bench [--ring split|packed|peer] [--depth N] [--ios N] [--indirect] [--no-event-idx]"
+            );
             std::process::exit(2);
         }
     };
     let counts = black_box(run(config));
-    #[expect(clippy::cast_precision_loss, reason = "ratios of counts far below 2^52")]
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "ratios of counts far below 2^52"
+    )]
     let per_io = |n: u64| n as f64 / config.ios as f64;
     println!(
         "ring={:?} depth={} indirect={} event_idx={} ios={} kicks={} interrupts={} kicks_per_io={:.4} interrupts_per_io={:.4}",

@@ -10,8 +10,7 @@ use std::ptr::NonNull;
 use std::sync::OnceLock;
 
 use virtio_core::dma::DmaMemory;
-use virtio_core::hal::{Hal, HalError, Segment};
-use vm_memory::{GuestAddress, GuestMemory, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 /// Guest physical address of the region (non-zero, so address mix-ups show).
 pub const GUEST_BASE: u64 = 0x4000_0000;
@@ -33,8 +32,14 @@ pub fn ram() -> &'static GuestRam {
     RAM.get_or_init(|| {
         let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(GUEST_BASE), GUEST_SIZE)])
             .expect("mmap guest memory");
-        let host_base = memory.get_host_address(GuestAddress(GUEST_BASE)).expect("host address") as usize;
-        GuestRam { memory, host_base, next: std::sync::Mutex::new(Cell::new(0)) }
+        let host_base = memory
+            .get_host_address(GuestAddress(GUEST_BASE))
+            .expect("host address") as usize;
+        GuestRam {
+            memory,
+            host_base,
+            next: std::sync::Mutex::new(Cell::new(0)),
+        }
     })
 }
 
@@ -43,7 +48,10 @@ impl GuestRam {
     pub fn alloc(&self, len: usize, align: usize) -> (NonNull<u8>, u64) {
         let next = self.next.lock().expect("allocator lock");
         let offset = next.get().next_multiple_of(align.max(8));
-        assert!(offset + len <= GUEST_SIZE, "benchmark guest memory exhausted");
+        assert!(
+            offset + len <= GUEST_SIZE,
+            "benchmark guest memory exhausted"
+        );
         next.set(offset + len);
         let host = NonNull::new((self.host_base + offset) as *mut u8).expect("non-null");
         (host, GUEST_BASE + offset as u64)
@@ -51,13 +59,19 @@ impl GuestRam {
 
     /// Guest address of a host pointer inside the region.
     pub fn guest_address(&self, host: usize) -> u64 {
-        assert!(host >= self.host_base && host < self.host_base + GUEST_SIZE, "not guest memory");
+        assert!(
+            host >= self.host_base && host < self.host_base + GUEST_SIZE,
+            "not guest memory"
+        );
         GUEST_BASE + (host - self.host_base) as u64
     }
 
     /// Host address of a guest address inside the region.
     pub fn memory_host(&self, guest: u64) -> usize {
-        assert!(guest >= GUEST_BASE && guest < GUEST_BASE + GUEST_SIZE as u64, "not guest memory");
+        assert!(
+            guest >= GUEST_BASE && guest < GUEST_BASE + GUEST_SIZE as u64,
+            "not guest memory"
+        );
         self.host_base + (guest - GUEST_BASE) as usize
     }
 
@@ -68,24 +82,5 @@ impl GuestRam {
         // is never handed out twice, and is only accessed through `DmaMemory` by the driver and
         // through vm-memory's volatile accessors by the device model.
         unsafe { DmaMemory::new(host, len, guest) }.expect("8-aligned")
-    }
-}
-
-/// Our HAL over the benchmark's guest memory (memory is never returned: the run is short).
-pub struct BenchHal;
-
-// SAFETY: memory comes from `GuestRam::dma` (zeroed mmap, aligned, unique, never freed), and bus
-// addresses are the guest addresses vm-memory resolves to the same bytes.
-unsafe impl Hal for BenchHal {
-    fn dma_alloc(&self, len: usize, align: usize) -> Result<DmaMemory, HalError> {
-        Ok(ram().dma(len, align))
-    }
-
-    unsafe fn dma_free(&self, _memory: DmaMemory) {}
-
-    fn translate(&self, address: usize, len: usize, out: &mut [Segment]) -> Result<usize, HalError> {
-        let first = out.first_mut().ok_or(HalError::TooManySegments { capacity: 0 })?;
-        *first = Segment::new(ram().guest_address(address), len as u32);
-        Ok(1)
     }
 }

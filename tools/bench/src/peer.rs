@@ -92,7 +92,10 @@ impl Transport for RecordingTransport {
     fn read_config_generation(&self) -> u32 {
         0
     }
-    fn read_config_space<T: FromBytes + IntoBytes>(&self, _offset: usize) -> virtio_drivers::Result<T> {
+    fn read_config_space<T: FromBytes + IntoBytes>(
+        &self,
+        _offset: usize,
+    ) -> virtio_drivers::Result<T> {
         Err(virtio_drivers::Error::ConfigSpaceMissing)
     }
     fn write_config_space<T: IntoBytes + Immutable>(

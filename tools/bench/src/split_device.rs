@@ -5,7 +5,7 @@
 //! `needs_notification` says so (`used_event` with EVENT_IDX). A driver that forgets a kick or an
 //! interrupt re-check stalls here, and the benchmark reports it.
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use crate::memory::ram;
@@ -28,12 +28,23 @@ impl SplitDevice {
     pub fn new(size: u16, descriptors: u64, driver: u64, device: u64, event_idx: bool) -> Self {
         let mut queue = Queue::new(size).expect("queue size");
         queue.set_size(size);
-        queue.try_set_desc_table_address(vm_memory::GuestAddress(descriptors)).expect("desc");
-        queue.try_set_avail_ring_address(vm_memory::GuestAddress(driver)).expect("avail");
-        queue.try_set_used_ring_address(vm_memory::GuestAddress(device)).expect("used");
+        queue
+            .try_set_desc_table_address(vm_memory::GuestAddress(descriptors))
+            .expect("desc");
+        queue
+            .try_set_avail_ring_address(vm_memory::GuestAddress(driver))
+            .expect("avail");
+        queue
+            .try_set_used_ring_address(vm_memory::GuestAddress(device))
+            .expect("used");
         queue.set_event_idx(event_idx);
         queue.set_ready(true);
-        Self { queue, kicked: false, kicks: 0, interrupts: 0 }
+        Self {
+            queue,
+            kicked: false,
+            kicks: 0,
+            interrupts: 0,
+        }
     }
 
     /// The driver wrote the notify register.
@@ -52,22 +63,33 @@ impl SplitDevice {
         let memory: &GuestMemoryMmap = &ram().memory;
         let mut completed = 0u32;
         loop {
-            self.queue.disable_notification(memory).expect("disable notification");
+            self.queue
+                .disable_notification(memory)
+                .expect("disable notification");
             while let Some(chain) = self.queue.pop_descriptor_chain(memory) {
                 let head = chain.head_index();
                 let writable: u32 = chain.clone().writable().map(|d| d.len()).sum();
                 assert_eq!(writable, WRITTEN_PER_REQUEST, "writable part of the chain");
                 let readable: u32 = chain.readable().map(|d| d.len()).sum();
                 assert_eq!(readable, 51, "readable part: one virtio_scsi_cmd_req");
-                self.queue.add_used(memory, head, WRITTEN_PER_REQUEST).expect("add used");
+                self.queue
+                    .add_used(memory, head, WRITTEN_PER_REQUEST)
+                    .expect("add used");
                 completed += 1;
             }
-            if !self.queue.enable_notification(memory).expect("enable notification") {
+            if !self
+                .queue
+                .enable_notification(memory)
+                .expect("enable notification")
+            {
                 break;
             }
         }
-        let interrupt =
-            completed > 0 && self.queue.needs_notification(memory).expect("needs notification");
+        let interrupt = completed > 0
+            && self
+                .queue
+                .needs_notification(memory)
+                .expect("needs notification");
         if interrupt {
             self.interrupts += 1;
         }

@@ -8,6 +8,7 @@ pub fn run_all(args: &[String]) -> Result<(), String> {
     clippy(args)?;
     doc(args)?;
     test(args)?;
+    crate::bench::bench(args)?;
     crate::package::ci(args)
 }
 

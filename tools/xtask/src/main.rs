@@ -1,6 +1,7 @@
 //! xtask: the project's jobs, runnable the same way locally and in CI (`cargo xtask <job>`).
 #![forbid(unsafe_code)]
 
+mod bench;
 mod ci;
 mod inf;
 mod package;
@@ -41,6 +42,11 @@ const JOBS: &[Job] = &[
         name: "test",
         help: "the workspace's unit and integration tests",
         run: ci::test,
+    },
+    Job {
+        name: "bench",
+        help: "ring benchmark: instructions (callgrind), kicks and interrupts per I/O vs virtio-drivers",
+        run: bench::bench,
     },
     Job {
         name: "package",
