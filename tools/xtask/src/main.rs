@@ -6,6 +6,7 @@ mod ci;
 mod inf;
 mod package;
 mod util;
+mod vmtest;
 
 use std::process::ExitCode;
 
@@ -56,6 +57,11 @@ const JOBS: &[Job] = &[
         name: "pecheck",
         help: "the PE check alone: pecheck <image.sys> <image.pdb> [--target <triple>]",
         run: package::pecheck,
+    },
+    Job {
+        name: "vmtest",
+        help: "QEMU guest against virtio-scsi-pci: [--tcg] [split|packed]",
+        run: vmtest::run_vmtest,
     },
 ];
 

@@ -33,8 +33,8 @@ impl Token {
 pub struct UsedBuffer {
     /// The token [`Virtqueue::add`] returned for the chain.
     pub token: Token,
-    /// Bytes the device wrote into the chain's writable segments; checked to be at most the
-    /// total writable length posted.
+    /// Bytes the device wrote into the chain's writable segments, clamped to the total
+    /// writable length posted (a device may report more; see [`DeviceError::UsedLengthTooLarge`]).
     pub written: u32,
 }
 
@@ -49,6 +49,9 @@ pub struct Slot {
     pub(crate) descriptors: u16,
     /// For a chain head: total length of the writable segments posted.
     pub(crate) writable: u32,
+    /// For a chain head: total length of every segment posted (readable and writable,
+    /// saturating); no used length may exceed it.
+    pub(crate) posted: u32,
     /// For a chain head: whether the chain is in flight (owned by the device).
     pub(crate) in_flight: bool,
 }
@@ -59,6 +62,7 @@ impl Slot {
         next: 0,
         descriptors: 0,
         writable: 0,
+        posted: 0,
         in_flight: false,
     };
 }
@@ -145,13 +149,18 @@ pub enum DeviceError {
         /// The id the device wrote.
         id: u16,
     },
-    /// A used element's length exceeds the writable length posted for that chain.
+    /// A used element's length exceeds everything posted for that chain (readable and
+    /// writable), which no device can have written.
+    ///
+    /// A length above the writable part alone is not an error: it is clamped, because QEMU's
+    /// virtio-scsi reports the response header plus the data-out bytes for every WRITE
+    /// (hw/scsi/virtio-scsi.c, `virtqueue_push(.., qsgl.size + resp size)`).
     UsedLengthTooLarge {
         /// The chain's token.
         id: u16,
         /// The length the device wrote.
         written: u32,
-        /// The writable length posted.
+        /// The whole chain's length posted.
         posted: u32,
     },
     /// The split ring's `used.idx` moved further than the number of chains in flight.

@@ -144,6 +144,14 @@ enum UsedState {
     Mismatch,
 }
 
+/// Byte totals of a chain being added: what the device may write, and the whole chain (the
+/// bound no used length can exceed).
+#[derive(Clone, Copy, Debug)]
+struct ChainLengths {
+    writable: u32,
+    total: u32,
+}
+
 /// A packed virtqueue (virtio 1.x section 2.8), driver side.
 ///
 /// Ring memory is [`PackedQueue::ring_len`] bytes at [`RING_ALIGN`]: the descriptor ring
@@ -273,7 +281,7 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
     /// posted, or `None` if the ring lacks the descriptors or no id is free (the latter cannot
     /// happen while the counts are consistent, since every chain takes at least one descriptor,
     /// but it is checked rather than assumed).
-    fn allocate_id(&mut self, descriptors: u16, writable: u32) -> Option<u16> {
+    fn allocate_id(&mut self, descriptors: u16, lengths: ChainLengths) -> Option<u16> {
         if descriptors > self.free_descriptors || self.in_flight >= self.size {
             return None;
         }
@@ -283,7 +291,8 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
         *slot = Slot {
             next: 0,
             descriptors,
-            writable,
+            writable: lengths.writable,
+            posted: lengths.total,
             in_flight: true,
         };
         self.in_flight += 1;
@@ -296,9 +305,7 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
         if let Some(slot) = self.slots.borrow_mut().get_mut(usize::from(id)) {
             *slot = Slot {
                 next: self.free_head,
-                descriptors: 0,
-                writable: 0,
-                in_flight: false,
+                ..Slot::EMPTY
             };
             self.free_head = id;
             self.in_flight -= 1;
@@ -386,21 +393,31 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
     }
 
     /// Validates a chain before anything is written: no empty segment, writable total fits in
-    /// 32 bits. Returns the writable total.
-    fn check_segments(readable: &[Segment], writable: &[Segment]) -> Result<u32, QueueError> {
-        if readable.iter().any(|segment| segment.len == 0) {
-            return Err(QueueError::EmptySegment);
+    /// 32 bits. Returns the writable total and the whole chain's (saturating).
+    fn check_segments(
+        readable: &[Segment],
+        writable: &[Segment],
+    ) -> Result<ChainLengths, QueueError> {
+        let mut readable_total: u32 = 0;
+        for segment in readable {
+            if segment.len == 0 {
+                return Err(QueueError::EmptySegment);
+            }
+            readable_total = readable_total.saturating_add(segment.len);
         }
-        let mut total: u32 = 0;
+        let mut writable_total: u32 = 0;
         for segment in writable {
             if segment.len == 0 {
                 return Err(QueueError::EmptySegment);
             }
-            total = total
+            writable_total = writable_total
                 .checked_add(segment.len)
                 .ok_or(QueueError::WritableTooLong)?;
         }
-        Ok(total)
+        Ok(ChainLengths {
+            writable: writable_total,
+            total: writable_total.saturating_add(readable_total),
+        })
     }
 
     /// Writes the chain as `segments` ring descriptors; validation is done.
@@ -409,7 +426,7 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
         readable: &[Segment],
         writable: &[Segment],
         segments: usize,
-        writable_len: u32,
+        lengths: ChainLengths,
     ) -> Result<Token, QueueError> {
         if segments > usize::from(self.size) {
             return Err(QueueError::ChainTooLong {
@@ -425,12 +442,10 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
                 free: self.free_descriptors,
             });
         }
-        let id = self
-            .allocate_id(needed, writable_len)
-            .ok_or(QueueError::Full {
-                needed,
-                free: self.free_descriptors,
-            })?;
+        let id = self.allocate_id(needed, lengths).ok_or(QueueError::Full {
+            needed,
+            free: self.free_descriptors,
+        })?;
 
         let head = self.next_avail;
         let mut position = head;
@@ -494,7 +509,7 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
         readable: &[Segment],
         writable: &[Segment],
         segments: usize,
-        writable_len: u32,
+        lengths: ChainLengths,
         table: &DmaMemory,
     ) -> Result<Token, QueueError> {
         if !self.features.indirect {
@@ -509,7 +524,7 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
             return Err(QueueError::ChainTooLong { segments, limit });
         }
         let table_len = (segments * DESC_SIZE) as u32;
-        let id = self.allocate_id(1, writable_len).ok_or(QueueError::Full {
+        let id = self.allocate_id(1, lengths).ok_or(QueueError::Full {
             needed: 1,
             free: self.free_descriptors,
         })?;
@@ -594,10 +609,10 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
         }
         // Everything is checked before the first descriptor is written: a descriptor left
         // behind by a failed add would carry a valid AVAIL flag for a later lap's device to find.
-        let writable_len = Self::check_segments(readable, writable)?;
+        let lengths = Self::check_segments(readable, writable)?;
         match indirect {
-            None => self.add_direct(readable, writable, segments, writable_len),
-            Some(table) => self.add_indirect(readable, writable, segments, writable_len, table),
+            None => self.add_direct(readable, writable, segments, lengths),
+            Some(table) => self.add_indirect(readable, writable, segments, lengths, table),
         }
     }
 
@@ -690,17 +705,20 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
         }
         // Section 2.8.4 calls `len` reserved in a used descriptor without WRITE, but QEMU
         // (`virtqueue_packed_fill_desc`) never sets WRITE there and reports the length in `len`
-        // anyway, and Linux reads `len` regardless. So `len` counts either way; a device that
-        // leaves the reserved field non-zero for a chain with nothing writable gets
-        // `UsedLengthTooLarge` rather than a silently ignored value.
-        let written = self.ring.load_u32(offset + DESC_LEN, Ordering::Relaxed);
-        if written > slot.writable {
+        // anyway, and Linux reads `len` regardless. So `len` counts either way.
+        let len = self.ring.load_u32(offset + DESC_LEN, Ordering::Relaxed);
+        // A length above the whole chain is impossible for any device and is refused. One above
+        // the writable part is clamped: QEMU's virtio-scsi reports the response header plus the
+        // data-out bytes for every WRITE (seen by `cargo xtask vmtest`), and virtio-scsi takes
+        // the transfer length from `resid` anyway.
+        if len > slot.posted {
             return Err(DeviceError::UsedLengthTooLarge {
                 id,
-                written,
-                posted: slot.writable,
+                written: len,
+                posted: slot.posted,
             });
         }
+        let written = len.min(slot.writable);
 
         self.release_id(id, slot.descriptors);
         // Section 2.8.6: skip the chain's descriptors; the sum is below 2^16 since both terms
@@ -792,6 +810,13 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
         self.driver_event_shadow = 0;
         self.event_store_unfenced = false;
         self.detach_cursor = 0;
+        // With EVENT_IDX, start in descriptor mode at the first used position, as
+        // `enable_interrupts` would leave it. The zeroed state is ENABLE, which makes the device
+        // interrupt for every used buffer until the first re-arm (QEMU does; seen in vmtest).
+        if self.features.event_idx {
+            let value = u32::from(RING_EVENT_FLAGS_DESC) << 16 | u32::from(self.used_event());
+            self.write_driver_event(value);
+        }
     }
 }
 
@@ -1509,12 +1534,14 @@ mod tests {
     #[test]
     fn driver_event_bytes_by_hand() {
         let mut rig = Rig::new(4, events());
+        // With EVENT_IDX a fresh queue is already in DESC mode at position 0 of the first lap
+        // (desc = 0x8000, wrap 1; flags = 2), not ENABLE (zeroes), which would interrupt per
+        // used buffer until the first re-arm.
         assert_eq!(
             rig.device.driver_event_bytes(),
-            [0, 0, 0, 0],
-            "ENABLE after reset"
+            [0x00, 0x80, 0x02, 0x00],
+            "DESC at the first used position after reset"
         );
-        // DESC at position 0 of the first lap: desc = 0x8000 (wrap 1), flags = 2.
         assert!(!rig.queue.enable_interrupts());
         assert_eq!(rig.device.driver_event_bytes(), [0x00, 0x80, 0x02, 0x00]);
         rig.queue.disable_interrupts();
@@ -1992,17 +2019,18 @@ mod tests {
                 DeviceError::UsedIdOutOfRange { id: 0xffff },
             ),
             (0, 0, used, DeviceError::UsedIdNotInFlight { id: 0 }),
+            // Id 1's chain posts 8 readable bytes and nothing writable: 9 is more than the
+            // whole chain, with or without WRITE (`len` is not ignored; see `pop_used`).
             (
                 1,
-                1,
+                9,
                 used | VIRTQ_DESC_F_WRITE,
                 DeviceError::UsedLengthTooLarge {
                     id: 1,
-                    written: 1,
-                    posted: 0,
+                    written: 9,
+                    posted: 8,
                 },
             ),
-            // Without WRITE too: `len` is not ignored (see `pop_used`).
             (
                 1,
                 0xdead,
@@ -2010,7 +2038,7 @@ mod tests {
                 DeviceError::UsedLengthTooLarge {
                     id: 1,
                     written: 0xdead,
-                    posted: 0,
+                    posted: 8,
                 },
             ),
             // AVAIL from the wrong lap, with or without USED.
@@ -2058,20 +2086,14 @@ mod tests {
     }
 
     #[test]
-    fn len_bound_is_the_posted_writable_total() {
+    fn len_is_clamped_to_the_writable_total_and_bounded_by_the_chain() {
+        // QEMU's virtio-scsi reports response + data-out bytes for writes: more than posted.
         let mut rig = Rig::new(8, indirect());
         rig.add(&[8], &[100, 28], true).unwrap();
         rig.add(&[8], &[100, 28], false).unwrap();
+        rig.add(&[8], &[4], false).unwrap();
         rig.fetch();
         let write_used = 0x8080 | VIRTQ_DESC_F_WRITE;
-        rig.device.write_raw(0, 0, 129, write_used);
-        let error = DeviceError::UsedLengthTooLarge {
-            id: 0,
-            written: 129,
-            posted: 128,
-        };
-        assert_eq!(rig.queue.pop_used(), Err(error));
-        rig.device.pending.clear();
         rig.device.write_raw(0, 0, 128, write_used);
         assert_eq!(
             rig.queue.pop_used(),
@@ -2080,20 +2102,32 @@ mod tests {
                 written: 128
             }))
         );
-        rig.device.write_raw(1, 1, 129, write_used);
-        let error = DeviceError::UsedLengthTooLarge {
-            id: 1,
-            written: 129,
-            posted: 128,
-        };
-        assert_eq!(rig.queue.pop_used(), Err(error));
-        // QEMU style: the length in `len` without the WRITE flag still counts.
-        rig.device.write_raw(1, 1, 100, 0x8080);
+        // QEMU style: the length in `len` without the WRITE flag still counts, clamped.
+        rig.device.write_raw(1, 1, 129, 0x8080);
         assert_eq!(
             rig.queue.pop_used(),
             Ok(Some(UsedBuffer {
                 token: Token(1),
-                written: 100
+                written: 128
+            }))
+        );
+        // Id 2 posts 8 readable and 4 writable bytes; its used descriptor follows id 1's three
+        // (position 4). More than the whole chain is refused; up to it, clamped.
+        rig.device.write_raw(4, 2, 13, write_used);
+        assert_eq!(
+            rig.queue.pop_used(),
+            Err(DeviceError::UsedLengthTooLarge {
+                id: 2,
+                written: 13,
+                posted: 12
+            })
+        );
+        rig.device.write_raw(4, 2, 12, write_used);
+        assert_eq!(
+            rig.queue.pop_used(),
+            Ok(Some(UsedBuffer {
+                token: Token(2),
+                written: 4
             }))
         );
     }

@@ -661,13 +661,12 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         if !slot.in_flight {
             return Err(DeviceError::UsedIdNotInFlight { id: head });
         }
-        if written > slot.writable {
-            return Err(DeviceError::UsedLengthTooLarge {
-                id: head,
-                written,
-                posted: slot.writable,
-            });
-        }
+        // A length above what was posted writable is clamped, not refused: QEMU's virtio-scsi
+        // reports the response header plus the data-out bytes for every WRITE (observed by
+        // `cargo xtask vmtest`), so refusing it would fail every write on the device our users
+        // run. Clamping keeps the guarantee callers rely on (`written` never exceeds the posted
+        // writable length), and virtio-scsi takes the transfer length from `resid` anyway.
+        let written = written.min(slot.writable);
         release_chain(slots, mask, head, slot.descriptors, self.free_head);
         self.free_head = head;
         self.num_free += slot.descriptors;
@@ -1605,7 +1604,7 @@ mod tests {
 
     #[test]
     fn malformed_used_entries_are_typed_errors_and_change_nothing() {
-        let cases: [(u32, u32, DeviceError); 8] = [
+        let cases: [(u32, u32, DeviceError); 6] = [
             (8, 0, DeviceError::UsedIdOutOfRange { id: 8 }),
             (0x1_0000, 0, DeviceError::UsedIdOutOfRange { id: 0x1_0000 }),
             (u32::MAX, 0, DeviceError::UsedIdOutOfRange { id: u32::MAX }),
@@ -1614,25 +1613,6 @@ mod tests {
             // Descriptors 1 and 2 are the body of chain a (head 0), not heads.
             (1, 0, DeviceError::UsedIdNotInFlight { id: 1 }),
             (2, 0, DeviceError::UsedIdNotInFlight { id: 2 }),
-            (
-                0,
-                101,
-                DeviceError::UsedLengthTooLarge {
-                    id: 0,
-                    written: 101,
-                    posted: 100,
-                },
-            ),
-            // Chain b has nothing writable.
-            (
-                3,
-                1,
-                DeviceError::UsedLengthTooLarge {
-                    id: 3,
-                    written: 1,
-                    posted: 0,
-                },
-            ),
         ];
         for (id, len, error) in cases {
             let (mut f, a, _) = in_flight_pair();
@@ -1656,6 +1636,30 @@ mod tests {
                 }))
             );
         }
+    }
+
+    #[test]
+    fn used_lengths_beyond_the_posted_writable_length_are_clamped() {
+        // QEMU's virtio-scsi reports response + data-out bytes for writes: more than posted.
+        let (mut f, a, b) = in_flight_pair();
+        f.device.write_used_element(0, u32::from(a.0), 101);
+        f.device.write_used_element(1, u32::from(b.0), 1);
+        f.device.set_used_idx(2);
+        assert_eq!(
+            f.queue.pop_used(),
+            Ok(Some(UsedBuffer {
+                token: a,
+                written: 100
+            }))
+        );
+        // Chain b has nothing writable.
+        assert_eq!(
+            f.queue.pop_used(),
+            Ok(Some(UsedBuffer {
+                token: b,
+                written: 0
+            }))
+        );
     }
 
     #[test]
@@ -2056,7 +2060,8 @@ mod tests {
                     Ok(Some(used)) => {
                         prop_assert_eq!(u32::from(used.token.0), id);
                         let posted = outstanding.remove(&used.token.0).unwrap();
-                        prop_assert!(len <= posted && used.written == len);
+                        // Lengths beyond the posted writable length are clamped to it.
+                        prop_assert_eq!(used.written, len.min(posted));
                         prop_assert!(usize::from(advance) <= outstanding.len() + 1);
                         last_used = last_used.wrapping_add(1);
                     }

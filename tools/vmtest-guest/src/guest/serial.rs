@@ -1,0 +1,57 @@
+//! COM1 (the 16550 UART at 0x3F8): the guest's only output, read by `cargo xtask vmtest`.
+
+use core::fmt;
+
+use super::port;
+
+/// COM1's base port on the PC.
+const COM1: u16 = 0x3f8;
+/// Line status register offset; bit 5 is "transmit holding register empty".
+const LINE_STATUS: u16 = 5;
+const TRANSMIT_EMPTY: u8 = 1 << 5;
+
+/// Programs COM1 for 115200 baud, 8 data bits, no parity, one stop bit, FIFOs on.
+pub fn init() {
+    let program = [
+        (1, 0x00), // interrupt enable: none
+        (3, 0x80), // line control: DLAB, to reach the divisor latch
+        (0, 0x01), // divisor low: 115200 / 1
+        (1, 0x00), // divisor high
+        (3, 0x03), // line control: 8N1, DLAB off
+        (2, 0xc7), // FIFO control: enable and clear, 14-byte threshold
+        (4, 0x03), // modem control: DTR, RTS
+    ];
+    for (offset, value) in program {
+        // SAFETY: COM1 is the UART of QEMU's PC machine; its registers start no DMA.
+        unsafe { port::out8(COM1 + offset, value) };
+    }
+}
+
+/// Writes one byte, waiting for room in the transmitter.
+fn write_byte(byte: u8) {
+    loop {
+        // SAFETY: reading COM1's line status has no side effects.
+        let status = unsafe { port::in8(COM1 + LINE_STATUS) };
+        if status & TRANSMIT_EMPTY != 0 {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    // SAFETY: writing COM1's transmit register only sends the byte.
+    unsafe { port::out8(COM1, byte) };
+}
+
+/// A [`fmt::Write`] sink on COM1 (`\n` becomes `\r\n`).
+pub struct Serial;
+
+impl fmt::Write for Serial {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        for byte in text.bytes() {
+            if byte == b'\n' {
+                write_byte(b'\r');
+            }
+            write_byte(byte);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,21 @@
+//! vmtest-guest's pure logic, built and unit-tested on the host and run in the QEMU guest.
+//!
+//! - [`scsi_cmd`]: the SCSI commands the exerciser sends (SPC/SBC CDBs) and the parsing of
+//!   what the device returns for them;
+//! - [`arena`]: the bookkeeping of the guest's DMA pool;
+//! - [`pattern`]: the data patterns written and verified across the disk;
+//! - [`driver`]: a small polled virtio-scsi driver over virtio-core's transport and queues;
+//! - [`exercise`]: the checks the guest runs against QEMU's device;
+//! - [`pci_scan`]: PCI enumeration and BAR decoding over an abstract configuration space.
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod arena;
+pub mod driver;
+pub mod exercise;
+pub mod pattern;
+pub mod pci_scan;
+pub mod scsi_cmd;

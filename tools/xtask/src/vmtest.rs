@@ -1,0 +1,1182 @@
+//! `cargo xtask vmtest`: boots the bare-metal test guest (tools/vmtest-guest) under QEMU against
+//! QEMU's own virtio-scsi-pci and checks what it reports.
+//!
+//! Steps: install `qemu-system-x86` if missing (apt-get, as root), build the guest for
+//! `x86_64-unknown-none`, probe KVM with a short boot (falling back to TCG, which is what these
+//! machines run), then boot each configuration ([`CONFIGS`]) with a fresh file-backed disk. While
+//! a guest runs, its serial lines are read live: `HOTPLUG add|remove` makes the host
+//! `device_add`/`device_del` a scsi-hd over QMP. Afterwards the run passes only if QEMU exited
+//! with the guest's success status, every expected `RESULT` line says PASS, and the kicks the
+//! guest counted per queue equal the notifications QEMU traced (`virtio_queue_notify`);
+//! interrupts are QEMU's `virtio_notify` events. Kicks and interrupts per I/O are reported for
+//! the queue-depth-1 and queue-depth-32 phases, each run on a queue of its own.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::util::{cargo, run, workspace_root};
+
+/// The QEMU binary.
+const QEMU: &str = "qemu-system-x86_64";
+/// The guest's bare-metal target.
+const GUEST_TARGET: &str = "x86_64-unknown-none";
+/// QEMU's exit status when the guest writes its success code to isa-debug-exit.
+const GUEST_SUCCESS: i32 = 33;
+/// Size of the main test disk.
+const DISK_BYTES: u64 = 64 << 20;
+/// Size of the disk hot-plugged during the run.
+const HOTPLUG_DISK_BYTES: u64 = 16 << 20;
+/// The serial numbers QEMU reports in VPD page 0x80, which the guest checks.
+const DISK_SERIAL: &str = "RVSCSI-VMTEST-0";
+const HOTPLUG_SERIAL: &str = "RVSCSI-VMTEST-HP";
+/// Longest a guest may stay silent before the run is declared hung.
+const SILENCE_LIMIT: Duration = Duration::from_mins(2);
+/// Longest one configuration may run.
+const RUN_LIMIT: Duration = Duration::from_mins(5);
+/// How long the KVM probe boot may take before KVM is declared unusable.
+const KVM_PROBE_LIMIT: Duration = Duration::from_secs(20);
+
+/// One guest boot: how the device is configured and what the guest is told to expect.
+struct Config {
+    /// Name, also the prefix of the files in target/vmtest.
+    name: &'static str,
+    /// Extra virtio-scsi-pci properties.
+    device: &'static str,
+    /// Extra QEMU arguments.
+    extra: &'static [&'static str],
+    /// The guest's kernel command line (ring layout it must negotiate, disk serials).
+    ring: &'static str,
+}
+
+/// The configurations `cargo xtask vmtest` runs by default.
+const CONFIGS: &[Config] = &[
+    Config {
+        // Transitional device (0x1004, QEMU's default on the PC machine), split ring.
+        name: "split",
+        device: "",
+        extra: &[],
+        ring: "split",
+    },
+    Config {
+        // Modern-only device (0x1048), packed ring, and a 4 GiB BAR elsewhere so the firmware
+        // moves the 64-bit BARs above 4 GiB and the guest has to map them.
+        name: "packed",
+        device: ",packed=on,disable-legacy=on",
+        extra: &["-device", "pci-testdev,membar=4G"],
+        ring: "packed",
+    },
+];
+
+/// The `RESULT` names every configuration must report as PASS.
+const EXPECTED_RESULTS: &[&str] = &[
+    "boot",
+    "pci-find",
+    "pci-bars",
+    "features",
+    "queues",
+    "test-unit-ready",
+    "inquiry",
+    "vpd-00",
+    "vpd-80",
+    "vpd-83",
+    "report-luns",
+    "read-capacity",
+    "write-verify",
+    "max-transfer",
+    "queue-depth",
+    "qd1",
+    "qd32",
+    "multiqueue",
+    "tmf-lun-reset",
+    "hotplug-add",
+    "hotplug-remove",
+    "done",
+];
+
+/// Entry point: `cargo xtask vmtest [--tcg] [config...]`.
+pub fn run_vmtest(args: &[String]) -> Result<(), String> {
+    let force_tcg = args.iter().any(|a| a == "--tcg");
+    let names: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let configs: Vec<&Config> = if names.is_empty() {
+        CONFIGS.iter().collect()
+    } else {
+        names
+            .iter()
+            .map(|name| {
+                CONFIGS
+                    .iter()
+                    .find(|c| c.name == name.as_str())
+                    .ok_or_else(|| {
+                        let known: Vec<_> = CONFIGS.iter().map(|c| c.name).collect();
+                        format!("unknown configuration {name:?}; known: {known:?}")
+                    })
+            })
+            .collect::<Result<_, _>>()?
+    };
+
+    ensure_qemu()?;
+    let guest = build_guest()?;
+    let work = target_dir().join("vmtest");
+    fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+
+    let accel = if force_tcg {
+        Accel::Tcg
+    } else {
+        choose_accel(&guest, &work)?
+    };
+    eprintln!("vmtest: accelerator {}", accel.name());
+
+    let mut summaries = Vec::new();
+    let mut failures = Vec::new();
+    for config in configs {
+        match run_config(config, &guest, &work, accel) {
+            Ok(summary) => summaries.push(summary),
+            Err(error) => failures.push(format!("{}: {error}", config.name)),
+        }
+    }
+    for summary in &summaries {
+        eprintln!("{summary}");
+    }
+    if failures.is_empty() {
+        eprintln!("vmtest: all configurations passed");
+        Ok(())
+    } else {
+        Err(failures.join("\n"))
+    }
+}
+
+/// `$CARGO_TARGET_DIR` or the workspace's `target/`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
+/// Installs Debian's `qemu-system-x86` if QEMU is not on the path.
+fn ensure_qemu() -> Result<(), String> {
+    if Command::new(QEMU)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Ok(());
+    }
+    eprintln!("vmtest: {QEMU} not found; installing qemu-system-x86 with apt-get");
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map_err(|e| format!("cannot run id: {e}"))?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Err(format!(
+            "{QEMU} is missing and installing it needs root: \
+             apt-get install qemu-system-x86"
+        ));
+    }
+    run(Command::new("apt-get")
+        .args(["update", "-q"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "qemu-system-x86",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    if Command::new(QEMU)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "{QEMU} still missing after installing qemu-system-x86"
+        ))
+    }
+}
+
+/// Builds the guest for bare metal and returns the ELF's path.
+fn build_guest() -> Result<PathBuf, String> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == GUEST_TARGET)
+        });
+    if matches!(installed, Ok(false)) {
+        run(Command::new("rustup").args(["target", "add", GUEST_TARGET]))?;
+    }
+    run(cargo().args([
+        "build",
+        "--package",
+        "vmtest-guest",
+        "--release",
+        "--target",
+        GUEST_TARGET,
+    ]))?;
+    let elf = target_dir()
+        .join(GUEST_TARGET)
+        .join("release")
+        .join("vmtest-guest");
+    if elf.is_file() {
+        Ok(elf)
+    } else {
+        Err(format!("the guest build did not produce {}", elf.display()))
+    }
+}
+
+/// The accelerator QEMU runs the guests with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Kvm => "kvm",
+            Self::Tcg => "tcg",
+        }
+    }
+}
+
+/// Picks the accelerator: boots the guest in probe mode (boot, then touch as much memory as
+/// the exercise) under TCG, then under KVM with a limit, and uses KVM only if it passed and was
+/// faster. Nested KVM can boot a guest yet page its memory in at a crawl; TCG never depends on
+/// the host.
+fn choose_accel(guest: &Path, work: &Path) -> Result<Accel, String> {
+    let tcg = probe(guest, work, Accel::Tcg, KVM_PROBE_LIMIT)
+        .map_err(|e| format!("the guest does not boot under TCG: {e}"))?;
+    eprintln!(
+        "vmtest: TCG probe boot and memory touch: {} ms",
+        tcg.as_millis()
+    );
+    if !Path::new("/dev/kvm").exists() {
+        eprintln!("vmtest: no /dev/kvm; using TCG");
+        return Ok(Accel::Tcg);
+    }
+    match probe(guest, work, Accel::Kvm, tcg.max(Duration::from_secs(1))) {
+        Ok(kvm) if kvm < tcg => {
+            eprintln!(
+                "vmtest: KVM probe: {} ms, faster than TCG; using KVM",
+                kvm.as_millis()
+            );
+            Ok(Accel::Kvm)
+        }
+        Ok(kvm) => {
+            eprintln!(
+                "vmtest: KVM probe: {} ms, not faster than TCG; using TCG",
+                kvm.as_millis()
+            );
+            Ok(Accel::Tcg)
+        }
+        Err(error) => {
+            eprintln!("vmtest: KVM probe failed ({error}); using TCG");
+            Ok(Accel::Tcg)
+        }
+    }
+}
+
+/// Boots the guest with `mode=probe` and returns how long it took.
+fn probe(guest: &Path, work: &Path, accel: Accel, limit: Duration) -> Result<Duration, String> {
+    let stderr_path = work.join(format!("probe-{}.stderr", accel.name()));
+    let mut command = base_command(guest, accel, "mode=probe");
+    let started = Instant::now();
+    let (status, lines) = spawn_and_collect(&mut command, &stderr_path, limit)?;
+    let elapsed = started.elapsed();
+    if status == Some(GUEST_SUCCESS) && lines.iter().any(|l| l.starts_with("RESULT probe PASS")) {
+        Ok(elapsed)
+    } else {
+        let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
+        Err(format!(
+            "exit {status:?}, output {lines:?}, stderr {:?}",
+            stderr.lines().last()
+        ))
+    }
+}
+
+/// QEMU with the machine, the guest and its exit device; no other devices.
+fn base_command(guest: &Path, accel: Accel, cmdline: &str) -> Command {
+    let mut command = Command::new(QEMU);
+    command
+        .args([
+            "-machine",
+            "pc",
+            "-accel",
+            accel.name(),
+            "-m",
+            "256M",
+            "-smp",
+            "1",
+        ])
+        .args([
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+        ])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-kernel")
+        .arg(guest)
+        .args(["-append", cmdline])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    command
+}
+
+/// Runs `command` to completion or `limit`, returning its exit code and stdout lines.
+fn spawn_and_collect(
+    command: &mut Command,
+    stderr_path: &Path,
+    limit: Duration,
+) -> Result<(Option<i32>, Vec<String>), String> {
+    let stderr =
+        fs::File::create(stderr_path).map_err(|e| format!("{}: {e}", stderr_path.display()))?;
+    let mut child = command
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("cannot start {QEMU}: {e}"))?;
+    let lines = serial_lines(&mut child)?;
+    let deadline = Instant::now() + limit;
+    let mut collected = Vec::new();
+    loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((_, line)) => collected.push(line),
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                kill(&mut child);
+                return Err(format!("no exit within {}s", limit.as_secs()));
+            }
+        }
+    }
+    let status = wait_with_limit(&mut child, Duration::from_secs(10))?;
+    Ok((status, collected))
+}
+
+/// Starts a thread that sends each line QEMU prints on stdout (the guest's serial port), with
+/// the time it arrived.
+fn serial_lines(child: &mut Child) -> Result<mpsc::Receiver<(Instant, String)>, String> {
+    let stdout = child.stdout.take().ok_or("QEMU's stdout is not piped")?;
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let line = line.trim_end_matches('\r').to_owned();
+            if sender.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(receiver)
+}
+
+/// Kills a QEMU this job started (by its handle) and reaps it.
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Waits for `child` to exit for at most `limit`, killing it after that.
+fn wait_with_limit(child: &mut Child, limit: Duration) -> Result<Option<i32>, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status.code()),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                kill(child);
+                return Err("QEMU did not exit after the guest finished".into());
+            }
+            Err(e) => return Err(format!("waiting for QEMU: {e}")),
+        }
+    }
+}
+
+/// Creates (or truncates to zeroes) a sparse raw disk image.
+fn fresh_disk(path: &Path, bytes: u64) -> Result<(), String> {
+    let file = fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    file.set_len(bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Boots one configuration, drives hot-plug, and checks the outcome.
+fn run_config(config: &Config, guest: &Path, work: &Path, accel: Accel) -> Result<String, String> {
+    let file = |suffix: &str| work.join(format!("{}-{suffix}", config.name));
+    let disk = file("disk.raw");
+    let hotplug_disk = file("hotplug.raw");
+    let qmp_socket = file("qmp.sock");
+    let trace_log = file("trace.log");
+    let serial_log = file("serial.log");
+    fresh_disk(&disk, DISK_BYTES)?;
+    fresh_disk(&hotplug_disk, HOTPLUG_DISK_BYTES)?;
+    let _ = fs::remove_file(&qmp_socket);
+    let _ = fs::remove_file(&trace_log);
+
+    let cmdline = format!(
+        "ring={} serial={DISK_SERIAL} hotplug-serial={HOTPLUG_SERIAL} disk-bytes={DISK_BYTES} \
+         hotplug-bytes={HOTPLUG_DISK_BYTES}",
+        config.ring
+    );
+    let mut command = base_command(guest, accel, &cmdline);
+    // ioeventfd=off: with KVM, notifications would otherwise bypass the traced path.
+    command
+        .arg("-device")
+        .arg(format!(
+            "virtio-scsi-pci,id=scsi0,num_queues=6,ioeventfd=off{}",
+            config.device
+        ))
+        .arg("-drive")
+        .arg(format!(
+            "if=none,id=disk0,format=raw,file={}",
+            disk.display()
+        ))
+        .arg("-device")
+        .arg(format!(
+            "scsi-hd,id=hd0,drive=disk0,bus=scsi0.0,scsi-id=0,lun=0,serial={DISK_SERIAL}"
+        ))
+        .arg("-drive")
+        .arg(format!(
+            "if=none,id=hp0,format=raw,file={}",
+            hotplug_disk.display()
+        ))
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp_socket.display()))
+        .arg("-D")
+        .arg(&trace_log)
+        .args(["-trace", "enable=virtio_queue_notify"])
+        .args(["-trace", "enable=virtio_notify"])
+        .args(["-trace", "enable=virtio_set_status"])
+        .args(config.extra);
+
+    let stderr_path = file("qemu.stderr");
+    let stderr =
+        fs::File::create(&stderr_path).map_err(|e| format!("{}: {e}", stderr_path.display()))?;
+    eprintln!("vmtest: [{}] starting {command:?}", config.name);
+    let started = Instant::now();
+    let mut child = command
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("cannot start {QEMU}: {e}"))?;
+    let outcome = drive_guest(config, &mut child, &qmp_socket, started);
+    let (lines, status) = match outcome {
+        Ok(lines) => {
+            let status = wait_with_limit(&mut child, Duration::from_secs(10))?;
+            (lines, status)
+        }
+        Err(error) => {
+            kill(&mut child);
+            let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
+            return Err(format!("{error}\nQEMU stderr:\n{stderr}"));
+        }
+    };
+    let mut serial = String::new();
+    for (at, line) in &lines {
+        let _ = writeln!(serial, "{:>8.3} {line}", at.as_secs_f64());
+    }
+    let _ = fs::write(&serial_log, serial);
+
+    let trace =
+        fs::read_to_string(&trace_log).map_err(|e| format!("{}: {e}", trace_log.display()))?;
+    let counts = parse_trace(&trace);
+    let report = GuestReport::parse(lines.iter().map(|(at, line)| (*at, line.as_str())));
+    check(config, status, &report, &counts)
+}
+
+/// Reads the guest's serial lines until QEMU closes stdout, answering hot-plug requests.
+fn drive_guest(
+    config: &Config,
+    child: &mut Child,
+    qmp_socket: &Path,
+    started: Instant,
+) -> Result<Vec<(Duration, String)>, String> {
+    let lines = serial_lines(child)?;
+    let mut qmp = Qmp::connect(qmp_socket, Duration::from_secs(30))?;
+    let mut collected = Vec::new();
+    loop {
+        let left = RUN_LIMIT.saturating_sub(started.elapsed());
+        let (at, line) = match lines.recv_timeout(left.min(SILENCE_LIMIT)) {
+            Ok(item) => item,
+            Err(RecvTimeoutError::Disconnected) => return Ok(collected),
+            Err(RecvTimeoutError::Timeout) => {
+                return Err(format!(
+                    "guest silent for {}s or run over {}s; last line: {:?}",
+                    SILENCE_LIMIT.as_secs(),
+                    RUN_LIMIT.as_secs(),
+                    collected
+                        .last()
+                        .map(|(_, l): &(Duration, String)| l.clone())
+                ));
+            }
+        };
+        println!("[{}] {line}", config.name);
+        match line.as_str() {
+            "HOTPLUG add" => {
+                qmp.execute(
+                    "device_add",
+                    &json!({
+                        "driver": "scsi-hd", "id": "hotdisk", "drive": "hp0",
+                        "bus": "scsi0.0", "scsi-id": 0, "lun": 1, "serial": HOTPLUG_SERIAL,
+                    }),
+                )?;
+            }
+            "HOTPLUG remove" => {
+                // SCSI devices unplug at once (no guest handshake); the guest checks the removal
+                // itself, through the eventq and REPORT LUNS, and may finish and exit before
+                // QEMU's DEVICE_DELETED event could be read here.
+                qmp.execute("device_del", &json!({ "id": "hotdisk" }))?;
+            }
+            _ => {}
+        }
+        collected.push((at.saturating_duration_since(started), line));
+    }
+}
+
+/// A QMP connection (QEMU Machine Protocol: one JSON object per line).
+struct Qmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Qmp {
+    /// Connects (QEMU creates the socket shortly after starting) and leaves capabilities
+    /// negotiation mode.
+    fn connect(path: &Path, limit: Duration) -> Result<Self, String> {
+        let deadline = Instant::now() + limit;
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(stream) => break stream,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(format!("cannot connect to QMP at {}: {e}", path.display())),
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| format!("QMP socket: {e}"))?;
+        let writer = stream.try_clone().map_err(|e| format!("QMP socket: {e}"))?;
+        let mut qmp = Self {
+            reader: BufReader::new(stream),
+            writer,
+        };
+        let greeting = qmp.read_message()?;
+        if greeting.get("QMP").is_none() {
+            return Err(format!("unexpected QMP greeting {greeting}"));
+        }
+        qmp.execute("qmp_capabilities", &json!({}))?;
+        Ok(qmp)
+    }
+
+    /// Reads one message.
+    fn read_message(&mut self) -> Result<Value, String> {
+        let mut line = String::new();
+        let read = self
+            .reader
+            .read_line(&mut line)
+            .map_err(|e| format!("QMP read: {e}"))?;
+        if read == 0 {
+            return Err("QMP connection closed".into());
+        }
+        serde_json::from_str(&line).map_err(|e| format!("QMP sent {line:?}: {e}"))
+    }
+
+    /// Runs a command and returns its `return` value; events arriving meanwhile are skipped
+    /// (the guest, not the host, checks what a hot-plug did).
+    fn execute(&mut self, command: &str, arguments: &Value) -> Result<Value, String> {
+        let request = json!({ "execute": command, "arguments": arguments });
+        eprintln!("vmtest: QMP {request}");
+        writeln!(self.writer, "{request}").map_err(|e| format!("QMP write: {e}"))?;
+        loop {
+            let message = self.read_message()?;
+            match classify(&message) {
+                QmpMessage::Return(value) => return Ok(value),
+                QmpMessage::Error(description) => {
+                    return Err(format!("QMP {command} failed: {description}"));
+                }
+                QmpMessage::Event => {}
+                QmpMessage::Other => return Err(format!("unexpected QMP message {message}")),
+            }
+        }
+    }
+}
+
+/// What a QMP message is.
+#[derive(Debug, PartialEq)]
+enum QmpMessage {
+    Return(Value),
+    Error(String),
+    Event,
+    Other,
+}
+
+fn classify(message: &Value) -> QmpMessage {
+    if let Some(value) = message.get("return") {
+        QmpMessage::Return(value.clone())
+    } else if let Some(error) = message.get("error") {
+        let class = error.get("class").and_then(Value::as_str).unwrap_or("?");
+        let desc = error.get("desc").and_then(Value::as_str).unwrap_or("?");
+        QmpMessage::Error(format!("{class}: {desc}"))
+    } else if message.get("event").is_some() {
+        QmpMessage::Event
+    } else {
+        QmpMessage::Other
+    }
+}
+
+/// Notifications and interrupts QEMU traced for one virtqueue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct QueueCounts {
+    /// `virtio_queue_notify`: the driver wrote the queue's notify register.
+    notifies: u64,
+    /// `virtio_notify`: the device decided to interrupt for the queue.
+    interrupts: u64,
+}
+
+/// Per-virtqueue counts from a QEMU trace log, counting only what happened after the last
+/// device reset (`virtio_set_status ... val 0`): the firmware drives the device first, and the
+/// guest resets it once before setting it up.
+fn parse_trace(log: &str) -> BTreeMap<u16, QueueCounts> {
+    let mut queue_of = BTreeMap::new();
+    let mut notifies: BTreeMap<String, u64> = BTreeMap::new();
+    let mut interrupts: BTreeMap<String, u64> = BTreeMap::new();
+    for line in log.lines() {
+        // The log backend may prefix "pid@seconds:"; the event name starts the rest.
+        let body = line
+            .rsplit_once(':')
+            .filter(|(p, _)| p.contains('@'))
+            .map_or(line, |(_, b)| b);
+        let mut words = body.split_whitespace();
+        let event = words.next().unwrap_or("");
+        let fields: BTreeMap<&str, &str> = {
+            let rest: Vec<&str> = words.collect();
+            rest.chunks(2)
+                .filter_map(|pair| Some((*pair.first()?, *pair.get(1)?)))
+                .collect()
+        };
+        match event {
+            "virtio_set_status" if fields.get("val") == Some(&"0") => {
+                notifies.clear();
+                interrupts.clear();
+            }
+            "virtio_queue_notify" => {
+                if let (Some(vq), Some(n)) = (fields.get("vq"), fields.get("n")) {
+                    if let Ok(n) = n.parse::<u16>() {
+                        queue_of.insert((*vq).to_owned(), n);
+                    }
+                    *notifies.entry((*vq).to_owned()).or_default() += 1;
+                }
+            }
+            "virtio_notify" => {
+                if let Some(vq) = fields.get("vq") {
+                    *interrupts.entry((*vq).to_owned()).or_default() += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut counts: BTreeMap<u16, QueueCounts> = BTreeMap::new();
+    for (vq, count) in notifies {
+        if let Some(n) = queue_of.get(&vq) {
+            counts.entry(*n).or_default().notifies += count;
+        }
+    }
+    for (vq, count) in interrupts {
+        // A queue the driver never notified has no known index; u16::MAX collects those, and
+        // `check` reports them.
+        let n = queue_of.get(&vq).copied().unwrap_or(u16::MAX);
+        counts.entry(n).or_default().interrupts += count;
+    }
+    counts
+}
+
+/// One measured phase reported by the guest: `PHASE <name> vq <n> ios <count> begin|end`.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Phase {
+    vq: u16,
+    ios: u64,
+    begin: Option<Duration>,
+    end: Option<Duration>,
+}
+
+/// What the guest counted for one queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct GuestQueueStats {
+    kicks: u64,
+    completions: u64,
+    interrupts: u64,
+}
+
+/// What the guest printed, parsed.
+#[derive(Debug, Default)]
+struct GuestReport {
+    /// `RESULT <name> PASS|FAIL <details>`, in order.
+    results: Vec<(String, bool, String)>,
+    /// `STAT vq <n> kicks <k> completions <c> interrupts <i>`: the guest's own counts of
+    /// notifications sent and MSI-X interrupts received, per queue.
+    stats: BTreeMap<u16, GuestQueueStats>,
+    /// Measured phases by name.
+    phases: BTreeMap<String, Phase>,
+    /// Lines reporting a panic or a CPU exception.
+    crashes: Vec<String>,
+    /// When the boot result arrived.
+    booted_at: Option<Duration>,
+}
+
+impl GuestReport {
+    fn parse<'a>(lines: impl Iterator<Item = (Duration, &'a str)>) -> Self {
+        let mut report = Self::default();
+        for (at, line) in lines {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["RESULT", name, verdict @ ("PASS" | "FAIL"), details @ ..] => {
+                    if *name == "boot" {
+                        report.booted_at = Some(at);
+                    }
+                    report.results.push((
+                        (*name).to_owned(),
+                        *verdict == "PASS",
+                        details.join(" "),
+                    ));
+                }
+                [
+                    "STAT",
+                    "vq",
+                    vq,
+                    "kicks",
+                    kicks,
+                    "completions",
+                    completions,
+                    "interrupts",
+                    interrupts,
+                ] => {
+                    if let (Ok(vq), Ok(kicks), Ok(completions), Ok(interrupts)) = (
+                        vq.parse(),
+                        kicks.parse(),
+                        completions.parse(),
+                        interrupts.parse(),
+                    ) {
+                        report.stats.insert(
+                            vq,
+                            GuestQueueStats {
+                                kicks,
+                                completions,
+                                interrupts,
+                            },
+                        );
+                    }
+                }
+                [
+                    "PHASE",
+                    name,
+                    "vq",
+                    vq,
+                    "ios",
+                    ios,
+                    edge @ ("begin" | "end"),
+                ] => {
+                    let phase = report.phases.entry((*name).to_owned()).or_default();
+                    phase.vq = vq.parse().unwrap_or(u16::MAX);
+                    phase.ios = ios.parse().unwrap_or(0);
+                    if *edge == "begin" {
+                        phase.begin = Some(at);
+                    } else {
+                        phase.end = Some(at);
+                    }
+                }
+                ["PANIC" | "EXCEPTION", ..] => report.crashes.push(line.to_owned()),
+                _ => {}
+            }
+        }
+        report
+    }
+}
+
+/// Checks a finished run and returns its summary, or every problem found.
+fn check(
+    config: &Config,
+    status: Option<i32>,
+    report: &GuestReport,
+    counts: &BTreeMap<u16, QueueCounts>,
+) -> Result<String, String> {
+    let mut problems = Vec::new();
+    if status != Some(GUEST_SUCCESS) {
+        problems.push(format!(
+            "QEMU exited with {status:?}, not the guest's success status {GUEST_SUCCESS}"
+        ));
+    }
+    problems.extend(
+        report
+            .crashes
+            .iter()
+            .map(|line| format!("guest crashed: {line}")),
+    );
+    for (name, passed, details) in &report.results {
+        if !passed {
+            problems.push(format!("RESULT {name} FAIL {details}"));
+        }
+    }
+    for expected in EXPECTED_RESULTS {
+        if !report
+            .results
+            .iter()
+            .any(|(name, passed, _)| name == expected && *passed)
+        {
+            problems.push(format!("no passing RESULT {expected}"));
+        }
+    }
+    if report.stats.is_empty() {
+        problems.push("the guest reported no queue statistics".into());
+    }
+    let mut table = String::new();
+    for (vq, guest) in &report.stats {
+        let traced = counts.get(vq).copied().unwrap_or_default();
+        let _ = write!(
+            table,
+            "\n    vq {vq}: {} completions, kicks {} (QEMU {}), interrupts received {} (QEMU sent {})",
+            guest.completions, guest.kicks, traced.notifies, guest.interrupts, traced.interrupts
+        );
+        if traced.notifies != guest.kicks {
+            problems.push(format!(
+                "vq {vq}: the guest kicked {} times but QEMU traced {} notifications",
+                guest.kicks, traced.notifies
+            ));
+        }
+        // MSI-X messages for one vector can merge while the CPU has not taken the first, so
+        // the guest may see fewer than QEMU sent, never more, and some whenever QEMU sent any.
+        if guest.interrupts > traced.interrupts || (traced.interrupts > 0) != (guest.interrupts > 0)
+        {
+            problems.push(format!(
+                "vq {vq}: the guest received {} interrupts on its vector but QEMU sent {}",
+                guest.interrupts, traced.interrupts
+            ));
+        }
+    }
+    if let Some(unknown) = counts.get(&u16::MAX) {
+        problems.push(format!(
+            "{} interrupts on a queue the guest never notified",
+            unknown.interrupts
+        ));
+    }
+    let mut summary = format!("vmtest: [{}] ", config.name);
+    if let Some(boot) = report.booted_at {
+        let _ = write!(summary, "boot {} ms; ", boot.as_millis());
+    }
+    for name in ["qd1", "qd32"] {
+        let Some(phase) = report.phases.get(name) else {
+            problems.push(format!("no measured phase {name}"));
+            continue;
+        };
+        let queue = counts.get(&phase.vq).copied().unwrap_or_default();
+        let figures = phase_figures(phase, queue);
+        match figures {
+            Ok(figures) => {
+                let _ = write!(
+                    summary,
+                    "{name}: {} I/Os, {:.0} IOPS, {:.3} kicks/IO, {:.3} interrupts/IO; ",
+                    phase.ios, figures.iops, figures.kicks_per_io, figures.interrupts_per_io
+                );
+                let received = report.stats.get(&phase.vq).map_or(0, |s| s.interrupts);
+                if let Err(problem) = expect_phase(name, phase.ios, queue, received) {
+                    problems.push(problem);
+                }
+            }
+            Err(problem) => problems.push(format!("phase {name}: {problem}")),
+        }
+    }
+    summary.push_str(&table);
+    if problems.is_empty() {
+        Ok(summary)
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// Figures of one phase.
+#[derive(Debug, PartialEq)]
+struct PhaseFigures {
+    iops: f64,
+    kicks_per_io: f64,
+    interrupts_per_io: f64,
+}
+
+fn phase_figures(phase: &Phase, queue: QueueCounts) -> Result<PhaseFigures, String> {
+    let (Some(begin), Some(end)) = (phase.begin, phase.end) else {
+        return Err("begin or end missing".into());
+    };
+    if phase.ios == 0 {
+        return Err("no I/Os".into());
+    }
+    let seconds = end.saturating_sub(begin).as_secs_f64().max(1e-6);
+    #[expect(clippy::cast_precision_loss, reason = "counts are far below 2^52")]
+    let (ios, kicks, interrupts) = (
+        phase.ios as f64,
+        queue.notifies as f64,
+        queue.interrupts as f64,
+    );
+    Ok(PhaseFigures {
+        iops: ios / seconds,
+        kicks_per_io: kicks / ios,
+        interrupts_per_io: interrupts / ios,
+    })
+}
+
+/// What the device must have seen in a phase. At queue depth 1 with EVENT_IDX every request
+/// finds the device idle, so each needs exactly one kick and gets exactly one interrupt, which
+/// the guest receives (one at a time, nothing can merge); at depth 32 batching may only lower
+/// both.
+fn expect_phase(name: &str, ios: u64, queue: QueueCounts, received: u64) -> Result<(), String> {
+    let QueueCounts {
+        notifies,
+        interrupts,
+    } = queue;
+    let ok = match name {
+        "qd1" => notifies == ios && interrupts == ios && received == ios,
+        _ => (1..=ios).contains(&notifies) && (1..=ios).contains(&interrupts),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "phase {name}: {ios} I/Os but {notifies} kicks and {interrupts} interrupts \
+             ({received} received)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRACE: &str = "\
+virtio_set_status vdev 0x55 val 0
+virtio_set_status vdev 0x55 val 15
+virtio_queue_notify vdev 0x55 n 2 vq 0x7f00
+virtio_queue_notify vdev 0x55 n 2 vq 0x7f00
+virtio_set_status vdev 0x55 val 0
+virtio_set_status vdev 0x55 val 15
+virtio_queue_notify vdev 0x55 n 1 vq 0x7e00
+virtio_queue_notify vdev 0x55 n 3 vq 0x7f80
+virtio_notify vdev 0x55 vq 0x7f80
+4242@1700000000.123456:virtio_queue_notify vdev 0x55 n 3 vq 0x7f80
+virtio_notify vdev 0x55 vq 0x7f80
+virtio_notify vdev 0x55 vq 0x7f00
+virtio_notify vdev 0x55 vq 0x9999
+";
+
+    #[test]
+    fn trace_counts_start_at_the_last_reset_and_map_queues_by_pointer() {
+        let counts = parse_trace(TRACE);
+        assert_eq!(
+            counts[&1],
+            QueueCounts {
+                notifies: 1,
+                interrupts: 0
+            }
+        );
+        assert_eq!(
+            counts[&3],
+            QueueCounts {
+                notifies: 2,
+                interrupts: 2
+            }
+        );
+        // Queue 2 was notified only before the last reset, but its pointer is still known.
+        assert_eq!(
+            counts[&2],
+            QueueCounts {
+                notifies: 0,
+                interrupts: 1
+            }
+        );
+        assert_eq!(
+            counts[&u16::MAX],
+            QueueCounts {
+                notifies: 0,
+                interrupts: 1
+            }
+        );
+    }
+
+    fn lines(text: &str) -> Vec<(Duration, String)> {
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| (Duration::from_millis(100 * i as u64), l.to_owned()))
+            .collect()
+    }
+
+    fn report(text: &str) -> GuestReport {
+        let lines = lines(text);
+        GuestReport::parse(lines.iter().map(|(at, l)| (*at, l.as_str())))
+    }
+
+    #[test]
+    fn guest_report_collects_results_stats_phases_and_crashes() {
+        let parsed = report(
+            "noise\nRESULT boot PASS pvh\nRESULT inquiry FAIL short data\nSTAT vq 3 kicks 10 completions 11 interrupts 9\n\
+             PHASE qd1 vq 3 ios 10 begin\nPHASE qd1 vq 3 ios 10 end\nPANIC at foo\n",
+        );
+        assert_eq!(parsed.results.len(), 2);
+        assert_eq!(
+            parsed.results[1],
+            ("inquiry".into(), false, "short data".into())
+        );
+        assert_eq!(parsed.booted_at, Some(Duration::from_millis(100)));
+        assert_eq!(
+            parsed.stats[&3],
+            GuestQueueStats {
+                kicks: 10,
+                completions: 11,
+                interrupts: 9
+            }
+        );
+        let phase = &parsed.phases["qd1"];
+        assert_eq!((phase.vq, phase.ios), (3, 10));
+        assert_eq!(
+            phase
+                .end
+                .unwrap()
+                .checked_sub(phase.begin.unwrap())
+                .unwrap(),
+            Duration::from_millis(100)
+        );
+        assert_eq!(parsed.crashes, ["PANIC at foo"]);
+    }
+
+    fn passing_text() -> String {
+        let mut text = String::new();
+        for name in EXPECTED_RESULTS {
+            let _ = writeln!(text, "RESULT {name} PASS ok");
+        }
+        text.push_str(
+            "STAT vq 3 kicks 4 completions 4 interrupts 4\nSTAT vq 4 kicks 2 completions 64 interrupts 9\nPHASE qd1 vq 3 ios 4 begin\nPHASE qd1 vq 3 ios 4 end\n\
+             PHASE qd32 vq 4 ios 64 begin\nPHASE qd32 vq 4 ios 64 end\n",
+        );
+        text
+    }
+
+    fn counts(qd1: (u64, u64), qd32: (u64, u64)) -> BTreeMap<u16, QueueCounts> {
+        BTreeMap::from([
+            (
+                3,
+                QueueCounts {
+                    notifies: qd1.0,
+                    interrupts: qd1.1,
+                },
+            ),
+            (
+                4,
+                QueueCounts {
+                    notifies: qd32.0,
+                    interrupts: qd32.1,
+                },
+            ),
+        ])
+    }
+
+    #[test]
+    fn a_complete_run_passes_and_reports_figures() {
+        let summary = check(
+            &CONFIGS[0],
+            Some(33),
+            &report(&passing_text()),
+            &counts((4, 4), (2, 10)),
+        )
+        .unwrap();
+        assert!(summary.contains("qd1: 4 I/Os"), "{summary}");
+        assert!(summary.contains("1.000 kicks/IO"), "{summary}");
+        assert!(summary.contains("0.031 kicks/IO"), "{summary}");
+    }
+
+    #[test]
+    fn every_kind_of_problem_fails_the_run() {
+        let good = report(&passing_text());
+        let good_counts = counts((4, 4), (2, 10));
+        // Wrong exit status.
+        assert!(check(&CONFIGS[0], Some(35), &good, &good_counts).is_err());
+        assert!(check(&CONFIGS[0], None, &good, &good_counts).is_err());
+        // A missing result, and a failing one.
+        let missing = report(&passing_text().replace("RESULT hotplug-add PASS ok\n", ""));
+        assert!(
+            check(&CONFIGS[0], Some(33), &missing, &good_counts)
+                .unwrap_err()
+                .contains("hotplug-add")
+        );
+        let failing = report(&(passing_text() + "RESULT extra FAIL broken\n"));
+        assert!(
+            check(&CONFIGS[0], Some(33), &failing, &good_counts)
+                .unwrap_err()
+                .contains("extra FAIL")
+        );
+        // Kicks the device did not see.
+        let err = check(&CONFIGS[0], Some(33), &good, &counts((4, 4), (3, 10))).unwrap_err();
+        assert!(
+            err.contains("vq 4: the guest kicked 2 times but QEMU traced 3"),
+            "{err}"
+        );
+        // Queue depth 1 must be one kick and one interrupt per I/O.
+        let text = passing_text().replace("STAT vq 3 kicks 4", "STAT vq 3 kicks 3");
+        assert!(
+            check(
+                &CONFIGS[0],
+                Some(33),
+                &report(&text),
+                &counts((3, 4), (2, 10))
+            )
+            .is_err()
+        );
+        assert!(check(&CONFIGS[0], Some(33), &good, &counts((4, 3), (2, 10))).is_err());
+        // Depth 32 with no interrupt at all, or more kicks than I/Os, is wrong.
+        assert!(check(&CONFIGS[0], Some(33), &good, &counts((4, 4), (2, 0))).is_err());
+        // Interrupts: never more received than sent, some whenever some were sent, and at
+        // depth 1 every one of them.
+        let extra = passing_text().replace(
+            "completions 64 interrupts 9",
+            "completions 64 interrupts 11",
+        );
+        let err = check(&CONFIGS[0], Some(33), &report(&extra), &good_counts).unwrap_err();
+        assert!(
+            err.contains("received 11 interrupts on its vector but QEMU sent 10"),
+            "{err}"
+        );
+        let none =
+            passing_text().replace("completions 64 interrupts 9", "completions 64 interrupts 0");
+        assert!(check(&CONFIGS[0], Some(33), &report(&none), &good_counts).is_err());
+        let merged =
+            passing_text().replace("completions 4 interrupts 4", "completions 4 interrupts 3");
+        let err = check(&CONFIGS[0], Some(33), &report(&merged), &good_counts).unwrap_err();
+        assert!(err.contains("(3 received)"), "{err}");
+        // A crash line fails even with everything else in place.
+        let crashed = report(&(passing_text() + "EXCEPTION vector 14\n"));
+        assert!(check(&CONFIGS[0], Some(33), &crashed, &good_counts).is_err());
+    }
+
+    #[test]
+    fn qmp_messages_are_classified() {
+        assert_eq!(
+            classify(&json!({"return": {}})),
+            QmpMessage::Return(json!({}))
+        );
+        assert_eq!(
+            classify(&json!({"error": {"class": "GenericError", "desc": "no such device"}})),
+            QmpMessage::Error("GenericError: no such device".into())
+        );
+        let event = json!({"event": "DEVICE_DELETED", "data": {"device": "hotdisk"}});
+        assert_eq!(classify(&event), QmpMessage::Event);
+        assert_eq!(classify(&json!({"QMP": {}})), QmpMessage::Other);
+    }
+}
