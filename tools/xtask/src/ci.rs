@@ -9,7 +9,8 @@ pub fn run_all(args: &[String]) -> Result<(), String> {
     doc(args)?;
     test(args)?;
     crate::bench::bench(args)?;
-    crate::package::ci(args)
+    crate::package::ci(args)?;
+    crate::vmtest::run_vmtest(&[])
 }
 
 /// `cargo fmt --check` over the workspace.
