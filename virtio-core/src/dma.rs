@@ -236,6 +236,164 @@ impl DmaMemory {
     }
 }
 
+/// `count` equally sized elements at a fixed place inside a [`DmaMemory`] (a ring's descriptor
+/// table, its available or used ring, or a ring header as an array of one), checked against the
+/// region once, by [`DmaMemory::array`], so that element accesses need no bounds check.
+///
+/// `STRIDE` is the element size in bytes and `ALIGN` the alignment of the first element, which
+/// is also the largest access the array allows (so the used ring, 4-aligned with 8-byte
+/// elements, is a `DmaArray<8, 4>` read as two `u32`s). The element count is a power of two and
+/// every index is reduced modulo it (`index & mask`): the rings' indices are reduced the same
+/// way already, and an index can never leave the array. A field offset that does not fit in an
+/// element or is misaligned for the access is a driver bug, handled as by [`DmaMemory`] (a load
+/// returns 0, a store is dropped, with a `debug_assert!`); field offsets are constants at every
+/// call site, so after inlining that check costs nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmaArray<const STRIDE: usize, const ALIGN: usize> {
+    /// The first element; `(mask + 1) * STRIDE` bytes from here lie inside the region it was
+    /// made from, and it is aligned to `ALIGN`.
+    ptr: NonNull<u8>,
+    /// Element count minus one (the count is a power of two).
+    mask: usize,
+}
+
+// SAFETY: as for `DmaMemory`: every access through a `DmaArray` is an atomic load or store.
+unsafe impl<const STRIDE: usize, const ALIGN: usize> Send for DmaArray<STRIDE, ALIGN> {}
+// SAFETY: as for `Send`: all access is atomic.
+unsafe impl<const STRIDE: usize, const ALIGN: usize> Sync for DmaArray<STRIDE, ALIGN> {}
+
+impl DmaMemory {
+    /// The array of `count` elements of `STRIDE` bytes starting at `offset`, if `count` is a
+    /// power of two, `offset` is a multiple of `ALIGN` and the whole array lies inside the
+    /// region. The array stays valid exactly as long as the region (it is a sub-region).
+    ///
+    /// `ALIGN` must be a power of two of at most [`DMA_BASE_ALIGN`] that divides `STRIDE`; that
+    /// is checked at compile time.
+    #[must_use]
+    pub fn array<const STRIDE: usize, const ALIGN: usize>(
+        &self,
+        offset: usize,
+        count: usize,
+    ) -> Option<DmaArray<STRIDE, ALIGN>> {
+        const {
+            assert!(ALIGN.is_power_of_two() && ALIGN <= DMA_BASE_ALIGN);
+            assert!(STRIDE != 0 && STRIDE.is_multiple_of(ALIGN));
+        }
+        let end = STRIDE.checked_mul(count)?.checked_add(offset)?;
+        if !count.is_power_of_two() || !offset.is_multiple_of(ALIGN) || end > self.len {
+            return None;
+        }
+        Some(DmaArray {
+            // INVARIANT: offset + STRIDE * count <= self.len, so all elements are inside the
+            // region; the base is DMA_BASE_ALIGN-aligned and offset ALIGN-aligned, so the first
+            // element is ALIGN-aligned.
+            ptr: self.ptr.map_addr(|addr| addr.saturating_add(offset)),
+            mask: count - 1,
+        })
+    }
+}
+
+impl<const STRIDE: usize, const ALIGN: usize> DmaArray<STRIDE, ALIGN> {
+    /// Number of elements.
+    #[must_use]
+    pub const fn count(&self) -> usize {
+        self.mask + 1
+    }
+
+    /// Number of elements minus one: what every index is reduced with (`index & mask`).
+    #[must_use]
+    pub const fn mask(&self) -> usize {
+        self.mask
+    }
+
+    /// Pointer to bytes `field .. field + size` of element `index & mask`, if they lie inside
+    /// one element and a `size`-byte access there is aligned.
+    #[inline]
+    fn element(&self, index: usize, field: usize, size: usize) -> Option<*mut u8> {
+        // `size` is 1, 2, 4 or 8 and at most ALIGN, which divides STRIDE and the first
+        // element's address, so every element is `size`-aligned and `field % size == 0` makes
+        // the access aligned.
+        let fits = size <= ALIGN
+            && field.is_multiple_of(size)
+            && field.checked_add(size).is_some_and(|end| end <= STRIDE);
+        debug_assert!(
+            fits,
+            "DMA array access {field}+{size} in a {STRIDE}-byte element"
+        );
+        if fits {
+            // (index & mask) * STRIDE + field < count * STRIDE, which fits in the region and so
+            // cannot overflow.
+            let offset = (index & self.mask).wrapping_mul(STRIDE).wrapping_add(field);
+            Some(self.ptr.as_ptr().wrapping_add(offset))
+        } else {
+            None
+        }
+    }
+
+    /// Loads the little-endian `u16` at byte `field` of element `index` with `order`.
+    #[must_use]
+    #[inline]
+    pub fn load_u16(&self, index: usize, field: usize, order: Ordering) -> u16 {
+        self.element(index, field, 2).map_or(0, |p| {
+            // SAFETY: `p` is inside the region (the array invariant and `element`'s checks),
+            // 2-aligned, valid for reads by the `DmaMemory::new` contract, and only accessed
+            // atomically.
+            u16::from_le(unsafe { AtomicU16::from_ptr(p.cast()) }.load(order))
+        })
+    }
+
+    /// Stores `value` as a little-endian `u16` at byte `field` of element `index`.
+    #[inline]
+    pub fn store_u16(&self, index: usize, field: usize, value: u16, order: Ordering) {
+        if let Some(p) = self.element(index, field, 2) {
+            // SAFETY: as in `load_u16`, and the memory is valid for writes.
+            unsafe { AtomicU16::from_ptr(p.cast()) }.store(value.to_le(), order);
+        }
+    }
+
+    /// Loads the little-endian `u32` at byte `field` of element `index` with `order`.
+    #[must_use]
+    #[inline]
+    pub fn load_u32(&self, index: usize, field: usize, order: Ordering) -> u32 {
+        self.element(index, field, 4).map_or(0, |p| {
+            // SAFETY: `p` is inside the region, 4-aligned, valid for reads, only accessed
+            // atomically.
+            u32::from_le(unsafe { AtomicU32::from_ptr(p.cast()) }.load(order))
+        })
+    }
+
+    /// Stores `value` as a little-endian `u32` at byte `field` of element `index`.
+    #[inline]
+    pub fn store_u32(&self, index: usize, field: usize, value: u32, order: Ordering) {
+        if let Some(p) = self.element(index, field, 4) {
+            // SAFETY: `p` is inside the region, 4-aligned, valid for writes, only accessed
+            // atomically.
+            unsafe { AtomicU32::from_ptr(p.cast()) }.store(value.to_le(), order);
+        }
+    }
+
+    /// Loads the little-endian `u64` at byte `field` of element `index` with `order`.
+    #[must_use]
+    #[inline]
+    pub fn load_u64(&self, index: usize, field: usize, order: Ordering) -> u64 {
+        self.element(index, field, 8).map_or(0, |p| {
+            // SAFETY: `p` is inside the region, 8-aligned, valid for reads, only accessed
+            // atomically.
+            u64::from_le(unsafe { AtomicU64::from_ptr(p.cast()) }.load(order))
+        })
+    }
+
+    /// Stores `value` as a little-endian `u64` at byte `field` of element `index`.
+    #[inline]
+    pub fn store_u64(&self, index: usize, field: usize, value: u64, order: Ordering) {
+        if let Some(p) = self.element(index, field, 8) {
+            // SAFETY: `p` is inside the region, 8-aligned, valid for writes, only accessed
+            // atomically.
+            unsafe { AtomicU64::from_ptr(p.cast()) }.store(value.to_le(), order);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use core::sync::atomic::Ordering::Relaxed;
@@ -256,6 +414,78 @@ mod tests {
         assert!(mem.sub(usize::MAX, 1).is_none(), "overflow");
         // SAFETY: allocated above, never given to a device.
         unsafe { hal.dma_free(mem) };
+    }
+
+    #[test]
+    fn arrays_are_checked_once_against_the_region() {
+        let hal = FakeHal::new();
+        let mem = hal.dma_alloc(64, 16).unwrap();
+        // 4 elements of 16 bytes fill the region exactly; one more byte of offset does not fit.
+        assert_eq!(mem.array::<16, 8>(0, 4).map(|a| a.count()), Some(4));
+        assert!(mem.array::<16, 8>(8, 4).is_none(), "past the end");
+        assert!(
+            mem.array::<16, 8>(4, 2).is_none(),
+            "first element misaligned"
+        );
+        assert!(
+            mem.array::<16, 8>(0, 3).is_none(),
+            "count not a power of two"
+        );
+        assert!(mem.array::<16, 8>(0, 0).is_none(), "no elements");
+        assert!(
+            mem.array::<16, 8>(0, usize::MAX / 8).is_none(),
+            "size overflows"
+        );
+        assert!(
+            mem.array::<2, 2>(usize::MAX - 1, 1).is_none(),
+            "end overflows"
+        );
+        // A 4-aligned array of 8-byte elements, as the used ring: 4 bytes in, 4 bytes spare.
+        let used = mem.array::<8, 4>(4, 4).unwrap();
+        assert_eq!((used.count(), used.mask()), (4, 3));
+        // SAFETY: allocated above, never given to a device.
+        unsafe { hal.dma_free(mem) };
+    }
+
+    #[test]
+    fn array_elements_land_at_stride_times_index_plus_field() {
+        let hal = FakeHal::new();
+        let mem = hal.dma_alloc(64, 16).unwrap();
+        let table = mem.array::<16, 8>(16, 2).unwrap();
+        table.store_u64(1, 0, 0x0102_0304_0506_0708, Relaxed);
+        table.store_u32(1, 8, 0xa1b2_c3d4, Relaxed);
+        table.store_u16(1, 14, 0xbeef, Relaxed);
+        assert_eq!(mem.load_u64(32, Relaxed), 0x0102_0304_0506_0708);
+        assert_eq!(mem.load_u32(40, Relaxed), 0xa1b2_c3d4);
+        assert_eq!(mem.load_u16(46, Relaxed), 0xbeef);
+        assert_eq!(table.load_u64(1, 0, Relaxed), 0x0102_0304_0506_0708);
+        assert_eq!(table.load_u32(1, 8, Relaxed), 0xa1b2_c3d4);
+        assert_eq!(table.load_u16(1, 14, Relaxed), 0xbeef);
+        // Indices are reduced modulo the count: 3 is element 1, 2 is element 0.
+        assert_eq!(table.load_u16(3, 14, Relaxed), 0xbeef);
+        table.store_u16(2, 2, 0x5a5a, Relaxed);
+        assert_eq!(mem.load_u16(18, Relaxed), 0x5a5a);
+        // Nothing outside the array was touched.
+        assert_eq!(mem.load_u64(0, Relaxed), 0);
+        assert_eq!(mem.load_u64(48, Relaxed), 0);
+        // A 4-aligned array reads its 8-byte elements as two u32s.
+        let used = mem.array::<8, 4>(4, 2).unwrap();
+        used.store_u32(1, 4, 77, Relaxed);
+        assert_eq!(mem.load_u32(16, Relaxed), 77);
+        assert_eq!(used.load_u32(1, 4, Relaxed), 77);
+        // SAFETY: allocated above, never given to a device.
+        unsafe { hal.dma_free(mem) };
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "DMA array access 6+4 in a 8-byte element")]
+    fn array_fields_outside_the_element_are_caught() {
+        let hal = FakeHal::new();
+        let mem = hal.dma_alloc(16, 8).unwrap();
+        let used = mem.array::<8, 4>(0, 2).unwrap();
+        // Release builds drop the store; debug builds stop here.
+        used.store_u32(0, 6, 1, Relaxed);
     }
 
     #[test]

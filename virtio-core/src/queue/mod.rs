@@ -42,8 +42,8 @@ pub struct UsedBuffer {
 /// packed ring). Opaque to users: they only provide storage for `queue size` of them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Slot {
-    /// Free-list link (split: next free descriptor; packed: next free id), or the shadow of the
-    /// descriptor's `next` field while the descriptor is in a chain.
+    /// Free-list link (split: next free descriptor; packed: next free id). For a split chain in
+    /// flight, the links the ring needs to free it in O(1) (see `split::hold_chain`).
     pub(crate) next: u16,
     /// For a chain head: ring descriptors the chain occupies (1 when indirect).
     pub(crate) descriptors: u16,

@@ -22,7 +22,7 @@ use super::{
     DeviceError, QueueAddresses, QueueError, QueueFeatures, Slot, Token, UsedBuffer, Virtqueue,
     need_event,
 };
-use crate::dma::DmaMemory;
+use crate::dma::{DmaArray, DmaMemory};
 use crate::hal::Segment;
 
 /// Alignment of the ring memory: the descriptor table needs 16 bytes (virtio 1.2 section 2.7);
@@ -87,9 +87,8 @@ const AVAIL_ENTRY: usize = 2;
 /// 2.7): the descriptor table at 0, `struct virtq_avail` right after it, `struct virtq_used`
 /// after that at the next multiple of 4.
 ///
-/// Every offset is computed from the 16-bit size on use rather than stored: that lets the
-/// compiler see that it is aligned and cannot overflow, which removes those checks from every
-/// ring access in [`DmaMemory`].
+/// The queue itself does not compute offsets on its hot paths: it turns each part into a
+/// [`DmaArray`] once, at creation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SplitLayout {
     size: u16,
@@ -189,11 +188,66 @@ impl SplitLayout {
     }
 }
 
+/// Offset of `flags` in `struct virtq_avail` and `struct virtq_used` (section 2.7.6, 2.7.8).
+const HEADER_FLAGS: usize = 0;
+/// Offset of `idx` in `struct virtq_avail` and `struct virtq_used`.
+const HEADER_IDX: usize = 2;
+
+/// The parts of a split ring as arrays checked once against the ring memory, so that no ring
+/// access on the I/O path computes an offset from the queue size or checks a bound: positions
+/// and descriptor indices are reduced modulo the queue size by [`DmaArray`] itself, and the
+/// single fields are one-element arrays.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct RingView {
+    /// The descriptor table (section 2.7.5).
+    descriptors: DmaArray<{ size_of::<Descriptor>() }, 8>,
+    /// `avail.flags` and `avail.idx` (section 2.7.6).
+    avail_header: DmaArray<RING_HEADER, 2>,
+    /// `avail.ring`.
+    avail_ring: DmaArray<AVAIL_ENTRY, 2>,
+    /// `used_event`, the available ring's last field (section 2.7.7).
+    used_event: DmaArray<2, 2>,
+    /// `used.flags` and `used.idx` (section 2.7.8).
+    used_header: DmaArray<RING_HEADER, 2>,
+    /// `used.ring`: 8-byte elements but only 4-aligned, so read as two `u32`s.
+    used_ring: DmaArray<{ size_of::<UsedElement>() }, 4>,
+    /// `avail_event`, the used ring's last field (section 2.7.10).
+    avail_event: DmaArray<2, 2>,
+}
+
+/// The view is derived from the ring and the layout, which the queue's `Debug` shows already;
+/// its pointers would only repeat the ring's address.
+impl core::fmt::Debug for RingView {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RingView").finish_non_exhaustive()
+    }
+}
+
+impl RingView {
+    /// The view of `ring` laid out as `layout` says, or `None` if some part does not fit (not
+    /// possible once `ring` holds [`SplitLayout::ring_len`] bytes and the size is a power of
+    /// two, but checked rather than assumed).
+    fn new(ring: &DmaMemory, layout: SplitLayout) -> Option<Self> {
+        let entries = usize::from(layout.size());
+        Some(Self {
+            descriptors: ring.array(layout.descriptor(0), entries)?,
+            avail_header: ring.array(layout.avail(), 1)?,
+            avail_ring: ring.array(layout.avail_ring(0), entries)?,
+            used_event: ring.array(layout.used_event(), 1)?,
+            used_header: ring.array(layout.used(), 1)?,
+            used_ring: ring.array(layout.used_ring(0), entries)?,
+            avail_event: ring.array(layout.avail_event(), 1)?,
+        })
+    }
+}
+
 /// A split virtqueue, driver side, over caller-provided ring memory and slot storage.
 #[derive(Debug)]
 pub struct SplitQueue<S: BorrowMut<[Slot]>> {
     /// The ring, trimmed to exactly [`SplitLayout::ring_len`] bytes.
     ring: DmaMemory,
+    /// The ring's parts, checked once.
+    view: RingView,
     /// One slot per descriptor: free list, chain links and per-chain bookkeeping.
     slots: S,
     layout: SplitLayout,
@@ -225,18 +279,50 @@ pub struct SplitQueue<S: BorrowMut<[Slot]>> {
     detach_cursor: u16,
 }
 
-/// Writes one descriptor at `offset` of `memory` (a descriptor table).
+/// A descriptor table: the ring's own ([`RingView::descriptors`]) or an indirect one.
 ///
 /// `len`, `flags` and `next` are adjacent little-endian fields (asserted at compile time above),
 /// so they go out as one 64-bit store: two stores per descriptor instead of four.
-#[inline]
-fn write_descriptor(memory: &DmaMemory, offset: usize, segment: &Segment, flags: u16, next: u16) {
-    memory.store_u64(offset, segment.address, Ordering::Relaxed);
-    memory.store_u64(
-        offset + 8,
-        descriptor_tail(segment.len, flags, next),
-        Ordering::Relaxed,
-    );
+trait DescriptorTable {
+    /// Writes descriptor `index`.
+    fn write(&self, index: u16, segment: &Segment, flags: u16, next: u16);
+    /// Rewrites the `flags` of descriptor `index`.
+    fn set_flags(&self, index: u16, flags: u16);
+}
+
+/// The ring's descriptor table, checked once: `index` is reduced modulo the queue size.
+impl DescriptorTable for DmaArray<{ size_of::<Descriptor>() }, 8> {
+    #[inline]
+    fn write(&self, index: u16, segment: &Segment, flags: u16, next: u16) {
+        let index = usize::from(index);
+        let tail = descriptor_tail(segment.len, flags, next);
+        let addr = offset_of!(Descriptor, addr);
+        self.store_u64(index, addr, segment.address, Ordering::Relaxed);
+        self.store_u64(index, offset_of!(Descriptor, len), tail, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn set_flags(&self, index: u16, flags: u16) {
+        let field = offset_of!(Descriptor, flags);
+        self.store_u16(usize::from(index), field, flags, Ordering::Relaxed);
+    }
+}
+
+/// An indirect table: caller memory of any length, so every access is bounds-checked.
+impl DescriptorTable for DmaMemory {
+    #[inline]
+    fn write(&self, index: u16, segment: &Segment, flags: u16, next: u16) {
+        let offset = descriptor_offset(index);
+        let tail = descriptor_tail(segment.len, flags, next);
+        self.store_u64(offset, segment.address, Ordering::Relaxed);
+        self.store_u64(offset + 8, tail, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn set_flags(&self, index: u16, flags: u16) {
+        let offset = descriptor_offset(index) + offset_of!(Descriptor, flags);
+        self.store_u16(offset, flags, Ordering::Relaxed);
+    }
 }
 
 /// The `len`, `flags` and `next` fields of a descriptor as the little-endian word at offset 8.
@@ -282,7 +368,8 @@ impl<S: BorrowMut<[Slot]>> SplitQueue<S> {
         let layout = SplitLayout::new(size);
         let misaligned = !ring.bus_address().is_multiple_of(RING_ALIGN as u64);
         let trimmed = ring.sub(0, layout.ring_len()).filter(|_| !misaligned);
-        let Some(ring) = trimmed else {
+        let view = trimmed.and_then(|ring| RingView::new(&ring, layout).map(|view| (ring, view)));
+        let Some((ring, view)) = view else {
             return Err(QueueError::RingMemory {
                 needed: layout.ring_len(),
                 provided: ring.len(),
@@ -297,6 +384,7 @@ impl<S: BorrowMut<[Slot]>> SplitQueue<S> {
         }
         let mut queue = Self {
             ring,
+            view,
             slots,
             layout,
             index,
@@ -334,33 +422,60 @@ impl<S: BorrowMut<[Slot]>> SplitQueue<S> {
     /// The slot storage as exactly `size` slots, or `None` if it is shorter (which `new`
     /// ruled out; only a `BorrowMut` that changes its answer could get here).
     #[inline]
-    fn slots_mut(slots: &mut S, mask: u16) -> Option<&mut [Slot]> {
-        slots.borrow_mut().get_mut(..=usize::from(mask))
+    fn slots_mut(slots: &mut S, mask: usize) -> Option<&mut [Slot]> {
+        slots.borrow_mut().get_mut(..=mask)
     }
 }
 
-/// Puts chain `head` of `descriptors` ring descriptors back on the free list in front of
-/// `free_head` and marks it not in flight; the caller makes `head` the new free head.
+/// The `next` link of slot `index`.
 ///
 /// `slots` holds exactly `mask + 1` slots (the queue size). Indices are masked with `mask`:
 /// they are in range anyway (every link is a slot index by construction), but written this
 /// way the compiler can see it and drops the bounds checks.
+#[inline]
+fn link(slots: &[Slot], mask: usize, index: u16) -> u16 {
+    slots
+        .get(usize::from(index) & mask)
+        .map_or(0, |slot| slot.next)
+}
+
+/// Sets the `next` link of slot `index` (masked as in [`link`]).
+#[inline]
+fn set_link(slots: &mut [Slot], mask: usize, index: u16, next: u16) {
+    if let Some(slot) = slots.get_mut(usize::from(index) & mask) {
+        slot.next = next;
+    }
+}
+
+/// Records the chain `head ..= tail` just taken off the free list (one descriptor: `head ==
+/// tail`) so that [`release_chain`] finds its tail without walking it.
+///
+/// A direct chain's links are the free-list links it was taken with, so only its ends need
+/// remembering. While the chain is in flight, the head's link names the tail and the tail's
+/// link names the head's successor: the two are swapped. (The tail's own link, the first
+/// descriptor that was still free, is stale once the chain is in flight and is not needed.)
+/// Every other descriptor keeps its link, and nothing the device sees changes.
+#[inline]
+fn hold_chain(slots: &mut [Slot], mask: usize, head: u16, tail: u16) {
+    let second = link(slots, mask, head);
+    set_link(slots, mask, tail, second);
+    set_link(slots, mask, head, tail);
+}
+
+/// Puts chain `head` (recorded by [`hold_chain`]) back on the free list in front of
+/// `free_head` and marks it not in flight; the caller makes `head` the new free head. O(1):
+/// restores the head's link and points the tail's at `free_head`, whatever the chain's length.
 #[expect(
     clippy::inline_always,
     reason = "pop_used's hot path; with plain #[inline] LLVM keeps it out of line (it has two callers)"
 )]
 #[inline(always)]
-fn release_chain(slots: &mut [Slot], mask: u16, head: u16, descriptors: u16, free_head: u16) {
-    let mut tail = head;
-    for _ in 1..descriptors {
-        tail = slots
-            .get(usize::from(tail & mask))
-            .map_or(tail, |slot| slot.next);
-    }
-    if let Some(slot) = slots.get_mut(usize::from(tail & mask)) {
-        slot.next = free_head;
-    }
-    if let Some(slot) = slots.get_mut(usize::from(head & mask)) {
+fn release_chain(slots: &mut [Slot], mask: usize, head: u16, free_head: u16) {
+    let tail = link(slots, mask, head);
+    let second = link(slots, mask, tail);
+    set_link(slots, mask, head, second);
+    set_link(slots, mask, tail, free_head);
+    if let Some(slot) = slots.get_mut(usize::from(head) & mask) {
         slot.in_flight = false;
     }
 }
@@ -373,19 +488,17 @@ trait Placement {
 }
 
 /// Direct chains follow the free list: the free-list link becomes the chain link, so a chain
-/// needs no bookkeeping of its own (walking `next` from the head finds it again).
+/// needs no bookkeeping beyond its two ends (see [`hold_chain`]).
 struct FreeList<'a> {
-    /// The slots, exactly `mask + 1` of them (see [`release_chain`] on masking).
+    /// The slots, exactly `mask + 1` of them (see [`link`] on masking).
     slots: &'a [Slot],
-    mask: u16,
+    mask: usize,
 }
 
 impl Placement for FreeList<'_> {
     #[inline]
     fn next(&self, index: u16) -> u16 {
-        self.slots
-            .get(usize::from(index & self.mask))
-            .map_or(0, |slot| slot.next)
+        link(self.slots, self.mask, index)
     }
 }
 
@@ -399,12 +512,13 @@ impl Placement for InOrder {
     }
 }
 
-/// A chain written by [`write_chain`]: its last descriptor, the index after it, and the total
-/// writable length.
+/// A chain written by [`write_chain`]: its last descriptor, the index after it, the total
+/// writable length and the whole chain's length (saturating; no used length may exceed it).
 struct Written {
     last: u16,
     after: u16,
     writable: u32,
+    posted: u32,
 }
 
 /// Writes `readable` then `writable` (at least one segment in all) as descriptors into
@@ -416,7 +530,7 @@ struct Written {
 /// published) that the device has no reason to read, and no driver state has changed.
 #[inline]
 fn write_chain(
-    table: &DmaMemory,
+    table: &impl DescriptorTable,
     readable: &[Segment],
     writable: &[Segment],
     first: u16,
@@ -424,18 +538,14 @@ fn write_chain(
 ) -> Result<Written, QueueError> {
     let mut current = first;
     let mut last = first;
+    let mut readable_len: u32 = 0;
     for segment in readable {
         if segment.len == 0 {
             return Err(QueueError::EmptySegment);
         }
+        readable_len = readable_len.saturating_add(segment.len);
         let next = placement.next(current);
-        write_descriptor(
-            table,
-            descriptor_offset(current),
-            segment,
-            VIRTQ_DESC_F_NEXT,
-            next,
-        );
+        table.write(current, segment, VIRTQ_DESC_F_NEXT, next);
         last = current;
         current = next;
     }
@@ -449,7 +559,7 @@ fn write_chain(
             .ok_or(QueueError::WritableTooLong)?;
         let next = placement.next(current);
         let flags = VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT;
-        write_descriptor(table, descriptor_offset(current), segment, flags, next);
+        table.write(current, segment, flags, next);
         last = current;
         current = next;
     }
@@ -461,15 +571,12 @@ fn write_chain(
     } else {
         VIRTQ_DESC_F_WRITE
     };
-    table.store_u16(
-        descriptor_offset(last) + offset_of!(Descriptor, flags),
-        flags,
-        Ordering::Relaxed,
-    );
+    table.set_flags(last, flags);
     Ok(Written {
         last,
         after: current,
         writable: writable_len,
+        posted: writable_len.saturating_add(readable_len),
     })
 }
 
@@ -509,7 +616,9 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         if segments == 0 {
             return Err(QueueError::EmptyChain);
         }
-        let mask = self.mask;
+        // The descriptor table's own mask: the same value as `self.mask`, but the same load
+        // too, so the compiler reduces each descriptor index once for the slot and the table.
+        let mask = self.view.descriptors.mask();
         let Some(slots) = Self::slots_mut(&mut self.slots, mask) else {
             let provided = self.slots.borrow().len();
             return Err(QueueError::SlotStorage {
@@ -518,7 +627,7 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
             });
         };
         let head = self.free_head;
-        let (descriptors, writable_len) = if let Some(table) = indirect {
+        let (descriptors, chain) = if let Some(table) = indirect {
             if !self.features.indirect {
                 return Err(QueueError::IndirectNotNegotiated);
             }
@@ -540,45 +649,56 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
             let chain = write_chain(table, readable, writable, 0, &InOrder)?;
             let table_len = u32::from(chain.last + 1) * size_of::<Descriptor>() as u32;
             let entry = Segment::new(table.bus_address(), table_len);
-            let offset = descriptor_offset(head);
-            write_descriptor(&self.ring, offset, &entry, VIRTQ_DESC_F_INDIRECT, 0);
-            self.free_head = FreeList { slots, mask }.next(head);
-            (1, chain.writable)
+            self.view
+                .descriptors
+                .write(head, &entry, VIRTQ_DESC_F_INDIRECT, 0);
+            self.free_head = link(slots, mask, head);
+            // A chain of one descriptor: `hold_chain(slots, mask, head, head)` comes down to
+            // this single link.
+            set_link(slots, mask, head, head);
+            (1, chain)
         } else {
-            let limit = usize::from(self.size);
-            if segments > limit {
-                return Err(QueueError::ChainTooLong { segments, limit });
-            }
-            let count = segments as u16;
-            if count > self.num_free {
+            // A chain that fits in the free descriptors fits in the queue, so the I/O path
+            // compares once; the size limit is told apart only when the chain does not fit.
+            if segments > usize::from(self.num_free) {
+                let limit = usize::from(self.size);
+                if segments > limit {
+                    return Err(QueueError::ChainTooLong { segments, limit });
+                }
                 return Err(QueueError::Full {
-                    needed: count,
+                    needed: segments as u16,
                     free: self.num_free,
                 });
             }
+            // At most `num_free`, so a u16.
+            let count = segments as u16;
             let free_list = FreeList { slots, mask };
-            let chain = write_chain(&self.ring, readable, writable, head, &free_list)?;
+            let chain = write_chain(&self.view.descriptors, readable, writable, head, &free_list)?;
             // The last descriptor's link is the first descriptor still free.
             self.free_head = chain.after;
-            (count, chain.writable)
+            hold_chain(slots, mask, head, chain.last);
+            (count, chain)
         };
         self.num_free -= descriptors;
-        if let Some(slot) = slots.get_mut(usize::from(head & mask)) {
+        if let Some(slot) = slots.get_mut(usize::from(head) & mask) {
             slot.descriptors = descriptors;
-            slot.writable = writable_len;
+            slot.writable = chain.writable;
+            slot.posted = chain.posted;
             slot.in_flight = true;
         }
 
-        let position = self.avail_idx & self.mask;
-        self.ring
-            .store_u16(self.layout.avail_ring(position), head, Ordering::Relaxed);
+        let position = usize::from(self.avail_idx);
+        self.view
+            .avail_ring
+            .store_u16(position, 0, head, Ordering::Relaxed);
         self.avail_idx = self.avail_idx.wrapping_add(1);
         // ORDERING: Release orders the descriptor (and indirect table) stores and the ring entry
         // above before the new `avail.idx`; it pairs with the device's read barrier after reading
         // `avail.idx` (virtio 1.2 section 2.7.13.3: "The driver MUST perform a suitable memory
         // barrier before the idx update").
-        self.ring
-            .store_u16(self.layout.avail_idx(), self.avail_idx, Ordering::Release);
+        self.view
+            .avail_header
+            .store_u16(0, HEADER_IDX, self.avail_idx, Ordering::Release);
         self.in_flight += 1;
         if self.avail_idx == self.kicked_avail_idx {
             self.force_kick = true;
@@ -604,14 +724,13 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         // barrier before reading flags or avail_event").
         fence(Ordering::SeqCst);
         let notify = if self.features.event_idx {
-            let avail_event = self
-                .ring
-                .load_u16(self.layout.avail_event(), Ordering::Relaxed);
+            let avail_event = self.view.avail_event.load_u16(0, 0, Ordering::Relaxed);
             need_event(avail_event, new, old)
         } else {
             let flags = self
-                .ring
-                .load_u16(self.layout.used_flags(), Ordering::Relaxed);
+                .view
+                .used_header
+                .load_u16(0, HEADER_FLAGS, Ordering::Relaxed);
             flags & VIRTQ_USED_F_NO_NOTIFY == 0
         };
         notify || forced
@@ -620,8 +739,9 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
     fn has_used(&self) -> bool {
         // ORDERING: Relaxed is enough for a hint; `pop_used` reads `used.idx` again with Acquire
         // before touching the used element.
-        self.ring
-            .load_u16(self.layout.used_idx(), Ordering::Relaxed)
+        self.view
+            .used_header
+            .load_u16(0, HEADER_IDX, Ordering::Relaxed)
             != self.last_used
     }
 
@@ -629,10 +749,10 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         // ORDERING: Acquire pairs with the device's write barrier between writing a used element
         // and publishing the new `used.idx` (virtio 1.2 sections 2.7.8 and 2.7.14), so the
         // element read below is the one the device wrote.
-        // Offsets first: computed before the Acquire load, they are not recomputed after it.
-        let used_idx = self.layout.used_idx();
-        let used_ring = self.layout.used_ring(0);
-        let published = self.ring.load_u16(used_idx, Ordering::Acquire);
+        let published = self
+            .view
+            .used_header
+            .load_u16(0, HEADER_IDX, Ordering::Acquire);
         let last_seen = self.last_used;
         if published == last_seen {
             return Ok(None);
@@ -643,13 +763,14 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
                 published,
             });
         }
-        let element = used_ring + size_of::<UsedElement>() * usize::from(last_seen & self.mask);
-        let id = self.ring.load_u32(element, Ordering::Relaxed);
-        let written = self.ring.load_u32(element + 4, Ordering::Relaxed);
+        let position = usize::from(last_seen);
+        let used_ring = &self.view.used_ring;
+        let id = used_ring.load_u32(position, offset_of!(UsedElement, id), Ordering::Relaxed);
+        let written = used_ring.load_u32(position, offset_of!(UsedElement, len), Ordering::Relaxed);
         // `id <= mask` is `id < size`; the size is at most 32,768, so such an id is a u16.
-        let mask = self.mask;
+        let mask = usize::from(self.mask);
         let found = match Self::slots_mut(&mut self.slots, mask) {
-            Some(slots) if id <= u32::from(mask) => {
+            Some(slots) if id as usize <= mask => {
                 slots.get(id as usize).copied().map(|slot| (slots, slot))
             }
             _ => None,
@@ -661,13 +782,20 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         if !slot.in_flight {
             return Err(DeviceError::UsedIdNotInFlight { id: head });
         }
-        // A length above what was posted writable is clamped, not refused: QEMU's virtio-scsi
-        // reports the response header plus the data-out bytes for every WRITE (observed by
-        // `cargo xtask vmtest`), so refusing it would fail every write on the device our users
-        // run. Clamping keeps the guarantee callers rely on (`written` never exceeds the posted
-        // writable length), and virtio-scsi takes the transfer length from `resid` anyway.
+        // A length above the whole chain (readable and writable) is impossible for any device
+        // and is refused. One above the writable part is clamped: QEMU's virtio-scsi reports the
+        // response header plus the data-out bytes for every WRITE (seen by `cargo xtask
+        // vmtest`), so refusing it would fail every write on the device our users run, and
+        // virtio-scsi takes the transfer length from `resid` anyway.
+        if written > slot.posted {
+            return Err(DeviceError::UsedLengthTooLarge {
+                id: head,
+                written,
+                posted: slot.posted,
+            });
+        }
         let written = written.min(slot.writable);
-        release_chain(slots, mask, head, slot.descriptors, self.free_head);
+        release_chain(slots, mask, head, self.free_head);
         self.free_head = head;
         self.num_free += slot.descriptors;
         self.in_flight -= 1;
@@ -697,16 +825,15 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
             // `last_used`, so it would have to use at least 32,767 more chains before crossing
             // it, and `enable_interrupts` moves it back first.
             let parked = self.last_used.wrapping_sub(1);
-            self.ring
-                .store_u16(self.layout.used_event(), parked, Ordering::Relaxed);
+            self.view
+                .used_event
+                .store_u16(0, 0, parked, Ordering::Relaxed);
             self.used_event = parked;
         } else {
             self.avail_flags = VIRTQ_AVAIL_F_NO_INTERRUPT;
-            self.ring.store_u16(
-                self.layout.avail_flags(),
-                self.avail_flags,
-                Ordering::Relaxed,
-            );
+            self.view
+                .avail_header
+                .store_u16(0, HEADER_FLAGS, self.avail_flags, Ordering::Relaxed);
         }
     }
 
@@ -716,16 +843,18 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
             let changed = self.used_event != self.last_used;
             if changed {
                 self.used_event = self.last_used;
-                self.ring
-                    .store_u16(self.layout.used_event(), self.last_used, Ordering::Relaxed);
+                self.view
+                    .used_event
+                    .store_u16(0, 0, self.last_used, Ordering::Relaxed);
             }
             changed
         } else {
             let changed = self.avail_flags != 0;
             if changed {
                 self.avail_flags = 0;
-                self.ring
-                    .store_u16(self.layout.avail_flags(), 0, Ordering::Relaxed);
+                self.view
+                    .avail_header
+                    .store_u16(0, HEADER_FLAGS, 0, Ordering::Relaxed);
             }
             changed
         };
@@ -740,8 +869,9 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
             // so the load below is ordered after it too.
             fence(Ordering::SeqCst);
         }
-        self.ring
-            .load_u16(self.layout.used_idx(), Ordering::Relaxed)
+        self.view
+            .used_header
+            .load_u16(0, HEADER_IDX, Ordering::Relaxed)
             != self.last_used
     }
 
@@ -750,12 +880,12 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
             return None;
         }
         let mask = self.mask;
-        let slots = Self::slots_mut(&mut self.slots, mask)?;
+        let slots = Self::slots_mut(&mut self.slots, usize::from(mask))?;
         for step in 0..=mask {
             let head = self.detach_cursor.wrapping_add(step) & mask;
             let slot = slots.get(usize::from(head)).copied();
             if let Some(slot) = slot.filter(|slot| slot.in_flight) {
-                release_chain(slots, mask, head, slot.descriptors, self.free_head);
+                release_chain(slots, usize::from(mask), head, self.free_head);
                 self.free_head = head;
                 self.num_free += slot.descriptors;
                 self.in_flight -= 1;
@@ -1313,6 +1443,66 @@ mod tests {
         assert_eq!(f.queue.in_flight(), 0);
     }
 
+    /// Descriptor indices of the direct chain at `head`, following the `next` fields the device
+    /// reads.
+    fn chain_indices(f: &Fixture, head: u16) -> Vec<u16> {
+        let mut indices = vec![head];
+        let mut index = head;
+        loop {
+            let d = Device::descriptor(&f.device.ring, index);
+            if d.flags.get() & VIRTQ_DESC_F_NEXT == 0 {
+                return indices;
+            }
+            index = d.next.get();
+            indices.push(index);
+        }
+    }
+
+    #[test]
+    fn released_chains_rejoin_the_free_list_whole_and_in_order() {
+        // Chains of 3, 2 and 1 descriptors and an indirect one, released out of order: each
+        // goes back in front of the free list with its own links, so the next chain reuses
+        // exactly the freed descriptors in that order. A release that lost a chain's middle or
+        // tail (the O(1) release only keeps the ends) would show up here as a different walk,
+        // a short count, or a token reused while in flight.
+        let mut f = fixture(8, INDIRECT);
+        let s = segment(0x1000, 64);
+        let three = f.queue.add(&[s], &[s, s], None).unwrap();
+        let two = f.queue.add(&[s], &[s], None).unwrap();
+        let one = f.queue.add(&[s], &[], None).unwrap();
+        let table = f.hal.dma_alloc(16 * 4, 16).unwrap();
+        let indirect = f.queue.add(&[s], &[s; 3], Some(&table)).unwrap();
+        assert_eq!(
+            (three, two, one, indirect),
+            (Token(0), Token(3), Token(5), Token(6))
+        );
+        assert_eq!(chain_indices(&f, three.0), [0, 1, 2]);
+        assert_eq!(chain_indices(&f, two.0), [3, 4]);
+        for _ in 0..4 {
+            f.device.pop(&f.hal).unwrap();
+        }
+        for token in [two, indirect, three] {
+            f.device.push_used(token.0, 0);
+            assert_eq!(f.queue.pop_used().unwrap().unwrap().token, token);
+        }
+        // Free list now: three's 0, 1, 2, then indirect's 6, then two's 3, 4, then 7.
+        assert_eq!(f.queue.free_descriptors(), 7);
+        let all = f.queue.add(&[s; 3], &[s; 4], None).unwrap();
+        assert_eq!(all, Token(0));
+        assert_eq!(chain_indices(&f, all.0), [0, 1, 2, 6, 3, 4, 7]);
+        assert_eq!(f.queue.free_descriptors(), 0);
+        // The single descriptor and the long chain come back too, whole.
+        f.device.pop(&f.hal).unwrap();
+        for token in [one, all] {
+            f.device.push_used(token.0, 0);
+            assert_eq!(f.queue.pop_used().unwrap().unwrap().token, token);
+        }
+        assert_eq!(f.queue.free_descriptors(), 8);
+        let again = f.queue.add(&[s; 4], &[s; 4], None).unwrap();
+        assert_eq!(chain_indices(&f, again.0), [0, 1, 2, 6, 3, 4, 7, 5]);
+        assert_eq!(f.queue.in_flight(), 1);
+    }
+
     #[test]
     fn kick_with_event_idx_follows_avail_event_and_batches() {
         let mut f = fixture(64, EVENT_IDX);
@@ -1639,12 +1829,25 @@ mod tests {
     }
 
     #[test]
-    fn used_lengths_beyond_the_posted_writable_length_are_clamped() {
-        // QEMU's virtio-scsi reports response + data-out bytes for writes: more than posted.
+    fn used_lengths_are_clamped_to_the_writable_part_and_bounded_by_the_chain() {
+        // QEMU's virtio-scsi reports response + data-out bytes for writes: more than the
+        // writable part, never more than the whole chain.
         let (mut f, a, b) = in_flight_pair();
-        f.device.write_used_element(0, u32::from(a.0), 101);
-        f.device.write_used_element(1, u32::from(b.0), 1);
+        f.device.write_used_element(0, u32::from(a.0), 111);
+        f.device.write_used_element(1, u32::from(b.0), 11);
         f.device.set_used_idx(2);
+        let before = state(&f.queue);
+        assert_eq!(
+            f.queue.pop_used(),
+            Err(DeviceError::UsedLengthTooLarge {
+                id: a.0,
+                written: 111,
+                posted: 110
+            })
+        );
+        assert_eq!(state(&f.queue), before, "nothing consumed");
+        f.device.write_used_element(0, u32::from(a.0), 110);
+        f.device.write_used_element(1, u32::from(b.0), 10);
         assert_eq!(
             f.queue.pop_used(),
             Ok(Some(UsedBuffer {
