@@ -61,6 +61,7 @@ struct Counts {
 trait Device {
     fn notify(&mut self);
     fn process(&mut self) -> bool;
+    fn counts(&self) -> Counts;
 }
 
 impl Device for SplitDevice {
@@ -70,6 +71,12 @@ impl Device for SplitDevice {
     fn process(&mut self) -> bool {
         SplitDevice::process(self)
     }
+    fn counts(&self) -> Counts {
+        Counts {
+            kicks: self.kicks,
+            interrupts: self.interrupts,
+        }
+    }
 }
 
 impl Device for PackedDevice {
@@ -78,6 +85,12 @@ impl Device for PackedDevice {
     }
     fn process(&mut self) -> bool {
         PackedDevice::process(self)
+    }
+    fn counts(&self) -> Counts {
+        Counts {
+            kicks: self.kicks,
+            interrupts: self.interrupts,
+        }
     }
 }
 
@@ -141,8 +154,9 @@ fn driver_complete<Q: Virtqueue>(queue: &mut Q, done: &mut Vec<Token>) {
     }
 }
 
-/// Runs `config.ios` requests through our queue, keeping `config.depth` in flight.
-fn run_ours<Q: Virtqueue, D: Device>(queue: &mut Q, device: &mut D, config: Config) {
+/// Runs `config.ios` requests through our queue, keeping `config.depth` in flight, and returns
+/// what the device counted.
+fn run_ours<Q: Virtqueue, D: Device>(queue: &mut Q, mut device: D, config: Config) -> Counts {
     let buffers: Vec<RequestBuffers> = (0..config.depth).map(|_| RequestBuffers::new()).collect();
     let mut free_sets: Vec<usize> = (0..config.depth).collect();
     let mut owner = vec![usize::MAX; usize::from(QUEUE_SIZE)];
@@ -174,6 +188,7 @@ fn run_ours<Q: Virtqueue, D: Device>(queue: &mut Q, device: &mut D, config: Conf
         }
         completed += done.len() as u64;
     }
+    device.counts()
 }
 
 /// The peer's submission. Counted by callgrind.
@@ -293,35 +308,27 @@ fn run(config: Config) -> Counts {
             let ring = ram().dma(SplitQueue::<Vec<Slot>>::ring_len(QUEUE_SIZE), 4096);
             let mut queue = SplitQueue::new(0, QUEUE_SIZE, ring, slots, features).expect("split");
             let a = queue.addresses();
-            let mut device = SplitDevice::new(
+            let device = SplitDevice::new(
                 QUEUE_SIZE,
                 a.descriptors,
                 a.driver,
                 a.device,
                 config.event_idx,
             );
-            run_ours(&mut queue, &mut device, config);
-            Counts {
-                kicks: device.kicks,
-                interrupts: device.interrupts,
-            }
+            run_ours(&mut queue, device, config)
         }
         Ring::Packed => {
             let ring = ram().dma(PackedQueue::<Vec<Slot>>::ring_len(QUEUE_SIZE), 4096);
             let mut queue = PackedQueue::new(0, QUEUE_SIZE, ring, slots, features).expect("packed");
             let a = queue.addresses();
-            let mut device = PackedDevice::new(
+            let device = PackedDevice::new(
                 QUEUE_SIZE,
                 a.descriptors,
                 a.driver,
                 a.device,
                 config.event_idx,
             );
-            run_ours(&mut queue, &mut device, config);
-            Counts {
-                kicks: device.kicks,
-                interrupts: device.interrupts,
-            }
+            run_ours(&mut queue, device, config)
         }
         Ring::Peer => run_peer(config),
     }
