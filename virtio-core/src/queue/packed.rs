@@ -35,7 +35,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 use super::{
     DeviceError, QueueAddresses, QueueError, QueueFeatures, Slot, Token, UsedBuffer, Virtqueue,
 };
-use crate::dma::DmaMemory;
+use crate::dma::{DmaArray, DmaMemory, DmaTable};
 use crate::hal::Segment;
 
 /// `struct pvirtq_desc`: one descriptor of the packed ring or of an indirect table (virtio 1.x
@@ -122,6 +122,33 @@ fn desc_offset(position: u16) -> usize {
     usize::from(position) * DESC_SIZE
 }
 
+/// The parts of the ring checked once against the ring memory, at creation, so that no ring
+/// access on the I/O path computes a byte offset or checks one: ring positions are compared
+/// with the queue size by [`DmaTable`] (they stay below it by construction), and the event
+/// suppression structures are one-element arrays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RingView {
+    /// The descriptor ring (section 2.8.13), one element per ring position.
+    descriptors: DmaTable<DESC_SIZE, 8>,
+    /// The driver event suppression structure (section 2.8.14), read as one `u32`.
+    driver_event: DmaArray<EVENT_SIZE, 4>,
+    /// The device event suppression structure, read as one `u32`.
+    device_event: DmaArray<EVENT_SIZE, 4>,
+}
+
+impl RingView {
+    /// The view of `ring` (at least [`PackedQueue::ring_len`] bytes for `size`), or `None` if
+    /// some part does not fit (not possible for such a ring, but checked rather than assumed).
+    fn new(ring: &DmaMemory, size: u16) -> Option<Self> {
+        let driver_event = desc_offset(size);
+        Some(Self {
+            descriptors: ring.table(0, usize::from(size))?,
+            driver_event: ring.array(driver_event, 1)?,
+            device_event: ring.array(driver_event + EVENT_SIZE, 1)?,
+        })
+    }
+}
+
 /// The last 8 bytes of a [`Descriptor`] (`len`, `id`, `flags`) as one little-endian `u64`, so a
 /// descriptor nobody reads yet is written with two stores instead of four.
 #[inline]
@@ -168,6 +195,8 @@ pub struct PackedQueue<S: BorrowMut<[Slot]>> {
     size: u16,
     /// Exactly [`PackedQueue::ring_len`] bytes of ring memory.
     ring: DmaMemory,
+    /// The ring's parts, checked once.
+    view: RingView,
     /// Driver-private per-id state; only the first `size` entries are used.
     slots: S,
     /// Negotiated ring features.
@@ -241,6 +270,7 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
             return Err(memory_error);
         }
         let ring = ring.sub(0, needed).ok_or(memory_error)?;
+        let view = RingView::new(&ring, size).ok_or(memory_error)?;
         let provided = slots.borrow().len();
         if provided < usize::from(size) {
             return Err(QueueError::SlotStorage {
@@ -252,6 +282,7 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
             index,
             size,
             ring,
+            view,
             slots,
             features,
             driver_event_offset: desc_offset(size),
@@ -333,8 +364,9 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
         // flags (section 2.8.22, "Receiving Used Buffers From The Device": the driver's
         // `read_memory_barrier()` after seeing the flags), so the `id` and `len` read next are
         // the ones the device wrote with these flags.
-        self.ring
-            .load_u16(desc_offset(self.next_used) + DESC_FLAGS, Ordering::Acquire)
+        self.view
+            .descriptors
+            .load_u16(usize::from(self.next_used), DESC_FLAGS, Ordering::Acquire)
     }
 
     /// `desc_event_off`/`desc_event_wrap` naming the used position and its wrap counter.
@@ -354,8 +386,9 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
         if value != self.driver_event_shadow {
             // Both fields in one store, so the device never sees the new flags with the old
             // offset. No ordering of its own: callers that need one fence after it.
-            self.ring
-                .store_u32(self.driver_event_offset, value, Ordering::Relaxed);
+            self.view
+                .driver_event
+                .store_u32(0, 0, value, Ordering::Relaxed);
             self.driver_event_shadow = value;
         }
     }
@@ -459,23 +492,21 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
                 // Support"): AVAIL/USED/WRITE right in every descriptor, not just the first.
                 let next = if index == last { 0 } else { VIRTQ_DESC_F_NEXT };
                 let flags = write | wrap_flags | next;
-                let offset = desc_offset(position);
+                let at = usize::from(position);
+                let descriptors = &self.view.descriptors;
                 // ORDERING: Relaxed stores: nothing reads this chain before the Release store
                 // of the head's flags below publishes it.
-                self.ring
-                    .store_u64(offset + DESC_ADDR, segment.address, Ordering::Relaxed);
+                descriptors.store_u64(at, DESC_ADDR, segment.address, Ordering::Relaxed);
                 // The spec needs the id only in the last descriptor (section 2.8.6); every
                 // descriptor gets it, which the spec allows and which costs nothing here.
                 if index == 0 {
-                    self.ring
-                        .store_u32(offset + DESC_LEN, segment.len, Ordering::Relaxed);
-                    self.ring.store_u16(offset + DESC_ID, id, Ordering::Relaxed);
+                    descriptors.store_u32(at, DESC_LEN, segment.len, Ordering::Relaxed);
+                    descriptors.store_u16(at, DESC_ID, id, Ordering::Relaxed);
                     head_flags = flags;
                 } else {
                     // Not the head, so unpublished: `len`, `id` and `flags` in one store.
                     let tail = descriptor_tail(segment.len, id, flags);
-                    self.ring
-                        .store_u64(offset + DESC_LEN, tail, Ordering::Relaxed);
+                    descriptors.store_u64(at, DESC_LEN, tail, Ordering::Relaxed);
                 }
                 index += 1;
                 position += 1;
@@ -491,8 +522,9 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
         // 2.8.21.1, "Placing Available Buffers Into The Descriptor Ring", and 2.8.21.1.1,
         // "Updating flags": a memory barrier before the flags update), so the device never
         // sees a partial chain, nor the caller's buffer contents older than the chain.
-        self.ring.store_u16(
-            desc_offset(head) + DESC_FLAGS,
+        self.view.descriptors.store_u16(
+            usize::from(head),
+            DESC_FLAGS,
             head_flags,
             Ordering::Release,
         );
@@ -542,21 +574,17 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
             }
         }
 
-        let ring_offset = desc_offset(self.next_avail);
-        self.ring.store_u64(
-            ring_offset + DESC_ADDR,
-            table.bus_address(),
-            Ordering::Relaxed,
-        );
-        self.ring
-            .store_u32(ring_offset + DESC_LEN, table_len, Ordering::Relaxed);
-        self.ring
-            .store_u16(ring_offset + DESC_ID, id, Ordering::Relaxed);
+        let at = usize::from(self.next_avail);
+        let descriptors = &self.view.descriptors;
+        descriptors.store_u64(at, DESC_ADDR, table.bus_address(), Ordering::Relaxed);
+        descriptors.store_u32(at, DESC_LEN, table_len, Ordering::Relaxed);
+        descriptors.store_u16(at, DESC_ID, id, Ordering::Relaxed);
         // ORDERING: Release, as for a direct chain's head (section 2.8.21.1.1, "Updating
         // flags"): the table and the ring descriptor are visible before the AVAIL flag. WRITE
         // is left clear: it is reserved with INDIRECT (section 2.8.7).
-        self.ring.store_u16(
-            ring_offset + DESC_FLAGS,
+        descriptors.store_u16(
+            at,
+            DESC_FLAGS,
             VIRTQ_DESC_F_INDIRECT | self.avail_wrap_flags,
             Ordering::Release,
         );
@@ -629,9 +657,7 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
         // sees the device's request to be notified. Release alone would not order the store
         // before the load.
         fence(Ordering::SeqCst);
-        let device_event = self
-            .ring
-            .load_u32(self.driver_event_offset + EVENT_SIZE, Ordering::Relaxed);
+        let device_event = self.view.device_event.load_u32(0, 0, Ordering::Relaxed);
         let desc = device_event as u16;
         let flags = (device_event >> 16) as u16 & RING_EVENT_FLAGS_MASK;
         match flags {
@@ -689,8 +715,11 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
             UsedState::Used => {}
         }
 
-        let offset = desc_offset(position);
-        let id = self.ring.load_u16(offset + DESC_ID, Ordering::Relaxed);
+        let at = usize::from(position);
+        let id = self
+            .view
+            .descriptors
+            .load_u16(at, DESC_ID, Ordering::Relaxed);
         if id >= self.size {
             return Err(DeviceError::UsedIdOutOfRange { id: u32::from(id) });
         }
@@ -706,7 +735,10 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
         // Section 2.8.4 calls `len` reserved in a used descriptor without WRITE, but QEMU
         // (`virtqueue_packed_fill_desc`) never sets WRITE there and reports the length in `len`
         // anyway, and Linux reads `len` regardless. So `len` counts either way.
-        let len = self.ring.load_u32(offset + DESC_LEN, Ordering::Relaxed);
+        let len = self
+            .view
+            .descriptors
+            .load_u32(at, DESC_LEN, Ordering::Relaxed);
         // A length above the whole chain is impossible for any device and is refused. One above
         // the writable part is clamped: QEMU's virtio-scsi reports the response header plus the
         // data-out bytes for every WRITE (seen by `cargo xtask vmtest`), and virtio-scsi takes
