@@ -372,12 +372,9 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
     /// `desc_event_off`/`desc_event_wrap` naming the used position and its wrap counter.
     #[inline]
     fn used_event(&self) -> u16 {
-        let wrap = if self.used_wrap_flags == 0 {
-            0
-        } else {
-            DESC_EVENT_WRAP
-        };
-        self.next_used | wrap
+        // `used_wrap_flags` is either both flags or neither, and USED is the wrap bit's place.
+        const _: () = assert!(VIRTQ_DESC_F_USED == DESC_EVENT_WRAP);
+        self.next_used | (self.used_wrap_flags & VIRTQ_DESC_F_USED)
     }
 
     /// Writes the driver event suppression structure if `value` differs from what is there.
@@ -461,39 +458,51 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
         segments: usize,
         lengths: ChainLengths,
     ) -> Result<Token, QueueError> {
-        if segments > usize::from(self.size) {
-            return Err(QueueError::ChainTooLong {
-                segments,
-                limit: usize::from(self.size),
-            });
-        }
-        // `segments <= size <= 32768`, so this is exact.
-        let needed = segments as u16;
-        if needed > self.free_descriptors {
+        // A chain that fits in the free descriptors fits in the ring, so the I/O path compares
+        // once; the ring size limit is told apart only when the chain does not fit.
+        if segments > usize::from(self.free_descriptors) {
+            let limit = usize::from(self.size);
+            if segments > limit {
+                return Err(QueueError::ChainTooLong { segments, limit });
+            }
             return Err(QueueError::Full {
-                needed,
+                // `segments <= size <= 32768` here, so this is exact.
+                needed: segments as u16,
                 free: self.free_descriptors,
             });
         }
+        // At most `free_descriptors`, so a u16.
+        let needed = segments as u16;
         let id = self.allocate_id(needed, lengths).ok_or(QueueError::Full {
             needed,
             free: self.free_descriptors,
         })?;
 
         let head = self.next_avail;
-        let mut position = head;
-        let mut wrap_flags = self.avail_wrap_flags;
+        let size = self.size;
+        let wrap_flags = self.avail_wrap_flags;
+        // A copy, so the table's count stays in a register across the stores.
+        let descriptors = self.view.descriptors;
+        // The chain takes positions `head + index`; those at or past the end of the ring are in
+        // the next lap. Usually none is, and then no descriptor needs the wrap test.
+        let crosses_end = usize::from(head) + segments >= usize::from(size);
         let mut head_flags = 0;
         let last = needed - 1;
-        let mut index = 0;
+        let mut index: u16 = 0;
         for (list, write) in [(readable, 0), (writable, VIRTQ_DESC_F_WRITE)] {
             for segment in list {
                 // Section 2.8.6: NEXT on all but the last; section 2.8.17 ("Scatter-Gather
                 // Support"): AVAIL/USED/WRITE right in every descriptor, not just the first.
                 let next = if index == last { 0 } else { VIRTQ_DESC_F_NEXT };
-                let flags = write | wrap_flags | next;
+                let mut flags = write | wrap_flags | next;
+                // `head < size` and `index < needed <= size <= 32768`: no overflow.
+                let mut position = head + index;
+                if crosses_end && position >= size {
+                    // Section 2.8.1: the wrap counter flips after the last ring position.
+                    position -= size;
+                    flags ^= WRAP_FLAGS;
+                }
                 let at = usize::from(position);
-                let descriptors = &self.view.descriptors;
                 // ORDERING: Relaxed stores: nothing reads this chain before the Release store
                 // of the head's flags below publishes it.
                 descriptors.store_u64(at, DESC_ADDR, segment.address, Ordering::Relaxed);
@@ -509,12 +518,6 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
                     descriptors.store_u64(at, DESC_LEN, tail, Ordering::Relaxed);
                 }
                 index += 1;
-                position += 1;
-                if position == self.size {
-                    // Section 2.8.1: the wrap counter flips after the last ring position.
-                    position = 0;
-                    wrap_flags ^= WRAP_FLAGS;
-                }
             }
         }
         // ORDERING: Release pairs with the device's read barrier after it sees the head's
@@ -522,14 +525,13 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
         // 2.8.21.1, "Placing Available Buffers Into The Descriptor Ring", and 2.8.21.1.1,
         // "Updating flags": a memory barrier before the flags update), so the device never
         // sees a partial chain, nor the caller's buffer contents older than the chain.
-        self.view.descriptors.store_u16(
-            usize::from(head),
-            DESC_FLAGS,
-            head_flags,
-            Ordering::Release,
-        );
-        self.next_avail = position;
-        self.avail_wrap_flags = wrap_flags;
+        descriptors.store_u16(usize::from(head), DESC_FLAGS, head_flags, Ordering::Release);
+        let mut next_avail = head + needed;
+        if next_avail >= size {
+            next_avail -= size;
+            self.avail_wrap_flags = wrap_flags ^ WRAP_FLAGS;
+        }
+        self.next_avail = next_avail;
         self.added_since_kick = self.added_since_kick.saturating_add(needed);
         Ok(Token(id))
     }
@@ -715,30 +717,30 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
             UsedState::Used => {}
         }
 
-        let at = usize::from(position);
-        let id = self
-            .view
-            .descriptors
-            .load_u16(at, DESC_ID, Ordering::Relaxed);
+        // `len`, `id` and the flags again, in one load. ORDERING: Relaxed, after the Acquire
+        // load of the flags above, which orders it after the device's stores of `id` and `len`
+        // (and of these very flags); the device does not write the descriptor again until the
+        // driver makes the position available again, so this load races with nothing.
+        let tail =
+            self.view
+                .descriptors
+                .load_u64(usize::from(position), DESC_LEN, Ordering::Relaxed);
+        let len = tail as u32;
+        let id = (tail >> 32) as u16;
         if id >= self.size {
             return Err(DeviceError::UsedIdOutOfRange { id: u32::from(id) });
         }
-        let slot = self
-            .slots
-            .borrow()
-            .get(usize::from(id))
-            .copied()
-            .ok_or(DeviceError::UsedIdOutOfRange { id: u32::from(id) })?;
+        let free_head = self.free_head;
+        let Some(slot) = self.slots.borrow_mut().get_mut(usize::from(id)) else {
+            return Err(DeviceError::UsedIdOutOfRange { id: u32::from(id) });
+        };
         if !slot.in_flight {
             return Err(DeviceError::UsedIdNotInFlight { id });
         }
         // Section 2.8.4 calls `len` reserved in a used descriptor without WRITE, but QEMU
         // (`virtqueue_packed_fill_desc`) never sets WRITE there and reports the length in `len`
         // anyway, and Linux reads `len` regardless. So `len` counts either way.
-        let len = self
-            .view
-            .descriptors
-            .load_u32(at, DESC_LEN, Ordering::Relaxed);
+        //
         // A length above the whole chain is impossible for any device and is refused. One above
         // the writable part is clamped: QEMU's virtio-scsi reports the response header plus the
         // data-out bytes for every WRITE (seen by `cargo xtask vmtest`), and virtio-scsi takes
@@ -751,21 +753,32 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
             });
         }
         let written = len.min(slot.writable);
+        let descriptors = slot.descriptors;
+        // Back on the free list. The other fields are only read while the id is in flight, and
+        // `allocate_id` writes them all, so they are left as they are.
+        slot.next = free_head;
+        slot.in_flight = false;
+        self.free_head = id;
+        self.in_flight -= 1;
+        self.free_descriptors += descriptors;
 
-        self.release_id(id, slot.descriptors);
         // Section 2.8.6: skip the chain's descriptors; the sum is below 2^16 since both terms
         // are at most 2^15.
-        let mut next = u32::from(position) + u32::from(slot.descriptors);
-        if next >= u32::from(self.size) {
-            next -= u32::from(self.size);
+        let mut next = position + descriptors;
+        if next >= self.size {
+            next -= self.size;
             self.used_wrap_flags ^= WRAP_FLAGS;
         }
-        self.next_used = next as u16;
+        self.next_used = next;
         if self.driver_event_is_desc() {
             // Interrupts are on with EVENT_IDX: move the event to the new used position, or the
-            // device, already past the old one, would not interrupt again for a whole lap.
-            let value = (self.driver_event_shadow & 0xffff_0000) | u32::from(self.used_event());
-            self.write_driver_event(value);
+            // device, already past the old one, would not interrupt again for a whole lap. The
+            // position (with its wrap counter) moved, so the value differs from what is there.
+            let value = u32::from(RING_EVENT_FLAGS_DESC) << 16 | u32::from(self.used_event());
+            self.view
+                .driver_event
+                .store_u32(0, 0, value, Ordering::Relaxed);
+            self.driver_event_shadow = value;
             self.event_store_unfenced = true;
         }
         Ok(Some(UsedBuffer {
