@@ -101,6 +101,11 @@ const DESC_EVENT_OFF_MASK: u16 = DESC_EVENT_WRAP - 1;
 /// Both wrap-counter flag bits; XOR with it flips a wrap counter kept as flag bits.
 const WRAP_FLAGS: u16 = VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED;
 
+// The wrap counters kept as flag bits turn into `desc_event_wrap` by masking (USED) or by one
+// shift (AVAIL); `used_event` and `event_crossed` rely on it.
+const _: () = assert!(VIRTQ_DESC_F_USED == DESC_EVENT_WRAP);
+const _: () = assert!(VIRTQ_DESC_F_AVAIL << 8 == DESC_EVENT_WRAP);
+
 /// Largest packed queue size (section 2.8: "up to 2^15 entries").
 pub const MAX_QUEUE_SIZE: u16 = 1 << 15;
 
@@ -373,7 +378,6 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
     #[inline]
     fn used_event(&self) -> u16 {
         // `used_wrap_flags` is either both flags or neither, and USED is the wrap bit's place.
-        const _: () = assert!(VIRTQ_DESC_F_USED == DESC_EVENT_WRAP);
         self.next_used | (self.used_wrap_flags & VIRTQ_DESC_F_USED)
     }
 
@@ -411,15 +415,20 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
             // Not a ring position: notify rather than guess.
             return true;
         }
-        let current_wrap = self.avail_wrap_flags == VIRTQ_DESC_F_AVAIL;
-        let event_wrap = desc & DESC_EVENT_WRAP != 0;
-        let mut event = i32::from(offset);
-        if event_wrap != current_wrap {
-            event -= i32::from(self.size);
-        }
-        let new = i32::from(self.next_avail);
-        let old = new - i32::from(added);
-        old <= event && event < new
+        // The Driver Ring Wrap Counter is 1 exactly when AVAIL is set in `avail_wrap_flags`, so
+        // the event's wrap bit and AVAIL moved to bit 15 differ when the event is in the other
+        // lap (the previous one, on the line above).
+        let wrap_as_event_bit = (self.avail_wrap_flags & VIRTQ_DESC_F_AVAIL) << 8;
+        let lap_back = if (desc ^ wrap_as_event_bit) & DESC_EVENT_WRAP == 0 {
+            0
+        } else {
+            u32::from(self.size)
+        };
+        // How far before `next_avail` the event lies: the event is one of the `added` just
+        // made available when `1 <= distance <= added`. A negative distance (an event ahead,
+        // not yet reached) wraps to a large u32 and fails the test, as does 0.
+        let distance = (u32::from(self.next_avail) + lap_back).wrapping_sub(u32::from(offset));
+        distance.wrapping_sub(1) < u32::from(added)
     }
 
     /// Validates a chain before anything is written: no empty segment, writable total fits in
