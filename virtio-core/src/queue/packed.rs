@@ -494,7 +494,10 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
         let descriptors = self.view.descriptors;
         // The chain takes positions `head + index`; those at or past the end of the ring are in
         // the next lap. Usually none is, and then no descriptor needs the wrap test.
-        let crosses_end = usize::from(head) + segments >= usize::from(size);
+        // The table's own count (equal to `size`) in the test, so that the compiler can drop
+        // the table's per-descriptor bounds check where the test passed.
+        let count = descriptors.count();
+        let crosses_end = usize::from(head) + segments >= count;
         let mut head_flags = 0;
         let last = needed - 1;
         let mut index: u16 = 0;
@@ -504,14 +507,12 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
                 // Support"): AVAIL/USED/WRITE right in every descriptor, not just the first.
                 let next = if index == last { 0 } else { VIRTQ_DESC_F_NEXT };
                 let mut flags = write | wrap_flags | next;
-                // `head < size` and `index < needed <= size <= 32768`: no overflow.
-                let mut position = head + index;
-                if crosses_end && position >= size {
+                let mut at = usize::from(head) + usize::from(index);
+                if crosses_end && at >= count {
                     // Section 2.8.1: the wrap counter flips after the last ring position.
-                    position -= size;
+                    at -= count;
                     flags ^= WRAP_FLAGS;
                 }
-                let at = usize::from(position);
                 // ORDERING: Relaxed stores: nothing reads this chain before the Release store
                 // of the head's flags below publishes it.
                 descriptors.store_u64(at, DESC_ADDR, segment.address, Ordering::Relaxed);
