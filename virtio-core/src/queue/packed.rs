@@ -492,10 +492,10 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
         let wrap_flags = self.avail_wrap_flags;
         // A copy, so the table's count stays in a register across the stores.
         let descriptors = self.view.descriptors;
-        // The chain takes positions `head + index`; those at or past the end of the ring are in
-        // the next lap. Usually none is, and then no descriptor needs the wrap test.
-        // The table's own count (equal to `size`) in the test, so that the compiler can drop
-        // the table's per-descriptor bounds check where the test passed.
+        // The chain takes positions `head + index`; those at or past the end of the ring (the
+        // table's count, equal to `size`) are in the next lap. Usually none is: then no
+        // descriptor needs the wrap test, and the compiler, knowing `head + segments < count`,
+        // drops the table's per-descriptor bounds checks.
         let count = descriptors.count();
         let crosses_end = usize::from(head) + segments >= count;
         let mut head_flags = 0;
@@ -729,8 +729,9 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
 
         // `len`, `id` and the flags again, in one load. ORDERING: Relaxed, after the Acquire
         // load of the flags above, which orders it after the device's stores of `id` and `len`
-        // (and of these very flags); the device does not write the descriptor again until the
-        // driver makes the position available again, so this load races with nothing.
+        // (and of these very flags). A device writes a used descriptor once, before the driver
+        // makes the position available again, so this load races with no store of it; and
+        // whatever a faulty device writes is validated below.
         let tail =
             self.view
                 .descriptors
