@@ -394,6 +394,157 @@ impl<const STRIDE: usize, const ALIGN: usize> DmaArray<STRIDE, ALIGN> {
     }
 }
 
+/// `count` equally sized elements at a fixed place inside a [`DmaMemory`], like a [`DmaArray`]
+/// but for any count (the packed ring's size need not be a power of two): checked against the
+/// region once, by [`DmaMemory::table`], after which an element access costs one compare of the
+/// index against the count instead of a bounds check on a byte offset.
+///
+/// An index at or past the count, or a field offset that does not fit in an element or is
+/// misaligned for the access, is a driver bug (callers keep their positions below the count by
+/// construction), handled as by [`DmaMemory`]: a load returns 0, a store is dropped, with a
+/// `debug_assert!`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmaTable<const STRIDE: usize, const ALIGN: usize> {
+    /// The first element; `count * STRIDE` bytes from here lie inside the region it was made
+    /// from, and it is aligned to `ALIGN`.
+    ptr: NonNull<u8>,
+    /// Number of elements.
+    count: usize,
+}
+
+// SAFETY: as for `DmaMemory`: every access through a `DmaTable` is an atomic load or store.
+unsafe impl<const STRIDE: usize, const ALIGN: usize> Send for DmaTable<STRIDE, ALIGN> {}
+// SAFETY: as for `Send`: all access is atomic.
+unsafe impl<const STRIDE: usize, const ALIGN: usize> Sync for DmaTable<STRIDE, ALIGN> {}
+
+impl DmaMemory {
+    /// The table of `count` elements of `STRIDE` bytes starting at `offset`, if `offset` is a
+    /// multiple of `ALIGN` and the whole table lies inside the region. Unlike
+    /// [`DmaMemory::array`], `count` may be any number. The table stays valid exactly as long
+    /// as the region (it is a sub-region).
+    ///
+    /// `ALIGN` must be a power of two of at most [`DMA_BASE_ALIGN`] that divides `STRIDE`; that
+    /// is checked at compile time.
+    #[must_use]
+    pub fn table<const STRIDE: usize, const ALIGN: usize>(
+        &self,
+        offset: usize,
+        count: usize,
+    ) -> Option<DmaTable<STRIDE, ALIGN>> {
+        const {
+            assert!(ALIGN.is_power_of_two() && ALIGN <= DMA_BASE_ALIGN);
+            assert!(STRIDE != 0 && STRIDE.is_multiple_of(ALIGN));
+        }
+        let end = STRIDE.checked_mul(count)?.checked_add(offset)?;
+        if !offset.is_multiple_of(ALIGN) || end > self.len {
+            return None;
+        }
+        Some(DmaTable {
+            // INVARIANT: offset + STRIDE * count <= self.len, so all elements are inside the
+            // region; the base is DMA_BASE_ALIGN-aligned and offset ALIGN-aligned, so the first
+            // element is ALIGN-aligned.
+            ptr: self.ptr.map_addr(|addr| addr.saturating_add(offset)),
+            count,
+        })
+    }
+}
+
+impl<const STRIDE: usize, const ALIGN: usize> DmaTable<STRIDE, ALIGN> {
+    /// Number of elements.
+    #[must_use]
+    pub const fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Pointer to bytes `field .. field + size` of element `index`, if `index < count`, the
+    /// bytes lie inside one element and a `size`-byte access there is aligned.
+    #[inline]
+    fn element(&self, index: usize, field: usize, size: usize) -> Option<*mut u8> {
+        // As in `DmaArray::element`: `size <= ALIGN` and `field % size == 0` make the access
+        // aligned, since ALIGN divides STRIDE and the first element's address.
+        let fits = size <= ALIGN
+            && field.is_multiple_of(size)
+            && field.checked_add(size).is_some_and(|end| end <= STRIDE);
+        let in_table = index < self.count;
+        debug_assert!(
+            fits && in_table,
+            "DMA table access {field}+{size} of element {index} of {} ({STRIDE}-byte elements)",
+            self.count
+        );
+        if fits && in_table {
+            // index * STRIDE + field < count * STRIDE, which fits in the region and so cannot
+            // overflow.
+            let offset = index.wrapping_mul(STRIDE).wrapping_add(field);
+            Some(self.ptr.as_ptr().wrapping_add(offset))
+        } else {
+            None
+        }
+    }
+
+    /// Loads the little-endian `u16` at byte `field` of element `index` with `order`.
+    #[must_use]
+    #[inline]
+    pub fn load_u16(&self, index: usize, field: usize, order: Ordering) -> u16 {
+        self.element(index, field, 2).map_or(0, |p| {
+            // SAFETY: `p` is inside the region (the table invariant and `element`'s checks),
+            // 2-aligned, valid for reads by the `DmaMemory::new` contract, and only accessed
+            // atomically.
+            u16::from_le(unsafe { AtomicU16::from_ptr(p.cast()) }.load(order))
+        })
+    }
+
+    /// Stores `value` as a little-endian `u16` at byte `field` of element `index`.
+    #[inline]
+    pub fn store_u16(&self, index: usize, field: usize, value: u16, order: Ordering) {
+        if let Some(p) = self.element(index, field, 2) {
+            // SAFETY: as in `load_u16`, and the memory is valid for writes.
+            unsafe { AtomicU16::from_ptr(p.cast()) }.store(value.to_le(), order);
+        }
+    }
+
+    /// Loads the little-endian `u32` at byte `field` of element `index` with `order`.
+    #[must_use]
+    #[inline]
+    pub fn load_u32(&self, index: usize, field: usize, order: Ordering) -> u32 {
+        self.element(index, field, 4).map_or(0, |p| {
+            // SAFETY: `p` is inside the region, 4-aligned, valid for reads, only accessed
+            // atomically.
+            u32::from_le(unsafe { AtomicU32::from_ptr(p.cast()) }.load(order))
+        })
+    }
+
+    /// Stores `value` as a little-endian `u32` at byte `field` of element `index`.
+    #[inline]
+    pub fn store_u32(&self, index: usize, field: usize, value: u32, order: Ordering) {
+        if let Some(p) = self.element(index, field, 4) {
+            // SAFETY: `p` is inside the region, 4-aligned, valid for writes, only accessed
+            // atomically.
+            unsafe { AtomicU32::from_ptr(p.cast()) }.store(value.to_le(), order);
+        }
+    }
+
+    /// Loads the little-endian `u64` at byte `field` of element `index` with `order`.
+    #[must_use]
+    #[inline]
+    pub fn load_u64(&self, index: usize, field: usize, order: Ordering) -> u64 {
+        self.element(index, field, 8).map_or(0, |p| {
+            // SAFETY: `p` is inside the region, 8-aligned, valid for reads, only accessed
+            // atomically.
+            u64::from_le(unsafe { AtomicU64::from_ptr(p.cast()) }.load(order))
+        })
+    }
+
+    /// Stores `value` as a little-endian `u64` at byte `field` of element `index`.
+    #[inline]
+    pub fn store_u64(&self, index: usize, field: usize, value: u64, order: Ordering) {
+        if let Some(p) = self.element(index, field, 8) {
+            // SAFETY: `p` is inside the region, 8-aligned, valid for writes, only accessed
+            // atomically.
+            unsafe { AtomicU64::from_ptr(p.cast()) }.store(value.to_le(), order);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use core::sync::atomic::Ordering::Relaxed;
@@ -486,6 +637,70 @@ mod tests {
         let used = mem.array::<8, 4>(0, 2).unwrap();
         // Release builds drop the store; debug builds stop here.
         used.store_u32(0, 6, 1, Relaxed);
+    }
+
+    #[test]
+    fn tables_of_any_count_are_checked_once_and_per_index() {
+        let hal = FakeHal::new();
+        let mem = hal.dma_alloc(64, 16).unwrap();
+        // 3 elements of 16 bytes after 16 bytes fill the region exactly.
+        let table = mem.table::<16, 8>(16, 3).unwrap();
+        assert_eq!(table.count(), 3);
+        assert!(mem.table::<16, 8>(24, 3).is_none(), "past the end");
+        assert!(
+            mem.table::<16, 8>(4, 1).is_none(),
+            "first element misaligned"
+        );
+        assert!(
+            mem.table::<16, 8>(0, usize::MAX / 8).is_none(),
+            "size overflows"
+        );
+        assert!(
+            mem.table::<2, 2>(usize::MAX - 1, 1).is_none(),
+            "end overflows"
+        );
+        table.store_u64(2, 0, 0x0102_0304_0506_0708, Relaxed);
+        table.store_u32(2, 8, 0xa1b2_c3d4, Relaxed);
+        table.store_u16(2, 14, 0xbeef, Relaxed);
+        assert_eq!(mem.load_u64(48, Relaxed), 0x0102_0304_0506_0708);
+        assert_eq!(mem.load_u32(56, Relaxed), 0xa1b2_c3d4);
+        assert_eq!(mem.load_u16(62, Relaxed), 0xbeef);
+        assert_eq!(table.load_u64(2, 0, Relaxed), 0x0102_0304_0506_0708);
+        assert_eq!(table.load_u32(2, 8, Relaxed), 0xa1b2_c3d4);
+        assert_eq!(table.load_u16(2, 14, Relaxed), 0xbeef);
+        // Nothing before the table was touched.
+        assert_eq!(mem.load_u64(0, Relaxed), 0);
+        // SAFETY: allocated above, never given to a device.
+        unsafe { hal.dma_free(mem) };
+    }
+
+    #[test]
+    #[cfg(not(debug_assertions))]
+    fn table_indices_past_the_count_are_dropped() {
+        let hal = FakeHal::new();
+        let mem = hal.dma_alloc(64, 16).unwrap();
+        let table = mem.table::<16, 8>(0, 3).unwrap();
+        table.store_u64(3, 0, u64::MAX, Relaxed);
+        assert_eq!(
+            mem.load_u64(48, Relaxed),
+            0,
+            "element 3 is not in the table"
+        );
+        mem.store_u64(48, 7, Relaxed);
+        assert_eq!(table.load_u64(3, 0, Relaxed), 0);
+        // SAFETY: allocated above, never given to a device.
+        unsafe { hal.dma_free(mem) };
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "DMA table access 0+8 of element 3 of 3")]
+    fn table_indices_past_the_count_are_caught() {
+        let hal = FakeHal::new();
+        let mem = hal.dma_alloc(64, 16).unwrap();
+        let table = mem.table::<16, 8>(0, 3).unwrap();
+        // Release builds drop the store; debug builds stop here.
+        table.store_u64(3, 0, 1, Relaxed);
     }
 
     #[test]

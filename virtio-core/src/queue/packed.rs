@@ -35,7 +35,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 use super::{
     DeviceError, QueueAddresses, QueueError, QueueFeatures, Slot, Token, UsedBuffer, Virtqueue,
 };
-use crate::dma::DmaMemory;
+use crate::dma::{DmaArray, DmaMemory, DmaTable};
 use crate::hal::Segment;
 
 /// `struct pvirtq_desc`: one descriptor of the packed ring or of an indirect table (virtio 1.x
@@ -101,6 +101,11 @@ const DESC_EVENT_OFF_MASK: u16 = DESC_EVENT_WRAP - 1;
 /// Both wrap-counter flag bits; XOR with it flips a wrap counter kept as flag bits.
 const WRAP_FLAGS: u16 = VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED;
 
+// The wrap counters kept as flag bits turn into `desc_event_wrap` by masking (USED) or by one
+// shift (AVAIL); `used_event` and `event_crossed` rely on it.
+const _: () = assert!(VIRTQ_DESC_F_USED == DESC_EVENT_WRAP);
+const _: () = assert!(VIRTQ_DESC_F_AVAIL << 8 == DESC_EVENT_WRAP);
+
 /// Largest packed queue size (section 2.8: "up to 2^15 entries").
 pub const MAX_QUEUE_SIZE: u16 = 1 << 15;
 
@@ -120,6 +125,33 @@ const EVENT_SIZE: usize = size_of::<EventSuppress>();
 #[inline]
 fn desc_offset(position: u16) -> usize {
     usize::from(position) * DESC_SIZE
+}
+
+/// The parts of the ring checked once against the ring memory, at creation, so that no ring
+/// access on the I/O path computes a byte offset or checks one: ring positions are compared
+/// with the queue size by [`DmaTable`] (they stay below it by construction), and the event
+/// suppression structures are one-element arrays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RingView {
+    /// The descriptor ring (section 2.8.13), one element per ring position.
+    descriptors: DmaTable<DESC_SIZE, 8>,
+    /// The driver event suppression structure (section 2.8.14), read as one `u32`.
+    driver_event: DmaArray<EVENT_SIZE, 4>,
+    /// The device event suppression structure, read as one `u32`.
+    device_event: DmaArray<EVENT_SIZE, 4>,
+}
+
+impl RingView {
+    /// The view of `ring` (at least [`PackedQueue::ring_len`] bytes for `size`), or `None` if
+    /// some part does not fit (not possible for such a ring, but checked rather than assumed).
+    fn new(ring: &DmaMemory, size: u16) -> Option<Self> {
+        let driver_event = desc_offset(size);
+        Some(Self {
+            descriptors: ring.table(0, usize::from(size))?,
+            driver_event: ring.array(driver_event, 1)?,
+            device_event: ring.array(driver_event + EVENT_SIZE, 1)?,
+        })
+    }
 }
 
 /// The last 8 bytes of a [`Descriptor`] (`len`, `id`, `flags`) as one little-endian `u64`, so a
@@ -168,6 +200,8 @@ pub struct PackedQueue<S: BorrowMut<[Slot]>> {
     size: u16,
     /// Exactly [`PackedQueue::ring_len`] bytes of ring memory.
     ring: DmaMemory,
+    /// The ring's parts, checked once.
+    view: RingView,
     /// Driver-private per-id state; only the first `size` entries are used.
     slots: S,
     /// Negotiated ring features.
@@ -241,6 +275,7 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
             return Err(memory_error);
         }
         let ring = ring.sub(0, needed).ok_or(memory_error)?;
+        let view = RingView::new(&ring, size).ok_or(memory_error)?;
         let provided = slots.borrow().len();
         if provided < usize::from(size) {
             return Err(QueueError::SlotStorage {
@@ -252,6 +287,7 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
             index,
             size,
             ring,
+            view,
             slots,
             features,
             driver_event_offset: desc_offset(size),
@@ -333,19 +369,16 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
         // flags (section 2.8.22, "Receiving Used Buffers From The Device": the driver's
         // `read_memory_barrier()` after seeing the flags), so the `id` and `len` read next are
         // the ones the device wrote with these flags.
-        self.ring
-            .load_u16(desc_offset(self.next_used) + DESC_FLAGS, Ordering::Acquire)
+        self.view
+            .descriptors
+            .load_u16(usize::from(self.next_used), DESC_FLAGS, Ordering::Acquire)
     }
 
     /// `desc_event_off`/`desc_event_wrap` naming the used position and its wrap counter.
     #[inline]
     fn used_event(&self) -> u16 {
-        let wrap = if self.used_wrap_flags == 0 {
-            0
-        } else {
-            DESC_EVENT_WRAP
-        };
-        self.next_used | wrap
+        // `used_wrap_flags` is either both flags or neither, and USED is the wrap bit's place.
+        self.next_used | (self.used_wrap_flags & VIRTQ_DESC_F_USED)
     }
 
     /// Writes the driver event suppression structure if `value` differs from what is there.
@@ -354,8 +387,9 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
         if value != self.driver_event_shadow {
             // Both fields in one store, so the device never sees the new flags with the old
             // offset. No ordering of its own: callers that need one fence after it.
-            self.ring
-                .store_u32(self.driver_event_offset, value, Ordering::Relaxed);
+            self.view
+                .driver_event
+                .store_u32(0, 0, value, Ordering::Relaxed);
             self.driver_event_shadow = value;
         }
     }
@@ -381,15 +415,20 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
             // Not a ring position: notify rather than guess.
             return true;
         }
-        let current_wrap = self.avail_wrap_flags == VIRTQ_DESC_F_AVAIL;
-        let event_wrap = desc & DESC_EVENT_WRAP != 0;
-        let mut event = i32::from(offset);
-        if event_wrap != current_wrap {
-            event -= i32::from(self.size);
-        }
-        let new = i32::from(self.next_avail);
-        let old = new - i32::from(added);
-        old <= event && event < new
+        // The Driver Ring Wrap Counter is 1 exactly when AVAIL is set in `avail_wrap_flags`, so
+        // the event's wrap bit and AVAIL moved to bit 15 differ when the event is in the other
+        // lap (the previous one, on the line above).
+        let wrap_as_event_bit = (self.avail_wrap_flags & VIRTQ_DESC_F_AVAIL) << 8;
+        let lap_back = if (desc ^ wrap_as_event_bit) & DESC_EVENT_WRAP == 0 {
+            0
+        } else {
+            u32::from(self.size)
+        };
+        // How far before `next_avail` the event lies: the event is one of the `added` just
+        // made available when `1 <= distance <= added`. A negative distance (an event ahead,
+        // not yet reached) wraps to a large u32 and fails the test, as does 0.
+        let distance = (u32::from(self.next_avail) + lap_back).wrapping_sub(u32::from(offset));
+        distance.wrapping_sub(1) < u32::from(added)
     }
 
     /// Validates a chain before anything is written: no empty segment, writable total fits in
@@ -428,62 +467,67 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
         segments: usize,
         lengths: ChainLengths,
     ) -> Result<Token, QueueError> {
-        if segments > usize::from(self.size) {
-            return Err(QueueError::ChainTooLong {
-                segments,
-                limit: usize::from(self.size),
-            });
-        }
-        // `segments <= size <= 32768`, so this is exact.
-        let needed = segments as u16;
-        if needed > self.free_descriptors {
+        // A chain that fits in the free descriptors fits in the ring, so the I/O path compares
+        // once; the ring size limit is told apart only when the chain does not fit.
+        if segments > usize::from(self.free_descriptors) {
+            let limit = usize::from(self.size);
+            if segments > limit {
+                return Err(QueueError::ChainTooLong { segments, limit });
+            }
             return Err(QueueError::Full {
-                needed,
+                // `segments <= size <= 32768` here, so this is exact.
+                needed: segments as u16,
                 free: self.free_descriptors,
             });
         }
+        // At most `free_descriptors`, so a u16.
+        let needed = segments as u16;
         let id = self.allocate_id(needed, lengths).ok_or(QueueError::Full {
             needed,
             free: self.free_descriptors,
         })?;
 
         let head = self.next_avail;
-        let mut position = head;
-        let mut wrap_flags = self.avail_wrap_flags;
+        let size = self.size;
+        let wrap_flags = self.avail_wrap_flags;
+        // A copy, so the table's count stays in a register across the stores.
+        let descriptors = self.view.descriptors;
+        // The chain takes positions `head + index`; those at or past the end of the ring (the
+        // table's count, equal to `size`) are in the next lap. Usually none is: then no
+        // descriptor needs the wrap test, and the compiler, knowing `head + segments < count`,
+        // drops the table's per-descriptor bounds checks.
+        let count = descriptors.count();
+        let crosses_end = usize::from(head) + segments >= count;
         let mut head_flags = 0;
         let last = needed - 1;
-        let mut index = 0;
+        let mut index: u16 = 0;
         for (list, write) in [(readable, 0), (writable, VIRTQ_DESC_F_WRITE)] {
             for segment in list {
                 // Section 2.8.6: NEXT on all but the last; section 2.8.17 ("Scatter-Gather
                 // Support"): AVAIL/USED/WRITE right in every descriptor, not just the first.
                 let next = if index == last { 0 } else { VIRTQ_DESC_F_NEXT };
-                let flags = write | wrap_flags | next;
-                let offset = desc_offset(position);
+                let mut flags = write | wrap_flags | next;
+                let mut at = usize::from(head) + usize::from(index);
+                if crosses_end && at >= count {
+                    // Section 2.8.1: the wrap counter flips after the last ring position.
+                    at -= count;
+                    flags ^= WRAP_FLAGS;
+                }
                 // ORDERING: Relaxed stores: nothing reads this chain before the Release store
                 // of the head's flags below publishes it.
-                self.ring
-                    .store_u64(offset + DESC_ADDR, segment.address, Ordering::Relaxed);
+                descriptors.store_u64(at, DESC_ADDR, segment.address, Ordering::Relaxed);
                 // The spec needs the id only in the last descriptor (section 2.8.6); every
                 // descriptor gets it, which the spec allows and which costs nothing here.
                 if index == 0 {
-                    self.ring
-                        .store_u32(offset + DESC_LEN, segment.len, Ordering::Relaxed);
-                    self.ring.store_u16(offset + DESC_ID, id, Ordering::Relaxed);
+                    descriptors.store_u32(at, DESC_LEN, segment.len, Ordering::Relaxed);
+                    descriptors.store_u16(at, DESC_ID, id, Ordering::Relaxed);
                     head_flags = flags;
                 } else {
                     // Not the head, so unpublished: `len`, `id` and `flags` in one store.
                     let tail = descriptor_tail(segment.len, id, flags);
-                    self.ring
-                        .store_u64(offset + DESC_LEN, tail, Ordering::Relaxed);
+                    descriptors.store_u64(at, DESC_LEN, tail, Ordering::Relaxed);
                 }
                 index += 1;
-                position += 1;
-                if position == self.size {
-                    // Section 2.8.1: the wrap counter flips after the last ring position.
-                    position = 0;
-                    wrap_flags ^= WRAP_FLAGS;
-                }
             }
         }
         // ORDERING: Release pairs with the device's read barrier after it sees the head's
@@ -491,13 +535,13 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
         // 2.8.21.1, "Placing Available Buffers Into The Descriptor Ring", and 2.8.21.1.1,
         // "Updating flags": a memory barrier before the flags update), so the device never
         // sees a partial chain, nor the caller's buffer contents older than the chain.
-        self.ring.store_u16(
-            desc_offset(head) + DESC_FLAGS,
-            head_flags,
-            Ordering::Release,
-        );
-        self.next_avail = position;
-        self.avail_wrap_flags = wrap_flags;
+        descriptors.store_u16(usize::from(head), DESC_FLAGS, head_flags, Ordering::Release);
+        let mut next_avail = head + needed;
+        if next_avail >= size {
+            next_avail -= size;
+            self.avail_wrap_flags = wrap_flags ^ WRAP_FLAGS;
+        }
+        self.next_avail = next_avail;
         self.added_since_kick = self.added_since_kick.saturating_add(needed);
         Ok(Token(id))
     }
@@ -542,21 +586,17 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
             }
         }
 
-        let ring_offset = desc_offset(self.next_avail);
-        self.ring.store_u64(
-            ring_offset + DESC_ADDR,
-            table.bus_address(),
-            Ordering::Relaxed,
-        );
-        self.ring
-            .store_u32(ring_offset + DESC_LEN, table_len, Ordering::Relaxed);
-        self.ring
-            .store_u16(ring_offset + DESC_ID, id, Ordering::Relaxed);
+        let at = usize::from(self.next_avail);
+        let descriptors = &self.view.descriptors;
+        descriptors.store_u64(at, DESC_ADDR, table.bus_address(), Ordering::Relaxed);
+        descriptors.store_u32(at, DESC_LEN, table_len, Ordering::Relaxed);
+        descriptors.store_u16(at, DESC_ID, id, Ordering::Relaxed);
         // ORDERING: Release, as for a direct chain's head (section 2.8.21.1.1, "Updating
         // flags"): the table and the ring descriptor are visible before the AVAIL flag. WRITE
         // is left clear: it is reserved with INDIRECT (section 2.8.7).
-        self.ring.store_u16(
-            ring_offset + DESC_FLAGS,
+        descriptors.store_u16(
+            at,
+            DESC_FLAGS,
             VIRTQ_DESC_F_INDIRECT | self.avail_wrap_flags,
             Ordering::Release,
         );
@@ -629,9 +669,7 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
         // sees the device's request to be notified. Release alone would not order the store
         // before the load.
         fence(Ordering::SeqCst);
-        let device_event = self
-            .ring
-            .load_u32(self.driver_event_offset + EVENT_SIZE, Ordering::Relaxed);
+        let device_event = self.view.device_event.load_u32(0, 0, Ordering::Relaxed);
         let desc = device_event as u16;
         let flags = (device_event >> 16) as u16 & RING_EVENT_FLAGS_MASK;
         match flags {
@@ -689,24 +727,31 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
             UsedState::Used => {}
         }
 
-        let offset = desc_offset(position);
-        let id = self.ring.load_u16(offset + DESC_ID, Ordering::Relaxed);
+        // `len`, `id` and the flags again, in one load. ORDERING: Relaxed, after the Acquire
+        // load of the flags above, which orders it after the device's stores of `id` and `len`
+        // (and of these very flags). A device writes a used descriptor once, before the driver
+        // makes the position available again, so this load races with no store of it; and
+        // whatever a faulty device writes is validated below.
+        let tail =
+            self.view
+                .descriptors
+                .load_u64(usize::from(position), DESC_LEN, Ordering::Relaxed);
+        let len = tail as u32;
+        let id = (tail >> 32) as u16;
         if id >= self.size {
             return Err(DeviceError::UsedIdOutOfRange { id: u32::from(id) });
         }
-        let slot = self
-            .slots
-            .borrow()
-            .get(usize::from(id))
-            .copied()
-            .ok_or(DeviceError::UsedIdOutOfRange { id: u32::from(id) })?;
+        let free_head = self.free_head;
+        let Some(slot) = self.slots.borrow_mut().get_mut(usize::from(id)) else {
+            return Err(DeviceError::UsedIdOutOfRange { id: u32::from(id) });
+        };
         if !slot.in_flight {
             return Err(DeviceError::UsedIdNotInFlight { id });
         }
         // Section 2.8.4 calls `len` reserved in a used descriptor without WRITE, but QEMU
         // (`virtqueue_packed_fill_desc`) never sets WRITE there and reports the length in `len`
         // anyway, and Linux reads `len` regardless. So `len` counts either way.
-        let len = self.ring.load_u32(offset + DESC_LEN, Ordering::Relaxed);
+        //
         // A length above the whole chain is impossible for any device and is refused. One above
         // the writable part is clamped: QEMU's virtio-scsi reports the response header plus the
         // data-out bytes for every WRITE (seen by `cargo xtask vmtest`), and virtio-scsi takes
@@ -719,21 +764,32 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
             });
         }
         let written = len.min(slot.writable);
+        let descriptors = slot.descriptors;
+        // Back on the free list. The other fields are only read while the id is in flight, and
+        // `allocate_id` writes them all, so they are left as they are.
+        slot.next = free_head;
+        slot.in_flight = false;
+        self.free_head = id;
+        self.in_flight -= 1;
+        self.free_descriptors += descriptors;
 
-        self.release_id(id, slot.descriptors);
         // Section 2.8.6: skip the chain's descriptors; the sum is below 2^16 since both terms
         // are at most 2^15.
-        let mut next = u32::from(position) + u32::from(slot.descriptors);
-        if next >= u32::from(self.size) {
-            next -= u32::from(self.size);
+        let mut next = position + descriptors;
+        if next >= self.size {
+            next -= self.size;
             self.used_wrap_flags ^= WRAP_FLAGS;
         }
-        self.next_used = next as u16;
+        self.next_used = next;
         if self.driver_event_is_desc() {
             // Interrupts are on with EVENT_IDX: move the event to the new used position, or the
-            // device, already past the old one, would not interrupt again for a whole lap.
-            let value = (self.driver_event_shadow & 0xffff_0000) | u32::from(self.used_event());
-            self.write_driver_event(value);
+            // device, already past the old one, would not interrupt again for a whole lap. The
+            // position (with its wrap counter) moved, so the value differs from what is there.
+            let value = u32::from(RING_EVENT_FLAGS_DESC) << 16 | u32::from(self.used_event());
+            self.view
+                .driver_event
+                .store_u32(0, 0, value, Ordering::Relaxed);
+            self.driver_event_shadow = value;
             self.event_store_unfenced = true;
         }
         Ok(Some(UsedBuffer {
