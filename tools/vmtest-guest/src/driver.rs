@@ -2,9 +2,12 @@
 //! [`PciTransport`], runs split or packed queues behind [`Virtqueue`], and submits commands, task
 //! management functions and event buffers.
 //!
-//! It is deliberately simple where the miniport is not (no locks, no interrupts: completions are
-//! polled), and deliberately the same where it matters for testing virtio-core: the same
-//! transport, queues, wire types and response mapping, against QEMU's device.
+//! It is deliberately simple where the miniport is not (no locks, one CPU), and deliberately the
+//! same where it matters for testing virtio-core: the same transport, queues, wire types and
+//! response mapping, against QEMU's device, and the same completion model: the driver sleeps
+//! until the queue's MSI-X vector fires, then runs one interrupt pass (drain the used ring,
+//! `enable_interrupts`, drain again while that reports chains used meanwhile). The passes'
+//! counters let the exerciser prove that every completion came through an interrupt.
 //!
 //! Each queue owns a table of request contexts in DMA memory: a device-readable header area, a
 //! device-writable response area and an indirect descriptor table. A context is taken when a
@@ -29,8 +32,6 @@ use zerocopy::FromBytes;
 pub const MAX_QUEUE_SIZE: u16 = 256;
 /// Most data segments one request carries.
 pub const MAX_DATA_SEGMENTS: usize = 128;
-/// Empty polls between checks of the device status while waiting.
-const LIVENESS_INTERVAL: u64 = 1 << 16;
 /// Request queues the guest drives at most.
 pub const MAX_REQUEST_QUEUES: usize = 6;
 /// Control queue, event queue and the request queues.
@@ -73,11 +74,45 @@ pub enum DriverError {
     TooManySegments(usize),
     /// The device set DEVICE_NEEDS_RESET: it found something malformed and stopped.
     NeedsReset,
-    /// The device did not complete a request within the polling budget.
+    /// No interrupt came on the queue's vector within the time limit, and nothing is used.
     Timeout {
         /// The virtqueue waited on.
         queue: u16,
     },
+    /// No interrupt came on the queue's vector within the time limit, yet the device has used
+    /// chains: it completed them without the interrupt it owed (or the interrupt was lost).
+    LostInterrupt {
+        /// The virtqueue waited on.
+        queue: u16,
+    },
+    /// An interrupt pass drained more chains than the queue can have in flight.
+    DrainedTooMany(u16),
+}
+
+/// Where the driver's interrupts come from: per-vector counts of the MSI-X messages received,
+/// and a way to sleep until the next one.
+pub trait Interrupts {
+    /// Interrupts received so far on MSI-X table entry `vector`.
+    fn count(&self, vector: u16) -> u64;
+
+    /// Sleeps until the count of `vector` differs from `seen`, and returns it; `None` once the
+    /// implementation's time limit has passed without that (a lost interrupt or a dead device).
+    fn wait(&self, vector: u16, seen: u64) -> Option<u64>;
+}
+
+/// What a queue's interrupt passes did, for the statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassStats {
+    /// Interrupt passes run (one per wake-up on the queue's vector).
+    pub passes: u64,
+    /// Passes that found nothing to drain (their interrupt's chains were drained earlier).
+    pub empty_passes: u64,
+    /// Chains drained by the first drain of a pass, right after the interrupt.
+    pub irq_completions: u64,
+    /// Times `enable_interrupts` reported chains used between the drain and the re-enable.
+    pub rechecks: u64,
+    /// Chains drained after such a re-check.
+    pub recheck_completions: u64,
 }
 
 impl fmt::Display for DriverError {
@@ -204,10 +239,19 @@ pub struct Queue {
     context_of: [u16; MAX_QUEUE_SIZE as usize],
     /// Tag and data length of each context's request.
     tags: [(u64, u32); MAX_QUEUE_SIZE as usize],
+    /// Chains drained by interrupt passes and not yet taken: (context, bytes written), a ring
+    /// of `drained_len` entries from `drained_head`. Their contexts stay allocated until taken.
+    drained: [(u16, u32); MAX_QUEUE_SIZE as usize],
+    drained_head: usize,
+    drained_len: usize,
+    /// The count of the queue's vector that the last interrupt pass answered.
+    interrupts_handled: u64,
     /// Notifications sent.
     pub kicks: u64,
     /// Chains used.
     pub completions: u64,
+    /// What the interrupt passes did.
+    pub passes: PassStats,
 }
 
 impl Queue {
@@ -338,22 +382,69 @@ impl Queue {
         }
     }
 
-    /// Pops one used chain and frees its context; the context's response stays readable until
-    /// the context is reused.
+    /// Pops every used chain into the drained ring and returns how many.
     ///
     /// # Errors
     /// [`DriverError::Device`] if the device broke the ring protocol,
-    /// [`DriverError::UnknownToken`] if the token has no context.
-    pub fn poll(&mut self) -> Result<Option<Used>, DriverError> {
-        let Some(UsedBuffer { token, written }) = self.ring.queue().pop_used()? else {
-            return Ok(None);
-        };
-        let context = self
-            .context_of
-            .get_mut(token.index())
-            .map(|slot| core::mem::replace(slot, u16::MAX))
-            .filter(|context| *context != u16::MAX)
-            .ok_or(DriverError::UnknownToken(token))?;
+    /// [`DriverError::UnknownToken`] if a token has no context,
+    /// [`DriverError::DrainedTooMany`] if the drained ring is full.
+    fn drain(&mut self) -> Result<u64, DriverError> {
+        let mut drained = 0;
+        while let Some(UsedBuffer { token, written }) = self.ring.queue().pop_used()? {
+            let context = self
+                .context_of
+                .get_mut(token.index())
+                .map(|slot| core::mem::replace(slot, u16::MAX))
+                .filter(|context| *context != u16::MAX)
+                .ok_or(DriverError::UnknownToken(token))?;
+            let index = self.index();
+            let tail = (self.drained_head + self.drained_len) % self.drained.len();
+            let slot = self
+                .drained
+                .get_mut(tail)
+                .filter(|_| self.drained_len < MAX_QUEUE_SIZE as usize)
+                .ok_or(DriverError::DrainedTooMany(index))?;
+            *slot = (context, written);
+            self.drained_len += 1;
+            self.completions += 1;
+            drained += 1;
+        }
+        Ok(drained)
+    }
+
+    /// One interrupt pass, as the miniport's interrupt handling does it: ask the device not to
+    /// interrupt while draining, drain, re-enable, and drain again for as long as the re-enable
+    /// reports chains used in the meantime (no interrupt is owed for those).
+    ///
+    /// # Errors
+    /// What [`Queue::drain`] returns.
+    fn interrupt_pass(&mut self) -> Result<(), DriverError> {
+        self.passes.passes += 1;
+        self.ring.queue().disable_interrupts();
+        let first = self.drain()?;
+        self.passes.irq_completions += first;
+        let mut total = first;
+        while self.ring.queue().enable_interrupts() {
+            self.passes.rechecks += 1;
+            let more = self.drain()?;
+            self.passes.recheck_completions += more;
+            total += more;
+        }
+        if total == 0 {
+            self.passes.empty_passes += 1;
+        }
+        Ok(())
+    }
+
+    /// Takes the oldest drained chain and frees its context; the context's response stays
+    /// readable until the context is reused by a submit.
+    pub fn take_drained(&mut self) -> Option<Used> {
+        if self.drained_len == 0 {
+            return None;
+        }
+        let (context, written) = *self.drained.get(self.drained_head)?;
+        self.drained_head = (self.drained_head + 1) % self.drained.len();
+        self.drained_len -= 1;
         let (tag, data_len) = self
             .tags
             .get(usize::from(context))
@@ -363,13 +454,12 @@ impl Queue {
             *slot = context;
             self.free += 1;
         }
-        self.completions += 1;
-        Ok(Some(Used {
+        Some(Used {
             context,
             tag,
             written,
             data_len,
-        }))
+        })
     }
 
     /// Requests in flight.
@@ -537,8 +627,13 @@ impl<R: RegisterIo> Device<R> {
             free: usize::from(size),
             context_of: [u16::MAX; MAX_QUEUE_SIZE as usize],
             tags: [(0, 0); MAX_QUEUE_SIZE as usize],
+            drained: [(0, 0); MAX_QUEUE_SIZE as usize],
+            drained_head: 0,
+            drained_len: 0,
+            interrupts_handled: 0,
             kicks: 0,
             completions: 0,
+            passes: PassStats::default(),
         })
     }
 
@@ -573,44 +668,41 @@ impl<R: RegisterIo> Device<R> {
         Ok(())
     }
 
-    /// Waits (polling) for one used chain on queue `index`, then re-arms the queue's interrupt
-    /// as an interrupt handler would after draining (with EVENT_IDX the split ring only moves
-    /// `used_event` there).
+    /// Returns the oldest chain drained on queue `index`; when none is drained, sleeps until the
+    /// queue's MSI-X vector fires and runs one interrupt pass per wake-up until one is.
     ///
     /// # Errors
-    /// [`DriverError::Timeout`] after `budget` empty polls, or what [`Queue::poll`] returns.
-    pub fn wait(&mut self, index: usize, budget: u64) -> Result<Used, DriverError> {
+    /// When `interrupts` gives up waiting: [`DriverError::NeedsReset`] if the device stopped,
+    /// [`DriverError::LostInterrupt`] if chains are used nonetheless, [`DriverError::Timeout`]
+    /// otherwise; or what an interrupt pass returns.
+    pub fn wait(&mut self, index: usize, interrupts: &dyn Interrupts) -> Result<Used, DriverError> {
         let queue = self
             .queues
             .get_mut(index)
             .and_then(Option::as_mut)
             .ok_or(DriverError::NoQueue(index))?;
-        for spin in 0..budget {
-            if let Some(used) = queue.poll()? {
-                // More may be pending: the caller polls again either way.
-                let _ = queue.ring().enable_interrupts();
+        let vector = vector_of_queue(queue.index());
+        loop {
+            if let Some(used) = queue.take_drained() {
                 return Ok(used);
             }
-            if spin % LIVENESS_INTERVAL == LIVENESS_INTERVAL - 1 && self.transport.needs_reset() {
-                return Err(DriverError::NeedsReset);
-            }
-            core::hint::spin_loop();
-        }
-        Err(DriverError::Timeout {
-            queue: index as u16,
-        })
-    }
-
-    /// Fails if the device reports DEVICE_NEEDS_RESET (QEMU sets it when it finds a malformed
-    /// chain, and then completes nothing more).
-    ///
-    /// # Errors
-    /// [`DriverError::NeedsReset`].
-    pub fn check_alive(&self) -> Result<(), DriverError> {
-        if self.transport.needs_reset() {
-            Err(DriverError::NeedsReset)
-        } else {
-            Ok(())
+            let Some(count) = interrupts.wait(vector, queue.interrupts_handled) else {
+                return Err(if self.transport.needs_reset() {
+                    DriverError::NeedsReset
+                } else if queue.ring_ref().has_used() {
+                    DriverError::LostInterrupt {
+                        queue: queue.index(),
+                    }
+                } else {
+                    DriverError::Timeout {
+                        queue: queue.index(),
+                    }
+                });
+            };
+            // Interrupts that arrived together are answered by one pass: it drains all they
+            // announced.
+            queue.interrupts_handled = count;
+            queue.interrupt_pass()?;
         }
     }
 
@@ -639,6 +731,45 @@ mod tests {
     use zerocopy::IntoBytes;
 
     use super::*;
+
+    /// Interrupt counts the test raises by hand; waiting gives up at once when nothing is new.
+    #[derive(Default)]
+    struct TestInterrupts {
+        counts: core::cell::RefCell<[u64; MAX_QUEUES + 1]>,
+    }
+
+    impl TestInterrupts {
+        fn raise(&self, queue: u16) {
+            self.counts.borrow_mut()[usize::from(vector_of_queue(queue))] += 1;
+        }
+    }
+
+    impl Interrupts for TestInterrupts {
+        fn count(&self, vector: u16) -> u64 {
+            self.counts.borrow()[usize::from(vector)]
+        }
+
+        fn wait(&self, vector: u16, seen: u64) -> Option<u64> {
+            Some(self.count(vector)).filter(|count| *count != seen)
+        }
+    }
+
+    /// Writes used-ring entry `slot` of split queue `queue` as (`id`, `len`) and publishes
+    /// `new_idx`.
+    fn complete_split(
+        hal: &FakeHal,
+        fake: &FakeVirtioPci,
+        queue: u16,
+        slot: usize,
+        (id, len): (u32, u32),
+        new_idx: u16,
+    ) {
+        let registers = fake.queue(queue).unwrap();
+        let used = hal.memory_at(registers.device, 4 + 256 * 8).unwrap();
+        used.store_u32(4 + slot * 8, id, Relaxed);
+        used.store_u32(8 + slot * 8, len, Relaxed);
+        used.store_u16(2, new_idx, Relaxed);
+    }
 
     /// A device with split rings (the fake offers packed ones too).
     fn device(hal: &FakeHal) -> (FakeVirtioPci, Device<FakeVirtioPci>) {
@@ -768,22 +899,99 @@ mod tests {
             "writable response last"
         );
 
-        // Complete it: response OK with a residual of 0, used length as QEMU reports writes.
+        // Complete it: response OK with a residual of 0, used length as QEMU reports writes,
+        // and the interrupt.
         let response = hal.memory_at(response_address, 108).unwrap();
         response.zero();
-        let used = hal.memory_at(registers.device, 4 + 256 * 8).unwrap();
-        used.store_u32(4, u32::from(token.0), Relaxed);
-        used.store_u32(8, 108 + 3 * 4096, Relaxed);
-        used.store_u16(2, 1, Relaxed);
-        let done = device.wait(2, 10).unwrap();
+        complete_split(&hal, &fake, 2, 0, (u32::from(token.0), 108 + 3 * 4096), 1);
+        let interrupts = TestInterrupts::default();
+        interrupts.raise(2);
+        let done = device.wait(2, &interrupts).unwrap();
         assert_eq!((done.tag, done.written, done.data_len), (7, 108, 3 * 4096));
         let response = device.command_response(2, done.context).unwrap();
         assert_eq!(response.response, 0);
-        assert_eq!(device.queue(2).unwrap().in_flight(), 0);
+        let queue = device.queue(2).unwrap();
+        assert_eq!(queue.in_flight(), 0);
+        assert_eq!(
+            queue.passes,
+            PassStats {
+                passes: 1,
+                irq_completions: 1,
+                ..PassStats::default()
+            }
+        );
         assert!(matches!(
-            device.wait(2, 10),
+            device.wait(2, &interrupts),
             Err(DriverError::Timeout { queue: 2 })
         ));
+    }
+
+    /// Submits a data-less request on `queue` and returns its token's descriptor id.
+    fn submit_one(
+        hal: &FakeHal,
+        device: &mut Device<FakeVirtioPci>,
+        queue: usize,
+        tag: u64,
+    ) -> u32 {
+        let queue = device.queue(queue).unwrap();
+        let token = queue
+            .submit(hal, &[0; 8], 108, Data::None, Layout::DIRECT_PAGES, tag)
+            .unwrap();
+        u32::from(token.0)
+    }
+
+    #[test]
+    fn completions_come_only_with_an_interrupt_and_one_pass_drains_all_it_announced() {
+        let hal = FakeHal::new();
+        let (fake, mut device) = device(&hal);
+        let interrupts = TestInterrupts::default();
+        let ids: [u32; 3] =
+            core::array::from_fn(|tag| submit_one(&hal, &mut device, 3, tag as u64));
+        device.kick(3).unwrap();
+        for (slot, id) in ids.iter().enumerate() {
+            complete_split(&hal, &fake, 3, slot, (*id, 0), slot as u16 + 1);
+        }
+        // Used chains without the interrupt the device owes are a lost interrupt, not a
+        // completion: nothing is taken.
+        assert_eq!(
+            device.wait(3, &interrupts).unwrap_err(),
+            DriverError::LostInterrupt { queue: 3 }
+        );
+        assert_eq!(device.queue(3).unwrap().completions, 0);
+        // One interrupt: one pass drains all three, handed out in order without waiting.
+        interrupts.raise(3);
+        let tags: [u64; 3] = core::array::from_fn(|_| device.wait(3, &interrupts).unwrap().tag);
+        assert_eq!(tags, [0, 1, 2]);
+        let queue = device.queue(3).unwrap();
+        assert_eq!(
+            (
+                queue.completions,
+                queue.passes.passes,
+                queue.passes.irq_completions
+            ),
+            (3, 1, 3)
+        );
+        assert!(queue.take_drained().is_none());
+        // An interrupt whose chains an earlier pass drained makes an empty pass.
+        interrupts.raise(3);
+        assert_eq!(
+            device.wait(3, &interrupts).unwrap_err(),
+            DriverError::Timeout { queue: 3 }
+        );
+        assert_eq!(device.queue(3).unwrap().passes.empty_passes, 1);
+    }
+
+    #[test]
+    fn a_device_that_needs_reset_is_reported_when_no_interrupt_comes() {
+        let hal = FakeHal::new();
+        let (fake, mut device) = device(&hal);
+        submit_one(&hal, &mut device, 2, 1);
+        device.kick(2).unwrap();
+        fake.set_device_needs_reset();
+        assert_eq!(
+            device.wait(2, &TestInterrupts::default()).unwrap_err(),
+            DriverError::NeedsReset
+        );
     }
 
     #[test]

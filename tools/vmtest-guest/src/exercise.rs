@@ -27,7 +27,7 @@ use virtio_core::scsi::{
 };
 use zerocopy::{FromBytes, IntoBytes};
 
-use crate::driver::{Data, Device, DriverError, Layout, MAX_DATA_SEGMENTS};
+use crate::driver::{Data, Device, DriverError, Interrupts, Layout, MAX_DATA_SEGMENTS, Used};
 use crate::pattern;
 use crate::scsi_cmd::{self, Capacity};
 
@@ -175,9 +175,6 @@ type Check = Result<Text, Text>;
 /// One check on a LUN, with its result name.
 type NamedCheck<S> = (&'static str, fn(&mut S, Lun) -> Check);
 
-/// Polls before a request counts as lost (well beyond anything QEMU takes under TCG; the host's
-/// own silence limit fires first).
-const POLL_BUDGET: u64 = 1 << 31;
 /// Request queue (virtqueue) assignments; see the module documentation.
 const GENERAL: usize = 2;
 const QD1_QUEUE: usize = 3;
@@ -211,8 +208,8 @@ pub struct Exerciser<'a, H: Hal, R: RegisterIo, W: Write> {
     region_seed: u64,
     /// Seed for the next pattern written.
     seed: u64,
-    /// Interrupts received per MSI-X table entry.
-    interrupts: &'a dyn Fn(u16) -> u64,
+    /// The MSI-X interrupts completions wait for.
+    interrupts: &'a dyn Interrupts,
 }
 
 /// One command of a [`Exerciser::pipeline`].
@@ -228,14 +225,13 @@ struct Job {
 
 /// Runs every check and returns whether all passed. Results go to `out`.
 ///
-/// `interrupts(vector)` is how many interrupts arrived on MSI-X table entry `vector`, for the
-/// per-queue statistics.
+/// Every completion waits for its queue's interrupt through `interrupts`.
 pub fn run<H: Hal, R: RegisterIo, W: Write>(
     hal: &H,
     transport: PciTransport<R>,
     settings: Settings<'_>,
     mut out: W,
-    interrupts: &dyn Fn(u16) -> u64,
+    interrupts: &dyn Interrupts,
 ) -> bool {
     let wanted = if settings.packed {
         virtio_core::features::SCSI_DRIVER_FEATURES
@@ -332,6 +328,8 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
         let remove = self.check_hotplug_remove();
         self.report("hotplug-remove", remove);
         self.print_stats();
+        let irq_driven = self.check_irq_driven();
+        self.report("irq-driven-completion", irq_driven);
         let done = if self.failures == 0 {
             Ok(text!("all checks passed"))
         } else {
@@ -455,13 +453,24 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
         Ok(tag)
     }
 
-    /// Waits for one completion on `queue` and maps its response.
+    /// Waits for one completion on `queue` (for its interrupt, unless an earlier interrupt pass
+    /// drained it) and maps its response.
     fn complete(
         &mut self,
         queue: usize,
         direction: DataDirection,
     ) -> Result<(u64, CommandOutcome, [u8; 96]), DriverError> {
-        let used = self.device.wait(queue, POLL_BUDGET)?;
+        let used = self.device.wait(queue, self.interrupts)?;
+        self.outcome(queue, used, direction)
+    }
+
+    /// Maps the response of a used command.
+    fn outcome(
+        &mut self,
+        queue: usize,
+        used: Used,
+        direction: DataDirection,
+    ) -> Result<(u64, CommandOutcome, [u8; 96]), DriverError> {
         let response = self.device.command_response(queue, used.context)?;
         let transfer = Transfer::new(direction, used.data_len, 96);
         let outcome = complete_command(&response, &transfer);
@@ -745,79 +754,51 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
             if added > 0 {
                 self.device.kick(queue).map_err(|e| text!("{e}"))?;
             }
-            // Wait for at least one completion (the "interrupt"), then drain with interrupts
-            // off, re-enable, and drain again if more arrived meanwhile.
-            let mut spins = 0u64;
-            while !self.queue_has_used(queue)? {
-                spins += 1;
-                if spins.is_multiple_of(1 << 16) {
-                    self.device
-                        .check_alive()
-                        .map_err(|e| text!("after {completed} of {count}: {e}"))?;
+            // Sleep until the queue's interrupt; its pass drains what the device used, which
+            // is handled before refilling, as an interrupt-driven driver would.
+            let mut next = Some(
+                self.device
+                    .wait(queue, self.interrupts)
+                    .map_err(|e| text!("after {completed} of {count}: {e}"))?,
+            );
+            while let Some(used) = next {
+                let (tag, outcome, _) = self
+                    .outcome(queue, used, DataDirection::FromDevice)
+                    .map_err(|e| text!("{e}"))?;
+                let entry = flight
+                    .iter_mut()
+                    .find(|(t, _)| *t == tag)
+                    .ok_or(text!("completion for unknown tag {tag}"))?;
+                let command = entry.1.take().ok_or(text!("tag {tag} has no job"))?;
+                entry.0 = 0;
+                if outcome.disposition != Disposition::Success {
+                    return Err(text!(
+                        "LBA {}: {:?} status {:#x}",
+                        command.lba,
+                        outcome.disposition,
+                        outcome.scsi_status
+                    ));
                 }
-                if spins > POLL_BUDGET {
-                    return Err(text!("no completion after {completed} of {count}"));
+                if let (false, Some(seed)) = (command.write, command.verify) {
+                    let block_length = self.capacity.block_length;
+                    pattern::verify(
+                        &command.buffer,
+                        seed,
+                        command.lba,
+                        block_length,
+                        command.blocks,
+                    )
+                    .map_err(|e| text!("{e:?}"))?;
                 }
-                core::hint::spin_loop();
-            }
-            self.device
-                .queue(queue)
-                .map_err(|e| text!("{e}"))?
-                .ring()
-                .disable_interrupts();
-            loop {
-                while self.queue_has_used(queue)? {
-                    let (tag, outcome, _) = self
-                        .complete(queue, DataDirection::FromDevice)
-                        .map_err(|e| text!("{e}"))?;
-                    let entry = flight
-                        .iter_mut()
-                        .find(|(t, _)| *t == tag)
-                        .ok_or(text!("completion for unknown tag {tag}"))?;
-                    let command = entry.1.take().ok_or(text!("tag {tag} has no job"))?;
-                    entry.0 = 0;
-                    if outcome.disposition != Disposition::Success {
-                        return Err(text!(
-                            "LBA {}: {:?} status {:#x}",
-                            command.lba,
-                            outcome.disposition,
-                            outcome.scsi_status
-                        ));
-                    }
-                    if let (false, Some(seed)) = (command.write, command.verify) {
-                        let block_length = self.capacity.block_length;
-                        pattern::verify(
-                            &command.buffer,
-                            seed,
-                            command.lba,
-                            block_length,
-                            command.blocks,
-                        )
-                        .map_err(|e| text!("{e:?}"))?;
-                    }
-                    completed += 1;
-                }
-                if !self
+                completed += 1;
+                next = self
                     .device
                     .queue(queue)
                     .map_err(|e| text!("{e}"))?
-                    .ring()
-                    .enable_interrupts()
-                {
-                    break;
-                }
+                    .take_drained();
             }
         }
         Ok(())
-    }
-
-    fn queue_has_used(&mut self, queue: usize) -> Result<bool, Text> {
-        Ok(self
-            .device
-            .queue(queue)
-            .map_err(|e| text!("{e}"))?
-            .ring_ref()
-            .has_used())
     }
 
     fn check_write_verify(&mut self, lun: Lun) -> Check {
@@ -1162,7 +1143,7 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
         self.device.kick(control).map_err(|e| text!("{e}"))?;
         let used = self
             .device
-            .wait(control, POLL_BUDGET)
+            .wait(control, self.interrupts)
             .map_err(|e| text!("{e}"))?;
         let mut raw = [0u8; 1];
         if !self
@@ -1228,7 +1209,7 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
         let event_queue = usize::from(queue_index::EVENT);
         let used = self
             .device
-            .wait(event_queue, POLL_BUDGET)
+            .wait(event_queue, self.interrupts)
             .map_err(|e| text!("{e}"))?;
         let index = used.tag as usize;
         let buffer = self
@@ -1362,13 +1343,45 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
     fn print_stats(&mut self) {
         for queue in self.device.queues.iter().flatten() {
             let index = queue.index();
+            let passes = queue.passes;
             let _ = writeln!(
                 self.out,
-                "STAT vq {index} kicks {} completions {} interrupts {}",
+                "STAT vq {index} kicks {} completions {} interrupts {} passes {} empty-passes {} \
+                 irq-completions {} rechecks {} recheck-completions {}",
                 queue.kicks,
                 queue.completions,
-                (self.interrupts)(crate::driver::vector_of_queue(index))
+                self.interrupts.count(crate::driver::vector_of_queue(index)),
+                passes.passes,
+                passes.empty_passes,
+                passes.irq_completions,
+                passes.rechecks,
+                passes.recheck_completions,
             );
+        }
+    }
+
+    /// Every completion must have been drained by an interrupt pass, and at queue depth 1 by
+    /// the drain right after the interrupt (one in flight, so nothing is left for a re-check).
+    fn check_irq_driven(&mut self) -> Check {
+        let (mut total, mut irq, mut recheck, mut rechecks) = (0, 0, 0, 0);
+        for queue in self.device.queues.iter().flatten() {
+            total += queue.completions;
+            irq += queue.passes.irq_completions;
+            recheck += queue.passes.recheck_completions;
+            rechecks += queue.passes.rechecks;
+        }
+        let qd1 = self.device.queue(QD1_QUEUE).map_err(|e| text!("{e}"))?;
+        let (qd1_total, qd1_irq) = (qd1.completions, qd1.passes.irq_completions);
+        let details = text!(
+            "{} of {total} completions in interrupt passes ({irq} right after the interrupt, \
+             {recheck} after {rechecks} re-checks); qd1 {qd1_irq} of {qd1_total} right after \
+             the interrupt",
+            irq + recheck
+        );
+        if irq + recheck == total && qd1_irq == qd1_total && qd1_total == QD1_IOS {
+            Ok(details)
+        } else {
+            Err(details)
         }
     }
 }

@@ -99,6 +99,7 @@ const EXPECTED_RESULTS: &[&str] = &[
     "tmf-lun-reset",
     "hotplug-add",
     "hotplug-remove",
+    "irq-driven-completion",
     "done",
 ];
 
@@ -719,6 +720,14 @@ struct GuestQueueStats {
     kicks: u64,
     completions: u64,
     interrupts: u64,
+    /// Interrupt passes the guest ran, and those that found nothing.
+    passes: u64,
+    empty_passes: u64,
+    /// Completions drained right after an interrupt.
+    irq_completions: u64,
+    /// `enable_interrupts` re-checks that found chains, and the chains they found.
+    rechecks: u64,
+    recheck_completions: u64,
 }
 
 /// What the guest printed, parsed.
@@ -726,8 +735,10 @@ struct GuestQueueStats {
 struct GuestReport {
     /// `RESULT <name> PASS|FAIL <details>`, in order.
     results: Vec<(String, bool, String)>,
-    /// `STAT vq <n> kicks <k> completions <c> interrupts <i>`: the guest's own counts of
-    /// notifications sent and MSI-X interrupts received, per queue.
+    /// `STAT vq <n> kicks <k> completions <c> interrupts <i> passes <p> empty-passes <e>
+    /// irq-completions <q> rechecks <r> recheck-completions <rc>`: the guest's own counts of
+    /// notifications sent, MSI-X interrupts received and what its interrupt passes drained,
+    /// per queue.
     stats: BTreeMap<u16, GuestQueueStats>,
     /// Measured phases by name.
     phases: BTreeMap<String, Phase>,
@@ -753,31 +764,9 @@ impl GuestReport {
                         details.join(" "),
                     ));
                 }
-                [
-                    "STAT",
-                    "vq",
-                    vq,
-                    "kicks",
-                    kicks,
-                    "completions",
-                    completions,
-                    "interrupts",
-                    interrupts,
-                ] => {
-                    if let (Ok(vq), Ok(kicks), Ok(completions), Ok(interrupts)) = (
-                        vq.parse(),
-                        kicks.parse(),
-                        completions.parse(),
-                        interrupts.parse(),
-                    ) {
-                        report.stats.insert(
-                            vq,
-                            GuestQueueStats {
-                                kicks,
-                                completions,
-                                interrupts,
-                            },
-                        );
+                ["STAT", "vq", vq, fields @ ..] => {
+                    if let (Ok(vq), Some(stats)) = (vq.parse(), parse_stat_fields(fields)) {
+                        report.stats.insert(vq, stats);
                     }
                 }
                 [
@@ -804,6 +793,50 @@ impl GuestReport {
         }
         report
     }
+}
+
+/// The `name value` pairs of a `STAT` line after its queue number, all of them present.
+fn parse_stat_fields(fields: &[&str]) -> Option<GuestQueueStats> {
+    const NAMES: [&str; 8] = [
+        "kicks",
+        "completions",
+        "interrupts",
+        "passes",
+        "empty-passes",
+        "irq-completions",
+        "rechecks",
+        "recheck-completions",
+    ];
+    if fields.len() != 2 * NAMES.len() {
+        return None;
+    }
+    let mut values = [0u64; NAMES.len()];
+    for ((pair, name), value) in fields.chunks(2).zip(NAMES).zip(&mut values) {
+        match pair {
+            [key, number] if *key == name => *value = number.parse().ok()?,
+            _ => return None,
+        }
+    }
+    let [
+        kicks,
+        completions,
+        interrupts,
+        passes,
+        empty_passes,
+        irq_completions,
+        rechecks,
+        recheck_completions,
+    ] = values;
+    Some(GuestQueueStats {
+        kicks,
+        completions,
+        interrupts,
+        passes,
+        empty_passes,
+        irq_completions,
+        rechecks,
+        recheck_completions,
+    })
 }
 
 /// Checks a finished run and returns its summary, or every problem found.
@@ -845,26 +878,7 @@ fn check(
     let mut table = String::new();
     for (vq, guest) in &report.stats {
         let traced = counts.get(vq).copied().unwrap_or_default();
-        let _ = write!(
-            table,
-            "\n    vq {vq}: {} completions, kicks {} (QEMU {}), interrupts received {} (QEMU sent {})",
-            guest.completions, guest.kicks, traced.notifies, guest.interrupts, traced.interrupts
-        );
-        if traced.notifies != guest.kicks {
-            problems.push(format!(
-                "vq {vq}: the guest kicked {} times but QEMU traced {} notifications",
-                guest.kicks, traced.notifies
-            ));
-        }
-        // MSI-X messages for one vector can merge while the CPU has not taken the first, so
-        // the guest may see fewer than QEMU sent, never more, and some whenever QEMU sent any.
-        if guest.interrupts > traced.interrupts || (traced.interrupts > 0) != (guest.interrupts > 0)
-        {
-            problems.push(format!(
-                "vq {vq}: the guest received {} interrupts on its vector but QEMU sent {}",
-                guest.interrupts, traced.interrupts
-            ));
-        }
+        check_queue(*vq, guest, traced, &mut table, &mut problems);
     }
     if let Some(unknown) = counts.get(&u16::MAX) {
         problems.push(format!(
@@ -890,8 +904,8 @@ fn check(
                     "{name}: {} I/Os, {:.0} IOPS, {:.3} kicks/IO, {:.3} interrupts/IO; ",
                     phase.ios, figures.iops, figures.kicks_per_io, figures.interrupts_per_io
                 );
-                let received = report.stats.get(&phase.vq).map_or(0, |s| s.interrupts);
-                if let Err(problem) = expect_phase(name, phase.ios, queue, received) {
+                let guest = report.stats.get(&phase.vq).copied().unwrap_or_default();
+                if let Err(problem) = expect_phase(name, phase.ios, queue, guest) {
                     problems.push(problem);
                 }
             }
@@ -903,6 +917,53 @@ fn check(
         Ok(summary)
     } else {
         Err(problems.join("\n"))
+    }
+}
+
+/// Appends queue `vq`'s line to `table`, and a problem for each count that disagrees: the kicks
+/// with QEMU's notifications, the interrupts with what QEMU sent, the completions with what the
+/// interrupt passes drained.
+fn check_queue(
+    vq: u16,
+    guest: &GuestQueueStats,
+    traced: QueueCounts,
+    table: &mut String,
+    problems: &mut Vec<String>,
+) {
+    let _ = write!(
+        table,
+        "\n    vq {vq}: {} completions ({} right after an interrupt, {} after {} re-checks), \
+         kicks {} (QEMU {}), interrupts received {} (QEMU sent {}), {} passes ({} empty)",
+        guest.completions,
+        guest.irq_completions,
+        guest.recheck_completions,
+        guest.rechecks,
+        guest.kicks,
+        traced.notifies,
+        guest.interrupts,
+        traced.interrupts,
+        guest.passes,
+        guest.empty_passes
+    );
+    if guest.irq_completions + guest.recheck_completions != guest.completions {
+        problems.push(format!(
+            "vq {vq}: {} completions, but interrupt passes drained {} + {}",
+            guest.completions, guest.irq_completions, guest.recheck_completions
+        ));
+    }
+    if traced.notifies != guest.kicks {
+        problems.push(format!(
+            "vq {vq}: the guest kicked {} times but QEMU traced {} notifications",
+            guest.kicks, traced.notifies
+        ));
+    }
+    // MSI-X messages for one vector can merge while the CPU has not taken the first, so
+    // the guest may see fewer than QEMU sent, never more, and some whenever QEMU sent any.
+    if guest.interrupts > traced.interrupts || (traced.interrupts > 0) != (guest.interrupts > 0) {
+        problems.push(format!(
+            "vq {vq}: the guest received {} interrupts on its vector but QEMU sent {}",
+            guest.interrupts, traced.interrupts
+        ));
     }
 }
 
@@ -937,15 +998,27 @@ fn phase_figures(phase: &Phase, queue: QueueCounts) -> Result<PhaseFigures, Stri
 
 /// What the device must have seen in a phase. At queue depth 1 with EVENT_IDX every request
 /// finds the device idle, so each needs exactly one kick and gets exactly one interrupt, which
-/// the guest receives (one at a time, nothing can merge); at depth 32 batching may only lower
-/// both.
-fn expect_phase(name: &str, ios: u64, queue: QueueCounts, received: u64) -> Result<(), String> {
+/// the guest receives (one at a time, nothing can merge) and whose pass drains that request's
+/// completion; at depth 32 batching may only lower both.
+fn expect_phase(
+    name: &str,
+    ios: u64,
+    queue: QueueCounts,
+    guest: GuestQueueStats,
+) -> Result<(), String> {
     let QueueCounts {
         notifies,
         interrupts,
     } = queue;
+    let received = guest.interrupts;
     let ok = match name {
-        "qd1" => notifies == ios && interrupts == ios && received == ios,
+        "qd1" => {
+            notifies == ios
+                && interrupts == ios
+                && received == ios
+                && guest.irq_completions == ios
+                && guest.completions == ios
+        }
         _ => (1..=ios).contains(&notifies) && (1..=ios).contains(&interrupts),
     };
     if ok {
@@ -953,7 +1026,8 @@ fn expect_phase(name: &str, ios: u64, queue: QueueCounts, received: u64) -> Resu
     } else {
         Err(format!(
             "phase {name}: {ios} I/Os but {notifies} kicks and {interrupts} interrupts \
-             ({received} received)"
+             ({received} received, {} of {} completions right after an interrupt)",
+            guest.irq_completions, guest.completions
         ))
     }
 }
@@ -1027,7 +1101,9 @@ virtio_notify vdev 0x55 vq 0x9999
     #[test]
     fn guest_report_collects_results_stats_phases_and_crashes() {
         let parsed = report(
-            "noise\nRESULT boot PASS pvh\nRESULT inquiry FAIL short data\nSTAT vq 3 kicks 10 completions 11 interrupts 9\n\
+            "noise\nRESULT boot PASS pvh\nRESULT inquiry FAIL short data\n\
+             STAT vq 3 kicks 10 completions 11 interrupts 9 passes 9 empty-passes 1 irq-completions 10 rechecks 1 recheck-completions 1\n\
+             STAT vq 4 kicks 10 completions 11 interrupts 9\n\
              PHASE qd1 vq 3 ios 10 begin\nPHASE qd1 vq 3 ios 10 end\nPANIC at foo\n",
         );
         assert_eq!(parsed.results.len(), 2);
@@ -1041,9 +1117,16 @@ virtio_notify vdev 0x55 vq 0x9999
             GuestQueueStats {
                 kicks: 10,
                 completions: 11,
-                interrupts: 9
+                interrupts: 9,
+                passes: 9,
+                empty_passes: 1,
+                irq_completions: 10,
+                rechecks: 1,
+                recheck_completions: 1,
             }
         );
+        // A line missing the pass counts is not taken.
+        assert!(!parsed.stats.contains_key(&4));
         let phase = &parsed.phases["qd1"];
         assert_eq!((phase.vq, phase.ios), (3, 10));
         assert_eq!(
@@ -1063,7 +1146,9 @@ virtio_notify vdev 0x55 vq 0x9999
             let _ = writeln!(text, "RESULT {name} PASS ok");
         }
         text.push_str(
-            "STAT vq 3 kicks 4 completions 4 interrupts 4\nSTAT vq 4 kicks 2 completions 64 interrupts 9\nPHASE qd1 vq 3 ios 4 begin\nPHASE qd1 vq 3 ios 4 end\n\
+            "STAT vq 3 kicks 4 completions 4 interrupts 4 passes 4 empty-passes 0 irq-completions 4 rechecks 0 recheck-completions 0\n\
+             STAT vq 4 kicks 2 completions 64 interrupts 9 passes 9 empty-passes 1 irq-completions 60 rechecks 2 recheck-completions 4\n\
+             PHASE qd1 vq 3 ios 4 begin\nPHASE qd1 vq 3 ios 4 end\n\
              PHASE qd32 vq 4 ios 64 begin\nPHASE qd32 vq 4 ios 64 end\n",
         );
         text
@@ -1159,7 +1244,21 @@ virtio_notify vdev 0x55 vq 0x9999
         let merged =
             passing_text().replace("completions 4 interrupts 4", "completions 4 interrupts 3");
         let err = check(&CONFIGS[0], Some(33), &report(&merged), &good_counts).unwrap_err();
-        assert!(err.contains("(3 received)"), "{err}");
+        assert!(err.contains("(3 received"), "{err}");
+        // At depth 1 every completion comes right after its interrupt; everywhere, every
+        // completion comes from an interrupt pass.
+        let rechecked = passing_text().replace(
+            "irq-completions 4 rechecks 0 recheck-completions 0",
+            "irq-completions 3 rechecks 1 recheck-completions 1",
+        );
+        let err = check(&CONFIGS[0], Some(33), &report(&rechecked), &good_counts).unwrap_err();
+        assert!(err.contains("3 of 4 completions right after"), "{err}");
+        let polled = passing_text().replace("irq-completions 60", "irq-completions 59");
+        let err = check(&CONFIGS[0], Some(33), &report(&polled), &good_counts).unwrap_err();
+        assert!(
+            err.contains("vq 4: 64 completions, but interrupt passes drained 59 + 4"),
+            "{err}"
+        );
         // A crash line fails even with everything else in place.
         let crashed = report(&(passing_text() + "EXCEPTION vector 14\n"));
         assert!(check(&CONFIGS[0], Some(33), &crashed, &good_counts).is_err());

@@ -1,8 +1,11 @@
-//! Device interrupts: the local APIC, and per-vector counts of the MSI-X messages that arrive.
+//! Device interrupts: the local APIC, per-vector counts of the MSI-X messages that arrive, and
+//! sleeping until one does.
 //!
-//! The guest still polls for completions; interrupts only count, so the host can compare what
-//! the guest received on each queue's vector with what QEMU says it sent (`virtio_notify`),
-//! which checks the MSI-X routing set up through virtio-core end to end.
+//! Completions wait here: the driver sleeps (`sti; hlt`) until its queue's vector count moves.
+//! The APIC timer ticks on a vector of its own so that a sleep always ends, and a wait that sees
+//! too many ticks gives up (a lost interrupt fails the run rather than hanging it). The host
+//! compares what the guest received on each queue's vector with what QEMU says it sent
+//! (`virtio_notify`).
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +14,23 @@ use core::sync::atomic::{AtomicU64, Ordering};
 pub const FIRST_VECTOR: u8 = 0x40;
 /// Number of vectors routed here.
 const VECTORS: usize = 16;
+/// The APIC timer's vector: the last one routed here (the device uses the first nine).
+const TIMER_VECTOR: u8 = FIRST_VECTOR + VECTORS as u8 - 1;
+/// Local vector table entry of the timer, and its periodic-mode bit (Intel SDM vol. 3, 11.5.1).
+const APIC_LVT_TIMER: usize = 0x320;
+const APIC_TIMER_PERIODIC: u32 = 1 << 17;
+/// Timer initial-count and divide-configuration registers (Intel SDM vol. 3, 11.5.4).
+const APIC_TIMER_INITIAL_COUNT: usize = 0x380;
+const APIC_TIMER_DIVIDE: usize = 0x3e0;
+/// Divide configuration 0b0011: the bus clock divided by 16.
+const APIC_TIMER_DIVIDE_BY_16: u32 = 0b0011;
+/// Timer period in divided bus cycles: QEMU's APIC bus runs at 1 GHz (`APIC_BUS_CYCLE_NS`),
+/// so this is 100 ms (under a slower clock, longer, which only lengthens the limit below).
+const APIC_TIMER_COUNT: u32 = 6_250_000;
+/// Timer ticks a wait may see before it gives up: about 20 seconds, far beyond any request
+/// under TCG (the slowest, a 32 MiB transfer, takes well under a second) and inside the host's
+/// two-minute silence limit.
+const WAIT_LIMIT_TICKS: u64 = 200;
 /// The local APIC's registers at their reset address (Intel SDM vol. 3, 11.4.1), identity-mapped.
 const APIC_BASE: usize = 0xfee0_0000;
 /// Task priority register: 0 lets every vector through.
@@ -46,6 +66,13 @@ pub fn enable() {
     }
     apic_write(APIC_TPR, 0);
     apic_write(APIC_SVR, APIC_SOFTWARE_ENABLE | SPURIOUS_VECTOR);
+    apic_write(APIC_TIMER_DIVIDE, APIC_TIMER_DIVIDE_BY_16);
+    apic_write(
+        APIC_LVT_TIMER,
+        APIC_TIMER_PERIODIC | u32::from(TIMER_VECTOR),
+    );
+    // Writing the initial count starts the timer.
+    apic_write(APIC_TIMER_INITIAL_COUNT, APIC_TIMER_COUNT);
     // SAFETY: the IDT has gates for every vector the APIC can deliver here (the device's
     // vectors and the spurious one), and the handlers preserve all state they touch.
     unsafe { asm!("sti", options(nomem, nostack)) };
@@ -59,6 +86,36 @@ pub fn count(vector: u16) -> u64 {
         .map_or(0, |count| count.load(Ordering::Relaxed))
 }
 
+/// Timer ticks so far.
+pub fn ticks() -> u64 {
+    count(u16::from(TIMER_VECTOR))
+}
+
+/// Sleeps until the count of `vector` differs from `seen` and returns it, or `None` after
+/// [`WAIT_LIMIT_TICKS`] timer ticks.
+pub fn wait(vector: u16, seen: u64) -> Option<u64> {
+    let start = ticks();
+    loop {
+        // Hold interrupts off between the check and the sleep: one arriving in between stays
+        // pending and ends the `hlt` instead of being taken before it and sleeping a whole
+        // timer period. (No `nomem`: the asm orders the counter loads around it.)
+        // SAFETY: `cli` only masks maskable interrupts on this CPU; they are re-enabled below
+        // on every path.
+        unsafe { asm!("cli", options(nostack)) };
+        let now = count(vector);
+        let waited = ticks().wrapping_sub(start);
+        if now != seen || waited > WAIT_LIMIT_TICKS {
+            // SAFETY: as in `enable`: every deliverable vector has a gate.
+            unsafe { asm!("sti", options(nostack)) };
+            return (now != seen).then_some(now);
+        }
+        // SAFETY: `sti` takes effect after the next instruction (Intel SDM vol. 2, STI), so an
+        // interrupt pending since the check is taken in the `hlt` and wakes it; the timer
+        // wakes it at the latest.
+        unsafe { asm!("sti", "hlt", options(nostack)) };
+    }
+}
+
 /// Called by the boot code's interrupt stubs with the vector number.
 pub extern "C" fn interrupt(vector: u64) {
     let index = usize::try_from(vector)
@@ -68,4 +125,18 @@ pub extern "C" fn interrupt(vector: u64) {
         count.fetch_add(1, Ordering::Relaxed);
     }
     apic_write(APIC_EOI, 0);
+}
+
+/// The driver's view of these interrupts, by MSI-X table entry (entry `n` is vector
+/// [`FIRST_VECTOR`] + `n`).
+pub struct MsixInterrupts;
+
+impl vmtest_guest::driver::Interrupts for MsixInterrupts {
+    fn count(&self, entry: u16) -> u64 {
+        count(u16::from(FIRST_VECTOR).saturating_add(entry))
+    }
+
+    fn wait(&self, entry: u16, seen: u64) -> Option<u64> {
+        wait(u16::from(FIRST_VECTOR).saturating_add(entry), seen)
+    }
 }
