@@ -4,7 +4,7 @@
 //!   what the device returns for them;
 //! - [`arena`]: the bookkeeping of the guest's DMA pool;
 //! - [`pattern`]: the data patterns written and verified across the disk;
-//! - [`driver`]: a small polled virtio-scsi driver over virtio-core's transport and queues;
+//! - [`driver`]: a small interrupt-driven virtio-scsi driver over virtio-core's transport and queues;
 //! - [`exercise`]: the checks the guest runs against QEMU's device;
 //! - [`pci_scan`]: PCI enumeration and BAR decoding over an abstract configuration space.
 #![no_std]
