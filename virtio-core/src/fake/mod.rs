@@ -19,9 +19,21 @@ pub const BUS_OFFSET: u64 = 1 << 56;
 
 #[derive(Debug)]
 struct Allocation {
-    cpu: usize,
+    /// The allocation's pointer, kept (not just its address) so views derived from it keep
+    /// its provenance: Miri checks that, and a pointer made from an integer would have none.
+    ptr: NonNull<u8>,
     layout: Layout,
 }
+
+impl Allocation {
+    fn cpu(&self) -> usize {
+        self.ptr.as_ptr().addr()
+    }
+}
+
+// SAFETY: the allocation is plain heap memory owned by the `FakeHal`, accessed only through
+// `DmaMemory` (atomically); the pointer is kept for its provenance, not shared as a reference.
+unsafe impl Send for Allocation {}
 
 /// A [`Hal`] backed by the process heap. Remembers its live allocations so a device model can
 /// map bus addresses back ([`FakeHal::memory_at`]) and so a double or foreign free is caught.
@@ -55,10 +67,11 @@ impl FakeHal {
     pub fn memory_at(&self, bus: BusAddress, len: usize) -> Option<DmaMemory> {
         let cpu = usize::try_from(bus.checked_sub(BUS_OFFSET)?).ok()?;
         let live = self.live.lock().unwrap();
-        live.iter()
-            .find(|a| cpu >= a.cpu && cpu + len <= a.cpu + a.layout.size())?;
+        let alloc = live
+            .iter()
+            .find(|a| cpu >= a.cpu() && cpu + len <= a.cpu() + a.layout.size())?;
         // `DmaMemory::new` refuses a base that is not 8-aligned; device structures are.
-        let ptr = NonNull::new(cpu as *mut u8)?;
+        let ptr = NonNull::new(alloc.ptr.as_ptr().wrapping_add(cpu - alloc.cpu()))?;
         // SAFETY: the range lies inside a live allocation of this HAL, which is valid for reads
         // and writes until freed, and is only accessed through `DmaMemory` (atomically).
         unsafe { DmaMemory::new(ptr, len, bus) }
@@ -72,6 +85,22 @@ impl FakeHal {
     }
 }
 
+impl Drop for FakeHal {
+    /// Frees what the test did not (a test that ends in an expected panic, say), so leak
+    /// checkers (Miri) see only real leaks. Any `DmaMemory` still held is dead with the HAL.
+    fn drop(&mut self) {
+        let live = self
+            .live
+            .get_mut()
+            .map_or_else(|poisoned| poisoned.into_inner(), |live| live);
+        for alloc in live.drain(..) {
+            // SAFETY: pointer and layout of a live `alloc_zeroed`, removed from the list so it
+            // is freed once.
+            unsafe { dealloc(alloc.ptr.as_ptr(), alloc.layout) };
+        }
+    }
+}
+
 // SAFETY: allocations are zeroed, aligned as asked (at least 8), unique, and live until
 // `dma_free`; bus addresses are CPU addresses plus `BUS_OFFSET`, which `memory_at` and
 // `translate` invert consistently.
@@ -82,10 +111,7 @@ unsafe impl Hal for FakeHal {
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(raw).ok_or(HalError::OutOfMemory { len })?;
-        self.live.lock().unwrap().push(Allocation {
-            cpu: ptr.as_ptr().addr(),
-            layout,
-        });
+        self.live.lock().unwrap().push(Allocation { ptr, layout });
         // SAFETY: freshly allocated, zeroed, aligned to at least 8, exclusively ours until
         // `dma_free`.
         unsafe { DmaMemory::new(ptr, len, Self::bus_of(ptr.as_ptr().addr())) }
@@ -96,12 +122,12 @@ unsafe impl Hal for FakeHal {
         let mut live = self.live.lock().unwrap();
         let position = live
             .iter()
-            .position(|a| a.cpu == memory.cpu_address())
+            .position(|a| a.cpu() == memory.cpu_address())
             .expect("FakeHal: freeing memory it did not allocate, or freeing it twice");
         let alloc = live.swap_remove(position);
         // SAFETY: the pointer and layout are exactly those of a live `alloc_zeroed`, removed from
         // the live list so this cannot happen twice.
-        unsafe { dealloc(alloc.cpu as *mut u8, alloc.layout) };
+        unsafe { dealloc(alloc.ptr.as_ptr(), alloc.layout) };
     }
 
     fn translate(
