@@ -92,7 +92,7 @@ impl Drop for FakeHal {
         let live = self
             .live
             .get_mut()
-            .map_or_else(|poisoned| poisoned.into_inner(), |live| live);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for alloc in live.drain(..) {
             // SAFETY: pointer and layout of a live `alloc_zeroed`, removed from the list so it
             // is freed once.
