@@ -4,6 +4,7 @@
 mod bench;
 mod ci;
 mod inf;
+mod miri;
 mod package;
 mod util;
 mod vmtest;
@@ -47,6 +48,11 @@ const JOBS: &[Job] = &[
         name: "bench",
         help: "ring benchmark: instructions (callgrind), kicks and interrupts per I/O vs virtio-drivers",
         run: bench::bench,
+    },
+    Job {
+        name: "miri",
+        help: "virtio-core's unit tests under Miri (installs nightly + miri; not part of ci)",
+        run: miri::miri,
     },
     Job {
         name: "package",

@@ -1833,6 +1833,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "tens of thousands of pure-arithmetic steps: run natively; Miri covers the same code in shorter tests"
+    )]
     fn wraps_many_times_with_out_of_order_use() {
         for (size, seed) in [(3, 1), (5, 2), (256, 3)] {
             let rig = churn(size, QueueFeatures::default(), 70_000, seed);
@@ -1841,6 +1845,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "tens of thousands of pure-arithmetic steps: run natively; Miri covers the same code in shorter tests"
+    )]
     fn wraps_many_times_with_indirect_chains_mixed_in() {
         for (size, seed) in [(3, 4), (5, 5), (256, 6)] {
             let rig = churn(size, indirect(), 70_000, seed);
@@ -1914,6 +1922,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "tens of thousands of pure-arithmetic steps: run natively; Miri covers the same code in shorter tests"
+    )]
     fn event_idx_kicks_once_per_batch_across_many_wraps() {
         // 200 batches of 32 chains of 1..=3 descriptors in a ring of 100 wrap it ~130 times.
         assert_eq!(batched_kicks(events(), "desc", 200), 200);

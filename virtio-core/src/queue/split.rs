@@ -1561,6 +1561,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "tens of thousands of pure-arithmetic steps: run natively; Miri covers the same code in shorter tests"
+    )]
     fn sixty_five_thousand_adds_without_kick_prepare_still_kick() {
         // 65,536 adds since the last kick_prepare make the event window [old, new) empty; the
         // queue must notify anyway.
@@ -1761,6 +1765,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "tens of thousands of pure-arithmetic steps: run natively; Miri covers the same code in shorter tests"
+    )]
     fn seventy_thousand_cycles_wrap_the_indices_with_exact_kick_counts() {
         // 70,000 chains: avail.idx and used.idx wrap past 65,535 once.
         assert_eq!(run_batches(EVENT_IDX, 70_000, 1, true), (70_000, 70_000));

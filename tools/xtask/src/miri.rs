@@ -1,0 +1,53 @@
+//! `cargo xtask miri`: virtio-core's unit tests under Miri (nightly), which checks the unsafe
+//! DMA accessors, pointer provenance and the two-thread ring tests for undefined behaviour.
+//!
+//! Not part of `cargo xtask ci`: it needs a nightly toolchain with the miri component, which a
+//! fresh CI machine does not have and which nightly releases do not always ship. The job
+//! installs them with rustup when it can and says so when it cannot.
+
+use crate::util::{run, workspace_root};
+
+/// Miri flags, each for a reason:
+/// - weak-memory emulation is off because Miri's store buffers reject the rings' mixed-size
+///   but non-racing accesses to descriptor words (a 64-bit store of `len|flags|next` before
+///   the device reads `flags` alone), which the Rust memory model allows;
+/// - isolation is off because proptest reads the working directory for its failure files.
+const MIRIFLAGS: &str = "-Zmiri-disable-weak-memory-emulation -Zmiri-disable-isolation";
+
+/// Runs the job.
+pub fn miri(_: &[String]) -> Result<(), String> {
+    let has_miri = std::process::Command::new("cargo")
+        .args(["+nightly", "miri", "--version"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !has_miri {
+        run(std::process::Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "miri,rust-src",
+        ]))
+        .map_err(|e| format!("{e}: Miri needs a nightly toolchain with the miri component"))?;
+    }
+    // The rustup proxy (`cargo` on PATH), not `$CARGO`: only the proxy understands `+nightly`.
+    run(std::process::Command::new("cargo")
+        .current_dir(workspace_root())
+        .args([
+            "+nightly",
+            "miri",
+            "test",
+            "--package",
+            "virtio-core",
+            "--lib",
+        ])
+        .env("MIRIFLAGS", MIRIFLAGS)
+        // Miri interprets every instruction: a few cases per property are what it can afford.
+        .env("PROPTEST_CASES", "2")
+        .env(
+            "CARGO_TARGET_DIR",
+            crate::util::workspace_root().join("target/miri"),
+        ))
+}
