@@ -1851,6 +1851,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "polls a stuck device RESET_POLL_LIMIT (100,000) times: run natively"
+    )]
     fn reset_waits_for_status_zero_with_a_bound() {
         let device = qemu_scsi();
         let mut transport = initialised(&device, SCSI_DRIVER_FEATURES);
