@@ -39,6 +39,73 @@ unsafe impl Sync for DmaMemory {}
 /// ring checks itself).
 pub const DMA_BASE_ALIGN: usize = 8;
 
+/// A pointer to shared memory that a view checked for one access: inside a region described by
+/// a [`DmaMemory`] (whose `new` contract makes it valid for reads and writes), and aligned to the
+/// access size it was checked for. Only [`DmaMemory::checked`], [`DmaArray`] and [`DmaTable`]
+/// make one, and each method below is used only with the size it was checked for; so this is the
+/// one place the atomic accesses live.
+#[derive(Clone, Copy)]
+struct Access<const SIZE: usize>(*mut u8);
+
+impl Access<1> {
+    #[inline]
+    fn load_u8(self) -> u8 {
+        // SAFETY: in a live region and (for a byte) trivially aligned; only accessed atomically.
+        unsafe { AtomicU8::from_ptr(self.0) }.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn store_u8(self, value: u8) {
+        // SAFETY: as in `load_u8`; the region is valid for writes.
+        unsafe { AtomicU8::from_ptr(self.0) }.store(value, Ordering::Relaxed);
+    }
+}
+
+impl Access<2> {
+    #[inline]
+    fn load_u16(self, order: Ordering) -> u16 {
+        // SAFETY: in a live region, checked 2-aligned for this 2-byte access, only accessed
+        // atomically.
+        u16::from_le(unsafe { AtomicU16::from_ptr(self.0.cast()) }.load(order))
+    }
+
+    #[inline]
+    fn store_u16(self, value: u16, order: Ordering) {
+        // SAFETY: as in `load_u16`; the region is valid for writes.
+        unsafe { AtomicU16::from_ptr(self.0.cast()) }.store(value.to_le(), order);
+    }
+}
+
+impl Access<4> {
+    #[inline]
+    fn load_u32(self, order: Ordering) -> u32 {
+        // SAFETY: in a live region, checked 4-aligned for this 4-byte access, only accessed
+        // atomically.
+        u32::from_le(unsafe { AtomicU32::from_ptr(self.0.cast()) }.load(order))
+    }
+
+    #[inline]
+    fn store_u32(self, value: u32, order: Ordering) {
+        // SAFETY: as in `load_u32`; the region is valid for writes.
+        unsafe { AtomicU32::from_ptr(self.0.cast()) }.store(value.to_le(), order);
+    }
+}
+
+impl Access<8> {
+    #[inline]
+    fn load_u64(self, order: Ordering) -> u64 {
+        // SAFETY: in a live region, checked 8-aligned for this 8-byte access, only accessed
+        // atomically.
+        u64::from_le(unsafe { AtomicU64::from_ptr(self.0.cast()) }.load(order))
+    }
+
+    #[inline]
+    fn store_u64(self, value: u64, order: Ordering) {
+        // SAFETY: as in `load_u64`; the region is valid for writes.
+        unsafe { AtomicU64::from_ptr(self.0.cast()) }.store(value.to_le(), order);
+    }
+}
+
 impl DmaMemory {
     /// Describes `len` bytes at `ptr`, which the device sees at bus address `bus`.
     ///
@@ -99,7 +166,8 @@ impl DmaMemory {
 
     /// Pointer to `offset` if an aligned `size`-byte access there is in bounds.
     #[inline]
-    fn checked(&self, offset: usize, size: usize) -> Option<*mut u8> {
+    fn checked<const SIZE: usize>(&self, offset: usize) -> Option<Access<SIZE>> {
+        let size = SIZE;
         let in_bounds = offset.checked_add(size).is_some_and(|end| end <= self.len);
         let aligned = offset.is_multiple_of(size);
         debug_assert!(
@@ -108,7 +176,7 @@ impl DmaMemory {
             self.len
         );
         if in_bounds && aligned {
-            Some(self.ptr.as_ptr().wrapping_add(offset))
+            Some(Access(self.ptr.as_ptr().wrapping_add(offset)))
         } else {
             None
         }
@@ -118,19 +186,14 @@ impl DmaMemory {
     #[must_use]
     #[inline]
     pub fn load_u8(&self, offset: usize) -> u8 {
-        self.checked(offset, 1).map_or(0, |p| {
-            // SAFETY: `p` is in bounds of memory valid for reads (the `new` contract) and a byte
-            // is always aligned; only atomic accesses touch this memory.
-            unsafe { AtomicU8::from_ptr(p) }.load(Ordering::Relaxed)
-        })
+        self.checked::<1>(offset).map_or(0, Access::load_u8)
     }
 
     /// Stores the byte `value` at `offset`.
     #[inline]
     pub fn store_u8(&self, offset: usize, value: u8) {
-        if let Some(p) = self.checked(offset, 1) {
-            // SAFETY: as in `load_u8`, and the memory is valid for writes.
-            unsafe { AtomicU8::from_ptr(p) }.store(value, Ordering::Relaxed);
+        if let Some(access) = self.checked::<1>(offset) {
+            access.store_u8(value);
         }
     }
 
@@ -138,19 +201,15 @@ impl DmaMemory {
     #[must_use]
     #[inline]
     pub fn load_u16(&self, offset: usize, order: Ordering) -> u16 {
-        self.checked(offset, 2).map_or(0, |p| {
-            // SAFETY: `p` is in bounds, 2-aligned (base is 8-aligned and `offset % 2 == 0`),
-            // valid for reads, and only accessed atomically.
-            u16::from_le(unsafe { AtomicU16::from_ptr(p.cast()) }.load(order))
-        })
+        self.checked::<2>(offset)
+            .map_or(0, |access| access.load_u16(order))
     }
 
     /// Stores `value` as a little-endian `u16` at `offset` with `order` (`Relaxed`/`Release`).
     #[inline]
     pub fn store_u16(&self, offset: usize, value: u16, order: Ordering) {
-        if let Some(p) = self.checked(offset, 2) {
-            // SAFETY: `p` is in bounds, 2-aligned, valid for writes, and only accessed atomically.
-            unsafe { AtomicU16::from_ptr(p.cast()) }.store(value.to_le(), order);
+        if let Some(access) = self.checked::<2>(offset) {
+            access.store_u16(value, order);
         }
     }
 
@@ -158,18 +217,15 @@ impl DmaMemory {
     #[must_use]
     #[inline]
     pub fn load_u32(&self, offset: usize, order: Ordering) -> u32 {
-        self.checked(offset, 4).map_or(0, |p| {
-            // SAFETY: `p` is in bounds, 4-aligned, valid for reads, and only accessed atomically.
-            u32::from_le(unsafe { AtomicU32::from_ptr(p.cast()) }.load(order))
-        })
+        self.checked::<4>(offset)
+            .map_or(0, |access| access.load_u32(order))
     }
 
     /// Stores `value` as a little-endian `u32` at `offset`.
     #[inline]
     pub fn store_u32(&self, offset: usize, value: u32, order: Ordering) {
-        if let Some(p) = self.checked(offset, 4) {
-            // SAFETY: `p` is in bounds, 4-aligned, valid for writes, and only accessed atomically.
-            unsafe { AtomicU32::from_ptr(p.cast()) }.store(value.to_le(), order);
+        if let Some(access) = self.checked::<4>(offset) {
+            access.store_u32(value, order);
         }
     }
 
@@ -177,18 +233,15 @@ impl DmaMemory {
     #[must_use]
     #[inline]
     pub fn load_u64(&self, offset: usize, order: Ordering) -> u64 {
-        self.checked(offset, 8).map_or(0, |p| {
-            // SAFETY: `p` is in bounds, 8-aligned, valid for reads, and only accessed atomically.
-            u64::from_le(unsafe { AtomicU64::from_ptr(p.cast()) }.load(order))
-        })
+        self.checked::<8>(offset)
+            .map_or(0, |access| access.load_u64(order))
     }
 
     /// Stores `value` as a little-endian `u64` at `offset`.
     #[inline]
     pub fn store_u64(&self, offset: usize, value: u64, order: Ordering) {
-        if let Some(p) = self.checked(offset, 8) {
-            // SAFETY: `p` is in bounds, 8-aligned, valid for writes, and only accessed atomically.
-            unsafe { AtomicU64::from_ptr(p.cast()) }.store(value.to_le(), order);
+        if let Some(access) = self.checked::<8>(offset) {
+            access.store_u64(value, order);
         }
     }
 
@@ -309,7 +362,8 @@ impl<const STRIDE: usize, const ALIGN: usize> DmaArray<STRIDE, ALIGN> {
     /// Pointer to bytes `field .. field + size` of element `index & mask`, if they lie inside
     /// one element and a `size`-byte access there is aligned.
     #[inline]
-    fn element(&self, index: usize, field: usize, size: usize) -> Option<*mut u8> {
+    fn element<const SIZE: usize>(&self, index: usize, field: usize) -> Option<Access<SIZE>> {
+        let size = SIZE;
         // `size` is 1, 2, 4 or 8 and at most ALIGN, which divides STRIDE and the first
         // element's address, so every element is `size`-aligned and `field % size == 0` makes
         // the access aligned.
@@ -324,7 +378,7 @@ impl<const STRIDE: usize, const ALIGN: usize> DmaArray<STRIDE, ALIGN> {
             // (index & mask) * STRIDE + field < count * STRIDE, which fits in the region and so
             // cannot overflow.
             let offset = (index & self.mask).wrapping_mul(STRIDE).wrapping_add(field);
-            Some(self.ptr.as_ptr().wrapping_add(offset))
+            Some(Access(self.ptr.as_ptr().wrapping_add(offset)))
         } else {
             None
         }
@@ -334,20 +388,15 @@ impl<const STRIDE: usize, const ALIGN: usize> DmaArray<STRIDE, ALIGN> {
     #[must_use]
     #[inline]
     pub fn load_u16(&self, index: usize, field: usize, order: Ordering) -> u16 {
-        self.element(index, field, 2).map_or(0, |p| {
-            // SAFETY: `p` is inside the region (the array invariant and `element`'s checks),
-            // 2-aligned, valid for reads by the `DmaMemory::new` contract, and only accessed
-            // atomically.
-            u16::from_le(unsafe { AtomicU16::from_ptr(p.cast()) }.load(order))
-        })
+        self.element::<2>(index, field)
+            .map_or(0, |access| access.load_u16(order))
     }
 
     /// Stores `value` as a little-endian `u16` at byte `field` of element `index`.
     #[inline]
     pub fn store_u16(&self, index: usize, field: usize, value: u16, order: Ordering) {
-        if let Some(p) = self.element(index, field, 2) {
-            // SAFETY: as in `load_u16`, and the memory is valid for writes.
-            unsafe { AtomicU16::from_ptr(p.cast()) }.store(value.to_le(), order);
+        if let Some(access) = self.element::<2>(index, field) {
+            access.store_u16(value, order);
         }
     }
 
@@ -355,20 +404,15 @@ impl<const STRIDE: usize, const ALIGN: usize> DmaArray<STRIDE, ALIGN> {
     #[must_use]
     #[inline]
     pub fn load_u32(&self, index: usize, field: usize, order: Ordering) -> u32 {
-        self.element(index, field, 4).map_or(0, |p| {
-            // SAFETY: `p` is inside the region, 4-aligned, valid for reads, only accessed
-            // atomically.
-            u32::from_le(unsafe { AtomicU32::from_ptr(p.cast()) }.load(order))
-        })
+        self.element::<4>(index, field)
+            .map_or(0, |access| access.load_u32(order))
     }
 
     /// Stores `value` as a little-endian `u32` at byte `field` of element `index`.
     #[inline]
     pub fn store_u32(&self, index: usize, field: usize, value: u32, order: Ordering) {
-        if let Some(p) = self.element(index, field, 4) {
-            // SAFETY: `p` is inside the region, 4-aligned, valid for writes, only accessed
-            // atomically.
-            unsafe { AtomicU32::from_ptr(p.cast()) }.store(value.to_le(), order);
+        if let Some(access) = self.element::<4>(index, field) {
+            access.store_u32(value, order);
         }
     }
 
@@ -376,20 +420,15 @@ impl<const STRIDE: usize, const ALIGN: usize> DmaArray<STRIDE, ALIGN> {
     #[must_use]
     #[inline]
     pub fn load_u64(&self, index: usize, field: usize, order: Ordering) -> u64 {
-        self.element(index, field, 8).map_or(0, |p| {
-            // SAFETY: `p` is inside the region, 8-aligned, valid for reads, only accessed
-            // atomically.
-            u64::from_le(unsafe { AtomicU64::from_ptr(p.cast()) }.load(order))
-        })
+        self.element::<8>(index, field)
+            .map_or(0, |access| access.load_u64(order))
     }
 
     /// Stores `value` as a little-endian `u64` at byte `field` of element `index`.
     #[inline]
     pub fn store_u64(&self, index: usize, field: usize, value: u64, order: Ordering) {
-        if let Some(p) = self.element(index, field, 8) {
-            // SAFETY: `p` is inside the region, 8-aligned, valid for writes, only accessed
-            // atomically.
-            unsafe { AtomicU64::from_ptr(p.cast()) }.store(value.to_le(), order);
+        if let Some(access) = self.element::<8>(index, field) {
+            access.store_u64(value, order);
         }
     }
 }
@@ -459,7 +498,8 @@ impl<const STRIDE: usize, const ALIGN: usize> DmaTable<STRIDE, ALIGN> {
     /// Pointer to bytes `field .. field + size` of element `index`, if `index < count`, the
     /// bytes lie inside one element and a `size`-byte access there is aligned.
     #[inline]
-    fn element(&self, index: usize, field: usize, size: usize) -> Option<*mut u8> {
+    fn element<const SIZE: usize>(&self, index: usize, field: usize) -> Option<Access<SIZE>> {
+        let size = SIZE;
         // As in `DmaArray::element`: `size <= ALIGN` and `field % size == 0` make the access
         // aligned, since ALIGN divides STRIDE and the first element's address.
         let fits = size <= ALIGN
@@ -475,7 +515,7 @@ impl<const STRIDE: usize, const ALIGN: usize> DmaTable<STRIDE, ALIGN> {
             // index * STRIDE + field < count * STRIDE, which fits in the region and so cannot
             // overflow.
             let offset = index.wrapping_mul(STRIDE).wrapping_add(field);
-            Some(self.ptr.as_ptr().wrapping_add(offset))
+            Some(Access(self.ptr.as_ptr().wrapping_add(offset)))
         } else {
             None
         }
@@ -485,20 +525,15 @@ impl<const STRIDE: usize, const ALIGN: usize> DmaTable<STRIDE, ALIGN> {
     #[must_use]
     #[inline]
     pub fn load_u16(&self, index: usize, field: usize, order: Ordering) -> u16 {
-        self.element(index, field, 2).map_or(0, |p| {
-            // SAFETY: `p` is inside the region (the table invariant and `element`'s checks),
-            // 2-aligned, valid for reads by the `DmaMemory::new` contract, and only accessed
-            // atomically.
-            u16::from_le(unsafe { AtomicU16::from_ptr(p.cast()) }.load(order))
-        })
+        self.element::<2>(index, field)
+            .map_or(0, |access| access.load_u16(order))
     }
 
     /// Stores `value` as a little-endian `u16` at byte `field` of element `index`.
     #[inline]
     pub fn store_u16(&self, index: usize, field: usize, value: u16, order: Ordering) {
-        if let Some(p) = self.element(index, field, 2) {
-            // SAFETY: as in `load_u16`, and the memory is valid for writes.
-            unsafe { AtomicU16::from_ptr(p.cast()) }.store(value.to_le(), order);
+        if let Some(access) = self.element::<2>(index, field) {
+            access.store_u16(value, order);
         }
     }
 
@@ -506,20 +541,15 @@ impl<const STRIDE: usize, const ALIGN: usize> DmaTable<STRIDE, ALIGN> {
     #[must_use]
     #[inline]
     pub fn load_u32(&self, index: usize, field: usize, order: Ordering) -> u32 {
-        self.element(index, field, 4).map_or(0, |p| {
-            // SAFETY: `p` is inside the region, 4-aligned, valid for reads, only accessed
-            // atomically.
-            u32::from_le(unsafe { AtomicU32::from_ptr(p.cast()) }.load(order))
-        })
+        self.element::<4>(index, field)
+            .map_or(0, |access| access.load_u32(order))
     }
 
     /// Stores `value` as a little-endian `u32` at byte `field` of element `index`.
     #[inline]
     pub fn store_u32(&self, index: usize, field: usize, value: u32, order: Ordering) {
-        if let Some(p) = self.element(index, field, 4) {
-            // SAFETY: `p` is inside the region, 4-aligned, valid for writes, only accessed
-            // atomically.
-            unsafe { AtomicU32::from_ptr(p.cast()) }.store(value.to_le(), order);
+        if let Some(access) = self.element::<4>(index, field) {
+            access.store_u32(value, order);
         }
     }
 
@@ -527,20 +557,15 @@ impl<const STRIDE: usize, const ALIGN: usize> DmaTable<STRIDE, ALIGN> {
     #[must_use]
     #[inline]
     pub fn load_u64(&self, index: usize, field: usize, order: Ordering) -> u64 {
-        self.element(index, field, 8).map_or(0, |p| {
-            // SAFETY: `p` is inside the region, 8-aligned, valid for reads, only accessed
-            // atomically.
-            u64::from_le(unsafe { AtomicU64::from_ptr(p.cast()) }.load(order))
-        })
+        self.element::<8>(index, field)
+            .map_or(0, |access| access.load_u64(order))
     }
 
     /// Stores `value` as a little-endian `u64` at byte `field` of element `index`.
     #[inline]
     pub fn store_u64(&self, index: usize, field: usize, value: u64, order: Ordering) {
-        if let Some(p) = self.element(index, field, 8) {
-            // SAFETY: `p` is inside the region, 8-aligned, valid for writes, only accessed
-            // atomically.
-            unsafe { AtomicU64::from_ptr(p.cast()) }.store(value.to_le(), order);
+        if let Some(access) = self.element::<8>(index, field) {
+            access.store_u64(value, order);
         }
     }
 }
