@@ -3,6 +3,7 @@
 
 mod bench;
 mod ci;
+mod fuzz;
 mod inf;
 mod miri;
 mod package;
@@ -53,6 +54,11 @@ const JOBS: &[Job] = &[
         name: "miri",
         help: "virtio-core's unit tests under Miri (installs nightly + miri; not part of ci)",
         run: miri::miri,
+    },
+    Job {
+        name: "fuzz",
+        help: "every cargo-fuzz target for --seconds N each (default 30; installs cargo-fuzz; nightly; not part of ci)",
+        run: fuzz::fuzz,
     },
     Job {
         name: "package",
