@@ -143,7 +143,9 @@ fn run_target(target: &str, seconds: u64) -> Result<(Option<String>, Option<Stri
                 done = Some(line[at + 4..].trim().to_owned());
             }
             if let Some(at) = line.find("Test unit written to ") {
-                written = Some(line[at + "Test unit written to ".len()..].trim().to_owned());
+                // libFuzzer names it relative to its working directory, the workspace root.
+                let path = line[at + "Test unit written to ".len()..].trim();
+                written = Some(workspace_root().join(path).display().to_string());
             }
         }
     }
