@@ -289,6 +289,30 @@ impl DmaMemory {
     }
 }
 
+/// The typed accessors of [`DmaArray`] and [`DmaTable`], which differ only in how their
+/// `element` checks an index: each loads or stores one little-endian integer at byte `field` of
+/// element `index`, through the [`Access`] that `element` checked for that size.
+macro_rules! element_accessors {
+    ($($load:ident, $store:ident, $int:ty, $size:literal;)*) => {$(
+        #[doc = concat!("Loads the little-endian `", stringify!($int),
+            "` at byte `field` of element `index` with `order`.")]
+        #[must_use]
+        #[inline]
+        pub fn $load(&self, index: usize, field: usize, order: Ordering) -> $int {
+            self.element::<$size>(index, field).map_or(0, |access| access.$load(order))
+        }
+
+        #[doc = concat!("Stores `value` as a little-endian `", stringify!($int),
+            "` at byte `field` of element `index`.")]
+        #[inline]
+        pub fn $store(&self, index: usize, field: usize, value: $int, order: Ordering) {
+            if let Some(access) = self.element::<$size>(index, field) {
+                access.$store(value, order);
+            }
+        }
+    )*};
+}
+
 /// `count` equally sized elements at a fixed place inside a [`DmaMemory`] (a ring's descriptor
 /// table, its available or used ring, or a ring header as an array of one), checked against the
 /// region once, by [`DmaMemory::array`], so that element accesses need no bounds check.
@@ -384,52 +408,10 @@ impl<const STRIDE: usize, const ALIGN: usize> DmaArray<STRIDE, ALIGN> {
         }
     }
 
-    /// Loads the little-endian `u16` at byte `field` of element `index` with `order`.
-    #[must_use]
-    #[inline]
-    pub fn load_u16(&self, index: usize, field: usize, order: Ordering) -> u16 {
-        self.element::<2>(index, field)
-            .map_or(0, |access| access.load_u16(order))
-    }
-
-    /// Stores `value` as a little-endian `u16` at byte `field` of element `index`.
-    #[inline]
-    pub fn store_u16(&self, index: usize, field: usize, value: u16, order: Ordering) {
-        if let Some(access) = self.element::<2>(index, field) {
-            access.store_u16(value, order);
-        }
-    }
-
-    /// Loads the little-endian `u32` at byte `field` of element `index` with `order`.
-    #[must_use]
-    #[inline]
-    pub fn load_u32(&self, index: usize, field: usize, order: Ordering) -> u32 {
-        self.element::<4>(index, field)
-            .map_or(0, |access| access.load_u32(order))
-    }
-
-    /// Stores `value` as a little-endian `u32` at byte `field` of element `index`.
-    #[inline]
-    pub fn store_u32(&self, index: usize, field: usize, value: u32, order: Ordering) {
-        if let Some(access) = self.element::<4>(index, field) {
-            access.store_u32(value, order);
-        }
-    }
-
-    /// Loads the little-endian `u64` at byte `field` of element `index` with `order`.
-    #[must_use]
-    #[inline]
-    pub fn load_u64(&self, index: usize, field: usize, order: Ordering) -> u64 {
-        self.element::<8>(index, field)
-            .map_or(0, |access| access.load_u64(order))
-    }
-
-    /// Stores `value` as a little-endian `u64` at byte `field` of element `index`.
-    #[inline]
-    pub fn store_u64(&self, index: usize, field: usize, value: u64, order: Ordering) {
-        if let Some(access) = self.element::<8>(index, field) {
-            access.store_u64(value, order);
-        }
+    element_accessors! {
+        load_u16, store_u16, u16, 2;
+        load_u32, store_u32, u32, 4;
+        load_u64, store_u64, u64, 8;
     }
 }
 
@@ -521,52 +503,10 @@ impl<const STRIDE: usize, const ALIGN: usize> DmaTable<STRIDE, ALIGN> {
         }
     }
 
-    /// Loads the little-endian `u16` at byte `field` of element `index` with `order`.
-    #[must_use]
-    #[inline]
-    pub fn load_u16(&self, index: usize, field: usize, order: Ordering) -> u16 {
-        self.element::<2>(index, field)
-            .map_or(0, |access| access.load_u16(order))
-    }
-
-    /// Stores `value` as a little-endian `u16` at byte `field` of element `index`.
-    #[inline]
-    pub fn store_u16(&self, index: usize, field: usize, value: u16, order: Ordering) {
-        if let Some(access) = self.element::<2>(index, field) {
-            access.store_u16(value, order);
-        }
-    }
-
-    /// Loads the little-endian `u32` at byte `field` of element `index` with `order`.
-    #[must_use]
-    #[inline]
-    pub fn load_u32(&self, index: usize, field: usize, order: Ordering) -> u32 {
-        self.element::<4>(index, field)
-            .map_or(0, |access| access.load_u32(order))
-    }
-
-    /// Stores `value` as a little-endian `u32` at byte `field` of element `index`.
-    #[inline]
-    pub fn store_u32(&self, index: usize, field: usize, value: u32, order: Ordering) {
-        if let Some(access) = self.element::<4>(index, field) {
-            access.store_u32(value, order);
-        }
-    }
-
-    /// Loads the little-endian `u64` at byte `field` of element `index` with `order`.
-    #[must_use]
-    #[inline]
-    pub fn load_u64(&self, index: usize, field: usize, order: Ordering) -> u64 {
-        self.element::<8>(index, field)
-            .map_or(0, |access| access.load_u64(order))
-    }
-
-    /// Stores `value` as a little-endian `u64` at byte `field` of element `index`.
-    #[inline]
-    pub fn store_u64(&self, index: usize, field: usize, value: u64, order: Ordering) {
-        if let Some(access) = self.element::<8>(index, field) {
-            access.store_u64(value, order);
-        }
+    element_accessors! {
+        load_u16, store_u16, u16, 2;
+        load_u32, store_u32, u32, 4;
+        load_u64, store_u64, u64, 8;
     }
 }
 
