@@ -430,6 +430,8 @@ fn check_image(image: &[u8], pdb: &[u8], machine: Machine, name: &str) -> Result
 /// Signs `directory/rvscsi.sys` into `directory/signed/` with the test certificate (made once
 /// under `cert_dir`), verifies the signature and re-checks the signed image.
 fn sign(directory: &Path, cert_dir: &Path, machine: Machine) -> Result<(), String> {
+    crate::util::ensure_tool("openssl", "version", "openssl")?;
+    crate::util::ensure_tool("osslsigncode", "--version", "osslsigncode")?;
     let key = cert_dir.join("rvscsi-test.key");
     let certificate = cert_dir.join("rvscsi-test.pem");
     let certificate_der = cert_dir.join("rvscsi-test.cer");

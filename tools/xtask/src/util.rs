@@ -31,3 +31,41 @@ pub fn run(command: &mut Command) -> Result<(), String> {
         Err(format!("{command:?} exited with {status}"))
     }
 }
+
+/// Makes sure `program` runs (`program <probe>` succeeds), installing Debian `package` with
+/// apt-get when it does not, so the README's commands work on a fresh Debian machine. Needs
+/// root to install; says which package to install otherwise.
+pub fn ensure_tool(program: &str, probe: &str, package: &str) -> Result<(), String> {
+    let works = || {
+        Command::new(program)
+            .arg(probe)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works() {
+        return Ok(());
+    }
+    eprintln!("xtask: {program} not found; installing {package} with apt-get");
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map_err(|e| format!("cannot run id: {e}"))?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Err(format!(
+            "{program} is missing and installing it needs root: apt-get install {package}"
+        ));
+    }
+    run(Command::new("apt-get")
+        .args(["update", "-q"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends", package])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    if works() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} still missing after installing {package}"
+        ))
+    }
+}

@@ -124,7 +124,7 @@ pub fn run_vmtest(args: &[String]) -> Result<(), String> {
             .collect::<Result<_, _>>()?
     };
 
-    ensure_qemu()?;
+    crate::util::ensure_tool(QEMU, "--version", "qemu-system-x86")?;
     let guest = build_guest()?;
     let work = target_dir().join("vmtest");
     fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
@@ -159,51 +159,6 @@ pub fn run_vmtest(args: &[String]) -> Result<(), String> {
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| workspace_root().join("target"), PathBuf::from)
-}
-
-/// Installs Debian's `qemu-system-x86` if QEMU is not on the path.
-fn ensure_qemu() -> Result<(), String> {
-    if Command::new(QEMU)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return Ok(());
-    }
-    eprintln!("vmtest: {QEMU} not found; installing qemu-system-x86 with apt-get");
-    let uid = Command::new("id")
-        .arg("-u")
-        .output()
-        .map_err(|e| format!("cannot run id: {e}"))?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Err(format!(
-            "{QEMU} is missing and installing it needs root: \
-             apt-get install qemu-system-x86"
-        ));
-    }
-    run(Command::new("apt-get")
-        .args(["update", "-q"])
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    run(Command::new("apt-get")
-        .args([
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            "qemu-system-x86",
-        ])
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    if Command::new(QEMU)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "{QEMU} still missing after installing qemu-system-x86"
-        ))
-    }
 }
 
 /// Builds the guest for bare metal and returns the ELF's path.
