@@ -98,6 +98,7 @@ fn measure(ring: &'static str, depth: u32, indirect: bool) -> Result<Measurement
 /// Builds the benchmark with the driver's optimisation settings and measures every
 /// configuration.
 pub fn bench(_: &[String]) -> Result<(), String> {
+    crate::util::ensure_tool("valgrind", "--version", "valgrind")?;
     run(cargo().args([
         "build",
         "--profile",

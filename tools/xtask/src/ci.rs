@@ -40,7 +40,13 @@ pub fn doc(_: &[String]) -> Result<(), String> {
 
 /// The workspace's tests, with and without the test-utils fakes.
 pub fn test(_: &[String]) -> Result<(), String> {
-    // Layout probes against mingw-w64's headers must run in CI, never skip.
+    // Layout probes against mingw-w64's headers must run in CI, never skip: the cross compiler
+    // (its package pulls in mingw-w64's headers) is installed if missing.
+    crate::util::ensure_tool(
+        "x86_64-w64-mingw32-gcc",
+        "--version",
+        "gcc-mingw-w64-x86-64",
+    )?;
     run(cargo()
         .args(["test", "--workspace", "--all-features"])
         .env("RVSCSI_REQUIRE_LAYOUT_PROBE", "1"))?;
