@@ -352,22 +352,43 @@ impl DmaMemory {
         offset: usize,
         count: usize,
     ) -> Option<DmaArray<STRIDE, ALIGN>> {
+        if !count.is_power_of_two() {
+            return None;
+        }
+        Some(DmaArray {
+            ptr: self.elements::<STRIDE, ALIGN>(offset, count)?,
+            mask: count - 1,
+        })
+    }
+
+    /// The first of `count` elements of `STRIDE` bytes at `offset`, if they all lie inside the
+    /// region and the first is `ALIGN`-aligned: what [`DmaArray`] and [`DmaTable`] check once.
+    fn elements<const STRIDE: usize, const ALIGN: usize>(
+        &self,
+        offset: usize,
+        count: usize,
+    ) -> Option<NonNull<u8>> {
         const {
             assert!(ALIGN.is_power_of_two() && ALIGN <= DMA_BASE_ALIGN);
             assert!(STRIDE != 0 && STRIDE.is_multiple_of(ALIGN));
         }
         let end = STRIDE.checked_mul(count)?.checked_add(offset)?;
-        if !count.is_power_of_two() || !offset.is_multiple_of(ALIGN) || end > self.len {
+        if !offset.is_multiple_of(ALIGN) || end > self.len {
             return None;
         }
-        Some(DmaArray {
-            // INVARIANT: offset + STRIDE * count <= self.len, so all elements are inside the
-            // region; the base is DMA_BASE_ALIGN-aligned and offset ALIGN-aligned, so the first
-            // element is ALIGN-aligned.
-            ptr: self.ptr.map_addr(|addr| addr.saturating_add(offset)),
-            mask: count - 1,
-        })
+        // INVARIANT: offset + STRIDE * count <= self.len, so all elements are inside the
+        // region; the base is DMA_BASE_ALIGN-aligned and offset ALIGN-aligned, so the first
+        // element is ALIGN-aligned.
+        Some(self.ptr.map_addr(|addr| addr.saturating_add(offset)))
     }
+}
+
+/// Whether bytes `field .. field + size` lie inside one `STRIDE`-byte element whose first byte
+/// is `ALIGN`-aligned, with the `size`-byte access aligned: `size <= ALIGN` and
+/// `field % size == 0` suffice, since ALIGN divides STRIDE and the first element's address.
+#[inline]
+const fn field_fits<const STRIDE: usize, const ALIGN: usize>(field: usize, size: usize) -> bool {
+    size <= ALIGN && field.is_multiple_of(size) && field.saturating_add(size) <= STRIDE
 }
 
 impl<const STRIDE: usize, const ALIGN: usize> DmaArray<STRIDE, ALIGN> {
@@ -387,16 +408,10 @@ impl<const STRIDE: usize, const ALIGN: usize> DmaArray<STRIDE, ALIGN> {
     /// one element and a `size`-byte access there is aligned.
     #[inline]
     fn element<const SIZE: usize>(&self, index: usize, field: usize) -> Option<Access<SIZE>> {
-        let size = SIZE;
-        // `size` is 1, 2, 4 or 8 and at most ALIGN, which divides STRIDE and the first
-        // element's address, so every element is `size`-aligned and `field % size == 0` makes
-        // the access aligned.
-        let fits = size <= ALIGN
-            && field.is_multiple_of(size)
-            && field.checked_add(size).is_some_and(|end| end <= STRIDE);
+        let fits = field_fits::<STRIDE, ALIGN>(field, SIZE);
         debug_assert!(
             fits,
-            "DMA array access {field}+{size} in a {STRIDE}-byte element"
+            "DMA array access {field}+{SIZE} in a {STRIDE}-byte element"
         );
         if fits {
             // (index & mask) * STRIDE + field < count * STRIDE, which fits in the region and so
@@ -452,19 +467,8 @@ impl DmaMemory {
         offset: usize,
         count: usize,
     ) -> Option<DmaTable<STRIDE, ALIGN>> {
-        const {
-            assert!(ALIGN.is_power_of_two() && ALIGN <= DMA_BASE_ALIGN);
-            assert!(STRIDE != 0 && STRIDE.is_multiple_of(ALIGN));
-        }
-        let end = STRIDE.checked_mul(count)?.checked_add(offset)?;
-        if !offset.is_multiple_of(ALIGN) || end > self.len {
-            return None;
-        }
         Some(DmaTable {
-            // INVARIANT: offset + STRIDE * count <= self.len, so all elements are inside the
-            // region; the base is DMA_BASE_ALIGN-aligned and offset ALIGN-aligned, so the first
-            // element is ALIGN-aligned.
-            ptr: self.ptr.map_addr(|addr| addr.saturating_add(offset)),
+            ptr: self.elements::<STRIDE, ALIGN>(offset, count)?,
             count,
         })
     }
@@ -481,16 +485,11 @@ impl<const STRIDE: usize, const ALIGN: usize> DmaTable<STRIDE, ALIGN> {
     /// bytes lie inside one element and a `size`-byte access there is aligned.
     #[inline]
     fn element<const SIZE: usize>(&self, index: usize, field: usize) -> Option<Access<SIZE>> {
-        let size = SIZE;
-        // As in `DmaArray::element`: `size <= ALIGN` and `field % size == 0` make the access
-        // aligned, since ALIGN divides STRIDE and the first element's address.
-        let fits = size <= ALIGN
-            && field.is_multiple_of(size)
-            && field.checked_add(size).is_some_and(|end| end <= STRIDE);
+        let fits = field_fits::<STRIDE, ALIGN>(field, SIZE);
         let in_table = index < self.count;
         debug_assert!(
             fits && in_table,
-            "DMA table access {field}+{size} of element {index} of {} ({STRIDE}-byte elements)",
+            "DMA table access {field}+{SIZE} of element {index} of {} ({STRIDE}-byte elements)",
             self.count
         );
         if fits && in_table {
