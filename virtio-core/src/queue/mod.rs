@@ -57,6 +57,26 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// The bytes written that a used element reporting `len` for this in-flight chain head
+    /// (`id`) stands for: the policy both rings share.
+    ///
+    /// A length above the whole chain (readable and writable) is impossible for any device and
+    /// is refused. One above the writable part is clamped: QEMU's virtio-scsi reports the
+    /// response header plus the data-out bytes for every WRITE (seen by `cargo xtask vmtest`),
+    /// so refusing it would fail every write on the device our users run, and virtio-scsi takes
+    /// the transfer length from `resid` anyway.
+    #[inline]
+    pub(crate) fn used_length(&self, id: u16, len: u32) -> Result<u32, DeviceError> {
+        if len > self.posted {
+            return Err(DeviceError::UsedLengthTooLarge {
+                id,
+                written: len,
+                posted: self.posted,
+            });
+        }
+        Ok(len.min(self.writable))
+    }
+
     /// An unused slot, for initialising storage arrays.
     pub const EMPTY: Self = Self {
         next: 0,

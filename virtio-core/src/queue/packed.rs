@@ -753,19 +753,8 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
         // Section 2.8.4 calls `len` reserved in a used descriptor without WRITE, but QEMU
         // (`virtqueue_packed_fill_desc`) never sets WRITE there and reports the length in `len`
         // anyway, and Linux reads `len` regardless. So `len` counts either way.
-        //
-        // A length above the whole chain is impossible for any device and is refused. One above
-        // the writable part is clamped: QEMU's virtio-scsi reports the response header plus the
-        // data-out bytes for every WRITE (seen by `cargo xtask vmtest`), and virtio-scsi takes
-        // the transfer length from `resid` anyway.
-        if len > slot.posted {
-            return Err(DeviceError::UsedLengthTooLarge {
-                id,
-                written: len,
-                posted: slot.posted,
-            });
-        }
-        let written = len.min(slot.writable);
+        // What `len` may be, and how it is clamped, is `Slot::used_length`'s.
+        let written = slot.used_length(id, len)?;
         let descriptors = slot.descriptors;
         // Back on the free list. The other fields are only read while the id is in flight, and
         // `allocate_id` writes them all, so they are left as they are.

@@ -782,19 +782,7 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         if !slot.in_flight {
             return Err(DeviceError::UsedIdNotInFlight { id: head });
         }
-        // A length above the whole chain (readable and writable) is impossible for any device
-        // and is refused. One above the writable part is clamped: QEMU's virtio-scsi reports the
-        // response header plus the data-out bytes for every WRITE (seen by `cargo xtask
-        // vmtest`), so refusing it would fail every write on the device our users run, and
-        // virtio-scsi takes the transfer length from `resid` anyway.
-        if written > slot.posted {
-            return Err(DeviceError::UsedLengthTooLarge {
-                id: head,
-                written,
-                posted: slot.posted,
-            });
-        }
-        let written = written.min(slot.writable);
+        let written = slot.used_length(head, written)?;
         release_chain(slots, mask, head, self.free_head);
         self.free_head = head;
         self.num_free += slot.descriptors;
