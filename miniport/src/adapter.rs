@@ -1,0 +1,952 @@
+//! The adapter: virtio transport, rings, limits and per-queue locks, living in StorPort's
+//! device extension, plus the routines that bring it up (find-adapter, initialize, passive
+//! initialize), reset it, and route interrupts to queues.
+//!
+//! Concurrency follows StorPort's rules. HwBuildIo runs with no lock; HwStartIo runs on many
+//! processors at once (concurrent channels), so each request queue is guarded by the spin lock
+//! of its MSI-X message, the lock StorPort itself holds while running that message's ISR. The
+//! per-queue state sits in an `UnsafeCell` reached only through a [`QueueGuard`], which exists
+//! only while that lock is held. A device reset takes every queue lock in ascending order; only
+//! the one context that wins the `resetting` flag ever holds more than one lock, so the order
+//! cannot invert.
+
+use core::cell::UnsafeCell;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU64, Ordering, fence};
+
+use virtio_core::features::{Features, SCSI_DRIVER_FEATURES};
+use virtio_core::hal::{Hal, RegisterIo};
+use virtio_core::pci::{PciTransport, TransportError, VIRTIO_DEVICE_TYPE_SCSI};
+use virtio_core::queue::packed::PackedQueue;
+use virtio_core::queue::split::SplitQueue;
+use virtio_core::queue::{QueueFeatures, Slot, Virtqueue};
+use virtio_core::scsi::{Config, Limits, queue_index};
+use zerocopy::FromBytes;
+
+use crate::limits::StorLimits;
+use crate::platform::{Carved, PciSnapshot, StorPortRegisters, UncachedArena};
+use crate::port::DeviceExtension;
+use crate::storport::{
+    AccessRange, InterruptLock, InterruptSynchronizePerMessage, PortConfigurationInformation,
+    SCSI_DMA64_MINIPORT_FULL64BIT_SUPPORTED, SP_RETURN_ERROR, SP_RETURN_FOUND,
+    SP_RETURN_NOT_FOUND, SRB_TYPE_STORAGE_REQUEST_BLOCK, STOR_MAP_NON_READ_WRITE_BUFFERS,
+    STORAGE_ADDRESS_TYPE_BTL8, StorDpc, StorLockHandle, StorSynchronizeFullDuplex, TRUE,
+};
+use crate::vpd::LunLocation;
+
+/// Most request queues the adapter drives (one per processor on a 64-processor guest).
+pub const MAX_REQUEST_QUEUES: u16 = 64;
+/// Largest ring we set up, whatever the device offers: 1024 requests per queue is more than
+/// StorPort keeps outstanding per adapter, and bounds the uncached extension.
+pub const MAX_QUEUE_SIZE: u16 = 1024;
+/// Marks a device extension holding a constructed [`Adapter`] (the first field).
+pub const ADAPTER_MAGIC: u64 = u64::from_le_bytes(*b"rvscsi\x01\x00");
+
+/// Alignment of ring memory: a page, so no ring straddles pages needlessly.
+const RING_MEMORY_ALIGN: usize = 4096;
+
+/// Why bringing the adapter up failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdapterError {
+    /// PCI configuration space could not be read.
+    NoConfigSpace,
+    /// A virtio device, but not SCSI (virtio device type).
+    WrongDeviceType(u16),
+    /// The function is not virtio-scsi or its capabilities are unusable.
+    Transport(TransportError),
+    /// The device configuration is unusable.
+    Config(virtio_core::scsi::ConfigError),
+    /// The limits derived from the device are unusable.
+    Limits(crate::limits::LimitsError),
+    /// StorPort could not give the uncached extension we need.
+    NoUncachedExtension {
+        /// Bytes asked for.
+        len: usize,
+    },
+    /// A ring could not be created over the carved memory.
+    Queue(virtio_core::queue::QueueError),
+    /// Carving DMA memory or a table failed (a sizing bug: it was sized first).
+    OutOfMemory,
+}
+
+impl From<TransportError> for AdapterError {
+    fn from(error: TransportError) -> Self {
+        Self::Transport(error)
+    }
+}
+
+/// A ring of either layout, driven through the common trait.
+#[derive(Debug)]
+pub enum Ring {
+    /// Split virtqueue (virtio 1.x section 2.7).
+    Split(SplitQueue<Carved<Slot>>),
+    /// Packed virtqueue (virtio 1.x section 2.8).
+    Packed(PackedQueue<Carved<Slot>>),
+}
+
+impl Ring {
+    /// The ring as the common trait.
+    pub fn queue(&mut self) -> &mut dyn Virtqueue {
+        match self {
+            Self::Split(queue) => queue,
+            Self::Packed(queue) => queue,
+        }
+    }
+}
+
+/// One virtqueue and the requests in flight on it.
+#[derive(Debug)]
+pub struct QueueState {
+    /// The ring.
+    pub ring: Ring,
+    /// SRB extension address of the request in flight for each token (0 when none).
+    pub requests: Carved<usize>,
+    /// Offset of the queue's notification address in the notify BAR.
+    pub notify_offset: u64,
+    /// The virtqueue index.
+    pub index: u16,
+}
+
+/// How interrupts reach the queues, decided in HwInitialize from the messages granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum InterruptMode {
+    /// One MSI-X message per virtqueue (message 0 for configuration changes): the normal case.
+    PerQueue = 1,
+    /// One MSI/MSI-X message for everything.
+    Shared = 2,
+    /// Line-based (INTx): the ISR reads the ISR status register.
+    Line = 3,
+}
+
+/// Per-queue counters, readable from a crash dump and (later) through WMI.
+#[derive(Debug, Default)]
+pub struct QueueCounters {
+    /// Requests submitted.
+    pub requests: AtomicU64,
+    /// Device notifications (kicks).
+    pub kicks: AtomicU64,
+    /// Interrupts taken for the queue.
+    pub interrupts: AtomicU64,
+    /// Requests completed with SRB_STATUS_BUSY because the ring was full.
+    pub queue_full: AtomicU64,
+    /// Requests completed.
+    pub completions: AtomicU64,
+}
+
+/// The miniport's state for one adapter, constructed in the device extension by find-adapter.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Adapter {
+    /// [`ADAPTER_MAGIC`] once constructed (read before any reference is formed).
+    magic: u64,
+    extension: DeviceExtension,
+    registers: StorPortRegisters,
+    /// The transport; mutated only in HwInitialize/restart (no I/O possible) or by the reset
+    /// winner holding every queue lock.
+    transport: UnsafeCell<PciTransport<StorPortRegisters>>,
+    arena: UncachedArena,
+    notify_bar: u8,
+    features: Features,
+    device_limits: Limits,
+    limits: StorLimits,
+    /// PCI bus and slot, for synthesised identifiers.
+    bus: u8,
+    slot: u8,
+    /// Virtqueues prepared (controlq, eventq, then request queues).
+    prepared_queues: u16,
+    /// Request queues in use (set in HwInitialize).
+    request_queues: AtomicU16,
+    /// [`InterruptMode`] as a byte (set in HwInitialize).
+    mode: AtomicU8,
+    queues: Carved<UnsafeCell<Option<QueueState>>>,
+    dpcs: Carved<StorDpc>,
+    counters: Carved<QueueCounters>,
+    /// Lock handle for the line-interrupt lock; only its holder touches it.
+    line_lock: UnsafeCell<StorLockHandle>,
+    dpc_ready: AtomicBool,
+    resetting: AtomicBool,
+    /// Resets performed.
+    pub resets: AtomicU64,
+}
+
+/// Everything find-adapter learns before the memory is carved.
+struct Discovery {
+    transport: PciTransport<StorPortRegisters>,
+    registers: StorPortRegisters,
+    features: Features,
+    device_limits: Limits,
+    sizes: [u16; MAX_REQUEST_QUEUES as usize + 2],
+    queue_count: u16,
+}
+
+impl Adapter {
+    /// The adapter in `extension`, if find-adapter constructed one there.
+    ///
+    /// # Safety
+    /// `extension` is the device extension StorPort passed to a HW routine (at least
+    /// `size_of::<Adapter>()` bytes, 8-aligned, zeroed before find-adapter).
+    #[must_use]
+    pub unsafe fn from_extension<'a>(extension: *mut core::ffi::c_void) -> Option<&'a Self> {
+        let pointer = NonNull::new(extension.cast::<Self>())?;
+        // SAFETY: the extension is at least 8 bytes, 8-aligned and initialised (zeroed by
+        // StorPort or constructed by us); `magic` is the first field of a repr(C) struct.
+        let magic = unsafe { pointer.cast::<u64>().read() };
+        // SAFETY: the magic is written only after the whole Adapter is constructed in place,
+        // and the adapter is only mutated through interior mutability afterwards.
+        (magic == ADAPTER_MAGIC).then(|| unsafe { pointer.as_ref() })
+    }
+
+    /// HwFindAdapter: identifies the device, negotiates features, derives the limits, fills
+    /// `config` and carves the uncached extension. Returns an `SP_RETURN_*` code.
+    ///
+    /// # Safety
+    /// `extension` is the zeroed device extension of `size_of::<Adapter>()` bytes, 8-aligned,
+    /// exclusively ours for the call; `config` is StorPort's ConfigInfo for this adapter.
+    pub unsafe fn find(
+        extension: DeviceExtension,
+        config: &mut PortConfigurationInformation,
+    ) -> u32 {
+        let pointer = extension.raw().cast::<Self>();
+        if !pointer.is_aligned() {
+            return SP_RETURN_ERROR;
+        }
+        let discovery = match Self::discover(extension, config) {
+            Ok(discovery) => discovery,
+            Err(
+                AdapterError::NoConfigSpace
+                | AdapterError::WrongDeviceType(_)
+                | AdapterError::Transport(_),
+            ) => {
+                return SP_RETURN_NOT_FOUND;
+            }
+            Err(_) => return SP_RETURN_ERROR,
+        };
+        match Self::construct(extension, config, discovery) {
+            // SAFETY: the caller guarantees the extension is ours, sized and aligned (checked
+            // above) for an Adapter; it is written once, before any reference exists.
+            Ok(adapter) => unsafe { pointer.write(adapter) },
+            Err(_) => return SP_RETURN_ERROR,
+        }
+        SP_RETURN_FOUND
+    }
+
+    fn discover(
+        extension: DeviceExtension,
+        config: &PortConfigurationInformation,
+    ) -> Result<Discovery, AdapterError> {
+        let pci = PciSnapshot::read(extension, config.system_io_bus_number, config.slot_number);
+        if pci.len() < 64 {
+            return Err(AdapterError::NoConfigSpace);
+        }
+        let mut registers = StorPortRegisters::new(extension);
+        let ranges: &[AccessRange] = if config.access_ranges.is_null() {
+            &[]
+        } else {
+            // SAFETY: StorPort passes `NumberOfAccessRanges` ranges at `AccessRanges`, valid
+            // for the duration of HwFindAdapter.
+            unsafe {
+                core::slice::from_raw_parts(
+                    config.access_ranges,
+                    config.number_of_access_ranges as usize,
+                )
+            }
+        };
+        for bar in 0..6u8 {
+            let Some((address, io_space)) = pci.bar_address(bar) else {
+                continue;
+            };
+            let Some(range) = ranges.iter().find(|range| {
+                range.range_start.as_u64() == address && (range.range_in_memory == TRUE) != io_space
+            }) else {
+                continue;
+            };
+            if let Some(base) = extension.map_device_base(
+                config.system_io_bus_number,
+                address,
+                range.range_length,
+                io_space,
+            ) {
+                registers.map(bar, base, u64::from(range.range_length));
+            }
+        }
+        let mut transport = PciTransport::probe(&pci, registers)?;
+        if transport.device_type() != VIRTIO_DEVICE_TYPE_SCSI {
+            return Err(AdapterError::WrongDeviceType(transport.device_type()));
+        }
+        transport.reset()?;
+        let features = transport.begin_init(SCSI_DRIVER_FEATURES)?;
+        let device_limits = Self::configure_device(&mut transport)?;
+        let request_queues = device_limits.num_queues.min(MAX_REQUEST_QUEUES);
+        let queue_count = request_queues + queue_index::REQUEST_BASE;
+        let packed = features.contains(Features::RING_PACKED);
+        let mut sizes = [0u16; MAX_REQUEST_QUEUES as usize + 2];
+        for (index, size) in sizes.iter_mut().enumerate().take(usize::from(queue_count)) {
+            let max = transport.queue_max_size(index as u16)?.min(MAX_QUEUE_SIZE);
+            // Split rings need a power of two; packed rings take any size.
+            *size = if packed {
+                max
+            } else {
+                max.checked_ilog2().map_or(0, |log| 1 << log)
+            };
+        }
+        Ok(Discovery {
+            transport,
+            registers,
+            features,
+            device_limits,
+            sizes,
+            queue_count,
+        })
+    }
+
+    /// Writes the sense and CDB sizes we use and reads the device limits back.
+    fn configure_device(
+        transport: &mut PciTransport<StorPortRegisters>,
+    ) -> Result<Limits, AdapterError> {
+        transport.write_device_config_u32(
+            Config::SENSE_SIZE_OFFSET as u32,
+            virtio_core::scsi::SENSE_SIZE as u32,
+        )?;
+        transport.write_device_config_u32(
+            Config::CDB_SIZE_OFFSET as u32,
+            virtio_core::scsi::CDB_SIZE as u32,
+        )?;
+        let mut raw = [0u8; size_of::<Config>()];
+        transport.read_device_config(0, &mut raw)?;
+        let config = Config::read_from_bytes(&raw).map_err(|_| AdapterError::OutOfMemory)?;
+        Limits::from_config(&config).map_err(AdapterError::Config)
+    }
+
+    fn ring_len(packed: bool, size: u16) -> usize {
+        if packed {
+            PackedQueue::<Carved<Slot>>::ring_len(size)
+        } else {
+            SplitQueue::<Carved<Slot>>::ring_len(size)
+        }
+    }
+
+    /// Bytes of uncached extension needed, padding included.
+    fn uncached_len(discovery: &Discovery) -> usize {
+        let packed = discovery.features.contains(Features::RING_PACKED);
+        let request_queues = usize::from(discovery.queue_count - queue_index::REQUEST_BASE);
+        let tables = usize::from(discovery.queue_count)
+            * (size_of::<UnsafeCell<Option<QueueState>>>() + 16)
+            + request_queues * (size_of::<StorDpc>() + size_of::<QueueCounters>() + 16);
+        let rings: usize = discovery
+            .sizes
+            .iter()
+            .take(usize::from(discovery.queue_count))
+            .map(|&size| {
+                Self::ring_len(packed, size)
+                    + RING_MEMORY_ALIGN
+                    + usize::from(size) * (size_of::<Slot>() + size_of::<usize>())
+                    + 32
+            })
+            .sum();
+        tables + rings
+    }
+
+    fn construct(
+        extension: DeviceExtension,
+        config: &mut PortConfigurationInformation,
+        discovery: Discovery,
+    ) -> Result<Self, AdapterError> {
+        let request_queues = discovery.queue_count - queue_index::REQUEST_BASE;
+        let smallest = discovery
+            .sizes
+            .iter()
+            .skip(usize::from(queue_index::REQUEST_BASE))
+            .take(usize::from(request_queues))
+            .copied()
+            .min()
+            .unwrap_or(0);
+        let limits = StorLimits::derive(
+            &discovery.device_limits,
+            smallest,
+            request_queues,
+            discovery.features.contains(Features::INDIRECT_DESC),
+        )
+        .map_err(AdapterError::Limits)?;
+        Self::fill_config(config, &discovery.device_limits, &limits);
+
+        let len = Self::uncached_len(&discovery);
+        let len32 = u32::try_from(len).map_err(|_| AdapterError::NoUncachedExtension { len })?;
+        let memory = extension
+            .uncached_extension(config, len32)
+            .ok_or(AdapterError::NoUncachedExtension { len })?;
+        let (bus, contiguous) = extension.physical_address(None, memory.as_ptr() as usize);
+        if (contiguous as usize) < len {
+            return Err(AdapterError::NoUncachedExtension { len });
+        }
+        // SAFETY: StorPort just gave us `len` bytes of uncached extension at `memory`,
+        // contiguous at `bus` (checked), for the adapter's life.
+        let arena = unsafe { UncachedArena::new(extension, memory, bus, len) };
+        let queues = arena
+            .carve_table_with(usize::from(discovery.queue_count), || UnsafeCell::new(None))
+            .ok_or(AdapterError::OutOfMemory)?;
+        let dpcs = arena
+            .carve_table_with(usize::from(request_queues), StorDpc::zeroed)
+            .ok_or(AdapterError::OutOfMemory)?;
+        let counters = arena
+            .carve_table_with(usize::from(request_queues), QueueCounters::default)
+            .ok_or(AdapterError::OutOfMemory)?;
+
+        let packed = discovery.features.contains(Features::RING_PACKED);
+        let queue_features = QueueFeatures {
+            event_idx: discovery.features.contains(Features::EVENT_IDX),
+            indirect: discovery.features.contains(Features::INDIRECT_DESC),
+        };
+        let cells: &[UnsafeCell<Option<QueueState>>] = core::borrow::Borrow::borrow(&queues);
+        for (index, cell) in cells.iter().enumerate() {
+            let size = discovery.sizes.get(index).copied().unwrap_or(0);
+            let index = index as u16;
+            let ring_memory = arena
+                .dma_alloc(Self::ring_len(packed, size), RING_MEMORY_ALIGN)
+                .map_err(|_| AdapterError::OutOfMemory)?;
+            let slots = arena
+                .carve_table(usize::from(size), Slot::EMPTY)
+                .ok_or(AdapterError::OutOfMemory)?;
+            let requests = arena
+                .carve_table(usize::from(size), 0usize)
+                .ok_or(AdapterError::OutOfMemory)?;
+            let ring = if packed {
+                Ring::Packed(
+                    PackedQueue::new(index, size, ring_memory, slots, queue_features)
+                        .map_err(AdapterError::Queue)?,
+                )
+            } else {
+                Ring::Split(
+                    SplitQueue::new(index, size, ring_memory, slots, queue_features)
+                        .map_err(AdapterError::Queue)?,
+                )
+            };
+            // SAFETY: the table was carved just now; nothing else references this cell.
+            unsafe {
+                *cell.get() = Some(QueueState {
+                    ring,
+                    requests,
+                    notify_offset: 0,
+                    index,
+                });
+            }
+        }
+        let notify_bar = discovery.transport.layout().notify.bar;
+        Ok(Self {
+            magic: ADAPTER_MAGIC,
+            extension,
+            registers: discovery.registers,
+            transport: UnsafeCell::new(discovery.transport),
+            arena,
+            notify_bar,
+            features: discovery.features,
+            device_limits: discovery.device_limits,
+            limits,
+            bus: config.system_io_bus_number as u8,
+            slot: config.slot_number as u8,
+            prepared_queues: discovery.queue_count,
+            request_queues: AtomicU16::new(request_queues),
+            mode: AtomicU8::new(InterruptMode::PerQueue as u8),
+            queues,
+            dpcs,
+            counters,
+            line_lock: UnsafeCell::new(StorLockHandle::zeroed()),
+            dpc_ready: AtomicBool::new(false),
+            resetting: AtomicBool::new(false),
+            resets: AtomicU64::new(0),
+        })
+    }
+
+    /// Fills ConfigInfo as StorPort expects from a bus-master, scatter/gather, 64-bit DMA,
+    /// MSI-X HBA with one bus.
+    fn fill_config(config: &mut PortConfigurationInformation, device: &Limits, limits: &StorLimits) {
+        config.maximum_transfer_length = limits.max_transfer_length;
+        config.number_of_physical_breaks = limits.physical_breaks;
+        // virtio places no alignment requirement on data buffers.
+        config.alignment_mask = 0;
+        config.scatter_gather = TRUE;
+        config.master = TRUE;
+        config.caches_data = TRUE;
+        config.dma32_bit_addresses = TRUE;
+        config.dma64_bit_addresses = SCSI_DMA64_MINIPORT_FULL64BIT_SUPPORTED;
+        config.map_buffers = STOR_MAP_NON_READ_WRITE_BUFFERS;
+        config.need_physical_addresses = TRUE;
+        config.tagged_queuing = TRUE;
+        config.auto_request_sense = TRUE;
+        config.multiple_request_per_lu = TRUE;
+        config.number_of_buses = 1;
+        config.maximum_number_of_targets = device.max_target.min(254) + 1;
+        config.maximum_number_of_logical_units =
+            u8::try_from(device.max_lun.saturating_add(1)).unwrap_or(u8::MAX);
+        config.srb_type = SRB_TYPE_STORAGE_REQUEST_BLOCK;
+        config.address_type = STORAGE_ADDRESS_TYPE_BTL8;
+        config.srb_extension_size = limits.request.extension_size() as u32;
+        config.synchronization_model = StorSynchronizeFullDuplex;
+        config.hw_ms_interrupt_routine = Some(crate::hw::hw_message_interrupt);
+        config.interrupt_synchronization_mode = InterruptSynchronizePerMessage;
+        config.max_number_of_io = limits.max_ios;
+        config.max_ios_per_lun = limits.ios_per_lun;
+        config.initial_lun_queue_depth = limits.ios_per_lun;
+        config.wmi_data_provider = 0;
+    }
+
+    /// The device extension this adapter lives in.
+    #[must_use]
+    pub const fn extension(&self) -> DeviceExtension {
+        self.extension
+    }
+
+    /// The limits reported to StorPort.
+    #[must_use]
+    pub const fn limits(&self) -> &StorLimits {
+        &self.limits
+    }
+
+    /// The device's limits.
+    #[must_use]
+    pub const fn device_limits(&self) -> &Limits {
+        &self.device_limits
+    }
+
+    /// Features negotiated with the device.
+    #[must_use]
+    pub const fn features(&self) -> Features {
+        self.features
+    }
+
+    /// Request queues in use.
+    #[must_use]
+    pub fn request_queues(&self) -> u16 {
+        self.request_queues.load(Ordering::Relaxed)
+    }
+
+    /// How interrupts are delivered.
+    #[must_use]
+    pub fn mode(&self) -> InterruptMode {
+        match self.mode.load(Ordering::Relaxed) {
+            2 => InterruptMode::Shared,
+            3 => InterruptMode::Line,
+            _ => InterruptMode::PerQueue,
+        }
+    }
+
+    /// Where synthesised identifiers for `target`/`lun` come from.
+    #[must_use]
+    pub const fn location(&self, target: u8, lun: u16) -> LunLocation {
+        LunLocation {
+            bus: self.bus,
+            slot: self.slot,
+            target,
+            lun,
+        }
+    }
+
+    /// Counters of request queue `queue`.
+    #[must_use]
+    pub fn counters(&self, queue: u16) -> Option<&QueueCounters> {
+        let table: &[QueueCounters] = core::borrow::Borrow::borrow(&self.counters);
+        table.get(usize::from(queue))
+    }
+
+    /// The MSI-X message of virtqueue `index` in per-queue mode (message 0 is configuration).
+    #[must_use]
+    pub const fn vector_of_queue(index: u16) -> u16 {
+        index + 1
+    }
+
+    /// HwInitialize: decides the interrupt mode from the messages StorPort connected, sets up
+    /// every queue with its vector and sets DRIVER_OK. Runs before any I/O, with StorPort's
+    /// interrupt lock held.
+    pub fn initialize(&self) -> bool {
+        let mut messages = 0u16;
+        while messages < MAX_REQUEST_QUEUES + 3 && self.extension.msi_info(u32::from(messages)).is_some()
+        {
+            messages += 1;
+        }
+        let prepared_requests = self.prepared_queues - queue_index::REQUEST_BASE;
+        let (mode, request_queues) = if messages >= 4 {
+            (InterruptMode::PerQueue, prepared_requests.min(messages - 3))
+        } else if messages >= 1 {
+            (InterruptMode::Shared, prepared_requests)
+        } else {
+            (InterruptMode::Line, prepared_requests)
+        };
+        self.mode.store(mode as u8, Ordering::Relaxed);
+        self.request_queues.store(request_queues, Ordering::Relaxed);
+        let ok = self.start_queues().is_ok();
+        ok && self
+            .extension
+            .enable_passive_initialization(Some(crate::hw::hw_passive_initialize))
+    }
+
+    /// Virtqueues in use: controlq, eventq and the request queues.
+    fn active_queues(&self) -> u16 {
+        self.request_queues() + queue_index::REQUEST_BASE
+    }
+
+    /// Sets every active queue up on the device and sets DRIVER_OK. Called with no I/O possible
+    /// (initialize, restart) or by the reset winner holding every queue lock.
+    fn start_queues(&self) -> Result<(), AdapterError> {
+        // SAFETY: callers guarantee exclusive access to the transport (see the field's doc).
+        let transport = unsafe { &mut *self.transport.get() };
+        let mode = self.mode();
+        let msix = mode != InterruptMode::Line;
+        if msix {
+            transport.set_config_msix_vector(Some(0))?;
+        }
+        for index in 0..self.active_queues() {
+            // SAFETY: as above: no other context touches queue state during setup.
+            let Some(queue) = (unsafe { self.queue_cell(index) }) else {
+                return Err(AdapterError::OutOfMemory);
+            };
+            let vector = match mode {
+                InterruptMode::PerQueue => Some(Self::vector_of_queue(index)),
+                InterruptMode::Shared => Some(0),
+                InterruptMode::Line => None,
+            };
+            let ring = queue.ring.queue();
+            let notifier = transport.setup_queue(index, ring.size(), ring.addresses(), vector)?;
+            queue.notify_offset = notifier.offset();
+        }
+        transport.driver_ok()?;
+        Ok(())
+    }
+
+    /// The state of virtqueue `index`.
+    ///
+    /// # Safety
+    /// The caller holds the queue's lock (or otherwise has exclusive access: setup with no
+    /// I/O possible), and does not keep the reference past it.
+    #[expect(clippy::mut_from_ref, reason = "interior mutability guarded by the queue lock")]
+    unsafe fn queue_cell(&self, index: u16) -> Option<&mut QueueState> {
+        let table: &[UnsafeCell<Option<QueueState>>] = core::borrow::Borrow::borrow(&self.queues);
+        let cell = table.get(usize::from(index))?;
+        // SAFETY: the caller's lock makes this the only access to the cell.
+        unsafe { (*cell.get()).as_mut() }
+    }
+
+    /// PassiveInitialize: per-queue DPCs and StorPort's performance options (concurrent
+    /// StartIo channels, completion DPCs redirected to the submitting processor).
+    pub fn passive_initialize(&self) -> bool {
+        for queue in 0..self.request_queues() {
+            if let Some(dpc) = self.dpc(queue) {
+                self.extension
+                    .initialize_dpc(dpc, Some(crate::hw::hw_queue_dpc));
+            }
+        }
+        // ORDERING: the DPC objects must be initialised before an ISR on another processor
+        // sees `dpc_ready` and issues one; pairs with the acquire load in `on_queue_interrupt`.
+        self.dpc_ready.store(true, Ordering::Release);
+        let mut perf = crate::storport::PerfConfigurationData::zeroed();
+        perf.version = crate::storport::STOR_PERF_VERSION_2;
+        perf.size = size_of::<crate::storport::PerfConfigurationData>() as u32;
+        if self.extension.perf_opts(true, &mut perf) {
+            let supported = perf.flags;
+            let mut wanted = crate::storport::STOR_PERF_CONCURRENT_CHANNELS;
+            if self.mode() == InterruptMode::PerQueue {
+                wanted |= crate::storport::STOR_PERF_DPC_REDIRECTION;
+                perf.first_redirection_message_number =
+                    u32::from(Self::vector_of_queue(queue_index::REQUEST_BASE));
+                perf.last_redirection_message_number = u32::from(Self::vector_of_queue(
+                    queue_index::REQUEST_BASE + self.request_queues() - 1,
+                ));
+            }
+            perf.flags = supported & wanted;
+            perf.concurrent_channels = u32::from(self.request_queues());
+            // A refusal leaves StorPort's defaults (StartIo serialised), which our per-queue
+            // locks handle as well.
+            let _ = self.extension.perf_opts(false, &mut perf);
+        }
+        true
+    }
+
+    /// The DPC object of request queue `queue`.
+    fn dpc(&self, queue: u16) -> Option<NonNull<StorDpc>> {
+        let table: &[StorDpc] = core::borrow::Borrow::borrow(&self.dpcs);
+        table.get(usize::from(queue)).map(NonNull::from)
+    }
+
+    /// The request queue a request submitted on the current processor goes to.
+    #[must_use]
+    pub fn queue_for_current_processor(&self) -> u16 {
+        let queues = u32::from(self.request_queues().max(1));
+        (self.extension.current_processor() % queues) as u16
+    }
+
+    /// Locks request queue `queue` (its MSI-X message lock, or the interrupt lock).
+    #[must_use]
+    pub fn lock(&self, queue: u16) -> QueueGuard<'_> {
+        let how = match self.mode() {
+            InterruptMode::PerQueue => {
+                let message = u32::from(Self::vector_of_queue(queue + queue_index::REQUEST_BASE));
+                let old_irql = self.extension.acquire_msi_lock(message);
+                Held::Msi { message, old_irql }
+            }
+            InterruptMode::Shared => {
+                let old_irql = self.extension.acquire_msi_lock(0);
+                Held::Msi {
+                    message: 0,
+                    old_irql,
+                }
+            }
+            InterruptMode::Line => {
+                // SAFETY: the handle is touched only by the lock holder, and we are about to
+                // become the holder; StorPort writes it during the acquire.
+                self.extension.acquire_interrupt_lock(self.line_lock.get());
+                Held::Line
+            }
+        };
+        QueueGuard {
+            adapter: self,
+            queue,
+            how,
+        }
+    }
+
+    /// A guard for `queue` whose lock StorPort already holds (inside the ISR for its message).
+    ///
+    /// # Safety
+    /// The caller runs in the ISR whose lock guards `queue` (per-queue: that queue's message;
+    /// shared: message 0; line: the interrupt lock).
+    #[must_use]
+    pub unsafe fn assume_locked(&self, queue: u16) -> QueueGuard<'_> {
+        QueueGuard {
+            adapter: self,
+            queue,
+            how: Held::ByCaller,
+        }
+    }
+
+    /// Notifies the device of new requests on request queue `queue` (after unlocking).
+    pub fn notify(&self, queue: u16, offset: u64) {
+        let index = queue + queue_index::REQUEST_BASE;
+        // ORDERING: the ring updates (descriptors, then the available index published with
+        // release by the queue) must be visible before the device reacts to the notification
+        // (virtio 1.x section 2.7.13 step 4 / 2.8.21). Pairs with the device's read of the
+        // available index after the notification; the register routine orders the MMIO store.
+        fence(Ordering::SeqCst);
+        self.registers.write16(self.notify_bar, offset, index);
+        if let Some(counters) = self.counters(queue) {
+            counters.kicks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Handles MSI message `message`; true if it was ours.
+    pub fn on_message(&self, message: u32) -> bool {
+        match self.mode() {
+            InterruptMode::PerQueue => {
+                let Some(index) = message.checked_sub(1) else {
+                    // Configuration change: events are read by the event queue work (issue 7).
+                    return true;
+                };
+                let Some(queue) = (index as u16).checked_sub(queue_index::REQUEST_BASE) else {
+                    // controlq/eventq: nothing of ours is posted on them yet.
+                    return true;
+                };
+                if queue >= self.request_queues() {
+                    return false;
+                }
+                self.on_queue_interrupt(queue);
+                true
+            }
+            InterruptMode::Shared | InterruptMode::Line => {
+                for queue in 0..self.request_queues() {
+                    self.on_queue_interrupt(queue);
+                }
+                true
+            }
+        }
+    }
+
+    /// HwInterrupt (line-based): reads and clears the ISR status; true if the device
+    /// interrupted.
+    pub fn on_line_interrupt(&self) -> bool {
+        // SAFETY: in line mode the ISR holds the interrupt lock, which the reset path also
+        // takes, so the transport is not being mutated.
+        let isr = unsafe { &*self.transport.get() }.read_isr();
+        if isr.is_empty() {
+            return false;
+        }
+        for queue in 0..self.request_queues() {
+            self.on_queue_interrupt(queue);
+        }
+        true
+    }
+
+    fn on_queue_interrupt(&self, queue: u16) {
+        if let Some(counters) = self.counters(queue) {
+            counters.interrupts.fetch_add(1, Ordering::Relaxed);
+        }
+        // ORDERING: pairs with the release store in `passive_initialize`.
+        if self.dpc_ready.load(Ordering::Acquire)
+            && let Some(dpc) = self.dpc(queue)
+        {
+            let _already_queued = !self.extension.issue_dpc(dpc, usize::from(queue));
+        } else {
+            // SAFETY: we are in the ISR for this queue's message, whose lock StorPort holds.
+            let mut guard = unsafe { self.assume_locked(queue) };
+            crate::io::drain(&mut guard);
+        }
+    }
+
+    /// The queue DPC: drains request queue `queue` under its lock.
+    pub fn on_dpc(&self, queue: u16) {
+        if queue >= self.request_queues() {
+            return;
+        }
+        let reset = {
+            let mut guard = self.lock(queue);
+            crate::io::drain(&mut guard)
+        };
+        if reset {
+            self.reset_device();
+        }
+    }
+
+    /// Resets the device and completes every request in flight with SRB_STATUS_BUS_RESET,
+    /// then brings the queues back. Only one context resets at a time; a second caller
+    /// returns at once (the reset it would do is already under way). Call with no queue lock
+    /// held.
+    pub fn reset_device(&self) {
+        if self
+            .resetting
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        self.resets.fetch_add(1, Ordering::Relaxed);
+        let queues = self.request_queues();
+        let lock_all = self.mode() == InterruptMode::PerQueue;
+        let mut guards: [Option<QueueGuard<'_>>; MAX_REQUEST_QUEUES as usize] =
+            [const { None }; MAX_REQUEST_QUEUES as usize];
+        for (queue, slot) in guards.iter_mut().enumerate().take(usize::from(queues)) {
+            if lock_all || queue == 0 {
+                *slot = Some(self.lock(queue as u16));
+            }
+        }
+        // SAFETY: every queue lock is held (or the one shared lock), so no StartIo, ISR or DPC
+        // touches the transport or the queues.
+        let transport = unsafe { &mut *self.transport.get() };
+        // Once the device reads back status 0 it no longer touches any buffer (virtio 1.x
+        // section 2.4), so the requests in flight can be handed back.
+        let _ = transport.reset();
+        for queue in 0..queues {
+            crate::io::fail_in_flight(self, queue);
+        }
+        for index in 0..self.active_queues() {
+            // SAFETY: all locks held, as above.
+            if let Some(state) = unsafe { self.queue_cell(index) } {
+                state.ring.queue().reset();
+            }
+        }
+        let restarted = transport.begin_init(self.features).is_ok()
+            && Self::configure_device(transport).is_ok()
+            && self.start_queues().is_ok();
+        if !restarted {
+            transport.fail();
+        }
+        drop(guards);
+        self.resetting.store(false, Ordering::Release);
+        self.extension.reset_detected();
+    }
+
+    /// ScsiStopAdapter: resets the device (it stops using every buffer); requests in flight
+    /// are completed with SRB_STATUS_BUS_RESET.
+    pub fn stop(&self) {
+        let queues = self.request_queues();
+        let mut guards: [Option<QueueGuard<'_>>; MAX_REQUEST_QUEUES as usize] =
+            [const { None }; MAX_REQUEST_QUEUES as usize];
+        let lock_all = self.mode() == InterruptMode::PerQueue;
+        for (queue, slot) in guards.iter_mut().enumerate().take(usize::from(queues)) {
+            if lock_all || queue == 0 {
+                *slot = Some(self.lock(queue as u16));
+            }
+        }
+        // SAFETY: every queue lock is held, as in `reset_device`.
+        let transport = unsafe { &mut *self.transport.get() };
+        let _ = transport.reset();
+        for queue in 0..queues {
+            crate::io::fail_in_flight(self, queue);
+        }
+        for index in 0..self.active_queues() {
+            // SAFETY: all locks held.
+            if let Some(state) = unsafe { self.queue_cell(index) } {
+                state.ring.queue().reset();
+            }
+        }
+        drop(guards);
+    }
+
+    /// ScsiRestartAdapter: renegotiates and sets the queues up again, as after power-up.
+    pub fn restart(&self) -> bool {
+        // SAFETY: StorPort calls restart with no I/O outstanding and interrupts synchronised.
+        let transport = unsafe { &mut *self.transport.get() };
+        let ok = transport.reset().is_ok()
+            && transport.begin_init(self.features).is_ok()
+            && Self::configure_device(transport).is_ok()
+            && self.start_queues().is_ok();
+        if !ok {
+            transport.fail();
+        }
+        ok
+    }
+}
+
+/// How a [`QueueGuard`]'s lock is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Held {
+    /// We acquired this MSI message's lock.
+    Msi { message: u32, old_irql: u32 },
+    /// We acquired the interrupt lock (line mode).
+    Line,
+    /// StorPort holds it for us (inside the ISR).
+    ByCaller,
+}
+
+/// Proof that a request queue's lock is held; gives access to the queue's state.
+#[derive(Debug)]
+pub struct QueueGuard<'a> {
+    adapter: &'a Adapter,
+    queue: u16,
+    how: Held,
+}
+
+impl<'a> QueueGuard<'a> {
+    /// The adapter.
+    #[must_use]
+    pub const fn adapter(&self) -> &'a Adapter {
+        self.adapter
+    }
+
+    /// The request queue number.
+    #[must_use]
+    pub const fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    /// The queue's state.
+    pub fn state(&mut self) -> Option<&mut QueueState> {
+        // SAFETY: this guard proves the queue's lock is held, and `&mut self` makes the
+        // returned reference the only one derived from it.
+        unsafe { self.adapter.queue_cell(self.queue + queue_index::REQUEST_BASE) }
+    }
+}
+
+impl Drop for QueueGuard<'_> {
+    fn drop(&mut self) {
+        match self.how {
+            Held::Msi { message, old_irql } => {
+                self.adapter.extension.release_msi_lock(message, old_irql);
+            }
+            Held::Line => self
+                .adapter
+                .extension
+                .release_interrupt_lock(self.adapter.line_lock.get()),
+            Held::ByCaller => {}
+        }
+    }
+}
+
+/// The StorPort interrupt-lock kind (for the line-mode wrappers in `port`).
+pub const LINE_LOCK: u32 = InterruptLock;

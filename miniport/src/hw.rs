@@ -1,0 +1,289 @@
+//! The only home of DriverEntry and the `extern "system"` HW routines StorPort calls. Each
+//! trampoline checks its pointers, turns them into safe types and calls safe code; its
+//! `# Safety` section says what StorPort guarantees at that call (IRQL, locks, ownership).
+
+use core::ffi::{c_char, c_void};
+use core::ptr::NonNull;
+
+use crate::adapter::Adapter;
+use crate::io::{self, Built};
+use crate::port::DeviceExtension;
+use crate::storport::{
+    Boolean, FALSE, HwInitializationData, PCIBus, PortConfigurationInformation,
+    SP_RETURN_ERROR, SRB_STATUS_SUCCESS, SRB_TYPE_FLAG_SCSI_REQUEST_BLOCK,
+    SRB_TYPE_FLAG_STORAGE_REQUEST_BLOCK, STOR_MAP_NON_READ_WRITE_BUFFERS, ScsiAdapterControlSuccess,
+    ScsiAdapterControlUnsuccessful, ScsiQuerySupportedControlTypes, ScsiRequestBlock,
+    ScsiRestartAdapter, ScsiStopAdapter, ScsiSupportedControlTypeList, StorDpc, TRUE,
+    ADDRESS_TYPE_FLAG_BTL8, StorPortInitialize,
+};
+
+/// `NTSTATUS` is a signed 32-bit value.
+pub type NtStatus = i32;
+
+/// The registration StorPort receives: every HW routine and the sizes it allocates.
+#[must_use]
+pub fn initialization_data() -> HwInitializationData {
+    let mut data = HwInitializationData::zeroed();
+    data.hw_initialization_data_size = size_of::<HwInitializationData>() as u32;
+    data.adapter_interface_type = PCIBus;
+    data.hw_initialize = Some(hw_initialize);
+    data.hw_build_io = Some(hw_build_io);
+    data.hw_start_io = Some(hw_start_io);
+    data.hw_interrupt = Some(hw_interrupt);
+    data.hw_find_adapter = Some(hw_find_adapter);
+    data.hw_reset_bus = Some(hw_reset_bus);
+    data.hw_adapter_control = Some(hw_adapter_control);
+    data.device_extension_size = size_of::<Adapter>() as u32;
+    data.specific_lu_extension_size = 0;
+    // The largest request layout; find-adapter lowers it to what the device needs.
+    data.srb_extension_size =
+        crate::layout::RequestLayout::new(crate::limits::MAX_DATA_SEGMENTS).extension_size() as u32;
+    data.number_of_access_ranges = 6;
+    data.map_buffers = STOR_MAP_NON_READ_WRITE_BUFFERS;
+    data.need_physical_addresses = TRUE;
+    data.tagged_queuing = TRUE;
+    data.auto_request_sense = TRUE;
+    data.multiple_request_per_lu = TRUE;
+    data.srb_type_flags = SRB_TYPE_FLAG_SCSI_REQUEST_BLOCK | SRB_TYPE_FLAG_STORAGE_REQUEST_BLOCK;
+    data.address_type_flags = ADDRESS_TYPE_FLAG_BTL8;
+    data
+}
+
+/// The driver's entry point: registers the miniport with StorPort.
+///
+/// # Safety
+/// Called once by the I/O manager (or the simulator) at PASSIVE_LEVEL with the driver object
+/// and registry path, which are passed through to StorPortInitialize untouched.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn DriverEntry(
+    driver_object: *mut c_void,
+    registry_path: *mut c_void,
+) -> NtStatus {
+    let mut data = initialization_data();
+    // SAFETY: StorPortInitialize copies the registration (a valid local) during the call and
+    // takes the two opaque arguments from our caller.
+    let status = unsafe {
+        StorPortInitialize(driver_object, registry_path, &raw mut data, core::ptr::null_mut())
+    };
+    status as NtStatus
+}
+
+/// HwFindAdapter.
+///
+/// # Safety
+/// PASSIVE_LEVEL; `device_extension` is StorPort's zeroed extension of the size registered;
+/// `config_info` is valid and exclusively ours for the call.
+pub unsafe extern "system" fn hw_find_adapter(
+    device_extension: *mut c_void,
+    _hw_context: *mut c_void,
+    _bus_information: *mut c_void,
+    _argument_string: *mut c_char,
+    config_info: *mut PortConfigurationInformation,
+    again: *mut Boolean,
+) -> u32 {
+    if let Some(again) = NonNull::new(again) {
+        // SAFETY: StorPort passes a valid BOOLEAN to write.
+        unsafe { again.write(FALSE) };
+    }
+    let (Some(extension), Some(mut config)) =
+        (DeviceExtension::new(device_extension), NonNull::new(config_info))
+    else {
+        return SP_RETURN_ERROR;
+    };
+    // SAFETY: see the function's contract: exclusive, valid ConfigInfo for this call.
+    let config = unsafe { config.as_mut() };
+    // SAFETY: the extension is StorPort's, zeroed, of `size_of::<Adapter>()` bytes.
+    unsafe { Adapter::find(extension, config) }
+}
+
+/// The adapter in `device_extension`, if find-adapter built one.
+///
+/// # Safety
+/// `device_extension` is the extension StorPort passes to HW routines.
+unsafe fn adapter<'a>(device_extension: *mut c_void) -> Option<&'a Adapter> {
+    // SAFETY: forwarded from the caller.
+    unsafe { Adapter::from_extension(device_extension) }
+}
+
+/// HwInitialize.
+///
+/// # Safety
+/// DIRQL with the interrupt lock held, after HwFindAdapter, before any I/O.
+pub unsafe extern "system" fn hw_initialize(device_extension: *mut c_void) -> Boolean {
+    // SAFETY: StorPort's device extension.
+    let Some(adapter) = (unsafe { adapter(device_extension) }) else {
+        return FALSE;
+    };
+    Boolean::from(adapter.initialize())
+}
+
+/// HwPassiveInitializeRoutine.
+///
+/// # Safety
+/// PASSIVE_LEVEL, after HwInitialize.
+pub unsafe extern "system" fn hw_passive_initialize(device_extension: *mut c_void) -> Boolean {
+    // SAFETY: StorPort's device extension.
+    let Some(adapter) = (unsafe { adapter(device_extension) }) else {
+        return FALSE;
+    };
+    Boolean::from(adapter.passive_initialize())
+}
+
+/// HwBuildIo.
+///
+/// # Safety
+/// DISPATCH_LEVEL, no lock held; `srb` is a new request, ours until completed.
+pub unsafe extern "system" fn hw_build_io(
+    device_extension: *mut c_void,
+    srb: *mut ScsiRequestBlock,
+) -> Boolean {
+    // SAFETY: StorPort's device extension.
+    let (Some(adapter), Some(srb)) = (unsafe { adapter(device_extension) }, NonNull::new(srb))
+    else {
+        return FALSE;
+    };
+    match io::build_io(adapter, srb) {
+        Built::Ready(srb) | Built::Control(srb) => {
+            // StartIo finds everything in the SRB and its extension.
+            core::mem::forget(srb);
+            TRUE
+        }
+        Built::Completed => FALSE,
+    }
+}
+
+/// HwStartIo.
+///
+/// # Safety
+/// DISPATCH_LEVEL; StartIo lock held unless concurrent channels are on; `srb` passed BuildIo.
+pub unsafe extern "system" fn hw_start_io(
+    device_extension: *mut c_void,
+    srb: *mut ScsiRequestBlock,
+) -> Boolean {
+    // SAFETY: StorPort's device extension.
+    let (Some(adapter), Some(raw)) = (unsafe { adapter(device_extension) }, NonNull::new(srb))
+    else {
+        return TRUE;
+    };
+    // SAFETY: the SRB StorPort passed, ours until completed; BuildIo validated it.
+    let srb = match unsafe { crate::srb::Srb::from_raw(raw) } {
+        Ok(srb) => srb,
+        Err((srb, _)) => {
+            io::complete(adapter, srb, crate::storport::SRB_STATUS_INVALID_REQUEST);
+            return TRUE;
+        }
+    };
+    let function = srb.function();
+    if function == u32::from(crate::storport::SRB_FUNCTION_EXECUTE_SCSI) {
+        io::start_io(adapter, srb);
+    } else {
+        // Resets: the device reset completes every request in flight with BUS_RESET.
+        adapter.reset_device();
+        io::complete(adapter, srb, SRB_STATUS_SUCCESS);
+    }
+    TRUE
+}
+
+/// HwMSInterruptRoutine.
+///
+/// # Safety
+/// DIRQL with the lock of `message_id` held by StorPort.
+pub unsafe extern "system" fn hw_message_interrupt(
+    device_extension: *mut c_void,
+    message_id: u32,
+) -> Boolean {
+    // SAFETY: StorPort's device extension.
+    let Some(adapter) = (unsafe { adapter(device_extension) }) else {
+        return FALSE;
+    };
+    Boolean::from(adapter.on_message(message_id))
+}
+
+/// HwInterrupt (line-based).
+///
+/// # Safety
+/// DIRQL with the interrupt lock held.
+pub unsafe extern "system" fn hw_interrupt(device_extension: *mut c_void) -> Boolean {
+    // SAFETY: StorPort's device extension.
+    let Some(adapter) = (unsafe { adapter(device_extension) }) else {
+        return FALSE;
+    };
+    Boolean::from(adapter.on_line_interrupt())
+}
+
+/// The per-queue completion DPC; `system_argument1` is the request queue number.
+///
+/// # Safety
+/// DISPATCH_LEVEL; no lock held.
+pub unsafe extern "system" fn hw_queue_dpc(
+    _dpc: *mut StorDpc,
+    device_extension: *mut c_void,
+    system_argument1: *mut c_void,
+    _system_argument2: *mut c_void,
+) {
+    // SAFETY: StorPort's device extension.
+    if let Some(adapter) = unsafe { adapter(device_extension) } {
+        adapter.on_dpc(system_argument1 as usize as u16);
+    }
+}
+
+/// HwResetBus: resets the device; every request in flight completes with BUS_RESET.
+///
+/// # Safety
+/// DISPATCH_LEVEL with the StartIo lock held.
+pub unsafe extern "system" fn hw_reset_bus(device_extension: *mut c_void, _path_id: u32) -> Boolean {
+    // SAFETY: StorPort's device extension.
+    let Some(adapter) = (unsafe { adapter(device_extension) }) else {
+        return FALSE;
+    };
+    adapter.reset_device();
+    TRUE
+}
+
+/// HwAdapterControl.
+///
+/// # Safety
+/// IRQL per control type; `parameters` is the type's parameter block.
+pub unsafe extern "system" fn hw_adapter_control(
+    device_extension: *mut c_void,
+    control_type: u32,
+    parameters: *mut c_void,
+) -> u32 {
+    // SAFETY: StorPort's device extension.
+    let Some(adapter) = (unsafe { adapter(device_extension) }) else {
+        return ScsiAdapterControlUnsuccessful;
+    };
+    match control_type {
+        query if query == ScsiQuerySupportedControlTypes => {
+            let Some(list) = NonNull::new(parameters.cast::<ScsiSupportedControlTypeList>()) else {
+                return ScsiAdapterControlUnsuccessful;
+            };
+            // SAFETY: StorPort passes a list header followed by `MaxControlType` BOOLEANs.
+            let max = unsafe { list.as_ref() }.max_control_type;
+            for supported in [ScsiQuerySupportedControlTypes, ScsiStopAdapter, ScsiRestartAdapter] {
+                if supported < max {
+                    // SAFETY: index below `MaxControlType`, inside StorPort's array.
+                    unsafe {
+                        (&raw mut (*list.as_ptr()).supported_type_list)
+                            .cast::<Boolean>()
+                            .add(supported as usize)
+                            .write(TRUE);
+                    }
+                }
+            }
+            ScsiAdapterControlSuccess
+        }
+        stop if stop == ScsiStopAdapter => {
+            adapter.stop();
+            ScsiAdapterControlSuccess
+        }
+        restart if restart == ScsiRestartAdapter => {
+            if adapter.restart() {
+                ScsiAdapterControlSuccess
+            } else {
+                ScsiAdapterControlUnsuccessful
+            }
+        }
+        _ => ScsiAdapterControlUnsuccessful,
+    }
+}

@@ -1,0 +1,599 @@
+//! The I/O path: an SRB becomes one virtio-scsi request built in its SRB extension (BuildIo,
+//! no lock), goes on its queue's ring (StartIo, under the queue lock, notify after unlocking),
+//! and comes back from the used ring as one completion with the status, sense and residual the
+//! device reported (ISR/DPC, under the queue lock).
+//!
+//! Every SRB that enters is completed exactly once: refused ones at once, queued ones when the
+//! device uses them or when a reset takes them back.
+
+use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
+
+use virtio_core::dma::DmaMemory;
+use virtio_core::hal::Segment;
+use virtio_core::queue::QueueError;
+use virtio_core::scsi::{
+    CDB_SIZE, CmdReq, CmdResp, DataDirection, Disposition, Lun, Transfer, complete_command,
+};
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::adapter::{Adapter, QueueGuard};
+use crate::layout::{
+    CONTEXT_LEN, REQUEST_ALIGN, RequestContext, RequestLayout, RequestState,
+};
+use crate::srb::{Srb, SrbError};
+use crate::storport::{
+    SRB_FLAGS_DATA_IN, SRB_FLAGS_DATA_OUT, SRB_FLAGS_DISABLE_AUTOSENSE,
+    SRB_FUNCTION_EXECUTE_SCSI, SRB_FUNCTION_FLUSH, SRB_FUNCTION_PNP, SRB_FUNCTION_POWER,
+    SRB_FUNCTION_RESET_BUS, SRB_FUNCTION_RESET_DEVICE, SRB_FUNCTION_RESET_LOGICAL_UNIT,
+    SRB_FUNCTION_SHUTDOWN, SRB_STATUS_ABORTED, SRB_STATUS_AUTOSENSE_VALID,
+    SRB_STATUS_BAD_SRB_BLOCK_LENGTH, SRB_STATUS_BUS_RESET, SRB_STATUS_BUSY,
+    SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR, SRB_STATUS_INVALID_LUN,
+    SRB_STATUS_INVALID_PATH_ID, SRB_STATUS_INVALID_REQUEST, SRB_STATUS_INVALID_TARGET_ID,
+    SRB_STATUS_SUCCESS, ScsiRequestBlock, StorScatterGatherElement,
+};
+use crate::vpd;
+
+/// Bytes of the response header the device must write for the response to be read at all
+/// (`sense_len`, `resid`, `status_qualifier`, `status`, `response`).
+const RESPONSE_HEADER_LEN: u32 = 12;
+
+/// One request's memory in its SRB extension, as a bounds-checked view.
+#[derive(Clone, Copy, Debug)]
+struct Request {
+    /// The extension from its 16-aligned start, `layout.len` bytes.
+    memory: DmaMemory,
+    layout: RequestLayout,
+}
+
+impl Request {
+    /// The request whose aligned start is at `base`. The bus address is only meaningful for
+    /// the parts [`prepare`] checked to be contiguous.
+    fn at(base: usize, bus: u64, layout: RequestLayout) -> Option<Self> {
+        let pointer = NonNull::new(base as *mut u8)?;
+        // SAFETY: `base .. base + layout.len` is the SRB extension of a request the miniport
+        // owns (StorPort sized it from `layout.extension_size()` and the start was aligned
+        // inside it); it is accessed only through this view while the request lives.
+        let memory = unsafe { DmaMemory::new(pointer, layout.len, bus) }?;
+        Some(Self { memory, layout })
+    }
+
+    fn context(&self) -> Option<RequestContext> {
+        let mut bytes = [0u8; CONTEXT_LEN];
+        self.memory
+            .read_bytes(self.layout.context, &mut bytes)
+            .then(|| RequestContext::read_from_bytes(&bytes).ok())
+            .flatten()
+    }
+
+    fn set_context(&self, context: &RequestContext) -> bool {
+        self.memory.write_bytes(self.layout.context, context.as_bytes())
+    }
+
+    fn response(&self) -> Option<CmdResp> {
+        let mut bytes = [0u8; size_of::<CmdResp>()];
+        self.memory
+            .read_bytes(self.layout.cmd_resp, &mut bytes)
+            .then(|| CmdResp::read_from_bytes(&bytes).ok())
+            .flatten()
+    }
+
+    /// The scratch segment list's first element.
+    fn scratch(&self) -> *mut Segment {
+        (self.memory.cpu_address() + self.layout.segments) as *mut Segment
+    }
+}
+
+/// The 16-aligned start of a request in an SRB extension at `extension`, moved to the next
+/// page if the context, header and response would straddle a page boundary (so each of them is
+/// physically contiguous, whatever StorPort's pool gave us).
+fn request_base(extension: usize, layout: &RequestLayout) -> usize {
+    let aligned = extension.next_multiple_of(REQUEST_ALIGN);
+    let headers_end = layout.indirect;
+    if aligned % 4096 + headers_end > 4096 {
+        aligned.next_multiple_of(4096)
+    } else {
+        aligned
+    }
+}
+
+/// What BuildIo decided for an SRB.
+pub enum Built {
+    /// Ready for StartIo.
+    Ready(Srb),
+    /// A request StartIo performs itself (resets).
+    Control(Srb),
+    /// Completed already (refused, or nothing to do).
+    Completed,
+}
+
+/// Completes `srb` with `status`.
+pub fn complete(adapter: &Adapter, mut srb: Srb, status: u8) {
+    srb.set_srb_status(status);
+    adapter.extension().complete_request(srb);
+}
+
+/// HwBuildIo: validates the SRB and builds its request.
+pub fn build_io(adapter: &Adapter, raw: NonNull<ScsiRequestBlock>) -> Built {
+    // SAFETY: `raw` is the SRB StorPort passed to HwBuildIo: valid and ours until completed.
+    let mut srb = match unsafe { Srb::from_raw(raw) } {
+        Ok(srb) => srb,
+        Err((srb, error)) => {
+            let status = match error {
+                SrbError::BadExtendedHeader { .. } => SRB_STATUS_BAD_SRB_BLOCK_LENGTH,
+                _ => SRB_STATUS_INVALID_REQUEST,
+            };
+            complete(adapter, srb, status);
+            return Built::Completed;
+        }
+    };
+    let function = srb.function();
+    let status = if function == u32::from(SRB_FUNCTION_EXECUTE_SCSI) {
+        match prepare(adapter, &mut srb) {
+            Ok(()) => return Built::Ready(srb),
+            Err(status) => status,
+        }
+    } else if [
+        SRB_FUNCTION_RESET_BUS,
+        SRB_FUNCTION_RESET_DEVICE,
+        SRB_FUNCTION_RESET_LOGICAL_UNIT,
+    ]
+    .map(u32::from)
+    .contains(&function)
+    {
+        return Built::Control(srb);
+    } else if [
+        SRB_FUNCTION_FLUSH,
+        SRB_FUNCTION_SHUTDOWN,
+        SRB_FUNCTION_PNP,
+        SRB_FUNCTION_POWER,
+    ]
+    .map(u32::from)
+    .contains(&function)
+    {
+        // virtio-scsi has no adapter cache to flush and no adapter power state; the disk
+        // class sends SYNCHRONIZE CACHE as a SCSI command, which the device executes.
+        SRB_STATUS_SUCCESS
+    } else {
+        SRB_STATUS_INVALID_REQUEST
+    };
+    complete(adapter, srb, status);
+    Built::Completed
+}
+
+/// Builds the request for an EXECUTE_SCSI SRB in its extension; on error, the SRB status.
+fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
+    let address = srb.address();
+    let device = adapter.device_limits();
+    if address.path != 0 {
+        return Err(SRB_STATUS_INVALID_PATH_ID);
+    }
+    if address.target > device.max_target {
+        return Err(SRB_STATUS_INVALID_TARGET_ID);
+    }
+    if u16::from(address.lun) > device.max_lun {
+        return Err(SRB_STATUS_INVALID_LUN);
+    }
+    let mut cdb = [0u8; CDB_SIZE];
+    let cdb_len = srb.cdb(&mut cdb).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    let lun = Lun::new(address.target, u16::from(address.lun)).map_err(|_| SRB_STATUS_INVALID_LUN)?;
+    let flags = srb.flags();
+    let length = srb.data_transfer_length();
+    let direction = match (length, flags & (SRB_FLAGS_DATA_IN | SRB_FLAGS_DATA_OUT)) {
+        (0, _) => DataDirection::None,
+        (_, SRB_FLAGS_DATA_IN) => DataDirection::FromDevice,
+        (_, SRB_FLAGS_DATA_OUT) => DataDirection::ToDevice,
+        // Unspecified or bidirectional: virtio-scsi without INOUT cannot carry it.
+        _ => return Err(SRB_STATUS_INVALID_REQUEST),
+    };
+    let sense_capacity = if flags & SRB_FLAGS_DISABLE_AUTOSENSE == 0 {
+        srb.sense_buffer().map_or(0, |(_, len)| u32::from(len))
+    } else {
+        0
+    };
+
+    let layout = adapter.limits().request;
+    let extension = srb.extension() as usize;
+    if extension == 0 {
+        return Err(SRB_STATUS_INVALID_REQUEST);
+    }
+    let base = request_base(extension, &layout);
+    let port = adapter.extension();
+    let (bus, contiguous) = port.physical_address(None, base);
+    if (contiguous as usize) < layout.indirect {
+        return Err(SRB_STATUS_ERROR);
+    }
+    let request = Request::at(base, bus, layout).ok_or(SRB_STATUS_ERROR)?;
+    let tag = base as u64;
+    let command = CmdReq::new(lun, tag, &cdb[..cdb_len]).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    if !request.memory.write_bytes(layout.cmd_req, command.as_bytes())
+        || !request.memory.write_bytes(layout.cmd_resp, &[0u8; RESPONSE_HEADER_LEN as usize])
+    {
+        return Err(SRB_STATUS_ERROR);
+    }
+
+    // The scratch list: header, data-out segments | response, data-in segments.
+    let mut scratch = Scratch {
+        first: request.scratch(),
+        capacity: layout.segment_capacity(),
+        count: 0,
+    };
+    let header = Segment::new(bus + layout.cmd_req as u64, size_of::<CmdReq>() as u32);
+    let response = Segment::new(bus + layout.cmd_resp as u64, size_of::<CmdResp>() as u32);
+    let data = if direction == DataDirection::None {
+        &[][..]
+    } else {
+        data_segments(adapter, srb, length)?
+    };
+    scratch.push(header)?;
+    if direction == DataDirection::ToDevice {
+        scratch.push_data(data, length)?;
+    }
+    let readable = scratch.count;
+    scratch.push(response)?;
+    if direction == DataDirection::FromDevice {
+        scratch.push_data(data, length)?;
+    }
+    let count = scratch.count;
+    let writable = count - readable;
+    let indirect_len = count * crate::layout::DESCRIPTOR_LEN;
+    let indirect_usable = (contiguous as usize) >= layout.indirect + indirect_len;
+
+    let mut opcode_page = 0xFFFF;
+    if cdb[0] == vpd::INQUIRY && cdb[1] & 1 == 1 {
+        opcode_page = u16::from(cdb[2]);
+    }
+    let context = RequestContext {
+        srb: (srb.raw().as_ptr() as u64).into(),
+        data_length: length.into(),
+        sense_capacity: sense_capacity.into(),
+        queue: adapter.queue_for_current_processor().into(),
+        token: 0.into(),
+        state: RequestState::Built as u8,
+        direction: match direction {
+            DataDirection::None => 0,
+            DataDirection::ToDevice => 1,
+            DataDirection::FromDevice | DataDirection::Bidirectional => 2,
+        },
+        target: address.target,
+        opcode: cdb[0],
+        lun: u16::from(address.lun).into(),
+        vpd_page: opcode_page.into(),
+        readable: (readable as u16).into(),
+        writable: (writable as u16).into(),
+        indirect_usable: u8::from(indirect_usable),
+        reserved: [0; 15],
+    };
+    if request.set_context(&context) {
+        Ok(())
+    } else {
+        Err(SRB_STATUS_ERROR)
+    }
+}
+
+/// The SRB's scatter/gather elements, checked against the adapter's limits.
+fn data_segments<'a>(
+    adapter: &Adapter,
+    srb: &'a Srb,
+    length: u32,
+) -> Result<&'a [StorScatterGatherElement], u8> {
+    let list = adapter
+        .extension()
+        .scatter_gather_list(srb)
+        .ok_or(SRB_STATUS_INVALID_REQUEST)?;
+    // SAFETY: StorPort's list for this SRB stays valid until the SRB is completed; its header
+    // is read by value.
+    let elements = unsafe { list.as_ref() }.number_of_elements;
+    if elements == 0 || elements > adapter.limits().max_segments || length == 0 {
+        return Err(SRB_STATUS_INVALID_REQUEST);
+    }
+    // SAFETY: `number_of_elements` elements follow the header (StorPort's layout), and the
+    // count was bounded above.
+    Ok(unsafe {
+        core::slice::from_raw_parts(
+            (&raw const (*list.as_ptr()).list).cast::<StorScatterGatherElement>(),
+            elements as usize,
+        )
+    })
+}
+
+/// Writes the segment list of a request into its SRB extension's scratch area.
+struct Scratch {
+    first: *mut Segment,
+    capacity: usize,
+    count: usize,
+}
+
+impl Scratch {
+    fn push(&mut self, segment: Segment) -> Result<(), u8> {
+        if self.count >= self.capacity {
+            return Err(SRB_STATUS_INVALID_REQUEST);
+        }
+        // SAFETY: the scratch list has `capacity` Segment slots inside the SRB extension,
+        // 16-aligned, ours for the request's life; `count < capacity`.
+        unsafe { self.first.add(self.count).write(segment) };
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Pushes data segments covering exactly `length` bytes.
+    fn push_data(&mut self, elements: &[StorScatterGatherElement], length: u32) -> Result<(), u8> {
+        let mut left = length;
+        for element in elements {
+            if left == 0 {
+                break;
+            }
+            let take = element.length.min(left);
+            if take == 0 {
+                return Err(SRB_STATUS_INVALID_REQUEST);
+            }
+            self.push(Segment::new(element.physical_address.as_u64(), take))?;
+            left -= take;
+        }
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(SRB_STATUS_INVALID_REQUEST)
+        }
+    }
+}
+
+/// HwStartIo for a prepared request: puts it on its queue's ring and notifies the device.
+pub fn start_io(adapter: &Adapter, srb: Srb) {
+    let layout = adapter.limits().request;
+    let base = request_base(srb.extension() as usize, &layout);
+    let Some(request) = Request::at(base, 0, layout) else {
+        complete(adapter, srb, SRB_STATUS_ERROR);
+        return;
+    };
+    let Some(mut context) = request.context() else {
+        complete(adapter, srb, SRB_STATUS_ERROR);
+        return;
+    };
+    let queue = context.queue.get().min(adapter.request_queues().saturating_sub(1));
+    let readable = usize::from(context.readable.get());
+    let writable = usize::from(context.writable.get());
+    // SAFETY: `prepare` wrote `readable + writable` segments at the scratch list, which lies
+    // in this request's SRB extension, untouched since.
+    let segments = unsafe { core::slice::from_raw_parts(request.scratch(), readable + writable) };
+    let (readable_segments, writable_segments) = segments.split_at(readable);
+    let indirect = if context.indirect_usable == 1 {
+        let (bus, _) = adapter.extension().physical_address(None, base);
+        // The table's bus address is the request's plus its offset: `prepare` checked the
+        // whole span is contiguous.
+        Request::at(base, bus, layout).and_then(|with_bus| {
+            with_bus
+                .memory
+                .sub(layout.indirect, segments.len() * crate::layout::DESCRIPTOR_LEN)
+        })
+    } else {
+        None
+    };
+    let (outcome, notify) = {
+        let mut guard = adapter.lock(queue);
+        let Some(state) = guard.state() else {
+            drop(guard);
+            complete(adapter, srb, SRB_STATUS_ERROR);
+            return;
+        };
+        let ring = state.ring.queue();
+        match ring.add(readable_segments, writable_segments, indirect.as_ref()) {
+            Ok(token) => {
+                context.token = token.0.into();
+                context.state = RequestState::InFlight as u8;
+                let _ = request.set_context(&context);
+                let requests: &mut [usize] = core::borrow::BorrowMut::borrow_mut(&mut state.requests);
+                if let Some(slot) = requests.get_mut(token.index()) {
+                    *slot = base;
+                }
+                let kick = ring.kick_prepare();
+                (Ok(()), kick.then_some(state.notify_offset))
+            }
+            Err(error) => (Err(error), None),
+        }
+    };
+    let counters = adapter.counters(queue);
+    match outcome {
+        Ok(()) => {
+            if let Some(counters) = counters {
+                counters.requests.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(offset) = notify {
+                adapter.notify(queue, offset);
+            }
+            // The SRB now belongs to the ring; it is completed from the used ring or a reset.
+            core::mem::forget(srb);
+        }
+        Err(QueueError::Full { .. }) => {
+            if let Some(counters) = counters {
+                counters.queue_full.fetch_add(1, Ordering::Relaxed);
+            }
+            complete(adapter, srb, SRB_STATUS_BUSY);
+        }
+        Err(_) => complete(adapter, srb, SRB_STATUS_INVALID_REQUEST),
+    }
+}
+
+/// Drains the used ring of the guarded queue, completing each request; re-arms interrupts.
+/// Returns true if the device broke the protocol and must be reset.
+pub fn drain(guard: &mut QueueGuard<'_>) -> bool {
+    let adapter = guard.adapter();
+    let queue = guard.queue();
+    let mut reset = false;
+    loop {
+        let Some(state) = guard.state() else {
+            return false;
+        };
+        let popped = state.ring.queue().pop_used();
+        match popped {
+            Ok(Some(used)) => {
+                let requests: &mut [usize] = core::borrow::BorrowMut::borrow_mut(&mut state.requests);
+                let base = requests
+                    .get_mut(used.token.index())
+                    .map_or(0, core::mem::take);
+                if base == 0 {
+                    reset = true;
+                    break;
+                }
+                if complete_used(adapter, queue, base, used.written, used.token.0) {
+                    reset = true;
+                }
+            }
+            Ok(None) => {
+                if !state.ring.queue().enable_interrupts() {
+                    break;
+                }
+            }
+            Err(_) => {
+                reset = true;
+                break;
+            }
+        }
+    }
+    reset
+}
+
+/// Completes the request at `base` that the device used with `written` bytes. Returns true
+/// if the response broke the protocol (the device must be reset).
+fn complete_used(adapter: &Adapter, queue: u16, base: usize, written: u32, token: u16) -> bool {
+    let layout = adapter.limits().request;
+    let Some(request) = Request::at(base, 0, layout) else {
+        return true;
+    };
+    let Some(mut context) = request.context() else {
+        return true;
+    };
+    if context.state != RequestState::InFlight as u8 || context.token.get() != token {
+        return true;
+    }
+    context.state = RequestState::Done as u8;
+    let _ = request.set_context(&context);
+    let Some(raw) = NonNull::new(context.srb.get() as usize as *mut ScsiRequestBlock) else {
+        return true;
+    };
+    // SAFETY: the context holds the SRB this request was built for; it was in flight (state
+    // checked) and is completed exactly once, here, after its state moved to Done.
+    let mut srb = match unsafe { Srb::from_raw(raw) } {
+        Ok(srb) => srb,
+        Err((srb, _)) => {
+            complete(adapter, srb, SRB_STATUS_ERROR);
+            return false;
+        }
+    };
+    if let Some(counters) = adapter.counters(queue) {
+        counters.completions.fetch_add(1, Ordering::Relaxed);
+    }
+    let direction = match context.direction {
+        1 => DataDirection::ToDevice,
+        2 => DataDirection::FromDevice,
+        _ => DataDirection::None,
+    };
+    let transfer = Transfer::new(direction, context.data_length.get(), context.sense_capacity.get());
+    let response = if written >= RESPONSE_HEADER_LEN {
+        request.response()
+    } else {
+        None
+    };
+    let Some(response) = response else {
+        srb.set_data_transfer_length(0);
+        complete(adapter, srb, SRB_STATUS_ERROR);
+        return true;
+    };
+    let outcome = complete_command(&response, &transfer);
+    let mut status = match outcome.disposition {
+        Disposition::Success => SRB_STATUS_SUCCESS,
+        Disposition::DataOverrun => SRB_STATUS_DATA_OVERRUN,
+        Disposition::Error | Disposition::ProtocolViolation(_) => SRB_STATUS_ERROR,
+        Disposition::Aborted => SRB_STATUS_ABORTED,
+        Disposition::InvalidTargetId => SRB_STATUS_INVALID_TARGET_ID,
+        Disposition::InvalidLun => SRB_STATUS_INVALID_LUN,
+        Disposition::BusReset => SRB_STATUS_BUS_RESET,
+        Disposition::Busy => SRB_STATUS_BUSY,
+    };
+    srb.set_scsi_status(outcome.scsi_status);
+    let mut transferred = outcome.transferred;
+    if matches!(status, SRB_STATUS_SUCCESS | SRB_STATUS_DATA_OVERRUN)
+        && context.vpd_page.get() == u16::from(vpd::DEVICE_IDENTIFICATION)
+        && context.opcode == vpd::INQUIRY
+        && let Some(new_len) = synthesize_vpd(adapter, &srb, &context, transferred)
+    {
+        transferred = new_len;
+        if transferred == context.data_length.get() {
+            status = SRB_STATUS_SUCCESS;
+        }
+    }
+    srb.set_data_transfer_length(transferred);
+    if outcome.autosense_valid
+        && let Some((buffer, capacity)) = srb.sense_buffer()
+    {
+        let sense = outcome.sense(&response);
+        let len = sense.len().min(usize::from(capacity));
+        // SAFETY: the SRB's sense buffer holds `capacity` bytes (StorPort's contract for
+        // SenseInfoBuffer/SenseInfoBufferLength) and `len <= capacity`.
+        unsafe { core::ptr::copy_nonoverlapping(sense.as_ptr(), buffer.as_ptr(), len) };
+        srb.set_sense_length(len as u8);
+        status |= SRB_STATUS_AUTOSENSE_VALID;
+    } else if status != SRB_STATUS_SUCCESS {
+        srb.set_sense_length(0);
+    }
+    complete(adapter, srb, status);
+    outcome.disposition.requires_device_reset()
+}
+
+/// Adds a designator to an empty VPD 0x83 answer; returns the new transferred length.
+fn synthesize_vpd(
+    adapter: &Adapter,
+    srb: &Srb,
+    context: &RequestContext,
+    transferred: u32,
+) -> Option<u32> {
+    let buffer = NonNull::new(srb.data_buffer().cast::<u8>())?;
+    let len = context.data_length.get() as usize;
+    // SAFETY: INQUIRY is a non-read/write command, so StorPort mapped its buffer
+    // (STOR_MAP_NON_READ_WRITE_BUFFERS) and `DataBuffer` is valid for `DataTransferLength`
+    // bytes; the device finished writing it (the request was used).
+    let page = unsafe { core::slice::from_raw_parts_mut(buffer.as_ptr(), len) };
+    let location = adapter.location(context.target, context.lun.get());
+    vpd::synthesize_designator(page, transferred as usize, location).map(|n| n as u32)
+}
+
+/// Completes every request in flight on `queue` with SRB_STATUS_BUS_RESET after a device
+/// reset. The caller holds every queue lock (or the shared one) and has reset the device.
+pub fn fail_in_flight(adapter: &Adapter, queue: u16) {
+    // SAFETY: the caller holds the queue's lock (see above).
+    let mut guard = unsafe { adapter.assume_locked(queue) };
+    loop {
+        let Some(state) = guard.state() else {
+            return;
+        };
+        let Some(token) = state.ring.queue().detach_next() else {
+            return;
+        };
+        let requests: &mut [usize] = core::borrow::BorrowMut::borrow_mut(&mut state.requests);
+        let base = requests.get_mut(token.index()).map_or(0, core::mem::take);
+        if base == 0 {
+            continue;
+        }
+        let layout = adapter.limits().request;
+        let Some(request) = Request::at(base, 0, layout) else {
+            continue;
+        };
+        let Some(mut context) = request.context() else {
+            continue;
+        };
+        if context.state != RequestState::InFlight as u8 {
+            continue;
+        }
+        context.state = RequestState::Done as u8;
+        let _ = request.set_context(&context);
+        let Some(raw) = NonNull::new(context.srb.get() as usize as *mut ScsiRequestBlock) else {
+            continue;
+        };
+        // SAFETY: as in `complete_used`: the SRB was in flight and is completed once, here.
+        let mut srb = match unsafe { Srb::from_raw(raw) } {
+            Ok(srb) | Err((srb, _)) => srb,
+        };
+        srb.set_data_transfer_length(0);
+        complete(adapter, srb, SRB_STATUS_BUS_RESET);
+    }
+}

@@ -1,0 +1,209 @@
+//! Where each part of one request lives in its SRB extension: context, virtio-scsi header and
+//! response, indirect descriptor table and the segment scratch list.
+//!
+//! StorPort gives every SRB an extension of the size we ask for in find-adapter; one request is
+//! built there and nowhere else, so the I/O path allocates nothing.
+#![forbid(unsafe_code)]
+
+use virtio_core::hal::Segment;
+use virtio_core::scsi::{CmdReq, CmdResp};
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::limits::HEADER_DESCRIPTORS;
+
+/// Alignment of the parts that need it: virtio indirect tables (16, virtio 1.x section
+/// 2.7.5.3, as our rings require) and the segment list.
+pub const REQUEST_ALIGN: usize = 16;
+
+/// Bytes of one virtqueue descriptor (split and packed alike, virtio 1.x 2.7.5 / 2.8.13).
+pub const DESCRIPTOR_LEN: usize = 16;
+
+/// Lifecycle of a request, kept in its context so a completion for a request that is not in
+/// flight is caught instead of completing an SRB twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RequestState {
+    /// Built by BuildIo, not yet on a ring.
+    Built = 1,
+    /// On a ring, owned by the device.
+    InFlight = 2,
+    /// Completed back to StorPort; the extension may be reused.
+    Done = 3,
+}
+
+impl RequestState {
+    /// The state stored as `raw`, if it is one.
+    #[must_use]
+    pub const fn from_raw(raw: u8) -> Option<Self> {
+        match raw {
+            1 => Some(Self::Built),
+            2 => Some(Self::InFlight),
+            3 => Some(Self::Done),
+            _ => None,
+        }
+    }
+}
+
+/// Driver-private bookkeeping at the start of every SRB extension. Plain bytes (the SRB
+/// pointer is stored as an integer), read and written through the extension's `DmaMemory`
+/// view, so every access is bounds-checked.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct RequestContext {
+    /// Address of the SRB this request belongs to.
+    pub srb: U64,
+    /// Data bytes posted (the SRB's `DataTransferLength` at submission).
+    pub data_length: U32,
+    /// Sense bytes the SRB can take (0 when it has no sense buffer or disables autosense).
+    pub sense_capacity: U32,
+    /// Request queue number (0-based, not the virtqueue index).
+    pub queue: U16,
+    /// Ring token while in flight.
+    pub token: U16,
+    /// [`RequestState`] as a byte.
+    pub state: u8,
+    /// `DataDirection` as a byte: 0 none, 1 to device, 2 from device.
+    pub direction: u8,
+    /// Target and LUN, for the VPD 0x83 synthesis at completion.
+    pub target: u8,
+    /// The first CDB byte, to recognise INQUIRY at completion without re-reading the SRB.
+    pub opcode: u8,
+    /// The LUN.
+    pub lun: U16,
+    /// INQUIRY EVPD page code when `opcode` is INQUIRY with EVPD set, else 0xFFFF.
+    pub vpd_page: U16,
+    /// Readable segments in the scratch list (request header and data-out).
+    pub readable: U16,
+    /// Writable segments in the scratch list (response and data-in).
+    pub writable: U16,
+    /// Whether the indirect table is physically contiguous and may be used.
+    pub indirect_usable: u8,
+    /// Padding to 48 bytes.
+    pub reserved: [u8; 15],
+}
+const _: () = assert!(size_of::<RequestContext>() == 48);
+
+/// Offsets of a request's parts from the 16-aligned start of its SRB extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestLayout {
+    /// Data segments the layout has room for.
+    pub max_segments: u32,
+    /// [`RequestContext`].
+    pub context: usize,
+    /// `virtio_scsi_req_cmd` device-readable header ([`CmdReq`]).
+    pub cmd_req: usize,
+    /// `virtio_scsi_req_cmd` device-writable response ([`CmdResp`]).
+    pub cmd_resp: usize,
+    /// Indirect descriptor table: one descriptor per segment plus header and response.
+    pub indirect: usize,
+    /// Bytes of the indirect table.
+    pub indirect_len: usize,
+    /// CPU-only scratch list of [`Segment`]s handed to the ring.
+    pub segments: usize,
+    /// Bytes used from the aligned start.
+    pub len: usize,
+}
+
+const fn align_up(value: usize, align: usize) -> usize {
+    (value + align - 1) & !(align - 1)
+}
+
+impl RequestLayout {
+    /// The layout for requests of up to `max_segments` data segments.
+    #[must_use]
+    pub const fn new(max_segments: u32) -> Self {
+        let descriptors = max_segments as usize + HEADER_DESCRIPTORS as usize;
+        let context = 0;
+        let cmd_req = align_up(context + size_of::<RequestContext>(), REQUEST_ALIGN);
+        let cmd_resp = align_up(cmd_req + size_of::<CmdReq>(), REQUEST_ALIGN);
+        let indirect = align_up(cmd_resp + size_of::<CmdResp>(), REQUEST_ALIGN);
+        let indirect_len = descriptors * DESCRIPTOR_LEN;
+        let segments = align_up(indirect + indirect_len, REQUEST_ALIGN);
+        let len = segments + descriptors * size_of::<Segment>();
+        Self {
+            max_segments,
+            context,
+            cmd_req,
+            cmd_resp,
+            indirect,
+            indirect_len,
+            segments,
+            len,
+        }
+    }
+
+    /// The SRB extension size to ask StorPort for: the layout plus room to align its start to
+    /// [`REQUEST_ALIGN`] (StorPort promises pointer alignment only) and to move it to the next
+    /// page when the headers would straddle one (see `io::request_base`).
+    #[must_use]
+    pub const fn extension_size(&self) -> usize {
+        self.len + REQUEST_ALIGN - 1 + self.indirect
+    }
+
+    /// Segments the scratch list holds (data segments plus header and response).
+    #[must_use]
+    pub const fn segment_capacity(&self) -> usize {
+        self.max_segments as usize + HEADER_DESCRIPTORS as usize
+    }
+}
+
+/// Offset to add to `address` to reach the next [`REQUEST_ALIGN`] boundary.
+#[must_use]
+pub const fn alignment_offset(address: usize) -> usize {
+    align_up(address, REQUEST_ALIGN) - address
+}
+
+/// The stored size of a context.
+pub const CONTEXT_LEN: usize = size_of::<RequestContext>();
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_aligned_disjoint_and_in_order() {
+        for segments in [1, 17, 254, 512] {
+            let layout = RequestLayout::new(segments);
+            assert_eq!(layout.cmd_req % 16, 0);
+            assert_eq!(layout.indirect % 16, 0);
+            assert_eq!(layout.segments % 16, 0);
+            assert!(layout.context + CONTEXT_LEN <= layout.cmd_req);
+            assert!(layout.cmd_req + size_of::<CmdReq>() <= layout.cmd_resp);
+            assert!(layout.cmd_resp + size_of::<CmdResp>() <= layout.indirect);
+            assert_eq!(layout.indirect_len, (segments as usize + 2) * 16);
+            assert!(layout.indirect + layout.indirect_len <= layout.segments);
+            assert_eq!(
+                layout.len,
+                layout.segments + (segments as usize + 2) * size_of::<Segment>()
+            );
+            assert_eq!(layout.extension_size(), layout.len + 15 + layout.indirect);
+        }
+    }
+
+    #[test]
+    fn qemu_default_extension_is_under_nine_kib() {
+        // 254 segments: context and headers 224 bytes, table 4096, scratch 4096.
+        let layout = RequestLayout::new(254);
+        assert_eq!(layout.indirect, 224);
+        assert_eq!(layout.len, 224 + 4096 + 4096);
+        assert!(layout.extension_size() < 9 * 1024);
+    }
+
+    #[test]
+    fn states_round_trip_and_garbage_is_refused() {
+        for state in [RequestState::Built, RequestState::InFlight, RequestState::Done] {
+            assert_eq!(RequestState::from_raw(state as u8), Some(state));
+        }
+        assert_eq!(RequestState::from_raw(0), None);
+        assert_eq!(RequestState::from_raw(0xFF), None);
+    }
+
+    #[test]
+    fn alignment_offsets() {
+        assert_eq!(alignment_offset(0x1000), 0);
+        assert_eq!(alignment_offset(0x1008), 8);
+        assert_eq!(alignment_offset(0x100F), 1);
+    }
+}

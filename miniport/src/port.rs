@@ -1,0 +1,287 @@
+//! Safe wrappers over the StorPort routines the miniport calls: one `unsafe` call each, with
+//! the contract it relies on written down once, here.
+//!
+//! Every wrapper takes the [`DeviceExtension`] StorPort gave us. The WDK's inline helpers
+//! (StorPortAcquireMSISpinLock, StorPortIssueDpc, ...) are spelled out as the variadic
+//! StorPortNotification / StorPortExtendedFunction calls they are in storport.h.
+
+use core::ffi::c_void;
+use core::ptr::{self, NonNull};
+
+use crate::storport::functions::{
+    StorPortExtendedFunction, StorPortGetBusData, StorPortGetDeviceBase,
+    StorPortGetPhysicalAddress, StorPortGetScatterGatherList, StorPortGetUncachedExtension,
+    StorPortNotification,
+};
+use crate::storport::{
+    AcquireSpinLock, InterruptLock, ReleaseSpinLock, StorLockHandle, Boolean, EnablePassiveInitialization, ExtFunctionAcquireMSISpinLock,
+    ExtFunctionGetCurrentProcessorNumber, ExtFunctionGetMessageInterruptInformation,
+    ExtFunctionInitializePerformanceOptimizations, ExtFunctionReleaseMSISpinLock, FALSE,
+    HwDpcRoutine, HwPassiveInitializeRoutine, InitializeDpc, IssueDpc,
+    MessageInterruptInformation, PCIBus, PCIConfiguration, PerfConfigurationData,
+    PortConfigurationInformation, ProcessorNumber, RequestComplete, ResetDetected,
+    STOR_STATUS_SUCCESS, ScsiRequestBlock, StorDpc, StorPhysicalAddress, StorScatterGatherList,
+    TRUE,
+};
+use crate::srb::Srb;
+
+/// The device extension pointer StorPort passes to every HW routine: the identity of this
+/// adapter in every StorPort call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceExtension(NonNull<c_void>);
+
+impl DeviceExtension {
+    /// Wraps the pointer StorPort passed to a HW routine.
+    #[must_use]
+    pub fn new(raw: *mut c_void) -> Option<Self> {
+        NonNull::new(raw).map(Self)
+    }
+
+    /// The raw pointer, for StorPort calls.
+    #[must_use]
+    pub const fn raw(self) -> *mut c_void {
+        self.0.as_ptr()
+    }
+
+    /// Reads `buffer.len()` bytes of PCI configuration space; returns the bytes read.
+    #[must_use]
+    pub fn read_pci_config(self, bus: u32, slot: u32, buffer: &mut [u8]) -> usize {
+        let len = u32::try_from(buffer.len()).unwrap_or(u32::MAX);
+        // SAFETY: StorPortGetBusData writes at most `len` bytes into `buffer`, which is valid
+        // for that many; it is callable from HwFindAdapter (PASSIVE_LEVEL).
+        let read = unsafe {
+            StorPortGetBusData(
+                self.raw(),
+                PCIConfiguration,
+                bus,
+                slot,
+                buffer.as_mut_ptr().cast(),
+                len,
+            )
+        };
+        (read as usize).min(buffer.len())
+    }
+
+    /// Maps `len` bytes of a BAR at bus address `start`; `None` if StorPort refuses.
+    #[must_use]
+    pub fn map_device_base(self, bus: u32, start: u64, len: u32, io_space: bool) -> Option<NonNull<u8>> {
+        // SAFETY: plain call from HwFindAdapter with the range StorPort gave us in
+        // AccessRanges; StorPort returns null on failure, checked below.
+        let base = unsafe {
+            StorPortGetDeviceBase(
+                self.raw(),
+                PCIBus,
+                bus,
+                StorPortPhysical::from(start).0,
+                len,
+                Boolean::from(io_space),
+            )
+        };
+        NonNull::new(base.cast::<u8>())
+    }
+
+    /// The uncached extension of `len` bytes (callable once, from HwFindAdapter).
+    #[must_use]
+    pub fn uncached_extension(
+        self,
+        config: &mut PortConfigurationInformation,
+        len: u32,
+    ) -> Option<NonNull<u8>> {
+        // SAFETY: called from HwFindAdapter with the ConfigInfo StorPort passed (exclusive
+        // reference); StorPort returns null when it cannot allocate.
+        let memory =
+            unsafe { StorPortGetUncachedExtension(self.raw(), ptr::from_mut(config), len) };
+        NonNull::new(memory.cast::<u8>())
+    }
+
+    /// The bus address of `address` and the bytes physically contiguous from it. `srb` is the
+    /// request whose buffers are translated, or `None` for the uncached and SRB extensions.
+    #[must_use]
+    pub fn physical_address(self, srb: Option<&Srb>, address: usize) -> (u64, u32) {
+        let mut length = 0u32;
+        let srb = srb.map_or(ptr::null_mut(), |srb| srb.raw().as_ptr());
+        // SAFETY: StorPortGetPhysicalAddress only translates `address` (memory StorPort
+        // allocated for this adapter: uncached extension, SRB extension or the SRB's own
+        // buffers) and writes `length`, a valid local.
+        let physical = unsafe {
+            StorPortGetPhysicalAddress(self.raw(), srb, address as *mut c_void, &raw mut length)
+        };
+        (physical.as_u64(), length)
+    }
+
+    /// The scatter/gather list of `srb`'s data buffer.
+    #[must_use]
+    pub fn scatter_gather_list(self, srb: &Srb) -> Option<NonNull<StorScatterGatherList>> {
+        // SAFETY: `srb` is an SRB StorPort handed us and not yet completed; StorPort returns
+        // its list (or null when it has no data).
+        let list = unsafe { StorPortGetScatterGatherList(self.raw(), srb.raw().as_ptr()) };
+        NonNull::new(list)
+    }
+
+    /// Completes `srb` back to StorPort. Consumes the view: it is completed exactly once.
+    pub fn complete_request(self, srb: Srb) {
+        let raw: *mut ScsiRequestBlock = srb.raw().as_ptr();
+        // SAFETY: RequestComplete takes the SRB pointer as its one variadic argument; the SRB
+        // is ours (not completed before, since `Srb` is consumed here) and its status is set.
+        unsafe { StorPortNotification(RequestComplete, self.raw(), raw) };
+    }
+
+    /// Tells StorPort the bus was reset (after HwResetBus or a device reset), so it resumes
+    /// the queues it holds.
+    pub fn reset_detected(self) {
+        // SAFETY: ResetDetected takes no variadic arguments.
+        unsafe { StorPortNotification(ResetDetected, self.raw()) };
+    }
+
+    /// Asks StorPort to call `routine` at PASSIVE_LEVEL after HwInitialize.
+    #[must_use]
+    pub fn enable_passive_initialization(self, routine: HwPassiveInitializeRoutine) -> bool {
+        let mut enabled: i32 = 0;
+        let routine = routine.map_or(ptr::null_mut(), |f| f as *mut c_void);
+        // SAFETY: EnablePassiveInitialization takes (routine, PBOOLEAN result); both are valid
+        // for the call (the routine is a static function).
+        unsafe {
+            StorPortNotification(
+                EnablePassiveInitialization,
+                self.raw(),
+                routine,
+                &raw mut enabled,
+            );
+        };
+        enabled != 0
+    }
+
+    /// Initialises `dpc` to run `routine` (HwPassiveInitialize context).
+    pub fn initialize_dpc(self, dpc: NonNull<StorDpc>, routine: HwDpcRoutine) {
+        let routine = routine.map_or(ptr::null_mut(), |f| f as *mut c_void);
+        // SAFETY: InitializeDpc takes (PSTOR_DPC, PHW_DPC_ROUTINE); the DPC object lives in the
+        // device extension, at a fixed address for the adapter's life.
+        unsafe { StorPortNotification(InitializeDpc, self.raw(), dpc.as_ptr(), routine) };
+    }
+
+    /// Queues `dpc` with `argument` as its first system argument; false if already queued.
+    pub fn issue_dpc(self, dpc: NonNull<StorDpc>, argument: usize) -> bool {
+        let mut queued: i32 = 0;
+        // SAFETY: IssueDpc takes (PSTOR_DPC, SystemArgument1, SystemArgument2, PBOOLEAN); the
+        // DPC was initialised in PassiveInitialize and the result is a valid local.
+        unsafe {
+            StorPortNotification(
+                IssueDpc,
+                self.raw(),
+                dpc.as_ptr(),
+                argument as *mut c_void,
+                ptr::null_mut::<c_void>(),
+                &raw mut queued,
+            );
+        };
+        queued != 0
+    }
+
+    /// Acquires StorPort's interrupt lock (line-interrupt mode), filling `handle`.
+    pub fn acquire_interrupt_lock(self, handle: *mut StorLockHandle) {
+        // SAFETY: AcquireSpinLock takes (STOR_SPINLOCK, LockContext, PSTOR_LOCK_HANDLE); the
+        // handle lives in the adapter at a fixed address and only the lock holder uses it.
+        unsafe {
+            StorPortNotification(
+                AcquireSpinLock,
+                self.raw(),
+                InterruptLock,
+                ptr::null_mut::<c_void>(),
+                handle,
+            );
+        };
+    }
+
+    /// Releases the lock taken by [`Self::acquire_interrupt_lock`] with the same `handle`.
+    pub fn release_interrupt_lock(self, handle: *mut StorLockHandle) {
+        // SAFETY: ReleaseSpinLock takes (PSTOR_LOCK_HANDLE) filled by the matching acquire.
+        unsafe { StorPortNotification(ReleaseSpinLock, self.raw(), handle) };
+    }
+
+    /// Acquires the spin lock StorPort holds while running the ISR for `message`; returns the
+    /// IRQL to restore.
+    #[must_use]
+    pub fn acquire_msi_lock(self, message: u32) -> u32 {
+        let mut old_irql = 0u32;
+        // SAFETY: ExtFunctionAcquireMSISpinLock takes (ULONG MessageId, PULONG OldIrql).
+        unsafe {
+            StorPortExtendedFunction(
+                ExtFunctionAcquireMSISpinLock,
+                self.raw(),
+                message,
+                &raw mut old_irql,
+            );
+        };
+        old_irql
+    }
+
+    /// Releases the lock taken by [`Self::acquire_msi_lock`].
+    pub fn release_msi_lock(self, message: u32, old_irql: u32) {
+        // SAFETY: ExtFunctionReleaseMSISpinLock takes (ULONG MessageId, ULONG OldIrql).
+        unsafe {
+            StorPortExtendedFunction(ExtFunctionReleaseMSISpinLock, self.raw(), message, old_irql);
+        };
+    }
+
+    /// The MSI/MSI-X message `message` StorPort connected, if it exists.
+    #[must_use]
+    pub fn msi_info(self, message: u32) -> Option<MessageInterruptInformation> {
+        let mut info = MessageInterruptInformation::default();
+        // SAFETY: ExtFunctionGetMessageInterruptInformation takes (ULONG MessageId,
+        // PMESSAGE_INTERRUPT_INFORMATION); `info` is a valid local.
+        let status = unsafe {
+            StorPortExtendedFunction(
+                ExtFunctionGetMessageInterruptInformation,
+                self.raw(),
+                message,
+                &raw mut info,
+            )
+        };
+        (status == STOR_STATUS_SUCCESS).then_some(info)
+    }
+
+    /// The processor this code runs on, as a flat index (group * 64 + number).
+    #[must_use]
+    pub fn current_processor(self) -> u32 {
+        let mut number = ProcessorNumber::default();
+        // SAFETY: ExtFunctionGetCurrentProcessorNumber takes (PPROCESSOR_NUMBER).
+        let status = unsafe {
+            StorPortExtendedFunction(
+                ExtFunctionGetCurrentProcessorNumber,
+                self.raw(),
+                &raw mut number,
+            )
+        };
+        if status == STOR_STATUS_SUCCESS {
+            u32::from(number.group) * 64 + u32::from(number.number)
+        } else {
+            0
+        }
+    }
+
+    /// StorPortInitializePerfOpts: with `query`, fills `data` with what StorPort supports;
+    /// otherwise applies it. True on success.
+    pub fn perf_opts(self, query: bool, data: &mut PerfConfigurationData) -> bool {
+        let query: Boolean = if query { TRUE } else { FALSE };
+        // SAFETY: ExtFunctionInitializePerformanceOptimizations takes (BOOLEAN Query,
+        // PPERF_CONFIGURATION_DATA); `data` is an exclusive reference for the call.
+        let status = unsafe {
+            StorPortExtendedFunction(
+                ExtFunctionInitializePerformanceOptimizations,
+                self.raw(),
+                u32::from(query),
+                ptr::from_mut(data),
+            )
+        };
+        status == STOR_STATUS_SUCCESS
+    }
+}
+
+/// A bus address as StorPort passes it.
+struct StorPortPhysical(StorPhysicalAddress);
+
+impl From<u64> for StorPortPhysical {
+    fn from(value: u64) -> Self {
+        Self(StorPhysicalAddress::from_u64(value))
+    }
+}

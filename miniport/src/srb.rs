@@ -1,0 +1,458 @@
+//! One safe view over both SRB shapes StorPort sends: `SCSI_REQUEST_BLOCK` and the extended
+//! `STORAGE_REQUEST_BLOCK` (SRB_EX), whose address and CDB live in blocks at offsets that are
+//! validated once, here, before anything reads them.
+//!
+//! An [`Srb`] is the miniport's ownership of one request between StorPort handing it over
+//! (BuildIo/StartIo) and [`crate::port::complete_request`] handing it back; completion consumes
+//! it, so the type system keeps every SRB completed at most once on each path.
+
+use core::ffi::c_void;
+use core::mem::{offset_of, size_of};
+use core::ptr::NonNull;
+
+use crate::storport::{
+    STOR_ADDRESS_TYPE_BTL8, SRB_FUNCTION_STORAGE_REQUEST_BLOCK, SRB_SIGNATURE,
+    STORAGE_REQUEST_BLOCK_VERSION_1, ScsiRequestBlock, SrbExDataScsiCdb16, SrbExDataScsiCdb32,
+    SrbExDataScsiCdbVar, SrbExDataTypeScsiCdb16, SrbExDataTypeScsiCdb32, SrbExDataTypeScsiCdbVar,
+    StorAddrBtl8, StorageRequestBlock,
+};
+use virtio_core::scsi::CDB_SIZE;
+
+/// Why an SRB cannot be used; each becomes the SRB status the WDK prescribes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SrbError {
+    /// SRB_EX header: wrong signature, version, or a length below the header.
+    BadExtendedHeader {
+        /// `Signature`.
+        signature: u32,
+        /// `Version`.
+        version: u32,
+        /// `SrbLength`.
+        length: u32,
+    },
+    /// SRB_EX address block missing, outside `SrbLength`, misaligned or not BTL8.
+    BadAddress {
+        /// `AddressOffset`.
+        offset: u32,
+    },
+    /// SRB_EX extended data block outside `SrbLength` or misaligned.
+    BadDataBlock {
+        /// The block's offset.
+        offset: u32,
+    },
+    /// The CDB is empty or longer than virtio-scsi carries ([`CDB_SIZE`]).
+    CdbLength {
+        /// The length given.
+        len: u32,
+    },
+}
+
+/// Bus, target and LUN of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Address {
+    /// `PathId` / `Path`.
+    pub path: u8,
+    /// `TargetId` / `Target`.
+    pub target: u8,
+    /// `Lun`.
+    pub lun: u8,
+}
+
+/// Where the SCSI fields of an SRB live, as byte offsets from the SRB's start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ScsiFields {
+    scsi_status: usize,
+    sense_length: usize,
+    sense_buffer: usize,
+    cdb: usize,
+    cdb_length: u32,
+}
+
+/// The shape of the SRB behind the pointer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// `SCSI_REQUEST_BLOCK`.
+    Classic,
+    /// `STORAGE_REQUEST_BLOCK`; `scsi` is `None` when it has no CDB block (non-SCSI functions).
+    Extended {
+        address: Address,
+        scsi: Option<ScsiFields>,
+    },
+}
+
+/// A request StorPort handed to the miniport. Not `Copy`: completing consumes it.
+#[derive(Debug)]
+pub struct Srb {
+    raw: NonNull<ScsiRequestBlock>,
+    shape: Shape,
+}
+
+const CLASSIC_FIELDS: ScsiFields = ScsiFields {
+    scsi_status: offset_of!(ScsiRequestBlock, scsi_status),
+    sense_length: offset_of!(ScsiRequestBlock, sense_info_buffer_length),
+    sense_buffer: offset_of!(ScsiRequestBlock, sense_info_buffer),
+    cdb: offset_of!(ScsiRequestBlock, cdb),
+    cdb_length: 0,
+};
+
+impl Srb {
+    /// Takes ownership of the SRB StorPort passed, validating an SRB_EX's layout.
+    ///
+    /// Returns the SRB back with the error when it is malformed, so the caller can complete it
+    /// with the status the error calls for.
+    ///
+    /// # Safety
+    /// `raw` is the SRB pointer StorPort passed to HwBuildIo/HwStartIo (or one the miniport
+    /// stored while the request was in flight): valid for reads and writes of its declared
+    /// length, not completed yet, and not accessed by anyone else until completed.
+    pub unsafe fn from_raw(raw: NonNull<ScsiRequestBlock>) -> Result<Self, (Self, SrbError)> {
+        let bytes = raw.cast::<u8>();
+        // SAFETY: every SRB starts with Length (u16), Function (u8): the caller guarantees
+        // `raw` is a valid SRB of at least that size.
+        let function = unsafe { bytes.add(offset_of!(ScsiRequestBlock, function)).read() };
+        if function != SRB_FUNCTION_STORAGE_REQUEST_BLOCK {
+            return Ok(Self {
+                raw,
+                shape: Shape::Classic,
+            });
+        }
+        // SAFETY: Function says this is a STORAGE_REQUEST_BLOCK, whose fixed header the caller
+        // guarantees is valid to read; it is read by value (Copy) once.
+        let header = unsafe { raw.cast::<StorageRequestBlock>().read() };
+        let mut srb = Self {
+            raw,
+            shape: Shape::Extended {
+                address: Address {
+                    path: 0,
+                    target: 0,
+                    lun: 0,
+                },
+                scsi: None,
+            },
+        };
+        match srb.parse_extended(&header) {
+            Ok(shape) => {
+                srb.shape = shape;
+                Ok(srb)
+            }
+            Err(error) => Err((srb, error)),
+        }
+    }
+
+    fn parse_extended(&self, header: &StorageRequestBlock) -> Result<Shape, SrbError> {
+        let length = header.srb_length;
+        if header.signature != SRB_SIGNATURE
+            || header.version != STORAGE_REQUEST_BLOCK_VERSION_1
+            || (length as usize) < size_of::<StorageRequestBlock>()
+        {
+            return Err(SrbError::BadExtendedHeader {
+                signature: header.signature,
+                version: header.version,
+                length,
+            });
+        }
+        let address_offset = header.address_offset;
+        let address: StorAddrBtl8 = self
+            .read_block(address_offset, length)
+            .ok_or(SrbError::BadAddress {
+                offset: address_offset,
+            })?;
+        if address.r#type != STOR_ADDRESS_TYPE_BTL8 {
+            return Err(SrbError::BadAddress {
+                offset: address_offset,
+            });
+        }
+        let address = Address {
+            path: address.path,
+            target: address.target,
+            lun: address.lun,
+        };
+        let offsets_start = offset_of!(StorageRequestBlock, srb_ex_data_offset);
+        let mut scsi = None;
+        for index in 0..header.num_srb_ex_data {
+            let at = (index as usize)
+                .checked_mul(4)
+                .and_then(|n| n.checked_add(offsets_start))
+                .filter(|&at| at + 4 <= length as usize)
+                .ok_or(SrbError::BadDataBlock { offset: u32::MAX })?;
+            let offset: u32 = self
+                .read_at(at, length)
+                .ok_or(SrbError::BadDataBlock { offset: u32::MAX })?;
+            let kind: u32 = self
+                .read_block(offset, length)
+                .ok_or(SrbError::BadDataBlock { offset })?;
+            let fields = match kind {
+                k if k == SrbExDataTypeScsiCdb16 => {
+                    let block: SrbExDataScsiCdb16 = self
+                        .read_block(offset, length)
+                        .ok_or(SrbError::BadDataBlock { offset })?;
+                    Some(Self::fixed_fields(
+                        offset,
+                        u32::from(block.cdb_length),
+                        16,
+                    )?)
+                }
+                k if k == SrbExDataTypeScsiCdb32 => {
+                    let block: SrbExDataScsiCdb32 = self
+                        .read_block(offset, length)
+                        .ok_or(SrbError::BadDataBlock { offset })?;
+                    Some(Self::fixed_fields(
+                        offset,
+                        u32::from(block.cdb_length),
+                        32,
+                    )?)
+                }
+                k if k == SrbExDataTypeScsiCdbVar => {
+                    let block: SrbExDataScsiCdbVar = self
+                        .read_block(offset, length)
+                        .ok_or(SrbError::BadDataBlock { offset })?;
+                    let cdb = offset as usize + offset_of!(SrbExDataScsiCdbVar, cdb);
+                    let cdb_length = block.cdb_length;
+                    if cdb_length == 0 || cdb_length as usize > CDB_SIZE {
+                        return Err(SrbError::CdbLength { len: cdb_length });
+                    }
+                    if cdb + cdb_length as usize > length as usize {
+                        return Err(SrbError::BadDataBlock { offset });
+                    }
+                    Some(ScsiFields {
+                        scsi_status: offset as usize
+                            + offset_of!(SrbExDataScsiCdbVar, scsi_status),
+                        sense_length: offset as usize
+                            + offset_of!(SrbExDataScsiCdbVar, sense_info_buffer_length),
+                        sense_buffer: offset as usize
+                            + offset_of!(SrbExDataScsiCdbVar, sense_info_buffer),
+                        cdb,
+                        cdb_length,
+                    })
+                }
+                // Other blocks (WMI, PnP, power, I/O info, bidirectional address) are read by
+                // the functions that use them.
+                _ => None,
+            };
+            if fields.is_some() {
+                scsi = fields;
+            }
+        }
+        Ok(Shape::Extended { address, scsi })
+    }
+
+    /// Offsets of the SCSI fields of a CDB16/CDB32 block at `offset`; they share one layout.
+    fn fixed_fields(offset: u32, cdb_length: u32, capacity: u32) -> Result<ScsiFields, SrbError> {
+        if cdb_length == 0 || cdb_length > capacity {
+            return Err(SrbError::CdbLength { len: cdb_length });
+        }
+        let base = offset as usize;
+        // The two layouts are the same up to the CDB array (asserted at the end of this file).
+        Ok(ScsiFields {
+            scsi_status: base + offset_of!(SrbExDataScsiCdb16, scsi_status),
+            sense_length: base + offset_of!(SrbExDataScsiCdb16, sense_info_buffer_length),
+            sense_buffer: base + offset_of!(SrbExDataScsiCdb16, sense_info_buffer),
+            cdb: base + offset_of!(SrbExDataScsiCdb16, cdb),
+            cdb_length,
+        })
+    }
+
+    /// Reads a `T` at byte `offset` of the SRB if it lies inside `length` bytes and is aligned.
+    fn read_block<T: Copy>(&self, offset: u32, length: u32) -> Option<T> {
+        self.read_at(offset as usize, length)
+    }
+
+    fn read_at<T: Copy>(&self, offset: usize, length: u32) -> Option<T> {
+        let end = offset.checked_add(size_of::<T>())?;
+        if end > length as usize || offset % align_of::<T>() != 0 {
+            return None;
+        }
+        // SAFETY: `offset .. offset + size_of::<T>()` lies inside the SRB's `SrbLength` bytes,
+        // which the caller of `from_raw` guaranteed are valid, and is aligned for `T`; every
+        // `T` read here is plain data (integers and raw pointers), valid for any bits.
+        Some(unsafe { self.raw.cast::<u8>().add(offset).cast::<T>().read() })
+    }
+
+    /// The raw pointer, for StorPort calls and for storing while the request is in flight.
+    #[must_use]
+    pub const fn raw(&self) -> NonNull<ScsiRequestBlock> {
+        self.raw
+    }
+
+    /// Whether this is an SRB_EX.
+    #[must_use]
+    pub const fn is_extended(&self) -> bool {
+        matches!(self.shape, Shape::Extended { .. })
+    }
+
+    fn read_u8(&self, offset: usize) -> u8 {
+        // SAFETY: `offset` is one of the field offsets of the validated SRB shape (fixed header
+        // fields or a CDB block checked against `SrbLength`), inside the SRB.
+        unsafe { self.raw.cast::<u8>().add(offset).read() }
+    }
+
+    fn write_u8(&mut self, offset: usize, value: u8) {
+        // SAFETY: as in `read_u8`; the miniport owns the SRB until completion.
+        unsafe { self.raw.cast::<u8>().add(offset).write(value) }
+    }
+
+    fn read_u32(&self, offset: usize) -> u32 {
+        // SAFETY: as in `read_u8`; the offsets used are of 4-aligned u32 header fields.
+        unsafe { self.raw.cast::<u8>().add(offset).cast::<u32>().read() }
+    }
+
+    fn write_u32(&mut self, offset: usize, value: u32) {
+        // SAFETY: as in `read_u32`; the miniport owns the SRB until completion.
+        unsafe { self.raw.cast::<u8>().add(offset).cast::<u32>().write(value) }
+    }
+
+    fn read_ptr(&self, offset: usize) -> *mut c_void {
+        // SAFETY: as in `read_u8`; the offsets used are of 8-aligned pointer fields.
+        unsafe { self.raw.cast::<u8>().add(offset).cast::<*mut c_void>().read() }
+    }
+
+    /// The `SRB_FUNCTION_*` code (for SRB_EX, `SrbFunction`).
+    #[must_use]
+    pub fn function(&self) -> u32 {
+        match self.shape {
+            Shape::Classic => u32::from(self.read_u8(offset_of!(ScsiRequestBlock, function))),
+            Shape::Extended { .. } => self.read_u32(offset_of!(StorageRequestBlock, srb_function)),
+        }
+    }
+
+    /// Bus, target and LUN.
+    #[must_use]
+    pub fn address(&self) -> Address {
+        match self.shape {
+            Shape::Classic => Address {
+                path: self.read_u8(offset_of!(ScsiRequestBlock, path_id)),
+                target: self.read_u8(offset_of!(ScsiRequestBlock, target_id)),
+                lun: self.read_u8(offset_of!(ScsiRequestBlock, lun)),
+            },
+            Shape::Extended { address, .. } => address,
+        }
+    }
+
+    /// `SrbFlags`.
+    #[must_use]
+    pub fn flags(&self) -> u32 {
+        match self.shape {
+            Shape::Classic => self.read_u32(offset_of!(ScsiRequestBlock, srb_flags)),
+            Shape::Extended { .. } => self.read_u32(offset_of!(StorageRequestBlock, srb_flags)),
+        }
+    }
+
+    const fn data_length_offset(&self) -> usize {
+        match self.shape {
+            Shape::Classic => offset_of!(ScsiRequestBlock, data_transfer_length),
+            Shape::Extended { .. } => offset_of!(StorageRequestBlock, data_transfer_length),
+        }
+    }
+
+    /// `DataTransferLength`.
+    #[must_use]
+    pub fn data_transfer_length(&self) -> u32 {
+        self.read_u32(self.data_length_offset())
+    }
+
+    /// Sets `DataTransferLength` (to the bytes really moved, on an underrun).
+    pub fn set_data_transfer_length(&mut self, length: u32) {
+        self.write_u32(self.data_length_offset(), length);
+    }
+
+    /// `DataBuffer`: the buffer's system virtual address (mapped for non-read/write commands,
+    /// as the miniport asks with `STOR_MAP_NON_READ_WRITE_BUFFERS`).
+    #[must_use]
+    pub fn data_buffer(&self) -> *mut c_void {
+        match self.shape {
+            Shape::Classic => self.read_ptr(offset_of!(ScsiRequestBlock, data_buffer)),
+            Shape::Extended { .. } => self.read_ptr(offset_of!(StorageRequestBlock, data_buffer)),
+        }
+    }
+
+    /// The SRB extension (`SrbExtension` / `MiniportContext`).
+    #[must_use]
+    pub fn extension(&self) -> *mut c_void {
+        match self.shape {
+            Shape::Classic => self.read_ptr(offset_of!(ScsiRequestBlock, srb_extension)),
+            Shape::Extended { .. } => {
+                self.read_ptr(offset_of!(StorageRequestBlock, miniport_context))
+            }
+        }
+    }
+
+    fn scsi_fields(&self) -> Option<ScsiFields> {
+        match self.shape {
+            Shape::Classic => Some(ScsiFields {
+                cdb_length: u32::from(self.read_u8(offset_of!(ScsiRequestBlock, cdb_length))),
+                ..CLASSIC_FIELDS
+            }),
+            Shape::Extended { scsi, .. } => scsi,
+        }
+    }
+
+    /// Copies the CDB into `out` and returns its length.
+    ///
+    /// # Errors
+    /// [`SrbError::CdbLength`] if the SRB has no CDB, an empty one, or one longer than the
+    /// SRB's own array or than virtio-scsi carries.
+    pub fn cdb(&self, out: &mut [u8; CDB_SIZE]) -> Result<usize, SrbError> {
+        let fields = self.scsi_fields().ok_or(SrbError::CdbLength { len: 0 })?;
+        let len = fields.cdb_length as usize;
+        let capacity = if matches!(self.shape, Shape::Classic) { 16 } else { CDB_SIZE };
+        if len == 0 || len > capacity {
+            return Err(SrbError::CdbLength {
+                len: fields.cdb_length,
+            });
+        }
+        for (index, byte) in out.iter_mut().enumerate() {
+            *byte = if index < len {
+                self.read_u8(fields.cdb + index)
+            } else {
+                0
+            };
+        }
+        Ok(len)
+    }
+
+    /// The sense buffer and its capacity; `None` when the SRB has none.
+    #[must_use]
+    pub fn sense_buffer(&self) -> Option<(NonNull<u8>, u8)> {
+        let fields = self.scsi_fields()?;
+        let len = self.read_u8(fields.sense_length);
+        let buffer = NonNull::new(self.read_ptr(fields.sense_buffer).cast::<u8>())?;
+        (len > 0).then_some((buffer, len))
+    }
+
+    /// Sets `SenseInfoBufferLength` to the bytes of sense written.
+    pub fn set_sense_length(&mut self, len: u8) {
+        if let Some(fields) = self.scsi_fields() {
+            self.write_u8(fields.sense_length, len);
+        }
+    }
+
+    /// Sets the SCSI status byte.
+    pub fn set_scsi_status(&mut self, status: u8) {
+        if let Some(fields) = self.scsi_fields() {
+            self.write_u8(fields.scsi_status, status);
+        }
+    }
+
+    /// Sets `SrbStatus` (same offset in both shapes).
+    pub fn set_srb_status(&mut self, status: u8) {
+        self.write_u8(offset_of!(ScsiRequestBlock, srb_status), status);
+    }
+
+    /// The `SrbStatus` currently set.
+    #[must_use]
+    pub fn srb_status(&self) -> u8 {
+        self.read_u8(offset_of!(ScsiRequestBlock, srb_status))
+    }
+}
+
+const _: () = assert!(
+    offset_of!(ScsiRequestBlock, srb_status) == offset_of!(StorageRequestBlock, srb_status)
+);
+const _: () = assert!(
+    offset_of!(SrbExDataScsiCdb16, scsi_status) == offset_of!(SrbExDataScsiCdb32, scsi_status)
+        && offset_of!(SrbExDataScsiCdb16, sense_info_buffer_length)
+            == offset_of!(SrbExDataScsiCdb32, sense_info_buffer_length)
+        && offset_of!(SrbExDataScsiCdb16, sense_info_buffer)
+            == offset_of!(SrbExDataScsiCdb32, sense_info_buffer)
+        && offset_of!(SrbExDataScsiCdb16, cdb) == offset_of!(SrbExDataScsiCdb32, cdb)
+);
