@@ -197,6 +197,8 @@ pub const SRB_WMI_FLAGS_ADAPTER_REQUEST: u8 = 0x01;
 pub const SRB_POWER_FLAGS_ADAPTER_REQUEST: u8 = 0x01;
 /// `SrbPnPFlags`: the PnP request is for the adapter.
 pub const SRB_PNP_FLAGS_ADAPTER_REQUEST: u32 = 0x01;
+/// `SRB_IO_CONTROL` requests: the I/O control is for the adapter.
+pub const SRB_IOCTL_FLAGS_ADAPTER_REQUEST: u32 = 0x01;
 
 // --- Extended SRB ---
 
@@ -221,7 +223,7 @@ pub const STOR_ADDR_BTL8_ADDRESS_LENGTH: u32 = 4;
 /// `STORAGE_REQUEST_BLOCK.Signature`: "SRBX".
 pub const SRB_SIGNATURE: u32 = 0x5352_4258;
 /// `STORAGE_REQUEST_BLOCK.Version`.
-pub const STORAGE_REQUEST_BLOCK_VERSION_1: u32 = 0x10;
+pub const STORAGE_REQUEST_BLOCK_VERSION_1: u32 = 0x1;
 /// `SRBEX_DATA_SCSI_CDB16.Length`: the bytes after the `Type`/`Length` header (64-bit).
 pub const SRBEX_DATA_SCSI_CDB16_LENGTH: u32 = 32;
 /// `SRBEX_DATA_SCSI_CDB32.Length` (64-bit).
@@ -251,6 +253,9 @@ pub const STOR_MAP_ALL_BUFFERS_INCLUDING_READ_WRITE: u8 = 3;
 pub const SCSI_DMA64_MINIPORT_SUPPORTED: u8 = 0x01;
 /// `Dma64BitAddresses`: the miniport supports full 64-bit addressing.
 pub const SCSI_DMA64_MINIPORT_FULL64BIT_SUPPORTED: u8 = 0x02;
+/// `Dma64BitAddresses`: full 64-bit addressing without a 4 GiB boundary requirement (Windows
+/// 8+).
+pub const SCSI_DMA64_MINIPORT_FULL64BIT_NO_BOUNDARY_REQ_SUPPORTED: u8 = 0x03;
 /// `Dma64BitAddresses`: the system supports 64-bit DMA (set by the port driver).
 pub const SCSI_DMA64_SYSTEM_SUPPORTED: u8 = 0x80;
 /// The "not set" value of `PORT_CONFIGURATION_INFORMATION` counters.
@@ -314,9 +319,16 @@ pub const STOR_PERF_VERSION_3: u32 = 0x3;
 pub const STOR_PERF_VERSION_4: u32 = 0x4;
 /// Version 5: adds `STOR_PERF_NO_SGL`.
 pub const STOR_PERF_VERSION_5: u32 = 0x5;
-/// `STOR_PERF_VERSION`: the current WDK's version (5). A miniport that must run on older
-/// Windows queries with the version it needs instead.
-pub const STOR_PERF_VERSION: u32 = STOR_PERF_VERSION_5;
+/// Version 6.
+pub const STOR_PERF_VERSION_6: u32 = 0x6;
+/// Version 7.
+pub const STOR_PERF_VERSION_7: u32 = 0x7;
+/// Version 8.
+pub const STOR_PERF_VERSION_8: u32 = 0x8;
+/// `STOR_PERF_VERSION`: the current WDK's version (8). An older storport.sys rejects a version
+/// it does not know (`STOR_STATUS_UNSUPPORTED_VERSION`), so a miniport that must run on older
+/// Windows asks for the oldest version that has the flags it uses.
+pub const STOR_PERF_VERSION: u32 = STOR_PERF_VERSION_8;
 /// Spread DPC processing over the CPUs that issued the I/O.
 pub const STOR_PERF_DPC_REDIRECTION: u32 = 0x0000_0001;
 /// Concurrent HwStorStartIo calls (no StartIo lock), Windows 8+.
@@ -331,6 +343,10 @@ pub const STOR_PERF_OPTIMIZE_FOR_COMPLETION_DURING_STARTIO: u32 = 0x0000_0010;
 pub const STOR_PERF_DPC_REDIRECTION_CURRENT_CPU: u32 = 0x0000_0020;
 /// StorPort need not build SG lists (version 5).
 pub const STOR_PERF_NO_SGL: u32 = 0x0000_0040;
+/// Soft-NUMA aware redirection.
+pub const STOR_PERF_SOFT_NUMA: u32 = 0x0000_0080;
+/// Heterogeneous-CPU aware redirection.
+pub const STOR_PERF_HETEROGENEOUS_CPU: u32 = 0x0000_0100;
 
 // --- HW_INITIALIZATION_DATA.FeatureSupport ---
 
@@ -346,8 +362,39 @@ pub const STOR_FEATURE_DUMP_POINTERS: u32 = 0x0000_0008;
 pub const STOR_FEATURE_DEVICE_NAME_NO_SUFFIX: u32 = 0x0000_0010;
 /// The dump miniport can resume.
 pub const STOR_FEATURE_DUMP_RESUME_CAPABLE: u32 = 0x0000_0020;
-/// Device descriptor from ACPI.
-pub const STOR_FEATURE_DEVICE_DESCRIPTOR_FROM_ACPI: u32 = 0x0000_0040;
+/// Device descriptor from the ATA information VPD page.
+pub const STOR_FEATURE_DEVICE_DESCRIPTOR_FROM_ATA_INFO_VPD: u32 = 0x0000_0040;
+/// The miniport handles `SRBEX_DATA_IO_INFO`.
+pub const STOR_FEATURE_EXTRA_IO_INFORMATION: u32 = 0x0000_0080;
+/// HwStorAdapterControl may be called before HwStorFindAdapter.
+pub const STOR_FEATURE_ADAPTER_CONTROL_PRE_FINDADAPTER: u32 = 0x0000_0100;
+/// The adapter needs no I/O port resources.
+pub const STOR_FEATURE_ADAPTER_NOT_REQUIRE_IO_PORT: u32 = 0x0000_0200;
+/// The miniport may set the adapter interface type.
+pub const STOR_FEATURE_SET_ADAPTER_INTERFACE_TYPE: u32 = 0x0000_0800;
+/// The miniport handles `SRB_FUNCTION_GET_DUMP_INFO`.
+pub const STOR_FEATURE_DUMP_INFO: u32 = 0x0000_1000;
+/// An NVMe adapter.
+pub const STOR_FEATURE_SUPPORTS_NVME_ADAPTER: u32 = 0x0000_4000;
+
+// --- PORT_CONFIGURATION_INFORMATION.FeatureSupport and DumpMode ---
+
+/// The adapter supports device telemetry.
+pub const STOR_ADAPTER_FEATURE_DEVICE_TELEMETRY: u32 = 0x0000_0001;
+/// Send STOP UNIT during power down.
+pub const STOR_ADAPTER_FEATURE_STOP_UNIT_DURING_POWER_DOWN: u32 = 0x0000_0002;
+/// DMA v3 preferred.
+pub const STOR_ADAPTER_DMA_V3_PREFERRED: u32 = 0x0000_0008;
+/// Rich temperature thresholds.
+pub const STOR_ADAPTER_FEATURE_RICH_TEMPERATURE_THRESHOLD: u32 = 0x0000_0020;
+/// `DumpMode`: the crash-dump instance.
+pub const DUMP_MODE_CRASH: u8 = 0x01;
+/// `DumpMode`: the hibernation instance.
+pub const DUMP_MODE_HIBER: u8 = 0x02;
+/// `DumpMode`: marking dump memory.
+pub const DUMP_MODE_MARK_MEMORY: u8 = 0x03;
+/// `DumpMode`: resume from hibernation.
+pub const DUMP_MODE_RESUME: u8 = 0x04;
 
 // --- IOCTL, NTSTATUS, STOR_STATUS ---
 
@@ -406,6 +453,12 @@ pub const STOR_STATUS_INVALID_BUFFER_SIZE: u32 = 0xC100_000A;
 pub const STOR_STATUS_UNSUPPORTED_VERSION: u32 = 0xC100_000B;
 /// Busy.
 pub const STOR_STATUS_BUSY: u32 = 0xC100_000C;
+/// The request was throttled.
+pub const STOR_STATUS_THROTTLED_REQUEST: u32 = 0xC100_000D;
+/// Timed out.
+pub const STOR_STATUS_TIMEOUT: u32 = 0xC100_000E;
+/// Invalid data.
+pub const STOR_STATUS_INVALID_DATA: u32 = 0xC100_000F;
 
 #[cfg(test)]
 mod tests {
@@ -448,7 +501,7 @@ mod tests {
             (
                 "STORAGE_REQUEST_BLOCK_VERSION_1",
                 STORAGE_REQUEST_BLOCK_VERSION_1.into(),
-                0x10,
+                1,
             ),
             (
                 "SRB_TYPE_STORAGE_REQUEST_BLOCK",

@@ -54,9 +54,29 @@ pub const IssueDpc: ScsiNotificationType = 0x1002;
 pub const AcquireSpinLock: ScsiNotificationType = 0x1003;
 /// StorPort-only: `StorPortReleaseSpinLock`.
 pub const ReleaseSpinLock: ScsiNotificationType = 0x1004;
+/// StorPort-only: `StorPortStateChangeDetected`.
+pub const StateChangeDetectedCall: ScsiNotificationType = 0x1005;
+/// StorPort-only: `StorPortIoTargetRequestServiceTime`.
+pub const IoTargetRequestServiceTime: ScsiNotificationType = 0x1006;
+/// StorPort-only: `StorPortAsyncNotificationDetected`.
+pub const AsyncNotificationDetected: ScsiNotificationType = 0x1007;
+/// StorPort-only: complete a request in the caller's context instead of a DPC.
+pub const RequestDirectComplete: ScsiNotificationType = 0x1008;
+/// StorPort-only: `StorPortInitializeDpcWithContext`.
+pub const InitializeDpcWithContext: ScsiNotificationType = 0x1009;
+/// StorPort-only: `StorPortInitializeThreadedDpc`.
+pub const InitializeThreadedDpc: ScsiNotificationType = 0x100A;
+/// StorPort-only: `StorPortSetTargetProcessorDpc`.
+pub const SetTargetProcessorDpc: ScsiNotificationType = 0x100B;
+/// StorPort-only: `StorPortMarkDeviceFailed`.
+pub const MarkDeviceFailed: ScsiNotificationType = 0x100C;
+/// StorPort-only: `StorPortMarkDeviceFailedEx`.
+pub const MarkDeviceFailedEx: ScsiNotificationType = 0x100D;
 
 /// `STOR_SPINLOCK`: which StorPort lock `StorPortAcquireSpinLock` takes.
 pub type StorSpinlock = u32;
+/// Never a valid lock.
+pub const InvalidLock: StorSpinlock = 0;
 /// The DPC lock (raises to DISPATCH_LEVEL).
 pub const DpcLock: StorSpinlock = 1;
 /// The StartIo lock (DISPATCH_LEVEL).
@@ -122,6 +142,24 @@ pub const ExtFunctionGetLogicalProcessorRelationship: StorportFunctionCode = 23;
 pub const ExtFunctionAllocateContiguousMemorySpecifyCacheNode: StorportFunctionCode = 24;
 /// `StorPortFreeContiguousMemorySpecifyCache` (Windows 7+).
 pub const ExtFunctionFreeContiguousMemorySpecifyCache: StorportFunctionCode = 25;
+/// `StorPortSetPowerSettingNotificationGuids` (Windows 8+).
+pub const ExtFunctionSetPowerSettingNotificationGuids: StorportFunctionCode = 26;
+/// `StorPortInvokeAcpiMethod` (Windows 8+).
+pub const ExtFunctionInvokeAcpiMethod: StorportFunctionCode = 27;
+/// `StorPortGetRequestInfo` (Windows 8+).
+pub const ExtFunctionGetRequestInfo: StorportFunctionCode = 28;
+/// `StorPortInitializeWorker` (Windows 8+).
+pub const ExtFunctionInitializeWorker: StorportFunctionCode = 29;
+/// `StorPortQueueWorkItem` (Windows 8+).
+pub const ExtFunctionQueueWorkItem: StorportFunctionCode = 30;
+/// `StorPortFreeWorker` (Windows 8+).
+pub const ExtFunctionFreeWorker: StorportFunctionCode = 31;
+/// `StorPortInitializeTimer` (Windows 8+).
+pub const ExtFunctionInitializeTimer: StorportFunctionCode = 32;
+/// `StorPortRequestTimer` (Windows 8+).
+pub const ExtFunctionRequestTimer: StorportFunctionCode = 33;
+/// `StorPortFreeTimer` (Windows 8+).
+pub const ExtFunctionFreeTimer: StorportFunctionCode = 34;
 
 /// `SCSI_ADAPTER_CONTROL_TYPE`: HwStorAdapterControl's `ControlType`.
 pub type ScsiAdapterControlType = u32;
@@ -135,6 +173,30 @@ pub const ScsiRestartAdapter: ScsiAdapterControlType = 2;
 pub const ScsiSetBootConfig: ScsiAdapterControlType = 3;
 /// Reconfigure running settings.
 pub const ScsiSetRunningConfig: ScsiAdapterControlType = 4;
+/// A power setting changed.
+pub const ScsiPowerSettingNotification: ScsiAdapterControlType = 5;
+/// Adapter power transition.
+pub const ScsiAdapterPower: ScsiAdapterControlType = 6;
+/// PoFx: power required.
+pub const ScsiAdapterPoFxPowerRequired: ScsiAdapterControlType = 7;
+/// PoFx: component active.
+pub const ScsiAdapterPoFxPowerActive: ScsiAdapterControlType = 8;
+/// PoFx: set F-state.
+pub const ScsiAdapterPoFxPowerSetFState: ScsiAdapterControlType = 9;
+/// PoFx: power control.
+pub const ScsiAdapterPoFxPowerControl: ScsiAdapterControlType = 10;
+/// Prepare for a bus rescan.
+pub const ScsiAdapterPrepareForBusReScan: ScsiAdapterControlType = 11;
+/// System power hints.
+pub const ScsiAdapterSystemPowerHints: ScsiAdapterControlType = 12;
+/// Filter resource requirements.
+pub const ScsiAdapterFilterResourceRequirements: ScsiAdapterControlType = 13;
+/// PoFx: maximum operational power.
+pub const ScsiAdapterPoFxMaxOperationalPower: ScsiAdapterControlType = 14;
+/// PoFx: set performance state.
+pub const ScsiAdapterPoFxSetPerfState: ScsiAdapterControlType = 15;
+/// The adapter was surprise-removed.
+pub const ScsiAdapterSurpriseRemoval: ScsiAdapterControlType = 16;
 
 /// `SCSI_ADAPTER_CONTROL_STATUS`: HwStorAdapterControl's result.
 pub type ScsiAdapterControlStatus = u32;
@@ -142,6 +204,10 @@ pub type ScsiAdapterControlStatus = u32;
 pub const ScsiAdapterControlSuccess: ScsiAdapterControlStatus = 0;
 /// The control failed.
 pub const ScsiAdapterControlUnsuccessful: ScsiAdapterControlStatus = 1;
+/// Retry the control later.
+pub const ScsiAdapterControlRetryNeeded: ScsiAdapterControlStatus = 2;
+/// The parameter buffer is too small.
+pub const ScsiAdapterControlBufferTooSmall: ScsiAdapterControlStatus = 3;
 
 /// `SCSI_UNIT_CONTROL_TYPE`: HwStorUnitControl's `ControlType`.
 pub type ScsiUnitControlType = u32;
@@ -153,6 +219,20 @@ pub const ScsiUnitUsage: ScsiUnitControlType = 1;
 pub const ScsiUnitStart: ScsiUnitControlType = 2;
 /// Unit power change.
 pub const ScsiUnitPower: ScsiUnitControlType = 3;
+/// PoFx power information.
+pub const ScsiUnitPoFxPowerInfo: ScsiUnitControlType = 4;
+/// PoFx: power required.
+pub const ScsiUnitPoFxPowerRequired: ScsiUnitControlType = 5;
+/// PoFx: component active.
+pub const ScsiUnitPoFxPowerActive: ScsiUnitControlType = 6;
+/// PoFx: set F-state.
+pub const ScsiUnitPoFxPowerSetFState: ScsiUnitControlType = 7;
+/// PoFx: power control.
+pub const ScsiUnitPoFxPowerControl: ScsiUnitControlType = 8;
+/// The unit is being removed.
+pub const ScsiUnitRemove: ScsiUnitControlType = 9;
+/// The unit was surprise-removed.
+pub const ScsiUnitSurpriseRemoval: ScsiUnitControlType = 10;
 
 /// `SCSI_UNIT_CONTROL_STATUS`: HwStorUnitControl's result.
 pub type ScsiUnitControlStatus = u32;
@@ -317,6 +397,15 @@ mod tests {
             ExtFunctionGetLogicalProcessorRelationship,
             ExtFunctionAllocateContiguousMemorySpecifyCacheNode,
             ExtFunctionFreeContiguousMemorySpecifyCache,
+            ExtFunctionSetPowerSettingNotificationGuids,
+            ExtFunctionInvokeAcpiMethod,
+            ExtFunctionGetRequestInfo,
+            ExtFunctionInitializeWorker,
+            ExtFunctionQueueWorkItem,
+            ExtFunctionFreeWorker,
+            ExtFunctionInitializeTimer,
+            ExtFunctionRequestTimer,
+            ExtFunctionFreeTimer,
         ];
         for (position, code) in (0_u32..).zip(in_order) {
             assert_eq!(code, position);
@@ -325,6 +414,7 @@ mod tests {
 
     #[test]
     fn spinlocks_start_at_one_so_zero_is_never_a_valid_lock() {
+        assert_eq!(InvalidLock, 0);
         assert_eq!(
             [
                 DpcLock,

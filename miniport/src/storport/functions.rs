@@ -46,6 +46,10 @@
 //! | `StorPortAllocatePool` | `StorPortExtendedFunction(ExtFunctionAllocatePool)` | `u32` NumberOfBytes, `u32` Tag, `*mut *mut c_void` | STOR_STATUS |
 //! | `StorPortFreePool` | `StorPortExtendedFunction(ExtFunctionFreePool)` | `*mut c_void` | STOR_STATUS |
 //!
+//! The register and port routines are real exports, but on x64 free builds the WDK turns them
+//! into inline `READ_REGISTER_*`/`WRITE_REGISTER_*` macros; calling the export costs a call and
+//! is otherwise equivalent.
+//!
 //! The argument orders are those of storport.h's inline definitions (checked against the
 //! public ReactOS copy of storport.h and Microsoft's reference pages for each wrapper).
 //!
@@ -230,12 +234,14 @@ unsafe extern "system" {
     );
 
     /// DISPATCH_LEVEL or below (not from the ISR): runs `SynchronizedAccessRoutine(ext,
-    /// Context)` with the interrupt lock held, at DIRQL.
+    /// Context)` with the interrupt lock held, at DIRQL, and returns its result (the WDK 10
+    /// prototype returns `BOOLEAN`; older headers said `VOID`, so callers must not rely on it on
+    /// old systems).
     pub fn StorPortSynchronizeAccess(
         HwDeviceExtension: *mut c_void,
         SynchronizedAccessRoutine: StorSynchronizedAccess,
         Context: *mut c_void,
-    );
+    ) -> Boolean;
 
     /// HwStorFindAdapter: TRUE if the range is free to map (an `AccessRange`'s bounds).
     pub fn StorPortValidateRange(

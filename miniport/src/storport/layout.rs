@@ -72,10 +72,10 @@ assert_layout!(StorageRequestBlock, size 128, align 8,
     data_buffer @ 64, zero_guard2 @ 72, original_request @ 80, class_context @ 88,
     port_context @ 96, miniport_context @ 104, next_srb @ 112, srb_ex_data_offset @ 120);
 
-assert_layout!(StorAddrBtl8, size 12, align 4,
+assert_layout!(StorAddrBtl8, size 16, align 8,
     r#type @ 0, port @ 2, address_length @ 4, path @ 8, target @ 9, lun @ 10, reserved @ 11);
 
-assert_layout!(SrbExData, size 8, align 4, r#type @ 0, length @ 4);
+assert_layout!(SrbExData, size 16, align 8, r#type @ 0, length @ 4, data @ 8);
 assert_layout!(SrbExDataScsiCdb16, size 40, align 8,
     r#type @ 0, length @ 4, scsi_status @ 8, sense_info_buffer_length @ 9, cdb_length @ 10,
     reserved @ 11, reserved1 @ 12, sense_info_buffer @ 16, cdb @ 24);
@@ -88,13 +88,13 @@ assert_layout!(SrbExDataScsiCdbVar, size 40, align 8,
 assert_layout!(SrbExDataWmi, size 24, align 8,
     r#type @ 0, length @ 4, wmi_sub_function @ 8, wmi_flags @ 9, reserved @ 10, reserved1 @ 12,
     data_path @ 16);
-assert_layout!(SrbExDataPower, size 20, align 4,
+assert_layout!(SrbExDataPower, size 24, align 8,
     r#type @ 0, length @ 4, srb_power_flags @ 8, reserved @ 9, device_power_state @ 12,
     power_action @ 16);
-assert_layout!(SrbExDataPnp, size 24, align 4,
+assert_layout!(SrbExDataPnp, size 24, align 8,
     r#type @ 0, length @ 4, pnp_sub_function @ 8, reserved @ 9, pnp_action @ 12,
     srb_pnp_flags @ 16, reserved1 @ 20);
-assert_layout!(SrbExDataIoInfo, size 32, align 4,
+assert_layout!(SrbExDataIoInfo, size 32, align 8,
     r#type @ 0, length @ 4, flags @ 8, key @ 12, rw_length @ 16, is_write_request @ 20,
     cache_priority @ 21, reserved @ 22, reserved1 @ 24);
 

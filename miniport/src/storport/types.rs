@@ -4,7 +4,9 @@
 //! `ULONG` is `u32`, pointers and `ULONG_PTR` are 8 bytes, `LARGE_INTEGER` is 8-aligned). Field
 //! names are the snake_case of the C names. C unions whose members are all the same integer
 //! are declared as the one member the miniport uses, with the other names in the doc comment;
-//! the layout is identical. `layout.rs` pins every size and offset, and
+//! the layout is identical. The extended-SRB structures carry the WDK's `SRB_ALIGN` /
+//! `STOR_ADDRESS_ALIGN` (`DECLSPEC_ALIGN(8)` on 64-bit Windows) as `align(8)`, which rounds
+//! their sizes up to a multiple of 8. `layout.rs` pins every size and offset, and
 //! `tests/c_layout.rs` checks them against mingw-w64's headers where those have the structure.
 //!
 //! These structures are filled by storport.sys (or the Linux simulator) and read by the
@@ -330,8 +332,9 @@ pub struct StorageRequestBlock {
 }
 
 /// `STOR_ADDR_BTL8`: the bus/target/LUN address of an extended SRB
-/// (`Type == STOR_ADDRESS_TYPE_BTL8`).
-#[repr(C)]
+/// (`Type == STOR_ADDRESS_TYPE_BTL8`); `STOR_ADDRESS_ALIGN` makes it 8-aligned (16 bytes) on
+/// 64-bit Windows.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StorAddrBtl8 {
     /// `Type`: `STOR_ADDRESS_TYPE_BTL8`.
@@ -350,18 +353,21 @@ pub struct StorAddrBtl8 {
     pub reserved: u8,
 }
 
-/// `SRBEX_DATA`: the header every extended data block starts with.
-#[repr(C)]
+/// `SRBEX_DATA`: the header every extended data block starts with (`SRB_ALIGN`: 8-aligned on
+/// 64-bit Windows, so every block in an extended SRB starts on an 8-byte boundary).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SrbExData {
     /// `Type`: an `SRBEXDATATYPE` (`SrbExDataType*`).
     pub r#type: u32,
-    /// `Length`: bytes of the block after this header.
+    /// `Length`: bytes of the block after `Type` and `Length`.
     pub length: u32,
+    /// `Data[ANYSIZE_ARRAY]`: the first byte of the block's data.
+    pub data: [u8; 1],
 }
 
 /// `SRBEX_DATA_SCSI_CDB16`: a SCSI command of up to 16 CDB bytes.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug)]
 pub struct SrbExDataScsiCdb16 {
     /// `Type`: `SrbExDataTypeScsiCdb16`.
@@ -385,7 +391,7 @@ pub struct SrbExDataScsiCdb16 {
 }
 
 /// `SRBEX_DATA_SCSI_CDB32`: a SCSI command of up to 32 CDB bytes.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug)]
 pub struct SrbExDataScsiCdb32 {
     /// `Type`: `SrbExDataTypeScsiCdb32`.
@@ -410,7 +416,7 @@ pub struct SrbExDataScsiCdb32 {
 
 /// `SRBEX_DATA_SCSI_CDB_VAR`: a SCSI command with a variable-length CDB (`cdb_length` bytes
 /// from `cdb`, bounded by the block's `length`).
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug)]
 pub struct SrbExDataScsiCdbVar {
     /// `Type`: `SrbExDataTypeScsiCdbVar`.
@@ -434,7 +440,7 @@ pub struct SrbExDataScsiCdbVar {
 }
 
 /// `SRBEX_DATA_WMI`: the WMI parameters of an extended `SRB_FUNCTION_WMI` request.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug)]
 pub struct SrbExDataWmi {
     /// `Type`: `SrbExDataTypeWmi`.
@@ -454,7 +460,7 @@ pub struct SrbExDataWmi {
 }
 
 /// `SRBEX_DATA_POWER`: the power parameters of an extended `SRB_FUNCTION_POWER` request.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SrbExDataPower {
     /// `Type`: `SrbExDataTypePower`.
@@ -472,7 +478,7 @@ pub struct SrbExDataPower {
 }
 
 /// `SRBEX_DATA_PNP`: the PnP parameters of an extended `SRB_FUNCTION_PNP` request.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SrbExDataPnp {
     /// `Type`: `SrbExDataTypePnP`.
@@ -492,7 +498,7 @@ pub struct SrbExDataPnp {
 }
 
 /// `SRBEX_DATA_IO_INFO`: extra information about a read or write.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SrbExDataIoInfo {
     /// `Type`: `SrbExDataTypeIoInfo`.
