@@ -28,9 +28,9 @@ use crate::platform::{Carved, PciSnapshot, StorPortRegisters, UncachedArena};
 use crate::port::DeviceExtension;
 use crate::storport::{
     AccessRange, InterruptLock, InterruptSynchronizePerMessage, PortConfigurationInformation,
-    SCSI_DMA64_MINIPORT_FULL64BIT_SUPPORTED, SP_RETURN_ERROR, SP_RETURN_FOUND,
-    SP_RETURN_NOT_FOUND, SRB_TYPE_STORAGE_REQUEST_BLOCK, STOR_MAP_NON_READ_WRITE_BUFFERS,
-    STORAGE_ADDRESS_TYPE_BTL8, StorDpc, StorLockHandle, StorSynchronizeFullDuplex, TRUE,
+    SCSI_DMA64_MINIPORT_FULL64BIT_SUPPORTED, SP_RETURN_ERROR, SP_RETURN_FOUND, SP_RETURN_NOT_FOUND,
+    SRB_TYPE_STORAGE_REQUEST_BLOCK, STOR_MAP_NON_READ_WRITE_BUFFERS, STORAGE_ADDRESS_TYPE_BTL8,
+    StorDpc, StorLockHandle, StorSynchronizeFullDuplex, TRUE,
 };
 use crate::vpd::LunLocation;
 
@@ -192,9 +192,12 @@ impl Adapter {
         // SAFETY: the extension is at least 8 bytes, 8-aligned and initialised (zeroed by
         // StorPort or constructed by us); `magic` is the first field of a repr(C) struct.
         let magic = unsafe { pointer.cast::<u64>().read() };
-        // SAFETY: the magic is written only after the whole Adapter is constructed in place,
-        // and the adapter is only mutated through interior mutability afterwards.
-        (magic == ADAPTER_MAGIC).then(|| unsafe { pointer.as_ref() })
+        if magic != ADAPTER_MAGIC {
+            return None;
+        }
+        // SAFETY: the magic is written only with the whole Adapter, constructed in place by
+        // find-adapter, and the adapter is only mutated through interior mutability afterwards.
+        Some(unsafe { pointer.as_ref() })
     }
 
     /// HwFindAdapter: identifies the device, negotiates features, derives the limits, fills
@@ -459,7 +462,11 @@ impl Adapter {
 
     /// Fills ConfigInfo as StorPort expects from a bus-master, scatter/gather, 64-bit DMA,
     /// MSI-X HBA with one bus.
-    fn fill_config(config: &mut PortConfigurationInformation, device: &Limits, limits: &StorLimits) {
+    fn fill_config(
+        config: &mut PortConfigurationInformation,
+        device: &Limits,
+        limits: &StorLimits,
+    ) {
         config.maximum_transfer_length = limits.max_transfer_length;
         config.number_of_physical_breaks = limits.physical_breaks;
         // virtio places no alignment requirement on data buffers.
@@ -559,7 +566,8 @@ impl Adapter {
     /// interrupt lock held.
     pub fn initialize(&self) -> bool {
         let mut messages = 0u16;
-        while messages < MAX_REQUEST_QUEUES + 3 && self.extension.msi_info(u32::from(messages)).is_some()
+        while messages < MAX_REQUEST_QUEUES + 3
+            && self.extension.msi_info(u32::from(messages)).is_some()
         {
             messages += 1;
         }
@@ -617,7 +625,10 @@ impl Adapter {
     /// # Safety
     /// The caller holds the queue's lock (or otherwise has exclusive access: setup with no
     /// I/O possible), and does not keep the reference past it.
-    #[expect(clippy::mut_from_ref, reason = "interior mutability guarded by the queue lock")]
+    #[expect(
+        clippy::mut_from_ref,
+        reason = "interior mutability guarded by the queue lock"
+    )]
     unsafe fn queue_cell(&self, index: u16) -> Option<&mut QueueState> {
         let table: &[UnsafeCell<Option<QueueState>>] = core::borrow::Borrow::borrow(&self.queues);
         let cell = table.get(usize::from(index))?;
@@ -690,9 +701,9 @@ impl Adapter {
                 }
             }
             InterruptMode::Line => {
-                // SAFETY: the handle is touched only by the lock holder, and we are about to
-                // become the holder; StorPort writes it during the acquire.
-                self.extension.acquire_interrupt_lock(self.line_lock.get());
+                // SAFETY: the handle lives in the adapter (fixed address) and is touched only by
+                // the lock holder, which we are about to become.
+                unsafe { self.extension.acquire_interrupt_lock(self.line_lock.get()) };
                 Held::Line
             }
         };
@@ -929,7 +940,10 @@ impl<'a> QueueGuard<'a> {
     pub fn state(&mut self) -> Option<&mut QueueState> {
         // SAFETY: this guard proves the queue's lock is held, and `&mut self` makes the
         // returned reference the only one derived from it.
-        unsafe { self.adapter.queue_cell(self.queue + queue_index::REQUEST_BASE) }
+        unsafe {
+            self.adapter
+                .queue_cell(self.queue + queue_index::REQUEST_BASE)
+        }
     }
 }
 
@@ -939,10 +953,12 @@ impl Drop for QueueGuard<'_> {
             Held::Msi { message, old_irql } => {
                 self.adapter.extension.release_msi_lock(message, old_irql);
             }
-            Held::Line => self
-                .adapter
-                .extension
-                .release_interrupt_lock(self.adapter.line_lock.get()),
+            // SAFETY: this guard acquired the interrupt lock with this handle.
+            Held::Line => unsafe {
+                self.adapter
+                    .extension
+                    .release_interrupt_lock(self.adapter.line_lock.get());
+            },
             Held::ByCaller => {}
         }
     }

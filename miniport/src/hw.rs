@@ -9,12 +9,12 @@ use crate::adapter::Adapter;
 use crate::io::{self, Built};
 use crate::port::DeviceExtension;
 use crate::storport::{
-    Boolean, FALSE, HwInitializationData, PCIBus, PortConfigurationInformation,
-    SP_RETURN_ERROR, SRB_STATUS_SUCCESS, SRB_TYPE_FLAG_SCSI_REQUEST_BLOCK,
-    SRB_TYPE_FLAG_STORAGE_REQUEST_BLOCK, STOR_MAP_NON_READ_WRITE_BUFFERS, ScsiAdapterControlSuccess,
-    ScsiAdapterControlUnsuccessful, ScsiQuerySupportedControlTypes, ScsiRequestBlock,
-    ScsiRestartAdapter, ScsiStopAdapter, ScsiSupportedControlTypeList, StorDpc, TRUE,
-    ADDRESS_TYPE_FLAG_BTL8, StorPortInitialize,
+    ADDRESS_TYPE_FLAG_BTL8, Boolean, FALSE, HwInitializationData, PCIBus,
+    PortConfigurationInformation, SP_RETURN_ERROR, SRB_STATUS_SUCCESS,
+    SRB_TYPE_FLAG_SCSI_REQUEST_BLOCK, SRB_TYPE_FLAG_STORAGE_REQUEST_BLOCK,
+    STOR_MAP_NON_READ_WRITE_BUFFERS, ScsiAdapterControlSuccess, ScsiAdapterControlUnsuccessful,
+    ScsiQuerySupportedControlTypes, ScsiRequestBlock, ScsiRestartAdapter, ScsiStopAdapter,
+    ScsiSupportedControlTypeList, StorDpc, StorPortInitialize, TRUE,
 };
 
 /// `NTSTATUS` is a signed 32-bit value.
@@ -63,9 +63,14 @@ pub unsafe extern "system" fn DriverEntry(
     // SAFETY: StorPortInitialize copies the registration (a valid local) during the call and
     // takes the two opaque arguments from our caller.
     let status = unsafe {
-        StorPortInitialize(driver_object, registry_path, &raw mut data, core::ptr::null_mut())
+        StorPortInitialize(
+            driver_object,
+            registry_path,
+            &raw mut data,
+            core::ptr::null_mut(),
+        )
     };
-    status as NtStatus
+    status.cast_signed()
 }
 
 /// HwFindAdapter.
@@ -85,9 +90,10 @@ pub unsafe extern "system" fn hw_find_adapter(
         // SAFETY: StorPort passes a valid BOOLEAN to write.
         unsafe { again.write(FALSE) };
     }
-    let (Some(extension), Some(mut config)) =
-        (DeviceExtension::new(device_extension), NonNull::new(config_info))
-    else {
+    let (Some(extension), Some(mut config)) = (
+        DeviceExtension::new(device_extension),
+        NonNull::new(config_info),
+    ) else {
         return SP_RETURN_ERROR;
     };
     // SAFETY: see the function's contract: exclusive, valid ConfigInfo for this call.
@@ -145,7 +151,7 @@ pub unsafe extern "system" fn hw_build_io(
     match io::build_io(adapter, srb) {
         Built::Ready(srb) | Built::Control(srb) => {
             // StartIo finds everything in the SRB and its extension.
-            core::mem::forget(srb);
+            srb.hand_over();
             TRUE
         }
         Built::Completed => FALSE,
@@ -231,7 +237,10 @@ pub unsafe extern "system" fn hw_queue_dpc(
 ///
 /// # Safety
 /// DISPATCH_LEVEL with the StartIo lock held.
-pub unsafe extern "system" fn hw_reset_bus(device_extension: *mut c_void, _path_id: u32) -> Boolean {
+pub unsafe extern "system" fn hw_reset_bus(
+    device_extension: *mut c_void,
+    _path_id: u32,
+) -> Boolean {
     // SAFETY: StorPort's device extension.
     let Some(adapter) = (unsafe { adapter(device_extension) }) else {
         return FALSE;
@@ -260,15 +269,22 @@ pub unsafe extern "system" fn hw_adapter_control(
             };
             // SAFETY: StorPort passes a list header followed by `MaxControlType` BOOLEANs.
             let max = unsafe { list.as_ref() }.max_control_type;
-            for supported in [ScsiQuerySupportedControlTypes, ScsiStopAdapter, ScsiRestartAdapter] {
+            for supported in [
+                ScsiQuerySupportedControlTypes,
+                ScsiStopAdapter,
+                ScsiRestartAdapter,
+            ] {
                 if supported < max {
+                    let entry = list
+                        .as_ptr()
+                        .cast::<u8>()
+                        .wrapping_add(core::mem::offset_of!(
+                            ScsiSupportedControlTypeList,
+                            supported_type_list
+                        ))
+                        .wrapping_add(supported as usize);
                     // SAFETY: index below `MaxControlType`, inside StorPort's array.
-                    unsafe {
-                        (&raw mut (*list.as_ptr()).supported_type_list)
-                            .cast::<Boolean>()
-                            .add(supported as usize)
-                            .write(TRUE);
-                    }
+                    unsafe { entry.write(TRUE) };
                 }
             }
             ScsiAdapterControlSuccess

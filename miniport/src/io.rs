@@ -18,19 +18,16 @@ use virtio_core::scsi::{
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::adapter::{Adapter, QueueGuard};
-use crate::layout::{
-    CONTEXT_LEN, REQUEST_ALIGN, RequestContext, RequestLayout, RequestState,
-};
+use crate::layout::{CONTEXT_LEN, REQUEST_ALIGN, RequestContext, RequestLayout, RequestState};
 use crate::srb::{Srb, SrbError};
 use crate::storport::{
-    SRB_FLAGS_DATA_IN, SRB_FLAGS_DATA_OUT, SRB_FLAGS_DISABLE_AUTOSENSE,
-    SRB_FUNCTION_EXECUTE_SCSI, SRB_FUNCTION_FLUSH, SRB_FUNCTION_PNP, SRB_FUNCTION_POWER,
-    SRB_FUNCTION_RESET_BUS, SRB_FUNCTION_RESET_DEVICE, SRB_FUNCTION_RESET_LOGICAL_UNIT,
-    SRB_FUNCTION_SHUTDOWN, SRB_STATUS_ABORTED, SRB_STATUS_AUTOSENSE_VALID,
-    SRB_STATUS_BAD_SRB_BLOCK_LENGTH, SRB_STATUS_BUS_RESET, SRB_STATUS_BUSY,
-    SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR, SRB_STATUS_INVALID_LUN,
-    SRB_STATUS_INVALID_PATH_ID, SRB_STATUS_INVALID_REQUEST, SRB_STATUS_INVALID_TARGET_ID,
-    SRB_STATUS_SUCCESS, ScsiRequestBlock, StorScatterGatherElement,
+    SRB_FLAGS_DATA_IN, SRB_FLAGS_DATA_OUT, SRB_FLAGS_DISABLE_AUTOSENSE, SRB_FUNCTION_EXECUTE_SCSI,
+    SRB_FUNCTION_FLUSH, SRB_FUNCTION_PNP, SRB_FUNCTION_POWER, SRB_FUNCTION_RESET_BUS,
+    SRB_FUNCTION_RESET_DEVICE, SRB_FUNCTION_RESET_LOGICAL_UNIT, SRB_FUNCTION_SHUTDOWN,
+    SRB_STATUS_ABORTED, SRB_STATUS_AUTOSENSE_VALID, SRB_STATUS_BAD_SRB_BLOCK_LENGTH,
+    SRB_STATUS_BUS_RESET, SRB_STATUS_BUSY, SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR,
+    SRB_STATUS_INVALID_LUN, SRB_STATUS_INVALID_PATH_ID, SRB_STATUS_INVALID_REQUEST,
+    SRB_STATUS_INVALID_TARGET_ID, SRB_STATUS_SUCCESS, ScsiRequestBlock, StorScatterGatherElement,
 };
 use crate::vpd;
 
@@ -67,7 +64,8 @@ impl Request {
     }
 
     fn set_context(&self, context: &RequestContext) -> bool {
-        self.memory.write_bytes(self.layout.context, context.as_bytes())
+        self.memory
+            .write_bytes(self.layout.context, context.as_bytes())
     }
 
     fn response(&self) -> Option<CmdResp> {
@@ -162,6 +160,10 @@ pub fn build_io(adapter: &Adapter, raw: NonNull<ScsiRequestBlock>) -> Built {
 }
 
 /// Builds the request for an EXECUTE_SCSI SRB in its extension; on error, the SRB status.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one linear translation of an SRB into a request; splitting it scatters the checks"
+)]
 fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
     let address = srb.address();
     let device = adapter.device_limits();
@@ -176,7 +178,8 @@ fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
     }
     let mut cdb = [0u8; CDB_SIZE];
     let cdb_len = srb.cdb(&mut cdb).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
-    let lun = Lun::new(address.target, u16::from(address.lun)).map_err(|_| SRB_STATUS_INVALID_LUN)?;
+    let lun =
+        Lun::new(address.target, u16::from(address.lun)).map_err(|_| SRB_STATUS_INVALID_LUN)?;
     let flags = srb.flags();
     let length = srb.data_transfer_length();
     let direction = match (length, flags & (SRB_FLAGS_DATA_IN | SRB_FLAGS_DATA_OUT)) {
@@ -206,8 +209,12 @@ fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
     let request = Request::at(base, bus, layout).ok_or(SRB_STATUS_ERROR)?;
     let tag = base as u64;
     let command = CmdReq::new(lun, tag, &cdb[..cdb_len]).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
-    if !request.memory.write_bytes(layout.cmd_req, command.as_bytes())
-        || !request.memory.write_bytes(layout.cmd_resp, &[0u8; RESPONSE_HEADER_LEN as usize])
+    if !request
+        .memory
+        .write_bytes(layout.cmd_req, command.as_bytes())
+        || !request
+            .memory
+            .write_bytes(layout.cmd_resp, &[0u8; RESPONSE_HEADER_LEN as usize])
     {
         return Err(SRB_STATUS_ERROR);
     }
@@ -287,14 +294,21 @@ fn data_segments<'a>(
     if elements == 0 || elements > adapter.limits().max_segments || length == 0 {
         return Err(SRB_STATUS_INVALID_REQUEST);
     }
-    // SAFETY: `number_of_elements` elements follow the header (StorPort's layout), and the
-    // count was bounded above.
-    Ok(unsafe {
-        core::slice::from_raw_parts(
-            (&raw const (*list.as_ptr()).list).cast::<StorScatterGatherElement>(),
-            elements as usize,
-        )
-    })
+    #[expect(
+        clippy::cast_ptr_alignment,
+        reason = "the element array follows the 8-aligned header at its field offset"
+    )]
+    let first = list
+        .as_ptr()
+        .cast::<u8>()
+        .wrapping_add(core::mem::offset_of!(
+            crate::storport::StorScatterGatherList,
+            list
+        ))
+        .cast::<StorScatterGatherElement>();
+    // SAFETY: `number_of_elements` elements follow the header at `list` (StorPort's layout),
+    // valid until the SRB is completed; the count was bounded above.
+    Ok(unsafe { core::slice::from_raw_parts(first, elements as usize) })
 }
 
 /// Writes the segment list of a request into its SRB extension's scratch area.
@@ -311,7 +325,7 @@ impl Scratch {
         }
         // SAFETY: the scratch list has `capacity` Segment slots inside the SRB extension,
         // 16-aligned, ours for the request's life; `count < capacity`.
-        unsafe { self.first.add(self.count).write(segment) };
+        unsafe { self.first.wrapping_add(self.count).write(segment) };
         self.count += 1;
         Ok(())
     }
@@ -350,7 +364,10 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
         complete(adapter, srb, SRB_STATUS_ERROR);
         return;
     };
-    let queue = context.queue.get().min(adapter.request_queues().saturating_sub(1));
+    let queue = context
+        .queue
+        .get()
+        .min(adapter.request_queues().saturating_sub(1));
     let readable = usize::from(context.readable.get());
     let writable = usize::from(context.writable.get());
     // SAFETY: `prepare` wrote `readable + writable` segments at the scratch list, which lies
@@ -362,9 +379,10 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
         // The table's bus address is the request's plus its offset: `prepare` checked the
         // whole span is contiguous.
         Request::at(base, bus, layout).and_then(|with_bus| {
-            with_bus
-                .memory
-                .sub(layout.indirect, segments.len() * crate::layout::DESCRIPTOR_LEN)
+            with_bus.memory.sub(
+                layout.indirect,
+                segments.len() * crate::layout::DESCRIPTOR_LEN,
+            )
         })
     } else {
         None
@@ -382,7 +400,8 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
                 context.token = token.0.into();
                 context.state = RequestState::InFlight as u8;
                 let _ = request.set_context(&context);
-                let requests: &mut [usize] = core::borrow::BorrowMut::borrow_mut(&mut state.requests);
+                let requests: &mut [usize] =
+                    core::borrow::BorrowMut::borrow_mut(&mut state.requests);
                 if let Some(slot) = requests.get_mut(token.index()) {
                     *slot = base;
                 }
@@ -401,8 +420,9 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
             if let Some(offset) = notify {
                 adapter.notify(queue, offset);
             }
-            // The SRB now belongs to the ring; it is completed from the used ring or a reset.
-            core::mem::forget(srb);
+            // The SRB now belongs to the ring; it is completed from the used ring or a reset,
+            // through the pointer stored in the request's context.
+            srb.hand_over();
         }
         Err(QueueError::Full { .. }) => {
             if let Some(counters) = counters {
@@ -427,7 +447,8 @@ pub fn drain(guard: &mut QueueGuard<'_>) -> bool {
         let popped = state.ring.queue().pop_used();
         match popped {
             Ok(Some(used)) => {
-                let requests: &mut [usize] = core::borrow::BorrowMut::borrow_mut(&mut state.requests);
+                let requests: &mut [usize] =
+                    core::borrow::BorrowMut::borrow_mut(&mut state.requests);
                 let base = requests
                     .get_mut(used.token.index())
                     .map_or(0, core::mem::take);
@@ -488,7 +509,11 @@ fn complete_used(adapter: &Adapter, queue: u16, base: usize, written: u32, token
         2 => DataDirection::FromDevice,
         _ => DataDirection::None,
     };
-    let transfer = Transfer::new(direction, context.data_length.get(), context.sense_capacity.get());
+    let transfer = Transfer::new(
+        direction,
+        context.data_length.get(),
+        context.sense_capacity.get(),
+    );
     let response = if written >= RESPONSE_HEADER_LEN {
         request.response()
     } else {

@@ -157,7 +157,6 @@ pub const fn alignment_offset(address: usize) -> usize {
 /// The stored size of a context.
 pub const CONTEXT_LEN: usize = size_of::<RequestContext>();
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,7 +192,11 @@ mod tests {
 
     #[test]
     fn states_round_trip_and_garbage_is_refused() {
-        for state in [RequestState::Built, RequestState::InFlight, RequestState::Done] {
+        for state in [
+            RequestState::Built,
+            RequestState::InFlight,
+            RequestState::Done,
+        ] {
             assert_eq!(RequestState::from_raw(state as u8), Some(state));
         }
         assert_eq!(RequestState::from_raw(0), None);

@@ -129,7 +129,7 @@ impl StorPortRegisters {
     fn register(&self, bar: u8, offset: u64, width: u64) -> Option<NonNull<u8>> {
         let mapped = (*self.bars.get(usize::from(bar))?)?;
         let end = offset.checked_add(width)?;
-        if end > mapped.len || offset % width != 0 {
+        if end > mapped.len || !offset.is_multiple_of(width) {
             return None;
         }
         let offset = usize::try_from(offset).ok()?;
@@ -141,7 +141,11 @@ impl StorPortRegisters {
 
 impl RegisterIo for StorPortRegisters {
     fn bar_len(&self, bar: u8) -> Option<u64> {
-        self.bars.get(usize::from(bar)).copied().flatten().map(|m| m.len)
+        self.bars
+            .get(usize::from(bar))
+            .copied()
+            .flatten()
+            .map(|m| m.len)
     }
 
     fn read8(&self, bar: u8, offset: u64) -> u8 {
@@ -155,9 +159,7 @@ impl RegisterIo for StorPortRegisters {
     fn read16(&self, bar: u8, offset: u64) -> u16 {
         self.register(bar, offset, 2).map_or(0xFFFF, |register| {
             // SAFETY: as in `read8`, for an aligned 16-bit register.
-            unsafe {
-                StorPortReadRegisterUshort(self.extension.raw(), register.as_ptr().cast())
-            }
+            unsafe { StorPortReadRegisterUshort(self.extension.raw(), register.as_ptr().cast()) }
         })
     }
 
@@ -180,11 +182,7 @@ impl RegisterIo for StorPortRegisters {
         if let Some(register) = self.register(bar, offset, 2) {
             // SAFETY: as in `write8`, for an aligned 16-bit register.
             unsafe {
-                StorPortWriteRegisterUshort(
-                    self.extension.raw(),
-                    register.as_ptr().cast(),
-                    value,
-                );
+                StorPortWriteRegisterUshort(self.extension.raw(), register.as_ptr().cast(), value);
             }
         }
     }
@@ -219,7 +217,12 @@ impl UncachedArena {
     /// `cpu .. cpu + len` is the adapter's uncached extension: valid, exclusively the
     /// miniport's, physically contiguous at `bus`, for as long as the adapter exists.
     #[must_use]
-    pub const unsafe fn new(extension: DeviceExtension, cpu: NonNull<u8>, bus: u64, len: usize) -> Self {
+    pub const unsafe fn new(
+        extension: DeviceExtension,
+        cpu: NonNull<u8>,
+        bus: u64,
+        len: usize,
+    ) -> Self {
         Self {
             extension,
             cpu,
@@ -267,8 +270,10 @@ impl UncachedArena {
         let (cpu, _) = self.carve(len, align_of::<T>())?;
         let table = cpu.cast::<T>();
         for index in 0..count {
-            // SAFETY: the carve holds `count` aligned `T`s, exclusively ours.
-            unsafe { table.add(index).write(init()) };
+            let value = init();
+            let slot = table.as_ptr().wrapping_add(index);
+            // SAFETY: `slot` is one of the carve's `count` aligned `T`s, exclusively ours.
+            unsafe { slot.write(value) };
         }
         // SAFETY: `table` points at `count` initialised `T`s in the uncached extension, which
         // outlives the adapter state that owns this table, and is not aliased (fresh carve).
@@ -281,7 +286,9 @@ impl UncachedArena {
 // contiguous length at find-adapter), never handed out twice; `translate` asks StorPort.
 unsafe impl Hal for UncachedArena {
     fn dma_alloc(&self, len: usize, align: usize) -> Result<DmaMemory, HalError> {
-        let (cpu, bus) = self.carve(len, align).ok_or(HalError::OutOfMemory { len })?;
+        let (cpu, bus) = self
+            .carve(len, align)
+            .ok_or(HalError::OutOfMemory { len })?;
         // SAFETY: the carve is valid, zeroed, exclusively ours and lives as long as the
         // adapter; `bus` is its bus address.
         unsafe { DmaMemory::new(cpu, len, bus) }.ok_or(HalError::OutOfMemory { len })
@@ -292,7 +299,12 @@ unsafe impl Hal for UncachedArena {
         // returned individually.
     }
 
-    fn translate(&self, address: usize, len: usize, out: &mut [Segment]) -> Result<usize, HalError> {
+    fn translate(
+        &self,
+        address: usize,
+        len: usize,
+        out: &mut [Segment],
+    ) -> Result<usize, HalError> {
         translate(self.extension, address, len, out)
     }
 }

@@ -8,22 +8,22 @@
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
 
+use crate::srb::Srb;
 use crate::storport::functions::{
     StorPortExtendedFunction, StorPortGetBusData, StorPortGetDeviceBase,
     StorPortGetPhysicalAddress, StorPortGetScatterGatherList, StorPortGetUncachedExtension,
     StorPortNotification,
 };
 use crate::storport::{
-    AcquireSpinLock, InterruptLock, ReleaseSpinLock, StorLockHandle, Boolean, EnablePassiveInitialization, ExtFunctionAcquireMSISpinLock,
+    AcquireSpinLock, Boolean, EnablePassiveInitialization, ExtFunctionAcquireMSISpinLock,
     ExtFunctionGetCurrentProcessorNumber, ExtFunctionGetMessageInterruptInformation,
     ExtFunctionInitializePerformanceOptimizations, ExtFunctionReleaseMSISpinLock, FALSE,
-    HwDpcRoutine, HwPassiveInitializeRoutine, InitializeDpc, IssueDpc,
+    HwDpcRoutine, HwPassiveInitializeRoutine, InitializeDpc, InterruptLock, IssueDpc,
     MessageInterruptInformation, PCIBus, PCIConfiguration, PerfConfigurationData,
-    PortConfigurationInformation, ProcessorNumber, RequestComplete, ResetDetected,
-    STOR_STATUS_SUCCESS, ScsiRequestBlock, StorDpc, StorPhysicalAddress, StorScatterGatherList,
-    TRUE,
+    PortConfigurationInformation, ProcessorNumber, ReleaseSpinLock, RequestComplete, ResetDetected,
+    STOR_STATUS_SUCCESS, ScsiRequestBlock, StorDpc, StorLockHandle, StorPhysicalAddress,
+    StorScatterGatherList, TRUE,
 };
-use crate::srb::Srb;
 
 /// The device extension pointer StorPort passes to every HW routine: the identity of this
 /// adapter in every StorPort call.
@@ -64,7 +64,13 @@ impl DeviceExtension {
 
     /// Maps `len` bytes of a BAR at bus address `start`; `None` if StorPort refuses.
     #[must_use]
-    pub fn map_device_base(self, bus: u32, start: u64, len: u32, io_space: bool) -> Option<NonNull<u8>> {
+    pub fn map_device_base(
+        self,
+        bus: u32,
+        start: u64,
+        len: u32,
+        io_space: bool,
+    ) -> Option<NonNull<u8>> {
         // SAFETY: plain call from HwFindAdapter with the range StorPort gave us in
         // AccessRanges; StorPort returns null on failure, checked below.
         let base = unsafe {
@@ -119,6 +125,10 @@ impl DeviceExtension {
     }
 
     /// Completes `srb` back to StorPort. Consumes the view: it is completed exactly once.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "consuming the view is the point: the SRB cannot be completed twice"
+    )]
     pub fn complete_request(self, srb: Srb) {
         let raw: *mut ScsiRequestBlock = srb.raw().as_ptr();
         // SAFETY: RequestComplete takes the SRB pointer as its one variadic argument; the SRB
@@ -160,6 +170,7 @@ impl DeviceExtension {
     }
 
     /// Queues `dpc` with `argument` as its first system argument; false if already queued.
+    #[must_use]
     pub fn issue_dpc(self, dpc: NonNull<StorDpc>, argument: usize) -> bool {
         let mut queued: i32 = 0;
         // SAFETY: IssueDpc takes (PSTOR_DPC, SystemArgument1, SystemArgument2, PBOOLEAN); the
@@ -178,7 +189,11 @@ impl DeviceExtension {
     }
 
     /// Acquires StorPort's interrupt lock (line-interrupt mode), filling `handle`.
-    pub fn acquire_interrupt_lock(self, handle: *mut StorLockHandle) {
+    ///
+    /// # Safety
+    /// `handle` is valid for writes, stays at its address until the matching release, and is
+    /// used by no one but the lock holder.
+    pub unsafe fn acquire_interrupt_lock(self, handle: *mut StorLockHandle) {
         // SAFETY: AcquireSpinLock takes (STOR_SPINLOCK, LockContext, PSTOR_LOCK_HANDLE); the
         // handle lives in the adapter at a fixed address and only the lock holder uses it.
         unsafe {
@@ -193,7 +208,10 @@ impl DeviceExtension {
     }
 
     /// Releases the lock taken by [`Self::acquire_interrupt_lock`] with the same `handle`.
-    pub fn release_interrupt_lock(self, handle: *mut StorLockHandle) {
+    ///
+    /// # Safety
+    /// The caller holds the lock, acquired with this `handle`.
+    pub unsafe fn release_interrupt_lock(self, handle: *mut StorLockHandle) {
         // SAFETY: ReleaseSpinLock takes (PSTOR_LOCK_HANDLE) filled by the matching acquire.
         unsafe { StorPortNotification(ReleaseSpinLock, self.raw(), handle) };
     }

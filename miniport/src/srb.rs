@@ -11,7 +11,7 @@ use core::mem::{offset_of, size_of};
 use core::ptr::NonNull;
 
 use crate::storport::{
-    STOR_ADDRESS_TYPE_BTL8, SRB_FUNCTION_STORAGE_REQUEST_BLOCK, SRB_SIGNATURE,
+    SRB_FUNCTION_STORAGE_REQUEST_BLOCK, SRB_SIGNATURE, STOR_ADDRESS_TYPE_BTL8,
     STORAGE_REQUEST_BLOCK_VERSION_1, ScsiRequestBlock, SrbExDataScsiCdb16, SrbExDataScsiCdb32,
     SrbExDataScsiCdbVar, SrbExDataTypeScsiCdb16, SrbExDataTypeScsiCdb32, SrbExDataTypeScsiCdbVar,
     StorAddrBtl8, StorageRequestBlock,
@@ -98,8 +98,9 @@ const CLASSIC_FIELDS: ScsiFields = ScsiFields {
 impl Srb {
     /// Takes ownership of the SRB StorPort passed, validating an SRB_EX's layout.
     ///
-    /// Returns the SRB back with the error when it is malformed, so the caller can complete it
-    /// with the status the error calls for.
+    /// # Errors
+    /// A malformed SRB_EX comes back with the [`SrbError`], so the caller can complete it with
+    /// the status the error calls for.
     ///
     /// # Safety
     /// `raw` is the SRB pointer StorPort passed to HwBuildIo/HwStartIo (or one the miniport
@@ -109,7 +110,12 @@ impl Srb {
         let bytes = raw.cast::<u8>();
         // SAFETY: every SRB starts with Length (u16), Function (u8): the caller guarantees
         // `raw` is a valid SRB of at least that size.
-        let function = unsafe { bytes.add(offset_of!(ScsiRequestBlock, function)).read() };
+        let function = unsafe {
+            bytes
+                .as_ptr()
+                .wrapping_add(offset_of!(ScsiRequestBlock, function))
+                .read()
+        };
         if function != SRB_FUNCTION_STORAGE_REQUEST_BLOCK {
             return Ok(Self {
                 raw,
@@ -152,11 +158,11 @@ impl Srb {
             });
         }
         let address_offset = header.address_offset;
-        let address: StorAddrBtl8 = self
-            .read_block(address_offset, length)
-            .ok_or(SrbError::BadAddress {
-                offset: address_offset,
-            })?;
+        let address: StorAddrBtl8 =
+            self.read_block(address_offset, length)
+                .ok_or(SrbError::BadAddress {
+                    offset: address_offset,
+                })?;
         if address.r#type != STOR_ADDRESS_TYPE_BTL8 {
             return Err(SrbError::BadAddress {
                 offset: address_offset,
@@ -186,21 +192,13 @@ impl Srb {
                     let block: SrbExDataScsiCdb16 = self
                         .read_block(offset, length)
                         .ok_or(SrbError::BadDataBlock { offset })?;
-                    Some(Self::fixed_fields(
-                        offset,
-                        u32::from(block.cdb_length),
-                        16,
-                    )?)
+                    Some(Self::fixed_fields(offset, u32::from(block.cdb_length), 16)?)
                 }
                 k if k == SrbExDataTypeScsiCdb32 => {
                     let block: SrbExDataScsiCdb32 = self
                         .read_block(offset, length)
                         .ok_or(SrbError::BadDataBlock { offset })?;
-                    Some(Self::fixed_fields(
-                        offset,
-                        u32::from(block.cdb_length),
-                        32,
-                    )?)
+                    Some(Self::fixed_fields(offset, u32::from(block.cdb_length), 32)?)
                 }
                 k if k == SrbExDataTypeScsiCdbVar => {
                     let block: SrbExDataScsiCdbVar = self
@@ -215,8 +213,7 @@ impl Srb {
                         return Err(SrbError::BadDataBlock { offset });
                     }
                     Some(ScsiFields {
-                        scsi_status: offset as usize
-                            + offset_of!(SrbExDataScsiCdbVar, scsi_status),
+                        scsi_status: offset as usize + offset_of!(SrbExDataScsiCdbVar, scsi_status),
                         sense_length: offset as usize
                             + offset_of!(SrbExDataScsiCdbVar, sense_info_buffer_length),
                         sense_buffer: offset as usize
@@ -259,13 +256,13 @@ impl Srb {
 
     fn read_at<T: Copy>(&self, offset: usize, length: u32) -> Option<T> {
         let end = offset.checked_add(size_of::<T>())?;
-        if end > length as usize || offset % align_of::<T>() != 0 {
+        if end > length as usize || !offset.is_multiple_of(align_of::<T>()) {
             return None;
         }
         // SAFETY: `offset .. offset + size_of::<T>()` lies inside the SRB's `SrbLength` bytes,
         // which the caller of `from_raw` guaranteed are valid, and is aligned for `T`; every
         // `T` read here is plain data (integers and raw pointers), valid for any bits.
-        Some(unsafe { self.raw.cast::<u8>().add(offset).cast::<T>().read() })
+        Some(unsafe { self.at(offset).cast::<T>().read() })
     }
 
     /// The raw pointer, for StorPort calls and for storing while the request is in flight.
@@ -280,31 +277,52 @@ impl Srb {
         matches!(self.shape, Shape::Extended { .. })
     }
 
+    /// The address of byte `offset` of the SRB (computed, not dereferenced).
+    fn at(&self, offset: usize) -> *mut u8 {
+        self.raw.as_ptr().cast::<u8>().wrapping_add(offset)
+    }
+
     fn read_u8(&self, offset: usize) -> u8 {
         // SAFETY: `offset` is one of the field offsets of the validated SRB shape (fixed header
         // fields or a CDB block checked against `SrbLength`), inside the SRB.
-        unsafe { self.raw.cast::<u8>().add(offset).read() }
+        unsafe { self.at(offset).read() }
     }
 
     fn write_u8(&mut self, offset: usize, value: u8) {
         // SAFETY: as in `read_u8`; the miniport owns the SRB until completion.
-        unsafe { self.raw.cast::<u8>().add(offset).write(value) }
+        unsafe { self.at(offset).write(value) }
     }
 
+    #[expect(
+        clippy::cast_ptr_alignment,
+        reason = "only offsets of naturally aligned fields are passed"
+    )]
     fn read_u32(&self, offset: usize) -> u32 {
         // SAFETY: as in `read_u8`; the offsets used are of 4-aligned u32 header fields.
-        unsafe { self.raw.cast::<u8>().add(offset).cast::<u32>().read() }
+        unsafe { self.at(offset).cast::<u32>().read() }
     }
 
+    #[expect(
+        clippy::cast_ptr_alignment,
+        reason = "only offsets of naturally aligned fields are passed"
+    )]
     fn write_u32(&mut self, offset: usize, value: u32) {
         // SAFETY: as in `read_u32`; the miniport owns the SRB until completion.
-        unsafe { self.raw.cast::<u8>().add(offset).cast::<u32>().write(value) }
+        unsafe { self.at(offset).cast::<u32>().write(value) }
     }
 
+    #[expect(
+        clippy::cast_ptr_alignment,
+        reason = "only offsets of naturally aligned fields are passed"
+    )]
     fn read_ptr(&self, offset: usize) -> *mut c_void {
         // SAFETY: as in `read_u8`; the offsets used are of 8-aligned pointer fields.
-        unsafe { self.raw.cast::<u8>().add(offset).cast::<*mut c_void>().read() }
+        unsafe { self.at(offset).cast::<*mut c_void>().read() }
     }
+
+    /// Gives the SRB up without completing it: it continues in StartIo, or lives on a ring
+    /// (its pointer is in the request context) until the device or a reset completes it.
+    pub fn hand_over(self) {}
 
     /// The `SRB_FUNCTION_*` code (for SRB_EX, `SrbFunction`).
     #[must_use]
@@ -394,7 +412,11 @@ impl Srb {
     pub fn cdb(&self, out: &mut [u8; CDB_SIZE]) -> Result<usize, SrbError> {
         let fields = self.scsi_fields().ok_or(SrbError::CdbLength { len: 0 })?;
         let len = fields.cdb_length as usize;
-        let capacity = if matches!(self.shape, Shape::Classic) { 16 } else { CDB_SIZE };
+        let capacity = if matches!(self.shape, Shape::Classic) {
+            16
+        } else {
+            CDB_SIZE
+        };
         if len == 0 || len > capacity {
             return Err(SrbError::CdbLength {
                 len: fields.cdb_length,

@@ -78,8 +78,14 @@ pub fn synthesize_designator(
     descriptor[4..].copy_from_slice(&location.naa_designator());
     page[2] = 0;
     page[3] = DESCRIPTOR_LEN as u8;
-    let room = page.len().saturating_sub(PAGE_HEADER_LEN).min(DESCRIPTOR_LEN);
-    let (target, source) = (page.get_mut(PAGE_HEADER_LEN..PAGE_HEADER_LEN + room)?, descriptor.get(..room)?);
+    let room = page
+        .len()
+        .saturating_sub(PAGE_HEADER_LEN)
+        .min(DESCRIPTOR_LEN);
+    let (target, source) = (
+        page.get_mut(PAGE_HEADER_LEN..PAGE_HEADER_LEN + room)?,
+        descriptor.get(..room)?,
+    );
     target.copy_from_slice(source);
     Some(PAGE_HEADER_LEN + room)
 }
