@@ -1,0 +1,983 @@
+//! The StorPort routines with their C names and signatures (the non-variadic ones), and the
+//! fixed-signature Rust halves of the variadic ones that `variadic.c` decodes.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes};
+
+use super::abi;
+use super::locks::{CallContext, LockId, current_machine, with_cpu};
+use super::machine::{DpcState, Machine, callback};
+use super::{Notification, Violation};
+
+/// The machine of the calling thread, checked against the extension the miniport passed.
+fn machine_for(routine: &'static str, extension: *mut c_void) -> Option<Arc<Machine>> {
+    let machine = current_machine()?;
+    machine.check_extension(routine, extension).then_some(machine)
+}
+
+/// Stores `value` at a miniport-provided out pointer (ignored if null).
+fn write_out<T: IntoBytes + Immutable>(pointer: *mut c_void, value: &T) {
+    if pointer.is_null() {
+        return;
+    }
+    let bytes = value.as_bytes();
+    // SAFETY: the miniport passed `pointer` as the out parameter of exactly this type (the WDK
+    // fixes it); a byte copy needs no alignment.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), pointer.cast::<u8>(), bytes.len());
+    }
+}
+
+/// Reads a value of type `T` from a miniport-provided pointer.
+fn read_in<T: FromBytes + IntoBytes>(pointer: *const c_void) -> Option<T> {
+    if pointer.is_null() {
+        return None;
+    }
+    let mut value = T::new_zeroed();
+    let bytes = value.as_mut_bytes();
+    // SAFETY: the miniport passed `pointer` as an in parameter of type `T` (fixed by the WDK);
+    // a byte copy needs no alignment.
+    unsafe {
+        std::ptr::copy_nonoverlapping(pointer.cast::<u8>(), bytes.as_mut_ptr(), bytes.len());
+    }
+    Some(value)
+}
+
+/// `ULONG StorPortInitialize(PVOID, PVOID, PHW_INITIALIZATION_DATA, PVOID)`.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortInitialize(
+    argument1: *mut c_void,
+    _argument2: *mut c_void,
+    hw_initialization_data: *mut c_void,
+    _unused: *mut c_void,
+) -> u32 {
+    let failure = abi::STATUS_INVALID_PARAMETER as u32;
+    let Some(machine) = current_machine() else {
+        return failure;
+    };
+    if !machine.require_context("StorPortInitialize", &[CallContext::DriverEntry])
+        || argument1 != machine.driver_object.as_ptr().cast_mut().cast()
+    {
+        return failure;
+    }
+    let Some(size) = read_in::<u32>(hw_initialization_data) else {
+        return failure;
+    };
+    if size < abi::HW_INITIALIZATION_DATA_SIZE_V1 {
+        return abi::STATUS_REVISION_MISMATCH as u32;
+    }
+    let mut data = abi::HwInitializationData::new_zeroed();
+    let len = (size as usize).min(size_of::<abi::HwInitializationData>());
+    // SAFETY: the miniport's structure is `size` bytes long by its own declaration; the copy
+    // takes no more than that.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            hw_initialization_data.cast::<u8>(),
+            data.as_mut_bytes().as_mut_ptr(),
+            len,
+        );
+    }
+    let valid = data.adapter_interface_type == abi::PCI_BUS
+        && data.hw_find_adapter != 0
+        && data.hw_initialize != 0
+        && data.hw_start_io != 0
+        && (data.srb_type_flags
+            & !(abi::SRB_TYPE_FLAG_SCSI_REQUEST_BLOCK | abi::SRB_TYPE_FLAG_STORAGE_REQUEST_BLOCK))
+            == 0;
+    if !valid {
+        return failure;
+    }
+    let _ = machine.hw.set(data);
+    abi::STATUS_SUCCESS as u32
+}
+
+/// `PVOID StorPortGetDeviceBase(PVOID, INTERFACE_TYPE, ULONG, PHYSICAL_ADDRESS, ULONG, BOOLEAN)`.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortGetDeviceBase(
+    extension: *mut c_void,
+    _bus_type: u32,
+    _bus: u32,
+    io_address: i64,
+    len: u32,
+    in_io_space: u8,
+) -> *mut c_void {
+    let Some(machine) = machine_for("StorPortGetDeviceBase", extension) else {
+        return std::ptr::null_mut();
+    };
+    machine.require_context("StorPortGetDeviceBase", &[CallContext::FindAdapter]);
+    machine.require_irql_at_most("StorPortGetDeviceBase", super::locks::PASSIVE_LEVEL);
+    let physical = io_address as u64;
+    match machine.device_base(physical, len, in_io_space != 0) {
+        Some(cookie) => std::ptr::with_exposed_provenance_mut(cookie),
+        None => {
+            machine.violate(Violation::DeviceBaseOutsideBars { physical });
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// `VOID StorPortFreeDeviceBase(PVOID, PVOID)`: cookies need no freeing.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortFreeDeviceBase(extension: *mut c_void, _mapped: *mut c_void) {
+    let _ = machine_for("StorPortFreeDeviceBase", extension);
+}
+
+/// `BOOLEAN StorPortValidateRange(...)`: whether the range lies in one of the device's BARs.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortValidateRange(
+    extension: *mut c_void,
+    _bus_type: u32,
+    _bus: u32,
+    io_address: i64,
+    len: u32,
+    in_io_space: u8,
+) -> u8 {
+    machine_for("StorPortValidateRange", extension).map_or(0, |machine| {
+        u8::from(
+            machine
+                .device_base(io_address as u64, len, in_io_space != 0)
+                .is_some(),
+        )
+    })
+}
+
+/// `ULONG StorPortGetBusData(PVOID, ULONG, ULONG, ULONG, PVOID, ULONG)`.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortGetBusData(
+    extension: *mut c_void,
+    data_type: u32,
+    _bus: u32,
+    _slot: u32,
+    buffer: *mut c_void,
+    len: u32,
+) -> u32 {
+    let Some(machine) = machine_for("StorPortGetBusData", extension) else {
+        return 0;
+    };
+    if data_type != abi::PCI_CONFIGURATION || buffer.is_null() {
+        return 0;
+    }
+    let len = len.min(256) as usize;
+    let mut bytes = vec![0; len];
+    machine.config_read(0, &mut bytes);
+    // SAFETY: the miniport's buffer holds `len` bytes (its own argument), and no more than
+    // that, capped at the 256-byte configuration space, is written.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), buffer.cast::<u8>(), len);
+    }
+    len as u32
+}
+
+/// `ULONG StorPortSetBusDataByOffset(PVOID, ULONG, ULONG, ULONG, PVOID, ULONG, ULONG)`.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortSetBusDataByOffset(
+    extension: *mut c_void,
+    data_type: u32,
+    _bus: u32,
+    _slot: u32,
+    buffer: *mut c_void,
+    offset: u32,
+    len: u32,
+) -> u32 {
+    let Some(machine) = machine_for("StorPortSetBusDataByOffset", extension) else {
+        return 0;
+    };
+    if data_type != abi::PCI_CONFIGURATION || buffer.is_null() || offset >= 256 {
+        return 0;
+    }
+    let len = len.min(256 - offset) as usize;
+    let mut bytes = vec![0; len];
+    // SAFETY: the miniport's buffer holds `len` bytes (its own argument, capped to the end of
+    // configuration space).
+    unsafe {
+        std::ptr::copy_nonoverlapping(buffer.cast::<u8>(), bytes.as_mut_ptr(), len);
+    }
+    machine.pci.config_write(offset as u16, &bytes);
+    len as u32
+}
+
+/// `PVOID StorPortGetUncachedExtension(PVOID, PPORT_CONFIGURATION_INFORMATION, ULONG)`.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortGetUncachedExtension(
+    extension: *mut c_void,
+    _config: *mut c_void,
+    len: u32,
+) -> *mut c_void {
+    let Some(machine) = machine_for("StorPortGetUncachedExtension", extension) else {
+        return std::ptr::null_mut();
+    };
+    if !machine.require_context("StorPortGetUncachedExtension", &[CallContext::FindAdapter])
+        || !machine.require_irql_at_most("StorPortGetUncachedExtension", super::locks::PASSIVE_LEVEL)
+    {
+        return std::ptr::null_mut();
+    }
+    let mut state = machine.state();
+    if state.uncached.is_some() {
+        drop(state);
+        machine.violate(Violation::UncachedExtensionTwice);
+        return std::ptr::null_mut();
+    }
+    let len = len as usize;
+    let Some(address) = machine.memory.alloc(len.max(1), 4096) else {
+        return std::ptr::null_mut();
+    };
+    state.uncached = Some((address, len.max(1)));
+    std::ptr::with_exposed_provenance_mut(address)
+}
+
+/// `STOR_PHYSICAL_ADDRESS StorPortGetPhysicalAddress(PVOID, PSCSI_REQUEST_BLOCK, PVOID, ULONG*)`.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortGetPhysicalAddress(
+    extension: *mut c_void,
+    _srb: *mut c_void,
+    virtual_address: *mut c_void,
+    length: *mut u32,
+) -> i64 {
+    let Some(machine) = machine_for("StorPortGetPhysicalAddress", extension) else {
+        return 0;
+    };
+    let (physical, contiguous) = machine
+        .physical_address(virtual_address.addr())
+        .unwrap_or_else(|| {
+            machine.violate(Violation::PhysicalAddressOfUnknownMemory {
+                address: virtual_address.addr(),
+            });
+            (0, 0)
+        });
+    write_out(length.cast(), &contiguous);
+    physical as i64
+}
+
+/// `PVOID StorPortGetVirtualAddress(PVOID, STOR_PHYSICAL_ADDRESS)`: the identity mapping.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortGetVirtualAddress(
+    extension: *mut c_void,
+    physical: i64,
+) -> *mut c_void {
+    let Some(machine) = machine_for("StorPortGetVirtualAddress", extension) else {
+        return std::ptr::null_mut();
+    };
+    let address = physical as usize;
+    match machine.physical_address(address) {
+        Some(_) => std::ptr::with_exposed_provenance_mut(address),
+        None => std::ptr::null_mut(),
+    }
+}
+
+/// `PSTOR_SCATTER_GATHER_LIST StorPortGetScatterGatherList(PVOID, PSCSI_REQUEST_BLOCK)`.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortGetScatterGatherList(
+    extension: *mut c_void,
+    srb: *mut c_void,
+) -> *mut c_void {
+    let Some(machine) = machine_for("StorPortGetScatterGatherList", extension) else {
+        return std::ptr::null_mut();
+    };
+    if !machine.state().outstanding.contains_key(&srb.addr()) {
+        machine.violate(Violation::ScatterGatherOfUnknownSrb { srb: srb.addr() });
+        return std::ptr::null_mut();
+    }
+    machine
+        .scatter_gather_list(srb.addr())
+        .map_or(std::ptr::null_mut(), std::ptr::with_exposed_provenance_mut)
+}
+
+/// `PVOID StorPortGetLogicalUnit(PVOID, UCHAR, UCHAR, UCHAR)`: the LU extension of a unit the
+/// port driver has sent requests to, or NULL.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortGetLogicalUnit(
+    extension: *mut c_void,
+    path: u8,
+    target: u8,
+    lun: u8,
+) -> *mut c_void {
+    let Some(machine) = machine_for("StorPortGetLogicalUnit", extension) else {
+        return std::ptr::null_mut();
+    };
+    machine
+        .state()
+        .logical_units
+        .get(&(path, target, lun))
+        .map_or(std::ptr::null_mut(), |unit| unit.as_ptr().cast_mut().cast())
+}
+
+/// `VOID StorPortCompleteRequest(PVOID, UCHAR, UCHAR, UCHAR, UCHAR)`.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortCompleteRequest(
+    extension: *mut c_void,
+    path: u8,
+    target: u8,
+    lun: u8,
+    status: u8,
+) {
+    let Some(machine) = machine_for("StorPortCompleteRequest", extension) else {
+        return;
+    };
+    machine.notify(Notification::CompleteRequest {
+        path,
+        target,
+        lun,
+        status,
+    });
+    machine.complete_matching(path, target, lun, status);
+}
+
+/// `BOOLEAN StorPortSetDeviceQueueDepth(PVOID, UCHAR, UCHAR, UCHAR, ULONG)`.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortSetDeviceQueueDepth(
+    extension: *mut c_void,
+    path: u8,
+    target: u8,
+    lun: u8,
+    depth: u32,
+) -> u8 {
+    let Some(machine) = machine_for("StorPortSetDeviceQueueDepth", extension) else {
+        return 0;
+    };
+    let mut state = machine.state();
+    if !state.logical_units.contains_key(&(path, target, lun)) || depth == 0 {
+        return 0;
+    }
+    state.queue_depths.insert((path, target, lun), depth);
+    drop(state);
+    machine.notify(Notification::QueueDepth { target, lun, depth });
+    1
+}
+
+/// `VOID StorPortLogError(PVOID, PSCSI_REQUEST_BLOCK, UCHAR, UCHAR, UCHAR, ULONG, ULONG)`.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortLogError(
+    extension: *mut c_void,
+    _srb: *mut c_void,
+    _path: u8,
+    _target: u8,
+    _lun: u8,
+    code: u32,
+    unique: u32,
+) {
+    if let Some(machine) = machine_for("StorPortLogError", extension) {
+        machine.notify(Notification::LogError { code, unique });
+    }
+}
+
+/// `VOID StorPortStallExecution(ULONG)`: busy-waits, as KeStallExecutionProcessor does.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortStallExecution(microseconds: u32) {
+    let until = Instant::now() + Duration::from_micros(u64::from(microseconds));
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
+
+/// `VOID StorPortQuerySystemTime(PLARGE_INTEGER)`: 100 ns units since 1601.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortQuerySystemTime(time: *mut i64) {
+    const EPOCH_DIFFERENCE: u64 = 116_444_736_000_000_000;
+    let since_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ticks = EPOCH_DIFFERENCE + u64::try_from(since_unix.as_nanos() / 100).unwrap_or(0);
+    write_out(time.cast(), &(ticks as i64));
+}
+
+/// `VOID StorPortMoveMemory(PVOID, PVOID, ULONG)`.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortMoveMemory(destination: *mut c_void, source: *mut c_void, len: u32) {
+    if destination.is_null() || source.is_null() {
+        return;
+    }
+    // SAFETY: the miniport names two buffers of `len` bytes; `copy` allows overlap (memmove).
+    unsafe {
+        std::ptr::copy(source.cast::<u8>(), destination.cast::<u8>(), len as usize);
+    }
+}
+
+/// `STOR_PHYSICAL_ADDRESS StorPortConvertUlong64ToPhysicalAddress(ULONG64)`.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortConvertUlong64ToPhysicalAddress(address: u64) -> i64 {
+    address as i64
+}
+
+/// `ULONG64 StorPortConvertPhysicalAddressToUlong64(STOR_PHYSICAL_ADDRESS)`.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortConvertPhysicalAddressToUlong64(address: i64) -> u64 {
+    address as u64
+}
+
+/// `VOID StorPortSynchronizeAccess(PVOID, PSTOR_SYNCHRONIZED_ACCESS, PVOID)`: runs the routine
+/// under the interrupt lock.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortSynchronizeAccess(
+    extension: *mut c_void,
+    routine: *mut c_void,
+    context: *mut c_void,
+) {
+    let Some(machine) = machine_for("StorPortSynchronizeAccess", extension) else {
+        return;
+    };
+    type SynchronizedAccess = unsafe extern "system" fn(*mut c_void, *mut c_void) -> u8;
+    let Some(routine) = callback!(routine.addr(), SynchronizedAccess) else {
+        return;
+    };
+    let old = machine.acquire(LockId::Interrupt);
+    // SAFETY: the miniport's synchronised routine gets its extension and context.
+    unsafe {
+        routine(extension, context);
+    }
+    if let Some(old) = old {
+        machine.release(LockId::Interrupt, old);
+    }
+}
+
+macro_rules! register_routines {
+    ($read:ident, $write:ident, $read_buffer:ident, $write_buffer:ident, $ty:ty, $width:expr) => {
+        #[doc = concat!("`", stringify!($read), "`: a device register read through its cookie.")]
+        #[unsafe(no_mangle)]
+        pub extern "system" fn $read(extension: *mut c_void, register: *mut c_void) -> $ty {
+            let Some(machine) = machine_for(stringify!($read), extension) else {
+                return <$ty>::MAX;
+            };
+            match machine.register(register.addr(), $width) {
+                Some((bar, offset)) => machine.pci.mmio_read(bar, offset, $width) as $ty,
+                None => <$ty>::MAX,
+            }
+        }
+
+        #[doc = concat!("`", stringify!($write), "`: a device register write through its cookie.")]
+        #[unsafe(no_mangle)]
+        pub extern "system" fn $write(extension: *mut c_void, register: *mut c_void, value: $ty) {
+            let Some(machine) = machine_for(stringify!($write), extension) else {
+                return;
+            };
+            if let Some((bar, offset)) = machine.register(register.addr(), $width) {
+                machine.pci.mmio_write(bar, offset, $width, u64::from(value));
+            }
+        }
+
+        #[doc = concat!("`", stringify!($read_buffer), "`: repeated reads of one register.")]
+        #[unsafe(no_mangle)]
+        pub extern "system" fn $read_buffer(
+            extension: *mut c_void,
+            register: *mut c_void,
+            buffer: *mut $ty,
+            count: u32,
+        ) {
+            for i in 0..count as usize {
+                let value = $read(extension, register);
+                write_out(buffer.wrapping_add(i).cast(), &value);
+            }
+        }
+
+        #[doc = concat!("`", stringify!($write_buffer), "`: repeated writes of one register.")]
+        #[unsafe(no_mangle)]
+        pub extern "system" fn $write_buffer(
+            extension: *mut c_void,
+            register: *mut c_void,
+            buffer: *mut $ty,
+            count: u32,
+        ) {
+            for i in 0..count as usize {
+                if let Some(value) = read_in::<$ty>(buffer.wrapping_add(i).cast()) {
+                    $write(extension, register, value);
+                }
+            }
+        }
+    };
+}
+
+register_routines!(
+    StorPortReadRegisterUchar,
+    StorPortWriteRegisterUchar,
+    StorPortReadRegisterBufferUchar,
+    StorPortWriteRegisterBufferUchar,
+    u8,
+    1
+);
+register_routines!(
+    StorPortReadRegisterUshort,
+    StorPortWriteRegisterUshort,
+    StorPortReadRegisterBufferUshort,
+    StorPortWriteRegisterBufferUshort,
+    u16,
+    2
+);
+register_routines!(
+    StorPortReadRegisterUlong,
+    StorPortWriteRegisterUlong,
+    StorPortReadRegisterBufferUlong,
+    StorPortWriteRegisterBufferUlong,
+    u32,
+    4
+);
+register_routines!(
+    StorPortReadRegisterUlong64,
+    StorPortWriteRegisterUlong64,
+    StorPortReadRegisterBufferUlong64,
+    StorPortWriteRegisterBufferUlong64,
+    u64,
+    8
+);
+register_routines!(
+    StorPortReadPortUchar,
+    StorPortWritePortUchar,
+    StorPortReadPortBufferUchar,
+    StorPortWritePortBufferUchar,
+    u8,
+    1
+);
+register_routines!(
+    StorPortReadPortUshort,
+    StorPortWritePortUshort,
+    StorPortReadPortBufferUshort,
+    StorPortWritePortBufferUshort,
+    u16,
+    2
+);
+register_routines!(
+    StorPortReadPortUlong,
+    StorPortWritePortUlong,
+    StorPortReadPortBufferUlong,
+    StorPortWritePortBufferUlong,
+    u32,
+    4
+);
+
+// ---- The Rust halves of the variadic routines (called from variadic.c). ----
+
+/// StorPortNotification(RequestComplete, ext, srb).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_request_complete(extension: *mut c_void, srb: *mut c_void) {
+    if let Some(machine) = machine_for("RequestComplete", extension) {
+        machine.complete(srb.addr());
+    }
+}
+
+/// StorPortNotification(NextRequest, ext).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_next_request(extension: *mut c_void) {
+    if let Some(machine) = machine_for("NextRequest", extension) {
+        machine.notify(Notification::NextRequest);
+    }
+}
+
+/// StorPortNotification(NextLuRequest, ext, path, target, lun).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_next_lu_request(extension: *mut c_void, path: u8, target: u8, lun: u8) {
+    if let Some(machine) = machine_for("NextLuRequest", extension) {
+        machine.notify(Notification::NextLuRequest { path, target, lun });
+    }
+}
+
+/// StorPortNotification(ResetDetected, ext).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_reset_detected(extension: *mut c_void) {
+    if let Some(machine) = machine_for("ResetDetected", extension) {
+        machine.notify(Notification::ResetDetected);
+    }
+}
+
+/// StorPortNotification(BusChangeDetected, ext, path).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_bus_change_detected(extension: *mut c_void, path: u8) {
+    if let Some(machine) = machine_for("BusChangeDetected", extension) {
+        machine.notify(Notification::BusChangeDetected { path });
+    }
+}
+
+/// StorPortNotification(RequestTimerCall, ext, HwTimer, microseconds): one-shot; 0 cancels.
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_request_timer_call(
+    extension: *mut c_void,
+    routine: *mut c_void,
+    microseconds: u32,
+) {
+    if let Some(machine) = machine_for("RequestTimerCall", extension) {
+        machine.state().timer = (microseconds != 0 && !routine.is_null()).then(|| {
+            (
+                routine.addr(),
+                Instant::now() + Duration::from_micros(u64::from(microseconds)),
+            )
+        });
+    }
+}
+
+/// StorPortNotification(QueryTickCount, ext, PLARGE_INTEGER): 100 ns ticks since boot of
+/// the process (KeQueryTickCount counts clock ticks; the unit is what the miniport asks via
+/// KeQueryTimeIncrement, which StorPort does not export, so any monotonic count will do).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_query_tick_count(extension: *mut c_void, count: *mut i64) {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    if machine_for("QueryTickCount", extension).is_some() {
+        let elapsed = START.get_or_init(Instant::now).elapsed();
+        write_out(
+            count.cast(),
+            &i64::try_from(elapsed.as_nanos() / 100).unwrap_or(i64::MAX),
+        );
+    }
+}
+
+/// StorPortNotification(EnablePassiveInitialization, ext, routine, &result).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_enable_passive_initialization(
+    extension: *mut c_void,
+    routine: *mut c_void,
+    result: *mut i32,
+) {
+    let Some(machine) = machine_for("EnablePassiveInitialization", extension) else {
+        return;
+    };
+    let ok = machine.require_context("StorPortEnablePassiveInitialization", &[CallContext::FindAdapter])
+        && !routine.is_null();
+    if ok {
+        machine.state().passive_initialize = Some(routine.addr());
+    }
+    write_out(result.cast(), &i32::from(ok));
+}
+
+/// StorPortNotification(InitializeDpc, ext, dpc, routine).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_initialize_dpc(
+    extension: *mut c_void,
+    dpc: *mut c_void,
+    routine: *mut c_void,
+) {
+    let Some(machine) = machine_for("InitializeDpc", extension) else {
+        return;
+    };
+    if dpc.is_null() {
+        return;
+    }
+    let stor_dpc = abi::StorDpc {
+        dpc_type: 0x13,
+        deferred_routine: routine.addr() as u64,
+        deferred_context: extension.addr() as u64,
+        ..abi::StorDpc::default()
+    };
+    write_out(dpc, &stor_dpc);
+    machine
+        .state()
+        .dpcs
+        .insert(dpc.addr(), Arc::new(DpcState::default()));
+}
+
+/// StorPortNotification(IssueDpc, ext, dpc, argument1, argument2, &result): queues the DPC on
+/// the current processor; it runs at DISPATCH_LEVEL when the current routine returns.
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_issue_dpc(
+    extension: *mut c_void,
+    dpc: *mut c_void,
+    argument1: *mut c_void,
+    argument2: *mut c_void,
+    result: *mut i32,
+) {
+    let Some(machine) = machine_for("IssueDpc", extension) else {
+        return;
+    };
+    let Some(state) = machine.state().dpcs.get(&dpc.addr()).cloned() else {
+        machine.violate(Violation::DpcNotInitialized { dpc: dpc.addr() });
+        write_out(result.cast(), &0_i32);
+        return;
+    };
+    // ORDERING: SeqCst on the queued flag makes "insert once" atomic across processors, as
+    // KeInsertQueueDpc's DPC-queue lock does.
+    let inserted = !state.queued.swap(true, Ordering::SeqCst);
+    if inserted {
+        with_cpu(|cpu| {
+            cpu.pending_dpcs
+                .push((dpc.addr(), argument1.addr() as u64, argument2.addr() as u64));
+        });
+    }
+    write_out(result.cast(), &i32::from(inserted));
+}
+
+fn lock_id(kind: u32, context: *mut c_void) -> Option<LockId> {
+    match kind {
+        abi::START_IO_LOCK => Some(LockId::StartIo),
+        abi::INTERRUPT_LOCK => Some(LockId::Interrupt),
+        abi::DPC_LOCK if !context.is_null() => Some(LockId::Dpc(context.addr())),
+        _ => None,
+    }
+}
+
+/// StorPortNotification(AcquireSpinLock, ext, lock, context, handle).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_acquire_spin_lock(
+    extension: *mut c_void,
+    kind: u32,
+    context: *mut c_void,
+    handle: *mut c_void,
+) {
+    let Some(machine) = machine_for("StorPortAcquireSpinLock", extension) else {
+        return;
+    };
+    let Some(id) = lock_id(kind, context) else {
+        machine.violate(Violation::UnknownNotification { notification: 0x1003 });
+        return;
+    };
+    if let Some(old) = machine.acquire(id) {
+        write_out(
+            handle,
+            &abi::StorLockHandle {
+                lock: kind,
+                lock_queue_lock: context.addr() as u64,
+                old_irql: old,
+                ..abi::StorLockHandle::default()
+            },
+        );
+    }
+}
+
+/// StorPortNotification(ReleaseSpinLock, ext, handle).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_release_spin_lock(extension: *mut c_void, handle: *mut c_void) {
+    let Some(machine) = machine_for("StorPortReleaseSpinLock", extension) else {
+        return;
+    };
+    let Some(saved) = read_in::<abi::StorLockHandle>(handle) else {
+        return;
+    };
+    let context = std::ptr::with_exposed_provenance_mut(saved.lock_queue_lock as usize);
+    match lock_id(saved.lock, context) {
+        Some(id) => machine.release(id, saved.old_irql),
+        None => machine.violate(Violation::UnknownNotification { notification: 0x1004 }),
+    }
+}
+
+/// StorPortNotification with a type the simulator does not know.
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_notification_unknown(notification: u32, extension: *mut c_void) {
+    if let Some(machine) = machine_for("StorPortNotification", extension) {
+        machine.violate(Violation::UnknownNotification { notification });
+    }
+}
+
+/// StorPortAcquireMSISpinLock(ext, message, &old_irql).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_acquire_msi_spin_lock(
+    extension: *mut c_void,
+    message: u32,
+    old_irql: *mut u32,
+) -> u32 {
+    let Some(machine) = machine_for("StorPortAcquireMSISpinLock", extension) else {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    };
+    match machine.acquire(LockId::Message(message)) {
+        Some(old) => {
+            write_out(old_irql.cast(), &u32::from(old));
+            abi::STOR_STATUS_SUCCESS
+        }
+        None => abi::STOR_STATUS_INVALID_PARAMETER,
+    }
+}
+
+/// StorPortReleaseMSISpinLock(ext, message, old_irql).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_release_msi_spin_lock(
+    extension: *mut c_void,
+    message: u32,
+    old_irql: u32,
+) -> u32 {
+    let Some(machine) = machine_for("StorPortReleaseMSISpinLock", extension) else {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    };
+    machine.release(LockId::Message(message), old_irql as u8);
+    abi::STOR_STATUS_SUCCESS
+}
+
+/// StorPortGetMSIInfo(ext, message, info).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_get_message_interrupt_information(
+    extension: *mut c_void,
+    message: u32,
+    info: *mut c_void,
+) -> u32 {
+    let Some(machine) = machine_for("StorPortGetMSIInfo", extension) else {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    };
+    if message >= machine.message_count || info.is_null() {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    }
+    write_out(
+        info,
+        &abi::MessageInterruptInformation {
+            message_id: message,
+            message_data: 0x4000 + message,
+            message_address: 0xFEE0_0000,
+            interrupt_vector: 0x80 + message,
+            interrupt_level: u32::from(machine.device_level()),
+            interrupt_mode: abi::LATCHED,
+            padding: 0,
+        },
+    );
+    abi::STOR_STATUS_SUCCESS
+}
+
+/// StorPortInitializePerfOpts(ext, query, data).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_initialize_perf_opts(
+    extension: *mut c_void,
+    query: u8,
+    data: *mut c_void,
+) -> u32 {
+    let Some(machine) = machine_for("StorPortInitializePerfOpts", extension) else {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    };
+    if !machine.require_context(
+        "StorPortInitializePerfOpts",
+        &[
+            CallContext::FindAdapter,
+            CallContext::Initialize,
+            CallContext::PassiveInitialize,
+        ],
+    ) {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    }
+    let Some(mut perf) = read_in::<abi::PerfConfigurationData>(data) else {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    };
+    if perf.version < 2 || (perf.size as usize) < size_of::<abi::PerfConfigurationData>() {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    }
+    if query != 0 {
+        perf.flags = abi::STOR_PERF_SUPPORTED;
+        perf.concurrent_channels = machine.options.processors;
+        perf.first_redirection_message_number = 0;
+        perf.last_redirection_message_number = machine.message_count.saturating_sub(1);
+        write_out(data, &perf);
+        return abi::STOR_STATUS_SUCCESS;
+    }
+    if perf.flags & !abi::STOR_PERF_SUPPORTED != 0 {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    }
+    machine.state().perf_flags = perf.flags;
+    abi::STOR_STATUS_SUCCESS
+}
+
+/// StorPortGetCurrentProcessorNumber(ext, PPROCESSOR_NUMBER).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_get_current_processor_number(
+    extension: *mut c_void,
+    number: *mut c_void,
+) -> u32 {
+    if machine_for("StorPortGetCurrentProcessorNumber", extension).is_none() || number.is_null() {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    }
+    let processor = with_cpu(|cpu| cpu.processor);
+    write_out(
+        number,
+        &abi::ProcessorNumber {
+            group: 0,
+            number: processor as u8,
+            reserved: 0,
+        },
+    );
+    abi::STOR_STATUS_SUCCESS
+}
+
+/// StorPortGetActiveGroupCount(ext, PUSHORT): one group.
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_get_active_group_count(extension: *mut c_void, count: *mut u16) -> u32 {
+    if machine_for("StorPortGetActiveGroupCount", extension).is_none() || count.is_null() {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    }
+    write_out(count.cast(), &1_u16);
+    abi::STOR_STATUS_SUCCESS
+}
+
+/// StorPortGetGroupAffinity(ext, group, PKAFFINITY).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_get_group_affinity(
+    extension: *mut c_void,
+    group: u16,
+    mask: *mut u64,
+) -> u32 {
+    let Some(machine) = machine_for("StorPortGetGroupAffinity", extension) else {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    };
+    if group != 0 || mask.is_null() {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    }
+    write_out(mask.cast(), &affinity(machine.options.processors));
+    abi::STOR_STATUS_SUCCESS
+}
+
+fn affinity(processors: u32) -> u64 {
+    if processors >= 64 {
+        u64::MAX
+    } else {
+        (1_u64 << processors) - 1
+    }
+}
+
+/// StorPortGetActiveNodeCount(ext, PULONG): one NUMA node.
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_get_active_node_count(extension: *mut c_void, count: *mut u32) -> u32 {
+    if machine_for("StorPortGetActiveNodeCount", extension).is_none() || count.is_null() {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    }
+    write_out(count.cast(), &1_u32);
+    abi::STOR_STATUS_SUCCESS
+}
+
+/// StorPortGetNodeAffinity(ext, node, PGROUP_AFFINITY).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_get_node_affinity(
+    extension: *mut c_void,
+    node: u32,
+    group_affinity: *mut c_void,
+) -> u32 {
+    let Some(machine) = machine_for("StorPortGetNodeAffinity", extension) else {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    };
+    if node != 0 || group_affinity.is_null() {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    }
+    write_out(
+        group_affinity,
+        &abi::GroupAffinity {
+            mask: affinity(machine.options.processors),
+            ..abi::GroupAffinity::default()
+        },
+    );
+    abi::STOR_STATUS_SUCCESS
+}
+
+/// StorPortGetHighestNodeNumber(ext, PULONG).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_get_highest_node_number(extension: *mut c_void, number: *mut u32) -> u32 {
+    if machine_for("StorPortGetHighestNodeNumber", extension).is_none() || number.is_null() {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    }
+    write_out(number.cast(), &0_u32);
+    abi::STOR_STATUS_SUCCESS
+}
+
+/// StorPortExtendedFunction with a code the simulator does not implement.
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_extended_function_unknown(function: u32, extension: *mut c_void) -> u32 {
+    if let Some(machine) = machine_for("StorPortExtendedFunction", extension) {
+        machine.violate(Violation::UnknownExtendedFunction { function });
+    }
+    abi::STOR_STATUS_NOT_IMPLEMENTED
+}
+
+/// StorPortDebugPrint, formatted by the C half.
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_debug_print(level: u32, message: *const u8, len: usize) {
+    if message.is_null() {
+        return;
+    }
+    // SAFETY: the C half passes its formatting buffer and the length vsnprintf wrote into it.
+    let bytes = unsafe { std::slice::from_raw_parts(message, len) };
+    let line = format!("[{level}] {}", String::from_utf8_lossy(bytes).trim_end());
+    if let Some(machine) = current_machine() {
+        machine.log(line);
+    }
+}
+
+
+

@@ -1,0 +1,1145 @@
+//! The simulated port driver's state: the adapter's memory, the outstanding SRBs, locks, DPCs,
+//! interrupts, timeouts, and the calls into the miniport.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use zerocopy::{FromZeros, IntoBytes};
+
+use super::abi::{self, HwInitializationData, PortConfigurationInformation};
+use super::locks::{
+    CallContext, DEVICE_LEVEL, DISPATCH_LEVEL, LockError, LockId, SpinLock, with_cpu,
+};
+use super::{
+    Completion, Contiguity, DataDirection, DmaArena, Notification, PciFunction, Request, SimError,
+    SimOptions, Violation,
+};
+
+/// `BOOLEAN HwInitialize(PVOID)`, also HwInterrupt, HwTimer-less passive initialisation.
+pub type HwBoolFn = unsafe extern "system" fn(*mut c_void) -> u8;
+/// `BOOLEAN HwStartIo(PVOID, PSCSI_REQUEST_BLOCK)`, also HwBuildIo.
+pub type HwSrbFn = unsafe extern "system" fn(*mut c_void, *mut c_void) -> u8;
+/// `ULONG HwFindAdapter(...)`.
+pub type HwFindAdapterFn = unsafe extern "system" fn(
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut u8,
+    *mut c_void,
+    *mut u8,
+) -> u32;
+/// `BOOLEAN HwMessageSignaledInterruptRoutine(PVOID, ULONG)`, also HwResetBus.
+pub type HwUlongFn = unsafe extern "system" fn(*mut c_void, u32) -> u8;
+/// `SCSI_ADAPTER_CONTROL_STATUS HwAdapterControl(PVOID, SCSI_ADAPTER_CONTROL_TYPE, PVOID)`.
+pub type HwAdapterControlFn = unsafe extern "system" fn(*mut c_void, u32, *mut c_void) -> u32;
+/// `VOID HwDpcRoutine(PSTOR_DPC, PVOID, PVOID, PVOID)`.
+pub type HwDpcFn = unsafe extern "system" fn(*mut c_void, *mut c_void, *mut c_void, *mut c_void);
+/// `VOID HwTimer(PVOID)`.
+pub type HwTimerFn = unsafe extern "system" fn(*mut c_void);
+
+/// Freed SRB memory stays quarantined for this many completions, so a second completion of the
+/// same SRB is recognised as such instead of hitting a newer SRB at a reused address.
+const QUARANTINE: usize = 256;
+
+/// Work for a simulated processor's thread.
+pub enum Work {
+    /// HwBuildIo then HwStartIo for the SRB at this address.
+    Submit(usize),
+    /// MSI-X message (or INTx when the miniport has no message routine).
+    Interrupt(u32),
+    /// Leave the loop.
+    Stop,
+}
+
+/// How an SRB was built, for reading it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SrbKind {
+    /// SCSI_REQUEST_BLOCK.
+    Scsi,
+    /// STORAGE_REQUEST_BLOCK with a CDB16 or CDB32 block at this offset.
+    Extended { cdb_block: usize, cdb_size: usize },
+}
+
+/// One outstanding SRB and the memory behind it.
+pub struct SrbRecord {
+    pub(crate) ticket: u64,
+    pub(crate) kind: SrbKind,
+    pub(crate) address: (u8, u8, u8),
+    pub(crate) regions: Vec<(usize, usize)>,
+    pub(crate) data: Option<(usize, usize)>,
+    pub(crate) direction: DataDirection,
+    pub(crate) sense: Option<(usize, usize)>,
+    pub(crate) deadline: Instant,
+    pub(crate) reset_deadline: Option<Instant>,
+    pub(crate) scatter_gather: Option<usize>,
+}
+
+/// The state behind the machine's mutex.
+#[derive(Default)]
+pub struct State {
+    pub(crate) next_ticket: u64,
+    pub(crate) outstanding: HashMap<usize, SrbRecord>,
+    pub(crate) completed: HashMap<u64, Completion>,
+    pub(crate) quarantine: VecDeque<(usize, Vec<(usize, usize)>)>,
+    pub(crate) uncached: Option<(usize, usize)>,
+    pub(crate) dpcs: HashMap<usize, Arc<DpcState>>,
+    pub(crate) perf_flags: u32,
+    pub(crate) passive_initialize: Option<usize>,
+    pub(crate) timer: Option<(usize, Instant)>,
+    pub(crate) queue_depths: HashMap<(u8, u8, u8), u32>,
+    pub(crate) logical_units: HashMap<(u8, u8, u8), Box<[u128]>>,
+    pub(crate) rng: u64,
+}
+
+/// A STOR_DPC's run state: queued at most once, run by one processor at a time.
+#[derive(Default)]
+pub struct DpcState {
+    pub(crate) queued: AtomicBool,
+    pub(crate) running: Mutex<()>,
+}
+
+/// One BAR as the simulator maps it.
+#[derive(Clone, Copy, Debug)]
+pub struct BarMapping {
+    pub(crate) bar: u8,
+    pub(crate) physical: u64,
+    pub(crate) cookie: usize,
+    pub(crate) len: u64,
+    pub(crate) io_space: bool,
+}
+
+/// The interrupt wiring decided after HwFindAdapter.
+#[derive(Clone, Copy, Debug)]
+pub struct InterruptWiring {
+    pub(crate) message_routine: usize,
+    pub(crate) line_routine: usize,
+    pub(crate) per_message: bool,
+}
+
+/// The simulated port driver for one adapter.
+pub struct Machine {
+    pub(crate) options: SimOptions,
+    pub(crate) pci: Arc<dyn PciFunction>,
+    pub(crate) memory: Arc<dyn DmaArena>,
+    pub(crate) driver_object: Box<[u64; 64]>,
+    pub(crate) registry_path: Box<[u16; 32]>,
+    pub(crate) hw: OnceLock<HwInitializationData>,
+    pub(crate) extension: OnceLock<Box<[u128]>>,
+    pub(crate) config: Mutex<PortConfigurationInformation>,
+    pub(crate) srb_extended: AtomicBool,
+    pub(crate) bars: Vec<BarMapping>,
+    pub(crate) reservation: Reservation,
+    pub(crate) message_count: u32,
+    pub(crate) interrupts: OnceLock<InterruptWiring>,
+    pub(crate) processors: OnceLock<Vec<Sender<Work>>>,
+    pub(crate) state: Mutex<State>,
+    pub(crate) completion: Condvar,
+    pub(crate) start_io_lock: SpinLock,
+    pub(crate) interrupt_lock: SpinLock,
+    pub(crate) message_locks: Vec<SpinLock>,
+    pub(crate) dpc_locks: Mutex<HashMap<usize, Arc<SpinLock>>>,
+    pub(crate) violations: Mutex<Vec<Violation>>,
+    pub(crate) notifications: Mutex<Vec<Notification>>,
+    pub(crate) log: Mutex<Vec<String>>,
+    pub(crate) stopping: AtomicBool,
+    pub(crate) lost_interrupts: std::sync::atomic::AtomicU64,
+}
+
+/// An address range reserved with no access rights: register cookies point into it, so a
+/// miniport that dereferences a cookie instead of calling the register routines faults.
+pub struct Reservation {
+    base: usize,
+    len: usize,
+}
+
+impl Reservation {
+    fn new(len: usize) -> Option<Self> {
+        let len = len.max(4096).next_multiple_of(4096);
+        // SAFETY: an anonymous PROT_NONE mapping at an address of the kernel's choosing touches
+        // no existing memory; the result is checked before use and unmapped in Drop.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        (base != libc::MAP_FAILED).then(|| Self {
+            base: base.addr(),
+            len,
+        })
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // SAFETY: `base .. base + len` is the mapping made in `new`, owned by this value alone,
+        // and nothing can legitimately access a PROT_NONE mapping.
+        unsafe {
+            libc::munmap(std::ptr::without_provenance_mut(self.base), self.len);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Turns a callback address from the miniport into a function pointer of type `$ty`.
+macro_rules! callback {
+    ($address:expr, $ty:ty) => {{
+        let address: usize = $address;
+        if address == 0 {
+            None
+        } else {
+            // SAFETY: the address is a non-null function pointer the miniport stored in a
+            // StorPort structure for exactly this routine type; the WDK fixes its signature.
+            Some(unsafe { std::mem::transmute::<usize, $ty>(address) })
+        }
+    }};
+}
+pub(crate) use callback;
+
+impl Machine {
+    /// A machine for `pci` and `memory`, its BARs mapped, nothing called yet.
+    pub(crate) fn new(
+        options: SimOptions,
+        pci: Arc<dyn PciFunction>,
+        memory: Arc<dyn DmaArena>,
+    ) -> Result<Self, SimError> {
+        let mut lens = Vec::new();
+        let mut bar = 0_u8;
+        while bar < 6 {
+            let raw = config_dword(&*pci, 0x10 + u16::from(bar) * 4);
+            let is_64 = raw & 1 == 0 && (raw >> 1) & 3 == 2;
+            if let Some(len) = pci.bar_len(bar).filter(|&len| len > 0) {
+                lens.push((bar, len, raw & 1 == 1, is_64));
+            }
+            bar += if is_64 { 2 } else { 1 };
+        }
+        let total: u64 = lens.iter().map(|(_, len, _, _)| len.next_multiple_of(4096)).sum();
+        let reservation = Reservation::new(usize::try_from(total).map_err(|_| SimError::Resources)?)
+            .ok_or(SimError::Resources)?;
+        let mut bars = Vec::new();
+        let mut offset = 0_usize;
+        for (bar, len, io_space, is_64) in lens {
+            let physical = if is_64 {
+                0x0000_00E0_0000_0000 + (u64::from(bar) << 32)
+            } else {
+                0xF000_0000 + (u64::from(bar) << 24)
+            };
+            bars.push(BarMapping {
+                bar,
+                physical,
+                cookie: reservation.base + offset,
+                len,
+                io_space,
+            });
+            offset += usize::try_from(len.next_multiple_of(4096)).map_err(|_| SimError::Resources)?;
+        }
+        let message_count = options.messages.unwrap_or_else(|| msix_table_size(&*pci).unwrap_or(1));
+        Ok(Self {
+            message_locks: (0..message_count).map(|_| SpinLock::default()).collect(),
+            options,
+            pci,
+            memory,
+            driver_object: Box::new([0; 64]),
+            registry_path: Box::new([0; 32]),
+            hw: OnceLock::new(),
+            extension: OnceLock::new(),
+            config: Mutex::new(PortConfigurationInformation::default()),
+            srb_extended: AtomicBool::new(false),
+            bars,
+            reservation,
+            message_count,
+            interrupts: OnceLock::new(),
+            processors: OnceLock::new(),
+            state: Mutex::new(State {
+                rng: 0x9E37_79B9_7F4A_7C15,
+                ..State::default()
+            }),
+            completion: Condvar::new(),
+            start_io_lock: SpinLock::default(),
+            interrupt_lock: SpinLock::default(),
+            dpc_locks: Mutex::new(HashMap::new()),
+            violations: Mutex::new(Vec::new()),
+            notifications: Mutex::new(Vec::new()),
+            log: Mutex::new(Vec::new()),
+            stopping: AtomicBool::new(false),
+            lost_interrupts: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Records a contract violation.
+    pub(crate) fn violate(&self, violation: Violation) {
+        self.log(format!("VIOLATION {violation:?}"));
+        lock(&self.violations).push(violation);
+    }
+
+    /// Records a notification from the miniport.
+    pub(crate) fn notify(&self, notification: Notification) {
+        lock(&self.notifications).push(notification);
+    }
+
+    /// Appends a line to the port driver's log.
+    pub(crate) fn log(&self, line: String) {
+        lock(&self.log).push(line);
+    }
+
+    pub(crate) fn violations(&self) -> Vec<Violation> {
+        lock(&self.violations).clone()
+    }
+
+    pub(crate) fn notifications(&self) -> Vec<Notification> {
+        lock(&self.notifications).clone()
+    }
+
+    pub(crate) fn log_lines(&self) -> Vec<String> {
+        lock(&self.log).clone()
+    }
+
+    /// The device extension's address (0 before PnP start).
+    pub(crate) fn extension_address(&self) -> usize {
+        self.extension
+            .get()
+            .map_or(0, |extension| extension.as_ptr().addr())
+    }
+
+    pub(crate) fn extension_ptr(&self) -> *mut c_void {
+        self.extension
+            .get()
+            .map_or(std::ptr::null_mut(), |extension| extension.as_ptr().cast_mut().cast())
+    }
+
+    /// Checks that an export was given this machine's device extension.
+    pub(crate) fn check_extension(&self, routine: &'static str, extension: *mut c_void) -> bool {
+        let expected = self.extension_address();
+        if expected != 0 && extension.addr() != expected {
+            self.violate(Violation::WrongDeviceExtension {
+                routine,
+                address: extension.addr(),
+            });
+            return false;
+        }
+        true
+    }
+
+    /// Records a violation unless the current call context is one of `allowed`.
+    pub(crate) fn require_context(&self, routine: &'static str, allowed: &[CallContext]) -> bool {
+        let context = with_cpu(|cpu| cpu.context);
+        if allowed.contains(&context) {
+            true
+        } else {
+            self.violate(Violation::WrongContext { routine, context });
+            false
+        }
+    }
+
+    /// Records a violation if the current IRQL is above `max`.
+    pub(crate) fn require_irql_at_most(&self, routine: &'static str, max: u8) -> bool {
+        let irql = with_cpu(|cpu| cpu.irql);
+        if irql <= max {
+            true
+        } else {
+            self.violate(Violation::WrongIrql { routine, irql });
+            false
+        }
+    }
+
+    fn spin_lock(&self, id: LockId) -> Option<Arc<SpinLock>> {
+        match id {
+            LockId::Dpc(address) => Some(Arc::clone(
+                lock(&self.dpc_locks).entry(address).or_default(),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Acquires a port-driver lock for the current thread, raising its IRQL; returns the
+    /// previous IRQL, or `None` if the acquisition was refused (and recorded).
+    pub(crate) fn acquire(&self, id: LockId) -> Option<u8> {
+        let (token, irql) = with_cpu(|cpu| (cpu.token, cpu.irql));
+        if irql > id.irql() {
+            self.violate(Violation::LockAboveItsIrql { lock: id, irql });
+            return None;
+        }
+        let result = match id {
+            LockId::StartIo => self.start_io_lock.acquire(token),
+            LockId::Interrupt => self.interrupt_lock.acquire(token),
+            LockId::Message(message) => match self.message_locks.get(message as usize) {
+                Some(lock) => lock.acquire(token),
+                None => {
+                    self.violate(Violation::NoSuchMessage { message });
+                    return None;
+                }
+            },
+            LockId::Dpc(_) => self.spin_lock(id)?.acquire(token),
+        };
+        match result {
+            Ok(()) => Some(with_cpu(|cpu| {
+                cpu.held.push(id);
+                std::mem::replace(&mut cpu.irql, id.irql().max(irql))
+            })),
+            Err(_) => {
+                self.violate(Violation::RecursiveAcquire { lock: id });
+                None
+            }
+        }
+    }
+
+    /// Releases a port-driver lock and restores `old_irql`.
+    pub(crate) fn release(&self, id: LockId, old_irql: u8) {
+        let token = with_cpu(|cpu| cpu.token);
+        let result = match id {
+            LockId::StartIo => self.start_io_lock.release(token),
+            LockId::Interrupt => self.interrupt_lock.release(token),
+            LockId::Message(message) => self
+                .message_locks
+                .get(message as usize)
+                .map_or(Err(LockError::NotHeld), |lock| lock.release(token)),
+            LockId::Dpc(_) => self
+                .spin_lock(id)
+                .map_or(Err(LockError::NotHeld), |lock| lock.release(token)),
+        };
+        if result.is_err() {
+            self.violate(Violation::ReleaseNotHeld { lock: id });
+            return;
+        }
+        with_cpu(|cpu| {
+            if let Some(position) = cpu.held.iter().rposition(|&held| held == id) {
+                cpu.held.remove(position);
+            }
+            cpu.irql = old_irql;
+        });
+    }
+
+    /// Calls into the miniport in `context` at `irql`, then checks that the routine returned
+    /// with no lock it took still held (and releases any it left, so the run can go on).
+    pub(crate) fn call<R>(&self, context: CallContext, irql: u8, f: impl FnOnce() -> R) -> R {
+        let (previous_context, previous_irql, held_before) = with_cpu(|cpu| {
+            let saved = (cpu.context, cpu.irql, cpu.held.len());
+            cpu.context = context;
+            cpu.irql = irql;
+            saved
+        });
+        let result = f();
+        let leaked: Vec<LockId> = with_cpu(|cpu| cpu.held.split_off(held_before.min(cpu.held.len())));
+        for id in leaked {
+            self.violate(Violation::LockHeldOnReturn { lock: id, context });
+            with_cpu(|cpu| cpu.held.push(id));
+            self.release(id, irql);
+        }
+        with_cpu(|cpu| {
+            if cpu.irql != irql {
+                self.violate(Violation::IrqlChangedOnReturn {
+                    context,
+                    irql: cpu.irql,
+                });
+            }
+            cpu.context = previous_context;
+            cpu.irql = previous_irql;
+        });
+        result
+    }
+
+    /// Runs a miniport routine with a port-driver lock held, as StorPort does.
+    pub(crate) fn call_locked<R>(
+        &self,
+        id: LockId,
+        context: CallContext,
+        f: impl FnOnce() -> R,
+    ) -> Option<R> {
+        let old = self.acquire(id)?;
+        let result = self.call(context, id.irql(), f);
+        self.release(id, old);
+        Some(result)
+    }
+
+    /// Runs the DPCs queued on this thread, each at DISPATCH_LEVEL and serialised per object.
+    pub(crate) fn run_pending_dpcs(&self) {
+        loop {
+            let Some((dpc, argument1, argument2)) = with_cpu(|cpu| {
+                (!cpu.pending_dpcs.is_empty()).then(|| cpu.pending_dpcs.remove(0))
+            }) else {
+                return;
+            };
+            let Some(state) = self.state().dpcs.get(&dpc).cloned() else {
+                continue;
+            };
+            let _running = lock(&state.running);
+            // ORDERING: the queued flag only guards double insertion; the DPC's data is
+            // published by the miniport under its own locks.
+            state.queued.store(false, Ordering::SeqCst);
+            let routine = read_dpc_routine(dpc);
+            let Some(routine) = callback!(routine, HwDpcFn) else {
+                self.violate(Violation::DpcNotInitialized { dpc });
+                continue;
+            };
+            let extension = self.extension_ptr();
+            self.call(CallContext::Dpc, DISPATCH_LEVEL, || {
+                // SAFETY: the routine was registered with StorPortInitializeDpc for this STOR_DPC;
+                // the DPC object and the device extension stay alive while the adapter runs.
+                unsafe {
+                    routine(
+                        std::ptr::with_exposed_provenance_mut(dpc),
+                        extension,
+                        std::ptr::with_exposed_provenance_mut(argument1 as usize),
+                        std::ptr::with_exposed_provenance_mut(argument2 as usize),
+                    );
+                }
+            });
+        }
+    }
+
+    /// The loop of a simulated processor's thread.
+    pub(crate) fn processor_loop(
+        self: &Arc<Self>,
+        processor: u32,
+        work: &std::sync::mpsc::Receiver<Work>,
+    ) {
+        let _attach = super::locks::Attach::new(self, processor);
+        while let Ok(item) = work.recv() {
+            match item {
+                Work::Submit(srb) => self.start_request(srb),
+                Work::Interrupt(message) => self.dispatch_interrupt(message),
+                Work::Stop => return,
+            }
+            self.run_pending_dpcs();
+        }
+    }
+
+    /// HwBuildIo without locks, then HwStartIo under the StartIo lock (or without it when the
+    /// miniport enabled concurrent channels).
+    fn start_request(&self, srb: usize) {
+        let Some(hw) = self.hw.get() else { return };
+        let extension = self.extension_ptr();
+        let srb_ptr: *mut c_void = std::ptr::with_exposed_provenance_mut(srb);
+        if let Some(build_io) = callback!(hw.hw_build_io as usize, HwSrbFn) {
+            // SAFETY: HwBuildIo gets the device extension and an SRB the simulator built, both
+            // live until the SRB completes.
+            let proceed = self.call(CallContext::BuildIo, DISPATCH_LEVEL, || unsafe {
+                build_io(extension, srb_ptr)
+            });
+            if proceed == 0 {
+                if self.state().outstanding.contains_key(&srb) {
+                    self.violate(Violation::BuildIoFalseWithoutCompletion { srb });
+                }
+                return;
+            }
+        }
+        if !self.state().outstanding.contains_key(&srb) {
+            // Completed in HwBuildIo (allowed: StorPort then skips HwStartIo only if BuildIo
+            // returned FALSE, so reaching here means the miniport completed and returned TRUE).
+            self.violate(Violation::CompletedInBuildIoButReturnedTrue { srb });
+            return;
+        }
+        let Some(start_io) = callback!(hw.hw_start_io as usize, HwSrbFn) else {
+            return;
+        };
+        // SAFETY: as for HwBuildIo.
+        let run = || unsafe { start_io(extension, srb_ptr) };
+        let concurrent = self.state().perf_flags & abi::STOR_PERF_CONCURRENT_CHANNELS != 0;
+        if concurrent {
+            self.call(CallContext::StartIo, DISPATCH_LEVEL, run);
+        } else {
+            self.call_locked(LockId::StartIo, CallContext::StartIo, run);
+        }
+    }
+
+    /// Runs the miniport's interrupt routine for `message` with the lock StorPort would hold.
+    pub(crate) fn dispatch_interrupt(&self, message: u32) {
+        let Some(wiring) = self.interrupts.get().copied() else {
+            self.lost_interrupts.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let extension = self.extension_ptr();
+        if let Some(routine) = callback!(wiring.message_routine, HwUlongFn) {
+            let id = if wiring.per_message {
+                LockId::Message(message)
+            } else {
+                LockId::Interrupt
+            };
+            // SAFETY: HwMessageSignaledInterruptRoutine gets the device extension and a message
+            // number below the count the simulator reported.
+            self.call_locked(id, CallContext::Interrupt, || unsafe {
+                routine(extension, message)
+            });
+        } else if let Some(routine) = callback!(wiring.line_routine, HwBoolFn) {
+            // SAFETY: HwInterrupt gets the device extension.
+            self.call_locked(LockId::Interrupt, CallContext::Interrupt, || unsafe {
+                routine(extension)
+            });
+        } else {
+            self.lost_interrupts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands an interrupt to the processor its message targets.
+    pub(crate) fn raise(&self, message: u32) {
+        if self.interrupts.get().is_none() || self.stopping.load(Ordering::SeqCst) {
+            self.lost_interrupts.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Some(processors) = self.processors.get() {
+            let count = u32::try_from(processors.len()).unwrap_or(1).max(1);
+            if let Some(sender) = processors.get((message % count) as usize) {
+                let _ = sender.send(Work::Interrupt(message));
+            }
+        }
+    }
+
+    /// Builds the SRB for `request` in DMA memory and records it outstanding.
+    pub(crate) fn build_srb(&self, request: &Request) -> Result<(usize, u64), SimError> {
+        let hw = self.hw.get().ok_or(SimError::NotStarted)?;
+        let srb_extension_size = lock(&self.config).srb_extension_size as usize;
+        let extended = self.srb_extended.load(Ordering::SeqCst);
+        let mut regions = Vec::new();
+        let mut alloc = |len: usize, align: usize| -> Result<usize, SimError> {
+            let address = self
+                .memory
+                .alloc(len, align)
+                .ok_or(SimError::OutOfMemory { len })?;
+            regions.push((address, len));
+            Ok(address)
+        };
+        let cdb_size = if request.cdb.len() > 16 { 32 } else { 16 };
+        if request.cdb.is_empty() || request.cdb.len() > 32 || (!extended && request.cdb.len() > 16)
+        {
+            return Err(SimError::BadCdbLength(request.cdb.len()));
+        }
+        let srb_len = if extended {
+            size_of::<abi::StorageRequestBlock>()
+                + size_of::<abi::StorAddrBtl8>()
+                + if cdb_size == 16 { 40 } else { 56 }
+        } else {
+            size_of::<abi::ScsiRequestBlock>()
+        };
+        let srb = alloc(srb_len, 16)?;
+        let srb_extension = if srb_extension_size > 0 {
+            alloc(srb_extension_size, 16)?
+        } else {
+            0
+        };
+        let data_len = match request.direction {
+            DataDirection::None => 0,
+            DataDirection::In => request.data_in_len as usize,
+            DataDirection::Out => request.data_out.len(),
+        };
+        let data = if data_len > 0 {
+            // Page-aligned plus an offset, so that the buffer crosses page boundaries as real
+            // I/O buffers do.
+            let base = alloc(data_len + request.data_offset as usize, 4096)?;
+            let address = base + request.data_offset as usize;
+            if request.direction == DataDirection::Out && !self.memory.write(address, &request.data_out)
+            {
+                return Err(SimError::OutOfMemory { len: data_len });
+            }
+            Some((address, data_len))
+        } else {
+            None
+        };
+        let sense = if request.sense_len > 0 {
+            Some((alloc(usize::from(request.sense_len), 8)?, usize::from(request.sense_len)))
+        } else {
+            None
+        };
+        let flags = match request.direction {
+            DataDirection::None => 0,
+            DataDirection::In => abi::SRB_FLAGS_DATA_IN,
+            DataDirection::Out => abi::SRB_FLAGS_DATA_OUT,
+        } | if request.queue_action.is_some() {
+            abi::SRB_FLAGS_QUEUE_ACTION_ENABLE
+        } else {
+            0
+        } | if sense.is_none() {
+            abi::SRB_FLAGS_DISABLE_AUTOSENSE
+        } else {
+            0
+        };
+        let data_address = data.map_or(0, |(address, _)| address as u64);
+        let sense_address = sense.map_or(0, |(address, _)| address as u64);
+        let transfer = u32::try_from(data_len).map_err(|_| SimError::OutOfMemory { len: data_len })?;
+        let kind;
+        if extended {
+            let header_len = size_of::<abi::StorageRequestBlock>();
+            let address_offset = header_len;
+            let cdb_block = header_len + size_of::<abi::StorAddrBtl8>();
+            let header = abi::StorageRequestBlock {
+                length: abi::STORAGE_REQUEST_BLOCK_HEADER_LENGTH,
+                function: abi::SRB_FUNCTION_STORAGE_REQUEST_BLOCK,
+                signature: abi::SRB_SIGNATURE,
+                version: abi::STORAGE_REQUEST_BLOCK_VERSION_1,
+                srb_length: srb_len as u32,
+                srb_function: u32::from(abi::SRB_FUNCTION_EXECUTE_SCSI),
+                srb_flags: flags,
+                request_tag: u32::from(request.queue_tag),
+                request_attribute: u16::from(request.queue_action.unwrap_or(0)),
+                time_out_value: request.timeout_seconds,
+                address_offset: address_offset as u32,
+                num_srb_ex_data: 1,
+                data_transfer_length: transfer,
+                data_buffer: data_address,
+                miniport_context: srb_extension as u64,
+                srb_ex_data_offset: [cdb_block as u32],
+                ..abi::StorageRequestBlock::default()
+            };
+            let btl = abi::StorAddrBtl8 {
+                address_type: abi::STOR_ADDRESS_TYPE_BTL8,
+                address_length: abi::STOR_ADDR_BTL8_ADDRESS_LENGTH,
+                path: request.path,
+                target: request.target,
+                lun: request.lun,
+                ..abi::StorAddrBtl8::default()
+            };
+            let mut bytes = Vec::with_capacity(srb_len);
+            bytes.extend_from_slice(header.as_bytes());
+            bytes.extend_from_slice(btl.as_bytes());
+            let cdb_length = request.cdb.len() as u8;
+            if cdb_size == 16 {
+                let mut cdb = [0; 16];
+                cdb[..request.cdb.len()].copy_from_slice(&request.cdb);
+                bytes.extend_from_slice(
+                    abi::SrbExDataScsiCdb16 {
+                        data_type: abi::SRBEX_DATA_TYPE_SCSI_CDB16,
+                        length: abi::SRBEX_DATA_SCSI_CDB16_LENGTH,
+                        scsi_status: 0,
+                        sense_info_buffer_length: request.sense_len,
+                        cdb_length,
+                        reserved: 0,
+                        reserved1: 0,
+                        sense_info_buffer: sense_address,
+                        cdb,
+                    }
+                    .as_bytes(),
+                );
+            } else {
+                let mut cdb = [0; 32];
+                cdb[..request.cdb.len()].copy_from_slice(&request.cdb);
+                bytes.extend_from_slice(
+                    abi::SrbExDataScsiCdb32 {
+                        data_type: abi::SRBEX_DATA_TYPE_SCSI_CDB32,
+                        length: abi::SRBEX_DATA_SCSI_CDB32_LENGTH,
+                        scsi_status: 0,
+                        sense_info_buffer_length: request.sense_len,
+                        cdb_length,
+                        reserved: 0,
+                        reserved1: 0,
+                        sense_info_buffer: sense_address,
+                        cdb,
+                    }
+                    .as_bytes(),
+                );
+            }
+            if !self.memory.write(srb, &bytes) {
+                return Err(SimError::OutOfMemory { len: srb_len });
+            }
+            kind = SrbKind::Extended {
+                cdb_block,
+                cdb_size,
+            };
+        } else {
+            let mut cdb = [0; 16];
+            cdb[..request.cdb.len()].copy_from_slice(&request.cdb);
+            let block = abi::ScsiRequestBlock {
+                length: size_of::<abi::ScsiRequestBlock>() as u16,
+                function: abi::SRB_FUNCTION_EXECUTE_SCSI,
+                path_id: request.path,
+                target_id: request.target,
+                lun: request.lun,
+                queue_tag: request.queue_tag,
+                queue_action: request.queue_action.unwrap_or(0),
+                cdb_length: request.cdb.len() as u8,
+                sense_info_buffer_length: request.sense_len,
+                srb_flags: flags,
+                data_transfer_length: transfer,
+                time_out_value: request.timeout_seconds,
+                data_buffer: data_address,
+                sense_info_buffer: sense_address,
+                srb_extension: srb_extension as u64,
+                cdb,
+                ..abi::ScsiRequestBlock::default()
+            };
+            if !self.memory.write(srb, block.as_bytes()) {
+                return Err(SimError::OutOfMemory { len: srb_len });
+            }
+            kind = SrbKind::Scsi;
+        }
+        let _ = hw;
+        let timeout = self
+            .options
+            .timeout_scale
+            .saturating_mul(request.timeout_seconds.max(1));
+        let mut state = self.state();
+        let lu_size = hw_lu_size(self);
+        state
+            .logical_units
+            .entry((request.path, request.target, request.lun))
+            .or_insert_with(|| vec![0_u128; lu_size.div_ceil(16).max(1)].into_boxed_slice());
+        state.next_ticket += 1;
+        let ticket = state.next_ticket;
+        state.outstanding.insert(
+            srb,
+            SrbRecord {
+                ticket,
+                kind,
+                address: (request.path, request.target, request.lun),
+                regions,
+                data,
+                direction: request.direction,
+                sense,
+                deadline: Instant::now() + timeout,
+                reset_deadline: None,
+                scatter_gather: None,
+            },
+        );
+        Ok((srb, ticket))
+    }
+
+    /// StorPortNotification(RequestComplete): reads the SRB back and retires it.
+    pub(crate) fn complete(&self, srb: usize) {
+        let mut state = self.state();
+        let Some(record) = state.outstanding.remove(&srb) else {
+            let twice = state.quarantine.iter().any(|(address, _)| *address == srb);
+            drop(state);
+            self.violate(if twice {
+                Violation::DoubleCompletion { srb }
+            } else {
+                Violation::CompletionOfUnknownSrb { srb }
+            });
+            return;
+        };
+        let completion = self.read_back(srb, &record);
+        state.completed.insert(record.ticket, completion);
+        state.quarantine.push_back((srb, record.regions));
+        while state.quarantine.len() > QUARANTINE {
+            if let Some((_, regions)) = state.quarantine.pop_front() {
+                for (address, len) in regions {
+                    self.memory.free(address, len);
+                }
+            }
+        }
+        drop(state);
+        self.completion.notify_all();
+    }
+
+    fn read_back(&self, srb: usize, record: &SrbRecord) -> Completion {
+        let (srb_status, scsi_status, transfer, sense_len) = match record.kind {
+            SrbKind::Scsi => {
+                let mut block = abi::ScsiRequestBlock::default();
+                let _ = self.memory.read(srb, block.as_mut_bytes());
+                (
+                    block.srb_status,
+                    block.scsi_status,
+                    block.data_transfer_length,
+                    block.sense_info_buffer_length,
+                )
+            }
+            SrbKind::Extended {
+                cdb_block,
+                cdb_size: _,
+            } => {
+                let mut header = abi::StorageRequestBlock::default();
+                let _ = self.memory.read(srb, header.as_mut_bytes());
+                let mut cdb = abi::SrbExDataScsiCdb16::new_zeroed();
+                let _ = self.memory.read(srb + cdb_block, cdb.as_mut_bytes());
+                (
+                    header.srb_status,
+                    cdb.scsi_status,
+                    header.data_transfer_length,
+                    cdb.sense_info_buffer_length,
+                )
+            }
+        };
+        let sense = match record.sense {
+            Some((address, len)) if srb_status & abi::SRB_STATUS_AUTOSENSE_VALID != 0 => {
+                let mut bytes = vec![0; usize::from(sense_len).min(len)];
+                let _ = self.memory.read(address, &mut bytes);
+                bytes
+            }
+            _ => Vec::new(),
+        };
+        let data = match (record.direction, record.data) {
+            (DataDirection::In, Some((address, len))) => {
+                let mut bytes = vec![0; (transfer as usize).min(len)];
+                let _ = self.memory.read(address, &mut bytes);
+                bytes
+            }
+            _ => Vec::new(),
+        };
+        Completion {
+            srb_status,
+            scsi_status,
+            sense,
+            data_transfer_length: transfer,
+            data,
+        }
+    }
+
+    /// Waits until `ticket` completes or `timeout` passes.
+    pub(crate) fn wait(&self, ticket: u64, timeout: Duration) -> Result<Completion, SimError> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state();
+        loop {
+            if let Some(completion) = state.completed.remove(&ticket) {
+                return Ok(completion);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(SimError::WaitTimedOut { ticket });
+            }
+            state = self
+                .completion
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// StorPortGetPhysicalAddress: the bytes contiguous from `address` in a known DMA region.
+    pub(crate) fn physical_address(&self, address: usize) -> Option<(u64, u32)> {
+        let state = self.state();
+        let region = state
+            .uncached
+            .into_iter()
+            .chain(
+                state
+                    .outstanding
+                    .values()
+                    .flat_map(|record| record.regions.iter().copied()),
+            )
+            .find(|&(start, len)| address >= start && address < start + len)?;
+        drop(state);
+        let mut contiguous = region.0 + region.1 - address;
+        if self.options.contiguity == Contiguity::PageBoundary {
+            contiguous = contiguous.min(4096 - address % 4096);
+        }
+        Some((address as u64, u32::try_from(contiguous).unwrap_or(u32::MAX)))
+    }
+
+    /// StorPortGetScatterGatherList: builds (once per SRB) the list for its data buffer.
+    pub(crate) fn scatter_gather_list(&self, srb: usize) -> Option<usize> {
+        let mut state = self.state();
+        let merge = self.options.merge_adjacent_pages;
+        let mut rng = state.rng;
+        let record = state.outstanding.get_mut(&srb)?;
+        if let Some(list) = record.scatter_gather {
+            return Some(list);
+        }
+        let (address, len) = record.data?;
+        let mut elements: Vec<abi::StorScatterGatherElement> = Vec::new();
+        let mut at = address;
+        let end = address + len;
+        while at < end {
+            let piece = (4096 - at % 4096).min(end - at);
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            match elements.last_mut() {
+                Some(last) if merge && rng & 1 == 1 => last.length += piece as u32,
+                _ => elements.push(abi::StorScatterGatherElement {
+                    physical_address: at as u64,
+                    length: piece as u32,
+                    ..abi::StorScatterGatherElement::default()
+                }),
+            }
+            at += piece;
+        }
+        let header = abi::StorScatterGatherListHeader {
+            number_of_elements: elements.len() as u32,
+            ..abi::StorScatterGatherListHeader::default()
+        };
+        let mut bytes = header.as_bytes().to_vec();
+        for element in &elements {
+            bytes.extend_from_slice(element.as_bytes());
+        }
+        let list = self.memory.alloc(bytes.len(), 16)?;
+        if !self.memory.write(list, &bytes) {
+            self.memory.free(list, bytes.len());
+            return None;
+        }
+        record.regions.push((list, bytes.len()));
+        record.scatter_gather = Some(list);
+        state.rng = rng;
+        Some(list)
+    }
+
+    /// StorPortCompleteRequest: completes every outstanding SRB matching the address with
+    /// `status` (SP_UNTAGGED is a wildcard for target and LUN).
+    pub(crate) fn complete_matching(&self, path: u8, target: u8, lun: u8, status: u8) {
+        let matching: Vec<(usize, SrbKind)> = self
+            .state()
+            .outstanding
+            .iter()
+            .filter(|(_, record)| {
+                let (p, t, l) = record.address;
+                p == path
+                    && (target == abi::SP_UNTAGGED || t == target)
+                    && (lun == abi::SP_UNTAGGED || l == lun)
+            })
+            .map(|(&srb, record)| (srb, record.kind))
+            .collect();
+        for (srb, kind) in matching {
+            let offset = match kind {
+                SrbKind::Scsi => std::mem::offset_of!(abi::ScsiRequestBlock, srb_status),
+                SrbKind::Extended { .. } => std::mem::offset_of!(abi::StorageRequestBlock, srb_status),
+            };
+            let _ = self.memory.write(srb + offset, &[status]);
+            self.complete(srb);
+        }
+    }
+
+    /// One pass of the port driver's timer: SRB timeouts -> HwResetBus, and HwTimer.
+    pub(crate) fn watchdog_tick(&self) {
+        let now = Instant::now();
+        let grace = self.options.timeout_scale.saturating_mul(2);
+        let mut expired_paths = Vec::new();
+        let mut state = self.state();
+        for record in state.outstanding.values_mut() {
+            match record.reset_deadline {
+                None if now >= record.deadline => {
+                    record.reset_deadline = Some(now + grace);
+                    expired_paths.push((record.address.0, record.ticket));
+                }
+                Some(deadline) if now >= deadline => {
+                    record.reset_deadline = Some(now + Duration::from_secs(3600));
+                    self.violate(Violation::NotCompletedAfterReset {
+                        ticket: record.ticket,
+                    });
+                }
+                _ => {}
+            }
+        }
+        let timer = state.timer.filter(|&(_, due)| now >= due);
+        if timer.is_some() {
+            state.timer = None;
+        }
+        drop(state);
+        let extension = self.extension_ptr();
+        if let Some((path, ticket)) = expired_paths.first().copied() {
+            self.log(format!("ticket {ticket} timed out: HwResetBus({path})"));
+            self.notify(Notification::TimeoutReset { path, ticket });
+            if let Some(reset) = self.hw.get().and_then(|hw| callback!(hw.hw_reset_bus as usize, HwUlongFn)) {
+                // SAFETY: HwResetBus gets the device extension and a path id.
+                self.call_locked(LockId::StartIo, CallContext::ResetBus, || unsafe {
+                    reset(extension, u32::from(path))
+                });
+            }
+        }
+        if let Some((routine, _)) = timer
+            && let Some(routine) = callback!(routine, HwTimerFn)
+        {
+            // SAFETY: HwTimer was registered with RequestTimerCall and gets the extension.
+            self.call_locked(LockId::StartIo, CallContext::Timer, || unsafe {
+                routine(extension);
+            });
+        }
+        self.run_pending_dpcs();
+    }
+
+    /// The register cookie range for `address`, as (bar, offset).
+    pub(crate) fn register(&self, address: usize, width: u8) -> Option<(u8, u64)> {
+        let found = self.bars.iter().find_map(|bar| {
+            let offset = address.checked_sub(bar.cookie)? as u64;
+            (offset + u64::from(width) <= bar.len).then_some((bar.bar, offset))
+        });
+        if found.is_none() {
+            self.violate(Violation::RegisterOutsideBars { address });
+        }
+        found
+    }
+
+    /// StorPortGetDeviceBase: the cookie for a physical range inside a BAR.
+    pub(crate) fn device_base(&self, physical: u64, len: u32, io_space: bool) -> Option<usize> {
+        self.bars.iter().find_map(|bar| {
+            let offset = physical.checked_sub(bar.physical)?;
+            (offset + u64::from(len) <= bar.len && bar.io_space == io_space)
+                .then(|| bar.cookie + offset as usize)
+        })
+    }
+
+    /// PCI configuration space with the BARs showing the addresses the simulator assigned.
+    pub(crate) fn config_read(&self, offset: u16, out: &mut [u8]) {
+        self.pci.config_read(offset, out);
+        for bar in &self.bars {
+            let register = 0x10 + u16::from(bar.bar) * 4;
+            let raw = config_dword(&*self.pci, register);
+            let low = (bar.physical as u32 & !0xF) | (raw & 0xF);
+            let mut dwords = vec![(register, low)];
+            if !bar.io_space && (raw >> 1) & 3 == 2 {
+                dwords.push((register + 4, (bar.physical >> 32) as u32));
+            }
+            for (at, value) in dwords {
+                for (i, byte) in value.to_le_bytes().iter().enumerate() {
+                    let position = usize::from(at) + i;
+                    if let Some(index) = position.checked_sub(usize::from(offset))
+                        && let Some(slot) = out.get_mut(index)
+                    {
+                        *slot = *byte;
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn reservation_base(&self) -> usize {
+        self.reservation.base
+    }
+
+    pub(crate) fn device_level(&self) -> u8 {
+        DEVICE_LEVEL
+    }
+}
+
+fn hw_lu_size(machine: &Machine) -> usize {
+    machine
+        .hw
+        .get()
+        .map_or(0, |hw| hw.specific_lu_extension_size as usize)
+}
+
+fn read_dpc_routine(dpc: usize) -> usize {
+    let at = dpc + std::mem::offset_of!(abi::StorDpc, deferred_routine);
+    let pointer: *const u64 = std::ptr::with_exposed_provenance(at);
+    // SAFETY: `dpc` is a STOR_DPC the miniport registered with StorPortInitializeDpc and keeps
+    // alive (it lives in its device extension); DeferredRoutine was written there at
+    // initialisation. An unaligned read tolerates any placement.
+    unsafe { pointer.read_unaligned() as usize }
+}
+
+/// Reads a dword of configuration space through a device.
+pub(crate) fn config_dword(pci: &dyn PciFunction, offset: u16) -> u32 {
+    let mut bytes = [0; 4];
+    pci.config_read(offset, &mut bytes);
+    u32::from_le_bytes(bytes)
+}
+
+/// The MSI-X table size from the device's capability list, if it has an MSI-X capability.
+fn msix_table_size(pci: &dyn PciFunction) -> Option<u32> {
+    let status = config_dword(pci, 0x04) >> 16;
+    if status & 0x10 == 0 {
+        return None;
+    }
+    let mut pointer = (config_dword(pci, 0x34) & 0xFC) as u16;
+    for _ in 0..48 {
+        if pointer == 0 {
+            return None;
+        }
+        let header = config_dword(pci, pointer);
+        if header & 0xFF == 0x11 {
+            return Some(((header >> 16) & 0x7FF) + 1);
+        }
+        pointer = ((header >> 8) & 0xFC) as u16;
+    }
+    None
+}

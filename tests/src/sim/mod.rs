@@ -1,0 +1,943 @@
+//! A StorPort simulator: plays storport.sys for a miniport at the C ABI (DriverEntry,
+//! HwFindAdapter, HwInitialize, passive initialisation, BuildIo/StartIo on simulated processors,
+//! MSI-X interrupts, DPCs, locks, timeouts and bus resets, adapter control, bus scans) and records
+//! every breach of the StorPort contract it can see.
+//!
+//! The exports (`StorPortXxx` with their C names) live in `exports` and `variadic.c`; they find
+//! their adapter through the calling thread, which the simulator always attaches first.
+
+pub mod abi;
+mod exports;
+pub mod locks;
+mod machine;
+
+use std::ffi::c_void;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use zerocopy::FromZeros;
+
+use locks::{Attach, CallContext, LockId, PASSIVE_LEVEL};
+use machine::{InterruptWiring, Machine, Work, callback};
+
+pub use locks::CallContext as Context;
+pub use locks::LockId as Lock;
+
+/// The miniport's entry point: `NTSTATUS DriverEntry(PDRIVER_OBJECT, PUNICODE_STRING)`.
+pub type DriverEntryFn = unsafe extern "system" fn(*mut c_void, *mut c_void) -> i32;
+
+/// How StorPortGetPhysicalAddress reports contiguity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Contiguity {
+    /// Up to the end of the allocation (the uncached extension or SRB buffer).
+    Allocation,
+    /// Only up to the next 4 KiB boundary, as fragmented physical memory would be; catches a
+    /// miniport that assumes more.
+    PageBoundary,
+}
+
+/// Simulator settings.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Number of simulated processors (threads).
+    pub processors: u32,
+    /// Build SCSI_REQUEST_BLOCKs even if the miniport advertises STORAGE_REQUEST_BLOCK support.
+    pub force_scsi_request_block: bool,
+    /// StorPortGetPhysicalAddress contiguity.
+    pub contiguity: Contiguity,
+    /// Merge physically adjacent pages of a data buffer into one SG element at random.
+    pub merge_adjacent_pages: bool,
+    /// Real time per second of an SRB's TimeOutValue.
+    pub timeout_scale: Duration,
+    /// How often the port driver's timer runs.
+    pub watchdog_period: Duration,
+    /// MSI-X messages to offer; `None` reads the device's MSI-X table size.
+    pub messages: Option<u32>,
+    /// Targets the bus scan probes (from 0).
+    pub scan_targets: u8,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            processors: 2,
+            force_scsi_request_block: false,
+            contiguity: Contiguity::Allocation,
+            merge_adjacent_pages: false,
+            timeout_scale: Duration::from_millis(10),
+            watchdog_period: Duration::from_millis(2),
+            messages: None,
+            scan_targets: 4,
+        }
+    }
+}
+
+/// The PCI function the miniport drives (the virtio-scsi device model, or a test double).
+pub trait PciFunction: Send + Sync {
+    /// Reads configuration space from `offset` into `out`.
+    fn config_read(&self, offset: u16, out: &mut [u8]);
+    /// Writes configuration space.
+    fn config_write(&self, offset: u16, data: &[u8]);
+    /// Length of BAR `bar`, `None` if not implemented.
+    fn bar_len(&self, bar: u8) -> Option<u64>;
+    /// Reads `width` bytes (1, 2, 4 or 8) at `offset` in BAR `bar`.
+    fn mmio_read(&self, bar: u8, offset: u64, width: u8) -> u64;
+    /// Writes `width` bytes at `offset` in BAR `bar`.
+    fn mmio_write(&self, bar: u8, offset: u64, width: u8, value: u64);
+}
+
+/// The simulated machine's DMA memory: process addresses are physical addresses.
+pub trait DmaArena: Send + Sync {
+    /// Allocates `len` zeroed bytes aligned to `align`.
+    fn alloc(&self, len: usize, align: usize) -> Option<usize>;
+    /// Frees an allocation.
+    fn free(&self, address: usize, len: usize);
+    /// Copies bytes in; `false` outside the arena.
+    fn write(&self, address: usize, bytes: &[u8]) -> bool;
+    /// Copies bytes out; `false` outside the arena.
+    fn read(&self, address: usize, out: &mut [u8]) -> bool;
+}
+
+/// The adapter's interrupt line, handed to the device before boot; interrupts raised before
+/// the miniport connected its routine are counted as lost.
+#[derive(Clone, Default)]
+pub struct InterruptLine {
+    machine: Arc<OnceLock<Weak<Machine>>>,
+}
+
+impl InterruptLine {
+    /// An unconnected line.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Raises MSI-X message `message` (INTx when the miniport has no message routine).
+    pub fn raise(&self, message: u16) {
+        if let Some(machine) = self.machine.get().and_then(Weak::upgrade) {
+            machine.raise(u32::from(message));
+        }
+    }
+}
+
+/// What the simulator plugs together.
+pub struct Platform {
+    /// The miniport's DriverEntry.
+    pub entry: DriverEntryFn,
+    /// The device.
+    pub pci: Arc<dyn PciFunction>,
+    /// DMA memory.
+    pub memory: Arc<dyn DmaArena>,
+    /// The line the device raises interrupts on.
+    pub interrupts: InterruptLine,
+}
+
+/// Data direction of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataDirection {
+    /// No data.
+    None,
+    /// Device to host.
+    In,
+    /// Host to device.
+    Out,
+}
+
+/// A SCSI command as the class driver would send it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// PathId.
+    pub path: u8,
+    /// TargetId.
+    pub target: u8,
+    /// Lun.
+    pub lun: u8,
+    /// The CDB (1..=16 bytes; up to 32 with STORAGE_REQUEST_BLOCKs).
+    pub cdb: Vec<u8>,
+    /// Direction.
+    pub direction: DataDirection,
+    /// Bytes to write (direction Out).
+    pub data_out: Vec<u8>,
+    /// Bytes to read (direction In).
+    pub data_in_len: u32,
+    /// Offset of the data buffer from a page boundary.
+    pub data_offset: u16,
+    /// Sense buffer size (0: autosense disabled).
+    pub sense_len: u8,
+    /// TimeOutValue in seconds.
+    pub timeout_seconds: u32,
+    /// QueueTag / RequestTag.
+    pub queue_tag: u8,
+    /// QueueAction / RequestAttribute (e.g. SRB_SIMPLE_TAG_REQUEST); `None` for untagged.
+    pub queue_action: Option<u8>,
+}
+
+impl Request {
+    /// A command with no data to `target`/`lun` on path 0, 18 bytes of sense, 10 s timeout.
+    #[must_use]
+    pub fn new(target: u8, lun: u8, cdb: &[u8]) -> Self {
+        Self {
+            path: 0,
+            target,
+            lun,
+            cdb: cdb.to_vec(),
+            direction: DataDirection::None,
+            data_out: Vec::new(),
+            data_in_len: 0,
+            data_offset: 0,
+            sense_len: 18,
+            timeout_seconds: 10,
+            queue_tag: 0,
+            queue_action: Some(abi::SRB_SIMPLE_TAG_REQUEST),
+        }
+    }
+
+    /// The same command reading `len` bytes.
+    #[must_use]
+    pub fn reading(mut self, len: u32) -> Self {
+        self.direction = DataDirection::In;
+        self.data_in_len = len;
+        self
+    }
+
+    /// The same command writing `data`.
+    #[must_use]
+    pub fn writing(mut self, data: &[u8]) -> Self {
+        self.direction = DataDirection::Out;
+        self.data_out = data.to_vec();
+        self
+    }
+}
+
+/// A completed SRB as read back from its memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// SrbStatus, flags included.
+    pub srb_status: u8,
+    /// ScsiStatus.
+    pub scsi_status: u8,
+    /// Sense bytes, only when SRB_STATUS_AUTOSENSE_VALID was set.
+    pub sense: Vec<u8>,
+    /// DataTransferLength as the miniport left it.
+    pub data_transfer_length: u32,
+    /// The bytes read (direction In), up to DataTransferLength.
+    pub data: Vec<u8>,
+}
+
+impl Completion {
+    /// SRB_STATUS() of the status: without the autosense and queue-frozen flags.
+    #[must_use]
+    pub fn status(&self) -> u8 {
+        self.srb_status & !(abi::SRB_STATUS_AUTOSENSE_VALID | abi::SRB_STATUS_QUEUE_FROZEN)
+    }
+}
+
+/// Identifies a submitted request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ticket(pub u64);
+
+/// A breach of the StorPort contract by the miniport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// An SRB completed twice.
+    DoubleCompletion {
+        /// SRB address.
+        srb: usize,
+    },
+    /// RequestComplete for an address that is not an outstanding SRB.
+    CompletionOfUnknownSrb {
+        /// The address given.
+        srb: usize,
+    },
+    /// An SRB still outstanding when the adapter was shut down.
+    OutstandingAtShutdown {
+        /// Its ticket.
+        ticket: u64,
+    },
+    /// An SRB not completed within the grace period after HwResetBus.
+    NotCompletedAfterReset {
+        /// Its ticket.
+        ticket: u64,
+    },
+    /// HwBuildIo returned FALSE without completing the SRB.
+    BuildIoFalseWithoutCompletion {
+        /// SRB address.
+        srb: usize,
+    },
+    /// HwBuildIo completed the SRB but returned TRUE (StorPort would call HwStartIo on it).
+    CompletedInBuildIoButReturnedTrue {
+        /// SRB address.
+        srb: usize,
+    },
+    /// A routine called from a context that may not call it.
+    WrongContext {
+        /// The StorPort routine.
+        routine: &'static str,
+        /// Where it was called.
+        context: CallContext,
+    },
+    /// A routine called above its maximum IRQL.
+    WrongIrql {
+        /// The StorPort routine.
+        routine: &'static str,
+        /// The IRQL at the call.
+        irql: u8,
+    },
+    /// A lock acquired at an IRQL above its own (e.g. the StartIo lock in an ISR).
+    LockAboveItsIrql {
+        /// The lock.
+        lock: LockId,
+        /// The IRQL at the call.
+        irql: u8,
+    },
+    /// A lock acquired by the thread already holding it.
+    RecursiveAcquire {
+        /// The lock.
+        lock: LockId,
+    },
+    /// A lock released that this thread does not hold.
+    ReleaseNotHeld {
+        /// The lock.
+        lock: LockId,
+    },
+    /// A miniport routine returned with a lock it took still held.
+    LockHeldOnReturn {
+        /// The lock.
+        lock: LockId,
+        /// The routine.
+        context: CallContext,
+    },
+    /// A miniport routine returned at a different IRQL than it was called at.
+    IrqlChangedOnReturn {
+        /// The routine.
+        context: CallContext,
+        /// The IRQL it left.
+        irql: u8,
+    },
+    /// An MSI-X message number beyond the granted count.
+    NoSuchMessage {
+        /// The number.
+        message: u32,
+    },
+    /// IssueDpc on a STOR_DPC never initialised.
+    DpcNotInitialized {
+        /// The STOR_DPC address.
+        dpc: usize,
+    },
+    /// An export given a device extension that is not this adapter's.
+    WrongDeviceExtension {
+        /// The StorPort routine.
+        routine: &'static str,
+        /// The pointer given.
+        address: usize,
+    },
+    /// A register routine given an address outside every mapped BAR.
+    RegisterOutsideBars {
+        /// The address.
+        address: usize,
+    },
+    /// StorPortGetPhysicalAddress on memory that is not DMA memory StorPort gave out.
+    PhysicalAddressOfUnknownMemory {
+        /// The address.
+        address: usize,
+    },
+    /// StorPortGetUncachedExtension called twice.
+    UncachedExtensionTwice,
+    /// StorPortGetScatterGatherList for an SRB that is not outstanding.
+    ScatterGatherOfUnknownSrb {
+        /// The address.
+        srb: usize,
+    },
+    /// A StorPortNotification type the simulator does not know.
+    UnknownNotification {
+        /// The type.
+        notification: u32,
+    },
+    /// A StorPortExtendedFunction code the simulator does not implement.
+    UnknownExtendedFunction {
+        /// The code.
+        function: u32,
+    },
+    /// StorPortGetDeviceBase for a range that is not inside one BAR.
+    DeviceBaseOutsideBars {
+        /// The physical address.
+        physical: u64,
+    },
+}
+
+/// A notification the miniport sent (other than RequestComplete), or a port-driver action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notification {
+    /// NextRequest.
+    NextRequest,
+    /// NextLuRequest.
+    NextLuRequest {
+        /// PathId.
+        path: u8,
+        /// TargetId.
+        target: u8,
+        /// Lun.
+        lun: u8,
+    },
+    /// ResetDetected.
+    ResetDetected,
+    /// BusChangeDetected.
+    BusChangeDetected {
+        /// PathId.
+        path: u8,
+    },
+    /// StorPortSetDeviceQueueDepth.
+    QueueDepth {
+        /// TargetId.
+        target: u8,
+        /// Lun.
+        lun: u8,
+        /// Depth.
+        depth: u32,
+    },
+    /// StorPortCompleteRequest.
+    CompleteRequest {
+        /// PathId.
+        path: u8,
+        /// TargetId (0xFF: all).
+        target: u8,
+        /// Lun (0xFF: all).
+        lun: u8,
+        /// The status.
+        status: u8,
+    },
+    /// The port driver called HwResetBus because a request timed out.
+    TimeoutReset {
+        /// PathId.
+        path: u8,
+        /// The request that timed out.
+        ticket: u64,
+    },
+    /// StorPortLogError.
+    LogError {
+        /// ErrorCode.
+        code: u32,
+        /// UniqueId.
+        unique: u32,
+    },
+}
+
+/// Why the simulator could not do what was asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimError {
+    /// DriverEntry returned a failure status.
+    DriverEntry(i32),
+    /// DriverEntry returned success without calling StorPortInitialize.
+    NotInitialized,
+    /// HwFindAdapter returned something else than SP_RETURN_FOUND.
+    FindAdapter(u32),
+    /// HwInitialize returned FALSE.
+    Initialize,
+    /// The passive-initialization routine returned FALSE.
+    PassiveInitialize,
+    /// The adapter is not started.
+    NotStarted,
+    /// No simulated processor with this number.
+    NoProcessor(u32),
+    /// DMA memory exhausted.
+    OutOfMemory {
+        /// Bytes asked for.
+        len: usize,
+    },
+    /// The CDB length is not supported by the SRB type in use.
+    BadCdbLength(usize),
+    /// The request did not complete in time.
+    WaitTimedOut {
+        /// Its ticket.
+        ticket: u64,
+    },
+    /// Requests are outstanding.
+    Busy {
+        /// How many.
+        outstanding: usize,
+    },
+    /// HwAdapterControl failed or is not supported for this control type.
+    AdapterControl(u32),
+    /// The host could not provide a resource (threads, address space).
+    Resources,
+}
+
+/// What HwFindAdapter set in PORT_CONFIGURATION_INFORMATION, read back.
+#[derive(Clone, Copy, Debug)]
+pub struct FoundAdapter {
+    /// The structure as the miniport left it.
+    pub config: abi::PortConfigurationInformation,
+    /// Whether SRBs are STORAGE_REQUEST_BLOCKs.
+    pub extended_srbs: bool,
+    /// MSI-X messages granted.
+    pub messages: u32,
+    /// Whether the passive-initialization routine ran.
+    pub passive_initialized: bool,
+    /// STOR_PERF flags the miniport enabled.
+    pub perf_flags: u32,
+}
+
+/// A disk found by the bus scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Disk {
+    /// TargetId.
+    pub target: u8,
+    /// Lun.
+    pub lun: u8,
+    /// Standard INQUIRY data.
+    pub inquiry: Vec<u8>,
+    /// Last LBA + 1.
+    pub blocks: u64,
+    /// Block size.
+    pub block_size: u32,
+}
+
+/// The simulator's entry point.
+pub struct Simulator;
+
+impl Simulator {
+    /// DriverEntry, PnP start (HwFindAdapter), interrupt connection, HwInitialize under the
+    /// interrupt lock, and the passive-initialization routine if the miniport enabled one.
+    ///
+    /// # Errors
+    /// [`SimError`] naming the step that failed.
+    pub fn boot(options: SimOptions, platform: Platform) -> Result<Adapter, SimError> {
+        let machine = Arc::new(Machine::new(options, platform.pci, platform.memory)?);
+        let _ = platform.interrupts.machine.set(Arc::downgrade(&machine));
+        let mut adapter = Adapter {
+            machine: Arc::clone(&machine),
+            threads: Vec::new(),
+        };
+        adapter.start_threads()?;
+        let _attach = Attach::new(&machine, 0);
+        let driver_object: *mut c_void = machine.driver_object.as_ptr().cast_mut().cast();
+        let registry_path: *mut c_void = machine.registry_path.as_ptr().cast_mut().cast();
+        let entry = platform.entry;
+        // SAFETY: DriverEntry gets a zeroed, live DRIVER_OBJECT-sized buffer and a registry
+        // path buffer, as the I/O manager would pass them.
+        let status = machine.call(CallContext::DriverEntry, PASSIVE_LEVEL, || unsafe {
+            entry(driver_object, registry_path)
+        });
+        if status != abi::STATUS_SUCCESS {
+            return Err(SimError::DriverEntry(status));
+        }
+        let hw = *machine.hw.get().ok_or(SimError::NotInitialized)?;
+        adapter.start_device(&hw)?;
+        Ok(adapter)
+    }
+}
+
+/// A started adapter.
+pub struct Adapter {
+    machine: Arc<Machine>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Adapter {
+    fn start_threads(&mut self) -> Result<(), SimError> {
+        let mut senders = Vec::new();
+        for processor in 0..self.machine.options.processors.max(1) {
+            let (sender, receiver) = std::sync::mpsc::channel();
+            let machine = Arc::clone(&self.machine);
+            let handle = std::thread::Builder::new()
+                .name(format!("sim-cpu{processor}"))
+                .spawn(move || machine.processor_loop(processor, &receiver))
+                .map_err(|_| SimError::Resources)?;
+            senders.push(sender);
+            self.threads.push(handle);
+        }
+        let _ = self.machine.processors.set(senders);
+        let machine = Arc::clone(&self.machine);
+        let handle = std::thread::Builder::new()
+            .name("sim-timer".into())
+            .spawn(move || {
+                let _attach = Attach::new(&machine, 0);
+                while !machine.stopping.load(Ordering::SeqCst) {
+                    std::thread::sleep(machine.options.watchdog_period);
+                    machine.watchdog_tick();
+                }
+            })
+            .map_err(|_| SimError::Resources)?;
+        self.threads.push(handle);
+        Ok(())
+    }
+
+    fn start_device(&self, hw: &abi::HwInitializationData) -> Result<(), SimError> {
+        let machine = &self.machine;
+        let extension_len = (hw.device_extension_size as usize).div_ceil(16).max(1);
+        let _ = machine
+            .extension
+            .set(vec![0_u128; extension_len].into_boxed_slice());
+        let extended = !machine.options.force_scsi_request_block
+            && hw.srb_type_flags & abi::SRB_TYPE_FLAG_STORAGE_REQUEST_BLOCK != 0;
+        machine.srb_extended.store(extended, Ordering::SeqCst);
+        let ranges: Vec<abi::AccessRange> = machine
+            .bars
+            .iter()
+            .map(|bar| abi::AccessRange {
+                range_start: bar.physical,
+                range_length: u32::try_from(bar.len).unwrap_or(u32::MAX),
+                range_in_memory: u8::from(!bar.io_space),
+                padding: [0; 3],
+            })
+            .collect();
+        let mut ranges = ranges.into_boxed_slice();
+        let mut config = abi::PortConfigurationInformation::new_zeroed();
+        config.length = abi::PORT_CONFIGURATION_INFORMATION_SIZE;
+        config.system_io_bus_number = 0;
+        config.adapter_interface_type = abi::PCI_BUS;
+        config.interrupt_mode = abi::LATCHED;
+        config.maximum_transfer_length = abi::SP_UNINITIALIZED_VALUE;
+        config.number_of_physical_breaks = abi::SP_UNINITIALIZED_VALUE;
+        config.dma_channel = abi::SP_UNINITIALIZED_VALUE;
+        config.dma_port = abi::SP_UNINITIALIZED_VALUE;
+        config.number_of_access_ranges = u32::try_from(ranges.len()).unwrap_or(0);
+        config.access_ranges = ranges.as_mut_ptr().addr() as u64;
+        config.number_of_buses = 1;
+        config.initiator_bus_id = [0xFF; 8];
+        config.scatter_gather = 1;
+        config.master = 1;
+        config.dma32_bit_addresses = 1;
+        config.map_buffers = hw.map_buffers;
+        config.need_physical_addresses = hw.need_physical_addresses;
+        config.tagged_queuing = hw.tagged_queuing;
+        config.auto_request_sense = hw.auto_request_sense;
+        config.multiple_request_per_lu = hw.multiple_request_per_lu;
+        config.maximum_number_of_targets = 128;
+        config.srb_type = if extended {
+            abi::SRB_TYPE_STORAGE_REQUEST_BLOCK
+        } else {
+            abi::SRB_TYPE_SCSI_REQUEST_BLOCK
+        };
+        config.address_type = abi::STORAGE_ADDRESS_TYPE_BTL8;
+        config.slot_number = 3;
+        config.device_extension_size = hw.device_extension_size;
+        config.specific_lu_extension_size = hw.specific_lu_extension_size;
+        config.srb_extension_size = hw.srb_extension_size;
+        config.dma64_bit_addresses = abi::SCSI_DMA64_SYSTEM_SUPPORTED;
+        config.maximum_number_of_logical_units = 8;
+        config.max_number_of_io = 1000;
+        config.max_ios_per_lun = 1000;
+        config.initial_lun_queue_depth = 20;
+        config.bus_reset_hold_time = 4_000_000;
+        *lock(&machine.config) = config;
+        let find_adapter =
+            callback!(hw.hw_find_adapter as usize, machine::HwFindAdapterFn).ok_or(SimError::FindAdapter(0))?;
+        let extension = machine.extension_ptr();
+        let mut config_c = Box::new(config);
+        let config_ptr: *mut abi::PortConfigurationInformation = &raw mut *config_c;
+        let mut again = 0_u8;
+        let mut argument = *b"\0";
+        // SAFETY: HwFindAdapter gets the zeroed device extension, an empty argument string and
+        // a PORT_CONFIGURATION_INFORMATION whose AccessRanges array outlives the call.
+        let found = machine.call(CallContext::FindAdapter, PASSIVE_LEVEL, || unsafe {
+            find_adapter(
+                extension,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                argument.as_mut_ptr(),
+                config_ptr.cast(),
+                &raw mut again,
+            )
+        });
+        *lock(&machine.config) = *config_c;
+        drop(ranges);
+        if found != abi::SP_RETURN_FOUND {
+            return Err(SimError::FindAdapter(found));
+        }
+        let config = *config_c;
+        let wiring = InterruptWiring {
+            message_routine: config.hw_ms_interrupt_routine as usize,
+            line_routine: hw.hw_interrupt as usize,
+            per_message: config.interrupt_synchronization_mode
+                == abi::INTERRUPT_SYNCHRONIZE_PER_MESSAGE,
+        };
+        let _ = machine.interrupts.set(wiring);
+        if let Some(initialize) = callback!(hw.hw_initialize as usize, machine::HwBoolFn) {
+            // SAFETY: HwInitialize gets the device extension, under the interrupt lock.
+            let ok = machine
+                .call_locked(LockId::Interrupt, CallContext::Initialize, || unsafe {
+                    initialize(extension)
+                })
+                .unwrap_or(0);
+            if ok == 0 {
+                return Err(SimError::Initialize);
+            }
+        }
+        machine.run_pending_dpcs();
+        let passive = machine.state().passive_initialize;
+        if let Some(routine) = passive.and_then(|routine| callback!(routine, machine::HwBoolFn)) {
+            // SAFETY: the passive-initialization routine registered during HwFindAdapter gets
+            // the device extension at PASSIVE_LEVEL.
+            let ok = machine.call(CallContext::PassiveInitialize, PASSIVE_LEVEL, || unsafe {
+                routine(extension)
+            });
+            if ok == 0 {
+                return Err(SimError::PassiveInitialize);
+            }
+            machine.run_pending_dpcs();
+        }
+        Ok(())
+    }
+
+    /// Sends `request` to the miniport on simulated processor `processor`.
+    ///
+    /// # Errors
+    /// [`SimError::NoProcessor`], [`SimError::OutOfMemory`], [`SimError::BadCdbLength`].
+    pub fn submit(&self, processor: u32, request: &Request) -> Result<Ticket, SimError> {
+        let sender = self
+            .machine
+            .processors
+            .get()
+            .and_then(|processors| processors.get(processor as usize))
+            .ok_or(SimError::NoProcessor(processor))?;
+        let (srb, ticket) = self.machine.build_srb(request)?;
+        sender
+            .send(Work::Submit(srb))
+            .map_err(|_| SimError::NotStarted)?;
+        Ok(Ticket(ticket))
+    }
+
+    /// Waits for a submitted request.
+    ///
+    /// # Errors
+    /// [`SimError::WaitTimedOut`].
+    pub fn wait(&self, ticket: Ticket, timeout: Duration) -> Result<Completion, SimError> {
+        self.machine.wait(ticket.0, timeout)
+    }
+
+    /// Submits and waits (10 s).
+    ///
+    /// # Errors
+    /// As [`Adapter::submit`] and [`Adapter::wait`].
+    pub fn execute(&self, processor: u32, request: &Request) -> Result<Completion, SimError> {
+        let ticket = self.submit(processor, request)?;
+        self.wait(ticket, Duration::from_secs(10))
+    }
+
+    /// The port driver's bus scan: INQUIRY LUN 0 of each target, REPORT LUNS, INQUIRY and READ
+    /// CAPACITY(10) of each LUN reported. Returns the direct-access disks found.
+    ///
+    /// # Errors
+    /// As [`Adapter::execute`].
+    pub fn scan_bus(&self) -> Result<Vec<Disk>, SimError> {
+        let mut disks = Vec::new();
+        for target in 0..self.machine.options.scan_targets {
+            let inquiry = self.execute(0, &Request::new(target, 0, &[0x12, 0, 0, 0, 36, 0]).reading(36))?;
+            if inquiry.status() != abi::SRB_STATUS_SUCCESS || inquiry.data.len() < 5 {
+                continue;
+            }
+            let report = self.execute(
+                0,
+                &Request::new(target, 0, &[0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]).reading(256),
+            )?;
+            let mut luns = vec![0_u8];
+            if report.status() == abi::SRB_STATUS_SUCCESS && report.data.len() >= 8 {
+                let listed = u32::from_be_bytes([report.data[0], report.data[1], report.data[2], report.data[3]]) as usize;
+                luns = report
+                    .data
+                    .get(8..8 + listed.min(report.data.len() - 8))
+                    .unwrap_or(&[])
+                    .chunks_exact(8)
+                    .map(|entry| entry[1])
+                    .collect();
+            }
+            for lun in luns {
+                let inquiry = if lun == 0 {
+                    inquiry.clone()
+                } else {
+                    self.execute(0, &Request::new(target, lun, &[0x12, 0, 0, 0, 36, 0]).reading(36))?
+                };
+                if inquiry.status() != abi::SRB_STATUS_SUCCESS
+                    || inquiry.data.first().is_none_or(|&byte| byte & 0x1F != 0 || byte >> 5 != 0)
+                {
+                    continue;
+                }
+                let capacity = self.execute(
+                    0,
+                    &Request::new(target, lun, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0]).reading(8),
+                )?;
+                if capacity.status() != abi::SRB_STATUS_SUCCESS || capacity.data.len() < 8 {
+                    continue;
+                }
+                let last = u32::from_be_bytes([capacity.data[0], capacity.data[1], capacity.data[2], capacity.data[3]]);
+                let block_size = u32::from_be_bytes([capacity.data[4], capacity.data[5], capacity.data[6], capacity.data[7]]);
+                disks.push(Disk {
+                    target,
+                    lun,
+                    inquiry: inquiry.data,
+                    blocks: u64::from(last) + 1,
+                    block_size,
+                });
+            }
+        }
+        Ok(disks)
+    }
+
+    /// HwAdapterControl(ScsiStopAdapter) then (ScsiRestartAdapter), each under the interrupt
+    /// lock, after checking both are supported. No requests may be outstanding.
+    ///
+    /// # Errors
+    /// [`SimError::Busy`], [`SimError::AdapterControl`].
+    pub fn power_cycle(&self) -> Result<(), SimError> {
+        let outstanding = self.machine.state().outstanding.len();
+        if outstanding > 0 {
+            return Err(SimError::Busy { outstanding });
+        }
+        let supported = self.supported_control_types()?;
+        for control in [abi::SCSI_STOP_ADAPTER, abi::SCSI_RESTART_ADAPTER] {
+            if !supported.get(control as usize).copied().unwrap_or(false) {
+                return Err(SimError::AdapterControl(control));
+            }
+            let status = self.adapter_control(control, std::ptr::null_mut())?;
+            if status != abi::SCSI_ADAPTER_CONTROL_SUCCESS {
+                return Err(SimError::AdapterControl(control));
+            }
+        }
+        Ok(())
+    }
+
+    /// ScsiQuerySupportedControlTypes: which control types the miniport supports.
+    ///
+    /// # Errors
+    /// [`SimError::AdapterControl`] if the miniport has no HwAdapterControl.
+    pub fn supported_control_types(&self) -> Result<Vec<bool>, SimError> {
+        // SCSI_SUPPORTED_CONTROL_TYPE_LIST: ULONG MaxControlType; BOOLEAN SupportedTypeList[].
+        let mut list = [0_u32; 4];
+        list[0] = abi::SCSI_ADAPTER_CONTROL_MAX;
+        self.adapter_control(abi::SCSI_QUERY_SUPPORTED_CONTROL_TYPES, list.as_mut_ptr().cast())?;
+        let bytes: Vec<u8> = list.iter().flat_map(|word| word.to_le_bytes()).collect();
+        Ok(bytes[4..4 + abi::SCSI_ADAPTER_CONTROL_MAX as usize]
+            .iter()
+            .map(|&byte| byte != 0)
+            .collect())
+    }
+
+    fn adapter_control(&self, control: u32, parameters: *mut c_void) -> Result<u32, SimError> {
+        let machine = &self.machine;
+        let hw = machine.hw.get().ok_or(SimError::NotStarted)?;
+        let routine = callback!(hw.hw_adapter_control as usize, machine::HwAdapterControlFn)
+            .ok_or(SimError::AdapterControl(control))?;
+        let _attach = Attach::new(machine, 0);
+        let extension = machine.extension_ptr();
+        let run = || {
+            // SAFETY: HwAdapterControl gets the device extension and a parameter block of the
+            // type the control code defines (or none).
+            unsafe { routine(extension, control, parameters) }
+        };
+        let status = if control == abi::SCSI_QUERY_SUPPORTED_CONTROL_TYPES {
+            machine.call(CallContext::AdapterControl, PASSIVE_LEVEL, run)
+        } else {
+            machine
+                .call_locked(LockId::Interrupt, CallContext::AdapterControl, run)
+                .ok_or(SimError::AdapterControl(control))?
+        };
+        machine.run_pending_dpcs();
+        Ok(status)
+    }
+
+    /// The contract violations recorded so far.
+    #[must_use]
+    pub fn violations(&self) -> Vec<Violation> {
+        self.machine.violations()
+    }
+
+    /// The notifications recorded so far.
+    #[must_use]
+    pub fn notifications(&self) -> Vec<Notification> {
+        self.machine.notifications()
+    }
+
+    /// The port driver's log (StorPortDebugPrint output, resets, violations).
+    #[must_use]
+    pub fn log(&self) -> Vec<String> {
+        self.machine.log_lines()
+    }
+
+    /// The miniport's HW_INITIALIZATION_DATA as StorPortInitialize received it.
+    #[must_use]
+    pub fn hw_initialization_data(&self) -> Option<abi::HwInitializationData> {
+        self.machine.hw.get().copied()
+    }
+
+    /// What HwFindAdapter configured.
+    #[must_use]
+    pub fn found_adapter(&self) -> FoundAdapter {
+        let state = self.machine.state();
+        FoundAdapter {
+            config: *lock(&self.machine.config),
+            extended_srbs: self.machine.srb_extended.load(Ordering::SeqCst),
+            messages: self.machine.message_count,
+            passive_initialized: state.passive_initialize.is_some(),
+            perf_flags: state.perf_flags,
+        }
+    }
+
+    /// Requests outstanding now.
+    #[must_use]
+    pub fn outstanding(&self) -> usize {
+        self.machine.state().outstanding.len()
+    }
+
+    /// Interrupts raised while no routine was connected.
+    #[must_use]
+    pub fn lost_interrupts(&self) -> u64 {
+        self.machine.lost_interrupts.load(Ordering::Relaxed)
+    }
+
+    /// The device extension's address (for checking what exports receive).
+    #[must_use]
+    pub fn device_extension(&self) -> usize {
+        self.machine.extension_address()
+    }
+
+    /// The base of the PROT_NONE range register cookies point into.
+    #[must_use]
+    pub fn register_cookie_base(&self) -> usize {
+        self.machine.reservation_base()
+    }
+
+    /// Stops the adapter: every outstanding SRB becomes a violation, the processors stop, and
+    /// all violations are returned.
+    #[must_use]
+    pub fn shutdown(mut self) -> Vec<Violation> {
+        let outstanding: Vec<u64> = self
+            .machine
+            .state()
+            .outstanding
+            .values()
+            .map(|record| record.ticket)
+            .collect();
+        for ticket in outstanding {
+            self.machine.violate(Violation::OutstandingAtShutdown { ticket });
+        }
+        self.stop();
+        self.machine.violations()
+    }
+
+    fn stop(&mut self) {
+        self.machine.stopping.store(true, Ordering::SeqCst);
+        if let Some(processors) = self.machine.processors.get() {
+            for sender in processors {
+                let _ = sender.send(Work::Stop);
+            }
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Adapter {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+
