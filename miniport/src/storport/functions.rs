@@ -66,7 +66,7 @@ use super::types::{
 
 #[cfg_attr(
     all(target_os = "windows", target_env = "msvc"),
-    link(name = "storport", kind = "raw-dylib")
+    link(name = "storport.sys", kind = "raw-dylib", modifiers = "+verbatim")
 )]
 unsafe extern "system" {
     /// DriverEntry only (PASSIVE_LEVEL): registers the miniport; `Argument1`/`Argument2` are
@@ -256,7 +256,7 @@ unsafe extern "system" {
 
 #[cfg_attr(
     all(target_os = "windows", target_env = "msvc"),
-    link(name = "storport", kind = "raw-dylib")
+    link(name = "storport.sys", kind = "raw-dylib", modifiers = "+verbatim")
 )]
 unsafe extern "C" {
     /// Any IRQL ≤ DIRQL (depends on the code): the notification hub; see the module table for
