@@ -732,7 +732,9 @@ pub type HwMessageSignaledInterruptRoutine =
     Option<unsafe extern "system" fn(device_extension: *mut c_void, message_id: u32) -> Boolean>;
 
 /// `PHW_FIND_ADAPTER`: HwStorFindAdapter, called at PASSIVE_LEVEL to claim the adapter and fill
-/// `config_info`; returns an `SP_RETURN_*` code.
+/// `config_info`; returns an `SP_RETURN_*` code. The last parameter (SCSIport's `Again`) is
+/// `Reserved3` for StorPort and must be ignored. (WDK 10 declares the registration's slot as
+/// `PVOID` because virtual miniports use another signature; the layout is the same.)
 pub type HwFindAdapter = Option<
     unsafe extern "system" fn(
         device_extension: *mut c_void,
@@ -740,7 +742,7 @@ pub type HwFindAdapter = Option<
         bus_information: *mut c_void,
         argument_string: *mut c_char,
         config_info: *mut PortConfigurationInformation,
-        again: *mut Boolean,
+        reserved3: *mut Boolean,
     ) -> u32,
 >;
 
@@ -796,6 +798,11 @@ pub type HwDpcRoutine = Option<
 /// `PHW_TIMER`: HwStorTimer, the `RequestTimerCall` callback, at DISPATCH_LEVEL with the
 /// StartIo lock.
 pub type HwTimer = Option<unsafe extern "system" fn(device_extension: *mut c_void)>;
+
+/// `PHW_TIMER_EX`: the callback of a timer from `StorPortInitializeTimer`, at DISPATCH_LEVEL,
+/// with the context given to `StorPortRequestTimer`.
+pub type HwTimerEx =
+    Option<unsafe extern "system" fn(device_extension: *mut c_void, context: *mut c_void)>;
 
 /// `PHW_FREE_ADAPTER_RESOURCES`: virtual miniports only (leave `None`).
 pub type HwFreeAdapterResources = Option<unsafe extern "system" fn(device_extension: *mut c_void)>;
