@@ -506,8 +506,8 @@ mod tests {
                 bytes
                     .wrapping_add(offset)
                     .cast::<T>()
-                    .write_unaligned(value)
-            };
+                    .write_unaligned(value);
+            }
         }
 
         fn get<T: Copy>(&self, offset: usize) -> T {
@@ -664,8 +664,8 @@ mod tests {
 
     #[test]
     fn malformed_extended_srbs_are_refused_with_their_reason() {
-        let mut sense = [0u8; 32];
         type Case = (&'static str, fn(&mut Buffer), fn(SrbError) -> bool);
+        let mut sense = [0u8; 32];
         let cases: [Case; 6] = [
             (
                 "signature",
