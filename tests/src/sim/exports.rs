@@ -16,7 +16,9 @@ use super::{Notification, Violation};
 /// The machine of the calling thread, checked against the extension the miniport passed.
 fn machine_for(routine: &'static str, extension: *mut c_void) -> Option<Arc<Machine>> {
     let machine = current_machine()?;
-    machine.check_extension(routine, extension).then_some(machine)
+    machine
+        .check_extension(routine, extension)
+        .then_some(machine)
 }
 
 /// Stores `value` at a miniport-provided out pointer (ignored if null).
@@ -211,7 +213,8 @@ pub extern "system" fn StorPortGetUncachedExtension(
         return std::ptr::null_mut();
     };
     if !machine.require_context("StorPortGetUncachedExtension", &[CallContext::FindAdapter])
-        || !machine.require_irql_at_most("StorPortGetUncachedExtension", super::locks::PASSIVE_LEVEL)
+        || !machine
+            .require_irql_at_most("StorPortGetUncachedExtension", super::locks::PASSIVE_LEVEL)
     {
         return std::ptr::null_mut();
     }
@@ -454,7 +457,9 @@ macro_rules! register_routines {
                 return;
             };
             if let Some((bar, offset)) = machine.register(register.addr(), $width) {
-                machine.pci.mmio_write(bar, offset, $width, u64::from(value));
+                machine
+                    .pci
+                    .mmio_write(bar, offset, $width, u64::from(value));
             }
         }
 
@@ -566,7 +571,12 @@ pub extern "C" fn rvscsi_sim_next_request(extension: *mut c_void) {
 
 /// StorPortNotification(NextLuRequest, ext, path, target, lun).
 #[unsafe(no_mangle)]
-pub extern "C" fn rvscsi_sim_next_lu_request(extension: *mut c_void, path: u8, target: u8, lun: u8) {
+pub extern "C" fn rvscsi_sim_next_lu_request(
+    extension: *mut c_void,
+    path: u8,
+    target: u8,
+    lun: u8,
+) {
     if let Some(machine) = machine_for("NextLuRequest", extension) {
         machine.notify(Notification::NextLuRequest { path, target, lun });
     }
@@ -630,8 +640,10 @@ pub extern "C" fn rvscsi_sim_enable_passive_initialization(
     let Some(machine) = machine_for("EnablePassiveInitialization", extension) else {
         return;
     };
-    let ok = machine.require_context("StorPortEnablePassiveInitialization", &[CallContext::FindAdapter])
-        && !routine.is_null();
+    let ok = machine.require_context(
+        "StorPortEnablePassiveInitialization",
+        &[CallContext::FindAdapter],
+    ) && !routine.is_null();
     if ok {
         machine.state().passive_initialize = Some(routine.addr());
     }
@@ -715,7 +727,9 @@ pub extern "C" fn rvscsi_sim_acquire_spin_lock(
         return;
     };
     let Some(id) = lock_id(kind, context) else {
-        machine.violate(Violation::UnknownNotification { notification: 0x1003 });
+        machine.violate(Violation::UnknownNotification {
+            notification: 0x1003,
+        });
         return;
     };
     if let Some(old) = machine.acquire(id) {
@@ -743,7 +757,9 @@ pub extern "C" fn rvscsi_sim_release_spin_lock(extension: *mut c_void, handle: *
     let context = std::ptr::with_exposed_provenance_mut(saved.lock_queue_lock as usize);
     match lock_id(saved.lock, context) {
         Some(id) => machine.release(id, saved.old_irql),
-        None => machine.violate(Violation::UnknownNotification { notification: 0x1004 }),
+        None => machine.violate(Violation::UnknownNotification {
+            notification: 0x1004,
+        }),
     }
 }
 
@@ -880,7 +896,10 @@ pub extern "C" fn rvscsi_sim_get_current_processor_number(
 
 /// StorPortGetActiveGroupCount(ext, PUSHORT): one group.
 #[unsafe(no_mangle)]
-pub extern "C" fn rvscsi_sim_get_active_group_count(extension: *mut c_void, count: *mut u16) -> u32 {
+pub extern "C" fn rvscsi_sim_get_active_group_count(
+    extension: *mut c_void,
+    count: *mut u16,
+) -> u32 {
     if machine_for("StorPortGetActiveGroupCount", extension).is_none() || count.is_null() {
         return abi::STOR_STATUS_INVALID_PARAMETER;
     }
@@ -948,7 +967,10 @@ pub extern "C" fn rvscsi_sim_get_node_affinity(
 
 /// StorPortGetHighestNodeNumber(ext, PULONG).
 #[unsafe(no_mangle)]
-pub extern "C" fn rvscsi_sim_get_highest_node_number(extension: *mut c_void, number: *mut u32) -> u32 {
+pub extern "C" fn rvscsi_sim_get_highest_node_number(
+    extension: *mut c_void,
+    number: *mut u32,
+) -> u32 {
     if machine_for("StorPortGetHighestNodeNumber", extension).is_none() || number.is_null() {
         return abi::STOR_STATUS_INVALID_PARAMETER;
     }
@@ -958,7 +980,10 @@ pub extern "C" fn rvscsi_sim_get_highest_node_number(extension: *mut c_void, num
 
 /// StorPortExtendedFunction with a code the simulator does not implement.
 #[unsafe(no_mangle)]
-pub extern "C" fn rvscsi_sim_extended_function_unknown(function: u32, extension: *mut c_void) -> u32 {
+pub extern "C" fn rvscsi_sim_extended_function_unknown(
+    function: u32,
+    extension: *mut c_void,
+) -> u32 {
     if let Some(machine) = machine_for("StorPortExtendedFunction", extension) {
         machine.violate(Violation::UnknownExtendedFunction { function });
     }
@@ -978,6 +1003,3 @@ pub extern "C" fn rvscsi_sim_debug_print(level: u32, message: *const u8, len: us
         machine.log(line);
     }
 }
-
-
-
