@@ -133,7 +133,7 @@ struct SrbView {
 
 fn view(srb: *mut c_void) -> SrbView {
     // SAFETY: the simulator hands HwStartIo an SRB it built; the first bytes say which type.
-    let function = unsafe { srb.cast::<u8>().add(2).read() };
+    let function = unsafe { srb.cast::<u8>().wrapping_add(2).read() };
     if function == abi::SRB_FUNCTION_STORAGE_REQUEST_BLOCK {
         // SAFETY: a STORAGE_REQUEST_BLOCK header is at the SRB's start.
         let header = unsafe { srb.cast::<abi::StorageRequestBlock>().read_unaligned() };
@@ -143,7 +143,7 @@ fn view(srb: *mut c_void) -> SrbView {
         // SAFETY: AddressOffset points inside the SRB (SrbLength) at a STOR_ADDR_BTL8.
         let address = unsafe {
             srb.cast::<u8>()
-                .add(header.address_offset as usize)
+                .wrapping_add(header.address_offset as usize)
                 .cast::<abi::StorAddrBtl8>()
                 .read_unaligned()
         };
@@ -152,7 +152,7 @@ fn view(srb: *mut c_void) -> SrbView {
         // SAFETY: SrbExDataOffset[0] points inside the SRB at an SRBEX_DATA_SCSI_CDB16.
         let cdb = unsafe {
             srb.cast::<u8>()
-                .add(header.srb_ex_data_offset[0] as usize)
+                .wrapping_add(header.srb_ex_data_offset[0] as usize)
                 .cast::<abi::SrbExDataScsiCdb16>()
                 .read_unaligned()
         };
@@ -184,10 +184,10 @@ fn view(srb: *mut c_void) -> SrbView {
 
 fn set_status(srb: *mut c_void, status: u8, transfer: u32) {
     // SAFETY: SrbStatus is byte 3 of both SRB types.
-    unsafe { srb.cast::<u8>().add(3).write(status) };
+    unsafe { srb.cast::<u8>().wrapping_add(3).write(status) };
     let function = {
         // SAFETY: byte 2 is Function in both types.
-        unsafe { srb.cast::<u8>().add(2).read() }
+        unsafe { srb.cast::<u8>().wrapping_add(2).read() }
     };
     let offset = if function == abi::SRB_FUNCTION_STORAGE_REQUEST_BLOCK {
         std::mem::offset_of!(abi::StorageRequestBlock, data_transfer_length)
@@ -197,10 +197,10 @@ fn set_status(srb: *mut c_void, status: u8, transfer: u32) {
     // SAFETY: DataTransferLength is a ULONG at `offset` in the SRB.
     unsafe {
         srb.cast::<u8>()
-            .add(offset)
+            .wrapping_add(offset)
             .cast::<u32>()
-            .write_unaligned(transfer)
-    };
+            .write_unaligned(transfer);
+    }
 }
 
 /// Runs the command against a one-target, two-LUN disk: fills the data buffer through the SG
@@ -247,7 +247,7 @@ fn execute(extension: *mut c_void, srb: *mut c_void) {
             // SAFETY: element i is inside the list.
             let element = unsafe {
                 list.cast::<u8>()
-                    .add(16 + 24 * i)
+                    .wrapping_add(16 + 24 * i)
                     .cast::<abi::StorScatterGatherElement>()
                     .read_unaligned()
             };
@@ -366,8 +366,8 @@ extern "system" fn find_adapter(
             1,
             c"find adapter: %u ranges".as_ptr().cast(),
             info.number_of_access_ranges,
-        )
-    };
+        );
+    }
     abi::SP_RETURN_FOUND
 }
 
@@ -393,6 +393,9 @@ extern "system" fn initialize(extension: *mut c_void) -> u8 {
     // SAFETY: a register write and read through the mapped base.
     unsafe {
         StorPortWriteRegisterUlong(extension, (e.registers + 4) as *mut c_void, 0xA5A5_0001);
+    }
+    // SAFETY: as above.
+    unsafe {
         assert_eq!(
             StorPortReadRegisterUlong(extension, (e.registers + 4) as *mut c_void),
             0xA5A5_0001
@@ -545,6 +548,9 @@ extern "system" fn reset_bus(extension: *mut c_void, path: u32) -> u8 {
         // SAFETY: completing everything on the path, as a bus reset does.
         unsafe {
             StorPortNotification(RESET_DETECTED, extension);
+        }
+        // SAFETY: as above.
+        unsafe {
             StorPortCompleteRequest(
                 extension,
                 path as u8,
@@ -573,7 +579,12 @@ extern "system" fn adapter_control(
         ] {
             if control < max {
                 // SAFETY: entry `control` of the list, below MaxControlType.
-                unsafe { parameters.cast::<u8>().add(4 + control as usize).write(1) };
+                unsafe {
+                    parameters
+                        .cast::<u8>()
+                        .wrapping_add(4 + control as usize)
+                        .write(1);
+                }
             }
         }
     }
@@ -757,7 +768,10 @@ fn boot_round_trips_the_configuration() {
     assert_eq!(seen.srb_type, abi::SRB_TYPE_STORAGE_REQUEST_BLOCK);
     assert_eq!(e.vendor_device, 0x1048_1AF4);
     assert!(e.registers >= adapter.register_cookie_base());
-    assert_eq!(e.uncached_physical as usize, e.uncached + 1);
+    assert_eq!(
+        usize::try_from(e.uncached_physical).unwrap(),
+        e.uncached + 1
+    );
     assert_eq!(e.uncached_contiguous, 3 * 4096 - 1);
     assert_eq!(e.msi_info_vector, 0x81);
     assert_eq!(e.passive_ran.load(Ordering::SeqCst), 1);

@@ -57,7 +57,7 @@ pub extern "system" fn StorPortInitialize(
     hw_initialization_data: *mut c_void,
     _unused: *mut c_void,
 ) -> u32 {
-    let failure = abi::STATUS_INVALID_PARAMETER as u32;
+    let failure = abi::STATUS_INVALID_PARAMETER.cast_unsigned();
     let Some(machine) = current_machine() else {
         return failure;
     };
@@ -70,7 +70,7 @@ pub extern "system" fn StorPortInitialize(
         return failure;
     };
     if size < abi::HW_INITIALIZATION_DATA_SIZE_V1 {
-        return abi::STATUS_REVISION_MISMATCH as u32;
+        return abi::STATUS_REVISION_MISMATCH.cast_unsigned();
     }
     let mut data = abi::HwInitializationData::new_zeroed();
     let len = (size as usize).min(size_of::<abi::HwInitializationData>());
@@ -94,7 +94,7 @@ pub extern "system" fn StorPortInitialize(
         return failure;
     }
     let _ = machine.hw.set(data);
-    abi::STATUS_SUCCESS as u32
+    abi::STATUS_SUCCESS.cast_unsigned()
 }
 
 /// `PVOID StorPortGetDeviceBase(PVOID, INTERFACE_TYPE, ULONG, PHYSICAL_ADDRESS, ULONG, BOOLEAN)`.
@@ -112,13 +112,12 @@ pub extern "system" fn StorPortGetDeviceBase(
     };
     machine.require_context("StorPortGetDeviceBase", &[CallContext::FindAdapter]);
     machine.require_irql_at_most("StorPortGetDeviceBase", super::locks::PASSIVE_LEVEL);
-    let physical = io_address as u64;
-    match machine.device_base(physical, len, in_io_space != 0) {
-        Some(cookie) => std::ptr::with_exposed_provenance_mut(cookie),
-        None => {
-            machine.violate(Violation::DeviceBaseOutsideBars { physical });
-            std::ptr::null_mut()
-        }
+    let physical = io_address.cast_unsigned();
+    if let Some(cookie) = machine.device_base(physical, len, in_io_space != 0) {
+        std::ptr::with_exposed_provenance_mut(cookie)
+    } else {
+        machine.violate(Violation::DeviceBaseOutsideBars { physical });
+        std::ptr::null_mut()
     }
 }
 
@@ -141,7 +140,7 @@ pub extern "system" fn StorPortValidateRange(
     machine_for("StorPortValidateRange", extension).map_or(0, |machine| {
         u8::from(
             machine
-                .device_base(io_address as u64, len, in_io_space != 0)
+                .device_base(io_address.cast_unsigned(), len, in_io_space != 0)
                 .is_some(),
         )
     })
@@ -252,7 +251,7 @@ pub extern "system" fn StorPortGetPhysicalAddress(
             (0, 0)
         });
     write_out(length.cast(), &contiguous);
-    physical as i64
+    physical.cast_signed()
 }
 
 /// `PVOID StorPortGetVirtualAddress(PVOID, STOR_PHYSICAL_ADDRESS)`: the identity mapping.
@@ -264,7 +263,9 @@ pub extern "system" fn StorPortGetVirtualAddress(
     let Some(machine) = machine_for("StorPortGetVirtualAddress", extension) else {
         return std::ptr::null_mut();
     };
-    let address = physical as usize;
+    let Ok(address) = usize::try_from(physical) else {
+        return std::ptr::null_mut();
+    };
     match machine.physical_address(address) {
         Some(_) => std::ptr::with_exposed_provenance_mut(address),
         None => std::ptr::null_mut(),
@@ -384,7 +385,7 @@ pub extern "system" fn StorPortQuerySystemTime(time: *mut i64) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let ticks = EPOCH_DIFFERENCE + u64::try_from(since_unix.as_nanos() / 100).unwrap_or(0);
-    write_out(time.cast(), &(ticks as i64));
+    write_out(time.cast(), &ticks.cast_signed());
 }
 
 /// `VOID StorPortMoveMemory(PVOID, PVOID, ULONG)`.
@@ -402,14 +403,17 @@ pub extern "system" fn StorPortMoveMemory(destination: *mut c_void, source: *mut
 /// `STOR_PHYSICAL_ADDRESS StorPortConvertUlong64ToPhysicalAddress(ULONG64)`.
 #[unsafe(no_mangle)]
 pub extern "system" fn StorPortConvertUlong64ToPhysicalAddress(address: u64) -> i64 {
-    address as i64
+    address.cast_signed()
 }
 
 /// `ULONG64 StorPortConvertPhysicalAddressToUlong64(STOR_PHYSICAL_ADDRESS)`.
 #[unsafe(no_mangle)]
 pub extern "system" fn StorPortConvertPhysicalAddressToUlong64(address: i64) -> u64 {
-    address as u64
+    address.cast_unsigned()
 }
+
+/// `BOOLEAN STOR_SYNCHRONIZED_ACCESS(PVOID, PVOID)`.
+type SynchronizedAccess = unsafe extern "system" fn(*mut c_void, *mut c_void) -> u8;
 
 /// `VOID StorPortSynchronizeAccess(PVOID, PSTOR_SYNCHRONIZED_ACCESS, PVOID)`: runs the routine
 /// under the interrupt lock.
@@ -422,7 +426,6 @@ pub extern "system" fn StorPortSynchronizeAccess(
     let Some(machine) = machine_for("StorPortSynchronizeAccess", extension) else {
         return;
     };
-    type SynchronizedAccess = unsafe extern "system" fn(*mut c_void, *mut c_void) -> u8;
     let Some(routine) = callback!(routine.addr(), SynchronizedAccess) else {
         return;
     };
@@ -824,7 +827,7 @@ pub extern "C" fn rvscsi_sim_get_message_interrupt_information(
             message_data: 0x4000 + message,
             message_address: 0xFEE0_0000,
             interrupt_vector: 0x80 + message,
-            interrupt_level: u32::from(machine.device_level()),
+            interrupt_level: u32::from(super::locks::DEVICE_LEVEL),
             interrupt_mode: abi::LATCHED,
             padding: 0,
         },
