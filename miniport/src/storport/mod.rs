@@ -1,0 +1,16 @@
+//! StorPort FFI: the structures, constants and storport.sys routines a virtio-scsi miniport
+//! uses, for 64-bit Windows and for the Linux simulator that provides the same symbols.
+//!
+//! Nothing here has behaviour beyond `const fn` helpers; the safe layer that wraps these calls
+//! lives elsewhere in the crate.
+
+pub mod constants;
+pub mod enums;
+pub mod functions;
+mod layout;
+pub mod types;
+
+pub use constants::*;
+pub use enums::*;
+pub use functions::*;
+pub use types::*;
