@@ -2,3 +2,5 @@
 //! scenarios).
 //!
 //! Not written yet (issue 3): the simulator arrives with the miniport I/O path.
+
+pub mod device;
