@@ -623,6 +623,7 @@ impl VirtioScsiDevice {
 
     /// Writes `event` into the next eventq buffer and interrupts. Returns `false` if the driver
     /// posted no buffer (the next event then carries EVENTS_MISSED) or the eventq is not live.
+    #[must_use]
     pub fn post_event(&self, event: Event) -> bool {
         self.shared.post_event(event)
     }
@@ -855,18 +856,8 @@ impl Shared {
             return Ok(job);
         };
         job.nexus = (address.target(), address.lun(), tag);
-        let (unit, luns) = {
-            let all = self.luns.read().unwrap_or_else(PoisonError::into_inner);
-            let Some(units) = all
-                .get(&address.target())
-                .filter(|_| u16::from(address.target()) <= self.options.max_target)
-            else {
-                return Ok(job);
-            };
-            (
-                units.get(&address.lun()).cloned(),
-                units.keys().copied().collect::<Vec<_>>(),
-            )
+        let Some((unit, luns)) = self.lookup(address) else {
+            return Ok(job);
         };
         if data_out_len > 0 && data_in_capacity > 0 {
             // Bidirectional commands need VIRTIO_SCSI_F_INOUT, which is not offered.
@@ -922,12 +913,32 @@ impl Shared {
             data_in_capacity,
             data_out_len,
         };
+        self.apply_fault(&mut job, &info, whole);
+        Ok(job)
+    }
+
+    /// The unit at `address` (if present) and every LUN of its target, or `None` if the
+    /// target does not exist (or is above `max_target`).
+    fn lookup(&self, address: WireLun) -> Option<(Option<Lun>, Vec<u16>)> {
+        if u16::from(address.target()) > self.options.max_target {
+            return None;
+        }
+        let all = self.luns.read().unwrap_or_else(PoisonError::into_inner);
+        let units = all.get(&address.target())?;
+        Some((
+            units.get(&address.lun()).cloned(),
+            units.keys().copied().collect(),
+        ))
+    }
+
+    /// Asks the fault hook (if any) what to do with `job` and applies the answer.
+    fn apply_fault(&self, job: &mut Job, info: &RequestInfo, whole: u32) {
         let hook = self
             .fault
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let action = hook.map_or(FaultAction::Normal, |hook| hook(&info));
+        let action = hook.map_or(FaultAction::Normal, |hook| hook(info));
         match action {
             FaultAction::Normal => {}
             FaultAction::Delay(delay) => job.when = When::At(Instant::now() + delay),
@@ -947,7 +958,6 @@ impl Shared {
             FaultAction::CorruptUsedLen(len) => job.used_len = Some(len),
             FaultAction::CorruptUsedId(id) => job.corrupt_id = Some(id),
         }
-        Ok(job)
     }
 
     /// When a request completes without a fault: now, or after a (random) delay.

@@ -722,13 +722,43 @@ mod tests {
     #[test]
     fn write_then_read_round_trips_across_chunks() {
         let lun = Lun::memory(1 << 20, 512).unwrap();
-        let data: Vec<u8> = (0..512 * 300).map(|i| (i * 7 % 251) as u8).collect();
+        let data: Vec<u8> = (0u32..512 * 300).map(|i| (i * 7 % 251) as u8).collect();
         let lba = (CHUNK / 512) - 5;
         assert_eq!(lun.execute(&write16(lba, 300), &data, &[0]).status, GOOD);
         let read = lun.execute(&read10(lba as u32, 300), &[], &[0]);
         assert_eq!(read.status, GOOD);
         assert_eq!(read.data_in, data);
         assert_eq!(lun.execute(&read10(0, 1), &[], &[0]).data_in, vec![0; 512]);
+    }
+
+    #[test]
+    fn file_backed_units_read_and_write_the_file() {
+        let path = std::env::temp_dir().join(format!("rvscsi-lun-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.set_len(8 * 4096).unwrap();
+        let lun = Lun::file(file, 4096).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(lun.blocks(), 8);
+        let data = vec![0x5A; 4096];
+        assert_eq!(lun.execute(&write16(7, 1), &data, &[0]).status, GOOD);
+        assert_eq!(lun.execute(&read10(7, 1), &[], &[0]).data_in, data);
+        let sync = lun.execute(
+            &[opcode::SYNCHRONIZE_CACHE_10, 0, 0, 0, 0, 7, 0, 0, 1, 0],
+            &[],
+            &[0],
+        );
+        assert_eq!(sync.status, GOOD);
+        assert_eq!(lun.execute(&write16(8, 1), &data, &[0]).sense[12], 0x21);
+        assert!(matches!(
+            Lun::memory(8, 1024),
+            Err(LunConfigError::BlockSize(1024))
+        ));
     }
 
     #[test]
