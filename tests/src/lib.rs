@@ -1,4 +1,5 @@
 //! rvscsi-tests: the Windows side, simulated (StorPort simulator, virtio-scsi device model,
 //! scenarios).
 
+pub mod device;
 pub mod sim;

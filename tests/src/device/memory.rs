@@ -1,0 +1,325 @@
+//! The simulated machine's DMA-able memory: one anonymous mapping whose "physical" addresses
+//! are its process addresses, with a thread-safe first-fit allocator.
+//!
+//! The mapping is made by vm-memory (`MmapRegion::new`, anonymous and `MAP_NORESERVE`, so untouched
+//! pages cost nothing) and then registered as a `GuestMemoryMmap` region whose guest address is
+//! the mapping's own host address. The driver under test therefore hands the device plain
+//! pointers as bus addresses, and the device reaches them only through vm-memory, which refuses
+//! any address outside the region instead of dereferencing it.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use vm_memory::{
+    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestRegionMmap, MmapRegion,
+};
+
+/// Default size of the simulated memory: 1 GiB of address space, reserved lazily.
+pub const DEFAULT_SIZE: usize = 1 << 30;
+
+/// Why [`PhysicalMemory::new`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryError {
+    /// The anonymous mapping could not be created (`errno`, if known).
+    Map {
+        /// The OS error code.
+        errno: Option<i32>,
+    },
+    /// The mapping could not be registered as a guest region at its own address.
+    Register {
+        /// The host (and guest) address of the mapping.
+        address: u64,
+    },
+    /// A size of zero was asked for.
+    Empty,
+}
+
+/// Why [`PhysicalMemory::free`] refused a range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FreeError {
+    /// The range is not inside the memory.
+    Outside {
+        /// The address given.
+        address: usize,
+        /// The length given.
+        len: usize,
+    },
+    /// The range overlaps memory that is already free (a double free).
+    AlreadyFree {
+        /// The address given.
+        address: usize,
+        /// The length given.
+        len: usize,
+    },
+}
+
+#[derive(Debug)]
+struct Inner {
+    memory: GuestMemoryMmap,
+    base: usize,
+    size: usize,
+    /// Free ranges as offset -> length, coalesced: no two are adjacent or overlapping.
+    free: Mutex<BTreeMap<usize, usize>>,
+}
+
+/// The simulated physical memory. A cheap handle: clones share the memory.
+#[derive(Clone, Debug)]
+pub struct PhysicalMemory {
+    inner: Arc<Inner>,
+}
+
+impl PhysicalMemory {
+    /// Maps `size` bytes (rounded up to 4 KiB) and registers them at their own address.
+    ///
+    /// # Errors
+    /// [`MemoryError`] if the mapping or the registration fails.
+    pub fn new(size: usize) -> Result<Self, MemoryError> {
+        if size == 0 {
+            return Err(MemoryError::Empty);
+        }
+        let size = size.next_multiple_of(4096);
+        let region = MmapRegion::new(size).map_err(|e| MemoryError::Map {
+            errno: match e {
+                vm_memory::mmap::MmapRegionError::Mmap(io) => io.raw_os_error(),
+                _ => None,
+            },
+        })?;
+        let base = region.as_ptr().addr();
+        let address = base as u64;
+        let region = GuestRegionMmap::new(region, GuestAddress(address))
+            .ok_or(MemoryError::Register { address })?;
+        let memory = GuestMemoryMmap::from_regions(vec![region])
+            .map_err(|_| MemoryError::Register { address })?;
+        let mut free = BTreeMap::new();
+        free.insert(0, size);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                memory,
+                base,
+                size,
+                free: Mutex::new(free),
+            }),
+        })
+    }
+
+    /// The memory as the device sees it.
+    #[must_use]
+    pub fn guest_memory(&self) -> &GuestMemoryMmap {
+        &self.inner.memory
+    }
+
+    /// The first address of the memory.
+    #[must_use]
+    pub fn base(&self) -> usize {
+        self.inner.base
+    }
+
+    /// Size of the memory in bytes.
+    #[must_use]
+    pub fn size(&self) -> usize {
+        self.inner.size
+    }
+
+    /// Whether `address .. address + len` lies entirely inside the memory.
+    #[must_use]
+    pub fn contains(&self, address: usize, len: usize) -> bool {
+        let Some(offset) = address.checked_sub(self.inner.base) else {
+            return false;
+        };
+        offset
+            .checked_add(len)
+            .is_some_and(|end| end <= self.inner.size)
+    }
+
+    /// Allocates `len` zeroed bytes aligned to `align` (a power of two; at least 8 is used),
+    /// first fit. `None` if `len` is zero, `align` is not a power of two, or nothing fits.
+    #[must_use]
+    pub fn alloc(&self, len: usize, align: usize) -> Option<NonNull<u8>> {
+        if len == 0 || !align.is_power_of_two() {
+            return None;
+        }
+        let align = align.max(8);
+        let base = self.inner.base;
+        let offset = {
+            let mut free = self.free_list();
+            let (start, aligned, range_len) = free.iter().find_map(|(&start, &range_len)| {
+                let aligned = (base + start).checked_next_multiple_of(align)? - base;
+                let end = aligned.checked_add(len)?;
+                (end <= start + range_len).then_some((start, aligned, range_len))
+            })?;
+            free.remove(&start);
+            if aligned > start {
+                free.insert(start, aligned - start);
+            }
+            let after = start + range_len - (aligned + len);
+            if after > 0 {
+                free.insert(aligned + len, after);
+            }
+            aligned
+        };
+        let address = base + offset;
+        self.zero(address, len);
+        NonNull::new(self.pointer(address))
+    }
+
+    /// Returns `len` bytes at `ptr` (from [`PhysicalMemory::alloc`]) to the free list.
+    ///
+    /// # Errors
+    /// [`FreeError`] for a range outside the memory or one overlapping free memory; nothing is
+    /// changed then.
+    pub fn free(&self, ptr: NonNull<u8>, len: usize) -> Result<(), FreeError> {
+        let address = ptr.as_ptr().addr();
+        if len == 0 || !self.contains(address, len) {
+            return Err(FreeError::Outside { address, len });
+        }
+        let mut start = address - self.inner.base;
+        let mut end = start + len;
+        let mut free = self.free_list();
+        let before = free.range(..end).next_back().map(|(&s, &l)| (s, s + l));
+        if let Some((_, before_end)) = before
+            && before_end > start
+        {
+            return Err(FreeError::AlreadyFree { address, len });
+        }
+        if let Some((before_start, before_end)) = before
+            && before_end == start
+        {
+            free.remove(&before_start);
+            start = before_start;
+        }
+        if let Some(after_len) = free.get(&end).copied() {
+            free.remove(&end);
+            end += after_len;
+        }
+        free.insert(start, end - start);
+        Ok(())
+    }
+
+    /// Bytes currently free (for leak checks in tests).
+    #[must_use]
+    pub fn free_bytes(&self) -> usize {
+        self.free_list().values().sum()
+    }
+
+    /// Copies `bytes` to `address` through vm-memory; `false` if outside the memory.
+    #[must_use]
+    pub fn write(&self, address: usize, bytes: &[u8]) -> bool {
+        self.inner
+            .memory
+            .write_slice(bytes, GuestAddress(address as u64))
+            .is_ok()
+    }
+
+    /// Copies from `address` into `out` through vm-memory; `false` if outside the memory.
+    #[must_use]
+    pub fn read(&self, address: usize, out: &mut [u8]) -> bool {
+        self.inner
+            .memory
+            .read_slice(out, GuestAddress(address as u64))
+            .is_ok()
+    }
+
+    fn zero(&self, address: usize, len: usize) {
+        const ZEROES: [u8; 4096] = [0; 4096];
+        let mut done = 0;
+        while done < len {
+            let chunk = (len - done).min(ZEROES.len());
+            // The range was just carved from the region, so the write cannot miss it.
+            let _ = self.write(address + done, &ZEROES[..chunk]);
+            done += chunk;
+        }
+    }
+
+    /// A pointer to `address` inside the mapping, derived from the mapping's own pointer so it
+    /// keeps the mapping's provenance.
+    fn pointer(&self, address: usize) -> *mut u8 {
+        self.inner
+            .memory
+            .get_host_address(GuestAddress(address as u64))
+            .unwrap_or(std::ptr::null_mut())
+    }
+
+    fn free_list(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, usize>> {
+        self.inner
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn guest_addresses_are_host_addresses() {
+        let memory = PhysicalMemory::new(1 << 20).unwrap();
+        let ptr = memory.alloc(4096, 4096).unwrap();
+        assert_eq!(ptr.as_ptr().addr() % 4096, 0);
+        assert!(memory.contains(ptr.as_ptr().addr(), 4096));
+        assert!(memory.write(ptr.as_ptr().addr() + 10, &[1, 2, 3]));
+        let mut back = [0; 3];
+        assert!(memory.read(ptr.as_ptr().addr() + 10, &mut back));
+        assert_eq!(back, [1, 2, 3]);
+        assert!(!memory.contains(memory.base() + memory.size() - 2, 4));
+        assert!(!memory.write(memory.base() + memory.size(), &[0]));
+        assert!(!memory.read(8, &mut back));
+    }
+
+    #[test]
+    fn allocations_are_zeroed_after_reuse_and_double_free_is_refused() {
+        let memory = PhysicalMemory::new(64 << 10).unwrap();
+        let a = memory.alloc(100, 8).unwrap();
+        assert!(memory.write(a.as_ptr().addr(), &[0xAA; 100]));
+        memory.free(a, 100).unwrap();
+        assert_eq!(
+            memory.free(a, 100),
+            Err(FreeError::AlreadyFree {
+                address: a.as_ptr().addr(),
+                len: 100
+            })
+        );
+        let b = memory.alloc(100, 8).unwrap();
+        assert_eq!(a, b);
+        let mut back = [1; 100];
+        assert!(memory.read(b.as_ptr().addr(), &mut back));
+        assert_eq!(back, [0; 100]);
+        assert!(memory.alloc(1 << 20, 8).is_none());
+        assert!(memory.alloc(0, 8).is_none());
+        assert!(memory.alloc(8, 3).is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn allocations_never_overlap_and_everything_comes_back(
+            ops in proptest::collection::vec((1usize..5000, 0u32..7, any::<bool>()), 1..80)
+        ) {
+            let memory = PhysicalMemory::new(256 << 10).unwrap();
+            let total = memory.free_bytes();
+            let mut live: Vec<(usize, usize)> = Vec::new();
+            for (len, align_shift, free_one) in ops {
+                if free_one && !live.is_empty() {
+                    let (address, len) = live.swap_remove(len % live.len());
+                    memory.free(NonNull::new(address as *mut u8).unwrap(), len).unwrap();
+                } else if let Some(ptr) = memory.alloc(len, 1 << (align_shift + 3)) {
+                    let address = ptr.as_ptr().addr();
+                    prop_assert_eq!(address % (1 << (align_shift + 3)), 0);
+                    prop_assert!(memory.contains(address, len));
+                    for &(other, other_len) in &live {
+                        prop_assert!(address + len <= other || other + other_len <= address);
+                    }
+                    live.push((address, len));
+                }
+            }
+            for (address, len) in live {
+                memory.free(NonNull::new(address as *mut u8).unwrap(), len).unwrap();
+            }
+            prop_assert_eq!(memory.free_bytes(), total);
+            prop_assert_eq!(memory.free_list().len(), 1);
+        }
+    }
+}

@@ -1,0 +1,1428 @@
+//! A virtio-scsi PCI device for the StorPort simulator: QEMU's register layout, rust-vmm
+//! `virtio-queue` rings on the device side, a SCSI target, and fault injection.
+//!
+//! The register file is virtio-core's [`FakeVirtioPci`] (QEMU's capability layout and common
+//! configuration semantics); this module adds what a real device does behind it: a write to
+//! the notification region runs that queue, a status write of 0 drops every queue and pending
+//! completion, requests are executed by the [`target`] and completed on the used ring, and the
+//! queue's MSI-X vector is raised through an [`InterruptSink`] when EVENT_IDX says so.
+//!
+//! Everything the driver put in memory is untrusted: the device reaches it only through
+//! vm-memory, and a chain that breaks the protocol makes the device report
+//! `DEVICE_NEEDS_RESET` (as QEMU's `virtio_error` does) instead of panicking.
+//!
+//! Locks: one per queue, one for the pending (delayed) completions, taken one at a time except
+//! queue -> pending when a delayed request is filed. Interrupts are raised with no lock held,
+//! because the simulator runs the miniport's ISR inside [`InterruptSink::raise`] and the ISR
+//! reads device registers.
+// `deny`, not `forbid`: the device itself has no unsafe code, but its tests play the driver
+// and describe DMA memory with `DmaMemory::new`, one expected exception in `tests.rs`.
+#![deny(unsafe_code)]
+
+pub mod memory;
+pub mod target;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, Weak};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use virtio_core::fake::pci::{FakeRegions, FakeVirtioPci};
+use virtio_core::features::Features;
+use virtio_core::hal::RegisterIo;
+use virtio_core::pci::{DeviceStatus, Isr, VIRTIO_MSI_NO_VECTOR, VirtioPciCommonCfg as Common};
+use virtio_core::scsi::{
+    AnResp, CmdResp, ControlType, Event, Lun as WireLun, Response, TmfSubtype, queue_index,
+};
+use virtio_queue::{DescriptorChain, Queue, QueueT, Reader, Writer};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use zerocopy::IntoBytes;
+
+pub use memory::PhysicalMemory;
+pub use target::Lun;
+
+/// Where the simulator delivers the device's interrupts (to the miniport's message ISR).
+pub trait InterruptSink: Send + Sync {
+    /// Signals MSI-X message `msix_vector`. Called with no device lock held; the callee may
+    /// read and write device registers.
+    fn raise(&self, msix_vector: u16);
+}
+
+/// When requests complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompletionMode {
+    /// In the notifying thread, before its register write returns.
+    Inline,
+    /// On a worker thread. With `shuffle`, each request waits a random time up to `max_delay`
+    /// and requests due together complete in random order; without, each waits exactly
+    /// `max_delay`, so completion order is submission order.
+    Delayed {
+        /// The longest (or, without `shuffle`, the exact) delay.
+        max_delay: Duration,
+        /// Randomise delays and completion order.
+        shuffle: bool,
+    },
+}
+
+/// The device's shape and behaviour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceOptions {
+    /// Request queues (`num_queues`); the device has this many plus controlq and eventq.
+    pub request_queues: u16,
+    /// Maximum size of every queue (a power of two).
+    pub queue_size: u16,
+    /// `seg_max`.
+    pub seg_max: u32,
+    /// `max_sectors`.
+    pub max_sectors: u32,
+    /// `cmd_per_lun`.
+    pub cmd_per_lun: u32,
+    /// `max_target`; targets above it are answered BAD_TARGET.
+    pub max_target: u16,
+    /// `max_lun`.
+    pub max_lun: u32,
+    /// When requests complete.
+    pub completion: CompletionMode,
+    /// Seed of the delay and shuffle generator, so a failing run can be replayed.
+    pub seed: u64,
+    /// Offer `VIRTIO_SCSI_F_HOTPLUG` (events are posted with [`VirtioScsiDevice::post_event`]).
+    pub hotplug: bool,
+}
+
+impl Default for DeviceOptions {
+    fn default() -> Self {
+        Self {
+            request_queues: 4,
+            queue_size: 256,
+            seg_max: 254,
+            max_sectors: 0xFFFF,
+            cmd_per_lun: 128,
+            max_target: 255,
+            max_lun: 16_383,
+            completion: CompletionMode::Inline,
+            seed: 0x5eed,
+            hotplug: false,
+        }
+    }
+}
+
+/// What the fault hook is told about one command, before it executes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// Virtqueue index (2 and up).
+    pub queue: u16,
+    /// Target addressed.
+    pub target: u8,
+    /// LUN addressed.
+    pub lun: u16,
+    /// The request's tag (`id`).
+    pub tag: u64,
+    /// The CDB (`cdb_size` bytes).
+    pub cdb: Vec<u8>,
+}
+
+/// What the device does with a command, as the fault hook decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultAction {
+    /// Execute and complete it as usual.
+    Normal,
+    /// Execute it after this delay (on the worker thread).
+    Delay(Duration),
+    /// Complete it without executing, with this virtio-scsi response.
+    Respond(Response),
+    /// Complete it without executing, with response OK and this SCSI status and sense.
+    ScsiStatus {
+        /// SCSI status byte (RESERVATION CONFLICT 0x18, CHECK CONDITION 0x02, ...).
+        status: u8,
+        /// Sense bytes (truncated to `sense_size`).
+        sense: Vec<u8>,
+    },
+    /// Never complete it (until a TMF or a device reset takes it back): a timeout.
+    Drop,
+    /// Execute it, but report this used length.
+    CorruptUsedLen(u32),
+    /// Do not complete it; publish a used element with this id instead.
+    CorruptUsedId(u16),
+}
+
+/// The fault hook: called for every command on a request queue. It must not access the
+/// device's registers (it runs under the queue's lock).
+pub type FaultHook = Arc<dyn Fn(&RequestInfo) -> FaultAction + Send + Sync>;
+
+/// Counters of one virtqueue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Chains popped from the available ring.
+    pub requests: u64,
+    /// Notifications (kicks) received.
+    pub notifications: u64,
+    /// Interrupts raised.
+    pub interrupts: u64,
+    /// Task management functions handled (controlq only).
+    pub tmfs: u64,
+}
+
+/// Counters of the whole device.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// Per virtqueue, by index.
+    pub queues: Vec<QueueStats>,
+    /// Times the device set `DEVICE_NEEDS_RESET`.
+    pub device_errors: u64,
+    /// Device resets (status writes of 0).
+    pub resets: u64,
+    /// Requests currently held back (delayed or dropped).
+    pub pending: usize,
+}
+
+#[derive(Debug, Default)]
+struct QueueCounters {
+    requests: AtomicU64,
+    notifications: AtomicU64,
+    interrupts: AtomicU64,
+    tmfs: AtomicU64,
+}
+
+type Chain = DescriptorChain<Arc<GuestMemoryMmap>>;
+
+/// The device side of one virtqueue.
+#[derive(Default)]
+struct QueueState {
+    /// rust-vmm's queue, once the driver enabled it and set DRIVER_OK.
+    queue: Option<Queue>,
+    /// The eventq had no buffer for an event: the next one carries EVENTS_MISSED.
+    events_missed: bool,
+}
+
+/// How a command ends, before it is written to the driver's buffers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Reply {
+    response: Response,
+    status: u8,
+    sense: Vec<u8>,
+    data_in: Vec<u8>,
+    resid: u32,
+}
+
+impl Reply {
+    fn response(response: Response, resid: u32) -> Self {
+        Self {
+            response,
+            status: 0,
+            sense: Vec::new(),
+            data_in: Vec::new(),
+            resid,
+        }
+    }
+}
+
+/// A command popped from a request queue, parsed, waiting to execute and complete.
+struct Job {
+    epoch: u64,
+    queue: u16,
+    chain: Chain,
+    /// Bytes of response header the chain's writable part starts with (`12 + sense_size`).
+    resp_size: usize,
+    work: Work,
+    used_len: Option<u32>,
+    corrupt_id: Option<u16>,
+    /// Who it is for, for TMFs: (target, lun, tag).
+    nexus: (u8, u16, u64),
+    /// When it completes.
+    when: When,
+}
+
+/// When a job completes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum When {
+    /// While the queue is drained.
+    Now,
+    /// On the worker thread, at this instant.
+    At(Instant),
+    /// Only when a TMF or a reset takes it back.
+    Never,
+}
+
+/// What completing a [`Job`] involves.
+enum Work {
+    /// Run the CDB on a LUN.
+    Execute {
+        lun: Lun,
+        cdb: Vec<u8>,
+        data_out: Vec<u8>,
+        luns: Vec<u16>,
+        data_in_capacity: u32,
+        data_out_len: u32,
+    },
+    /// The answer is already known.
+    Reply(Reply),
+}
+
+impl Work {
+    fn run(self) -> Reply {
+        match self {
+            Self::Reply(reply) => reply,
+            Self::Execute {
+                lun,
+                cdb,
+                data_out,
+                luns,
+                data_in_capacity,
+                data_out_len,
+            } => {
+                let outcome = lun.execute(&cdb, &data_out, &luns);
+                let transferred_in = outcome.data_in.len().min(data_in_capacity as usize) as u32;
+                let resid = if data_out_len > 0 {
+                    let consumed = if outcome.status == target::GOOD {
+                        data_out.len() as u32
+                    } else {
+                        0
+                    };
+                    data_out_len - consumed.min(data_out_len)
+                } else {
+                    data_in_capacity - transferred_in
+                };
+                Reply {
+                    response: Response::Ok,
+                    status: outcome.status,
+                    sense: outcome.sense,
+                    data_in: outcome.data_in,
+                    resid,
+                }
+            }
+        }
+    }
+}
+
+/// A job held back, and when it is due (`None`: dropped until a TMF or reset).
+struct Held {
+    due: Option<Instant>,
+    job: Job,
+}
+
+/// Delayed and dropped jobs, shared with the worker thread.
+struct PendingSet {
+    state: Mutex<PendingState>,
+    changed: Condvar,
+}
+
+struct PendingState {
+    jobs: Vec<Held>,
+    /// Jobs the worker took and has not finished yet (for `quiesce`).
+    in_progress: usize,
+    /// Shuffle jobs that fall due together.
+    shuffle: bool,
+    shutdown: bool,
+    rng: SplitMix64,
+}
+
+/// SplitMix64: a tiny deterministic generator for delays and shuffles.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..bound` (`bound` > 0).
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound.max(1)
+    }
+}
+
+impl PendingSet {
+    fn lock(&self) -> MutexGuard<'_, PendingState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct Shared {
+    options: DeviceOptions,
+    memory: PhysicalMemory,
+    guest: Arc<GuestMemoryMmap>,
+    regs: FakeVirtioPci,
+    regions: FakeRegions,
+    sink: Arc<dyn InterruptSink>,
+    queues: Vec<Mutex<QueueState>>,
+    counters: Vec<QueueCounters>,
+    luns: RwLock<BTreeMap<u8, BTreeMap<u16, Lun>>>,
+    fault: RwLock<Option<FaultHook>>,
+    pending: Arc<PendingSet>,
+    /// Incremented by every reset; jobs of an older epoch are discarded, never completed.
+    epoch: AtomicU64,
+    /// Set with DEVICE_NEEDS_RESET: no queue is processed until the driver resets.
+    broken: AtomicBool,
+    device_errors: AtomicU64,
+    resets: AtomicU64,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.pending.lock().shutdown = true;
+        self.pending.changed.notify_all();
+    }
+}
+
+/// The virtio-scsi PCI device. A cheap handle: clones share the device.
+#[derive(Clone)]
+pub struct VirtioScsiDevice {
+    shared: Arc<Shared>,
+}
+
+/// Bytes of `virtio_scsi_cmd_req` before the CDB (lun, tag, task_attr, prio, crn).
+const CMD_REQ_HEADER: usize = 19;
+/// Bytes of `virtio_scsi_cmd_resp` before the sense data.
+const CMD_RESP_HEADER: usize = 12;
+/// Bytes of the device-readable part of a TMF request.
+const TMF_REQ_SIZE: usize = 24;
+/// Bytes of the device-readable part of an AN request.
+const AN_REQ_SIZE: usize = 16;
+
+/// Why a chain breaks the protocol (the device then needs a reset).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChainError {
+    /// A readable descriptor after a writable one (virtio 1.x section 2.7.4.2).
+    ReadableAfterWritable,
+    /// A descriptor outside guest memory.
+    Unmapped,
+    /// The request or response header does not fit the chain.
+    TooShort,
+}
+
+impl VirtioScsiDevice {
+    /// A device over `memory`, interrupting through `sink`. Starts a worker thread for delayed
+    /// completions; it ends when the last handle is dropped.
+    #[must_use]
+    pub fn new(
+        options: DeviceOptions,
+        memory: PhysicalMemory,
+        sink: Arc<dyn InterruptSink>,
+    ) -> Self {
+        let mut config = Vec::new();
+        for value in [
+            u32::from(options.request_queues),
+            options.seg_max,
+            options.max_sectors,
+            options.cmd_per_lun,
+            size_of::<Event>() as u32, // event_info_size
+            virtio_core::scsi::SENSE_SIZE as u32,
+            virtio_core::scsi::CDB_SIZE as u32,
+        ] {
+            config.extend_from_slice(&value.to_le_bytes());
+        }
+        config.extend_from_slice(&0u16.to_le_bytes()); // max_channel
+        config.extend_from_slice(&options.max_target.to_le_bytes());
+        config.extend_from_slice(&options.max_lun.to_le_bytes());
+        let mut features = Features::VERSION_1 | Features::INDIRECT_DESC | Features::EVENT_IDX;
+        if options.hotplug {
+            features |= Features::SCSI_HOTPLUG;
+        }
+        let queue_count = usize::from(options.request_queues) + 2;
+        let regs = FakeVirtioPci::scsi(options.request_queues)
+            .device_features(features)
+            .queues(&vec![options.queue_size; queue_count])
+            .device_config(&config, &[20..24, 24..28])
+            .build();
+        let pending = Arc::new(PendingSet {
+            state: Mutex::new(PendingState {
+                jobs: Vec::new(),
+                in_progress: 0,
+                shuffle: matches!(
+                    options.completion,
+                    CompletionMode::Delayed { shuffle: true, .. }
+                ),
+                shutdown: false,
+                rng: SplitMix64(options.seed),
+            }),
+            changed: Condvar::new(),
+        });
+        let shared = Arc::new(Shared {
+            options,
+            guest: Arc::new(memory.guest_memory().clone()),
+            memory,
+            regs,
+            regions: FakeRegions::qemu(),
+            sink,
+            queues: (0..queue_count).map(|_| Mutex::default()).collect(),
+            counters: (0..queue_count).map(|_| QueueCounters::default()).collect(),
+            luns: RwLock::new(BTreeMap::new()),
+            fault: RwLock::new(None),
+            pending: Arc::clone(&pending),
+            epoch: AtomicU64::new(0),
+            broken: AtomicBool::new(false),
+            device_errors: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&shared);
+        // A worker that cannot start leaves delayed requests pending; `quiesce` would then wait
+        // forever, so report it loudly in the test log instead.
+        if let Err(error) = thread::Builder::new()
+            .name("virtio-scsi-completions".into())
+            .spawn(move || completion_worker(&pending, &weak))
+        {
+            eprintln!("virtio-scsi device: completion worker did not start: {error}");
+        }
+        Self { shared }
+    }
+
+    /// PCI configuration space (header and capability list).
+    #[must_use]
+    pub fn pci_config(&self) -> &FakeVirtioPci {
+        &self.shared.regs
+    }
+
+    /// The register file, for tests that inspect what the driver did (violations, status
+    /// writes).
+    #[must_use]
+    pub fn registers(&self) -> &FakeVirtioPci {
+        &self.shared.regs
+    }
+
+    /// The memory the device reaches.
+    #[must_use]
+    pub fn memory(&self) -> &PhysicalMemory {
+        &self.shared.memory
+    }
+
+    /// Length of BAR `bar`, `None` if unmapped.
+    #[must_use]
+    pub fn bar_len(&self, bar: u8) -> Option<u64> {
+        self.shared.regs.bar_len(bar)
+    }
+
+    /// Reads `width` (1, 2, 4 or 8) bytes of BAR `bar` at `offset`; all ones for other widths.
+    #[must_use]
+    pub fn mmio_read(&self, bar: u8, offset: u64, width: u8) -> u64 {
+        let regs = &self.shared.regs;
+        match width {
+            1 => regs.read8(bar, offset).into(),
+            2 => regs.read16(bar, offset).into(),
+            4 => regs.read32(bar, offset).into(),
+            8 => regs.read64(bar, offset),
+            _ => u64::MAX,
+        }
+    }
+
+    /// Writes `width` bytes of `value` to BAR `bar` at `offset`: registers are updated, a
+    /// notification runs its queue (completing inline requests before returning), and a status
+    /// write of 0 resets the device.
+    pub fn mmio_write(&self, bar: u8, offset: u64, width: u8, value: u64) {
+        let shared = &self.shared;
+        let notify = shared.regions.notify;
+        if bar == notify.bar
+            && let Some(relative) = offset.checked_sub(u64::from(notify.offset))
+            && relative < u64::from(notify.length)
+        {
+            // QEMU takes the queue from the address, not the value written.
+            let queue = relative / u64::from(shared.regions.notify_off_multiplier.max(1));
+            if let Ok(queue) = u16::try_from(queue)
+                && usize::from(queue) < shared.queues.len()
+            {
+                shared.notified(queue);
+            }
+            return;
+        }
+        let regs = &shared.regs;
+        match width {
+            1 => regs.write8(bar, offset, value as u8),
+            2 => regs.write16(bar, offset, value as u16),
+            4 => regs.write32(bar, offset, value as u32),
+            8 => regs.write64(bar, offset, value),
+            _ => {}
+        }
+        let status = u64::from(shared.regions.common.offset) + Common::DEVICE_STATUS;
+        if bar == shared.regions.common.bar && offset == status && width == 1 && value == 0 {
+            shared.reset();
+        }
+    }
+
+    /// Adds (or replaces) LUN `lun` of target `target`.
+    ///
+    /// # Errors
+    /// The LUN number is above the virtio-scsi maximum (16383).
+    pub fn add_lun(
+        &self,
+        target: u8,
+        lun: u16,
+        unit: Lun,
+    ) -> Result<(), virtio_core::scsi::LunError> {
+        WireLun::new(target, lun)?;
+        self.shared
+            .luns
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(target)
+            .or_default()
+            .insert(lun, unit);
+        Ok(())
+    }
+
+    /// Removes a LUN, returning it. Commands already parsed still complete on it.
+    pub fn remove_lun(&self, target: u8, lun: u16) -> Option<Lun> {
+        let mut luns = self
+            .shared
+            .luns
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let units = luns.get_mut(&target)?;
+        let removed = units.remove(&lun);
+        if units.is_empty() {
+            luns.remove(&target);
+        }
+        removed
+    }
+
+    /// Installs (or with `None` removes) the fault hook.
+    pub fn set_fault_hook(&self, hook: Option<FaultHook>) {
+        *self
+            .shared
+            .fault
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = hook;
+    }
+
+    /// The device's counters.
+    #[must_use]
+    pub fn stats(&self) -> DeviceStats {
+        let shared = &self.shared;
+        DeviceStats {
+            queues: shared
+                .counters
+                .iter()
+                .map(|c| QueueStats {
+                    requests: c.requests.load(Ordering::Relaxed),
+                    notifications: c.notifications.load(Ordering::Relaxed),
+                    interrupts: c.interrupts.load(Ordering::Relaxed),
+                    tmfs: c.tmfs.load(Ordering::Relaxed),
+                })
+                .collect(),
+            device_errors: shared.device_errors.load(Ordering::Relaxed),
+            resets: shared.resets.load(Ordering::Relaxed),
+            pending: shared.pending.lock().jobs.len(),
+        }
+    }
+
+    /// Waits until every delayed completion has been delivered (dropped requests stay
+    /// pending: they wait for a TMF or a reset).
+    pub fn quiesce(&self) {
+        let pending = &self.shared.pending;
+        let mut state = pending.lock();
+        while state.in_progress > 0 || state.jobs.iter().any(|held| held.due.is_some()) {
+            state = pending
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Writes `event` into the next eventq buffer and interrupts. Returns `false` if the driver
+    /// posted no buffer (the next event then carries EVENTS_MISSED) or the eventq is not live.
+    #[must_use]
+    pub fn post_event(&self, event: Event) -> bool {
+        self.shared.post_event(event)
+    }
+}
+
+impl Shared {
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    fn queue_lock(&self, index: u16) -> Option<MutexGuard<'_, QueueState>> {
+        self.queues
+            .get(usize::from(index))
+            .map(|q| q.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn counters(&self, index: u16) -> Option<&QueueCounters> {
+        self.counters.get(usize::from(index))
+    }
+
+    /// Resets the device side: forgets every queue and held request (their buffers belong to
+    /// the driver again).
+    fn reset(&self) {
+        self.resets.fetch_add(1, Ordering::Relaxed);
+        // ORDERING: the new epoch is published before the queues are cleared under their
+        // locks, so a worker that completes a job afterwards (under the same lock) sees it and
+        // discards the job instead of writing into rings the driver is taking back.
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        for index in 0..self.queues.len() {
+            if let Some(mut state) = self.queue_lock(index as u16) {
+                *state = QueueState::default();
+            }
+        }
+        self.pending.lock().jobs.clear();
+        self.pending.changed.notify_all();
+        self.broken.store(false, Ordering::Release);
+    }
+
+    /// The driver broke the protocol: DEVICE_NEEDS_RESET and a configuration interrupt, as
+    /// QEMU's `virtio_error` does. Returns the vector to raise, if any.
+    fn device_error(&self, _why: ChainError) -> Option<u16> {
+        self.device_errors.fetch_add(1, Ordering::Relaxed);
+        self.broken.store(true, Ordering::Release);
+        self.regs.set_device_needs_reset();
+        self.regs.raise_isr(Isr::CONFIG);
+        let vector = self.regs.config_msix_vector();
+        (vector != VIRTIO_MSI_NO_VECTOR).then_some(vector)
+    }
+
+    fn raise(&self, vectors: impl IntoIterator<Item = u16>) {
+        for vector in vectors {
+            self.sink.raise(vector);
+        }
+    }
+
+    /// Sets up the device side of queue `index` from its registers if the driver enabled it
+    /// and set DRIVER_OK. `Err` if its addresses are unusable.
+    fn ready<'a>(
+        &self,
+        state: &'a mut QueueState,
+        index: u16,
+    ) -> Result<Option<&'a mut Queue>, ChainError> {
+        if self.broken.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        if state.queue.is_none() {
+            let Some(regs) = self.regs.queue(index) else {
+                return Ok(None);
+            };
+            if !regs.enabled || !self.regs.status().contains(DeviceStatus::DRIVER_OK) {
+                return Ok(None);
+            }
+            let mut queue = Queue::new(regs.max_size.max(1)).map_err(|_| ChainError::Unmapped)?;
+            queue.set_size(regs.size);
+            queue
+                .try_set_desc_table_address(GuestAddress(regs.desc))
+                .map_err(|_| ChainError::Unmapped)?;
+            queue
+                .try_set_avail_ring_address(GuestAddress(regs.driver))
+                .map_err(|_| ChainError::Unmapped)?;
+            queue
+                .try_set_used_ring_address(GuestAddress(regs.device))
+                .map_err(|_| ChainError::Unmapped)?;
+            queue.set_event_idx(self.regs.driver_features().contains(Features::EVENT_IDX));
+            queue.set_ready(true);
+            if !queue.is_valid(&*self.guest) {
+                return Err(ChainError::Unmapped);
+            }
+            state.queue = Some(queue);
+        }
+        Ok(state.queue.as_mut())
+    }
+
+    fn sense_size(&self) -> usize {
+        self.config_u32(virtio_core::scsi::Config::SENSE_SIZE_OFFSET) as usize
+    }
+
+    fn cdb_size(&self) -> usize {
+        self.config_u32(virtio_core::scsi::Config::CDB_SIZE_OFFSET) as usize
+    }
+
+    fn config_u32(&self, offset: usize) -> u32 {
+        let bytes = self.regs.device_config_bytes();
+        let mut value = [0u8; 4];
+        for (i, slot) in value.iter_mut().enumerate() {
+            *slot = bytes.get(offset + i).copied().unwrap_or(0);
+        }
+        u32::from_le_bytes(value)
+    }
+
+    fn notified(&self, queue: u16) {
+        if let Some(counters) = self.counters(queue) {
+            counters.notifications.fetch_add(1, Ordering::Relaxed);
+        }
+        match queue {
+            queue_index::CONTROL => self.process_control(),
+            // Event buffers stay in the ring until an event is posted.
+            queue_index::EVENT => {}
+            _ => self.process_requests(queue),
+        }
+    }
+
+    /// Drains request queue `index`: parses every available chain, completes inline requests
+    /// and files the others, then interrupts if EVENT_IDX asks for it.
+    fn process_requests(&self, index: u16) {
+        let Some(mut state) = self.queue_lock(index) else {
+            return;
+        };
+        let mut raise = Vec::new();
+        let epoch = self.epoch();
+        let queue = match self.ready(&mut state, index) {
+            Ok(Some(queue)) => queue,
+            Ok(None) => return,
+            Err(error) => {
+                drop(state);
+                self.raise(self.device_error(error));
+                return;
+            }
+        };
+        let mut completed = 0u32;
+        let mut error = None;
+        'drain: loop {
+            if queue.disable_notification(&*self.guest).is_err() {
+                error = Some(ChainError::Unmapped);
+                break;
+            }
+            while let Some(chain) = queue.pop_descriptor_chain(Arc::clone(&self.guest)) {
+                if let Some(counters) = self.counters(index) {
+                    counters.requests.fetch_add(1, Ordering::Relaxed);
+                }
+                let job = match self.parse_command(index, epoch, chain) {
+                    Ok(job) => job,
+                    Err(e) => {
+                        error = Some(e);
+                        break 'drain;
+                    }
+                };
+                match job.when {
+                    When::Now => {
+                        if self.complete(queue, job) {
+                            completed += 1;
+                        }
+                    }
+                    When::At(due) => self.hold(job, Some(due)),
+                    When::Never => self.hold(job, None),
+                }
+            }
+            match queue.enable_notification(&*self.guest) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(_) => {
+                    error = Some(ChainError::Unmapped);
+                    break;
+                }
+            }
+        }
+        if completed > 0 && self.needs_interrupt(queue) {
+            raise.extend(self.interrupt_vector(index));
+        }
+        drop(state);
+        if let Some(error) = error {
+            raise.extend(self.device_error(error));
+        }
+        self.raise(raise);
+    }
+
+    fn hold(&self, job: Job, due: Option<Instant>) {
+        self.pending.lock().jobs.push(Held { due, job });
+        self.pending.changed.notify_all();
+    }
+
+    /// Parses one request-queue chain into a job (the fault hook decides its fate).
+    fn parse_command(&self, queue: u16, epoch: u64, chain: Chain) -> Result<Job, ChainError> {
+        let (mut reader, writer) = self.split_chain(&chain)?;
+        let cdb_size = self.cdb_size();
+        let resp_size = CMD_RESP_HEADER + self.sense_size();
+        let req_size = CMD_REQ_HEADER + cdb_size;
+        if reader.available_bytes() < req_size || writer.available_bytes() < resp_size {
+            return Err(ChainError::TooShort);
+        }
+        let mut header = vec![0u8; req_size];
+        reader
+            .read_exact(&mut header)
+            .map_err(|_| ChainError::Unmapped)?;
+        let data_out_len = u32::try_from(reader.available_bytes()).unwrap_or(u32::MAX);
+        let data_in_capacity =
+            u32::try_from(writer.available_bytes() - resp_size).unwrap_or(u32::MAX);
+        let mut lun_bytes = [0u8; 8];
+        lun_bytes.copy_from_slice(header.get(..8).unwrap_or(&[0; 8]));
+        let tag = u64::from_le_bytes(
+            header
+                .get(8..16)
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or([0; 8]),
+        );
+        let cdb = header.get(CMD_REQ_HEADER..).unwrap_or_default().to_vec();
+        let whole = data_in_capacity.max(data_out_len);
+        let mut job = Job {
+            epoch,
+            queue,
+            chain,
+            resp_size,
+            work: Work::Reply(Reply::response(Response::BadTarget, whole)),
+            used_len: None,
+            corrupt_id: None,
+            nexus: (lun_bytes[1], 0, tag),
+            when: self.default_when(),
+        };
+        let Ok(address) = WireLun::decode(lun_bytes) else {
+            return Ok(job);
+        };
+        job.nexus = (address.target(), address.lun(), tag);
+        let Some((unit, luns)) = self.lookup(address) else {
+            return Ok(job);
+        };
+        if data_out_len > 0 && data_in_capacity > 0 {
+            // Bidirectional commands need VIRTIO_SCSI_F_INOUT, which is not offered.
+            job.work = Work::Reply(Reply::response(Response::Failure, whole));
+            return Ok(job);
+        }
+        let block_size = unit.as_ref().map_or(512, Lun::block_size);
+        let fits = match target::data_phase(&cdb, block_size) {
+            target::DataPhase::In(n) if n > 0 => {
+                data_out_len == 0 && n <= u64::from(data_in_capacity)
+            }
+            target::DataPhase::Out(n) if n > 0 => {
+                data_in_capacity == 0 && n <= u64::from(data_out_len)
+            }
+            _ => true,
+        };
+        if !fits {
+            job.work = Work::Reply(Reply::response(Response::Overrun, whole));
+            return Ok(job);
+        }
+        let Some(unit) = unit else {
+            let outcome = target::execute_absent(&cdb, &luns);
+            let transferred = outcome.data_in.len().min(data_in_capacity as usize) as u32;
+            job.work = Work::Reply(Reply {
+                response: Response::Ok,
+                status: outcome.status,
+                sense: outcome.sense,
+                data_in: outcome.data_in,
+                resid: whole - transferred.min(whole),
+            });
+            return Ok(job);
+        };
+        let needed = match target::data_phase(&cdb, block_size) {
+            target::DataPhase::Out(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            _ => 0,
+        };
+        let mut data_out = vec![0u8; needed];
+        reader
+            .read_exact(&mut data_out)
+            .map_err(|_| ChainError::Unmapped)?;
+        let info = RequestInfo {
+            queue,
+            target: address.target(),
+            lun: address.lun(),
+            tag,
+            cdb: cdb.clone(),
+        };
+        job.work = Work::Execute {
+            lun: unit,
+            cdb,
+            data_out,
+            luns,
+            data_in_capacity,
+            data_out_len,
+        };
+        self.apply_fault(&mut job, &info, whole);
+        Ok(job)
+    }
+
+    /// The unit at `address` (if present) and every LUN of its target, or `None` if the
+    /// target does not exist (or is above `max_target`).
+    fn lookup(&self, address: WireLun) -> Option<(Option<Lun>, Vec<u16>)> {
+        if u16::from(address.target()) > self.options.max_target {
+            return None;
+        }
+        let all = self.luns.read().unwrap_or_else(PoisonError::into_inner);
+        let units = all.get(&address.target())?;
+        Some((
+            units.get(&address.lun()).cloned(),
+            units.keys().copied().collect(),
+        ))
+    }
+
+    /// Asks the fault hook (if any) what to do with `job` and applies the answer.
+    fn apply_fault(&self, job: &mut Job, info: &RequestInfo, whole: u32) {
+        let hook = self
+            .fault
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let action = hook.map_or(FaultAction::Normal, |hook| hook(info));
+        match action {
+            FaultAction::Normal => {}
+            FaultAction::Delay(delay) => job.when = When::At(Instant::now() + delay),
+            FaultAction::Respond(response) => {
+                job.work = Work::Reply(Reply::response(response, whole));
+            }
+            FaultAction::ScsiStatus { status, sense } => {
+                job.work = Work::Reply(Reply {
+                    response: Response::Ok,
+                    status,
+                    sense,
+                    data_in: Vec::new(),
+                    resid: whole,
+                });
+            }
+            FaultAction::Drop => job.when = When::Never,
+            FaultAction::CorruptUsedLen(len) => job.used_len = Some(len),
+            FaultAction::CorruptUsedId(id) => job.corrupt_id = Some(id),
+        }
+    }
+
+    /// When a request completes without a fault: now, or after a (random) delay.
+    fn default_when(&self) -> When {
+        match self.options.completion {
+            CompletionMode::Inline => When::Now,
+            CompletionMode::Delayed { max_delay, shuffle } => {
+                let delay = if shuffle {
+                    let nanos = u64::try_from(max_delay.as_nanos()).unwrap_or(u64::MAX);
+                    Duration::from_nanos(self.pending.lock().rng.below(nanos.saturating_add(1)))
+                } else {
+                    max_delay
+                };
+                When::At(Instant::now() + delay)
+            }
+        }
+    }
+
+    /// Builds the reader over the readable part and the writer over the writable part,
+    /// checking that no readable descriptor follows a writable one.
+    fn split_chain(&self, chain: &Chain) -> Result<(Reader<'_>, Writer<'_>), ChainError> {
+        let mut seen_writable = false;
+        for descriptor in chain.clone() {
+            if descriptor.is_write_only() {
+                seen_writable = true;
+            } else if seen_writable {
+                return Err(ChainError::ReadableAfterWritable);
+            }
+        }
+        let reader = Reader::new(&*self.guest, chain.clone()).map_err(|_| ChainError::Unmapped)?;
+        let writer = Writer::new(&*self.guest, chain.clone()).map_err(|_| ChainError::Unmapped)?;
+        Ok((reader, writer))
+    }
+
+    /// Executes `job` (if it still belongs to this epoch) and puts it on `queue`'s used ring.
+    /// Returns whether a used element was published.
+    fn complete(&self, queue: &mut Queue, job: Job) -> bool {
+        if job.epoch != self.epoch() {
+            return false;
+        }
+        let head = job.chain.head_index();
+        if let Some(id) = job.corrupt_id {
+            return self.publish_bogus(queue, id, 0);
+        }
+        let reply = job.work.run();
+        let written = self.write_reply(&job.chain, job.resp_size, &reply);
+        let len = job.used_len.unwrap_or(written);
+        queue.add_used(&*self.guest, head, len).is_ok()
+    }
+
+    /// Writes the response header, sense and data-in; returns the bytes written.
+    fn write_reply(&self, chain: &Chain, resp_size: usize, reply: &Reply) -> u32 {
+        let Ok(mut writer) = Writer::new(&*self.guest, chain.clone()) else {
+            return 0;
+        };
+        let sense_size = resp_size.saturating_sub(CMD_RESP_HEADER);
+        let sense = reply.sense.get(..sense_size).unwrap_or(&reply.sense);
+        let header = CmdResp {
+            sense_len: (sense.len() as u32).into(),
+            resid: reply.resid.into(),
+            status_qualifier: 0.into(),
+            status: reply.status,
+            response: reply.response.raw(),
+            sense: [0; virtio_core::scsi::SENSE_SIZE],
+        };
+        let mut resp = header
+            .as_bytes()
+            .get(..CMD_RESP_HEADER)
+            .unwrap_or_default()
+            .to_vec();
+        resp.extend_from_slice(sense);
+        resp.resize(resp_size, 0);
+        let mut data_in_written = 0;
+        if !reply.data_in.is_empty()
+            && let Ok(mut data) = writer.split_at(resp_size)
+        {
+            let room = data.available_bytes().min(reply.data_in.len());
+            if data
+                .write_all(reply.data_in.get(..room).unwrap_or_default())
+                .is_ok()
+            {
+                data_in_written = room;
+            }
+        }
+        if writer.write_all(&resp).is_err() {
+            return 0;
+        }
+        (resp_size + data_in_written) as u32
+    }
+
+    /// Publishes a used element `{id, len}` that names no chain the device took, to exercise
+    /// the driver's validation; the real chain stays unanswered until a reset.
+    fn publish_bogus(&self, queue: &mut Queue, id: u16, len: u32) -> bool {
+        let size = queue.size().max(1);
+        let next = queue.next_used();
+        let ring = queue.used_ring();
+        let element = ring + 4 + u64::from(next % size) * 8;
+        let guest = &*self.guest;
+        let written = guest
+            .write_obj(u32::from(id).to_le(), GuestAddress(element))
+            .is_ok()
+            && guest
+                .write_obj(len.to_le(), GuestAddress(element + 4))
+                .is_ok();
+        if !written {
+            return false;
+        }
+        let new = next.wrapping_add(1);
+        // ORDERING: release pairs with the driver's acquire load of used.idx, so the element
+        // written above is visible first (virtio 1.x section 2.7.8.2).
+        if guest
+            .store(new.to_le(), GuestAddress(ring + 2), Ordering::Release)
+            .is_err()
+        {
+            return false;
+        }
+        queue.set_next_used(new);
+        true
+    }
+
+    fn needs_interrupt(&self, queue: &mut Queue) -> bool {
+        queue.needs_notification(&*self.guest).unwrap_or(true)
+    }
+
+    /// The vector to raise for queue `index` (counted), or `None` without MSI-X (then the
+    /// ISR's queue bit is set for INTx).
+    fn interrupt_vector(&self, index: u16) -> Option<u16> {
+        if let Some(counters) = self.counters(index) {
+            counters.interrupts.fetch_add(1, Ordering::Relaxed);
+        }
+        let vector = self
+            .regs
+            .queue(index)
+            .map_or(VIRTIO_MSI_NO_VECTOR, |q| q.msix_vector);
+        if vector == VIRTIO_MSI_NO_VECTOR {
+            self.regs.raise_isr(Isr::QUEUE);
+            None
+        } else {
+            Some(vector)
+        }
+    }
+
+    /// Completes held jobs (from the worker or a TMF), queue by queue, and interrupts.
+    fn finish(&self, jobs: Vec<Job>) {
+        let mut by_queue: BTreeMap<u16, Vec<Job>> = BTreeMap::new();
+        for job in jobs {
+            by_queue.entry(job.queue).or_default().push(job);
+        }
+        let mut raise = Vec::new();
+        for (index, jobs) in by_queue {
+            let Some(mut state) = self.queue_lock(index) else {
+                continue;
+            };
+            let Some(queue) = state.queue.as_mut() else {
+                continue;
+            };
+            let mut completed = false;
+            for job in jobs {
+                completed |= self.complete(queue, job);
+            }
+            if completed && self.needs_interrupt(queue) {
+                raise.extend(self.interrupt_vector(index));
+            }
+        }
+        self.raise(raise);
+    }
+
+    /// Takes back the held jobs `matches` selects and completes them with `response`.
+    fn cancel(&self, response: Response, matches: impl Fn(&Job) -> bool) -> usize {
+        let taken: Vec<Job> = {
+            let mut state = self.pending.lock();
+            let (taken, kept): (Vec<Held>, Vec<Held>) =
+                state.jobs.drain(..).partition(|held| matches(&held.job));
+            state.jobs = kept;
+            taken.into_iter().map(|held| held.job).collect()
+        };
+        self.pending.changed.notify_all();
+        let count = taken.len();
+        let jobs = taken
+            .into_iter()
+            .map(|mut job| {
+                let whole = match &job.work {
+                    Work::Reply(reply) => reply.resid,
+                    Work::Execute {
+                        data_in_capacity,
+                        data_out_len,
+                        ..
+                    } => (*data_in_capacity).max(*data_out_len),
+                };
+                job.work = Work::Reply(Reply::response(response, whole));
+                job.corrupt_id = None;
+                job.used_len = None;
+                job
+            })
+            .collect();
+        self.finish(jobs);
+        count
+    }
+
+    /// Drains the controlq one request at a time, so the requests a TMF cancels complete (and
+    /// interrupt) before the TMF is answered, with no lock held across either.
+    fn process_control(&self) {
+        let index = queue_index::CONTROL;
+        loop {
+            let epoch = self.epoch();
+            let popped = {
+                let Some(mut state) = self.queue_lock(index) else {
+                    return;
+                };
+                let queue = match self.ready(&mut state, index) {
+                    Ok(Some(queue)) => queue,
+                    Ok(None) => return,
+                    Err(error) => {
+                        drop(state);
+                        self.raise(self.device_error(error));
+                        return;
+                    }
+                };
+                let mut popped = None;
+                loop {
+                    if queue.disable_notification(&*self.guest).is_err() {
+                        break;
+                    }
+                    if let Some(chain) = queue.pop_descriptor_chain(Arc::clone(&self.guest)) {
+                        popped = Some(chain);
+                        break;
+                    }
+                    if !queue.enable_notification(&*self.guest).unwrap_or(false) {
+                        break;
+                    }
+                }
+                popped
+            };
+            let Some(chain) = popped else {
+                return;
+            };
+            if let Some(counters) = self.counters(index) {
+                counters.requests.fetch_add(1, Ordering::Relaxed);
+            }
+            let answer = match self.control_request(&chain) {
+                Ok(answer) => answer,
+                Err(error) => {
+                    self.raise(self.device_error(error));
+                    return;
+                }
+            };
+            let mut raise = None;
+            if let Some(mut state) = self.queue_lock(index)
+                && epoch == self.epoch()
+                && let Some(queue) = state.queue.as_mut()
+            {
+                let written = Writer::new(&*self.guest, chain.clone())
+                    .ok()
+                    .and_then(|mut writer| writer.write_all(&answer).ok())
+                    .map_or(0, |()| answer.len() as u32);
+                if queue
+                    .add_used(&*self.guest, chain.head_index(), written)
+                    .is_ok()
+                    && self.needs_interrupt(queue)
+                {
+                    raise = self.interrupt_vector(index);
+                }
+            }
+            self.raise(raise);
+        }
+    }
+
+    /// Executes one controlq request; returns the bytes to write back.
+    fn control_request(&self, chain: &Chain) -> Result<Vec<u8>, ChainError> {
+        let (mut reader, writer) = self.split_chain(chain)?;
+        let mut request = vec![0u8; reader.available_bytes().min(TMF_REQ_SIZE)];
+        reader
+            .read_exact(&mut request)
+            .map_err(|_| ChainError::Unmapped)?;
+        let field = |range: std::ops::Range<usize>| request.get(range).unwrap_or_default();
+        let u32_at = |at: usize| u32::from_le_bytes(field(at..at + 4).try_into().unwrap_or([0; 4]));
+        let control_type = ControlType::from_raw(u32_at(0));
+        match control_type {
+            Some(ControlType::Tmf) => {
+                if request.len() < TMF_REQ_SIZE || writer.available_bytes() < 1 {
+                    return Err(ChainError::TooShort);
+                }
+                if let Some(counters) = self.counters(queue_index::CONTROL) {
+                    counters.tmfs.fetch_add(1, Ordering::Relaxed);
+                }
+                let lun: [u8; 8] = field(8..16).try_into().unwrap_or([0; 8]);
+                let tag = u64::from_le_bytes(field(16..24).try_into().unwrap_or([0; 8]));
+                let response = self.tmf(u32_at(4), lun, tag);
+                Ok(vec![response.raw()])
+            }
+            Some(ControlType::AnQuery | ControlType::AnSubscribe) => {
+                if request.len() < AN_REQ_SIZE || writer.available_bytes() < size_of::<AnResp>() {
+                    return Err(ChainError::TooShort);
+                }
+                // No asynchronous events are supported: event_actual 0, response OK.
+                let resp = AnResp {
+                    event_actual: 0.into(),
+                    response: Response::Ok.raw(),
+                };
+                Ok(resp.as_bytes().to_vec())
+            }
+            None => {
+                if writer.available_bytes() < 1 {
+                    return Err(ChainError::TooShort);
+                }
+                Ok(vec![Response::Failure.raw()])
+            }
+        }
+    }
+
+    /// Performs task management function `subtype` on `lun`; returns the TMF response.
+    fn tmf(&self, subtype: u32, lun: [u8; 8], tag: u64) -> Response {
+        let Ok(address) = WireLun::decode(lun) else {
+            return Response::BadTarget;
+        };
+        let (target, lun) = (address.target(), address.lun());
+        let (target_exists, lun_exists) = {
+            let all = self.luns.read().unwrap_or_else(PoisonError::into_inner);
+            let units = all.get(&target);
+            (units.is_some(), units.is_some_and(|u| u.contains_key(&lun)))
+        };
+        if !target_exists {
+            return Response::BadTarget;
+        }
+        let on_lun = |job: &Job| job.nexus.0 == target && job.nexus.1 == lun;
+        let Some(subtype) = TmfSubtype::from_raw(subtype) else {
+            return Response::FunctionRejected;
+        };
+        if !lun_exists && subtype != TmfSubtype::ITNexusReset {
+            return Response::IncorrectLun;
+        }
+        match subtype {
+            TmfSubtype::AbortTask => {
+                self.cancel(Response::Aborted, |job| on_lun(job) && job.nexus.2 == tag);
+                Response::FUNCTION_COMPLETE
+            }
+            TmfSubtype::AbortTaskSet | TmfSubtype::ClearTaskSet => {
+                self.cancel(Response::Aborted, on_lun);
+                Response::FUNCTION_COMPLETE
+            }
+            TmfSubtype::LogicalUnitReset => {
+                self.cancel(Response::Reset, on_lun);
+                Response::FUNCTION_COMPLETE
+            }
+            TmfSubtype::ITNexusReset => {
+                self.cancel(Response::Reset, |job| job.nexus.0 == target);
+                Response::FUNCTION_COMPLETE
+            }
+            TmfSubtype::QueryTask | TmfSubtype::QueryTaskSet => {
+                let pending = self.pending.lock();
+                let found = pending.jobs.iter().any(|held| {
+                    on_lun(&held.job)
+                        && (subtype == TmfSubtype::QueryTaskSet || held.job.nexus.2 == tag)
+                });
+                if found {
+                    Response::FunctionSucceeded
+                } else {
+                    Response::FUNCTION_COMPLETE
+                }
+            }
+            TmfSubtype::ClearAca => Response::FunctionRejected,
+        }
+    }
+
+    fn post_event(&self, mut event: Event) -> bool {
+        let index = queue_index::EVENT;
+        let Some(mut state) = self.queue_lock(index) else {
+            return false;
+        };
+        let missed = state.events_missed;
+        let queue = match self.ready(&mut state, index) {
+            Ok(Some(queue)) => queue,
+            Ok(None) => return false,
+            Err(error) => {
+                drop(state);
+                self.raise(self.device_error(error));
+                return false;
+            }
+        };
+        let Some(chain) = queue.pop_descriptor_chain(Arc::clone(&self.guest)) else {
+            state.events_missed = true;
+            return false;
+        };
+        if let Some(counters) = self.counters(index) {
+            counters.requests.fetch_add(1, Ordering::Relaxed);
+        }
+        if missed {
+            event.event = (event.event.get() | Event::EVENTS_MISSED).into();
+        }
+        let written = self.split_chain(&chain).and_then(|(_, mut writer)| {
+            if writer.available_bytes() < size_of::<Event>() {
+                return Err(ChainError::TooShort);
+            }
+            writer
+                .write_all(event.as_bytes())
+                .map_err(|_| ChainError::Unmapped)
+        });
+        if let Err(error) = written {
+            drop(state);
+            self.raise(self.device_error(error));
+            return false;
+        }
+        let mut raise = None;
+        if queue
+            .add_used(&*self.guest, chain.head_index(), size_of::<Event>() as u32)
+            .is_ok()
+            && self.needs_interrupt(queue)
+        {
+            raise = self.interrupt_vector(index);
+        }
+        state.events_missed = false;
+        drop(state);
+        self.raise(raise);
+        true
+    }
+}
+
+/// The worker: completes held jobs when due (in random order among those due together when
+/// shuffling), until the device is dropped.
+fn completion_worker(pending: &PendingSet, device: &Weak<Shared>) {
+    const IDLE: Duration = Duration::from_millis(20);
+    loop {
+        let batch = {
+            let mut state = pending.lock();
+            if state.shutdown {
+                return;
+            }
+            let now = Instant::now();
+            let (due, waiting): (Vec<Held>, Vec<Held>) = state
+                .jobs
+                .drain(..)
+                .partition(|held| held.due.is_some_and(|due| due <= now));
+            state.jobs = waiting;
+            if due.is_empty() {
+                let next = state.jobs.iter().filter_map(|held| held.due).min();
+                let wait = next.map_or(IDLE, |next| next.saturating_duration_since(now).min(IDLE));
+                drop(
+                    pending
+                        .changed
+                        .wait_timeout(state, wait)
+                        .unwrap_or_else(PoisonError::into_inner),
+                );
+                continue;
+            }
+            let mut due = due;
+            // Due order is submission order when every delay is the same.
+            due.sort_by_key(|held| held.due);
+            if state.shuffle {
+                // Fisher-Yates with the device's seeded generator.
+                for i in (1..due.len()).rev() {
+                    let j = state.rng.below(i as u64 + 1) as usize;
+                    due.swap(i, j);
+                }
+            }
+            state.in_progress += 1;
+            due
+        };
+        let Some(device) = device.upgrade() else {
+            return;
+        };
+        device.finish(batch.into_iter().map(|held| held.job).collect());
+        drop(device);
+        pending.lock().in_progress -= 1;
+        pending.changed.notify_all();
+    }
+}

@@ -1,0 +1,919 @@
+//! The device driven by virtio-core's own driver side (PCI transport, split queues), so the
+//! tests prove that device and driver agree on the protocol.
+
+use std::collections::HashMap;
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use virtio_core::dma::DmaMemory;
+use virtio_core::features::{Features, SCSI_DRIVER_FEATURES};
+use virtio_core::hal::{RegisterIo, Segment};
+use virtio_core::pci::PciTransport;
+use virtio_core::queue::split::SplitQueue;
+use virtio_core::queue::{DeviceError, QueueFeatures, Slot, Token, Virtqueue};
+use virtio_core::scsi::{
+    AnEvents, AnReq, CmdReq, CmdResp, Event, EventType, Lun as WireLun, ResetReason, Response,
+    TmfReq, TmfSubtype,
+};
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::target::{self, LunIdentity, opcode};
+use super::*;
+
+/// `RegisterIo` onto the device's MMIO entry points, as the simulator's register routines are.
+#[derive(Clone)]
+struct Mmio(VirtioScsiDevice);
+
+impl RegisterIo for Mmio {
+    fn bar_len(&self, bar: u8) -> Option<u64> {
+        self.0.bar_len(bar)
+    }
+    fn read8(&self, bar: u8, offset: u64) -> u8 {
+        self.0.mmio_read(bar, offset, 1) as u8
+    }
+    fn read16(&self, bar: u8, offset: u64) -> u16 {
+        self.0.mmio_read(bar, offset, 2) as u16
+    }
+    fn read32(&self, bar: u8, offset: u64) -> u32 {
+        self.0.mmio_read(bar, offset, 4) as u32
+    }
+    fn write8(&self, bar: u8, offset: u64, value: u8) {
+        self.0.mmio_write(bar, offset, 1, value.into());
+    }
+    fn write16(&self, bar: u8, offset: u64, value: u16) {
+        self.0.mmio_write(bar, offset, 2, value.into());
+    }
+    fn write32(&self, bar: u8, offset: u64, value: u32) {
+        self.0.mmio_write(bar, offset, 4, value.into());
+    }
+}
+
+/// Records every interrupt.
+#[derive(Default)]
+struct Recorder {
+    vectors: Mutex<Vec<u16>>,
+    count: AtomicU64,
+}
+
+impl InterruptSink for Recorder {
+    fn raise(&self, msix_vector: u16) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        self.vectors.lock().unwrap().push(msix_vector);
+    }
+}
+
+/// DMA memory from the simulated physical memory (bus address = process address).
+fn dma(memory: &PhysicalMemory, len: usize, align: usize) -> DmaMemory {
+    let ptr = memory.alloc(len, align).unwrap();
+    dma_at(ptr, len)
+}
+
+#[expect(
+    unsafe_code,
+    reason = "the test driver's DMA boundary: describing allocated memory"
+)]
+fn dma_at(ptr: NonNull<u8>, len: usize) -> DmaMemory {
+    // SAFETY: `ptr .. ptr + len` was carved from the simulated memory, which stays mapped while
+    // the test's `PhysicalMemory` lives; the test never frees it while the view is used, and
+    // touches it only through `DmaMemory` and the device (vm-memory). Bus address = CPU address.
+    unsafe { DmaMemory::new(ptr, len, ptr.as_ptr().addr() as u64) }.unwrap()
+}
+
+fn segment(memory: &DmaMemory) -> Segment {
+    Segment::new(memory.bus_address(), memory.len() as u32)
+}
+
+/// One command in flight: its buffers.
+struct InFlight {
+    resp: DmaMemory,
+    data_in: Option<DmaMemory>,
+}
+
+/// A completed command as the driver sees it.
+#[derive(Debug)]
+struct Done {
+    token: Token,
+    written: u32,
+    resp: CmdResp,
+    data: Vec<u8>,
+}
+
+/// One driver-side queue with its notification address.
+struct DriverQueue {
+    index: u16,
+    queue: SplitQueue<Vec<Slot>>,
+    notify_bar: u8,
+    notify_offset: u64,
+    device: VirtioScsiDevice,
+    memory: PhysicalMemory,
+    in_flight: HashMap<Token, InFlight>,
+}
+
+impl DriverQueue {
+    fn start(
+        &mut self,
+        lun: WireLun,
+        tag: u64,
+        cdb: &[u8],
+        data_out: &[u8],
+        data_in: usize,
+        indirect: bool,
+    ) -> Result<Token, virtio_core::queue::QueueError> {
+        let req = dma(&self.memory, size_of::<CmdReq>(), 8);
+        assert!(req.write_bytes(0, CmdReq::new(lun, tag, cdb).unwrap().as_bytes()));
+        let resp = dma(&self.memory, size_of::<CmdResp>(), 8);
+        let mut readable = vec![segment(&req)];
+        let mut writable = vec![segment(&resp)];
+        if !data_out.is_empty() {
+            let out = dma(&self.memory, data_out.len(), 512);
+            assert!(out.write_bytes(0, data_out));
+            readable.push(segment(&out));
+        }
+        let data_in = (data_in > 0).then(|| dma(&self.memory, data_in, 512));
+        if let Some(buffer) = &data_in {
+            writable.push(segment(buffer));
+        }
+        let table = indirect.then(|| dma(&self.memory, 16 * 8, 16));
+        let token = self.queue.add(&readable, &writable, table.as_ref())?;
+        self.in_flight.insert(token, InFlight { resp, data_in });
+        Ok(token)
+    }
+
+    fn kick(&mut self) {
+        if self.queue.kick_prepare() {
+            self.device
+                .mmio_write(self.notify_bar, self.notify_offset, 2, self.index.into());
+        }
+    }
+
+    fn reap(&mut self) -> Result<Vec<Done>, DeviceError> {
+        let mut done = Vec::new();
+        while let Some(used) = self.queue.pop_used()? {
+            let flight = self.in_flight.remove(&used.token).unwrap();
+            let mut bytes = [0u8; size_of::<CmdResp>()];
+            assert!(flight.resp.read_bytes(0, &mut bytes));
+            let resp = CmdResp::read_from_bytes(&bytes).unwrap();
+            let data = flight.data_in.map_or_else(Vec::new, |buffer| {
+                let mut data = vec![0; buffer.len()];
+                assert!(buffer.read_bytes(0, &mut data));
+                data
+            });
+            done.push(Done {
+                token: used.token,
+                written: used.written,
+                resp,
+                data,
+            });
+        }
+        Ok(done)
+    }
+
+    /// Submits one command, waits for it and returns it.
+    fn command(&mut self, lun: WireLun, cdb: &[u8], data_out: &[u8], data_in: usize) -> Done {
+        let token = self.start(lun, 7, cdb, data_out, data_in, false).unwrap();
+        self.kick();
+        self.device.quiesce();
+        let mut done = self.reap().unwrap();
+        assert_eq!(done.len(), 1);
+        let done = done.remove(0);
+        assert_eq!(done.token, token);
+        done
+    }
+}
+
+struct Harness {
+    device: VirtioScsiDevice,
+    memory: PhysicalMemory,
+    sink: Arc<Recorder>,
+    transport: PciTransport<Mmio>,
+    queues: Vec<Option<DriverQueue>>,
+    features: Features,
+}
+
+const QUEUE_SIZE: u16 = 64;
+
+impl Harness {
+    fn new(options: DeviceOptions, wanted: Features) -> Self {
+        let memory = PhysicalMemory::new(256 << 20).unwrap();
+        let sink = Arc::new(Recorder::default());
+        let device = VirtioScsiDevice::new(options, memory.clone(), sink.clone());
+        device
+            .add_lun(0, 0, Lun::memory(1 << 16, 512).unwrap())
+            .unwrap();
+        let transport = PciTransport::probe(device.pci_config(), Mmio(device.clone())).unwrap();
+        let mut harness = Self {
+            device,
+            memory,
+            sink,
+            transport,
+            queues: Vec::new(),
+            features: Features::empty(),
+        };
+        harness.init(wanted);
+        harness
+    }
+
+    fn default() -> Self {
+        Self::new(DeviceOptions::default(), SCSI_DRIVER_FEATURES)
+    }
+
+    /// The driver's initialisation: reset, negotiate, set up every queue, DRIVER_OK.
+    fn init(&mut self, wanted: Features) {
+        self.features = self.transport.begin_init(wanted).unwrap();
+        let queue_features = QueueFeatures {
+            event_idx: self.features.contains(Features::EVENT_IDX),
+            indirect: self.features.contains(Features::INDIRECT_DESC),
+        };
+        let count = self.transport.num_queues();
+        self.queues.clear();
+        for index in 0..count {
+            let ring = dma(
+                &self.memory,
+                SplitQueue::<Vec<Slot>>::ring_len(QUEUE_SIZE),
+                4096,
+            );
+            let queue = SplitQueue::new(
+                index,
+                QUEUE_SIZE,
+                ring,
+                vec![Slot::EMPTY; usize::from(QUEUE_SIZE)],
+                queue_features,
+            )
+            .unwrap();
+            let notifier = self
+                .transport
+                .setup_queue(index, QUEUE_SIZE, queue.addresses(), Some(index))
+                .unwrap();
+            self.queues.push(Some(DriverQueue {
+                index,
+                queue,
+                notify_bar: self.transport.layout().notify.bar,
+                notify_offset: notifier.offset(),
+                device: self.device.clone(),
+                memory: self.memory.clone(),
+                in_flight: HashMap::new(),
+            }));
+        }
+        self.transport.set_config_msix_vector(Some(count)).unwrap();
+        self.transport.driver_ok().unwrap();
+    }
+
+    fn queue(&mut self, index: u16) -> &mut DriverQueue {
+        self.queues[usize::from(index)].as_mut().unwrap()
+    }
+
+    /// Sends one controlq request with `readable` bytes and `writable` response bytes.
+    fn control(&mut self, request: &[u8], response_len: usize) -> Vec<u8> {
+        let memory = self.memory.clone();
+        let queue = self.queue(0);
+        let req = dma(&memory, request.len(), 8);
+        assert!(req.write_bytes(0, request));
+        let resp = dma(&memory, response_len, 8);
+        queue
+            .queue
+            .add(&[segment(&req)], &[segment(&resp)], None)
+            .unwrap();
+        // The controlq answers inline, whatever the completion mode.
+        queue.kick();
+        let used = queue.queue.pop_used().unwrap().unwrap();
+        assert_eq!(used.written as usize, response_len);
+        let mut bytes = vec![0; response_len];
+        assert!(resp.read_bytes(0, &mut bytes));
+        bytes
+    }
+}
+
+fn lun0() -> WireLun {
+    WireLun::new(0, 0).unwrap()
+}
+
+fn rw10(op: u8, lba: u32, blocks: u16) -> Vec<u8> {
+    let mut cdb = vec![op, 0];
+    cdb.extend_from_slice(&lba.to_be_bytes());
+    cdb.push(0);
+    cdb.extend_from_slice(&blocks.to_be_bytes());
+    cdb.push(0);
+    cdb
+}
+
+fn pattern(seed: u32, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(31).wrapping_add(seed) as u8)
+        .collect()
+}
+
+#[test]
+fn init_handshake_negotiates_what_the_device_implements() {
+    let h = Harness::default();
+    assert_eq!(
+        h.features,
+        Features::VERSION_1 | Features::INDIRECT_DESC | Features::EVENT_IDX
+    );
+    assert_eq!(h.transport.num_queues(), 6);
+    assert!(h.device.registers().violations().is_empty());
+    let mut config = [0u8; 36];
+    h.transport.read_device_config(0, &mut config).unwrap();
+    let config = virtio_core::scsi::Config::read_from_bytes(&config).unwrap();
+    let limits = virtio_core::scsi::Limits::from_config(&config).unwrap();
+    assert_eq!(config.num_queues.get(), 4);
+    assert_eq!(config.seg_max.get(), 254);
+    assert_eq!(limits.target_count(), 256);
+}
+
+#[test]
+fn write_then_read_round_trips_direct_and_indirect() {
+    let mut h = Harness::default();
+    let data = pattern(3, 8 * 512);
+    let q = h.queue(2);
+    q.start(lun0(), 1, &rw10(opcode::WRITE_10, 100, 8), &data, 0, true)
+        .unwrap();
+    q.kick();
+    let done = q.reap().unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        (
+            done[0].resp.response,
+            done[0].resp.status,
+            done[0].resp.resid.get()
+        ),
+        (0, 0, 0)
+    );
+    let read = q.command(lun0(), &rw10(opcode::READ_10, 100, 8), &[], 8 * 512);
+    assert_eq!(read.resp.status, 0);
+    assert_eq!(read.data, data);
+    assert_eq!(read.written as usize, 108 + data.len());
+    // The driver never re-armed (EVENT_IDX, used_event still 0): one interrupt only.
+    assert_eq!(h.sink.count.load(Ordering::SeqCst), 1);
+    assert!(h.sink.vectors.lock().unwrap().iter().all(|&v| v == 2));
+}
+
+#[test]
+fn inquiry_vpd_pages_and_read_capacity() {
+    let mut h = Harness::default();
+    h.device
+        .add_lun(
+            0,
+            1,
+            Lun::memory(5000, 4096).unwrap().with_identity(LunIdentity {
+                serial: "SERIAL42".into(),
+                naa_id: None,
+                ..LunIdentity::default()
+            }),
+        )
+        .unwrap();
+    let lun1 = WireLun::new(0, 1).unwrap();
+    let q = h.queue(3);
+    let std = q.command(lun1, &[opcode::INQUIRY, 0, 0, 0, 96, 0], &[], 96);
+    assert_eq!(std.resp.resid.get(), 96 - 36);
+    assert_eq!(&std.data[16..24], b"SIM DISK");
+    let pages = q.command(lun1, &[opcode::INQUIRY, 1, 0, 0, 64, 0], &[], 64);
+    assert_eq!(&pages.data[..7], &[0, 0, 0, 3, 0, 0x80, 0x83]);
+    let serial = q.command(lun1, &[opcode::INQUIRY, 1, 0x80, 0, 64, 0], &[], 64);
+    assert_eq!(&serial.data[4..12], b"SERIAL42");
+    let ids = q.command(lun1, &[opcode::INQUIRY, 1, 0x83, 0, 64, 0], &[], 64);
+    assert_eq!(&ids.data[..4], &[0, 0x83, 0, 0]);
+    assert_eq!(ids.resp.resid.get(), 60);
+    let ids0 = q.command(lun0(), &[opcode::INQUIRY, 1, 0x83, 0, 64, 0], &[], 64);
+    assert_eq!(&ids0.data[..8], &[0, 0x83, 0, 20, 1, 3, 0, 16]);
+    let cap = q.command(
+        lun1,
+        &[opcode::READ_CAPACITY_10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        &[],
+        8,
+    );
+    assert_eq!(cap.data, [0, 0, 0x13, 0x87, 0, 0, 0x10, 0]);
+    let mut sai = vec![opcode::SERVICE_ACTION_IN_16, target::SAI_READ_CAPACITY_16];
+    sai.extend_from_slice(&[0; 8]);
+    sai.extend_from_slice(&32u32.to_be_bytes());
+    sai.extend_from_slice(&[0, 0]);
+    let cap16 = q.command(lun1, &sai, &[], 32);
+    assert_eq!(
+        &cap16.data[..12],
+        &[0, 0, 0, 0, 0, 0, 0x13, 0x87, 0, 0, 0x10, 0]
+    );
+    // A buffer bigger than the allocation length: the residual covers the difference.
+    let short = q.command(lun1, &[opcode::INQUIRY, 0, 0, 0, 8, 0], &[], 0);
+    assert_eq!(short.resp.response, Response::Overrun.raw());
+}
+
+#[test]
+fn bad_lba_bad_target_and_absent_luns() {
+    let mut h = Harness::default();
+    h.device
+        .add_lun(1, 5, Lun::memory(10, 512).unwrap())
+        .unwrap();
+    let q = h.queue(2);
+    let bad = q.command(lun0(), &rw10(opcode::READ_10, 1 << 16, 1), &[], 512);
+    assert_eq!(
+        (bad.resp.response, bad.resp.status),
+        (0, target::CHECK_CONDITION)
+    );
+    assert_eq!(bad.resp.sense_len.get(), 18);
+    assert_eq!((bad.resp.sense[2], bad.resp.sense[12]), (5, 0x21));
+    assert_eq!(bad.resp.resid.get(), 512);
+    let unknown = q.command(lun0(), &[0xC5, 0, 0, 0, 0, 0], &[], 0);
+    assert_eq!(unknown.resp.sense[12], 0x20);
+    let no_target = q.command(WireLun::new(9, 0).unwrap(), &[0; 6], &[], 0);
+    assert_eq!(no_target.resp.response, Response::BadTarget.raw());
+    // Target 1 exists without LUN 0: INQUIRY says "no unit here", other commands fail.
+    let absent = WireLun::new(1, 0).unwrap();
+    let inquiry = q.command(absent, &[opcode::INQUIRY, 0, 0, 0, 36, 0], &[], 36);
+    assert_eq!((inquiry.resp.status, inquiry.data[0]), (0, 0x7F));
+    let tur = q.command(absent, &[0; 6], &[], 0);
+    assert_eq!((tur.resp.sense[2], tur.resp.sense[12]), (5, 0x25));
+    let mut report = vec![opcode::REPORT_LUNS, 0, 0, 0, 0, 0];
+    report.extend_from_slice(&64u32.to_be_bytes());
+    report.extend_from_slice(&[0, 0]);
+    let luns = q.command(absent, &report, &[], 64);
+    assert_eq!(
+        &luns.data[..16],
+        &[0, 0, 0, 8, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0]
+    );
+    assert_eq!(luns.resp.resid.get(), 64 - 16);
+    // Removing the target's last LUN removes the target.
+    assert!(h.device.remove_lun(1, 5).is_some());
+    let gone = h.queue(2).command(absent, &[0; 6], &[], 0);
+    assert_eq!(gone.resp.response, Response::BadTarget.raw());
+}
+
+#[test]
+fn sense_is_truncated_to_the_configured_sense_size() {
+    let mut h = Harness::default();
+    h.transport
+        .write_device_config_u32(virtio_core::scsi::Config::SENSE_SIZE_OFFSET as u32, 8)
+        .unwrap();
+    let q = h.queue(2);
+    let bad = q.command(lun0(), &rw10(opcode::READ_10, 1 << 16, 1), &[], 512);
+    assert_eq!(bad.resp.sense_len.get(), 8);
+    // The response header is 12 + 8 bytes now, so data-in would start at byte 20: the rest
+    // of the 108-byte response buffer is device-writable data space and stays untouched.
+    assert_eq!(
+        bad.resp.sense[..8],
+        target::fixed_sense(5, target::asc::LBA_OUT_OF_RANGE)[..8]
+    );
+}
+
+#[test]
+fn delayed_completion_is_out_of_order() {
+    let options = DeviceOptions {
+        completion: CompletionMode::Delayed {
+            max_delay: Duration::from_millis(30),
+            shuffle: true,
+        },
+        ..DeviceOptions::default()
+    };
+    let mut h = Harness::new(options, SCSI_DRIVER_FEATURES);
+    let q = h.queue(2);
+    let mut tokens = Vec::new();
+    for i in 0..32u32 {
+        tokens.push(
+            q.start(
+                lun0(),
+                i.into(),
+                &rw10(opcode::READ_10, i, 1),
+                &[],
+                512,
+                true,
+            )
+            .unwrap(),
+        );
+    }
+    q.kick();
+    q.device.quiesce();
+    let done = q.reap().unwrap();
+    assert_eq!(done.len(), 32);
+    let order: Vec<Token> = done.iter().map(|d| d.token).collect();
+    assert_ne!(
+        order, tokens,
+        "32 random delays completed in submission order"
+    );
+    assert!(
+        done.iter()
+            .all(|d| d.resp.status == 0 && d.resp.response == 0)
+    );
+}
+
+/// Interrupts raised for 32 requests completing one by one (each in its own worker batch),
+/// with or without EVENT_IDX, when the driver does not re-arm (it neither pops nor re-enables).
+fn interrupts_at_depth(wanted: Features) -> u64 {
+    let options = DeviceOptions {
+        completion: CompletionMode::Delayed {
+            max_delay: Duration::from_micros(100),
+            shuffle: false,
+        },
+        ..DeviceOptions::default()
+    };
+    let mut h = Harness::new(options, wanted);
+    let q = h.queue(2);
+    for i in 0..32u32 {
+        q.start(
+            lun0(),
+            i.into(),
+            &rw10(opcode::READ_10, i, 1),
+            &[],
+            512,
+            true,
+        )
+        .unwrap();
+        q.kick();
+        q.device.quiesce();
+    }
+    assert_eq!(q.reap().unwrap().len(), 32);
+    let stats = h.device.stats();
+    assert_eq!(stats.queues[2].requests, 32);
+    assert_eq!(
+        h.sink.count.load(Ordering::SeqCst),
+        stats.queues[2].interrupts
+    );
+    stats.queues[2].interrupts
+}
+
+#[test]
+fn event_idx_suppresses_interrupts_at_depth() {
+    // With EVENT_IDX the driver's used_event stays 0, so only the first completion crosses it.
+    assert_eq!(interrupts_at_depth(SCSI_DRIVER_FEATURES), 1);
+    assert_eq!(
+        interrupts_at_depth(SCSI_DRIVER_FEATURES - Features::EVENT_IDX),
+        32
+    );
+}
+
+fn tmf(subtype: TmfSubtype, lun: WireLun, tag: u64) -> Vec<u8> {
+    TmfReq::new(subtype, lun, tag).as_bytes().to_vec()
+}
+
+#[test]
+fn lun_reset_completes_pending_requests_before_answering() {
+    let options = DeviceOptions {
+        completion: CompletionMode::Delayed {
+            max_delay: Duration::from_mins(10),
+            shuffle: false,
+        },
+        ..DeviceOptions::default()
+    };
+    let mut h = Harness::new(options, SCSI_DRIVER_FEATURES);
+    let q = h.queue(2);
+    for i in 0..3u32 {
+        q.start(
+            lun0(),
+            i.into(),
+            &rw10(opcode::READ_10, i, 1),
+            &[],
+            512,
+            false,
+        )
+        .unwrap();
+    }
+    q.kick();
+    assert!(q.reap().unwrap().is_empty());
+    assert_eq!(h.device.stats().pending, 3);
+    let before = h.sink.vectors.lock().unwrap().len();
+    let answer = h.control(&tmf(TmfSubtype::LogicalUnitReset, lun0(), 0), 1);
+    assert_eq!(answer, [Response::FUNCTION_COMPLETE.raw()]);
+    let vectors = h.sink.vectors.lock().unwrap().clone();
+    assert_eq!(
+        vectors[before..],
+        [2, 0],
+        "request queue interrupt first, then controlq"
+    );
+    let done = h.queue(2).reap().unwrap();
+    assert_eq!(done.len(), 3);
+    assert!(
+        done.iter()
+            .all(|d| d.resp.response == Response::Reset.raw())
+    );
+    assert_eq!(h.device.stats().queues[0].tmfs, 1);
+    assert_eq!(h.device.stats().pending, 0);
+}
+
+#[test]
+fn abort_task_aborts_only_the_named_request_and_bad_luns_are_answered() {
+    let options = DeviceOptions {
+        completion: CompletionMode::Delayed {
+            max_delay: Duration::from_mins(10),
+            shuffle: false,
+        },
+        ..DeviceOptions::default()
+    };
+    let mut h = Harness::new(options, SCSI_DRIVER_FEATURES);
+    let q = h.queue(3);
+    q.start(lun0(), 11, &rw10(opcode::READ_10, 0, 1), &[], 512, false)
+        .unwrap();
+    q.start(lun0(), 12, &rw10(opcode::READ_10, 1, 1), &[], 512, false)
+        .unwrap();
+    q.kick();
+    let answer = h.control(&tmf(TmfSubtype::QueryTask, lun0(), 12), 1);
+    assert_eq!(answer, [Response::FunctionSucceeded.raw()]);
+    let answer = h.control(&tmf(TmfSubtype::AbortTask, lun0(), 12), 1);
+    assert_eq!(answer, [Response::FUNCTION_COMPLETE.raw()]);
+    let done = h.queue(3).reap().unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].resp.response, Response::Aborted.raw());
+    assert_eq!(h.device.stats().pending, 1);
+    let answer = h.control(&tmf(TmfSubtype::ITNexusReset, lun0(), 0), 1);
+    assert_eq!(answer, [0]);
+    assert_eq!(
+        h.queue(3).reap().unwrap()[0].resp.response,
+        Response::Reset.raw()
+    );
+    let answer = h.control(
+        &tmf(TmfSubtype::LogicalUnitReset, WireLun::new(4, 0).unwrap(), 0),
+        1,
+    );
+    assert_eq!(answer, [Response::BadTarget.raw()]);
+    let answer = h.control(
+        &tmf(TmfSubtype::LogicalUnitReset, WireLun::new(0, 9).unwrap(), 0),
+        1,
+    );
+    assert_eq!(answer, [Response::IncorrectLun.raw()]);
+    let answer = h.control(&tmf(TmfSubtype::ClearAca, lun0(), 0), 1);
+    assert_eq!(answer, [Response::FunctionRejected.raw()]);
+    let an = h.control(AnReq::query(lun0(), AnEvents::all()).as_bytes(), 5);
+    assert_eq!(an, [0, 0, 0, 0, 0]);
+    let unknown = h.control(&[9, 0, 0, 0, 0, 0, 0, 0], 1);
+    assert_eq!(unknown, [Response::Failure.raw()]);
+}
+
+fn with_hook(h: &Harness, action: FaultAction) {
+    h.device
+        .set_fault_hook(Some(Arc::new(move |info: &RequestInfo| {
+            if info.cdb.first() == Some(&opcode::READ_10) {
+                action.clone()
+            } else {
+                FaultAction::Normal
+            }
+        })));
+}
+
+#[test]
+fn fault_actions_respond_status_delay_and_drop() {
+    let mut h = Harness::default();
+    with_hook(&h, FaultAction::Respond(Response::Busy));
+    let busy = h
+        .queue(2)
+        .command(lun0(), &rw10(opcode::READ_10, 0, 1), &[], 512);
+    assert_eq!(
+        (busy.resp.response, busy.resp.resid.get()),
+        (Response::Busy.raw(), 512)
+    );
+
+    let ua = target::fixed_sense(
+        target::sense_key::UNIT_ATTENTION,
+        target::asc::POWER_ON_RESET,
+    );
+    with_hook(
+        &h,
+        FaultAction::ScsiStatus {
+            status: 0x18,
+            sense: Vec::new(),
+        },
+    );
+    let conflict = h
+        .queue(2)
+        .command(lun0(), &rw10(opcode::READ_10, 0, 1), &[], 512);
+    assert_eq!((conflict.resp.response, conflict.resp.status), (0, 0x18));
+    with_hook(
+        &h,
+        FaultAction::ScsiStatus {
+            status: 2,
+            sense: ua.clone(),
+        },
+    );
+    let attention = h
+        .queue(2)
+        .command(lun0(), &rw10(opcode::READ_10, 0, 1), &[], 512);
+    assert_eq!(attention.resp.sense[..18], ua[..]);
+
+    with_hook(&h, FaultAction::Delay(Duration::from_millis(20)));
+    let q = h.queue(2);
+    q.start(lun0(), 1, &rw10(opcode::READ_10, 0, 1), &[], 512, false)
+        .unwrap();
+    q.kick();
+    assert!(q.reap().unwrap().is_empty(), "completed before its delay");
+    q.device.quiesce();
+    assert_eq!(q.reap().unwrap().len(), 1);
+
+    with_hook(&h, FaultAction::Drop);
+    let q = h.queue(2);
+    q.start(lun0(), 2, &rw10(opcode::READ_10, 0, 1), &[], 512, false)
+        .unwrap();
+    q.kick();
+    q.device.quiesce();
+    assert!(q.reap().unwrap().is_empty());
+    assert_eq!(h.device.stats().pending, 1);
+    // A device reset takes the dropped request back without completing it.
+    h.device.set_fault_hook(None);
+    h.init(SCSI_DRIVER_FEATURES);
+    assert_eq!(h.device.stats().pending, 0);
+    let read = h
+        .queue(2)
+        .command(lun0(), &rw10(opcode::READ_10, 0, 1), &[], 512);
+    assert_eq!(read.resp.status, 0);
+}
+
+#[test]
+fn corrupt_used_elements_are_caught_by_the_driver() {
+    let mut h = Harness::default();
+    with_hook(&h, FaultAction::CorruptUsedLen(1 << 20));
+    let q = h.queue(2);
+    q.start(lun0(), 1, &rw10(opcode::READ_10, 0, 1), &[], 512, false)
+        .unwrap();
+    q.kick();
+    assert!(matches!(
+        q.reap(),
+        Err(DeviceError::UsedLengthTooLarge {
+            written: 0x10_0000,
+            ..
+        })
+    ));
+    h.init(SCSI_DRIVER_FEATURES);
+    with_hook(&h, FaultAction::CorruptUsedId(999));
+    let q = h.queue(2);
+    q.start(lun0(), 1, &rw10(opcode::READ_10, 0, 1), &[], 512, false)
+        .unwrap();
+    q.kick();
+    assert_eq!(
+        q.reap().unwrap_err(),
+        DeviceError::UsedIdOutOfRange { id: 999 }
+    );
+}
+
+/// Adds a raw chain of (length, writable) descriptors to queue 2 and kicks.
+fn raw_chain(h: &mut Harness, readable: &[Segment], writable: &[Segment]) {
+    let q = h.queue(2);
+    q.queue.add(readable, writable, None).unwrap();
+    q.kick();
+}
+
+#[test]
+fn malformed_chains_make_the_device_need_a_reset_not_panic() {
+    let mut h = Harness::default();
+    let memory = h.memory.clone();
+    let resp = dma(&memory, 108, 8);
+    // A request header shorter than 19 + cdb_size bytes.
+    let short = dma(&memory, 20, 8);
+    raw_chain(&mut h, &[segment(&short)], &[segment(&resp)]);
+    assert!(h.transport.needs_reset());
+    assert_eq!(h.device.stats().device_errors, 1);
+    assert_eq!(
+        h.sink.vectors.lock().unwrap().last(),
+        Some(&6),
+        "config vector"
+    );
+    // Nothing more is processed until the driver resets.
+    let q = h.queue(2);
+    q.start(lun0(), 1, &[0; 6], &[], 0, false).unwrap();
+    q.kick();
+    assert!(q.reap().unwrap().is_empty());
+
+    // After a reset the device works again; then a descriptor outside memory.
+    h.init(SCSI_DRIVER_FEATURES);
+    assert!(!h.transport.needs_reset());
+    let req = dma(&memory, 51, 8);
+    raw_chain(&mut h, &[segment(&req)], &[Segment::new(0x10, 108)]);
+    assert!(h.transport.needs_reset());
+
+    // A response buffer too small for the response header.
+    h.init(SCSI_DRIVER_FEATURES);
+    let tiny = dma(&memory, 4, 8);
+    raw_chain(&mut h, &[segment(&req)], &[segment(&tiny)]);
+    assert!(h.transport.needs_reset());
+    assert_eq!(h.device.stats().device_errors, 3);
+    h.init(SCSI_DRIVER_FEATURES);
+    let ok = h.queue(2).command(lun0(), &[0; 6], &[], 0);
+    assert_eq!(ok.resp.response, 0);
+}
+
+#[test]
+fn a_readable_descriptor_after_a_writable_one_is_refused() {
+    let mut h = Harness::default();
+    let memory = h.memory.clone();
+    let req = dma(&memory, 51, 8);
+    let resp = dma(&memory, 108, 8);
+    let data = dma(&memory, 512, 8);
+    // Build the descriptors by hand: virtio-core's driver never orders them this way.
+    let q = h.queue(2);
+    let layout = q.queue.layout();
+    let ring = q.queue.addresses();
+    let table = dma_at(
+        NonNull::new(ring.descriptors as usize as *mut u8).unwrap(),
+        layout.ring_len(),
+    );
+    let descriptor = |index: u16, seg: &DmaMemory, flags: u16, next: u16| {
+        let at = layout.descriptor(index);
+        table.store_u64(at, seg.bus_address(), Ordering::Relaxed);
+        table.store_u32(at + 8, seg.len() as u32, Ordering::Relaxed);
+        table.store_u16(at + 12, flags, Ordering::Relaxed);
+        table.store_u16(at + 14, next, Ordering::Relaxed);
+    };
+    descriptor(0, &req, 1, 1);
+    descriptor(1, &resp, 1 | 2, 2);
+    descriptor(2, &data, 0, 0);
+    table.store_u16(layout.avail_ring(0), 0, Ordering::Relaxed);
+    table.store_u16(layout.avail_idx(), 1, Ordering::Release);
+    let (bar, offset) = (q.notify_bar, q.notify_offset);
+    h.device.mmio_write(bar, offset, 2, 2);
+    assert!(h.transport.needs_reset());
+}
+
+#[test]
+fn events_are_posted_into_eventq_buffers_and_missed_ones_flagged() {
+    let mut h = Harness::new(
+        DeviceOptions {
+            hotplug: true,
+            ..DeviceOptions::default()
+        },
+        SCSI_DRIVER_FEATURES,
+    );
+    assert!(h.features.contains(Features::SCSI_HOTPLUG));
+    let mut event = Event::read_from_bytes(&[0; 16]).unwrap();
+    event.event = EventType::TransportReset.raw().into();
+    event.lun = WireLun::new(0, 3).unwrap().encode();
+    event.reason = ResetReason::Rescan.raw().into();
+    assert!(!h.device.post_event(event), "no buffer posted yet");
+    let memory = h.memory.clone();
+    let buffer = dma(&memory, 16, 8);
+    let q = h.queue(1);
+    q.queue.add(&[], &[segment(&buffer)], None).unwrap();
+    q.kick();
+    assert!(h.device.post_event(event));
+    let used = h.queue(1).queue.pop_used().unwrap().unwrap();
+    assert_eq!(used.written, 16);
+    let mut bytes = [0u8; 16];
+    assert!(buffer.read_bytes(0, &mut bytes));
+    let got = Event::read_from_bytes(&bytes).unwrap();
+    assert!(got.events_missed());
+    let decoded = got.decode().unwrap();
+    assert_eq!(
+        decoded.kind,
+        virtio_core::scsi::EventKind::TransportReset {
+            lun: WireLun::new(0, 3).unwrap(),
+            reason: ResetReason::Rescan
+        }
+    );
+    assert_eq!(h.sink.vectors.lock().unwrap().last(), Some(&1));
+}
+
+#[test]
+fn submissions_from_several_threads_on_different_queues() {
+    let options = DeviceOptions {
+        completion: CompletionMode::Delayed {
+            max_delay: Duration::from_micros(200),
+            shuffle: true,
+        },
+        ..DeviceOptions::default()
+    };
+    let mut h = Harness::new(options, SCSI_DRIVER_FEATURES);
+    let queues: Vec<DriverQueue> = (2..6).map(|i| h.queues[i].take().unwrap()).collect();
+    let threads: Vec<_> = queues
+        .into_iter()
+        .map(|mut q| {
+            std::thread::spawn(move || {
+                let base = u32::from(q.index) * 1000;
+                for round in 0..25u32 {
+                    let data = pattern(base + round, 4 * 512);
+                    let lba = base + round * 4;
+                    let w = q.command(lun0(), &rw10(opcode::WRITE_10, lba, 4), &data, 0);
+                    assert_eq!(w.resp.status, 0);
+                    let r = q.command(lun0(), &rw10(opcode::READ_10, lba, 4), &[], 4 * 512);
+                    assert_eq!(r.data, data);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let stats = h.device.stats();
+    assert!(stats.queues[2..6].iter().all(|q| q.requests == 50));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn random_reads_and_writes_match_a_shadow_copy(
+        ops in proptest::collection::vec((any::<bool>(), 0u32..60, 1u16..5, any::<u32>(), 2u16..6), 1..40)
+    ) {
+        let mut h = Harness::default();
+        let mut shadow = vec![0u8; 64 * 512];
+        for (write, lba, blocks, seed, queue) in ops {
+            let range = lba as usize * 512..(lba as usize + usize::from(blocks)) * 512;
+            let len = range.len();
+            let q = h.queue(queue);
+            if write {
+                let data = pattern(seed, len);
+                let done = q.command(lun0(), &rw10(opcode::WRITE_10, lba, blocks), &data, 0);
+                prop_assert_eq!(done.resp.status, 0);
+                shadow[range].copy_from_slice(&data);
+            } else {
+                let done = q.command(lun0(), &rw10(opcode::READ_10, lba, blocks), &[], len);
+                prop_assert_eq!(done.resp.status, 0);
+                prop_assert_eq!(&done.data[..], &shadow[range]);
+            }
+        }
+    }
+}
