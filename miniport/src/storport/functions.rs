@@ -2,7 +2,8 @@
 //!
 //! Only real exports are declared (the list is `tools/pecheck/src/storport_exports.rs`): an
 //! import of a name storport.sys does not export stops the driver from loading. On Windows
-//! (MSVC targets) the imports are linked with `raw-dylib`, so no WDK import library is needed;
+//! (MSVC targets) the imports are linked with `raw-dylib`, so no WDK import library is needed,
+//! and `+verbatim` keeps the DLL name `storport.sys` (without it rustc appends `.dll`);
 //! on Linux the test crate `rvscsi-tests` defines the same symbols (the fixed-argument ones in
 //! Rust with `#[no_mangle] extern "system"`, the variadic ones in C), so the miniport runs
 //! against a simulator unchanged.
@@ -66,7 +67,7 @@ use super::types::{
 
 #[cfg_attr(
     all(target_os = "windows", target_env = "msvc"),
-    link(name = "storport", kind = "raw-dylib")
+    link(name = "storport.sys", kind = "raw-dylib", modifiers = "+verbatim")
 )]
 unsafe extern "system" {
     /// DriverEntry only (PASSIVE_LEVEL): registers the miniport; `Argument1`/`Argument2` are
@@ -256,7 +257,7 @@ unsafe extern "system" {
 
 #[cfg_attr(
     all(target_os = "windows", target_env = "msvc"),
-    link(name = "storport", kind = "raw-dylib")
+    link(name = "storport.sys", kind = "raw-dylib", modifiers = "+verbatim")
 )]
 unsafe extern "C" {
     /// Any IRQL ≤ DIRQL (depends on the code): the notification hub; see the module table for
