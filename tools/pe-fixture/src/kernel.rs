@@ -21,11 +21,6 @@ unsafe extern "system" {
     ) -> u32;
 }
 
-/// A statically initialised pointer, like the miniport's tables of routines and strings: the
-/// image holds its absolute address, so the loader must patch it when the image is placed
-/// (base relocations, `.reloc`), which the PE check requires.
-static FIXTURE_NAME: &core::ffi::CStr = c"rvscsi-pe-fixture";
-
 /// The size in bytes of the buffer handed to StorPortInitialize: larger than any revision of
 /// HW_INITIALIZATION_DATA, so StorPort never reads past it.
 const INIT_DATA_BYTES: usize = 512;
@@ -45,9 +40,6 @@ pub unsafe extern "system" fn DriverEntry(
     registry_path: *mut c_void,
 ) -> NtStatus {
     let mut init_data = [0_u8; INIT_DATA_BYTES];
-    // The pointer is read through `black_box` so the optimiser keeps the static (and with it
-    // the relocation) rather than folding it into a RIP-relative address.
-    core::hint::black_box(&FIXTURE_NAME);
     #[cfg(feature = "reachable-panic")]
     reachable_panic(&init_data);
     #[cfg(feature = "large-stack-frame")]
