@@ -271,7 +271,8 @@ fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
         readable: (readable as u16).into(),
         writable: (writable as u16).into(),
         indirect_usable: u8::from(indirect_usable),
-        reserved: [0; 15],
+        reserved: [0; 7],
+        bus: bus.into(),
     };
     if request.set_context(&context) {
         Ok(())
@@ -377,10 +378,9 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
     let segments = unsafe { core::slice::from_raw_parts(request.scratch(), readable + writable) };
     let (readable_segments, writable_segments) = segments.split_at(readable);
     let indirect = if context.indirect_usable == 1 {
-        let (bus, _) = adapter.extension().physical_address(None, base);
         // The table's bus address is the request's plus its offset: `prepare` checked the
         // whole span is contiguous.
-        Request::at(base, bus, layout).and_then(|with_bus| {
+        Request::at(base, context.bus.get(), layout).and_then(|with_bus| {
             with_bus.memory.sub(
                 layout.indirect,
                 segments.len() * crate::layout::DESCRIPTOR_LEN,

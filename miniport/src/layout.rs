@@ -79,8 +79,11 @@ pub struct RequestContext {
     pub writable: U16,
     /// Whether the indirect table is physically contiguous and may be used.
     pub indirect_usable: u8,
-    /// Padding to 48 bytes.
-    pub reserved: [u8; 15],
+    /// Padding.
+    pub reserved: [u8; 7],
+    /// Bus address of the request's aligned start (valid for the contiguous parts), so
+    /// StartIo needs no second translation.
+    pub bus: U64,
 }
 const _: () = assert!(size_of::<RequestContext>() == 48);
 

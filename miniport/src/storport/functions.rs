@@ -2,8 +2,10 @@
 //!
 //! Only real exports are declared (the list is `tools/pecheck/src/storport_exports.rs`): an
 //! import of a name storport.sys does not export stops the driver from loading. On Windows
-//! (MSVC targets) the imports are linked with `raw-dylib`, so no WDK import library is needed,
-//! and `+verbatim` keeps the DLL name `storport.sys` (without it rustc appends `.dll`);
+//! (MSVC targets) the imports are linked with `raw-dylib`, so no WDK import library is needed;
+//! the library name is `storport.sys` with the `+verbatim` modifier, because plain `raw-dylib`
+//! appends `.dll` and the kernel loader would look for a `storport.dll` that does not exist (a
+//! test image linked with rust-lld imports from `storport.sys`, checked with objdump);
 //! on Linux the test crate `rvscsi-tests` defines the same symbols (the fixed-argument ones in
 //! Rust with `#[no_mangle] extern "system"`, the variadic ones in C), so the miniport runs
 //! against a simulator unchanged.
@@ -46,13 +48,17 @@
 //! | `StorPortGetSystemAddress` | `StorPortExtendedFunction(ExtFunctionGetSystemAddress)` | `*mut ScsiRequestBlock`, `*mut *mut c_void` | STOR_STATUS |
 //! | `StorPortAllocatePool` | `StorPortExtendedFunction(ExtFunctionAllocatePool)` | `u32` NumberOfBytes, `u32` Tag, `*mut *mut c_void` | STOR_STATUS |
 //! | `StorPortFreePool` | `StorPortExtendedFunction(ExtFunctionFreePool)` | `*mut c_void` | STOR_STATUS |
+//! | `StorPortInitializeTimer` | `StorPortExtendedFunction(ExtFunctionInitializeTimer)` | `*mut *mut c_void` TimerHandle | STOR_STATUS |
+//! | `StorPortRequestTimer` | `StorPortExtendedFunction(ExtFunctionRequestTimer)` | `*mut c_void` TimerHandle, `PHW_TIMER_EX`, `*mut c_void` Context, `u64` TimerValue (µs), `u64` TolerableDelay (µs) | STOR_STATUS |
+//! | `StorPortFreeTimer` | `StorPortExtendedFunction(ExtFunctionFreeTimer)` | `*mut c_void` TimerHandle | STOR_STATUS |
 //!
 //! The register and port routines are real exports, but on x64 free builds the WDK turns them
 //! into inline `READ_REGISTER_*`/`WRITE_REGISTER_*` macros; calling the export costs a call and
 //! is otherwise equivalent.
 //!
-//! The argument orders are those of storport.h's inline definitions (checked against the
-//! public ReactOS copy of storport.h and Microsoft's reference pages for each wrapper).
+//! The argument orders are those of storport.h's inline definitions, checked against the
+//! public ReactOS copy of storport.h, public copies of the WDK 10 storport.h and Microsoft's
+//! reference page of each wrapper.
 //!
 //! The imports carry storport.sys's export names and the parameters keep the WDK's names, so
 //! the declarations read like the header (rustc does not apply `non_snake_case` to foreign

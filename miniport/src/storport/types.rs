@@ -732,7 +732,9 @@ pub type HwMessageSignaledInterruptRoutine =
     Option<unsafe extern "system" fn(device_extension: *mut c_void, message_id: u32) -> Boolean>;
 
 /// `PHW_FIND_ADAPTER`: HwStorFindAdapter, called at PASSIVE_LEVEL to claim the adapter and fill
-/// `config_info`; returns an `SP_RETURN_*` code.
+/// `config_info`; returns an `SP_RETURN_*` code. The last parameter (SCSIport's `Again`) is
+/// `Reserved3` for StorPort and must be ignored. (WDK 10 declares the registration's slot as
+/// `PVOID` because virtual miniports use another signature; the layout is the same.)
 pub type HwFindAdapter = Option<
     unsafe extern "system" fn(
         device_extension: *mut c_void,
@@ -740,7 +742,7 @@ pub type HwFindAdapter = Option<
         bus_information: *mut c_void,
         argument_string: *mut c_char,
         config_info: *mut PortConfigurationInformation,
-        again: *mut Boolean,
+        reserved3: *mut Boolean,
     ) -> u32,
 >;
 
@@ -796,6 +798,11 @@ pub type HwDpcRoutine = Option<
 /// `PHW_TIMER`: HwStorTimer, the `RequestTimerCall` callback, at DISPATCH_LEVEL with the
 /// StartIo lock.
 pub type HwTimer = Option<unsafe extern "system" fn(device_extension: *mut c_void)>;
+
+/// `PHW_TIMER_EX`: the callback of a timer from `StorPortInitializeTimer`, at DISPATCH_LEVEL,
+/// with the context given to `StorPortRequestTimer`.
+pub type HwTimerEx =
+    Option<unsafe extern "system" fn(device_extension: *mut c_void, context: *mut c_void)>;
 
 /// `PHW_FREE_ADAPTER_RESOURCES`: virtual miniports only (leave `None`).
 pub type HwFreeAdapterResources = Option<unsafe extern "system" fn(device_extension: *mut c_void)>;
@@ -1089,3 +1096,60 @@ zeroed_constructor!(
     PortConfigurationInformation,
     HwInitializationData,
 );
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn physical_address_round_trips_every_bus_address(address: u64) {
+            let physical = StorPhysicalAddress::from_u64(address);
+            prop_assert_eq!(physical.as_u64(), address);
+            // LARGE_INTEGER keeps the bits: the low and high halves are the address's.
+            prop_assert_eq!(physical.quad_part.to_le_bytes(), address.to_le_bytes());
+        }
+    }
+
+    #[test]
+    fn addresses_above_2_63_stay_unsigned() {
+        let top = StorPhysicalAddress::from_u64(u64::MAX);
+        assert_eq!(top.quad_part, -1);
+        assert_eq!(top.as_u64(), u64::MAX);
+    }
+
+    #[test]
+    fn zeroed_registration_has_no_callbacks_and_null_pointers() {
+        let init = HwInitializationData::zeroed();
+        assert!(init.hw_initialize.is_none());
+        assert!(init.hw_start_io.is_none());
+        assert!(init.hw_find_adapter.is_none());
+        assert!(init.hw_build_io.is_none());
+        assert!(init.hw_unit_control.is_none());
+        assert!(init.vendor_id.is_null() && init.device_id.is_null() && init.reserved.is_null());
+        assert_eq!(init.hw_initialization_data_size, 0);
+        let config = PortConfigurationInformation::zeroed();
+        assert!(config.hw_ms_interrupt_routine.is_none());
+        assert!(config.access_ranges.is_null());
+        assert!(config.dump_region.virtual_base.is_null());
+        let srb = StorageRequestBlock::zeroed();
+        assert!(srb.data_buffer.is_null() && srb.next_srb.is_null());
+        assert_eq!(srb.srb_ex_data_offset, [0]);
+    }
+
+    #[test]
+    fn a_callback_survives_the_option_niche() {
+        unsafe extern "system" fn interrupt(_device_extension: *mut c_void) -> Boolean {
+            TRUE
+        }
+        let mut init = HwInitializationData::zeroed();
+        init.hw_interrupt = Some(interrupt);
+        let stored = init.hw_interrupt.expect("set above");
+        // SAFETY: `interrupt` ignores its argument.
+        assert_eq!(unsafe { stored(core::ptr::null_mut()) }, TRUE);
+        // `Option<fn>` is pointer-sized, so the C slot is a plain function pointer.
+        assert_eq!(size_of::<HwInterrupt>(), size_of::<*const c_void>());
+    }
+}

@@ -15,10 +15,16 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// `NTSTATUS` STATUS_SUCCESS.
 pub const STATUS_SUCCESS: i32 = 0;
 /// `NTSTATUS` STATUS_REVISION_MISMATCH, returned by StorPortInitialize for a bad structure size.
-#[expect(clippy::cast_possible_wrap, reason = "NTSTATUS values are defined as bit patterns")]
+#[expect(
+    clippy::cast_possible_wrap,
+    reason = "NTSTATUS values are defined as bit patterns"
+)]
 pub const STATUS_REVISION_MISMATCH: i32 = 0xC000_0059_u32 as i32;
 /// `NTSTATUS` STATUS_INVALID_PARAMETER.
-#[expect(clippy::cast_possible_wrap, reason = "NTSTATUS values are defined as bit patterns")]
+#[expect(
+    clippy::cast_possible_wrap,
+    reason = "NTSTATUS values are defined as bit patterns"
+)]
 pub const STATUS_INVALID_PARAMETER: i32 = 0xC000_000D_u32 as i32;
 
 /// STOR_STATUS_SUCCESS (StorPortExtendedFunction result).
@@ -282,7 +288,8 @@ pub struct PortConfigurationInformation {
     pub feature_support: u32,
 }
 const _: () = assert!(size_of::<PortConfigurationInformation>() == 224);
-const _: () = assert!(std::mem::offset_of!(PortConfigurationInformation, hw_ms_interrupt_routine) == 152);
+const _: () =
+    assert!(std::mem::offset_of!(PortConfigurationInformation, hw_ms_interrupt_routine) == 152);
 const _: () = assert!(std::mem::offset_of!(PortConfigurationInformation, feature_support) == 220);
 
 /// The C `sizeof(PORT_CONFIGURATION_INFORMATION)` (Windows 10 layout, x64).
@@ -427,7 +434,9 @@ pub struct StorScatterGatherListHeader {
 const _: () = assert!(size_of::<StorScatterGatherListHeader>() == 16);
 
 /// STOR_SCATTER_GATHER_ELEMENT, x64.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct StorScatterGatherElement {
     pub physical_address: u64,

@@ -16,7 +16,9 @@ use super::{Notification, Violation};
 /// The machine of the calling thread, checked against the extension the miniport passed.
 fn machine_for(routine: &'static str, extension: *mut c_void) -> Option<Arc<Machine>> {
     let machine = current_machine()?;
-    machine.check_extension(routine, extension).then_some(machine)
+    machine
+        .check_extension(routine, extension)
+        .then_some(machine)
 }
 
 /// Stores `value` at a miniport-provided out pointer (ignored if null).
@@ -55,7 +57,7 @@ pub extern "system" fn StorPortInitialize(
     hw_initialization_data: *mut c_void,
     _unused: *mut c_void,
 ) -> u32 {
-    let failure = abi::STATUS_INVALID_PARAMETER as u32;
+    let failure = abi::STATUS_INVALID_PARAMETER.cast_unsigned();
     let Some(machine) = current_machine() else {
         return failure;
     };
@@ -68,7 +70,7 @@ pub extern "system" fn StorPortInitialize(
         return failure;
     };
     if size < abi::HW_INITIALIZATION_DATA_SIZE_V1 {
-        return abi::STATUS_REVISION_MISMATCH as u32;
+        return abi::STATUS_REVISION_MISMATCH.cast_unsigned();
     }
     let mut data = abi::HwInitializationData::new_zeroed();
     let len = (size as usize).min(size_of::<abi::HwInitializationData>());
@@ -92,7 +94,7 @@ pub extern "system" fn StorPortInitialize(
         return failure;
     }
     let _ = machine.hw.set(data);
-    abi::STATUS_SUCCESS as u32
+    abi::STATUS_SUCCESS.cast_unsigned()
 }
 
 /// `PVOID StorPortGetDeviceBase(PVOID, INTERFACE_TYPE, ULONG, PHYSICAL_ADDRESS, ULONG, BOOLEAN)`.
@@ -110,13 +112,12 @@ pub extern "system" fn StorPortGetDeviceBase(
     };
     machine.require_context("StorPortGetDeviceBase", &[CallContext::FindAdapter]);
     machine.require_irql_at_most("StorPortGetDeviceBase", super::locks::PASSIVE_LEVEL);
-    let physical = io_address as u64;
-    match machine.device_base(physical, len, in_io_space != 0) {
-        Some(cookie) => std::ptr::with_exposed_provenance_mut(cookie),
-        None => {
-            machine.violate(Violation::DeviceBaseOutsideBars { physical });
-            std::ptr::null_mut()
-        }
+    let physical = io_address.cast_unsigned();
+    if let Some(cookie) = machine.device_base(physical, len, in_io_space != 0) {
+        std::ptr::with_exposed_provenance_mut(cookie)
+    } else {
+        machine.violate(Violation::DeviceBaseOutsideBars { physical });
+        std::ptr::null_mut()
     }
 }
 
@@ -139,7 +140,7 @@ pub extern "system" fn StorPortValidateRange(
     machine_for("StorPortValidateRange", extension).map_or(0, |machine| {
         u8::from(
             machine
-                .device_base(io_address as u64, len, in_io_space != 0)
+                .device_base(io_address.cast_unsigned(), len, in_io_space != 0)
                 .is_some(),
         )
     })
@@ -211,7 +212,8 @@ pub extern "system" fn StorPortGetUncachedExtension(
         return std::ptr::null_mut();
     };
     if !machine.require_context("StorPortGetUncachedExtension", &[CallContext::FindAdapter])
-        || !machine.require_irql_at_most("StorPortGetUncachedExtension", super::locks::PASSIVE_LEVEL)
+        || !machine
+            .require_irql_at_most("StorPortGetUncachedExtension", super::locks::PASSIVE_LEVEL)
     {
         return std::ptr::null_mut();
     }
@@ -249,7 +251,7 @@ pub extern "system" fn StorPortGetPhysicalAddress(
             (0, 0)
         });
     write_out(length.cast(), &contiguous);
-    physical as i64
+    physical.cast_signed()
 }
 
 /// `PVOID StorPortGetVirtualAddress(PVOID, STOR_PHYSICAL_ADDRESS)`: the identity mapping.
@@ -261,7 +263,9 @@ pub extern "system" fn StorPortGetVirtualAddress(
     let Some(machine) = machine_for("StorPortGetVirtualAddress", extension) else {
         return std::ptr::null_mut();
     };
-    let address = physical as usize;
+    let Ok(address) = usize::try_from(physical) else {
+        return std::ptr::null_mut();
+    };
     match machine.physical_address(address) {
         Some(_) => std::ptr::with_exposed_provenance_mut(address),
         None => std::ptr::null_mut(),
@@ -381,7 +385,7 @@ pub extern "system" fn StorPortQuerySystemTime(time: *mut i64) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let ticks = EPOCH_DIFFERENCE + u64::try_from(since_unix.as_nanos() / 100).unwrap_or(0);
-    write_out(time.cast(), &(ticks as i64));
+    write_out(time.cast(), &ticks.cast_signed());
 }
 
 /// `VOID StorPortMoveMemory(PVOID, PVOID, ULONG)`.
@@ -399,14 +403,17 @@ pub extern "system" fn StorPortMoveMemory(destination: *mut c_void, source: *mut
 /// `STOR_PHYSICAL_ADDRESS StorPortConvertUlong64ToPhysicalAddress(ULONG64)`.
 #[unsafe(no_mangle)]
 pub extern "system" fn StorPortConvertUlong64ToPhysicalAddress(address: u64) -> i64 {
-    address as i64
+    address.cast_signed()
 }
 
 /// `ULONG64 StorPortConvertPhysicalAddressToUlong64(STOR_PHYSICAL_ADDRESS)`.
 #[unsafe(no_mangle)]
 pub extern "system" fn StorPortConvertPhysicalAddressToUlong64(address: i64) -> u64 {
-    address as u64
+    address.cast_unsigned()
 }
+
+/// `BOOLEAN STOR_SYNCHRONIZED_ACCESS(PVOID, PVOID)`.
+type SynchronizedAccess = unsafe extern "system" fn(*mut c_void, *mut c_void) -> u8;
 
 /// `VOID StorPortSynchronizeAccess(PVOID, PSTOR_SYNCHRONIZED_ACCESS, PVOID)`: runs the routine
 /// under the interrupt lock.
@@ -419,7 +426,6 @@ pub extern "system" fn StorPortSynchronizeAccess(
     let Some(machine) = machine_for("StorPortSynchronizeAccess", extension) else {
         return;
     };
-    type SynchronizedAccess = unsafe extern "system" fn(*mut c_void, *mut c_void) -> u8;
     let Some(routine) = callback!(routine.addr(), SynchronizedAccess) else {
         return;
     };
@@ -454,7 +460,9 @@ macro_rules! register_routines {
                 return;
             };
             if let Some((bar, offset)) = machine.register(register.addr(), $width) {
-                machine.pci.mmio_write(bar, offset, $width, u64::from(value));
+                machine
+                    .pci
+                    .mmio_write(bar, offset, $width, u64::from(value));
             }
         }
 
@@ -566,7 +574,12 @@ pub extern "C" fn rvscsi_sim_next_request(extension: *mut c_void) {
 
 /// StorPortNotification(NextLuRequest, ext, path, target, lun).
 #[unsafe(no_mangle)]
-pub extern "C" fn rvscsi_sim_next_lu_request(extension: *mut c_void, path: u8, target: u8, lun: u8) {
+pub extern "C" fn rvscsi_sim_next_lu_request(
+    extension: *mut c_void,
+    path: u8,
+    target: u8,
+    lun: u8,
+) {
     if let Some(machine) = machine_for("NextLuRequest", extension) {
         machine.notify(Notification::NextLuRequest { path, target, lun });
     }
@@ -630,8 +643,10 @@ pub extern "C" fn rvscsi_sim_enable_passive_initialization(
     let Some(machine) = machine_for("EnablePassiveInitialization", extension) else {
         return;
     };
-    let ok = machine.require_context("StorPortEnablePassiveInitialization", &[CallContext::FindAdapter])
-        && !routine.is_null();
+    let ok = machine.require_context(
+        "StorPortEnablePassiveInitialization",
+        &[CallContext::FindAdapter],
+    ) && !routine.is_null();
     if ok {
         machine.state().passive_initialize = Some(routine.addr());
     }
@@ -715,7 +730,9 @@ pub extern "C" fn rvscsi_sim_acquire_spin_lock(
         return;
     };
     let Some(id) = lock_id(kind, context) else {
-        machine.violate(Violation::UnknownNotification { notification: 0x1003 });
+        machine.violate(Violation::UnknownNotification {
+            notification: 0x1003,
+        });
         return;
     };
     if let Some(old) = machine.acquire(id) {
@@ -743,7 +760,9 @@ pub extern "C" fn rvscsi_sim_release_spin_lock(extension: *mut c_void, handle: *
     let context = std::ptr::with_exposed_provenance_mut(saved.lock_queue_lock as usize);
     match lock_id(saved.lock, context) {
         Some(id) => machine.release(id, saved.old_irql),
-        None => machine.violate(Violation::UnknownNotification { notification: 0x1004 }),
+        None => machine.violate(Violation::UnknownNotification {
+            notification: 0x1004,
+        }),
     }
 }
 
@@ -808,7 +827,7 @@ pub extern "C" fn rvscsi_sim_get_message_interrupt_information(
             message_data: 0x4000 + message,
             message_address: 0xFEE0_0000,
             interrupt_vector: 0x80 + message,
-            interrupt_level: u32::from(machine.device_level()),
+            interrupt_level: u32::from(super::locks::DEVICE_LEVEL),
             interrupt_mode: abi::LATCHED,
             padding: 0,
         },
@@ -880,7 +899,10 @@ pub extern "C" fn rvscsi_sim_get_current_processor_number(
 
 /// StorPortGetActiveGroupCount(ext, PUSHORT): one group.
 #[unsafe(no_mangle)]
-pub extern "C" fn rvscsi_sim_get_active_group_count(extension: *mut c_void, count: *mut u16) -> u32 {
+pub extern "C" fn rvscsi_sim_get_active_group_count(
+    extension: *mut c_void,
+    count: *mut u16,
+) -> u32 {
     if machine_for("StorPortGetActiveGroupCount", extension).is_none() || count.is_null() {
         return abi::STOR_STATUS_INVALID_PARAMETER;
     }
@@ -948,7 +970,10 @@ pub extern "C" fn rvscsi_sim_get_node_affinity(
 
 /// StorPortGetHighestNodeNumber(ext, PULONG).
 #[unsafe(no_mangle)]
-pub extern "C" fn rvscsi_sim_get_highest_node_number(extension: *mut c_void, number: *mut u32) -> u32 {
+pub extern "C" fn rvscsi_sim_get_highest_node_number(
+    extension: *mut c_void,
+    number: *mut u32,
+) -> u32 {
     if machine_for("StorPortGetHighestNodeNumber", extension).is_none() || number.is_null() {
         return abi::STOR_STATUS_INVALID_PARAMETER;
     }
@@ -958,7 +983,10 @@ pub extern "C" fn rvscsi_sim_get_highest_node_number(extension: *mut c_void, num
 
 /// StorPortExtendedFunction with a code the simulator does not implement.
 #[unsafe(no_mangle)]
-pub extern "C" fn rvscsi_sim_extended_function_unknown(function: u32, extension: *mut c_void) -> u32 {
+pub extern "C" fn rvscsi_sim_extended_function_unknown(
+    function: u32,
+    extension: *mut c_void,
+) -> u32 {
     if let Some(machine) = machine_for("StorPortExtendedFunction", extension) {
         machine.violate(Violation::UnknownExtendedFunction { function });
     }
@@ -978,6 +1006,3 @@ pub extern "C" fn rvscsi_sim_debug_print(level: u32, message: *const u8, len: us
         machine.log(line);
     }
 }
-
-
-

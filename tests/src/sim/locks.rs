@@ -166,7 +166,7 @@ impl SpinLock {
                 Err(owner) if owner == token => return Err(LockError::Recursive),
                 Err(_) => {
                     spins = spins.wrapping_add(1);
-                    if spins % 64 == 0 {
+                    if spins.is_multiple_of(64) {
                         std::thread::yield_now();
                     } else {
                         std::hint::spin_loop();

@@ -564,6 +564,10 @@ impl Adapter {
         Ok(())
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "PnP start in StorPort's order: configuration, HwFindAdapter, interrupts, HwInitialize, passive init"
+    )]
     fn start_device(&self, hw: &abi::HwInitializationData) -> Result<(), SimError> {
         let machine = &self.machine;
         let extension_len = (hw.device_extension_size as usize).div_ceil(16).max(1);
@@ -623,8 +627,8 @@ impl Adapter {
         config.initial_lun_queue_depth = 20;
         config.bus_reset_hold_time = 4_000_000;
         *lock(&machine.config) = config;
-        let find_adapter =
-            callback!(hw.hw_find_adapter as usize, machine::HwFindAdapterFn).ok_or(SimError::FindAdapter(0))?;
+        let find_adapter = callback!(hw.hw_find_adapter as usize, machine::HwFindAdapterFn)
+            .ok_or(SimError::FindAdapter(0))?;
         let extension = machine.extension_ptr();
         let mut config_c = Box::new(config);
         let config_ptr: *mut abi::PortConfigurationInformation = &raw mut *config_c;
@@ -725,7 +729,10 @@ impl Adapter {
     pub fn scan_bus(&self) -> Result<Vec<Disk>, SimError> {
         let mut disks = Vec::new();
         for target in 0..self.machine.options.scan_targets {
-            let inquiry = self.execute(0, &Request::new(target, 0, &[0x12, 0, 0, 0, 36, 0]).reading(36))?;
+            let inquiry = self.execute(
+                0,
+                &Request::new(target, 0, &[0x12, 0, 0, 0, 36, 0]).reading(36),
+            )?;
             if inquiry.status() != abi::SRB_STATUS_SUCCESS || inquiry.data.len() < 5 {
                 continue;
             }
@@ -735,7 +742,12 @@ impl Adapter {
             )?;
             let mut luns = vec![0_u8];
             if report.status() == abi::SRB_STATUS_SUCCESS && report.data.len() >= 8 {
-                let listed = u32::from_be_bytes([report.data[0], report.data[1], report.data[2], report.data[3]]) as usize;
+                let listed = u32::from_be_bytes([
+                    report.data[0],
+                    report.data[1],
+                    report.data[2],
+                    report.data[3],
+                ]) as usize;
                 luns = report
                     .data
                     .get(8..8 + listed.min(report.data.len() - 8))
@@ -748,10 +760,16 @@ impl Adapter {
                 let inquiry = if lun == 0 {
                     inquiry.clone()
                 } else {
-                    self.execute(0, &Request::new(target, lun, &[0x12, 0, 0, 0, 36, 0]).reading(36))?
+                    self.execute(
+                        0,
+                        &Request::new(target, lun, &[0x12, 0, 0, 0, 36, 0]).reading(36),
+                    )?
                 };
                 if inquiry.status() != abi::SRB_STATUS_SUCCESS
-                    || inquiry.data.first().is_none_or(|&byte| byte & 0x1F != 0 || byte >> 5 != 0)
+                    || inquiry
+                        .data
+                        .first()
+                        .is_none_or(|&byte| byte & 0x1F != 0 || byte >> 5 != 0)
                 {
                     continue;
                 }
@@ -762,8 +780,18 @@ impl Adapter {
                 if capacity.status() != abi::SRB_STATUS_SUCCESS || capacity.data.len() < 8 {
                     continue;
                 }
-                let last = u32::from_be_bytes([capacity.data[0], capacity.data[1], capacity.data[2], capacity.data[3]]);
-                let block_size = u32::from_be_bytes([capacity.data[4], capacity.data[5], capacity.data[6], capacity.data[7]]);
+                let last = u32::from_be_bytes([
+                    capacity.data[0],
+                    capacity.data[1],
+                    capacity.data[2],
+                    capacity.data[3],
+                ]);
+                let block_size = u32::from_be_bytes([
+                    capacity.data[4],
+                    capacity.data[5],
+                    capacity.data[6],
+                    capacity.data[7],
+                ]);
                 disks.push(Disk {
                     target,
                     lun,
@@ -807,7 +835,10 @@ impl Adapter {
         // SCSI_SUPPORTED_CONTROL_TYPE_LIST: ULONG MaxControlType; BOOLEAN SupportedTypeList[].
         let mut list = [0_u32; 4];
         list[0] = abi::SCSI_ADAPTER_CONTROL_MAX;
-        self.adapter_control(abi::SCSI_QUERY_SUPPORTED_CONTROL_TYPES, list.as_mut_ptr().cast())?;
+        self.adapter_control(
+            abi::SCSI_QUERY_SUPPORTED_CONTROL_TYPES,
+            list.as_mut_ptr().cast(),
+        )?;
         let bytes: Vec<u8> = list.iter().flat_map(|word| word.to_le_bytes()).collect();
         Ok(bytes[4..4 + abi::SCSI_ADAPTER_CONTROL_MAX as usize]
             .iter()
@@ -911,7 +942,8 @@ impl Adapter {
             .map(|record| record.ticket)
             .collect();
         for ticket in outstanding {
-            self.machine.violate(Violation::OutstandingAtShutdown { ticket });
+            self.machine
+                .violate(Violation::OutstandingAtShutdown { ticket });
         }
         self.stop();
         self.machine.violations()
@@ -937,7 +969,7 @@ impl Drop for Adapter {
 }
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
-
-

@@ -1,0 +1,985 @@
+//! The StorPort simulator's contract, exercised with a small test miniport written against the
+//! StorPort C API (the same symbols the real miniport links against).
+#![expect(clippy::cast_possible_wrap, reason = "test values are small")]
+
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use rvscsi_tests::sim::abi::{self, HwInitializationData, PortConfigurationInformation};
+use rvscsi_tests::sim::{
+    Adapter, Contiguity, DataDirection, DmaArena, InterruptLine, Lock, Notification, PciFunction,
+    Platform, Request, SimError, SimOptions, Simulator, Violation,
+};
+
+unsafe extern "system" {
+    fn StorPortInitialize(a1: *mut c_void, a2: *mut c_void, hw: *mut c_void, u: *mut c_void)
+    -> u32;
+    fn StorPortGetDeviceBase(
+        ext: *mut c_void,
+        bus_type: u32,
+        bus: u32,
+        address: i64,
+        len: u32,
+        io: u8,
+    ) -> *mut c_void;
+    fn StorPortGetBusData(
+        ext: *mut c_void,
+        data_type: u32,
+        bus: u32,
+        slot: u32,
+        buffer: *mut c_void,
+        len: u32,
+    ) -> u32;
+    fn StorPortGetUncachedExtension(ext: *mut c_void, config: *mut c_void, len: u32)
+    -> *mut c_void;
+    fn StorPortGetPhysicalAddress(
+        ext: *mut c_void,
+        srb: *mut c_void,
+        va: *mut c_void,
+        len: *mut u32,
+    ) -> i64;
+    fn StorPortGetScatterGatherList(ext: *mut c_void, srb: *mut c_void) -> *mut c_void;
+    fn StorPortWriteRegisterUlong(ext: *mut c_void, register: *mut c_void, value: u32);
+    fn StorPortReadRegisterUlong(ext: *mut c_void, register: *mut c_void) -> u32;
+    fn StorPortCompleteRequest(ext: *mut c_void, path: u8, target: u8, lun: u8, status: u8);
+}
+
+unsafe extern "C" {
+    fn StorPortNotification(notification: u32, ext: *mut c_void, ...);
+    fn StorPortExtendedFunction(function: u32, ext: *mut c_void, ...) -> u32;
+    fn StorPortDebugPrint(level: u32, format: *const u8, ...);
+}
+
+const REQUEST_COMPLETE: u32 = 0;
+const RESET_DETECTED: u32 = 3;
+const ENABLE_PASSIVE_INITIALIZATION: u32 = 0x1000;
+const INITIALIZE_DPC: u32 = 0x1001;
+const ISSUE_DPC: u32 = 0x1002;
+const ACQUIRE_SPIN_LOCK: u32 = 0x1003;
+const RELEASE_SPIN_LOCK: u32 = 0x1004;
+const EXT_ACQUIRE_MSI_SPIN_LOCK: u32 = 11;
+const EXT_RELEASE_MSI_SPIN_LOCK: u32 = 12;
+const EXT_GET_MSI_INFO: u32 = 13;
+const EXT_PERF_OPTS: u32 = 14;
+const EXT_CURRENT_PROCESSOR: u32 = 17;
+
+/// How the test miniport behaves, chosen per test (boot runs on the test's thread).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Complete every SRB in HwStartIo.
+    Immediate,
+    /// Ring the doorbell; the device interrupts on message 1; the ISR issues a DPC that
+    /// completes the SRBs.
+    Interrupt,
+    /// Complete every SRB twice.
+    DoubleComplete,
+    /// Never complete; HwResetBus completes everything with SRB_STATUS_BUS_RESET.
+    HoldUntilReset,
+    /// Never complete; HwResetBus does nothing.
+    HoldForever,
+    /// Take the StartIo lock inside HwStartIo (already held) and release a lock not held.
+    BadLocks,
+}
+
+thread_local! {
+    static MODE: Cell<Mode> = const { Cell::new(Mode::Immediate) };
+    static ADVERTISE_SRB_EX: Cell<bool> = const { Cell::new(true) };
+}
+
+/// The test miniport's device extension.
+#[repr(C, align(16))]
+struct Extension {
+    mode: Mode,
+    registers: usize,
+    dpc: [u64; 9],
+    pending: [usize; 256],
+    pending_count: usize,
+    uncached: usize,
+    uncached_physical: i64,
+    uncached_contiguous: u32,
+    seen_config: PortConfigurationInformation,
+    vendor_device: u32,
+    msi_info_vector: u32,
+    in_start_io: AtomicU32,
+    max_in_start_io: AtomicU32,
+    isr_count: AtomicU32,
+    dpc_count: AtomicU32,
+    isr_processor: AtomicU32,
+    dpc_processor: AtomicU32,
+    dpc_after_isr: AtomicU32,
+    srb_ex_parsed: AtomicU32,
+    passive_ran: AtomicU32,
+    sg_bytes: AtomicUsize,
+}
+
+fn ext<'a>(extension: *mut c_void) -> &'a mut Extension {
+    // SAFETY: the simulator passes the device extension it allocated with
+    // DeviceExtensionSize = size_of::<Extension>(), zeroed, 16-aligned, live for the adapter.
+    unsafe { &mut *extension.cast::<Extension>() }
+}
+
+/// The SRB fields the test miniport needs, from either SRB type.
+struct SrbView {
+    extended: bool,
+    target: u8,
+    lun: u8,
+    cdb: [u8; 16],
+    data: usize,
+    len: u32,
+}
+
+fn view(srb: *mut c_void) -> SrbView {
+    // SAFETY: the simulator hands HwStartIo an SRB it built; the first bytes say which type.
+    let function = unsafe { srb.cast::<u8>().wrapping_add(2).read() };
+    if function == abi::SRB_FUNCTION_STORAGE_REQUEST_BLOCK {
+        // SAFETY: a STORAGE_REQUEST_BLOCK header is at the SRB's start.
+        let header = unsafe { srb.cast::<abi::StorageRequestBlock>().read_unaligned() };
+        assert_eq!(header.signature, abi::SRB_SIGNATURE);
+        assert_eq!(header.version, abi::STORAGE_REQUEST_BLOCK_VERSION_1);
+        assert_eq!(header.num_srb_ex_data, 1);
+        // SAFETY: AddressOffset points inside the SRB (SrbLength) at a STOR_ADDR_BTL8.
+        let address = unsafe {
+            srb.cast::<u8>()
+                .wrapping_add(header.address_offset as usize)
+                .cast::<abi::StorAddrBtl8>()
+                .read_unaligned()
+        };
+        assert_eq!(address.address_type, abi::STOR_ADDRESS_TYPE_BTL8);
+        assert_eq!(address.address_length, abi::STOR_ADDR_BTL8_ADDRESS_LENGTH);
+        // SAFETY: SrbExDataOffset[0] points inside the SRB at an SRBEX_DATA_SCSI_CDB16.
+        let cdb = unsafe {
+            srb.cast::<u8>()
+                .wrapping_add(header.srb_ex_data_offset[0] as usize)
+                .cast::<abi::SrbExDataScsiCdb16>()
+                .read_unaligned()
+        };
+        assert_eq!(cdb.data_type, abi::SRBEX_DATA_TYPE_SCSI_CDB16);
+        assert_eq!(cdb.length, abi::SRBEX_DATA_SCSI_CDB16_LENGTH);
+        assert!(header.srb_length as usize >= header.srb_ex_data_offset[0] as usize + 40);
+        SrbView {
+            extended: true,
+            target: address.target,
+            lun: address.lun,
+            cdb: cdb.cdb,
+            data: header.data_buffer as usize,
+            len: header.data_transfer_length,
+        }
+    } else {
+        // SAFETY: a SCSI_REQUEST_BLOCK.
+        let block = unsafe { srb.cast::<abi::ScsiRequestBlock>().read_unaligned() };
+        assert_eq!(block.function, abi::SRB_FUNCTION_EXECUTE_SCSI);
+        SrbView {
+            extended: false,
+            target: block.target_id,
+            lun: block.lun,
+            cdb: block.cdb,
+            data: block.data_buffer as usize,
+            len: block.data_transfer_length,
+        }
+    }
+}
+
+fn set_status(srb: *mut c_void, status: u8, transfer: u32) {
+    // SAFETY: SrbStatus is byte 3 of both SRB types.
+    unsafe { srb.cast::<u8>().wrapping_add(3).write(status) };
+    let function = {
+        // SAFETY: byte 2 is Function in both types.
+        unsafe { srb.cast::<u8>().wrapping_add(2).read() }
+    };
+    let offset = if function == abi::SRB_FUNCTION_STORAGE_REQUEST_BLOCK {
+        std::mem::offset_of!(abi::StorageRequestBlock, data_transfer_length)
+    } else {
+        std::mem::offset_of!(abi::ScsiRequestBlock, data_transfer_length)
+    };
+    // SAFETY: DataTransferLength is a ULONG at `offset` in the SRB.
+    unsafe {
+        srb.cast::<u8>()
+            .wrapping_add(offset)
+            .cast::<u32>()
+            .write_unaligned(transfer);
+    }
+}
+
+/// Runs the command against a one-target, two-LUN disk: fills the data buffer through the SG
+/// list (checking that it covers the transfer) and sets the status.
+fn execute(extension: *mut c_void, srb: *mut c_void) {
+    let request = view(srb);
+    let e = ext(extension);
+    if request.extended {
+        e.srb_ex_parsed.fetch_add(1, Ordering::SeqCst);
+    }
+    if request.target != 0 || request.lun > 1 {
+        set_status(srb, 0x0A, 0);
+        return;
+    }
+    let payload: Vec<u8> = match request.cdb[0] {
+        0x12 => {
+            let mut inquiry = vec![0_u8; 36];
+            inquiry[4] = 31;
+            inquiry[8..16].copy_from_slice(b"RVSCSI  ");
+            inquiry[16..20].copy_from_slice(b"TEST");
+            inquiry
+        }
+        0xA0 => vec![
+            0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0,
+        ],
+        0x25 => vec![0, 0, 0x0F, 0xFF, 0, 0, 2, 0],
+        0x28 => (0..request.len).map(|i| (i % 251) as u8).collect(),
+        _ => Vec::new(),
+    };
+    let len = payload.len().min(request.len as usize);
+    if len > 0 {
+        // SAFETY: StorPortGetScatterGatherList is called in HwStartIo with this adapter's
+        // extension and an outstanding SRB.
+        let list = unsafe { StorPortGetScatterGatherList(extension, srb) };
+        assert!(!list.is_null());
+        // SAFETY: the list header is followed by NumberOfElements elements.
+        let header = unsafe {
+            list.cast::<abi::StorScatterGatherListHeader>()
+                .read_unaligned()
+        };
+        let mut covered = 0_usize;
+        let mut cursor = request.data;
+        for i in 0..header.number_of_elements as usize {
+            // SAFETY: element i is inside the list.
+            let element = unsafe {
+                list.cast::<u8>()
+                    .wrapping_add(16 + 24 * i)
+                    .cast::<abi::StorScatterGatherElement>()
+                    .read_unaligned()
+            };
+            assert_eq!(
+                element.physical_address as usize, cursor,
+                "identity physical addresses"
+            );
+            cursor += element.length as usize;
+            covered += element.length as usize;
+        }
+        assert_eq!(covered, request.len as usize);
+        e.sg_bytes.fetch_add(covered, Ordering::SeqCst);
+        // SAFETY: the data buffer holds DataTransferLength bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(payload.as_ptr(), request.data as *mut u8, len);
+        }
+    }
+    set_status(srb, abi::SRB_STATUS_SUCCESS, len as u32);
+}
+
+fn complete(extension: *mut c_void, srb: *mut c_void) {
+    // SAFETY: RequestComplete with an SRB this miniport owns.
+    unsafe { StorPortNotification(REQUEST_COMPLETE, extension, srb) };
+}
+
+fn processor(extension: *mut c_void) -> u32 {
+    let mut number = abi::ProcessorNumber::default();
+    // SAFETY: GetCurrentProcessorNumber writes a PROCESSOR_NUMBER.
+    let status =
+        unsafe { StorPortExtendedFunction(EXT_CURRENT_PROCESSOR, extension, &raw mut number) };
+    assert_eq!(status, abi::STOR_STATUS_SUCCESS);
+    u32::from(number.number)
+}
+
+extern "system" fn find_adapter(
+    extension: *mut c_void,
+    _context: *mut c_void,
+    _bus: *mut c_void,
+    _argument: *mut u8,
+    config: *mut c_void,
+    _again: *mut u8,
+) -> u32 {
+    let e = ext(extension);
+    e.mode = MODE.with(Cell::get);
+    // SAFETY: StorPort's PORT_CONFIGURATION_INFORMATION.
+    let info = unsafe { &mut *config.cast::<PortConfigurationInformation>() };
+    e.seen_config = *info;
+    let mut header = [0_u32; 16];
+    // SAFETY: 64 bytes of configuration space into a 64-byte buffer.
+    let read = unsafe {
+        StorPortGetBusData(
+            extension,
+            abi::PCI_CONFIGURATION,
+            0,
+            0,
+            header.as_mut_ptr().cast(),
+            64,
+        )
+    };
+    assert_eq!(read, 64);
+    e.vendor_device = header[0];
+    // SAFETY: AccessRanges has NumberOfAccessRanges entries.
+    let range = unsafe { (info.access_ranges as *const abi::AccessRange).read_unaligned() };
+    assert_eq!(
+        u64::from(header[4] & !0xF),
+        range.range_start,
+        "BAR0 reads back its address"
+    );
+    // SAFETY: mapping the first access range.
+    e.registers = unsafe {
+        StorPortGetDeviceBase(
+            extension,
+            abi::PCI_BUS,
+            0,
+            range.range_start as i64,
+            range.range_length,
+            0,
+        )
+    }
+    .addr();
+    // SAFETY: one uncached extension, in HwFindAdapter.
+    e.uncached = unsafe { StorPortGetUncachedExtension(extension, config, 3 * 4096) }.addr();
+    let mut contiguous = 0;
+    // SAFETY: the physical address of the uncached extension's second byte.
+    e.uncached_physical = unsafe {
+        StorPortGetPhysicalAddress(
+            extension,
+            std::ptr::null_mut(),
+            (e.uncached + 1) as *mut c_void,
+            &raw mut contiguous,
+        )
+    };
+    e.uncached_contiguous = contiguous;
+    info.maximum_transfer_length = 0x10_0000;
+    info.number_of_physical_breaks = 257;
+    info.srb_extension_size = 64;
+    info.max_number_of_io = 77;
+    info.max_ios_per_lun = 33;
+    info.interrupt_synchronization_mode = abi::INTERRUPT_SYNCHRONIZE_PER_MESSAGE;
+    info.hw_ms_interrupt_routine = message_interrupt as *const () as usize as u64;
+    info.dma64_bit_addresses = abi::SCSI_DMA64_MINIPORT_SUPPORTED;
+    let mut enabled = 0_i32;
+    // SAFETY: EnablePassiveInitialization with a routine and a result slot.
+    unsafe {
+        StorPortNotification(
+            ENABLE_PASSIVE_INITIALIZATION,
+            extension,
+            passive_initialize as extern "system" fn(*mut c_void) -> u8,
+            &raw mut enabled,
+        );
+    }
+    assert_eq!(enabled, 1);
+    // SAFETY: a NUL-terminated format with one %u argument.
+    unsafe {
+        StorPortDebugPrint(
+            1,
+            c"find adapter: %u ranges".as_ptr().cast(),
+            info.number_of_access_ranges,
+        );
+    }
+    abi::SP_RETURN_FOUND
+}
+
+extern "system" fn initialize(extension: *mut c_void) -> u8 {
+    let e = ext(extension);
+    let dpc = e.dpc.as_mut_ptr().cast::<c_void>();
+    // SAFETY: InitializeDpc with a STOR_DPC inside the extension.
+    unsafe {
+        StorPortNotification(
+            INITIALIZE_DPC,
+            extension,
+            dpc,
+            completion_dpc
+                as extern "system" fn(*mut c_void, *mut c_void, *mut c_void, *mut c_void),
+        );
+    }
+    let mut info = abi::MessageInterruptInformation::default();
+    // SAFETY: GetMSIInfo for message 1 into a MESSAGE_INTERRUPT_INFORMATION.
+    let status =
+        unsafe { StorPortExtendedFunction(EXT_GET_MSI_INFO, extension, 1_u32, &raw mut info) };
+    assert_eq!(status, abi::STOR_STATUS_SUCCESS);
+    e.msi_info_vector = info.interrupt_vector;
+    // SAFETY: a register write and read through the mapped base.
+    unsafe {
+        StorPortWriteRegisterUlong(extension, (e.registers + 4) as *mut c_void, 0xA5A5_0001);
+    }
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(
+            StorPortReadRegisterUlong(extension, (e.registers + 4) as *mut c_void),
+            0xA5A5_0001
+        );
+    }
+    1
+}
+
+extern "system" fn passive_initialize(extension: *mut c_void) -> u8 {
+    let e = ext(extension);
+    let mut perf = abi::PerfConfigurationData {
+        version: 2,
+        size: size_of::<abi::PerfConfigurationData>() as u32,
+        ..abi::PerfConfigurationData::default()
+    };
+    // SAFETY: query, then set, of PERF_CONFIGURATION_DATA.
+    let status =
+        unsafe { StorPortExtendedFunction(EXT_PERF_OPTS, extension, 1_i32, &raw mut perf) };
+    assert_eq!(status, abi::STOR_STATUS_SUCCESS);
+    assert_ne!(perf.flags & abi::STOR_PERF_CONCURRENT_CHANNELS, 0);
+    perf.flags = abi::STOR_PERF_DPC_REDIRECTION;
+    // SAFETY: as above.
+    let status =
+        unsafe { StorPortExtendedFunction(EXT_PERF_OPTS, extension, 0_i32, &raw mut perf) };
+    assert_eq!(status, abi::STOR_STATUS_SUCCESS);
+    e.passive_ran.store(1, Ordering::SeqCst);
+    1
+}
+
+extern "system" fn start_io(extension: *mut c_void, srb: *mut c_void) -> u8 {
+    let e = ext(extension);
+    let inside = e.in_start_io.fetch_add(1, Ordering::SeqCst) + 1;
+    e.max_in_start_io.fetch_max(inside, Ordering::SeqCst);
+    std::thread::yield_now();
+    match e.mode {
+        Mode::Immediate => {
+            execute(extension, srb);
+            complete(extension, srb);
+        }
+        Mode::DoubleComplete => {
+            execute(extension, srb);
+            complete(extension, srb);
+            complete(extension, srb);
+        }
+        Mode::Interrupt => {
+            execute(extension, srb);
+            let mut old_irql = 0_u32;
+            // SAFETY: the MSI lock of message 1 guards the pending list shared with the DPC.
+            unsafe {
+                StorPortExtendedFunction(
+                    EXT_ACQUIRE_MSI_SPIN_LOCK,
+                    extension,
+                    1_u32,
+                    &raw mut old_irql,
+                )
+            };
+            e.pending[e.pending_count] = srb.addr();
+            e.pending_count += 1;
+            // SAFETY: as above.
+            unsafe {
+                StorPortExtendedFunction(EXT_RELEASE_MSI_SPIN_LOCK, extension, 1_u32, old_irql)
+            };
+            // SAFETY: the doorbell register.
+            unsafe { StorPortWriteRegisterUlong(extension, e.registers as *mut c_void, 1) };
+        }
+        Mode::HoldUntilReset | Mode::HoldForever => {
+            execute(extension, srb);
+        }
+        Mode::BadLocks => {
+            let mut handle = abi::StorLockHandle::default();
+            // SAFETY: the StartIo lock is already held here: a recursive acquisition.
+            unsafe {
+                StorPortNotification(
+                    ACQUIRE_SPIN_LOCK,
+                    extension,
+                    abi::START_IO_LOCK,
+                    std::ptr::null_mut::<c_void>(),
+                    &raw mut handle,
+                );
+            }
+            let mut foreign = abi::StorLockHandle {
+                lock: abi::INTERRUPT_LOCK,
+                ..abi::StorLockHandle::default()
+            };
+            // SAFETY: releasing the interrupt lock, which this thread does not hold.
+            unsafe { StorPortNotification(RELEASE_SPIN_LOCK, extension, &raw mut foreign) };
+            execute(extension, srb);
+            complete(extension, srb);
+        }
+    }
+    e.in_start_io.fetch_sub(1, Ordering::SeqCst);
+    1
+}
+
+extern "system" fn message_interrupt(extension: *mut c_void, message: u32) -> u8 {
+    let e = ext(extension);
+    e.isr_count.fetch_add(1, Ordering::SeqCst);
+    e.isr_processor
+        .store(processor(extension), Ordering::SeqCst);
+    let mut queued = 0_i32;
+    // SAFETY: IssueDpc on the STOR_DPC initialised in HwInitialize.
+    unsafe {
+        StorPortNotification(
+            ISSUE_DPC,
+            extension,
+            e.dpc.as_mut_ptr().cast::<c_void>(),
+            message as usize as *mut c_void,
+            std::ptr::null_mut::<c_void>(),
+            &raw mut queued,
+        );
+    }
+    1
+}
+
+extern "system" fn completion_dpc(
+    _dpc: *mut c_void,
+    extension: *mut c_void,
+    message: *mut c_void,
+    _a2: *mut c_void,
+) {
+    let e = ext(extension);
+    if e.isr_count.load(Ordering::SeqCst) > e.dpc_count.load(Ordering::SeqCst) {
+        e.dpc_after_isr.fetch_add(1, Ordering::SeqCst);
+    }
+    e.dpc_count.fetch_add(1, Ordering::SeqCst);
+    e.dpc_processor
+        .store(processor(extension), Ordering::SeqCst);
+    let mut old_irql = 0_u32;
+    let message = message.addr() as u32;
+    // SAFETY: the MSI lock guarding the pending list.
+    unsafe {
+        StorPortExtendedFunction(
+            EXT_ACQUIRE_MSI_SPIN_LOCK,
+            extension,
+            message,
+            &raw mut old_irql,
+        )
+    };
+    let pending: Vec<usize> = e.pending[..e.pending_count].to_vec();
+    e.pending_count = 0;
+    // SAFETY: as above.
+    unsafe { StorPortExtendedFunction(EXT_RELEASE_MSI_SPIN_LOCK, extension, message, old_irql) };
+    for srb in pending {
+        complete(extension, srb as *mut c_void);
+    }
+}
+
+extern "system" fn reset_bus(extension: *mut c_void, path: u32) -> u8 {
+    if ext(extension).mode == Mode::HoldUntilReset {
+        // SAFETY: completing everything on the path, as a bus reset does.
+        unsafe {
+            StorPortNotification(RESET_DETECTED, extension);
+        }
+        // SAFETY: as above.
+        unsafe {
+            StorPortCompleteRequest(
+                extension,
+                path as u8,
+                abi::SP_UNTAGGED,
+                abi::SP_UNTAGGED,
+                abi::SRB_STATUS_BUS_RESET,
+            );
+        }
+    }
+    1
+}
+
+extern "system" fn adapter_control(
+    extension: *mut c_void,
+    control: u32,
+    parameters: *mut c_void,
+) -> u32 {
+    let _ = ext(extension);
+    if control == abi::SCSI_QUERY_SUPPORTED_CONTROL_TYPES {
+        // SAFETY: SCSI_SUPPORTED_CONTROL_TYPE_LIST: MaxControlType then the BOOLEAN list.
+        let max = unsafe { parameters.cast::<u32>().read_unaligned() };
+        for control in [
+            abi::SCSI_QUERY_SUPPORTED_CONTROL_TYPES,
+            abi::SCSI_STOP_ADAPTER,
+            abi::SCSI_RESTART_ADAPTER,
+        ] {
+            if control < max {
+                // SAFETY: entry `control` of the list, below MaxControlType.
+                unsafe {
+                    parameters
+                        .cast::<u8>()
+                        .wrapping_add(4 + control as usize)
+                        .write(1);
+                }
+            }
+        }
+    }
+    abi::SCSI_ADAPTER_CONTROL_SUCCESS
+}
+
+unsafe extern "system" fn driver_entry(
+    driver_object: *mut c_void,
+    registry_path: *mut c_void,
+) -> i32 {
+    let mut hw = HwInitializationData {
+        hw_initialization_data_size: size_of::<HwInitializationData>() as u32,
+        adapter_interface_type: abi::PCI_BUS,
+        hw_initialize: initialize as *const () as usize as u64,
+        hw_start_io: start_io as *const () as usize as u64,
+        hw_find_adapter: find_adapter as *const () as usize as u64,
+        hw_reset_bus: reset_bus as *const () as usize as u64,
+        hw_adapter_control: adapter_control as *const () as usize as u64,
+        device_extension_size: size_of::<Extension>() as u32,
+        specific_lu_extension_size: 32,
+        srb_extension_size: 64,
+        number_of_access_ranges: 1,
+        tagged_queuing: 1,
+        auto_request_sense: 1,
+        multiple_request_per_lu: 1,
+        srb_type_flags: if ADVERTISE_SRB_EX.with(Cell::get) {
+            abi::SRB_TYPE_FLAG_SCSI_REQUEST_BLOCK | abi::SRB_TYPE_FLAG_STORAGE_REQUEST_BLOCK
+        } else {
+            abi::SRB_TYPE_FLAG_SCSI_REQUEST_BLOCK
+        },
+        ..HwInitializationData::default()
+    };
+    // SAFETY: StorPortInitialize with DriverEntry's arguments and a filled structure.
+    unsafe {
+        StorPortInitialize(
+            driver_object,
+            registry_path,
+            (&raw mut hw).cast(),
+            std::ptr::null_mut(),
+        ) as i32
+    }
+}
+
+/// A bump arena over one leaked, page-aligned allocation.
+struct TestArena {
+    base: usize,
+    size: usize,
+    next: Mutex<usize>,
+}
+
+impl TestArena {
+    fn new(size: usize) -> Self {
+        let layout = std::alloc::Layout::from_size_align(size, 4096).unwrap();
+        // SAFETY: a non-zero-sized layout.
+        let base = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!base.is_null());
+        Self {
+            base: base.expose_provenance(),
+            size,
+            next: Mutex::new(0),
+        }
+    }
+}
+
+impl DmaArena for TestArena {
+    fn alloc(&self, len: usize, align: usize) -> Option<usize> {
+        let mut next = self.next.lock().unwrap();
+        let start = (self.base + *next).next_multiple_of(align) - self.base;
+        if start + len > self.size {
+            return None;
+        }
+        *next = start + len;
+        let address = self.base + start;
+        // SAFETY: freshly carved, inside the allocation.
+        unsafe { std::ptr::write_bytes(address as *mut u8, 0, len) };
+        Some(address)
+    }
+    fn free(&self, _address: usize, _len: usize) {}
+    fn write(&self, address: usize, bytes: &[u8]) -> bool {
+        if address < self.base || address + bytes.len() > self.base + self.size {
+            return false;
+        }
+        // SAFETY: inside the allocation.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), address as *mut u8, bytes.len()) };
+        true
+    }
+    fn read(&self, address: usize, out: &mut [u8]) -> bool {
+        if address < self.base || address + out.len() > self.base + self.size {
+            return false;
+        }
+        // SAFETY: inside the allocation.
+        unsafe { std::ptr::copy_nonoverlapping(address as *const u8, out.as_mut_ptr(), out.len()) };
+        true
+    }
+}
+
+/// A PCI function with one 4 KiB memory BAR: offset 0 is a doorbell that raises the MSI-X
+/// message written to it, offset 4 a scratch register; 4 MSI-X messages.
+struct TestDevice {
+    line: OnceLock<InterruptLine>,
+    scratch: AtomicU32,
+    doorbells: AtomicU32,
+}
+
+impl PciFunction for TestDevice {
+    fn config_read(&self, offset: u16, out: &mut [u8]) {
+        let mut space = [0_u8; 256];
+        space[0..4].copy_from_slice(&0x1048_1AF4_u32.to_le_bytes());
+        space[6] = 0x10;
+        space[0x10] = 0x00;
+        space[0x34] = 0x40;
+        space[0x40] = 0x11;
+        space[0x42] = 3;
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = space.get(usize::from(offset) + i).copied().unwrap_or(0xFF);
+        }
+    }
+    fn config_write(&self, _offset: u16, _data: &[u8]) {}
+    fn bar_len(&self, bar: u8) -> Option<u64> {
+        (bar == 0).then_some(4096)
+    }
+    fn mmio_read(&self, _bar: u8, offset: u64, _width: u8) -> u64 {
+        match offset {
+            4 => u64::from(self.scratch.load(Ordering::SeqCst)),
+            _ => 0,
+        }
+    }
+    fn mmio_write(&self, _bar: u8, offset: u64, _width: u8, value: u64) {
+        match offset {
+            0 => {
+                self.doorbells.fetch_add(1, Ordering::SeqCst);
+                if let Some(line) = self.line.get() {
+                    line.raise(value as u16);
+                }
+            }
+            4 => self.scratch.store(value as u32, Ordering::SeqCst),
+            _ => {}
+        }
+    }
+}
+
+fn boot_with(mode: Mode, options: SimOptions) -> (Adapter, Arc<TestDevice>) {
+    MODE.with(|cell| cell.set(mode));
+    let device = Arc::new(TestDevice {
+        line: OnceLock::new(),
+        scratch: AtomicU32::new(0),
+        doorbells: AtomicU32::new(0),
+    });
+    let line = InterruptLine::new();
+    let _ = device.line.set(line.clone());
+    let platform = Platform {
+        entry: driver_entry,
+        pci: Arc::clone(&device) as Arc<dyn PciFunction>,
+        memory: Arc::new(TestArena::new(16 << 20)),
+        interrupts: line,
+    };
+    (Simulator::boot(options, platform).unwrap(), device)
+}
+
+fn boot(mode: Mode) -> (Adapter, Arc<TestDevice>) {
+    boot_with(mode, SimOptions::default())
+}
+
+fn extension_of(adapter: &Adapter) -> &Extension {
+    // SAFETY: the adapter's device extension is the test miniport's Extension.
+    unsafe { &*(adapter.device_extension() as *const Extension) }
+}
+
+#[test]
+fn boot_round_trips_the_configuration() {
+    let (adapter, _device) = boot(Mode::Immediate);
+    let e = extension_of(&adapter);
+    let seen = e.seen_config;
+    assert_eq!(seen.length, abi::PORT_CONFIGURATION_INFORMATION_SIZE);
+    assert_eq!(seen.adapter_interface_type, abi::PCI_BUS);
+    assert_eq!(seen.number_of_access_ranges, 1);
+    assert_eq!(seen.maximum_transfer_length, abi::SP_UNINITIALIZED_VALUE);
+    assert_eq!(seen.number_of_physical_breaks, abi::SP_UNINITIALIZED_VALUE);
+    assert_eq!(seen.dma64_bit_addresses, abi::SCSI_DMA64_SYSTEM_SUPPORTED);
+    assert_eq!(seen.srb_extension_size, 64);
+    assert_eq!(seen.srb_type, abi::SRB_TYPE_STORAGE_REQUEST_BLOCK);
+    assert_eq!(e.vendor_device, 0x1048_1AF4);
+    assert!(e.registers >= adapter.register_cookie_base());
+    assert_eq!(
+        usize::try_from(e.uncached_physical).unwrap(),
+        e.uncached + 1
+    );
+    assert_eq!(e.uncached_contiguous, 3 * 4096 - 1);
+    assert_eq!(e.msi_info_vector, 0x81);
+    assert_eq!(e.passive_ran.load(Ordering::SeqCst), 1);
+    let found = adapter.found_adapter();
+    assert_eq!(found.config.maximum_transfer_length, 0x10_0000);
+    assert_eq!(found.config.number_of_physical_breaks, 257);
+    assert_eq!(found.config.max_number_of_io, 77);
+    assert_eq!(found.config.max_ios_per_lun, 33);
+    assert_eq!(
+        found.config.interrupt_synchronization_mode,
+        abi::INTERRUPT_SYNCHRONIZE_PER_MESSAGE
+    );
+    assert_eq!(found.messages, 4);
+    assert!(found.extended_srbs);
+    assert!(found.passive_initialized);
+    assert_eq!(found.perf_flags, abi::STOR_PERF_DPC_REDIRECTION);
+    assert!(
+        adapter
+            .log()
+            .iter()
+            .any(|line| line == "[1] find adapter: 1 ranges")
+    );
+    assert_eq!(adapter.shutdown(), Vec::new());
+}
+
+#[test]
+fn page_boundary_contiguity_is_reported() {
+    let options = SimOptions {
+        contiguity: Contiguity::PageBoundary,
+        ..SimOptions::default()
+    };
+    let (adapter, _device) = boot_with(Mode::Immediate, options);
+    assert_eq!(extension_of(&adapter).uncached_contiguous, 4095);
+    assert_eq!(adapter.shutdown(), Vec::new());
+}
+
+#[test]
+fn bus_scan_finds_both_luns_through_srb_ex() {
+    let (adapter, _device) = boot(Mode::Immediate);
+    let disks = adapter.scan_bus().unwrap();
+    assert_eq!(disks.len(), 2);
+    assert_eq!((disks[0].target, disks[0].lun, disks[1].lun), (0, 0, 1));
+    assert_eq!(disks[0].blocks, 0x1000);
+    assert_eq!(disks[0].block_size, 512);
+    assert_eq!(&disks[0].inquiry[8..16], b"RVSCSI  ");
+    let parsed = extension_of(&adapter).srb_ex_parsed.load(Ordering::SeqCst);
+    assert!(
+        parsed >= 4 + 3,
+        "every SRB was a parsed STORAGE_REQUEST_BLOCK ({parsed})"
+    );
+    assert_eq!(adapter.shutdown(), Vec::new());
+}
+
+#[test]
+fn forced_scsi_request_blocks_work_too() {
+    ADVERTISE_SRB_EX.with(|cell| cell.set(false));
+    let (adapter, _device) = boot(Mode::Immediate);
+    ADVERTISE_SRB_EX.with(|cell| cell.set(true));
+    assert!(!adapter.found_adapter().extended_srbs);
+    let read = adapter
+        .execute(
+            1,
+            &Request::new(0, 0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 16, 0]).reading(8192),
+        )
+        .unwrap();
+    assert_eq!(read.status(), abi::SRB_STATUS_SUCCESS);
+    assert_eq!(read.data.len(), 8192);
+    assert_eq!(read.data[300], (300 % 251) as u8);
+    assert_eq!(
+        extension_of(&adapter).srb_ex_parsed.load(Ordering::SeqCst),
+        0
+    );
+    assert_eq!(adapter.shutdown(), Vec::new());
+}
+
+#[test]
+fn requests_from_many_threads_complete_once_through_interrupt_and_dpc() {
+    let options = SimOptions {
+        merge_adjacent_pages: true,
+        ..SimOptions::default()
+    };
+    let (adapter, device) = boot_with(Mode::Interrupt, options);
+    let adapter = Arc::new(adapter);
+    let threads: Vec<_> = (0..4_u32)
+        .map(|thread| {
+            let adapter = Arc::clone(&adapter);
+            std::thread::spawn(move || {
+                for i in 0..25_u32 {
+                    let mut request = Request::new(0, 0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0])
+                        .reading(4096 + i * 100);
+                    request.data_offset = (i * 512 % 4096) as u16;
+                    let done = adapter.execute(thread % 2, &request).unwrap();
+                    assert_eq!(done.status(), abi::SRB_STATUS_SUCCESS);
+                    assert_eq!(done.data.len(), (4096 + i * 100) as usize);
+                    assert_eq!(done.data[4000], (4000 % 251) as u8);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let e = extension_of(&adapter);
+    assert_eq!(
+        e.max_in_start_io.load(Ordering::SeqCst),
+        1,
+        "HwStartIo runs under the StartIo lock"
+    );
+    assert!(e.isr_count.load(Ordering::SeqCst) >= 1);
+    assert_eq!(device.doorbells.load(Ordering::SeqCst), 100);
+    assert!(e.dpc_after_isr.load(Ordering::SeqCst) >= 1);
+    assert_eq!(
+        e.isr_processor.load(Ordering::SeqCst),
+        1,
+        "message 1 targets processor 1"
+    );
+    assert_eq!(
+        e.dpc_processor.load(Ordering::SeqCst),
+        1,
+        "the DPC runs where the ISR issued it"
+    );
+    assert!(e.sg_bytes.load(Ordering::SeqCst) >= 100 * 4096);
+    assert_eq!(adapter.outstanding(), 0);
+    let adapter = Arc::into_inner(adapter).unwrap();
+    assert_eq!(adapter.shutdown(), Vec::new());
+}
+
+#[test]
+fn double_completion_is_caught() {
+    let (adapter, _device) = boot(Mode::DoubleComplete);
+    let done = adapter
+        .execute(0, &Request::new(0, 0, &[0, 0, 0, 0, 0, 0]))
+        .unwrap();
+    assert_eq!(done.status(), abi::SRB_STATUS_SUCCESS);
+    let violations = adapter.shutdown();
+    assert_eq!(violations.len(), 1);
+    assert!(matches!(violations[0], Violation::DoubleCompletion { .. }));
+}
+
+#[test]
+fn lock_misuse_is_caught() {
+    let (adapter, _device) = boot(Mode::BadLocks);
+    adapter
+        .execute(0, &Request::new(0, 0, &[0, 0, 0, 0, 0, 0]))
+        .unwrap();
+    let violations = adapter.shutdown();
+    assert!(violations.contains(&Violation::RecursiveAcquire {
+        lock: Lock::StartIo
+    }));
+    assert!(violations.contains(&Violation::ReleaseNotHeld {
+        lock: Lock::Interrupt
+    }));
+}
+
+#[test]
+fn a_timed_out_request_gets_a_bus_reset_and_completes() {
+    let (adapter, _device) = boot(Mode::HoldUntilReset);
+    let mut request = Request::new(0, 0, &[0, 0, 0, 0, 0, 0]);
+    request.timeout_seconds = 2;
+    let done = adapter.execute(0, &request).unwrap();
+    assert_eq!(done.status(), abi::SRB_STATUS_BUS_RESET);
+    let notifications = adapter.notifications();
+    assert!(
+        notifications
+            .iter()
+            .any(|n| matches!(n, Notification::TimeoutReset { path: 0, .. }))
+    );
+    assert!(notifications.contains(&Notification::ResetDetected));
+    assert_eq!(adapter.shutdown(), Vec::new());
+}
+
+#[test]
+fn a_request_never_completed_after_reset_is_caught() {
+    let (adapter, _device) = boot(Mode::HoldForever);
+    let mut request = Request::new(0, 0, &[0, 0, 0, 0, 0, 0]);
+    request.timeout_seconds = 1;
+    let ticket = adapter.submit(0, &request).unwrap();
+    assert_eq!(
+        adapter.wait(ticket, Duration::from_millis(300)),
+        Err(SimError::WaitTimedOut { ticket: ticket.0 })
+    );
+    let violations = adapter.shutdown();
+    assert!(violations.contains(&Violation::NotCompletedAfterReset { ticket: ticket.0 }));
+    assert!(violations.contains(&Violation::OutstandingAtShutdown { ticket: ticket.0 }));
+}
+
+#[test]
+fn power_cycle_stops_and_restarts_through_adapter_control() {
+    let (adapter, _device) = boot(Mode::Immediate);
+    let supported = adapter.supported_control_types().unwrap();
+    assert_eq!(&supported[..3], &[true, true, true]);
+    adapter.power_cycle().unwrap();
+    let done = adapter
+        .execute(0, &Request::new(0, 0, &[0, 0, 0, 0, 0, 0]))
+        .unwrap();
+    assert_eq!(done.status(), abi::SRB_STATUS_SUCCESS);
+    assert_eq!(adapter.shutdown(), Vec::new());
+}
+
+#[test]
+fn unknown_target_completes_with_selection_timeout() {
+    let (adapter, _device) = boot(Mode::Immediate);
+    let done = adapter
+        .execute(0, &Request::new(3, 0, &[0x12, 0, 0, 0, 36, 0]).reading(36))
+        .unwrap();
+    assert_eq!(done.status(), 0x0A);
+    assert!(done.data.is_empty());
+    assert_eq!(done.sense, Vec::<u8>::new());
+    let _ = DataDirection::None;
+    assert_eq!(adapter.shutdown(), Vec::new());
+}
