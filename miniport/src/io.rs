@@ -208,7 +208,9 @@ fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
     }
     let request = Request::at(base, bus, layout).ok_or(SRB_STATUS_ERROR)?;
     let tag = base as u64;
-    let command = CmdReq::new(lun, tag, &cdb[..cdb_len]).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    // `Srb::cdb` bounds the length by the buffer; `get` keeps that proof local, with no panic.
+    let cdb_bytes = cdb.get(..cdb_len).ok_or(SRB_STATUS_INVALID_REQUEST)?;
+    let command = CmdReq::new(lun, tag, cdb_bytes).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
     if !request
         .memory
         .write_bytes(layout.cmd_req, command.as_bytes())

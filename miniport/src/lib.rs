@@ -1,6 +1,11 @@
 //! rvscsi: the StorPort virtio-scsi miniport.
 #![cfg_attr(not(test), no_std)]
 
+// The kernel image's panic handler and memcpy/memmove/memset/memcmp, which nothing names from
+// Rust; on other targets rvscsi-rt is empty and the rlib uses the host's.
+#[cfg(all(windows, target_env = "msvc", not(test)))]
+use rvscsi_rt as _;
+
 pub mod storport;
 
 pub mod adapter;

@@ -62,11 +62,16 @@ pub fn synthesize_designator(
     transferred: usize,
     location: LunLocation,
 ) -> Option<usize> {
-    let header = page.get(..PAGE_HEADER_LEN.min(transferred))?;
-    let [_, page_code, length_high, length_low] = *header else {
+    if transferred < PAGE_HEADER_LEN {
+        return None;
+    }
+    // The header and the room after it, split once so that no later access needs a bound the
+    // optimiser would have to prove.
+    let (header, body) = page.split_at_mut_checked(PAGE_HEADER_LEN)?;
+    let [_, page_code, length_high, length_low] = header else {
         return None;
     };
-    if page_code != DEVICE_IDENTIFICATION || (length_high, length_low) != (0, 0) {
+    if *page_code != DEVICE_IDENTIFICATION || (*length_high, *length_low) != (0, 0) {
         return None;
     }
     let mut descriptor = [0u8; DESCRIPTOR_LEN];
@@ -76,16 +81,9 @@ pub fn synthesize_designator(
     descriptor[1] = 0x03;
     descriptor[3] = 8;
     descriptor[4..].copy_from_slice(&location.naa_designator());
-    page[2] = 0;
-    page[3] = DESCRIPTOR_LEN as u8;
-    let room = page
-        .len()
-        .saturating_sub(PAGE_HEADER_LEN)
-        .min(DESCRIPTOR_LEN);
-    let (target, source) = (
-        page.get_mut(PAGE_HEADER_LEN..PAGE_HEADER_LEN + room)?,
-        descriptor.get(..room)?,
-    );
+    *length_low = DESCRIPTOR_LEN as u8;
+    let room = body.len().min(DESCRIPTOR_LEN);
+    let (target, source) = (body.get_mut(..room)?, descriptor.get(..room)?);
     target.copy_from_slice(source);
     Some(PAGE_HEADER_LEN + room)
 }

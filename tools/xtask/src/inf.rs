@@ -618,10 +618,10 @@ mod tests {
             r#"HKR, "Parameters", BusType, 0x00010001, 0x0000000A"#,
             r#"HKR, "Parameters\PnpInterface", 5, 0x00010001, 1"#,
             "MSISupported,       0x00010001, 1",
-            "MessageNumberLimit, 0x00010001, 258",
+            "MessageNumberLimit, 0x00010001, 67",
             r"PCI\VEN_1AF4&DEV_1004",
             r"PCI\VEN_1AF4&DEV_1048",
-            "PhysicalBreaks, 0x00010001, 512",
+            "PhysicalBreaks, 0x00010001, 511",
         ] {
             assert!(text.contains(needle), "{needle}");
         }

@@ -62,7 +62,7 @@ const JOBS: &[Job] = &[
     },
     Job {
         name: "package",
-        help: "rvscsi.sys + PDB + INF for Windows (--target, --crate, --sign, --no-panic-check)",
+        help: "rvscsi.sys + PDB + INF for Windows (--target, --crate, --sign, --no-panic-check; `ci`: CI's package checks)",
         run: package::package,
     },
     Job {

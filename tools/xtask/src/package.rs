@@ -3,14 +3,16 @@
 //! For a Windows target it links the driver crate as a kernel image with rust-lld, checks the
 //! PE (the `pecheck` crate), stamps and checks the INF, and optionally proves there is no panic
 //! path (`--no-panic-check`) and test-signs the image (`--sign`). The output is
-//! `target/package/<arch>/` for the miniport and `target/package/<crate>/<arch>/` for any
-//! other crate (the test fixture), holding `rvscsi.sys`, `rvscsi.pdb` and `rvscsi.inf`, and with
-//! `--sign` a `signed/` folder ready for `pnputil` on a test-signing machine.
+//! `target/package/<arch>/` for the miniport (the default crate, `rvscsi`) and
+//! `target/package/<crate>/<arch>/` for any other crate (the test fixture), holding
+//! `rvscsi.sys`, `rvscsi.pdb` and `rvscsi.inf`, and with `--sign` a `signed/` folder ready for
+//! `pnputil` on a test-signing machine.
 //!
 //! A driver crate must provide, on `cfg(windows)`: a `#[no_mangle] extern "system" fn
 //! DriverEntry`, a `#[panic_handler]` that needs nothing outside storport.sys, `memcpy`,
 //! `memmove`, `memset` and `memcmp`, and a `link-time-panic-check` feature whose panic handler
-//! calls an undefined symbol. `tools/pe-fixture` shows each.
+//! calls an undefined symbol. The miniport and the fixture take all but DriverEntry from
+//! `rvscsi-rt` (`miniport/rt`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -90,7 +92,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
                 return Err(format!(
                     "unknown option {other}; usage: cargo xtask package [--target \
                      x86_64-pc-windows-msvc|aarch64-pc-windows-msvc] [--crate <package>] \
-                     [--features <list>] [--sign] [--no-panic-check]"
+                     [--features <list>] [--sign] [--no-panic-check], or cargo xtask package ci"
                 ));
             }
         }
@@ -110,8 +112,11 @@ fn architecture(target: &str) -> Result<(Machine, &'static str), String> {
     }
 }
 
-/// `cargo xtask package`.
+/// `cargo xtask package [options]`, or `cargo xtask package ci` for the package part of CI alone.
 pub fn package(args: &[String]) -> Result<(), String> {
+    if matches!(args, [job] if job == "ci") {
+        return ci(&[]);
+    }
     let options = parse_options(args)?;
     build_package(&options)
 }
@@ -133,31 +138,34 @@ pub fn pecheck(args: &[String]) -> Result<(), String> {
     check_image(&image, &pdb, machine, paths[0])
 }
 
-/// What CI runs: the fixture packaged, signed and no-panic-checked for x64 and ARM64, and the
-/// two links that must fail (a reachable panic, a frame needing `__chkstk`) shown to fail for
-/// that reason. The miniport joins once it has a DriverEntry (issue 3).
+/// What CI runs: the two links that must fail (a reachable panic, a frame needing `__chkstk`)
+/// shown to fail for that reason on the fixture, the fixture without them as the control, then
+/// the miniport, `rvscsi.sys`, packaged, PE-checked, no-panic-checked and signed for x64 and
+/// ARM64. The miniport's packages are built last and stay in `target/package/<arch>/`.
 pub fn ci(_: &[String]) -> Result<(), String> {
     let fixture = |features: &[&str]| Options {
         target: "x86_64-pc-windows-msvc".into(),
         krate: FIXTURE.into(),
         features: features.iter().map(|f| (*f).to_owned()).collect(),
-        sign: true,
+        sign: false,
         no_panic_check: true,
     };
-    // The links that must fail run first: they reuse the fixture's package directory, and the
-    // good package built last is the one CI keeps in target/package/.
-    let mut reachable_panic = fixture(&["reachable-panic"]);
-    reachable_panic.sign = false;
-    expect_link_failure(&reachable_panic, LinkFailure::PanicPath)?;
+    expect_link_failure(&fixture(&["reachable-panic"]), LinkFailure::PanicPath)?;
     let mut big_frame = fixture(&["large-stack-frame"]);
     big_frame.no_panic_check = false;
-    big_frame.sign = false;
     expect_link_failure(&big_frame, LinkFailure::StackProbe)?;
+    // The control: the same fixture without the faulty features packages, so the two
+    // failures above come from those features and not from the pipeline.
     build_package(&fixture(&[]))?;
-    build_package(&Options {
-        target: "aarch64-pc-windows-msvc".into(),
-        ..fixture(&[])
-    })?;
+    for target in ["x86_64-pc-windows-msvc", "aarch64-pc-windows-msvc"] {
+        build_package(&Options {
+            target: target.into(),
+            krate: MINIPORT.into(),
+            features: Vec::new(),
+            sign: true,
+            no_panic_check: true,
+        })?;
+    }
     Ok(())
 }
 
@@ -186,7 +194,7 @@ fn expect_link_failure(options: &Options, expected: LinkFailure) -> Result<(), S
 /// Why a driver link failed, recognised from the linker's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LinkFailure {
-    /// The crate has no DriverEntry or panic handler (the miniport before issue 3).
+    /// The crate has no DriverEntry or panic handler (it is not a driver crate).
     NoDriverEntry,
     /// The no-panic link found a surviving panic path.
     PanicPath,
@@ -237,9 +245,9 @@ impl LinkFailure {
         let marker = self.marker();
         match self {
             Self::NoDriverEntry => format!(
-                "crate {krate} {marker} (or no panic handler) yet, so there is no driver to \
-                 package. The miniport gains them with its StorPort glue (issue 3); until then \
-                 package the test fixture: cargo xtask package --crate {FIXTURE}"
+                "crate {krate} {marker} (or no panic handler) on Windows, so it is not a \
+                 driver crate. A driver crate exports `extern \"system\" fn DriverEntry` and \
+                 links rvscsi-rt for its panic handler; package {MINIPORT} or {FIXTURE}"
             ),
             Self::PanicPath => format!(
                 "no-panic link check: {marker} in {krate}. Some code can still reach a panic \
@@ -254,7 +262,7 @@ impl LinkFailure {
             ),
             Self::MemoryFunction => format!(
                 "{krate} {marker}, memmove, memset and memcmp itself: a /NODEFAULTLIB image \
-                 has no C runtime (see tools/pe-fixture/src/mem.rs)"
+                 has no C runtime (link rvscsi-rt, see miniport/rt/src/mem.rs)"
             ),
             Self::FloatingPoint => format!(
                 "{krate} {marker} (_fltused): kernel code must not use floating point without \

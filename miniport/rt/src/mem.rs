@@ -3,10 +3,10 @@
 //! LLVM lowers struct copies, array initialisers and slice comparisons to calls to these four
 //! C functions. On `*-windows-msvc` targets they normally come from the C runtime
 //! (vcruntime), which a kernel image does not link, and the `mem` feature of
-//! `compiler_builtins` that would provide them cannot be selected on stable Rust. So the driver
-//! crate defines them itself. The loops work byte by byte: LLVM does not turn a loop inside a
-//! function named `memcpy`, `memmove` or `memset` back into a call to itself, and the images
-//! these serve copy small headers, not bulk data (bulk data moves by DMA).
+//! `compiler_builtins` that would provide them cannot be selected on stable Rust. So this crate
+//! defines them for every rvscsi kernel image. The loops work byte by byte: LLVM does not turn
+//! a loop inside a function named `memcpy`, `memmove` or `memset` back into a call to itself,
+//! and the images these serve copy small headers, not bulk data (bulk data moves by DMA).
 //!
 //! They are exported by name from the image (every `#[no_mangle]` function of a cdylib is);
 //! that is harmless, as nothing imports from a miniport.
