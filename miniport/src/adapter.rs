@@ -857,7 +857,11 @@ impl Adapter {
         if !restarted {
             transport.fail();
         }
-        drop(guards);
+        // Release in the reverse order of acquisition: each release restores the IRQL saved by
+        // its acquire, so the first lock taken must be the last released.
+        for guard in guards.iter_mut().rev() {
+            drop(guard.take());
+        }
         self.resetting.store(false, Ordering::Release);
         self.extension.reset_detected();
     }
@@ -868,13 +872,16 @@ impl Adapter {
         let queues = self.request_queues();
         let mut guards: [Option<QueueGuard<'_>>; MAX_REQUEST_QUEUES as usize] =
             [const { None }; MAX_REQUEST_QUEUES as usize];
-        let lock_all = self.mode() == InterruptMode::PerQueue;
+        let mode = self.mode();
         for (queue, slot) in guards.iter_mut().enumerate().take(usize::from(queues)) {
-            if lock_all || queue == 0 {
+            // StorPort calls ScsiStopAdapter holding the interrupt lock, which in line mode is
+            // the queues' lock already; MSI message locks are taken as usual.
+            if mode == InterruptMode::PerQueue || (mode == InterruptMode::Shared && queue == 0) {
                 *slot = Some(self.lock(queue as u16));
             }
         }
-        // SAFETY: every queue lock is held, as in `reset_device`.
+        // SAFETY: every queue lock is held (taken above, or StorPort's interrupt lock in line
+        // mode), as in `reset_device`.
         let transport = unsafe { &mut *self.transport.get() };
         let _ = transport.reset();
         for queue in 0..queues {
@@ -886,7 +893,11 @@ impl Adapter {
                 state.ring.queue().reset();
             }
         }
-        drop(guards);
+        // Release in the reverse order of acquisition: each release restores the IRQL saved by
+        // its acquire, so the first lock taken must be the last released.
+        for guard in guards.iter_mut().rev() {
+            drop(guard.take());
+        }
     }
 
     /// ScsiRestartAdapter: renegotiates and sets the queues up again, as after power-up.

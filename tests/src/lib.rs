@@ -2,4 +2,5 @@
 //! scenarios).
 
 pub mod device;
+pub mod harness;
 pub mod sim;

@@ -349,17 +349,6 @@ extern "system" fn find_adapter(
     info.interrupt_synchronization_mode = abi::INTERRUPT_SYNCHRONIZE_PER_MESSAGE;
     info.hw_ms_interrupt_routine = message_interrupt as *const () as usize as u64;
     info.dma64_bit_addresses = abi::SCSI_DMA64_MINIPORT_SUPPORTED;
-    let mut enabled = 0_i32;
-    // SAFETY: EnablePassiveInitialization with a routine and a result slot.
-    unsafe {
-        StorPortNotification(
-            ENABLE_PASSIVE_INITIALIZATION,
-            extension,
-            passive_initialize as extern "system" fn(*mut c_void) -> u8,
-            &raw mut enabled,
-        );
-    }
-    assert_eq!(enabled, 1);
     // SAFETY: a NUL-terminated format with one %u argument.
     unsafe {
         StorPortDebugPrint(
@@ -373,6 +362,18 @@ extern "system" fn find_adapter(
 
 extern "system" fn initialize(extension: *mut c_void) -> u8 {
     let e = ext(extension);
+    // StorPort honours this only from HwInitialize.
+    let mut enabled = 0_i32;
+    // SAFETY: EnablePassiveInitialization with a routine and a result slot.
+    unsafe {
+        StorPortNotification(
+            ENABLE_PASSIVE_INITIALIZATION,
+            extension,
+            passive_initialize as extern "system" fn(*mut c_void) -> u8,
+            &raw mut enabled,
+        );
+    }
+    assert_eq!(enabled, 1);
     let dpc = e.dpc.as_mut_ptr().cast::<c_void>();
     // SAFETY: InitializeDpc with a STOR_DPC inside the extension.
     unsafe {

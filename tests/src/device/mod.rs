@@ -47,8 +47,9 @@ pub use target::Lun;
 
 /// Where the simulator delivers the device's interrupts (to the miniport's message ISR).
 pub trait InterruptSink: Send + Sync {
-    /// Signals MSI-X message `msix_vector`. Called with no device lock held; the callee may
-    /// read and write device registers.
+    /// Signals MSI-X message `msix_vector`, or the line interrupt (INTx) when it is
+    /// `VIRTIO_MSI_NO_VECTOR`. Called with no device lock held; the callee may read and write
+    /// device registers.
     fn raise(&self, msix_vector: u16);
 }
 
@@ -665,14 +666,13 @@ impl Shared {
     }
 
     /// The driver broke the protocol: DEVICE_NEEDS_RESET and a configuration interrupt, as
-    /// QEMU's `virtio_error` does. Returns the vector to raise, if any.
-    fn device_error(&self, _why: ChainError) -> Option<u16> {
+    /// QEMU's `virtio_error` does. Returns the configuration vector to raise (NO_VECTOR: INTx).
+    fn device_error(&self, _why: ChainError) -> u16 {
         self.device_errors.fetch_add(1, Ordering::Relaxed);
         self.broken.store(true, Ordering::Release);
         self.regs.set_device_needs_reset();
         self.regs.raise_isr(Isr::CONFIG);
-        let vector = self.regs.config_msix_vector();
-        (vector != VIRTIO_MSI_NO_VECTOR).then_some(vector)
+        self.regs.config_msix_vector()
     }
 
     fn raise(&self, vectors: impl IntoIterator<Item = u16>) {
@@ -761,7 +761,7 @@ impl Shared {
             Ok(None) => return,
             Err(error) => {
                 drop(state);
-                self.raise(self.device_error(error));
+                self.raise([self.device_error(error)]);
                 return;
             }
         };
@@ -803,11 +803,11 @@ impl Shared {
             }
         }
         if completed > 0 && self.needs_interrupt(queue) {
-            raise.extend(self.interrupt_vector(index));
+            raise.push(self.interrupt_vector(index));
         }
         drop(state);
         if let Some(error) = error {
-            raise.extend(self.device_error(error));
+            raise.push(self.device_error(error));
         }
         self.raise(raise);
     }
@@ -1084,9 +1084,9 @@ impl Shared {
         queue.needs_notification(&*self.guest).unwrap_or(true)
     }
 
-    /// The vector to raise for queue `index` (counted), or `None` without MSI-X (then the
-    /// ISR's queue bit is set for INTx).
-    fn interrupt_vector(&self, index: u16) -> Option<u16> {
+    /// The vector to raise for queue `index` (counted); without MSI-X it is NO_VECTOR, a line
+    /// interrupt, and the ISR's queue bit is set.
+    fn interrupt_vector(&self, index: u16) -> u16 {
         if let Some(counters) = self.counters(index) {
             counters.interrupts.fetch_add(1, Ordering::Relaxed);
         }
@@ -1095,11 +1095,11 @@ impl Shared {
             .queue(index)
             .map_or(VIRTIO_MSI_NO_VECTOR, |q| q.msix_vector);
         if vector == VIRTIO_MSI_NO_VECTOR {
+            // No MSI-X vector: a line interrupt (INTx), announced by the ISR queue bit, which
+            // the driver's line ISR reads (and so clears). The sink gets NO_VECTOR for it.
             self.regs.raise_isr(Isr::QUEUE);
-            None
-        } else {
-            Some(vector)
         }
+        vector
     }
 
     /// Completes held jobs (from the worker or a TMF), queue by queue, and interrupts.
@@ -1121,7 +1121,7 @@ impl Shared {
                 completed |= self.complete(queue, job);
             }
             if completed && self.needs_interrupt(queue) {
-                raise.extend(self.interrupt_vector(index));
+                raise.push(self.interrupt_vector(index));
             }
         }
         self.raise(raise);
@@ -1174,7 +1174,7 @@ impl Shared {
                     Ok(None) => return,
                     Err(error) => {
                         drop(state);
-                        self.raise(self.device_error(error));
+                        self.raise([self.device_error(error)]);
                         return;
                     }
                 };
@@ -1202,7 +1202,7 @@ impl Shared {
             let answer = match self.control_request(&chain) {
                 Ok(answer) => answer,
                 Err(error) => {
-                    self.raise(self.device_error(error));
+                    self.raise([self.device_error(error)]);
                     return;
                 }
             };
@@ -1220,7 +1220,7 @@ impl Shared {
                     .is_ok()
                     && self.needs_interrupt(queue)
                 {
-                    raise = self.interrupt_vector(index);
+                    raise = Some(self.interrupt_vector(index));
                 }
             }
             self.raise(raise);
@@ -1335,7 +1335,7 @@ impl Shared {
             Ok(None) => return false,
             Err(error) => {
                 drop(state);
-                self.raise(self.device_error(error));
+                self.raise([self.device_error(error)]);
                 return false;
             }
         };
@@ -1359,7 +1359,7 @@ impl Shared {
         });
         if let Err(error) = written {
             drop(state);
-            self.raise(self.device_error(error));
+            self.raise([self.device_error(error)]);
             return false;
         }
         let mut raise = None;
@@ -1368,7 +1368,7 @@ impl Shared {
             .is_ok()
             && self.needs_interrupt(queue)
         {
-            raise = self.interrupt_vector(index);
+            raise = Some(self.interrupt_vector(index));
         }
         state.events_missed = false;
         drop(state);

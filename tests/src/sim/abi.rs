@@ -96,6 +96,8 @@ pub const SRB_STATUS_PENDING: u8 = 0x00;
 pub const SRB_STATUS_SUCCESS: u8 = 0x01;
 /// SRB_STATUS_BUS_RESET.
 pub const SRB_STATUS_BUS_RESET: u8 = 0x0E;
+/// SRB_STATUS_DATA_OVERRUN (also an underrun: data valid up to DataTransferLength).
+pub const SRB_STATUS_DATA_OVERRUN: u8 = 0x12;
 /// SRB_STATUS_AUTOSENSE_VALID.
 pub const SRB_STATUS_AUTOSENSE_VALID: u8 = 0x80;
 /// SRB_STATUS_QUEUE_FROZEN.

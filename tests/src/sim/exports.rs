@@ -633,7 +633,9 @@ pub extern "C" fn rvscsi_sim_query_tick_count(extension: *mut c_void, count: *mu
     }
 }
 
-/// StorPortNotification(EnablePassiveInitialization, ext, routine, &result).
+/// StorPortNotification(EnablePassiveInitialization, ext, routine, &result). Microsoft: "A
+/// miniport must call the StorPortEnablePassiveInitialization routine only from within
+/// HwStorInitialize. Otherwise, StorPortEnablePassiveInitialization will return FALSE".
 #[unsafe(no_mangle)]
 pub extern "C" fn rvscsi_sim_enable_passive_initialization(
     extension: *mut c_void,
@@ -645,7 +647,7 @@ pub extern "C" fn rvscsi_sim_enable_passive_initialization(
     };
     let ok = machine.require_context(
         "StorPortEnablePassiveInitialization",
-        &[CallContext::FindAdapter],
+        &[CallContext::Initialize],
     ) && !routine.is_null();
     if ok {
         machine.state().passive_initialize = Some(routine.addr());

@@ -494,6 +494,15 @@ pub struct Disk {
     pub block_size: u32,
 }
 
+/// Whether a command moved its data: SUCCESS, or DATA_OVERRUN, which Windows uses for an
+/// underrun (short INQUIRY or REPORT LUNS data), valid up to `DataTransferLength`.
+fn transferred(completion: &Completion) -> bool {
+    matches!(
+        completion.status(),
+        abi::SRB_STATUS_SUCCESS | abi::SRB_STATUS_DATA_OVERRUN
+    )
+}
+
 /// The simulator's entry point.
 pub struct Simulator;
 
@@ -652,8 +661,14 @@ impl Adapter {
             return Err(SimError::FindAdapter(found));
         }
         let config = *config_c;
+        // StorPort connects the message routine only when the function got MSI/MSI-X
+        // messages; without them the line ISR (HwInterrupt) runs.
         let wiring = InterruptWiring {
-            message_routine: config.hw_ms_interrupt_routine as usize,
+            message_routine: if machine.message_count == 0 {
+                0
+            } else {
+                config.hw_ms_interrupt_routine as usize
+            },
             line_routine: hw.hw_interrupt as usize,
             per_message: config.interrupt_synchronization_mode
                 == abi::INTERRUPT_SYNCHRONIZE_PER_MESSAGE,
@@ -733,7 +748,7 @@ impl Adapter {
                 0,
                 &Request::new(target, 0, &[0x12, 0, 0, 0, 36, 0]).reading(36),
             )?;
-            if inquiry.status() != abi::SRB_STATUS_SUCCESS || inquiry.data.len() < 5 {
+            if !transferred(&inquiry) || inquiry.data.len() < 5 {
                 continue;
             }
             let report = self.execute(
@@ -741,7 +756,7 @@ impl Adapter {
                 &Request::new(target, 0, &[0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]).reading(256),
             )?;
             let mut luns = vec![0_u8];
-            if report.status() == abi::SRB_STATUS_SUCCESS && report.data.len() >= 8 {
+            if transferred(&report) && report.data.len() >= 8 {
                 let listed = u32::from_be_bytes([
                     report.data[0],
                     report.data[1],
@@ -765,7 +780,7 @@ impl Adapter {
                         &Request::new(target, lun, &[0x12, 0, 0, 0, 36, 0]).reading(36),
                     )?
                 };
-                if inquiry.status() != abi::SRB_STATUS_SUCCESS
+                if !transferred(&inquiry)
                     || inquiry
                         .data
                         .first()
@@ -777,7 +792,7 @@ impl Adapter {
                     0,
                     &Request::new(target, lun, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0]).reading(8),
                 )?;
-                if capacity.status() != abi::SRB_STATUS_SUCCESS || capacity.data.len() < 8 {
+                if !transferred(&capacity) || capacity.data.len() < 8 {
                     continue;
                 }
                 let last = u32::from_be_bytes([

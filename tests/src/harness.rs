@@ -1,0 +1,115 @@
+//! Plugs the pieces together: the real miniport (`rvscsi::hw::DriverEntry`), the StorPort
+//! simulator and the virtio-scsi device model, sharing one simulated physical memory.
+
+use std::sync::Arc;
+
+use virtio_core::hal::PciConfig;
+
+use crate::device::{DeviceOptions, InterruptSink, Lun, PhysicalMemory, VirtioScsiDevice};
+use crate::sim::{
+    Adapter, DmaArena, InterruptLine, PciFunction, Platform, SimError, SimOptions, Simulator,
+};
+
+/// Bytes of simulated physical memory (reserved lazily: only touched pages cost memory).
+pub const MEMORY_BYTES: usize = 1 << 30;
+
+/// The device as the simulator's PCI function.
+struct DeviceFunction(VirtioScsiDevice);
+
+impl PciFunction for DeviceFunction {
+    fn config_read(&self, offset: u16, out: &mut [u8]) {
+        let config = self.0.pci_config();
+        for (index, byte) in out.iter_mut().enumerate() {
+            *byte = config.read8(offset.wrapping_add(index as u16));
+        }
+    }
+
+    fn config_write(&self, offset: u16, data: &[u8]) {
+        if let [low, high] = *data {
+            self.0
+                .pci_config()
+                .write16(offset, u16::from_le_bytes([low, high]));
+        }
+    }
+
+    fn bar_len(&self, bar: u8) -> Option<u64> {
+        self.0.bar_len(bar)
+    }
+
+    fn mmio_read(&self, bar: u8, offset: u64, width: u8) -> u64 {
+        self.0.mmio_read(bar, offset, width)
+    }
+
+    fn mmio_write(&self, bar: u8, offset: u64, width: u8, value: u64) {
+        self.0.mmio_write(bar, offset, width, value);
+    }
+}
+
+/// The physical memory as the simulator's DMA arena.
+struct Memory(PhysicalMemory);
+
+impl DmaArena for Memory {
+    fn alloc(&self, len: usize, align: usize) -> Option<usize> {
+        self.0
+            .alloc(len, align)
+            .map(|pointer| pointer.as_ptr() as usize)
+    }
+
+    fn free(&self, address: usize, len: usize) {
+        if let Some(pointer) = std::ptr::NonNull::new(address as *mut u8) {
+            let _ = self.0.free(pointer, len);
+        }
+    }
+
+    fn write(&self, address: usize, bytes: &[u8]) -> bool {
+        self.0.write(address, bytes)
+    }
+
+    fn read(&self, address: usize, out: &mut [u8]) -> bool {
+        self.0.read(address, out)
+    }
+}
+
+/// The device's interrupts onto the simulator's line.
+struct Line(InterruptLine);
+
+impl InterruptSink for Line {
+    fn raise(&self, msix_vector: u16) {
+        self.0.raise(msix_vector);
+    }
+}
+
+/// A booted machine: the simulated adapter running our miniport, and its device.
+pub struct Machine {
+    /// The StorPort side.
+    pub adapter: Adapter,
+    /// The device side.
+    pub device: VirtioScsiDevice,
+}
+
+/// Boots the real miniport on a device with `luns` ((target, lun, unit)).
+///
+/// # Errors
+/// The simulator's error if any boot step fails.
+pub fn boot(
+    sim: SimOptions,
+    device: DeviceOptions,
+    luns: Vec<(u8, u16, Lun)>,
+) -> Result<Machine, SimError> {
+    let memory = PhysicalMemory::new(MEMORY_BYTES).map_err(|_| SimError::NotInitialized)?;
+    let line = InterruptLine::new();
+    let device = VirtioScsiDevice::new(device, memory.clone(), Arc::new(Line(line.clone())));
+    for (target, lun, unit) in luns {
+        device
+            .add_lun(target, lun, unit)
+            .map_err(|_| SimError::NotInitialized)?;
+    }
+    let platform = Platform {
+        entry: rvscsi::hw::DriverEntry,
+        pci: Arc::new(DeviceFunction(device.clone())),
+        memory: Arc::new(Memory(memory)),
+        interrupts: line,
+    };
+    let adapter = Simulator::boot(sim, platform)?;
+    Ok(Machine { adapter, device })
+}

@@ -1,0 +1,496 @@
+//! Scenarios: the real miniport (`rvscsi`), driven by the StorPort simulator, against the
+//! virtio-scsi device model (rust-vmm `virtio-queue` on the device side).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rvscsi::storport::{
+    SRB_STATUS_BUS_RESET, SRB_STATUS_BUSY, SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR,
+    SRB_STATUS_INVALID_REQUEST, SRB_STATUS_SUCCESS,
+};
+use rvscsi_tests::device::target::{Lun, LunIdentity};
+use rvscsi_tests::device::{CompletionMode, DeviceOptions, FaultAction};
+use rvscsi_tests::harness::{Machine, boot};
+use rvscsi_tests::sim::{Completion, Request, SimOptions};
+
+const WAIT: Duration = Duration::from_secs(30);
+const BLOCKS: u64 = 1 << 16; // 32 MiB per LUN
+
+/// A memory disk whose VPD page 0x83 has no designator (QEMU's scsi-hd without serial/wwn).
+fn disk() -> Lun {
+    Lun::memory(BLOCKS, 512)
+        .unwrap()
+        .with_identity(LunIdentity {
+            naa_id: None,
+            ..LunIdentity::default()
+        })
+}
+
+fn machine(sim: SimOptions, device: DeviceOptions) -> Machine {
+    boot(
+        sim,
+        device,
+        vec![(0, 0, disk()), (0, 1, disk()), (1, 0, disk())],
+    )
+    .unwrap()
+}
+
+fn read10(lba: u32, blocks: u16) -> Vec<u8> {
+    let mut cdb = vec![0x28, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    cdb[2..6].copy_from_slice(&lba.to_be_bytes());
+    cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
+    cdb
+}
+
+fn write10(lba: u32, blocks: u16) -> Vec<u8> {
+    let mut cdb = read10(lba, blocks);
+    cdb[0] = 0x2A;
+    cdb
+}
+
+fn finish(machine: Machine) {
+    assert!(
+        machine.adapter.violations().is_empty(),
+        "{:?}",
+        machine.adapter.violations()
+    );
+    let violations = machine.adapter.shutdown();
+    assert!(violations.is_empty(), "{violations:?}");
+}
+
+#[test]
+fn boots_and_enumerates_every_disk_with_limits_from_the_device() {
+    for force_classic in [false, true] {
+        let sim = SimOptions {
+            force_scsi_request_block: force_classic,
+            ..SimOptions::default()
+        };
+        let machine = machine(sim, DeviceOptions::default());
+        let found = machine.adapter.found_adapter();
+        assert_eq!(found.extended_srbs, !force_classic);
+        // seg_max 254 on 256-entry rings: 254 segments, any 253-page buffer fits.
+        assert_eq!(found.config.maximum_transfer_length, 253 * 4096);
+        assert_eq!(found.config.number_of_physical_breaks, 253);
+        // Indirect descriptors: each request takes one ring slot; 4 queues of 256.
+        assert_eq!(found.config.max_number_of_io, 4 * 256);
+        assert_eq!(found.config.max_ios_per_lun, 128);
+        assert!(found.passive_initialized);
+        let mut disks = machine.adapter.scan_bus().unwrap();
+        disks.sort_by_key(|disk| (disk.target, disk.lun));
+        let found: Vec<_> = disks
+            .iter()
+            .map(|d| (d.target, d.lun, d.blocks, d.block_size))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (0, 0, BLOCKS, 512),
+                (0, 1, BLOCKS, 512),
+                (1, 0, BLOCKS, 512)
+            ]
+        );
+        finish(machine);
+    }
+}
+
+#[test]
+fn a_write_then_read_round_trips_on_every_processor() {
+    let machine = machine(
+        SimOptions {
+            processors: 4,
+            ..SimOptions::default()
+        },
+        DeviceOptions::default(),
+    );
+    for processor in 0..4u32 {
+        let data: Vec<u8> = (0..8192u32)
+            .map(|i| (i as u8) ^ (processor as u8 * 37))
+            .collect();
+        let lba = processor * 64;
+        let done = machine
+            .adapter
+            .execute(
+                processor,
+                &Request::new(0, 0, &write10(lba, 16)).writing(&data),
+            )
+            .unwrap();
+        assert_eq!(done.status(), SRB_STATUS_SUCCESS);
+        let done = machine
+            .adapter
+            .execute(
+                processor,
+                &Request::new(0, 0, &read10(lba, 16)).reading(8192),
+            )
+            .unwrap();
+        assert_eq!(done.status(), SRB_STATUS_SUCCESS);
+        assert_eq!(done.data, data);
+    }
+    let stats = machine.device.stats();
+    let used_queues = stats
+        .queues
+        .iter()
+        .skip(2)
+        .filter(|q| q.requests > 0)
+        .count();
+    assert!(
+        used_queues >= 2,
+        "requests spread over the request queues: {stats:?}"
+    );
+    finish(machine);
+}
+
+fn vpd83(machine: &Machine, target: u8, lun: u8) -> Completion {
+    let cdb = [0x12, 1, 0x83, 0, 255, 0];
+    machine
+        .adapter
+        .execute(0, &Request::new(target, lun, &cdb).reading(255))
+        .unwrap()
+}
+
+#[test]
+fn vpd_0x83_gets_a_stable_unique_designator_when_the_device_has_none() {
+    let first = machine(SimOptions::default(), DeviceOptions::default());
+    let a = vpd83(&first, 0, 0);
+    let b = vpd83(&first, 0, 1);
+    let c = vpd83(&first, 1, 0);
+    for page in [&a, &b, &c] {
+        assert!(matches!(
+            page.status(),
+            SRB_STATUS_SUCCESS | SRB_STATUS_DATA_OVERRUN
+        ));
+        assert_eq!(page.data[1], 0x83);
+        assert_eq!(page.data[3], 12, "one 12-byte designator");
+        assert_eq!(page.data[5] & 0x0F, 3, "NAA");
+        assert_eq!(page.data[8] >> 4, 3, "NAA 3, locally assigned");
+    }
+    assert_ne!(a.data[8..16], b.data[8..16]);
+    assert_ne!(a.data[8..16], c.data[8..16]);
+    finish(first);
+    let second = machine(SimOptions::default(), DeviceOptions::default());
+    assert_eq!(
+        vpd83(&second, 0, 1).data[..16],
+        b.data[..16],
+        "stable across boots"
+    );
+    finish(second);
+}
+
+#[test]
+fn a_device_designator_is_passed_through_untouched() {
+    let identity = LunIdentity {
+        naa_id: Some(0x0001_4050_0000_0001),
+        ..LunIdentity::default()
+    };
+    let unit = Lun::memory(BLOCKS, 512).unwrap().with_identity(identity);
+    let machine = boot(
+        SimOptions::default(),
+        DeviceOptions::default(),
+        vec![(0, 0, unit)],
+    )
+    .unwrap();
+    let page = vpd83(&machine, 0, 0);
+    assert_eq!(page.data[5] & 0x0F, 3, "NAA");
+    assert_eq!(
+        page.data[8] >> 4,
+        6,
+        "the device's NAA 6 designator, not a synthesised NAA 3"
+    );
+    assert!(
+        page.data[8..]
+            .windows(6)
+            .any(|w| w == [0x01, 0x40, 0x50, 0, 0, 0])
+            || page.data[8..24].iter().any(|&b| b != 0)
+    );
+    finish(machine);
+}
+
+#[test]
+fn scsi_statuses_and_sense_pass_through_untouched() {
+    let machine = machine(SimOptions::default(), DeviceOptions::default());
+    let unit_attention = vec![
+        0x70, 0, 0x06, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x29, 0x00, 0, 0, 0, 0,
+    ];
+    let reply = Arc::new(Mutex::new(FaultAction::Normal));
+    let hook_reply = Arc::clone(&reply);
+    machine
+        .device
+        .set_fault_hook(Some(Arc::new(move |_| hook_reply.lock().unwrap().clone())));
+
+    *reply.lock().unwrap() = FaultAction::ScsiStatus {
+        status: 0x18,
+        sense: Vec::new(),
+    };
+    let done = machine
+        .adapter
+        .execute(0, &Request::new(0, 0, &read10(0, 1)).reading(512))
+        .unwrap();
+    assert_eq!(
+        done.srb_status, SRB_STATUS_ERROR,
+        "no autosense for RESERVATION CONFLICT"
+    );
+    assert_eq!(done.scsi_status, 0x18);
+
+    *reply.lock().unwrap() = FaultAction::ScsiStatus {
+        status: 0x02,
+        sense: unit_attention.clone(),
+    };
+    let done = machine
+        .adapter
+        .execute(0, &Request::new(0, 0, &read10(0, 1)).reading(512))
+        .unwrap();
+    assert_eq!(done.status(), SRB_STATUS_ERROR);
+    assert_ne!(done.srb_status & 0x80, 0, "autosense valid");
+    assert_eq!(done.scsi_status, 0x02);
+    assert_eq!(done.sense, unit_attention);
+    finish(machine);
+}
+
+#[test]
+fn the_transfer_limit_is_honoured_exactly_at_the_boundary() {
+    let machine = machine(SimOptions::default(), DeviceOptions::default());
+    let max = machine
+        .adapter
+        .found_adapter()
+        .config
+        .maximum_transfer_length;
+    let blocks = (max / 512) as u16;
+    // Worst alignment: the buffer starts 512 bytes before a page end.
+    let mut request = Request::new(0, 0, &read10(0, blocks)).reading(max);
+    request.data_offset = 4096 - 512;
+    let done = machine.adapter.execute(0, &request).unwrap();
+    assert_eq!(done.status(), SRB_STATUS_SUCCESS);
+    assert_eq!(done.data_transfer_length, max);
+    // One more page than the SG list may hold is refused, never overflowed.
+    let over = max + 2 * 4096;
+    let mut request = Request::new(0, 0, &read10(0, (over / 512) as u16)).reading(over);
+    request.data_offset = 4096 - 512;
+    let done = machine.adapter.execute(0, &request).unwrap();
+    assert_eq!(done.status(), SRB_STATUS_INVALID_REQUEST);
+    finish(machine);
+}
+
+#[test]
+fn a_queue_full_storm_returns_busy_and_loses_nothing() {
+    let device = DeviceOptions {
+        queue_size: 8,
+        completion: CompletionMode::Delayed {
+            max_delay: Duration::from_millis(5),
+            shuffle: true,
+        },
+        ..DeviceOptions::default()
+    };
+    let machine = machine(
+        SimOptions {
+            processors: 2,
+            ..SimOptions::default()
+        },
+        device,
+    );
+    let mut pending: Vec<_> = (0..200u32).map(|i| (i, None)).collect();
+    let mut busy = 0usize;
+    while !pending.is_empty() {
+        for (i, ticket) in &mut pending {
+            let request = Request::new(0, 0, &read10(*i * 8, 8)).reading(4096);
+            *ticket = Some(machine.adapter.submit(*i % 2, &request).unwrap());
+        }
+        let mut retry = Vec::new();
+        for (i, ticket) in pending {
+            let done = machine.adapter.wait(ticket.unwrap(), WAIT).unwrap();
+            match done.status() {
+                SRB_STATUS_SUCCESS => {}
+                SRB_STATUS_BUSY => {
+                    busy += 1;
+                    retry.push((i, None));
+                }
+                other => panic!("request {i}: status {other:#x}"),
+            }
+        }
+        pending = retry;
+    }
+    assert!(
+        busy > 0,
+        "eight-entry rings must overflow with 200 requests in flight"
+    );
+    assert_eq!(machine.adapter.outstanding(), 0);
+    finish(machine);
+}
+
+#[test]
+fn a_timed_out_request_is_reset_and_completed_once() {
+    let machine = machine(SimOptions::default(), DeviceOptions::default());
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&dropped);
+    machine.device.set_fault_hook(Some(Arc::new(move |info| {
+        if info.cdb.first() == Some(&0x28) && counter.fetch_add(1, Ordering::SeqCst) == 0 {
+            FaultAction::Drop
+        } else {
+            FaultAction::Normal
+        }
+    })));
+    let mut request = Request::new(0, 0, &read10(0, 1)).reading(512);
+    request.timeout_seconds = 1;
+    let done = machine.adapter.execute(0, &request).unwrap();
+    assert_eq!(done.status(), SRB_STATUS_BUS_RESET);
+    // The adapter works after the reset.
+    let done = machine
+        .adapter
+        .execute(0, &Request::new(0, 0, &read10(0, 1)).reading(512))
+        .unwrap();
+    assert_eq!(done.status(), SRB_STATUS_SUCCESS);
+    finish(machine);
+}
+
+#[test]
+fn a_corrupt_used_element_resets_the_device_without_losing_the_srb() {
+    let machine = machine(SimOptions::default(), DeviceOptions::default());
+    let fired = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&fired);
+    machine.device.set_fault_hook(Some(Arc::new(move |_| {
+        if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+            FaultAction::CorruptUsedId(4000)
+        } else {
+            FaultAction::Normal
+        }
+    })));
+    let mut request = Request::new(0, 0, &read10(0, 1)).reading(512);
+    request.timeout_seconds = 2;
+    let done = machine.adapter.execute(0, &request).unwrap();
+    assert_eq!(done.status(), SRB_STATUS_BUS_RESET);
+    let done = machine
+        .adapter
+        .execute(0, &Request::new(0, 0, &read10(0, 1)).reading(512))
+        .unwrap();
+    assert_eq!(done.status(), SRB_STATUS_SUCCESS);
+    finish(machine);
+}
+
+#[test]
+fn io_works_with_shared_and_line_interrupts_and_after_a_power_cycle() {
+    for messages in [Some(0), Some(1), None] {
+        let machine = machine(
+            SimOptions {
+                messages,
+                ..SimOptions::default()
+            },
+            DeviceOptions::default(),
+        );
+        let data = vec![0xA5u8; 4096];
+        let done = machine
+            .adapter
+            .execute(1, &Request::new(0, 1, &write10(8, 8)).writing(&data))
+            .unwrap();
+        assert_eq!(done.status(), SRB_STATUS_SUCCESS, "messages {messages:?}");
+        machine.adapter.power_cycle().unwrap();
+        let done = machine
+            .adapter
+            .execute(0, &Request::new(0, 1, &read10(8, 8)).reading(4096))
+            .unwrap();
+        assert_eq!(done.status(), SRB_STATUS_SUCCESS, "messages {messages:?}");
+        assert_eq!(done.data, data);
+        finish(machine);
+    }
+}
+
+/// xorshift64*: deterministic, so a failure replays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// Random reads and writes of 512 B to 2 MiB over every queue from several threads, every byte
+/// checked against a shadow copy. `RVSCSI_IO_COUNT` sets the number of I/Os (CI: 100,000).
+#[test]
+fn random_io_from_many_processors_matches_a_shadow_copy() {
+    let total: usize = std::env::var("RVSCSI_IO_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4000);
+    let processors = 4u32;
+    let device = DeviceOptions {
+        request_queues: 4,
+        seg_max: 1024,
+        queue_size: 1024,
+        completion: CompletionMode::Delayed {
+            max_delay: Duration::from_micros(200),
+            shuffle: true,
+        },
+        ..DeviceOptions::default()
+    };
+    let machine = Arc::new(machine(
+        SimOptions {
+            processors,
+            ..SimOptions::default()
+        },
+        device,
+    ));
+    let max = machine
+        .adapter
+        .found_adapter()
+        .config
+        .maximum_transfer_length;
+    assert_eq!(max, 511 * 4096);
+    // Each thread owns a disjoint region of each LUN, so its shadow is exact.
+    let region_blocks = BLOCKS / u64::from(processors);
+    let done = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..processors)
+        .map(|processor| {
+            let machine = Arc::clone(&machine);
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ u64::from(processor + 1));
+                let mut shadow: HashMap<(u8, u8), Vec<u8>> = HashMap::new();
+                let base = u64::from(processor) * region_blocks;
+                while done.fetch_add(1, Ordering::Relaxed) < total {
+                    let (target, lun) = [(0, 0), (0, 1), (1, 0)][(rng.next() % 3) as usize];
+                    let region = shadow
+                        .entry((target, lun))
+                        .or_insert_with(|| vec![0; (region_blocks * 512) as usize]);
+                    // Mostly small transfers, some up to 2 MiB (capped by the adapter's limit).
+                    let blocks = match rng.next() % 16 {
+                        0 => 1 + rng.next() % u64::from(max / 512),
+                        1..=4 => 1 + rng.next() % 256,
+                        _ => 1 + rng.next() % 16,
+                    }
+                    .min(region_blocks);
+                    let start = rng.next() % (region_blocks - blocks + 1);
+                    let lba = (base + start) as u32;
+                    let bytes = (blocks * 512) as usize;
+                    let offset = (start * 512) as usize;
+                    let mut request = if rng.next().is_multiple_of(2) {
+                        let data: Vec<u8> = (0..bytes).map(|_| rng.next() as u8).collect();
+                        region[offset..offset + bytes].copy_from_slice(&data);
+                        Request::new(target, lun, &write10(lba, blocks as u16)).writing(&data)
+                    } else {
+                        Request::new(target, lun, &read10(lba, blocks as u16)).reading(bytes as u32)
+                    };
+                    request.data_offset = (rng.next() % 8) as u16 * 512;
+                    let completion = machine.adapter.execute(processor, &request).unwrap();
+                    assert_eq!(
+                        completion.status(),
+                        SRB_STATUS_SUCCESS,
+                        "{target}:{lun} lba {lba} x{blocks}"
+                    );
+                    if request.data_in_len > 0 {
+                        assert!(
+                            completion.data == region[offset..offset + bytes],
+                            "data mismatch at {target}:{lun} lba {lba} x{blocks}"
+                        );
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let machine = Arc::try_unwrap(machine).ok().unwrap();
+    finish(machine);
+}
