@@ -923,19 +923,20 @@ impl Machine {
     /// StorPortGetPhysicalAddress: the bytes contiguous from `address` in a known DMA region.
     pub(crate) fn physical_address(&self, address: usize) -> Option<(u64, u32)> {
         let state = self.state();
-        let region = state
-            .uncached
-            .into_iter()
-            .chain(
-                state
-                    .outstanding
-                    .values()
-                    .flat_map(|record| record.regions.iter().copied()),
-            )
-            .find(|&(start, len)| address >= start && address < start + len)?;
+        let inside = |&(start, len): &(usize, usize)| address >= start && address < start + len;
+        // The uncached extension is a common buffer, physically contiguous on every machine;
+        // only pool memory (SRBs, their extensions and buffers) is fragmented.
+        let uncached = state.uncached.filter(inside);
+        let region = uncached.or_else(|| {
+            state
+                .outstanding
+                .values()
+                .flat_map(|record| record.regions.iter().copied())
+                .find(inside)
+        })?;
         drop(state);
         let mut contiguous = region.0 + region.1 - address;
-        if self.options.contiguity == Contiguity::PageBoundary {
+        if self.options.contiguity == Contiguity::PageBoundary && uncached.is_none() {
             contiguous = contiguous.min(4096 - address % 4096);
         }
         Some((
