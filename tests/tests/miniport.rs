@@ -331,27 +331,36 @@ fn a_queue_full_storm_returns_busy_and_loses_nothing() {
 
 #[test]
 fn a_timed_out_request_is_reset_and_completed_once() {
-    let machine = machine(SimOptions::default(), DeviceOptions::default());
-    let dropped = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&dropped);
-    machine.device.set_fault_hook(Some(Arc::new(move |info| {
-        if info.cdb.first() == Some(&0x28) && counter.fetch_add(1, Ordering::SeqCst) == 0 {
-            FaultAction::Drop
-        } else {
-            FaultAction::Normal
-        }
-    })));
-    let mut request = Request::new(0, 0, &read10(0, 1)).reading(512);
-    request.timeout_seconds = 1;
-    let done = machine.adapter.execute(0, &request).unwrap();
-    assert_eq!(done.status(), SRB_STATUS_BUS_RESET);
-    // The adapter works after the reset.
-    let done = machine
-        .adapter
-        .execute(0, &Request::new(0, 0, &read10(0, 1)).reading(512))
-        .unwrap();
-    assert_eq!(done.status(), SRB_STATUS_SUCCESS);
-    finish(machine);
+    // Per-queue MSI-X, one shared message, and line interrupts take different locks in reset.
+    for messages in [None, Some(1), Some(0)] {
+        let machine = machine(
+            SimOptions {
+                messages,
+                ..SimOptions::default()
+            },
+            DeviceOptions::default(),
+        );
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&dropped);
+        machine.device.set_fault_hook(Some(Arc::new(move |info| {
+            if info.cdb.first() == Some(&0x28) && counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                FaultAction::Drop
+            } else {
+                FaultAction::Normal
+            }
+        })));
+        let mut request = Request::new(0, 0, &read10(0, 1)).reading(512);
+        request.timeout_seconds = 1;
+        let done = machine.adapter.execute(0, &request).unwrap();
+        assert_eq!(done.status(), SRB_STATUS_BUS_RESET, "messages {messages:?}");
+        // The adapter works after the reset.
+        let done = machine
+            .adapter
+            .execute(0, &Request::new(0, 0, &read10(0, 1)).reading(512))
+            .unwrap();
+        assert_eq!(done.status(), SRB_STATUS_SUCCESS, "messages {messages:?}");
+        finish(machine);
+    }
 }
 
 #[test]
