@@ -26,7 +26,7 @@ const DISK_BLOCKS: u64 = 1 << 16;
 const FIRST_REQUEST_QUEUE: usize = 2;
 /// How long one request may take before the run is declared stalled. Generous because
 /// callgrind slows everything down some fifty times.
-const WAIT: Duration = Duration::from_secs(120);
+const WAIT: Duration = Duration::from_mins(2);
 
 /// What one run measures.
 #[derive(Clone, Copy, Debug)]
