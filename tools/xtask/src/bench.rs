@@ -1,10 +1,14 @@
 //! `cargo xtask bench`: the ring benchmark under callgrind (instructions per I/O) with its
-//! kick and interrupt counts, for our split and packed rings and for rcore-os virtio-drivers.
+//! kick and interrupt counts, for our split and packed rings and for rcore-os virtio-drivers;
+//! then the miniport path (the real miniport under the StorPort simulator, see [`miniport`])
+//! next to the ring-only figure.
 //!
 //! Instruction counts are deterministic for a given binary, so they are printed, never timed.
 //! The job fails only on what is a correctness property of the rings: a stall (a lost kick or
 //! interrupt re-arm, reported by the benchmark itself) or batching that stops working (more than
 //! 0.1 kicks per I/O at queue depth 32, the project's target).
+
+mod miniport;
 
 use std::process::Command;
 
@@ -31,6 +35,7 @@ struct Measurement {
     interrupts_per_io: f64,
 }
 
+/// The value of `key=value` in a benchmark's output line.
 fn field(line: &str, key: &str) -> Result<f64, String> {
     line.split_whitespace()
         .find_map(|pair| pair.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
@@ -139,6 +144,11 @@ pub fn bench(_: &[String]) -> Result<(), String> {
             ratio
         );
     }
+    let paths = [1, 8, 32]
+        .into_iter()
+        .map(miniport::measure)
+        .collect::<Result<Vec<_>, _>>()?;
+    print_paths(&paths, &results);
     for m in results.iter().filter(|m| m.ring != "peer" && m.depth == 32) {
         if m.kicks_per_io > 0.1 {
             return Err(format!(
@@ -147,5 +157,48 @@ pub fn bench(_: &[String]) -> Result<(), String> {
             ));
         }
     }
+    for path in &paths {
+        // A kick announces at least one new request and an interrupt at least one completion
+        // (EVENT_IDX); more of either than I/Os is spurious work.
+        if path.kicks_per_io > 1.0 || path.interrupts_per_io > 1.0 {
+            return Err(format!(
+                "miniport path at depth {}: {:.4} kicks and {:.4} interrupts per I/O, more than one",
+                path.depth, path.kicks_per_io, path.interrupts_per_io
+            ));
+        }
+    }
     Ok(())
+}
+
+/// The miniport path table, with the split ring's indirect figure (the miniport's ring
+/// format for these reads) at the same depth for comparison.
+fn print_paths(paths: &[miniport::PathMeasurement], rings: &[Measurement]) {
+    println!(
+        "\nminiport path: real miniport under the StorPort simulator, 1 processor, 4 KiB reads \
+         (instructions: rvscsi + the virtio-core it calls, {} minus {} reads; IOPS: wall clock, information only)",
+        miniport::IOS_LONG,
+        miniport::IOS_SHORT
+    );
+    println!(
+        "{:>5} {:>12} {:>13} {:>8} {:>9} {:>12} {:>9}",
+        "depth", "instr/IO", "ring instr/IO", "kicks/IO", "irqs/IO", "irqs/IO (cg)", "IOPS"
+    );
+    for path in paths {
+        let ring = rings
+            .iter()
+            .find(|m| m.ring == "split" && m.indirect && m.depth == path.depth)
+            .map_or(String::from("-"), |m| {
+                format!("{:.1}", m.instructions_per_io)
+            });
+        println!(
+            "{:>5} {:>12.1} {:>13} {:>8.4} {:>9.4} {:>12.4} {:>9.0}",
+            path.depth,
+            path.instructions_per_io,
+            ring,
+            path.kicks_per_io,
+            path.interrupts_per_io,
+            path.interrupts_per_io_callgrind,
+            path.iops
+        );
+    }
 }
