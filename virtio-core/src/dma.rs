@@ -182,6 +182,16 @@ impl DmaMemory {
         }
     }
 
+    /// Pointer to `offset` for a `SIZE`-byte access the caller has already bounds-checked, at
+    /// an offset that is a multiple of `SIZE` (the base is [`DMA_BASE_ALIGN`]-aligned, so the
+    /// address is aligned too). Only the bulk copies use it, after one check for the whole
+    /// range.
+    #[inline]
+    fn unchecked<const SIZE: usize>(&self, offset: usize) -> Access<SIZE> {
+        debug_assert!(offset + SIZE <= self.len && offset.is_multiple_of(SIZE));
+        Access(self.ptr.as_ptr().wrapping_add(offset))
+    }
+
     /// Loads the byte at `offset`.
     #[must_use]
     #[inline]
@@ -247,6 +257,10 @@ impl DmaMemory {
 
     /// Copies `bytes` into the region at `offset` (request headers, CDBs). Returns `false`, and
     /// copies nothing, if the range is out of bounds.
+    ///
+    /// One bounds check for the whole copy, then atomic stores: bytes up to the first 8-aligned
+    /// offset, whole 64-bit words, then the tail. (Byte-at-a-time checked stores cost a
+    /// miniport I/O about 4,000 instructions for its 200-odd header bytes.)
     #[must_use = "a false return means nothing was written"]
     pub fn write_bytes(&self, offset: usize, bytes: &[u8]) -> bool {
         if offset
@@ -255,14 +269,29 @@ impl DmaMemory {
         {
             return false;
         }
-        for (i, byte) in bytes.iter().enumerate() {
-            self.store_u8(offset + i, *byte);
+        let head = (offset.next_multiple_of(8) - offset).min(bytes.len());
+        let (first, rest) = bytes.split_at(head);
+        let mut at = offset;
+        for &byte in first {
+            self.unchecked::<1>(at).store_u8(byte);
+            at += 1;
+        }
+        let mut words = rest.chunks_exact(8);
+        for word in &mut words {
+            let value = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+            self.unchecked::<8>(at).store_u64(value, Ordering::Relaxed);
+            at += 8;
+        }
+        for &byte in words.remainder() {
+            self.unchecked::<1>(at).store_u8(byte);
+            at += 1;
         }
         true
     }
 
     /// Copies from the region at `offset` into `out` (responses, sense data). Returns `false`,
-    /// and copies nothing, if the range is out of bounds.
+    /// and copies nothing, if the range is out of bounds. Word-wise like
+    /// [`DmaMemory::write_bytes`].
     #[must_use = "a false return means nothing was read"]
     pub fn read_bytes(&self, offset: usize, out: &mut [u8]) -> bool {
         if offset
@@ -271,8 +300,26 @@ impl DmaMemory {
         {
             return false;
         }
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = self.load_u8(offset + i);
+        let head = (offset.next_multiple_of(8) - offset).min(out.len());
+        let (first, rest) = out.split_at_mut(head);
+        let mut at = offset;
+        for byte in first {
+            *byte = self.unchecked::<1>(at).load_u8();
+            at += 1;
+        }
+        let mut words = rest.chunks_exact_mut(8);
+        for word in &mut words {
+            word.copy_from_slice(
+                &self
+                    .unchecked::<8>(at)
+                    .load_u64(Ordering::Relaxed)
+                    .to_le_bytes(),
+            );
+            at += 8;
+        }
+        for byte in words.into_remainder() {
+            *byte = self.unchecked::<1>(at).load_u8();
+            at += 1;
         }
         true
     }
@@ -686,5 +733,38 @@ mod tests {
         assert_eq!(mem.load_u64(8, Relaxed), 0);
         // SAFETY: allocated above, never given to a device.
         unsafe { hal.dma_free(mem) };
+    }
+
+    proptest::proptest! {
+        /// The word-wise copies move exactly the bytes asked for, at any offset and length,
+        /// and leave every other byte alone.
+        #[test]
+        fn byte_copies_match_a_shadow_at_any_alignment(
+            offset in 0usize..72,
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..72),
+            fill in proptest::num::u8::ANY,
+        ) {
+            let hal = FakeHal::new();
+            let mem = hal.dma_alloc(80, 8).unwrap();
+            for at in 0..80 {
+                mem.store_u8(at, fill);
+            }
+            let fits = offset + data.len() <= 80;
+            proptest::prop_assert_eq!(mem.write_bytes(offset, &data), fits);
+            let mut shadow = [fill; 80];
+            if fits {
+                shadow[offset..offset + data.len()].copy_from_slice(&data);
+            }
+            let mut whole = [0u8; 80];
+            proptest::prop_assert!(mem.read_bytes(0, &mut whole));
+            proptest::prop_assert_eq!(whole, shadow);
+            let mut back = std::vec![0u8; data.len()];
+            proptest::prop_assert_eq!(mem.read_bytes(offset, &mut back), fits);
+            if fits {
+                proptest::prop_assert_eq!(back, data);
+            }
+            // SAFETY: allocated above, never given to a device.
+            unsafe { hal.dma_free(mem) };
+        }
     }
 }
