@@ -46,17 +46,20 @@
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
-use rvscsi_wmi::dispatch::{Reply, dispatch};
+use rvscsi_wmi::dispatch::{
+    Control, GuidRegistration, MethodIo, Provider, RegInfo, Reply, dispatch,
+};
+use rvscsi_wmi::encode::Encoder;
 use rvscsi_wmi::hba::sm::{PortState, sas_speed};
 use rvscsi_wmi::hba::{
-    AdapterLimits, HbaInfo, HbaProvider, PhyInfo, PhyStatistics, PortInfo, ProtocolStatistics,
-    QueueStatistics,
+    AdapterLimits, GUID_COUNT, HbaInfo, HbaProvider, PhyInfo, PhyStatistics, PortInfo,
+    ProtocolStatistics, QUEUE_STATISTICS_INDEX, QueueStatistics,
 };
 use rvscsi_wmi::sas::{PciLocation, SasAddress};
-use rvscsi_wmi::status::WmiStatus;
+use rvscsi_wmi::status::{WmiError, WmiStatus};
 use virtio_core::features::Features;
 
-use crate::adapter::{Adapter, MAX_REQUEST_QUEUES};
+use crate::adapter::Adapter;
 use crate::platform::PciSnapshot;
 use crate::srb::Srb;
 use crate::storport::{
@@ -187,11 +190,139 @@ pub fn handle(adapter: &Adapter, srb: &mut Srb) -> u8 {
 
 /// Runs the dispatcher over `buffer` with this adapter's provider.
 fn answer(adapter: &Adapter, minor_function: u8, buffer: &mut [u8]) -> Reply {
-    let mut queues = [QueueStatistics::default(); MAX_REQUEST_QUEUES as usize];
     let texts = Texts::new(&adapter.wmi_facts());
-    let info = hba_info(adapter, &texts, &mut queues);
-    let mut provider = HbaProvider::new(&info);
+    let info = hba_info(adapter, &texts);
+    let mut provider = AdapterProvider::new(adapter, &info);
     dispatch(minor_function, buffer, &mut provider)
+}
+
+/// [`HbaProvider`] with the `Rvscsi_QueueStatistics` instances read from the counters one at
+/// a time, when asked for, instead of from a snapshot of every queue: a snapshot of
+/// [`crate::adapter::MAX_REQUEST_QUEUES`] queues would take 3 KiB of the kernel stack.
+struct AdapterProvider<'a> {
+    adapter: &'a Adapter,
+    inner: HbaProvider<'a>,
+    guids: [GuidRegistration; GUID_COUNT],
+}
+
+impl<'a> AdapterProvider<'a> {
+    fn new(adapter: &'a Adapter, info: &'a HbaInfo<'a>) -> Self {
+        let inner = HbaProvider::new(info);
+        let mut guids = [GuidRegistration {
+            guid: rvscsi_wmi::guid::Guid::NULL,
+            instance_count: 0,
+            flags: 0,
+            instance_names: rvscsi_wmi::dispatch::InstanceNames::Static,
+        }; GUID_COUNT];
+        for (slot, row) in guids.iter_mut().zip(inner.guids()) {
+            *slot = *row;
+        }
+        if let Some(row) = guids.get_mut(QUEUE_STATISTICS_INDEX) {
+            row.instance_count = u32::from(adapter.request_queues());
+        }
+        Self {
+            adapter,
+            inner,
+            guids,
+        }
+    }
+}
+
+impl Provider for AdapterProvider<'_> {
+    fn guids(&self) -> &[GuidRegistration] {
+        &self.guids
+    }
+
+    fn query_reginfo(&self) -> RegInfo<'_> {
+        self.inner.query_reginfo()
+    }
+
+    fn query_data_block(
+        &mut self,
+        guid_index: usize,
+        instance_index: u32,
+        out: &mut Encoder<'_>,
+    ) -> Result<(), WmiError> {
+        if guid_index != QUEUE_STATISTICS_INDEX {
+            return self.inner.query_data_block(guid_index, instance_index, out);
+        }
+        let queue = u16::try_from(instance_index)
+            .ok()
+            .and_then(|index| queue_statistics(self.adapter, index))
+            .ok_or(WmiError::InstanceNotFound {
+                guid_index: guid_index as u32,
+                instance_index,
+            })?;
+        queue.encode(out);
+        Ok(())
+    }
+
+    fn instance_name(
+        &self,
+        guid_index: usize,
+        instance_index: u32,
+        out: &mut Encoder<'_>,
+    ) -> Result<(), WmiError> {
+        self.inner.instance_name(guid_index, instance_index, out)
+    }
+
+    fn set_data_block(
+        &mut self,
+        guid_index: usize,
+        instance_index: u32,
+        data: &[u8],
+    ) -> Result<(), WmiError> {
+        self.inner.set_data_block(guid_index, instance_index, data)
+    }
+
+    fn set_data_item(
+        &mut self,
+        guid_index: usize,
+        instance_index: u32,
+        item_id: u32,
+        data: &[u8],
+    ) -> Result<(), WmiError> {
+        self.inner
+            .set_data_item(guid_index, instance_index, item_id, data)
+    }
+
+    fn execute_method(
+        &mut self,
+        guid_index: usize,
+        instance_index: u32,
+        io: &mut MethodIo<'_>,
+    ) -> Result<(), WmiError> {
+        self.inner.execute_method(guid_index, instance_index, io)
+    }
+
+    fn function_control(
+        &mut self,
+        guid_index: usize,
+        control: Control,
+        enable: bool,
+    ) -> Result<(), WmiError> {
+        self.inner.function_control(guid_index, control, enable)
+    }
+}
+
+/// The `Rvscsi_QueueStatistics` instance of request queue `queue` now (each counter read
+/// once, relaxed: WMI reports statistics, not a consistent cut).
+#[must_use]
+pub fn queue_statistics(adapter: &Adapter, queue: u16) -> Option<QueueStatistics> {
+    if queue >= adapter.request_queues() {
+        return None;
+    }
+    let counters = adapter.counters(queue)?;
+    Some(QueueStatistics {
+        queue_index: u32::from(queue),
+        queue_size: u32::from(adapter.wmi_facts().queue_size),
+        requests: counters.requests.load(Ordering::Relaxed),
+        kicks: counters.kicks.load(Ordering::Relaxed),
+        interrupts: counters.interrupts.load(Ordering::Relaxed),
+        queue_full: counters.queue_full.load(Ordering::Relaxed),
+        // A device reset affects every queue.
+        resets: adapter.resets.load(Ordering::Relaxed),
+    })
 }
 
 /// The strings of an [`HbaInfo`] that are formatted per adapter, in stack buffers.
@@ -244,33 +375,19 @@ fn hex(value: u64, out: &mut [u8]) {
     }
 }
 
-/// The `HbaInfo` of `adapter` now: its facts, `texts`, and a snapshot of its counters (each
-/// read once, relaxed: WMI reports statistics, not a consistent cut) written into `queues`.
-pub fn hba_info<'a>(
-    adapter: &Adapter,
-    texts: &'a Texts,
-    queues: &'a mut [QueueStatistics; MAX_REQUEST_QUEUES as usize],
-) -> HbaInfo<'a> {
+/// The `HbaInfo` of `adapter` now: its facts, `texts`, and its counters summed over the
+/// queues (each read once, relaxed: WMI reports statistics, not a consistent cut). Its
+/// `queues` is empty: [`AdapterProvider`] reads each queue's instance when asked.
+pub fn hba_info<'a>(adapter: &Adapter, texts: &'a Texts) -> HbaInfo<'a> {
     let facts = adapter.wmi_facts();
-    let resets = adapter.resets.load(Ordering::Relaxed);
-    let count = usize::from(adapter.request_queues()).min(queues.len());
     let mut protocol = ProtocolStatistics::default();
     let (mut requests, mut completions, mut bytes_read, mut bytes_written) = (0u64, 0u64, 0, 0);
-    for (index, slot) in queues.iter_mut().enumerate().take(count) {
-        let Some(counters) = adapter.counters(index as u16) else {
+    for queue in 0..adapter.request_queues() {
+        let Some(counters) = adapter.counters(queue) else {
             continue;
         };
         let load = |counter: &core::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-        *slot = QueueStatistics {
-            queue_index: index as u32,
-            queue_size: u32::from(facts.queue_size),
-            requests: load(&counters.requests),
-            kicks: load(&counters.kicks),
-            interrupts: load(&counters.interrupts),
-            queue_full: load(&counters.queue_full),
-            resets,
-        };
-        requests = requests.wrapping_add(slot.requests);
+        requests = requests.wrapping_add(load(&counters.requests));
         completions = completions.wrapping_add(load(&counters.completions));
         protocol.input_requests = protocol
             .input_requests
@@ -335,7 +452,7 @@ pub fn hba_info<'a>(
         },
         // The miniport keeps no table of targets (it snoops no bus scan), so none is listed.
         targets: &[],
-        queues: queues.get(..count).unwrap_or(&[]),
+        queues: &[],
         limits: AdapterLimits {
             request_queues: u32::from(adapter.request_queues()),
             queue_size: u32::from(facts.queue_size),
