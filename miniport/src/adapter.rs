@@ -132,6 +132,28 @@ pub struct QueueCounters {
     pub queue_full: AtomicU64,
     /// Requests completed.
     pub completions: AtomicU64,
+    /// Completed requests that read data from the device.
+    pub reads: AtomicU64,
+    /// Completed requests that wrote data to the device.
+    pub writes: AtomicU64,
+    /// Bytes read (as completed: the device's residual taken off).
+    pub bytes_read: AtomicU64,
+    /// Bytes written.
+    pub bytes_written: AtomicU64,
+}
+
+impl QueueCounters {
+    /// Counts a completed request that moved `bytes` in `direction`.
+    pub fn record_transfer(&self, direction: virtio_core::scsi::DataDirection, bytes: u32) {
+        use virtio_core::scsi::DataDirection;
+        let (requests, total) = match direction {
+            DataDirection::FromDevice => (&self.reads, &self.bytes_read),
+            DataDirection::ToDevice => (&self.writes, &self.bytes_written),
+            DataDirection::None | DataDirection::Bidirectional => return,
+        };
+        requests.fetch_add(1, Ordering::Relaxed);
+        total.fetch_add(u64::from(bytes), Ordering::Relaxed);
+    }
 }
 
 /// The miniport's state for one adapter, constructed in the device extension by find-adapter.
@@ -153,6 +175,8 @@ pub struct Adapter {
     /// PCI bus and slot, for synthesised identifiers.
     bus: u8,
     slot: u8,
+    /// Identity and sizes the WMI classes report.
+    wmi_facts: crate::wmi::AdapterFacts,
     /// Virtqueues prepared (controlq, eventq, then request queues).
     prepared_queues: u16,
     /// Request queues in use (set in HwInitialize).
@@ -178,6 +202,8 @@ struct Discovery {
     device_limits: Limits,
     sizes: [u16; MAX_REQUEST_QUEUES as usize + 2],
     queue_count: u16,
+    /// The WMI identity.
+    wmi_facts: crate::wmi::AdapterFacts,
 }
 
 impl Adapter {
@@ -293,6 +319,13 @@ impl Adapter {
                 max.checked_ilog2().map_or(0, |log| 1 << log)
             };
         }
+        let smallest_request_queue = sizes
+            .iter()
+            .take(usize::from(queue_count))
+            .skip(usize::from(queue_index::REQUEST_BASE))
+            .copied()
+            .min()
+            .unwrap_or(0);
         Ok(Discovery {
             transport,
             registers,
@@ -300,6 +333,12 @@ impl Adapter {
             device_limits,
             sizes,
             queue_count,
+            wmi_facts: crate::wmi::AdapterFacts::from_pci(
+                &pci,
+                config.system_io_bus_number,
+                config.slot_number,
+                smallest_request_queue,
+            ),
         })
     }
 
@@ -447,6 +486,7 @@ impl Adapter {
             limits,
             bus: config.system_io_bus_number as u8,
             slot: config.slot_number as u8,
+            wmi_facts: discovery.wmi_facts,
             prepared_queues: discovery.queue_count,
             request_queues: AtomicU16::new(request_queues),
             mode: AtomicU8::new(InterruptMode::PerQueue as u8),
@@ -494,7 +534,8 @@ impl Adapter {
         config.max_number_of_io = limits.max_ios;
         config.max_ios_per_lun = limits.ios_per_lun;
         config.initial_lun_queue_depth = limits.ios_per_lun;
-        config.wmi_data_provider = 0;
+        // SRB_FUNCTION_WMI is answered by `crate::wmi`.
+        config.wmi_data_provider = TRUE;
     }
 
     /// The device extension this adapter lives in.
@@ -546,6 +587,12 @@ impl Adapter {
             target,
             lun,
         }
+    }
+
+    /// Identity and sizes the WMI classes report.
+    #[must_use]
+    pub const fn wmi_facts(&self) -> crate::wmi::AdapterFacts {
+        self.wmi_facts
     }
 
     /// Counters of request queue `queue`.

@@ -24,10 +24,11 @@ use crate::storport::{
     SRB_FLAGS_DATA_IN, SRB_FLAGS_DATA_OUT, SRB_FLAGS_DISABLE_AUTOSENSE, SRB_FUNCTION_EXECUTE_SCSI,
     SRB_FUNCTION_FLUSH, SRB_FUNCTION_PNP, SRB_FUNCTION_POWER, SRB_FUNCTION_RESET_BUS,
     SRB_FUNCTION_RESET_DEVICE, SRB_FUNCTION_RESET_LOGICAL_UNIT, SRB_FUNCTION_SHUTDOWN,
-    SRB_STATUS_ABORTED, SRB_STATUS_AUTOSENSE_VALID, SRB_STATUS_BAD_SRB_BLOCK_LENGTH,
-    SRB_STATUS_BUS_RESET, SRB_STATUS_BUSY, SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR,
-    SRB_STATUS_INVALID_LUN, SRB_STATUS_INVALID_PATH_ID, SRB_STATUS_INVALID_REQUEST,
-    SRB_STATUS_INVALID_TARGET_ID, SRB_STATUS_SUCCESS, ScsiRequestBlock, StorScatterGatherElement,
+    SRB_FUNCTION_WMI, SRB_STATUS_ABORTED, SRB_STATUS_AUTOSENSE_VALID,
+    SRB_STATUS_BAD_SRB_BLOCK_LENGTH, SRB_STATUS_BUS_RESET, SRB_STATUS_BUSY,
+    SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR, SRB_STATUS_INVALID_LUN, SRB_STATUS_INVALID_PATH_ID,
+    SRB_STATUS_INVALID_REQUEST, SRB_STATUS_INVALID_TARGET_ID, SRB_STATUS_SUCCESS, ScsiRequestBlock,
+    StorScatterGatherElement,
 };
 use crate::vpd;
 
@@ -140,6 +141,9 @@ pub fn build_io(adapter: &Adapter, raw: NonNull<ScsiRequestBlock>) -> Built {
     .contains(&function)
     {
         return Built::Control(srb);
+    } else if function == u32::from(SRB_FUNCTION_WMI) {
+        // Answered here, completely: see `crate::wmi` for why BuildIo.
+        crate::wmi::handle(adapter, &mut srb)
     } else if [
         SRB_FUNCTION_FLUSH,
         SRB_FUNCTION_SHUTDOWN,
@@ -550,6 +554,9 @@ fn complete_used(adapter: &Adapter, queue: u16, base: usize, written: u32, token
         }
     }
     srb.set_data_transfer_length(transferred);
+    if let Some(counters) = adapter.counters(queue) {
+        counters.record_transfer(direction, transferred);
+    }
     if outcome.autosense_valid
         && let Some((buffer, capacity)) = srb.sense_buffer()
     {

@@ -17,3 +17,4 @@ pub mod platform;
 pub mod port;
 pub mod srb;
 pub mod vpd;
+pub mod wmi;

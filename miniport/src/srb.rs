@@ -11,10 +11,11 @@ use core::mem::{offset_of, size_of};
 use core::ptr::NonNull;
 
 use crate::storport::{
-    SRB_FUNCTION_STORAGE_REQUEST_BLOCK, SRB_SIGNATURE, STOR_ADDRESS_TYPE_BTL8,
-    STORAGE_REQUEST_BLOCK_VERSION_1, ScsiRequestBlock, SrbExDataScsiCdb16, SrbExDataScsiCdb32,
-    SrbExDataScsiCdbVar, SrbExDataTypeScsiCdb16, SrbExDataTypeScsiCdb32, SrbExDataTypeScsiCdbVar,
-    StorAddrBtl8, StorageRequestBlock,
+    SRB_FUNCTION_STORAGE_REQUEST_BLOCK, SRB_FUNCTION_WMI, SRB_SIGNATURE, SRBEX_DATA_WMI_LENGTH,
+    STOR_ADDRESS_TYPE_BTL8, STORAGE_REQUEST_BLOCK_VERSION_1, ScsiRequestBlock, ScsiWmiRequestBlock,
+    SrbExDataScsiCdb16, SrbExDataScsiCdb32, SrbExDataScsiCdbVar, SrbExDataTypeScsiCdb16,
+    SrbExDataTypeScsiCdb32, SrbExDataTypeScsiCdbVar, SrbExDataTypeWmi, SrbExDataWmi, StorAddrBtl8,
+    StorageRequestBlock,
 };
 use virtio_core::scsi::CDB_SIZE;
 
@@ -58,6 +59,19 @@ pub struct Address {
     pub lun: u8,
 }
 
+/// The parameters of an `SRB_FUNCTION_WMI` request, from either SRB shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WmiParameters {
+    /// `WMISubFunction`: the `IRP_MN_*` WMI minor function.
+    pub sub_function: u8,
+    /// `WMIFlags`: `SRB_WMI_FLAGS_ADAPTER_REQUEST` when the request is for the adapter.
+    pub flags: u8,
+    /// `DataPath`: for `IRP_MN_REGINFO` the `WMIREGISTER`/`WMIUPDATE` action, otherwise a
+    /// pointer to the GUID the request addresses (which the WNODE header repeats). Never
+    /// dereferenced by the miniport: the WNODE header is what the dispatcher validates.
+    pub data_path: usize,
+}
+
 /// Where the SCSI fields of an SRB live, as byte offsets from the SRB's start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct ScsiFields {
@@ -73,10 +87,12 @@ struct ScsiFields {
 enum Shape {
     /// `SCSI_REQUEST_BLOCK`.
     Classic,
-    /// `STORAGE_REQUEST_BLOCK`; `scsi` is `None` when it has no CDB block (non-SCSI functions).
+    /// `STORAGE_REQUEST_BLOCK`; `scsi` is `None` when it has no CDB block (non-SCSI functions),
+    /// `wmi` the offset of its validated `SRBEX_DATA_WMI` block, if it has one.
     Extended {
         address: Address,
         scsi: Option<ScsiFields>,
+        wmi: Option<usize>,
     },
 }
 
@@ -134,6 +150,7 @@ impl Srb {
                     lun: 0,
                 },
                 scsi: None,
+                wmi: None,
             },
         };
         match srb.parse_extended(&header) {
@@ -175,6 +192,7 @@ impl Srb {
         };
         let offsets_start = offset_of!(StorageRequestBlock, srb_ex_data_offset);
         let mut scsi = None;
+        let mut wmi = None;
         for index in 0..header.num_srb_ex_data {
             let at = (index as usize)
                 .checked_mul(4)
@@ -222,15 +240,27 @@ impl Srb {
                         cdb_length,
                     })
                 }
-                // Other blocks (WMI, PnP, power, I/O info, bidirectional address) are read by
-                // the functions that use them.
+                k if k == SrbExDataTypeWmi => {
+                    // Aligned and inside `SrbLength` (read_block checks both), and as long as
+                    // the WDK says the block is: its fields are read later, at fixed offsets.
+                    let block: SrbExDataWmi = self
+                        .read_block(offset, length)
+                        .ok_or(SrbError::BadDataBlock { offset })?;
+                    if block.length < SRBEX_DATA_WMI_LENGTH {
+                        return Err(SrbError::BadDataBlock { offset });
+                    }
+                    wmi = Some(offset as usize);
+                    None
+                }
+                // Other blocks (PnP, power, I/O info, bidirectional address) are read by the
+                // functions that use them.
                 _ => None,
             };
             if fields.is_some() {
                 scsi = fields;
             }
         }
-        Ok(Shape::Extended { address, scsi })
+        Ok(Shape::Extended { address, scsi, wmi })
     }
 
     /// Offsets of the SCSI fields of a CDB16/CDB32 block at `offset`; they share one layout.
@@ -383,6 +413,39 @@ impl Srb {
         }
     }
 
+    /// The WMI parameters of an `SRB_FUNCTION_WMI` request: from the `SCSI_WMI_REQUEST_BLOCK`
+    /// fields of a classic SRB, or from the `SRBEX_DATA_WMI` block of an SRB_EX (validated
+    /// when the SRB was taken over). `None` for other functions and for an SRB_EX without
+    /// that block.
+    #[must_use]
+    pub fn wmi_parameters(&self) -> Option<WmiParameters> {
+        if self.function() != u32::from(SRB_FUNCTION_WMI) {
+            return None;
+        }
+        let (sub_function, flags, data_path) = match self.shape {
+            // A classic WMI SRB is a SCSI_WMI_REQUEST_BLOCK: same size and header as the
+            // SCSI_REQUEST_BLOCK the pointer is typed as (asserted at the end of this file).
+            Shape::Classic => (
+                offset_of!(ScsiWmiRequestBlock, wmi_sub_function),
+                offset_of!(ScsiWmiRequestBlock, wmi_flags),
+                offset_of!(ScsiWmiRequestBlock, data_path),
+            ),
+            Shape::Extended {
+                wmi: Some(block), ..
+            } => (
+                block + offset_of!(SrbExDataWmi, wmi_sub_function),
+                block + offset_of!(SrbExDataWmi, wmi_flags),
+                block + offset_of!(SrbExDataWmi, data_path),
+            ),
+            Shape::Extended { wmi: None, .. } => return None,
+        };
+        Some(WmiParameters {
+            sub_function: self.read_u8(sub_function),
+            flags: self.read_u8(flags),
+            data_path: self.read_ptr(data_path).addr(),
+        })
+    }
+
     /// The SRB extension (`SrbExtension` / `MiniportContext`).
     #[must_use]
     pub fn extension(&self) -> *mut c_void {
@@ -469,6 +532,16 @@ impl Srb {
 
 const _: () = assert!(
     offset_of!(ScsiRequestBlock, srb_status) == offset_of!(StorageRequestBlock, srb_status)
+);
+// A classic WMI SRB is read through the SCSI_REQUEST_BLOCK-typed pointer: it must be exactly as
+// large and share the fields the common accessors read.
+const _: () = assert!(
+    size_of::<ScsiWmiRequestBlock>() == size_of::<ScsiRequestBlock>()
+        && offset_of!(ScsiWmiRequestBlock, function) == offset_of!(ScsiRequestBlock, function)
+        && offset_of!(ScsiWmiRequestBlock, data_transfer_length)
+            == offset_of!(ScsiRequestBlock, data_transfer_length)
+        && offset_of!(ScsiWmiRequestBlock, data_buffer)
+            == offset_of!(ScsiRequestBlock, data_buffer)
 );
 const _: () = assert!(
     offset_of!(SrbExDataScsiCdb16, scsi_status) == offset_of!(SrbExDataScsiCdb32, scsi_status)
@@ -745,5 +818,89 @@ mod tests {
         assert_eq!(srb.function(), u32::from(SRB_FUNCTION_WMI));
         assert!(srb.sense_buffer().is_none());
         assert!(srb.cdb(&mut [0; CDB_SIZE]).is_err());
+    }
+
+    /// The extended SRB of [`extended`] turned into a WMI request with an `SRBEX_DATA_WMI`
+    /// block at 144.
+    fn extended_wmi(sense: &mut [u8; 32], block_length: u32) -> Buffer {
+        let mut buffer = extended(sense);
+        buffer.put(
+            offset_of!(StorageRequestBlock, srb_function),
+            u32::from(SRB_FUNCTION_WMI),
+        );
+        buffer.put(
+            144,
+            SrbExDataWmi {
+                r#type: SrbExDataTypeWmi,
+                length: block_length,
+                wmi_sub_function: 0x0B,
+                wmi_flags: 1,
+                reserved: [0; 2],
+                reserved1: 0,
+                data_path: 0x1234_5678usize as *mut core::ffi::c_void,
+            },
+        );
+        buffer
+    }
+
+    #[test]
+    fn wmi_parameters_come_from_either_shape() {
+        let mut sense = [0u8; 32];
+        let mut buffer = extended_wmi(&mut sense, 16);
+        let srb = view(&mut buffer).unwrap();
+        assert_eq!(
+            srb.wmi_parameters(),
+            Some(WmiParameters {
+                sub_function: 0x0B,
+                flags: 1,
+                data_path: 0x1234_5678,
+            })
+        );
+        // The classic shape: SCSI_WMI_REQUEST_BLOCK fields over the same 88 bytes.
+        let mut buffer = classic(&mut sense);
+        buffer.put(offset_of!(ScsiRequestBlock, function), SRB_FUNCTION_WMI);
+        buffer.put(offset_of!(ScsiWmiRequestBlock, wmi_sub_function), 0x09u8);
+        buffer.put(offset_of!(ScsiWmiRequestBlock, wmi_flags), 0u8);
+        buffer.put(offset_of!(ScsiWmiRequestBlock, data_path), 0x42usize);
+        let srb = view(&mut buffer).unwrap();
+        assert_eq!(
+            srb.wmi_parameters(),
+            Some(WmiParameters {
+                sub_function: 0x09,
+                flags: 0,
+                data_path: 0x42,
+            })
+        );
+        // Not a WMI function: no parameters, even with a WMI block.
+        let mut buffer = extended_wmi(&mut sense, 16);
+        buffer.put(
+            offset_of!(StorageRequestBlock, srb_function),
+            u32::from(SRB_FUNCTION_EXECUTE_SCSI),
+        );
+        assert_eq!(view(&mut buffer).unwrap().wmi_parameters(), None);
+        // A WMI function without a WMI block has none either.
+        let mut buffer = extended(&mut sense);
+        buffer.put(
+            offset_of!(StorageRequestBlock, srb_function),
+            u32::from(SRB_FUNCTION_WMI),
+        );
+        assert_eq!(view(&mut buffer).unwrap().wmi_parameters(), None);
+    }
+
+    #[test]
+    fn short_or_misplaced_wmi_blocks_are_refused() {
+        let mut sense = [0u8; 32];
+        let mut buffer = extended_wmi(&mut sense, 15);
+        assert_eq!(
+            view(&mut buffer).err(),
+            Some(SrbError::BadDataBlock { offset: 144 })
+        );
+        // A block whose end passes SrbLength.
+        let mut buffer = extended_wmi(&mut sense, 16);
+        buffer.put(offset_of!(StorageRequestBlock, srb_length), 160u32);
+        assert!(matches!(
+            view(&mut buffer).err(),
+            Some(SrbError::BadDataBlock { .. })
+        ));
     }
 }

@@ -261,7 +261,9 @@ pub fn dispatch<P: Provider + ?Sized>(
 ) -> Reply {
     // A ULONG describes every size in a WMI buffer; anything beyond is unreachable anyway.
     let usable = buffer.len().min(u32::MAX as usize);
-    let buffer = &mut buffer[..usable];
+    let Some(buffer) = buffer.get_mut(..usable) else {
+        return failure(WmiError::SizeOverflow);
+    };
     let minor = match MinorFunction::try_from(minor_function) {
         Ok(minor) => minor,
         Err(code) => return failure(WmiError::UnknownMinorFunction(code)),
@@ -627,20 +629,36 @@ fn query_all_data<P: Provider + ?Sized>(
         // Instances are contiguous with an 8-aligned stride in both layouts, so the data moves
         // down as one block, from after the table to right after FixedInstanceSize.
         let fixed_start = align8(WNODE_ALL_DATA_UNION_OFFSET + 4);
-        buffer.copy_within(data_start..total, fixed_start);
+        // (A forward byte copy: the destination is below the source. Checked accesses, so
+        // that no bound the optimiser cannot prove leaves a panic path in the driver.)
+        for offset in 0..total.saturating_sub(data_start) {
+            if let Some(byte) = buffer.get(data_start + offset).copied()
+                && let Some(target) = buffer.get_mut(fixed_start + offset)
+            {
+                *target = byte;
+            }
+        }
         end = fixed_start + (total - data_start);
         // The reply is at least WNODE_ALL_DATA_C_SIZE bytes and fits (checked above), so the
         // union and the moved data are inside the buffer.
-        buffer[WNODE_ALL_DATA_UNION_OFFSET..fixed_start]
-            .copy_from_slice(&to_u32(size)?.to_le_bytes());
+        if let Some(target) = buffer
+            .get_mut(WNODE_ALL_DATA_UNION_OFFSET..)
+            .and_then(|rest| rest.first_chunk_mut::<4>())
+        {
+            *target = to_u32(size)?.to_le_bytes();
+        }
         all.data_block_offset = U32::new(to_u32(fixed_start)?);
         flags |= WNODE_FLAG_FIXED_INSTANCE_SIZE;
     } else {
         // Padding between the table and the first instance.
-        buffer[table_end..data_start].fill(0);
+        if let Some(padding) = buffer.get_mut(table_end..data_start) {
+            padding.fill(0);
+        }
     }
     let reply_size = end.max(WNODE_ALL_DATA_C_SIZE);
-    buffer[end..reply_size.max(end)].fill(0);
+    if let Some(padding) = buffer.get_mut(end..reply_size.max(end)) {
+        padding.fill(0);
+    }
     all.header.buffer_size = U32::new(to_u32(reply_size)?);
     all.header.flags = U32::new(flags);
     all.write_to_prefix(buffer)
@@ -681,7 +699,7 @@ fn query_single_instance<P: Provider + ?Sized>(
         &request.header,
         request.instance_index.get(),
         request.offset_instance_name.get(),
-        &buffer[..declared],
+        buffer.get(..declared).unwrap_or(&[]),
     )?;
     let data_offset = data_block_offset(
         request.data_block_offset.get(),
@@ -689,7 +707,7 @@ fn query_single_instance<P: Provider + ?Sized>(
         buffer.len(),
     )?;
     let encoded = {
-        let mut encoder = Encoder::new(&mut buffer[data_offset..]);
+        let mut encoder = Encoder::new(buffer.get_mut(data_offset..).unwrap_or(&mut []));
         provider.query_data_block(guid_index, instance, &mut encoder)?;
         encoder.finish()
     };
@@ -759,7 +777,7 @@ fn change_single_instance<P: Provider + ?Sized>(
         &request.header,
         request.instance_index.get(),
         request.offset_instance_name.get(),
-        &buffer[..declared],
+        buffer.get(..declared).unwrap_or(&[]),
     )?;
     let range = input_range(
         request.data_block_offset.get(),
@@ -767,7 +785,7 @@ fn change_single_instance<P: Provider + ?Sized>(
         size_of::<WnodeSingleInstance>(),
         declared,
     )?;
-    provider.set_data_block(guid_index, instance, &buffer[range])?;
+    provider.set_data_block(guid_index, instance, buffer.get(range).unwrap_or(&[]))?;
     Ok(Done::Data(0))
 }
 
@@ -785,7 +803,7 @@ fn change_single_item<P: Provider + ?Sized>(
         &request.header,
         request.instance_index.get(),
         request.offset_instance_name.get(),
-        &buffer[..declared],
+        buffer.get(..declared).unwrap_or(&[]),
     )?;
     let range = input_range(
         request.data_block_offset.get(),
@@ -793,7 +811,12 @@ fn change_single_item<P: Provider + ?Sized>(
         size_of::<WnodeSingleItem>(),
         declared,
     )?;
-    provider.set_data_item(guid_index, instance, request.item_id.get(), &buffer[range])?;
+    provider.set_data_item(
+        guid_index,
+        instance,
+        request.item_id.get(),
+        buffer.get(range).unwrap_or(&[]),
+    )?;
     Ok(Done::Data(0))
 }
 
@@ -811,7 +834,7 @@ fn execute_method<P: Provider + ?Sized>(
         &request.header,
         request.instance_index.get(),
         request.offset_instance_name.get(),
-        &buffer[..declared],
+        buffer.get(..declared).unwrap_or(&[]),
     )?;
     let input = input_range(
         request.data_block_offset.get(),
@@ -823,7 +846,7 @@ fn execute_method<P: Provider + ?Sized>(
     let encoded = {
         let mut io = MethodIo::new(
             request.method_id.get(),
-            &mut buffer[data_offset..],
+            buffer.get_mut(data_offset..).unwrap_or(&mut []),
             input.len(),
         );
         provider.execute_method(guid_index, instance, &mut io)?;

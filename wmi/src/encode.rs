@@ -101,7 +101,13 @@ impl<'a> Encoder<'a> {
     fn put(&mut self, bytes: &[u8]) {
         let end = self.position.saturating_add(bytes.len());
         if !self.overflowed {
-            match self.buf.get_mut(self.position..end) {
+            // `..bytes.len()` of the rest, not `position..end`: the optimiser then sees the
+            // lengths agree and leaves no panic path in `copy_from_slice`.
+            match self
+                .buf
+                .get_mut(self.position..)
+                .and_then(|rest| rest.get_mut(..bytes.len()))
+            {
                 Some(target) => target.copy_from_slice(bytes),
                 None => self.overflowed = true,
             }
@@ -239,9 +245,12 @@ impl<'a> Encoder<'a> {
     pub fn patch_u32(&mut self, position: usize, value: u32) {
         let end = position.saturating_add(4);
         if end <= self.position
-            && let Some(target) = self.buf.get_mut(position..end)
+            && let Some(target) = self
+                .buf
+                .get_mut(position..)
+                .and_then(|rest| rest.first_chunk_mut::<4>())
         {
-            target.copy_from_slice(&value.to_le_bytes());
+            *target = value.to_le_bytes();
         }
     }
 

@@ -283,8 +283,8 @@ impl<'a> Iterator for Designators<'a> {
             return None;
         };
         let end = 4 + usize::from(length);
-        let descriptor = self.rest.get(..end)?;
-        self.rest = &self.rest[end..];
+        let (descriptor, rest) = self.rest.split_at_checked(end)?;
+        self.rest = rest;
         Some(Designator {
             protocol_identifier: byte0 >> 4,
             code_set: byte0 & 0x0F,
@@ -296,7 +296,7 @@ impl<'a> Iterator for Designators<'a> {
                 _ => Association::Reserved,
             },
             designator_type: DesignatorType::from_nibble(byte1),
-            value: &descriptor[4..],
+            value: descriptor.get(4..).unwrap_or(&[]),
             descriptor,
         })
     }

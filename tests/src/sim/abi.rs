@@ -417,6 +417,58 @@ pub const SRBEX_DATA_SCSI_CDB16_LENGTH: u32 = 32;
 /// SRBEX_DATA_SCSI_CDB32_LENGTH.
 pub const SRBEX_DATA_SCSI_CDB32_LENGTH: u32 = 48;
 
+/// SRB_FUNCTION_WMI.
+pub const SRB_FUNCTION_WMI: u8 = 0x17;
+/// SRB_WMI_FLAGS_ADAPTER_REQUEST (WMIFlags: the request is for the adapter, not a LUN).
+pub const SRB_WMI_FLAGS_ADAPTER_REQUEST: u8 = 0x01;
+/// SrbExDataTypeWmi.
+pub const SRBEX_DATA_TYPE_WMI: u32 = 0x60;
+/// SRBEX_DATA_WMI_LENGTH: the block's size less its Type and Length fields (x64).
+pub const SRBEX_DATA_WMI_LENGTH: u32 = 16;
+
+/// SCSI_WMI_REQUEST_BLOCK (srb.h), x64: the classic SRB of SRB_FUNCTION_WMI.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct ScsiWmiRequestBlock {
+    pub length: u16,
+    pub function: u8,
+    pub srb_status: u8,
+    pub wmi_sub_function: u8,
+    pub path_id: u8,
+    pub target_id: u8,
+    pub lun: u8,
+    pub reserved1: u8,
+    pub wmi_flags: u8,
+    pub reserved2: [u8; 2],
+    pub srb_flags: u32,
+    pub data_transfer_length: u32,
+    pub time_out_value: u32,
+    pub data_buffer: u64,
+    pub data_path: u64,
+    pub reserved3: u64,
+    pub original_request: u64,
+    pub srb_extension: u64,
+    pub reserved4: u32,
+    pub reserved6: u32,
+    pub reserved5: [u8; 16],
+}
+const _: () = assert!(size_of::<ScsiWmiRequestBlock>() == 0x58);
+const _: () = assert!(std::mem::offset_of!(ScsiWmiRequestBlock, data_path) == 32);
+
+/// SRBEX_DATA_WMI (srb.h), x64.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct SrbExDataWmi {
+    pub data_type: u32,
+    pub length: u32,
+    pub wmi_sub_function: u8,
+    pub wmi_flags: u8,
+    pub reserved: [u8; 2],
+    pub reserved1: u32,
+    pub data_path: u64,
+}
+const _: () = assert!(size_of::<SrbExDataWmi>() == 24);
+
 /// The first two fields of any SRBEX_DATA block.
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]

@@ -14,7 +14,7 @@ use super::abi::{self, HwInitializationData, PortConfigurationInformation};
 use super::locks::{CallContext, DISPATCH_LEVEL, LockError, LockId, SpinLock, with_cpu};
 use super::{
     Completion, Contiguity, DataDirection, DmaArena, Notification, PciFunction, Request, SimError,
-    SimOptions, Violation,
+    SimOptions, Violation, WmiRequest,
 };
 
 /// `BOOLEAN HwInitialize(PVOID)`, also HwInterrupt, HwTimer-less passive initialisation.
@@ -60,6 +60,8 @@ pub enum SrbKind {
     Scsi,
     /// STORAGE_REQUEST_BLOCK with a CDB16 or CDB32 block at this offset.
     Extended { cdb_block: usize, cdb_size: usize },
+    /// SRB_FUNCTION_WMI, as SCSI_WMI_REQUEST_BLOCK or as STORAGE_REQUEST_BLOCK (`extended`).
+    Wmi { extended: bool },
 }
 
 /// One outstanding SRB and the memory behind it.
@@ -820,6 +822,138 @@ impl Machine {
         Ok((srb, ticket))
     }
 
+    /// Builds an SRB_FUNCTION_WMI request in DMA memory (from the WDK's SCSI_WMI_REQUEST_BLOCK
+    /// and SRBEX_DATA_WMI field lists) and records it outstanding. The buffer is followed by a
+    /// guard; DataPath points to a copy of the GUID, or is 0 (WMIREGISTER) without one.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "both SRB layouts field by field, as build_srb; splitting scatters the mapping"
+    )]
+    pub(crate) fn build_wmi_srb(&self, request: &WmiRequest) -> Result<(usize, u64), SimError> {
+        if request.data_transfer_length as usize > request.buffer.len() {
+            return Err(SimError::WmiLength {
+                length: request.data_transfer_length,
+                buffer: request.buffer.len(),
+            });
+        }
+        let srb_extension_size = lock(&self.config).srb_extension_size as usize;
+        let extended = self.srb_extended.load(Ordering::SeqCst);
+        let mut regions = Vec::new();
+        let mut alloc = |len: usize, align: usize| -> Result<usize, SimError> {
+            let address = self
+                .memory
+                .alloc(len.max(1), align)
+                .ok_or(SimError::OutOfMemory { len })?;
+            regions.push((address, len.max(1)));
+            Ok(address)
+        };
+        let header_len = size_of::<abi::StorageRequestBlock>();
+        let wmi_block = header_len + size_of::<abi::StorAddrBtl8>();
+        let srb_len = if extended {
+            wmi_block + size_of::<abi::SrbExDataWmi>()
+        } else {
+            size_of::<abi::ScsiWmiRequestBlock>()
+        };
+        let srb = alloc(srb_len, 16)?;
+        let srb_extension = if srb_extension_size > 0 {
+            alloc(srb_extension_size, 16)?
+        } else {
+            0
+        };
+        let buffer_len = request.buffer.len() + super::WMI_GUARD_LEN;
+        let buffer = alloc(buffer_len, 8)?;
+        let mut contents = request.buffer.clone();
+        contents.resize(buffer_len, super::WMI_GUARD_BYTE);
+        let data_path = match request.data_path {
+            Some(guid) => {
+                let address = alloc(guid.len(), 8)?;
+                if !self.memory.write(address, &guid) {
+                    return Err(SimError::OutOfMemory { len: guid.len() });
+                }
+                address as u64
+            }
+            None => 0,
+        };
+        if !self.memory.write(buffer, &contents) {
+            return Err(SimError::OutOfMemory { len: buffer_len });
+        }
+        let timeout_seconds = 10;
+        let bytes = if extended {
+            let header = abi::StorageRequestBlock {
+                length: abi::STORAGE_REQUEST_BLOCK_HEADER_LENGTH,
+                function: abi::SRB_FUNCTION_STORAGE_REQUEST_BLOCK,
+                signature: abi::SRB_SIGNATURE,
+                version: abi::STORAGE_REQUEST_BLOCK_VERSION_1,
+                srb_length: srb_len as u32,
+                srb_function: u32::from(abi::SRB_FUNCTION_WMI),
+                time_out_value: timeout_seconds,
+                address_offset: header_len as u32,
+                num_srb_ex_data: 1,
+                data_transfer_length: request.data_transfer_length,
+                data_buffer: buffer as u64,
+                miniport_context: srb_extension as u64,
+                srb_ex_data_offset: [wmi_block as u32],
+                ..abi::StorageRequestBlock::default()
+            };
+            let btl = abi::StorAddrBtl8 {
+                address_type: abi::STOR_ADDRESS_TYPE_BTL8,
+                address_length: abi::STOR_ADDR_BTL8_ADDRESS_LENGTH,
+                ..abi::StorAddrBtl8::default()
+            };
+            let block = abi::SrbExDataWmi {
+                data_type: abi::SRBEX_DATA_TYPE_WMI,
+                length: abi::SRBEX_DATA_WMI_LENGTH,
+                wmi_sub_function: request.sub_function,
+                wmi_flags: request.flags,
+                data_path,
+                ..abi::SrbExDataWmi::default()
+            };
+            let mut bytes = Vec::with_capacity(srb_len);
+            bytes.extend_from_slice(header.as_bytes());
+            bytes.extend_from_slice(btl.as_bytes());
+            bytes.extend_from_slice(block.as_bytes());
+            bytes
+        } else {
+            abi::ScsiWmiRequestBlock {
+                length: size_of::<abi::ScsiWmiRequestBlock>() as u16,
+                function: abi::SRB_FUNCTION_WMI,
+                wmi_sub_function: request.sub_function,
+                wmi_flags: request.flags,
+                data_transfer_length: request.data_transfer_length,
+                time_out_value: timeout_seconds,
+                data_buffer: buffer as u64,
+                data_path,
+                srb_extension: srb_extension as u64,
+                ..abi::ScsiWmiRequestBlock::default()
+            }
+            .as_bytes()
+            .to_vec()
+        };
+        if !self.memory.write(srb, &bytes) {
+            return Err(SimError::OutOfMemory { len: srb_len });
+        }
+        let timeout = self.options.timeout_scale.saturating_mul(timeout_seconds);
+        let mut state = self.state();
+        state.next_ticket += 1;
+        let ticket = state.next_ticket;
+        state.outstanding.insert(
+            srb,
+            SrbRecord {
+                ticket,
+                kind: SrbKind::Wmi { extended },
+                address: (0, 0, 0),
+                regions,
+                data: Some((buffer, buffer_len)),
+                direction: DataDirection::In,
+                sense: None,
+                deadline: Instant::now() + timeout,
+                reset_deadline: None,
+                scatter_gather: None,
+            },
+        );
+        Ok((srb, ticket))
+    }
+
     /// StorPortNotification(RequestComplete): reads the SRB back and retires it.
     pub(crate) fn complete(&self, srb: usize) {
         let mut state = self.state();
@@ -874,6 +1008,16 @@ impl Machine {
                     cdb.sense_info_buffer_length,
                 )
             }
+            SrbKind::Wmi { extended: false } => {
+                let mut block = abi::ScsiWmiRequestBlock::default();
+                let _ = self.memory.read(srb, block.as_mut_bytes());
+                (block.srb_status, 0, block.data_transfer_length, 0)
+            }
+            SrbKind::Wmi { extended: true } => {
+                let mut header = abi::StorageRequestBlock::default();
+                let _ = self.memory.read(srb, header.as_mut_bytes());
+                (header.srb_status, 0, header.data_transfer_length, 0)
+            }
         };
         let sense = match record.sense {
             Some((address, len)) if srb_status & abi::SRB_STATUS_AUTOSENSE_VALID != 0 => {
@@ -883,8 +1027,14 @@ impl Machine {
             }
             _ => Vec::new(),
         };
-        let data = match (record.direction, record.data) {
-            (DataDirection::In, Some((address, len))) => {
+        let data = match (record.kind, record.direction, record.data) {
+            // The whole WMI buffer, guard included, so overruns show.
+            (SrbKind::Wmi { .. }, _, Some((address, len))) => {
+                let mut bytes = vec![0; len];
+                let _ = self.memory.read(address, &mut bytes);
+                bytes
+            }
+            (_, DataDirection::In, Some((address, len))) => {
                 let mut bytes = vec![0; (transfer as usize).min(len)];
                 let _ = self.memory.read(address, &mut bytes);
                 bytes
@@ -1009,8 +1159,10 @@ impl Machine {
             .collect();
         for (srb, kind) in matching {
             let offset = match kind {
-                SrbKind::Scsi => std::mem::offset_of!(abi::ScsiRequestBlock, srb_status),
-                SrbKind::Extended { .. } => {
+                SrbKind::Scsi | SrbKind::Wmi { extended: false } => {
+                    std::mem::offset_of!(abi::ScsiRequestBlock, srb_status)
+                }
+                SrbKind::Extended { .. } | SrbKind::Wmi { extended: true } => {
                     std::mem::offset_of!(abi::StorageRequestBlock, srb_status)
                 }
             };

@@ -57,6 +57,9 @@ pub struct SimOptions {
     pub messages: Option<u32>,
     /// Targets the bus scan probes (from 0).
     pub scan_targets: u8,
+    /// The adapter's PCI location as ConfigInfo reports it: `SystemIoBusNumber` and
+    /// `SlotNumber` (a PCI_SLOT_NUMBER: device in bits 0-4, function in bits 5-7).
+    pub pci_location: (u32, u32),
 }
 
 impl Default for SimOptions {
@@ -70,6 +73,7 @@ impl Default for SimOptions {
             watchdog_period: Duration::from_millis(2),
             messages: None,
             scan_targets: 4,
+            pci_location: (0, 3),
         }
     }
 }
@@ -424,6 +428,44 @@ pub enum Notification {
     },
 }
 
+/// An SRB_FUNCTION_WMI request, built as SCSI_WMI_REQUEST_BLOCK or as a STORAGE_REQUEST_BLOCK
+/// with an SRBEX_DATA_WMI block, whichever SRB type the adapter uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WmiRequest {
+    /// WMISubFunction: the IRP_MN_* WMI minor function.
+    pub sub_function: u8,
+    /// WMIFlags (SRB_WMI_FLAGS_ADAPTER_REQUEST for the adapter).
+    pub flags: u8,
+    /// What DataPath points to: the GUID the request addresses (for IRP_MN_REGINFO, `None`:
+    /// DataPath then carries the WMIREGISTER action, 0).
+    pub data_path: Option<[u8; 16]>,
+    /// The buffer's contents as WMI hands them over (the request WNODE).
+    pub buffer: Vec<u8>,
+    /// DataTransferLength; the simulator refuses one beyond `buffer` (StorPort never sends
+    /// more than the buffer holds).
+    pub data_transfer_length: u32,
+}
+
+/// Bytes of guard, filled with [`WMI_GUARD_BYTE`], after every WMI buffer: a miniport that
+/// writes past DataTransferLength changes them.
+pub const WMI_GUARD_LEN: usize = 64;
+/// The guard's fill.
+pub const WMI_GUARD_BYTE: u8 = 0xA5;
+
+impl WmiRequest {
+    /// An adapter request of `sub_function` over `buffer`, DataTransferLength its length.
+    #[must_use]
+    pub fn adapter(sub_function: u8, data_path: Option<[u8; 16]>, buffer: Vec<u8>) -> Self {
+        Self {
+            sub_function,
+            flags: abi::SRB_WMI_FLAGS_ADAPTER_REQUEST,
+            data_path,
+            data_transfer_length: u32::try_from(buffer.len()).unwrap_or(u32::MAX),
+            buffer,
+        }
+    }
+}
+
 /// Why the simulator could not do what was asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SimError {
@@ -462,6 +504,13 @@ pub enum SimError {
     AdapterControl(u32),
     /// The host could not provide a resource (threads, address space).
     Resources,
+    /// A WMI request whose DataTransferLength exceeds its buffer.
+    WmiLength {
+        /// DataTransferLength asked for.
+        length: u32,
+        /// The buffer's size.
+        buffer: usize,
+    },
 }
 
 /// What HwFindAdapter set in PORT_CONFIGURATION_INFORMATION, read back.
@@ -599,7 +648,7 @@ impl Adapter {
         let mut ranges = ranges.into_boxed_slice();
         let mut config = abi::PortConfigurationInformation::new_zeroed();
         config.length = abi::PORT_CONFIGURATION_INFORMATION_SIZE;
-        config.system_io_bus_number = 0;
+        config.system_io_bus_number = machine.options.pci_location.0;
         config.adapter_interface_type = abi::PCI_BUS;
         config.interrupt_mode = abi::LATCHED;
         config.maximum_transfer_length = abi::SP_UNINITIALIZED_VALUE;
@@ -625,7 +674,7 @@ impl Adapter {
             abi::SRB_TYPE_SCSI_REQUEST_BLOCK
         };
         config.address_type = abi::STORAGE_ADDRESS_TYPE_BTL8;
-        config.slot_number = 3;
+        config.slot_number = machine.options.pci_location.1;
         config.device_extension_size = hw.device_extension_size;
         config.specific_lu_extension_size = hw.specific_lu_extension_size;
         config.srb_extension_size = hw.srb_extension_size;
@@ -725,6 +774,36 @@ impl Adapter {
     /// [`SimError::WaitTimedOut`].
     pub fn wait(&self, ticket: Ticket, timeout: Duration) -> Result<Completion, SimError> {
         self.machine.wait(ticket.0, timeout)
+    }
+
+    /// Sends an SRB_FUNCTION_WMI request on simulated processor `processor` and waits for it
+    /// (10 s). The completion's `data` is the whole buffer followed by its
+    /// [`WMI_GUARD_LEN`] guard bytes, whatever DataTransferLength the miniport set.
+    ///
+    /// # Errors
+    /// [`SimError::WmiLength`], and as [`Adapter::execute`].
+    pub fn wmi(&self, processor: u32, request: &WmiRequest) -> Result<Completion, SimError> {
+        let sender = self
+            .machine
+            .processors
+            .get()
+            .and_then(|processors| processors.get(processor as usize))
+            .ok_or(SimError::NoProcessor(processor))?;
+        let (srb, ticket) = self.machine.build_wmi_srb(request)?;
+        sender
+            .send(Work::Submit(srb))
+            .map_err(|_| SimError::NotStarted)?;
+        self.wait(Ticket(ticket), Duration::from_secs(10))
+    }
+
+    /// The BARs as the simulated platform assigned them: (BAR index, bus address, I/O space).
+    #[must_use]
+    pub fn bars(&self) -> Vec<(u8, u64, bool)> {
+        self.machine
+            .bars
+            .iter()
+            .map(|bar| (bar.bar, bar.physical, bar.io_space))
+            .collect()
     }
 
     /// Submits and waits (10 s).

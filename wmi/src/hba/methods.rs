@@ -146,7 +146,7 @@ fn port_statistics(info: &HbaInfo<'_>, io: &mut MethodIo<'_>) -> Result<(), WmiE
             });
             out.u32(SAS_PHY_COUNTERS as u32);
             out.u32(returned as u32);
-            out.i64_array(&counters[..returned]);
+            out.i64_array(counters.get(..returned).unwrap_or(&[]));
         }
         port_method::GET_FC_PHY_ATTRIBUTES => {
             let _: PhyIn = io.read_input()?;
@@ -393,7 +393,7 @@ fn phy_ok(port_index: u32, phy_index: u32) -> bool {
 }
 
 fn truncate(data: &[u8], limit: usize) -> &[u8] {
-    &data[..data.len().min(limit)]
+    data.get(..limit).unwrap_or(data)
 }
 
 /// The generic and SAS-specific attributes of one port.
@@ -491,7 +491,7 @@ pub fn sam_lun(lun: u16) -> [u8; 8] {
 /// addressing; anything else designates no virtio LUN.
 #[must_use]
 pub fn lun_from_sam(lun: [u8; 8]) -> Option<u16> {
-    if lun[2..].iter().any(|byte| *byte != 0) {
+    if lun.iter().skip(2).any(|byte| *byte != 0) {
         return None;
     }
     match lun[0] >> 6 {
@@ -589,7 +589,9 @@ fn report_luns(out: &mut Encoder<'_>, target: &TargetInfo<'_>, cdb: &[u8; 12], r
     out.u32(returned as u32);
     out.u32(0);
     let mut header = [0u8; 8];
-    header[..4].copy_from_slice(&u32::try_from(list_length).unwrap_or(u32::MAX).to_be_bytes());
+    if let Some(length) = header.first_chunk_mut::<4>() {
+        *length = u32::try_from(list_length).unwrap_or(u32::MAX).to_be_bytes();
+    }
     let chunks = core::iter::once(header).chain(target.luns.iter().map(|lun| sam_lun(lun.lun)));
     let mut left = returned;
     for chunk in chunks {
@@ -597,7 +599,7 @@ fn report_luns(out: &mut Encoder<'_>, target: &TargetInfo<'_>, cdb: &[u8; 12], r
             break;
         }
         let take = left.min(chunk.len());
-        out.bytes(&chunk[..take]);
+        out.bytes(chunk.get(..take).unwrap_or(&chunk));
         left -= take;
     }
 }

@@ -1,0 +1,562 @@
+//! `SRB_FUNCTION_WMI`: adapter WMI requests answered by the `rvscsi_wmi` dispatcher from an
+//! [`HbaInfo`] built on the stack from this adapter's identity, counters and limits.
+//!
+//! **Where.** WMI SRBs are handled completely in HwBuildIo and completed there (BuildIo then
+//! returns FALSE, so StartIo never sees them). BuildIo runs at DISPATCH_LEVEL with no lock,
+//! which is all this needs: the answer reads only the adapter's immutable state (identity,
+//! limits, negotiated features) and its counters, which are atomics; nothing is queued to the
+//! device. Answering in BuildIo also keeps WMI off the StartIo lock and the queue locks.
+//!
+//! **Which requests.** Only adapter requests (`WMIFlags` has `SRB_WMI_FLAGS_ADAPTER_REQUEST`)
+//! are answered, as SCSIWMILIB does: the miniport registers no per-LUN data blocks, so a
+//! request for a logical unit completes with `SRB_STATUS_INVALID_REQUEST`.
+//!
+//! **The buffer.** `DataBuffer` is the WMI IRP's buffer, `DataTransferLength` bytes, whose
+//! contents come from user mode. The miniport touches exactly those bytes through one slice;
+//! every length and offset inside (the WNODE's own `BufferSize`, data offsets, instance names)
+//! is checked against that slice by [`rvscsi_wmi::dispatch::dispatch`], so a WNODE that claims
+//! more than `DataTransferLength` fails with `SRB_STATUS_INVALID_REQUEST` and nothing past the
+//! buffer is read or written.
+//!
+//! **The reply** maps to the SRB as `ScsiPortWmiPostProcess` leaves it for
+//! `ScsiPortWmiGetReturnStatus`/`ScsiPortWmiGetReturnSize` ([`srb_completion`]):
+//! - `STATUS_SUCCESS` (data, or a `WNODE_TOO_SMALL` carrying the size needed, which WMI answers
+//!   by retrying with that size): `SRB_STATUS_SUCCESS`, `DataTransferLength` = bytes returned;
+//! - `STATUS_BUFFER_TOO_SMALL` (not even the size-only reply fits; for `IRP_MN_REGINFO` the
+//!   needed size is written as a `ULONG` if 4 bytes fit): `SRB_STATUS_DATA_OVERRUN`,
+//!   `DataTransferLength` = the bytes written (4 or 0), as a miniport passes
+//!   `SRB_STATUS_DATA_OVERRUN` to `ScsiPortWmiPostProcess` for a buffer that is too small;
+//! - a malformed request or an operation the provider does not implement
+//!   (`STATUS_INVALID_PARAMETER`, `STATUS_INVALID_DEVICE_REQUEST`): `SRB_STATUS_INVALID_REQUEST`;
+//! - unknown GUID, instance or item, read-only block, encoding failure: `SRB_STATUS_ERROR`.
+//!
+//! Errors return no data (`DataTransferLength` 0). An SRB status cannot carry the finer
+//! NTSTATUS; the [`rvscsi_wmi::status::WmiError`] is available to tracing.
+//!
+//! **Identity.** `UniqueAdapterId` is [`rvscsi_wmi::sas::unique_adapter_id`] of the adapter's
+//! PCI bus, device and function (from ConfigInfo's `SystemIoBusNumber`/`SlotNumber`). StorPort
+//! does not tell a miniport its PCI segment, so two adapters on different segments could share
+//! bus/device/function; the 16 bits the segment would occupy carry instead a fold of the
+//! function's first memory BAR address ([`unique_adapter_id`]). No two functions in a machine
+//! decode the same memory BAR address, and the address stays fixed while the machine runs
+//! (it is assigned at boot), so the id is unique per adapter and stable for the boot. The
+//! port's SAS address is [`SasAddress::for_adapter`] of that id (no virtio-scsi HBA has a
+//! VPD 0x83 of its own), and the attached "domain" address is synthesised from it too.
+
+use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
+
+use rvscsi_wmi::dispatch::{
+    Control, GuidRegistration, MethodIo, Provider, RegInfo, Reply, dispatch,
+};
+use rvscsi_wmi::encode::Encoder;
+use rvscsi_wmi::hba::sm::{PortState, sas_speed};
+use rvscsi_wmi::hba::{
+    AdapterLimits, GUID_COUNT, HbaInfo, HbaProvider, PhyInfo, PhyStatistics, PortInfo,
+    ProtocolStatistics, QUEUE_STATISTICS_INDEX, QueueStatistics,
+};
+use rvscsi_wmi::sas::{PciLocation, SasAddress};
+use rvscsi_wmi::status::{WmiError, WmiStatus};
+use virtio_core::features::Features;
+
+use crate::adapter::Adapter;
+use crate::platform::PciSnapshot;
+use crate::srb::Srb;
+use crate::storport::{
+    SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR, SRB_STATUS_INVALID_REQUEST, SRB_STATUS_SUCCESS,
+    SRB_WMI_FLAGS_ADAPTER_REQUEST,
+};
+
+/// `Manufacturer`: the owner of PCI vendor ID 0x1AF4, which every virtio PCI function carries.
+pub const MANUFACTURER: &str = "Red Hat, Inc.";
+/// `MfgDomain` of that manufacturer.
+pub const MFG_DOMAIN: &str = "com.redhat";
+/// `Model`.
+pub const MODEL: &str = "virtio-scsi";
+/// `ModelDescription`.
+pub const MODEL_DESCRIPTION: &str = "virtio SCSI host bus adapter";
+/// `DriverVersion`: the crate version, the same string the INF stamps.
+pub const DRIVER_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// `DriverName`.
+pub const DRIVER_NAME: &str = "rvscsi.sys";
+/// `HBASymbolicName`.
+pub const HBA_SYMBOLIC_NAME: &str = "rvscsi virtio-scsi HBA";
+/// Index under the adapter's seed of the synthesised address of what its port attaches to:
+/// the first index past the adapter's own port (0) and its targets (1 + 0..=255).
+pub const ATTACHED_ADDRESS_INDEX: u64 = 257;
+
+/// What find-adapter learned that the WMI classes report and that cannot change afterwards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdapterFacts {
+    /// `UniqueAdapterId` ([`unique_adapter_id`]), also the seed of the SAS addresses.
+    pub unique_adapter_id: u64,
+    /// `(device id << 16) | vendor id` of the PCI function.
+    pub vendor_specific_id: u32,
+    /// PCI revision ID (`HardwareVersion`).
+    pub revision: u8,
+    /// Size of each request virtqueue (the smallest, if they differ).
+    pub queue_size: u16,
+}
+
+impl AdapterFacts {
+    /// The facts of the function whose configuration space is `pci`, at `bus`/`slot`
+    /// (`SystemIoBusNumber`, `SlotNumber`), with request queues of `queue_size`.
+    #[must_use]
+    pub fn from_pci(pci: &PciSnapshot, bus: u32, slot: u32, queue_size: u16) -> Self {
+        use virtio_core::hal::PciConfig;
+        let memory_bar = (0..6u8)
+            .filter_map(|bar| pci.bar_address(bar))
+            .find_map(|(address, io_space)| (!io_space).then_some(address));
+        Self {
+            unique_adapter_id: unique_adapter_id(bus, slot, memory_bar),
+            vendor_specific_id: pci.read32(0),
+            revision: pci.read8(8),
+            queue_size,
+        }
+    }
+}
+
+/// `UniqueAdapterId` of the function at `bus`/`slot` (a `PCI_SLOT_NUMBER`: device in bits 0-4,
+/// function in bits 5-7) whose first memory BAR decodes `memory_bar`: the wmi crate's
+/// identifier with, in the segment's place, the BAR address folded to 16 bits by XOR.
+#[must_use]
+pub const fn unique_adapter_id(bus: u32, slot: u32, memory_bar: Option<u64>) -> u64 {
+    let bar = match memory_bar {
+        Some(address) => address,
+        None => 0,
+    };
+    let fold = bar ^ (bar >> 16) ^ (bar >> 32) ^ (bar >> 48);
+    rvscsi_wmi::sas::unique_adapter_id(PciLocation {
+        segment: fold as u16,
+        bus: bus as u8,
+        device: (slot & 0x1F) as u8,
+        function: ((slot >> 5) & 0x7) as u8,
+    })
+}
+
+/// The SRB status and `DataTransferLength` for the dispatcher's `reply` to a request whose
+/// buffer holds `buffer_len` bytes (see the module documentation for the mapping).
+#[must_use]
+pub const fn srb_completion(reply: &Reply, buffer_len: u32) -> (u8, u32) {
+    let returned = if reply.bytes_returned < buffer_len {
+        reply.bytes_returned
+    } else {
+        buffer_len
+    };
+    match reply.status {
+        WmiStatus::Success => (SRB_STATUS_SUCCESS, returned),
+        WmiStatus::BufferTooSmall => (SRB_STATUS_DATA_OVERRUN, returned),
+        WmiStatus::InvalidDeviceRequest | WmiStatus::InvalidParameter => {
+            (SRB_STATUS_INVALID_REQUEST, 0)
+        }
+        WmiStatus::GuidNotFound
+        | WmiStatus::InstanceNotFound
+        | WmiStatus::ItemIdNotFound
+        | WmiStatus::ReadOnly
+        | WmiStatus::Unsuccessful => (SRB_STATUS_ERROR, 0),
+    }
+}
+
+/// Answers the `SRB_FUNCTION_WMI` request `srb`: sets its `DataTransferLength` and returns the
+/// SRB status to complete it with.
+pub fn handle(adapter: &Adapter, srb: &mut Srb) -> u8 {
+    let Some(parameters) = srb.wmi_parameters() else {
+        srb.set_data_transfer_length(0);
+        return SRB_STATUS_INVALID_REQUEST;
+    };
+    if parameters.flags & SRB_WMI_FLAGS_ADAPTER_REQUEST == 0 {
+        srb.set_data_transfer_length(0);
+        return SRB_STATUS_INVALID_REQUEST;
+    }
+    let length = srb.data_transfer_length();
+    let reply = if length == 0 {
+        answer(adapter, parameters.sub_function, &mut [])
+    } else {
+        let Some(buffer) = NonNull::new(srb.data_buffer().cast::<u8>()) else {
+            srb.set_data_transfer_length(0);
+            return SRB_STATUS_INVALID_REQUEST;
+        };
+        // SAFETY: for SRB_FUNCTION_WMI, StorPort passes in DataBuffer the system-space buffer
+        // of the WMI request, valid for reads and writes of DataTransferLength bytes and used
+        // by no one else until the SRB is completed; this slice is its only view, dropped
+        // before completion.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(buffer.as_ptr(), length as usize) };
+        answer(adapter, parameters.sub_function, bytes)
+    };
+    let (status, returned) = srb_completion(&reply, length);
+    srb.set_data_transfer_length(returned);
+    status
+}
+
+/// Runs the dispatcher over `buffer` with this adapter's provider.
+fn answer(adapter: &Adapter, minor_function: u8, buffer: &mut [u8]) -> Reply {
+    let texts = Texts::new(&adapter.wmi_facts());
+    let info = hba_info(adapter, &texts);
+    let mut provider = AdapterProvider::new(adapter, &info);
+    dispatch(minor_function, buffer, &mut provider)
+}
+
+/// [`HbaProvider`] with the `Rvscsi_QueueStatistics` instances read from the counters one at
+/// a time, when asked for, instead of from a snapshot of every queue: a snapshot of
+/// [`crate::adapter::MAX_REQUEST_QUEUES`] queues would take 3 KiB of the kernel stack.
+struct AdapterProvider<'a> {
+    adapter: &'a Adapter,
+    inner: HbaProvider<'a>,
+    guids: [GuidRegistration; GUID_COUNT],
+}
+
+impl<'a> AdapterProvider<'a> {
+    fn new(adapter: &'a Adapter, info: &'a HbaInfo<'a>) -> Self {
+        let inner = HbaProvider::new(info);
+        let mut guids = [GuidRegistration {
+            guid: rvscsi_wmi::guid::Guid::NULL,
+            instance_count: 0,
+            flags: 0,
+            instance_names: rvscsi_wmi::dispatch::InstanceNames::Static,
+        }; GUID_COUNT];
+        for (slot, row) in guids.iter_mut().zip(inner.guids()) {
+            *slot = *row;
+        }
+        if let Some(row) = guids.get_mut(QUEUE_STATISTICS_INDEX) {
+            row.instance_count = u32::from(adapter.request_queues());
+        }
+        Self {
+            adapter,
+            inner,
+            guids,
+        }
+    }
+}
+
+impl Provider for AdapterProvider<'_> {
+    fn guids(&self) -> &[GuidRegistration] {
+        &self.guids
+    }
+
+    fn query_reginfo(&self) -> RegInfo<'_> {
+        self.inner.query_reginfo()
+    }
+
+    fn query_data_block(
+        &mut self,
+        guid_index: usize,
+        instance_index: u32,
+        out: &mut Encoder<'_>,
+    ) -> Result<(), WmiError> {
+        if guid_index != QUEUE_STATISTICS_INDEX {
+            return self.inner.query_data_block(guid_index, instance_index, out);
+        }
+        let queue = u16::try_from(instance_index)
+            .ok()
+            .and_then(|index| queue_statistics(self.adapter, index))
+            .ok_or(WmiError::InstanceNotFound {
+                guid_index: guid_index as u32,
+                instance_index,
+            })?;
+        queue.encode(out);
+        Ok(())
+    }
+
+    fn instance_name(
+        &self,
+        guid_index: usize,
+        instance_index: u32,
+        out: &mut Encoder<'_>,
+    ) -> Result<(), WmiError> {
+        self.inner.instance_name(guid_index, instance_index, out)
+    }
+
+    fn set_data_block(
+        &mut self,
+        guid_index: usize,
+        instance_index: u32,
+        data: &[u8],
+    ) -> Result<(), WmiError> {
+        self.inner.set_data_block(guid_index, instance_index, data)
+    }
+
+    fn set_data_item(
+        &mut self,
+        guid_index: usize,
+        instance_index: u32,
+        item_id: u32,
+        data: &[u8],
+    ) -> Result<(), WmiError> {
+        self.inner
+            .set_data_item(guid_index, instance_index, item_id, data)
+    }
+
+    fn execute_method(
+        &mut self,
+        guid_index: usize,
+        instance_index: u32,
+        io: &mut MethodIo<'_>,
+    ) -> Result<(), WmiError> {
+        self.inner.execute_method(guid_index, instance_index, io)
+    }
+
+    fn function_control(
+        &mut self,
+        guid_index: usize,
+        control: Control,
+        enable: bool,
+    ) -> Result<(), WmiError> {
+        self.inner.function_control(guid_index, control, enable)
+    }
+}
+
+/// The `Rvscsi_QueueStatistics` instance of request queue `queue` now (each counter read
+/// once, relaxed: WMI reports statistics, not a consistent cut).
+#[must_use]
+pub fn queue_statistics(adapter: &Adapter, queue: u16) -> Option<QueueStatistics> {
+    if queue >= adapter.request_queues() {
+        return None;
+    }
+    let counters = adapter.counters(queue)?;
+    Some(QueueStatistics {
+        queue_index: u32::from(queue),
+        queue_size: u32::from(adapter.wmi_facts().queue_size),
+        requests: counters.requests.load(Ordering::Relaxed),
+        kicks: counters.kicks.load(Ordering::Relaxed),
+        interrupts: counters.interrupts.load(Ordering::Relaxed),
+        queue_full: counters.queue_full.load(Ordering::Relaxed),
+        // A device reset affects every queue.
+        resets: adapter.resets.load(Ordering::Relaxed),
+    })
+}
+
+/// The strings of an [`HbaInfo`] that are formatted per adapter, in stack buffers.
+#[derive(Clone, Copy, Debug)]
+pub struct Texts {
+    serial_number: [u8; 16],
+    hardware_version: [u8; 6],
+}
+
+impl Texts {
+    /// The serial number (the port's SAS address in 16 hex digits) and the hardware version
+    /// (`rev` and the PCI revision ID in two hex digits) of the adapter with `facts`.
+    #[must_use]
+    pub fn new(facts: &AdapterFacts) -> Self {
+        let mut serial_number = [0u8; 16];
+        hex(
+            SasAddress::for_adapter(facts.unique_adapter_id).to_u64(),
+            &mut serial_number,
+        );
+        let mut hardware_version = *b"rev 00";
+        if let Some(digits) = hardware_version.last_chunk_mut::<2>() {
+            hex(u64::from(facts.revision), digits);
+        }
+        Self {
+            serial_number,
+            hardware_version,
+        }
+    }
+
+    /// `SerialNumber`.
+    #[must_use]
+    pub fn serial_number(&self) -> &str {
+        core::str::from_utf8(&self.serial_number).unwrap_or("")
+    }
+
+    /// `HardwareVersion`.
+    #[must_use]
+    pub fn hardware_version(&self) -> &str {
+        core::str::from_utf8(&self.hardware_version).unwrap_or("")
+    }
+}
+
+/// Writes the low `out.len()` hex digits of `value`, most significant first, upper case.
+fn hex(value: u64, out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let mut rest = value;
+    for byte in out.iter_mut().rev() {
+        *byte = DIGITS.get((rest & 0xF) as usize).copied().unwrap_or(b'0');
+        rest >>= 4;
+    }
+}
+
+/// The `HbaInfo` of `adapter` now: its facts, `texts`, and its counters summed over the
+/// queues (each read once, relaxed: WMI reports statistics, not a consistent cut). Its
+/// `queues` is empty: [`AdapterProvider`] reads each queue's instance when asked.
+pub fn hba_info<'a>(adapter: &Adapter, texts: &'a Texts) -> HbaInfo<'a> {
+    let facts = adapter.wmi_facts();
+    let mut protocol = ProtocolStatistics::default();
+    let (mut requests, mut completions, mut bytes_read, mut bytes_written) = (0u64, 0u64, 0, 0);
+    for queue in 0..adapter.request_queues() {
+        let Some(counters) = adapter.counters(queue) else {
+            continue;
+        };
+        let load = |counter: &core::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        requests = requests.wrapping_add(load(&counters.requests));
+        completions = completions.wrapping_add(load(&counters.completions));
+        protocol.input_requests = protocol
+            .input_requests
+            .wrapping_add(load(&counters.reads).cast_signed());
+        protocol.output_requests = protocol
+            .output_requests
+            .wrapping_add(load(&counters.writes).cast_signed());
+        bytes_read = load(&counters.bytes_read).wrapping_add(bytes_read);
+        bytes_written = load(&counters.bytes_written).wrapping_add(bytes_written);
+    }
+    // Requests without data are the completed ones that were neither reads nor writes.
+    protocol.control_requests = completions
+        .cast_signed()
+        .wrapping_sub(protocol.input_requests)
+        .wrapping_sub(protocol.output_requests)
+        .max(0);
+    protocol.input_megabytes = (bytes_read >> 20).cast_signed();
+    protocol.output_megabytes = (bytes_written >> 20).cast_signed();
+    let seed = facts.unique_adapter_id;
+    let device = adapter.device_limits();
+    let limits = adapter.limits();
+    let features = adapter.features();
+    HbaInfo {
+        unique_adapter_id: seed,
+        vendor_specific_id: facts.vendor_specific_id,
+        manufacturer: MANUFACTURER,
+        serial_number: texts.serial_number(),
+        model: MODEL,
+        model_description: MODEL_DESCRIPTION,
+        hardware_version: texts.hardware_version(),
+        driver_version: DRIVER_VERSION,
+        // A virtual function has no option ROM and no firmware of its own.
+        option_rom_version: "",
+        firmware_version: "",
+        driver_name: DRIVER_NAME,
+        hba_symbolic_name: HBA_SYMBOLIC_NAME,
+        redundant_option_rom_version: "",
+        redundant_firmware_version: "",
+        mfg_domain: MFG_DOMAIN,
+        port: PortInfo {
+            // The \\.\ScsiN: name belongs to the port driver, which does not tell the miniport.
+            os_device_name: "",
+            state: PortState::Online,
+            local_sas_address: SasAddress::for_adapter(seed),
+            attached_sas_address: SasAddress::synthesize(seed, ATTACHED_ADDRESS_INDEX),
+            // A virtqueue has no link rate.
+            phy: PhyInfo {
+                negotiated_link_rate: sas_speed::UNKNOWN,
+                programmed_min_link_rate: sas_speed::UNKNOWN,
+                hardware_min_link_rate: sas_speed::UNKNOWN,
+                programmed_max_link_rate: sas_speed::UNKNOWN,
+                hardware_max_link_rate: sas_speed::UNKNOWN,
+            },
+            protocol_statistics: protocol,
+            // Frames are requests sent and responses received; a virtual phy has no link
+            // errors, so its error counters are truly zero.
+            phy_statistics: PhyStatistics {
+                tx_frames: requests.cast_signed(),
+                rx_frames: completions.cast_signed(),
+                ..PhyStatistics::default()
+            },
+        },
+        // The miniport keeps no table of targets (it snoops no bus scan), so none is listed.
+        targets: &[],
+        queues: &[],
+        limits: AdapterLimits {
+            request_queues: u32::from(adapter.request_queues()),
+            queue_size: u32::from(facts.queue_size),
+            seg_max: device.seg_max,
+            // 0: the device did not report max_sectors.
+            max_sectors: device.max_sectors.unwrap_or(0),
+            cmd_per_lun: device.cmd_per_lun,
+            // virtio-scsi devices have one channel (max_channel is 0 by the specification).
+            max_channel: 0,
+            max_target: u32::from(device.max_target),
+            max_lun: u32::from(device.max_lun),
+            max_transfer_length: limits.max_transfer_length,
+            physical_breaks: limits.physical_breaks,
+            features: features.bits(),
+            packed_ring: features.contains(Features::RING_PACKED),
+            indirect_descriptors: features.contains(Features::INDIRECT_DESC),
+            event_index: features.contains(Features::EVENT_IDX),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rvscsi_wmi::status::WmiError;
+
+    use super::*;
+
+    fn reply(status: WmiStatus, bytes_returned: u32) -> Reply {
+        Reply {
+            status,
+            bytes_returned,
+            error: Some(WmiError::NotImplemented),
+        }
+    }
+
+    #[test]
+    fn replies_map_to_srb_status_and_length_as_post_process_does() {
+        let table = [
+            (WmiStatus::Success, 120, (SRB_STATUS_SUCCESS, 120)),
+            (WmiStatus::Success, 56, (SRB_STATUS_SUCCESS, 56)),
+            (WmiStatus::BufferTooSmall, 4, (SRB_STATUS_DATA_OVERRUN, 4)),
+            (WmiStatus::BufferTooSmall, 0, (SRB_STATUS_DATA_OVERRUN, 0)),
+            (
+                WmiStatus::InvalidParameter,
+                9,
+                (SRB_STATUS_INVALID_REQUEST, 0),
+            ),
+            (
+                WmiStatus::InvalidDeviceRequest,
+                0,
+                (SRB_STATUS_INVALID_REQUEST, 0),
+            ),
+            (WmiStatus::GuidNotFound, 0, (SRB_STATUS_ERROR, 0)),
+            (WmiStatus::InstanceNotFound, 0, (SRB_STATUS_ERROR, 0)),
+            (WmiStatus::ItemIdNotFound, 0, (SRB_STATUS_ERROR, 0)),
+            (WmiStatus::ReadOnly, 0, (SRB_STATUS_ERROR, 0)),
+            (WmiStatus::Unsuccessful, 3, (SRB_STATUS_ERROR, 0)),
+        ];
+        for (status, bytes, expected) in table {
+            assert_eq!(
+                srb_completion(&reply(status, bytes), 4096),
+                expected,
+                "{status:?}"
+            );
+        }
+        // Never more than the buffer holds, whatever the reply says.
+        assert_eq!(
+            srb_completion(&reply(WmiStatus::Success, 500), 100),
+            (SRB_STATUS_SUCCESS, 100)
+        );
+    }
+
+    #[test]
+    fn unique_adapter_id_separates_slot_function_bus_and_bar() {
+        let base = unique_adapter_id(0, 3, Some(0xE0_0000_0000));
+        assert_eq!(base >> 32, u64::from(u32::from_be_bytes(*b"RVSC")));
+        // Bus 0, device 3, function 0; the BAR folds to 0x00E0.
+        assert_eq!(base & 0xFFFF_FFFF, 0x00E0_0018);
+        let others = [
+            unique_adapter_id(0, 4, Some(0xE0_0000_0000)),
+            unique_adapter_id(0, 3 | (1 << 5), Some(0xE0_0000_0000)),
+            unique_adapter_id(1, 3, Some(0xE0_0000_0000)),
+            unique_adapter_id(0, 3, Some(0xE1_0000_0000)),
+            unique_adapter_id(0, 3, None),
+        ];
+        for (index, other) in others.iter().enumerate() {
+            assert_ne!(*other, base, "{index}");
+            assert!(!others[..index].contains(other), "{index}");
+        }
+    }
+
+    #[test]
+    fn texts_are_the_sas_address_and_revision_in_hex() {
+        let facts = AdapterFacts {
+            unique_adapter_id: 0x5256_5343_00E0_0018,
+            revision: 0x1F,
+            ..AdapterFacts::default()
+        };
+        let texts = Texts::new(&facts);
+        assert_eq!(texts.hardware_version(), "rev 1F");
+        let expected = std::format!(
+            "{:016X}",
+            SasAddress::for_adapter(facts.unique_adapter_id).to_u64()
+        );
+        assert_eq!(texts.serial_number(), expected);
+    }
+}

@@ -1,0 +1,620 @@
+//! WMI through the real miniport: SRB_FUNCTION_WMI requests (classic and SRB_EX) sent by the
+//! StorPort simulator must come back byte for byte as `rvscsi_wmi::dispatch` answers them for an
+//! `HbaInfo` built here, independently, from what the device and the platform say.
+
+use rvscsi::storport::{
+    SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR, SRB_STATUS_INVALID_REQUEST, SRB_STATUS_SUCCESS,
+};
+use rvscsi_tests::device::DeviceOptions;
+use rvscsi_tests::device::target::{Lun, LunIdentity};
+use rvscsi_tests::harness::{Machine, boot};
+use rvscsi_tests::sim::{
+    Completion, Request, SimOptions, WMI_GUARD_BYTE, WMI_GUARD_LEN, WmiRequest,
+};
+use rvscsi_wmi::dispatch::dispatch;
+use rvscsi_wmi::guid::Guid;
+use rvscsi_wmi::hba::rvscsi::{RVSCSI_ADAPTER_LIMITS_GUID, RVSCSI_QUEUE_STATISTICS_GUID};
+use rvscsi_wmi::hba::sm::{
+    MS_SM_ADAPTER_INFORMATION_QUERY_GUID, MS_SM_PORT_INFORMATION_METHODS_GUID, PortState,
+    port_method, sas_speed,
+};
+use rvscsi_wmi::hba::{
+    AdapterLimits, HbaInfo, HbaProvider, PhyInfo, PhyStatistics, PortInfo, ProtocolStatistics,
+    QueueStatistics,
+};
+use rvscsi_wmi::sas::{PciLocation, SasAddress, unique_adapter_id};
+use rvscsi_wmi::status::WmiStatus;
+use rvscsi_wmi::wnode::{
+    MinorFunction, WNODE_FLAG_STATIC_INSTANCE_NAMES, WnodeAllData, WnodeHeader, WnodeMethodItem,
+    WnodeSingleInstance,
+};
+use virtio_core::hal::PciConfig;
+use zerocopy::IntoBytes;
+use zerocopy::little_endian::{U32, U64};
+
+const BLOCKS: u64 = 1 << 12;
+
+fn machine(classic: bool, pci_location: (u32, u32)) -> Machine {
+    let disk = || {
+        Lun::memory(BLOCKS, 512)
+            .unwrap()
+            .with_identity(LunIdentity {
+                naa_id: None,
+                ..LunIdentity::default()
+            })
+    };
+    boot(
+        SimOptions {
+            force_scsi_request_block: classic,
+            pci_location,
+            ..SimOptions::default()
+        },
+        DeviceOptions::default(),
+        vec![(0, 0, disk()), (1, 0, disk())],
+    )
+    .unwrap()
+}
+
+fn finish(machine: Machine) {
+    assert!(
+        machine.adapter.violations().is_empty(),
+        "{:?}",
+        machine.adapter.violations()
+    );
+    let violations = machine.adapter.shutdown();
+    assert!(violations.is_empty(), "{violations:?}");
+}
+
+/// The owned parts of the `HbaInfo` this test expects for `machine`.
+struct Expected {
+    id: u64,
+    vendor: u32,
+    serial: String,
+    hardware_version: String,
+    queues: Vec<QueueStatistics>,
+    limits: AdapterLimits,
+}
+
+/// What the adapter must report, from the platform (bus, slot, BARs), the device's
+/// configuration space and options, and the features the device saw the driver accept.
+fn expected(machine: &Machine, pci_location: (u32, u32)) -> Expected {
+    let bar = machine
+        .adapter
+        .bars()
+        .into_iter()
+        .find(|(_, _, io)| !io)
+        .map_or(0, |(_, address, _)| address);
+    let fold = (bar ^ (bar >> 16) ^ (bar >> 32) ^ (bar >> 48)) as u16;
+    let id = unique_adapter_id(PciLocation {
+        segment: fold,
+        bus: pci_location.0 as u8,
+        device: (pci_location.1 & 0x1F) as u8,
+        function: ((pci_location.1 >> 5) & 7) as u8,
+    });
+    let config = machine.device.pci_config();
+    let options = DeviceOptions::default();
+    let features = machine.device.registers().driver_features();
+    let found = machine.adapter.found_adapter().config;
+    Expected {
+        id,
+        vendor: config.read32(0),
+        serial: format!("{:016X}", SasAddress::for_adapter(id).to_u64()),
+        hardware_version: format!("rev {:02X}", config.read8(8)),
+        queues: (0..u32::from(options.request_queues))
+            .map(|queue_index| QueueStatistics {
+                queue_index,
+                queue_size: u32::from(options.queue_size),
+                ..QueueStatistics::default()
+            })
+            .collect(),
+        limits: AdapterLimits {
+            request_queues: u32::from(options.request_queues),
+            queue_size: u32::from(options.queue_size),
+            seg_max: options.seg_max,
+            max_sectors: options.max_sectors,
+            cmd_per_lun: options.cmd_per_lun,
+            max_channel: 0,
+            max_target: u32::from(options.max_target),
+            max_lun: options.max_lun,
+            max_transfer_length: found.maximum_transfer_length,
+            physical_breaks: found.number_of_physical_breaks,
+            features: features.bits(),
+            packed_ring: features.contains(virtio_core::features::Features::RING_PACKED),
+            indirect_descriptors: features.contains(virtio_core::features::Features::INDIRECT_DESC),
+            event_index: features.contains(virtio_core::features::Features::EVENT_IDX),
+        },
+    }
+}
+
+fn info(expected: &Expected) -> HbaInfo<'_> {
+    let unknown = sas_speed::UNKNOWN;
+    HbaInfo {
+        unique_adapter_id: expected.id,
+        vendor_specific_id: expected.vendor,
+        manufacturer: "Red Hat, Inc.",
+        serial_number: &expected.serial,
+        model: "virtio-scsi",
+        model_description: "virtio SCSI host bus adapter",
+        hardware_version: &expected.hardware_version,
+        driver_version: env!("CARGO_PKG_VERSION"),
+        option_rom_version: "",
+        firmware_version: "",
+        driver_name: "rvscsi.sys",
+        hba_symbolic_name: "rvscsi virtio-scsi HBA",
+        redundant_option_rom_version: "",
+        redundant_firmware_version: "",
+        mfg_domain: "com.redhat",
+        port: PortInfo {
+            os_device_name: "",
+            state: PortState::Online,
+            local_sas_address: SasAddress::for_adapter(expected.id),
+            attached_sas_address: SasAddress::synthesize(expected.id, 257),
+            phy: PhyInfo {
+                negotiated_link_rate: unknown,
+                programmed_min_link_rate: unknown,
+                hardware_min_link_rate: unknown,
+                programmed_max_link_rate: unknown,
+                hardware_max_link_rate: unknown,
+            },
+            protocol_statistics: ProtocolStatistics::default(),
+            phy_statistics: PhyStatistics::default(),
+        },
+        targets: &[],
+        queues: &expected.queues,
+        limits: expected.limits,
+    }
+}
+
+fn header(guid: Guid, buffer_size: usize) -> WnodeHeader {
+    WnodeHeader {
+        buffer_size: U32::new(buffer_size as u32),
+        provider_id: U32::new(0),
+        historical_context: U64::new(0),
+        timestamp: U64::new(0),
+        guid,
+        client_context: U32::new(0),
+        flags: U32::new(WNODE_FLAG_STATIC_INSTANCE_NAMES),
+    }
+}
+
+fn all_data(guid: Guid, room: usize) -> Vec<u8> {
+    let mut buffer = vec![0; room];
+    let request = WnodeAllData {
+        header: header(guid, 72),
+        data_block_offset: U32::new(0),
+        instance_count: U32::new(0),
+        offset_instance_name_offsets: U32::new(0),
+    };
+    buffer[..60].copy_from_slice(request.as_bytes());
+    buffer
+}
+
+fn single(guid: Guid, instance: u32, room: usize) -> Vec<u8> {
+    let mut buffer = vec![0; room];
+    let request = WnodeSingleInstance {
+        header: header(guid, 64),
+        offset_instance_name: U32::new(0),
+        instance_index: U32::new(instance),
+        data_block_offset: U32::new(64),
+        size_data_block: U32::new(0),
+    };
+    buffer[..request.as_bytes().len()].copy_from_slice(request.as_bytes());
+    buffer
+}
+
+fn method(guid: Guid, method_id: u32, input: &[u8], room: usize) -> Vec<u8> {
+    let mut buffer = vec![0; room];
+    let request = WnodeMethodItem {
+        header: header(guid, 72 + input.len()),
+        offset_instance_name: U32::new(0),
+        instance_index: U32::new(0),
+        method_id: U32::new(method_id),
+        data_block_offset: U32::new(72),
+        size_data_block: U32::new(input.len() as u32),
+    };
+    buffer[..request.as_bytes().len()].copy_from_slice(request.as_bytes());
+    buffer[72..72 + input.len()].copy_from_slice(input);
+    buffer
+}
+
+fn words(values: &[u32]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|value| value.to_le_bytes())
+        .collect()
+}
+
+fn srb_status(status: WmiStatus) -> u8 {
+    match status {
+        WmiStatus::Success => SRB_STATUS_SUCCESS,
+        WmiStatus::BufferTooSmall => SRB_STATUS_DATA_OVERRUN,
+        WmiStatus::InvalidParameter | WmiStatus::InvalidDeviceRequest => SRB_STATUS_INVALID_REQUEST,
+        _ => SRB_STATUS_ERROR,
+    }
+}
+
+fn send(
+    machine: &Machine,
+    minor: MinorFunction,
+    guid: Option<Guid>,
+    buffer: Vec<u8>,
+) -> Completion {
+    let path = guid.map(|guid| {
+        let mut bytes = [0; 16];
+        bytes.copy_from_slice(guid.as_bytes());
+        bytes
+    });
+    machine
+        .adapter
+        .wmi(0, &WmiRequest::adapter(minor as u8, path, buffer))
+        .unwrap()
+}
+
+fn guard_intact(completion: &Completion, len: usize) {
+    assert_eq!(completion.data.len(), len + WMI_GUARD_LEN);
+    assert!(
+        completion.data[len..].iter().all(|&b| b == WMI_GUARD_BYTE),
+        "guard overwritten"
+    );
+}
+
+/// Sends `buffer` through the miniport and through `dispatch` on the expected info; both must
+/// agree on status, length and every byte.
+fn same_as_direct(
+    machine: &Machine,
+    info: &HbaInfo<'_>,
+    minor: MinorFunction,
+    guid: Option<Guid>,
+    buffer: Vec<u8>,
+) -> Completion {
+    let mut direct = buffer.clone();
+    let reply = dispatch(minor as u8, &mut direct, &mut HbaProvider::new(info));
+    let completion = send(machine, minor, guid, buffer);
+    assert_eq!(
+        completion.srb_status,
+        srb_status(reply.status),
+        "{minor:?} {guid:?} {reply:?}"
+    );
+    let returned =
+        if reply.status == WmiStatus::Success || reply.status == WmiStatus::BufferTooSmall {
+            reply.bytes_returned
+        } else {
+            0
+        };
+    assert_eq!(
+        completion.data_transfer_length, returned,
+        "{minor:?} {guid:?}"
+    );
+    assert_eq!(
+        &completion.data[..direct.len()],
+        &direct[..],
+        "{minor:?} {guid:?}"
+    );
+    guard_intact(&completion, direct.len());
+    completion
+}
+
+#[test]
+fn every_class_answers_exactly_as_the_dispatcher_in_both_srb_shapes() {
+    for classic in [false, true] {
+        let location = (0, 3);
+        let machine = machine(classic, location);
+        let expected = expected(&machine, location);
+        let info = info(&expected);
+        let reginfo = same_as_direct(&machine, &info, MinorFunction::RegInfo, None, vec![0; 1024]);
+        assert_eq!(reginfo.srb_status, SRB_STATUS_SUCCESS);
+        for guid in [
+            MS_SM_ADAPTER_INFORMATION_QUERY_GUID,
+            RVSCSI_QUEUE_STATISTICS_GUID,
+            RVSCSI_ADAPTER_LIMITS_GUID,
+        ] {
+            let all = same_as_direct(
+                &machine,
+                &info,
+                MinorFunction::QueryAllData,
+                Some(guid),
+                all_data(guid, 16384),
+            );
+            assert_eq!(all.srb_status, SRB_STATUS_SUCCESS);
+            assert!(all.data_transfer_length > 72);
+            let one = same_as_direct(
+                &machine,
+                &info,
+                MinorFunction::QuerySingleInstance,
+                Some(guid),
+                single(guid, 0, 2048),
+            );
+            assert_eq!(one.srb_status, SRB_STATUS_SUCCESS);
+        }
+        // The last queue's instance, and one past it.
+        let guid = RVSCSI_QUEUE_STATISTICS_GUID;
+        same_as_direct(
+            &machine,
+            &info,
+            MinorFunction::QuerySingleInstance,
+            Some(guid),
+            single(guid, 3, 256),
+        );
+        let missing = same_as_direct(
+            &machine,
+            &info,
+            MinorFunction::QuerySingleInstance,
+            Some(guid),
+            single(guid, 4, 256),
+        );
+        assert_eq!(missing.srb_status, SRB_STATUS_ERROR);
+        let port = MS_SM_PORT_INFORMATION_METHODS_GUID;
+        // Each method's bytes must match; the status too (a short input fails the same way
+        // on both sides, and the first three must succeed).
+        for (id, input, succeeds) in [
+            (port_method::GET_PORT_TYPE, words(&[0]), true),
+            (
+                port_method::GET_ADAPTER_PORT_ATTRIBUTES,
+                words(&[0, 28]),
+                true,
+            ),
+            (port_method::GET_PROTOCOL_STATISTICS, words(&[0, 1]), true),
+            (port_method::GET_PHY_STATISTICS, words(&[0, 0]), false),
+            (port_method::GET_SAS_PHY_ATTRIBUTES, words(&[0, 0]), false),
+            (
+                port_method::GET_DISCOVERED_PORT_ATTRIBUTES,
+                words(&[0, 0, 28]),
+                false,
+            ),
+        ] {
+            let completion = same_as_direct(
+                &machine,
+                &info,
+                MinorFunction::ExecuteMethod,
+                Some(port),
+                method(port, id, &input, 4096),
+            );
+            if succeeds {
+                assert_eq!(completion.srb_status, SRB_STATUS_SUCCESS, "method {id}");
+            }
+        }
+        // Unknown GUID: an error, no data.
+        let unknown = Guid::from_fields(1, 2, 3, [4; 8]);
+        let completion = same_as_direct(
+            &machine,
+            &info,
+            MinorFunction::QueryAllData,
+            Some(unknown),
+            all_data(unknown, 256),
+        );
+        assert_eq!(
+            (completion.srb_status, completion.data_transfer_length),
+            (SRB_STATUS_ERROR, 0)
+        );
+        finish(machine);
+    }
+}
+
+#[test]
+fn a_small_buffer_gets_the_size_needed() {
+    for classic in [false, true] {
+        let machine = machine(classic, (0, 3));
+        let expected = expected(&machine, (0, 3));
+        let info = info(&expected);
+        // WNODE_TOO_SMALL: success, 56 bytes, SizeNeeded at 48.
+        let guid = MS_SM_ADAPTER_INFORMATION_QUERY_GUID;
+        let small = same_as_direct(
+            &machine,
+            &info,
+            MinorFunction::QueryAllData,
+            Some(guid),
+            all_data(guid, 72),
+        );
+        assert_eq!(
+            (small.srb_status, small.data_transfer_length),
+            (SRB_STATUS_SUCCESS, 56)
+        );
+        let needed = u32::from_le_bytes(small.data[48..52].try_into().unwrap());
+        let fits = same_as_direct(
+            &machine,
+            &info,
+            MinorFunction::QueryAllData,
+            Some(guid),
+            all_data(guid, needed as usize),
+        );
+        // WMI's retry with the size asked for gets the data.
+        assert_eq!(fits.srb_status, SRB_STATUS_SUCCESS);
+        assert!(fits.data_transfer_length > 56 && fits.data_transfer_length <= needed);
+        // REGINFO: DATA_OVERRUN with the needed size as a ULONG.
+        let reginfo = same_as_direct(&machine, &info, MinorFunction::RegInfo, None, vec![0; 16]);
+        assert_eq!(
+            (reginfo.srb_status, reginfo.data_transfer_length),
+            (SRB_STATUS_DATA_OVERRUN, 4)
+        );
+        let needed = u32::from_le_bytes(reginfo.data[..4].try_into().unwrap());
+        let full = same_as_direct(
+            &machine,
+            &info,
+            MinorFunction::RegInfo,
+            None,
+            vec![0; needed as usize],
+        );
+        assert_eq!(
+            (full.srb_status, full.data_transfer_length),
+            (SRB_STATUS_SUCCESS, needed)
+        );
+        finish(machine);
+    }
+}
+
+#[test]
+fn lying_lengths_and_lun_requests_are_refused_without_overrun() {
+    for classic in [false, true] {
+        let machine = machine(classic, (0, 3));
+        let guid = MS_SM_ADAPTER_INFORMATION_QUERY_GUID;
+        // The WNODE claims 4096 bytes; DataTransferLength says 100 (the buffer has 4096, but
+        // only the first 100 are the miniport's): refused, nothing past 100 touched.
+        let mut buffer = all_data(guid, 4096);
+        buffer[..4].copy_from_slice(&4096u32.to_le_bytes());
+        let original = buffer.clone();
+        let mut request = WmiRequest::adapter(MinorFunction::QueryAllData as u8, None, buffer);
+        request.data_transfer_length = 100;
+        let completion = machine.adapter.wmi(1, &request).unwrap();
+        assert_eq!(
+            (completion.srb_status, completion.data_transfer_length),
+            (SRB_STATUS_INVALID_REQUEST, 0)
+        );
+        assert_eq!(&completion.data[..4096], &original[..]);
+        guard_intact(&completion, 4096);
+        // A buffer shorter than the WNODE header itself.
+        let mut request = WmiRequest::adapter(
+            MinorFunction::QuerySingleInstance as u8,
+            None,
+            vec![0x5A; 20],
+        );
+        request.data_transfer_length = 20;
+        let completion = machine.adapter.wmi(0, &request).unwrap();
+        assert_eq!(completion.srb_status, SRB_STATUS_INVALID_REQUEST);
+        assert!(completion.data[..20].iter().all(|&b| b == 0x5A));
+        guard_intact(&completion, 20);
+        // A request for a logical unit, not the adapter: SCSIWMILIB refuses it.
+        let mut request = WmiRequest::adapter(
+            MinorFunction::QueryAllData as u8,
+            None,
+            all_data(guid, 4096),
+        );
+        request.flags = 0;
+        let completion = machine.adapter.wmi(0, &request).unwrap();
+        assert_eq!(
+            (completion.srb_status, completion.data_transfer_length),
+            (SRB_STATUS_INVALID_REQUEST, 0)
+        );
+        // An unknown minor function.
+        let completion = machine
+            .adapter
+            .wmi(0, &WmiRequest::adapter(12, None, vec![0; 128]))
+            .unwrap();
+        assert_eq!(completion.srb_status, SRB_STATUS_INVALID_REQUEST);
+        finish(machine);
+    }
+}
+
+fn adapter_id(machine: &Machine) -> u64 {
+    let guid = MS_SM_ADAPTER_INFORMATION_QUERY_GUID;
+    let completion = send(
+        machine,
+        MinorFunction::QuerySingleInstance,
+        Some(guid),
+        single(guid, 0, 4096),
+    );
+    assert_eq!(completion.srb_status, SRB_STATUS_SUCCESS);
+    u64::from_le_bytes(completion.data[64..72].try_into().unwrap())
+}
+
+#[test]
+fn two_adapters_have_different_unique_ids() {
+    let first = machine(false, (0, 3));
+    let second = machine(false, (0, 4));
+    let third = machine(true, (2, 3));
+    let ids = [adapter_id(&first), adapter_id(&second), adapter_id(&third)];
+    assert_eq!(ids[0], expected(&first, (0, 3)).id);
+    assert_eq!(ids[1], expected(&second, (0, 4)).id);
+    assert_ne!(ids[0], ids[1]);
+    assert_ne!(ids[0], ids[2]);
+    assert_ne!(ids[1], ids[2]);
+    // Stable: asked again, the same.
+    assert_eq!(adapter_id(&first), ids[0]);
+    finish(first);
+    finish(second);
+    finish(third);
+}
+
+/// Decodes the Rvscsi_QueueStatistics instances of a QUERY_ALL_DATA reply (fixed size 48).
+fn queue_statistics(machine: &Machine) -> Vec<[u64; 5]> {
+    let guid = RVSCSI_QUEUE_STATISTICS_GUID;
+    let completion = send(
+        machine,
+        MinorFunction::QueryAllData,
+        Some(guid),
+        all_data(guid, 4096),
+    );
+    assert_eq!(completion.srb_status, SRB_STATUS_SUCCESS);
+    let data = &completion.data;
+    let count = u32::from_le_bytes(data[52..56].try_into().unwrap()) as usize;
+    let offset = u32::from_le_bytes(data[48..52].try_into().unwrap()) as usize;
+    (0..count)
+        .map(|index| {
+            let at = offset + index * 48;
+            let mut values = [0; 5];
+            for (slot, value) in values.iter_mut().enumerate() {
+                let start = at + 8 + slot * 8;
+                *value = u64::from_le_bytes(data[start..start + 8].try_into().unwrap());
+            }
+            values
+        })
+        .collect()
+}
+
+#[test]
+fn counters_move_after_io_and_match_the_device() {
+    let machine = machine(false, (0, 3));
+    let before = queue_statistics(&machine);
+    assert_eq!(before.len(), 4);
+    assert!(before.iter().all(|queue| queue[0] == 0));
+    let (reads, writes) = (6u64, 4u64);
+    for index in 0..writes {
+        let cdb = vec![0x2A, 0, 0, 0, 0, index as u8, 0, 0, 8, 0];
+        let done = machine
+            .adapter
+            .execute(
+                index as u32 % 2,
+                &Request::new(0, 0, &cdb).writing(&[7; 4096]),
+            )
+            .unwrap();
+        assert_eq!(done.srb_status, SRB_STATUS_SUCCESS);
+    }
+    for index in 0..reads {
+        let cdb = vec![0x28, 0, 0, 0, 0, index as u8, 0, 0, 8, 0];
+        let done = machine
+            .adapter
+            .execute(index as u32 % 2, &Request::new(1, 0, &cdb).reading(4096))
+            .unwrap();
+        assert_eq!(done.srb_status, SRB_STATUS_SUCCESS);
+    }
+    let after = queue_statistics(&machine);
+    let total: u64 = after.iter().map(|queue| queue[0]).sum();
+    assert_eq!(total, reads + writes);
+    let stats = machine.device.stats();
+    for (index, queue) in after.iter().enumerate() {
+        // Requests and kicks as the device counted them on virtqueue 2 + index.
+        let device = &stats.queues[2 + index];
+        assert_eq!(queue[0], device.requests, "queue {index}");
+        assert_eq!(queue[1], device.notifications, "queue {index}");
+    }
+    assert!(
+        after.iter().map(|queue| queue[2]).sum::<u64>() >= 1,
+        "interrupts"
+    );
+    // SM_GetProtocolStatistics: reads and writes, split by direction.
+    let port = MS_SM_PORT_INFORMATION_METHODS_GUID;
+    let completion = send(
+        &machine,
+        MinorFunction::ExecuteMethod,
+        Some(port),
+        method(
+            port,
+            port_method::GET_PROTOCOL_STATISTICS,
+            &words(&[0, 1]),
+            4096,
+        ),
+    );
+    assert_eq!(completion.srb_status, SRB_STATUS_SUCCESS);
+    // Output: HBAStatus (4), then MS_SMHBA_PROTOCOLSTATISTICS (8-aligned at 8): seconds, in, out.
+    let field = |index: usize| {
+        i64::from_le_bytes(
+            completion.data[72 + 8 + 8 * index..80 + 8 * index + 8]
+                .try_into()
+                .unwrap(),
+        )
+    };
+    assert_eq!(
+        (field(1), field(2)),
+        (reads.cast_signed(), writes.cast_signed())
+    );
+    finish(machine);
+}
