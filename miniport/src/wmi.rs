@@ -377,7 +377,7 @@ fn hex(value: u64, out: &mut [u8]) {
 
 /// The `HbaInfo` of `adapter` now: its facts, `texts`, and its counters summed over the
 /// queues (each read once, relaxed: WMI reports statistics, not a consistent cut). Its
-/// `queues` is empty: [`AdapterProvider`] reads each queue's instance when asked.
+/// `queues` is empty: the WMI provider reads each queue's instance when asked.
 pub fn hba_info<'a>(adapter: &Adapter, texts: &'a Texts) -> HbaInfo<'a> {
     let facts = adapter.wmi_facts();
     let mut protocol = ProtocolStatistics::default();
