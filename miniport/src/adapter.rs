@@ -24,6 +24,7 @@ use virtio_core::scsi::{Config, Limits, queue_index};
 use zerocopy::FromBytes;
 
 use crate::limits::StorLimits;
+use crate::luns::{LUN_SLOTS, LunSlot, LunTable};
 use crate::platform::{Carved, PciSnapshot, StorPortRegisters, UncachedArena};
 use crate::port::DeviceExtension;
 use crate::storport::{
@@ -186,6 +187,10 @@ pub struct Adapter {
     queues: Carved<UnsafeCell<Option<QueueState>>>,
     dpcs: Carved<StorDpc>,
     counters: Carved<QueueCounters>,
+    /// What the bus scan told Windows about each logical unit ([`crate::luns`]).
+    luns: LunTable<Carved<LunSlot>>,
+    /// Where WMI copies the LUN table to answer from it ([`crate::wmi::WmiScratch`]).
+    wmi_scratch: crate::wmi::WmiScratch,
     /// Lock handle for the line-interrupt lock; only its holder touches it.
     line_lock: UnsafeCell<StorLockHandle>,
     dpc_ready: AtomicBool,
@@ -386,14 +391,11 @@ impl Adapter {
                     + 32
             })
             .sum();
-        tables + rings
+        tables + rings + Self::lun_table_len() + crate::wmi::WmiScratch::uncached_len()
     }
 
-    fn construct(
-        extension: DeviceExtension,
-        config: &mut PortConfigurationInformation,
-        discovery: Discovery,
-    ) -> Result<Self, AdapterError> {
+    /// The limits reported to StorPort, from the device's and the smallest request queue.
+    fn derive_limits(discovery: &Discovery) -> Result<StorLimits, AdapterError> {
         let request_queues = discovery.queue_count - queue_index::REQUEST_BASE;
         let smallest = discovery
             .sizes
@@ -403,13 +405,38 @@ impl Adapter {
             .copied()
             .min()
             .unwrap_or(0);
-        let limits = StorLimits::derive(
+        StorLimits::derive(
             &discovery.device_limits,
             smallest,
             request_queues,
             discovery.features.contains(Features::INDIRECT_DESC),
         )
-        .map_err(AdapterError::Limits)?;
+        .map_err(AdapterError::Limits)
+    }
+
+    /// Carves the LUN table and the WMI scratch that copies it.
+    fn carve_lun_state(
+        arena: &UncachedArena,
+    ) -> Result<(LunTable<Carved<LunSlot>>, crate::wmi::WmiScratch), AdapterError> {
+        let slots = arena
+            .carve_table_with(LUN_SLOTS, LunSlot::new)
+            .ok_or(AdapterError::OutOfMemory)?;
+        let scratch = crate::wmi::WmiScratch::carve(arena).ok_or(AdapterError::OutOfMemory)?;
+        Ok((LunTable::new(slots), scratch))
+    }
+
+    /// Bytes of uncached extension the LUN table takes, padding included.
+    const fn lun_table_len() -> usize {
+        LUN_SLOTS * size_of::<LunSlot>() + align_of::<LunSlot>()
+    }
+
+    fn construct(
+        extension: DeviceExtension,
+        config: &mut PortConfigurationInformation,
+        discovery: Discovery,
+    ) -> Result<Self, AdapterError> {
+        let request_queues = discovery.queue_count - queue_index::REQUEST_BASE;
+        let limits = Self::derive_limits(&discovery)?;
         Self::fill_config(config, &discovery.device_limits, &limits);
 
         let len = Self::uncached_len(&discovery);
@@ -433,6 +460,7 @@ impl Adapter {
         let counters = arena
             .carve_table_with(usize::from(request_queues), QueueCounters::default)
             .ok_or(AdapterError::OutOfMemory)?;
+        let (luns, wmi_scratch) = Self::carve_lun_state(&arena)?;
 
         let packed = discovery.features.contains(Features::RING_PACKED);
         let queue_features = QueueFeatures {
@@ -493,6 +521,8 @@ impl Adapter {
             queues,
             dpcs,
             counters,
+            luns,
+            wmi_scratch,
             line_lock: UnsafeCell::new(StorLockHandle::zeroed()),
             dpc_ready: AtomicBool::new(false),
             resetting: AtomicBool::new(false),
@@ -593,6 +623,18 @@ impl Adapter {
     #[must_use]
     pub const fn wmi_facts(&self) -> crate::wmi::AdapterFacts {
         self.wmi_facts
+    }
+
+    /// The LUN table.
+    #[must_use]
+    pub const fn luns(&self) -> &LunTable<Carved<LunSlot>> {
+        &self.luns
+    }
+
+    /// The WMI scratch area.
+    #[must_use]
+    pub const fn wmi_scratch(&self) -> &crate::wmi::WmiScratch {
+        &self.wmi_scratch
     }
 
     /// Counters of request queue `queue`.

@@ -19,6 +19,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use crate::adapter::{Adapter, QueueGuard};
 use crate::layout::{CONTEXT_LEN, REQUEST_ALIGN, RequestContext, RequestLayout, RequestState};
+use crate::luns::{self, Snooped};
 use crate::srb::{Srb, SrbError};
 use crate::storport::{
     SRB_FLAGS_DATA_IN, SRB_FLAGS_DATA_OUT, SRB_FLAGS_DISABLE_AUTOSENSE, SRB_FUNCTION_EXECUTE_SCSI,
@@ -255,6 +256,8 @@ fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
     let mut opcode_page = 0xFFFF;
     if cdb[0] == vpd::INQUIRY && cdb[1] & 1 == 1 {
         opcode_page = u16::from(cdb[2]);
+    } else if cdb[0] == luns::SERVICE_ACTION_IN_16 {
+        opcode_page = u16::from(cdb[1] & 0x1F);
     }
     let context = RequestContext {
         srb: (srb.raw().as_ptr() as u64).into(),
@@ -553,6 +556,12 @@ fn complete_used(adapter: &Adapter, queue: u16, base: usize, written: u32, token
             status = SRB_STATUS_SUCCESS;
         }
     }
+    if matches!(status, SRB_STATUS_SUCCESS | SRB_STATUS_DATA_OVERRUN)
+        && direction == DataDirection::FromDevice
+        && let Some(snooped) = Snooped::of(context.opcode, context.vpd_page.get())
+    {
+        snoop(adapter, &srb, &context, snooped, transferred);
+    }
     srb.set_data_transfer_length(transferred);
     if let Some(counters) = adapter.counters(queue) {
         counters.record_transfer(direction, transferred);
@@ -572,6 +581,30 @@ fn complete_used(adapter: &Adapter, queue: u16, base: usize, written: u32, token
     }
     complete(adapter, srb, status);
     outcome.disposition.requires_device_reset()
+}
+
+/// Records in the LUN table what a successful `snooped` command returned: the first
+/// `transferred` bytes of its data buffer (after the VPD 0x83 synthesis, so the table keeps
+/// what Windows sees).
+fn snoop(
+    adapter: &Adapter,
+    srb: &Srb,
+    context: &RequestContext,
+    snooped: Snooped,
+    transferred: u32,
+) {
+    let Some(buffer) = NonNull::new(srb.data_buffer().cast::<u8>()) else {
+        return;
+    };
+    let len = transferred.min(context.data_length.get()) as usize;
+    // SAFETY: INQUIRY, READ CAPACITY and REPORT LUNS are non-read/write commands, so StorPort
+    // mapped their buffers (STOR_MAP_NON_READ_WRITE_BUFFERS) and `DataBuffer` is valid for
+    // `DataTransferLength` bytes (the posted length, at least `len`); the device finished
+    // writing it (the request was used) and nothing writes it until the SRB is completed.
+    let data = unsafe { core::slice::from_raw_parts(buffer.as_ptr(), len) };
+    let _ = adapter
+        .luns()
+        .observe(context.target, context.lun.get(), snooped, data);
 }
 
 /// Adds a designator to an empty VPD 0x83 answer; returns the new transferred length.

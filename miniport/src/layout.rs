@@ -71,7 +71,9 @@ pub struct RequestContext {
     pub opcode: u8,
     /// The LUN.
     pub lun: U16,
-    /// INQUIRY EVPD page code when `opcode` is INQUIRY with EVPD set, else 0xFFFF.
+    /// INQUIRY EVPD page code when `opcode` is INQUIRY with EVPD set, the service action when
+    /// `opcode` is SERVICE ACTION IN (16), else 0xFFFF: what the completion needs to recognise
+    /// the VPD page to synthesise and the answers the LUN table keeps.
     pub vpd_page: U16,
     /// Readable segments in the scratch list (request header and data-out).
     pub readable: U16,

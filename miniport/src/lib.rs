@@ -13,6 +13,7 @@ pub mod hw;
 pub mod io;
 pub mod layout;
 pub mod limits;
+pub mod luns;
 pub mod platform;
 pub mod port;
 pub mod srb;

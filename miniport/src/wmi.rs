@@ -43,8 +43,10 @@
 //! port's SAS address is [`SasAddress::for_adapter`] of that id (no virtio-scsi HBA has a
 //! VPD 0x83 of its own), and the attached "domain" address is synthesised from it too.
 
+use core::borrow::BorrowMut;
+use core::cell::UnsafeCell;
 use core::ptr::NonNull;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use rvscsi_wmi::dispatch::{
     Control, GuidRegistration, MethodIo, Provider, RegInfo, Reply, dispatch,
@@ -52,15 +54,16 @@ use rvscsi_wmi::dispatch::{
 use rvscsi_wmi::encode::Encoder;
 use rvscsi_wmi::hba::sm::{PortState, sas_speed};
 use rvscsi_wmi::hba::{
-    AdapterLimits, GUID_COUNT, HbaInfo, HbaProvider, PhyInfo, PhyStatistics, PortInfo,
-    ProtocolStatistics, QUEUE_STATISTICS_INDEX, QueueStatistics,
+    AdapterLimits, GUID_COUNT, HbaInfo, HbaProvider, LunInfo, PhyInfo, PhyStatistics, PortInfo,
+    ProtocolStatistics, QUEUE_STATISTICS_INDEX, QueueStatistics, TargetInfo,
 };
 use rvscsi_wmi::sas::{PciLocation, SasAddress};
 use rvscsi_wmi::status::{WmiError, WmiStatus};
 use virtio_core::features::Features;
 
 use crate::adapter::Adapter;
-use crate::platform::PciSnapshot;
+use crate::luns::{Answer, LUN_SLOTS, LunCopy};
+use crate::platform::{Carved, PciSnapshot, UncachedArena};
 use crate::srb::Srb;
 use crate::storport::{
     SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR, SRB_STATUS_INVALID_REQUEST, SRB_STATUS_SUCCESS,
@@ -191,9 +194,211 @@ pub fn handle(adapter: &Adapter, srb: &mut Srb) -> u8 {
 /// Runs the dispatcher over `buffer` with this adapter's provider.
 fn answer(adapter: &Adapter, minor_function: u8, buffer: &mut [u8]) -> Reply {
     let texts = Texts::new(&adapter.wmi_facts());
-    let info = hba_info(adapter, &texts);
-    let mut provider = AdapterProvider::new(adapter, &info);
-    dispatch(minor_function, buffer, &mut provider)
+    adapter
+        .wmi_scratch()
+        .with(|copies, lun_views, target_views| {
+            let mut info = hba_info(adapter, &texts);
+            info.targets = targets(adapter, copies, lun_views, target_views);
+            let mut provider = AdapterProvider::new(adapter, &info);
+            dispatch(minor_function, buffer, &mut provider)
+        })
+}
+
+/// Where a WMI request copies the LUN table and builds the [`TargetInfo`]/[`LunInfo`] views
+/// of the copies, carved from the uncached extension: [`LUN_SLOTS`] of each would take about
+/// 45 KiB, far more than a kernel stack frame may.
+///
+/// WMI requests on different processors take turns through a spin lock ([`Self::with`]),
+/// held while one request is answered (copying at most [`LUN_SLOTS`] slots and encoding the
+/// reply: bounded work, at DISPATCH_LEVEL, and WMI requests are rare). I/O completions never
+/// take it: they write the LUN table, which has its own lock.
+#[derive(Debug)]
+pub struct WmiScratch {
+    busy: AtomicBool,
+    copies: UnsafeCell<Carved<LunCopy>>,
+    /// Views, stored with `'static` and only ever used, through [`Self::with`], with the
+    /// lifetime of one hold of the lock.
+    luns: UnsafeCell<Carved<LunInfo<'static>>>,
+    targets: UnsafeCell<Carved<TargetInfo<'static>>>,
+}
+
+/// A target view with no logical units, to initialise the scratch.
+const NO_TARGET: TargetInfo<'static> = TargetInfo {
+    sas_address: SasAddress([0; 8]),
+    bus: 0,
+    target: 0,
+    luns: &[],
+};
+
+/// Releases [`WmiScratch::busy`] on drop.
+struct ScratchHeld<'a>(&'a AtomicBool);
+
+impl Drop for ScratchHeld<'_> {
+    fn drop(&mut self) {
+        // ORDERING: Release pairs with the Acquire in `WmiScratch::with` of the next request,
+        // so its reads of the scratch come after this request's writes (C++20
+        // [atomics.order]).
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl WmiScratch {
+    /// Bytes of uncached extension [`Self::carve`] takes, padding included.
+    #[must_use]
+    pub const fn uncached_len() -> usize {
+        LUN_SLOTS * (size_of::<LunCopy>() + size_of::<LunInfo<'_>>() + size_of::<TargetInfo<'_>>())
+            + align_of::<LunCopy>()
+            + align_of::<LunInfo<'_>>()
+            + align_of::<TargetInfo<'_>>()
+    }
+
+    /// Carves the scratch from `arena`.
+    #[must_use]
+    pub fn carve(arena: &UncachedArena) -> Option<Self> {
+        Some(Self {
+            busy: AtomicBool::new(false),
+            copies: UnsafeCell::new(arena.carve_table_with(LUN_SLOTS, || LunCopy::EMPTY)?),
+            luns: UnsafeCell::new(arena.carve_table_with(LUN_SLOTS, LunInfo::default)?),
+            targets: UnsafeCell::new(arena.carve_table_with(LUN_SLOTS, || NO_TARGET)?),
+        })
+    }
+
+    /// Runs `f` with the scratch to itself: the copies and the view tables, whose views may
+    /// borrow the copies for as long as `f` runs.
+    pub fn with<R>(
+        &self,
+        f: impl for<'s> FnOnce(&'s mut [LunCopy], &'s mut [LunInfo<'s>], &'s mut [TargetInfo<'s>]) -> R,
+    ) -> R {
+        // ORDERING: Acquire pairs with the Release in `ScratchHeld::drop` of the previous
+        // request (see there). Relaxed on failure: nothing is touched until the lock is won.
+        while self
+            .busy
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            core::hint::spin_loop();
+        }
+        let _held = ScratchHeld(&self.busy);
+        // SAFETY: `busy` is held, so this is the only reference to the copies until `_held`
+        // drops, after `f` returns.
+        let copies: &mut Carved<LunCopy> = unsafe { &mut *self.copies.get() };
+        // SAFETY: as for the copies.
+        let luns: &mut Carved<LunInfo<'static>> = unsafe { &mut *self.luns.get() };
+        // SAFETY: as for the copies.
+        let targets: &mut Carved<TargetInfo<'static>> = unsafe { &mut *self.targets.get() };
+        let luns: &mut [LunInfo<'static>] = BorrowMut::borrow_mut(luns);
+        let targets: &mut [TargetInfo<'static>] = BorrowMut::borrow_mut(targets);
+        let (lun_count, target_count) = (luns.len(), targets.len());
+        // SAFETY: only the lifetime changes (the layout of `LunInfo<'a>` does not depend on
+        // 'a); the slice is this hold's only view of the table, and the views are only ever
+        // read through such a shortened view, never as `'static`, so none outlives what it
+        // borrows. `LunInfo` is `Copy`, so nothing is dropped.
+        let luns = unsafe {
+            core::slice::from_raw_parts_mut(luns.as_mut_ptr().cast::<LunInfo<'_>>(), lun_count)
+        };
+        // SAFETY: as for the logical units.
+        let targets = unsafe {
+            core::slice::from_raw_parts_mut(
+                targets.as_mut_ptr().cast::<TargetInfo<'_>>(),
+                target_count,
+            )
+        };
+        f(BorrowMut::borrow_mut(copies), luns, targets)
+    }
+}
+
+/// The targets of `adapter` with present logical units, in target order, each with its
+/// logical units in LUN order: the LUN table copied slot by slot into `copies`, viewed through
+/// `lun_views` and `target_views`.
+fn targets<'s>(
+    adapter: &Adapter,
+    copies: &'s mut [LunCopy],
+    lun_views: &'s mut [LunInfo<'s>],
+    target_views: &'s mut [TargetInfo<'s>],
+) -> &'s [TargetInfo<'s>] {
+    let table = adapter.luns();
+    let mut count = 0usize;
+    for index in 0..table.capacity() {
+        let Some(copy) = copies.get_mut(count) else {
+            break;
+        };
+        if table.copy_slot(index, copy) {
+            count += 1;
+        }
+    }
+    let copies: &'s [LunCopy] = copies.get(..count).unwrap_or(&[]);
+    // Copy indices sorted by (target, LUN): an insertion sort of at most LUN_SLOTS bytes.
+    let mut order = [0u8; LUN_SLOTS];
+    let key = |index: u8| copies.get(usize::from(index)).map_or(0, LunCopy::key);
+    for next in 0..count.min(LUN_SLOTS) {
+        let mut at = next;
+        while at > 0 {
+            let (Some(&before), new) = (order.get(at - 1), next as u8) else {
+                break;
+            };
+            if key(before) <= key(new) {
+                break;
+            }
+            if let Some(slot) = order.get_mut(at) {
+                *slot = before;
+            }
+            at -= 1;
+        }
+        if let Some(slot) = order.get_mut(at) {
+            *slot = next as u8;
+        }
+    }
+    let sorted = || {
+        order
+            .iter()
+            .take(count)
+            .filter_map(|&index| copies.get(usize::from(index)))
+    };
+    for (view, copy) in lun_views.iter_mut().zip(sorted()) {
+        *view = LunInfo {
+            lun: copy.lun,
+            // The name of the disk belongs to the class driver, which does not tell us.
+            os_device_name: "",
+            // Not counted per logical unit: the counters are per queue.
+            statistics: ProtocolStatistics::default(),
+            inquiry: copy.answer(Answer::Inquiry),
+            unit_serial_number: copy.answer(Answer::UnitSerialNumber),
+            device_identification: copy.answer(Answer::DeviceIdentification),
+            read_capacity_10: copy.answer(Answer::ReadCapacity10),
+            read_capacity_16: copy.answer(Answer::ReadCapacity16),
+        };
+    }
+    let lun_views: &'s [LunInfo<'s>] = lun_views;
+    let seed = adapter.wmi_facts().unique_adapter_id;
+    let mut targets = 0usize;
+    let mut start = 0usize;
+    let mut run = sorted().peekable();
+    let mut index = 0usize;
+    while let Some(copy) = run.next() {
+        index += 1;
+        if run.peek().is_some_and(|next| next.target == copy.target) {
+            continue;
+        }
+        let luns = lun_views.get(start..index).unwrap_or(&[]);
+        start = index;
+        let vpd83 = luns
+            .iter()
+            .find(|lun| lun.lun == 0)
+            .and_then(|lun| lun.device_identification);
+        let Some(view) = target_views.get_mut(targets) else {
+            break;
+        };
+        *view = TargetInfo {
+            sas_address: SasAddress::for_target(vpd83, seed, copy.target),
+            // virtio-scsi has one bus: StorPort path id 0.
+            bus: 0,
+            target: copy.target,
+            luns,
+        };
+        targets += 1;
+    }
+    let target_views: &'s [TargetInfo<'s>] = target_views;
+    target_views.get(..targets).unwrap_or(&[])
 }
 
 /// [`HbaProvider`] with the `Rvscsi_QueueStatistics` instances read from the counters one at
@@ -377,7 +582,8 @@ fn hex(value: u64, out: &mut [u8]) {
 
 /// The `HbaInfo` of `adapter` now: its facts, `texts`, and its counters summed over the
 /// queues (each read once, relaxed: WMI reports statistics, not a consistent cut). Its
-/// `queues` is empty: the WMI provider reads each queue's instance when asked.
+/// `queues` is empty: the WMI provider reads each queue's instance when asked. Its `targets`
+/// is empty too: [`answer`] fills it from the LUN table, through the WMI scratch.
 pub fn hba_info<'a>(adapter: &Adapter, texts: &'a Texts) -> HbaInfo<'a> {
     let facts = adapter.wmi_facts();
     let mut protocol = ProtocolStatistics::default();
@@ -450,7 +656,7 @@ pub fn hba_info<'a>(adapter: &Adapter, texts: &'a Texts) -> HbaInfo<'a> {
                 ..PhyStatistics::default()
             },
         },
-        // The miniport keeps no table of targets (it snoops no bus scan), so none is listed.
+        // Filled by `answer` from the LUN table.
         targets: &[],
         queues: &[],
         limits: AdapterLimits {
