@@ -13,14 +13,18 @@ use rvscsi_tests::sim::{
 };
 use rvscsi_wmi::dispatch::dispatch;
 use rvscsi_wmi::guid::Guid;
+use rvscsi_wmi::hba::methods::sam_lun;
 use rvscsi_wmi::hba::rvscsi::{RVSCSI_ADAPTER_LIMITS_GUID, RVSCSI_QUEUE_STATISTICS_GUID};
 use rvscsi_wmi::hba::sm::{
-    MS_SM_ADAPTER_INFORMATION_QUERY_GUID, MS_SM_PORT_INFORMATION_METHODS_GUID, PortState,
-    port_method, sas_speed,
+    GetAdapterPortAttributesIn, GetDiscoveredPortAttributesIn, GetPortAttributesByWwnIn,
+    MS_SM_ADAPTER_INFORMATION_QUERY_GUID, MS_SM_PORT_INFORMATION_METHODS_GUID,
+    MS_SM_SCSI_INFORMATION_METHODS_GUID, MS_SM_TARGET_INFORMATION_METHODS_GUID, PortState,
+    ScsiInquiryIn, ScsiReadCapacityIn, ScsiReportLunsIn, WwnPairCountIn, hba_status, port_method,
+    sas_speed, scsi_method, target_method,
 };
 use rvscsi_wmi::hba::{
-    AdapterLimits, HbaInfo, HbaProvider, PhyInfo, PhyStatistics, PortInfo, ProtocolStatistics,
-    QueueStatistics,
+    AdapterLimits, HbaInfo, HbaProvider, LunInfo, PhyInfo, PhyStatistics, PortInfo,
+    ProtocolStatistics, QueueStatistics, TargetInfo,
 };
 use rvscsi_wmi::sas::{PciLocation, SasAddress, unique_adapter_id};
 use rvscsi_wmi::status::WmiStatus;
@@ -617,4 +621,382 @@ fn counters_move_after_io_and_match_the_device() {
         (reads.cast_signed(), writes.cast_signed())
     );
     finish(machine);
+}
+
+/// What the device answered one logical unit, as the miniport's LUN table should keep it.
+struct DeviceAnswers {
+    target: u8,
+    lun: u8,
+    inquiry: Vec<u8>,
+    serial: Vec<u8>,
+    identification: Vec<u8>,
+    capacity_10: Vec<u8>,
+    capacity_16: Vec<u8>,
+}
+
+fn read(machine: &Machine, target: u8, lun: u8, cdb: &[u8], len: u32) -> Vec<u8> {
+    let done = machine
+        .adapter
+        .execute(1, &Request::new(target, lun, cdb).reading(len))
+        .unwrap();
+    assert!(
+        matches!(
+            done.srb_status & 0x3F,
+            SRB_STATUS_SUCCESS | SRB_STATUS_DATA_OVERRUN
+        ),
+        "{cdb:02X?}: {:#x}",
+        done.srb_status
+    );
+    done.data[..done.data_transfer_length as usize].to_vec()
+}
+
+fn scsi_in(info: &HbaInfo<'_>, target: &TargetInfo<'_>, lun: u8) -> ([u8; 8], [u8; 8], U64) {
+    (
+        info.port.local_sas_address.0,
+        target.sas_address.0,
+        U64::new(u64::from_le_bytes(sam_lun(u16::from(lun)))),
+    )
+}
+
+#[test]
+fn target_mapping_and_scsi_methods_answer_what_the_device_said_after_a_bus_scan() {
+    let location = (0, 5);
+    let machine = three_disk_machine(location);
+    let expected = expected(&machine, location);
+    let target_guid = MS_SM_TARGET_INFORMATION_METHODS_GUID;
+    let local = SasAddress::for_adapter(expected.id).0;
+    let mapping_in = |entries: u32| {
+        WwnPairCountIn {
+            hba_port_wwn: local,
+            domain_port_wwn: [0; 8],
+            entry_count: U32::new(entries),
+        }
+        .as_bytes()
+        .to_vec()
+    };
+
+    // Before any scan the adapter knows no logical unit.
+    let empty = info(&expected);
+    let before = same_as_direct(
+        &machine,
+        &empty,
+        MinorFunction::ExecuteMethod,
+        Some(target_guid),
+        method(
+            target_guid,
+            target_method::GET_TARGET_MAPPING,
+            &mapping_in(8),
+            8192,
+        ),
+    );
+    assert_eq!(before.srb_status, SRB_STATUS_SUCCESS);
+
+    let answers = scan_and_read(&machine);
+    // The synthesised designator is in the page 0x83 Windows saw, for the LUN without one.
+    assert!(answers.iter().all(|lun| lun.identification.len() > 4));
+
+    let lun_infos: Vec<LunInfo<'_>> = answers
+        .iter()
+        .map(|answer| LunInfo {
+            lun: u16::from(answer.lun),
+            os_device_name: "",
+            statistics: ProtocolStatistics::default(),
+            inquiry: Some(&answer.inquiry),
+            unit_serial_number: Some(&answer.serial),
+            device_identification: Some(&answer.identification),
+            read_capacity_10: Some(&answer.capacity_10),
+            read_capacity_16: Some(&answer.capacity_16),
+        })
+        .collect();
+    let mut targets = Vec::new();
+    for target in [0u8, 2] {
+        let first = answers.iter().position(|a| a.target == target).unwrap();
+        let count = answers.iter().filter(|a| a.target == target).count();
+        let lun0 = answers
+            .iter()
+            .find(|a| a.target == target && a.lun == 0)
+            .map(|a| &a.identification[..]);
+        targets.push(TargetInfo {
+            sas_address: SasAddress::for_target(lun0, expected.id, target),
+            bus: 0,
+            target,
+            luns: &lun_infos[first..first + count],
+        });
+    }
+    let mut info = info(&expected);
+    info.targets = &targets;
+
+    let mapping = same_as_direct(
+        &machine,
+        &info,
+        MinorFunction::ExecuteMethod,
+        Some(target_guid),
+        method(
+            target_guid,
+            target_method::GET_TARGET_MAPPING,
+            &mapping_in(8),
+            8192,
+        ),
+    );
+    assert_eq!(mapping.srb_status, SRB_STATUS_SUCCESS);
+    // HBAStatus OK, three entries in all, three returned.
+    assert_eq!(&mapping.data[72..84], &words(&[0, 3, 3])[..]);
+    // Too little room: ERROR_MORE_DATA with what fits.
+    same_as_direct(
+        &machine,
+        &info,
+        MinorFunction::ExecuteMethod,
+        Some(target_guid),
+        method(
+            target_guid,
+            target_method::GET_TARGET_MAPPING,
+            &mapping_in(1),
+            8192,
+        ),
+    );
+    port_methods_agree(&machine, &info, &targets, local);
+    scsi_methods_agree(&machine, &info, &targets, &answers);
+    finish(machine);
+}
+
+/// The port driver's bus scan, then what the class driver reads of each disk: VPD pages 0x80
+/// and 0x83 (header first, then whole, as Windows does), READ CAPACITY (10) and (16).
+fn scan_and_read(machine: &Machine) -> Vec<DeviceAnswers> {
+    let disks = machine.adapter.scan_bus().unwrap();
+    assert_eq!(disks.len(), 3);
+    disks
+        .iter()
+        .map(|disk| {
+            let (target, lun) = (disk.target, disk.lun);
+            DeviceAnswers {
+                target,
+                lun,
+                inquiry: disk.inquiry.clone(),
+                // Windows reads a page's header first: that must not replace the whole page.
+                serial: {
+                    read(machine, target, lun, &[0x12, 1, 0x80, 0, 4, 0], 4);
+                    read(machine, target, lun, &[0x12, 1, 0x80, 0, 255, 0], 255)
+                },
+                identification: {
+                    read(machine, target, lun, &[0x12, 1, 0x83, 0, 4, 0], 4);
+                    read(machine, target, lun, &[0x12, 1, 0x83, 0, 255, 0], 255)
+                },
+                capacity_10: read(machine, target, lun, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8),
+                capacity_16: read(
+                    machine,
+                    target,
+                    lun,
+                    &[0x9E, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+                    32,
+                ),
+            }
+        })
+        .collect()
+}
+
+/// The port and REPORT LUNS methods agree with the dispatcher on `info` for every target.
+fn port_methods_agree(
+    machine: &Machine,
+    info: &HbaInfo<'_>,
+    targets: &[TargetInfo<'_>],
+    local: [u8; 8],
+) {
+    let port_guid = MS_SM_PORT_INFORMATION_METHODS_GUID;
+    let scsi_guid = MS_SM_SCSI_INFORMATION_METHODS_GUID;
+    let adapter_port = GetAdapterPortAttributesIn {
+        port_index: U32::new(0),
+        port_specific_attributes_max_size: U32::new(64),
+    };
+    same_as_direct(
+        machine,
+        info,
+        MinorFunction::ExecuteMethod,
+        Some(port_guid),
+        method(
+            port_guid,
+            port_method::GET_ADAPTER_PORT_ATTRIBUTES,
+            adapter_port.as_bytes(),
+            4096,
+        ),
+    );
+    for index in 0..3 {
+        let input = GetDiscoveredPortAttributesIn {
+            port_index: U32::new(0),
+            discovered_port_index: U32::new(index),
+            port_specific_attributes_max_size: U32::new(64),
+        };
+        let reply = same_as_direct(
+            machine,
+            info,
+            MinorFunction::ExecuteMethod,
+            Some(port_guid),
+            method(
+                port_guid,
+                port_method::GET_DISCOVERED_PORT_ATTRIBUTES,
+                input.as_bytes(),
+                4096,
+            ),
+        );
+        let status = u32::from_le_bytes(reply.data[72..76].try_into().unwrap());
+        let wanted = if index < 2 {
+            hba_status::OK
+        } else {
+            hba_status::ERROR_ILLEGAL_INDEX
+        };
+        assert_eq!(status, wanted, "discovered port {index}");
+    }
+    for target in targets {
+        let input = GetPortAttributesByWwnIn {
+            port_wwn: target.sas_address.0,
+            domain_port_wwn: local,
+            port_specific_attributes_max_size: U32::new(64),
+        };
+        same_as_direct(
+            machine,
+            info,
+            MinorFunction::ExecuteMethod,
+            Some(port_guid),
+            method(
+                port_guid,
+                port_method::GET_PORT_ATTRIBUTES_BY_WWN,
+                input.as_bytes(),
+                4096,
+            ),
+        );
+        let report = ScsiReportLunsIn {
+            hba_port_wwn: local,
+            discovered_port_wwn: target.sas_address.0,
+            domain_port_wwn: [0; 8],
+            cdb: [0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0],
+            in_resp_buffer_max_size: U32::new(256),
+            in_sense_buffer_max_size: U32::new(32),
+        };
+        same_as_direct(
+            machine,
+            info,
+            MinorFunction::ExecuteMethod,
+            Some(scsi_guid),
+            method(
+                scsi_guid,
+                scsi_method::SCSI_REPORT_LUNS,
+                report.as_bytes(),
+                4096,
+            ),
+        );
+    }
+}
+
+/// SM_ScsiInquiry and SM_ScsiReadCapacity agree with the dispatcher on `info` and return the
+/// bytes the device returned for every logical unit.
+fn scsi_methods_agree(
+    machine: &Machine,
+    info: &HbaInfo<'_>,
+    targets: &[TargetInfo<'_>],
+    answers: &[DeviceAnswers],
+) {
+    let scsi_guid = MS_SM_SCSI_INFORMATION_METHODS_GUID;
+    for answer in answers {
+        let target = targets.iter().find(|t| t.target == answer.target).unwrap();
+        let (hba, discovered, lun) = scsi_in(info, target, answer.lun);
+        let inquiries: [([u8; 6], Option<&[u8]>); 4] = [
+            ([0x12, 0, 0, 0, 255, 0], Some(&answer.inquiry)),
+            ([0x12, 1, 0x80, 0, 255, 0], Some(&answer.serial)),
+            ([0x12, 1, 0x83, 0, 255, 0], Some(&answer.identification)),
+            // A page nothing cached: HBA_STATUS_ERROR_NOT_SUPPORTED, no bytes.
+            ([0x12, 1, 0xB0, 0, 255, 0], None),
+        ];
+        for (cdb, device) in inquiries {
+            let input = ScsiInquiryIn {
+                hba_port_wwn: hba,
+                discovered_port_wwn: discovered,
+                domain_port_wwn: [0; 8],
+                smhba_lun: lun,
+                cdb,
+                padding: [0; 2],
+                in_resp_buffer_max_size: U32::new(512),
+                in_sense_buffer_max_size: U32::new(32),
+            };
+            let reply = same_as_direct(
+                machine,
+                info,
+                MinorFunction::ExecuteMethod,
+                Some(scsi_guid),
+                method(scsi_guid, scsi_method::SCSI_INQUIRY, input.as_bytes(), 4096),
+            );
+            assert_eq!(reply.srb_status, SRB_STATUS_SUCCESS);
+            let returned = &reply.data[72..reply.data_transfer_length as usize];
+            match device {
+                Some(bytes) => assert!(
+                    returned.windows(bytes.len()).any(|window| window == bytes),
+                    "{cdb:02X?} of {}:{}",
+                    answer.target,
+                    answer.lun
+                ),
+                None => assert_eq!(
+                    &returned[..4],
+                    &hba_status::ERROR_NOT_SUPPORTED.to_le_bytes()
+                ),
+            }
+        }
+        let mut rc16 = [0u8; 16];
+        rc16[..2].copy_from_slice(&[0x9E, 0x10]);
+        rc16[13] = 32;
+        let mut rc10 = [0u8; 16];
+        rc10[0] = 0x25;
+        for (cdb, device) in [(rc10, &answer.capacity_10), (rc16, &answer.capacity_16)] {
+            let input = ScsiReadCapacityIn {
+                hba_port_wwn: hba,
+                discovered_port_wwn: discovered,
+                domain_port_wwn: [0; 8],
+                smhba_lun: lun,
+                cdb,
+                in_resp_buffer_max_size: U32::new(64),
+                in_sense_buffer_max_size: U32::new(32),
+            };
+            let reply = same_as_direct(
+                machine,
+                info,
+                MinorFunction::ExecuteMethod,
+                Some(scsi_guid),
+                method(
+                    scsi_guid,
+                    scsi_method::SCSI_READ_CAPACITY,
+                    input.as_bytes(),
+                    4096,
+                ),
+            );
+            let returned = &reply.data[72..reply.data_transfer_length as usize];
+            assert!(
+                returned
+                    .windows(device.len())
+                    .any(|window| window == &device[..])
+            );
+        }
+    }
+}
+
+/// Three disks: LUNs 0 and 1 of target 0 (LUN 0 without a designator of its own, so page 0x83
+/// is synthesised), LUN 0 of target 2.
+fn three_disk_machine(pci_location: (u32, u32)) -> Machine {
+    let disk = |naa_id| {
+        Lun::memory(BLOCKS, 512)
+            .unwrap()
+            .with_identity(LunIdentity {
+                naa_id,
+                ..LunIdentity::default()
+            })
+    };
+    boot(
+        SimOptions {
+            pci_location,
+            ..SimOptions::default()
+        },
+        DeviceOptions::default(),
+        vec![
+            (0, 0, disk(None)),
+            (0, 1, disk(Some(0x6001_4055_0000_0001))),
+            (2, 0, disk(Some(0x6001_4055_0000_0002))),
+        ],
+    )
+    .unwrap()
 }
