@@ -3,9 +3,17 @@
 //!
 //! **Where.** WMI SRBs are handled completely in HwBuildIo and completed there (BuildIo then
 //! returns FALSE, so StartIo never sees them). BuildIo runs at DISPATCH_LEVEL with no lock,
-//! which is all this needs: the answer reads only the adapter's immutable state (identity,
-//! limits, negotiated features) and its counters, which are atomics; nothing is queued to the
-//! device. Answering in BuildIo also keeps WMI off the StartIo lock and the queue locks.
+//! which is all this needs: the answer reads the adapter's immutable state (identity, limits,
+//! negotiated features), its counters, which are atomics, and the LUN table
+//! ([`crate::luns`]), which has its own lock; nothing is queued to the device. Answering in
+//! BuildIo also keeps WMI off the StartIo lock and the queue locks.
+//!
+//! **Targets.** The target mapping, discovered ports and SCSI pass-through methods answer from
+//! the LUN table, which the completion path fills from the bus scan's INQUIRY, VPD and READ
+//! CAPACITY answers. Each request copies the table slot by slot (each slot consistent) into
+//! the [`WmiScratch`] and encodes from those copies, so a LUN appearing or leaving during the
+//! request changes nothing in its reply. Per-LUN protocol statistics are not counted (the
+//! counters are per queue), so `SM_GetLUNStatistics` reports zeros.
 //!
 //! **Which requests.** Only adapter requests (`WMIFlags` has `SRB_WMI_FLAGS_ADAPTER_REQUEST`)
 //! are answered, as SCSIWMILIB does: the miniport registers no per-LUN data blocks, so a
@@ -583,7 +591,7 @@ fn hex(value: u64, out: &mut [u8]) {
 /// The `HbaInfo` of `adapter` now: its facts, `texts`, and its counters summed over the
 /// queues (each read once, relaxed: WMI reports statistics, not a consistent cut). Its
 /// `queues` is empty: the WMI provider reads each queue's instance when asked. Its `targets`
-/// is empty too: [`answer`] fills it from the LUN table, through the WMI scratch.
+/// is empty too: the WMI request handler fills it from the LUN table, through the WMI scratch.
 pub fn hba_info<'a>(adapter: &Adapter, texts: &'a Texts) -> HbaInfo<'a> {
     let facts = adapter.wmi_facts();
     let mut protocol = ProtocolStatistics::default();

@@ -760,7 +760,7 @@ fn target_mapping_and_scsi_methods_answer_what_the_device_said_after_a_bus_scan(
 }
 
 /// The port driver's bus scan, then what the class driver reads of each disk: VPD pages 0x80
-/// and 0x83 (header first, then whole, as Windows does), READ CAPACITY (10) and (16).
+/// and 0x83 (whole, then the header alone), READ CAPACITY (10) and (16).
 fn scan_and_read(machine: &Machine) -> Vec<DeviceAnswers> {
     let disks = machine.adapter.scan_bus().unwrap();
     assert_eq!(disks.len(), 3);
@@ -772,14 +772,16 @@ fn scan_and_read(machine: &Machine) -> Vec<DeviceAnswers> {
                 target,
                 lun,
                 inquiry: disk.inquiry.clone(),
-                // Windows reads a page's header first: that must not replace the whole page.
+                // A later read of only the page's header must not replace the whole page.
                 serial: {
+                    let page = read(machine, target, lun, &[0x12, 1, 0x80, 0, 255, 0], 255);
                     read(machine, target, lun, &[0x12, 1, 0x80, 0, 4, 0], 4);
-                    read(machine, target, lun, &[0x12, 1, 0x80, 0, 255, 0], 255)
+                    page
                 },
                 identification: {
+                    let page = read(machine, target, lun, &[0x12, 1, 0x83, 0, 255, 0], 255);
                     read(machine, target, lun, &[0x12, 1, 0x83, 0, 4, 0], 4);
-                    read(machine, target, lun, &[0x12, 1, 0x83, 0, 255, 0], 255)
+                    page
                 },
                 capacity_10: read(machine, target, lun, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8),
                 capacity_16: read(
