@@ -824,11 +824,12 @@ impl Adapter {
         // release by the queue) must be visible before the device reacts to the notification
         // (virtio 1.x section 2.7.13 step 4 / 2.8.21). Pairs with the device's read of the
         // available index after the notification; the register routine orders the MMIO store.
-        fence(Ordering::SeqCst);
-        self.registers.write16(self.notify_bar, offset, index);
+        // Counted before the write: the device may complete the request inside it.
         if let Some(counters) = self.counters(queue) {
             counters.kicks.fetch_add(1, Ordering::Relaxed);
         }
+        fence(Ordering::SeqCst);
+        self.registers.write16(self.notify_bar, offset, index);
     }
 
     /// Handles MSI message `message`; true if it was ours.

@@ -415,6 +415,11 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
                     *slot = base;
                 }
                 let kick = ring.kick_prepare();
+                // Counted before the lock drops: once it does, the request may complete (and be
+                // observed) before this processor runs another instruction.
+                if let Some(counters) = adapter.counters(queue) {
+                    counters.requests.fetch_add(1, Ordering::Relaxed);
+                }
                 (Ok(()), kick.then_some(state.notify_offset))
             }
             Err(error) => (Err(error), None),
@@ -423,9 +428,6 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
     let counters = adapter.counters(queue);
     match outcome {
         Ok(()) => {
-            if let Some(counters) = counters {
-                counters.requests.fetch_add(1, Ordering::Relaxed);
-            }
             if let Some(offset) = notify {
                 adapter.notify(queue, offset);
             }
