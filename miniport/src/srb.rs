@@ -903,4 +903,52 @@ mod tests {
             Some(SrbError::BadDataBlock { .. })
         ));
     }
+
+    proptest::proptest! {
+        /// Arbitrary extended SRBs (random offsets, counts, block types and lengths inside a
+        /// 256-byte SRB whose SrbLength never claims more than that) are refused or read without
+        /// panicking, and every CDB handed out fits virtio-scsi.
+        #[test]
+        fn arbitrary_extended_srbs_never_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 256),
+            srb_length in 0u32..=256,
+            address_offset in 0u32..300,
+            blocks in 0u32..8,
+            offsets in proptest::collection::vec(0u32..300, 8),
+            kinds in proptest::collection::vec(0u32..4, 8),
+        ) {
+            let mut buffer = Buffer::new(256);
+            for (at, byte) in bytes.iter().enumerate() {
+                buffer.put(at, *byte);
+            }
+            buffer.put(offset_of!(StorageRequestBlock, function), SRB_FUNCTION_STORAGE_REQUEST_BLOCK);
+            buffer.put(offset_of!(StorageRequestBlock, signature), SRB_SIGNATURE);
+            buffer.put(offset_of!(StorageRequestBlock, version), STORAGE_REQUEST_BLOCK_VERSION_1);
+            buffer.put(offset_of!(StorageRequestBlock, srb_length), srb_length);
+            buffer.put(offset_of!(StorageRequestBlock, address_offset), address_offset);
+            buffer.put(offset_of!(StorageRequestBlock, num_srb_ex_data), blocks);
+            let types = [SrbExDataTypeScsiCdb16, SrbExDataTypeScsiCdb32, SrbExDataTypeScsiCdbVar, SrbExDataTypeWmi];
+            for index in 0..blocks as usize {
+                let at = offset_of!(StorageRequestBlock, srb_ex_data_offset) + 4 * index;
+                if at + 4 <= 256 {
+                    buffer.put(at, offsets[index]);
+                }
+                let block = offsets[index] as usize;
+                if block + 4 <= 256 {
+                    buffer.put(block, types[kinds[index] as usize]);
+                }
+            }
+            if let Ok(mut srb) = view(&mut buffer) {
+                let _ = srb.address();
+                let _ = srb.function();
+                let _ = srb.sense_buffer();
+                let mut cdb = [0u8; CDB_SIZE];
+                if let Ok(len) = srb.cdb(&mut cdb) {
+                    proptest::prop_assert!((1..=CDB_SIZE).contains(&len));
+                }
+                srb.set_scsi_status(0);
+                srb.set_srb_status(1);
+            }
+        }
+    }
 }
