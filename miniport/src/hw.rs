@@ -171,14 +171,9 @@ pub unsafe extern "system" fn hw_start_io(
     else {
         return TRUE;
     };
-    // SAFETY: the SRB StorPort passed, ours until completed; BuildIo validated it.
-    let srb = match unsafe { crate::srb::Srb::from_raw(raw) } {
-        Ok(srb) => srb,
-        Err((srb, _)) => {
-            io::complete(adapter, srb, crate::storport::SRB_STATUS_INVALID_REQUEST);
-            return TRUE;
-        }
-    };
+    // SAFETY: the SRB StorPort passed, ours until completed; BuildIo validated it (StorPort
+    // calls StartIo only for SRBs whose BuildIo returned TRUE).
+    let srb = unsafe { crate::srb::Srb::validated(raw) };
     let function = srb.function();
     if function == u32::from(crate::storport::SRB_FUNCTION_EXECUTE_SCSI) {
         io::start_io(adapter, srb);

@@ -70,6 +70,23 @@ impl Request {
             .write_bytes(self.layout.context, context.as_bytes())
     }
 
+    /// Moves the request to `state` (one byte; the rest of the context is unchanged).
+    fn set_state(&self, state: RequestState) {
+        self.memory.store_u8(
+            self.layout.context + RequestContext::STATE_OFFSET,
+            state as u8,
+        );
+    }
+
+    /// Records the ring token of the request in flight.
+    fn set_token(&self, token: u16) {
+        self.memory.store_u16(
+            self.layout.context + RequestContext::TOKEN_OFFSET,
+            token,
+            Ordering::Relaxed,
+        );
+    }
+
     fn response(&self) -> Option<CmdResp> {
         let mut bytes = [0u8; size_of::<CmdResp>()];
         self.memory
@@ -259,6 +276,7 @@ fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
     } else if cdb[0] == luns::SERVICE_ACTION_IN_16 {
         opcode_page = u16::from(cdb[1] & 0x1F);
     }
+    let srb_layout = srb.layout();
     let context = RequestContext {
         srb: (srb.raw().as_ptr() as u64).into(),
         data_length: length.into(),
@@ -278,7 +296,10 @@ fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
         readable: (readable as u16).into(),
         writable: (writable as u16).into(),
         indirect_usable: u8::from(indirect_usable),
-        reserved: [0; 7],
+        srb_extended: u8::from(srb_layout.extended),
+        scsi_status_at: srb_layout.scsi_status.into(),
+        sense_length_at: srb_layout.sense_length.into(),
+        sense_buffer_at: srb_layout.sense_buffer.into(),
         bus: bus.into(),
     };
     if request.set_context(&context) {
@@ -370,7 +391,7 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
         complete(adapter, srb, SRB_STATUS_ERROR);
         return;
     };
-    let Some(mut context) = request.context() else {
+    let Some(context) = request.context() else {
         complete(adapter, srb, SRB_STATUS_ERROR);
         return;
     };
@@ -406,9 +427,8 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
         let ring = state.ring.queue();
         match ring.add(readable_segments, writable_segments, indirect.as_ref()) {
             Ok(token) => {
-                context.token = token.0.into();
-                context.state = RequestState::InFlight as u8;
-                let _ = request.set_context(&context);
+                request.set_token(token.0);
+                request.set_state(RequestState::InFlight);
                 let requests: &mut [usize] =
                     core::borrow::BorrowMut::borrow_mut(&mut state.requests);
                 if let Some(slot) = requests.get_mut(token.index()) {
@@ -492,26 +512,20 @@ fn complete_used(adapter: &Adapter, queue: u16, base: usize, written: u32, token
     let Some(request) = Request::at(base, 0, layout) else {
         return true;
     };
-    let Some(mut context) = request.context() else {
+    let Some(context) = request.context() else {
         return true;
     };
     if context.state != RequestState::InFlight as u8 || context.token.get() != token {
         return true;
     }
-    context.state = RequestState::Done as u8;
-    let _ = request.set_context(&context);
+    request.set_state(RequestState::Done);
     let Some(raw) = NonNull::new(context.srb.get() as usize as *mut ScsiRequestBlock) else {
         return true;
     };
-    // SAFETY: the context holds the SRB this request was built for; it was in flight (state
-    // checked) and is completed exactly once, here, after its state moved to Done.
-    let mut srb = match unsafe { Srb::from_raw(raw) } {
-        Ok(srb) => srb,
-        Err((srb, _)) => {
-            complete(adapter, srb, SRB_STATUS_ERROR);
-            return false;
-        }
-    };
+    // SAFETY: the context holds the SRB this request was built for and the layout BuildIo
+    // recorded when it validated it; it was in flight (state checked) and is completed
+    // exactly once, here, after its state moved to Done.
+    let mut srb = unsafe { Srb::from_layout(raw, context.srb_layout()) };
     if let Some(counters) = adapter.counters(queue) {
         counters.completions.fetch_add(1, Ordering::Relaxed);
     }
@@ -647,21 +661,18 @@ pub fn fail_in_flight(adapter: &Adapter, queue: u16) {
         let Some(request) = Request::at(base, 0, layout) else {
             continue;
         };
-        let Some(mut context) = request.context() else {
+        let Some(context) = request.context() else {
             continue;
         };
         if context.state != RequestState::InFlight as u8 {
             continue;
         }
-        context.state = RequestState::Done as u8;
-        let _ = request.set_context(&context);
+        request.set_state(RequestState::Done);
         let Some(raw) = NonNull::new(context.srb.get() as usize as *mut ScsiRequestBlock) else {
             continue;
         };
         // SAFETY: as in `complete_used`: the SRB was in flight and is completed once, here.
-        let mut srb = match unsafe { Srb::from_raw(raw) } {
-            Ok(srb) | Err((srb, _)) => srb,
-        };
+        let mut srb = unsafe { Srb::from_layout(raw, context.srb_layout()) };
         srb.set_data_transfer_length(0);
         complete(adapter, srb, SRB_STATUS_BUS_RESET);
     }

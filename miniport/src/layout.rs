@@ -81,13 +81,37 @@ pub struct RequestContext {
     pub writable: U16,
     /// Whether the indirect table is physically contiguous and may be used.
     pub indirect_usable: u8,
-    /// Padding.
-    pub reserved: [u8; 7],
+    /// 1 if the SRB is an SRB_EX (the recorded [`crate::srb::SrbLayout`]).
+    pub srb_extended: u8,
+    /// Offset of the SRB's SCSI status byte (0: none).
+    pub scsi_status_at: U16,
+    /// Offset of the SRB's sense length byte (0: none).
+    pub sense_length_at: U16,
+    /// Offset of the SRB's sense buffer pointer (0: none).
+    pub sense_buffer_at: U16,
     /// Bus address of the request's aligned start (valid for the contiguous parts), so
     /// StartIo needs no second translation.
     pub bus: U64,
 }
 const _: () = assert!(size_of::<RequestContext>() == 48);
+
+impl RequestContext {
+    /// The SRB shape recorded at BuildIo.
+    #[must_use]
+    pub const fn srb_layout(&self) -> crate::srb::SrbLayout {
+        crate::srb::SrbLayout {
+            extended: self.srb_extended == 1,
+            scsi_status: self.scsi_status_at.get(),
+            sense_length: self.sense_length_at.get(),
+            sense_buffer: self.sense_buffer_at.get(),
+        }
+    }
+
+    /// Byte offset of `state` in the stored context, for single-byte updates.
+    pub const STATE_OFFSET: usize = core::mem::offset_of!(Self, state);
+    /// Byte offset of `token` in the stored context.
+    pub const TOKEN_OFFSET: usize = core::mem::offset_of!(Self, token);
+}
 
 /// Offsets of a request's parts from the 16-aligned start of its SRB extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -96,6 +96,22 @@ enum Shape {
     },
 }
 
+/// What completion needs of an SRB's shape, recorded by BuildIo in the request context so the
+/// SRB is not parsed again on the way back: whether it is an SRB_EX, and where its SCSI status,
+/// sense length and sense buffer pointer live (byte offsets; 0 when it has no SCSI fields, as
+/// no SRB has them at offset 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SrbLayout {
+    /// Whether the SRB is a STORAGE_REQUEST_BLOCK.
+    pub extended: bool,
+    /// Offset of the SCSI status byte.
+    pub scsi_status: u16,
+    /// Offset of the sense length byte.
+    pub sense_length: u16,
+    /// Offset of the sense buffer pointer.
+    pub sense_buffer: u16,
+}
+
 /// A request StorPort handed to the miniport. Not `Copy`: completing consumes it.
 #[derive(Debug)]
 pub struct Srb {
@@ -277,6 +293,83 @@ impl Srb {
             cdb: base + offset_of!(SrbExDataScsiCdb16, cdb),
             cdb_length,
         })
+    }
+
+    /// The shape to record for completion (see [`SrbLayout`]).
+    #[must_use]
+    pub fn layout(&self) -> SrbLayout {
+        let fields = self.scsi_fields();
+        let at = |pick: fn(&ScsiFields) -> usize| {
+            fields.map_or(0, |f| u16::try_from(pick(&f)).unwrap_or(0))
+        };
+        SrbLayout {
+            extended: self.is_extended(),
+            scsi_status: at(|f| f.scsi_status),
+            sense_length: at(|f| f.sense_length),
+            sense_buffer: at(|f| f.sense_buffer),
+        }
+    }
+
+    /// The view of an SRB BuildIo validated, for StartIo: its function, extension, data length
+    /// and status, without parsing its blocks again.
+    ///
+    /// # Safety
+    /// As for [`Srb::from_raw`], and BuildIo accepted this SRB.
+    #[must_use]
+    pub unsafe fn validated(raw: NonNull<ScsiRequestBlock>) -> Self {
+        // SAFETY: every SRB starts with Length (u16), Function (u8), valid per the contract.
+        let function = unsafe {
+            raw.as_ptr()
+                .cast::<u8>()
+                .wrapping_add(offset_of!(ScsiRequestBlock, function))
+                .read()
+        };
+        let layout = SrbLayout {
+            extended: function == SRB_FUNCTION_STORAGE_REQUEST_BLOCK,
+            scsi_status: 0,
+            sense_length: 0,
+            sense_buffer: 0,
+        };
+        // SAFETY: the caller's contract; without SCSI fields the view touches only header
+        // fields, whose offsets follow from the function byte read above.
+        unsafe { Self::from_layout(raw, layout) }
+    }
+
+    /// The view of an SRB this miniport validated before, rebuilt from its recorded layout
+    /// without parsing it again (its address and CDB are not available through it).
+    ///
+    /// # Safety
+    /// As for [`Srb::from_raw`], and `layout` is what [`Srb::layout`] returned for this SRB
+    /// when it was validated (the SRB has not changed shape since: StorPort does not touch an
+    /// SRB the miniport owns).
+    #[must_use]
+    pub const unsafe fn from_layout(raw: NonNull<ScsiRequestBlock>, layout: SrbLayout) -> Self {
+        let scsi =
+            if layout.scsi_status == 0 || layout.sense_length == 0 || layout.sense_buffer == 0 {
+                None
+            } else {
+                Some(ScsiFields {
+                    scsi_status: layout.scsi_status as usize,
+                    sense_length: layout.sense_length as usize,
+                    sense_buffer: layout.sense_buffer as usize,
+                    cdb: 0,
+                    cdb_length: 0,
+                })
+            };
+        let shape = if layout.extended {
+            Shape::Extended {
+                address: Address {
+                    path: 0,
+                    target: 0,
+                    lun: 0,
+                },
+                scsi,
+                wmi: None,
+            }
+        } else {
+            Shape::Classic
+        };
+        Self { raw, shape }
     }
 
     /// Reads a `T` at byte `offset` of the SRB if it lies inside `length` bytes and is aligned.
@@ -485,13 +578,19 @@ impl Srb {
                 len: fields.cdb_length,
             });
         }
-        for (index, byte) in out.iter_mut().enumerate() {
-            *byte = if index < len {
-                self.read_u8(fields.cdb + index)
-            } else {
-                0
-            };
-        }
+        // One read of the whole CDB array (16 bytes in an SRB or a CDB16 block, 32 in a CDB32
+        // block or, for a CDB_VAR block, the bytes the block was checked to hold), then the
+        // bytes past `len` are cleared.
+        let mut bytes = [0u8; CDB_SIZE];
+        let Some(head) = bytes.get_mut(..len) else {
+            return Err(SrbError::CdbLength {
+                len: fields.cdb_length,
+            });
+        };
+        // SAFETY: `fields.cdb .. fields.cdb + len` lies inside the validated SRB (the fixed CDB
+        // array, or a CDB block checked against SrbLength); the copy is bytewise.
+        unsafe { core::ptr::copy_nonoverlapping(self.at(fields.cdb), head.as_mut_ptr(), len) };
+        *out = bytes;
         Ok(len)
     }
 
@@ -784,6 +883,37 @@ mod tests {
             corrupt(&mut buffer);
             let error = view(&mut buffer).expect_err(name);
             assert!(expected(error), "{name}: {error:?}");
+        }
+    }
+
+    #[test]
+    fn a_recorded_layout_rebuilds_the_completion_view_of_both_shapes() {
+        let mut sense = [0u8; 32];
+        for (mut buffer, status_at, length_at) in [
+            (
+                classic(&mut sense),
+                offset_of!(ScsiRequestBlock, scsi_status),
+                offset_of!(ScsiRequestBlock, sense_info_buffer_length),
+            ),
+            (
+                extended(&mut sense),
+                144 + offset_of!(SrbExDataScsiCdb16, scsi_status),
+                144 + offset_of!(SrbExDataScsiCdb16, sense_info_buffer_length),
+            ),
+        ] {
+            let layout = view(&mut buffer).unwrap().layout();
+            // SAFETY: the buffer holds the SRB the layout was recorded from.
+            let mut again = unsafe { Srb::from_layout(buffer.ptr(), layout) };
+            assert!(again.sense_buffer().is_some());
+            again.set_scsi_status(0x22);
+            again.set_sense_length(7);
+            again.set_data_transfer_length(9);
+            assert_eq!(buffer.get::<u8>(status_at), 0x22);
+            assert_eq!(buffer.get::<u8>(length_at), 7);
+            // SAFETY: as above; BuildIo accepted it.
+            let started = unsafe { Srb::validated(buffer.ptr()) };
+            assert_eq!(started.function(), u32::from(SRB_FUNCTION_EXECUTE_SCSI));
+            assert_eq!(started.data_transfer_length(), 9);
         }
     }
 
