@@ -20,8 +20,7 @@ use virtio_core::pci::{PciTransport, TransportError, VIRTIO_DEVICE_TYPE_SCSI};
 use virtio_core::queue::packed::PackedQueue;
 use virtio_core::queue::split::SplitQueue;
 use virtio_core::queue::{QueueFeatures, Slot, Virtqueue};
-use virtio_core::scsi::{Config, Limits, queue_index};
-use zerocopy::FromBytes;
+use virtio_core::scsi::{Limits, queue_index};
 
 use crate::limits::StorLimits;
 use crate::luns::{LUN_SLOTS, LunSlot, LunTable};
@@ -351,18 +350,15 @@ impl Adapter {
     fn configure_device(
         transport: &mut PciTransport<StorPortRegisters>,
     ) -> Result<Limits, AdapterError> {
-        transport.write_device_config_u32(
-            Config::SENSE_SIZE_OFFSET as u32,
-            virtio_core::scsi::SENSE_SIZE as u32,
-        )?;
-        transport.write_device_config_u32(
-            Config::CDB_SIZE_OFFSET as u32,
-            virtio_core::scsi::CDB_SIZE as u32,
-        )?;
-        let mut raw = [0u8; size_of::<Config>()];
-        transport.read_device_config(0, &mut raw)?;
-        let config = Config::read_from_bytes(&raw).map_err(|_| AdapterError::OutOfMemory)?;
-        Limits::from_config(&config).map_err(AdapterError::Config)
+        match virtio_core::scsi::configure(transport) {
+            Ok((_, limits)) => Ok(limits),
+            Err(virtio_core::scsi::ConfigureError::Transport(error)) => {
+                Err(AdapterError::Transport(error))
+            }
+            Err(virtio_core::scsi::ConfigureError::Config(error)) => {
+                Err(AdapterError::Config(error))
+            }
+        }
     }
 
     fn ring_len(packed: bool, size: u16) -> usize {
@@ -917,40 +913,15 @@ impl Adapter {
             return;
         }
         self.resets.fetch_add(1, Ordering::Relaxed);
-        let queues = self.request_queues();
-        let lock_all = self.mode() == InterruptMode::PerQueue;
-        let mut guards: [Option<QueueGuard<'_>>; MAX_REQUEST_QUEUES as usize] =
-            [const { None }; MAX_REQUEST_QUEUES as usize];
-        for (queue, slot) in guards.iter_mut().enumerate().take(usize::from(queues)) {
-            if lock_all || queue == 0 {
-                *slot = Some(self.lock(queue as u16));
+        {
+            let locks = self.lock_all(false);
+            let transport = self.take_everything_back(&locks);
+            let restarted = transport.begin_init(self.features).is_ok()
+                && Self::configure_device(transport).is_ok()
+                && self.start_queues().is_ok();
+            if !restarted {
+                transport.fail();
             }
-        }
-        // SAFETY: every queue lock is held (or the one shared lock), so no StartIo, ISR or DPC
-        // touches the transport or the queues.
-        let transport = unsafe { &mut *self.transport.get() };
-        // Once the device reads back status 0 it no longer touches any buffer (virtio 1.x
-        // section 2.4), so the requests in flight can be handed back.
-        let _ = transport.reset();
-        for queue in 0..queues {
-            crate::io::fail_in_flight(self, queue);
-        }
-        for index in 0..self.active_queues() {
-            // SAFETY: all locks held, as above.
-            if let Some(state) = unsafe { self.queue_cell(index) } {
-                state.ring.queue().reset();
-            }
-        }
-        let restarted = transport.begin_init(self.features).is_ok()
-            && Self::configure_device(transport).is_ok()
-            && self.start_queues().is_ok();
-        if !restarted {
-            transport.fail();
-        }
-        // Release in the reverse order of acquisition: each release restores the IRQL saved by
-        // its acquire, so the first lock taken must be the last released.
-        for guard in guards.iter_mut().rev() {
-            drop(guard.take());
         }
         self.resetting.store(false, Ordering::Release);
         self.extension.reset_detected();
@@ -959,35 +930,58 @@ impl Adapter {
     /// ScsiStopAdapter: resets the device (it stops using every buffer); requests in flight
     /// are completed with SRB_STATUS_BUS_RESET.
     pub fn stop(&self) {
-        let queues = self.request_queues();
-        let mut guards: [Option<QueueGuard<'_>>; MAX_REQUEST_QUEUES as usize] =
-            [const { None }; MAX_REQUEST_QUEUES as usize];
+        // StorPort calls ScsiStopAdapter holding the interrupt lock, which in line mode is the
+        // queues' lock already.
+        let locks = self.lock_all(true);
+        let _ = self.take_everything_back(&locks);
+    }
+
+    /// Takes every request queue's lock, in ascending order: all of them with per-queue
+    /// messages, the one shared lock otherwise (none in line mode when `line_lock_held`, as the
+    /// caller runs under StorPort's interrupt lock). Released in reverse by the guard.
+    fn lock_all(&self, line_lock_held: bool) -> AllQueuesLocked<'_> {
+        let mut locks = AllQueuesLocked {
+            guards: [const { None }; MAX_REQUEST_QUEUES as usize],
+        };
         let mode = self.mode();
-        for (queue, slot) in guards.iter_mut().enumerate().take(usize::from(queues)) {
-            // StorPort calls ScsiStopAdapter holding the interrupt lock, which in line mode is
-            // the queues' lock already; MSI message locks are taken as usual.
-            if mode == InterruptMode::PerQueue || (mode == InterruptMode::Shared && queue == 0) {
+        let queues = usize::from(self.request_queues());
+        for (queue, slot) in locks.guards.iter_mut().enumerate().take(queues) {
+            let take = match mode {
+                InterruptMode::PerQueue => true,
+                InterruptMode::Shared => queue == 0,
+                InterruptMode::Line => queue == 0 && !line_lock_held,
+            };
+            if take {
                 *slot = Some(self.lock(queue as u16));
             }
         }
-        // SAFETY: every queue lock is held (taken above, or StorPort's interrupt lock in line
-        // mode), as in `reset_device`.
+        locks
+    }
+
+    /// With every queue lock held: resets the device, then completes every request in flight
+    /// with SRB_STATUS_BUS_RESET and returns every ring to its initial state. Returns the
+    /// transport for the caller to bring the device back (or not).
+    fn take_everything_back<'a>(
+        &'a self,
+        _locks: &'a AllQueuesLocked<'a>,
+    ) -> &'a mut PciTransport<StorPortRegisters> {
+        // SAFETY: every queue lock is held (or the one shared or interrupt lock), so no
+        // StartIo, ISR or DPC touches the transport or the queues; the returned reference
+        // borrows `_locks`, so it cannot outlive them.
         let transport = unsafe { &mut *self.transport.get() };
+        // Once the device reads back status 0 it no longer touches any buffer (virtio 1.x
+        // section 2.4), so the requests in flight can be handed back.
         let _ = transport.reset();
-        for queue in 0..queues {
+        for queue in 0..self.request_queues() {
             crate::io::fail_in_flight(self, queue);
         }
         for index in 0..self.active_queues() {
-            // SAFETY: all locks held.
+            // SAFETY: all locks held, as above.
             if let Some(state) = unsafe { self.queue_cell(index) } {
                 state.ring.queue().reset();
             }
         }
-        // Release in the reverse order of acquisition: each release restores the IRQL saved by
-        // its acquire, so the first lock taken must be the last released.
-        for guard in guards.iter_mut().rev() {
-            drop(guard.take());
-        }
+        transport
     }
 
     /// ScsiRestartAdapter: renegotiates and sets the queues up again, as after power-up.
@@ -1061,6 +1055,21 @@ impl Drop for QueueGuard<'_> {
                     .release_interrupt_lock(self.adapter.line_lock.get());
             },
             Held::ByCaller => {}
+        }
+    }
+}
+
+/// Every request queue's lock, from [`Adapter::lock_all`]; dropping it releases them in the
+/// reverse order of acquisition (each release restores the IRQL its acquire saved, so the
+/// first lock taken must be the last released).
+struct AllQueuesLocked<'a> {
+    guards: [Option<QueueGuard<'a>>; MAX_REQUEST_QUEUES as usize],
+}
+
+impl Drop for AllQueuesLocked<'_> {
+    fn drop(&mut self) {
+        for guard in self.guards.iter_mut().rev() {
+            drop(guard.take());
         }
     }
 }

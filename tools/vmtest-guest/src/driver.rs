@@ -533,19 +533,13 @@ impl<R: RegisterIo> Device<R> {
         wanted: Features,
     ) -> Result<Self, DriverError> {
         let features = transport.begin_init(wanted)?;
-        transport.write_device_config_u32(
-            Config::SENSE_SIZE_OFFSET as u32,
-            virtio_core::scsi::SENSE_SIZE as u32,
-        )?;
-        transport.write_device_config_u32(
-            Config::CDB_SIZE_OFFSET as u32,
-            virtio_core::scsi::CDB_SIZE as u32,
-        )?;
-        let mut raw = [0u8; size_of::<Config>()];
-        transport.read_device_config(0, &mut raw)?;
-        let config =
-            Config::read_from_bytes(&raw).map_err(|_| DriverError::HeaderTooLarge(raw.len()))?;
-        let limits = Limits::from_config(&config).map_err(DriverError::Config)?;
+        let (config, limits) =
+            virtio_core::scsi::configure(&mut transport).map_err(|error| match error {
+                virtio_core::scsi::ConfigureError::Transport(error) => {
+                    DriverError::Transport(error)
+                }
+                virtio_core::scsi::ConfigureError::Config(error) => DriverError::Config(error),
+            })?;
 
         let msix = transport.layout().msix_table_size.is_some();
         if msix {

@@ -8,8 +8,12 @@
 //! back, and calls [`Limits::from_config`]. The other fields are limits and hints: values the
 //! spec says a device should not use are clamped, each with the rule documented on its field.
 
+use zerocopy::{FromZeros, IntoBytes};
+
 use super::wire::Config;
 use super::{CDB_SIZE, SENSE_SIZE};
+use crate::hal::RegisterIo;
+use crate::pci::{PciTransport, TransportError};
 
 /// The device limits the driver works with, derived from a [`Config`] by
 /// [`Limits::from_config`].
@@ -110,6 +114,39 @@ impl Limits {
     pub const fn lun_count(&self) -> u16 {
         self.max_lun + 1
     }
+}
+
+/// Why [`configure`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigureError {
+    /// Writing or reading the device configuration failed.
+    Transport(TransportError),
+    /// The configuration read back is unusable.
+    Config(ConfigError),
+}
+
+impl From<TransportError> for ConfigureError {
+    fn from(error: TransportError) -> Self {
+        Self::Transport(error)
+    }
+}
+
+/// Sets the sense and CDB sizes this crate's request and response layouts use (section 5.6.4:
+/// the driver may write them; the device then uses them), reads the whole configuration back and
+/// validates it. Call during initialisation, after FEATURES_OK and before DRIVER_OK.
+///
+/// # Errors
+/// [`ConfigureError`] if the transport fails or the device did not take the sizes or offers no
+/// request queue.
+pub fn configure<R: RegisterIo>(
+    transport: &mut PciTransport<R>,
+) -> Result<(Config, Limits), ConfigureError> {
+    transport.write_device_config_u32(Config::SENSE_SIZE_OFFSET as u32, SENSE_SIZE as u32)?;
+    transport.write_device_config_u32(Config::CDB_SIZE_OFFSET as u32, CDB_SIZE as u32)?;
+    let mut config = Config::new_zeroed();
+    transport.read_device_config(0, config.as_mut_bytes())?;
+    let limits = Limits::from_config(&config).map_err(ConfigureError::Config)?;
+    Ok((config, limits))
 }
 
 #[cfg(test)]
@@ -215,5 +252,47 @@ mod tests {
         let limits = Limits::from_config(&config).unwrap();
         assert_eq!(limits.num_queues, 65_533);
         assert_eq!((limits.target_count(), limits.lun_count()), (1, 1));
+    }
+
+    fn fake_transport(
+        device: &crate::fake::pci::FakeVirtioPci,
+    ) -> PciTransport<crate::fake::pci::FakeVirtioPci> {
+        let mut transport = PciTransport::probe(device, device.clone()).unwrap();
+        transport.reset().unwrap();
+        transport
+            .begin_init(crate::features::SCSI_DRIVER_FEATURES)
+            .unwrap();
+        transport
+    }
+
+    #[test]
+    fn configure_writes_our_sizes_and_reads_the_limits_back() {
+        let device = crate::fake::pci::FakeVirtioPci::scsi(4).build();
+        // A device that starts with other sizes: ours must be written.
+        device.update_device_config(Config::SENSE_SIZE_OFFSET, &32u32.to_le_bytes());
+        device.update_device_config(Config::CDB_SIZE_OFFSET, &16u32.to_le_bytes());
+        let mut transport = fake_transport(&device);
+        let (config, limits) = configure(&mut transport).unwrap();
+        assert_eq!(config.sense_size.get() as usize, SENSE_SIZE);
+        assert_eq!(config.cdb_size.get() as usize, CDB_SIZE);
+        assert_eq!(limits.num_queues, 4);
+        assert_eq!(limits.seg_max, 254);
+    }
+
+    #[test]
+    fn a_device_that_keeps_its_own_sizes_is_refused() {
+        // sense_size and cdb_size read-only: the writes do not take.
+        let mut bytes = [0u8; 36];
+        bytes[..4].copy_from_slice(&1u32.to_le_bytes());
+        bytes[20..24].copy_from_slice(&32u32.to_le_bytes());
+        bytes[24..28].copy_from_slice(&32u32.to_le_bytes());
+        let device = crate::fake::pci::FakeVirtioPci::scsi(1)
+            .device_config(&bytes, &[])
+            .build();
+        let mut transport = fake_transport(&device);
+        assert_eq!(
+            configure(&mut transport),
+            Err(ConfigureError::Config(ConfigError::SenseSize { found: 32 }))
+        );
     }
 }
