@@ -36,20 +36,9 @@
 
 use std::fmt::Write as _;
 use std::mem::{align_of, offset_of, size_of};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use rvscsi::storport::*;
-
-/// `(C expression, Rust value)`.
-type Check = (String, u64);
-
-fn check(expr: &str, value: impl TryInto<u64>) -> Check {
-    let Ok(value) = value.try_into() else {
-        panic!("{expr}: value does not fit u64")
-    };
-    (expr.to_string(), value)
-}
+use rvscsi_c_probe::{Check, check, compile, compiler, ddk_include_dir, probe_source, scratch_dir};
 
 /// Builds `sizeof`, `_Alignof` and `offsetof` checks for one C type and its Rust mirror.
 macro_rules! layout {
@@ -937,26 +926,6 @@ fn wdk_checks() -> Vec<Check> {
     out
 }
 
-/// A translation unit: `prelude`, then one `_Static_assert` per check.
-fn probe_source(prelude: &str, checks: &[Check]) -> String {
-    let mut source = String::from(prelude);
-    for (expr, value) in checks {
-        // Every value checked is a 32-bit quantity; NTSTATUS is a signed LONG, so the C side
-        // is cast to unsigned int.
-        assert!(
-            u32::try_from(*value).is_ok(),
-            "{expr} = {value} is not 32-bit"
-        );
-        let message = expr.replace('"', "'");
-        writeln!(
-            source,
-            "_Static_assert((unsigned int)({expr}) == {value}u, \"{message} == {value}\");"
-        )
-        .unwrap();
-    }
-    source
-}
-
 /// Kernel-mode headers: mingw's ntddk.h includes `<wdm.h>`, so the ddk directory goes on the
 /// include path (see `compile`).
 const SRB_PRELUDE: &str = "#include <stddef.h>\n#include <ntddk.h>\n#include <srb.h>\n";
@@ -975,73 +944,6 @@ const NTDDSCSI_PRELUDE: &str = "#include <stddef.h>\n#include <windows.h>\n#incl
 
 fn wdk_prelude() -> String {
     format!("{SRB_PRELUDE}{WDK_DECLARATIONS}")
-}
-
-/// The cross compiler, or `None` if it is not installed (and the probe is not required).
-fn compiler() -> Option<String> {
-    let cc = std::env::var("RVSCSI_MINGW_CC").unwrap_or_else(|_| "x86_64-w64-mingw32-gcc".into());
-    match Command::new(&cc).arg("--version").output() {
-        Ok(output) if output.status.success() => Some(cc),
-        Ok(output) => panic!(
-            "{cc} --version failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        ),
-        // CI (`cargo xtask test`) sets RVSCSI_REQUIRE_LAYOUT_PROBE, so a missing cross compiler
-        // fails there instead of skipping.
-        Err(error)
-            if error.kind() == std::io::ErrorKind::NotFound
-                && std::env::var_os("RVSCSI_REQUIRE_LAYOUT_PROBE").is_none() =>
-        {
-            None
-        }
-        Err(error) => panic!("cannot run {cc}: {error}"),
-    }
-}
-
-/// mingw-w64's kernel headers, found next to the compiler's own include directory.
-fn ddk_include_dir(cc: &str) -> PathBuf {
-    let output = Command::new(cc)
-        .arg("-print-sysroot")
-        .output()
-        .expect("run the compiler");
-    let sysroot = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    let candidates = [
-        PathBuf::from(&sysroot).join("mingw/include/ddk"),
-        PathBuf::from(&sysroot).join("include/ddk"),
-        PathBuf::from("/usr/share/mingw-w64/include/ddk"),
-        PathBuf::from("/usr/x86_64-w64-mingw32/include/ddk"),
-    ];
-    candidates
-        .into_iter()
-        .find(|dir| dir.join("srb.h").is_file())
-        .expect("mingw-w64's ddk headers (srb.h) next to the cross compiler")
-}
-
-fn scratch_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "rvscsi-storport-c-layout-{}-{test}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Compiles `source` for syntax and static assertions; the compiler's diagnostics on failure.
-fn compile(cc: &str, ddk: &Path, dir: &Path, name: &str, source: &str) -> Result<(), String> {
-    let path = dir.join(name);
-    std::fs::write(&path, source).unwrap();
-    let output = Command::new(cc)
-        .args(["-std=gnu11", "-fsyntax-only", "-Werror"])
-        .arg("-I")
-        .arg(ddk)
-        .arg(&path)
-        .output()
-        .unwrap();
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
 }
 
 fn units() -> Vec<(&'static str, String)> {
@@ -1072,12 +974,12 @@ fn rust_layouts_and_constants_match_c() {
         return;
     };
     let ddk = ddk_include_dir(&cc);
-    let dir = scratch_dir("match");
+    let dir = scratch_dir("storport-match");
     let mut failures = String::new();
     let mut checked = 0;
     for (name, source) in units() {
         checked += source.matches("_Static_assert").count();
-        if let Err(diagnostics) = compile(&cc, &ddk, &dir, name, &source) {
+        if let Err(diagnostics) = compile(&cc, &[&ddk], &dir, name, &source) {
             writeln!(failures, "--- {name}:\n{diagnostics}").unwrap();
         }
     }
@@ -1097,7 +999,7 @@ fn a_wrong_value_fails_each_probe() {
         return;
     };
     let ddk = ddk_include_dir(&cc);
-    let dir = scratch_dir("control");
+    let dir = scratch_dir("storport-control");
     let wrong: [(&str, String, Check); 4] = [
         (
             "srb",
@@ -1127,7 +1029,7 @@ fn a_wrong_value_fails_each_probe() {
     for (name, prelude, bad) in &wrong {
         let result = compile(
             &cc,
-            &ddk,
+            &[&ddk],
             &dir,
             &format!("wrong_{name}.c"),
             &probe_source(prelude, std::slice::from_ref(bad)),

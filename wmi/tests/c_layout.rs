@@ -16,9 +16,8 @@ mod layout;
 
 use std::fmt::Write as _;
 use std::mem::offset_of;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use rvscsi_c_probe::{compile, compiler, probe_source, scratch_dir};
 use rvscsi_wmi::guid::Guid;
 use rvscsi_wmi::hba::sm::{
     GetAdapterPortAttributesIn, GetDiscoveredPortAttributesIn, GetPhyStatisticsIn,
@@ -634,26 +633,6 @@ fn hbapiwmi_checks() -> Vec<(String, u64)> {
         .collect()
 }
 
-/// A translation unit: `prelude`, then one `_Static_assert` per check.
-fn probe_source(prelude: &str, checks: &[(String, u64)]) -> String {
-    let mut source = String::from(prelude);
-    for (expr, value) in checks {
-        // The C side is cast to unsigned int (NTSTATUS is a signed LONG); every value checked
-        // is a 32-bit quantity.
-        assert!(
-            u32::try_from(*value).is_ok(),
-            "{expr} = {value} is not 32-bit"
-        );
-        let message = expr.replace('"', "'");
-        writeln!(
-            source,
-            "_Static_assert((unsigned int)({expr}) == {value}u, \"{message} == {value}\");"
-        )
-        .unwrap();
-    }
-    source
-}
-
 const WMISTR_PRELUDE: &str = "#include <stddef.h>
 #define WIN32_NO_STATUS
 #include <windows.h>
@@ -704,50 +683,6 @@ fn minor_function_checks() -> Vec<(String, u64)> {
     .collect()
 }
 
-/// The cross compiler, or `None` if it is not installed.
-fn compiler() -> Option<String> {
-    let cc = std::env::var("RVSCSI_MINGW_CC").unwrap_or_else(|_| "x86_64-w64-mingw32-gcc".into());
-    match Command::new(&cc).arg("--version").output() {
-        Ok(output) if output.status.success() => Some(cc),
-        Ok(output) => panic!(
-            "{cc} --version failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        ),
-        // CI (`cargo xtask test`) sets RVSCSI_REQUIRE_LAYOUT_PROBE, so a missing cross compiler
-        // fails there instead of skipping.
-        Err(error)
-            if error.kind() == std::io::ErrorKind::NotFound
-                && std::env::var_os("RVSCSI_REQUIRE_LAYOUT_PROBE").is_none() =>
-        {
-            None
-        }
-        Err(error) => panic!("cannot run {cc}: {error}"),
-    }
-}
-
-fn scratch_dir(test: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("rvscsi-wmi-c-layout-{}-{test}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Compiles `source` for syntax and static assertions; the compiler's diagnostics on failure.
-fn compile(cc: &str, dir: &Path, name: &str, source: &str) -> Result<(), String> {
-    let path = dir.join(name);
-    std::fs::write(&path, source).unwrap();
-    let output = Command::new(cc)
-        .args(["-std=gnu11", "-fsyntax-only", "-Werror"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
-}
-
 #[test]
 fn rust_layouts_match_the_windows_headers() {
     let Some(cc) = compiler() else {
@@ -757,7 +692,7 @@ fn rust_layouts_match_the_windows_headers() {
         );
         return;
     };
-    let dir = scratch_dir("match");
+    let dir = scratch_dir("wmi-match");
     let units = [
         (
             "wmistr_probe.c",
@@ -774,7 +709,7 @@ fn rust_layouts_match_the_windows_headers() {
     ];
     let mut failures = String::new();
     for (name, source) in &units {
-        if let Err(diagnostics) = compile(&cc, &dir, name, source) {
+        if let Err(diagnostics) = compile(&cc, &[], &dir, name, source) {
             writeln!(failures, "--- {name}:\n{diagnostics}").unwrap();
         }
     }
@@ -790,19 +725,21 @@ fn a_wrong_value_fails_the_probe() {
         eprintln!("SKIPPED a_wrong_value_fails_the_probe: x86_64-w64-mingw32-gcc not found");
         return;
     };
-    let dir = scratch_dir("control");
+    let dir = scratch_dir("wmi-control");
     let mut checks = wmistr_checks();
     let last = checks.len() - 1;
     checks[last].1 += 1;
     let bad_hba = vec![("sizeof(MS_SMHBA_SCSIENTRY)".to_string(), 800)];
     let wmistr = compile(
         &cc,
+        &[],
         &dir,
         "wrong_wmistr.c",
         &probe_source(WMISTR_PRELUDE, &checks),
     );
     let hba = compile(
         &cc,
+        &[],
         &dir,
         "wrong_hba.c",
         &probe_source(&hbapiwmi_prelude(), &bad_hba),
