@@ -113,3 +113,17 @@ pub fn boot(
     let adapter = Simulator::boot(sim, platform)?;
     Ok(Machine { adapter, device })
 }
+
+impl Machine {
+    /// Shuts the machine down, panicking with the simulator's record if the miniport broke the
+    /// StorPort contract at any point (including an SRB still outstanding).
+    ///
+    /// # Panics
+    /// On any recorded violation: this is test support.
+    pub fn finish(self) {
+        let seen = self.adapter.violations();
+        assert!(seen.is_empty(), "{seen:?}");
+        let violations = self.adapter.shutdown();
+        assert!(violations.is_empty(), "{violations:?}");
+    }
+}

@@ -50,16 +50,6 @@ fn write10(lba: u32, blocks: u16) -> Vec<u8> {
     cdb
 }
 
-fn finish(machine: Machine) {
-    assert!(
-        machine.adapter.violations().is_empty(),
-        "{:?}",
-        machine.adapter.violations()
-    );
-    let violations = machine.adapter.shutdown();
-    assert!(violations.is_empty(), "{violations:?}");
-}
-
 #[test]
 fn boots_and_enumerates_every_disk_with_limits_from_the_device() {
     for force_classic in [false, true] {
@@ -103,7 +93,7 @@ fn boots_and_enumerates_every_disk_with_limits_from_the_device() {
                 (1, 0, BLOCKS, 512)
             ]
         );
-        finish(machine);
+        machine.finish();
     }
 }
 
@@ -150,7 +140,7 @@ fn a_write_then_read_round_trips_on_every_processor() {
         used_queues >= 2,
         "requests spread over the request queues: {stats:?}"
     );
-    finish(machine);
+    machine.finish();
 }
 
 fn vpd83(machine: &Machine, target: u8, lun: u8) -> Completion {
@@ -179,14 +169,14 @@ fn vpd_0x83_gets_a_stable_unique_designator_when_the_device_has_none() {
     }
     assert_ne!(a.data[8..16], b.data[8..16]);
     assert_ne!(a.data[8..16], c.data[8..16]);
-    finish(first);
+    first.finish();
     let second = machine(SimOptions::default(), DeviceOptions::default());
     assert_eq!(
         vpd83(&second, 0, 1).data[..16],
         b.data[..16],
         "stable across boots"
     );
-    finish(second);
+    second.finish();
 }
 
 #[test]
@@ -215,7 +205,7 @@ fn a_device_designator_is_passed_through_untouched() {
             .any(|w| w == [0x01, 0x40, 0x50, 0, 0, 0])
             || page.data[8..24].iter().any(|&b| b != 0)
     );
-    finish(machine);
+    machine.finish();
 }
 
 #[test]
@@ -256,7 +246,7 @@ fn scsi_statuses_and_sense_pass_through_untouched() {
     assert_ne!(done.srb_status & 0x80, 0, "autosense valid");
     assert_eq!(done.scsi_status, 0x02);
     assert_eq!(done.sense, unit_attention);
-    finish(machine);
+    machine.finish();
 }
 
 #[test]
@@ -280,7 +270,7 @@ fn the_transfer_limit_is_honoured_exactly_at_the_boundary() {
     request.data_offset = 4096 - 512;
     let done = machine.adapter.execute(0, &request).unwrap();
     assert_eq!(done.status(), SRB_STATUS_INVALID_REQUEST);
-    finish(machine);
+    machine.finish();
 }
 
 #[test]
@@ -326,7 +316,7 @@ fn a_queue_full_storm_returns_busy_and_loses_nothing() {
         "eight-entry rings must overflow with 200 requests in flight"
     );
     assert_eq!(machine.adapter.outstanding(), 0);
-    finish(machine);
+    machine.finish();
 }
 
 #[test]
@@ -359,7 +349,7 @@ fn a_timed_out_request_is_reset_and_completed_once() {
             .execute(0, &Request::new(0, 0, &read10(0, 1)).reading(512))
             .unwrap();
         assert_eq!(done.status(), SRB_STATUS_SUCCESS, "messages {messages:?}");
-        finish(machine);
+        machine.finish();
     }
 }
 
@@ -384,7 +374,7 @@ fn a_corrupt_used_element_resets_the_device_without_losing_the_srb() {
         .execute(0, &Request::new(0, 0, &read10(0, 1)).reading(512))
         .unwrap();
     assert_eq!(done.status(), SRB_STATUS_SUCCESS);
-    finish(machine);
+    machine.finish();
 }
 
 #[test]
@@ -410,7 +400,7 @@ fn io_works_with_shared_and_line_interrupts_and_after_a_power_cycle() {
             .unwrap();
         assert_eq!(done.status(), SRB_STATUS_SUCCESS, "messages {messages:?}");
         assert_eq!(done.data, data);
-        finish(machine);
+        machine.finish();
     }
 }
 
@@ -525,7 +515,7 @@ fn random_io_from_many_processors_matches_a_shadow_copy() {
         f64::from(u32::try_from(ios).unwrap_or(u32::MAX)) / seconds
     );
     let machine = Arc::try_unwrap(machine).ok().unwrap();
-    finish(machine);
+    machine.finish();
 }
 
 #[test]
@@ -561,5 +551,5 @@ fn classic_srbs_and_page_bounded_memory_still_move_every_byte() {
         Some(&[true, true, true][..]),
         "query, stop, restart"
     );
-    finish(machine);
+    machine.finish();
 }

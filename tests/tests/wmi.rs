@@ -59,16 +59,6 @@ fn machine(classic: bool, pci_location: (u32, u32)) -> Machine {
     .unwrap()
 }
 
-fn finish(machine: Machine) {
-    assert!(
-        machine.adapter.violations().is_empty(),
-        "{:?}",
-        machine.adapter.violations()
-    );
-    let violations = machine.adapter.shutdown();
-    assert!(violations.is_empty(), "{violations:?}");
-}
-
 /// The owned parts of the `HbaInfo` this test expects for `machine`.
 struct Expected {
     id: u64,
@@ -390,7 +380,7 @@ fn every_class_answers_exactly_as_the_dispatcher_in_both_srb_shapes() {
             (completion.srb_status, completion.data_transfer_length),
             (SRB_STATUS_ERROR, 0)
         );
-        finish(machine);
+        machine.finish();
     }
 }
 
@@ -442,7 +432,7 @@ fn a_small_buffer_gets_the_size_needed() {
             (full.srb_status, full.data_transfer_length),
             (SRB_STATUS_SUCCESS, needed)
         );
-        finish(machine);
+        machine.finish();
     }
 }
 
@@ -494,7 +484,7 @@ fn lying_lengths_and_lun_requests_are_refused_without_overrun() {
             .wmi(0, &WmiRequest::adapter(12, None, vec![0; 128]))
             .unwrap();
         assert_eq!(completion.srb_status, SRB_STATUS_INVALID_REQUEST);
-        finish(machine);
+        machine.finish();
     }
 }
 
@@ -523,9 +513,9 @@ fn two_adapters_have_different_unique_ids() {
     assert_ne!(ids[1], ids[2]);
     // Stable: asked again, the same.
     assert_eq!(adapter_id(&first), ids[0]);
-    finish(first);
-    finish(second);
-    finish(third);
+    first.finish();
+    second.finish();
+    third.finish();
 }
 
 /// Decodes the Rvscsi_QueueStatistics instances of a QUERY_ALL_DATA reply (fixed size 48).
@@ -620,7 +610,7 @@ fn counters_move_after_io_and_match_the_device() {
         (field(1), field(2)),
         (reads.cast_signed(), writes.cast_signed())
     );
-    finish(machine);
+    machine.finish();
 }
 
 /// What the device answered one logical unit, as the miniport's LUN table should keep it.
@@ -756,7 +746,7 @@ fn target_mapping_and_scsi_methods_answer_what_the_device_said_after_a_bus_scan(
     );
     port_methods_agree(&machine, &info, &targets, local);
     scsi_methods_agree(&machine, &info, &targets, &answers);
-    finish(machine);
+    machine.finish();
 }
 
 /// The port driver's bus scan, then what the class driver reads of each disk: VPD pages 0x80
