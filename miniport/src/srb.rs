@@ -724,6 +724,9 @@ mod tests {
         header.srb_ex_data_offset = [144];
         let mut buffer = Buffer::new(total);
         buffer.put(0, header);
+        // A typed write leaves padding uninitialised; StorPort's memory is plain bytes, so zero
+        // the header's tail padding (after SrbExDataOffset[0]) and the address's.
+        buffer.put(size_of::<StorageRequestBlock>() - 4, 0u32);
         buffer.put(
             128,
             StorAddrBtl8 {
@@ -736,6 +739,7 @@ mod tests {
                 reserved: 0,
             },
         );
+        buffer.put(128 + 12, 0u32);
         let mut cdb = SrbExDataScsiCdb16::zeroed();
         cdb.r#type = SrbExDataTypeScsiCdb16;
         cdb.length = 32;
