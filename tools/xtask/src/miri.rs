@@ -1,5 +1,5 @@
-//! `cargo xtask miri`: virtio-core's unit tests under Miri (nightly), which checks the unsafe
-//! DMA accessors, pointer provenance and the two-thread ring tests for undefined behaviour.
+//! `cargo xtask miri`: virtio-core's and the miniport's unit tests under Miri (nightly), which checks the unsafe
+//! DMA accessors, the SRB view and carved tables, pointer provenance and the two-thread tests for undefined behaviour.
 //!
 //! Not part of `cargo xtask ci`: it needs a nightly toolchain with the miri component, which a
 //! fresh CI machine does not have and which nightly releases do not always ship. The job
@@ -33,6 +33,8 @@ pub fn miri(_: &[String]) -> Result<(), String> {
         .map_err(|e| format!("{e}: Miri needs a nightly toolchain with the miri component"))?;
     }
     // The rustup proxy (`cargo` on PATH), not `$CARGO`: only the proxy understands `+nightly`.
+    // virtio-core (the DMA accessors and rings) and the miniport's own unsafe (the SRB view,
+    // carved tables, the LUN table's lock) are interpreted; both run as Linux libraries.
     run(std::process::Command::new("cargo")
         .current_dir(workspace_root())
         .args([
@@ -41,6 +43,8 @@ pub fn miri(_: &[String]) -> Result<(), String> {
             "test",
             "--package",
             "virtio-core",
+            "--package",
+            "rvscsi",
             "--lib",
         ])
         .env("MIRIFLAGS", MIRIFLAGS)
