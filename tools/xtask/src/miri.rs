@@ -1,5 +1,6 @@
-//! `cargo xtask miri`: virtio-core's and the miniport's unit tests under Miri (nightly), which checks the unsafe
-//! DMA accessors, the SRB view and carved tables, pointer provenance and the two-thread tests for undefined behaviour.
+//! `cargo xtask miri`: virtio-core's and the miniport's unit tests under Miri (nightly), which
+//! checks the unsafe DMA accessors, the SRB view and carved tables, pointer provenance and the
+//! two-thread tests for undefined behaviour.
 //!
 //! Not part of `cargo xtask ci`: it needs a nightly toolchain with the miri component, which a
 //! fresh CI machine does not have and which nightly releases do not always ship. The job
