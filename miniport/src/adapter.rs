@@ -905,6 +905,9 @@ impl Adapter {
     /// returns at once (the reset it would do is already under way). Call with no queue lock
     /// held.
     pub fn reset_device(&self) {
+        // ORDERING: the flag only elects one resetter; the queue locks order everything the
+        // reset touches. Acquire pairs with the Release below of the previous reset, so a new
+        // winner starts after the last one finished.
         if self
             .resetting
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -923,6 +926,7 @@ impl Adapter {
                 transport.fail();
             }
         }
+        // ORDERING: pairs with the Acquire of the next winner's compare-exchange above.
         self.resetting.store(false, Ordering::Release);
         self.extension.reset_detected();
     }
