@@ -39,6 +39,9 @@ pub const MAX_REQUEST_QUEUES: u16 = 64;
 /// Largest ring we set up, whatever the device offers: 1024 requests per queue is more than
 /// StorPort keeps outstanding per adapter, and bounds the uncached extension.
 pub const MAX_QUEUE_SIZE: u16 = 1024;
+/// Delay before the timer that resets the device on behalf of an ISR (the shortest StorPort
+/// honours; the timer only needs to run outside the ISR).
+const RESET_TIMER_MICROSECONDS: u32 = 1;
 /// Marks a device extension holding a constructed [`Adapter`] (the first field).
 pub const ADAPTER_MAGIC: u64 = u64::from_le_bytes(*b"rvscsi\x01\x00");
 
@@ -666,10 +669,15 @@ impl Adapter {
         };
         self.mode.store(mode as u8, Ordering::Relaxed);
         self.request_queues.store(request_queues, Ordering::Relaxed);
-        let ok = self.start_queues().is_ok();
-        ok && self
+        if self.start_queues().is_err() {
+            return false;
+        }
+        // Without passive initialisation (a StorPort that offers the miniport no DPCs, as the
+        // crash-dump stack does) there are no queue DPCs: the ISR completes requests itself.
+        let _dpcs_offered = self
             .extension
-            .enable_passive_initialization(Some(crate::hw::hw_passive_initialize))
+            .enable_passive_initialization(Some(crate::hw::hw_passive_initialize));
+        true
     }
 
     /// Virtqueues in use: controlq, eventq and the request queues.
@@ -882,7 +890,13 @@ impl Adapter {
         } else {
             // SAFETY: we are in the ISR for this queue's message, whose lock StorPort holds.
             let mut guard = unsafe { self.assume_locked(queue) };
-            crate::io::drain(&mut guard);
+            if crate::io::drain(&mut guard) {
+                // The device broke the protocol. The reset takes every queue lock, which an ISR
+                // holding one of them cannot do: StorPort's timer runs it right after, with no
+                // queue lock held.
+                self.extension
+                    .request_timer(Some(crate::hw::hw_reset_timer), RESET_TIMER_MICROSECONDS);
+            }
         }
     }
 

@@ -244,6 +244,18 @@ pub unsafe extern "system" fn hw_reset_bus(
     TRUE
 }
 
+/// The HwTimer that resets the device when an ISR found it broken (see
+/// `Adapter::on_queue_interrupt`).
+///
+/// # Safety
+/// DISPATCH_LEVEL with the StartIo lock held, no queue lock.
+pub unsafe extern "system" fn hw_reset_timer(device_extension: *mut c_void) {
+    // SAFETY: StorPort's device extension.
+    if let Some(adapter) = unsafe { adapter(device_extension) } {
+        adapter.reset_device();
+    }
+}
+
 /// HwAdapterControl.
 ///
 /// # Safety

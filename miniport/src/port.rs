@@ -18,11 +18,11 @@ use crate::storport::{
     AcquireSpinLock, Boolean, EnablePassiveInitialization, ExtFunctionAcquireMSISpinLock,
     ExtFunctionGetCurrentProcessorNumber, ExtFunctionGetMessageInterruptInformation,
     ExtFunctionInitializePerformanceOptimizations, ExtFunctionReleaseMSISpinLock, FALSE,
-    HwDpcRoutine, HwPassiveInitializeRoutine, InitializeDpc, InterruptLock, IssueDpc,
+    HwDpcRoutine, HwPassiveInitializeRoutine, HwTimer, InitializeDpc, InterruptLock, IssueDpc,
     MessageInterruptInformation, PCIBus, PCIConfiguration, PerfConfigurationData,
-    PortConfigurationInformation, ProcessorNumber, ReleaseSpinLock, RequestComplete, ResetDetected,
-    STOR_STATUS_SUCCESS, ScsiRequestBlock, StorDpc, StorLockHandle, StorPhysicalAddress,
-    StorScatterGatherList, TRUE,
+    PortConfigurationInformation, ProcessorNumber, ReleaseSpinLock, RequestComplete,
+    RequestTimerCall, ResetDetected, STOR_STATUS_SUCCESS, ScsiRequestBlock, StorDpc,
+    StorLockHandle, StorPhysicalAddress, StorScatterGatherList, TRUE,
 };
 
 /// The device extension pointer StorPort passes to every HW routine: the identity of this
@@ -159,6 +159,15 @@ impl DeviceExtension {
             );
         };
         enabled != 0
+    }
+
+    /// Asks StorPort to call `routine` (with the StartIo lock, at DISPATCH_LEVEL) once, after
+    /// `microseconds`; a new request replaces a pending one.
+    pub fn request_timer(self, routine: HwTimer, microseconds: u32) {
+        let routine = routine.map_or(ptr::null_mut(), |f| f as *mut c_void);
+        // SAFETY: RequestTimerCall takes (PHW_TIMER, ULONG microseconds); the routine is a
+        // static function.
+        unsafe { StorPortNotification(RequestTimerCall, self.raw(), routine, microseconds) };
     }
 
     /// Initialises `dpc` to run `routine` (HwPassiveInitialize context).

@@ -553,3 +553,47 @@ fn classic_srbs_and_page_bounded_memory_still_move_every_byte() {
     );
     machine.finish();
 }
+
+#[test]
+fn without_dpcs_the_isr_completes_and_a_broken_device_is_reset_from_the_timer() {
+    // A StorPort that offers no DPCs (the crash-dump stack's situation): requests complete
+    // from the ISR, and a protocol violation found there is reset from HwTimer.
+    let sim = SimOptions {
+        passive_initialization: false,
+        ..SimOptions::default()
+    };
+    let machine = machine(sim, DeviceOptions::default());
+    assert!(!machine.adapter.found_adapter().passive_initialized);
+    let data = vec![0x3Cu8; 8192];
+    let done = machine
+        .adapter
+        .execute(1, &Request::new(0, 0, &write10(64, 16)).writing(&data))
+        .unwrap();
+    assert_eq!(done.status(), SRB_STATUS_SUCCESS);
+    let fired = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&fired);
+    machine.device.set_fault_hook(Some(Arc::new(move |_| {
+        if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+            FaultAction::CorruptUsedId(4000)
+        } else {
+            FaultAction::Normal
+        }
+    })));
+    let mut request = Request::new(0, 0, &read10(64, 16)).reading(8192);
+    // The SRB's timeout (3,000 s, 30 s simulated) is far beyond the wait: the timer, not a
+    // timeout and HwResetBus, must complete it.
+    request.timeout_seconds = 3000;
+    let ticket = machine.adapter.submit(0, &request).unwrap();
+    let done = machine
+        .adapter
+        .wait(ticket, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(done.status(), SRB_STATUS_BUS_RESET);
+    let done = machine
+        .adapter
+        .execute(0, &Request::new(0, 0, &read10(64, 16)).reading(8192))
+        .unwrap();
+    assert_eq!(done.status(), SRB_STATUS_SUCCESS);
+    assert_eq!(done.data, data);
+    machine.finish();
+}

@@ -45,6 +45,17 @@ use zerocopy::IntoBytes;
 pub use memory::PhysicalMemory;
 pub use target::Lun;
 
+/// What completing one job put on the used ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Published {
+    /// Nothing (a job of an earlier epoch, or memory the device could not write).
+    Nothing,
+    /// A used element for the job's chain.
+    Element,
+    /// A bogus used element (the `CorruptUsedId` fault), which always interrupts.
+    Bogus,
+}
+
 /// Where the simulator delivers the device's interrupts (to the miniport's message ISR).
 pub trait InterruptSink: Send + Sync {
     /// Signals MSI-X message `msix_vector`, or the line interrupt (INTx) when it is
@@ -766,6 +777,7 @@ impl Shared {
             }
         };
         let mut completed = 0u32;
+        let mut bogus = false;
         let mut error = None;
         'drain: loop {
             if queue.disable_notification(&*self.guest).is_err() {
@@ -784,11 +796,14 @@ impl Shared {
                     }
                 };
                 match job.when {
-                    When::Now => {
-                        if self.complete(queue, job) {
+                    When::Now => match self.complete(queue, job) {
+                        Published::Nothing => {}
+                        Published::Element => completed += 1,
+                        Published::Bogus => {
                             completed += 1;
+                            bogus = true;
                         }
-                    }
+                    },
                     When::At(due) => self.hold(job, Some(due)),
                     When::Never => self.hold(job, None),
                 }
@@ -802,7 +817,7 @@ impl Shared {
                 }
             }
         }
-        if completed > 0 && self.needs_interrupt(queue) {
+        if completed > 0 && (bogus || self.needs_interrupt(queue)) {
             raise.push(self.interrupt_vector(index));
         }
         drop(state);
@@ -995,19 +1010,28 @@ impl Shared {
     }
 
     /// Executes `job` (if it still belongs to this epoch) and puts it on `queue`'s used ring.
-    /// Returns whether a used element was published.
-    fn complete(&self, queue: &mut Queue, job: Job) -> bool {
+    fn complete(&self, queue: &mut Queue, job: Job) -> Published {
         if job.epoch != self.epoch() {
-            return false;
+            return Published::Nothing;
         }
         let head = job.chain.head_index();
         if let Some(id) = job.corrupt_id {
-            return self.publish_bogus(queue, id, 0);
+            // A bogus element bypasses virtio-queue's bookkeeping, which then cannot tell
+            // whether the driver wants an interrupt; a real device would interrupt for it.
+            return if self.publish_bogus(queue, id, 0) {
+                Published::Bogus
+            } else {
+                Published::Nothing
+            };
         }
         let reply = job.work.run();
         let written = self.write_reply(&job.chain, job.resp_size, &reply);
         let len = job.used_len.unwrap_or(written);
-        queue.add_used(&*self.guest, head, len).is_ok()
+        if queue.add_used(&*self.guest, head, len).is_ok() {
+            Published::Element
+        } else {
+            Published::Nothing
+        }
     }
 
     /// Writes the response header, sense and data-in; returns the bytes written.
@@ -1117,10 +1141,13 @@ impl Shared {
                 continue;
             };
             let mut completed = false;
+            let mut bogus = false;
             for job in jobs {
-                completed |= self.complete(queue, job);
+                let published = self.complete(queue, job);
+                completed |= published != Published::Nothing;
+                bogus |= published == Published::Bogus;
             }
-            if completed && self.needs_interrupt(queue) {
+            if completed && (bogus || self.needs_interrupt(queue)) {
                 raise.push(self.interrupt_vector(index));
             }
         }

@@ -648,7 +648,8 @@ pub extern "C" fn rvscsi_sim_enable_passive_initialization(
     let ok = machine.require_context(
         "StorPortEnablePassiveInitialization",
         &[CallContext::Initialize],
-    ) && !routine.is_null();
+    ) && !routine.is_null()
+        && machine.options.passive_initialization;
     if ok {
         machine.state().passive_initialize = Some(routine.addr());
     }

@@ -60,6 +60,10 @@ pub struct SimOptions {
     /// The adapter's PCI location as ConfigInfo reports it: `SystemIoBusNumber` and
     /// `SlotNumber` (a PCI_SLOT_NUMBER: device in bits 0-4, function in bits 5-7).
     pub pci_location: (u32, u32),
+    /// Whether StorPortEnablePassiveInitialization succeeds. `false` plays a StorPort that
+    /// offers no DPCs to the miniport (as the crash-dump stack does): the miniport must then
+    /// complete requests from its ISR.
+    pub passive_initialization: bool,
 }
 
 impl Default for SimOptions {
@@ -74,6 +78,7 @@ impl Default for SimOptions {
             messages: None,
             scan_targets: 4,
             pci_location: (0, 3),
+            passive_initialization: true,
         }
     }
 }
