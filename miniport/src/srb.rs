@@ -1055,12 +1055,6 @@ mod tests {
             for (at, byte) in bytes.iter().enumerate() {
                 buffer.put(at, *byte);
             }
-            buffer.put(offset_of!(StorageRequestBlock, function), SRB_FUNCTION_STORAGE_REQUEST_BLOCK);
-            buffer.put(offset_of!(StorageRequestBlock, signature), SRB_SIGNATURE);
-            buffer.put(offset_of!(StorageRequestBlock, version), STORAGE_REQUEST_BLOCK_VERSION_1);
-            buffer.put(offset_of!(StorageRequestBlock, srb_length), srb_length);
-            buffer.put(offset_of!(StorageRequestBlock, address_offset), address_offset);
-            buffer.put(offset_of!(StorageRequestBlock, num_srb_ex_data), blocks);
             let types = [SrbExDataTypeScsiCdb16, SrbExDataTypeScsiCdb32, SrbExDataTypeScsiCdbVar, SrbExDataTypeWmi];
             for index in 0..blocks as usize {
                 let at = offset_of!(StorageRequestBlock, srb_ex_data_offset) + 4 * index;
@@ -1072,6 +1066,14 @@ mod tests {
                     buffer.put(block, types[kinds[index] as usize]);
                 }
             }
+            // The header last, so no random block offset overwrites it: StorPort guarantees the
+            // SRB really is SrbLength bytes, and the test must not break that promise.
+            buffer.put(offset_of!(StorageRequestBlock, function), SRB_FUNCTION_STORAGE_REQUEST_BLOCK);
+            buffer.put(offset_of!(StorageRequestBlock, signature), SRB_SIGNATURE);
+            buffer.put(offset_of!(StorageRequestBlock, version), STORAGE_REQUEST_BLOCK_VERSION_1);
+            buffer.put(offset_of!(StorageRequestBlock, srb_length), srb_length);
+            buffer.put(offset_of!(StorageRequestBlock, address_offset), address_offset);
+            buffer.put(offset_of!(StorageRequestBlock, num_srb_ex_data), blocks);
             if let Ok(mut srb) = view(&mut buffer) {
                 let _ = srb.address();
                 let _ = srb.function();
