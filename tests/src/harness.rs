@@ -79,6 +79,24 @@ impl InterruptSink for Line {
     }
 }
 
+/// Why [`boot`] failed.
+#[derive(Debug)]
+pub enum BootError {
+    /// The simulated physical memory could not be mapped.
+    Memory(crate::device::memory::MemoryError),
+    /// A LUN could not be added to the device.
+    Lun {
+        /// Its target.
+        target: u8,
+        /// Its number.
+        lun: u16,
+        /// Why.
+        error: virtio_core::scsi::LunError,
+    },
+    /// A simulator boot step (DriverEntry, find-adapter, initialise, ...) failed.
+    Simulator(SimError),
+}
+
 /// A booted machine: the simulated adapter running our miniport, and its device.
 pub struct Machine {
     /// The StorPort side.
@@ -90,19 +108,19 @@ pub struct Machine {
 /// Boots the real miniport on a device with `luns` ((target, lun, unit)).
 ///
 /// # Errors
-/// The simulator's error if any boot step fails.
+/// [`BootError`] naming what failed: the memory, a LUN, or a simulator boot step.
 pub fn boot(
     sim: SimOptions,
     device: DeviceOptions,
     luns: Vec<(u8, u16, Lun)>,
-) -> Result<Machine, SimError> {
-    let memory = PhysicalMemory::new(MEMORY_BYTES).map_err(|_| SimError::NotInitialized)?;
+) -> Result<Machine, BootError> {
+    let memory = PhysicalMemory::new(MEMORY_BYTES).map_err(BootError::Memory)?;
     let line = InterruptLine::new();
     let device = VirtioScsiDevice::new(device, memory.clone(), Arc::new(Line(line.clone())));
     for (target, lun, unit) in luns {
         device
             .add_lun(target, lun, unit)
-            .map_err(|_| SimError::NotInitialized)?;
+            .map_err(|error| BootError::Lun { target, lun, error })?;
     }
     let platform = Platform {
         entry: rvscsi::hw::DriverEntry,
@@ -110,7 +128,7 @@ pub fn boot(
         memory: Arc::new(Memory(memory)),
         interrupts: line,
     };
-    let adapter = Simulator::boot(sim, platform)?;
+    let adapter = Simulator::boot(sim, platform).map_err(BootError::Simulator)?;
     Ok(Machine { adapter, device })
 }
 
