@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use virtio_core::hal::PciConfig;
 
-use crate::device::{DeviceOptions, InterruptSink, Lun, PhysicalMemory, VirtioScsiDevice};
+use crate::device::{
+    DeviceOptions, FaultAction, FaultHook, InterruptSink, Lun, PhysicalMemory, RequestInfo,
+    VirtioScsiDevice,
+};
 use crate::sim::{
     Adapter, DmaArena, InterruptLine, PciFunction, Platform, SimError, SimOptions, Simulator,
 };
@@ -144,4 +147,21 @@ impl Machine {
         let violations = self.adapter.shutdown();
         assert!(violations.is_empty(), "{violations:?}");
     }
+}
+
+/// A fault hook that applies `action` to the first request `matches` selects and lets every
+/// other request (before and after) run normally.
+#[must_use]
+pub fn fault_once(
+    matches: impl Fn(&RequestInfo) -> bool + Send + Sync + 'static,
+    action: FaultAction,
+) -> FaultHook {
+    let fired = std::sync::atomic::AtomicBool::new(false);
+    Arc::new(move |info: &RequestInfo| {
+        if matches(info) && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            action.clone()
+        } else {
+            FaultAction::Normal
+        }
+    })
 }

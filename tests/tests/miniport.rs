@@ -12,7 +12,7 @@ use rvscsi::storport::{
 };
 use rvscsi_tests::device::target::{Lun, LunIdentity};
 use rvscsi_tests::device::{CompletionMode, DeviceOptions, FaultAction};
-use rvscsi_tests::harness::{Machine, boot};
+use rvscsi_tests::harness::{Machine, boot, fault_once};
 use rvscsi_tests::sim::{Completion, Request, SimOptions};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -330,15 +330,10 @@ fn a_timed_out_request_is_reset_and_completed_once() {
             },
             DeviceOptions::default(),
         );
-        let dropped = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&dropped);
-        machine.device.set_fault_hook(Some(Arc::new(move |info| {
-            if info.cdb.first() == Some(&0x28) && counter.fetch_add(1, Ordering::SeqCst) == 0 {
-                FaultAction::Drop
-            } else {
-                FaultAction::Normal
-            }
-        })));
+        machine.device.set_fault_hook(Some(fault_once(
+            |info| info.cdb.first() == Some(&0x28),
+            FaultAction::Drop,
+        )));
         let mut request = Request::new(0, 0, &read10(0, 1)).reading(512);
         request.timeout_seconds = 1;
         let done = machine.adapter.execute(0, &request).unwrap();
@@ -356,15 +351,9 @@ fn a_timed_out_request_is_reset_and_completed_once() {
 #[test]
 fn a_corrupt_used_element_resets_the_device_without_losing_the_srb() {
     let machine = machine(SimOptions::default(), DeviceOptions::default());
-    let fired = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&fired);
-    machine.device.set_fault_hook(Some(Arc::new(move |_| {
-        if counter.fetch_add(1, Ordering::SeqCst) == 0 {
-            FaultAction::CorruptUsedId(4000)
-        } else {
-            FaultAction::Normal
-        }
-    })));
+    machine
+        .device
+        .set_fault_hook(Some(fault_once(|_| true, FaultAction::CorruptUsedId(4000))));
     let mut request = Request::new(0, 0, &read10(0, 1)).reading(512);
     request.timeout_seconds = 2;
     let done = machine.adapter.execute(0, &request).unwrap();
@@ -570,15 +559,9 @@ fn without_dpcs_the_isr_completes_and_a_broken_device_is_reset_from_the_timer() 
         .execute(1, &Request::new(0, 0, &write10(64, 16)).writing(&data))
         .unwrap();
     assert_eq!(done.status(), SRB_STATUS_SUCCESS);
-    let fired = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&fired);
-    machine.device.set_fault_hook(Some(Arc::new(move |_| {
-        if counter.fetch_add(1, Ordering::SeqCst) == 0 {
-            FaultAction::CorruptUsedId(4000)
-        } else {
-            FaultAction::Normal
-        }
-    })));
+    machine
+        .device
+        .set_fault_hook(Some(fault_once(|_| true, FaultAction::CorruptUsedId(4000))));
     let mut request = Request::new(0, 0, &read10(64, 16)).reading(8192);
     // The SRB's timeout (3,000 s, 30 s simulated) is far beyond the wait: the timer, not a
     // timeout and HwResetBus, must complete it.
