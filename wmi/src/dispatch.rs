@@ -344,6 +344,52 @@ fn read_request<T: FromBytes>(
     Ok((request, declared_len))
 }
 
+/// The WNODE kinds that name one instance of one GUID.
+trait InstanceRequest: FromBytes {
+    fn header(&self) -> WnodeHeader;
+    fn instance_index(&self) -> u32;
+    fn offset_instance_name(&self) -> u32;
+}
+
+macro_rules! instance_request {
+    ($($wnode:ty),*) => {$(
+        impl InstanceRequest for $wnode {
+            fn header(&self) -> WnodeHeader {
+                self.header
+            }
+            fn instance_index(&self) -> u32 {
+                self.instance_index.get()
+            }
+            fn offset_instance_name(&self) -> u32 {
+                self.offset_instance_name.get()
+            }
+        }
+    )*};
+}
+
+instance_request!(WnodeSingleInstance, WnodeSingleItem, WnodeMethodItem);
+
+/// Reads a request naming one instance and finds what it names: the request, the bytes it
+/// declares, the GUID's index in the registration table and the instance index.
+fn locate<T: InstanceRequest, P: Provider + ?Sized>(
+    buffer: &[u8],
+    provider: &P,
+) -> Result<(T, usize, usize, u32), WmiError> {
+    let (request, declared) = read_request::<T>(buffer, T::header)?;
+    let header = request.header();
+    let (guid_index, registration) = find_guid(provider, header.guid)?;
+    let instance = resolve_instance(
+        provider,
+        guid_index,
+        &registration,
+        &header,
+        request.instance_index(),
+        request.offset_instance_name(),
+        buffer.get(..declared).unwrap_or(&[]),
+    )?;
+    Ok((request, declared, guid_index, instance))
+}
+
 fn find_guid<P: Provider + ?Sized>(
     provider: &P,
     guid: Guid,
@@ -690,17 +736,7 @@ fn query_single_instance<P: Provider + ?Sized>(
     buffer: &mut [u8],
     provider: &mut P,
 ) -> Result<Done, WmiError> {
-    let (request, declared) = read_request::<WnodeSingleInstance>(buffer, |r| r.header)?;
-    let (guid_index, registration) = find_guid(provider, request.header.guid)?;
-    let instance = resolve_instance(
-        provider,
-        guid_index,
-        &registration,
-        &request.header,
-        request.instance_index.get(),
-        request.offset_instance_name.get(),
-        buffer.get(..declared).unwrap_or(&[]),
-    )?;
+    let (request, _, guid_index, instance) = locate::<WnodeSingleInstance, P>(buffer, provider)?;
     let data_offset = data_block_offset(
         request.data_block_offset.get(),
         size_of::<WnodeSingleInstance>(),
@@ -768,17 +804,8 @@ fn change_single_instance<P: Provider + ?Sized>(
     buffer: &mut [u8],
     provider: &mut P,
 ) -> Result<Done, WmiError> {
-    let (request, declared) = read_request::<WnodeSingleInstance>(buffer, |r| r.header)?;
-    let (guid_index, registration) = find_guid(provider, request.header.guid)?;
-    let instance = resolve_instance(
-        provider,
-        guid_index,
-        &registration,
-        &request.header,
-        request.instance_index.get(),
-        request.offset_instance_name.get(),
-        buffer.get(..declared).unwrap_or(&[]),
-    )?;
+    let (request, declared, guid_index, instance) =
+        locate::<WnodeSingleInstance, P>(buffer, provider)?;
     let range = input_range(
         request.data_block_offset.get(),
         request.size_data_block.get(),
@@ -794,17 +821,7 @@ fn change_single_item<P: Provider + ?Sized>(
     buffer: &mut [u8],
     provider: &mut P,
 ) -> Result<Done, WmiError> {
-    let (request, declared) = read_request::<WnodeSingleItem>(buffer, |r| r.header)?;
-    let (guid_index, registration) = find_guid(provider, request.header.guid)?;
-    let instance = resolve_instance(
-        provider,
-        guid_index,
-        &registration,
-        &request.header,
-        request.instance_index.get(),
-        request.offset_instance_name.get(),
-        buffer.get(..declared).unwrap_or(&[]),
-    )?;
+    let (request, declared, guid_index, instance) = locate::<WnodeSingleItem, P>(buffer, provider)?;
     let range = input_range(
         request.data_block_offset.get(),
         request.size_data_item.get(),
@@ -825,17 +842,7 @@ fn execute_method<P: Provider + ?Sized>(
     buffer: &mut [u8],
     provider: &mut P,
 ) -> Result<Done, WmiError> {
-    let (request, declared) = read_request::<WnodeMethodItem>(buffer, |r| r.header)?;
-    let (guid_index, registration) = find_guid(provider, request.header.guid)?;
-    let instance = resolve_instance(
-        provider,
-        guid_index,
-        &registration,
-        &request.header,
-        request.instance_index.get(),
-        request.offset_instance_name.get(),
-        buffer.get(..declared).unwrap_or(&[]),
-    )?;
+    let (request, declared, guid_index, instance) = locate::<WnodeMethodItem, P>(buffer, provider)?;
     let input = input_range(
         request.data_block_offset.get(),
         request.size_data_block.get(),
