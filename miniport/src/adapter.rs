@@ -6,9 +6,28 @@
 //! processors at once (concurrent channels), so each request queue is guarded by the spin lock
 //! of its MSI-X message, the lock StorPort itself holds while running that message's ISR. The
 //! per-queue state sits in an `UnsafeCell` reached only through a [`QueueGuard`], which exists
-//! only while that lock is held. A device reset takes every queue lock in ascending order; only
-//! the one context that wins the `resetting` flag ever holds more than one lock, so the order
-//! cannot invert.
+//! only while that lock is held. The controlq has its own message and lock ([`ControlGuard`]).
+//! A device reset takes the controlq's lock, then every request queue's lock in ascending
+//! order; only the one context that wins the `resetting` flag (or ScsiStopAdapter and
+//! ScsiRestartAdapter, which StorPort never runs beside a reset of ours) ever holds more than
+//! one lock, so the order cannot invert.
+//!
+//! # Recovery and lifecycle
+//! - Task management (aborts, LUN and target resets, HwResetBus) is [`crate::tmf`]; its
+//!   escalation, and every protocol violation, is [`Adapter::reset_device`]: reset the device,
+//!   complete what it had finished, fail the rest with `SRB_STATUS_BUS_RESET`, and bring it back
+//!   with the same features, limits, queue count and sizes.
+//! - One HwTimer routine ([`Adapter::on_timer`]) does all deferred work, because StorPort keeps
+//!   one timer request per adapter: resets asked for by an ISR, `DEVICE_NEEDS_RESET` (also seen
+//!   from the configuration interrupt), task management deadlines, and lost interrupts, found by
+//!   polling every request queue each [`HEALTH_PERIOD_MICROSECONDS`]: a queue that had
+//!   completions waiting at two consecutive polls is drained by the timer.
+//! - ScsiStopAdapter resets the device and marks the adapter stopped until ScsiRestartAdapter
+//!   brings it back (refusing a device whose features or limits changed); a request that reaches
+//!   StartIo meanwhile completes with `SRB_STATUS_BUSY`, which StorPort retries, and never
+//!   reaches the device. StorPort's power transitions (S3, S4) go through the same two calls;
+//!   `SRB_FUNCTION_POWER` concerns a unit's power state, which virtio-scsi does not have, and is
+//!   answered with success.
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
@@ -16,7 +35,9 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU64, Ordering, f
 
 use virtio_core::features::{Features, SCSI_DRIVER_FEATURES};
 use virtio_core::hal::{Hal, RegisterIo};
-use virtio_core::pci::{PciTransport, TransportError, VIRTIO_DEVICE_TYPE_SCSI};
+use virtio_core::pci::{
+    DeviceStatus, Isr, PciTransport, TransportError, VIRTIO_DEVICE_TYPE_SCSI, VirtioPciCommonCfg,
+};
 use virtio_core::queue::packed::PackedQueue;
 use virtio_core::queue::split::SplitQueue;
 use virtio_core::queue::{QueueFeatures, Slot, Virtqueue};
@@ -29,9 +50,11 @@ use crate::port::DeviceExtension;
 use crate::storport::{
     AccessRange, InterruptLock, InterruptSynchronizePerMessage, PortConfigurationInformation,
     SCSI_DMA64_MINIPORT_FULL64BIT_SUPPORTED, SP_RETURN_ERROR, SP_RETURN_FOUND, SP_RETURN_NOT_FOUND,
-    SRB_TYPE_STORAGE_REQUEST_BLOCK, STOR_MAP_NON_READ_WRITE_BUFFERS, STORAGE_ADDRESS_TYPE_BTL8,
-    StorDpc, StorLockHandle, StorSynchronizeFullDuplex, TRUE,
+    SRB_STATUS_ERROR, SRB_STATUS_SUCCESS, SRB_TYPE_STORAGE_REQUEST_BLOCK,
+    STOR_MAP_NON_READ_WRITE_BUFFERS, STORAGE_ADDRESS_TYPE_BTL8, StorDpc, StorLockHandle,
+    StorSynchronizeFullDuplex, TRUE,
 };
+use crate::tmf::{Active, Answer, Decision, Ending, Nexus, Owner, TMF_SLOTS, TmfSlot, TmfTable};
 use crate::vpd::LunLocation;
 
 /// Most request queues the adapter drives (one per processor on a 64-processor guest).
@@ -39,9 +62,17 @@ pub const MAX_REQUEST_QUEUES: u16 = 64;
 /// Largest ring we set up, whatever the device offers: 1024 requests per queue is more than
 /// StorPort keeps outstanding per adapter, and bounds the uncached extension.
 pub const MAX_QUEUE_SIZE: u16 = 1024;
-/// Delay before the timer that resets the device on behalf of an ISR (the shortest StorPort
-/// honours; the timer only needs to run outside the ISR).
-const RESET_TIMER_MICROSECONDS: u32 = 1;
+/// Delay of a timer request that only moves work out of an ISR (the shortest StorPort honours).
+const KICK_MICROSECONDS: u32 = 1;
+/// Period of the health timer when no task management function is outstanding: how often
+/// `DEVICE_NEEDS_RESET` is checked and the request queues are polled for completions whose
+/// interrupt never came.
+pub const HEALTH_PERIOD_MICROSECONDS: u32 = 250_000;
+/// Period of the timer while a task management function is outstanding: how often its answer
+/// and the requests it covers are looked for.
+pub const TMF_POLL_MICROSECONDS: u32 = 10_000;
+/// [`HEALTH_PERIOD_MICROSECONDS`] in the 100 ns units of the system time.
+const HEALTH_PERIOD: u64 = HEALTH_PERIOD_MICROSECONDS as u64 * 10;
 /// Marks a device extension holding a constructed [`Adapter`] (the first field).
 pub const ADAPTER_MAGIC: u64 = u64::from_le_bytes(*b"rvscsi\x01\x00");
 
@@ -70,6 +101,15 @@ pub enum AdapterError {
     Queue(virtio_core::queue::QueueError),
     /// Carving DMA memory or a table failed (a sizing bug: it was sized first).
     OutOfMemory,
+    /// After a reset the device accepted other features than at find-adapter (the queues,
+    /// limits and request layout depend on them).
+    FeaturesChanged {
+        /// The features accepted now.
+        accepted: Features,
+    },
+    /// After a reset the device reported other limits than at find-adapter (what StorPort was
+    /// told no longer holds).
+    LimitsChanged,
 }
 
 impl From<TransportError> for AdapterError {
@@ -145,6 +185,29 @@ pub struct QueueCounters {
     pub bytes_written: AtomicU64,
 }
 
+/// Adapter-wide recovery and lifecycle counters, readable from a crash dump (task management
+/// has its own, [`crate::tmf::TmfCounters`]).
+#[derive(Debug, Default)]
+pub struct RecoveryCounters {
+    /// Times the device reported `DEVICE_NEEDS_RESET` (each leads to a full reset).
+    pub needs_reset: AtomicU64,
+    /// Times the health timer found a queue whose completions had waited a whole period for
+    /// an interrupt, and drained it.
+    pub lost_interrupts: AtomicU64,
+    /// HwResetBus calls (and `SRB_FUNCTION_RESET_BUS` requests).
+    pub bus_resets: AtomicU64,
+    /// Of `bus_resets`: polling the queues completed everything, no function was needed.
+    pub bus_resets_polled: AtomicU64,
+    /// ScsiStopAdapter calls.
+    pub stops: AtomicU64,
+    /// ScsiRestartAdapter calls that brought the device back.
+    pub restarts: AtomicU64,
+    /// Resets or restarts after which the device could not be brought back (it is failed).
+    pub bring_up_failures: AtomicU64,
+    /// Requests refused with `SRB_STATUS_BUSY` because the adapter was stopped.
+    pub busy_while_stopped: AtomicU64,
+}
+
 impl QueueCounters {
     /// Counts a completed request that moved `bytes` in `direction`.
     pub fn record_transfer(&self, direction: virtio_core::scsi::DataDirection, bytes: u32) {
@@ -199,6 +262,22 @@ pub struct Adapter {
     resetting: AtomicBool,
     /// Resets performed.
     pub resets: AtomicU64,
+    /// Task management slots and counters.
+    tmfs: TmfTable<Carved<TmfSlot>>,
+    /// Recovery and lifecycle counters.
+    recovery: RecoveryCounters,
+    /// Between ScsiStopAdapter and a successful ScsiRestartAdapter.
+    stopped: AtomicBool,
+    /// An ISR found a reason to reset the device; the timer does it.
+    reset_requested: AtomicBool,
+    /// An ISR asked for the timer to run now (see [`Adapter::kick_timer`]).
+    timer_kick: AtomicBool,
+    /// Where `device_status` is (BAR, offset), read without the transport so any context may.
+    status_register: (u8, u64),
+    /// System time of the last health check.
+    last_health: AtomicU64,
+    /// Request queues (bit per queue) that had completions waiting at the last health check.
+    used_seen: AtomicU64,
 }
 
 /// Everything find-adapter learns before the memory is carved.
@@ -209,6 +288,8 @@ struct Discovery {
     device_limits: Limits,
     sizes: [u16; MAX_REQUEST_QUEUES as usize + 2],
     queue_count: u16,
+    /// Where `device_status` is (BAR, offset).
+    status_register: (u8, u64),
     /// The WMI identity.
     wmi_facts: crate::wmi::AdapterFacts,
 }
@@ -333,7 +414,12 @@ impl Adapter {
             .copied()
             .min()
             .unwrap_or(0);
+        let common = transport.layout().common;
         Ok(Discovery {
+            status_register: (
+                common.bar,
+                u64::from(common.offset) + VirtioPciCommonCfg::DEVICE_STATUS,
+            ),
             transport,
             registers,
             features,
@@ -390,7 +476,30 @@ impl Adapter {
                     + 32
             })
             .sum();
-        tables + rings + Self::lun_table_len() + crate::wmi::WmiScratch::uncached_len()
+        tables
+            + rings
+            + Self::lun_table_len()
+            + crate::wmi::WmiScratch::uncached_len()
+            + Self::tmf_len()
+    }
+
+    /// Bytes of uncached extension the task management slots take, padding included.
+    const fn tmf_len() -> usize {
+        TMF_SLOTS * size_of::<TmfSlot>()
+            + align_of::<TmfSlot>()
+            + TmfTable::<Carved<TmfSlot>>::memory_len(TMF_SLOTS)
+            + 16
+    }
+
+    /// Carves the task management slots and their DMA memory.
+    fn carve_tmfs(arena: &UncachedArena) -> Result<TmfTable<Carved<TmfSlot>>, AdapterError> {
+        let slots = arena
+            .carve_table_with(TMF_SLOTS, TmfSlot::new)
+            .ok_or(AdapterError::OutOfMemory)?;
+        let memory = arena
+            .dma_alloc(TmfTable::<Carved<TmfSlot>>::memory_len(TMF_SLOTS), 16)
+            .map_err(|_| AdapterError::OutOfMemory)?;
+        Ok(TmfTable::new(slots, memory))
     }
 
     /// The limits reported to StorPort, from the device's and the smallest request queue.
@@ -460,6 +569,7 @@ impl Adapter {
             .carve_table_with(usize::from(request_queues), QueueCounters::default)
             .ok_or(AdapterError::OutOfMemory)?;
         let (luns, wmi_scratch) = Self::carve_lun_state(&arena)?;
+        let tmfs = Self::carve_tmfs(&arena)?;
 
         let packed = discovery.features.contains(Features::RING_PACKED);
         let queue_features = QueueFeatures {
@@ -526,6 +636,14 @@ impl Adapter {
             dpc_ready: AtomicBool::new(false),
             resetting: AtomicBool::new(false),
             resets: AtomicU64::new(0),
+            tmfs,
+            recovery: RecoveryCounters::default(),
+            stopped: AtomicBool::new(false),
+            reset_requested: AtomicBool::new(false),
+            timer_kick: AtomicBool::new(false),
+            status_register: discovery.status_register,
+            last_health: AtomicU64::new(0),
+            used_seen: AtomicU64::new(0),
         })
     }
 
@@ -636,6 +754,26 @@ impl Adapter {
         &self.wmi_scratch
     }
 
+    /// The task management slots (their counters: `tmfs().counters`).
+    #[must_use]
+    pub const fn tmfs(&self) -> &TmfTable<Carved<TmfSlot>> {
+        &self.tmfs
+    }
+
+    /// Recovery and lifecycle counters.
+    #[must_use]
+    pub const fn recovery(&self) -> &RecoveryCounters {
+        &self.recovery
+    }
+
+    /// Whether the adapter is stopped (ScsiStopAdapter until ScsiRestartAdapter).
+    #[must_use]
+    pub fn is_stopped(&self) -> bool {
+        // ORDERING: pairs with the Release stores in `stop` and `restart`; readers that must
+        // not race a stop read it under a queue lock, which orders it anyway.
+        self.stopped.load(Ordering::Acquire)
+    }
+
     /// Counters of request queue `queue`.
     #[must_use]
     pub fn counters(&self, queue: u16) -> Option<&QueueCounters> {
@@ -669,9 +807,13 @@ impl Adapter {
         };
         self.mode.store(mode as u8, Ordering::Relaxed);
         self.request_queues.store(request_queues, Ordering::Relaxed);
-        if self.start_queues().is_err() {
+        // SAFETY: HwInitialize runs before any I/O, interrupt or timer of this adapter: nothing
+        // else reaches the transport.
+        let transport = unsafe { &mut *self.transport.get() };
+        if self.start_queues(transport).is_err() {
             return false;
         }
+        self.arm_timer();
         // Without passive initialisation (a StorPort that offers the miniport no DPCs, as the
         // crash-dump stack does) there are no queue DPCs: the ISR completes requests itself.
         let _dpcs_offered = self
@@ -686,10 +828,12 @@ impl Adapter {
     }
 
     /// Sets every active queue up on the device and sets DRIVER_OK. Called with no I/O possible
-    /// (initialize, restart) or by the reset winner holding every queue lock.
-    fn start_queues(&self) -> Result<(), AdapterError> {
-        // SAFETY: callers guarantee exclusive access to the transport (see the field's doc).
-        let transport = unsafe { &mut *self.transport.get() };
+    /// (initialize) or holding every queue lock (reset, restart), which is what makes the
+    /// queue cells exclusively ours here.
+    fn start_queues(
+        &self,
+        transport: &mut PciTransport<StorPortRegisters>,
+    ) -> Result<(), AdapterError> {
         let mode = self.mode();
         let msix = mode != InterruptMode::Line;
         if msix {
@@ -777,12 +921,11 @@ impl Adapter {
         (self.extension.current_processor() % queues) as u16
     }
 
-    /// Locks request queue `queue` (its MSI-X message lock, or the interrupt lock).
-    #[must_use]
-    pub fn lock(&self, queue: u16) -> QueueGuard<'_> {
-        let how = match self.mode() {
+    /// Acquires the lock that guards the queues of MSI-X message `message` in per-queue mode
+    /// (the one shared message's lock, or the interrupt lock, in the other modes).
+    fn acquire(&self, message: u32) -> Held {
+        match self.mode() {
             InterruptMode::PerQueue => {
-                let message = u32::from(Self::vector_of_queue(queue + queue_index::REQUEST_BASE));
                 let old_irql = self.extension.acquire_msi_lock(message);
                 Held::Msi { message, old_irql }
             }
@@ -799,11 +942,31 @@ impl Adapter {
                 unsafe { self.extension.acquire_interrupt_lock(self.line_lock.get()) };
                 Held::Line
             }
-        };
+        }
+    }
+
+    /// Releases what [`Adapter::acquire`] took.
+    fn release(&self, how: Held) {
+        match how {
+            Held::Msi { message, old_irql } => {
+                self.extension.release_msi_lock(message, old_irql);
+            }
+            // SAFETY: the guard being dropped acquired the interrupt lock with this handle.
+            Held::Line => unsafe {
+                self.extension.release_interrupt_lock(self.line_lock.get());
+            },
+            Held::ByCaller => {}
+        }
+    }
+
+    /// Locks request queue `queue` (its MSI-X message lock, or the interrupt lock).
+    #[must_use]
+    pub fn lock(&self, queue: u16) -> QueueGuard<'_> {
+        let message = u32::from(Self::vector_of_queue(queue + queue_index::REQUEST_BASE));
         QueueGuard {
             adapter: self,
             queue,
-            how,
+            how: self.acquire(message),
         }
     }
 
@@ -811,7 +974,7 @@ impl Adapter {
     ///
     /// # Safety
     /// The caller runs in the ISR whose lock guards `queue` (per-queue: that queue's message;
-    /// shared: message 0; line: the interrupt lock).
+    /// shared: message 0; line: the interrupt lock), or holds that lock otherwise.
     #[must_use]
     pub unsafe fn assume_locked(&self, queue: u16) -> QueueGuard<'_> {
         QueueGuard {
@@ -821,17 +984,41 @@ impl Adapter {
         }
     }
 
+    /// Locks the controlq (its MSI-X message lock, or the one lock of the other modes).
+    #[must_use]
+    pub fn lock_control(&self) -> ControlGuard<'_> {
+        ControlGuard {
+            adapter: self,
+            how: self.acquire(u32::from(Self::vector_of_queue(queue_index::CONTROL))),
+        }
+    }
+
+    /// A guard for the controlq whose lock StorPort already holds.
+    ///
+    /// # Safety
+    /// As for [`Adapter::assume_locked`], for the controlq's message.
+    unsafe fn assume_control_locked(&self) -> ControlGuard<'_> {
+        ControlGuard {
+            adapter: self,
+            how: Held::ByCaller,
+        }
+    }
+
     /// Notifies the device of new requests on request queue `queue` (after unlocking).
     pub fn notify(&self, queue: u16, offset: u64) {
-        let index = queue + queue_index::REQUEST_BASE;
-        // ORDERING: the ring updates (descriptors, then the available index published with
-        // release by the queue) must be visible before the device reacts to the notification
-        // (virtio 1.x section 2.7.13 step 4 / 2.8.21). Pairs with the device's read of the
-        // available index after the notification; the register routine orders the MMIO store.
         // Counted before the write: the device may complete the request inside it.
         if let Some(counters) = self.counters(queue) {
             counters.kicks.fetch_add(1, Ordering::Relaxed);
         }
+        self.notify_virtqueue(queue + queue_index::REQUEST_BASE, offset);
+    }
+
+    /// Notifies the device of new chains on virtqueue `index` at `offset` (after unlocking).
+    fn notify_virtqueue(&self, index: u16, offset: u64) {
+        // ORDERING: the ring updates (descriptors, then the available index published with
+        // release by the queue) must be visible before the device reacts to the notification
+        // (virtio 1.x section 2.7.13 step 4 / 2.8.21). Pairs with the device's read of the
+        // available index after the notification; the register routine orders the MMIO store.
         fence(Ordering::SeqCst);
         self.registers.write16(self.notify_bar, offset, index);
     }
@@ -841,11 +1028,20 @@ impl Adapter {
         match self.mode() {
             InterruptMode::PerQueue => {
                 let Some(index) = message.checked_sub(1) else {
-                    // Configuration change: events are read by the event queue work (issue 7).
+                    // Configuration change: the device may need a reset (events are read by
+                    // the event queue work).
+                    self.on_config_change();
                     return true;
                 };
+                if index == u32::from(queue_index::CONTROL) {
+                    // SAFETY: we are in the ISR of the controlq's message, whose lock StorPort
+                    // holds.
+                    let mut guard = unsafe { self.assume_control_locked() };
+                    self.drain_control(&mut guard, true);
+                    return true;
+                }
                 let Some(queue) = (index as u16).checked_sub(queue_index::REQUEST_BASE) else {
-                    // controlq/eventq: nothing of ours is posted on them yet.
+                    // eventq: nothing of ours is posted on it.
                     return true;
                 };
                 if queue >= self.request_queues() {
@@ -855,9 +1051,7 @@ impl Adapter {
                 true
             }
             InterruptMode::Shared | InterruptMode::Line => {
-                for queue in 0..self.request_queues() {
-                    self.on_queue_interrupt(queue);
-                }
+                self.on_every_queue();
                 true
             }
         }
@@ -872,10 +1066,41 @@ impl Adapter {
         if isr.is_empty() {
             return false;
         }
+        if isr.contains(Isr::CONFIG) {
+            self.on_config_change();
+        }
+        self.on_every_queue();
+        true
+    }
+
+    /// The ISR of the one message (or line) every queue shares: the controlq, then each
+    /// request queue.
+    fn on_every_queue(&self) {
+        // SAFETY: in shared and line modes the ISR holds the one lock that guards every queue.
+        let mut guard = unsafe { self.assume_control_locked() };
+        self.drain_control(&mut guard, true);
+        drop(guard);
         for queue in 0..self.request_queues() {
             self.on_queue_interrupt(queue);
         }
-        true
+    }
+
+    /// A configuration change interrupt: if the device reports `DEVICE_NEEDS_RESET`, the timer
+    /// resets it (an ISR cannot take every queue lock).
+    fn on_config_change(&self) {
+        if self.device_needs_reset() {
+            self.reset_requested.store(true, Ordering::Relaxed);
+            self.kick_timer();
+        }
+    }
+
+    /// Whether `device_status` has `DEVICE_NEEDS_RESET`. A device that reads all ones is gone
+    /// (surprise removal), not asking for a reset.
+    fn device_needs_reset(&self) -> bool {
+        let (bar, offset) = self.status_register;
+        let status = self.registers.read8(bar, offset);
+        status != 0xFF
+            && DeviceStatus::from_bits_retain(status).contains(DeviceStatus::DEVICE_NEEDS_RESET)
     }
 
     fn on_queue_interrupt(&self, queue: u16) {
@@ -894,8 +1119,8 @@ impl Adapter {
                 // The device broke the protocol. The reset takes every queue lock, which an ISR
                 // holding one of them cannot do: StorPort's timer runs it right after, with no
                 // queue lock held.
-                self.extension
-                    .request_timer(Some(crate::hw::hw_reset_timer), RESET_TIMER_MICROSECONDS);
+                self.reset_requested.store(true, Ordering::Relaxed);
+                self.kick_timer();
             }
         }
     }
@@ -914,11 +1139,299 @@ impl Adapter {
         }
     }
 
-    /// Resets the device and completes every request in flight with SRB_STATUS_BUS_RESET,
-    /// then brings the queues back. Only one context resets at a time; a second caller
-    /// returns at once (the reset it would do is already under way). Call with no queue lock
-    /// held.
-    pub fn reset_device(&self) {
+    /// Pops the controlq's used chains and records each function's answer in its slot. A used
+    /// chain that names no function in flight is a protocol violation: the timer resets the
+    /// device. With `kick`, the timer is asked to run now to act on the answers.
+    fn drain_control(&self, guard: &mut ControlGuard<'_>, kick: bool) {
+        let mut answered = false;
+        let mut broken = false;
+        while let Some(state) = guard.state() {
+            match state.ring.queue().pop_used() {
+                Ok(Some(used)) => {
+                    let tokens: &mut [usize] =
+                        core::borrow::BorrowMut::borrow_mut(&mut state.requests);
+                    let slot = tokens
+                        .get_mut(used.token.index())
+                        .map_or(0, core::mem::take);
+                    if slot == 0 || !self.tmfs.answer(slot - 1, used.written) {
+                        broken = true;
+                        break;
+                    }
+                    answered = true;
+                }
+                Ok(None) => {
+                    if !state.ring.queue().enable_interrupts() {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        if broken {
+            self.reset_requested.store(true, Ordering::Relaxed);
+        }
+        if kick && (answered || broken) {
+            self.kick_timer();
+        }
+    }
+
+    /// Sends task management function `nexus` on the controlq; `owner` is the SRB it completes.
+    ///
+    /// # Errors
+    /// [`PostError`], with the owner handed back: the adapter is stopped, or the function
+    /// could not be sent (no free slot, controlq full).
+    pub fn post_tmf(&self, nexus: Nexus, owner: Option<Owner>) -> Result<(), PostError> {
+        let queues = self.request_queues();
+        let mut counts = [0u64; MAX_REQUEST_QUEUES as usize];
+        for (queue, count) in counts.iter_mut().enumerate().take(usize::from(queues)) {
+            // Read under the queue's lock, under which StartIo numbers each request, so every
+            // request already on that ring is below the count and every later one is not.
+            let guard = self.lock(queue as u16);
+            *count = self
+                .counters(queue as u16)
+                .map_or(0, |counters| counters.requests.load(Ordering::Relaxed));
+            drop(guard);
+        }
+        let now = self.extension.system_time();
+        let Some((claim, readable, writable)) = self.tmfs.claim(nexus, owner, now, queues, |q| {
+            counts.get(usize::from(q)).copied().unwrap_or(0)
+        }) else {
+            return Err(PostError::NotSent(owner));
+        };
+        let notify = {
+            let mut guard = self.lock_control();
+            if self.is_stopped() {
+                drop(guard);
+                return Err(PostError::Stopped(self.tmfs.release(claim)));
+            }
+            let Some(state) = guard.state() else {
+                drop(guard);
+                return Err(PostError::NotSent(self.tmfs.release(claim)));
+            };
+            let ring = state.ring.queue();
+            let Ok(token) = ring.add(&[readable], &[writable], None) else {
+                drop(guard);
+                return Err(PostError::NotSent(self.tmfs.release(claim)));
+            };
+            let tokens: &mut [usize] = core::borrow::BorrowMut::borrow_mut(&mut state.requests);
+            if let Some(entry) = tokens.get_mut(token.index()) {
+                *entry = claim.index() + 1;
+            }
+            // Posted before the lock drops: the answer is recorded under this lock and needs
+            // the slot posted.
+            self.tmfs.posted(claim);
+            self.tmfs.counters.count_sent(nexus);
+            let kick = state.ring.queue().kick_prepare();
+            kick.then_some(state.notify_offset)
+        };
+        if let Some(offset) = notify {
+            self.notify_virtqueue(queue_index::CONTROL, offset);
+        }
+        // The timer watches the deadline, at the short period from now on.
+        self.kick_timer();
+        Ok(())
+    }
+
+    /// Drains every request queue, each under its lock (completions whose interrupt has not
+    /// come, or never will). Returns true if the device broke the protocol.
+    pub fn poll_all(&self) -> bool {
+        let mut reset = false;
+        for queue in 0..self.request_queues() {
+            let mut guard = self.lock(queue);
+            reset |= crate::io::drain(&mut guard);
+        }
+        reset
+    }
+
+    /// Calls `visit` for every request in flight, queue by queue, each under its lock.
+    pub fn for_each_in_flight(&self, mut visit: impl FnMut(&crate::io::InFlight)) {
+        for queue in 0..self.request_queues() {
+            let mut guard = self.lock(queue);
+            crate::io::scan_in_flight(&mut guard, &mut visit);
+        }
+    }
+
+    /// Completes the SRB a task management slot handed back, with `status`.
+    pub fn complete_owner(&self, owner: Owner, status: u8) {
+        // SAFETY: an `Owner` comes out of a slot only once (claim release, finish or
+        // resolve, each behind a compare-exchange), and it holds an SRB StorPort handed to
+        // StartIo, validated by BuildIo and not completed since.
+        unsafe { crate::io::complete_kept(self, owner.srb, owner.extended, status) };
+    }
+
+    /// The timer's work on task management functions at time `now`: records answers whose
+    /// interrupt was lost, then ends, keeps waiting for, or escalates each function (see
+    /// [`crate::tmf::decide`]).
+    fn service_tmfs(&self, now: u64) {
+        if !self.tmfs.any_active() {
+            return;
+        }
+        {
+            let mut guard = self.lock_control();
+            self.drain_control(&mut guard, false);
+        }
+        let mut drained = false;
+        let mut escalate = false;
+        self.tmfs.for_each_active(|active| {
+            if escalate {
+                return;
+            }
+            let covered = if matches!(active.answer, Answer::Outcome(_)) {
+                if !drained {
+                    // The device completed what it took back before it answered: collect
+                    // those completions before counting what is left.
+                    escalate |= self.poll_all();
+                    drained = true;
+                }
+                self.covered_in_flight(&active)
+            } else {
+                0
+            };
+            let elapsed = now.saturating_sub(active.posted_at);
+            match crate::tmf::decide(active.answer, covered, elapsed) {
+                Decision::Wait => {
+                    if covered > 0 {
+                        self.tmfs.mark_waiting(&active);
+                    }
+                }
+                Decision::Complete(ending) => {
+                    if let Some(ended) = self.tmfs.finish(&active) {
+                        let counters = &self.tmfs.counters;
+                        let counter = match ending {
+                            Ending::Done => &counters.completed,
+                            Ending::AbsentNexus => &counters.absent_nexus,
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        if active.was_waiting() {
+                            counters.waited.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if let Some(owner) = ended.owner {
+                            self.complete_owner(owner, SRB_STATUS_SUCCESS);
+                        }
+                    }
+                }
+                Decision::Escalate(why) => {
+                    self.tmfs.counters.count_escalation(why);
+                    escalate = true;
+                }
+            }
+        });
+        if escalate {
+            self.reset_device();
+        }
+    }
+
+    /// Requests in flight that `active` covers.
+    fn covered_in_flight(&self, active: &Active) -> u32 {
+        let mut covered = 0u32;
+        self.for_each_in_flight(|request| {
+            if self.tmfs.covers(active, request) {
+                covered += 1;
+            }
+        });
+        covered
+    }
+
+    /// HwTimer: every deferred piece of work (see the module documentation), then the next
+    /// timer request. Runs at DISPATCH_LEVEL with no queue lock held.
+    pub fn on_timer(&self) {
+        self.timer_kick.store(false, Ordering::Relaxed);
+        // ORDERING: the kick flag was cleared before anything this run looks at, so a kick
+        // that arrives from here on is seen by `arm_timer`'s check (pairs with the fence in
+        // `kick_timer`).
+        fence(Ordering::SeqCst);
+        if self.is_stopped() {
+            // Nothing is in flight, and the timer stays off until ScsiRestartAdapter.
+            return;
+        }
+        let needs_reset = self.device_needs_reset();
+        if needs_reset {
+            self.recovery.needs_reset.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.reset_requested.swap(false, Ordering::Relaxed) || needs_reset {
+            self.reset_device();
+        }
+        let now = self.extension.system_time();
+        let last = self.last_health.load(Ordering::Relaxed);
+        // A system time that went backwards counts as a period gone, so polling never stops.
+        if now < last || now - last >= HEALTH_PERIOD {
+            self.last_health.store(now, Ordering::Relaxed);
+            self.find_lost_interrupts();
+        }
+        self.service_tmfs(now);
+        self.arm_timer();
+    }
+
+    /// Drains each request queue whose completions have waited a whole health period: their
+    /// interrupt was lost (or a device that completes without interrupting).
+    fn find_lost_interrupts(&self) {
+        let seen_before = self.used_seen.load(Ordering::Relaxed);
+        let mut seen = 0u64;
+        let mut reset = false;
+        for queue in 0..self.request_queues().min(64) {
+            let bit = 1u64 << queue;
+            let mut guard = self.lock(queue);
+            let waiting = guard
+                .state()
+                .is_some_and(|state| state.ring.queue().has_used());
+            if !waiting {
+                continue;
+            }
+            if seen_before & bit == 0 {
+                seen |= bit;
+                continue;
+            }
+            self.recovery
+                .lost_interrupts
+                .fetch_add(1, Ordering::Relaxed);
+            reset |= crate::io::drain(&mut guard);
+        }
+        self.used_seen.store(seen, Ordering::Relaxed);
+        if reset {
+            self.reset_device();
+        }
+    }
+
+    /// Asks StorPort for the next timer call: soon while a task management function is out,
+    /// at the health period otherwise.
+    fn arm_timer(&self) {
+        let period = if self.tmfs.any_active() {
+            TMF_POLL_MICROSECONDS
+        } else {
+            HEALTH_PERIOD_MICROSECONDS
+        };
+        self.extension
+            .request_timer(Some(crate::hw::hw_timer), period);
+        // ORDERING: the request above replaced any kick made while this run was going on; the
+        // fence orders it before the flag's load, pairing with the fence in `kick_timer`: either
+        // this load sees the kicker's flag (and renews the kick), or the kicker's request comes
+        // after ours (and stands).
+        fence(Ordering::SeqCst);
+        if self.timer_kick.load(Ordering::Relaxed) {
+            self.extension
+                .request_timer(Some(crate::hw::hw_timer), KICK_MICROSECONDS);
+        }
+    }
+
+    /// Asks for the timer to run now (from an ISR, or a context that must not do the work
+    /// itself).
+    pub fn kick_timer(&self) {
+        self.timer_kick.store(true, Ordering::Relaxed);
+        // ORDERING: pairs with the fence in `arm_timer` (see there).
+        fence(Ordering::SeqCst);
+        self.extension
+            .request_timer(Some(crate::hw::hw_timer), KICK_MICROSECONDS);
+    }
+
+    /// Resets the device: completes what it had finished, fails every other request in flight
+    /// with SRB_STATUS_BUS_RESET, ends every task management function, then brings the queues
+    /// back. Only one context resets at a time; a second caller returns at once (the reset it
+    /// would do is under way). Call with no queue lock held. Returns false if the device could
+    /// not be brought back (it is then failed).
+    pub fn reset_device(&self) -> bool {
         // ORDERING: the flag only elects one resetter; the queue locks order everything the
         // reset touches. Acquire pairs with the Release below of the previous reset, so a new
         // winner starts after the last one finished.
@@ -927,41 +1440,117 @@ impl Adapter {
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            return;
+            return true;
         }
-        self.resets.fetch_add(1, Ordering::Relaxed);
+        let mut restarted = true;
         {
             let locks = self.lock_all(false);
-            let transport = self.take_everything_back(&locks);
-            let restarted = transport.begin_init(self.features).is_ok()
-                && Self::configure_device(transport).is_ok()
-                && self.start_queues().is_ok();
-            if !restarted {
-                transport.fail();
+            // A stopped adapter has nothing in flight and its device stays reset until
+            // ScsiRestartAdapter.
+            if !self.is_stopped() {
+                self.resets.fetch_add(1, Ordering::Relaxed);
+                let transport = self.take_everything_back(&locks);
+                restarted = self.bring_up(transport).is_ok();
+                if !restarted {
+                    transport.fail();
+                    self.recovery
+                        .bring_up_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                self.end_every_tmf(restarted);
             }
         }
         // ORDERING: pairs with the Acquire of the next winner's compare-exchange above.
         self.resetting.store(false, Ordering::Release);
         self.extension.reset_detected();
+        restarted
     }
 
-    /// ScsiStopAdapter: resets the device (it stops using every buffer); requests in flight
-    /// are completed with SRB_STATUS_BUS_RESET.
+    /// Negotiates again and sets the queues up, insisting on the state find-adapter
+    /// established: the same features and limits (so the same queue count), and the same queue
+    /// sizes (the rings are reused as they are; a device that now offers less fails setup).
+    fn bring_up(
+        &self,
+        transport: &mut PciTransport<StorPortRegisters>,
+    ) -> Result<(), AdapterError> {
+        let accepted = transport.begin_init(self.features)?;
+        if accepted != self.features {
+            return Err(AdapterError::FeaturesChanged { accepted });
+        }
+        if Self::configure_device(transport)? != self.device_limits {
+            return Err(AdapterError::LimitsChanged);
+        }
+        self.start_queues(transport)
+    }
+
+    /// Ends every task management function after a device reset (every queue lock held): their
+    /// SRBs complete with SUCCESS if the device came back, SRB_STATUS_ERROR if not.
+    fn end_every_tmf(&self, restarted: bool) {
+        let status = if restarted {
+            SRB_STATUS_SUCCESS
+        } else {
+            SRB_STATUS_ERROR
+        };
+        self.tmfs.resolve_all(|owner| {
+            if let Some(owner) = owner {
+                self.complete_owner(owner, status);
+            }
+        });
+    }
+
+    /// ScsiStopAdapter: resets the device (it stops using every buffer) and marks the adapter
+    /// stopped; requests in flight are completed with SRB_STATUS_BUS_RESET (StorPort normally
+    /// drains them first), task management functions end.
     pub fn stop(&self) {
         // StorPort calls ScsiStopAdapter holding the interrupt lock, which in line mode is the
         // queues' lock already.
         let locks = self.lock_all(true);
+        // ORDERING: Release pairs with `is_stopped`'s Acquire; StartIo reads it under a queue
+        // lock held here, so no request reaches a ring once this store is made.
+        self.stopped.store(true, Ordering::Release);
         let _ = self.take_everything_back(&locks);
+        self.end_every_tmf(true);
+        self.recovery.stops.fetch_add(1, Ordering::Relaxed);
+        drop(locks);
+        self.extension.request_timer(None, 0);
     }
 
-    /// Takes every request queue's lock, in ascending order: all of them with per-queue
-    /// messages, the one shared lock otherwise (none in line mode when `line_lock_held`, as the
-    /// caller runs under StorPort's interrupt lock). Released in reverse by the guard.
+    /// ScsiRestartAdapter: renegotiates and sets the queues up again, as after power-up, with
+    /// the state find-adapter established (see [`Adapter::bring_up`]); false if the device
+    /// cannot be brought back that way (it is then failed and the adapter stays stopped).
+    pub fn restart(&self) -> bool {
+        let locks = self.lock_all(true);
+        let transport = self.transport_of(&locks);
+        let restarted = self.bring_up(transport).is_ok();
+        if restarted {
+            // ORDERING: Release pairs with `is_stopped`'s Acquire: the queues set up above are
+            // published before StartIo sees the adapter running.
+            self.stopped.store(false, Ordering::Release);
+            self.recovery.restarts.fetch_add(1, Ordering::Relaxed);
+        } else {
+            transport.fail();
+            self.recovery
+                .bring_up_failures
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        drop(locks);
+        if restarted {
+            self.used_seen.store(0, Ordering::Relaxed);
+            self.arm_timer();
+        }
+        restarted
+    }
+
+    /// Takes the controlq's lock, then every request queue's lock in ascending order: all of
+    /// them with per-queue messages, the one shared lock otherwise (none in line mode when
+    /// `line_lock_held`, as the caller runs under StorPort's interrupt lock). Released in
+    /// reverse by the guard.
     fn lock_all(&self, line_lock_held: bool) -> AllQueuesLocked<'_> {
+        let mode = self.mode();
         let mut locks = AllQueuesLocked {
+            control: (mode == InterruptMode::PerQueue).then(|| self.lock_control()),
             guards: [const { None }; MAX_REQUEST_QUEUES as usize],
         };
-        let mode = self.mode();
         let queues = usize::from(self.request_queues());
         for (queue, slot) in locks.guards.iter_mut().enumerate().take(queues) {
             let take = match mode {
@@ -976,45 +1565,59 @@ impl Adapter {
         locks
     }
 
-    /// With every queue lock held: resets the device, then completes every request in flight
-    /// with SRB_STATUS_BUS_RESET and returns every ring to its initial state. Returns the
-    /// transport for the caller to bring the device back (or not).
-    fn take_everything_back<'a>(
+    /// The transport, for a holder of every lock.
+    fn transport_of<'a>(
         &'a self,
         _locks: &'a AllQueuesLocked<'a>,
     ) -> &'a mut PciTransport<StorPortRegisters> {
         // SAFETY: every queue lock is held (or the one shared or interrupt lock), so no
-        // StartIo, ISR or DPC touches the transport or the queues; the returned reference
-        // borrows `_locks`, so it cannot outlive them.
-        let transport = unsafe { &mut *self.transport.get() };
+        // StartIo, ISR, DPC or timer touches the transport or the queues; the returned reference
+        // borrows `_locks`, so it cannot outlive them, and callers take it once per hold.
+        unsafe { &mut *self.transport.get() }
+    }
+
+    /// With every queue lock held: resets the device, completes what it had finished (their
+    /// used elements are valid: written before the reset), fails every other request in
+    /// flight with SRB_STATUS_BUS_RESET, and returns every ring to its initial state. Returns
+    /// the transport for the caller to bring the device back (or not).
+    fn take_everything_back<'a>(
+        &'a self,
+        locks: &'a AllQueuesLocked<'a>,
+    ) -> &'a mut PciTransport<StorPortRegisters> {
+        let transport = self.transport_of(locks);
         // Once the device reads back status 0 it no longer touches any buffer (virtio 1.x
         // section 2.4), so the requests in flight can be handed back.
         let _ = transport.reset();
         for queue in 0..self.request_queues() {
+            // SAFETY: every queue lock is held (see `lock_all`).
+            let mut guard = unsafe { self.assume_locked(queue) };
+            // A protocol violation here changes nothing: the device is being reset anyway.
+            let _ = crate::io::drain(&mut guard);
+            drop(guard);
             crate::io::fail_in_flight(self, queue);
         }
         for index in 0..self.active_queues() {
             // SAFETY: all locks held, as above.
             if let Some(state) = unsafe { self.queue_cell(index) } {
                 state.ring.queue().reset();
+                if index == queue_index::CONTROL {
+                    let tokens: &mut [usize] =
+                        core::borrow::BorrowMut::borrow_mut(&mut state.requests);
+                    tokens.fill(0);
+                }
             }
         }
         transport
     }
+}
 
-    /// ScsiRestartAdapter: renegotiates and sets the queues up again, as after power-up.
-    pub fn restart(&self) -> bool {
-        // SAFETY: StorPort calls restart with no I/O outstanding and interrupts synchronised.
-        let transport = unsafe { &mut *self.transport.get() };
-        let ok = transport.reset().is_ok()
-            && transport.begin_init(self.features).is_ok()
-            && Self::configure_device(transport).is_ok()
-            && self.start_queues().is_ok();
-        if !ok {
-            transport.fail();
-        }
-        ok
-    }
+/// Why a task management function was not sent; the owner comes back to be completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PostError {
+    /// The adapter is stopped: nothing is in flight, nothing to do.
+    Stopped(Option<Owner>),
+    /// No free slot, or the controlq is full.
+    NotSent(Option<Owner>),
 }
 
 /// How a [`QueueGuard`]'s lock is held.
@@ -1024,7 +1627,7 @@ enum Held {
     Msi { message: u32, old_irql: u32 },
     /// We acquired the interrupt lock (line mode).
     Line,
-    /// StorPort holds it for us (inside the ISR).
+    /// StorPort holds it for us (inside the ISR), or the caller's `lock_all`.
     ByCaller,
 }
 
@@ -1062,25 +1665,37 @@ impl<'a> QueueGuard<'a> {
 
 impl Drop for QueueGuard<'_> {
     fn drop(&mut self) {
-        match self.how {
-            Held::Msi { message, old_irql } => {
-                self.adapter.extension.release_msi_lock(message, old_irql);
-            }
-            // SAFETY: this guard acquired the interrupt lock with this handle.
-            Held::Line => unsafe {
-                self.adapter
-                    .extension
-                    .release_interrupt_lock(self.adapter.line_lock.get());
-            },
-            Held::ByCaller => {}
-        }
+        self.adapter.release(self.how);
     }
 }
 
-/// Every request queue's lock, from [`Adapter::lock_all`]; dropping it releases them in the
-/// reverse order of acquisition (each release restores the IRQL its acquire saved, so the
-/// first lock taken must be the last released).
+/// Proof that the controlq's lock is held; gives access to its state.
+#[derive(Debug)]
+pub struct ControlGuard<'a> {
+    adapter: &'a Adapter,
+    how: Held,
+}
+
+impl ControlGuard<'_> {
+    /// The controlq's state.
+    pub fn state(&mut self) -> Option<&mut QueueState> {
+        // SAFETY: this guard proves the controlq's lock is held, and `&mut self` makes the
+        // returned reference the only one derived from it.
+        unsafe { self.adapter.queue_cell(queue_index::CONTROL) }
+    }
+}
+
+impl Drop for ControlGuard<'_> {
+    fn drop(&mut self) {
+        self.adapter.release(self.how);
+    }
+}
+
+/// Every queue's lock, from [`Adapter::lock_all`]; dropping it releases them in the reverse
+/// order of acquisition (each release restores the IRQL its acquire saved, so the first lock
+/// taken must be the last released).
 struct AllQueuesLocked<'a> {
+    control: Option<ControlGuard<'a>>,
     guards: [Option<QueueGuard<'a>>; MAX_REQUEST_QUEUES as usize],
 }
 
@@ -1089,6 +1704,7 @@ impl Drop for AllQueuesLocked<'_> {
         for guard in self.guards.iter_mut().rev() {
             drop(guard.take());
         }
+        drop(self.control.take());
     }
 }
 

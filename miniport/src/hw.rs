@@ -10,7 +10,7 @@ use crate::io::{self, Built};
 use crate::port::DeviceExtension;
 use crate::storport::{
     ADDRESS_TYPE_FLAG_BTL8, Boolean, FALSE, HwInitializationData, PCIBus,
-    PortConfigurationInformation, SP_RETURN_ERROR, SRB_STATUS_SUCCESS,
+    PortConfigurationInformation, SP_RETURN_ERROR, SRB_STATUS_INVALID_REQUEST,
     SRB_TYPE_FLAG_SCSI_REQUEST_BLOCK, SRB_TYPE_FLAG_STORAGE_REQUEST_BLOCK,
     STOR_MAP_NON_READ_WRITE_BUFFERS, ScsiAdapterControlSuccess, ScsiAdapterControlUnsuccessful,
     ScsiQuerySupportedControlTypes, ScsiRequestBlock, ScsiRestartAdapter, ScsiStopAdapter,
@@ -177,10 +177,15 @@ pub unsafe extern "system" fn hw_start_io(
     let function = srb.function();
     if function == u32::from(crate::storport::SRB_FUNCTION_EXECUTE_SCSI) {
         io::start_io(adapter, srb);
-    } else {
-        // Resets: the device reset completes every request in flight with BUS_RESET.
-        adapter.reset_device();
-        io::complete(adapter, srb, SRB_STATUS_SUCCESS);
+        return TRUE;
+    }
+    // Aborts and resets (the only other functions BuildIo passes on) need the SRB's address,
+    // which the validated view does not keep: parse it again. It is the same SRB, still ours.
+    srb.hand_over();
+    // SAFETY: as above; the view just given up was the only one.
+    match unsafe { crate::srb::Srb::from_raw(raw) } {
+        Ok(srb) => crate::tmf::start(adapter, srb),
+        Err((srb, _)) => io::complete(adapter, srb, SRB_STATUS_INVALID_REQUEST),
     }
     TRUE
 }
@@ -228,7 +233,9 @@ pub unsafe extern "system" fn hw_queue_dpc(
     }
 }
 
-/// HwResetBus: resets the device; every request in flight completes with BUS_RESET.
+/// HwResetBus: StorPort's recovery from a timeout. Polls the queues, then resets the nexus
+/// of every target still holding requests (`crate::tmf::reset_bus`); they complete as the
+/// functions end, or by the full device reset they escalate to.
 ///
 /// # Safety
 /// DISPATCH_LEVEL with the StartIo lock held.
@@ -240,19 +247,19 @@ pub unsafe extern "system" fn hw_reset_bus(
     let Some(adapter) = (unsafe { adapter(device_extension) }) else {
         return FALSE;
     };
-    adapter.reset_device();
+    crate::tmf::reset_bus(adapter);
     TRUE
 }
 
-/// The HwTimer that resets the device when an ISR found it broken (see
-/// `Adapter::on_queue_interrupt`).
+/// The adapter's one HwTimer: resets an ISR asked for, `DEVICE_NEEDS_RESET`, task management
+/// deadlines and lost interrupts (`Adapter::on_timer`).
 ///
 /// # Safety
 /// DISPATCH_LEVEL with the StartIo lock held, no queue lock.
-pub unsafe extern "system" fn hw_reset_timer(device_extension: *mut c_void) {
+pub unsafe extern "system" fn hw_timer(device_extension: *mut c_void) {
     // SAFETY: StorPort's device extension.
     if let Some(adapter) = unsafe { adapter(device_extension) } {
-        adapter.reset_device();
+        adapter.on_timer();
     }
 }
 

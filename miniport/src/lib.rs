@@ -17,5 +17,6 @@ pub mod luns;
 pub mod platform;
 pub mod port;
 pub mod srb;
+pub mod tmf;
 pub mod vpd;
 pub mod wmi;

@@ -12,7 +12,7 @@ use crate::srb::Srb;
 use crate::storport::functions::{
     StorPortExtendedFunction, StorPortGetBusData, StorPortGetDeviceBase,
     StorPortGetPhysicalAddress, StorPortGetScatterGatherList, StorPortGetUncachedExtension,
-    StorPortNotification,
+    StorPortNotification, StorPortQuerySystemTime,
 };
 use crate::storport::{
     AcquireSpinLock, Boolean, EnablePassiveInitialization, ExtFunctionAcquireMSISpinLock,
@@ -168,6 +168,17 @@ impl DeviceExtension {
         // SAFETY: RequestTimerCall takes (PHW_TIMER, ULONG microseconds); the routine is a
         // static function.
         unsafe { StorPortNotification(RequestTimerCall, self.raw(), routine, microseconds) };
+    }
+
+    /// The system time in 100 ns units (StorPortQuerySystemTime). The miniport's deadlines
+    /// measure intervals with it; callers treat a clock that went backwards as no time passed.
+    #[must_use]
+    pub fn system_time(self) -> u64 {
+        let mut time: i64 = 0;
+        // SAFETY: StorPortQuerySystemTime writes one LARGE_INTEGER to a valid local; callable
+        // at any IRQL.
+        unsafe { StorPortQuerySystemTime(&raw mut time) };
+        time.cast_unsigned()
     }
 
     /// Initialises `dpc` to run `routine` (HwPassiveInitialize context).
