@@ -735,13 +735,13 @@ impl<S: Borrow<[TmfSlot]>> TmfTable<S> {
                 continue;
             }
             if let Some(ended) = Self::take(slot, current) {
+                // Counted before the SRB completes: whoever waits for it may read the counter
+                // at once.
+                self.counters.superseded.fetch_add(1, Ordering::Relaxed);
                 complete(ended.owner);
                 resolved += 1;
             }
         }
-        self.counters
-            .superseded
-            .fetch_add(resolved, Ordering::Relaxed);
         resolved
     }
 }

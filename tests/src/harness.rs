@@ -136,6 +136,18 @@ pub fn boot(
 }
 
 impl Machine {
+    /// The miniport's adapter in the simulated device extension, for its counters; `None`
+    /// if find-adapter did not construct one.
+    #[must_use]
+    pub fn miniport(&self) -> Option<&rvscsi::adapter::Adapter> {
+        let extension = self.adapter.device_extension_ptr();
+        // SAFETY: the device extension the simulator allocated for this adapter: as large as
+        // the miniport registered, 16-aligned, zeroed before find-adapter, and alive as long as
+        // `self.adapter`, which the returned reference borrows through `self`. The miniport
+        // mutates its adapter only through atomics and cells, as `from_extension` requires.
+        unsafe { rvscsi::adapter::Adapter::from_extension(extension) }
+    }
+
     /// Shuts the machine down, panicking with the simulator's record if the miniport broke the
     /// StorPort contract at any point (including an SRB still outstanding).
     ///
