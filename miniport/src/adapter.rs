@@ -1512,7 +1512,8 @@ impl Adapter {
         self.end_every_tmf(true);
         self.recovery.stops.fetch_add(1, Ordering::Relaxed);
         drop(locks);
-        self.extension.request_timer(None, 0);
+        // Zero microseconds cancels the pending timer request.
+        self.extension.request_timer(Some(crate::hw::hw_timer), 0);
     }
 
     /// ScsiRestartAdapter: renegotiates and sets the queues up again, as after power-up, with

@@ -5,7 +5,10 @@
 //! # What each request becomes
 //! - `SRB_FUNCTION_ABORT_COMMAND`: ABORT TASK on the aborted SRB's own LUN, with the tag the
 //!   miniport put in its request header (the request's address). An SRB not in flight any more
-//!   is answered `SRB_STATUS_ABORT_FAILED` at once: there is nothing left to abort.
+//!   is answered `SRB_STATUS_ABORT_FAILED` at once: there is nothing left to abort. The tag is
+//!   only unique while the request is in flight: if it completes and a new request reuses its
+//!   SRB extension before the device acts on the function, the new request is the one aborted
+//!   (it completes with `SRB_STATUS_ABORTED`, which the class driver retries).
 //! - `SRB_FUNCTION_RESET_LOGICAL_UNIT`: LOGICAL UNIT RESET on the SRB's own target and LUN
 //!   (vioscsi resets 0/0 whatever the SRB names).
 //! - `SRB_FUNCTION_RESET_DEVICE`: I_T NEXUS RESET on the SRB's target.

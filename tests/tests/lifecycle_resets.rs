@@ -540,7 +540,19 @@ fn hw_reset_bus_resets_each_target_holding_requests() {
 
 #[test]
 fn an_abort_ends_its_command_and_nothing_else() {
-    let machine = machine(sim(None), DeviceOptions::default());
+    // Both SRB shapes keep the request to abort in NextSrb.
+    for force_classic in [false, true] {
+        let options = SimOptions {
+            force_scsi_request_block: force_classic,
+            ..sim(None)
+        };
+        let machine = machine(options, DeviceOptions::default());
+        abort_one_of_300(&machine);
+        machine.finish();
+    }
+}
+
+fn abort_one_of_300(machine: &Machine) {
     // Every command waits 1.5 s; the tags are noted by LBA.
     let tags = Arc::new(Mutex::new(HashMap::new()));
     let noted = Arc::clone(&tags);
@@ -557,15 +569,15 @@ fn an_abort_ends_its_command_and_nothing_else() {
                 FaultAction::Normal
             }
         })));
-    let load = submit_load(&machine, 0, 0, IN_FLIGHT, 0);
-    wait_held(&machine, IN_FLIGHT);
+    let load = submit_load(machine, 0, 0, IN_FLIGHT, 0);
+    wait_held(machine, IN_FLIGHT);
     let victim = load[42].clone(); // a write
     assert!(victim.data.is_some());
     let mut abort = Request::abort(0, 0, victim.ticket);
     abort.timeout_seconds = LONG_TIMEOUT;
     let abort = machine.adapter.execute(2, &abort).unwrap();
     assert_eq!(abort.status(), SRB_STATUS_SUCCESS);
-    let done = complete_all(&machine, &load);
+    let done = complete_all(machine, &load);
     for (io, completion) in &done {
         let expected = if io.ticket == victim.ticket {
             SRB_STATUS_ABORTED
@@ -583,7 +595,7 @@ fn an_abort_ends_its_command_and_nothing_else() {
         (0, 0, tag)
     );
     assert_eq!(tmf_counter!(machine, aborts), 1);
-    assert_eq!(full_resets(&machine), 0);
+    assert_eq!(full_resets(machine), 0);
     // A command no longer in flight cannot be aborted.
     let again = machine
         .adapter
@@ -592,9 +604,8 @@ fn an_abort_ends_its_command_and_nothing_else() {
     assert_eq!(again.status(), SRB_STATUS_ABORT_FAILED);
     assert_eq!(machine.device.tmf_log().len(), 1);
     machine.device.set_fault_hook(None);
-    check_writes(&machine, &done);
-    check_resumes(&machine);
-    machine.finish();
+    check_writes(machine, &done);
+    check_resumes(machine);
 }
 
 /// The device sets DEVICE_NEEDS_RESET with 300 requests held: the configuration interrupt
@@ -812,4 +823,33 @@ fn power_cycles_under_load_keep_every_byte() {
         let machine = Arc::try_unwrap(machine).ok().unwrap();
         machine.finish();
     }
+}
+
+/// ScsiRestartAdapter with a device that cannot be brought back (it refuses FEATURES_OK):
+/// the restart is unsuccessful, the adapter stays stopped and requests get BUSY; once the
+/// device cooperates, the next restart brings back the same negotiated state.
+#[test]
+fn a_failed_restart_leaves_the_adapter_stopped() {
+    let machine = machine(sim(None), DeviceOptions::default());
+    let before = negotiated(&machine);
+    assert_eq!(machine.adapter.stop_adapter().unwrap(), 0);
+    let registers = machine.device.registers();
+    registers.set_refuse_features_ok(true);
+    assert_eq!(
+        machine.adapter.restart_adapter().unwrap(),
+        1,
+        "unsuccessful"
+    );
+    assert_eq!(recovery_counter!(machine, bring_up_failures), 1);
+    assert_eq!(recovery_counter!(machine, restarts), 0);
+    let refused = machine
+        .adapter
+        .execute(0, &Request::new(0, 0, &rw10(0x28, 0, 1)).reading(512))
+        .unwrap();
+    assert_eq!(refused.status(), SRB_STATUS_BUSY);
+    registers.set_refuse_features_ok(false);
+    assert_eq!(machine.adapter.restart_adapter().unwrap(), 0);
+    assert_eq!(negotiated(&machine), before);
+    check_resumes(&machine);
+    machine.finish();
 }
