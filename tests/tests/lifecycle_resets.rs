@@ -90,7 +90,7 @@ fn stamped(stamp: u64, len: usize) -> Vec<u8> {
 }
 
 /// One request of a load.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct Io {
     ticket: Ticket,
     target: u8,
@@ -98,6 +98,17 @@ struct Io {
     lba: u32,
     /// What it writes (`None`: a read).
     data: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Io {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.data.is_some() { "write" } else { "read" };
+        write!(
+            f,
+            "{kind} {:?} of {}:{} at LBA {}",
+            self.ticket, self.target, self.lun, self.lba
+        )
+    }
 }
 
 /// Submits `count` requests to `target`/`lun` on disjoint ranges from `first_lba`, writes and
@@ -312,8 +323,10 @@ fn a_lun_reset_with_300_requests_held_resets_that_lun_only() {
     let held = submit_load(&machine, 0, 1, IN_FLIGHT, 0);
     wait_held(&machine, IN_FLIGHT);
     let bystanders = submit_load(&machine, 0, 0, 40, 0);
-    let (reset, _) = reset_lun(&machine, 0, 1);
+    let (reset, took) = reset_lun(&machine, 0, 1);
     assert_eq!(reset.status(), SRB_STATUS_SUCCESS);
+    // Information only, never asserted: the figure for the report.
+    eprintln!("LUN reset with {IN_FLIGHT} requests held: {took:?}");
     let held = complete_all(&machine, &held);
     assert_eq!(
         statuses(&held),
@@ -419,6 +432,7 @@ fn a_lun_reset_never_answered_escalates_at_the_deadline() {
     wait_held(&machine, IN_FLIGHT);
     let (reset, took) = reset_lun(&machine, 0, 1);
     assert_eq!(reset.status(), SRB_STATUS_SUCCESS);
+    eprintln!("LUN reset never answered, escalated after {took:?}");
     assert!(
         took >= DEADLINE && took < DEADLINE * 3,
         "the escalation came after {took:?}"
@@ -623,6 +637,10 @@ fn a_device_needing_a_reset_is_reset_and_loses_nothing() {
         machine.device.raise_needs_reset();
         let started = Instant::now();
         let held = complete_all(&machine, &held);
+        eprintln!(
+            "DEVICE_NEEDS_RESET ({messages:?} messages): all back after {:?}",
+            started.elapsed()
+        );
         assert!(started.elapsed() < Duration::from_secs(2), "{messages:?}");
         assert_eq!(
             statuses(&held),
@@ -649,6 +667,10 @@ fn lost_interrupts_are_recovered_by_polling() {
         let load = submit_load(&machine, 0, 0, IN_FLIGHT, 0);
         let started = Instant::now();
         let done = complete_all(&machine, &load);
+        eprintln!(
+            "lost interrupts ({messages:?} messages): {IN_FLIGHT} requests polled in {:?}",
+            started.elapsed()
+        );
         assert!(started.elapsed() < Duration::from_secs(3), "{messages:?}");
         assert_eq!(
             statuses(&done),
