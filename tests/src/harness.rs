@@ -136,6 +136,21 @@ pub fn boot(
 }
 
 impl Machine {
+    /// The miniport's own state in the simulated device extension (its counters, LUN table,
+    /// event queue), for scenarios that check what the driver recorded.
+    ///
+    /// # Panics
+    /// If the extension holds no constructed adapter (find-adapter failed): test support.
+    #[must_use]
+    pub fn miniport(&self) -> &rvscsi::adapter::Adapter {
+        let extension = self.adapter.device_extension() as *mut std::ffi::c_void;
+        // SAFETY: the simulator's device extension lives as long as `self.adapter` (which this
+        // borrow keeps alive), is 16-aligned and sized for an Adapter, and find-adapter
+        // constructed one there; the miniport only mutates it through interior mutability.
+        let adapter = unsafe { rvscsi::adapter::Adapter::from_extension(extension) };
+        adapter.expect("find-adapter built the adapter")
+    }
+
     /// Shuts the machine down, panicking with the simulator's record if the miniport broke the
     /// StorPort contract at any point (including an SRB still outstanding).
     ///
