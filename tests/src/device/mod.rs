@@ -170,6 +170,17 @@ pub enum FaultAction {
 /// device's registers (it runs under the queue's lock).
 pub type FaultHook = Arc<dyn Fn(&RequestInfo) -> FaultAction + Send + Sync>;
 
+/// What [`VirtioScsiDevice::hot_unplug`] did.
+#[derive(Debug)]
+pub struct Unplugged {
+    /// The unit removed (its medium, for checks).
+    pub unit: Lun,
+    /// The `REMOVED` event reached an eventq buffer.
+    pub event_posted: bool,
+    /// Commands the device still held for the unit, completed with `ABORTED`.
+    pub cancelled: usize,
+}
+
 /// Counters of one virtqueue.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueueStats {
@@ -690,22 +701,26 @@ impl VirtioScsiDevice {
     /// are completed with `VIRTIO_SCSI_S_ABORTED`, as QEMU's request purge does
     /// (`virtio_scsi_request_cancelled` outside a reset). Commands already executing finish on
     /// the unit; commands that arrive afterwards are answered for an absent unit (LOGICAL UNIT
-    /// NOT SUPPORTED, or `BAD_TARGET` once the target has no LUN left). Returns the unit (the
-    /// medium, for checks) and whether the event reached an eventq buffer.
+    /// NOT SUPPORTED, or `BAD_TARGET` once the target has no LUN left). `None` if there is no
+    /// such LUN.
     #[must_use]
-    pub fn hot_unplug(&self, target: u8, lun: u16) -> Option<(Lun, bool)> {
+    pub fn hot_unplug(&self, target: u8, lun: u16) -> Option<Unplugged> {
         let address = WireLun::new(target, lun).ok()?;
-        let posted = self.shared.post_if_negotiated(
+        let event_posted = self.shared.post_if_negotiated(
             Features::SCSI_HOTPLUG,
             EventType::TransportReset,
             address,
             ResetReason::Removed.raw(),
         );
         let unit = self.remove_lun(target, lun)?;
-        self.shared.cancel(Response::Aborted, |job| {
+        let cancelled = self.shared.cancel(Response::Aborted, |job| {
             job.nexus.0 == target && job.nexus.1 == lun
         });
-        Some((unit, posted))
+        Some(Unplugged {
+            unit,
+            event_posted,
+            cancelled,
+        })
     }
 
     /// Changes the capacity of `target`/`lun` to `blocks` (QEMU's `block_resize`): with
@@ -1518,7 +1533,11 @@ impl Shared {
                 return false;
             }
         };
-        let Some(chain) = queue.pop_descriptor_chain(Arc::clone(&self.guest)) else {
+        let popped = queue.pop_descriptor_chain(Arc::clone(&self.guest));
+        // Publish avail_event = the next buffer, as QEMU's pop does with EVENT_IDX: a driver
+        // that puts a buffer back after the device used them all then notifies the device.
+        let _ = queue.enable_notification(&*self.guest);
+        let Some(chain) = popped else {
             state.events_missed = true;
             return false;
         };
@@ -1537,9 +1556,7 @@ impl Shared {
             if writer.available_bytes() < payload.len() {
                 return Err(ChainError::TooShort);
             }
-            writer
-                .write_all(&payload)
-                .map_err(|_| ChainError::Unmapped)
+            writer.write_all(&payload).map_err(|_| ChainError::Unmapped)
         });
         if let Err(error) = written {
             drop(state);
@@ -1548,7 +1565,9 @@ impl Shared {
         }
         let len = used_len.unwrap_or(payload.len() as u32);
         let mut raise = None;
-        if queue.add_used(&*self.guest, chain.head_index(), len).is_ok()
+        if queue
+            .add_used(&*self.guest, chain.head_index(), len)
+            .is_ok()
             && self.needs_interrupt(queue)
         {
             if self.event_interrupts_held.load(Ordering::SeqCst) {

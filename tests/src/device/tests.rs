@@ -839,13 +839,28 @@ fn events_are_posted_into_eventq_buffers_and_missed_ones_flagged() {
     let q = h.queue(1);
     q.queue.add(&[], &[segment(&buffer)], None).unwrap();
     q.kick();
-    assert!(h.device.post_event(event));
+    // As QEMU's `virtio_scsi_handle_event_vq`: the first buffer after a loss reports it at
+    // once, in a NO_EVENT.
     let used = h.queue(1).queue.pop_used().unwrap().unwrap();
     assert_eq!(used.written, 16);
     let mut bytes = [0u8; 16];
     assert!(buffer.read_bytes(0, &mut bytes));
     let got = Event::read_from_bytes(&bytes).unwrap();
     assert!(got.events_missed());
+    assert_eq!(
+        got.decode().unwrap().kind,
+        virtio_core::scsi::EventKind::NoEvent
+    );
+    // The loss is reported once: the next event comes without the flag.
+    let q = h.queue(1);
+    q.queue.add(&[], &[segment(&buffer)], None).unwrap();
+    q.kick();
+    assert!(h.device.post_event(event));
+    let used = h.queue(1).queue.pop_used().unwrap().unwrap();
+    assert_eq!(used.written, 16);
+    assert!(buffer.read_bytes(0, &mut bytes));
+    let got = Event::read_from_bytes(&bytes).unwrap();
+    assert!(!got.events_missed());
     let decoded = got.decode().unwrap();
     assert_eq!(
         decoded.kind,

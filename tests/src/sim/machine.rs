@@ -1069,7 +1069,11 @@ impl Machine {
     }
 
     /// Submits and waits (10 s).
-    pub(crate) fn execute(&self, processor: u32, request: &Request) -> Result<Completion, SimError> {
+    pub(crate) fn execute(
+        &self,
+        processor: u32,
+        request: &Request,
+    ) -> Result<Completion, SimError> {
         let ticket = self.submit(processor, request)?;
         self.wait(ticket, Duration::from_secs(10))
     }

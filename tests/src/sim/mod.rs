@@ -864,6 +864,12 @@ impl Adapter {
         self.machine.pnp.wait(timeout, until)
     }
 
+    /// Holds the port driver's PnP work (rescans, state changes) back while `paused`, as a
+    /// busy PnP manager would: notifications are still accepted and queued.
+    pub fn pause_pnp(&self, paused: bool) {
+        self.machine.pnp.pause(paused);
+    }
+
     fn start_pnp(&mut self) -> Result<(), SimError> {
         let machine = Arc::clone(&self.machine);
         let handle = std::thread::Builder::new()

@@ -90,12 +90,25 @@ struct StateChange {
     started: bool,
 }
 
+/// Whether the worker takes jobs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Mode {
+    /// It takes them as they come.
+    #[default]
+    Run,
+    /// Jobs wait (a scenario holds the port driver's PnP work back).
+    Pause,
+    /// It ends after its current job.
+    Stop,
+}
+
 #[derive(Default)]
 struct PnpState {
     rescan_requested: bool,
     state_change: Option<StateChange>,
+    /// A job is running.
     working: bool,
-    stop: bool,
+    mode: Mode,
     disks: BTreeMap<(u8, u8), Disk>,
     history: Vec<PnpEvent>,
     rescans: u64,
@@ -154,9 +167,19 @@ impl Pnp {
         abi::STOR_STATUS_SUCCESS
     }
 
+    /// Holds the worker's jobs back (`true`) or lets them run again.
+    pub(crate) fn pause(&self, paused: bool) {
+        let mut state = self.lock();
+        if state.mode != Mode::Stop {
+            state.mode = if paused { Mode::Pause } else { Mode::Run };
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
     /// Asks the worker to stop after its current job.
     pub(crate) fn stop(&self) {
-        self.lock().stop = true;
+        self.lock().mode = Mode::Stop;
         self.changed.notify_all();
     }
 
@@ -252,8 +275,15 @@ impl Pnp {
     fn next_job(&self) -> Option<Job> {
         let mut state = self.lock();
         loop {
-            if state.stop {
+            if state.mode == Mode::Stop {
                 return None;
+            }
+            if state.mode == Mode::Pause {
+                state = self
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
             }
             if let Some(change) = state.state_change.as_mut()
                 && !change.started
@@ -411,7 +441,11 @@ fn disk_of(
         0,
         &Request::new(target, lun, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0]).reading(8),
     )?;
-    let Some(bytes) = capacity.data.first_chunk::<8>().filter(|_| transferred(&capacity)) else {
+    let Some(bytes) = capacity
+        .data
+        .first_chunk::<8>()
+        .filter(|_| transferred(&capacity))
+    else {
         return Ok(None);
     };
     let last = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
