@@ -114,11 +114,23 @@ fn a_hot_plugged_lun_is_discovered_and_an_unplugged_one_is_gone_in_every_interru
             .adapter
             .wait_pnp(WAIT, |view| view.idle && !has_disk(view, 1, 0))
             .unwrap();
+        // I/O to the removed LUN fails at once, without reaching the device.
+        let sent = |machine: &Machine| -> u64 {
+            let stats = machine.device.stats();
+            stats
+                .queues
+                .iter()
+                .skip(2)
+                .map(|queue| queue.requests)
+                .sum()
+        };
+        let before = sent(&machine);
         let done = machine
             .adapter
             .execute(0, &Request::new(1, 0, &read10(0, 1)).reading(512))
             .unwrap();
         assert_eq!(done.status(), SRB_STATUS_NO_DEVICE, "messages {messages:?}");
+        assert_eq!(sent(&machine), before);
         // The LUN table forgot it too (WMI lists units from it).
         let events = machine.miniport().events();
         assert!(events.gone().contains(1, 0));
