@@ -721,7 +721,7 @@ impl EventQueue {
 
     fn store_config(&self, bytes: &[u8; CONFIG_LEN]) {
         for (word, chunk) in self.config.iter().zip(bytes.chunks_exact(4)) {
-            let value = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            let value = u32::from_le_bytes(chunk.try_into().unwrap_or([0; 4]));
             // ORDERING: relaxed; only the configuration interrupt (one message lock) and
             // set-up (no interrupt) touch these words.
             word.store(value, Ordering::Relaxed);
