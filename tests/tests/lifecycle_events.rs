@@ -376,16 +376,16 @@ fn hot_plug_and_unplug_under_load_lose_no_srb_and_write_nothing_after_failing() 
     // The device holds every command to the victim LUN for a while; just before the LUN goes
     // it keeps them (until the removal aborts them), so some are surely in its hands then,
     // however the threads are scheduled.
-    let hold = Arc::new(AtomicBool::new(false));
-    let held = Arc::new(AtomicU64::new(0));
-    let (hook_hold, hook_held) = (Arc::clone(&hold), Arc::clone(&held));
+    let holding = Arc::new(AtomicBool::new(false));
+    let kept_commands = Arc::new(AtomicU64::new(0));
+    let (hook_holding, hook_kept) = (Arc::clone(&holding), Arc::clone(&kept_commands));
     machine
         .device
         .set_fault_hook(Some(Arc::new(move |info: &RequestInfo| {
             if (info.target, info.lun) != (0, 1) {
                 FaultAction::Normal
-            } else if hook_hold.load(Ordering::SeqCst) {
-                hook_held.fetch_add(1, Ordering::SeqCst);
+            } else if hook_holding.load(Ordering::SeqCst) {
+                hook_kept.fetch_add(1, Ordering::SeqCst);
                 FaultAction::Drop
             } else {
                 FaultAction::Delay(Duration::from_millis(15))
@@ -401,9 +401,9 @@ fn hot_plug_and_unplug_under_load_lose_no_srb_and_write_nothing_after_failing() 
     let victims = [load.victim(0), load.victim(1)];
 
     std::thread::sleep(Duration::from_millis(150));
-    hold.store(true, Ordering::SeqCst);
+    holding.store(true, Ordering::SeqCst);
     let deadline = std::time::Instant::now() + WAIT;
-    while held.load(Ordering::SeqCst) < 2 {
+    while kept_commands.load(Ordering::SeqCst) < 2 {
         assert!(std::time::Instant::now() < deadline, "victims stalled");
         std::thread::sleep(Duration::from_millis(1));
     }
