@@ -1,5 +1,8 @@
 //! Unit tests of the reservation state, driven through the logical unit as SCSI commands from
 //! several nexuses.
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
 
 use super::super::target::{CHECK_CONDITION, GOOD, Lun, Outcome, opcode, sense_key};
 use super::*;
@@ -682,4 +685,340 @@ fn scsi2_commands_under_persistent_registrations() {
     assert!(lun.pr_status().reservation.is_some());
     assert!(is_conflict(&reserve6(&lun, C)));
     assert!(is_conflict(&release6(&lun, C)));
+}
+
+/// One step of the property test, from nexus `who` (0-2).
+#[derive(Clone, Debug)]
+enum Step {
+    /// REGISTER (or with `ignore`, REGISTER AND IGNORE EXISTING KEY) of `new_key`, naming the
+    /// current key if `right_key`, else a wrong one.
+    Register {
+        who: usize,
+        new_key: u64,
+        right_key: bool,
+        ignore: bool,
+    },
+    /// RESERVE, RELEASE or CLEAR (`action`) with TYPE `code`.
+    Simple {
+        who: usize,
+        action: u8,
+        code: u8,
+        right_key: bool,
+    },
+    /// PREEMPT (AND ABORT) of `victim_key` with TYPE `code`.
+    Preempt {
+        who: usize,
+        victim_key: u64,
+        code: u8,
+        right_key: bool,
+        abort: bool,
+    },
+    /// WRITE(10) of one block at `lba`.
+    Write { who: usize, lba: u8 },
+}
+
+/// What a PERSISTENT RESERVE OUT ends with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Good,
+    Conflict,
+    Illegal,
+}
+
+fn verdict(outcome: &Outcome) -> Verdict {
+    match outcome.status {
+        GOOD => Verdict::Good,
+        RESERVATION_CONFLICT => Verdict::Conflict,
+        _ => {
+            assert_eq!(outcome.sense[2], sense_key::ILLEGAL_REQUEST, "{outcome:?}");
+            Verdict::Illegal
+        }
+    }
+}
+
+/// The reference model, written from the SPC-4 rules as a table of registrations plus an
+/// optional (type code, holder) pair, with `None` as the holder of all-registrants types.
+#[derive(Clone, Debug, Default)]
+struct Model {
+    keys: BTreeMap<usize, u64>,
+    reservation: Option<(u8, Option<usize>)>,
+    generation: u32,
+}
+
+impl Model {
+    fn all_registrants(code: u8) -> bool {
+        code == WE_AR || code == EA_AR
+    }
+
+    fn holds(&self, who: usize) -> bool {
+        match self.reservation {
+            Some((code, None)) if Self::all_registrants(code) => self.keys.contains_key(&who),
+            Some((_, holder)) => holder == Some(who),
+            None => false,
+        }
+    }
+
+    /// Who may write: SBC-3 table 13's WRITE row.
+    fn may_write(&self, who: usize) -> bool {
+        match self.reservation {
+            None => true,
+            Some((code, _)) if code == WE || code == EA => self.holds(who),
+            Some(_) => self.keys.contains_key(&who),
+        }
+    }
+
+    fn drop_registrations(&mut self, gone: impl Fn(usize, u64) -> bool) {
+        self.keys.retain(|&who, &mut key| !gone(who, key));
+        let orphaned = match self.reservation {
+            Some((code, None)) => Self::all_registrants(code) && self.keys.is_empty(),
+            Some((_, Some(holder))) => !self.keys.contains_key(&holder),
+            None => false,
+        };
+        if orphaned {
+            self.reservation = None;
+        }
+    }
+
+    fn establish(&mut self, who: usize, code: u8) {
+        let holder = (!Self::all_registrants(code)).then_some(who);
+        self.reservation = Some((code, holder));
+    }
+
+    fn register(&mut self, who: usize, named: u64, new_key: u64, ignore: bool) -> Verdict {
+        let current = self.keys.get(&who).copied();
+        if !ignore && named != current.unwrap_or(0) {
+            return Verdict::Conflict;
+        }
+        match (current, new_key) {
+            (None, 0) => return Verdict::Good,
+            (_, 0) => self.drop_registrations(|w, _| w == who),
+            (_, key) => {
+                self.keys.insert(who, key);
+            }
+        }
+        self.generation += 1;
+        Verdict::Good
+    }
+
+    fn simple(&mut self, who: usize, action: u8, code: u8) -> Verdict {
+        let valid = ReservationType::from_raw(code).is_some();
+        match action {
+            pr_out::RESERVE => match self.reservation {
+                _ if !valid => Verdict::Illegal,
+                None => {
+                    self.establish(who, code);
+                    Verdict::Good
+                }
+                Some((held, _)) if held == code && self.holds(who) => Verdict::Good,
+                Some(_) => Verdict::Conflict,
+            },
+            pr_out::RELEASE => match self.reservation {
+                Some((held, _)) if self.holds(who) => {
+                    if held != code {
+                        return Verdict::Illegal;
+                    }
+                    self.reservation = None;
+                    Verdict::Good
+                }
+                _ => Verdict::Good,
+            },
+            _ => {
+                self.keys.clear();
+                self.reservation = None;
+                self.generation += 1;
+                Verdict::Good
+            }
+        }
+    }
+
+    fn preempt(&mut self, who: usize, victim_key: u64, code: u8) -> Verdict {
+        let holder_key = match self.reservation {
+            Some((_, Some(holder))) => self.keys.get(&holder).copied(),
+            _ => None,
+        };
+        let all = self
+            .reservation
+            .is_some_and(|(held, _)| Self::all_registrants(held));
+        if (all && victim_key == 0) || (holder_key.is_some() && holder_key == Some(victim_key)) {
+            if ReservationType::from_raw(code).is_none() {
+                return Verdict::Illegal;
+            }
+            self.reservation = None;
+            self.drop_registrations(|w, k| w != who && (victim_key == 0 || k == victim_key));
+            self.establish(who, code);
+        } else {
+            if victim_key == 0 {
+                return Verdict::Illegal;
+            }
+            if !self.keys.values().any(|&k| k == victim_key) {
+                return Verdict::Conflict;
+            }
+            self.drop_registrations(|w, k| w != who && k == victim_key);
+        }
+        self.generation += 1;
+        Verdict::Good
+    }
+
+    fn apply(&mut self, step: &Step) -> Option<Verdict> {
+        let (who, right_key) = match *step {
+            Step::Register { .. } | Step::Write { .. } => return None,
+            Step::Simple { who, right_key, .. } | Step::Preempt { who, right_key, .. } => {
+                (who, right_key)
+            }
+        };
+        // Everything but REGISTER needs a registered nexus naming its own key.
+        if !right_key || !self.keys.contains_key(&who) {
+            return Some(Verdict::Conflict);
+        }
+        Some(match *step {
+            Step::Simple { action, code, .. } => self.simple(who, action, code),
+            Step::Preempt {
+                victim_key, code, ..
+            } => self.preempt(who, victim_key, code),
+            _ => return None,
+        })
+    }
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let who = 0..3usize;
+    let key = prop_oneof![Just(0u64), 1..4u64];
+    // Valid types mostly, and now and then the reserved code 2h.
+    let code = prop_oneof![
+        6 => prop::sample::select(vec![WE, EA, WE_RO, EA_RO, WE_AR, EA_AR]),
+        1 => Just(0x2u8),
+    ];
+    let right = prop::bool::weighted(0.85);
+    prop_oneof![
+        3 => (who.clone(), key.clone(), right, any::<bool>()).prop_map(
+            |(who, new_key, right_key, ignore)| Step::Register { who, new_key, right_key, ignore }
+        ),
+        3 => (
+            who.clone(),
+            prop::sample::select(vec![pr_out::RESERVE, pr_out::RELEASE, pr_out::CLEAR]),
+            code.clone(),
+            right
+        )
+            .prop_map(|(who, action, code, right_key)| Step::Simple { who, action, code, right_key }),
+        2 => (who.clone(), key, code, right, any::<bool>()).prop_map(
+            |(who, victim_key, code, right_key, abort)| Step::Preempt {
+                who, victim_key, code, right_key, abort
+            }
+        ),
+        4 => (who, 0..4u8).prop_map(|(who, lba)| Step::Write { who, lba }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn random_reservation_traffic_matches_the_model(steps in prop::collection::vec(step(), 1..60)) {
+        let lun = unit();
+        let nexus = [A, B, C];
+        let mut model = Model::default();
+        for (index, step) in steps.iter().enumerate() {
+            let who = match *step {
+                Step::Register { who, .. } | Step::Simple { who, .. }
+                | Step::Preempt { who, .. } | Step::Write { who, .. } => who,
+            };
+            let me = nexus[who];
+            // Unit attentions are tested on their own; clear them so each command is judged
+            // on reservations alone.
+            drain(&lun, me);
+            let current = model.keys.get(&who).copied().unwrap_or(0);
+            let named = |right: bool| if right { current } else { current + 100 };
+            let before = model.generation;
+            match *step {
+                Step::Register { new_key, right_key, ignore, .. } => {
+                    let action = if ignore {
+                        pr_out::REGISTER_AND_IGNORE_EXISTING_KEY
+                    } else {
+                        pr_out::REGISTER
+                    };
+                    let got = verdict(&out(&lun, me, action, 0, named(right_key), new_key));
+                    let expected = model.register(who, named(right_key), new_key, ignore);
+                    prop_assert_eq!(got, expected, "step {}: {:?}", index, step);
+                }
+                Step::Simple { action, code, right_key, .. } => {
+                    let got = verdict(&out(&lun, me, action, code, named(right_key), 0));
+                    prop_assert_eq!(Some(got), model.apply(step), "step {}: {:?}", index, step);
+                }
+                Step::Preempt { victim_key, code, right_key, abort, .. } => {
+                    let action = if abort { pr_out::PREEMPT_AND_ABORT } else { pr_out::PREEMPT };
+                    let got = verdict(&out(&lun, me, action, code, named(right_key), victim_key));
+                    prop_assert_eq!(Some(got), model.apply(step), "step {}: {:?}", index, step);
+                }
+                Step::Write { lba, .. } => {
+                    let fill = (index as u8).wrapping_add(1);
+                    let old = medium(&lun, lba);
+                    let result = write(&lun, me, lba, fill);
+                    if model.may_write(who) {
+                        prop_assert_eq!(result.status, GOOD, "step {}: {:?}", index, step);
+                        prop_assert_eq!(medium(&lun, lba), fill);
+                    } else {
+                        prop_assert!(is_conflict(&result), "step {}: {:?} {:?}", index, step, result);
+                        prop_assert_eq!(medium(&lun, lba), old);
+                    }
+                }
+            }
+            // PRgeneration moves exactly when the model says (REGISTER, CLEAR, PREEMPT), and
+            // the registrations and reservation agree.
+            prop_assert!(model.generation == before || model.generation == before + 1);
+            let (generation, mut got_keys) = keys(&lun);
+            prop_assert_eq!(generation, model.generation, "step {}: {:?}", index, step);
+            let mut want_keys: Vec<u64> = model.keys.values().copied().collect();
+            got_keys.sort_unstable();
+            want_keys.sort_unstable();
+            prop_assert_eq!(got_keys, want_keys);
+            let status = lun.pr_status();
+            let reservation = status.reservation.map(|r| {
+                (r.kind.raw(), r.holder.map(|h| nexus.iter().position(|&n| n == h).unwrap()))
+            });
+            prop_assert_eq!(reservation, model.reservation, "step {}: {:?}", index, step);
+        }
+    }
+}
+
+/// A CDB biased towards the reservation commands, with random fields.
+fn any_command() -> impl Strategy<Value = (usize, Vec<u8>, Vec<u8>)> {
+    let op = prop::sample::select(vec![
+        opcode::PERSISTENT_RESERVE_IN,
+        opcode::PERSISTENT_RESERVE_OUT,
+        opcode::RESERVE_6,
+        opcode::RELEASE_6,
+        opcode::RESERVE_10,
+        opcode::RELEASE_10,
+        opcode::WRITE_10,
+        opcode::READ_10,
+        opcode::TEST_UNIT_READY,
+        opcode::REQUEST_SENSE,
+    ]);
+    (
+        0..3usize,
+        op,
+        prop::collection::vec(any::<u8>(), 0..16),
+        prop::collection::vec(any::<u8>(), 0..40),
+    )
+        .prop_map(|(who, op, mut rest, data)| {
+            rest.insert(0, op);
+            (who, rest, data)
+        })
+}
+
+proptest! {
+    #[test]
+    fn random_commands_from_several_nexuses_never_panic(
+        commands in prop::collection::vec(any_command(), 1..40)
+    ) {
+        let lun = unit();
+        let nexus = [A, B, C];
+        for (who, cdb, data) in commands {
+            let outcome = lun.execute_from(nexus[who], &cdb, &data, &[0]);
+            // CHECK CONDITION carries sense; GOOD and RESERVATION CONFLICT carry none.
+            match outcome.status {
+                CHECK_CONDITION => prop_assert_eq!(outcome.sense.len(), 18),
+                GOOD | RESERVATION_CONFLICT => prop_assert!(outcome.sense.is_empty()),
+                other => prop_assert!(false, "status {other:#x}"),
+            }
+        }
+    }
 }
