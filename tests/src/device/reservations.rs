@@ -2,11 +2,40 @@
 //! reservations (PERSISTENT RESERVE IN/OUT), SPC-2 RESERVE/RELEASE, and the unit attentions
 //! they raise.
 //!
-//! Everything here is pure state behind the logical unit's lock: [`Reservations::admit`] decides
+//! Everything here is pure state behind the logical unit's lock: `Reservations::admit` decides
 //! whether a command from a nexus may run at all (a pending unit attention, a reservation
-//! conflict), and the PR and RESERVE/RELEASE commands are executed here. Choices the standard
-//! leaves open (and the few places this target is simpler than the standard) are stated where
-//! they are made, and summarised on [`Reservations`].
+//! conflict), and the PR and RESERVE/RELEASE commands are executed here.
+//!
+//! Choices where SPC-4 leaves room, and where this target is simpler than the standard:
+//! - One target port, relative port identifier 1; ALL_TG_PT is accepted and only recorded.
+//!   A nexus's TransportID is the SAS form with an NAA-5 SAS address ([`Nexus::transport_id`]).
+//! - SPEC_I_PT is not supported (SIP_C 0): REGISTER with it set fails with INVALID FIELD IN
+//!   PARAMETER LIST. REGISTER AND MOVE and REPLACE LOST RESERVATION fail with INVALID FIELD IN
+//!   CDB.
+//! - APTPL is supported (PTPL_C 1): the last REGISTER's APTPL bit decides whether the state
+//!   survives a simulated power loss ([`Lun::power_cycle`](super::Lun::power_cycle)).
+//! - Under the Write Exclusive types every nexus may read and send MODE SENSE; under the
+//!   Exclusive Access types neither, unless holder (or registrant, for the registrants-only
+//!   and all-registrants types). TEST UNIT READY, INQUIRY, REPORT LUNS, REQUEST SENSE, READ
+//!   CAPACITY and PERSISTENT RESERVE IN pass every persistent reservation (REPORT
+//!   CAPABILITIES: ALLOW COMMANDS 011b).
+//! - PREEMPT never removes the preempting nexus's own registration, even when it was
+//!   registered with the key being preempted, so a holder can change the type by preempting
+//!   its own key.
+//! - PREEMPT AND ABORT aborts the victims' tasks received before it: a task still held by its
+//!   device completes with virtio-scsi response ABORTED when it falls due, without executing.
+//!   No COMMANDS CLEARED BY ANOTHER INITIATOR unit attention is raised (the victims get
+//!   REGISTRATIONS PREEMPTED).
+//! - SPC-2 RESERVE/RELEASE follow SPC-4 section 5.14.3 (CRH 1): while any nexus is registered
+//!   they complete without effect from a holder (or a registrant under a registrants-only or
+//!   all-registrants reservation) and conflict from anyone else; while an SPC-2 reservation
+//!   exists, PERSISTENT RESERVE IN/OUT conflict from every nexus, the holder included.
+//! - Under an SPC-2 reservation, other nexuses may still send INQUIRY, REPORT LUNS, REQUEST
+//!   SENSE and RELEASE (which then has no effect); everything else conflicts. A LOGICAL UNIT
+//!   RESET ends it, and so does an I_T NEXUS RESET from the holder's device.
+//! - Unit attentions are kept per nexus in order, at most eight, duplicates coalesced;
+//!   INQUIRY and REPORT LUNS neither report nor clear them, REQUEST SENSE returns and clears
+//!   one, every other command is answered with the oldest and clears it.
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, VecDeque};
@@ -78,7 +107,7 @@ impl Nexus {
 
 /// Bytes of a SAS TransportID.
 pub const TRANSPORT_ID_LEN: usize = 24;
-/// The SAS protocol identifier (SPC-4 section 7.6.1, table 362).
+/// The SAS protocol identifier (SPC-4 section 7.6.1).
 const PROTOCOL_SAS: u8 = 0x06;
 /// The relative port identifier of the target's only port (SPC-4 section 3.1.120).
 const RELATIVE_TARGET_PORT: u16 = 1;
@@ -86,7 +115,7 @@ const RELATIVE_TARGET_PORT: u16 = 1;
 /// SCSI status RESERVATION CONFLICT (SAM-5 section 5.3.1).
 pub const RESERVATION_CONFLICT: u8 = 0x18;
 
-/// PERSISTENT RESERVE IN service actions (SPC-4 section 6.15.1, table 170).
+/// PERSISTENT RESERVE IN service actions (SPC-4 section 6.15.1).
 pub mod pr_in {
     /// READ KEYS.
     pub const READ_KEYS: u8 = 0x00;
@@ -98,7 +127,7 @@ pub mod pr_in {
     pub const READ_FULL_STATUS: u8 = 0x03;
 }
 
-/// PERSISTENT RESERVE OUT service actions (SPC-4 section 6.16.2, table 185).
+/// PERSISTENT RESERVE OUT service actions (SPC-4 section 6.16.2).
 pub mod pr_out {
     /// REGISTER.
     pub const REGISTER: u8 = 0x00;
@@ -140,7 +169,7 @@ pub mod pr_asc {
     pub const REGISTRATIONS_PREEMPTED: (u8, u8) = (0x2A, 0x05);
 }
 
-/// The persistent reservation types (SPC-4 section 6.15.3.4, table 176).
+/// The persistent reservation types (SPC-4 section 6.15.3.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReservationType {
     /// Write Exclusive (1h): only the holder writes; everyone reads.
@@ -280,8 +309,9 @@ pub(crate) struct Task {
     abort_epoch: u64,
 }
 
-/// How a command relates to reservations: which rows of SPC-4 table 66 ("SPC commands that
-/// are allowed in the presence of various reservations") and SBC-3 table 13 it falls in.
+/// How a command relates to reservations: which row of SPC-4's table "SPC commands that are
+/// allowed in the presence of various reservations" (and SBC-3's table for SBC commands) it
+/// falls in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Access {
     /// Allowed through every reservation (INQUIRY, REPORT LUNS, REQUEST SENSE, READ
@@ -322,31 +352,12 @@ fn access(op: u8) -> Access {
     }
 }
 
-/// The most unit attentions kept per nexus; more are coalesced away (SAM-5 section 5.14
-/// allows a device server to report only some of several pending conditions).
+/// The most unit attentions kept per nexus; more are dropped (SAM-5 section 5.14 allows a
+/// device server to report only some of several pending conditions).
 const MAX_UNIT_ATTENTIONS: usize = 8;
 
-/// The reservation state of one logical unit.
-///
-/// Choices where SPC-4 leaves room, and where this target is simpler:
-/// - One target port, relative port identifier 1; ALL_TG_PT is accepted and only recorded.
-/// - SPEC_I_PT is not supported (SIP_C 0): REGISTER with it set fails with INVALID FIELD IN
-///   PARAMETER LIST. REGISTER AND MOVE and REPLACE LOST RESERVATION fail with INVALID FIELD IN
-///   CDB.
-/// - APTPL is supported (PTPL_C 1): the last REGISTER's APTPL bit decides whether the state
-///   survives a simulated power loss ([`Lun::power_cycle`](super::Lun::power_cycle)).
-/// - PREEMPT never removes the preempting nexus's own registration, even when it was
-///   registered with the key being preempted, so a holder can change the type by preempting
-///   its own key.
-/// - SPC-2 RESERVE/RELEASE follow SPC-4 section 5.14.3 (CRH 1): while any nexus is registered
-///   they complete without effect from a holder (or a registrant under a registrants-only or
-///   all-registrants reservation) and conflict from anyone else; while an SPC-2 reservation
-///   exists, PERSISTENT RESERVE IN/OUT conflict from every nexus, the holder included.
-/// - Under an SPC-2 reservation, other nexuses may still send INQUIRY, REPORT LUNS, REQUEST
-///   SENSE and RELEASE (which then has no effect); everything else conflicts.
-/// - Unit attentions are kept per nexus in order, at most [`MAX_UNIT_ATTENTIONS`]; INQUIRY and
-///   REPORT LUNS neither report nor clear them, REQUEST SENSE returns and clears one, every
-///   other command is answered with the oldest and clears it.
+/// The reservation state of one logical unit (the choices it makes are listed in the module
+/// documentation).
 #[derive(Debug, Default)]
 pub(crate) struct Reservations {
     registrations: Vec<Registration>,
@@ -519,7 +530,7 @@ impl Reservations {
     }
 
     /// Whether the persistent reservation makes a command of `access` from `nexus` conflict
-    /// (SPC-4 table 66, SBC-3 table 13).
+    /// (the SPC-4 and SBC-3 tables of commands allowed in the presence of reservations).
     fn persistent_conflict(&self, nexus: Nexus, access: Access) -> bool {
         let Some(reservation) = self.reservation else {
             return false;
@@ -661,7 +672,7 @@ impl Reservations {
             return self.register(nexus, p, action == pr_out::REGISTER);
         }
         // Every other service action needs a registered nexus that names its own key (SPC-4
-        // section 6.16.3; table 67 lists them all as conflicting from unregistered nexuses).
+        // section 6.16.3); from an unregistered nexus they all conflict.
         match self.registration(nexus) {
             Some(r) if r.key == p.key => {}
             _ => return conflict(),
