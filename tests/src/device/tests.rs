@@ -836,7 +836,7 @@ fn preempt_and_abort_from_one_device_aborts_the_other_devices_held_write() {
     a.device.set_fault_hook(Some(Arc::new(|info: &RequestInfo| {
         if info.cdb.first() == Some(&opcode::WRITE_10) {
             // Long enough that B's two inline commands surely come first.
-            FaultAction::Delay(Duration::from_millis(500))
+            FaultAction::Delay(Duration::from_secs(2))
         } else {
             FaultAction::Normal
         }
