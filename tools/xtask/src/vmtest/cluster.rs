@@ -348,12 +348,13 @@ fn summarize(
             .lines
             .iter()
             .find(|(_, line)| line.starts_with("RESULT pr-ready "))
-            .map(|(at, _)| at.as_millis());
+            .map(|(at, _)| *at);
         let _ = write!(
             summary,
-            "node {}: boot {:?} ms, LUN ready {ready:?} ms; ",
+            "node {}: booted at {}, LUN ready at {}; ",
             run.node.name(),
-            report.booted_at.map(|at| at.as_millis()),
+            millis(report.booted_at),
+            millis(ready),
         );
     }
     if let (Some(first), Some(last)) = (timing.first_go, timing.last_done) {
@@ -371,6 +372,11 @@ fn summarize(
     } else {
         Err(problems.join("\n"))
     }
+}
+
+/// `at` in milliseconds since the guest's QEMU started, or "never".
+fn millis(at: Option<Duration>) -> String {
+    at.map_or_else(|| "never".to_owned(), |at| format!("{} ms", at.as_millis()))
 }
 
 /// Reads both guests' lines, releasing steps as the plan's order allows, until both guests have
