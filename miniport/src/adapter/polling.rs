@@ -16,10 +16,12 @@ impl Adapter {
     }
 
     /// HwInterrupt in dump mode: the dump port's poll. Drains every request queue whatever the
-    /// ISR status says (an interrupt the device suppressed sets no ISR bit, yet its used buffer
-    /// is there), and resets the device here if it broke the protocol: the normal ISR leaves
-    /// that to a StorPort timer, which the dump port does not have. Returns whether the device
-    /// had interrupted, a request completed or the device was reset.
+    /// ISR status says, then asks the device for no interrupts (virtio 1.x section 2.7.7):
+    /// nobody takes them, every completion is found by the next poll, and so the poll never
+    /// depends on an ISR bit the device had no reason to set. Resets the device here if it
+    /// broke the protocol: the normal ISR leaves that to a StorPort timer, which the dump port
+    /// does not have. Returns whether the device had interrupted, a request completed or the
+    /// device was reset.
     pub(super) fn poll(&self) -> bool {
         if self.mode() != InterruptMode::Line {
             // Not initialised yet (HwInitialize chooses line mode in dump mode): no queue is
@@ -37,6 +39,10 @@ impl Adapter {
             // every request queue's lock.
             let mut guard = unsafe { self.assume_locked(queue) };
             broken |= crate::io::drain(&mut guard);
+            // The drain re-armed interrupts when it found the ring empty; polling needs none.
+            if let Some(state) = guard.state() {
+                state.ring.queue().disable_interrupts();
+            }
         }
         if broken {
             // The interrupt lock is every queue's lock in line mode, and we hold it: the reset
