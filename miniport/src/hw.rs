@@ -231,10 +231,10 @@ pub unsafe extern "system" fn hw_message_interrupt(
     Boolean::from(adapter.on_message(message_id))
 }
 
-/// HwInterrupt (line-based).
+/// HwInterrupt (line-based); in the dump stack, the dump port's poll (`crate::dump`).
 ///
 /// # Safety
-/// DIRQL with the interrupt lock held.
+/// DIRQL with the interrupt lock held (HIGH_LEVEL in the dump stack, with no interrupt).
 pub unsafe extern "system" fn hw_interrupt(device_extension: *mut c_void) -> Boolean {
     // SAFETY: StorPort's device extension.
     let Some(adapter) = (unsafe { adapter(device_extension) }) else {

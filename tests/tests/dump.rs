@@ -163,8 +163,9 @@ fn a_64_mib_crash_dump_goes_through_the_dump_instance_and_reads_back() {
         found.uncached_len
     );
     eprintln!(
-        "uncached extension: {} bytes in dump mode, {normal_uncached} bytes in normal mode",
-        found.uncached_len
+        "uncached extension: {} bytes in dump mode, {normal_uncached} bytes in normal mode; \
+         SRB extension {} bytes",
+        found.uncached_len, found.config.srb_extension_size
     );
     let miniport = dump.miniport().unwrap();
     assert_eq!(miniport.dump_mode(), Some(DumpMode::Crash));
