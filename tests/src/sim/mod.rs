@@ -51,7 +51,9 @@ pub struct SimOptions {
     pub contiguity: Contiguity,
     /// Merge physically adjacent pages of a data buffer into one SG element at random.
     pub merge_adjacent_pages: bool,
-    /// Real time per second of an SRB's TimeOutValue.
+    /// Real time per second of an SRB's TimeOutValue. The default makes a 10-second SRB
+    /// time out after one real second: short enough for timeout scenarios (which set 1–2
+    /// seconds), long enough that a loaded 2-core CI machine does not time out healthy I/O.
     pub timeout_scale: Duration,
     /// How often the port driver's timer runs.
     pub watchdog_period: Duration,
@@ -82,7 +84,7 @@ impl Default for SimOptions {
             force_scsi_request_block: false,
             contiguity: Contiguity::Allocation,
             merge_adjacent_pages: false,
-            timeout_scale: Duration::from_millis(10),
+            timeout_scale: Duration::from_millis(100),
             watchdog_period: Duration::from_millis(2),
             messages: None,
             scan_targets: 4,
