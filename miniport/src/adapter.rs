@@ -12,7 +12,7 @@
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU64, Ordering, fence};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering, fence};
 
 use virtio_core::features::{Features, SCSI_DRIVER_FEATURES};
 use virtio_core::hal::{Hal, RegisterIo};
@@ -22,17 +22,20 @@ use virtio_core::queue::split::SplitQueue;
 use virtio_core::queue::{QueueFeatures, Slot, Virtqueue};
 use virtio_core::scsi::{Limits, queue_index};
 
+use crate::dump::{DumpMode, Sizing};
 use crate::events::EventQueue;
 use crate::limits::StorLimits;
-use crate::luns::{LUN_SLOTS, LunSlot, LunTable};
+use crate::luns::{LunSlot, LunTable};
 use crate::platform::{Carved, PciSnapshot, StorPortRegisters, UncachedArena};
-use crate::port::DeviceExtension;
+use crate::port::{DeviceExtension, StorPortRegistry};
+use crate::registry::{Parameters, Report, ValueOutcome};
 use crate::storport::{
     AccessRange, InterruptLock, InterruptSynchronizePerMessage, PortConfigurationInformation,
     SCSI_DMA64_MINIPORT_FULL64BIT_SUPPORTED, SP_RETURN_ERROR, SP_RETURN_FOUND, SP_RETURN_NOT_FOUND,
     SRB_TYPE_STORAGE_REQUEST_BLOCK, STOR_MAP_NON_READ_WRITE_BUFFERS, STORAGE_ADDRESS_TYPE_BTL8,
     StorDpc, StorLockHandle, StorSynchronizeFullDuplex, TRUE,
 };
+use crate::trace::{ADAPTER_WIDE, ResetCause, TraceEntry, TraceEvent, TraceRing};
 use crate::vpd::LunLocation;
 
 /// Most request queues the adapter drives (one per processor on a 64-processor guest).
@@ -46,8 +49,11 @@ const RESET_TIMER_MICROSECONDS: u32 = 1;
 /// Marks a device extension holding a constructed [`Adapter`] (the first field).
 pub const ADAPTER_MAGIC: u64 = u64::from_le_bytes(*b"rvscsi\x01\x00");
 
-/// Alignment of ring memory: a page, so no ring straddles pages needlessly.
-const RING_MEMORY_ALIGN: usize = 4096;
+/// Alignment of ring memory: a page, so no ring straddles pages needlessly (dump mode packs
+/// them tighter: [`Sizing::ring_align`]).
+pub(crate) const RING_MEMORY_ALIGN: usize = 4096;
+
+mod polling;
 
 /// Why bringing the adapter up failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +77,13 @@ pub enum AdapterError {
     Queue(virtio_core::queue::QueueError),
     /// Carving DMA memory or a table failed (a sizing bug: it was sized first).
     OutOfMemory,
+    /// In dump mode, the uncached extension would exceed what the dump port can give.
+    OverDumpBudget {
+        /// Bytes needed.
+        len: usize,
+        /// [`crate::dump::DUMP_UNCACHED_BUDGET`].
+        budget: usize,
+    },
 }
 
 impl From<TransportError> for AdapterError {
@@ -201,8 +214,18 @@ pub struct Adapter {
     line_lock: UnsafeCell<StorLockHandle>,
     dpc_ready: AtomicBool,
     resetting: AtomicBool,
+    /// The [`ResetCause`] of the reset [`Self::reset_later`] asked StorPort's timer for.
+    timer_reset_cause: AtomicU32,
     /// Resets performed.
     pub resets: AtomicU64,
+    /// The most verbose StorPortDebugPrint level emitted (registry `RvscsiDebugPrintLevel`).
+    debug_print_level: u32,
+    /// Set when the crash-dump or hibernation stack loaded this instance ([`crate::dump`]):
+    /// one polled queue, no DPCs, timers or MSI-X.
+    dump: Option<DumpMode>,
+    /// The last notable events ([`crate::trace`]); last in the extension so the hot fields
+    /// above share cache lines.
+    trace: TraceRing,
 }
 
 /// Everything find-adapter learns before the memory is carved.
@@ -215,6 +238,10 @@ struct Discovery {
     queue_count: u16,
     /// The WMI identity.
     wmi_facts: crate::wmi::AdapterFacts,
+    /// The registry parameters, validated (fixed ones in dump mode).
+    parameters: Parameters,
+    /// Whether the dump stack loaded us.
+    dump: Option<DumpMode>,
 }
 
 impl Adapter {
@@ -238,7 +265,8 @@ impl Adapter {
     }
 
     /// HwFindAdapter: identifies the device, negotiates features, derives the limits, fills
-    /// `config` and carves the uncached extension. Returns an `SP_RETURN_*` code.
+    /// `config` and carves the uncached extension, sized down when `dump` says the dump stack
+    /// loaded us. Returns an `SP_RETURN_*` code.
     ///
     /// # Safety
     /// `extension` is the zeroed device extension of `size_of::<Adapter>()` bytes, 8-aligned,
@@ -246,12 +274,27 @@ impl Adapter {
     pub unsafe fn find(
         extension: DeviceExtension,
         config: &mut PortConfigurationInformation,
+        dump: Option<DumpMode>,
     ) -> u32 {
         let pointer = extension.raw().cast::<Self>();
         if !pointer.is_aligned() {
             return SP_RETURN_ERROR;
         }
-        let discovery = match Self::discover(extension, config) {
+        // The registry is readable only at PASSIVE_LEVEL, so here; the reader frees StorPort's
+        // registry buffer when it goes out of scope. The dump port calls find-adapter above
+        // PASSIVE_LEVEL, so dump mode runs with its own fixed parameters instead.
+        let (parameters, registry_report) = if dump.is_some() {
+            (
+                crate::dump::parameters(),
+                Report {
+                    outcomes: [ValueOutcome::Absent; 4],
+                },
+            )
+        } else {
+            let mut registry = StorPortRegistry::new(extension);
+            crate::registry::read(&mut registry, MAX_REQUEST_QUEUES)
+        };
+        let discovery = match Self::discover(extension, config, parameters, dump) {
             Ok(discovery) => discovery,
             Err(
                 AdapterError::NoConfigSpace
@@ -268,12 +311,18 @@ impl Adapter {
             Ok(adapter) => unsafe { pointer.write(adapter) },
             Err(_) => return SP_RETURN_ERROR,
         }
+        // SAFETY: written just above, with the magic.
+        if let Some(adapter) = unsafe { Self::from_extension(extension.raw()) } {
+            adapter.trace_found(&registry_report);
+        }
         SP_RETURN_FOUND
     }
 
     fn discover(
         extension: DeviceExtension,
         config: &PortConfigurationInformation,
+        parameters: Parameters,
+        dump: Option<DumpMode>,
     ) -> Result<Discovery, AdapterError> {
         let pci = PciSnapshot::read(extension, config.system_io_bus_number, config.slot_number);
         if pci.len() < 64 {
@@ -317,12 +366,17 @@ impl Adapter {
         transport.reset()?;
         let features = transport.begin_init(SCSI_DRIVER_FEATURES)?;
         let device_limits = Self::configure_device(&mut transport)?;
-        let request_queues = device_limits.num_queues.min(MAX_REQUEST_QUEUES);
+        let request_queues = device_limits
+            .num_queues
+            .min(MAX_REQUEST_QUEUES)
+            .min(parameters.max_request_queues.unwrap_or(MAX_REQUEST_QUEUES));
         let queue_count = request_queues + queue_index::REQUEST_BASE;
         let packed = features.contains(Features::RING_PACKED);
         let mut sizes = [0u16; MAX_REQUEST_QUEUES as usize + 2];
         for (index, size) in sizes.iter_mut().enumerate().take(usize::from(queue_count)) {
-            let max = transport.queue_max_size(index as u16)?.min(MAX_QUEUE_SIZE);
+            let max = transport
+                .queue_max_size(index as u16)?
+                .min(Sizing::of(dump).queue_size_cap(index as u16));
             // Split rings need a power of two; packed rings take any size.
             *size = if packed {
                 max
@@ -350,6 +404,8 @@ impl Adapter {
                 config.slot_number,
                 smallest_request_queue,
             ),
+            parameters,
+            dump,
         })
     }
 
@@ -378,6 +434,7 @@ impl Adapter {
 
     /// Bytes of uncached extension needed, padding included.
     fn uncached_len(discovery: &Discovery) -> usize {
+        let sizing = Sizing::of(discovery.dump);
         let packed = discovery.features.contains(Features::RING_PACKED);
         let request_queues = usize::from(discovery.queue_count - queue_index::REQUEST_BASE);
         let tables = usize::from(discovery.queue_count)
@@ -389,16 +446,17 @@ impl Adapter {
             .take(usize::from(discovery.queue_count))
             .map(|&size| {
                 Self::ring_len(packed, size)
-                    + RING_MEMORY_ALIGN
+                    + sizing.ring_align()
                     + usize::from(size) * (size_of::<Slot>() + size_of::<usize>())
                     + 32
             })
             .sum();
+        let lun_slots = sizing.lun_slots();
         tables
             + rings
-            + Self::lun_table_len()
-            + crate::wmi::WmiScratch::uncached_len()
-            + EventQueue::uncached_len()
+            + Self::lun_table_len(lun_slots)
+            + crate::wmi::WmiScratch::uncached_len_for(lun_slots)
+            + EventQueue::uncached_len(sizing)
     }
 
     /// The limits reported to StorPort, from the device's and the smallest request queue.
@@ -412,8 +470,14 @@ impl Adapter {
             .copied()
             .min()
             .unwrap_or(0);
+        // The registry's PhysicalBreaks caps the segments as vioscsi's does: as if the device's
+        // seg_max were that low (max_sectors and the ring still cap it further).
+        let mut device_limits = discovery.device_limits;
+        if let Some(breaks) = discovery.parameters.physical_breaks {
+            device_limits.seg_max = device_limits.seg_max.min(breaks.saturating_add(1));
+        }
         StorLimits::derive(
-            &discovery.device_limits,
+            &device_limits,
             smallest,
             request_queues,
             discovery.features.contains(Features::INDIRECT_DESC),
@@ -421,32 +485,38 @@ impl Adapter {
         .map_err(AdapterError::Limits)
     }
 
-    /// Carves the LUN table and the WMI scratch that copies it.
+    /// Carves the LUN table of `slots` slots and the WMI scratch that copies it.
     fn carve_lun_state(
         arena: &UncachedArena,
+        slots: usize,
     ) -> Result<(LunTable<Carved<LunSlot>>, crate::wmi::WmiScratch), AdapterError> {
-        let slots = arena
-            .carve_table_with(LUN_SLOTS, LunSlot::new)
+        let table = arena
+            .carve_table_with(slots, LunSlot::new)
             .ok_or(AdapterError::OutOfMemory)?;
-        let scratch = crate::wmi::WmiScratch::carve(arena).ok_or(AdapterError::OutOfMemory)?;
-        Ok((LunTable::new(slots), scratch))
+        let scratch =
+            crate::wmi::WmiScratch::carve_for(arena, slots).ok_or(AdapterError::OutOfMemory)?;
+        Ok((LunTable::new(table), scratch))
     }
 
-    /// Bytes of uncached extension the LUN table takes, padding included.
-    const fn lun_table_len() -> usize {
-        LUN_SLOTS * size_of::<LunSlot>() + align_of::<LunSlot>()
+    /// Bytes of uncached extension a LUN table of `slots` slots takes, padding included.
+    const fn lun_table_len(slots: usize) -> usize {
+        slots * size_of::<LunSlot>() + align_of::<LunSlot>()
     }
 
-    fn construct(
+    /// Asks StorPort for the uncached extension `discovery` needs (within the dump budget in
+    /// dump mode) and checks it is contiguous.
+    fn claim_uncached(
         extension: DeviceExtension,
         config: &mut PortConfigurationInformation,
-        discovery: Discovery,
-    ) -> Result<Self, AdapterError> {
-        let request_queues = discovery.queue_count - queue_index::REQUEST_BASE;
-        let limits = Self::derive_limits(&discovery)?;
-        Self::fill_config(config, &discovery.device_limits, &limits);
-
-        let len = Self::uncached_len(&discovery);
+        discovery: &Discovery,
+        sizing: Sizing,
+    ) -> Result<UncachedArena, AdapterError> {
+        let len = Self::uncached_len(discovery);
+        if let Some(budget) = sizing.uncached_budget()
+            && len > budget
+        {
+            return Err(AdapterError::OverDumpBudget { len, budget });
+        }
         let len32 = u32::try_from(len).map_err(|_| AdapterError::NoUncachedExtension { len })?;
         let memory = extension
             .uncached_extension(config, len32)
@@ -457,7 +527,23 @@ impl Adapter {
         }
         // SAFETY: StorPort just gave us `len` bytes of uncached extension at `memory`,
         // contiguous at `bus` (checked), for the adapter's life.
-        let arena = unsafe { UncachedArena::new(extension, memory, bus, len) };
+        Ok(unsafe { UncachedArena::new(extension, memory, bus, len) })
+    }
+
+    fn construct(
+        extension: DeviceExtension,
+        config: &mut PortConfigurationInformation,
+        discovery: Discovery,
+    ) -> Result<Self, AdapterError> {
+        let request_queues = discovery.queue_count - queue_index::REQUEST_BASE;
+        let sizing = Sizing::of(discovery.dump);
+        let limits = Self::derive_limits(&discovery)?;
+        Self::fill_config(config, &discovery.device_limits, &limits);
+        if discovery.dump.is_some() {
+            crate::dump::restrict_config(config);
+        }
+
+        let arena = Self::claim_uncached(extension, config, &discovery, sizing)?;
         let queues = arena
             .carve_table_with(usize::from(discovery.queue_count), || UnsafeCell::new(None))
             .ok_or(AdapterError::OutOfMemory)?;
@@ -467,8 +553,8 @@ impl Adapter {
         let counters = arena
             .carve_table_with(usize::from(request_queues), QueueCounters::default)
             .ok_or(AdapterError::OutOfMemory)?;
-        let (luns, wmi_scratch) = Self::carve_lun_state(&arena)?;
-        let events = EventQueue::carve(&arena).ok_or(AdapterError::OutOfMemory)?;
+        let (luns, wmi_scratch) = Self::carve_lun_state(&arena, sizing.lun_slots())?;
+        let events = EventQueue::carve(&arena, sizing).ok_or(AdapterError::OutOfMemory)?;
 
         let packed = discovery.features.contains(Features::RING_PACKED);
         let queue_features = QueueFeatures {
@@ -480,7 +566,7 @@ impl Adapter {
             let size = discovery.sizes.get(index).copied().unwrap_or(0);
             let index = index as u16;
             let ring_memory = arena
-                .dma_alloc(Self::ring_len(packed, size), RING_MEMORY_ALIGN)
+                .dma_alloc(Self::ring_len(packed, size), sizing.ring_align())
                 .map_err(|_| AdapterError::OutOfMemory)?;
             let slots = arena
                 .carve_table(usize::from(size), Slot::EMPTY)
@@ -535,7 +621,11 @@ impl Adapter {
             line_lock: UnsafeCell::new(StorLockHandle::zeroed()),
             dpc_ready: AtomicBool::new(false),
             resetting: AtomicBool::new(false),
+            timer_reset_cause: AtomicU32::new(ResetCause::ProtocolViolation as u32),
             resets: AtomicU64::new(0),
+            debug_print_level: discovery.parameters.debug_print_level,
+            dump: discovery.dump,
+            trace: TraceRing::new(),
         })
     }
 
@@ -670,7 +760,10 @@ impl Adapter {
     /// interrupt lock held.
     pub fn initialize(&self) -> bool {
         let mut messages = 0u16;
-        while messages < MAX_REQUEST_QUEUES + 3
+        // The dump port connects no interrupt at all (it polls HwInterrupt): line mode, which
+        // programs no MSI-X vector, whatever messages the function has.
+        while self.dump.is_none()
+            && messages < MAX_REQUEST_QUEUES + 3
             && self.extension.msi_info(u32::from(messages)).is_some()
         {
             messages += 1;
@@ -685,14 +778,22 @@ impl Adapter {
         };
         self.mode.store(mode as u8, Ordering::Relaxed);
         self.request_queues.store(request_queues, Ordering::Relaxed);
+        self.trace(
+            TraceEvent::Initialized,
+            ADAPTER_WIDE,
+            (mode as u32, u64::from(messages), u64::from(request_queues)),
+        );
         if self.start_queues().is_err() {
             return false;
         }
-        // Without passive initialisation (a StorPort that offers the miniport no DPCs, as the
-        // crash-dump stack does) there are no queue DPCs: the ISR completes requests itself.
-        let _dpcs_offered = self
-            .extension
-            .enable_passive_initialization(Some(crate::hw::hw_passive_initialize));
+        // Without passive initialisation (a StorPort that offers the miniport no DPCs) there
+        // are no queue DPCs: the ISR completes requests itself. The dump stack must not even be
+        // asked (see `crate::dump`).
+        if self.dump.is_none() {
+            let _dpcs_offered = self
+                .extension
+                .enable_passive_initialization(Some(crate::hw::hw_passive_initialize));
+        }
         true
     }
 
@@ -798,6 +899,10 @@ impl Adapter {
     #[must_use]
     pub fn queue_for_current_processor(&self) -> u16 {
         let queues = u32::from(self.request_queues().max(1));
+        // One queue (always so in dump mode): no need to ask StorPort where we run.
+        if queues == 1 {
+            return 0;
+        }
         (self.extension.current_processor() % queues) as u16
     }
 
@@ -943,6 +1048,10 @@ impl Adapter {
     /// HwInterrupt (line-based): reads and clears the ISR status; true if the device
     /// interrupted.
     pub fn on_line_interrupt(&self) -> bool {
+        if self.dump.is_some() {
+            // The dump port's poll, not an interrupt.
+            return self.poll();
+        }
         // SAFETY: in line mode the ISR holds the interrupt lock, which the reset path also
         // takes, so the transport is not being mutated.
         let isr = unsafe { &*self.transport.get() }.read_isr();
@@ -966,7 +1075,7 @@ impl Adapter {
         // takes too (`lock_all`), so the transport is not being mutated; it is only read here.
         let transport = unsafe { &*self.transport.get() };
         if self.events.on_config_change(self, transport) {
-            self.reset_later();
+            self.reset_later(ResetCause::DeviceNeedsReset);
         }
     }
 
@@ -976,15 +1085,29 @@ impl Adapter {
         // SAFETY: we run in the ISR whose lock guards the eventq (see the callers).
         let mut guard = unsafe { self.assume_virtqueue_locked(queue_index::EVENT) };
         if self.events.drain(self, &mut guard) {
-            self.reset_later();
+            self.reset_later(ResetCause::ProtocolViolation);
         }
     }
 
-    /// Resets the device from StorPort's timer, right after this ISR: the reset takes every
-    /// lock, which an ISR holding one of them cannot do.
-    fn reset_later(&self) {
+    /// Resets the device from StorPort's timer, right after this ISR, for `cause`: the reset
+    /// takes every lock, which an ISR holding one of them cannot do.
+    fn reset_later(&self, cause: ResetCause) {
+        // ORDERING: relaxed; the timer request below is StorPort's, which orders it before the
+        // timer routine on any processor (a lock hand-over inside StorPort).
+        self.timer_reset_cause
+            .store(cause as u32, Ordering::Relaxed);
         self.extension
             .request_timer(Some(crate::hw::hw_reset_timer), RESET_TIMER_MICROSECONDS);
+    }
+
+    /// HwStorTimer: the reset an ISR asked StorPort's timer for, with the cause it gave.
+    pub fn reset_from_timer(&self) {
+        // ORDERING: relaxed; see `reset_later`.
+        let cause = match self.timer_reset_cause.load(Ordering::Relaxed) {
+            raw if raw == ResetCause::DeviceNeedsReset as u32 => ResetCause::DeviceNeedsReset,
+            _ => ResetCause::ProtocolViolation,
+        };
+        self.reset_device(cause);
     }
 
     fn on_queue_interrupt(&self, queue: u16) {
@@ -1003,7 +1126,7 @@ impl Adapter {
                 // The device broke the protocol. The reset takes every queue lock, which an ISR
                 // holding one of them cannot do: StorPort's timer runs it right after, with no
                 // queue lock held.
-                self.reset_later();
+                self.reset_later(ResetCause::ProtocolViolation);
             }
         }
     }
@@ -1018,7 +1141,7 @@ impl Adapter {
             crate::io::drain(&mut guard)
         };
         if reset {
-            self.reset_device();
+            self.reset_device(ResetCause::ProtocolViolation);
         }
     }
 
@@ -1026,7 +1149,13 @@ impl Adapter {
     /// then brings the queues back. Only one context resets at a time; a second caller
     /// returns at once (the reset it would do is already under way). Call with no queue lock
     /// held.
-    pub fn reset_device(&self) {
+    pub fn reset_device(&self, cause: ResetCause) {
+        self.reset_device_with(cause, false);
+    }
+
+    /// [`Self::reset_device`], from a context that holds StorPort's interrupt lock when
+    /// `line_lock_held` (which in line mode is every queue's lock already).
+    fn reset_device_with(&self, cause: ResetCause, line_lock_held: bool) {
         // ORDERING: the flag only elects one resetter; the queue locks order everything the
         // reset touches. Acquire pairs with the Release below of the previous reset, so a new
         // winner starts after the last one finished.
@@ -1037,9 +1166,14 @@ impl Adapter {
         {
             return;
         }
-        self.resets.fetch_add(1, Ordering::Relaxed);
+        let resets = self.resets.fetch_add(1, Ordering::Relaxed) + 1;
+        self.trace(
+            TraceEvent::DeviceReset,
+            ADAPTER_WIDE,
+            (cause as u32, resets, 0),
+        );
         {
-            let locks = self.lock_all(false);
+            let locks = self.lock_all(line_lock_held);
             let transport = self.take_everything_back(&locks);
             let restarted = transport.begin_init(self.features).is_ok()
                 && Self::configure_device(transport).is_ok()
@@ -1057,6 +1191,7 @@ impl Adapter {
     /// ScsiStopAdapter: resets the device (it stops using every buffer); requests in flight
     /// are completed with SRB_STATUS_BUS_RESET.
     pub fn stop(&self) {
+        self.trace(TraceEvent::Stopped, ADAPTER_WIDE, (0, 0, 0));
         // StorPort calls ScsiStopAdapter holding the interrupt lock, which in line mode is the
         // queues' lock already.
         let locks = self.lock_all(true);
@@ -1133,7 +1268,50 @@ impl Adapter {
         } else {
             transport.fail();
         }
+        self.trace(TraceEvent::Restarted, ADAPTER_WIDE, (u32::from(ok), 0, 0));
         ok
+    }
+
+    /// Records `event` in the trace ring and prints it if the registry's level allows.
+    pub fn trace(&self, event: TraceEvent, queue: u16, args: (u32, u64, u64)) {
+        self.trace.record(event, queue, args);
+        if event.print_level() <= self.debug_print_level {
+            crate::port::debug_print(
+                event.print_level(),
+                event.name(),
+                [u64::from(args.0), args.1, args.2],
+            );
+        }
+    }
+
+    /// The trace ring's records, oldest first (tests and diagnostics).
+    pub fn trace_entries(&self) -> impl Iterator<Item = TraceEntry> + '_ {
+        self.trace.entries()
+    }
+
+    /// Records what find-adapter decided, and every registry value it had to adjust.
+    fn trace_found(&self, report: &Report) {
+        for (index, outcome) in report.outcomes.iter().enumerate() {
+            let (read, used) = match *outcome {
+                ValueOutcome::Clamped(read, used) => (read, u64::from(used)),
+                ValueOutcome::Refused(read) => (read, u64::MAX),
+                ValueOutcome::Absent | ValueOutcome::Used(_) => continue,
+            };
+            self.trace(
+                TraceEvent::RegistryAdjusted,
+                ADAPTER_WIDE,
+                (index as u32, u64::from(read), used),
+            );
+        }
+        self.trace(
+            TraceEvent::AdapterFound,
+            ADAPTER_WIDE,
+            (
+                u32::from(self.prepared_queues - queue_index::REQUEST_BASE),
+                self.features.bits(),
+                u64::from(self.limits.physical_breaks),
+            ),
+        );
     }
 }
 

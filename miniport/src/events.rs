@@ -68,15 +68,19 @@ use virtio_core::features::Features;
 use virtio_core::hal::{Hal, RegisterIo, Segment};
 use virtio_core::pci::PciTransport;
 use virtio_core::queue::QueueError;
-use virtio_core::scsi::{CDB_SIZE, Config, Event, EventError, EventKind, ResetReason, SENSE_SIZE};
+use virtio_core::scsi::{
+    CDB_SIZE, Config, Event, EventError, EventKind, ResetReason, SENSE_SIZE, queue_index,
+};
 use zerocopy::FromBytes;
 
 use crate::adapter::{Adapter, QueueState, VirtqueueGuard};
+use crate::dump::Sizing;
 use crate::platform::{Carved, UncachedArena};
 use crate::storport::{
     STATE_CHANGE_LUN, STOR_ADDR_BTL8_ADDRESS_LENGTH, STOR_ADDRESS_TYPE_BTL8, STOR_STATUS_SUCCESS,
     StorAddrBtl8,
 };
+use crate::trace::{ADAPTER_WIDE, TraceEvent, ViolationKind};
 
 /// Event buffers kept on the eventq (Linux's `virtio_scsi` keeps the same number).
 pub const EVENT_BUFFERS: usize = 8;
@@ -225,6 +229,20 @@ impl Reaction {
                 Change::Appeared { .. } | Change::Removed { .. } | Change::Malformed(_)
             )
     }
+}
+
+/// The trace arguments of an event as the device wrote it ([`TraceEvent::DeviceEvent`]): the
+/// raw `event` field, the raw `reason`, and the LUN field's target << 16 | LUN (14 bits).
+fn trace_args(bytes: &[u8; EVENT_LEN]) -> (u32, u64, u64) {
+    let word = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .and_then(|word| word.try_into().ok())
+            .map_or(0, u32::from_le_bytes)
+    };
+    let target = u64::from(bytes[5]);
+    let lun = (u64::from(bytes[6] & 0x3F) << 8) | u64::from(bytes[7]);
+    (word(0), u64::from(word(12)), (target << 16) | lun)
 }
 
 /// The StorPort address of a virtio target and LUN, or the [`Change::Unaddressable`] it is.
@@ -448,20 +466,31 @@ pub struct EventQueue {
 }
 
 impl EventQueue {
-    /// Bytes of uncached extension the event queue takes, padding included.
+    /// Words of the removed-unit set for `sizing`: none on the crash-dump stack, which writes
+    /// to the one disk it was loaded for and has no uncached memory to spare (a set without
+    /// words contains nothing).
     #[must_use]
-    pub const fn uncached_len() -> usize {
+    pub const fn gone_words(sizing: Sizing) -> usize {
+        match sizing {
+            Sizing::Normal => GONE_WORDS,
+            Sizing::Dump => 0,
+        }
+    }
+
+    /// Bytes of uncached extension the event queue takes for `sizing`, padding included.
+    #[must_use]
+    pub const fn uncached_len(sizing: Sizing) -> usize {
         EVENT_BUFFERS * EVENT_LEN
             + 16
-            + GONE_WORDS * size_of::<AtomicU64>()
+            + Self::gone_words(sizing) * size_of::<AtomicU64>()
             + align_of::<AtomicU64>()
     }
 
-    /// Carves the buffers and the removed-unit set from `arena`.
+    /// Carves the buffers and the removed-unit set for `sizing` from `arena`.
     #[must_use]
-    pub fn carve(arena: &UncachedArena) -> Option<Self> {
+    pub fn carve(arena: &UncachedArena, sizing: Sizing) -> Option<Self> {
         let buffers = arena.dma_alloc(EVENT_BUFFERS * EVENT_LEN, 16).ok()?;
-        let words = arena.carve_table_with(GONE_WORDS, || AtomicU64::new(0))?;
+        let words = arena.carve_table_with(Self::gone_words(sizing), || AtomicU64::new(0))?;
         Some(Self {
             buffers,
             gone: GoneUnits::new(words),
@@ -552,6 +581,15 @@ impl EventQueue {
                     let table: &mut [usize] = BorrowMut::borrow_mut(&mut state.requests);
                     let slot = table.get_mut(used.token.index()).map_or(0, core::mem::take);
                     let Some(index) = slot.checked_sub(1).filter(|&i| i < EVENT_BUFFERS) else {
+                        adapter.trace(
+                            TraceEvent::ProtocolViolation,
+                            queue_index::EVENT,
+                            (
+                                ViolationKind::UnknownUsedId as u32,
+                                used.token.index() as u64,
+                                0,
+                            ),
+                        );
                         broken = true;
                         break;
                     };
@@ -562,6 +600,11 @@ impl EventQueue {
                     }
                     count(&self.counters.events);
                     let written = if read { used.written } else { 0 };
+                    adapter.trace(
+                        TraceEvent::DeviceEvent,
+                        queue_index::EVENT,
+                        trace_args(&bytes),
+                    );
                     self.apply(adapter, Reaction::of(&bytes, written), &mut batch);
                 }
                 Ok(None) => {
@@ -570,6 +613,11 @@ impl EventQueue {
                     }
                 }
                 Err(_) => {
+                    adapter.trace(
+                        TraceEvent::ProtocolViolation,
+                        queue_index::EVENT,
+                        (ViolationKind::RingError as u32, 0, 0),
+                    );
                     broken = true;
                     break;
                 }
@@ -579,7 +627,7 @@ impl EventQueue {
             count(&self.counters.protocol_violations);
         }
         if state.ring.queue().kick_prepare() {
-            adapter.notify_virtqueue(virtio_core::scsi::queue_index::EVENT, state.notify_offset);
+            adapter.notify_virtqueue(queue_index::EVENT, state.notify_offset);
         }
         if batch.bus_change {
             self.bus_change(adapter);
@@ -713,8 +761,9 @@ impl EventQueue {
     /// After the device was reset or restarted: events the device had while the eventq was
     /// empty were dropped without an `EVENTS_MISSED` report (a device reset clears that flag),
     /// so with hot-plug negotiated the bus is rescanned once.
+    /// Not on the crash-dump stack, which has no PnP to rescan with.
     pub fn restarted(&self, adapter: &Adapter) {
-        if adapter.features().contains(Features::SCSI_HOTPLUG) {
+        if adapter.dump_mode().is_none() && adapter.features().contains(Features::SCSI_HOTPLUG) {
             self.bus_change(adapter);
         }
     }
@@ -762,6 +811,13 @@ impl EventQueue {
         let Some(now) = self.read_config(transport) else {
             return false;
         };
+        // ORDERING: relaxed; see `store_config`.
+        let generation = self.config_generation.load(Ordering::Relaxed);
+        adapter.trace(
+            TraceEvent::ConfigChanged,
+            ADAPTER_WIDE,
+            (u32::from(generation), 0, 0),
+        );
         let changes = ConfigChanges::between(&seen, &now);
         if changes.limits {
             count(&counters.config_ignored);

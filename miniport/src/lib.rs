@@ -9,6 +9,7 @@ use rvscsi_rt as _;
 pub mod storport;
 
 pub mod adapter;
+pub mod dump;
 pub mod events;
 pub mod hw;
 pub mod io;
@@ -17,6 +18,8 @@ pub mod limits;
 pub mod luns;
 pub mod platform;
 pub mod port;
+pub mod registry;
 pub mod srb;
+pub mod trace;
 pub mod vpd;
 pub mod wmi;

@@ -12,6 +12,7 @@ use rvscsi::storport::{
     SRB_STATUS_ABORTED, SRB_STATUS_BUS_RESET, SRB_STATUS_BUSY, SRB_STATUS_ERROR,
     SRB_STATUS_NO_DEVICE, SRB_STATUS_SUCCESS,
 };
+use rvscsi::trace::{ResetCause, TraceEvent};
 use rvscsi_tests::device::target::Lun;
 use rvscsi_tests::device::{CompletionMode, DeviceOptions, FaultAction, RequestInfo};
 use rvscsi_tests::harness::{Machine, boot};
@@ -22,16 +23,6 @@ const BLOCKS: u64 = 1 << 14; // 8 MiB per LUN
 
 fn disk() -> Lun {
     Lun::memory(BLOCKS, 512).unwrap()
-}
-
-/// The simulator's defaults, with SRB timeouts of a tenth of their seconds in real time (the
-/// default is a hundredth): the scenarios share two cores with everything else, and a timeout
-/// they did not ask for would reset the device in the middle of what they check.
-fn sim() -> SimOptions {
-    SimOptions {
-        timeout_scale: Duration::from_millis(100),
-        ..SimOptions::default()
-    }
 }
 
 fn hotplug() -> DeviceOptions {
@@ -98,7 +89,13 @@ const WIRINGS: [Option<u32>; 3] = [None, Some(1), Some(0)];
 #[test]
 fn a_hot_plugged_lun_is_discovered_and_an_unplugged_one_is_gone_in_every_interrupt_mode() {
     for messages in WIRINGS {
-        let machine = machine(SimOptions { messages, ..sim() }, hotplug());
+        let machine = machine(
+            SimOptions {
+                messages,
+                ..SimOptions::default()
+            },
+            hotplug(),
+        );
         let before = machine.adapter.pnp();
         assert_eq!(before.disks.len(), 3, "messages {messages:?}");
         assert!(machine.device.hot_plug(0, 2, disk()).unwrap());
@@ -136,7 +133,7 @@ fn a_hot_plugged_lun_is_discovered_and_an_unplugged_one_is_gone_in_every_interru
         assert_eq!(done.status(), SRB_STATUS_NO_DEVICE, "messages {messages:?}");
         assert_eq!(sent(&machine), before);
         // The LUN table forgot it too (WMI lists units from it).
-        let events = machine.miniport().events();
+        let events = machine.miniport().unwrap().events();
         assert!(events.gone().contains(1, 0));
         let counters = events.counters();
         assert_eq!(counters.appeared.load(Ordering::Relaxed), 1);
@@ -149,7 +146,7 @@ fn a_hot_plugged_lun_is_discovered_and_an_unplugged_one_is_gone_in_every_interru
             .adapter
             .wait_pnp(WAIT, |view| view.idle && has_disk(view, 1, 0))
             .unwrap();
-        assert!(!machine.miniport().events().gone().contains(1, 0));
+        assert!(!machine.miniport().unwrap().events().gone().contains(1, 0));
         round_trip(&machine, 1, 0, 9, 0x6B);
         machine.finish();
     }
@@ -369,7 +366,7 @@ fn hot_plug_and_unplug_under_load_lose_no_srb_and_write_nothing_after_failing() 
     let machine = Arc::new(machine(
         SimOptions {
             processors: 4,
-            ..sim()
+            ..SimOptions::default()
         },
         device,
     ));
@@ -448,7 +445,7 @@ fn hot_plug_and_unplug_under_load_lose_no_srb_and_write_nothing_after_failing() 
         "survivors kept completing after the removal"
     );
     let statuses = check_victim(&writes, &reads_after_removal, &unplugged.unit);
-    let counters = machine.miniport().events().counters();
+    let counters = machine.miniport().unwrap().events().counters();
     assert_eq!(counters.removed.load(Ordering::Relaxed), 1);
     assert_eq!(counters.appeared.load(Ordering::Relaxed), 1);
     assert!(
@@ -467,7 +464,7 @@ fn hot_plug_and_unplug_under_load_lose_no_srb_and_write_nothing_after_failing() 
 
 #[test]
 fn lost_events_make_a_full_rescan_that_finds_what_they_announced() {
-    let machine = machine(sim(), hotplug());
+    let machine = machine(SimOptions::default(), hotplug());
     // The driver is not told of the next events, so it cannot put buffers back: eight
     // NO_EVENTs fill the eventq and the hot-plug after them is dropped.
     machine.device.hold_event_interrupts(true);
@@ -491,7 +488,7 @@ fn lost_events_make_a_full_rescan_that_finds_what_they_announced() {
         .wait_pnp(WAIT, |view| view.idle && has_disk(view, 2, 0))
         .unwrap();
     assert!(view.rescans > rescans);
-    let counters = machine.miniport().events().counters();
+    let counters = machine.miniport().unwrap().events().counters();
     assert_eq!(counters.missed.load(Ordering::Relaxed), 1);
     assert_eq!(counters.no_events.load(Ordering::Relaxed), 9);
     assert_eq!(counters.appeared.load(Ordering::Relaxed), 0);
@@ -501,7 +498,7 @@ fn lost_events_make_a_full_rescan_that_finds_what_they_announced() {
 
 #[test]
 fn a_capacity_change_becomes_a_unit_state_change_or_a_rescan_when_busy() {
-    let machine = machine(sim(), hotplug());
+    let machine = machine(SimOptions::default(), hotplug());
     assert_eq!(machine.device.resize_lun(0, 0, BLOCKS * 2), Some(true));
     let view = machine
         .adapter
@@ -532,7 +529,7 @@ fn a_capacity_change_becomes_a_unit_state_change_or_a_rescan_when_busy() {
     let rescans = machine.adapter.pnp().rescans;
     assert_eq!(machine.device.resize_lun(0, 1, BLOCKS * 3), Some(true));
     assert_eq!(machine.device.resize_lun(1, 0, BLOCKS * 4), Some(true));
-    let counters = machine.miniport().events().counters();
+    let counters = machine.miniport().unwrap().events().counters();
     let deadline = std::time::Instant::now() + WAIT;
     while counters.state_change_fallbacks.load(Ordering::Relaxed) == 0 {
         assert!(std::time::Instant::now() < deadline, "no fallback");
@@ -571,7 +568,7 @@ fn a_capacity_change_becomes_a_unit_state_change_or_a_rescan_when_busy() {
     machine.finish();
 
     // A device without VIRTIO_SCSI_F_CHANGE posts nothing.
-    let machine = self::machine(sim(), DeviceOptions::default());
+    let machine = self::machine(SimOptions::default(), DeviceOptions::default());
     assert_eq!(machine.device.resize_lun(0, 0, BLOCKS * 2), Some(false));
     machine.finish();
 }
@@ -586,7 +583,7 @@ fn raw_event(event: u32, lun: [u8; 8], reason: u32) -> Vec<u8> {
 
 #[test]
 fn garbage_from_the_device_is_counted_and_survived() {
-    let machine = machine(sim(), hotplug());
+    let machine = machine(SimOptions::default(), hotplug());
     let lun_0_0 = [1, 0, 0, 0, 0, 0, 0, 0];
     let garbage: [(Vec<u8>, u32); 6] = [
         // An event type the spec does not define.
@@ -605,7 +602,7 @@ fn garbage_from_the_device_is_counted_and_survived() {
     for (bytes, used) in &garbage {
         assert!(machine.device.post_raw_event(bytes, *used));
     }
-    let counters = machine.miniport().events().counters();
+    let counters = machine.miniport().unwrap().events().counters();
     let deadline = std::time::Instant::now() + WAIT;
     while counters.events.load(Ordering::Relaxed) < 6 {
         assert!(std::time::Instant::now() < deadline, "events not drained");
@@ -616,7 +613,20 @@ fn garbage_from_the_device_is_counted_and_survived() {
     assert_eq!(counters.unaddressable.load(Ordering::Relaxed), 1);
     assert_eq!(counters.unsolicited.load(Ordering::Relaxed), 1);
     assert_eq!(counters.removed.load(Ordering::Relaxed), 0);
-    assert!(!machine.miniport().events().gone().contains(0, 0));
+    assert!(!machine.miniport().unwrap().events().gone().contains(0, 0));
+    // Each event is in the trace ring as the device wrote it: type, reason, target << 16 | LUN.
+    let traced: Vec<_> = machine
+        .miniport()
+        .unwrap()
+        .trace_entries()
+        .filter(|entry| entry.event == TraceEvent::DeviceEvent as u16)
+        .map(|entry| entry.args)
+        .collect();
+    assert_eq!(traced.len(), 6);
+    assert!(
+        traced.contains(&(1, 1, 300)),
+        "the RESCAN of LUN 300: {traced:?}"
+    );
     machine.adapter.wait_pnp(WAIT, |view| view.idle).unwrap();
     round_trip(&machine, 0, 0, 11, 0x77);
 
@@ -644,7 +654,13 @@ fn garbage_from_the_device_is_counted_and_survived() {
 #[test]
 fn events_still_arrive_after_a_device_reset_and_a_power_cycle() {
     for messages in WIRINGS {
-        let machine = machine(SimOptions { messages, ..sim() }, hotplug());
+        let machine = machine(
+            SimOptions {
+                messages,
+                ..SimOptions::default()
+            },
+            hotplug(),
+        );
         // A request the device never answers: the port driver's timeout resets the device.
         machine
             .device
@@ -658,7 +674,7 @@ fn events_still_arrive_after_a_device_reset_and_a_power_cycle() {
         assert_eq!(done.status(), SRB_STATUS_BUS_RESET, "messages {messages:?}");
         // Events the device dropped during the reset are covered by one rescan (asked for
         // once the reset is over, which may be just after the request completed).
-        let counters = machine.miniport().events().counters();
+        let counters = machine.miniport().unwrap().events().counters();
         machine
             .adapter
             .wait_pnp(WAIT, |view| view.idle && view.rescans == 1)
@@ -692,8 +708,8 @@ fn events_still_arrive_after_a_device_reset_and_a_power_cycle() {
 
 #[test]
 fn a_configuration_change_is_read_and_acted_on() {
-    let machine = machine(sim(), hotplug());
-    let counters = machine.miniport().events().counters();
+    let machine = machine(SimOptions::default(), hotplug());
+    let counters = machine.miniport().unwrap().events().counters();
     let wait_for = |what: &str, f: &dyn Fn() -> bool| {
         let deadline = std::time::Instant::now() + WAIT;
         while !f() {
@@ -727,6 +743,19 @@ fn a_configuration_change_is_read_and_acted_on() {
     wait_for("layout reset", &|| machine.device.stats().resets > resets);
     assert_eq!(counters.config_resets.load(Ordering::Relaxed), 1);
     machine.adapter.wait_pnp(WAIT, |view| view.idle).unwrap();
+    // The trace ring says why: three configuration changes, then a reset for the device's sake.
+    let trace: Vec<_> = machine.miniport().unwrap().trace_entries().collect();
+    let changes = trace
+        .iter()
+        .filter(|entry| entry.event == TraceEvent::ConfigChanged as u16)
+        .count();
+    assert_eq!(changes, 3);
+    assert!(
+        trace
+            .iter()
+            .any(|entry| entry.event == TraceEvent::DeviceReset as u16
+                && entry.args.0 == ResetCause::DeviceNeedsReset as u32)
+    );
     let sense_size = &machine.device.registers().device_config_bytes()[20..24];
     assert_eq!(sense_size, 96u32.to_le_bytes());
     round_trip(&machine, 0, 1, 5, 0x3C);

@@ -20,6 +20,8 @@ pub const STATUS_SUCCESS: i32 = 0;
     reason = "NTSTATUS values are defined as bit patterns"
 )]
 pub const STATUS_REVISION_MISMATCH: i32 = 0xC000_0059_u32 as i32;
+/// `REG_DWORD` (winnt.h).
+pub const REG_DWORD: u32 = 4;
 /// `NTSTATUS` STATUS_INVALID_PARAMETER.
 #[expect(
     clippy::cast_possible_wrap,
@@ -62,6 +64,12 @@ pub const SCSI_DMA64_SYSTEM_SUPPORTED: u8 = 0x80;
 pub const SCSI_DMA64_MINIPORT_SUPPORTED: u8 = 0x01;
 /// SP_RETURN_FOUND.
 pub const SP_RETURN_FOUND: u32 = 1;
+/// SP_RETURN_ERROR.
+pub const SP_RETURN_ERROR: u32 = 2;
+/// `PORT_CONFIGURATION_INFORMATION.DumpMode` DUMP_MODE_CRASH.
+pub const DUMP_MODE_CRASH: u8 = 1;
+/// DUMP_MODE_HIBER.
+pub const DUMP_MODE_HIBER: u8 = 2;
 
 /// INTERRUPT_SYNCHRONIZATION_MODE InterruptSupportNone.
 pub const INTERRUPT_SUPPORT_NONE: u32 = 0;

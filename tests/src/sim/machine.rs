@@ -86,6 +86,8 @@ pub struct State {
     pub(crate) completed: HashMap<u64, Completion>,
     pub(crate) quarantine: VecDeque<(usize, Vec<(usize, usize)>)>,
     pub(crate) uncached: Option<(usize, usize)>,
+    /// The adapter's registry buffer (address, length), while allocated.
+    pub(crate) registry_buffer: Option<(usize, usize)>,
     pub(crate) dpcs: HashMap<usize, Arc<DpcState>>,
     pub(crate) perf_flags: u32,
     pub(crate) passive_initialize: Option<usize>,
@@ -382,7 +384,9 @@ impl Machine {
     /// previous IRQL, or `None` if the acquisition was refused (and recorded).
     pub(crate) fn acquire(&self, id: LockId) -> Option<u8> {
         let (token, irql) = with_cpu(|cpu| (cpu.token, cpu.irql));
-        if irql > id.irql() {
+        // The dump port runs everything at HIGH_LEVEL, its locks included (they only keep the
+        // miniport's own code from re-entering itself: there is one processor).
+        if irql > id.irql() && self.options.dump.is_none() {
             self.violate(Violation::LockAboveItsIrql { lock: id, irql });
             return None;
         }

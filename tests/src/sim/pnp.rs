@@ -320,7 +320,10 @@ pub(crate) fn worker(machine: &Arc<Machine>) {
     let pnp = &machine.pnp;
     while let Some(job) = pnp.next_job() {
         match job {
-            Job::Rescan => match scan(machine) {
+            Job::Rescan => match scan(
+                &|request| machine.execute(0, request),
+                machine.options.scan_targets,
+            ) {
                 Ok(disks) => {
                     pnp.record_scan(&disks);
                     pnp.job_done(|state| state.rescans += 1);
@@ -341,9 +344,13 @@ fn state_change(machine: &Arc<Machine>, change: StateChange) {
     let pnp = &machine.pnp;
     let (target, lun) = (change.snapshot.target, change.snapshot.lun);
     let result = if change.entity & (abi::STATE_CHANGE_BUS | abi::STATE_CHANGE_TARGET) != 0 {
-        scan(machine).map(|disks| pnp.record_scan(&disks))
+        scan(
+            &|request| machine.execute(0, request),
+            machine.options.scan_targets,
+        )
+        .map(|disks| pnp.record_scan(&disks))
     } else {
-        probe_unit(machine, target, lun)
+        probe_unit(&|request| machine.execute(0, request), target, lun)
             .map(|found| Pnp::record_unit(&mut pnp.lock(), target, lun, found))
     };
     let now = read_address(change.address);
@@ -413,18 +420,19 @@ fn transferred(completion: &Completion) -> bool {
     )
 }
 
+/// Runs one command to completion (on the port driver's usual path: a simulated processor, or
+/// the dump port's synchronous call).
+type Execute<'a> = &'a dyn Fn(&Request) -> Result<Completion, SimError>;
+
 /// Standard INQUIRY of `target`/`lun`.
-fn inquiry(machine: &Machine, target: u8, lun: u8) -> Result<Completion, SimError> {
-    machine.execute(
-        0,
-        &Request::new(target, lun, &[0x12, 0, 0, 0, 36, 0]).reading(36),
-    )
+fn inquiry(execute: Execute<'_>, target: u8, lun: u8) -> Result<Completion, SimError> {
+    execute(&Request::new(target, lun, &[0x12, 0, 0, 0, 36, 0]).reading(36))
 }
 
 /// The disk at `target`/`lun`, if its INQUIRY (`answer`) says a direct-access unit is there
 /// and READ CAPACITY (10) answers.
 fn disk_of(
-    machine: &Machine,
+    execute: Execute<'_>,
     target: u8,
     lun: u8,
     answer: &Completion,
@@ -437,10 +445,8 @@ fn disk_of(
     {
         return Ok(None);
     }
-    let capacity = machine.execute(
-        0,
-        &Request::new(target, lun, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0]).reading(8),
-    )?;
+    let capacity =
+        execute(&Request::new(target, lun, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0]).reading(8))?;
     let Some(bytes) = capacity
         .data
         .first_chunk::<8>()
@@ -460,22 +466,22 @@ fn disk_of(
 }
 
 /// Re-enumerates one unit: INQUIRY, then READ CAPACITY if it is a disk.
-fn probe_unit(machine: &Machine, target: u8, lun: u8) -> Result<Option<Disk>, SimError> {
-    let answer = inquiry(machine, target, lun)?;
-    disk_of(machine, target, lun, &answer)
+fn probe_unit(execute: Execute<'_>, target: u8, lun: u8) -> Result<Option<Disk>, SimError> {
+    let answer = inquiry(execute, target, lun)?;
+    disk_of(execute, target, lun, &answer)
 }
 
-/// The port driver's bus scan: INQUIRY LUN 0 of each target, REPORT LUNS, INQUIRY and READ
-/// CAPACITY (10) of each LUN reported. Returns the direct-access disks found.
-pub(crate) fn scan(machine: &Machine) -> Result<Vec<Disk>, SimError> {
+/// The port driver's bus scan of targets `0..targets`: INQUIRY LUN 0 of each target, REPORT
+/// LUNS, INQUIRY and READ CAPACITY (10) of each LUN reported. Returns the direct-access disks
+/// found.
+pub(crate) fn scan(execute: Execute<'_>, targets: u8) -> Result<Vec<Disk>, SimError> {
     let mut disks = Vec::new();
-    for target in 0..machine.options.scan_targets {
-        let first = inquiry(machine, target, 0)?;
+    for target in 0..targets {
+        let first = inquiry(execute, target, 0)?;
         if !transferred(&first) || first.data.len() < 5 {
             continue;
         }
-        let report = machine.execute(
-            0,
+        let report = execute(
             &Request::new(target, 0, &[0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]).reading(256),
         )?;
         let mut luns = vec![0_u8];
@@ -498,9 +504,9 @@ pub(crate) fn scan(machine: &Machine) -> Result<Vec<Disk>, SimError> {
             let answer = if lun == 0 {
                 first.clone()
             } else {
-                inquiry(machine, target, lun)?
+                inquiry(execute, target, lun)?
             };
-            if let Some(disk) = disk_of(machine, target, lun, &answer)? {
+            if let Some(disk) = disk_of(execute, target, lun, &answer)? {
                 disks.push(disk);
             }
         }
