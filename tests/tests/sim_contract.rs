@@ -1047,8 +1047,10 @@ fn a_request_never_completed_after_reset_is_caught() {
     let mut request = Request::new(0, 0, &[0, 0, 0, 0, 0, 0]);
     request.timeout_seconds = 1;
     let ticket = adapter.submit(0, &request).unwrap();
+    // The timeout (1 s: 100 ms real) plus the grace after HwResetBus (two SRB seconds, 200 ms)
+    // is 300 ms; wait well past it, or the violation may not be recorded yet.
     assert_eq!(
-        adapter.wait(ticket, Duration::from_millis(300)),
+        adapter.wait(ticket, Duration::from_millis(600)),
         Err(SimError::WaitTimedOut { ticket: ticket.0 })
     );
     let violations = adapter.shutdown();
