@@ -6,11 +6,11 @@
 //! processors at once (concurrent channels), so each request queue is guarded by the spin lock
 //! of its MSI-X message, the lock StorPort itself holds while running that message's ISR. The
 //! per-queue state sits in an `UnsafeCell` reached only through a [`QueueGuard`], which exists
-//! only while that lock is held. The controlq has its own message and lock ([`ControlGuard`]).
-//! A device reset takes the controlq's lock, then every request queue's lock in ascending
-//! order; only the one context that wins the `resetting` flag (or ScsiStopAdapter and
-//! ScsiRestartAdapter, which StorPort never runs beside a reset of ours) ever holds more than
-//! one lock, so the order cannot invert.
+//! only while that lock is held. The controlq and the eventq have their own messages and locks
+//! ([`VirtqueueGuard`]). A device reset takes the locks of messages 0 to 2 (configuration,
+//! controlq, eventq), then every request queue's lock in ascending order; only the one context
+//! that wins the `resetting` flag (or ScsiStopAdapter and ScsiRestartAdapter, which StorPort
+//! never runs beside a reset of ours) ever holds more than one lock, so the order cannot invert.
 //!
 //! # Recovery and lifecycle
 //! - Task management (aborts, LUN and target resets, HwResetBus) is [`crate::tmf`]; its
@@ -28,10 +28,15 @@
 //!   reaches the device. StorPort's power transitions (S3, S4) go through the same two calls;
 //!   `SRB_FUNCTION_POWER` concerns a unit's power state, which virtio-scsi does not have, and is
 //!   answered with success.
+//! - The event queue ([`crate::events`]) is stocked after every DRIVER_OK (HwInitialize, each
+//!   reset, ScsiRestartAdapter); the configuration interrupt is the one place that notices
+//!   `DEVICE_NEEDS_RESET` between health checks, and asks the timer for the reset.
+//! - In dump mode ([`crate::dump`], `adapter/polling.rs`) none of the deferred machinery
+//!   exists: one polled queue, no timer, no DPC, no task management; resets run inline.
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU64, Ordering, fence};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering, fence};
 
 use virtio_core::features::{Features, SCSI_DRIVER_FEATURES};
 use virtio_core::hal::{Hal, RegisterIo};
@@ -43,10 +48,13 @@ use virtio_core::queue::split::SplitQueue;
 use virtio_core::queue::{QueueFeatures, Slot, Virtqueue};
 use virtio_core::scsi::{Limits, queue_index};
 
+use crate::dump::{DumpMode, Sizing};
+use crate::events::EventQueue;
 use crate::limits::StorLimits;
-use crate::luns::{LUN_SLOTS, LunSlot, LunTable};
+use crate::luns::{LunSlot, LunTable};
 use crate::platform::{Carved, PciSnapshot, StorPortRegisters, UncachedArena};
-use crate::port::DeviceExtension;
+use crate::port::{DeviceExtension, StorPortRegistry};
+use crate::registry::{Parameters, Report, ValueOutcome};
 use crate::storport::{
     AccessRange, InterruptLock, InterruptSynchronizePerMessage, PortConfigurationInformation,
     SCSI_DMA64_MINIPORT_FULL64BIT_SUPPORTED, SP_RETURN_ERROR, SP_RETURN_FOUND, SP_RETURN_NOT_FOUND,
@@ -54,7 +62,8 @@ use crate::storport::{
     STOR_MAP_NON_READ_WRITE_BUFFERS, STORAGE_ADDRESS_TYPE_BTL8, StorDpc, StorLockHandle,
     StorSynchronizeFullDuplex, TRUE,
 };
-use crate::tmf::{Active, Answer, Decision, Ending, Nexus, Owner, TMF_SLOTS, TmfSlot, TmfTable};
+use crate::tmf::{Active, Answer, Decision, Ending, Nexus, Owner, TmfSlot, TmfTable};
+use crate::trace::{ADAPTER_WIDE, ResetCause, TraceEntry, TraceEvent, TraceRing, ViolationKind};
 use crate::vpd::LunLocation;
 
 /// Most request queues the adapter drives (one per processor on a 64-processor guest).
@@ -76,8 +85,11 @@ const HEALTH_PERIOD: u64 = HEALTH_PERIOD_MICROSECONDS as u64 * 10;
 /// Marks a device extension holding a constructed [`Adapter`] (the first field).
 pub const ADAPTER_MAGIC: u64 = u64::from_le_bytes(*b"rvscsi\x01\x00");
 
-/// Alignment of ring memory: a page, so no ring straddles pages needlessly.
-const RING_MEMORY_ALIGN: usize = 4096;
+/// Alignment of ring memory: a page, so no ring straddles pages needlessly (dump mode packs
+/// them tighter: [`Sizing::ring_align`]).
+pub(crate) const RING_MEMORY_ALIGN: usize = 4096;
+
+mod polling;
 
 /// Why bringing the adapter up failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +122,13 @@ pub enum AdapterError {
     /// After a reset the device reported other limits than at find-adapter (what StorPort was
     /// told no longer holds).
     LimitsChanged,
+    /// In dump mode, the uncached extension would exceed what the dump port can give.
+    OverDumpBudget {
+        /// Bytes needed.
+        len: usize,
+        /// [`crate::dump::DUMP_UNCACHED_BUDGET`].
+        budget: usize,
+    },
 }
 
 impl From<TransportError> for AdapterError {
@@ -256,6 +275,9 @@ pub struct Adapter {
     luns: LunTable<Carved<LunSlot>>,
     /// Where WMI copies the LUN table to answer from it ([`crate::wmi::WmiScratch`]).
     wmi_scratch: crate::wmi::WmiScratch,
+    /// The eventq's buffers, the units the device reported removed, and the configuration
+    /// watch ([`crate::events`]).
+    events: EventQueue,
     /// Lock handle for the line-interrupt lock; only its holder touches it.
     line_lock: UnsafeCell<StorLockHandle>,
     dpc_ready: AtomicBool,
@@ -268,8 +290,9 @@ pub struct Adapter {
     recovery: RecoveryCounters,
     /// Between ScsiStopAdapter and a successful ScsiRestartAdapter.
     stopped: AtomicBool,
-    /// An ISR found a reason to reset the device; the timer does it.
-    reset_requested: AtomicBool,
+    /// The [`ResetCause`] of the reset an ISR (or a context holding a queue lock) asked the
+    /// timer for; 0 when none is pending.
+    reset_requested: AtomicU32,
     /// An ISR asked for the timer to run now (see [`Adapter::kick_timer`]).
     timer_kick: AtomicBool,
     /// Where `device_status` is (BAR, offset), read without the transport so any context may.
@@ -278,6 +301,14 @@ pub struct Adapter {
     last_health: AtomicU64,
     /// Request queues (bit per queue) that had completions waiting at the last health check.
     used_seen: AtomicU64,
+    /// The most verbose StorPortDebugPrint level emitted (registry `RvscsiDebugPrintLevel`).
+    debug_print_level: u32,
+    /// Set when the crash-dump or hibernation stack loaded this instance ([`crate::dump`]):
+    /// one polled queue, no DPCs, timers, MSI-X or task management.
+    dump: Option<DumpMode>,
+    /// The last notable events ([`crate::trace`]); last in the extension so the hot fields
+    /// above share cache lines.
+    trace: TraceRing,
 }
 
 /// Everything find-adapter learns before the memory is carved.
@@ -292,6 +323,10 @@ struct Discovery {
     status_register: (u8, u64),
     /// The WMI identity.
     wmi_facts: crate::wmi::AdapterFacts,
+    /// The registry parameters, validated (fixed ones in dump mode).
+    parameters: Parameters,
+    /// Whether the dump stack loaded us.
+    dump: Option<DumpMode>,
 }
 
 impl Adapter {
@@ -315,7 +350,8 @@ impl Adapter {
     }
 
     /// HwFindAdapter: identifies the device, negotiates features, derives the limits, fills
-    /// `config` and carves the uncached extension. Returns an `SP_RETURN_*` code.
+    /// `config` and carves the uncached extension, sized down when `dump` says the dump stack
+    /// loaded us. Returns an `SP_RETURN_*` code.
     ///
     /// # Safety
     /// `extension` is the zeroed device extension of `size_of::<Adapter>()` bytes, 8-aligned,
@@ -323,12 +359,27 @@ impl Adapter {
     pub unsafe fn find(
         extension: DeviceExtension,
         config: &mut PortConfigurationInformation,
+        dump: Option<DumpMode>,
     ) -> u32 {
         let pointer = extension.raw().cast::<Self>();
         if !pointer.is_aligned() {
             return SP_RETURN_ERROR;
         }
-        let discovery = match Self::discover(extension, config) {
+        // The registry is readable only at PASSIVE_LEVEL, so here; the reader frees StorPort's
+        // registry buffer when it goes out of scope. The dump port calls find-adapter above
+        // PASSIVE_LEVEL, so dump mode runs with its own fixed parameters instead.
+        let (parameters, registry_report) = if dump.is_some() {
+            (
+                crate::dump::parameters(),
+                Report {
+                    outcomes: [ValueOutcome::Absent; 4],
+                },
+            )
+        } else {
+            let mut registry = StorPortRegistry::new(extension);
+            crate::registry::read(&mut registry, MAX_REQUEST_QUEUES)
+        };
+        let discovery = match Self::discover(extension, config, parameters, dump) {
             Ok(discovery) => discovery,
             Err(
                 AdapterError::NoConfigSpace
@@ -345,12 +396,18 @@ impl Adapter {
             Ok(adapter) => unsafe { pointer.write(adapter) },
             Err(_) => return SP_RETURN_ERROR,
         }
+        // SAFETY: written just above, with the magic.
+        if let Some(adapter) = unsafe { Self::from_extension(extension.raw()) } {
+            adapter.trace_found(&registry_report);
+        }
         SP_RETURN_FOUND
     }
 
     fn discover(
         extension: DeviceExtension,
         config: &PortConfigurationInformation,
+        parameters: Parameters,
+        dump: Option<DumpMode>,
     ) -> Result<Discovery, AdapterError> {
         let pci = PciSnapshot::read(extension, config.system_io_bus_number, config.slot_number);
         if pci.len() < 64 {
@@ -394,12 +451,17 @@ impl Adapter {
         transport.reset()?;
         let features = transport.begin_init(SCSI_DRIVER_FEATURES)?;
         let device_limits = Self::configure_device(&mut transport)?;
-        let request_queues = device_limits.num_queues.min(MAX_REQUEST_QUEUES);
+        let request_queues = device_limits
+            .num_queues
+            .min(MAX_REQUEST_QUEUES)
+            .min(parameters.max_request_queues.unwrap_or(MAX_REQUEST_QUEUES));
         let queue_count = request_queues + queue_index::REQUEST_BASE;
         let packed = features.contains(Features::RING_PACKED);
         let mut sizes = [0u16; MAX_REQUEST_QUEUES as usize + 2];
         for (index, size) in sizes.iter_mut().enumerate().take(usize::from(queue_count)) {
-            let max = transport.queue_max_size(index as u16)?.min(MAX_QUEUE_SIZE);
+            let max = transport
+                .queue_max_size(index as u16)?
+                .min(Sizing::of(dump).queue_size_cap(index as u16));
             // Split rings need a power of two; packed rings take any size.
             *size = if packed {
                 max
@@ -432,6 +494,8 @@ impl Adapter {
                 config.slot_number,
                 smallest_request_queue,
             ),
+            parameters,
+            dump,
         })
     }
 
@@ -460,6 +524,7 @@ impl Adapter {
 
     /// Bytes of uncached extension needed, padding included.
     fn uncached_len(discovery: &Discovery) -> usize {
+        let sizing = Sizing::of(discovery.dump);
         let packed = discovery.features.contains(Features::RING_PACKED);
         let request_queues = usize::from(discovery.queue_count - queue_index::REQUEST_BASE);
         let tables = usize::from(discovery.queue_count)
@@ -471,35 +536,40 @@ impl Adapter {
             .take(usize::from(discovery.queue_count))
             .map(|&size| {
                 Self::ring_len(packed, size)
-                    + RING_MEMORY_ALIGN
+                    + sizing.ring_align()
                     + usize::from(size) * (size_of::<Slot>() + size_of::<usize>())
                     + 32
             })
             .sum();
+        let lun_slots = sizing.lun_slots();
         tables
             + rings
-            + Self::lun_table_len()
-            + crate::wmi::WmiScratch::uncached_len()
-            + Self::tmf_len()
+            + Self::lun_table_len(lun_slots)
+            + crate::wmi::WmiScratch::uncached_len_for(lun_slots)
+            + EventQueue::uncached_len(sizing)
+            + Self::tmf_len(sizing.tmf_slots())
     }
 
-    /// Bytes of uncached extension the task management slots take, padding included.
-    const fn tmf_len() -> usize {
-        TMF_SLOTS * size_of::<TmfSlot>()
+    /// Bytes of uncached extension `slots` task management slots take, padding included.
+    const fn tmf_len(slots: usize) -> usize {
+        slots * size_of::<TmfSlot>()
             + align_of::<TmfSlot>()
-            + TmfTable::<Carved<TmfSlot>>::memory_len(TMF_SLOTS)
+            + TmfTable::<Carved<TmfSlot>>::memory_len(slots)
             + 16
     }
 
-    /// Carves the task management slots and their DMA memory.
-    fn carve_tmfs(arena: &UncachedArena) -> Result<TmfTable<Carved<TmfSlot>>, AdapterError> {
-        let slots = arena
-            .carve_table_with(TMF_SLOTS, TmfSlot::new)
+    /// Carves `slots` task management slots and their DMA memory.
+    fn carve_tmfs(
+        arena: &UncachedArena,
+        slots: usize,
+    ) -> Result<TmfTable<Carved<TmfSlot>>, AdapterError> {
+        let table = arena
+            .carve_table_with(slots, TmfSlot::new)
             .ok_or(AdapterError::OutOfMemory)?;
         let memory = arena
-            .dma_alloc(TmfTable::<Carved<TmfSlot>>::memory_len(TMF_SLOTS), 16)
+            .dma_alloc(TmfTable::<Carved<TmfSlot>>::memory_len(slots), 16)
             .map_err(|_| AdapterError::OutOfMemory)?;
-        Ok(TmfTable::new(slots, memory))
+        Ok(TmfTable::new(table, memory))
     }
 
     /// The limits reported to StorPort, from the device's and the smallest request queue.
@@ -513,8 +583,14 @@ impl Adapter {
             .copied()
             .min()
             .unwrap_or(0);
+        // The registry's PhysicalBreaks caps the segments as vioscsi's does: as if the device's
+        // seg_max were that low (max_sectors and the ring still cap it further).
+        let mut device_limits = discovery.device_limits;
+        if let Some(breaks) = discovery.parameters.physical_breaks {
+            device_limits.seg_max = device_limits.seg_max.min(breaks.saturating_add(1));
+        }
         StorLimits::derive(
-            &discovery.device_limits,
+            &device_limits,
             smallest,
             request_queues,
             discovery.features.contains(Features::INDIRECT_DESC),
@@ -522,32 +598,38 @@ impl Adapter {
         .map_err(AdapterError::Limits)
     }
 
-    /// Carves the LUN table and the WMI scratch that copies it.
+    /// Carves the LUN table of `slots` slots and the WMI scratch that copies it.
     fn carve_lun_state(
         arena: &UncachedArena,
+        slots: usize,
     ) -> Result<(LunTable<Carved<LunSlot>>, crate::wmi::WmiScratch), AdapterError> {
-        let slots = arena
-            .carve_table_with(LUN_SLOTS, LunSlot::new)
+        let table = arena
+            .carve_table_with(slots, LunSlot::new)
             .ok_or(AdapterError::OutOfMemory)?;
-        let scratch = crate::wmi::WmiScratch::carve(arena).ok_or(AdapterError::OutOfMemory)?;
-        Ok((LunTable::new(slots), scratch))
+        let scratch =
+            crate::wmi::WmiScratch::carve_for(arena, slots).ok_or(AdapterError::OutOfMemory)?;
+        Ok((LunTable::new(table), scratch))
     }
 
-    /// Bytes of uncached extension the LUN table takes, padding included.
-    const fn lun_table_len() -> usize {
-        LUN_SLOTS * size_of::<LunSlot>() + align_of::<LunSlot>()
+    /// Bytes of uncached extension a LUN table of `slots` slots takes, padding included.
+    const fn lun_table_len(slots: usize) -> usize {
+        slots * size_of::<LunSlot>() + align_of::<LunSlot>()
     }
 
-    fn construct(
+    /// Asks StorPort for the uncached extension `discovery` needs (within the dump budget in
+    /// dump mode) and checks it is contiguous.
+    fn claim_uncached(
         extension: DeviceExtension,
         config: &mut PortConfigurationInformation,
-        discovery: Discovery,
-    ) -> Result<Self, AdapterError> {
-        let request_queues = discovery.queue_count - queue_index::REQUEST_BASE;
-        let limits = Self::derive_limits(&discovery)?;
-        Self::fill_config(config, &discovery.device_limits, &limits);
-
-        let len = Self::uncached_len(&discovery);
+        discovery: &Discovery,
+        sizing: Sizing,
+    ) -> Result<UncachedArena, AdapterError> {
+        let len = Self::uncached_len(discovery);
+        if let Some(budget) = sizing.uncached_budget()
+            && len > budget
+        {
+            return Err(AdapterError::OverDumpBudget { len, budget });
+        }
         let len32 = u32::try_from(len).map_err(|_| AdapterError::NoUncachedExtension { len })?;
         let memory = extension
             .uncached_extension(config, len32)
@@ -558,7 +640,23 @@ impl Adapter {
         }
         // SAFETY: StorPort just gave us `len` bytes of uncached extension at `memory`,
         // contiguous at `bus` (checked), for the adapter's life.
-        let arena = unsafe { UncachedArena::new(extension, memory, bus, len) };
+        Ok(unsafe { UncachedArena::new(extension, memory, bus, len) })
+    }
+
+    fn construct(
+        extension: DeviceExtension,
+        config: &mut PortConfigurationInformation,
+        discovery: Discovery,
+    ) -> Result<Self, AdapterError> {
+        let request_queues = discovery.queue_count - queue_index::REQUEST_BASE;
+        let sizing = Sizing::of(discovery.dump);
+        let limits = Self::derive_limits(&discovery)?;
+        Self::fill_config(config, &discovery.device_limits, &limits);
+        if discovery.dump.is_some() {
+            crate::dump::restrict_config(config);
+        }
+
+        let arena = Self::claim_uncached(extension, config, &discovery, sizing)?;
         let queues = arena
             .carve_table_with(usize::from(discovery.queue_count), || UnsafeCell::new(None))
             .ok_or(AdapterError::OutOfMemory)?;
@@ -568,8 +666,9 @@ impl Adapter {
         let counters = arena
             .carve_table_with(usize::from(request_queues), QueueCounters::default)
             .ok_or(AdapterError::OutOfMemory)?;
-        let (luns, wmi_scratch) = Self::carve_lun_state(&arena)?;
-        let tmfs = Self::carve_tmfs(&arena)?;
+        let (luns, wmi_scratch) = Self::carve_lun_state(&arena, sizing.lun_slots())?;
+        let events = EventQueue::carve(&arena, sizing).ok_or(AdapterError::OutOfMemory)?;
+        let tmfs = Self::carve_tmfs(&arena, sizing.tmf_slots())?;
 
         let packed = discovery.features.contains(Features::RING_PACKED);
         let queue_features = QueueFeatures {
@@ -581,7 +680,7 @@ impl Adapter {
             let size = discovery.sizes.get(index).copied().unwrap_or(0);
             let index = index as u16;
             let ring_memory = arena
-                .dma_alloc(Self::ring_len(packed, size), RING_MEMORY_ALIGN)
+                .dma_alloc(Self::ring_len(packed, size), sizing.ring_align())
                 .map_err(|_| AdapterError::OutOfMemory)?;
             let slots = arena
                 .carve_table(usize::from(size), Slot::EMPTY)
@@ -632,6 +731,7 @@ impl Adapter {
             counters,
             luns,
             wmi_scratch,
+            events,
             line_lock: UnsafeCell::new(StorLockHandle::zeroed()),
             dpc_ready: AtomicBool::new(false),
             resetting: AtomicBool::new(false),
@@ -639,11 +739,14 @@ impl Adapter {
             tmfs,
             recovery: RecoveryCounters::default(),
             stopped: AtomicBool::new(false),
-            reset_requested: AtomicBool::new(false),
+            reset_requested: AtomicU32::new(0),
             timer_kick: AtomicBool::new(false),
             status_register: discovery.status_register,
             last_health: AtomicU64::new(0),
             used_seen: AtomicU64::new(0),
+            debug_print_level: discovery.parameters.debug_print_level,
+            dump: discovery.dump,
+            trace: TraceRing::new(),
         })
     }
 
@@ -754,6 +857,12 @@ impl Adapter {
         &self.wmi_scratch
     }
 
+    /// The event queue's state: removed units, counters ([`crate::events`]).
+    #[must_use]
+    pub const fn events(&self) -> &EventQueue {
+        &self.events
+    }
+
     /// The task management slots (their counters: `tmfs().counters`).
     #[must_use]
     pub const fn tmfs(&self) -> &TmfTable<Carved<TmfSlot>> {
@@ -792,7 +901,10 @@ impl Adapter {
     /// interrupt lock held.
     pub fn initialize(&self) -> bool {
         let mut messages = 0u16;
-        while messages < MAX_REQUEST_QUEUES + 3
+        // The dump port connects no interrupt at all (it polls HwInterrupt): line mode, which
+        // programs no MSI-X vector, whatever messages the function has.
+        while self.dump.is_none()
+            && messages < MAX_REQUEST_QUEUES + 3
             && self.extension.msi_info(u32::from(messages)).is_some()
         {
             messages += 1;
@@ -807,18 +919,27 @@ impl Adapter {
         };
         self.mode.store(mode as u8, Ordering::Relaxed);
         self.request_queues.store(request_queues, Ordering::Relaxed);
+        self.trace(
+            TraceEvent::Initialized,
+            ADAPTER_WIDE,
+            (mode as u32, u64::from(messages), u64::from(request_queues)),
+        );
         // SAFETY: HwInitialize runs before any I/O, interrupt or timer of this adapter: nothing
         // else reaches the transport.
         let transport = unsafe { &mut *self.transport.get() };
         if self.start_queues(transport).is_err() {
             return false;
         }
+        // The health timer (no timer at all on the dump stack: `arm_timer`).
         self.arm_timer();
-        // Without passive initialisation (a StorPort that offers the miniport no DPCs, as the
-        // crash-dump stack does) there are no queue DPCs: the ISR completes requests itself.
-        let _dpcs_offered = self
-            .extension
-            .enable_passive_initialization(Some(crate::hw::hw_passive_initialize));
+        // Without passive initialisation (a StorPort that offers the miniport no DPCs) there
+        // are no queue DPCs: the ISR completes requests itself. The dump stack must not even be
+        // asked (see `crate::dump`).
+        if self.dump.is_none() {
+            let _dpcs_offered = self
+                .extension
+                .enable_passive_initialization(Some(crate::hw::hw_passive_initialize));
+        }
         true
     }
 
@@ -854,6 +975,14 @@ impl Adapter {
             queue.notify_offset = notifier.offset();
         }
         transport.driver_ok()?;
+        self.events.started(transport);
+        // The eventq is stocked from DRIVER_OK on (the device must not be notified before).
+        // SAFETY: as above: the callers' exclusive access covers the eventq too.
+        if let Some(eventq) = unsafe { self.queue_cell(queue_index::EVENT) }
+            && let Some(offset) = self.events.stock(eventq)
+        {
+            self.notify_virtqueue(queue_index::EVENT, offset);
+        }
         Ok(())
     }
 
@@ -918,6 +1047,10 @@ impl Adapter {
     #[must_use]
     pub fn queue_for_current_processor(&self) -> u16 {
         let queues = u32::from(self.request_queues().max(1));
+        // One queue (always so in dump mode): no need to ask StorPort where we run.
+        if queues == 1 {
+            return 0;
+        }
         (self.extension.current_processor() % queues) as u16
     }
 
@@ -986,20 +1119,25 @@ impl Adapter {
 
     /// Locks the controlq (its MSI-X message lock, or the one lock of the other modes).
     #[must_use]
-    pub fn lock_control(&self) -> ControlGuard<'_> {
-        ControlGuard {
+    pub fn lock_control(&self) -> VirtqueueGuard<'_> {
+        VirtqueueGuard {
             adapter: self,
+            index: queue_index::CONTROL,
             how: self.acquire(u32::from(Self::vector_of_queue(queue_index::CONTROL))),
         }
     }
 
-    /// A guard for the controlq whose lock StorPort already holds.
+    /// A guard for virtqueue `index` (the controlq or the eventq) whose lock StorPort already
+    /// holds (inside the ISR for its message).
     ///
     /// # Safety
-    /// As for [`Adapter::assume_locked`], for the controlq's message.
-    unsafe fn assume_control_locked(&self) -> ControlGuard<'_> {
-        ControlGuard {
+    /// The caller runs in the ISR whose lock guards virtqueue `index` (per-queue: its message;
+    /// shared: message 0; line: the interrupt lock), or holds that lock otherwise.
+    #[must_use]
+    pub unsafe fn assume_virtqueue_locked(&self, index: u16) -> VirtqueueGuard<'_> {
+        VirtqueueGuard {
             adapter: self,
+            index,
             how: Held::ByCaller,
         }
     }
@@ -1013,8 +1151,9 @@ impl Adapter {
         self.notify_virtqueue(queue + queue_index::REQUEST_BASE, offset);
     }
 
-    /// Notifies the device of new chains on virtqueue `index` at `offset` (after unlocking).
-    fn notify_virtqueue(&self, index: u16, offset: u64) {
+    /// Notifies the device of new buffers on virtqueue `index`, whose notification address is
+    /// at `offset` in the notify BAR (after unlocking, or from the ISR that owns the queue).
+    pub fn notify_virtqueue(&self, index: u16, offset: u64) {
         // ORDERING: the ring updates (descriptors, then the available index published with
         // release by the queue) must be visible before the device reacts to the notification
         // (virtio 1.x section 2.7.13 step 4 / 2.8.21). Pairs with the device's read of the
@@ -1028,21 +1167,22 @@ impl Adapter {
         match self.mode() {
             InterruptMode::PerQueue => {
                 let Some(index) = message.checked_sub(1) else {
-                    // Configuration change: the device may need a reset (events are read by
-                    // the event queue work).
-                    self.on_config_change();
+                    self.on_config_interrupt();
                     return true;
                 };
-                if index == u32::from(queue_index::CONTROL) {
-                    // SAFETY: we are in the ISR of the controlq's message, whose lock StorPort
-                    // holds.
-                    let mut guard = unsafe { self.assume_control_locked() };
-                    self.drain_control(&mut guard, true);
+                let Ok(index) = u16::try_from(index) else {
+                    return false;
+                };
+                if index == queue_index::EVENT {
+                    self.on_event_interrupt();
                     return true;
                 }
-                let Some(queue) = (index as u16).checked_sub(queue_index::REQUEST_BASE) else {
-                    // eventq: nothing of ours is posted on it.
+                if index == queue_index::CONTROL {
+                    self.on_control_interrupt();
                     return true;
+                }
+                let Some(queue) = index.checked_sub(queue_index::REQUEST_BASE) else {
+                    return false;
                 };
                 if queue >= self.request_queues() {
                     return false;
@@ -1050,16 +1190,25 @@ impl Adapter {
                 self.on_queue_interrupt(queue);
                 true
             }
-            InterruptMode::Shared | InterruptMode::Line => {
+            InterruptMode::Shared => {
+                // One message for everything: the configuration is checked on each (its
+                // interrupt carries no ISR bit a driver may rely on with MSI-X, virtio 1.x
+                // section 4.1.5.3).
+                self.on_config_interrupt();
                 self.on_every_queue();
                 true
             }
+            InterruptMode::Line => self.on_line_interrupt(),
         }
     }
 
     /// HwInterrupt (line-based): reads and clears the ISR status; true if the device
-    /// interrupted.
+    /// interrupted. In dump mode, the dump port's poll.
     pub fn on_line_interrupt(&self) -> bool {
+        if self.dump.is_some() {
+            // The dump port's poll, not an interrupt.
+            return self.poll();
+        }
         // SAFETY: in line mode the ISR holds the interrupt lock, which the reset path also
         // takes, so the transport is not being mutated.
         let isr = unsafe { &*self.transport.get() }.read_isr();
@@ -1067,30 +1216,77 @@ impl Adapter {
             return false;
         }
         if isr.contains(Isr::CONFIG) {
-            self.on_config_change();
+            self.on_config_interrupt();
         }
         self.on_every_queue();
         true
     }
 
-    /// The ISR of the one message (or line) every queue shares: the controlq, then each
-    /// request queue.
+    /// The ISR of the one message (or line) every queue shares: the eventq, the controlq, then
+    /// each request queue.
     fn on_every_queue(&self) {
-        // SAFETY: in shared and line modes the ISR holds the one lock that guards every queue.
-        let mut guard = unsafe { self.assume_control_locked() };
-        self.drain_control(&mut guard, true);
-        drop(guard);
+        self.on_event_interrupt();
+        self.on_control_interrupt();
         for queue in 0..self.request_queues() {
             self.on_queue_interrupt(queue);
         }
     }
 
-    /// A configuration change interrupt: if the device reports `DEVICE_NEEDS_RESET`, the timer
-    /// resets it (an ISR cannot take every queue lock).
-    fn on_config_change(&self) {
-        if self.device_needs_reset() {
-            self.reset_requested.store(true, Ordering::Relaxed);
-            self.kick_timer();
+    /// The configuration-change interrupt, in the ISR that owns it (message 0, the shared
+    /// message, or the line ISR): re-reads the configuration ([`EventQueue::on_config_change`]).
+    /// A device that set `DEVICE_NEEDS_RESET` (or changed the request layout) is reset by the
+    /// timer, an ISR not being able to take every queue lock; the timer's health check reads
+    /// `DEVICE_NEEDS_RESET` as well, so one missed configuration interrupt delays the reset by
+    /// at most [`HEALTH_PERIOD_MICROSECONDS`].
+    fn on_config_interrupt(&self) {
+        // SAFETY: the ISR for message 0 (or the shared/line ISR) holds a lock the reset path
+        // takes too (`lock_all`), so the transport is not being mutated; it is only read here.
+        let transport = unsafe { &*self.transport.get() };
+        if self.events.on_config_change(self, transport) {
+            self.reset_later(ResetCause::DeviceNeedsReset);
+        }
+    }
+
+    /// The eventq's interrupt, in the ISR that owns it (message 2, the shared message, or the
+    /// line ISR): see [`EventQueue::drain`].
+    fn on_event_interrupt(&self) {
+        // SAFETY: we run in the ISR whose lock guards the eventq (see the callers).
+        let mut guard = unsafe { self.assume_virtqueue_locked(queue_index::EVENT) };
+        if self.events.drain(self, &mut guard) {
+            self.reset_later(ResetCause::ProtocolViolation);
+        }
+    }
+
+    /// The controlq's interrupt, in the ISR that owns it (message 1, the shared message, or
+    /// the line ISR): records the answers of task management functions.
+    fn on_control_interrupt(&self) {
+        // SAFETY: we run in the ISR whose lock guards the controlq (see the callers).
+        let mut guard = unsafe { self.assume_virtqueue_locked(queue_index::CONTROL) };
+        self.drain_control(&mut guard, true);
+    }
+
+    /// Asks the timer to reset the device for `cause`, right after this ISR (or this context,
+    /// which holds a queue lock): the reset takes every lock. If a reset is already pending,
+    /// its first cause is kept. Never in dump mode, where the poll resets inline.
+    fn reset_later(&self, cause: ResetCause) {
+        // ORDERING: relaxed; the timer request in `kick_timer` is StorPort's, which orders it
+        // before the timer routine on any processor (a lock hand-over inside StorPort).
+        let _ = self.reset_requested.compare_exchange(
+            0,
+            cause as u32,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        self.kick_timer();
+    }
+
+    /// Takes the reset cause [`Self::reset_later`] left for the timer, if any.
+    fn take_reset_request(&self) -> Option<ResetCause> {
+        // ORDERING: relaxed; see `reset_later`.
+        match self.reset_requested.swap(0, Ordering::Relaxed) {
+            0 => None,
+            raw if raw == ResetCause::DeviceNeedsReset as u32 => Some(ResetCause::DeviceNeedsReset),
+            _ => Some(ResetCause::ProtocolViolation),
         }
     }
 
@@ -1119,8 +1315,7 @@ impl Adapter {
                 // The device broke the protocol. The reset takes every queue lock, which an ISR
                 // holding one of them cannot do: StorPort's timer runs it right after, with no
                 // queue lock held.
-                self.reset_requested.store(true, Ordering::Relaxed);
-                self.kick_timer();
+                self.reset_later(ResetCause::ProtocolViolation);
             }
         }
     }
@@ -1135,14 +1330,14 @@ impl Adapter {
             crate::io::drain(&mut guard)
         };
         if reset {
-            self.reset_device();
+            self.reset_device(ResetCause::ProtocolViolation);
         }
     }
 
     /// Pops the controlq's used chains and records each function's answer in its slot. A used
     /// chain that names no function in flight is a protocol violation: the timer resets the
     /// device. With `kick`, the timer is asked to run now to act on the answers.
-    fn drain_control(&self, guard: &mut ControlGuard<'_>, kick: bool) {
+    fn drain_control(&self, guard: &mut VirtqueueGuard<'_>, kick: bool) {
         let mut answered = false;
         let mut broken = false;
         while let Some(state) = guard.state() {
@@ -1154,6 +1349,15 @@ impl Adapter {
                         .get_mut(used.token.index())
                         .map_or(0, core::mem::take);
                     if slot == 0 || !self.tmfs.answer(slot - 1, used.written) {
+                        self.trace(
+                            TraceEvent::ProtocolViolation,
+                            queue_index::CONTROL,
+                            (
+                                ViolationKind::UnknownUsedId as u32,
+                                used.token.index() as u64,
+                                0,
+                            ),
+                        );
                         broken = true;
                         break;
                     }
@@ -1165,13 +1369,24 @@ impl Adapter {
                     }
                 }
                 Err(_) => {
+                    self.trace(
+                        TraceEvent::ProtocolViolation,
+                        queue_index::CONTROL,
+                        (ViolationKind::RingError as u32, 0, 0),
+                    );
                     broken = true;
                     break;
                 }
             }
         }
         if broken {
-            self.reset_requested.store(true, Ordering::Relaxed);
+            // ORDERING: relaxed; see `reset_later` (which this is, but for the kick).
+            let _ = self.reset_requested.compare_exchange(
+                0,
+                ResetCause::ProtocolViolation as u32,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
         if kick && (answered || broken) {
             self.kick_timer();
@@ -1224,6 +1439,11 @@ impl Adapter {
             // the slot posted.
             self.tmfs.posted(claim);
             self.tmfs.counters.count_sent(nexus);
+            self.trace(
+                TraceEvent::TmfSent,
+                queue_index::CONTROL,
+                nexus.trace_args(),
+            );
             let kick = state.ring.queue().kick_prepare();
             kick.then_some(state.notify_offset)
         };
@@ -1308,6 +1528,11 @@ impl Adapter {
                         if active.was_waiting() {
                             counters.waited.fetch_add(1, Ordering::Relaxed);
                         }
+                        self.trace(
+                            TraceEvent::TmfDone,
+                            queue_index::CONTROL,
+                            active.trace_args(),
+                        );
                         if let Some(owner) = ended.owner {
                             self.complete_owner(owner, SRB_STATUS_SUCCESS);
                         }
@@ -1320,7 +1545,9 @@ impl Adapter {
             }
         });
         if escalate {
-            self.reset_device();
+            // The reset ends every function, this one included (its TmfDone is recorded then,
+            // after the reset's own record).
+            self.reset_device(ResetCause::TmfEscalation);
         }
     }
 
@@ -1347,12 +1574,15 @@ impl Adapter {
             // Nothing is in flight, and the timer stays off until ScsiRestartAdapter.
             return;
         }
-        let needs_reset = self.device_needs_reset();
-        if needs_reset {
+        let requested = self.take_reset_request();
+        let cause = if self.device_needs_reset() {
             self.recovery.needs_reset.fetch_add(1, Ordering::Relaxed);
-        }
-        if self.reset_requested.swap(false, Ordering::Relaxed) || needs_reset {
-            self.reset_device();
+            Some(ResetCause::DeviceNeedsReset)
+        } else {
+            requested
+        };
+        if let Some(cause) = cause {
+            self.reset_device(cause);
         }
         let now = self.extension.system_time();
         let last = self.last_health.load(Ordering::Relaxed);
@@ -1391,13 +1621,17 @@ impl Adapter {
         }
         self.used_seen.store(seen, Ordering::Relaxed);
         if reset {
-            self.reset_device();
+            self.reset_device(ResetCause::ProtocolViolation);
         }
     }
 
     /// Asks StorPort for the next timer call: soon while a task management function is out,
-    /// at the health period otherwise.
+    /// at the health period otherwise. Never in dump mode: the dump port has no timer (asking
+    /// for one there is a contract violation, see [`crate::dump`]).
     fn arm_timer(&self) {
+        if self.dump.is_some() {
+            return;
+        }
         let period = if self.tmfs.any_active() {
             TMF_POLL_MICROSECONDS
         } else {
@@ -1417,8 +1651,12 @@ impl Adapter {
     }
 
     /// Asks for the timer to run now (from an ISR, or a context that must not do the work
-    /// itself).
+    /// itself). Nothing in dump mode, which has no timer (and no work for one: its poll resets
+    /// the device inline and it sends no task management function).
     pub fn kick_timer(&self) {
+        if self.dump.is_some() {
+            return;
+        }
         self.timer_kick.store(true, Ordering::Relaxed);
         // ORDERING: pairs with the fence in `arm_timer` (see there).
         fence(Ordering::SeqCst);
@@ -1426,12 +1664,19 @@ impl Adapter {
             .request_timer(Some(crate::hw::hw_timer), KICK_MICROSECONDS);
     }
 
-    /// Resets the device: completes what it had finished, fails every other request in flight
-    /// with SRB_STATUS_BUS_RESET, ends every task management function, then brings the queues
-    /// back. Only one context resets at a time; a second caller returns at once (the reset it
-    /// would do is under way). Call with no queue lock held. Returns false if the device could
-    /// not be brought back (it is then failed).
-    pub fn reset_device(&self) -> bool {
+    /// Resets the device for `cause`: completes what it had finished, fails every other request
+    /// in flight with SRB_STATUS_BUS_RESET, ends every task management function, then brings
+    /// the queues back and restocks the eventq. Only one context resets at a time; a second
+    /// caller returns at once (the reset it would do is under way). Call with no queue lock
+    /// held. Returns false if the device could not be brought back (it is then failed).
+    pub fn reset_device(&self, cause: ResetCause) -> bool {
+        self.reset_device_with(cause, false)
+    }
+
+    /// [`Self::reset_device`], from a context that holds StorPort's interrupt lock when
+    /// `line_lock_held` (which in line mode is every queue's lock already: the dump port's
+    /// poll).
+    pub(crate) fn reset_device_with(&self, cause: ResetCause, line_lock_held: bool) -> bool {
         // ORDERING: the flag only elects one resetter; the queue locks order everything the
         // reset touches. Acquire pairs with the Release below of the previous reset, so a new
         // winner starts after the last one finished.
@@ -1443,12 +1688,19 @@ impl Adapter {
             return true;
         }
         let mut restarted = true;
+        let mut reset = false;
         {
-            let locks = self.lock_all(false);
+            let locks = self.lock_all(line_lock_held);
             // A stopped adapter has nothing in flight and its device stays reset until
             // ScsiRestartAdapter.
             if !self.is_stopped() {
-                self.resets.fetch_add(1, Ordering::Relaxed);
+                reset = true;
+                let resets = self.resets.fetch_add(1, Ordering::Relaxed) + 1;
+                self.trace(
+                    TraceEvent::DeviceReset,
+                    ADAPTER_WIDE,
+                    (cause as u32, resets, 0),
+                );
                 let transport = self.take_everything_back(&locks);
                 restarted = self.bring_up(transport).is_ok();
                 if !restarted {
@@ -1463,6 +1715,9 @@ impl Adapter {
         // ORDERING: pairs with the Acquire of the next winner's compare-exchange above.
         self.resetting.store(false, Ordering::Release);
         self.extension.reset_detected();
+        if reset {
+            self.events.restarted(self);
+        }
         restarted
     }
 
@@ -1491,7 +1746,12 @@ impl Adapter {
         } else {
             SRB_STATUS_ERROR
         };
-        self.tmfs.resolve_all(|owner| {
+        self.tmfs.resolve_all(|active, owner| {
+            self.trace(
+                TraceEvent::TmfDone,
+                queue_index::CONTROL,
+                active.trace_args(),
+            );
             if let Some(owner) = owner {
                 self.complete_owner(owner, status);
             }
@@ -1502,6 +1762,7 @@ impl Adapter {
     /// stopped; requests in flight are completed with SRB_STATUS_BUS_RESET (StorPort normally
     /// drains them first), task management functions end.
     pub fn stop(&self) {
+        self.trace(TraceEvent::Stopped, ADAPTER_WIDE, (0, 0, 0));
         // StorPort calls ScsiStopAdapter holding the interrupt lock, which in line mode is the
         // queues' lock already.
         let locks = self.lock_all(true);
@@ -1512,12 +1773,14 @@ impl Adapter {
         self.end_every_tmf(true);
         self.recovery.stops.fetch_add(1, Ordering::Relaxed);
         drop(locks);
-        // Zero microseconds cancels the pending timer request.
-        self.extension.request_timer(Some(crate::hw::hw_timer), 0);
+        // Zero microseconds cancels the pending timer request (the dump stack has none).
+        if self.dump.is_none() {
+            self.extension.request_timer(Some(crate::hw::hw_timer), 0);
+        }
     }
 
     /// ScsiRestartAdapter: renegotiates and sets the queues up again, as after power-up, with
-    /// the state find-adapter established (see [`Adapter::bring_up`]); false if the device
+    /// the state find-adapter established (see `Adapter::bring_up`); false if the device
     /// cannot be brought back that way (it is then failed and the adapter stays stopped).
     pub fn restart(&self) -> bool {
         let locks = self.lock_all(true);
@@ -1538,20 +1801,33 @@ impl Adapter {
         if restarted {
             self.used_seen.store(0, Ordering::Relaxed);
             self.arm_timer();
+            self.events.restarted(self);
         }
+        self.trace(
+            TraceEvent::Restarted,
+            ADAPTER_WIDE,
+            (u32::from(restarted), 0, 0),
+        );
         restarted
     }
 
-    /// Takes the controlq's lock, then every request queue's lock in ascending order: all of
-    /// them with per-queue messages, the one shared lock otherwise (none in line mode when
-    /// `line_lock_held`, as the caller runs under StorPort's interrupt lock). Released in
-    /// reverse by the guard.
+    /// Takes every queue's lock, in ascending message order: with per-queue messages those of
+    /// the configuration, the controlq and the eventq (messages 0 to 2, whose ISRs read the
+    /// transport and the rings of the controlq and the eventq) and then every request queue's;
+    /// the one shared lock otherwise (none in line mode when `line_lock_held`, as the caller
+    /// runs under StorPort's interrupt lock). Released in reverse by the guard.
     fn lock_all(&self, line_lock_held: bool) -> AllQueuesLocked<'_> {
-        let mode = self.mode();
         let mut locks = AllQueuesLocked {
-            control: (mode == InterruptMode::PerQueue).then(|| self.lock_control()),
+            adapter: self,
+            messages: [None; QUEUES_BEFORE_REQUESTS],
             guards: [const { None }; MAX_REQUEST_QUEUES as usize],
         };
+        let mode = self.mode();
+        if mode == InterruptMode::PerQueue {
+            for (message, slot) in (0u32..).zip(locks.messages.iter_mut()) {
+                *slot = Some(self.acquire(message));
+            }
+        }
         let queues = usize::from(self.request_queues());
         for (queue, slot) in locks.guards.iter_mut().enumerate().take(queues) {
             let take = match mode {
@@ -1592,8 +1868,7 @@ impl Adapter {
         for queue in 0..self.request_queues() {
             // SAFETY: every queue lock is held (see `lock_all`).
             let mut guard = unsafe { self.assume_locked(queue) };
-            // A protocol violation here changes nothing: the device is being reset anyway.
-            let _ = crate::io::drain(&mut guard);
+            crate::io::salvage(&mut guard);
             drop(guard);
             crate::io::fail_in_flight(self, queue);
         }
@@ -1609,6 +1884,48 @@ impl Adapter {
             }
         }
         transport
+    }
+
+    /// Records `event` in the trace ring and prints it if the registry's level allows.
+    pub fn trace(&self, event: TraceEvent, queue: u16, args: (u32, u64, u64)) {
+        self.trace.record(event, queue, args);
+        if event.print_level() <= self.debug_print_level {
+            crate::port::debug_print(
+                event.print_level(),
+                event.name(),
+                [u64::from(args.0), args.1, args.2],
+            );
+        }
+    }
+
+    /// The trace ring's records, oldest first (tests and diagnostics).
+    pub fn trace_entries(&self) -> impl Iterator<Item = TraceEntry> + '_ {
+        self.trace.entries()
+    }
+
+    /// Records what find-adapter decided, and every registry value it had to adjust.
+    fn trace_found(&self, report: &Report) {
+        for (index, outcome) in report.outcomes.iter().enumerate() {
+            let (read, used) = match *outcome {
+                ValueOutcome::Clamped(read, used) => (read, u64::from(used)),
+                ValueOutcome::Refused(read) => (read, u64::MAX),
+                ValueOutcome::Absent | ValueOutcome::Used(_) => continue,
+            };
+            self.trace(
+                TraceEvent::RegistryAdjusted,
+                ADAPTER_WIDE,
+                (index as u32, u64::from(read), used),
+            );
+        }
+        self.trace(
+            TraceEvent::AdapterFound,
+            ADAPTER_WIDE,
+            (
+                u32::from(self.prepared_queues - queue_index::REQUEST_BASE),
+                self.features.bits(),
+                u64::from(self.limits.physical_breaks),
+            ),
+        );
     }
 }
 
@@ -1670,33 +1987,47 @@ impl Drop for QueueGuard<'_> {
     }
 }
 
-/// Proof that the controlq's lock is held; gives access to its state.
+/// Proof that the lock of a virtqueue other than a request queue (the controlq or the eventq)
+/// is held; gives access to its state.
 #[derive(Debug)]
-pub struct ControlGuard<'a> {
+pub struct VirtqueueGuard<'a> {
     adapter: &'a Adapter,
+    index: u16,
     how: Held,
 }
 
-impl ControlGuard<'_> {
-    /// The controlq's state.
+impl<'a> VirtqueueGuard<'a> {
+    /// The adapter.
+    #[must_use]
+    pub const fn adapter(&self) -> &'a Adapter {
+        self.adapter
+    }
+
+    /// The virtqueue's state.
     pub fn state(&mut self) -> Option<&mut QueueState> {
-        // SAFETY: this guard proves the controlq's lock is held, and `&mut self` makes the
+        // SAFETY: this guard proves the virtqueue's lock is held, and `&mut self` makes the
         // returned reference the only one derived from it.
-        unsafe { self.adapter.queue_cell(queue_index::CONTROL) }
+        unsafe { self.adapter.queue_cell(self.index) }
     }
 }
 
-impl Drop for ControlGuard<'_> {
+impl Drop for VirtqueueGuard<'_> {
     fn drop(&mut self) {
         self.adapter.release(self.how);
     }
 }
 
+/// Messages below the first request queue's in per-queue mode: the configuration's, the
+/// controlq's and the eventq's.
+const QUEUES_BEFORE_REQUESTS: usize = Adapter::vector_of_queue(queue_index::REQUEST_BASE) as usize;
+
 /// Every queue's lock, from [`Adapter::lock_all`]; dropping it releases them in the reverse
 /// order of acquisition (each release restores the IRQL its acquire saved, so the first lock
 /// taken must be the last released).
 struct AllQueuesLocked<'a> {
-    control: Option<ControlGuard<'a>>,
+    adapter: &'a Adapter,
+    /// Messages 0 to 2 in per-queue mode, taken first.
+    messages: [Option<Held>; QUEUES_BEFORE_REQUESTS],
     guards: [Option<QueueGuard<'a>>; MAX_REQUEST_QUEUES as usize],
 }
 
@@ -1705,7 +2036,11 @@ impl Drop for AllQueuesLocked<'_> {
         for guard in self.guards.iter_mut().rev() {
             drop(guard.take());
         }
-        drop(self.control.take());
+        for held in self.messages.iter_mut().rev() {
+            if let Some(how) = held.take() {
+                self.adapter.release(how);
+            }
+        }
     }
 }
 

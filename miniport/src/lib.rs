@@ -9,6 +9,8 @@ use rvscsi_rt as _;
 pub mod storport;
 
 pub mod adapter;
+pub mod dump;
+pub mod events;
 pub mod hw;
 pub mod io;
 pub mod layout;
@@ -16,7 +18,9 @@ pub mod limits;
 pub mod luns;
 pub mod platform;
 pub mod port;
+pub mod registry;
 pub mod srb;
 pub mod tmf;
+pub mod trace;
 pub mod vpd;
 pub mod wmi;

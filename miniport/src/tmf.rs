@@ -50,6 +50,13 @@
 //! [`decide`] and completes or escalates; the full reset, holding every queue lock, resolves
 //! every slot still active. Slots carry a generation in their state word, so a context holding
 //! a stale view of a slot that was resolved and reused meanwhile loses its compare-exchange.
+//!
+//! # The trace, and the dump stack
+//! Each function sent is a [`crate::trace::TraceEvent::TmfSent`] record and each one ended a
+//! `TmfDone` (its response, or `u32::MAX` unanswered); an escalation is a `DeviceReset` with
+//! [`ResetCause::TmfEscalation`]. The crash-dump stack has no timer to bound a function with and
+//! no slots are carved there: its abort and reset requests, like its HwResetBus, reset the
+//! whole device inline when something is in flight ([`Adapter::reset_bus`]).
 #![forbid(unsafe_code)]
 
 use core::borrow::Borrow;
@@ -71,6 +78,7 @@ use crate::storport::{
     SRB_STATUS_INVALID_LUN, SRB_STATUS_INVALID_PATH_ID, SRB_STATUS_INVALID_REQUEST,
     SRB_STATUS_INVALID_TARGET_ID, SRB_STATUS_SUCCESS,
 };
+use crate::trace::ResetCause;
 
 /// Task management functions that can be outstanding at once. StorPort resets one unit at a
 /// time per timeout; sixteen leave room for a bus reset's per-target functions besides.
@@ -159,6 +167,24 @@ impl Nexus {
             Self::Task { tag, .. } => request.tag == tag,
             Self::LogicalUnit { target, lun } => request.target == target && request.lun == lun,
             Self::Target { target } => request.target == target,
+        }
+    }
+
+    /// The arguments of its [`crate::trace::TraceEvent::TmfSent`] record: the subtype,
+    /// target << 16 | LUN, and the tag.
+    #[must_use]
+    pub fn trace_args(self) -> (u32, u64, u64) {
+        (self.subtype().raw(), self.address_word(), self.tag())
+    }
+
+    /// Target << 16 | LUN (LUN 0 for a target), as the trace records it.
+    #[must_use]
+    pub const fn address_word(self) -> u64 {
+        match self {
+            Self::Task { target, lun, .. } | Self::LogicalUnit { target, lun } => {
+                (target as u64) << 16 | lun as u64
+            }
+            Self::Target { target } => (target as u64) << 16,
         }
     }
 
@@ -338,6 +364,8 @@ pub enum Answer {
 pub struct Active {
     index: usize,
     word: u64,
+    /// The slot's response word ([`ANSWERED`] or [`UNWRITTEN`] with the byte), 0 if none.
+    response: u16,
     /// The nexus.
     pub nexus: Nexus,
     /// The answer, if any.
@@ -351,6 +379,29 @@ impl Active {
     #[must_use]
     pub fn was_waiting(&self) -> bool {
         Phase::of(self.word) == Some(Phase::Waiting)
+    }
+
+    /// The response byte the device wrote, or `u32::MAX` if it has not answered (or answered
+    /// without writing one).
+    #[must_use]
+    pub const fn raw_response(&self) -> u32 {
+        if self.response & ANSWERED != 0 {
+            (self.response & 0xFF) as u32
+        } else {
+            u32::MAX
+        }
+    }
+
+    /// The arguments of its [`crate::trace::TraceEvent::TmfDone`] record: the response (or
+    /// `u32::MAX` when it ends unanswered: the deadline passed, or a reset came first),
+    /// target << 16 | LUN, and the tag.
+    #[must_use]
+    pub const fn trace_args(&self) -> (u32, u64, u64) {
+        (
+            self.raw_response(),
+            self.nexus.address_word(),
+            self.nexus.tag(),
+        )
     }
 }
 
@@ -627,41 +678,46 @@ impl<S: Borrow<[TmfSlot]>> TmfTable<S> {
     /// them.
     pub fn for_each_active(&self, mut visit: impl FnMut(Active)) {
         for (index, slot) in self.slots().iter().enumerate() {
-            // ORDERING: Acquire pairs with the Release stores of `posted` and `answer`.
-            let current = slot.state.load(Ordering::Acquire);
-            let Some(phase) = Phase::of(current) else {
-                continue;
-            };
-            if !phase.is_active() {
-                continue;
+            if let Some(active) = Self::view(index, slot) {
+                visit(active);
             }
-            let Some(nexus) = Nexus::unpack(
-                slot.nexus.load(Ordering::Relaxed),
-                slot.tag.load(Ordering::Relaxed),
-            ) else {
-                continue;
-            };
-            let response = slot.response.load(Ordering::Relaxed);
-            let answer = if phase == Phase::Posted {
-                Answer::Pending
-            } else if response & ANSWERED != 0 {
-                match complete_tmf(&TmfResp {
-                    response: response as u8,
-                }) {
-                    Ok(outcome) => Answer::Outcome(outcome),
-                    Err(_) => Answer::Broken,
-                }
-            } else {
-                Answer::Broken
-            };
-            visit(Active {
-                index,
-                word: current,
-                nexus,
-                answer,
-                posted_at: slot.posted_at.load(Ordering::Relaxed),
-            });
         }
+    }
+
+    /// A view of slot `index` if its function is on the device or back from it.
+    fn view(index: usize, slot: &TmfSlot) -> Option<Active> {
+        // ORDERING: Acquire pairs with the Release stores of `posted` and `answer`.
+        let current = slot.state.load(Ordering::Acquire);
+        let phase = Phase::of(current).filter(|phase| phase.is_active())?;
+        let nexus = Nexus::unpack(
+            slot.nexus.load(Ordering::Relaxed),
+            slot.tag.load(Ordering::Relaxed),
+        )?;
+        let response = if phase == Phase::Posted {
+            0
+        } else {
+            slot.response.load(Ordering::Relaxed)
+        };
+        let answer = if phase == Phase::Posted {
+            Answer::Pending
+        } else if response & ANSWERED != 0 {
+            match complete_tmf(&TmfResp {
+                response: response as u8,
+            }) {
+                Ok(outcome) => Answer::Outcome(outcome),
+                Err(_) => Answer::Broken,
+            }
+        } else {
+            Answer::Broken
+        };
+        Some(Active {
+            index,
+            word: current,
+            response,
+            nexus,
+            answer,
+            posted_at: slot.posted_at.load(Ordering::Relaxed),
+        })
     }
 
     /// Whether any function is on the device or back from it.
@@ -729,19 +785,19 @@ impl<S: Borrow<[TmfSlot]>> TmfTable<S> {
     }
 
     /// Ends every function on the device or back from it (after a device reset, with the
-    /// controlq's lock held), calling `complete` with each owner; returns how many ended.
-    pub fn resolve_all(&self, mut complete: impl FnMut(Option<Owner>)) -> u64 {
+    /// controlq's lock held), calling `complete` with the last view of each and its owner;
+    /// returns how many ended.
+    pub fn resolve_all(&self, mut complete: impl FnMut(&Active, Option<Owner>)) -> u64 {
         let mut resolved = 0;
-        for slot in self.slots() {
-            let current = slot.state.load(Ordering::Acquire);
-            if !Phase::of(current).is_some_and(Phase::is_active) {
+        for (index, slot) in self.slots().iter().enumerate() {
+            let Some(active) = Self::view(index, slot) else {
                 continue;
-            }
-            if let Some(ended) = Self::take(slot, current) {
+            };
+            if let Some(ended) = Self::take(slot, active.word) {
                 // Counted before the SRB completes: whoever waits for it may read the counter
                 // at once.
                 self.counters.superseded.fetch_add(1, Ordering::Relaxed);
-                complete(ended.owner);
+                complete(&active, ended.owner);
                 resolved += 1;
             }
         }
@@ -755,7 +811,7 @@ impl<S: Borrow<[TmfSlot]>> TmfTable<S> {
 pub fn start(adapter: &Adapter, srb: Srb) {
     let function = srb.function();
     if function == u32::from(SRB_FUNCTION_RESET_BUS) {
-        reset_bus(adapter);
+        adapter.reset_bus(ResetCause::ResetSrb);
         io::complete(adapter, srb, SRB_STATUS_SUCCESS);
         return;
     }
@@ -818,6 +874,14 @@ pub fn start(adapter: &Adapter, srb: Srb) {
         io::complete(adapter, srb, SRB_STATUS_INVALID_REQUEST);
         return;
     };
+    if adapter.dump_mode().is_some() {
+        // No task management on the dump stack: no timer bounds a function there. The unit
+        // (or the aborted command, which is in flight) is reset as HwResetBus resets in dump
+        // mode, with the whole device, inline.
+        adapter.reset_bus(ResetCause::ResetSrb);
+        io::complete(adapter, srb, SRB_STATUS_SUCCESS);
+        return;
+    }
     let owner = Owner {
         srb: srb.raw().as_ptr() as usize,
         extended: srb.is_extended(),
@@ -837,7 +901,7 @@ pub fn start(adapter: &Adapter, srb: Srb) {
                 .counters
                 .not_sent
                 .fetch_add(1, Ordering::Relaxed);
-            let restarted = adapter.reset_device();
+            let restarted = adapter.reset_device(ResetCause::ResetSrb);
             if let Some(owner) = owner {
                 let status = if restarted {
                     SRB_STATUS_SUCCESS
@@ -850,17 +914,18 @@ pub fn start(adapter: &Adapter, srb: Srb) {
     }
 }
 
-/// HwResetBus (and `SRB_FUNCTION_RESET_BUS`): polls every queue, then sends an I_T NEXUS
-/// RESET to each target still holding requests (the full reset when they do not all fit).
-/// The requests complete as the functions end; StorPort is told a reset happened.
-pub fn reset_bus(adapter: &Adapter) {
+/// HwResetBus (and `SRB_FUNCTION_RESET_BUS`) in the normal stack: polls every queue, then
+/// sends an I_T NEXUS RESET to each target still holding requests (the full reset, for
+/// `cause`, when they do not all fit). The requests complete as the functions end; StorPort is
+/// told a reset happened. The dump stack resets differently: [`Adapter::reset_bus`].
+pub fn reset_bus(adapter: &Adapter, cause: ResetCause) {
     let recovery = adapter.recovery();
     recovery.bus_resets.fetch_add(1, Ordering::Relaxed);
     if adapter.is_stopped() {
         return;
     }
     if adapter.poll_all() {
-        adapter.reset_device();
+        adapter.reset_device(ResetCause::ProtocolViolation);
         return;
     }
     let mut targets = [0u64; 4];
@@ -885,7 +950,7 @@ pub fn reset_bus(adapter: &Adapter) {
                 .counters
                 .not_sent
                 .fetch_add(1, Ordering::Relaxed);
-            adapter.reset_device();
+            adapter.reset_device(cause);
             return;
         }
     }
@@ -1012,7 +1077,7 @@ mod tests {
         let (claim, ..) = table.claim(nexus, None, 6, 0, |_| 0).unwrap();
         table.posted(claim);
         assert_eq!(table.finish(&waiting), None);
-        assert_eq!(table.resolve_all(|owner| assert_eq!(owner, None)), 1);
+        assert_eq!(table.resolve_all(|_, owner| assert_eq!(owner, None)), 1);
         assert_eq!(table.counters.superseded.load(Ordering::Relaxed), 1);
     }
 
@@ -1165,10 +1230,10 @@ mod tests {
                     {
                         ended.push(owner.srb);
                     },
-                    _ => { table.resolve_all(|owner| if let Some(owner) = owner { ended.push(owner.srb); }); }
+                    _ => { table.resolve_all(|_, owner| if let Some(owner) = owner { ended.push(owner.srb); }); }
                 }
             }
-            table.resolve_all(|owner| if let Some(owner) = owner { ended.push(owner.srb); });
+            table.resolve_all(|_, owner| if let Some(owner) = owner { ended.push(owner.srb); });
             ended.sort_unstable();
             live.sort_unstable();
             prop_assert_eq!(ended, live);

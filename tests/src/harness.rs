@@ -135,7 +135,46 @@ pub fn boot(
     Ok(Machine { adapter, device })
 }
 
+/// Loads the miniport a second time on `device`, as the crash-dump stack does after a
+/// bugcheck: the simulator plays the dump port ([`crate::sim::DumpPort`]; `sim.dump` or the
+/// default one), over the same device and memory. The miniport's find-adapter resets the
+/// device, whatever the crashed instance left on it. The device's interrupts keep going to the
+/// crashed machine's line, where nobody takes them: the dump port's interrupts are off.
+///
+/// # Errors
+/// [`BootError::Simulator`] naming the step that failed.
+pub fn boot_dump(device: &VirtioScsiDevice, sim: SimOptions) -> Result<Machine, BootError> {
+    let platform = Platform {
+        entry: rvscsi::hw::DriverEntry,
+        pci: Arc::new(DeviceFunction(device.clone())),
+        memory: Arc::new(Memory(device.memory().clone())),
+        interrupts: InterruptLine::new(),
+    };
+    let sim = SimOptions {
+        dump: Some(sim.dump.unwrap_or_default()),
+        ..sim
+    };
+    let adapter = Simulator::boot(sim, platform).map_err(BootError::Simulator)?;
+    Ok(Machine {
+        adapter,
+        device: device.clone(),
+    })
+}
+
 impl Machine {
+    /// Crashes the machine as a bugcheck does ([`Adapter::crash`]), panicking with the
+    /// simulator's record if the miniport broke the StorPort contract before; returns the
+    /// device, for [`boot_dump`].
+    ///
+    /// # Panics
+    /// On any violation recorded before the crash: this is test support.
+    #[must_use]
+    pub fn crash(self) -> VirtioScsiDevice {
+        let violations = self.adapter.crash();
+        assert!(violations.is_empty(), "{violations:?}");
+        self.device
+    }
+
     /// The miniport's adapter in the simulated device extension, for its counters; `None`
     /// if find-adapter did not construct one.
     #[must_use]
@@ -158,6 +197,17 @@ impl Machine {
         assert!(seen.is_empty(), "{seen:?}");
         let violations = self.adapter.shutdown();
         assert!(violations.is_empty(), "{violations:?}");
+    }
+
+    /// The miniport's trace ring, read from its device extension as a debugger would.
+    #[must_use]
+    pub fn trace(&self) -> Vec<rvscsi::trace::TraceEntry> {
+        let extension = std::ptr::with_exposed_provenance_mut(self.adapter.device_extension());
+        // SAFETY: the simulator allocated the device extension with the size the miniport
+        // asked for and keeps it until shutdown (which consumes `self.adapter`); the miniport
+        // constructed its Adapter there in find-adapter, and `from_extension` checks the magic.
+        let adapter = unsafe { rvscsi::adapter::Adapter::from_extension(extension) };
+        adapter.map_or_else(Vec::new, |adapter| adapter.trace_entries().collect())
     }
 }
 

@@ -34,6 +34,7 @@
 //! | (arm HwStorTimer) | `StorPortNotification(RequestTimerCall)` | `PHW_TIMER`, `u32` microseconds (0 cancels) | none |
 //! | (rescan) | `StorPortNotification(BusChangeDetected)` | `u32` PathId (promoted UCHAR) | none |
 //! | (reset seen) | `StorPortNotification(ResetDetected)` | none | none |
+//! | `StorPortStateChangeDetected` | `StorPortNotification(StateChangeDetectedCall)` | `u32` ChangedEntity, `*mut StorAddrBtl8` Address, `u32` Attributes, `PHW_STATE_CHANGE`, `*mut c_void` Context, `*mut u32` Status | Status (`STOR_STATUS_*`) |
 //! | `StorPortAcquireMSISpinLock` | `StorPortExtendedFunction(ExtFunctionAcquireMSISpinLock)` | `u32` MessageId, `*mut u32` OldIrql | STOR_STATUS |
 //! | `StorPortReleaseMSISpinLock` | `StorPortExtendedFunction(ExtFunctionReleaseMSISpinLock)` | `u32` MessageId, `u32` OldIrql | STOR_STATUS |
 //! | `StorPortGetMSIInfo` | `StorPortExtendedFunction(ExtFunctionGetMessageInterruptInformation)` | `u32` MessageId, `*mut MessageInterruptInformation` | STOR_STATUS |
@@ -261,6 +262,29 @@ unsafe extern "system" {
         IoAddress: StorPhysicalAddress,
         NumberOfBytes: u32,
         InIoSpace: Boolean,
+    ) -> Boolean;
+
+    /// PASSIVE_LEVEL: allocates the adapter's one registry buffer of `*Length` bytes (updated
+    /// to the size allocated). Null on failure or while another is allocated.
+    pub fn StorPortAllocateRegistryBuffer(
+        HwDeviceExtension: *mut c_void,
+        Length: *mut u32,
+    ) -> *mut u8;
+
+    /// PASSIVE_LEVEL: frees the buffer from `StorPortAllocateRegistryBuffer`.
+    pub fn StorPortFreeRegistryBuffer(HwDeviceExtension: *mut c_void, Buffer: *mut u8);
+
+    /// PASSIVE_LEVEL: reads value `ValueName` (NUL-terminated ASCII) of type `Type` from
+    /// `Parameters\Device` (`Global` nonzero) or `Parameters\Device<n>` into `Buffer`, which
+    /// must come from `StorPortAllocateRegistryBuffer`; `*BufferLength` is the buffer's size on
+    /// entry and the data's on return. FALSE if absent, of another type, or too long.
+    pub fn StorPortRegistryRead(
+        HwDeviceExtension: *mut c_void,
+        ValueName: *const u8,
+        Global: u32,
+        Type: u32,
+        Buffer: *mut u8,
+        BufferLength: *mut u32,
     ) -> Boolean;
 }
 

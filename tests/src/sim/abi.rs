@@ -20,6 +20,8 @@ pub const STATUS_SUCCESS: i32 = 0;
     reason = "NTSTATUS values are defined as bit patterns"
 )]
 pub const STATUS_REVISION_MISMATCH: i32 = 0xC000_0059_u32 as i32;
+/// `REG_DWORD` (winnt.h).
+pub const REG_DWORD: u32 = 4;
 /// `NTSTATUS` STATUS_INVALID_PARAMETER.
 #[expect(
     clippy::cast_possible_wrap,
@@ -35,6 +37,14 @@ pub const STOR_STATUS_UNSUCCESSFUL: u32 = 0xC100_0001;
 pub const STOR_STATUS_NOT_IMPLEMENTED: u32 = 0xC100_0002;
 /// STOR_STATUS_INVALID_PARAMETER.
 pub const STOR_STATUS_INVALID_PARAMETER: u32 = 0xC100_0006;
+/// STOR_STATUS_BUSY (a previous StorPortStateChangeDetected is still being processed).
+pub const STOR_STATUS_BUSY: u32 = 0xC100_000C;
+/// StorPortStateChangeDetected ChangedEntity: a logical unit.
+pub const STATE_CHANGE_LUN: u32 = 0x1;
+/// StorPortStateChangeDetected ChangedEntity: a target.
+pub const STATE_CHANGE_TARGET: u32 = 0x2;
+/// StorPortStateChangeDetected ChangedEntity: the bus.
+pub const STATE_CHANGE_BUS: u32 = 0x4;
 
 /// INTERFACE_TYPE PCIBus.
 pub const PCI_BUS: u32 = 5;
@@ -54,6 +64,12 @@ pub const SCSI_DMA64_SYSTEM_SUPPORTED: u8 = 0x80;
 pub const SCSI_DMA64_MINIPORT_SUPPORTED: u8 = 0x01;
 /// SP_RETURN_FOUND.
 pub const SP_RETURN_FOUND: u32 = 1;
+/// SP_RETURN_ERROR.
+pub const SP_RETURN_ERROR: u32 = 2;
+/// `PORT_CONFIGURATION_INFORMATION.DumpMode` DUMP_MODE_CRASH.
+pub const DUMP_MODE_CRASH: u8 = 1;
+/// DUMP_MODE_HIBER.
+pub const DUMP_MODE_HIBER: u8 = 2;
 
 /// INTERRUPT_SYNCHRONIZATION_MODE InterruptSupportNone.
 pub const INTERRUPT_SUPPORT_NONE: u32 = 0;

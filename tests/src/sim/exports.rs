@@ -61,8 +61,14 @@ pub extern "system" fn StorPortInitialize(
     let Some(machine) = current_machine() else {
         return failure;
     };
+    // The dump port's DriverEntry gets NULL for the driver object, which the miniport passes on.
+    let driver_object: *mut c_void = if machine.options.dump.is_some() {
+        std::ptr::null_mut()
+    } else {
+        machine.driver_object.as_ptr().cast_mut().cast()
+    };
     if !machine.require_context("StorPortInitialize", &[CallContext::DriverEntry])
-        || argument1 != machine.driver_object.as_ptr().cast_mut().cast()
+        || argument1 != driver_object
     {
         return failure;
     }
@@ -111,7 +117,10 @@ pub extern "system" fn StorPortGetDeviceBase(
         return std::ptr::null_mut();
     };
     machine.require_context("StorPortGetDeviceBase", &[CallContext::FindAdapter]);
-    machine.require_irql_at_most("StorPortGetDeviceBase", super::locks::PASSIVE_LEVEL);
+    // The dump port maps BARs for a find-adapter it runs at HIGH_LEVEL (vioscsi does so).
+    if machine.options.dump.is_none() {
+        machine.require_irql_at_most("StorPortGetDeviceBase", super::locks::PASSIVE_LEVEL);
+    }
     let physical = io_address.cast_unsigned();
     if let Some(cookie) = machine.device_base(physical, len, in_io_space != 0) {
         std::ptr::with_exposed_provenance_mut(cookie)
@@ -211,9 +220,11 @@ pub extern "system" fn StorPortGetUncachedExtension(
     let Some(machine) = machine_for("StorPortGetUncachedExtension", extension) else {
         return std::ptr::null_mut();
     };
+    let dump = machine.options.dump;
     if !machine.require_context("StorPortGetUncachedExtension", &[CallContext::FindAdapter])
-        || !machine
-            .require_irql_at_most("StorPortGetUncachedExtension", super::locks::PASSIVE_LEVEL)
+        || (dump.is_none()
+            && !machine
+                .require_irql_at_most("StorPortGetUncachedExtension", super::locks::PASSIVE_LEVEL))
     {
         return std::ptr::null_mut();
     }
@@ -224,11 +235,131 @@ pub extern "system" fn StorPortGetUncachedExtension(
         return std::ptr::null_mut();
     }
     let len = len as usize;
-    let Some(address) = machine.memory.alloc(len.max(1), 4096) else {
+    if let Some(port) = dump
+        && len > port.uncached_budget
+    {
+        drop(state);
+        machine.log(format!(
+            "dump port: uncached extension of {len} bytes refused (budget {})",
+            port.uncached_budget
+        ));
+        return std::ptr::null_mut();
+    }
+    let misalignment = if dump.is_some() {
+        super::dump::DUMP_UNCACHED_MISALIGNMENT
+    } else {
+        0
+    };
+    let Some(base) = machine.memory.alloc(len.max(1) + misalignment, 4096) else {
         return std::ptr::null_mut();
     };
+    let address = base + misalignment;
     state.uncached = Some((address, len.max(1)));
     std::ptr::with_exposed_provenance_mut(address)
+}
+
+/// The registry routines may only be called at PASSIVE_LEVEL, and not at all in dump mode.
+fn registry_machine(routine: &'static str, extension: *mut c_void) -> Option<Arc<Machine>> {
+    let machine = machine_for(routine, extension)?;
+    if machine.forbid_in_dump(routine) {
+        return None;
+    }
+    machine
+        .require_irql_at_most(routine, super::locks::PASSIVE_LEVEL)
+        .then_some(machine)
+}
+
+/// `PUCHAR StorPortAllocateRegistryBuffer(PVOID, PULONG)`: one buffer per adapter at a time.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortAllocateRegistryBuffer(
+    extension: *mut c_void,
+    length: *mut u32,
+) -> *mut u8 {
+    let Some(machine) = registry_machine("StorPortAllocateRegistryBuffer", extension) else {
+        return std::ptr::null_mut();
+    };
+    let Some(requested) = read_in::<u32>(length.cast()) else {
+        return std::ptr::null_mut();
+    };
+    let mut state = machine.state();
+    if state.registry_buffer.is_some() {
+        drop(state);
+        machine.violate(Violation::RegistryBufferTwice);
+        return std::ptr::null_mut();
+    }
+    let len = (requested as usize).max(1);
+    let Some(address) = machine.memory.alloc(len, 8) else {
+        return std::ptr::null_mut();
+    };
+    state.registry_buffer = Some((address, len));
+    std::ptr::with_exposed_provenance_mut(address)
+}
+
+/// `VOID StorPortFreeRegistryBuffer(PVOID, PUCHAR)`.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortFreeRegistryBuffer(extension: *mut c_void, buffer: *mut u8) {
+    const ROUTINE: &str = "StorPortFreeRegistryBuffer";
+    let Some(machine) = registry_machine(ROUTINE, extension) else {
+        return;
+    };
+    let mut state = machine.state();
+    match state.registry_buffer {
+        Some((address, len)) if address == buffer.addr() => {
+            state.registry_buffer = None;
+            drop(state);
+            machine.memory.free(address, len);
+        }
+        _ => {
+            drop(state);
+            machine.violate(Violation::ForeignRegistryBuffer { routine: ROUTINE });
+        }
+    }
+}
+
+/// `BOOLEAN StorPortRegistryRead(PVOID, PUCHAR, ULONG, ULONG, PUCHAR, PULONG)`: REG_DWORD
+/// values of `Parameters\Device` from [`super::SimOptions::registry`]; per-adapter keys
+/// (`Global` = 0) and other types are absent.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortRegistryRead(
+    extension: *mut c_void,
+    value_name: *const u8,
+    global: u32,
+    value_type: u32,
+    buffer: *mut u8,
+    buffer_length: *mut u32,
+) -> u8 {
+    const ROUTINE: &str = "StorPortRegistryRead";
+    let Some(machine) = registry_machine(ROUTINE, extension) else {
+        return 0;
+    };
+    let Some((address, len)) = machine.state().registry_buffer else {
+        machine.violate(Violation::ForeignRegistryBuffer { routine: ROUTINE });
+        return 0;
+    };
+    let Some(capacity) = read_in::<u32>(buffer_length.cast()) else {
+        return 0;
+    };
+    if buffer.addr() != address || capacity as usize > len || value_name.is_null() {
+        machine.violate(Violation::ForeignRegistryBuffer { routine: ROUTINE });
+        return 0;
+    }
+    // SAFETY: the miniport passes a NUL-terminated value name (the WDK's contract).
+    let name = unsafe { std::ffi::CStr::from_ptr(value_name.cast()) };
+    let Some(value) = machine
+        .options
+        .registry
+        .iter()
+        .find(|(key, _)| key.as_bytes() == name.to_bytes())
+        .map(|&(_, value)| value)
+    else {
+        return 0;
+    };
+    if global == 0 || value_type != abi::REG_DWORD || capacity < 4 {
+        return 0;
+    }
+    let _ = machine.memory.write(address, &value.to_le_bytes());
+    write_out(buffer_length.cast(), &4u32);
+    1
 }
 
 /// `STOR_PHYSICAL_ADDRESS StorPortGetPhysicalAddress(PVOID, PSCSI_REQUEST_BLOCK, PVOID, ULONG*)`.
@@ -377,10 +508,14 @@ pub extern "system" fn StorPortStallExecution(microseconds: u32) {
     }
 }
 
-/// `VOID StorPortQuerySystemTime(PLARGE_INTEGER)`: 100 ns units since 1601.
+/// `VOID StorPortQuerySystemTime(PLARGE_INTEGER)`: 100 ns units since 1601. A dump-mode
+/// miniport "must not rely on time checking routines" (Microsoft, boot-drive restrictions).
 #[unsafe(no_mangle)]
 pub extern "system" fn StorPortQuerySystemTime(time: *mut i64) {
     const EPOCH_DIFFERENCE: u64 = 116_444_736_000_000_000;
+    if let Some(machine) = current_machine() {
+        let _ = machine.forbid_in_dump("StorPortQuerySystemTime");
+    }
     let since_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -593,12 +728,58 @@ pub extern "C" fn rvscsi_sim_reset_detected(extension: *mut c_void) {
     }
 }
 
-/// StorPortNotification(BusChangeDetected, ext, path).
+/// StorPortNotification(BusChangeDetected, ext, path): queues a rescan (any IRQL; storport.sys
+/// only queues the work too).
 #[unsafe(no_mangle)]
 pub extern "C" fn rvscsi_sim_bus_change_detected(extension: *mut c_void, path: u8) {
     if let Some(machine) = machine_for("BusChangeDetected", extension) {
         machine.notify(Notification::BusChangeDetected { path });
+        machine.pnp.request_rescan();
     }
+}
+
+/// StorPortStateChangeDetected(ext, entity, address, attributes, callback, context) through
+/// StorPortNotification(StateChangeDetectedCall, ..., &status): checks the entity and the
+/// STOR_ADDR_BTL8 as StorPort does (STOR_STATUS_INVALID_PARAMETER), answers BUSY while another
+/// one is active, otherwise queues the re-enumeration (any IRQL).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_state_change_detected(
+    extension: *mut c_void,
+    entity: u32,
+    address: *mut c_void,
+    _attributes: u32,
+    callback: *mut c_void,
+    context: *mut c_void,
+    status: *mut u32,
+) {
+    let Some(machine) = machine_for("StateChangeDetected", extension) else {
+        return;
+    };
+    let known = abi::STATE_CHANGE_LUN | abi::STATE_CHANGE_TARGET | abi::STATE_CHANGE_BUS;
+    let snapshot = read_in::<abi::StorAddrBtl8>(address).filter(|snapshot| {
+        snapshot.address_type == abi::STOR_ADDRESS_TYPE_BTL8
+            && snapshot.address_length == abi::STOR_ADDR_BTL8_ADDRESS_LENGTH
+    });
+    let result = match snapshot {
+        Some(snapshot) if entity != 0 && entity & !known == 0 => machine.pnp.state_change_detected(
+            entity,
+            address.addr(),
+            snapshot,
+            callback.addr(),
+            context.addr(),
+        ),
+        _ => {
+            machine.violate(Violation::StateChangeInvalid { entity });
+            abi::STOR_STATUS_INVALID_PARAMETER
+        }
+    };
+    machine.notify(Notification::StateChangeDetected {
+        entity,
+        target: snapshot.map_or(0, |snapshot| snapshot.target),
+        lun: snapshot.map_or(0, |snapshot| snapshot.lun),
+        status: result,
+    });
+    write_out(status.cast(), &result);
 }
 
 /// StorPortNotification(RequestTimerCall, ext, HwTimer, microseconds): one-shot; 0 cancels.
@@ -609,6 +790,9 @@ pub extern "C" fn rvscsi_sim_request_timer_call(
     microseconds: u32,
 ) {
     if let Some(machine) = machine_for("RequestTimerCall", extension) {
+        if machine.forbid_in_dump("RequestTimerCall") {
+            return;
+        }
         machine.state().timer = (microseconds != 0 && !routine.is_null()).then(|| {
             (
                 routine.addr(),
@@ -645,6 +829,10 @@ pub extern "C" fn rvscsi_sim_enable_passive_initialization(
     let Some(machine) = machine_for("EnablePassiveInitialization", extension) else {
         return;
     };
+    if machine.forbid_in_dump("StorPortEnablePassiveInitialization") {
+        write_out(result.cast(), &0_i32);
+        return;
+    }
     let ok = machine.require_context(
         "StorPortEnablePassiveInitialization",
         &[CallContext::Initialize],
@@ -666,7 +854,7 @@ pub extern "C" fn rvscsi_sim_initialize_dpc(
     let Some(machine) = machine_for("InitializeDpc", extension) else {
         return;
     };
-    if dpc.is_null() {
+    if machine.forbid_in_dump("StorPortInitializeDpc") || dpc.is_null() {
         return;
     }
     let stor_dpc = abi::StorDpc {
@@ -695,6 +883,10 @@ pub extern "C" fn rvscsi_sim_issue_dpc(
     let Some(machine) = machine_for("IssueDpc", extension) else {
         return;
     };
+    if machine.forbid_in_dump("StorPortIssueDpc") {
+        write_out(result.cast(), &0_i32);
+        return;
+    }
     let Some(state) = machine.state().dpcs.get(&dpc.addr()).cloned() else {
         machine.violate(Violation::DpcNotInitialized { dpc: dpc.addr() });
         write_out(result.cast(), &0_i32);
@@ -848,6 +1040,9 @@ pub extern "C" fn rvscsi_sim_initialize_perf_opts(
     let Some(machine) = machine_for("StorPortInitializePerfOpts", extension) else {
         return abi::STOR_STATUS_INVALID_PARAMETER;
     };
+    if machine.forbid_in_dump("StorPortInitializePerfOpts") {
+        return abi::STOR_STATUS_NOT_IMPLEMENTED;
+    }
     if !machine.require_context(
         "StorPortInitializePerfOpts",
         &[

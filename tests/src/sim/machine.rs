@@ -90,6 +90,8 @@ pub struct State {
     pub(crate) completed_at: HashMap<u64, Instant>,
     pub(crate) quarantine: VecDeque<(usize, Vec<(usize, usize)>)>,
     pub(crate) uncached: Option<(usize, usize)>,
+    /// The adapter's registry buffer (address, length), while allocated.
+    pub(crate) registry_buffer: Option<(usize, usize)>,
     pub(crate) dpcs: HashMap<usize, Arc<DpcState>>,
     pub(crate) perf_flags: u32,
     pub(crate) passive_initialize: Option<usize>,
@@ -153,6 +155,8 @@ pub struct Machine {
     pub(crate) lost_interrupts: std::sync::atomic::AtomicU64,
     /// While StorPort holds new requests (a power transition): (processor, SRB) to send later.
     pub(crate) paused: Mutex<Option<Vec<(u32, usize)>>>,
+    /// Rescans and state changes ([`super::pnp`]).
+    pub(crate) pnp: super::pnp::Pnp,
 }
 
 /// An address range reserved with no access rights: register cookies point into it, so a
@@ -288,6 +292,7 @@ impl Machine {
             stopping: AtomicBool::new(false),
             lost_interrupts: std::sync::atomic::AtomicU64::new(0),
             paused: Mutex::new(None),
+            pnp: super::pnp::Pnp::default(),
         })
     }
 
@@ -386,7 +391,9 @@ impl Machine {
     /// previous IRQL, or `None` if the acquisition was refused (and recorded).
     pub(crate) fn acquire(&self, id: LockId) -> Option<u8> {
         let (token, irql) = with_cpu(|cpu| (cpu.token, cpu.irql));
-        if irql > id.irql() {
+        // The dump port runs everything at HIGH_LEVEL, its locks included (they only keep the
+        // miniport's own code from re-entering itself: there is one processor).
+        if irql > id.irql() && self.options.dump.is_none() {
             self.violate(Violation::LockAboveItsIrql { lock: id, irql });
             return None;
         }
@@ -1168,6 +1175,40 @@ impl Machine {
             data_transfer_length: transfer,
             data,
         }
+    }
+
+    /// Builds the SRB for `request` and hands it to simulated processor `processor` (HwBuildIo
+    /// and HwStartIo run there); returns its ticket.
+    pub(crate) fn submit(&self, processor: u32, request: &Request) -> Result<u64, SimError> {
+        let sender = self
+            .processors
+            .get()
+            .and_then(|processors| processors.get(processor as usize))
+            .ok_or(SimError::NoProcessor(processor))?;
+        let (srb, ticket) = self.build_srb(request)?;
+        // As StorPort while it powers the adapter down: new requests wait in the port driver.
+        let mut paused = self
+            .paused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(held) = paused.as_mut() {
+            held.push((processor, srb));
+            return Ok(ticket);
+        }
+        sender
+            .send(Work::Submit(srb))
+            .map_err(|_| SimError::NotStarted)?;
+        Ok(ticket)
+    }
+
+    /// Submits and waits (10 s).
+    pub(crate) fn execute(
+        &self,
+        processor: u32,
+        request: &Request,
+    ) -> Result<Completion, SimError> {
+        let ticket = self.submit(processor, request)?;
+        self.wait(ticket, Duration::from_secs(10))
     }
 
     /// Waits until `ticket` completes or `timeout` passes.

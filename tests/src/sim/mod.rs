@@ -7,9 +7,11 @@
 //! their adapter through the calling thread, which the simulator always attaches first.
 
 pub mod abi;
+mod dump;
 mod exports;
 pub mod locks;
 mod machine;
+mod pnp;
 
 use std::ffi::c_void;
 use std::sync::atomic::Ordering;
@@ -22,8 +24,10 @@ use zerocopy::FromZeros;
 use locks::{Attach, CallContext, LockId, PASSIVE_LEVEL};
 use machine::{InterruptWiring, Machine, Work, callback};
 
+pub use dump::DumpPort;
 pub use locks::CallContext as Context;
 pub use locks::LockId as Lock;
+pub use pnp::{PnpEvent, PnpView};
 
 /// The miniport's entry point: `NTSTATUS DriverEntry(PDRIVER_OBJECT, PUNICODE_STRING)`.
 pub type DriverEntryFn = unsafe extern "system" fn(*mut c_void, *mut c_void) -> i32;
@@ -49,7 +53,9 @@ pub struct SimOptions {
     pub contiguity: Contiguity,
     /// Merge physically adjacent pages of a data buffer into one SG element at random.
     pub merge_adjacent_pages: bool,
-    /// Real time per second of an SRB's TimeOutValue.
+    /// Real time per second of an SRB's TimeOutValue. The default makes a 10-second SRB
+    /// time out after one real second: short enough for timeout scenarios (which set 1–2
+    /// seconds), long enough that a loaded 2-core CI machine does not time out healthy I/O.
     pub timeout_scale: Duration,
     /// How often the port driver's timer runs.
     pub watchdog_period: Duration,
@@ -70,6 +76,13 @@ pub struct SimOptions {
     /// (`2 * timeout_scale`). A miniport whose reset ends asynchronously (task management with
     /// a deadline) needs at least its deadline here.
     pub reset_grace: Option<Duration>,
+    /// REG_DWORD values under the service's `Parameters\\Device` key, by name.
+    pub registry: Vec<(String, u32)>,
+    /// Play the crash-dump stack's port driver instead of StorPort ([`DumpPort`]): NULL
+    /// DriverEntry arguments, every routine at HIGH_LEVEL on one processor, no interrupts
+    /// (HwInterrupt polled), no MSI-X, DPCs, timers, passive initialisation or registry, a
+    /// small uncached extension, one SRB at a time.
+    pub dump: Option<DumpPort>,
 }
 
 impl Default for SimOptions {
@@ -79,13 +92,15 @@ impl Default for SimOptions {
             force_scsi_request_block: false,
             contiguity: Contiguity::Allocation,
             merge_adjacent_pages: false,
-            timeout_scale: Duration::from_millis(10),
+            timeout_scale: Duration::from_millis(100),
             watchdog_period: Duration::from_millis(2),
             messages: None,
             scan_targets: 4,
             pci_location: (0, 3),
             passive_initialization: true,
             reset_grace: None,
+            registry: Vec::new(),
+            dump: None,
         }
     }
 }
@@ -391,6 +406,14 @@ pub enum Violation {
     },
     /// StorPortGetUncachedExtension called twice.
     UncachedExtensionTwice,
+    /// StorPortAllocateRegistryBuffer while the adapter already holds its registry buffer.
+    RegistryBufferTwice,
+    /// StorPortRegistryRead or StorPortFreeRegistryBuffer with a buffer that is not the
+    /// adapter's registry buffer.
+    ForeignRegistryBuffer {
+        /// The routine.
+        routine: &'static str,
+    },
     /// StorPortGetScatterGatherList for an SRB that is not outstanding.
     ScatterGatherOfUnknownSrb {
         /// The address.
@@ -410,6 +433,24 @@ pub enum Violation {
     DeviceBaseOutsideBars {
         /// The physical address.
         physical: u64,
+    },
+    /// The STOR_ADDRESS of a StorPortStateChangeDetected notification changed (or became
+    /// unreadable) before StorPort called back, which the routine's contract forbids.
+    StateChangeAddressChanged {
+        /// The address given.
+        address: usize,
+    },
+    /// StorPortStateChangeDetected with an entity, address type or address length StorPort
+    /// refuses (it answers STOR_STATUS_INVALID_PARAMETER).
+    StateChangeInvalid {
+        /// ChangedEntity.
+        entity: u32,
+    },
+    /// A routine the crash-dump stack does not offer (DPCs, timers, passive initialisation,
+    /// the registry, performance options, the system time), called in dump mode.
+    ForbiddenInDumpMode {
+        /// The StorPort routine.
+        routine: &'static str,
     },
 }
 
@@ -433,6 +474,17 @@ pub enum Notification {
     BusChangeDetected {
         /// PathId.
         path: u8,
+    },
+    /// StorPortStateChangeDetected (StorPortNotification(StateChangeDetectedCall)).
+    StateChangeDetected {
+        /// ChangedEntity (`STATE_CHANGE_*`).
+        entity: u32,
+        /// TargetId of the address.
+        target: u8,
+        /// Lun of the address.
+        lun: u8,
+        /// The STOR_STATUS StorPort answered (BUSY while one is being processed).
+        status: u32,
     },
     /// StorPortSetDeviceQueueDepth.
     QueueDepth {
@@ -546,6 +598,8 @@ pub enum SimError {
     AdapterControl(u32),
     /// The host could not provide a resource (threads, address space).
     Resources,
+    /// The port driver's rescans and state changes did not settle in time.
+    PnpTimedOut,
     /// A WMI request whose DataTransferLength exceeds its buffer.
     WmiLength {
         /// DataTransferLength asked for.
@@ -568,6 +622,8 @@ pub struct FoundAdapter {
     pub passive_initialized: bool,
     /// STOR_PERF flags the miniport enabled.
     pub perf_flags: u32,
+    /// Bytes of uncached extension the miniport got (0 if it asked for none).
+    pub uncached_len: usize,
 }
 
 /// A disk found by the bus scan.
@@ -585,15 +641,6 @@ pub struct Disk {
     pub block_size: u32,
 }
 
-/// Whether a command moved its data: SUCCESS, or DATA_OVERRUN, which Windows uses for an
-/// underrun (short INQUIRY or REPORT LUNS data), valid up to `DataTransferLength`.
-fn transferred(completion: &Completion) -> bool {
-    matches!(
-        completion.status(),
-        abi::SRB_STATUS_SUCCESS | abi::SRB_STATUS_DATA_OVERRUN
-    )
-}
-
 /// The simulator's entry point.
 pub struct Simulator;
 
@@ -601,23 +648,50 @@ impl Simulator {
     /// DriverEntry, PnP start (HwFindAdapter), interrupt connection, HwInitialize under the
     /// interrupt lock, and the passive-initialization routine if the miniport enabled one.
     ///
+    /// With [`SimOptions::dump`], the crash-dump stack's version of all that ([`DumpPort`]):
+    /// DriverEntry with NULL arguments and every routine at HIGH_LEVEL, no MSI-X, no processor
+    /// or timer threads (requests run on the caller's thread, one at a time, completed by
+    /// polling HwInterrupt), and no passive initialisation.
+    ///
     /// # Errors
     /// [`SimError`] naming the step that failed.
-    pub fn boot(options: SimOptions, platform: Platform) -> Result<Adapter, SimError> {
+    pub fn boot(mut options: SimOptions, platform: Platform) -> Result<Adapter, SimError> {
+        let dump = options.dump.is_some();
+        if dump {
+            // The dump port connects no interrupt, let alone MSI-X messages.
+            options.messages = Some(0);
+        }
         let machine = Arc::new(Machine::new(options, platform.pci, platform.memory)?);
         let _ = platform.interrupts.machine.set(Arc::downgrade(&machine));
         let mut adapter = Adapter {
             machine: Arc::clone(&machine),
             threads: Vec::new(),
+            pnp: None,
+            dump_port: std::sync::Mutex::new(()),
         };
-        adapter.start_threads()?;
+        if !dump {
+            adapter.start_threads()?;
+        }
         let _attach = Attach::new(&machine, 0);
-        let driver_object: *mut c_void = machine.driver_object.as_ptr().cast_mut().cast();
-        let registry_path: *mut c_void = machine.registry_path.as_ptr().cast_mut().cast();
+        let (driver_object, registry_path, irql): (*mut c_void, *mut c_void, u8) = if dump {
+            // "The operating system passes NULL arguments to the miniport driver's
+            // DriverEntry routine" in dump mode (Microsoft, boot-drive restrictions).
+            (
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                locks::HIGH_LEVEL,
+            )
+        } else {
+            (
+                machine.driver_object.as_ptr().cast_mut().cast(),
+                machine.registry_path.as_ptr().cast_mut().cast(),
+                PASSIVE_LEVEL,
+            )
+        };
         let entry = platform.entry;
         // SAFETY: DriverEntry gets a zeroed, live DRIVER_OBJECT-sized buffer and a registry
-        // path buffer, as the I/O manager would pass them.
-        let status = machine.call(CallContext::DriverEntry, PASSIVE_LEVEL, || unsafe {
+        // path buffer, as the I/O manager would pass them (NULL and NULL in dump mode).
+        let status = machine.call(CallContext::DriverEntry, irql, || unsafe {
             entry(driver_object, registry_path)
         });
         if status != abi::STATUS_SUCCESS {
@@ -625,6 +699,10 @@ impl Simulator {
         }
         let hw = *machine.hw.get().ok_or(SimError::NotInitialized)?;
         adapter.start_device(&hw)?;
+        if !dump {
+            // The crash-dump stack has no PnP.
+            adapter.start_pnp()?;
+        }
         Ok(adapter)
     }
 }
@@ -633,6 +711,11 @@ impl Simulator {
 pub struct Adapter {
     machine: Arc<Machine>,
     threads: Vec<JoinHandle<()>>,
+    /// The PnP worker (rescans, state changes), stopped before everything else: its scans need
+    /// the processors.
+    pnp: Option<JoinHandle<()>>,
+    /// Held while the dump port runs a request: it has one outstanding at a time.
+    dump_port: std::sync::Mutex<()>,
 }
 
 impl Adapter {
@@ -726,6 +809,10 @@ impl Adapter {
         config.max_ios_per_lun = 1000;
         config.initial_lun_queue_depth = 20;
         config.bus_reset_hold_time = 4_000_000;
+        let dump = machine.options.dump;
+        if let Some(port) = dump {
+            config.dump_mode = port.mode;
+        }
         *lock(&machine.config) = config;
         let find_adapter = callback!(hw.hw_find_adapter as usize, machine::HwFindAdapterFn)
             .ok_or(SimError::FindAdapter(0))?;
@@ -733,10 +820,16 @@ impl Adapter {
         let mut config_c = Box::new(config);
         let config_ptr: *mut abi::PortConfigurationInformation = &raw mut *config_c;
         let mut again = 0_u8;
-        let mut argument = *b"\0";
-        // SAFETY: HwFindAdapter gets the zeroed device extension, an empty argument string and
-        // a PORT_CONFIGURATION_INFORMATION whose AccessRanges array outlives the call.
-        let found = machine.call(CallContext::FindAdapter, PASSIVE_LEVEL, || unsafe {
+        // The dump port passes "dump=1" (Microsoft, boot-drive restrictions) and calls every
+        // routine above PASSIVE_LEVEL, find-adapter included.
+        let (mut argument, irql) = if dump.is_some() {
+            (*b"dump=1\0", locks::HIGH_LEVEL)
+        } else {
+            (*b"\0\0\0\0\0\0\0", PASSIVE_LEVEL)
+        };
+        // SAFETY: HwFindAdapter gets the zeroed device extension, a NUL-terminated argument
+        // string and a PORT_CONFIGURATION_INFORMATION whose AccessRanges array outlives the call.
+        let found = machine.call(CallContext::FindAdapter, irql, || unsafe {
             find_adapter(
                 extension,
                 std::ptr::null_mut(),
@@ -764,6 +857,10 @@ impl Adapter {
             per_message: config.interrupt_synchronization_mode
                 == abi::INTERRUPT_SYNCHRONIZE_PER_MESSAGE,
         };
+        if dump.is_some() {
+            // Interrupts stay disconnected: the dump port polls HwInterrupt itself.
+            return self.initialize_for_dump(hw);
+        }
         let _ = machine.interrupts.set(wiring);
         if let Some(initialize) = callback!(hw.hw_initialize as usize, machine::HwBoolFn) {
             // SAFETY: HwInitialize gets the device extension, under the interrupt lock.
@@ -797,27 +894,12 @@ impl Adapter {
     /// # Errors
     /// [`SimError::NoProcessor`], [`SimError::OutOfMemory`], [`SimError::BadCdbLength`].
     pub fn submit(&self, processor: u32, request: &Request) -> Result<Ticket, SimError> {
-        let sender = self
-            .machine
-            .processors
-            .get()
-            .and_then(|processors| processors.get(processor as usize))
-            .ok_or(SimError::NoProcessor(processor))?;
-        let (srb, ticket) = self.machine.build_srb(request)?;
-        // As StorPort while it powers the adapter down: new requests wait in the port driver.
-        let mut paused = self
-            .machine
-            .paused
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(held) = paused.as_mut() {
-            held.push((processor, srb));
-            return Ok(Ticket(ticket));
+        if self.machine.options.dump.is_some() {
+            // The dump port's I/O is synchronous: the request has completed (or failed) when
+            // this returns, and `wait` picks its completion up.
+            return self.run_dump_request(request);
         }
-        sender
-            .send(Work::Submit(srb))
-            .map_err(|_| SimError::NotStarted)?;
-        Ok(Ticket(ticket))
+        self.machine.submit(processor, request).map(Ticket)
     }
 
     /// When `ticket` completed (the miniport's RequestComplete), if it has.
@@ -874,86 +956,61 @@ impl Adapter {
     }
 
     /// The port driver's bus scan: INQUIRY LUN 0 of each target, REPORT LUNS, INQUIRY and READ
-    /// CAPACITY(10) of each LUN reported. Returns the direct-access disks found.
+    /// CAPACITY(10) of each LUN reported. Returns the direct-access disks found, which become
+    /// the disks Windows knows ([`Adapter::pnp`]).
     ///
     /// # Errors
     /// As [`Adapter::execute`].
     pub fn scan_bus(&self) -> Result<Vec<Disk>, SimError> {
-        let mut disks = Vec::new();
-        for target in 0..self.machine.options.scan_targets {
-            let inquiry = self.execute(
-                0,
-                &Request::new(target, 0, &[0x12, 0, 0, 0, 36, 0]).reading(36),
-            )?;
-            if !transferred(&inquiry) || inquiry.data.len() < 5 {
-                continue;
-            }
-            let report = self.execute(
-                0,
-                &Request::new(target, 0, &[0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]).reading(256),
-            )?;
-            let mut luns = vec![0_u8];
-            if transferred(&report) && report.data.len() >= 8 {
-                let listed = u32::from_be_bytes([
-                    report.data[0],
-                    report.data[1],
-                    report.data[2],
-                    report.data[3],
-                ]) as usize;
-                luns = report
-                    .data
-                    .get(8..8 + listed.min(report.data.len() - 8))
-                    .unwrap_or(&[])
-                    .chunks_exact(8)
-                    .map(|entry| entry[1])
-                    .collect();
-            }
-            for lun in luns {
-                let inquiry = if lun == 0 {
-                    inquiry.clone()
-                } else {
-                    self.execute(
-                        0,
-                        &Request::new(target, lun, &[0x12, 0, 0, 0, 36, 0]).reading(36),
-                    )?
-                };
-                if !transferred(&inquiry)
-                    || inquiry
-                        .data
-                        .first()
-                        .is_none_or(|&byte| byte & 0x1F != 0 || byte >> 5 != 0)
-                {
-                    continue;
-                }
-                let capacity = self.execute(
-                    0,
-                    &Request::new(target, lun, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0]).reading(8),
-                )?;
-                if !transferred(&capacity) || capacity.data.len() < 8 {
-                    continue;
-                }
-                let last = u32::from_be_bytes([
-                    capacity.data[0],
-                    capacity.data[1],
-                    capacity.data[2],
-                    capacity.data[3],
-                ]);
-                let block_size = u32::from_be_bytes([
-                    capacity.data[4],
-                    capacity.data[5],
-                    capacity.data[6],
-                    capacity.data[7],
-                ]);
-                disks.push(Disk {
-                    target,
-                    lun,
-                    inquiry: inquiry.data,
-                    blocks: u64::from(last) + 1,
-                    block_size,
-                });
-            }
-        }
+        let disks = pnp::scan(
+            &|request| self.execute(0, request),
+            self.machine.options.scan_targets,
+        )?;
+        self.machine.pnp.record_scan(&disks);
         Ok(disks)
+    }
+
+    /// The port driver's view of the bus: the disks Windows knows and what the rescans that
+    /// `BusChangeDetected` and `StorPortStateChangeDetected` asked for found.
+    #[must_use]
+    pub fn pnp(&self) -> PnpView {
+        self.machine.pnp.view()
+    }
+
+    /// Waits until `until` holds for the PnP view.
+    ///
+    /// # Errors
+    /// [`SimError::PnpTimedOut`] if it does not within `timeout`.
+    pub fn wait_pnp(
+        &self,
+        timeout: Duration,
+        until: impl Fn(&PnpView) -> bool,
+    ) -> Result<PnpView, SimError> {
+        self.machine.pnp.wait(timeout, until)
+    }
+
+    /// Holds the port driver's PnP work (rescans, state changes) back while `paused`, as a
+    /// busy PnP manager would: notifications are still accepted and queued.
+    pub fn pause_pnp(&self, paused: bool) {
+        self.machine.pnp.pause(paused);
+    }
+
+    fn start_pnp(&mut self) -> Result<(), SimError> {
+        let machine = Arc::clone(&self.machine);
+        let handle = std::thread::Builder::new()
+            .name("sim-pnp".into())
+            .spawn(move || pnp::worker(&machine))
+            .map_err(|_| SimError::Resources)?;
+        self.pnp = Some(handle);
+        Ok(())
+    }
+
+    /// Stops the PnP worker after its current rescan (whose commands then complete).
+    fn stop_pnp(&mut self) {
+        self.machine.pnp.stop();
+        if let Some(handle) = self.pnp.take() {
+            let _ = handle.join();
+        }
     }
 
     /// HwAdapterControl(ScsiStopAdapter) then (ScsiRestartAdapter), each under the interrupt
@@ -1134,6 +1191,7 @@ impl Adapter {
             messages: self.machine.message_count,
             passive_initialized: state.passive_initialize.is_some(),
             perf_flags: state.perf_flags,
+            uncached_len: state.uncached.map_or(0, |(_, len)| len),
         }
     }
 
@@ -1171,6 +1229,7 @@ impl Adapter {
     /// all violations are returned.
     #[must_use]
     pub fn shutdown(mut self) -> Vec<Violation> {
+        self.stop_pnp();
         let outstanding: Vec<u64> = self
             .machine
             .state()
@@ -1187,6 +1246,7 @@ impl Adapter {
     }
 
     fn stop(&mut self) {
+        self.stop_pnp();
         self.machine.stopping.store(true, Ordering::SeqCst);
         if let Some(processors) = self.machine.processors.get() {
             for sender in processors {
