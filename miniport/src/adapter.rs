@@ -7,10 +7,18 @@
 //! of its MSI-X message, the lock StorPort itself holds while running that message's ISR. The
 //! per-queue state sits in an `UnsafeCell` reached only through a [`QueueGuard`], which exists
 //! only while that lock is held. The controlq and the eventq have their own messages and locks
-//! ([`VirtqueueGuard`]). A device reset takes the locks of messages 0 to 2 (configuration,
-//! controlq, eventq), then every request queue's lock in ascending order; only the one context
-//! that wins the `resetting` flag (or ScsiStopAdapter and ScsiRestartAdapter, which StorPort
-//! never runs beside a reset of ours) ever holds more than one lock, so the order cannot invert.
+//! ([`VirtqueueGuard`]).
+//!
+//! Whatever needs every queue at once (a device reset) takes StorPort's interrupt lock, once
+//! (`Adapter::lock_all`). With `InterruptSynchronizePerMessage` that one lock *is* every
+//! message's lock: "When a miniport needs to synchronize with all messages, it can use one call
+//! to StorPortAcquireSpinLock which will acquire a lock for each message in the proper order"
+//! (Microsoft, StorPortAcquireMSISpinLock). In shared mode it is the one message's lock, in line
+//! mode the ISR's. So no context of ours ever holds two message locks, and a context StorPort
+//! already runs under the interrupt lock (HwInitialize, HwAdapterControl's ScsiStopAdapter and
+//! ScsiRestartAdapter, at DIRQL: the HW_ADAPTER_CONTROL and StorPortAcquireSpinLock tables)
+//! holds every queue's lock already and must take none: acquiring a message lock there would
+//! spin on a lock the processor itself holds.
 //!
 //! # Recovery and lifecycle
 //! - Task management (aborts, LUN and target resets, HwResetBus) is [`crate::tmf`]; its
@@ -278,8 +286,9 @@ pub struct Adapter {
     /// The eventq's buffers, the units the device reported removed, and the configuration
     /// watch ([`crate::events`]).
     events: EventQueue,
-    /// Lock handle for the line-interrupt lock; only its holder touches it.
-    line_lock: UnsafeCell<StorLockHandle>,
+    /// Lock handle for StorPort's interrupt lock (line mode's queue lock, and every queue's
+    /// lock at once in any mode: [`Adapter::lock_all`]); only its holder touches it.
+    interrupt_lock: UnsafeCell<StorLockHandle>,
     dpc_ready: AtomicBool,
     resetting: AtomicBool,
     /// Resets performed.
@@ -732,7 +741,7 @@ impl Adapter {
             luns,
             wmi_scratch,
             events,
-            line_lock: UnsafeCell::new(StorLockHandle::zeroed()),
+            interrupt_lock: UnsafeCell::new(StorLockHandle::zeroed()),
             dpc_ready: AtomicBool::new(false),
             resetting: AtomicBool::new(false),
             resets: AtomicU64::new(0),
@@ -1069,13 +1078,19 @@ impl Adapter {
                     old_irql,
                 }
             }
-            InterruptMode::Line => {
-                // SAFETY: the handle lives in the adapter (fixed address) and is touched only by
-                // the lock holder, which we are about to become.
-                unsafe { self.extension.acquire_interrupt_lock(self.line_lock.get()) };
-                Held::Line
-            }
+            InterruptMode::Line => self.acquire_interrupt_lock(),
         }
+    }
+
+    /// Acquires StorPort's interrupt lock: every message's lock in per-message mode.
+    fn acquire_interrupt_lock(&self) -> Held {
+        // SAFETY: the handle lives in the adapter (fixed address) and is touched only by the
+        // lock holder, which we are about to become.
+        unsafe {
+            self.extension
+                .acquire_interrupt_lock(self.interrupt_lock.get());
+        }
+        Held::Interrupt
     }
 
     /// Releases what [`Adapter::acquire`] took.
@@ -1085,8 +1100,9 @@ impl Adapter {
                 self.extension.release_msi_lock(message, old_irql);
             }
             // SAFETY: the guard being dropped acquired the interrupt lock with this handle.
-            Held::Line => unsafe {
-                self.extension.release_interrupt_lock(self.line_lock.get());
+            Held::Interrupt => unsafe {
+                self.extension
+                    .release_interrupt_lock(self.interrupt_lock.get());
             },
             Held::ByCaller => {}
         }
@@ -1674,9 +1690,8 @@ impl Adapter {
     }
 
     /// [`Self::reset_device`], from a context that holds StorPort's interrupt lock when
-    /// `line_lock_held` (which in line mode is every queue's lock already: the dump port's
-    /// poll).
-    pub(crate) fn reset_device_with(&self, cause: ResetCause, line_lock_held: bool) -> bool {
+    /// `interrupt_lock_held` (which is every queue's lock already: the dump port's poll).
+    pub(crate) fn reset_device_with(&self, cause: ResetCause, interrupt_lock_held: bool) -> bool {
         // ORDERING: the flag only elects one resetter; the queue locks order everything the
         // reset touches. Acquire pairs with the Release below of the previous reset, so a new
         // winner starts after the last one finished.
@@ -1690,7 +1705,7 @@ impl Adapter {
         let mut restarted = true;
         let mut reset = false;
         {
-            let locks = self.lock_all(line_lock_held);
+            let locks = self.lock_all(interrupt_lock_held);
             // A stopped adapter has nothing in flight and its device stays reset until
             // ScsiRestartAdapter.
             if !self.is_stopped() {
@@ -1763,8 +1778,9 @@ impl Adapter {
     /// drains them first), task management functions end.
     pub fn stop(&self) {
         self.trace(TraceEvent::Stopped, ADAPTER_WIDE, (0, 0, 0));
-        // StorPort calls ScsiStopAdapter holding the interrupt lock, which in line mode is the
-        // queues' lock already.
+        // StorPort calls ScsiStopAdapter at DIRQL holding the interrupt lock, which is every
+        // queue's lock (every message's, with per-message synchronisation): taking any of them
+        // here would spin forever on a lock this processor holds.
         let locks = self.lock_all(true);
         // ORDERING: Release pairs with `is_stopped`'s Acquire; StartIo reads it under a queue
         // lock held here, so no request reaches a ring once this store is made.
@@ -1783,6 +1799,7 @@ impl Adapter {
     /// the state find-adapter established (see `Adapter::bring_up`); false if the device
     /// cannot be brought back that way (it is then failed and the adapter stays stopped).
     pub fn restart(&self) -> bool {
+        // Under StorPort's interrupt lock, as ScsiStopAdapter (see `stop`).
         let locks = self.lock_all(true);
         let transport = self.transport_of(&locks);
         let restarted = self.bring_up(transport).is_ok();
@@ -1811,35 +1828,19 @@ impl Adapter {
         restarted
     }
 
-    /// Takes every queue's lock, in ascending message order: with per-queue messages those of
-    /// the configuration, the controlq and the eventq (messages 0 to 2, whose ISRs read the
-    /// transport and the rings of the controlq and the eventq) and then every request queue's;
-    /// the one shared lock otherwise (none in line mode when `line_lock_held`, as the caller
-    /// runs under StorPort's interrupt lock). Released in reverse by the guard.
-    fn lock_all(&self, line_lock_held: bool) -> AllQueuesLocked<'_> {
-        let mut locks = AllQueuesLocked {
+    /// Every queue's lock (the module documentation has why it is one lock): StorPort's
+    /// interrupt lock, taken here unless the caller runs under it already
+    /// (`interrupt_lock_held`: HwInitialize, ScsiStopAdapter, ScsiRestartAdapter, the dump
+    /// port's poll). Released when the guard drops.
+    fn lock_all(&self, interrupt_lock_held: bool) -> AllQueuesLocked<'_> {
+        AllQueuesLocked {
             adapter: self,
-            messages: [None; QUEUES_BEFORE_REQUESTS],
-            guards: [const { None }; MAX_REQUEST_QUEUES as usize],
-        };
-        let mode = self.mode();
-        if mode == InterruptMode::PerQueue {
-            for (message, slot) in (0u32..).zip(locks.messages.iter_mut()) {
-                *slot = Some(self.acquire(message));
-            }
+            held: if interrupt_lock_held {
+                Held::ByCaller
+            } else {
+                self.acquire_interrupt_lock()
+            },
         }
-        let queues = usize::from(self.request_queues());
-        for (queue, slot) in locks.guards.iter_mut().enumerate().take(queues) {
-            let take = match mode {
-                InterruptMode::PerQueue => true,
-                InterruptMode::Shared => queue == 0,
-                InterruptMode::Line => queue == 0 && !line_lock_held,
-            };
-            if take {
-                *slot = Some(self.lock(queue as u16));
-            }
-        }
-        locks
     }
 
     /// The transport, for a holder of every lock.
@@ -1847,8 +1848,8 @@ impl Adapter {
         &'a self,
         _locks: &'a AllQueuesLocked<'a>,
     ) -> &'a mut PciTransport<StorPortRegisters> {
-        // SAFETY: every queue lock is held (or the one shared or interrupt lock), so no
-        // StartIo, ISR, DPC or timer touches the transport or the queues; the returned reference
+        // SAFETY: the interrupt lock, every queue's lock, is held, so no StartIo, ISR, DPC or
+        // timer touches the transport or the queues; the returned reference
         // borrows `_locks`, so it cannot outlive them, and callers take it once per hold.
         unsafe { &mut *self.transport.get() }
     }
@@ -1943,9 +1944,11 @@ pub enum PostError {
 enum Held {
     /// We acquired this MSI message's lock.
     Msi { message: u32, old_irql: u32 },
-    /// We acquired the interrupt lock (line mode).
-    Line,
-    /// StorPort holds it for us (inside the ISR), or the caller's `lock_all`.
+    /// We acquired StorPort's interrupt lock (line mode's queue lock, or every queue's lock
+    /// for `lock_all`).
+    Interrupt,
+    /// StorPort holds it for us (inside the ISR, or the interrupt lock around the routine), or
+    /// the caller's `lock_all` does.
     ByCaller,
 }
 
@@ -2017,30 +2020,16 @@ impl Drop for VirtqueueGuard<'_> {
     }
 }
 
-/// Messages below the first request queue's in per-queue mode: the configuration's, the
-/// controlq's and the eventq's.
-const QUEUES_BEFORE_REQUESTS: usize = Adapter::vector_of_queue(queue_index::REQUEST_BASE) as usize;
-
-/// Every queue's lock, from [`Adapter::lock_all`]; dropping it releases them in the reverse
-/// order of acquisition (each release restores the IRQL its acquire saved, so the first lock
-/// taken must be the last released).
+/// Every queue's lock, from [`Adapter::lock_all`]: StorPort's interrupt lock, which dropping
+/// the guard releases if `lock_all` took it.
 struct AllQueuesLocked<'a> {
     adapter: &'a Adapter,
-    /// Messages 0 to 2 in per-queue mode, taken first.
-    messages: [Option<Held>; QUEUES_BEFORE_REQUESTS],
-    guards: [Option<QueueGuard<'a>>; MAX_REQUEST_QUEUES as usize],
+    held: Held,
 }
 
 impl Drop for AllQueuesLocked<'_> {
     fn drop(&mut self) {
-        for guard in self.guards.iter_mut().rev() {
-            drop(guard.take());
-        }
-        for held in self.messages.iter_mut().rev() {
-            if let Some(how) = held.take() {
-                self.adapter.release(how);
-            }
-        }
+        self.adapter.release(self.held);
     }
 }
 

@@ -399,6 +399,9 @@ impl Machine {
         }
         let result = match id {
             LockId::StartIo => self.start_io_lock.acquire(token),
+            LockId::Interrupt if self.interrupt_lock_is_every_message_lock() => {
+                self.acquire_every_message_lock(token)
+            }
             LockId::Interrupt => self.interrupt_lock.acquire(token),
             LockId::Message(message) => {
                 let Some(lock) = self.message_locks.get(message as usize) else {
@@ -419,11 +422,62 @@ impl Machine {
         }))
     }
 
+    /// Whether StorPort's interrupt lock is the set of every message's lock: with
+    /// `InterruptSynchronizePerMessage` and messages connected, "when a miniport needs to
+    /// synchronize with all messages, it can use one call to StorPortAcquireSpinLock which will
+    /// acquire a lock for each message in the proper order" (StorPortAcquireMSISpinLock). Holding
+    /// it therefore excludes every message's ISR, and a thread that holds it (StorPort around
+    /// HwInitialize and HwAdapterControl, or the miniport) and acquires a message lock, or holds
+    /// a message lock and acquires it, spins on its own lock: [`Violation::RecursiveAcquire`].
+    fn interrupt_lock_is_every_message_lock(&self) -> bool {
+        !self.message_locks.is_empty()
+            && self
+                .interrupts
+                .get()
+                .is_some_and(|wiring| wiring.per_message && wiring.message_routine != 0)
+    }
+
+    /// Takes every message's lock for `token`, in ascending order (the proper order: the one a
+    /// miniport taking several message locks must follow too). On a lock `token` holds already,
+    /// gives back what it took and reports the recursion.
+    fn acquire_every_message_lock(&self, token: u64) -> Result<(), LockError> {
+        for (taken, lock) in self.message_locks.iter().enumerate() {
+            if let Err(error) = lock.acquire(token) {
+                for lock in self.message_locks.iter().take(taken).rev() {
+                    let _ = lock.release(token);
+                }
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases every message's lock, in descending order; `NotHeld` unless `token` holds them
+    /// all (nothing changes then: a message lock taken on its own is not the interrupt lock).
+    fn release_every_message_lock(&self, token: u64) -> Result<(), LockError> {
+        if !self.message_locks.iter().all(|lock| lock.is_held_by(token)) {
+            return Err(LockError::NotHeld);
+        }
+        for lock in self.message_locks.iter().rev() {
+            lock.release(token)?;
+        }
+        Ok(())
+    }
+
     /// Releases a port-driver lock and restores `old_irql`.
     pub(crate) fn release(&self, id: LockId, old_irql: u8) {
-        let token = with_cpu(|cpu| cpu.token);
+        let (token, acquired) = with_cpu(|cpu| (cpu.token, cpu.held.contains(&id)));
+        if !acquired {
+            // Not acquired as this lock by this thread: even a message lock it holds through
+            // the interrupt lock is not its to release on its own.
+            self.violate(Violation::ReleaseNotHeld { lock: id });
+            return;
+        }
         let result = match id {
             LockId::StartIo => self.start_io_lock.release(token),
+            LockId::Interrupt if self.interrupt_lock_is_every_message_lock() => {
+                self.release_every_message_lock(token)
+            }
             LockId::Interrupt => self.interrupt_lock.release(token),
             LockId::Message(message) => self
                 .message_locks
