@@ -3,4 +3,5 @@
 
 pub mod device;
 pub mod harness;
+pub mod scenario;
 pub mod sim;

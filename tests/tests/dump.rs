@@ -15,6 +15,7 @@ use rvscsi::trace::{ResetCause, TraceEvent};
 use rvscsi_tests::device::target::Lun;
 use rvscsi_tests::device::{DeviceOptions, FaultAction, VirtioScsiDevice};
 use rvscsi_tests::harness::{BootError, Machine, boot, boot_dump, fault_once};
+use rvscsi_tests::scenario::{read10, wait_until, write10};
 use rvscsi_tests::sim::{DumpPort, Notification, Request, SimError, SimOptions, abi};
 use virtio_core::pci::DeviceStatus;
 
@@ -29,19 +30,6 @@ const DUMP_LBA: u32 = 16_384;
 const DUMP_BYTES: usize = 64 << 20;
 /// A block the crashed instance was writing when it crashed (its write never executes).
 const IN_FLIGHT_LBA: u32 = 12_000;
-
-fn read10(lba: u32, blocks: u16) -> Vec<u8> {
-    let mut cdb = vec![0x28, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    cdb[2..6].copy_from_slice(&lba.to_be_bytes());
-    cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
-    cdb
-}
-
-fn write10(lba: u32, blocks: u16) -> Vec<u8> {
-    let mut cdb = read10(lba, blocks);
-    cdb[0] = 0x2A;
-    cdb
-}
 
 /// Bytes that depend on where they are, so data written to the wrong place shows.
 fn pattern(offset: u64, len: usize, seed: u64) -> Vec<u8> {
@@ -93,14 +81,11 @@ fn crashed_machine() -> (VirtioScsiDevice, Lun, usize) {
     // Far beyond the test: no timeout and bus reset before the crash.
     in_flight.timeout_seconds = 3000;
     let _in_flight = machine.adapter.submit(1, &in_flight).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while machine.device.stats().pending == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the write never reached the device"
-        );
-        std::thread::yield_now();
-    }
+    assert!(
+        wait_until(Duration::from_secs(10), || machine.device.stats().pending
+            != 0),
+        "the write never reached the device"
+    );
     let device = machine.crash();
     device.set_fault_hook(None);
     (device, lun, normal_uncached)

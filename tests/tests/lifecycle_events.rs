@@ -17,7 +17,8 @@ use rvscsi_tests::device::target::Lun;
 use rvscsi_tests::device::{
     CompletionMode, DeviceOptions, FaultAction, RequestInfo, TmfAction, TmfInfo,
 };
-use rvscsi_tests::harness::{Machine, boot};
+use rvscsi_tests::harness::Machine;
+use rvscsi_tests::scenario::{Rng, boot_standard, faulted_read, read10, wait_until, write10};
 use rvscsi_tests::sim::{Completion, Notification, PnpEvent, PnpView, Request, SimOptions};
 use virtio_core::scsi::Response;
 
@@ -37,33 +38,50 @@ fn hotplug() -> DeviceOptions {
 }
 
 fn machine(sim: SimOptions, device: DeviceOptions) -> Machine {
-    let machine = boot(
-        sim,
-        device,
-        vec![(0, 0, disk()), (0, 1, disk()), (1, 0, disk())],
-    )
-    .unwrap();
+    let machine = boot_standard(sim, device, disk).unwrap();
     machine.adapter.scan_bus().unwrap();
     machine
-}
-
-fn read10(lba: u32, blocks: u16) -> Vec<u8> {
-    let mut cdb = vec![0x28, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    cdb[2..6].copy_from_slice(&lba.to_be_bytes());
-    cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
-    cdb
-}
-
-fn write10(lba: u32, blocks: u16) -> Vec<u8> {
-    let mut cdb = read10(lba, blocks);
-    cdb[0] = 0x2A;
-    cdb
 }
 
 fn has_disk(view: &PnpView, target: u8, lun: u8) -> bool {
     view.disks
         .iter()
         .any(|d| (d.target, d.lun) == (target, lun))
+}
+
+/// Hot-plugs a disk at `target`/`lun`, its event posted, and waits until the port driver is idle
+/// with the disk listed.
+fn plug(machine: &Machine, target: u8, lun: u8) -> PnpView {
+    assert!(
+        machine.device.hot_plug(target, lun.into(), disk()).unwrap(),
+        "the event for {target}:{lun} reached an eventq buffer"
+    );
+    machine
+        .adapter
+        .wait_pnp(WAIT, |view| view.idle && has_disk(view, target, lun))
+        .unwrap()
+}
+
+/// Hot-unplugs `target`/`lun`, its event posted, and waits until the port driver is idle
+/// without the disk.
+fn unplug(machine: &Machine, target: u8, lun: u8) {
+    let unplugged = machine.device.hot_unplug(target, lun.into()).unwrap();
+    assert!(unplugged.event_posted);
+    machine
+        .adapter
+        .wait_pnp(WAIT, |view| view.idle && !has_disk(view, target, lun))
+        .unwrap();
+}
+
+/// A hot-plug capable machine with the interrupt wiring `messages`.
+fn wired(messages: Option<u32>) -> Machine {
+    machine(
+        SimOptions {
+            messages,
+            ..SimOptions::default()
+        },
+        hotplug(),
+    )
 }
 
 /// Writes then reads back one block of `target`/`lun`.
@@ -92,32 +110,17 @@ const WIRINGS: [Option<u32>; 3] = [None, Some(1), Some(0)];
 #[test]
 fn a_hot_plugged_lun_is_discovered_and_an_unplugged_one_is_gone_in_every_interrupt_mode() {
     for messages in WIRINGS {
-        let machine = machine(
-            SimOptions {
-                messages,
-                ..SimOptions::default()
-            },
-            hotplug(),
-        );
+        let machine = wired(messages);
         let before = machine.adapter.pnp();
         assert_eq!(before.disks.len(), 3, "messages {messages:?}");
-        assert!(machine.device.hot_plug(0, 2, disk()).unwrap());
-        let view = machine
-            .adapter
-            .wait_pnp(WAIT, |view| view.idle && has_disk(view, 0, 2))
-            .unwrap();
+        let view = plug(&machine, 0, 2);
         assert!(
             view.history
                 .contains(&PnpEvent::Arrived { target: 0, lun: 2 })
         );
         round_trip(&machine, 0, 2, 7, 0x5A);
 
-        let unplugged = machine.device.hot_unplug(1, 0).unwrap();
-        assert!(unplugged.event_posted);
-        machine
-            .adapter
-            .wait_pnp(WAIT, |view| view.idle && !has_disk(view, 1, 0))
-            .unwrap();
+        unplug(&machine, 1, 0);
         // I/O to the removed LUN fails at once, without reaching the device.
         let sent = |machine: &Machine| -> u64 {
             let stats = machine.device.stats();
@@ -144,11 +147,7 @@ fn a_hot_plugged_lun_is_discovered_and_an_unplugged_one_is_gone_in_every_interru
         assert_eq!(counters.bus_changes.load(Ordering::Relaxed), 2);
 
         // Plugged back, the same address works again.
-        assert!(machine.device.hot_plug(1, 0, disk()).unwrap());
-        machine
-            .adapter
-            .wait_pnp(WAIT, |view| view.idle && has_disk(view, 1, 0))
-            .unwrap();
+        plug(&machine, 1, 0);
         assert!(!machine.miniport().unwrap().events().gone().contains(1, 0));
         round_trip(&machine, 1, 0, 9, 0x6B);
         machine.finish();
@@ -179,18 +178,6 @@ fn lun_not_supported(done: &Completion) -> bool {
     done.status() == SRB_STATUS_ERROR
         && done.sense.get(2).is_some_and(|key| key & 0x0F == 0x05)
         && done.sense.get(12) == Some(&0x25)
-}
-
-/// xorshift64*: deterministic, so a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
 }
 
 /// One write to the LUN that is unplugged: a block no other write touches, with a pattern no
@@ -227,12 +214,12 @@ impl Load {
             let mut shadow = vec![0u8; 256 * 512];
             let mut ios = 0u64;
             while !load.stop.load(Ordering::SeqCst) {
-                let blocks = 1 + (rng.next() % 16) as u16;
-                let start = (rng.next() % (256 - u64::from(blocks) + 1)) as u32;
+                let blocks = 1 + (rng.next_u64() % 16) as u16;
+                let start = (rng.next_u64() % (256 - u64::from(blocks) + 1)) as u32;
                 let range = start as usize * 512..(start as usize + usize::from(blocks)) * 512;
-                let processor = (rng.next() % 4) as u32;
-                if rng.next().is_multiple_of(2) {
-                    let data: Vec<u8> = (0..range.len()).map(|_| rng.next() as u8).collect();
+                let processor = (rng.next_u64() % 4) as u32;
+                if rng.next_u64().is_multiple_of(2) {
+                    let data: Vec<u8> = (0..range.len()).map(|_| rng.next_u64() as u8).collect();
                     shadow[range].copy_from_slice(&data);
                     let request = Request::new(target, lun, &write10(start, blocks)).writing(&data);
                     let done = class_execute(&load.machine, processor, &request);
@@ -402,11 +389,10 @@ fn hot_plug_and_unplug_under_load_lose_no_srb_and_write_nothing_after_failing() 
 
     std::thread::sleep(Duration::from_millis(150));
     holding.store(true, Ordering::SeqCst);
-    let deadline = std::time::Instant::now() + WAIT;
-    while kept_commands.load(Ordering::SeqCst) < 2 {
-        assert!(std::time::Instant::now() < deadline, "victims stalled");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    assert!(
+        wait_until(WAIT, || kept_commands.load(Ordering::SeqCst) >= 2),
+        "victims stalled"
+    );
     let unplugged = machine.device.hot_unplug(0, 1).unwrap();
     assert!(
         unplugged.event_posted,
@@ -533,11 +519,12 @@ fn a_capacity_change_becomes_a_unit_state_change_or_a_rescan_when_busy() {
     assert_eq!(machine.device.resize_lun(0, 1, BLOCKS * 3), Some(true));
     assert_eq!(machine.device.resize_lun(1, 0, BLOCKS * 4), Some(true));
     let counters = machine.miniport().unwrap().events().counters();
-    let deadline = std::time::Instant::now() + WAIT;
-    while counters.state_change_fallbacks.load(Ordering::Relaxed) == 0 {
-        assert!(std::time::Instant::now() < deadline, "no fallback");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    assert!(
+        wait_until(WAIT, || {
+            counters.state_change_fallbacks.load(Ordering::Relaxed) != 0
+        }),
+        "no fallback"
+    );
     machine.adapter.pause_pnp(false);
     let view = machine
         .adapter
@@ -606,11 +593,10 @@ fn garbage_from_the_device_is_counted_and_survived() {
         assert!(machine.device.post_raw_event(bytes, *used));
     }
     let counters = machine.miniport().unwrap().events().counters();
-    let deadline = std::time::Instant::now() + WAIT;
-    while counters.events.load(Ordering::Relaxed) < 6 {
-        assert!(std::time::Instant::now() < deadline, "events not drained");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    assert!(
+        wait_until(WAIT, || counters.events.load(Ordering::Relaxed) >= 6),
+        "events not drained"
+    );
     assert_eq!(counters.malformed.load(Ordering::Relaxed), 3);
     assert_eq!(counters.short.load(Ordering::Relaxed), 1);
     assert_eq!(counters.unaddressable.load(Ordering::Relaxed), 1);
@@ -645,11 +631,7 @@ fn garbage_from_the_device_is_counted_and_survived() {
         .unwrap();
     assert!(machine.device.stats().resets > resets);
     assert_eq!(counters.protocol_violations.load(Ordering::Relaxed), 1);
-    assert!(machine.device.hot_plug(0, 2, disk()).unwrap());
-    machine
-        .adapter
-        .wait_pnp(WAIT, |view| view.idle && has_disk(view, 0, 2))
-        .unwrap();
+    plug(&machine, 0, 2);
     round_trip(&machine, 0, 2, 4, 0x99);
     machine.finish();
 }
@@ -657,27 +639,13 @@ fn garbage_from_the_device_is_counted_and_survived() {
 #[test]
 fn events_still_arrive_after_a_device_reset_and_a_power_cycle() {
     for messages in WIRINGS {
-        let machine = machine(
-            SimOptions {
-                messages,
-                ..SimOptions::default()
-            },
-            hotplug(),
-        );
+        let machine = wired(messages);
         // A request the device never answers, and a device that rejects the task management
         // the port driver's timeout starts: the miniport resets the device.
-        machine
-            .device
-            .set_fault_hook(Some(rvscsi_tests::harness::fault_once(
-                |info| info.cdb.first() == Some(&0x28),
-                rvscsi_tests::device::FaultAction::Drop,
-            )));
         machine.device.set_tmf_hook(Some(Arc::new(|_: &TmfInfo| {
             TmfAction::Respond(Response::FunctionRejected)
         })));
-        let mut request = Request::new(0, 0, &read10(0, 1)).reading(512);
-        request.timeout_seconds = 1;
-        let done = machine.adapter.execute(0, &request).unwrap();
+        let done = faulted_read(&machine, FaultAction::Drop, 1).unwrap();
         assert_eq!(done.status(), SRB_STATUS_BUS_RESET, "messages {messages:?}");
         machine.device.set_tmf_hook(None);
         let resets = machine
@@ -694,25 +662,14 @@ fn events_still_arrive_after_a_device_reset_and_a_power_cycle() {
             .wait_pnp(WAIT, |view| view.idle && view.rescans == 1)
             .unwrap();
         assert_eq!(counters.bus_changes.load(Ordering::Relaxed), 1);
-        assert!(machine.device.hot_plug(0, 2, disk()).unwrap(), "restocked");
-        machine
-            .adapter
-            .wait_pnp(WAIT, |view| view.idle && has_disk(view, 0, 2))
-            .unwrap();
+        // The reset restocked the eventq: a plug's event finds a buffer.
+        plug(&machine, 0, 2);
 
         machine.adapter.power_cycle().unwrap();
         machine.adapter.wait_pnp(WAIT, |view| view.idle).unwrap();
-        assert!(machine.device.hot_plug(1, 1, disk()).unwrap(), "restocked");
-        machine
-            .adapter
-            .wait_pnp(WAIT, |view| view.idle && has_disk(view, 1, 1))
-            .unwrap();
-        let unplugged = machine.device.hot_unplug(0, 2).unwrap();
-        assert!(unplugged.event_posted);
-        machine
-            .adapter
-            .wait_pnp(WAIT, |view| view.idle && !has_disk(view, 0, 2))
-            .unwrap();
+        // So did the power cycle.
+        plug(&machine, 1, 1);
+        unplug(&machine, 0, 2);
         round_trip(&machine, 1, 1, 2, 0x44);
         assert_eq!(counters.appeared.load(Ordering::Relaxed), 2);
         assert_eq!(counters.removed.load(Ordering::Relaxed), 1);
@@ -724,13 +681,6 @@ fn events_still_arrive_after_a_device_reset_and_a_power_cycle() {
 fn a_configuration_change_is_read_and_acted_on() {
     let machine = machine(SimOptions::default(), hotplug());
     let counters = machine.miniport().unwrap().events().counters();
-    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
-        let deadline = std::time::Instant::now() + WAIT;
-        while !f() {
-            assert!(std::time::Instant::now() < deadline, "{what}");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    };
     let resets = machine.device.stats().resets;
     // max_target (offset 30) shrinks: the bus is rescanned.
     let rescans = machine.adapter.pnp().rescans;
@@ -744,9 +694,11 @@ fn a_configuration_change_is_read_and_acted_on() {
 
     // seg_max (offset 4) cannot change under StorPort: counted, nothing else.
     machine.device.change_config(4, &8u32.to_le_bytes());
-    wait_for("seg_max change", &|| {
-        counters.config_changes.load(Ordering::Relaxed) == 2
-    });
+    assert!(
+        wait_until(WAIT, || counters.config_changes.load(Ordering::Relaxed)
+            == 2),
+        "seg_max change"
+    );
     assert_eq!(counters.config_ignored.load(Ordering::Relaxed), 1);
     assert_eq!(counters.config_rescans.load(Ordering::Relaxed), 1);
     assert_eq!(machine.device.stats().resets, resets);
@@ -754,7 +706,10 @@ fn a_configuration_change_is_read_and_acted_on() {
     // sense_size (offset 20) no longer the request layout's: the device is reset, which
     // writes the size again, and I/O goes on.
     machine.device.change_config(20, &64u32.to_le_bytes());
-    wait_for("layout reset", &|| machine.device.stats().resets > resets);
+    assert!(
+        wait_until(WAIT, || machine.device.stats().resets > resets),
+        "layout reset"
+    );
     assert_eq!(counters.config_resets.load(Ordering::Relaxed), 1);
     machine.adapter.wait_pnp(WAIT, |view| view.idle).unwrap();
     // The trace ring says why: three configuration changes, then a reset for the device's sake.

@@ -16,11 +16,11 @@ use rvscsi::storport::{
     SRB_STATUS_ABORT_FAILED, SRB_STATUS_ABORTED, SRB_STATUS_BUS_RESET, SRB_STATUS_BUSY,
     SRB_STATUS_SUCCESS,
 };
-use rvscsi_tests::device::target::{Lun, LunIdentity};
 use rvscsi_tests::device::{
-    CompletionMode, DeviceOptions, FaultAction, RequestInfo, TmfAction, TmfInfo,
+    CompletionMode, DeviceOptions, FaultAction, RequestInfo, TmfAction, TmfInfo, TmfRecord,
 };
-use rvscsi_tests::harness::{Machine, boot};
+use rvscsi_tests::harness::Machine;
+use rvscsi_tests::scenario::{anonymous_disk, boot_standard, read10, wait_until, write10};
 use rvscsi_tests::sim::abi::{SRB_FUNCTION_RESET_DEVICE, SRB_FUNCTION_RESET_LOGICAL_UNIT};
 use rvscsi_tests::sim::{Completion, Request, SimOptions, Ticket};
 use virtio_core::scsi::{Response, TmfSubtype};
@@ -36,15 +36,6 @@ const LONG_TIMEOUT: u32 = 3000;
 /// The miniport's task management deadline, and a margin for the timer's period.
 const DEADLINE: Duration = Duration::from_secs(2);
 
-fn disk() -> Lun {
-    Lun::memory(BLOCKS, 512)
-        .unwrap()
-        .with_identity(LunIdentity {
-            naa_id: None,
-            ..LunIdentity::default()
-        })
-}
-
 fn sim(messages: Option<u32>) -> SimOptions {
     SimOptions {
         processors: 4,
@@ -55,23 +46,11 @@ fn sim(messages: Option<u32>) -> SimOptions {
     }
 }
 
-/// LUNs 0:0, 0:1 and 1:0, the write journal on.
+/// The standard bus (LUNs 0:0, 0:1 and 1:0), the write journal on.
 fn machine(sim: SimOptions, device: DeviceOptions) -> Machine {
-    let machine = boot(
-        sim,
-        device,
-        vec![(0, 0, disk()), (0, 1, disk()), (1, 0, disk())],
-    )
-    .unwrap();
+    let machine = boot_standard(sim, device, || anonymous_disk(BLOCKS).unwrap()).unwrap();
     machine.device.journal_writes(true);
     machine
-}
-
-fn rw10(opcode: u8, lba: u32, blocks: u16) -> Vec<u8> {
-    let mut cdb = vec![opcode, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    cdb[2..6].copy_from_slice(&lba.to_be_bytes());
-    cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
-    cdb
 }
 
 fn lba_of(cdb: &[u8]) -> Option<u32> {
@@ -122,12 +101,12 @@ fn submit_load(machine: &Machine, target: u8, lun: u8, count: usize, first_lba: 
                 let stamp = (u64::from(target) << 56) | (u64::from(lun) << 48) | u64::from(lba);
                 let data = stamped(stamp, bytes);
                 (
-                    Request::new(target, lun, &rw10(0x2A, lba, SPAN)).writing(&data),
+                    Request::new(target, lun, &write10(lba, SPAN)).writing(&data),
                     Some(data),
                 )
             } else {
                 (
-                    Request::new(target, lun, &rw10(0x28, lba, SPAN)).reading(bytes as u32),
+                    Request::new(target, lun, &read10(lba, SPAN)).reading(bytes as u32),
                     None,
                 )
             };
@@ -146,11 +125,25 @@ fn submit_load(machine: &Machine, target: u8, lun: u8, count: usize, first_lba: 
 
 /// Waits until the device holds at least `count` requests.
 fn wait_held(machine: &Machine, count: usize) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while machine.device.stats().pending < count {
-        assert!(Instant::now() < until, "{:?}", machine.device.stats());
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            machine.device.stats().pending >= count
+        }),
+        "{:?}",
+        machine.device.stats()
+    );
+}
+
+/// Submits `count` requests spread evenly over `units` and waits until the device holds them
+/// all.
+fn submit_held(machine: &Machine, units: &[(u8, u8)], count: usize) -> Vec<Io> {
+    let per_unit = count / units.len();
+    let load = units
+        .iter()
+        .flat_map(|&(target, lun)| submit_load(machine, target, lun, per_unit, 0))
+        .collect();
+    wait_held(machine, count);
+    load
 }
 
 /// Waits for every request of `load`.
@@ -172,6 +165,23 @@ fn statuses(done: &[(Io, Completion)]) -> HashMap<u8, usize> {
         *counts.entry(completion.status()).or_default() += 1;
     }
     counts
+}
+
+/// Waits for every request of `load` and checks that each completed with `status`; `case`
+/// names the scenario's variant in the failure message.
+fn complete_all_with(
+    machine: &Machine,
+    load: &[Io],
+    status: u8,
+    case: impl std::fmt::Debug,
+) -> Vec<(Io, Completion)> {
+    let done = complete_all(machine, load);
+    assert_eq!(
+        statuses(&done),
+        HashMap::from([(status, load.len())]),
+        "{case:?}"
+    );
+    done
 }
 
 /// No write reached its LUN after its SRB completed with a failure, every successful write
@@ -203,7 +213,7 @@ fn check_writes(machine: &Machine, done: &[(Io, Completion)]) {
             .adapter
             .execute(
                 0,
-                &Request::new(io.target, io.lun, &rw10(0x28, io.lba, SPAN))
+                &Request::new(io.target, io.lun, &read10(io.lba, SPAN))
                     .reading(u32::from(SPAN) * 512),
             )
             .unwrap();
@@ -219,6 +229,18 @@ fn check_writes(machine: &Machine, done: &[(Io, Completion)]) {
     }
 }
 
+/// The end of every scenario: the hooks off, the writes of `loads` checked, I/O working again
+/// and the simulator's contract kept.
+fn check_and_finish(machine: Machine, loads: &[&[(Io, Completion)]]) {
+    machine.device.set_fault_hook(None);
+    machine.device.set_tmf_hook(None);
+    for done in loads {
+        check_writes(&machine, done);
+    }
+    check_resumes(&machine);
+    machine.finish();
+}
+
 /// I/O works on every LUN from every processor.
 fn check_resumes(machine: &Machine) {
     for (processor, (target, lun)) in [(0u32, (0u8, 0u8)), (1, (0, 1)), (2, (1, 0)), (3, (0, 0))] {
@@ -228,7 +250,7 @@ fn check_resumes(machine: &Machine) {
             .adapter
             .execute(
                 processor,
-                &Request::new(target, lun, &rw10(0x2A, lba, 8)).writing(&data),
+                &Request::new(target, lun, &write10(lba, 8)).writing(&data),
             )
             .unwrap();
         assert_eq!(write.status(), SRB_STATUS_SUCCESS, "{target}:{lun}");
@@ -236,7 +258,7 @@ fn check_resumes(machine: &Machine) {
             .adapter
             .execute(
                 processor,
-                &Request::new(target, lun, &rw10(0x28, lba, 8)).reading(4096),
+                &Request::new(target, lun, &read10(lba, 8)).reading(4096),
             )
             .unwrap();
         assert_eq!(read.status(), SRB_STATUS_SUCCESS, "{target}:{lun}");
@@ -265,14 +287,28 @@ fn tmf_hook(machine: &Machine, action: TmfAction) {
         .set_tmf_hook(Some(Arc::new(move |_: &TmfInfo| action)));
 }
 
-fn reset_lun(machine: &Machine, target: u8, lun: u8) -> (Completion, Duration) {
+/// A LUN reset of `target`/`lun`, which must succeed; how long it took.
+fn reset_lun(machine: &Machine, target: u8, lun: u8) -> Duration {
     let mut reset = Request::control(SRB_FUNCTION_RESET_LOGICAL_UNIT, target, lun);
     // Scaled like every simulated timeout (1 s = 10 ms): StorPort must not time the reset out
     // and call HwResetBus while the miniport's deadline (real time) runs.
     reset.timeout_seconds = LONG_TIMEOUT;
     let started = Instant::now();
     let done = machine.adapter.execute(1, &reset).unwrap();
-    (done, started.elapsed())
+    assert_eq!(
+        done.status(),
+        SRB_STATUS_SUCCESS,
+        "LUN reset of {target}:{lun}"
+    );
+    started.elapsed()
+}
+
+/// The one task management function the device received, which must be `subtype`.
+fn only_tmf(machine: &Machine, subtype: TmfSubtype) -> TmfRecord {
+    let log = machine.device.tmf_log();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].info.subtype, subtype.raw());
+    log[0]
 }
 
 fn full_resets(machine: &Machine) -> u64 {
@@ -282,11 +318,7 @@ fn full_resets(machine: &Machine) -> u64 {
 /// Waits (up to a second) for `condition`: for counters the miniport updates after the
 /// completions a test waits for.
 fn eventually(what: &str, condition: impl Fn() -> bool) {
-    let until = Instant::now() + Duration::from_secs(1);
-    while !condition() {
-        assert!(Instant::now() < until, "{what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    assert!(wait_until(Duration::from_secs(1), condition), "{what}");
 }
 
 macro_rules! tmf_counter {
@@ -320,36 +352,20 @@ fn a_lun_reset_with_300_requests_held_resets_that_lun_only() {
         (0, 1) => FaultAction::Drop,
         _ => FaultAction::Delay(Duration::from_millis(300)),
     });
-    let held = submit_load(&machine, 0, 1, IN_FLIGHT, 0);
-    wait_held(&machine, IN_FLIGHT);
+    let held = submit_held(&machine, &[(0, 1)], IN_FLIGHT);
     let bystanders = submit_load(&machine, 0, 0, 40, 0);
-    let (reset, took) = reset_lun(&machine, 0, 1);
-    assert_eq!(reset.status(), SRB_STATUS_SUCCESS);
+    let took = reset_lun(&machine, 0, 1);
     // Information only, never asserted: the figure for the report.
     eprintln!("LUN reset with {IN_FLIGHT} requests held: {took:?}");
-    let held = complete_all(&machine, &held);
-    assert_eq!(
-        statuses(&held),
-        HashMap::from([(SRB_STATUS_BUS_RESET, IN_FLIGHT)])
-    );
-    let bystanders = complete_all(&machine, &bystanders);
-    assert_eq!(
-        statuses(&bystanders),
-        HashMap::from([(SRB_STATUS_SUCCESS, 40)])
-    );
-    let log = machine.device.tmf_log();
-    assert_eq!(log.len(), 1, "{log:?}");
-    assert_eq!(log[0].info.subtype, TmfSubtype::LogicalUnitReset.raw());
-    assert_eq!((log[0].info.target, log[0].info.lun), (0, 1));
-    assert_eq!(log[0].response, Some(Response::FUNCTION_COMPLETE));
+    let held = complete_all_with(&machine, &held, SRB_STATUS_BUS_RESET, ());
+    let bystanders = complete_all_with(&machine, &bystanders, SRB_STATUS_SUCCESS, ());
+    let tmf = only_tmf(&machine, TmfSubtype::LogicalUnitReset);
+    assert_eq!((tmf.info.target, tmf.info.lun), (0, 1));
+    assert_eq!(tmf.response, Some(Response::FUNCTION_COMPLETE));
     assert_eq!(full_resets(&machine), 0);
     assert_eq!(tmf_counter!(machine, lun_resets), 1);
     assert_eq!(tmf_counter!(machine, completed), 1);
-    machine.device.set_fault_hook(None);
-    check_writes(&machine, &held);
-    check_writes(&machine, &bystanders);
-    check_resumes(&machine);
-    machine.finish();
+    check_and_finish(machine, &[&held, &bystanders]);
 }
 
 #[test]
@@ -359,33 +375,17 @@ fn a_target_reset_resets_every_lun_of_that_target_only() {
         0 => FaultAction::Drop,
         _ => FaultAction::Delay(Duration::from_millis(200)),
     });
-    let mut held = submit_load(&machine, 0, 0, IN_FLIGHT / 2, 0);
-    held.extend(submit_load(&machine, 0, 1, IN_FLIGHT / 2, 0));
-    wait_held(&machine, IN_FLIGHT);
+    let held = submit_held(&machine, &[(0, 0), (0, 1)], IN_FLIGHT);
     let bystanders = submit_load(&machine, 1, 0, 40, 0);
     let mut reset = Request::control(SRB_FUNCTION_RESET_DEVICE, 0, 0);
     reset.timeout_seconds = LONG_TIMEOUT;
     let reset = machine.adapter.execute(0, &reset).unwrap();
     assert_eq!(reset.status(), SRB_STATUS_SUCCESS);
-    let held = complete_all(&machine, &held);
-    assert_eq!(
-        statuses(&held),
-        HashMap::from([(SRB_STATUS_BUS_RESET, IN_FLIGHT)])
-    );
-    let bystanders = complete_all(&machine, &bystanders);
-    assert_eq!(
-        statuses(&bystanders),
-        HashMap::from([(SRB_STATUS_SUCCESS, 40)])
-    );
-    let log = machine.device.tmf_log();
-    assert_eq!(log.len(), 1, "{log:?}");
-    assert_eq!(log[0].info.subtype, TmfSubtype::ITNexusReset.raw());
-    assert_eq!(log[0].info.target, 0);
+    let held = complete_all_with(&machine, &held, SRB_STATUS_BUS_RESET, ());
+    complete_all_with(&machine, &bystanders, SRB_STATUS_SUCCESS, ());
+    assert_eq!(only_tmf(&machine, TmfSubtype::ITNexusReset).info.target, 0);
     assert_eq!(full_resets(&machine), 0);
-    machine.device.set_fault_hook(None);
-    check_writes(&machine, &held);
-    check_resumes(&machine);
-    machine.finish();
+    check_and_finish(machine, &[&held]);
 }
 
 /// The device fails the function: the full reset takes everything back, the bystanders too.
@@ -402,24 +402,15 @@ fn a_failed_lun_reset_escalates_to_a_full_reset() {
         let held = submit_load(&machine, 0, 1, IN_FLIGHT, 0);
         let bystanders = submit_load(&machine, 0, 0, 40, 0);
         wait_held(&machine, IN_FLIGHT + 40);
-        let (reset, _) = reset_lun(&machine, 0, 1);
-        assert_eq!(reset.status(), SRB_STATUS_SUCCESS, "{response:?}");
-        let mut all = complete_all(&machine, &held);
-        all.extend(complete_all(&machine, &bystanders));
-        assert_eq!(
-            statuses(&all),
-            HashMap::from([(SRB_STATUS_BUS_RESET, IN_FLIGHT + 40)]),
-            "{response:?}"
-        );
+        reset_lun(&machine, 0, 1);
+        let mut all = held;
+        all.extend(bystanders);
+        let all = complete_all_with(&machine, &all, SRB_STATUS_BUS_RESET, response);
         assert_eq!(machine.device.tmf_log()[0].response, Some(response));
         assert_eq!(full_resets(&machine), 1, "{response:?}");
         assert_eq!(tmf_counter!(machine, failed), 1, "{response:?}");
         assert_eq!(tmf_counter!(machine, superseded), 1, "{response:?}");
-        machine.device.set_fault_hook(None);
-        machine.device.set_tmf_hook(None);
-        check_writes(&machine, &all);
-        check_resumes(&machine);
-        machine.finish();
+        check_and_finish(machine, &[&all]);
     }
 }
 
@@ -428,28 +419,18 @@ fn a_lun_reset_never_answered_escalates_at_the_deadline() {
     let machine = machine(sim(None), DeviceOptions::default());
     fault_by_unit(&machine, |_, _| FaultAction::Drop);
     tmf_hook(&machine, TmfAction::Ignore);
-    let held = submit_load(&machine, 0, 1, IN_FLIGHT, 0);
-    wait_held(&machine, IN_FLIGHT);
-    let (reset, took) = reset_lun(&machine, 0, 1);
-    assert_eq!(reset.status(), SRB_STATUS_SUCCESS);
+    let held = submit_held(&machine, &[(0, 1)], IN_FLIGHT);
+    let took = reset_lun(&machine, 0, 1);
     eprintln!("LUN reset never answered, escalated after {took:?}");
     assert!(
         took >= DEADLINE && took < DEADLINE * 3,
         "the escalation came after {took:?}"
     );
-    let held = complete_all(&machine, &held);
-    assert_eq!(
-        statuses(&held),
-        HashMap::from([(SRB_STATUS_BUS_RESET, IN_FLIGHT)])
-    );
+    let held = complete_all_with(&machine, &held, SRB_STATUS_BUS_RESET, ());
     assert_eq!(machine.device.tmf_log()[0].response, None);
     assert_eq!(full_resets(&machine), 1);
     assert_eq!(tmf_counter!(machine, timed_out), 1);
-    machine.device.set_fault_hook(None);
-    machine.device.set_tmf_hook(None);
-    check_writes(&machine, &held);
-    check_resumes(&machine);
-    machine.finish();
+    check_and_finish(machine, &[&held]);
 }
 
 /// The device answers FUNCTION COMPLETE but keeps the commands. Those that come back before
@@ -465,33 +446,22 @@ fn covered_commands_the_device_keeps_are_waited_for_then_reset() {
         let action = hold.clone();
         fault_by_unit(&machine, move |_, _| action.clone());
         tmf_hook(&machine, TmfAction::AnswerWithoutCancelling);
-        let held = submit_load(&machine, 0, 1, IN_FLIGHT, 0);
-        wait_held(&machine, IN_FLIGHT);
-        let (reset, took) = reset_lun(&machine, 0, 1);
-        assert_eq!(reset.status(), SRB_STATUS_SUCCESS);
-        let held = complete_all(&machine, &held);
-        if returned {
-            assert_eq!(
-                statuses(&held),
-                HashMap::from([(SRB_STATUS_SUCCESS, IN_FLIGHT)])
-            );
+        let held = submit_held(&machine, &[(0, 1)], IN_FLIGHT);
+        let took = reset_lun(&machine, 0, 1);
+        let held = if returned {
+            let held = complete_all_with(&machine, &held, SRB_STATUS_SUCCESS, &hold);
             assert!(took < DEADLINE, "{took:?}");
             assert_eq!(full_resets(&machine), 0);
             assert_eq!(tmf_counter!(machine, waited), 1);
+            held
         } else {
-            assert_eq!(
-                statuses(&held),
-                HashMap::from([(SRB_STATUS_BUS_RESET, IN_FLIGHT)])
-            );
+            let held = complete_all_with(&machine, &held, SRB_STATUS_BUS_RESET, &hold);
             assert!(took >= DEADLINE, "{took:?}");
             assert_eq!(full_resets(&machine), 1);
             assert_eq!(tmf_counter!(machine, stranded), 1);
-        }
-        machine.device.set_fault_hook(None);
-        machine.device.set_tmf_hook(None);
-        check_writes(&machine, &held);
-        check_resumes(&machine);
-        machine.finish();
+            held
+        };
+        check_and_finish(machine, &[&held]);
     }
 }
 
@@ -504,11 +474,9 @@ fn hw_reset_bus_resets_each_target_holding_requests() {
         let machine = machine(sim(None), DeviceOptions::default());
         fault_by_unit(&machine, |_, _| FaultAction::Drop);
         tmf_hook(&machine, action);
-        let mut held = submit_load(&machine, 0, 0, IN_FLIGHT / 2, 0);
-        held.extend(submit_load(&machine, 1, 0, IN_FLIGHT / 2, 0));
-        wait_held(&machine, IN_FLIGHT);
+        let mut held = submit_held(&machine, &[(0, 0), (1, 0)], IN_FLIGHT);
         // One request with a short timeout: StorPort calls HwResetBus for it.
-        let mut trigger = Request::new(0, 1, &rw10(0x28, 0, 1)).reading(512);
+        let mut trigger = Request::new(0, 1, &read10(0, 1)).reading(512);
         trigger.timeout_seconds = 1;
         let trigger = machine.adapter.submit(0, &trigger).unwrap();
         held.push(Io {
@@ -518,12 +486,7 @@ fn hw_reset_bus_resets_each_target_holding_requests() {
             lba: 0,
             data: None,
         });
-        let held = complete_all(&machine, &held);
-        assert_eq!(
-            statuses(&held),
-            HashMap::from([(SRB_STATUS_BUS_RESET, IN_FLIGHT + 1)]),
-            "{action:?}"
-        );
+        let held = complete_all_with(&machine, &held, SRB_STATUS_BUS_RESET, action);
         let mut targets: Vec<_> = machine
             .device
             .tmf_log()
@@ -544,11 +507,7 @@ fn hw_reset_bus_resets_each_target_holding_requests() {
         eventually("both functions ended", || {
             tmf_counter!(machine, superseded) == expected_resets * 2
         });
-        machine.device.set_fault_hook(None);
-        machine.device.set_tmf_hook(None);
-        check_writes(&machine, &held);
-        check_resumes(&machine);
-        machine.finish();
+        check_and_finish(machine, &[&held]);
     }
 }
 
@@ -560,13 +519,11 @@ fn an_abort_ends_its_command_and_nothing_else() {
             force_scsi_request_block: force_classic,
             ..sim(None)
         };
-        let machine = machine(options, DeviceOptions::default());
-        abort_one_of_300(&machine);
-        machine.finish();
+        abort_one_of_300(machine(options, DeviceOptions::default()));
     }
 }
 
-fn abort_one_of_300(machine: &Machine) {
+fn abort_one_of_300(machine: Machine) {
     // Every command waits 1.5 s; the tags are noted by LBA.
     let tags = Arc::new(Mutex::new(HashMap::new()));
     let noted = Arc::clone(&tags);
@@ -583,15 +540,15 @@ fn abort_one_of_300(machine: &Machine) {
                 FaultAction::Normal
             }
         })));
-    let load = submit_load(machine, 0, 0, IN_FLIGHT, 0);
-    wait_held(machine, IN_FLIGHT);
+    let load = submit_load(&machine, 0, 0, IN_FLIGHT, 0);
+    wait_held(&machine, IN_FLIGHT);
     let victim = load[42].clone(); // a write
     assert!(victim.data.is_some());
     let mut abort = Request::abort(0, 0, victim.ticket);
     abort.timeout_seconds = LONG_TIMEOUT;
     let abort = machine.adapter.execute(2, &abort).unwrap();
     assert_eq!(abort.status(), SRB_STATUS_SUCCESS);
-    let done = complete_all(machine, &load);
+    let done = complete_all(&machine, &load);
     for (io, completion) in &done {
         let expected = if io.ticket == victim.ticket {
             SRB_STATUS_ABORTED
@@ -600,16 +557,11 @@ fn abort_one_of_300(machine: &Machine) {
         };
         assert_eq!(completion.status(), expected, "{io:?}");
     }
-    let log = machine.device.tmf_log();
-    assert_eq!(log.len(), 1, "{log:?}");
-    assert_eq!(log[0].info.subtype, TmfSubtype::AbortTask.raw());
+    let tmf = only_tmf(&machine, TmfSubtype::AbortTask);
     let tag = tags.lock().unwrap()[&(0, 0, victim.lba)];
-    assert_eq!(
-        (log[0].info.target, log[0].info.lun, log[0].info.tag),
-        (0, 0, tag)
-    );
-    assert_eq!(tmf_counter!(machine, aborts), 1);
-    assert_eq!(full_resets(machine), 0);
+    assert_eq!((tmf.info.target, tmf.info.lun, tmf.info.tag), (0, 0, tag));
+    assert_eq!(tmf_counter!(&machine, aborts), 1);
+    assert_eq!(full_resets(&machine), 0);
     // A command no longer in flight cannot be aborted.
     let again = machine
         .adapter
@@ -617,9 +569,7 @@ fn abort_one_of_300(machine: &Machine) {
         .unwrap();
     assert_eq!(again.status(), SRB_STATUS_ABORT_FAILED);
     assert_eq!(machine.device.tmf_log().len(), 1);
-    machine.device.set_fault_hook(None);
-    check_writes(machine, &done);
-    check_resumes(machine);
+    check_and_finish(machine, &[&done]);
 }
 
 /// The device sets DEVICE_NEEDS_RESET with 300 requests held: the configuration interrupt
@@ -630,9 +580,7 @@ fn a_device_needing_a_reset_is_reset_and_loses_nothing() {
     for messages in [None, Some(1), Some(0)] {
         let machine = machine(sim(messages), DeviceOptions::default());
         fault_by_unit(&machine, |_, _| FaultAction::Drop);
-        let mut held = submit_load(&machine, 0, 0, IN_FLIGHT / 2, 0);
-        held.extend(submit_load(&machine, 1, 0, IN_FLIGHT / 2, 0));
-        wait_held(&machine, IN_FLIGHT);
+        let held = submit_held(&machine, &[(0, 0), (1, 0)], IN_FLIGHT);
         let broken = machine.device.stats().device_errors;
         machine.device.raise_needs_reset();
         let started = Instant::now();
@@ -650,10 +598,7 @@ fn a_device_needing_a_reset_is_reset_and_loses_nothing() {
         assert_eq!(machine.device.stats().device_errors, broken + 1);
         assert_eq!(recovery_counter!(machine, needs_reset), 1, "{messages:?}");
         assert_eq!(full_resets(&machine), 1, "{messages:?}");
-        machine.device.set_fault_hook(None);
-        check_writes(&machine, &held);
-        check_resumes(&machine);
-        machine.finish();
+        check_and_finish(machine, &[&held]);
     }
 }
 
@@ -685,9 +630,7 @@ fn lost_interrupts_are_recovered_by_polling() {
         assert_eq!(full_resets(&machine), 0);
         assert!(machine.device.tmf_log().is_empty());
         machine.device.suppress_interrupts(false);
-        check_writes(&machine, &done);
-        check_resumes(&machine);
-        machine.finish();
+        check_and_finish(machine, &[&done]);
     }
 }
 
@@ -698,7 +641,7 @@ fn a_timeout_from_a_lost_interrupt_is_recovered_without_a_reset() {
     let machine = machine(sim(None), DeviceOptions::default());
     machine.device.suppress_interrupts(true);
     let data = stamped(77, 4096);
-    let mut write = Request::new(0, 1, &rw10(0x2A, 64, 8)).writing(&data);
+    let mut write = Request::new(0, 1, &write10(64, 8)).writing(&data);
     write.timeout_seconds = 1;
     let done = machine.adapter.execute(0, &write).unwrap();
     assert_eq!(done.status(), SRB_STATUS_SUCCESS);
@@ -710,8 +653,18 @@ fn a_timeout_from_a_lost_interrupt_is_recovered_without_a_reset() {
     assert!(machine.device.tmf_log().is_empty());
     assert_eq!(full_resets(&machine), 0);
     machine.device.suppress_interrupts(false);
-    check_resumes(&machine);
-    machine.finish();
+    check_and_finish(machine, &[]);
+}
+
+/// Requests the device has received on all its queues.
+fn requests_sent(machine: &Machine) -> u64 {
+    machine
+        .device
+        .stats()
+        .queues
+        .iter()
+        .map(|q| q.requests)
+        .sum()
 }
 
 /// What the device negotiated: features, queue count and sizes.
@@ -731,37 +684,19 @@ fn stop_with_requests_held_then_restart() {
     let machine = machine(sim(None), DeviceOptions::default());
     let before = negotiated(&machine);
     fault_by_unit(&machine, |_, _| FaultAction::Drop);
-    let held = submit_load(&machine, 0, 0, IN_FLIGHT, 0);
-    wait_held(&machine, IN_FLIGHT);
+    let held = submit_held(&machine, &[(0, 0)], IN_FLIGHT);
     assert_eq!(machine.adapter.stop_adapter().unwrap(), 0);
-    let held = complete_all(&machine, &held);
-    assert_eq!(
-        statuses(&held),
-        HashMap::from([(SRB_STATUS_BUS_RESET, IN_FLIGHT)])
-    );
-    let requests_seen: u64 = machine
-        .device
-        .stats()
-        .queues
-        .iter()
-        .map(|q| q.requests)
-        .sum();
+    let held = complete_all_with(&machine, &held, SRB_STATUS_BUS_RESET, ());
+    let requests_seen = requests_sent(&machine);
     let refused = machine
         .adapter
-        .execute(1, &Request::new(0, 0, &rw10(0x28, 0, 1)).reading(512))
+        .execute(1, &Request::new(0, 0, &read10(0, 1)).reading(512))
         .unwrap();
     assert_eq!(refused.status(), SRB_STATUS_BUSY);
-    let (reset, _) = reset_lun(&machine, 0, 0);
-    assert_eq!(reset.status(), SRB_STATUS_SUCCESS);
-    let seen_after: u64 = machine
-        .device
-        .stats()
-        .queues
-        .iter()
-        .map(|q| q.requests)
-        .sum();
+    reset_lun(&machine, 0, 0);
     assert_eq!(
-        seen_after, requests_seen,
+        requests_sent(&machine),
+        requests_seen,
         "nothing reached the stopped device"
     );
     assert_eq!(machine.adapter.restart_adapter().unwrap(), 0);
@@ -769,10 +704,7 @@ fn stop_with_requests_held_then_restart() {
     assert_eq!(recovery_counter!(machine, stops), 1);
     assert_eq!(recovery_counter!(machine, restarts), 1);
     assert_eq!(recovery_counter!(machine, busy_while_stopped), 1);
-    machine.device.set_fault_hook(None);
-    check_writes(&machine, &held);
-    check_resumes(&machine);
-    machine.finish();
+    check_and_finish(machine, &[&held]);
 }
 
 /// Power transitions as StorPort makes them, under load from four processors: new requests
@@ -805,8 +737,7 @@ fn power_cycles_under_load_keep_every_byte() {
                         round += 1;
                         let offset = ((round * 7) % 56) as u32;
                         let data = stamped((u64::from(processor) << 32) | round, 8 * 512);
-                        let write =
-                            Request::new(0, 1, &rw10(0x2A, base + offset, 8)).writing(&data);
+                        let write = Request::new(0, 1, &write10(base + offset, 8)).writing(&data);
                         loop {
                             let done = machine.adapter.execute(processor, &write).unwrap();
                             match done.status() {
@@ -817,7 +748,7 @@ fn power_cycles_under_load_keep_every_byte() {
                         }
                         let at = offset as usize * 512;
                         shadow[at..at + data.len()].copy_from_slice(&data);
-                        let read = Request::new(0, 1, &rw10(0x28, base, 64)).reading(64 * 512);
+                        let read = Request::new(0, 1, &read10(base, 64)).reading(64 * 512);
                         let done = machine.adapter.execute(processor, &read).unwrap();
                         assert_eq!(done.status(), SRB_STATUS_SUCCESS);
                         assert!(done.data == shadow, "worker {processor} round {round}");
@@ -841,9 +772,7 @@ fn power_cycles_under_load_keep_every_byte() {
         }
         assert_eq!(recovery_counter!(machine, restarts), 3);
         assert_eq!(full_resets(&machine), 0);
-        check_resumes(&machine);
-        let machine = Arc::try_unwrap(machine).ok().unwrap();
-        machine.finish();
+        check_and_finish(Arc::try_unwrap(machine).ok().unwrap(), &[]);
     }
 }
 
@@ -866,12 +795,11 @@ fn a_failed_restart_leaves_the_adapter_stopped() {
     assert_eq!(recovery_counter!(machine, restarts), 0);
     let refused = machine
         .adapter
-        .execute(0, &Request::new(0, 0, &rw10(0x28, 0, 1)).reading(512))
+        .execute(0, &Request::new(0, 0, &read10(0, 1)).reading(512))
         .unwrap();
     assert_eq!(refused.status(), SRB_STATUS_BUSY);
     registers.set_refuse_features_ok(false);
     assert_eq!(machine.adapter.restart_adapter().unwrap(), 0);
     assert_eq!(negotiated(&machine), before);
-    check_resumes(&machine);
-    machine.finish();
+    check_and_finish(machine, &[]);
 }

@@ -13,41 +13,16 @@ use rvscsi::storport::{
 use rvscsi_tests::device::target::{Lun, LunIdentity};
 use rvscsi_tests::device::{CompletionMode, DeviceOptions, FaultAction};
 use rvscsi_tests::harness::{Machine, boot, fault_once};
+use rvscsi_tests::scenario::{Rng, anonymous_disk, boot_standard, faulted_read, read10, write10};
 use rvscsi_tests::sim::{Completion, Request, SimOptions};
 
 const WAIT: Duration = Duration::from_secs(30);
 const BLOCKS: u64 = 1 << 16; // 32 MiB per LUN
 
-/// A memory disk whose VPD page 0x83 has no designator (QEMU's scsi-hd without serial/wwn).
-fn disk() -> Lun {
-    Lun::memory(BLOCKS, 512)
-        .unwrap()
-        .with_identity(LunIdentity {
-            naa_id: None,
-            ..LunIdentity::default()
-        })
-}
-
+/// The standard bus of disks without a designator of their own (QEMU's scsi-hd without
+/// serial/wwn).
 fn machine(sim: SimOptions, device: DeviceOptions) -> Machine {
-    boot(
-        sim,
-        device,
-        vec![(0, 0, disk()), (0, 1, disk()), (1, 0, disk())],
-    )
-    .unwrap()
-}
-
-fn read10(lba: u32, blocks: u16) -> Vec<u8> {
-    let mut cdb = vec![0x28, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    cdb[2..6].copy_from_slice(&lba.to_be_bytes());
-    cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
-    cdb
-}
-
-fn write10(lba: u32, blocks: u16) -> Vec<u8> {
-    let mut cdb = read10(lba, blocks);
-    cdb[0] = 0x2A;
-    cdb
+    boot_standard(sim, device, || anonymous_disk(BLOCKS).unwrap()).unwrap()
 }
 
 #[test]
@@ -330,13 +305,7 @@ fn a_timed_out_request_is_reset_and_completed_once() {
             },
             DeviceOptions::default(),
         );
-        machine.device.set_fault_hook(Some(fault_once(
-            |info| info.cdb.first() == Some(&0x28),
-            FaultAction::Drop,
-        )));
-        let mut request = Request::new(0, 0, &read10(0, 1)).reading(512);
-        request.timeout_seconds = 1;
-        let done = machine.adapter.execute(0, &request).unwrap();
+        let done = faulted_read(&machine, FaultAction::Drop, 1).unwrap();
         assert_eq!(done.status(), SRB_STATUS_BUS_RESET, "messages {messages:?}");
         // The adapter works after the reset.
         let done = machine
@@ -351,12 +320,7 @@ fn a_timed_out_request_is_reset_and_completed_once() {
 #[test]
 fn a_corrupt_used_element_resets_the_device_without_losing_the_srb() {
     let machine = machine(SimOptions::default(), DeviceOptions::default());
-    machine
-        .device
-        .set_fault_hook(Some(fault_once(|_| true, FaultAction::CorruptUsedId(4000))));
-    let mut request = Request::new(0, 0, &read10(0, 1)).reading(512);
-    request.timeout_seconds = 2;
-    let done = machine.adapter.execute(0, &request).unwrap();
+    let done = faulted_read(&machine, FaultAction::CorruptUsedId(4000), 2).unwrap();
     assert_eq!(done.status(), SRB_STATUS_BUS_RESET);
     let done = machine
         .adapter
@@ -390,18 +354,6 @@ fn io_works_with_shared_and_line_interrupts_and_after_a_power_cycle() {
         assert_eq!(done.status(), SRB_STATUS_SUCCESS, "messages {messages:?}");
         assert_eq!(done.data, data);
         machine.finish();
-    }
-}
-
-/// xorshift64*: deterministic, so a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 }
 
@@ -452,29 +404,29 @@ fn random_io_from_many_processors_matches_a_shadow_copy() {
                 let mut shadow: HashMap<(u8, u8), Vec<u8>> = HashMap::new();
                 let base = u64::from(processor) * region_blocks;
                 while done.fetch_add(1, Ordering::Relaxed) < total {
-                    let (target, lun) = [(0, 0), (0, 1), (1, 0)][(rng.next() % 3) as usize];
+                    let (target, lun) = [(0, 0), (0, 1), (1, 0)][(rng.next_u64() % 3) as usize];
                     let region = shadow
                         .entry((target, lun))
                         .or_insert_with(|| vec![0; (region_blocks * 512) as usize]);
                     // Mostly small transfers, some up to 2 MiB (capped by the adapter's limit).
-                    let blocks = match rng.next() % 16 {
-                        0 => 1 + rng.next() % u64::from(max / 512),
-                        1..=4 => 1 + rng.next() % 256,
-                        _ => 1 + rng.next() % 16,
+                    let blocks = match rng.next_u64() % 16 {
+                        0 => 1 + rng.next_u64() % u64::from(max / 512),
+                        1..=4 => 1 + rng.next_u64() % 256,
+                        _ => 1 + rng.next_u64() % 16,
                     }
                     .min(region_blocks);
-                    let start = rng.next() % (region_blocks - blocks + 1);
+                    let start = rng.next_u64() % (region_blocks - blocks + 1);
                     let lba = (base + start) as u32;
                     let bytes = (blocks * 512) as usize;
                     let offset = (start * 512) as usize;
-                    let mut request = if rng.next().is_multiple_of(2) {
-                        let data: Vec<u8> = (0..bytes).map(|_| rng.next() as u8).collect();
+                    let mut request = if rng.next_u64().is_multiple_of(2) {
+                        let data: Vec<u8> = (0..bytes).map(|_| rng.next_u64() as u8).collect();
                         region[offset..offset + bytes].copy_from_slice(&data);
                         Request::new(target, lun, &write10(lba, blocks as u16)).writing(&data)
                     } else {
                         Request::new(target, lun, &read10(lba, blocks as u16)).reading(bytes as u32)
                     };
-                    request.data_offset = (rng.next() % 8) as u16 * 512;
+                    request.data_offset = (rng.next_u64() % 8) as u16 * 512;
                     let completion = machine.adapter.execute(processor, &request).unwrap();
                     bytes_moved.fetch_add(bytes, Ordering::Relaxed);
                     assert_eq!(
@@ -521,12 +473,12 @@ fn classic_srbs_and_page_bounded_memory_still_move_every_byte() {
     let machine = machine(sim, DeviceOptions::default());
     let mut rng = Rng(7);
     for round in 0..64u32 {
-        let blocks = 1 + (rng.next() % 256) as u16;
+        let blocks = 1 + (rng.next_u64() % 256) as u16;
         let bytes = usize::from(blocks) * 512;
-        let data: Vec<u8> = (0..bytes).map(|_| rng.next() as u8).collect();
+        let data: Vec<u8> = (0..bytes).map(|_| rng.next_u64() as u8).collect();
         let lba = round * 256;
         let mut write = Request::new(0, 1, &write10(lba, blocks)).writing(&data);
-        write.data_offset = (rng.next() % 8) as u16 * 512;
+        write.data_offset = (rng.next_u64() % 8) as u16 * 512;
         let done = machine.adapter.execute(round % 2, &write).unwrap();
         assert_eq!(done.status(), SRB_STATUS_SUCCESS, "round {round}");
         let read = Request::new(0, 1, &read10(lba, blocks)).reading(bytes as u32);

@@ -9,6 +9,7 @@ use rvscsi::trace::{ResetCause, TraceEntry, TraceEvent, ViolationKind};
 use rvscsi_tests::device::target::Lun;
 use rvscsi_tests::device::{DeviceOptions, FaultAction, TmfAction, TmfInfo};
 use rvscsi_tests::harness::{Machine, boot, fault_once};
+use rvscsi_tests::scenario::{faulted_read, read10, wait_until};
 use rvscsi_tests::sim::{Request, SimOptions};
 use virtio_core::scsi::Response;
 
@@ -29,16 +30,24 @@ fn machine(registry: &[(&str, u32)], messages: Option<u32>) -> Machine {
     .unwrap()
 }
 
-const fn read10_first_block() -> [u8; 10] {
-    [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]
-}
-
 fn events(trace: &[TraceEntry], event: TraceEvent) -> Vec<TraceEntry> {
     trace
         .iter()
         .filter(|entry| entry.event == event as u16)
         .copied()
         .collect()
+}
+
+/// Waits until the trace ring holds `event`: the miniport records some events after the
+/// completion a test waits for.
+fn wait_for_trace(machine: &Machine, event: TraceEvent) {
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            !events(&machine.trace(), event).is_empty()
+        }),
+        "no {event:?}: {:?}",
+        machine.trace()
+    );
 }
 
 #[test]
@@ -115,22 +124,11 @@ const I_T_NEXUS_RESET_OF_TARGET_0: (u32, u64, u64) = (4, 0, 0);
 fn a_timeout_recovered_by_task_management_is_traced_without_a_device_reset() {
     for messages in [None, Some(0)] {
         let machine = machine(&[], messages);
-        machine.device.set_fault_hook(Some(fault_once(
-            |info| info.cdb.first() == Some(&0x28),
-            FaultAction::Drop,
-        )));
-        let mut request = Request::new(0, 0, &read10_first_block()).reading(512);
-        request.timeout_seconds = 1;
-        let done = machine.adapter.execute(0, &request).unwrap();
+        let done = faulted_read(&machine, FaultAction::Drop, 1).unwrap();
         // The I_T NEXUS RESET took the dropped command back with VIRTIO_SCSI_S_RESET.
         assert_eq!(done.status(), SRB_STATUS_BUS_RESET);
         // The function's end is recorded by the timer after the command completes.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while events(&machine.trace(), TraceEvent::TmfDone).is_empty()
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for_trace(&machine, TraceEvent::TmfDone);
         let trace = machine.trace();
         let sent = events(&trace, TraceEvent::TmfSent);
         let ended = events(&trace, TraceEvent::TmfDone);
@@ -163,24 +161,13 @@ fn a_timeout_recovered_by_task_management_is_traced_without_a_device_reset() {
 fn a_timeout_reset_is_traced_with_its_cause_and_printed_as_an_error() {
     for messages in [None, Some(0)] {
         let machine = machine(&[], messages);
-        machine.device.set_fault_hook(Some(fault_once(
-            |info| info.cdb.first() == Some(&0x28),
-            FaultAction::Drop,
-        )));
         // The device rejects the I_T NEXUS RESET: the miniport escalates to the device reset.
         machine.device.set_tmf_hook(Some(Arc::new(|_: &TmfInfo| {
             TmfAction::Respond(Response::FunctionRejected)
         })));
-        let mut request = Request::new(0, 0, &read10_first_block()).reading(512);
-        request.timeout_seconds = 1;
-        let done = machine.adapter.execute(0, &request).unwrap();
+        let done = faulted_read(&machine, FaultAction::Drop, 1).unwrap();
         assert_eq!(done.status(), SRB_STATUS_BUS_RESET);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while events(&machine.trace(), TraceEvent::TmfDone).is_empty()
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for_trace(&machine, TraceEvent::TmfDone);
 
         let trace = machine.trace();
         let resets = events(&trace, TraceEvent::DeviceReset);
@@ -226,7 +213,7 @@ fn a_task_management_function_the_device_never_answers_is_traced_as_timed_out() 
         .set_tmf_hook(Some(Arc::new(|_: &TmfInfo| TmfAction::Ignore)));
     let mut request = Request::control(SRB_FUNCTION_RESET_LOGICAL_UNIT, 0, 0);
     request.timeout_seconds = 100;
-    let mut read = Request::new(0, 0, &read10_first_block()).reading(512);
+    let mut read = Request::new(0, 0, &read10(0, 1)).reading(512);
     // Long enough that StorPort's own timeout stays out of it.
     read.timeout_seconds = 100;
     let held = machine.adapter.submit(0, &read).unwrap();
@@ -252,20 +239,10 @@ fn a_task_management_function_the_device_never_answers_is_traced_as_timed_out() 
 #[test]
 fn a_protocol_violation_is_traced_with_what_the_device_wrote() {
     let machine = machine(&[], None);
-    machine
-        .device
-        .set_fault_hook(Some(fault_once(|_| true, FaultAction::CorruptUsedId(4000))));
-    let mut request = Request::new(0, 0, &read10_first_block()).reading(512);
-    request.timeout_seconds = 2;
-    let done = machine.adapter.execute(0, &request).unwrap();
+    let done = faulted_read(&machine, FaultAction::CorruptUsedId(4000), 2).unwrap();
     assert_eq!(done.status(), SRB_STATUS_BUS_RESET);
     // The reset runs after the violation is recorded; give the DPC a moment to finish it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while events(&machine.trace(), TraceEvent::DeviceReset).is_empty()
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_trace(&machine, TraceEvent::DeviceReset);
     let trace = machine.trace();
     let violations = events(&trace, TraceEvent::ProtocolViolation);
     assert_eq!(violations.len(), 1, "{trace:?}");
@@ -278,7 +255,7 @@ fn a_protocol_violation_is_traced_with_what_the_device_wrote() {
 
     let done = machine
         .adapter
-        .execute(0, &Request::new(0, 0, &read10_first_block()).reading(512))
+        .execute(0, &Request::new(0, 0, &read10(0, 1)).reading(512))
         .unwrap();
     assert_eq!(done.status(), SRB_STATUS_SUCCESS);
     machine.finish();

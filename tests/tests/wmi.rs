@@ -8,6 +8,7 @@ use rvscsi::storport::{
 use rvscsi_tests::device::DeviceOptions;
 use rvscsi_tests::device::target::{Lun, LunIdentity};
 use rvscsi_tests::harness::{Machine, boot};
+use rvscsi_tests::scenario::anonymous_disk;
 use rvscsi_tests::sim::{
     Completion, Request, SimOptions, WMI_GUARD_BYTE, WMI_GUARD_LEN, WmiRequest,
 };
@@ -39,14 +40,7 @@ use zerocopy::little_endian::{U32, U64};
 const BLOCKS: u64 = 1 << 12;
 
 fn machine(classic: bool, pci_location: (u32, u32)) -> Machine {
-    let disk = || {
-        Lun::memory(BLOCKS, 512)
-            .unwrap()
-            .with_identity(LunIdentity {
-                naa_id: None,
-                ..LunIdentity::default()
-            })
-    };
+    let disk = || anonymous_disk(BLOCKS).unwrap();
     boot(
         SimOptions {
             force_scsi_request_block: classic,
