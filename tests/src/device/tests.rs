@@ -23,6 +23,7 @@ use zerocopy::{FromBytes, IntoBytes};
 use super::reservations::RESERVATION_CONFLICT;
 use super::target::{self, LunIdentity, opcode};
 use super::*;
+use crate::scenario::rw10;
 
 /// `RegisterIo` onto the device's MMIO entry points, as the simulator's register routines are.
 #[derive(Clone)]
@@ -141,6 +142,19 @@ impl DriverQueue {
         let token = self.queue.add(&readable, &writable, table.as_ref())?;
         self.in_flight.insert(token, InFlight { resp, data_in });
         Ok(token)
+    }
+
+    /// Starts a one-block READ(10) of LBA `lba` on LUN 0:0, tagged `lba` (not kicked).
+    fn start_read(&mut self, lba: u32, indirect: bool) -> Token {
+        self.start(
+            lun0(),
+            lba.into(),
+            &rw10(opcode::READ_10, lba, 1),
+            &[],
+            512,
+            indirect,
+        )
+        .unwrap()
     }
 
     fn kick(&mut self) {
@@ -289,15 +303,6 @@ impl Harness {
 
 fn lun0() -> WireLun {
     WireLun::new(0, 0).unwrap()
-}
-
-fn rw10(op: u8, lba: u32, blocks: u16) -> Vec<u8> {
-    let mut cdb = vec![op, 0];
-    cdb.extend_from_slice(&lba.to_be_bytes());
-    cdb.push(0);
-    cdb.extend_from_slice(&blocks.to_be_bytes());
-    cdb.push(0);
-    cdb
 }
 
 fn pattern(seed: u32, len: usize) -> Vec<u8> {
@@ -468,20 +473,7 @@ fn delayed_completion_is_out_of_order() {
     };
     let mut h = Harness::new(options, SCSI_DRIVER_FEATURES);
     let q = h.queue(2);
-    let mut tokens = Vec::new();
-    for i in 0..32u32 {
-        tokens.push(
-            q.start(
-                lun0(),
-                i.into(),
-                &rw10(opcode::READ_10, i, 1),
-                &[],
-                512,
-                true,
-            )
-            .unwrap(),
-        );
-    }
+    let tokens: Vec<Token> = (0..32).map(|lba| q.start_read(lba, true)).collect();
     q.kick();
     q.device.quiesce();
     let done = q.reap().unwrap();
@@ -509,16 +501,8 @@ fn interrupts_at_depth(wanted: Features) -> u64 {
     };
     let mut h = Harness::new(options, wanted);
     let q = h.queue(2);
-    for i in 0..32u32 {
-        q.start(
-            lun0(),
-            i.into(),
-            &rw10(opcode::READ_10, i, 1),
-            &[],
-            512,
-            true,
-        )
-        .unwrap();
+    for lba in 0..32 {
+        q.start_read(lba, true);
         q.kick();
         q.device.quiesce();
     }
@@ -546,8 +530,9 @@ fn tmf(subtype: TmfSubtype, lun: WireLun, tag: u64) -> Vec<u8> {
     TmfReq::new(subtype, lun, tag).as_bytes().to_vec()
 }
 
-#[test]
-fn lun_reset_completes_pending_requests_before_answering() {
+/// A device that holds every request (its completions wait ten minutes) until a reset or a task
+/// management function takes it back.
+fn holding_harness() -> Harness {
     let options = DeviceOptions {
         completion: CompletionMode::Delayed {
             max_delay: Duration::from_mins(10),
@@ -555,21 +540,23 @@ fn lun_reset_completes_pending_requests_before_answering() {
         },
         ..DeviceOptions::default()
     };
-    let mut h = Harness::new(options, SCSI_DRIVER_FEATURES);
+    Harness::new(options, SCSI_DRIVER_FEATURES)
+}
+
+/// Starts `count` reads on the first request queue and kicks it.
+fn held_reads(h: &mut Harness, count: u32) {
     let q = h.queue(2);
-    for i in 0..3u32 {
-        q.start(
-            lun0(),
-            i.into(),
-            &rw10(opcode::READ_10, i, 1),
-            &[],
-            512,
-            false,
-        )
-        .unwrap();
+    for lba in 0..count {
+        q.start_read(lba, false);
     }
     q.kick();
-    assert!(q.reap().unwrap().is_empty());
+}
+
+#[test]
+fn lun_reset_completes_pending_requests_before_answering() {
+    let mut h = holding_harness();
+    held_reads(&mut h, 3);
+    assert!(h.queue(2).reap().unwrap().is_empty());
     assert_eq!(h.device.stats().pending, 3);
     let before = h.sink.vectors.lock().unwrap().len();
     let answer = h.control(&tmf(TmfSubtype::LogicalUnitReset, lun0(), 0), 1);
@@ -592,14 +579,7 @@ fn lun_reset_completes_pending_requests_before_answering() {
 
 #[test]
 fn abort_task_aborts_only_the_named_request_and_bad_luns_are_answered() {
-    let options = DeviceOptions {
-        completion: CompletionMode::Delayed {
-            max_delay: Duration::from_mins(10),
-            shuffle: false,
-        },
-        ..DeviceOptions::default()
-    };
-    let mut h = Harness::new(options, SCSI_DRIVER_FEATURES);
+    let mut h = holding_harness();
     let q = h.queue(3);
     q.start(lun0(), 11, &rw10(opcode::READ_10, 0, 1), &[], 512, false)
         .unwrap();
@@ -638,32 +618,9 @@ fn abort_task_aborts_only_the_named_request_and_bad_luns_are_answered() {
     assert_eq!(unknown, [Response::Failure.raw()]);
 }
 
-fn held_reads(h: &mut Harness, count: u32) {
-    let q = h.queue(2);
-    for i in 0..count {
-        q.start(
-            lun0(),
-            i.into(),
-            &rw10(opcode::READ_10, i, 1),
-            &[],
-            512,
-            false,
-        )
-        .unwrap();
-    }
-    q.kick();
-}
-
 #[test]
 fn the_tmf_hook_fails_ignores_or_answers_without_cancelling() {
-    let options = DeviceOptions {
-        completion: CompletionMode::Delayed {
-            max_delay: Duration::from_mins(10),
-            shuffle: false,
-        },
-        ..DeviceOptions::default()
-    };
-    let mut h = Harness::new(options, SCSI_DRIVER_FEATURES);
+    let mut h = holding_harness();
     held_reads(&mut h, 2);
     let reset = tmf(TmfSubtype::LogicalUnitReset, lun0(), 0);
     let set = |h: &Harness, action: TmfAction| {
@@ -1122,15 +1079,35 @@ fn a_readable_descriptor_after_a_writable_one_is_refused() {
     assert!(h.transport.needs_reset());
 }
 
-#[test]
-fn events_are_posted_into_eventq_buffers_and_missed_ones_flagged() {
-    let mut h = Harness::new(
+fn hotplug_harness() -> Harness {
+    Harness::new(
         DeviceOptions {
             hotplug: true,
             ..DeviceOptions::default()
         },
         SCSI_DRIVER_FEATURES,
-    );
+    )
+}
+
+/// Posts `buffer` (16 bytes) on the eventq.
+fn post_event_buffer(h: &mut Harness, buffer: &DmaMemory) {
+    let q = h.queue(1);
+    q.queue.add(&[], &[segment(buffer)], None).unwrap();
+    q.kick();
+}
+
+/// The event the device wrote into `buffer`, the next used element of the eventq.
+fn used_event(h: &mut Harness, buffer: &DmaMemory) -> Event {
+    let used = h.queue(1).queue.pop_used().unwrap().unwrap();
+    assert_eq!(used.written, 16);
+    let mut bytes = [0u8; 16];
+    assert!(buffer.read_bytes(0, &mut bytes));
+    Event::read_from_bytes(&bytes).unwrap()
+}
+
+#[test]
+fn events_are_posted_into_eventq_buffers_and_missed_ones_flagged() {
+    let mut h = hotplug_harness();
     assert!(h.features.contains(Features::SCSI_HOTPLUG));
     let mut event = Event::read_from_bytes(&[0; 16]).unwrap();
     event.event = EventType::TransportReset.raw().into();
@@ -1139,30 +1116,19 @@ fn events_are_posted_into_eventq_buffers_and_missed_ones_flagged() {
     assert!(!h.device.post_event(event), "no buffer posted yet");
     let memory = h.memory.clone();
     let buffer = dma(&memory, 16, 8);
-    let q = h.queue(1);
-    q.queue.add(&[], &[segment(&buffer)], None).unwrap();
-    q.kick();
+    post_event_buffer(&mut h, &buffer);
     // As QEMU's `virtio_scsi_handle_event_vq`: the first buffer after a loss reports it at
     // once, in a NO_EVENT.
-    let used = h.queue(1).queue.pop_used().unwrap().unwrap();
-    assert_eq!(used.written, 16);
-    let mut bytes = [0u8; 16];
-    assert!(buffer.read_bytes(0, &mut bytes));
-    let got = Event::read_from_bytes(&bytes).unwrap();
+    let got = used_event(&mut h, &buffer);
     assert!(got.events_missed());
     assert_eq!(
         got.decode().unwrap().kind,
         virtio_core::scsi::EventKind::NoEvent
     );
     // The loss is reported once: the next event comes without the flag.
-    let q = h.queue(1);
-    q.queue.add(&[], &[segment(&buffer)], None).unwrap();
-    q.kick();
+    post_event_buffer(&mut h, &buffer);
     assert!(h.device.post_event(event));
-    let used = h.queue(1).queue.pop_used().unwrap().unwrap();
-    assert_eq!(used.written, 16);
-    assert!(buffer.read_bytes(0, &mut bytes));
-    let got = Event::read_from_bytes(&bytes).unwrap();
+    let got = used_event(&mut h, &buffer);
     assert!(!got.events_missed());
     let decoded = got.decode().unwrap();
     assert_eq!(
@@ -1177,13 +1143,7 @@ fn events_are_posted_into_eventq_buffers_and_missed_ones_flagged() {
 
 #[test]
 fn hot_unplug_aborts_what_the_device_holds_and_later_commands_find_no_unit() {
-    let mut h = Harness::new(
-        DeviceOptions {
-            hotplug: true,
-            ..DeviceOptions::default()
-        },
-        SCSI_DRIVER_FEATURES,
-    );
+    let mut h = hotplug_harness();
     let lun1 = WireLun::new(0, 1).unwrap();
     h.device
         .add_lun(0, 1, Lun::memory(64, 512).unwrap())
@@ -1251,15 +1211,9 @@ fn a_resized_lun_reports_its_new_capacity_and_posts_a_param_change() {
     assert!(h.features.contains(Features::SCSI_CHANGE));
     let memory = h.memory.clone();
     let buffer = dma(&memory, 16, 8);
-    let q = h.queue(1);
-    q.queue.add(&[], &[segment(&buffer)], None).unwrap();
-    q.kick();
+    post_event_buffer(&mut h, &buffer);
     assert_eq!(h.device.resize_lun(0, 0, 1 << 17), Some(true));
-    let used = h.queue(1).queue.pop_used().unwrap().unwrap();
-    assert_eq!(used.written, 16);
-    let mut bytes = [0u8; 16];
-    assert!(buffer.read_bytes(0, &mut bytes));
-    let event = Event::read_from_bytes(&bytes).unwrap();
+    let event = used_event(&mut h, &buffer);
     assert_eq!(
         event.decode().unwrap().kind,
         virtio_core::scsi::EventKind::ParamChange {
