@@ -386,6 +386,24 @@ pub struct StorageRequestBlock {
 const _: () = assert!(size_of::<StorageRequestBlock>() == 128);
 const _: () = assert!(std::mem::offset_of!(StorageRequestBlock, srb_ex_data_offset) == 120);
 
+impl StorageRequestBlock {
+    /// The header of an SRB_EX of `srb_length` bytes for `srb_function`, with the fields that
+    /// make it one (Length, Function, Signature, Version) as the class driver sets them, and
+    /// every other field zero.
+    #[must_use]
+    pub fn new(srb_length: usize, srb_function: u8) -> Self {
+        Self {
+            length: STORAGE_REQUEST_BLOCK_HEADER_LENGTH,
+            function: SRB_FUNCTION_STORAGE_REQUEST_BLOCK,
+            signature: SRB_SIGNATURE,
+            version: STORAGE_REQUEST_BLOCK_VERSION_1,
+            srb_length: srb_length as u32,
+            srb_function: u32::from(srb_function),
+            ..Self::default()
+        }
+    }
+}
+
 /// FIELD_OFFSET(STORAGE_REQUEST_BLOCK, Signature): what the class driver stores in `Length`.
 pub const STORAGE_REQUEST_BLOCK_HEADER_LENGTH: u16 = 8;
 
@@ -403,6 +421,21 @@ pub struct StorAddrBtl8 {
     pub padding: u32,
 }
 const _: () = assert!(size_of::<StorAddrBtl8>() == 16);
+
+impl StorAddrBtl8 {
+    /// The address of `path`/`target`/`lun`.
+    #[must_use]
+    pub fn new(path: u8, target: u8, lun: u8) -> Self {
+        Self {
+            address_type: STOR_ADDRESS_TYPE_BTL8,
+            address_length: STOR_ADDR_BTL8_ADDRESS_LENGTH,
+            path,
+            target,
+            lun,
+            ..Self::default()
+        }
+    }
+}
 
 macro_rules! srbex_data_scsi_cdb {
     ($(#[$doc:meta])* $name:ident, $cdb:literal, $size:literal) => {

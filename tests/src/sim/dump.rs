@@ -93,26 +93,14 @@ impl Machine {
     /// Runs the SRB at `srb` (built and outstanding) through the miniport, synchronously.
     fn run_dump(&self, srb: usize) {
         let Some(hw) = self.hw.get() else { return };
-        let extension = self.extension_ptr();
-        let srb_ptr: *mut std::ffi::c_void = std::ptr::with_exposed_provenance_mut(srb);
-        if let Some(build_io) = callback!(hw.hw_build_io as usize, HwSrbFn) {
-            // SAFETY: HwBuildIo gets the device extension and an SRB the simulator built, both
-            // live until the SRB completes.
-            let proceed = self.dump_call(CallContext::BuildIo, false, || unsafe {
-                build_io(extension, srb_ptr)
-            });
-            if proceed == Some(0) {
-                if self.state().outstanding.contains_key(&srb) {
-                    self.violate(Violation::BuildIoFalseWithoutCompletion { srb });
-                }
-                return;
-            }
-        }
-        if !self.state().outstanding.contains_key(&srb) {
-            self.violate(Violation::CompletedInBuildIoButReturnedTrue { srb });
+        if !self.build_io(hw, srb, |routine| {
+            self.dump_call(CallContext::BuildIo, false, routine)
+        }) {
             return;
         }
         if let Some(start_io) = callback!(hw.hw_start_io as usize, HwSrbFn) {
+            let extension = self.extension_ptr();
+            let srb_ptr: *mut std::ffi::c_void = std::ptr::with_exposed_provenance_mut(srb);
             // SAFETY: as for HwBuildIo.
             let _ = self.dump_call(CallContext::StartIo, false, || unsafe {
                 start_io(extension, srb_ptr)

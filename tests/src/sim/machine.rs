@@ -599,30 +599,17 @@ impl Machine {
     /// miniport enabled concurrent channels).
     fn start_request(&self, srb: usize) {
         let Some(hw) = self.hw.get() else { return };
-        let extension = self.extension_ptr();
-        let srb_ptr: *mut c_void = std::ptr::with_exposed_provenance_mut(srb);
-        if let Some(build_io) = callback!(hw.hw_build_io as usize, HwSrbFn) {
-            // SAFETY: HwBuildIo gets the device extension and an SRB the simulator built, both
-            // live until the SRB completes.
-            let proceed = self.call(CallContext::BuildIo, DISPATCH_LEVEL, || unsafe {
-                build_io(extension, srb_ptr)
-            });
-            if proceed == 0 {
-                if self.state().outstanding.contains_key(&srb) {
-                    self.violate(Violation::BuildIoFalseWithoutCompletion { srb });
-                }
-                return;
-            }
-        }
-        if !self.state().outstanding.contains_key(&srb) {
-            // Completed in HwBuildIo (allowed: StorPort then skips HwStartIo only if BuildIo
-            // returned FALSE, so reaching here means the miniport completed and returned TRUE).
-            self.violate(Violation::CompletedInBuildIoButReturnedTrue { srb });
+        let proceed = self.build_io(hw, srb, |routine| {
+            Some(self.call(CallContext::BuildIo, DISPATCH_LEVEL, routine))
+        });
+        if !proceed {
             return;
         }
         let Some(start_io) = callback!(hw.hw_start_io as usize, HwSrbFn) else {
             return;
         };
+        let extension = self.extension_ptr();
+        let srb_ptr: *mut c_void = std::ptr::with_exposed_provenance_mut(srb);
         // SAFETY: as for HwBuildIo.
         let run = || unsafe { start_io(extension, srb_ptr) };
         let concurrent = self.state().perf_flags & abi::STOR_PERF_CONCURRENT_CHANNELS != 0;
@@ -631,6 +618,37 @@ impl Machine {
         } else {
             self.call_locked(LockId::StartIo, CallContext::StartIo, run);
         }
+    }
+
+    /// HwBuildIo for the SRB at `srb`, which `call` runs with the IRQL and locks of its caller
+    /// (`None`: it could not), and the checks of the answer: FALSE means the miniport completed
+    /// the SRB, TRUE that it did not. Whether HwStartIo is to follow.
+    pub(crate) fn build_io(
+        &self,
+        hw: &HwInitializationData,
+        srb: usize,
+        call: impl FnOnce(&dyn Fn() -> u8) -> Option<u8>,
+    ) -> bool {
+        if let Some(build_io) = callback!(hw.hw_build_io as usize, HwSrbFn) {
+            let extension = self.extension_ptr();
+            let srb_ptr: *mut c_void = std::ptr::with_exposed_provenance_mut(srb);
+            // SAFETY: HwBuildIo gets the device extension and an SRB the simulator built, both
+            // live until the SRB completes.
+            let routine = || unsafe { build_io(extension, srb_ptr) };
+            if call(&routine) == Some(0) {
+                if self.state().outstanding.contains_key(&srb) {
+                    self.violate(Violation::BuildIoFalseWithoutCompletion { srb });
+                }
+                return false;
+            }
+        }
+        if !self.state().outstanding.contains_key(&srb) {
+            // Completed in HwBuildIo (allowed: StorPort then skips HwStartIo only if BuildIo
+            // returned FALSE, so reaching here means the miniport completed and returned TRUE).
+            self.violate(Violation::CompletedInBuildIoButReturnedTrue { srb });
+            return false;
+        }
+        true
     }
 
     /// Runs the miniport's interrupt routine for `message` with the lock StorPort would hold.
@@ -763,12 +781,6 @@ impl Machine {
             let address_offset = header_len;
             let cdb_block = header_len + size_of::<abi::StorAddrBtl8>();
             let header = abi::StorageRequestBlock {
-                length: abi::STORAGE_REQUEST_BLOCK_HEADER_LENGTH,
-                function: abi::SRB_FUNCTION_STORAGE_REQUEST_BLOCK,
-                signature: abi::SRB_SIGNATURE,
-                version: abi::STORAGE_REQUEST_BLOCK_VERSION_1,
-                srb_length: srb_len as u32,
-                srb_function: u32::from(abi::SRB_FUNCTION_EXECUTE_SCSI),
                 srb_flags: flags,
                 request_tag: u32::from(request.queue_tag),
                 request_attribute: u16::from(request.queue_action.unwrap_or(0)),
@@ -779,16 +791,9 @@ impl Machine {
                 data_buffer: data_address,
                 miniport_context: srb_extension as u64,
                 srb_ex_data_offset: [cdb_block as u32],
-                ..abi::StorageRequestBlock::default()
+                ..abi::StorageRequestBlock::new(srb_len, abi::SRB_FUNCTION_EXECUTE_SCSI)
             };
-            let btl = abi::StorAddrBtl8 {
-                address_type: abi::STOR_ADDRESS_TYPE_BTL8,
-                address_length: abi::STOR_ADDR_BTL8_ADDRESS_LENGTH,
-                path: request.path,
-                target: request.target,
-                lun: request.lun,
-                ..abi::StorAddrBtl8::default()
-            };
+            let btl = abi::StorAddrBtl8::new(request.path, request.target, request.lun);
             let mut bytes = Vec::with_capacity(srb_len);
             bytes.extend_from_slice(header.as_bytes());
             bytes.extend_from_slice(btl.as_bytes());
@@ -930,27 +935,14 @@ impl Machine {
         };
         let bytes = if extended {
             let header = abi::StorageRequestBlock {
-                length: abi::STORAGE_REQUEST_BLOCK_HEADER_LENGTH,
-                function: abi::SRB_FUNCTION_STORAGE_REQUEST_BLOCK,
-                signature: abi::SRB_SIGNATURE,
-                version: abi::STORAGE_REQUEST_BLOCK_VERSION_1,
-                srb_length: srb_len as u32,
-                srb_function: u32::from(request.function),
                 time_out_value: request.timeout_seconds,
                 address_offset: size_of::<abi::StorageRequestBlock>() as u32,
                 num_srb_ex_data: 0,
                 miniport_context: srb_extension as u64,
                 next_srb,
-                ..abi::StorageRequestBlock::default()
+                ..abi::StorageRequestBlock::new(srb_len, request.function)
             };
-            let btl = abi::StorAddrBtl8 {
-                address_type: abi::STOR_ADDRESS_TYPE_BTL8,
-                address_length: abi::STOR_ADDR_BTL8_ADDRESS_LENGTH,
-                path: request.path,
-                target: request.target,
-                lun: request.lun,
-                ..abi::StorAddrBtl8::default()
-            };
+            let btl = abi::StorAddrBtl8::new(request.path, request.target, request.lun);
             let mut bytes = header.as_bytes().to_vec();
             bytes.extend_from_slice(btl.as_bytes());
             bytes
@@ -1055,12 +1047,6 @@ impl Machine {
         let timeout_seconds = 10;
         let bytes = if extended {
             let header = abi::StorageRequestBlock {
-                length: abi::STORAGE_REQUEST_BLOCK_HEADER_LENGTH,
-                function: abi::SRB_FUNCTION_STORAGE_REQUEST_BLOCK,
-                signature: abi::SRB_SIGNATURE,
-                version: abi::STORAGE_REQUEST_BLOCK_VERSION_1,
-                srb_length: srb_len as u32,
-                srb_function: u32::from(abi::SRB_FUNCTION_WMI),
                 time_out_value: timeout_seconds,
                 address_offset: header_len as u32,
                 num_srb_ex_data: 1,
@@ -1068,13 +1054,10 @@ impl Machine {
                 data_buffer: buffer as u64,
                 miniport_context: srb_extension as u64,
                 srb_ex_data_offset: [wmi_block as u32],
-                ..abi::StorageRequestBlock::default()
+                ..abi::StorageRequestBlock::new(srb_len, abi::SRB_FUNCTION_WMI)
             };
-            let btl = abi::StorAddrBtl8 {
-                address_type: abi::STOR_ADDRESS_TYPE_BTL8,
-                address_length: abi::STOR_ADDR_BTL8_ADDRESS_LENGTH,
-                ..abi::StorAddrBtl8::default()
-            };
+            // WMI requests address the adapter: path, target and LUN 0.
+            let btl = abi::StorAddrBtl8::new(0, 0, 0);
             let block = abi::SrbExDataWmi {
                 data_type: abi::SRBEX_DATA_TYPE_WMI,
                 length: abi::SRBEX_DATA_WMI_LENGTH,
