@@ -531,6 +531,30 @@ extern "system" fn passive_initialize(extension: *mut c_void) -> u8 {
     1
 }
 
+/// StorPortNotification(AcquireSpinLock, `lock`) into `handle`. The simulator records a misuse
+/// (a recursive acquisition, a lock the rules forbid here) instead of taking the lock.
+fn acquire_spin_lock(extension: *mut c_void, lock: u32, handle: &mut abi::StorLockHandle) {
+    // SAFETY: the simulator's AcquireSpinLock reads its arguments and writes a STOR_LOCK_HANDLE
+    // to `handle`, a live and exclusive reference; a misused lock is recorded, never taken.
+    unsafe {
+        StorPortNotification(
+            ACQUIRE_SPIN_LOCK,
+            extension,
+            lock,
+            std::ptr::null_mut::<c_void>(),
+            std::ptr::from_mut(handle),
+        );
+    }
+}
+
+/// StorPortNotification(ReleaseSpinLock) with `handle`. The simulator records the release of a
+/// lock this thread does not hold instead of releasing it.
+fn release_spin_lock(extension: *mut c_void, handle: &mut abi::StorLockHandle) {
+    // SAFETY: the simulator's ReleaseSpinLock reads the STOR_LOCK_HANDLE at `handle`, a live
+    // reference; a lock not held is recorded, never released.
+    unsafe { StorPortNotification(RELEASE_SPIN_LOCK, extension, std::ptr::from_mut(handle)) };
+}
+
 extern "system" fn start_io(extension: *mut c_void, srb: *mut c_void) -> u8 {
     let e = ext(extension);
     let inside = e.in_start_io.fetch_add(1, Ordering::SeqCst) + 1;
@@ -572,17 +596,9 @@ extern "system" fn start_io(extension: *mut c_void, srb: *mut c_void) -> u8 {
         }
         Mode::InterruptLockIsEveryMessageLock => {
             execute(extension, srb);
+            // No lock is held here.
             let mut handle = abi::StorLockHandle::default();
-            // SAFETY: AcquireSpinLock(InterruptLock) with a handle; no lock is held here.
-            unsafe {
-                StorPortNotification(
-                    ACQUIRE_SPIN_LOCK,
-                    extension,
-                    abi::INTERRUPT_LOCK,
-                    std::ptr::null_mut::<c_void>(),
-                    &raw mut handle,
-                );
-            }
+            acquire_spin_lock(extension, abi::INTERRUPT_LOCK, &mut handle);
             e.interrupt_lock_held.store(1, Ordering::SeqCst);
             // The interrupt lock guards the pending list as message 1's lock does.
             e.pending[e.pending_count] = srb.addr();
@@ -592,27 +608,18 @@ extern "system" fn start_io(extension: *mut c_void, srb: *mut c_void) -> u8 {
             // Time for message 1's ISR to run on its processor, if the lock let it.
             std::thread::sleep(Duration::from_millis(30));
             e.interrupt_lock_held.store(0, Ordering::SeqCst);
-            // SAFETY: releasing the lock acquired above with its handle.
-            unsafe { StorPortNotification(RELEASE_SPIN_LOCK, extension, &raw mut handle) };
+            release_spin_lock(extension, &mut handle);
         }
         Mode::BadLocks => {
+            // The StartIo lock is already held here: a recursive acquisition.
             let mut handle = abi::StorLockHandle::default();
-            // SAFETY: the StartIo lock is already held here: a recursive acquisition.
-            unsafe {
-                StorPortNotification(
-                    ACQUIRE_SPIN_LOCK,
-                    extension,
-                    abi::START_IO_LOCK,
-                    std::ptr::null_mut::<c_void>(),
-                    &raw mut handle,
-                );
-            }
+            acquire_spin_lock(extension, abi::START_IO_LOCK, &mut handle);
+            // Releasing the interrupt lock, which this thread does not hold.
             let mut foreign = abi::StorLockHandle {
                 lock: abi::INTERRUPT_LOCK,
                 ..abi::StorLockHandle::default()
             };
-            // SAFETY: releasing the interrupt lock, which this thread does not hold.
-            unsafe { StorPortNotification(RELEASE_SPIN_LOCK, extension, &raw mut foreign) };
+            release_spin_lock(extension, &mut foreign);
             execute(extension, srb);
             complete(extension, srb);
         }
@@ -627,18 +634,10 @@ extern "system" fn message_interrupt(extension: *mut c_void, message: u32) -> u8
         if e.interrupt_lock_held.load(Ordering::SeqCst) != 0 {
             e.isr_under_interrupt_lock.fetch_add(1, Ordering::SeqCst);
         }
-        let mut handle = abi::StorLockHandle::default();
-        // SAFETY: AcquireSpinLock(InterruptLock) while this message's lock is held: refused
+        // AcquireSpinLock(InterruptLock) while this message's lock is held: refused
         // (recorded), so the handle stays unused.
-        unsafe {
-            StorPortNotification(
-                ACQUIRE_SPIN_LOCK,
-                extension,
-                abi::INTERRUPT_LOCK,
-                std::ptr::null_mut::<c_void>(),
-                &raw mut handle,
-            );
-        }
+        let mut handle = abi::StorLockHandle::default();
+        acquire_spin_lock(extension, abi::INTERRUPT_LOCK, &mut handle);
     }
     e.isr_count.fetch_add(1, Ordering::SeqCst);
     e.isr_processor
