@@ -62,6 +62,12 @@ pub fn boot_standard(
     boot(sim, device, luns)
 }
 
+/// A READ(10) of the first block of LUN 0:0.
+#[must_use]
+pub fn first_block_read() -> Request {
+    Request::new(0, 0, &read10(0, 1)).reading(512)
+}
+
 /// Reads the first block of LUN 0:0 with an SRB timeout of `timeout_seconds`, the device doing
 /// `fault` to that READ(10): what the miniport's recovery makes of it.
 ///
@@ -76,7 +82,7 @@ pub fn faulted_read(
         |info| info.cdb.first() == Some(&opcode::READ_10),
         fault,
     )));
-    let mut request = Request::new(0, 0, &read10(0, 1)).reading(512);
+    let mut request = first_block_read();
     request.timeout_seconds = timeout_seconds;
     machine.adapter.execute(0, &request)
 }

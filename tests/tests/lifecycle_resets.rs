@@ -20,7 +20,9 @@ use rvscsi_tests::device::{
     CompletionMode, DeviceOptions, FaultAction, RequestInfo, TmfAction, TmfInfo, TmfRecord,
 };
 use rvscsi_tests::harness::Machine;
-use rvscsi_tests::scenario::{anonymous_disk, boot_standard, read10, wait_until, write10};
+use rvscsi_tests::scenario::{
+    anonymous_disk, boot_standard, first_block_read, read10, wait_until, write10,
+};
 use rvscsi_tests::sim::abi::{SRB_FUNCTION_RESET_DEVICE, SRB_FUNCTION_RESET_LOGICAL_UNIT};
 use rvscsi_tests::sim::{Completion, Request, SimOptions, Ticket};
 use virtio_core::scsi::{Response, TmfSubtype};
@@ -688,10 +690,7 @@ fn stop_with_requests_held_then_restart() {
     assert_eq!(machine.adapter.stop_adapter().unwrap(), 0);
     let held = complete_all_with(&machine, &held, SRB_STATUS_BUS_RESET, ());
     let requests_seen = requests_sent(&machine);
-    let refused = machine
-        .adapter
-        .execute(1, &Request::new(0, 0, &read10(0, 1)).reading(512))
-        .unwrap();
+    let refused = machine.adapter.execute(1, &first_block_read()).unwrap();
     assert_eq!(refused.status(), SRB_STATUS_BUSY);
     reset_lun(&machine, 0, 0);
     assert_eq!(
@@ -793,10 +792,7 @@ fn a_failed_restart_leaves_the_adapter_stopped() {
     );
     assert_eq!(recovery_counter!(machine, bring_up_failures), 1);
     assert_eq!(recovery_counter!(machine, restarts), 0);
-    let refused = machine
-        .adapter
-        .execute(0, &Request::new(0, 0, &read10(0, 1)).reading(512))
-        .unwrap();
+    let refused = machine.adapter.execute(0, &first_block_read()).unwrap();
     assert_eq!(refused.status(), SRB_STATUS_BUSY);
     registers.set_refuse_features_ok(false);
     assert_eq!(machine.adapter.restart_adapter().unwrap(), 0);

@@ -13,7 +13,9 @@ use rvscsi::storport::{
 use rvscsi_tests::device::target::{Lun, LunIdentity};
 use rvscsi_tests::device::{CompletionMode, DeviceOptions, FaultAction};
 use rvscsi_tests::harness::{Machine, boot, fault_once};
-use rvscsi_tests::scenario::{Rng, anonymous_disk, boot_standard, faulted_read, read10, write10};
+use rvscsi_tests::scenario::{
+    Rng, anonymous_disk, boot_standard, faulted_read, first_block_read, read10, write10,
+};
 use rvscsi_tests::sim::{Completion, Request, SimOptions};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -199,10 +201,7 @@ fn scsi_statuses_and_sense_pass_through_untouched() {
         status: 0x18,
         sense: Vec::new(),
     };
-    let done = machine
-        .adapter
-        .execute(0, &Request::new(0, 0, &read10(0, 1)).reading(512))
-        .unwrap();
+    let done = machine.adapter.execute(0, &first_block_read()).unwrap();
     assert_eq!(
         done.srb_status, SRB_STATUS_ERROR,
         "no autosense for RESERVATION CONFLICT"
@@ -213,10 +212,7 @@ fn scsi_statuses_and_sense_pass_through_untouched() {
         status: 0x02,
         sense: unit_attention.clone(),
     };
-    let done = machine
-        .adapter
-        .execute(0, &Request::new(0, 0, &read10(0, 1)).reading(512))
-        .unwrap();
+    let done = machine.adapter.execute(0, &first_block_read()).unwrap();
     assert_eq!(done.status(), SRB_STATUS_ERROR);
     assert_ne!(done.srb_status & 0x80, 0, "autosense valid");
     assert_eq!(done.scsi_status, 0x02);
@@ -308,10 +304,7 @@ fn a_timed_out_request_is_reset_and_completed_once() {
         let done = faulted_read(&machine, FaultAction::Drop, 1).unwrap();
         assert_eq!(done.status(), SRB_STATUS_BUS_RESET, "messages {messages:?}");
         // The adapter works after the reset.
-        let done = machine
-            .adapter
-            .execute(0, &Request::new(0, 0, &read10(0, 1)).reading(512))
-            .unwrap();
+        let done = machine.adapter.execute(0, &first_block_read()).unwrap();
         assert_eq!(done.status(), SRB_STATUS_SUCCESS, "messages {messages:?}");
         machine.finish();
     }
@@ -322,10 +315,7 @@ fn a_corrupt_used_element_resets_the_device_without_losing_the_srb() {
     let machine = machine(SimOptions::default(), DeviceOptions::default());
     let done = faulted_read(&machine, FaultAction::CorruptUsedId(4000), 2).unwrap();
     assert_eq!(done.status(), SRB_STATUS_BUS_RESET);
-    let done = machine
-        .adapter
-        .execute(0, &Request::new(0, 0, &read10(0, 1)).reading(512))
-        .unwrap();
+    let done = machine.adapter.execute(0, &first_block_read()).unwrap();
     assert_eq!(done.status(), SRB_STATUS_SUCCESS);
     machine.finish();
 }

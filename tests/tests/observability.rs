@@ -9,7 +9,7 @@ use rvscsi::trace::{ResetCause, TraceEntry, TraceEvent, ViolationKind};
 use rvscsi_tests::device::target::Lun;
 use rvscsi_tests::device::{DeviceOptions, FaultAction, TmfAction, TmfInfo};
 use rvscsi_tests::harness::{Machine, boot, fault_once};
-use rvscsi_tests::scenario::{faulted_read, read10, wait_until};
+use rvscsi_tests::scenario::{faulted_read, first_block_read, wait_until};
 use rvscsi_tests::sim::{Request, SimOptions};
 use virtio_core::scsi::Response;
 
@@ -213,7 +213,7 @@ fn a_task_management_function_the_device_never_answers_is_traced_as_timed_out() 
         .set_tmf_hook(Some(Arc::new(|_: &TmfInfo| TmfAction::Ignore)));
     let mut request = Request::control(SRB_FUNCTION_RESET_LOGICAL_UNIT, 0, 0);
     request.timeout_seconds = 100;
-    let mut read = Request::new(0, 0, &read10(0, 1)).reading(512);
+    let mut read = first_block_read();
     // Long enough that StorPort's own timeout stays out of it.
     read.timeout_seconds = 100;
     let held = machine.adapter.submit(0, &read).unwrap();
@@ -253,10 +253,7 @@ fn a_protocol_violation_is_traced_with_what_the_device_wrote() {
     assert_eq!(resets[0].args.0, ResetCause::ProtocolViolation as u32);
     assert!(violations[0].sequence < resets[0].sequence);
 
-    let done = machine
-        .adapter
-        .execute(0, &Request::new(0, 0, &read10(0, 1)).reading(512))
-        .unwrap();
+    let done = machine.adapter.execute(0, &first_block_read()).unwrap();
     assert_eq!(done.status(), SRB_STATUS_SUCCESS);
     machine.finish();
 }
