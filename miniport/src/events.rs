@@ -68,9 +68,7 @@ use virtio_core::features::Features;
 use virtio_core::hal::{Hal, RegisterIo, Segment};
 use virtio_core::pci::PciTransport;
 use virtio_core::queue::QueueError;
-use virtio_core::scsi::{
-    CDB_SIZE, Config, Event, EventError, EventKind, ResetReason, SENSE_SIZE, queue_index,
-};
+use virtio_core::scsi::{Config, Event, EventError, EventKind, Limits, ResetReason, queue_index};
 use zerocopy::FromBytes;
 
 use crate::adapter::{Adapter, QueueState, VirtqueueGuard};
@@ -346,8 +344,7 @@ impl ConfigChanges {
     /// The changes from `seen` to `now`.
     #[must_use]
     pub fn between(seen: &Config, now: &Config) -> Self {
-        let layout = usize::try_from(now.sense_size.get()).ok() != Some(SENSE_SIZE)
-            || usize::try_from(now.cdb_size.get()).ok() != Some(CDB_SIZE);
+        let layout = Limits::check_layout(now).is_err();
         let bus = seen.max_channel != now.max_channel
             || seen.max_target != now.max_target
             || seen.max_lun != now.max_lun;

@@ -72,14 +72,7 @@ impl Limits {
     /// # Errors
     /// [`ConfigError`] when the configuration cannot be worked with at all.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
-        let sense_size = config.sense_size.get();
-        if usize::try_from(sense_size).ok() != Some(SENSE_SIZE) {
-            return Err(ConfigError::SenseSize { found: sense_size });
-        }
-        let cdb_size = config.cdb_size.get();
-        if usize::try_from(cdb_size).ok() != Some(CDB_SIZE) {
-            return Err(ConfigError::CdbSize { found: cdb_size });
-        }
+        Self::check_layout(config)?;
         let num_queues = config.num_queues.get();
         if num_queues == 0 {
             return Err(ConfigError::NoRequestQueues);
@@ -101,6 +94,24 @@ impl Limits {
                 .unwrap_or(u16::MAX)
                 .min(super::Lun::MAX_LUN),
         })
+    }
+
+    /// Checks the two fields that fix the wire layout, `sense_size` and `cdb_size`, against
+    /// [`SENSE_SIZE`] and [`CDB_SIZE`]: the first check of [`Limits::from_config`], and what a
+    /// configuration change must keep for requests to go on (section 5.6.4).
+    ///
+    /// # Errors
+    /// [`ConfigError::SenseSize`] or [`ConfigError::CdbSize`] with the value found.
+    pub fn check_layout(config: &Config) -> Result<(), ConfigError> {
+        let sense_size = config.sense_size.get();
+        if usize::try_from(sense_size).ok() != Some(SENSE_SIZE) {
+            return Err(ConfigError::SenseSize { found: sense_size });
+        }
+        let cdb_size = config.cdb_size.get();
+        if usize::try_from(cdb_size).ok() != Some(CDB_SIZE) {
+            return Err(ConfigError::CdbSize { found: cdb_size });
+        }
+        Ok(())
     }
 
     /// Number of addressable targets (`max_target + 1`), 1 to 256.
@@ -190,6 +201,7 @@ mod tests {
 
     #[test]
     fn layout_fields_must_match_what_we_send() {
+        assert_eq!(Limits::check_layout(&qemu_default()), Ok(()));
         for found in [0, 32, 95, 97, 252, u32::MAX] {
             let config = Config {
                 sense_size: U32::new(found),
@@ -197,6 +209,10 @@ mod tests {
             };
             assert_eq!(
                 Limits::from_config(&config),
+                Err(ConfigError::SenseSize { found })
+            );
+            assert_eq!(
+                Limits::check_layout(&config),
                 Err(ConfigError::SenseSize { found })
             );
         }
@@ -207,6 +223,10 @@ mod tests {
             };
             assert_eq!(
                 Limits::from_config(&config),
+                Err(ConfigError::CdbSize { found })
+            );
+            assert_eq!(
+                Limits::check_layout(&config),
                 Err(ConfigError::CdbSize { found })
             );
         }
