@@ -187,6 +187,16 @@ const fn step(name: &'static str, node: Node, action: Action, expect: Expect) ->
     }
 }
 
+/// A step writing the pattern of `seed` to `region`.
+const fn write(name: &'static str, node: Node, region: u64, seed: u64, expect: Expect) -> Step {
+    step(name, node, Action::Write { region, seed }, expect)
+}
+
+/// A step reading `region`.
+const fn read(name: &'static str, node: Node, region: u64, expect: Expect) -> Step {
+    step(name, node, Action::Read { region }, expect)
+}
+
 /// The sequence, in the order the host runs it: the Failover Cluster validation's
 /// persistent-reservation test between two nodes (register, reserve, conflict from the other
 /// node, preempt, release, clear), with the data checks that show which writes landed.
@@ -212,31 +222,16 @@ pub const PLAN: &[Step] = &[
         },
         Expect::Good,
     ),
-    step(
-        "a-write-holder",
-        Node::A,
-        Action::Write {
-            region: 0,
-            seed: SEED_A1,
-        },
-        Expect::Good,
-    ),
-    step(
+    write("a-write-holder", Node::A, 0, SEED_A1, Expect::Good),
+    write(
         "b-write-unregistered",
         Node::B,
-        Action::Write {
-            region: 0,
-            seed: SEED_B1,
-        },
+        0,
+        SEED_B1,
         Expect::Conflict,
     ),
     // Write Exclusive lets everyone read, and B's refused write did not land.
-    step(
-        "b-read-unregistered",
-        Node::B,
-        Action::Read { region: 0 },
-        Expect::Data(SEED_A1),
-    ),
+    read("b-read-unregistered", Node::B, 0, Expect::Data(SEED_A1)),
     step(
         "b-reserve-unregistered",
         Node::B,
@@ -274,15 +269,7 @@ pub const PLAN: &[Step] = &[
         },
         Expect::Conflict,
     ),
-    step(
-        "b-write-registrant",
-        Node::B,
-        Action::Write {
-            region: 1,
-            seed: SEED_B2,
-        },
-        Expect::Good,
-    ),
+    write("b-write-registrant", Node::B, 1, SEED_B2, Expect::Good),
     // B removes A's registration and takes the reservation over as Exclusive Access.
     step(
         "b-preempt",
@@ -300,21 +287,8 @@ pub const PLAN: &[Step] = &[
         Action::TestUnitReady,
         Expect::UnitAttention(TGT_PREEMPT_ATTENTION),
     ),
-    step(
-        "a-write-preempted",
-        Node::A,
-        Action::Write {
-            region: 0,
-            seed: SEED_A2,
-        },
-        Expect::Conflict,
-    ),
-    step(
-        "a-read-preempted",
-        Node::A,
-        Action::Read { region: 0 },
-        Expect::Conflict,
-    ),
+    write("a-write-preempted", Node::A, 0, SEED_A2, Expect::Conflict),
+    read("a-read-preempted", Node::A, 0, Expect::Conflict),
     step(
         "a-reservation-b",
         Node::A,
@@ -344,15 +318,7 @@ pub const PLAN: &[Step] = &[
         Action::Register { key: KEY_A2 },
         Expect::Good,
     ),
-    step(
-        "a-write-registrant",
-        Node::A,
-        Action::Write {
-            region: 2,
-            seed: SEED_A3,
-        },
-        Expect::Good,
-    ),
+    write("a-write-registrant", Node::A, 2, SEED_A3, Expect::Good),
     step(
         "b-release",
         Node::B,
@@ -399,56 +365,15 @@ pub const PLAN: &[Step] = &[
         Action::ReadKeys,
         Expect::Keys(&[]),
     ),
-    step(
-        "a-write-free",
-        Node::A,
-        Action::Write {
-            region: 3,
-            seed: SEED_A4,
-        },
-        Expect::Good,
-    ),
-    step(
-        "b-write-free",
-        Node::B,
-        Action::Write {
-            region: 4,
-            seed: SEED_B3,
-        },
-        Expect::Good,
-    ),
+    write("a-write-free", Node::A, 3, SEED_A4, Expect::Good),
+    write("b-write-free", Node::B, 4, SEED_B3, Expect::Good),
     // Every allowed write landed, and neither refused one (B's at step 5, A's at step 15)
     // overwrote region 0.
-    step(
-        "b-read-region-0",
-        Node::B,
-        Action::Read { region: 0 },
-        Expect::Data(SEED_A1),
-    ),
-    step(
-        "b-read-region-2",
-        Node::B,
-        Action::Read { region: 2 },
-        Expect::Data(SEED_A3),
-    ),
-    step(
-        "b-read-region-3",
-        Node::B,
-        Action::Read { region: 3 },
-        Expect::Data(SEED_A4),
-    ),
-    step(
-        "a-read-region-1",
-        Node::A,
-        Action::Read { region: 1 },
-        Expect::Data(SEED_B2),
-    ),
-    step(
-        "a-read-region-4",
-        Node::A,
-        Action::Read { region: 4 },
-        Expect::Data(SEED_B3),
-    ),
+    read("b-read-region-0", Node::B, 0, Expect::Data(SEED_A1)),
+    read("b-read-region-2", Node::B, 2, Expect::Data(SEED_A3)),
+    read("b-read-region-3", Node::B, 3, Expect::Data(SEED_A4)),
+    read("a-read-region-1", Node::A, 1, Expect::Data(SEED_B2)),
+    read("a-read-region-4", Node::A, 4, Expect::Data(SEED_B3)),
 ];
 
 /// The step number of `PLAN[index]`, as printed and as the host's go byte (from 1, so a
