@@ -61,45 +61,15 @@ impl Target {
             portal_port,
         };
         target.wait_until_up(log)?;
-        target.admin(&[
-            "--lld",
-            "iscsi",
-            "--mode",
-            "target",
-            "--op",
-            "new",
-            "--tid",
-            TID,
-            "--targetname",
-            TARGET_IQN,
-        ])?;
+        target.admin_target("target", "new", &["--targetname", TARGET_IQN])?;
         let disk_path = disk.to_str().ok_or("the disk path is not UTF-8")?;
-        target.admin(&[
-            "--lld",
-            "iscsi",
-            "--mode",
+        let lun = DISK_LUN.to_string();
+        target.admin_target(
             "logicalunit",
-            "--op",
             "new",
-            "--tid",
-            TID,
-            "--lun",
-            &DISK_LUN.to_string(),
-            "--backing-store",
-            disk_path,
-        ])?;
-        target.admin(&[
-            "--lld",
-            "iscsi",
-            "--mode",
-            "target",
-            "--op",
-            "bind",
-            "--tid",
-            TID,
-            "--initiator-address",
-            "127.0.0.1",
-        ])?;
+            &["--lun", &lun, "--backing-store", disk_path],
+        )?;
+        target.admin_target("target", "bind", &["--initiator-address", "127.0.0.1"])?;
         Ok(target)
     }
 
@@ -130,9 +100,13 @@ impl Target {
     }
 
     /// Runs tgtadm against this tgtd, echoing the command.
-    fn admin(&self, args: &[&str]) -> Result<(), String> {
+    /// `tgtadm --lld iscsi --mode <mode> --op <op> --tid <TID> <rest>`: an operation on the
+    /// one target, logged.
+    fn admin_target(&self, mode: &str, op: &str, rest: &[&str]) -> Result<(), String> {
+        let mut args = vec!["--lld", "iscsi", "--mode", mode, "--op", op, "--tid", TID];
+        args.extend_from_slice(rest);
         eprintln!("vmtest: tgtadm {}", args.join(" "));
-        self.admin_quiet(args)
+        self.admin_quiet(&args)
     }
 
     fn admin_quiet(&self, args: &[&str]) -> Result<(), String> {
