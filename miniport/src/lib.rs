@@ -11,6 +11,7 @@ pub mod storport;
 pub mod adapter;
 pub mod hw;
 pub mod io;
+pub mod ioctl;
 pub mod layout;
 pub mod limits;
 pub mod luns;
