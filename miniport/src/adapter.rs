@@ -25,13 +25,15 @@ use virtio_core::scsi::{Limits, queue_index};
 use crate::limits::StorLimits;
 use crate::luns::{LUN_SLOTS, LunSlot, LunTable};
 use crate::platform::{Carved, PciSnapshot, StorPortRegisters, UncachedArena};
-use crate::port::DeviceExtension;
+use crate::port::{DeviceExtension, StorPortRegistry};
+use crate::registry::{Parameters, Report, ValueOutcome};
 use crate::storport::{
     AccessRange, InterruptLock, InterruptSynchronizePerMessage, PortConfigurationInformation,
     SCSI_DMA64_MINIPORT_FULL64BIT_SUPPORTED, SP_RETURN_ERROR, SP_RETURN_FOUND, SP_RETURN_NOT_FOUND,
     SRB_TYPE_STORAGE_REQUEST_BLOCK, STOR_MAP_NON_READ_WRITE_BUFFERS, STORAGE_ADDRESS_TYPE_BTL8,
     StorDpc, StorLockHandle, StorSynchronizeFullDuplex, TRUE,
 };
+use crate::trace::{ADAPTER_WIDE, ResetCause, TraceEntry, TraceEvent, TraceRing};
 use crate::vpd::LunLocation;
 
 /// Most request queues the adapter drives (one per processor on a 64-processor guest).
@@ -199,6 +201,11 @@ pub struct Adapter {
     resetting: AtomicBool,
     /// Resets performed.
     pub resets: AtomicU64,
+    /// The most verbose StorPortDebugPrint level emitted (registry `RvscsiDebugPrintLevel`).
+    debug_print_level: u32,
+    /// The last notable events ([`crate::trace`]); last in the extension so the hot fields
+    /// above share cache lines.
+    trace: TraceRing,
 }
 
 /// Everything find-adapter learns before the memory is carved.
@@ -211,6 +218,8 @@ struct Discovery {
     queue_count: u16,
     /// The WMI identity.
     wmi_facts: crate::wmi::AdapterFacts,
+    /// The registry parameters, validated.
+    parameters: Parameters,
 }
 
 impl Adapter {
@@ -247,7 +256,13 @@ impl Adapter {
         if !pointer.is_aligned() {
             return SP_RETURN_ERROR;
         }
-        let discovery = match Self::discover(extension, config) {
+        // The registry is readable only at PASSIVE_LEVEL, so here; the reader frees StorPort's
+        // registry buffer when it goes out of scope.
+        let (parameters, registry_report) = {
+            let mut registry = StorPortRegistry::new(extension);
+            crate::registry::read(&mut registry, MAX_REQUEST_QUEUES)
+        };
+        let discovery = match Self::discover(extension, config, parameters) {
             Ok(discovery) => discovery,
             Err(
                 AdapterError::NoConfigSpace
@@ -264,12 +279,17 @@ impl Adapter {
             Ok(adapter) => unsafe { pointer.write(adapter) },
             Err(_) => return SP_RETURN_ERROR,
         }
+        // SAFETY: written just above, with the magic.
+        if let Some(adapter) = unsafe { Self::from_extension(extension.raw()) } {
+            adapter.trace_found(&registry_report);
+        }
         SP_RETURN_FOUND
     }
 
     fn discover(
         extension: DeviceExtension,
         config: &PortConfigurationInformation,
+        parameters: Parameters,
     ) -> Result<Discovery, AdapterError> {
         let pci = PciSnapshot::read(extension, config.system_io_bus_number, config.slot_number);
         if pci.len() < 64 {
@@ -313,7 +333,10 @@ impl Adapter {
         transport.reset()?;
         let features = transport.begin_init(SCSI_DRIVER_FEATURES)?;
         let device_limits = Self::configure_device(&mut transport)?;
-        let request_queues = device_limits.num_queues.min(MAX_REQUEST_QUEUES);
+        let request_queues = device_limits
+            .num_queues
+            .min(MAX_REQUEST_QUEUES)
+            .min(parameters.max_request_queues.unwrap_or(MAX_REQUEST_QUEUES));
         let queue_count = request_queues + queue_index::REQUEST_BASE;
         let packed = features.contains(Features::RING_PACKED);
         let mut sizes = [0u16; MAX_REQUEST_QUEUES as usize + 2];
@@ -346,6 +369,7 @@ impl Adapter {
                 config.slot_number,
                 smallest_request_queue,
             ),
+            parameters,
         })
     }
 
@@ -404,8 +428,14 @@ impl Adapter {
             .copied()
             .min()
             .unwrap_or(0);
+        // The registry's PhysicalBreaks caps the segments as vioscsi's does: as if the device's
+        // seg_max were that low (max_sectors and the ring still cap it further).
+        let mut device_limits = discovery.device_limits;
+        if let Some(breaks) = discovery.parameters.physical_breaks {
+            device_limits.seg_max = device_limits.seg_max.min(breaks.saturating_add(1));
+        }
         StorLimits::derive(
-            &discovery.device_limits,
+            &device_limits,
             smallest,
             request_queues,
             discovery.features.contains(Features::INDIRECT_DESC),
@@ -526,6 +556,8 @@ impl Adapter {
             dpc_ready: AtomicBool::new(false),
             resetting: AtomicBool::new(false),
             resets: AtomicU64::new(0),
+            debug_print_level: discovery.parameters.debug_print_level,
+            trace: TraceRing::new(),
         })
     }
 
@@ -669,6 +701,11 @@ impl Adapter {
         };
         self.mode.store(mode as u8, Ordering::Relaxed);
         self.request_queues.store(request_queues, Ordering::Relaxed);
+        self.trace(
+            TraceEvent::Initialized,
+            ADAPTER_WIDE,
+            (mode as u32, u64::from(messages), u64::from(request_queues)),
+        );
         if self.start_queues().is_err() {
             return false;
         }
@@ -910,7 +947,7 @@ impl Adapter {
             crate::io::drain(&mut guard)
         };
         if reset {
-            self.reset_device();
+            self.reset_device(ResetCause::ProtocolViolation);
         }
     }
 
@@ -918,7 +955,7 @@ impl Adapter {
     /// then brings the queues back. Only one context resets at a time; a second caller
     /// returns at once (the reset it would do is already under way). Call with no queue lock
     /// held.
-    pub fn reset_device(&self) {
+    pub fn reset_device(&self, cause: ResetCause) {
         // ORDERING: the flag only elects one resetter; the queue locks order everything the
         // reset touches. Acquire pairs with the Release below of the previous reset, so a new
         // winner starts after the last one finished.
@@ -929,7 +966,12 @@ impl Adapter {
         {
             return;
         }
-        self.resets.fetch_add(1, Ordering::Relaxed);
+        let resets = self.resets.fetch_add(1, Ordering::Relaxed) + 1;
+        self.trace(
+            TraceEvent::DeviceReset,
+            ADAPTER_WIDE,
+            (cause as u32, resets, 0),
+        );
         {
             let locks = self.lock_all(false);
             let transport = self.take_everything_back(&locks);
@@ -948,6 +990,7 @@ impl Adapter {
     /// ScsiStopAdapter: resets the device (it stops using every buffer); requests in flight
     /// are completed with SRB_STATUS_BUS_RESET.
     pub fn stop(&self) {
+        self.trace(TraceEvent::Stopped, ADAPTER_WIDE, (0, 0, 0));
         // StorPort calls ScsiStopAdapter holding the interrupt lock, which in line mode is the
         // queues' lock already.
         let locks = self.lock_all(true);
@@ -1013,7 +1056,50 @@ impl Adapter {
         if !ok {
             transport.fail();
         }
+        self.trace(TraceEvent::Restarted, ADAPTER_WIDE, (u32::from(ok), 0, 0));
         ok
+    }
+
+    /// Records `event` in the trace ring and prints it if the registry's level allows.
+    pub fn trace(&self, event: TraceEvent, queue: u16, args: (u32, u64, u64)) {
+        self.trace.record(event, queue, args);
+        if event.print_level() <= self.debug_print_level {
+            crate::port::debug_print(
+                event.print_level(),
+                event.name(),
+                [u64::from(args.0), args.1, args.2],
+            );
+        }
+    }
+
+    /// The trace ring's records, oldest first (tests and diagnostics).
+    pub fn trace_entries(&self) -> impl Iterator<Item = TraceEntry> + '_ {
+        self.trace.entries()
+    }
+
+    /// Records what find-adapter decided, and every registry value it had to adjust.
+    fn trace_found(&self, report: &Report) {
+        for (index, outcome) in report.outcomes.iter().enumerate() {
+            let (read, used) = match *outcome {
+                ValueOutcome::Clamped(read, used) => (read, u64::from(used)),
+                ValueOutcome::Refused(read) => (read, u64::MAX),
+                ValueOutcome::Absent | ValueOutcome::Used(_) => continue,
+            };
+            self.trace(
+                TraceEvent::RegistryAdjusted,
+                ADAPTER_WIDE,
+                (index as u32, u64::from(read), used),
+            );
+        }
+        self.trace(
+            TraceEvent::AdapterFound,
+            ADAPTER_WIDE,
+            (
+                u32::from(self.prepared_queues - queue_index::REQUEST_BASE),
+                self.features.bits(),
+                u64::from(self.limits.physical_breaks),
+            ),
+        );
     }
 }
 

@@ -2,6 +2,7 @@
 //! trampoline checks its pointers, turns them into safe types and calls safe code; its
 //! `# Safety` section says what StorPort guarantees at that call (IRQL, locks, ownership).
 
+use crate::trace::ResetCause;
 use core::ffi::{c_char, c_void};
 use core::ptr::NonNull;
 
@@ -179,7 +180,7 @@ pub unsafe extern "system" fn hw_start_io(
         io::start_io(adapter, srb);
     } else {
         // Resets: the device reset completes every request in flight with BUS_RESET.
-        adapter.reset_device();
+        adapter.reset_device(ResetCause::ResetSrb);
         io::complete(adapter, srb, SRB_STATUS_SUCCESS);
     }
     TRUE
@@ -240,7 +241,7 @@ pub unsafe extern "system" fn hw_reset_bus(
     let Some(adapter) = (unsafe { adapter(device_extension) }) else {
         return FALSE;
     };
-    adapter.reset_device();
+    adapter.reset_device(ResetCause::ResetBus);
     TRUE
 }
 
@@ -252,7 +253,7 @@ pub unsafe extern "system" fn hw_reset_bus(
 pub unsafe extern "system" fn hw_reset_timer(device_extension: *mut c_void) {
     // SAFETY: StorPort's device extension.
     if let Some(adapter) = unsafe { adapter(device_extension) } {
-        adapter.reset_device();
+        adapter.reset_device(ResetCause::ProtocolViolation);
     }
 }
 

@@ -12,6 +12,8 @@ use core::sync::atomic::Ordering;
 use virtio_core::dma::DmaMemory;
 use virtio_core::hal::Segment;
 use virtio_core::queue::QueueError;
+
+use crate::trace::{TraceEvent, ViolationKind};
 use virtio_core::scsi::{
     CDB_SIZE, CmdReq, CmdResp, DataDirection, Disposition, Lun, Transfer, complete_command,
 };
@@ -487,10 +489,28 @@ pub fn drain(guard: &mut QueueGuard<'_>) -> bool {
                     .get_mut(used.token.index())
                     .map_or(0, core::mem::take);
                 if base == 0 {
+                    adapter.trace(
+                        TraceEvent::ProtocolViolation,
+                        queue,
+                        (
+                            ViolationKind::UnknownUsedId as u32,
+                            used.token.index() as u64,
+                            0,
+                        ),
+                    );
                     reset = true;
                     break;
                 }
                 if complete_used(adapter, queue, base, used.written, used.token.0) {
+                    adapter.trace(
+                        TraceEvent::ProtocolViolation,
+                        queue,
+                        (
+                            ViolationKind::BadResponse as u32,
+                            u64::from(used.token.0),
+                            u64::from(used.written),
+                        ),
+                    );
                     reset = true;
                 }
             }
@@ -500,6 +520,11 @@ pub fn drain(guard: &mut QueueGuard<'_>) -> bool {
                 }
             }
             Err(_) => {
+                adapter.trace(
+                    TraceEvent::ProtocolViolation,
+                    queue,
+                    (ViolationKind::RingError as u32, 0, 0),
+                );
                 reset = true;
                 break;
             }

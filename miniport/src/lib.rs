@@ -17,6 +17,8 @@ pub mod limits;
 pub mod luns;
 pub mod platform;
 pub mod port;
+pub mod registry;
 pub mod srb;
+pub mod trace;
 pub mod vpd;
 pub mod wmi;

@@ -5,14 +5,15 @@
 //! (StorPortAcquireMSISpinLock, StorPortIssueDpc, ...) are spelled out as the variadic
 //! StorPortNotification / StorPortExtendedFunction calls they are in storport.h.
 
-use core::ffi::c_void;
+use core::ffi::{CStr, c_void};
 use core::ptr::{self, NonNull};
 
 use crate::srb::Srb;
 use crate::storport::functions::{
-    StorPortExtendedFunction, StorPortGetBusData, StorPortGetDeviceBase,
+    StorPortAllocateRegistryBuffer, StorPortDebugPrint, StorPortExtendedFunction,
+    StorPortFreeRegistryBuffer, StorPortGetBusData, StorPortGetDeviceBase,
     StorPortGetPhysicalAddress, StorPortGetScatterGatherList, StorPortGetUncachedExtension,
-    StorPortNotification,
+    StorPortNotification, StorPortRegistryRead,
 };
 use crate::storport::{
     AcquireSpinLock, Boolean, EnablePassiveInitialization, ExtFunctionAcquireMSISpinLock,
@@ -20,7 +21,7 @@ use crate::storport::{
     ExtFunctionInitializePerformanceOptimizations, ExtFunctionReleaseMSISpinLock, FALSE,
     HwDpcRoutine, HwPassiveInitializeRoutine, HwTimer, InitializeDpc, InterruptLock, IssueDpc,
     MessageInterruptInformation, PCIBus, PCIConfiguration, PerfConfigurationData,
-    PortConfigurationInformation, ProcessorNumber, ReleaseSpinLock, RequestComplete,
+    PortConfigurationInformation, ProcessorNumber, REG_DWORD, ReleaseSpinLock, RequestComplete,
     RequestTimerCall, ResetDetected, STOR_STATUS_SUCCESS, ScsiRequestBlock, StorDpc,
     StorLockHandle, StorPhysicalAddress, StorScatterGatherList, TRUE,
 };
@@ -310,5 +311,97 @@ struct StorPortPhysical(StorPhysicalAddress);
 impl From<u64> for StorPortPhysical {
     fn from(value: u64) -> Self {
         Self(StorPhysicalAddress::from_u64(value))
+    }
+}
+
+/// Reads `Parameters\Device` DWORDs through StorPort's one registry buffer, which it allocates
+/// on the first read and frees when dropped. PASSIVE_LEVEL only (HwFindAdapter).
+pub struct StorPortRegistry {
+    extension: DeviceExtension,
+    buffer: Option<NonNull<u8>>,
+}
+
+impl StorPortRegistry {
+    /// Bytes of the registry buffer: one DWORD.
+    const BUFFER_LEN: u32 = 4;
+
+    /// A reader for `extension`'s adapter (nothing is allocated yet).
+    #[must_use]
+    pub const fn new(extension: DeviceExtension) -> Self {
+        Self {
+            extension,
+            buffer: None,
+        }
+    }
+
+    fn buffer(&mut self) -> Option<NonNull<u8>> {
+        if self.buffer.is_none() {
+            let mut length = Self::BUFFER_LEN;
+            // SAFETY: StorPortAllocateRegistryBuffer reads and updates `length` and returns
+            // null or a buffer of `length` bytes owned by us until freed.
+            let buffer =
+                unsafe { StorPortAllocateRegistryBuffer(self.extension.raw(), &raw mut length) };
+            // A buffer smaller than asked cannot hold a DWORD; it is freed on drop unused.
+            self.buffer = NonNull::new(buffer);
+            if length < Self::BUFFER_LEN {
+                return None;
+            }
+        }
+        self.buffer
+    }
+}
+
+impl crate::registry::RegistrySource for StorPortRegistry {
+    fn read_dword(&mut self, name: &'static CStr) -> Option<u32> {
+        let buffer = self.buffer()?;
+        let mut length = Self::BUFFER_LEN;
+        // SAFETY: `name` is NUL-terminated; `buffer` came from StorPortAllocateRegistryBuffer
+        // with at least BUFFER_LEN bytes (checked in `buffer`), and StorPort writes at most
+        // `length` bytes into it.
+        let found = unsafe {
+            StorPortRegistryRead(
+                self.extension.raw(),
+                name.as_ptr().cast(),
+                1,
+                REG_DWORD,
+                buffer.as_ptr(),
+                &raw mut length,
+            )
+        };
+        if found == FALSE || length != Self::BUFFER_LEN {
+            return None;
+        }
+        let mut bytes = [0u8; 4];
+        // SAFETY: StorPort wrote `length` (== 4) bytes at `buffer`; a byte copy needs no
+        // alignment.
+        unsafe { ptr::copy_nonoverlapping(buffer.as_ptr(), bytes.as_mut_ptr(), bytes.len()) };
+        Some(u32::from_le_bytes(bytes))
+    }
+}
+
+impl Drop for StorPortRegistry {
+    fn drop(&mut self) {
+        if let Some(buffer) = self.buffer.take() {
+            // SAFETY: the buffer came from StorPortAllocateRegistryBuffer for this adapter and
+            // is freed once.
+            unsafe { StorPortFreeRegistryBuffer(self.extension.raw(), buffer.as_ptr()) };
+        }
+    }
+}
+
+/// Prints `message` and three values in hex through StorPortDebugPrint at `level` (a DPFLTR
+/// level). The format is fixed here, so no caller can pass a mismatched one.
+pub fn debug_print(level: u32, message: &CStr, values: [u64; 3]) {
+    // SAFETY: the format is NUL-terminated with one `%s` (a NUL-terminated `message`) and three
+    // `%llx` (u64 each), matching the arguments passed.
+    unsafe {
+        StorPortDebugPrint(
+            level,
+            c"rvscsi: %s %llx %llx %llx\n".as_ptr(),
+            message.as_ptr(),
+            values[0],
+            values[1],
+            values[2],
+        );
     }
 }

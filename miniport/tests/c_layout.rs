@@ -560,6 +560,7 @@ fn srb_constant_checks() -> Vec<Check> {
         SP_LOST_WMI_MINIPORT_REQUEST,
         SP_RETURN_NOT_FOUND,
         SP_RETURN_FOUND,
+        REG_DWORD,
         SP_RETURN_ERROR,
         SP_RETURN_BAD_CONFIG,
         SP_UNINITIALIZED_VALUE,

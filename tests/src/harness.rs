@@ -169,6 +169,17 @@ impl Machine {
         let violations = self.adapter.shutdown();
         assert!(violations.is_empty(), "{violations:?}");
     }
+
+    /// The miniport's trace ring, read from its device extension as a debugger would.
+    #[must_use]
+    pub fn trace(&self) -> Vec<rvscsi::trace::TraceEntry> {
+        let extension = std::ptr::with_exposed_provenance_mut(self.adapter.device_extension());
+        // SAFETY: the simulator allocated the device extension with the size the miniport
+        // asked for and keeps it until shutdown (which consumes `self.adapter`); the miniport
+        // constructed its Adapter there in find-adapter, and `from_extension` checks the magic.
+        let adapter = unsafe { rvscsi::adapter::Adapter::from_extension(extension) };
+        adapter.map_or_else(Vec::new, |adapter| adapter.trace_entries().collect())
+    }
 }
 
 /// A fault hook that applies `action` to the first request `matches` selects and lets every

@@ -275,6 +275,9 @@ pub const SCSI_MAXIMUM_PHYSICAL_BREAKS: u32 = 255;
 
 // --- HwStorFindAdapter results ---
 
+/// `REG_DWORD` (winnt.h): a 32-bit little-endian registry value.
+pub const REG_DWORD: u32 = 4;
+
 /// No adapter found.
 pub const SP_RETURN_NOT_FOUND: u32 = 0;
 /// Adapter found and configured.

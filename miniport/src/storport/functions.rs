@@ -259,6 +259,29 @@ unsafe extern "system" {
         NumberOfBytes: u32,
         InIoSpace: Boolean,
     ) -> Boolean;
+
+    /// PASSIVE_LEVEL: allocates the adapter's one registry buffer of `*Length` bytes (updated
+    /// to the size allocated). Null on failure or while another is allocated.
+    pub fn StorPortAllocateRegistryBuffer(
+        HwDeviceExtension: *mut c_void,
+        Length: *mut u32,
+    ) -> *mut u8;
+
+    /// PASSIVE_LEVEL: frees the buffer from `StorPortAllocateRegistryBuffer`.
+    pub fn StorPortFreeRegistryBuffer(HwDeviceExtension: *mut c_void, Buffer: *mut u8);
+
+    /// PASSIVE_LEVEL: reads value `ValueName` (NUL-terminated ASCII) of type `Type` from
+    /// `Parameters\Device` (`Global` nonzero) or `Parameters\Device<n>` into `Buffer`, which
+    /// must come from `StorPortAllocateRegistryBuffer`; `*BufferLength` is the buffer's size on
+    /// entry and the data's on return. FALSE if absent, of another type, or too long.
+    pub fn StorPortRegistryRead(
+        HwDeviceExtension: *mut c_void,
+        ValueName: *const u8,
+        Global: u32,
+        Type: u32,
+        Buffer: *mut u8,
+        BufferLength: *mut u32,
+    ) -> Boolean;
 }
 
 #[cfg_attr(

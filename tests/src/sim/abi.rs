@@ -20,6 +20,8 @@ pub const STATUS_SUCCESS: i32 = 0;
     reason = "NTSTATUS values are defined as bit patterns"
 )]
 pub const STATUS_REVISION_MISMATCH: i32 = 0xC000_0059_u32 as i32;
+/// `REG_DWORD` (winnt.h).
+pub const REG_DWORD: u32 = 4;
 /// `NTSTATUS` STATUS_INVALID_PARAMETER.
 #[expect(
     clippy::cast_possible_wrap,

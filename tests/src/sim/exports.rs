@@ -231,6 +231,107 @@ pub extern "system" fn StorPortGetUncachedExtension(
     std::ptr::with_exposed_provenance_mut(address)
 }
 
+/// The registry routines may only be called at PASSIVE_LEVEL.
+fn registry_machine(routine: &'static str, extension: *mut c_void) -> Option<Arc<Machine>> {
+    let machine = machine_for(routine, extension)?;
+    machine
+        .require_irql_at_most(routine, super::locks::PASSIVE_LEVEL)
+        .then_some(machine)
+}
+
+/// `PUCHAR StorPortAllocateRegistryBuffer(PVOID, PULONG)`: one buffer per adapter at a time.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortAllocateRegistryBuffer(
+    extension: *mut c_void,
+    length: *mut u32,
+) -> *mut u8 {
+    let Some(machine) = registry_machine("StorPortAllocateRegistryBuffer", extension) else {
+        return std::ptr::null_mut();
+    };
+    let Some(requested) = read_in::<u32>(length.cast()) else {
+        return std::ptr::null_mut();
+    };
+    let mut state = machine.state();
+    if state.registry_buffer.is_some() {
+        drop(state);
+        machine.violate(Violation::RegistryBufferTwice);
+        return std::ptr::null_mut();
+    }
+    let len = (requested as usize).max(1);
+    let Some(address) = machine.memory.alloc(len, 8) else {
+        return std::ptr::null_mut();
+    };
+    state.registry_buffer = Some((address, len));
+    std::ptr::with_exposed_provenance_mut(address)
+}
+
+/// `VOID StorPortFreeRegistryBuffer(PVOID, PUCHAR)`.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortFreeRegistryBuffer(extension: *mut c_void, buffer: *mut u8) {
+    const ROUTINE: &str = "StorPortFreeRegistryBuffer";
+    let Some(machine) = registry_machine(ROUTINE, extension) else {
+        return;
+    };
+    let mut state = machine.state();
+    match state.registry_buffer {
+        Some((address, len)) if address == buffer.addr() => {
+            state.registry_buffer = None;
+            drop(state);
+            machine.memory.free(address, len);
+        }
+        _ => {
+            drop(state);
+            machine.violate(Violation::ForeignRegistryBuffer { routine: ROUTINE });
+        }
+    }
+}
+
+/// `BOOLEAN StorPortRegistryRead(PVOID, PUCHAR, ULONG, ULONG, PUCHAR, PULONG)`: REG_DWORD
+/// values of `Parameters\Device` from [`super::SimOptions::registry`]; per-adapter keys
+/// (`Global` = 0) and other types are absent.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortRegistryRead(
+    extension: *mut c_void,
+    value_name: *const u8,
+    global: u32,
+    value_type: u32,
+    buffer: *mut u8,
+    buffer_length: *mut u32,
+) -> u8 {
+    const ROUTINE: &str = "StorPortRegistryRead";
+    let Some(machine) = registry_machine(ROUTINE, extension) else {
+        return 0;
+    };
+    let Some((address, len)) = machine.state().registry_buffer else {
+        machine.violate(Violation::ForeignRegistryBuffer { routine: ROUTINE });
+        return 0;
+    };
+    let Some(capacity) = read_in::<u32>(buffer_length.cast()) else {
+        return 0;
+    };
+    if buffer.addr() != address || capacity as usize > len || value_name.is_null() {
+        machine.violate(Violation::ForeignRegistryBuffer { routine: ROUTINE });
+        return 0;
+    }
+    // SAFETY: the miniport passes a NUL-terminated value name (the WDK's contract).
+    let name = unsafe { std::ffi::CStr::from_ptr(value_name.cast()) };
+    let Some(value) = machine
+        .options
+        .registry
+        .iter()
+        .find(|(key, _)| key.as_bytes() == name.to_bytes())
+        .map(|&(_, value)| value)
+    else {
+        return 0;
+    };
+    if global == 0 || value_type != abi::REG_DWORD || capacity < 4 {
+        return 0;
+    }
+    let _ = machine.memory.write(address, &value.to_le_bytes());
+    write_out(buffer_length.cast(), &4u32);
+    1
+}
+
 /// `STOR_PHYSICAL_ADDRESS StorPortGetPhysicalAddress(PVOID, PSCSI_REQUEST_BLOCK, PVOID, ULONG*)`.
 #[unsafe(no_mangle)]
 pub extern "system" fn StorPortGetPhysicalAddress(

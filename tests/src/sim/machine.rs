@@ -88,6 +88,8 @@ pub struct State {
     pub(crate) completed: HashMap<u64, Completion>,
     pub(crate) quarantine: VecDeque<(usize, Vec<(usize, usize)>)>,
     pub(crate) uncached: Option<(usize, usize)>,
+    /// The adapter's registry buffer (address, length), while allocated.
+    pub(crate) registry_buffer: Option<(usize, usize)>,
     pub(crate) dpcs: HashMap<usize, Arc<DpcState>>,
     pub(crate) perf_flags: u32,
     pub(crate) passive_initialize: Option<usize>,

@@ -64,6 +64,8 @@ pub struct SimOptions {
     /// offers no DPCs to the miniport (as the crash-dump stack does): the miniport must then
     /// complete requests from its ISR.
     pub passive_initialization: bool,
+    /// REG_DWORD values under the service's `Parameters\\Device` key, by name.
+    pub registry: Vec<(String, u32)>,
 }
 
 impl Default for SimOptions {
@@ -79,6 +81,7 @@ impl Default for SimOptions {
             scan_targets: 4,
             pci_location: (0, 3),
             passive_initialization: true,
+            registry: Vec::new(),
         }
     }
 }
@@ -354,6 +357,14 @@ pub enum Violation {
     },
     /// StorPortGetUncachedExtension called twice.
     UncachedExtensionTwice,
+    /// StorPortAllocateRegistryBuffer while the adapter already holds its registry buffer.
+    RegistryBufferTwice,
+    /// StorPortRegistryRead or StorPortFreeRegistryBuffer with a buffer that is not the
+    /// adapter's registry buffer.
+    ForeignRegistryBuffer {
+        /// The routine.
+        routine: &'static str,
+    },
     /// StorPortGetScatterGatherList for an SRB that is not outstanding.
     ScatterGatherOfUnknownSrb {
         /// The address.
