@@ -11,9 +11,13 @@
 //! | List Potential Cluster Disks | the above, matched across nodes by VPD 0x83; `IOCTL_SCSI_MINIPORT` "CLUSDISK" NOT_QUORUM_CAPABLE and NOT_CLUSTER_CAPABLE | shared LUNs with a device designator match across nodes; a shared LUN without one gets a per-adapter NAA-3 designator, so it does *not* match (give shared disks a wwn); NOT_QUORUM_CAPABLE: `SRB_STATUS_ERROR`, NOT_CLUSTER_CAPABLE: `SRB_STATUS_INVALID_REQUEST`, both with `ReturnCode` STATUS_NOT_SUPPORTED and DataTransferLength 28 (a failed probe means "capable") |
 //! | (malformed probes) | `SRB_IO_CONTROL` with DataTransferLength < 28, HeaderLength ≠ 28, Length past the buffer or overflowing, foreign signature, unknown CLUSDISK code | `SRB_STATUS_BAD_SRB_BLOCK_LENGTH` for the length faults, `SRB_STATUS_INVALID_REQUEST` for the rest; the buffer untouched (an unknown CLUSDISK code gets `ReturnCode` STATUS_INVALID_DEVICE_REQUEST); nothing written past DataTransferLength |
 //! | Validate SCSI Device Vital Product Data | INQUIRY VPD 0x80 and 0x83 of every shared LUN from both nodes | the same serial and designator from both nodes for each LUN, different between LUNs |
+//! | Validate SCSI-3 Persistent Reservation | per cluster disk: A: PR OUT REGISTER (KA), RESERVE (type 5, Write Exclusive - Registrants Only); PR IN READ KEYS / READ RESERVATION from both; B (unregistered): WRITE, RESERVE; B: REGISTER (KB), PREEMPT (KA); A: TEST UNIT READY, WRITE, REGISTER; B: RELEASE, CLEAR | PR OUT: `SRB_STATUS_SUCCESS`, GOOD; PR IN: the same data on both nodes; B's WRITE and RESERVE, A's WRITE after the preemption: `SRB_STATUS_ERROR`, SCSI status 0x18 RESERVATION CONFLICT, no sense, nothing written (checked on the medium); A: `SRB_STATUS_ERROR \| AUTOSENSE_VALID`, CHECK CONDITION, UNIT ATTENTION 2A/05 REGISTRATIONS PREEMPTED once, later 2A/04 RESERVATIONS RELEASED (B's RELEASE) and 2A/03 RESERVATIONS PREEMPTED (B's CLEAR) |
+//! | Validate Disk Arbitration | 24 rounds on each cluster disk: both REGISTER, both RESERVE at the same instant from two threads; the winner PREEMPTs the loser's key; the loser: TEST UNIT READY, WRITE, RESERVE; the winner: WRITE, CLEAR | exactly one RESERVE GOOD and the other RESERVATION CONFLICT, every round; both read the winner's key; the loser: UNIT ATTENTION 2A/05, then RESERVATION CONFLICT for WRITE and RESERVE, the medium unchanged |
+//! | Validate Disk Failover | A owns disk 0:0 (REGISTER, RESERVE) and writes continuously; B writes continuously to another region; mid-I/O B: REGISTER, PREEMPT (KA) | A's writes: GOOD until the preemption, then exactly one UNIT ATTENTION 2A/05, then RESERVATION CONFLICT; B's: RESERVATION CONFLICT until it registered, then GOOD; each region of the medium equals the shadow of the writes that returned GOOD; every SRB completed exactly once |
+//! | Validate Simultaneous Failover | the same on all three cluster disks at once, REGISTER + PREEMPT on each from parallel threads, I/O on every disk from both nodes | the same, per disk |
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use rvscsi::storport::{
     IOCTL_SCSI_MINIPORT_NOT_CLUSTER_CAPABLE, IOCTL_SCSI_MINIPORT_NOT_QUORUM_CAPABLE,
@@ -491,4 +495,630 @@ fn pattern(node: usize, processor: u32, round: u32, target: u8, blocks: usize) -
             (i as u8) ^ (node as u8 * 97) ^ (processor as u8 * 31) ^ (round as u8 * 7) ^ target
         })
         .collect()
+}
+
+// --- SCSI-3 persistent reservations (SPC-4 sections 5.14, 6.15, 6.16) ---
+
+/// PERSISTENT RESERVE IN / OUT operation codes.
+const PERSISTENT_RESERVE_IN: u8 = 0x5E;
+const PERSISTENT_RESERVE_OUT: u8 = 0x5F;
+/// PR IN service actions.
+const READ_KEYS: u8 = 0x00;
+const READ_RESERVATION: u8 = 0x01;
+/// PR OUT service actions.
+const REGISTER: u8 = 0x00;
+const RESERVE: u8 = 0x01;
+const RELEASE: u8 = 0x02;
+const CLEAR: u8 = 0x03;
+const PREEMPT: u8 = 0x04;
+/// Write Exclusive - Registrants Only: the type the cluster reserves its disks with (the
+/// owner and every node the cluster trusts are registrants and may write; a node whose
+/// registration is removed may not).
+const WRITE_EXCLUSIVE_REGISTRANTS_ONLY: u8 = 0x5;
+/// SCSI status RESERVATION CONFLICT.
+const RESERVATION_CONFLICT: u8 = 0x18;
+/// UNIT ATTENTION additional sense codes of the reservation model (SPC-4 annex D).
+const RESERVATIONS_PREEMPTED: (u8, u8) = (0x2A, 0x03);
+const RESERVATIONS_RELEASED: (u8, u8) = (0x2A, 0x04);
+const REGISTRATIONS_PREEMPTED: (u8, u8) = (0x2A, 0x05);
+
+/// The nodes' reservation keys.
+const KEY_A: u64 = 0x5256_5343_0000_000A;
+const KEY_B: u64 = 0x5256_5343_0000_000B;
+
+/// The shared LUNs with a device designator: the potential cluster disks.
+fn cluster_disks() -> impl Iterator<Item = (u8, u16)> {
+    SHARED
+        .iter()
+        .filter(|(.., naa_id)| naa_id.is_some())
+        .map(|&(target, lun, ..)| (target, lun))
+}
+
+/// PERSISTENT RESERVE OUT `action` with the 24-byte basic parameter list.
+fn pr_out(
+    node: &Machine,
+    processor: u32,
+    (target, lun): (u8, u16),
+    action: u8,
+    key: u64,
+    service_action_key: u64,
+) -> Completion {
+    let cdb = [
+        PERSISTENT_RESERVE_OUT,
+        action,
+        WRITE_EXCLUSIVE_REGISTRANTS_ONLY, // SCOPE 0 (LU_SCOPE), TYPE
+        0,
+        0,
+        0,
+        0,
+        0,
+        24,
+        0,
+    ];
+    let mut parameters = [0u8; 24];
+    parameters[..8].copy_from_slice(&key.to_be_bytes());
+    parameters[8..16].copy_from_slice(&service_action_key.to_be_bytes());
+    node.adapter
+        .execute(
+            processor,
+            &Request::new(target, lun as u8, &cdb).writing(&parameters),
+        )
+        .unwrap()
+}
+
+/// PERSISTENT RESERVE IN `action`: (PRgeneration, the parameter data after its header).
+fn pr_in(node: &Machine, (target, lun): (u8, u16), action: u8) -> (u32, Vec<u8>) {
+    let cdb = [PERSISTENT_RESERVE_IN, action, 0, 0, 0, 0, 0, 1, 0, 0];
+    let done = node
+        .adapter
+        .execute(0, &Request::new(target, lun as u8, &cdb).reading(256))
+        .unwrap();
+    assert!(moved_data(&done), "PR IN {action}: {done:?}");
+    assert_eq!(done.scsi_status, 0);
+    let generation = u32::from_be_bytes(done.data[..4].try_into().unwrap());
+    let length = u32::from_be_bytes(done.data[4..8].try_into().unwrap()) as usize;
+    (generation, done.data[8..8 + length].to_vec())
+}
+
+/// READ KEYS: the registered keys, as `node` sees them.
+fn read_keys(node: &Machine, disk: (u8, u16)) -> Vec<u64> {
+    pr_in(node, disk, READ_KEYS)
+        .1
+        .chunks_exact(8)
+        .map(|key| u64::from_be_bytes(key.try_into().unwrap()))
+        .collect()
+}
+
+/// READ RESERVATION: the holder's key and the type, if reserved.
+fn read_reservation(node: &Machine, disk: (u8, u16)) -> Option<(u64, u8)> {
+    let (_, body) = pr_in(node, disk, READ_RESERVATION);
+    (body.len() >= 16).then(|| {
+        (
+            u64::from_be_bytes(body[..8].try_into().unwrap()),
+            body[13] & 0x0F,
+        )
+    })
+}
+
+/// How one command came back, as the class driver above the miniport classifies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Seen {
+    /// SRB_STATUS_SUCCESS, SCSI GOOD.
+    Good,
+    /// SRB_STATUS_ERROR with SCSI status RESERVATION CONFLICT and no sense (autosense not
+    /// valid): what classpnp reads as a reservation conflict.
+    Conflict,
+    /// SRB_STATUS_ERROR | SRB_STATUS_AUTOSENSE_VALID, CHECK CONDITION, UNIT ATTENTION with
+    /// this ASC/ASCQ.
+    UnitAttention((u8, u8)),
+}
+
+/// Classifies `done`, failing the test on anything the reservation model cannot produce.
+fn seen(done: &Completion) -> Seen {
+    const AUTOSENSE: u8 = rvscsi::storport::SRB_STATUS_AUTOSENSE_VALID;
+    match (done.srb_status, done.scsi_status) {
+        (SRB_STATUS_SUCCESS, 0) => Seen::Good,
+        (SRB_STATUS_ERROR, RESERVATION_CONFLICT) => {
+            assert!(done.sense.is_empty(), "{done:?}");
+            assert_eq!(done.data_transfer_length, 0, "{done:?}");
+            Seen::Conflict
+        }
+        (status, 0x02) if status == SRB_STATUS_ERROR | AUTOSENSE => {
+            assert_eq!(done.sense[2] & 0x0F, 0x06, "UNIT ATTENTION: {done:?}");
+            Seen::UnitAttention((done.sense[12], done.sense[13]))
+        }
+        _ => panic!("unexpected completion {done:?}"),
+    }
+}
+
+fn test_unit_ready(node: &Machine, (target, lun): (u8, u16)) -> Seen {
+    seen(
+        &node
+            .adapter
+            .execute(0, &Request::new(target, lun as u8, &[0, 0, 0, 0, 0, 0]))
+            .unwrap(),
+    )
+}
+
+fn write_blocks(
+    node: &Machine,
+    processor: u32,
+    (target, lun): (u8, u16),
+    lba: u32,
+    data: &[u8],
+) -> Seen {
+    let blocks = (data.len() / BLOCK) as u16;
+    seen(
+        &node
+            .adapter
+            .execute(
+                processor,
+                &Request::new(target, lun as u8, &write10(lba, blocks)).writing(data),
+            )
+            .unwrap(),
+    )
+}
+
+fn read_blocks(node: &Machine, (target, lun): (u8, u16), lba: u32, blocks: u16) -> Vec<u8> {
+    let done = node
+        .adapter
+        .execute(
+            0,
+            &Request::new(target, lun as u8, &read10(lba, blocks))
+                .reading(u32::from(blocks) * BLOCK as u32),
+        )
+        .unwrap();
+    assert_eq!(seen(&done), Seen::Good);
+    done.data
+}
+
+/// The medium of `unit` at `lba`, read past both drivers.
+fn medium(unit: &Lun, lba: u32, blocks: usize) -> Vec<u8> {
+    let mut bytes = vec![0; blocks * BLOCK];
+    unit.read_at(u64::from(lba) * BLOCK as u64, &mut bytes)
+        .unwrap();
+    bytes
+}
+
+fn unit_of(luns: &[(u8, u16, Lun)], (target, lun): (u8, u16)) -> &Lun {
+    &luns
+        .iter()
+        .find(|(t, l, _)| (*t, *l) == (target, lun))
+        .unwrap()
+        .2
+}
+
+#[test]
+#[ignore = "needs PR target"]
+fn validate_scsi3_persistent_reservation_between_the_nodes() {
+    let luns = shared_luns();
+    let (a, b) = two_nodes(&luns);
+    for disk in cluster_disks() {
+        let unit = unit_of(&luns, disk);
+        // A registers and reserves; both nodes read the same keys and reservation.
+        assert_eq!(seen(&pr_out(&a, 0, disk, REGISTER, 0, KEY_A)), Seen::Good);
+        assert_eq!(seen(&pr_out(&a, 1, disk, RESERVE, KEY_A, 0)), Seen::Good);
+        assert_eq!(pr_in(&a, disk, READ_KEYS), pr_in(&b, disk, READ_KEYS));
+        assert_eq!(read_keys(&b, disk), vec![KEY_A]);
+        for node in [&a, &b] {
+            assert_eq!(
+                read_reservation(node, disk),
+                Some((KEY_A, WRITE_EXCLUSIVE_REGISTRANTS_ONLY))
+            );
+        }
+        // The owner writes; B, not registered, may read but not write or reserve.
+        let owner_data = vec![0xA1; 8 * BLOCK];
+        assert_eq!(write_blocks(&a, 0, disk, 100, &owner_data), Seen::Good);
+        assert_eq!(
+            write_blocks(&b, 1, disk, 100, &[0xB1; 8 * BLOCK]),
+            Seen::Conflict
+        );
+        assert_eq!(medium(unit, 100, 8), owner_data, "B's write must not land");
+        assert_eq!(read_blocks(&b, disk, 100, 8), owner_data);
+        assert_eq!(
+            seen(&pr_out(&b, 0, disk, RESERVE, KEY_B, 0)),
+            Seen::Conflict
+        );
+        // B registers, then preempts A: the reservation moves to B, A's registration goes.
+        assert_eq!(seen(&pr_out(&b, 0, disk, REGISTER, 0, KEY_B)), Seen::Good);
+        assert_eq!(read_keys(&a, disk), vec![KEY_A, KEY_B]);
+        assert_eq!(
+            seen(&pr_out(&b, 1, disk, PREEMPT, KEY_B, KEY_A)),
+            Seen::Good
+        );
+        assert_eq!(
+            test_unit_ready(&a, disk),
+            Seen::UnitAttention(REGISTRATIONS_PREEMPTED),
+            "A learns it lost its registration"
+        );
+        assert_eq!(test_unit_ready(&a, disk), Seen::Good, "reported once");
+        assert_eq!(
+            read_reservation(&a, disk),
+            Some((KEY_B, WRITE_EXCLUSIVE_REGISTRANTS_ONLY))
+        );
+        assert_eq!(read_keys(&a, disk), vec![KEY_B]);
+        assert_eq!(
+            write_blocks(&a, 1, disk, 100, &[0xA2; 8 * BLOCK]),
+            Seen::Conflict
+        );
+        assert_eq!(medium(unit, 100, 8), owner_data, "A's write must not land");
+        let new_owner_data = vec![0xB2; 8 * BLOCK];
+        assert_eq!(write_blocks(&b, 0, disk, 100, &new_owner_data), Seen::Good);
+        assert_eq!(medium(unit, 100, 8), new_owner_data);
+        // A registers again (a trusted node); B releases, and A is told.
+        assert_eq!(seen(&pr_out(&a, 0, disk, REGISTER, 0, KEY_A)), Seen::Good);
+        assert_eq!(seen(&pr_out(&b, 0, disk, RELEASE, KEY_B, 0)), Seen::Good);
+        assert_eq!(read_reservation(&b, disk), None);
+        assert_eq!(
+            test_unit_ready(&a, disk),
+            Seen::UnitAttention(RESERVATIONS_RELEASED)
+        );
+        // B clears every registration; A is told its registration is gone.
+        assert_eq!(seen(&pr_out(&b, 1, disk, CLEAR, KEY_B, 0)), Seen::Good);
+        assert_eq!(
+            test_unit_ready(&a, disk),
+            Seen::UnitAttention(RESERVATIONS_PREEMPTED)
+        );
+        assert_eq!(test_unit_ready(&b, disk), Seen::Good);
+        assert!(read_keys(&a, disk).is_empty());
+        assert!(read_keys(&b, disk).is_empty());
+        assert_eq!(read_reservation(&a, disk), None);
+    }
+    a.finish();
+    b.finish();
+}
+
+#[test]
+#[ignore = "needs PR target"]
+fn validate_disk_arbitration_exactly_one_node_wins() {
+    let luns = shared_luns();
+    let (a, b) = two_nodes(&luns);
+    let nodes = [Arc::new(a), Arc::new(b)];
+    let keys = [KEY_A, KEY_B];
+    let mut wins = [0u32; 2];
+    for round in 0..24u32 {
+        for disk in cluster_disks() {
+            for (node, key) in nodes.iter().zip(keys) {
+                assert_eq!(seen(&pr_out(node, 0, disk, REGISTER, 0, key)), Seen::Good);
+            }
+            // Both nodes arbitrate at once, each from a different processor.
+            let start = Arc::new(std::sync::Barrier::new(2));
+            let racers: Vec<_> = nodes
+                .iter()
+                .zip(keys)
+                .map(|(node, key)| {
+                    let node = Arc::clone(node);
+                    let start = Arc::clone(&start);
+                    std::thread::spawn(move || {
+                        start.wait();
+                        seen(&pr_out(&node, round % 2, disk, RESERVE, key, 0))
+                    })
+                })
+                .collect();
+            let results: Vec<Seen> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+            let winner = match results.as_slice() {
+                [Seen::Good, Seen::Conflict] => 0,
+                [Seen::Conflict, Seen::Good] => 1,
+                other => panic!("round {round} {disk:?}: {other:?}"),
+            };
+            wins[winner] += 1;
+            let loser = 1 - winner;
+            for node in &nodes {
+                assert_eq!(
+                    read_reservation(node, disk),
+                    Some((keys[winner], WRITE_EXCLUSIVE_REGISTRANTS_ONLY))
+                );
+            }
+            // The owner defends: it removes the challenger's registration, after which the
+            // challenger is told, cannot write, and cannot take the disk.
+            assert_eq!(
+                seen(&pr_out(
+                    &nodes[winner],
+                    1,
+                    disk,
+                    PREEMPT,
+                    keys[winner],
+                    keys[loser]
+                )),
+                Seen::Good
+            );
+            assert_eq!(
+                test_unit_ready(&nodes[loser], disk),
+                Seen::UnitAttention(REGISTRATIONS_PREEMPTED)
+            );
+            let before = medium(unit_of(&luns, disk), 200, 1);
+            assert_eq!(
+                write_blocks(&nodes[loser], 0, disk, 200, &[0xEE; BLOCK]),
+                Seen::Conflict
+            );
+            assert_eq!(medium(unit_of(&luns, disk), 200, 1), before);
+            assert_eq!(
+                seen(&pr_out(&nodes[loser], 0, disk, RESERVE, keys[loser], 0)),
+                Seen::Conflict
+            );
+            assert_eq!(
+                write_blocks(&nodes[winner], 0, disk, 200, &[round as u8; BLOCK]),
+                Seen::Good
+            );
+            assert_eq!(
+                seen(&pr_out(&nodes[winner], 0, disk, CLEAR, keys[winner], 0)),
+                Seen::Good
+            );
+        }
+    }
+    // Not a fairness requirement; only that the race really was one.
+    eprintln!("arbitration wins: A {}, B {}", wins[0], wins[1]);
+    for node in nodes {
+        let Ok(node) = Arc::try_unwrap(node) else {
+            panic!("a racer still holds a node");
+        };
+        node.finish();
+    }
+}
+
+/// One writer's record: every write it sent (LBA, data) and how it came back.
+struct WriteLog {
+    writes: Vec<(u32, Vec<u8>, Seen)>,
+}
+
+/// Blocks per write, and writes per writer's region.
+const WRITE_BLOCKS: usize = 2;
+const REGION_WRITES: u32 = 16;
+/// Where the owner's and the taker's writers write on each disk.
+const OWNER_REGION: u32 = 1000;
+const TAKER_REGION: u32 = 2000;
+
+/// A thread writing to its own region of a disk through one node, until told to stop.
+struct Writer {
+    disk: (u8, u16),
+    /// First LBA of its [`REGION_WRITES`] slots of [`WRITE_BLOCKS`].
+    base: u32,
+    /// The region's contents before it started.
+    initial: Vec<u8>,
+    /// Writes sent so far, and how many of them landed (GOOD).
+    progress: Arc<AtomicU32>,
+    landed: Arc<AtomicU32>,
+    handle: std::thread::JoinHandle<WriteLog>,
+}
+
+impl Writer {
+    /// Starts writing to `base..` of `disk` through `node`'s `processor`, each write with
+    /// unique contents tagged `tag`, until `stop`.
+    fn start(
+        node: &Arc<Machine>,
+        processor: u32,
+        (disk, base, tag): ((u8, u16), u32, u8),
+        unit: &Lun,
+        stop: &Arc<AtomicBool>,
+    ) -> Self {
+        let initial = medium(unit, base, REGION_WRITES as usize * WRITE_BLOCKS);
+        let progress = Arc::new(AtomicU32::new(0));
+        let landed = Arc::new(AtomicU32::new(0));
+        let handle = {
+            let (node, stop) = (Arc::clone(node), Arc::clone(stop));
+            let (progress, landed) = (Arc::clone(&progress), Arc::clone(&landed));
+            std::thread::spawn(move || {
+                let mut log = WriteLog { writes: Vec::new() };
+                let mut serial = 0u32;
+                while !stop.load(Ordering::SeqCst) {
+                    let lba = base + (serial % REGION_WRITES) * WRITE_BLOCKS as u32;
+                    let mut data = vec![tag; WRITE_BLOCKS * BLOCK];
+                    for (index, chunk) in data.chunks_mut(4).enumerate() {
+                        chunk.copy_from_slice(&(serial ^ ((index as u32) << 20)).to_le_bytes());
+                    }
+                    data[0] = tag;
+                    let outcome = write_blocks(&node, processor, disk, lba, &data);
+                    if outcome == Seen::Good {
+                        landed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    log.writes.push((lba, data, outcome));
+                    progress.fetch_add(1, Ordering::SeqCst);
+                    serial += 1;
+                }
+                log
+            })
+        };
+        Self {
+            disk,
+            base,
+            initial,
+            progress,
+            landed,
+            handle,
+        }
+    }
+
+    fn progress(&self) -> u32 {
+        self.progress.load(Ordering::SeqCst)
+    }
+
+    fn landed(&self) -> u32 {
+        self.landed.load(Ordering::SeqCst)
+    }
+
+    /// Joins the thread; checks the medium against the shadow of the writes that landed: each
+    /// slot holds what the last GOOD write to it carried (or what it held before), so no
+    /// refused write reached the data. Returns the outcomes with runs merged.
+    fn finish(self, unit: &Lun) -> Vec<Seen> {
+        let log = self.handle.join().unwrap();
+        let mut shadow: Vec<Vec<u8>> = self
+            .initial
+            .chunks(WRITE_BLOCKS * BLOCK)
+            .map(<[u8]>::to_vec)
+            .collect();
+        let mut phases: Vec<Seen> = Vec::new();
+        for (lba, data, outcome) in &log.writes {
+            if *outcome == Seen::Good {
+                shadow[((lba - self.base) / WRITE_BLOCKS as u32) as usize].clone_from(data);
+            }
+            if phases.last() != Some(outcome) {
+                phases.push(outcome.clone());
+            }
+        }
+        assert_eq!(
+            medium(unit, self.base, REGION_WRITES as usize * WRITE_BLOCKS),
+            shadow.concat(),
+            "{:?}: the region at {} differs from its shadow",
+            self.disk,
+            self.base
+        );
+        phases
+    }
+}
+
+/// Waits (up to 30 s) until `condition` holds.
+fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// The failover itself: on every disk at once, `taker` registers and preempts node A's key.
+fn take_over(taker: &Arc<Machine>, disks: &[(u8, u16)]) {
+    let start = Arc::new(std::sync::Barrier::new(disks.len()));
+    let movers: Vec<_> = disks
+        .iter()
+        .enumerate()
+        .map(|(index, &disk)| {
+            let taker = Arc::clone(taker);
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || {
+                start.wait();
+                let processor = (index as u32 + 1) % 2;
+                let register = pr_out(&taker, processor, disk, REGISTER, 0, KEY_B);
+                assert_eq!(seen(&register), Seen::Good);
+                let preempt = pr_out(&taker, processor, disk, PREEMPT, KEY_B, KEY_A);
+                assert_eq!(seen(&preempt), Seen::Good);
+            })
+        })
+        .collect();
+    for mover in movers {
+        mover.join().unwrap();
+    }
+}
+
+/// Moves the ownership of `disks` from `owner` (node A: registered and reserved on each) to
+/// `taker` (node B: not registered) while both write to them: the cluster's failover, one
+/// disk or all at once.
+fn failover_with_io(
+    luns: &[(u8, u16, Lun)],
+    owner: &Arc<Machine>,
+    taker: &Arc<Machine>,
+    disks: &[(u8, u16)],
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for (index, &disk) in disks.iter().enumerate() {
+        // Known contents in both regions first, so a refused write that landed would show.
+        let fill = vec![0x11; REGION_WRITES as usize * WRITE_BLOCKS * BLOCK];
+        for base in [OWNER_REGION, TAKER_REGION] {
+            assert_eq!(write_blocks(owner, 0, disk, base, &fill), Seen::Good);
+        }
+        let processor = index as u32 % 2;
+        let unit = unit_of(luns, disk);
+        let tag = index as u8;
+        writers.push(Writer::start(
+            owner,
+            processor,
+            (disk, OWNER_REGION, 0xA0 + tag),
+            unit,
+            &stop,
+        ));
+        writers.push(Writer::start(
+            taker,
+            processor,
+            (disk, TAKER_REGION, 0xB0 + tag),
+            unit,
+            &stop,
+        ));
+    }
+    // I/O runs on the owner, and is refused to the taker, before the failover.
+    for writer in &writers {
+        wait_until("writes before the failover", || writer.progress() >= 20);
+        if writer.base == TAKER_REGION {
+            assert_eq!(writer.landed(), 0, "{:?}: the taker wrote", writer.disk);
+        }
+    }
+    take_over(taker, disks);
+    // And keeps running on both sides after it.
+    let after: Vec<u32> = writers.iter().map(Writer::progress).collect();
+    for (writer, done) in writers.iter().zip(after) {
+        wait_until("writes after the failover", || {
+            writer.progress() >= done + 20 && writer.landed() > 0
+        });
+    }
+    stop.store(true, Ordering::SeqCst);
+    for writer in writers {
+        let (disk, base) = (writer.disk, writer.base);
+        let phases = writer.finish(unit_of(luns, disk));
+        let expected = if base == OWNER_REGION {
+            // The old owner: writes land until the preemption, the next command learns of
+            // it, and every write after that is refused.
+            vec![
+                Seen::Good,
+                Seen::UnitAttention(REGISTRATIONS_PREEMPTED),
+                Seen::Conflict,
+            ]
+        } else {
+            // The new owner: refused until it registered, then landing.
+            vec![Seen::Conflict, Seen::Good]
+        };
+        assert_eq!(phases, expected, "{disk:?}: the writes to {base}");
+    }
+    for &disk in disks {
+        for node in [owner, taker] {
+            assert_eq!(
+                read_reservation(node, disk),
+                Some((KEY_B, WRITE_EXCLUSIVE_REGISTRANTS_ONLY))
+            );
+            assert_eq!(read_keys(node, disk), vec![KEY_B]);
+        }
+    }
+}
+
+/// Node A registers and reserves `disks`: it owns them.
+fn take_ownership(node: &Machine, disks: &[(u8, u16)]) {
+    for &disk in disks {
+        assert_eq!(seen(&pr_out(node, 0, disk, REGISTER, 0, KEY_A)), Seen::Good);
+        assert_eq!(seen(&pr_out(node, 0, disk, RESERVE, KEY_A, 0)), Seen::Good);
+    }
+}
+
+#[test]
+#[ignore = "needs PR target"]
+fn validate_disk_failover_with_io_running_on_the_owner() {
+    let luns = shared_luns();
+    let (a, b) = two_nodes(&luns);
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let disk = [(0, 0)];
+    take_ownership(&a, &disk);
+    failover_with_io(&luns, &a, &b, &disk);
+    for node in [a, b] {
+        let Ok(node) = Arc::try_unwrap(node) else {
+            panic!("a writer still holds a node");
+        };
+        node.finish();
+    }
+}
+
+#[test]
+#[ignore = "needs PR target"]
+fn validate_simultaneous_failover_of_every_cluster_disk() {
+    let luns = shared_luns();
+    let (a, b) = two_nodes(&luns);
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let disks: Vec<(u8, u16)> = cluster_disks().collect();
+    take_ownership(&a, &disks);
+    failover_with_io(&luns, &a, &b, &disks);
+    for node in [a, b] {
+        let Ok(node) = Arc::try_unwrap(node) else {
+            panic!("a writer still holds a node");
+        };
+        node.finish();
+    }
 }
