@@ -20,6 +20,7 @@
 #![deny(unsafe_code)]
 
 pub mod memory;
+pub mod reservations;
 pub mod target;
 #[cfg(test)]
 mod tests;
@@ -43,6 +44,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use zerocopy::IntoBytes;
 
 pub use memory::PhysicalMemory;
+pub use reservations::{Nexus, PrStatus, ReservationType};
 pub use target::Lun;
 
 /// What completing one job put on the used ring.
@@ -103,6 +105,10 @@ pub struct DeviceOptions {
     pub seed: u64,
     /// Offer `VIRTIO_SCSI_F_HOTPLUG` (events are posted with [`VirtioScsiDevice::post_event`]).
     pub hotplug: bool,
+    /// The I_T nexus this device's commands come from: the simulated node's initiator port,
+    /// which owns its registrations, reservations and unit attentions on every LUN. `None`
+    /// takes a fresh one ([`Nexus::fresh`]), so every device is a distinct initiator.
+    pub nexus: Option<Nexus>,
 }
 
 impl Default for DeviceOptions {
@@ -118,6 +124,7 @@ impl Default for DeviceOptions {
             completion: CompletionMode::Inline,
             seed: 0x5eed,
             hotplug: false,
+            nexus: None,
         }
     }
 }
@@ -264,6 +271,8 @@ enum Work {
     /// Run the CDB on a LUN.
     Execute {
         lun: Lun,
+        /// The command as the LUN received it (for PREEMPT AND ABORT).
+        task: reservations::Task,
         cdb: Vec<u8>,
         data_out: Vec<u8>,
         luns: Vec<u16>,
@@ -280,13 +289,18 @@ impl Work {
             Self::Reply(reply) => reply,
             Self::Execute {
                 lun,
+                task,
                 cdb,
                 data_out,
                 luns,
                 data_in_capacity,
                 data_out_len,
             } => {
-                let outcome = lun.execute(&cdb, &data_out, &luns);
+                let Some(outcome) = lun.execute_task(task, &cdb, &data_out, &luns) else {
+                    // Another nexus's PREEMPT AND ABORT aborted it while it was held: it
+                    // completes as a TMF abort would, without touching the medium.
+                    return Reply::response(Response::Aborted, data_in_capacity.max(data_out_len));
+                };
                 let transferred_in = outcome.data_in.len().min(data_in_capacity as usize) as u32;
                 let resid = if data_out_len > 0 {
                     let consumed = if outcome.status == target::GOOD {
@@ -358,6 +372,8 @@ impl PendingSet {
 
 struct Shared {
     options: DeviceOptions,
+    /// The I_T nexus of this device's commands.
+    nexus: Nexus,
     memory: PhysicalMemory,
     guest: Arc<GuestMemoryMmap>,
     regs: FakeVirtioPci,
@@ -458,6 +474,7 @@ impl VirtioScsiDevice {
         });
         let shared = Arc::new(Shared {
             options,
+            nexus: options.nexus.unwrap_or_else(Nexus::fresh),
             guest: Arc::new(memory.guest_memory().clone()),
             memory,
             regs,
@@ -483,6 +500,12 @@ impl VirtioScsiDevice {
             eprintln!("virtio-scsi device: completion worker did not start: {error}");
         }
         Self { shared }
+    }
+
+    /// The I_T nexus this device's commands come from.
+    #[must_use]
+    pub fn nexus(&self) -> Nexus {
+        self.shared.nexus
     }
 
     /// PCI configuration space (header and capability list).
@@ -923,6 +946,7 @@ impl Shared {
             cdb: cdb.clone(),
         };
         job.work = Work::Execute {
+            task: unit.receive(self.nexus),
             lun: unit,
             cdb,
             data_out,
@@ -946,6 +970,20 @@ impl Shared {
             units.get(&address.lun()).cloned(),
             units.keys().copied().collect(),
         ))
+    }
+
+    /// LUN `lun` of `target` (every LUN of it with `None`), if present.
+    fn units(&self, target: u8, lun: Option<u16>) -> Vec<Lun> {
+        let all = self.luns.read().unwrap_or_else(PoisonError::into_inner);
+        all.get(&target)
+            .map(|units| {
+                units
+                    .iter()
+                    .filter(|(number, _)| lun.is_none_or(|lun| lun == **number))
+                    .map(|(_, unit)| unit.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Asks the fault hook (if any) what to do with `job` and applies the answer.
@@ -1329,10 +1367,16 @@ impl Shared {
             }
             TmfSubtype::LogicalUnitReset => {
                 self.cancel(Response::Reset, on_lun);
+                for unit in self.units(target, Some(lun)) {
+                    unit.logical_unit_reset();
+                }
                 Response::FUNCTION_COMPLETE
             }
             TmfSubtype::ITNexusReset => {
                 self.cancel(Response::Reset, |job| job.nexus.0 == target);
+                for unit in self.units(target, None) {
+                    unit.nexus_loss(self.nexus);
+                }
                 Response::FUNCTION_COMPLETE
             }
             TmfSubtype::QueryTask | TmfSubtype::QueryTaskSet => {

@@ -11,6 +11,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use super::reservations::{Nexus, PrStatus, Reservations, Task};
+
 /// SCSI status GOOD.
 pub const GOOD: u8 = 0x00;
 /// SCSI status CHECK CONDITION.
@@ -84,6 +86,18 @@ pub mod opcode {
     pub const SERVICE_ACTION_IN_16: u8 = 0x9E;
     /// REPORT LUNS.
     pub const REPORT_LUNS: u8 = 0xA0;
+    /// RESERVE(6) (SPC-2).
+    pub const RESERVE_6: u8 = 0x16;
+    /// RELEASE(6) (SPC-2).
+    pub const RELEASE_6: u8 = 0x17;
+    /// RESERVE(10) (SPC-2).
+    pub const RESERVE_10: u8 = 0x56;
+    /// RELEASE(10) (SPC-2).
+    pub const RELEASE_10: u8 = 0x57;
+    /// PERSISTENT RESERVE IN.
+    pub const PERSISTENT_RESERVE_IN: u8 = 0x5E;
+    /// PERSISTENT RESERVE OUT.
+    pub const PERSISTENT_RESERVE_OUT: u8 = 0x5F;
 }
 
 /// The READ CAPACITY(16) service action of SERVICE ACTION IN(16).
@@ -114,10 +128,24 @@ pub struct Outcome {
 
 impl Outcome {
     fn good(data_in: Vec<u8>) -> Self {
+        Self::good_data(data_in)
+    }
+
+    /// GOOD with `data_in`.
+    pub(crate) fn good_data(data_in: Vec<u8>) -> Self {
         Self {
             status: GOOD,
             sense: Vec::new(),
             data_in,
+        }
+    }
+
+    /// `status` with no sense and no data (GOOD, RESERVATION CONFLICT).
+    pub(crate) fn status_only(status: u8) -> Self {
+        Self {
+            status,
+            sense: Vec::new(),
+            data_in: Vec::new(),
         }
     }
 
@@ -194,7 +222,8 @@ pub fn data_phase(cdb: &[u8], block_size: u32) -> DataPhase {
         opcode::REQUEST_SENSE | opcode::MODE_SENSE_6 => DataPhase::In(c.u8(4).into()),
         opcode::INQUIRY => DataPhase::In(c.be16(3).into()),
         opcode::READ_CAPACITY_10 => DataPhase::In(8),
-        opcode::MODE_SENSE_10 => DataPhase::In(c.be16(7).into()),
+        opcode::PERSISTENT_RESERVE_OUT => DataPhase::Out(c.be32(5).into()),
+        opcode::MODE_SENSE_10 | opcode::PERSISTENT_RESERVE_IN => DataPhase::In(c.be16(7).into()),
         opcode::SERVICE_ACTION_IN_16 | opcode::REPORT_LUNS => {
             let at = if c.u8(0) == opcode::REPORT_LUNS {
                 6
@@ -314,11 +343,18 @@ struct LunInner {
     read_only: bool,
     write_cache: bool,
     identity: LunIdentity,
+    /// Reservations and unit attentions. Taken before `backing` and held for a whole command,
+    /// so a command admitted under one reservation state finishes before the state changes
+    /// (a preempted nexus's write either completed before the PREEMPT or conflicts).
+    reservations: Mutex<Reservations>,
     backing: Mutex<Backing>,
 }
 
-/// A logical unit. A cheap handle: clones share the medium, so several simulated nodes (or
-/// devices) can reach one disk.
+/// A logical unit. A cheap handle: clones share the medium *and* the reservation state, so
+/// several simulated nodes reach one disk: give each node's [`VirtioScsiDevice`] a clone
+/// (`add_lun(t, l, lun.clone())`), and each device's [`Nexus`] is a distinct initiator of it.
+///
+/// [`VirtioScsiDevice`]: super::VirtioScsiDevice
 #[derive(Clone, Debug)]
 pub struct Lun {
     inner: Arc<LunInner>,
@@ -379,6 +415,7 @@ impl Lun {
                 read_only: false,
                 write_cache: true,
                 identity: LunIdentity::default(),
+                reservations: Mutex::new(Reservations::default()),
                 backing: Mutex::new(backing),
             }),
         })
@@ -442,15 +479,112 @@ impl Lun {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Executes `cdb` with `data_out` (exactly what the CDB's [`data_phase`] asked for, as the
-    /// device checked) on this unit; `luns` are the LUNs present on its target (REPORT LUNS).
+    fn reservations(&self) -> MutexGuard<'_, Reservations> {
+        self.inner
+            .reservations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The reservation state (registrations, persistent and SPC-2 reservations, PRgeneration),
+    /// for test assertions.
+    #[must_use]
+    pub fn pr_status(&self) -> PrStatus {
+        self.reservations().status()
+    }
+
+    /// The unit attentions pending for `nexus`, oldest first, as `(asc, ascq)`.
+    #[must_use]
+    pub fn unit_attentions(&self, nexus: Nexus) -> Vec<(u8, u8)> {
+        self.reservations().unit_attentions(nexus)
+    }
+
+    /// Simulates power loss and power on: SPC-2 reservations and unit attentions are lost, and
+    /// persistent registrations and the reservation too unless the last REGISTER set APTPL.
+    /// The medium keeps its data.
+    pub fn power_cycle(&self) {
+        self.reservations().power_cycle();
+    }
+
+    /// A LOGICAL UNIT RESET: ends an SPC-2 reservation (persistent reservations stay).
+    pub fn logical_unit_reset(&self) {
+        self.reservations().logical_unit_reset();
+    }
+
+    /// The loss of I_T nexus `nexus` (I_T NEXUS RESET): ends its SPC-2 reservation.
+    pub fn nexus_loss(&self, nexus: Nexus) {
+        self.reservations().nexus_loss(nexus);
+    }
+
+    /// Marks a command from `nexus` as received now; [`Lun::execute_task`] aborts it if a
+    /// PREEMPT AND ABORT removes `nexus`'s registration in between.
+    pub(crate) fn receive(&self, nexus: Nexus) -> Task {
+        self.reservations().receive(nexus)
+    }
+
+    /// Executes `cdb` from nexus 0 ([`Lun::execute_from`] for a unit with a single initiator).
     #[must_use]
     pub fn execute(&self, cdb: &[u8], data_out: &[u8], luns: &[u16]) -> Outcome {
+        self.execute_from(Nexus::new(0), cdb, data_out, luns)
+    }
+
+    /// Executes `cdb` with `data_out` (exactly what the CDB's [`data_phase`] asked for, as the
+    /// device checked) from I_T nexus `nexus` on this unit, subject to its reservations and
+    /// unit attentions; `luns` are the LUNs present on its target (REPORT LUNS).
+    #[must_use]
+    pub fn execute_from(&self, nexus: Nexus, cdb: &[u8], data_out: &[u8], luns: &[u16]) -> Outcome {
+        let mut reservations = self.reservations();
+        self.run(&mut reservations, nexus, cdb, data_out, luns)
+    }
+
+    /// Executes `task`'s `cdb` as [`Lun::execute_from`] does; `None` if a PREEMPT AND ABORT
+    /// aborted the task after it was received (it then never ran).
+    pub(crate) fn execute_task(
+        &self,
+        task: Task,
+        cdb: &[u8],
+        data_out: &[u8],
+        luns: &[u16],
+    ) -> Option<Outcome> {
+        let mut reservations = self.reservations();
+        if reservations.aborted(task) {
+            return None;
+        }
+        Some(self.run(&mut reservations, task.nexus, cdb, data_out, luns))
+    }
+
+    /// Executes `cdb` from `nexus` with the reservation lock held throughout, so the command
+    /// runs under the state that admitted it.
+    fn run(
+        &self,
+        reservations: &mut Reservations,
+        nexus: Nexus,
+        cdb: &[u8],
+        data_out: &[u8],
+        luns: &[u16],
+    ) -> Outcome {
         let c = Cdb(cdb);
         let op = c.u8(0);
         if cdb.len() < cdb_length(op) {
             return Outcome::check(sense_key::ILLEGAL_REQUEST, asc::INVALID_FIELD_IN_CDB);
         }
+        if let Some(answer) = reservations.admit(nexus, cdb) {
+            return answer;
+        }
+        match op {
+            opcode::PERSISTENT_RESERVE_IN => reservations.persistent_reserve_in(cdb),
+            opcode::PERSISTENT_RESERVE_OUT => {
+                reservations.persistent_reserve_out(nexus, cdb, data_out)
+            }
+            opcode::RESERVE_6 | opcode::RESERVE_10 => reservations.reserve_scsi2(nexus, cdb),
+            opcode::RELEASE_6 | opcode::RELEASE_10 => reservations.release_scsi2(nexus, cdb),
+            _ => self.execute_admitted(c, data_out, luns),
+        }
+    }
+
+    /// Executes a command the reservations admitted.
+    fn execute_admitted(&self, c: Cdb<'_>, data_out: &[u8], luns: &[u16]) -> Outcome {
+        let op = c.u8(0);
         match op {
             opcode::TEST_UNIT_READY => Outcome::good(Vec::new()),
             opcode::REQUEST_SENSE => {

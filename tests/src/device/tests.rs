@@ -20,6 +20,7 @@ use virtio_core::scsi::{
 };
 use zerocopy::{FromBytes, IntoBytes};
 
+use super::reservations::RESERVATION_CONFLICT;
 use super::target::{self, LunIdentity, opcode};
 use super::*;
 
@@ -712,6 +713,164 @@ fn fault_actions_respond_status_delay_and_drop() {
         .queue(2)
         .command(lun0(), &rw10(opcode::READ_10, 0, 1), &[], 512);
     assert_eq!(read.resp.status, 0);
+}
+
+/// Sends PERSISTENT RESERVE OUT `action` with TYPE `kind`, RESERVATION KEY `key` and SERVICE
+/// ACTION RESERVATION KEY `sa_key` (a 24-byte parameter list) on `queue`.
+fn pr_out(queue: &mut DriverQueue, action: u8, kind: u8, key: u64, sa_key: u64) -> Done {
+    let cdb = [
+        opcode::PERSISTENT_RESERVE_OUT,
+        action,
+        kind,
+        0,
+        0,
+        0,
+        0,
+        0,
+        24,
+        0,
+    ];
+    let mut parameters = key.to_be_bytes().to_vec();
+    parameters.extend_from_slice(&sa_key.to_be_bytes());
+    parameters.resize(24, 0);
+    queue.command(WireLun::new(0, 1).unwrap(), &cdb, &parameters, 0)
+}
+
+/// Two nodes (devices with nexus 1 and 2; node A completes after a delay) with one shared
+/// disk as LUN 0:1 of both.
+fn two_nodes() -> (Harness, Harness, Lun) {
+    let node = |id, completion| {
+        Harness::new(
+            DeviceOptions {
+                nexus: Some(Nexus::new(id)),
+                completion,
+                ..DeviceOptions::default()
+            },
+            SCSI_DRIVER_FEATURES,
+        )
+    };
+    let delayed = CompletionMode::Delayed {
+        max_delay: Duration::from_millis(1),
+        shuffle: false,
+    };
+    let (a, b) = (node(1, delayed), node(2, CompletionMode::Inline));
+    let disk = Lun::memory(1 << 12, 512).unwrap();
+    a.device.add_lun(0, 1, disk.clone()).unwrap();
+    b.device.add_lun(0, 1, disk.clone()).unwrap();
+    (a, b, disk)
+}
+
+fn block(disk: &Lun, lba: u64) -> Vec<u8> {
+    let mut block = vec![0u8; 512];
+    disk.read_at(lba * 512, &mut block).unwrap();
+    block
+}
+
+#[test]
+fn two_devices_sharing_a_lun_are_two_nexuses_of_its_reservations() {
+    use super::reservations::{pr_in, pr_out as action};
+    let (mut a, mut b, disk) = two_nodes();
+    assert_eq!(
+        (a.device.nexus(), b.device.nexus()),
+        (Nexus::new(1), Nexus::new(2))
+    );
+    // Devices made without a nexus are distinct initiators.
+    assert_ne!(
+        Harness::default().device.nexus(),
+        Harness::default().device.nexus()
+    );
+    let lun1 = WireLun::new(0, 1).unwrap();
+    // Node A registers and takes Write Exclusive - Registrants Only through its queue.
+    let done = pr_out(a.queue(2), action::REGISTER, 0, 0, 0xA);
+    assert_eq!(
+        (done.resp.response, done.resp.status, done.resp.resid.get()),
+        (0, 0, 0)
+    );
+    assert_eq!(
+        pr_out(a.queue(2), action::RESERVE, 0x5, 0xA, 0).resp.status,
+        0
+    );
+    // Node B, unregistered, is refused writes, and the medium keeps its zeroes ...
+    let data = pattern(9, 512);
+    let write = rw10(opcode::WRITE_10, 8, 1);
+    let refused = b.queue(2).command(lun1, &write, &data, 0);
+    let resp = refused.resp;
+    assert_eq!(
+        (resp.response, resp.status, resp.resid.get()),
+        (0, RESERVATION_CONFLICT, 512)
+    );
+    assert_eq!(block(&disk, 8), [0; 512]);
+    // ... but reads, and sees A in READ FULL STATUS through a data-in buffer.
+    let mut full_status = [0u8; 10];
+    full_status[..2].copy_from_slice(&[opcode::PERSISTENT_RESERVE_IN, pr_in::READ_FULL_STATUS]);
+    full_status[8] = 128;
+    let full = b.queue(3).command(lun1, &full_status, &[], 128);
+    assert_eq!((full.resp.status, full.resp.resid.get()), (0, 128 - 56));
+    assert_eq!(&full.data[8..16], &0xAu64.to_be_bytes());
+    assert_eq!(full.data[20], 0x01); // R_HOLDER
+    assert_eq!(&full.data[32..56], &Nexus::new(1).transport_id());
+    assert_eq!(
+        b.queue(2)
+            .command(lun1, &rw10(opcode::READ_10, 8, 1), &[], 512)
+            .resp
+            .status,
+        0
+    );
+}
+
+#[test]
+fn preempt_and_abort_from_one_device_aborts_the_other_devices_held_write() {
+    use super::reservations::pr_out as action;
+    let (mut a, mut b, disk) = two_nodes();
+    let lun1 = WireLun::new(0, 1).unwrap();
+    assert_eq!(
+        pr_out(a.queue(2), action::REGISTER, 0, 0, 0xA).resp.status,
+        0
+    );
+    assert_eq!(
+        pr_out(a.queue(2), action::RESERVE, 0x5, 0xA, 0).resp.status,
+        0
+    );
+    // A write of A's is held in its device while B registers and preempts A's key with
+    // PREEMPT AND ABORT: the write completes as aborted and never reaches the medium.
+    a.device.set_fault_hook(Some(Arc::new(|info: &RequestInfo| {
+        if info.cdb.first() == Some(&opcode::WRITE_10) {
+            // Long enough that B's two inline commands surely come first.
+            FaultAction::Delay(Duration::from_secs(2))
+        } else {
+            FaultAction::Normal
+        }
+    })));
+    let data = pattern(5, 512);
+    let write = rw10(opcode::WRITE_10, 8, 1);
+    let q = a.queue(2);
+    q.start(lun1, 40, &write, &data, 0, false).unwrap();
+    q.kick();
+    assert_eq!(
+        pr_out(b.queue(2), action::REGISTER, 0, 0, 0xB).resp.status,
+        0
+    );
+    let preempt = pr_out(b.queue(2), action::PREEMPT_AND_ABORT, 0x5, 0xB, 0xA);
+    assert_eq!(preempt.resp.status, 0);
+    a.device.quiesce();
+    let aborted = a.queue(2).reap().unwrap();
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(aborted[0].resp.response, Response::Aborted.raw());
+    assert_eq!(block(&disk, 8), [0; 512]);
+    assert_eq!(disk.pr_status().key_of(Nexus::new(1)), None);
+    // A's next command reports REGISTRATIONS PREEMPTED; after that its writes conflict.
+    a.device.set_fault_hook(None);
+    let attention = a.queue(2).command(lun1, &write, &data, 0).resp;
+    assert_eq!(attention.status, target::CHECK_CONDITION);
+    assert_eq!(
+        (attention.sense[2], attention.sense[12], attention.sense[13]),
+        (6, 0x2A, 0x05)
+    );
+    let refused = a.queue(2).command(lun1, &write, &data, 0);
+    assert_eq!(refused.resp.status, RESERVATION_CONFLICT);
+    // B, the holder now, writes.
+    assert_eq!(b.queue(2).command(lun1, &write, &data, 0).resp.status, 0);
+    assert_eq!(block(&disk, 8), data);
 }
 
 #[test]

@@ -25,8 +25,11 @@ use virtio_core::queue::split::SplitQueue;
 use virtio_core::queue::{
     DeviceError, QueueAddresses, QueueError, QueueFeatures, Slot, Token, UsedBuffer, Virtqueue,
 };
-use virtio_core::scsi::{CmdResp, Config, ConfigError, Limits};
-use zerocopy::FromBytes;
+use virtio_core::scsi::{
+    CmdReq, CmdResp, CommandOutcome, Config, ConfigError, DataDirection, Limits, Lun, SENSE_SIZE,
+    Transfer, complete_command,
+};
+use zerocopy::{FromBytes, IntoBytes};
 
 /// Largest queue size the guest uses (QEMU's default `virtqueue_size` for virtio-scsi).
 pub const MAX_QUEUE_SIZE: u16 = 256;
@@ -499,6 +502,27 @@ fn split_segments(
     Ok(count)
 }
 
+/// A completed command: its tag, the response mapped by virtio-core, and the sense bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Completion {
+    /// The tag given at submission.
+    pub tag: u64,
+    /// The response, mapped by [`complete_command`].
+    pub outcome: CommandOutcome,
+    /// The first `outcome.sense_len` bytes are the sense data the device wrote.
+    pub sense: [u8; SENSE_SIZE],
+}
+
+impl Completion {
+    /// The valid sense bytes.
+    #[must_use]
+    pub fn sense(&self) -> &[u8] {
+        self.sense
+            .get(..usize::from(self.outcome.sense_len))
+            .unwrap_or(&[])
+    }
+}
+
 /// The device brought up: transport, negotiated features, limits and queues.
 pub struct Device<R: RegisterIo> {
     /// The transport.
@@ -698,6 +722,84 @@ impl<R: RegisterIo> Device<R> {
             queue.interrupts_handled = count;
             queue.interrupt_pass()?;
         }
+    }
+
+    /// Adds one SCSI command on request queue `index` without kicking: a [`CmdReq`] for `lun`,
+    /// `tag` and `cdb`, room for a [`CmdResp`], and `data`.
+    ///
+    /// # Errors
+    /// [`DriverError::HeaderTooLarge`] if the CDB does not fit the request, or what
+    /// [`Queue::submit`] returns.
+    pub fn submit_command(
+        &mut self,
+        hal: &impl Hal,
+        index: usize,
+        (lun, tag): (Lun, u64),
+        cdb: &[u8],
+        data: Data,
+        layout: Layout,
+    ) -> Result<(), DriverError> {
+        let request =
+            CmdReq::new(lun, tag, cdb).map_err(|_| DriverError::HeaderTooLarge(cdb.len()))?;
+        self.queue(index)?.submit(
+            hal,
+            request.as_bytes(),
+            size_of::<CmdResp>(),
+            data,
+            layout,
+            tag,
+        )?;
+        Ok(())
+    }
+
+    /// Maps the response of `used`, a command completed on queue `index`, with the data
+    /// `direction` it was posted with.
+    ///
+    /// # Errors
+    /// What [`Device::command_response`] returns.
+    pub fn completion(
+        &mut self,
+        index: usize,
+        used: Used,
+        direction: DataDirection,
+    ) -> Result<Completion, DriverError> {
+        let response = self.command_response(index, used.context)?;
+        let transfer = Transfer::new(direction, used.data_len, SENSE_SIZE as u32);
+        let outcome = complete_command(&response, &transfer);
+        let mut sense = [0u8; SENSE_SIZE];
+        for (dst, src) in sense.iter_mut().zip(outcome.sense(&response)) {
+            *dst = *src;
+        }
+        Ok(Completion {
+            tag: used.tag,
+            outcome,
+            sense,
+        })
+    }
+
+    /// Runs one command on request queue `index` to completion: submit, kick, sleep until the
+    /// queue's interrupt, map the response.
+    ///
+    /// # Errors
+    /// The first [`DriverError`] of those steps.
+    pub fn command(
+        &mut self,
+        hal: &impl Hal,
+        index: usize,
+        address: (Lun, u64),
+        cdb: &[u8],
+        data: Data,
+        interrupts: &dyn Interrupts,
+    ) -> Result<Completion, DriverError> {
+        let direction = match data {
+            Data::None => DataDirection::None,
+            Data::In(_) => DataDirection::FromDevice,
+            Data::Out(_) => DataDirection::ToDevice,
+        };
+        self.submit_command(hal, index, address, cdb, data, Layout::INDIRECT_PAGES)?;
+        self.kick(index)?;
+        let used = self.wait(index, interrupts)?;
+        self.completion(index, used, direction)
     }
 
     /// Reads the command response of a used context on queue `index`.

@@ -13,23 +13,26 @@
               an I/O path; boxing needs an allocator the guest does not have"
 )]
 
-use core::fmt::{self, Write};
+use core::fmt::Write;
 
 use virtio_core::dma::DmaMemory;
 use virtio_core::features::Features;
 use virtio_core::hal::{Hal, RegisterIo, Segment};
 use virtio_core::pci::PciTransport;
 use virtio_core::queue::QueueError;
-use virtio_core::scsi::{CmdReq, queue_index};
+use virtio_core::scsi::queue_index;
 use virtio_core::scsi::{
     CommandOutcome, DataDirection, Disposition, Event, EventKind, Lun, ResetReason, TmfReq,
-    TmfResp, TmfSubtype, Transfer, complete_command, complete_tmf, scsi_status,
+    TmfResp, TmfSubtype, complete_tmf, scsi_status,
 };
 use zerocopy::{FromBytes, IntoBytes};
 
+use crate::cluster::Node;
 use crate::driver::{Data, Device, DriverError, Interrupts, Layout, MAX_DATA_SEGMENTS, Used};
 use crate::pattern;
 use crate::scsi_cmd::{self, Capacity};
+pub use crate::text::Text;
+use crate::text::text;
 
 /// What the host told the guest on its command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +56,8 @@ pub enum Mode {
     Probe,
     /// The full exercise.
     Exercise,
+    /// One node of the two-node persistent-reservation sequence ([`crate::cluster`]).
+    Reservations(Node),
 }
 
 /// Why the command line is unusable.
@@ -67,12 +72,13 @@ pub enum SettingsError<'a> {
 }
 
 impl<'a> Settings<'a> {
-    /// Parses the guest command line: `mode=probe`, or `ring=split|packed serial=S
-    /// hotplug-serial=S disk-bytes=N hotplug-bytes=N`.
+    /// Parses the guest command line: `mode=probe`, `mode=pr node=a|b`, or `ring=split|packed
+    /// serial=S hotplug-serial=S disk-bytes=N hotplug-bytes=N`.
     ///
     /// # Errors
     /// [`SettingsError`] naming the offending word.
     pub fn parse(cmdline: &'a str) -> Result<(Mode, Option<Self>), SettingsError<'a>> {
+        let (mut reservations, mut node) = (false, None);
         let mut ring = None;
         let (mut serial, mut hotplug_serial, mut disk_bytes, mut hotplug_bytes) =
             (None, None, None, None);
@@ -85,6 +91,14 @@ impl<'a> Settings<'a> {
             };
             match key {
                 "mode" if value == "probe" => return Ok((Mode::Probe, None)),
+                "mode" if value == "pr" => reservations = true,
+                "node" => {
+                    node = Some(match value {
+                        "a" => Node::A,
+                        "b" => Node::B,
+                        _ => return Err(SettingsError::BadValue(word)),
+                    });
+                }
                 "ring" => {
                     ring = Some(match value {
                         "split" => false,
@@ -99,6 +113,10 @@ impl<'a> Settings<'a> {
                 _ => return Err(SettingsError::Unknown(word)),
             }
         }
+        if reservations {
+            let node = node.ok_or(SettingsError::Missing("node"))?;
+            return Ok((Mode::Reservations(node), None));
+        }
         Ok((
             Mode::Exercise,
             Some(Self {
@@ -110,63 +128,6 @@ impl<'a> Settings<'a> {
             }),
         ))
     }
-}
-
-/// A line of text built without allocation (longer text is cut).
-pub struct Text {
-    bytes: [u8; 200],
-    len: usize,
-}
-
-impl Text {
-    /// Empty text.
-    #[must_use]
-    pub const fn new() -> Self {
-        Self {
-            bytes: [0; 200],
-            len: 0,
-        }
-    }
-
-    /// The text.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        let bytes = self.bytes.get(..self.len).unwrap_or(&[]);
-        match core::str::from_utf8(bytes) {
-            Ok(text) => text,
-            // Cut inside a character: keep the valid prefix.
-            Err(error) => {
-                core::str::from_utf8(bytes.get(..error.valid_up_to()).unwrap_or(&[])).unwrap_or("")
-            }
-        }
-    }
-}
-
-impl Default for Text {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Write for Text {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        for byte in text.bytes() {
-            if let Some(slot) = self.bytes.get_mut(self.len) {
-                *slot = byte;
-                self.len += 1;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// `format!` into a [`Text`].
-macro_rules! text {
-    ($($arg:tt)*) => {{
-        let mut text = $crate::exercise::Text::new();
-        let _ = ::core::write!(text, $($arg)*);
-        text
-    }};
 }
 
 /// The outcome of one check.
@@ -439,17 +400,8 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
         layout: Layout,
     ) -> Result<u64, DriverError> {
         let tag = self.next_tag();
-        let request =
-            CmdReq::new(lun, tag, cdb).map_err(|_| DriverError::HeaderTooLarge(cdb.len()))?;
-        let header = request.as_bytes();
-        self.device.queue(queue)?.submit(
-            self.hal,
-            header,
-            size_of::<virtio_core::scsi::CmdResp>(),
-            data,
-            layout,
-            tag,
-        )?;
+        self.device
+            .submit_command(self.hal, queue, (lun, tag), cdb, data, layout)?;
         Ok(tag)
     }
 
@@ -471,14 +423,8 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
         used: Used,
         direction: DataDirection,
     ) -> Result<(u64, CommandOutcome, [u8; 96]), DriverError> {
-        let response = self.device.command_response(queue, used.context)?;
-        let transfer = Transfer::new(direction, used.data_len, 96);
-        let outcome = complete_command(&response, &transfer);
-        let mut sense = [0u8; 96];
-        for (dst, src) in sense.iter_mut().zip(outcome.sense(&response)) {
-            *dst = *src;
-        }
-        Ok((used.tag, outcome, sense))
+        let completion = self.device.completion(queue, used, direction)?;
+        Ok((completion.tag, completion.outcome, completion.sense))
     }
 
     /// Runs one command synchronously on the general queue.
@@ -488,15 +434,11 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
         cdb: &[u8],
         data: Data,
     ) -> Result<(CommandOutcome, [u8; 96]), DriverError> {
-        let direction = match data {
-            Data::None => DataDirection::None,
-            Data::In(_) => DataDirection::FromDevice,
-            Data::Out(_) => DataDirection::ToDevice,
-        };
-        self.submit(GENERAL, lun, cdb, data, Layout::INDIRECT_PAGES)?;
-        self.device.kick(GENERAL)?;
-        let (_, outcome, sense) = self.complete(GENERAL, direction)?;
-        Ok((outcome, sense))
+        let tag = self.next_tag();
+        let completion =
+            self.device
+                .command(self.hal, GENERAL, (lun, tag), cdb, data, self.interrupts)?;
+        Ok((completion.outcome, completion.sense))
     }
 
     /// Runs a command, retrying while it reports a UNIT ATTENTION (power on, reset, LUN
@@ -1393,7 +1335,7 @@ fn is_unit_attention(outcome: &CommandOutcome, sense: &[u8; 96]) -> bool {
 }
 
 /// Printable ASCII of a fixed-width SCSI field.
-fn ascii(bytes: &[u8]) -> &str {
+pub(crate) fn ascii(bytes: &[u8]) -> &str {
     core::str::from_utf8(trim(bytes)).unwrap_or("?")
 }
 
@@ -1411,18 +1353,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn text_cuts_long_lines_at_a_character_boundary() {
-        let mut text = Text::new();
-        for _ in 0..100 {
-            let _ = write!(text, "é");
-        }
-        assert_eq!(text.as_str().chars().count(), 100);
-        let _ = write!(text, "x");
-        assert!(text.as_str().len() <= 200);
-        assert_eq!(text!("{} {}", 1, "a").as_str(), "1 a");
-    }
-
-    #[test]
     fn command_lines_parse_or_name_the_bad_word() {
         let line =
             "ring=packed serial=A hotplug-serial=B disk-bytes=67108864 hotplug-bytes=16777216";
@@ -1436,6 +1366,22 @@ mod tests {
             (64 << 20, 16 << 20)
         );
         assert_eq!(Settings::parse("mode=probe").unwrap(), (Mode::Probe, None));
+        assert_eq!(
+            Settings::parse("mode=pr node=b").unwrap(),
+            (Mode::Reservations(Node::B), None)
+        );
+        assert_eq!(
+            Settings::parse("node=a mode=pr").unwrap(),
+            (Mode::Reservations(Node::A), None)
+        );
+        assert_eq!(
+            Settings::parse("mode=pr"),
+            Err(SettingsError::Missing("node"))
+        );
+        assert_eq!(
+            Settings::parse("mode=pr node=c"),
+            Err(SettingsError::BadValue("node=c"))
+        );
         assert_eq!(
             Settings::parse("ring=ring"),
             Err(SettingsError::BadValue("ring=ring"))

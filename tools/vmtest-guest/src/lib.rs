@@ -6,7 +6,10 @@
 //! - [`pattern`]: the data patterns written and verified across the disk;
 //! - [`driver`]: a small interrupt-driven virtio-scsi driver over virtio-core's transport and queues;
 //! - [`exercise`]: the checks the guest runs against QEMU's device;
-//! - [`pci_scan`]: PCI enumeration and BAR decoding over an abstract configuration space.
+//! - [`pci_scan`]: PCI enumeration and BAR decoding over an abstract configuration space;
+//! - [`reservation`]: persistent reservation CDBs and parameter data (SPC-4);
+//! - [`cluster`]: the two-node persistent-reservation sequence, its judge and its runner;
+//! - [`text`]: fixed-size result lines.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -14,8 +17,11 @@
 extern crate std;
 
 pub mod arena;
+pub mod cluster;
 pub mod driver;
 pub mod exercise;
 pub mod pattern;
 pub mod pci_scan;
+pub mod reservation;
 pub mod scsi_cmd;
+pub mod text;

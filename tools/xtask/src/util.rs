@@ -46,21 +46,7 @@ pub fn ensure_tool(program: &str, probe: &str, package: &str) -> Result<(), Stri
         return Ok(());
     }
     eprintln!("xtask: {program} not found; installing {package} with apt-get");
-    let uid = Command::new("id")
-        .arg("-u")
-        .output()
-        .map_err(|e| format!("cannot run id: {e}"))?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Err(format!(
-            "{program} is missing and installing it needs root: apt-get install {package}"
-        ));
-    }
-    run(Command::new("apt-get")
-        .args(["update", "-q"])
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends", package])
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    apt_install(package)?;
     if works() {
         Ok(())
     } else {
@@ -68,4 +54,46 @@ pub fn ensure_tool(program: &str, probe: &str, package: &str) -> Result<(), Stri
             "{program} still missing after installing {package}"
         ))
     }
+}
+
+/// Makes sure Debian `package` is installed (for packages that bring no program to probe, such
+/// as QEMU's block driver modules), installing it with apt-get when it is not.
+pub fn ensure_package(package: &str) -> Result<(), String> {
+    let installed = || {
+        Command::new("dpkg-query")
+            .args(["--show", "--showformat=${Status}", package])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "install ok installed")
+    };
+    if installed() {
+        return Ok(());
+    }
+    eprintln!("xtask: {package} is not installed; installing it with apt-get");
+    apt_install(package)?;
+    if installed() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{package} still not installed after apt-get install"
+        ))
+    }
+}
+
+/// `apt-get update` and `apt-get install package`, non-interactively; needs root.
+fn apt_install(package: &str) -> Result<(), String> {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map_err(|e| format!("cannot run id: {e}"))?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Err(format!(
+            "{package} is missing and installing it needs root: apt-get install {package}"
+        ));
+    }
+    run(Command::new("apt-get")
+        .args(["update", "-q"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends", package])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }

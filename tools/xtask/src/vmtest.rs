@@ -10,6 +10,9 @@
 //! guest counted per queue equal the notifications QEMU traced (`virtio_queue_notify`);
 //! interrupts are QEMU's `virtio_notify` events. Kicks and interrupts per I/O are reported for
 //! the queue-depth-1 and queue-depth-32 phases, each run on a queue of its own.
+//!
+//! Then two guests share one LUN that tgtd exports over iSCSI and run the persistent-reservation
+//! sequence against each other ([`cluster`], [`tgt`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -24,6 +27,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::util::{cargo, run, workspace_root};
+
+mod cluster;
+mod tgt;
 
 /// The QEMU binary.
 const QEMU: &str = "qemu-system-x86_64";
@@ -103,21 +109,26 @@ const EXPECTED_RESULTS: &[&str] = &[
     "done",
 ];
 
-/// Entry point: `cargo xtask vmtest [--tcg] [config...]`.
+/// Entry point: `cargo xtask vmtest [--tcg] [config...]`, where a config is one of
+/// [`CONFIGS`] or `pr` (the two-node persistent-reservation run, [`cluster`]); all of them by
+/// default.
 pub fn run_vmtest(args: &[String]) -> Result<(), String> {
     let force_tcg = args.iter().any(|a| a == "--tcg");
     let names: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let two_nodes = names.is_empty() || names.iter().any(|name| *name == cluster::NAME);
     let configs: Vec<&Config> = if names.is_empty() {
         CONFIGS.iter().collect()
     } else {
         names
             .iter()
+            .filter(|name| **name != cluster::NAME)
             .map(|name| {
                 CONFIGS
                     .iter()
                     .find(|c| c.name == name.as_str())
                     .ok_or_else(|| {
-                        let known: Vec<_> = CONFIGS.iter().map(|c| c.name).collect();
+                        let mut known: Vec<_> = CONFIGS.iter().map(|c| c.name).collect();
+                        known.push(cluster::NAME);
                         format!("unknown configuration {name:?}; known: {known:?}")
                     })
             })
@@ -142,6 +153,12 @@ pub fn run_vmtest(args: &[String]) -> Result<(), String> {
         match run_config(config, &guest, &work, accel) {
             Ok(summary) => summaries.push(summary),
             Err(error) => failures.push(format!("{}: {error}", config.name)),
+        }
+    }
+    if two_nodes {
+        match cluster::run_cluster(&guest, &work, accel) {
+            Ok(summary) => summaries.push(summary),
+            Err(error) => failures.push(format!("{}: {error}", cluster::NAME)),
         }
     }
     for summary in &summaries {

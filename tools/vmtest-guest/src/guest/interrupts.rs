@@ -116,6 +116,25 @@ pub fn wait(vector: u16, seen: u64) -> Option<u64> {
     }
 }
 
+/// Polls `ready` until it returns a value, sleeping between polls until the next interrupt
+/// (the APIC timer's tick at the latest), and gives up after `limit` ticks. For sources that
+/// do not interrupt, such as the UART's receive buffer: a value that arrives just before a
+/// sleep waits for the next tick.
+pub fn sleep_until<T>(limit: u64, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = ticks();
+    loop {
+        if let Some(value) = ready() {
+            return Some(value);
+        }
+        if ticks().wrapping_sub(start) > limit {
+            return None;
+        }
+        // SAFETY: interrupts are enabled (`enable` ran), so the timer ends the `hlt`; the
+        // handlers preserve all state they touch.
+        unsafe { asm!("sti", "hlt", options(nostack)) };
+    }
+}
+
 /// Called by the boot code's interrupt stubs with the vector number.
 pub extern "C" fn interrupt(vector: u64) {
     let index = usize::try_from(vector)

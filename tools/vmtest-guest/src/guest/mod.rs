@@ -14,6 +14,7 @@ use core::panic::PanicInfo;
 
 use virtio_core::hal::Hal as _;
 use virtio_core::pci::PciTransport;
+use vmtest_guest::cluster;
 use vmtest_guest::exercise::{self, Mode, Settings};
 use vmtest_guest::pci_scan::{self, FunctionInfo, command};
 
@@ -53,7 +54,8 @@ extern "C" fn kmain(start_info: u32) -> ! {
     let mut cmdline_buffer = [0u8; CMDLINE_MAX];
     let cmdline = read_cmdline(start_info as usize, &mut cmdline_buffer);
     println!("RESULT boot PASS PVH entry, long mode, command line {cmdline:?}");
-    let settings = match Settings::parse(cmdline) {
+    // Either the exercise's settings, or the node of the two-node sequence.
+    let job = match Settings::parse(cmdline) {
         Ok((Mode::Probe, _)) => {
             // Touch as much memory as the exercise does: an accelerator that boots but pages
             // guest memory in slowly (nested KVM) shows here, within the host's probe limit.
@@ -64,13 +66,36 @@ extern "C" fn kmain(start_info: u32) -> ! {
             println!("RESULT probe PASS touched {touched:?} bytes");
             exit::exit(exit::ExitCode::Success);
         }
-        Ok((Mode::Exercise, Some(settings))) => settings,
+        Ok((Mode::Exercise, Some(settings))) => Ok(settings),
+        Ok((Mode::Reservations(node), _)) => Err(node),
         Ok((Mode::Exercise, None)) | Err(_) => {
             println!("RESULT boot FAIL unusable command line {cmdline:?}");
             exit::exit(exit::ExitCode::Failure);
         }
     };
-    let passed = exercise_device(settings);
+    let passed = open_device().is_some_and(|transport| {
+        let hal = hal::BareMetalHal::new();
+        interrupts::enable();
+        let passed = match job {
+            Ok(settings) => exercise::run(
+                &hal,
+                transport,
+                settings,
+                serial::Serial,
+                &interrupts::MsixInterrupts,
+            ),
+            Err(node) => cluster::run(
+                &hal,
+                transport,
+                node,
+                serial::Serial,
+                &interrupts::MsixInterrupts,
+                &mut SerialConductor,
+            ),
+        };
+        println!("dma pool: {} KiB used", hal.used() >> 10);
+        passed
+    });
     exit::exit(if passed {
         exit::ExitCode::Success
     } else {
@@ -78,8 +103,21 @@ extern "C" fn kmain(start_info: u32) -> ! {
     })
 }
 
-/// Finds and maps the virtio-scsi function, then runs the exerciser on it.
-fn exercise_device(settings: Settings<'_>) -> bool {
+/// How long a node waits for the host's go byte: the other node's steps run meanwhile, and
+/// the host gives up on a silent guest after two minutes anyway.
+const GO_LIMIT_TICKS: u64 = 1800;
+
+/// The go bytes of the persistent-reservation sequence arrive on COM1.
+struct SerialConductor;
+
+impl cluster::Conductor for SerialConductor {
+    fn go(&mut self) -> Option<u8> {
+        interrupts::sleep_until(GO_LIMIT_TICKS, serial::try_read)
+    }
+}
+
+/// Finds and maps the virtio-scsi function, enables it with MSI-X and probes its transport.
+fn open_device() -> Option<PciTransport<pci::DeviceBars>> {
     let access = pci::Mechanism1;
     let found = pci_scan::scan(&access, |info: &FunctionInfo| {
         let is_scsi = info.vendor_id == VIRTIO_VENDOR
@@ -92,7 +130,7 @@ fn exercise_device(settings: Settings<'_>) -> bool {
     });
     let Some(info) = found else {
         println!("RESULT pci-find FAIL no virtio-scsi function");
-        return false;
+        return None;
     };
     println!(
         "RESULT pci-find PASS {} {:04x}:{:04x} rev {} subsystem {:04x}:{:04x} ({})",
@@ -113,7 +151,7 @@ fn exercise_device(settings: Settings<'_>) -> bool {
         Ok(registers) => registers,
         Err(error) => {
             println!("RESULT pci-bars FAIL {error}");
-            return false;
+            return None;
         }
     };
     pci_scan::enable(
@@ -128,7 +166,7 @@ fn exercise_device(settings: Settings<'_>) -> bool {
         Ok(entries) => entries,
         Err(error) => {
             println!("RESULT pci-bars FAIL MSI-X: {error:?}");
-            return false;
+            return None;
         }
     };
     let mut described = exercise::Text::new();
@@ -146,24 +184,13 @@ fn exercise_device(settings: Settings<'_>) -> bool {
         described.as_str()
     );
     let config = pci_scan::Function::new(&access, info.bdf);
-    let transport = match PciTransport::probe(&config, registers) {
-        Ok(transport) => transport,
+    match PciTransport::probe(&config, registers) {
+        Ok(transport) => Some(transport),
         Err(error) => {
             println!("RESULT features FAIL probe: {error:?}");
-            return false;
+            None
         }
-    };
-    let hal = hal::BareMetalHal::new();
-    interrupts::enable();
-    let passed = exercise::run(
-        &hal,
-        transport,
-        settings,
-        serial::Serial,
-        &interrupts::MsixInterrupts,
-    );
-    println!("dma pool: {} KiB used", hal.used() >> 10);
-    passed
+    }
 }
 
 /// Reads a 32-bit value the firmware left in low memory.

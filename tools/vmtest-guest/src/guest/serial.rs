@@ -1,4 +1,5 @@
-//! COM1 (the 16550 UART at 0x3F8): the guest's only output, read by `cargo xtask vmtest`.
+//! COM1 (the 16550 UART at 0x3F8): the guest's only output, read by `cargo xtask vmtest`, and
+//! the host's go signals for the two-node sequence.
 
 use core::fmt;
 
@@ -9,6 +10,8 @@ const COM1: u16 = 0x3f8;
 /// Line status register offset; bit 5 is "transmit holding register empty".
 const LINE_STATUS: u16 = 5;
 const TRANSMIT_EMPTY: u8 = 1 << 5;
+/// Line status bit 0: "data ready", a received byte waits in the receive buffer.
+const DATA_READY: u8 = 1 << 0;
 
 /// Programs COM1 for 115200 baud, 8 data bits, no parity, one stop bit, FIFOs on.
 pub fn init() {
@@ -39,6 +42,19 @@ fn write_byte(byte: u8) {
     }
     // SAFETY: writing COM1's transmit register only sends the byte.
     unsafe { port::out8(COM1, byte) };
+}
+
+/// Takes one byte the host sent (QEMU's `-serial stdio` feeds its standard input to COM1),
+/// if one is waiting.
+pub fn try_read() -> Option<u8> {
+    // SAFETY: reading COM1's line status has no side effects.
+    let status = unsafe { port::in8(COM1 + LINE_STATUS) };
+    if status & DATA_READY == 0 {
+        return None;
+    }
+    // SAFETY: with DLAB off, reading COM1's base register takes the received byte; nothing
+    // else reads it.
+    Some(unsafe { port::in8(COM1) })
 }
 
 /// A [`fmt::Write`] sink on COM1 (`\n` becomes `\r\n`).
