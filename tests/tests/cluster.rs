@@ -100,6 +100,11 @@ fn vpd(node: &Machine, target: u8, lun: u16, page: u8) -> Completion {
         moved_data(&done),
         "VPD {page:#x} of {target}:{lun}: {done:?}"
     );
+    assert_eq!(
+        (done.scsi_status, done.sense.len()),
+        (0, 0),
+        "GOOD, no sense"
+    );
     done
 }
 
@@ -574,7 +579,11 @@ fn pr_in(node: &Machine, (target, lun): (u8, u16), action: u8) -> (u32, Vec<u8>)
         .execute(0, &Request::new(target, lun as u8, &cdb).reading(256))
         .unwrap();
     assert!(moved_data(&done), "PR IN {action}: {done:?}");
-    assert_eq!(done.scsi_status, 0);
+    assert_eq!(
+        (done.scsi_status, done.sense.len()),
+        (0, 0),
+        "GOOD, no sense"
+    );
     let generation = u32::from_be_bytes(done.data[..4].try_into().unwrap());
     let length = u32::from_be_bytes(done.data[4..8].try_into().unwrap()) as usize;
     (generation, done.data[8..8 + length].to_vec())
