@@ -22,8 +22,9 @@ use virtio_core::queue::split::SplitQueue;
 use virtio_core::queue::{QueueFeatures, Slot, Virtqueue};
 use virtio_core::scsi::{Limits, queue_index};
 
+use crate::dump::{DumpMode, Sizing};
 use crate::limits::StorLimits;
-use crate::luns::{LUN_SLOTS, LunSlot, LunTable};
+use crate::luns::{LunSlot, LunTable};
 use crate::platform::{Carved, PciSnapshot, StorPortRegisters, UncachedArena};
 use crate::port::{DeviceExtension, StorPortRegistry};
 use crate::registry::{Parameters, Report, ValueOutcome};
@@ -47,8 +48,11 @@ const RESET_TIMER_MICROSECONDS: u32 = 1;
 /// Marks a device extension holding a constructed [`Adapter`] (the first field).
 pub const ADAPTER_MAGIC: u64 = u64::from_le_bytes(*b"rvscsi\x01\x00");
 
-/// Alignment of ring memory: a page, so no ring straddles pages needlessly.
-const RING_MEMORY_ALIGN: usize = 4096;
+/// Alignment of ring memory: a page, so no ring straddles pages needlessly (dump mode packs
+/// them tighter: [`Sizing::ring_align`]).
+pub(crate) const RING_MEMORY_ALIGN: usize = 4096;
+
+mod polling;
 
 /// Why bringing the adapter up failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +76,13 @@ pub enum AdapterError {
     Queue(virtio_core::queue::QueueError),
     /// Carving DMA memory or a table failed (a sizing bug: it was sized first).
     OutOfMemory,
+    /// In dump mode, the uncached extension would exceed what the dump port can give.
+    OverDumpBudget {
+        /// Bytes needed.
+        len: usize,
+        /// [`crate::dump::DUMP_UNCACHED_BUDGET`].
+        budget: usize,
+    },
 }
 
 impl From<TransportError> for AdapterError {
@@ -203,6 +214,9 @@ pub struct Adapter {
     pub resets: AtomicU64,
     /// The most verbose StorPortDebugPrint level emitted (registry `RvscsiDebugPrintLevel`).
     debug_print_level: u32,
+    /// Set when the crash-dump or hibernation stack loaded this instance ([`crate::dump`]):
+    /// one polled queue, no DPCs, timers or MSI-X.
+    dump: Option<DumpMode>,
     /// The last notable events ([`crate::trace`]); last in the extension so the hot fields
     /// above share cache lines.
     trace: TraceRing,
@@ -218,8 +232,10 @@ struct Discovery {
     queue_count: u16,
     /// The WMI identity.
     wmi_facts: crate::wmi::AdapterFacts,
-    /// The registry parameters, validated.
+    /// The registry parameters, validated (fixed ones in dump mode).
     parameters: Parameters,
+    /// Whether the dump stack loaded us.
+    dump: Option<DumpMode>,
 }
 
 impl Adapter {
@@ -243,7 +259,8 @@ impl Adapter {
     }
 
     /// HwFindAdapter: identifies the device, negotiates features, derives the limits, fills
-    /// `config` and carves the uncached extension. Returns an `SP_RETURN_*` code.
+    /// `config` and carves the uncached extension, sized down when `dump` says the dump stack
+    /// loaded us. Returns an `SP_RETURN_*` code.
     ///
     /// # Safety
     /// `extension` is the zeroed device extension of `size_of::<Adapter>()` bytes, 8-aligned,
@@ -251,18 +268,27 @@ impl Adapter {
     pub unsafe fn find(
         extension: DeviceExtension,
         config: &mut PortConfigurationInformation,
+        dump: Option<DumpMode>,
     ) -> u32 {
         let pointer = extension.raw().cast::<Self>();
         if !pointer.is_aligned() {
             return SP_RETURN_ERROR;
         }
         // The registry is readable only at PASSIVE_LEVEL, so here; the reader frees StorPort's
-        // registry buffer when it goes out of scope.
-        let (parameters, registry_report) = {
+        // registry buffer when it goes out of scope. The dump port calls find-adapter above
+        // PASSIVE_LEVEL, so dump mode runs with its own fixed parameters instead.
+        let (parameters, registry_report) = if dump.is_some() {
+            (
+                crate::dump::parameters(),
+                Report {
+                    outcomes: [ValueOutcome::Absent; 4],
+                },
+            )
+        } else {
             let mut registry = StorPortRegistry::new(extension);
             crate::registry::read(&mut registry, MAX_REQUEST_QUEUES)
         };
-        let discovery = match Self::discover(extension, config, parameters) {
+        let discovery = match Self::discover(extension, config, parameters, dump) {
             Ok(discovery) => discovery,
             Err(
                 AdapterError::NoConfigSpace
@@ -290,6 +316,7 @@ impl Adapter {
         extension: DeviceExtension,
         config: &PortConfigurationInformation,
         parameters: Parameters,
+        dump: Option<DumpMode>,
     ) -> Result<Discovery, AdapterError> {
         let pci = PciSnapshot::read(extension, config.system_io_bus_number, config.slot_number);
         if pci.len() < 64 {
@@ -341,7 +368,9 @@ impl Adapter {
         let packed = features.contains(Features::RING_PACKED);
         let mut sizes = [0u16; MAX_REQUEST_QUEUES as usize + 2];
         for (index, size) in sizes.iter_mut().enumerate().take(usize::from(queue_count)) {
-            let max = transport.queue_max_size(index as u16)?.min(MAX_QUEUE_SIZE);
+            let max = transport
+                .queue_max_size(index as u16)?
+                .min(Sizing::of(dump).queue_size_cap(index as u16));
             // Split rings need a power of two; packed rings take any size.
             *size = if packed {
                 max
@@ -370,6 +399,7 @@ impl Adapter {
                 smallest_request_queue,
             ),
             parameters,
+            dump,
         })
     }
 
@@ -398,6 +428,7 @@ impl Adapter {
 
     /// Bytes of uncached extension needed, padding included.
     fn uncached_len(discovery: &Discovery) -> usize {
+        let sizing = Sizing::of(discovery.dump);
         let packed = discovery.features.contains(Features::RING_PACKED);
         let request_queues = usize::from(discovery.queue_count - queue_index::REQUEST_BASE);
         let tables = usize::from(discovery.queue_count)
@@ -409,12 +440,16 @@ impl Adapter {
             .take(usize::from(discovery.queue_count))
             .map(|&size| {
                 Self::ring_len(packed, size)
-                    + RING_MEMORY_ALIGN
+                    + sizing.ring_align()
                     + usize::from(size) * (size_of::<Slot>() + size_of::<usize>())
                     + 32
             })
             .sum();
-        tables + rings + Self::lun_table_len() + crate::wmi::WmiScratch::uncached_len()
+        let lun_slots = sizing.lun_slots();
+        tables
+            + rings
+            + Self::lun_table_len(lun_slots)
+            + crate::wmi::WmiScratch::uncached_len_for(lun_slots)
     }
 
     /// The limits reported to StorPort, from the device's and the smallest request queue.
@@ -443,20 +478,22 @@ impl Adapter {
         .map_err(AdapterError::Limits)
     }
 
-    /// Carves the LUN table and the WMI scratch that copies it.
+    /// Carves the LUN table of `slots` slots and the WMI scratch that copies it.
     fn carve_lun_state(
         arena: &UncachedArena,
+        slots: usize,
     ) -> Result<(LunTable<Carved<LunSlot>>, crate::wmi::WmiScratch), AdapterError> {
-        let slots = arena
-            .carve_table_with(LUN_SLOTS, LunSlot::new)
+        let table = arena
+            .carve_table_with(slots, LunSlot::new)
             .ok_or(AdapterError::OutOfMemory)?;
-        let scratch = crate::wmi::WmiScratch::carve(arena).ok_or(AdapterError::OutOfMemory)?;
-        Ok((LunTable::new(slots), scratch))
+        let scratch =
+            crate::wmi::WmiScratch::carve_for(arena, slots).ok_or(AdapterError::OutOfMemory)?;
+        Ok((LunTable::new(table), scratch))
     }
 
-    /// Bytes of uncached extension the LUN table takes, padding included.
-    const fn lun_table_len() -> usize {
-        LUN_SLOTS * size_of::<LunSlot>() + align_of::<LunSlot>()
+    /// Bytes of uncached extension a LUN table of `slots` slots takes, padding included.
+    const fn lun_table_len(slots: usize) -> usize {
+        slots * size_of::<LunSlot>() + align_of::<LunSlot>()
     }
 
     fn construct(
@@ -465,10 +502,19 @@ impl Adapter {
         discovery: Discovery,
     ) -> Result<Self, AdapterError> {
         let request_queues = discovery.queue_count - queue_index::REQUEST_BASE;
+        let sizing = Sizing::of(discovery.dump);
         let limits = Self::derive_limits(&discovery)?;
         Self::fill_config(config, &discovery.device_limits, &limits);
+        if discovery.dump.is_some() {
+            crate::dump::restrict_config(config);
+        }
 
         let len = Self::uncached_len(&discovery);
+        if let Some(budget) = sizing.uncached_budget()
+            && len > budget
+        {
+            return Err(AdapterError::OverDumpBudget { len, budget });
+        }
         let len32 = u32::try_from(len).map_err(|_| AdapterError::NoUncachedExtension { len })?;
         let memory = extension
             .uncached_extension(config, len32)
@@ -489,7 +535,7 @@ impl Adapter {
         let counters = arena
             .carve_table_with(usize::from(request_queues), QueueCounters::default)
             .ok_or(AdapterError::OutOfMemory)?;
-        let (luns, wmi_scratch) = Self::carve_lun_state(&arena)?;
+        let (luns, wmi_scratch) = Self::carve_lun_state(&arena, sizing.lun_slots())?;
 
         let packed = discovery.features.contains(Features::RING_PACKED);
         let queue_features = QueueFeatures {
@@ -501,7 +547,7 @@ impl Adapter {
             let size = discovery.sizes.get(index).copied().unwrap_or(0);
             let index = index as u16;
             let ring_memory = arena
-                .dma_alloc(Self::ring_len(packed, size), RING_MEMORY_ALIGN)
+                .dma_alloc(Self::ring_len(packed, size), sizing.ring_align())
                 .map_err(|_| AdapterError::OutOfMemory)?;
             let slots = arena
                 .carve_table(usize::from(size), Slot::EMPTY)
@@ -557,6 +603,7 @@ impl Adapter {
             resetting: AtomicBool::new(false),
             resets: AtomicU64::new(0),
             debug_print_level: discovery.parameters.debug_print_level,
+            dump: discovery.dump,
             trace: TraceRing::new(),
         })
     }
@@ -686,7 +733,10 @@ impl Adapter {
     /// interrupt lock held.
     pub fn initialize(&self) -> bool {
         let mut messages = 0u16;
-        while messages < MAX_REQUEST_QUEUES + 3
+        // The dump port connects no interrupt at all (it polls HwInterrupt): line mode, which
+        // programs no MSI-X vector, whatever messages the function has.
+        while self.dump.is_none()
+            && messages < MAX_REQUEST_QUEUES + 3
             && self.extension.msi_info(u32::from(messages)).is_some()
         {
             messages += 1;
@@ -709,11 +759,14 @@ impl Adapter {
         if self.start_queues().is_err() {
             return false;
         }
-        // Without passive initialisation (a StorPort that offers the miniport no DPCs, as the
-        // crash-dump stack does) there are no queue DPCs: the ISR completes requests itself.
-        let _dpcs_offered = self
-            .extension
-            .enable_passive_initialization(Some(crate::hw::hw_passive_initialize));
+        // Without passive initialisation (a StorPort that offers the miniport no DPCs) there
+        // are no queue DPCs: the ISR completes requests itself. The dump stack must not even be
+        // asked (see `crate::dump`).
+        if self.dump.is_none() {
+            let _dpcs_offered = self
+                .extension
+                .enable_passive_initialization(Some(crate::hw::hw_passive_initialize));
+        }
         true
     }
 
@@ -811,6 +864,10 @@ impl Adapter {
     #[must_use]
     pub fn queue_for_current_processor(&self) -> u16 {
         let queues = u32::from(self.request_queues().max(1));
+        // One queue (always so in dump mode): no need to ask StorPort where we run.
+        if queues == 1 {
+            return 0;
+        }
         (self.extension.current_processor() % queues) as u16
     }
 
@@ -903,6 +960,10 @@ impl Adapter {
     /// HwInterrupt (line-based): reads and clears the ISR status; true if the device
     /// interrupted.
     pub fn on_line_interrupt(&self) -> bool {
+        if self.dump.is_some() {
+            // The dump port's poll, not an interrupt.
+            return self.poll();
+        }
         // SAFETY: in line mode the ISR holds the interrupt lock, which the reset path also
         // takes, so the transport is not being mutated.
         let isr = unsafe { &*self.transport.get() }.read_isr();
@@ -956,6 +1017,12 @@ impl Adapter {
     /// returns at once (the reset it would do is already under way). Call with no queue lock
     /// held.
     pub fn reset_device(&self, cause: ResetCause) {
+        self.reset_device_with(cause, false);
+    }
+
+    /// [`Self::reset_device`], from a context that holds StorPort's interrupt lock when
+    /// `line_lock_held` (which in line mode is every queue's lock already).
+    fn reset_device_with(&self, cause: ResetCause, line_lock_held: bool) {
         // ORDERING: the flag only elects one resetter; the queue locks order everything the
         // reset touches. Acquire pairs with the Release below of the previous reset, so a new
         // winner starts after the last one finished.
@@ -973,7 +1040,7 @@ impl Adapter {
             (cause as u32, resets, 0),
         );
         {
-            let locks = self.lock_all(false);
+            let locks = self.lock_all(line_lock_held);
             let transport = self.take_everything_back(&locks);
             let restarted = transport.begin_init(self.features).is_ok()
                 && Self::configure_device(transport).is_ok()

@@ -74,16 +74,42 @@ pub unsafe extern "system" fn DriverEntry(
     status.cast_signed()
 }
 
-/// HwFindAdapter.
+/// Bytes of HwFindAdapter's ArgumentString looked at (the dump port's is `dump=1`).
+const ARGUMENT_MAX: usize = 256;
+
+/// The bytes of `argument` before its NUL, at most [`ARGUMENT_MAX`] of them, copied to `out`.
 ///
 /// # Safety
-/// PASSIVE_LEVEL; `device_extension` is StorPort's zeroed extension of the size registered;
-/// `config_info` is valid and exclusively ours for the call.
+/// `argument` is null or a NUL-terminated string, readable up to its NUL.
+unsafe fn argument_bytes(argument: *const c_char, out: &mut [u8; ARGUMENT_MAX]) -> &[u8] {
+    let mut len = 0;
+    if !argument.is_null() {
+        while let Some(slot) = out.get_mut(len) {
+            // SAFETY: the string is readable up to its NUL and the loop stops there, so every
+            // byte read is inside it.
+            let byte = unsafe { argument.wrapping_add(len).read() }.cast_unsigned();
+            if byte == 0 {
+                break;
+            }
+            *slot = byte;
+            len += 1;
+        }
+    }
+    out.get(..len).unwrap_or(&[])
+}
+
+/// HwFindAdapter. The dump port calls it too, above PASSIVE_LEVEL, with `dump=1` in
+/// `argument_string` and ConfigInfo's DumpMode set ([`crate::dump`]).
+///
+/// # Safety
+/// PASSIVE_LEVEL (any IRQL in the dump stack); `device_extension` is StorPort's zeroed extension
+/// of the size registered; `config_info` is valid and exclusively ours for the call;
+/// `argument_string` is null or NUL-terminated.
 pub unsafe extern "system" fn hw_find_adapter(
     device_extension: *mut c_void,
     _hw_context: *mut c_void,
     _bus_information: *mut c_void,
-    _argument_string: *mut c_char,
+    argument_string: *mut c_char,
     config_info: *mut PortConfigurationInformation,
     again: *mut Boolean,
 ) -> u32 {
@@ -99,8 +125,12 @@ pub unsafe extern "system" fn hw_find_adapter(
     };
     // SAFETY: see the function's contract: exclusive, valid ConfigInfo for this call.
     let config = unsafe { config.as_mut() };
+    let mut argument = [0u8; ARGUMENT_MAX];
+    // SAFETY: StorPort's ArgumentString, null or NUL-terminated (the function's contract).
+    let argument = unsafe { argument_bytes(argument_string, &mut argument) };
+    let dump = crate::dump::detect(config, argument);
     // SAFETY: the extension is StorPort's, zeroed, of `size_of::<Adapter>()` bytes.
-    unsafe { Adapter::find(extension, config) }
+    unsafe { Adapter::find(extension, config, dump) }
 }
 
 /// The adapter in `device_extension`, if find-adapter built one.
@@ -201,10 +231,10 @@ pub unsafe extern "system" fn hw_message_interrupt(
     Boolean::from(adapter.on_message(message_id))
 }
 
-/// HwInterrupt (line-based).
+/// HwInterrupt (line-based); in the dump stack, the dump port's poll (`crate::dump`).
 ///
 /// # Safety
-/// DIRQL with the interrupt lock held.
+/// DIRQL with the interrupt lock held (HIGH_LEVEL in the dump stack, with no interrupt).
 pub unsafe extern "system" fn hw_interrupt(device_extension: *mut c_void) -> Boolean {
     // SAFETY: StorPort's device extension.
     let Some(adapter) = (unsafe { adapter(device_extension) }) else {
@@ -229,10 +259,11 @@ pub unsafe extern "system" fn hw_queue_dpc(
     }
 }
 
-/// HwResetBus: resets the device; every request in flight completes with BUS_RESET.
+/// HwResetBus: resets the device; every request in flight completes with BUS_RESET (in dump
+/// mode, only if one is in flight: `Adapter::reset_bus`).
 ///
 /// # Safety
-/// DISPATCH_LEVEL with the StartIo lock held.
+/// DISPATCH_LEVEL with the StartIo lock held (any IRQL and no lock in the dump stack).
 pub unsafe extern "system" fn hw_reset_bus(
     device_extension: *mut c_void,
     _path_id: u32,
@@ -241,7 +272,7 @@ pub unsafe extern "system" fn hw_reset_bus(
     let Some(adapter) = (unsafe { adapter(device_extension) }) else {
         return FALSE;
     };
-    adapter.reset_device(ResetCause::ResetBus);
+    adapter.reset_bus();
     TRUE
 }
 

@@ -9,6 +9,7 @@ use rvscsi_rt as _;
 pub mod storport;
 
 pub mod adapter;
+pub mod dump;
 pub mod hw;
 pub mod io;
 pub mod ioctl;

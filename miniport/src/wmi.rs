@@ -254,7 +254,13 @@ impl WmiScratch {
     /// Bytes of uncached extension [`Self::carve`] takes, padding included.
     #[must_use]
     pub const fn uncached_len() -> usize {
-        LUN_SLOTS * (size_of::<LunCopy>() + size_of::<LunInfo<'_>>() + size_of::<TargetInfo<'_>>())
+        Self::uncached_len_for(LUN_SLOTS)
+    }
+
+    /// Bytes of uncached extension [`Self::carve_for`] takes for `slots`, padding included.
+    #[must_use]
+    pub const fn uncached_len_for(slots: usize) -> usize {
+        slots * (size_of::<LunCopy>() + size_of::<LunInfo<'_>>() + size_of::<TargetInfo<'_>>())
             + align_of::<LunCopy>()
             + align_of::<LunInfo<'_>>()
             + align_of::<TargetInfo<'_>>()
@@ -263,11 +269,18 @@ impl WmiScratch {
     /// Carves the scratch from `arena`.
     #[must_use]
     pub fn carve(arena: &UncachedArena) -> Option<Self> {
+        Self::carve_for(arena, LUN_SLOTS)
+    }
+
+    /// Carves a scratch for a LUN table of `slots` slots (none in dump mode, where no WMI
+    /// request arrives: every answer then lists no logical unit).
+    #[must_use]
+    pub fn carve_for(arena: &UncachedArena, slots: usize) -> Option<Self> {
         Some(Self {
             busy: AtomicBool::new(false),
-            copies: UnsafeCell::new(arena.carve_table_with(LUN_SLOTS, || LunCopy::EMPTY)?),
-            luns: UnsafeCell::new(arena.carve_table_with(LUN_SLOTS, LunInfo::default)?),
-            targets: UnsafeCell::new(arena.carve_table_with(LUN_SLOTS, || NO_TARGET)?),
+            copies: UnsafeCell::new(arena.carve_table_with(slots, || LunCopy::EMPTY)?),
+            luns: UnsafeCell::new(arena.carve_table_with(slots, LunInfo::default)?),
+            targets: UnsafeCell::new(arena.carve_table_with(slots, || NO_TARGET)?),
         })
     }
 

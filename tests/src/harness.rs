@@ -157,7 +157,57 @@ pub fn boot_nodes(
     Ok(booted)
 }
 
+/// Loads the miniport a second time on `device`, as the crash-dump stack does after a
+/// bugcheck: the simulator plays the dump port ([`crate::sim::DumpPort`]; `sim.dump` or the
+/// default one), over the same device and memory. The miniport's find-adapter resets the
+/// device, whatever the crashed instance left on it. The device's interrupts keep going to the
+/// crashed machine's line, where nobody takes them: the dump port's interrupts are off.
+///
+/// # Errors
+/// [`BootError::Simulator`] naming the step that failed.
+pub fn boot_dump(device: &VirtioScsiDevice, sim: SimOptions) -> Result<Machine, BootError> {
+    let platform = Platform {
+        entry: rvscsi::hw::DriverEntry,
+        pci: Arc::new(DeviceFunction(device.clone())),
+        memory: Arc::new(Memory(device.memory().clone())),
+        interrupts: InterruptLine::new(),
+    };
+    let sim = SimOptions {
+        dump: Some(sim.dump.unwrap_or_default()),
+        ..sim
+    };
+    let adapter = Simulator::boot(sim, platform).map_err(BootError::Simulator)?;
+    Ok(Machine {
+        adapter,
+        device: device.clone(),
+    })
+}
+
 impl Machine {
+    /// Crashes the machine as a bugcheck does ([`Adapter::crash`]), panicking with the
+    /// simulator's record if the miniport broke the StorPort contract before; returns the
+    /// device, for [`boot_dump`].
+    ///
+    /// # Panics
+    /// On any violation recorded before the crash: this is test support.
+    #[must_use]
+    pub fn crash(self) -> VirtioScsiDevice {
+        let violations = self.adapter.crash();
+        assert!(violations.is_empty(), "{violations:?}");
+        self.device
+    }
+
+    /// The miniport's adapter, read from its device extension as a debugger would.
+    #[must_use]
+    pub fn miniport(&self) -> Option<&rvscsi::adapter::Adapter> {
+        let extension = std::ptr::with_exposed_provenance_mut(self.adapter.device_extension());
+        // SAFETY: the simulator allocated the device extension with the size the miniport
+        // asked for and keeps it until shutdown, which consumes `self.adapter` and so ends this
+        // borrow; the miniport constructed its Adapter there in find-adapter, and
+        // `from_extension` checks the magic.
+        unsafe { rvscsi::adapter::Adapter::from_extension(extension) }
+    }
+
     /// Shuts the machine down, panicking with the simulator's record if the miniport broke the
     /// StorPort contract at any point (including an SRB still outstanding).
     ///

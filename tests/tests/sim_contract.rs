@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use rvscsi_tests::sim::abi::{self, HwInitializationData, PortConfigurationInformation};
 use rvscsi_tests::sim::{
-    Adapter, Contiguity, DataDirection, DmaArena, InterruptLine, Lock, Notification, PciFunction,
-    Platform, Request, SimError, SimOptions, Simulator, Violation,
+    Adapter, Contiguity, DataDirection, DmaArena, DumpPort, InterruptLine, Lock, Notification,
+    PciFunction, Platform, Request, SimError, SimOptions, Simulator, Violation,
 };
 
 unsafe extern "system" {
@@ -362,6 +362,9 @@ extern "system" fn find_adapter(
 
 extern "system" fn initialize(extension: *mut c_void) -> u8 {
     let e = ext(extension);
+    // Under the dump port this miniport still asks for passive initialisation and a DPC, so
+    // that the simulator's refusal shows; it asserts nothing the dump port does not offer.
+    let dump = e.seen_config.dump_mode != 0;
     // StorPort honours this only from HwInitialize.
     let mut enabled = 0_i32;
     // SAFETY: EnablePassiveInitialization with a routine and a result slot.
@@ -373,7 +376,7 @@ extern "system" fn initialize(extension: *mut c_void) -> u8 {
             &raw mut enabled,
         );
     }
-    assert_eq!(enabled, 1);
+    assert_eq!(enabled, i32::from(!dump));
     let dpc = e.dpc.as_mut_ptr().cast::<c_void>();
     // SAFETY: InitializeDpc with a STOR_DPC inside the extension.
     unsafe {
@@ -389,7 +392,13 @@ extern "system" fn initialize(extension: *mut c_void) -> u8 {
     // SAFETY: GetMSIInfo for message 1 into a MESSAGE_INTERRUPT_INFORMATION.
     let status =
         unsafe { StorPortExtendedFunction(EXT_GET_MSI_INFO, extension, 1_u32, &raw mut info) };
-    assert_eq!(status, abi::STOR_STATUS_SUCCESS);
+    // The dump port grants no message at all.
+    let expected = if dump {
+        abi::STOR_STATUS_INVALID_PARAMETER
+    } else {
+        abi::STOR_STATUS_SUCCESS
+    };
+    assert_eq!(status, expected);
     e.msi_info_vector = info.interrupt_vector;
     // SAFETY: a register write and read through the mapped base.
     unsafe {
@@ -956,8 +965,15 @@ fn a_request_never_completed_after_reset_is_caught() {
         adapter.wait(ticket, Duration::from_millis(300)),
         Err(SimError::WaitTimedOut { ticket: ticket.0 })
     );
+    // The port driver flags it once the reset's grace period (two SRB seconds) has passed
+    // too, which depends on the simulator's timeout scale: wait for that, within reason.
+    let flagged = Violation::NotCompletedAfterReset { ticket: ticket.0 };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !adapter.violations().contains(&flagged) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let violations = adapter.shutdown();
-    assert!(violations.contains(&Violation::NotCompletedAfterReset { ticket: ticket.0 }));
+    assert!(violations.contains(&flagged));
     assert!(violations.contains(&Violation::OutstandingAtShutdown { ticket: ticket.0 }));
 }
 
@@ -985,4 +1001,83 @@ fn unknown_target_completes_with_selection_timeout() {
     assert_eq!(done.sense, Vec::<u8>::new());
     let _ = DataDirection::None;
     assert_eq!(adapter.shutdown(), Vec::new());
+}
+
+fn dump_options() -> SimOptions {
+    SimOptions {
+        dump: Some(DumpPort::default()),
+        ..SimOptions::default()
+    }
+}
+
+#[test]
+fn the_dump_port_runs_one_request_at_a_time_and_flags_what_it_lacks() {
+    let (adapter, _device) = boot_with(Mode::Immediate, dump_options());
+    let e = extension_of(&adapter);
+    // DriverEntry got NULL (StorPortInitialize accepted a NULL driver object), find-adapter
+    // got DumpMode, and the uncached extension is not page aligned.
+    assert_eq!(e.seen_config.dump_mode, abi::DUMP_MODE_CRASH);
+    assert_eq!(e.uncached % 4096, 16);
+    let found = adapter.found_adapter();
+    assert_eq!(found.messages, 0);
+    assert!(!found.passive_initialized);
+    assert_eq!(e.passive_ran.load(Ordering::SeqCst), 0);
+    // Requests from four threads: the port runs them one at a time, each complete on return.
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..8 {
+                    let done = adapter
+                        .execute(0, &Request::new(0, 0, &[0, 0, 0, 0, 0, 0]))
+                        .unwrap();
+                    assert_eq!(done.status(), abi::SRB_STATUS_SUCCESS);
+                }
+            });
+        }
+    });
+    assert_eq!(e.max_in_start_io.load(Ordering::SeqCst), 1);
+    assert_eq!(adapter.outstanding(), 0);
+    assert_eq!(
+        adapter.shutdown(),
+        vec![
+            Violation::ForbiddenInDumpMode {
+                routine: "StorPortEnablePassiveInitialization"
+            },
+            Violation::ForbiddenInDumpMode {
+                routine: "StorPortInitializeDpc"
+            },
+        ]
+    );
+}
+
+#[test]
+fn the_dump_port_resets_a_timed_out_request_and_catches_one_never_completed() {
+    let (adapter, _device) = boot_with(Mode::HoldUntilReset, dump_options());
+    let mut request = Request::new(0, 0, &[0, 0, 0, 0, 0, 0]);
+    request.timeout_seconds = 1;
+    let done = adapter.execute(0, &request).unwrap();
+    assert_eq!(done.status(), abi::SRB_STATUS_BUS_RESET);
+    assert!(
+        adapter
+            .notifications()
+            .iter()
+            .any(|n| matches!(n, Notification::TimeoutReset { path: 0, .. }))
+    );
+    let violations = adapter.shutdown();
+    assert!(
+        violations
+            .iter()
+            .all(|v| matches!(v, Violation::ForbiddenInDumpMode { .. }))
+    );
+
+    let (adapter, _device) = boot_with(Mode::HoldForever, dump_options());
+    let ticket = adapter.submit(0, &request).unwrap();
+    // The port gave up on it before `submit` returned.
+    assert_eq!(
+        adapter.wait(ticket, Duration::from_millis(10)),
+        Err(SimError::WaitTimedOut { ticket: ticket.0 })
+    );
+    let violations = adapter.shutdown();
+    assert!(violations.contains(&Violation::NotCompletedAfterReset { ticket: ticket.0 }));
+    assert!(violations.contains(&Violation::OutstandingAtShutdown { ticket: ticket.0 }));
 }

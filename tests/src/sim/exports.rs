@@ -61,8 +61,14 @@ pub extern "system" fn StorPortInitialize(
     let Some(machine) = current_machine() else {
         return failure;
     };
+    // The dump port's DriverEntry gets NULL for the driver object, which the miniport passes on.
+    let driver_object: *mut c_void = if machine.options.dump.is_some() {
+        std::ptr::null_mut()
+    } else {
+        machine.driver_object.as_ptr().cast_mut().cast()
+    };
     if !machine.require_context("StorPortInitialize", &[CallContext::DriverEntry])
-        || argument1 != machine.driver_object.as_ptr().cast_mut().cast()
+        || argument1 != driver_object
     {
         return failure;
     }
@@ -111,7 +117,10 @@ pub extern "system" fn StorPortGetDeviceBase(
         return std::ptr::null_mut();
     };
     machine.require_context("StorPortGetDeviceBase", &[CallContext::FindAdapter]);
-    machine.require_irql_at_most("StorPortGetDeviceBase", super::locks::PASSIVE_LEVEL);
+    // The dump port maps BARs for a find-adapter it runs at HIGH_LEVEL (vioscsi does so).
+    if machine.options.dump.is_none() {
+        machine.require_irql_at_most("StorPortGetDeviceBase", super::locks::PASSIVE_LEVEL);
+    }
     let physical = io_address.cast_unsigned();
     if let Some(cookie) = machine.device_base(physical, len, in_io_space != 0) {
         std::ptr::with_exposed_provenance_mut(cookie)
@@ -211,9 +220,11 @@ pub extern "system" fn StorPortGetUncachedExtension(
     let Some(machine) = machine_for("StorPortGetUncachedExtension", extension) else {
         return std::ptr::null_mut();
     };
+    let dump = machine.options.dump;
     if !machine.require_context("StorPortGetUncachedExtension", &[CallContext::FindAdapter])
-        || !machine
-            .require_irql_at_most("StorPortGetUncachedExtension", super::locks::PASSIVE_LEVEL)
+        || (dump.is_none()
+            && !machine
+                .require_irql_at_most("StorPortGetUncachedExtension", super::locks::PASSIVE_LEVEL))
     {
         return std::ptr::null_mut();
     }
@@ -224,16 +235,35 @@ pub extern "system" fn StorPortGetUncachedExtension(
         return std::ptr::null_mut();
     }
     let len = len as usize;
-    let Some(address) = machine.memory.alloc(len.max(1), 4096) else {
+    if let Some(port) = dump
+        && len > port.uncached_budget
+    {
+        drop(state);
+        machine.log(format!(
+            "dump port: uncached extension of {len} bytes refused (budget {})",
+            port.uncached_budget
+        ));
+        return std::ptr::null_mut();
+    }
+    let misalignment = if dump.is_some() {
+        super::dump::DUMP_UNCACHED_MISALIGNMENT
+    } else {
+        0
+    };
+    let Some(base) = machine.memory.alloc(len.max(1) + misalignment, 4096) else {
         return std::ptr::null_mut();
     };
+    let address = base + misalignment;
     state.uncached = Some((address, len.max(1)));
     std::ptr::with_exposed_provenance_mut(address)
 }
 
-/// The registry routines may only be called at PASSIVE_LEVEL.
+/// The registry routines may only be called at PASSIVE_LEVEL, and not at all in dump mode.
 fn registry_machine(routine: &'static str, extension: *mut c_void) -> Option<Arc<Machine>> {
     let machine = machine_for(routine, extension)?;
+    if machine.forbid_in_dump(routine) {
+        return None;
+    }
     machine
         .require_irql_at_most(routine, super::locks::PASSIVE_LEVEL)
         .then_some(machine)
@@ -478,10 +508,14 @@ pub extern "system" fn StorPortStallExecution(microseconds: u32) {
     }
 }
 
-/// `VOID StorPortQuerySystemTime(PLARGE_INTEGER)`: 100 ns units since 1601.
+/// `VOID StorPortQuerySystemTime(PLARGE_INTEGER)`: 100 ns units since 1601. A dump-mode
+/// miniport "must not rely on time checking routines" (Microsoft, boot-drive restrictions).
 #[unsafe(no_mangle)]
 pub extern "system" fn StorPortQuerySystemTime(time: *mut i64) {
     const EPOCH_DIFFERENCE: u64 = 116_444_736_000_000_000;
+    if let Some(machine) = current_machine() {
+        let _ = machine.forbid_in_dump("StorPortQuerySystemTime");
+    }
     let since_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -710,6 +744,9 @@ pub extern "C" fn rvscsi_sim_request_timer_call(
     microseconds: u32,
 ) {
     if let Some(machine) = machine_for("RequestTimerCall", extension) {
+        if machine.forbid_in_dump("RequestTimerCall") {
+            return;
+        }
         machine.state().timer = (microseconds != 0 && !routine.is_null()).then(|| {
             (
                 routine.addr(),
@@ -746,6 +783,10 @@ pub extern "C" fn rvscsi_sim_enable_passive_initialization(
     let Some(machine) = machine_for("EnablePassiveInitialization", extension) else {
         return;
     };
+    if machine.forbid_in_dump("StorPortEnablePassiveInitialization") {
+        write_out(result.cast(), &0_i32);
+        return;
+    }
     let ok = machine.require_context(
         "StorPortEnablePassiveInitialization",
         &[CallContext::Initialize],
@@ -767,7 +808,7 @@ pub extern "C" fn rvscsi_sim_initialize_dpc(
     let Some(machine) = machine_for("InitializeDpc", extension) else {
         return;
     };
-    if dpc.is_null() {
+    if machine.forbid_in_dump("StorPortInitializeDpc") || dpc.is_null() {
         return;
     }
     let stor_dpc = abi::StorDpc {
@@ -796,6 +837,10 @@ pub extern "C" fn rvscsi_sim_issue_dpc(
     let Some(machine) = machine_for("IssueDpc", extension) else {
         return;
     };
+    if machine.forbid_in_dump("StorPortIssueDpc") {
+        write_out(result.cast(), &0_i32);
+        return;
+    }
     let Some(state) = machine.state().dpcs.get(&dpc.addr()).cloned() else {
         machine.violate(Violation::DpcNotInitialized { dpc: dpc.addr() });
         write_out(result.cast(), &0_i32);
@@ -949,6 +994,9 @@ pub extern "C" fn rvscsi_sim_initialize_perf_opts(
     let Some(machine) = machine_for("StorPortInitializePerfOpts", extension) else {
         return abi::STOR_STATUS_INVALID_PARAMETER;
     };
+    if machine.forbid_in_dump("StorPortInitializePerfOpts") {
+        return abi::STOR_STATUS_NOT_IMPLEMENTED;
+    }
     if !machine.require_context(
         "StorPortInitializePerfOpts",
         &[

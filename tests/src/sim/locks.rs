@@ -14,6 +14,8 @@ pub const PASSIVE_LEVEL: u8 = 0;
 pub const DISPATCH_LEVEL: u8 = 2;
 /// The device IRQL the simulator gives every interrupt (any value above DISPATCH_LEVEL would do).
 pub const DEVICE_LEVEL: u8 = 5;
+/// HIGH_LEVEL (x64): where the crash-dump stack runs every miniport routine.
+pub const HIGH_LEVEL: u8 = 15;
 
 /// Which miniport routine (or port-driver phase) the current thread is executing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,6 +7,7 @@
 //! their adapter through the calling thread, which the simulator always attaches first.
 
 pub mod abi;
+mod dump;
 mod exports;
 pub mod locks;
 mod machine;
@@ -22,6 +23,7 @@ use zerocopy::FromZeros;
 use locks::{Attach, CallContext, LockId, PASSIVE_LEVEL};
 use machine::{InterruptWiring, Machine, Work, callback};
 
+pub use dump::DumpPort;
 pub use locks::CallContext as Context;
 pub use locks::LockId as Lock;
 
@@ -49,7 +51,9 @@ pub struct SimOptions {
     pub contiguity: Contiguity,
     /// Merge physically adjacent pages of a data buffer into one SG element at random.
     pub merge_adjacent_pages: bool,
-    /// Real time per second of an SRB's TimeOutValue.
+    /// Real time per second of an SRB's TimeOutValue. The default makes a 10-second SRB
+    /// time out after one real second: short enough for timeout scenarios (which set 1–2
+    /// seconds), long enough that a loaded 2-core CI machine does not time out healthy I/O.
     pub timeout_scale: Duration,
     /// How often the port driver's timer runs.
     pub watchdog_period: Duration,
@@ -66,6 +70,11 @@ pub struct SimOptions {
     pub passive_initialization: bool,
     /// REG_DWORD values under the service's `Parameters\\Device` key, by name.
     pub registry: Vec<(String, u32)>,
+    /// Play the crash-dump stack's port driver instead of StorPort ([`DumpPort`]): NULL
+    /// DriverEntry arguments, every routine at HIGH_LEVEL on one processor, no interrupts
+    /// (HwInterrupt polled), no MSI-X, DPCs, timers, passive initialisation or registry, a
+    /// small uncached extension, one SRB at a time.
+    pub dump: Option<DumpPort>,
 }
 
 impl Default for SimOptions {
@@ -75,13 +84,14 @@ impl Default for SimOptions {
             force_scsi_request_block: false,
             contiguity: Contiguity::Allocation,
             merge_adjacent_pages: false,
-            timeout_scale: Duration::from_millis(10),
+            timeout_scale: Duration::from_millis(100),
             watchdog_period: Duration::from_millis(2),
             messages: None,
             scan_targets: 4,
             pci_location: (0, 3),
             passive_initialization: true,
             registry: Vec::new(),
+            dump: None,
         }
     }
 }
@@ -385,6 +395,12 @@ pub enum Violation {
         /// The physical address.
         physical: u64,
     },
+    /// A routine the crash-dump stack does not offer (DPCs, timers, passive initialisation,
+    /// the registry, performance options, the system time), called in dump mode.
+    ForbiddenInDumpMode {
+        /// The StorPort routine.
+        routine: &'static str,
+    },
 }
 
 /// A notification the miniport sent (other than RequestComplete), or a port-driver action.
@@ -615,6 +631,8 @@ pub struct FoundAdapter {
     pub passive_initialized: bool,
     /// STOR_PERF flags the miniport enabled.
     pub perf_flags: u32,
+    /// Bytes of uncached extension the miniport got (0 if it asked for none).
+    pub uncached_len: usize,
 }
 
 /// A disk found by the bus scan.
@@ -648,23 +666,49 @@ impl Simulator {
     /// DriverEntry, PnP start (HwFindAdapter), interrupt connection, HwInitialize under the
     /// interrupt lock, and the passive-initialization routine if the miniport enabled one.
     ///
+    /// With [`SimOptions::dump`], the crash-dump stack's version of all that ([`DumpPort`]):
+    /// DriverEntry with NULL arguments and every routine at HIGH_LEVEL, no MSI-X, no processor
+    /// or timer threads (requests run on the caller's thread, one at a time, completed by
+    /// polling HwInterrupt), and no passive initialisation.
+    ///
     /// # Errors
     /// [`SimError`] naming the step that failed.
-    pub fn boot(options: SimOptions, platform: Platform) -> Result<Adapter, SimError> {
+    pub fn boot(mut options: SimOptions, platform: Platform) -> Result<Adapter, SimError> {
+        let dump = options.dump.is_some();
+        if dump {
+            // The dump port connects no interrupt, let alone MSI-X messages.
+            options.messages = Some(0);
+        }
         let machine = Arc::new(Machine::new(options, platform.pci, platform.memory)?);
         let _ = platform.interrupts.machine.set(Arc::downgrade(&machine));
         let mut adapter = Adapter {
             machine: Arc::clone(&machine),
             threads: Vec::new(),
+            dump_port: std::sync::Mutex::new(()),
         };
-        adapter.start_threads()?;
+        if !dump {
+            adapter.start_threads()?;
+        }
         let _attach = Attach::new(&machine, 0);
-        let driver_object: *mut c_void = machine.driver_object.as_ptr().cast_mut().cast();
-        let registry_path: *mut c_void = machine.registry_path.as_ptr().cast_mut().cast();
+        let (driver_object, registry_path, irql): (*mut c_void, *mut c_void, u8) = if dump {
+            // "The operating system passes NULL arguments to the miniport driver's
+            // DriverEntry routine" in dump mode (Microsoft, boot-drive restrictions).
+            (
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                locks::HIGH_LEVEL,
+            )
+        } else {
+            (
+                machine.driver_object.as_ptr().cast_mut().cast(),
+                machine.registry_path.as_ptr().cast_mut().cast(),
+                PASSIVE_LEVEL,
+            )
+        };
         let entry = platform.entry;
         // SAFETY: DriverEntry gets a zeroed, live DRIVER_OBJECT-sized buffer and a registry
-        // path buffer, as the I/O manager would pass them.
-        let status = machine.call(CallContext::DriverEntry, PASSIVE_LEVEL, || unsafe {
+        // path buffer, as the I/O manager would pass them (NULL and NULL in dump mode).
+        let status = machine.call(CallContext::DriverEntry, irql, || unsafe {
             entry(driver_object, registry_path)
         });
         if status != abi::STATUS_SUCCESS {
@@ -680,6 +724,8 @@ impl Simulator {
 pub struct Adapter {
     machine: Arc<Machine>,
     threads: Vec<JoinHandle<()>>,
+    /// Held while the dump port runs a request: it has one outstanding at a time.
+    dump_port: std::sync::Mutex<()>,
 }
 
 impl Adapter {
@@ -773,6 +819,10 @@ impl Adapter {
         config.max_ios_per_lun = 1000;
         config.initial_lun_queue_depth = 20;
         config.bus_reset_hold_time = 4_000_000;
+        let dump = machine.options.dump;
+        if let Some(port) = dump {
+            config.dump_mode = port.mode;
+        }
         *lock(&machine.config) = config;
         let find_adapter = callback!(hw.hw_find_adapter as usize, machine::HwFindAdapterFn)
             .ok_or(SimError::FindAdapter(0))?;
@@ -780,10 +830,16 @@ impl Adapter {
         let mut config_c = Box::new(config);
         let config_ptr: *mut abi::PortConfigurationInformation = &raw mut *config_c;
         let mut again = 0_u8;
-        let mut argument = *b"\0";
-        // SAFETY: HwFindAdapter gets the zeroed device extension, an empty argument string and
-        // a PORT_CONFIGURATION_INFORMATION whose AccessRanges array outlives the call.
-        let found = machine.call(CallContext::FindAdapter, PASSIVE_LEVEL, || unsafe {
+        // The dump port passes "dump=1" (Microsoft, boot-drive restrictions) and calls every
+        // routine above PASSIVE_LEVEL, find-adapter included.
+        let (mut argument, irql) = if dump.is_some() {
+            (*b"dump=1\0", locks::HIGH_LEVEL)
+        } else {
+            (*b"\0\0\0\0\0\0\0", PASSIVE_LEVEL)
+        };
+        // SAFETY: HwFindAdapter gets the zeroed device extension, a NUL-terminated argument
+        // string and a PORT_CONFIGURATION_INFORMATION whose AccessRanges array outlives the call.
+        let found = machine.call(CallContext::FindAdapter, irql, || unsafe {
             find_adapter(
                 extension,
                 std::ptr::null_mut(),
@@ -811,6 +867,10 @@ impl Adapter {
             per_message: config.interrupt_synchronization_mode
                 == abi::INTERRUPT_SYNCHRONIZE_PER_MESSAGE,
         };
+        if dump.is_some() {
+            // Interrupts stay disconnected: the dump port polls HwInterrupt itself.
+            return self.initialize_for_dump(hw);
+        }
         let _ = machine.interrupts.set(wiring);
         if let Some(initialize) = callback!(hw.hw_initialize as usize, machine::HwBoolFn) {
             // SAFETY: HwInitialize gets the device extension, under the interrupt lock.
@@ -844,6 +904,11 @@ impl Adapter {
     /// # Errors
     /// [`SimError::NoProcessor`], [`SimError::OutOfMemory`], [`SimError::BadCdbLength`].
     pub fn submit(&self, processor: u32, request: &Request) -> Result<Ticket, SimError> {
+        if self.machine.options.dump.is_some() {
+            // The dump port's I/O is synchronous: the request has completed (or failed) when
+            // this returns, and `wait` picks its completion up.
+            return self.run_dump_request(request);
+        }
         let sender = self
             .machine
             .processors
@@ -1107,6 +1172,7 @@ impl Adapter {
             messages: self.machine.message_count,
             passive_initialized: state.passive_initialize.is_some(),
             perf_flags: state.perf_flags,
+            uncached_len: state.uncached.map_or(0, |(_, len)| len),
         }
     }
 

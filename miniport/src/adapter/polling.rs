@@ -1,0 +1,85 @@
+//! The adapter as the dump port drives it ([`crate::dump`]): one processor, interrupts off, the
+//! port calling HwInterrupt to poll, and no DPC or timer to defer anything to, so a device that
+//! breaks the protocol is reset right where the poll finds it.
+
+use core::sync::atomic::Ordering;
+
+use super::{Adapter, InterruptMode};
+use crate::dump::DumpMode;
+use crate::trace::ResetCause;
+
+impl Adapter {
+    /// Why the dump stack loaded this instance; `None` in the normal stack.
+    #[must_use]
+    pub const fn dump_mode(&self) -> Option<DumpMode> {
+        self.dump
+    }
+
+    /// HwInterrupt in dump mode: the dump port's poll. Drains every request queue whatever the
+    /// ISR status says, then asks the device for no interrupts (virtio 1.x section 2.7.7):
+    /// nobody takes them, every completion is found by the next poll, and so the poll never
+    /// depends on an ISR bit the device had no reason to set. Resets the device here if it
+    /// broke the protocol: the normal ISR leaves that to a StorPort timer, which the dump port
+    /// does not have. Returns whether the device had interrupted, a request completed or the
+    /// device was reset.
+    pub(super) fn poll(&self) -> bool {
+        if self.mode() != InterruptMode::Line {
+            // Not initialised yet (HwInitialize chooses line mode in dump mode): no queue is
+            // running, and the lock the drain relies on is not the one held.
+            return false;
+        }
+        // SAFETY: in line mode StorPort (the dump port) holds the interrupt lock around
+        // HwInterrupt, and the reset path takes it too, so the transport is not being mutated.
+        // Reading the ISR status also deasserts a level-triggered line (virtio 1.x 4.1.4.5).
+        let isr = unsafe { &*self.transport.get() }.read_isr();
+        let completed_before = self.completions();
+        let mut broken = false;
+        for queue in 0..self.request_queues() {
+            // SAFETY: in line mode the interrupt lock, held by the caller of HwInterrupt, is
+            // every request queue's lock.
+            let mut guard = unsafe { self.assume_locked(queue) };
+            broken |= crate::io::drain(&mut guard);
+            // The drain re-armed interrupts when it found the ring empty; polling needs none.
+            if let Some(state) = guard.state() {
+                state.ring.queue().disable_interrupts();
+            }
+        }
+        if broken {
+            // The interrupt lock is every queue's lock in line mode, and we hold it: the reset
+            // takes no lock, and runs now, synchronously (a status write and read-back).
+            self.reset_device_with(ResetCause::ProtocolViolation, true);
+        }
+        !isr.is_empty() || broken || self.completions() != completed_before
+    }
+
+    /// HwResetBus. In dump mode Microsoft asks miniports to disregard bus resets, so one with
+    /// nothing in flight is ignored; with a request in flight the device is reset (no timer
+    /// needed), which completes that request once with SRB_STATUS_BUS_RESET instead of leaving
+    /// the dump waiting for it forever. In the normal stack it always resets.
+    pub fn reset_bus(&self) {
+        if self.dump.is_some() && self.requests_in_flight() == 0 {
+            return;
+        }
+        self.reset_device(ResetCause::ResetBus);
+    }
+
+    /// Requests on the device's request queues, each queue read under its lock.
+    fn requests_in_flight(&self) -> u32 {
+        (0..self.request_queues())
+            .map(|queue| {
+                let mut guard = self.lock(queue);
+                guard
+                    .state()
+                    .map_or(0, |state| u32::from(state.ring.queue().in_flight()))
+            })
+            .sum()
+    }
+
+    /// Requests completed from the used rings so far, over every request queue.
+    fn completions(&self) -> u64 {
+        (0..self.request_queues())
+            .filter_map(|queue| self.counters(queue))
+            .map(|counters| counters.completions.load(Ordering::Relaxed))
+            .sum()
+    }
+}
