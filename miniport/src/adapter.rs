@@ -12,7 +12,7 @@
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU64, Ordering, fence};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering, fence};
 
 use virtio_core::features::{Features, SCSI_DRIVER_FEATURES};
 use virtio_core::hal::{Hal, RegisterIo};
@@ -23,6 +23,7 @@ use virtio_core::queue::{QueueFeatures, Slot, Virtqueue};
 use virtio_core::scsi::{Limits, queue_index};
 
 use crate::dump::{DumpMode, Sizing};
+use crate::events::EventQueue;
 use crate::limits::StorLimits;
 use crate::luns::{LunSlot, LunTable};
 use crate::platform::{Carved, PciSnapshot, StorPortRegisters, UncachedArena};
@@ -206,10 +207,15 @@ pub struct Adapter {
     luns: LunTable<Carved<LunSlot>>,
     /// Where WMI copies the LUN table to answer from it ([`crate::wmi::WmiScratch`]).
     wmi_scratch: crate::wmi::WmiScratch,
+    /// The eventq's buffers, the units the device reported removed, and the configuration
+    /// watch ([`crate::events`]).
+    events: EventQueue,
     /// Lock handle for the line-interrupt lock; only its holder touches it.
     line_lock: UnsafeCell<StorLockHandle>,
     dpc_ready: AtomicBool,
     resetting: AtomicBool,
+    /// The [`ResetCause`] of the reset [`Self::reset_later`] asked StorPort's timer for.
+    timer_reset_cause: AtomicU32,
     /// Resets performed.
     pub resets: AtomicU64,
     /// The most verbose StorPortDebugPrint level emitted (registry `RvscsiDebugPrintLevel`).
@@ -450,6 +456,7 @@ impl Adapter {
             + rings
             + Self::lun_table_len(lun_slots)
             + crate::wmi::WmiScratch::uncached_len_for(lun_slots)
+            + EventQueue::uncached_len(sizing)
     }
 
     /// The limits reported to StorPort, from the device's and the smallest request queue.
@@ -496,20 +503,15 @@ impl Adapter {
         slots * size_of::<LunSlot>() + align_of::<LunSlot>()
     }
 
-    fn construct(
+    /// Asks StorPort for the uncached extension `discovery` needs (within the dump budget in
+    /// dump mode) and checks it is contiguous.
+    fn claim_uncached(
         extension: DeviceExtension,
         config: &mut PortConfigurationInformation,
-        discovery: Discovery,
-    ) -> Result<Self, AdapterError> {
-        let request_queues = discovery.queue_count - queue_index::REQUEST_BASE;
-        let sizing = Sizing::of(discovery.dump);
-        let limits = Self::derive_limits(&discovery)?;
-        Self::fill_config(config, &discovery.device_limits, &limits);
-        if discovery.dump.is_some() {
-            crate::dump::restrict_config(config);
-        }
-
-        let len = Self::uncached_len(&discovery);
+        discovery: &Discovery,
+        sizing: Sizing,
+    ) -> Result<UncachedArena, AdapterError> {
+        let len = Self::uncached_len(discovery);
         if let Some(budget) = sizing.uncached_budget()
             && len > budget
         {
@@ -525,7 +527,23 @@ impl Adapter {
         }
         // SAFETY: StorPort just gave us `len` bytes of uncached extension at `memory`,
         // contiguous at `bus` (checked), for the adapter's life.
-        let arena = unsafe { UncachedArena::new(extension, memory, bus, len) };
+        Ok(unsafe { UncachedArena::new(extension, memory, bus, len) })
+    }
+
+    fn construct(
+        extension: DeviceExtension,
+        config: &mut PortConfigurationInformation,
+        discovery: Discovery,
+    ) -> Result<Self, AdapterError> {
+        let request_queues = discovery.queue_count - queue_index::REQUEST_BASE;
+        let sizing = Sizing::of(discovery.dump);
+        let limits = Self::derive_limits(&discovery)?;
+        Self::fill_config(config, &discovery.device_limits, &limits);
+        if discovery.dump.is_some() {
+            crate::dump::restrict_config(config);
+        }
+
+        let arena = Self::claim_uncached(extension, config, &discovery, sizing)?;
         let queues = arena
             .carve_table_with(usize::from(discovery.queue_count), || UnsafeCell::new(None))
             .ok_or(AdapterError::OutOfMemory)?;
@@ -536,6 +554,7 @@ impl Adapter {
             .carve_table_with(usize::from(request_queues), QueueCounters::default)
             .ok_or(AdapterError::OutOfMemory)?;
         let (luns, wmi_scratch) = Self::carve_lun_state(&arena, sizing.lun_slots())?;
+        let events = EventQueue::carve(&arena, sizing).ok_or(AdapterError::OutOfMemory)?;
 
         let packed = discovery.features.contains(Features::RING_PACKED);
         let queue_features = QueueFeatures {
@@ -598,9 +617,11 @@ impl Adapter {
             counters,
             luns,
             wmi_scratch,
+            events,
             line_lock: UnsafeCell::new(StorLockHandle::zeroed()),
             dpc_ready: AtomicBool::new(false),
             resetting: AtomicBool::new(false),
+            timer_reset_cause: AtomicU32::new(ResetCause::ProtocolViolation as u32),
             resets: AtomicU64::new(0),
             debug_print_level: discovery.parameters.debug_print_level,
             dump: discovery.dump,
@@ -715,6 +736,12 @@ impl Adapter {
         &self.wmi_scratch
     }
 
+    /// The event queue's state: removed units, counters ([`crate::events`]).
+    #[must_use]
+    pub const fn events(&self) -> &EventQueue {
+        &self.events
+    }
+
     /// Counters of request queue `queue`.
     #[must_use]
     pub fn counters(&self, queue: u16) -> Option<&QueueCounters> {
@@ -800,6 +827,14 @@ impl Adapter {
             queue.notify_offset = notifier.offset();
         }
         transport.driver_ok()?;
+        self.events.started(transport);
+        // The eventq is stocked from DRIVER_OK on (the device must not be notified before).
+        // SAFETY: as above: the callers' exclusive access covers the eventq too.
+        if let Some(eventq) = unsafe { self.queue_cell(queue_index::EVENT) }
+            && let Some(offset) = self.events.stock(eventq)
+        {
+            self.notify_virtqueue(queue_index::EVENT, offset);
+        }
         Ok(())
     }
 
@@ -874,9 +909,20 @@ impl Adapter {
     /// Locks request queue `queue` (its MSI-X message lock, or the interrupt lock).
     #[must_use]
     pub fn lock(&self, queue: u16) -> QueueGuard<'_> {
-        let how = match self.mode() {
+        let how = self.acquire(Self::vector_of_queue(queue + queue_index::REQUEST_BASE));
+        QueueGuard {
+            adapter: self,
+            queue,
+            how,
+        }
+    }
+
+    /// Acquires the lock of MSI-X message `message` in per-queue mode; in shared mode the one
+    /// message's lock, in line mode the interrupt lock, whatever `message` is.
+    fn acquire(&self, message: u16) -> Held {
+        match self.mode() {
             InterruptMode::PerQueue => {
-                let message = u32::from(Self::vector_of_queue(queue + queue_index::REQUEST_BASE));
+                let message = u32::from(message);
                 let old_irql = self.extension.acquire_msi_lock(message);
                 Held::Msi { message, old_irql }
             }
@@ -893,11 +939,35 @@ impl Adapter {
                 unsafe { self.extension.acquire_interrupt_lock(self.line_lock.get()) };
                 Held::Line
             }
-        };
-        QueueGuard {
+        }
+    }
+
+    /// Releases a lock taken by [`Self::acquire`].
+    fn release(&self, how: Held) {
+        match how {
+            Held::Msi { message, old_irql } => {
+                self.extension.release_msi_lock(message, old_irql);
+            }
+            // SAFETY: `how` says this context acquired the interrupt lock with this handle.
+            Held::Line => unsafe {
+                self.extension.release_interrupt_lock(self.line_lock.get());
+            },
+            Held::ByCaller => {}
+        }
+    }
+
+    /// A guard for virtqueue `index` (the controlq or the eventq) whose lock StorPort already
+    /// holds (inside the ISR for its message).
+    ///
+    /// # Safety
+    /// The caller runs in the ISR whose lock guards virtqueue `index` (per-queue: its message;
+    /// shared: message 0; line: the interrupt lock).
+    #[must_use]
+    pub unsafe fn assume_virtqueue_locked(&self, index: u16) -> VirtqueueGuard<'_> {
+        VirtqueueGuard {
             adapter: self,
-            queue,
-            how,
+            index,
+            how: Held::ByCaller,
         }
     }
 
@@ -917,15 +987,20 @@ impl Adapter {
 
     /// Notifies the device of new requests on request queue `queue` (after unlocking).
     pub fn notify(&self, queue: u16, offset: u64) {
-        let index = queue + queue_index::REQUEST_BASE;
-        // ORDERING: the ring updates (descriptors, then the available index published with
-        // release by the queue) must be visible before the device reacts to the notification
-        // (virtio 1.x section 2.7.13 step 4 / 2.8.21). Pairs with the device's read of the
-        // available index after the notification; the register routine orders the MMIO store.
         // Counted before the write: the device may complete the request inside it.
         if let Some(counters) = self.counters(queue) {
             counters.kicks.fetch_add(1, Ordering::Relaxed);
         }
+        self.notify_virtqueue(queue + queue_index::REQUEST_BASE, offset);
+    }
+
+    /// Notifies the device of new buffers on virtqueue `index`, whose notification address is
+    /// at `offset` in the notify BAR.
+    pub fn notify_virtqueue(&self, index: u16, offset: u64) {
+        // ORDERING: the ring updates (descriptors, then the available index published with
+        // release by the queue) must be visible before the device reacts to the notification
+        // (virtio 1.x section 2.7.13 step 4 / 2.8.21). Pairs with the device's read of the
+        // available index after the notification; the register routine orders the MMIO store.
         fence(Ordering::SeqCst);
         self.registers.write16(self.notify_bar, offset, index);
     }
@@ -935,11 +1010,18 @@ impl Adapter {
         match self.mode() {
             InterruptMode::PerQueue => {
                 let Some(index) = message.checked_sub(1) else {
-                    // Configuration change: events are read by the event queue work (issue 7).
+                    self.on_config_interrupt();
                     return true;
                 };
-                let Some(queue) = (index as u16).checked_sub(queue_index::REQUEST_BASE) else {
-                    // controlq/eventq: nothing of ours is posted on them yet.
+                let Ok(index) = u16::try_from(index) else {
+                    return false;
+                };
+                if index == queue_index::EVENT {
+                    self.on_event_interrupt();
+                    return true;
+                }
+                let Some(queue) = index.checked_sub(queue_index::REQUEST_BASE) else {
+                    // The controlq: nothing of ours is posted on it yet.
                     return true;
                 };
                 if queue >= self.request_queues() {
@@ -948,12 +1030,18 @@ impl Adapter {
                 self.on_queue_interrupt(queue);
                 true
             }
-            InterruptMode::Shared | InterruptMode::Line => {
+            InterruptMode::Shared => {
+                // One message for everything: the configuration is checked on each (its
+                // interrupt carries no ISR bit a driver may rely on with MSI-X, virtio 1.x
+                // section 4.1.5.3).
+                self.on_config_interrupt();
+                self.on_event_interrupt();
                 for queue in 0..self.request_queues() {
                     self.on_queue_interrupt(queue);
                 }
                 true
             }
+            InterruptMode::Line => self.on_line_interrupt(),
         }
     }
 
@@ -970,10 +1058,56 @@ impl Adapter {
         if isr.is_empty() {
             return false;
         }
+        if isr.contains(virtio_core::pci::Isr::CONFIG) {
+            self.on_config_interrupt();
+        }
+        self.on_event_interrupt();
         for queue in 0..self.request_queues() {
             self.on_queue_interrupt(queue);
         }
         true
+    }
+
+    /// The configuration-change interrupt, in the ISR that owns it (message 0, the shared
+    /// message, or the line ISR): see [`EventQueue::on_config_change`].
+    fn on_config_interrupt(&self) {
+        // SAFETY: the ISR for message 0 (or the shared/line ISR) holds a lock the reset path
+        // takes too (`lock_all`), so the transport is not being mutated; it is only read here.
+        let transport = unsafe { &*self.transport.get() };
+        if self.events.on_config_change(self, transport) {
+            self.reset_later(ResetCause::DeviceNeedsReset);
+        }
+    }
+
+    /// The eventq's interrupt, in the ISR that owns it (message 2, the shared message, or the
+    /// line ISR): see [`EventQueue::drain`].
+    fn on_event_interrupt(&self) {
+        // SAFETY: we run in the ISR whose lock guards the eventq (see the callers).
+        let mut guard = unsafe { self.assume_virtqueue_locked(queue_index::EVENT) };
+        if self.events.drain(self, &mut guard) {
+            self.reset_later(ResetCause::ProtocolViolation);
+        }
+    }
+
+    /// Resets the device from StorPort's timer, right after this ISR, for `cause`: the reset
+    /// takes every lock, which an ISR holding one of them cannot do.
+    fn reset_later(&self, cause: ResetCause) {
+        // ORDERING: relaxed; the timer request below is StorPort's, which orders it before the
+        // timer routine on any processor (a lock hand-over inside StorPort).
+        self.timer_reset_cause
+            .store(cause as u32, Ordering::Relaxed);
+        self.extension
+            .request_timer(Some(crate::hw::hw_reset_timer), RESET_TIMER_MICROSECONDS);
+    }
+
+    /// HwStorTimer: the reset an ISR asked StorPort's timer for, with the cause it gave.
+    pub fn reset_from_timer(&self) {
+        // ORDERING: relaxed; see `reset_later`.
+        let cause = match self.timer_reset_cause.load(Ordering::Relaxed) {
+            raw if raw == ResetCause::DeviceNeedsReset as u32 => ResetCause::DeviceNeedsReset,
+            _ => ResetCause::ProtocolViolation,
+        };
+        self.reset_device(cause);
     }
 
     fn on_queue_interrupt(&self, queue: u16) {
@@ -992,8 +1126,7 @@ impl Adapter {
                 // The device broke the protocol. The reset takes every queue lock, which an ISR
                 // holding one of them cannot do: StorPort's timer runs it right after, with no
                 // queue lock held.
-                self.extension
-                    .request_timer(Some(crate::hw::hw_reset_timer), RESET_TIMER_MICROSECONDS);
+                self.reset_later(ResetCause::ProtocolViolation);
             }
         }
     }
@@ -1052,6 +1185,7 @@ impl Adapter {
         // ORDERING: pairs with the Acquire of the next winner's compare-exchange above.
         self.resetting.store(false, Ordering::Release);
         self.extension.reset_detected();
+        self.events.restarted(self);
     }
 
     /// ScsiStopAdapter: resets the device (it stops using every buffer); requests in flight
@@ -1064,14 +1198,23 @@ impl Adapter {
         let _ = self.take_everything_back(&locks);
     }
 
-    /// Takes every request queue's lock, in ascending order: all of them with per-queue
-    /// messages, the one shared lock otherwise (none in line mode when `line_lock_held`, as the
-    /// caller runs under StorPort's interrupt lock). Released in reverse by the guard.
+    /// Takes every queue's lock, in ascending message order: with per-queue messages those of
+    /// the configuration, the controlq and the eventq (messages 0 to 2, whose ISRs read the
+    /// transport and the eventq's ring) and then every request queue's; the one shared lock
+    /// otherwise (none in line mode when `line_lock_held`, as the caller runs under StorPort's
+    /// interrupt lock). Released in reverse by the guard.
     fn lock_all(&self, line_lock_held: bool) -> AllQueuesLocked<'_> {
         let mut locks = AllQueuesLocked {
+            adapter: self,
+            messages: [None; QUEUES_BEFORE_REQUESTS],
             guards: [const { None }; MAX_REQUEST_QUEUES as usize],
         };
         let mode = self.mode();
+        if mode == InterruptMode::PerQueue {
+            for (message, slot) in (0u16..).zip(locks.messages.iter_mut()) {
+                *slot = Some(self.acquire(message));
+            }
+        }
         let queues = usize::from(self.request_queues());
         for (queue, slot) in locks.guards.iter_mut().enumerate().take(queues) {
             let take = match mode {
@@ -1120,7 +1263,9 @@ impl Adapter {
             && transport.begin_init(self.features).is_ok()
             && Self::configure_device(transport).is_ok()
             && self.start_queues().is_ok();
-        if !ok {
+        if ok {
+            self.events.restarted(self);
+        } else {
             transport.fail();
         }
         self.trace(TraceEvent::Restarted, ADAPTER_WIDE, (u32::from(ok), 0, 0));
@@ -1215,25 +1360,51 @@ impl<'a> QueueGuard<'a> {
 
 impl Drop for QueueGuard<'_> {
     fn drop(&mut self) {
-        match self.how {
-            Held::Msi { message, old_irql } => {
-                self.adapter.extension.release_msi_lock(message, old_irql);
-            }
-            // SAFETY: this guard acquired the interrupt lock with this handle.
-            Held::Line => unsafe {
-                self.adapter
-                    .extension
-                    .release_interrupt_lock(self.adapter.line_lock.get());
-            },
-            Held::ByCaller => {}
-        }
+        self.adapter.release(self.how);
     }
 }
 
-/// Every request queue's lock, from [`Adapter::lock_all`]; dropping it releases them in the
-/// reverse order of acquisition (each release restores the IRQL its acquire saved, so the
-/// first lock taken must be the last released).
+/// Proof that the lock of a virtqueue other than a request queue (the eventq) is held; gives
+/// access to its state.
+#[derive(Debug)]
+pub struct VirtqueueGuard<'a> {
+    adapter: &'a Adapter,
+    index: u16,
+    how: Held,
+}
+
+impl<'a> VirtqueueGuard<'a> {
+    /// The adapter.
+    #[must_use]
+    pub const fn adapter(&self) -> &'a Adapter {
+        self.adapter
+    }
+
+    /// The virtqueue's state.
+    pub fn state(&mut self) -> Option<&mut QueueState> {
+        // SAFETY: this guard proves the virtqueue's lock is held, and `&mut self` makes the
+        // returned reference the only one derived from it.
+        unsafe { self.adapter.queue_cell(self.index) }
+    }
+}
+
+impl Drop for VirtqueueGuard<'_> {
+    fn drop(&mut self) {
+        self.adapter.release(self.how);
+    }
+}
+
+/// Messages below the first request queue's in per-queue mode: the configuration's, the
+/// controlq's and the eventq's.
+const QUEUES_BEFORE_REQUESTS: usize = Adapter::vector_of_queue(queue_index::REQUEST_BASE) as usize;
+
+/// Every queue's lock, from [`Adapter::lock_all`]; dropping it releases them in the reverse
+/// order of acquisition (each release restores the IRQL its acquire saved, so the first lock
+/// taken must be the last released).
 struct AllQueuesLocked<'a> {
+    adapter: &'a Adapter,
+    /// Messages 0 to 2 in per-queue mode, taken first.
+    messages: [Option<Held>; QUEUES_BEFORE_REQUESTS],
     guards: [Option<QueueGuard<'a>>; MAX_REQUEST_QUEUES as usize],
 }
 
@@ -1241,6 +1412,11 @@ impl Drop for AllQueuesLocked<'_> {
     fn drop(&mut self) {
         for guard in self.guards.iter_mut().rev() {
             drop(guard.take());
+        }
+        for held in self.messages.iter_mut().rev() {
+            if let Some(how) = held.take() {
+                self.adapter.release(how);
+            }
         }
     }
 }

@@ -284,7 +284,26 @@ pub unsafe extern "system" fn hw_reset_bus(
 pub unsafe extern "system" fn hw_reset_timer(device_extension: *mut c_void) {
     // SAFETY: StorPort's device extension.
     if let Some(adapter) = unsafe { adapter(device_extension) } {
-        adapter.reset_device(ResetCause::ProtocolViolation);
+        adapter.reset_from_timer();
+    }
+}
+
+/// HwStorStateChange: StorPort finished processing the `StorPortStateChangeDetected`
+/// notification the event queue sent (see `crate::events`); the next one may be sent.
+///
+/// # Safety
+/// DISPATCH_LEVEL with the StartIo lock held; `address` is the `STOR_ADDRESS` the notification
+/// named (not read here), `context` the null context it was given.
+pub unsafe extern "system" fn hw_state_change(
+    device_extension: *mut c_void,
+    _context: *mut c_void,
+    _address_type: i16,
+    _address: *mut c_void,
+    _status: u32,
+) {
+    // SAFETY: StorPort's device extension.
+    if let Some(adapter) = unsafe { adapter(device_extension) } {
+        adapter.events().state_change_done();
     }
 }
 

@@ -21,7 +21,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use crate::adapter::{Adapter, QueueGuard};
 use crate::layout::{CONTEXT_LEN, REQUEST_ALIGN, RequestContext, RequestLayout, RequestState};
-use crate::luns::{self, Snooped};
+use crate::luns::{self, Recorded, Snooped};
 use crate::srb::{Srb, SrbError};
 use crate::storport::{
     SRB_FLAGS_DATA_IN, SRB_FLAGS_DATA_OUT, SRB_FLAGS_DISABLE_AUTOSENSE, SRB_FUNCTION_EXECUTE_SCSI,
@@ -30,8 +30,8 @@ use crate::storport::{
     SRB_FUNCTION_SHUTDOWN, SRB_FUNCTION_WMI, SRB_STATUS_ABORTED, SRB_STATUS_AUTOSENSE_VALID,
     SRB_STATUS_BAD_SRB_BLOCK_LENGTH, SRB_STATUS_BUS_RESET, SRB_STATUS_BUSY,
     SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR, SRB_STATUS_INVALID_LUN, SRB_STATUS_INVALID_PATH_ID,
-    SRB_STATUS_INVALID_REQUEST, SRB_STATUS_INVALID_TARGET_ID, SRB_STATUS_SUCCESS, ScsiRequestBlock,
-    StorScatterGatherElement,
+    SRB_STATUS_INVALID_REQUEST, SRB_STATUS_INVALID_TARGET_ID, SRB_STATUS_NO_DEVICE,
+    SRB_STATUS_SUCCESS, ScsiRequestBlock, StorScatterGatherElement,
 };
 use crate::vpd;
 
@@ -205,6 +205,16 @@ fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
     }
     let mut cdb = [0u8; CDB_SIZE];
     let cdb_len = srb.cdb(&mut cdb).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    // A unit the device reported removed is gone for Windows at once (see `crate::events`);
+    // only the commands the device answers for an absent unit still reach it.
+    if adapter
+        .events()
+        .gone()
+        .contains(address.target, address.lun)
+        && !crate::events::reaches_absent_unit(cdb[0])
+    {
+        return Err(SRB_STATUS_NO_DEVICE);
+    }
     let lun =
         Lun::new(address.target, u16::from(address.lun)).map_err(|_| SRB_STATUS_INVALID_LUN)?;
     let flags = srb.flags();
@@ -578,16 +588,12 @@ fn complete_used(adapter: &Adapter, queue: u16, base: usize, written: u32, token
         return true;
     };
     let outcome = complete_command(&response, &transfer);
-    let mut status = match outcome.disposition {
-        Disposition::Success => SRB_STATUS_SUCCESS,
-        Disposition::DataOverrun => SRB_STATUS_DATA_OVERRUN,
-        Disposition::Error | Disposition::ProtocolViolation(_) => SRB_STATUS_ERROR,
-        Disposition::Aborted => SRB_STATUS_ABORTED,
-        Disposition::InvalidTargetId => SRB_STATUS_INVALID_TARGET_ID,
-        Disposition::InvalidLun => SRB_STATUS_INVALID_LUN,
-        Disposition::BusReset => SRB_STATUS_BUS_RESET,
-        Disposition::Busy => SRB_STATUS_BUSY,
-    };
+    let gone = adapter
+        .events()
+        .gone()
+        .contains(context.target, context.lun.get() as u8)
+        && !crate::events::reaches_absent_unit(context.opcode);
+    let mut status = srb_status(outcome.disposition, gone);
     srb.set_scsi_status(outcome.scsi_status);
     let mut transferred = outcome.transferred;
     if matches!(status, SRB_STATUS_SUCCESS | SRB_STATUS_DATA_OVERRUN)
@@ -611,6 +617,7 @@ fn complete_used(adapter: &Adapter, queue: u16, base: usize, written: u32, token
         counters.record_transfer(direction, transferred);
     }
     if outcome.autosense_valid
+        && status != SRB_STATUS_NO_DEVICE
         && let Some((buffer, capacity)) = srb.sense_buffer()
     {
         let sense = outcome.sense(&response);
@@ -625,6 +632,33 @@ fn complete_used(adapter: &Adapter, queue: u16, base: usize, written: u32, token
     }
     complete(adapter, srb, status);
     outcome.disposition.requires_device_reset()
+}
+
+/// The SRB status of a command that ended with `disposition`; `gone` when its unit was
+/// reported removed by the device and the command is one that needs the unit.
+fn srb_status(disposition: Disposition, gone: bool) -> u8 {
+    match disposition {
+        Disposition::Success => SRB_STATUS_SUCCESS,
+        // However the command failed, the unit is gone for Windows (see `crate::events`).
+        Disposition::Error
+        | Disposition::ProtocolViolation(_)
+        | Disposition::Aborted
+        | Disposition::InvalidTargetId
+        | Disposition::InvalidLun
+        | Disposition::BusReset
+        | Disposition::Busy
+            if gone =>
+        {
+            SRB_STATUS_NO_DEVICE
+        }
+        Disposition::DataOverrun => SRB_STATUS_DATA_OVERRUN,
+        Disposition::Error | Disposition::ProtocolViolation(_) => SRB_STATUS_ERROR,
+        Disposition::Aborted => SRB_STATUS_ABORTED,
+        Disposition::InvalidTargetId => SRB_STATUS_INVALID_TARGET_ID,
+        Disposition::InvalidLun => SRB_STATUS_INVALID_LUN,
+        Disposition::BusReset => SRB_STATUS_BUS_RESET,
+        Disposition::Busy => SRB_STATUS_BUSY,
+    }
 }
 
 /// Records in the LUN table what a successful `snooped` command returned: the first
@@ -646,9 +680,19 @@ fn snoop(
     // `DataTransferLength` bytes (the posted length, at least `len`); the device finished
     // writing it (the request was used) and nothing writes it until the SRB is completed.
     let data = unsafe { core::slice::from_raw_parts(buffer.as_ptr(), len) };
-    let _ = adapter
+    let recorded = adapter
         .luns()
         .observe(context.target, context.lun.get(), snooped, data);
+    if snooped == Snooped::Answer(crate::luns::Answer::Inquiry)
+        && matches!(
+            recorded,
+            Recorded::Inserted | Recorded::Updated | Recorded::KeptLonger | Recorded::Full
+        )
+        && let Ok(lun) = u8::try_from(context.lun.get())
+    {
+        // The unit answers INQUIRY as present again: it is back, event or not.
+        adapter.events().gone().clear(context.target, lun);
+    }
 }
 
 /// Adds a designator to an empty VPD 0x83 answer; returns the new transferred length.
@@ -703,5 +747,44 @@ pub fn fail_in_flight(adapter: &Adapter, queue: u16) {
         let mut srb = unsafe { Srb::from_layout(raw, context.srb_layout()) };
         srb.set_data_transfer_length(0);
         complete(adapter, srb, SRB_STATUS_BUS_RESET);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use virtio_core::scsi::ProtocolViolation;
+
+    use super::*;
+
+    #[test]
+    fn a_removed_unit_fails_with_no_device_whatever_the_device_said() {
+        let failures = [
+            (Disposition::Error, SRB_STATUS_ERROR),
+            (
+                Disposition::ProtocolViolation(ProtocolViolation::InvalidResponse { response: 99 }),
+                SRB_STATUS_ERROR,
+            ),
+            (Disposition::Aborted, SRB_STATUS_ABORTED),
+            (Disposition::InvalidTargetId, SRB_STATUS_INVALID_TARGET_ID),
+            (Disposition::InvalidLun, SRB_STATUS_INVALID_LUN),
+            (Disposition::BusReset, SRB_STATUS_BUS_RESET),
+            (Disposition::Busy, SRB_STATUS_BUSY),
+        ];
+        for (disposition, status) in failures {
+            assert_eq!(srb_status(disposition, false), status, "{disposition:?}");
+            assert_eq!(
+                srb_status(disposition, true),
+                SRB_STATUS_NO_DEVICE,
+                "{disposition:?}"
+            );
+        }
+        // What the device did complete stays as it was: the data moved before the removal.
+        for gone in [false, true] {
+            assert_eq!(srb_status(Disposition::Success, gone), SRB_STATUS_SUCCESS);
+            assert_eq!(
+                srb_status(Disposition::DataOverrun, gone),
+                SRB_STATUS_DATA_OVERRUN
+            );
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod storport;
 
 pub mod adapter;
 pub mod dump;
+pub mod events;
 pub mod hw;
 pub mod io;
 pub mod ioctl;

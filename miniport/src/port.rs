@@ -16,13 +16,14 @@ use crate::storport::functions::{
     StorPortNotification, StorPortRegistryRead,
 };
 use crate::storport::{
-    AcquireSpinLock, Boolean, EnablePassiveInitialization, ExtFunctionAcquireMSISpinLock,
-    ExtFunctionGetCurrentProcessorNumber, ExtFunctionGetMessageInterruptInformation,
-    ExtFunctionInitializePerformanceOptimizations, ExtFunctionReleaseMSISpinLock, FALSE,
-    HwDpcRoutine, HwPassiveInitializeRoutine, HwTimer, InitializeDpc, InterruptLock, IssueDpc,
-    MessageInterruptInformation, PCIBus, PCIConfiguration, PerfConfigurationData,
-    PortConfigurationInformation, ProcessorNumber, REG_DWORD, ReleaseSpinLock, RequestComplete,
-    RequestTimerCall, ResetDetected, STOR_STATUS_SUCCESS, ScsiRequestBlock, StorDpc,
+    AcquireSpinLock, Boolean, BusChangeDetected, EnablePassiveInitialization,
+    ExtFunctionAcquireMSISpinLock, ExtFunctionGetCurrentProcessorNumber,
+    ExtFunctionGetMessageInterruptInformation, ExtFunctionInitializePerformanceOptimizations,
+    ExtFunctionReleaseMSISpinLock, FALSE, HwDpcRoutine, HwPassiveInitializeRoutine, HwTimer,
+    InitializeDpc, InterruptLock, IssueDpc, MessageInterruptInformation, PCIBus, PCIConfiguration,
+    PerfConfigurationData, PortConfigurationInformation, ProcessorNumber, REG_DWORD,
+    ReleaseSpinLock, RequestComplete, RequestTimerCall, ResetDetected, STOR_STATUS_NOT_IMPLEMENTED,
+    STOR_STATUS_SUCCESS, ScsiRequestBlock, StateChangeDetectedCall, StorAddrBtl8, StorDpc,
     StorLockHandle, StorPhysicalAddress, StorScatterGatherList, TRUE,
 };
 
@@ -142,6 +143,50 @@ impl DeviceExtension {
     pub fn reset_detected(self) {
         // SAFETY: ResetDetected takes no variadic arguments.
         unsafe { StorPortNotification(ResetDetected, self.raw()) };
+    }
+
+    /// Asks StorPort to rescan the bus (path 0): units that appeared are enumerated, units that
+    /// no longer answer are removed. StorPort queues the rescan, so any IRQL up to DIRQL will do
+    /// (the event queue calls it from its ISR).
+    pub fn bus_change_detected(self) {
+        // SAFETY: BusChangeDetected takes (UCHAR PathId), promoted to a 32-bit int.
+        unsafe { StorPortNotification(BusChangeDetected, self.raw(), 0u32) };
+    }
+
+    /// StorPortStateChangeDetected: tells StorPort that `entity` (`STATE_CHANGE_*`) at
+    /// `address` changed, so it re-enumerates it; StorPort calls `callback(context)` when done.
+    /// Returns the `STOR_STATUS_*` (BUSY while a previous notification is being processed).
+    ///
+    /// # Safety
+    /// `address` stays valid and unchanged until StorPort calls `callback` (StorPort reads it
+    /// until then); `callback` is a static function that accepts `context`.
+    #[must_use]
+    pub unsafe fn state_change_detected(
+        self,
+        entity: u32,
+        address: NonNull<StorAddrBtl8>,
+        callback: crate::storport::HwStateChange,
+        context: *mut c_void,
+    ) -> u32 {
+        let mut status = STOR_STATUS_NOT_IMPLEMENTED;
+        let callback = callback.map_or(ptr::null_mut(), |f| f as *mut c_void);
+        // SAFETY: StateChangeDetectedCall takes (ULONG ChangedEntity, PSTOR_ADDRESS, ULONG
+        // Attributes, PHW_STATE_CHANGE, PVOID Context, PULONG Status), as storport.h's inline
+        // StorPortStateChangeDetected passes them; the address outlives the notification (the
+        // caller's contract) and the status is a valid local.
+        unsafe {
+            StorPortNotification(
+                StateChangeDetectedCall,
+                self.raw(),
+                entity,
+                address.as_ptr(),
+                0u32,
+                callback,
+                context,
+                &raw mut status,
+            );
+        };
+        status
     }
 
     /// Asks StorPort to call `routine` at PASSIVE_LEVEL after HwInitialize.

@@ -220,6 +220,12 @@ pub const STOR_ADDRESS_TYPE_UNKNOWN: u16 = 0x0;
 pub const STOR_ADDRESS_TYPE_BTL8: u16 = 0x1;
 /// `STOR_ADDR_BTL8.AddressLength`: the four address bytes.
 pub const STOR_ADDR_BTL8_ADDRESS_LENGTH: u32 = 4;
+/// `StorPortStateChangeDetected` `ChangedEntity`: a logical unit's state changed.
+pub const STATE_CHANGE_LUN: u32 = 0x1;
+/// `StorPortStateChangeDetected` `ChangedEntity`: a target's state changed.
+pub const STATE_CHANGE_TARGET: u32 = 0x2;
+/// `StorPortStateChangeDetected` `ChangedEntity`: the bus (port) state changed.
+pub const STATE_CHANGE_BUS: u32 = 0x4;
 /// `STORAGE_REQUEST_BLOCK.Signature`: "SRBX".
 pub const SRB_SIGNATURE: u32 = 0x5352_4258;
 /// `STORAGE_REQUEST_BLOCK.Version`.

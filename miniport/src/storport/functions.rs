@@ -34,6 +34,7 @@
 //! | (arm HwStorTimer) | `StorPortNotification(RequestTimerCall)` | `PHW_TIMER`, `u32` microseconds (0 cancels) | none |
 //! | (rescan) | `StorPortNotification(BusChangeDetected)` | `u32` PathId (promoted UCHAR) | none |
 //! | (reset seen) | `StorPortNotification(ResetDetected)` | none | none |
+//! | `StorPortStateChangeDetected` | `StorPortNotification(StateChangeDetectedCall)` | `u32` ChangedEntity, `*mut StorAddrBtl8` Address, `u32` Attributes, `PHW_STATE_CHANGE`, `*mut c_void` Context, `*mut u32` Status | Status (`STOR_STATUS_*`) |
 //! | `StorPortAcquireMSISpinLock` | `StorPortExtendedFunction(ExtFunctionAcquireMSISpinLock)` | `u32` MessageId, `*mut u32` OldIrql | STOR_STATUS |
 //! | `StorPortReleaseMSISpinLock` | `StorPortExtendedFunction(ExtFunctionReleaseMSISpinLock)` | `u32` MessageId, `u32` OldIrql | STOR_STATUS |
 //! | `StorPortGetMSIInfo` | `StorPortExtendedFunction(ExtFunctionGetMessageInterruptInformation)` | `u32` MessageId, `*mut MessageInterruptInformation` | STOR_STATUS |

@@ -804,6 +804,19 @@ pub type HwTimer = Option<unsafe extern "system" fn(device_extension: *mut c_voi
 pub type HwTimerEx =
     Option<unsafe extern "system" fn(device_extension: *mut c_void, context: *mut c_void)>;
 
+/// `PHW_STATE_CHANGE`: HwStorStateChange, called at DISPATCH_LEVEL with the StartIo lock held
+/// once StorPort has processed a `StorPortStateChangeDetected` notification; `address` is the
+/// `STOR_ADDRESS` the notification named and `status` is below 0x8000_0000 on success.
+pub type HwStateChange = Option<
+    unsafe extern "system" fn(
+        hw_device_extension: *mut c_void,
+        context: *mut c_void,
+        address_type: i16,
+        address: *mut c_void,
+        status: u32,
+    ),
+>;
+
 /// `PHW_FREE_ADAPTER_RESOURCES`: virtual miniports only (leave `None`).
 pub type HwFreeAdapterResources = Option<unsafe extern "system" fn(device_extension: *mut c_void)>;
 

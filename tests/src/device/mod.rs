@@ -37,7 +37,8 @@ use virtio_core::features::Features;
 use virtio_core::hal::RegisterIo;
 use virtio_core::pci::{DeviceStatus, Isr, VIRTIO_MSI_NO_VECTOR, VirtioPciCommonCfg as Common};
 use virtio_core::scsi::{
-    AnResp, CmdResp, ControlType, Event, Lun as WireLun, Response, TmfSubtype, queue_index,
+    AnResp, CmdResp, ControlType, Event, EventType, Lun as WireLun, ResetReason, Response,
+    TmfSubtype, queue_index,
 };
 use virtio_queue::{DescriptorChain, Queue, QueueT, Reader, Writer};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -105,6 +106,9 @@ pub struct DeviceOptions {
     pub seed: u64,
     /// Offer `VIRTIO_SCSI_F_HOTPLUG` (events are posted with [`VirtioScsiDevice::post_event`]).
     pub hotplug: bool,
+    /// Offer `VIRTIO_SCSI_F_CHANGE`: [`VirtioScsiDevice::resize_lun`] posts a
+    /// `VIRTIO_SCSI_T_PARAM_CHANGE` event.
+    pub change: bool,
     /// The I_T nexus this device's commands come from: the simulated node's initiator port,
     /// which owns its registrations, reservations and unit attentions on every LUN. `None`
     /// takes a fresh one ([`Nexus::fresh`]), so every device is a distinct initiator.
@@ -124,6 +128,7 @@ impl Default for DeviceOptions {
             completion: CompletionMode::Inline,
             seed: 0x5eed,
             hotplug: false,
+            change: false,
             nexus: None,
         }
     }
@@ -171,6 +176,17 @@ pub enum FaultAction {
 /// The fault hook: called for every command on a request queue. It must not access the
 /// device's registers (it runs under the queue's lock).
 pub type FaultHook = Arc<dyn Fn(&RequestInfo) -> FaultAction + Send + Sync>;
+
+/// What [`VirtioScsiDevice::hot_unplug`] did.
+#[derive(Debug)]
+pub struct Unplugged {
+    /// The unit removed (its medium, for checks).
+    pub unit: Lun,
+    /// The `REMOVED` event reached an eventq buffer.
+    pub event_posted: bool,
+    /// Commands the device still held for the unit, completed with `ABORTED`.
+    pub cancelled: usize,
+}
 
 /// Counters of one virtqueue.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -390,6 +406,10 @@ struct Shared {
     broken: AtomicBool,
     device_errors: AtomicU64,
     resets: AtomicU64,
+    /// Event interrupts are held back (see [`VirtioScsiDevice::hold_event_interrupts`]).
+    event_interrupts_held: AtomicBool,
+    /// An event interrupt was held back and is due when they are released.
+    event_interrupt_pending: AtomicBool,
 }
 
 impl Drop for Shared {
@@ -453,6 +473,9 @@ impl VirtioScsiDevice {
         if options.hotplug {
             features |= Features::SCSI_HOTPLUG;
         }
+        if options.change {
+            features |= Features::SCSI_CHANGE;
+        }
         let queue_count = usize::from(options.request_queues) + 2;
         let regs = FakeVirtioPci::scsi(options.request_queues)
             .device_features(features)
@@ -489,6 +512,8 @@ impl VirtioScsiDevice {
             broken: AtomicBool::new(false),
             device_errors: AtomicU64::new(0),
             resets: AtomicU64::new(0),
+            event_interrupts_held: AtomicBool::new(false),
+            event_interrupt_pending: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&shared);
         // A worker that cannot start leaves delayed requests pending; `quiesce` would then wait
@@ -664,6 +689,109 @@ impl VirtioScsiDevice {
     pub fn post_event(&self, event: Event) -> bool {
         self.shared.post_event(event)
     }
+
+    /// Writes `bytes` (garbage, as a faulty device might) into the next eventq buffer and
+    /// reports `used_len` for it, then interrupts. Returns `false` if no buffer was posted.
+    #[must_use]
+    pub fn post_raw_event(&self, bytes: &[u8], used_len: u32) -> bool {
+        self.shared.post_to_eventq(bytes, Some(used_len))
+    }
+
+    /// Hot-plugs `unit` as `target`/`lun` (QEMU's `virtio_scsi_hotplug`): the LUN is added,
+    /// then, if the driver accepted `VIRTIO_SCSI_F_HOTPLUG`, a `TRANSPORT_RESET` / `RESCAN`
+    /// event is posted. Returns whether the event reached an eventq buffer.
+    ///
+    /// # Errors
+    /// The LUN number is above the virtio-scsi maximum (16383).
+    pub fn hot_plug(
+        &self,
+        target: u8,
+        lun: u16,
+        unit: Lun,
+    ) -> Result<bool, virtio_core::scsi::LunError> {
+        self.add_lun(target, lun, unit)?;
+        Ok(self.shared.post_if_negotiated(
+            Features::SCSI_HOTPLUG,
+            EventType::TransportReset,
+            WireLun::new(target, lun)?,
+            ResetReason::Rescan.raw(),
+        ))
+    }
+
+    /// Hot-unplugs `target`/`lun` (QEMU's `virtio_scsi_hotunplug`): with
+    /// `VIRTIO_SCSI_F_HOTPLUG` accepted a `TRANSPORT_RESET` / `REMOVED` event is posted first;
+    /// then the LUN is removed, and its commands still held by the device (delayed or dropped)
+    /// are completed with `VIRTIO_SCSI_S_ABORTED`, as QEMU's request purge does
+    /// (`virtio_scsi_request_cancelled` outside a reset). Commands already executing finish on
+    /// the unit; commands that arrive afterwards are answered for an absent unit (LOGICAL UNIT
+    /// NOT SUPPORTED, or `BAD_TARGET` once the target has no LUN left). `None` if there is no
+    /// such LUN.
+    #[must_use]
+    pub fn hot_unplug(&self, target: u8, lun: u16) -> Option<Unplugged> {
+        let address = WireLun::new(target, lun).ok()?;
+        let event_posted = self.shared.post_if_negotiated(
+            Features::SCSI_HOTPLUG,
+            EventType::TransportReset,
+            address,
+            ResetReason::Removed.raw(),
+        );
+        let unit = self.remove_lun(target, lun)?;
+        let cancelled = self.shared.cancel(Response::Aborted, |job| {
+            job.nexus.0 == target && job.nexus.1 == lun
+        });
+        Some(Unplugged {
+            unit,
+            event_posted,
+            cancelled,
+        })
+    }
+
+    /// Changes the capacity of `target`/`lun` to `blocks` (QEMU's `block_resize`): with
+    /// `VIRTIO_SCSI_F_CHANGE` accepted, a `PARAM_CHANGE` event with CAPACITY DATA HAS CHANGED
+    /// (ASC 0x2A, ASCQ 0x09) is posted, as QEMU's `virtio_scsi_change` does. Returns whether
+    /// the event reached an eventq buffer; `None` if there is no such LUN or it cannot be
+    /// resized.
+    #[must_use]
+    pub fn resize_lun(&self, target: u8, lun: u16, blocks: u64) -> Option<bool> {
+        let address = WireLun::new(target, lun).ok()?;
+        let unit = self
+            .shared
+            .luns
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&target)
+            .and_then(|units| units.get(&lun))
+            .cloned()?;
+        unit.resize(blocks).ok()?;
+        Some(self.shared.post_if_negotiated(
+            Features::SCSI_CHANGE,
+            EventType::ParamChange,
+            address,
+            0x2A | (0x09 << 8),
+        ))
+    }
+
+    /// Holds back (`true`) or releases (`false`) the eventq's interrupts: events still fill
+    /// buffers but the driver is not told until release, so it cannot put buffers back and
+    /// the eventq runs dry (the next event then carries `EVENTS_MISSED`).
+    pub fn hold_event_interrupts(&self, hold: bool) {
+        let shared = &self.shared;
+        shared.event_interrupts_held.store(hold, Ordering::SeqCst);
+        if !hold && shared.event_interrupt_pending.swap(false, Ordering::SeqCst) {
+            let vector = shared.interrupt_vector(queue_index::EVENT);
+            shared.raise([vector]);
+        }
+    }
+
+    /// Changes `bytes` of the device configuration at `offset` (and `config_generation`) and
+    /// sends the configuration-change interrupt, as a device whose configuration changed does
+    /// (virtio 1.x section 4.1.5.3).
+    pub fn change_config(&self, offset: usize, bytes: &[u8]) {
+        let shared = &self.shared;
+        shared.regs.update_device_config(offset, bytes);
+        shared.regs.raise_isr(Isr::CONFIG);
+        shared.raise([shared.regs.config_msix_vector()]);
+    }
 }
 
 impl Shared {
@@ -776,8 +904,21 @@ impl Shared {
         }
         match queue {
             queue_index::CONTROL => self.process_control(),
-            // Event buffers stay in the ring until an event is posted.
-            queue_index::EVENT => {}
+            // Event buffers stay in the ring until an event is posted; if events were dropped
+            // for lack of buffers, the first buffer reports it at once (QEMU's
+            // `virtio_scsi_handle_event_vq` posts a NO_EVENT carrying EVENTS_MISSED).
+            queue_index::EVENT => {
+                let missed = self
+                    .queue_lock(queue)
+                    .is_some_and(|state| state.events_missed);
+                if missed {
+                    let _ = self.post_event(Event {
+                        event: EventType::NoEvent.raw().into(),
+                        lun: [0; 8],
+                        reason: 0.into(),
+                    });
+                }
+            }
             _ => self.process_requests(queue),
         }
     }
@@ -1395,7 +1536,33 @@ impl Shared {
         }
     }
 
-    fn post_event(&self, mut event: Event) -> bool {
+    /// Posts an event of `kind` for `lun` if the driver accepted `feature` (QEMU checks the
+    /// negotiated feature before `virtio_scsi_push_event`).
+    fn post_if_negotiated(
+        &self,
+        feature: Features,
+        kind: EventType,
+        lun: WireLun,
+        reason: u32,
+    ) -> bool {
+        if !self.regs.driver_features().contains(feature) {
+            return false;
+        }
+        self.post_event(Event {
+            event: kind.raw().into(),
+            lun: lun.encode(),
+            reason: reason.into(),
+        })
+    }
+
+    fn post_event(&self, event: Event) -> bool {
+        self.post_to_eventq(event.as_bytes(), None)
+    }
+
+    /// Writes `bytes` into the next eventq buffer and reports `used_len` (default: the bytes
+    /// written); an event in `bytes` (no `used_len`) gets EVENTS_MISSED if events were dropped
+    /// since the last one. With no buffer the event is dropped and remembered as missed.
+    fn post_to_eventq(&self, bytes: &[u8], used_len: Option<u32>) -> bool {
         let index = queue_index::EVENT;
         let Some(mut state) = self.queue_lock(index) else {
             return false;
@@ -1410,38 +1577,52 @@ impl Shared {
                 return false;
             }
         };
-        let Some(chain) = queue.pop_descriptor_chain(Arc::clone(&self.guest)) else {
+        let popped = queue.pop_descriptor_chain(Arc::clone(&self.guest));
+        // Publish avail_event = the next buffer, as QEMU's pop does with EVENT_IDX: a driver
+        // that puts a buffer back after the device used them all then notifies the device.
+        let _ = queue.enable_notification(&*self.guest);
+        let Some(chain) = popped else {
             state.events_missed = true;
             return false;
         };
         if let Some(counters) = self.counters(index) {
             counters.requests.fetch_add(1, Ordering::Relaxed);
         }
-        if missed {
-            event.event = (event.event.get() | Event::EVENTS_MISSED).into();
+        let mut payload = bytes.to_vec();
+        if used_len.is_none()
+            && missed
+            && let Some(first) = payload.first_chunk_mut::<4>()
+        {
+            let flagged = u32::from_le_bytes(*first) | Event::EVENTS_MISSED;
+            *first = flagged.to_le_bytes();
         }
         let written = self.split_chain(&chain).and_then(|(_, mut writer)| {
-            if writer.available_bytes() < size_of::<Event>() {
+            if writer.available_bytes() < payload.len() {
                 return Err(ChainError::TooShort);
             }
-            writer
-                .write_all(event.as_bytes())
-                .map_err(|_| ChainError::Unmapped)
+            writer.write_all(&payload).map_err(|_| ChainError::Unmapped)
         });
         if let Err(error) = written {
             drop(state);
             self.raise([self.device_error(error)]);
             return false;
         }
+        let len = used_len.unwrap_or(payload.len() as u32);
         let mut raise = None;
         if queue
-            .add_used(&*self.guest, chain.head_index(), size_of::<Event>() as u32)
+            .add_used(&*self.guest, chain.head_index(), len)
             .is_ok()
             && self.needs_interrupt(queue)
         {
-            raise = Some(self.interrupt_vector(index));
+            if self.event_interrupts_held.load(Ordering::SeqCst) {
+                self.event_interrupt_pending.store(true, Ordering::SeqCst);
+            } else {
+                raise = Some(self.interrupt_vector(index));
+            }
         }
-        state.events_missed = false;
+        if used_len.is_none() {
+            state.events_missed = false;
+        }
         drop(state);
         self.raise(raise);
         true

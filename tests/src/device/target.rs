@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::reservations::{Nexus, PrStatus, Reservations, Task};
@@ -339,7 +340,8 @@ impl Default for LunIdentity {
 #[derive(Debug)]
 struct LunInner {
     block_size: u32,
-    blocks: u64,
+    /// Capacity in blocks; it changes only through [`Lun::resize`] (a host-side resize).
+    blocks: AtomicU64,
     read_only: bool,
     write_cache: bool,
     identity: LunIdentity,
@@ -411,7 +413,7 @@ impl Lun {
         Ok(Self {
             inner: Arc::new(LunInner {
                 block_size,
-                blocks,
+                blocks: AtomicU64::new(blocks),
                 read_only: false,
                 write_cache: true,
                 identity: LunIdentity::default(),
@@ -455,7 +457,30 @@ impl Lun {
     /// Capacity in blocks.
     #[must_use]
     pub fn blocks(&self) -> u64 {
-        self.inner.blocks
+        // ORDERING: a capacity value publishes nothing else; a command racing a resize sees
+        // the old or the new capacity, as on a real target.
+        self.inner.blocks.load(Ordering::Relaxed)
+    }
+
+    /// Changes the capacity to `blocks` (a host-side resize, as `block_resize` in QEMU's
+    /// monitor): a file backing is truncated or extended to match; sparse memory reads as
+    /// zeroes beyond what was written.
+    ///
+    /// # Errors
+    /// [`LunConfigError::Empty`] for zero blocks, [`LunConfigError::FileLength`] if the
+    /// backing file cannot be resized.
+    pub fn resize(&self, blocks: u64) -> Result<(), LunConfigError> {
+        if blocks == 0 {
+            return Err(LunConfigError::Empty);
+        }
+        let len = blocks.saturating_mul(u64::from(self.inner.block_size));
+        if let Backing::File(file) = &*self.backing() {
+            file.set_len(len)
+                .map_err(|_| LunConfigError::FileLength(len))?;
+        }
+        // ORDERING: see `blocks`.
+        self.inner.blocks.store(blocks, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The unit's identity.
@@ -592,14 +617,14 @@ impl Lun {
             }
             opcode::INQUIRY => self.inquiry(c),
             opcode::READ_CAPACITY_10 => {
-                let last = u32::try_from(self.inner.blocks - 1).unwrap_or(u32::MAX);
+                let last = u32::try_from(self.blocks() - 1).unwrap_or(u32::MAX);
                 let mut data = last.to_be_bytes().to_vec();
                 data.extend_from_slice(&self.inner.block_size.to_be_bytes());
                 Outcome::good(data)
             }
             opcode::SERVICE_ACTION_IN_16 if c.u8(1) & 0x1F == SAI_READ_CAPACITY_16 => {
                 let mut data = vec![0u8; 32];
-                data[..8].copy_from_slice(&(self.inner.blocks - 1).to_be_bytes());
+                data[..8].copy_from_slice(&(self.blocks() - 1).to_be_bytes());
                 data[8..12].copy_from_slice(&self.inner.block_size.to_be_bytes());
                 Outcome::data_in(data, c.be32(10) as usize)
             }
@@ -629,7 +654,7 @@ impl Lun {
 
     fn in_range(&self, lba: u64, count: u64) -> bool {
         lba.checked_add(count)
-            .is_some_and(|end| end <= self.inner.blocks)
+            .is_some_and(|end| end <= self.blocks())
     }
 
     fn read(&self, lba: u64, count: u64) -> Outcome {
@@ -720,8 +745,9 @@ impl Lun {
         };
         let mut descriptor = Vec::new();
         if !dbd {
-            let blocks = u32::try_from(self.inner.blocks).unwrap_or(u32::MAX) & 0x00FF_FFFF;
-            let blocks = if self.inner.blocks > 0x00FF_FFFF {
+            let capacity = self.blocks();
+            let blocks = u32::try_from(capacity).unwrap_or(u32::MAX) & 0x00FF_FFFF;
+            let blocks = if capacity > 0x00FF_FFFF {
                 0x00FF_FFFF
             } else {
                 blocks

@@ -998,13 +998,28 @@ fn events_are_posted_into_eventq_buffers_and_missed_ones_flagged() {
     let q = h.queue(1);
     q.queue.add(&[], &[segment(&buffer)], None).unwrap();
     q.kick();
-    assert!(h.device.post_event(event));
+    // As QEMU's `virtio_scsi_handle_event_vq`: the first buffer after a loss reports it at
+    // once, in a NO_EVENT.
     let used = h.queue(1).queue.pop_used().unwrap().unwrap();
     assert_eq!(used.written, 16);
     let mut bytes = [0u8; 16];
     assert!(buffer.read_bytes(0, &mut bytes));
     let got = Event::read_from_bytes(&bytes).unwrap();
     assert!(got.events_missed());
+    assert_eq!(
+        got.decode().unwrap().kind,
+        virtio_core::scsi::EventKind::NoEvent
+    );
+    // The loss is reported once: the next event comes without the flag.
+    let q = h.queue(1);
+    q.queue.add(&[], &[segment(&buffer)], None).unwrap();
+    q.kick();
+    assert!(h.device.post_event(event));
+    let used = h.queue(1).queue.pop_used().unwrap().unwrap();
+    assert_eq!(used.written, 16);
+    assert!(buffer.read_bytes(0, &mut bytes));
+    let got = Event::read_from_bytes(&bytes).unwrap();
+    assert!(!got.events_missed());
     let decoded = got.decode().unwrap();
     assert_eq!(
         decoded.kind,
@@ -1014,6 +1029,117 @@ fn events_are_posted_into_eventq_buffers_and_missed_ones_flagged() {
         }
     );
     assert_eq!(h.sink.vectors.lock().unwrap().last(), Some(&1));
+}
+
+#[test]
+fn hot_unplug_aborts_what_the_device_holds_and_later_commands_find_no_unit() {
+    let mut h = Harness::new(
+        DeviceOptions {
+            hotplug: true,
+            ..DeviceOptions::default()
+        },
+        SCSI_DRIVER_FEATURES,
+    );
+    let lun1 = WireLun::new(0, 1).unwrap();
+    h.device
+        .add_lun(0, 1, Lun::memory(64, 512).unwrap())
+        .unwrap();
+    // The device holds a write to 0:1 (as a slow backend would) when the LUN goes.
+    h.device.set_fault_hook(Some(Arc::new(|info: &RequestInfo| {
+        if info.lun == 1 {
+            FaultAction::Drop
+        } else {
+            FaultAction::Normal
+        }
+    })));
+    let q = h.queue(2);
+    q.start(
+        lun1,
+        1,
+        &rw10(opcode::WRITE_10, 3, 1),
+        &pattern(9, 512),
+        0,
+        false,
+    )
+    .unwrap();
+    q.kick();
+    assert_eq!(h.device.stats().pending, 1);
+    // No eventq buffer is posted: the event is dropped (and remembered as missed).
+    let unplugged = h.device.hot_unplug(0, 1).unwrap();
+    assert!(!unplugged.event_posted);
+    assert_eq!(unplugged.cancelled, 1);
+    let done = h.queue(2).reap().unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].resp.response, Response::Aborted.raw());
+    let mut block = vec![0u8; 512];
+    unplugged.unit.read_at(3 * 512, &mut block).unwrap();
+    assert!(block.iter().all(|&b| b == 0), "the aborted write never ran");
+    assert_eq!(h.device.stats().pending, 0);
+    // Later commands: the target still has LUN 0, so it answers for the absent LUN itself.
+    let absent = h
+        .queue(2)
+        .command(lun1, &rw10(opcode::WRITE_10, 3, 1), &pattern(9, 512), 0);
+    assert_eq!(absent.resp.response, Response::Ok.raw());
+    assert_eq!(absent.resp.status, target::CHECK_CONDITION);
+    assert_eq!(
+        (absent.resp.sense[2] & 0x0F, absent.resp.sense[12]),
+        (5, 0x25)
+    );
+    // With no LUN left the target is gone: BAD_TARGET.
+    assert!(h.device.hot_unplug(0, 0).is_some());
+    let gone = h
+        .queue(3)
+        .command(lun0(), &rw10(opcode::READ_10, 0, 1), &[], 512);
+    assert_eq!(gone.resp.response, Response::BadTarget.raw());
+    // A resize of a missing LUN does nothing.
+    assert_eq!(h.device.resize_lun(0, 0, 8), None);
+}
+
+#[test]
+fn a_resized_lun_reports_its_new_capacity_and_posts_a_param_change() {
+    let mut h = Harness::new(
+        DeviceOptions {
+            change: true,
+            ..DeviceOptions::default()
+        },
+        SCSI_DRIVER_FEATURES,
+    );
+    assert!(h.features.contains(Features::SCSI_CHANGE));
+    let memory = h.memory.clone();
+    let buffer = dma(&memory, 16, 8);
+    let q = h.queue(1);
+    q.queue.add(&[], &[segment(&buffer)], None).unwrap();
+    q.kick();
+    assert_eq!(h.device.resize_lun(0, 0, 1 << 17), Some(true));
+    let used = h.queue(1).queue.pop_used().unwrap().unwrap();
+    assert_eq!(used.written, 16);
+    let mut bytes = [0u8; 16];
+    assert!(buffer.read_bytes(0, &mut bytes));
+    let event = Event::read_from_bytes(&bytes).unwrap();
+    assert_eq!(
+        event.decode().unwrap().kind,
+        virtio_core::scsi::EventKind::ParamChange {
+            lun: lun0(),
+            asc: 0x2A,
+            ascq: 0x09
+        }
+    );
+    let capacity = h.queue(2).command(
+        lun0(),
+        &[opcode::READ_CAPACITY_10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        &[],
+        8,
+    );
+    assert_eq!(capacity.data[..4], ((1u32 << 17) - 1).to_be_bytes());
+    // The new blocks exist; the ones past them do not.
+    let last = h
+        .queue(2)
+        .command(lun0(), &rw10(opcode::READ_10, (1 << 17) - 1, 1), &[], 512);
+    assert_eq!(last.resp.status, target::GOOD);
+    let past = h
+        .queue(2)
+        .command(lun0(), &rw10(opcode::READ_10, 1 << 17, 1), &[], 512);
+    assert_eq!(past.resp.status, target::CHECK_CONDITION);
 }
 
 #[test]

@@ -37,6 +37,14 @@ pub const STOR_STATUS_UNSUCCESSFUL: u32 = 0xC100_0001;
 pub const STOR_STATUS_NOT_IMPLEMENTED: u32 = 0xC100_0002;
 /// STOR_STATUS_INVALID_PARAMETER.
 pub const STOR_STATUS_INVALID_PARAMETER: u32 = 0xC100_0006;
+/// STOR_STATUS_BUSY (a previous StorPortStateChangeDetected is still being processed).
+pub const STOR_STATUS_BUSY: u32 = 0xC100_000C;
+/// StorPortStateChangeDetected ChangedEntity: a logical unit.
+pub const STATE_CHANGE_LUN: u32 = 0x1;
+/// StorPortStateChangeDetected ChangedEntity: a target.
+pub const STATE_CHANGE_TARGET: u32 = 0x2;
+/// StorPortStateChangeDetected ChangedEntity: the bus.
+pub const STATE_CHANGE_BUS: u32 = 0x4;
 
 /// INTERFACE_TYPE PCIBus.
 pub const PCI_BUS: u32 = 5;

@@ -728,12 +728,58 @@ pub extern "C" fn rvscsi_sim_reset_detected(extension: *mut c_void) {
     }
 }
 
-/// StorPortNotification(BusChangeDetected, ext, path).
+/// StorPortNotification(BusChangeDetected, ext, path): queues a rescan (any IRQL; storport.sys
+/// only queues the work too).
 #[unsafe(no_mangle)]
 pub extern "C" fn rvscsi_sim_bus_change_detected(extension: *mut c_void, path: u8) {
     if let Some(machine) = machine_for("BusChangeDetected", extension) {
         machine.notify(Notification::BusChangeDetected { path });
+        machine.pnp.request_rescan();
     }
+}
+
+/// StorPortStateChangeDetected(ext, entity, address, attributes, callback, context) through
+/// StorPortNotification(StateChangeDetectedCall, ..., &status): checks the entity and the
+/// STOR_ADDR_BTL8 as StorPort does (STOR_STATUS_INVALID_PARAMETER), answers BUSY while another
+/// one is active, otherwise queues the re-enumeration (any IRQL).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_state_change_detected(
+    extension: *mut c_void,
+    entity: u32,
+    address: *mut c_void,
+    _attributes: u32,
+    callback: *mut c_void,
+    context: *mut c_void,
+    status: *mut u32,
+) {
+    let Some(machine) = machine_for("StateChangeDetected", extension) else {
+        return;
+    };
+    let known = abi::STATE_CHANGE_LUN | abi::STATE_CHANGE_TARGET | abi::STATE_CHANGE_BUS;
+    let snapshot = read_in::<abi::StorAddrBtl8>(address).filter(|snapshot| {
+        snapshot.address_type == abi::STOR_ADDRESS_TYPE_BTL8
+            && snapshot.address_length == abi::STOR_ADDR_BTL8_ADDRESS_LENGTH
+    });
+    let result = match snapshot {
+        Some(snapshot) if entity != 0 && entity & !known == 0 => machine.pnp.state_change_detected(
+            entity,
+            address.addr(),
+            snapshot,
+            callback.addr(),
+            context.addr(),
+        ),
+        _ => {
+            machine.violate(Violation::StateChangeInvalid { entity });
+            abi::STOR_STATUS_INVALID_PARAMETER
+        }
+    };
+    machine.notify(Notification::StateChangeDetected {
+        entity,
+        target: snapshot.map_or(0, |snapshot| snapshot.target),
+        lun: snapshot.map_or(0, |snapshot| snapshot.lun),
+        status: result,
+    });
+    write_out(status.cast(), &result);
 }
 
 /// StorPortNotification(RequestTimerCall, ext, HwTimer, microseconds): one-shot; 0 cancels.

@@ -44,6 +44,8 @@ pub enum CallContext {
     AdapterControl,
     /// HwTimer.
     Timer,
+    /// HwStorStateChange (after a StorPortStateChangeDetected notification).
+    StateChange,
 }
 
 /// One of the port driver's locks.

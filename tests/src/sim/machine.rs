@@ -151,6 +151,8 @@ pub struct Machine {
     pub(crate) log: Mutex<Vec<String>>,
     pub(crate) stopping: AtomicBool,
     pub(crate) lost_interrupts: std::sync::atomic::AtomicU64,
+    /// Rescans and state changes ([`super::pnp`]).
+    pub(crate) pnp: super::pnp::Pnp,
 }
 
 /// An address range reserved with no access rights: register cookies point into it, so a
@@ -285,6 +287,7 @@ impl Machine {
             log: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
             lost_interrupts: std::sync::atomic::AtomicU64::new(0),
+            pnp: super::pnp::Pnp::default(),
         })
     }
 
@@ -1172,6 +1175,31 @@ impl Machine {
             data_transfer_length: transfer,
             data,
         }
+    }
+
+    /// Builds the SRB for `request` and hands it to simulated processor `processor` (HwBuildIo
+    /// and HwStartIo run there); returns its ticket.
+    pub(crate) fn submit(&self, processor: u32, request: &Request) -> Result<u64, SimError> {
+        let sender = self
+            .processors
+            .get()
+            .and_then(|processors| processors.get(processor as usize))
+            .ok_or(SimError::NoProcessor(processor))?;
+        let (srb, ticket) = self.build_srb(request)?;
+        sender
+            .send(Work::Submit(srb))
+            .map_err(|_| SimError::NotStarted)?;
+        Ok(ticket)
+    }
+
+    /// Submits and waits (10 s).
+    pub(crate) fn execute(
+        &self,
+        processor: u32,
+        request: &Request,
+    ) -> Result<Completion, SimError> {
+        let ticket = self.submit(processor, request)?;
+        self.wait(ticket, Duration::from_secs(10))
     }
 
     /// Waits until `ticket` completes or `timeout` passes.

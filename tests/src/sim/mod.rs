@@ -11,6 +11,7 @@ mod dump;
 mod exports;
 pub mod locks;
 mod machine;
+mod pnp;
 
 use std::ffi::c_void;
 use std::sync::atomic::Ordering;
@@ -26,6 +27,7 @@ use machine::{InterruptWiring, Machine, Work, callback};
 pub use dump::DumpPort;
 pub use locks::CallContext as Context;
 pub use locks::LockId as Lock;
+pub use pnp::{PnpEvent, PnpView};
 
 /// The miniport's entry point: `NTSTATUS DriverEntry(PDRIVER_OBJECT, PUNICODE_STRING)`.
 pub type DriverEntryFn = unsafe extern "system" fn(*mut c_void, *mut c_void) -> i32;
@@ -395,6 +397,18 @@ pub enum Violation {
         /// The physical address.
         physical: u64,
     },
+    /// The STOR_ADDRESS of a StorPortStateChangeDetected notification changed (or became
+    /// unreadable) before StorPort called back, which the routine's contract forbids.
+    StateChangeAddressChanged {
+        /// The address given.
+        address: usize,
+    },
+    /// StorPortStateChangeDetected with an entity, address type or address length StorPort
+    /// refuses (it answers STOR_STATUS_INVALID_PARAMETER).
+    StateChangeInvalid {
+        /// ChangedEntity.
+        entity: u32,
+    },
     /// A routine the crash-dump stack does not offer (DPCs, timers, passive initialisation,
     /// the registry, performance options, the system time), called in dump mode.
     ForbiddenInDumpMode {
@@ -423,6 +437,17 @@ pub enum Notification {
     BusChangeDetected {
         /// PathId.
         path: u8,
+    },
+    /// StorPortStateChangeDetected (StorPortNotification(StateChangeDetectedCall)).
+    StateChangeDetected {
+        /// ChangedEntity (`STATE_CHANGE_*`).
+        entity: u32,
+        /// TargetId of the address.
+        target: u8,
+        /// Lun of the address.
+        lun: u8,
+        /// The STOR_STATUS StorPort answered (BUSY while one is being processed).
+        status: u32,
     },
     /// StorPortSetDeviceQueueDepth.
     QueueDepth {
@@ -609,6 +634,8 @@ pub enum SimError {
         /// The buffer's size.
         buffer: usize,
     },
+    /// The port driver's rescans and state changes did not settle in time.
+    PnpTimedOut,
     /// A WMI request whose DataTransferLength exceeds its buffer.
     WmiLength {
         /// DataTransferLength asked for.
@@ -650,15 +677,6 @@ pub struct Disk {
     pub block_size: u32,
 }
 
-/// Whether a command moved its data: SUCCESS, or DATA_OVERRUN, which Windows uses for an
-/// underrun (short INQUIRY or REPORT LUNS data), valid up to `DataTransferLength`.
-fn transferred(completion: &Completion) -> bool {
-    matches!(
-        completion.status(),
-        abi::SRB_STATUS_SUCCESS | abi::SRB_STATUS_DATA_OVERRUN
-    )
-}
-
 /// The simulator's entry point.
 pub struct Simulator;
 
@@ -684,6 +702,7 @@ impl Simulator {
         let mut adapter = Adapter {
             machine: Arc::clone(&machine),
             threads: Vec::new(),
+            pnp: None,
             dump_port: std::sync::Mutex::new(()),
         };
         if !dump {
@@ -716,6 +735,10 @@ impl Simulator {
         }
         let hw = *machine.hw.get().ok_or(SimError::NotInitialized)?;
         adapter.start_device(&hw)?;
+        if !dump {
+            // The crash-dump stack has no PnP.
+            adapter.start_pnp()?;
+        }
         Ok(adapter)
     }
 }
@@ -724,6 +747,9 @@ impl Simulator {
 pub struct Adapter {
     machine: Arc<Machine>,
     threads: Vec<JoinHandle<()>>,
+    /// The PnP worker (rescans, state changes), stopped before everything else: its scans need
+    /// the processors.
+    pnp: Option<JoinHandle<()>>,
     /// Held while the dump port runs a request: it has one outstanding at a time.
     dump_port: std::sync::Mutex<()>,
 }
@@ -909,17 +935,7 @@ impl Adapter {
             // this returns, and `wait` picks its completion up.
             return self.run_dump_request(request);
         }
-        let sender = self
-            .machine
-            .processors
-            .get()
-            .and_then(|processors| processors.get(processor as usize))
-            .ok_or(SimError::NoProcessor(processor))?;
-        let (srb, ticket) = self.machine.build_srb(request)?;
-        sender
-            .send(Work::Submit(srb))
-            .map_err(|_| SimError::NotStarted)?;
-        Ok(Ticket(ticket))
+        self.machine.submit(processor, request).map(Ticket)
     }
 
     /// Waits for a submitted request.
@@ -991,86 +1007,61 @@ impl Adapter {
     }
 
     /// The port driver's bus scan: INQUIRY LUN 0 of each target, REPORT LUNS, INQUIRY and READ
-    /// CAPACITY(10) of each LUN reported. Returns the direct-access disks found.
+    /// CAPACITY(10) of each LUN reported. Returns the direct-access disks found, which become
+    /// the disks Windows knows ([`Adapter::pnp`]).
     ///
     /// # Errors
     /// As [`Adapter::execute`].
     pub fn scan_bus(&self) -> Result<Vec<Disk>, SimError> {
-        let mut disks = Vec::new();
-        for target in 0..self.machine.options.scan_targets {
-            let inquiry = self.execute(
-                0,
-                &Request::new(target, 0, &[0x12, 0, 0, 0, 36, 0]).reading(36),
-            )?;
-            if !transferred(&inquiry) || inquiry.data.len() < 5 {
-                continue;
-            }
-            let report = self.execute(
-                0,
-                &Request::new(target, 0, &[0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]).reading(256),
-            )?;
-            let mut luns = vec![0_u8];
-            if transferred(&report) && report.data.len() >= 8 {
-                let listed = u32::from_be_bytes([
-                    report.data[0],
-                    report.data[1],
-                    report.data[2],
-                    report.data[3],
-                ]) as usize;
-                luns = report
-                    .data
-                    .get(8..8 + listed.min(report.data.len() - 8))
-                    .unwrap_or(&[])
-                    .chunks_exact(8)
-                    .map(|entry| entry[1])
-                    .collect();
-            }
-            for lun in luns {
-                let inquiry = if lun == 0 {
-                    inquiry.clone()
-                } else {
-                    self.execute(
-                        0,
-                        &Request::new(target, lun, &[0x12, 0, 0, 0, 36, 0]).reading(36),
-                    )?
-                };
-                if !transferred(&inquiry)
-                    || inquiry
-                        .data
-                        .first()
-                        .is_none_or(|&byte| byte & 0x1F != 0 || byte >> 5 != 0)
-                {
-                    continue;
-                }
-                let capacity = self.execute(
-                    0,
-                    &Request::new(target, lun, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0]).reading(8),
-                )?;
-                if !transferred(&capacity) || capacity.data.len() < 8 {
-                    continue;
-                }
-                let last = u32::from_be_bytes([
-                    capacity.data[0],
-                    capacity.data[1],
-                    capacity.data[2],
-                    capacity.data[3],
-                ]);
-                let block_size = u32::from_be_bytes([
-                    capacity.data[4],
-                    capacity.data[5],
-                    capacity.data[6],
-                    capacity.data[7],
-                ]);
-                disks.push(Disk {
-                    target,
-                    lun,
-                    inquiry: inquiry.data,
-                    blocks: u64::from(last) + 1,
-                    block_size,
-                });
-            }
-        }
+        let disks = pnp::scan(
+            &|request| self.execute(0, request),
+            self.machine.options.scan_targets,
+        )?;
+        self.machine.pnp.record_scan(&disks);
         Ok(disks)
+    }
+
+    /// The port driver's view of the bus: the disks Windows knows and what the rescans that
+    /// `BusChangeDetected` and `StorPortStateChangeDetected` asked for found.
+    #[must_use]
+    pub fn pnp(&self) -> PnpView {
+        self.machine.pnp.view()
+    }
+
+    /// Waits until `until` holds for the PnP view.
+    ///
+    /// # Errors
+    /// [`SimError::PnpTimedOut`] if it does not within `timeout`.
+    pub fn wait_pnp(
+        &self,
+        timeout: Duration,
+        until: impl Fn(&PnpView) -> bool,
+    ) -> Result<PnpView, SimError> {
+        self.machine.pnp.wait(timeout, until)
+    }
+
+    /// Holds the port driver's PnP work (rescans, state changes) back while `paused`, as a
+    /// busy PnP manager would: notifications are still accepted and queued.
+    pub fn pause_pnp(&self, paused: bool) {
+        self.machine.pnp.pause(paused);
+    }
+
+    fn start_pnp(&mut self) -> Result<(), SimError> {
+        let machine = Arc::clone(&self.machine);
+        let handle = std::thread::Builder::new()
+            .name("sim-pnp".into())
+            .spawn(move || pnp::worker(&machine))
+            .map_err(|_| SimError::Resources)?;
+        self.pnp = Some(handle);
+        Ok(())
+    }
+
+    /// Stops the PnP worker after its current rescan (whose commands then complete).
+    fn stop_pnp(&mut self) {
+        self.machine.pnp.stop();
+        if let Some(handle) = self.pnp.take() {
+            let _ = handle.join();
+        }
     }
 
     /// HwAdapterControl(ScsiStopAdapter) then (ScsiRestartAdapter), each under the interrupt
@@ -1204,6 +1195,7 @@ impl Adapter {
     /// all violations are returned.
     #[must_use]
     pub fn shutdown(mut self) -> Vec<Violation> {
+        self.stop_pnp();
         let outstanding: Vec<u64> = self
             .machine
             .state()
@@ -1220,6 +1212,7 @@ impl Adapter {
     }
 
     fn stop(&mut self) {
+        self.stop_pnp();
         self.machine.stopping.store(true, Ordering::SeqCst);
         if let Some(processors) = self.machine.processors.get() {
             for sender in processors {

@@ -23,7 +23,8 @@ enum {
     InitializeDpc = 0x1001,
     IssueDpc = 0x1002,
     AcquireSpinLock = 0x1003,
-    ReleaseSpinLock = 0x1004
+    ReleaseSpinLock = 0x1004,
+    StateChangeDetectedCall = 0x1005
 };
 
 /* STORPORT_FUNCTION_CODE */
@@ -52,6 +53,9 @@ void rvscsi_sim_initialize_dpc(void *ext, void *dpc, void *routine);
 void rvscsi_sim_issue_dpc(void *ext, void *dpc, void *argument1, void *argument2, int32_t *result);
 void rvscsi_sim_acquire_spin_lock(void *ext, uint32_t lock, void *context, void *handle);
 void rvscsi_sim_release_spin_lock(void *ext, void *handle);
+void rvscsi_sim_state_change_detected(void *ext, uint32_t entity, void *address,
+                                      uint32_t attributes, void *callback, void *context,
+                                      uint32_t *status);
 void rvscsi_sim_notification_unknown(uint32_t notification, void *ext);
 
 uint32_t rvscsi_sim_acquire_msi_spin_lock(void *ext, uint32_t message, uint32_t *old_irql);
@@ -137,6 +141,19 @@ void StorPortNotification(uint32_t notification, void *ext, ...)
     case ReleaseSpinLock: {
         void *handle = va_arg(args, void *);
         rvscsi_sim_release_spin_lock(ext, handle);
+        break;
+    }
+    case StateChangeDetectedCall: {
+        /* storport.h's StorPortStateChangeDetected: (ULONG ChangedEntity, PSTOR_ADDRESS
+         * Address, ULONG Attributes, PHW_STATE_CHANGE, PVOID Context, PULONG Status). */
+        uint32_t entity = va_arg(args, uint32_t);
+        void *address = va_arg(args, void *);
+        uint32_t attributes = va_arg(args, uint32_t);
+        void *callback = va_arg(args, void *);
+        void *context = va_arg(args, void *);
+        uint32_t *status = va_arg(args, uint32_t *);
+        rvscsi_sim_state_change_detected(ext, entity, address, attributes, callback, context,
+                                         status);
         break;
     }
     default:

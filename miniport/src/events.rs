@@ -1,0 +1,1115 @@
+//! The event queue (virtio 1.x section 5.6.6.3) and the configuration-change interrupt (section
+//! 4.1.5.3): event buffers kept on the eventq, what the device reports in them turned into
+//! StorPort notifications, and the units the device reported removed.
+//!
+//! **Buffers.** [`EVENT_BUFFERS`] device-writable `virtio_scsi_event` buffers of 16 bytes are
+//! carved from the uncached extension at find-adapter. [`EventQueue::stock`] puts every one on
+//! the eventq right after DRIVER_OK (HwInitialize, every device reset, ScsiRestartAdapter), and
+//! [`EventQueue::drain`] puts each buffer back as soon as its event is copied out, so the device
+//! only runs dry (and sets `VIRTIO_SCSI_T_EVENTS_MISSED`) when more than eight events arrive
+//! between two interrupts. The eventq's `requests` table holds, per ring token, the buffer index
+//! plus one (0: no buffer), so a used element naming a token with no buffer is caught.
+//!
+//! **Context.** The eventq has its own MSI-X message (virtqueue 1, message 2) in per-queue mode;
+//! in shared and line mode it is drained by the one ISR with the other queues. Either way events
+//! are handled in the ISR, at DIRQL, under the lock StorPort holds for that message, with no DPC:
+//! the work is a few atomics and at most one StorPort notification per event, and it also works
+//! where no DPC exists (the crash-dump stack). `StorPortNotification(BusChangeDetected)` documents
+//! no IRQL limit (StorPort queues the rescan; vioscsi raises it from its interrupt path too), and
+//! `StorPortStateChangeDetected` is documented "IRQL: Any".
+//!
+//! **What each event becomes** ([`Reaction::of`] decides, [`EventQueue::drain`] acts):
+//!
+//! | device writes | miniport does |
+//! |---|---|
+//! | `TRANSPORT_RESET` / `RESCAN` | clears the unit's removed mark (the whole target's for LUN 0), `BusChangeDetected` |
+//! | `TRANSPORT_RESET` / `REMOVED` | marks the unit removed, drops it from the LUN table, `BusChangeDetected` |
+//! | `TRANSPORT_RESET` / `HARD` | counted only: the unit is still there and its unit attention tells the class driver |
+//! | `PARAM_CHANGE` (e.g. 0x2A/0x09, capacity changed) | `StorPortStateChangeDetected(STATE_CHANGE_LUN)` for the unit; `BusChangeDetected` if one is still being processed |
+//! | `EVENTS_MISSED` flag (with any event) | clears every removed mark, `BusChangeDetected` (a full rescan) |
+//! | `ASYNC_NOTIFY` | counted and ignored: this driver subscribes to none |
+//! | an event that does not decode (unknown type, malformed LUN, undefined reason) | counted, `BusChangeDetected` (something changed; a rescan is harmless) |
+//! | a used length below 16 bytes | counted and ignored (nothing trustworthy was written) |
+//! | a LUN above 255 or target 255 | counted and ignored: StorPort cannot address it |
+//! | a used element for no posted buffer, a length beyond the buffer | the device broke the ring protocol: reset |
+//!
+//! Several rescans asked for by one interrupt's events are one `BusChangeDetected`.
+//!
+//! **Removed units.** I/O to a unit the device reported removed is failed with
+//! `SRB_STATUS_NO_DEVICE`: in BuildIo for every command but INQUIRY and REPORT LUNS (which the
+//! device still answers truthfully for an absent unit, so StorPort's rescan sees it gone), and at
+//! completion for any command that did not succeed. The port drivers translate NO_DEVICE into
+//! `STATUS_DEVICE_DOES_NOT_EXIST` and classpnp does not retry it, which is what a unit that is
+//! gone means. `SRB_STATUS_SELECTION_TIMEOUT` would say the target did not answer selection (a
+//! transport fault that classpnp logs and multipath treats as a path failure); here the device
+//! said the unit is gone, so NO_DEVICE is the honest status. The mark is cleared by a RESCAN
+//! event for the unit, by a lost-events rescan, and by a successful INQUIRY that finds the unit
+//! present.
+//!
+//! **Configuration changes.** The configuration interrupt (message 0, or the ISR status `CONFIG`
+//! bit) re-reads the whole configuration (consistently, through `config_generation`). A device
+//! that set `DEVICE_NEEDS_RESET`, or changed `sense_size` / `cdb_size` away from the request
+//! layout, is reset (which writes the sizes again). A change of `max_target`, `max_lun` or
+//! `max_channel` asks for a bus rescan. Changes of the limits StorPort fixed at find-adapter
+//! (`num_queues`, `seg_max`, `max_sectors`, `cmd_per_lun`, `event_info_size`) cannot be honoured
+//! while the adapter runs and are counted.
+//!
+//! **Not done.** Asynchronous notification subscription (`VIRTIO_SCSI_T_AN_SUBSCRIBE` on the
+//! controlq): the spec has no feature bit for it, QEMU answers every query with no event class
+//! supported, and Windows has no consumer for MMC media events on disks; `ASYNC_NOTIFY` events
+//! are counted as unsolicited.
+
+use core::borrow::{Borrow, BorrowMut};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
+
+use virtio_core::dma::DmaMemory;
+use virtio_core::features::Features;
+use virtio_core::hal::{Hal, RegisterIo, Segment};
+use virtio_core::pci::PciTransport;
+use virtio_core::queue::QueueError;
+use virtio_core::scsi::{
+    CDB_SIZE, Config, Event, EventError, EventKind, ResetReason, SENSE_SIZE, queue_index,
+};
+use zerocopy::FromBytes;
+
+use crate::adapter::{Adapter, QueueState, VirtqueueGuard};
+use crate::dump::Sizing;
+use crate::platform::{Carved, UncachedArena};
+use crate::storport::{
+    STATE_CHANGE_LUN, STOR_ADDR_BTL8_ADDRESS_LENGTH, STOR_ADDRESS_TYPE_BTL8, STOR_STATUS_SUCCESS,
+    StorAddrBtl8,
+};
+use crate::trace::{ADAPTER_WIDE, TraceEvent, ViolationKind};
+
+/// Event buffers kept on the eventq (Linux's `virtio_scsi` keeps the same number).
+pub const EVENT_BUFFERS: usize = 8;
+/// Bytes of one `virtio_scsi_event` (virtio 1.x section 5.6.6.3).
+pub const EVENT_LEN: usize = size_of::<Event>();
+/// Highest target StorPort addresses: find-adapter reports at most 255 targets (0 to 254).
+pub const MAX_ADDRESSABLE_TARGET: u8 = 254;
+/// Units the removed-unit set covers: every BTL8 target and LUN byte.
+const UNITS: usize = 256 * 256;
+/// 64-bit words of the removed-unit set.
+pub const GONE_WORDS: usize = UNITS / 64;
+/// Bytes of the device configuration the watch keeps (`virtio_scsi_config`).
+const CONFIG_LEN: usize = size_of::<Config>();
+/// 32-bit words of the device configuration.
+const CONFIG_WORDS: usize = CONFIG_LEN / 4;
+const _: () = assert!(CONFIG_LEN.is_multiple_of(4));
+
+/// SCSI operation codes a device answers for a unit that is not there (SPC-4 6.6 and 6.33:
+/// INQUIRY with peripheral qualifier 3, REPORT LUNS from the target), which therefore still go
+/// to the device for a unit marked removed, so a rescan learns the truth.
+#[must_use]
+pub const fn reaches_absent_unit(opcode: u8) -> bool {
+    matches!(opcode, crate::luns::INQUIRY | crate::luns::REPORT_LUNS)
+}
+
+/// What one event means for Windows, before anything is done about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// `NO_EVENT`: nothing (the missed-events flag may still be set).
+    None,
+    /// `TRANSPORT_RESET` / `HARD`: the unit was reset and is still there.
+    HardReset {
+        /// Target.
+        target: u8,
+        /// LUN.
+        lun: u8,
+    },
+    /// `TRANSPORT_RESET` / `RESCAN`: the unit (for LUN 0, possibly its whole target) appeared.
+    Appeared {
+        /// Target.
+        target: u8,
+        /// LUN.
+        lun: u8,
+    },
+    /// `TRANSPORT_RESET` / `REMOVED`: the unit can no longer receive commands.
+    Removed {
+        /// Target.
+        target: u8,
+        /// LUN.
+        lun: u8,
+    },
+    /// `PARAM_CHANGE`: a parameter of the unit changed; `asc`/`ascq` name it (0x2A/0x09:
+    /// capacity data has changed).
+    ParametersChanged {
+        /// Target.
+        target: u8,
+        /// LUN.
+        lun: u8,
+        /// Additional sense code.
+        asc: u8,
+        /// Additional sense code qualifier.
+        ascq: u8,
+    },
+    /// `ASYNC_NOTIFY`, which this driver never subscribes to.
+    UnsolicitedNotification,
+    /// A unit StorPort cannot address (target 255 or LUN above 255).
+    Unaddressable {
+        /// Target.
+        target: u8,
+        /// LUN.
+        lun: u16,
+    },
+    /// The event does not decode.
+    Malformed(EventError),
+    /// The device reported fewer bytes than an event.
+    Short {
+        /// The used length.
+        written: u32,
+    },
+}
+
+/// One event's meaning: its [`Change`] and whether the device also lost events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reaction {
+    /// What the event reports.
+    pub change: Change,
+    /// `VIRTIO_SCSI_T_EVENTS_MISSED` was set: events were dropped, so everything is rescanned.
+    pub events_missed: bool,
+}
+
+impl Reaction {
+    /// The reaction to the event in `bytes`, of which the device reported `written`.
+    #[must_use]
+    pub fn of(bytes: &[u8; EVENT_LEN], written: u32) -> Self {
+        let short = Self {
+            change: Change::Short { written },
+            events_missed: false,
+        };
+        if usize::try_from(written).map_or(true, |written| written < EVENT_LEN) {
+            return short;
+        }
+        let Ok(event) = Event::read_from_bytes(bytes) else {
+            return short;
+        };
+        let change = match event.decode() {
+            Err(error) => Change::Malformed(error),
+            Ok(decoded) => match decoded.kind {
+                EventKind::NoEvent => Change::None,
+                EventKind::AsyncNotification { .. } => Change::UnsolicitedNotification,
+                EventKind::TransportReset { lun, reason } => {
+                    match addressable(lun.target(), lun.lun()) {
+                        Err(change) => change,
+                        Ok((target, lun)) => match reason {
+                            ResetReason::Hard => Change::HardReset { target, lun },
+                            ResetReason::Rescan => Change::Appeared { target, lun },
+                            ResetReason::Removed => Change::Removed { target, lun },
+                        },
+                    }
+                }
+                EventKind::ParamChange { lun, asc, ascq } => {
+                    match addressable(lun.target(), lun.lun()) {
+                        Err(change) => change,
+                        Ok((target, lun)) => Change::ParametersChanged {
+                            target,
+                            lun,
+                            asc,
+                            ascq,
+                        },
+                    }
+                }
+            },
+        };
+        Self {
+            change,
+            events_missed: event.events_missed(),
+        }
+    }
+
+    /// Whether the event asks StorPort to rescan the bus (a parameter change asks for a unit
+    /// notification instead, and falls back to a rescan on its own).
+    #[must_use]
+    pub const fn rescans_bus(&self) -> bool {
+        self.events_missed
+            || matches!(
+                self.change,
+                Change::Appeared { .. } | Change::Removed { .. } | Change::Malformed(_)
+            )
+    }
+}
+
+/// The trace arguments of an event as the device wrote it ([`TraceEvent::DeviceEvent`]): the
+/// raw `event` field, the raw `reason`, and the LUN field's target << 16 | LUN (14 bits).
+fn trace_args(bytes: &[u8; EVENT_LEN]) -> (u32, u64, u64) {
+    let word = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .and_then(|word| word.try_into().ok())
+            .map_or(0, u32::from_le_bytes)
+    };
+    let target = u64::from(bytes[5]);
+    let lun = (u64::from(bytes[6] & 0x3F) << 8) | u64::from(bytes[7]);
+    (word(0), u64::from(word(12)), (target << 16) | lun)
+}
+
+/// The StorPort address of a virtio target and LUN, or the [`Change::Unaddressable`] it is.
+fn addressable(target: u8, lun: u16) -> Result<(u8, u8), Change> {
+    match u8::try_from(lun) {
+        Ok(lun) if target <= MAX_ADDRESSABLE_TARGET => Ok((target, lun)),
+        _ => Err(Change::Unaddressable { target, lun }),
+    }
+}
+
+/// The units the device reported removed: one bit per BTL8 target and LUN.
+///
+/// The bits are read by BuildIo and completion on every processor and written by the eventq
+/// ISR, all relaxed: a bit publishes no other data, and a stale read only sends one more command
+/// to the device, which answers for the absent unit itself.
+#[derive(Debug)]
+pub struct GoneUnits<S> {
+    words: S,
+}
+
+impl<S: Borrow<[AtomicU64]>> GoneUnits<S> {
+    /// A set over `words` (all clear); fewer than [`GONE_WORDS`] words cover fewer targets.
+    pub const fn new(words: S) -> Self {
+        Self { words }
+    }
+
+    fn word(&self, target: u8, lun: u8) -> Option<(&AtomicU64, u64)> {
+        let bit = usize::from(target) * 256 + usize::from(lun);
+        let word = self.words.borrow().get(bit / 64)?;
+        Some((word, 1 << (bit % 64)))
+    }
+
+    /// Whether `target`/`lun` was reported removed.
+    #[must_use]
+    pub fn contains(&self, target: u8, lun: u8) -> bool {
+        // ORDERING: relaxed; see the type's documentation.
+        self.word(target, lun)
+            .is_some_and(|(word, bit)| word.load(Ordering::Relaxed) & bit != 0)
+    }
+
+    /// Marks `target`/`lun` removed.
+    pub fn mark(&self, target: u8, lun: u8) {
+        if let Some((word, bit)) = self.word(target, lun) {
+            // ORDERING: relaxed; see the type's documentation.
+            word.fetch_or(bit, Ordering::Relaxed);
+        }
+    }
+
+    /// Clears the mark of `target`/`lun`.
+    pub fn clear(&self, target: u8, lun: u8) {
+        if let Some((word, bit)) = self.word(target, lun) {
+            // ORDERING: relaxed; see the type's documentation.
+            word.fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+
+    /// Clears the marks of every LUN of `target`.
+    pub fn clear_target(&self, target: u8) {
+        let first = usize::from(target) * 4;
+        for word in self.words.borrow().iter().skip(first).take(4) {
+            // ORDERING: relaxed; see the type's documentation.
+            word.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Clears every mark.
+    pub fn clear_all(&self) {
+        for word in self.words.borrow() {
+            // ORDERING: relaxed; see the type's documentation.
+            word.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Number of units marked.
+    #[must_use]
+    pub fn count(&self) -> u32 {
+        self.words
+            .borrow()
+            .iter()
+            // ORDERING: relaxed; see the type's documentation.
+            .map(|word| word.load(Ordering::Relaxed).count_ones())
+            .sum()
+    }
+}
+
+/// What changed between two reads of the device configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConfigChanges {
+    /// `sense_size` or `cdb_size` is no longer the request layout's: every request would be
+    /// misparsed, so the device must be reset (which writes them again).
+    pub layout: bool,
+    /// `max_channel`, `max_target` or `max_lun` changed: the bus is rescanned.
+    pub bus: bool,
+    /// A limit StorPort fixed at find-adapter changed (`num_queues`, `seg_max`,
+    /// `max_sectors`, `cmd_per_lun`, `event_info_size`): it cannot be honoured until the
+    /// adapter is restarted by Windows, so it is counted.
+    pub limits: bool,
+}
+
+impl ConfigChanges {
+    /// The changes from `seen` to `now`.
+    #[must_use]
+    pub fn between(seen: &Config, now: &Config) -> Self {
+        let layout = usize::try_from(now.sense_size.get()).ok() != Some(SENSE_SIZE)
+            || usize::try_from(now.cdb_size.get()).ok() != Some(CDB_SIZE);
+        let bus = seen.max_channel != now.max_channel
+            || seen.max_target != now.max_target
+            || seen.max_lun != now.max_lun;
+        let limits = seen.num_queues != now.num_queues
+            || seen.seg_max != now.seg_max
+            || seen.max_sectors != now.max_sectors
+            || seen.cmd_per_lun != now.cmd_per_lun
+            || seen.event_info_size != now.event_info_size;
+        Self {
+            layout,
+            bus,
+            limits,
+        }
+    }
+}
+
+/// A `STOR_ADDR_BTL8` made of atomics. StorPort reads it as the plain structure from the
+/// `StorPortStateChangeDetected` call until it calls back; the miniport writes it only between
+/// two notifications (the `busy` flag of [`EventQueue`] says which), so the two never overlap.
+#[repr(C, align(8))]
+#[derive(Debug, Default)]
+struct SharedBtl8 {
+    address_type: AtomicU16,
+    port: AtomicU16,
+    address_length: AtomicU32,
+    path: AtomicU8,
+    target: AtomicU8,
+    lun: AtomicU8,
+    reserved: AtomicU8,
+}
+const _: () = assert!(size_of::<SharedBtl8>() == size_of::<StorAddrBtl8>());
+const _: () = assert!(align_of::<SharedBtl8>() == align_of::<StorAddrBtl8>());
+const _: () = assert!(
+    core::mem::offset_of!(SharedBtl8, address_length)
+        == core::mem::offset_of!(StorAddrBtl8, address_length)
+);
+const _: () = assert!(
+    core::mem::offset_of!(SharedBtl8, target) == core::mem::offset_of!(StorAddrBtl8, target)
+);
+const _: () =
+    assert!(core::mem::offset_of!(SharedBtl8, lun) == core::mem::offset_of!(StorAddrBtl8, lun));
+
+/// The event queue's counters, readable from a crash dump (and by the tests).
+#[derive(Debug, Default)]
+pub struct EventCounters {
+    /// Events taken off the eventq.
+    pub events: AtomicU64,
+    /// `NO_EVENT` events.
+    pub no_events: AtomicU64,
+    /// `TRANSPORT_RESET` / `HARD` events.
+    pub hard_resets: AtomicU64,
+    /// `TRANSPORT_RESET` / `RESCAN` events.
+    pub appeared: AtomicU64,
+    /// `TRANSPORT_RESET` / `REMOVED` events.
+    pub removed: AtomicU64,
+    /// `PARAM_CHANGE` events.
+    pub parameter_changes: AtomicU64,
+    /// Events with `EVENTS_MISSED` set.
+    pub missed: AtomicU64,
+    /// Used lengths below an event.
+    pub short: AtomicU64,
+    /// Events that did not decode.
+    pub malformed: AtomicU64,
+    /// Events about units StorPort cannot address.
+    pub unaddressable: AtomicU64,
+    /// `ASYNC_NOTIFY` events (never subscribed to).
+    pub unsolicited: AtomicU64,
+    /// Buffers that could not be put back on the eventq.
+    pub restock_failures: AtomicU64,
+    /// Ring protocol violations on the eventq (each resets the device).
+    pub protocol_violations: AtomicU64,
+    /// `BusChangeDetected` notifications sent.
+    pub bus_changes: AtomicU64,
+    /// `StorPortStateChangeDetected` notifications StorPort accepted.
+    pub state_changes: AtomicU64,
+    /// Parameter changes reported as a bus change because a unit notification was still being
+    /// processed or StorPort refused it.
+    pub state_change_fallbacks: AtomicU64,
+    /// Configuration changes seen (a new `config_generation`, or `DEVICE_NEEDS_RESET`).
+    pub config_changes: AtomicU64,
+    /// Configuration changes that asked for a bus rescan.
+    pub config_rescans: AtomicU64,
+    /// Configuration interrupts that reset the device (DEVICE_NEEDS_RESET or a layout change).
+    pub config_resets: AtomicU64,
+    /// Configuration changes that cannot be honoured, or configurations that could not be read.
+    pub config_ignored: AtomicU64,
+}
+
+/// Adds one to a counter.
+fn count(counter: &AtomicU64) {
+    // ORDERING: a statistic; it publishes nothing.
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What one drain of the eventq leaves to do once the ring work is done.
+#[derive(Clone, Copy, Debug, Default)]
+struct Batch {
+    bus_change: bool,
+}
+
+/// The event queue's state, in the adapter.
+#[derive(Debug)]
+pub struct EventQueue {
+    /// [`EVENT_BUFFERS`] buffers of [`EVENT_LEN`] bytes, device-writable.
+    buffers: DmaMemory,
+    gone: GoneUnits<Carved<AtomicU64>>,
+    /// The configuration as last read, as little-endian words.
+    config: [AtomicU32; CONFIG_WORDS],
+    /// `config_generation` before that read (virtio 1.x section 4.1.4.3.1: it changes whenever
+    /// the configuration did since the driver last read it).
+    config_generation: AtomicU8,
+    /// A `StorPortStateChangeDetected` notification is being processed.
+    state_change_busy: AtomicBool,
+    state_change_address: SharedBtl8,
+    counters: EventCounters,
+}
+
+impl EventQueue {
+    /// Words of the removed-unit set for `sizing`: none on the crash-dump stack, which writes
+    /// to the one disk it was loaded for and has no uncached memory to spare (a set without
+    /// words contains nothing).
+    #[must_use]
+    pub const fn gone_words(sizing: Sizing) -> usize {
+        match sizing {
+            Sizing::Normal => GONE_WORDS,
+            Sizing::Dump => 0,
+        }
+    }
+
+    /// Bytes of uncached extension the event queue takes for `sizing`, padding included.
+    #[must_use]
+    pub const fn uncached_len(sizing: Sizing) -> usize {
+        EVENT_BUFFERS * EVENT_LEN
+            + 16
+            + Self::gone_words(sizing) * size_of::<AtomicU64>()
+            + align_of::<AtomicU64>()
+    }
+
+    /// Carves the buffers and the removed-unit set for `sizing` from `arena`.
+    #[must_use]
+    pub fn carve(arena: &UncachedArena, sizing: Sizing) -> Option<Self> {
+        let buffers = arena.dma_alloc(EVENT_BUFFERS * EVENT_LEN, 16).ok()?;
+        let words = arena.carve_table_with(Self::gone_words(sizing), || AtomicU64::new(0))?;
+        Some(Self {
+            buffers,
+            gone: GoneUnits::new(words),
+            config: [const { AtomicU32::new(0) }; CONFIG_WORDS],
+            config_generation: AtomicU8::new(0),
+            state_change_busy: AtomicBool::new(false),
+            state_change_address: SharedBtl8::default(),
+            counters: EventCounters::default(),
+        })
+    }
+
+    /// The counters.
+    #[must_use]
+    pub const fn counters(&self) -> &EventCounters {
+        &self.counters
+    }
+
+    /// The units the device reported removed.
+    #[must_use]
+    pub const fn gone(&self) -> &GoneUnits<Carved<AtomicU64>> {
+        &self.gone
+    }
+
+    /// Puts buffer `index` (zeroed, so a device that reports a length without writing yields
+    /// `NO_EVENT`) on the eventq and records it under its token.
+    fn post(&self, state: &mut QueueState, index: usize) -> Result<(), QueueError> {
+        let offset = index * EVENT_LEN;
+        if !self.buffers.write_bytes(offset, &[0; EVENT_LEN]) {
+            return Err(QueueError::EmptyChain);
+        }
+        let segment = Segment::new(self.buffers.bus_address() + offset as u64, EVENT_LEN as u32);
+        let token = state.ring.queue().add(&[], &[segment], None)?;
+        let table: &mut [usize] = BorrowMut::borrow_mut(&mut state.requests);
+        if let Some(slot) = table.get_mut(token.index()) {
+            *slot = index + 1;
+        }
+        Ok(())
+    }
+
+    /// Puts every buffer not already on the eventq there; returns the notification offset if
+    /// the device must be told. The caller has the eventq to itself (set-up with StorPort's
+    /// interrupt lock, or the reset winner holding every lock) and has set DRIVER_OK.
+    pub fn stock(&self, state: &mut QueueState) -> Option<u64> {
+        let size = usize::from(state.ring.queue().size());
+        if state.ring.queue().in_flight() == 0 {
+            // A new or reset ring: any token recorded before belongs to no chain.
+            let table: &mut [usize] = BorrowMut::borrow_mut(&mut state.requests);
+            table.fill(0);
+        }
+        let mut posted = [false; EVENT_BUFFERS];
+        let table: &[usize] = Borrow::borrow(&state.requests);
+        for &slot in table {
+            if let Some(flag) = slot.checked_sub(1).and_then(|index| posted.get_mut(index)) {
+                *flag = true;
+            }
+        }
+        for (index, _) in posted
+            .iter()
+            .enumerate()
+            .take(EVENT_BUFFERS.min(size))
+            .filter(|(_, posted)| !**posted)
+        {
+            if self.post(state, index).is_err() {
+                count(&self.counters.restock_failures);
+            }
+        }
+        state
+            .ring
+            .queue()
+            .kick_prepare()
+            .then_some(state.notify_offset)
+    }
+
+    /// Drains the eventq under its lock (held by `guard`): copies each event out, puts its
+    /// buffer back, and acts on it; notifies the device of the buffers put back and StorPort
+    /// of the changes. Returns true if the device broke the ring protocol and must be reset
+    /// (by the caller, from outside the ISR).
+    pub fn drain(&self, adapter: &Adapter, guard: &mut VirtqueueGuard<'_>) -> bool {
+        let mut batch = Batch::default();
+        let mut broken = false;
+        let Some(state) = guard.state() else {
+            return false;
+        };
+        loop {
+            let popped = state.ring.queue().pop_used();
+            match popped {
+                Ok(Some(used)) => {
+                    let table: &mut [usize] = BorrowMut::borrow_mut(&mut state.requests);
+                    let slot = table.get_mut(used.token.index()).map_or(0, core::mem::take);
+                    let Some(index) = slot.checked_sub(1).filter(|&i| i < EVENT_BUFFERS) else {
+                        adapter.trace(
+                            TraceEvent::ProtocolViolation,
+                            queue_index::EVENT,
+                            (
+                                ViolationKind::UnknownUsedId as u32,
+                                used.token.index() as u64,
+                                0,
+                            ),
+                        );
+                        broken = true;
+                        break;
+                    };
+                    let mut bytes = [0u8; EVENT_LEN];
+                    let read = self.buffers.read_bytes(index * EVENT_LEN, &mut bytes);
+                    if self.post(state, index).is_err() {
+                        count(&self.counters.restock_failures);
+                    }
+                    count(&self.counters.events);
+                    let written = if read { used.written } else { 0 };
+                    adapter.trace(
+                        TraceEvent::DeviceEvent,
+                        queue_index::EVENT,
+                        trace_args(&bytes),
+                    );
+                    self.apply(adapter, Reaction::of(&bytes, written), &mut batch);
+                }
+                Ok(None) => {
+                    if !state.ring.queue().enable_interrupts() {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    adapter.trace(
+                        TraceEvent::ProtocolViolation,
+                        queue_index::EVENT,
+                        (ViolationKind::RingError as u32, 0, 0),
+                    );
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        if broken {
+            count(&self.counters.protocol_violations);
+        }
+        if state.ring.queue().kick_prepare() {
+            adapter.notify_virtqueue(queue_index::EVENT, state.notify_offset);
+        }
+        if batch.bus_change {
+            self.bus_change(adapter);
+        }
+        broken
+    }
+
+    /// Acts on one event.
+    fn apply(&self, adapter: &Adapter, reaction: Reaction, batch: &mut Batch) {
+        let counters = &self.counters;
+        if reaction.events_missed {
+            // Lost events may have brought removed units back: let the device answer for them.
+            count(&counters.missed);
+            self.gone.clear_all();
+        }
+        match reaction.change {
+            Change::None => count(&counters.no_events),
+            Change::HardReset { .. } => count(&counters.hard_resets),
+            Change::Appeared { target, lun } => {
+                count(&counters.appeared);
+                if lun == 0 {
+                    self.gone.clear_target(target);
+                } else {
+                    self.gone.clear(target, lun);
+                }
+            }
+            Change::Removed { target, lun } => {
+                count(&counters.removed);
+                self.gone.mark(target, lun);
+                let _ = adapter.luns().remove(target, u16::from(lun));
+            }
+            Change::ParametersChanged { target, lun, .. } => {
+                count(&counters.parameter_changes);
+                if !self.unit_changed(adapter, target, lun) {
+                    count(&counters.state_change_fallbacks);
+                    batch.bus_change = true;
+                }
+            }
+            Change::UnsolicitedNotification => count(&counters.unsolicited),
+            Change::Unaddressable { .. } => count(&counters.unaddressable),
+            Change::Malformed(_) => count(&counters.malformed),
+            Change::Short { .. } => count(&counters.short),
+        }
+        batch.bus_change |= reaction.rescans_bus();
+    }
+
+    /// `BusChangeDetected`, counted.
+    pub fn bus_change(&self, adapter: &Adapter) {
+        count(&self.counters.bus_changes);
+        adapter.extension().bus_change_detected();
+    }
+
+    /// Tells StorPort that `target`/`lun` changed (`StorPortStateChangeDetected`, one at a
+    /// time). False if it could not be told: another notification is being processed or
+    /// StorPort refused (an older StorPort answers NOT_IMPLEMENTED).
+    fn unit_changed(&self, adapter: &Adapter, target: u8, lun: u8) -> bool {
+        // ORDERING: Acquire pairs with the Release in `state_change_done`: StorPort has
+        // finished reading the address before it is written again below.
+        if self
+            .state_change_busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        let address = &self.state_change_address;
+        // ORDERING: relaxed stores; the StorPort call below is the publication (a call into
+        // another driver is a compiler and CPU ordering point for the data it is handed).
+        address
+            .address_type
+            .store(STOR_ADDRESS_TYPE_BTL8, Ordering::Relaxed);
+        address.port.store(0, Ordering::Relaxed);
+        address
+            .address_length
+            .store(STOR_ADDR_BTL8_ADDRESS_LENGTH, Ordering::Relaxed);
+        address.path.store(0, Ordering::Relaxed);
+        address.target.store(target, Ordering::Relaxed);
+        address.lun.store(lun, Ordering::Relaxed);
+        address.reserved.store(0, Ordering::Relaxed);
+        let pointer = NonNull::from(address).cast::<StorAddrBtl8>();
+        // SAFETY: the address lives in the adapter (the device extension, for the adapter's
+        // life) and is not written again until `state_change_done` clears the busy flag, which
+        // only the callback (or the refusal below) does; `hw_state_change` is a static function
+        // that ignores its context.
+        let status = unsafe {
+            adapter.extension().state_change_detected(
+                STATE_CHANGE_LUN,
+                pointer,
+                Some(crate::hw::hw_state_change),
+                core::ptr::null_mut(),
+            )
+        };
+        if status == STOR_STATUS_SUCCESS {
+            count(&self.counters.state_changes);
+            true
+        } else {
+            // No callback comes for a refused notification.
+            self.state_change_done();
+            false
+        }
+    }
+
+    /// StorPort finished processing the state-change notification (HwStorStateChange).
+    pub fn state_change_done(&self) {
+        // ORDERING: Release pairs with the Acquire in `unit_changed`.
+        self.state_change_busy.store(false, Ordering::Release);
+    }
+
+    /// After DRIVER_OK: records the configuration the device started with, so the next
+    /// configuration interrupt can tell what changed.
+    pub fn started<R: RegisterIo>(&self, transport: &PciTransport<R>) {
+        let _ = self.read_config(transport);
+    }
+
+    /// Reads the configuration, records it and the generation it was read at, and returns it.
+    fn read_config<R: RegisterIo>(&self, transport: &PciTransport<R>) -> Option<Config> {
+        // The generation before the read: if the device changes the configuration during it,
+        // the next interrupt sees a newer generation and reads again.
+        let generation = transport.config_generation();
+        let mut bytes = [0u8; CONFIG_LEN];
+        if transport.read_device_config(0, &mut bytes).is_err() {
+            count(&self.counters.config_ignored);
+            return None;
+        }
+        self.store_config(&bytes);
+        // ORDERING: relaxed; see `store_config`.
+        self.config_generation.store(generation, Ordering::Relaxed);
+        Config::read_from_bytes(&bytes).ok()
+    }
+
+    /// After the device was reset or restarted: events the device had while the eventq was
+    /// empty were dropped without an `EVENTS_MISSED` report (a device reset clears that flag),
+    /// so with hot-plug negotiated the bus is rescanned once.
+    /// Not on the crash-dump stack, which has no PnP to rescan with.
+    pub fn restarted(&self, adapter: &Adapter) {
+        if adapter.dump_mode().is_none() && adapter.features().contains(Features::SCSI_HOTPLUG) {
+            self.bus_change(adapter);
+        }
+    }
+
+    fn store_config(&self, bytes: &[u8; CONFIG_LEN]) {
+        for (word, chunk) in self.config.iter().zip(bytes.chunks_exact(4)) {
+            let value = u32::from_le_bytes(chunk.try_into().unwrap_or([0; 4]));
+            // ORDERING: relaxed; only the configuration interrupt (one message lock) and
+            // set-up (no interrupt) touch these words.
+            word.store(value, Ordering::Relaxed);
+        }
+    }
+
+    fn seen_config(&self) -> Config {
+        let mut bytes = [0u8; CONFIG_LEN];
+        for (word, chunk) in self.config.iter().zip(bytes.chunks_exact_mut(4)) {
+            // ORDERING: relaxed; see `store_config`.
+            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+        }
+        Config::read_from_bytes(&bytes).unwrap_or_else(|_| zerocopy::FromZeros::new_zeroed())
+    }
+
+    /// The configuration-change interrupt: if the device needs a reset or `config_generation`
+    /// moved, re-reads the configuration and acts on what changed (see the module
+    /// documentation); otherwise (a shared message's other interrupts) does nothing more than
+    /// two register reads. Returns true if the device must be reset (by the caller, from
+    /// outside the ISR).
+    pub fn on_config_change<R: RegisterIo>(
+        &self,
+        adapter: &Adapter,
+        transport: &PciTransport<R>,
+    ) -> bool {
+        let counters = &self.counters;
+        if transport.needs_reset() {
+            count(&counters.config_changes);
+            count(&counters.config_resets);
+            return true;
+        }
+        // ORDERING: relaxed; see `store_config`.
+        if transport.config_generation() == self.config_generation.load(Ordering::Relaxed) {
+            return false;
+        }
+        count(&counters.config_changes);
+        let seen = self.seen_config();
+        let Some(now) = self.read_config(transport) else {
+            return false;
+        };
+        // ORDERING: relaxed; see `store_config`.
+        let generation = self.config_generation.load(Ordering::Relaxed);
+        adapter.trace(
+            TraceEvent::ConfigChanged,
+            ADAPTER_WIDE,
+            (u32::from(generation), 0, 0),
+        );
+        let changes = ConfigChanges::between(&seen, &now);
+        if changes.limits {
+            count(&counters.config_ignored);
+        }
+        if changes.layout {
+            count(&counters.config_resets);
+            return true;
+        }
+        if changes.bus {
+            count(&counters.config_rescans);
+            self.bus_change(adapter);
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::boxed::Box;
+    use std::vec::Vec;
+
+    use proptest::prelude::*;
+    use virtio_core::scsi::LunError;
+    use zerocopy::IntoBytes;
+    use zerocopy::little_endian::{U16, U32};
+
+    use super::*;
+
+    fn event(event: u32, lun: [u8; 8], reason: u32) -> [u8; EVENT_LEN] {
+        let mut bytes = [0u8; EVENT_LEN];
+        bytes.copy_from_slice(
+            Event {
+                event: U32::new(event),
+                lun,
+                reason: U32::new(reason),
+            }
+            .as_bytes(),
+        );
+        bytes
+    }
+
+    const LUN_2_7: [u8; 8] = [1, 2, 0, 7, 0, 0, 0, 0];
+
+    #[test]
+    fn each_event_type_becomes_its_change() {
+        let cases: [(u32, [u8; 8], u32, Change); 8] = [
+            (0, [0; 8], 0, Change::None),
+            (1, LUN_2_7, 0, Change::HardReset { target: 2, lun: 7 }),
+            (1, LUN_2_7, 1, Change::Appeared { target: 2, lun: 7 }),
+            (1, LUN_2_7, 2, Change::Removed { target: 2, lun: 7 }),
+            (
+                3,
+                LUN_2_7,
+                0x092A,
+                Change::ParametersChanged {
+                    target: 2,
+                    lun: 7,
+                    asc: 0x2A,
+                    ascq: 0x09,
+                },
+            ),
+            (2, LUN_2_7, 0x10, Change::UnsolicitedNotification),
+            // LUN 300 (flat space) and target 255 are beyond what StorPort addresses.
+            (
+                1,
+                [1, 2, 0x41, 0x2C, 0, 0, 0, 0],
+                1,
+                Change::Unaddressable {
+                    target: 2,
+                    lun: 300,
+                },
+            ),
+            (
+                3,
+                [1, 255, 0, 0, 0, 0, 0, 0],
+                0x092A,
+                Change::Unaddressable {
+                    target: 255,
+                    lun: 0,
+                },
+            ),
+        ];
+        for (raw, lun, reason, change) in cases {
+            let reaction = Reaction::of(&event(raw, lun, reason), 16);
+            assert_eq!(reaction.change, change, "event {raw} reason {reason}");
+            assert!(!reaction.events_missed);
+        }
+    }
+
+    #[test]
+    fn rescans_follow_the_table() {
+        let rescans = |raw, lun, reason| Reaction::of(&event(raw, lun, reason), 16).rescans_bus();
+        assert!(rescans(1, LUN_2_7, 1), "RESCAN");
+        assert!(rescans(1, LUN_2_7, 2), "REMOVED");
+        assert!(!rescans(1, LUN_2_7, 0), "HARD");
+        assert!(
+            !rescans(3, LUN_2_7, 0x092A),
+            "PARAM_CHANGE: a unit notification"
+        );
+        assert!(!rescans(0, [0; 8], 0), "NO_EVENT");
+        assert!(
+            rescans(0x8000_0000, [0; 8], 0),
+            "NO_EVENT with EVENTS_MISSED"
+        );
+        assert!(rescans(9, LUN_2_7, 0), "unknown type");
+        assert!(!rescans(2, LUN_2_7, 0x10), "unsolicited AN");
+    }
+
+    #[test]
+    fn garbage_is_classified_never_trusted() {
+        // Malformed LUN field, unknown type, undefined reason: each is a Malformed change that
+        // keeps the missed bit.
+        let bad_lun = [2, 2, 0, 7, 0, 0, 0, 0];
+        assert_eq!(
+            Reaction::of(&event(1, bad_lun, 1), 16).change,
+            Change::Malformed(EventError::MalformedLun(LunError::Malformed {
+                bytes: bad_lun
+            }))
+        );
+        let unknown = Reaction::of(&event(0x8000_0007, LUN_2_7, 0), 16);
+        assert_eq!(
+            unknown.change,
+            Change::Malformed(EventError::UnknownType { event: 0x8000_0007 })
+        );
+        assert!(unknown.events_missed);
+        assert_eq!(
+            Reaction::of(&event(1, LUN_2_7, 3), 16).change,
+            Change::Malformed(EventError::UnknownResetReason { reason: 3 })
+        );
+        // A short used length is never decoded, whatever the buffer holds.
+        for written in [0, 1, 4, 15] {
+            let reaction = Reaction::of(&event(0x8000_0001, LUN_2_7, 2), written);
+            assert_eq!(reaction.change, Change::Short { written });
+            assert!(!reaction.events_missed);
+            assert!(!reaction.rescans_bus());
+        }
+    }
+
+    fn gone(words: usize) -> GoneUnits<Box<[AtomicU64]>> {
+        GoneUnits::new((0..words).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    #[test]
+    fn the_removed_set_marks_and_clears_single_units_targets_and_all() {
+        let set = gone(GONE_WORDS);
+        for (target, lun) in [(0, 0), (0, 63), (0, 64), (3, 255), (254, 1), (255, 255)] {
+            assert!(!set.contains(target, lun));
+            set.mark(target, lun);
+            assert!(set.contains(target, lun), "{target}:{lun}");
+        }
+        assert_eq!(set.count(), 6);
+        assert!(!set.contains(0, 1) && !set.contains(1, 0) && !set.contains(3, 254));
+        set.clear(0, 63);
+        assert!(!set.contains(0, 63) && set.contains(0, 64) && set.contains(0, 0));
+        set.clear_target(0);
+        assert!(!set.contains(0, 0) && !set.contains(0, 64));
+        assert!(set.contains(3, 255), "other targets keep their marks");
+        set.clear_all();
+        assert_eq!(set.count(), 0);
+        // A short table covers fewer targets and ignores the rest, never panicking.
+        let small = gone(4);
+        small.mark(1, 0);
+        small.clear_target(9);
+        assert!(!small.contains(1, 0));
+        small.mark(0, 200);
+        assert!(small.contains(0, 200));
+    }
+
+    fn config() -> Config {
+        Config {
+            num_queues: U32::new(4),
+            seg_max: U32::new(254),
+            max_sectors: U32::new(0xFFFF),
+            cmd_per_lun: U32::new(128),
+            event_info_size: U32::new(16),
+            sense_size: U32::new(96),
+            cdb_size: U32::new(32),
+            max_channel: U16::new(0),
+            max_target: U16::new(255),
+            max_lun: U32::new(16383),
+        }
+    }
+
+    #[test]
+    fn configuration_changes_are_sorted_into_reset_rescan_and_ignored() {
+        let seen = config();
+        assert_eq!(
+            ConfigChanges::between(&seen, &seen),
+            ConfigChanges::default()
+        );
+        let mut now = config();
+        now.sense_size = U32::new(64);
+        assert!(ConfigChanges::between(&seen, &now).layout);
+        let mut now = config();
+        now.cdb_size = U32::new(16);
+        assert!(ConfigChanges::between(&seen, &now).layout);
+        let mut now = config();
+        now.max_target = U16::new(7);
+        assert_eq!(
+            ConfigChanges::between(&seen, &now),
+            ConfigChanges {
+                bus: true,
+                ..ConfigChanges::default()
+            }
+        );
+        for change in [
+            |c: &mut Config| c.num_queues = U32::new(8),
+            |c: &mut Config| c.seg_max = U32::new(8),
+            |c: &mut Config| c.max_sectors = U32::new(8),
+            |c: &mut Config| c.cmd_per_lun = U32::new(8),
+            |c: &mut Config| c.event_info_size = U32::new(32),
+        ] {
+            let mut now = config();
+            change(&mut now);
+            assert_eq!(
+                ConfigChanges::between(&seen, &now),
+                ConfigChanges {
+                    limits: true,
+                    ..ConfigChanges::default()
+                }
+            );
+        }
+        // The layout rule compares with what requests need, not with what was seen: a device
+        // that keeps a wrong size keeps asking for a reset.
+        let mut wrong = config();
+        wrong.sense_size = U32::new(64);
+        assert!(ConfigChanges::between(&wrong, &wrong).layout);
+    }
+
+    #[test]
+    fn the_shared_address_is_laid_out_as_stor_addr_btl8() {
+        let address = SharedBtl8::default();
+        address.address_type.store(1, Ordering::Relaxed);
+        address.address_length.store(4, Ordering::Relaxed);
+        address.target.store(9, Ordering::Relaxed);
+        address.lun.store(3, Ordering::Relaxed);
+        let pointer = NonNull::from(&address).cast::<StorAddrBtl8>();
+        // SAFETY: the asserted layout is StorAddrBtl8's; reading it while nothing writes is
+        // what StorPort does.
+        let read = unsafe { pointer.read() };
+        assert_eq!(
+            (read.r#type, read.address_length, read.target, read.lun),
+            (1, 4, 9, 3)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_and_length_yield_a_reaction_consistent_with_the_decoder(
+            bytes in proptest::array::uniform16(any::<u8>()),
+            written in 0u32..64,
+        ) {
+            let reaction = Reaction::of(&bytes, written);
+            if written < 16 {
+                prop_assert_eq!(reaction.change, Change::Short { written });
+                prop_assert!(!reaction.events_missed);
+            } else {
+                let event = Event::read_from_bytes(&bytes[..]).unwrap();
+                prop_assert_eq!(reaction.events_missed, event.events_missed());
+                match event.decode() {
+                    Err(error) => prop_assert_eq!(reaction.change, Change::Malformed(error)),
+                    Ok(_) => prop_assert!(!matches!(reaction.change, Change::Malformed(_))),
+                }
+                if let Change::Appeared { target, lun } | Change::Removed { target, lun }
+                    | Change::HardReset { target, lun } = reaction.change
+                {
+                    prop_assert_eq!(bytes[1], target);
+                    prop_assert!(target <= MAX_ADDRESSABLE_TARGET);
+                    prop_assert_eq!(u16::from(lun), (u16::from(bytes[2] & 0x3F) << 8) | u16::from(bytes[3]));
+                }
+            }
+        }
+
+        #[test]
+        fn the_removed_set_agrees_with_a_model(
+            operations in proptest::collection::vec((0u8..4, any::<u8>(), any::<u8>()), 0..200)
+        ) {
+            let set = gone(GONE_WORDS);
+            let mut model = std::collections::BTreeSet::new();
+            for (operation, target, lun) in operations {
+                match operation {
+                    0 => { set.mark(target, lun); model.insert((target, lun)); }
+                    1 => { set.clear(target, lun); model.remove(&(target, lun)); }
+                    2 => { set.clear_target(target); model.retain(|&(t, _)| t != target); }
+                    _ => prop_assert_eq!(set.contains(target, lun), model.contains(&(target, lun))),
+                }
+            }
+            prop_assert_eq!(set.count() as usize, model.len());
+            let all: Vec<_> = model.iter().copied().collect();
+            for (target, lun) in all {
+                prop_assert!(set.contains(target, lun));
+            }
+        }
+    }
+}
