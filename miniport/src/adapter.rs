@@ -6,9 +6,41 @@
 //! processors at once (concurrent channels), so each request queue is guarded by the spin lock
 //! of its MSI-X message, the lock StorPort itself holds while running that message's ISR. The
 //! per-queue state sits in an `UnsafeCell` reached only through a [`QueueGuard`], which exists
-//! only while that lock is held. A device reset takes every queue lock in ascending order; only
-//! the one context that wins the `resetting` flag ever holds more than one lock, so the order
-//! cannot invert.
+//! only while that lock is held. The controlq and the eventq have their own messages and locks
+//! ([`VirtqueueGuard`]).
+//!
+//! Whatever needs every queue at once (a device reset) takes StorPort's interrupt lock, once
+//! (`Adapter::lock_all`). With `InterruptSynchronizePerMessage` that one lock *is* every
+//! message's lock: "When a miniport needs to synchronize with all messages, it can use one call
+//! to StorPortAcquireSpinLock which will acquire a lock for each message in the proper order"
+//! (Microsoft, StorPortAcquireMSISpinLock). In shared mode it is the one message's lock, in line
+//! mode the ISR's. So no context of ours ever holds two message locks, and a context StorPort
+//! already runs under the interrupt lock (HwInitialize, HwAdapterControl's ScsiStopAdapter and
+//! ScsiRestartAdapter, at DIRQL: the HW_ADAPTER_CONTROL and StorPortAcquireSpinLock tables)
+//! holds every queue's lock already and must take none: acquiring a message lock there would
+//! spin on a lock the processor itself holds.
+//!
+//! # Recovery and lifecycle
+//! - Task management (aborts, LUN and target resets, HwResetBus) is [`crate::tmf`]; its
+//!   escalation, and every protocol violation, is [`Adapter::reset_device`]: reset the device,
+//!   complete what it had finished, fail the rest with `SRB_STATUS_BUS_RESET`, and bring it back
+//!   with the same features, limits, queue count and sizes.
+//! - One HwTimer routine ([`Adapter::on_timer`]) does all deferred work, because StorPort keeps
+//!   one timer request per adapter: resets asked for by an ISR, `DEVICE_NEEDS_RESET` (also seen
+//!   from the configuration interrupt), task management deadlines, and lost interrupts, found by
+//!   polling every request queue each [`HEALTH_PERIOD_MICROSECONDS`]: a queue that had
+//!   completions waiting at two consecutive polls is drained by the timer.
+//! - ScsiStopAdapter resets the device and marks the adapter stopped until ScsiRestartAdapter
+//!   brings it back (refusing a device whose features or limits changed); a request that reaches
+//!   StartIo meanwhile completes with `SRB_STATUS_BUSY`, which StorPort retries, and never
+//!   reaches the device. StorPort's power transitions (S3, S4) go through the same two calls;
+//!   `SRB_FUNCTION_POWER` concerns a unit's power state, which virtio-scsi does not have, and is
+//!   answered with success.
+//! - The event queue ([`crate::events`]) is stocked after every DRIVER_OK (HwInitialize, each
+//!   reset, ScsiRestartAdapter); the configuration interrupt is the one place that notices
+//!   `DEVICE_NEEDS_RESET` between health checks, and asks the timer for the reset.
+//! - In dump mode ([`crate::dump`], `adapter/polling.rs`) none of the deferred machinery
+//!   exists: one polled queue, no timer, no DPC, no task management; resets run inline.
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
@@ -16,7 +48,9 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, 
 
 use virtio_core::features::{Features, SCSI_DRIVER_FEATURES};
 use virtio_core::hal::{Hal, RegisterIo};
-use virtio_core::pci::{PciTransport, TransportError, VIRTIO_DEVICE_TYPE_SCSI};
+use virtio_core::pci::{
+    DeviceStatus, Isr, PciTransport, TransportError, VIRTIO_DEVICE_TYPE_SCSI, VirtioPciCommonCfg,
+};
 use virtio_core::queue::packed::PackedQueue;
 use virtio_core::queue::split::SplitQueue;
 use virtio_core::queue::{QueueFeatures, Slot, Virtqueue};
@@ -32,10 +66,12 @@ use crate::registry::{Parameters, Report, ValueOutcome};
 use crate::storport::{
     AccessRange, InterruptLock, InterruptSynchronizePerMessage, PortConfigurationInformation,
     SCSI_DMA64_MINIPORT_FULL64BIT_SUPPORTED, SP_RETURN_ERROR, SP_RETURN_FOUND, SP_RETURN_NOT_FOUND,
-    SRB_TYPE_STORAGE_REQUEST_BLOCK, STOR_MAP_NON_READ_WRITE_BUFFERS, STORAGE_ADDRESS_TYPE_BTL8,
-    StorDpc, StorLockHandle, StorSynchronizeFullDuplex, TRUE,
+    SRB_STATUS_ERROR, SRB_STATUS_SUCCESS, SRB_TYPE_STORAGE_REQUEST_BLOCK,
+    STOR_MAP_NON_READ_WRITE_BUFFERS, STORAGE_ADDRESS_TYPE_BTL8, StorDpc, StorLockHandle,
+    StorSynchronizeFullDuplex, TRUE,
 };
-use crate::trace::{ADAPTER_WIDE, ResetCause, TraceEntry, TraceEvent, TraceRing};
+use crate::tmf::{Active, Answer, Decision, Ending, Nexus, Owner, TmfSlot, TmfTable};
+use crate::trace::{ADAPTER_WIDE, ResetCause, TraceEntry, TraceEvent, TraceRing, ViolationKind};
 use crate::vpd::LunLocation;
 
 /// Most request queues the adapter drives (one per processor on a 64-processor guest).
@@ -43,9 +79,17 @@ pub const MAX_REQUEST_QUEUES: u16 = 64;
 /// Largest ring we set up, whatever the device offers: 1024 requests per queue is more than
 /// StorPort keeps outstanding per adapter, and bounds the uncached extension.
 pub const MAX_QUEUE_SIZE: u16 = 1024;
-/// Delay before the timer that resets the device on behalf of an ISR (the shortest StorPort
-/// honours; the timer only needs to run outside the ISR).
-const RESET_TIMER_MICROSECONDS: u32 = 1;
+/// Delay of a timer request that only moves work out of an ISR (the shortest StorPort honours).
+const KICK_MICROSECONDS: u32 = 1;
+/// Period of the health timer when no task management function is outstanding: how often
+/// `DEVICE_NEEDS_RESET` is checked and the request queues are polled for completions whose
+/// interrupt never came.
+pub const HEALTH_PERIOD_MICROSECONDS: u32 = 250_000;
+/// Period of the timer while a task management function is outstanding: how often its answer
+/// and the requests it covers are looked for.
+pub const TMF_POLL_MICROSECONDS: u32 = 10_000;
+/// [`HEALTH_PERIOD_MICROSECONDS`] in the 100 ns units of the system time.
+const HEALTH_PERIOD: u64 = HEALTH_PERIOD_MICROSECONDS as u64 * 10;
 /// Marks a device extension holding a constructed [`Adapter`] (the first field).
 pub const ADAPTER_MAGIC: u64 = u64::from_le_bytes(*b"rvscsi\x01\x00");
 
@@ -77,6 +121,15 @@ pub enum AdapterError {
     Queue(virtio_core::queue::QueueError),
     /// Carving DMA memory or a table failed (a sizing bug: it was sized first).
     OutOfMemory,
+    /// After a reset the device accepted other features than at find-adapter (the queues,
+    /// limits and request layout depend on them).
+    FeaturesChanged {
+        /// The features accepted now.
+        accepted: Features,
+    },
+    /// After a reset the device reported other limits than at find-adapter (what StorPort was
+    /// told no longer holds).
+    LimitsChanged,
     /// In dump mode, the uncached extension would exceed what the dump port can give.
     OverDumpBudget {
         /// Bytes needed.
@@ -159,6 +212,29 @@ pub struct QueueCounters {
     pub bytes_written: AtomicU64,
 }
 
+/// Adapter-wide recovery and lifecycle counters, readable from a crash dump (task management
+/// has its own, [`crate::tmf::TmfCounters`]).
+#[derive(Debug, Default)]
+pub struct RecoveryCounters {
+    /// Times the device reported `DEVICE_NEEDS_RESET` (each leads to a full reset).
+    pub needs_reset: AtomicU64,
+    /// Times the health timer found a queue whose completions had waited a whole period for
+    /// an interrupt, and drained it.
+    pub lost_interrupts: AtomicU64,
+    /// HwResetBus calls (and `SRB_FUNCTION_RESET_BUS` requests).
+    pub bus_resets: AtomicU64,
+    /// Of `bus_resets`: polling the queues completed everything, no function was needed.
+    pub bus_resets_polled: AtomicU64,
+    /// ScsiStopAdapter calls.
+    pub stops: AtomicU64,
+    /// ScsiRestartAdapter calls that brought the device back.
+    pub restarts: AtomicU64,
+    /// Resets or restarts after which the device could not be brought back (it is failed).
+    pub bring_up_failures: AtomicU64,
+    /// Requests refused with `SRB_STATUS_BUSY` because the adapter was stopped.
+    pub busy_while_stopped: AtomicU64,
+}
+
 impl QueueCounters {
     /// Counts a completed request that moved `bytes` in `direction`.
     pub fn record_transfer(&self, direction: virtio_core::scsi::DataDirection, bytes: u32) {
@@ -210,18 +286,34 @@ pub struct Adapter {
     /// The eventq's buffers, the units the device reported removed, and the configuration
     /// watch ([`crate::events`]).
     events: EventQueue,
-    /// Lock handle for the line-interrupt lock; only its holder touches it.
-    line_lock: UnsafeCell<StorLockHandle>,
+    /// Lock handle for StorPort's interrupt lock (line mode's queue lock, and every queue's
+    /// lock at once in any mode: [`Adapter::lock_all`]); only its holder touches it.
+    interrupt_lock: UnsafeCell<StorLockHandle>,
     dpc_ready: AtomicBool,
     resetting: AtomicBool,
-    /// The [`ResetCause`] of the reset [`Self::reset_later`] asked StorPort's timer for.
-    timer_reset_cause: AtomicU32,
     /// Resets performed.
     pub resets: AtomicU64,
+    /// Task management slots and counters.
+    tmfs: TmfTable<Carved<TmfSlot>>,
+    /// Recovery and lifecycle counters.
+    recovery: RecoveryCounters,
+    /// Between ScsiStopAdapter and a successful ScsiRestartAdapter.
+    stopped: AtomicBool,
+    /// The [`ResetCause`] of the reset an ISR (or a context holding a queue lock) asked the
+    /// timer for; 0 when none is pending.
+    reset_requested: AtomicU32,
+    /// An ISR asked for the timer to run now (see [`Adapter::kick_timer`]).
+    timer_kick: AtomicBool,
+    /// Where `device_status` is (BAR, offset), read without the transport so any context may.
+    status_register: (u8, u64),
+    /// System time of the last health check.
+    last_health: AtomicU64,
+    /// Request queues (bit per queue) that had completions waiting at the last health check.
+    used_seen: AtomicU64,
     /// The most verbose StorPortDebugPrint level emitted (registry `RvscsiDebugPrintLevel`).
     debug_print_level: u32,
     /// Set when the crash-dump or hibernation stack loaded this instance ([`crate::dump`]):
-    /// one polled queue, no DPCs, timers or MSI-X.
+    /// one polled queue, no DPCs, timers, MSI-X or task management.
     dump: Option<DumpMode>,
     /// The last notable events ([`crate::trace`]); last in the extension so the hot fields
     /// above share cache lines.
@@ -236,6 +328,8 @@ struct Discovery {
     device_limits: Limits,
     sizes: [u16; MAX_REQUEST_QUEUES as usize + 2],
     queue_count: u16,
+    /// Where `device_status` is (BAR, offset).
+    status_register: (u8, u64),
     /// The WMI identity.
     wmi_facts: crate::wmi::AdapterFacts,
     /// The registry parameters, validated (fixed ones in dump mode).
@@ -391,7 +485,12 @@ impl Adapter {
             .copied()
             .min()
             .unwrap_or(0);
+        let common = transport.layout().common;
         Ok(Discovery {
+            status_register: (
+                common.bar,
+                u64::from(common.offset) + VirtioPciCommonCfg::DEVICE_STATUS,
+            ),
             transport,
             registers,
             features,
@@ -457,6 +556,29 @@ impl Adapter {
             + Self::lun_table_len(lun_slots)
             + crate::wmi::WmiScratch::uncached_len_for(lun_slots)
             + EventQueue::uncached_len(sizing)
+            + Self::tmf_len(sizing.tmf_slots())
+    }
+
+    /// Bytes of uncached extension `slots` task management slots take, padding included.
+    const fn tmf_len(slots: usize) -> usize {
+        slots * size_of::<TmfSlot>()
+            + align_of::<TmfSlot>()
+            + TmfTable::<Carved<TmfSlot>>::memory_len(slots)
+            + 16
+    }
+
+    /// Carves `slots` task management slots and their DMA memory.
+    fn carve_tmfs(
+        arena: &UncachedArena,
+        slots: usize,
+    ) -> Result<TmfTable<Carved<TmfSlot>>, AdapterError> {
+        let table = arena
+            .carve_table_with(slots, TmfSlot::new)
+            .ok_or(AdapterError::OutOfMemory)?;
+        let memory = arena
+            .dma_alloc(TmfTable::<Carved<TmfSlot>>::memory_len(slots), 16)
+            .map_err(|_| AdapterError::OutOfMemory)?;
+        Ok(TmfTable::new(table, memory))
     }
 
     /// The limits reported to StorPort, from the device's and the smallest request queue.
@@ -555,6 +677,7 @@ impl Adapter {
             .ok_or(AdapterError::OutOfMemory)?;
         let (luns, wmi_scratch) = Self::carve_lun_state(&arena, sizing.lun_slots())?;
         let events = EventQueue::carve(&arena, sizing).ok_or(AdapterError::OutOfMemory)?;
+        let tmfs = Self::carve_tmfs(&arena, sizing.tmf_slots())?;
 
         let packed = discovery.features.contains(Features::RING_PACKED);
         let queue_features = QueueFeatures {
@@ -618,11 +741,18 @@ impl Adapter {
             luns,
             wmi_scratch,
             events,
-            line_lock: UnsafeCell::new(StorLockHandle::zeroed()),
+            interrupt_lock: UnsafeCell::new(StorLockHandle::zeroed()),
             dpc_ready: AtomicBool::new(false),
             resetting: AtomicBool::new(false),
-            timer_reset_cause: AtomicU32::new(ResetCause::ProtocolViolation as u32),
             resets: AtomicU64::new(0),
+            tmfs,
+            recovery: RecoveryCounters::default(),
+            stopped: AtomicBool::new(false),
+            reset_requested: AtomicU32::new(0),
+            timer_kick: AtomicBool::new(false),
+            status_register: discovery.status_register,
+            last_health: AtomicU64::new(0),
+            used_seen: AtomicU64::new(0),
             debug_print_level: discovery.parameters.debug_print_level,
             dump: discovery.dump,
             trace: TraceRing::new(),
@@ -742,6 +872,26 @@ impl Adapter {
         &self.events
     }
 
+    /// The task management slots (their counters: `tmfs().counters`).
+    #[must_use]
+    pub const fn tmfs(&self) -> &TmfTable<Carved<TmfSlot>> {
+        &self.tmfs
+    }
+
+    /// Recovery and lifecycle counters.
+    #[must_use]
+    pub const fn recovery(&self) -> &RecoveryCounters {
+        &self.recovery
+    }
+
+    /// Whether the adapter is stopped (ScsiStopAdapter until ScsiRestartAdapter).
+    #[must_use]
+    pub fn is_stopped(&self) -> bool {
+        // ORDERING: pairs with the Release stores in `stop` and `restart`; readers that must
+        // not race a stop read it under a queue lock, which orders it anyway.
+        self.stopped.load(Ordering::Acquire)
+    }
+
     /// Counters of request queue `queue`.
     #[must_use]
     pub fn counters(&self, queue: u16) -> Option<&QueueCounters> {
@@ -783,9 +933,14 @@ impl Adapter {
             ADAPTER_WIDE,
             (mode as u32, u64::from(messages), u64::from(request_queues)),
         );
-        if self.start_queues().is_err() {
+        // SAFETY: HwInitialize runs before any I/O, interrupt or timer of this adapter: nothing
+        // else reaches the transport.
+        let transport = unsafe { &mut *self.transport.get() };
+        if self.start_queues(transport).is_err() {
             return false;
         }
+        // The health timer (no timer at all on the dump stack: `arm_timer`).
+        self.arm_timer();
         // Without passive initialisation (a StorPort that offers the miniport no DPCs) there
         // are no queue DPCs: the ISR completes requests itself. The dump stack must not even be
         // asked (see `crate::dump`).
@@ -803,10 +958,12 @@ impl Adapter {
     }
 
     /// Sets every active queue up on the device and sets DRIVER_OK. Called with no I/O possible
-    /// (initialize, restart) or by the reset winner holding every queue lock.
-    fn start_queues(&self) -> Result<(), AdapterError> {
-        // SAFETY: callers guarantee exclusive access to the transport (see the field's doc).
-        let transport = unsafe { &mut *self.transport.get() };
+    /// (initialize) or holding every queue lock (reset, restart), which is what makes the
+    /// queue cells exclusively ours here.
+    fn start_queues(
+        &self,
+        transport: &mut PciTransport<StorPortRegisters>,
+    ) -> Result<(), AdapterError> {
         let mode = self.mode();
         let msix = mode != InterruptMode::Line;
         if msix {
@@ -906,23 +1063,11 @@ impl Adapter {
         (self.extension.current_processor() % queues) as u16
     }
 
-    /// Locks request queue `queue` (its MSI-X message lock, or the interrupt lock).
-    #[must_use]
-    pub fn lock(&self, queue: u16) -> QueueGuard<'_> {
-        let how = self.acquire(Self::vector_of_queue(queue + queue_index::REQUEST_BASE));
-        QueueGuard {
-            adapter: self,
-            queue,
-            how,
-        }
-    }
-
-    /// Acquires the lock of MSI-X message `message` in per-queue mode; in shared mode the one
-    /// message's lock, in line mode the interrupt lock, whatever `message` is.
-    fn acquire(&self, message: u16) -> Held {
+    /// Acquires the lock that guards the queues of MSI-X message `message` in per-queue mode
+    /// (the one shared message's lock, or the interrupt lock, in the other modes).
+    fn acquire(&self, message: u32) -> Held {
         match self.mode() {
             InterruptMode::PerQueue => {
-                let message = u32::from(message);
                 let old_irql = self.extension.acquire_msi_lock(message);
                 Held::Msi { message, old_irql }
             }
@@ -933,26 +1078,68 @@ impl Adapter {
                     old_irql,
                 }
             }
-            InterruptMode::Line => {
-                // SAFETY: the handle lives in the adapter (fixed address) and is touched only by
-                // the lock holder, which we are about to become.
-                unsafe { self.extension.acquire_interrupt_lock(self.line_lock.get()) };
-                Held::Line
-            }
+            InterruptMode::Line => self.acquire_interrupt_lock(),
         }
     }
 
-    /// Releases a lock taken by [`Self::acquire`].
+    /// Acquires StorPort's interrupt lock: every message's lock in per-message mode.
+    fn acquire_interrupt_lock(&self) -> Held {
+        // SAFETY: the handle lives in the adapter (fixed address) and is touched only by the
+        // lock holder, which we are about to become.
+        unsafe {
+            self.extension
+                .acquire_interrupt_lock(self.interrupt_lock.get());
+        }
+        Held::Interrupt
+    }
+
+    /// Releases what [`Adapter::acquire`] took.
     fn release(&self, how: Held) {
         match how {
             Held::Msi { message, old_irql } => {
                 self.extension.release_msi_lock(message, old_irql);
             }
-            // SAFETY: `how` says this context acquired the interrupt lock with this handle.
-            Held::Line => unsafe {
-                self.extension.release_interrupt_lock(self.line_lock.get());
+            // SAFETY: the guard being dropped acquired the interrupt lock with this handle.
+            Held::Interrupt => unsafe {
+                self.extension
+                    .release_interrupt_lock(self.interrupt_lock.get());
             },
             Held::ByCaller => {}
+        }
+    }
+
+    /// Locks request queue `queue` (its MSI-X message lock, or the interrupt lock).
+    #[must_use]
+    pub fn lock(&self, queue: u16) -> QueueGuard<'_> {
+        let message = u32::from(Self::vector_of_queue(queue + queue_index::REQUEST_BASE));
+        QueueGuard {
+            adapter: self,
+            queue,
+            how: self.acquire(message),
+        }
+    }
+
+    /// A guard for `queue` whose lock StorPort already holds (inside the ISR for its message).
+    ///
+    /// # Safety
+    /// The caller runs in the ISR whose lock guards `queue` (per-queue: that queue's message;
+    /// shared: message 0; line: the interrupt lock), or holds that lock otherwise.
+    #[must_use]
+    pub unsafe fn assume_locked(&self, queue: u16) -> QueueGuard<'_> {
+        QueueGuard {
+            adapter: self,
+            queue,
+            how: Held::ByCaller,
+        }
+    }
+
+    /// Locks the controlq (its MSI-X message lock, or the one lock of the other modes).
+    #[must_use]
+    pub fn lock_control(&self) -> VirtqueueGuard<'_> {
+        VirtqueueGuard {
+            adapter: self,
+            index: queue_index::CONTROL,
+            how: self.acquire(u32::from(Self::vector_of_queue(queue_index::CONTROL))),
         }
     }
 
@@ -961,26 +1148,12 @@ impl Adapter {
     ///
     /// # Safety
     /// The caller runs in the ISR whose lock guards virtqueue `index` (per-queue: its message;
-    /// shared: message 0; line: the interrupt lock).
+    /// shared: message 0; line: the interrupt lock), or holds that lock otherwise.
     #[must_use]
     pub unsafe fn assume_virtqueue_locked(&self, index: u16) -> VirtqueueGuard<'_> {
         VirtqueueGuard {
             adapter: self,
             index,
-            how: Held::ByCaller,
-        }
-    }
-
-    /// A guard for `queue` whose lock StorPort already holds (inside the ISR for its message).
-    ///
-    /// # Safety
-    /// The caller runs in the ISR whose lock guards `queue` (per-queue: that queue's message;
-    /// shared: message 0; line: the interrupt lock).
-    #[must_use]
-    pub unsafe fn assume_locked(&self, queue: u16) -> QueueGuard<'_> {
-        QueueGuard {
-            adapter: self,
-            queue,
             how: Held::ByCaller,
         }
     }
@@ -995,7 +1168,7 @@ impl Adapter {
     }
 
     /// Notifies the device of new buffers on virtqueue `index`, whose notification address is
-    /// at `offset` in the notify BAR.
+    /// at `offset` in the notify BAR (after unlocking, or from the ISR that owns the queue).
     pub fn notify_virtqueue(&self, index: u16, offset: u64) {
         // ORDERING: the ring updates (descriptors, then the available index published with
         // release by the queue) must be visible before the device reacts to the notification
@@ -1020,9 +1193,12 @@ impl Adapter {
                     self.on_event_interrupt();
                     return true;
                 }
-                let Some(queue) = index.checked_sub(queue_index::REQUEST_BASE) else {
-                    // The controlq: nothing of ours is posted on it yet.
+                if index == queue_index::CONTROL {
+                    self.on_control_interrupt();
                     return true;
+                }
+                let Some(queue) = index.checked_sub(queue_index::REQUEST_BASE) else {
+                    return false;
                 };
                 if queue >= self.request_queues() {
                     return false;
@@ -1035,10 +1211,7 @@ impl Adapter {
                 // interrupt carries no ISR bit a driver may rely on with MSI-X, virtio 1.x
                 // section 4.1.5.3).
                 self.on_config_interrupt();
-                self.on_event_interrupt();
-                for queue in 0..self.request_queues() {
-                    self.on_queue_interrupt(queue);
-                }
+                self.on_every_queue();
                 true
             }
             InterruptMode::Line => self.on_line_interrupt(),
@@ -1046,7 +1219,7 @@ impl Adapter {
     }
 
     /// HwInterrupt (line-based): reads and clears the ISR status; true if the device
-    /// interrupted.
+    /// interrupted. In dump mode, the dump port's poll.
     pub fn on_line_interrupt(&self) -> bool {
         if self.dump.is_some() {
             // The dump port's poll, not an interrupt.
@@ -1058,18 +1231,29 @@ impl Adapter {
         if isr.is_empty() {
             return false;
         }
-        if isr.contains(virtio_core::pci::Isr::CONFIG) {
+        if isr.contains(Isr::CONFIG) {
             self.on_config_interrupt();
         }
-        self.on_event_interrupt();
-        for queue in 0..self.request_queues() {
-            self.on_queue_interrupt(queue);
-        }
+        self.on_every_queue();
         true
     }
 
+    /// The ISR of the one message (or line) every queue shares: the eventq, the controlq, then
+    /// each request queue.
+    fn on_every_queue(&self) {
+        self.on_event_interrupt();
+        self.on_control_interrupt();
+        for queue in 0..self.request_queues() {
+            self.on_queue_interrupt(queue);
+        }
+    }
+
     /// The configuration-change interrupt, in the ISR that owns it (message 0, the shared
-    /// message, or the line ISR): see [`EventQueue::on_config_change`].
+    /// message, or the line ISR): re-reads the configuration ([`EventQueue::on_config_change`]).
+    /// A device that set `DEVICE_NEEDS_RESET` (or changed the request layout) is reset by the
+    /// timer, an ISR not being able to take every queue lock; the timer's health check reads
+    /// `DEVICE_NEEDS_RESET` as well, so one missed configuration interrupt delays the reset by
+    /// at most [`HEALTH_PERIOD_MICROSECONDS`].
     fn on_config_interrupt(&self) {
         // SAFETY: the ISR for message 0 (or the shared/line ISR) holds a lock the reset path
         // takes too (`lock_all`), so the transport is not being mutated; it is only read here.
@@ -1089,25 +1273,46 @@ impl Adapter {
         }
     }
 
-    /// Resets the device from StorPort's timer, right after this ISR, for `cause`: the reset
-    /// takes every lock, which an ISR holding one of them cannot do.
-    fn reset_later(&self, cause: ResetCause) {
-        // ORDERING: relaxed; the timer request below is StorPort's, which orders it before the
-        // timer routine on any processor (a lock hand-over inside StorPort).
-        self.timer_reset_cause
-            .store(cause as u32, Ordering::Relaxed);
-        self.extension
-            .request_timer(Some(crate::hw::hw_reset_timer), RESET_TIMER_MICROSECONDS);
+    /// The controlq's interrupt, in the ISR that owns it (message 1, the shared message, or
+    /// the line ISR): records the answers of task management functions.
+    fn on_control_interrupt(&self) {
+        // SAFETY: we run in the ISR whose lock guards the controlq (see the callers).
+        let mut guard = unsafe { self.assume_virtqueue_locked(queue_index::CONTROL) };
+        self.drain_control(&mut guard, true);
     }
 
-    /// HwStorTimer: the reset an ISR asked StorPort's timer for, with the cause it gave.
-    pub fn reset_from_timer(&self) {
+    /// Asks the timer to reset the device for `cause`, right after this ISR (or this context,
+    /// which holds a queue lock): the reset takes every lock. If a reset is already pending,
+    /// its first cause is kept. Never in dump mode, where the poll resets inline.
+    fn reset_later(&self, cause: ResetCause) {
+        // ORDERING: relaxed; the timer request in `kick_timer` is StorPort's, which orders it
+        // before the timer routine on any processor (a lock hand-over inside StorPort).
+        let _ = self.reset_requested.compare_exchange(
+            0,
+            cause as u32,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        self.kick_timer();
+    }
+
+    /// Takes the reset cause [`Self::reset_later`] left for the timer, if any.
+    fn take_reset_request(&self) -> Option<ResetCause> {
         // ORDERING: relaxed; see `reset_later`.
-        let cause = match self.timer_reset_cause.load(Ordering::Relaxed) {
-            raw if raw == ResetCause::DeviceNeedsReset as u32 => ResetCause::DeviceNeedsReset,
-            _ => ResetCause::ProtocolViolation,
-        };
-        self.reset_device(cause);
+        match self.reset_requested.swap(0, Ordering::Relaxed) {
+            0 => None,
+            raw if raw == ResetCause::DeviceNeedsReset as u32 => Some(ResetCause::DeviceNeedsReset),
+            _ => Some(ResetCause::ProtocolViolation),
+        }
+    }
+
+    /// Whether `device_status` has `DEVICE_NEEDS_RESET`. A device that reads all ones is gone
+    /// (surprise removal), not asking for a reset.
+    fn device_needs_reset(&self) -> bool {
+        let (bar, offset) = self.status_register;
+        let status = self.registers.read8(bar, offset);
+        status != 0xFF
+            && DeviceStatus::from_bits_retain(status).contains(DeviceStatus::DEVICE_NEEDS_RESET)
     }
 
     fn on_queue_interrupt(&self, queue: u16) {
@@ -1145,17 +1350,348 @@ impl Adapter {
         }
     }
 
-    /// Resets the device and completes every request in flight with SRB_STATUS_BUS_RESET,
-    /// then brings the queues back. Only one context resets at a time; a second caller
-    /// returns at once (the reset it would do is already under way). Call with no queue lock
-    /// held.
-    pub fn reset_device(&self, cause: ResetCause) {
-        self.reset_device_with(cause, false);
+    /// Pops the controlq's used chains and records each function's answer in its slot. A used
+    /// chain that names no function in flight is a protocol violation: the timer resets the
+    /// device. With `kick`, the timer is asked to run now to act on the answers.
+    fn drain_control(&self, guard: &mut VirtqueueGuard<'_>, kick: bool) {
+        let mut answered = false;
+        let mut broken = false;
+        while let Some(state) = guard.state() {
+            match state.ring.queue().pop_used() {
+                Ok(Some(used)) => {
+                    let tokens: &mut [usize] =
+                        core::borrow::BorrowMut::borrow_mut(&mut state.requests);
+                    let slot = tokens
+                        .get_mut(used.token.index())
+                        .map_or(0, core::mem::take);
+                    if slot == 0 || !self.tmfs.answer(slot - 1, used.written) {
+                        self.trace(
+                            TraceEvent::ProtocolViolation,
+                            queue_index::CONTROL,
+                            (
+                                ViolationKind::UnknownUsedId as u32,
+                                used.token.index() as u64,
+                                0,
+                            ),
+                        );
+                        broken = true;
+                        break;
+                    }
+                    answered = true;
+                }
+                Ok(None) => {
+                    if !state.ring.queue().enable_interrupts() {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    self.trace(
+                        TraceEvent::ProtocolViolation,
+                        queue_index::CONTROL,
+                        (ViolationKind::RingError as u32, 0, 0),
+                    );
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        if broken {
+            // ORDERING: relaxed; see `reset_later` (which this is, but for the kick).
+            let _ = self.reset_requested.compare_exchange(
+                0,
+                ResetCause::ProtocolViolation as u32,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        if kick && (answered || broken) {
+            self.kick_timer();
+        }
+    }
+
+    /// Sends task management function `nexus` on the controlq; `owner` is the SRB it completes.
+    ///
+    /// # Errors
+    /// [`PostError`], with the owner handed back: the adapter is stopped, or the function
+    /// could not be sent (no free slot, controlq full).
+    pub fn post_tmf(&self, nexus: Nexus, owner: Option<Owner>) -> Result<(), PostError> {
+        let queues = self.request_queues();
+        let mut counts = [0u64; MAX_REQUEST_QUEUES as usize];
+        for (queue, count) in counts.iter_mut().enumerate().take(usize::from(queues)) {
+            // Read under the queue's lock, under which StartIo numbers each request, so every
+            // request already on that ring is below the count and every later one is not.
+            let guard = self.lock(queue as u16);
+            *count = self
+                .counters(queue as u16)
+                .map_or(0, |counters| counters.requests.load(Ordering::Relaxed));
+            drop(guard);
+        }
+        let now = self.extension.system_time();
+        let Some((claim, readable, writable)) = self.tmfs.claim(nexus, owner, now, queues, |q| {
+            counts.get(usize::from(q)).copied().unwrap_or(0)
+        }) else {
+            return Err(PostError::NotSent(owner));
+        };
+        let notify = {
+            let mut guard = self.lock_control();
+            if self.is_stopped() {
+                drop(guard);
+                return Err(PostError::Stopped(self.tmfs.release(claim)));
+            }
+            let Some(state) = guard.state() else {
+                drop(guard);
+                return Err(PostError::NotSent(self.tmfs.release(claim)));
+            };
+            let ring = state.ring.queue();
+            let Ok(token) = ring.add(&[readable], &[writable], None) else {
+                drop(guard);
+                return Err(PostError::NotSent(self.tmfs.release(claim)));
+            };
+            let tokens: &mut [usize] = core::borrow::BorrowMut::borrow_mut(&mut state.requests);
+            if let Some(entry) = tokens.get_mut(token.index()) {
+                *entry = claim.index() + 1;
+            }
+            // Posted before the lock drops: the answer is recorded under this lock and needs
+            // the slot posted.
+            self.tmfs.posted(claim);
+            self.tmfs.counters.count_sent(nexus);
+            self.trace(
+                TraceEvent::TmfSent,
+                queue_index::CONTROL,
+                nexus.trace_args(),
+            );
+            let kick = state.ring.queue().kick_prepare();
+            kick.then_some(state.notify_offset)
+        };
+        if let Some(offset) = notify {
+            self.notify_virtqueue(queue_index::CONTROL, offset);
+        }
+        // The timer watches the deadline, at the short period from now on.
+        self.kick_timer();
+        Ok(())
+    }
+
+    /// Drains every request queue, each under its lock (completions whose interrupt has not
+    /// come, or never will). Returns true if the device broke the protocol.
+    pub fn poll_all(&self) -> bool {
+        let mut reset = false;
+        for queue in 0..self.request_queues() {
+            let mut guard = self.lock(queue);
+            reset |= crate::io::drain(&mut guard);
+        }
+        reset
+    }
+
+    /// Calls `visit` for every request in flight, queue by queue, each under its lock.
+    pub fn for_each_in_flight(&self, mut visit: impl FnMut(&crate::io::InFlight)) {
+        for queue in 0..self.request_queues() {
+            let mut guard = self.lock(queue);
+            crate::io::scan_in_flight(&mut guard, &mut visit);
+        }
+    }
+
+    /// Completes the SRB a task management slot handed back, with `status`.
+    pub fn complete_owner(&self, owner: Owner, status: u8) {
+        // SAFETY: an `Owner` comes out of a slot only once (claim release, finish or
+        // resolve, each behind a compare-exchange), and it holds an SRB StorPort handed to
+        // StartIo, validated by BuildIo and not completed since.
+        unsafe { crate::io::complete_kept(self, owner.srb, owner.extended, status) };
+    }
+
+    /// The timer's work on task management functions at time `now`: records answers whose
+    /// interrupt was lost, then ends, keeps waiting for, or escalates each function (see
+    /// [`crate::tmf::decide`]).
+    fn service_tmfs(&self, now: u64) {
+        if !self.tmfs.any_active() {
+            return;
+        }
+        {
+            let mut guard = self.lock_control();
+            self.drain_control(&mut guard, false);
+        }
+        let mut drained = false;
+        let mut escalate = false;
+        self.tmfs.for_each_active(|active| {
+            if escalate {
+                return;
+            }
+            let covered = if matches!(active.answer, Answer::Outcome(_)) {
+                if !drained {
+                    // The device completed what it took back before it answered: collect
+                    // those completions before counting what is left.
+                    escalate |= self.poll_all();
+                    drained = true;
+                }
+                self.covered_in_flight(&active)
+            } else {
+                0
+            };
+            let elapsed = now.saturating_sub(active.posted_at);
+            match crate::tmf::decide(active.answer, covered, elapsed) {
+                Decision::Wait => {
+                    if covered > 0 {
+                        self.tmfs.mark_waiting(&active);
+                    }
+                }
+                Decision::Complete(ending) => {
+                    if let Some(ended) = self.tmfs.finish(&active) {
+                        let counters = &self.tmfs.counters;
+                        let counter = match ending {
+                            Ending::Done => &counters.completed,
+                            Ending::AbsentNexus => &counters.absent_nexus,
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        if active.was_waiting() {
+                            counters.waited.fetch_add(1, Ordering::Relaxed);
+                        }
+                        self.trace(
+                            TraceEvent::TmfDone,
+                            queue_index::CONTROL,
+                            active.trace_args(),
+                        );
+                        if let Some(owner) = ended.owner {
+                            self.complete_owner(owner, SRB_STATUS_SUCCESS);
+                        }
+                    }
+                }
+                Decision::Escalate(why) => {
+                    self.tmfs.counters.count_escalation(why);
+                    escalate = true;
+                }
+            }
+        });
+        if escalate {
+            // The reset ends every function, this one included (its TmfDone is recorded then,
+            // after the reset's own record).
+            self.reset_device(ResetCause::TmfEscalation);
+        }
+    }
+
+    /// Requests in flight that `active` covers.
+    fn covered_in_flight(&self, active: &Active) -> u32 {
+        let mut covered = 0u32;
+        self.for_each_in_flight(|request| {
+            if self.tmfs.covers(active, request) {
+                covered += 1;
+            }
+        });
+        covered
+    }
+
+    /// HwTimer: every deferred piece of work (see the module documentation), then the next
+    /// timer request. Runs at DISPATCH_LEVEL with no queue lock held.
+    pub fn on_timer(&self) {
+        self.timer_kick.store(false, Ordering::Relaxed);
+        // ORDERING: the kick flag was cleared before anything this run looks at, so a kick
+        // that arrives from here on is seen by `arm_timer`'s check (pairs with the fence in
+        // `kick_timer`).
+        fence(Ordering::SeqCst);
+        if self.is_stopped() {
+            // Nothing is in flight, and the timer stays off until ScsiRestartAdapter.
+            return;
+        }
+        let requested = self.take_reset_request();
+        let cause = if self.device_needs_reset() {
+            self.recovery.needs_reset.fetch_add(1, Ordering::Relaxed);
+            Some(ResetCause::DeviceNeedsReset)
+        } else {
+            requested
+        };
+        if let Some(cause) = cause {
+            self.reset_device(cause);
+        }
+        let now = self.extension.system_time();
+        let last = self.last_health.load(Ordering::Relaxed);
+        // A system time that went backwards counts as a period gone, so polling never stops.
+        if now < last || now - last >= HEALTH_PERIOD {
+            self.last_health.store(now, Ordering::Relaxed);
+            self.find_lost_interrupts();
+        }
+        self.service_tmfs(now);
+        self.arm_timer();
+    }
+
+    /// Drains each request queue whose completions have waited a whole health period: their
+    /// interrupt was lost (or a device that completes without interrupting).
+    fn find_lost_interrupts(&self) {
+        let seen_before = self.used_seen.load(Ordering::Relaxed);
+        let mut seen = 0u64;
+        let mut reset = false;
+        for queue in 0..self.request_queues().min(64) {
+            let bit = 1u64 << queue;
+            let mut guard = self.lock(queue);
+            let waiting = guard
+                .state()
+                .is_some_and(|state| state.ring.queue().has_used());
+            if !waiting {
+                continue;
+            }
+            if seen_before & bit == 0 {
+                seen |= bit;
+                continue;
+            }
+            self.recovery
+                .lost_interrupts
+                .fetch_add(1, Ordering::Relaxed);
+            reset |= crate::io::drain(&mut guard);
+        }
+        self.used_seen.store(seen, Ordering::Relaxed);
+        if reset {
+            self.reset_device(ResetCause::ProtocolViolation);
+        }
+    }
+
+    /// Asks StorPort for the next timer call: soon while a task management function is out,
+    /// at the health period otherwise. Never in dump mode: the dump port has no timer (asking
+    /// for one there is a contract violation, see [`crate::dump`]).
+    fn arm_timer(&self) {
+        if self.dump.is_some() {
+            return;
+        }
+        let period = if self.tmfs.any_active() {
+            TMF_POLL_MICROSECONDS
+        } else {
+            HEALTH_PERIOD_MICROSECONDS
+        };
+        self.extension
+            .request_timer(Some(crate::hw::hw_timer), period);
+        // ORDERING: the request above replaced any kick made while this run was going on; the
+        // fence orders it before the flag's load, pairing with the fence in `kick_timer`: either
+        // this load sees the kicker's flag (and renews the kick), or the kicker's request comes
+        // after ours (and stands).
+        fence(Ordering::SeqCst);
+        if self.timer_kick.load(Ordering::Relaxed) {
+            self.extension
+                .request_timer(Some(crate::hw::hw_timer), KICK_MICROSECONDS);
+        }
+    }
+
+    /// Asks for the timer to run now (from an ISR, or a context that must not do the work
+    /// itself). Nothing in dump mode, which has no timer (and no work for one: its poll resets
+    /// the device inline and it sends no task management function).
+    pub fn kick_timer(&self) {
+        if self.dump.is_some() {
+            return;
+        }
+        self.timer_kick.store(true, Ordering::Relaxed);
+        // ORDERING: pairs with the fence in `arm_timer` (see there).
+        fence(Ordering::SeqCst);
+        self.extension
+            .request_timer(Some(crate::hw::hw_timer), KICK_MICROSECONDS);
+    }
+
+    /// Resets the device for `cause`: completes what it had finished, fails every other request
+    /// in flight with SRB_STATUS_BUS_RESET, ends every task management function, then brings
+    /// the queues back and restocks the eventq. Only one context resets at a time; a second
+    /// caller returns at once (the reset it would do is under way). Call with no queue lock
+    /// held. Returns false if the device could not be brought back (it is then failed).
+    pub fn reset_device(&self, cause: ResetCause) -> bool {
+        self.reset_device_with(cause, false)
     }
 
     /// [`Self::reset_device`], from a context that holds StorPort's interrupt lock when
-    /// `line_lock_held` (which in line mode is every queue's lock already).
-    fn reset_device_with(&self, cause: ResetCause, line_lock_held: bool) {
+    /// `interrupt_lock_held` (which is every queue's lock already: the dump port's poll).
+    pub(crate) fn reset_device_with(&self, cause: ResetCause, interrupt_lock_held: bool) -> bool {
         // ORDERING: the flag only elects one resetter; the queue locks order everything the
         // reset touches. Acquire pairs with the Release below of the previous reset, so a new
         // winner starts after the last one finished.
@@ -1164,112 +1700,191 @@ impl Adapter {
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            return;
+            return true;
         }
-        let resets = self.resets.fetch_add(1, Ordering::Relaxed) + 1;
-        self.trace(
-            TraceEvent::DeviceReset,
-            ADAPTER_WIDE,
-            (cause as u32, resets, 0),
-        );
+        let mut restarted = true;
+        let mut reset = false;
         {
-            let locks = self.lock_all(line_lock_held);
-            let transport = self.take_everything_back(&locks);
-            let restarted = transport.begin_init(self.features).is_ok()
-                && Self::configure_device(transport).is_ok()
-                && self.start_queues().is_ok();
-            if !restarted {
-                transport.fail();
+            let locks = self.lock_all(interrupt_lock_held);
+            // A stopped adapter has nothing in flight and its device stays reset until
+            // ScsiRestartAdapter.
+            if !self.is_stopped() {
+                reset = true;
+                let resets = self.resets.fetch_add(1, Ordering::Relaxed) + 1;
+                self.trace(
+                    TraceEvent::DeviceReset,
+                    ADAPTER_WIDE,
+                    (cause as u32, resets, 0),
+                );
+                let transport = self.take_everything_back(&locks);
+                restarted = self.bring_up(transport).is_ok();
+                if !restarted {
+                    transport.fail();
+                    self.recovery
+                        .bring_up_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                self.end_every_tmf(restarted);
             }
         }
         // ORDERING: pairs with the Acquire of the next winner's compare-exchange above.
         self.resetting.store(false, Ordering::Release);
         self.extension.reset_detected();
-        self.events.restarted(self);
+        if reset {
+            self.events.restarted(self);
+        }
+        restarted
     }
 
-    /// ScsiStopAdapter: resets the device (it stops using every buffer); requests in flight
-    /// are completed with SRB_STATUS_BUS_RESET.
+    /// Negotiates again and sets the queues up, insisting on the state find-adapter
+    /// established: the same features and limits (so the same queue count), and the same queue
+    /// sizes (the rings are reused as they are; a device that now offers less fails setup).
+    fn bring_up(
+        &self,
+        transport: &mut PciTransport<StorPortRegisters>,
+    ) -> Result<(), AdapterError> {
+        let accepted = transport.begin_init(self.features)?;
+        if accepted != self.features {
+            return Err(AdapterError::FeaturesChanged { accepted });
+        }
+        if Self::configure_device(transport)? != self.device_limits {
+            return Err(AdapterError::LimitsChanged);
+        }
+        self.start_queues(transport)
+    }
+
+    /// Ends every task management function after a device reset (every queue lock held): their
+    /// SRBs complete with SUCCESS if the device came back, SRB_STATUS_ERROR if not.
+    fn end_every_tmf(&self, restarted: bool) {
+        let status = if restarted {
+            SRB_STATUS_SUCCESS
+        } else {
+            SRB_STATUS_ERROR
+        };
+        self.tmfs.resolve_all(|active, owner| {
+            self.trace(
+                TraceEvent::TmfDone,
+                queue_index::CONTROL,
+                active.trace_args(),
+            );
+            if let Some(owner) = owner {
+                self.complete_owner(owner, status);
+            }
+        });
+    }
+
+    /// ScsiStopAdapter: resets the device (it stops using every buffer) and marks the adapter
+    /// stopped; requests in flight are completed with SRB_STATUS_BUS_RESET (StorPort normally
+    /// drains them first), task management functions end.
     pub fn stop(&self) {
         self.trace(TraceEvent::Stopped, ADAPTER_WIDE, (0, 0, 0));
-        // StorPort calls ScsiStopAdapter holding the interrupt lock, which in line mode is the
-        // queues' lock already.
+        // StorPort calls ScsiStopAdapter at DIRQL holding the interrupt lock, which is every
+        // queue's lock (every message's, with per-message synchronisation): taking any of them
+        // here would spin forever on a lock this processor holds.
         let locks = self.lock_all(true);
+        // ORDERING: Release pairs with `is_stopped`'s Acquire; StartIo reads it under a queue
+        // lock held here, so no request reaches a ring once this store is made.
+        self.stopped.store(true, Ordering::Release);
         let _ = self.take_everything_back(&locks);
+        self.end_every_tmf(true);
+        self.recovery.stops.fetch_add(1, Ordering::Relaxed);
+        drop(locks);
+        // Zero microseconds cancels the pending timer request (the dump stack has none).
+        if self.dump.is_none() {
+            self.extension.request_timer(Some(crate::hw::hw_timer), 0);
+        }
     }
 
-    /// Takes every queue's lock, in ascending message order: with per-queue messages those of
-    /// the configuration, the controlq and the eventq (messages 0 to 2, whose ISRs read the
-    /// transport and the eventq's ring) and then every request queue's; the one shared lock
-    /// otherwise (none in line mode when `line_lock_held`, as the caller runs under StorPort's
-    /// interrupt lock). Released in reverse by the guard.
-    fn lock_all(&self, line_lock_held: bool) -> AllQueuesLocked<'_> {
-        let mut locks = AllQueuesLocked {
+    /// ScsiRestartAdapter: renegotiates and sets the queues up again, as after power-up, with
+    /// the state find-adapter established (see `Adapter::bring_up`); false if the device
+    /// cannot be brought back that way (it is then failed and the adapter stays stopped).
+    pub fn restart(&self) -> bool {
+        // Under StorPort's interrupt lock, as ScsiStopAdapter (see `stop`).
+        let locks = self.lock_all(true);
+        let transport = self.transport_of(&locks);
+        let restarted = self.bring_up(transport).is_ok();
+        if restarted {
+            // ORDERING: Release pairs with `is_stopped`'s Acquire: the queues set up above are
+            // published before StartIo sees the adapter running.
+            self.stopped.store(false, Ordering::Release);
+            self.recovery.restarts.fetch_add(1, Ordering::Relaxed);
+        } else {
+            transport.fail();
+            self.recovery
+                .bring_up_failures
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        drop(locks);
+        if restarted {
+            self.used_seen.store(0, Ordering::Relaxed);
+            self.arm_timer();
+            self.events.restarted(self);
+        }
+        self.trace(
+            TraceEvent::Restarted,
+            ADAPTER_WIDE,
+            (u32::from(restarted), 0, 0),
+        );
+        restarted
+    }
+
+    /// Every queue's lock (the module documentation has why it is one lock): StorPort's
+    /// interrupt lock, taken here unless the caller runs under it already
+    /// (`interrupt_lock_held`: HwInitialize, ScsiStopAdapter, ScsiRestartAdapter, the dump
+    /// port's poll). Released when the guard drops.
+    fn lock_all(&self, interrupt_lock_held: bool) -> AllQueuesLocked<'_> {
+        AllQueuesLocked {
             adapter: self,
-            messages: [None; QUEUES_BEFORE_REQUESTS],
-            guards: [const { None }; MAX_REQUEST_QUEUES as usize],
-        };
-        let mode = self.mode();
-        if mode == InterruptMode::PerQueue {
-            for (message, slot) in (0u16..).zip(locks.messages.iter_mut()) {
-                *slot = Some(self.acquire(message));
-            }
+            held: if interrupt_lock_held {
+                Held::ByCaller
+            } else {
+                self.acquire_interrupt_lock()
+            },
         }
-        let queues = usize::from(self.request_queues());
-        for (queue, slot) in locks.guards.iter_mut().enumerate().take(queues) {
-            let take = match mode {
-                InterruptMode::PerQueue => true,
-                InterruptMode::Shared => queue == 0,
-                InterruptMode::Line => queue == 0 && !line_lock_held,
-            };
-            if take {
-                *slot = Some(self.lock(queue as u16));
-            }
-        }
-        locks
     }
 
-    /// With every queue lock held: resets the device, then completes every request in flight
-    /// with SRB_STATUS_BUS_RESET and returns every ring to its initial state. Returns the
-    /// transport for the caller to bring the device back (or not).
-    fn take_everything_back<'a>(
+    /// The transport, for a holder of every lock.
+    fn transport_of<'a>(
         &'a self,
         _locks: &'a AllQueuesLocked<'a>,
     ) -> &'a mut PciTransport<StorPortRegisters> {
-        // SAFETY: every queue lock is held (or the one shared or interrupt lock), so no
-        // StartIo, ISR or DPC touches the transport or the queues; the returned reference
-        // borrows `_locks`, so it cannot outlive them.
-        let transport = unsafe { &mut *self.transport.get() };
+        // SAFETY: the interrupt lock, every queue's lock, is held, so no StartIo, ISR, DPC or
+        // timer touches the transport or the queues; the returned reference
+        // borrows `_locks`, so it cannot outlive them, and callers take it once per hold.
+        unsafe { &mut *self.transport.get() }
+    }
+
+    /// With every queue lock held: resets the device, completes what it had finished (their
+    /// used elements are valid: written before the reset), fails every other request in
+    /// flight with SRB_STATUS_BUS_RESET, and returns every ring to its initial state. Returns
+    /// the transport for the caller to bring the device back (or not).
+    fn take_everything_back<'a>(
+        &'a self,
+        locks: &'a AllQueuesLocked<'a>,
+    ) -> &'a mut PciTransport<StorPortRegisters> {
+        let transport = self.transport_of(locks);
         // Once the device reads back status 0 it no longer touches any buffer (virtio 1.x
         // section 2.4), so the requests in flight can be handed back.
         let _ = transport.reset();
         for queue in 0..self.request_queues() {
+            // SAFETY: every queue lock is held (see `lock_all`).
+            let mut guard = unsafe { self.assume_locked(queue) };
+            crate::io::salvage(&mut guard);
+            drop(guard);
             crate::io::fail_in_flight(self, queue);
         }
         for index in 0..self.active_queues() {
             // SAFETY: all locks held, as above.
             if let Some(state) = unsafe { self.queue_cell(index) } {
                 state.ring.queue().reset();
+                if index == queue_index::CONTROL {
+                    let tokens: &mut [usize] =
+                        core::borrow::BorrowMut::borrow_mut(&mut state.requests);
+                    tokens.fill(0);
+                }
             }
         }
         transport
-    }
-
-    /// ScsiRestartAdapter: renegotiates and sets the queues up again, as after power-up.
-    pub fn restart(&self) -> bool {
-        // SAFETY: StorPort calls restart with no I/O outstanding and interrupts synchronised.
-        let transport = unsafe { &mut *self.transport.get() };
-        let ok = transport.reset().is_ok()
-            && transport.begin_init(self.features).is_ok()
-            && Self::configure_device(transport).is_ok()
-            && self.start_queues().is_ok();
-        if ok {
-            self.events.restarted(self);
-        } else {
-            transport.fail();
-        }
-        self.trace(TraceEvent::Restarted, ADAPTER_WIDE, (u32::from(ok), 0, 0));
-        ok
     }
 
     /// Records `event` in the trace ring and prints it if the registry's level allows.
@@ -1315,14 +1930,25 @@ impl Adapter {
     }
 }
 
+/// Why a task management function was not sent; the owner comes back to be completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PostError {
+    /// The adapter is stopped: nothing is in flight, nothing to do.
+    Stopped(Option<Owner>),
+    /// No free slot, or the controlq is full.
+    NotSent(Option<Owner>),
+}
+
 /// How a [`QueueGuard`]'s lock is held.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Held {
     /// We acquired this MSI message's lock.
     Msi { message: u32, old_irql: u32 },
-    /// We acquired the interrupt lock (line mode).
-    Line,
-    /// StorPort holds it for us (inside the ISR).
+    /// We acquired StorPort's interrupt lock (line mode's queue lock, or every queue's lock
+    /// for `lock_all`).
+    Interrupt,
+    /// StorPort holds it for us (inside the ISR, or the interrupt lock around the routine), or
+    /// the caller's `lock_all` does.
     ByCaller,
 }
 
@@ -1364,8 +1990,8 @@ impl Drop for QueueGuard<'_> {
     }
 }
 
-/// Proof that the lock of a virtqueue other than a request queue (the eventq) is held; gives
-/// access to its state.
+/// Proof that the lock of a virtqueue other than a request queue (the controlq or the eventq)
+/// is held; gives access to its state.
 #[derive(Debug)]
 pub struct VirtqueueGuard<'a> {
     adapter: &'a Adapter,
@@ -1394,30 +2020,16 @@ impl Drop for VirtqueueGuard<'_> {
     }
 }
 
-/// Messages below the first request queue's in per-queue mode: the configuration's, the
-/// controlq's and the eventq's.
-const QUEUES_BEFORE_REQUESTS: usize = Adapter::vector_of_queue(queue_index::REQUEST_BASE) as usize;
-
-/// Every queue's lock, from [`Adapter::lock_all`]; dropping it releases them in the reverse
-/// order of acquisition (each release restores the IRQL its acquire saved, so the first lock
-/// taken must be the last released).
+/// Every queue's lock, from [`Adapter::lock_all`]: StorPort's interrupt lock, which dropping
+/// the guard releases if `lock_all` took it.
 struct AllQueuesLocked<'a> {
     adapter: &'a Adapter,
-    /// Messages 0 to 2 in per-queue mode, taken first.
-    messages: [Option<Held>; QUEUES_BEFORE_REQUESTS],
-    guards: [Option<QueueGuard<'a>>; MAX_REQUEST_QUEUES as usize],
+    held: Held,
 }
 
 impl Drop for AllQueuesLocked<'_> {
     fn drop(&mut self) {
-        for guard in self.guards.iter_mut().rev() {
-            drop(guard.take());
-        }
-        for held in self.messages.iter_mut().rev() {
-            if let Some(how) = held.take() {
-                self.adapter.release(how);
-            }
-        }
+        self.adapter.release(self.held);
     }
 }
 

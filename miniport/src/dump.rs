@@ -249,6 +249,16 @@ impl Sizing {
         }
     }
 
+    /// Task management slots ([`crate::tmf`]): none in dump mode, which sends no task
+    /// management function (it has no timer to watch a deadline with; resets run inline).
+    #[must_use]
+    pub const fn tmf_slots(self) -> usize {
+        match self {
+            Self::Normal => crate::tmf::TMF_SLOTS,
+            Self::Dump => 0,
+        }
+    }
+
     /// The most uncached extension this sizing may ask for, if it is bounded.
     #[must_use]
     pub const fn uncached_budget(self) -> Option<usize> {

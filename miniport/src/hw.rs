@@ -2,7 +2,6 @@
 //! trampoline checks its pointers, turns them into safe types and calls safe code; its
 //! `# Safety` section says what StorPort guarantees at that call (IRQL, locks, ownership).
 
-use crate::trace::ResetCause;
 use core::ffi::{c_char, c_void};
 use core::ptr::NonNull;
 
@@ -11,12 +10,13 @@ use crate::io::{self, Built};
 use crate::port::DeviceExtension;
 use crate::storport::{
     ADDRESS_TYPE_FLAG_BTL8, Boolean, FALSE, HwInitializationData, PCIBus,
-    PortConfigurationInformation, SP_RETURN_ERROR, SRB_STATUS_SUCCESS,
+    PortConfigurationInformation, SP_RETURN_ERROR, SRB_STATUS_INVALID_REQUEST,
     SRB_TYPE_FLAG_SCSI_REQUEST_BLOCK, SRB_TYPE_FLAG_STORAGE_REQUEST_BLOCK,
     STOR_MAP_NON_READ_WRITE_BUFFERS, ScsiAdapterControlSuccess, ScsiAdapterControlUnsuccessful,
     ScsiQuerySupportedControlTypes, ScsiRequestBlock, ScsiRestartAdapter, ScsiStopAdapter,
     ScsiSupportedControlTypeList, StorDpc, StorPortInitialize, TRUE,
 };
+use crate::trace::ResetCause;
 
 /// `NTSTATUS` is a signed 32-bit value.
 pub type NtStatus = i32;
@@ -208,10 +208,15 @@ pub unsafe extern "system" fn hw_start_io(
     let function = srb.function();
     if function == u32::from(crate::storport::SRB_FUNCTION_EXECUTE_SCSI) {
         io::start_io(adapter, srb);
-    } else {
-        // Resets: the device reset completes every request in flight with BUS_RESET.
-        adapter.reset_device(ResetCause::ResetSrb);
-        io::complete(adapter, srb, SRB_STATUS_SUCCESS);
+        return TRUE;
+    }
+    // Aborts and resets (the only other functions BuildIo passes on) need the SRB's address,
+    // which the validated view does not keep: parse it again. It is the same SRB, still ours.
+    srb.hand_over();
+    // SAFETY: as above; the view just given up was the only one.
+    match unsafe { crate::srb::Srb::from_raw(raw) } {
+        Ok(srb) => crate::tmf::start(adapter, srb),
+        Err((srb, _)) => io::complete(adapter, srb, SRB_STATUS_INVALID_REQUEST),
     }
     TRUE
 }
@@ -259,8 +264,10 @@ pub unsafe extern "system" fn hw_queue_dpc(
     }
 }
 
-/// HwResetBus: resets the device; every request in flight completes with BUS_RESET (in dump
-/// mode, only if one is in flight: `Adapter::reset_bus`).
+/// HwResetBus: StorPort's recovery from a timeout. In the normal stack, polls the queues, then
+/// resets the nexus of every target still holding requests (`crate::tmf::reset_bus`); they
+/// complete as the functions end, or by the full device reset they escalate to. In dump mode,
+/// resets the device only if a request is in flight (`Adapter::reset_bus`).
 ///
 /// # Safety
 /// DISPATCH_LEVEL with the StartIo lock held (any IRQL and no lock in the dump stack).
@@ -272,19 +279,19 @@ pub unsafe extern "system" fn hw_reset_bus(
     let Some(adapter) = (unsafe { adapter(device_extension) }) else {
         return FALSE;
     };
-    adapter.reset_bus();
+    adapter.reset_bus(ResetCause::ResetBus);
     TRUE
 }
 
-/// The HwTimer that resets the device when an ISR found it broken (see
-/// `Adapter::on_queue_interrupt`).
+/// The adapter's one HwTimer: resets an ISR asked for, `DEVICE_NEEDS_RESET`, task management
+/// deadlines and lost interrupts (`Adapter::on_timer`).
 ///
 /// # Safety
 /// DISPATCH_LEVEL with the StartIo lock held, no queue lock.
-pub unsafe extern "system" fn hw_reset_timer(device_extension: *mut c_void) {
+pub unsafe extern "system" fn hw_timer(device_extension: *mut c_void) {
     // SAFETY: StorPort's device extension.
     if let Some(adapter) = unsafe { adapter(device_extension) } {
-        adapter.reset_from_timer();
+        adapter.on_timer();
     }
 }
 

@@ -24,14 +24,14 @@ use crate::layout::{CONTEXT_LEN, REQUEST_ALIGN, RequestContext, RequestLayout, R
 use crate::luns::{self, Recorded, Snooped};
 use crate::srb::{Srb, SrbError};
 use crate::storport::{
-    SRB_FLAGS_DATA_IN, SRB_FLAGS_DATA_OUT, SRB_FLAGS_DISABLE_AUTOSENSE, SRB_FUNCTION_EXECUTE_SCSI,
-    SRB_FUNCTION_FLUSH, SRB_FUNCTION_IO_CONTROL, SRB_FUNCTION_PNP, SRB_FUNCTION_POWER,
-    SRB_FUNCTION_RESET_BUS, SRB_FUNCTION_RESET_DEVICE, SRB_FUNCTION_RESET_LOGICAL_UNIT,
-    SRB_FUNCTION_SHUTDOWN, SRB_FUNCTION_WMI, SRB_STATUS_ABORTED, SRB_STATUS_AUTOSENSE_VALID,
-    SRB_STATUS_BAD_SRB_BLOCK_LENGTH, SRB_STATUS_BUS_RESET, SRB_STATUS_BUSY,
-    SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR, SRB_STATUS_INVALID_LUN, SRB_STATUS_INVALID_PATH_ID,
-    SRB_STATUS_INVALID_REQUEST, SRB_STATUS_INVALID_TARGET_ID, SRB_STATUS_NO_DEVICE,
-    SRB_STATUS_SUCCESS, ScsiRequestBlock, StorScatterGatherElement,
+    SRB_FLAGS_DATA_IN, SRB_FLAGS_DATA_OUT, SRB_FLAGS_DISABLE_AUTOSENSE, SRB_FUNCTION_ABORT_COMMAND,
+    SRB_FUNCTION_EXECUTE_SCSI, SRB_FUNCTION_FLUSH, SRB_FUNCTION_IO_CONTROL, SRB_FUNCTION_PNP,
+    SRB_FUNCTION_POWER, SRB_FUNCTION_RESET_BUS, SRB_FUNCTION_RESET_DEVICE,
+    SRB_FUNCTION_RESET_LOGICAL_UNIT, SRB_FUNCTION_SHUTDOWN, SRB_FUNCTION_WMI, SRB_STATUS_ABORTED,
+    SRB_STATUS_AUTOSENSE_VALID, SRB_STATUS_BAD_SRB_BLOCK_LENGTH, SRB_STATUS_BUS_RESET,
+    SRB_STATUS_BUSY, SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR, SRB_STATUS_INVALID_LUN,
+    SRB_STATUS_INVALID_PATH_ID, SRB_STATUS_INVALID_REQUEST, SRB_STATUS_INVALID_TARGET_ID,
+    SRB_STATUS_NO_DEVICE, SRB_STATUS_SUCCESS, ScsiRequestBlock, StorScatterGatherElement,
 };
 use crate::vpd;
 
@@ -89,6 +89,15 @@ impl Request {
         );
     }
 
+    /// Records the queue's submission count of the request in flight.
+    fn set_sequence(&self, sequence: u64) {
+        self.memory.store_u64(
+            self.layout.context + RequestContext::SEQUENCE_OFFSET,
+            sequence,
+            Ordering::Relaxed,
+        );
+    }
+
     fn response(&self) -> Option<CmdResp> {
         let mut bytes = [0u8; size_of::<CmdResp>()];
         self.memory
@@ -120,7 +129,7 @@ fn request_base(extension: usize, layout: &RequestLayout) -> usize {
 pub enum Built {
     /// Ready for StartIo.
     Ready(Srb),
-    /// A request StartIo performs itself (resets).
+    /// A request StartIo performs itself (aborts and resets, see [`crate::tmf`]).
     Control(Srb),
     /// Completed already (refused, or nothing to do).
     Completed,
@@ -153,6 +162,7 @@ pub fn build_io(adapter: &Adapter, raw: NonNull<ScsiRequestBlock>) -> Built {
             Err(status) => status,
         }
     } else if [
+        SRB_FUNCTION_ABORT_COMMAND,
         SRB_FUNCTION_RESET_BUS,
         SRB_FUNCTION_RESET_DEVICE,
         SRB_FUNCTION_RESET_LOGICAL_UNIT,
@@ -316,6 +326,8 @@ fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
         sense_length_at: srb_layout.sense_length.into(),
         sense_buffer_at: srb_layout.sense_buffer.into(),
         bus: bus.into(),
+        // Numbered by StartIo, under the queue lock, when the request goes on the ring.
+        sequence: 0.into(),
     };
     if request.set_context(&context) {
         Ok(())
@@ -434,6 +446,19 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
     };
     let (outcome, notify) = {
         let mut guard = adapter.lock(queue);
+        if adapter.is_stopped() {
+            // Stopped (ScsiStopAdapter until ScsiRestartAdapter): the device is reset and must
+            // not see the request. BUSY is retryable: StorPort resubmits it later. Checked
+            // under the queue lock, which the stop holds while it sets the flag, so no request
+            // reaches a ring after the stop took everything back.
+            drop(guard);
+            adapter
+                .recovery()
+                .busy_while_stopped
+                .fetch_add(1, Ordering::Relaxed);
+            complete(adapter, srb, SRB_STATUS_BUSY);
+            return;
+        }
         let Some(state) = guard.state() else {
             drop(guard);
             complete(adapter, srb, SRB_STATUS_ERROR);
@@ -442,7 +467,13 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
         let ring = state.ring.queue();
         match ring.add(readable_segments, writable_segments, indirect.as_ref()) {
             Ok(token) => {
+                // Counted, and numbered, before the lock drops: once it does, the request may
+                // complete (and be observed) before this processor runs another instruction.
+                let sequence = adapter.counters(queue).map_or(0, |counters| {
+                    counters.requests.fetch_add(1, Ordering::Relaxed)
+                });
                 request.set_token(token.0);
+                request.set_sequence(sequence);
                 request.set_state(RequestState::InFlight);
                 let requests: &mut [usize] =
                     core::borrow::BorrowMut::borrow_mut(&mut state.requests);
@@ -450,11 +481,6 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
                     *slot = base;
                 }
                 let kick = ring.kick_prepare();
-                // Counted before the lock drops: once it does, the request may complete (and be
-                // observed) before this processor runs another instruction.
-                if let Some(counters) = adapter.counters(queue) {
-                    counters.requests.fetch_add(1, Ordering::Relaxed);
-                }
                 (Ok(()), kick.then_some(state.notify_offset))
             }
             Err(error) => (Err(error), None),
@@ -481,10 +507,28 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
 }
 
 /// Drains the used ring of the guarded queue, completing each request; re-arms interrupts.
-/// Returns true if the device broke the protocol and must be reset.
+/// Returns true if the device broke the protocol and must be reset (the violation is traced).
 pub fn drain(guard: &mut QueueGuard<'_>) -> bool {
+    drain_used(guard, true)
+}
+
+/// During a device reset (the device already stopped): completes what the device had finished
+/// before it stopped, up to the first protocol violation. That violation is not traced again:
+/// it is the one that asked for this reset, or one the reset is about to clear anyway, and every
+/// request not salvaged here fails with SRB_STATUS_BUS_RESET.
+pub fn salvage(guard: &mut QueueGuard<'_>) {
+    let _ = drain_used(guard, false);
+}
+
+/// [`drain`], tracing the violation it stops at when `report`.
+fn drain_used(guard: &mut QueueGuard<'_>, report: bool) -> bool {
     let adapter = guard.adapter();
     let queue = guard.queue();
+    let trace = |args: (u32, u64, u64)| {
+        if report {
+            adapter.trace(TraceEvent::ProtocolViolation, queue, args);
+        }
+    };
     let mut reset = false;
     loop {
         let Some(state) = guard.state() else {
@@ -499,28 +543,20 @@ pub fn drain(guard: &mut QueueGuard<'_>) -> bool {
                     .get_mut(used.token.index())
                     .map_or(0, core::mem::take);
                 if base == 0 {
-                    adapter.trace(
-                        TraceEvent::ProtocolViolation,
-                        queue,
-                        (
-                            ViolationKind::UnknownUsedId as u32,
-                            used.token.index() as u64,
-                            0,
-                        ),
-                    );
+                    trace((
+                        ViolationKind::UnknownUsedId as u32,
+                        used.token.index() as u64,
+                        0,
+                    ));
                     reset = true;
                     break;
                 }
                 if complete_used(adapter, queue, base, used.written, used.token.0) {
-                    adapter.trace(
-                        TraceEvent::ProtocolViolation,
-                        queue,
-                        (
-                            ViolationKind::BadResponse as u32,
-                            u64::from(used.token.0),
-                            u64::from(used.written),
-                        ),
-                    );
+                    trace((
+                        ViolationKind::BadResponse as u32,
+                        u64::from(used.token.0),
+                        u64::from(used.written),
+                    ));
                     reset = true;
                 }
             }
@@ -530,11 +566,7 @@ pub fn drain(guard: &mut QueueGuard<'_>) -> bool {
                 }
             }
             Err(_) => {
-                adapter.trace(
-                    TraceEvent::ProtocolViolation,
-                    queue,
-                    (ViolationKind::RingError as u32, 0, 0),
-                );
+                trace((ViolationKind::RingError as u32, 0, 0));
                 reset = true;
                 break;
             }
@@ -750,6 +782,77 @@ pub fn fail_in_flight(adapter: &Adapter, queue: u16) {
     }
 }
 
+/// A request on a ring, as [`scan_in_flight`] reports it: what a task management function
+/// needs to decide whether it covers the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    /// Request queue (0-based).
+    pub queue: u16,
+    /// Target addressed.
+    pub target: u8,
+    /// LUN addressed.
+    pub lun: u16,
+    /// The tag the request header carries (the request's address; unique while in flight).
+    pub tag: u64,
+    /// The SRB's address.
+    pub srb: usize,
+    /// The queue's submission count when the request went on the ring.
+    pub sequence: u64,
+}
+
+/// Calls `visit` for every request in flight on the guarded queue.
+pub fn scan_in_flight(guard: &mut QueueGuard<'_>, mut visit: impl FnMut(&InFlight)) {
+    let adapter = guard.adapter();
+    let queue = guard.queue();
+    let layout = adapter.limits().request;
+    let Some(state) = guard.state() else {
+        return;
+    };
+    let requests: &[usize] = core::borrow::Borrow::borrow(&state.requests);
+    for &base in requests {
+        if base == 0 {
+            continue;
+        }
+        let Some(context) = Request::at(base, 0, layout).and_then(|request| request.context())
+        else {
+            continue;
+        };
+        if context.state != RequestState::InFlight as u8 {
+            continue;
+        }
+        visit(&InFlight {
+            queue,
+            target: context.target,
+            lun: context.lun.get(),
+            tag: base as u64,
+            srb: context.srb.get() as usize,
+            sequence: context.sequence.get(),
+        });
+    }
+}
+
+/// Completes an SRB the miniport kept by address (a task management SRB held by its
+/// [`crate::tmf`] slot) with `status`.
+///
+/// # Safety
+/// `srb` is the address of an SRB StorPort handed this miniport, validated by BuildIo, not
+/// completed since, whose ownership the caller holds alone (it is completed exactly once,
+/// here); `extended` says whether it is an SRB_EX.
+pub unsafe fn complete_kept(adapter: &Adapter, srb: usize, extended: bool, status: u8) {
+    let Some(raw) = NonNull::new(srb as *mut ScsiRequestBlock) else {
+        return;
+    };
+    let layout = crate::srb::SrbLayout {
+        extended,
+        scsi_status: 0,
+        sense_length: 0,
+        sense_buffer: 0,
+    };
+    // SAFETY: the caller's contract; a layout without SCSI fields touches only the header,
+    // whose shape `extended` names.
+    let srb = unsafe { Srb::from_layout(raw, layout) };
+    complete(adapter, srb, status);
+}
 #[cfg(test)]
 mod tests {
     use virtio_core::scsi::ProtocolViolation;

@@ -92,8 +92,12 @@ pub struct RequestContext {
     /// Bus address of the request's aligned start (valid for the contiguous parts), so
     /// StartIo needs no second translation.
     pub bus: U64,
+    /// The queue's submission count when StartIo put the request on the ring (under the queue
+    /// lock): a task management function covers the requests of its queue numbered below the
+    /// count it snapshotted before it was sent (see [`crate::tmf`]).
+    pub sequence: U64,
 }
-const _: () = assert!(size_of::<RequestContext>() == 48);
+const _: () = assert!(size_of::<RequestContext>() == 56);
 
 impl RequestContext {
     /// The SRB shape recorded at BuildIo.
@@ -111,6 +115,8 @@ impl RequestContext {
     pub const STATE_OFFSET: usize = core::mem::offset_of!(Self, state);
     /// Byte offset of `token` in the stored context.
     pub const TOKEN_OFFSET: usize = core::mem::offset_of!(Self, token);
+    /// Byte offset of `sequence` in the stored context.
+    pub const SEQUENCE_OFFSET: usize = core::mem::offset_of!(Self, sequence);
 }
 
 /// Offsets of a request's parts from the 16-aligned start of its SRB extension.
@@ -212,10 +218,10 @@ mod tests {
 
     #[test]
     fn qemu_default_extension_is_under_nine_kib() {
-        // 254 segments: context and headers 224 bytes, table 4096, scratch 4096.
+        // 254 segments: context and headers 240 bytes, table 4096, scratch 4096.
         let layout = RequestLayout::new(254);
-        assert_eq!(layout.indirect, 224);
-        assert_eq!(layout.len, 224 + 4096 + 4096);
+        assert_eq!(layout.indirect, 240);
+        assert_eq!(layout.len, 240 + 4096 + 4096);
         assert!(layout.extension_size() < 9 * 1024);
     }
 

@@ -21,6 +21,7 @@ pub mod platform;
 pub mod port;
 pub mod registry;
 pub mod srb;
+pub mod tmf;
 pub mod trace;
 pub mod vpd;
 pub mod wmi;

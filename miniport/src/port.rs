@@ -13,7 +13,7 @@ use crate::storport::functions::{
     StorPortAllocateRegistryBuffer, StorPortDebugPrint, StorPortExtendedFunction,
     StorPortFreeRegistryBuffer, StorPortGetBusData, StorPortGetDeviceBase,
     StorPortGetPhysicalAddress, StorPortGetScatterGatherList, StorPortGetUncachedExtension,
-    StorPortNotification, StorPortRegistryRead,
+    StorPortNotification, StorPortQuerySystemTime, StorPortRegistryRead,
 };
 use crate::storport::{
     AcquireSpinLock, Boolean, BusChangeDetected, EnablePassiveInitialization,
@@ -214,6 +214,17 @@ impl DeviceExtension {
         // SAFETY: RequestTimerCall takes (PHW_TIMER, ULONG microseconds); the routine is a
         // static function.
         unsafe { StorPortNotification(RequestTimerCall, self.raw(), routine, microseconds) };
+    }
+
+    /// The system time in 100 ns units (StorPortQuerySystemTime). The miniport's deadlines
+    /// measure intervals with it; callers treat a clock that went backwards as no time passed.
+    #[must_use]
+    pub fn system_time(self) -> u64 {
+        let mut time: i64 = 0;
+        // SAFETY: StorPortQuerySystemTime writes one LARGE_INTEGER to a valid local; callable
+        // at any IRQL.
+        unsafe { StorPortQuerySystemTime(&raw mut time) };
+        time.cast_unsigned()
     }
 
     /// Initialises `dpc` to run `routine` (HwPassiveInitialize context).

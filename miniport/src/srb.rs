@@ -575,6 +575,17 @@ impl Srb {
         }
     }
 
+    /// `NextSrb`: for `SRB_FUNCTION_ABORT_COMMAND`, the request to abort (both shapes keep it
+    /// there). Only compared with the SRBs this miniport has in flight, never dereferenced.
+    #[must_use]
+    pub fn next_srb(&self) -> usize {
+        let pointer = match self.shape {
+            Shape::Classic => self.read_ptr(offset_of!(ScsiRequestBlock, next_srb)),
+            Shape::Extended { .. } => self.read_ptr(offset_of!(StorageRequestBlock, next_srb)),
+        };
+        pointer as usize
+    }
+
     fn scsi_fields(&self) -> Option<ScsiFields> {
         match self.shape {
             Shape::Classic => Some(ScsiFields {

@@ -48,10 +48,13 @@ pub enum TraceEvent {
     Stopped = 6,
     /// StorPort restarted the adapter.
     Restarted = 7,
-    /// A task management function was sent. arg0: subtype; arg1: target << 16 | lun; arg2: tag.
+    /// A task management function was sent (queue: the controlq). arg0: subtype; arg1:
+    /// target << 16 | lun; arg2: tag.
     TmfSent = 8,
-    /// A task management function finished. arg0: virtio response (or `u32::MAX` if it timed
-    /// out); arg1: target << 16 | lun.
+    /// A task management function ended (queue: the controlq). arg0: the virtio response it
+    /// got (or `u32::MAX` if it ended unanswered: its deadline passed, or a device reset came
+    /// first); arg1: target << 16 | lun; arg2: tag. A function that escalates ends with the
+    /// reset, so its record follows the [`TraceEvent::DeviceReset`] it caused.
     TmfDone = 9,
     /// The event queue delivered an event. arg0: event code; arg1: reason; arg2: target << 16 | lun.
     DeviceEvent = 10,
@@ -63,9 +66,11 @@ pub enum TraceEvent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum ResetCause {
-    /// StorPort called HwResetBus (usually an SRB timeout).
+    /// StorPort called HwResetBus (usually an SRB timeout) and task management could not be
+    /// sent, or the dump stack called it with a request in flight.
     ResetBus = 1,
-    /// A reset SRB (RESET_BUS, RESET_DEVICE, RESET_LOGICAL_UNIT) asked for it.
+    /// A reset or abort SRB asked for it and task management could not be sent (or the dump
+    /// stack sent it with a request in flight).
     ResetSrb = 2,
     /// The device broke the protocol.
     ProtocolViolation = 3,

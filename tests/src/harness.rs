@@ -197,14 +197,15 @@ impl Machine {
         self.device
     }
 
-    /// The miniport's adapter, read from its device extension as a debugger would.
+    /// The miniport's adapter in the simulated device extension, for its counters; `None`
+    /// if find-adapter did not construct one.
     #[must_use]
     pub fn miniport(&self) -> Option<&rvscsi::adapter::Adapter> {
-        let extension = std::ptr::with_exposed_provenance_mut(self.adapter.device_extension());
-        // SAFETY: the simulator allocated the device extension with the size the miniport
-        // asked for and keeps it until shutdown, which consumes `self.adapter` and so ends this
-        // borrow; the miniport constructed its Adapter there in find-adapter, and
-        // `from_extension` checks the magic.
+        let extension = self.adapter.device_extension_ptr();
+        // SAFETY: the device extension the simulator allocated for this adapter: as large as
+        // the miniport registered, 16-aligned, zeroed before find-adapter, and alive as long as
+        // `self.adapter`, which the returned reference borrows through `self`. The miniport
+        // mutates its adapter only through atomics and cells, as `from_extension` requires.
         unsafe { rvscsi::adapter::Adapter::from_extension(extension) }
     }
 

@@ -7,7 +7,10 @@
 use std::time::{Duration, Instant};
 
 use rvscsi::dump::{DUMP_UNCACHED_BUDGET, DumpMode};
-use rvscsi::storport::{SRB_STATUS_BUS_RESET, SRB_STATUS_SUCCESS};
+use rvscsi::storport::{
+    SRB_FUNCTION_RESET_BUS, SRB_FUNCTION_RESET_DEVICE, SRB_FUNCTION_RESET_LOGICAL_UNIT,
+    SRB_STATUS_BUS_RESET, SRB_STATUS_SUCCESS,
+};
 use rvscsi::trace::{ResetCause, TraceEvent};
 use rvscsi_tests::device::target::Lun;
 use rvscsi_tests::device::{DeviceOptions, FaultAction, VirtioScsiDevice};
@@ -421,5 +424,39 @@ fn a_request_lost_while_dumping_is_reset_through_hw_reset_bus_without_timers() {
     );
     let done = dump.adapter.execute(0, &request).unwrap();
     assert_eq!(done.status(), SRB_STATUS_SUCCESS);
+    dump.finish();
+}
+
+#[test]
+fn reset_requests_while_dumping_use_no_task_management_and_no_timer() {
+    let (device, _lun, _) = crashed_machine();
+    let dump = boot_dump(&device, dump_options(DumpPort::default())).unwrap();
+    identify(&dump);
+    let functions_before = device.tmf_log().len();
+    let resets_before = device.stats().resets;
+    // With nothing in flight, each is disregarded as HwResetBus is in dump mode: nothing goes
+    // on the controlq, no timer watches a deadline (a timer request is a violation here, which
+    // `finish` reports), and the device is not reset.
+    for function in [
+        SRB_FUNCTION_RESET_LOGICAL_UNIT,
+        SRB_FUNCTION_RESET_DEVICE,
+        SRB_FUNCTION_RESET_BUS,
+    ] {
+        let done = dump
+            .adapter
+            .execute(0, &Request::control(function, 0, 0))
+            .unwrap();
+        assert_eq!(done.status(), SRB_STATUS_SUCCESS, "function {function:#x}");
+    }
+    assert_eq!(device.tmf_log().len(), functions_before);
+    assert_eq!(device.stats().resets, resets_before);
+    assert!(dump_resets(&dump).is_empty());
+    // The dump goes on as before.
+    let data = pattern(0, 4096, 6);
+    let request = Request::new(0, 0, &write10(DUMP_LBA, 8)).writing(&data);
+    assert_eq!(
+        dump.adapter.execute(0, &request).unwrap().status(),
+        SRB_STATUS_SUCCESS
+    );
     dump.finish();
 }

@@ -14,9 +14,12 @@ use rvscsi::storport::{
 };
 use rvscsi::trace::{ResetCause, TraceEvent};
 use rvscsi_tests::device::target::Lun;
-use rvscsi_tests::device::{CompletionMode, DeviceOptions, FaultAction, RequestInfo};
+use rvscsi_tests::device::{
+    CompletionMode, DeviceOptions, FaultAction, RequestInfo, TmfAction, TmfInfo,
+};
 use rvscsi_tests::harness::{Machine, boot};
 use rvscsi_tests::sim::{Completion, Notification, PnpEvent, PnpView, Request, SimOptions};
+use virtio_core::scsi::Response;
 
 const WAIT: Duration = Duration::from_secs(30);
 const BLOCKS: u64 = 1 << 14; // 8 MiB per LUN
@@ -661,17 +664,28 @@ fn events_still_arrive_after_a_device_reset_and_a_power_cycle() {
             },
             hotplug(),
         );
-        // A request the device never answers: the port driver's timeout resets the device.
+        // A request the device never answers, and a device that rejects the task management
+        // the port driver's timeout starts: the miniport resets the device.
         machine
             .device
             .set_fault_hook(Some(rvscsi_tests::harness::fault_once(
                 |info| info.cdb.first() == Some(&0x28),
                 rvscsi_tests::device::FaultAction::Drop,
             )));
+        machine.device.set_tmf_hook(Some(Arc::new(|_: &TmfInfo| {
+            TmfAction::Respond(Response::FunctionRejected)
+        })));
         let mut request = Request::new(0, 0, &read10(0, 1)).reading(512);
         request.timeout_seconds = 1;
         let done = machine.adapter.execute(0, &request).unwrap();
         assert_eq!(done.status(), SRB_STATUS_BUS_RESET, "messages {messages:?}");
+        machine.device.set_tmf_hook(None);
+        let resets = machine
+            .trace()
+            .into_iter()
+            .filter(|entry| entry.event == TraceEvent::DeviceReset as u16)
+            .count();
+        assert_eq!(resets, 1, "messages {messages:?}");
         // Events the device dropped during the reset are covered by one rescan (asked for
         // once the reset is over, which may be just after the request completed).
         let counters = machine.miniport().unwrap().events().counters();

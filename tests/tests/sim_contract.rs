@@ -90,6 +90,12 @@ enum Mode {
     HoldForever,
     /// Take the StartIo lock inside HwStartIo (already held) and release a lock not held.
     BadLocks,
+    /// As `Interrupt`, but HwStartIo queues the SRB and rings the doorbell holding the
+    /// interrupt lock (which with per-message synchronisation must keep message 1's ISR out);
+    /// the ISR also asks for the interrupt lock while holding its message's lock, and
+    /// ScsiStopAdapter for message 1's lock under the interrupt lock StorPort holds (both
+    /// recursive acquisitions on real Windows).
+    InterruptLockIsEveryMessageLock,
 }
 
 thread_local! {
@@ -131,6 +137,10 @@ struct Extension {
     state_callbacks: AtomicUsize,
     state_callback_address: AtomicUsize,
     state_callback_status: AtomicU32,
+    /// HwStartIo holds the interrupt lock (`InterruptLockIsEveryMessageLock`).
+    interrupt_lock_held: AtomicU32,
+    /// ISRs that ran while HwStartIo held the interrupt lock.
+    isr_under_interrupt_lock: AtomicU32,
 }
 
 impl Extension {
@@ -560,6 +570,31 @@ extern "system" fn start_io(extension: *mut c_void, srb: *mut c_void) -> u8 {
         Mode::HoldUntilReset | Mode::HoldForever => {
             execute(extension, srb);
         }
+        Mode::InterruptLockIsEveryMessageLock => {
+            execute(extension, srb);
+            let mut handle = abi::StorLockHandle::default();
+            // SAFETY: AcquireSpinLock(InterruptLock) with a handle; no lock is held here.
+            unsafe {
+                StorPortNotification(
+                    ACQUIRE_SPIN_LOCK,
+                    extension,
+                    abi::INTERRUPT_LOCK,
+                    std::ptr::null_mut::<c_void>(),
+                    &raw mut handle,
+                );
+            }
+            e.interrupt_lock_held.store(1, Ordering::SeqCst);
+            // The interrupt lock guards the pending list as message 1's lock does.
+            e.pending[e.pending_count] = srb.addr();
+            e.pending_count += 1;
+            // SAFETY: the doorbell register.
+            unsafe { StorPortWriteRegisterUlong(extension, e.registers as *mut c_void, 1) };
+            // Time for message 1's ISR to run on its processor, if the lock let it.
+            std::thread::sleep(Duration::from_millis(30));
+            e.interrupt_lock_held.store(0, Ordering::SeqCst);
+            // SAFETY: releasing the lock acquired above with its handle.
+            unsafe { StorPortNotification(RELEASE_SPIN_LOCK, extension, &raw mut handle) };
+        }
         Mode::BadLocks => {
             let mut handle = abi::StorLockHandle::default();
             // SAFETY: the StartIo lock is already held here: a recursive acquisition.
@@ -588,6 +623,23 @@ extern "system" fn start_io(extension: *mut c_void, srb: *mut c_void) -> u8 {
 
 extern "system" fn message_interrupt(extension: *mut c_void, message: u32) -> u8 {
     let e = ext(extension);
+    if e.mode == Mode::InterruptLockIsEveryMessageLock {
+        if e.interrupt_lock_held.load(Ordering::SeqCst) != 0 {
+            e.isr_under_interrupt_lock.fetch_add(1, Ordering::SeqCst);
+        }
+        let mut handle = abi::StorLockHandle::default();
+        // SAFETY: AcquireSpinLock(InterruptLock) while this message's lock is held: refused
+        // (recorded), so the handle stays unused.
+        unsafe {
+            StorPortNotification(
+                ACQUIRE_SPIN_LOCK,
+                extension,
+                abi::INTERRUPT_LOCK,
+                std::ptr::null_mut::<c_void>(),
+                &raw mut handle,
+            );
+        }
+    }
     e.isr_count.fetch_add(1, Ordering::SeqCst);
     e.isr_processor
         .store(processor(extension), Ordering::SeqCst);
@@ -664,7 +716,21 @@ extern "system" fn adapter_control(
     control: u32,
     parameters: *mut c_void,
 ) -> u32 {
-    let _ = ext(extension);
+    let e = ext(extension);
+    if control == abi::SCSI_STOP_ADAPTER && e.mode == Mode::InterruptLockIsEveryMessageLock {
+        let mut old_irql = 0_u32;
+        // SAFETY: message 1's lock under the interrupt lock StorPort holds: refused (recorded),
+        // so there is nothing to release.
+        let status = unsafe {
+            StorPortExtendedFunction(
+                EXT_ACQUIRE_MSI_SPIN_LOCK,
+                extension,
+                1_u32,
+                &raw mut old_irql,
+            )
+        };
+        assert_ne!(status, abi::STOR_STATUS_SUCCESS);
+    }
     if control == abi::SCSI_QUERY_SUPPORTED_CONTROL_TYPES {
         // SAFETY: SCSI_SUPPORTED_CONTROL_TYPE_LIST: MaxControlType then the BOOLEAN list.
         let max = unsafe { parameters.cast::<u32>().read_unaligned() };
@@ -1022,6 +1088,42 @@ fn lock_misuse_is_caught() {
     assert!(violations.contains(&Violation::ReleaseNotHeld {
         lock: Lock::Interrupt
     }));
+}
+
+#[test]
+fn the_interrupt_lock_is_every_message_lock_with_per_message_synchronisation() {
+    let (adapter, _device) = boot(Mode::InterruptLockIsEveryMessageLock);
+    let done = adapter
+        .execute(0, &Request::new(0, 0, &[0, 0, 0, 0, 0, 0]))
+        .unwrap();
+    assert_eq!(done.status(), abi::SRB_STATUS_SUCCESS);
+    let e = extension_of(&adapter);
+    assert!(e.isr_count.load(Ordering::SeqCst) >= 1);
+    assert_eq!(
+        e.isr_under_interrupt_lock.load(Ordering::SeqCst),
+        0,
+        "holding the interrupt lock keeps message 1's ISR out"
+    );
+    adapter.power_cycle().unwrap();
+    let violations = adapter.shutdown();
+    assert!(
+        violations.contains(&Violation::RecursiveAcquire {
+            lock: Lock::Interrupt
+        }),
+        "{violations:?}"
+    );
+    assert!(
+        violations.contains(&Violation::RecursiveAcquire {
+            lock: Lock::Message(1)
+        }),
+        "{violations:?}"
+    );
+    assert!(
+        violations
+            .iter()
+            .all(|violation| matches!(violation, Violation::RecursiveAcquire { .. })),
+        "{violations:?}"
+    );
 }
 
 #[test]

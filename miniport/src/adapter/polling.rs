@@ -47,20 +47,25 @@ impl Adapter {
         if broken {
             // The interrupt lock is every queue's lock in line mode, and we hold it: the reset
             // takes no lock, and runs now, synchronously (a status write and read-back).
-            self.reset_device_with(ResetCause::ProtocolViolation, true);
+            let _ = self.reset_device_with(ResetCause::ProtocolViolation, true);
         }
         !isr.is_empty() || broken || self.completions() != completed_before
     }
 
-    /// HwResetBus. In dump mode Microsoft asks miniports to disregard bus resets, so one with
-    /// nothing in flight is ignored; with a request in flight the device is reset (no timer
-    /// needed), which completes that request once with SRB_STATUS_BUS_RESET instead of leaving
-    /// the dump waiting for it forever. In the normal stack it always resets.
-    pub fn reset_bus(&self) {
-        if self.dump.is_some() && self.requests_in_flight() == 0 {
+    /// HwResetBus (or a reset SRB: `cause` says which). In dump mode Microsoft asks miniports to
+    /// disregard bus resets, so one with nothing in flight is ignored; with a request in flight
+    /// the device is reset (no timer needed), which completes that request once with
+    /// SRB_STATUS_BUS_RESET instead of leaving the dump waiting for it forever. In the normal
+    /// stack, task management resets the nexus of each target holding requests
+    /// ([`crate::tmf::reset_bus`]), escalating to the device reset.
+    pub fn reset_bus(&self, cause: ResetCause) {
+        if self.dump.is_none() {
+            crate::tmf::reset_bus(self, cause);
             return;
         }
-        self.reset_device(ResetCause::ResetBus);
+        if self.requests_in_flight() != 0 {
+            let _ = self.reset_device(cause);
+        }
     }
 
     /// Requests on the device's request queues, each queue read under its lock.

@@ -189,6 +189,9 @@ unsafe extern "system" {
     /// Any IRQL: busy-waits `Delay` microseconds (keep it short above DISPATCH_LEVEL).
     pub fn StorPortStallExecution(Delay: u32);
 
+    /// Any IRQL: the system time in 100 ns units since 1601 (`KeQuerySystemTime`).
+    pub fn StorPortQuerySystemTime(CurrentTime: *mut i64);
+
     /// DISPATCH_LEVEL or below (not from the ISR): completes every outstanding SRB of the
     /// addressed unit (`0xFF` = all) with `SrbStatus`.
     pub fn StorPortCompleteRequest(

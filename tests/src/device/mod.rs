@@ -177,6 +177,60 @@ pub enum FaultAction {
 /// device's registers (it runs under the queue's lock).
 pub type FaultHook = Arc<dyn Fn(&RequestInfo) -> FaultAction + Send + Sync>;
 
+/// What the TMF hook is told about one task management function, before it is performed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TmfInfo {
+    /// The raw `subtype` (a [`TmfSubtype`] value, or not).
+    pub subtype: u32,
+    /// Target addressed.
+    pub target: u8,
+    /// LUN addressed.
+    pub lun: u16,
+    /// The `tag` field.
+    pub tag: u64,
+}
+
+/// What the device does with a task management function, as the TMF hook decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TmfAction {
+    /// Perform it and answer.
+    Normal,
+    /// Answer with this response without performing it (FUNCTION REJECTED, FAILURE, ...).
+    Respond(Response),
+    /// Never answer it (the chain stays with the device until a reset).
+    Ignore,
+    /// Answer FUNCTION COMPLETE without taking back any command: the commands it covers go on
+    /// as if it had not come (a device is not obliged to return commands it no longer holds).
+    AnswerWithoutCancelling,
+}
+
+/// The TMF hook: called for every task management function on the controlq.
+pub type TmfHook = Arc<dyn Fn(&TmfInfo) -> TmfAction + Send + Sync>;
+
+/// One task management function the device received, and its answer (`None`: not answered).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TmfRecord {
+    /// The function.
+    pub info: TmfInfo,
+    /// The response written, if any.
+    pub response: Option<Response>,
+}
+
+/// One write the device executed (with the journal on, [`VirtioScsiDevice::journal_writes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteRecord {
+    /// Target written.
+    pub target: u8,
+    /// LUN written.
+    pub lun: u16,
+    /// The request's tag.
+    pub tag: u64,
+    /// The first 8 bytes of the data written (scenarios put a stamp there).
+    pub stamp: [u8; 8],
+    /// When the data reached the LUN.
+    pub at: Instant,
+}
+
 /// What [`VirtioScsiDevice::hot_unplug`] did.
 #[derive(Debug)]
 pub struct Unplugged {
@@ -212,6 +266,8 @@ pub struct DeviceStats {
     pub resets: u64,
     /// Requests currently held back (delayed or dropped).
     pub pending: usize,
+    /// Interrupts not raised because [`VirtioScsiDevice::suppress_interrupts`] was on.
+    pub suppressed_interrupts: u64,
 }
 
 #[derive(Debug, Default)]
@@ -265,7 +321,7 @@ struct Job {
     work: Work,
     used_len: Option<u32>,
     corrupt_id: Option<u16>,
-    /// Who it is for, for TMFs: (target, lun, tag).
+    /// Who it is for, for TMFs and the write journal: (target, lun, tag).
     nexus: (u8, u16, u64),
     /// When it completes.
     when: When,
@@ -399,6 +455,14 @@ struct Shared {
     counters: Vec<QueueCounters>,
     luns: RwLock<BTreeMap<u8, BTreeMap<u16, Lun>>>,
     fault: RwLock<Option<FaultHook>>,
+    tmf_hook: RwLock<Option<TmfHook>>,
+    tmf_log: Mutex<Vec<TmfRecord>>,
+    /// Executed writes, while `journaling`.
+    journal: Mutex<Vec<WriteRecord>>,
+    journaling: AtomicBool,
+    /// Queue interrupts are not raised (lost interrupts).
+    suppressed: AtomicBool,
+    suppressed_interrupts: AtomicU64,
     pending: Arc<PendingSet>,
     /// Incremented by every reset; jobs of an older epoch are discarded, never completed.
     epoch: AtomicU64,
@@ -443,6 +507,8 @@ enum ChainError {
     Unmapped,
     /// The request or response header does not fit the chain.
     TooShort,
+    /// Not the driver's doing: a fault raised by the test ([`VirtioScsiDevice::raise_needs_reset`]).
+    Internal,
 }
 
 impl VirtioScsiDevice {
@@ -507,6 +573,12 @@ impl VirtioScsiDevice {
             counters: (0..queue_count).map(|_| QueueCounters::default()).collect(),
             luns: RwLock::new(BTreeMap::new()),
             fault: RwLock::new(None),
+            tmf_hook: RwLock::new(None),
+            tmf_log: Mutex::new(Vec::new()),
+            journal: Mutex::new(Vec::new()),
+            journaling: AtomicBool::new(false),
+            suppressed: AtomicBool::new(false),
+            suppressed_interrupts: AtomicU64::new(0),
             pending: Arc::clone(&pending),
             epoch: AtomicU64::new(0),
             broken: AtomicBool::new(false),
@@ -649,6 +721,54 @@ impl VirtioScsiDevice {
             .unwrap_or_else(PoisonError::into_inner) = hook;
     }
 
+    /// Installs (or with `None` removes) the TMF hook.
+    pub fn set_tmf_hook(&self, hook: Option<TmfHook>) {
+        *self
+            .shared
+            .tmf_hook
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = hook;
+    }
+
+    /// Every task management function received so far, in order.
+    #[must_use]
+    pub fn tmf_log(&self) -> Vec<TmfRecord> {
+        self.shared
+            .tmf_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Starts (or stops) recording every write the device executes, with the time it did.
+    pub fn journal_writes(&self, on: bool) {
+        self.shared.journaling.store(on, Ordering::SeqCst);
+    }
+
+    /// The writes recorded since the journal was turned on.
+    #[must_use]
+    pub fn write_journal(&self) -> Vec<WriteRecord> {
+        self.shared
+            .journal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// With `on`, the device completes requests and answers functions without interrupting
+    /// (used elements are published, EVENT_IDX is updated, no interrupt is raised): lost
+    /// interrupts. Configuration interrupts are still raised.
+    pub fn suppress_interrupts(&self, on: bool) {
+        self.shared.suppressed.store(on, Ordering::SeqCst);
+    }
+
+    /// Sets `DEVICE_NEEDS_RESET` and raises the configuration interrupt, as a device that hit
+    /// an internal error does (QEMU's `virtio_error`); queues are not processed until reset.
+    pub fn raise_needs_reset(&self) {
+        let vector = self.shared.device_error(ChainError::Internal);
+        self.shared.raise([vector]);
+    }
+
     /// The device's counters.
     #[must_use]
     pub fn stats(&self) -> DeviceStats {
@@ -667,6 +787,7 @@ impl VirtioScsiDevice {
             device_errors: shared.device_errors.load(Ordering::Relaxed),
             resets: shared.resets.load(Ordering::Relaxed),
             pending: shared.pending.lock().jobs.len(),
+            suppressed_interrupts: shared.suppressed_interrupts.load(Ordering::Relaxed),
         }
     }
 
@@ -779,7 +900,7 @@ impl VirtioScsiDevice {
         shared.event_interrupts_held.store(hold, Ordering::SeqCst);
         if !hold && shared.event_interrupt_pending.swap(false, Ordering::SeqCst) {
             let vector = shared.interrupt_vector(queue_index::EVENT);
-            shared.raise([vector]);
+            shared.raise(vector);
         }
     }
 
@@ -982,7 +1103,7 @@ impl Shared {
             }
         }
         if completed > 0 && (bogus || self.needs_interrupt(queue)) {
-            raise.push(self.interrupt_vector(index));
+            raise.extend(self.interrupt_vector(index));
         }
         drop(state);
         if let Some(error) = error {
@@ -1203,7 +1324,38 @@ impl Shared {
                 Published::Nothing
             };
         }
+        let journal = match &job.work {
+            Work::Execute { cdb, data_out, .. }
+                if self.journaling.load(Ordering::SeqCst)
+                    && matches!(
+                        cdb.first(),
+                        Some(&(target::opcode::WRITE_10 | target::opcode::WRITE_16))
+                    ) =>
+            {
+                let mut stamp = [0u8; 8];
+                for (to, from) in stamp.iter_mut().zip(data_out) {
+                    *to = *from;
+                }
+                Some(stamp)
+            }
+            _ => None,
+        };
         let reply = job.work.run();
+        if let Some(stamp) = journal
+            && reply.status == target::GOOD
+        {
+            let (target, lun, tag) = job.nexus;
+            self.journal
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(WriteRecord {
+                    target,
+                    lun,
+                    tag,
+                    stamp,
+                    at: Instant::now(),
+                });
+        }
         let written = self.write_reply(&job.chain, job.resp_size, &reply);
         let len = job.used_len.unwrap_or(written);
         if queue.add_used(&*self.guest, head, len).is_ok() {
@@ -1288,8 +1440,12 @@ impl Shared {
     }
 
     /// The vector to raise for queue `index` (counted); without MSI-X it is NO_VECTOR, a line
-    /// interrupt, and the ISR's queue bit is set.
-    fn interrupt_vector(&self, index: u16) -> u16 {
+    /// interrupt, and the ISR's queue bit is set. `None` while interrupts are suppressed.
+    fn interrupt_vector(&self, index: u16) -> Option<u16> {
+        if self.suppressed.load(Ordering::SeqCst) {
+            self.suppressed_interrupts.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
         if let Some(counters) = self.counters(index) {
             counters.interrupts.fetch_add(1, Ordering::Relaxed);
         }
@@ -1302,7 +1458,7 @@ impl Shared {
             // the driver's line ISR reads (and so clears). The sink gets NO_VECTOR for it.
             self.regs.raise_isr(Isr::QUEUE);
         }
-        vector
+        Some(vector)
     }
 
     /// Completes held jobs (from the worker or a TMF), queue by queue, and interrupts.
@@ -1327,7 +1483,7 @@ impl Shared {
                 bogus |= published == Published::Bogus;
             }
             if completed && (bogus || self.needs_interrupt(queue)) {
-                raise.push(self.interrupt_vector(index));
+                raise.extend(self.interrupt_vector(index));
             }
         }
         self.raise(raise);
@@ -1406,7 +1562,9 @@ impl Shared {
                 counters.requests.fetch_add(1, Ordering::Relaxed);
             }
             let answer = match self.control_request(&chain) {
-                Ok(answer) => answer,
+                Ok(Some(answer)) => answer,
+                // Ignored: the chain stays with the device until a reset.
+                Ok(None) => continue,
                 Err(error) => {
                     self.raise([self.device_error(error)]);
                     return;
@@ -1426,15 +1584,15 @@ impl Shared {
                     .is_ok()
                     && self.needs_interrupt(queue)
                 {
-                    raise = Some(self.interrupt_vector(index));
+                    raise = self.interrupt_vector(index);
                 }
             }
             self.raise(raise);
         }
     }
 
-    /// Executes one controlq request; returns the bytes to write back.
-    fn control_request(&self, chain: &Chain) -> Result<Vec<u8>, ChainError> {
+    /// Executes one controlq request; returns the bytes to write back (`None`: no answer).
+    fn control_request(&self, chain: &Chain) -> Result<Option<Vec<u8>>, ChainError> {
         let (mut reader, writer) = self.split_chain(chain)?;
         let mut request = vec![0u8; reader.available_bytes().min(TMF_REQ_SIZE)];
         reader
@@ -1453,8 +1611,46 @@ impl Shared {
                 }
                 let lun: [u8; 8] = field(8..16).try_into().unwrap_or([0; 8]);
                 let tag = u64::from_le_bytes(field(16..24).try_into().unwrap_or([0; 8]));
-                let response = self.tmf(u32_at(4), lun, tag);
-                Ok(vec![response.raw()])
+                let (target, unit) = WireLun::decode(lun)
+                    .map_or((lun[1], 0), |address| (address.target(), address.lun()));
+                let info = TmfInfo {
+                    subtype: u32_at(4),
+                    target,
+                    lun: unit,
+                    tag,
+                };
+                let hook = self
+                    .tmf_hook
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                let action = hook.map_or(TmfAction::Normal, |hook| hook(&info));
+                // Logged before it is performed (the commands it takes back complete, and the
+                // driver sees them, before the answer), the answer filled in before it is
+                // written.
+                let entry = {
+                    let mut log = self.tmf_log.lock().unwrap_or_else(PoisonError::into_inner);
+                    log.push(TmfRecord {
+                        info,
+                        response: None,
+                    });
+                    log.len() - 1
+                };
+                let response = match action {
+                    TmfAction::Normal => Some(self.tmf(info.subtype, lun, tag)),
+                    TmfAction::Respond(response) => Some(response),
+                    TmfAction::Ignore => None,
+                    TmfAction::AnswerWithoutCancelling => Some(Response::FUNCTION_COMPLETE),
+                };
+                if let Some(record) = self
+                    .tmf_log
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_mut(entry)
+                {
+                    record.response = response;
+                }
+                Ok(response.map(|response| vec![response.raw()]))
             }
             Some(ControlType::AnQuery | ControlType::AnSubscribe) => {
                 if request.len() < AN_REQ_SIZE || writer.available_bytes() < size_of::<AnResp>() {
@@ -1465,13 +1661,13 @@ impl Shared {
                     event_actual: 0.into(),
                     response: Response::Ok.raw(),
                 };
-                Ok(resp.as_bytes().to_vec())
+                Ok(Some(resp.as_bytes().to_vec()))
             }
             None => {
                 if writer.available_bytes() < 1 {
                     return Err(ChainError::TooShort);
                 }
-                Ok(vec![Response::Failure.raw()])
+                Ok(Some(vec![Response::Failure.raw()]))
             }
         }
     }
@@ -1617,7 +1813,7 @@ impl Shared {
             if self.event_interrupts_held.load(Ordering::SeqCst) {
                 self.event_interrupt_pending.store(true, Ordering::SeqCst);
             } else {
-                raise = Some(self.interrupt_vector(index));
+                raise = self.interrupt_vector(index);
             }
         }
         if used_len.is_none() {

@@ -638,6 +638,150 @@ fn abort_task_aborts_only_the_named_request_and_bad_luns_are_answered() {
     assert_eq!(unknown, [Response::Failure.raw()]);
 }
 
+fn held_reads(h: &mut Harness, count: u32) {
+    let q = h.queue(2);
+    for i in 0..count {
+        q.start(
+            lun0(),
+            i.into(),
+            &rw10(opcode::READ_10, i, 1),
+            &[],
+            512,
+            false,
+        )
+        .unwrap();
+    }
+    q.kick();
+}
+
+#[test]
+fn the_tmf_hook_fails_ignores_or_answers_without_cancelling() {
+    let options = DeviceOptions {
+        completion: CompletionMode::Delayed {
+            max_delay: Duration::from_mins(10),
+            shuffle: false,
+        },
+        ..DeviceOptions::default()
+    };
+    let mut h = Harness::new(options, SCSI_DRIVER_FEATURES);
+    held_reads(&mut h, 2);
+    let reset = tmf(TmfSubtype::LogicalUnitReset, lun0(), 0);
+    let set = |h: &Harness, action: TmfAction| {
+        h.device
+            .set_tmf_hook(Some(Arc::new(move |_: &TmfInfo| action)));
+    };
+    set(&h, TmfAction::Respond(Response::FunctionRejected));
+    assert_eq!(h.control(&reset, 1), [Response::FunctionRejected.raw()]);
+    set(&h, TmfAction::AnswerWithoutCancelling);
+    assert_eq!(h.control(&reset, 1), [Response::FUNCTION_COMPLETE.raw()]);
+    assert_eq!(h.device.stats().pending, 2, "nothing was taken back");
+    assert!(h.queue(2).reap().unwrap().is_empty());
+    // Ignored: the chain stays with the device, no used element, no interrupt.
+    set(&h, TmfAction::Ignore);
+    let memory = h.memory.clone();
+    let req = dma(&memory, reset.len(), 8);
+    assert!(req.write_bytes(0, &reset));
+    let resp = dma(&memory, 1, 8);
+    let control = h.queue(0);
+    control
+        .queue
+        .add(&[segment(&req)], &[segment(&resp)], None)
+        .unwrap();
+    control.kick();
+    assert_eq!(control.queue.pop_used().unwrap(), None);
+    h.device.set_tmf_hook(None);
+    let log: Vec<_> = h.device.tmf_log().iter().map(|r| r.response).collect();
+    assert_eq!(
+        log,
+        [
+            Some(Response::FunctionRejected),
+            Some(Response::FUNCTION_COMPLETE),
+            None
+        ]
+    );
+    assert_eq!(h.device.tmf_log()[0].info.subtype, 5);
+    // Performed normally, the reset takes both reads back.
+    h.init(SCSI_DRIVER_FEATURES);
+    held_reads(&mut h, 2);
+    assert_eq!(h.control(&reset, 1), [Response::FUNCTION_COMPLETE.raw()]);
+    assert_eq!(h.queue(2).reap().unwrap().len(), 2);
+}
+
+#[test]
+fn suppressed_interrupts_complete_without_interrupting() {
+    let mut h = Harness::default();
+    h.device.suppress_interrupts(true);
+    let before = h.sink.vectors.lock().unwrap().len();
+    let read = h
+        .queue(2)
+        .command(lun0(), &rw10(opcode::READ_10, 0, 1), &[], 512);
+    assert_eq!(read.resp.response, 0, "completed on the used ring");
+    assert_eq!(h.sink.vectors.lock().unwrap().len(), before, "no interrupt");
+    assert_eq!(h.device.stats().suppressed_interrupts, 1);
+    h.device.suppress_interrupts(false);
+    h.queue(2).queue.enable_interrupts();
+    h.queue(2)
+        .command(lun0(), &rw10(opcode::READ_10, 0, 1), &[], 512);
+    assert_eq!(h.sink.vectors.lock().unwrap().len(), before + 1);
+}
+
+#[test]
+fn a_device_needing_a_reset_interrupts_and_stops_until_reset() {
+    let mut h = Harness::default();
+    h.device.raise_needs_reset();
+    assert!(h.transport.needs_reset());
+    let config_vector = h.transport.num_queues();
+    assert_eq!(h.sink.vectors.lock().unwrap().last(), Some(&config_vector));
+    let q = h.queue(2);
+    q.start(lun0(), 1, &rw10(opcode::READ_10, 0, 1), &[], 512, false)
+        .unwrap();
+    q.kick();
+    assert!(
+        q.reap().unwrap().is_empty(),
+        "a broken device processes nothing"
+    );
+    h.init(SCSI_DRIVER_FEATURES);
+    assert!(!h.transport.needs_reset());
+    let read = h
+        .queue(2)
+        .command(lun0(), &rw10(opcode::READ_10, 0, 1), &[], 512);
+    assert_eq!(read.resp.status, 0);
+}
+
+#[test]
+fn the_write_journal_records_executed_writes_only() {
+    let mut h = Harness::default();
+    h.device.journal_writes(true);
+    let data = pattern(9, 1024);
+    let write = h
+        .queue(2)
+        .command(lun0(), &rw10(opcode::WRITE_10, 4, 2), &data, 0);
+    assert_eq!(write.resp.status, 0);
+    // A dropped write never executes: the reset takes it back.
+    h.device
+        .set_fault_hook(Some(Arc::new(|_: &RequestInfo| FaultAction::Drop)));
+    let q = h.queue(2);
+    q.start(
+        lun0(),
+        2,
+        &rw10(opcode::WRITE_10, 8, 1),
+        &pattern(3, 512),
+        0,
+        false,
+    )
+    .unwrap();
+    q.kick();
+    h.device.set_fault_hook(None);
+    h.init(SCSI_DRIVER_FEATURES);
+    let journal = h.device.write_journal();
+    assert_eq!(journal.len(), 1, "{journal:?}");
+    assert_eq!(
+        (journal[0].target, journal[0].lun, journal[0].tag),
+        (0, 0, 7)
+    );
+    assert_eq!(journal[0].stamp[..], data[..8]);
+}
+
 fn with_hook(h: &Harness, action: FaultAction) {
     h.device
         .set_fault_hook(Some(Arc::new(move |info: &RequestInfo| {

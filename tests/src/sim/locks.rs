@@ -192,6 +192,12 @@ impl SpinLock {
             .map_err(|_| LockError::NotHeld)
     }
 
+    /// Whether `token` holds the lock.
+    #[must_use]
+    pub fn is_held_by(&self, token: u64) -> bool {
+        self.owner.load(Ordering::Relaxed) == token
+    }
+
     /// Whether any thread holds the lock.
     #[must_use]
     pub fn is_held(&self) -> bool {
@@ -210,6 +216,8 @@ mod tests {
         assert_eq!(lock.acquire(1), Err(LockError::Recursive));
         assert_eq!(lock.release(2), Err(LockError::NotHeld));
         assert!(lock.is_held());
+        assert!(lock.is_held_by(1));
+        assert!(!lock.is_held_by(2));
         lock.release(1).unwrap();
         assert_eq!(lock.release(1), Err(LockError::NotHeld));
         assert!(!lock.is_held());

@@ -64,6 +64,8 @@ pub enum SrbKind {
     Wmi { extended: bool },
     /// SRB_FUNCTION_IO_CONTROL, as SCSI_REQUEST_BLOCK or as STORAGE_REQUEST_BLOCK (`extended`).
     IoControl { extended: bool },
+    /// An abort or reset function (no CDB), in either shape.
+    Control { extended: bool },
 }
 
 /// One outstanding SRB and the memory behind it.
@@ -86,6 +88,8 @@ pub struct State {
     pub(crate) next_ticket: u64,
     pub(crate) outstanding: HashMap<usize, SrbRecord>,
     pub(crate) completed: HashMap<u64, Completion>,
+    /// When each ticket completed.
+    pub(crate) completed_at: HashMap<u64, Instant>,
     pub(crate) quarantine: VecDeque<(usize, Vec<(usize, usize)>)>,
     pub(crate) uncached: Option<(usize, usize)>,
     /// The adapter's registry buffer (address, length), while allocated.
@@ -151,6 +155,8 @@ pub struct Machine {
     pub(crate) log: Mutex<Vec<String>>,
     pub(crate) stopping: AtomicBool,
     pub(crate) lost_interrupts: std::sync::atomic::AtomicU64,
+    /// While StorPort holds new requests (a power transition): (processor, SRB) to send later.
+    pub(crate) paused: Mutex<Option<Vec<(u32, usize)>>>,
     /// Rescans and state changes ([`super::pnp`]).
     pub(crate) pnp: super::pnp::Pnp,
 }
@@ -287,6 +293,7 @@ impl Machine {
             log: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
             lost_interrupts: std::sync::atomic::AtomicU64::new(0),
+            paused: Mutex::new(None),
             pnp: super::pnp::Pnp::default(),
         })
     }
@@ -394,6 +401,9 @@ impl Machine {
         }
         let result = match id {
             LockId::StartIo => self.start_io_lock.acquire(token),
+            LockId::Interrupt if self.interrupt_lock_is_every_message_lock() => {
+                self.acquire_every_message_lock(token)
+            }
             LockId::Interrupt => self.interrupt_lock.acquire(token),
             LockId::Message(message) => {
                 let Some(lock) = self.message_locks.get(message as usize) else {
@@ -414,11 +424,62 @@ impl Machine {
         }))
     }
 
+    /// Whether StorPort's interrupt lock is the set of every message's lock: with
+    /// `InterruptSynchronizePerMessage` and messages connected, "when a miniport needs to
+    /// synchronize with all messages, it can use one call to StorPortAcquireSpinLock which will
+    /// acquire a lock for each message in the proper order" (StorPortAcquireMSISpinLock). Holding
+    /// it therefore excludes every message's ISR, and a thread that holds it (StorPort around
+    /// HwInitialize and HwAdapterControl, or the miniport) and acquires a message lock, or holds
+    /// a message lock and acquires it, spins on its own lock: [`Violation::RecursiveAcquire`].
+    fn interrupt_lock_is_every_message_lock(&self) -> bool {
+        !self.message_locks.is_empty()
+            && self
+                .interrupts
+                .get()
+                .is_some_and(|wiring| wiring.per_message && wiring.message_routine != 0)
+    }
+
+    /// Takes every message's lock for `token`, in ascending order (the proper order: the one a
+    /// miniport taking several message locks must follow too). On a lock `token` holds already,
+    /// gives back what it took and reports the recursion.
+    fn acquire_every_message_lock(&self, token: u64) -> Result<(), LockError> {
+        for (taken, lock) in self.message_locks.iter().enumerate() {
+            if let Err(error) = lock.acquire(token) {
+                for lock in self.message_locks.iter().take(taken).rev() {
+                    let _ = lock.release(token);
+                }
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases every message's lock, in descending order; `NotHeld` unless `token` holds them
+    /// all (nothing changes then: a message lock taken on its own is not the interrupt lock).
+    fn release_every_message_lock(&self, token: u64) -> Result<(), LockError> {
+        if !self.message_locks.iter().all(|lock| lock.is_held_by(token)) {
+            return Err(LockError::NotHeld);
+        }
+        for lock in self.message_locks.iter().rev() {
+            lock.release(token)?;
+        }
+        Ok(())
+    }
+
     /// Releases a port-driver lock and restores `old_irql`.
     pub(crate) fn release(&self, id: LockId, old_irql: u8) {
-        let token = with_cpu(|cpu| cpu.token);
+        let (token, acquired) = with_cpu(|cpu| (cpu.token, cpu.held.contains(&id)));
+        if !acquired {
+            // Not acquired as this lock by this thread: even a message lock it holds through
+            // the interrupt lock is not its to release on its own.
+            self.violate(Violation::ReleaseNotHeld { lock: id });
+            return;
+        }
         let result = match id {
             LockId::StartIo => self.start_io_lock.release(token),
+            LockId::Interrupt if self.interrupt_lock_is_every_message_lock() => {
+                self.release_every_message_lock(token)
+            }
             LockId::Interrupt => self.interrupt_lock.release(token),
             LockId::Message(message) => self
                 .message_locks
@@ -622,6 +683,9 @@ impl Machine {
         reason = "one SRB layout after the other, field by field; splitting scatters the mapping"
     )]
     pub(crate) fn build_srb(&self, request: &Request) -> Result<(usize, u64), SimError> {
+        if request.function != abi::SRB_FUNCTION_EXECUTE_SCSI {
+            return self.build_control_srb(request);
+        }
         let hw = self.hw.get().ok_or(SimError::NotStarted)?;
         let srb_extension_size = lock(&self.config).srb_extension_size as usize;
         let extended = self.srb_extended.load(Ordering::SeqCst);
@@ -823,6 +887,110 @@ impl Machine {
                 data,
                 direction: request.direction,
                 sense,
+                deadline: Instant::now() + timeout,
+                reset_deadline: None,
+                scatter_gather: None,
+            },
+        );
+        Ok((srb, ticket))
+    }
+
+    /// Builds an abort or reset SRB (no CDB, no data, no sense) in DMA memory and records it
+    /// outstanding. An SRB_EX has its address block and no extended data; NextSrb names the
+    /// request to abort.
+    fn build_control_srb(&self, request: &Request) -> Result<(usize, u64), SimError> {
+        let srb_extension_size = lock(&self.config).srb_extension_size as usize;
+        let extended = self.srb_extended.load(Ordering::SeqCst);
+        let next_srb = match request.next_srb {
+            Some(victim) => self
+                .state()
+                .outstanding
+                .iter()
+                .find(|(_, record)| record.ticket == victim.0)
+                .map_or(0, |(&srb, _)| srb as u64),
+            None => 0,
+        };
+        let mut regions = Vec::new();
+        let mut alloc = |len: usize| -> Result<usize, SimError> {
+            let address = self
+                .memory
+                .alloc(len, 16)
+                .ok_or(SimError::OutOfMemory { len })?;
+            regions.push((address, len));
+            Ok(address)
+        };
+        let srb_len = if extended {
+            size_of::<abi::StorageRequestBlock>() + size_of::<abi::StorAddrBtl8>()
+        } else {
+            size_of::<abi::ScsiRequestBlock>()
+        };
+        let srb = alloc(srb_len)?;
+        let srb_extension = if srb_extension_size > 0 {
+            alloc(srb_extension_size)?
+        } else {
+            0
+        };
+        let bytes = if extended {
+            let header = abi::StorageRequestBlock {
+                length: abi::STORAGE_REQUEST_BLOCK_HEADER_LENGTH,
+                function: abi::SRB_FUNCTION_STORAGE_REQUEST_BLOCK,
+                signature: abi::SRB_SIGNATURE,
+                version: abi::STORAGE_REQUEST_BLOCK_VERSION_1,
+                srb_length: srb_len as u32,
+                srb_function: u32::from(request.function),
+                time_out_value: request.timeout_seconds,
+                address_offset: size_of::<abi::StorageRequestBlock>() as u32,
+                num_srb_ex_data: 0,
+                miniport_context: srb_extension as u64,
+                next_srb,
+                ..abi::StorageRequestBlock::default()
+            };
+            let btl = abi::StorAddrBtl8 {
+                address_type: abi::STOR_ADDRESS_TYPE_BTL8,
+                address_length: abi::STOR_ADDR_BTL8_ADDRESS_LENGTH,
+                path: request.path,
+                target: request.target,
+                lun: request.lun,
+                ..abi::StorAddrBtl8::default()
+            };
+            let mut bytes = header.as_bytes().to_vec();
+            bytes.extend_from_slice(btl.as_bytes());
+            bytes
+        } else {
+            abi::ScsiRequestBlock {
+                length: size_of::<abi::ScsiRequestBlock>() as u16,
+                function: request.function,
+                path_id: request.path,
+                target_id: request.target,
+                lun: request.lun,
+                time_out_value: request.timeout_seconds,
+                next_srb,
+                srb_extension: srb_extension as u64,
+                ..abi::ScsiRequestBlock::default()
+            }
+            .as_bytes()
+            .to_vec()
+        };
+        if !self.memory.write(srb, &bytes) {
+            return Err(SimError::OutOfMemory { len: srb_len });
+        }
+        let timeout = self
+            .options
+            .timeout_scale
+            .saturating_mul(request.timeout_seconds.max(1));
+        let mut state = self.state();
+        state.next_ticket += 1;
+        let ticket = state.next_ticket;
+        state.outstanding.insert(
+            srb,
+            SrbRecord {
+                ticket,
+                kind: SrbKind::Control { extended },
+                address: (request.path, request.target, request.lun),
+                regions,
+                data: None,
+                direction: DataDirection::None,
+                sense: None,
                 deadline: Instant::now() + timeout,
                 reset_deadline: None,
                 scatter_gather: None,
@@ -1095,6 +1263,7 @@ impl Machine {
         };
         let completion = self.read_back(srb, &record);
         state.completed.insert(record.ticket, completion);
+        state.completed_at.insert(record.ticket, Instant::now());
         state.quarantine.push_back((srb, record.regions));
         while state.quarantine.len() > QUARANTINE {
             if let Some((_, regions)) = state.quarantine.pop_front() {
@@ -1140,10 +1309,17 @@ impl Machine {
                 let _ = self.memory.read(srb, block.as_mut_bytes());
                 (block.srb_status, 0, block.data_transfer_length, 0)
             }
-            SrbKind::Wmi { extended: true } | SrbKind::IoControl { extended: true } => {
+            SrbKind::Wmi { extended: true }
+            | SrbKind::IoControl { extended: true }
+            | SrbKind::Control { extended: true } => {
                 let mut header = abi::StorageRequestBlock::default();
                 let _ = self.memory.read(srb, header.as_mut_bytes());
                 (header.srb_status, 0, header.data_transfer_length, 0)
+            }
+            SrbKind::Control { extended: false } => {
+                let mut block = abi::ScsiRequestBlock::default();
+                let _ = self.memory.read(srb, block.as_mut_bytes());
+                (block.srb_status, 0, block.data_transfer_length, 0)
             }
         };
         let sense = match record.sense {
@@ -1186,6 +1362,15 @@ impl Machine {
             .and_then(|processors| processors.get(processor as usize))
             .ok_or(SimError::NoProcessor(processor))?;
         let (srb, ticket) = self.build_srb(request)?;
+        // As StorPort while it powers the adapter down: new requests wait in the port driver.
+        let mut paused = self
+            .paused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(held) = paused.as_mut() {
+            held.push((processor, srb));
+            return Ok(ticket);
+        }
         sender
             .send(Work::Submit(srb))
             .map_err(|_| SimError::NotStarted)?;
@@ -1313,12 +1498,14 @@ impl Machine {
             let offset = match kind {
                 SrbKind::Scsi
                 | SrbKind::Wmi { extended: false }
-                | SrbKind::IoControl { extended: false } => {
+                | SrbKind::IoControl { extended: false }
+                | SrbKind::Control { extended: false } => {
                     std::mem::offset_of!(abi::ScsiRequestBlock, srb_status)
                 }
                 SrbKind::Extended { .. }
                 | SrbKind::Wmi { extended: true }
-                | SrbKind::IoControl { extended: true } => {
+                | SrbKind::IoControl { extended: true }
+                | SrbKind::Control { extended: true } => {
                     std::mem::offset_of!(abi::StorageRequestBlock, srb_status)
                 }
             };
@@ -1330,7 +1517,10 @@ impl Machine {
     /// One pass of the port driver's timer: SRB timeouts -> HwResetBus, and HwTimer.
     pub(crate) fn watchdog_tick(&self) {
         let now = Instant::now();
-        let grace = self.options.timeout_scale.saturating_mul(2);
+        let grace = self
+            .options
+            .reset_grace
+            .unwrap_or_else(|| self.options.timeout_scale.saturating_mul(2));
         let mut expired_paths = Vec::new();
         let mut state = self.state();
         for record in state.outstanding.values_mut() {

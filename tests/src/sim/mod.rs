@@ -70,6 +70,12 @@ pub struct SimOptions {
     /// offers no DPCs to the miniport (as the crash-dump stack does): the miniport must then
     /// complete requests from its ISR.
     pub passive_initialization: bool,
+    /// How long the port driver waits, after calling HwResetBus for a timed-out request, for
+    /// the miniport to complete every request of the bus before it records
+    /// [`Violation::NotCompletedAfterReset`]. `None`: two SRB timeout seconds
+    /// (`2 * timeout_scale`). A miniport whose reset ends asynchronously (task management with
+    /// a deadline) needs at least its deadline here.
+    pub reset_grace: Option<Duration>,
     /// REG_DWORD values under the service's `Parameters\\Device` key, by name.
     pub registry: Vec<(String, u32)>,
     /// Play the crash-dump stack's port driver instead of StorPort ([`DumpPort`]): NULL
@@ -92,6 +98,7 @@ impl Default for SimOptions {
             scan_targets: 4,
             pci_location: (0, 3),
             passive_initialization: true,
+            reset_grace: None,
             registry: Vec::new(),
             dump: None,
         }
@@ -196,6 +203,11 @@ pub struct Request {
     pub queue_tag: u8,
     /// QueueAction / RequestAttribute (e.g. SRB_SIMPLE_TAG_REQUEST); `None` for untagged.
     pub queue_action: Option<u8>,
+    /// The SRB function: `SRB_FUNCTION_EXECUTE_SCSI`, or an abort or reset function (which
+    /// has no CDB: `cdb` is ignored).
+    pub function: u8,
+    /// NextSrb: for `SRB_FUNCTION_ABORT_COMMAND`, the outstanding request to abort.
+    pub next_srb: Option<Ticket>,
 }
 
 impl Request {
@@ -215,6 +227,31 @@ impl Request {
             timeout_seconds: 10,
             queue_tag: 0,
             queue_action: Some(abi::SRB_SIMPLE_TAG_REQUEST),
+            function: abi::SRB_FUNCTION_EXECUTE_SCSI,
+            next_srb: None,
+        }
+    }
+
+    /// A request of `function` (an abort or reset: no CDB, no data) for `target`/`lun`, with
+    /// a 30 s timeout, as StorPort sends them.
+    #[must_use]
+    pub fn control(function: u8, target: u8, lun: u8) -> Self {
+        Self {
+            function,
+            cdb: Vec::new(),
+            sense_len: 0,
+            timeout_seconds: 30,
+            queue_action: None,
+            ..Self::new(target, lun, &[0])
+        }
+    }
+
+    /// `SRB_FUNCTION_ABORT_COMMAND` for the outstanding request `victim` (on its unit).
+    #[must_use]
+    pub fn abort(target: u8, lun: u8, victim: Ticket) -> Self {
+        Self {
+            next_srb: Some(victim),
+            ..Self::control(abi::SRB_FUNCTION_ABORT_COMMAND, target, lun)
         }
     }
 
@@ -938,6 +975,12 @@ impl Adapter {
         self.machine.submit(processor, request).map(Ticket)
     }
 
+    /// When `ticket` completed (the miniport's RequestComplete), if it has.
+    #[must_use]
+    pub fn completed_at(&self, ticket: Ticket) -> Option<std::time::Instant> {
+        self.machine.state().completed_at.get(&ticket.0).copied()
+    }
+
     /// Waits for a submitted request.
     ///
     /// # Errors
@@ -1087,6 +1130,85 @@ impl Adapter {
         Ok(())
     }
 
+    /// HwAdapterControl(ScsiStopAdapter) under the interrupt lock, whatever is outstanding;
+    /// returns the control status.
+    ///
+    /// # Errors
+    /// [`SimError::AdapterControl`] if the miniport has no HwAdapterControl.
+    pub fn stop_adapter(&self) -> Result<u32, SimError> {
+        self.adapter_control(abi::SCSI_STOP_ADAPTER, std::ptr::null_mut())
+    }
+
+    /// HwAdapterControl(ScsiRestartAdapter) under the interrupt lock; returns the control
+    /// status.
+    ///
+    /// # Errors
+    /// [`SimError::AdapterControl`] if the miniport has no HwAdapterControl.
+    pub fn restart_adapter(&self) -> Result<u32, SimError> {
+        self.adapter_control(abi::SCSI_RESTART_ADAPTER, std::ptr::null_mut())
+    }
+
+    /// A power transition as StorPort makes it under load (S3 or S4 and back): new requests
+    /// are held in the port driver, the outstanding ones are given `drain` to complete, then
+    /// ScsiStopAdapter and ScsiRestartAdapter, then the held requests are sent. Returns how
+    /// many requests were still outstanding when the adapter was stopped (the miniport must
+    /// complete those itself).
+    ///
+    /// # Errors
+    /// [`SimError::AdapterControl`] if either control fails.
+    pub fn power_cycle_under_load(&self, drain: Duration) -> Result<usize, SimError> {
+        let machine = &self.machine;
+        *machine
+            .paused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Vec::new());
+        let deadline = std::time::Instant::now() + drain;
+        let mut state = machine.state();
+        let left = loop {
+            let held = machine
+                .paused
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .map_or(0, Vec::len);
+            let left = state.outstanding.len().saturating_sub(held);
+            let now = std::time::Instant::now();
+            if left == 0 || now >= deadline {
+                break left;
+            }
+            state = machine
+                .completion
+                .wait_timeout(state, (deadline - now).min(Duration::from_millis(5)))
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        };
+        drop(state);
+        let stopped = self.stop_adapter();
+        let restarted = self.restart_adapter();
+        let held = machine
+            .paused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .unwrap_or_default();
+        if let Some(processors) = machine.processors.get() {
+            for (processor, srb) in held {
+                if let Some(sender) = processors.get(processor as usize) {
+                    let _ = sender.send(Work::Submit(srb));
+                }
+            }
+        }
+        for (control, status) in [
+            (abi::SCSI_STOP_ADAPTER, stopped?),
+            (abi::SCSI_RESTART_ADAPTER, restarted?),
+        ] {
+            if status != abi::SCSI_ADAPTER_CONTROL_SUCCESS {
+                return Err(SimError::AdapterControl(control));
+            }
+        }
+        Ok(left)
+    }
+
     /// ScsiQuerySupportedControlTypes: which control types the miniport supports.
     ///
     /// # Errors
@@ -1183,6 +1305,12 @@ impl Adapter {
     #[must_use]
     pub fn device_extension(&self) -> usize {
         self.machine.extension_address()
+    }
+
+    /// The device extension as the pointer the miniport gets (null before PnP start).
+    #[must_use]
+    pub fn device_extension_ptr(&self) -> *mut c_void {
+        self.machine.extension_ptr()
     }
 
     /// The base of the PROT_NONE range register cookies point into.
