@@ -42,10 +42,13 @@
 //! `SRB_STATUS_BAD_SRB_BLOCK_LENGTH`, and a well-formed request this miniport does not serve
 //! (no buffer, another miniport's signature, an unknown code) gets `SRB_STATUS_INVALID_REQUEST`.
 //!
-//! `HeaderLength` must be exactly 28 rather than at least 28: `SRB_IO_CONTROL` has had one
-//! layout since it was introduced, StorPort's own IOCTL path refuses any other `HeaderLength`
+//! `HeaderLength` must be exactly 28 rather than at least 28: the WDK defines it as
+//! `sizeof(SRB_IO_CONTROL)` and nothing else, the structure has had one layout since it was
+//! introduced, the ScsiPort-style IOCTL paths whose source is public refuse any other value
 //! (`STATUS_REVISION_MISMATCH`) before a miniport sees the request, and a larger value would
-//! leave us guessing which bytes a longer header meant as payload.
+//! leave us guessing which bytes a longer header meant as payload. The signature rule is the
+//! WDK's own: a miniport that does not recognise `Signature` "must complete the request with a
+//! status of SRB_STATUS_INVALID_REQUEST" (`SRB_IO_CONTROL`, ntddscsi.h).
 //!
 //! **`ReturnCode`** is miniport-defined. We write it only into a request that is ours (a valid
 //! header signed "CLUSDISK"): a request signed for another miniport has a format we do not
