@@ -13,6 +13,7 @@ pub mod dump;
 pub mod events;
 pub mod hw;
 pub mod io;
+pub mod ioctl;
 pub mod layout;
 pub mod limits;
 pub mod luns;

@@ -11,11 +11,11 @@ use core::mem::{offset_of, size_of};
 use core::ptr::NonNull;
 
 use crate::storport::{
-    SRB_FUNCTION_STORAGE_REQUEST_BLOCK, SRB_FUNCTION_WMI, SRB_SIGNATURE, SRBEX_DATA_WMI_LENGTH,
-    STOR_ADDRESS_TYPE_BTL8, STORAGE_REQUEST_BLOCK_VERSION_1, ScsiRequestBlock, ScsiWmiRequestBlock,
-    SrbExDataScsiCdb16, SrbExDataScsiCdb32, SrbExDataScsiCdbVar, SrbExDataTypeScsiCdb16,
-    SrbExDataTypeScsiCdb32, SrbExDataTypeScsiCdbVar, SrbExDataTypeWmi, SrbExDataWmi, StorAddrBtl8,
-    StorageRequestBlock,
+    SRB_FUNCTION_IO_CONTROL, SRB_FUNCTION_STORAGE_REQUEST_BLOCK, SRB_FUNCTION_WMI, SRB_SIGNATURE,
+    SRBEX_DATA_WMI_LENGTH, STOR_ADDRESS_TYPE_BTL8, STORAGE_REQUEST_BLOCK_VERSION_1,
+    ScsiRequestBlock, ScsiWmiRequestBlock, SrbExDataScsiCdb16, SrbExDataScsiCdb32,
+    SrbExDataScsiCdbVar, SrbExDataTypeScsiCdb16, SrbExDataTypeScsiCdb32, SrbExDataTypeScsiCdbVar,
+    SrbExDataTypeWmi, SrbExDataWmi, StorAddrBtl8, StorageRequestBlock,
 };
 use virtio_core::scsi::CDB_SIZE;
 
@@ -191,20 +191,28 @@ impl Srb {
             });
         }
         let address_offset = header.address_offset;
-        let address: StorAddrBtl8 =
-            self.read_block(address_offset, length)
-                .ok_or(SrbError::BadAddress {
+        let address = match self
+            .read_block::<StorAddrBtl8>(address_offset, length)
+            .filter(|address| address.r#type == STOR_ADDRESS_TYPE_BTL8)
+        {
+            Some(address) => Address {
+                path: address.path,
+                target: address.target,
+                lun: address.lun,
+            },
+            // Of an SRB_FUNCTION_IO_CONTROL request the WDK declares only Function, SrbFlags,
+            // TimeOutValue, DataBuffer and DataTransferLength valid: it is for the adapter, and
+            // its address block, whatever it holds, is never read.
+            None if header.srb_function == u32::from(SRB_FUNCTION_IO_CONTROL) => Address {
+                path: 0,
+                target: 0,
+                lun: 0,
+            },
+            None => {
+                return Err(SrbError::BadAddress {
                     offset: address_offset,
-                })?;
-        if address.r#type != STOR_ADDRESS_TYPE_BTL8 {
-            return Err(SrbError::BadAddress {
-                offset: address_offset,
-            });
-        }
-        let address = Address {
-            path: address.path,
-            target: address.target,
-            lun: address.lun,
+                });
+            }
         };
         let offsets_start = offset_of!(StorageRequestBlock, srb_ex_data_offset);
         let mut scsi = None;
@@ -537,6 +545,23 @@ impl Srb {
             flags: self.read_u8(flags),
             data_path: self.read_ptr(data_path).addr(),
         })
+    }
+
+    /// The data buffer of an `SRB_FUNCTION_IO_CONTROL` request, as one slice of exactly
+    /// `DataTransferLength` bytes: the only view through which the miniport reads the caller's
+    /// `SRB_IO_CONTROL` and payload. `None` for other functions and for a null `DataBuffer`.
+    pub fn io_control_buffer(&mut self) -> Option<&mut [u8]> {
+        if self.function() != u32::from(SRB_FUNCTION_IO_CONTROL) {
+            return None;
+        }
+        let length = self.data_transfer_length() as usize;
+        let buffer = NonNull::new(self.data_buffer().cast::<u8>())?;
+        // SAFETY: for SRB_FUNCTION_IO_CONTROL, StorPort passes in DataBuffer the IOCTL's system
+        // buffer, valid for reads and writes of DataTransferLength bytes whatever MapBuffers
+        // says (WDK, SCSI_REQUEST_BLOCK and STORAGE_REQUEST_BLOCK), and touched by no one else
+        // until the SRB is completed; the slice borrows the SRB mutably, so it ends before the
+        // SRB can be completed.
+        Some(unsafe { core::slice::from_raw_parts_mut(buffer.as_ptr(), length) })
     }
 
     /// The SRB extension (`SrbExtension` / `MiniportContext`).

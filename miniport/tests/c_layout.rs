@@ -4,7 +4,7 @@
 //!
 //! Two references:
 //! - mingw-w64's own headers (`ddk/srb.h`, `ddk/storport.h`, `ddk/ntddk.h`/`wdm.h`,
-//!   `ntddscsi.h`, `ntstatus.h`) for everything they have: the classic SRB and its WMI/power/PnP
+//!   `ddk/scsi.h`, `ntddscsi.h`, `ntstatus.h`) for everything they have: the classic SRB and its WMI/power/PnP
 //!   variants, `ACCESS_RANGE`, `SCSI_SUPPORTED_CONTROL_TYPE_LIST`, `SRB_IO_CONTROL`,
 //!   `STOR_SCATTER_GATHER_*`, `KDPC`/`KLOCK_QUEUE_HANDLE` (the cores of `STOR_DPC` and
 //!   `STOR_LOCK_HANDLE`), `PROCESSOR_NUMBER`, `GROUP_AFFINITY` and the constants. mingw's srb.h
@@ -663,6 +663,17 @@ fn storport_and_ntddscsi_checks() -> (Vec<Check>, Vec<Check>) {
     (storport, ntddscsi)
 }
 
+/// The control codes of scsi.h that travel inside `SRB_IO_CONTROL` (the cluster disk stack's
+/// "CLUSDISK" probes).
+fn scsi_checks() -> Vec<Check> {
+    constants!(
+        FILE_DEVICE_SCSI,
+        IOCTL_SCSI_MINIPORT_NOT_QUORUM_CAPABLE,
+        IOCTL_SCSI_MINIPORT_NOT_CLUSTER_CAPABLE,
+    )
+    .to_vec()
+}
+
 /// The WDK structures mingw-w64 10 lacks, declared from the field lists of Microsoft's
 /// reference pages, with the WDK's 64-bit alignment attributes. Names carry a `WDK_` prefix so
 /// they cannot collide with anything mingw declares.
@@ -941,6 +952,10 @@ const STORPORT_PRELUDE: &str = "#include <stddef.h>
 #include <storport.h>
 ";
 
+/// scsi.h needs srb.h's types before it.
+const SCSI_PRELUDE: &str =
+    "#include <stddef.h>\n#include <ntddk.h>\n#include <srb.h>\n#include <scsi.h>\n";
+
 const NTDDSCSI_PRELUDE: &str = "#include <stddef.h>\n#include <windows.h>\n#include <ntddscsi.h>\n";
 
 fn wdk_prelude() -> String {
@@ -961,6 +976,7 @@ fn units() -> Vec<(&'static str, String)> {
             "ntddscsi_probe.c",
             probe_source(NTDDSCSI_PRELUDE, &ntddscsi),
         ),
+        ("scsi_probe.c", probe_source(SCSI_PRELUDE, &scsi_checks())),
         ("wdk_probe.c", probe_source(&wdk_prelude(), &wdk_checks())),
     ]
 }
@@ -1001,7 +1017,7 @@ fn a_wrong_value_fails_each_probe() {
     };
     let ddk = ddk_include_dir(&cc);
     let dir = scratch_dir("storport-control");
-    let wrong: [(&str, String, Check); 4] = [
+    let wrong: [(&str, String, Check); 5] = [
         (
             "srb",
             SRB_PRELUDE.to_string(),
@@ -1016,6 +1032,11 @@ fn a_wrong_value_fails_each_probe() {
             "ntddscsi",
             NTDDSCSI_PRELUDE.to_string(),
             check("IOCTL_SCSI_MINIPORT", 0x0004_D009_u32),
+        ),
+        (
+            "scsi",
+            SCSI_PRELUDE.to_string(),
+            check("IOCTL_SCSI_MINIPORT_NOT_QUORUM_CAPABLE", 0x001B_0521_u32),
         ),
         (
             "wdk",

@@ -135,6 +135,28 @@ pub fn boot(
     Ok(Machine { adapter, device })
 }
 
+/// Boots one machine per entry of `nodes`, the simulated nodes of a cluster: each is its own
+/// adapter running the real miniport (its own simulator, processors, physical memory and
+/// virtio-scsi device), and every device carries the same `luns` ((target, lun, unit)).
+///
+/// Each device gets a clone of every [`Lun`] handle, and clones share the medium, so a write one
+/// node makes is what another node reads: several hosts zoned to one SAN volume. Give the units
+/// their identity ([`Lun::with_identity`]) before calling this; it is fixed once cloned.
+///
+/// # Errors
+/// The first node's [`BootError`]; the nodes already booted are shut down.
+pub fn boot_nodes(
+    nodes: &[SimOptions],
+    device: DeviceOptions,
+    luns: &[(u8, u16, Lun)],
+) -> Result<Vec<Machine>, BootError> {
+    let mut booted = Vec::with_capacity(nodes.len());
+    for sim in nodes {
+        booted.push(boot(sim.clone(), device, luns.to_vec())?);
+    }
+    Ok(booted)
+}
+
 /// Loads the miniport a second time on `device`, as the crash-dump stack does after a
 /// bugcheck: the simulator plays the dump port ([`crate::sim::DumpPort`]; `sim.dump` or the
 /// default one), over the same device and memory. The miniport's find-adapter resets the

@@ -410,6 +410,16 @@ pub const DUMP_MODE_RESUME: u8 = 0x04;
 /// `IOCTL_SCSI_MINIPORT`: `CTL_CODE(IOCTL_SCSI_BASE, 0x0402, METHOD_BUFFERED,
 /// FILE_READ_ACCESS | FILE_WRITE_ACCESS)`.
 pub const IOCTL_SCSI_MINIPORT: u32 = 0x0004_D008;
+/// `FILE_DEVICE_SCSI` (scsi.h): the device type in the `IOCTL_SCSI_MINIPORT_*` control codes
+/// that travel in `SRB_IO_CONTROL.ControlCode`.
+pub const FILE_DEVICE_SCSI: u32 = 0x0000_001B;
+/// `IOCTL_SCSI_MINIPORT_NOT_QUORUM_CAPABLE` (scsi.h, "CLUSTER support"):
+/// `(FILE_DEVICE_SCSI << 16) + 0x0520`, sent with signature "CLUSDISK" by the cluster disk
+/// stack; a miniport that *succeeds* it declares its disks unfit for the quorum.
+pub const IOCTL_SCSI_MINIPORT_NOT_QUORUM_CAPABLE: u32 = (FILE_DEVICE_SCSI << 16) + 0x0520;
+/// `IOCTL_SCSI_MINIPORT_NOT_CLUSTER_CAPABLE` (scsi.h): `(FILE_DEVICE_SCSI << 16) + 0x0521`; a
+/// miniport that *succeeds* it declares its disks unfit for a cluster.
+pub const IOCTL_SCSI_MINIPORT_NOT_CLUSTER_CAPABLE: u32 = (FILE_DEVICE_SCSI << 16) + 0x0521;
 
 /// Success.
 pub const STATUS_SUCCESS: NtStatus = 0;

@@ -526,6 +526,26 @@ pub struct SrbExDataWmi {
 }
 const _: () = assert!(size_of::<SrbExDataWmi>() == 24);
 
+/// SRB_FUNCTION_IO_CONTROL: IOCTL_SCSI_MINIPORT, DataBuffer holds SRB_IO_CONTROL + payload.
+pub const SRB_FUNCTION_IO_CONTROL: u8 = 0x02;
+/// SRB_FLAGS_NO_QUEUE_FREEZE.
+pub const SRB_FLAGS_NO_QUEUE_FREEZE: u32 = 0x0000_0100;
+
+/// SRB_IO_CONTROL (ntddscsi.h): the header of an IOCTL_SCSI_MINIPORT buffer.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct SrbIoControl {
+    pub header_length: u32,
+    pub signature: [u8; 8],
+    pub timeout: u32,
+    pub control_code: u32,
+    pub return_code: u32,
+    pub length: u32,
+}
+const _: () = assert!(size_of::<SrbIoControl>() == 28);
+
 /// The first two fields of any SRBEX_DATA block.
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]

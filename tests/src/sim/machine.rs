@@ -13,8 +13,8 @@ use zerocopy::{FromZeros, IntoBytes};
 use super::abi::{self, HwInitializationData, PortConfigurationInformation};
 use super::locks::{CallContext, DISPATCH_LEVEL, LockError, LockId, SpinLock, with_cpu};
 use super::{
-    Completion, Contiguity, DataDirection, DmaArena, Notification, PciFunction, Request, SimError,
-    SimOptions, Violation, WmiRequest,
+    Completion, Contiguity, DataDirection, DmaArena, IoctlRequest, Notification, PciFunction,
+    Request, SimError, SimOptions, Violation, WmiRequest,
 };
 
 /// `BOOLEAN HwInitialize(PVOID)`, also HwInterrupt, HwTimer-less passive initialisation.
@@ -62,6 +62,8 @@ pub enum SrbKind {
     Extended { cdb_block: usize, cdb_size: usize },
     /// SRB_FUNCTION_WMI, as SCSI_WMI_REQUEST_BLOCK or as STORAGE_REQUEST_BLOCK (`extended`).
     Wmi { extended: bool },
+    /// SRB_FUNCTION_IO_CONTROL, as SCSI_REQUEST_BLOCK or as STORAGE_REQUEST_BLOCK (`extended`).
+    IoControl { extended: bool },
     /// An abort or reset function (no CDB), in either shape.
     Control { extended: bool },
 }
@@ -1090,6 +1092,123 @@ impl Machine {
         if !self.memory.write(srb, &bytes) {
             return Err(SimError::OutOfMemory { len: srb_len });
         }
+        let ticket = self.track_adapter_request(
+            srb,
+            SrbKind::Wmi { extended },
+            regions,
+            (buffer, buffer_len),
+            timeout_seconds,
+        );
+        Ok((srb, ticket))
+    }
+
+    /// Builds an SRB_FUNCTION_IO_CONTROL request in DMA memory as storport.sys builds one for
+    /// IOCTL_SCSI_MINIPORT (see [`IoctlRequest`]) and records it outstanding.
+    pub(crate) fn build_ioctl_srb(&self, request: &IoctlRequest) -> Result<(usize, u64), SimError> {
+        if request.data_transfer_length as usize > request.buffer.len() {
+            return Err(SimError::IoctlLength {
+                length: request.data_transfer_length,
+                buffer: request.buffer.len(),
+            });
+        }
+        let srb_extension_size = lock(&self.config).srb_extension_size as usize;
+        let extended = self.srb_extended.load(Ordering::SeqCst);
+        let mut regions = Vec::new();
+        let mut alloc = |len: usize, align: usize| -> Result<usize, SimError> {
+            let address = self
+                .memory
+                .alloc(len.max(1), align)
+                .ok_or(SimError::OutOfMemory { len })?;
+            regions.push((address, len.max(1)));
+            Ok(address)
+        };
+        let header_len = size_of::<abi::StorageRequestBlock>();
+        let srb_len = if extended {
+            header_len + size_of::<abi::StorAddrBtl8>()
+        } else {
+            size_of::<abi::ScsiRequestBlock>()
+        };
+        let srb = alloc(srb_len, 16)?;
+        let srb_extension = if srb_extension_size > 0 {
+            alloc(srb_extension_size, 16)?
+        } else {
+            0
+        };
+        let buffer_len = request.buffer.len() + super::WMI_GUARD_LEN;
+        // The system buffer of a METHOD_BUFFERED IOCTL: pool memory, 8-aligned.
+        let buffer = alloc(buffer_len, 8)?;
+        let mut contents = request.buffer.clone();
+        contents.resize(buffer_len, super::WMI_GUARD_BYTE);
+        if !self.memory.write(buffer, &contents) {
+            return Err(SimError::OutOfMemory { len: buffer_len });
+        }
+        let timeout_seconds = IoctlRequest::header(&request.buffer)
+            .map_or(10, |header| header.timeout)
+            .max(1);
+        let flags = abi::SRB_FLAGS_DATA_IN | abi::SRB_FLAGS_NO_QUEUE_FREEZE;
+        let bytes = if extended {
+            let header = abi::StorageRequestBlock {
+                length: abi::STORAGE_REQUEST_BLOCK_HEADER_LENGTH,
+                function: abi::SRB_FUNCTION_STORAGE_REQUEST_BLOCK,
+                signature: abi::SRB_SIGNATURE,
+                version: abi::STORAGE_REQUEST_BLOCK_VERSION_1,
+                srb_length: srb_len as u32,
+                srb_function: u32::from(abi::SRB_FUNCTION_IO_CONTROL),
+                srb_flags: flags,
+                time_out_value: timeout_seconds,
+                address_offset: header_len as u32,
+                num_srb_ex_data: 0,
+                data_transfer_length: request.data_transfer_length,
+                data_buffer: buffer as u64,
+                miniport_context: srb_extension as u64,
+                ..abi::StorageRequestBlock::default()
+            };
+            let btl = abi::StorAddrBtl8 {
+                address_type: abi::STOR_ADDRESS_TYPE_BTL8,
+                address_length: abi::STOR_ADDR_BTL8_ADDRESS_LENGTH,
+                ..abi::StorAddrBtl8::default()
+            };
+            let mut bytes = Vec::with_capacity(srb_len);
+            bytes.extend_from_slice(header.as_bytes());
+            bytes.extend_from_slice(btl.as_bytes());
+            bytes
+        } else {
+            abi::ScsiRequestBlock {
+                length: size_of::<abi::ScsiRequestBlock>() as u16,
+                function: abi::SRB_FUNCTION_IO_CONTROL,
+                srb_flags: flags,
+                data_transfer_length: request.data_transfer_length,
+                time_out_value: timeout_seconds,
+                data_buffer: buffer as u64,
+                srb_extension: srb_extension as u64,
+                ..abi::ScsiRequestBlock::default()
+            }
+            .as_bytes()
+            .to_vec()
+        };
+        if !self.memory.write(srb, &bytes) {
+            return Err(SimError::OutOfMemory { len: srb_len });
+        }
+        let ticket = self.track_adapter_request(
+            srb,
+            SrbKind::IoControl { extended },
+            regions,
+            (buffer, buffer_len),
+            timeout_seconds,
+        );
+        Ok((srb, ticket))
+    }
+
+    /// Records an adapter request (WMI, IOCTL) outstanding: its SRB, the memory behind it, its
+    /// buffer (read back whole at completion) and its deadline. Returns its ticket.
+    fn track_adapter_request(
+        &self,
+        srb: usize,
+        kind: SrbKind,
+        regions: Vec<(usize, usize)>,
+        buffer: (usize, usize),
+        timeout_seconds: u32,
+    ) -> u64 {
         let timeout = self.options.timeout_scale.saturating_mul(timeout_seconds);
         let mut state = self.state();
         state.next_ticket += 1;
@@ -1098,10 +1217,10 @@ impl Machine {
             srb,
             SrbRecord {
                 ticket,
-                kind: SrbKind::Wmi { extended },
+                kind,
                 address: (0, 0, 0),
                 regions,
-                data: Some((buffer, buffer_len)),
+                data: Some(buffer),
                 direction: DataDirection::In,
                 sense: None,
                 deadline: Instant::now() + timeout,
@@ -1109,7 +1228,7 @@ impl Machine {
                 scatter_gather: None,
             },
         );
-        Ok((srb, ticket))
+        ticket
     }
 
     /// StorPortNotification(RequestComplete): reads the SRB back and retires it.
@@ -1167,12 +1286,15 @@ impl Machine {
                     cdb.sense_info_buffer_length,
                 )
             }
-            SrbKind::Wmi { extended: false } => {
+            SrbKind::Wmi { extended: false } | SrbKind::IoControl { extended: false } => {
+                // SCSI_REQUEST_BLOCK and SCSI_WMI_REQUEST_BLOCK share these fields' offsets.
                 let mut block = abi::ScsiWmiRequestBlock::default();
                 let _ = self.memory.read(srb, block.as_mut_bytes());
                 (block.srb_status, 0, block.data_transfer_length, 0)
             }
-            SrbKind::Wmi { extended: true } | SrbKind::Control { extended: true } => {
+            SrbKind::Wmi { extended: true }
+            | SrbKind::IoControl { extended: true }
+            | SrbKind::Control { extended: true } => {
                 let mut header = abi::StorageRequestBlock::default();
                 let _ = self.memory.read(srb, header.as_mut_bytes());
                 (header.srb_status, 0, header.data_transfer_length, 0)
@@ -1193,7 +1315,7 @@ impl Machine {
         };
         let data = match (record.kind, record.direction, record.data) {
             // The whole WMI buffer, guard included, so overruns show.
-            (SrbKind::Wmi { .. }, _, Some((address, len))) => {
+            (SrbKind::Wmi { .. } | SrbKind::IoControl { .. }, _, Some((address, len))) => {
                 let mut bytes = vec![0; len];
                 let _ = self.memory.read(address, &mut bytes);
                 bytes
@@ -1359,11 +1481,13 @@ impl Machine {
             let offset = match kind {
                 SrbKind::Scsi
                 | SrbKind::Wmi { extended: false }
+                | SrbKind::IoControl { extended: false }
                 | SrbKind::Control { extended: false } => {
                     std::mem::offset_of!(abi::ScsiRequestBlock, srb_status)
                 }
                 SrbKind::Extended { .. }
                 | SrbKind::Wmi { extended: true }
+                | SrbKind::IoControl { extended: true }
                 | SrbKind::Control { extended: true } => {
                     std::mem::offset_of!(abi::StorageRequestBlock, srb_status)
                 }

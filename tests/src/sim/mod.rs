@@ -540,7 +540,7 @@ pub struct WmiRequest {
     pub data_transfer_length: u32,
 }
 
-/// Bytes of guard, filled with [`WMI_GUARD_BYTE`], after every WMI buffer: a miniport that
+/// Bytes of guard, filled with [`WMI_GUARD_BYTE`], after every WMI and IOCTL buffer: a miniport that
 /// writes past DataTransferLength changes them.
 pub const WMI_GUARD_LEN: usize = 64;
 /// The guard's fill.
@@ -557,6 +557,72 @@ impl WmiRequest {
             data_transfer_length: u32::try_from(buffer.len()).unwrap_or(u32::MAX),
             buffer,
         }
+    }
+}
+
+/// An `IOCTL_SCSI_MINIPORT` request as StorPort hands it to the miniport: an
+/// `SRB_FUNCTION_IO_CONTROL` SRB (SCSI_REQUEST_BLOCK, or STORAGE_REQUEST_BLOCK with a BTL8
+/// address and no SRBEX_DATA blocks, whichever SRB type the adapter uses) whose `DataBuffer` is
+/// the IOCTL's system buffer: the `SRB_IO_CONTROL` header, then the payload, followed here by
+/// [`WMI_GUARD_LEN`] guard bytes of [`WMI_GUARD_BYTE`] so a write past `DataTransferLength`
+/// shows. `SrbFlags` are DATA_IN | NO_QUEUE_FREEZE and `TimeOutValue` the header's `Timeout`.
+///
+/// The buffer is sent as given: the simulator does not check the header the way storport.sys
+/// checks a user-mode caller's, so a scenario can play a kernel component that builds the SRB
+/// itself, with any header and any `DataTransferLength` up to the buffer's size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IoctlRequest {
+    /// The system buffer's contents: `SRB_IO_CONTROL` and payload, as the caller wrote them.
+    pub buffer: Vec<u8>,
+    /// DataTransferLength; the simulator refuses one beyond `buffer` (StorPort never sends
+    /// more than the buffer holds).
+    pub data_transfer_length: u32,
+}
+
+impl IoctlRequest {
+    /// A well-formed request: `HeaderLength` 28, `Length` the payload's, `ReturnCode` 0, and
+    /// `DataTransferLength` `HeaderLength + Length`, as StorPort computes it.
+    #[must_use]
+    pub fn new(signature: [u8; 8], control_code: u32, timeout: u32, payload: &[u8]) -> Self {
+        use zerocopy::IntoBytes;
+        let header = abi::SrbIoControl {
+            header_length: u32::try_from(size_of::<abi::SrbIoControl>()).unwrap_or(0),
+            signature,
+            timeout,
+            control_code,
+            return_code: 0,
+            length: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+        };
+        let mut buffer = header.as_bytes().to_vec();
+        buffer.extend_from_slice(payload);
+        Self {
+            data_transfer_length: u32::try_from(buffer.len()).unwrap_or(u32::MAX),
+            buffer,
+        }
+    }
+
+    /// The header at the start of `bytes` (a request's buffer, or a completion's data), if
+    /// `bytes` holds one.
+    #[must_use]
+    pub fn header(bytes: &[u8]) -> Option<abi::SrbIoControl> {
+        use zerocopy::FromBytes;
+        abi::SrbIoControl::read_from_prefix(bytes)
+            .ok()
+            .map(|(header, _)| header)
+    }
+
+    /// The same request with `f` applied to its header (for malformed requests); the buffer and
+    /// `DataTransferLength` stay as they were.
+    #[must_use]
+    pub fn with_header(mut self, f: impl FnOnce(&mut abi::SrbIoControl)) -> Self {
+        use zerocopy::IntoBytes;
+        if let Some(mut header) = Self::header(&self.buffer) {
+            f(&mut header);
+            if let Some(prefix) = self.buffer.get_mut(..size_of::<abi::SrbIoControl>()) {
+                prefix.copy_from_slice(header.as_bytes());
+            }
+        }
+        self
     }
 }
 
@@ -598,6 +664,13 @@ pub enum SimError {
     AdapterControl(u32),
     /// The host could not provide a resource (threads, address space).
     Resources,
+    /// An IOCTL request whose DataTransferLength exceeds its buffer.
+    IoctlLength {
+        /// DataTransferLength asked for.
+        length: u32,
+        /// The buffer's size.
+        buffer: usize,
+    },
     /// The port driver's rescans and state changes did not settle in time.
     PnpTimedOut,
     /// A WMI request whose DataTransferLength exceeds its buffer.
@@ -930,6 +1003,27 @@ impl Adapter {
             .and_then(|processors| processors.get(processor as usize))
             .ok_or(SimError::NoProcessor(processor))?;
         let (srb, ticket) = self.machine.build_wmi_srb(request)?;
+        sender
+            .send(Work::Submit(srb))
+            .map_err(|_| SimError::NotStarted)?;
+        self.wait(Ticket(ticket), Duration::from_secs(10))
+    }
+
+    /// Sends an `SRB_FUNCTION_IO_CONTROL` request (see [`IoctlRequest`]) on simulated
+    /// processor `processor` and waits for it (10 s). The completion's `data` is the whole
+    /// buffer followed by its [`WMI_GUARD_LEN`] guard bytes, whatever DataTransferLength the
+    /// miniport set; [`IoctlRequest::header`] reads its `ReturnCode`.
+    ///
+    /// # Errors
+    /// [`SimError::IoctlLength`], and as [`Adapter::execute`].
+    pub fn ioctl(&self, processor: u32, request: &IoctlRequest) -> Result<Completion, SimError> {
+        let sender = self
+            .machine
+            .processors
+            .get()
+            .and_then(|processors| processors.get(processor as usize))
+            .ok_or(SimError::NoProcessor(processor))?;
+        let (srb, ticket) = self.machine.build_ioctl_srb(request)?;
         sender
             .send(Work::Submit(srb))
             .map_err(|_| SimError::NotStarted)?;
