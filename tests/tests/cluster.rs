@@ -698,7 +698,6 @@ fn unit_of(luns: &[(u8, u16, Lun)], (target, lun): (u8, u16)) -> &Lun {
 }
 
 #[test]
-#[ignore = "needs PR target"]
 fn validate_scsi3_persistent_reservation_between_the_nodes() {
     let luns = shared_luns();
     let (a, b) = two_nodes(&luns);
@@ -778,7 +777,6 @@ fn validate_scsi3_persistent_reservation_between_the_nodes() {
 }
 
 #[test]
-#[ignore = "needs PR target"]
 fn validate_disk_arbitration_exactly_one_node_wins() {
     let luns = shared_luns();
     let (a, b) = two_nodes(&luns);
@@ -1099,7 +1097,6 @@ fn take_ownership(node: &Machine, disks: &[(u8, u16)]) {
 }
 
 #[test]
-#[ignore = "needs PR target"]
 fn validate_disk_failover_with_io_running_on_the_owner() {
     let luns = shared_luns();
     let (a, b) = two_nodes(&luns);
@@ -1116,7 +1113,6 @@ fn validate_disk_failover_with_io_running_on_the_owner() {
 }
 
 #[test]
-#[ignore = "needs PR target"]
 fn validate_simultaneous_failover_of_every_cluster_disk() {
     let luns = shared_luns();
     let (a, b) = two_nodes(&luns);
