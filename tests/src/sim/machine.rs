@@ -994,10 +994,6 @@ impl Machine {
     /// Builds an SRB_FUNCTION_WMI request in DMA memory (from the WDK's SCSI_WMI_REQUEST_BLOCK
     /// and SRBEX_DATA_WMI field lists) and records it outstanding. The buffer is followed by a
     /// guard; DataPath points to a copy of the GUID, or is 0 (WMIREGISTER) without one.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "both SRB layouts field by field, as build_srb; splitting scatters the mapping"
-    )]
     pub(crate) fn build_wmi_srb(&self, request: &WmiRequest) -> Result<(usize, u64), SimError> {
         if request.data_transfer_length as usize > request.buffer.len() {
             return Err(SimError::WmiLength {
