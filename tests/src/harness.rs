@@ -6,7 +6,7 @@ use std::sync::Arc;
 use virtio_core::hal::PciConfig;
 
 use crate::device::{
-    DeviceOptions, FaultAction, FaultHook, InterruptSink, Lun, PhysicalMemory, RequestInfo,
+    DeviceOptions, FaultAction, FaultHook, InterruptSink, Lun, Nexus, PhysicalMemory, RequestInfo,
     VirtioScsiDevice,
 };
 use crate::sim::{
@@ -139,9 +139,13 @@ pub fn boot(
 /// adapter running the real miniport (its own simulator, processors, physical memory and
 /// virtio-scsi device), and every device carries the same `luns` ((target, lun, unit)).
 ///
-/// Each device gets a clone of every [`Lun`] handle, and clones share the medium, so a write one
-/// node makes is what another node reads: several hosts zoned to one SAN volume. Give the units
-/// their identity ([`Lun::with_identity`]) before calling this; it is fixed once cloned.
+/// Each device gets a clone of every [`Lun`] handle, and clones share the medium and the
+/// reservation state, so a write one node makes is what another node reads, and a reservation
+/// one node takes binds the others: several hosts zoned to one SAN volume. Node `i` (from 0)
+/// is I_T nexus `i + 1` ([`Nexus::new`]; `device.nexus` is ignored, since every node must be
+/// its own initiator), so scenarios can name each node's registrations in
+/// [`Lun::pr_status`](crate::device::target::Lun::pr_status). Give the units their identity
+/// ([`Lun::with_identity`]) before calling this; it is fixed once cloned.
 ///
 /// # Errors
 /// The first node's [`BootError`]; the nodes already booted are shut down.
@@ -151,7 +155,11 @@ pub fn boot_nodes(
     luns: &[(u8, u16, Lun)],
 ) -> Result<Vec<Machine>, BootError> {
     let mut booted = Vec::with_capacity(nodes.len());
-    for sim in nodes {
+    for (id, sim) in (1..).zip(nodes) {
+        let device = DeviceOptions {
+            nexus: Some(Nexus::new(id)),
+            ..device
+        };
         booted.push(boot(sim.clone(), device, luns.to_vec())?);
     }
     Ok(booted)

@@ -25,9 +25,11 @@ use rvscsi::storport::{
     SRB_STATUS_INVALID_REQUEST, SRB_STATUS_SUCCESS, STATUS_INVALID_DEVICE_REQUEST,
     STATUS_NOT_SUPPORTED,
 };
-use rvscsi_tests::device::DeviceOptions;
+use rvscsi_tests::device::reservations::PersistentReservation;
 use rvscsi_tests::device::target::{Lun, LunIdentity};
+use rvscsi_tests::device::{DeviceOptions, Nexus, ReservationType};
 use rvscsi_tests::harness::{Machine, boot_nodes};
+use rvscsi_tests::scenario::{read10, wait_until, write10};
 use rvscsi_tests::sim::{
     Completion, IoctlRequest, Request, SimOptions, WMI_GUARD_BYTE, WMI_GUARD_LEN,
 };
@@ -35,6 +37,8 @@ use rvscsi_tests::sim::{
 const BLOCKS: u64 = 1 << 14; // 8 MiB per LUN
 const BLOCK: usize = 512;
 const CLUSDISK: [u8; 8] = *b"CLUSDISK";
+/// How long a scenario waits for I/O running on other threads to make progress.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The shared LUNs: (target, lun, serial, NAA id). The last has no device designator, as a
 /// QEMU disk without `wwn=` has none.
@@ -79,6 +83,10 @@ fn two_nodes(luns: &[(u8, u16, Lun)]) -> (Machine, Machine) {
     let node_a = nodes.pop().unwrap();
     assert!(node_a.adapter.found_adapter().extended_srbs);
     assert!(!node_b.adapter.found_adapter().extended_srbs);
+    assert_eq!(
+        (node_a.device.nexus(), node_b.device.nexus()),
+        (Nexus::new(1), Nexus::new(2))
+    );
     (node_a, node_b)
 }
 
@@ -118,19 +126,6 @@ fn device_page(unit: &Lun, page: u8) -> Vec<u8> {
 fn designator(page: &[u8]) -> Vec<u8> {
     let length = usize::from(page[7]);
     page[4..8 + length].to_vec()
-}
-
-fn write10(lba: u32, blocks: u16) -> Vec<u8> {
-    let mut cdb = vec![0x2A, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    cdb[2..6].copy_from_slice(&lba.to_be_bytes());
-    cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
-    cdb
-}
-
-fn read10(lba: u32, blocks: u16) -> Vec<u8> {
-    let mut cdb = write10(lba, blocks);
-    cdb[0] = 0x28;
-    cdb
 }
 
 /// The `BusType` DWORD the INF template writes under the service's `Parameters` key.
@@ -609,6 +604,14 @@ fn read_reservation(node: &Machine, disk: (u8, u16)) -> Option<(u64, u8)> {
     })
 }
 
+/// The persistent reservation `node` holds, as the device records it.
+fn held_by(node: &Machine) -> PersistentReservation {
+    PersistentReservation {
+        kind: ReservationType::WriteExclusiveRegistrantsOnly,
+        holder: Some(node.device.nexus()),
+    }
+}
+
 /// How one command came back, as the class driver above the miniport classifies it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Seen {
@@ -706,6 +709,9 @@ fn validate_scsi3_persistent_reservation_between_the_nodes() {
         // A registers and reserves; both nodes read the same keys and reservation.
         assert_eq!(seen(&pr_out(&a, 0, disk, REGISTER, 0, KEY_A)), Seen::Good);
         assert_eq!(seen(&pr_out(&a, 1, disk, RESERVE, KEY_A, 0)), Seen::Good);
+        let status = unit.pr_status();
+        assert_eq!(status.key_of(a.device.nexus()), Some(KEY_A));
+        assert_eq!(status.reservation, Some(held_by(&a)));
         assert_eq!(pr_in(&a, disk, READ_KEYS), pr_in(&b, disk, READ_KEYS));
         assert_eq!(read_keys(&b, disk), vec![KEY_A]);
         for node in [&a, &b] {
@@ -733,6 +739,15 @@ fn validate_scsi3_persistent_reservation_between_the_nodes() {
         assert_eq!(
             seen(&pr_out(&b, 1, disk, PREEMPT, KEY_B, KEY_A)),
             Seen::Good
+        );
+        let status = unit.pr_status();
+        assert_eq!(status.key_of(a.device.nexus()), None);
+        assert_eq!(status.key_of(b.device.nexus()), Some(KEY_B));
+        assert_eq!(status.reservation, Some(held_by(&b)));
+        assert_eq!(
+            unit.unit_attentions(a.device.nexus()),
+            vec![REGISTRATIONS_PREEMPTED],
+            "raised by the device, for the driver to deliver"
         );
         assert_eq!(
             test_unit_ready(&a, disk),
@@ -771,6 +786,8 @@ fn validate_scsi3_persistent_reservation_between_the_nodes() {
         assert!(read_keys(&a, disk).is_empty());
         assert!(read_keys(&b, disk).is_empty());
         assert_eq!(read_reservation(&a, disk), None);
+        let status = unit.pr_status();
+        assert!(status.registrations.is_empty() && status.reservation.is_none());
     }
     a.finish();
     b.finish();
@@ -810,6 +827,8 @@ fn validate_disk_arbitration_exactly_one_node_wins() {
             };
             wins[winner] += 1;
             let loser = 1 - winner;
+            let reservation = unit_of(&luns, disk).pr_status().reservation;
+            assert_eq!(reservation, Some(held_by(&nodes[winner])));
             for node in &nodes {
                 assert_eq!(
                     read_reservation(node, disk),
@@ -973,18 +992,6 @@ impl Writer {
     }
 }
 
-/// Waits (up to 30 s) until `condition` holds.
-fn wait_until(what: &str, condition: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !condition() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-}
-
 /// The failover itself: on every disk at once, `taker` registers and preempts node A's key.
 fn take_over(taker: &Arc<Machine>, disks: &[(u8, u16)]) {
     let start = Arc::new(std::sync::Barrier::new(disks.len()));
@@ -1046,7 +1053,10 @@ fn failover_with_io(
     }
     // I/O runs on the owner, and is refused to the taker, before the failover.
     for writer in &writers {
-        wait_until("writes before the failover", || writer.progress() >= 20);
+        assert!(
+            wait_until(WAIT, || writer.progress() >= 20),
+            "writes before the failover"
+        );
         if writer.base == TAKER_REGION {
             assert_eq!(writer.landed(), 0, "{:?}: the taker wrote", writer.disk);
         }
@@ -1055,9 +1065,11 @@ fn failover_with_io(
     // And keeps running on both sides after it.
     let after: Vec<u32> = writers.iter().map(Writer::progress).collect();
     for (writer, done) in writers.iter().zip(after) {
-        wait_until("writes after the failover", || {
-            writer.progress() >= done + 20 && writer.landed() > 0
-        });
+        assert!(
+            wait_until(WAIT, || writer.progress() >= done + 20
+                && writer.landed() > 0),
+            "writes after the failover"
+        );
     }
     stop.store(true, Ordering::SeqCst);
     for writer in writers {
@@ -1085,6 +1097,10 @@ fn failover_with_io(
             );
             assert_eq!(read_keys(node, disk), vec![KEY_B]);
         }
+        let status = unit_of(luns, disk).pr_status();
+        assert_eq!(status.reservation, Some(held_by(taker)));
+        let registered: Vec<Nexus> = status.registrations.iter().map(|r| r.nexus).collect();
+        assert_eq!(registered, vec![taker.device.nexus()]);
     }
 }
 
