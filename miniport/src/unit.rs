@@ -337,7 +337,7 @@ mod tests {
 
         #[test]
         fn any_list_length_is_never_written_past(max in 0usize..64) {
-            let mut list = vec![0u8; 64];
+            let mut list = [0u8; 64];
             report_supported(&mut list[..max.min(LIST_ENTRIES)]);
             prop_assert!(list[max.min(LIST_ENTRIES)..].iter().all(|&b| b == 0));
         }

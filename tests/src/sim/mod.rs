@@ -1287,11 +1287,13 @@ impl Adapter {
         // SCSI_SUPPORTED_CONTROL_TYPE_LIST: ULONG MaxControlType; BOOLEAN SupportedTypeList[],
         // every entry FALSE as the port driver initialises it, then the guard. u32 words keep
         // the header aligned.
-        let mut words = vec![0_u32; (4 + entries + GUARD).div_ceil(4)];
-        words[0] = max;
-        let base = words.as_mut_ptr().cast::<u8>();
-        // SAFETY: the guard region lies inside `words` (sized above), written byte by byte.
-        unsafe { base.add(4 + entries).write_bytes(PATTERN, GUARD) };
+        let mut bytes = vec![0_u8; (4 + entries + GUARD).next_multiple_of(4)];
+        bytes[..4].copy_from_slice(&max.to_le_bytes());
+        bytes[4 + entries..4 + entries + GUARD].fill(PATTERN);
+        let mut words: Vec<u32> = bytes
+            .chunks_exact(4)
+            .map(|chunk| u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
+            .collect();
         let status = self.unit_control_raw(
             abi::SCSI_QUERY_SUPPORTED_UNIT_CONTROL_TYPES,
             words.as_mut_ptr().cast(),
