@@ -13,8 +13,9 @@ use crate::storport::{
     PortConfigurationInformation, SP_RETURN_ERROR, SRB_STATUS_INVALID_REQUEST,
     SRB_TYPE_FLAG_SCSI_REQUEST_BLOCK, SRB_TYPE_FLAG_STORAGE_REQUEST_BLOCK,
     STOR_MAP_NON_READ_WRITE_BUFFERS, ScsiAdapterControlSuccess, ScsiAdapterControlUnsuccessful,
-    ScsiQuerySupportedControlTypes, ScsiRequestBlock, ScsiRestartAdapter, ScsiStopAdapter,
-    ScsiSupportedControlTypeList, StorDpc, StorPortInitialize, TRUE,
+    ScsiQuerySupportedControlTypes, ScsiQuerySupportedUnitControlTypes, ScsiRequestBlock,
+    ScsiRestartAdapter, ScsiStopAdapter, ScsiSupportedControlTypeList, ScsiUnitControlSuccess,
+    ScsiUnitControlUnsuccessful, StorAddrBtl8, StorDpc, StorPortInitialize, TRUE,
 };
 use crate::trace::ResetCause;
 
@@ -34,6 +35,7 @@ pub fn initialization_data() -> HwInitializationData {
     data.hw_find_adapter = Some(hw_find_adapter);
     data.hw_reset_bus = Some(hw_reset_bus);
     data.hw_adapter_control = Some(hw_adapter_control);
+    data.hw_unit_control = Some(hw_unit_control);
     data.device_extension_size = size_of::<Adapter>() as u32;
     data.specific_lu_extension_size = 0;
     // The largest request layout; find-adapter lowers it to what the device needs.
@@ -367,4 +369,55 @@ pub unsafe extern "system" fn hw_adapter_control(
         }
         _ => ScsiAdapterControlUnsuccessful,
     }
+}
+
+/// HwStorUnitControl (see `crate::unit` for what each type does).
+///
+/// # Safety
+/// PASSIVE_LEVEL with no StorPort lock held, for every type the query reports (Microsoft,
+/// HW_UNIT_CONTROL). `parameters` is, for `ScsiQuerySupportedUnitControlTypes`, a
+/// `SCSI_SUPPORTED_CONTROL_TYPE_LIST` header followed by `MaxControlType` BOOLEANs, writable;
+/// for `ScsiUnitStart`, `ScsiUnitRemove` and `ScsiUnitSurpriseRemoval`, a readable
+/// `STOR_ADDR_BTL8`; valid for the call. Other types are answered Unsuccessful unread.
+pub unsafe extern "system" fn hw_unit_control(
+    device_extension: *mut c_void,
+    control_type: u32,
+    parameters: *mut c_void,
+) -> u32 {
+    // SAFETY: StorPort's device extension.
+    let Some(adapter) = (unsafe { adapter(device_extension) }) else {
+        return ScsiUnitControlUnsuccessful;
+    };
+    if !crate::unit::is_supported(control_type) {
+        return ScsiUnitControlUnsuccessful;
+    }
+    if control_type == ScsiQuerySupportedUnitControlTypes {
+        let Some(list) = NonNull::new(parameters.cast::<ScsiSupportedControlTypeList>()) else {
+            return ScsiUnitControlUnsuccessful;
+        };
+        // SAFETY: StorPort passes a readable list header (the function's contract).
+        let max = unsafe { list.as_ref() }.max_control_type;
+        // Only the entries below both MaxControlType and one past our highest type are handed
+        // on: the caller's array has `MaxControlType` of them, and none beyond is ours to touch.
+        let len = (max as usize).min(crate::unit::LIST_ENTRIES);
+        let first = list
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_add(core::mem::offset_of!(
+                ScsiSupportedControlTypeList,
+                supported_type_list
+            ));
+        // SAFETY: `len <= MaxControlType` BOOLEANs (bytes) follow the header, writable and
+        // exclusively ours for the call; nothing else references them meanwhile.
+        let entries = unsafe { core::slice::from_raw_parts_mut(first, len) };
+        crate::unit::report_supported(entries);
+        return ScsiUnitControlSuccess;
+    }
+    let unit = NonNull::new(parameters.cast::<StorAddrBtl8>()).and_then(|address| {
+        // SAFETY: a readable STOR_ADDR_BTL8 for the types that reach here (the function's
+        // contract); read unaligned, so a caller's placement never matters.
+        let address = unsafe { address.as_ptr().read_unaligned() };
+        crate::unit::Unit::from_address(&address).ok()
+    });
+    crate::unit::control(adapter, control_type, unit)
 }

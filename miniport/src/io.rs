@@ -459,6 +459,20 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
             complete(adapter, srb, SRB_STATUS_BUSY);
             return;
         }
+        if adapter
+            .events()
+            .gone()
+            .contains(context.target, context.lun.get() as u8)
+            && !crate::events::reaches_absent_unit(context.opcode)
+        {
+            // Marked removed since BuildIo accepted it (a REMOVED event, or StorPort removing
+            // the unit: `crate::unit`). Read under the queue lock, under which a removal's scan
+            // of what is in flight looks at this ring too: a request is either on the ring for
+            // that scan (and taken back by its LUN reset) or refused here, never lost between.
+            drop(guard);
+            complete(adapter, srb, SRB_STATUS_NO_DEVICE);
+            return;
+        }
         let Some(state) = guard.state() else {
             drop(guard);
             complete(adapter, srb, SRB_STATUS_ERROR);

@@ -23,5 +23,6 @@ pub mod registry;
 pub mod srb;
 pub mod tmf;
 pub mod trace;
+pub mod unit;
 pub mod vpd;
 pub mod wmi;

@@ -60,6 +60,11 @@ pub enum TraceEvent {
     DeviceEvent = 10,
     /// The device's configuration changed. arg0: config generation.
     ConfigChanged = 11,
+    /// StorPort's HwStorUnitControl started or removed a unit (see `crate::unit`). arg0: the
+    /// `SCSI_UNIT_CONTROL_TYPE` (2 start, 9 remove, 10 surprise removal); arg1: target << 16 |
+    /// lun; arg2: the unit's commands on a ring at the call (a LOGICAL UNIT RESET follows if
+    /// nonzero), 0 for a start.
+    UnitControl = 12,
 }
 
 /// Why a device reset happened (arg0 of [`TraceEvent::DeviceReset`]).
@@ -78,6 +83,8 @@ pub enum ResetCause {
     DeviceNeedsReset = 4,
     /// A task management function failed or was not answered in time.
     TmfEscalation = 5,
+    /// A unit was removed with commands in flight and its LOGICAL UNIT RESET could not be sent.
+    UnitRemoval = 6,
 }
 
 /// What the device did wrong (arg0 of [`TraceEvent::ProtocolViolation`]).
@@ -100,7 +107,11 @@ impl TraceEvent {
         match self {
             Self::DeviceReset | Self::ProtocolViolation => 0,
             Self::RegistryAdjusted | Self::TmfDone => 1,
-            Self::Stopped | Self::Restarted | Self::DeviceEvent | Self::ConfigChanged => 2,
+            Self::Stopped
+            | Self::Restarted
+            | Self::DeviceEvent
+            | Self::ConfigChanged
+            | Self::UnitControl => 2,
             Self::AdapterFound | Self::Initialized | Self::TmfSent => 3,
         }
     }
@@ -120,6 +131,7 @@ impl TraceEvent {
             Self::TmfDone => c"tmf-done",
             Self::DeviceEvent => c"device-event",
             Self::ConfigChanged => c"config-changed",
+            Self::UnitControl => c"unit-control",
         }
     }
 }

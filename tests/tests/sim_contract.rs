@@ -96,6 +96,9 @@ enum Mode {
     /// ScsiStopAdapter for message 1's lock under the interrupt lock StorPort holds (both
     /// recursive acquisitions on real Windows).
     InterruptLockIsEveryMessageLock,
+    /// HwStorUnitControl's query writes past MaxControlType, and every other type is answered
+    /// Success though the query did not report it.
+    BadUnitControl,
 }
 
 thread_local! {
@@ -561,7 +564,7 @@ extern "system" fn start_io(extension: *mut c_void, srb: *mut c_void) -> u8 {
     e.max_in_start_io.fetch_max(inside, Ordering::SeqCst);
     std::thread::yield_now();
     match e.mode {
-        Mode::Immediate => {
+        Mode::Immediate | Mode::BadUnitControl => {
             execute(extension, srb);
             complete(extension, srb);
         }
@@ -752,6 +755,38 @@ extern "system" fn adapter_control(
     abi::SCSI_ADAPTER_CONTROL_SUCCESS
 }
 
+/// HwStorUnitControl: reports only the query itself and refuses every other type, except in
+/// `BadUnitControl`, which also writes the eight entries past MaxControlType and answers
+/// Success to everything.
+extern "system" fn unit_control(
+    extension: *mut c_void,
+    control: u32,
+    parameters: *mut c_void,
+) -> u32 {
+    let bad = ext(extension).mode == Mode::BadUnitControl;
+    if control == abi::SCSI_QUERY_SUPPORTED_UNIT_CONTROL_TYPES {
+        // SAFETY: SCSI_SUPPORTED_CONTROL_TYPE_LIST: MaxControlType then the BOOLEAN list.
+        let max = unsafe { parameters.cast::<u32>().read_unaligned() } as usize;
+        let last = if bad { max + 8 } else { max.min(1) };
+        let entries = if bad {
+            (max..last).chain(0..1).collect()
+        } else {
+            (0..last).collect::<Vec<_>>()
+        };
+        for entry in entries {
+            // SAFETY: inside the list, or (`BadUnitControl`, on purpose) inside the simulator's
+            // guard bytes after it.
+            unsafe { parameters.cast::<u8>().wrapping_add(4 + entry).write(1) };
+        }
+        return abi::SCSI_UNIT_CONTROL_SUCCESS;
+    }
+    if bad {
+        abi::SCSI_UNIT_CONTROL_SUCCESS
+    } else {
+        abi::SCSI_UNIT_CONTROL_UNSUCCESSFUL
+    }
+}
+
 unsafe extern "system" fn driver_entry(
     driver_object: *mut c_void,
     registry_path: *mut c_void,
@@ -764,6 +799,7 @@ unsafe extern "system" fn driver_entry(
         hw_find_adapter: find_adapter as *const () as usize as u64,
         hw_reset_bus: reset_bus as *const () as usize as u64,
         hw_adapter_control: adapter_control as *const () as usize as u64,
+        hw_unit_control: unit_control as *const () as usize as u64,
         device_extension_size: size_of::<Extension>() as u32,
         specific_lu_extension_size: 32,
         srb_extension_size: 64,
@@ -1373,4 +1409,48 @@ fn the_dump_port_resets_a_timed_out_request_and_catches_one_never_completed() {
     let violations = adapter.shutdown();
     assert!(violations.contains(&Violation::NotCompletedAfterReset { ticket: ticket.0 }));
     assert!(violations.contains(&Violation::OutstandingAtShutdown { ticket: ticket.0 }));
+}
+
+#[test]
+fn unit_control_is_queried_at_start_and_only_reported_types_are_sent() {
+    let (adapter, _device) = boot(Mode::Immediate);
+    let supported = adapter.supported_unit_controls();
+    assert_eq!(supported.len(), abi::SCSI_UNIT_CONTROL_MAX as usize);
+    assert_eq!(supported.iter().filter(|&&on| on).count(), 1);
+    assert!(supported[0]);
+    assert_eq!(
+        adapter.surprise_remove_unit(0, 1),
+        Err(SimError::UnitControl(abi::SCSI_UNIT_SURPRISE_REMOVAL))
+    );
+    assert_eq!(
+        adapter.unit_control(abi::SCSI_UNIT_POWER, abi::StorAddrBtl8::new(0, 0, 1)),
+        Ok(abi::SCSI_UNIT_CONTROL_UNSUCCESSFUL)
+    );
+    assert_eq!(adapter.shutdown(), Vec::new());
+}
+
+#[test]
+fn unit_control_overruns_and_unreported_successes_are_caught() {
+    let (adapter, _device) = boot(Mode::BadUnitControl);
+    assert_eq!(
+        adapter.unit_control(abi::SCSI_UNIT_POWER, abi::StorAddrBtl8::new(0, 0, 1)),
+        Ok(abi::SCSI_UNIT_CONTROL_SUCCESS)
+    );
+    assert_eq!(
+        adapter.query_unit_control_types(3).map(|list| list.len()),
+        Ok(3)
+    );
+    let violations = adapter.shutdown();
+    assert!(
+        violations.contains(&Violation::UnitControlListOverrun {
+            max: abi::SCSI_UNIT_CONTROL_MAX
+        }),
+        "{violations:?}"
+    );
+    assert!(violations.contains(&Violation::UnitControlListOverrun { max: 3 }));
+    assert!(
+        violations.contains(&Violation::UnsupportedUnitControlSucceeded {
+            control: abi::SCSI_UNIT_POWER
+        })
+    );
 }

@@ -176,6 +176,24 @@ pub const SCSI_ADAPTER_CONTROL_MAX: u32 = 5;
 /// ScsiAdapterControlSuccess.
 pub const SCSI_ADAPTER_CONTROL_SUCCESS: u32 = 0;
 
+/// SCSI_UNIT_CONTROL_TYPE ScsiQuerySupportedUnitControlTypes.
+pub const SCSI_QUERY_SUPPORTED_UNIT_CONTROL_TYPES: u32 = 0;
+/// ScsiUnitStart: Parameters is the unit's STOR_ADDR_BTL8.
+pub const SCSI_UNIT_START: u32 = 2;
+/// ScsiUnitPower.
+pub const SCSI_UNIT_POWER: u32 = 3;
+/// ScsiUnitRemove: Parameters is the unit's STOR_ADDR_BTL8.
+pub const SCSI_UNIT_REMOVE: u32 = 9;
+/// ScsiUnitSurpriseRemoval: Parameters is the unit's STOR_ADDR_BTL8.
+pub const SCSI_UNIT_SURPRISE_REMOVAL: u32 = 10;
+/// ScsiUnitControlMax as a current storport.h has it (after ScsiUnitKsrPowerDown, 15): the
+/// `MaxControlType` the simulator's query passes, larger than what older miniports know.
+pub const SCSI_UNIT_CONTROL_MAX: u32 = 16;
+/// ScsiUnitControlSuccess.
+pub const SCSI_UNIT_CONTROL_SUCCESS: u32 = 0;
+/// ScsiUnitControlUnsuccessful.
+pub const SCSI_UNIT_CONTROL_UNSUCCESSFUL: u32 = 1;
+
 /// HW_INITIALIZATION_DATA up to and including HwBuildIo (the Windows Server 2003 size).
 pub const HW_INITIALIZATION_DATA_SIZE_V1: u32 = 136;
 

@@ -46,6 +46,8 @@ pub enum CallContext {
     Timer,
     /// HwStorStateChange (after a StorPortStateChangeDetected notification).
     StateChange,
+    /// HwStorUnitControl.
+    UnitControl,
 }
 
 /// One of the port driver's locks.

@@ -101,6 +101,9 @@ pub struct State {
     pub(crate) queue_depths: HashMap<(u8, u8, u8), u32>,
     pub(crate) logical_units: HashMap<(u8, u8, u8), Box<[u128]>>,
     pub(crate) rng: u64,
+    /// The unit control types the miniport's query reported (`None`: no HwStorUnitControl, or
+    /// not queried yet).
+    pub(crate) unit_controls: Option<Vec<bool>>,
 }
 
 /// A STOR_DPC's run state: queued at most once, run by one processor at a time.

@@ -452,6 +452,18 @@ pub enum Violation {
         /// The StorPort routine.
         routine: &'static str,
     },
+    /// HwStorUnitControl's query wrote past `SupportedTypeList[MaxControlType - 1]`, which
+    /// the caller did not allocate.
+    UnitControlListOverrun {
+        /// The `MaxControlType` given.
+        max: u32,
+    },
+    /// HwStorUnitControl answered Success for a control type its query did not report:
+    /// StorPort would never have called it, so the miniport claims work it does not do.
+    UnsupportedUnitControlSucceeded {
+        /// The control type.
+        control: u32,
+    },
 }
 
 /// A notification the miniport sent (other than RequestComplete), or a port-driver action.
@@ -673,6 +685,9 @@ pub enum SimError {
     },
     /// The port driver's rescans and state changes did not settle in time.
     PnpTimedOut,
+    /// The miniport has no HwStorUnitControl, or did not report this control type supported
+    /// (StorPort would not call it).
+    UnitControl(u32),
     /// A WMI request whose DataTransferLength exceeds its buffer.
     WmiLength {
         /// DataTransferLength asked for.
@@ -958,6 +973,12 @@ impl Adapter {
                 return Err(SimError::PassiveInitialize);
             }
             machine.run_pending_dpcs();
+        }
+        // "After the HBA has been initialized but before the first I/O" (Microsoft,
+        // HW_UNIT_CONTROL): the types StorPort will call HwStorUnitControl with.
+        if hw.hw_unit_control != 0 {
+            let supported = self.query_unit_control_types(abi::SCSI_UNIT_CONTROL_MAX)?;
+            machine.state().unit_controls = Some(supported);
         }
         Ok(())
     }
@@ -1247,6 +1268,141 @@ impl Adapter {
                 .call_locked(LockId::Interrupt, CallContext::AdapterControl, run)
                 .ok_or(SimError::AdapterControl(control))?
         };
+        machine.run_pending_dpcs();
+        Ok(status)
+    }
+
+    /// HwStorUnitControl(ScsiQuerySupportedUnitControlTypes) with a list of `max` entries, at
+    /// PASSIVE_LEVEL with no lock, as StorPort calls it once after initialisation (with
+    /// [`abi::SCSI_UNIT_CONTROL_MAX`]). Returns the entries the miniport set. A write past the
+    /// list's last entry is a [`Violation::UnitControlListOverrun`].
+    ///
+    /// # Errors
+    /// [`SimError::UnitControl`] if the miniport has no HwStorUnitControl or fails the query.
+    pub fn query_unit_control_types(&self, max: u32) -> Result<Vec<bool>, SimError> {
+        /// Bytes after the list that must stay untouched, and their pattern.
+        const GUARD: usize = 64;
+        const PATTERN: u8 = 0xA5;
+        let entries = max as usize;
+        // SCSI_SUPPORTED_CONTROL_TYPE_LIST: ULONG MaxControlType; BOOLEAN SupportedTypeList[],
+        // every entry FALSE as the port driver initialises it, then the guard. u32 words keep
+        // the header aligned.
+        let mut bytes = vec![0_u8; (4 + entries + GUARD).next_multiple_of(4)];
+        bytes[..4].copy_from_slice(&max.to_le_bytes());
+        bytes[4 + entries..4 + entries + GUARD].fill(PATTERN);
+        let mut words: Vec<u32> = bytes
+            .chunks_exact(4)
+            .map(|chunk| u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
+            .collect();
+        let status = self.unit_control_raw(
+            abi::SCSI_QUERY_SUPPORTED_UNIT_CONTROL_TYPES,
+            words.as_mut_ptr().cast(),
+        )?;
+        let bytes: Vec<u8> = words.iter().flat_map(|word| word.to_le_bytes()).collect();
+        if bytes[4 + entries..4 + entries + GUARD]
+            .iter()
+            .any(|&byte| byte != PATTERN)
+        {
+            self.machine
+                .violate(Violation::UnitControlListOverrun { max });
+        }
+        if status != abi::SCSI_UNIT_CONTROL_SUCCESS {
+            return Err(SimError::UnitControl(
+                abi::SCSI_QUERY_SUPPORTED_UNIT_CONTROL_TYPES,
+            ));
+        }
+        Ok(bytes[4..4 + entries]
+            .iter()
+            .map(|&byte| byte != 0)
+            .collect())
+    }
+
+    /// The unit control types the miniport reported at start (empty without HwStorUnitControl).
+    #[must_use]
+    pub fn supported_unit_controls(&self) -> Vec<bool> {
+        self.machine
+            .state()
+            .unit_controls
+            .clone()
+            .unwrap_or_default()
+    }
+
+    /// HwStorUnitControl(`control`) for `address`, at PASSIVE_LEVEL with no lock, whether or not
+    /// the miniport reported the type (a contract probe: StorPort itself only calls reported
+    /// types). Success for a type not reported is a
+    /// [`Violation::UnsupportedUnitControlSucceeded`]. Returns the control status.
+    ///
+    /// # Errors
+    /// [`SimError::UnitControl`] if the miniport has no HwStorUnitControl.
+    pub fn unit_control(&self, control: u32, address: abi::StorAddrBtl8) -> Result<u32, SimError> {
+        let mut address = address;
+        let status = self.unit_control_raw(control, (&raw mut address).cast())?;
+        let reported = self
+            .supported_unit_controls()
+            .get(control as usize)
+            .copied()
+            .unwrap_or(false);
+        if status == abi::SCSI_UNIT_CONTROL_SUCCESS && !reported {
+            self.machine
+                .violate(Violation::UnsupportedUnitControlSucceeded { control });
+        }
+        Ok(status)
+    }
+
+    /// `control` for `target`/`lun` as StorPort sends it: only if the miniport reported the type.
+    fn unit_control_reported(&self, control: u32, target: u8, lun: u8) -> Result<u32, SimError> {
+        if !self
+            .supported_unit_controls()
+            .get(control as usize)
+            .copied()
+            .unwrap_or(false)
+        {
+            return Err(SimError::UnitControl(control));
+        }
+        self.unit_control(control, abi::StorAddrBtl8::new(0, target, lun))
+    }
+
+    /// PnP surprise-removes the disk at `target`/`lun` (its PDO goes, whatever the device still
+    /// has): StorPort calls HwStorUnitControl(ScsiUnitSurpriseRemoval) with the unit's address.
+    /// Requests already sent stay the miniport's to complete. Returns the control status.
+    ///
+    /// # Errors
+    /// [`SimError::UnitControl`] if the miniport did not report ScsiUnitSurpriseRemoval.
+    pub fn surprise_remove_unit(&self, target: u8, lun: u8) -> Result<u32, SimError> {
+        self.machine.pnp.unit_removed(target, lun);
+        self.unit_control_reported(abi::SCSI_UNIT_SURPRISE_REMOVAL, target, lun)
+    }
+
+    /// PnP removes the disk at `target`/`lun` (an orderly removal): ScsiUnitRemove.
+    ///
+    /// # Errors
+    /// [`SimError::UnitControl`] if the miniport did not report ScsiUnitRemove.
+    pub fn remove_unit(&self, target: u8, lun: u8) -> Result<u32, SimError> {
+        self.machine.pnp.unit_removed(target, lun);
+        self.unit_control_reported(abi::SCSI_UNIT_REMOVE, target, lun)
+    }
+
+    /// PnP starts the unit at `target`/`lun` (IRP_MN_START_DEVICE of its PDO): ScsiUnitStart.
+    ///
+    /// # Errors
+    /// [`SimError::UnitControl`] if the miniport did not report ScsiUnitStart.
+    pub fn start_unit(&self, target: u8, lun: u8) -> Result<u32, SimError> {
+        self.unit_control_reported(abi::SCSI_UNIT_START, target, lun)
+    }
+
+    fn unit_control_raw(&self, control: u32, parameters: *mut c_void) -> Result<u32, SimError> {
+        let machine = &self.machine;
+        let hw = machine.hw.get().ok_or(SimError::NotStarted)?;
+        let routine = callback!(hw.hw_unit_control as usize, machine::HwAdapterControlFn)
+            .ok_or(SimError::UnitControl(control))?;
+        let _attach = Attach::new(machine, 0);
+        let extension = machine.extension_ptr();
+        // SAFETY: HwStorUnitControl gets the device extension and the parameter block the
+        // control type defines, live for the call; every type at PASSIVE_LEVEL with no
+        // StorPort lock held (Microsoft, HW_UNIT_CONTROL).
+        let status = machine.call(CallContext::UnitControl, PASSIVE_LEVEL, || unsafe {
+            routine(extension, control, parameters)
+        });
         machine.run_pending_dpcs();
         Ok(status)
     }

@@ -224,6 +224,12 @@ impl Pnp {
         }
     }
 
+    /// PnP surprise-removed (or removed) the unit's PDO: Windows no longer knows the disk.
+    pub(crate) fn unit_removed(&self, target: u8, lun: u8) {
+        Self::record_unit(&mut self.lock(), target, lun, None);
+        self.changed.notify_all();
+    }
+
     /// Replaces the known disks with a whole scan's result, recording the differences.
     pub(crate) fn record_scan(&self, found: &[Disk]) {
         let mut state = self.lock();
