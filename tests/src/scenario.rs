@@ -1,13 +1,19 @@
 //! Fixtures the scenario tests share: READ(10)/WRITE(10) CDBs, the standard disks and bus, a
-//! faulted read, a polling wait and a replayable random sequence.
+//! faulted read, a polling wait, a replayable random sequence, and the held-load checks of the
+//! reset and unit control scenarios.
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use rvscsi::storport::SRB_STATUS_SUCCESS;
+
 use crate::device::target::{Lun, LunConfigError, LunIdentity, opcode};
-use crate::device::{DeviceOptions, FaultAction};
+use crate::device::{DeviceOptions, FaultAction, RequestInfo, TmfAction, TmfInfo};
 use crate::harness::{BootError, Machine, boot, fault_once};
-use crate::sim::{Completion, Request, SimError, SimOptions};
+use crate::sim::{Completion, Request, SimError, SimOptions, Ticket};
 
 /// A READ(10) or WRITE(10) CDB (SBC-3 5.11 and 5.32): `opcode`, the big-endian LBA in bytes 2 to
 /// 5, the big-endian block count in bytes 7 and 8.
@@ -117,6 +123,284 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
+}
+
+/// Blocks per request of a held load (each request has its own range).
+pub const SPAN: u16 = 8;
+
+/// SRB timeout of held requests (3,000 s, 30 s of simulated time): StorPort's own timeout must
+/// not interfere unless a scenario wants it to.
+pub const LONG_TIMEOUT: u32 = 3000;
+
+/// Data whose first 8 bytes are `stamp` (the device's write journal records them) and the rest
+/// derived from it.
+#[must_use]
+pub fn stamped(stamp: u64, len: usize) -> Vec<u8> {
+    let mut data: Vec<u8> = (0..len)
+        .map(|i| (i as u64).wrapping_mul(31).wrapping_add(stamp) as u8)
+        .collect();
+    if let Some(head) = data.get_mut(..8) {
+        head.copy_from_slice(&stamp.to_le_bytes());
+    }
+    data
+}
+
+/// One request of a load.
+#[derive(Clone)]
+pub struct Io {
+    /// The simulator's handle of the request.
+    pub ticket: Ticket,
+    /// Its target.
+    pub target: u8,
+    /// Its LUN.
+    pub lun: u8,
+    /// The first of its [`SPAN`] blocks.
+    pub lba: u32,
+    /// What it writes (`None`: a read).
+    pub data: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Io {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.data.is_some() { "write" } else { "read" };
+        write!(
+            f,
+            "{kind} {:?} of {}:{} at LBA {}",
+            self.ticket, self.target, self.lun, self.lba
+        )
+    }
+}
+
+/// Submits `count` requests of [`SPAN`] blocks to `target`/`lun` on disjoint ranges from
+/// `first_lba`, writes (stamped with their address) and reads alternating, over four
+/// processors, each with the [`LONG_TIMEOUT`].
+///
+/// # Panics
+/// If the simulator refuses a request.
+#[must_use]
+pub fn submit_load(
+    machine: &Machine,
+    target: u8,
+    lun: u8,
+    count: usize,
+    first_lba: u32,
+) -> Vec<Io> {
+    (0..count)
+        .map(|i| {
+            let index = u32::try_from(i).expect("a load of fewer than 2^32 requests");
+            let lba = first_lba + index * u32::from(SPAN);
+            let bytes = u32::from(SPAN) * 512;
+            let (mut request, data) = if i % 2 == 0 {
+                let stamp = (u64::from(target) << 56) | (u64::from(lun) << 48) | u64::from(lba);
+                let data = stamped(stamp, bytes as usize);
+                (
+                    Request::new(target, lun, &write10(lba, SPAN)).writing(&data),
+                    Some(data),
+                )
+            } else {
+                (
+                    Request::new(target, lun, &read10(lba, SPAN)).reading(bytes),
+                    None,
+                )
+            };
+            request.timeout_seconds = LONG_TIMEOUT;
+            let ticket = machine.adapter.submit(index % 4, &request).unwrap();
+            Io {
+                ticket,
+                target,
+                lun,
+                lba,
+                data,
+            }
+        })
+        .collect()
+}
+
+/// Waits (up to 10 s) until the device holds at least `count` requests.
+///
+/// # Panics
+/// If it does not.
+pub fn wait_held(machine: &Machine, count: usize) {
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            machine.device.stats().pending >= count
+        }),
+        "{:?}",
+        machine.device.stats()
+    );
+}
+
+/// Waits (up to 15 s each) for every request of `load`.
+///
+/// # Panics
+/// If one does not complete.
+#[must_use]
+pub fn complete_all(machine: &Machine, load: &[Io]) -> Vec<(Io, Completion)> {
+    load.iter()
+        .map(|io| {
+            let done = machine
+                .adapter
+                .wait(io.ticket, Duration::from_secs(15))
+                .unwrap_or_else(|error| panic!("{io:?}: {error:?}"));
+            (io.clone(), done)
+        })
+        .collect()
+}
+
+/// How many of `done` completed with each SRB status.
+#[must_use]
+pub fn statuses(done: &[(Io, Completion)]) -> HashMap<u8, usize> {
+    let mut counts = HashMap::new();
+    for (_, completion) in done {
+        *counts.entry(completion.status()).or_default() += 1;
+    }
+    counts
+}
+
+/// No write reached its LUN after its SRB completed with a failure, every successful write
+/// did (once), and every region holds what the journal says: the write's data if it executed,
+/// zeros (the disk's initial content) if not.
+///
+/// # Panics
+/// If any of that does not hold.
+pub fn check_writes(machine: &Machine, done: &[(Io, Completion)]) {
+    // Delayed requests the device still holds execute now or never: wait for them.
+    machine.device.quiesce();
+    let journal = machine.device.write_journal();
+    for (io, completion) in done {
+        let Some(data) = &io.data else { continue };
+        let stamp: [u8; 8] = data[..8].try_into().unwrap();
+        let executed: Vec<_> = journal.iter().filter(|w| w.stamp == stamp).collect();
+        assert!(executed.len() <= 1, "{io:?} executed twice");
+        if completion.status() == SRB_STATUS_SUCCESS {
+            assert_eq!(executed.len(), 1, "{io:?} succeeded but never executed");
+        } else {
+            let failed_at = machine.adapter.completed_at(io.ticket).unwrap();
+            for write in &executed {
+                assert!(
+                    write.at <= failed_at,
+                    "{io:?} ({:#x}) written {:?} after its SRB failed",
+                    completion.srb_status,
+                    write.at - failed_at
+                );
+            }
+        }
+        let read = machine
+            .adapter
+            .execute(
+                0,
+                &Request::new(io.target, io.lun, &read10(io.lba, SPAN))
+                    .reading(u32::from(SPAN) * 512),
+            )
+            .unwrap();
+        assert_eq!(read.status(), SRB_STATUS_SUCCESS, "{io:?}");
+        if executed.is_empty() {
+            assert!(
+                read.data.iter().all(|&b| b == 0),
+                "{io:?}: data without a write"
+            );
+        } else {
+            assert!(read.data == *data, "{io:?}: not its data");
+        }
+    }
+}
+
+/// Where [`check_resumes`] writes and reads back.
+#[derive(Clone, Copy, Debug)]
+pub struct ResumeCheck {
+    /// The LBA of the first request; each processor's is 16 blocks further.
+    pub first_lba: u32,
+    /// The processor and (target, LUN) of each request.
+    pub placements: &'static [(u32, (u8, u8))],
+}
+
+/// I/O works again: a write and its read-back at each of `resume`'s placements.
+///
+/// # Panics
+/// If a request fails or reads back other data.
+pub fn check_resumes(machine: &Machine, resume: &ResumeCheck) {
+    for &(processor, (target, lun)) in resume.placements {
+        let lba = resume.first_lba + processor * 16;
+        let data = stamped(0xD00D_0000 + u64::from(processor), 4096);
+        let write = machine
+            .adapter
+            .execute(
+                processor,
+                &Request::new(target, lun, &write10(lba, 8)).writing(&data),
+            )
+            .unwrap();
+        assert_eq!(write.status(), SRB_STATUS_SUCCESS, "{target}:{lun}");
+        let read = machine
+            .adapter
+            .execute(
+                processor,
+                &Request::new(target, lun, &read10(lba, 8)).reading(4096),
+            )
+            .unwrap();
+        assert_eq!(read.status(), SRB_STATUS_SUCCESS, "{target}:{lun}");
+        assert!(read.data == data, "{target}:{lun}");
+    }
+}
+
+/// The end of a held-load scenario: the hooks off, the writes of `loads` checked, I/O working
+/// again ([`check_resumes`]) and the simulator's contract kept.
+///
+/// # Panics
+/// If any check fails.
+pub fn check_and_finish(machine: Machine, loads: &[&[(Io, Completion)]], resume: &ResumeCheck) {
+    machine.device.set_fault_hook(None);
+    machine.device.set_tmf_hook(None);
+    for done in loads {
+        check_writes(&machine, done);
+    }
+    check_resumes(&machine, resume);
+    machine.finish();
+}
+
+/// The device does `action(target, lun)` to every READ(10)/WRITE(10), other commands normally.
+pub fn fault_by_unit(
+    machine: &Machine,
+    action: impl Fn(u8, u16) -> FaultAction + Send + Sync + 'static,
+) {
+    machine
+        .device
+        .set_fault_hook(Some(Arc::new(move |info: &RequestInfo| {
+            if info.cdb.first().is_some_and(|&op| op == 0x28 || op == 0x2A) {
+                action(info.target, info.lun)
+            } else {
+                FaultAction::Normal
+            }
+        })));
+}
+
+/// The device does `action` to every task management function.
+pub fn tmf_hook(machine: &Machine, action: TmfAction) {
+    machine
+        .device
+        .set_tmf_hook(Some(Arc::new(move |_: &TmfInfo| action)));
+}
+
+/// How many full device resets the miniport has done.
+///
+/// # Panics
+/// If the machine runs no miniport.
+#[must_use]
+pub fn full_resets(machine: &Machine) -> u64 {
+    machine.miniport().unwrap().resets.load(Ordering::Relaxed)
+}
+
+/// The miniport's task management counter `$name` (a field of `rvscsi::tmf::TmfCounters`).
+#[macro_export]
+macro_rules! tmf_counter {
+    ($machine:expr, $name:ident) => {
+        $machine
+            .miniport()
+            .unwrap()
+            .tmfs()
+            .counters
+            .$name
+            .load(::std::sync::atomic::Ordering::Relaxed)
+    };
 }
 
 #[cfg(test)]

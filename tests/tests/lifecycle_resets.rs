@@ -17,26 +17,29 @@ use rvscsi::storport::{
     SRB_STATUS_SUCCESS,
 };
 use rvscsi_tests::device::{
-    CompletionMode, DeviceOptions, FaultAction, RequestInfo, TmfAction, TmfInfo, TmfRecord,
+    CompletionMode, DeviceOptions, FaultAction, RequestInfo, TmfAction, TmfRecord,
 };
 use rvscsi_tests::harness::Machine;
 use rvscsi_tests::scenario::{
-    anonymous_disk, boot_standard, first_block_read, read10, wait_until, write10,
+    Io, LONG_TIMEOUT, ResumeCheck, anonymous_disk, boot_standard, check_and_finish, complete_all,
+    fault_by_unit, first_block_read, full_resets, read10, stamped, statuses, submit_load, tmf_hook,
+    wait_held, wait_until, write10,
 };
 use rvscsi_tests::sim::abi::{SRB_FUNCTION_RESET_DEVICE, SRB_FUNCTION_RESET_LOGICAL_UNIT};
-use rvscsi_tests::sim::{Completion, Request, SimOptions, Ticket};
+use rvscsi_tests::sim::{Completion, Request, SimOptions};
+use rvscsi_tests::tmf_counter;
 use virtio_core::scsi::{Response, TmfSubtype};
 
 const BLOCKS: u64 = 1 << 16; // 32 MiB per LUN
 /// Requests the device holds in the big scenarios.
 const IN_FLIGHT: usize = 300;
-/// Blocks per request (each request has its own range).
-const SPAN: u16 = 8;
-/// SRB timeout of held requests (3,000 s, 30 s of simulated time): StorPort's own timeout must
-/// not interfere unless a scenario wants it to.
-const LONG_TIMEOUT: u32 = 3000;
 /// The miniport's task management deadline, and a margin for the timer's period.
 const DEADLINE: Duration = Duration::from_secs(2);
+/// Where the end of every scenario checks that I/O works: every LUN, every processor.
+const RESUME: ResumeCheck = ResumeCheck {
+    first_lba: 60_000,
+    placements: &[(0, (0, 0)), (1, (0, 1)), (2, (1, 0)), (3, (0, 0))],
+};
 
 fn sim(messages: Option<u32>) -> SimOptions {
     SimOptions {
@@ -60,82 +63,6 @@ fn lba_of(cdb: &[u8]) -> Option<u32> {
         .then(|| u32::from_be_bytes([cdb[2], cdb[3], cdb[4], cdb[5]]))
 }
 
-/// Data whose first 8 bytes are `stamp` (the journal records them) and the rest derived
-/// from it.
-fn stamped(stamp: u64, len: usize) -> Vec<u8> {
-    let mut data: Vec<u8> = (0..len)
-        .map(|i| (i as u64).wrapping_mul(31).wrapping_add(stamp) as u8)
-        .collect();
-    data[..8].copy_from_slice(&stamp.to_le_bytes());
-    data
-}
-
-/// One request of a load.
-#[derive(Clone)]
-struct Io {
-    ticket: Ticket,
-    target: u8,
-    lun: u8,
-    lba: u32,
-    /// What it writes (`None`: a read).
-    data: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for Io {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = if self.data.is_some() { "write" } else { "read" };
-        write!(
-            f,
-            "{kind} {:?} of {}:{} at LBA {}",
-            self.ticket, self.target, self.lun, self.lba
-        )
-    }
-}
-
-/// Submits `count` requests to `target`/`lun` on disjoint ranges from `first_lba`, writes and
-/// reads alternating, over every processor.
-fn submit_load(machine: &Machine, target: u8, lun: u8, count: usize, first_lba: u32) -> Vec<Io> {
-    (0..count)
-        .map(|i| {
-            let lba = first_lba + (i as u32) * u32::from(SPAN);
-            let bytes = usize::from(SPAN) * 512;
-            let (mut request, data) = if i % 2 == 0 {
-                let stamp = (u64::from(target) << 56) | (u64::from(lun) << 48) | u64::from(lba);
-                let data = stamped(stamp, bytes);
-                (
-                    Request::new(target, lun, &write10(lba, SPAN)).writing(&data),
-                    Some(data),
-                )
-            } else {
-                (
-                    Request::new(target, lun, &read10(lba, SPAN)).reading(bytes as u32),
-                    None,
-                )
-            };
-            request.timeout_seconds = LONG_TIMEOUT;
-            let ticket = machine.adapter.submit(i as u32 % 4, &request).unwrap();
-            Io {
-                ticket,
-                target,
-                lun,
-                lba,
-                data,
-            }
-        })
-        .collect()
-}
-
-/// Waits until the device holds at least `count` requests.
-fn wait_held(machine: &Machine, count: usize) {
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            machine.device.stats().pending >= count
-        }),
-        "{:?}",
-        machine.device.stats()
-    );
-}
-
 /// Submits `count` requests spread evenly over `units` and waits until the device holds them
 /// all.
 fn submit_held(machine: &Machine, units: &[(u8, u8)], count: usize) -> Vec<Io> {
@@ -146,27 +73,6 @@ fn submit_held(machine: &Machine, units: &[(u8, u8)], count: usize) -> Vec<Io> {
         .collect();
     wait_held(machine, count);
     load
-}
-
-/// Waits for every request of `load`.
-fn complete_all(machine: &Machine, load: &[Io]) -> Vec<(Io, Completion)> {
-    load.iter()
-        .map(|io| {
-            let done = machine
-                .adapter
-                .wait(io.ticket, Duration::from_secs(15))
-                .unwrap_or_else(|error| panic!("{io:?}: {error:?}"));
-            (io.clone(), done)
-        })
-        .collect()
-}
-
-fn statuses(done: &[(Io, Completion)]) -> HashMap<u8, usize> {
-    let mut counts = HashMap::new();
-    for (_, completion) in done {
-        *counts.entry(completion.status()).or_default() += 1;
-    }
-    counts
 }
 
 /// Waits for every request of `load` and checks that each completed with `status`; `case`
@@ -184,109 +90,6 @@ fn complete_all_with(
         "{case:?}"
     );
     done
-}
-
-/// No write reached its LUN after its SRB completed with a failure, every successful write
-/// did, and every region holds what the journal says: the write's data if it executed, zeros
-/// (the disk's initial content) if not.
-fn check_writes(machine: &Machine, done: &[(Io, Completion)]) {
-    // Delayed requests the device still holds execute now or never: wait for them.
-    machine.device.quiesce();
-    let journal = machine.device.write_journal();
-    for (io, completion) in done {
-        let Some(data) = &io.data else { continue };
-        let stamp: [u8; 8] = data[..8].try_into().unwrap();
-        let executed: Vec<_> = journal.iter().filter(|w| w.stamp == stamp).collect();
-        assert!(executed.len() <= 1, "{io:?} executed twice");
-        if completion.status() == SRB_STATUS_SUCCESS {
-            assert_eq!(executed.len(), 1, "{io:?} succeeded but never executed");
-        } else {
-            let failed_at = machine.adapter.completed_at(io.ticket).unwrap();
-            for write in &executed {
-                assert!(
-                    write.at <= failed_at,
-                    "{io:?} ({:#x}) written {:?} after its SRB failed",
-                    completion.srb_status,
-                    write.at - failed_at
-                );
-            }
-        }
-        let read = machine
-            .adapter
-            .execute(
-                0,
-                &Request::new(io.target, io.lun, &read10(io.lba, SPAN))
-                    .reading(u32::from(SPAN) * 512),
-            )
-            .unwrap();
-        assert_eq!(read.status(), SRB_STATUS_SUCCESS);
-        if executed.is_empty() {
-            assert!(
-                read.data.iter().all(|&b| b == 0),
-                "{io:?}: data without a write"
-            );
-        } else {
-            assert!(read.data == *data, "{io:?}: not its data");
-        }
-    }
-}
-
-/// The end of every scenario: the hooks off, the writes of `loads` checked, I/O working again
-/// and the simulator's contract kept.
-fn check_and_finish(machine: Machine, loads: &[&[(Io, Completion)]]) {
-    machine.device.set_fault_hook(None);
-    machine.device.set_tmf_hook(None);
-    for done in loads {
-        check_writes(&machine, done);
-    }
-    check_resumes(&machine);
-    machine.finish();
-}
-
-/// I/O works on every LUN from every processor.
-fn check_resumes(machine: &Machine) {
-    for (processor, (target, lun)) in [(0u32, (0u8, 0u8)), (1, (0, 1)), (2, (1, 0)), (3, (0, 0))] {
-        let lba = 60_000 + processor * 16;
-        let data = stamped(0xD00D_0000 + u64::from(processor), 4096);
-        let write = machine
-            .adapter
-            .execute(
-                processor,
-                &Request::new(target, lun, &write10(lba, 8)).writing(&data),
-            )
-            .unwrap();
-        assert_eq!(write.status(), SRB_STATUS_SUCCESS, "{target}:{lun}");
-        let read = machine
-            .adapter
-            .execute(
-                processor,
-                &Request::new(target, lun, &read10(lba, 8)).reading(4096),
-            )
-            .unwrap();
-        assert_eq!(read.status(), SRB_STATUS_SUCCESS, "{target}:{lun}");
-        assert!(read.data == data, "{target}:{lun}");
-    }
-}
-
-fn fault_by_unit(
-    machine: &Machine,
-    action: impl Fn(u8, u16) -> FaultAction + Send + Sync + 'static,
-) {
-    machine
-        .device
-        .set_fault_hook(Some(Arc::new(move |info: &RequestInfo| {
-            if info.cdb.first().is_some_and(|&op| op == 0x28 || op == 0x2A) {
-                action(info.target, info.lun)
-            } else {
-                FaultAction::Normal
-            }
-        })));
-}
-
-fn tmf_hook(machine: &Machine, action: TmfAction) {
-    machine
-        .device
-        .set_tmf_hook(Some(Arc::new(move |_: &TmfInfo| action)));
 }
 
 /// A LUN reset of `target`/`lun`, which must succeed; how long it took.
@@ -313,26 +116,10 @@ fn only_tmf(machine: &Machine, subtype: TmfSubtype) -> TmfRecord {
     log[0]
 }
 
-fn full_resets(machine: &Machine) -> u64 {
-    machine.miniport().unwrap().resets.load(Ordering::Relaxed)
-}
-
 /// Waits (up to a second) for `condition`: for counters the miniport updates after the
 /// completions a test waits for.
 fn eventually(what: &str, condition: impl Fn() -> bool) {
     assert!(wait_until(Duration::from_secs(1), condition), "{what}");
-}
-
-macro_rules! tmf_counter {
-    ($machine:expr, $name:ident) => {
-        $machine
-            .miniport()
-            .unwrap()
-            .tmfs()
-            .counters
-            .$name
-            .load(Ordering::Relaxed)
-    };
 }
 
 macro_rules! recovery_counter {
@@ -367,7 +154,7 @@ fn a_lun_reset_with_300_requests_held_resets_that_lun_only() {
     assert_eq!(full_resets(&machine), 0);
     assert_eq!(tmf_counter!(machine, lun_resets), 1);
     assert_eq!(tmf_counter!(machine, completed), 1);
-    check_and_finish(machine, &[&held, &bystanders]);
+    check_and_finish(machine, &[&held, &bystanders], &RESUME);
 }
 
 #[test]
@@ -387,7 +174,7 @@ fn a_target_reset_resets_every_lun_of_that_target_only() {
     complete_all_with(&machine, &bystanders, SRB_STATUS_SUCCESS, ());
     assert_eq!(only_tmf(&machine, TmfSubtype::ITNexusReset).info.target, 0);
     assert_eq!(full_resets(&machine), 0);
-    check_and_finish(machine, &[&held]);
+    check_and_finish(machine, &[&held], &RESUME);
 }
 
 /// The device fails the function: the full reset takes everything back, the bystanders too.
@@ -412,7 +199,7 @@ fn a_failed_lun_reset_escalates_to_a_full_reset() {
         assert_eq!(full_resets(&machine), 1, "{response:?}");
         assert_eq!(tmf_counter!(machine, failed), 1, "{response:?}");
         assert_eq!(tmf_counter!(machine, superseded), 1, "{response:?}");
-        check_and_finish(machine, &[&all]);
+        check_and_finish(machine, &[&all], &RESUME);
     }
 }
 
@@ -432,7 +219,7 @@ fn a_lun_reset_never_answered_escalates_at_the_deadline() {
     assert_eq!(machine.device.tmf_log()[0].response, None);
     assert_eq!(full_resets(&machine), 1);
     assert_eq!(tmf_counter!(machine, timed_out), 1);
-    check_and_finish(machine, &[&held]);
+    check_and_finish(machine, &[&held], &RESUME);
 }
 
 /// The device answers FUNCTION COMPLETE but keeps the commands. Those that come back before
@@ -463,7 +250,7 @@ fn covered_commands_the_device_keeps_are_waited_for_then_reset() {
             assert_eq!(tmf_counter!(machine, stranded), 1);
             held
         };
-        check_and_finish(machine, &[&held]);
+        check_and_finish(machine, &[&held], &RESUME);
     }
 }
 
@@ -509,7 +296,7 @@ fn hw_reset_bus_resets_each_target_holding_requests() {
         eventually("both functions ended", || {
             tmf_counter!(machine, superseded) == expected_resets * 2
         });
-        check_and_finish(machine, &[&held]);
+        check_and_finish(machine, &[&held], &RESUME);
     }
 }
 
@@ -571,7 +358,7 @@ fn abort_one_of_300(machine: Machine) {
         .unwrap();
     assert_eq!(again.status(), SRB_STATUS_ABORT_FAILED);
     assert_eq!(machine.device.tmf_log().len(), 1);
-    check_and_finish(machine, &[&done]);
+    check_and_finish(machine, &[&done], &RESUME);
 }
 
 /// The device sets DEVICE_NEEDS_RESET with 300 requests held: the configuration interrupt
@@ -600,7 +387,7 @@ fn a_device_needing_a_reset_is_reset_and_loses_nothing() {
         assert_eq!(machine.device.stats().device_errors, broken + 1);
         assert_eq!(recovery_counter!(machine, needs_reset), 1, "{messages:?}");
         assert_eq!(full_resets(&machine), 1, "{messages:?}");
-        check_and_finish(machine, &[&held]);
+        check_and_finish(machine, &[&held], &RESUME);
     }
 }
 
@@ -632,7 +419,7 @@ fn lost_interrupts_are_recovered_by_polling() {
         assert_eq!(full_resets(&machine), 0);
         assert!(machine.device.tmf_log().is_empty());
         machine.device.suppress_interrupts(false);
-        check_and_finish(machine, &[&done]);
+        check_and_finish(machine, &[&done], &RESUME);
     }
 }
 
@@ -655,7 +442,7 @@ fn a_timeout_from_a_lost_interrupt_is_recovered_without_a_reset() {
     assert!(machine.device.tmf_log().is_empty());
     assert_eq!(full_resets(&machine), 0);
     machine.device.suppress_interrupts(false);
-    check_and_finish(machine, &[]);
+    check_and_finish(machine, &[], &RESUME);
 }
 
 /// Requests the device has received on all its queues.
@@ -703,7 +490,7 @@ fn stop_with_requests_held_then_restart() {
     assert_eq!(recovery_counter!(machine, stops), 1);
     assert_eq!(recovery_counter!(machine, restarts), 1);
     assert_eq!(recovery_counter!(machine, busy_while_stopped), 1);
-    check_and_finish(machine, &[&held]);
+    check_and_finish(machine, &[&held], &RESUME);
 }
 
 /// Power transitions as StorPort makes them, under load from four processors: new requests
@@ -771,7 +558,7 @@ fn power_cycles_under_load_keep_every_byte() {
         }
         assert_eq!(recovery_counter!(machine, restarts), 3);
         assert_eq!(full_resets(&machine), 0);
-        check_and_finish(Arc::try_unwrap(machine).ok().unwrap(), &[]);
+        check_and_finish(Arc::try_unwrap(machine).ok().unwrap(), &[], &RESUME);
     }
 }
 
@@ -797,5 +584,5 @@ fn a_failed_restart_leaves_the_adapter_stopped() {
     registers.set_refuse_features_ok(false);
     assert_eq!(machine.adapter.restart_adapter().unwrap(), 0);
     assert_eq!(negotiated(&machine), before);
-    check_and_finish(machine, &[]);
+    check_and_finish(machine, &[], &RESUME);
 }

@@ -9,34 +9,37 @@
 //! on every LUN afterwards.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rvscsi::storport::{SRB_STATUS_BUS_RESET, SRB_STATUS_NO_DEVICE, SRB_STATUS_SUCCESS};
 use rvscsi::trace::TraceEvent;
-use rvscsi_tests::device::{DeviceOptions, FaultAction, RequestInfo, TmfAction, TmfInfo};
+use rvscsi_tests::device::{DeviceOptions, FaultAction, TmfAction};
 use rvscsi_tests::harness::Machine;
-use rvscsi_tests::scenario::{anonymous_disk, boot_standard, read10, wait_until, write10};
+use rvscsi_tests::scenario::{
+    ResumeCheck, anonymous_disk, boot_standard, check_and_finish, complete_all, fault_by_unit,
+    full_resets, read10, stamped, statuses, submit_load, tmf_hook, wait_held, wait_until, write10,
+};
 use rvscsi_tests::sim::abi::{
     self, SCSI_UNIT_CONTROL_SUCCESS, SCSI_UNIT_CONTROL_UNSUCCESSFUL, SCSI_UNIT_REMOVE,
     SCSI_UNIT_START, SCSI_UNIT_SURPRISE_REMOVAL, StorAddrBtl8,
 };
-use rvscsi_tests::sim::{Completion, PnpEvent, Request, SimOptions, Ticket, Violation};
+use rvscsi_tests::sim::{PnpEvent, Request, SimOptions, Violation};
+use rvscsi_tests::tmf_counter;
 use virtio_core::scsi::{Response, TmfSubtype};
 
 const BLOCKS: u64 = 1 << 15;
 /// Commands of the removed LUN the device holds.
 const HELD: usize = 128;
-/// Blocks per request (each request has its own range).
-const SPAN: u16 = 8;
-/// SRB timeout (3,000 s, 30 s of simulated time): StorPort's own timeout must not interfere.
-const LONG_TIMEOUT: u32 = 3000;
 /// The miniport's task management deadline.
 const DEADLINE: Duration = Duration::from_secs(2);
 /// The LUN removed; the other LUN of its target runs I/O beside it.
 const REMOVED: (u8, u8) = (0, 1);
 const BYSTANDER: (u8, u8) = (0, 0);
+/// Where the end of a scenario checks that I/O works: every LUN of the standard bus.
+const RESUME: ResumeCheck = ResumeCheck {
+    first_lba: 30_000,
+    placements: &[(0, (0, 0)), (1, (0, 1)), (2, (1, 0))],
+};
 
 fn machine() -> Machine {
     let sim = SimOptions {
@@ -52,107 +55,16 @@ fn machine() -> Machine {
     machine
 }
 
-/// Data whose first 8 bytes are `stamp` (the journal records them), the rest derived from it.
-fn stamped(stamp: u64, len: usize) -> Vec<u8> {
-    let mut data: Vec<u8> = (0..len)
-        .map(|i| (i as u64).wrapping_mul(29).wrapping_add(stamp) as u8)
-        .collect();
-    data[..8].copy_from_slice(&stamp.to_le_bytes());
-    data
-}
-
-/// One request of a load.
-#[derive(Clone, Debug)]
-struct Io {
-    ticket: Ticket,
-    unit: (u8, u8),
-    lba: u32,
-    /// What it writes (`None`: a read).
-    data: Option<Vec<u8>>,
-}
-
-/// `count` requests to `unit` on disjoint ranges from `first_lba`, writes and reads
-/// alternating, over every processor.
-fn submit_load(machine: &Machine, unit: (u8, u8), count: usize, first_lba: u32) -> Vec<Io> {
-    (0..count)
-        .map(|i| {
-            let lba = first_lba + (i as u32) * u32::from(SPAN);
-            let bytes = usize::from(SPAN) * 512;
-            let (target, lun) = unit;
-            let (mut request, data) = if i % 2 == 0 {
-                let stamp = (u64::from(target) << 56) | (u64::from(lun) << 48) | u64::from(lba);
-                let data = stamped(stamp, bytes);
-                (
-                    Request::new(target, lun, &write10(lba, SPAN)).writing(&data),
-                    Some(data),
-                )
-            } else {
-                (
-                    Request::new(target, lun, &read10(lba, SPAN)).reading(bytes as u32),
-                    None,
-                )
-            };
-            request.timeout_seconds = LONG_TIMEOUT;
-            let ticket = machine.adapter.submit(i as u32 % 4, &request).unwrap();
-            Io {
-                ticket,
-                unit,
-                lba,
-                data,
-            }
-        })
-        .collect()
-}
-
-fn complete_all(machine: &Machine, load: &[Io]) -> Vec<(Io, Completion)> {
-    load.iter()
-        .map(|io| {
-            let done = machine
-                .adapter
-                .wait(io.ticket, Duration::from_secs(15))
-                .unwrap_or_else(|error| panic!("{io:?}: {error:?}"));
-            (io.clone(), done)
-        })
-        .collect()
-}
-
-fn statuses(done: &[(Io, Completion)]) -> HashMap<u8, usize> {
-    let mut counts = HashMap::new();
-    for (_, completion) in done {
-        *counts.entry(completion.status()).or_default() += 1;
-    }
-    counts
-}
-
 /// The device holds every READ/WRITE of the removed LUN (until a function or a reset takes it
 /// back) and delays the bystander's by `bystander_delay`.
 fn hold_removed(machine: &Machine, bystander_delay: Duration) {
-    machine
-        .device
-        .set_fault_hook(Some(Arc::new(move |info: &RequestInfo| {
-            let rw = info.cdb.first().is_some_and(|&op| op == 0x28 || op == 0x2A);
-            let unit = (info.target, u8::try_from(info.lun).unwrap_or(u8::MAX));
-            match (rw, unit) {
-                (true, REMOVED) => FaultAction::Drop,
-                (true, _) => FaultAction::Delay(bystander_delay),
-                _ => FaultAction::Normal,
-            }
-        })));
-}
-
-fn tmf_hook(machine: &Machine, action: TmfAction) {
-    machine
-        .device
-        .set_tmf_hook(Some(Arc::new(move |_: &TmfInfo| action)));
-}
-
-fn wait_held(machine: &Machine, count: usize) {
-    assert!(
-        wait_until(Duration::from_secs(10), || machine.device.stats().pending
-            >= count),
-        "{:?}",
-        machine.device.stats()
-    );
+    fault_by_unit(machine, move |target, lun| {
+        if (target, lun) == (REMOVED.0, u16::from(REMOVED.1)) {
+            FaultAction::Drop
+        } else {
+            FaultAction::Delay(bystander_delay)
+        }
+    });
 }
 
 /// The miniport's UnitControl trace records: (control type, target << 16 | lun, in flight).
@@ -198,89 +110,6 @@ fn write_refused(machine: &Machine, unit: (u8, u8), lba: u32, stamp: u64) {
     );
 }
 
-/// No write executed after its SRB failed, every successful write executed once, and every
-/// region holds what the journal says.
-fn check_writes(machine: &Machine, done: &[(Io, Completion)]) {
-    machine.device.quiesce();
-    let journal = machine.device.write_journal();
-    for (io, completion) in done {
-        let Some(data) = &io.data else { continue };
-        let stamp: [u8; 8] = data[..8].try_into().unwrap();
-        let executed: Vec<_> = journal.iter().filter(|w| w.stamp == stamp).collect();
-        assert!(executed.len() <= 1, "{io:?} executed twice");
-        if completion.status() == SRB_STATUS_SUCCESS {
-            assert_eq!(executed.len(), 1, "{io:?} succeeded but never executed");
-        } else {
-            let failed_at = machine.adapter.completed_at(io.ticket).unwrap();
-            for write in &executed {
-                assert!(
-                    write.at <= failed_at,
-                    "{io:?} written {:?} after its SRB failed",
-                    write.at - failed_at
-                );
-            }
-        }
-        let read = machine
-            .adapter
-            .execute(
-                0,
-                &Request::new(io.unit.0, io.unit.1, &read10(io.lba, SPAN))
-                    .reading(u32::from(SPAN) * 512),
-            )
-            .unwrap();
-        assert_eq!(read.status(), SRB_STATUS_SUCCESS, "{io:?}");
-        if executed.is_empty() {
-            assert!(
-                read.data.iter().all(|&b| b == 0),
-                "{io:?}: data without a write"
-            );
-        } else {
-            assert!(read.data == *data, "{io:?}: not its data");
-        }
-    }
-}
-
-/// I/O works on every LUN of the standard bus.
-fn check_resumes(machine: &Machine) {
-    for (processor, (target, lun)) in [(0u32, (0u8, 0u8)), (1, (0, 1)), (2, (1, 0))] {
-        let lba = 30_000 + processor * 16;
-        let data = stamped(0xFEED_0000 + u64::from(processor), 4096);
-        let write = machine
-            .adapter
-            .execute(
-                processor,
-                &Request::new(target, lun, &write10(lba, 8)).writing(&data),
-            )
-            .unwrap();
-        assert_eq!(write.status(), SRB_STATUS_SUCCESS, "{target}:{lun}");
-        let read = machine
-            .adapter
-            .execute(
-                processor,
-                &Request::new(target, lun, &read10(lba, 8)).reading(4096),
-            )
-            .unwrap();
-        assert_eq!(read.status(), SRB_STATUS_SUCCESS, "{target}:{lun}");
-        assert!(read.data == data, "{target}:{lun}");
-    }
-}
-
-fn full_resets(machine: &Machine) -> u64 {
-    machine.miniport().unwrap().resets.load(Ordering::Relaxed)
-}
-
-macro_rules! tmf_counter {
-    ($machine:expr, $name:ident) => {
-        $machine
-            .miniport()
-            .unwrap()
-            .tmfs()
-            .counters
-            .$name
-            .load(Ordering::Relaxed)
-    };
-}
-
 /// StorPort surprise-removes LUN 0:1 while the device holds 128 of its commands and LUN 0:0
 /// runs checked I/O. The miniport resets that LUN only: its commands come back from the device
 /// and complete NO_DEVICE (the unit is gone for Windows), new ones are refused without reaching
@@ -299,9 +128,9 @@ fn surprise_removal_with_128_commands_held_resets_that_lun_only() {
             .any(|d| (d.target, d.lun) == REMOVED)
     );
     hold_removed(&machine, Duration::from_millis(200));
-    let held = submit_load(&machine, REMOVED, HELD, 0);
+    let held = submit_load(&machine, REMOVED.0, REMOVED.1, HELD, 0);
     wait_held(&machine, HELD);
-    let bystanders = submit_load(&machine, BYSTANDER, 40, 0);
+    let bystanders = submit_load(&machine, BYSTANDER.0, BYSTANDER.1, 40, 0);
     let started = Instant::now();
     assert_eq!(
         machine.adapter.surprise_remove_unit(REMOVED.0, REMOVED.1),
@@ -351,11 +180,7 @@ fn surprise_removal_with_128_commands_held_resets_that_lun_only() {
         machine.adapter.start_unit(REMOVED.0, REMOVED.1),
         Ok(SCSI_UNIT_CONTROL_SUCCESS)
     );
-    machine.device.set_fault_hook(None);
-    check_writes(&machine, &held);
-    check_writes(&machine, &bystanders);
-    check_resumes(&machine);
-    machine.finish();
+    check_and_finish(machine, &[&held, &bystanders], &RESUME);
 }
 
 /// The device never answers the LUN reset: at the deadline the full device reset takes every
@@ -365,7 +190,7 @@ fn surprise_removal_whose_lun_reset_is_never_answered_escalates_to_a_full_reset(
     let machine = machine();
     hold_removed(&machine, Duration::from_millis(50));
     tmf_hook(&machine, TmfAction::Ignore);
-    let held = submit_load(&machine, REMOVED, 64, 0);
+    let held = submit_load(&machine, REMOVED.0, REMOVED.1, 64, 0);
     wait_held(&machine, 64);
     let started = Instant::now();
     assert_eq!(
@@ -387,10 +212,7 @@ fn surprise_removal_whose_lun_reset_is_never_answered_escalates_to_a_full_reset(
         machine.adapter.start_unit(REMOVED.0, REMOVED.1),
         Ok(SCSI_UNIT_CONTROL_SUCCESS)
     );
-    machine.device.set_fault_hook(None);
-    check_writes(&machine, &held);
-    check_resumes(&machine);
-    machine.finish();
+    check_and_finish(machine, &[&held], &RESUME);
 }
 
 /// An idle unit is removed without any task management; ScsiUnitRemove does what surprise
@@ -439,8 +261,7 @@ fn an_idle_unit_is_removed_without_a_reset_and_comes_back_by_start_or_rescan() {
     }
     assert!(machine.device.tmf_log().is_empty());
     assert_eq!(full_resets(&machine), 0);
-    check_resumes(&machine);
-    machine.finish();
+    check_and_finish(machine, &[], &RESUME);
 }
 
 /// The query reports exactly ScsiQuerySupportedUnitControlTypes, ScsiUnitStart, ScsiUnitRemove
