@@ -1335,14 +1335,21 @@ impl Machine {
         }
     }
 
+    /// The work queue of simulated processor `processor`.
+    ///
+    /// # Errors
+    /// [`SimError::NoProcessor`] if there is no such processor (or none has started).
+    pub(crate) fn processor(&self, processor: u32) -> Result<&Sender<Work>, SimError> {
+        self.processors
+            .get()
+            .and_then(|processors| processors.get(processor as usize))
+            .ok_or(SimError::NoProcessor(processor))
+    }
+
     /// Builds the SRB for `request` and hands it to simulated processor `processor` (HwBuildIo
     /// and HwStartIo run there); returns its ticket.
     pub(crate) fn submit(&self, processor: u32, request: &Request) -> Result<u64, SimError> {
-        let sender = self
-            .processors
-            .get()
-            .and_then(|processors| processors.get(processor as usize))
-            .ok_or(SimError::NoProcessor(processor))?;
+        let sender = self.processor(processor)?;
         let (srb, ticket) = self.build_srb(request)?;
         // As StorPort while it powers the adapter down: new requests wait in the port driver.
         let mut paused = self

@@ -1010,6 +1010,21 @@ impl Adapter {
         self.machine.wait(ticket.0, timeout)
     }
 
+    /// Builds an SRB with `build` and hands it to simulated processor `processor` (HwBuildIo
+    /// and HwStartIo run there), then waits for it (10 s).
+    fn send_and_wait(
+        &self,
+        processor: u32,
+        build: impl FnOnce(&Machine) -> Result<(usize, u64), SimError>,
+    ) -> Result<Completion, SimError> {
+        let sender = self.machine.processor(processor)?;
+        let (srb, ticket) = build(&self.machine)?;
+        sender
+            .send(Work::Submit(srb))
+            .map_err(|_| SimError::NotStarted)?;
+        self.wait(Ticket(ticket), Duration::from_secs(10))
+    }
+
     /// Sends an SRB_FUNCTION_WMI request on simulated processor `processor` and waits for it
     /// (10 s). The completion's `data` is the whole buffer followed by its
     /// [`WMI_GUARD_LEN`] guard bytes, whatever DataTransferLength the miniport set.
@@ -1017,17 +1032,7 @@ impl Adapter {
     /// # Errors
     /// [`SimError::WmiLength`], and as [`Adapter::execute`].
     pub fn wmi(&self, processor: u32, request: &WmiRequest) -> Result<Completion, SimError> {
-        let sender = self
-            .machine
-            .processors
-            .get()
-            .and_then(|processors| processors.get(processor as usize))
-            .ok_or(SimError::NoProcessor(processor))?;
-        let (srb, ticket) = self.machine.build_wmi_srb(request)?;
-        sender
-            .send(Work::Submit(srb))
-            .map_err(|_| SimError::NotStarted)?;
-        self.wait(Ticket(ticket), Duration::from_secs(10))
+        self.send_and_wait(processor, |machine| machine.build_wmi_srb(request))
     }
 
     /// Sends an `SRB_FUNCTION_IO_CONTROL` request (see [`IoctlRequest`]) on simulated
@@ -1038,17 +1043,7 @@ impl Adapter {
     /// # Errors
     /// [`SimError::IoctlLength`], and as [`Adapter::execute`].
     pub fn ioctl(&self, processor: u32, request: &IoctlRequest) -> Result<Completion, SimError> {
-        let sender = self
-            .machine
-            .processors
-            .get()
-            .and_then(|processors| processors.get(processor as usize))
-            .ok_or(SimError::NoProcessor(processor))?;
-        let (srb, ticket) = self.machine.build_ioctl_srb(request)?;
-        sender
-            .send(Work::Submit(srb))
-            .map_err(|_| SimError::NotStarted)?;
-        self.wait(Ticket(ticket), Duration::from_secs(10))
+        self.send_and_wait(processor, |machine| machine.build_ioctl_srb(request))
     }
 
     /// The BARs as the simulated platform assigned them: (BAR index, bus address, I/O space).
