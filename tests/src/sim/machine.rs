@@ -68,6 +68,34 @@ pub enum SrbKind {
     Control { extended: bool },
 }
 
+/// The DMA memory of an adapter request (WMI, IOCTL) being built.
+struct AdapterRequestMemory {
+    /// The SRB's address.
+    srb: usize,
+    /// The SRB extension's address (0 without one).
+    srb_extension: usize,
+    /// The buffer's address and length (guard included).
+    buffer: (usize, usize),
+    /// Every allocation, freed when the SRB leaves quarantine.
+    regions: Vec<(usize, usize)>,
+}
+
+impl AdapterRequestMemory {
+    /// Allocates `len` bytes (at least one) aligned to `align` and records the region.
+    fn alloc(
+        &mut self,
+        memory: &dyn DmaArena,
+        len: usize,
+        align: usize,
+    ) -> Result<usize, SimError> {
+        let address = memory
+            .alloc(len.max(1), align)
+            .ok_or(SimError::OutOfMemory { len })?;
+        self.regions.push((address, len.max(1)));
+        Ok(address)
+    }
+}
+
 /// One outstanding SRB and the memory behind it.
 pub struct SrbRecord {
     pub(crate) ticket: u64,
@@ -1004,17 +1032,7 @@ impl Machine {
                 buffer: request.buffer.len(),
             });
         }
-        let srb_extension_size = lock(&self.config).srb_extension_size as usize;
         let extended = self.srb_extended.load(Ordering::SeqCst);
-        let mut regions = Vec::new();
-        let mut alloc = |len: usize, align: usize| -> Result<usize, SimError> {
-            let address = self
-                .memory
-                .alloc(len.max(1), align)
-                .ok_or(SimError::OutOfMemory { len })?;
-            regions.push((address, len.max(1)));
-            Ok(address)
-        };
         let header_len = size_of::<abi::StorageRequestBlock>();
         let wmi_block = header_len + size_of::<abi::StorAddrBtl8>();
         let srb_len = if extended {
@@ -1022,19 +1040,11 @@ impl Machine {
         } else {
             size_of::<abi::ScsiWmiRequestBlock>()
         };
-        let srb = alloc(srb_len, 16)?;
-        let srb_extension = if srb_extension_size > 0 {
-            alloc(srb_extension_size, 16)?
-        } else {
-            0
-        };
-        let buffer_len = request.buffer.len() + super::WMI_GUARD_LEN;
-        let buffer = alloc(buffer_len, 8)?;
-        let mut contents = request.buffer.clone();
-        contents.resize(buffer_len, super::WMI_GUARD_BYTE);
+        let mut memory = self.alloc_adapter_request(srb_len, &request.buffer)?;
+        let (srb_extension, buffer) = (memory.srb_extension, memory.buffer.0);
         let data_path = match request.data_path {
             Some(guid) => {
-                let address = alloc(guid.len(), 8)?;
+                let address = memory.alloc(&*self.memory, guid.len(), 8)?;
                 if !self.memory.write(address, &guid) {
                     return Err(SimError::OutOfMemory { len: guid.len() });
                 }
@@ -1042,9 +1052,6 @@ impl Machine {
             }
             None => 0,
         };
-        if !self.memory.write(buffer, &contents) {
-            return Err(SimError::OutOfMemory { len: buffer_len });
-        }
         let timeout_seconds = 10;
         let bytes = if extended {
             let header = abi::StorageRequestBlock {
@@ -1088,17 +1095,7 @@ impl Machine {
             .as_bytes()
             .to_vec()
         };
-        if !self.memory.write(srb, &bytes) {
-            return Err(SimError::OutOfMemory { len: srb_len });
-        }
-        let ticket = self.track_adapter_request(
-            srb,
-            SrbKind::Wmi { extended },
-            regions,
-            (buffer, buffer_len),
-            timeout_seconds,
-        );
-        Ok((srb, ticket))
+        self.submit_adapter_request(memory, &bytes, SrbKind::Wmi { extended }, timeout_seconds)
     }
 
     /// Builds an SRB_FUNCTION_IO_CONTROL request in DMA memory as storport.sys builds one for
@@ -1110,49 +1107,22 @@ impl Machine {
                 buffer: request.buffer.len(),
             });
         }
-        let srb_extension_size = lock(&self.config).srb_extension_size as usize;
         let extended = self.srb_extended.load(Ordering::SeqCst);
-        let mut regions = Vec::new();
-        let mut alloc = |len: usize, align: usize| -> Result<usize, SimError> {
-            let address = self
-                .memory
-                .alloc(len.max(1), align)
-                .ok_or(SimError::OutOfMemory { len })?;
-            regions.push((address, len.max(1)));
-            Ok(address)
-        };
         let header_len = size_of::<abi::StorageRequestBlock>();
         let srb_len = if extended {
             header_len + size_of::<abi::StorAddrBtl8>()
         } else {
             size_of::<abi::ScsiRequestBlock>()
         };
-        let srb = alloc(srb_len, 16)?;
-        let srb_extension = if srb_extension_size > 0 {
-            alloc(srb_extension_size, 16)?
-        } else {
-            0
-        };
-        let buffer_len = request.buffer.len() + super::WMI_GUARD_LEN;
-        // The system buffer of a METHOD_BUFFERED IOCTL: pool memory, 8-aligned.
-        let buffer = alloc(buffer_len, 8)?;
-        let mut contents = request.buffer.clone();
-        contents.resize(buffer_len, super::WMI_GUARD_BYTE);
-        if !self.memory.write(buffer, &contents) {
-            return Err(SimError::OutOfMemory { len: buffer_len });
-        }
+        // The buffer is the system buffer of a METHOD_BUFFERED IOCTL: pool memory, 8-aligned.
+        let memory = self.alloc_adapter_request(srb_len, &request.buffer)?;
+        let (srb_extension, buffer) = (memory.srb_extension, memory.buffer.0);
         let timeout_seconds = IoctlRequest::header(&request.buffer)
             .map_or(10, |header| header.timeout)
             .max(1);
         let flags = abi::SRB_FLAGS_DATA_IN | abi::SRB_FLAGS_NO_QUEUE_FREEZE;
         let bytes = if extended {
             let header = abi::StorageRequestBlock {
-                length: abi::STORAGE_REQUEST_BLOCK_HEADER_LENGTH,
-                function: abi::SRB_FUNCTION_STORAGE_REQUEST_BLOCK,
-                signature: abi::SRB_SIGNATURE,
-                version: abi::STORAGE_REQUEST_BLOCK_VERSION_1,
-                srb_length: srb_len as u32,
-                srb_function: u32::from(abi::SRB_FUNCTION_IO_CONTROL),
                 srb_flags: flags,
                 time_out_value: timeout_seconds,
                 address_offset: header_len as u32,
@@ -1160,13 +1130,10 @@ impl Machine {
                 data_transfer_length: request.data_transfer_length,
                 data_buffer: buffer as u64,
                 miniport_context: srb_extension as u64,
-                ..abi::StorageRequestBlock::default()
+                ..abi::StorageRequestBlock::new(srb_len, abi::SRB_FUNCTION_IO_CONTROL)
             };
-            let btl = abi::StorAddrBtl8 {
-                address_type: abi::STOR_ADDRESS_TYPE_BTL8,
-                address_length: abi::STOR_ADDR_BTL8_ADDRESS_LENGTH,
-                ..abi::StorAddrBtl8::default()
-            };
+            // IOCTL_SCSI_MINIPORT addresses the adapter: path, target and LUN 0.
+            let btl = abi::StorAddrBtl8::new(0, 0, 0);
             let mut bytes = Vec::with_capacity(srb_len);
             bytes.extend_from_slice(header.as_bytes());
             bytes.extend_from_slice(btl.as_bytes());
@@ -1185,29 +1152,57 @@ impl Machine {
             .as_bytes()
             .to_vec()
         };
-        if !self.memory.write(srb, &bytes) {
-            return Err(SimError::OutOfMemory { len: srb_len });
-        }
-        let ticket = self.track_adapter_request(
-            srb,
+        self.submit_adapter_request(
+            memory,
+            &bytes,
             SrbKind::IoControl { extended },
-            regions,
-            (buffer, buffer_len),
             timeout_seconds,
-        );
-        Ok((srb, ticket))
+        )
     }
 
-    /// Records an adapter request (WMI, IOCTL) outstanding: its SRB, the memory behind it, its
-    /// buffer (read back whole at completion) and its deadline. Returns its ticket.
-    fn track_adapter_request(
+    /// Allocates an adapter request's (WMI, IOCTL) SRB of `srb_len` bytes, its SRB extension
+    /// and an 8-aligned buffer holding `buffer` followed by the [`super::WMI_GUARD_LEN`] guard.
+    fn alloc_adapter_request(
         &self,
-        srb: usize,
+        srb_len: usize,
+        buffer: &[u8],
+    ) -> Result<AdapterRequestMemory, SimError> {
+        let srb_extension_size = lock(&self.config).srb_extension_size as usize;
+        let mut memory = AdapterRequestMemory {
+            srb: 0,
+            srb_extension: 0,
+            buffer: (0, 0),
+            regions: Vec::new(),
+        };
+        memory.srb = memory.alloc(&*self.memory, srb_len, 16)?;
+        if srb_extension_size > 0 {
+            memory.srb_extension = memory.alloc(&*self.memory, srb_extension_size, 16)?;
+        }
+        let buffer_len = buffer.len() + super::WMI_GUARD_LEN;
+        let address = memory.alloc(&*self.memory, buffer_len, 8)?;
+        let mut contents = buffer.to_vec();
+        contents.resize(buffer_len, super::WMI_GUARD_BYTE);
+        if !self.memory.write(address, &contents) {
+            return Err(SimError::OutOfMemory { len: buffer_len });
+        }
+        memory.buffer = (address, buffer_len);
+        Ok(memory)
+    }
+
+    /// Writes an adapter request's (WMI, IOCTL) SRB `bytes` and records it outstanding: its
+    /// SRB, the memory behind it, its buffer (read back whole at completion) and its deadline.
+    /// Returns the SRB's address and its ticket.
+    fn submit_adapter_request(
+        &self,
+        memory: AdapterRequestMemory,
+        bytes: &[u8],
         kind: SrbKind,
-        regions: Vec<(usize, usize)>,
-        buffer: (usize, usize),
         timeout_seconds: u32,
-    ) -> u64 {
+    ) -> Result<(usize, u64), SimError> {
+        let srb = memory.srb;
+        if !self.memory.write(srb, bytes) {
+            return Err(SimError::OutOfMemory { len: bytes.len() });
+        }
         let timeout = self.options.timeout_scale.saturating_mul(timeout_seconds);
         let mut state = self.state();
         state.next_ticket += 1;
@@ -1218,8 +1213,8 @@ impl Machine {
                 ticket,
                 kind,
                 address: (0, 0, 0),
-                regions,
-                data: Some(buffer),
+                regions: memory.regions,
+                data: Some(memory.buffer),
                 direction: DataDirection::In,
                 sense: None,
                 deadline: Instant::now() + timeout,
@@ -1227,7 +1222,7 @@ impl Machine {
                 scatter_gather: None,
             },
         );
-        ticket
+        Ok((srb, ticket))
     }
 
     /// StorPortNotification(RequestComplete): reads the SRB back and retires it.
