@@ -792,7 +792,14 @@ pub fn fail_in_flight(adapter: &Adapter, queue: u16) {
         // SAFETY: as in `complete_used`: the SRB was in flight and is completed once, here.
         let mut srb = unsafe { Srb::from_layout(raw, context.srb_layout()) };
         srb.set_data_transfer_length(0);
-        complete(adapter, srb, SRB_STATUS_BUS_RESET);
+        // A request of a unit the device reported removed fails as that unit's do everywhere
+        // else (NO_DEVICE), not with a retryable BUS_RESET whose retry would fail anyway.
+        let gone = adapter
+            .events()
+            .gone()
+            .contains(context.target, context.lun.get() as u8)
+            && !crate::events::reaches_absent_unit(context.opcode);
+        complete(adapter, srb, srb_status(Disposition::BusReset, gone));
     }
 }
 

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rvscsi::storport::{SRB_STATUS_BUS_RESET, SRB_STATUS_NO_DEVICE, SRB_STATUS_SUCCESS};
+use rvscsi::storport::{SRB_STATUS_NO_DEVICE, SRB_STATUS_SUCCESS};
 use rvscsi::trace::TraceEvent;
 use rvscsi_tests::device::{DeviceOptions, FaultAction, TmfAction};
 use rvscsi_tests::harness::Machine;
@@ -184,7 +184,8 @@ fn surprise_removal_with_128_commands_held_resets_that_lun_only() {
 }
 
 /// The device never answers the LUN reset: at the deadline the full device reset takes every
-/// command back (BUS_RESET), none executes afterwards, and the unit stays removed.
+/// command back, failed as the removed unit's (NO_DEVICE, not a retryable BUS_RESET), none
+/// executes afterwards, and the unit stays removed.
 #[test]
 fn surprise_removal_whose_lun_reset_is_never_answered_escalates_to_a_full_reset() {
     let machine = machine();
@@ -201,7 +202,7 @@ fn surprise_removal_whose_lun_reset_is_never_answered_escalates_to_a_full_reset(
     let took = started.elapsed();
     eprintln!("surprise removal, LUN reset never answered: all back in {took:?}");
     assert!(took >= DEADLINE && took < DEADLINE * 3, "{took:?}");
-    assert_eq!(statuses(&held), HashMap::from([(SRB_STATUS_BUS_RESET, 64)]));
+    assert_eq!(statuses(&held), HashMap::from([(SRB_STATUS_NO_DEVICE, 64)]));
     assert_eq!(machine.device.tmf_log()[0].response, None);
     assert_eq!(full_resets(&machine), 1);
     assert_eq!(tmf_counter!(machine, timed_out), 1);
