@@ -831,39 +831,40 @@ impl Machine {
             bytes.extend_from_slice(header.as_bytes());
             bytes.extend_from_slice(btl.as_bytes());
             let cdb_length = request.cdb.len() as u8;
+            // The CDB16 and CDB32 blocks differ only in their type, length and CDB array.
+            macro_rules! cdb_block {
+                ($block:ident, $data_type:expr, $length:expr, $size:literal) => {{
+                    let mut cdb = [0; $size];
+                    cdb[..request.cdb.len()].copy_from_slice(&request.cdb);
+                    bytes.extend_from_slice(
+                        abi::$block {
+                            data_type: $data_type,
+                            length: $length,
+                            scsi_status: 0,
+                            sense_info_buffer_length: request.sense_len,
+                            cdb_length,
+                            reserved: 0,
+                            reserved1: 0,
+                            sense_info_buffer: sense_address,
+                            cdb,
+                        }
+                        .as_bytes(),
+                    );
+                }};
+            }
             if cdb_size == 16 {
-                let mut cdb = [0; 16];
-                cdb[..request.cdb.len()].copy_from_slice(&request.cdb);
-                bytes.extend_from_slice(
-                    abi::SrbExDataScsiCdb16 {
-                        data_type: abi::SRBEX_DATA_TYPE_SCSI_CDB16,
-                        length: abi::SRBEX_DATA_SCSI_CDB16_LENGTH,
-                        scsi_status: 0,
-                        sense_info_buffer_length: request.sense_len,
-                        cdb_length,
-                        reserved: 0,
-                        reserved1: 0,
-                        sense_info_buffer: sense_address,
-                        cdb,
-                    }
-                    .as_bytes(),
+                cdb_block!(
+                    SrbExDataScsiCdb16,
+                    abi::SRBEX_DATA_TYPE_SCSI_CDB16,
+                    abi::SRBEX_DATA_SCSI_CDB16_LENGTH,
+                    16
                 );
             } else {
-                let mut cdb = [0; 32];
-                cdb[..request.cdb.len()].copy_from_slice(&request.cdb);
-                bytes.extend_from_slice(
-                    abi::SrbExDataScsiCdb32 {
-                        data_type: abi::SRBEX_DATA_TYPE_SCSI_CDB32,
-                        length: abi::SRBEX_DATA_SCSI_CDB32_LENGTH,
-                        scsi_status: 0,
-                        sense_info_buffer_length: request.sense_len,
-                        cdb_length,
-                        reserved: 0,
-                        reserved1: 0,
-                        sense_info_buffer: sense_address,
-                        cdb,
-                    }
-                    .as_bytes(),
+                cdb_block!(
+                    SrbExDataScsiCdb32,
+                    abi::SRBEX_DATA_TYPE_SCSI_CDB32,
+                    abi::SRBEX_DATA_SCSI_CDB32_LENGTH,
+                    32
                 );
             }
             if !self.memory.write(srb, &bytes) {
