@@ -10,6 +10,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
 use virtio_core::dma::DmaMemory;
+use virtio_core::features::Features;
 use virtio_core::hal::Segment;
 use virtio_core::queue::QueueError;
 
@@ -292,8 +293,12 @@ fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
     }
     let count = scratch.count;
     let writable = count - readable;
+    // An indirect table needs the feature negotiated (virtio 1.x 2.7.5.3.1: the driver MUST NOT
+    // set VIRTQ_DESC_F_INDIRECT otherwise) and the whole table contiguous in bus memory; without
+    // either the request goes on the ring as a direct chain, which the limits are sized for.
     let indirect_len = count * crate::layout::DESCRIPTOR_LEN;
-    let indirect_usable = (contiguous as usize) >= layout.indirect + indirect_len;
+    let indirect_usable = adapter.features().contains(Features::INDIRECT_DESC)
+        && (contiguous as usize) >= layout.indirect + indirect_len;
 
     let mut opcode_page = 0xFFFF;
     if cdb[0] == vpd::INQUIRY && cdb[1] & 1 == 1 {

@@ -16,7 +16,7 @@ use rvscsi_tests::harness::{Machine, boot, fault_once};
 use rvscsi_tests::scenario::{
     Rng, anonymous_disk, boot_standard, faulted_read, first_block_read, read10, write10,
 };
-use rvscsi_tests::sim::{Completion, Request, SimOptions};
+use rvscsi_tests::sim::{Completion, Request, SimError, SimOptions};
 
 const WAIT: Duration = Duration::from_secs(30);
 const BLOCKS: u64 = 1 << 16; // 32 MiB per LUN
@@ -72,6 +72,23 @@ fn boots_and_enumerates_every_disk_with_limits_from_the_device() {
         );
         machine.finish();
     }
+}
+
+#[test]
+fn a_target_with_more_luns_than_one_report_page_is_enumerated_whole() {
+    // 40 LUNs: REPORT LUNS lists 328 bytes, more than the scan's first 256-byte allocation,
+    // so the port driver reads the list again at its full length. LUN 300 (flat space
+    // addressing) lies beyond the 255 LUNs StorPort can address and is not enumerated.
+    let mut luns: Vec<(u8, u16, Lun)> = (0..40u16)
+        .map(|lun| (0, lun, anonymous_disk(64).unwrap()))
+        .collect();
+    luns.push((0, 300, anonymous_disk(64).unwrap()));
+    let machine = boot(SimOptions::default(), DeviceOptions::default(), luns).unwrap();
+    let disks = machine.adapter.scan_bus().unwrap();
+    let found: Vec<(u8, u8)> = disks.iter().map(|disk| (disk.target, disk.lun)).collect();
+    let expected: Vec<(u8, u8)> = (0..40u8).map(|lun| (0, lun)).collect();
+    assert_eq!(found, expected);
+    machine.finish();
 }
 
 #[test]
@@ -235,10 +252,17 @@ fn the_transfer_limit_is_honoured_exactly_at_the_boundary() {
     let done = machine.adapter.execute(0, &request).unwrap();
     assert_eq!(done.status(), SRB_STATUS_SUCCESS);
     assert_eq!(done.data_transfer_length, max);
-    // One more page than the SG list may hold is refused, never overflowed.
+    // One more page than the SG list may hold: StorPort never builds it (the class driver
+    // splits it), and the miniport, sent it by a port driver that breaks the rule, refuses it
+    // rather than overflowing.
     let over = max + 2 * 4096;
     let mut request = Request::new(0, 0, &read10(0, (over / 512) as u16)).reading(over);
     request.data_offset = 4096 - 512;
+    assert!(matches!(
+        machine.adapter.execute(0, &request),
+        Err(SimError::BeyondTransferLimits { length, .. }) if length == over
+    ));
+    request.ignore_port_limits = true;
     let done = machine.adapter.execute(0, &request).unwrap();
     assert_eq!(done.status(), SRB_STATUS_INVALID_REQUEST);
     machine.finish();

@@ -106,8 +106,40 @@ pub struct SrbRecord {
     pub(crate) direction: DataDirection,
     pub(crate) sense: Option<(usize, usize)>,
     pub(crate) deadline: Instant,
+    /// TimeOutValue in real time: the deadline is this long after the miniport gets the SRB.
+    pub(crate) timeout: Duration,
     pub(crate) reset_deadline: Option<Instant>,
     pub(crate) scatter_gather: Option<usize>,
+    /// Counted against its unit's queue depth and MaxNumberOfIO ([`PortQueue`]).
+    pub(crate) counted: bool,
+    /// Sent beyond the transfer limits the miniport reported ([`Request::ignore_port_limits`]):
+    /// its answer must not be SUCCESS.
+    pub(crate) beyond_transfer_limits: bool,
+}
+
+/// A request StorPort holds back because its unit's queue depth or the adapter's
+/// `MaxNumberOfIO` is reached: the miniport has not seen it.
+pub struct Waiting {
+    pub(crate) processor: u32,
+    pub(crate) srb: usize,
+    pub(crate) record: SrbRecord,
+}
+
+/// StorPort's queues in front of the miniport. The port driver never gives the miniport more
+/// SCSI requests at once than the unit's queue depth (`InitialLunQueueDepth`, or what
+/// StorPortSetDeviceQueueDepth set, at most `MaxIOsPerLun`) nor, adapter-wide, than
+/// `MaxNumberOfIO`; the rest wait, in order, until completions make room.
+#[derive(Default)]
+pub struct PortQueue {
+    /// SCSI requests the miniport holds, per unit.
+    pub(crate) per_unit: HashMap<(u8, u8, u8), u32>,
+    /// SCSI requests the miniport holds in all.
+    pub(crate) total: u32,
+    /// Requests held back, oldest first.
+    pub(crate) waiting: VecDeque<Waiting>,
+    /// The most the miniport held at once, per unit and in all (for scenarios).
+    pub(crate) peak_per_unit: HashMap<(u8, u8, u8), u32>,
+    pub(crate) peak_total: u32,
 }
 
 /// The state behind the machine's mutex.
@@ -127,6 +159,7 @@ pub struct State {
     pub(crate) passive_initialize: Option<usize>,
     pub(crate) timer: Option<(usize, Instant)>,
     pub(crate) queue_depths: HashMap<(u8, u8, u8), u32>,
+    pub(crate) port_queue: PortQueue,
     pub(crate) logical_units: HashMap<(u8, u8, u8), Box<[u128]>>,
     pub(crate) rng: u64,
     /// The unit control types the miniport's query reported (`None`: no HwStorUnitControl, or
@@ -925,8 +958,11 @@ impl Machine {
                 direction: request.direction,
                 sense,
                 deadline: Instant::now() + timeout,
+                timeout,
                 reset_deadline: None,
                 scatter_gather: None,
+                counted: false,
+                beyond_transfer_limits: false,
             },
         );
         Ok((srb, ticket))
@@ -1016,8 +1052,11 @@ impl Machine {
                 direction: DataDirection::None,
                 sense: None,
                 deadline: Instant::now() + timeout,
+                timeout,
                 reset_deadline: None,
                 scatter_gather: None,
+                counted: false,
+                beyond_transfer_limits: false,
             },
         );
         Ok((srb, ticket))
@@ -1219,8 +1258,11 @@ impl Machine {
                 direction: DataDirection::In,
                 sense: None,
                 deadline: Instant::now() + timeout,
+                timeout,
                 reset_deadline: None,
                 scatter_gather: None,
+                counted: false,
+                beyond_transfer_limits: false,
             },
         );
         Ok((srb, ticket))
@@ -1240,6 +1282,16 @@ impl Machine {
             return;
         };
         let completion = self.read_back(srb, &record);
+        let record_ticket = record.ticket;
+        let accepted_beyond_limits =
+            record.beyond_transfer_limits && completion.status() == abi::SRB_STATUS_SUCCESS;
+        let ready = if record.counted {
+            state.port_queue.retire(record.address);
+            let limits = PortLimits::of(&lock(&self.config));
+            limits.admit_waiting(&mut state)
+        } else {
+            Vec::new()
+        };
         state.completed.insert(record.ticket, completion);
         state.completed_at.insert(record.ticket, Instant::now());
         state.quarantine.push_back((srb, record.regions));
@@ -1251,6 +1303,16 @@ impl Machine {
             }
         }
         drop(state);
+        if accepted_beyond_limits {
+            self.violate(Violation::AcceptedBeyondTransferLimits {
+                ticket: record_ticket,
+            });
+        }
+        for (processor, srb) in ready {
+            // A processor that stopped takes no more work: the request stays outstanding and
+            // shutdown reports it.
+            let _ = self.dispatch(processor, srb);
+        }
         self.completion.notify_all();
     }
 
@@ -1342,24 +1404,69 @@ impl Machine {
             .ok_or(SimError::NoProcessor(processor))
     }
 
+    /// What a bus scan covers, from the scenario's `scan_targets` and the miniport's reported
+    /// `MaximumNumberOfTargets` and `MaximumNumberOfLogicalUnits`.
+    pub(crate) fn scan_range(&self) -> super::pnp::ScanRange {
+        let config = lock(&self.config);
+        super::pnp::ScanRange {
+            targets: self
+                .options
+                .scan_targets
+                .min(config.maximum_number_of_targets),
+            luns: config.maximum_number_of_logical_units,
+        }
+    }
+
     /// Builds the SRB for `request` and hands it to simulated processor `processor` (HwBuildIo
-    /// and HwStartIo run there); returns its ticket.
+    /// and HwStartIo run there), or holds it in the port driver's queue while its unit's queue
+    /// depth or `MaxNumberOfIO` is reached ([`PortQueue`]); returns its ticket.
     pub(crate) fn submit(&self, processor: u32, request: &Request) -> Result<u64, SimError> {
-        let sender = self.processor(processor)?;
+        self.processor(processor)?;
+        let scsi = request.function == abi::SRB_FUNCTION_EXECUTE_SCSI;
+        let limits = PortLimits::of(&lock(&self.config));
+        let beyond = match limits.check_transfer(request) {
+            Ok(()) => false,
+            Err(_) if request.ignore_port_limits => true,
+            Err(error) => return Err(error),
+        };
         let (srb, ticket) = self.build_srb(request)?;
-        // As StorPort while it powers the adapter down: new requests wait in the port driver.
+        if scsi {
+            let mut state = self.state();
+            let Some(mut record) = state.outstanding.remove(&srb) else {
+                return Ok(ticket);
+            };
+            record.beyond_transfer_limits = beyond;
+            if request.ignore_port_limits || limits.has_room(&state, record.address) {
+                state.port_queue.admit(&mut record);
+                state.outstanding.insert(srb, record);
+            } else {
+                state.port_queue.waiting.push_back(Waiting {
+                    processor,
+                    srb,
+                    record,
+                });
+                return Ok(ticket);
+            }
+        }
+        self.dispatch(processor, srb)?;
+        Ok(ticket)
+    }
+
+    /// Hands the SRB at `srb` to simulated processor `processor`, or holds it while StorPort
+    /// holds new requests (a power transition).
+    fn dispatch(&self, processor: u32, srb: usize) -> Result<(), SimError> {
+        let sender = self.processor(processor)?;
         let mut paused = self
             .paused
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(held) = paused.as_mut() {
             held.push((processor, srb));
-            return Ok(ticket);
+            return Ok(());
         }
         sender
             .send(Work::Submit(srb))
-            .map_err(|_| SimError::NotStarted)?;
-        Ok(ticket)
+            .map_err(|_| SimError::NotStarted)
     }
 
     /// Submits and waits (10 s).
@@ -1645,4 +1752,115 @@ fn msix_table_size(pci: &dyn PciFunction) -> Option<u32> {
         pointer = ((header >> 8) & 0xFC) as u16;
     }
     None
+}
+
+/// The limits StorPort applies to the requests it sends, as the miniport reported them in
+/// find-adapter.
+pub(crate) struct PortLimits {
+    max_transfer_length: u32,
+    physical_breaks: u32,
+    max_ios: u32,
+    max_ios_per_lun: u32,
+    initial_lun_queue_depth: u32,
+}
+
+impl PortLimits {
+    pub(crate) fn of(config: &PortConfigurationInformation) -> Self {
+        Self {
+            max_transfer_length: config.maximum_transfer_length,
+            physical_breaks: config.number_of_physical_breaks,
+            max_ios: config.max_number_of_io.max(1),
+            max_ios_per_lun: config.max_ios_per_lun.max(1),
+            initial_lun_queue_depth: config.initial_lun_queue_depth.max(1),
+        }
+    }
+
+    /// Whether StorPort would build `request`: its transfer within `MaximumTransferLength`
+    /// and its buffer within `NumberOfPhysicalBreaks + 1` pages at the offset it has (the
+    /// class driver splits anything larger, so the miniport never sees it).
+    pub(crate) fn check_transfer(&self, request: &Request) -> Result<(), SimError> {
+        let length = match request.direction {
+            DataDirection::None => 0,
+            DataDirection::In => request.data_in_len,
+            DataDirection::Out => u32::try_from(request.data_out.len()).unwrap_or(u32::MAX),
+        };
+        if request.function != abi::SRB_FUNCTION_EXECUTE_SCSI || length == 0 {
+            return Ok(());
+        }
+        let offset = u64::from(request.data_offset % 4096);
+        let pages = (offset + u64::from(length)).div_ceil(4096);
+        let max_pages = u64::from(self.physical_breaks).saturating_add(1);
+        if length > self.max_transfer_length || pages > max_pages {
+            return Err(SimError::BeyondTransferLimits {
+                length,
+                pages: u32::try_from(pages).unwrap_or(u32::MAX),
+                max_transfer_length: self.max_transfer_length,
+                physical_breaks: self.physical_breaks,
+            });
+        }
+        Ok(())
+    }
+
+    /// The queue depth of `unit`: what StorPortSetDeviceQueueDepth set, else
+    /// `InitialLunQueueDepth`, never above `MaxIOsPerLun`.
+    fn unit_depth(&self, state: &State, unit: (u8, u8, u8)) -> u32 {
+        state
+            .queue_depths
+            .get(&unit)
+            .copied()
+            .unwrap_or(self.initial_lun_queue_depth)
+            .min(self.max_ios_per_lun)
+            .max(1)
+    }
+
+    /// Moves the waiting requests that now fit into the miniport's hands, oldest first (a unit
+    /// at its depth does not hold back the others), and returns them to dispatch.
+    fn admit_waiting(&self, state: &mut State) -> Vec<(u32, usize)> {
+        let mut ready = Vec::new();
+        let mut index = 0;
+        while index < state.port_queue.waiting.len() && state.port_queue.total < self.max_ios {
+            let unit = state.port_queue.waiting[index].record.address;
+            if !self.has_room(state, unit) {
+                index += 1;
+                continue;
+            }
+            let Some(mut waiting) = state.port_queue.waiting.remove(index) else {
+                break;
+            };
+            // StorPort starts an SRB's timer when it hands the SRB to the miniport.
+            waiting.record.deadline = Instant::now() + waiting.record.timeout;
+            state.port_queue.admit(&mut waiting.record);
+            state.outstanding.insert(waiting.srb, waiting.record);
+            ready.push((waiting.processor, waiting.srb));
+        }
+        ready
+    }
+
+    /// Whether the miniport may get one more SCSI request for `unit` now.
+    fn has_room(&self, state: &State, unit: (u8, u8, u8)) -> bool {
+        let queue = &state.port_queue;
+        queue.total < self.max_ios
+            && queue.per_unit.get(&unit).copied().unwrap_or(0) < self.unit_depth(state, unit)
+    }
+}
+
+impl PortQueue {
+    /// Counts `record` as held by the miniport.
+    fn admit(&mut self, record: &mut SrbRecord) {
+        record.counted = true;
+        let held = self.per_unit.entry(record.address).or_default();
+        *held += 1;
+        let peak = self.peak_per_unit.entry(record.address).or_default();
+        *peak = (*peak).max(*held);
+        self.total += 1;
+        self.peak_total = self.peak_total.max(self.total);
+    }
+
+    /// A counted request of `unit` completed.
+    fn retire(&mut self, unit: (u8, u8, u8)) {
+        if let Some(held) = self.per_unit.get_mut(&unit) {
+            *held = held.saturating_sub(1);
+        }
+        self.total = self.total.saturating_sub(1);
+    }
 }

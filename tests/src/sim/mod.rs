@@ -61,7 +61,8 @@ pub struct SimOptions {
     pub watchdog_period: Duration,
     /// MSI-X messages to offer; `None` reads the device's MSI-X table size.
     pub messages: Option<u32>,
-    /// Targets the bus scan probes (from 0).
+    /// Targets the bus scan probes (from 0), at most the `MaximumNumberOfTargets` the miniport
+    /// reported.
     pub scan_targets: u8,
     /// The adapter's PCI location as ConfigInfo reports it: `SystemIoBusNumber` and
     /// `SlotNumber` (a PCI_SLOT_NUMBER: device in bits 0-4, function in bits 5-7).
@@ -208,6 +209,12 @@ pub struct Request {
     pub function: u8,
     /// NextSrb: for `SRB_FUNCTION_ABORT_COMMAND`, the outstanding request to abort.
     pub next_srb: Option<Ticket>,
+    /// Play a port driver that breaks its own rules: the request reaches the miniport even if
+    /// it exceeds the transfer limits the miniport reported (`MaximumTransferLength`,
+    /// `NumberOfPhysicalBreaks`) or its queue depths, so a scenario can check the miniport's
+    /// answer. A request beyond the transfer limits that the miniport completes with SUCCESS
+    /// is [`Violation::AcceptedBeyondTransferLimits`].
+    pub ignore_port_limits: bool,
 }
 
 impl Request {
@@ -229,6 +236,7 @@ impl Request {
             queue_action: Some(abi::SRB_SIMPLE_TAG_REQUEST),
             function: abi::SRB_FUNCTION_EXECUTE_SCSI,
             next_srb: None,
+            ignore_port_limits: false,
         }
     }
 
@@ -457,6 +465,13 @@ pub enum Violation {
     UnitControlListOverrun {
         /// The `MaxControlType` given.
         max: u32,
+    },
+    /// The miniport completed with SUCCESS a request beyond the transfer limits it reported
+    /// (sent with [`Request::ignore_port_limits`]): it claims a transfer its own limits say it
+    /// cannot carry, so it either reported them wrong or did not check them.
+    AcceptedBeyondTransferLimits {
+        /// The request's ticket.
+        ticket: u64,
     },
     /// HwStorUnitControl answered Success for a control type its query did not report:
     /// StorPort would never have called it, so the miniport claims work it does not do.
@@ -688,6 +703,19 @@ pub enum SimError {
     /// The miniport has no HwStorUnitControl, or did not report this control type supported
     /// (StorPort would not call it).
     UnitControl(u32),
+    /// A request StorPort would never build: its transfer exceeds the `MaximumTransferLength`
+    /// the miniport reported, or its buffer spans more pages than `NumberOfPhysicalBreaks + 1`
+    /// (the class driver splits such transfers; see [`Request::ignore_port_limits`]).
+    BeyondTransferLimits {
+        /// The transfer's length.
+        length: u32,
+        /// Pages its buffer spans.
+        pages: u32,
+        /// The reported `MaximumTransferLength`.
+        max_transfer_length: u32,
+        /// The reported `NumberOfPhysicalBreaks`.
+        physical_breaks: u32,
+    },
     /// A WMI request whose DataTransferLength exceeds its buffer.
     WmiLength {
         /// DataTransferLength asked for.
@@ -1074,7 +1102,7 @@ impl Adapter {
     pub fn scan_bus(&self) -> Result<Vec<Disk>, SimError> {
         let disks = pnp::scan(
             &|request| self.execute(0, request),
-            self.machine.options.scan_targets,
+            self.machine.scan_range(),
         )?;
         self.machine.pnp.record_scan(&disks);
         Ok(disks)
@@ -1443,7 +1471,8 @@ impl Adapter {
     /// Requests outstanding now.
     #[must_use]
     pub fn outstanding(&self) -> usize {
-        self.machine.state().outstanding.len()
+        let state = self.machine.state();
+        state.outstanding.len() + state.port_queue.waiting.len()
     }
 
     /// Interrupts raised while no routine was connected.
@@ -1475,13 +1504,20 @@ impl Adapter {
     #[must_use]
     pub fn shutdown(mut self) -> Vec<Violation> {
         self.stop_pnp();
-        let outstanding: Vec<u64> = self
-            .machine
-            .state()
+        let state = self.machine.state();
+        let outstanding: Vec<u64> = state
             .outstanding
             .values()
+            .chain(
+                state
+                    .port_queue
+                    .waiting
+                    .iter()
+                    .map(|waiting| &waiting.record),
+            )
             .map(|record| record.ticket)
             .collect();
+        drop(state);
         for ticket in outstanding {
             self.machine
                 .violate(Violation::OutstandingAtShutdown { ticket });
