@@ -1,0 +1,264 @@
+//! A matrix of hosts: the real miniport booted on every shape of virtio-scsi device the spec
+//! allows and users run (QEMU's defaults and its feature switches, vhost-style minimal devices,
+//! tiny rings, more queues than MSI-X messages, many targets and LUNs, odd limits), each under
+//! random reads and writes from several processors checked byte for byte against a shadow.
+//!
+//! For each host the test prints the limits the miniport reported to StorPort, and checks them
+//! against what the device's limits allow (the figures the issue note lists).
+
+use std::sync::Arc;
+
+use rvscsi_tests::device::{CompletionMode, DeviceOptions};
+use rvscsi_tests::harness::{Machine, boot};
+use rvscsi_tests::scenario::{RandomLoad, anonymous_disk, verified_random_io};
+use rvscsi_tests::sim::SimOptions;
+
+/// Blocks of every LUN (8 MiB).
+const BLOCKS: u64 = 1 << 14;
+
+/// The limits the miniport reported in find-adapter, and the MSI-X messages it got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Reported {
+    max_transfer_length: u32,
+    physical_breaks: u32,
+    max_ios: u32,
+    ios_per_lun: u32,
+    messages: u32,
+}
+
+/// One host of the matrix.
+struct Host {
+    name: &'static str,
+    device: DeviceOptions,
+    sim: SimOptions,
+    /// (target, lun) of every disk.
+    units: Vec<(u8, u8)>,
+    /// What the miniport must report on it.
+    expected: Reported,
+}
+
+/// QEMU's defaults for a 4-vCPU guest: one request queue per vCPU, 256-entry rings,
+/// `seg_max` = ring - 2, `max_sectors` 0xFFFF, `cmd_per_lun` 128, completions from an
+/// iothread (delayed, out of order).
+fn qemu_defaults() -> DeviceOptions {
+    DeviceOptions {
+        request_queues: 4,
+        queue_size: 256,
+        seg_max: 254,
+        max_sectors: 0xFFFF,
+        cmd_per_lun: 128,
+        completion: CompletionMode::Delayed {
+            max_delay: std::time::Duration::from_micros(200),
+            shuffle: true,
+        },
+        ..DeviceOptions::default()
+    }
+}
+
+fn sim(processors: u32) -> SimOptions {
+    SimOptions {
+        processors,
+        ..SimOptions::default()
+    }
+}
+
+const STANDARD_UNITS: [(u8, u8); 3] = [(0, 0), (0, 1), (1, 0)];
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "one row per host: the matrix reads best as one table"
+)]
+fn hosts() -> Vec<Host> {
+    vec![
+        Host {
+            name: "qemu-defaults",
+            device: qemu_defaults(),
+            sim: sim(4),
+            units: STANDARD_UNITS.to_vec(),
+            expected: Reported {
+                max_transfer_length: 253 * 4096,
+                physical_breaks: 253,
+                max_ios: 4 * 256,
+                ios_per_lun: 128,
+                messages: 4 + 3,
+            },
+        },
+        Host {
+            name: "tiny-rings",
+            device: DeviceOptions {
+                queue_size: 8,
+                seg_max: 6,
+                ..qemu_defaults()
+            },
+            sim: sim(4),
+            units: STANDARD_UNITS.to_vec(),
+            expected: Reported {
+                max_transfer_length: 5 * 4096,
+                physical_breaks: 5,
+                max_ios: 4 * 8,
+                ios_per_lun: 32,
+                messages: 4 + 3,
+            },
+        },
+        Host {
+            name: "more-queues-than-messages",
+            device: DeviceOptions {
+                request_queues: 8,
+                ..qemu_defaults()
+            },
+            sim: SimOptions {
+                messages: Some(4),
+                ..sim(4)
+            },
+            units: STANDARD_UNITS.to_vec(),
+            expected: Reported {
+                max_transfer_length: 253 * 4096,
+                physical_breaks: 253,
+                max_ios: 8 * 256,
+                ios_per_lun: 128,
+                messages: 4,
+            },
+        },
+        Host {
+            name: "many-targets-and-luns",
+            device: DeviceOptions {
+                max_target: 15,
+                max_lun: 7,
+                ..qemu_defaults()
+            },
+            sim: SimOptions {
+                scan_targets: 16,
+                ..sim(4)
+            },
+            units: (0..16u8)
+                .flat_map(|target| (0..8u8).map(move |lun| (target, lun)))
+                .collect(),
+            expected: Reported {
+                max_transfer_length: 253 * 4096,
+                physical_breaks: 253,
+                max_ios: 4 * 256,
+                ios_per_lun: 128,
+                messages: 4 + 3,
+            },
+        },
+        Host {
+            name: "cmd-per-lun-1",
+            device: DeviceOptions {
+                cmd_per_lun: 1,
+                ..qemu_defaults()
+            },
+            sim: sim(4),
+            units: STANDARD_UNITS.to_vec(),
+            expected: Reported {
+                max_transfer_length: 253 * 4096,
+                physical_breaks: 253,
+                max_ios: 4 * 256,
+                ios_per_lun: 1,
+                messages: 4 + 3,
+            },
+        },
+        Host {
+            name: "odd-seg-max-and-max-sectors",
+            device: DeviceOptions {
+                seg_max: 37,
+                max_sectors: 129,
+                ..qemu_defaults()
+            },
+            sim: sim(4),
+            units: STANDARD_UNITS.to_vec(),
+            expected: Reported {
+                // 129 sectors (66,048 bytes) span at most 18 pages: 18 segments, and a
+                // transfer of 129 sectors fits 17 pages' worth.
+                max_transfer_length: 129 * 512,
+                physical_breaks: 17,
+                max_ios: 4 * 256,
+                ios_per_lun: 128,
+                messages: 4 + 3,
+            },
+        },
+        Host {
+            name: "max-sectors-below-a-page",
+            device: DeviceOptions {
+                seg_max: 3,
+                max_sectors: 7,
+                ..qemu_defaults()
+            },
+            sim: sim(2),
+            units: STANDARD_UNITS.to_vec(),
+            expected: Reported {
+                max_transfer_length: 7 * 512,
+                physical_breaks: 1,
+                max_ios: 4 * 256,
+                ios_per_lun: 128,
+                messages: 4 + 3,
+            },
+        },
+    ]
+}
+
+/// Boots `host`, checks the limits its miniport reported, runs the random load and finishes
+/// the machine (every SRB completed once, no violation by the miniport or of the device's
+/// limits).
+fn run(host: Host) {
+    let luns = host
+        .units
+        .iter()
+        .map(|&(target, lun)| (target, u16::from(lun), anonymous_disk(BLOCKS).unwrap()))
+        .collect();
+    let processors = host.sim.processors;
+    let machine = Arc::new(boot(host.sim, host.device, luns).unwrap());
+    let found = machine.adapter.found_adapter();
+    let reported = Reported {
+        max_transfer_length: found.config.maximum_transfer_length,
+        physical_breaks: found.config.number_of_physical_breaks,
+        max_ios: found.config.max_number_of_io,
+        ios_per_lun: found.config.max_ios_per_lun,
+        messages: found.messages,
+    };
+    let mut disks = machine.adapter.scan_bus().unwrap();
+    disks.sort_by_key(|disk| (disk.target, disk.lun));
+    let found_units: Vec<(u8, u8)> = disks.iter().map(|disk| (disk.target, disk.lun)).collect();
+    let mut units = host.units.clone();
+    units.sort_unstable();
+    assert_eq!(found_units, units, "{}: the bus scan", host.name);
+    let figures = verified_random_io(
+        &machine,
+        &units,
+        BLOCKS,
+        RandomLoad {
+            processors,
+            depth: 8,
+            ios_per_processor: 150,
+            seed: 0x5eed_0000 ^ host.name.len() as u64,
+        },
+    );
+    eprintln!(
+        "host {:<28} MaximumTransferLength {:>8} NumberOfPhysicalBreaks {:>3} MaxNumberOfIO {:>5} \
+         MaxIOsPerLun {:>3} messages {:>2} | {} I/Os, {} BUSY retried, {} KiB",
+        host.name,
+        reported.max_transfer_length,
+        reported.physical_breaks,
+        reported.max_ios,
+        reported.ios_per_lun,
+        reported.messages,
+        figures.ios,
+        figures.busy,
+        figures.bytes / 1024
+    );
+    assert_eq!(
+        reported, host.expected,
+        "{}: the reported limits",
+        host.name
+    );
+    assert_eq!(figures.ios, processors as usize * 150);
+    Arc::into_inner(machine)
+        .map(Machine::finish)
+        .expect("the load threads are done");
+}
+
+#[test]
+fn every_host_of_the_matrix_serves_verified_random_io() {
+    for host in hosts() {
+        run(host);
+    }
+}
