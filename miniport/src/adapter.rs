@@ -175,6 +175,8 @@ pub struct QueueState {
     pub notify_offset: u64,
     /// The virtqueue index.
     pub index: u16,
+    /// Room kept for a large request that found none (request queues only).
+    pub reservation: crate::room::Reservation,
 }
 
 /// How interrupts reach the queues, decided in HwInitialize from the messages granted.
@@ -715,6 +717,7 @@ impl Adapter {
                     requests,
                     notify_offset: 0,
                     index,
+                    reservation: crate::room::Reservation::default(),
                 });
             }
         }

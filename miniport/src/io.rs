@@ -483,8 +483,13 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
             complete(adapter, srb, SRB_STATUS_ERROR);
             return;
         };
-        let ring = state.ring.queue();
-        match ring.add(readable_segments, writable_segments, indirect.as_ref()) {
+        let added = add_with_reservation(
+            adapter,
+            state,
+            (readable_segments, writable_segments),
+            indirect.as_ref(),
+        );
+        match added {
             Ok(token) => {
                 // Counted, and numbered, before the lock drops: once it does, the request may
                 // complete (and be observed) before this processor runs another instruction.
@@ -499,7 +504,7 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
                 if let Some(slot) = requests.get_mut(token.index()) {
                     *slot = base;
                 }
-                let kick = ring.kick_prepare();
+                let kick = state.ring.queue().kick_prepare();
                 (Ok(()), kick.then_some(state.notify_offset))
             }
             Err(error) => (Err(error), None),
@@ -519,10 +524,55 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
             if let Some(counters) = counters {
                 counters.queue_full.fetch_add(1, Ordering::Relaxed);
             }
+            // The ring is full (or its room is kept for a larger request): StorPort sends the
+            // request again, and holds the others back until one request completes, so the
+            // submitters do not spin on a full ring. ScsiStatus stays 0: QUEUE_FULL would tell
+            // StorPort the unit's task set is full and make it lower the unit's queue depth,
+            // while what is full is one of our rings (vioscsi sets it; we deliberately do not).
+            adapter.extension().busy(1);
             complete(adapter, srb, SRB_STATUS_BUSY);
         }
         Err(_) => complete(adapter, srb, SRB_STATUS_INVALID_REQUEST),
     }
+}
+
+/// Puts a request's segments on the queue's ring, honouring the ring's reservation
+/// ([`crate::room`]): a request smaller than one that found no room is refused (as if the ring
+/// were full) unless the reserved room stays free, and a request refused for room reserves it.
+/// The dump stack never holds more than one request and must not ask for the system time, so it
+/// keeps no reservations.
+fn add_with_reservation(
+    adapter: &Adapter,
+    state: &mut crate::adapter::QueueState,
+    (readable, writable): (&[Segment], &[Segment]),
+    indirect: Option<&DmaMemory>,
+) -> Result<virtio_core::queue::Token, QueueError> {
+    // Descriptors the request takes on the ring: one with an indirect table, else its chain.
+    let needed = if indirect.is_some() {
+        1
+    } else {
+        (readable.len() + writable.len()) as u16
+    };
+    let reserves = adapter.dump_mode().is_none();
+    let free = state.ring.queue().free_descriptors();
+    if reserves
+        && !state
+            .reservation
+            .admits(needed, free, || adapter.extension().system_time())
+    {
+        return Err(QueueError::Full { needed, free });
+    }
+    let added = state.ring.queue().add(readable, writable, indirect);
+    if reserves {
+        match added {
+            Ok(_) => state.reservation.admitted(needed),
+            Err(QueueError::Full { .. }) => state
+                .reservation
+                .refused(needed, adapter.extension().system_time()),
+            Err(_) => {}
+        }
+    }
+    added
 }
 
 /// Drains the used ring of the guarded queue, completing each request; re-arms interrupts.

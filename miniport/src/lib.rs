@@ -20,6 +20,7 @@ pub mod luns;
 pub mod platform;
 pub mod port;
 pub mod registry;
+pub mod room;
 pub mod srb;
 pub mod tmf;
 pub mod trace;

@@ -10,7 +10,7 @@ use core::ptr::{self, NonNull};
 
 use crate::srb::Srb;
 use crate::storport::functions::{
-    StorPortAllocateRegistryBuffer, StorPortDebugPrint, StorPortExtendedFunction,
+    StorPortAllocateRegistryBuffer, StorPortBusy, StorPortDebugPrint, StorPortExtendedFunction,
     StorPortFreeRegistryBuffer, StorPortGetBusData, StorPortGetDeviceBase,
     StorPortGetPhysicalAddress, StorPortGetScatterGatherList, StorPortGetUncachedExtension,
     StorPortNotification, StorPortQuerySystemTime, StorPortRegistryRead,
@@ -136,6 +136,14 @@ impl DeviceExtension {
         // SAFETY: RequestComplete takes the SRB pointer as its one variadic argument; the SRB
         // is ours (not completed before, since `Srb` is consumed here) and its status is set.
         unsafe { StorPortNotification(RequestComplete, self.raw(), raw) };
+    }
+
+    /// StorPortBusy: StorPort sends no request until `requests` of those the adapter holds
+    /// complete (a full ring).
+    pub fn busy(self, requests: u32) {
+        // SAFETY: StorPortBusy takes the device extension and a count; any IRQL up to
+        // DISPATCH_LEVEL, which StartIo runs at.
+        let _ = unsafe { StorPortBusy(self.raw(), requests) };
     }
 
     /// Tells StorPort the bus was reset (after HwResetBus or a device reset), so it resumes

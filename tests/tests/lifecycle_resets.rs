@@ -498,7 +498,10 @@ fn stop_with_requests_held_then_restart() {
     assert_eq!(negotiated(&machine), before);
     assert_eq!(recovery_counter!(machine, stops), 1);
     assert_eq!(recovery_counter!(machine, restarts), 1);
-    assert_eq!(recovery_counter!(machine, busy_while_stopped), 1);
+    // StorPort sends a request answered BUSY again after a hold-off until its timeout runs
+    // out, then fails it BUSY to the class driver: every one of those answers is counted.
+    assert!(recovery_counter!(machine, busy_while_stopped) > 1);
+    assert!(machine.adapter.port_queue_figures().busy_retries > 1);
     check_and_finish(machine, &[&held], &RESUME);
 }
 

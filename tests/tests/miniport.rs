@@ -7,14 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rvscsi::storport::{
-    SRB_STATUS_BUS_RESET, SRB_STATUS_BUSY, SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR,
-    SRB_STATUS_INVALID_REQUEST, SRB_STATUS_SUCCESS,
+    SRB_STATUS_BUS_RESET, SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR, SRB_STATUS_INVALID_REQUEST,
+    SRB_STATUS_SUCCESS,
 };
 use rvscsi_tests::device::target::{Lun, LunIdentity};
-use rvscsi_tests::device::{CompletionMode, DeviceOptions, FaultAction};
+use rvscsi_tests::device::{CompletionMode, DeviceOptions, FaultAction, RequestInfo};
 use rvscsi_tests::harness::{Machine, boot, fault_once};
 use rvscsi_tests::scenario::{
-    Rng, anonymous_disk, boot_standard, faulted_read, first_block_read, read10, write10,
+    Rng, anonymous_disk, boot_standard, faulted_read, first_block_read, full_resets, read10,
+    wait_until, write10,
 };
 use rvscsi_tests::sim::{Completion, Request, SimError, SimOptions};
 
@@ -269,7 +270,7 @@ fn the_transfer_limit_is_honoured_exactly_at_the_boundary() {
 }
 
 #[test]
-fn a_queue_full_storm_returns_busy_and_loses_nothing() {
+fn a_queue_full_storm_is_retried_by_storport_and_loses_nothing() {
     let device = DeviceOptions {
         queue_size: 8,
         completion: CompletionMode::Delayed {
@@ -285,33 +286,116 @@ fn a_queue_full_storm_returns_busy_and_loses_nothing() {
         },
         device,
     );
-    let mut pending: Vec<_> = (0..200u32).map(|i| (i, None)).collect();
-    let mut busy = 0usize;
-    while !pending.is_empty() {
-        for (i, ticket) in &mut pending {
-            let request = Request::new(0, 0, &read10(*i * 8, 8)).reading(4096);
-            *ticket = Some(machine.adapter.submit(*i % 2, &request).unwrap());
-        }
-        let mut retry = Vec::new();
-        for (i, ticket) in pending {
-            let done = machine.adapter.wait(ticket.unwrap(), WAIT).unwrap();
-            match done.status() {
-                SRB_STATUS_SUCCESS => {}
-                SRB_STATUS_BUSY => {
-                    busy += 1;
-                    retry.push((i, None));
-                }
-                other => panic!("request {i}: status {other:#x}"),
-            }
-        }
-        pending = retry;
+    // 200 requests at once: StorPort lets 32 reach the miniport (MaxNumberOfIO, four rings of
+    // eight), but both processors submit to the first two rings, which overflow. The miniport
+    // answers BUSY and calls StorPortBusy; StorPort sends each again until it fits.
+    let tickets: Vec<_> = (0..200u32)
+        .map(|i| {
+            let request = Request::new(0, 0, &read10(i * 8, 8)).reading(4096);
+            machine.adapter.submit(i % 2, &request).unwrap()
+        })
+        .collect();
+    for (i, ticket) in tickets.into_iter().enumerate() {
+        let done = machine.adapter.wait(ticket, WAIT).unwrap();
+        assert_eq!(done.status(), SRB_STATUS_SUCCESS, "request {i}");
     }
+    let figures = machine.adapter.port_queue_figures();
     assert!(
-        busy > 0,
-        "eight-entry rings must overflow with 200 requests in flight"
+        figures.busy_retries > 0 && figures.busy_calls > 0,
+        "eight-entry rings must overflow with 200 requests: {figures:?}"
     );
+    assert_eq!(full_resets(&machine), 0);
     assert_eq!(machine.adapter.outstanding(), 0);
     machine.finish();
+}
+
+/// A 1 MiB read whose indirect table is never contiguous (every SRB extension page stands
+/// alone) goes on the ring as a 258-descriptor direct chain: it needs half the 512-entry ring
+/// free at once, while small reads keep the ring full, each one that completes replaced at
+/// once, completions trickling in one by one. Refused BUSY once, the large read reserves its
+/// room: smaller requests are refused until the ring has drained enough, and it completes
+/// without a timeout or a reset. (Without the reservation every freed descriptor goes to a
+/// small read and the large one bounces BUSY until StorPort gives up on it.)
+#[test]
+fn a_large_direct_chain_is_not_starved_by_small_requests_on_a_busy_ring() {
+    let device = DeviceOptions {
+        request_queues: 1,
+        queue_size: 512,
+        seg_max: 510,
+        cmd_per_lun: 1024,
+        ..DeviceOptions::default()
+    };
+    // One processor: submissions, interrupts and DPCs all run there in order, so nothing but
+    // the ring's own rule decides who gets freed room.
+    let machine = Arc::new(machine(
+        SimOptions {
+            processors: 1,
+            contiguity: rvscsi_tests::sim::Contiguity::PageBoundary,
+            ..SimOptions::default()
+        },
+        device,
+    ));
+    // Small reads (LUN 0) complete no earlier than 500 ms from now, then each at a random
+    // moment within 400 ms of that or of its submission: the ring fills first, then drains one
+    // request at a time. The large read (LUN 1) completes as soon as the device has it.
+    let start = std::time::Instant::now();
+    let draws = Arc::new(AtomicUsize::new(0));
+    machine
+        .device
+        .set_fault_hook(Some(Arc::new(move |info: &RequestInfo| {
+            if info.lun != 0 {
+                return FaultAction::Normal;
+            }
+            let draw = draws.fetch_add(1, Ordering::Relaxed) as u64;
+            let jitter =
+                Duration::from_micros(draw.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32 & 0x3_FFFF);
+            let jitter = jitter.min(Duration::from_millis(400));
+            let due = (start + Duration::from_millis(500)).max(std::time::Instant::now()) + jitter;
+            FaultAction::Delay(due.saturating_duration_since(std::time::Instant::now()))
+        })));
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let small = {
+        let machine = Arc::clone(&machine);
+        let running = Arc::clone(&running);
+        std::thread::spawn(move || {
+            let mut in_flight = Vec::new();
+            let mut lba = 0u32;
+            while running.load(Ordering::Relaxed) || !in_flight.is_empty() {
+                in_flight.retain(|&ticket| {
+                    if machine.adapter.completed_at(ticket).is_none() {
+                        return true;
+                    }
+                    let done = machine.adapter.wait(ticket, WAIT).unwrap();
+                    assert_eq!(done.status(), SRB_STATUS_SUCCESS);
+                    false
+                });
+                while running.load(Ordering::Relaxed) && in_flight.len() < 600 {
+                    let request = Request::new(0, 0, &read10(lba % 60_000, 1)).reading(512);
+                    in_flight.push(machine.adapter.submit(0, &request).unwrap());
+                    lba += 1;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            machine.adapter.port_queue_figures().peak_in_miniport >= 512
+        }),
+        "the small reads never filled the ring"
+    );
+    let mut large = Request::new(0, 1, &read10(0, 2048)).reading(1 << 20);
+    // 10 SRB seconds: one second of real time before StorPort gives up on it.
+    large.timeout_seconds = 10;
+    let done = machine.adapter.execute(0, &large).unwrap();
+    running.store(false, Ordering::Relaxed);
+    small.join().unwrap();
+    assert_eq!(done.status(), SRB_STATUS_SUCCESS);
+    assert_eq!(done.data_transfer_length, 1 << 20);
+    assert_eq!(full_resets(&machine), 0);
+    assert!(machine.adapter.port_queue_figures().busy_retries > 0);
+    machine.device.set_fault_hook(None);
+    Arc::into_inner(machine).unwrap().finish();
 }
 
 #[test]

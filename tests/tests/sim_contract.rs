@@ -45,6 +45,7 @@ unsafe extern "system" {
     fn StorPortWriteRegisterUlong(ext: *mut c_void, register: *mut c_void, value: u32);
     fn StorPortReadRegisterUlong(ext: *mut c_void, register: *mut c_void) -> u32;
     fn StorPortCompleteRequest(ext: *mut c_void, path: u8, target: u8, lun: u8, status: u8);
+    fn StorPortBusy(ext: *mut c_void, requests: u32) -> u8;
 }
 
 unsafe extern "C" {
@@ -99,6 +100,10 @@ enum Mode {
     /// HwStorUnitControl's query writes past MaxControlType, and every other type is answered
     /// Success though the query did not report it.
     BadUnitControl,
+    /// Answer the first three requests BUSY (calling StorPortBusy), then complete normally.
+    BusyThrice,
+    /// Answer every request BUSY.
+    AlwaysBusy,
 }
 
 thread_local! {
@@ -149,6 +154,8 @@ struct Extension {
     holding_peak: [AtomicU32; 8],
     holding_total: AtomicU32,
     holding_total_peak: AtomicU32,
+    /// StartIo calls (`BusyThrice`, `AlwaysBusy`).
+    starts: AtomicU32,
 }
 
 impl Extension {
@@ -571,6 +578,17 @@ extern "system" fn start_io(extension: *mut c_void, srb: *mut c_void) -> u8 {
     match e.mode {
         Mode::Immediate | Mode::BadUnitControl => {
             execute(extension, srb);
+            complete(extension, srb);
+        }
+        Mode::BusyThrice | Mode::AlwaysBusy => {
+            let start = e.starts.fetch_add(1, Ordering::SeqCst);
+            if e.mode == Mode::AlwaysBusy || start < 3 {
+                // SAFETY: StorPortBusy with this adapter's extension, in HwStartIo.
+                unsafe { StorPortBusy(extension, 1) };
+                set_status(srb, abi::SRB_STATUS_BUSY, 0);
+            } else {
+                execute(extension, srb);
+            }
             complete(extension, srb);
         }
         Mode::DoubleComplete => {
@@ -1275,6 +1293,45 @@ fn storport_holds_requests_beyond_the_lun_queue_depth_and_max_number_of_io() {
     // The first LUNs reach their depth in the first round; none ever exceeds it.
     assert_eq!(peaks[0], 20, "{peaks:?}");
     assert!(peaks.iter().all(|&peak| peak <= 20), "{peaks:?}");
+    assert_eq!(adapter.shutdown(), Vec::new());
+}
+
+#[test]
+fn storport_sends_a_busy_request_again_until_it_completes() {
+    let (adapter, _device) = boot(Mode::BusyThrice);
+    let done = adapter
+        .execute(0, &Request::new(0, 0, &[0x12, 0, 0, 0, 36, 0]).reading(36))
+        .unwrap();
+    assert_eq!(done.status(), abi::SRB_STATUS_SUCCESS);
+    assert_eq!(
+        done.data.len(),
+        36,
+        "the retry's DataTransferLength is the buffer's"
+    );
+    let e = extension_of(&adapter);
+    assert_eq!(e.starts.load(Ordering::SeqCst), 4);
+    let figures = adapter.port_queue_figures();
+    assert_eq!((figures.busy_retries, figures.busy_calls), (3, 3));
+    assert_eq!(adapter.shutdown(), Vec::new());
+}
+
+#[test]
+fn a_request_busy_past_its_timeout_fails_busy_to_the_class_driver() {
+    let (adapter, _device) = boot(Mode::AlwaysBusy);
+    let mut request = Request::new(0, 0, &[0, 0, 0, 0, 0, 0]);
+    request.timeout_seconds = 2;
+    let done = adapter.execute(0, &request).unwrap();
+    assert_eq!(done.status(), abi::SRB_STATUS_BUSY);
+    // Resent for 200 ms of real time, each time after StorPortBusy's hold (which, with no
+    // other request to complete, lasts its whole limit), and never reset: the miniport
+    // answered every time.
+    assert!(extension_of(&adapter).starts.load(Ordering::SeqCst) > 1);
+    assert!(
+        !adapter
+            .notifications()
+            .iter()
+            .any(|n| matches!(n, Notification::TimeoutReset { .. }))
+    );
     assert_eq!(adapter.shutdown(), Vec::new());
 }
 

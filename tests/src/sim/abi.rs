@@ -118,6 +118,8 @@ pub const SRB_FUNCTION_RESET_LOGICAL_UNIT: u8 = 0x20;
 pub const SRB_STATUS_PENDING: u8 = 0x00;
 /// SRB_STATUS_SUCCESS.
 pub const SRB_STATUS_SUCCESS: u8 = 0x01;
+/// SRB_STATUS_BUSY: StorPort sends the request again.
+pub const SRB_STATUS_BUSY: u8 = 0x05;
 /// SRB_STATUS_BUS_RESET.
 pub const SRB_STATUS_BUS_RESET: u8 = 0x0E;
 /// SRB_STATUS_DATA_OVERRUN (also an underrun: data valid up to DataTransferLength).

@@ -483,6 +483,27 @@ pub extern "system" fn StorPortSetDeviceQueueDepth(
     1
 }
 
+/// `BOOLEAN StorPortBusy(PVOID, ULONG)`: StorPort sends no request until `requests` of those
+/// the miniport holds complete.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortBusy(extension: *mut c_void, requests: u32) -> u8 {
+    let Some(machine) = machine_for("StorPortBusy", extension) else {
+        return 0;
+    };
+    machine.busy(requests);
+    1
+}
+
+/// `BOOLEAN StorPortReady(PVOID)`: ends a StorPortBusy hold.
+#[unsafe(no_mangle)]
+pub extern "system" fn StorPortReady(extension: *mut c_void) -> u8 {
+    let Some(machine) = machine_for("StorPortReady", extension) else {
+        return 0;
+    };
+    machine.ready();
+    1
+}
+
 /// `VOID StorPortLogError(PVOID, PSCSI_REQUEST_BLOCK, UCHAR, UCHAR, UCHAR, ULONG, ULONG)`.
 #[unsafe(no_mangle)]
 pub extern "system" fn StorPortLogError(

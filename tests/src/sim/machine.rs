@@ -115,7 +115,21 @@ pub struct SrbRecord {
     /// Sent beyond the transfer limits the miniport reported ([`Request::ignore_port_limits`]):
     /// its answer must not be SUCCESS.
     pub(crate) beyond_transfer_limits: bool,
+    /// Once the miniport answered it BUSY: when StorPort stops retrying it (its timeout after
+    /// the first BUSY) and completes it BUSY to the class driver.
+    pub(crate) retry_expiry: Option<Instant>,
+    /// Not sent again before this instant (StorPort's hold-off after a BUSY answer).
+    pub(crate) not_before: Option<Instant>,
+    /// The simulated processor it was submitted on (a retry goes there again).
+    pub(crate) processor: u32,
 }
+
+/// How long StorPort waits before sending a request the miniport answered BUSY again.
+pub(crate) const BUSY_HOLD_OFF: Duration = Duration::from_millis(1);
+
+/// How long StorPortBusy holds requests back at most if the completions it waits for do not
+/// come (the simulator's choice: Windows' own limit is not documented).
+pub(crate) const BUSY_LIMIT: Duration = Duration::from_millis(100);
 
 /// A request StorPort holds back because its unit's queue depth or the adapter's
 /// `MaxNumberOfIO` is reached: the miniport has not seen it.
@@ -140,6 +154,13 @@ pub struct PortQueue {
     /// The most the miniport held at once, per unit and in all (for scenarios).
     pub(crate) peak_per_unit: HashMap<(u8, u8, u8), u32>,
     pub(crate) peak_total: u32,
+    /// After StorPortBusy: completions still awaited before requests flow again, and when
+    /// StorPort resumes anyway.
+    pub(crate) busy: Option<(u32, Instant)>,
+    /// Requests the miniport answered BUSY, each sent again.
+    pub(crate) busy_retries: u64,
+    /// StorPortBusy calls.
+    pub(crate) busy_calls: u64,
 }
 
 /// The state behind the machine's mutex.
@@ -963,6 +984,9 @@ impl Machine {
                 scatter_gather: None,
                 counted: false,
                 beyond_transfer_limits: false,
+                retry_expiry: None,
+                not_before: None,
+                processor: 0,
             },
         );
         Ok((srb, ticket))
@@ -1057,6 +1081,9 @@ impl Machine {
                 scatter_gather: None,
                 counted: false,
                 beyond_transfer_limits: false,
+                retry_expiry: None,
+                not_before: None,
+                processor: 0,
             },
         );
         Ok((srb, ticket))
@@ -1263,6 +1290,9 @@ impl Machine {
                 scatter_gather: None,
                 counted: false,
                 beyond_transfer_limits: false,
+                retry_expiry: None,
+                not_before: None,
+                processor: 0,
             },
         );
         Ok((srb, ticket))
@@ -1281,27 +1311,50 @@ impl Machine {
             });
             return;
         };
+        if record.counted
+            && matches!(record.kind, SrbKind::Scsi | SrbKind::Extended { .. })
+            && self.read_status(srb, record.kind)
+                & !(abi::SRB_STATUS_AUTOSENSE_VALID | abi::SRB_STATUS_QUEUE_FROZEN)
+                == abi::SRB_STATUS_BUSY
+        {
+            // StorPort's answer to BUSY: the request goes back to the front of its queue and is
+            // sent again after a hold-off, until its own timeout runs out.
+            state.port_queue.retire(record.address);
+            state.port_queue.busy_retries += 1;
+            let mut record = record;
+            let now = Instant::now();
+            record.retry_expiry.get_or_insert(now + record.timeout);
+            record.not_before = Some(now + BUSY_HOLD_OFF);
+            record.counted = false;
+            self.prepare_retry(srb, &record);
+            state.port_queue.waiting.push_front(Waiting {
+                processor: record.processor,
+                srb,
+                record,
+            });
+            let limits = PortLimits::of(&lock(&self.config));
+            let ready = limits.admit_waiting(&mut state);
+            drop(state);
+            for (processor, srb) in ready {
+                let _ = self.dispatch(processor, srb);
+            }
+            return;
+        }
         let completion = self.read_back(srb, &record);
         let record_ticket = record.ticket;
         let accepted_beyond_limits =
             record.beyond_transfer_limits && completion.status() == abi::SRB_STATUS_SUCCESS;
         let ready = if record.counted {
             state.port_queue.retire(record.address);
+            if let Some((left, until)) = state.port_queue.busy {
+                state.port_queue.busy = (left > 1).then_some((left - 1, until));
+            }
             let limits = PortLimits::of(&lock(&self.config));
             limits.admit_waiting(&mut state)
         } else {
             Vec::new()
         };
-        state.completed.insert(record.ticket, completion);
-        state.completed_at.insert(record.ticket, Instant::now());
-        state.quarantine.push_back((srb, record.regions));
-        while state.quarantine.len() > QUARANTINE {
-            if let Some((_, regions)) = state.quarantine.pop_front() {
-                for (address, len) in regions {
-                    self.memory.free(address, len);
-                }
-            }
-        }
+        self.file_completion(&mut state, srb, record, completion);
         drop(state);
         if accepted_beyond_limits {
             self.violate(Violation::AcceptedBeyondTransferLimits {
@@ -1314,6 +1367,99 @@ impl Machine {
             let _ = self.dispatch(processor, srb);
         }
         self.completion.notify_all();
+    }
+
+    /// Files `completion` of the request at `srb` for its waiter, and quarantines its memory
+    /// (freed later, so that a late access by the miniport still lands in mapped memory).
+    fn file_completion(
+        &self,
+        state: &mut State,
+        srb: usize,
+        record: SrbRecord,
+        completion: Completion,
+    ) {
+        state.completed.insert(record.ticket, completion);
+        state.completed_at.insert(record.ticket, Instant::now());
+        state.quarantine.push_back((srb, record.regions));
+        while state.quarantine.len() > QUARANTINE {
+            if let Some((_, regions)) = state.quarantine.pop_front() {
+                for (address, len) in regions {
+                    self.memory.free(address, len);
+                }
+            }
+        }
+    }
+
+    /// Completes to its waiter a request StorPort gave up on while it waited in the port
+    /// queue (BUSY past its timeout): the miniport does not hold it.
+    fn retire(&self, srb: usize, record: SrbRecord) {
+        let completion = self.read_back(srb, &record);
+        let mut state = self.state();
+        self.file_completion(&mut state, srb, record, completion);
+        drop(state);
+        self.completion.notify_all();
+    }
+
+    /// StorPortBusy: no request goes to the miniport until `requests` of those it holds
+    /// complete (or [`BUSY_LIMIT`] passes).
+    pub(crate) fn busy(&self, requests: u32) {
+        let mut state = self.state();
+        state.port_queue.busy_calls += 1;
+        state.port_queue.busy = Some((requests.max(1), Instant::now() + BUSY_LIMIT));
+    }
+
+    /// StorPortReady: requests flow again.
+    pub(crate) fn ready(&self) {
+        let mut state = self.state();
+        state.port_queue.busy = None;
+        let limits = PortLimits::of(&lock(&self.config));
+        let ready = limits.admit_waiting(&mut state);
+        drop(state);
+        for (processor, srb) in ready {
+            let _ = self.dispatch(processor, srb);
+        }
+    }
+
+    /// The SrbStatus the miniport left in the SCSI request at `srb`.
+    fn read_status(&self, srb: usize, kind: SrbKind) -> u8 {
+        let offset = match kind {
+            SrbKind::Extended { .. } => std::mem::offset_of!(abi::StorageRequestBlock, srb_status),
+            _ => std::mem::offset_of!(abi::ScsiRequestBlock, srb_status),
+        };
+        let mut status = [0u8];
+        let _ = self.memory.read(srb + offset, &mut status);
+        status[0]
+    }
+
+    /// Makes the SCSI request at `srb` new again before StorPort resends it: SrbStatus
+    /// PENDING, ScsiStatus 0 and DataTransferLength the buffer's, whatever the BUSY answer left.
+    fn prepare_retry(&self, srb: usize, record: &SrbRecord) {
+        let length = record
+            .data
+            .map_or(0, |(_, len)| u32::try_from(len).unwrap_or(u32::MAX));
+        if let SrbKind::Extended { cdb_block, .. } = record.kind {
+            let _ = self.memory.write(
+                srb + std::mem::offset_of!(abi::StorageRequestBlock, srb_status),
+                &[abi::SRB_STATUS_PENDING],
+            );
+            let _ = self.memory.write(
+                srb + std::mem::offset_of!(abi::StorageRequestBlock, data_transfer_length),
+                &length.to_le_bytes(),
+            );
+            let _ = self.memory.write(
+                srb + cdb_block + std::mem::offset_of!(abi::SrbExDataScsiCdb16, scsi_status),
+                &[0],
+            );
+        } else {
+            let _ = self.memory.write(
+                srb + std::mem::offset_of!(abi::ScsiRequestBlock, srb_status),
+                &[abi::SRB_STATUS_PENDING, 0],
+            );
+            let _ = self.memory.write(
+                srb + std::mem::offset_of!(abi::ScsiRequestBlock, data_transfer_length),
+                &length.to_le_bytes(),
+            );
+        }
     }
 
     fn read_back(&self, srb: usize, record: &SrbRecord) -> Completion {
@@ -1436,6 +1582,7 @@ impl Machine {
                 return Ok(ticket);
             };
             record.beyond_transfer_limits = beyond;
+            record.processor = processor;
             if request.ignore_port_limits || limits.has_room(&state, record.address) {
                 state.port_queue.admit(&mut record);
                 state.outstanding.insert(srb, record);
@@ -1634,7 +1781,37 @@ impl Machine {
         if timer.is_some() {
             state.timer = None;
         }
+        // Requests answered BUSY past their own timeout go back to the class driver BUSY;
+        // the others are sent again once their hold-off (or StorPortBusy's) is over.
+        let (expired, waiting): (VecDeque<Waiting>, VecDeque<Waiting>) =
+            std::mem::take(&mut state.port_queue.waiting)
+                .into_iter()
+                .partition(|waiting| waiting.record.retry_expiry.is_some_and(|at| now >= at));
+        state.port_queue.waiting = waiting;
+        let limits = PortLimits::of(&lock(&self.config));
+        let ready = limits.admit_waiting(&mut state);
         drop(state);
+        for waiting in expired {
+            self.log(format!(
+                "ticket {}: BUSY past its timeout, failed to the class driver",
+                waiting.record.ticket
+            ));
+            // The miniport's last answer, BUSY, is what the class driver gets.
+            let _ = self.memory.write(
+                waiting.srb
+                    + match waiting.record.kind {
+                        SrbKind::Extended { .. } => {
+                            std::mem::offset_of!(abi::StorageRequestBlock, srb_status)
+                        }
+                        _ => std::mem::offset_of!(abi::ScsiRequestBlock, srb_status),
+                    },
+                &[abi::SRB_STATUS_BUSY],
+            );
+            self.retire(waiting.srb, waiting.record);
+        }
+        for (processor, srb) in ready {
+            let _ = self.dispatch(processor, srb);
+        }
         let extension = self.extension_ptr();
         if let Some((path, ticket)) = expired_paths.first().copied() {
             self.log(format!("ticket {ticket} timed out: HwResetBus({path})"));
@@ -1817,10 +1994,17 @@ impl PortLimits {
     /// at its depth does not hold back the others), and returns them to dispatch.
     fn admit_waiting(&self, state: &mut State) -> Vec<(u32, usize)> {
         let mut ready = Vec::new();
+        let now = Instant::now();
+        match state.port_queue.busy {
+            Some((_, until)) if now < until => return ready,
+            Some(_) => state.port_queue.busy = None,
+            None => {}
+        }
         let mut index = 0;
         while index < state.port_queue.waiting.len() && state.port_queue.total < self.max_ios {
-            let unit = state.port_queue.waiting[index].record.address;
-            if !self.has_room(state, unit) {
+            let waiting = &state.port_queue.waiting[index];
+            let unit = waiting.record.address;
+            if waiting.record.not_before.is_some_and(|at| now < at) || !self.has_room(state, unit) {
                 index += 1;
                 continue;
             }

@@ -725,6 +725,17 @@ pub enum SimError {
     },
 }
 
+/// What StorPort's queues in front of the miniport did ([`Adapter::port_queue_figures`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortQueueFigures {
+    /// Requests the miniport answered BUSY, each sent again after a hold-off.
+    pub busy_retries: u64,
+    /// StorPortBusy calls.
+    pub busy_calls: u64,
+    /// The most SCSI requests the miniport held at once.
+    pub peak_in_miniport: u32,
+}
+
 /// What HwFindAdapter set in PORT_CONFIGURATION_INFORMATION, read back.
 #[derive(Clone, Copy, Debug)]
 pub struct FoundAdapter {
@@ -1473,6 +1484,18 @@ impl Adapter {
     pub fn outstanding(&self) -> usize {
         let state = self.machine.state();
         state.outstanding.len() + state.port_queue.waiting.len()
+    }
+
+    /// The port queue's figures: requests the miniport answered BUSY (each sent again),
+    /// StorPortBusy calls, and the most SCSI requests the miniport held at once.
+    #[must_use]
+    pub fn port_queue_figures(&self) -> PortQueueFigures {
+        let state = self.machine.state();
+        PortQueueFigures {
+            busy_retries: state.port_queue.busy_retries,
+            busy_calls: state.port_queue.busy_calls,
+            peak_in_miniport: state.port_queue.peak_total,
+        }
     }
 
     /// Interrupts raised while no routine was connected.
