@@ -92,10 +92,25 @@ pub const MAX_QUEUE_SIZE_OVERRIDES: usize = 8;
 /// Queues whose maximum size differs from [`DeviceOptions::queue_size`]: up to
 /// [`MAX_QUEUE_SIZE_OVERRIDES`] `(queue index, size)` pairs, in a fixed array so that
 /// [`DeviceOptions`] stays `Copy`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueSizeOverrides {
     entries: [(u16, u16); MAX_QUEUE_SIZE_OVERRIDES],
     len: usize,
+}
+
+impl std::fmt::Debug for QueueSizeOverrides {
+    /// The overrides as `{queue: size, ...}`, without the unused entries.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(
+                self.entries
+                    .get(..self.len)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(queue, size)| (queue, size)),
+            )
+            .finish()
+    }
 }
 
 impl QueueSizeOverrides {
