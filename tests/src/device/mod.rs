@@ -9,7 +9,9 @@
 //!
 //! Everything the driver put in memory is untrusted: the device reaches it only through
 //! vm-memory, and a chain that breaks the protocol makes the device report
-//! `DEVICE_NEEDS_RESET` (as QEMU's `virtio_error` does) instead of panicking.
+//! `DEVICE_NEEDS_RESET` (as QEMU's `virtio_error` does) instead of panicking. The device also
+//! holds the driver to the limits it advertises ([`DeviceOptions`]); every breach is recorded as
+//! a [`DeviceViolation`] for the tests to assert on ([`VirtioScsiDevice::violations`]).
 //!
 //! Locks: one per queue, one for the pending (delayed) completions, taken one at a time except
 //! queue -> pending when a delayed request is filed. Interrupts are raised with no lock held,
