@@ -11,7 +11,9 @@ use rvscsi::storport::{
     SRB_STATUS_SUCCESS,
 };
 use rvscsi_tests::device::target::{Lun, LunIdentity};
-use rvscsi_tests::device::{CompletionMode, DeviceOptions, FaultAction, RequestInfo};
+use rvscsi_tests::device::{
+    CompletionMode, DeviceOptions, FaultAction, QueueSizeOverrides, RequestInfo,
+};
 use rvscsi_tests::harness::{Machine, boot, fault_once};
 use rvscsi_tests::scenario::{
     Rng, anonymous_disk, boot_standard, faulted_read, first_block_read, full_resets, read10,
@@ -267,6 +269,76 @@ fn the_transfer_limit_is_honoured_exactly_at_the_boundary() {
     let done = machine.adapter.execute(0, &request).unwrap();
     assert_eq!(done.status(), SRB_STATUS_INVALID_REQUEST);
     machine.finish();
+}
+
+/// Hosts whose limits are far below QEMU's, each binding the transfer size in its own way: the
+/// miniport sizes its transfers from them, so requests of the largest size, at the worst buffer
+/// alignment, on every queue, stay within them (the device records any breach, and
+/// `Machine::finish` fails on one).
+#[test]
+fn a_host_with_small_limits_is_never_exceeded() {
+    let hosts = [
+        // seg_max binds: 5 segments, 4 pages whatever the alignment. Other sense and CDB sizes
+        // (the miniport writes its own), no EVENT_IDX, hot-plug offered.
+        (
+            DeviceOptions {
+                seg_max: 5,
+                sense_size: 64,
+                cdb_size: 16,
+                event_idx: false,
+                hotplug: true,
+                ..DeviceOptions::default()
+            },
+            4 * 4096,
+        ),
+        // max_sectors binds: 24 sectors.
+        (
+            DeviceOptions {
+                max_sectors: 24,
+                ..DeviceOptions::default()
+            },
+            24 * 512,
+        ),
+        // One small request queue binds: 8 entries hold header, response and 6 data segments.
+        (
+            DeviceOptions {
+                queue_size_overrides: QueueSizeOverrides::NONE.with(3, 8),
+                ..DeviceOptions::default()
+            },
+            5 * 4096,
+        ),
+    ];
+    for (device, expected) in hosts {
+        let machine = machine(
+            SimOptions {
+                processors: 4,
+                ..SimOptions::default()
+            },
+            device,
+        );
+        let max = machine
+            .adapter
+            .found_adapter()
+            .config
+            .maximum_transfer_length;
+        assert_eq!(max, expected, "{device:?}");
+        let blocks = u16::try_from(max / 512).unwrap();
+        for processor in 0..4u32 {
+            let lba = processor * u32::from(blocks);
+            let data: Vec<u8> = (0..max).map(|i| (i as u8) ^ (processor as u8)).collect();
+            let mut write = Request::new(0, 0, &write10(lba, blocks)).writing(&data);
+            write.data_offset = 4096 - 512;
+            let done = machine.adapter.execute(processor, &write).unwrap();
+            assert_eq!(done.status(), SRB_STATUS_SUCCESS, "{device:?}");
+            let mut read = Request::new(0, 0, &read10(lba, blocks)).reading(max);
+            read.data_offset = 4096 - 512;
+            let done = machine.adapter.execute(processor, &read).unwrap();
+            assert_eq!(done.status(), SRB_STATUS_SUCCESS, "{device:?}");
+            assert_eq!(done.data, data);
+        }
+        assert_eq!(machine.device.violations(), []);
+        machine.finish();
+    }
 }
 
 #[test]
