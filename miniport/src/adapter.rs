@@ -462,9 +462,21 @@ impl Adapter {
         transport.reset()?;
         let features = transport.begin_init(SCSI_DRIVER_FEATURES)?;
         let device_limits = Self::configure_device(&mut transport)?;
+        // One MSI-X message per request queue, after configuration, controlq and eventq: a
+        // device with fewer table entries than that (QEMU's `vectors`) gets no more request
+        // queues than it can interrupt for, so that MaxNumberOfIO, reported now, stays true
+        // after HwInitialize. (StorPort may still grant fewer messages than the table has; then
+        // HwInitialize uses fewer queues and StorPort's BUSY handling absorbs the difference:
+        // MaxNumberOfIO cannot change after find-adapter.) Fewer than four entries mean one
+        // shared message for every queue.
+        let interruptible = match transport.layout().msix_table_size {
+            Some(entries) if entries >= 4 => entries - 3,
+            _ => MAX_REQUEST_QUEUES,
+        };
         let request_queues = device_limits
             .num_queues
             .min(MAX_REQUEST_QUEUES)
+            .min(interruptible)
             .min(parameters.max_request_queues.unwrap_or(MAX_REQUEST_QUEUES));
         let queue_count = request_queues + queue_index::REQUEST_BASE;
         let packed = features.contains(Features::RING_PACKED);

@@ -215,6 +215,25 @@ fn hosts() -> Vec<Host> {
             },
         },
         Host {
+            // QEMU with `vectors=5`: 8 request queues but MSI-X entries for two of them. The
+            // miniport prepares two, so MaxNumberOfIO is what two rings hold.
+            name: "fewer-vectors-than-queues",
+            device: DeviceOptions {
+                request_queues: 8,
+                msix_vectors: Some(5),
+                ..qemu_defaults()
+            },
+            sim: sim(4),
+            units: STANDARD_UNITS.to_vec(),
+            expected: Reported {
+                max_transfer_length: 253 * 4096,
+                physical_breaks: 253,
+                max_ios: 2 * 256,
+                ios_per_lun: 128,
+                messages: 5,
+            },
+        },
+        Host {
             name: "many-targets-and-luns",
             device: DeviceOptions {
                 max_target: 15,
@@ -392,6 +411,7 @@ host_tests! {
     tiny_rings_without_indirect => "tiny-rings-without-indirect",
     tiny_rings => "tiny-rings",
     more_queues_than_messages => "more-queues-than-messages",
+    fewer_vectors_than_queues => "fewer-vectors-than-queues",
     many_targets_and_luns => "many-targets-and-luns",
     cmd_per_lun_1 => "cmd-per-lun-1",
     odd_seg_max_and_max_sectors => "odd-seg-max-and-max-sectors",

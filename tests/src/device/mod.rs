@@ -229,6 +229,9 @@ pub struct DeviceOptions {
     /// which owns its registrations, reservations and unit attentions on every LUN. `None`
     /// takes a fresh one ([`Nexus::fresh`]), so every device is a distinct initiator.
     pub nexus: Option<Nexus>,
+    /// MSI-X table entries (QEMU's `vectors`); `None` is QEMU's default, one per virtqueue
+    /// plus one for configuration changes (`request_queues + 3`).
+    pub msix_vectors: Option<u16>,
 }
 
 impl Default for DeviceOptions {
@@ -253,6 +256,7 @@ impl Default for DeviceOptions {
             hotplug: false,
             change: false,
             nexus: None,
+            msix_vectors: None,
         }
     }
 }
@@ -875,6 +879,9 @@ impl VirtioScsiDevice {
             .collect();
         let queue_count = usize::from(queue_count);
         let regs = FakeVirtioPci::scsi(options.request_queues)
+            .msix_table_size(Some(
+                options.msix_vectors.unwrap_or(options.request_queues + 3),
+            ))
             .device_features(options.offered_features())
             .queues(&max_sizes)
             .device_config(&config, &[20..24, 24..28])
