@@ -5,7 +5,9 @@
 //! byte-aligned (`Unaligned`), so it can be read from and written to any offset of a request
 //! buffer without alignment assumptions. Where C inserts padding, the padding is an explicit
 //! field. `tests/c_layout.rs` compiles `_Static_assert`s generated from these sizes and offsets
-//! against mingw-w64's `wmistr.h` with the x86-64 Windows cross compiler.
+//! against mingw-w64's `wmistr.h` with the x86-64 Windows cross compiler. Where mingw-w64's
+//! declaration differs from Microsoft's (the WDK's `wmistr.h`, documented on learn.microsoft.com),
+//! the values follow Microsoft's, and the layout test says which source each value follows.
 
 use core::mem::offset_of;
 
@@ -72,9 +74,15 @@ const _: () = assert!(offset_of!(WnodeAllData, offset_instance_name_offsets) == 
 /// `WNODE_FLAG_FIXED_INSTANCE_SIZE` is set, else the `OffsetInstanceDataAndLength[]` table.
 pub const WNODE_ALL_DATA_UNION_OFFSET: usize = size_of::<WnodeAllData>();
 
-/// `sizeof(WNODE_ALL_DATA)` in C (the one-element union padded to 8): the smallest buffer WMI
-/// sends with `IRP_MN_QUERY_ALL_DATA`, and the smallest `BufferSize` this crate replies with.
-pub const WNODE_ALL_DATA_C_SIZE: usize = 72;
+/// `sizeof(WNODE_ALL_DATA)` as Windows computes it: the smallest buffer WMI sends with
+/// `IRP_MN_QUERY_ALL_DATA`, and the smallest `BufferSize` this crate replies with.
+///
+/// Microsoft's `wmistr.h` (the WDK's, which Windows and WMI are built with) declares
+/// `OffsetInstanceDataAndLength[]` open-ended, so the union is one `ULONG` and the size is the
+/// fixed part (60) + 4, padded to the header's 8-byte alignment: 64. mingw-w64 declares the
+/// array with one element, which makes its `sizeof` 72; a dispatcher that used 72 would refuse
+/// the 64–71-byte buffers WMI sizes as enough.
+pub const WNODE_ALL_DATA_C_SIZE: usize = 64;
 
 /// `OFFSETINSTANCEDATAANDLENGTH` (wmistr.h): one entry of the variable-size instance table.
 #[derive(

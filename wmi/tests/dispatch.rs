@@ -101,6 +101,7 @@ impl Provider for TestProvider {
             1 => out.string(&"x".repeat(instance as usize + 1)),
             2 => out.u32(0x100 + instance),
             3 | 4 => {}
+            5 => out.u32(0xC0 + instance),
             _ => unreachable!("the dispatcher checked the index"),
         }
         Ok(())
@@ -422,19 +423,45 @@ fn query_all_data_with_dynamic_instance_names() {
 #[test]
 fn query_all_data_with_no_instances_is_a_minimal_wnode() {
     let mut provider = TestProvider::new();
-    let mut buffer = all_data_request(EMPTY, 80);
+    // 64 bytes: sizeof(WNODE_ALL_DATA) as Microsoft's wmistr.h declares it (open-ended
+    // table), the buffer Windows sends as enough for a block with no instances.
+    let mut buffer = all_data_request(EMPTY, 64);
     assert_eq!(
         dispatch(IRP_MN_QUERY_ALL_DATA, &mut buffer, &mut provider),
-        ok(72)
+        ok(64)
     );
-    assert_eq!(get32(&buffer, 0), 72);
+    assert_eq!(get32(&buffer, 0), 64);
     assert_eq!(
-        get32(&buffer, 44) & WNODE_FLAG_FIXED_INSTANCE_SIZE,
+        get32(&buffer, 44) & (WNODE_FLAG_FIXED_INSTANCE_SIZE | WNODE_FLAG_TOO_SMALL),
         WNODE_FLAG_FIXED_INSTANCE_SIZE
     );
     assert_eq!(get32(&buffer, 52), 0);
     assert_eq!(get32(&buffer, 60), 0);
-    assert_eq!(&buffer[64..72], &[0; 8]);
+}
+
+#[test]
+fn query_all_data_reply_of_one_small_instance_is_not_padded_to_72() {
+    // One 4-byte instance in the FixedInstanceSize form ends at 68: a 68-byte reply, where a
+    // 72-byte minimum (mingw-w64's sizeof) would have answered WNODE_TOO_SMALL.
+    let guid = Guid::from_fields(0xaaaa_0005, 0, 0, [0; 8]);
+    let mut provider = TestProvider::new();
+    provider.table.push(GuidRegistration {
+        guid,
+        instance_count: 1,
+        flags: 0,
+        instance_names: InstanceNames::Static,
+    });
+    // The reply is laid out with the offset table first (data from 72), so that is the size
+    // the first answer asks for; the compacted reply is 68 bytes.
+    let mut buffer = all_data_request(guid, 76);
+    assert_eq!(
+        dispatch(IRP_MN_QUERY_ALL_DATA, &mut buffer, &mut provider),
+        ok(68)
+    );
+    assert_eq!(get32(&buffer, 0), 68);
+    assert_eq!(get32(&buffer, 48), 64, "DataBlockOffset");
+    assert_eq!(get32(&buffer, 60), 4, "FixedInstanceSize");
+    assert_eq!(get32(&buffer, 64), 0xC0);
 }
 
 #[test]
