@@ -10,9 +10,10 @@ use rvscsi_tests::device::target::{Lun, LunIdentity};
 use rvscsi_tests::harness::{Machine, boot};
 use rvscsi_tests::scenario::anonymous_disk;
 use rvscsi_tests::sim::{
-    Completion, Request, SimOptions, WMI_GUARD_BYTE, WMI_GUARD_LEN, WmiRequest,
+    Completion, FIRST_REGINFO_BUFFER, Request, SimOptions, WMI_GUARD_BYTE, WMI_GUARD_LEN,
+    WmiRequest,
 };
-use rvscsi_wmi::dispatch::dispatch;
+use rvscsi_wmi::dispatch::{Provider, dispatch};
 use rvscsi_wmi::guid::Guid;
 use rvscsi_wmi::hba::methods::sam_lun;
 use rvscsi_wmi::hba::rvscsi::{RVSCSI_ADAPTER_LIMITS_GUID, RVSCSI_QUEUE_STATISTICS_GUID};
@@ -478,6 +479,47 @@ fn lying_lengths_and_lun_requests_are_refused_without_overrun() {
             .wmi(0, &WmiRequest::adapter(12, None, vec![0; 128]))
             .unwrap();
         assert_eq!(completion.srb_status, SRB_STATUS_INVALID_REQUEST);
+        machine.finish();
+    }
+}
+
+#[test]
+fn windows_registers_with_reginfo_ex_and_finds_every_class() {
+    // WMI on Windows XP and later asks for the registration with IRP_MN_REGINFO_EX; a driver
+    // that answers only IRP_MN_REGINFO registers nothing and every class is empty.
+    for classic in [false, true] {
+        let location = (0, 3);
+        let machine = machine(classic, location);
+        let expected = expected(&machine, location);
+        let info = info(&expected);
+        let provider = HbaProvider::new(&info);
+        let registration = machine.adapter.wmi_register(0).unwrap();
+        let registered: Vec<_> = registration
+            .guids
+            .iter()
+            .map(|row| (row.guid, row.flags, row.instance_count))
+            .collect();
+        let table: Vec<_> = provider
+            .guids()
+            .iter()
+            .map(|row| {
+                let mut guid = [0; 16];
+                guid.copy_from_slice(row.guid.as_bytes());
+                (guid, row.flags, row.instance_count)
+            })
+            .collect();
+        assert_eq!(registered, table);
+        assert!(registered.iter().any(|(guid, _, count)| {
+            guid == MS_SM_ADAPTER_INFORMATION_QUERY_GUID.as_bytes() && *count == 1
+        }));
+        assert_eq!(
+            registration.mof_resource_name.as_deref(),
+            provider.query_reginfo().mof_resource_name
+        );
+        // The first buffer was too small; the retry had exactly the size the driver asked for.
+        assert_eq!(registration.buffer_sizes.len(), 2, "{registration:?}");
+        assert_eq!(registration.buffer_sizes[0], FIRST_REGINFO_BUFFER);
+        assert!(registration.buffer_sizes[1] > FIRST_REGINFO_BUFFER);
         machine.finish();
     }
 }

@@ -269,7 +269,8 @@ pub fn dispatch<P: Provider + ?Sized>(
         Err(code) => return failure(WmiError::UnknownMinorFunction(code)),
     };
     let result = match minor {
-        MinorFunction::RegInfo => return reginfo(buffer, provider),
+        // Windows XP and later register with REGINFO_EX; the reply is the same WMIREGINFO.
+        MinorFunction::RegInfo | MinorFunction::RegInfoEx => return reginfo(buffer, provider),
         MinorFunction::QueryAllData => query_all_data(buffer, provider),
         MinorFunction::QuerySingleInstance => query_single_instance(buffer, provider),
         MinorFunction::ChangeSingleInstance => change_single_instance(buffer, provider),

@@ -295,6 +295,9 @@ pub enum MinorFunction {
     RegInfo = 8,
     /// `IRP_MN_EXECUTE_METHOD` (9).
     ExecuteMethod = 9,
+    /// `IRP_MN_REGINFO_EX` (0x0B): the registration WMI asks for on Windows XP and later, in the
+    /// same `WMIREGINFO` format as `IRP_MN_REGINFO`, which it replaces.
+    RegInfoEx = 0x0B,
 }
 
 impl TryFrom<u8> for MinorFunction {
@@ -312,6 +315,7 @@ impl TryFrom<u8> for MinorFunction {
             7 => Self::DisableCollection,
             8 => Self::RegInfo,
             9 => Self::ExecuteMethod,
+            0x0B => Self::RegInfoEx,
             other => return Err(other),
         })
     }
@@ -323,12 +327,12 @@ mod tests {
 
     #[test]
     fn minor_function_round_trips_and_rejects_the_rest() {
-        for code in 0..=9u8 {
+        for code in (0..=9u8).chain([0x0B]) {
             let minor = MinorFunction::try_from(code).unwrap();
             assert_eq!(minor as u8, code);
         }
-        // IRP_MN_REGINFO_EX (0x0b) and anything above are not dispatched to miniports.
-        for code in 10..=255u8 {
+        // 0x0A is no WMI minor function; IRP_MN_REGINFO_EX (0x0B) is the last one.
+        for code in [0x0A].into_iter().chain(0x0C..=255u8) {
             assert_eq!(MinorFunction::try_from(code), Err(code));
         }
     }

@@ -707,6 +707,7 @@ fn minor_function_checks() -> Vec<(String, u64)> {
             MinorFunction::DisableCollection,
         ),
         ("IRP_MN_REGINFO", MinorFunction::RegInfo),
+        ("IRP_MN_REGINFO_EX", MinorFunction::RegInfoEx),
         ("IRP_MN_EXECUTE_METHOD", MinorFunction::ExecuteMethod),
     ]
     .into_iter()

@@ -25,6 +25,7 @@ const IRP_MN_ENABLE_COLLECTION: u8 = 6;
 const IRP_MN_DISABLE_COLLECTION: u8 = 7;
 const IRP_MN_REGINFO: u8 = 8;
 const IRP_MN_EXECUTE_METHOD: u8 = 9;
+const IRP_MN_REGINFO_EX: u8 = 0x0B;
 
 const FIXED: Guid = Guid::from_fields(0x1111_1111, 0x2222, 0x3333, [1, 2, 3, 4, 5, 6, 7, 8]);
 const VARIABLE: Guid = Guid::from_fields(0xaaaa_0001, 0, 0, [0; 8]);
@@ -350,6 +351,28 @@ fn reginfo_too_small_returns_the_size_as_a_ulong() {
     assert_eq!(reply.status, WmiStatus::BufferTooSmall);
     assert_eq!(reply.bytes_returned, 0);
     assert_eq!(tiny, [0xCC; 3]);
+}
+
+#[test]
+fn reginfo_ex_answers_as_reginfo() {
+    // Windows XP and later register with IRP_MN_REGINFO_EX: the same WMIREGINFO, byte for
+    // byte, and the same size-as-a-ULONG answer when the buffer is too small.
+    let mut provider = TestProvider::new();
+    provider.registry_path = Some("R\\P");
+    for len in [256, 100, 3] {
+        let mut classic = vec![0xCC; len];
+        let mut extended = vec![0xCC; len];
+        let classic_reply = dispatch(IRP_MN_REGINFO, &mut classic, &mut provider);
+        let extended_reply = dispatch(IRP_MN_REGINFO_EX, &mut extended, &mut provider);
+        assert_eq!(extended_reply, classic_reply, "{len}-byte buffer");
+        assert_eq!(extended, classic, "{len}-byte buffer");
+    }
+    let mut buffer = vec![0; 256];
+    assert_eq!(
+        dispatch(IRP_MN_REGINFO_EX, &mut buffer, &mut provider),
+        ok(200)
+    );
+    assert_eq!(get32(&buffer, 16), 5, "GuidCount");
 }
 
 #[test]
@@ -923,7 +946,7 @@ fn enable_and_disable_reach_function_control() {
 #[test]
 fn unknown_minor_functions_are_invalid_device_requests() {
     let mut provider = TestProvider::new();
-    for minor in [10u8, 11, 0x7F, 0xFF] {
+    for minor in [10u8, 12, 0x7F, 0xFF] {
         let mut buffer = all_data_request(FIXED, 128);
         let before = buffer.clone();
         let reply = dispatch(minor, &mut buffer, &mut provider);

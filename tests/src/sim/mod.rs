@@ -12,6 +12,7 @@ mod exports;
 pub mod locks;
 mod machine;
 mod pnp;
+mod wmi_registration;
 
 use std::ffi::c_void;
 use std::sync::atomic::Ordering;
@@ -28,6 +29,9 @@ pub use dump::DumpPort;
 pub use locks::CallContext as Context;
 pub use locks::LockId as Lock;
 pub use pnp::{PnpEvent, PnpView};
+pub use wmi_registration::{
+    FIRST_REGINFO_BUFFER, IRP_MN_REGINFO_EX, RegisteredGuid, RegistrationError, WmiRegistration,
+};
 
 /// The miniport's entry point: `NTSTATUS DriverEntry(PDRIVER_OBJECT, PUNICODE_STRING)`.
 pub type DriverEntryFn = unsafe extern "system" fn(*mut c_void, *mut c_void) -> i32;
@@ -695,6 +699,8 @@ pub enum SimError {
         /// The buffer's size.
         buffer: usize,
     },
+    /// The miniport's WMI registration (`IRP_MN_REGINFO_EX`) failed.
+    WmiRegistration(RegistrationError),
 }
 
 /// What HwFindAdapter set in PORT_CONFIGURATION_INFORMATION, read back.
