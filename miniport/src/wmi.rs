@@ -16,8 +16,11 @@
 //! counters are per queue), so `SM_GetLUNStatistics` reports zeros.
 //!
 //! **Which requests.** Only adapter requests (`WMIFlags` has `SRB_WMI_FLAGS_ADAPTER_REQUEST`)
-//! are answered, as SCSIWMILIB does: the miniport registers no per-LUN data blocks, so a
-//! request for a logical unit completes with `SRB_STATUS_INVALID_REQUEST`.
+//! reach the dispatcher. The miniport registers no per-LUN data blocks, so a request for a
+//! logical unit has nothing to answer: it completes with `SRB_STATUS_SUCCESS` and no data
+//! (`DataTransferLength` 0, the buffer untouched), as the WDK's SCSIWMI samples and vioscsi
+//! answer it. StorPort sends such requests for its own unit-level registration; failing them
+//! would make WMI report an error for a unit that merely has no miniport data.
 //!
 //! **The buffer.** `DataBuffer` is the WMI IRP's buffer, `DataTransferLength` bytes, whose
 //! contents come from user mode. The miniport touches exactly those bytes through one slice;
@@ -176,8 +179,10 @@ pub fn handle(adapter: &Adapter, srb: &mut Srb) -> u8 {
         return SRB_STATUS_INVALID_REQUEST;
     };
     if parameters.flags & SRB_WMI_FLAGS_ADAPTER_REQUEST == 0 {
+        // A logical unit's request: no unit-level blocks are registered, so there is no data
+        // (see the module documentation).
         srb.set_data_transfer_length(0);
-        return SRB_STATUS_INVALID_REQUEST;
+        return SRB_STATUS_SUCCESS;
     }
     let length = srb.data_transfer_length();
     let reply = if length == 0 {

@@ -432,7 +432,7 @@ fn a_small_buffer_gets_the_size_needed() {
 }
 
 #[test]
-fn lying_lengths_and_lun_requests_are_refused_without_overrun() {
+fn lying_lengths_are_refused_without_overrun() {
     for classic in [false, true] {
         let machine = machine(classic, (0, 3));
         let guid = MS_SM_ADAPTER_INFORMATION_QUERY_GUID;
@@ -461,24 +461,46 @@ fn lying_lengths_and_lun_requests_are_refused_without_overrun() {
         assert_eq!(completion.srb_status, SRB_STATUS_INVALID_REQUEST);
         assert!(completion.data[..20].iter().all(|&b| b == 0x5A));
         guard_intact(&completion, 20);
-        // A request for a logical unit, not the adapter: SCSIWMILIB refuses it.
-        let mut request = WmiRequest::adapter(
-            MinorFunction::QueryAllData as u8,
-            None,
-            all_data(guid, 4096),
-        );
-        request.flags = 0;
-        let completion = machine.adapter.wmi(0, &request).unwrap();
-        assert_eq!(
-            (completion.srb_status, completion.data_transfer_length),
-            (SRB_STATUS_INVALID_REQUEST, 0)
-        );
         // An unknown minor function.
         let completion = machine
             .adapter
             .wmi(0, &WmiRequest::adapter(12, None, vec![0; 128]))
             .unwrap();
         assert_eq!(completion.srb_status, SRB_STATUS_INVALID_REQUEST);
+        machine.finish();
+    }
+}
+
+#[test]
+fn a_logical_unit_request_succeeds_with_no_data() {
+    // The miniport registers no unit-level blocks: a request for a logical unit (WMIFlags 0,
+    // the SRB addressed to the unit) completes SUCCESS with no data and the buffer untouched,
+    // as the WDK's SCSIWMI samples and vioscsi answer it.
+    for classic in [false, true] {
+        let machine = machine(classic, (0, 3));
+        let guid = MS_SM_ADAPTER_INFORMATION_QUERY_GUID;
+        let mut path = [0; 16];
+        path.copy_from_slice(guid.as_bytes());
+        for (minor, buffer) in [
+            (MinorFunction::QueryAllData, all_data(guid, 4096)),
+            (MinorFunction::QuerySingleInstance, single(guid, 0, 4096)),
+            (MinorFunction::RegInfoEx, vec![0x3C; 1024]),
+        ] {
+            let original = buffer.clone();
+            let request = WmiRequest::logical_unit(1, 0, minor as u8, Some(path), buffer);
+            let completion = machine.adapter.wmi(0, &request).unwrap();
+            assert_eq!(
+                (completion.srb_status, completion.data_transfer_length),
+                (SRB_STATUS_SUCCESS, 0),
+                "{minor:?}"
+            );
+            assert_eq!(
+                &completion.data[..original.len()],
+                &original[..],
+                "{minor:?}"
+            );
+            guard_intact(&completion, original.len());
+        }
         machine.finish();
     }
 }

@@ -1065,8 +1065,8 @@ impl Machine {
                 srb_ex_data_offset: [wmi_block as u32],
                 ..abi::StorageRequestBlock::new(srb_len, abi::SRB_FUNCTION_WMI)
             };
-            // WMI requests address the adapter: path, target and LUN 0.
-            let btl = abi::StorAddrBtl8::new(0, 0, 0);
+            let (path, target, lun) = request.address;
+            let btl = abi::StorAddrBtl8::new(path, target, lun);
             let block = abi::SrbExDataWmi {
                 data_type: abi::SRBEX_DATA_TYPE_WMI,
                 length: abi::SRBEX_DATA_WMI_LENGTH,
@@ -1085,6 +1085,9 @@ impl Machine {
                 length: size_of::<abi::ScsiWmiRequestBlock>() as u16,
                 function: abi::SRB_FUNCTION_WMI,
                 wmi_sub_function: request.sub_function,
+                path_id: request.address.0,
+                target_id: request.address.1,
+                lun: request.address.2,
                 wmi_flags: request.flags,
                 data_transfer_length: request.data_transfer_length,
                 time_out_value: timeout_seconds,

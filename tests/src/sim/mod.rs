@@ -546,6 +546,9 @@ pub struct WmiRequest {
     pub sub_function: u8,
     /// WMIFlags (SRB_WMI_FLAGS_ADAPTER_REQUEST for the adapter).
     pub flags: u8,
+    /// The SRB's address (PathId, TargetId, Lun): 0, 0, 0 for the adapter, the logical unit's
+    /// for a request about one.
+    pub address: (u8, u8, u8),
     /// What DataPath points to: the GUID the request addresses (for IRP_MN_REGINFO, `None`:
     /// DataPath then carries the WMIREGISTER action, 0).
     pub data_path: Option<[u8; 16]>,
@@ -569,9 +572,28 @@ impl WmiRequest {
         Self {
             sub_function,
             flags: abi::SRB_WMI_FLAGS_ADAPTER_REQUEST,
+            address: (0, 0, 0),
             data_path,
             data_transfer_length: u32::try_from(buffer.len()).unwrap_or(u32::MAX),
             buffer,
+        }
+    }
+
+    /// A request of `sub_function` about the logical unit at `target`/`lun` (WMIFlags 0, the
+    /// SRB addressed to the unit), as StorPort sends one for WMI blocks registered on the
+    /// unit's PDO.
+    #[must_use]
+    pub fn logical_unit(
+        target: u8,
+        lun: u8,
+        sub_function: u8,
+        data_path: Option<[u8; 16]>,
+        buffer: Vec<u8>,
+    ) -> Self {
+        Self {
+            flags: 0,
+            address: (0, target, lun),
+            ..Self::adapter(sub_function, data_path, buffer)
         }
     }
 }
