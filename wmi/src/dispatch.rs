@@ -128,6 +128,33 @@ impl<'a> MethodIo<'a> {
             })
     }
 
+    /// A copy of the input parameters as the structure `T`, accepting an input that ends after
+    /// its last item: `items` bytes, less than `size_of::<T>()` when C pads `T`'s tail. WMI's
+    /// COM layer lays method parameters out from the MOF, item by item, and sends the end of
+    /// the last item, not the C `sizeof`; the missing tail padding reads as zeros.
+    ///
+    /// # Errors
+    /// [`WmiError::MethodInputTooShort`] if the input is shorter than `items`.
+    pub fn read_input_items<T: FromBytes + IntoBytes>(&self, items: usize) -> Result<T, WmiError> {
+        let input = self.input();
+        if input.len() >= size_of::<T>() {
+            return self.read_input();
+        }
+        if input.len() < items {
+            return Err(WmiError::MethodInputTooShort {
+                method_id: self.method_id,
+                needed: items as u32,
+                available: input.len() as u32,
+            });
+        }
+        let mut value = T::new_zeroed();
+        let bytes = value.as_mut_bytes();
+        if let Some(prefix) = bytes.get_mut(..input.len()) {
+            prefix.copy_from_slice(input);
+        }
+        Ok(value)
+    }
+
     /// The output encoder, positioned at `DataBlockOffset`. Taking it ends access to the input.
     pub fn output(&mut self) -> &mut Encoder<'a> {
         if let Some(region) = self.region.take() {

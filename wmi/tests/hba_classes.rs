@@ -787,7 +787,20 @@ fn get_lun_statistics() {
         missing.u32(0, 14);
         assert_eq!(output(info, guid, 8, &scsi_id(0, 1, 300)), missing.0);
         assert_eq!(output(info, guid, 8, &scsi_id(1, 0, 0)), missing.0);
-        let (reply, _) = call(info, guid, 8, &scsi_id(0, 0, 0)[..527]);
+        // The MOF's items end at 526: what a client going through WMI's COM layer sends,
+        // without the C struct's 2 bytes of tail padding. The same answer as with 528.
+        let items = at("offsetof(HBAScsiID, OSDeviceName)") + 2 * 257;
+        assert_eq!(items, 526);
+        assert_eq!(
+            output(info, guid, 8, &scsi_id(0, 0, 300)[..items]),
+            expected.0
+        );
+        assert_eq!(
+            output(info, guid, 8, &scsi_id(0, 1, 300)[..=items]),
+            missing.0
+        );
+        // One byte short of the items: refused.
+        let (reply, _) = call(info, guid, 8, &scsi_id(0, 0, 0)[..items - 1]);
         assert_eq!(reply.status, WmiStatus::InvalidParameter);
     });
 }

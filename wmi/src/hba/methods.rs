@@ -252,7 +252,7 @@ pub fn target_information(info: &HbaInfo<'_>, io: &mut MethodIo<'_>) -> Result<(
             out.u32(0);
         }
         target_method::GET_LUN_STATISTICS => {
-            let input: GetLunStatisticsIn = io.read_input()?;
+            let input: GetLunStatisticsIn = io.read_input_items(GetLunStatisticsIn::ITEMS_SIZE)?;
             let id = input.lunit;
             let found = info
                 .targets

@@ -554,6 +554,15 @@ pub struct GetLunStatisticsIn {
     pub lunit: HbaScsiId,
 }
 
+impl GetLunStatisticsIn {
+    /// Bytes of the MOF's items: `Lunit` up to the end of `OSDeviceName` (526), without the 2
+    /// bytes of tail padding C adds to `HBAScsiID` (528). A client calling through WMI's COM
+    /// layer sends 526.
+    pub const ITEMS_SIZE: usize = offset_of!(HbaScsiId, padding);
+}
+
+const _: () = assert!(GetLunStatisticsIn::ITEMS_SIZE == 526);
+
 /// `SM_ScsiInquiry_IN`.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned,
