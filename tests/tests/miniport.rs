@@ -17,6 +17,7 @@ use rvscsi_tests::scenario::{
     Rng, anonymous_disk, boot_standard, faulted_read, first_block_read, read10, write10,
 };
 use rvscsi_tests::sim::{Completion, Request, SimOptions};
+use virtio_core::fake::pci::MIXED_WIDTH_DEVICE_CONFIG;
 
 const WAIT: Duration = Duration::from_secs(30);
 const BLOCKS: u64 = 1 << 16; // 32 MiB per LUN
@@ -72,6 +73,36 @@ fn boots_and_enumerates_every_disk_with_limits_from_the_device() {
         );
         machine.finish();
     }
+}
+
+#[test]
+fn the_device_configuration_is_read_field_by_field_at_natural_width() {
+    // virtio 1.x 4.1.3.1: max_channel and max_target are 16-bit fields sharing a 4-byte word;
+    // one 32-bit read over both is an access the device's register file records. Boot and a
+    // configuration change (which the miniport reads again) must make none.
+    let machine = machine(SimOptions::default(), DeviceOptions::default());
+    machine.device.change_config(30, &200u16.to_le_bytes());
+    let changes = &machine
+        .miniport()
+        .unwrap()
+        .events()
+        .counters()
+        .config_changes;
+    let deadline = std::time::Instant::now() + WAIT;
+    while changes.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(changes.load(Ordering::Relaxed), 1);
+    let mixed: Vec<_> = machine
+        .device
+        .registers()
+        .violations()
+        .into_iter()
+        .filter(|violation| violation.what == MIXED_WIDTH_DEVICE_CONFIG)
+        .collect();
+    assert_eq!(mixed, []);
+    machine.adapter.wait_pnp(WAIT, |view| view.idle).unwrap();
+    machine.finish();
 }
 
 #[test]
