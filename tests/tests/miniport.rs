@@ -106,6 +106,48 @@ fn the_device_configuration_is_read_field_by_field_at_natural_width() {
 }
 
 #[test]
+fn pass_through_with_an_unspecified_direction_reads_and_writes() {
+    // SRB_FLAGS_UNSPECIFIED_DIRECTION (both flags) with a buffer, as pass-through tools send
+    // it: data-out commands go to the device as writes, everything else as reads.
+    for force_classic in [false, true] {
+        let sim = SimOptions {
+            force_scsi_request_block: force_classic,
+            ..SimOptions::default()
+        };
+        let machine = machine(sim, DeviceOptions::default());
+        let pattern: Vec<u8> = (0..1024u32).map(|i| (i * 7 + 3) as u8).collect();
+        let write = Request::new(0, 0, &write10(40, 2)).unspecified(&pattern, 0);
+        let done = machine.adapter.execute(0, &write).unwrap();
+        assert_eq!(done.status(), SRB_STATUS_SUCCESS, "WRITE(10)");
+        let read = Request::new(0, 0, &read10(40, 2)).reading(1024);
+        assert_eq!(machine.adapter.execute(0, &read).unwrap().data, pattern);
+        // The same READ(10) with an unspecified direction over a dirty buffer.
+        let read = Request::new(0, 0, &read10(40, 2)).unspecified(&[0xEE; 1024], 0);
+        let done = machine.adapter.execute(0, &read).unwrap();
+        assert_eq!(done.status(), SRB_STATUS_SUCCESS, "READ(10)");
+        assert_eq!(done.data, pattern);
+        // INQUIRY: not a data-out command, so a read.
+        let inquiry = [0x12, 0, 0, 0, 96, 0];
+        let expected = machine
+            .adapter
+            .execute(0, &Request::new(0, 0, &inquiry).reading(96))
+            .unwrap();
+        let done = machine
+            .adapter
+            .execute(0, &Request::new(0, 0, &inquiry).unspecified(&[], 96))
+            .unwrap();
+        // A short answer (an underrun) either way: the same status, length and bytes.
+        assert_eq!(
+            (done.status(), done.data_transfer_length),
+            (expected.status(), expected.data_transfer_length),
+            "INQUIRY"
+        );
+        assert_eq!(done.data, expected.data);
+        machine.finish();
+    }
+}
+
+#[test]
 fn a_write_then_read_round_trips_on_every_processor() {
     let machine = machine(
         SimOptions {

@@ -769,14 +769,17 @@ impl Machine {
             DataDirection::None => 0,
             DataDirection::In => request.data_in_len as usize,
             DataDirection::Out => request.data_out.len(),
+            DataDirection::Unspecified => request.data_out.len().max(request.data_in_len as usize),
         };
         let data = if data_len > 0 {
             // Page-aligned plus an offset, so that the buffer crosses page boundaries as real
             // I/O buffers do.
             let base = alloc(data_len + request.data_offset as usize, 4096)?;
             let address = base + request.data_offset as usize;
-            if request.direction == DataDirection::Out
-                && !self.memory.write(address, &request.data_out)
+            if matches!(
+                request.direction,
+                DataDirection::Out | DataDirection::Unspecified
+            ) && !self.memory.write(address, &request.data_out)
             {
                 return Err(SimError::OutOfMemory { len: data_len });
             }
@@ -796,6 +799,7 @@ impl Machine {
             DataDirection::None => 0,
             DataDirection::In => abi::SRB_FLAGS_DATA_IN,
             DataDirection::Out => abi::SRB_FLAGS_DATA_OUT,
+            DataDirection::Unspecified => abi::SRB_FLAGS_DATA_IN | abi::SRB_FLAGS_DATA_OUT,
         } | if request.queue_action.is_some() {
             abi::SRB_FLAGS_QUEUE_ACTION_ENABLE
         } else {
@@ -1318,7 +1322,7 @@ impl Machine {
                 let _ = self.memory.read(address, &mut bytes);
                 bytes
             }
-            (_, DataDirection::In, Some((address, len))) => {
+            (_, DataDirection::In | DataDirection::Unspecified, Some((address, len))) => {
                 let mut bytes = vec![0; (transfer as usize).min(len)];
                 let _ = self.memory.read(address, &mut bytes);
                 bytes

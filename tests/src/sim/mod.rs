@@ -178,6 +178,11 @@ pub enum DataDirection {
     In,
     /// Host to device.
     Out,
+    /// `SRB_FLAGS_UNSPECIFIED_DIRECTION` (both flags), as StorPort passes on a pass-through
+    /// request with `SCSI_IOCTL_DATA_UNSPECIFIED`: the buffer holds `data_out` followed by
+    /// zeros up to `data_in_len` (whichever is longer), and the completion's data is the
+    /// buffer read back up to `DataTransferLength`.
+    Unspecified,
 }
 
 /// A SCSI command as the class driver would send it.
@@ -263,6 +268,17 @@ impl Request {
     #[must_use]
     pub fn reading(mut self, len: u32) -> Self {
         self.direction = DataDirection::In;
+        self.data_in_len = len;
+        self
+    }
+
+    /// The same command with an unspecified direction over a buffer of
+    /// `max(initial.len(), len)` bytes that starts with `initial` (see
+    /// [`DataDirection::Unspecified`]).
+    #[must_use]
+    pub fn unspecified(mut self, initial: &[u8], len: u32) -> Self {
+        self.direction = DataDirection::Unspecified;
+        self.data_out = initial.to_vec();
         self.data_in_len = len;
         self
     }
