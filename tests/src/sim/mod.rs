@@ -322,6 +322,12 @@ pub struct Ticket(pub u64);
 /// A breach of the StorPort contract by the miniport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Violation {
+    /// HwFindAdapter wrote through its last parameter, `Reserved3` (an `_In_ PBOOLEAN` in
+    /// storport.h; SCSIport's `Again`, which StorPort does not give the miniport to write).
+    FindAdapterWroteReserved3 {
+        /// The byte found there afterwards.
+        value: u8,
+    },
     /// An SRB completed twice.
     DoubleCompletion {
         /// SRB address.
@@ -680,6 +686,10 @@ impl IoctlRequest {
     }
 }
 
+/// The byte HwFindAdapter's `Reserved3` points to: neither TRUE nor FALSE, so that a miniport
+/// writing either is seen.
+const RESERVED3_SENTINEL: u8 = 0x5A;
+
 /// Why the simulator could not do what was asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SimError {
@@ -951,7 +961,9 @@ impl Adapter {
         let extension = machine.extension_ptr();
         let mut config_c = Box::new(config);
         let config_ptr: *mut abi::PortConfigurationInformation = &raw mut *config_c;
-        let mut again = 0_u8;
+        // Reserved3: a byte the miniport must leave as it is (see
+        // `Violation::FindAdapterWroteReserved3`).
+        let mut reserved3 = RESERVED3_SENTINEL;
         // The dump port passes "dump=1" (Microsoft, boot-drive restrictions) and calls every
         // routine above PASSIVE_LEVEL, find-adapter included.
         let (mut argument, irql) = if dump.is_some() {
@@ -968,9 +980,12 @@ impl Adapter {
                 std::ptr::null_mut(),
                 argument.as_mut_ptr(),
                 config_ptr.cast(),
-                &raw mut again,
+                &raw mut reserved3,
             )
         });
+        if reserved3 != RESERVED3_SENTINEL {
+            machine.violate(Violation::FindAdapterWroteReserved3 { value: reserved3 });
+        }
         *lock(&machine.config) = *config_c;
         drop(ranges);
         if found != abi::SP_RETURN_FOUND {
