@@ -60,7 +60,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use rvscsi_wmi::dispatch::{
-    Control, GuidRegistration, MethodIo, Provider, RegInfo, Reply, dispatch,
+    Control, GuidRegistration, MethodIo, Provider, RegInfo, Reply, dispatch, stamp_reply_time,
 };
 use rvscsi_wmi::encode::Encoder;
 use rvscsi_wmi::hba::sm::{PortState, sas_speed};
@@ -213,7 +213,11 @@ fn answer(adapter: &Adapter, minor_function: u8, buffer: &mut [u8]) -> Reply {
             let mut info = hba_info(adapter, &texts);
             info.targets = targets(adapter, copies, lun_views, target_views);
             let mut provider = AdapterProvider::new(adapter, &info);
-            dispatch(minor_function, buffer, &mut provider)
+            let reply = dispatch(minor_function, buffer, &mut provider);
+            // The reply carries the time it was made, as WMILIB stamps it.
+            let now = adapter.extension().system_time();
+            stamp_reply_time(minor_function, buffer, &reply, now);
+            reply
         })
 }
 

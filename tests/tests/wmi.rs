@@ -13,7 +13,7 @@ use rvscsi_tests::sim::{
     Completion, FIRST_REGINFO_BUFFER, Request, SimOptions, WMI_GUARD_BYTE, WMI_GUARD_LEN,
     WmiRequest,
 };
-use rvscsi_wmi::dispatch::{Provider, dispatch};
+use rvscsi_wmi::dispatch::{Provider, dispatch, stamp_reply_time};
 use rvscsi_wmi::guid::Guid;
 use rvscsi_wmi::hba::methods::sam_lun;
 use rvscsi_wmi::hba::rvscsi::{RVSCSI_ADAPTER_LIMITS_GUID, RVSCSI_QUEUE_STATISTICS_GUID};
@@ -239,6 +239,15 @@ fn send(
         .unwrap()
 }
 
+/// The system time as StorPortQuerySystemTime reports it: 100 ns units since 1601.
+fn system_time() -> u64 {
+    const EPOCH_DIFFERENCE: u64 = 116_444_736_000_000_000;
+    let since_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    EPOCH_DIFFERENCE + u64::try_from(since_unix.as_nanos() / 100).unwrap()
+}
+
 fn guard_intact(completion: &Completion, len: usize) {
     assert_eq!(completion.data.len(), len + WMI_GUARD_LEN);
     assert!(
@@ -258,7 +267,21 @@ fn same_as_direct(
 ) -> Completion {
     let mut direct = buffer.clone();
     let reply = dispatch(minor as u8, &mut direct, &mut HbaProvider::new(info));
+    let before = system_time();
     let completion = send(machine, minor, guid, buffer);
+    let after = system_time();
+    // A data reply carries the system time it was made (as WMILIB stamps it): between the
+    // send and the completion. Stamped the same, the direct reply must match byte for byte.
+    let stamped = completion
+        .data
+        .get(16..24)
+        .map_or(0, |bytes| u64::from_le_bytes(bytes.try_into().unwrap()));
+    if stamp_reply_time(minor as u8, &mut direct, &reply, stamped) {
+        assert!(
+            (before..=after).contains(&stamped),
+            "{minor:?} {guid:?}: TimeStamp {stamped} outside {before}..={after}"
+        );
+    }
     assert_eq!(
         completion.srb_status,
         srb_status(reply.status),

@@ -327,6 +327,39 @@ pub fn dispatch<P: Provider + ?Sized>(
     }
 }
 
+/// Stamps a data reply's `WnodeHeader.TimeStamp` with `system_time` (100 ns units since 1601,
+/// `KeQuerySystemTime`'s), as WMILIB's `WmiCompleteRequest` does for the replies that carry
+/// data: `IRP_MN_QUERY_ALL_DATA`, `IRP_MN_QUERY_SINGLE_INSTANCE` and `IRP_MN_EXECUTE_METHOD`
+/// answered in full. [`dispatch`] leaves the request's timestamp in place (it has no clock);
+/// the caller stamps after it. Returns whether it stamped.
+pub fn stamp_reply_time(
+    minor_function: u8,
+    buffer: &mut [u8],
+    reply: &Reply,
+    system_time: u64,
+) -> bool {
+    let data_reply = matches!(
+        MinorFunction::try_from(minor_function),
+        Ok(MinorFunction::QueryAllData
+            | MinorFunction::QuerySingleInstance
+            | MinorFunction::ExecuteMethod)
+    );
+    if !data_reply || reply.status != WmiStatus::Success || reply.error.is_some() {
+        return false;
+    }
+    let at = core::mem::offset_of!(WnodeHeader, timestamp);
+    if (reply.bytes_returned as usize) < size_of::<WnodeHeader>() {
+        return false;
+    }
+    match buffer.get_mut(at..at + 8) {
+        Some(field) => {
+            field.copy_from_slice(&system_time.to_le_bytes());
+            true
+        }
+        None => false,
+    }
+}
+
 /// A successful request: reply bytes, or a `WNODE_TOO_SMALL` written with the size needed.
 enum Done {
     Data(u32),

@@ -4,6 +4,7 @@
 
 use rvscsi_wmi::dispatch::{
     Control, GuidRegistration, InstanceNames, MethodIo, Provider, RegInfo, Reply, dispatch,
+    stamp_reply_time,
 };
 use rvscsi_wmi::encode::Encoder;
 use rvscsi_wmi::guid::Guid;
@@ -351,6 +352,72 @@ fn reginfo_too_small_returns_the_size_as_a_ulong() {
     assert_eq!(reply.status, WmiStatus::BufferTooSmall);
     assert_eq!(reply.bytes_returned, 0);
     assert_eq!(tiny, [0xCC; 3]);
+}
+
+#[test]
+fn data_replies_are_stamped_with_the_system_time_and_the_rest_are_not() {
+    let now = 0x01DB_0000_1234_5678_u64;
+    let timestamp = |buffer: &[u8]| u64::from_le_bytes(buffer[16..24].try_into().unwrap());
+    let mut provider = TestProvider::new();
+    // QUERY_ALL_DATA, QUERY_SINGLE_INSTANCE and EXECUTE_METHOD answered in full: stamped.
+    let mut all = all_data_request(FIXED, 128);
+    let reply = dispatch(IRP_MN_QUERY_ALL_DATA, &mut all, &mut provider);
+    assert!(stamp_reply_time(
+        IRP_MN_QUERY_ALL_DATA,
+        &mut all,
+        &reply,
+        now
+    ));
+    assert_eq!(timestamp(&all), now);
+    let mut single = single_instance(FIXED, 1, 64, 96);
+    let reply = dispatch(IRP_MN_QUERY_SINGLE_INSTANCE, &mut single, &mut provider);
+    assert!(stamp_reply_time(
+        IRP_MN_QUERY_SINGLE_INSTANCE,
+        &mut single,
+        &reply,
+        now
+    ));
+    assert_eq!(timestamp(&single), now);
+    let mut method = method_request(1, &41u32.to_le_bytes(), 128);
+    let reply = dispatch(IRP_MN_EXECUTE_METHOD, &mut method, &mut provider);
+    assert_eq!(reply.status, WmiStatus::Success);
+    assert!(stamp_reply_time(
+        IRP_MN_EXECUTE_METHOD,
+        &mut method,
+        &reply,
+        now
+    ));
+    assert_eq!(timestamp(&method), now);
+    // A WNODE_TOO_SMALL, a failure and a registration keep what they had.
+    let request_time = 0x0102_0304_0506_0708;
+    let mut small = all_data_request(FIXED, 60);
+    let reply = dispatch(IRP_MN_QUERY_ALL_DATA, &mut small, &mut provider);
+    assert!(!stamp_reply_time(
+        IRP_MN_QUERY_ALL_DATA,
+        &mut small,
+        &reply,
+        now
+    ));
+    assert_eq!(timestamp(&small), request_time);
+    let mut unknown = all_data_request(UNKNOWN, 128);
+    let reply = dispatch(IRP_MN_QUERY_ALL_DATA, &mut unknown, &mut provider);
+    assert!(!stamp_reply_time(
+        IRP_MN_QUERY_ALL_DATA,
+        &mut unknown,
+        &reply,
+        now
+    ));
+    assert_eq!(timestamp(&unknown), request_time);
+    let mut registration = vec![0; 256];
+    let reply = dispatch(IRP_MN_REGINFO_EX, &mut registration, &mut provider);
+    let before = registration.clone();
+    assert!(!stamp_reply_time(
+        IRP_MN_REGINFO_EX,
+        &mut registration,
+        &reply,
+        now
+    ));
+    assert_eq!(registration, before);
 }
 
 #[test]
