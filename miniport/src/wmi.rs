@@ -52,7 +52,10 @@
 //! decode the same memory BAR address, and the address stays fixed while the machine runs
 //! (it is assigned at boot), so the id is unique per adapter and stable for the boot. The
 //! port's SAS address is [`SasAddress::for_adapter`] of that id (no virtio-scsi HBA has a
-//! VPD 0x83 of its own), and the attached "domain" address is synthesised from it too.
+//! VPD 0x83 of its own). The topology the port methods report is consistent
+//! ([`rvscsi_wmi::hba`]): one target attaches to the port directly; several attach through a
+//! virtual expander whose address is synthesised from the same seed
+//! ([`ATTACHED_ADDRESS_INDEX`]) and which is listed as a discovered port after the targets.
 
 use core::borrow::BorrowMut;
 use core::cell::UnsafeCell;
@@ -95,8 +98,9 @@ pub const DRIVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const DRIVER_NAME: &str = "rvscsi.sys";
 /// `HBASymbolicName`.
 pub const HBA_SYMBOLIC_NAME: &str = "rvscsi virtio-scsi HBA";
-/// Index under the adapter's seed of the synthesised address of what its port attaches to:
-/// the first index past the adapter's own port (0) and its targets (1 + 0..=255).
+/// Index under the adapter's seed of the synthesised address of the virtual expander its port
+/// attaches through when it has several targets: the first index past the adapter's own port
+/// (0) and its targets (1 + 0..=255).
 pub const ATTACHED_ADDRESS_INDEX: u64 = 257;
 
 /// What find-adapter learned that the WMI classes report and that cannot change afterwards.

@@ -20,9 +20,9 @@ use rvscsi_wmi::hba::rvscsi::{RVSCSI_ADAPTER_LIMITS_GUID, RVSCSI_QUEUE_STATISTIC
 use rvscsi_wmi::hba::sm::{
     GetAdapterPortAttributesIn, GetDiscoveredPortAttributesIn, GetPortAttributesByWwnIn,
     MS_SM_ADAPTER_INFORMATION_QUERY_GUID, MS_SM_PORT_INFORMATION_METHODS_GUID,
-    MS_SM_SCSI_INFORMATION_METHODS_GUID, MS_SM_TARGET_INFORMATION_METHODS_GUID, PortState,
-    ScsiInquiryIn, ScsiReadCapacityIn, ScsiReportLunsIn, WwnPairCountIn, hba_status, port_method,
-    sas_speed, scsi_method, target_method,
+    MS_SM_SCSI_INFORMATION_METHODS_GUID, MS_SM_TARGET_INFORMATION_METHODS_GUID,
+    PORT_ATTRIBUTES_FIXED_SIZE, PortState, ScsiInquiryIn, ScsiReadCapacityIn, ScsiReportLunsIn,
+    WwnPairCountIn, hba_status, port_method, sas_speed, scsi_method, target_method,
 };
 use rvscsi_wmi::hba::{
     AdapterLimits, HbaInfo, HbaProvider, LunInfo, PhyInfo, PhyStatistics, PortInfo,
@@ -868,6 +868,17 @@ fn scan_and_read(machine: &Machine) -> Vec<DeviceAnswers> {
 }
 
 /// The port and REPORT LUNS methods agree with the dispatcher on `info` for every target.
+/// `LocalSASAddress` and `AttachedSASAddress` of the `MS_SMHBA_SAS_Port` in a port-attributes
+/// method reply: output at 72, `HBAStatus`, the 8-aligned `MS_SMHBA_PORTATTRIBUTES`, whose
+/// port-specific attributes start at `PORT_ATTRIBUTES_FIXED_SIZE`.
+fn sas_port(reply: &Completion) -> ([u8; 8], [u8; 8]) {
+    let sas = 72 + 8 + PORT_ATTRIBUTES_FIXED_SIZE;
+    (
+        reply.data[sas + 4..sas + 12].try_into().unwrap(),
+        reply.data[sas + 12..sas + 20].try_into().unwrap(),
+    )
+}
+
 fn port_methods_agree(
     machine: &Machine,
     info: &HbaInfo<'_>,
@@ -880,7 +891,7 @@ fn port_methods_agree(
         port_index: U32::new(0),
         port_specific_attributes_max_size: U32::new(64),
     };
-    same_as_direct(
+    let reply = same_as_direct(
         machine,
         info,
         MinorFunction::ExecuteMethod,
@@ -892,7 +903,11 @@ fn port_methods_agree(
             4096,
         ),
     );
-    for index in 0..3 {
+    let adapter = sas_port(&reply);
+    assert_eq!(adapter.0, local);
+    let mut discovered = Vec::new();
+    // Two targets and, after them, the virtual expander they attach through.
+    for index in 0..4 {
         let input = GetDiscoveredPortAttributesIn {
             port_index: U32::new(0),
             discovered_port_index: U32::new(index),
@@ -911,12 +926,27 @@ fn port_methods_agree(
             ),
         );
         let status = u32::from_le_bytes(reply.data[72..76].try_into().unwrap());
-        let wanted = if index < 2 {
+        let wanted = if index < 3 {
+            discovered.push(sas_port(&reply));
             hba_status::OK
         } else {
             hba_status::ERROR_ILLEGAL_INDEX
         };
         assert_eq!(status, wanted, "discovered port {index}");
+    }
+    // A consistent topology: what the adapter's port attaches to is a discovered port, and
+    // every discovered port attaches to the adapter's port or to another discovered port.
+    let locals: Vec<[u8; 8]> = discovered.iter().map(|port| port.0).collect();
+    assert!(
+        locals.contains(&adapter.1),
+        "adapter attached to {:02X?}",
+        adapter.1
+    );
+    for (port_local, attached) in &discovered {
+        assert!(
+            *attached == local || (locals.contains(attached) && attached != port_local),
+            "{port_local:02X?} attached to {attached:02X?}"
+        );
     }
     for target in targets {
         let input = GetPortAttributesByWwnIn {
