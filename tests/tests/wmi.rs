@@ -10,8 +10,8 @@ use rvscsi_tests::device::target::{Lun, LunIdentity};
 use rvscsi_tests::harness::{Machine, boot};
 use rvscsi_tests::scenario::anonymous_disk;
 use rvscsi_tests::sim::{
-    Completion, FIRST_REGINFO_BUFFER, Request, SimOptions, WMI_GUARD_BYTE, WMI_GUARD_LEN,
-    WmiRequest,
+    AdapterKey, Completion, FIRST_REGINFO_BUFFER, Request, SimOptions, WMI_GUARD_BYTE,
+    WMI_GUARD_LEN, WmiRequest,
 };
 use rvscsi_wmi::dispatch::{Provider, dispatch, stamp_reply_time};
 use rvscsi_wmi::guid::Guid;
@@ -28,7 +28,7 @@ use rvscsi_wmi::hba::{
     AdapterLimits, HbaInfo, HbaProvider, LunInfo, PhyInfo, PhyStatistics, PortInfo,
     ProtocolStatistics, QueueStatistics, TargetInfo,
 };
-use rvscsi_wmi::sas::{PciLocation, SasAddress, unique_adapter_id};
+use rvscsi_wmi::sas::SasAddress;
 use rvscsi_wmi::status::WmiStatus;
 use rvscsi_wmi::wnode::{
     MinorFunction, WNODE_FLAG_STATIC_INSTANCE_NAMES, WnodeAllData, WnodeHeader, WnodeMethodItem,
@@ -64,22 +64,19 @@ struct Expected {
     limits: AdapterLimits,
 }
 
-/// What the adapter must report, from the platform (bus, slot, BARs), the device's
-/// configuration space and options, and the features the device saw the driver accept.
-fn expected(machine: &Machine, pci_location: (u32, u32)) -> Expected {
-    let bar = machine
+/// What the adapter must report, from the identifier in the device's hardware key, the
+/// device's configuration space and options, and the features the device saw the driver
+/// accept.
+fn expected(machine: &Machine) -> Expected {
+    // The identifier the miniport created on its first start and keeps in the device's
+    // hardware key (REG_BINARY, 8 bytes).
+    let (value_type, stored) = machine
         .adapter
-        .bars()
-        .into_iter()
-        .find(|(_, _, io)| !io)
-        .map_or(0, |(_, address, _)| address);
-    let fold = (bar ^ (bar >> 16) ^ (bar >> 32) ^ (bar >> 48)) as u16;
-    let id = unique_adapter_id(PciLocation {
-        segment: fold,
-        bus: pci_location.0 as u8,
-        device: (pci_location.1 & 0x1F) as u8,
-        function: ((pci_location.1 >> 5) & 7) as u8,
-    });
+        .adapter_key()
+        .value("RvscsiAdapterId")
+        .expect("the adapter identifier is kept in the hardware key");
+    assert_eq!(value_type, 3, "REG_BINARY");
+    let id = u64::from_le_bytes(stored.try_into().unwrap());
     let config = machine.device.pci_config();
     let options = DeviceOptions::default();
     let features = machine.device.registers().driver_features();
@@ -311,7 +308,7 @@ fn every_class_answers_exactly_as_the_dispatcher_in_both_srb_shapes() {
     for classic in [false, true] {
         let location = (0, 3);
         let machine = machine(classic, location);
-        let expected = expected(&machine, location);
+        let expected = expected(&machine);
         let info = info(&expected);
         let reginfo = same_as_direct(&machine, &info, MinorFunction::RegInfo, None, vec![0; 1024]);
         assert_eq!(reginfo.srb_status, SRB_STATUS_SUCCESS);
@@ -406,7 +403,7 @@ fn every_class_answers_exactly_as_the_dispatcher_in_both_srb_shapes() {
 fn a_small_buffer_gets_the_size_needed() {
     for classic in [false, true] {
         let machine = machine(classic, (0, 3));
-        let expected = expected(&machine, (0, 3));
+        let expected = expected(&machine);
         let info = info(&expected);
         // WNODE_TOO_SMALL: success, 56 bytes, SizeNeeded at 48.
         let guid = MS_SM_ADAPTER_INFORMATION_QUERY_GUID;
@@ -535,7 +532,7 @@ fn windows_registers_with_reginfo_ex_and_finds_every_class() {
     for classic in [false, true] {
         let location = (0, 3);
         let machine = machine(classic, location);
-        let expected = expected(&machine, location);
+        let expected = expected(&machine);
         let info = info(&expected);
         let provider = HbaProvider::new(&info);
         let registration = machine.adapter.wmi_register(0).unwrap();
@@ -581,14 +578,58 @@ fn adapter_id(machine: &Machine) -> u64 {
     u64::from_le_bytes(completion.data[64..72].try_into().unwrap())
 }
 
+/// A one-disk machine at `pci_location` whose device's hardware key is `key`.
+fn machine_with_key(pci_location: (u32, u32), key: AdapterKey) -> Machine {
+    boot(
+        SimOptions {
+            pci_location,
+            adapter_key: key,
+            ..SimOptions::default()
+        },
+        DeviceOptions::default(),
+        vec![(0, 0, anonymous_disk(BLOCKS).unwrap())],
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_adapter_identity_is_kept_across_boots_and_differs_between_cloned_machines() {
+    let location = (0, 3);
+    let key = AdapterKey::default();
+    let first = machine_with_key(location, key.clone());
+    let id = adapter_id(&first);
+    assert_eq!(id, expected(&first).id);
+    first.finish();
+    // The same machine booted again (its hardware key kept): the same identity.
+    let rebooted = machine_with_key(location, key.clone());
+    assert_eq!(adapter_id(&rebooted), id);
+    rebooted.finish();
+    // Another VM cloned from the same template, in the same slot, its device instance reset
+    // by sysprep's generalize pass (an empty hardware key): another identity, and so another
+    // serial number and SAS address.
+    let clone = machine_with_key(location, AdapterKey::default());
+    let clone_id = adapter_id(&clone);
+    assert_ne!(clone_id, id);
+    assert_ne!(
+        expected(&clone).serial,
+        format!("{:016X}", SasAddress::for_adapter(id).to_u64())
+    );
+    clone.finish();
+    // A disk copied without generalize copies the hardware key, and with it the identity
+    // (documented in `rvscsi::identity`; deleting the value makes a new one).
+    let copied = machine_with_key(location, key.copied());
+    assert_eq!(adapter_id(&copied), id);
+    copied.finish();
+}
+
 #[test]
 fn two_adapters_have_different_unique_ids() {
     let first = machine(false, (0, 3));
     let second = machine(false, (0, 4));
     let third = machine(true, (2, 3));
     let ids = [adapter_id(&first), adapter_id(&second), adapter_id(&third)];
-    assert_eq!(ids[0], expected(&first, (0, 3)).id);
-    assert_eq!(ids[1], expected(&second, (0, 4)).id);
+    assert_eq!(ids[0], expected(&first).id);
+    assert_eq!(ids[1], expected(&second).id);
     assert_ne!(ids[0], ids[1]);
     assert_ne!(ids[0], ids[2]);
     assert_ne!(ids[1], ids[2]);
@@ -733,7 +774,7 @@ fn scsi_in(info: &HbaInfo<'_>, target: &TargetInfo<'_>, lun: u8) -> ([u8; 8], [u
 fn target_mapping_and_scsi_methods_answer_what_the_device_said_after_a_bus_scan() {
     let location = (0, 5);
     let machine = three_disk_machine(location);
-    let expected = expected(&machine, location);
+    let expected = expected(&machine);
     let target_guid = MS_SM_TARGET_INFORMATION_METHODS_GUID;
     let local = SasAddress::for_adapter(expected.id).0;
     let mapping_in = |entries: u32| {

@@ -82,6 +82,12 @@ pub struct SimOptions {
     pub reset_grace: Option<Duration>,
     /// REG_DWORD values under the service's `Parameters\\Device` key, by name.
     pub registry: Vec<(String, u32)>,
+    /// The device's hardware key (`Enum\<instance>\Device Parameters`), which the miniport
+    /// reads and writes with StorPortRegistryRead/WriteAdapterKey. A handle: clones of the
+    /// options share the key, so booting twice with clones of one `SimOptions` is one machine
+    /// rebooting, and a fresh [`AdapterKey`] is another machine (or one whose device instance
+    /// was reset, as sysprep's generalize pass does).
+    pub adapter_key: AdapterKey,
     /// Play the crash-dump stack's port driver instead of StorPort ([`DumpPort`]): NULL
     /// DriverEntry arguments, every routine at HIGH_LEVEL on one processor, no interrupts
     /// (HwInterrupt polled), no MSI-X, DPCs, timers, passive initialisation or registry, a
@@ -104,8 +110,48 @@ impl Default for SimOptions {
             passive_initialization: true,
             reset_grace: None,
             registry: Vec::new(),
+            adapter_key: AdapterKey::default(),
             dump: None,
         }
+    }
+}
+
+/// The values of one registry key by name: `(REG_* type, data)`.
+type RegistryValues = std::collections::BTreeMap<String, (u32, Vec<u8>)>;
+
+/// Registry values of a device's hardware key, by name. Cloning the handle shares the key (see
+/// [`SimOptions::adapter_key`]).
+#[derive(Clone, Debug, Default)]
+pub struct AdapterKey(Arc<std::sync::Mutex<RegistryValues>>);
+
+impl AdapterKey {
+    /// The value `name`, if written.
+    #[must_use]
+    pub fn value(&self, name: &str) -> Option<(u32, Vec<u8>)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Writes the value `name` (as an administrator, or a template's copy, would).
+    pub fn set(&self, name: &str, value_type: u32, data: &[u8]) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_owned(), (value_type, data.to_vec()));
+    }
+
+    /// A separate key with the same values: what cloning a machine's disk copies.
+    #[must_use]
+    pub fn copied(&self) -> Self {
+        let values = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Self(Arc::new(std::sync::Mutex::new(values)))
     }
 }
 
@@ -1483,6 +1529,13 @@ impl Adapter {
     #[must_use]
     pub fn hw_initialization_data(&self) -> Option<abi::HwInitializationData> {
         self.machine.hw.get().copied()
+    }
+
+    /// The device's hardware key ([`SimOptions::adapter_key`]), shared with the options the
+    /// adapter booted with.
+    #[must_use]
+    pub fn adapter_key(&self) -> AdapterKey {
+        self.machine.options.adapter_key.clone()
     }
 
     /// What HwFindAdapter configured.
