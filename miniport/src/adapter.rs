@@ -513,13 +513,40 @@ impl Adapter {
             queue_count,
             wmi_facts: crate::wmi::AdapterFacts::from_pci(
                 &pci,
-                config.system_io_bus_number,
-                config.slot_number,
                 smallest_request_queue,
+                Self::identity(extension, &pci, config, dump),
             ),
             parameters,
             dump,
         })
+    }
+
+    /// This adapter's `UniqueAdapterId` ([`crate::identity`]): kept in the device's hardware
+    /// key, created on the first start; in dump mode (no registry, no WMI) the PCI-derived
+    /// fallback.
+    fn identity(
+        extension: DeviceExtension,
+        pci: &PciSnapshot,
+        config: &PortConfigurationInformation,
+        dump: Option<DumpMode>,
+    ) -> u64 {
+        let memory_bar = crate::wmi::first_memory_bar(pci);
+        if dump.is_some() {
+            return crate::wmi::unique_adapter_id(
+                config.system_io_bus_number,
+                config.slot_number,
+                memory_bar,
+            );
+        }
+        let entropy = crate::identity::Entropy {
+            system_time: extension.system_time(),
+            extension_address: extension.raw() as u64,
+            pci_location: (u64::from(config.system_io_bus_number) << 16)
+                | u64::from(config.slot_number),
+            memory_bar: memory_bar.unwrap_or(0),
+        };
+        let mut key = crate::port::StorPortAdapterKey::new(extension);
+        crate::identity::adapter_identity(&mut key, entropy).0
     }
 
     /// Writes the sense and CDB sizes we use and reads the device limits back.

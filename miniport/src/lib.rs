@@ -12,6 +12,7 @@ pub mod adapter;
 pub mod dump;
 pub mod events;
 pub mod hw;
+pub mod identity;
 pub mod io;
 pub mod ioctl;
 pub mod layout;

@@ -232,6 +232,11 @@ impl Machine {
     pub fn finish(self) {
         let seen = self.adapter.violations();
         assert!(seen.is_empty(), "{seen:?}");
+        // The device's register file records the accesses the virtio spec forbids the driver
+        // (wrong widths, read-only fields, device configuration fields not read at their
+        // natural width).
+        let registers = self.device.registers().violations();
+        assert!(registers.is_empty(), "{registers:?}");
         let violations = self.adapter.shutdown();
         assert!(violations.is_empty(), "{violations:?}");
         let device_violations = self.device.violations();

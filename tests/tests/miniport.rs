@@ -20,6 +20,7 @@ use rvscsi_tests::scenario::{
     wait_until, write10,
 };
 use rvscsi_tests::sim::{Completion, Request, SimError, SimOptions};
+use virtio_core::fake::pci::MIXED_WIDTH_DEVICE_CONFIG;
 
 const WAIT: Duration = Duration::from_secs(30);
 const BLOCKS: u64 = 1 << 16; // 32 MiB per LUN
@@ -92,6 +93,78 @@ fn a_target_with_more_luns_than_one_report_page_is_enumerated_whole() {
     let expected: Vec<(u8, u8)> = (0..40u8).map(|lun| (0, lun)).collect();
     assert_eq!(found, expected);
     machine.finish();
+}
+
+#[test]
+fn the_device_configuration_is_read_field_by_field_at_natural_width() {
+    // virtio 1.x 4.1.3.1: max_channel and max_target are 16-bit fields sharing a 4-byte word;
+    // one 32-bit read over both is an access the device's register file records. Boot and a
+    // configuration change (which the miniport reads again) must make none.
+    let machine = machine(SimOptions::default(), DeviceOptions::default());
+    machine.device.change_config(30, &200u16.to_le_bytes());
+    let changes = &machine
+        .miniport()
+        .unwrap()
+        .events()
+        .counters()
+        .config_changes;
+    let deadline = std::time::Instant::now() + WAIT;
+    while changes.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(changes.load(Ordering::Relaxed), 1);
+    let mixed: Vec<_> = machine
+        .device
+        .registers()
+        .violations()
+        .into_iter()
+        .filter(|violation| violation.what == MIXED_WIDTH_DEVICE_CONFIG)
+        .collect();
+    assert_eq!(mixed, []);
+    machine.adapter.wait_pnp(WAIT, |view| view.idle).unwrap();
+    machine.finish();
+}
+
+#[test]
+fn pass_through_with_an_unspecified_direction_reads_and_writes() {
+    // SRB_FLAGS_UNSPECIFIED_DIRECTION (both flags) with a buffer, as pass-through tools send
+    // it: data-out commands go to the device as writes, everything else as reads.
+    for force_classic in [false, true] {
+        let sim = SimOptions {
+            force_scsi_request_block: force_classic,
+            ..SimOptions::default()
+        };
+        let machine = machine(sim, DeviceOptions::default());
+        let pattern: Vec<u8> = (0..1024u32).map(|i| (i * 7 + 3) as u8).collect();
+        let write = Request::new(0, 0, &write10(40, 2)).unspecified(&pattern, 0);
+        let done = machine.adapter.execute(0, &write).unwrap();
+        assert_eq!(done.status(), SRB_STATUS_SUCCESS, "WRITE(10)");
+        let read = Request::new(0, 0, &read10(40, 2)).reading(1024);
+        assert_eq!(machine.adapter.execute(0, &read).unwrap().data, pattern);
+        // The same READ(10) with an unspecified direction over a dirty buffer.
+        let read = Request::new(0, 0, &read10(40, 2)).unspecified(&[0xEE; 1024], 0);
+        let done = machine.adapter.execute(0, &read).unwrap();
+        assert_eq!(done.status(), SRB_STATUS_SUCCESS, "READ(10)");
+        assert_eq!(done.data, pattern);
+        // INQUIRY: not a data-out command, so a read.
+        let inquiry = [0x12, 0, 0, 0, 96, 0];
+        let expected = machine
+            .adapter
+            .execute(0, &Request::new(0, 0, &inquiry).reading(96))
+            .unwrap();
+        let done = machine
+            .adapter
+            .execute(0, &Request::new(0, 0, &inquiry).unspecified(&[], 96))
+            .unwrap();
+        // A short answer (an underrun) either way: the same status, length and bytes.
+        assert_eq!(
+            (done.status(), done.data_transfer_length),
+            (expected.status(), expected.data_transfer_length),
+            "INQUIRY"
+        );
+        assert_eq!(done.data, expected.data);
+        machine.finish();
+    }
 }
 
 #[test]

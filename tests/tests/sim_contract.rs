@@ -104,6 +104,8 @@ enum Mode {
     BusyThrice,
     /// Answer every request BUSY.
     AlwaysBusy,
+    /// HwFindAdapter writes FALSE through `Reserved3`, as a SCSIport miniport clears `Again`.
+    WritesReserved3,
 }
 
 thread_local! {
@@ -399,10 +401,14 @@ extern "system" fn find_adapter(
     _bus: *mut c_void,
     _argument: *mut u8,
     config: *mut c_void,
-    _again: *mut u8,
+    reserved3: *mut u8,
 ) -> u32 {
     let e = ext(extension);
     e.mode = MODE.with(Cell::get);
+    if e.mode == Mode::WritesReserved3 {
+        // SAFETY: the simulator passes a valid byte (which it then checks).
+        unsafe { reserved3.write(0) };
+    }
     // SAFETY: StorPort's PORT_CONFIGURATION_INFORMATION.
     let info = unsafe { &mut *config.cast::<PortConfigurationInformation>() };
     e.seen_config = *info;
@@ -576,7 +582,7 @@ extern "system" fn start_io(extension: *mut c_void, srb: *mut c_void) -> u8 {
     e.max_in_start_io.fetch_max(inside, Ordering::SeqCst);
     std::thread::yield_now();
     match e.mode {
-        Mode::Immediate | Mode::BadUnitControl => {
+        Mode::Immediate | Mode::BadUnitControl | Mode::WritesReserved3 => {
             execute(extension, srb);
             complete(extension, srb);
         }
@@ -1129,6 +1135,19 @@ fn requests_from_many_threads_complete_once_through_interrupt_and_dpc() {
     assert_eq!(adapter.outstanding(), 0);
     let adapter = Arc::into_inner(adapter).unwrap();
     assert_eq!(adapter.shutdown(), Vec::new());
+}
+
+#[test]
+fn writing_through_find_adapters_reserved3_is_caught() {
+    let (adapter, _device) = boot(Mode::WritesReserved3);
+    let violations = adapter.shutdown();
+    assert_eq!(
+        violations,
+        [Violation::FindAdapterWroteReserved3 { value: 0 }]
+    );
+    // A miniport that leaves it alone is not flagged.
+    let (adapter, _device) = boot(Mode::Immediate);
+    assert_eq!(adapter.shutdown(), []);
 }
 
 #[test]

@@ -320,9 +320,7 @@ fn init_handshake_negotiates_what_the_device_implements() {
     );
     assert_eq!(h.transport.num_queues(), 6);
     assert!(h.device.registers().violations().is_empty());
-    let mut config = [0u8; 36];
-    h.transport.read_device_config(0, &mut config).unwrap();
-    let config = virtio_core::scsi::Config::read_from_bytes(&config).unwrap();
+    let config = virtio_core::scsi::read_config(&h.transport).unwrap();
     let limits = virtio_core::scsi::Limits::from_config(&config).unwrap();
     assert_eq!(config.num_queues.get(), 4);
     assert_eq!(config.seg_max.get(), 254);

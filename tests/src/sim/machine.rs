@@ -823,14 +823,17 @@ impl Machine {
             DataDirection::None => 0,
             DataDirection::In => request.data_in_len as usize,
             DataDirection::Out => request.data_out.len(),
+            DataDirection::Unspecified => request.data_out.len().max(request.data_in_len as usize),
         };
         let data = if data_len > 0 {
             // Page-aligned plus an offset, so that the buffer crosses page boundaries as real
             // I/O buffers do.
             let base = alloc(data_len + request.data_offset as usize, 4096)?;
             let address = base + request.data_offset as usize;
-            if request.direction == DataDirection::Out
-                && !self.memory.write(address, &request.data_out)
+            if matches!(
+                request.direction,
+                DataDirection::Out | DataDirection::Unspecified
+            ) && !self.memory.write(address, &request.data_out)
             {
                 return Err(SimError::OutOfMemory { len: data_len });
             }
@@ -850,6 +853,7 @@ impl Machine {
             DataDirection::None => 0,
             DataDirection::In => abi::SRB_FLAGS_DATA_IN,
             DataDirection::Out => abi::SRB_FLAGS_DATA_OUT,
+            DataDirection::Unspecified => abi::SRB_FLAGS_DATA_IN | abi::SRB_FLAGS_DATA_OUT,
         } | if request.queue_action.is_some() {
             abi::SRB_FLAGS_QUEUE_ACTION_ENABLE
         } else {
@@ -1131,8 +1135,8 @@ impl Machine {
                 srb_ex_data_offset: [wmi_block as u32],
                 ..abi::StorageRequestBlock::new(srb_len, abi::SRB_FUNCTION_WMI)
             };
-            // WMI requests address the adapter: path, target and LUN 0.
-            let btl = abi::StorAddrBtl8::new(0, 0, 0);
+            let (path, target, lun) = request.address;
+            let btl = abi::StorAddrBtl8::new(path, target, lun);
             let block = abi::SrbExDataWmi {
                 data_type: abi::SRBEX_DATA_TYPE_WMI,
                 length: abi::SRBEX_DATA_WMI_LENGTH,
@@ -1151,6 +1155,9 @@ impl Machine {
                 length: size_of::<abi::ScsiWmiRequestBlock>() as u16,
                 function: abi::SRB_FUNCTION_WMI,
                 wmi_sub_function: request.sub_function,
+                path_id: request.address.0,
+                target_id: request.address.1,
+                lun: request.address.2,
                 wmi_flags: request.flags,
                 data_transfer_length: request.data_transfer_length,
                 time_out_value: timeout_seconds,
@@ -1523,7 +1530,7 @@ impl Machine {
                 let _ = self.memory.read(address, &mut bytes);
                 bytes
             }
-            (_, DataDirection::In, Some((address, len))) => {
+            (_, DataDirection::In | DataDirection::Unspecified, Some((address, len))) => {
                 let mut bytes = vec![0; (transfer as usize).min(len)];
                 let _ = self.memory.read(address, &mut bytes);
                 bytes
@@ -1960,6 +1967,9 @@ impl PortLimits {
             DataDirection::None => 0,
             DataDirection::In => request.data_in_len,
             DataDirection::Out => u32::try_from(request.data_out.len()).unwrap_or(u32::MAX),
+            DataDirection::Unspecified => u32::try_from(request.data_out.len())
+                .unwrap_or(u32::MAX)
+                .max(request.data_in_len),
         };
         if request.function != abi::SRB_FUNCTION_EXECUTE_SCSI || length == 0 {
             return Ok(());

@@ -12,6 +12,7 @@ mod exports;
 pub mod locks;
 mod machine;
 mod pnp;
+mod wmi_registration;
 
 use std::ffi::c_void;
 use std::sync::atomic::Ordering;
@@ -28,6 +29,9 @@ pub use dump::DumpPort;
 pub use locks::CallContext as Context;
 pub use locks::LockId as Lock;
 pub use pnp::{PnpEvent, PnpView};
+pub use wmi_registration::{
+    FIRST_REGINFO_BUFFER, IRP_MN_REGINFO_EX, RegisteredGuid, RegistrationError, WmiRegistration,
+};
 
 /// The miniport's entry point: `NTSTATUS DriverEntry(PDRIVER_OBJECT, PUNICODE_STRING)`.
 pub type DriverEntryFn = unsafe extern "system" fn(*mut c_void, *mut c_void) -> i32;
@@ -79,6 +83,12 @@ pub struct SimOptions {
     pub reset_grace: Option<Duration>,
     /// REG_DWORD values under the service's `Parameters\\Device` key, by name.
     pub registry: Vec<(String, u32)>,
+    /// The device's hardware key (`Enum\<instance>\Device Parameters`), which the miniport
+    /// reads and writes with StorPortRegistryRead/WriteAdapterKey. A handle: clones of the
+    /// options share the key, so booting twice with clones of one `SimOptions` is one machine
+    /// rebooting, and a fresh [`AdapterKey`] is another machine (or one whose device instance
+    /// was reset, as sysprep's generalize pass does).
+    pub adapter_key: AdapterKey,
     /// Play the crash-dump stack's port driver instead of StorPort ([`DumpPort`]): NULL
     /// DriverEntry arguments, every routine at HIGH_LEVEL on one processor, no interrupts
     /// (HwInterrupt polled), no MSI-X, DPCs, timers, passive initialisation or registry, a
@@ -101,8 +111,48 @@ impl Default for SimOptions {
             passive_initialization: true,
             reset_grace: None,
             registry: Vec::new(),
+            adapter_key: AdapterKey::default(),
             dump: None,
         }
+    }
+}
+
+/// The values of one registry key by name: `(REG_* type, data)`.
+type RegistryValues = std::collections::BTreeMap<String, (u32, Vec<u8>)>;
+
+/// Registry values of a device's hardware key, by name. Cloning the handle shares the key (see
+/// [`SimOptions::adapter_key`]).
+#[derive(Clone, Debug, Default)]
+pub struct AdapterKey(Arc<std::sync::Mutex<RegistryValues>>);
+
+impl AdapterKey {
+    /// The value `name`, if written.
+    #[must_use]
+    pub fn value(&self, name: &str) -> Option<(u32, Vec<u8>)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Writes the value `name` (as an administrator, or a template's copy, would).
+    pub fn set(&self, name: &str, value_type: u32, data: &[u8]) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_owned(), (value_type, data.to_vec()));
+    }
+
+    /// A separate key with the same values: what cloning a machine's disk copies.
+    #[must_use]
+    pub fn copied(&self) -> Self {
+        let values = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Self(Arc::new(std::sync::Mutex::new(values)))
     }
 }
 
@@ -175,6 +225,11 @@ pub enum DataDirection {
     In,
     /// Host to device.
     Out,
+    /// `SRB_FLAGS_UNSPECIFIED_DIRECTION` (both flags), as StorPort passes on a pass-through
+    /// request with `SCSI_IOCTL_DATA_UNSPECIFIED`: the buffer holds `data_out` followed by
+    /// zeros up to `data_in_len` (whichever is longer), and the completion's data is the
+    /// buffer read back up to `DataTransferLength`.
+    Unspecified,
 }
 
 /// A SCSI command as the class driver would send it.
@@ -271,6 +326,17 @@ impl Request {
         self
     }
 
+    /// The same command with an unspecified direction over a buffer of
+    /// `max(initial.len(), len)` bytes that starts with `initial` (see
+    /// [`DataDirection::Unspecified`]).
+    #[must_use]
+    pub fn unspecified(mut self, initial: &[u8], len: u32) -> Self {
+        self.direction = DataDirection::Unspecified;
+        self.data_out = initial.to_vec();
+        self.data_in_len = len;
+        self
+    }
+
     /// The same command writing `data`.
     #[must_use]
     pub fn writing(mut self, data: &[u8]) -> Self {
@@ -310,6 +376,12 @@ pub struct Ticket(pub u64);
 /// A breach of the StorPort contract by the miniport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Violation {
+    /// HwFindAdapter wrote through its last parameter, `Reserved3` (an `_In_ PBOOLEAN` in
+    /// storport.h; SCSIport's `Again`, which StorPort does not give the miniport to write).
+    FindAdapterWroteReserved3 {
+        /// The byte found there afterwards.
+        value: u8,
+    },
     /// An SRB completed twice.
     DoubleCompletion {
         /// SRB address.
@@ -557,6 +629,9 @@ pub struct WmiRequest {
     pub sub_function: u8,
     /// WMIFlags (SRB_WMI_FLAGS_ADAPTER_REQUEST for the adapter).
     pub flags: u8,
+    /// The SRB's address (PathId, TargetId, Lun): 0, 0, 0 for the adapter, the logical unit's
+    /// for a request about one.
+    pub address: (u8, u8, u8),
     /// What DataPath points to: the GUID the request addresses (for IRP_MN_REGINFO, `None`:
     /// DataPath then carries the WMIREGISTER action, 0).
     pub data_path: Option<[u8; 16]>,
@@ -580,9 +655,28 @@ impl WmiRequest {
         Self {
             sub_function,
             flags: abi::SRB_WMI_FLAGS_ADAPTER_REQUEST,
+            address: (0, 0, 0),
             data_path,
             data_transfer_length: u32::try_from(buffer.len()).unwrap_or(u32::MAX),
             buffer,
+        }
+    }
+
+    /// A request of `sub_function` about the logical unit at `target`/`lun` (WMIFlags 0, the
+    /// SRB addressed to the unit), as StorPort sends one for WMI blocks registered on the
+    /// unit's PDO.
+    #[must_use]
+    pub fn logical_unit(
+        target: u8,
+        lun: u8,
+        sub_function: u8,
+        data_path: Option<[u8; 16]>,
+        buffer: Vec<u8>,
+    ) -> Self {
+        Self {
+            flags: 0,
+            address: (0, target, lun),
+            ..Self::adapter(sub_function, data_path, buffer)
         }
     }
 }
@@ -652,6 +746,10 @@ impl IoctlRequest {
         self
     }
 }
+
+/// The byte HwFindAdapter's `Reserved3` points to: neither TRUE nor FALSE, so that a miniport
+/// writing either is seen.
+const RESERVED3_SENTINEL: u8 = 0x5A;
 
 /// Why the simulator could not do what was asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -723,6 +821,8 @@ pub enum SimError {
         /// The buffer's size.
         buffer: usize,
     },
+    /// The miniport's WMI registration (`IRP_MN_REGINFO_EX`) failed.
+    WmiRegistration(RegistrationError),
 }
 
 /// What StorPort's queues in front of the miniport did ([`Adapter::port_queue_figures`]).
@@ -946,7 +1046,9 @@ impl Adapter {
         let extension = machine.extension_ptr();
         let mut config_c = Box::new(config);
         let config_ptr: *mut abi::PortConfigurationInformation = &raw mut *config_c;
-        let mut again = 0_u8;
+        // Reserved3: a byte the miniport must leave as it is (see
+        // `Violation::FindAdapterWroteReserved3`).
+        let mut reserved3 = RESERVED3_SENTINEL;
         // The dump port passes "dump=1" (Microsoft, boot-drive restrictions) and calls every
         // routine above PASSIVE_LEVEL, find-adapter included.
         let (mut argument, irql) = if dump.is_some() {
@@ -963,9 +1065,12 @@ impl Adapter {
                 std::ptr::null_mut(),
                 argument.as_mut_ptr(),
                 config_ptr.cast(),
-                &raw mut again,
+                &raw mut reserved3,
             )
         });
+        if reserved3 != RESERVED3_SENTINEL {
+            machine.violate(Violation::FindAdapterWroteReserved3 { value: reserved3 });
+        }
         *lock(&machine.config) = *config_c;
         drop(ranges);
         if found != abi::SP_RETURN_FOUND {
@@ -1463,6 +1568,13 @@ impl Adapter {
     #[must_use]
     pub fn hw_initialization_data(&self) -> Option<abi::HwInitializationData> {
         self.machine.hw.get().copied()
+    }
+
+    /// The device's hardware key ([`SimOptions::adapter_key`]), shared with the options the
+    /// adapter booted with.
+    #[must_use]
+    pub fn adapter_key(&self) -> AdapterKey {
+        self.machine.options.adapter_key.clone()
     }
 
     /// What HwFindAdapter configured.

@@ -38,7 +38,9 @@ enum {
     ExtFunctionGetGroupAffinity = 19,
     ExtFunctionGetActiveNodeCount = 20,
     ExtFunctionGetNodeAffinity = 21,
-    ExtFunctionGetHighestNodeNumber = 22
+    ExtFunctionGetHighestNodeNumber = 22,
+    ExtFunctionRegistryReadAdapterKey = 62,
+    ExtFunctionRegistryWriteAdapterKey = 63
 };
 
 void rvscsi_sim_request_complete(void *ext, void *srb);
@@ -68,6 +70,10 @@ uint32_t rvscsi_sim_get_group_affinity(void *ext, uint16_t group, uint64_t *mask
 uint32_t rvscsi_sim_get_active_node_count(void *ext, uint32_t *count);
 uint32_t rvscsi_sim_get_node_affinity(void *ext, uint32_t node, void *affinity);
 uint32_t rvscsi_sim_get_highest_node_number(void *ext, uint32_t *number);
+uint32_t rvscsi_sim_registry_read_adapter_key(void *ext, const char *subkey, const char *name,
+                                              uint32_t type, void **data, uint32_t *length);
+uint32_t rvscsi_sim_registry_write_adapter_key(void *ext, const char *subkey, const char *name,
+                                               uint32_t type, void *data, uint32_t length);
 uint32_t rvscsi_sim_extended_function_unknown(uint32_t function, void *ext);
 
 void rvscsi_sim_debug_print(uint32_t level, const char *message, size_t length);
@@ -223,6 +229,24 @@ uint32_t StorPortExtendedFunction(uint32_t function, void *ext, ...)
     case ExtFunctionGetHighestNodeNumber: {
         uint32_t *number = va_arg(args, uint32_t *);
         status = rvscsi_sim_get_highest_node_number(ext, number);
+        break;
+    }
+    case ExtFunctionRegistryReadAdapterKey: {
+        const char *subkey = va_arg(args, const char *);
+        const char *name = va_arg(args, const char *);
+        uint32_t type = va_arg(args, uint32_t);
+        void **data = va_arg(args, void **);
+        uint32_t *length = va_arg(args, uint32_t *);
+        status = rvscsi_sim_registry_read_adapter_key(ext, subkey, name, type, data, length);
+        break;
+    }
+    case ExtFunctionRegistryWriteAdapterKey: {
+        const char *subkey = va_arg(args, const char *);
+        const char *name = va_arg(args, const char *);
+        uint32_t type = va_arg(args, uint32_t);
+        void *data = va_arg(args, void *);
+        uint32_t length = va_arg(args, uint32_t);
+        status = rvscsi_sim_registry_write_adapter_key(ext, subkey, name, type, data, length);
         break;
     }
     default:
