@@ -143,6 +143,33 @@ impl Inf {
             .find(|section| section.name.eq_ignore_ascii_case(name))
     }
 
+    /// Every hardware ID of every models section `[Manufacturer]` names, in INF order, each
+    /// once, lower case (as inf2cat lists them in a catalog's `HWID<n>` attributes).
+    #[must_use]
+    pub fn hardware_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::new();
+        let Some(manufacturer) = self.section("Manufacturer") else {
+            return ids;
+        };
+        for entry in &manufacturer.entries {
+            let Some((base, decorations)) = entry.values.split_first() else {
+                continue;
+            };
+            for decoration in decorations {
+                let Some(models) = self.section(&format!("{base}.{decoration}")) else {
+                    continue;
+                };
+                for id in models.entries.iter().flat_map(|e| e.values.iter().skip(1)) {
+                    let id = id.to_ascii_lowercase();
+                    if !id.is_empty() && !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+        ids
+    }
+
     /// The values of every `key = ...` entry of `section`.
     fn values_of<'a>(section: &'a Section, key: &str) -> impl Iterator<Item = &'a Entry> {
         section.entries.iter().filter(move |entry| {
