@@ -1,9 +1,10 @@
 //! Keeps the INF template's registry values equal to what the miniport honours.
 //!
-//! The miniport reads no registry value itself; the INF sets values Windows and StorPort read
-//! on its behalf. Two of them must agree with constants of the miniport: the MSI-X message
-//! limit (one message for configuration, control and event queue each, plus one per request
-//! queue) and StorPort's `PhysicalBreaks` cap (the miniport's own scatter-gather ceiling).
+//! The INF sets values Windows and StorPort read (interrupt policy, bus type) and one the
+//! miniport reads itself at find-adapter (`PhysicalBreaks`, which StorPort also applies). Two of
+//! them must agree with constants of the miniport: the MSI-X message limit (one message for
+//! configuration, control and event queue each, plus one per request queue) and the
+//! `PhysicalBreaks` cap (the miniport's own scatter-gather ceiling).
 //! And no `Parameters\Device` value may appear that nothing reads.
 
 use rvscsi::adapter::MAX_REQUEST_QUEUES;

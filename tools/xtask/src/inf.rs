@@ -143,6 +143,33 @@ impl Inf {
             .find(|section| section.name.eq_ignore_ascii_case(name))
     }
 
+    /// Every hardware ID of every models section `[Manufacturer]` names, in INF order, each
+    /// once, lower case (as inf2cat lists them in a catalog's `HWID<n>` attributes).
+    #[must_use]
+    pub fn hardware_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::new();
+        let Some(manufacturer) = self.section("Manufacturer") else {
+            return ids;
+        };
+        for entry in &manufacturer.entries {
+            let Some((base, decorations)) = entry.values.split_first() else {
+                continue;
+            };
+            for decoration in decorations {
+                let Some(models) = self.section(&format!("{base}.{decoration}")) else {
+                    continue;
+                };
+                for id in models.entries.iter().flat_map(|e| e.values.iter().skip(1)) {
+                    let id = id.to_ascii_lowercase();
+                    if !id.is_empty() && !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+        ids
+    }
+
     /// The values of every `key = ...` entry of `section`.
     fn values_of<'a>(section: &'a Section, key: &str) -> impl Iterator<Item = &'a Entry> {
         section.entries.iter().filter(move |entry| {
@@ -245,6 +272,8 @@ pub fn check(text: &str, arch: &str, package: &Path) -> Result<(), Vec<String>> 
             .push("$ARCH$ is still in the INF: it was not stamped".into());
     }
     check_version(&inf, &mut checker.problems);
+    check_add_reg_lines(&inf, &mut checker.problems);
+    check_driver_store(&inf, arch, &mut checker.problems);
     for model in checker.models() {
         checker.follow_models(&model);
     }
@@ -549,6 +578,173 @@ fn check_version(inf: &Inf, problems: &mut Vec<String>) {
     }
 }
 
+/// `FLG_ADDREG_KEYONLY`: create the key, write no value.
+const FLG_ADDREG_KEYONLY: u32 = 0x10;
+/// The first build where a driver package may run from the driver store (DIRID 13): Windows
+/// 10 1709. Some stacks waited for 1803; Windows Server 2019 (17763) is the first server
+/// release after both.
+const DRIVER_STORE_MIN_BUILD: u32 = 16_299;
+/// Windows Server 2016, the oldest build the INF installs on.
+const OLDEST_BUILD: u32 = 14_393;
+
+fn parse_number(text: &str) -> Option<u32> {
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
+/// Every `reg-root, subkey, value-name, flags, value` line of every AddReg section has its
+/// fields where SetupAPI reads them: a key-only line keeps the empty value-name field
+/// (`HKR, "key",, 0x00000010`); without it the flags become the name of a value.
+fn check_add_reg_lines(inf: &Inf, problems: &mut Vec<String>) {
+    let add_reg_sections: BTreeSet<String> = inf
+        .sections
+        .iter()
+        .flat_map(|section| referrals(section, "AddReg"))
+        .map(|(name, _)| name.to_ascii_lowercase())
+        .collect();
+    let roots = ["HKR", "HKLM", "HKCU", "HKCR", "HKU"];
+    for section in &inf.sections {
+        if !add_reg_sections.contains(&section.name.to_ascii_lowercase()) {
+            continue;
+        }
+        for entry in &section.entries {
+            let fields = &entry.values;
+            if entry.key.is_some() || !fields.first().is_some_and(|r| roots.contains(&r.as_str())) {
+                continue;
+            }
+            let name = fields.get(2).map_or("", String::as_str);
+            if fields.len() == 3 && parse_number(name).is_some() {
+                problems.push(format!(
+                    "line {}: AddReg line names a value \"{name}\": a key-only line needs the \
+                     empty value-name field (`{}, \"{}\",, {name}`)",
+                    entry.line, fields[0], fields[1]
+                ));
+            }
+            let flags = fields.get(3).and_then(|f| parse_number(f)).unwrap_or(0);
+            if flags & FLG_ADDREG_KEYONLY != 0 && !name.is_empty() {
+                problems.push(format!(
+                    "line {}: AddReg line has FLG_ADDREG_KEYONLY (0x10) and a value name \
+                     \"{name}\": a key-only line writes no value",
+                    entry.line
+                ));
+            }
+        }
+    }
+}
+
+/// The build of a `NT<arch>.10.0...<build>` models decoration for `arch`, if it is one.
+fn decoration_build(decoration: &str, arch: &str) -> Option<u32> {
+    let lower = decoration.to_ascii_lowercase();
+    let rest = lower.strip_prefix(&format!("nt{arch}"))?;
+    match rest.strip_prefix(".10.0...") {
+        Some(build) => build.parse().ok(),
+        None => rest.is_empty().then_some(0),
+    }
+}
+
+/// Run from the driver store where Windows supports it, System32\drivers where it does not:
+/// models sections for builds from [`DRIVER_STORE_MIN_BUILD`] on copy to DIRID 13 and start the
+/// service from `%13%`; models sections for older builds use neither (DIRID 13 means nothing
+/// there); and one models section still covers Server 2016 ([`OLDEST_BUILD`]).
+fn check_driver_store(inf: &Inf, arch: &str, problems: &mut Vec<String>) {
+    let Some(manufacturer) = inf.section("Manufacturer") else {
+        return;
+    };
+    let mut oldest = None::<u32>;
+    for entry in &manufacturer.entries {
+        let Some((base, decorations)) = entry.values.split_first() else {
+            continue;
+        };
+        for decoration in decorations {
+            let Some(build) = decoration_build(decoration, arch) else {
+                continue;
+            };
+            oldest = Some(oldest.map_or(build, |o| o.min(build)));
+            let models = format!("{base}.{decoration}");
+            let store = build >= DRIVER_STORE_MIN_BUILD;
+            for (place, line, dirid) in install_destinations(inf, &models, arch) {
+                if store && dirid != 13 {
+                    problems.push(format!(
+                        "line {line}: [{models}] is for build {build}, which runs drivers from \
+                         the driver store, but {place} uses DIRID {dirid}, not 13"
+                    ));
+                } else if !store && dirid == 13 {
+                    problems.push(format!(
+                        "line {line}: [{models}] covers builds before {DRIVER_STORE_MIN_BUILD}, \
+                         which cannot run a boot-start driver from the driver store, but \
+                         {place} uses DIRID 13"
+                    ));
+                }
+            }
+        }
+    }
+    if oldest.is_none_or(|build| build > OLDEST_BUILD) {
+        problems.push(format!(
+            "[Manufacturer] has no models section for NT{arch} build {OLDEST_BUILD} (Windows \
+             Server 2016) or older: the DIRID 12 fallback is missing"
+        ));
+    }
+}
+
+/// Where the installs of models section `models` put the image: each CopyFiles section's
+/// DIRID and each ServiceBinary's leading `%dirid%`, as `(what, line, dirid)`.
+fn install_destinations(inf: &Inf, models: &str, arch: &str) -> Vec<(String, usize, u32)> {
+    let mut found = Vec::new();
+    let Some(section) = inf.section(models) else {
+        return found;
+    };
+    let destinations = inf.section("DestinationDirs");
+    let dirid_of = |list: &str| {
+        let entries = destinations.map_or(&[][..], |d| &d.entries[..]);
+        entries
+            .iter()
+            .find(|e| has_key(e, list))
+            .or_else(|| entries.iter().find(|e| has_key(e, "DefaultDestDir")))
+            .and_then(|e| e.values.first())
+            .and_then(|dirid| parse_number(dirid))
+    };
+    for entry in &section.entries {
+        let Some(install) = entry.values.first() else {
+            continue;
+        };
+        let Some(ddinstall) = [format!("{install}.NT{arch}"), format!("{install}.NT")]
+            .into_iter()
+            .chain(std::iter::once(install.clone()))
+            .find(|name| inf.section(name).is_some())
+        else {
+            continue;
+        };
+        if let Some(install_section) = inf.section(&ddinstall) {
+            for (list, line) in referrals(install_section, "CopyFiles") {
+                if let Some(dirid) = dirid_of(&list) {
+                    found.push((format!("CopyFiles section [{list}]"), line, dirid));
+                }
+            }
+        }
+        let services = inf.section(&format!("{ddinstall}.Services"));
+        for add in services
+            .into_iter()
+            .flat_map(|s| Inf::values_of(s, "AddService"))
+        {
+            let Some(service) = add.values.get(2).and_then(|name| inf.section(name)) else {
+                continue;
+            };
+            for (binary, line) in referrals(service, "ServiceBinary") {
+                let dirid = binary
+                    .strip_prefix('%')
+                    .and_then(|rest| rest.split_once('%'))
+                    .and_then(|(dirid, _)| parse_number(dirid));
+                if let Some(dirid) = dirid {
+                    found.push((format!("ServiceBinary {binary}"), line, dirid));
+                }
+            }
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -643,8 +839,13 @@ mod tests {
     #[test]
     fn a_missing_package_file_fails() {
         let problems = check(&stamped("amd64"), "amd64", package_with(&[]).path()).unwrap_err();
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].contains("rvscsi.sys is copied but is not in the package"));
+        // Once per CopyFiles section: the Server 2016 one and the driver-store one.
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .all(|p| p.contains("rvscsi.sys is copied but is not in the package"))
+        );
     }
 
     #[test]
@@ -697,7 +898,11 @@ mod tests {
                 "Class       = DiskDrive",
                 "Class",
             ),
-            ("DefaultDestDir = 12", "", "no DestinationDirs entry"),
+            (
+                "rvscsi_Files             = 12",
+                "",
+                "no DestinationDirs entry",
+            ),
         ];
         for (from, to, expected) in cases {
             let inf = stamped("amd64").replace("\r\n", "\n");
@@ -709,6 +914,62 @@ mod tests {
                 "{to}: {problems:?}"
             );
         }
+    }
+
+    /// Checks `inf` with `from` replaced by `to` and expects a problem containing `expected`.
+    fn assert_caught(from: &str, to: &str, expected: &str) {
+        let package = package_with(&["rvscsi.sys"]);
+        let inf = stamped("amd64").replace("\r\n", "\n");
+        assert!(inf.contains(from), "{from}");
+        let problems = check(&inf.replacen(from, to, 1), "amd64", package.path()).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.contains(expected)),
+            "{to}: {problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_key_only_add_reg_line_without_the_empty_value_name_fails() {
+        // The mistake the template once had: the flags land in the value-name field.
+        assert_caught(
+            "HKR, \"Interrupt Management\",, 0x00000010",
+            "HKR, \"Interrupt Management\", 0x00000010",
+            "needs the empty value-name field",
+        );
+        // A value name next to the key-only flag.
+        assert_caught(
+            "HKR, \"Interrupt Management\\Affinity Policy\",, 0x00000010",
+            "HKR, \"Interrupt Management\\Affinity Policy\", Name, 0x00000010",
+            "FLG_ADDREG_KEYONLY",
+        );
+    }
+
+    #[test]
+    fn driver_store_sections_must_use_dirid_13_and_server_2016_must_not() {
+        // The Server 2019+ service started from System32\drivers.
+        assert_caught(
+            "ServiceBinary  = %13%\\rvscsi.sys",
+            "ServiceBinary  = %12%\\rvscsi.sys",
+            "uses DIRID 12, not 13",
+        );
+        // The Server 2019+ image copied to System32\drivers.
+        assert_caught(
+            "rvscsi_Files_DriverStore = 13",
+            "rvscsi_Files_DriverStore = 12",
+            "uses DIRID 12, not 13",
+        );
+        // DIRID 13 in the Server 2016 section, which cannot use it.
+        assert_caught(
+            "rvscsi_Files             = 12",
+            "rvscsi_Files             = 13",
+            "cannot run a boot-start driver from the driver store",
+        );
+        // The Server 2016 fallback dropped.
+        assert_caught(
+            "rvscsi, NTamd64.10.0...14393, NTamd64.10.0...17763",
+            "rvscsi, NTamd64.10.0...17763",
+            "the DIRID 12 fallback is missing",
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod catalog;
 mod ci;
+mod der;
 mod fuzz;
 mod inf;
 mod kernel_link;

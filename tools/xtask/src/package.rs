@@ -30,6 +30,8 @@ const FIXTURE: &str = "rvscsi-pe-fixture";
 const IMAGE: &str = "rvscsi.sys";
 const PDB: &str = "rvscsi.pdb";
 const INF: &str = "rvscsi.inf";
+/// The catalog the INF names in `CatalogFile`.
+const CATALOG: &str = "rvscsi.cat";
 /// The symbol the `link-time-panic-check` panic handler calls.
 const PANIC_SENTINEL: &str = "rvscsi_panic_path_survived_optimisation";
 
@@ -330,7 +332,7 @@ fn build_package(options: &Options) -> Result<(), String> {
     }
 
     if options.sign {
-        sign(&directory, &package_root.join("cert"), machine)?;
+        sign(&directory, &package_root.join("cert"), machine, arch)?;
     }
     eprintln!("xtask package: package ready in {}", directory.display());
     Ok(())
@@ -448,7 +450,7 @@ fn check_image(image: &[u8], pdb: &[u8], machine: Machine, name: &str) -> Result
 
 /// Signs `directory/rvscsi.sys` into `directory/signed/` with the test certificate (made once
 /// under `cert_dir`), verifies the signature and re-checks the signed image.
-fn sign(directory: &Path, cert_dir: &Path, machine: Machine) -> Result<(), String> {
+fn sign(directory: &Path, cert_dir: &Path, machine: Machine, arch: &str) -> Result<(), String> {
     crate::util::ensure_tool("openssl", "version", "openssl")?;
     crate::util::ensure_tool("osslsigncode", "--version", "osslsigncode")?;
     let key = cert_dir.join("rvscsi-test.key");
@@ -523,20 +525,41 @@ fn sign(directory: &Path, cert_dir: &Path, machine: Machine) -> Result<(), Strin
     let pdb = read(&signed_dir.join(PDB))?;
     check_image(&image, &pdb, machine, &signed.display().to_string())?;
     eprintln!("xtask package: signed and verified: {}", signed.display());
+    let test_certificate = crate::catalog::Signer {
+        certificate_pem: &certificate,
+        key: &key,
+    };
+    crate::catalog::write_signed_catalog(
+        &signed_dir,
+        IMAGE,
+        INF,
+        CATALOG,
+        arch,
+        &test_certificate,
+    )?;
+    eprintln!(
+        "xtask package: catalog written, signed and checked: {}",
+        signed_dir.join(CATALOG).display()
+    );
     Ok(())
 }
 
 /// Today's date (UTC), or `SOURCE_DATE_EPOCH`'s for reproducible builds.
 fn build_date() -> (u32, u32, u32) {
-    let seconds = std::env::var("SOURCE_DATE_EPOCH")
+    inf::civil_date(build_time())
+}
+
+/// The build time in seconds since 1970 (UTC): now, or `SOURCE_DATE_EPOCH` for reproducible
+/// builds.
+pub fn build_time() -> u64 {
+    std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|value| value.parse::<u64>().ok())
         .unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |elapsed| elapsed.as_secs())
-        });
-    inf::civil_date(seconds)
+        })
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {

@@ -27,9 +27,6 @@ use self::sm::{
     SmhbaSasPhyStatistics, hba_status,
 };
 
-/// The name of the binary MOF resource in rvscsi.sys (built from `wmi/mof/rvscsi.mof`).
-pub const MOF_RESOURCE_NAME: &str = "MofResource";
-
 /// Row of `MS_SM_AdapterInformationQuery` in [`HbaProvider`]'s registration table.
 pub const ADAPTER_INFORMATION_INDEX: usize = 0;
 /// Row of `MS_SM_PortInformationMethods`.
@@ -341,7 +338,13 @@ impl Provider for HbaProvider<'_> {
 
     fn query_reginfo(&self) -> RegInfo<'_> {
         RegInfo {
-            mof_resource_name: Some(MOF_RESOURCE_NAME),
+            // No MOF resource: rvscsi.sys carries no binary MOF (no encoder for the
+            // undocumented BMF format exists in this build), so naming one would make WMI log
+            // an error and look for classes that are not there. The MS_SM_* classes are defined
+            // by Windows' own MOF; Rvscsi_QueueStatistics and Rvscsi_AdapterLimits stay readable
+            // by GUID (WmiOpenBlock / WmiQueryAllData) but have no WMI class name until the
+            // image carries `wmi/mof/rvscsi.mof` compiled.
+            mof_resource_name: None,
             registry_path: None,
         }
     }
