@@ -1,5 +1,6 @@
-//! Plugs the pieces together: the real miniport (`rvscsi::hw::DriverEntry`), the StorPort
-//! simulator and the virtio-scsi device model, sharing one simulated physical memory.
+//! Plugs the pieces together: the real miniport (`rvscsi::hw::DriverEntry`, or the shipped
+//! image named by [`IMAGE_VARIABLE`]), the StorPort simulator and the virtio-scsi device model,
+//! sharing one simulated physical memory.
 
 use std::sync::Arc;
 
@@ -100,6 +101,47 @@ pub enum BootError {
     Simulator(SimError),
 }
 
+/// The environment variable that selects the build every scenario runs: unset, the miniport
+/// linked into the test binary (`rvscsi::hw::DriverEntry`); set, the path of a Windows image
+/// (`target/package/amd64/rvscsi.sys`) that [`boot`] loads ([`crate::image`]) and runs instead.
+pub const IMAGE_VARIABLE: &str = "RVSCSI_IMAGE";
+
+/// The image [`IMAGE_VARIABLE`] names, loaded once per process; `None` when it is unset.
+///
+/// # Panics
+/// If the variable names an image that cannot be loaded (the message names the file and the
+/// reason, an import the simulator lacks among them): a scenario must not silently fall back
+/// to the linked miniport.
+#[must_use]
+pub fn shipped_image() -> Option<&'static crate::image::Image> {
+    static IMAGE: std::sync::OnceLock<Option<&'static crate::image::Image>> =
+        std::sync::OnceLock::new();
+    *IMAGE.get_or_init(|| {
+        let path = std::env::var_os(IMAGE_VARIABLE)?;
+        let path = std::path::PathBuf::from(path);
+        let image = crate::image::Image::load(&path, crate::sim::win64_export)
+            .unwrap_or_else(|error| panic!("{IMAGE_VARIABLE}={}: {error}", path.display()));
+        crate::image::stack::report_at_exit();
+        Some(image)
+    })
+}
+
+/// Boots `platform`'s miniport: the linked one, or the shipped image if [`IMAGE_VARIABLE`] is
+/// set (then `platform.entry` is not used).
+fn start_miniport(sim: SimOptions, platform: Platform) -> Result<Adapter, BootError> {
+    match shipped_image() {
+        Some(image) => Simulator::boot_image(
+            sim,
+            image,
+            platform.pci,
+            platform.memory,
+            &platform.interrupts,
+        ),
+        None => Simulator::boot(sim, platform),
+    }
+    .map_err(BootError::Simulator)
+}
+
 /// A booted machine: the simulated adapter running our miniport, and its device.
 pub struct Machine {
     /// The StorPort side.
@@ -131,7 +173,7 @@ pub fn boot(
         memory: Arc::new(Memory(memory)),
         interrupts: line,
     };
-    let adapter = Simulator::boot(sim, platform).map_err(BootError::Simulator)?;
+    let adapter = start_miniport(sim, platform)?;
     Ok(Machine { adapter, device })
 }
 
@@ -184,7 +226,7 @@ pub fn boot_dump(device: &VirtioScsiDevice, sim: SimOptions) -> Result<Machine, 
         dump: Some(sim.dump.unwrap_or_default()),
         ..sim
     };
-    let adapter = Simulator::boot(sim, platform).map_err(BootError::Simulator)?;
+    let adapter = start_miniport(sim, platform)?;
     Ok(Machine {
         adapter,
         device: device.clone(),

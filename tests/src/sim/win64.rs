@@ -1,0 +1,117 @@
+//! The StorPort exports in both calling conventions from one definition: [`export!`] turns an
+//! `extern "system"` function (what the linked miniport calls; System V on Linux) into that
+//! function plus an `extern "win64"` entry point of the same name's module (what a loaded
+//! Windows image calls), and [`win64_export`] is the table the image loader binds imports by.
+
+use std::ffi::c_void;
+
+/// Defines a StorPort export once, in both conventions: the `extern "system"` function with its
+/// C name (`#[no_mangle]`, for the linked miniport) and, in a module of the same name, `win64`,
+/// the Windows x64 entry point a loaded image's import is bound to, which runs the same body on
+/// the simulator's own stack ([`crate::image::stack::on_host_stack`]).
+macro_rules! export {
+    (
+        $(#[$attribute:meta])*
+        pub extern "system" fn $name:ident($($argument:ident: $type:ty),* $(,)?) $(-> $ret:ty)?
+        $body:block
+    ) => {
+        $(#[$attribute])*
+        #[unsafe(no_mangle)]
+        pub extern "system" fn $name($($argument: $type),*) $(-> $ret)? $body
+
+        #[doc = concat!("The Windows x64 flavour of `", stringify!($name), "`.")]
+        #[allow(non_snake_case)]
+        pub mod $name {
+            #[allow(clippy::wildcard_imports, unused_imports)]
+            use super::*;
+
+            #[doc = concat!("`", stringify!($name), "` as a loaded image calls it.")]
+            #[allow(clippy::used_underscore_binding)]
+            pub extern "win64" fn win64($($argument: $type),*) $(-> $ret)? {
+                crate::image::stack::on_host_stack(|| super::$name($($argument),*))
+            }
+        }
+    };
+}
+pub(crate) use export;
+
+// The variadic exports: their Windows x64 halves are in `variadic.c` (ms_abi).
+unsafe extern "win64" {
+    fn rvscsi_win64_StorPortNotification(notification: u32, extension: *mut c_void, ...);
+    fn rvscsi_win64_StorPortExtendedFunction(function: u32, extension: *mut c_void, ...) -> u32;
+    fn rvscsi_win64_StorPortDebugPrint(level: u32, format: *const u8, ...);
+}
+
+/// Lists each export's Windows x64 entry point under its StorPort name.
+macro_rules! win64_table {
+    ($($name:ident),* $(,)?) => {
+        /// The Windows x64 entry point of the StorPort routine `name`, for binding a loaded
+        /// image's imports; `None` if the simulator does not export it.
+        #[must_use]
+        pub fn win64_export(name: &str) -> Option<u64> {
+            use super::exports::*;
+            let address = match name {
+                $(stringify!($name) => ($name::win64 as *const ()).addr(),)*
+                "StorPortNotification" => (rvscsi_win64_StorPortNotification as *const ()).addr(),
+                "StorPortExtendedFunction" => (rvscsi_win64_StorPortExtendedFunction as *const ()).addr(),
+                "StorPortDebugPrint" => (rvscsi_win64_StorPortDebugPrint as *const ()).addr(),
+                _ => return None,
+            };
+            Some(address as u64)
+        }
+    };
+}
+
+win64_table!(
+    StorPortInitialize,
+    StorPortGetDeviceBase,
+    StorPortFreeDeviceBase,
+    StorPortValidateRange,
+    StorPortGetBusData,
+    StorPortSetBusDataByOffset,
+    StorPortGetUncachedExtension,
+    StorPortAllocateRegistryBuffer,
+    StorPortFreeRegistryBuffer,
+    StorPortRegistryRead,
+    StorPortGetPhysicalAddress,
+    StorPortGetVirtualAddress,
+    StorPortGetScatterGatherList,
+    StorPortGetLogicalUnit,
+    StorPortCompleteRequest,
+    StorPortSetDeviceQueueDepth,
+    StorPortLogError,
+    StorPortStallExecution,
+    StorPortQuerySystemTime,
+    StorPortMoveMemory,
+    StorPortConvertUlong64ToPhysicalAddress,
+    StorPortConvertPhysicalAddressToUlong64,
+    StorPortSynchronizeAccess,
+    StorPortReadRegisterUchar,
+    StorPortWriteRegisterUchar,
+    StorPortReadRegisterBufferUchar,
+    StorPortWriteRegisterBufferUchar,
+    StorPortReadRegisterUshort,
+    StorPortWriteRegisterUshort,
+    StorPortReadRegisterBufferUshort,
+    StorPortWriteRegisterBufferUshort,
+    StorPortReadRegisterUlong,
+    StorPortWriteRegisterUlong,
+    StorPortReadRegisterBufferUlong,
+    StorPortWriteRegisterBufferUlong,
+    StorPortReadRegisterUlong64,
+    StorPortWriteRegisterUlong64,
+    StorPortReadRegisterBufferUlong64,
+    StorPortWriteRegisterBufferUlong64,
+    StorPortReadPortUchar,
+    StorPortWritePortUchar,
+    StorPortReadPortBufferUchar,
+    StorPortWritePortBufferUchar,
+    StorPortReadPortUshort,
+    StorPortWritePortUshort,
+    StorPortReadPortBufferUshort,
+    StorPortWritePortBufferUshort,
+    StorPortReadPortUlong,
+    StorPortWritePortUlong,
+    StorPortReadPortBufferUlong,
+    StorPortWritePortBufferUlong,
+);
