@@ -249,14 +249,42 @@ impl Machine {
 
     /// The miniport's adapter in the simulated device extension, for its counters; `None`
     /// if find-adapter did not construct one.
+    ///
+    /// # Panics
+    /// On the shipped image ([`IMAGE_VARIABLE`]), if the image's adapter is not the size of the
+    /// linked build's (`size_of::<Adapter>()`, which the image registers as its device
+    /// extension size): then the two builds lay the type out differently, and the linked
+    /// build's code must not read the image's.
     #[must_use]
     pub fn miniport(&self) -> Option<&rvscsi::adapter::Adapter> {
+        self.check_adapter_layout();
         let extension = self.adapter.device_extension_ptr();
         // SAFETY: the device extension the simulator allocated for this adapter: as large as
         // the miniport registered, 16-aligned, zeroed before find-adapter, and alive as long as
         // `self.adapter`, which the returned reference borrows through `self`. The miniport
         // mutates its adapter only through atomics and cells, as `from_extension` requires.
         unsafe { rvscsi::adapter::Adapter::from_extension(extension) }
+    }
+
+    /// On the shipped image, the linked build's `Adapter` may read the image's only if both
+    /// builds lay it out alike: the same compiler and the same data layout of x86-64 (Windows
+    /// and Linux differ in symbol mangling only) give the same layout to the same type, unless
+    /// a field's type differs between the targets, which would change the size the image
+    /// registered. (The magic, read first by `from_extension`, checks the start.)
+    fn check_adapter_layout(&self) {
+        if shipped_image().is_none() {
+            return;
+        }
+        let registered = self
+            .adapter
+            .hw_initialization_data()
+            .map(|hw| hw.device_extension_size as usize);
+        let linked = size_of::<rvscsi::adapter::Adapter>();
+        assert!(
+            registered.is_none_or(|size| size == linked),
+            "the image's Adapter is {registered:?} bytes, the linked build's {linked}: their \
+             layouts differ, so the scenario cannot read the image's adapter"
+        );
     }
 
     /// Shuts the machine down, panicking with the simulator's record if the miniport broke the
@@ -272,8 +300,12 @@ impl Machine {
     }
 
     /// The miniport's trace ring, read from its device extension as a debugger would.
+    ///
+    /// # Panics
+    /// As [`Machine::miniport`], on an image whose adapter layout differs.
     #[must_use]
     pub fn trace(&self) -> Vec<rvscsi::trace::TraceEntry> {
+        self.check_adapter_layout();
         let extension = std::ptr::with_exposed_provenance_mut(self.adapter.device_extension());
         // SAFETY: the simulator allocated the device extension with the size the miniport
         // asked for and keeps it until shutdown (which consumes `self.adapter`); the miniport

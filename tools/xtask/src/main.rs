@@ -7,6 +7,7 @@ mod fuzz;
 mod inf;
 mod miri;
 mod package;
+mod sim_image;
 mod util;
 mod vmtest;
 
@@ -69,6 +70,11 @@ const JOBS: &[Job] = &[
         name: "pecheck",
         help: "the PE check alone: pecheck <image.sys> <image.pdb> [--target <triple>]",
         run: package::pecheck,
+    },
+    Job {
+        name: "sim-image",
+        help: "every scenario on the shipped x64 rvscsi.sys, loaded in the simulator (builds the package)",
+        run: sim_image::sim_image,
     },
     Job {
         name: "vmtest",

@@ -169,6 +169,18 @@ pub fn ci(_: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Builds the x64 miniport package (`cargo xtask package` with its defaults; cargo rebuilds
+/// only what changed) and returns the path of its `rvscsi.sys`.
+pub fn x64_miniport_image() -> Result<PathBuf, String> {
+    let options = parse_options(&[])?;
+    build_package(&options)?;
+    Ok(workspace_root()
+        .join("target")
+        .join("package")
+        .join("amd64")
+        .join(IMAGE))
+}
+
 /// Runs a package build that must fail with `expected`.
 fn expect_link_failure(options: &Options, expected: LinkFailure) -> Result<(), String> {
     eprintln!(

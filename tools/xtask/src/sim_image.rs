@@ -1,0 +1,177 @@
+//! `cargo xtask sim-image`: every scenario of `tests/tests/` on the shipped image. Builds the
+//! x64 package, runs the scenario binaries once on the linked miniport and once on the loaded
+//! `rvscsi.sys` (`RVSCSI_IMAGE`), fails unless both runs pass the same number of scenarios per
+//! file, prints the image's stack high-water table (merged across binaries; above the limit
+//! fails) and ends with the count of scenarios passed on the image.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::util::cargo;
+
+/// The stack one entry point of the image may use (half an x64 kernel stack).
+const STACK_LIMIT_BYTES: u64 = 12 * 1024;
+/// The prefix of the high-water lines a test binary prints at exit.
+const STACK_LINE: &str = "rvscsi-image-stack: ";
+/// The test binary of the loader's own checks (image mode only), not a scenario file.
+const LOADER_TESTS: &str = "tests/shipped_image.rs";
+
+/// Per scenario file (`tests/<name>.rs`), the tests passed.
+type Counts = BTreeMap<String, u64>;
+
+/// `cargo xtask sim-image`.
+pub fn sim_image(_: &[String]) -> Result<(), String> {
+    let image = crate::package::x64_miniport_image()?;
+    let linked = run_scenarios(None)?;
+    let loaded = run_scenarios(Some(&image))?;
+    if linked.0 != loaded.0 {
+        return Err(format!(
+            "the image ran other scenarios than the linked miniport: linked {:?}, image {:?}",
+            linked.0, loaded.0
+        ));
+    }
+    let table = stack_table(&loaded.1);
+    eprintln!("image stack high-water per entry point (bytes; limit {STACK_LIMIT_BYTES}):");
+    eprintln!("  {:<26} {:>9} {:>7}", "entry point", "calls", "bytes");
+    for (entry, (calls, bytes)) in &table {
+        eprintln!("  {entry:<26} {calls:>9} {bytes:>7}");
+    }
+    if let Some((entry, (_, bytes))) = table.iter().find(|(_, (_, b))| *b > STACK_LIMIT_BYTES) {
+        return Err(format!(
+            "{entry} used {bytes} bytes of stack, above {STACK_LIMIT_BYTES}"
+        ));
+    }
+    for (file, passed) in &loaded.0 {
+        eprintln!("  {file}: {passed} passed on the linked miniport and on the image");
+    }
+    let total: u64 = loaded
+        .0
+        .iter()
+        .filter(|(file, _)| file.as_str() != LOADER_TESTS)
+        .map(|(_, passed)| passed)
+        .sum();
+    println!("{total} scenarios passed on the shipped image");
+    Ok(())
+}
+
+/// Runs every test binary of `rvscsi-tests` (`--test '*'`), on `image` if given; returns the
+/// tests passed per file and the combined output.
+fn run_scenarios(image: Option<&Path>) -> Result<(Counts, String), String> {
+    let mut command = cargo();
+    command.args(["test", "--package", "rvscsi-tests", "--test", "*"]);
+    match image {
+        Some(path) => command.env("RVSCSI_IMAGE", path),
+        None => command.env_remove("RVSCSI_IMAGE"),
+    };
+    eprintln!("xtask: running {command:?}");
+    let output = command
+        .output()
+        .map_err(|e| format!("cannot start {command:?}: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprint!("{text}");
+    if !output.status.success() {
+        return Err(format!("{command:?} exited with {}", output.status));
+    }
+    let counts = count_passed(&text)?;
+    Ok((counts, text))
+}
+
+/// The tests passed per `tests/<name>.rs`, from cargo's "Running" and "test result" lines;
+/// a failed or ignored test is an error (a scenario that did not run on the image has not
+/// passed on it).
+fn count_passed(output: &str) -> Result<Counts, String> {
+    let mut counts = Counts::new();
+    let mut current: Option<String> = None;
+    for line in output.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("Running ") {
+            current = rest.split_whitespace().next().map(str::to_owned);
+        } else if let Some(result) = line.strip_prefix("test result: ") {
+            let file = current
+                .take()
+                .ok_or_else(|| format!("a test result with no binary: {line}"))?;
+            let number = |label: &str| -> Result<u64, String> {
+                result
+                    .split(';')
+                    .map(str::trim)
+                    .find_map(|part| {
+                        part.trim_start_matches("ok. ")
+                            .trim_start_matches("FAILED. ")
+                            .strip_suffix(label)
+                    })
+                    .ok_or_else(|| format!("no '{label}' in: {line}"))?
+                    .trim()
+                    .parse()
+                    .map_err(|e| format!("{line}: {e}"))
+            };
+            let (passed, failed, ignored) =
+                (number(" passed")?, number(" failed")?, number(" ignored")?);
+            if failed != 0 || ignored != 0 {
+                return Err(format!("{file}: {failed} failed, {ignored} ignored"));
+            }
+            counts.insert(file, passed);
+        }
+    }
+    if counts.is_empty() {
+        return Err("no test binary ran".into());
+    }
+    Ok(counts)
+}
+
+/// The high-water lines of every binary merged: per entry point, calls summed and the deepest
+/// use kept.
+fn stack_table(output: &str) -> BTreeMap<String, (u64, u64)> {
+    let mut table = BTreeMap::new();
+    for line in output.lines() {
+        let Some(rest) = line.trim().strip_prefix(STACK_LINE) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split('\t').collect();
+        if let [entry, calls, bytes] = fields[..]
+            && let (Ok(calls), Ok(bytes)) = (calls.parse::<u64>(), bytes.parse::<u64>())
+        {
+            let slot = table.entry(entry.to_owned()).or_insert((0, 0));
+            slot.0 += calls;
+            slot.1 = slot.1.max(bytes);
+        }
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passed_tests_are_counted_per_file_and_failures_refused() {
+        let output = "     Running tests/a.rs (target/debug/deps/a-1)\n\
+                      test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n\
+                      Running tests/b.rs (target/debug/deps/b-2)\n\
+                      test result: ok. 4 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n";
+        let counts = count_passed(output).unwrap();
+        assert_eq!(counts["tests/a.rs"], 3);
+        assert_eq!(counts["tests/b.rs"], 4);
+        let failed = "Running tests/a.rs (x)\n\
+                      test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n";
+        assert!(count_passed(failed).is_err());
+        let ignored = "Running tests/a.rs (x)\n\
+                       test result: ok. 2 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out\n";
+        assert!(count_passed(ignored).is_err());
+        assert!(count_passed("").is_err());
+    }
+
+    #[test]
+    fn stack_lines_merge_by_entry_point() {
+        let output = "rvscsi-image-stack: StartIo\t10\t1000\n\
+                      noise\n\
+                      rvscsi-image-stack: StartIo\t5\t1200\n\
+                      rvscsi-image-stack: DPC\t1\t800\n";
+        let table = stack_table(output);
+        assert_eq!(table["StartIo"], (15, 1200));
+        assert_eq!(table["DPC"], (1, 800));
+    }
+}
