@@ -22,8 +22,24 @@ pub const STACK_LIMIT_BYTES: usize = 12 * 1024;
 /// The word the unused image stack is painted with.
 const PAINT: u64 = 0x5354_4143_4B5F_5041; // "STACK_PA"
 
-/// Per-entry-point statistics: calls, deepest stack use in bytes.
-static HIGH_WATER: Mutex<BTreeMap<&'static str, (u64, usize)>> = Mutex::new(BTreeMap::new());
+/// What one entry point of the image used, over every call of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HighWater {
+    /// Calls measured.
+    pub calls: u64,
+    /// Deepest stack use in bytes, from the stack pointer the routine was called with to the
+    /// deepest word written: the image's frames, and below an image call into the simulator
+    /// the import shim's first frames (at most `shim_bytes`), so an upper bound.
+    pub bytes: usize,
+    /// Deepest stack use at a call the image made into the simulator (to its return-address
+    /// slot): exact, and a lower bound of `bytes`.
+    pub at_import: usize,
+    /// The most the simulator's import shim frames took below an image call.
+    pub shim_bytes: usize,
+}
+
+/// Per-entry-point statistics.
+static HIGH_WATER: Mutex<BTreeMap<&'static str, HighWater>> = Mutex::new(BTreeMap::new());
 
 /// The image stack of one thread and where each side of the switch stands.
 struct ThreadStack {
@@ -41,6 +57,14 @@ struct ThreadStack {
     depth: Cell<u32>,
     /// The lowest address painted and not yet scanned (`top` when all is clean).
     dirty_from: Cell<usize>,
+    /// The stack pointer from which the outermost entry called the image's routine (its
+    /// return address is stored just below): the image's usage is measured from here.
+    call_sp: Cell<usize>,
+    /// The outermost entry's deepest image stack pointer at a call into the simulator (its
+    /// return-address slot), exactly.
+    deepest_import_call: Cell<usize>,
+    /// The most bytes the simulator's import shim frames took below an image call.
+    shim_bytes: Cell<usize>,
 }
 
 impl ThreadStack {
@@ -81,6 +105,9 @@ impl ThreadStack {
             on_image: Cell::new(false),
             depth: Cell::new(0),
             dirty_from: Cell::new(bottom),
+            call_sp: Cell::new(0),
+            deepest_import_call: Cell::new(0),
+            shim_bytes: Cell::new(0),
         };
         stack.paint(bottom);
         stack
@@ -99,6 +126,28 @@ impl ThreadStack {
         };
         stack.fill(PAINT);
         self.dirty_from.set(self.top);
+    }
+
+    /// At an import call, on the host stack: finds the image's return address above the
+    /// shim's frames (from the stack pointer saved at the switch), which is where the image's
+    /// stack stood at the call.
+    fn note_import_call(&self) {
+        let shim_bottom = self.image_sp.get();
+        let mut slot = shim_bottom;
+        while slot + 8 <= self.top {
+            // SAFETY: `slot` lies in this thread's image stack, between the stack pointer of
+            // the live shim frame and the top, readable.
+            let word = unsafe { std::ptr::with_exposed_provenance::<u64>(slot).read() };
+            if super::is_import_return(word as usize) {
+                if slot < self.deepest_import_call.get() {
+                    self.deepest_import_call.set(slot);
+                }
+                self.shim_bytes
+                    .set(self.shim_bytes.get().max(slot - shim_bottom));
+                return;
+            }
+            slot += 8;
+        }
     }
 
     /// The lowest address written since the last paint; `top` if none.
@@ -184,7 +233,11 @@ pub fn enter_image<R>(entry: &'static str, f: impl FnOnce() -> R) -> R {
             if stack.dirty_from.get() < stack.top {
                 stack.paint(stack.dirty_from.get());
             }
-            stack.top
+            stack.call_sp.set(0);
+            stack.deepest_import_call.set(stack.top);
+            stack.shim_bytes.set(0);
+            // A margin above the first frame, so that nothing reads past the mapping.
+            stack.top - 64
         } else {
             // Below the image's frames and the switch's own, with a margin.
             stack.image_sp.get() - 256
@@ -209,8 +262,21 @@ pub fn enter_image<R>(entry: &'static str, f: impl FnOnce() -> R) -> R {
         if outermost {
             let deepest = stack.deepest_touched();
             stack.dirty_from.set(deepest);
-            let used = stack.top - deepest;
-            record(entry, used);
+            let from = match stack.call_sp.get() {
+                0 => stack.top,
+                sp => sp,
+            };
+            let used = from.saturating_sub(deepest);
+            let at_import = from.saturating_sub(stack.deepest_import_call.get());
+            record(
+                entry,
+                HighWater {
+                    calls: 1,
+                    bytes: used,
+                    at_import,
+                    shim_bytes: stack.shim_bytes.get(),
+                },
+            );
             assert!(
                 used <= STACK_LIMIT_BYTES,
                 "{entry} used {used} bytes of the image stack, above the {STACK_LIMIT_BYTES}-byte limit"
@@ -234,6 +300,9 @@ pub fn on_host_stack<R>(f: impl FnOnce() -> R) -> R {
         let mut f = Some(f);
         let mut result = None;
         let mut body = || {
+            // On the host stack now, so the image stack is left as the image and the shim
+            // made it.
+            stack.note_import_call();
             if let Some(f) = f.take() {
                 result = Some(f());
             }
@@ -262,35 +331,61 @@ pub extern "C" fn rvscsi_sim_on_host_stack(
     on_host_stack(|| body(context));
 }
 
-fn record(entry: &'static str, used: usize) {
+fn record(entry: &'static str, call: HighWater) {
     let mut table = HIGH_WATER
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let slot = table.entry(entry).or_insert((0, 0));
-    slot.0 += 1;
-    slot.1 = slot.1.max(used);
+    let slot = table.entry(entry).or_default();
+    slot.calls += call.calls;
+    slot.bytes = slot.bytes.max(call.bytes);
+    slot.at_import = slot.at_import.max(call.at_import);
+    slot.shim_bytes = slot.shim_bytes.max(call.shim_bytes);
 }
 
-/// Every entry point entered so far in this process: (label, calls, deepest stack use in
-/// bytes), by label.
+/// Every entry point entered so far in this process, by label.
 #[must_use]
-pub fn high_water() -> Vec<(&'static str, u64, usize)> {
+pub fn high_water() -> Vec<(&'static str, HighWater)> {
     HIGH_WATER
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .iter()
-        .map(|(&entry, &(calls, used))| (entry, calls, used))
+        .map(|(&entry, &water)| (entry, water))
         .collect()
 }
 
-/// The high-water table as lines `rvscsi-image-stack: <entry> <calls> <bytes>`, the format
-/// `cargo xtask sim-image` merges across test binaries.
+/// The high-water table as lines `rvscsi-image-stack: <entry>\t<calls>\t<bytes>\t<at
+/// import>\t<shim bytes>`, the format `cargo xtask sim-image` merges across test binaries.
 #[must_use]
 pub fn table_lines() -> Vec<String> {
     high_water()
         .into_iter()
-        .map(|(entry, calls, used)| format!("rvscsi-image-stack: {entry}\t{calls}\t{used}"))
+        .map(|(entry, water)| {
+            format!(
+                "rvscsi-image-stack: {entry}\t{}\t{}\t{}\t{}",
+                water.calls, water.bytes, water.at_import, water.shim_bytes
+            )
+        })
         .collect()
+}
+
+/// Records the stack pointer the outermost entry calls the image's routine from; call it
+/// right before that call, in the frame that makes it (it is inlined there).
+#[allow(
+    clippy::inline_always,
+    reason = "the stack pointer must be read in the caller's frame, so even unoptimised"
+)]
+#[inline(always)]
+pub fn note_call_site() {
+    let sp: usize;
+    // SAFETY: reads the stack pointer; no memory is touched.
+    unsafe {
+        std::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    STACK.with(|stack| {
+        if stack.depth.get() == 1 && stack.call_sp.get() == 0 {
+            stack.call_sp.set(sp);
+        }
+    });
 }
 
 /// Prints [`table_lines`] to stderr when the process exits (once, however often called): the

@@ -95,8 +95,11 @@ macro_rules! routines {
                             >(self.address)
                         };
                         let entry = entry_label(stringify!($name));
-                        // SAFETY: as above; the image runs on its own bounded stack.
-                        stack::enter_image(entry, || unsafe { routine($($argument),*) })
+                        stack::enter_image(entry, || {
+                            stack::note_call_site();
+                            // SAFETY: as above; the image runs on its own bounded stack.
+                            unsafe { routine($($argument),*) }
+                        })
                     }
                 }
             }

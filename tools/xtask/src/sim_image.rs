@@ -31,14 +31,22 @@ pub fn sim_image(_: &[String]) -> Result<(), String> {
         ));
     }
     let table = stack_table(&loaded.1);
-    eprintln!("image stack high-water per entry point (bytes; limit {STACK_LIMIT_BYTES}):");
-    eprintln!("  {:<26} {:>9} {:>7}", "entry point", "calls", "bytes");
-    for (entry, (calls, bytes)) in &table {
-        eprintln!("  {entry:<26} {calls:>9} {bytes:>7}");
+    eprintln!(
+        "image stack high-water per entry point, bytes (limit {STACK_LIMIT_BYTES}; \"deepest\" \
+         includes the simulator's import shim frames below an image call, \"at import\" is the \
+         image's exact depth at its deepest call into the simulator):"
+    );
+    eprintln!(
+        "  {:<26} {:>9} {:>8} {:>10} {:>11}",
+        "entry point", "calls", "deepest", "at import", "shim frames"
+    );
+    for (entry, (calls, bytes, at_import, shim)) in &table {
+        eprintln!("  {entry:<26} {calls:>9} {bytes:>8} {at_import:>10} {shim:>11}");
     }
-    if let Some((entry, (_, bytes))) = table.iter().find(|(_, (_, b))| *b > STACK_LIMIT_BYTES) {
+    if let Some((entry, water)) = table.iter().find(|(_, water)| water.1 > STACK_LIMIT_BYTES) {
         return Err(format!(
-            "{entry} used {bytes} bytes of stack, above {STACK_LIMIT_BYTES}"
+            "{entry} used {} bytes of stack, above {STACK_LIMIT_BYTES}",
+            water.1
         ));
     }
     for (file, passed) in &loaded.0 {
@@ -122,21 +130,35 @@ fn count_passed(output: &str) -> Result<Counts, String> {
     Ok(counts)
 }
 
+/// One entry point's figures: calls, deepest use (upper bound: includes the simulator's shim
+/// frames below an image call), deepest use at an import call (exact), largest shim frames.
+type Water = (u64, u64, u64, u64);
+
 /// The high-water lines of every binary merged: per entry point, calls summed and the deepest
-/// use kept.
-fn stack_table(output: &str) -> BTreeMap<String, (u64, u64)> {
+/// figures kept.
+fn stack_table(output: &str) -> BTreeMap<String, Water> {
     let mut table = BTreeMap::new();
     for line in output.lines() {
         let Some(rest) = line.trim().strip_prefix(STACK_LINE) else {
             continue;
         };
         let fields: Vec<&str> = rest.split('\t').collect();
-        if let [entry, calls, bytes] = fields[..]
-            && let (Ok(calls), Ok(bytes)) = (calls.parse::<u64>(), bytes.parse::<u64>())
-        {
-            let slot = table.entry(entry.to_owned()).or_insert((0, 0));
+        let [entry, numbers @ ..] = &fields[..] else {
+            continue;
+        };
+        let Ok(numbers) = numbers
+            .iter()
+            .map(|field| field.parse::<u64>())
+            .collect::<Result<Vec<u64>, _>>()
+        else {
+            continue;
+        };
+        if let [calls, bytes, at_import, shim] = numbers[..] {
+            let slot: &mut Water = table.entry((*entry).to_owned()).or_default();
             slot.0 += calls;
             slot.1 = slot.1.max(bytes);
+            slot.2 = slot.2.max(at_import);
+            slot.3 = slot.3.max(shim);
         }
     }
     table
@@ -166,12 +188,14 @@ mod tests {
 
     #[test]
     fn stack_lines_merge_by_entry_point() {
-        let output = "rvscsi-image-stack: StartIo\t10\t1000\n\
+        let output = "rvscsi-image-stack: StartIo\t10\t1000\t300\t700\n\
                       noise\n\
-                      rvscsi-image-stack: StartIo\t5\t1200\n\
-                      rvscsi-image-stack: DPC\t1\t800\n";
+                      rvscsi-image-stack: StartIo\t5\t1200\t200\t800\n\
+                      rvscsi-image-stack: DPC\t1\t800\t0\t0\n\
+                      rvscsi-image-stack: Broken\t1\n";
         let table = stack_table(output);
-        assert_eq!(table["StartIo"], (15, 1200));
-        assert_eq!(table["DPC"], (1, 800));
+        assert_eq!(table["StartIo"], (15, 1200, 300, 800));
+        assert_eq!(table["DPC"], (1, 800, 0, 0));
+        assert!(!table.contains_key("Broken"));
     }
 }
