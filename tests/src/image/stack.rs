@@ -379,7 +379,7 @@ pub fn note_call_site() {
     let sp: usize;
     // SAFETY: reads the stack pointer; no memory is touched.
     unsafe {
-        std::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+        std::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags));
     };
     STACK.with(|stack| {
         if stack.depth.get() == 1 && stack.call_sp.get() == 0 {
