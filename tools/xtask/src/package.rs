@@ -169,16 +169,23 @@ pub fn ci(_: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Builds the x64 miniport package (`cargo xtask package` with its defaults; cargo rebuilds
-/// only what changed) and returns the path of its `rvscsi.sys`.
-pub fn x64_miniport_image() -> Result<PathBuf, String> {
-    let options = parse_options(&[])?;
+/// Builds the x64 miniport package with `features` (`cargo xtask package [--features ...]`;
+/// cargo rebuilds only what changed) and returns the path of its `rvscsi.sys`: the shipped one
+/// (`target/package/amd64/`) without features, `target/package/rvscsi+<features>/amd64/`
+/// with.
+pub fn x64_miniport_image(features: &[&str]) -> Result<PathBuf, String> {
+    let mut options = parse_options(&[])?;
+    options.features = features.iter().map(|f| (*f).to_owned()).collect();
     build_package(&options)?;
-    Ok(workspace_root()
-        .join("target")
-        .join("package")
-        .join("amd64")
-        .join(IMAGE))
+    let package_root = workspace_root().join("target").join("package");
+    let directory = if features.is_empty() {
+        package_root.join("amd64")
+    } else {
+        package_root
+            .join(format!("{MINIPORT}+{}", features.join("+")))
+            .join("amd64")
+    };
+    Ok(directory.join(IMAGE))
 }
 
 /// Runs a package build that must fail with `expected`.
@@ -291,10 +298,13 @@ fn build_package(options: &Options) -> Result<(), String> {
     let root = workspace_root();
     let target_dir = root.join("target");
     let package_root = target_dir.join("package");
-    let directory = if options.krate == MINIPORT {
-        package_root.join(arch)
-    } else {
-        package_root.join(&options.krate).join(arch)
+    // A build with features is not the shipped package: it goes beside it, named by them.
+    let directory = match (options.krate == MINIPORT, options.features.is_empty()) {
+        (true, true) => package_root.join(arch),
+        (true, false) => package_root
+            .join(format!("{MINIPORT}+{}", options.features.join("+")))
+            .join(arch),
+        (false, _) => package_root.join(&options.krate).join(arch),
     };
     let link_dir = package_root.join("link").join(&options.krate).join(arch);
     for dir in [&directory, &link_dir] {

@@ -19,9 +19,15 @@ const LOADER_TESTS: &str = "tests/shipped_image.rs";
 /// Per scenario file (`tests/<name>.rs`), the tests passed.
 type Counts = BTreeMap<String, u64>;
 
+/// The miniport feature that plants a `c_ulong` for a `ULONG_PTR` (see miniport/Cargo.toml).
+const PLANTED_FEATURE: &str = "planted-c-ulong";
+/// The scenario the planted fault must fail on the image and pass on the linked miniport.
+const PLANTED_SCENARIO: &str = "a_write_then_read_round_trips_on_every_processor";
+
 /// `cargo xtask sim-image`.
 pub fn sim_image(_: &[String]) -> Result<(), String> {
-    let image = crate::package::x64_miniport_image()?;
+    planted_fault_fails_only_the_image()?;
+    let image = crate::package::x64_miniport_image(&[])?;
     let linked = run_scenarios(None)?;
     let loaded = run_scenarios(Some(&image))?;
     if linked.0 != loaded.0 {
@@ -59,6 +65,48 @@ pub fn sim_image(_: &[String]) -> Result<(), String> {
         .map(|(_, passed)| passed)
         .sum();
     println!("{total} scenarios passed on the shipped image");
+    Ok(())
+}
+
+/// Proves the image mode real: with the `planted-c-ulong` fault (a structure field 64 bits
+/// wide on Linux and 32 on Windows), the linked miniport passes a data scenario and the image
+/// built from the same source fails it.
+fn planted_fault_fails_only_the_image() -> Result<(), String> {
+    let planted = crate::package::x64_miniport_image(&[PLANTED_FEATURE])?;
+    let scenario = |image: Option<&Path>| {
+        let mut command = cargo();
+        command.args(["test", "--package", "rvscsi-tests", "--test", "miniport"]);
+        match image {
+            Some(path) => command.env("RVSCSI_IMAGE", path),
+            None => command
+                .args(["--features", &format!("rvscsi/{PLANTED_FEATURE}")])
+                .env_remove("RVSCSI_IMAGE"),
+        };
+        command.args(["--", "--exact", PLANTED_SCENARIO]);
+        eprintln!("xtask: running {command:?}");
+        command
+            .output()
+            .map_err(|e| format!("cannot start {command:?}: {e}"))
+    };
+    let linked = scenario(None)?;
+    if !linked.status.success() {
+        return Err(format!(
+            "{PLANTED_SCENARIO} with {PLANTED_FEATURE} failed on the linked miniport, where \
+             c_ulong is 64 bits and the layout unchanged: {}",
+            String::from_utf8_lossy(&linked.stdout)
+        ));
+    }
+    let loaded = scenario(Some(&planted))?;
+    if loaded.status.success() {
+        return Err(format!(
+            "{PLANTED_SCENARIO} passed on the image built with {PLANTED_FEATURE}: the image \
+             run did not notice a structure laid out differently on Windows"
+        ));
+    }
+    eprintln!(
+        "xtask sim-image: the planted c_ulong passes on the linked miniport and fails on the \
+         image, as it must"
+    );
     Ok(())
 }
 

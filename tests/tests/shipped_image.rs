@@ -1,0 +1,205 @@
+//! The loader of the shipped image (`tests/src/image`), checked on the real `rvscsi.sys` that
+//! `RVSCSI_IMAGE` names (`cargo xtask sim-image` sets it; without it these tests have nothing
+//! to load and say so): placed away from its base, relocated, every import bound to the
+//! simulator's Windows x64 exports, sections protected so that a planted write into `.rdata`
+//! or `.text` faults, and refused, naming the reason, when it imports what the simulator lacks.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+
+use rvscsi_tests::harness::{IMAGE_VARIABLE, shipped_image};
+use rvscsi_tests::image::{Image, LinkError, LoadError, Protection};
+use rvscsi_tests::sim::routine::DriverEntryRoutine;
+use rvscsi_tests::sim::win64_export;
+
+/// The image file's bytes, or `None` (and a note) when no image is named.
+fn image_file() -> Option<Vec<u8>> {
+    let Some(path) = std::env::var_os(IMAGE_VARIABLE) else {
+        eprintln!("{IMAGE_VARIABLE} is unset: no image to check (cargo xtask sim-image sets it)");
+        return None;
+    };
+    Some(std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
+/// The protection of the page at `address` in this process, from /proc/self/maps (`r-xp` ...).
+fn page_permissions(address: usize) -> String {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .find_map(|line| {
+            let (range, rest) = line.split_once(' ')?;
+            let (start, end) = range.split_once('-')?;
+            let start = usize::from_str_radix(start, 16).ok()?;
+            let end = usize::from_str_radix(end, 16).ok()?;
+            (start..end)
+                .contains(&address)
+                .then(|| rest.split(' ').next().unwrap_or_default().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_image_is_placed_away_from_its_base_relocated_bound_and_protected() {
+    if image_file().is_none() {
+        return;
+    }
+    let image = shipped_image().expect("the image loads");
+    assert_ne!(image.base() as u64, image.preferred_base());
+    assert!(image.relocations() >= 1, "no base relocation applied");
+    assert!(!image.imports().is_empty());
+    for (name, _, address) in image.imports() {
+        assert!(name.starts_with("StorPort"), "{name}");
+        assert_eq!(Some(*address), win64_export(name), "{name}");
+    }
+    for range in image.ranges() {
+        let expected = match range.protection {
+            Protection::ReadOnly => "r--p",
+            Protection::ReadWrite => "rw-p",
+            Protection::ReadExecute => "r-xp",
+        };
+        for page in (0..range.len).step_by(4096) {
+            assert_eq!(
+                page_permissions(image.base() + range.rva + page),
+                expected,
+                "{} at +{page:#x}",
+                range.name
+            );
+        }
+    }
+    let text = image.section(".text").expect(".text");
+    let rdata = image.section(".rdata").expect(".rdata");
+    assert!(text.contains(&image.entry()));
+    assert_eq!(page_permissions(rdata.start), "r--p");
+}
+
+#[test]
+fn an_import_the_simulator_lacks_fails_the_load_naming_it() {
+    let Some(file) = image_file() else {
+        return;
+    };
+    let without = |name: &str| (name != "StorPortGetBusData").then(|| win64_export(name))?;
+    match Image::load_patched(&file, without, |_| {}) {
+        Err(LoadError::Link(LinkError::MissingImport(name))) => {
+            assert_eq!(name, "StorPortGetBusData");
+            let message = LoadError::Link(LinkError::MissingImport(name)).to_string();
+            assert!(message.contains("StorPortGetBusData"), "{message}");
+        }
+        other => panic!("expected the missing import to fail the load: {other:?}"),
+    }
+}
+
+/// Sets `flags` in the characteristics of the section named `name` in the file's headers.
+fn set_section_flags(file: &mut [u8], name: [u8; 8], flags: u32) {
+    let header = file
+        .windows(8)
+        .position(|window| window == name)
+        .expect("section header");
+    let at = header + 36;
+    let old = u32::from_le_bytes(file[at..at + 4].try_into().unwrap());
+    file[at..at + 4].copy_from_slice(&(old | flags).to_le_bytes());
+}
+
+#[test]
+fn a_writable_code_section_or_an_import_from_elsewhere_is_refused() {
+    let Some(file) = image_file() else {
+        return;
+    };
+    let mut writable_code = file.clone();
+    set_section_flags(&mut writable_code, *b".text\0\0\0", 0x8000_0000);
+    let refused = Image::load_patched(&writable_code, win64_export, |_| {});
+    assert!(
+        matches!(&refused, Err(LoadError::Link(LinkError::WritableExecutable(name))) if name == ".text"),
+        "{refused:?}"
+    );
+    let mut foreign = file.clone();
+    let dll = foreign
+        .windows(12)
+        .position(|window| window.eq_ignore_ascii_case(b"storport.sys"))
+        .expect("the import's DLL name");
+    foreign[dll..dll + 12].copy_from_slice(b"ntoskrnl.exe");
+    let refused = Image::load_patched(&foreign, win64_export, |_| {});
+    assert!(
+        matches!(&refused, Err(LoadError::Link(LinkError::ForeignDll(dll))) if dll == "ntoskrnl.exe"),
+        "{refused:?}"
+    );
+}
+
+/// The variable that makes [`a_planted_write_into_rdata_or_text_faults`] the child that
+/// executes the planted write: `rdata`, `text` or `stack` (the control).
+const PLANTED_WRITE: &str = "RVSCSI_PLANTED_WRITE";
+
+/// In the child: loads the image with DriverEntry's first bytes replaced by a store of `rax`
+/// to the start of `.rdata`, of `.text`, or (the control) just below the stack pointer, then
+/// `return 0`, and calls it.
+fn run_planted_write(target: &str) {
+    let file = image_file().expect("the parent names the image");
+    let image = Image::load_patched(&file, win64_export, |linked| {
+        let entry = linked.entry_rva;
+        let section = |name: &str| {
+            linked
+                .ranges
+                .iter()
+                .find(|range| range.name == name)
+                .map(|range| range.rva)
+                .expect("section")
+        };
+        let store: Vec<u8> = match target {
+            "rdata" | "text" => {
+                let destination = section(if target == "rdata" { ".rdata" } else { ".text" });
+                // mov qword ptr [rip + disp32], rax: the displacement counts from the end of
+                // the 7-byte instruction.
+                let displacement = i32::try_from(
+                    i64::try_from(destination).unwrap() - i64::try_from(entry + 7).unwrap(),
+                )
+                .unwrap();
+                [&[0x48, 0x89, 0x05][..], &displacement.to_le_bytes()].concat()
+            }
+            // mov qword ptr [rsp - 8], rax
+            _ => vec![0x48, 0x89, 0x44, 0x24, 0xF8],
+        };
+        // xor eax, eax; ret
+        let code = [&store[..], &[0x31, 0xC0, 0xC3]].concat();
+        linked.bytes[entry..entry + code.len()].copy_from_slice(&code);
+    })
+    .expect("the patched image loads");
+    let entry = DriverEntryRoutine::at(image.entry()).expect("an entry point");
+    // SAFETY: the patched DriverEntry reads no argument: it stores a register and returns.
+    let status = unsafe { entry.call(std::ptr::null_mut(), std::ptr::null_mut()) };
+    println!("planted write into {target} returned {status}");
+}
+
+#[test]
+fn a_planted_write_into_rdata_or_text_faults() {
+    if let Ok(target) = std::env::var(PLANTED_WRITE) {
+        run_planted_write(&target);
+        return;
+    }
+    if image_file().is_none() {
+        return;
+    }
+    let child = |target: &str| {
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "a_planted_write_into_rdata_or_text_faults",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(PLANTED_WRITE, target)
+            .output()
+            .unwrap()
+    };
+    for target in ["rdata", "text"] {
+        let output = child(target);
+        assert_eq!(
+            output.status.signal(),
+            Some(libc::SIGSEGV),
+            "a write into .{target} must fault: {output:?}"
+        );
+    }
+    // The control: the same patched entry point, storing to its own stack, returns.
+    let output = child("stack");
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("planted write into stack returned 0")
+    );
+}
