@@ -123,13 +123,15 @@ fn a_writable_code_section_or_an_import_from_elsewhere_is_refused() {
     );
 }
 
-/// The variable that makes [`a_planted_write_into_rdata_or_text_faults`] the child that
-/// executes the planted write: `rdata`, `text` or `stack` (the control).
+/// The variable that makes [`a_planted_write_into_rdata_or_text_faults`] (or
+/// [`a_planted_deep_stack_fails_the_limit_or_hits_the_guard_page`]) the child that executes
+/// the planted write: `rdata`, `text`, `stack` (the control), `deep` (16 KiB down) or
+/// `overflow` (28 KiB down).
 const PLANTED_WRITE: &str = "RVSCSI_PLANTED_WRITE";
 
 /// In the child: loads the image with DriverEntry's first bytes replaced by a store of `rax`
-/// to the start of `.rdata`, of `.text`, or (the control) just below the stack pointer, then
-/// `return 0`, and calls it.
+/// to the start of `.rdata`, of `.text`, just below the stack pointer (the control), or 16 or
+/// 28 KiB below it, then `return 0`, and calls it.
 fn run_planted_write(target: &str) {
     let file = image_file().expect("the parent names the image");
     let image = Image::load_patched(&file, win64_export, |linked| {
@@ -153,6 +155,18 @@ fn run_planted_write(target: &str) {
                 .unwrap();
                 [&[0x48, 0x89, 0x05][..], &displacement.to_le_bytes()].concat()
             }
+            "deep" | "overflow" => {
+                let depth: u32 = if target == "deep" { 0x4000 } else { 0x7000 };
+                // sub rsp, depth; mov [rsp], rax; add rsp, depth
+                [
+                    &[0x48, 0x81, 0xEC][..],
+                    &depth.to_le_bytes(),
+                    &[0x48, 0x89, 0x04, 0x24],
+                    &[0x48, 0x81, 0xC4],
+                    &depth.to_le_bytes(),
+                ]
+                .concat()
+            }
             // mov qword ptr [rsp - 8], rax
             _ => vec![0x48, 0x89, 0x44, 0x24, 0xF8],
         };
@@ -167,6 +181,15 @@ fn run_planted_write(target: &str) {
     println!("planted write into {target} returned {status}");
 }
 
+/// Runs this binary's test `test` alone, as the child executing planted write `target`.
+fn child(test: &str, target: &str) -> std::process::Output {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(PLANTED_WRITE, target)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_planted_write_into_rdata_or_text_faults() {
     if let Ok(target) = std::env::var(PLANTED_WRITE) {
@@ -176,18 +199,7 @@ fn a_planted_write_into_rdata_or_text_faults() {
     if image_file().is_none() {
         return;
     }
-    let child = |target: &str| {
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "a_planted_write_into_rdata_or_text_faults",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(PLANTED_WRITE, target)
-            .output()
-            .unwrap()
-    };
+    let child = |target: &str| child("a_planted_write_into_rdata_or_text_faults", target);
     for target in ["rdata", "text"] {
         let output = child(target);
         assert_eq!(
@@ -201,5 +213,32 @@ fn a_planted_write_into_rdata_or_text_faults() {
     assert!(output.status.success(), "{output:?}");
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("planted write into stack returned 0")
+    );
+}
+
+#[test]
+fn a_planted_deep_stack_fails_the_limit_or_hits_the_guard_page() {
+    if let Ok(target) = std::env::var(PLANTED_WRITE) {
+        run_planted_write(&target);
+        return;
+    }
+    if image_file().is_none() {
+        return;
+    }
+    let test = "a_planted_deep_stack_fails_the_limit_or_hits_the_guard_page";
+    // 16 KiB: inside the 24 KiB stack, above the 12 KiB limit, which fails the call.
+    let deep = child(test, "deep");
+    let printed = String::from_utf8_lossy(&deep.stderr);
+    assert_eq!(deep.status.code(), Some(101), "{deep:?}");
+    assert!(
+        printed.contains("used 16392 bytes") && printed.contains("above the 12288-byte limit"),
+        "{printed}"
+    );
+    // 28 KiB: past the stack, into the guard page.
+    let overflow = child(test, "overflow");
+    assert_eq!(
+        overflow.status.signal(),
+        Some(libc::SIGSEGV),
+        "{overflow:?}"
     );
 }

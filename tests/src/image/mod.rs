@@ -4,7 +4,8 @@
 //! that a stray write into `.text` or `.rdata` faults the test.
 //!
 //! The only `unsafe` of the loader is in this file: the mapping and protecting of the pages.
-//! Calls into the image are made in [`crate::sim::routine`], through `extern "win64"` pointers.
+//! Calls into the image are made in [`crate::sim::routine`], through `extern "win64"` pointers,
+//! on the bounded image stack of [`stack`].
 
 pub mod link;
 pub mod stack;
@@ -22,19 +23,8 @@ pub enum Abi {
     Win64,
 }
 
-/// Where one loaded image lies.
-#[derive(Clone, Debug)]
-struct Loaded {
-    /// The whole image.
-    image: std::ops::Range<usize>,
-    /// Its code (`.text`).
-    text: std::ops::Range<usize>,
-    /// Its import address table slots.
-    iat: Vec<usize>,
-}
-
-/// Every image loaded in this process (never unloaded).
-static LOADED: RwLock<Vec<Loaded>> = RwLock::new(Vec::new());
+/// The address ranges of every image loaded in this process (never unloaded).
+static LOADED: RwLock<Vec<std::ops::Range<usize>>> = RwLock::new(Vec::new());
 
 /// The calling convention of the code at `address`: Windows x64 inside a loaded image, the
 /// test binary's own otherwise. A routine's convention is that of the module holding it; a
@@ -44,39 +34,11 @@ pub fn abi_of(address: usize) -> Abi {
     let loaded = LOADED
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if loaded.iter().any(|image| image.image.contains(&address)) {
+    if loaded.iter().any(|image| image.contains(&address)) {
         Abi::Win64
     } else {
         Abi::Linked
     }
-}
-
-/// Whether `address` is the return address of an image's call through its import table
-/// (`call qword ptr [rip + disp32]`, FF 15, whose operand is an IAT slot): where the image's
-/// stack stood when it called into the simulator.
-pub(crate) fn is_import_return(address: usize) -> bool {
-    let loaded = LOADED
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    loaded.iter().any(|image| {
-        let Some(start) = address.checked_sub(6) else {
-            return false;
-        };
-        if !(image.text.contains(&start) && image.text.contains(&(address - 1))) {
-            return false;
-        }
-        let mut instruction = [0_u8; 6];
-        for (offset, byte) in instruction.iter_mut().enumerate() {
-            // SAFETY: the six bytes lie in the image's `.text`, mapped readable for the life
-            // of the process.
-            *byte = unsafe { std::ptr::with_exposed_provenance::<u8>(start + offset).read() };
-        }
-        let [0xFF, 0x15, d0, d1, d2, d3] = instruction else {
-            return false;
-        };
-        let target = address.wrapping_add_signed(i32::from_le_bytes([d0, d1, d2, d3]) as isize);
-        image.iat.contains(&target)
-    })
 }
 
 /// Why an image could not be loaded.
@@ -159,20 +121,10 @@ impl Image {
             preferred_base: linked.preferred_base,
             relocations: linked.relocations,
         }));
-        let text = image.section(".text").unwrap_or(0..0);
-        let iat = image
-            .imports
-            .iter()
-            .map(|&(_, slot, _)| image.base + slot)
-            .collect();
         LOADED
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(Loaded {
-                image: image.base..image.base + image.len,
-                text,
-                iat,
-            });
+            .push(image.base..image.base + image.len);
         Ok(image)
     }
 

@@ -264,63 +264,33 @@ void StorPortDebugPrint(uint32_t level, const char *format, ...)
 }
 
 /*
- * The Windows x64 flavours, bound to a loaded rvscsi.sys's imports. Each runs its decoding on
- * the simulator's own stack (rvscsi_sim_on_host_stack), not on the bounded stack the image runs
- * on, so that the image's stack high-water counts the image alone; the variadic arguments stay
- * where the image put them (on its stack, untouched meanwhile), read through a pointer to the
- * __builtin_ms_va_list.
+ * The Windows x64 flavours, bound to a loaded rvscsi.sys's imports through the stack-switching
+ * thunks of sim/win64.rs (so they run on the simulator's stack, with the image's register
+ * arguments and stack argument slots copied there).
  */
-void rvscsi_sim_on_host_stack(void (*body)(void *), void *context);
-
-struct ms_call {
-    uint32_t code;
-    void *ext;
-    __builtin_ms_va_list *args;
-    uint32_t status;
-};
-
-static void notification_ms(void *context)
-{
-    struct ms_call *call = context;
-    DECODE_NOTIFICATION(*call->args, call->code, call->ext)
-}
-
-static void extended_function_ms(void *context)
-{
-    struct ms_call *call = context;
-    DECODE_EXTENDED_FUNCTION(*call->args, call->code, call->ext, call->status)
-}
-
 __attribute__((ms_abi)) void rvscsi_win64_StorPortNotification(uint32_t notification, void *ext,
                                                                ...)
 {
     __builtin_ms_va_list args;
-    struct ms_call call = { notification, ext, &args, 0 };
     __builtin_ms_va_start(args, ext);
-    rvscsi_sim_on_host_stack(notification_ms, &call);
+    DECODE_NOTIFICATION(args, notification, ext)
     __builtin_ms_va_end(args);
 }
 
 __attribute__((ms_abi)) uint32_t rvscsi_win64_StorPortExtendedFunction(uint32_t function,
                                                                        void *ext, ...)
 {
+    uint32_t status;
     __builtin_ms_va_list args;
-    struct ms_call call = { function, ext, &args, 0 };
     __builtin_ms_va_start(args, ext);
-    rvscsi_sim_on_host_stack(extended_function_ms, &call);
+    DECODE_EXTENDED_FUNCTION(args, function, ext, status)
     __builtin_ms_va_end(args);
-    return call.status;
+    return status;
 }
 
 /* The size of an integer argument, by its length modifier, as the Windows x64 C runtime reads
  * it: `l` is 32 bits there (LLP64), `ll`, `I64`, `I`, `z`, `j` and `t` are 64. */
 enum ms_size { MS_INT, MS_INT64 };
-
-struct ms_print {
-    uint32_t level;
-    const char *format;
-    __builtin_ms_va_list *args;
-};
 
 /* Appends one conversion, formatted by snprintf from a spec rebuilt for this process's C
  * library, whose long is 64 bits. */
@@ -394,10 +364,9 @@ static size_t format_conversion_ms(char *out, size_t capacity, const char *flags
     return (size_t)written < capacity ? (size_t)written : capacity - 1;
 }
 
-static void debug_print_ms(void *context)
+static void debug_print_ms(uint32_t level, const char *format, __builtin_ms_va_list *args)
 {
-    struct ms_print *print = context;
-    const char *f = print->format;
+    const char *f = format;
     char message[512];
     size_t used = 0;
     while (*f != '\0' && used < sizeof message - 1) {
@@ -421,7 +390,7 @@ static void debug_print_ms(void *context)
             flags_len++;
         }
         if (*f == '*') {
-            width = __builtin_va_arg(*print->args, int);
+            width = __builtin_va_arg(*args, int);
             f++;
         } else {
             while (*f >= '0' && *f <= '9') {
@@ -432,7 +401,7 @@ static void debug_print_ms(void *context)
             f++;
             precision = 0;
             if (*f == '*') {
-                precision = __builtin_va_arg(*print->args, int);
+                precision = __builtin_va_arg(*args, int);
                 f++;
             } else {
                 while (*f >= '0' && *f <= '9') {
@@ -461,20 +430,19 @@ static void debug_print_ms(void *context)
             break;
         }
         used += format_conversion_ms(message + used, sizeof message - used, flags, flags_len,
-                                     width, precision, size, *f++, print->args);
+                                     width, precision, size, *f++, args);
     }
     message[used] = '\0';
-    rvscsi_sim_debug_print(print->level, message, used);
+    rvscsi_sim_debug_print(level, message, used);
 }
 
 __attribute__((ms_abi)) void rvscsi_win64_StorPortDebugPrint(uint32_t level, const char *format,
                                                              ...)
 {
     __builtin_ms_va_list args;
-    struct ms_print print = { level, format, &args };
     __builtin_ms_va_start(args, format);
     if (format != NULL) {
-        rvscsi_sim_on_host_stack(debug_print_ms, &print);
+        debug_print_ms(level, format, &args);
     }
     __builtin_ms_va_end(args);
 }

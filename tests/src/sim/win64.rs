@@ -7,8 +7,9 @@ use std::ffi::c_void;
 
 /// Defines a StorPort export once, in both conventions: the `extern "system"` function with its
 /// C name (`#[no_mangle]`, for the linked miniport) and, in a module of the same name, `win64`,
-/// the Windows x64 entry point a loaded image's import is bound to, which runs the same body on
-/// the simulator's own stack ([`crate::image::stack::on_host_stack`]).
+/// the entry point a loaded image's import is bound to: a thunk onto the simulator's stack
+/// ([`crate::image::stack::import_thunk!`]) calling `host`, the same body in the Windows x64
+/// convention.
 macro_rules! export {
     (
         $(#[$attribute:meta])*
@@ -25,21 +26,51 @@ macro_rules! export {
             #[allow(clippy::wildcard_imports, unused_imports)]
             use super::*;
 
-            #[doc = concat!("`", stringify!($name), "` as a loaded image calls it.")]
+            #[doc = concat!("`", stringify!($name), "` in the Windows x64 convention.")]
             #[allow(clippy::used_underscore_binding)]
-            pub extern "win64" fn win64($($argument: $type),*) $(-> $ret)? {
-                crate::image::stack::on_host_stack(|| super::$name($($argument),*))
+            extern "win64" fn host($($argument: $type),*) $(-> $ret)? {
+                super::$name($($argument),*)
             }
+
+            crate::image::stack::import_thunk!(host, fn($($argument: $type),*) $(-> $ret)?);
         }
     };
 }
 pub(crate) use export;
 
-// The variadic exports: their Windows x64 halves are in `variadic.c` (ms_abi).
+// The variadic exports: their Windows x64 halves are in `variadic.c` (ms_abi), each reached
+// through a thunk of its own.
 unsafe extern "win64" {
     fn rvscsi_win64_StorPortNotification(notification: u32, extension: *mut c_void, ...);
     fn rvscsi_win64_StorPortExtendedFunction(function: u32, extension: *mut c_void, ...) -> u32;
     fn rvscsi_win64_StorPortDebugPrint(level: u32, format: *const u8, ...);
+}
+
+/// The thunk of `StorPortNotification`.
+mod notification {
+    use super::{c_void, rvscsi_win64_StorPortNotification};
+    crate::image::stack::import_thunk!(
+        rvscsi_win64_StorPortNotification,
+        fn(notification: u32, extension: *mut c_void)
+    );
+}
+
+/// The thunk of `StorPortExtendedFunction`.
+mod extended_function {
+    use super::{c_void, rvscsi_win64_StorPortExtendedFunction};
+    crate::image::stack::import_thunk!(
+        rvscsi_win64_StorPortExtendedFunction,
+        fn(function: u32, extension: *mut c_void) -> u32
+    );
+}
+
+/// The thunk of `StorPortDebugPrint`.
+mod debug_print {
+    use super::rvscsi_win64_StorPortDebugPrint;
+    crate::image::stack::import_thunk!(
+        rvscsi_win64_StorPortDebugPrint,
+        fn(level: u32, format: *const u8)
+    );
 }
 
 /// Lists each export's Windows x64 entry point under its StorPort name.
@@ -52,9 +83,9 @@ macro_rules! win64_table {
             use super::exports::*;
             let address = match name {
                 $(stringify!($name) => ($name::win64 as *const ()).addr(),)*
-                "StorPortNotification" => (rvscsi_win64_StorPortNotification as *const ()).addr(),
-                "StorPortExtendedFunction" => (rvscsi_win64_StorPortExtendedFunction as *const ()).addr(),
-                "StorPortDebugPrint" => (rvscsi_win64_StorPortDebugPrint as *const ()).addr(),
+                "StorPortNotification" => (notification::win64 as *const ()).addr(),
+                "StorPortExtendedFunction" => (extended_function::win64 as *const ()).addr(),
+                "StorPortDebugPrint" => (debug_print::win64 as *const ()).addr(),
                 _ => return None,
             };
             Some(address as u64)

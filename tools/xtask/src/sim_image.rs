@@ -39,15 +39,15 @@ pub fn sim_image(_: &[String]) -> Result<(), String> {
     let table = stack_table(&loaded.1);
     eprintln!(
         "image stack high-water per entry point, bytes (limit {STACK_LIMIT_BYTES}; \"deepest\" \
-         includes the simulator's import shim frames below an image call, \"at import\" is the \
-         image's exact depth at its deepest call into the simulator):"
+         is the deepest word the image wrote below the stack pointer it was called with, \
+         \"at import\" its depth at its deepest call into the simulator):"
     );
     eprintln!(
-        "  {:<26} {:>9} {:>8} {:>10} {:>11}",
-        "entry point", "calls", "deepest", "at import", "shim frames"
+        "  {:<26} {:>9} {:>8} {:>10}",
+        "entry point", "calls", "deepest", "at import"
     );
-    for (entry, (calls, bytes, at_import, shim)) in &table {
-        eprintln!("  {entry:<26} {calls:>9} {bytes:>8} {at_import:>10} {shim:>11}");
+    for (entry, (calls, bytes, at_import)) in &table {
+        eprintln!("  {entry:<26} {calls:>9} {bytes:>8} {at_import:>10}");
     }
     if let Some((entry, water)) = table.iter().find(|(_, water)| water.1 > STACK_LIMIT_BYTES) {
         return Err(format!(
@@ -190,9 +190,8 @@ fn count_passed(output: &str) -> Result<Counts, String> {
     Ok(counts)
 }
 
-/// One entry point's figures: calls, deepest use (upper bound: includes the simulator's shim
-/// frames below an image call), deepest use at an import call (exact), largest shim frames.
-type Water = (u64, u64, u64, u64);
+/// One entry point's figures: calls, deepest use, deepest use at a call into the simulator.
+type Water = (u64, u64, u64);
 
 /// The high-water lines of every binary merged: per entry point, calls summed and the deepest
 /// figures kept.
@@ -213,12 +212,11 @@ fn stack_table(output: &str) -> BTreeMap<String, Water> {
         else {
             continue;
         };
-        if let [calls, bytes, at_import, shim] = numbers[..] {
+        if let [calls, bytes, at_import] = numbers[..] {
             let slot: &mut Water = table.entry((*entry).to_owned()).or_default();
             slot.0 += calls;
             slot.1 = slot.1.max(bytes);
             slot.2 = slot.2.max(at_import);
-            slot.3 = slot.3.max(shim);
         }
     }
     table
@@ -248,14 +246,14 @@ mod tests {
 
     #[test]
     fn stack_lines_merge_by_entry_point() {
-        let output = "rvscsi-image-stack: StartIo\t10\t1000\t300\t700\n\
+        let output = "rvscsi-image-stack: StartIo\t10\t1000\t300\n\
                       noise\n\
-                      rvscsi-image-stack: StartIo\t5\t1200\t200\t800\n\
-                      rvscsi-image-stack: DPC\t1\t800\t0\t0\n\
+                      rvscsi-image-stack: StartIo\t5\t1200\t200\n\
+                      rvscsi-image-stack: DPC\t1\t800\t0\n\
                       rvscsi-image-stack: Broken\t1\n";
         let table = stack_table(output);
-        assert_eq!(table["StartIo"], (15, 1200, 300, 800));
-        assert_eq!(table["DPC"], (1, 800, 0, 0));
+        assert_eq!(table["StartIo"], (15, 1200, 300));
+        assert_eq!(table["DPC"], (1, 800, 0));
         assert!(!table.contains_key("Broken"));
     }
 }
