@@ -10,6 +10,13 @@ use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, Import, PeFile64};
 /// The only DLL a StorPort miniport may import from.
 const STORPORT_DLL: &str = "storport.sys";
 
+/// The COFF machine of images this host can run: the image's code runs natively.
+#[cfg(target_arch = "x86_64")]
+pub const HOST_MACHINE: u16 = pe::IMAGE_FILE_MACHINE_AMD64.0;
+/// The COFF machine of images this host can run: the image's code runs natively.
+#[cfg(target_arch = "aarch64")]
+pub const HOST_MACHINE: u16 = pe::IMAGE_FILE_MACHINE_ARM64.0;
+
 /// The page size the loader protects sections at.
 pub const PAGE_SIZE: usize = 4096;
 
@@ -59,7 +66,7 @@ pub struct Linked {
 pub enum LinkError {
     /// The headers or a directory could not be parsed.
     Malformed(String),
-    /// Not an x64 (AMD64) image.
+    /// Not an image for this host's processor (AMD64 on x86-64, ARM64 on AArch64).
     Machine(u16),
     /// A section's alignment is below a page, so it cannot be protected on its own.
     SectionAlignment(u32),
@@ -88,7 +95,12 @@ impl std::fmt::Display for LinkError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Malformed(why) => write!(f, "malformed image: {why}"),
-            Self::Machine(machine) => write!(f, "machine {machine:#x} is not AMD64"),
+            Self::Machine(machine) => {
+                write!(
+                    f,
+                    "machine {machine:#x} is not this host's ({HOST_MACHINE:#x})"
+                )
+            }
             Self::SectionAlignment(alignment) => {
                 write!(f, "section alignment {alignment:#x} is below a page")
             }
@@ -128,7 +140,7 @@ pub fn link(
     let pe = PeFile64::parse(file).map_err(malformed("headers"))?;
     let headers = pe.nt_headers();
     let machine = headers.file_header().machine.get(LE).0;
-    if machine != pe::IMAGE_FILE_MACHINE_AMD64.0 {
+    if machine != HOST_MACHINE {
         return Err(LinkError::Machine(machine));
     }
     let optional = headers.optional_header();

@@ -40,7 +40,7 @@ pub struct HighWater {
     /// Calls measured.
     pub calls: u64,
     /// Deepest stack use in bytes: from the stack pointer the routine was called with to the
-    /// deepest word the image wrote.
+    /// deepest word the image wrote, or its stack pointer at an import call if deeper.
     pub bytes: usize,
     /// Deepest stack use at a call the image made into the simulator (to its return address).
     pub at_import: usize,
@@ -216,6 +216,7 @@ unsafe fn call_on_stack(stack_top: usize, saved_sp: *mut usize, body: &mut dyn F
     // across the call on the new stack, which the caller guarantees is usable; the call is
     // made 16-aligned as the convention requires, and every caller-saved register is
     // declared clobbered.
+    #[cfg(target_arch = "x86_64")]
     unsafe {
         std::arch::asm!(
             "mov qword ptr [{saved}], rsp",
@@ -228,6 +229,23 @@ unsafe fn call_on_stack(stack_top: usize, saved_sp: *mut usize, body: &mut dyn F
             trampoline = sym trampoline,
             in("rdi") data,
             out("r12") _,
+            clobber_abi("C"),
+        );
+    }
+    // SAFETY: as above, with x20 (callee-saved) keeping the old stack pointer.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        std::arch::asm!(
+            "mov x20, sp",
+            "str x20, [{saved}]",
+            "mov sp, {top}",
+            "bl {trampoline}",
+            "mov sp, x20",
+            saved = in(reg) saved_sp,
+            top = in(reg) stack_top & !15,
+            trampoline = sym trampoline,
+            in("x0") data,
+            out("x20") _,
             clobber_abi("C"),
         );
     }
@@ -281,8 +299,10 @@ pub fn enter_image<R>(entry: &'static str, f: impl FnOnce() -> R) -> R {
                 0 => stack.top,
                 sp => sp,
             };
-            let used = from.saturating_sub(deepest);
             let at_import = from.saturating_sub(control.deepest_import.get());
+            // The stack pointer at an import call counts even where the image reserved more
+            // than it wrote (an AArch64 frame's outgoing argument area).
+            let used = from.saturating_sub(deepest).max(at_import);
             record(
                 entry,
                 HighWater {
@@ -310,8 +330,14 @@ pub fn enter_image<R>(entry: &'static str, f: impl FnOnce() -> R) -> R {
 pub fn note_call_site() {
     let sp: usize;
     // SAFETY: reads the stack pointer; no memory is touched.
+    #[cfg(target_arch = "x86_64")]
     unsafe {
         std::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags));
+    }
+    // SAFETY: reads the stack pointer; no memory is touched.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        std::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags));
     }
     STACK.with(|stack| {
         if stack.depth.get() == 1 && stack.call_sp.get() == 0 {
@@ -326,6 +352,7 @@ pub fn note_call_site() {
 /// arguments (untouched) and eight stack argument slots, calls `$host` (an `extern "win64"`
 /// function of the same signature, or more slots for a variadic one), and switches back. It
 /// writes nothing on the image stack.
+#[cfg(target_arch = "x86_64")]
 macro_rules! import_thunk {
     ($host:path, fn($($argument:ident: $type:ty),*) $(-> $ret:ty)?) => {
         #[doc = "The entry point a loaded image's import is bound to (a stack-switching thunk)."]
@@ -370,6 +397,52 @@ macro_rules! import_thunk {
                 "call {host}",
                 "add rsp, 104",
                 "pop rsp",
+                "ret",
+                region_mask = const !($crate::image::stack::REGION_BYTES - 1),
+                control = const $crate::image::stack::CONTROL_OFFSET,
+                host = sym $host,
+            )
+        }
+    };
+}
+/// Defines `win64`, the Windows ARM64 entry point a loaded image's import is bound to: the
+/// AArch64 form of the x64 thunk above (the image's stack pointer is its stack at the call,
+/// the return address is in x30; x0-x7 pass untouched and eight stack argument slots are
+/// copied; only the scratch registers x9, x10, x16 and x17 are used).
+#[cfg(target_arch = "aarch64")]
+macro_rules! import_thunk {
+    ($host:path, fn($($argument:ident: $type:ty),*) $(-> $ret:ty)?) => {
+        #[doc = "The entry point a loaded image's import is bound to (a stack-switching thunk)."]
+        #[unsafe(naked)]
+        pub extern "C" fn win64($($argument: $type),*) $(-> $ret)? {
+            core::arch::naked_asm!(
+                "mov x16, sp",
+                "and x17, x16, #{region_mask}",
+                "add x17, x17, #{control}",
+                "str x16, [x17, #16]",
+                "ldr x9, [x17, #8]",
+                "cmp x16, x9",
+                "b.hs 2f",
+                "str x16, [x17, #8]",
+                "2:",
+                "ldr x9, [x17]",
+                "sub x9, x9, #256",
+                "and x9, x9, #-16",
+                "mov sp, x9",
+                "stp x16, x30, [sp, #-16]!",
+                "sub sp, sp, #64",
+                "ldp x9, x10, [x16, #0]",
+                "stp x9, x10, [sp, #0]",
+                "ldp x9, x10, [x16, #16]",
+                "stp x9, x10, [sp, #16]",
+                "ldp x9, x10, [x16, #32]",
+                "stp x9, x10, [sp, #32]",
+                "ldp x9, x10, [x16, #48]",
+                "stp x9, x10, [sp, #48]",
+                "bl {host}",
+                "add sp, sp, #64",
+                "ldp x16, x30, [sp], #16",
+                "mov sp, x16",
                 "ret",
                 region_mask = const !($crate::image::stack::REGION_BYTES - 1),
                 control = const $crate::image::stack::CONTROL_OFFSET,

@@ -1,8 +1,9 @@
 //! The miniport's routines as the simulator holds and calls them: an address the miniport
 //! registered (HW_INITIALIZATION_DATA, ConfigInfo, a DPC, a timer, a callback), called in the
 //! convention of the module that holds it ([`crate::image::abi_of`]): `extern "system"` for the
-//! linked miniport, `extern "win64"` for a loaded image, whose calls run on the bounded image
-//! stack ([`crate::image::stack::enter_image`]).
+//! linked miniport, Windows' for a loaded image (`extern "win64"` on x64; on ARM64 AAPCS64,
+//! `extern "C"`), whose calls run on the bounded image stack
+//! ([`crate::image::stack::enter_image`]).
 
 use std::ffi::c_void;
 
@@ -88,10 +89,20 @@ macro_rules! routines {
                     Abi::Win64 => {
                         // SAFETY: an address inside a loaded image's code, of this signature
                         // in the Windows x64 convention (the caller's contract).
+                        #[cfg(target_arch = "x86_64")]
                         let routine = unsafe {
                             std::mem::transmute::<
                                 usize,
                                 unsafe extern "win64" fn($($type),*) $(-> $ret)?,
+                            >(self.address)
+                        };
+                        // SAFETY: as above, in the Windows ARM64 convention, which for these
+                        // fixed signatures is AAPCS64 (the image never touches x18).
+                        #[cfg(target_arch = "aarch64")]
+                        let routine = unsafe {
+                            std::mem::transmute::<
+                                usize,
+                                unsafe extern "C" fn($($type),*) $(-> $ret)?,
                             >(self.address)
                         };
                         let entry = entry_label(stringify!($name));

@@ -264,39 +264,54 @@ void StorPortDebugPrint(uint32_t level, const char *format, ...)
 }
 
 /*
- * The Windows x64 flavours, bound to a loaded rvscsi.sys's imports through the stack-switching
+ * The Windows flavours, bound to a loaded rvscsi.sys's imports through the stack-switching
  * thunks of sim/win64.rs (so they run on the simulator's stack, with the image's register
- * arguments and stack argument slots copied there).
+ * arguments and stack argument slots copied there). On x64 they are ms_abi functions reading
+ * their arguments with __builtin_ms_va_list; on AArch64, Windows passes integer and pointer
+ * variadic arguments exactly as AAPCS64 does (x0-x7, then 8-byte stack slots), so a plain
+ * variadic function reads them.
  */
-__attribute__((ms_abi)) void rvscsi_win64_StorPortNotification(uint32_t notification, void *ext,
-                                                               ...)
+#if defined(__x86_64__)
+#define WIN64_ABI __attribute__((ms_abi))
+typedef __builtin_ms_va_list win64_va_list;
+#define win64_va_start __builtin_ms_va_start
+#define win64_va_end __builtin_ms_va_end
+#elif defined(__aarch64__)
+#define WIN64_ABI
+typedef va_list win64_va_list;
+#define win64_va_start va_start
+#define win64_va_end va_end
+#else
+#error "the Windows flavours exist for x86-64 and AArch64 hosts only"
+#endif
+
+WIN64_ABI void rvscsi_win64_StorPortNotification(uint32_t notification, void *ext, ...)
 {
-    __builtin_ms_va_list args;
-    __builtin_ms_va_start(args, ext);
+    win64_va_list args;
+    win64_va_start(args, ext);
     DECODE_NOTIFICATION(args, notification, ext)
-    __builtin_ms_va_end(args);
+    win64_va_end(args);
 }
 
-__attribute__((ms_abi)) uint32_t rvscsi_win64_StorPortExtendedFunction(uint32_t function,
-                                                                       void *ext, ...)
+WIN64_ABI uint32_t rvscsi_win64_StorPortExtendedFunction(uint32_t function, void *ext, ...)
 {
     uint32_t status;
-    __builtin_ms_va_list args;
-    __builtin_ms_va_start(args, ext);
+    win64_va_list args;
+    win64_va_start(args, ext);
     DECODE_EXTENDED_FUNCTION(args, function, ext, status)
-    __builtin_ms_va_end(args);
+    win64_va_end(args);
     return status;
 }
 
-/* The size of an integer argument, by its length modifier, as the Windows x64 C runtime reads
- * it: `l` is 32 bits there (LLP64), `ll`, `I64`, `I`, `z`, `j` and `t` are 64. */
+/* The size of an integer argument, by its length modifier, as the Windows C runtime reads it:
+ * `l` is 32 bits there (LLP64), `ll`, `I64`, `I`, `z`, `j` and `t` are 64. */
 enum ms_size { MS_INT, MS_INT64 };
 
 /* Appends one conversion, formatted by snprintf from a spec rebuilt for this process's C
  * library, whose long is 64 bits. */
 static size_t format_conversion_ms(char *out, size_t capacity, const char *flags, size_t flags_len,
                                    int width, int precision, enum ms_size size, char conversion,
-                                   __builtin_ms_va_list *args)
+                                   win64_va_list *args)
 {
     char spec[48];
     size_t used = 0;
@@ -364,7 +379,7 @@ static size_t format_conversion_ms(char *out, size_t capacity, const char *flags
     return (size_t)written < capacity ? (size_t)written : capacity - 1;
 }
 
-static void debug_print_ms(uint32_t level, const char *format, __builtin_ms_va_list *args)
+static void debug_print_ms(uint32_t level, const char *format, win64_va_list *args)
 {
     const char *f = format;
     char message[512];
@@ -436,13 +451,12 @@ static void debug_print_ms(uint32_t level, const char *format, __builtin_ms_va_l
     rvscsi_sim_debug_print(level, message, used);
 }
 
-__attribute__((ms_abi)) void rvscsi_win64_StorPortDebugPrint(uint32_t level, const char *format,
-                                                             ...)
+WIN64_ABI void rvscsi_win64_StorPortDebugPrint(uint32_t level, const char *format, ...)
 {
-    __builtin_ms_va_list args;
-    __builtin_ms_va_start(args, format);
+    win64_va_list args;
+    win64_va_start(args, format);
     if (format != NULL) {
         debug_print_ms(level, format, &args);
     }
-    __builtin_ms_va_end(args);
+    win64_va_end(args);
 }

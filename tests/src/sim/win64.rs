@@ -27,8 +27,16 @@ macro_rules! export {
             use super::*;
 
             #[doc = concat!("`", stringify!($name), "` in the Windows x64 convention.")]
+            #[cfg(target_arch = "x86_64")]
             #[allow(clippy::used_underscore_binding)]
             extern "win64" fn host($($argument: $type),*) $(-> $ret)? {
+                super::$name($($argument),*)
+            }
+
+            #[doc = concat!("`", stringify!($name), "` in the Windows ARM64 convention.")]
+            #[cfg(target_arch = "aarch64")]
+            #[allow(clippy::used_underscore_binding)]
+            extern "C" fn host($($argument: $type),*) $(-> $ret)? {
                 super::$name($($argument),*)
             }
 
@@ -40,7 +48,14 @@ pub(crate) use export;
 
 // The variadic exports: their Windows x64 halves are in `variadic.c` (ms_abi), each reached
 // through a thunk of its own.
+#[cfg(target_arch = "x86_64")]
 unsafe extern "win64" {
+    fn rvscsi_win64_StorPortNotification(notification: u32, extension: *mut c_void, ...);
+    fn rvscsi_win64_StorPortExtendedFunction(function: u32, extension: *mut c_void, ...) -> u32;
+    fn rvscsi_win64_StorPortDebugPrint(level: u32, format: *const u8, ...);
+}
+#[cfg(target_arch = "aarch64")]
+unsafe extern "C" {
     fn rvscsi_win64_StorPortNotification(notification: u32, extension: *mut c_void, ...);
     fn rvscsi_win64_StorPortExtendedFunction(function: u32, extension: *mut c_void, ...) -> u32;
     fn rvscsi_win64_StorPortDebugPrint(level: u32, format: *const u8, ...);
