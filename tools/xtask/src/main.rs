@@ -73,7 +73,7 @@ const JOBS: &[Job] = &[
     },
     Job {
         name: "sim-image",
-        help: "every scenario on the shipped x64 rvscsi.sys, loaded in the simulator (builds the package)",
+        help: "every scenario on the shipped rvscsi.sys loaded in the simulator: [--target aarch64-pc-windows-msvc] (under qemu-aarch64); builds the package",
         run: sim_image::sim_image,
     },
     Job {

@@ -169,23 +169,30 @@ pub fn ci(_: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Builds the x64 miniport package with `features` (`cargo xtask package [--features ...]`;
-/// cargo rebuilds only what changed) and returns the path of its `rvscsi.sys`: the shipped one
-/// (`target/package/amd64/`) without features, `target/package/rvscsi+<features>/amd64/`
-/// with.
-pub fn x64_miniport_image(features: &[&str]) -> Result<PathBuf, String> {
+/// Builds the miniport package for `target` (a driver target) with `features` (`cargo xtask
+/// package [--target ...] [--features ...]`; cargo rebuilds only what changed) and returns the
+/// path of its `rvscsi.sys`: the shipped one (`target/package/<arch>/`) without features,
+/// `target/package/rvscsi+<features>/<arch>/` with.
+pub fn miniport_image(target: &str, features: &[&str]) -> Result<PathBuf, String> {
     let mut options = parse_options(&[])?;
+    target.clone_into(&mut options.target);
     options.features = features.iter().map(|f| (*f).to_owned()).collect();
+    let (_, arch) = architecture(target)?;
     build_package(&options)?;
     let package_root = workspace_root().join("target").join("package");
     let directory = if features.is_empty() {
-        package_root.join("amd64")
+        package_root.join(arch)
     } else {
         package_root
             .join(format!("{MINIPORT}+{}", features.join("+")))
-            .join("amd64")
+            .join(arch)
     };
     Ok(directory.join(IMAGE))
+}
+
+/// Installs the Rust target `target` with rustup if it is missing.
+pub fn ensure_rust_target(target: &str) -> Result<(), String> {
+    ensure_target(target)
 }
 
 /// Runs a package build that must fail with `expected`.

@@ -1,8 +1,13 @@
-//! `cargo xtask sim-image`: every scenario of `tests/tests/` on the shipped image. Builds the
-//! x64 package, runs the scenario binaries once on the linked miniport and once on the loaded
-//! `rvscsi.sys` (`RVSCSI_IMAGE`), fails unless both runs pass the same number of scenarios per
-//! file, prints the image's stack high-water table (merged across binaries; above the limit
-//! fails) and ends with the count of scenarios passed on the image.
+//! `cargo xtask sim-image [--target aarch64-pc-windows-msvc]`: every scenario of
+//! `tests/tests/` on the shipped image. Builds the package (x64 by default), runs the scenario
+//! binaries once on the linked miniport and once on the loaded `rvscsi.sys` (`RVSCSI_IMAGE`),
+//! fails unless both runs pass the same number of scenarios per file, prints the image's stack
+//! high-water table (merged across binaries; above the limit fails) and ends with the count of
+//! scenarios passed on the image. For ARM64 the tests crate is cross-built for
+//! `aarch64-unknown-linux-gnu` (Debian's `gcc-aarch64-linux-gnu`) and run under
+//! `qemu-aarch64` (Debian's `qemu-user`), the image's code running as the emulated process's own.
+
+use std::process::Command;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,12 +29,101 @@ const PLANTED_FEATURE: &str = "planted-c-ulong";
 /// The scenario the planted fault must fail on the image and pass on the linked miniport.
 const PLANTED_SCENARIO: &str = "a_write_then_read_round_trips_on_every_processor";
 
-/// `cargo xtask sim-image`.
-pub fn sim_image(_: &[String]) -> Result<(), String> {
-    planted_fault_fails_only_the_image()?;
-    let image = crate::package::x64_miniport_image(&[])?;
-    let linked = run_scenarios(None)?;
-    let loaded = run_scenarios(Some(&image))?;
+/// Where the image runs: the driver target, and for a foreign one the Linux target the tests
+/// crate is cross-built for and how it runs.
+struct Host {
+    /// The driver target the package is built for.
+    driver_target: &'static str,
+    /// The image's architecture, as the last line names it.
+    name: &'static str,
+    /// The cross target of the tests crate; `None` runs natively.
+    cross: Option<Cross>,
+}
+
+/// A cross-built, emulated test run.
+struct Cross {
+    /// The Linux target triple.
+    target: &'static str,
+    /// Its environment: linker, C compiler (for the variadic exports) and runner.
+    environment: [(&'static str, &'static str); 3],
+}
+
+impl Host {
+    fn from_args(args: &[String]) -> Result<Self, String> {
+        match args {
+            [] => Ok(Self {
+                driver_target: "x86_64-pc-windows-msvc",
+                name: "shipped image",
+                cross: None,
+            }),
+            [flag, target] if flag == "--target" && target == "x86_64-pc-windows-msvc" => {
+                Self::from_args(&[])
+            }
+            [flag, target] if flag == "--target" && target == "aarch64-pc-windows-msvc" => {
+                Ok(Self {
+                    driver_target: "aarch64-pc-windows-msvc",
+                    name: "shipped ARM64 image",
+                    cross: Some(Cross {
+                        target: "aarch64-unknown-linux-gnu",
+                        environment: [
+                            (
+                                "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
+                                "aarch64-linux-gnu-gcc",
+                            ),
+                            ("CC_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-gcc"),
+                            (
+                                "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER",
+                                "qemu-aarch64 -L /usr/aarch64-linux-gnu",
+                            ),
+                        ],
+                    }),
+                })
+            }
+            _ => Err(
+                "usage: cargo xtask sim-image [--target x86_64-pc-windows-msvc|aarch64-pc-windows-msvc]"
+                    .into(),
+            ),
+        }
+    }
+
+    /// Installs what a cross run needs (the cross compiler, qemu-user, the Rust target).
+    fn prepare(&self) -> Result<(), String> {
+        if let Some(cross) = &self.cross {
+            crate::util::ensure_tool(
+                "aarch64-linux-gnu-gcc",
+                "--version",
+                "gcc-aarch64-linux-gnu",
+            )?;
+            crate::util::ensure_tool("qemu-aarch64", "--version", "qemu-user")?;
+            crate::package::ensure_rust_target(cross.target)?;
+        }
+        Ok(())
+    }
+
+    /// `cargo test --package rvscsi-tests` for this host, image or not.
+    fn test_command(&self, image: Option<&Path>) -> Command {
+        let mut command = cargo();
+        command.args(["test", "--package", "rvscsi-tests"]);
+        if let Some(cross) = &self.cross {
+            command.args(["--target", cross.target]);
+            command.envs(cross.environment);
+        }
+        match image {
+            Some(path) => command.env("RVSCSI_IMAGE", path),
+            None => command.env_remove("RVSCSI_IMAGE"),
+        };
+        command
+    }
+}
+
+/// `cargo xtask sim-image [--target ...]`.
+pub fn sim_image(args: &[String]) -> Result<(), String> {
+    let host = Host::from_args(args)?;
+    host.prepare()?;
+    planted_fault_fails_only_the_image(&host)?;
+    let image = crate::package::miniport_image(host.driver_target, &[])?;
+    let linked = run_scenarios(&host, None)?;
+    let loaded = run_scenarios(&host, Some(&image))?;
     if linked.0 != loaded.0 {
         return Err(format!(
             "the image ran other scenarios than the linked miniport: linked {:?}, image {:?}",
@@ -68,24 +162,21 @@ pub fn sim_image(_: &[String]) -> Result<(), String> {
         .filter(|(file, _)| file.as_str() != LOADER_TESTS)
         .map(|(_, passed)| passed)
         .sum();
-    println!("{total} scenarios passed on the shipped image");
+    println!("{total} scenarios passed on the {}", host.name);
     Ok(())
 }
 
 /// Proves the image mode real: with the `planted-c-ulong` fault (a structure field 64 bits
 /// wide on Linux and 32 on Windows), the linked miniport passes a data scenario and the image
 /// built from the same source fails it.
-fn planted_fault_fails_only_the_image() -> Result<(), String> {
-    let planted = crate::package::x64_miniport_image(&[PLANTED_FEATURE])?;
+fn planted_fault_fails_only_the_image(host: &Host) -> Result<(), String> {
+    let planted = crate::package::miniport_image(host.driver_target, &[PLANTED_FEATURE])?;
     let scenario = |image: Option<&Path>| {
-        let mut command = cargo();
-        command.args(["test", "--package", "rvscsi-tests", "--test", "miniport"]);
-        match image {
-            Some(path) => command.env("RVSCSI_IMAGE", path),
-            None => command
-                .args(["--features", &format!("rvscsi/{PLANTED_FEATURE}")])
-                .env_remove("RVSCSI_IMAGE"),
-        };
+        let mut command = host.test_command(image);
+        command.args(["--test", "miniport"]);
+        if image.is_none() {
+            command.args(["--features", &format!("rvscsi/{PLANTED_FEATURE}")]);
+        }
         command.args(["--", "--exact", PLANTED_SCENARIO]);
         eprintln!("xtask: running {command:?}");
         command
@@ -116,13 +207,9 @@ fn planted_fault_fails_only_the_image() -> Result<(), String> {
 
 /// Runs every test binary of `rvscsi-tests` (`--test '*'`), on `image` if given; returns the
 /// tests passed per file and the combined output.
-fn run_scenarios(image: Option<&Path>) -> Result<(Counts, String), String> {
-    let mut command = cargo();
-    command.args(["test", "--package", "rvscsi-tests", "--test", "*"]);
-    match image {
-        Some(path) => command.env("RVSCSI_IMAGE", path),
-        None => command.env_remove("RVSCSI_IMAGE"),
-    };
+fn run_scenarios(host: &Host, image: Option<&Path>) -> Result<(Counts, String), String> {
+    let mut command = host.test_command(image);
+    command.args(["--test", "*"]);
     eprintln!("xtask: running {command:?}");
     // One pipe for both streams, so cargo's "Running" lines (stderr) and the harness's results
     // (stdout) stay in order.
