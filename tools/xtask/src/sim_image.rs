@@ -46,7 +46,18 @@ struct Cross {
     target: &'static str,
     /// Its environment: linker, C compiler (for the variadic exports) and runner.
     environment: [(&'static str, &'static str); 3],
+    /// Scenarios left out under emulation, each with why (they are left out of both runs).
+    skipped: &'static [(&'static str, &'static str)],
 }
+
+/// The scenarios whose real-time assumptions qemu-aarch64 (TCG, several times slower than
+/// the host) breaks, on the linked build as on the image.
+const EMULATION_SKIPS: &[(&str, &str)] = &[(
+    "covered_commands_the_device_keeps_are_waited_for_then_reset",
+    "its first case holds each request 500 ms and waits until the device holds all 300; \
+     under emulation submitting 300 takes longer, so the first come back before the last \
+     arrive (it fails on the linked AArch64 build alike)",
+)];
 
 impl Host {
     fn from_args(args: &[String]) -> Result<Self, String> {
@@ -76,6 +87,7 @@ impl Host {
                                 "qemu-aarch64 -L /usr/aarch64-linux-gnu",
                             ),
                         ],
+                        skipped: EMULATION_SKIPS,
                     }),
                 })
             }
@@ -89,6 +101,9 @@ impl Host {
     /// Installs what a cross run needs (the cross compiler, qemu-user, the Rust target).
     fn prepare(&self) -> Result<(), String> {
         if let Some(cross) = &self.cross {
+            for (scenario, why) in cross.skipped {
+                eprintln!("xtask sim-image: skipping {scenario} under emulation: {why}");
+            }
             crate::util::ensure_tool(
                 "aarch64-linux-gnu-gcc",
                 "--version",
@@ -210,6 +225,12 @@ fn planted_fault_fails_only_the_image(host: &Host) -> Result<(), String> {
 fn run_scenarios(host: &Host, image: Option<&Path>) -> Result<(Counts, String), String> {
     let mut command = host.test_command(image);
     command.args(["--test", "*"]);
+    if let Some(cross) = &host.cross {
+        command.arg("--");
+        for (scenario, _) in cross.skipped {
+            command.args(["--skip", scenario]);
+        }
+    }
     eprintln!("xtask: running {command:?}");
     // One pipe for both streams, so cargo's "Running" lines (stderr) and the harness's results
     // (stdout) stay in order.
