@@ -322,7 +322,7 @@ pub fn enter_image<R>(entry: &'static str, f: impl FnOnce() -> R) -> R {
 
 /// Records the stack pointer the outermost entry calls the image's routine from; call it
 /// right before that call, in the frame that makes it (it is inlined there).
-#[allow(
+#[expect(
     clippy::inline_always,
     reason = "the stack pointer must be read in the caller's frame, so even unoptimised"
 )]

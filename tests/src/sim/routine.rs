@@ -71,7 +71,10 @@ macro_rules! routines {
             /// # Safety
             /// The address is the miniport's routine of exactly this type (the WDK fixes the
             /// signature), and the arguments are what StorPort passes it.
-            #[allow(clippy::too_many_arguments)]
+            #[allow(
+                clippy::too_many_arguments,
+                reason = "the routine's own parameters (HwFindAdapter has six)"
+            )]
             pub unsafe fn call(self, $($argument: $type),*) $(-> $ret)? {
                 match self.abi {
                     Abi::Linked => {

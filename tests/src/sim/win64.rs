@@ -21,21 +21,31 @@ macro_rules! export {
         pub extern "system" fn $name($($argument: $type),*) $(-> $ret)? $body
 
         #[doc = concat!("The Windows x64 flavour of `", stringify!($name), "`.")]
-        #[allow(non_snake_case)]
+        #[expect(non_snake_case, reason = "the module is named after the StorPort routine")]
         pub mod $name {
-            #[allow(clippy::wildcard_imports, unused_imports)]
+            #[allow(
+                clippy::wildcard_imports,
+                unused_imports,
+                reason = "the signature's types, whatever the parent imported for them"
+            )]
             use super::*;
 
             #[doc = concat!("`", stringify!($name), "` in the Windows x64 convention.")]
             #[cfg(target_arch = "x86_64")]
-            #[allow(clippy::used_underscore_binding)]
+            #[allow(
+                clippy::used_underscore_binding,
+                reason = "the arguments the body ignores are passed on all the same"
+            )]
             extern "win64" fn host($($argument: $type),*) $(-> $ret)? {
                 super::$name($($argument),*)
             }
 
             #[doc = concat!("`", stringify!($name), "` in the Windows ARM64 convention.")]
             #[cfg(target_arch = "aarch64")]
-            #[allow(clippy::used_underscore_binding)]
+            #[allow(
+                clippy::used_underscore_binding,
+                reason = "the arguments the body ignores are passed on all the same"
+            )]
             extern "C" fn host($($argument: $type),*) $(-> $ret)? {
                 super::$name($($argument),*)
             }
