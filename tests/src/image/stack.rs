@@ -1,7 +1,7 @@
 //! The kernel stack a loaded image runs on. Every call into the image ([`enter_image`]) runs
 //! on a per-thread stack of [`IMAGE_STACK_BYTES`] (an x64 kernel stack) below a guard page, and
 //! every call the image makes back into the simulator goes through an import thunk
-//! ([`import_thunk!`]) that switches to the thread's own stack before anything else, writing
+//! (`import_thunk!`) that switches to the thread's own stack before anything else, writing
 //! nothing on the image stack: that stack holds the image's frames alone. It is painted before
 //! each outermost entry and scanned after it; the deepest word written is the entry point's
 //! high-water mark ([`high_water`]), exact, and a mark above [`STACK_LIMIT_BYTES`] fails.
@@ -50,7 +50,7 @@ pub struct HighWater {
 static HIGH_WATER: Mutex<BTreeMap<&'static str, HighWater>> = Mutex::new(BTreeMap::new());
 
 /// The control page of an image stack region, shared with the import thunk's assembly (the
-/// field offsets are part of [`import_thunk!`]).
+/// field offsets are part of `import_thunk!`).
 #[repr(C)]
 pub struct Control {
     /// The host stack pointer saved by the innermost switch to the image stack: the thunk

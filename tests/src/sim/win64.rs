@@ -8,7 +8,7 @@ use std::ffi::c_void;
 /// Defines a StorPort export once, in both conventions: the `extern "system"` function with its
 /// C name (`#[no_mangle]`, for the linked miniport) and, in a module of the same name, `win64`,
 /// the entry point a loaded image's import is bound to: a thunk onto the simulator's stack
-/// ([`crate::image::stack::import_thunk!`]) calling `host`, the same body in the Windows x64
+/// (`crate::image::stack::import_thunk!`) calling `host`, the same body in the Windows x64
 /// convention.
 macro_rules! export {
     (
