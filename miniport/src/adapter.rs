@@ -175,6 +175,8 @@ pub struct QueueState {
     pub notify_offset: u64,
     /// The virtqueue index.
     pub index: u16,
+    /// Room kept for a large request that found none (request queues only).
+    pub reservation: crate::room::Reservation,
 }
 
 /// How interrupts reach the queues, decided in HwInitialize from the messages granted.
@@ -460,9 +462,21 @@ impl Adapter {
         transport.reset()?;
         let features = transport.begin_init(SCSI_DRIVER_FEATURES)?;
         let device_limits = Self::configure_device(&mut transport)?;
+        // One MSI-X message per request queue, after configuration, controlq and eventq: a
+        // device with fewer table entries than that (QEMU's `vectors`) gets no more request
+        // queues than it can interrupt for, so that MaxNumberOfIO, reported now, stays true
+        // after HwInitialize. (StorPort may still grant fewer messages than the table has; then
+        // HwInitialize uses fewer queues and StorPort's BUSY handling absorbs the difference:
+        // MaxNumberOfIO cannot change after find-adapter.) Fewer than four entries mean one
+        // shared message for every queue.
+        let interruptible = match transport.layout().msix_table_size {
+            Some(entries) if entries >= 4 => entries - 3,
+            _ => MAX_REQUEST_QUEUES,
+        };
         let request_queues = device_limits
             .num_queues
             .min(MAX_REQUEST_QUEUES)
+            .min(interruptible)
             .min(parameters.max_request_queues.unwrap_or(MAX_REQUEST_QUEUES));
         let queue_count = request_queues + queue_index::REQUEST_BASE;
         let packed = features.contains(Features::RING_PACKED);
@@ -499,13 +513,40 @@ impl Adapter {
             queue_count,
             wmi_facts: crate::wmi::AdapterFacts::from_pci(
                 &pci,
-                config.system_io_bus_number,
-                config.slot_number,
                 smallest_request_queue,
+                Self::identity(extension, &pci, config, dump),
             ),
             parameters,
             dump,
         })
+    }
+
+    /// This adapter's `UniqueAdapterId` ([`crate::identity`]): kept in the device's hardware
+    /// key, created on the first start; in dump mode (no registry, no WMI) the PCI-derived
+    /// fallback.
+    fn identity(
+        extension: DeviceExtension,
+        pci: &PciSnapshot,
+        config: &PortConfigurationInformation,
+        dump: Option<DumpMode>,
+    ) -> u64 {
+        let memory_bar = crate::wmi::first_memory_bar(pci);
+        if dump.is_some() {
+            return crate::wmi::unique_adapter_id(
+                config.system_io_bus_number,
+                config.slot_number,
+                memory_bar,
+            );
+        }
+        let entropy = crate::identity::Entropy {
+            system_time: extension.system_time(),
+            extension_address: extension.raw() as u64,
+            pci_location: (u64::from(config.system_io_bus_number) << 16)
+                | u64::from(config.slot_number),
+            memory_bar: memory_bar.unwrap_or(0),
+        };
+        let mut key = crate::port::StorPortAdapterKey::new(extension);
+        crate::identity::adapter_identity(&mut key, entropy).0
     }
 
     /// Writes the sense and CDB sizes we use and reads the device limits back.
@@ -715,6 +756,7 @@ impl Adapter {
                     requests,
                     notify_offset: 0,
                     index,
+                    reservation: crate::room::Reservation::default(),
                 });
             }
         }

@@ -744,15 +744,16 @@ impl EventQueue {
         // The generation before the read: if the device changes the configuration during it,
         // the next interrupt sees a newer generation and reads again.
         let generation = transport.config_generation();
-        let mut bytes = [0u8; CONFIG_LEN];
-        if transport.read_device_config(0, &mut bytes).is_err() {
+        // Field by field, each at its natural width (virtio 1.x 4.1.3.1).
+        let Ok(config) = virtio_core::scsi::read_config(transport) else {
             count(&self.counters.config_ignored);
             return None;
-        }
+        };
+        let bytes: [u8; CONFIG_LEN] = zerocopy::transmute!(config);
         self.store_config(&bytes);
         // ORDERING: relaxed; see `store_config`.
         self.config_generation.store(generation, Ordering::Relaxed);
-        Config::read_from_bytes(&bytes).ok()
+        Some(config)
     }
 
     /// After the device was reset or restarted: events the device had while the eventq was

@@ -104,6 +104,11 @@ unsafe fn argument_bytes(argument: *const c_char, out: &mut [u8; ARGUMENT_MAX]) 
 /// HwFindAdapter. The dump port calls it too, above PASSIVE_LEVEL, with `dump=1` in
 /// `argument_string` and ConfigInfo's DumpMode set ([`crate::dump`]).
 ///
+/// The last parameter is `Reserved3`, an `_In_ PBOOLEAN` in storport.h: in SCSIport it was
+/// `Again`, which a miniport set to FALSE to say it had no further adapter to find on the
+/// bus. StorPort starts one find-adapter per PnP device and never asks again, so there is
+/// nothing to say and the pointer is left untouched (StorPort owns what it points to).
+///
 /// # Safety
 /// PASSIVE_LEVEL (any IRQL in the dump stack); `device_extension` is StorPort's zeroed extension
 /// of the size registered; `config_info` is valid and exclusively ours for the call;
@@ -114,12 +119,8 @@ pub unsafe extern "system" fn hw_find_adapter(
     _bus_information: *mut c_void,
     argument_string: *mut c_char,
     config_info: *mut PortConfigurationInformation,
-    again: *mut Boolean,
+    _reserved3: *mut Boolean,
 ) -> u32 {
-    if let Some(again) = NonNull::new(again) {
-        // SAFETY: StorPort passes a valid BOOLEAN to write.
-        unsafe { again.write(FALSE) };
-    }
     let (Some(extension), Some(mut config)) = (
         DeviceExtension::new(device_extension),
         NonNull::new(config_info),

@@ -10,6 +10,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
 use virtio_core::dma::DmaMemory;
+use virtio_core::features::Features;
 use virtio_core::hal::Segment;
 use virtio_core::queue::QueueError;
 
@@ -24,14 +25,15 @@ use crate::layout::{CONTEXT_LEN, REQUEST_ALIGN, RequestContext, RequestLayout, R
 use crate::luns::{self, Recorded, Snooped};
 use crate::srb::{Srb, SrbError};
 use crate::storport::{
-    SRB_FLAGS_DATA_IN, SRB_FLAGS_DATA_OUT, SRB_FLAGS_DISABLE_AUTOSENSE, SRB_FUNCTION_ABORT_COMMAND,
-    SRB_FUNCTION_EXECUTE_SCSI, SRB_FUNCTION_FLUSH, SRB_FUNCTION_IO_CONTROL, SRB_FUNCTION_PNP,
-    SRB_FUNCTION_POWER, SRB_FUNCTION_RESET_BUS, SRB_FUNCTION_RESET_DEVICE,
-    SRB_FUNCTION_RESET_LOGICAL_UNIT, SRB_FUNCTION_SHUTDOWN, SRB_FUNCTION_WMI, SRB_STATUS_ABORTED,
-    SRB_STATUS_AUTOSENSE_VALID, SRB_STATUS_BAD_SRB_BLOCK_LENGTH, SRB_STATUS_BUS_RESET,
-    SRB_STATUS_BUSY, SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR, SRB_STATUS_INVALID_LUN,
-    SRB_STATUS_INVALID_PATH_ID, SRB_STATUS_INVALID_REQUEST, SRB_STATUS_INVALID_TARGET_ID,
-    SRB_STATUS_NO_DEVICE, SRB_STATUS_SUCCESS, ScsiRequestBlock, StorScatterGatherElement,
+    SRB_FLAGS_DATA_IN, SRB_FLAGS_DATA_OUT, SRB_FLAGS_DISABLE_AUTOSENSE,
+    SRB_FLAGS_UNSPECIFIED_DIRECTION, SRB_FUNCTION_ABORT_COMMAND, SRB_FUNCTION_EXECUTE_SCSI,
+    SRB_FUNCTION_FLUSH, SRB_FUNCTION_IO_CONTROL, SRB_FUNCTION_PNP, SRB_FUNCTION_POWER,
+    SRB_FUNCTION_RESET_BUS, SRB_FUNCTION_RESET_DEVICE, SRB_FUNCTION_RESET_LOGICAL_UNIT,
+    SRB_FUNCTION_SHUTDOWN, SRB_FUNCTION_WMI, SRB_STATUS_ABORTED, SRB_STATUS_AUTOSENSE_VALID,
+    SRB_STATUS_BAD_SRB_BLOCK_LENGTH, SRB_STATUS_BUS_RESET, SRB_STATUS_BUSY,
+    SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR, SRB_STATUS_INVALID_LUN, SRB_STATUS_INVALID_PATH_ID,
+    SRB_STATUS_INVALID_REQUEST, SRB_STATUS_INVALID_TARGET_ID, SRB_STATUS_NO_DEVICE,
+    SRB_STATUS_SUCCESS, ScsiRequestBlock, StorScatterGatherElement,
 };
 use crate::vpd;
 
@@ -196,6 +198,57 @@ pub fn build_io(adapter: &Adapter, raw: NonNull<ScsiRequestBlock>) -> Built {
     Built::Completed
 }
 
+/// The direction of a request with a buffer and `SRB_FLAGS_UNSPECIFIED_DIRECTION`, which
+/// StorPort passes on from pass-through callers (`SCSI_IOCTL_DATA_UNSPECIFIED`): a virtio-scsi
+/// request has one direction (INOUT is not negotiated), so the driver must choose.
+///
+/// The commands whose data phase SPC/SBC define as data-out are sent as writes, so that a
+/// tool sending WRITE, MODE SELECT or PERSISTENT RESERVE OUT this way works; ATA PASS-THROUGH
+/// says its direction in `T_DIR`. Everything else is sent as a read, as vioscsi sends every
+/// request that is not DATA_OUT. A wrong guess is safe either way: a data-out command sent as
+/// a read gets no data, and the device fails it (QEMU answers `VIRTIO_S_OVERRUN` when the
+/// direction disagrees with the command); a read lets the device write at most
+/// `DataTransferLength` bytes into the buffer the caller gave for the transfer.
+fn unspecified_direction(cdb: &[u8]) -> DataDirection {
+    /// Commands with a data-out phase (SPC-4, SBC-3 opcode tables).
+    const DATA_OUT: [u8; 21] = [
+        0x0A, // WRITE(6)
+        0x15, // MODE SELECT(6)
+        0x1D, // SEND DIAGNOSTIC
+        0x2A, // WRITE(10)
+        0x2E, // WRITE AND VERIFY(10)
+        0x3B, // WRITE BUFFER
+        0x3F, // WRITE LONG(10)
+        0x41, // WRITE SAME(10)
+        0x42, // UNMAP
+        0x4C, // LOG SELECT
+        0x55, // MODE SELECT(10)
+        0x5F, // PERSISTENT RESERVE OUT
+        0x83, // THIRD-PARTY COPY OUT
+        0x89, // COMPARE AND WRITE
+        0x8A, // WRITE(16)
+        0x8E, // WRITE AND VERIFY(16)
+        0x93, // WRITE SAME(16)
+        0xA4, // MAINTENANCE OUT
+        0xAA, // WRITE(12)
+        0xAE, // WRITE AND VERIFY(12)
+        0xB6, // SEND VOLUME TAG
+    ];
+    /// ATA PASS-THROUGH(16) and (12) (SAT): `T_DIR` is bit 3 of byte 2, set for data-in.
+    const ATA_PASS_THROUGH: [u8; 2] = [0x85, 0xA1];
+    match cdb {
+        [opcode, _, flags, ..] if ATA_PASS_THROUGH.contains(opcode) => {
+            if flags & 0x08 == 0 {
+                DataDirection::ToDevice
+            } else {
+                DataDirection::FromDevice
+            }
+        }
+        [opcode, ..] if DATA_OUT.contains(opcode) => DataDirection::ToDevice,
+        _ => DataDirection::FromDevice,
+    }
+}
+
 /// Builds the request for an EXECUTE_SCSI SRB in its extension; on error, the SRB status.
 #[expect(
     clippy::too_many_lines,
@@ -229,11 +282,14 @@ fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
         Lun::new(address.target, u16::from(address.lun)).map_err(|_| SRB_STATUS_INVALID_LUN)?;
     let flags = srb.flags();
     let length = srb.data_transfer_length();
-    let direction = match (length, flags & (SRB_FLAGS_DATA_IN | SRB_FLAGS_DATA_OUT)) {
+    let direction = match (length, flags & SRB_FLAGS_UNSPECIFIED_DIRECTION) {
         (0, _) => DataDirection::None,
         (_, SRB_FLAGS_DATA_IN) => DataDirection::FromDevice,
         (_, SRB_FLAGS_DATA_OUT) => DataDirection::ToDevice,
-        // Unspecified or bidirectional: virtio-scsi without INOUT cannot carry it.
+        // Both flags: pass-through with SCSI_IOCTL_DATA_UNSPECIFIED (see
+        // `unspecified_direction`).
+        (_, SRB_FLAGS_UNSPECIFIED_DIRECTION) => unspecified_direction(&cdb[..]),
+        // A buffer on a request that claims no data transfer: inconsistent, refused.
         _ => return Err(SRB_STATUS_INVALID_REQUEST),
     };
     let sense_capacity = if flags & SRB_FLAGS_DISABLE_AUTOSENSE == 0 {
@@ -292,8 +348,12 @@ fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
     }
     let count = scratch.count;
     let writable = count - readable;
+    // An indirect table needs the feature negotiated (virtio 1.x 2.7.5.3.1: the driver MUST NOT
+    // set VIRTQ_DESC_F_INDIRECT otherwise) and the whole table contiguous in bus memory; without
+    // either the request goes on the ring as a direct chain, which the limits are sized for.
     let indirect_len = count * crate::layout::DESCRIPTOR_LEN;
-    let indirect_usable = (contiguous as usize) >= layout.indirect + indirect_len;
+    let indirect_usable = adapter.features().contains(Features::INDIRECT_DESC)
+        && (contiguous as usize) >= layout.indirect + indirect_len;
 
     let mut opcode_page = 0xFFFF;
     if cdb[0] == vpd::INQUIRY && cdb[1] & 1 == 1 {
@@ -478,8 +538,13 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
             complete(adapter, srb, SRB_STATUS_ERROR);
             return;
         };
-        let ring = state.ring.queue();
-        match ring.add(readable_segments, writable_segments, indirect.as_ref()) {
+        let added = add_with_reservation(
+            adapter,
+            state,
+            (readable_segments, writable_segments),
+            indirect.as_ref(),
+        );
+        match added {
             Ok(token) => {
                 // Counted, and numbered, before the lock drops: once it does, the request may
                 // complete (and be observed) before this processor runs another instruction.
@@ -494,7 +559,7 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
                 if let Some(slot) = requests.get_mut(token.index()) {
                     *slot = base;
                 }
-                let kick = ring.kick_prepare();
+                let kick = state.ring.queue().kick_prepare();
                 (Ok(()), kick.then_some(state.notify_offset))
             }
             Err(error) => (Err(error), None),
@@ -514,10 +579,55 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
             if let Some(counters) = counters {
                 counters.queue_full.fetch_add(1, Ordering::Relaxed);
             }
+            // The ring is full (or its room is kept for a larger request): StorPort sends the
+            // request again, and holds the others back until one request completes, so the
+            // submitters do not spin on a full ring. ScsiStatus stays 0: QUEUE_FULL would tell
+            // StorPort the unit's task set is full and make it lower the unit's queue depth,
+            // while what is full is one of our rings (vioscsi sets it; we deliberately do not).
+            adapter.extension().busy(1);
             complete(adapter, srb, SRB_STATUS_BUSY);
         }
         Err(_) => complete(adapter, srb, SRB_STATUS_INVALID_REQUEST),
     }
+}
+
+/// Puts a request's segments on the queue's ring, honouring the ring's reservation
+/// ([`crate::room`]): a request smaller than one that found no room is refused (as if the ring
+/// were full) unless the reserved room stays free, and a request refused for room reserves it.
+/// The dump stack never holds more than one request and must not ask for the system time, so it
+/// keeps no reservations.
+fn add_with_reservation(
+    adapter: &Adapter,
+    state: &mut crate::adapter::QueueState,
+    (readable, writable): (&[Segment], &[Segment]),
+    indirect: Option<&DmaMemory>,
+) -> Result<virtio_core::queue::Token, QueueError> {
+    // Descriptors the request takes on the ring: one with an indirect table, else its chain.
+    let needed = if indirect.is_some() {
+        1
+    } else {
+        (readable.len() + writable.len()) as u16
+    };
+    let reserves = adapter.dump_mode().is_none();
+    let free = state.ring.queue().free_descriptors();
+    if reserves
+        && !state
+            .reservation
+            .admits(needed, free, || adapter.extension().system_time())
+    {
+        return Err(QueueError::Full { needed, free });
+    }
+    let added = state.ring.queue().add(readable, writable, indirect);
+    if reserves {
+        match added {
+            Ok(_) => state.reservation.admitted(needed),
+            Err(QueueError::Full { .. }) => state
+                .reservation
+                .refused(needed, adapter.extension().system_time()),
+            Err(_) => {}
+        }
+    }
+    added
 }
 
 /// Drains the used ring of the guarded queue, completing each request; re-arms interrupts.
@@ -879,6 +989,31 @@ mod tests {
     use virtio_core::scsi::ProtocolViolation;
 
     use super::*;
+
+    #[test]
+    fn an_unspecified_direction_follows_the_cdb_and_is_otherwise_a_read() {
+        let cases: [(&[u8], DataDirection); 10] = [
+            (&[0x2A, 0, 0, 0, 0, 0, 0, 0, 8, 0], DataDirection::ToDevice), // WRITE(10)
+            (&[0x8A; 16], DataDirection::ToDevice),                        // WRITE(16)
+            (
+                &[0x55, 0x10, 0, 0, 0, 0, 0, 0, 24, 0],
+                DataDirection::ToDevice,
+            ), // MODE SELECT(10)
+            (&[0x5F, 1, 0, 0, 0, 0, 0, 0, 24, 0], DataDirection::ToDevice), // PR OUT
+            (
+                &[0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0],
+                DataDirection::FromDevice,
+            ), // READ(10)
+            (&[0x12, 0, 0, 0, 96, 0], DataDirection::FromDevice),          // INQUIRY
+            (&[0xC7, 1, 2, 3], DataDirection::FromDevice),                 // vendor: a read
+            (&[0x85, 0x08, 0x0E, 0, 0, 0, 1], DataDirection::FromDevice),  // ATA PT, T_DIR 1
+            (&[0x85, 0x0A, 0x06, 0, 0, 0, 1], DataDirection::ToDevice),    // ATA PT, T_DIR 0
+            (&[], DataDirection::FromDevice),
+        ];
+        for (cdb, direction) in cases {
+            assert_eq!(unspecified_direction(cdb), direction, "{cdb:02X?}");
+        }
+    }
 
     #[test]
     fn a_removed_unit_fails_with_no_device_whatever_the_device_said() {

@@ -53,11 +53,6 @@ pub enum LimitsError {
         /// The queue size.
         size: u16,
     },
-    /// `max_sectors` is below one page: no transfer could be sized sensibly.
-    MaxSectorsTooSmall {
-        /// The device value.
-        max_sectors: u32,
-    },
 }
 
 impl StorLimits {
@@ -65,7 +60,7 @@ impl StorLimits {
     /// (the smallest if they differ), with indirect descriptors if `indirect`.
     ///
     /// # Errors
-    /// [`LimitsError`] if the device cannot carry even a one-page request.
+    /// [`LimitsError`] if a queue cannot carry even a one-segment request.
     pub fn derive(
         device: &Limits,
         queue_size: u16,
@@ -80,15 +75,11 @@ impl StorLimits {
         };
         let mut max_segments = device.seg_max.min(ring_bound).min(MAX_DATA_SEGMENTS);
         if let Some(sectors) = device.max_sectors {
-            let bytes = u64::from(sectors) * 512;
-            if bytes < u64::from(PAGE_SIZE) {
-                return Err(LimitsError::MaxSectorsTooSmall {
-                    max_sectors: sectors,
-                });
-            }
-            // A transfer of `bytes` spans at most bytes / PAGE + 1 pages; more segments than
-            // that are never needed.
-            let pages = (bytes / u64::from(PAGE_SIZE)).saturating_add(1);
+            // virtio-scsi calls max_sectors a hint; Linux drives devices whatever its value, and
+            // so do we: a device below one page gets transfers of that size, which StorPort's
+            // class drivers split requests into. A transfer of `bytes` at the worst offset
+            // spans `pages_spanned(bytes)` pages; more segments than that are never needed.
+            let pages = pages_spanned(u64::from(sectors) * 512);
             max_segments = max_segments.min(u32::try_from(pages).unwrap_or(u32::MAX));
         }
         // With one segment only a page-aligned page fits; with n segments any buffer of
@@ -119,6 +110,12 @@ impl StorLimits {
             request: RequestLayout::new(max_segments),
         })
     }
+}
+
+/// The most pages a buffer of `bytes` (at least 1) can touch, whatever its offset in its first
+/// page: its last byte lies at most `PAGE_SIZE - 1 + bytes - 1` bytes past that page's start.
+const fn pages_spanned(bytes: u64) -> u64 {
+    (bytes.saturating_add(PAGE_SIZE as u64 - 2)) / PAGE_SIZE as u64 + 1
 }
 
 #[cfg(test)]
@@ -200,9 +197,40 @@ mod tests {
             StorLimits::derive(&qemu(254, None), 2, 1, true),
             Err(LimitsError::QueueTooSmall { size: 2 })
         );
-        assert_eq!(
-            StorLimits::derive(&qemu(254, Some(4)), 256, 1, true),
-            Err(LimitsError::MaxSectorsTooSmall { max_sectors: 4 })
-        );
+    }
+
+    #[test]
+    fn max_sectors_below_a_page_is_driven_with_transfers_of_that_size() {
+        // 4 sectors: 2 KiB transfers, which can straddle a page boundary, so two segments.
+        let limits = StorLimits::derive(&qemu(254, Some(4)), 256, 1, true).unwrap();
+        assert_eq!(limits.max_transfer_length, 2048);
+        assert_eq!(limits.max_segments, 2);
+        assert_eq!(limits.physical_breaks, 1);
+        // One sector: 512-byte transfers.
+        let limits = StorLimits::derive(&qemu(254, Some(1)), 256, 1, false).unwrap();
+        assert_eq!(limits.max_transfer_length, 512);
+        assert_eq!(limits.max_segments, 2);
+        // A one-segment device with a sub-page limit: one segment, the sector limit.
+        let limits = StorLimits::derive(&qemu(1, Some(4)), 256, 1, true).unwrap();
+        assert_eq!(limits.max_segments, 1);
+        assert_eq!(limits.max_transfer_length, 2048);
+    }
+
+    #[test]
+    fn pages_spanned_is_the_worst_offset() {
+        assert_eq!(pages_spanned(1), 1);
+        assert_eq!(pages_spanned(2), 2);
+        assert_eq!(pages_spanned(4096), 2);
+        assert_eq!(pages_spanned(4097), 2);
+        assert_eq!(pages_spanned(4098), 3);
+        assert_eq!(pages_spanned(65536), 17);
+        // By brute force over every offset for small sizes.
+        for bytes in 1..=3 * 4096u64 {
+            let worst = (0..4096u64)
+                .map(|offset| (offset + bytes - 1) / 4096 + 1)
+                .max()
+                .unwrap();
+            assert_eq!(pages_spanned(bytes), worst, "{bytes}");
+        }
     }
 }

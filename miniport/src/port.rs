@@ -10,7 +10,7 @@ use core::ptr::{self, NonNull};
 
 use crate::srb::Srb;
 use crate::storport::functions::{
-    StorPortAllocateRegistryBuffer, StorPortDebugPrint, StorPortExtendedFunction,
+    StorPortAllocateRegistryBuffer, StorPortBusy, StorPortDebugPrint, StorPortExtendedFunction,
     StorPortFreeRegistryBuffer, StorPortGetBusData, StorPortGetDeviceBase,
     StorPortGetPhysicalAddress, StorPortGetScatterGatherList, StorPortGetUncachedExtension,
     StorPortNotification, StorPortQuerySystemTime, StorPortRegistryRead,
@@ -19,9 +19,10 @@ use crate::storport::{
     AcquireSpinLock, Boolean, BusChangeDetected, EnablePassiveInitialization,
     ExtFunctionAcquireMSISpinLock, ExtFunctionGetCurrentProcessorNumber,
     ExtFunctionGetMessageInterruptInformation, ExtFunctionInitializePerformanceOptimizations,
+    ExtFunctionRegistryReadAdapterKey, ExtFunctionRegistryWriteAdapterKey,
     ExtFunctionReleaseMSISpinLock, FALSE, HwDpcRoutine, HwPassiveInitializeRoutine, HwTimer,
     InitializeDpc, InterruptLock, IssueDpc, MessageInterruptInformation, PCIBus, PCIConfiguration,
-    PerfConfigurationData, PortConfigurationInformation, ProcessorNumber, REG_DWORD,
+    PerfConfigurationData, PortConfigurationInformation, ProcessorNumber, REG_BINARY, REG_DWORD,
     ReleaseSpinLock, RequestComplete, RequestTimerCall, ResetDetected, STOR_STATUS_NOT_IMPLEMENTED,
     STOR_STATUS_SUCCESS, ScsiRequestBlock, StateChangeDetectedCall, StorAddrBtl8, StorDpc,
     StorLockHandle, StorPhysicalAddress, StorScatterGatherList, TRUE,
@@ -136,6 +137,14 @@ impl DeviceExtension {
         // SAFETY: RequestComplete takes the SRB pointer as its one variadic argument; the SRB
         // is ours (not completed before, since `Srb` is consumed here) and its status is set.
         unsafe { StorPortNotification(RequestComplete, self.raw(), raw) };
+    }
+
+    /// StorPortBusy: StorPort sends no request until `requests` of those the adapter holds
+    /// complete (a full ring).
+    pub fn busy(self, requests: u32) {
+        // SAFETY: StorPortBusy takes the device extension and a count; any IRQL up to
+        // DISPATCH_LEVEL, which StartIo runs at.
+        let _ = unsafe { StorPortBusy(self.raw(), requests) };
     }
 
     /// Tells StorPort the bus was reset (after HwResetBus or a device reset), so it resumes
@@ -367,6 +376,63 @@ struct StorPortPhysical(StorPhysicalAddress);
 impl From<u64> for StorPortPhysical {
     fn from(value: u64) -> Self {
         Self(StorPhysicalAddress::from_u64(value))
+    }
+}
+
+/// The device's hardware key (`Enum\<instance>\Device Parameters`) through
+/// StorPortRegistryRead/WriteAdapterKey, which storport.h spells as StorPortExtendedFunction
+/// calls. PASSIVE_LEVEL only (HwFindAdapter).
+pub struct StorPortAdapterKey {
+    extension: DeviceExtension,
+}
+
+impl StorPortAdapterKey {
+    /// The hardware key of `extension`'s adapter.
+    #[must_use]
+    pub const fn new(extension: DeviceExtension) -> Self {
+        Self { extension }
+    }
+}
+
+impl crate::identity::AdapterKey for StorPortAdapterKey {
+    fn read_binary8(&mut self, name: &'static CStr) -> Option<[u8; 8]> {
+        let mut value = [0u8; 8];
+        let mut data: *mut c_void = value.as_mut_ptr().cast();
+        let mut length: u32 = 8;
+        // SAFETY: ExtFunctionRegistryReadAdapterKey takes (PUCHAR SubKeyName (NULL: the key
+        // itself), PUCHAR ValueName, ULONG ValueType, PVOID *ValueData, PULONG
+        // ValueDataLength): `*ValueData` points to our 8-byte buffer and `*ValueDataLength` is
+        // its size; StorPort writes at most that many bytes and the size it wrote.
+        let status = unsafe {
+            StorPortExtendedFunction(
+                ExtFunctionRegistryReadAdapterKey,
+                self.extension.raw(),
+                ptr::null_mut::<u8>(),
+                name.as_ptr(),
+                REG_BINARY,
+                &raw mut data,
+                &raw mut length,
+            )
+        };
+        (status == STOR_STATUS_SUCCESS && length == 8).then_some(value)
+    }
+
+    fn write_binary8(&mut self, name: &'static CStr, value: &[u8; 8]) -> bool {
+        // SAFETY: ExtFunctionRegistryWriteAdapterKey takes (PUCHAR SubKeyName (NULL), PUCHAR
+        // ValueName, ULONG ValueType, PVOID ValueData, ULONG ValueDataLength); StorPort only
+        // reads the 8 bytes of `value`.
+        let status = unsafe {
+            StorPortExtendedFunction(
+                ExtFunctionRegistryWriteAdapterKey,
+                self.extension.raw(),
+                ptr::null_mut::<u8>(),
+                name.as_ptr(),
+                REG_BINARY,
+                value.as_ptr(),
+                8u32,
+            )
+        };
+        status == STOR_STATUS_SUCCESS
     }
 }
 

@@ -66,7 +66,7 @@ pub struct WmiParameters {
     pub sub_function: u8,
     /// `WMIFlags`: `SRB_WMI_FLAGS_ADAPTER_REQUEST` when the request is for the adapter.
     pub flags: u8,
-    /// `DataPath`: for `IRP_MN_REGINFO` the `WMIREGISTER`/`WMIUPDATE` action, otherwise a
+    /// `DataPath`: for `IRP_MN_REGINFO`(`_EX`) the `WMIREGISTER`/`WMIUPDATE` action, otherwise a
     /// pointer to the GUID the request addresses (which the WNODE header repeats). Never
     /// dereferenced by the miniport: the WNODE header is what the dispatcher validates.
     pub data_path: usize,

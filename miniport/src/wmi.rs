@@ -16,8 +16,11 @@
 //! counters are per queue), so `SM_GetLUNStatistics` reports zeros.
 //!
 //! **Which requests.** Only adapter requests (`WMIFlags` has `SRB_WMI_FLAGS_ADAPTER_REQUEST`)
-//! are answered, as SCSIWMILIB does: the miniport registers no per-LUN data blocks, so a
-//! request for a logical unit completes with `SRB_STATUS_INVALID_REQUEST`.
+//! reach the dispatcher. The miniport registers no per-LUN data blocks, so a request for a
+//! logical unit has nothing to answer: it completes with `SRB_STATUS_SUCCESS` and no data
+//! (`DataTransferLength` 0, the buffer untouched), as the WDK's SCSIWMI samples and vioscsi
+//! answer it. StorPort sends such requests for its own unit-level registration; failing them
+//! would make WMI report an error for a unit that merely has no miniport data.
 //!
 //! **The buffer.** `DataBuffer` is the WMI IRP's buffer, `DataTransferLength` bytes, whose
 //! contents come from user mode. The miniport touches exactly those bytes through one slice;
@@ -41,15 +44,15 @@
 //! Errors return no data (`DataTransferLength` 0). An SRB status cannot carry the finer
 //! NTSTATUS; the [`rvscsi_wmi::status::WmiError`] is available to tracing.
 //!
-//! **Identity.** `UniqueAdapterId` is [`rvscsi_wmi::sas::unique_adapter_id`] of the adapter's
-//! PCI bus, device and function (from ConfigInfo's `SystemIoBusNumber`/`SlotNumber`). StorPort
-//! does not tell a miniport its PCI segment, so two adapters on different segments could share
-//! bus/device/function; the 16 bits the segment would occupy carry instead a fold of the
-//! function's first memory BAR address ([`unique_adapter_id`]). No two functions in a machine
-//! decode the same memory BAR address, and the address stays fixed while the machine runs
-//! (it is assigned at boot), so the id is unique per adapter and stable for the boot. The
-//! port's SAS address is [`SasAddress::for_adapter`] of that id (no virtio-scsi HBA has a
-//! VPD 0x83 of its own), and the attached "domain" address is synthesised from it too.
+//! **Identity.** `UniqueAdapterId` is the identifier [`crate::identity`] keeps in the device's
+//! hardware key (created at random on the first start, so VMs cloned from one generalized
+//! template differ, and read back on every later start, so it is stable across boots and BAR
+//! moves). `SerialNumber` and the port's SAS address ([`SasAddress::for_adapter`]) derive from
+//! it (no virtio-scsi HBA has a VPD 0x83 of its own). The topology the port methods report is
+//! consistent
+//! ([`rvscsi_wmi::hba`]): one target attaches to the port directly; several attach through a
+//! virtual expander whose address is synthesised from the same seed
+//! ([`ATTACHED_ADDRESS_INDEX`]) and which is listed as a discovered port after the targets.
 
 use core::borrow::BorrowMut;
 use core::cell::UnsafeCell;
@@ -57,7 +60,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use rvscsi_wmi::dispatch::{
-    Control, GuidRegistration, MethodIo, Provider, RegInfo, Reply, dispatch,
+    Control, GuidRegistration, MethodIo, Provider, RegInfo, Reply, dispatch, stamp_reply_time,
 };
 use rvscsi_wmi::encode::Encoder;
 use rvscsi_wmi::hba::sm::{PortState, sas_speed};
@@ -92,8 +95,9 @@ pub const DRIVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const DRIVER_NAME: &str = "rvscsi.sys";
 /// `HBASymbolicName`.
 pub const HBA_SYMBOLIC_NAME: &str = "rvscsi virtio-scsi HBA";
-/// Index under the adapter's seed of the synthesised address of what its port attaches to:
-/// the first index past the adapter's own port (0) and its targets (1 + 0..=255).
+/// Index under the adapter's seed of the synthesised address of the virtual expander its port
+/// attaches through when it has several targets: the first index past the adapter's own port
+/// (0) and its targets (1 + 0..=255).
 pub const ATTACHED_ADDRESS_INDEX: u64 = 257;
 
 /// What find-adapter learned that the WMI classes report and that cannot change afterwards.
@@ -110,16 +114,13 @@ pub struct AdapterFacts {
 }
 
 impl AdapterFacts {
-    /// The facts of the function whose configuration space is `pci`, at `bus`/`slot`
-    /// (`SystemIoBusNumber`, `SlotNumber`), with request queues of `queue_size`.
+    /// The facts of the function whose configuration space is `pci`, with request queues of
+    /// `queue_size` and the identifier `unique_adapter_id` ([`crate::identity`]).
     #[must_use]
-    pub fn from_pci(pci: &PciSnapshot, bus: u32, slot: u32, queue_size: u16) -> Self {
+    pub fn from_pci(pci: &PciSnapshot, queue_size: u16, unique_adapter_id: u64) -> Self {
         use virtio_core::hal::PciConfig;
-        let memory_bar = (0..6u8)
-            .filter_map(|bar| pci.bar_address(bar))
-            .find_map(|(address, io_space)| (!io_space).then_some(address));
         Self {
-            unique_adapter_id: unique_adapter_id(bus, slot, memory_bar),
+            unique_adapter_id,
             vendor_specific_id: pci.read32(0),
             revision: pci.read8(8),
             queue_size,
@@ -127,9 +128,19 @@ impl AdapterFacts {
     }
 }
 
-/// `UniqueAdapterId` of the function at `bus`/`slot` (a `PCI_SLOT_NUMBER`: device in bits 0-4,
-/// function in bits 5-7) whose first memory BAR decodes `memory_bar`: the wmi crate's
-/// identifier with, in the segment's place, the BAR address folded to 16 bits by XOR.
+/// The address of the function's first memory BAR, if it has one.
+#[must_use]
+pub fn first_memory_bar(pci: &PciSnapshot) -> Option<u64> {
+    (0..6u8)
+        .filter_map(|bar| pci.bar_address(bar))
+        .find_map(|(address, io_space)| (!io_space).then_some(address))
+}
+
+/// The dump-mode fallback identifier of the function at `bus`/`slot` (a `PCI_SLOT_NUMBER`:
+/// device in bits 0-4, function in bits 5-7) whose first memory BAR decodes `memory_bar`: the
+/// wmi crate's location identifier with, in the segment's place, the BAR address folded to
+/// 16 bits by XOR. Unique within a machine while it runs, but not across cloned machines,
+/// hence [`crate::identity`] everywhere else.
 #[must_use]
 pub const fn unique_adapter_id(bus: u32, slot: u32, memory_bar: Option<u64>) -> u64 {
     let bar = match memory_bar {
@@ -176,8 +187,10 @@ pub fn handle(adapter: &Adapter, srb: &mut Srb) -> u8 {
         return SRB_STATUS_INVALID_REQUEST;
     };
     if parameters.flags & SRB_WMI_FLAGS_ADAPTER_REQUEST == 0 {
+        // A logical unit's request: no unit-level blocks are registered, so there is no data
+        // (see the module documentation).
         srb.set_data_transfer_length(0);
-        return SRB_STATUS_INVALID_REQUEST;
+        return SRB_STATUS_SUCCESS;
     }
     let length = srb.data_transfer_length();
     let reply = if length == 0 {
@@ -208,7 +221,11 @@ fn answer(adapter: &Adapter, minor_function: u8, buffer: &mut [u8]) -> Reply {
             let mut info = hba_info(adapter, &texts);
             info.targets = targets(adapter, copies, lun_views, target_views);
             let mut provider = AdapterProvider::new(adapter, &info);
-            dispatch(minor_function, buffer, &mut provider)
+            let reply = dispatch(minor_function, buffer, &mut provider);
+            // The reply carries the time it was made, as WMILIB stamps it.
+            let now = adapter.extension().system_time();
+            stamp_reply_time(minor_function, buffer, &reply, now);
+            reply
         })
 }
 

@@ -235,8 +235,9 @@ pub fn boot_dump(device: &VirtioScsiDevice, sim: SimOptions) -> Result<Machine, 
 
 impl Machine {
     /// Crashes the machine as a bugcheck does ([`Adapter::crash`]), panicking with the
-    /// simulator's record if the miniport broke the StorPort contract before; returns the
-    /// device, for [`boot_dump`].
+    /// simulator's record if the miniport broke the StorPort contract before, or with the
+    /// device's if it broke the virtio protocol or a device limit; returns the device, for
+    /// [`boot_dump`].
     ///
     /// # Panics
     /// On any violation recorded before the crash: this is test support.
@@ -244,6 +245,11 @@ impl Machine {
     pub fn crash(self) -> VirtioScsiDevice {
         let violations = self.adapter.crash();
         assert!(violations.is_empty(), "{violations:?}");
+        let device_violations = self.device.violations();
+        assert!(
+            device_violations.is_empty(),
+            "device: {device_violations:?}"
+        );
         self.device
     }
 
@@ -288,15 +294,26 @@ impl Machine {
     }
 
     /// Shuts the machine down, panicking with the simulator's record if the miniport broke the
-    /// StorPort contract at any point (including an SRB still outstanding).
+    /// StorPort contract at any point (including an SRB still outstanding), or with the
+    /// device's if it broke the virtio protocol or a limit the device advertised.
     ///
     /// # Panics
     /// On any recorded violation: this is test support.
     pub fn finish(self) {
         let seen = self.adapter.violations();
         assert!(seen.is_empty(), "{seen:?}");
+        // The device's register file records the accesses the virtio spec forbids the driver
+        // (wrong widths, read-only fields, device configuration fields not read at their
+        // natural width).
+        let registers = self.device.registers().violations();
+        assert!(registers.is_empty(), "{registers:?}");
         let violations = self.adapter.shutdown();
         assert!(violations.is_empty(), "{violations:?}");
+        let device_violations = self.device.violations();
+        assert!(
+            device_violations.is_empty(),
+            "device: {device_violations:?}"
+        );
     }
 
     /// The miniport's trace ring, read from its device extension as a debugger would.

@@ -445,3 +445,205 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(20));
     }
 }
+
+/// How [`verified_random_io`] loads the adapter.
+#[derive(Clone, Copy, Debug)]
+pub struct RandomLoad {
+    /// Simulated processors submitting (each on its own thread), from 0.
+    pub processors: u32,
+    /// Requests each processor keeps in flight.
+    pub depth: usize,
+    /// Requests each processor completes.
+    pub ios_per_processor: usize,
+    /// Seed of the sequence (each processor derives its own).
+    pub seed: u64,
+}
+
+/// What a [`verified_random_io`] run did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadFigures {
+    /// Requests completed with SUCCESS.
+    pub ios: usize,
+    /// Completions with SRB_STATUS_BUSY, each resubmitted as StorPort would.
+    pub busy: usize,
+    /// Bytes read and written.
+    pub bytes: u64,
+}
+
+/// The shape of a [`verified_random_io`] load: the adapter's limits and each slot's size.
+#[derive(Clone, Copy)]
+struct Geometry {
+    max_pages: u64,
+    max_blocks: u64,
+    slot_blocks: u64,
+}
+
+impl Geometry {
+    /// A random read or write of one of `units` inside `slot` of the region starting at block
+    /// `base`, within the adapter's limits; with the unit's index and the byte offset of the
+    /// request in the region.
+    fn random_request(
+        self,
+        rng: &mut Rng,
+        units: &[(u8, u8)],
+        base: u64,
+        slot: usize,
+    ) -> (Request, usize, usize) {
+        let unit = (rng.next_u64() % units.len() as u64) as usize;
+        let (target, lun) = units[unit];
+        let data_offset = (rng.next_u64() % 8) as u16 * 512;
+        let cap = match rng.next_u64() % 16 {
+            0 => self.max_blocks,
+            1..=4 => 256,
+            _ => 16,
+        }
+        .min(self.max_blocks)
+        .min(self.slot_blocks);
+        let mut blocks = 1 + rng.next_u64() % cap;
+        // The class driver's split: no more pages than the adapter takes.
+        while (u64::from(data_offset) + blocks * 512).div_ceil(4096) > self.max_pages {
+            blocks -= 1;
+        }
+        let start =
+            slot as u64 * self.slot_blocks + rng.next_u64() % (self.slot_blocks - blocks + 1);
+        let lba = u32::try_from(base + start).expect("a disk under 2 TiB");
+        let count = u16::try_from(blocks).expect("a transfer under 32 MiB");
+        let mut request = if rng.next_u64().is_multiple_of(2) {
+            let data: Vec<u8> = (0..blocks * 512).map(|_| rng.next_u64() as u8).collect();
+            Request::new(target, lun, &write10(lba, count)).writing(&data)
+        } else {
+            Request::new(target, lun, &read10(lba, count)).reading(u32::from(count) * 512)
+        };
+        request.data_offset = data_offset;
+        request.timeout_seconds = LONG_TIMEOUT;
+        (request, unit, (start * 512) as usize)
+    }
+}
+
+/// One request a processor keeps in flight: which slot of its region it covers and what it
+/// does there.
+struct InFlight {
+    ticket: Ticket,
+    request: Request,
+    unit: usize,
+    /// Byte offset of its first block in the processor's region of the unit.
+    offset: usize,
+    slot: usize,
+}
+
+/// Random reads and writes from `load.processors` processors, each keeping `load.depth` in
+/// flight, on `units` (each of `unit_blocks` 512-byte blocks), every byte read checked against a
+/// shadow copy. Each processor owns a disjoint region of every unit, split into one slot per
+/// request in flight, so the shadow is exact whatever order requests complete in. Transfers are
+/// mostly small, some up to the adapter's `MaximumTransferLength`, at random buffer offsets,
+/// and always within the limits the miniport reported, as the class driver splits them: at
+/// most `MaximumTransferLength` bytes on at most `NumberOfPhysicalBreaks + 1` pages. A request
+/// completed BUSY is sent again, as StorPort retries it.
+///
+/// # Panics
+/// On any other status, a data mismatch, or a request not completed within 30 s.
+#[must_use]
+pub fn verified_random_io(
+    machine: &Arc<Machine>,
+    units: &[(u8, u8)],
+    unit_blocks: u64,
+    load: RandomLoad,
+) -> LoadFigures {
+    let config = machine.adapter.found_adapter().config;
+    let region_blocks = unit_blocks / u64::from(load.processors);
+    let geometry = Geometry {
+        max_pages: u64::from(config.number_of_physical_breaks) + 1,
+        max_blocks: u64::from(config.maximum_transfer_length / 512).max(1),
+        slot_blocks: region_blocks / load.depth as u64,
+    };
+    assert!(
+        geometry.slot_blocks > 0,
+        "{unit_blocks} blocks cannot hold this load"
+    );
+    let units: Arc<[(u8, u8)]> = units.into();
+    let threads: Vec<_> = (0..load.processors)
+        .map(|processor| {
+            let machine = Arc::clone(machine);
+            let units = Arc::clone(&units);
+            std::thread::spawn(move || {
+                let mut rng = Rng(load.seed ^ (u64::from(processor) + 1).wrapping_mul(0x9E37_79B9));
+                let region_bytes = (region_blocks * 512) as usize;
+                let mut shadow = vec![vec![0u8; region_bytes]; units.len()];
+                let base = u64::from(processor) * region_blocks;
+                let mut figures = LoadFigures::default();
+                let mut in_flight: std::collections::VecDeque<InFlight> =
+                    std::collections::VecDeque::new();
+                let mut issued = 0;
+                let mut free: Vec<usize> = (0..load.depth).rev().collect();
+                while figures.ios < load.ios_per_processor {
+                    while issued < load.ios_per_processor
+                        && let Some(slot) = free.pop()
+                    {
+                        let (request, unit, offset) =
+                            geometry.random_request(&mut rng, &units, base, slot);
+                        let ticket = machine.adapter.submit(processor, &request).unwrap();
+                        in_flight.push_back(InFlight {
+                            ticket,
+                            request,
+                            unit,
+                            offset,
+                            slot,
+                        });
+                        issued += 1;
+                    }
+                    let Some(io) = in_flight.pop_front() else {
+                        break;
+                    };
+                    let done = machine
+                        .adapter
+                        .wait(io.ticket, Duration::from_secs(30))
+                        .unwrap_or_else(|error| panic!("processor {processor}: {error:?}"));
+                    let region = &mut shadow[io.unit];
+                    match done.status() {
+                        SRB_STATUS_SUCCESS => {}
+                        rvscsi::storport::SRB_STATUS_BUSY => {
+                            figures.busy += 1;
+                            let ticket = machine.adapter.submit(processor, &io.request).unwrap();
+                            in_flight.push_back(InFlight { ticket, ..io });
+                            continue;
+                        }
+                        other => panic!(
+                            "processor {processor}: {:?} of {:?}: status {other:#x}",
+                            io.request.cdb, units[io.unit]
+                        ),
+                    }
+                    let len = if io.request.data_out.is_empty() {
+                        io.request.data_in_len as usize
+                    } else {
+                        io.request.data_out.len()
+                    };
+                    let range = io.offset..io.offset + len;
+                    if io.request.data_out.is_empty() {
+                        assert!(
+                            done.data == region[range],
+                            "processor {processor}: data mismatch reading {:?} of {:?}",
+                            io.request.cdb,
+                            units[io.unit]
+                        );
+                    } else {
+                        region[range].copy_from_slice(&io.request.data_out);
+                    }
+                    figures.ios += 1;
+                    figures.bytes += len as u64;
+                    free.push(io.slot);
+                }
+                figures
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .fold(LoadFigures::default(), |sum, thread| {
+            let figures = thread.join().expect("a load thread panicked");
+            LoadFigures {
+                ios: sum.ios + figures.ios,
+                busy: sum.busy + figures.busy,
+                bytes: sum.bytes + figures.bytes,
+            }
+        })
+}

@@ -7,16 +7,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rvscsi::storport::{
-    SRB_STATUS_BUS_RESET, SRB_STATUS_BUSY, SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR,
-    SRB_STATUS_INVALID_REQUEST, SRB_STATUS_SUCCESS,
+    SRB_STATUS_BUS_RESET, SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR, SRB_STATUS_INVALID_REQUEST,
+    SRB_STATUS_SUCCESS,
 };
 use rvscsi_tests::device::target::{Lun, LunIdentity};
-use rvscsi_tests::device::{CompletionMode, DeviceOptions, FaultAction};
+use rvscsi_tests::device::{
+    CompletionMode, DeviceOptions, FaultAction, QueueSizeOverrides, RequestInfo,
+};
 use rvscsi_tests::harness::{Machine, boot, fault_once};
 use rvscsi_tests::scenario::{
-    Rng, anonymous_disk, boot_standard, faulted_read, first_block_read, read10, write10,
+    Rng, anonymous_disk, boot_standard, faulted_read, first_block_read, full_resets, read10,
+    wait_until, write10,
 };
-use rvscsi_tests::sim::{Completion, Request, SimOptions};
+use rvscsi_tests::sim::{Completion, Request, SimError, SimOptions};
+use virtio_core::fake::pci::MIXED_WIDTH_DEVICE_CONFIG;
 
 const WAIT: Duration = Duration::from_secs(30);
 const BLOCKS: u64 = 1 << 16; // 32 MiB per LUN
@@ -70,6 +74,95 @@ fn boots_and_enumerates_every_disk_with_limits_from_the_device() {
                 (1, 0, BLOCKS, 512)
             ]
         );
+        machine.finish();
+    }
+}
+
+#[test]
+fn a_target_with_more_luns_than_one_report_page_is_enumerated_whole() {
+    // 40 LUNs: REPORT LUNS lists 328 bytes, more than the scan's first 256-byte allocation,
+    // so the port driver reads the list again at its full length. LUN 300 (flat space
+    // addressing) lies beyond the 255 LUNs StorPort can address and is not enumerated.
+    let mut luns: Vec<(u8, u16, Lun)> = (0..40u16)
+        .map(|lun| (0, lun, anonymous_disk(64).unwrap()))
+        .collect();
+    luns.push((0, 300, anonymous_disk(64).unwrap()));
+    let machine = boot(SimOptions::default(), DeviceOptions::default(), luns).unwrap();
+    let disks = machine.adapter.scan_bus().unwrap();
+    let found: Vec<(u8, u8)> = disks.iter().map(|disk| (disk.target, disk.lun)).collect();
+    let expected: Vec<(u8, u8)> = (0..40u8).map(|lun| (0, lun)).collect();
+    assert_eq!(found, expected);
+    machine.finish();
+}
+
+#[test]
+fn the_device_configuration_is_read_field_by_field_at_natural_width() {
+    // virtio 1.x 4.1.3.1: max_channel and max_target are 16-bit fields sharing a 4-byte word;
+    // one 32-bit read over both is an access the device's register file records. Boot and a
+    // configuration change (which the miniport reads again) must make none.
+    let machine = machine(SimOptions::default(), DeviceOptions::default());
+    machine.device.change_config(30, &200u16.to_le_bytes());
+    let changes = &machine
+        .miniport()
+        .unwrap()
+        .events()
+        .counters()
+        .config_changes;
+    let deadline = std::time::Instant::now() + WAIT;
+    while changes.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(changes.load(Ordering::Relaxed), 1);
+    let mixed: Vec<_> = machine
+        .device
+        .registers()
+        .violations()
+        .into_iter()
+        .filter(|violation| violation.what == MIXED_WIDTH_DEVICE_CONFIG)
+        .collect();
+    assert_eq!(mixed, []);
+    machine.adapter.wait_pnp(WAIT, |view| view.idle).unwrap();
+    machine.finish();
+}
+
+#[test]
+fn pass_through_with_an_unspecified_direction_reads_and_writes() {
+    // SRB_FLAGS_UNSPECIFIED_DIRECTION (both flags) with a buffer, as pass-through tools send
+    // it: data-out commands go to the device as writes, everything else as reads.
+    for force_classic in [false, true] {
+        let sim = SimOptions {
+            force_scsi_request_block: force_classic,
+            ..SimOptions::default()
+        };
+        let machine = machine(sim, DeviceOptions::default());
+        let pattern: Vec<u8> = (0..1024u32).map(|i| (i * 7 + 3) as u8).collect();
+        let write = Request::new(0, 0, &write10(40, 2)).unspecified(&pattern, 0);
+        let done = machine.adapter.execute(0, &write).unwrap();
+        assert_eq!(done.status(), SRB_STATUS_SUCCESS, "WRITE(10)");
+        let read = Request::new(0, 0, &read10(40, 2)).reading(1024);
+        assert_eq!(machine.adapter.execute(0, &read).unwrap().data, pattern);
+        // The same READ(10) with an unspecified direction over a dirty buffer.
+        let read = Request::new(0, 0, &read10(40, 2)).unspecified(&[0xEE; 1024], 0);
+        let done = machine.adapter.execute(0, &read).unwrap();
+        assert_eq!(done.status(), SRB_STATUS_SUCCESS, "READ(10)");
+        assert_eq!(done.data, pattern);
+        // INQUIRY: not a data-out command, so a read.
+        let inquiry = [0x12, 0, 0, 0, 96, 0];
+        let expected = machine
+            .adapter
+            .execute(0, &Request::new(0, 0, &inquiry).reading(96))
+            .unwrap();
+        let done = machine
+            .adapter
+            .execute(0, &Request::new(0, 0, &inquiry).unspecified(&[], 96))
+            .unwrap();
+        // A short answer (an underrun) either way: the same status, length and bytes.
+        assert_eq!(
+            (done.status(), done.data_transfer_length),
+            (expected.status(), expected.data_transfer_length),
+            "INQUIRY"
+        );
+        assert_eq!(done.data, expected.data);
         machine.finish();
     }
 }
@@ -235,17 +328,94 @@ fn the_transfer_limit_is_honoured_exactly_at_the_boundary() {
     let done = machine.adapter.execute(0, &request).unwrap();
     assert_eq!(done.status(), SRB_STATUS_SUCCESS);
     assert_eq!(done.data_transfer_length, max);
-    // One more page than the SG list may hold is refused, never overflowed.
+    // One more page than the SG list may hold: StorPort never builds it (the class driver
+    // splits it), and the miniport, sent it by a port driver that breaks the rule, refuses it
+    // rather than overflowing.
     let over = max + 2 * 4096;
     let mut request = Request::new(0, 0, &read10(0, (over / 512) as u16)).reading(over);
     request.data_offset = 4096 - 512;
+    assert!(matches!(
+        machine.adapter.execute(0, &request),
+        Err(SimError::BeyondTransferLimits { length, .. }) if length == over
+    ));
+    request.ignore_port_limits = true;
     let done = machine.adapter.execute(0, &request).unwrap();
     assert_eq!(done.status(), SRB_STATUS_INVALID_REQUEST);
     machine.finish();
 }
 
+/// Hosts whose limits are far below QEMU's, each binding the transfer size in its own way: the
+/// miniport sizes its transfers from them, so requests of the largest size, at the worst buffer
+/// alignment, on every queue, stay within them (the device records any breach, and
+/// `Machine::finish` fails on one).
 #[test]
-fn a_queue_full_storm_returns_busy_and_loses_nothing() {
+fn a_host_with_small_limits_is_never_exceeded() {
+    let hosts = [
+        // seg_max binds: 5 segments, 4 pages whatever the alignment. Other sense and CDB sizes
+        // (the miniport writes its own), no EVENT_IDX, hot-plug offered.
+        (
+            DeviceOptions {
+                seg_max: 5,
+                sense_size: 64,
+                cdb_size: 16,
+                event_idx: false,
+                hotplug: true,
+                ..DeviceOptions::default()
+            },
+            4 * 4096,
+        ),
+        // max_sectors binds: 24 sectors.
+        (
+            DeviceOptions {
+                max_sectors: 24,
+                ..DeviceOptions::default()
+            },
+            24 * 512,
+        ),
+        // One small request queue binds: 8 entries hold header, response and 6 data segments.
+        (
+            DeviceOptions {
+                queue_size_overrides: QueueSizeOverrides::NONE.with(3, 8),
+                ..DeviceOptions::default()
+            },
+            5 * 4096,
+        ),
+    ];
+    for (device, expected) in hosts {
+        let machine = machine(
+            SimOptions {
+                processors: 4,
+                ..SimOptions::default()
+            },
+            device,
+        );
+        let max = machine
+            .adapter
+            .found_adapter()
+            .config
+            .maximum_transfer_length;
+        assert_eq!(max, expected, "{device:?}");
+        let blocks = u16::try_from(max / 512).unwrap();
+        for processor in 0..4u32 {
+            let lba = processor * u32::from(blocks);
+            let data: Vec<u8> = (0..max).map(|i| (i as u8) ^ (processor as u8)).collect();
+            let mut write = Request::new(0, 0, &write10(lba, blocks)).writing(&data);
+            write.data_offset = 4096 - 512;
+            let done = machine.adapter.execute(processor, &write).unwrap();
+            assert_eq!(done.status(), SRB_STATUS_SUCCESS, "{device:?}");
+            let mut read = Request::new(0, 0, &read10(lba, blocks)).reading(max);
+            read.data_offset = 4096 - 512;
+            let done = machine.adapter.execute(processor, &read).unwrap();
+            assert_eq!(done.status(), SRB_STATUS_SUCCESS, "{device:?}");
+            assert_eq!(done.data, data);
+        }
+        assert_eq!(machine.device.violations(), []);
+        machine.finish();
+    }
+}
+
+#[test]
+fn a_queue_full_storm_is_retried_by_storport_and_loses_nothing() {
     let device = DeviceOptions {
         queue_size: 8,
         completion: CompletionMode::Delayed {
@@ -261,33 +431,116 @@ fn a_queue_full_storm_returns_busy_and_loses_nothing() {
         },
         device,
     );
-    let mut pending: Vec<_> = (0..200u32).map(|i| (i, None)).collect();
-    let mut busy = 0usize;
-    while !pending.is_empty() {
-        for (i, ticket) in &mut pending {
-            let request = Request::new(0, 0, &read10(*i * 8, 8)).reading(4096);
-            *ticket = Some(machine.adapter.submit(*i % 2, &request).unwrap());
-        }
-        let mut retry = Vec::new();
-        for (i, ticket) in pending {
-            let done = machine.adapter.wait(ticket.unwrap(), WAIT).unwrap();
-            match done.status() {
-                SRB_STATUS_SUCCESS => {}
-                SRB_STATUS_BUSY => {
-                    busy += 1;
-                    retry.push((i, None));
-                }
-                other => panic!("request {i}: status {other:#x}"),
-            }
-        }
-        pending = retry;
+    // 200 requests at once: StorPort lets 32 reach the miniport (MaxNumberOfIO, four rings of
+    // eight), but both processors submit to the first two rings, which overflow. The miniport
+    // answers BUSY and calls StorPortBusy; StorPort sends each again until it fits.
+    let tickets: Vec<_> = (0..200u32)
+        .map(|i| {
+            let request = Request::new(0, 0, &read10(i * 8, 8)).reading(4096);
+            machine.adapter.submit(i % 2, &request).unwrap()
+        })
+        .collect();
+    for (i, ticket) in tickets.into_iter().enumerate() {
+        let done = machine.adapter.wait(ticket, WAIT).unwrap();
+        assert_eq!(done.status(), SRB_STATUS_SUCCESS, "request {i}");
     }
+    let figures = machine.adapter.port_queue_figures();
     assert!(
-        busy > 0,
-        "eight-entry rings must overflow with 200 requests in flight"
+        figures.busy_retries > 0 && figures.busy_calls > 0,
+        "eight-entry rings must overflow with 200 requests: {figures:?}"
     );
+    assert_eq!(full_resets(&machine), 0);
     assert_eq!(machine.adapter.outstanding(), 0);
     machine.finish();
+}
+
+/// A 1 MiB read whose indirect table is never contiguous (every SRB extension page stands
+/// alone) goes on the ring as a 258-descriptor direct chain: it needs half the 512-entry ring
+/// free at once, while small reads keep the ring full, each one that completes replaced at
+/// once, completions trickling in one by one. Refused BUSY once, the large read reserves its
+/// room: smaller requests are refused until the ring has drained enough, and it completes
+/// without a timeout or a reset. (Without the reservation every freed descriptor goes to a
+/// small read and the large one bounces BUSY until StorPort gives up on it.)
+#[test]
+fn a_large_direct_chain_is_not_starved_by_small_requests_on_a_busy_ring() {
+    let device = DeviceOptions {
+        request_queues: 1,
+        queue_size: 512,
+        seg_max: 510,
+        cmd_per_lun: 1024,
+        ..DeviceOptions::default()
+    };
+    // One processor: submissions, interrupts and DPCs all run there in order, so nothing but
+    // the ring's own rule decides who gets freed room.
+    let machine = Arc::new(machine(
+        SimOptions {
+            processors: 1,
+            contiguity: rvscsi_tests::sim::Contiguity::PageBoundary,
+            ..SimOptions::default()
+        },
+        device,
+    ));
+    // Small reads (LUN 0) complete no earlier than 500 ms from now, then each at a random
+    // moment within 400 ms of that or of its submission: the ring fills first, then drains one
+    // request at a time. The large read (LUN 1) completes as soon as the device has it.
+    let start = std::time::Instant::now();
+    let draws = Arc::new(AtomicUsize::new(0));
+    machine
+        .device
+        .set_fault_hook(Some(Arc::new(move |info: &RequestInfo| {
+            if info.lun != 0 {
+                return FaultAction::Normal;
+            }
+            let draw = draws.fetch_add(1, Ordering::Relaxed) as u64;
+            let jitter =
+                Duration::from_micros(draw.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32 & 0x3_FFFF);
+            let jitter = jitter.min(Duration::from_millis(400));
+            let due = (start + Duration::from_millis(500)).max(std::time::Instant::now()) + jitter;
+            FaultAction::Delay(due.saturating_duration_since(std::time::Instant::now()))
+        })));
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let small = {
+        let machine = Arc::clone(&machine);
+        let running = Arc::clone(&running);
+        std::thread::spawn(move || {
+            let mut in_flight = Vec::new();
+            let mut lba = 0u32;
+            while running.load(Ordering::Relaxed) || !in_flight.is_empty() {
+                in_flight.retain(|&ticket| {
+                    if machine.adapter.completed_at(ticket).is_none() {
+                        return true;
+                    }
+                    let done = machine.adapter.wait(ticket, WAIT).unwrap();
+                    assert_eq!(done.status(), SRB_STATUS_SUCCESS);
+                    false
+                });
+                while running.load(Ordering::Relaxed) && in_flight.len() < 600 {
+                    let request = Request::new(0, 0, &read10(lba % 60_000, 1)).reading(512);
+                    in_flight.push(machine.adapter.submit(0, &request).unwrap());
+                    lba += 1;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            machine.adapter.port_queue_figures().peak_in_miniport >= 512
+        }),
+        "the small reads never filled the ring"
+    );
+    let mut large = Request::new(0, 1, &read10(0, 2048)).reading(1 << 20);
+    // 10 SRB seconds: one second of real time before StorPort gives up on it.
+    large.timeout_seconds = 10;
+    let done = machine.adapter.execute(0, &large).unwrap();
+    running.store(false, Ordering::Relaxed);
+    small.join().unwrap();
+    assert_eq!(done.status(), SRB_STATUS_SUCCESS);
+    assert_eq!(done.data_transfer_length, 1 << 20);
+    assert_eq!(full_resets(&machine), 0);
+    assert!(machine.adapter.port_queue_figures().busy_retries > 0);
+    machine.device.set_fault_hook(None);
+    Arc::into_inner(machine).unwrap().finish();
 }
 
 #[test]

@@ -45,6 +45,7 @@ unsafe extern "system" {
     fn StorPortWriteRegisterUlong(ext: *mut c_void, register: *mut c_void, value: u32);
     fn StorPortReadRegisterUlong(ext: *mut c_void, register: *mut c_void) -> u32;
     fn StorPortCompleteRequest(ext: *mut c_void, path: u8, target: u8, lun: u8, status: u8);
+    fn StorPortBusy(ext: *mut c_void, requests: u32) -> u8;
 }
 
 unsafe extern "C" {
@@ -99,6 +100,12 @@ enum Mode {
     /// HwStorUnitControl's query writes past MaxControlType, and every other type is answered
     /// Success though the query did not report it.
     BadUnitControl,
+    /// Answer the first three requests BUSY (calling StorPortBusy), then complete normally.
+    BusyThrice,
+    /// Answer every request BUSY.
+    AlwaysBusy,
+    /// HwFindAdapter writes FALSE through `Reserved3`, as a SCSIport miniport clears `Again`.
+    WritesReserved3,
 }
 
 thread_local! {
@@ -144,6 +151,13 @@ struct Extension {
     interrupt_lock_held: AtomicU32,
     /// ISRs that ran while HwStartIo held the interrupt lock.
     isr_under_interrupt_lock: AtomicU32,
+    /// `HoldUntilReset`: requests held now and the most held at once, per LUN (0..8) and in all.
+    holding: [AtomicU32; 8],
+    holding_peak: [AtomicU32; 8],
+    holding_total: AtomicU32,
+    holding_total_peak: AtomicU32,
+    /// StartIo calls (`BusyThrice`, `AlwaysBusy`).
+    starts: AtomicU32,
 }
 
 impl Extension {
@@ -387,10 +401,14 @@ extern "system" fn find_adapter(
     _bus: *mut c_void,
     _argument: *mut u8,
     config: *mut c_void,
-    _again: *mut u8,
+    reserved3: *mut u8,
 ) -> u32 {
     let e = ext(extension);
     e.mode = MODE.with(Cell::get);
+    if e.mode == Mode::WritesReserved3 {
+        // SAFETY: the simulator passes a valid byte (which it then checks).
+        unsafe { reserved3.write(0) };
+    }
     // SAFETY: StorPort's PORT_CONFIGURATION_INFORMATION.
     let info = unsafe { &mut *config.cast::<PortConfigurationInformation>() };
     e.seen_config = *info;
@@ -564,8 +582,19 @@ extern "system" fn start_io(extension: *mut c_void, srb: *mut c_void) -> u8 {
     e.max_in_start_io.fetch_max(inside, Ordering::SeqCst);
     std::thread::yield_now();
     match e.mode {
-        Mode::Immediate | Mode::BadUnitControl => {
+        Mode::Immediate | Mode::BadUnitControl | Mode::WritesReserved3 => {
             execute(extension, srb);
+            complete(extension, srb);
+        }
+        Mode::BusyThrice | Mode::AlwaysBusy => {
+            let start = e.starts.fetch_add(1, Ordering::SeqCst);
+            if e.mode == Mode::AlwaysBusy || start < 3 {
+                // SAFETY: StorPortBusy with this adapter's extension, in HwStartIo.
+                unsafe { StorPortBusy(extension, 1) };
+                set_status(srb, abi::SRB_STATUS_BUSY, 0);
+            } else {
+                execute(extension, srb);
+            }
             complete(extension, srb);
         }
         Mode::DoubleComplete => {
@@ -595,6 +624,11 @@ extern "system" fn start_io(extension: *mut c_void, srb: *mut c_void) -> u8 {
             unsafe { StorPortWriteRegisterUlong(extension, e.registers as *mut c_void, 1) };
         }
         Mode::HoldUntilReset | Mode::HoldForever => {
+            let lun = usize::from(view(srb).lun).min(7);
+            let held = e.holding[lun].fetch_add(1, Ordering::SeqCst) + 1;
+            e.holding_peak[lun].fetch_max(held, Ordering::SeqCst);
+            let total = e.holding_total.fetch_add(1, Ordering::SeqCst) + 1;
+            e.holding_total_peak.fetch_max(total, Ordering::SeqCst);
             execute(extension, srb);
         }
         Mode::InterruptLockIsEveryMessageLock => {
@@ -695,6 +729,11 @@ extern "system" fn completion_dpc(
 
 extern "system" fn reset_bus(extension: *mut c_void, path: u32) -> u8 {
     if ext(extension).mode == Mode::HoldUntilReset {
+        let e = ext(extension);
+        for held in &e.holding {
+            held.store(0, Ordering::SeqCst);
+        }
+        e.holding_total.store(0, Ordering::SeqCst);
         // SAFETY: completing everything on the path, as a bus reset does.
         unsafe {
             StorPortNotification(RESET_DETECTED, extension);
@@ -1099,6 +1138,19 @@ fn requests_from_many_threads_complete_once_through_interrupt_and_dpc() {
 }
 
 #[test]
+fn writing_through_find_adapters_reserved3_is_caught() {
+    let (adapter, _device) = boot(Mode::WritesReserved3);
+    let violations = adapter.shutdown();
+    assert_eq!(
+        violations,
+        [Violation::FindAdapterWroteReserved3 { value: 0 }]
+    );
+    // A miniport that leaves it alone is not flagged.
+    let (adapter, _device) = boot(Mode::Immediate);
+    assert_eq!(adapter.shutdown(), []);
+}
+
+#[test]
 fn double_completion_is_caught() {
     let (adapter, _device) = boot(Mode::DoubleComplete);
     let done = adapter
@@ -1175,6 +1227,130 @@ fn a_timed_out_request_gets_a_bus_reset_and_completes() {
             .any(|n| matches!(n, Notification::TimeoutReset { path: 0, .. }))
     );
     assert!(notifications.contains(&Notification::ResetDetected));
+    assert_eq!(adapter.shutdown(), Vec::new());
+}
+
+#[test]
+fn storport_never_builds_a_transfer_beyond_the_reported_limits() {
+    // The test miniport reports MaximumTransferLength 1 MiB and 257 physical breaks.
+    let (adapter, _device) = boot(Mode::Immediate);
+    let read = |len: u32, offset: u16| {
+        let blocks = (len / 512) as u16;
+        let mut request = Request::new(
+            0,
+            0,
+            &[0x28, 0, 0, 0, 0, 0, 0, (blocks >> 8) as u8, blocks as u8, 0],
+        )
+        .reading(len);
+        request.data_offset = offset;
+        request
+    };
+    // At the limit, at the worst offset: 257 pages, within 258.
+    let done = adapter.execute(0, &read(0x10_0000, 4095)).unwrap();
+    assert_eq!(done.status(), abi::SRB_STATUS_SUCCESS);
+    assert_eq!(
+        adapter.submit(0, &read(0x10_0000 + 512, 0)),
+        Err(SimError::BeyondTransferLimits {
+            length: 0x10_0000 + 512,
+            pages: 257,
+            max_transfer_length: 0x10_0000,
+            physical_breaks: 257,
+        })
+    );
+    assert_eq!(adapter.outstanding(), 0);
+    assert_eq!(adapter.shutdown(), Vec::new());
+}
+
+#[test]
+fn a_miniport_accepting_a_transfer_beyond_its_limits_is_caught() {
+    // The test miniport completes every read with SUCCESS, whatever its length: sent one
+    // beyond the limits it reported by a port driver that ignores them, it claims it.
+    let (adapter, _device) = boot(Mode::Immediate);
+    let len = 0x10_0000 + 4096;
+    let blocks = (len / 512) as u16;
+    let mut request = Request::new(
+        0,
+        0,
+        &[0x28, 0, 0, 0, 0, 0, 0, (blocks >> 8) as u8, blocks as u8, 0],
+    )
+    .reading(len);
+    request.ignore_port_limits = true;
+    let ticket = adapter.submit(0, &request).unwrap();
+    let done = adapter.wait(ticket, Duration::from_secs(10)).unwrap();
+    assert_eq!(done.status(), abi::SRB_STATUS_SUCCESS);
+    assert_eq!(
+        adapter.shutdown(),
+        vec![Violation::AcceptedBeyondTransferLimits { ticket: ticket.0 }]
+    );
+}
+
+#[test]
+fn storport_holds_requests_beyond_the_lun_queue_depth_and_max_number_of_io() {
+    // The test miniport reports MaxNumberOfIO 77 and MaxIOsPerLun 33 and leaves
+    // InitialLunQueueDepth at StorPort's 20; it holds every request until HwResetBus. 25
+    // requests to each of six LUNs (150) must reach it at most 20 per LUN and 77 in all; the
+    // rest wait in the port driver and go to the miniport as the resets complete the others.
+    let (adapter, _device) = boot(Mode::HoldUntilReset);
+    let mut tickets = Vec::new();
+    for lun in 0..6u8 {
+        for _ in 0..25 {
+            let mut request = Request::new(0, lun, &[0, 0, 0, 0, 0, 0]);
+            request.timeout_seconds = 3;
+            tickets.push(adapter.submit(u32::from(lun % 2), &request).unwrap());
+        }
+    }
+    for ticket in tickets {
+        let done = adapter.wait(ticket, Duration::from_secs(30)).unwrap();
+        assert_eq!(done.status(), abi::SRB_STATUS_BUS_RESET);
+    }
+    let e = extension_of(&adapter);
+    assert_eq!(e.holding_total_peak.load(Ordering::SeqCst), 77);
+    let peaks: Vec<u32> = e.holding_peak[..6]
+        .iter()
+        .map(|peak| peak.load(Ordering::SeqCst))
+        .collect();
+    // The first LUNs reach their depth in the first round; none ever exceeds it.
+    assert_eq!(peaks[0], 20, "{peaks:?}");
+    assert!(peaks.iter().all(|&peak| peak <= 20), "{peaks:?}");
+    assert_eq!(adapter.shutdown(), Vec::new());
+}
+
+#[test]
+fn storport_sends_a_busy_request_again_until_it_completes() {
+    let (adapter, _device) = boot(Mode::BusyThrice);
+    let done = adapter
+        .execute(0, &Request::new(0, 0, &[0x12, 0, 0, 0, 36, 0]).reading(36))
+        .unwrap();
+    assert_eq!(done.status(), abi::SRB_STATUS_SUCCESS);
+    assert_eq!(
+        done.data.len(),
+        36,
+        "the retry's DataTransferLength is the buffer's"
+    );
+    let e = extension_of(&adapter);
+    assert_eq!(e.starts.load(Ordering::SeqCst), 4);
+    let figures = adapter.port_queue_figures();
+    assert_eq!((figures.busy_retries, figures.busy_calls), (3, 3));
+    assert_eq!(adapter.shutdown(), Vec::new());
+}
+
+#[test]
+fn a_request_busy_past_its_timeout_fails_busy_to_the_class_driver() {
+    let (adapter, _device) = boot(Mode::AlwaysBusy);
+    let mut request = Request::new(0, 0, &[0, 0, 0, 0, 0, 0]);
+    request.timeout_seconds = 2;
+    let done = adapter.execute(0, &request).unwrap();
+    assert_eq!(done.status(), abi::SRB_STATUS_BUSY);
+    // Resent for 200 ms of real time, each time after StorPortBusy's hold (which, with no
+    // other request to complete, lasts its whole limit), and never reset: the miniport
+    // answered every time.
+    assert!(extension_of(&adapter).starts.load(Ordering::SeqCst) > 1);
+    assert!(
+        !adapter
+            .notifications()
+            .iter()
+            .any(|n| matches!(n, Notification::TimeoutReset { .. }))
+    );
     assert_eq!(adapter.shutdown(), Vec::new());
 }
 

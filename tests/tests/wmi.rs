@@ -10,24 +10,25 @@ use rvscsi_tests::device::target::{Lun, LunIdentity};
 use rvscsi_tests::harness::{Machine, boot};
 use rvscsi_tests::scenario::anonymous_disk;
 use rvscsi_tests::sim::{
-    Completion, Request, SimOptions, WMI_GUARD_BYTE, WMI_GUARD_LEN, WmiRequest,
+    AdapterKey, Completion, FIRST_REGINFO_BUFFER, Request, SimOptions, WMI_GUARD_BYTE,
+    WMI_GUARD_LEN, WmiRequest,
 };
-use rvscsi_wmi::dispatch::dispatch;
+use rvscsi_wmi::dispatch::{Provider, dispatch, stamp_reply_time};
 use rvscsi_wmi::guid::Guid;
 use rvscsi_wmi::hba::methods::sam_lun;
 use rvscsi_wmi::hba::rvscsi::{RVSCSI_ADAPTER_LIMITS_GUID, RVSCSI_QUEUE_STATISTICS_GUID};
 use rvscsi_wmi::hba::sm::{
     GetAdapterPortAttributesIn, GetDiscoveredPortAttributesIn, GetPortAttributesByWwnIn,
     MS_SM_ADAPTER_INFORMATION_QUERY_GUID, MS_SM_PORT_INFORMATION_METHODS_GUID,
-    MS_SM_SCSI_INFORMATION_METHODS_GUID, MS_SM_TARGET_INFORMATION_METHODS_GUID, PortState,
-    ScsiInquiryIn, ScsiReadCapacityIn, ScsiReportLunsIn, WwnPairCountIn, hba_status, port_method,
-    sas_speed, scsi_method, target_method,
+    MS_SM_SCSI_INFORMATION_METHODS_GUID, MS_SM_TARGET_INFORMATION_METHODS_GUID,
+    PORT_ATTRIBUTES_FIXED_SIZE, PortState, ScsiInquiryIn, ScsiReadCapacityIn, ScsiReportLunsIn,
+    WwnPairCountIn, hba_status, port_method, sas_speed, scsi_method, target_method,
 };
 use rvscsi_wmi::hba::{
     AdapterLimits, HbaInfo, HbaProvider, LunInfo, PhyInfo, PhyStatistics, PortInfo,
     ProtocolStatistics, QueueStatistics, TargetInfo,
 };
-use rvscsi_wmi::sas::{PciLocation, SasAddress, unique_adapter_id};
+use rvscsi_wmi::sas::SasAddress;
 use rvscsi_wmi::status::WmiStatus;
 use rvscsi_wmi::wnode::{
     MinorFunction, WNODE_FLAG_STATIC_INSTANCE_NAMES, WnodeAllData, WnodeHeader, WnodeMethodItem,
@@ -63,22 +64,19 @@ struct Expected {
     limits: AdapterLimits,
 }
 
-/// What the adapter must report, from the platform (bus, slot, BARs), the device's
-/// configuration space and options, and the features the device saw the driver accept.
-fn expected(machine: &Machine, pci_location: (u32, u32)) -> Expected {
-    let bar = machine
+/// What the adapter must report, from the identifier in the device's hardware key, the
+/// device's configuration space and options, and the features the device saw the driver
+/// accept.
+fn expected(machine: &Machine) -> Expected {
+    // The identifier the miniport created on its first start and keeps in the device's
+    // hardware key (REG_BINARY, 8 bytes).
+    let (value_type, stored) = machine
         .adapter
-        .bars()
-        .into_iter()
-        .find(|(_, _, io)| !io)
-        .map_or(0, |(_, address, _)| address);
-    let fold = (bar ^ (bar >> 16) ^ (bar >> 32) ^ (bar >> 48)) as u16;
-    let id = unique_adapter_id(PciLocation {
-        segment: fold,
-        bus: pci_location.0 as u8,
-        device: (pci_location.1 & 0x1F) as u8,
-        function: ((pci_location.1 >> 5) & 7) as u8,
-    });
+        .adapter_key()
+        .value("RvscsiAdapterId")
+        .expect("the adapter identifier is kept in the hardware key");
+    assert_eq!(value_type, 3, "REG_BINARY");
+    let id = u64::from_le_bytes(stored.try_into().unwrap());
     let config = machine.device.pci_config();
     let options = DeviceOptions::default();
     let features = machine.device.registers().driver_features();
@@ -238,6 +236,15 @@ fn send(
         .unwrap()
 }
 
+/// The system time as StorPortQuerySystemTime reports it: 100 ns units since 1601.
+fn system_time() -> u64 {
+    const EPOCH_DIFFERENCE: u64 = 116_444_736_000_000_000;
+    let since_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    EPOCH_DIFFERENCE + u64::try_from(since_unix.as_nanos() / 100).unwrap()
+}
+
 fn guard_intact(completion: &Completion, len: usize) {
     assert_eq!(completion.data.len(), len + WMI_GUARD_LEN);
     assert!(
@@ -257,7 +264,21 @@ fn same_as_direct(
 ) -> Completion {
     let mut direct = buffer.clone();
     let reply = dispatch(minor as u8, &mut direct, &mut HbaProvider::new(info));
+    let before = system_time();
     let completion = send(machine, minor, guid, buffer);
+    let after = system_time();
+    // A data reply carries the system time it was made (as WMILIB stamps it): between the
+    // send and the completion. Stamped the same, the direct reply must match byte for byte.
+    let stamped = completion
+        .data
+        .get(16..24)
+        .map_or(0, |bytes| u64::from_le_bytes(bytes.try_into().unwrap()));
+    if stamp_reply_time(minor as u8, &mut direct, &reply, stamped) {
+        assert!(
+            (before..=after).contains(&stamped),
+            "{minor:?} {guid:?}: TimeStamp {stamped} outside {before}..={after}"
+        );
+    }
     assert_eq!(
         completion.srb_status,
         srb_status(reply.status),
@@ -287,7 +308,7 @@ fn every_class_answers_exactly_as_the_dispatcher_in_both_srb_shapes() {
     for classic in [false, true] {
         let location = (0, 3);
         let machine = machine(classic, location);
-        let expected = expected(&machine, location);
+        let expected = expected(&machine);
         let info = info(&expected);
         let reginfo = same_as_direct(&machine, &info, MinorFunction::RegInfo, None, vec![0; 1024]);
         assert_eq!(reginfo.srb_status, SRB_STATUS_SUCCESS);
@@ -382,7 +403,7 @@ fn every_class_answers_exactly_as_the_dispatcher_in_both_srb_shapes() {
 fn a_small_buffer_gets_the_size_needed() {
     for classic in [false, true] {
         let machine = machine(classic, (0, 3));
-        let expected = expected(&machine, (0, 3));
+        let expected = expected(&machine);
         let info = info(&expected);
         // WNODE_TOO_SMALL: success, 56 bytes, SizeNeeded at 48.
         let guid = MS_SM_ADAPTER_INFORMATION_QUERY_GUID;
@@ -431,7 +452,7 @@ fn a_small_buffer_gets_the_size_needed() {
 }
 
 #[test]
-fn lying_lengths_and_lun_requests_are_refused_without_overrun() {
+fn lying_lengths_are_refused_without_overrun() {
     for classic in [false, true] {
         let machine = machine(classic, (0, 3));
         let guid = MS_SM_ADAPTER_INFORMATION_QUERY_GUID;
@@ -460,24 +481,87 @@ fn lying_lengths_and_lun_requests_are_refused_without_overrun() {
         assert_eq!(completion.srb_status, SRB_STATUS_INVALID_REQUEST);
         assert!(completion.data[..20].iter().all(|&b| b == 0x5A));
         guard_intact(&completion, 20);
-        // A request for a logical unit, not the adapter: SCSIWMILIB refuses it.
-        let mut request = WmiRequest::adapter(
-            MinorFunction::QueryAllData as u8,
-            None,
-            all_data(guid, 4096),
-        );
-        request.flags = 0;
-        let completion = machine.adapter.wmi(0, &request).unwrap();
-        assert_eq!(
-            (completion.srb_status, completion.data_transfer_length),
-            (SRB_STATUS_INVALID_REQUEST, 0)
-        );
         // An unknown minor function.
         let completion = machine
             .adapter
             .wmi(0, &WmiRequest::adapter(12, None, vec![0; 128]))
             .unwrap();
         assert_eq!(completion.srb_status, SRB_STATUS_INVALID_REQUEST);
+        machine.finish();
+    }
+}
+
+#[test]
+fn a_logical_unit_request_succeeds_with_no_data() {
+    // The miniport registers no unit-level blocks: a request for a logical unit (WMIFlags 0,
+    // the SRB addressed to the unit) completes SUCCESS with no data and the buffer untouched,
+    // as the WDK's SCSIWMI samples and vioscsi answer it.
+    for classic in [false, true] {
+        let machine = machine(classic, (0, 3));
+        let guid = MS_SM_ADAPTER_INFORMATION_QUERY_GUID;
+        let mut path = [0; 16];
+        path.copy_from_slice(guid.as_bytes());
+        for (minor, buffer) in [
+            (MinorFunction::QueryAllData, all_data(guid, 4096)),
+            (MinorFunction::QuerySingleInstance, single(guid, 0, 4096)),
+            (MinorFunction::RegInfoEx, vec![0x3C; 1024]),
+        ] {
+            let original = buffer.clone();
+            let request = WmiRequest::logical_unit(1, 0, minor as u8, Some(path), buffer);
+            let completion = machine.adapter.wmi(0, &request).unwrap();
+            assert_eq!(
+                (completion.srb_status, completion.data_transfer_length),
+                (SRB_STATUS_SUCCESS, 0),
+                "{minor:?}"
+            );
+            assert_eq!(
+                &completion.data[..original.len()],
+                &original[..],
+                "{minor:?}"
+            );
+            guard_intact(&completion, original.len());
+        }
+        machine.finish();
+    }
+}
+
+#[test]
+fn windows_registers_with_reginfo_ex_and_finds_every_class() {
+    // WMI on Windows XP and later asks for the registration with IRP_MN_REGINFO_EX; a driver
+    // that answers only IRP_MN_REGINFO registers nothing and every class is empty.
+    for classic in [false, true] {
+        let location = (0, 3);
+        let machine = machine(classic, location);
+        let expected = expected(&machine);
+        let info = info(&expected);
+        let provider = HbaProvider::new(&info);
+        let registration = machine.adapter.wmi_register(0).unwrap();
+        let registered: Vec<_> = registration
+            .guids
+            .iter()
+            .map(|row| (row.guid, row.flags, row.instance_count))
+            .collect();
+        let table: Vec<_> = provider
+            .guids()
+            .iter()
+            .map(|row| {
+                let mut guid = [0; 16];
+                guid.copy_from_slice(row.guid.as_bytes());
+                (guid, row.flags, row.instance_count)
+            })
+            .collect();
+        assert_eq!(registered, table);
+        assert!(registered.iter().any(|(guid, _, count)| {
+            guid == MS_SM_ADAPTER_INFORMATION_QUERY_GUID.as_bytes() && *count == 1
+        }));
+        assert_eq!(
+            registration.mof_resource_name.as_deref(),
+            provider.query_reginfo().mof_resource_name
+        );
+        // The first buffer was too small; the retry had exactly the size the driver asked for.
+        assert_eq!(registration.buffer_sizes.len(), 2, "{registration:?}");
+        assert_eq!(registration.buffer_sizes[0], FIRST_REGINFO_BUFFER);
+        assert!(registration.buffer_sizes[1] > FIRST_REGINFO_BUFFER);
         machine.finish();
     }
 }
@@ -494,14 +578,58 @@ fn adapter_id(machine: &Machine) -> u64 {
     u64::from_le_bytes(completion.data[64..72].try_into().unwrap())
 }
 
+/// A one-disk machine at `pci_location` whose device's hardware key is `key`.
+fn machine_with_key(pci_location: (u32, u32), key: AdapterKey) -> Machine {
+    boot(
+        SimOptions {
+            pci_location,
+            adapter_key: key,
+            ..SimOptions::default()
+        },
+        DeviceOptions::default(),
+        vec![(0, 0, anonymous_disk(BLOCKS).unwrap())],
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_adapter_identity_is_kept_across_boots_and_differs_between_cloned_machines() {
+    let location = (0, 3);
+    let key = AdapterKey::default();
+    let first = machine_with_key(location, key.clone());
+    let id = adapter_id(&first);
+    assert_eq!(id, expected(&first).id);
+    first.finish();
+    // The same machine booted again (its hardware key kept): the same identity.
+    let rebooted = machine_with_key(location, key.clone());
+    assert_eq!(adapter_id(&rebooted), id);
+    rebooted.finish();
+    // Another VM cloned from the same template, in the same slot, its device instance reset
+    // by sysprep's generalize pass (an empty hardware key): another identity, and so another
+    // serial number and SAS address.
+    let clone = machine_with_key(location, AdapterKey::default());
+    let clone_id = adapter_id(&clone);
+    assert_ne!(clone_id, id);
+    assert_ne!(
+        expected(&clone).serial,
+        format!("{:016X}", SasAddress::for_adapter(id).to_u64())
+    );
+    clone.finish();
+    // A disk copied without generalize copies the hardware key, and with it the identity
+    // (documented in `rvscsi::identity`; deleting the value makes a new one).
+    let copied = machine_with_key(location, key.copied());
+    assert_eq!(adapter_id(&copied), id);
+    copied.finish();
+}
+
 #[test]
 fn two_adapters_have_different_unique_ids() {
     let first = machine(false, (0, 3));
     let second = machine(false, (0, 4));
     let third = machine(true, (2, 3));
     let ids = [adapter_id(&first), adapter_id(&second), adapter_id(&third)];
-    assert_eq!(ids[0], expected(&first, (0, 3)).id);
-    assert_eq!(ids[1], expected(&second, (0, 4)).id);
+    assert_eq!(ids[0], expected(&first).id);
+    assert_eq!(ids[1], expected(&second).id);
     assert_ne!(ids[0], ids[1]);
     assert_ne!(ids[0], ids[2]);
     assert_ne!(ids[1], ids[2]);
@@ -646,7 +774,7 @@ fn scsi_in(info: &HbaInfo<'_>, target: &TargetInfo<'_>, lun: u8) -> ([u8; 8], [u
 fn target_mapping_and_scsi_methods_answer_what_the_device_said_after_a_bus_scan() {
     let location = (0, 5);
     let machine = three_disk_machine(location);
-    let expected = expected(&machine, location);
+    let expected = expected(&machine);
     let target_guid = MS_SM_TARGET_INFORMATION_METHODS_GUID;
     let local = SasAddress::for_adapter(expected.id).0;
     let mapping_in = |entries: u32| {
@@ -781,6 +909,17 @@ fn scan_and_read(machine: &Machine) -> Vec<DeviceAnswers> {
 }
 
 /// The port and REPORT LUNS methods agree with the dispatcher on `info` for every target.
+/// `LocalSASAddress` and `AttachedSASAddress` of the `MS_SMHBA_SAS_Port` in a port-attributes
+/// method reply: output at 72, `HBAStatus`, the 8-aligned `MS_SMHBA_PORTATTRIBUTES`, whose
+/// port-specific attributes start at `PORT_ATTRIBUTES_FIXED_SIZE`.
+fn sas_port(reply: &Completion) -> ([u8; 8], [u8; 8]) {
+    let sas = 72 + 8 + PORT_ATTRIBUTES_FIXED_SIZE;
+    (
+        reply.data[sas + 4..sas + 12].try_into().unwrap(),
+        reply.data[sas + 12..sas + 20].try_into().unwrap(),
+    )
+}
+
 fn port_methods_agree(
     machine: &Machine,
     info: &HbaInfo<'_>,
@@ -793,7 +932,7 @@ fn port_methods_agree(
         port_index: U32::new(0),
         port_specific_attributes_max_size: U32::new(64),
     };
-    same_as_direct(
+    let reply = same_as_direct(
         machine,
         info,
         MinorFunction::ExecuteMethod,
@@ -805,7 +944,11 @@ fn port_methods_agree(
             4096,
         ),
     );
-    for index in 0..3 {
+    let adapter = sas_port(&reply);
+    assert_eq!(adapter.0, local);
+    let mut discovered = Vec::new();
+    // Two targets and, after them, the virtual expander they attach through.
+    for index in 0..4 {
         let input = GetDiscoveredPortAttributesIn {
             port_index: U32::new(0),
             discovered_port_index: U32::new(index),
@@ -824,12 +967,27 @@ fn port_methods_agree(
             ),
         );
         let status = u32::from_le_bytes(reply.data[72..76].try_into().unwrap());
-        let wanted = if index < 2 {
+        let wanted = if index < 3 {
+            discovered.push(sas_port(&reply));
             hba_status::OK
         } else {
             hba_status::ERROR_ILLEGAL_INDEX
         };
         assert_eq!(status, wanted, "discovered port {index}");
+    }
+    // A consistent topology: what the adapter's port attaches to is a discovered port, and
+    // every discovered port attaches to the adapter's port or to another discovered port.
+    let locals: Vec<[u8; 8]> = discovered.iter().map(|port| port.0).collect();
+    assert!(
+        locals.contains(&adapter.1),
+        "adapter attached to {:02X?}",
+        adapter.1
+    );
+    for (port_local, attached) in &discovered {
+        assert!(
+            *attached == local || (locals.contains(attached) && attached != port_local),
+            "{port_local:02X?} attached to {attached:02X?}"
+        );
     }
     for target in targets {
         let input = GetPortAttributesByWwnIn {

@@ -128,6 +128,33 @@ impl<'a> MethodIo<'a> {
             })
     }
 
+    /// A copy of the input parameters as the structure `T`, accepting an input that ends after
+    /// its last item: `items` bytes, less than `size_of::<T>()` when C pads `T`'s tail. WMI's
+    /// COM layer lays method parameters out from the MOF, item by item, and sends the end of
+    /// the last item, not the C `sizeof`; the missing tail padding reads as zeros.
+    ///
+    /// # Errors
+    /// [`WmiError::MethodInputTooShort`] if the input is shorter than `items`.
+    pub fn read_input_items<T: FromBytes + IntoBytes>(&self, items: usize) -> Result<T, WmiError> {
+        let input = self.input();
+        if input.len() >= size_of::<T>() {
+            return self.read_input();
+        }
+        if input.len() < items {
+            return Err(WmiError::MethodInputTooShort {
+                method_id: self.method_id,
+                needed: items as u32,
+                available: input.len() as u32,
+            });
+        }
+        let mut value = T::new_zeroed();
+        let bytes = value.as_mut_bytes();
+        if let Some(prefix) = bytes.get_mut(..input.len()) {
+            prefix.copy_from_slice(input);
+        }
+        Ok(value)
+    }
+
     /// The output encoder, positioned at `DataBlockOffset`. Taking it ends access to the input.
     pub fn output(&mut self) -> &mut Encoder<'a> {
         if let Some(region) = self.region.take() {
@@ -269,7 +296,8 @@ pub fn dispatch<P: Provider + ?Sized>(
         Err(code) => return failure(WmiError::UnknownMinorFunction(code)),
     };
     let result = match minor {
-        MinorFunction::RegInfo => return reginfo(buffer, provider),
+        // Windows XP and later register with REGINFO_EX; the reply is the same WMIREGINFO.
+        MinorFunction::RegInfo | MinorFunction::RegInfoEx => return reginfo(buffer, provider),
         MinorFunction::QueryAllData => query_all_data(buffer, provider),
         MinorFunction::QuerySingleInstance => query_single_instance(buffer, provider),
         MinorFunction::ChangeSingleInstance => change_single_instance(buffer, provider),
@@ -296,6 +324,39 @@ pub fn dispatch<P: Provider + ?Sized>(
             error: Some(WmiError::BufferTooSmall { needed }),
         },
         Err(error) => failure(error),
+    }
+}
+
+/// Stamps a data reply's `WnodeHeader.TimeStamp` with `system_time` (100 ns units since 1601,
+/// `KeQuerySystemTime`'s), as WMILIB's `WmiCompleteRequest` does for the replies that carry
+/// data: `IRP_MN_QUERY_ALL_DATA`, `IRP_MN_QUERY_SINGLE_INSTANCE` and `IRP_MN_EXECUTE_METHOD`
+/// answered in full. [`dispatch`] leaves the request's timestamp in place (it has no clock);
+/// the caller stamps after it. Returns whether it stamped.
+pub fn stamp_reply_time(
+    minor_function: u8,
+    buffer: &mut [u8],
+    reply: &Reply,
+    system_time: u64,
+) -> bool {
+    let data_reply = matches!(
+        MinorFunction::try_from(minor_function),
+        Ok(MinorFunction::QueryAllData
+            | MinorFunction::QuerySingleInstance
+            | MinorFunction::ExecuteMethod)
+    );
+    if !data_reply || reply.status != WmiStatus::Success || reply.error.is_some() {
+        return false;
+    }
+    let at = core::mem::offset_of!(WnodeHeader, timestamp);
+    if (reply.bytes_returned as usize) < size_of::<WnodeHeader>() {
+        return false;
+    }
+    match buffer.get_mut(at..at + 8) {
+        Some(field) => {
+            field.copy_from_slice(&system_time.to_le_bytes());
+            true
+        }
+        None => false,
     }
 }
 

@@ -5,7 +5,9 @@
 //! byte-aligned (`Unaligned`), so it can be read from and written to any offset of a request
 //! buffer without alignment assumptions. Where C inserts padding, the padding is an explicit
 //! field. `tests/c_layout.rs` compiles `_Static_assert`s generated from these sizes and offsets
-//! against mingw-w64's `wmistr.h` with the x86-64 Windows cross compiler.
+//! against mingw-w64's `wmistr.h` with the x86-64 Windows cross compiler. Where mingw-w64's
+//! declaration differs from Microsoft's (the WDK's `wmistr.h`, documented on learn.microsoft.com),
+//! the values follow Microsoft's, and the layout test says which source each value follows.
 
 use core::mem::offset_of;
 
@@ -72,9 +74,15 @@ const _: () = assert!(offset_of!(WnodeAllData, offset_instance_name_offsets) == 
 /// `WNODE_FLAG_FIXED_INSTANCE_SIZE` is set, else the `OffsetInstanceDataAndLength[]` table.
 pub const WNODE_ALL_DATA_UNION_OFFSET: usize = size_of::<WnodeAllData>();
 
-/// `sizeof(WNODE_ALL_DATA)` in C (the one-element union padded to 8): the smallest buffer WMI
-/// sends with `IRP_MN_QUERY_ALL_DATA`, and the smallest `BufferSize` this crate replies with.
-pub const WNODE_ALL_DATA_C_SIZE: usize = 72;
+/// `sizeof(WNODE_ALL_DATA)` as Windows computes it: the smallest buffer WMI sends with
+/// `IRP_MN_QUERY_ALL_DATA`, and the smallest `BufferSize` this crate replies with.
+///
+/// Microsoft's `wmistr.h` (the WDK's, which Windows and WMI are built with) declares
+/// `OffsetInstanceDataAndLength[]` open-ended, so the union is one `ULONG` and the size is the
+/// fixed part (60) + 4, padded to the header's 8-byte alignment: 64. mingw-w64 declares the
+/// array with one element, which makes its `sizeof` 72; a dispatcher that used 72 would refuse
+/// the 64–71-byte buffers WMI sizes as enough.
+pub const WNODE_ALL_DATA_C_SIZE: usize = 64;
 
 /// `OFFSETINSTANCEDATAANDLENGTH` (wmistr.h): one entry of the variable-size instance table.
 #[derive(
@@ -287,6 +295,9 @@ pub enum MinorFunction {
     RegInfo = 8,
     /// `IRP_MN_EXECUTE_METHOD` (9).
     ExecuteMethod = 9,
+    /// `IRP_MN_REGINFO_EX` (0x0B): the registration WMI asks for on Windows XP and later, in the
+    /// same `WMIREGINFO` format as `IRP_MN_REGINFO`, which it replaces.
+    RegInfoEx = 0x0B,
 }
 
 impl TryFrom<u8> for MinorFunction {
@@ -304,6 +315,7 @@ impl TryFrom<u8> for MinorFunction {
             7 => Self::DisableCollection,
             8 => Self::RegInfo,
             9 => Self::ExecuteMethod,
+            0x0B => Self::RegInfoEx,
             other => return Err(other),
         })
     }
@@ -315,12 +327,12 @@ mod tests {
 
     #[test]
     fn minor_function_round_trips_and_rejects_the_rest() {
-        for code in 0..=9u8 {
+        for code in (0..=9u8).chain([0x0B]) {
             let minor = MinorFunction::try_from(code).unwrap();
             assert_eq!(minor as u8, code);
         }
-        // IRP_MN_REGINFO_EX (0x0b) and anything above are not dispatched to miniports.
-        for code in 10..=255u8 {
+        // 0x0A is no WMI minor function; IRP_MN_REGINFO_EX (0x0B) is the last one.
+        for code in [0x0A].into_iter().chain(0x0C..=255u8) {
             assert_eq!(MinorFunction::try_from(code), Err(code));
         }
     }

@@ -135,6 +135,13 @@ typedef struct { ULONG HBAStatus; UCHAR ScsiStatus; ULONG OutRespBufferSize;
 ";
 
 /// `(C expression, Rust value)` pairs for the wmistr.h structures, flags and the statuses.
+///
+/// Which header each value follows: mingw-w64's `wmistr.h` and Microsoft's (the WDK's, as
+/// documented on learn.microsoft.com) agree on every offset and flag here, so those are checked
+/// against mingw-w64's declarations directly. They differ in one size: Microsoft declares
+/// `WNODE_ALL_DATA.OffsetInstanceDataAndLength[]` open-ended, mingw-w64 with one element. The
+/// crate follows Microsoft, checked against `WDK_WNODE_ALL_DATA`, Microsoft's field list
+/// re-declared in [`WMISTR_PRELUDE`].
 #[expect(
     clippy::too_many_lines,
     reason = "a table: one line per field, flag and status"
@@ -202,7 +209,19 @@ fn wmistr_checks() -> Vec<(String, u64)> {
             "offsetof(WNODE_ALL_DATA, OffsetInstanceDataAndLength)",
             wnode::WNODE_ALL_DATA_UNION_OFFSET,
         ),
-        ("sizeof(WNODE_ALL_DATA)", wnode::WNODE_ALL_DATA_C_SIZE),
+        // Microsoft's declaration (WDK_WNODE_ALL_DATA, see WMISTR_PRELUDE): the open-ended
+        // table makes the C size 64, the size Windows sizes query-all-data buffers with.
+        ("sizeof(WDK_WNODE_ALL_DATA)", wnode::WNODE_ALL_DATA_C_SIZE),
+        (
+            "offsetof(WDK_WNODE_ALL_DATA, OffsetInstanceDataAndLength)",
+            wnode::WNODE_ALL_DATA_UNION_OFFSET,
+        ),
+        // mingw-w64's one-element table pads its sizeof to 72: the value the crate does not
+        // use, checked so that the difference stays visible.
+        (
+            "sizeof(WNODE_ALL_DATA)",
+            wnode::WNODE_ALL_DATA_C_SIZE + size_of::<OffsetInstanceDataAndLength>(),
+        ),
         (
             "sizeof(OFFSETINSTANCEDATAANDLENGTH)",
             size_of::<OffsetInstanceDataAndLength>(),
@@ -639,6 +658,18 @@ const WMISTR_PRELUDE: &str = "#include <stddef.h>
 #undef WIN32_NO_STATUS
 #include <ntstatus.h>
 #include <wmistr.h>
+/* WNODE_ALL_DATA as Microsoft's wmistr.h declares it: the table is open-ended (a flexible
+   array in MSVC; in a GCC union, a zero-length array), so the union is one ULONG. */
+typedef struct {
+  WNODE_HEADER WnodeHeader;
+  ULONG DataBlockOffset;
+  ULONG InstanceCount;
+  ULONG OffsetInstanceNameOffsets;
+  union {
+    ULONG FixedInstanceSize;
+    OFFSETINSTANCEDATAANDLENGTH OffsetInstanceDataAndLength[0];
+  };
+} WDK_WNODE_ALL_DATA;
 ";
 
 fn hbapiwmi_prelude() -> String {
@@ -676,6 +707,7 @@ fn minor_function_checks() -> Vec<(String, u64)> {
             MinorFunction::DisableCollection,
         ),
         ("IRP_MN_REGINFO", MinorFunction::RegInfo),
+        ("IRP_MN_REGINFO_EX", MinorFunction::RegInfoEx),
         ("IRP_MN_EXECUTE_METHOD", MinorFunction::ExecuteMethod),
     ]
     .into_iter()

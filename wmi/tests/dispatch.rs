@@ -4,6 +4,7 @@
 
 use rvscsi_wmi::dispatch::{
     Control, GuidRegistration, InstanceNames, MethodIo, Provider, RegInfo, Reply, dispatch,
+    stamp_reply_time,
 };
 use rvscsi_wmi::encode::Encoder;
 use rvscsi_wmi::guid::Guid;
@@ -25,6 +26,7 @@ const IRP_MN_ENABLE_COLLECTION: u8 = 6;
 const IRP_MN_DISABLE_COLLECTION: u8 = 7;
 const IRP_MN_REGINFO: u8 = 8;
 const IRP_MN_EXECUTE_METHOD: u8 = 9;
+const IRP_MN_REGINFO_EX: u8 = 0x0B;
 
 const FIXED: Guid = Guid::from_fields(0x1111_1111, 0x2222, 0x3333, [1, 2, 3, 4, 5, 6, 7, 8]);
 const VARIABLE: Guid = Guid::from_fields(0xaaaa_0001, 0, 0, [0; 8]);
@@ -101,6 +103,7 @@ impl Provider for TestProvider {
             1 => out.string(&"x".repeat(instance as usize + 1)),
             2 => out.u32(0x100 + instance),
             3 | 4 => {}
+            5 => out.u32(0xC0 + instance),
             _ => unreachable!("the dispatcher checked the index"),
         }
         Ok(())
@@ -352,6 +355,94 @@ fn reginfo_too_small_returns_the_size_as_a_ulong() {
 }
 
 #[test]
+fn data_replies_are_stamped_with_the_system_time_and_the_rest_are_not() {
+    let now = 0x01DB_0000_1234_5678_u64;
+    let timestamp = |buffer: &[u8]| u64::from_le_bytes(buffer[16..24].try_into().unwrap());
+    let mut provider = TestProvider::new();
+    // QUERY_ALL_DATA, QUERY_SINGLE_INSTANCE and EXECUTE_METHOD answered in full: stamped.
+    let mut all = all_data_request(FIXED, 128);
+    let reply = dispatch(IRP_MN_QUERY_ALL_DATA, &mut all, &mut provider);
+    assert!(stamp_reply_time(
+        IRP_MN_QUERY_ALL_DATA,
+        &mut all,
+        &reply,
+        now
+    ));
+    assert_eq!(timestamp(&all), now);
+    let mut single = single_instance(FIXED, 1, 64, 96);
+    let reply = dispatch(IRP_MN_QUERY_SINGLE_INSTANCE, &mut single, &mut provider);
+    assert!(stamp_reply_time(
+        IRP_MN_QUERY_SINGLE_INSTANCE,
+        &mut single,
+        &reply,
+        now
+    ));
+    assert_eq!(timestamp(&single), now);
+    let mut method = method_request(1, &41u32.to_le_bytes(), 128);
+    let reply = dispatch(IRP_MN_EXECUTE_METHOD, &mut method, &mut provider);
+    assert_eq!(reply.status, WmiStatus::Success);
+    assert!(stamp_reply_time(
+        IRP_MN_EXECUTE_METHOD,
+        &mut method,
+        &reply,
+        now
+    ));
+    assert_eq!(timestamp(&method), now);
+    // A WNODE_TOO_SMALL, a failure and a registration keep what they had.
+    let request_time = 0x0102_0304_0506_0708;
+    let mut small = all_data_request(FIXED, 60);
+    let reply = dispatch(IRP_MN_QUERY_ALL_DATA, &mut small, &mut provider);
+    assert!(!stamp_reply_time(
+        IRP_MN_QUERY_ALL_DATA,
+        &mut small,
+        &reply,
+        now
+    ));
+    assert_eq!(timestamp(&small), request_time);
+    let mut unknown = all_data_request(UNKNOWN, 128);
+    let reply = dispatch(IRP_MN_QUERY_ALL_DATA, &mut unknown, &mut provider);
+    assert!(!stamp_reply_time(
+        IRP_MN_QUERY_ALL_DATA,
+        &mut unknown,
+        &reply,
+        now
+    ));
+    assert_eq!(timestamp(&unknown), request_time);
+    let mut registration = vec![0; 256];
+    let reply = dispatch(IRP_MN_REGINFO_EX, &mut registration, &mut provider);
+    let before = registration.clone();
+    assert!(!stamp_reply_time(
+        IRP_MN_REGINFO_EX,
+        &mut registration,
+        &reply,
+        now
+    ));
+    assert_eq!(registration, before);
+}
+
+#[test]
+fn reginfo_ex_answers_as_reginfo() {
+    // Windows XP and later register with IRP_MN_REGINFO_EX: the same WMIREGINFO, byte for
+    // byte, and the same size-as-a-ULONG answer when the buffer is too small.
+    let mut provider = TestProvider::new();
+    provider.registry_path = Some("R\\P");
+    for len in [256, 100, 3] {
+        let mut classic = vec![0xCC; len];
+        let mut extended = vec![0xCC; len];
+        let classic_reply = dispatch(IRP_MN_REGINFO, &mut classic, &mut provider);
+        let extended_reply = dispatch(IRP_MN_REGINFO_EX, &mut extended, &mut provider);
+        assert_eq!(extended_reply, classic_reply, "{len}-byte buffer");
+        assert_eq!(extended, classic, "{len}-byte buffer");
+    }
+    let mut buffer = vec![0; 256];
+    assert_eq!(
+        dispatch(IRP_MN_REGINFO_EX, &mut buffer, &mut provider),
+        ok(200)
+    );
+    assert_eq!(get32(&buffer, 16), 5, "GuidCount");
+}
+
+#[test]
 fn query_all_data_fixed_instance_size_is_byte_exact() {
     let mut provider = TestProvider::new();
     let mut buffer = all_data_request(FIXED, 128);
@@ -422,19 +513,45 @@ fn query_all_data_with_dynamic_instance_names() {
 #[test]
 fn query_all_data_with_no_instances_is_a_minimal_wnode() {
     let mut provider = TestProvider::new();
-    let mut buffer = all_data_request(EMPTY, 80);
+    // 64 bytes: sizeof(WNODE_ALL_DATA) as Microsoft's wmistr.h declares it (open-ended
+    // table), the buffer Windows sends as enough for a block with no instances.
+    let mut buffer = all_data_request(EMPTY, 64);
     assert_eq!(
         dispatch(IRP_MN_QUERY_ALL_DATA, &mut buffer, &mut provider),
-        ok(72)
+        ok(64)
     );
-    assert_eq!(get32(&buffer, 0), 72);
+    assert_eq!(get32(&buffer, 0), 64);
     assert_eq!(
-        get32(&buffer, 44) & WNODE_FLAG_FIXED_INSTANCE_SIZE,
+        get32(&buffer, 44) & (WNODE_FLAG_FIXED_INSTANCE_SIZE | WNODE_FLAG_TOO_SMALL),
         WNODE_FLAG_FIXED_INSTANCE_SIZE
     );
     assert_eq!(get32(&buffer, 52), 0);
     assert_eq!(get32(&buffer, 60), 0);
-    assert_eq!(&buffer[64..72], &[0; 8]);
+}
+
+#[test]
+fn query_all_data_reply_of_one_small_instance_is_not_padded_to_72() {
+    // One 4-byte instance in the FixedInstanceSize form ends at 68: a 68-byte reply, where a
+    // 72-byte minimum (mingw-w64's sizeof) would have answered WNODE_TOO_SMALL.
+    let guid = Guid::from_fields(0xaaaa_0005, 0, 0, [0; 8]);
+    let mut provider = TestProvider::new();
+    provider.table.push(GuidRegistration {
+        guid,
+        instance_count: 1,
+        flags: 0,
+        instance_names: InstanceNames::Static,
+    });
+    // The reply is laid out with the offset table first (data from 72), so that is the size
+    // the first answer asks for; the compacted reply is 68 bytes.
+    let mut buffer = all_data_request(guid, 76);
+    assert_eq!(
+        dispatch(IRP_MN_QUERY_ALL_DATA, &mut buffer, &mut provider),
+        ok(68)
+    );
+    assert_eq!(get32(&buffer, 0), 68);
+    assert_eq!(get32(&buffer, 48), 64, "DataBlockOffset");
+    assert_eq!(get32(&buffer, 60), 4, "FixedInstanceSize");
+    assert_eq!(get32(&buffer, 64), 0xC0);
 }
 
 #[test]
@@ -896,7 +1013,7 @@ fn enable_and_disable_reach_function_control() {
 #[test]
 fn unknown_minor_functions_are_invalid_device_requests() {
     let mut provider = TestProvider::new();
-    for minor in [10u8, 11, 0x7F, 0xFF] {
+    for minor in [10u8, 12, 0x7F, 0xFF] {
         let mut buffer = all_data_request(FIXED, 128);
         let before = buffer.clone();
         let reply = dispatch(minor, &mut buffer, &mut provider);

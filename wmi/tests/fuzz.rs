@@ -212,7 +212,9 @@ fn check(provider: &mut HbaProvider<'_>, minor: u8, request: &[u8]) -> (Reply, V
     let field = |at: usize| u32::from_le_bytes(buffer[at..at + 4].try_into().unwrap());
     match (reply.status, reply.error) {
         (WmiStatus::Success, None) => match minor {
-            0 | 1 | 9 | 8 => assert_eq!(field(0) as usize, bytes, "BufferSize == bytes returned"),
+            0 | 1 | 9 | 8 | 0x0B => {
+                assert_eq!(field(0) as usize, bytes, "BufferSize == bytes returned");
+            }
             _ => assert_eq!(bytes, 0),
         },
         (WmiStatus::Success, Some(WmiError::BufferTooSmall { needed })) => {
@@ -229,7 +231,7 @@ fn check(provider: &mut HbaProvider<'_>, minor: u8, request: &[u8]) -> (Reply, V
         (WmiStatus::Success, other) => panic!("success with {other:?}"),
         (status, Some(error)) => {
             assert_eq!(status, error.status());
-            if status == WmiStatus::BufferTooSmall && minor == 8 {
+            if status == WmiStatus::BufferTooSmall && matches!(minor, 8 | 0x0B) {
                 assert!(bytes == 4 || (bytes == 0 && request.len() < 4));
             } else {
                 assert_eq!(bytes, 0);

@@ -437,18 +437,32 @@ fn get_port_type() {
     });
 }
 
-/// Expected `HBAStatus` + `MS_SMHBA_PORTATTRIBUTES` (+ `MS_SMHBA_SAS_Port`).
+/// `HBA_PORTTYPE_SASEXPANDER`, `HBA_SASPORTPROTOCOL_SMP` (hbaapi.h).
+const SAS_EXPANDER: (u32, u32) = (32, 4);
+
+/// Expected `HBAStatus` + `MS_SMHBA_PORTATTRIBUTES` (+ `MS_SMHBA_SAS_Port`) of a SAS device
+/// port (`HBA_PORTTYPE_SASDEVICE`, `HBA_SASPORTPROTOCOL_SSP`).
 fn port_attributes_golden(
     status: u32,
     port: Option<(u32, &str)>,
     sas: Option<([u8; 8], [u8; 8], u32, u32)>,
+) -> Vec<u8> {
+    typed_port_attributes_golden(status, port, sas, (30, 1))
+}
+
+/// As [`port_attributes_golden`] for a port of `(PortType, PortProtocol)`.
+fn typed_port_attributes_golden(
+    status: u32,
+    port: Option<(u32, &str)>,
+    sas: Option<([u8; 8], [u8; 8], u32, u32)>,
+    (port_type, protocol): (u32, u32),
 ) -> Vec<u8> {
     let base = at("offsetof(SM_GetAdapterPortAttributes_OUT, PortAttributes)");
     let specific = base + at("offsetof(MS_SMHBA_PORTATTRIBUTES, PortSpecificAttributes)");
     let mut g = Golden::new(specific + if sas.is_some() { 28 } else { 0 });
     g.u32(0, status);
     if let Some((state, _)) = port {
-        g.u32(base, 30);
+        g.u32(base, port_type);
         g.u32(
             base + at("offsetof(MS_SMHBA_PORTATTRIBUTES, PortState)"),
             state,
@@ -465,7 +479,7 @@ fn port_attributes_golden(
             base + at("offsetof(MS_SMHBA_PORTATTRIBUTES, PortSpecificAttributesSize)"),
             28,
         );
-        g.u32(specific, 1); // HBA_SASPORTPROTOCOL_SSP
+        g.u32(specific, protocol);
         g.bytes(
             specific + at("offsetof(MS_SMHBA_SAS_Port, LocalSASAddress)"),
             &local,
@@ -490,12 +504,13 @@ fn port_attributes_golden(
 fn get_adapter_port_attributes() {
     with_info(|info| {
         let local = info.port.local_sas_address.0;
-        let attached = info.port.attached_sas_address.0;
+        // Two targets: the port attaches to the virtual expander, a third discovered port.
+        let expander = info.port.attached_sas_address.0;
         let data = port_method(info, 2, &words(&[0, 28]));
         assert_eq!(data.len(), 572);
         assert_eq!(
             data,
-            port_attributes_golden(0, Some((2, "\\\\.\\Scsi2:")), Some((local, attached, 2, 1)))
+            port_attributes_golden(0, Some((2, "\\\\.\\Scsi2:")), Some((local, expander, 3, 1)))
         );
         // No room for the SAS attributes: MORE_DATA and none included.
         let data = port_method(info, 2, &words(&[0, 27]));
@@ -512,14 +527,24 @@ fn get_adapter_port_attributes() {
 fn get_discovered_port_attributes_and_by_wwn() {
     with_info(|info| {
         let local = info.port.local_sas_address.0;
+        let expander = info.port.attached_sas_address.0;
+        // Two targets, each attached to the expander; the expander, after them, attached to
+        // the adapter's port with a phy towards it and one per target.
         let target1 = info.targets[1].sas_address.0;
         let data = port_method(info, 3, &words(&[0, 1, 64]));
         assert_eq!(
             data,
-            port_attributes_golden(0, Some((2, "")), Some((target1, local, 0, 1)))
+            port_attributes_golden(0, Some((2, "")), Some((target1, expander, 0, 1)))
         );
+        let expander_port = typed_port_attributes_golden(
+            0,
+            Some((2, "")),
+            Some((expander, local, 0, 3)),
+            SAS_EXPANDER,
+        );
+        assert_eq!(port_method(info, 3, &words(&[0, 2, 64])), expander_port);
         assert_eq!(
-            port_method(info, 3, &words(&[0, 2, 64])),
+            port_method(info, 3, &words(&[0, 3, 64])),
             port_attributes_golden(6, None, None)
         );
         assert_eq!(
@@ -535,19 +560,62 @@ fn get_discovered_port_attributes_and_by_wwn() {
         let data = port_method(info, 4, &input);
         assert_eq!(
             data,
-            port_attributes_golden(0, Some((2, "")), Some((TARGET0_PORT, local, 0, 1)))
+            port_attributes_golden(0, Some((2, "")), Some((TARGET0_PORT, expander, 0, 1)))
         );
         input[..8].copy_from_slice(&local);
         let data = port_method(info, 4, &input);
-        let attached = info.port.attached_sas_address.0;
         assert_eq!(
             data,
-            port_attributes_golden(0, Some((2, "\\\\.\\Scsi2:")), Some((local, attached, 2, 1)))
+            port_attributes_golden(0, Some((2, "\\\\.\\Scsi2:")), Some((local, expander, 3, 1)))
         );
+        // Every attached address is a port that can be looked up: the expander too.
+        input[..8].copy_from_slice(&expander);
+        assert_eq!(port_method(info, 4, &input), expander_port);
         input[..8].copy_from_slice(&[9; 8]);
         assert_eq!(
             port_method(info, 4, &input),
             port_attributes_golden(5, None, None)
+        );
+    });
+}
+
+#[test]
+fn one_target_is_attached_directly_and_none_leaves_the_port_unattached() {
+    with_info(|info| {
+        let local = info.port.local_sas_address.0;
+        let direct = HbaInfo {
+            targets: &info.targets[..1],
+            ..*info
+        };
+        // Port to port: the adapter's port attaches to the target's and the target's to it;
+        // no expander.
+        assert_eq!(
+            port_method(&direct, 2, &words(&[0, 28])),
+            port_attributes_golden(
+                0,
+                Some((2, "\\\\.\\Scsi2:")),
+                Some((local, TARGET0_PORT, 1, 1))
+            )
+        );
+        assert_eq!(
+            port_method(&direct, 3, &words(&[0, 0, 64])),
+            port_attributes_golden(0, Some((2, "")), Some((TARGET0_PORT, local, 0, 1)))
+        );
+        assert_eq!(
+            port_method(&direct, 3, &words(&[0, 1, 64])),
+            port_attributes_golden(6, None, None)
+        );
+        let empty = HbaInfo {
+            targets: &[],
+            ..*info
+        };
+        assert_eq!(
+            port_method(&empty, 2, &words(&[0, 28])),
+            port_attributes_golden(0, Some((2, "\\\\.\\Scsi2:")), Some((local, [0; 8], 0, 1)))
+        );
+        assert_eq!(
+            port_method(&empty, 3, &words(&[0, 0, 64])),
+            port_attributes_golden(6, None, None)
         );
     });
 }
@@ -787,7 +855,20 @@ fn get_lun_statistics() {
         missing.u32(0, 14);
         assert_eq!(output(info, guid, 8, &scsi_id(0, 1, 300)), missing.0);
         assert_eq!(output(info, guid, 8, &scsi_id(1, 0, 0)), missing.0);
-        let (reply, _) = call(info, guid, 8, &scsi_id(0, 0, 0)[..527]);
+        // The MOF's items end at 526: what a client going through WMI's COM layer sends,
+        // without the C struct's 2 bytes of tail padding. The same answer as with 528.
+        let items = at("offsetof(HBAScsiID, OSDeviceName)") + 2 * 257;
+        assert_eq!(items, 526);
+        assert_eq!(
+            output(info, guid, 8, &scsi_id(0, 0, 300)[..items]),
+            expected.0
+        );
+        assert_eq!(
+            output(info, guid, 8, &scsi_id(0, 1, 300)[..=items]),
+            missing.0
+        );
+        // One byte short of the items: refused.
+        let (reply, _) = call(info, guid, 8, &scsi_id(0, 0, 0)[..items - 1]);
         assert_eq!(reply.status, WmiStatus::InvalidParameter);
     });
 }

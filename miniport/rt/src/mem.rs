@@ -8,8 +8,9 @@
 //! a loop inside a function named `memcpy`, `memmove` or `memset` back into a call to itself,
 //! and the images these serve copy small headers, not bulk data (bulk data moves by DMA).
 //!
-//! They are exported by name from the image (every `#[no_mangle]` function of a cdylib is);
-//! that is harmless, as nothing imports from a miniport.
+//! rustc lists them for export, as every `#[no_mangle]` function of a cdylib; `cargo xtask
+//! package` links the image without that export table (`tools/xtask/src/kernel_link.rs`), and
+//! the PE check refuses an image that has one.
 
 /// Copies `count` bytes from `source` to `destination`; the ranges must not overlap.
 ///

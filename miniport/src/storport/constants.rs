@@ -283,6 +283,8 @@ pub const SCSI_MAXIMUM_PHYSICAL_BREAKS: u32 = 255;
 
 /// `REG_DWORD` (winnt.h): a 32-bit little-endian registry value.
 pub const REG_DWORD: u32 = 4;
+/// `REG_BINARY` (winnt.h): registry bytes, stored as written.
+pub const REG_BINARY: u32 = 3;
 
 /// No adapter found.
 pub const SP_RETURN_NOT_FOUND: u32 = 0;

@@ -160,6 +160,13 @@ pub const ExtFunctionInitializeTimer: StorportFunctionCode = 32;
 pub const ExtFunctionRequestTimer: StorportFunctionCode = 33;
 /// `StorPortFreeTimer` (Windows 8+).
 pub const ExtFunctionFreeTimer: StorportFunctionCode = 34;
+/// `StorPortRegistryReadAdapterKey` (Windows 10+). storport.h numbers the Windows 10 codes
+/// after the Windows 8.1 block that starts at `ExtFunctionGetProcessorIndexFromNumber` (56,
+/// commented there) and six codes on; `ExtFunctionGetD3ColdSupport`, five after this one, is
+/// commented 67, which agrees.
+pub const ExtFunctionRegistryReadAdapterKey: StorportFunctionCode = 62;
+/// `StorPortRegistryWriteAdapterKey` (Windows 10+), the code after the read.
+pub const ExtFunctionRegistryWriteAdapterKey: StorportFunctionCode = 63;
 
 /// `SCSI_ADAPTER_CONTROL_TYPE`: HwStorAdapterControl's `ControlType`.
 pub type ScsiAdapterControlType = u32;

@@ -9,7 +9,9 @@
 //!
 //! Everything the driver put in memory is untrusted: the device reaches it only through
 //! vm-memory, and a chain that breaks the protocol makes the device report
-//! `DEVICE_NEEDS_RESET` (as QEMU's `virtio_error` does) instead of panicking.
+//! `DEVICE_NEEDS_RESET` (as QEMU's `virtio_error` does) instead of panicking. The device also
+//! holds the driver to the limits it advertises ([`DeviceOptions`]); every breach is recorded as
+//! a [`DeviceViolation`] for the tests to assert on ([`VirtioScsiDevice::violations`]).
 //!
 //! Locks: one per queue, one for the pending (delayed) completions, taken one at a time except
 //! queue -> pending when a delayed request is filed. Interrupts are raised with no lock held,
@@ -27,6 +29,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::mem::offset_of;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::thread;
@@ -36,12 +39,14 @@ use virtio_core::fake::pci::{FakeRegions, FakeVirtioPci};
 use virtio_core::features::Features;
 use virtio_core::hal::RegisterIo;
 use virtio_core::pci::{DeviceStatus, Isr, VIRTIO_MSI_NO_VECTOR, VirtioPciCommonCfg as Common};
+use virtio_core::scsi::Config as ScsiConfig;
 use virtio_core::scsi::{
     AnResp, CmdResp, ControlType, Event, EventType, Lun as WireLun, ResetReason, Response,
     TmfSubtype, queue_index,
 };
+use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, Queue, QueueT, Reader, Writer};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 use zerocopy::IntoBytes;
 
 pub use memory::PhysicalMemory;
@@ -83,27 +88,138 @@ pub enum CompletionMode {
     },
 }
 
+/// How many queues [`QueueSizeOverrides`] can size apart from [`DeviceOptions::queue_size`].
+pub const MAX_QUEUE_SIZE_OVERRIDES: usize = 8;
+
+/// Queues whose maximum size differs from [`DeviceOptions::queue_size`]: up to
+/// [`MAX_QUEUE_SIZE_OVERRIDES`] `(queue index, size)` pairs, in a fixed array so that
+/// [`DeviceOptions`] stays `Copy`.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueSizeOverrides {
+    entries: [(u16, u16); MAX_QUEUE_SIZE_OVERRIDES],
+    len: usize,
+}
+
+impl std::fmt::Debug for QueueSizeOverrides {
+    /// The overrides as `{queue: size, ...}`, without the unused entries.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(
+                self.entries
+                    .get(..self.len)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(queue, size)| (queue, size)),
+            )
+            .finish()
+    }
+}
+
+impl QueueSizeOverrides {
+    /// No queue sized apart.
+    pub const NONE: Self = Self {
+        entries: [(0, 0); MAX_QUEUE_SIZE_OVERRIDES],
+        len: 0,
+    };
+
+    /// These overrides with queue `index` (0 controlq, 1 eventq, 2 and up request queues)
+    /// offering `size` entries at most (0: the queue is unavailable, as `queue_size` 0 says).
+    /// A later call for the same index replaces the earlier one.
+    ///
+    /// # Panics
+    /// When more than [`MAX_QUEUE_SIZE_OVERRIDES`] distinct queues are sized apart: test
+    /// support, so a scenario that asks for more fails loudly instead of losing a size.
+    #[must_use]
+    pub const fn with(mut self, index: u16, size: u16) -> Self {
+        let mut at = 0;
+        while at < self.len {
+            if self.entries[at].0 == index {
+                self.entries[at].1 = size;
+                return self;
+            }
+            at += 1;
+        }
+        assert!(
+            self.len < MAX_QUEUE_SIZE_OVERRIDES,
+            "more queues sized apart than QueueSizeOverrides holds"
+        );
+        self.entries[self.len] = (index, size);
+        self.len += 1;
+        self
+    }
+
+    /// The size queue `index` was given, if it was sized apart.
+    #[must_use]
+    pub fn get(&self, index: u16) -> Option<u16> {
+        self.entries
+            .get(..self.len)
+            .unwrap_or_default()
+            .iter()
+            .find(|(queue, _)| *queue == index)
+            .map(|(_, size)| *size)
+    }
+}
+
 /// The device's shape and behaviour.
+///
+/// Features: the device always offers `VIRTIO_F_VERSION_1` (it is a modern device only) and
+/// offers each optional feature it implements as its field says. It never offers what it cannot
+/// do: `VIRTIO_F_RING_PACKED` (the rings are rust-vmm's split virtqueues; a packed-ring device
+/// is issue 17's), `VIRTIO_SCSI_F_INOUT` (bidirectional commands are answered `FAILURE`),
+/// `VIRTIO_SCSI_F_T10_PI` (no protection information), `VIRTIO_F_ACCESS_PLATFORM` (no IOMMU:
+/// bus addresses are physical addresses), `VIRTIO_F_IN_ORDER`, `VIRTIO_F_NOTIFICATION_DATA`,
+/// `VIRTIO_F_RING_RESET` and `VIRTIO_F_SR_IOV`. [`Self::offered_features`] is the set.
+///
+/// Limits: the device enforces what its configuration says at the time of each request
+/// (`seg_max`, `max_sectors`, and with [`Self::enforce_cmd_per_lun`] `cmd_per_lun`, which start
+/// as these fields), plus the queue size and the negotiated `VIRTIO_F_INDIRECT_DESC`; a driver that breaks one is recorded as a
+/// [`DeviceViolation`] (see there for how each is counted and what the device then does).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "each bool is an independent switch of the simulated host (a feature it offers, a \
+              rule it enforces), set by name in scenarios; no combination is a hidden state"
+)]
 pub struct DeviceOptions {
     /// Request queues (`num_queues`); the device has this many plus controlq and eventq.
     pub request_queues: u16,
-    /// Maximum size of every queue (a power of two).
+    /// Maximum size of every queue not in [`Self::queue_size_overrides`] (a power of two).
     pub queue_size: u16,
+    /// Queues whose maximum size differs from [`Self::queue_size`].
+    pub queue_size_overrides: QueueSizeOverrides,
     /// `seg_max`.
     pub seg_max: u32,
-    /// `max_sectors`.
+    /// `max_sectors` (0: no limit is advertised or enforced).
     pub max_sectors: u32,
     /// `cmd_per_lun`.
     pub cmd_per_lun: u32,
+    /// Enforce `cmd_per_lun` ([`DeviceViolation::CommandsOverCmdPerLun`]). On by default: the
+    /// miniport reports `cmd_per_lun` as `MaxIOsPerLun` and StorPort (the simulator's port
+    /// queue) never gives it more for one unit; off only for device unit tests that play a
+    /// driver which does not throttle.
+    pub enforce_cmd_per_lun: bool,
     /// `max_target`; targets above it are answered BAD_TARGET.
     pub max_target: u16,
     /// `max_lun`.
     pub max_lun: u32,
+    /// `sense_size` after every reset (QEMU's default: 96). The driver may write another; the
+    /// device always uses the current value.
+    pub sense_size: u32,
+    /// `cdb_size` after every reset (QEMU's default: 32). The driver may write another; the
+    /// device always uses the current value.
+    pub cdb_size: u32,
     /// When requests complete.
     pub completion: CompletionMode,
     /// Seed of the delay and shuffle generator, so a failing run can be replayed.
     pub seed: u64,
+    /// Offer `VIRTIO_F_INDIRECT_DESC` (on by default, as QEMU does). Without it an indirect
+    /// descriptor is a [`DeviceViolation::IndirectWithoutFeature`].
+    pub indirect_desc: bool,
+    /// Offer `VIRTIO_F_EVENT_IDX` (on by default, as QEMU does).
+    pub event_idx: bool,
+    /// Offer `VIRTIO_F_ANY_LAYOUT` (a legacy bit that `VERSION_1` implies; off by default, as
+    /// before). The device accepts any framing either way: it reads requests as byte streams.
+    pub any_layout: bool,
     /// Offer `VIRTIO_SCSI_F_HOTPLUG` (events are posted with [`VirtioScsiDevice::post_event`]).
     pub hotplug: bool,
     /// Offer `VIRTIO_SCSI_F_CHANGE`: [`VirtioScsiDevice::resize_lun`] posts a
@@ -113,6 +229,9 @@ pub struct DeviceOptions {
     /// which owns its registrations, reservations and unit attentions on every LUN. `None`
     /// takes a fresh one ([`Nexus::fresh`]), so every device is a distinct initiator.
     pub nexus: Option<Nexus>,
+    /// MSI-X table entries (QEMU's `vectors`); `None` is QEMU's default, one per virtqueue
+    /// plus one for configuration changes (`request_queues + 3`).
+    pub msix_vectors: Option<u16>,
 }
 
 impl Default for DeviceOptions {
@@ -120,18 +239,142 @@ impl Default for DeviceOptions {
         Self {
             request_queues: 4,
             queue_size: 256,
+            queue_size_overrides: QueueSizeOverrides::NONE,
             seg_max: 254,
             max_sectors: 0xFFFF,
             cmd_per_lun: 128,
+            enforce_cmd_per_lun: true,
             max_target: 255,
             max_lun: 16_383,
+            sense_size: virtio_core::scsi::SENSE_SIZE as u32,
+            cdb_size: virtio_core::scsi::CDB_SIZE as u32,
             completion: CompletionMode::Inline,
             seed: 0x5eed,
+            indirect_desc: true,
+            event_idx: true,
+            any_layout: false,
             hotplug: false,
             change: false,
             nexus: None,
+            msix_vectors: None,
         }
     }
+}
+
+impl DeviceOptions {
+    /// The feature bits the device offers.
+    #[must_use]
+    pub fn offered_features(&self) -> Features {
+        let mut features = Features::VERSION_1;
+        for (on, feature) in [
+            (self.indirect_desc, Features::INDIRECT_DESC),
+            (self.event_idx, Features::EVENT_IDX),
+            (self.any_layout, Features::ANY_LAYOUT),
+            (self.hotplug, Features::SCSI_HOTPLUG),
+            (self.change, Features::SCSI_CHANGE),
+        ] {
+            if on {
+                features |= feature;
+            }
+        }
+        features
+    }
+
+    /// The maximum size of queue `index` (0 controlq, 1 eventq, 2 and up request queues).
+    #[must_use]
+    pub fn queue_max_size(&self, index: u16) -> u16 {
+        self.queue_size_overrides
+            .get(index)
+            .unwrap_or(self.queue_size)
+    }
+}
+
+/// A driver's breach of the protocol or of a limit the device advertised, recorded by the
+/// device ([`VirtioScsiDevice::violations`]) instead of being served silently.
+///
+/// Request-queue limits are counted per command, after the request header
+/// (`19 + cdb_size` bytes) and the response header (`12 + sense_size` bytes), with the values in
+/// the device configuration when the command is popped:
+/// - segments: a descriptor is a data segment if any of its bytes lie past the request header
+///   (device-readable part) or past the response header (device-writable part), counting the
+///   descriptors of an indirect table and never the descriptor that points to the table. So a
+///   descriptor that carries both the header and the first data bytes (allowed with
+///   `VERSION_1`) counts once, as a data segment, and a header-only descriptor never counts.
+///   QEMU does not check `seg_max` itself; it advertises `queue size - 2` so that header,
+///   response and `seg_max` data segments fill exactly one queue-size chain, which is the
+///   separate [`Self::ChainLongerThanQueue`] rule here.
+/// - sectors: the larger data area of the chain (data-out bytes, or data-in bytes), rounded
+///   up to 512-byte sectors, against `max_sectors` (0: unlimited). The buffers, not the CDB:
+///   they are what the driver asks the device to move.
+/// - commands per LUN: commands the device holds for one (target, LUN) at once, the new one
+///   included: counted when popped, released just before the device publishes its used
+///   element (and forgotten on a reset), so a driver that counts a command until it sees the
+///   completion never sees more than the device does.
+///
+/// What the device does with the offender: a command over `seg_max` or `max_sectors` is not
+/// executed and completes with `VIRTIO_SCSI_S_FAILURE`; one over `cmd_per_lun` is not executed
+/// and completes with response OK and SCSI status TASK SET FULL, as a logical unit whose task
+/// set is full answers (SAM-5 5.3.1). The protocol breaks (an indirect descriptor without the
+/// feature, a chain longer than the queue, a malformed chain) make the device set
+/// `DEVICE_NEEDS_RESET` and stop processing queues until reset, as QEMU's `virtio_error` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceViolation {
+    /// A command with more data segments than `seg_max` (virtio 1.x section 5.6.4).
+    SegmentsOverSegMax {
+        /// The virtqueue.
+        queue: u16,
+        /// Data segments in the chain.
+        segments: u32,
+        /// `seg_max` in the configuration.
+        seg_max: u32,
+    },
+    /// A command moving more than `max_sectors` 512-byte sectors.
+    TransferOverMaxSectors {
+        /// The virtqueue.
+        queue: u16,
+        /// Sectors of the larger data area of the chain (rounded up).
+        sectors: u64,
+        /// `max_sectors` in the configuration.
+        max_sectors: u32,
+    },
+    /// More commands held by the device for one LUN than `cmd_per_lun`.
+    CommandsOverCmdPerLun {
+        /// The virtqueue of the command that went over.
+        queue: u16,
+        /// Its target.
+        target: u8,
+        /// Its LUN.
+        lun: u16,
+        /// Commands held for the LUN with it.
+        outstanding: u32,
+        /// `cmd_per_lun` in the configuration.
+        cmd_per_lun: u32,
+    },
+    /// A descriptor chain (the descriptors of an indirect table included) longer than the
+    /// queue size the driver set (virtio 1.x section 2.7.5.3.1, 2.7.13.1).
+    ChainLongerThanQueue {
+        /// The virtqueue.
+        queue: u16,
+        /// Buffer descriptors in the chain.
+        descriptors: u32,
+        /// The queue's size.
+        queue_size: u16,
+    },
+    /// An indirect descriptor although `VIRTIO_F_INDIRECT_DESC` was not negotiated (virtio 1.x
+    /// section 2.7.5.3.1).
+    IndirectWithoutFeature {
+        /// The virtqueue.
+        queue: u16,
+        /// The head of the chain carrying it.
+        head: u16,
+    },
+    /// Any other break of the virtqueue protocol in a chain or a queue's addresses.
+    MalformedChain {
+        /// The virtqueue.
+        queue: u16,
+        /// What is wrong.
+        error: ChainError,
+    },
 }
 
 /// What the fault hook is told about one command, before it executes.
@@ -323,6 +566,8 @@ struct Job {
     corrupt_id: Option<u16>,
     /// Who it is for, for TMFs and the write journal: (target, lun, tag).
     nexus: (u8, u16, u64),
+    /// Its count against its LUN's `cmd_per_lun` (`None`: no valid LUN address).
+    slot: Option<LunSlot>,
     /// When it completes.
     when: When,
 }
@@ -472,6 +717,10 @@ struct Shared {
     resets: AtomicU64,
     /// Event interrupts are held back (see [`VirtioScsiDevice::hold_event_interrupts`]).
     event_interrupts_held: AtomicBool,
+    /// Commands held per LUN, for `cmd_per_lun`.
+    outstanding: Arc<Mutex<Outstanding>>,
+    /// The driver's breaches, in the order found.
+    violations: Mutex<Vec<DeviceViolation>>,
     /// An event interrupt was held back and is due when they are released.
     event_interrupt_pending: AtomicBool,
 }
@@ -498,17 +747,106 @@ const TMF_REQ_SIZE: usize = 24;
 /// Bytes of the device-readable part of an AN request.
 const AN_REQ_SIZE: usize = 16;
 
-/// Why a chain breaks the protocol (the device then needs a reset).
+/// Why a chain (or a queue) breaks the protocol (the device then needs a reset).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ChainError {
+pub enum ChainError {
     /// A readable descriptor after a writable one (virtio 1.x section 2.7.4.2).
     ReadableAfterWritable,
-    /// A descriptor outside guest memory.
+    /// A descriptor, a descriptor table or a ring outside guest memory.
     Unmapped,
     /// The request or response header does not fit the chain.
     TooShort,
+    /// A `next` index outside its descriptor table (virtio 1.x section 2.7.5).
+    NextOutOfRange {
+        /// The index.
+        next: u16,
+        /// Entries in the table (the queue size, or the indirect table's length).
+        table_len: u16,
+    },
+    /// A chain that comes back to a descriptor it already went through.
+    Loop,
+    /// An indirect descriptor inside an indirect table (virtio 1.x section 2.7.5.3.1).
+    IndirectInIndirect,
+    /// An indirect descriptor with `VIRTQ_DESC_F_NEXT` too (virtio 1.x section 2.7.5.3.1).
+    IndirectWithNext,
+    /// An indirect table length that is 0, not a multiple of 16, or over 65535 entries.
+    IndirectTableLength {
+        /// The descriptor's `len`.
+        len: u32,
+    },
+    /// An indirect descriptor without `VIRTIO_F_INDIRECT_DESC` negotiated.
+    IndirectNotNegotiated {
+        /// The head of the chain.
+        head: u16,
+    },
+    /// More buffer descriptors than the queue size.
+    LongerThanQueue {
+        /// Buffer descriptors in the chain.
+        descriptors: u32,
+        /// The queue's size.
+        queue_size: u16,
+    },
     /// Not the driver's doing: a fault raised by the test ([`VirtioScsiDevice::raise_needs_reset`]).
     Internal,
+}
+
+impl ChainError {
+    /// The violation this is on `queue`; `None` for a fault that is not the driver's.
+    fn violation(self, queue: u16) -> Option<DeviceViolation> {
+        Some(match self {
+            Self::Internal => return None,
+            Self::IndirectNotNegotiated { head } => {
+                DeviceViolation::IndirectWithoutFeature { queue, head }
+            }
+            Self::LongerThanQueue {
+                descriptors,
+                queue_size,
+            } => DeviceViolation::ChainLongerThanQueue {
+                queue,
+                descriptors,
+                queue_size,
+            },
+            error => DeviceViolation::MalformedChain { queue, error },
+        })
+    }
+}
+
+/// One buffer descriptor of a chain, as the device walked it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Buffer {
+    len: u32,
+    writable: bool,
+}
+
+/// Commands the device holds per LUN (for `cmd_per_lun`), in the current epoch.
+#[derive(Debug, Default)]
+struct Outstanding {
+    epoch: u64,
+    per_lun: BTreeMap<(u8, u16), u32>,
+}
+
+/// One command counted against its LUN until it is dropped: just before its used element is
+/// published, or when the device forgets it.
+struct LunSlot {
+    table: Arc<Mutex<Outstanding>>,
+    epoch: u64,
+    key: (u8, u16),
+}
+
+impl Drop for LunSlot {
+    fn drop(&mut self) {
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        // A slot of an earlier epoch was forgotten by the reset that ended it.
+        if table.epoch != self.epoch {
+            return;
+        }
+        if let Some(count) = table.per_lun.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                table.per_lun.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl VirtioScsiDevice {
@@ -527,25 +865,25 @@ impl VirtioScsiDevice {
             options.max_sectors,
             options.cmd_per_lun,
             size_of::<Event>() as u32, // event_info_size
-            virtio_core::scsi::SENSE_SIZE as u32,
-            virtio_core::scsi::CDB_SIZE as u32,
+            options.sense_size,
+            options.cdb_size,
         ] {
             config.extend_from_slice(&value.to_le_bytes());
         }
         config.extend_from_slice(&0u16.to_le_bytes()); // max_channel
         config.extend_from_slice(&options.max_target.to_le_bytes());
         config.extend_from_slice(&options.max_lun.to_le_bytes());
-        let mut features = Features::VERSION_1 | Features::INDIRECT_DESC | Features::EVENT_IDX;
-        if options.hotplug {
-            features |= Features::SCSI_HOTPLUG;
-        }
-        if options.change {
-            features |= Features::SCSI_CHANGE;
-        }
-        let queue_count = usize::from(options.request_queues) + 2;
+        let queue_count = options.request_queues + 2;
+        let max_sizes: Vec<u16> = (0..queue_count)
+            .map(|index| options.queue_max_size(index))
+            .collect();
+        let queue_count = usize::from(queue_count);
         let regs = FakeVirtioPci::scsi(options.request_queues)
-            .device_features(features)
-            .queues(&vec![options.queue_size; queue_count])
+            .msix_table_size(Some(
+                options.msix_vectors.unwrap_or(options.request_queues + 3),
+            ))
+            .device_features(options.offered_features())
+            .queues(&max_sizes)
             .device_config(&config, &[20..24, 24..28])
             .build();
         let pending = Arc::new(PendingSet {
@@ -586,6 +924,8 @@ impl VirtioScsiDevice {
             resets: AtomicU64::new(0),
             event_interrupts_held: AtomicBool::new(false),
             event_interrupt_pending: AtomicBool::new(false),
+            outstanding: Arc::default(),
+            violations: Mutex::new(Vec::new()),
         });
         let weak = Arc::downgrade(&shared);
         // A worker that cannot start leaves delayed requests pending; `quiesce` would then wait
@@ -765,8 +1105,19 @@ impl VirtioScsiDevice {
     /// Sets `DEVICE_NEEDS_RESET` and raises the configuration interrupt, as a device that hit
     /// an internal error does (QEMU's `virtio_error`); queues are not processed until reset.
     pub fn raise_needs_reset(&self) {
-        let vector = self.shared.device_error(ChainError::Internal);
+        let vector = self.shared.device_error(None, ChainError::Internal);
         self.shared.raise([vector]);
+    }
+
+    /// Every breach of the protocol or of the device's limits by the driver, in the order
+    /// found, since the device was created (resets do not forget them).
+    #[must_use]
+    pub fn violations(&self) -> Vec<DeviceViolation> {
+        self.shared
+            .violations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The device's counters.
@@ -937,7 +1288,15 @@ impl Shared {
         // ORDERING: the new epoch is published before the queues are cleared under their
         // locks, so a worker that completes a job afterwards (under the same lock) sees it and
         // discards the job instead of writing into rings the driver is taking back.
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let epoch = self.epoch.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
+        // Held commands are forgotten by the reset: nothing is outstanding on any LUN now.
+        *self
+            .outstanding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Outstanding {
+            epoch,
+            per_lun: BTreeMap::new(),
+        };
         for index in 0..self.queues.len() {
             if let Some(mut state) = self.queue_lock(index as u16) {
                 *state = QueueState::default();
@@ -950,12 +1309,22 @@ impl Shared {
 
     /// The driver broke the protocol: DEVICE_NEEDS_RESET and a configuration interrupt, as
     /// QEMU's `virtio_error` does. Returns the configuration vector to raise (NO_VECTOR: INTx).
-    fn device_error(&self, _why: ChainError) -> u16 {
+    fn device_error(&self, queue: Option<u16>, why: ChainError) -> u16 {
+        if let Some(violation) = queue.and_then(|queue| why.violation(queue)) {
+            self.record(violation);
+        }
         self.device_errors.fetch_add(1, Ordering::Relaxed);
         self.broken.store(true, Ordering::Release);
         self.regs.set_device_needs_reset();
         self.regs.raise_isr(Isr::CONFIG);
         self.regs.config_msix_vector()
+    }
+
+    fn record(&self, violation: DeviceViolation) {
+        self.violations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(violation);
     }
 
     fn raise(&self, vectors: impl IntoIterator<Item = u16>) {
@@ -1057,7 +1426,7 @@ impl Shared {
             Ok(None) => return,
             Err(error) => {
                 drop(state);
-                self.raise([self.device_error(error)]);
+                self.raise([self.device_error(Some(index), error)]);
                 return;
             }
         };
@@ -1073,7 +1442,10 @@ impl Shared {
                 if let Some(counters) = self.counters(index) {
                     counters.requests.fetch_add(1, Ordering::Relaxed);
                 }
-                let job = match self.parse_command(index, epoch, chain) {
+                let job = match self
+                    .walk(queue, &chain)
+                    .and_then(|buffers| self.parse_command(index, epoch, chain, &buffers))
+                {
                     Ok(job) => job,
                     Err(e) => {
                         error = Some(e);
@@ -1107,7 +1479,7 @@ impl Shared {
         }
         drop(state);
         if let Some(error) = error {
-            raise.push(self.device_error(error));
+            raise.push(self.device_error(Some(index), error));
         }
         self.raise(raise);
     }
@@ -1117,8 +1489,15 @@ impl Shared {
         self.pending.changed.notify_all();
     }
 
-    /// Parses one request-queue chain into a job (the fault hook decides its fate).
-    fn parse_command(&self, queue: u16, epoch: u64, chain: Chain) -> Result<Job, ChainError> {
+    /// Parses one request-queue chain (whose buffers [`Self::walk`] returned) into a job: the
+    /// device's limits decide first, then the fault hook.
+    fn parse_command(
+        &self,
+        queue: u16,
+        epoch: u64,
+        chain: Chain,
+        buffers: &[Buffer],
+    ) -> Result<Job, ChainError> {
         let (mut reader, writer) = self.split_chain(&chain)?;
         let cdb_size = self.cdb_size();
         let resp_size = CMD_RESP_HEADER + self.sense_size();
@@ -1133,51 +1512,50 @@ impl Shared {
         let data_out_len = u32::try_from(reader.available_bytes()).unwrap_or(u32::MAX);
         let data_in_capacity =
             u32::try_from(writer.available_bytes() - resp_size).unwrap_or(u32::MAX);
-        let mut lun_bytes = [0u8; 8];
-        lun_bytes.copy_from_slice(header.get(..8).unwrap_or(&[0; 8]));
-        let tag = u64::from_le_bytes(
-            header
-                .get(8..16)
-                .and_then(|b| b.try_into().ok())
-                .unwrap_or([0; 8]),
-        );
+        let (lun_bytes, tag) = lun_and_tag(&header);
         let cdb = header.get(CMD_REQ_HEADER..).unwrap_or_default().to_vec();
         let whole = data_in_capacity.max(data_out_len);
+        // A command over seg_max or max_sectors is answered FAILURE, whatever it addresses.
+        let over_limits = self.check_limits(queue, buffers, req_size, resp_size, whole);
+        let answer = if over_limits {
+            Response::Failure
+        } else {
+            Response::BadTarget
+        };
         let mut job = Job {
             epoch,
             queue,
             chain,
             resp_size,
-            work: Work::Reply(Reply::response(Response::BadTarget, whole)),
+            work: Work::Reply(Reply::response(answer, whole)),
             used_len: None,
             corrupt_id: None,
             nexus: (lun_bytes[1], 0, tag),
+            slot: None,
             when: self.default_when(),
         };
         let Ok(address) = WireLun::decode(lun_bytes) else {
             return Ok(job);
         };
         job.nexus = (address.target(), address.lun(), tag);
+        let (slot, task_set_full) = self.count_command(queue, epoch, address);
+        job.slot = Some(slot);
+        if over_limits {
+            return Ok(job);
+        }
+        if task_set_full {
+            job.work = Work::Reply(Reply {
+                status: target::TASK_SET_FULL,
+                ..Reply::response(Response::Ok, whole)
+            });
+            return Ok(job);
+        }
         let Some((unit, luns)) = self.lookup(address) else {
             return Ok(job);
         };
-        if data_out_len > 0 && data_in_capacity > 0 {
-            // Bidirectional commands need VIRTIO_SCSI_F_INOUT, which is not offered.
-            job.work = Work::Reply(Reply::response(Response::Failure, whole));
-            return Ok(job);
-        }
         let block_size = unit.as_ref().map_or(512, Lun::block_size);
-        let fits = match target::data_phase(&cdb, block_size) {
-            target::DataPhase::In(n) if n > 0 => {
-                data_out_len == 0 && n <= u64::from(data_in_capacity)
-            }
-            target::DataPhase::Out(n) if n > 0 => {
-                data_in_capacity == 0 && n <= u64::from(data_out_len)
-            }
-            _ => true,
-        };
-        if !fits {
-            job.work = Work::Reply(Reply::response(Response::Overrun, whole));
+        if let Some(response) = framing_error(&cdb, block_size, data_out_len, data_in_capacity) {
+            job.work = Work::Reply(Reply::response(response, whole));
             return Ok(job);
         }
         let Some(unit) = unit else {
@@ -1218,6 +1596,170 @@ impl Shared {
         };
         self.apply_fault(&mut job, &info, whole);
         Ok(job)
+    }
+
+    /// Checks a command's data segments and transfer length against `seg_max` and
+    /// `max_sectors` (counted as [`DeviceViolation`] says), recording each breach; `true` if
+    /// there was one.
+    fn check_limits(
+        &self,
+        queue: u16,
+        buffers: &[Buffer],
+        req_size: usize,
+        resp_size: usize,
+        whole: u32,
+    ) -> bool {
+        let mut segments = 0u32;
+        let (mut readable_at, mut writable_at) = (0u64, 0u64);
+        for buffer in buffers {
+            let (at, header) = if buffer.writable {
+                (&mut writable_at, resp_size as u64)
+            } else {
+                (&mut readable_at, req_size as u64)
+            };
+            let end = *at + u64::from(buffer.len);
+            if end > header && buffer.len > 0 {
+                segments += 1;
+            }
+            *at = end;
+        }
+        let mut over = false;
+        let seg_max = self.config_u32(offset_of!(ScsiConfig, seg_max));
+        if segments > seg_max {
+            self.record(DeviceViolation::SegmentsOverSegMax {
+                queue,
+                segments,
+                seg_max,
+            });
+            over = true;
+        }
+        let max_sectors = self.config_u32(offset_of!(ScsiConfig, max_sectors));
+        let sectors = u64::from(whole).div_ceil(512);
+        if max_sectors != 0 && sectors > u64::from(max_sectors) {
+            self.record(DeviceViolation::TransferOverMaxSectors {
+                queue,
+                sectors,
+                max_sectors,
+            });
+            over = true;
+        }
+        over
+    }
+
+    /// Counts one more command of `epoch` held for `address`; returns its slot and whether it
+    /// goes over an enforced `cmd_per_lun` (recorded). A command of an epoch a reset already
+    /// ended is not counted.
+    fn count_command(&self, queue: u16, epoch: u64, address: WireLun) -> (LunSlot, bool) {
+        let key = (address.target(), address.lun());
+        let mut table = self
+            .outstanding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let outstanding = if table.epoch == epoch {
+            let count = table.per_lun.entry(key).or_insert(0);
+            *count += 1;
+            *count
+        } else {
+            0
+        };
+        drop(table);
+        let slot = LunSlot {
+            table: Arc::clone(&self.outstanding),
+            epoch,
+            key,
+        };
+        let cmd_per_lun = self.config_u32(offset_of!(ScsiConfig, cmd_per_lun));
+        let over = self.options.enforce_cmd_per_lun && outstanding > cmd_per_lun;
+        if over {
+            self.record(DeviceViolation::CommandsOverCmdPerLun {
+                queue,
+                target: key.0,
+                lun: key.1,
+                outstanding,
+                cmd_per_lun,
+            });
+        }
+        (slot, over)
+    }
+
+    /// Walks `chain` of `queue` through its descriptor table (and indirect table) as the
+    /// driver wrote it, before rust-vmm's reader does: rust-vmm follows an indirect descriptor
+    /// whatever was negotiated and silently stops a chain at a bad `next`, a loop or a nested
+    /// table, so the device checks those itself. Returns the buffer descriptors in order.
+    fn walk(&self, queue: &Queue, chain: &Chain) -> Result<Vec<Buffer>, ChainError> {
+        let queue_size = queue.size();
+        let indirect_negotiated = self
+            .regs
+            .driver_features()
+            .contains(Features::INDIRECT_DESC);
+        let head = chain.head_index();
+        let mut table = GuestAddress(queue.desc_table());
+        let mut table_len = queue_size;
+        let mut index = head;
+        let mut indirect = false;
+        let mut steps_in_table = 0u32;
+        let mut buffers = Vec::new();
+        let mut seen_writable = false;
+        loop {
+            if index >= table_len {
+                return Err(ChainError::NextOutOfRange {
+                    next: index,
+                    table_len,
+                });
+            }
+            steps_in_table += 1;
+            if steps_in_table > u32::from(table_len) {
+                return Err(ChainError::Loop);
+            }
+            let at = table
+                .checked_add(u64::from(index) * 16)
+                .ok_or(ChainError::Unmapped)?;
+            let descriptor: Descriptor =
+                self.guest.read_obj(at).map_err(|_| ChainError::Unmapped)?;
+            if descriptor.refers_to_indirect_table() {
+                if !indirect_negotiated {
+                    return Err(ChainError::IndirectNotNegotiated { head });
+                }
+                if indirect {
+                    return Err(ChainError::IndirectInIndirect);
+                }
+                if descriptor.has_next() {
+                    return Err(ChainError::IndirectWithNext);
+                }
+                let len = descriptor.len();
+                let entries = len / 16;
+                if len == 0 || !len.is_multiple_of(16) || entries > u32::from(u16::MAX) {
+                    return Err(ChainError::IndirectTableLength { len });
+                }
+                table = descriptor.addr();
+                table_len = entries as u16;
+                index = 0;
+                indirect = true;
+                steps_in_table = 0;
+                continue;
+            }
+            if descriptor.is_write_only() {
+                seen_writable = true;
+            } else if seen_writable {
+                return Err(ChainError::ReadableAfterWritable);
+            }
+            buffers.push(Buffer {
+                len: descriptor.len(),
+                writable: descriptor.is_write_only(),
+            });
+            if !descriptor.has_next() {
+                break;
+            }
+            index = descriptor.next();
+        }
+        let descriptors = buffers.len() as u32;
+        if descriptors > u32::from(queue_size) {
+            return Err(ChainError::LongerThanQueue {
+                descriptors,
+                queue_size,
+            });
+        }
+        Ok(buffers)
     }
 
     /// The unit at `address` (if present) and every LUN of its target, or `None` if the
@@ -1293,29 +1835,25 @@ impl Shared {
         }
     }
 
-    /// Builds the reader over the readable part and the writer over the writable part,
-    /// checking that no readable descriptor follows a writable one.
+    /// Builds the reader over the readable part and the writer over the writable part of a
+    /// chain [`Self::walk`] accepted.
     fn split_chain(&self, chain: &Chain) -> Result<(Reader<'_>, Writer<'_>), ChainError> {
-        let mut seen_writable = false;
-        for descriptor in chain.clone() {
-            if descriptor.is_write_only() {
-                seen_writable = true;
-            } else if seen_writable {
-                return Err(ChainError::ReadableAfterWritable);
-            }
-        }
         let reader = Reader::new(&*self.guest, chain.clone()).map_err(|_| ChainError::Unmapped)?;
         let writer = Writer::new(&*self.guest, chain.clone()).map_err(|_| ChainError::Unmapped)?;
         Ok((reader, writer))
     }
 
     /// Executes `job` (if it still belongs to this epoch) and puts it on `queue`'s used ring.
-    fn complete(&self, queue: &mut Queue, job: Job) -> Published {
+    fn complete(&self, queue: &mut Queue, mut job: Job) -> Published {
         if job.epoch != self.epoch() {
             return Published::Nothing;
         }
         let head = job.chain.head_index();
+        // Released before the used element is published: once the driver can see the
+        // completion, the device no longer counts the command against its LUN.
+        let slot = job.slot.take();
         if let Some(id) = job.corrupt_id {
+            drop(slot);
             // A bogus element bypasses virtio-queue's bookkeeping, which then cannot tell
             // whether the driver wants an interrupt; a real device would interrupt for it.
             return if self.publish_bogus(queue, id, 0) {
@@ -1358,6 +1896,7 @@ impl Shared {
         }
         let written = self.write_reply(&job.chain, job.resp_size, &reply);
         let len = job.used_len.unwrap_or(written);
+        drop(slot);
         if queue.add_used(&*self.guest, head, len).is_ok() {
             Published::Element
         } else {
@@ -1536,7 +2075,7 @@ impl Shared {
                     Ok(None) => return,
                     Err(error) => {
                         drop(state);
-                        self.raise([self.device_error(error)]);
+                        self.raise([self.device_error(Some(index), error)]);
                         return;
                     }
                 };
@@ -1546,7 +2085,7 @@ impl Shared {
                         break;
                     }
                     if let Some(chain) = queue.pop_descriptor_chain(Arc::clone(&self.guest)) {
-                        popped = Some(chain);
+                        popped = Some(self.walk(queue, &chain).map(|_| chain));
                         break;
                     }
                     if !queue.enable_notification(&*self.guest).unwrap_or(false) {
@@ -1555,18 +2094,25 @@ impl Shared {
                 }
                 popped
             };
-            let Some(chain) = popped else {
+            let Some(popped) = popped else {
                 return;
             };
             if let Some(counters) = self.counters(index) {
                 counters.requests.fetch_add(1, Ordering::Relaxed);
             }
+            let chain = match popped {
+                Ok(chain) => chain,
+                Err(error) => {
+                    self.raise([self.device_error(Some(index), error)]);
+                    return;
+                }
+            };
             let answer = match self.control_request(&chain) {
                 Ok(Some(answer)) => answer,
                 // Ignored: the chain stays with the device until a reset.
                 Ok(None) => continue,
                 Err(error) => {
-                    self.raise([self.device_error(error)]);
+                    self.raise([self.device_error(Some(index), error)]);
                     return;
                 }
             };
@@ -1769,7 +2315,7 @@ impl Shared {
             Ok(None) => return false,
             Err(error) => {
                 drop(state);
-                self.raise([self.device_error(error)]);
+                self.raise([self.device_error(Some(index), error)]);
                 return false;
             }
         };
@@ -1783,6 +2329,11 @@ impl Shared {
         };
         if let Some(counters) = self.counters(index) {
             counters.requests.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(error) = self.walk(queue, &chain) {
+            drop(state);
+            self.raise([self.device_error(Some(index), error)]);
+            return false;
         }
         let mut payload = bytes.to_vec();
         if used_len.is_none()
@@ -1800,7 +2351,7 @@ impl Shared {
         });
         if let Err(error) = written {
             drop(state);
-            self.raise([self.device_error(error)]);
+            self.raise([self.device_error(Some(index), error)]);
             return false;
         }
         let len = used_len.unwrap_or(payload.len() as u32);
@@ -1823,6 +2374,37 @@ impl Shared {
         self.raise(raise);
         true
     }
+}
+
+/// The `lun` and `tag` fields of a request header.
+fn lun_and_tag(header: &[u8]) -> ([u8; 8], u64) {
+    let field = |range: std::ops::Range<usize>| {
+        header
+            .get(range)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or([0; 8])
+    };
+    (field(0..8), u64::from_le_bytes(field(8..16)))
+}
+
+/// The response for a command whose buffers do not suit its CDB: `FAILURE` for a bidirectional
+/// one (it needs `VIRTIO_SCSI_F_INOUT`, which is not offered), `OVERRUN` for a data phase the
+/// buffers cannot hold or that goes the other way; `None` if they suit it.
+fn framing_error(
+    cdb: &[u8],
+    block_size: u32,
+    data_out_len: u32,
+    data_in_capacity: u32,
+) -> Option<Response> {
+    if data_out_len > 0 && data_in_capacity > 0 {
+        return Some(Response::Failure);
+    }
+    let fits = match target::data_phase(cdb, block_size) {
+        target::DataPhase::In(n) if n > 0 => data_out_len == 0 && n <= u64::from(data_in_capacity),
+        target::DataPhase::Out(n) if n > 0 => data_in_capacity == 0 && n <= u64::from(data_out_len),
+        _ => true,
+    };
+    (!fits).then_some(Response::Overrun)
 }
 
 /// The worker: completes held jobs when due (in random order among those due together when

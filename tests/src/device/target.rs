@@ -18,6 +18,8 @@ use super::reservations::{Nexus, PrStatus, Reservations, Task};
 pub const GOOD: u8 = 0x00;
 /// SCSI status CHECK CONDITION.
 pub const CHECK_CONDITION: u8 = 0x02;
+/// SCSI status TASK SET FULL (SAM-5 5.3.1): the logical unit holds as many commands as it can.
+pub const TASK_SET_FULL: u8 = 0x28;
 
 /// Sense keys (SPC-4 section 4.5.6).
 pub mod sense_key {

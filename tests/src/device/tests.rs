@@ -320,9 +320,7 @@ fn init_handshake_negotiates_what_the_device_implements() {
     );
     assert_eq!(h.transport.num_queues(), 6);
     assert!(h.device.registers().violations().is_empty());
-    let mut config = [0u8; 36];
-    h.transport.read_device_config(0, &mut config).unwrap();
-    let config = virtio_core::scsi::Config::read_from_bytes(&config).unwrap();
+    let config = virtio_core::scsi::read_config(&h.transport).unwrap();
     let limits = virtio_core::scsi::Limits::from_config(&config).unwrap();
     assert_eq!(config.num_queues.get(), 4);
     assert_eq!(config.seg_max.get(), 254);
@@ -1299,4 +1297,521 @@ proptest! {
             }
         }
     }
+}
+
+/// Adds a chain of `readable` then `writable` segments on the first request queue (through an
+/// indirect table of just the right size with `indirect`), kicks and waits for the device;
+/// returns the bytes the device reported written, `None` if it used nothing.
+fn submit(
+    h: &mut Harness,
+    readable: &[Segment],
+    writable: &[Segment],
+    indirect: bool,
+) -> Option<u32> {
+    let memory = h.memory.clone();
+    let table = indirect.then(|| dma(&memory, 16 * (readable.len() + writable.len()), 16));
+    let q = h.queue(2);
+    q.queue.add(readable, writable, table.as_ref()).unwrap();
+    q.kick();
+    q.device.quiesce();
+    q.queue.pop_used().unwrap().map(|used| used.written)
+}
+
+fn response(resp: &DmaMemory) -> CmdResp {
+    let mut bytes = [0u8; size_of::<CmdResp>()];
+    assert!(resp.read_bytes(0, &mut bytes));
+    CmdResp::read_from_bytes(&bytes).unwrap()
+}
+
+/// Writes `blocks` blocks of a pattern at `lba` of LUN 0:0, one data segment per block; with
+/// `shared`, the first block shares the request header's descriptor. Returns the response.
+fn write_in_segments(h: &mut Harness, lba: u32, blocks: u16, shared: bool) -> CmdResp {
+    let memory = h.memory.clone();
+    let header = CmdReq::new(lun0(), lba.into(), &rw10(opcode::WRITE_10, lba, blocks)).unwrap();
+    let header = header.as_bytes();
+    let data = pattern(lba, usize::from(blocks) * 512);
+    let mut buffers = Vec::new();
+    let first = if shared {
+        let both = dma(&memory, header.len() + 512, 8);
+        assert!(both.write_bytes(0, header));
+        assert!(both.write_bytes(header.len(), &data[..512]));
+        buffers.push(both);
+        1
+    } else {
+        let alone = dma(&memory, header.len(), 8);
+        assert!(alone.write_bytes(0, header));
+        buffers.push(alone);
+        0
+    };
+    for block in data.chunks(512).skip(first) {
+        let segment = dma(&memory, 512, 512);
+        assert!(segment.write_bytes(0, block));
+        buffers.push(segment);
+    }
+    let resp = dma(&memory, size_of::<CmdResp>(), 8);
+    let readable: Vec<Segment> = buffers.iter().map(segment).collect();
+    let written = submit(h, &readable, &[segment(&resp)], false);
+    assert_eq!(written, Some(size_of::<CmdResp>() as u32));
+    response(&resp)
+}
+
+#[test]
+fn a_command_over_seg_max_is_recorded_and_fails_unexecuted() {
+    let options = DeviceOptions {
+        seg_max: 4,
+        ..DeviceOptions::default()
+    };
+    let mut h = Harness::new(options, SCSI_DRIVER_FEATURES);
+    // Four data segments after a header-only descriptor: at the limit.
+    let at_limit = write_in_segments(&mut h, 0, 4, false);
+    assert_eq!((at_limit.response, at_limit.status), (0, target::GOOD));
+    // The header's descriptor carries the first block: it counts once, as a data segment.
+    let shared = write_in_segments(&mut h, 8, 4, true);
+    assert_eq!((shared.response, shared.status), (0, target::GOOD));
+    assert_eq!(h.device.violations(), []);
+
+    let over = write_in_segments(&mut h, 16, 5, false);
+    assert_eq!(over.response, Response::Failure.raw());
+    let shared_over = write_in_segments(&mut h, 24, 5, true);
+    assert_eq!(shared_over.response, Response::Failure.raw());
+    assert_eq!(
+        h.device.violations(),
+        [DeviceViolation::SegmentsOverSegMax {
+            queue: 2,
+            segments: 5,
+            seg_max: 4
+        }; 2]
+    );
+    // Neither offender reached the medium; the commands within the limit did.
+    let q = h.queue(2);
+    let written = q.command(lun0(), &rw10(opcode::READ_10, 0, 32), &[], 32 * 512);
+    assert_eq!(&written.data[..4 * 512], &pattern(0, 4 * 512)[..]);
+    assert_eq!(&written.data[8 * 512..12 * 512], &pattern(8, 4 * 512)[..]);
+    assert!(written.data[16 * 512..].iter().all(|&byte| byte == 0));
+    assert!(!h.transport.needs_reset());
+}
+
+#[test]
+fn a_transfer_over_max_sectors_is_recorded_and_fails_unexecuted() {
+    let options = DeviceOptions {
+        max_sectors: 8,
+        ..DeviceOptions::default()
+    };
+    let mut h = Harness::new(options, SCSI_DRIVER_FEATURES);
+    let q = h.queue(2);
+    let at_limit = q.command(lun0(), &rw10(opcode::READ_10, 0, 8), &[], 8 * 512);
+    assert_eq!((at_limit.resp.response, at_limit.resp.status), (0, 0));
+    assert_eq!(q.device.violations(), []);
+    let over = q.command(lun0(), &rw10(opcode::READ_10, 0, 9), &[], 9 * 512);
+    assert_eq!(over.resp.response, Response::Failure.raw());
+    // The buffers count, not the CDB: one block read into nine sectors of buffer is over too,
+    // and a partial sector is a whole one.
+    let big_buffer = q.command(lun0(), &rw10(opcode::READ_10, 0, 1), &[], 8 * 512 + 1);
+    assert_eq!(big_buffer.resp.response, Response::Failure.raw());
+    assert_eq!(
+        q.device.violations(),
+        [DeviceViolation::TransferOverMaxSectors {
+            queue: 2,
+            sectors: 9,
+            max_sectors: 8
+        }; 2]
+    );
+    assert!(!h.transport.needs_reset());
+}
+
+#[test]
+fn max_sectors_zero_is_no_limit() {
+    let options = DeviceOptions {
+        max_sectors: 0,
+        ..DeviceOptions::default()
+    };
+    let mut h = Harness::new(options, SCSI_DRIVER_FEATURES);
+    let q = h.queue(2);
+    let big = q.command(lun0(), &rw10(opcode::READ_10, 0, 1024), &[], 1024 * 512);
+    assert_eq!((big.resp.response, big.resp.status), (0, 0));
+    assert_eq!(q.device.violations(), []);
+}
+
+#[test]
+fn commands_over_cmd_per_lun_are_recorded_and_answered_task_set_full() {
+    let options = DeviceOptions {
+        cmd_per_lun: 3,
+        enforce_cmd_per_lun: true,
+        completion: CompletionMode::Delayed {
+            max_delay: Duration::from_millis(300),
+            shuffle: false,
+        },
+        ..DeviceOptions::default()
+    };
+    let mut h = Harness::new(options, SCSI_DRIVER_FEATURES);
+    h.device
+        .add_lun(0, 1, Lun::memory(1 << 10, 512).unwrap())
+        .unwrap();
+    let lun1 = WireLun::new(0, 1).unwrap();
+    let q = h.queue(2);
+    // Three on each of two LUNs, all held together: at the limit on both.
+    for lba in 0..3 {
+        q.start_read(lba, false);
+        q.start(
+            lun1,
+            100 + u64::from(lba),
+            &rw10(opcode::READ_10, lba, 1),
+            &[],
+            512,
+            false,
+        )
+        .unwrap();
+    }
+    q.kick();
+    assert_eq!(q.device.violations(), []);
+    // A fourth on LUN 0 while the three are held.
+    let fourth = q.start_read(3, false);
+    q.kick();
+    q.device.quiesce();
+    let done = q.reap().unwrap();
+    assert_eq!(done.len(), 7);
+    for command in &done {
+        let expected = if command.token == fourth {
+            target::TASK_SET_FULL
+        } else {
+            target::GOOD
+        };
+        assert_eq!(
+            (command.resp.response, command.resp.status),
+            (0, expected),
+            "{command:?}"
+        );
+    }
+    assert_eq!(
+        q.device.violations(),
+        [DeviceViolation::CommandsOverCmdPerLun {
+            queue: 2,
+            target: 0,
+            lun: 0,
+            outstanding: 4,
+            cmd_per_lun: 3
+        }]
+    );
+    // Completed commands no longer count, and a reset forgets the held ones.
+    with_hook(&h, FaultAction::Drop);
+    held_reads(&mut h, 3);
+    assert_eq!(h.device.stats().pending, 3);
+    h.init(SCSI_DRIVER_FEATURES);
+    held_reads(&mut h, 3);
+    assert_eq!(h.device.stats().pending, 3);
+    assert_eq!(h.device.violations().len(), 1);
+}
+
+#[test]
+fn cmd_per_lun_enforcement_can_be_turned_off() {
+    let options = DeviceOptions {
+        cmd_per_lun: 1,
+        enforce_cmd_per_lun: false,
+        completion: CompletionMode::Delayed {
+            max_delay: Duration::from_millis(50),
+            shuffle: false,
+        },
+        ..DeviceOptions::default()
+    };
+    let mut h = Harness::new(options, SCSI_DRIVER_FEATURES);
+    held_reads(&mut h, 4);
+    h.device.quiesce();
+    let done = h.queue(2).reap().unwrap();
+    assert!(
+        done.iter()
+            .all(|command| command.resp.status == target::GOOD)
+    );
+    assert_eq!(done.len(), 4);
+    assert_eq!(h.device.violations(), []);
+}
+
+/// Writes descriptor `index` of queue 2's ring by hand, for chains virtio-core's driver refuses
+/// to build.
+fn plant_descriptor(h: &mut Harness, index: u16, address: u64, len: u32, flags: u16, next: u16) {
+    let q = h.queue(2);
+    let layout = q.queue.layout();
+    let ring = dma_at(
+        NonNull::new(q.queue.addresses().descriptors as usize as *mut u8).unwrap(),
+        layout.ring_len(),
+    );
+    let at = layout.descriptor(index);
+    ring.store_u64(at, address, Ordering::Relaxed);
+    ring.store_u32(at + 8, len, Ordering::Relaxed);
+    ring.store_u16(at + 12, flags, Ordering::Relaxed);
+    ring.store_u16(at + 14, next, Ordering::Relaxed);
+}
+
+/// Makes the chain at ring descriptor 0 the first available one of a fresh queue 2 and
+/// notifies the device.
+fn publish_head_zero(h: &mut Harness) {
+    let q = h.queue(2);
+    let layout = q.queue.layout();
+    let ring = dma_at(
+        NonNull::new(q.queue.addresses().descriptors as usize as *mut u8).unwrap(),
+        layout.ring_len(),
+    );
+    ring.store_u16(layout.avail_ring(0), 0, Ordering::Relaxed);
+    ring.store_u16(layout.avail_idx(), 1, Ordering::Release);
+    let (bar, offset) = (q.notify_bar, q.notify_offset);
+    h.device.mmio_write(bar, offset, 2, 2);
+}
+
+const F_NEXT: u16 = 1;
+const F_WRITE: u16 = 2;
+const F_INDIRECT: u16 = 4;
+
+#[test]
+fn an_indirect_descriptor_without_the_feature_is_a_violation() {
+    let options = DeviceOptions {
+        indirect_desc: false,
+        ..DeviceOptions::default()
+    };
+    let mut h = Harness::new(options, SCSI_DRIVER_FEATURES);
+    assert!(!h.features.contains(Features::INDIRECT_DESC));
+    let memory = h.memory.clone();
+    let req = dma(&memory, size_of::<CmdReq>(), 8);
+    assert!(req.write_bytes(0, CmdReq::new(lun0(), 1, &[0; 6]).unwrap().as_bytes()));
+    let resp = dma(&memory, size_of::<CmdResp>(), 8);
+    // A well-formed two-entry indirect table: only the missing feature is wrong.
+    let table = dma(&memory, 32, 16);
+    for (at, seg, flags, next) in [(0, &req, F_NEXT, 1), (16, &resp, F_WRITE, 0)] {
+        table.store_u64(at, seg.bus_address(), Ordering::Relaxed);
+        table.store_u32(at + 8, seg.len() as u32, Ordering::Relaxed);
+        table.store_u16(at + 12, flags, Ordering::Relaxed);
+        table.store_u16(at + 14, next, Ordering::Relaxed);
+    }
+    plant_descriptor(&mut h, 0, table.bus_address(), 32, F_INDIRECT, 0);
+    publish_head_zero(&mut h);
+    assert_eq!(
+        h.device.violations(),
+        [DeviceViolation::IndirectWithoutFeature { queue: 2, head: 0 }]
+    );
+    assert!(h.transport.needs_reset());
+    assert_eq!(response(&resp).response, 0, "nothing written");
+    // The same chain with the feature negotiated is served.
+    let mut h = Harness::default();
+    let q = h.queue(2);
+    q.start(lun0(), 1, &[0; 6], &[], 0, true).unwrap();
+    q.kick();
+    assert_eq!(q.reap().unwrap().len(), 1);
+    assert_eq!(h.device.violations(), []);
+}
+
+#[test]
+fn a_chain_longer_than_the_queue_is_a_violation() {
+    // The harness's driver sets every queue to 64 entries (of 256 offered): its size counts.
+    let mut h = Harness::default();
+    let memory = h.memory.clone();
+    let read = |h: &mut Harness, blocks: u16| {
+        let req = dma(&memory, size_of::<CmdReq>(), 8);
+        let cdb = rw10(opcode::READ_10, 0, blocks);
+        assert!(req.write_bytes(0, CmdReq::new(lun0(), 1, &cdb).unwrap().as_bytes()));
+        let resp = dma(&memory, size_of::<CmdResp>(), 8);
+        let data: Vec<DmaMemory> = (0..blocks).map(|_| dma(&memory, 512, 512)).collect();
+        let mut writable = vec![segment(&resp)];
+        writable.extend(data.iter().map(segment));
+        // virtio-core's driver bounds an indirect chain by its table only.
+        submit(h, &[segment(&req)], &writable, true).map(|_| response(&resp))
+    };
+    // Header, response and 62 data segments: 64 descriptors, the queue's size.
+    let fits = read(&mut h, 62).unwrap();
+    assert_eq!((fits.response, fits.status), (0, 0));
+    assert_eq!(h.device.violations(), []);
+    assert_eq!(read(&mut h, 63), None);
+    assert_eq!(
+        h.device.violations(),
+        [DeviceViolation::ChainLongerThanQueue {
+            queue: 2,
+            descriptors: 65,
+            queue_size: 64
+        }]
+    );
+    assert!(h.transport.needs_reset());
+
+    // A direct chain that loops (0 -> 1 -> 0) never ends: a malformed chain, caught.
+    h.init(SCSI_DRIVER_FEATURES);
+    let req = dma(&memory, size_of::<CmdReq>(), 8);
+    plant_descriptor(&mut h, 0, req.bus_address(), 51, F_NEXT, 1);
+    plant_descriptor(&mut h, 1, req.bus_address(), 51, F_NEXT, 0);
+    publish_head_zero(&mut h);
+    assert!(h.transport.needs_reset());
+    assert_eq!(
+        h.device.violations().last(),
+        Some(&DeviceViolation::MalformedChain {
+            queue: 2,
+            error: ChainError::Loop
+        })
+    );
+}
+
+#[test]
+fn each_optional_feature_is_offered_only_when_on_and_packed_never() {
+    let none = DeviceOptions {
+        indirect_desc: false,
+        event_idx: false,
+        any_layout: false,
+        hotplug: false,
+        change: false,
+        ..DeviceOptions::default()
+    };
+    let toggles = [
+        (
+            Features::INDIRECT_DESC,
+            DeviceOptions {
+                indirect_desc: true,
+                ..none
+            },
+        ),
+        (
+            Features::EVENT_IDX,
+            DeviceOptions {
+                event_idx: true,
+                ..none
+            },
+        ),
+        (
+            Features::ANY_LAYOUT,
+            DeviceOptions {
+                any_layout: true,
+                ..none
+            },
+        ),
+        (
+            Features::SCSI_HOTPLUG,
+            DeviceOptions {
+                hotplug: true,
+                ..none
+            },
+        ),
+        (
+            Features::SCSI_CHANGE,
+            DeviceOptions {
+                change: true,
+                ..none
+            },
+        ),
+    ];
+    // A driver that accepts every bit it knows reads exactly what the registers offer.
+    assert_eq!(
+        Harness::new(none, Features::all()).features,
+        Features::VERSION_1
+    );
+    let mut all = none;
+    for (feature, options) in toggles {
+        assert_eq!(options.offered_features(), Features::VERSION_1 | feature);
+        let h = Harness::new(options, Features::all());
+        assert_eq!(h.features, Features::VERSION_1 | feature, "{feature:?}");
+        all.indirect_desc |= options.indirect_desc;
+        all.event_idx |= options.event_idx;
+        all.any_layout |= options.any_layout;
+        all.hotplug |= options.hotplug;
+        all.change |= options.change;
+    }
+    let everything = Harness::new(all, Features::all()).features;
+    assert_eq!(
+        everything,
+        Features::VERSION_1
+            | Features::INDIRECT_DESC
+            | Features::EVENT_IDX
+            | Features::ANY_LAYOUT
+            | Features::SCSI_HOTPLUG
+            | Features::SCSI_CHANGE
+    );
+    assert!(!everything.intersects(
+        Features::RING_PACKED
+            | Features::SCSI_INOUT
+            | Features::SCSI_T10_PI
+            | Features::ACCESS_PLATFORM
+    ));
+    // Today's defaults: indirect descriptors and event indices, as QEMU offers.
+    assert_eq!(
+        DeviceOptions::default().offered_features(),
+        Features::VERSION_1 | Features::INDIRECT_DESC | Features::EVENT_IDX
+    );
+}
+
+#[test]
+fn each_queue_can_have_its_own_maximum_size() {
+    let options = DeviceOptions {
+        request_queues: 3,
+        queue_size: 128,
+        queue_size_overrides: QueueSizeOverrides::NONE
+            .with(0, 16)
+            .with(3, 1024)
+            .with(3, 512)
+            .with(4, 0),
+        ..DeviceOptions::default()
+    };
+    let memory = PhysicalMemory::new(16 << 20).unwrap();
+    let device = VirtioScsiDevice::new(options, memory, Arc::new(Recorder::default()));
+    let mut transport = PciTransport::probe(device.pci_config(), Mmio(device.clone())).unwrap();
+    transport.begin_init(SCSI_DRIVER_FEATURES).unwrap();
+    let sizes: Vec<_> = (0..5)
+        .map(|index| transport.queue_max_size(index).ok())
+        .collect();
+    assert_eq!(sizes, [Some(16), Some(128), Some(128), Some(512), None]);
+    assert_eq!(device.registers().queue(4).unwrap().max_size, 0);
+    assert_eq!(options.queue_max_size(2), 128);
+}
+
+#[test]
+fn sense_and_cdb_sizes_start_as_configured_and_the_current_value_rules() {
+    let options = DeviceOptions {
+        sense_size: 64,
+        cdb_size: 16,
+        ..DeviceOptions::default()
+    };
+    let mut h = Harness::new(options, SCSI_DRIVER_FEATURES);
+    let config = |h: &Harness| {
+        let mut bytes = [0u8; 36];
+        h.transport.read_device_config(0, &mut bytes).unwrap();
+        let config = virtio_core::scsi::Config::read_from_bytes(&bytes).unwrap();
+        (config.sense_size.get(), config.cdb_size.get())
+    };
+    assert_eq!(config(&h), (64, 16));
+    // A READ(10) past the end framed for these sizes: 19 + 16 request bytes, 12 + 64 response
+    // bytes, then the data-in buffer.
+    let memory = h.memory.clone();
+    let cdb = rw10(opcode::READ_10, 1 << 16, 1);
+    let full = CmdReq::new(lun0(), 9, &cdb).unwrap();
+    let req = dma(&memory, 19 + 16, 8);
+    assert!(req.write_bytes(0, &full.as_bytes()[..19 + 16]));
+    let resp = dma(&memory, 12 + 64, 8);
+    let data = dma(&memory, 512, 512);
+    let written = submit(
+        &mut h,
+        &[segment(&req)],
+        &[segment(&resp), segment(&data)],
+        false,
+    );
+    assert_eq!(written, Some(12 + 64));
+    let mut header = [0u8; 12 + 64];
+    assert!(resp.read_bytes(0, &mut header));
+    let sense_len = u32::from_le_bytes(header[..4].try_into().unwrap());
+    let resid = u32::from_le_bytes(header[4..8].try_into().unwrap());
+    assert_eq!(
+        (header[10], header[11]),
+        (target::CHECK_CONDITION, 0),
+        "status, response"
+    );
+    assert_eq!((sense_len, resid), (18, 512));
+    assert_eq!((header[12 + 2], header[12 + 12]), (5, 0x21));
+
+    // The driver writes QEMU's sizes: the device follows the current values.
+    let sense_at = virtio_core::scsi::Config::SENSE_SIZE_OFFSET as u32;
+    let cdb_at = virtio_core::scsi::Config::CDB_SIZE_OFFSET as u32;
+    h.transport.write_device_config_u32(sense_at, 96).unwrap();
+    h.transport.write_device_config_u32(cdb_at, 32).unwrap();
+    assert_eq!(config(&h), (96, 32));
+    let ok = h
+        .queue(2)
+        .command(lun0(), &rw10(opcode::READ_10, 0, 1), &[], 512);
+    assert_eq!(
+        (ok.resp.response, ok.resp.status, ok.written),
+        (0, 0, 108 + 512)
+    );
+    // A reset brings back the device's own defaults.
+    h.init(SCSI_DRIVER_FEATURES);
+    assert_eq!(config(&h), (64, 16));
+    assert_eq!(h.device.violations(), []);
 }

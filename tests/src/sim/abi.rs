@@ -35,6 +35,8 @@ pub const STOR_STATUS_SUCCESS: u32 = 0;
 pub const STOR_STATUS_UNSUCCESSFUL: u32 = 0xC100_0001;
 /// STOR_STATUS_NOT_IMPLEMENTED.
 pub const STOR_STATUS_NOT_IMPLEMENTED: u32 = 0xC100_0002;
+/// STOR_STATUS_BUFFER_TOO_SMALL.
+pub const STOR_STATUS_BUFFER_TOO_SMALL: u32 = 0xC100_0004;
 /// STOR_STATUS_INVALID_PARAMETER.
 pub const STOR_STATUS_INVALID_PARAMETER: u32 = 0xC100_0006;
 /// STOR_STATUS_BUSY (a previous StorPortStateChangeDetected is still being processed).
@@ -118,6 +120,8 @@ pub const SRB_FUNCTION_RESET_LOGICAL_UNIT: u8 = 0x20;
 pub const SRB_STATUS_PENDING: u8 = 0x00;
 /// SRB_STATUS_SUCCESS.
 pub const SRB_STATUS_SUCCESS: u8 = 0x01;
+/// SRB_STATUS_BUSY: StorPort sends the request again.
+pub const SRB_STATUS_BUSY: u8 = 0x05;
 /// SRB_STATUS_BUS_RESET.
 pub const SRB_STATUS_BUS_RESET: u8 = 0x0E;
 /// SRB_STATUS_DATA_OVERRUN (also an underrun: data valid up to DataTransferLength).

@@ -373,6 +373,92 @@ export! {
     }
 }
 
+/// The value name (and subkey, which must be NULL: the simulator's hardware key has none) of
+/// a StorPortRegistryRead/WriteAdapterKey call, after the PASSIVE_LEVEL and dump checks.
+fn adapter_key_call(
+    routine: &'static str,
+    extension: *mut c_void,
+    subkey: *const u8,
+    name: *const u8,
+) -> Option<(Arc<Machine>, String)> {
+    let machine = registry_machine(routine, extension)?;
+    if !subkey.is_null() || name.is_null() {
+        return None;
+    }
+    // SAFETY: the miniport passes a NUL-terminated ASCII value name (storport.h's contract).
+    let name = unsafe { std::ffi::CStr::from_ptr(name.cast()) };
+    Some((machine, name.to_str().ok()?.to_owned()))
+}
+
+/// StorPortRegistryReadAdapterKey (ExtFunctionRegistryReadAdapterKey: PUCHAR SubKeyName,
+/// PUCHAR ValueName, ULONG ValueType, PVOID *ValueData, PULONG ValueDataLength): copies the
+/// value of [`super::SimOptions::adapter_key`] into the caller's buffer at `*ValueData`
+/// (`*ValueDataLength` bytes on entry, the value's size on return). Absent or of another type:
+/// STOR_STATUS_UNSUCCESSFUL; larger than the buffer: STOR_STATUS_BUFFER_TOO_SMALL.
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_registry_read_adapter_key(
+    extension: *mut c_void,
+    subkey: *const u8,
+    name: *const u8,
+    value_type: u32,
+    data: *mut *mut u8,
+    length: *mut u32,
+) -> u32 {
+    let Some((machine, name)) =
+        adapter_key_call("StorPortRegistryReadAdapterKey", extension, subkey, name)
+    else {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    };
+    let (Some(buffer), Some(capacity)) =
+        (read_in::<usize>(data.cast()), read_in::<u32>(length.cast()))
+    else {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    };
+    let Some((stored_type, value)) = machine.options.adapter_key.value(&name) else {
+        return abi::STOR_STATUS_UNSUCCESSFUL;
+    };
+    if stored_type != value_type {
+        return abi::STOR_STATUS_UNSUCCESSFUL;
+    }
+    if value.len() > capacity as usize || buffer == 0 {
+        return abi::STOR_STATUS_BUFFER_TOO_SMALL;
+    }
+    // SAFETY: the miniport's buffer of `capacity` bytes at `*ValueData` (storport.h's
+    // contract), of which the value's length is written.
+    unsafe { std::ptr::copy_nonoverlapping(value.as_ptr(), buffer as *mut u8, value.len()) };
+    write_out(
+        length.cast(),
+        &u32::try_from(value.len()).unwrap_or(u32::MAX),
+    );
+    abi::STOR_STATUS_SUCCESS
+}
+
+/// StorPortRegistryWriteAdapterKey (ExtFunctionRegistryWriteAdapterKey: PUCHAR SubKeyName,
+/// PUCHAR ValueName, ULONG ValueType, PVOID ValueData, ULONG ValueDataLength): stores the value
+/// in [`super::SimOptions::adapter_key`].
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_registry_write_adapter_key(
+    extension: *mut c_void,
+    subkey: *const u8,
+    name: *const u8,
+    value_type: u32,
+    data: *const u8,
+    length: u32,
+) -> u32 {
+    let Some((machine, name)) =
+        adapter_key_call("StorPortRegistryWriteAdapterKey", extension, subkey, name)
+    else {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    };
+    if data.is_null() {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    }
+    // SAFETY: the miniport's `ValueDataLength` bytes at `ValueData` (storport.h's contract).
+    let value = unsafe { std::slice::from_raw_parts(data, length as usize) };
+    machine.options.adapter_key.set(&name, value_type, value);
+    abi::STOR_STATUS_SUCCESS
+}
+
 export! {
     /// `STOR_PHYSICAL_ADDRESS StorPortGetPhysicalAddress(PVOID, PSCSI_REQUEST_BLOCK, PVOID, ULONG*)`.
     pub extern "system" fn StorPortGetPhysicalAddress(
@@ -496,6 +582,29 @@ export! {
         state.queue_depths.insert((path, target, lun), depth);
         drop(state);
         machine.notify(Notification::QueueDepth { target, lun, depth });
+        1
+    }
+}
+
+export! {
+    /// `BOOLEAN StorPortBusy(PVOID, ULONG)`: StorPort sends no request until `requests` of those
+    /// the miniport holds complete.
+    pub extern "system" fn StorPortBusy(extension: *mut c_void, requests: u32) -> u8 {
+        let Some(machine) = machine_for("StorPortBusy", extension) else {
+            return 0;
+        };
+        machine.busy(requests);
+        1
+    }
+}
+
+export! {
+    /// `BOOLEAN StorPortReady(PVOID)`: ends a StorPortBusy hold.
+    pub extern "system" fn StorPortReady(extension: *mut c_void) -> u8 {
+        let Some(machine) = machine_for("StorPortReady", extension) else {
+            return 0;
+        };
+        machine.ready();
         1
     }
 }

@@ -88,8 +88,61 @@ pub struct SrbRecord {
     pub(crate) direction: DataDirection,
     pub(crate) sense: Option<(usize, usize)>,
     pub(crate) deadline: Instant,
+    /// TimeOutValue in real time: the deadline is this long after the miniport gets the SRB.
+    pub(crate) timeout: Duration,
     pub(crate) reset_deadline: Option<Instant>,
     pub(crate) scatter_gather: Option<usize>,
+    /// Counted against its unit's queue depth and MaxNumberOfIO ([`PortQueue`]).
+    pub(crate) counted: bool,
+    /// Sent beyond the transfer limits the miniport reported ([`Request::ignore_port_limits`]):
+    /// its answer must not be SUCCESS.
+    pub(crate) beyond_transfer_limits: bool,
+    /// Once the miniport answered it BUSY: when StorPort stops retrying it (its timeout after
+    /// the first BUSY) and completes it BUSY to the class driver.
+    pub(crate) retry_expiry: Option<Instant>,
+    /// Not sent again before this instant (StorPort's hold-off after a BUSY answer).
+    pub(crate) not_before: Option<Instant>,
+    /// The simulated processor it was submitted on (a retry goes there again).
+    pub(crate) processor: u32,
+}
+
+/// How long StorPort waits before sending a request the miniport answered BUSY again.
+pub(crate) const BUSY_HOLD_OFF: Duration = Duration::from_millis(1);
+
+/// How long StorPortBusy holds requests back at most if the completions it waits for do not
+/// come (the simulator's choice: Windows' own limit is not documented).
+pub(crate) const BUSY_LIMIT: Duration = Duration::from_millis(100);
+
+/// A request StorPort holds back because its unit's queue depth or the adapter's
+/// `MaxNumberOfIO` is reached: the miniport has not seen it.
+pub struct Waiting {
+    pub(crate) processor: u32,
+    pub(crate) srb: usize,
+    pub(crate) record: SrbRecord,
+}
+
+/// StorPort's queues in front of the miniport. The port driver never gives the miniport more
+/// SCSI requests at once than the unit's queue depth (`InitialLunQueueDepth`, or what
+/// StorPortSetDeviceQueueDepth set, at most `MaxIOsPerLun`) nor, adapter-wide, than
+/// `MaxNumberOfIO`; the rest wait, in order, until completions make room.
+#[derive(Default)]
+pub struct PortQueue {
+    /// SCSI requests the miniport holds, per unit.
+    pub(crate) per_unit: HashMap<(u8, u8, u8), u32>,
+    /// SCSI requests the miniport holds in all.
+    pub(crate) total: u32,
+    /// Requests held back, oldest first.
+    pub(crate) waiting: VecDeque<Waiting>,
+    /// The most the miniport held at once, per unit and in all (for scenarios).
+    pub(crate) peak_per_unit: HashMap<(u8, u8, u8), u32>,
+    pub(crate) peak_total: u32,
+    /// After StorPortBusy: completions still awaited before requests flow again, and when
+    /// StorPort resumes anyway.
+    pub(crate) busy: Option<(u32, Instant)>,
+    /// Requests the miniport answered BUSY, each sent again.
+    pub(crate) busy_retries: u64,
+    /// StorPortBusy calls.
+    pub(crate) busy_calls: u64,
 }
 
 /// The state behind the machine's mutex.
@@ -109,6 +162,7 @@ pub struct State {
     pub(crate) passive_initialize: Option<usize>,
     pub(crate) timer: Option<(usize, Instant)>,
     pub(crate) queue_depths: HashMap<(u8, u8, u8), u32>,
+    pub(crate) port_queue: PortQueue,
     pub(crate) logical_units: HashMap<(u8, u8, u8), Box<[u128]>>,
     pub(crate) rng: u64,
     /// The unit control types the miniport's query reported (`None`: no HwStorUnitControl, or
@@ -745,14 +799,17 @@ impl Machine {
             DataDirection::None => 0,
             DataDirection::In => request.data_in_len as usize,
             DataDirection::Out => request.data_out.len(),
+            DataDirection::Unspecified => request.data_out.len().max(request.data_in_len as usize),
         };
         let data = if data_len > 0 {
             // Page-aligned plus an offset, so that the buffer crosses page boundaries as real
             // I/O buffers do.
             let base = alloc(data_len + request.data_offset as usize, 4096)?;
             let address = base + request.data_offset as usize;
-            if request.direction == DataDirection::Out
-                && !self.memory.write(address, &request.data_out)
+            if matches!(
+                request.direction,
+                DataDirection::Out | DataDirection::Unspecified
+            ) && !self.memory.write(address, &request.data_out)
             {
                 return Err(SimError::OutOfMemory { len: data_len });
             }
@@ -772,6 +829,7 @@ impl Machine {
             DataDirection::None => 0,
             DataDirection::In => abi::SRB_FLAGS_DATA_IN,
             DataDirection::Out => abi::SRB_FLAGS_DATA_OUT,
+            DataDirection::Unspecified => abi::SRB_FLAGS_DATA_IN | abi::SRB_FLAGS_DATA_OUT,
         } | if request.queue_action.is_some() {
             abi::SRB_FLAGS_QUEUE_ACTION_ENABLE
         } else {
@@ -901,8 +959,14 @@ impl Machine {
                 direction: request.direction,
                 sense,
                 deadline: Instant::now() + timeout,
+                timeout,
                 reset_deadline: None,
                 scatter_gather: None,
+                counted: false,
+                beyond_transfer_limits: false,
+                retry_expiry: None,
+                not_before: None,
+                processor: 0,
             },
         );
         Ok((srb, ticket))
@@ -992,8 +1056,14 @@ impl Machine {
                 direction: DataDirection::None,
                 sense: None,
                 deadline: Instant::now() + timeout,
+                timeout,
                 reset_deadline: None,
                 scatter_gather: None,
+                counted: false,
+                beyond_transfer_limits: false,
+                retry_expiry: None,
+                not_before: None,
+                processor: 0,
             },
         );
         Ok((srb, ticket))
@@ -1041,8 +1111,8 @@ impl Machine {
                 srb_ex_data_offset: [wmi_block as u32],
                 ..abi::StorageRequestBlock::new(srb_len, abi::SRB_FUNCTION_WMI)
             };
-            // WMI requests address the adapter: path, target and LUN 0.
-            let btl = abi::StorAddrBtl8::new(0, 0, 0);
+            let (path, target, lun) = request.address;
+            let btl = abi::StorAddrBtl8::new(path, target, lun);
             let block = abi::SrbExDataWmi {
                 data_type: abi::SRBEX_DATA_TYPE_WMI,
                 length: abi::SRBEX_DATA_WMI_LENGTH,
@@ -1061,6 +1131,9 @@ impl Machine {
                 length: size_of::<abi::ScsiWmiRequestBlock>() as u16,
                 function: abi::SRB_FUNCTION_WMI,
                 wmi_sub_function: request.sub_function,
+                path_id: request.address.0,
+                target_id: request.address.1,
+                lun: request.address.2,
                 wmi_flags: request.flags,
                 data_transfer_length: request.data_transfer_length,
                 time_out_value: timeout_seconds,
@@ -1195,8 +1268,14 @@ impl Machine {
                 direction: DataDirection::In,
                 sense: None,
                 deadline: Instant::now() + timeout,
+                timeout,
                 reset_deadline: None,
                 scatter_gather: None,
+                counted: false,
+                beyond_transfer_limits: false,
+                retry_expiry: None,
+                not_before: None,
+                processor: 0,
             },
         );
         Ok((srb, ticket))
@@ -1215,7 +1294,73 @@ impl Machine {
             });
             return;
         };
+        if record.counted
+            && matches!(record.kind, SrbKind::Scsi | SrbKind::Extended { .. })
+            && self.read_status(srb, record.kind)
+                & !(abi::SRB_STATUS_AUTOSENSE_VALID | abi::SRB_STATUS_QUEUE_FROZEN)
+                == abi::SRB_STATUS_BUSY
+        {
+            // StorPort's answer to BUSY: the request goes back to the front of its queue and is
+            // sent again after a hold-off, until its own timeout runs out.
+            state.port_queue.retire(record.address);
+            state.port_queue.busy_retries += 1;
+            let mut record = record;
+            let now = Instant::now();
+            record.retry_expiry.get_or_insert(now + record.timeout);
+            record.not_before = Some(now + BUSY_HOLD_OFF);
+            record.counted = false;
+            self.prepare_retry(srb, &record);
+            state.port_queue.waiting.push_front(Waiting {
+                processor: record.processor,
+                srb,
+                record,
+            });
+            let limits = PortLimits::of(&lock(&self.config));
+            let ready = limits.admit_waiting(&mut state);
+            drop(state);
+            for (processor, srb) in ready {
+                let _ = self.dispatch(processor, srb);
+            }
+            return;
+        }
         let completion = self.read_back(srb, &record);
+        let record_ticket = record.ticket;
+        let accepted_beyond_limits =
+            record.beyond_transfer_limits && completion.status() == abi::SRB_STATUS_SUCCESS;
+        let ready = if record.counted {
+            state.port_queue.retire(record.address);
+            if let Some((left, until)) = state.port_queue.busy {
+                state.port_queue.busy = (left > 1).then_some((left - 1, until));
+            }
+            let limits = PortLimits::of(&lock(&self.config));
+            limits.admit_waiting(&mut state)
+        } else {
+            Vec::new()
+        };
+        self.file_completion(&mut state, srb, record, completion);
+        drop(state);
+        if accepted_beyond_limits {
+            self.violate(Violation::AcceptedBeyondTransferLimits {
+                ticket: record_ticket,
+            });
+        }
+        for (processor, srb) in ready {
+            // A processor that stopped takes no more work: the request stays outstanding and
+            // shutdown reports it.
+            let _ = self.dispatch(processor, srb);
+        }
+        self.completion.notify_all();
+    }
+
+    /// Files `completion` of the request at `srb` for its waiter, and quarantines its memory
+    /// (freed later, so that a late access by the miniport still lands in mapped memory).
+    fn file_completion(
+        &self,
+        state: &mut State,
+        srb: usize,
+        record: SrbRecord,
+        completion: Completion,
+    ) {
         state.completed.insert(record.ticket, completion);
         state.completed_at.insert(record.ticket, Instant::now());
         state.quarantine.push_back((srb, record.regions));
@@ -1226,8 +1371,78 @@ impl Machine {
                 }
             }
         }
+    }
+
+    /// Completes to its waiter a request StorPort gave up on while it waited in the port
+    /// queue (BUSY past its timeout): the miniport does not hold it.
+    fn retire(&self, srb: usize, record: SrbRecord) {
+        let completion = self.read_back(srb, &record);
+        let mut state = self.state();
+        self.file_completion(&mut state, srb, record, completion);
         drop(state);
         self.completion.notify_all();
+    }
+
+    /// StorPortBusy: no request goes to the miniport until `requests` of those it holds
+    /// complete (or [`BUSY_LIMIT`] passes).
+    pub(crate) fn busy(&self, requests: u32) {
+        let mut state = self.state();
+        state.port_queue.busy_calls += 1;
+        state.port_queue.busy = Some((requests.max(1), Instant::now() + BUSY_LIMIT));
+    }
+
+    /// StorPortReady: requests flow again.
+    pub(crate) fn ready(&self) {
+        let mut state = self.state();
+        state.port_queue.busy = None;
+        let limits = PortLimits::of(&lock(&self.config));
+        let ready = limits.admit_waiting(&mut state);
+        drop(state);
+        for (processor, srb) in ready {
+            let _ = self.dispatch(processor, srb);
+        }
+    }
+
+    /// The SrbStatus the miniport left in the SCSI request at `srb`.
+    fn read_status(&self, srb: usize, kind: SrbKind) -> u8 {
+        let offset = match kind {
+            SrbKind::Extended { .. } => std::mem::offset_of!(abi::StorageRequestBlock, srb_status),
+            _ => std::mem::offset_of!(abi::ScsiRequestBlock, srb_status),
+        };
+        let mut status = [0u8];
+        let _ = self.memory.read(srb + offset, &mut status);
+        status[0]
+    }
+
+    /// Makes the SCSI request at `srb` new again before StorPort resends it: SrbStatus
+    /// PENDING, ScsiStatus 0 and DataTransferLength the buffer's, whatever the BUSY answer left.
+    fn prepare_retry(&self, srb: usize, record: &SrbRecord) {
+        let length = record
+            .data
+            .map_or(0, |(_, len)| u32::try_from(len).unwrap_or(u32::MAX));
+        if let SrbKind::Extended { cdb_block, .. } = record.kind {
+            let _ = self.memory.write(
+                srb + std::mem::offset_of!(abi::StorageRequestBlock, srb_status),
+                &[abi::SRB_STATUS_PENDING],
+            );
+            let _ = self.memory.write(
+                srb + std::mem::offset_of!(abi::StorageRequestBlock, data_transfer_length),
+                &length.to_le_bytes(),
+            );
+            let _ = self.memory.write(
+                srb + cdb_block + std::mem::offset_of!(abi::SrbExDataScsiCdb16, scsi_status),
+                &[0],
+            );
+        } else {
+            let _ = self.memory.write(
+                srb + std::mem::offset_of!(abi::ScsiRequestBlock, srb_status),
+                &[abi::SRB_STATUS_PENDING, 0],
+            );
+            let _ = self.memory.write(
+                srb + std::mem::offset_of!(abi::ScsiRequestBlock, data_transfer_length),
+                &length.to_le_bytes(),
+            );
+        }
     }
 
     fn read_back(&self, srb: usize, record: &SrbRecord) -> Completion {
@@ -1291,7 +1506,7 @@ impl Machine {
                 let _ = self.memory.read(address, &mut bytes);
                 bytes
             }
-            (_, DataDirection::In, Some((address, len))) => {
+            (_, DataDirection::In | DataDirection::Unspecified, Some((address, len))) => {
                 let mut bytes = vec![0; (transfer as usize).min(len)];
                 let _ = self.memory.read(address, &mut bytes);
                 bytes
@@ -1318,24 +1533,70 @@ impl Machine {
             .ok_or(SimError::NoProcessor(processor))
     }
 
+    /// What a bus scan covers, from the scenario's `scan_targets` and the miniport's reported
+    /// `MaximumNumberOfTargets` and `MaximumNumberOfLogicalUnits`.
+    pub(crate) fn scan_range(&self) -> super::pnp::ScanRange {
+        let config = lock(&self.config);
+        super::pnp::ScanRange {
+            targets: self
+                .options
+                .scan_targets
+                .min(config.maximum_number_of_targets),
+            luns: config.maximum_number_of_logical_units,
+        }
+    }
+
     /// Builds the SRB for `request` and hands it to simulated processor `processor` (HwBuildIo
-    /// and HwStartIo run there); returns its ticket.
+    /// and HwStartIo run there), or holds it in the port driver's queue while its unit's queue
+    /// depth or `MaxNumberOfIO` is reached ([`PortQueue`]); returns its ticket.
     pub(crate) fn submit(&self, processor: u32, request: &Request) -> Result<u64, SimError> {
-        let sender = self.processor(processor)?;
+        self.processor(processor)?;
+        let scsi = request.function == abi::SRB_FUNCTION_EXECUTE_SCSI;
+        let limits = PortLimits::of(&lock(&self.config));
+        let beyond = match limits.check_transfer(request) {
+            Ok(()) => false,
+            Err(_) if request.ignore_port_limits => true,
+            Err(error) => return Err(error),
+        };
         let (srb, ticket) = self.build_srb(request)?;
-        // As StorPort while it powers the adapter down: new requests wait in the port driver.
+        if scsi {
+            let mut state = self.state();
+            let Some(mut record) = state.outstanding.remove(&srb) else {
+                return Ok(ticket);
+            };
+            record.beyond_transfer_limits = beyond;
+            record.processor = processor;
+            if request.ignore_port_limits || limits.has_room(&state, record.address) {
+                state.port_queue.admit(&mut record);
+                state.outstanding.insert(srb, record);
+            } else {
+                state.port_queue.waiting.push_back(Waiting {
+                    processor,
+                    srb,
+                    record,
+                });
+                return Ok(ticket);
+            }
+        }
+        self.dispatch(processor, srb)?;
+        Ok(ticket)
+    }
+
+    /// Hands the SRB at `srb` to simulated processor `processor`, or holds it while StorPort
+    /// holds new requests (a power transition).
+    fn dispatch(&self, processor: u32, srb: usize) -> Result<(), SimError> {
+        let sender = self.processor(processor)?;
         let mut paused = self
             .paused
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(held) = paused.as_mut() {
             held.push((processor, srb));
-            return Ok(ticket);
+            return Ok(());
         }
         sender
             .send(Work::Submit(srb))
-            .map_err(|_| SimError::NotStarted)?;
-        Ok(ticket)
+            .map_err(|_| SimError::NotStarted)
     }
 
     /// Submits and waits (10 s).
@@ -1503,7 +1764,37 @@ impl Machine {
         if timer.is_some() {
             state.timer = None;
         }
+        // Requests answered BUSY past their own timeout go back to the class driver BUSY;
+        // the others are sent again once their hold-off (or StorPortBusy's) is over.
+        let (expired, waiting): (VecDeque<Waiting>, VecDeque<Waiting>) =
+            std::mem::take(&mut state.port_queue.waiting)
+                .into_iter()
+                .partition(|waiting| waiting.record.retry_expiry.is_some_and(|at| now >= at));
+        state.port_queue.waiting = waiting;
+        let limits = PortLimits::of(&lock(&self.config));
+        let ready = limits.admit_waiting(&mut state);
         drop(state);
+        for waiting in expired {
+            self.log(format!(
+                "ticket {}: BUSY past its timeout, failed to the class driver",
+                waiting.record.ticket
+            ));
+            // The miniport's last answer, BUSY, is what the class driver gets.
+            let _ = self.memory.write(
+                waiting.srb
+                    + match waiting.record.kind {
+                        SrbKind::Extended { .. } => {
+                            std::mem::offset_of!(abi::StorageRequestBlock, srb_status)
+                        }
+                        _ => std::mem::offset_of!(abi::ScsiRequestBlock, srb_status),
+                    },
+                &[abi::SRB_STATUS_BUSY],
+            );
+            self.retire(waiting.srb, waiting.record);
+        }
+        for (processor, srb) in ready {
+            let _ = self.dispatch(processor, srb);
+        }
         let extension = self.extension_ptr();
         if let Some((path, ticket)) = expired_paths.first().copied() {
             self.log(format!("ticket {ticket} timed out: HwResetBus({path})"));
@@ -1621,4 +1912,125 @@ fn msix_table_size(pci: &dyn PciFunction) -> Option<u32> {
         pointer = ((header >> 8) & 0xFC) as u16;
     }
     None
+}
+
+/// The limits StorPort applies to the requests it sends, as the miniport reported them in
+/// find-adapter.
+pub(crate) struct PortLimits {
+    max_transfer_length: u32,
+    physical_breaks: u32,
+    max_ios: u32,
+    max_ios_per_lun: u32,
+    initial_lun_queue_depth: u32,
+}
+
+impl PortLimits {
+    pub(crate) fn of(config: &PortConfigurationInformation) -> Self {
+        Self {
+            max_transfer_length: config.maximum_transfer_length,
+            physical_breaks: config.number_of_physical_breaks,
+            max_ios: config.max_number_of_io.max(1),
+            max_ios_per_lun: config.max_ios_per_lun.max(1),
+            initial_lun_queue_depth: config.initial_lun_queue_depth.max(1),
+        }
+    }
+
+    /// Whether StorPort would build `request`: its transfer within `MaximumTransferLength`
+    /// and its buffer within `NumberOfPhysicalBreaks + 1` pages at the offset it has (the
+    /// class driver splits anything larger, so the miniport never sees it).
+    pub(crate) fn check_transfer(&self, request: &Request) -> Result<(), SimError> {
+        let length = match request.direction {
+            DataDirection::None => 0,
+            DataDirection::In => request.data_in_len,
+            DataDirection::Out => u32::try_from(request.data_out.len()).unwrap_or(u32::MAX),
+            DataDirection::Unspecified => u32::try_from(request.data_out.len())
+                .unwrap_or(u32::MAX)
+                .max(request.data_in_len),
+        };
+        if request.function != abi::SRB_FUNCTION_EXECUTE_SCSI || length == 0 {
+            return Ok(());
+        }
+        let offset = u64::from(request.data_offset % 4096);
+        let pages = (offset + u64::from(length)).div_ceil(4096);
+        let max_pages = u64::from(self.physical_breaks).saturating_add(1);
+        if length > self.max_transfer_length || pages > max_pages {
+            return Err(SimError::BeyondTransferLimits {
+                length,
+                pages: u32::try_from(pages).unwrap_or(u32::MAX),
+                max_transfer_length: self.max_transfer_length,
+                physical_breaks: self.physical_breaks,
+            });
+        }
+        Ok(())
+    }
+
+    /// The queue depth of `unit`: what StorPortSetDeviceQueueDepth set, else
+    /// `InitialLunQueueDepth`, never above `MaxIOsPerLun`.
+    fn unit_depth(&self, state: &State, unit: (u8, u8, u8)) -> u32 {
+        state
+            .queue_depths
+            .get(&unit)
+            .copied()
+            .unwrap_or(self.initial_lun_queue_depth)
+            .min(self.max_ios_per_lun)
+            .max(1)
+    }
+
+    /// Moves the waiting requests that now fit into the miniport's hands, oldest first (a unit
+    /// at its depth does not hold back the others), and returns them to dispatch.
+    fn admit_waiting(&self, state: &mut State) -> Vec<(u32, usize)> {
+        let mut ready = Vec::new();
+        let now = Instant::now();
+        match state.port_queue.busy {
+            Some((_, until)) if now < until => return ready,
+            Some(_) => state.port_queue.busy = None,
+            None => {}
+        }
+        let mut index = 0;
+        while index < state.port_queue.waiting.len() && state.port_queue.total < self.max_ios {
+            let waiting = &state.port_queue.waiting[index];
+            let unit = waiting.record.address;
+            if waiting.record.not_before.is_some_and(|at| now < at) || !self.has_room(state, unit) {
+                index += 1;
+                continue;
+            }
+            let Some(mut waiting) = state.port_queue.waiting.remove(index) else {
+                break;
+            };
+            // StorPort starts an SRB's timer when it hands the SRB to the miniport.
+            waiting.record.deadline = Instant::now() + waiting.record.timeout;
+            state.port_queue.admit(&mut waiting.record);
+            state.outstanding.insert(waiting.srb, waiting.record);
+            ready.push((waiting.processor, waiting.srb));
+        }
+        ready
+    }
+
+    /// Whether the miniport may get one more SCSI request for `unit` now.
+    fn has_room(&self, state: &State, unit: (u8, u8, u8)) -> bool {
+        let queue = &state.port_queue;
+        queue.total < self.max_ios
+            && queue.per_unit.get(&unit).copied().unwrap_or(0) < self.unit_depth(state, unit)
+    }
+}
+
+impl PortQueue {
+    /// Counts `record` as held by the miniport.
+    fn admit(&mut self, record: &mut SrbRecord) {
+        record.counted = true;
+        let held = self.per_unit.entry(record.address).or_default();
+        *held += 1;
+        let peak = self.peak_per_unit.entry(record.address).or_default();
+        *peak = (*peak).max(*held);
+        self.total += 1;
+        self.peak_total = self.peak_total.max(self.total);
+    }
+
+    /// A counted request of `unit` completed.
+    fn retire(&mut self, unit: (u8, u8, u8)) {
+        if let Some(held) = self.per_unit.get_mut(&unit) {
+            *held = held.saturating_sub(1);
+        }
+        self.total = self.total.saturating_sub(1);
+    }
 }

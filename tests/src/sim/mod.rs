@@ -14,6 +14,7 @@ mod machine;
 mod pnp;
 pub mod routine;
 mod win64;
+mod wmi_registration;
 
 use std::ffi::c_void;
 use std::sync::atomic::Ordering;
@@ -31,6 +32,9 @@ pub use locks::CallContext as Context;
 pub use locks::LockId as Lock;
 pub use pnp::{PnpEvent, PnpView};
 pub use win64::win64_export;
+pub use wmi_registration::{
+    FIRST_REGINFO_BUFFER, IRP_MN_REGINFO_EX, RegisteredGuid, RegistrationError, WmiRegistration,
+};
 
 /// The miniport's entry point: `NTSTATUS DriverEntry(PDRIVER_OBJECT, PUNICODE_STRING)`.
 pub type DriverEntryFn = unsafe extern "system" fn(*mut c_void, *mut c_void) -> i32;
@@ -64,7 +68,8 @@ pub struct SimOptions {
     pub watchdog_period: Duration,
     /// MSI-X messages to offer; `None` reads the device's MSI-X table size.
     pub messages: Option<u32>,
-    /// Targets the bus scan probes (from 0).
+    /// Targets the bus scan probes (from 0), at most the `MaximumNumberOfTargets` the miniport
+    /// reported.
     pub scan_targets: u8,
     /// The adapter's PCI location as ConfigInfo reports it: `SystemIoBusNumber` and
     /// `SlotNumber` (a PCI_SLOT_NUMBER: device in bits 0-4, function in bits 5-7).
@@ -81,6 +86,12 @@ pub struct SimOptions {
     pub reset_grace: Option<Duration>,
     /// REG_DWORD values under the service's `Parameters\\Device` key, by name.
     pub registry: Vec<(String, u32)>,
+    /// The device's hardware key (`Enum\<instance>\Device Parameters`), which the miniport
+    /// reads and writes with StorPortRegistryRead/WriteAdapterKey. A handle: clones of the
+    /// options share the key, so booting twice with clones of one `SimOptions` is one machine
+    /// rebooting, and a fresh [`AdapterKey`] is another machine (or one whose device instance
+    /// was reset, as sysprep's generalize pass does).
+    pub adapter_key: AdapterKey,
     /// Play the crash-dump stack's port driver instead of StorPort ([`DumpPort`]): NULL
     /// DriverEntry arguments, every routine at HIGH_LEVEL on one processor, no interrupts
     /// (HwInterrupt polled), no MSI-X, DPCs, timers, passive initialisation or registry, a
@@ -103,8 +114,48 @@ impl Default for SimOptions {
             passive_initialization: true,
             reset_grace: None,
             registry: Vec::new(),
+            adapter_key: AdapterKey::default(),
             dump: None,
         }
+    }
+}
+
+/// The values of one registry key by name: `(REG_* type, data)`.
+type RegistryValues = std::collections::BTreeMap<String, (u32, Vec<u8>)>;
+
+/// Registry values of a device's hardware key, by name. Cloning the handle shares the key (see
+/// [`SimOptions::adapter_key`]).
+#[derive(Clone, Debug, Default)]
+pub struct AdapterKey(Arc<std::sync::Mutex<RegistryValues>>);
+
+impl AdapterKey {
+    /// The value `name`, if written.
+    #[must_use]
+    pub fn value(&self, name: &str) -> Option<(u32, Vec<u8>)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Writes the value `name` (as an administrator, or a template's copy, would).
+    pub fn set(&self, name: &str, value_type: u32, data: &[u8]) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_owned(), (value_type, data.to_vec()));
+    }
+
+    /// A separate key with the same values: what cloning a machine's disk copies.
+    #[must_use]
+    pub fn copied(&self) -> Self {
+        let values = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Self(Arc::new(std::sync::Mutex::new(values)))
     }
 }
 
@@ -177,6 +228,11 @@ pub enum DataDirection {
     In,
     /// Host to device.
     Out,
+    /// `SRB_FLAGS_UNSPECIFIED_DIRECTION` (both flags), as StorPort passes on a pass-through
+    /// request with `SCSI_IOCTL_DATA_UNSPECIFIED`: the buffer holds `data_out` followed by
+    /// zeros up to `data_in_len` (whichever is longer), and the completion's data is the
+    /// buffer read back up to `DataTransferLength`.
+    Unspecified,
 }
 
 /// A SCSI command as the class driver would send it.
@@ -211,6 +267,12 @@ pub struct Request {
     pub function: u8,
     /// NextSrb: for `SRB_FUNCTION_ABORT_COMMAND`, the outstanding request to abort.
     pub next_srb: Option<Ticket>,
+    /// Play a port driver that breaks its own rules: the request reaches the miniport even if
+    /// it exceeds the transfer limits the miniport reported (`MaximumTransferLength`,
+    /// `NumberOfPhysicalBreaks`) or its queue depths, so a scenario can check the miniport's
+    /// answer. A request beyond the transfer limits that the miniport completes with SUCCESS
+    /// is [`Violation::AcceptedBeyondTransferLimits`].
+    pub ignore_port_limits: bool,
 }
 
 impl Request {
@@ -232,6 +294,7 @@ impl Request {
             queue_action: Some(abi::SRB_SIMPLE_TAG_REQUEST),
             function: abi::SRB_FUNCTION_EXECUTE_SCSI,
             next_srb: None,
+            ignore_port_limits: false,
         }
     }
 
@@ -262,6 +325,17 @@ impl Request {
     #[must_use]
     pub fn reading(mut self, len: u32) -> Self {
         self.direction = DataDirection::In;
+        self.data_in_len = len;
+        self
+    }
+
+    /// The same command with an unspecified direction over a buffer of
+    /// `max(initial.len(), len)` bytes that starts with `initial` (see
+    /// [`DataDirection::Unspecified`]).
+    #[must_use]
+    pub fn unspecified(mut self, initial: &[u8], len: u32) -> Self {
+        self.direction = DataDirection::Unspecified;
+        self.data_out = initial.to_vec();
         self.data_in_len = len;
         self
     }
@@ -305,6 +379,12 @@ pub struct Ticket(pub u64);
 /// A breach of the StorPort contract by the miniport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Violation {
+    /// HwFindAdapter wrote through its last parameter, `Reserved3` (an `_In_ PBOOLEAN` in
+    /// storport.h; SCSIport's `Again`, which StorPort does not give the miniport to write).
+    FindAdapterWroteReserved3 {
+        /// The byte found there afterwards.
+        value: u8,
+    },
     /// An SRB completed twice.
     DoubleCompletion {
         /// SRB address.
@@ -461,6 +541,13 @@ pub enum Violation {
         /// The `MaxControlType` given.
         max: u32,
     },
+    /// The miniport completed with SUCCESS a request beyond the transfer limits it reported
+    /// (sent with [`Request::ignore_port_limits`]): it claims a transfer its own limits say it
+    /// cannot carry, so it either reported them wrong or did not check them.
+    AcceptedBeyondTransferLimits {
+        /// The request's ticket.
+        ticket: u64,
+    },
     /// HwStorUnitControl answered Success for a control type its query did not report:
     /// StorPort would never have called it, so the miniport claims work it does not do.
     UnsupportedUnitControlSucceeded {
@@ -545,6 +632,9 @@ pub struct WmiRequest {
     pub sub_function: u8,
     /// WMIFlags (SRB_WMI_FLAGS_ADAPTER_REQUEST for the adapter).
     pub flags: u8,
+    /// The SRB's address (PathId, TargetId, Lun): 0, 0, 0 for the adapter, the logical unit's
+    /// for a request about one.
+    pub address: (u8, u8, u8),
     /// What DataPath points to: the GUID the request addresses (for IRP_MN_REGINFO, `None`:
     /// DataPath then carries the WMIREGISTER action, 0).
     pub data_path: Option<[u8; 16]>,
@@ -568,9 +658,28 @@ impl WmiRequest {
         Self {
             sub_function,
             flags: abi::SRB_WMI_FLAGS_ADAPTER_REQUEST,
+            address: (0, 0, 0),
             data_path,
             data_transfer_length: u32::try_from(buffer.len()).unwrap_or(u32::MAX),
             buffer,
+        }
+    }
+
+    /// A request of `sub_function` about the logical unit at `target`/`lun` (WMIFlags 0, the
+    /// SRB addressed to the unit), as StorPort sends one for WMI blocks registered on the
+    /// unit's PDO.
+    #[must_use]
+    pub fn logical_unit(
+        target: u8,
+        lun: u8,
+        sub_function: u8,
+        data_path: Option<[u8; 16]>,
+        buffer: Vec<u8>,
+    ) -> Self {
+        Self {
+            flags: 0,
+            address: (0, target, lun),
+            ..Self::adapter(sub_function, data_path, buffer)
         }
     }
 }
@@ -641,6 +750,10 @@ impl IoctlRequest {
     }
 }
 
+/// The byte HwFindAdapter's `Reserved3` points to: neither TRUE nor FALSE, so that a miniport
+/// writing either is seen.
+const RESERVED3_SENTINEL: u8 = 0x5A;
+
 /// Why the simulator could not do what was asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SimError {
@@ -691,6 +804,19 @@ pub enum SimError {
     /// The miniport has no HwStorUnitControl, or did not report this control type supported
     /// (StorPort would not call it).
     UnitControl(u32),
+    /// A request StorPort would never build: its transfer exceeds the `MaximumTransferLength`
+    /// the miniport reported, or its buffer spans more pages than `NumberOfPhysicalBreaks + 1`
+    /// (the class driver splits such transfers; see [`Request::ignore_port_limits`]).
+    BeyondTransferLimits {
+        /// The transfer's length.
+        length: u32,
+        /// Pages its buffer spans.
+        pages: u32,
+        /// The reported `MaximumTransferLength`.
+        max_transfer_length: u32,
+        /// The reported `NumberOfPhysicalBreaks`.
+        physical_breaks: u32,
+    },
     /// A WMI request whose DataTransferLength exceeds its buffer.
     WmiLength {
         /// DataTransferLength asked for.
@@ -698,6 +824,19 @@ pub enum SimError {
         /// The buffer's size.
         buffer: usize,
     },
+    /// The miniport's WMI registration (`IRP_MN_REGINFO_EX`) failed.
+    WmiRegistration(RegistrationError),
+}
+
+/// What StorPort's queues in front of the miniport did ([`Adapter::port_queue_figures`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortQueueFigures {
+    /// Requests the miniport answered BUSY, each sent again after a hold-off.
+    pub busy_retries: u64,
+    /// StorPortBusy calls.
+    pub busy_calls: u64,
+    /// The most SCSI requests the miniport held at once.
+    pub peak_in_miniport: u32,
 }
 
 /// What HwFindAdapter set in PORT_CONFIGURATION_INFORMATION, read back.
@@ -948,7 +1087,9 @@ impl Adapter {
         let extension = machine.extension_ptr();
         let mut config_c = Box::new(config);
         let config_ptr: *mut abi::PortConfigurationInformation = &raw mut *config_c;
-        let mut again = 0_u8;
+        // Reserved3: a byte the miniport must leave as it is (see
+        // `Violation::FindAdapterWroteReserved3`).
+        let mut reserved3 = RESERVED3_SENTINEL;
         // The dump port passes "dump=1" (Microsoft, boot-drive restrictions) and calls every
         // routine above PASSIVE_LEVEL, find-adapter included.
         let (mut argument, irql) = if dump.is_some() {
@@ -965,9 +1106,12 @@ impl Adapter {
                 std::ptr::null_mut(),
                 argument.as_mut_ptr(),
                 config_ptr.cast(),
-                &raw mut again,
+                &raw mut reserved3,
             )
         });
+        if reserved3 != RESERVED3_SENTINEL {
+            machine.violate(Violation::FindAdapterWroteReserved3 { value: reserved3 });
+        }
         *lock(&machine.config) = *config_c;
         drop(ranges);
         if found != abi::SP_RETURN_FOUND {
@@ -1115,7 +1259,7 @@ impl Adapter {
     pub fn scan_bus(&self) -> Result<Vec<Disk>, SimError> {
         let disks = pnp::scan(
             &|request| self.execute(0, request),
-            self.machine.options.scan_targets,
+            self.machine.scan_range(),
         )?;
         self.machine.pnp.record_scan(&disks);
         Ok(disks)
@@ -1467,6 +1611,13 @@ impl Adapter {
         self.machine.hw.get().copied()
     }
 
+    /// The device's hardware key ([`SimOptions::adapter_key`]), shared with the options the
+    /// adapter booted with.
+    #[must_use]
+    pub fn adapter_key(&self) -> AdapterKey {
+        self.machine.options.adapter_key.clone()
+    }
+
     /// What HwFindAdapter configured.
     #[must_use]
     pub fn found_adapter(&self) -> FoundAdapter {
@@ -1484,7 +1635,20 @@ impl Adapter {
     /// Requests outstanding now.
     #[must_use]
     pub fn outstanding(&self) -> usize {
-        self.machine.state().outstanding.len()
+        let state = self.machine.state();
+        state.outstanding.len() + state.port_queue.waiting.len()
+    }
+
+    /// The port queue's figures: requests the miniport answered BUSY (each sent again),
+    /// StorPortBusy calls, and the most SCSI requests the miniport held at once.
+    #[must_use]
+    pub fn port_queue_figures(&self) -> PortQueueFigures {
+        let state = self.machine.state();
+        PortQueueFigures {
+            busy_retries: state.port_queue.busy_retries,
+            busy_calls: state.port_queue.busy_calls,
+            peak_in_miniport: state.port_queue.peak_total,
+        }
     }
 
     /// Interrupts raised while no routine was connected.
@@ -1516,13 +1680,20 @@ impl Adapter {
     #[must_use]
     pub fn shutdown(mut self) -> Vec<Violation> {
         self.stop_pnp();
-        let outstanding: Vec<u64> = self
-            .machine
-            .state()
+        let state = self.machine.state();
+        let outstanding: Vec<u64> = state
             .outstanding
             .values()
+            .chain(
+                state
+                    .port_queue
+                    .waiting
+                    .iter()
+                    .map(|waiting| &waiting.record),
+            )
             .map(|record| record.ticket)
             .collect();
+        drop(state);
         for ticket in outstanding {
             self.machine
                 .violate(Violation::OutstandingAtShutdown { ticket });

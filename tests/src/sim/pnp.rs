@@ -322,10 +322,8 @@ pub(crate) fn worker(machine: &Arc<Machine>) {
     let pnp = &machine.pnp;
     while let Some(job) = pnp.next_job() {
         match job {
-            Job::Rescan => match scan(
-                &|request| machine.execute(0, request),
-                machine.options.scan_targets,
-            ) {
+            Job::Rescan => match scan(&|request| machine.execute(0, request), machine.scan_range())
+            {
                 Ok(disks) => {
                     pnp.record_scan(&disks);
                     pnp.job_done(|state| state.rescans += 1);
@@ -346,11 +344,8 @@ fn state_change(machine: &Arc<Machine>, change: StateChange) {
     let pnp = &machine.pnp;
     let (target, lun) = (change.snapshot.target, change.snapshot.lun);
     let result = if change.entity & (abi::STATE_CHANGE_BUS | abi::STATE_CHANGE_TARGET) != 0 {
-        scan(
-            &|request| machine.execute(0, request),
-            machine.options.scan_targets,
-        )
-        .map(|disks| pnp.record_scan(&disks))
+        scan(&|request| machine.execute(0, request), machine.scan_range())
+            .map(|disks| pnp.record_scan(&disks))
     } else {
         probe_unit(&|request| machine.execute(0, request), target, lun)
             .map(|found| Pnp::record_unit(&mut pnp.lock(), target, lun, found))
@@ -473,36 +468,85 @@ fn probe_unit(execute: Execute<'_>, target: u8, lun: u8) -> Result<Option<Disk>,
     disk_of(execute, target, lun, &answer)
 }
 
-/// The port driver's bus scan of targets `0..targets`: INQUIRY LUN 0 of each target, REPORT
-/// LUNS, INQUIRY and READ CAPACITY (10) of each LUN reported. Returns the direct-access disks
-/// found.
-pub(crate) fn scan(execute: Execute<'_>, targets: u8) -> Result<Vec<Disk>, SimError> {
+/// What a bus scan covers: targets `0..targets` (the scenario's choice, never more than the
+/// `MaximumNumberOfTargets` the miniport reported) and LUNs below the
+/// `MaximumNumberOfLogicalUnits` it reported (the LUNs StorPort can address).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ScanRange {
+    pub(crate) targets: u8,
+    pub(crate) luns: u8,
+}
+
+/// REPORT LUNS' first allocation length; a longer list is read again whole.
+const REPORT_LUNS_FIRST_ALLOCATION: u32 = 256;
+
+/// The LUN an 8-byte REPORT LUNS entry names (SAM-5 4.7: peripheral device addressing,
+/// bus 0, or flat space addressing), `None` for any other form, which StorPort's single-level
+/// LUN numbers cannot address.
+fn entry_lun(entry: &[u8]) -> Option<u16> {
+    let (&first, &second) = (entry.first()?, entry.get(1)?);
+    if entry
+        .get(2..)
+        .is_some_and(|rest| rest.iter().any(|&byte| byte != 0))
+    {
+        return None;
+    }
+    match first >> 6 {
+        0 if first == 0 => Some(u16::from(second)),
+        1 => Some(u16::from(first & 0x3F) << 8 | u16::from(second)),
+        _ => None,
+    }
+}
+
+/// REPORT LUNS of `target` as Windows reads it: with a first allocation length, then again
+/// with the length the target reports if the list did not fit. `None` if the target did not
+/// answer it.
+fn report_luns(execute: Execute<'_>, target: u8) -> Result<Option<Vec<u16>>, SimError> {
+    let mut allocation = REPORT_LUNS_FIRST_ALLOCATION;
+    loop {
+        let length = allocation.to_be_bytes();
+        let cdb = [
+            0xA0, 0, 0, 0, 0, 0, length[0], length[1], length[2], length[3], 0, 0,
+        ];
+        let report = execute(&Request::new(target, 0, &cdb).reading(allocation))?;
+        let Some(header) = report
+            .data
+            .first_chunk::<4>()
+            .filter(|_| transferred(&report))
+        else {
+            return Ok(None);
+        };
+        let listed = u32::from_be_bytes(*header);
+        let needed = listed.saturating_add(8);
+        if needed > allocation && allocation == REPORT_LUNS_FIRST_ALLOCATION {
+            allocation = needed;
+            continue;
+        }
+        let entries = report.data.get(8..).unwrap_or(&[]);
+        let entries = entries
+            .get(..(listed as usize).min(entries.len()))
+            .unwrap_or(&[]);
+        return Ok(Some(
+            entries.chunks_exact(8).filter_map(entry_lun).collect(),
+        ));
+    }
+}
+
+/// The port driver's bus scan of `range`: INQUIRY LUN 0 of each target, REPORT LUNS (the whole
+/// list), INQUIRY and READ CAPACITY (10) of each addressable LUN reported. Returns the
+/// direct-access disks found.
+pub(crate) fn scan(execute: Execute<'_>, range: ScanRange) -> Result<Vec<Disk>, SimError> {
     let mut disks = Vec::new();
-    for target in 0..targets {
+    for target in 0..range.targets {
         let first = inquiry(execute, target, 0)?;
         if !transferred(&first) || first.data.len() < 5 {
             continue;
         }
-        let report = execute(
-            &Request::new(target, 0, &[0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]).reading(256),
-        )?;
-        let mut luns = vec![0_u8];
-        if transferred(&report) && report.data.len() >= 8 {
-            let listed = u32::from_be_bytes([
-                report.data[0],
-                report.data[1],
-                report.data[2],
-                report.data[3],
-            ]) as usize;
-            luns = report
-                .data
-                .get(8..8 + listed.min(report.data.len() - 8))
-                .unwrap_or(&[])
-                .chunks_exact(8)
-                .map(|entry| entry[1])
-                .collect();
-        }
+        let luns = report_luns(execute, target)?.unwrap_or_else(|| vec![0]);
         for lun in luns {
+            let Some(lun) = u8::try_from(lun).ok().filter(|&lun| lun < range.luns) else {
+                continue;
+            };
             let answer = if lun == 0 {
                 first.clone()
             } else {

@@ -39,7 +39,9 @@ enum {
     ExtFunctionGetGroupAffinity = 19,
     ExtFunctionGetActiveNodeCount = 20,
     ExtFunctionGetNodeAffinity = 21,
-    ExtFunctionGetHighestNodeNumber = 22
+    ExtFunctionGetHighestNodeNumber = 22,
+    ExtFunctionRegistryReadAdapterKey = 62,
+    ExtFunctionRegistryWriteAdapterKey = 63
 };
 
 void rvscsi_sim_request_complete(void *ext, void *srb);
@@ -69,6 +71,10 @@ uint32_t rvscsi_sim_get_group_affinity(void *ext, uint16_t group, uint64_t *mask
 uint32_t rvscsi_sim_get_active_node_count(void *ext, uint32_t *count);
 uint32_t rvscsi_sim_get_node_affinity(void *ext, uint32_t node, void *affinity);
 uint32_t rvscsi_sim_get_highest_node_number(void *ext, uint32_t *number);
+uint32_t rvscsi_sim_registry_read_adapter_key(void *ext, const char *subkey, const char *name,
+                                              uint32_t type, void **data, uint32_t *length);
+uint32_t rvscsi_sim_registry_write_adapter_key(void *ext, const char *subkey, const char *name,
+                                               uint32_t type, void *data, uint32_t length);
 uint32_t rvscsi_sim_extended_function_unknown(uint32_t function, void *ext);
 
 void rvscsi_sim_debug_print(uint32_t level, const char *message, size_t length);
@@ -165,68 +171,86 @@ void rvscsi_sim_debug_print(uint32_t level, const char *message, size_t length);
         break;                                                                                 \
     }                                                                                          \
 
-#define DECODE_EXTENDED_FUNCTION(ARGS, function, ext, status)                              \
-    switch (function) {                                                             \
-    case ExtFunctionAcquireMSISpinLock: {                                           \
-        uint32_t message = va_arg(ARGS, uint32_t);                                  \
-        uint32_t *old_irql = va_arg(ARGS, uint32_t *);                              \
-        status = rvscsi_sim_acquire_msi_spin_lock(ext, message, old_irql);          \
-        break;                                                                      \
-    }                                                                               \
-    case ExtFunctionReleaseMSISpinLock: {                                           \
-        uint32_t message = va_arg(ARGS, uint32_t);                                  \
-        uint32_t old_irql = va_arg(ARGS, uint32_t);                                 \
-        status = rvscsi_sim_release_msi_spin_lock(ext, message, old_irql);          \
-        break;                                                                      \
-    }                                                                               \
-    case ExtFunctionGetMessageInterruptInformation: {                               \
-        uint32_t message = va_arg(ARGS, uint32_t);                                  \
-        void *info = va_arg(ARGS, void *);                                          \
-        status = rvscsi_sim_get_message_interrupt_information(ext, message, info);  \
-        break;                                                                      \
-    }                                                                               \
-    case ExtFunctionInitializePerformanceOptimizations: {                           \
-        int query = va_arg(ARGS, int);                                              \
-        void *data = va_arg(ARGS, void *);                                          \
-        status = rvscsi_sim_initialize_perf_opts(ext, (uint8_t)query, data);        \
-        break;                                                                      \
-    }                                                                               \
-    case ExtFunctionGetCurrentProcessorNumber: {                                    \
-        void *number = va_arg(ARGS, void *);                                        \
-        status = rvscsi_sim_get_current_processor_number(ext, number);              \
-        break;                                                                      \
-    }                                                                               \
-    case ExtFunctionGetActiveGroupCount: {                                          \
-        uint16_t *count = va_arg(ARGS, uint16_t *);                                 \
-        status = rvscsi_sim_get_active_group_count(ext, count);                     \
-        break;                                                                      \
-    }                                                                               \
-    case ExtFunctionGetGroupAffinity: {                                             \
-        int group = va_arg(ARGS, int);                                              \
-        uint64_t *mask = va_arg(ARGS, uint64_t *);                                  \
-        status = rvscsi_sim_get_group_affinity(ext, (uint16_t)group, mask);         \
-        break;                                                                      \
-    }                                                                               \
-    case ExtFunctionGetActiveNodeCount: {                                           \
-        uint32_t *count = va_arg(ARGS, uint32_t *);                                 \
-        status = rvscsi_sim_get_active_node_count(ext, count);                      \
-        break;                                                                      \
-    }                                                                               \
-    case ExtFunctionGetNodeAffinity: {                                              \
-        uint32_t node = va_arg(ARGS, uint32_t);                                     \
-        void *affinity = va_arg(ARGS, void *);                                      \
-        status = rvscsi_sim_get_node_affinity(ext, node, affinity);                 \
-        break;                                                                      \
-    }                                                                               \
-    case ExtFunctionGetHighestNodeNumber: {                                         \
-        uint32_t *number = va_arg(ARGS, uint32_t *);                                \
-        status = rvscsi_sim_get_highest_node_number(ext, number);                   \
-        break;                                                                      \
-    }                                                                               \
-    default:                                                                        \
-        status = rvscsi_sim_extended_function_unknown(function, ext);               \
-        break;                                                                      \
-    }                                                                               \
+#define DECODE_EXTENDED_FUNCTION(ARGS, function, ext, status)                                   \
+    switch (function) {                                                                         \
+    case ExtFunctionAcquireMSISpinLock: {                                                       \
+        uint32_t message = va_arg(ARGS, uint32_t);                                              \
+        uint32_t *old_irql = va_arg(ARGS, uint32_t *);                                          \
+        status = rvscsi_sim_acquire_msi_spin_lock(ext, message, old_irql);                      \
+        break;                                                                                  \
+    }                                                                                           \
+    case ExtFunctionReleaseMSISpinLock: {                                                       \
+        uint32_t message = va_arg(ARGS, uint32_t);                                              \
+        uint32_t old_irql = va_arg(ARGS, uint32_t);                                             \
+        status = rvscsi_sim_release_msi_spin_lock(ext, message, old_irql);                      \
+        break;                                                                                  \
+    }                                                                                           \
+    case ExtFunctionGetMessageInterruptInformation: {                                           \
+        uint32_t message = va_arg(ARGS, uint32_t);                                              \
+        void *info = va_arg(ARGS, void *);                                                      \
+        status = rvscsi_sim_get_message_interrupt_information(ext, message, info);              \
+        break;                                                                                  \
+    }                                                                                           \
+    case ExtFunctionInitializePerformanceOptimizations: {                                       \
+        int query = va_arg(ARGS, int);                                                          \
+        void *data = va_arg(ARGS, void *);                                                      \
+        status = rvscsi_sim_initialize_perf_opts(ext, (uint8_t)query, data);                    \
+        break;                                                                                  \
+    }                                                                                           \
+    case ExtFunctionGetCurrentProcessorNumber: {                                                \
+        void *number = va_arg(ARGS, void *);                                                    \
+        status = rvscsi_sim_get_current_processor_number(ext, number);                          \
+        break;                                                                                  \
+    }                                                                                           \
+    case ExtFunctionGetActiveGroupCount: {                                                      \
+        uint16_t *count = va_arg(ARGS, uint16_t *);                                             \
+        status = rvscsi_sim_get_active_group_count(ext, count);                                 \
+        break;                                                                                  \
+    }                                                                                           \
+    case ExtFunctionGetGroupAffinity: {                                                         \
+        int group = va_arg(ARGS, int);                                                          \
+        uint64_t *mask = va_arg(ARGS, uint64_t *);                                              \
+        status = rvscsi_sim_get_group_affinity(ext, (uint16_t)group, mask);                     \
+        break;                                                                                  \
+    }                                                                                           \
+    case ExtFunctionGetActiveNodeCount: {                                                       \
+        uint32_t *count = va_arg(ARGS, uint32_t *);                                             \
+        status = rvscsi_sim_get_active_node_count(ext, count);                                  \
+        break;                                                                                  \
+    }                                                                                           \
+    case ExtFunctionGetNodeAffinity: {                                                          \
+        uint32_t node = va_arg(ARGS, uint32_t);                                                 \
+        void *affinity = va_arg(ARGS, void *);                                                  \
+        status = rvscsi_sim_get_node_affinity(ext, node, affinity);                             \
+        break;                                                                                  \
+    }                                                                                           \
+    case ExtFunctionGetHighestNodeNumber: {                                                     \
+        uint32_t *number = va_arg(ARGS, uint32_t *);                                            \
+        status = rvscsi_sim_get_highest_node_number(ext, number);                               \
+        break;                                                                                  \
+    }                                                                                           \
+    case ExtFunctionRegistryReadAdapterKey: {                                                   \
+        const char *subkey = va_arg(ARGS, const char *);                                        \
+        const char *name = va_arg(ARGS, const char *);                                          \
+        uint32_t type = va_arg(ARGS, uint32_t);                                                 \
+        void **data = va_arg(ARGS, void **);                                                    \
+        uint32_t *length = va_arg(ARGS, uint32_t *);                                            \
+        status = rvscsi_sim_registry_read_adapter_key(ext, subkey, name, type, data, length);   \
+        break;                                                                                  \
+    }                                                                                           \
+    case ExtFunctionRegistryWriteAdapterKey: {                                                  \
+        const char *subkey = va_arg(ARGS, const char *);                                        \
+        const char *name = va_arg(ARGS, const char *);                                          \
+        uint32_t type = va_arg(ARGS, uint32_t);                                                 \
+        void *data = va_arg(ARGS, void *);                                                      \
+        uint32_t length = va_arg(ARGS, uint32_t);                                               \
+        status = rvscsi_sim_registry_write_adapter_key(ext, subkey, name, type, data, length);  \
+        break;                                                                                  \
+    }                                                                                           \
+    default:                                                                                    \
+        status = rvscsi_sim_extended_function_unknown(function, ext);                           \
+        break;                                                                                  \
+    }                                                                                           \
 
 void StorPortNotification(uint32_t notification, void *ext, ...)
 {

@@ -135,6 +135,8 @@ win64_table!(
     StorPortGetLogicalUnit,
     StorPortCompleteRequest,
     StorPortSetDeviceQueueDepth,
+    StorPortBusy,
+    StorPortReady,
     StorPortLogError,
     StorPortStallExecution,
     StorPortQuerySystemTime,

@@ -6,9 +6,11 @@
 //! |---|---|
 //! | `machine` | COFF machine AMD64 (0x8664) or ARM64 (0xAA64), the one asked for |
 //! | `subsystem` | `Subsystem` = NATIVE (1) |
-//! | `entry-point` | `AddressOfEntryPoint` = the address of the `DriverEntry` export |
+//! | `image-type` | an executable image, not a DLL: `IMAGE_FILE_DLL` clear |
+//! | `entry-point` | `AddressOfEntryPoint` = the address of the PDB's public `DriverEntry` |
 //! | `dll-characteristics` | NX_COMPAT, DYNAMIC_BASE and FORCE_INTEGRITY all set |
 //! | `imports` | only from storport.sys, by name, each a storport.sys export; no delay imports |
+//! | `exports` | no export directory: nothing imports from a miniport, and an export table would name the image |
 //! | `tls` | no TLS directory (a driver has no thread-local storage) |
 //! | `relocations` | a non-empty base relocation directory (`.reloc`) |
 //! | `w^x` | no section both writable and executable |
@@ -32,7 +34,7 @@ use object::pe;
 use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, PeFile64};
 
 pub use checksum::{ChecksumError, Stamp, compute_checksum, stamp_checksum, stored_checksum};
-pub use pdb::{Guid, PdbError, PdbIdentity, pdb_identity};
+pub use pdb::{Guid, PdbError, PdbIdentity, PublicSymbol, pdb_identity, pdb_public_symbol};
 pub use storport_exports::{STORPORT_EXPORTS, is_storport_export};
 
 /// The only DLL a StorPort miniport may import from.
@@ -98,13 +100,19 @@ pub enum Violation {
     },
     /// The subsystem is not NATIVE.
     Subsystem(u16),
-    /// The image exports no `DriverEntry`, so the entry point cannot be confirmed.
+    /// The COFF characteristics mark the image a DLL (`IMAGE_FILE_DLL`).
+    DllImage {
+        /// The COFF `Characteristics` found.
+        characteristics: u16,
+    },
+    /// The PDB has no public symbol `DriverEntry` inside the image, so the entry point cannot
+    /// be confirmed.
     NoDriverEntry,
     /// The entry point is not `DriverEntry`.
     EntryPoint {
         /// `AddressOfEntryPoint`.
         entry: u32,
-        /// The RVA of the `DriverEntry` export.
+        /// The RVA of `DriverEntry`, from the PDB's public symbol.
         driver_entry: u32,
     },
     /// Required DllCharacteristics flags are missing.
@@ -132,6 +140,13 @@ pub enum Violation {
     },
     /// A delay-load import directory: the kernel loader does not resolve delay imports.
     DelayImports,
+    /// An export directory.
+    Exports {
+        /// The image name it records.
+        name: String,
+        /// The names it exports.
+        functions: Vec<String>,
+    },
     /// A TLS directory.
     Tls,
     /// No base relocations: the image could not be placed at another address.
@@ -175,12 +190,14 @@ impl Violation {
             Self::Malformed(_) => "pe-format",
             Self::Machine { .. } => "machine",
             Self::Subsystem(_) => "subsystem",
+            Self::DllImage { .. } => "image-type",
             Self::NoDriverEntry | Self::EntryPoint { .. } => "entry-point",
             Self::DllCharacteristics { .. } => "dll-characteristics",
             Self::ForeignImport { .. }
             | Self::UnknownStorportImport(_)
             | Self::OrdinalImport { .. }
             | Self::DelayImports => "imports",
+            Self::Exports { .. } => "exports",
             Self::Tls => "tls",
             Self::NoRelocations => "relocations",
             Self::WritableExecutable(_) => "w^x",
@@ -202,7 +219,15 @@ impl core::fmt::Display for Violation {
             Self::Subsystem(found) => {
                 write!(f, "subsystem is {found}, a driver must be NATIVE (1)")
             }
-            Self::NoDriverEntry => write!(f, "the image exports no DriverEntry"),
+            Self::DllImage { characteristics } => write!(
+                f,
+                "COFF characteristics {characteristics:#06x} include IMAGE_FILE_DLL (0x2000); a \
+                 driver is an executable image (link without /DLL)"
+            ),
+            Self::NoDriverEntry => write!(
+                f,
+                "the PDB has no public symbol DriverEntry in the image's sections"
+            ),
             Self::EntryPoint {
                 entry,
                 driver_entry,
@@ -230,6 +255,11 @@ impl core::fmt::Display for Violation {
                 write!(f, "imports ordinal {ordinal} from {dll}; import by name")
             }
             Self::DelayImports => write!(f, "the image has delay-load imports"),
+            Self::Exports { name, functions } => write!(
+                f,
+                "the image exports {} under the name {name}; a driver exports nothing",
+                functions.join(", ")
+            ),
             Self::Tls => write!(f, "the image has a TLS directory; drivers cannot use TLS"),
             Self::NoRelocations => write!(
                 f,
@@ -272,7 +302,7 @@ pub struct Report {
     pub machine: Machine,
     /// The file size in bytes.
     pub size: usize,
-    /// `AddressOfEntryPoint` (the `DriverEntry` export).
+    /// `AddressOfEntryPoint` (`DriverEntry`).
     pub entry_point: u32,
     /// The functions imported from storport.sys, in import-table order.
     pub imports: Vec<String>,
@@ -308,15 +338,23 @@ pub fn check(image: &[u8], pdb: &[u8], expected: Machine) -> Result<Report, Vec<
         violations.push(Violation::Subsystem(subsystem));
     }
 
+    let file_characteristics = headers.file_header().characteristics.get(LE).0;
+    if file_characteristics & pe::IMAGE_FILE_DLL.0 != 0 {
+        violations.push(Violation::DllImage {
+            characteristics: file_characteristics,
+        });
+    }
+
     let entry_point = optional.address_of_entry_point();
-    match driver_entry_rva(&file) {
+    match driver_entry_rva(&file, pdb) {
         Ok(Some(driver_entry)) if driver_entry == entry_point => {}
         Ok(Some(driver_entry)) => violations.push(Violation::EntryPoint {
             entry: entry_point,
             driver_entry,
         }),
         Ok(None) => violations.push(Violation::NoDriverEntry),
-        Err(violation) => violations.push(violation),
+        // An unreadable PDB is the `pdb` rule's violation.
+        Err(_) => {}
     }
 
     let characteristics = optional.dll_characteristics().0;
@@ -335,6 +373,11 @@ pub fn check(image: &[u8], pdb: &[u8], expected: Machine) -> Result<Report, Vec<
             Vec::new()
         }
     };
+
+    match exports(&file) {
+        Ok(None) => {}
+        Ok(Some(violation)) | Err(violation) => violations.push(violation),
+    }
 
     let directories = file.data_directories();
     if directories
@@ -416,23 +459,39 @@ fn extended_state_instructions(file: &PeFile64<'_>, image: &[u8], violations: &m
     }
 }
 
-/// The RVA of the `DriverEntry` export, if the image exports one.
-fn driver_entry_rva(file: &PeFile64<'_>) -> Result<Option<u32>, Violation> {
-    let Some(table) = file
-        .export_table()
-        .map_err(|e| Violation::Malformed(format!("export table: {e}")))?
-    else {
+/// The RVA of `DriverEntry` from the PDB's public symbol (section number and offset mapped
+/// through the image's section table), or `None` if the PDB has no such symbol in the image.
+///
+/// # Errors
+/// The PDB cannot be read (the `pdb` rule reports that).
+fn driver_entry_rva(file: &PeFile64<'_>, pdb: &[u8]) -> Result<Option<u32>, PdbError> {
+    let symbol = pdb::pdb_public_symbol(pdb, "DriverEntry")?;
+    Ok(symbol.and_then(|symbol| {
+        let index = usize::from(symbol.segment).checked_sub(1)?;
+        let section = file.section_table().iter().nth(index)?;
+        section.virtual_address.get(LE).checked_add(symbol.offset)
+    }))
+}
+
+/// The export directory, if there is one, as a violation naming what it exports.
+fn exports(file: &PeFile64<'_>) -> Result<Option<Violation>, Violation> {
+    let malformed = |e: object::Error| Violation::Malformed(format!("export table: {e}"));
+    let Some(table) = file.export_table().map_err(malformed)? else {
         return Ok(None);
     };
-    let exports = table
+    let name_rva = table.directory().name.get(LE);
+    let name =
+        String::from_utf8_lossy(table.name_from_pointer(name_rva).map_err(malformed)?).into_owned();
+    let functions = table
         .exports()
-        .map_err(|e| Violation::Malformed(format!("export table: {e}")))?;
-    Ok(exports
+        .map_err(malformed)?
         .iter()
-        .find_map(|export| match (export.name, export.target) {
-            (Some(b"DriverEntry"), object::read::pe::ExportTarget::Address(rva)) => Some(rva),
-            _ => None,
-        }))
+        .map(|export| match export.name {
+            Some(name) => String::from_utf8_lossy(name).into_owned(),
+            None => format!("#{}", export.ordinal),
+        })
+        .collect();
+    Ok(Some(Violation::Exports { name, functions }))
 }
 
 /// The names imported from storport.sys; any other import becomes a violation.
@@ -550,7 +609,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::synth::{GUID, Image, Imported, pdb};
+    use crate::synth::{GUID, Image, Imported, pdb, pdb_with_publics};
 
     /// Checks a synthesized image against the default PDB, for AMD64.
     fn run(image: &Image) -> Result<Report, Vec<Violation>> {
@@ -625,7 +684,7 @@ mod tests {
     }
 
     #[test]
-    fn entry_point_must_be_the_driver_entry_export() {
+    fn entry_point_must_be_the_pdbs_driver_entry() {
         fails_with(
             &Image {
                 entry_offset: 1,
@@ -636,13 +695,57 @@ mod tests {
                 driver_entry: 0x1000,
             },
         );
+        // DriverEntry at .text + 8 in the PDB, the entry point at .text.
+        let moved = pdb_with_publics(GUID, 1, &[("memcpy", 1, 0), ("DriverEntry", 1, 8)]);
+        assert_eq!(
+            check(&Image::default().build(), &moved, Machine::Amd64),
+            Err(vec![Violation::EntryPoint {
+                entry: 0x1000,
+                driver_entry: 0x1008,
+            }])
+        );
+        // No DriverEntry among the publics, or one in a section the image does not have.
+        for publics in [&[("memcpy", 1, 0)][..], &[("DriverEntry", 9, 0)]] {
+            assert_eq!(
+                check(
+                    &Image::default().build(),
+                    &pdb_with_publics(GUID, 1, publics),
+                    Machine::Amd64
+                ),
+                Err(vec![Violation::NoDriverEntry])
+            );
+        }
+    }
+
+    #[test]
+    fn a_dll_image_is_rejected() {
         fails_with(
             &Image {
-                export_driver_entry: false,
+                dll: true,
                 ..Image::default()
             },
-            Violation::NoDriverEntry,
+            Violation::DllImage {
+                characteristics: 0x2022,
+            },
         );
+    }
+
+    #[test]
+    fn an_export_directory_is_rejected_naming_the_image_and_its_exports() {
+        let image = Image {
+            exports: true,
+            ..Image::default()
+        };
+        fails_with(
+            &image,
+            Violation::Exports {
+                name: "fixture.dll".into(),
+                functions: vec!["DriverEntry".into(), "memcpy".into()],
+            },
+        );
+        let message = run(&image).unwrap_err()[0].to_string();
+        assert!(message.starts_with("rule exports: "), "{message}");
+        assert!(message.contains("fixture.dll"), "{message}");
     }
 
     #[test]
@@ -970,10 +1073,11 @@ mod tests {
         }
 
         #[test]
-        fn corrupting_any_pdb_word_never_panics(word in 0_usize..(7 * 128), value: u32) {
+        fn corrupting_any_pdb_word_never_panics(word in 0_usize..(9 * 128), value: u32) {
             let mut bytes = pdb(GUID, 1);
             bytes[word * 4..word * 4 + 4].copy_from_slice(&value.to_le_bytes());
             let _ = pdb_identity(&bytes);
+            let _ = pdb::pdb_public_symbol(&bytes, "DriverEntry");
         }
 
         #[test]

@@ -76,6 +76,9 @@ pub enum PdbError {
     },
     /// The info stream is shorter than its 28-byte header.
     InfoStreamTooShort(u32),
+    /// The stream directory has no stream of this index (the DBI stream, or the symbol
+    /// record stream the DBI stream names).
+    MissingStream(u32),
 }
 
 impl core::fmt::Display for PdbError {
@@ -97,6 +100,7 @@ impl core::fmt::Display for PdbError {
                     "the PDB info stream is {size} bytes, shorter than its header"
                 )
             }
+            Self::MissingStream(index) => write!(f, "the PDB has no stream {index}"),
         }
     }
 }
@@ -106,63 +110,23 @@ impl core::fmt::Display for PdbError {
 /// # Errors
 /// A [`PdbError`] naming the first structure that is missing or inconsistent.
 pub fn pdb_identity(pdb: &[u8]) -> Result<PdbIdentity, PdbError> {
-    if !pdb.starts_with(MSF_MAGIC) {
-        return Err(PdbError::NotMsf);
-    }
-    let field = |offset: usize| le_u32(pdb, offset).ok_or(PdbError::Truncated { offset });
-    // Superblock after the magic: BlockSize, FreeBlockMapBlock, NumBlocks, NumDirectoryBytes,
-    // Unknown, BlockMapAddr.
-    let block_size = field(32)?;
-    if !matches!(block_size, 512 | 1024 | 2048 | 4096) {
-        return Err(PdbError::BadBlockSize(block_size));
-    }
-    let msf = Msf {
-        data: pdb,
-        block_size: to_usize(block_size),
-    };
-    let directory_bytes = to_usize(field(44)?);
-    let block_map_block = field(52)?;
-
-    // The block map lists the directory's blocks; the directory is their concatenation, read
-    // lazily through `Msf::stream_u32`.
-    let block_map = msf.block(block_map_block)?;
-    let directory_blocks = directory_bytes.div_ceil(msf.block_size);
-    let directory_block_list: Vec<u32> = (0..directory_blocks)
-        .map(|index| le_u32(block_map, index * 4).ok_or(PdbError::Truncated { offset: index * 4 }))
-        .collect::<Result<_, _>>()?;
-    let directory = Stream {
-        msf: &msf,
-        blocks: &directory_block_list,
-        size: directory_bytes,
-    };
-
-    let stream_count = directory.u32_at(0)?;
-    if to_usize(stream_count) <= PDB_INFO_STREAM {
+    let file = MsfFile::open(pdb)?;
+    if to_usize(file.stream_count) <= PDB_INFO_STREAM {
         return Err(PdbError::NoInfoStream {
-            streams: stream_count,
+            streams: file.stream_count,
         });
     }
-    // Each stream's block list follows all sizes; the info stream's comes after stream 0's.
-    let size_of = |stream: usize| -> Result<u32, PdbError> {
-        let size = directory.u32_at(4 + stream * 4)?;
-        Ok(if size == NIL_STREAM_SIZE { 0 } else { size })
-    };
-    let stream0_blocks = to_usize(size_of(0)?).div_ceil(msf.block_size);
-    let info_size = size_of(PDB_INFO_STREAM)?;
-    if to_usize(info_size) < INFO_HEADER_BYTES {
-        return Err(PdbError::InfoStreamTooShort(info_size));
+    let info_blocks = file.stream_blocks(PDB_INFO_STREAM)?;
+    if info_blocks.size < INFO_HEADER_BYTES {
+        return Err(PdbError::InfoStreamTooShort(
+            u32::try_from(info_blocks.size).unwrap_or(u32::MAX),
+        ));
     }
-    let info_blocks = to_usize(info_size).div_ceil(msf.block_size);
-    let first_list_entry = 4 + to_usize(stream_count) * 4 + stream0_blocks * 4;
-    let info_block_list: Vec<u32> = (0..info_blocks)
-        .map(|index| directory.u32_at(first_list_entry + index * 4))
-        .collect::<Result<_, _>>()?;
     let info = Stream {
-        msf: &msf,
-        blocks: &info_block_list,
-        size: to_usize(info_size),
+        msf: &file.msf,
+        blocks: &info_blocks.blocks,
+        size: info_blocks.size,
     };
-
     let age = info.u32_at(8)?;
     let mut guid = [0_u8; 16];
     for (index, byte) in guid.iter_mut().enumerate() {
@@ -172,6 +136,165 @@ pub fn pdb_identity(pdb: &[u8]) -> Result<PdbIdentity, PdbError> {
         guid: Guid(guid),
         age,
     })
+}
+
+/// Where a public symbol lies: `Segment` (1-based index into the image's section table) and
+/// `Offset` within that section, as an `S_PUB32` record gives them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublicSymbol {
+    /// 1-based section number.
+    pub segment: u16,
+    /// Offset in the section.
+    pub offset: u32,
+}
+
+/// The index of the DBI stream.
+const DBI_STREAM: usize = 3;
+/// Offset of `SymRecordStream` (a `u16` stream index) in the DBI stream header.
+const DBI_SYM_RECORD_STREAM: usize = 20;
+/// `S_PUB32`: a public symbol record (`Flags: u32, Offset: u32, Segment: u16, Name`).
+const S_PUB32: u16 = 0x110e;
+
+/// Finds the public symbol `name` (an `S_PUB32` record in the symbol record stream that the
+/// DBI stream names), as the linker recorded it: what the image's entry point is checked
+/// against, since a driver image exports nothing.
+///
+/// # Errors
+/// A [`PdbError`] naming the first structure that is missing or inconsistent.
+pub fn pdb_public_symbol(pdb: &[u8], name: &str) -> Result<Option<PublicSymbol>, PdbError> {
+    let file = MsfFile::open(pdb)?;
+    let dbi = file.stream(DBI_STREAM)?;
+    let records_index = match dbi.get(DBI_SYM_RECORD_STREAM..DBI_SYM_RECORD_STREAM + 2) {
+        Some(&[low, high]) => u16::from_le_bytes([low, high]),
+        _ => {
+            return Err(PdbError::Truncated {
+                offset: DBI_SYM_RECORD_STREAM,
+            });
+        }
+    };
+    let records = file.stream(usize::from(records_index))?;
+    // Records: RecordLen (u16, not counting itself), RecordKind (u16), then the payload.
+    let mut at = 0;
+    while at + 4 <= records.len() {
+        let length = usize::from(u16::from_le_bytes([records[at], records[at + 1]]));
+        let kind = u16::from_le_bytes([records[at + 2], records[at + 3]]);
+        if length < 2 {
+            // A record holds at least its kind: anything shorter would not advance.
+            return Err(PdbError::Truncated { offset: at });
+        }
+        let end = at + 2 + length;
+        let record = records
+            .get(at + 4..end)
+            .ok_or(PdbError::Truncated { offset: at })?;
+        if kind == S_PUB32 && record.len() > 10 {
+            let symbol_name = record[10..].split(|&b| b == 0).next().unwrap_or(&[]);
+            if symbol_name == name.as_bytes() {
+                return Ok(Some(PublicSymbol {
+                    offset: le_u32(record, 4).ok_or(PdbError::Truncated { offset: at + 8 })?,
+                    segment: u16::from_le_bytes([record[8], record[9]]),
+                }));
+            }
+        }
+        at = end;
+    }
+    Ok(None)
+}
+
+/// A stream's size and block list, read from the stream directory.
+struct StreamBlocks {
+    blocks: Vec<u32>,
+    size: usize,
+}
+
+/// An MSF file opened: its blocks and its stream directory.
+struct MsfFile<'a> {
+    msf: Msf<'a>,
+    directory_blocks: Vec<u32>,
+    directory_bytes: usize,
+    stream_count: u32,
+}
+
+impl<'a> MsfFile<'a> {
+    fn open(pdb: &'a [u8]) -> Result<Self, PdbError> {
+        if !pdb.starts_with(MSF_MAGIC) {
+            return Err(PdbError::NotMsf);
+        }
+        let field = |offset: usize| le_u32(pdb, offset).ok_or(PdbError::Truncated { offset });
+        // Superblock after the magic: BlockSize, FreeBlockMapBlock, NumBlocks,
+        // NumDirectoryBytes, Unknown, BlockMapAddr.
+        let block_size = field(32)?;
+        if !matches!(block_size, 512 | 1024 | 2048 | 4096) {
+            return Err(PdbError::BadBlockSize(block_size));
+        }
+        let msf = Msf {
+            data: pdb,
+            block_size: to_usize(block_size),
+        };
+        let directory_bytes = to_usize(field(44)?);
+        let block_map_block = field(52)?;
+        // The block map lists the directory's blocks; the directory is their concatenation.
+        let block_map = msf.block(block_map_block)?;
+        let directory_block_count = directory_bytes.div_ceil(msf.block_size);
+        let directory_blocks: Vec<u32> = (0..directory_block_count)
+            .map(|index| {
+                le_u32(block_map, index * 4).ok_or(PdbError::Truncated { offset: index * 4 })
+            })
+            .collect::<Result<_, _>>()?;
+        let mut file = Self {
+            msf,
+            directory_blocks,
+            directory_bytes,
+            stream_count: 0,
+        };
+        file.stream_count = file.directory().u32_at(0)?;
+        Ok(file)
+    }
+
+    fn directory(&self) -> Stream<'_, 'a> {
+        Stream {
+            msf: &self.msf,
+            blocks: &self.directory_blocks,
+            size: self.directory_bytes,
+        }
+    }
+
+    /// The size and block list of stream `index`: the directory holds `NumStreams`, every
+    /// stream's size, then every stream's block list in stream order.
+    fn stream_blocks(&self, index: usize) -> Result<StreamBlocks, PdbError> {
+        let missing = || PdbError::MissingStream(u32::try_from(index).unwrap_or(u32::MAX));
+        if index >= to_usize(self.stream_count) {
+            return Err(missing());
+        }
+        let directory = self.directory();
+        let size_of = |stream: usize| -> Result<usize, PdbError> {
+            let size = directory.u32_at(4 + stream * 4)?;
+            Ok(if size == NIL_STREAM_SIZE {
+                0
+            } else {
+                to_usize(size)
+            })
+        };
+        let mut list = 4 + to_usize(self.stream_count) * 4;
+        for stream in 0..index {
+            list += size_of(stream)?.div_ceil(self.msf.block_size) * 4;
+        }
+        let size = size_of(index)?;
+        let blocks = (0..size.div_ceil(self.msf.block_size))
+            .map(|block| directory.u32_at(list + block * 4))
+            .collect::<Result<_, _>>()?;
+        Ok(StreamBlocks { blocks, size })
+    }
+
+    /// The bytes of stream `index`.
+    fn stream(&self, index: usize) -> Result<Vec<u8>, PdbError> {
+        let located = self.stream_blocks(index)?;
+        let mut bytes = Vec::with_capacity(located.size);
+        for &block in &located.blocks {
+            bytes.extend_from_slice(self.msf.block(block)?);
+        }
+        bytes.truncate(located.size);
+        Ok(bytes)
+    }
 }
 
 /// An MSF file seen as blocks.

@@ -37,8 +37,11 @@ pub struct Image {
     pub machine: u16,
     pub subsystem: u16,
     pub dll_characteristics: u16,
-    /// Export `DriverEntry` at the start of `.text`.
-    pub export_driver_entry: bool,
+    /// An export directory naming the image `fixture.dll` and exporting `DriverEntry` (the
+    /// start of `.text`) and `memcpy`, as a cdylib link writes one.
+    pub exports: bool,
+    /// `IMAGE_FILE_DLL` in the COFF characteristics.
+    pub dll: bool,
     /// `AddressOfEntryPoint` minus the DriverEntry RVA.
     pub entry_offset: u32,
     pub imports: Vec<(&'static str, Vec<Imported>)>,
@@ -60,7 +63,8 @@ impl Default for Image {
             machine: 0x8664,
             subsystem: 1,
             dll_characteristics: 0x01e0,
-            export_driver_entry: true,
+            exports: false,
+            dll: false,
             entry_offset: 0,
             imports: vec![(
                 "storport.sys",
@@ -167,19 +171,28 @@ impl Image {
             }
         }
 
-        if self.export_driver_entry {
+        if self.exports {
             // The directory comes first and its size spans the tables after it: readers take
             // the export tables from inside the directory's range.
             let directory = rdata.push(&[0; 40], 4);
-            let name = rdata.push(b"fixture.sys\0", 1);
-            let symbol = rdata.push(b"DriverEntry\0", 1);
-            let functions = rdata.push(&TEXT_RVA.to_le_bytes(), 4);
-            let names = rdata.push(&rva(symbol).to_le_bytes(), 4);
-            let ordinals = rdata.push(&0_u16.to_le_bytes(), 2);
+            let name = rdata.push(b"fixture.dll\0", 1);
+            let driver_entry = rdata.push(b"DriverEntry\0", 1);
+            let memcpy = rdata.push(b"memcpy\0", 1);
+            let functions: Vec<u8> = [TEXT_RVA, TEXT_RVA]
+                .iter()
+                .flat_map(|address| address.to_le_bytes())
+                .collect();
+            let functions = rdata.push(&functions, 4);
+            let names: Vec<u8> = [rva(driver_entry), rva(memcpy)]
+                .iter()
+                .flat_map(|address| address.to_le_bytes())
+                .collect();
+            let names = rdata.push(&names, 4);
+            let ordinals = rdata.push(&[0, 0, 1, 0], 2);
             rdata.u32(directory + 12, rva(name));
             rdata.u32(directory + 16, 1); // Base
-            rdata.u32(directory + 20, 1); // NumberOfFunctions
-            rdata.u32(directory + 24, 1); // NumberOfNames
+            rdata.u32(directory + 20, 2); // NumberOfFunctions
+            rdata.u32(directory + 24, 2); // NumberOfNames
             rdata.u32(directory + 28, rva(functions));
             rdata.u32(directory + 32, rva(names));
             rdata.u32(directory + 36, rva(ordinals));
@@ -266,7 +279,8 @@ impl Image {
         file.u16(coff, self.machine);
         file.u16(coff + 2, u16::try_from(sections.len()).unwrap());
         file.u16(coff + 16, u16::try_from(OPTIONAL_HEADER_SIZE).unwrap());
-        file.u16(coff + 18, 0x2022); // EXECUTABLE_IMAGE | LARGE_ADDRESS_AWARE | DLL
+        // EXECUTABLE_IMAGE | LARGE_ADDRESS_AWARE, and DLL if asked.
+        file.u16(coff + 18, 0x0022 | if self.dll { 0x2000 } else { 0 });
         let optional = coff + 20;
         file.u16(optional, 0x20b);
         file.u32(optional + 16, TEXT_RVA + self.entry_offset);
@@ -311,23 +325,53 @@ impl Image {
     }
 }
 
-/// A PDB (MSF 7.00, 512-byte blocks) whose info stream holds `guid` and `age`.
-///
-/// Blocks: 0 superblock, 1 and 2 free block maps, 3 block map, 4 directory, 5 stream 0 (empty
-/// old directory), 6 info stream.
+/// A PDB (MSF 7.00, 512-byte blocks) whose info stream holds `guid` and `age`, with the
+/// public symbol `DriverEntry` at the start of section 1 (`.text`).
 #[must_use]
 pub fn pdb(guid: [u8; 16], age: u32) -> Vec<u8> {
+    pdb_with_publics(guid, age, &[("DriverEntry", 1, 0)])
+}
+
+/// A PDB (MSF 7.00, 512-byte blocks) whose info stream holds `guid` and `age` and whose
+/// symbol record stream holds one `S_PUB32` per `(name, segment, offset)`.
+///
+/// Blocks: 0 superblock, 1 and 2 free block maps, 3 block map, 4 directory, 5 unused, 6 info
+/// stream (1), 7 DBI stream (3, its header naming stream 4 as the symbol records), 8 symbol
+/// records (4). Streams 0 and 2 are empty.
+#[must_use]
+pub fn pdb_with_publics(guid: [u8; 16], age: u32, publics: &[(&str, u16, u32)]) -> Vec<u8> {
     const BLOCK: usize = 512;
+    let mut records = Vec::new();
+    for &(name, segment, offset) in publics {
+        // RecordLen (not counting itself), S_PUB32, Flags, Offset, Segment, Name, padded to 4.
+        let mut record = Vec::new();
+        record.extend_from_slice(&0x110e_u16.to_le_bytes());
+        record.extend_from_slice(&0_u32.to_le_bytes());
+        record.extend_from_slice(&offset.to_le_bytes());
+        record.extend_from_slice(&segment.to_le_bytes());
+        record.extend_from_slice(name.as_bytes());
+        record.push(0);
+        while (record.len() + 2) % 4 != 0 {
+            record.push(0);
+        }
+        records.extend_from_slice(&u16::try_from(record.len()).unwrap().to_le_bytes());
+        records.extend_from_slice(&record);
+    }
+    assert!(records.len() <= BLOCK, "one block of symbol records");
     let mut file = Buffer::default();
     file.bytes(0, MSF_MAGIC);
     file.u32(32, u32::try_from(BLOCK).unwrap());
     file.u32(36, 1); // FreeBlockMapBlock
-    file.u32(40, 7); // NumBlocks
-    // Directory: NumStreams=2, sizes [0, 28], stream 1's block list [6].
-    let directory: Vec<u8> = [2_u32, 0, 28, 6]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
+    file.u32(40, 9); // NumBlocks
+    // Directory: NumStreams=5, sizes, then the block lists of streams 1, 3 and 4.
+    let sizes = [0, 28, 0, 64, u32::try_from(records.len()).unwrap()];
+    let mut directory = vec![5_u32];
+    directory.extend_from_slice(&sizes);
+    directory.extend_from_slice(&[6, 7]);
+    if !records.is_empty() {
+        directory.push(8);
+    }
+    let directory: Vec<u8> = directory.iter().flat_map(|v| v.to_le_bytes()).collect();
     file.u32(44, u32::try_from(directory.len()).unwrap());
     file.u32(52, 3); // BlockMapAddr
     file.u32(3 * BLOCK, 4); // the directory lives in block 4
@@ -337,6 +381,12 @@ pub fn pdb(guid: [u8; 16], age: u32) -> Vec<u8> {
     file.u32(6 * BLOCK + 4, 0x6000_0000);
     file.u32(6 * BLOCK + 8, age);
     file.bytes(6 * BLOCK + 12, &guid);
-    file.grow(7 * BLOCK);
+    // DBI stream header: VersionSignature -1, VersionHeader V70, Age, ..., SymRecordStream 4.
+    file.u32(7 * BLOCK, u32::MAX);
+    file.u32(7 * BLOCK + 4, 19_990_903);
+    file.u32(7 * BLOCK + 8, age);
+    file.u16(7 * BLOCK + 20, 4);
+    file.bytes(8 * BLOCK, &records);
+    file.grow(9 * BLOCK);
     file.0
 }

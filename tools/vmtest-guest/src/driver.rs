@@ -215,6 +215,45 @@ impl Layout {
         indirect: true,
         segment_len: 4096,
     };
+
+    /// One data segment per 4 KiB page, in an indirect table when `features` include
+    /// `VIRTIO_F_INDIRECT_DESC` and as a direct chain otherwise: a device that did not offer
+    /// indirect descriptors must never be handed a table (virtio 1.x section 2.7.5.3.1), and
+    /// virtio-core refuses one with [`QueueError::IndirectNotNegotiated`].
+    #[must_use]
+    pub fn pages(features: Features) -> Self {
+        Self::INDIRECT_PAGES.allowed_by(features)
+    }
+
+    /// This layout, made direct unless `features` include `VIRTIO_F_INDIRECT_DESC`.
+    #[must_use]
+    pub fn allowed_by(self, features: Features) -> Self {
+        Self {
+            indirect: self.indirect && features.contains(Features::INDIRECT_DESC),
+            segment_len: self.segment_len,
+        }
+    }
+
+    /// Ring descriptors a command with `data_len` bytes of physically contiguous data takes
+    /// (as [`Queue::submit`] lays it out, and the guest's identity-mapped memory is
+    /// contiguous): 1 for an indirect chain; request header, response header and one per data
+    /// segment for a direct one.
+    #[must_use]
+    pub fn ring_descriptors(self, data_len: u64) -> u64 {
+        if self.indirect {
+            1
+        } else {
+            2 + data_len.div_ceil(u64::from(self.segment_len.max(512)))
+        }
+    }
+
+    /// Most commands of `data_len` bytes each that a ring of `ring_size` descriptors holds at
+    /// once in this layout.
+    #[must_use]
+    pub fn requests_per_ring(self, ring_size: u16, data_len: u64) -> u16 {
+        let fit = u64::from(ring_size) / self.ring_descriptors(data_len);
+        u16::try_from(fit).unwrap_or(ring_size)
+    }
 }
 
 /// One used chain, with the context it occupied (still readable until the next submit).
@@ -796,7 +835,8 @@ impl<R: RegisterIo> Device<R> {
             Data::In(_) => DataDirection::FromDevice,
             Data::Out(_) => DataDirection::ToDevice,
         };
-        self.submit_command(hal, index, address, cdb, data, Layout::INDIRECT_PAGES)?;
+        let layout = Layout::pages(self.features);
+        self.submit_command(hal, index, address, cdb, data, layout)?;
         self.kick(index)?;
         let used = self.wait(index, interrupts)?;
         self.completion(index, used, direction)
@@ -900,6 +940,117 @@ mod tests {
                 .flatten()
                 .all(|q| matches!(q.ring, Ring::Packed(_)))
         );
+    }
+
+    #[test]
+    fn page_layouts_are_indirect_only_when_negotiated_and_count_their_descriptors() {
+        let all = SCSI_DRIVER_FEATURES;
+        assert_eq!(Layout::pages(all), Layout::INDIRECT_PAGES);
+        assert_eq!(
+            Layout::pages(all - Features::INDIRECT_DESC),
+            Layout::DIRECT_PAGES
+        );
+        let big = Layout {
+            indirect: true,
+            segment_len: 256 << 10,
+        };
+        assert_eq!(
+            big.allowed_by(all - Features::INDIRECT_DESC),
+            Layout {
+                indirect: false,
+                segment_len: 256 << 10
+            }
+        );
+        assert_eq!(Layout::DIRECT_PAGES.allowed_by(all), Layout::DIRECT_PAGES);
+
+        // Indirect: one ring descriptor whatever the size, so a 256-entry ring holds 256.
+        assert_eq!(Layout::INDIRECT_PAGES.ring_descriptors(64 << 10), 1);
+        assert_eq!(Layout::INDIRECT_PAGES.requests_per_ring(256, 4096), 256);
+        // Direct: both headers plus one per started segment.
+        assert_eq!(Layout::DIRECT_PAGES.ring_descriptors(0), 2);
+        assert_eq!(Layout::DIRECT_PAGES.ring_descriptors(4096), 3);
+        assert_eq!(Layout::DIRECT_PAGES.ring_descriptors(4097), 4);
+        assert_eq!(Layout::DIRECT_PAGES.ring_descriptors(64 << 10), 18);
+        assert_eq!(Layout::DIRECT_PAGES.requests_per_ring(256, 4096), 85);
+        assert_eq!(Layout::DIRECT_PAGES.requests_per_ring(256, 64 << 10), 14);
+        // The largest transfer: 32 MiB - 512 in 128 segments of 256 KiB, seg_max + 2 = 130.
+        let max = Layout {
+            indirect: false,
+            segment_len: 256 << 10,
+        };
+        assert_eq!(max.ring_descriptors(0xffff * 512), 130);
+        assert_eq!(max.requests_per_ring(256, 0xffff * 512), 1);
+        assert_eq!(max.requests_per_ring(128, 0xffff * 512), 0);
+    }
+
+    #[test]
+    fn without_indirect_descriptors_commands_go_out_as_direct_chains() {
+        let hal = FakeHal::new();
+        let fake = FakeVirtioPci::scsi(6)
+            .device_features(
+                Features::VERSION_1
+                    | Features::EVENT_IDX
+                    | Features::SCSI_HOTPLUG
+                    | Features::SCSI_CHANGE,
+            )
+            .build();
+        let transport = PciTransport::probe(&fake, fake.clone()).unwrap();
+        let mut device = Device::bring_up(&hal, transport, SCSI_DRIVER_FEATURES).unwrap();
+        assert!(!device.features.contains(Features::INDIRECT_DESC));
+        let data = hal.dma_alloc(2 * 4096, 4096).unwrap();
+        let lun = Lun::new(0, 0).unwrap();
+        // An indirect table is refused by virtio-core, and nothing is taken.
+        assert_eq!(
+            device.submit_command(
+                &hal,
+                2,
+                (lun, 1),
+                &[0x28; 10],
+                Data::In(data),
+                Layout::INDIRECT_PAGES
+            ),
+            Err(DriverError::Queue(QueueError::IndirectNotNegotiated))
+        );
+        let queue = device.queue(2).unwrap();
+        assert_eq!(
+            (queue.in_flight(), queue.ring_ref().free_descriptors()),
+            (0, 256)
+        );
+        // The layout chosen from the features is a direct chain: header, response, two pages.
+        let layout = Layout::pages(device.features);
+        device
+            .submit_command(&hal, 2, (lun, 2), &[0x28; 10], Data::In(data), layout)
+            .unwrap();
+        let queue = device.queue(2).unwrap();
+        assert_eq!(
+            u64::from(256 - queue.ring_ref().free_descriptors()),
+            layout.ring_descriptors(2 * 4096)
+        );
+        let registers = fake.queue(2).unwrap();
+        let descriptors = hal.memory_at(registers.desc, 256 * 16).unwrap();
+        let mut next = 0usize;
+        let mut chain = std::vec::Vec::new();
+        loop {
+            let entry = next * 16;
+            let flags = descriptors.load_u16(entry + 12, Relaxed);
+            chain.push((
+                descriptors.load_u64(entry, Relaxed),
+                descriptors.load_u32(entry + 8, Relaxed),
+                flags,
+            ));
+            assert_eq!(flags & 4, 0, "no INDIRECT flag");
+            if flags & 1 == 0 {
+                break;
+            }
+            next = usize::from(descriptors.load_u16(entry + 14, Relaxed));
+        }
+        let shape: std::vec::Vec<(u32, u16)> = chain
+            .iter()
+            .map(|(_, len, flags)| (*len, flags & 2))
+            .collect();
+        assert_eq!(shape, [(51, 0), (108, 2), (4096, 2), (4096, 2)]);
+        assert_eq!(chain[2].0, data.bus_address());
+        assert_eq!(chain[3].0, data.bus_address() + 4096);
     }
 
     #[test]

@@ -39,6 +39,11 @@ use crate::text::text;
 pub struct Settings<'a> {
     /// The ring layout the device must negotiate.
     pub packed: bool,
+    /// Whether the device offers `VIRTIO_F_INDIRECT_DESC`, so it must be negotiated (or must
+    /// not be).
+    pub indirect: bool,
+    /// Whether the device offers `VIRTIO_F_EVENT_IDX`, likewise.
+    pub event_idx: bool,
     /// VPD 0x80 serial of the disk at LUN 0.
     pub serial: &'a str,
     /// VPD 0x80 serial of the disk hot-plugged at LUN 1.
@@ -73,13 +78,13 @@ pub enum SettingsError<'a> {
 
 impl<'a> Settings<'a> {
     /// Parses the guest command line: `mode=probe`, `mode=pr node=a|b`, or `ring=split|packed
-    /// serial=S hotplug-serial=S disk-bytes=N hotplug-bytes=N`.
+    /// indirect=on|off event-idx=on|off serial=S hotplug-serial=S disk-bytes=N hotplug-bytes=N`.
     ///
     /// # Errors
     /// [`SettingsError`] naming the offending word.
     pub fn parse(cmdline: &'a str) -> Result<(Mode, Option<Self>), SettingsError<'a>> {
         let (mut reservations, mut node) = (false, None);
-        let mut ring = None;
+        let (mut ring, mut indirect, mut event_idx) = (None, None, None);
         let (mut serial, mut hotplug_serial, mut disk_bytes, mut hotplug_bytes) =
             (None, None, None, None);
         for word in cmdline.split_ascii_whitespace() {
@@ -88,6 +93,11 @@ impl<'a> Settings<'a> {
                 value
                     .parse::<u64>()
                     .map_err(|_| SettingsError::BadValue(word))
+            };
+            let switch = || match value {
+                "on" => Ok(true),
+                "off" => Ok(false),
+                _ => Err(SettingsError::BadValue(word)),
             };
             match key {
                 "mode" if value == "probe" => return Ok((Mode::Probe, None)),
@@ -106,6 +116,8 @@ impl<'a> Settings<'a> {
                         _ => return Err(SettingsError::BadValue(word)),
                     });
                 }
+                "indirect" => indirect = Some(switch()?),
+                "event-idx" => event_idx = Some(switch()?),
                 "serial" => serial = Some(value),
                 "hotplug-serial" => hotplug_serial = Some(value),
                 "disk-bytes" => disk_bytes = Some(number()?),
@@ -121,6 +133,8 @@ impl<'a> Settings<'a> {
             Mode::Exercise,
             Some(Self {
                 packed: ring.ok_or(SettingsError::Missing("ring"))?,
+                indirect: indirect.ok_or(SettingsError::Missing("indirect"))?,
+                event_idx: event_idx.ok_or(SettingsError::Missing("event-idx"))?,
                 serial: serial.ok_or(SettingsError::Missing("serial"))?,
                 hotplug_serial: hotplug_serial.ok_or(SettingsError::Missing("hotplug-serial"))?,
                 disk_bytes: disk_bytes.ok_or(SettingsError::Missing("disk-bytes"))?,
@@ -128,6 +142,27 @@ impl<'a> Settings<'a> {
             }),
         ))
     }
+}
+
+/// The features the device must have negotiated with the guest, and those it must not have,
+/// given what the host configured: always `VERSION_1` and `SCSI_HOTPLUG`; the ring layout,
+/// `INDIRECT_DESC` and `EVENT_IDX` as `settings` say.
+#[must_use]
+pub fn expected_features(settings: &Settings<'_>) -> (Features, Features) {
+    let mut needed = Features::VERSION_1 | Features::SCSI_HOTPLUG;
+    let mut absent = Features::empty();
+    for (feature, on) in [
+        (Features::RING_PACKED, settings.packed),
+        (Features::INDIRECT_DESC, settings.indirect),
+        (Features::EVENT_IDX, settings.event_idx),
+    ] {
+        if on {
+            needed |= feature;
+        } else {
+            absent |= feature;
+        }
+    }
+    (needed, absent)
 }
 
 /// The outcome of one check.
@@ -302,16 +337,12 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
     fn check_features(&mut self) -> Check {
         let offered = self.device.transport.offered_features();
         let accepted = self.device.features;
-        let needed = Features::VERSION_1
-            | Features::INDIRECT_DESC
-            | Features::EVENT_IDX
-            | Features::SCSI_HOTPLUG;
-        let packed = accepted.contains(Features::RING_PACKED);
         let details = text!(
             "offered {:#x} accepted {:#x}",
             offered.bits(),
             accepted.bits()
         );
+        let (needed, absent) = expected_features(&self.settings);
         if !accepted.contains(needed) {
             return Err(text!(
                 "{} lacks {:#x}",
@@ -319,18 +350,46 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
                 (needed - accepted).bits()
             ));
         }
-        if packed != self.settings.packed {
+        if accepted.intersects(absent) {
             return Err(text!(
-                "{} packed ring {packed}, expected {}",
+                "{} has {:#x}, which the device was told not to offer",
                 details.as_str(),
-                self.settings.packed
+                (accepted & absent).bits()
             ));
         }
+        let on_off = |feature| {
+            if accepted.contains(feature) {
+                "on"
+            } else {
+                "off"
+            }
+        };
         Ok(text!(
-            "{} ({} ring)",
+            "{} ({} ring, indirect {}, event-idx {})",
             details.as_str(),
-            if packed { "packed" } else { "split" }
+            if accepted.contains(Features::RING_PACKED) {
+                "packed"
+            } else {
+                "split"
+            },
+            on_off(Features::INDIRECT_DESC),
+            on_off(Features::EVENT_IDX)
         ))
+    }
+
+    /// The layout of page-segmented commands: indirect when negotiated.
+    fn pages(&self) -> Layout {
+        Layout::pages(self.device.features)
+    }
+
+    /// Ring size of queue `queue`.
+    fn ring_size(&mut self, queue: usize) -> Result<u16, Text> {
+        Ok(self
+            .device
+            .queue(queue)
+            .map_err(|e| text!("{e}"))?
+            .ring_ref()
+            .size())
     }
 
     fn check_queues(&mut self) -> Check {
@@ -767,6 +826,10 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
                 return Err(text!("pattern geometry"));
             }
         }
+        // 32 deep, or as many as the ring holds when each takes a direct chain.
+        let layout = self.pages();
+        let ring_size = self.ring_size(GENERAL)?;
+        let depth = usize::from(layout.requests_per_ring(ring_size, REGION_BYTES)).min(32);
         let job = |write: bool| {
             move |i: u64, _slot: usize| {
                 let lba = *lbas.get(i as usize)?;
@@ -780,25 +843,20 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
                 })
             }
         };
-        self.pipeline(GENERAL, REGIONS, 32, Layout::INDIRECT_PAGES, lun, job(true))?;
+        self.pipeline(GENERAL, REGIONS, depth, layout, lun, job(true))?;
         // Clear the buffers so the read pass has to bring every byte back.
         data.sub(0, (REGIONS * REGION_BYTES) as usize)
             .ok_or(text!("buffer"))?
             .zero();
-        self.pipeline(
-            GENERAL,
-            REGIONS,
-            32,
-            Layout::INDIRECT_PAGES,
-            lun,
-            job(false),
-        )?;
+        self.pipeline(GENERAL, REGIONS, depth, layout, lun, job(false))?;
         self.region_seed = seed;
         Ok(text!(
-            "{REGIONS} regions x {} KiB from LBA 0 to {}, queue depth 32, {} segments each",
+            "{REGIONS} regions x {} KiB from LBA 0 to {}, queue depth {depth}, {} segments each \
+             ({} chains)",
             REGION_BYTES >> 10,
             lbas[REGIONS as usize - 1] + u64::from(region_blocks) - 1,
-            REGION_BYTES / 4096
+            REGION_BYTES / 4096,
+            chain_kind(layout)
         ))
     }
 
@@ -812,8 +870,15 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
             / block
             * block;
         let blocks = (bytes / block) as u32;
-        let segment_limit = (limits.seg_max as usize).min(MAX_DATA_SEGMENTS) as u64;
-        let segment_len = bytes.div_ceil(segment_limit).next_multiple_of(4096) as u32;
+        // A direct chain also needs ring descriptors for both headers and every segment (up to
+        // seg_max + 2, which QEMU sizes to the ring).
+        let layout = self.pages();
+        let ring_size = self.ring_size(GENERAL)?;
+        let mut segment_limit = (limits.seg_max as usize).min(MAX_DATA_SEGMENTS) as u64;
+        if !layout.indirect {
+            segment_limit = segment_limit.min(u64::from(ring_size).saturating_sub(2));
+        }
+        let segment_len = bytes.div_ceil(segment_limit.max(1)).next_multiple_of(4096) as u32;
         let segments = bytes.div_ceil(u64::from(segment_len));
         self.seed = self.seed.wrapping_add(1);
         let seed = self.seed;
@@ -829,7 +894,7 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
             return Err(text!("pattern geometry"));
         }
         let layout = Layout {
-            indirect: true,
+            indirect: layout.indirect,
             segment_len,
         };
         let run = |this: &mut Self,
@@ -872,10 +937,13 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
         pattern::verify(&buffer, seed, lba, self.capacity.block_length, blocks)
             .map_err(|e| text!("{e:?}"))?;
         Ok(text!(
-            "{blocks} blocks ({} KiB, device max_sectors {:?}) in {segments} segments of {} KiB",
+            "{blocks} blocks ({} KiB, device max_sectors {:?}) in {segments} segments of {} KiB \
+             ({} chain of {} ring descriptors)",
             bytes >> 10,
             limits.max_sectors,
-            segment_len >> 10
+            segment_len >> 10,
+            chain_kind(layout),
+            layout.ring_descriptors(bytes)
         ))
     }
 
@@ -901,14 +969,9 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
     /// Submits `job` on `queue` (not kicked) and returns its tag.
     fn submit_job(&mut self, queue: usize, lun: Lun, job: &Job) -> Result<u64, Text> {
         let cdb = scsi_cmd::read_16(job.lba, job.blocks);
-        self.submit(
-            queue,
-            lun,
-            &cdb,
-            Data::In(job.buffer),
-            Layout::INDIRECT_PAGES,
-        )
-        .map_err(|e| text!("LBA {}: {e}", job.lba))
+        let layout = self.pages();
+        self.submit(queue, lun, &cdb, Data::In(job.buffer), layout)
+            .map_err(|e| text!("LBA {}: {e}", job.lba))
     }
 
     /// Checks a completed page read.
@@ -924,32 +987,43 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
         .map_err(|e| text!("{e:?}"))
     }
 
+    /// Fills request queue [`FULL_RING_QUEUE`] with 4 KiB reads: one per ring descriptor with
+    /// indirect chains, one per three (header, data, response) with direct ones. The next
+    /// request must then be refused as Full, and every one must complete and verify.
     fn check_queue_depth(&mut self, lun: Lun) -> Check {
         let queue = FULL_RING_QUEUE;
-        let size = self
-            .device
-            .queue(queue)
-            .map_err(|e| text!("{e}"))?
-            .ring_ref()
-            .size();
-        for i in 0..u64::from(size) {
+        let layout = self.pages();
+        let size = self.ring_size(queue)?;
+        let per_request = layout.ring_descriptors(4096);
+        let requests = layout.requests_per_ring(size, 4096);
+        let left = u64::from(size) - u64::from(requests) * per_request;
+        for i in 0..u64::from(requests) {
             let job = self.page_read(i, i as usize).ok_or(text!("job {i}"))?;
             job.buffer.zero();
             self.submit_job(queue, lun, &job)
-                .map_err(|e| text!("request {i} of {size}: {}", e.as_str()))?;
+                .map_err(|e| text!("request {i} of {requests}: {}", e.as_str()))?;
         }
         let ring = self.device.queue(queue).map_err(|e| text!("{e}"))?.ring();
         let (free, in_flight) = (ring.free_descriptors(), ring.in_flight());
-        // One more chain must be refused with Full, not overwrite anything.
+        // One more chain shaped like a request (at least two descriptors) must be refused with
+        // Full, not overwrite anything.
         let probe = Segment::new(self.data.bus_address(), 16);
-        let refused = ring.add(&[probe], &[probe], None);
-        if free != 0 || in_flight != size || !matches!(refused, Err(QueueError::Full { .. })) {
+        let writable = [probe; 2];
+        let extra = writable
+            .get(..(per_request as usize).saturating_sub(1).clamp(1, 2))
+            .unwrap_or(&writable);
+        let refused = ring.add(&[probe], extra, None);
+        if u64::from(free) != left
+            || in_flight != requests
+            || !matches!(refused, Err(QueueError::Full { .. }))
+        {
             return Err(text!(
-                "full ring: {free} free, {in_flight} in flight, extra add {refused:?}"
+                "{requests} requests: {free} descriptors free (expected {left}), {in_flight} in \
+                 flight, extra add {refused:?}"
             ));
         }
         self.device.kick(queue).map_err(|e| text!("{e}"))?;
-        for _ in 0..size {
+        for _ in 0..requests {
             let (tag, outcome, _) = self
                 .complete(queue, DataDirection::FromDevice)
                 .map_err(|e| text!("{e}"))?;
@@ -957,13 +1031,15 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
                 return Err(text!("tag {tag}: {:?}", outcome.disposition));
             }
         }
-        for i in 0..u64::from(size) {
+        for i in 0..u64::from(requests) {
             let job = self.page_read(i, i as usize).ok_or(text!("job {i}"))?;
             self.verify_job(&job)
                 .map_err(|e| text!("request {i}: {}", e.as_str()))?;
         }
         Ok(text!(
-            "{size} requests in flight on vq {queue} (ring full, extra add refused), all verified"
+            "{requests} requests ({} chains of {per_request} descriptors) in flight on vq {queue} \
+             of {size} (ring full, {left} left, extra add refused), all verified",
+            chain_kind(layout)
         ))
     }
 
@@ -998,11 +1074,7 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
         let q = self.device.queue(queue).map_err(|e| text!("{e}"))?;
         Ok(text!(
             "{ios} verified reads of 4 KiB at depth {depth} ({} chains), {} kicks",
-            if layout.indirect {
-                "indirect"
-            } else {
-                "direct"
-            },
+            chain_kind(layout),
             q.kicks
         ))
     }
@@ -1012,14 +1084,8 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
     }
 
     fn check_qd32(&mut self, lun: Lun) -> Check {
-        self.measured(
-            "qd32",
-            QD32_QUEUE,
-            QD32_IOS,
-            32,
-            Layout::INDIRECT_PAGES,
-            lun,
-        )
+        let layout = self.pages();
+        self.measured("qd32", QD32_QUEUE, QD32_IOS, 32, layout, lun)
     }
 
     fn check_multiqueue(&mut self, lun: Lun) -> Check {
@@ -1328,6 +1394,15 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
     }
 }
 
+/// "indirect" or "direct", for result details.
+fn chain_kind(layout: Layout) -> &'static str {
+    if layout.indirect {
+        "indirect"
+    } else {
+        "direct"
+    }
+}
+
 fn is_unit_attention(outcome: &CommandOutcome, sense: &[u8; 96]) -> bool {
     outcome.scsi_status == scsi_status::CHECK_CONDITION
         && scsi_cmd::parse_sense(sense.get(..usize::from(outcome.sense_len)).unwrap_or(&[]))
@@ -1354,12 +1429,12 @@ mod tests {
 
     #[test]
     fn command_lines_parse_or_name_the_bad_word() {
-        let line =
-            "ring=packed serial=A hotplug-serial=B disk-bytes=67108864 hotplug-bytes=16777216";
+        let line = "ring=packed indirect=on event-idx=on serial=A hotplug-serial=B \
+                    disk-bytes=67108864 hotplug-bytes=16777216";
         let (mode, settings) = Settings::parse(line).unwrap();
         let settings = settings.unwrap();
         assert_eq!(mode, Mode::Exercise);
-        assert!(settings.packed);
+        assert!(settings.packed && settings.indirect && settings.event_idx);
         assert_eq!((settings.serial, settings.hotplug_serial), ("A", "B"));
         assert_eq!(
             (settings.disk_bytes, settings.hotplug_bytes),
@@ -1399,9 +1474,56 @@ mod tests {
             Err(SettingsError::BadValue("disk-bytes=x"))
         );
         assert_eq!(
-            Settings::parse("ring=split"),
+            Settings::parse("ring=split indirect=on event-idx=on"),
             Err(SettingsError::Missing("serial"))
         );
+    }
+
+    const REST: &str = "serial=A hotplug-serial=B disk-bytes=1 hotplug-bytes=1";
+
+    fn parse_with(words: &str) -> Result<Settings<'static>, SettingsError<'static>> {
+        let line = std::format!("{words} {REST}").leak();
+        Settings::parse(line).map(|(_, settings)| settings.unwrap())
+    }
+
+    #[test]
+    fn indirect_and_event_idx_are_switched_on_or_off_and_must_be_given() {
+        let settings = parse_with("ring=split indirect=off event-idx=on").unwrap();
+        assert!(!settings.packed && !settings.indirect && settings.event_idx);
+        let settings = parse_with("event-idx=off ring=split indirect=on").unwrap();
+        assert!(settings.indirect && !settings.event_idx);
+        assert_eq!(
+            parse_with("ring=split indirect=no event-idx=on"),
+            Err(SettingsError::BadValue("indirect=no"))
+        );
+        assert_eq!(
+            parse_with("ring=split indirect=on event-idx=1"),
+            Err(SettingsError::BadValue("event-idx=1"))
+        );
+        assert_eq!(
+            parse_with("ring=split event-idx=on"),
+            Err(SettingsError::Missing("indirect"))
+        );
+        assert_eq!(
+            parse_with("ring=split indirect=off"),
+            Err(SettingsError::Missing("event-idx"))
+        );
+    }
+
+    #[test]
+    fn the_expected_features_follow_the_settings() {
+        let settings = parse_with("ring=split indirect=off event-idx=on").unwrap();
+        let (needed, absent) = expected_features(&settings);
+        assert_eq!(
+            needed,
+            Features::VERSION_1 | Features::SCSI_HOTPLUG | Features::EVENT_IDX
+        );
+        assert_eq!(absent, Features::RING_PACKED | Features::INDIRECT_DESC);
+        let settings = parse_with("ring=packed indirect=on event-idx=off").unwrap();
+        let (needed, absent) = expected_features(&settings);
+        assert!(needed.contains(Features::RING_PACKED | Features::INDIRECT_DESC));
+        assert_eq!(absent, Features::EVENT_IDX);
+        assert!(!needed.intersects(absent));
     }
 
     #[test]

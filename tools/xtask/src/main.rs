@@ -5,6 +5,7 @@ mod bench;
 mod ci;
 mod fuzz;
 mod inf;
+mod kernel_link;
 mod miri;
 mod package;
 mod sim_image;
@@ -84,6 +85,10 @@ const JOBS: &[Job] = &[
 ];
 
 fn main() -> ExitCode {
+    // Started by rustc as the linker of a kernel image (see `package`).
+    if let Some(code) = kernel_link::run_if_asked() {
+        return code;
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(job) = args
         .first()

@@ -51,8 +51,11 @@ const LINK_ARGS: &[&str] = &[
     "/RELEASE",
     // The COFF timestamp becomes a content hash instead of the link time. (The PDB GUID still
     // differs between links: the PDB records the link command line, which names rustc's
-    // temporary directory for the export .def file.)
+    // temporary directory for its objects.)
     "/Brepro",
+    // Not a Terminal Server application: lld sets that bit on every executable image unless
+    // told otherwise, and a driver is an executable image (see `kernel_link`).
+    "/TSAWARE:NO",
 ];
 
 /// Parsed `cargo xtask package` options.
@@ -383,7 +386,8 @@ fn ensure_target(target: &str) -> Result<(), String> {
     })
 }
 
-/// Links the crate as a kernel image with `profile`; returns the image (still named `.dll`).
+/// Links the crate as a kernel image with `profile`; returns the image (on disk under the name
+/// cargo gives a cdylib, `<crate>.dll`; nothing inside the image carries that name).
 fn link(
     options: &Options,
     profile: &str,
@@ -406,7 +410,14 @@ fn link(
     if !features.is_empty() {
         command.args(["--features", &features.join(",")]);
     }
-    command.args(["--", "-C", "linker=rust-lld"]);
+    // rustc links a cdylib as a DLL that exports its #[no_mangle] functions; the linker it
+    // runs is this xtask binary in `kernel_link` mode, which takes those arguments out and
+    // runs rust-lld (lld-link) for an executable image that exports nothing.
+    let shim = std::env::current_exe()
+        .map_err(|e| format!("cannot find the xtask binary to link with: {e}"))?;
+    command.env(crate::kernel_link::ENV, "1");
+    command.args(["--", "-C", "linker-flavor=lld-link", "-C"]);
+    command.arg(format!("linker={}", shim.display()));
     for arg in LINK_ARGS {
         command.arg("-C").arg(format!("link-arg={arg}"));
     }

@@ -225,6 +225,11 @@ pub struct NotifyWrite {
     pub value: u64,
 }
 
+/// [`Violation::what`] of a device configuration access that is not one field at its natural
+/// width (section 4.1.3.1).
+pub const MIXED_WIDTH_DEVICE_CONFIG: &str =
+    "device configuration access not of one field at its natural width (4.1.3.1)";
+
 /// An access the spec forbids the driver, recorded by the fake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Violation {
@@ -237,6 +242,21 @@ pub struct Violation {
     /// What was wrong.
     pub what: &'static str,
 }
+
+/// The fields of `struct virtio_scsi_config` (section 5.6.4) as byte ranges: seven 32-bit
+/// fields, `max_channel` and `max_target` (16-bit), `max_lun` (32-bit).
+pub const SCSI_CONFIG_FIELDS: [Range<u32>; 10] = [
+    0..4,
+    4..8,
+    8..12,
+    12..16,
+    16..20,
+    20..24,
+    24..28,
+    28..30,
+    30..32,
+    32..36,
+];
 
 /// Builds a [`FakeVirtioPci`]; starts from a QEMU-like device.
 #[derive(Clone, Debug)]
@@ -253,6 +273,7 @@ pub struct FakeVirtioPciBuilder {
     msix_table_size: Option<u16>,
     device_config: Vec<u8>,
     device_config_writable: Vec<Range<u32>>,
+    device_config_fields: Vec<Range<u32>>,
 }
 
 impl FakeVirtioPciBuilder {
@@ -335,6 +356,17 @@ impl FakeVirtioPciBuilder {
     pub fn device_config(mut self, bytes: &[u8], writable: &[Range<u32>]) -> Self {
         self.device_config = bytes.to_vec();
         self.device_config_writable = writable.to_vec();
+        self
+    }
+
+    /// The fields of the device configuration, as byte ranges. Each access must then cover
+    /// exactly one field at its natural width (section 4.1.3.1: 8-bit fields with 8-bit
+    /// accesses, 16-bit with 16-bit, 32-bit with 32-bit, 64-bit with two 32-bit accesses);
+    /// any other access, such as one 32-bit read spanning two 16-bit fields, is served as the
+    /// device would serve it and recorded as a [`Violation`]. Empty (the default): unchecked.
+    #[must_use]
+    pub fn device_config_fields(mut self, fields: &[Range<u32>]) -> Self {
+        self.device_config_fields = fields.to_vec();
         self
     }
 
@@ -429,6 +461,7 @@ impl FakeVirtioPciBuilder {
             device_config_default: self.device_config.clone(),
             device_config: self.device_config,
             device_config_writable: self.device_config_writable,
+            device_config_fields: self.device_config_fields,
             generation: 0,
             generation_bumps: 0,
             status_writes: Vec::new(),
@@ -467,6 +500,7 @@ struct State {
     device_config_default: Vec<u8>,
     device_config: Vec<u8>,
     device_config_writable: Vec<Range<u32>>,
+    device_config_fields: Vec<Range<u32>>,
     generation: u8,
     /// Device configuration reads that will each bump the generation (a racing device update).
     generation_bumps: u32,
@@ -753,6 +787,26 @@ impl State {
         Ok(())
     }
 
+    /// Whether an access of `width` bytes at `rel` in the device configuration covers one field
+    /// at its natural width (see [`FakeVirtioPciBuilder::device_config_fields`]).
+    /// Bytes past every field (padding up to the structure's length) are not fields: reading
+    /// them is not this rule's concern.
+    fn device_access_is_one_field(&self, rel: u64, width: u8) -> bool {
+        let end = rel + u64::from(width);
+        let overlaps_a_field = self
+            .device_config_fields
+            .iter()
+            .any(|field| rel < u64::from(field.end) && u64::from(field.start) < end);
+        !overlaps_a_field
+            || self.device_config_fields.iter().any(|field| {
+                let (start, end) = (u64::from(field.start), u64::from(field.end));
+                match end - start {
+                    8 => width == 4 && (rel == start || rel == start + 4),
+                    size => rel == start && u64::from(width) == size,
+                }
+            })
+    }
+
     fn device_read(&mut self, rel: u64, width: u8) -> Option<u64> {
         if !rel.is_multiple_of(u64::from(width)) {
             return None;
@@ -801,7 +855,15 @@ impl State {
         let value = match self.target(bar, offset, width) {
             Target::Common(rel) => self.common_read(rel, width),
             Target::Isr(0) if width == 1 => Some(u64::from(core::mem::take(&mut self.isr))),
-            Target::Device(rel) => self.device_read(rel, width),
+            Target::Device(rel) => {
+                // A misaligned access is recorded below as such.
+                if rel.is_multiple_of(u64::from(width))
+                    && !self.device_access_is_one_field(rel, width)
+                {
+                    self.violation(bar, offset, width, MIXED_WIDTH_DEVICE_CONFIG);
+                }
+                self.device_read(rel, width)
+            }
             // The ISR status is one byte; anything else in its region is undefined.
             Target::Isr(_) => None,
             Target::Notify(_) | Target::Unbacked => Some(0),
@@ -826,6 +888,9 @@ impl State {
                     value,
                 });
                 Ok(())
+            }
+            Target::Device(rel) if !self.device_access_is_one_field(rel, width) => {
+                Err(MIXED_WIDTH_DEVICE_CONFIG)
             }
             Target::Device(rel) => self.device_write(rel, width, value),
             Target::Isr(_) => Err("write to the ISR status"),
@@ -873,6 +938,7 @@ impl FakeVirtioPci {
             msix_table_size: Some(2),
             device_config: Vec::new(),
             device_config_writable: Vec::new(),
+            device_config_fields: Vec::new(),
         }
     }
 
@@ -911,6 +977,7 @@ impl FakeVirtioPci {
             .msix_table_size(Some(request_queues + 3))
             .queues(&queues)
             .device_config(&config, &[20..24, 24..28]) // sense_size, cdb_size
+            .device_config_fields(&SCSI_CONFIG_FIELDS)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -1170,6 +1237,57 @@ mod tests {
             Features::VERSION_1 | Features::INDIRECT_DESC
         );
         assert!(device.violations().is_empty());
+    }
+
+    #[test]
+    fn a_device_config_access_spanning_fields_or_of_another_width_is_a_violation() {
+        let device = FakeVirtioPci::scsi(1).build();
+        device.update_device_config(28, &[1, 0, 0xFF, 0]);
+        let regs: &dyn RegisterIo = &device;
+        let base = FakeRegions::qemu().device.offset.into();
+        // Field by field: no violation.
+        assert_eq!(regs.read16(BAR, base + 28), 1); // max_channel
+        assert_eq!(regs.read16(BAR, base + 30), 0xFF); // max_target
+        assert_eq!(regs.read32(BAR, base + 32), 16_383); // max_lun
+        assert_eq!(device.violations(), []);
+        // One 32-bit read over max_channel and max_target: served, and recorded.
+        assert_eq!(regs.read32(BAR, base + 28), 0x00FF_0001);
+        // A 16-bit read of half of a 32-bit field, and an 8-bit one.
+        let _ = regs.read16(BAR, base);
+        let _ = regs.read8(BAR, base + 31);
+        // A 16-bit write into the writable 32-bit sense_size: refused.
+        regs.write16(BAR, base + 20, 8);
+        let seen: Vec<_> = device
+            .violations()
+            .iter()
+            .map(|violation| (violation.offset - base, violation.width, violation.what))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (28, 4, MIXED_WIDTH_DEVICE_CONFIG),
+                (0, 2, MIXED_WIDTH_DEVICE_CONFIG),
+                (31, 1, MIXED_WIDTH_DEVICE_CONFIG),
+                (20, 2, MIXED_WIDTH_DEVICE_CONFIG),
+            ]
+        );
+        assert_eq!(device.device_config_bytes()[20..24], 96u32.to_le_bytes());
+    }
+
+    #[test]
+    fn a_64_bit_device_config_field_takes_two_32_bit_accesses() {
+        let device = FakeVirtioPci::builder(2)
+            .device_config(&[0; 12], &[])
+            .device_config_fields(&[0..8, 8..12])
+            .build();
+        let regs: &dyn RegisterIo = &device;
+        let base = FakeRegions::qemu().device.offset.into();
+        let _ = regs.read32(BAR, base);
+        let _ = regs.read32(BAR, base + 4);
+        let _ = regs.read32(BAR, base + 8);
+        assert_eq!(device.violations(), []);
+        let _ = regs.read16(BAR, base + 4);
+        assert_eq!(device.violations().len(), 1);
     }
 
     #[test]

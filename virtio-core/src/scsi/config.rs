@@ -8,7 +8,9 @@
 //! back, and calls [`Limits::from_config`]. The other fields are limits and hints: values the
 //! spec says a device should not use are clamped, each with the rule documented on its field.
 
-use zerocopy::{FromZeros, IntoBytes};
+use core::mem::offset_of;
+
+use zerocopy::little_endian::{U16, U32};
 
 use super::wire::Config;
 use super::{CDB_SIZE, SENSE_SIZE};
@@ -142,6 +144,32 @@ impl From<TransportError> for ConfigureError {
     }
 }
 
+/// Reads the whole configuration consistently (under the `config_generation` check), each
+/// field with one access of its own width: section 4.1.3.1 requires the driver to access a
+/// device configuration field at its natural width, so `max_channel` and `max_target` (two
+/// 16-bit fields sharing a 4-byte word) are two 16-bit reads, never one 32-bit read.
+///
+/// # Errors
+/// [`TransportError`] if the device configuration structure is missing or too short, or
+/// `config_generation` never settles.
+pub fn read_config<R: RegisterIo>(transport: &PciTransport<R>) -> Result<Config, TransportError> {
+    let at = |offset: usize| offset as u32;
+    transport.read_device_config_with(|device| {
+        Ok(Config {
+            num_queues: U32::new(device.read_u32(at(offset_of!(Config, num_queues)))?),
+            seg_max: U32::new(device.read_u32(at(offset_of!(Config, seg_max)))?),
+            max_sectors: U32::new(device.read_u32(at(offset_of!(Config, max_sectors)))?),
+            cmd_per_lun: U32::new(device.read_u32(at(offset_of!(Config, cmd_per_lun)))?),
+            event_info_size: U32::new(device.read_u32(at(offset_of!(Config, event_info_size)))?),
+            sense_size: U32::new(device.read_u32(at(Config::SENSE_SIZE_OFFSET))?),
+            cdb_size: U32::new(device.read_u32(at(Config::CDB_SIZE_OFFSET))?),
+            max_channel: U16::new(device.read_u16(at(offset_of!(Config, max_channel)))?),
+            max_target: U16::new(device.read_u16(at(offset_of!(Config, max_target)))?),
+            max_lun: U32::new(device.read_u32(at(offset_of!(Config, max_lun)))?),
+        })
+    })
+}
+
 /// Sets the sense and CDB sizes this crate's request and response layouts use (section 5.6.4:
 /// the driver may write them; the device then uses them), reads the whole configuration back and
 /// validates it. Call during initialisation, after FEATURES_OK and before DRIVER_OK.
@@ -154,16 +182,13 @@ pub fn configure<R: RegisterIo>(
 ) -> Result<(Config, Limits), ConfigureError> {
     transport.write_device_config_u32(Config::SENSE_SIZE_OFFSET as u32, SENSE_SIZE as u32)?;
     transport.write_device_config_u32(Config::CDB_SIZE_OFFSET as u32, CDB_SIZE as u32)?;
-    let mut config = Config::new_zeroed();
-    transport.read_device_config(0, config.as_mut_bytes())?;
+    let config = read_config(transport)?;
     let limits = Limits::from_config(&config).map_err(ConfigureError::Config)?;
     Ok((config, limits))
 }
 
 #[cfg(test)]
 mod tests {
-    use zerocopy::little_endian::{U16, U32};
-
     use super::*;
 
     fn qemu_default() -> Config {
@@ -297,6 +322,21 @@ mod tests {
         assert_eq!(config.cdb_size.get() as usize, CDB_SIZE);
         assert_eq!(limits.num_queues, 4);
         assert_eq!(limits.seg_max, 254);
+        assert_eq!(limits.max_target, 255);
+        // Every field read at its natural width: max_channel and max_target are two 16-bit
+        // reads, not one 32-bit read spanning both (section 4.1.3.1).
+        assert_eq!(device.violations(), []);
+    }
+
+    #[test]
+    fn read_config_reads_each_field_at_its_natural_width() {
+        let device = crate::fake::pci::FakeVirtioPci::scsi(2).build();
+        let transport = fake_transport(&device);
+        device.update_device_config(28, &[3, 0, 7, 0]);
+        let config = read_config(&transport).unwrap();
+        assert_eq!((config.max_channel.get(), config.max_target.get()), (3, 7));
+        assert_eq!(config.max_lun.get(), 16_383);
+        assert_eq!(device.violations(), []);
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub use command::{
     CommandOutcome, DataDirection, Disposition, ProtocolViolation, RequestError, Transfer,
     complete_command,
 };
-pub use config::{ConfigError, ConfigureError, Limits, configure};
+pub use config::{ConfigError, ConfigureError, Limits, configure, read_config};
 pub use control::{AnOutcome, ControlFailure, TmfOutcome, complete_an, complete_tmf};
 pub use event::{DecodedEvent, EventError, EventKind};
 pub use lun::{Lun, LunError};

@@ -17,10 +17,10 @@ use zerocopy::little_endian::{U32, U64};
 use super::sm::{
     GetAdapterPortAttributesIn, GetDiscoveredPortAttributesIn, GetLunStatisticsIn,
     GetPhyStatisticsIn, GetPortAttributesByWwnIn, GetProtocolStatisticsIn, HBA_PORTTYPE_SASDEVICE,
-    HBA_SASPORTPROTOCOL_SSP, LONG_STRING_CHARS, PhyIn, PortIndexIn, PortState, SAS_PHY_COUNTERS,
-    ScsiInquiryIn, ScsiReadCapacityIn, ScsiReportLunsIn, SmhbaFcPhy, SmhbaPortLun,
-    SmhbaProtocolStatistics, SmhbaSasPhy, SmhbaSasPort, WwnPairCountIn, WwnPairIn, hba_status,
-    port_method, scsi_method, target_method,
+    HBA_PORTTYPE_SASEXPANDER, HBA_SASPORTPROTOCOL_SMP, HBA_SASPORTPROTOCOL_SSP, LONG_STRING_CHARS,
+    PhyIn, PortIndexIn, PortState, SAS_PHY_COUNTERS, ScsiInquiryIn, ScsiReadCapacityIn,
+    ScsiReportLunsIn, SmhbaFcPhy, SmhbaPortLun, SmhbaProtocolStatistics, SmhbaSasPhy, SmhbaSasPort,
+    WwnPairCountIn, WwnPairIn, hba_status, port_method, scsi_method, target_method,
 };
 use super::{HbaInfo, LunInfo, TargetInfo};
 use crate::dispatch::MethodIo;
@@ -61,9 +61,8 @@ pub fn port_information(info: &HbaInfo<'_>, io: &mut MethodIo<'_>) -> Result<(),
         port_method::GET_DISCOVERED_PORT_ATTRIBUTES => {
             let input: GetDiscoveredPortAttributesIn = io.read_input()?;
             let port = port_ok(input.port_index.get())
-                .then(|| info.targets.get(input.discovered_port_index.get() as usize))
-                .flatten()
-                .map(|target| discovered_port(info, target));
+                .then(|| discovered_port(info, input.discovered_port_index.get() as usize))
+                .flatten();
             port_attributes(
                 io.output(),
                 port,
@@ -76,10 +75,9 @@ pub fn port_information(info: &HbaInfo<'_>, io: &mut MethodIo<'_>) -> Result<(),
             let port = if wanted == info.port.local_sas_address {
                 Some(adapter_port(info))
             } else {
-                info.targets
-                    .iter()
-                    .find(|target| target.sas_address == wanted)
-                    .map(|target| discovered_port(info, target))
+                (0..discovered_port_count(info))
+                    .filter_map(|index| discovered_port(info, index))
+                    .find(|port| port.sas.local_sas_address == wanted.0)
             };
             let out = io.output();
             match port {
@@ -252,7 +250,7 @@ pub fn target_information(info: &HbaInfo<'_>, io: &mut MethodIo<'_>) -> Result<(
             out.u32(0);
         }
         target_method::GET_LUN_STATISTICS => {
-            let input: GetLunStatisticsIn = io.read_input()?;
+            let input: GetLunStatisticsIn = io.read_input_items(GetLunStatisticsIn::ITEMS_SIZE)?;
             let id = input.lunit;
             let found = info
                 .targets
@@ -398,39 +396,101 @@ fn truncate(data: &[u8], limit: usize) -> &[u8] {
 
 /// The generic and SAS-specific attributes of one port.
 struct PortAttributes<'a> {
+    port_type: u32,
     state: PortState,
     os_device_name: &'a str,
     sas: SmhbaSasPort,
 }
 
+/// How the adapter's port reaches its targets, as the port attributes report it (each port's
+/// `AttachedSASAddress` is a port the caller can also look up):
+/// - no target: nothing attached (`AttachedSASAddress` zero, no discovered port);
+/// - one target: attached directly, port to port;
+/// - more: through one virtual expander (address [`crate::hba::PortInfo::attached_sas_address`])
+///   that every target attaches to and that is itself a discovered port, listed after the
+///   targets, so the targets keep their indices whatever the topology.
+#[derive(Clone, Copy)]
+enum Topology {
+    Empty,
+    Direct,
+    Expander,
+}
+
+fn topology(info: &HbaInfo<'_>) -> Topology {
+    match info.targets.len() {
+        0 => Topology::Empty,
+        1 => Topology::Direct,
+        _ => Topology::Expander,
+    }
+}
+
+/// Number of discovered ports: the targets, and the expander if there is one.
+fn discovered_port_count(info: &HbaInfo<'_>) -> usize {
+    match topology(info) {
+        Topology::Empty | Topology::Direct => info.targets.len(),
+        Topology::Expander => info.targets.len() + 1,
+    }
+}
+
 fn adapter_port<'a>(info: &HbaInfo<'a>) -> PortAttributes<'a> {
+    let attached = match (topology(info), info.targets.first()) {
+        (Topology::Direct, Some(target)) => target.sas_address.0,
+        (Topology::Expander, _) => info.port.attached_sas_address.0,
+        _ => [0; 8],
+    };
     PortAttributes {
+        port_type: HBA_PORTTYPE_SASDEVICE,
         state: info.port.state,
         os_device_name: info.port.os_device_name,
         sas: SmhbaSasPort {
             port_protocol: U32::new(HBA_SASPORTPROTOCOL_SSP),
             local_sas_address: info.port.local_sas_address.0,
-            attached_sas_address: info.port.attached_sas_address.0,
+            attached_sas_address: attached,
             number_of_discovered_ports: U32::new(
-                u32::try_from(info.targets.len()).unwrap_or(u32::MAX),
+                u32::try_from(discovered_port_count(info)).unwrap_or(u32::MAX),
             ),
             number_of_phys: U32::new(HbaInfo::NUMBER_OF_PHYS),
         },
     }
 }
 
-/// A target seen from the adapter: an online SAS end device attached to the adapter's port.
-fn discovered_port<'a>(info: &HbaInfo<'a>, target: &TargetInfo<'a>) -> PortAttributes<'a> {
-    PortAttributes {
-        state: PortState::Online,
-        os_device_name: "",
-        sas: SmhbaSasPort {
-            port_protocol: U32::new(HBA_SASPORTPROTOCOL_SSP),
-            local_sas_address: target.sas_address.0,
-            attached_sas_address: info.port.local_sas_address.0,
-            number_of_discovered_ports: U32::new(0),
-            number_of_phys: U32::new(1),
-        },
+/// Discovered port `index`: a target (an online SAS end device, attached to the adapter's
+/// port or to the expander), or, after the targets, the expander (attached to the adapter's
+/// port, one phy towards it and one per target).
+fn discovered_port<'a>(info: &HbaInfo<'a>, index: usize) -> Option<PortAttributes<'a>> {
+    let topology = topology(info);
+    if let Some(target) = info.targets.get(index) {
+        let attached = match topology {
+            Topology::Expander => info.port.attached_sas_address.0,
+            Topology::Empty | Topology::Direct => info.port.local_sas_address.0,
+        };
+        return Some(PortAttributes {
+            port_type: HBA_PORTTYPE_SASDEVICE,
+            state: PortState::Online,
+            os_device_name: "",
+            sas: SmhbaSasPort {
+                port_protocol: U32::new(HBA_SASPORTPROTOCOL_SSP),
+                local_sas_address: target.sas_address.0,
+                attached_sas_address: attached,
+                number_of_discovered_ports: U32::new(0),
+                number_of_phys: U32::new(1),
+            },
+        });
+    }
+    match topology {
+        Topology::Expander if index == info.targets.len() => Some(PortAttributes {
+            port_type: HBA_PORTTYPE_SASEXPANDER,
+            state: PortState::Online,
+            os_device_name: "",
+            sas: SmhbaSasPort {
+                port_protocol: U32::new(HBA_SASPORTPROTOCOL_SMP),
+                local_sas_address: info.port.attached_sas_address.0,
+                attached_sas_address: info.port.local_sas_address.0,
+                number_of_discovered_ports: U32::new(0),
+                number_of_phys: U32::new(u32::try_from(info.targets.len() + 1).unwrap_or(u32::MAX)),
+            },
+        }),
+        _ => None,
     }
 }
 
@@ -456,7 +516,7 @@ fn port_attributes_with_status(
     // MS_SMHBA_PORTATTRIBUTES has a uint64 member: as an embedded class it is 8-aligned.
     out.align(8);
     let include_sas = status == hba_status::OK;
-    out.u32(port.map_or(0, |_| HBA_PORTTYPE_SASDEVICE));
+    out.u32(port.map_or(0, |port| port.port_type));
     out.u32(port.map_or(0, |port| port.state as u32));
     out.u32(if include_sas {
         size_of::<SmhbaSasPort>() as u32

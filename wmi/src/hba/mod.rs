@@ -161,7 +161,9 @@ pub struct PortInfo<'a> {
     pub state: PortState,
     /// The port's own SAS address (usually [`SasAddress::for_adapter`]).
     pub local_sas_address: SasAddress,
-    /// The SAS address of what the port is attached to (the virtual domain).
+    /// The SAS address of the virtual expander the port attaches through when it has more
+    /// than one target (with one target the port attaches to it directly, with none to
+    /// nothing; see the port methods).
     pub attached_sas_address: SasAddress,
     /// The port's single phy.
     pub phy: PhyInfo,

@@ -156,6 +156,8 @@ pub mod hba_status {
 
 /// `HBA_PORTTYPE_SASDEVICE`: a SAS (SSP or STP) port.
 pub const HBA_PORTTYPE_SASDEVICE: u32 = 30;
+/// `HBA_PORTTYPE_SASEXPANDER`: a SAS expander's port.
+pub const HBA_PORTTYPE_SASEXPANDER: u32 = 32;
 
 /// `HBA_PORTSTATE_*` (hbaapi.h).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -177,6 +179,9 @@ pub enum PortState {
 
 /// `HBA_SASPORTPROTOCOL_SSP`: the SCSI protocol over SAS, the only one a virtio-scsi port has.
 pub const HBA_SASPORTPROTOCOL_SSP: u32 = 1;
+/// `HBA_SASPORTPROTOCOL_SMP`: the Serial Management Protocol, which an expander's port
+/// speaks.
+pub const HBA_SASPORTPROTOCOL_SMP: u32 = 4;
 
 /// `HBA_SASSPEED_*` / `HBA_SASSTATE_*`: SAS phy link rates (hbaapi.h, SM-HBA 6.5.4).
 pub mod sas_speed {
@@ -553,6 +558,15 @@ pub struct GetLunStatisticsIn {
     /// `Lunit`.
     pub lunit: HbaScsiId,
 }
+
+impl GetLunStatisticsIn {
+    /// Bytes of the MOF's items: `Lunit` up to the end of `OSDeviceName` (526), without the 2
+    /// bytes of tail padding C adds to `HBAScsiID` (528). A client calling through WMI's COM
+    /// layer sends 526.
+    pub const ITEMS_SIZE: usize = offset_of!(HbaScsiId, padding);
+}
+
+const _: () = assert!(GetLunStatisticsIn::ITEMS_SIZE == 526);
 
 /// `SM_ScsiInquiry_IN`.
 #[derive(
