@@ -1,14 +1,15 @@
 //! The StorPort exports in both calling conventions from one definition: [`export!`] turns an
 //! `extern "system"` function (what the linked miniport calls; System V on Linux) into that
-//! function plus an `extern "win64"` entry point of the same name's module (what a loaded
-//! Windows image calls), and [`win64_export`] is the table the image loader binds imports by.
+//! function plus a Windows entry point in the module of the same name (what a loaded image
+//! calls: `extern "win64"` on x64, AAPCS64 on ARM64), and [`win64_export`] is the table the
+//! image loader binds imports by.
 
 use std::ffi::c_void;
 
 /// Defines a StorPort export once, in both conventions: the `extern "system"` function with its
 /// C name (`#[no_mangle]`, for the linked miniport) and, in a module of the same name, `win64`,
 /// the entry point a loaded image's import is bound to: a thunk onto the simulator's stack
-/// (`crate::image::stack::import_thunk!`) calling `host`, the same body in the Windows x64
+/// (`crate::image::stack::import_thunk!`) calling `host`, the same body in the Windows
 /// convention.
 macro_rules! export {
     (
