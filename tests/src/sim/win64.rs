@@ -174,3 +174,45 @@ win64_table!(
     StorPortReadPortBufferUlong,
     StorPortWritePortBufferUlong,
 );
+
+#[cfg(test)]
+mod tests {
+    use super::win64_export;
+
+    /// Every StorPort routine exports.rs defines (directly or through `register_routines!`)
+    /// has a Windows entry point in the table, so a new export cannot be forgotten there.
+    #[test]
+    fn every_export_has_a_windows_entry_point() {
+        let source = include_str!("exports.rs");
+        let mut names: Vec<&str> = source
+            .split("pub extern \"system\" fn ")
+            .skip(1)
+            .filter_map(|rest| rest.split('(').next())
+            .filter(|name| name.starts_with("StorPort"))
+            .collect();
+        for block in source.split("register_routines!(").skip(1) {
+            let arguments = block.split(')').next().unwrap_or_default();
+            names.extend(
+                arguments
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|name| name.starts_with("StorPort")),
+            );
+        }
+        assert!(names.len() > 40, "{names:?}");
+        for name in names {
+            assert!(
+                win64_export(name).is_some(),
+                "{name} has no Windows entry point"
+            );
+        }
+        for variadic in [
+            "StorPortNotification",
+            "StorPortExtendedFunction",
+            "StorPortDebugPrint",
+        ] {
+            assert!(win64_export(variadic).is_some(), "{variadic}");
+        }
+        assert_eq!(win64_export("StorPortNoSuchRoutine"), None);
+    }
+}
