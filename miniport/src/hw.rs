@@ -88,8 +88,9 @@ unsafe fn argument_bytes(argument: *const c_char, out: &mut [u8; ARGUMENT_MAX]) 
     if !argument.is_null() {
         while let Some(slot) = out.get_mut(len) {
             // SAFETY: the string is readable up to its NUL and the loop stops there, so every
-            // byte read is inside it.
-            let byte = unsafe { argument.wrapping_add(len).read() }.cast_unsigned();
+            // byte read is inside it. Read as a byte: `c_char` is signed on Windows and x86-64
+            // Linux but unsigned on AArch64 Linux.
+            let byte = unsafe { argument.cast::<u8>().wrapping_add(len).read() };
             if byte == 0 {
                 break;
             }

@@ -1,5 +1,6 @@
-//! Plugs the pieces together: the real miniport (`rvscsi::hw::DriverEntry`), the StorPort
-//! simulator and the virtio-scsi device model, sharing one simulated physical memory.
+//! Plugs the pieces together: the real miniport (`rvscsi::hw::DriverEntry`, or the shipped
+//! image named by [`IMAGE_VARIABLE`]), the StorPort simulator and the virtio-scsi device model,
+//! sharing one simulated physical memory.
 
 use std::sync::Arc;
 
@@ -100,6 +101,47 @@ pub enum BootError {
     Simulator(SimError),
 }
 
+/// The environment variable that selects the build every scenario runs: unset, the miniport
+/// linked into the test binary (`rvscsi::hw::DriverEntry`); set, the path of a Windows image
+/// (`target/package/amd64/rvscsi.sys`) that [`boot`] loads ([`crate::image`]) and runs instead.
+pub const IMAGE_VARIABLE: &str = "RVSCSI_IMAGE";
+
+/// The image [`IMAGE_VARIABLE`] names, loaded once per process; `None` when it is unset.
+///
+/// # Panics
+/// If the variable names an image that cannot be loaded (the message names the file and the
+/// reason, an import the simulator lacks among them): a scenario must not silently fall back
+/// to the linked miniport.
+#[must_use]
+pub fn shipped_image() -> Option<&'static crate::image::Image> {
+    static IMAGE: std::sync::OnceLock<Option<&'static crate::image::Image>> =
+        std::sync::OnceLock::new();
+    *IMAGE.get_or_init(|| {
+        let path = std::env::var_os(IMAGE_VARIABLE)?;
+        let path = std::path::PathBuf::from(path);
+        let image = crate::image::Image::load(&path, crate::sim::win64_export)
+            .unwrap_or_else(|error| panic!("{IMAGE_VARIABLE}={}: {error}", path.display()));
+        crate::image::stack::report_at_exit();
+        Some(image)
+    })
+}
+
+/// Boots `platform`'s miniport: the linked one, or the shipped image if [`IMAGE_VARIABLE`] is
+/// set (then `platform.entry` is not used).
+fn start_miniport(sim: SimOptions, platform: Platform) -> Result<Adapter, BootError> {
+    match shipped_image() {
+        Some(image) => Simulator::boot_image(
+            sim,
+            image,
+            platform.pci,
+            platform.memory,
+            &platform.interrupts,
+        ),
+        None => Simulator::boot(sim, platform),
+    }
+    .map_err(BootError::Simulator)
+}
+
 /// A booted machine: the simulated adapter running our miniport, and its device.
 pub struct Machine {
     /// The StorPort side.
@@ -131,7 +173,7 @@ pub fn boot(
         memory: Arc::new(Memory(memory)),
         interrupts: line,
     };
-    let adapter = Simulator::boot(sim, platform).map_err(BootError::Simulator)?;
+    let adapter = start_miniport(sim, platform)?;
     Ok(Machine { adapter, device })
 }
 
@@ -184,7 +226,7 @@ pub fn boot_dump(device: &VirtioScsiDevice, sim: SimOptions) -> Result<Machine, 
         dump: Some(sim.dump.unwrap_or_default()),
         ..sim
     };
-    let adapter = Simulator::boot(sim, platform).map_err(BootError::Simulator)?;
+    let adapter = start_miniport(sim, platform)?;
     Ok(Machine {
         adapter,
         device: device.clone(),
@@ -213,14 +255,42 @@ impl Machine {
 
     /// The miniport's adapter in the simulated device extension, for its counters; `None`
     /// if find-adapter did not construct one.
+    ///
+    /// # Panics
+    /// On the shipped image ([`IMAGE_VARIABLE`]), if the image's adapter is not the size of the
+    /// linked build's (`size_of::<Adapter>()`, which the image registers as its device
+    /// extension size): then the two builds lay the type out differently, and the linked
+    /// build's code must not read the image's.
     #[must_use]
     pub fn miniport(&self) -> Option<&rvscsi::adapter::Adapter> {
+        self.check_adapter_layout();
         let extension = self.adapter.device_extension_ptr();
         // SAFETY: the device extension the simulator allocated for this adapter: as large as
         // the miniport registered, 16-aligned, zeroed before find-adapter, and alive as long as
         // `self.adapter`, which the returned reference borrows through `self`. The miniport
         // mutates its adapter only through atomics and cells, as `from_extension` requires.
         unsafe { rvscsi::adapter::Adapter::from_extension(extension) }
+    }
+
+    /// On the shipped image, the linked build's `Adapter` may read the image's only if both
+    /// builds lay it out alike: the same compiler and the same data layout of x86-64 (Windows
+    /// and Linux differ in symbol mangling only) give the same layout to the same type, unless
+    /// a field's type differs between the targets, which would change the size the image
+    /// registered. (The magic, read first by `from_extension`, checks the start.)
+    fn check_adapter_layout(&self) {
+        if shipped_image().is_none() {
+            return;
+        }
+        let registered = self
+            .adapter
+            .hw_initialization_data()
+            .map(|hw| hw.device_extension_size as usize);
+        let linked = size_of::<rvscsi::adapter::Adapter>();
+        assert!(
+            registered.is_none_or(|size| size == linked),
+            "the image's Adapter is {registered:?} bytes, the linked build's {linked}: their \
+             layouts differ, so the scenario cannot read the image's adapter"
+        );
     }
 
     /// Shuts the machine down, panicking with the simulator's record if the miniport broke the
@@ -247,8 +317,12 @@ impl Machine {
     }
 
     /// The miniport's trace ring, read from its device extension as a debugger would.
+    ///
+    /// # Panics
+    /// As [`Machine::miniport`], on an image whose adapter layout differs.
     #[must_use]
     pub fn trace(&self) -> Vec<rvscsi::trace::TraceEntry> {
+        self.check_adapter_layout();
         let extension = std::ptr::with_exposed_provenance_mut(self.adapter.device_extension());
         // SAFETY: the simulator allocated the device extension with the size the miniport
         // asked for and keeps it until shutdown (which consumes `self.adapter`); the miniport

@@ -1,7 +1,8 @@
 //! rvscsi-tests: the Windows side, simulated (StorPort simulator, virtio-scsi device model,
-//! scenarios).
+//! scenarios), and the loader that runs the shipped image in it.
 
 pub mod device;
 pub mod harness;
+pub mod image;
 pub mod scenario;
 pub mod sim;

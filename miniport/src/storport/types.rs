@@ -560,7 +560,12 @@ pub struct StorScatterGatherList {
     /// `NumberOfElements`.
     pub number_of_elements: u32,
     /// `Reserved` (`ULONG_PTR`).
+    #[cfg(not(feature = "planted-c-ulong"))]
     pub reserved: usize,
+    /// `Reserved`, declared wrongly on purpose by the `planted-c-ulong` feature (a test's
+    /// planted fault): `c_ulong` is 64 bits on Linux but 32 on Windows.
+    #[cfg(feature = "planted-c-ulong")]
+    pub reserved: core::ffi::c_ulong,
     /// `List[]`: the elements (a C flexible array member).
     pub list: [StorScatterGatherElement; 0],
 }

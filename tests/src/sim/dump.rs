@@ -86,7 +86,7 @@ impl Machine {
         let extension = self.extension_ptr();
         // SAFETY: HwInterrupt gets the device extension, under the interrupt lock.
         let _ = self.dump_call(CallContext::Interrupt, true, || unsafe {
-            routine(extension)
+            routine.call(extension)
         });
     }
 
@@ -103,7 +103,7 @@ impl Machine {
             let srb_ptr: *mut std::ffi::c_void = std::ptr::with_exposed_provenance_mut(srb);
             // SAFETY: as for HwBuildIo.
             let _ = self.dump_call(CallContext::StartIo, false, || unsafe {
-                start_io(extension, srb_ptr)
+                start_io.call(extension, srb_ptr)
             });
         }
         self.poll_until_complete(srb);
@@ -154,7 +154,7 @@ impl Machine {
                 let extension = self.extension_ptr();
                 // SAFETY: HwResetBus gets the device extension and a path id.
                 let _ = self.dump_call(CallContext::ResetBus, false, || unsafe {
-                    reset(extension, u32::from(path))
+                    reset.call(extension, u32::from(path))
                 });
             }
             reset_sent = true;
@@ -176,7 +176,7 @@ impl Adapter {
             // SAFETY: HwInitialize gets the device extension, under the interrupt lock.
             let ok = machine
                 .dump_call(CallContext::Initialize, true, || unsafe {
-                    initialize(extension)
+                    initialize.call(extension)
                 })
                 .unwrap_or(0);
             if ok == 0 {
@@ -216,7 +216,7 @@ impl Adapter {
         let extension = machine.extension_ptr();
         // SAFETY: HwResetBus gets the device extension and a path id.
         let answer = machine.dump_call(CallContext::ResetBus, false, || unsafe {
-            reset(extension, u32::from(path))
+            reset.call(extension, u32::from(path))
         });
         Ok(answer.is_some_and(|answer| answer != 0))
     }

@@ -11,6 +11,7 @@ use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes};
 use super::abi;
 use super::locks::{CallContext, LockId, current_machine, with_cpu};
 use super::machine::{DpcState, Machine, callback};
+use super::win64::export;
 use super::{Notification, Violation};
 
 /// The machine of the calling thread, checked against the extension the miniport passed.
@@ -49,213 +50,220 @@ fn read_in<T: FromBytes + IntoBytes>(pointer: *const c_void) -> Option<T> {
     Some(value)
 }
 
-/// `ULONG StorPortInitialize(PVOID, PVOID, PHW_INITIALIZATION_DATA, PVOID)`.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortInitialize(
-    argument1: *mut c_void,
-    _argument2: *mut c_void,
-    hw_initialization_data: *mut c_void,
-    _unused: *mut c_void,
-) -> u32 {
-    let failure = abi::STATUS_INVALID_PARAMETER.cast_unsigned();
-    let Some(machine) = current_machine() else {
-        return failure;
-    };
-    // The dump port's DriverEntry gets NULL for the driver object, which the miniport passes on.
-    let driver_object: *mut c_void = if machine.options.dump.is_some() {
-        std::ptr::null_mut()
-    } else {
-        machine.driver_object.as_ptr().cast_mut().cast()
-    };
-    if !machine.require_context("StorPortInitialize", &[CallContext::DriverEntry])
-        || argument1 != driver_object
-    {
-        return failure;
-    }
-    let Some(size) = read_in::<u32>(hw_initialization_data) else {
-        return failure;
-    };
-    if size < abi::HW_INITIALIZATION_DATA_SIZE_V1 {
-        return abi::STATUS_REVISION_MISMATCH.cast_unsigned();
-    }
-    let mut data = abi::HwInitializationData::new_zeroed();
-    let len = (size as usize).min(size_of::<abi::HwInitializationData>());
-    // SAFETY: the miniport's structure is `size` bytes long by its own declaration; the copy
-    // takes no more than that.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            hw_initialization_data.cast::<u8>(),
-            data.as_mut_bytes().as_mut_ptr(),
-            len,
-        );
-    }
-    let valid = data.adapter_interface_type == abi::PCI_BUS
-        && data.hw_find_adapter != 0
-        && data.hw_initialize != 0
-        && data.hw_start_io != 0
-        && (data.srb_type_flags
-            & !(abi::SRB_TYPE_FLAG_SCSI_REQUEST_BLOCK | abi::SRB_TYPE_FLAG_STORAGE_REQUEST_BLOCK))
-            == 0;
-    if !valid {
-        return failure;
-    }
-    let _ = machine.hw.set(data);
-    abi::STATUS_SUCCESS.cast_unsigned()
-}
-
-/// `PVOID StorPortGetDeviceBase(PVOID, INTERFACE_TYPE, ULONG, PHYSICAL_ADDRESS, ULONG, BOOLEAN)`.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortGetDeviceBase(
-    extension: *mut c_void,
-    _bus_type: u32,
-    _bus: u32,
-    io_address: i64,
-    len: u32,
-    in_io_space: u8,
-) -> *mut c_void {
-    let Some(machine) = machine_for("StorPortGetDeviceBase", extension) else {
-        return std::ptr::null_mut();
-    };
-    machine.require_context("StorPortGetDeviceBase", &[CallContext::FindAdapter]);
-    // The dump port maps BARs for a find-adapter it runs at HIGH_LEVEL (vioscsi does so).
-    if machine.options.dump.is_none() {
-        machine.require_irql_at_most("StorPortGetDeviceBase", super::locks::PASSIVE_LEVEL);
-    }
-    let physical = io_address.cast_unsigned();
-    if let Some(cookie) = machine.device_base(physical, len, in_io_space != 0) {
-        std::ptr::with_exposed_provenance_mut(cookie)
-    } else {
-        machine.violate(Violation::DeviceBaseOutsideBars { physical });
-        std::ptr::null_mut()
+export! {
+    /// `ULONG StorPortInitialize(PVOID, PVOID, PHW_INITIALIZATION_DATA, PVOID)`.
+    pub extern "system" fn StorPortInitialize(
+        argument1: *mut c_void,
+        _argument2: *mut c_void,
+        hw_initialization_data: *mut c_void,
+        _unused: *mut c_void,
+    ) -> u32 {
+        let failure = abi::STATUS_INVALID_PARAMETER.cast_unsigned();
+        let Some(machine) = current_machine() else {
+            return failure;
+        };
+        // The dump port's DriverEntry gets NULL for the driver object, which the miniport passes on.
+        let driver_object: *mut c_void = if machine.options.dump.is_some() {
+            std::ptr::null_mut()
+        } else {
+            machine.driver_object.as_ptr().cast_mut().cast()
+        };
+        if !machine.require_context("StorPortInitialize", &[CallContext::DriverEntry])
+            || argument1 != driver_object
+        {
+            return failure;
+        }
+        let Some(size) = read_in::<u32>(hw_initialization_data) else {
+            return failure;
+        };
+        if size < abi::HW_INITIALIZATION_DATA_SIZE_V1 {
+            return abi::STATUS_REVISION_MISMATCH.cast_unsigned();
+        }
+        let mut data = abi::HwInitializationData::new_zeroed();
+        let len = (size as usize).min(size_of::<abi::HwInitializationData>());
+        // SAFETY: the miniport's structure is `size` bytes long by its own declaration; the copy
+        // takes no more than that.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                hw_initialization_data.cast::<u8>(),
+                data.as_mut_bytes().as_mut_ptr(),
+                len,
+            );
+        }
+        let valid = data.adapter_interface_type == abi::PCI_BUS
+            && data.hw_find_adapter != 0
+            && data.hw_initialize != 0
+            && data.hw_start_io != 0
+            && (data.srb_type_flags
+                & !(abi::SRB_TYPE_FLAG_SCSI_REQUEST_BLOCK | abi::SRB_TYPE_FLAG_STORAGE_REQUEST_BLOCK))
+                == 0;
+        if !valid {
+            return failure;
+        }
+        let _ = machine.hw.set(data);
+        abi::STATUS_SUCCESS.cast_unsigned()
     }
 }
 
-/// `VOID StorPortFreeDeviceBase(PVOID, PVOID)`: cookies need no freeing.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortFreeDeviceBase(extension: *mut c_void, _mapped: *mut c_void) {
-    let _ = machine_for("StorPortFreeDeviceBase", extension);
+export! {
+    /// `PVOID StorPortGetDeviceBase(PVOID, INTERFACE_TYPE, ULONG, PHYSICAL_ADDRESS, ULONG, BOOLEAN)`.
+    pub extern "system" fn StorPortGetDeviceBase(
+        extension: *mut c_void,
+        _bus_type: u32,
+        _bus: u32,
+        io_address: i64,
+        len: u32,
+        in_io_space: u8,
+    ) -> *mut c_void {
+        let Some(machine) = machine_for("StorPortGetDeviceBase", extension) else {
+            return std::ptr::null_mut();
+        };
+        machine.require_context("StorPortGetDeviceBase", &[CallContext::FindAdapter]);
+        // The dump port maps BARs for a find-adapter it runs at HIGH_LEVEL (vioscsi does so).
+        if machine.options.dump.is_none() {
+            machine.require_irql_at_most("StorPortGetDeviceBase", super::locks::PASSIVE_LEVEL);
+        }
+        let physical = io_address.cast_unsigned();
+        if let Some(cookie) = machine.device_base(physical, len, in_io_space != 0) {
+            std::ptr::with_exposed_provenance_mut(cookie)
+        } else {
+            machine.violate(Violation::DeviceBaseOutsideBars { physical });
+            std::ptr::null_mut()
+        }
+    }
 }
 
-/// `BOOLEAN StorPortValidateRange(...)`: whether the range lies in one of the device's BARs.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortValidateRange(
-    extension: *mut c_void,
-    _bus_type: u32,
-    _bus: u32,
-    io_address: i64,
-    len: u32,
-    in_io_space: u8,
-) -> u8 {
-    machine_for("StorPortValidateRange", extension).map_or(0, |machine| {
-        u8::from(
-            machine
-                .device_base(io_address.cast_unsigned(), len, in_io_space != 0)
-                .is_some(),
-        )
-    })
+export! {
+    /// `VOID StorPortFreeDeviceBase(PVOID, PVOID)`: cookies need no freeing.
+    pub extern "system" fn StorPortFreeDeviceBase(extension: *mut c_void, _mapped: *mut c_void) {
+        let _ = machine_for("StorPortFreeDeviceBase", extension);
+    }
 }
 
-/// `ULONG StorPortGetBusData(PVOID, ULONG, ULONG, ULONG, PVOID, ULONG)`.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortGetBusData(
-    extension: *mut c_void,
-    data_type: u32,
-    _bus: u32,
-    _slot: u32,
-    buffer: *mut c_void,
-    len: u32,
-) -> u32 {
-    let Some(machine) = machine_for("StorPortGetBusData", extension) else {
-        return 0;
-    };
-    if data_type != abi::PCI_CONFIGURATION || buffer.is_null() {
-        return 0;
+export! {
+    /// `BOOLEAN StorPortValidateRange(...)`: whether the range lies in one of the device's BARs.
+    pub extern "system" fn StorPortValidateRange(
+        extension: *mut c_void,
+        _bus_type: u32,
+        _bus: u32,
+        io_address: i64,
+        len: u32,
+        in_io_space: u8,
+    ) -> u8 {
+        machine_for("StorPortValidateRange", extension).map_or(0, |machine| {
+            u8::from(
+                machine
+                    .device_base(io_address.cast_unsigned(), len, in_io_space != 0)
+                    .is_some(),
+            )
+        })
     }
-    let len = len.min(256) as usize;
-    let mut bytes = vec![0; len];
-    machine.config_read(0, &mut bytes);
-    // SAFETY: the miniport's buffer holds `len` bytes (its own argument), and no more than
-    // that, capped at the 256-byte configuration space, is written.
-    unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), buffer.cast::<u8>(), len);
-    }
-    len as u32
 }
 
-/// `ULONG StorPortSetBusDataByOffset(PVOID, ULONG, ULONG, ULONG, PVOID, ULONG, ULONG)`.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortSetBusDataByOffset(
-    extension: *mut c_void,
-    data_type: u32,
-    _bus: u32,
-    _slot: u32,
-    buffer: *mut c_void,
-    offset: u32,
-    len: u32,
-) -> u32 {
-    let Some(machine) = machine_for("StorPortSetBusDataByOffset", extension) else {
-        return 0;
-    };
-    if data_type != abi::PCI_CONFIGURATION || buffer.is_null() || offset >= 256 {
-        return 0;
+export! {
+    /// `ULONG StorPortGetBusData(PVOID, ULONG, ULONG, ULONG, PVOID, ULONG)`.
+    pub extern "system" fn StorPortGetBusData(
+        extension: *mut c_void,
+        data_type: u32,
+        _bus: u32,
+        _slot: u32,
+        buffer: *mut c_void,
+        len: u32,
+    ) -> u32 {
+        let Some(machine) = machine_for("StorPortGetBusData", extension) else {
+            return 0;
+        };
+        if data_type != abi::PCI_CONFIGURATION || buffer.is_null() {
+            return 0;
+        }
+        let len = len.min(256) as usize;
+        let mut bytes = vec![0; len];
+        machine.config_read(0, &mut bytes);
+        // SAFETY: the miniport's buffer holds `len` bytes (its own argument), and no more than
+        // that, capped at the 256-byte configuration space, is written.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), buffer.cast::<u8>(), len);
+        }
+        len as u32
     }
-    let len = len.min(256 - offset) as usize;
-    let mut bytes = vec![0; len];
-    // SAFETY: the miniport's buffer holds `len` bytes (its own argument, capped to the end of
-    // configuration space).
-    unsafe {
-        std::ptr::copy_nonoverlapping(buffer.cast::<u8>(), bytes.as_mut_ptr(), len);
-    }
-    machine.pci.config_write(offset as u16, &bytes);
-    len as u32
 }
 
-/// `PVOID StorPortGetUncachedExtension(PVOID, PPORT_CONFIGURATION_INFORMATION, ULONG)`.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortGetUncachedExtension(
-    extension: *mut c_void,
-    _config: *mut c_void,
-    len: u32,
-) -> *mut c_void {
-    let Some(machine) = machine_for("StorPortGetUncachedExtension", extension) else {
-        return std::ptr::null_mut();
-    };
-    let dump = machine.options.dump;
-    if !machine.require_context("StorPortGetUncachedExtension", &[CallContext::FindAdapter])
-        || (dump.is_none()
-            && !machine
-                .require_irql_at_most("StorPortGetUncachedExtension", super::locks::PASSIVE_LEVEL))
-    {
-        return std::ptr::null_mut();
+export! {
+    /// `ULONG StorPortSetBusDataByOffset(PVOID, ULONG, ULONG, ULONG, PVOID, ULONG, ULONG)`.
+    pub extern "system" fn StorPortSetBusDataByOffset(
+        extension: *mut c_void,
+        data_type: u32,
+        _bus: u32,
+        _slot: u32,
+        buffer: *mut c_void,
+        offset: u32,
+        len: u32,
+    ) -> u32 {
+        let Some(machine) = machine_for("StorPortSetBusDataByOffset", extension) else {
+            return 0;
+        };
+        if data_type != abi::PCI_CONFIGURATION || buffer.is_null() || offset >= 256 {
+            return 0;
+        }
+        let len = len.min(256 - offset) as usize;
+        let mut bytes = vec![0; len];
+        // SAFETY: the miniport's buffer holds `len` bytes (its own argument, capped to the end of
+        // configuration space).
+        unsafe {
+            std::ptr::copy_nonoverlapping(buffer.cast::<u8>(), bytes.as_mut_ptr(), len);
+        }
+        machine.pci.config_write(offset as u16, &bytes);
+        len as u32
     }
-    let mut state = machine.state();
-    if state.uncached.is_some() {
-        drop(state);
-        machine.violate(Violation::UncachedExtensionTwice);
-        return std::ptr::null_mut();
+}
+
+export! {
+    /// `PVOID StorPortGetUncachedExtension(PVOID, PPORT_CONFIGURATION_INFORMATION, ULONG)`.
+    pub extern "system" fn StorPortGetUncachedExtension(
+        extension: *mut c_void,
+        _config: *mut c_void,
+        len: u32,
+    ) -> *mut c_void {
+        let Some(machine) = machine_for("StorPortGetUncachedExtension", extension) else {
+            return std::ptr::null_mut();
+        };
+        let dump = machine.options.dump;
+        if !machine.require_context("StorPortGetUncachedExtension", &[CallContext::FindAdapter])
+            || (dump.is_none()
+                && !machine
+                    .require_irql_at_most("StorPortGetUncachedExtension", super::locks::PASSIVE_LEVEL))
+        {
+            return std::ptr::null_mut();
+        }
+        let mut state = machine.state();
+        if state.uncached.is_some() {
+            drop(state);
+            machine.violate(Violation::UncachedExtensionTwice);
+            return std::ptr::null_mut();
+        }
+        let len = len as usize;
+        if let Some(port) = dump
+            && len > port.uncached_budget
+        {
+            drop(state);
+            machine.log(format!(
+                "dump port: uncached extension of {len} bytes refused (budget {})",
+                port.uncached_budget
+            ));
+            return std::ptr::null_mut();
+        }
+        let misalignment = if dump.is_some() {
+            super::dump::DUMP_UNCACHED_MISALIGNMENT
+        } else {
+            0
+        };
+        let Some(base) = machine.memory.alloc(len.max(1) + misalignment, 4096) else {
+            return std::ptr::null_mut();
+        };
+        let address = base + misalignment;
+        state.uncached = Some((address, len.max(1)));
+        std::ptr::with_exposed_provenance_mut(address)
     }
-    let len = len as usize;
-    if let Some(port) = dump
-        && len > port.uncached_budget
-    {
-        drop(state);
-        machine.log(format!(
-            "dump port: uncached extension of {len} bytes refused (budget {})",
-            port.uncached_budget
-        ));
-        return std::ptr::null_mut();
-    }
-    let misalignment = if dump.is_some() {
-        super::dump::DUMP_UNCACHED_MISALIGNMENT
-    } else {
-        0
-    };
-    let Some(base) = machine.memory.alloc(len.max(1) + misalignment, 4096) else {
-        return std::ptr::null_mut();
-    };
-    let address = base + misalignment;
-    state.uncached = Some((address, len.max(1)));
-    std::ptr::with_exposed_provenance_mut(address)
 }
 
 /// The registry routines may only be called at PASSIVE_LEVEL, and not at all in dump mode.
@@ -269,97 +277,100 @@ fn registry_machine(routine: &'static str, extension: *mut c_void) -> Option<Arc
         .then_some(machine)
 }
 
-/// `PUCHAR StorPortAllocateRegistryBuffer(PVOID, PULONG)`: one buffer per adapter at a time.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortAllocateRegistryBuffer(
-    extension: *mut c_void,
-    length: *mut u32,
-) -> *mut u8 {
-    let Some(machine) = registry_machine("StorPortAllocateRegistryBuffer", extension) else {
-        return std::ptr::null_mut();
-    };
-    let Some(requested) = read_in::<u32>(length.cast()) else {
-        return std::ptr::null_mut();
-    };
-    let mut state = machine.state();
-    if state.registry_buffer.is_some() {
-        drop(state);
-        machine.violate(Violation::RegistryBufferTwice);
-        return std::ptr::null_mut();
+export! {
+    /// `PUCHAR StorPortAllocateRegistryBuffer(PVOID, PULONG)`: one buffer per adapter at a time.
+    pub extern "system" fn StorPortAllocateRegistryBuffer(
+        extension: *mut c_void,
+        length: *mut u32,
+    ) -> *mut u8 {
+        let Some(machine) = registry_machine("StorPortAllocateRegistryBuffer", extension) else {
+            return std::ptr::null_mut();
+        };
+        let Some(requested) = read_in::<u32>(length.cast()) else {
+            return std::ptr::null_mut();
+        };
+        let mut state = machine.state();
+        if state.registry_buffer.is_some() {
+            drop(state);
+            machine.violate(Violation::RegistryBufferTwice);
+            return std::ptr::null_mut();
+        }
+        let len = (requested as usize).max(1);
+        let Some(address) = machine.memory.alloc(len, 8) else {
+            return std::ptr::null_mut();
+        };
+        state.registry_buffer = Some((address, len));
+        std::ptr::with_exposed_provenance_mut(address)
     }
-    let len = (requested as usize).max(1);
-    let Some(address) = machine.memory.alloc(len, 8) else {
-        return std::ptr::null_mut();
-    };
-    state.registry_buffer = Some((address, len));
-    std::ptr::with_exposed_provenance_mut(address)
 }
 
-/// `VOID StorPortFreeRegistryBuffer(PVOID, PUCHAR)`.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortFreeRegistryBuffer(extension: *mut c_void, buffer: *mut u8) {
-    const ROUTINE: &str = "StorPortFreeRegistryBuffer";
-    let Some(machine) = registry_machine(ROUTINE, extension) else {
-        return;
-    };
-    let mut state = machine.state();
-    match state.registry_buffer {
-        Some((address, len)) if address == buffer.addr() => {
-            state.registry_buffer = None;
-            drop(state);
-            machine.memory.free(address, len);
+export! {
+    /// `VOID StorPortFreeRegistryBuffer(PVOID, PUCHAR)`.
+    pub extern "system" fn StorPortFreeRegistryBuffer(extension: *mut c_void, buffer: *mut u8) {
+        const ROUTINE: &str = "StorPortFreeRegistryBuffer";
+        let Some(machine) = registry_machine(ROUTINE, extension) else {
+            return;
+        };
+        let mut state = machine.state();
+        match state.registry_buffer {
+            Some((address, len)) if address == buffer.addr() => {
+                state.registry_buffer = None;
+                drop(state);
+                machine.memory.free(address, len);
+            }
+            _ => {
+                drop(state);
+                machine.violate(Violation::ForeignRegistryBuffer { routine: ROUTINE });
+            }
         }
-        _ => {
-            drop(state);
+    }
+}
+
+export! {
+    /// `BOOLEAN StorPortRegistryRead(PVOID, PUCHAR, ULONG, ULONG, PUCHAR, PULONG)`: REG_DWORD
+    /// values of `Parameters\Device` from [`super::SimOptions::registry`]; per-adapter keys
+    /// (`Global` = 0) and other types are absent.
+    pub extern "system" fn StorPortRegistryRead(
+        extension: *mut c_void,
+        value_name: *const u8,
+        global: u32,
+        value_type: u32,
+        buffer: *mut u8,
+        buffer_length: *mut u32,
+    ) -> u8 {
+        const ROUTINE: &str = "StorPortRegistryRead";
+        let Some(machine) = registry_machine(ROUTINE, extension) else {
+            return 0;
+        };
+        let Some((address, len)) = machine.state().registry_buffer else {
             machine.violate(Violation::ForeignRegistryBuffer { routine: ROUTINE });
+            return 0;
+        };
+        let Some(capacity) = read_in::<u32>(buffer_length.cast()) else {
+            return 0;
+        };
+        if buffer.addr() != address || capacity as usize > len || value_name.is_null() {
+            machine.violate(Violation::ForeignRegistryBuffer { routine: ROUTINE });
+            return 0;
         }
+        // SAFETY: the miniport passes a NUL-terminated value name (the WDK's contract).
+        let name = unsafe { std::ffi::CStr::from_ptr(value_name.cast()) };
+        let Some(value) = machine
+            .options
+            .registry
+            .iter()
+            .find(|(key, _)| key.as_bytes() == name.to_bytes())
+            .map(|&(_, value)| value)
+        else {
+            return 0;
+        };
+        if global == 0 || value_type != abi::REG_DWORD || capacity < 4 {
+            return 0;
+        }
+        let _ = machine.memory.write(address, &value.to_le_bytes());
+        write_out(buffer_length.cast(), &4u32);
+        1
     }
-}
-
-/// `BOOLEAN StorPortRegistryRead(PVOID, PUCHAR, ULONG, ULONG, PUCHAR, PULONG)`: REG_DWORD
-/// values of `Parameters\Device` from [`super::SimOptions::registry`]; per-adapter keys
-/// (`Global` = 0) and other types are absent.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortRegistryRead(
-    extension: *mut c_void,
-    value_name: *const u8,
-    global: u32,
-    value_type: u32,
-    buffer: *mut u8,
-    buffer_length: *mut u32,
-) -> u8 {
-    const ROUTINE: &str = "StorPortRegistryRead";
-    let Some(machine) = registry_machine(ROUTINE, extension) else {
-        return 0;
-    };
-    let Some((address, len)) = machine.state().registry_buffer else {
-        machine.violate(Violation::ForeignRegistryBuffer { routine: ROUTINE });
-        return 0;
-    };
-    let Some(capacity) = read_in::<u32>(buffer_length.cast()) else {
-        return 0;
-    };
-    if buffer.addr() != address || capacity as usize > len || value_name.is_null() {
-        machine.violate(Violation::ForeignRegistryBuffer { routine: ROUTINE });
-        return 0;
-    }
-    // SAFETY: the miniport passes a NUL-terminated value name (the WDK's contract).
-    let name = unsafe { std::ffi::CStr::from_ptr(value_name.cast()) };
-    let Some(value) = machine
-        .options
-        .registry
-        .iter()
-        .find(|(key, _)| key.as_bytes() == name.to_bytes())
-        .map(|&(_, value)| value)
-    else {
-        return 0;
-    };
-    if global == 0 || value_type != abi::REG_DWORD || capacity < 4 {
-        return 0;
-    }
-    let _ = machine.memory.write(address, &value.to_le_bytes());
-    write_out(buffer_length.cast(), &4u32);
-    1
 }
 
 /// The value name (and subkey, which must be NULL: the simulator's hardware key has none) of
@@ -448,291 +459,307 @@ pub extern "C" fn rvscsi_sim_registry_write_adapter_key(
     abi::STOR_STATUS_SUCCESS
 }
 
-/// `STOR_PHYSICAL_ADDRESS StorPortGetPhysicalAddress(PVOID, PSCSI_REQUEST_BLOCK, PVOID, ULONG*)`.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortGetPhysicalAddress(
-    extension: *mut c_void,
-    _srb: *mut c_void,
-    virtual_address: *mut c_void,
-    length: *mut u32,
-) -> i64 {
-    let Some(machine) = machine_for("StorPortGetPhysicalAddress", extension) else {
-        return 0;
-    };
-    let (physical, contiguous) = machine
-        .physical_address(virtual_address.addr())
-        .unwrap_or_else(|| {
-            machine.violate(Violation::PhysicalAddressOfUnknownMemory {
-                address: virtual_address.addr(),
+export! {
+    /// `STOR_PHYSICAL_ADDRESS StorPortGetPhysicalAddress(PVOID, PSCSI_REQUEST_BLOCK, PVOID, ULONG*)`.
+    pub extern "system" fn StorPortGetPhysicalAddress(
+        extension: *mut c_void,
+        _srb: *mut c_void,
+        virtual_address: *mut c_void,
+        length: *mut u32,
+    ) -> i64 {
+        let Some(machine) = machine_for("StorPortGetPhysicalAddress", extension) else {
+            return 0;
+        };
+        let (physical, contiguous) = machine
+            .physical_address(virtual_address.addr())
+            .unwrap_or_else(|| {
+                machine.violate(Violation::PhysicalAddressOfUnknownMemory {
+                    address: virtual_address.addr(),
+                });
+                (0, 0)
             });
-            (0, 0)
+        write_out(length.cast(), &contiguous);
+        physical.cast_signed()
+    }
+}
+
+export! {
+    /// `PVOID StorPortGetVirtualAddress(PVOID, STOR_PHYSICAL_ADDRESS)`: the identity mapping.
+    pub extern "system" fn StorPortGetVirtualAddress(
+        extension: *mut c_void,
+        physical: i64,
+    ) -> *mut c_void {
+        let Some(machine) = machine_for("StorPortGetVirtualAddress", extension) else {
+            return std::ptr::null_mut();
+        };
+        let Ok(address) = usize::try_from(physical) else {
+            return std::ptr::null_mut();
+        };
+        match machine.physical_address(address) {
+            Some(_) => std::ptr::with_exposed_provenance_mut(address),
+            None => std::ptr::null_mut(),
+        }
+    }
+}
+
+export! {
+    /// `PSTOR_SCATTER_GATHER_LIST StorPortGetScatterGatherList(PVOID, PSCSI_REQUEST_BLOCK)`.
+    pub extern "system" fn StorPortGetScatterGatherList(
+        extension: *mut c_void,
+        srb: *mut c_void,
+    ) -> *mut c_void {
+        let Some(machine) = machine_for("StorPortGetScatterGatherList", extension) else {
+            return std::ptr::null_mut();
+        };
+        if !machine.state().outstanding.contains_key(&srb.addr()) {
+            machine.violate(Violation::ScatterGatherOfUnknownSrb { srb: srb.addr() });
+            return std::ptr::null_mut();
+        }
+        machine
+            .scatter_gather_list(srb.addr())
+            .map_or(std::ptr::null_mut(), std::ptr::with_exposed_provenance_mut)
+    }
+}
+
+export! {
+    /// `PVOID StorPortGetLogicalUnit(PVOID, UCHAR, UCHAR, UCHAR)`: the LU extension of a unit the
+    /// port driver has sent requests to, or NULL.
+    pub extern "system" fn StorPortGetLogicalUnit(
+        extension: *mut c_void,
+        path: u8,
+        target: u8,
+        lun: u8,
+    ) -> *mut c_void {
+        let Some(machine) = machine_for("StorPortGetLogicalUnit", extension) else {
+            return std::ptr::null_mut();
+        };
+        machine
+            .state()
+            .logical_units
+            .get(&(path, target, lun))
+            .map_or(std::ptr::null_mut(), |unit| unit.as_ptr().cast_mut().cast())
+    }
+}
+
+export! {
+    /// `VOID StorPortCompleteRequest(PVOID, UCHAR, UCHAR, UCHAR, UCHAR)`.
+    pub extern "system" fn StorPortCompleteRequest(
+        extension: *mut c_void,
+        path: u8,
+        target: u8,
+        lun: u8,
+        status: u8,
+    ) {
+        let Some(machine) = machine_for("StorPortCompleteRequest", extension) else {
+            return;
+        };
+        machine.notify(Notification::CompleteRequest {
+            path,
+            target,
+            lun,
+            status,
         });
-    write_out(length.cast(), &contiguous);
-    physical.cast_signed()
-}
-
-/// `PVOID StorPortGetVirtualAddress(PVOID, STOR_PHYSICAL_ADDRESS)`: the identity mapping.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortGetVirtualAddress(
-    extension: *mut c_void,
-    physical: i64,
-) -> *mut c_void {
-    let Some(machine) = machine_for("StorPortGetVirtualAddress", extension) else {
-        return std::ptr::null_mut();
-    };
-    let Ok(address) = usize::try_from(physical) else {
-        return std::ptr::null_mut();
-    };
-    match machine.physical_address(address) {
-        Some(_) => std::ptr::with_exposed_provenance_mut(address),
-        None => std::ptr::null_mut(),
+        machine.complete_matching(path, target, lun, status);
     }
 }
 
-/// `PSTOR_SCATTER_GATHER_LIST StorPortGetScatterGatherList(PVOID, PSCSI_REQUEST_BLOCK)`.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortGetScatterGatherList(
-    extension: *mut c_void,
-    srb: *mut c_void,
-) -> *mut c_void {
-    let Some(machine) = machine_for("StorPortGetScatterGatherList", extension) else {
-        return std::ptr::null_mut();
-    };
-    if !machine.state().outstanding.contains_key(&srb.addr()) {
-        machine.violate(Violation::ScatterGatherOfUnknownSrb { srb: srb.addr() });
-        return std::ptr::null_mut();
-    }
-    machine
-        .scatter_gather_list(srb.addr())
-        .map_or(std::ptr::null_mut(), std::ptr::with_exposed_provenance_mut)
-}
-
-/// `PVOID StorPortGetLogicalUnit(PVOID, UCHAR, UCHAR, UCHAR)`: the LU extension of a unit the
-/// port driver has sent requests to, or NULL.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortGetLogicalUnit(
-    extension: *mut c_void,
-    path: u8,
-    target: u8,
-    lun: u8,
-) -> *mut c_void {
-    let Some(machine) = machine_for("StorPortGetLogicalUnit", extension) else {
-        return std::ptr::null_mut();
-    };
-    machine
-        .state()
-        .logical_units
-        .get(&(path, target, lun))
-        .map_or(std::ptr::null_mut(), |unit| unit.as_ptr().cast_mut().cast())
-}
-
-/// `VOID StorPortCompleteRequest(PVOID, UCHAR, UCHAR, UCHAR, UCHAR)`.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortCompleteRequest(
-    extension: *mut c_void,
-    path: u8,
-    target: u8,
-    lun: u8,
-    status: u8,
-) {
-    let Some(machine) = machine_for("StorPortCompleteRequest", extension) else {
-        return;
-    };
-    machine.notify(Notification::CompleteRequest {
-        path,
-        target,
-        lun,
-        status,
-    });
-    machine.complete_matching(path, target, lun, status);
-}
-
-/// `BOOLEAN StorPortSetDeviceQueueDepth(PVOID, UCHAR, UCHAR, UCHAR, ULONG)`.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortSetDeviceQueueDepth(
-    extension: *mut c_void,
-    path: u8,
-    target: u8,
-    lun: u8,
-    depth: u32,
-) -> u8 {
-    let Some(machine) = machine_for("StorPortSetDeviceQueueDepth", extension) else {
-        return 0;
-    };
-    let mut state = machine.state();
-    if !state.logical_units.contains_key(&(path, target, lun)) || depth == 0 {
-        return 0;
-    }
-    state.queue_depths.insert((path, target, lun), depth);
-    drop(state);
-    machine.notify(Notification::QueueDepth { target, lun, depth });
-    1
-}
-
-/// `BOOLEAN StorPortBusy(PVOID, ULONG)`: StorPort sends no request until `requests` of those
-/// the miniport holds complete.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortBusy(extension: *mut c_void, requests: u32) -> u8 {
-    let Some(machine) = machine_for("StorPortBusy", extension) else {
-        return 0;
-    };
-    machine.busy(requests);
-    1
-}
-
-/// `BOOLEAN StorPortReady(PVOID)`: ends a StorPortBusy hold.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortReady(extension: *mut c_void) -> u8 {
-    let Some(machine) = machine_for("StorPortReady", extension) else {
-        return 0;
-    };
-    machine.ready();
-    1
-}
-
-/// `VOID StorPortLogError(PVOID, PSCSI_REQUEST_BLOCK, UCHAR, UCHAR, UCHAR, ULONG, ULONG)`.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortLogError(
-    extension: *mut c_void,
-    _srb: *mut c_void,
-    _path: u8,
-    _target: u8,
-    _lun: u8,
-    code: u32,
-    unique: u32,
-) {
-    if let Some(machine) = machine_for("StorPortLogError", extension) {
-        machine.notify(Notification::LogError { code, unique });
+export! {
+    /// `BOOLEAN StorPortSetDeviceQueueDepth(PVOID, UCHAR, UCHAR, UCHAR, ULONG)`.
+    pub extern "system" fn StorPortSetDeviceQueueDepth(
+        extension: *mut c_void,
+        path: u8,
+        target: u8,
+        lun: u8,
+        depth: u32,
+    ) -> u8 {
+        let Some(machine) = machine_for("StorPortSetDeviceQueueDepth", extension) else {
+            return 0;
+        };
+        let mut state = machine.state();
+        if !state.logical_units.contains_key(&(path, target, lun)) || depth == 0 {
+            return 0;
+        }
+        state.queue_depths.insert((path, target, lun), depth);
+        drop(state);
+        machine.notify(Notification::QueueDepth { target, lun, depth });
+        1
     }
 }
 
-/// `VOID StorPortStallExecution(ULONG)`: busy-waits, as KeStallExecutionProcessor does.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortStallExecution(microseconds: u32) {
-    let until = Instant::now() + Duration::from_micros(u64::from(microseconds));
-    while Instant::now() < until {
-        std::hint::spin_loop();
+export! {
+    /// `BOOLEAN StorPortBusy(PVOID, ULONG)`: StorPort sends no request until `requests` of those
+    /// the miniport holds complete.
+    pub extern "system" fn StorPortBusy(extension: *mut c_void, requests: u32) -> u8 {
+        let Some(machine) = machine_for("StorPortBusy", extension) else {
+            return 0;
+        };
+        machine.busy(requests);
+        1
     }
 }
 
-/// `VOID StorPortQuerySystemTime(PLARGE_INTEGER)`: 100 ns units since 1601. A dump-mode
-/// miniport "must not rely on time checking routines" (Microsoft, boot-drive restrictions).
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortQuerySystemTime(time: *mut i64) {
-    const EPOCH_DIFFERENCE: u64 = 116_444_736_000_000_000;
-    if let Some(machine) = current_machine() {
-        let _ = machine.forbid_in_dump("StorPortQuerySystemTime");
-    }
-    let since_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let ticks = EPOCH_DIFFERENCE + u64::try_from(since_unix.as_nanos() / 100).unwrap_or(0);
-    write_out(time.cast(), &ticks.cast_signed());
-}
-
-/// `VOID StorPortMoveMemory(PVOID, PVOID, ULONG)`.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortMoveMemory(destination: *mut c_void, source: *mut c_void, len: u32) {
-    if destination.is_null() || source.is_null() {
-        return;
-    }
-    // SAFETY: the miniport names two buffers of `len` bytes; `copy` allows overlap (memmove).
-    unsafe {
-        std::ptr::copy(source.cast::<u8>(), destination.cast::<u8>(), len as usize);
+export! {
+    /// `BOOLEAN StorPortReady(PVOID)`: ends a StorPortBusy hold.
+    pub extern "system" fn StorPortReady(extension: *mut c_void) -> u8 {
+        let Some(machine) = machine_for("StorPortReady", extension) else {
+            return 0;
+        };
+        machine.ready();
+        1
     }
 }
 
-/// `STOR_PHYSICAL_ADDRESS StorPortConvertUlong64ToPhysicalAddress(ULONG64)`.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortConvertUlong64ToPhysicalAddress(address: u64) -> i64 {
-    address.cast_signed()
-}
-
-/// `ULONG64 StorPortConvertPhysicalAddressToUlong64(STOR_PHYSICAL_ADDRESS)`.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortConvertPhysicalAddressToUlong64(address: i64) -> u64 {
-    address.cast_unsigned()
-}
-
-/// `BOOLEAN STOR_SYNCHRONIZED_ACCESS(PVOID, PVOID)`.
-type SynchronizedAccess = unsafe extern "system" fn(*mut c_void, *mut c_void) -> u8;
-
-/// `VOID StorPortSynchronizeAccess(PVOID, PSTOR_SYNCHRONIZED_ACCESS, PVOID)`: runs the routine
-/// under the interrupt lock.
-#[unsafe(no_mangle)]
-pub extern "system" fn StorPortSynchronizeAccess(
-    extension: *mut c_void,
-    routine: *mut c_void,
-    context: *mut c_void,
-) {
-    let Some(machine) = machine_for("StorPortSynchronizeAccess", extension) else {
-        return;
-    };
-    let Some(routine) = callback!(routine.addr(), SynchronizedAccess) else {
-        return;
-    };
-    let old = machine.acquire(LockId::Interrupt);
-    // SAFETY: the miniport's synchronised routine gets its extension and context.
-    unsafe {
-        routine(extension, context);
+export! {
+    /// `VOID StorPortLogError(PVOID, PSCSI_REQUEST_BLOCK, UCHAR, UCHAR, UCHAR, ULONG, ULONG)`.
+    pub extern "system" fn StorPortLogError(
+        extension: *mut c_void,
+        _srb: *mut c_void,
+        _path: u8,
+        _target: u8,
+        _lun: u8,
+        code: u32,
+        unique: u32,
+    ) {
+        if let Some(machine) = machine_for("StorPortLogError", extension) {
+            machine.notify(Notification::LogError { code, unique });
+        }
     }
-    if let Some(old) = old {
-        machine.release(LockId::Interrupt, old);
+}
+
+export! {
+    /// `VOID StorPortStallExecution(ULONG)`: busy-waits, as KeStallExecutionProcessor does.
+    pub extern "system" fn StorPortStallExecution(microseconds: u32) {
+        let until = Instant::now() + Duration::from_micros(u64::from(microseconds));
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+export! {
+    /// `VOID StorPortQuerySystemTime(PLARGE_INTEGER)`: 100 ns units since 1601. A dump-mode
+    /// miniport "must not rely on time checking routines" (Microsoft, boot-drive restrictions).
+    pub extern "system" fn StorPortQuerySystemTime(time: *mut i64) {
+        const EPOCH_DIFFERENCE: u64 = 116_444_736_000_000_000;
+        if let Some(machine) = current_machine() {
+            let _ = machine.forbid_in_dump("StorPortQuerySystemTime");
+        }
+        let since_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let ticks = EPOCH_DIFFERENCE + u64::try_from(since_unix.as_nanos() / 100).unwrap_or(0);
+        write_out(time.cast(), &ticks.cast_signed());
+    }
+}
+
+export! {
+    /// `VOID StorPortMoveMemory(PVOID, PVOID, ULONG)`.
+    pub extern "system" fn StorPortMoveMemory(destination: *mut c_void, source: *mut c_void, len: u32) {
+        if destination.is_null() || source.is_null() {
+            return;
+        }
+        // SAFETY: the miniport names two buffers of `len` bytes; `copy` allows overlap (memmove).
+        unsafe {
+            std::ptr::copy(source.cast::<u8>(), destination.cast::<u8>(), len as usize);
+        }
+    }
+}
+
+export! {
+    /// `STOR_PHYSICAL_ADDRESS StorPortConvertUlong64ToPhysicalAddress(ULONG64)`.
+    pub extern "system" fn StorPortConvertUlong64ToPhysicalAddress(address: u64) -> i64 {
+        address.cast_signed()
+    }
+}
+
+export! {
+    /// `ULONG64 StorPortConvertPhysicalAddressToUlong64(STOR_PHYSICAL_ADDRESS)`.
+    pub extern "system" fn StorPortConvertPhysicalAddressToUlong64(address: i64) -> u64 {
+        address.cast_unsigned()
+    }
+}
+
+export! {
+    /// `VOID StorPortSynchronizeAccess(PVOID, PSTOR_SYNCHRONIZED_ACCESS, PVOID)`: runs the routine
+    /// under the interrupt lock.
+    pub extern "system" fn StorPortSynchronizeAccess(
+        extension: *mut c_void,
+        routine: *mut c_void,
+        context: *mut c_void,
+    ) {
+        let Some(machine) = machine_for("StorPortSynchronizeAccess", extension) else {
+            return;
+        };
+        let Some(routine) = callback!(routine.addr(), super::routine::SynchronizedAccessFn) else {
+            return;
+        };
+        let old = machine.acquire(LockId::Interrupt);
+        // SAFETY: the miniport's synchronised routine gets its extension and context.
+        unsafe {
+            routine.call(extension, context);
+        }
+        if let Some(old) = old {
+            machine.release(LockId::Interrupt, old);
+        }
     }
 }
 
 macro_rules! register_routines {
     ($read:ident, $write:ident, $read_buffer:ident, $write_buffer:ident, $ty:ty, $width:expr) => {
-        #[doc = concat!("`", stringify!($read), "`: a device register read through its cookie.")]
-        #[unsafe(no_mangle)]
-        pub extern "system" fn $read(extension: *mut c_void, register: *mut c_void) -> $ty {
-            let Some(machine) = machine_for(stringify!($read), extension) else {
-                return <$ty>::MAX;
-            };
-            match machine.register(register.addr(), $width) {
-                Some((bar, offset)) => machine.pci.mmio_read(bar, offset, $width) as $ty,
-                None => <$ty>::MAX,
+        export! {
+            #[doc = concat!("`", stringify!($read), "`: a device register read through its cookie.")]
+            pub extern "system" fn $read(extension: *mut c_void, register: *mut c_void) -> $ty {
+                let Some(machine) = machine_for(stringify!($read), extension) else {
+                    return <$ty>::MAX;
+                };
+                match machine.register(register.addr(), $width) {
+                    Some((bar, offset)) => machine.pci.mmio_read(bar, offset, $width) as $ty,
+                    None => <$ty>::MAX,
+                }
             }
         }
 
-        #[doc = concat!("`", stringify!($write), "`: a device register write through its cookie.")]
-        #[unsafe(no_mangle)]
-        pub extern "system" fn $write(extension: *mut c_void, register: *mut c_void, value: $ty) {
-            let Some(machine) = machine_for(stringify!($write), extension) else {
-                return;
-            };
-            if let Some((bar, offset)) = machine.register(register.addr(), $width) {
-                machine
-                    .pci
-                    .mmio_write(bar, offset, $width, u64::from(value));
+        export! {
+            #[doc = concat!("`", stringify!($write), "`: a device register write through its cookie.")]
+            pub extern "system" fn $write(extension: *mut c_void, register: *mut c_void, value: $ty) {
+                let Some(machine) = machine_for(stringify!($write), extension) else {
+                    return;
+                };
+                if let Some((bar, offset)) = machine.register(register.addr(), $width) {
+                    machine
+                        .pci
+                        .mmio_write(bar, offset, $width, u64::from(value));
+                }
             }
         }
 
-        #[doc = concat!("`", stringify!($read_buffer), "`: repeated reads of one register.")]
-        #[unsafe(no_mangle)]
-        pub extern "system" fn $read_buffer(
-            extension: *mut c_void,
-            register: *mut c_void,
-            buffer: *mut $ty,
-            count: u32,
-        ) {
-            for i in 0..count as usize {
-                let value = $read(extension, register);
-                write_out(buffer.wrapping_add(i).cast(), &value);
+        export! {
+            #[doc = concat!("`", stringify!($read_buffer), "`: repeated reads of one register.")]
+            pub extern "system" fn $read_buffer(
+                extension: *mut c_void,
+                register: *mut c_void,
+                buffer: *mut $ty,
+                count: u32,
+            ) {
+                for i in 0..count as usize {
+                    let value = $read(extension, register);
+                    write_out(buffer.wrapping_add(i).cast(), &value);
+                }
             }
         }
 
-        #[doc = concat!("`", stringify!($write_buffer), "`: repeated writes of one register.")]
-        #[unsafe(no_mangle)]
-        pub extern "system" fn $write_buffer(
-            extension: *mut c_void,
-            register: *mut c_void,
-            buffer: *mut $ty,
-            count: u32,
-        ) {
-            for i in 0..count as usize {
-                if let Some(value) = read_in::<$ty>(buffer.wrapping_add(i).cast()) {
-                    $write(extension, register, value);
+        export! {
+            #[doc = concat!("`", stringify!($write_buffer), "`: repeated writes of one register.")]
+            pub extern "system" fn $write_buffer(
+                extension: *mut c_void,
+                register: *mut c_void,
+                buffer: *mut $ty,
+                count: u32,
+            ) {
+                for i in 0..count as usize {
+                    if let Some(value) = read_in::<$ty>(buffer.wrapping_add(i).cast()) {
+                        $write(extension, register, value);
+                    }
                 }
             }
         }

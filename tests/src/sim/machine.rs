@@ -17,27 +17,9 @@ use super::{
     Request, SimError, SimOptions, Violation, WmiRequest,
 };
 
-/// `BOOLEAN HwInitialize(PVOID)`, also HwInterrupt, HwTimer-less passive initialisation.
-pub type HwBoolFn = unsafe extern "system" fn(*mut c_void) -> u8;
-/// `BOOLEAN HwStartIo(PVOID, PSCSI_REQUEST_BLOCK)`, also HwBuildIo.
-pub type HwSrbFn = unsafe extern "system" fn(*mut c_void, *mut c_void) -> u8;
-/// `ULONG HwFindAdapter(...)`.
-pub type HwFindAdapterFn = unsafe extern "system" fn(
-    *mut c_void,
-    *mut c_void,
-    *mut c_void,
-    *mut u8,
-    *mut c_void,
-    *mut u8,
-) -> u32;
-/// `BOOLEAN HwMessageSignaledInterruptRoutine(PVOID, ULONG)`, also HwResetBus.
-pub type HwUlongFn = unsafe extern "system" fn(*mut c_void, u32) -> u8;
-/// `SCSI_ADAPTER_CONTROL_STATUS HwAdapterControl(PVOID, SCSI_ADAPTER_CONTROL_TYPE, PVOID)`.
-pub type HwAdapterControlFn = unsafe extern "system" fn(*mut c_void, u32, *mut c_void) -> u32;
-/// `VOID HwDpcRoutine(PSTOR_DPC, PVOID, PVOID, PVOID)`.
-pub type HwDpcFn = unsafe extern "system" fn(*mut c_void, *mut c_void, *mut c_void, *mut c_void);
-/// `VOID HwTimer(PVOID)`.
-pub type HwTimerFn = unsafe extern "system" fn(*mut c_void);
+pub use super::routine::{
+    HwAdapterControlFn, HwBoolFn, HwDpcFn, HwFindAdapterFn, HwSrbFn, HwTimerFn, HwUlongFn,
+};
 
 /// Freed SRB memory stays quarantined for this many completions, so a second completion of the
 /// same SRB is recognised as such instead of hitting a newer SRB at a reused address.
@@ -293,13 +275,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 macro_rules! callback {
     ($address:expr, $ty:ty) => {{
         let address: usize = $address;
-        if address == 0 {
-            None
-        } else {
-            // SAFETY: the address is a non-null function pointer the miniport stored in a
-            // StorPort structure for exactly this routine type; the WDK fixes its signature.
-            Some(unsafe { std::mem::transmute::<usize, $ty>(address) })
-        }
+        <$ty>::at(address)
     }};
 }
 pub(crate) use callback;
@@ -654,7 +630,7 @@ impl Machine {
                 // SAFETY: the routine was registered with StorPortInitializeDpc for this STOR_DPC;
                 // the DPC object and the device extension stay alive while the adapter runs.
                 unsafe {
-                    routine(
+                    routine.call(
                         std::ptr::with_exposed_provenance_mut(dpc),
                         extension,
                         std::ptr::with_exposed_provenance_mut(argument1 as usize),
@@ -698,7 +674,7 @@ impl Machine {
         let extension = self.extension_ptr();
         let srb_ptr: *mut c_void = std::ptr::with_exposed_provenance_mut(srb);
         // SAFETY: as for HwBuildIo.
-        let run = || unsafe { start_io(extension, srb_ptr) };
+        let run = || unsafe { start_io.call(extension, srb_ptr) };
         let concurrent = self.state().perf_flags & abi::STOR_PERF_CONCURRENT_CHANNELS != 0;
         if concurrent {
             self.call(CallContext::StartIo, DISPATCH_LEVEL, run);
@@ -721,7 +697,7 @@ impl Machine {
             let srb_ptr: *mut c_void = std::ptr::with_exposed_provenance_mut(srb);
             // SAFETY: HwBuildIo gets the device extension and an SRB the simulator built, both
             // live until the SRB completes.
-            let routine = || unsafe { build_io(extension, srb_ptr) };
+            let routine = || unsafe { build_io.call(extension, srb_ptr) };
             if call(&routine) == Some(0) {
                 if self.state().outstanding.contains_key(&srb) {
                     self.violate(Violation::BuildIoFalseWithoutCompletion { srb });
@@ -754,12 +730,12 @@ impl Machine {
             // SAFETY: HwMessageSignaledInterruptRoutine gets the device extension and a message
             // number below the count the simulator reported.
             self.call_locked(id, CallContext::Interrupt, || unsafe {
-                routine(extension, message)
+                routine.call(extension, message)
             });
         } else if let Some(routine) = callback!(wiring.line_routine, HwBoolFn) {
             // SAFETY: HwInterrupt gets the device extension.
             self.call_locked(LockId::Interrupt, CallContext::Interrupt, || unsafe {
-                routine(extension)
+                routine.call(extension)
             });
         } else {
             self.lost_interrupts.fetch_add(1, Ordering::Relaxed);
@@ -1830,7 +1806,7 @@ impl Machine {
             {
                 // SAFETY: HwResetBus gets the device extension and a path id.
                 self.call_locked(LockId::StartIo, CallContext::ResetBus, || unsafe {
-                    reset(extension, u32::from(path))
+                    reset.call(extension, u32::from(path))
                 });
             }
         }
@@ -1839,7 +1815,7 @@ impl Machine {
         {
             // SAFETY: HwTimer was registered with RequestTimerCall and gets the extension.
             self.call_locked(LockId::StartIo, CallContext::Timer, || unsafe {
-                routine(extension);
+                routine.call(extension);
             });
         }
         self.run_pending_dpcs();

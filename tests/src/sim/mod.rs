@@ -12,6 +12,8 @@ mod exports;
 pub mod locks;
 mod machine;
 mod pnp;
+pub mod routine;
+mod win64;
 mod wmi_registration;
 
 use std::ffi::c_void;
@@ -29,6 +31,7 @@ pub use dump::DumpPort;
 pub use locks::CallContext as Context;
 pub use locks::LockId as Lock;
 pub use pnp::{PnpEvent, PnpView};
+pub use win64::win64_export;
 pub use wmi_registration::{
     FIRST_REGINFO_BUFFER, IRP_MN_REGINFO_EX, RegisteredGuid, RegistrationError, WmiRegistration,
 };
@@ -882,14 +885,53 @@ impl Simulator {
     ///
     /// # Errors
     /// [`SimError`] naming the step that failed.
-    pub fn boot(mut options: SimOptions, platform: Platform) -> Result<Adapter, SimError> {
+    pub fn boot(options: SimOptions, platform: Platform) -> Result<Adapter, SimError> {
+        let Platform {
+            entry,
+            pci,
+            memory,
+            interrupts,
+        } = platform;
+        Self::boot_entry(
+            options,
+            routine::DriverEntryRoutine::at(entry as usize),
+            pci,
+            memory,
+            &interrupts,
+        )
+    }
+
+    /// [`Simulator::boot`] of a loaded Windows image ([`crate::image::Image`]): its entry point
+    /// is DriverEntry, and every routine it registers is called in the Windows x64 convention.
+    ///
+    /// # Errors
+    /// As [`Simulator::boot`].
+    pub fn boot_image(
+        options: SimOptions,
+        image: &crate::image::Image,
+        pci: Arc<dyn PciFunction>,
+        memory: Arc<dyn DmaArena>,
+        interrupts: &InterruptLine,
+    ) -> Result<Adapter, SimError> {
+        let entry = routine::DriverEntryRoutine::at(image.entry());
+        Self::boot_entry(options, entry, pci, memory, interrupts)
+    }
+
+    fn boot_entry(
+        mut options: SimOptions,
+        entry: Option<routine::DriverEntryRoutine>,
+        pci: Arc<dyn PciFunction>,
+        memory: Arc<dyn DmaArena>,
+        interrupts: &InterruptLine,
+    ) -> Result<Adapter, SimError> {
+        let entry = entry.ok_or(SimError::DriverEntry(abi::STATUS_INVALID_PARAMETER))?;
         let dump = options.dump.is_some();
         if dump {
             // The dump port connects no interrupt, let alone MSI-X messages.
             options.messages = Some(0);
         }
-        let machine = Arc::new(Machine::new(options, platform.pci, platform.memory)?);
-        let _ = platform.interrupts.machine.set(Arc::downgrade(&machine));
+        let machine = Arc::new(Machine::new(options, pci, memory)?);
+        let _ = interrupts.machine.set(Arc::downgrade(&machine));
         let mut adapter = Adapter {
             machine: Arc::clone(&machine),
             threads: Vec::new(),
@@ -915,11 +957,10 @@ impl Simulator {
                 PASSIVE_LEVEL,
             )
         };
-        let entry = platform.entry;
         // SAFETY: DriverEntry gets a zeroed, live DRIVER_OBJECT-sized buffer and a registry
         // path buffer, as the I/O manager would pass them (NULL and NULL in dump mode).
         let status = machine.call(CallContext::DriverEntry, irql, || unsafe {
-            entry(driver_object, registry_path)
+            entry.call(driver_object, registry_path)
         });
         if status != abi::STATUS_SUCCESS {
             return Err(SimError::DriverEntry(status));
@@ -1059,7 +1100,7 @@ impl Adapter {
         // SAFETY: HwFindAdapter gets the zeroed device extension, a NUL-terminated argument
         // string and a PORT_CONFIGURATION_INFORMATION whose AccessRanges array outlives the call.
         let found = machine.call(CallContext::FindAdapter, irql, || unsafe {
-            find_adapter(
+            find_adapter.call(
                 extension,
                 std::ptr::null_mut(),
                 std::ptr::null_mut(),
@@ -1098,7 +1139,7 @@ impl Adapter {
             // SAFETY: HwInitialize gets the device extension, under the interrupt lock.
             let ok = machine
                 .call_locked(LockId::Interrupt, CallContext::Initialize, || unsafe {
-                    initialize(extension)
+                    initialize.call(extension)
                 })
                 .unwrap_or(0);
             if ok == 0 {
@@ -1111,7 +1152,7 @@ impl Adapter {
             // SAFETY: the passive-initialization routine registered during HwFindAdapter gets
             // the device extension at PASSIVE_LEVEL.
             let ok = machine.call(CallContext::PassiveInitialize, PASSIVE_LEVEL, || unsafe {
-                routine(extension)
+                routine.call(extension)
             });
             if ok == 0 {
                 return Err(SimError::PassiveInitialize);
@@ -1398,7 +1439,7 @@ impl Adapter {
         let run = || {
             // SAFETY: HwAdapterControl gets the device extension and a parameter block of the
             // type the control code defines (or none).
-            unsafe { routine(extension, control, parameters) }
+            unsafe { routine.call(extension, control, parameters) }
         };
         let status = if control == abi::SCSI_QUERY_SUPPORTED_CONTROL_TYPES {
             machine.call(CallContext::AdapterControl, PASSIVE_LEVEL, run)
@@ -1540,7 +1581,7 @@ impl Adapter {
         // control type defines, live for the call; every type at PASSIVE_LEVEL with no
         // StorPort lock held (Microsoft, HW_UNIT_CONTROL).
         let status = machine.call(CallContext::UnitControl, PASSIVE_LEVEL, || unsafe {
-            routine(extension, control, parameters)
+            routine.call(extension, control, parameters)
         });
         machine.run_pending_dpcs();
         Ok(status)

@@ -11,18 +11,14 @@
 //! any time"): a second one before the callback of the first is answered `STOR_STATUS_BUSY`.
 
 use std::collections::BTreeMap;
-use std::ffi::c_void;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::abi;
 use super::locks::{Attach, CallContext, LockId};
 use super::machine::{Machine, callback};
+use super::routine::HwStateChangeFn;
 use super::{Completion, Disk, Request, SimError, Violation};
-
-/// `VOID HwStorStateChange(PVOID, PVOID Context, SHORT AddressType, PVOID Address, ULONG
-/// Status)`.
-type HwStateChangeFn = unsafe extern "system" fn(*mut c_void, *mut c_void, i16, *mut c_void, u32);
 
 /// What happened to a unit Windows knows, as a rescan or a state change found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -371,7 +367,7 @@ fn state_change(machine: &Arc<Machine>, change: StateChange) {
         // extension, the context and the address the miniport passed (kept alive until this
         // call, checked above), with the StartIo lock held at DISPATCH_LEVEL as StorPort does.
         machine.call_locked(LockId::StartIo, CallContext::StateChange, || unsafe {
-            routine(
+            routine.call(
                 extension,
                 std::ptr::with_exposed_provenance_mut(change.context),
                 abi::STOR_ADDRESS_TYPE_BTL8.cast_signed(),

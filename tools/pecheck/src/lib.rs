@@ -14,6 +14,7 @@
 //! | `tls` | no TLS directory (a driver has no thread-local storage) |
 //! | `relocations` | a non-empty base relocation directory (`.reloc`) |
 //! | `w^x` | no section both writable and executable |
+//! | `instructions` | x64: no instruction in an executable section that uses extended processor state the kernel does not save for a driver: VEX, EVEX, XOP or MVEX encoded (AVX and later), x87, MMX or 3DNow! ([`instructions`]) |
 //! | `checksum` | `CheckSum` = the PE checksum of the file |
 //! | `pdb` | a CodeView (RSDS) record whose GUID and age equal the PDB's info stream |
 //!
@@ -22,6 +23,7 @@
 
 mod bytes;
 pub mod checksum;
+pub mod instructions;
 pub mod pdb;
 pub mod storport_exports;
 #[cfg(test)]
@@ -151,6 +153,15 @@ pub enum Violation {
     NoRelocations,
     /// A section both writable and executable.
     WritableExecutable(String),
+    /// An instruction using extended processor state a driver must not touch unsaved.
+    ExtendedState {
+        /// Its RVA.
+        rva: u32,
+        /// What it is (iced-x86's name of the encoding).
+        instruction: String,
+        /// The state it uses (AVX, x87, ...).
+        state: &'static str,
+    },
     /// The stored checksum differs from the computed one.
     Checksum {
         /// `OptionalHeader.CheckSum`.
@@ -190,6 +201,7 @@ impl Violation {
             Self::Tls => "tls",
             Self::NoRelocations => "relocations",
             Self::WritableExecutable(_) => "w^x",
+            Self::ExtendedState { .. } => "instructions",
             Self::Checksum { .. } => "checksum",
             Self::NoCodeView | Self::Pdb(_) | Self::PdbMismatch { .. } => "pdb",
         }
@@ -257,6 +269,15 @@ impl core::fmt::Display for Violation {
             Self::WritableExecutable(name) => {
                 write!(f, "section {name} is both writable and executable")
             }
+            Self::ExtendedState {
+                rva,
+                instruction,
+                state,
+            } => write!(
+                f,
+                "{instruction} at RVA {rva:#x} uses {state} state, which a driver may not touch \
+                 without KeSaveExtendedProcessorState; build without those target features"
+            ),
             Self::Checksum { stored, computed } => {
                 write!(
                     f,
@@ -380,6 +401,10 @@ pub fn check(image: &[u8], pdb: &[u8], expected: Machine) -> Result<Report, Vec<
         }
     }
 
+    if machine == Some(Machine::Amd64) {
+        extended_state_instructions(&file, image, &mut violations);
+    }
+
     let checksum = match (stored_checksum(image), compute_checksum(image)) {
         (Ok(stored), Ok(computed)) => {
             if stored != computed {
@@ -406,6 +431,31 @@ pub fn check(image: &[u8], pdb: &[u8], expected: Machine) -> Result<Report, Vec<
             pdb_path,
         }),
         _ => Err(violations),
+    }
+}
+
+/// The `instructions` rule over every executable section of an x64 image.
+fn extended_state_instructions(file: &PeFile64<'_>, image: &[u8], violations: &mut Vec<Violation>) {
+    for section in file.section_table().iter() {
+        let flags = section.characteristics.get(LE).0;
+        if flags & pe::IMAGE_SCN_MEM_EXECUTE.0 == 0 {
+            continue;
+        }
+        let Ok(data) = section.pe_data(image) else {
+            violations.push(Violation::Malformed("an executable section's data".into()));
+            continue;
+        };
+        let len = (section.virtual_size.get(LE) as usize).min(data.len());
+        let rva = section.virtual_address.get(LE);
+        violations.extend(
+            instructions::extended_state(&data[..len], rva)
+                .into_iter()
+                .map(|found| Violation::ExtendedState {
+                    rva: found.rva,
+                    instruction: found.instruction,
+                    state: found.state,
+                }),
+        );
     }
 }
 
@@ -802,6 +852,38 @@ mod tests {
             },
             Violation::WritableExecutable(".text".into()),
         );
+    }
+
+    #[test]
+    fn avx_or_x87_code_is_rejected_on_x64_only() {
+        // push rbx; vmovdqu ymm0, [rcx]; pop rbx; ret
+        let avx = vec![0x53, 0xC5, 0xFE, 0x6F, 0x01, 0x5B, 0xC3];
+        fails_with(
+            &Image {
+                text: avx.clone(),
+                ..Image::default()
+            },
+            Violation::ExtendedState {
+                rva: 0x1001,
+                instruction: "VEX_Vmovdqu_ymm_ymmm256".into(),
+                state: "AVX (VEX/XOP)",
+            },
+        );
+        // fld qword ptr [rcx]; ret
+        let violations = run(&Image {
+            text: vec![0xDD, 0x01, 0xC3],
+            ..Image::default()
+        })
+        .unwrap_err();
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert_eq!(violations[0].rule(), "instructions");
+        // The same bytes in an ARM64 image are not x86 instructions.
+        let arm64 = Image {
+            machine: 0xAA64,
+            text: avx,
+            ..Image::default()
+        };
+        assert!(check(&arm64.build(), &pdb(GUID, 1), Machine::Arm64).is_ok());
     }
 
     #[test]

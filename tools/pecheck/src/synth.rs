@@ -49,6 +49,8 @@ pub struct Image {
     pub tls: bool,
     pub relocations: bool,
     pub writable_text: bool,
+    /// The code of `.text` (at most one file-alignment block); DriverEntry is its start.
+    pub text: Vec<u8>,
     /// GUID and age of the CodeView record; `None` leaves the debug directory out.
     pub codeview: Option<([u8; 16], u32)>,
     /// Leave the checksum field 0 instead of writing the correct value.
@@ -75,6 +77,7 @@ impl Default for Image {
             tls: false,
             relocations: true,
             writable_text: false,
+            text: vec![0xc3],
             codeview: Some((GUID, 1)),
             zero_checksum: false,
         }
@@ -247,7 +250,7 @@ impl Image {
         let mut sections = vec![(
             *b".text\0\0\0",
             TEXT_RVA,
-            vec![0xc3_u8],
+            self.text.clone(),
             FILE_ALIGNMENT,
             SCN_CODE | SCN_EXECUTE | SCN_READ | if self.writable_text { SCN_WRITE } else { 0 },
         )];

@@ -10,6 +10,7 @@ pub fn run_all(args: &[String]) -> Result<(), String> {
     test(args)?;
     crate::bench::bench(args)?;
     crate::package::ci(args)?;
+    crate::sim_image::sim_image(args)?;
     crate::vmtest::run_vmtest(&[])
 }
 

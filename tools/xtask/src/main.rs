@@ -10,6 +10,7 @@ mod inf;
 mod kernel_link;
 mod miri;
 mod package;
+mod sim_image;
 mod util;
 mod vmtest;
 
@@ -72,6 +73,11 @@ const JOBS: &[Job] = &[
         name: "pecheck",
         help: "the PE check alone: pecheck <image.sys> <image.pdb> [--target <triple>]",
         run: package::pecheck,
+    },
+    Job {
+        name: "sim-image",
+        help: "every scenario on the shipped rvscsi.sys loaded in the simulator: [--target aarch64-pc-windows-msvc] (under qemu-aarch64); builds the package",
+        run: sim_image::sim_image,
     },
     Job {
         name: "vmtest",

@@ -174,6 +174,32 @@ pub fn ci(_: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Builds the miniport package for `target` (a driver target) with `features` (`cargo xtask
+/// package [--target ...] [--features ...]`; cargo rebuilds only what changed) and returns the
+/// path of its `rvscsi.sys`: the shipped one (`target/package/<arch>/`) without features,
+/// `target/package/rvscsi+<features>/<arch>/` with.
+pub fn miniport_image(target: &str, features: &[&str]) -> Result<PathBuf, String> {
+    let mut options = parse_options(&[])?;
+    target.clone_into(&mut options.target);
+    options.features = features.iter().map(|f| (*f).to_owned()).collect();
+    let (_, arch) = architecture(target)?;
+    build_package(&options)?;
+    let package_root = workspace_root().join("target").join("package");
+    let directory = if features.is_empty() {
+        package_root.join(arch)
+    } else {
+        package_root
+            .join(format!("{MINIPORT}+{}", features.join("+")))
+            .join(arch)
+    };
+    Ok(directory.join(IMAGE))
+}
+
+/// Installs the Rust target `target` with rustup if it is missing.
+pub fn ensure_rust_target(target: &str) -> Result<(), String> {
+    ensure_target(target)
+}
+
 /// Runs a package build that must fail with `expected`.
 fn expect_link_failure(options: &Options, expected: LinkFailure) -> Result<(), String> {
     eprintln!(
@@ -284,10 +310,13 @@ fn build_package(options: &Options) -> Result<(), String> {
     let root = workspace_root();
     let target_dir = root.join("target");
     let package_root = target_dir.join("package");
-    let directory = if options.krate == MINIPORT {
-        package_root.join(arch)
-    } else {
-        package_root.join(&options.krate).join(arch)
+    // A build with features is not the shipped package: it goes beside it, named by them.
+    let directory = match (options.krate == MINIPORT, options.features.is_empty()) {
+        (true, true) => package_root.join(arch),
+        (true, false) => package_root
+            .join(format!("{MINIPORT}+{}", options.features.join("+")))
+            .join(arch),
+        (false, _) => package_root.join(&options.krate).join(arch),
     };
     let link_dir = package_root.join("link").join(&options.krate).join(arch);
     for dir in [&directory, &link_dir] {
