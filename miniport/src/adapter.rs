@@ -292,6 +292,9 @@ pub struct Adapter {
     /// lock at once in any mode: [`Adapter::lock_all`]); only its holder touches it.
     interrupt_lock: UnsafeCell<StorLockHandle>,
     dpc_ready: AtomicBool,
+    /// StorPort accepted STOR_PERF_INTERRUPT_MESSAGE_RANGES: each request's queue is the one
+    /// whose message StorPort names for the submitting processor.
+    message_ranges: AtomicBool,
     resetting: AtomicBool,
     /// Resets performed.
     pub resets: AtomicU64,
@@ -785,6 +788,7 @@ impl Adapter {
             events,
             interrupt_lock: UnsafeCell::new(StorLockHandle::zeroed()),
             dpc_ready: AtomicBool::new(false),
+            message_ranges: AtomicBool::new(false),
             resetting: AtomicBool::new(false),
             resets: AtomicU64::new(0),
             tmfs,
@@ -1072,7 +1076,13 @@ impl Adapter {
             let supported = perf.flags;
             let mut wanted = crate::storport::STOR_PERF_CONCURRENT_CHANNELS;
             if self.mode() == InterruptMode::PerQueue {
-                wanted |= crate::storport::STOR_PERF_DPC_REDIRECTION;
+                // Completions on the submitting processor: StorPort's completion DPCs go where
+                // each request came from, and with the request queues' messages as the
+                // redirection range, StorPortGetStartIoPerfParams names for each processor the
+                // message (so the queue) that interrupts on it; the device's interrupt, our
+                // ISR, our DPC and RequestComplete then all run on the submitter.
+                wanted |= crate::storport::STOR_PERF_DPC_REDIRECTION
+                    | crate::storport::STOR_PERF_INTERRUPT_MESSAGE_RANGES;
                 perf.first_redirection_message_number =
                     u32::from(Self::vector_of_queue(queue_index::REQUEST_BASE));
                 perf.last_redirection_message_number = u32::from(Self::vector_of_queue(
@@ -1083,7 +1093,11 @@ impl Adapter {
             perf.concurrent_channels = u32::from(self.request_queues());
             // A refusal leaves StorPort's defaults (StartIo serialised), which our per-queue
             // locks handle as well.
-            let _ = self.extension.perf_opts(false, &mut perf);
+            let applied = self.extension.perf_opts(false, &mut perf);
+            self.message_ranges.store(
+                applied && perf.flags & crate::storport::STOR_PERF_INTERRUPT_MESSAGE_RANGES != 0,
+                Ordering::Relaxed,
+            );
         }
         true
     }
@@ -1094,15 +1108,29 @@ impl Adapter {
         table.get(usize::from(queue)).map(NonNull::from)
     }
 
-    /// The request queue a request submitted on the current processor goes to.
+    /// The request queue `srb`, submitted on the current processor, goes to: with message
+    /// ranges, the queue of the message StorPort names for this processor (so that it
+    /// completes here); otherwise the processor number modulo the queues.
     #[must_use]
-    pub fn queue_for_current_processor(&self) -> u16 {
-        let queues = u32::from(self.request_queues().max(1));
+    pub fn queue_for_request(&self, srb: &crate::srb::Srb) -> u16 {
+        let queues = self.request_queues().max(1);
         // One queue (always so in dump mode): no need to ask StorPort where we run.
         if queues == 1 {
             return 0;
         }
-        (self.extension.current_processor() % queues) as u16
+        if self.message_ranges.load(Ordering::Relaxed) {
+            let first = u32::from(Self::vector_of_queue(queue_index::REQUEST_BASE));
+            if let Some(queue) = self
+                .extension
+                .start_io_message(srb)
+                .and_then(|message| message.checked_sub(first))
+                .and_then(|queue| u16::try_from(queue).ok())
+                .filter(|&queue| queue < queues)
+            {
+                return queue;
+            }
+        }
+        (self.extension.current_processor() % u32::from(queues)) as u16
     }
 
     /// Acquires the lock that guards the queues of MSI-X message `message` in per-queue mode

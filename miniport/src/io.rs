@@ -366,7 +366,7 @@ fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
         srb: (srb.raw().as_ptr() as u64).into(),
         data_length: length.into(),
         sense_capacity: sense_capacity.into(),
-        queue: adapter.queue_for_current_processor().into(),
+        queue: adapter.queue_for_request(srb).into(),
         token: 0.into(),
         state: RequestState::Built as u8,
         direction: match direction {

@@ -18,14 +18,15 @@ use crate::storport::functions::{
 use crate::storport::{
     AcquireSpinLock, Boolean, BusChangeDetected, EnablePassiveInitialization,
     ExtFunctionAcquireMSISpinLock, ExtFunctionGetCurrentProcessorNumber,
-    ExtFunctionGetMessageInterruptInformation, ExtFunctionInitializePerformanceOptimizations,
-    ExtFunctionRegistryReadAdapterKey, ExtFunctionRegistryWriteAdapterKey,
-    ExtFunctionReleaseMSISpinLock, FALSE, HwDpcRoutine, HwPassiveInitializeRoutine, HwTimer,
-    InitializeDpc, InterruptLock, IssueDpc, MessageInterruptInformation, PCIBus, PCIConfiguration,
-    PerfConfigurationData, PortConfigurationInformation, ProcessorNumber, REG_BINARY, REG_DWORD,
-    ReleaseSpinLock, RequestComplete, RequestTimerCall, ResetDetected, STOR_STATUS_NOT_IMPLEMENTED,
-    STOR_STATUS_SUCCESS, ScsiRequestBlock, StateChangeDetectedCall, StorAddrBtl8, StorDpc,
-    StorLockHandle, StorPhysicalAddress, StorScatterGatherList, TRUE,
+    ExtFunctionGetMessageInterruptInformation, ExtFunctionGetStartIoPerformanceParameters,
+    ExtFunctionInitializePerformanceOptimizations, ExtFunctionRegistryReadAdapterKey,
+    ExtFunctionRegistryWriteAdapterKey, ExtFunctionReleaseMSISpinLock, FALSE, HwDpcRoutine,
+    HwPassiveInitializeRoutine, HwTimer, InitializeDpc, InterruptLock, IssueDpc,
+    MessageInterruptInformation, PCIBus, PCIConfiguration, PerfConfigurationData,
+    PortConfigurationInformation, ProcessorNumber, REG_BINARY, REG_DWORD, ReleaseSpinLock,
+    RequestComplete, RequestTimerCall, ResetDetected, STOR_STATUS_NOT_IMPLEMENTED,
+    STOR_STATUS_SUCCESS, ScsiRequestBlock, StartioPerformanceParameters, StateChangeDetectedCall,
+    StorAddrBtl8, StorDpc, StorLockHandle, StorPhysicalAddress, StorScatterGatherList, TRUE,
 };
 
 /// The device extension pointer StorPort passes to every HW routine: the identity of this
@@ -350,6 +351,29 @@ impl DeviceExtension {
         } else {
             0
         }
+    }
+
+    /// StorPortGetStartIoPerfParams: the MSI-X message StorPort would have `srb` complete on
+    /// (the one targeting the current processor, within the redirection range), `None` if
+    /// StorPort does not say.
+    #[must_use]
+    pub fn start_io_message(self, srb: &Srb) -> Option<u32> {
+        let mut params = StartioPerformanceParameters {
+            size: size_of::<StartioPerformanceParameters>() as u32,
+            ..StartioPerformanceParameters::default()
+        };
+        // SAFETY: ExtFunctionGetStartIoPerformanceParameters takes (PSCSI_REQUEST_BLOCK,
+        // PSTARTIO_PERFORMANCE_PARAMETERS); the SRB is one StorPort handed us and has not
+        // completed, and `params` is ours with its Size set.
+        let status = unsafe {
+            StorPortExtendedFunction(
+                ExtFunctionGetStartIoPerformanceParameters,
+                self.raw(),
+                srb.raw().as_ptr(),
+                &raw mut params,
+            )
+        };
+        (status == STOR_STATUS_SUCCESS).then_some(params.message_number)
     }
 
     /// StorPortInitializePerfOpts: with `query`, fills `data` with what StorPort supports;

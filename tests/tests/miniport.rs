@@ -167,6 +167,62 @@ fn pass_through_with_an_unspecified_direction_reads_and_writes() {
     }
 }
 
+/// With one MSI-X message per queue, each request completes on the processor that submitted
+/// it: the miniport asks StorPort for interrupt message ranges and takes each request's queue
+/// from the message StorPort names for the submitting processor, so the device's interrupt,
+/// the ISR, the DPC and RequestComplete all run there. With one shared message there is no
+/// such choice, and the simulator counts completions elsewhere.
+#[test]
+fn completions_run_on_the_submitting_processor() {
+    for (messages, local) in [(None, true), (Some(1), false)] {
+        let device = DeviceOptions {
+            completion: CompletionMode::Delayed {
+                max_delay: Duration::from_micros(200),
+                shuffle: true,
+            },
+            ..DeviceOptions::default()
+        };
+        let machine = Arc::new(machine(
+            SimOptions {
+                processors: 4,
+                messages,
+                ..SimOptions::default()
+            },
+            device,
+        ));
+        let units: Vec<(u8, u8)> = rvscsi_tests::scenario::STANDARD_BUS
+            .iter()
+            .map(|&(target, lun)| (target, lun as u8))
+            .collect();
+        let load = rvscsi_tests::scenario::verified_random_io(
+            &machine,
+            &units,
+            BLOCKS,
+            rvscsi_tests::scenario::RandomLoad {
+                processors: 4,
+                depth: 4,
+                ios_per_processor: 100,
+                seed: 7,
+            },
+        );
+        let figures = machine.adapter.port_queue_figures();
+        let total = figures.completed_on_submitter + figures.completed_elsewhere;
+        eprintln!(
+            "messages {messages:?}: {} I/Os, {} of {total} SCSI completions on the submitting \
+             processor ({}%)",
+            load.ios,
+            figures.completed_on_submitter,
+            figures.completed_on_submitter * 100 / total.max(1)
+        );
+        if local {
+            assert_eq!(figures.completed_elsewhere, 0, "{figures:?}");
+        } else {
+            assert!(figures.completed_elsewhere > 0, "{figures:?}");
+        }
+        Arc::into_inner(machine).unwrap().finish();
+    }
+}
+
 #[test]
 fn a_write_then_read_round_trips_on_every_processor() {
     let machine = machine(

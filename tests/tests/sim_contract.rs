@@ -1355,6 +1355,25 @@ fn a_request_busy_past_its_timeout_fails_busy_to_the_class_driver() {
 }
 
 #[test]
+fn the_processor_each_completion_runs_on_is_counted() {
+    // The test miniport always interrupts on message 1, which targets processor 1 (of two):
+    // a request from processor 0 completes elsewhere, one from processor 1 at home.
+    let (adapter, _device) = boot(Mode::Interrupt);
+    for processor in [0, 1] {
+        let done = adapter
+            .execute(processor, &Request::new(0, 0, &[0, 0, 0, 0, 0, 0]))
+            .unwrap();
+        assert_eq!(done.status(), abi::SRB_STATUS_SUCCESS);
+    }
+    let figures = adapter.port_queue_figures();
+    assert_eq!(
+        (figures.completed_on_submitter, figures.completed_elsewhere),
+        (1, 1)
+    );
+    assert_eq!(adapter.shutdown(), Vec::new());
+}
+
+#[test]
 fn a_request_never_completed_after_reset_is_caught() {
     let (adapter, _device) = boot(Mode::HoldForever);
     let mut request = Request::new(0, 0, &[0, 0, 0, 0, 0, 0]);

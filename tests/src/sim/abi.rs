@@ -613,6 +613,17 @@ pub struct MessageInterruptInformation {
 }
 const _: () = assert!(size_of::<MessageInterruptInformation>() == 32);
 
+/// STARTIO_PERFORMANCE_PARAMETERS (storport.h).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct StartioPerformanceParameters {
+    pub version: u32,
+    pub size: u32,
+    pub message_number: u32,
+    pub channel_number: u32,
+}
+const _: () = assert!(size_of::<StartioPerformanceParameters>() == 16);
+
 /// PERF_CONFIGURATION_DATA up to MessageTargets (STOR_PERF_VERSION_2..4), x64.
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]

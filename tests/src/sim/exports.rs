@@ -1204,7 +1204,52 @@ pub extern "C" fn rvscsi_sim_initialize_perf_opts(
     if perf.flags & !abi::STOR_PERF_SUPPORTED != 0 {
         return abi::STOR_STATUS_INVALID_PARAMETER;
     }
-    machine.state().perf_flags = perf.flags;
+    if perf.flags & abi::STOR_PERF_INTERRUPT_MESSAGE_RANGES != 0
+        && (perf.flags & abi::STOR_PERF_DPC_REDIRECTION == 0
+            || perf.first_redirection_message_number > perf.last_redirection_message_number
+            || perf.last_redirection_message_number >= machine.message_count)
+    {
+        // The range must name granted messages, and needs DPC redirection with it.
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    }
+    let mut state = machine.state();
+    state.perf_flags = perf.flags;
+    state.message_range = (perf.flags & abi::STOR_PERF_INTERRUPT_MESSAGE_RANGES != 0).then_some((
+        perf.first_redirection_message_number,
+        perf.last_redirection_message_number,
+    ));
+    abi::STOR_STATUS_SUCCESS
+}
+
+/// StorPortGetStartIoPerfParams(ext, srb, PSTARTIO_PERFORMANCE_PARAMETERS): the MSI-X message
+/// that targets the current processor (see `Machine::message_for_processor`) and the
+/// concurrent channel (the processor, with concurrent channels; else 0).
+#[unsafe(no_mangle)]
+pub extern "C" fn rvscsi_sim_get_start_io_perf_params(
+    extension: *mut c_void,
+    srb: *mut c_void,
+    params: *mut c_void,
+) -> u32 {
+    let Some(machine) = machine_for("StorPortGetStartIoPerfParams", extension) else {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    };
+    if srb.is_null() || !machine.state().outstanding.contains_key(&srb.addr()) {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    }
+    let Some(mut out) = read_in::<abi::StartioPerformanceParameters>(params) else {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    };
+    if (out.size as usize) < size_of::<abi::StartioPerformanceParameters>() {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    }
+    let processor = with_cpu(|cpu| cpu.processor);
+    out.message_number = machine.message_for_processor(processor);
+    out.channel_number = if machine.state().perf_flags & abi::STOR_PERF_CONCURRENT_CHANNELS != 0 {
+        processor
+    } else {
+        0
+    };
+    write_out(params, &out);
     abi::STOR_STATUS_SUCCESS
 }
 

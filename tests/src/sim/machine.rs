@@ -159,6 +159,12 @@ pub struct State {
     pub(crate) registry_buffer: Option<(usize, usize)>,
     pub(crate) dpcs: HashMap<usize, Arc<DpcState>>,
     pub(crate) perf_flags: u32,
+    /// The redirection message range the miniport gave with STOR_PERF_INTERRUPT_MESSAGE_RANGES
+    /// (first, last), when StorPort accepted it.
+    pub(crate) message_range: Option<(u32, u32)>,
+    /// Completions of SCSI requests on the processor that submitted them, and elsewhere.
+    pub(crate) completed_on_submitter: u64,
+    pub(crate) completed_elsewhere: u64,
     pub(crate) passive_initialize: Option<usize>,
     pub(crate) timer: Option<(usize, Instant)>,
     pub(crate) queue_depths: HashMap<(u8, u8, u8), u32>,
@@ -742,17 +748,51 @@ impl Machine {
         }
     }
 
+    /// The processor MSI-X message `message` targets. Windows spreads a device's messages over
+    /// the processors (the INF's IrqPolicySpreadMessagesAcrossAllProcessors): message `m`
+    /// targets processor `m mod processors`. With STOR_PERF_INTERRUPT_MESSAGE_RANGES, StorPort
+    /// spreads the redirection range from processor 0: its `i`th message targets processor `i`
+    /// (mod processors), and StorPortGetStartIoPerfParams names, for each processor, the
+    /// message of the range that targets it.
+    pub(crate) fn message_target(&self, message: u32) -> u32 {
+        let count = self.processor_count();
+        match self.state().message_range {
+            Some((first, last)) if (first..=last).contains(&message) => (message - first) % count,
+            _ => message % count,
+        }
+    }
+
+    /// Simulated processors.
+    pub(crate) fn processor_count(&self) -> u32 {
+        self.processors.get().map_or(1, |processors| {
+            u32::try_from(processors.len()).unwrap_or(1).max(1)
+        })
+    }
+
+    /// StorPortGetStartIoPerfParams' MessageNumber for a request on `processor`: the message
+    /// of the redirection range that targets it, or without a range the message StorPort
+    /// spread onto it (0 when the adapter has no MSI-X).
+    pub(crate) fn message_for_processor(&self, processor: u32) -> u32 {
+        match self.state().message_range {
+            Some((first, last)) => first + processor % (last - first + 1),
+            None if self.message_count > 0 => processor % self.message_count,
+            None => 0,
+        }
+    }
+
     /// Hands an interrupt to the processor its message targets.
     pub(crate) fn raise(&self, message: u32) {
         if self.interrupts.get().is_none() || self.stopping.load(Ordering::SeqCst) {
             self.lost_interrupts.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if let Some(processors) = self.processors.get() {
-            let count = u32::try_from(processors.len()).unwrap_or(1).max(1);
-            if let Some(sender) = processors.get((message % count) as usize) {
-                let _ = sender.send(Work::Interrupt(message));
-            }
+        let target = self.message_target(message);
+        if let Some(sender) = self
+            .processors
+            .get()
+            .and_then(|processors| processors.get(target as usize))
+        {
+            let _ = sender.send(Work::Interrupt(message));
         }
     }
 
@@ -1322,6 +1362,13 @@ impl Machine {
                 let _ = self.dispatch(processor, srb);
             }
             return;
+        }
+        if matches!(record.kind, SrbKind::Scsi | SrbKind::Extended { .. }) {
+            if with_cpu(|cpu| cpu.processor) == record.processor {
+                state.completed_on_submitter += 1;
+            } else {
+                state.completed_elsewhere += 1;
+            }
         }
         let completion = self.read_back(srb, &record);
         let record_ticket = record.ticket;

@@ -837,6 +837,10 @@ pub struct PortQueueFigures {
     pub busy_calls: u64,
     /// The most SCSI requests the miniport held at once.
     pub peak_in_miniport: u32,
+    /// SCSI requests completed (RequestComplete) on the processor that submitted them.
+    pub completed_on_submitter: u64,
+    /// SCSI requests completed on another processor.
+    pub completed_elsewhere: u64,
 }
 
 /// What HwFindAdapter set in PORT_CONFIGURATION_INFORMATION, read back.
@@ -1648,6 +1652,8 @@ impl Adapter {
             busy_retries: state.port_queue.busy_retries,
             busy_calls: state.port_queue.busy_calls,
             peak_in_miniport: state.port_queue.peak_total,
+            completed_on_submitter: state.completed_on_submitter,
+            completed_elsewhere: state.completed_elsewhere,
         }
     }
 

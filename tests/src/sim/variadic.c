@@ -34,6 +34,7 @@ enum {
     ExtFunctionReleaseMSISpinLock = 12,
     ExtFunctionGetMessageInterruptInformation = 13,
     ExtFunctionInitializePerformanceOptimizations = 14,
+    ExtFunctionGetStartIoPerformanceParameters = 15,
     ExtFunctionGetCurrentProcessorNumber = 17,
     ExtFunctionGetActiveGroupCount = 18,
     ExtFunctionGetGroupAffinity = 19,
@@ -66,6 +67,7 @@ uint32_t rvscsi_sim_release_msi_spin_lock(void *ext, uint32_t message, uint32_t 
 uint32_t rvscsi_sim_get_message_interrupt_information(void *ext, uint32_t message, void *info);
 uint32_t rvscsi_sim_initialize_perf_opts(void *ext, uint8_t query, void *data);
 uint32_t rvscsi_sim_get_current_processor_number(void *ext, void *number);
+uint32_t rvscsi_sim_get_start_io_perf_params(void *ext, void *srb, void *params);
 uint32_t rvscsi_sim_get_active_group_count(void *ext, uint16_t *count);
 uint32_t rvscsi_sim_get_group_affinity(void *ext, uint16_t group, uint64_t *mask);
 uint32_t rvscsi_sim_get_active_node_count(void *ext, uint32_t *count);
@@ -195,6 +197,12 @@ void rvscsi_sim_debug_print(uint32_t level, const char *message, size_t length);
         int query = va_arg(ARGS, int);                                                          \
         void *data = va_arg(ARGS, void *);                                                      \
         status = rvscsi_sim_initialize_perf_opts(ext, (uint8_t)query, data);                    \
+        break;                                                                                  \
+    }                                                                                           \
+    case ExtFunctionGetStartIoPerformanceParameters: {                                          \
+        void *srb = va_arg(ARGS, void *);                                                       \
+        void *params = va_arg(ARGS, void *);                                                    \
+        status = rvscsi_sim_get_start_io_perf_params(ext, srb, params);                         \
         break;                                                                                  \
     }                                                                                           \
     case ExtFunctionGetCurrentProcessorNumber: {                                                \
