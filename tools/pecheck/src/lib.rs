@@ -18,6 +18,12 @@
 //! | `checksum` | `CheckSum` = the PE checksum of the file |
 //! | `pdb` | a CodeView (RSDS) record whose GUID and age equal the PDB's info stream |
 //!
+//! [`check_version_resource`] adds, for a package's image:
+//!
+//! | rule | requires |
+//! |---|---|
+//! | `version` | an RT_VERSION resource whose `VS_VERSIONINFO` ([`version_info`]) has the expected file and product version (fixed part and strings) and `OriginalFilename` |
+//!
 //! The input is untrusted: a malformed file is a [`Violation::Malformed`], never a panic.
 #![forbid(unsafe_code)]
 
@@ -28,6 +34,7 @@ pub mod pdb;
 pub mod storport_exports;
 #[cfg(test)]
 mod synth;
+pub mod version_info;
 
 use object::LittleEndian as LE;
 use object::pe;
@@ -36,6 +43,7 @@ use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, PeFile64};
 pub use checksum::{ChecksumError, Stamp, compute_checksum, stamp_checksum, stored_checksum};
 pub use pdb::{Guid, PdbError, PdbIdentity, PublicSymbol, pdb_identity, pdb_public_symbol};
 pub use storport_exports::{STORPORT_EXPORTS, is_storport_export};
+pub use version_info::{FileVersion, VersionInfo};
 
 /// The only DLL a StorPort miniport may import from.
 pub const STORPORT_DLL: &str = "storport.sys";
@@ -180,6 +188,19 @@ pub enum Violation {
         /// GUID and age in the PDB.
         pdb: PdbIdentity,
     },
+    /// No RT_VERSION resource (or no resource directory at all).
+    NoVersionResource,
+    /// The RT_VERSION resource cannot be read.
+    BadVersionResource(String),
+    /// A field of the version resource differs from the expected value.
+    VersionField {
+        /// The field (`FileVersion`, `OriginalFilename`, ...).
+        field: &'static str,
+        /// What the resource holds (`None`: the string is missing).
+        found: Option<String>,
+        /// What it must hold.
+        expected: String,
+    },
 }
 
 impl Violation {
@@ -204,11 +225,18 @@ impl Violation {
             Self::ExtendedState { .. } => "instructions",
             Self::Checksum { .. } => "checksum",
             Self::NoCodeView | Self::Pdb(_) | Self::PdbMismatch { .. } => "pdb",
+            Self::NoVersionResource | Self::BadVersionResource(_) | Self::VersionField { .. } => {
+                "version"
+            }
         }
     }
 }
 
 impl core::fmt::Display for Violation {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one message per violation, in the enum's order, reads best as one match"
+    )]
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "rule {}: ", self.rule())?;
         match self {
@@ -290,6 +318,28 @@ impl core::fmt::Display for Violation {
                 f,
                 "the image names PDB {} age {}, the PDB file is {} age {}",
                 image.guid, image.age, pdb.guid, pdb.age
+            ),
+            Self::NoVersionResource => write!(
+                f,
+                "the image has no RT_VERSION resource, so Windows shows no file or driver \
+                 version (link the .res xtask writes)"
+            ),
+            Self::BadVersionResource(why) => write!(f, "the version resource is unreadable: {why}"),
+            Self::VersionField {
+                field,
+                found: Some(found),
+                expected,
+            } => write!(
+                f,
+                "the version resource's {field} is {found:?}, expected {expected:?}"
+            ),
+            Self::VersionField {
+                field,
+                found: None,
+                expected,
+            } => write!(
+                f,
+                "the version resource has no {field} string (expected {expected:?})"
             ),
         }
     }
@@ -432,6 +482,100 @@ pub fn check(image: &[u8], pdb: &[u8], expected: Machine) -> Result<Report, Vec<
         }),
         _ => Err(violations),
     }
+}
+
+/// The resource type of a version resource.
+const RT_VERSION: u16 = 16;
+
+/// The `version` rule: `image` carries an RT_VERSION resource for `version` named
+/// `original_filename`. Returns what the resource says.
+///
+/// # Errors
+/// Every field that differs, or why the resource is missing or unreadable.
+pub fn check_version_resource(
+    image: &[u8],
+    original_filename: &str,
+    version: FileVersion,
+) -> Result<VersionInfo, Vec<Violation>> {
+    let file = PeFile64::parse(image).map_err(|e| vec![Violation::Malformed(e.to_string())])?;
+    let data = version_resource(&file, image).map_err(|v| vec![v])?;
+    let info = VersionInfo::decode(data).map_err(|e| vec![Violation::BadVersionResource(e)])?;
+    let text = version.to_string();
+    let mut violations = Vec::new();
+    for (field, found) in [
+        ("dwFileVersion", info.file_version),
+        ("dwProductVersion", info.product_version),
+    ] {
+        if found != version {
+            violations.push(Violation::VersionField {
+                field,
+                found: Some(found.to_string()),
+                expected: text.clone(),
+            });
+        }
+    }
+    for (field, expected) in [
+        ("FileVersion", text.as_str()),
+        ("ProductVersion", text.as_str()),
+        ("OriginalFilename", original_filename),
+    ] {
+        let found = info.string(field);
+        if found != Some(expected) {
+            violations.push(Violation::VersionField {
+                field,
+                found: found.map(str::to_owned),
+                expected: expected.to_owned(),
+            });
+        }
+    }
+    if violations.is_empty() {
+        Ok(info)
+    } else {
+        Err(violations)
+    }
+}
+
+/// The data of the first RT_VERSION resource (first name, first language).
+fn version_resource<'a>(file: &PeFile64<'a>, image: &'a [u8]) -> Result<&'a [u8], Violation> {
+    let malformed = |e: object::Error| Violation::BadVersionResource(e.to_string());
+    let Some(directory) = file
+        .data_directories()
+        .resource_directory(image, &file.section_table())
+        .map_err(malformed)?
+    else {
+        return Err(Violation::NoVersionResource);
+    };
+    let root = directory.root().map_err(malformed)?;
+    let entry = root
+        .entries
+        .iter()
+        .find(|entry| entry.name_or_id().id() == Some(RT_VERSION))
+        .ok_or(Violation::NoVersionResource)?;
+    let mut level = entry.data(directory).map_err(malformed)?;
+    // Type, then name, then language: two tables below the type entry lies the data entry.
+    for _ in 0..2 {
+        let table = level
+            .table()
+            .ok_or_else(|| Violation::BadVersionResource("a leaf where a table belongs".into()))?;
+        let first = table
+            .entries
+            .first()
+            .ok_or_else(|| Violation::BadVersionResource("an empty resource table".into()))?;
+        level = first.data(directory).map_err(malformed)?;
+    }
+    let data_entry = level
+        .data()
+        .ok_or_else(|| Violation::BadVersionResource("a table where the data belongs".into()))?;
+    let rva = data_entry.offset_to_data.get(LE);
+    let size = bytes::to_usize(data_entry.size.get(LE));
+    file.section_table()
+        .pe_data_at(image, rva)
+        .and_then(|data| data.get(..size))
+        .ok_or_else(|| {
+            Violation::BadVersionResource(format!(
+                "the data at RVA {rva:#x} ({size} bytes) is not in the file"
+            ))
+        })
 }
 
 /// The `instructions` rule over every executable section of an x64 image.
@@ -982,6 +1126,108 @@ mod tests {
             .map(Violation::rule)
             .collect();
         assert_eq!(rules, ["subsystem", "tls", "relocations"]);
+    }
+
+    /// The version resource of a passing image: 1.2.3.0, `rvscsi.sys`.
+    fn version_resource(version: [u16; 4], strings: &[(&str, &str)]) -> Vec<u8> {
+        VersionInfo::driver(FileVersion(version), strings).encode()
+    }
+
+    const GOOD_STRINGS: &[(&str, &str)] = &[
+        ("FileVersion", "1.2.3.0"),
+        ("ProductVersion", "1.2.3.0"),
+        ("OriginalFilename", "rvscsi.sys"),
+    ];
+
+    fn check_version(image: &Image) -> Result<VersionInfo, Vec<Violation>> {
+        check_version_resource(&image.build(), "rvscsi.sys", FileVersion([1, 2, 3, 0]))
+    }
+
+    #[test]
+    fn a_version_resource_with_the_expected_fields_passes() {
+        let image = Image {
+            version_resource: Some(version_resource([1, 2, 3, 0], GOOD_STRINGS)),
+            ..Image::default()
+        };
+        let info = check_version(&image).unwrap();
+        assert_eq!(info.string("OriginalFilename"), Some("rvscsi.sys"));
+        // The resource directory does not disturb the other rules.
+        run(&image).unwrap();
+    }
+
+    #[test]
+    fn a_missing_version_resource_is_reported() {
+        assert_eq!(
+            check_version(&Image::default()),
+            Err(vec![Violation::NoVersionResource])
+        );
+    }
+
+    #[test]
+    fn each_wrong_version_field_is_reported() {
+        let wrong_version = Image {
+            version_resource: Some(version_resource([1, 2, 4, 0], GOOD_STRINGS)),
+            ..Image::default()
+        };
+        let rules: Vec<&str> = check_version(&wrong_version)
+            .unwrap_err()
+            .iter()
+            .map(|v| match v {
+                Violation::VersionField { field, .. } => *field,
+                other => panic!("{other}"),
+            })
+            .collect();
+        assert_eq!(rules, ["dwFileVersion", "dwProductVersion"]);
+        let wrong_name = Image {
+            version_resource: Some(version_resource(
+                [1, 2, 3, 0],
+                &[
+                    ("FileVersion", "1.2.3.0"),
+                    ("ProductVersion", "1.2.3"),
+                    ("OriginalFilename", "rvscsi.dll"),
+                ],
+            )),
+            ..Image::default()
+        };
+        assert_eq!(
+            check_version(&wrong_name),
+            Err(vec![
+                Violation::VersionField {
+                    field: "ProductVersion",
+                    found: Some("1.2.3".into()),
+                    expected: "1.2.3.0".into()
+                },
+                Violation::VersionField {
+                    field: "OriginalFilename",
+                    found: Some("rvscsi.dll".into()),
+                    expected: "rvscsi.sys".into()
+                },
+            ])
+        );
+        let no_name = Image {
+            version_resource: Some(version_resource([1, 2, 3, 0], &GOOD_STRINGS[..2])),
+            ..Image::default()
+        };
+        assert!(
+            check_version(&no_name).unwrap_err()[0]
+                .to_string()
+                .contains("has no OriginalFilename")
+        );
+    }
+
+    #[test]
+    fn an_unreadable_version_resource_is_reported() {
+        let mut garbage = version_resource([1, 2, 3, 0], GOOD_STRINGS);
+        garbage[40] ^= 0xff; // the VS_FIXEDFILEINFO signature
+        let image = Image {
+            version_resource: Some(garbage),
+            ..Image::default()
+        };
+        let violations = check_version(&image).unwrap_err();
+        assert!(
+            matches!(&violations[..], [Violation::BadVersionResource(why)] if why.contains("signature"))
+        );
+        assert!(violations[0].to_string().starts_with("rule version: "));
     }
 
     #[test]

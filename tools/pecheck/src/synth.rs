@@ -55,6 +55,9 @@ pub struct Image {
     pub codeview: Option<([u8; 16], u32)>,
     /// Leave the checksum field 0 instead of writing the correct value.
     pub zero_checksum: bool,
+    /// The data of an RT_VERSION resource (name 1, language 0x409), in a resource directory
+    /// in `.rdata`; `None` leaves the resource directory out.
+    pub version_resource: Option<Vec<u8>>,
 }
 
 impl Default for Image {
@@ -80,6 +83,7 @@ impl Default for Image {
             text: vec![0xc3],
             codeview: Some((GUID, 1)),
             zero_checksum: false,
+            version_resource: None,
         }
     }
 }
@@ -207,6 +211,28 @@ impl Image {
         if self.delay_imports {
             let directory = rdata.push(&[0; 32], 4);
             directories.push((13, rva(directory), 32));
+        }
+
+        if let Some(data) = &self.version_resource {
+            // Three one-entry tables (type 16, name 1, language 0x409: a 16-byte header and an
+            // 8-byte entry each), then the data entry. Entry offsets are relative to the
+            // directory; a set high bit marks a table, and the data entry holds an RVA.
+            let directory = rdata.push(&[0; 3 * 24 + 16], 4);
+            let data_offset = rdata.push(data, 4);
+            for (level, id) in [16_u32, 1, 0x409].into_iter().enumerate() {
+                let table = directory + level * 24;
+                rdata.u16(table + 14, 1); // NumberOfIdEntries
+                rdata.u32(table + 16, id);
+                let next = u32::try_from((level + 1) * 24).unwrap();
+                rdata.u32(
+                    table + 20,
+                    if level < 2 { 0x8000_0000 | next } else { next },
+                );
+            }
+            rdata.u32(directory + 72, rva(data_offset));
+            rdata.u32(directory + 76, u32::try_from(data.len()).unwrap());
+            let size = u32::try_from(rdata.0.len() - directory).unwrap();
+            directories.push((2, rva(directory), size));
         }
 
         // The CodeView record's file offset is known once .rdata's file offset is: .rdata

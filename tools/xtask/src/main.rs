@@ -10,6 +10,7 @@ mod inf;
 mod kernel_link;
 mod miri;
 mod package;
+mod resources;
 mod sim_image;
 mod util;
 mod vmtest;
