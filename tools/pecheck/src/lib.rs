@@ -24,6 +24,12 @@
 //! |---|---|
 //! | `version` | an RT_VERSION resource whose `VS_VERSIONINFO` ([`version_info`]) has the expected file and product version (fixed part and strings) and `OriginalFilename` |
 //!
+//! and [`check_natvis`], for the miniport's PDB:
+//!
+//! | rule | requires |
+//! |---|---|
+//! | `natvis` | the PDB holds the natvis file (a `/src/files/*.natvis` named stream with its exact text), and defines every type the natvis names (`Type Name`, with `*` matching any template arguments, and each cast `(a::b::T)` in its expressions) in its TPI stream |
+//!
 //! The input is untrusted: a malformed file is a [`Violation::Malformed`], never a panic.
 #![forbid(unsafe_code)]
 
@@ -41,7 +47,10 @@ use object::pe;
 use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, PeFile64};
 
 pub use checksum::{ChecksumError, Stamp, compute_checksum, stamp_checksum, stored_checksum};
-pub use pdb::{Guid, PdbError, PdbIdentity, PublicSymbol, pdb_identity, pdb_public_symbol};
+pub use pdb::{
+    Guid, PdbError, PdbIdentity, PublicSymbol, pdb_identity, pdb_named_streams, pdb_natvis_files,
+    pdb_public_symbol, pdb_type_names,
+};
 pub use storport_exports::{STORPORT_EXPORTS, is_storport_export};
 pub use version_info::{FileVersion, VersionInfo};
 
@@ -188,6 +197,13 @@ pub enum Violation {
         /// GUID and age in the PDB.
         pdb: PdbIdentity,
     },
+    /// The PDB holds no natvis file with the expected text.
+    NatvisMissing {
+        /// The natvis streams it does hold.
+        embedded: Vec<String>,
+    },
+    /// A type the natvis names is not defined in the PDB.
+    NatvisType(String),
     /// No RT_VERSION resource (or no resource directory at all).
     NoVersionResource,
     /// The RT_VERSION resource cannot be read.
@@ -228,6 +244,7 @@ impl Violation {
             Self::NoVersionResource | Self::BadVersionResource(_) | Self::VersionField { .. } => {
                 "version"
             }
+            Self::NatvisMissing { .. } | Self::NatvisType(_) => "natvis",
         }
     }
 }
@@ -318,6 +335,21 @@ impl core::fmt::Display for Violation {
                 f,
                 "the image names PDB {} age {}, the PDB file is {} age {}",
                 image.guid, image.age, pdb.guid, pdb.age
+            ),
+            Self::NatvisMissing { embedded } if embedded.is_empty() => write!(
+                f,
+                "the PDB holds no natvis file; the crate needs \
+                 #![debugger_visualizer(natvis_file = ...)]"
+            ),
+            Self::NatvisMissing { embedded } => write!(
+                f,
+                "none of the PDB's natvis files ({}) has the natvis file's text (a stale link?)",
+                embedded.join(", ")
+            ),
+            Self::NatvisType(name) => write!(
+                f,
+                "the natvis names type {name}, which the PDB does not define, so dx cannot \
+                 show it (renamed, or optimised out of the debug information?)"
             ),
             Self::NoVersionResource => write!(
                 f,
@@ -482,6 +514,105 @@ pub fn check(image: &[u8], pdb: &[u8], expected: Machine) -> Result<Report, Vec<
         }),
         _ => Err(violations),
     }
+}
+
+/// What [`check_natvis`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatvisReport {
+    /// The named stream holding the natvis file.
+    pub stream: String,
+    /// The types the natvis names, each found in the PDB.
+    pub types: Vec<String>,
+}
+
+/// The `natvis` rule: `pdb` holds `natvis` (the file's text) and defines every type it names.
+///
+/// # Errors
+/// The missing natvis or each missing type, or why the PDB cannot be read.
+pub fn check_natvis(pdb: &[u8], natvis: &str) -> Result<NatvisReport, Vec<Violation>> {
+    let files = pdb_natvis_files(pdb).map_err(|e| vec![Violation::Pdb(e)])?;
+    let Some((stream, _)) = files
+        .iter()
+        .find(|(_, contents)| contents.as_slice() == natvis.as_bytes())
+    else {
+        return Err(vec![Violation::NatvisMissing {
+            embedded: files.into_iter().map(|(name, _)| name).collect(),
+        }]);
+    };
+    let defined = pdb_type_names(pdb).map_err(|e| vec![Violation::Pdb(e)])?;
+    let types = natvis_type_references(natvis);
+    let violations: Vec<Violation> = types
+        .iter()
+        .filter(|name| !type_is_defined(&defined, name))
+        .map(|name| Violation::NatvisType(name.clone()))
+        .collect();
+    if violations.is_empty() {
+        Ok(NatvisReport {
+            stream: stream.clone(),
+            types,
+        })
+    } else {
+        Err(violations)
+    }
+}
+
+/// Whether `name` (a natvis type name, where `*` stands for any template arguments) is among
+/// the `defined` type names.
+fn type_is_defined(defined: &std::collections::BTreeSet<String>, name: &str) -> bool {
+    match name.split_once('*') {
+        None => defined.contains(name),
+        Some((prefix, suffix)) => defined
+            .iter()
+            .any(|candidate| candidate.starts_with(prefix) && candidate.ends_with(suffix)),
+    }
+}
+
+/// The type names a natvis file refers to, in order of first mention, without duplicates: each
+/// `<Type Name="...">` and each cast `(a::b::T)` in its expressions (a parenthesised path
+/// with `::`); XML comments are skipped and `&lt;`, `&gt;`, `&amp;` decoded.
+#[must_use]
+pub fn natvis_type_references(natvis: &str) -> Vec<String> {
+    let mut text = String::with_capacity(natvis.len());
+    let mut rest = natvis;
+    while let Some(start) = rest.find("<!--") {
+        text.push_str(&rest[..start]);
+        rest = rest[start..]
+            .find("-->")
+            .map_or("", |end| &rest[start + end + 3..]);
+    }
+    text.push_str(rest);
+    let text = text
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    let mut names: Vec<String> = Vec::new();
+    let mut add = |name: &str| {
+        if !names.iter().any(|known| known == name) {
+            names.push(name.to_owned());
+        }
+    };
+    for (index, _) in text.match_indices("<Type Name=\"") {
+        let start = index + "<Type Name=\"".len();
+        if let Some(length) = text[start..].find('"') {
+            add(&text[start..start + length]);
+        }
+    }
+    for (index, _) in text.match_indices('(') {
+        let inner = &text[index + 1..];
+        let Some(length) = inner.find(')') else {
+            continue;
+        };
+        let candidate = &inner[..length];
+        let is_path = candidate.contains("::")
+            && candidate.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && candidate
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_:<>, *$".contains(c));
+        if is_path {
+            add(candidate);
+        }
+    }
+    names
 }
 
 /// The resource type of a version resource.
@@ -753,7 +884,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::synth::{GUID, Image, Imported, pdb, pdb_with_publics};
+    use crate::synth::{self, GUID, Image, Imported, pdb, pdb_with_publics};
 
     /// Checks a synthesized image against the default PDB, for AMD64.
     fn run(image: &Image) -> Result<Report, Vec<Violation>> {
@@ -1228,6 +1359,160 @@ mod tests {
             matches!(&violations[..], [Violation::BadVersionResource(why)] if why.contains("signature"))
         );
         assert!(violations[0].to_string().starts_with("rule version: "));
+    }
+
+    const NATVIS: &str = r#"<?xml version="1.0"?>
+<!-- (not::a::Type) in a comment is not a reference -->
+<AutoVisualizer>
+  <Type Name="rvscsi::trace::TraceRing">
+    <DisplayString>{(rvscsi::trace::ResetCause)next.v.value} (a note)</DisplayString>
+  </Type>
+  <Type Name="rvscsi::platform::Carved&lt;*&gt;"/>
+</AutoVisualizer>
+"#;
+
+    const NATVIS_STREAM: &str = "/src/files/\\tmp\\rustcX\\rvscsi-0.natvis";
+
+    /// A PDB: streams 0 (old directory), 1 (info, naming `named` streams), 2 (TPI of `types`),
+    /// then `extra` streams from index 3 on.
+    fn natvis_pdb(
+        named: &[(&str, u32)],
+        types: &[synth::TypeRecord<'_>],
+        extra: &[&str],
+    ) -> Vec<u8> {
+        let mut streams = vec![
+            Vec::new(),
+            synth::info_stream(named),
+            synth::tpi_stream(types),
+        ];
+        streams.extend(extra.iter().map(|text| text.as_bytes().to_vec()));
+        synth::msf(&streams)
+    }
+
+    const ALL_TYPES: &[synth::TypeRecord<'static>] = &[
+        (0x1505, "rvscsi::trace::TraceRing", false, 8208),
+        (0x1507, "rvscsi::trace::ResetCause", false, 0),
+        (
+            0x1505,
+            "rvscsi::platform::Carved<rvscsi::adapter::QueueCounters>",
+            false,
+            16,
+        ),
+        (0x1506, "a::big::Union", false, 0x1_0000),
+    ];
+
+    #[test]
+    fn natvis_references_are_type_names_and_casts_outside_comments() {
+        assert_eq!(
+            natvis_type_references(NATVIS),
+            [
+                "rvscsi::trace::TraceRing",
+                "rvscsi::platform::Carved<*>",
+                "rvscsi::trace::ResetCause"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_embedded_natvis_whose_types_are_all_defined_passes() {
+        let pdb = natvis_pdb(
+            &[("/names", 4), (NATVIS_STREAM, 3)],
+            ALL_TYPES,
+            &[NATVIS, ""],
+        );
+        assert_eq!(
+            pdb_named_streams(&pdb).unwrap(),
+            [("/names".to_owned(), 4), (NATVIS_STREAM.to_owned(), 3)]
+        );
+        let defined = pdb_type_names(&pdb).unwrap();
+        assert!(defined.contains("a::big::Union"), "{defined:?}");
+        let report = check_natvis(&pdb, NATVIS).unwrap();
+        assert_eq!(report.stream, NATVIS_STREAM);
+        assert_eq!(report.types.len(), 3);
+    }
+
+    #[test]
+    fn a_missing_or_different_natvis_is_reported() {
+        let none = natvis_pdb(&[("/names", 3)], ALL_TYPES, &[""]);
+        assert_eq!(
+            check_natvis(&none, NATVIS),
+            Err(vec![Violation::NatvisMissing { embedded: vec![] }])
+        );
+        // A natvis stream with other text (an older build's) is not the file's.
+        let stale = natvis_pdb(&[(NATVIS_STREAM, 3)], ALL_TYPES, &["<AutoVisualizer/>"]);
+        let violations = check_natvis(&stale, NATVIS).unwrap_err();
+        assert_eq!(
+            violations,
+            [Violation::NatvisMissing {
+                embedded: vec![NATVIS_STREAM.to_owned()]
+            }]
+        );
+        assert!(violations[0].to_string().starts_with("rule natvis: "));
+        // A named stream that is not a natvis file is not taken for one.
+        let other = natvis_pdb(&[("/src/files/x.rs", 3)], ALL_TYPES, &[NATVIS]);
+        assert!(matches!(
+            &check_natvis(&other, NATVIS).unwrap_err()[..],
+            [Violation::NatvisMissing { .. }]
+        ));
+    }
+
+    #[test]
+    fn each_type_the_natvis_names_must_be_defined_not_only_declared() {
+        let types: &[synth::TypeRecord<'_>] = &[
+            // Declared only: a forward reference is not a definition.
+            (0x1505, "rvscsi::trace::TraceRing", true, 0),
+            (0x1507, "rvscsi::trace::ResetCause", false, 0),
+            // Carved<*> needs some Carved<...>; a look-alike prefix does not count.
+            (0x1505, "rvscsi::platform::CarvedX", false, 16),
+        ];
+        let pdb = natvis_pdb(&[(NATVIS_STREAM, 3)], types, &[NATVIS]);
+        assert_eq!(
+            check_natvis(&pdb, NATVIS),
+            Err(vec![
+                Violation::NatvisType("rvscsi::trace::TraceRing".into()),
+                Violation::NatvisType("rvscsi::platform::Carved<*>".into()),
+            ])
+        );
+    }
+
+    #[test]
+    fn the_miniport_natvis_names_the_ring_the_adapter_and_the_reset_cause() {
+        let natvis = include_str!("../../../miniport/rvscsi.natvis");
+        let names = natvis_type_references(natvis);
+        for expected in [
+            "rvscsi::trace::TraceRing",
+            "rvscsi::trace::TraceRecord",
+            "rvscsi::adapter::Adapter",
+            "rvscsi::trace::ResetCause",
+            "rvscsi::adapter::InterruptMode",
+        ] {
+            assert!(
+                names.iter().any(|name| name == expected),
+                "{expected}: {names:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn broken_named_stream_maps_and_type_streams_are_errors_not_panics() {
+        let pdb = natvis_pdb(
+            &[("/names", 4), (NATVIS_STREAM, 3)],
+            ALL_TYPES,
+            &[NATVIS, ""],
+        );
+        let info_block = 512 * 5; // block 4 holds the directory; stream 1 starts at block 5
+        for offset in 28..80 {
+            let mut broken = pdb.clone();
+            broken[info_block + offset] = 0xff;
+            let _ = pdb_named_streams(&broken);
+            let _ = check_natvis(&broken, NATVIS);
+        }
+        let tpi_block = 512 * 6;
+        for offset in 0..120 {
+            let mut broken = pdb.clone();
+            broken[tpi_block + offset] ^= 0x80;
+            let _ = pdb_type_names(&broken);
+        }
     }
 
     #[test]

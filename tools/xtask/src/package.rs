@@ -339,6 +339,9 @@ fn build_package(options: &Options) -> Result<(), String> {
     write(&directory.join(PDB), &pdb)?;
     check_image(&image, &pdb, machine, &image_path.display().to_string())?;
     check_version_independently(&image_path)?;
+    if options.krate == MINIPORT {
+        check_natvis(&pdb)?;
+    }
 
     let template_path = root.join("inf").join("rvscsi.inx");
     let template = std::fs::read_to_string(&template_path)
@@ -485,6 +488,24 @@ fn check_version_independently(image: &Path) -> Result<(), String> {
         .arg(file_version()?.to_string())
         .arg(IMAGE))
     .map_err(|e| format!("the independent version-resource check failed: {e}"))
+}
+
+/// The `natvis` rule on the miniport's PDB: it holds `miniport/rvscsi.natvis` and every type the
+/// natvis names.
+fn check_natvis(pdb: &[u8]) -> Result<(), String> {
+    let path = workspace_root().join("miniport").join("rvscsi.natvis");
+    let natvis = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let report = pecheck::check_natvis(pdb, &natvis).map_err(|violations| {
+        let lines: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        format!("PE check of {PDB} failed:\n  {}", lines.join("\n  "))
+    })?;
+    eprintln!(
+        "xtask pecheck: {PDB}: natvis embedded as {}; the types it names are defined: {}",
+        report.stream,
+        report.types.join(", ")
+    );
+    Ok(())
 }
 
 /// Runs the PE check and prints the report.
