@@ -16,8 +16,7 @@
 //! the adapter; then `dx -r1 ((rvscsi!rvscsi::adapter::Adapter*)0x...)->trace` shows the records
 //! oldest first with their event names, through the natvis in the PDB (`miniport/rvscsi.natvis`,
 //! whose names must follow [`TraceEvent::name`]); without it, `next` and the records, whose
-//! `event` values are [`TraceEvent`]'s discriminants (listed in README.md's troubleshooting
-//! section).
+//! `event` values are [`TraceEvent`]'s discriminants (listed in docs/troubleshooting.md).
 #![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
@@ -28,7 +27,8 @@ pub const TRACE_RECORDS: usize = 256;
 /// "RVSCTRAC", little-endian: lets a person scanning memory find the ring.
 pub const TRACE_MAGIC: u64 = u64::from_le_bytes(*b"RVSCTRAC");
 
-/// What happened. The discriminants are stable: README.md lists them for crash-dump reading.
+/// What happened. The discriminants are stable: docs/troubleshooting.md lists them for crash-dump
+/// reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u16)]
 pub enum TraceEvent {
