@@ -24,6 +24,12 @@
 //! |---|---|
 //! | `version` | an RT_VERSION resource whose `VS_VERSIONINFO` ([`version_info`]) has the expected file and product version (fixed part and strings) and `OriginalFilename` |
 //!
+//! and [`check_mof_resource`], for the miniport:
+//!
+//! | rule | requires |
+//! |---|---|
+//! | `mof` | a `MOFDATA` resource of the name the driver registers with WMI, holding a compressed binary MOF (`FOMB` header with consistent sizes, DS stream) |
+//!
 //! and [`check_natvis`], for the miniport's PDB:
 //!
 //! | rule | requires |
@@ -204,6 +210,10 @@ pub enum Violation {
     },
     /// A type the natvis names is not defined in the PDB.
     NatvisType(String),
+    /// No `MOFDATA` resource of the registered name.
+    NoMofResource(String),
+    /// The `MOFDATA` resource is not a compressed binary MOF.
+    BadMofResource(String),
     /// No RT_VERSION resource (or no resource directory at all).
     NoVersionResource,
     /// The RT_VERSION resource cannot be read.
@@ -245,6 +255,7 @@ impl Violation {
                 "version"
             }
             Self::NatvisMissing { .. } | Self::NatvisType(_) => "natvis",
+            Self::NoMofResource(_) | Self::BadMofResource(_) => "mof",
         }
     }
 }
@@ -351,6 +362,14 @@ impl core::fmt::Display for Violation {
                 "the natvis names type {name}, which the PDB does not define, so dx cannot \
                  show it (renamed, or optimised out of the debug information?)"
             ),
+            Self::NoMofResource(name) => write!(
+                f,
+                "the image has no MOFDATA resource named {name}, which the driver registers as \
+                 its MofResourceName: WMI would log an error and know none of its classes"
+            ),
+            Self::BadMofResource(why) => {
+                write!(f, "the MOFDATA resource is not a binary MOF: {why}")
+            }
             Self::NoVersionResource => write!(
                 f,
                 "the image has no RT_VERSION resource, so Windows shows no file or driver \
@@ -666,47 +685,124 @@ pub fn check_version_resource(
     }
 }
 
-/// The data of the first RT_VERSION resource (first name, first language).
-fn version_resource<'a>(file: &PeFile64<'a>, image: &'a [u8]) -> Result<&'a [u8], Violation> {
-    let malformed = |e: object::Error| Violation::BadVersionResource(e.to_string());
+/// A resource type or name to look for: a numeric ID, or a string matched without case (as
+/// `FindResource` matches it).
+#[derive(Clone, Copy, Debug)]
+enum ResourceKey<'a> {
+    Id(u16),
+    Name(&'a str),
+}
+
+/// The data of the first resource of type `kind` named `name` (any name if `None`), first
+/// language; `Ok(None)` if the image has none.
+fn find_resource<'a>(
+    file: &PeFile64<'a>,
+    image: &'a [u8],
+    kind: ResourceKey<'_>,
+    name: Option<ResourceKey<'_>>,
+) -> Result<Option<&'a [u8]>, String> {
+    let text = |e: object::Error| e.to_string();
     let Some(directory) = file
         .data_directories()
         .resource_directory(image, &file.section_table())
-        .map_err(malformed)?
+        .map_err(text)?
     else {
-        return Err(Violation::NoVersionResource);
+        return Ok(None);
     };
-    let root = directory.root().map_err(malformed)?;
-    let entry = root
+    let matches = |entry: &pe::ImageResourceDirectoryEntry, key: ResourceKey<'_>| match (
+        entry.name_or_id(),
+        key,
+    ) {
+        (object::read::pe::ResourceNameOrId::Id(id), ResourceKey::Id(wanted)) => id == wanted,
+        (object::read::pe::ResourceNameOrId::Name(found), ResourceKey::Name(wanted)) => found
+            .to_string_lossy(directory)
+            .is_ok_and(|found| found.eq_ignore_ascii_case(wanted)),
+        _ => false,
+    };
+    let root = directory.root().map_err(text)?;
+    let Some(type_entry) = root.entries.iter().find(|entry| matches(entry, kind)) else {
+        return Ok(None);
+    };
+    let names = type_entry
+        .data(directory)
+        .map_err(text)?
+        .table()
+        .ok_or("a leaf where the names table belongs")?;
+    let Some(name_entry) = names
         .entries
         .iter()
-        .find(|entry| entry.name_or_id().id() == Some(RT_VERSION))
-        .ok_or(Violation::NoVersionResource)?;
-    let mut level = entry.data(directory).map_err(malformed)?;
-    // Type, then name, then language: two tables below the type entry lies the data entry.
-    for _ in 0..2 {
-        let table = level
-            .table()
-            .ok_or_else(|| Violation::BadVersionResource("a leaf where a table belongs".into()))?;
-        let first = table
-            .entries
-            .first()
-            .ok_or_else(|| Violation::BadVersionResource("an empty resource table".into()))?;
-        level = first.data(directory).map_err(malformed)?;
-    }
-    let data_entry = level
+        .find(|entry| name.is_none_or(|name| matches(entry, name)))
+    else {
+        return Ok(None);
+    };
+    let languages = name_entry
+        .data(directory)
+        .map_err(text)?
+        .table()
+        .ok_or("a leaf where the languages table belongs")?;
+    let data_entry = languages
+        .entries
+        .first()
+        .ok_or("an empty languages table")?
+        .data(directory)
+        .map_err(text)?
         .data()
-        .ok_or_else(|| Violation::BadVersionResource("a table where the data belongs".into()))?;
+        .ok_or("a table where the data belongs")?;
     let rva = data_entry.offset_to_data.get(LE);
     let size = bytes::to_usize(data_entry.size.get(LE));
     file.section_table()
         .pe_data_at(image, rva)
         .and_then(|data| data.get(..size))
-        .ok_or_else(|| {
-            Violation::BadVersionResource(format!(
-                "the data at RVA {rva:#x} ({size} bytes) is not in the file"
-            ))
-        })
+        .map(Some)
+        .ok_or_else(|| format!("the data at RVA {rva:#x} ({size} bytes) is not in the file"))
+}
+
+/// The data of the first RT_VERSION resource (first name, first language).
+fn version_resource<'a>(file: &PeFile64<'a>, image: &'a [u8]) -> Result<&'a [u8], Violation> {
+    find_resource(file, image, ResourceKey::Id(RT_VERSION), None)
+        .map_err(Violation::BadVersionResource)?
+        .ok_or(Violation::NoVersionResource)
+}
+
+/// The resource type of a binary MOF.
+pub const MOF_RESOURCE_TYPE: &str = "MOFDATA";
+
+/// The `mof` rule: `image` carries a `MOFDATA` resource named `name` (the `MofResourceName`
+/// the driver registers with WMI) that is a compressed binary MOF: the `FOMB` header, version 1,
+/// a compressed size equal to what follows the 16-byte header, a nonzero decompressed size and
+/// a DS-compressed stream. Returns the decompressed size.
+///
+/// # Errors
+/// The resource is missing, or its header is inconsistent.
+pub fn check_mof_resource(image: &[u8], name: &str) -> Result<u32, Vec<Violation>> {
+    let file = PeFile64::parse(image).map_err(|e| vec![Violation::Malformed(e.to_string())])?;
+    let missing = || Violation::NoMofResource(name.to_owned());
+    let data = find_resource(
+        &file,
+        image,
+        ResourceKey::Name(MOF_RESOURCE_TYPE),
+        Some(ResourceKey::Name(name)),
+    )
+    .map_err(|why| vec![Violation::BadMofResource(why)])?
+    .ok_or_else(|| vec![missing()])?;
+    let bad = |why: String| Err(vec![Violation::BadMofResource(why)]);
+    let field = |index: usize| bytes::le_u32(data, index * 4);
+    if !data.starts_with(b"FOMB") || field(1) != Some(1) {
+        return bad("no FOMB version 1 header".into());
+    }
+    let (Some(compressed), Some(decompressed)) = (field(2), field(3)) else {
+        return bad("the header is truncated".into());
+    };
+    if bytes::to_usize(compressed) != data.len() - 16 {
+        return bad(format!(
+            "the header says {compressed} compressed bytes, the resource holds {}",
+            data.len() - 16
+        ));
+    }
+    if decompressed == 0 || data.get(16..18) != Some(b"DS".as_slice()) {
+        return bad("no DS-compressed binary MOF after the header".into());
+    }
+    Ok(decompressed)
 }
 
 /// The `instructions` rule over every executable section of an x64 image.
@@ -1512,6 +1608,64 @@ mod tests {
             let mut broken = pdb.clone();
             broken[tpi_block + offset] ^= 0x80;
             let _ = pdb_type_names(&broken);
+        }
+    }
+
+    /// A binary MOF resource header over a two-byte DS stream.
+    fn mof_resource() -> Vec<u8> {
+        let mut data = b"FOMB".to_vec();
+        for word in [1_u32, 4, 100] {
+            data.extend_from_slice(&word.to_le_bytes());
+        }
+        data.extend_from_slice(b"DS\x00\x01");
+        data
+    }
+
+    #[test]
+    fn the_binary_mof_resource_is_found_by_name_without_case() {
+        let image = Image {
+            version_resource: Some(version_resource([1, 2, 3, 0], GOOD_STRINGS)),
+            mof_resource: Some(mof_resource()),
+            ..Image::default()
+        };
+        let bytes = image.build();
+        assert_eq!(check_mof_resource(&bytes, "MofResource"), Ok(100));
+        // The version resource is still found beside it.
+        check_version(&image).unwrap();
+        assert_eq!(
+            check_mof_resource(&bytes, "OtherName"),
+            Err(vec![Violation::NoMofResource("OtherName".into())])
+        );
+        assert_eq!(
+            check_mof_resource(&Image::default().build(), "MofResource"),
+            Err(vec![Violation::NoMofResource("MofResource".into())])
+        );
+    }
+
+    #[test]
+    fn a_binary_mof_with_a_broken_header_is_reported() {
+        let mut wrong_size = mof_resource();
+        wrong_size[8] = 5;
+        let mut not_fomb = mof_resource();
+        not_fomb[0] = b'X';
+        let mut no_ds = mof_resource();
+        no_ds[16] = b'X';
+        for (data, complaint) in [
+            (wrong_size, "compressed bytes"),
+            (not_fomb, "FOMB"),
+            (no_ds, "DS-compressed"),
+            (mof_resource()[..12].to_vec(), "truncated"),
+        ] {
+            let image = Image {
+                mof_resource: Some(data),
+                ..Image::default()
+            };
+            let violations = check_mof_resource(&image.build(), "MofResource").unwrap_err();
+            assert!(
+                matches!(&violations[..], [Violation::BadMofResource(why)] if why.contains(complaint)),
+                "{violations:?}"
+            );
+            assert!(violations[0].to_string().starts_with("rule mof: "));
         }
     }
 

@@ -58,6 +58,15 @@ pub struct Image {
     /// The data of an RT_VERSION resource (name 1, language 0x409), in a resource directory
     /// in `.rdata`; `None` leaves the resource directory out.
     pub version_resource: Option<Vec<u8>>,
+    /// The data of a `MOFDATA` resource named `MOFRESOURCE` (language 0x409), in the same
+    /// resource directory; `None` leaves it out.
+    pub mof_resource: Option<Vec<u8>>,
+}
+
+/// A resource type or name in the synthesized resource directory.
+enum Key {
+    Id(u16),
+    Name(&'static str),
 }
 
 impl Default for Image {
@@ -84,6 +93,7 @@ impl Default for Image {
             codeview: Some((GUID, 1)),
             zero_checksum: false,
             version_resource: None,
+            mof_resource: None,
         }
     }
 }
@@ -213,26 +223,73 @@ impl Image {
             directories.push((13, rva(directory), 32));
         }
 
+        let mut resources: Vec<(Key, Key, &[u8])> = Vec::new();
         if let Some(data) = &self.version_resource {
-            // Three one-entry tables (type 16, name 1, language 0x409: a 16-byte header and an
-            // 8-byte entry each), then the data entry. Entry offsets are relative to the
-            // directory; a set high bit marks a table, and the data entry holds an RVA.
-            let directory = rdata.push(&[0; 3 * 24 + 16], 4);
-            let data_offset = rdata.push(data, 4);
-            for (level, id) in [16_u32, 1, 0x409].into_iter().enumerate() {
-                let table = directory + level * 24;
-                rdata.u16(table + 14, 1); // NumberOfIdEntries
-                rdata.u32(table + 16, id);
-                let next = u32::try_from((level + 1) * 24).unwrap();
+            resources.push((Key::Id(16), Key::Id(1), data));
+        }
+        if let Some(data) = &self.mof_resource {
+            resources.push((Key::Name("MOFDATA"), Key::Name("MOFRESOURCE"), data));
+        }
+        if !resources.is_empty() {
+            // The root table (16-byte header, 8 bytes per type), then per resource a name table
+            // and a language table of one entry (24 bytes each) and a data entry (16 bytes),
+            // then the names (a u16 length and UTF-16). Entry offsets are relative to the
+            // directory; a set high bit marks a table or a name, and a data entry holds an RVA.
+            let count = resources.len();
+            let root_size = 16 + 8 * count;
+            let per_resource = 24 + 24 + 16;
+            let directory = rdata.push(&vec![0; root_size + per_resource * count], 4);
+            rdata.u16(directory + 14, u16::try_from(count).unwrap());
+            let mut names_at = root_size + per_resource * count;
+            let mut key = |rdata: &mut Buffer, key: &Key| -> u32 {
+                match key {
+                    Key::Id(id) => u32::from(*id),
+                    Key::Name(name) => {
+                        let mut bytes = u16::try_from(name.len()).unwrap().to_le_bytes().to_vec();
+                        bytes.extend(name.encode_utf16().flat_map(u16::to_le_bytes));
+                        rdata.bytes(directory + names_at, &bytes);
+                        let offset = 0x8000_0000 | u32::try_from(names_at).unwrap();
+                        names_at = (names_at + bytes.len()).next_multiple_of(2);
+                        offset
+                    }
+                }
+            };
+            let mut data_entries = Vec::new();
+            for (index, (kind, name, data)) in resources.iter().enumerate() {
+                let name_table = root_size + per_resource * index;
+                let language_table = name_table + 24;
+                let data_entry = language_table + 24;
+                let kind_key = key(&mut rdata, kind);
+                rdata.u32(directory + 16 + 8 * index, kind_key);
                 rdata.u32(
-                    table + 20,
-                    if level < 2 { 0x8000_0000 | next } else { next },
+                    directory + 20 + 8 * index,
+                    0x8000_0000 | u32::try_from(name_table).unwrap(),
+                );
+                let name_key = key(&mut rdata, name);
+                rdata.u16(directory + name_table + 14, 1);
+                rdata.u32(directory + name_table + 16, name_key);
+                rdata.u32(
+                    directory + name_table + 20,
+                    0x8000_0000 | u32::try_from(language_table).unwrap(),
+                );
+                rdata.u16(directory + language_table + 14, 1);
+                rdata.u32(directory + language_table + 16, 0x409);
+                rdata.u32(
+                    directory + language_table + 20,
+                    u32::try_from(data_entry).unwrap(),
+                );
+                data_entries.push((data_entry, *data));
+            }
+            let directory_size = u32::try_from(rdata.0.len() - directory).unwrap();
+            for (data_entry, data) in data_entries {
+                let data_offset = rdata.push(data, 4);
+                rdata.u32(directory + data_entry, rva(data_offset));
+                rdata.u32(
+                    directory + data_entry + 4,
+                    u32::try_from(data.len()).unwrap(),
                 );
             }
-            rdata.u32(directory + 72, rva(data_offset));
-            rdata.u32(directory + 76, u32::try_from(data.len()).unwrap());
-            let size = u32::try_from(rdata.0.len() - directory).unwrap();
-            directories.push((2, rva(directory), size));
+            directories.push((2, rva(directory), directory_size));
         }
 
         // The CodeView record's file offset is known once .rdata's file offset is: .rdata

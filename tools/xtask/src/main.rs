@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bmf;
 mod catalog;
 mod ci;
 mod der;

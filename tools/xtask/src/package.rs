@@ -431,10 +431,15 @@ fn link(
     command
         .arg("-C")
         .arg(format!("link-arg=/PDB:{}", link_dir.join(PDB).display()));
-    // The version resource: lld-link takes a .res file as an input and converts it into the
-    // image's .rsrc section itself. Its name carries a digest of its bytes: cargo relinks only
+    // The version resource and the binary MOF: lld-link takes a .res file as an input and
+    // converts it into the image's .rsrc section itself. Its name carries a digest of its bytes: cargo relinks only
     // when rustc's arguments change, so changed resources must change the argument.
-    let res_bytes = crate::resources::res_file(&version_info()?);
+    let mof_path = workspace_root().join("wmi").join("mof").join("rvscsi.mof");
+    let mof = std::fs::read_to_string(&mof_path)
+        .map_err(|e| format!("cannot read {}: {e}", mof_path.display()))?;
+    let binary_mof = crate::bmf::mof_resource(&mof)
+        .map_err(|e| format!("cannot compile {}: {e}", mof_path.display()))?;
+    let res_bytes = crate::resources::res_file(&version_info()?, &binary_mof);
     let digest = sha2::Sha256::digest(&res_bytes)[..8]
         .iter()
         .fold(String::new(), |hex, byte| hex + &format!("{byte:02x}"));
@@ -515,6 +520,15 @@ fn check_image(image: &[u8], pdb: &[u8], machine: Machine, name: &str) -> Result
             let lines: Vec<String> = violations.iter().map(ToString::to_string).collect();
             format!("PE check of {name} failed:\n  {}", lines.join("\n  "))
         })?;
+    let mof_bytes = pecheck::check_mof_resource(image, rvscsi_wmi::hba::MOF_RESOURCE_NAME)
+        .map_err(|violations| {
+            let lines: Vec<String> = violations.iter().map(ToString::to_string).collect();
+            format!("PE check of {name} failed:\n  {}", lines.join("\n  "))
+        })?;
+    eprintln!(
+        "xtask pecheck: {name}: binary MOF {} ({mof_bytes} bytes decompressed)",
+        rvscsi_wmi::hba::MOF_RESOURCE_NAME
+    );
     eprintln!(
         "xtask pecheck: {name}: version resource {} ({}), OriginalFilename {}",
         version.file_version,

@@ -1,5 +1,6 @@
 //! The driver image's resources, written as a Win32 `.res` file that rust-lld (lld-link) links
-//! in: today the `VS_VERSION_INFO` that Windows shows as the file and driver version.
+//! in: the `VS_VERSION_INFO` that Windows shows as the file and driver version, and the binary
+//! MOF (`MOFDATA` resource `MOFRESOURCE`, [`crate::bmf`]) WMI reads the miniport's classes from.
 //!
 //! A `.res` file (what `rc.exe` writes, "Resource File Formats" in the Win32 documentation) is
 //! a sequence of entries, each a `RESOURCEHEADER` then the resource data, both padded to 32
@@ -17,6 +18,10 @@ const RT_VERSION: u16 = 16;
 const VERSION_RESOURCE_ID: u16 = 1;
 /// `MOVEABLE | PURE`: the flags `rc` gives every resource (Windows ignores them).
 const MEMORY_FLAGS: u16 = 0x0030;
+/// The binary MOF's resource type and name. The miniport registers the name `MofResource` with
+/// WMI; resource names are matched without case, and `rc` stores them in capitals.
+pub const MOF_TYPE: &str = "MOFDATA";
+pub const MOF_NAME: &str = "MOFRESOURCE";
 
 /// The strings of the image's version resource, from `version` (the crate version) and the
 /// image's file name.
@@ -45,10 +50,17 @@ pub fn driver_version_info(version: FileVersion, image_name: &str) -> VersionInf
     )
 }
 
-/// One resource: its type and name (both numeric IDs here), language and data.
+/// A resource type or name: a numeric ID or a string.
+#[derive(Clone, Copy)]
+enum Id<'a> {
+    Number(u16),
+    Name(&'a str),
+}
+
+/// One resource: its type, name, language and data.
 struct Resource<'a> {
-    kind: u16,
-    name: u16,
+    kind: Id<'a>,
+    name: Id<'a>,
     language: u16,
     data: &'a [u8],
 }
@@ -58,11 +70,19 @@ fn entry(resource: &Resource<'_>) -> Vec<u8> {
     let mut header = Vec::with_capacity(32);
     let data_size = u32::try_from(resource.data.len()).expect("a resource fits 4 GiB");
     header.extend_from_slice(&data_size.to_le_bytes());
-    header.extend_from_slice(&32_u32.to_le_bytes()); // HeaderSize: numeric type and name
+    header.extend_from_slice(&0_u32.to_le_bytes()); // HeaderSize, written below
     for id in [resource.kind, resource.name] {
-        header.extend_from_slice(&0xffff_u16.to_le_bytes());
-        header.extend_from_slice(&id.to_le_bytes());
+        match id {
+            Id::Number(number) => {
+                header.extend_from_slice(&0xffff_u16.to_le_bytes());
+                header.extend_from_slice(&number.to_le_bytes());
+            }
+            Id::Name(name) => {
+                header.extend(name.encode_utf16().chain([0]).flat_map(u16::to_le_bytes));
+            }
+        }
     }
+    header.resize(header.len().next_multiple_of(4), 0);
     header.extend_from_slice(&0_u32.to_le_bytes()); // DataVersion
     let flags = if resource.data.is_empty() {
         0
@@ -73,25 +93,34 @@ fn entry(resource: &Resource<'_>) -> Vec<u8> {
     header.extend_from_slice(&resource.language.to_le_bytes());
     header.extend_from_slice(&0_u32.to_le_bytes()); // Version
     header.extend_from_slice(&0_u32.to_le_bytes()); // Characteristics
+    let header_size = u32::try_from(header.len()).expect("a short header");
+    header[4..8].copy_from_slice(&header_size.to_le_bytes());
     header.extend_from_slice(resource.data);
     header.resize(header.len().next_multiple_of(4), 0);
     header
 }
 
-/// The `.res` file holding `version_info` as RT_VERSION 1, US English.
+/// The `.res` file holding `version_info` as RT_VERSION 1 and `binary_mof` as `MOFDATA`
+/// `MOFRESOURCE`, both US English.
 #[must_use]
-pub fn res_file(version_info: &VersionInfo) -> Vec<u8> {
+pub fn res_file(version_info: &VersionInfo, binary_mof: &[u8]) -> Vec<u8> {
     let mut file = entry(&Resource {
-        kind: 0,
-        name: 0,
+        kind: Id::Number(0),
+        name: Id::Number(0),
         language: 0,
         data: &[],
     });
     file.extend(entry(&Resource {
-        kind: RT_VERSION,
-        name: VERSION_RESOURCE_ID,
+        kind: Id::Number(RT_VERSION),
+        name: Id::Number(VERSION_RESOURCE_ID),
         language: pecheck::version_info::LANGUAGE_US_ENGLISH,
         data: &version_info.encode(),
+    }));
+    file.extend(entry(&Resource {
+        kind: Id::Name(MOF_TYPE),
+        name: Id::Name(MOF_NAME),
+        language: pecheck::version_info::LANGUAGE_US_ENGLISH,
+        data: binary_mof,
     }));
     file
 }
@@ -100,22 +129,42 @@ pub fn res_file(version_info: &VersionInfo) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    /// A `.res` entry as read back: (type ID, name ID, language, data).
-    type Entry = (u16, u16, u16, Vec<u8>);
+    /// A `.res` entry as read back: (type, name, language, data); a numeric ID as `#n`.
+    type Entry = (String, String, u16, Vec<u8>);
 
-    /// An independent reader of `.res` files with numeric types and names.
+    /// An independent reader of `.res` files.
     fn read_res(file: &[u8]) -> Vec<Entry> {
         let u16_at = |at: usize| u16::from_le_bytes([file[at], file[at + 1]]);
         let u32_at = |at: usize| u32::from_le_bytes(file[at..at + 4].try_into().unwrap());
+        // A type or name at `at`: `0xFFFF, id` or a NUL-terminated UTF-16 string.
+        let id_at = |at: &mut usize| -> String {
+            if u16_at(*at) == 0xffff {
+                *at += 4;
+                format!("#{}", u16_at(*at - 2))
+            } else {
+                let mut units = Vec::new();
+                while u16_at(*at) != 0 {
+                    units.push(u16_at(*at));
+                    *at += 2;
+                }
+                *at += 2;
+                String::from_utf16(&units).unwrap()
+            }
+        };
         let mut entries = Vec::new();
         let mut at = 0;
         while at < file.len() {
             let data_size = usize::try_from(u32_at(at)).unwrap();
             let header_size = usize::try_from(u32_at(at + 4)).unwrap();
-            assert_eq!(u16_at(at + 8), 0xffff, "numeric type");
-            assert_eq!(u16_at(at + 12), 0xffff, "numeric name");
+            let mut field = at + 8;
+            let kind = id_at(&mut field);
+            let name = id_at(&mut field);
+            field = field.next_multiple_of(4);
+            // DataVersion, MemoryFlags, LanguageId, Version, Characteristics end the header.
+            assert_eq!(field + 16, at + header_size, "header size");
+            let language = u16_at(field + 6);
             let data = file[at + header_size..at + header_size + data_size].to_vec();
-            entries.push((u16_at(at + 10), u16_at(at + 14), u16_at(at + 22), data));
+            entries.push((kind, name, language, data));
             at = (at + header_size + data_size).next_multiple_of(4);
         }
         entries
@@ -124,7 +173,8 @@ mod tests {
     #[test]
     fn the_res_file_starts_with_the_empty_entry_and_holds_the_version_resource() {
         let info = driver_version_info(FileVersion([0, 1, 0, 0]), "rvscsi.sys");
-        let file = res_file(&info);
+        let binary_mof = [1_u8, 2, 3, 4, 5];
+        let file = res_file(&info, &binary_mof);
         // The empty entry lld-link and cvtres recognise a .res file by.
         let mut empty = [0_u8; 32];
         empty[4] = 0x20;
@@ -133,9 +183,22 @@ mod tests {
         assert_eq!(file[..32], empty[..]);
         assert_eq!(file.len() % 4, 0);
         let entries = read_res(&file);
-        assert_eq!(entries.len(), 2);
+        assert_eq!(entries.len(), 3);
         let (kind, name, language, data) = &entries[1];
-        assert_eq!((*kind, *name, *language), (16, 1, 0x0409));
+        assert_eq!(
+            (kind.as_str(), name.as_str(), *language),
+            ("#16", "#1", 0x0409)
+        );
+        // The binary MOF: named type and name, its bytes unchanged, the entry padded.
+        assert_eq!(
+            entries[2],
+            (
+                "MOFDATA".into(),
+                "MOFRESOURCE".into(),
+                0x0409,
+                binary_mof.to_vec()
+            )
+        );
         let decoded = VersionInfo::decode(data).unwrap();
         assert_eq!(decoded, info);
         assert_eq!(decoded.file_version, FileVersion([0, 1, 0, 0]));
