@@ -1747,6 +1747,21 @@ mod tests {
         }
 
         #[test]
+        fn corrupting_any_byte_of_an_image_with_resources_never_panics(offset in 0_usize..4096, value: u8) {
+            let mut bytes = Image {
+                version_resource: Some(version_resource([1, 2, 3, 0], GOOD_STRINGS)),
+                mof_resource: Some(mof_resource()),
+                ..Image::default()
+            }
+            .build();
+            if let Some(byte) = bytes.get_mut(offset) {
+                *byte = value;
+            }
+            let _ = check_version_resource(&bytes, "rvscsi.sys", FileVersion([1, 2, 3, 0]));
+            let _ = check_mof_resource(&bytes, "MofResource");
+        }
+
+        #[test]
         fn truncating_an_image_or_pdb_never_panics(image_len in 0_usize..4096, pdb_len in 0_usize..4096) {
             let bytes = Image::default().build();
             let pdb_bytes = pdb(GUID, 1);
