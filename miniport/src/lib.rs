@@ -1,5 +1,8 @@
 //! rvscsi: the StorPort virtio-scsi miniport.
 #![cfg_attr(not(test), no_std)]
+// How WinDbg's `dx` shows the trace ring, the counters and the recovery state: rustc passes the
+// file to the linker, which embeds it in the PDB (see docs/windbg.md).
+#![debugger_visualizer(natvis_file = "../rvscsi.natvis")]
 
 // The kernel image's panic handler and memcpy/memmove/memset/memcmp, which nothing names from
 // Rust; on other targets rvscsi-rt is empty and the rlib uses the host's.

@@ -13,9 +13,10 @@
 //! reading the fields. Sequence 0 means "never written" or "being written".
 //!
 //! From WinDbg, with the PDB: `!storadapter` gives the device extension, which starts with
-//! the adapter; then `dx -r3 ((rvscsi!rvscsi::adapter::Adapter*)0x...)->trace` shows `next`
-//! (the sequence of the next record) and the records, whose `event` values are
-//! [`TraceEvent`]'s discriminants (listed in README.md's troubleshooting section).
+//! the adapter; then `dx -r1 ((rvscsi!rvscsi::adapter::Adapter*)0x...)->trace` shows the records
+//! oldest first with their event names, through the natvis in the PDB (`miniport/rvscsi.natvis`,
+//! whose names must follow [`TraceEvent::name`]); without it, `next` and the records, whose
+//! `event` values are [`TraceEvent`]'s discriminants (listed in docs/troubleshooting.md).
 #![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
@@ -26,7 +27,8 @@ pub const TRACE_RECORDS: usize = 256;
 /// "RVSCTRAC", little-endian: lets a person scanning memory find the ring.
 pub const TRACE_MAGIC: u64 = u64::from_le_bytes(*b"RVSCTRAC");
 
-/// What happened. The discriminants are stable: README.md lists them for crash-dump reading.
+/// What happened. The discriminants are stable: docs/troubleshooting.md lists them for crash-dump
+/// reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u16)]
 pub enum TraceEvent {
@@ -261,6 +263,50 @@ impl TraceRing {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn the_natvis_names_every_event_as_the_debug_prints_do() {
+        let natvis = include_str!("../rvscsi.natvis");
+        // Every variant, by its discriminant: a new variant fails to compile here until listed.
+        let all = |event: TraceEvent| match event {
+            TraceEvent::AdapterFound
+            | TraceEvent::Initialized
+            | TraceEvent::RegistryAdjusted
+            | TraceEvent::DeviceReset
+            | TraceEvent::ProtocolViolation
+            | TraceEvent::Stopped
+            | TraceEvent::Restarted
+            | TraceEvent::TmfSent
+            | TraceEvent::TmfDone
+            | TraceEvent::DeviceEvent
+            | TraceEvent::ConfigChanged
+            | TraceEvent::UnitControl => event,
+        };
+        for event in [
+            TraceEvent::AdapterFound,
+            TraceEvent::Initialized,
+            TraceEvent::RegistryAdjusted,
+            TraceEvent::DeviceReset,
+            TraceEvent::ProtocolViolation,
+            TraceEvent::Stopped,
+            TraceEvent::Restarted,
+            TraceEvent::TmfSent,
+            TraceEvent::TmfDone,
+            TraceEvent::DeviceEvent,
+            TraceEvent::ConfigChanged,
+            TraceEvent::UnitControl,
+        ]
+        .map(all)
+        {
+            let shown = format!(
+                "event.v.value == {}\">#{{sequence.v.value}} {} ",
+                event as u16,
+                event.name().to_str().unwrap()
+            );
+            assert!(natvis.contains(&shown), "rvscsi.natvis lacks {shown}");
+        }
+        assert_eq!(natvis.matches("event.v.value == ").count(), 12);
+    }
 
     #[test]
     fn records_come_back_in_order_with_their_arguments() {

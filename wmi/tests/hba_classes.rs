@@ -383,14 +383,20 @@ fn unique_adapter_id_differs_between_adapters() {
 }
 
 #[test]
-fn reginfo_registers_six_blocks_and_no_mof_resource() {
+fn reginfo_registers_six_blocks_and_the_mof_resource() {
     with_info(|info| {
         let mut buffer = vec![0u8; 512];
         let reply = dispatch(8, &mut buffer, &mut HbaProvider::new(info));
-        // 24 + 6 * 32 = 216 and no strings: the image carries no binary MOF, so the
-        // registration must not name one (MofResourceName offset 0).
-        assert_eq!(reply.bytes_returned, 216);
-        assert_eq!(&buffer[12..20], &[0, 0, 0, 0, 6, 0, 0, 0]);
+        // 24 + 6 * 32 = 216, then MofResourceName as a counted string: the image carries the
+        // binary MOF of wmi/mof/rvscsi.mof under that name (the PE check requires it).
+        let name: Vec<u8> = "MofResource"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        assert_eq!(reply.bytes_returned as usize, 216 + 2 + name.len());
+        assert_eq!(&buffer[12..20], &[216, 0, 0, 0, 6, 0, 0, 0]);
+        assert_eq!(&buffer[216..218], &[22, 0]);
+        assert_eq!(&buffer[218..240], &name[..]);
         assert_eq!(
             &buffer[24..40],
             &[

@@ -18,6 +18,24 @@
 //! | `checksum` | `CheckSum` = the PE checksum of the file |
 //! | `pdb` | a CodeView (RSDS) record whose GUID and age equal the PDB's info stream |
 //!
+//! [`check_version_resource`] adds, for a package's image:
+//!
+//! | rule | requires |
+//! |---|---|
+//! | `version` | an RT_VERSION resource whose `VS_VERSIONINFO` ([`version_info`]) has the expected file and product version (fixed part and strings) and `OriginalFilename` |
+//!
+//! and [`check_mof_resource`], for the miniport:
+//!
+//! | rule | requires |
+//! |---|---|
+//! | `mof` | a `MOFDATA` resource of the name the driver registers with WMI, holding a compressed binary MOF (`FOMB` header with consistent sizes, DS stream) |
+//!
+//! and [`check_natvis`], for the miniport's PDB:
+//!
+//! | rule | requires |
+//! |---|---|
+//! | `natvis` | the PDB holds the natvis file (a `/src/files/*.natvis` named stream with its exact text), and defines every type the natvis names (`Type Name`, with `*` matching any template arguments, and each cast `(a::b::T)` in its expressions) in its TPI stream |
+//!
 //! The input is untrusted: a malformed file is a [`Violation::Malformed`], never a panic.
 #![forbid(unsafe_code)]
 
@@ -28,14 +46,19 @@ pub mod pdb;
 pub mod storport_exports;
 #[cfg(test)]
 mod synth;
+pub mod version_info;
 
 use object::LittleEndian as LE;
 use object::pe;
 use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, PeFile64};
 
 pub use checksum::{ChecksumError, Stamp, compute_checksum, stamp_checksum, stored_checksum};
-pub use pdb::{Guid, PdbError, PdbIdentity, PublicSymbol, pdb_identity, pdb_public_symbol};
+pub use pdb::{
+    Guid, PdbError, PdbIdentity, PublicSymbol, pdb_identity, pdb_named_streams, pdb_natvis_files,
+    pdb_public_symbol, pdb_type_names,
+};
 pub use storport_exports::{STORPORT_EXPORTS, is_storport_export};
+pub use version_info::{FileVersion, VersionInfo};
 
 /// The only DLL a StorPort miniport may import from.
 pub const STORPORT_DLL: &str = "storport.sys";
@@ -180,6 +203,30 @@ pub enum Violation {
         /// GUID and age in the PDB.
         pdb: PdbIdentity,
     },
+    /// The PDB holds no natvis file with the expected text.
+    NatvisMissing {
+        /// The natvis streams it does hold.
+        embedded: Vec<String>,
+    },
+    /// A type the natvis names is not defined in the PDB.
+    NatvisType(String),
+    /// No `MOFDATA` resource of the registered name.
+    NoMofResource(String),
+    /// The `MOFDATA` resource is not a compressed binary MOF.
+    BadMofResource(String),
+    /// No RT_VERSION resource (or no resource directory at all).
+    NoVersionResource,
+    /// The RT_VERSION resource cannot be read.
+    BadVersionResource(String),
+    /// A field of the version resource differs from the expected value.
+    VersionField {
+        /// The field (`FileVersion`, `OriginalFilename`, ...).
+        field: &'static str,
+        /// What the resource holds (`None`: the string is missing).
+        found: Option<String>,
+        /// What it must hold.
+        expected: String,
+    },
 }
 
 impl Violation {
@@ -204,11 +251,20 @@ impl Violation {
             Self::ExtendedState { .. } => "instructions",
             Self::Checksum { .. } => "checksum",
             Self::NoCodeView | Self::Pdb(_) | Self::PdbMismatch { .. } => "pdb",
+            Self::NoVersionResource | Self::BadVersionResource(_) | Self::VersionField { .. } => {
+                "version"
+            }
+            Self::NatvisMissing { .. } | Self::NatvisType(_) => "natvis",
+            Self::NoMofResource(_) | Self::BadMofResource(_) => "mof",
         }
     }
 }
 
 impl core::fmt::Display for Violation {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one message per violation, in the enum's order, reads best as one match"
+    )]
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "rule {}: ", self.rule())?;
         match self {
@@ -290,6 +346,51 @@ impl core::fmt::Display for Violation {
                 f,
                 "the image names PDB {} age {}, the PDB file is {} age {}",
                 image.guid, image.age, pdb.guid, pdb.age
+            ),
+            Self::NatvisMissing { embedded } if embedded.is_empty() => write!(
+                f,
+                "the PDB holds no natvis file; the crate needs \
+                 #![debugger_visualizer(natvis_file = ...)]"
+            ),
+            Self::NatvisMissing { embedded } => write!(
+                f,
+                "none of the PDB's natvis files ({}) has the natvis file's text (a stale link?)",
+                embedded.join(", ")
+            ),
+            Self::NatvisType(name) => write!(
+                f,
+                "the natvis names type {name}, which the PDB does not define, so dx cannot \
+                 show it (renamed, or optimised out of the debug information?)"
+            ),
+            Self::NoMofResource(name) => write!(
+                f,
+                "the image has no MOFDATA resource named {name}, which the driver registers as \
+                 its MofResourceName: WMI would log an error and know none of its classes"
+            ),
+            Self::BadMofResource(why) => {
+                write!(f, "the MOFDATA resource is not a binary MOF: {why}")
+            }
+            Self::NoVersionResource => write!(
+                f,
+                "the image has no RT_VERSION resource, so Windows shows no file or driver \
+                 version (link the .res xtask writes)"
+            ),
+            Self::BadVersionResource(why) => write!(f, "the version resource is unreadable: {why}"),
+            Self::VersionField {
+                field,
+                found: Some(found),
+                expected,
+            } => write!(
+                f,
+                "the version resource's {field} is {found:?}, expected {expected:?}"
+            ),
+            Self::VersionField {
+                field,
+                found: None,
+                expected,
+            } => write!(
+                f,
+                "the version resource has no {field} string (expected {expected:?})"
             ),
         }
     }
@@ -432,6 +533,276 @@ pub fn check(image: &[u8], pdb: &[u8], expected: Machine) -> Result<Report, Vec<
         }),
         _ => Err(violations),
     }
+}
+
+/// What [`check_natvis`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatvisReport {
+    /// The named stream holding the natvis file.
+    pub stream: String,
+    /// The types the natvis names, each found in the PDB.
+    pub types: Vec<String>,
+}
+
+/// The `natvis` rule: `pdb` holds `natvis` (the file's text) and defines every type it names.
+///
+/// # Errors
+/// The missing natvis or each missing type, or why the PDB cannot be read.
+pub fn check_natvis(pdb: &[u8], natvis: &str) -> Result<NatvisReport, Vec<Violation>> {
+    let files = pdb_natvis_files(pdb).map_err(|e| vec![Violation::Pdb(e)])?;
+    let Some((stream, _)) = files
+        .iter()
+        .find(|(_, contents)| contents.as_slice() == natvis.as_bytes())
+    else {
+        return Err(vec![Violation::NatvisMissing {
+            embedded: files.into_iter().map(|(name, _)| name).collect(),
+        }]);
+    };
+    let defined = pdb_type_names(pdb).map_err(|e| vec![Violation::Pdb(e)])?;
+    let types = natvis_type_references(natvis);
+    let violations: Vec<Violation> = types
+        .iter()
+        .filter(|name| !type_is_defined(&defined, name))
+        .map(|name| Violation::NatvisType(name.clone()))
+        .collect();
+    if violations.is_empty() {
+        Ok(NatvisReport {
+            stream: stream.clone(),
+            types,
+        })
+    } else {
+        Err(violations)
+    }
+}
+
+/// Whether `name` (a natvis type name, where `*` stands for any template arguments) is among
+/// the `defined` type names.
+fn type_is_defined(defined: &std::collections::BTreeSet<String>, name: &str) -> bool {
+    match name.split_once('*') {
+        None => defined.contains(name),
+        Some((prefix, suffix)) => defined
+            .iter()
+            .any(|candidate| candidate.starts_with(prefix) && candidate.ends_with(suffix)),
+    }
+}
+
+/// The type names a natvis file refers to, in order of first mention, without duplicates: each
+/// `<Type Name="...">` and each cast `(a::b::T)` in its expressions (a parenthesised path
+/// with `::`); XML comments are skipped and `&lt;`, `&gt;`, `&amp;` decoded.
+#[must_use]
+pub fn natvis_type_references(natvis: &str) -> Vec<String> {
+    let mut text = String::with_capacity(natvis.len());
+    let mut rest = natvis;
+    while let Some(start) = rest.find("<!--") {
+        text.push_str(&rest[..start]);
+        rest = rest[start..]
+            .find("-->")
+            .map_or("", |end| &rest[start + end + 3..]);
+    }
+    text.push_str(rest);
+    let text = text
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    let mut names: Vec<String> = Vec::new();
+    let mut add = |name: &str| {
+        if !names.iter().any(|known| known == name) {
+            names.push(name.to_owned());
+        }
+    };
+    for (index, _) in text.match_indices("<Type Name=\"") {
+        let start = index + "<Type Name=\"".len();
+        if let Some(length) = text[start..].find('"') {
+            add(&text[start..start + length]);
+        }
+    }
+    for (index, _) in text.match_indices('(') {
+        let inner = &text[index + 1..];
+        let Some(length) = inner.find(')') else {
+            continue;
+        };
+        let candidate = &inner[..length];
+        let is_path = candidate.contains("::")
+            && candidate.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && candidate
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_:<>, *$".contains(c));
+        if is_path {
+            add(candidate);
+        }
+    }
+    names
+}
+
+/// The resource type of a version resource.
+const RT_VERSION: u16 = 16;
+
+/// The `version` rule: `image` carries an RT_VERSION resource for `version` named
+/// `original_filename`. Returns what the resource says.
+///
+/// # Errors
+/// Every field that differs, or why the resource is missing or unreadable.
+pub fn check_version_resource(
+    image: &[u8],
+    original_filename: &str,
+    version: FileVersion,
+) -> Result<VersionInfo, Vec<Violation>> {
+    let file = PeFile64::parse(image).map_err(|e| vec![Violation::Malformed(e.to_string())])?;
+    let data = version_resource(&file, image).map_err(|v| vec![v])?;
+    let info = VersionInfo::decode(data).map_err(|e| vec![Violation::BadVersionResource(e)])?;
+    let text = version.to_string();
+    let mut violations = Vec::new();
+    for (field, found) in [
+        ("dwFileVersion", info.file_version),
+        ("dwProductVersion", info.product_version),
+    ] {
+        if found != version {
+            violations.push(Violation::VersionField {
+                field,
+                found: Some(found.to_string()),
+                expected: text.clone(),
+            });
+        }
+    }
+    for (field, expected) in [
+        ("FileVersion", text.as_str()),
+        ("ProductVersion", text.as_str()),
+        ("OriginalFilename", original_filename),
+    ] {
+        let found = info.string(field);
+        if found != Some(expected) {
+            violations.push(Violation::VersionField {
+                field,
+                found: found.map(str::to_owned),
+                expected: expected.to_owned(),
+            });
+        }
+    }
+    if violations.is_empty() {
+        Ok(info)
+    } else {
+        Err(violations)
+    }
+}
+
+/// A resource type or name to look for: a numeric ID, or a string matched without case (as
+/// `FindResource` matches it).
+#[derive(Clone, Copy, Debug)]
+enum ResourceKey<'a> {
+    Id(u16),
+    Name(&'a str),
+}
+
+/// The data of the first resource of type `kind` named `name` (any name if `None`), first
+/// language; `Ok(None)` if the image has none.
+fn find_resource<'a>(
+    file: &PeFile64<'a>,
+    image: &'a [u8],
+    kind: ResourceKey<'_>,
+    name: Option<ResourceKey<'_>>,
+) -> Result<Option<&'a [u8]>, String> {
+    let text = |e: object::Error| e.to_string();
+    let Some(directory) = file
+        .data_directories()
+        .resource_directory(image, &file.section_table())
+        .map_err(text)?
+    else {
+        return Ok(None);
+    };
+    let matches = |entry: &pe::ImageResourceDirectoryEntry, key: ResourceKey<'_>| match (
+        entry.name_or_id(),
+        key,
+    ) {
+        (object::read::pe::ResourceNameOrId::Id(id), ResourceKey::Id(wanted)) => id == wanted,
+        (object::read::pe::ResourceNameOrId::Name(found), ResourceKey::Name(wanted)) => found
+            .to_string_lossy(directory)
+            .is_ok_and(|found| found.eq_ignore_ascii_case(wanted)),
+        _ => false,
+    };
+    let root = directory.root().map_err(text)?;
+    let Some(type_entry) = root.entries.iter().find(|entry| matches(entry, kind)) else {
+        return Ok(None);
+    };
+    let names = type_entry
+        .data(directory)
+        .map_err(text)?
+        .table()
+        .ok_or("a leaf where the names table belongs")?;
+    let Some(name_entry) = names
+        .entries
+        .iter()
+        .find(|entry| name.is_none_or(|name| matches(entry, name)))
+    else {
+        return Ok(None);
+    };
+    let languages = name_entry
+        .data(directory)
+        .map_err(text)?
+        .table()
+        .ok_or("a leaf where the languages table belongs")?;
+    let data_entry = languages
+        .entries
+        .first()
+        .ok_or("an empty languages table")?
+        .data(directory)
+        .map_err(text)?
+        .data()
+        .ok_or("a table where the data belongs")?;
+    let rva = data_entry.offset_to_data.get(LE);
+    let size = bytes::to_usize(data_entry.size.get(LE));
+    file.section_table()
+        .pe_data_at(image, rva)
+        .and_then(|data| data.get(..size))
+        .map(Some)
+        .ok_or_else(|| format!("the data at RVA {rva:#x} ({size} bytes) is not in the file"))
+}
+
+/// The data of the first RT_VERSION resource (first name, first language).
+fn version_resource<'a>(file: &PeFile64<'a>, image: &'a [u8]) -> Result<&'a [u8], Violation> {
+    find_resource(file, image, ResourceKey::Id(RT_VERSION), None)
+        .map_err(Violation::BadVersionResource)?
+        .ok_or(Violation::NoVersionResource)
+}
+
+/// The resource type of a binary MOF.
+pub const MOF_RESOURCE_TYPE: &str = "MOFDATA";
+
+/// The `mof` rule: `image` carries a `MOFDATA` resource named `name` (the `MofResourceName`
+/// the driver registers with WMI) that is a compressed binary MOF: the `FOMB` header, version 1,
+/// a compressed size equal to what follows the 16-byte header, a nonzero decompressed size and
+/// a DS-compressed stream. Returns the decompressed size.
+///
+/// # Errors
+/// The resource is missing, or its header is inconsistent.
+pub fn check_mof_resource(image: &[u8], name: &str) -> Result<u32, Vec<Violation>> {
+    let file = PeFile64::parse(image).map_err(|e| vec![Violation::Malformed(e.to_string())])?;
+    let missing = || Violation::NoMofResource(name.to_owned());
+    let data = find_resource(
+        &file,
+        image,
+        ResourceKey::Name(MOF_RESOURCE_TYPE),
+        Some(ResourceKey::Name(name)),
+    )
+    .map_err(|why| vec![Violation::BadMofResource(why)])?
+    .ok_or_else(|| vec![missing()])?;
+    let bad = |why: String| Err(vec![Violation::BadMofResource(why)]);
+    let field = |index: usize| bytes::le_u32(data, index * 4);
+    if !data.starts_with(b"FOMB") || field(1) != Some(1) {
+        return bad("no FOMB version 1 header".into());
+    }
+    let (Some(compressed), Some(decompressed)) = (field(2), field(3)) else {
+        return bad("the header is truncated".into());
+    };
+    if bytes::to_usize(compressed) != data.len() - 16 {
+        return bad(format!(
+            "the header says {compressed} compressed bytes, the resource holds {}",
+            data.len() - 16
+        ));
+    }
+    if decompressed == 0 || data.get(16..18) != Some(b"DS".as_slice()) {
+        return bad("no DS-compressed binary MOF after the header".into());
+    }
+    Ok(decompressed)
 }
 
 /// The `instructions` rule over every executable section of an x64 image.
@@ -609,7 +980,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::synth::{GUID, Image, Imported, pdb, pdb_with_publics};
+    use crate::synth::{self, GUID, Image, Imported, pdb, pdb_with_publics};
 
     /// Checks a synthesized image against the default PDB, for AMD64.
     fn run(image: &Image) -> Result<Report, Vec<Violation>> {
@@ -984,6 +1355,320 @@ mod tests {
         assert_eq!(rules, ["subsystem", "tls", "relocations"]);
     }
 
+    /// The version resource of a passing image: 1.2.3.0, `rvscsi.sys`.
+    fn version_resource(version: [u16; 4], strings: &[(&str, &str)]) -> Vec<u8> {
+        VersionInfo::driver(FileVersion(version), strings).encode()
+    }
+
+    const GOOD_STRINGS: &[(&str, &str)] = &[
+        ("FileVersion", "1.2.3.0"),
+        ("ProductVersion", "1.2.3.0"),
+        ("OriginalFilename", "rvscsi.sys"),
+    ];
+
+    fn check_version(image: &Image) -> Result<VersionInfo, Vec<Violation>> {
+        check_version_resource(&image.build(), "rvscsi.sys", FileVersion([1, 2, 3, 0]))
+    }
+
+    #[test]
+    fn a_version_resource_with_the_expected_fields_passes() {
+        let image = Image {
+            version_resource: Some(version_resource([1, 2, 3, 0], GOOD_STRINGS)),
+            ..Image::default()
+        };
+        let info = check_version(&image).unwrap();
+        assert_eq!(info.string("OriginalFilename"), Some("rvscsi.sys"));
+        // The resource directory does not disturb the other rules.
+        run(&image).unwrap();
+    }
+
+    #[test]
+    fn a_missing_version_resource_is_reported() {
+        assert_eq!(
+            check_version(&Image::default()),
+            Err(vec![Violation::NoVersionResource])
+        );
+    }
+
+    #[test]
+    fn each_wrong_version_field_is_reported() {
+        let wrong_version = Image {
+            version_resource: Some(version_resource([1, 2, 4, 0], GOOD_STRINGS)),
+            ..Image::default()
+        };
+        let rules: Vec<&str> = check_version(&wrong_version)
+            .unwrap_err()
+            .iter()
+            .map(|v| match v {
+                Violation::VersionField { field, .. } => *field,
+                other => panic!("{other}"),
+            })
+            .collect();
+        assert_eq!(rules, ["dwFileVersion", "dwProductVersion"]);
+        let wrong_name = Image {
+            version_resource: Some(version_resource(
+                [1, 2, 3, 0],
+                &[
+                    ("FileVersion", "1.2.3.0"),
+                    ("ProductVersion", "1.2.3"),
+                    ("OriginalFilename", "rvscsi.dll"),
+                ],
+            )),
+            ..Image::default()
+        };
+        assert_eq!(
+            check_version(&wrong_name),
+            Err(vec![
+                Violation::VersionField {
+                    field: "ProductVersion",
+                    found: Some("1.2.3".into()),
+                    expected: "1.2.3.0".into()
+                },
+                Violation::VersionField {
+                    field: "OriginalFilename",
+                    found: Some("rvscsi.dll".into()),
+                    expected: "rvscsi.sys".into()
+                },
+            ])
+        );
+        let no_name = Image {
+            version_resource: Some(version_resource([1, 2, 3, 0], &GOOD_STRINGS[..2])),
+            ..Image::default()
+        };
+        assert!(
+            check_version(&no_name).unwrap_err()[0]
+                .to_string()
+                .contains("has no OriginalFilename")
+        );
+    }
+
+    #[test]
+    fn an_unreadable_version_resource_is_reported() {
+        let mut garbage = version_resource([1, 2, 3, 0], GOOD_STRINGS);
+        garbage[40] ^= 0xff; // the VS_FIXEDFILEINFO signature
+        let image = Image {
+            version_resource: Some(garbage),
+            ..Image::default()
+        };
+        let violations = check_version(&image).unwrap_err();
+        assert!(
+            matches!(&violations[..], [Violation::BadVersionResource(why)] if why.contains("signature"))
+        );
+        assert!(violations[0].to_string().starts_with("rule version: "));
+    }
+
+    const NATVIS: &str = r#"<?xml version="1.0"?>
+<!-- (not::a::Type) in a comment is not a reference -->
+<AutoVisualizer>
+  <Type Name="rvscsi::trace::TraceRing">
+    <DisplayString>{(rvscsi::trace::ResetCause)next.v.value} (a note)</DisplayString>
+  </Type>
+  <Type Name="rvscsi::platform::Carved&lt;*&gt;"/>
+</AutoVisualizer>
+"#;
+
+    const NATVIS_STREAM: &str = "/src/files/\\tmp\\rustcX\\rvscsi-0.natvis";
+
+    /// A PDB: streams 0 (old directory), 1 (info, naming `named` streams), 2 (TPI of `types`),
+    /// then `extra` streams from index 3 on.
+    fn natvis_pdb(
+        named: &[(&str, u32)],
+        types: &[synth::TypeRecord<'_>],
+        extra: &[&str],
+    ) -> Vec<u8> {
+        let mut streams = vec![
+            Vec::new(),
+            synth::info_stream(named),
+            synth::tpi_stream(types),
+        ];
+        streams.extend(extra.iter().map(|text| text.as_bytes().to_vec()));
+        synth::msf(&streams)
+    }
+
+    const ALL_TYPES: &[synth::TypeRecord<'static>] = &[
+        (0x1505, "rvscsi::trace::TraceRing", false, 8208),
+        (0x1507, "rvscsi::trace::ResetCause", false, 0),
+        (
+            0x1505,
+            "rvscsi::platform::Carved<rvscsi::adapter::QueueCounters>",
+            false,
+            16,
+        ),
+        (0x1506, "a::big::Union", false, 0x1_0000),
+    ];
+
+    #[test]
+    fn natvis_references_are_type_names_and_casts_outside_comments() {
+        assert_eq!(
+            natvis_type_references(NATVIS),
+            [
+                "rvscsi::trace::TraceRing",
+                "rvscsi::platform::Carved<*>",
+                "rvscsi::trace::ResetCause"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_embedded_natvis_whose_types_are_all_defined_passes() {
+        let pdb = natvis_pdb(
+            &[("/names", 4), (NATVIS_STREAM, 3)],
+            ALL_TYPES,
+            &[NATVIS, ""],
+        );
+        assert_eq!(
+            pdb_named_streams(&pdb).unwrap(),
+            [("/names".to_owned(), 4), (NATVIS_STREAM.to_owned(), 3)]
+        );
+        let defined = pdb_type_names(&pdb).unwrap();
+        assert!(defined.contains("a::big::Union"), "{defined:?}");
+        let report = check_natvis(&pdb, NATVIS).unwrap();
+        assert_eq!(report.stream, NATVIS_STREAM);
+        assert_eq!(report.types.len(), 3);
+    }
+
+    #[test]
+    fn a_missing_or_different_natvis_is_reported() {
+        let none = natvis_pdb(&[("/names", 3)], ALL_TYPES, &[""]);
+        assert_eq!(
+            check_natvis(&none, NATVIS),
+            Err(vec![Violation::NatvisMissing { embedded: vec![] }])
+        );
+        // A natvis stream with other text (an older build's) is not the file's.
+        let stale = natvis_pdb(&[(NATVIS_STREAM, 3)], ALL_TYPES, &["<AutoVisualizer/>"]);
+        let violations = check_natvis(&stale, NATVIS).unwrap_err();
+        assert_eq!(
+            violations,
+            [Violation::NatvisMissing {
+                embedded: vec![NATVIS_STREAM.to_owned()]
+            }]
+        );
+        assert!(violations[0].to_string().starts_with("rule natvis: "));
+        // A named stream that is not a natvis file is not taken for one.
+        let other = natvis_pdb(&[("/src/files/x.rs", 3)], ALL_TYPES, &[NATVIS]);
+        assert!(matches!(
+            &check_natvis(&other, NATVIS).unwrap_err()[..],
+            [Violation::NatvisMissing { .. }]
+        ));
+    }
+
+    #[test]
+    fn each_type_the_natvis_names_must_be_defined_not_only_declared() {
+        let types: &[synth::TypeRecord<'_>] = &[
+            // Declared only: a forward reference is not a definition.
+            (0x1505, "rvscsi::trace::TraceRing", true, 0),
+            (0x1507, "rvscsi::trace::ResetCause", false, 0),
+            // Carved<*> needs some Carved<...>; a look-alike prefix does not count.
+            (0x1505, "rvscsi::platform::CarvedX", false, 16),
+        ];
+        let pdb = natvis_pdb(&[(NATVIS_STREAM, 3)], types, &[NATVIS]);
+        assert_eq!(
+            check_natvis(&pdb, NATVIS),
+            Err(vec![
+                Violation::NatvisType("rvscsi::trace::TraceRing".into()),
+                Violation::NatvisType("rvscsi::platform::Carved<*>".into()),
+            ])
+        );
+    }
+
+    #[test]
+    fn the_miniport_natvis_names_the_ring_the_adapter_and_the_reset_cause() {
+        let natvis = include_str!("../../../miniport/rvscsi.natvis");
+        let names = natvis_type_references(natvis);
+        for expected in [
+            "rvscsi::trace::TraceRing",
+            "rvscsi::trace::TraceRecord",
+            "rvscsi::adapter::Adapter",
+            "rvscsi::trace::ResetCause",
+            "rvscsi::adapter::InterruptMode",
+        ] {
+            assert!(
+                names.iter().any(|name| name == expected),
+                "{expected}: {names:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn broken_named_stream_maps_and_type_streams_are_errors_not_panics() {
+        let pdb = natvis_pdb(
+            &[("/names", 4), (NATVIS_STREAM, 3)],
+            ALL_TYPES,
+            &[NATVIS, ""],
+        );
+        let info_block = 512 * 5; // block 4 holds the directory; stream 1 starts at block 5
+        for offset in 28..80 {
+            let mut broken = pdb.clone();
+            broken[info_block + offset] = 0xff;
+            let _ = pdb_named_streams(&broken);
+            let _ = check_natvis(&broken, NATVIS);
+        }
+        let tpi_block = 512 * 6;
+        for offset in 0..120 {
+            let mut broken = pdb.clone();
+            broken[tpi_block + offset] ^= 0x80;
+            let _ = pdb_type_names(&broken);
+        }
+    }
+
+    /// A binary MOF resource header over a two-byte DS stream.
+    fn mof_resource() -> Vec<u8> {
+        let mut data = b"FOMB".to_vec();
+        for word in [1_u32, 4, 100] {
+            data.extend_from_slice(&word.to_le_bytes());
+        }
+        data.extend_from_slice(b"DS\x00\x01");
+        data
+    }
+
+    #[test]
+    fn the_binary_mof_resource_is_found_by_name_without_case() {
+        let image = Image {
+            version_resource: Some(version_resource([1, 2, 3, 0], GOOD_STRINGS)),
+            mof_resource: Some(mof_resource()),
+            ..Image::default()
+        };
+        let bytes = image.build();
+        assert_eq!(check_mof_resource(&bytes, "MofResource"), Ok(100));
+        // The version resource is still found beside it.
+        check_version(&image).unwrap();
+        assert_eq!(
+            check_mof_resource(&bytes, "OtherName"),
+            Err(vec![Violation::NoMofResource("OtherName".into())])
+        );
+        assert_eq!(
+            check_mof_resource(&Image::default().build(), "MofResource"),
+            Err(vec![Violation::NoMofResource("MofResource".into())])
+        );
+    }
+
+    #[test]
+    fn a_binary_mof_with_a_broken_header_is_reported() {
+        let mut wrong_size = mof_resource();
+        wrong_size[8] = 5;
+        let mut not_fomb = mof_resource();
+        not_fomb[0] = b'X';
+        let mut no_ds = mof_resource();
+        no_ds[16] = b'X';
+        for (data, complaint) in [
+            (wrong_size, "compressed bytes"),
+            (not_fomb, "FOMB"),
+            (no_ds, "DS-compressed"),
+            (mof_resource()[..12].to_vec(), "truncated"),
+        ] {
+            let image = Image {
+                mof_resource: Some(data),
+                ..Image::default()
+            };
+            let violations = check_mof_resource(&image.build(), "MofResource").unwrap_err();
+            assert!(
+                matches!(&violations[..], [Violation::BadMofResource(why)] if why.contains(complaint)),
+                "{violations:?}"
+            );
+            assert!(violations[0].to_string().starts_with("rule mof: "));
+        }
+    }
+
     #[test]
     fn every_message_names_its_rule() {
         let violation = Violation::ForeignImport {
@@ -1059,6 +1744,21 @@ mod tests {
                 *byte = value;
             }
             let _ = check(&bytes, &pdb(GUID, 1), Machine::Amd64);
+        }
+
+        #[test]
+        fn corrupting_any_byte_of_an_image_with_resources_never_panics(offset in 0_usize..4096, value: u8) {
+            let mut bytes = Image {
+                version_resource: Some(version_resource([1, 2, 3, 0], GOOD_STRINGS)),
+                mof_resource: Some(mof_resource()),
+                ..Image::default()
+            }
+            .build();
+            if let Some(byte) = bytes.get_mut(offset) {
+                *byte = value;
+            }
+            let _ = check_version_resource(&bytes, "rvscsi.sys", FileVersion([1, 2, 3, 0]));
+            let _ = check_mof_resource(&bytes, "MofResource");
         }
 
         #[test]

@@ -200,6 +200,162 @@ pub fn pdb_public_symbol(pdb: &[u8], name: &str) -> Result<Option<PublicSymbol>,
     Ok(None)
 }
 
+/// The index of the TPI (type record) stream.
+const TPI_STREAM: usize = 2;
+/// Named streams that hold a source file injected into the PDB (lld-link `/NATVIS`, like
+/// MSVC's linker, stores each natvis file as `/src/files/<path>`, listed in `/src/headerblock`).
+const INJECTED_FILE_PREFIX: &str = "/src/files/";
+/// `LF_CLASS`, `LF_STRUCTURE`, `LF_UNION`, `LF_ENUM`: the type records with a name a natvis
+/// `Type` can refer to.
+const LF_CLASS: u16 = 0x1504;
+const LF_STRUCTURE: u16 = 0x1505;
+const LF_UNION: u16 = 0x1506;
+const LF_ENUM: u16 = 0x1507;
+/// The `forward reference` bit of a type record's properties: a declaration, not the type.
+const PROPERTY_FORWARD_REFERENCE: u16 = 0x0080;
+
+/// The named streams of a PDB: the name map that follows the info stream's header (a string
+/// buffer, then a hash table of (string offset, stream index) pairs with its present and deleted
+/// bit vectors; LLVM's "The PDB Info Stream"), as `(name, stream index)` in table order.
+///
+/// # Errors
+/// A [`PdbError`] naming the first structure that is missing or inconsistent.
+pub fn pdb_named_streams(pdb: &[u8]) -> Result<Vec<(String, u32)>, PdbError> {
+    let file = MsfFile::open(pdb)?;
+    let info = file.stream(PDB_INFO_STREAM)?;
+    let field = |offset: usize| le_u32(&info, offset).ok_or(PdbError::Truncated { offset });
+    let strings_size = to_usize(field(INFO_HEADER_BYTES)?);
+    let strings_start = INFO_HEADER_BYTES + 4;
+    let strings = info
+        .get(strings_start..strings_start.saturating_add(strings_size))
+        .ok_or(PdbError::Truncated {
+            offset: strings_start,
+        })?;
+    let mut at = strings_start + strings_size;
+    let size = to_usize(field(at)?);
+    at += 8; // Size, Capacity
+    let present_words = to_usize(field(at)?);
+    let mut present = Vec::new();
+    for word in 0..present_words {
+        present.push(field(at + 4 + word * 4)?);
+    }
+    at += 4 + present_words * 4;
+    let deleted_words = to_usize(field(at)?);
+    at += 4 + deleted_words.saturating_mul(4);
+    let present_count: u32 = present.iter().map(|word| word.count_ones()).sum();
+    if to_usize(present_count) != size {
+        return Err(PdbError::Truncated { offset: at });
+    }
+    let mut streams = Vec::with_capacity(size);
+    for entry in 0..size {
+        let name_offset = to_usize(field(at + entry * 8)?);
+        let stream = field(at + entry * 8 + 4)?;
+        let name = strings
+            .get(name_offset..)
+            .and_then(|tail| tail.split(|&b| b == 0).next())
+            .ok_or(PdbError::Truncated {
+                offset: strings_start + name_offset,
+            })?;
+        streams.push((String::from_utf8_lossy(name).into_owned(), stream));
+    }
+    Ok(streams)
+}
+
+/// The natvis files injected into the PDB: `(stream name, contents)` of every
+/// `/src/files/...natvis` named stream.
+///
+/// # Errors
+/// A [`PdbError`] naming the first structure that is missing or inconsistent.
+pub fn pdb_natvis_files(pdb: &[u8]) -> Result<Vec<(String, Vec<u8>)>, PdbError> {
+    let file = MsfFile::open(pdb)?;
+    let mut files = Vec::new();
+    for (name, stream) in pdb_named_streams(pdb)? {
+        if name.starts_with(INJECTED_FILE_PREFIX) && name.to_ascii_lowercase().ends_with(".natvis")
+        {
+            let contents = file.stream(to_usize(stream))?;
+            files.push((name, contents));
+        }
+    }
+    Ok(files)
+}
+
+/// The names of the classes, structures, unions and enums the TPI stream defines (forward
+/// references left out: a debugger can show only a type whose definition is there).
+///
+/// The TPI stream is a header (`Version, HeaderSize, TypeIndexBegin, TypeIndexEnd,
+/// TypeRecordBytes, ...`) then `TypeRecordBytes` of records, each `RecordLen: u16` (not counting
+/// itself), `Kind: u16` and the payload (LLVM's "The PDB TPI and IPI Streams" and
+/// "CodeView Type Records").
+///
+/// # Errors
+/// A [`PdbError`] naming the first structure that is missing or inconsistent.
+pub fn pdb_type_names(pdb: &[u8]) -> Result<std::collections::BTreeSet<String>, PdbError> {
+    let file = MsfFile::open(pdb)?;
+    let tpi = file.stream(TPI_STREAM)?;
+    let field = |offset: usize| le_u32(&tpi, offset).ok_or(PdbError::Truncated { offset });
+    let header_size = to_usize(field(4)?);
+    let records_end = header_size.saturating_add(to_usize(field(16)?));
+    let records = tpi
+        .get(header_size..records_end)
+        .ok_or(PdbError::Truncated {
+            offset: header_size,
+        })?;
+    let mut names = std::collections::BTreeSet::new();
+    let mut at = 0;
+    while at + 4 <= records.len() {
+        let length = usize::from(u16::from_le_bytes([records[at], records[at + 1]]));
+        if length < 2 {
+            return Err(PdbError::Truncated {
+                offset: header_size + at,
+            });
+        }
+        let kind = u16::from_le_bytes([records[at + 2], records[at + 3]]);
+        let record = records
+            .get(at + 4..at + 2 + length)
+            .ok_or(PdbError::Truncated {
+                offset: header_size + at,
+            })?;
+        if let Some(name) = defined_type_name(kind, record) {
+            names.insert(name);
+        }
+        at += 2 + length;
+    }
+    Ok(names)
+}
+
+/// The name of a class, structure, union or enum record (its payload after the kind), unless
+/// it is a forward reference or malformed.
+fn defined_type_name(kind: u16, record: &[u8]) -> Option<String> {
+    let properties = u16::from_le_bytes([*record.get(2)?, *record.get(3)?]);
+    if properties & PROPERTY_FORWARD_REFERENCE != 0 {
+        return None;
+    }
+    // Count, Properties, then: class/struct FieldList, DerivedFrom, VShape, Size (numeric
+    // leaf); union FieldList, Size; enum UnderlyingType, FieldList. The name follows.
+    let name_at = match kind {
+        LF_CLASS | LF_STRUCTURE => 16 + numeric_leaf_bytes(record.get(16..)?)?,
+        LF_UNION => 8 + numeric_leaf_bytes(record.get(8..)?)?,
+        LF_ENUM => 12,
+        _ => return None,
+    };
+    let name = record.get(name_at..)?.split(|&b| b == 0).next()?;
+    Some(String::from_utf8_lossy(name).into_owned())
+}
+
+/// The bytes a CodeView numeric leaf takes: a `u16` below `LF_NUMERIC` (0x8000) is the value
+/// itself; otherwise it names the size of the value that follows.
+fn numeric_leaf_bytes(bytes: &[u8]) -> Option<usize> {
+    let leaf = u16::from_le_bytes([*bytes.first()?, *bytes.get(1)?]);
+    Some(match leaf {
+        0..0x8000 => 2,
+        0x8000 => 3,           // LF_CHAR
+        0x8001 | 0x8002 => 4,  // LF_SHORT, LF_USHORT
+        0x8003 | 0x8004 => 6,  // LF_LONG, LF_ULONG
+        0x8009 | 0x800a => 10, // LF_QUADWORD, LF_UQUADWORD
+        _ => return None,
+    })
+}
+
 /// A stream's size and block list, read from the stream directory.
 struct StreamBlocks {
     blocks: Vec<u32>,

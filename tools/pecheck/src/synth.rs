@@ -55,6 +55,18 @@ pub struct Image {
     pub codeview: Option<([u8; 16], u32)>,
     /// Leave the checksum field 0 instead of writing the correct value.
     pub zero_checksum: bool,
+    /// The data of an RT_VERSION resource (name 1, language 0x409), in a resource directory
+    /// in `.rdata`; `None` leaves the resource directory out.
+    pub version_resource: Option<Vec<u8>>,
+    /// The data of a `MOFDATA` resource named `MOFRESOURCE` (language 0x409), in the same
+    /// resource directory; `None` leaves it out.
+    pub mof_resource: Option<Vec<u8>>,
+}
+
+/// A resource type or name in the synthesized resource directory.
+enum Key {
+    Id(u16),
+    Name(&'static str),
 }
 
 impl Default for Image {
@@ -80,6 +92,8 @@ impl Default for Image {
             text: vec![0xc3],
             codeview: Some((GUID, 1)),
             zero_checksum: false,
+            version_resource: None,
+            mof_resource: None,
         }
     }
 }
@@ -207,6 +221,75 @@ impl Image {
         if self.delay_imports {
             let directory = rdata.push(&[0; 32], 4);
             directories.push((13, rva(directory), 32));
+        }
+
+        let mut resources: Vec<(Key, Key, &[u8])> = Vec::new();
+        if let Some(data) = &self.version_resource {
+            resources.push((Key::Id(16), Key::Id(1), data));
+        }
+        if let Some(data) = &self.mof_resource {
+            resources.push((Key::Name("MOFDATA"), Key::Name("MOFRESOURCE"), data));
+        }
+        if !resources.is_empty() {
+            // The root table (16-byte header, 8 bytes per type), then per resource a name table
+            // and a language table of one entry (24 bytes each) and a data entry (16 bytes),
+            // then the names (a u16 length and UTF-16). Entry offsets are relative to the
+            // directory; a set high bit marks a table or a name, and a data entry holds an RVA.
+            let count = resources.len();
+            let root_size = 16 + 8 * count;
+            let per_resource = 24 + 24 + 16;
+            let directory = rdata.push(&vec![0; root_size + per_resource * count], 4);
+            rdata.u16(directory + 14, u16::try_from(count).unwrap());
+            let mut names_at = root_size + per_resource * count;
+            let mut key = |rdata: &mut Buffer, key: &Key| -> u32 {
+                match key {
+                    Key::Id(id) => u32::from(*id),
+                    Key::Name(name) => {
+                        let mut bytes = u16::try_from(name.len()).unwrap().to_le_bytes().to_vec();
+                        bytes.extend(name.encode_utf16().flat_map(u16::to_le_bytes));
+                        rdata.bytes(directory + names_at, &bytes);
+                        let offset = 0x8000_0000 | u32::try_from(names_at).unwrap();
+                        names_at = (names_at + bytes.len()).next_multiple_of(2);
+                        offset
+                    }
+                }
+            };
+            let mut data_entries = Vec::new();
+            for (index, (kind, name, data)) in resources.iter().enumerate() {
+                let name_table = root_size + per_resource * index;
+                let language_table = name_table + 24;
+                let data_entry = language_table + 24;
+                let kind_key = key(&mut rdata, kind);
+                rdata.u32(directory + 16 + 8 * index, kind_key);
+                rdata.u32(
+                    directory + 20 + 8 * index,
+                    0x8000_0000 | u32::try_from(name_table).unwrap(),
+                );
+                let name_key = key(&mut rdata, name);
+                rdata.u16(directory + name_table + 14, 1);
+                rdata.u32(directory + name_table + 16, name_key);
+                rdata.u32(
+                    directory + name_table + 20,
+                    0x8000_0000 | u32::try_from(language_table).unwrap(),
+                );
+                rdata.u16(directory + language_table + 14, 1);
+                rdata.u32(directory + language_table + 16, 0x409);
+                rdata.u32(
+                    directory + language_table + 20,
+                    u32::try_from(data_entry).unwrap(),
+                );
+                data_entries.push((data_entry, *data));
+            }
+            let directory_size = u32::try_from(rdata.0.len() - directory).unwrap();
+            for (data_entry, data) in data_entries {
+                let data_offset = rdata.push(data, 4);
+                rdata.u32(directory + data_entry, rva(data_offset));
+                rdata.u32(
+                    directory + data_entry + 4,
+                    u32::try_from(data.len()).unwrap(),
+                );
+            }
+            directories.push((2, rva(directory), directory_size));
         }
 
         // The CodeView record's file offset is known once .rdata's file offset is: .rdata
@@ -389,4 +472,129 @@ pub fn pdb_with_publics(guid: [u8; 16], age: u32, publics: &[(&str, u16, u32)]) 
     file.bytes(8 * BLOCK, &records);
     file.grow(9 * BLOCK);
     file.0
+}
+
+/// An MSF 7.00 file (512-byte blocks) holding `streams` (stream 0 first): block 0 the
+/// superblock, 1 and 2 the free block maps, 3 the block map, then the directory's blocks, then
+/// each stream's blocks in order.
+#[must_use]
+pub fn msf(streams: &[Vec<u8>]) -> Vec<u8> {
+    const BLOCK: usize = 512;
+    let blocks_of = |bytes: usize| bytes.div_ceil(BLOCK);
+    let stream_count = streams.len();
+    let list_words: usize = streams.iter().map(|s| blocks_of(s.len())).sum();
+    let directory_size = 4 * (1 + stream_count + list_words);
+    let directory_blocks = blocks_of(directory_size);
+    assert!(directory_blocks <= BLOCK / 4, "the block map is one block");
+    let mut next_block = 4 + directory_blocks;
+    let mut directory: Vec<u32> = vec![u32::try_from(stream_count).unwrap()];
+    directory.extend(streams.iter().map(|s| u32::try_from(s.len()).unwrap()));
+    let mut placements = Vec::new();
+    for stream in streams {
+        for chunk in 0..blocks_of(stream.len()) {
+            directory.push(u32::try_from(next_block).unwrap());
+            placements.push((
+                next_block,
+                &stream[chunk * BLOCK..stream.len().min((chunk + 1) * BLOCK)],
+            ));
+            next_block += 1;
+        }
+    }
+    let directory: Vec<u8> = directory.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut file = Buffer::default();
+    file.bytes(0, MSF_MAGIC);
+    file.u32(32, u32::try_from(BLOCK).unwrap());
+    file.u32(36, 1); // FreeBlockMapBlock
+    file.u32(40, u32::try_from(next_block).unwrap()); // NumBlocks
+    file.u32(44, u32::try_from(directory.len()).unwrap());
+    file.u32(52, 3); // BlockMapAddr
+    for index in 0..directory_blocks {
+        file.u32(3 * BLOCK + index * 4, u32::try_from(4 + index).unwrap());
+    }
+    file.bytes(4 * BLOCK, &directory);
+    for (block, bytes) in placements {
+        file.bytes(block * BLOCK, bytes);
+    }
+    file.grow(next_block * BLOCK);
+    file.0
+}
+
+/// A PDB info stream (`guid`, age 1) whose named stream map lists `names` (name, stream index).
+#[must_use]
+pub fn info_stream(names: &[(&str, u32)]) -> Vec<u8> {
+    let mut info = Buffer::default();
+    info.u32(0, 20_000_404);
+    info.u32(8, 1);
+    info.bytes(12, &GUID);
+    let mut strings = Vec::new();
+    let mut offsets = Vec::new();
+    for (name, _) in names {
+        offsets.push(u32::try_from(strings.len()).unwrap());
+        strings.extend_from_slice(name.as_bytes());
+        strings.push(0);
+    }
+    let mut at = 28;
+    info.u32(at, u32::try_from(strings.len()).unwrap());
+    info.bytes(at + 4, &strings);
+    at += 4 + strings.len();
+    // Size, Capacity (one bucket per name), present bits (one word), no deleted bits.
+    let count = u32::try_from(names.len()).unwrap();
+    info.u32(at, count);
+    info.u32(at + 4, count.max(1));
+    info.u32(at + 8, 1);
+    info.u32(at + 12, (1_u32 << count) - 1);
+    info.u32(at + 16, 0);
+    at += 20;
+    for ((_, stream), offset) in names.iter().zip(offsets) {
+        info.u32(at, offset);
+        info.u32(at + 4, *stream);
+        at += 8;
+    }
+    info.u32(at, 20_140_508); // feature: VC140
+    info.0
+}
+
+/// A type record for [`tpi_stream`]: `(kind, name, forward reference, size)`.
+pub type TypeRecord<'a> = (u16, &'a str, bool, u32);
+
+/// A TPI stream holding one record per `types` entry: structures, classes and unions with no
+/// fields and their size as a numeric leaf (`LF_ULONG` from 0x8000), enums over `u32`.
+#[must_use]
+pub fn tpi_stream(types: &[TypeRecord<'_>]) -> Vec<u8> {
+    let mut records = Vec::new();
+    for &(kind, name, forward, size) in types {
+        let mut record = kind.to_le_bytes().to_vec();
+        record.extend_from_slice(&0_u16.to_le_bytes()); // Count
+        let properties: u16 = if forward { 0x0080 } else { 0 };
+        record.extend_from_slice(&properties.to_le_bytes());
+        match kind {
+            0x1507 => record.extend_from_slice(&[0x75, 0, 0, 0, 0, 0, 0, 0]), // u32, no list
+            0x1506 => record.extend_from_slice(&[0; 4]),                      // field list
+            _ => record.extend_from_slice(&[0; 12]), // field list, derived, vshape
+        }
+        if kind != 0x1507 {
+            match u16::try_from(size) {
+                Ok(small) if small < 0x8000 => record.extend_from_slice(&small.to_le_bytes()),
+                _ => {
+                    record.extend_from_slice(&0x8004_u16.to_le_bytes());
+                    record.extend_from_slice(&size.to_le_bytes());
+                }
+            }
+        }
+        record.extend_from_slice(name.as_bytes());
+        record.push(0);
+        while (record.len() + 2) % 4 != 0 {
+            record.push(0xf1);
+        }
+        records.extend_from_slice(&u16::try_from(record.len()).unwrap().to_le_bytes());
+        records.extend_from_slice(&record);
+    }
+    let mut tpi = Buffer::default();
+    tpi.u32(0, 20_040_203); // V80
+    tpi.u32(4, 56); // HeaderSize
+    tpi.u32(8, 0x1000);
+    tpi.u32(12, 0x1000 + u32::try_from(types.len()).unwrap());
+    tpi.u32(16, u32::try_from(records.len()).unwrap());
+    tpi.bytes(56, &records);
+    tpi.0
 }

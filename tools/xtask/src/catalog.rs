@@ -460,7 +460,7 @@ pub fn check_independently(
     files: &[&str],
     signed: bool,
 ) -> Result<(), String> {
-    ensure_asn1crypto()?;
+    crate::util::ensure_python_module("asn1crypto")?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("check_catalog.py");
     let mut command = Command::new("python3");
     command.arg(script).arg(catalog).arg(directory).args(files);
@@ -468,37 +468,6 @@ pub fn check_independently(
         command.arg("--signed");
     }
     run(&mut command).map_err(|e| format!("the independent catalog check failed: {e}"))
-}
-
-/// Makes sure Python's asn1crypto is importable, installing it with pip when it is not.
-///
-/// # Errors
-/// When python3 is missing or pip cannot install the module.
-pub fn ensure_asn1crypto() -> Result<(), String> {
-    let importable = || {
-        Command::new("python3")
-            .args(["-c", "import asn1crypto"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if importable() {
-        return Ok(());
-    }
-    eprintln!("xtask: Python's asn1crypto is missing; installing it with pip");
-    run(Command::new("python3").args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "asn1crypto",
-    ]))
-    .map_err(|e| format!("cannot install asn1crypto (python3 -m pip install asn1crypto): {e}"))?;
-    if importable() {
-        Ok(())
-    } else {
-        Err("asn1crypto still cannot be imported after pip install".into())
-    }
 }
 
 #[cfg(test)]

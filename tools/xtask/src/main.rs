@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bmf;
 mod catalog;
 mod ci;
 mod der;
@@ -10,6 +11,7 @@ mod inf;
 mod kernel_link;
 mod miri;
 mod package;
+mod resources;
 mod sim_image;
 mod util;
 mod vmtest;

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pecheck::Machine;
+use sha2::Digest;
 
 use crate::inf;
 use crate::util::{cargo, run, workspace_root};
@@ -337,6 +338,10 @@ fn build_package(options: &Options) -> Result<(), String> {
     write(&image_path, &image)?;
     write(&directory.join(PDB), &pdb)?;
     check_image(&image, &pdb, machine, &image_path.display().to_string())?;
+    check_version_independently(&image_path)?;
+    if options.krate == MINIPORT {
+        check_natvis(&pdb)?;
+    }
 
     let template_path = root.join("inf").join("rvscsi.inx");
     let template = std::fs::read_to_string(&template_path)
@@ -426,6 +431,21 @@ fn link(
     command
         .arg("-C")
         .arg(format!("link-arg=/PDB:{}", link_dir.join(PDB).display()));
+    // The version resource and the binary MOF: lld-link takes a .res file as an input and
+    // converts it into the image's .rsrc section itself. Its name carries a digest of its bytes: cargo relinks only
+    // when rustc's arguments change, so changed resources must change the argument.
+    let mof_path = workspace_root().join("wmi").join("mof").join("rvscsi.mof");
+    let mof = std::fs::read_to_string(&mof_path)
+        .map_err(|e| format!("cannot read {}: {e}", mof_path.display()))?;
+    let binary_mof = crate::bmf::mof_resource(&mof)
+        .map_err(|e| format!("cannot compile {}: {e}", mof_path.display()))?;
+    let res_bytes = crate::resources::res_file(&version_info()?, &binary_mof);
+    let digest = sha2::Sha256::digest(&res_bytes)[..8]
+        .iter()
+        .fold(String::new(), |hex, byte| hex + &format!("{byte:02x}"));
+    let res = link_dir.join(format!("rvscsi-{digest}.res"));
+    write(&res, &res_bytes)?;
+    command.arg("-C").arg(format!("link-arg={}", res.display()));
     eprintln!("xtask: running {command:?}");
     let output = command
         .output()
@@ -449,8 +469,74 @@ fn link(
         .join(format!("{library}.dll")))
 }
 
+/// The file and product version of every image: the workspace's (the crate version).
+fn file_version() -> Result<pecheck::FileVersion, String> {
+    pecheck::FileVersion::from_cargo(env!("CARGO_PKG_VERSION"))
+}
+
+/// The version resource linked into every image.
+fn version_info() -> Result<pecheck::VersionInfo, String> {
+    Ok(crate::resources::driver_version_info(
+        file_version()?,
+        IMAGE,
+    ))
+}
+
+/// Reads the linked image's version resource with the independent reader, `check_version.py`
+/// (Python's pefile), against the crate version and the image's name.
+fn check_version_independently(image: &Path) -> Result<(), String> {
+    crate::util::ensure_python_module("pefile")?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("check_version.py");
+    run(Command::new("python3")
+        .arg(script)
+        .arg(image)
+        .arg(file_version()?.to_string())
+        .arg(IMAGE))
+    .map_err(|e| format!("the independent version-resource check failed: {e}"))
+}
+
+/// The `natvis` rule on the miniport's PDB: it holds `miniport/rvscsi.natvis` and every type the
+/// natvis names.
+fn check_natvis(pdb: &[u8]) -> Result<(), String> {
+    let path = workspace_root().join("miniport").join("rvscsi.natvis");
+    let natvis = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let report = pecheck::check_natvis(pdb, &natvis).map_err(|violations| {
+        let lines: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        format!("PE check of {PDB} failed:\n  {}", lines.join("\n  "))
+    })?;
+    eprintln!(
+        "xtask pecheck: {PDB}: natvis embedded as {}; the types it names are defined: {}",
+        report.stream,
+        report.types.join(", ")
+    );
+    Ok(())
+}
+
 /// Runs the PE check and prints the report.
 fn check_image(image: &[u8], pdb: &[u8], machine: Machine, name: &str) -> Result<(), String> {
+    let version =
+        pecheck::check_version_resource(image, IMAGE, file_version()?).map_err(|violations| {
+            let lines: Vec<String> = violations.iter().map(ToString::to_string).collect();
+            format!("PE check of {name} failed:\n  {}", lines.join("\n  "))
+        })?;
+    let mof_bytes = pecheck::check_mof_resource(image, rvscsi_wmi::hba::MOF_RESOURCE_NAME)
+        .map_err(|violations| {
+            let lines: Vec<String> = violations.iter().map(ToString::to_string).collect();
+            format!("PE check of {name} failed:\n  {}", lines.join("\n  "))
+        })?;
+    eprintln!(
+        "xtask pecheck: {name}: binary MOF {} ({mof_bytes} bytes decompressed)",
+        rvscsi_wmi::hba::MOF_RESOURCE_NAME
+    );
+    eprintln!(
+        "xtask pecheck: {name}: version resource {} ({}), OriginalFilename {}",
+        version.file_version,
+        version
+            .string("FileDescription")
+            .unwrap_or("no description"),
+        version.string("OriginalFilename").unwrap_or("none"),
+    );
     match pecheck::check(image, pdb, machine) {
         Ok(report) => {
             eprintln!(

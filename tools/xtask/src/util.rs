@@ -32,6 +32,40 @@ pub fn run(command: &mut Command) -> Result<(), String> {
     }
 }
 
+/// Makes sure the Python module `module` (the independent readers' asn1crypto and pefile) is
+/// importable, installing the PyPI package of the same name with pip when it is not.
+///
+/// # Errors
+/// When python3 is missing or pip cannot install the module.
+pub fn ensure_python_module(module: &str) -> Result<(), String> {
+    let importable = || {
+        Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if importable() {
+        return Ok(());
+    }
+    eprintln!("xtask: Python's {module} is missing; installing it with pip");
+    run(Command::new("python3").args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        module,
+    ]))
+    .map_err(|e| format!("cannot install {module} (python3 -m pip install {module}): {e}"))?;
+    if importable() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{module} still cannot be imported after pip install"
+        ))
+    }
+}
+
 /// Makes sure `program` runs (`program <probe>` succeeds), installing Debian `package` with
 /// apt-get when it does not, so the README's commands work on a fresh Debian machine. Needs
 /// root to install; says which package to install otherwise.

@@ -20,6 +20,10 @@ use crate::sas::SasAddress;
 use crate::status::WmiError;
 
 pub use self::rvscsi::{AdapterLimits, QueueStatistics};
+
+/// The name of the binary MOF resource in the image (`wmi/mof/rvscsi.mof` compiled, linked as a
+/// `MOFDATA` resource by `cargo xtask package`), registered as `MofResourceName`.
+pub const MOF_RESOURCE_NAME: &str = "MofResource";
 use self::sm::{
     ADAPTER_SHORT_STRING_CHARS, LONG_STRING_CHARS, MS_SM_ADAPTER_INFORMATION_QUERY_GUID,
     MS_SM_PORT_INFORMATION_METHODS_GUID, MS_SM_SCSI_INFORMATION_METHODS_GUID,
@@ -338,13 +342,10 @@ impl Provider for HbaProvider<'_> {
 
     fn query_reginfo(&self) -> RegInfo<'_> {
         RegInfo {
-            // No MOF resource: rvscsi.sys carries no binary MOF (no encoder for the
-            // undocumented BMF format exists in this build), so naming one would make WMI log
-            // an error and look for classes that are not there. The MS_SM_* classes are defined
-            // by Windows' own MOF; Rvscsi_QueueStatistics and Rvscsi_AdapterLimits stay readable
-            // by GUID (WmiOpenBlock / WmiQueryAllData) but have no WMI class name until the
-            // image carries `wmi/mof/rvscsi.mof` compiled.
-            mof_resource_name: None,
+            // The image's binary MOF defines Rvscsi_QueueStatistics and Rvscsi_AdapterLimits
+            // (the MS_SM_* classes come with Windows' own MOF); the PE check fails a package
+            // whose image lacks it.
+            mof_resource_name: Some(MOF_RESOURCE_NAME),
             registry_path: None,
         }
     }
