@@ -284,22 +284,12 @@ fn spawn_node(
     command
         .stdin(Stdio::piped())
         .stderr(stderr)
-        // QEMU's iSCSI driver (libiscsi), with an initiator name per node: two I_T nexuses.
-        .arg("-blockdev")
-        .arg(format!(
-            "driver=iscsi,node-name=lun,transport=tcp,portal=127.0.0.1:{portal_port},\
-             target={TARGET_IQN},lun={DISK_LUN},initiator-name={TARGET_IQN}:node-{},\
-             cache.direct=on",
-            node.name()
-        ))
-        .args(["-device", "virtio-scsi-pci,id=scsi0"])
-        // scsi-block passes every command the guest sends to the LUN (reads and writes too),
-        // so PERSISTENT RESERVE reaches tgtd. `report`: a RESERVATION CONFLICT or UNIT
-        // ATTENTION on a read or write goes to the guest and never stops the VM.
-        .args([
-            "-device",
-            "scsi-block,drive=lun,bus=scsi0.0,rerror=report,werror=report",
-        ]);
+        .args(shared_lun_args(
+            &format!("127.0.0.1:{portal_port}"),
+            TARGET_IQN,
+            DISK_LUN,
+            &format!("{TARGET_IQN}:node-{}", node.name()),
+        ));
     let started = Instant::now();
     let mut child = command
         .spawn()
@@ -513,8 +503,49 @@ fn check_node(node: Node, status: Option<i32>, report: &GuestReport) -> Vec<Stri
     problems
 }
 
+/// The QEMU arguments that attach a shared, reservation-capable iSCSI LUN to a node, as
+/// `docs/cluster.md` shows them (a test keeps the page equal to this): QEMU's iSCSI driver
+/// (libiscsi) with the node's own initiator name, so each node is its own I_T nexus, under
+/// `scsi-block`, which passes every command the guest sends (reads and writes too) to the LUN,
+/// so PERSISTENT RESERVE reaches the target. `report`: a RESERVATION CONFLICT or UNIT ATTENTION
+/// on a read or write goes to the guest and never stops the VM.
+fn shared_lun_args(portal: &str, target: &str, lun: u32, initiator: &str) -> [String; 6] {
+    [
+        "-device".into(),
+        "virtio-scsi-pci,id=scsi0".into(),
+        "-blockdev".into(),
+        format!(
+            "driver=iscsi,node-name=shared1,transport=tcp,portal={portal},target={target},\
+             lun={lun},initiator-name={initiator},cache.direct=on"
+        ),
+        "-device".into(),
+        "scsi-block,bus=scsi0.0,drive=shared1,rerror=report,werror=report".into(),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_cluster_page_shows_the_lines_vmtest_boots() {
+        let page = include_str!("../../../../docs/cluster.md");
+        let args = super::shared_lun_args(
+            "192.0.2.10:3260",
+            "iqn.2026-01.test:shared",
+            1,
+            "iqn.2026-01.test:node1",
+        );
+        for pair in args.chunks(2) {
+            let line = format!("{} {} \\", pair[0], pair[1]);
+            let last = format!("{} {}\n", pair[0], pair[1]);
+            assert!(
+                page.contains(&line) || page.contains(&last),
+                "docs/cluster.md lacks `{} {}`",
+                pair[0],
+                pair[1]
+            );
+        }
+    }
+
     use super::*;
 
     /// Plays both guests honestly: each announces its next step as soon as its previous one is
