@@ -215,7 +215,10 @@ fn completions_run_on_the_submitting_processor() {
             figures.completed_on_submitter * 100 / total.max(1)
         );
         if local {
-            assert_eq!(figures.completed_elsewhere, 0, "{figures:?}");
+            // Every completion from an interrupt runs on the submitter; only the health timer,
+            // draining a ring whose interrupt it overtook (possible on a loaded machine),
+            // completes elsewhere.
+            assert!(figures.completed_elsewhere * 100 <= total, "{figures:?}");
         } else {
             assert!(figures.completed_elsewhere > 0, "{figures:?}");
         }
