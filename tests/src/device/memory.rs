@@ -458,6 +458,76 @@ mod tests {
         assert!(memory.alloc(8, 3).is_none());
     }
 
+    #[test]
+    fn without_an_iommu_bus_addresses_are_physical_and_nothing_faults() {
+        let memory = PhysicalMemory::new(1 << 20).unwrap();
+        let address = memory.alloc(64, 16).unwrap().as_ptr().addr();
+        assert!(!memory.iommu_enabled());
+        assert_eq!(memory.map(address, 64), Some(address as u64));
+        let device = memory.device_memory();
+        assert!(
+            device
+                .write_slice(&[7; 4], GuestAddress(address as u64))
+                .is_ok()
+        );
+        assert!(device.read_slice(&mut [0; 4], GuestAddress(8)).is_err());
+        assert_eq!(memory.iommu_faults(), Vec::new());
+    }
+
+    #[test]
+    fn the_iommu_translates_exactly_what_is_mapped_while_it_is_mapped() {
+        let memory = PhysicalMemory::with_iommu(1 << 20).unwrap();
+        let address = memory.alloc(100, 8).unwrap().as_ptr().addr() + 4;
+        assert!(memory.write(address, &[1, 2, 3, 4]));
+        let bus = memory.map(address, 50).unwrap();
+        // A fresh I/O virtual address, far from any physical one, in the same page offset.
+        assert!(bus >= IOVA_BASE);
+        assert_eq!(bus % 4096, address as u64 % 4096);
+        let device = memory.device_memory();
+        let mut back = [0; 4];
+        assert!(device.read_slice(&mut back, GuestAddress(bus)).is_ok());
+        assert_eq!(back, [1, 2, 3, 4]);
+        assert!(device.write_slice(&[9; 50], GuestAddress(bus)).is_ok());
+        let mut physical = [0; 50];
+        assert!(memory.read(address, &mut physical));
+        assert_eq!(physical, [9; 50]);
+        // The physical address, one byte past the mapping, and the mapping once unmapped:
+        // each faults, and each fault is recorded.
+        assert!(
+            device
+                .read_slice(&mut back, GuestAddress(address as u64))
+                .is_err()
+        );
+        assert!(device.write_slice(&[0; 2], GuestAddress(bus + 49)).is_err());
+        memory.unmap(bus, 50);
+        assert!(device.read_slice(&mut back, GuestAddress(bus)).is_err());
+        assert_eq!(
+            memory.iommu_faults(),
+            vec![
+                IommuFault {
+                    address: address as u64,
+                    len: 4,
+                    write: false
+                },
+                IommuFault {
+                    address: bus + 49,
+                    len: 2,
+                    write: true
+                },
+                IommuFault {
+                    address: bus,
+                    len: 4,
+                    write: false
+                },
+            ]
+        );
+        // Mapping the same memory again never hands out the old address.
+        let again = memory.map(address, 50).unwrap();
+        assert!(again > bus + 50);
+        assert!(memory.map(address, 0).is_none());
+        assert!(memory.map(memory.base() + memory.size(), 1).is_none());
+    }
+
     proptest! {
         #[test]
         fn allocations_never_overlap_and_everything_comes_back(
