@@ -476,6 +476,13 @@ export! {
             return 0;
         };
         let srb = (!srb.is_null()).then_some(srb.addr());
+        if srb.is_none() && machine.in_srb_extension(virtual_address.addr()) {
+            machine.violate(Violation::SrbExtensionTranslatedWithoutSrb {
+                address: virtual_address.addr(),
+            });
+            write_out(length.cast(), &0_u32);
+            return 0;
+        }
         let (physical, contiguous) = machine
             .physical_address(srb, virtual_address.addr())
             .unwrap_or_else(|| {

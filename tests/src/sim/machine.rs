@@ -87,6 +87,8 @@ pub struct SrbRecord {
     pub(crate) data: Option<(usize, usize)>,
     pub(crate) direction: DataDirection,
     pub(crate) sense: Option<(usize, usize)>,
+    /// Its SRB extension, if it has one.
+    pub(crate) srb_extension: Option<(usize, usize)>,
     /// With [`SimOptions::iommu`]: what StorPort mapped for the device while it has the SRB
     /// (its SRB extension, data and sense buffers), unmapped when the SRB completes.
     pub(crate) mappings: Vec<DmaMapping>,
@@ -985,6 +987,7 @@ impl Machine {
                 data,
                 direction: request.direction,
                 sense,
+                srb_extension: extension_region,
                 mappings,
                 deadline: Instant::now() + timeout,
                 timeout,
@@ -1085,6 +1088,7 @@ impl Machine {
                 data: None,
                 direction: DataDirection::None,
                 sense: None,
+                srb_extension: extension_region,
                 mappings,
                 deadline: Instant::now() + timeout,
                 timeout,
@@ -1298,6 +1302,7 @@ impl Machine {
                 data: Some(memory.buffer),
                 direction: DataDirection::In,
                 sense: None,
+                srb_extension: None,
                 mappings: Vec::new(),
                 deadline: Instant::now() + timeout,
                 timeout,
@@ -1756,6 +1761,15 @@ impl Machine {
             contiguous = contiguous.min(4096 - address % 4096);
         }
         Some((bus, u32::try_from(contiguous).unwrap_or(u32::MAX)))
+    }
+
+    /// Whether `address` lies in the SRB extension of an SRB StorPort has given out.
+    pub(crate) fn in_srb_extension(&self, address: usize) -> bool {
+        self.state().outstanding.values().any(|record| {
+            record
+                .srb_extension
+                .is_some_and(|(start, len)| address >= start && address < start + len)
+        })
     }
 
     /// StorPortGetVirtualAddress: the address whose bus address is `bus`, if it is DMA memory

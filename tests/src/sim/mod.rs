@@ -511,6 +511,14 @@ pub enum Violation {
         /// The address.
         address: usize,
     },
+    /// StorPortGetPhysicalAddress on an SRB extension with a NULL SRB: "the SRB parameter
+    /// must not be NULL when passing the SrbExtension", since under DMA remapping StorPort
+    /// finds its logical address through the SRB and answers 0 without it
+    /// (MicrosoftDocs/windows-driver-docs-ddi pull request 1640).
+    SrbExtensionTranslatedWithoutSrb {
+        /// The address.
+        address: usize,
+    },
     /// StorPortGetUncachedExtension called twice.
     UncachedExtensionTwice,
     /// StorPortAllocateRegistryBuffer while the adapter already holds its registry buffer.
