@@ -175,12 +175,12 @@ struct Extension {
     /// StartIo calls (`BusyThrice`, `AlwaysBusy`).
     starts: AtomicU32,
     /// The DMA modes: the SRB extension's bus address StorPortGetPhysicalAddress gave with the
-    /// SRB and with NULL, the one handed to the device, and how many device DMAs failed.
-    extension_bus: AtomicUsize,
-    extension_bus_without_srb: AtomicUsize,
+    /// SRB and with NULL, and how many device DMAs failed.
+    dma_bus: AtomicUsize,
+    bus_without_srb: AtomicUsize,
     dma_failures: AtomicU32,
     /// The DMA modes: requests whose SRB extension held what the device wrote there.
-    extension_written: AtomicU32,
+    dma_delivered: AtomicU32,
 }
 
 impl Extension {
@@ -431,7 +431,7 @@ fn device_dma(extension: *mut c_void, bus: u64, len: u32, offset: u32) -> bool {
     ] {
         // SAFETY: a register of the test device's BAR, mapped in HwFindAdapter.
         unsafe {
-            StorPortWriteRegisterUlong(extension, (e.registers + register) as *mut c_void, value)
+            StorPortWriteRegisterUlong(extension, (e.registers + register) as *mut c_void, value);
         };
     }
     // SAFETY: as above.
@@ -464,11 +464,12 @@ fn dma_request(extension: *mut c_void, srb: *mut c_void) {
             &raw mut length,
         )
     };
-    e.extension_bus.store(with_srb as usize, Ordering::SeqCst);
-    e.extension_bus_without_srb
-        .store(without_srb as usize, Ordering::SeqCst);
+    e.dma_bus
+        .store(with_srb.cast_unsigned() as usize, Ordering::SeqCst);
+    e.bus_without_srb
+        .store(without_srb.cast_unsigned() as usize, Ordering::SeqCst);
     let handed = if e.mode == Mode::DmaThroughStorPort {
-        with_srb as u64
+        with_srb.cast_unsigned()
     } else {
         srb_extension as u64
     };
@@ -478,7 +479,7 @@ fn dma_request(extension: *mut c_void, srb: *mut c_void) {
     // SAFETY: the SRB extension is 64 bytes.
     let written = unsafe { std::slice::from_raw_parts(srb_extension as *const u8, 8) };
     if written == [0, 1, 2, 3, 4, 5, 6, 7] {
-        e.extension_written.fetch_add(1, Ordering::SeqCst);
+        e.dma_delivered.fetch_add(1, Ordering::SeqCst);
     }
     let mut moved = 0;
     if request.len > 0 {
@@ -1871,15 +1872,15 @@ fn under_dma_remapping_storport_maps_the_srb_extension_and_data_only_through_the
     let done = adapter.execute(0, &request).unwrap();
     assert_eq!(done.status(), abi::SRB_STATUS_SUCCESS);
     // The device wrote the data through the scatter/gather list's bus addresses.
-    let expected: Vec<u8> = (0..3 * 512).map(|i| (i % 251) as u8).collect();
+    let expected: Vec<u8> = (0..3 * 512_u32).map(|i| (i % 251) as u8).collect();
     assert_eq!(done.data, expected);
-    assert_eq!(e.extension_written.load(Ordering::SeqCst), 1);
+    assert_eq!(e.dma_delivered.load(Ordering::SeqCst), 1);
     assert_eq!(e.dma_failures.load(Ordering::SeqCst), 0);
     // With the SRB the extension translated to a bus address; without it, to 0 (what
     // StorPort answers under an IOMMU).
-    let extension_bus = e.extension_bus.load(Ordering::SeqCst) as u64;
+    let extension_bus = e.dma_bus.load(Ordering::SeqCst) as u64;
     assert!(extension_bus >= IOVA_BASE);
-    assert_eq!(e.extension_bus_without_srb.load(Ordering::SeqCst), 0);
+    assert_eq!(e.bus_without_srb.load(Ordering::SeqCst), 0);
     assert_eq!(memory.iommu_faults(), Vec::new());
     // The mapping ended with the request: the device can no longer reach the extension.
     assert!(!device.dma(extension_bus, 8, 0));
@@ -1903,7 +1904,7 @@ fn a_miniport_handing_the_device_a_physical_address_under_dma_remapping_is_caugh
     let e = extension_of(&adapter);
     // The device's write to the physical address faulted: nothing reached the extension.
     assert_eq!(e.dma_failures.load(Ordering::SeqCst), 1);
-    assert_eq!(e.extension_written.load(Ordering::SeqCst), 0);
+    assert_eq!(e.dma_delivered.load(Ordering::SeqCst), 0);
     let faults = memory.iommu_faults();
     assert_eq!(faults.len(), 1, "{faults:?}");
     assert!(faults[0].address < IOVA_BASE && faults[0].write);
@@ -1911,7 +1912,7 @@ fn a_miniport_handing_the_device_a_physical_address_under_dma_remapping_is_caugh
     assert_eq!(done.status(), abi::SRB_STATUS_SUCCESS);
     assert_eq!(
         done.data,
-        (0..512).map(|i| (i % 251) as u8).collect::<Vec<_>>()
+        (0..512_u32).map(|i| (i % 251) as u8).collect::<Vec<_>>()
     );
     drop(device);
     let violations = adapter.shutdown();

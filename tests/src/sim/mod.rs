@@ -51,6 +51,10 @@ pub enum Contiguity {
 
 /// Simulator settings.
 #[derive(Clone, Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent switches of the simulated platform, each a yes-or-no property of it"
+)]
 pub struct SimOptions {
     /// Number of simulated processors (threads).
     pub processors: u32,
