@@ -305,7 +305,14 @@ fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
     }
     let base = request_base(extension, &layout);
     let port = adapter.extension();
-    let (bus, contiguous) = port.physical_address(None, base);
+    // The SRB goes with its extension: under DMA remapping (an IOMMU) StorPort maps the SRB
+    // extension for the device while it holds the SRB, and finds that logical address through
+    // the SRB. Microsoft's storahci does the same ("SRB is needed for
+    // StorPortGetPhysicalAddress to calculate logical address when DMAR is enabled"), and
+    // StorPortGetPhysicalAddress "will just return zero if an IOMMU is active" when the SRB is
+    // NULL (MicrosoftDocs/windows-driver-docs-ddi pull request 1640). A zero length fails the
+    // SRB below instead of handing the device an address it cannot reach.
+    let (bus, contiguous) = port.physical_address(Some(srb), base);
     if (contiguous as usize) < layout.indirect {
         return Err(SRB_STATUS_ERROR);
     }

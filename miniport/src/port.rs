@@ -105,7 +105,10 @@ impl DeviceExtension {
     }
 
     /// The bus address of `address` and the bytes physically contiguous from it. `srb` is the
-    /// request whose buffers are translated, or `None` for the uncached and SRB extensions.
+    /// request whose memory (data buffer, sense buffer or SRB extension) is translated, or
+    /// `None` for the uncached extension. Under DMA remapping StorPort finds the logical
+    /// address of an SRB extension through its SRB only: with `None` it answers 0 (see
+    /// `io::prepare`).
     #[must_use]
     pub fn physical_address(self, srb: Option<&Srb>, address: usize) -> (u64, u32) {
         let mut length = 0u32;

@@ -81,6 +81,15 @@ fn only_values_storport_reads_are_set_under_parameters_device() {
 }
 
 #[test]
+fn the_driver_says_it_is_compatible_with_dma_remapping() {
+    // Both the per-device value (Windows 11 24H2 and later) and the per-driver one (earlier
+    // versions) say 1, "fully compatible", which the IOMMU mode of the simulator checks
+    // (`RVSCSI_IOMMU=1`, tests/tests/miniport.rs).
+    assert_eq!(dword(TEMPLATE, "DMA Management", "RemappingSupported"), 1);
+    assert_eq!(dword(TEMPLATE, "Parameters", "DmaRemappingCompatible"), 1);
+}
+
+#[test]
 fn the_bus_type_is_sas() {
     // BusTypeSas (STORAGE_BUS_TYPE 0xA): Failover Clustering validates persistent
     // reservations on SAS.

@@ -72,6 +72,18 @@ impl DmaArena for Memory {
     fn read(&self, address: usize, out: &mut [u8]) -> bool {
         self.0.read(address, out)
     }
+
+    fn iommu(&self) -> bool {
+        self.0.iommu_enabled()
+    }
+
+    fn map(&self, address: usize, len: usize) -> Option<u64> {
+        self.0.map(address, len)
+    }
+
+    fn unmap(&self, bus: u64, len: usize) {
+        self.0.unmap(bus, len);
+    }
 }
 
 /// The device's interrupts onto the simulator's line.
@@ -150,7 +162,19 @@ pub struct Machine {
     pub device: VirtioScsiDevice,
 }
 
-/// Boots the real miniport on a device with `luns` ((target, lun, unit)).
+/// The environment variable that turns DMA remapping on for every scenario
+/// ([`SimOptions::iommu`]) when set to `1`: the device then reaches memory only through the
+/// IOMMU, at the bus addresses StorPort handed out.
+pub const IOMMU_VARIABLE: &str = "RVSCSI_IOMMU";
+
+/// Whether [`IOMMU_VARIABLE`] asks for DMA remapping.
+#[must_use]
+pub fn iommu_from_environment() -> bool {
+    std::env::var_os(IOMMU_VARIABLE).is_some_and(|value| value == "1")
+}
+
+/// Boots the real miniport on a device with `luns` ((target, lun, unit)), behind an IOMMU if
+/// `sim.iommu` or [`IOMMU_VARIABLE`] asks for one.
 ///
 /// # Errors
 /// [`BootError`] naming what failed: the memory, a LUN, or a simulator boot step.
@@ -159,7 +183,16 @@ pub fn boot(
     device: DeviceOptions,
     luns: Vec<(u8, u16, Lun)>,
 ) -> Result<Machine, BootError> {
-    let memory = PhysicalMemory::new(MEMORY_BYTES).map_err(BootError::Memory)?;
+    let sim = SimOptions {
+        iommu: sim.iommu || iommu_from_environment(),
+        ..sim
+    };
+    let memory = if sim.iommu {
+        PhysicalMemory::with_iommu(MEMORY_BYTES)
+    } else {
+        PhysicalMemory::new(MEMORY_BYTES)
+    }
+    .map_err(BootError::Memory)?;
     let line = InterruptLine::new();
     let device = VirtioScsiDevice::new(device, memory.clone(), Arc::new(Line(line.clone())));
     for (target, lun, unit) in luns {
@@ -224,6 +257,8 @@ pub fn boot_dump(device: &VirtioScsiDevice, sim: SimOptions) -> Result<Machine, 
     };
     let sim = SimOptions {
         dump: Some(sim.dump.unwrap_or_default()),
+        // The dump stack's port driver maps for the same IOMMU the crashed machine had.
+        iommu: device.memory().iommu_enabled(),
         ..sim
     };
     let adapter = start_miniport(sim, platform)?;
@@ -250,6 +285,7 @@ impl Machine {
             device_violations.is_empty(),
             "device: {device_violations:?}"
         );
+        assert_no_iommu_faults(&self.device);
         self.device
     }
 
@@ -294,8 +330,9 @@ impl Machine {
     }
 
     /// Shuts the machine down, panicking with the simulator's record if the miniport broke the
-    /// StorPort contract at any point (including an SRB still outstanding), or with the
-    /// device's if it broke the virtio protocol or a limit the device advertised.
+    /// StorPort contract at any point (including an SRB still outstanding), with the device's
+    /// if it broke the virtio protocol or a limit the device advertised, or with the IOMMU's
+    /// faults if the device was handed memory StorPort did not map for it.
     ///
     /// # Panics
     /// On any recorded violation: this is test support.
@@ -314,6 +351,7 @@ impl Machine {
             device_violations.is_empty(),
             "device: {device_violations:?}"
         );
+        assert_no_iommu_faults(&self.device);
     }
 
     /// The miniport's trace ring, read from its device extension as a debugger would.
@@ -330,6 +368,12 @@ impl Machine {
         let adapter = unsafe { rvscsi::adapter::Adapter::from_extension(extension) };
         adapter.map_or_else(Vec::new, |adapter| adapter.trace_entries().collect())
     }
+}
+
+/// Panics if `device` touched memory the IOMMU does not map for it (DMA remapping on).
+fn assert_no_iommu_faults(device: &VirtioScsiDevice) {
+    let faults = device.memory().iommu_faults();
+    assert!(faults.is_empty(), "IOMMU faults: {faults:?}");
 }
 
 /// A fault hook that applies `action` to the first request `matches` selects and lets every

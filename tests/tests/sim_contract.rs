@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use rvscsi_tests::device::PhysicalMemory;
+use rvscsi_tests::device::memory::IOVA_BASE;
 use rvscsi_tests::sim::abi::{self, HwInitializationData, PortConfigurationInformation};
 use rvscsi_tests::sim::{
     Adapter, Contiguity, DataDirection, DmaArena, DumpPort, InterruptLine, Lock, Notification,
@@ -74,6 +76,13 @@ const EXT_RELEASE_MSI_SPIN_LOCK: u32 = 12;
 const EXT_GET_MSI_INFO: u32 = 13;
 const EXT_PERF_OPTS: u32 = 14;
 const EXT_CURRENT_PROCESSOR: u32 = 17;
+/// The test device's DMA registers: the bus address (low, high half), the offset in the read
+/// pattern to start from, and the length to write, which starts the transfer (reading it
+/// back: 1 if the device could write, 0 if the IOMMU refused).
+const DMA_ADDRESS_LOW: usize = 8;
+const DMA_ADDRESS_HIGH: usize = 12;
+const DMA_PATTERN_OFFSET: usize = 16;
+const DMA_GO: usize = 20;
 
 /// How the test miniport behaves, chosen per test (boot runs on the test's thread).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -106,6 +115,13 @@ enum Mode {
     AlwaysBusy,
     /// HwFindAdapter writes FALSE through `Reserved3`, as a SCSIport miniport clears `Again`.
     WritesReserved3,
+    /// Under DMA remapping, as a compatible miniport does: the device writes into the SRB
+    /// extension at the bus address StorPortGetPhysicalAddress gave with the SRB, and the read
+    /// data into the data buffer through the scatter/gather list's bus addresses.
+    DmaThroughStorPort,
+    /// The offender: hands the device the SRB extension's physical address (what
+    /// MmGetPhysicalAddress gives), which no IOMMU mapping covers.
+    DmaToPhysicalAddress,
 }
 
 thread_local! {
@@ -158,6 +174,13 @@ struct Extension {
     holding_total_peak: AtomicU32,
     /// StartIo calls (`BusyThrice`, `AlwaysBusy`).
     starts: AtomicU32,
+    /// The DMA modes: the SRB extension's bus address StorPortGetPhysicalAddress gave with the
+    /// SRB and with NULL, and how many device DMAs failed.
+    dma_bus: AtomicUsize,
+    bus_without_srb: AtomicUsize,
+    dma_failures: AtomicU32,
+    /// The DMA modes: requests whose SRB extension held what the device wrote there.
+    dma_delivered: AtomicU32,
 }
 
 impl Extension {
@@ -379,6 +402,110 @@ extern "system" fn state_changed(
         .store(address.addr(), Ordering::SeqCst);
     e.state_callback_status.store(status, Ordering::SeqCst);
     e.state_callbacks.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The SRB extension of either SRB type.
+fn srb_extension(srb: *mut c_void) -> usize {
+    // SAFETY: byte 2 is Function in both types.
+    let function = unsafe { srb.cast::<u8>().wrapping_add(2).read() };
+    if function == abi::SRB_FUNCTION_STORAGE_REQUEST_BLOCK {
+        // SAFETY: a STORAGE_REQUEST_BLOCK header is at the SRB's start.
+        let header = unsafe { srb.cast::<abi::StorageRequestBlock>().read_unaligned() };
+        header.miniport_context as usize
+    } else {
+        // SAFETY: a SCSI_REQUEST_BLOCK.
+        let block = unsafe { srb.cast::<abi::ScsiRequestBlock>().read_unaligned() };
+        block.srb_extension as usize
+    }
+}
+
+/// Has the test device write `len` bytes of the read pattern, from `offset` in it, at bus
+/// address `bus`; whether the device could.
+fn device_dma(extension: *mut c_void, bus: u64, len: u32, offset: u32) -> bool {
+    let e = ext(extension);
+    for (register, value) in [
+        (DMA_ADDRESS_LOW, bus as u32),
+        (DMA_ADDRESS_HIGH, (bus >> 32) as u32),
+        (DMA_PATTERN_OFFSET, offset),
+        (DMA_GO, len),
+    ] {
+        // SAFETY: a register of the test device's BAR, mapped in HwFindAdapter.
+        unsafe {
+            StorPortWriteRegisterUlong(extension, (e.registers + register) as *mut c_void, value);
+        };
+    }
+    // SAFETY: as above.
+    let ok = unsafe { StorPortReadRegisterUlong(extension, (e.registers + DMA_GO) as *mut c_void) };
+    ok == 1
+}
+
+/// The DMA modes' request: the device writes 8 pattern bytes into the SRB extension, then the
+/// read data (the READ pattern of `execute`) into the data buffer element by element.
+fn dma_request(extension: *mut c_void, srb: *mut c_void) {
+    let e = ext(extension);
+    let request = view(srb);
+    let srb_extension = srb_extension(srb);
+    let mut length = 0;
+    // SAFETY: the SRB extension of an SRB this miniport holds, translated with its SRB.
+    let with_srb = unsafe {
+        StorPortGetPhysicalAddress(
+            extension,
+            srb,
+            srb_extension as *mut c_void,
+            &raw mut length,
+        )
+    };
+    // SAFETY: the same, without the SRB.
+    let without_srb = unsafe {
+        StorPortGetPhysicalAddress(
+            extension,
+            std::ptr::null_mut(),
+            srb_extension as *mut c_void,
+            &raw mut length,
+        )
+    };
+    e.dma_bus
+        .store(with_srb.cast_unsigned() as usize, Ordering::SeqCst);
+    e.bus_without_srb
+        .store(without_srb.cast_unsigned() as usize, Ordering::SeqCst);
+    let handed = if e.mode == Mode::DmaThroughStorPort {
+        with_srb.cast_unsigned()
+    } else {
+        srb_extension as u64
+    };
+    if !device_dma(extension, handed, 8, 0) {
+        e.dma_failures.fetch_add(1, Ordering::SeqCst);
+    }
+    // SAFETY: the SRB extension is 64 bytes.
+    let written = unsafe { std::slice::from_raw_parts(srb_extension as *const u8, 8) };
+    if written == [0, 1, 2, 3, 4, 5, 6, 7] {
+        e.dma_delivered.fetch_add(1, Ordering::SeqCst);
+    }
+    let mut moved = 0;
+    if request.len > 0 {
+        // SAFETY: StorPortGetScatterGatherList in HwStartIo for an outstanding SRB.
+        let list = unsafe { StorPortGetScatterGatherList(extension, srb) };
+        assert!(!list.is_null());
+        // SAFETY: the list header is followed by NumberOfElements elements.
+        let header = unsafe {
+            list.cast::<abi::StorScatterGatherListHeader>()
+                .read_unaligned()
+        };
+        for i in 0..header.number_of_elements as usize {
+            // SAFETY: element i is inside the list.
+            let element = unsafe {
+                list.cast::<u8>()
+                    .wrapping_add(16 + 24 * i)
+                    .cast::<abi::StorScatterGatherElement>()
+                    .read_unaligned()
+            };
+            if !device_dma(extension, element.physical_address, element.length, moved) {
+                e.dma_failures.fetch_add(1, Ordering::SeqCst);
+            }
+            moved += element.length;
+        }
+    }
+    set_status(srb, abi::SRB_STATUS_SUCCESS, moved);
 }
 
 fn complete(extension: *mut c_void, srb: *mut c_void) {
@@ -646,6 +773,10 @@ extern "system" fn start_io(extension: *mut c_void, srb: *mut c_void) -> u8 {
             std::thread::sleep(Duration::from_millis(30));
             e.interrupt_lock_held.store(0, Ordering::SeqCst);
             release_spin_lock(extension, &mut handle);
+        }
+        Mode::DmaThroughStorPort | Mode::DmaToPhysicalAddress => {
+            dma_request(extension, srb);
+            complete(extension, srb);
         }
         Mode::BadLocks => {
             // The StartIo lock is already held here: a recursive acquisition.
@@ -919,10 +1050,44 @@ impl DmaArena for TestArena {
 
 /// A PCI function with one 4 KiB memory BAR: offset 0 is a doorbell that raises the MSI-X
 /// message written to it, offset 4 a scratch register; 4 MSI-X messages.
+///
+/// With DMA memory ([`boot_dma`]) it is a bus master too: offsets 8 to 20 (`DMA_*`) make it
+/// write the read pattern at a bus address, through the memory's IOMMU.
 struct TestDevice {
     line: OnceLock<InterruptLine>,
     scratch: AtomicU32,
     doorbells: AtomicU32,
+    dma: OnceLock<PhysicalMemory>,
+    /// `DMA_ADDRESS_LOW`, `DMA_ADDRESS_HIGH`, `DMA_PATTERN_OFFSET`, and the last outcome.
+    dma_registers: [AtomicU32; 3],
+    dma_ok: AtomicU32,
+}
+
+impl TestDevice {
+    fn new() -> Self {
+        Self {
+            line: OnceLock::new(),
+            scratch: AtomicU32::new(0),
+            doorbells: AtomicU32::new(0),
+            dma: OnceLock::new(),
+            dma_registers: Default::default(),
+            dma_ok: AtomicU32::new(0),
+        }
+    }
+
+    /// Writes `len` bytes of the read pattern (from `offset` in it) at bus address `bus`, as a
+    /// bus master does: through the IOMMU. Whether the write went through.
+    fn dma(&self, bus: u64, len: u32, offset: u32) -> bool {
+        use vm_memory::{Bytes, GuestAddress};
+        let Some(memory) = self.dma.get() else {
+            return false;
+        };
+        let bytes: Vec<u8> = (offset..offset + len).map(|i| (i % 251) as u8).collect();
+        memory
+            .device_memory()
+            .write_slice(&bytes, GuestAddress(bus))
+            .is_ok()
+    }
 }
 
 impl PciFunction for TestDevice {
@@ -945,6 +1110,7 @@ impl PciFunction for TestDevice {
     fn mmio_read(&self, _bar: u8, offset: u64, _width: u8) -> u64 {
         match offset {
             4 => u64::from(self.scratch.load(Ordering::SeqCst)),
+            20 => u64::from(self.dma_ok.load(Ordering::SeqCst)),
             _ => 0,
         }
     }
@@ -957,6 +1123,16 @@ impl PciFunction for TestDevice {
                 }
             }
             4 => self.scratch.store(value as u32, Ordering::SeqCst),
+            8 | 12 | 16 => {
+                self.dma_registers[(offset as usize - 8) / 4].store(value as u32, Ordering::SeqCst);
+            }
+            20 => {
+                let [low, high, pattern] =
+                    [0, 1, 2].map(|i| self.dma_registers[i].load(Ordering::SeqCst));
+                let bus = u64::from(low) | u64::from(high) << 32;
+                let ok = self.dma(bus, value as u32, pattern);
+                self.dma_ok.store(u32::from(ok), Ordering::SeqCst);
+            }
             _ => {}
         }
     }
@@ -964,11 +1140,7 @@ impl PciFunction for TestDevice {
 
 fn boot_with(mode: Mode, options: SimOptions) -> (Adapter, Arc<TestDevice>) {
     MODE.with(|cell| cell.set(mode));
-    let device = Arc::new(TestDevice {
-        line: OnceLock::new(),
-        scratch: AtomicU32::new(0),
-        doorbells: AtomicU32::new(0),
-    });
+    let device = Arc::new(TestDevice::new());
     let line = InterruptLine::new();
     let _ = device.line.set(line.clone());
     let platform = Platform {
@@ -982,6 +1154,61 @@ fn boot_with(mode: Mode, options: SimOptions) -> (Adapter, Arc<TestDevice>) {
 
 fn boot(mode: Mode) -> (Adapter, Arc<TestDevice>) {
     boot_with(mode, SimOptions::default())
+}
+
+/// The device model's memory as the arena, behind an IOMMU.
+struct IommuArena(PhysicalMemory);
+
+impl DmaArena for IommuArena {
+    fn alloc(&self, len: usize, align: usize) -> Option<usize> {
+        self.0
+            .alloc(len, align)
+            .map(|pointer| pointer.as_ptr().addr())
+    }
+    fn free(&self, address: usize, len: usize) {
+        if let Some(pointer) =
+            std::ptr::NonNull::new(std::ptr::with_exposed_provenance_mut(address))
+        {
+            let _ = self.0.free(pointer, len);
+        }
+    }
+    fn write(&self, address: usize, bytes: &[u8]) -> bool {
+        self.0.write(address, bytes)
+    }
+    fn read(&self, address: usize, out: &mut [u8]) -> bool {
+        self.0.read(address, out)
+    }
+    fn iommu(&self) -> bool {
+        self.0.iommu_enabled()
+    }
+    fn map(&self, address: usize, len: usize) -> Option<u64> {
+        self.0.map(address, len)
+    }
+    fn unmap(&self, bus: u64, len: usize) {
+        self.0.unmap(bus, len);
+    }
+}
+
+/// Boots `mode` with DMA remapping on: the test device masters DMA through the IOMMU of the
+/// memory it shares with the simulator.
+fn boot_dma(mode: Mode) -> (Adapter, Arc<TestDevice>, PhysicalMemory) {
+    MODE.with(|cell| cell.set(mode));
+    let memory = PhysicalMemory::with_iommu(16 << 20).unwrap();
+    let device = Arc::new(TestDevice::new());
+    let _ = device.dma.set(memory.clone());
+    let line = InterruptLine::new();
+    let _ = device.line.set(line.clone());
+    let platform = Platform {
+        entry: driver_entry,
+        pci: Arc::clone(&device) as Arc<dyn PciFunction>,
+        memory: Arc::new(IommuArena(memory.clone())),
+        interrupts: line,
+    };
+    let options = SimOptions {
+        iommu: true,
+        ..SimOptions::default()
+    };
+    (Simulator::boot(options, platform).unwrap(), device, memory)
 }
 
 fn extension_of(adapter: &Adapter) -> &Extension {
@@ -1648,4 +1875,90 @@ fn unit_control_overruns_and_unreported_successes_are_caught() {
             control: abi::SCSI_UNIT_POWER
         })
     );
+}
+
+#[test]
+fn under_dma_remapping_storport_maps_the_srb_extension_and_data_only_through_the_srb() {
+    let (adapter, device, memory) = boot_dma(Mode::DmaThroughStorPort);
+    let e = extension_of(&adapter);
+    // The uncached extension is mapped for the adapter's life, at a bus address that is no
+    // physical one.
+    let uncached_bus = u64::try_from(e.uncached_physical).unwrap();
+    assert!(uncached_bus >= IOVA_BASE);
+    assert_eq!(e.uncached_contiguous, 3 * 4096 - 1);
+    assert!(device.dma(uncached_bus, 16, 0));
+    let request = Request::new(0, 0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 3, 0]).reading(3 * 512);
+    let done = adapter.execute(0, &request).unwrap();
+    assert_eq!(done.status(), abi::SRB_STATUS_SUCCESS);
+    // The device wrote the data through the scatter/gather list's bus addresses.
+    let expected: Vec<u8> = (0..3 * 512_u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(done.data, expected);
+    assert_eq!(e.dma_delivered.load(Ordering::SeqCst), 1);
+    assert_eq!(e.dma_failures.load(Ordering::SeqCst), 0);
+    // With the SRB the extension translated to a bus address; without it, to 0 (what
+    // StorPort answers under an IOMMU).
+    let extension_bus = e.dma_bus.load(Ordering::SeqCst) as u64;
+    assert!(extension_bus >= IOVA_BASE);
+    assert_eq!(e.bus_without_srb.load(Ordering::SeqCst), 0);
+    assert_eq!(memory.iommu_faults(), Vec::new());
+    // The mapping ended with the request: the device can no longer reach the extension.
+    assert!(!device.dma(extension_bus, 8, 0));
+    let faults = memory.iommu_faults();
+    assert_eq!(faults.len(), 1);
+    assert_eq!(faults[0].address, extension_bus);
+    // Asking for the extension without its SRB breaks the documented contract, IOMMU or not.
+    let violations = adapter.shutdown();
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(matches!(
+        violations[0],
+        Violation::SrbExtensionTranslatedWithoutSrb { .. }
+    ));
+}
+
+#[test]
+fn a_miniport_handing_the_device_a_physical_address_under_dma_remapping_is_caught() {
+    let (adapter, device, memory) = boot_dma(Mode::DmaToPhysicalAddress);
+    let request = Request::new(0, 0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]).reading(512);
+    let done = adapter.execute(0, &request).unwrap();
+    let e = extension_of(&adapter);
+    // The device's write to the physical address faulted: nothing reached the extension.
+    assert_eq!(e.dma_failures.load(Ordering::SeqCst), 1);
+    assert_eq!(e.dma_delivered.load(Ordering::SeqCst), 0);
+    let faults = memory.iommu_faults();
+    assert_eq!(faults.len(), 1, "{faults:?}");
+    assert!(faults[0].address < IOVA_BASE && faults[0].write);
+    // The data still went through the scatter/gather list, which is mapped.
+    assert_eq!(done.status(), abi::SRB_STATUS_SUCCESS);
+    assert_eq!(
+        done.data,
+        (0..512_u32).map(|i| (i % 251) as u8).collect::<Vec<_>>()
+    );
+    drop(device);
+    let violations = adapter.shutdown();
+    assert!(
+        violations.iter().all(|violation| matches!(
+            violation,
+            Violation::SrbExtensionTranslatedWithoutSrb { .. }
+        )),
+        "{violations:?}"
+    );
+}
+
+#[test]
+fn dma_remapping_needs_an_arena_with_an_iommu() {
+    MODE.with(|cell| cell.set(Mode::Immediate));
+    let platform = Platform {
+        entry: driver_entry,
+        pci: Arc::new(TestDevice::new()),
+        memory: Arc::new(TestArena::new(1 << 20)),
+        interrupts: InterruptLine::new(),
+    };
+    let options = SimOptions {
+        iommu: true,
+        ..SimOptions::default()
+    };
+    assert!(matches!(
+        Simulator::boot(options, platform),
+        Err(SimError::NoIommu)
+    ));
 }

@@ -1,19 +1,29 @@
 //! The simulated machine's DMA-able memory: one anonymous mapping whose "physical" addresses
-//! are its process addresses, with a thread-safe first-fit allocator.
+//! are its process addresses, with a thread-safe first-fit allocator, and the IOMMU the device
+//! reaches it through when DMA remapping is on.
 //!
 //! The mapping is made by vm-memory (`MmapRegion::new`, anonymous and `MAP_NORESERVE`, so untouched
 //! pages cost nothing) and then registered as a `GuestMemoryMmap` region whose guest address is
 //! the mapping's own host address. The driver under test therefore hands the device plain
 //! pointers as bus addresses, and the device reaches them only through vm-memory, which refuses
 //! any address outside the region instead of dereferencing it.
+//!
+//! With an IOMMU ([`PhysicalMemory::with_iommu`]) the device does not see physical addresses at
+//! all: it reaches memory through rust-vmm's `IommuMemory`, whose translation table
+//! ([`Translation`]) holds only the ranges the port driver mapped for DMA
+//! ([`PhysicalMemory::map`]), each at an I/O virtual address (IOVA) far from any physical one.
+//! A device access to any other address fails, as a DMA-remapping fault does, and is recorded
+//! ([`PhysicalMemory::iommu_faults`]).
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
+use vm_memory::iommu::{Error as IommuError, IotlbIterator, IovaRange};
 use vm_memory::{
-    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestRegionMmap, MmapRegion,
+    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestRegionMmap, Iommu, IommuMemory,
+    Iotlb, MmapRegion, Permissions,
 };
 
 /// Default size of the simulated memory: 1 GiB of address space, reserved lazily.
@@ -55,9 +65,102 @@ pub enum FreeError {
     },
 }
 
+/// The memory as the device reaches it: through the IOMMU when it is on, else directly.
+pub type DeviceMemory = IommuMemory<GuestMemoryMmap, Translation>;
+
+/// The first I/O virtual address the IOMMU hands out: bit 56, above every user-space pointer
+/// (and so every simulated physical address), so that a physical address handed to the device
+/// never translates by accident.
+pub const IOVA_BASE: u64 = 1 << 56;
+
+/// A device access the IOMMU refused: no mapping (or a mapping without the access) covers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IommuFault {
+    /// The bus address the device used.
+    pub address: u64,
+    /// The bytes it wanted.
+    pub len: usize,
+    /// Whether it wanted to write.
+    pub write: bool,
+}
+
+/// The IOMMU's translation table: each mapping takes fresh IOVA pages (never reused, with an
+/// unmapped guard page after it), keeps its offset in the page, and maps byte-exactly the range
+/// the port driver mapped, so a device access one byte outside it faults.
+#[derive(Debug, Default)]
+pub struct Translation {
+    iotlb: RwLock<Iotlb>,
+    /// The next free IOVA page.
+    next: Mutex<u64>,
+    faults: Mutex<Vec<IommuFault>>,
+}
+
+impl Translation {
+    fn map(&self, physical: u64, len: usize) -> Option<u64> {
+        let pages = (physical % 4096 + len as u64).div_ceil(4096) + 1;
+        let iova = {
+            let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+            let page = (*next).max(IOVA_BASE);
+            *next = page.checked_add(pages * 4096)?;
+            page + physical % 4096
+        };
+        self.iotlb
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_mapping(
+                GuestAddress(iova),
+                GuestAddress(physical),
+                len,
+                Permissions::ReadWrite,
+            )
+            .ok()?;
+        Some(iova)
+    }
+
+    fn unmap(&self, iova: u64, len: usize) {
+        self.iotlb
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .invalidate_mapping(GuestAddress(iova), len);
+    }
+}
+
+impl Iommu for Translation {
+    type IotlbGuard<'a> = RwLockReadGuard<'a, Iotlb>;
+
+    fn translate(
+        &self,
+        iova: GuestAddress,
+        length: usize,
+        access: Permissions,
+    ) -> Result<IotlbIterator<Self::IotlbGuard<'_>>, IommuError> {
+        let iotlb = self.iotlb.read().unwrap_or_else(PoisonError::into_inner);
+        Iotlb::lookup(iotlb, iova, length, access).map_err(|fails| {
+            self.faults
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(IommuFault {
+                    address: iova.0,
+                    len: length,
+                    write: access.has_write(),
+                });
+            IommuError::CannotResolve {
+                iova_range: IovaRange { base: iova, length },
+                reason: format!(
+                    "{} unmapped range(s), {} without the access",
+                    fails.misses.len(),
+                    fails.access_fails.len()
+                ),
+            }
+        })
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     memory: GuestMemoryMmap,
+    /// The same memory behind the IOMMU (in pass-through when it is off).
+    device: DeviceMemory,
     base: usize,
     size: usize,
     /// Free ranges as offset -> length, coalesced: no two are adjacent or overlapping.
@@ -76,6 +179,19 @@ impl PhysicalMemory {
     /// # Errors
     /// [`MemoryError`] if the mapping or the registration fails.
     pub fn new(size: usize) -> Result<Self, MemoryError> {
+        Self::build(size, false)
+    }
+
+    /// As [`PhysicalMemory::new`], with the device behind an IOMMU: it reaches only what
+    /// [`PhysicalMemory::map`] mapped, at the bus addresses `map` returned.
+    ///
+    /// # Errors
+    /// As [`PhysicalMemory::new`].
+    pub fn with_iommu(size: usize) -> Result<Self, MemoryError> {
+        Self::build(size, true)
+    }
+
+    fn build(size: usize, iommu: bool) -> Result<Self, MemoryError> {
         if size == 0 {
             return Err(MemoryError::Empty);
         }
@@ -94,9 +210,11 @@ impl PhysicalMemory {
             .map_err(|_| MemoryError::Register { address })?;
         let mut free = BTreeMap::new();
         free.insert(0, size);
+        let device = IommuMemory::new(memory.clone(), Translation::default(), iommu, ());
         Ok(Self {
             inner: Arc::new(Inner {
                 memory,
+                device,
                 base,
                 size,
                 free: Mutex::new(free),
@@ -108,6 +226,53 @@ impl PhysicalMemory {
     #[must_use]
     pub fn guest_memory(&self) -> &GuestMemoryMmap {
         &self.inner.memory
+    }
+
+    /// The memory as the device reaches it: bus addresses, translated by the IOMMU if it is on.
+    #[must_use]
+    pub fn device_memory(&self) -> &DeviceMemory {
+        &self.inner.device
+    }
+
+    /// Whether the device reaches memory through an IOMMU.
+    #[must_use]
+    pub fn iommu_enabled(&self) -> bool {
+        self.inner.device.get_iommu_enabled()
+    }
+
+    /// Maps `len` bytes at physical `address` for the device's DMA and returns their bus
+    /// address: a fresh IOVA with the IOMMU on, `address` itself without one. `None` for an
+    /// empty range or one outside the memory.
+    #[must_use]
+    pub fn map(&self, address: usize, len: usize) -> Option<u64> {
+        if len == 0 || !self.contains(address, len) {
+            return None;
+        }
+        if self.iommu_enabled() {
+            self.inner.device.iommu().map(address as u64, len)
+        } else {
+            Some(address as u64)
+        }
+    }
+
+    /// Removes the mapping of `len` bytes at bus address `bus` (from [`PhysicalMemory::map`]);
+    /// the device's next access there faults. Nothing to do without an IOMMU.
+    pub fn unmap(&self, bus: u64, len: usize) {
+        if self.iommu_enabled() && len > 0 {
+            self.inner.device.iommu().unmap(bus, len);
+        }
+    }
+
+    /// The device accesses the IOMMU refused, in order.
+    #[must_use]
+    pub fn iommu_faults(&self) -> Vec<IommuFault> {
+        self.inner
+            .device
+            .iommu()
+            .faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The first address of the memory.
@@ -291,6 +456,76 @@ mod tests {
         assert!(memory.alloc(1 << 20, 8).is_none());
         assert!(memory.alloc(0, 8).is_none());
         assert!(memory.alloc(8, 3).is_none());
+    }
+
+    #[test]
+    fn without_an_iommu_bus_addresses_are_physical_and_nothing_faults() {
+        let memory = PhysicalMemory::new(1 << 20).unwrap();
+        let address = memory.alloc(64, 16).unwrap().as_ptr().addr();
+        assert!(!memory.iommu_enabled());
+        assert_eq!(memory.map(address, 64), Some(address as u64));
+        let device = memory.device_memory();
+        assert!(
+            device
+                .write_slice(&[7; 4], GuestAddress(address as u64))
+                .is_ok()
+        );
+        assert!(device.read_slice(&mut [0; 4], GuestAddress(8)).is_err());
+        assert_eq!(memory.iommu_faults(), Vec::new());
+    }
+
+    #[test]
+    fn the_iommu_translates_exactly_what_is_mapped_while_it_is_mapped() {
+        let memory = PhysicalMemory::with_iommu(1 << 20).unwrap();
+        let address = memory.alloc(100, 8).unwrap().as_ptr().addr() + 4;
+        assert!(memory.write(address, &[1, 2, 3, 4]));
+        let bus = memory.map(address, 50).unwrap();
+        // A fresh I/O virtual address, far from any physical one, in the same page offset.
+        assert!(bus >= IOVA_BASE);
+        assert_eq!(bus % 4096, address as u64 % 4096);
+        let device = memory.device_memory();
+        let mut back = [0; 4];
+        assert!(device.read_slice(&mut back, GuestAddress(bus)).is_ok());
+        assert_eq!(back, [1, 2, 3, 4]);
+        assert!(device.write_slice(&[9; 50], GuestAddress(bus)).is_ok());
+        let mut physical = [0; 50];
+        assert!(memory.read(address, &mut physical));
+        assert_eq!(physical, [9; 50]);
+        // The physical address, one byte past the mapping, and the mapping once unmapped:
+        // each faults, and each fault is recorded.
+        assert!(
+            device
+                .read_slice(&mut back, GuestAddress(address as u64))
+                .is_err()
+        );
+        assert!(device.write_slice(&[0; 2], GuestAddress(bus + 49)).is_err());
+        memory.unmap(bus, 50);
+        assert!(device.read_slice(&mut back, GuestAddress(bus)).is_err());
+        assert_eq!(
+            memory.iommu_faults(),
+            vec![
+                IommuFault {
+                    address: address as u64,
+                    len: 4,
+                    write: false
+                },
+                IommuFault {
+                    address: bus + 49,
+                    len: 2,
+                    write: true
+                },
+                IommuFault {
+                    address: bus,
+                    len: 4,
+                    write: false
+                },
+            ]
+        );
+        // Mapping the same memory again never hands out the old address.
+        let again = memory.map(address, 50).unwrap();
+        assert!(again > bus + 50);
+        assert!(memory.map(address, 0).is_none());
+        assert!(memory.map(memory.base() + memory.size(), 1).is_none());
     }
 
     proptest! {

@@ -46,10 +46,10 @@ use virtio_core::scsi::{
 };
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, Queue, QueueT, Reader, Writer};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress};
 use zerocopy::IntoBytes;
 
-pub use memory::PhysicalMemory;
+pub use memory::{DeviceMemory, IommuFault, PhysicalMemory};
 pub use reservations::{Nexus, PrStatus, ReservationType};
 pub use target::Lun;
 
@@ -521,7 +521,7 @@ struct QueueCounters {
     tmfs: AtomicU64,
 }
 
-type Chain = DescriptorChain<Arc<GuestMemoryMmap>>;
+type Chain = DescriptorChain<Arc<DeviceMemory>>;
 
 /// The device side of one virtqueue.
 #[derive(Default)]
@@ -692,7 +692,8 @@ struct Shared {
     /// The I_T nexus of this device's commands.
     nexus: Nexus,
     memory: PhysicalMemory,
-    guest: Arc<GuestMemoryMmap>,
+    /// Memory at bus addresses: through the IOMMU when the memory has one.
+    guest: Arc<DeviceMemory>,
     regs: FakeVirtioPci,
     regions: FakeRegions,
     sink: Arc<dyn InterruptSink>,
@@ -902,7 +903,7 @@ impl VirtioScsiDevice {
         let shared = Arc::new(Shared {
             options,
             nexus: options.nexus.unwrap_or_else(Nexus::fresh),
-            guest: Arc::new(memory.guest_memory().clone()),
+            guest: Arc::new(memory.device_memory().clone()),
             memory,
             regs,
             regions: FakeRegions::qemu(),

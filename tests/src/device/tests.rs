@@ -68,9 +68,22 @@ impl InterruptSink for Recorder {
 }
 
 /// DMA memory from the simulated physical memory (bus address = process address).
+/// Allocates `len` bytes and maps them for the device: behind an IOMMU at a fresh bus address,
+/// else at their physical one.
 fn dma(memory: &PhysicalMemory, len: usize, align: usize) -> DmaMemory {
     let ptr = memory.alloc(len, align).unwrap();
-    dma_at(ptr, len)
+    let bus = memory.map(ptr.as_ptr().addr(), len).unwrap();
+    dma_at_bus(ptr, len, bus)
+}
+
+#[expect(
+    unsafe_code,
+    reason = "the test driver's DMA boundary: describing allocated memory"
+)]
+fn dma_at_bus(ptr: NonNull<u8>, len: usize, bus: u64) -> DmaMemory {
+    // SAFETY: as in `dma_at`; the device reaches the memory at `bus`, which `PhysicalMemory::map`
+    // returned for it.
+    unsafe { DmaMemory::new(ptr, len, bus) }.unwrap()
 }
 
 #[expect(
@@ -212,7 +225,11 @@ const QUEUE_SIZE: u16 = 64;
 
 impl Harness {
     fn new(options: DeviceOptions, wanted: Features) -> Self {
-        let memory = PhysicalMemory::new(256 << 20).unwrap();
+        Self::on(PhysicalMemory::new(256 << 20).unwrap(), options, wanted)
+    }
+
+    /// A harness whose device reaches `memory` (perhaps through an IOMMU).
+    fn on(memory: PhysicalMemory, options: DeviceOptions, wanted: Features) -> Self {
         let sink = Arc::new(Recorder::default());
         let device = VirtioScsiDevice::new(options, memory.clone(), sink.clone());
         device
@@ -1004,6 +1021,45 @@ fn raw_chain(h: &mut Harness, readable: &[Segment], writable: &[Segment]) {
     let q = h.queue(2);
     q.queue.add(readable, writable, None).unwrap();
     q.kick();
+}
+
+#[test]
+fn behind_an_iommu_the_device_reaches_mapped_memory_only() {
+    let memory = PhysicalMemory::with_iommu(256 << 20).unwrap();
+    let mut h = Harness::on(
+        memory.clone(),
+        DeviceOptions::default(),
+        SCSI_DRIVER_FEATURES,
+    );
+    // Rings and buffers mapped: a write and a read round-trip through I/O virtual addresses.
+    let block = [0x5A; 512];
+    let write = h
+        .queue(2)
+        .command(lun0(), &rw10(opcode::WRITE_10, 3, 1), &block, 0);
+    assert_eq!(write.resp.response, 0);
+    let read = h
+        .queue(2)
+        .command(lun0(), &rw10(opcode::READ_10, 3, 1), &[], 512);
+    assert_eq!((read.resp.response, read.data), (0, block.to_vec()));
+    assert_eq!(memory.iommu_faults(), Vec::new());
+    // A response buffer handed over at its physical address, which no mapping covers: the
+    // IOMMU refuses the device's write, which treats the buffer as unmapped and needs a reset.
+    let req = dma(&memory, size_of::<CmdReq>(), 8);
+    assert!(req.write_bytes(0, CmdReq::new(lun0(), 9, &[0; 6]).unwrap().as_bytes()));
+    let resp = memory.alloc(size_of::<CmdResp>(), 8).unwrap();
+    let physical = resp.as_ptr().addr() as u64;
+    raw_chain(
+        &mut h,
+        &[segment(&req)],
+        &[Segment::new(physical, size_of::<CmdResp>() as u32)],
+    );
+    h.device.quiesce();
+    assert!(h.transport.needs_reset());
+    let faults = memory.iommu_faults();
+    assert!(
+        faults.iter().any(|fault| fault.address == physical),
+        "{faults:?}"
+    );
 }
 
 #[test]

@@ -262,6 +262,11 @@ export! {
         };
         let address = base + misalignment;
         state.uncached = Some((address, len.max(1)));
+        drop(state);
+        // Under DMA remapping StorPort maps the common buffer for the adapter's life.
+        if !machine.map_uncached(address, len.max(1)) {
+            return std::ptr::null_mut();
+        }
         std::ptr::with_exposed_provenance_mut(address)
     }
 }
@@ -463,15 +468,23 @@ export! {
     /// `STOR_PHYSICAL_ADDRESS StorPortGetPhysicalAddress(PVOID, PSCSI_REQUEST_BLOCK, PVOID, ULONG*)`.
     pub extern "system" fn StorPortGetPhysicalAddress(
         extension: *mut c_void,
-        _srb: *mut c_void,
+        srb: *mut c_void,
         virtual_address: *mut c_void,
         length: *mut u32,
     ) -> i64 {
         let Some(machine) = machine_for("StorPortGetPhysicalAddress", extension) else {
             return 0;
         };
+        let srb = (!srb.is_null()).then_some(srb.addr());
+        if srb.is_none() && machine.in_srb_extension(virtual_address.addr()) {
+            machine.violate(Violation::SrbExtensionTranslatedWithoutSrb {
+                address: virtual_address.addr(),
+            });
+            write_out(length.cast(), &0_u32);
+            return 0;
+        }
         let (physical, contiguous) = machine
-            .physical_address(virtual_address.addr())
+            .physical_address(srb, virtual_address.addr())
             .unwrap_or_else(|| {
                 machine.violate(Violation::PhysicalAddressOfUnknownMemory {
                     address: virtual_address.addr(),
@@ -484,7 +497,8 @@ export! {
 }
 
 export! {
-    /// `PVOID StorPortGetVirtualAddress(PVOID, STOR_PHYSICAL_ADDRESS)`: the identity mapping.
+    /// `PVOID StorPortGetVirtualAddress(PVOID, STOR_PHYSICAL_ADDRESS)`: the identity mapping, or
+    /// the IOMMU's reverse one.
     pub extern "system" fn StorPortGetVirtualAddress(
         extension: *mut c_void,
         physical: i64,
@@ -492,13 +506,12 @@ export! {
         let Some(machine) = machine_for("StorPortGetVirtualAddress", extension) else {
             return std::ptr::null_mut();
         };
-        let Ok(address) = usize::try_from(physical) else {
+        let Ok(bus) = u64::try_from(physical) else {
             return std::ptr::null_mut();
         };
-        match machine.physical_address(address) {
-            Some(_) => std::ptr::with_exposed_provenance_mut(address),
-            None => std::ptr::null_mut(),
-        }
+        machine
+            .virtual_address(bus)
+            .map_or(std::ptr::null_mut(), std::ptr::with_exposed_provenance_mut)
     }
 }
 

@@ -87,6 +87,11 @@ pub struct SrbRecord {
     pub(crate) data: Option<(usize, usize)>,
     pub(crate) direction: DataDirection,
     pub(crate) sense: Option<(usize, usize)>,
+    /// Its SRB extension, if it has one.
+    pub(crate) srb_extension: Option<(usize, usize)>,
+    /// With [`SimOptions::iommu`]: what StorPort mapped for the device while it has the SRB
+    /// (its SRB extension, data and sense buffers), unmapped when the SRB completes.
+    pub(crate) mappings: Vec<DmaMapping>,
     pub(crate) deadline: Instant,
     /// TimeOutValue in real time: the deadline is this long after the miniport gets the SRB.
     pub(crate) timeout: Duration,
@@ -104,6 +109,26 @@ pub struct SrbRecord {
     pub(crate) not_before: Option<Instant>,
     /// The simulated processor it was submitted on (a retry goes there again).
     pub(crate) processor: u32,
+}
+
+/// A range StorPort mapped for the device's DMA under remapping ([`SimOptions::iommu`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmaMapping {
+    /// Its (physical) address.
+    pub(crate) address: usize,
+    /// Its length.
+    pub(crate) len: usize,
+    /// The bus address the device uses for `address`.
+    pub(crate) bus: u64,
+}
+
+impl DmaMapping {
+    /// The bus address of `address` and the bytes from there to the mapping's end, if
+    /// `address` lies inside it.
+    fn translate(&self, address: usize) -> Option<(u64, usize)> {
+        let offset = address.checked_sub(self.address)?;
+        (offset < self.len).then(|| (self.bus + offset as u64, self.len - offset))
+    }
 }
 
 /// How long StorPort waits before sending a request the miniport answered BUSY again.
@@ -155,6 +180,8 @@ pub struct State {
     pub(crate) completed_at: HashMap<u64, Instant>,
     pub(crate) quarantine: VecDeque<(usize, Vec<(usize, usize)>)>,
     pub(crate) uncached: Option<(usize, usize)>,
+    /// With [`SimOptions::iommu`]: the uncached extension's mapping, for the adapter's life.
+    pub(crate) uncached_mapping: Option<DmaMapping>,
     /// The adapter's registry buffer (address, length), while allocated.
     pub(crate) registry_buffer: Option<(usize, usize)>,
     pub(crate) dpcs: HashMap<usize, Arc<DpcState>>,
@@ -976,6 +1003,8 @@ impl Machine {
             SrbKind::Scsi
         };
         let _ = hw;
+        let extension_region = (srb_extension != 0).then_some((srb_extension, srb_extension_size));
+        let mappings = self.map_for_device(&[extension_region, data, sense])?;
         let timeout = self
             .options
             .timeout_scale
@@ -998,6 +1027,8 @@ impl Machine {
                 data,
                 direction: request.direction,
                 sense,
+                srb_extension: extension_region,
+                mappings,
                 deadline: Instant::now() + timeout,
                 timeout,
                 reset_deadline: None,
@@ -1078,6 +1109,8 @@ impl Machine {
         if !self.memory.write(srb, &bytes) {
             return Err(SimError::OutOfMemory { len: srb_len });
         }
+        let extension_region = (srb_extension != 0).then_some((srb_extension, srb_extension_size));
+        let mappings = self.map_for_device(&[extension_region])?;
         let timeout = self
             .options
             .timeout_scale
@@ -1095,6 +1128,8 @@ impl Machine {
                 data: None,
                 direction: DataDirection::None,
                 sense: None,
+                srb_extension: extension_region,
+                mappings,
                 deadline: Instant::now() + timeout,
                 timeout,
                 reset_deadline: None,
@@ -1307,6 +1342,8 @@ impl Machine {
                 data: Some(memory.buffer),
                 direction: DataDirection::In,
                 sense: None,
+                srb_extension: None,
+                mappings: Vec::new(),
                 deadline: Instant::now() + timeout,
                 timeout,
                 reset_deadline: None,
@@ -1408,6 +1445,10 @@ impl Machine {
         record: SrbRecord,
         completion: Completion,
     ) {
+        // StorPort's DMA mappings of the request end with it: a device access after this faults.
+        for mapping in &record.mappings {
+            self.memory.unmap(mapping.bus, mapping.len);
+        }
         state.completed.insert(record.ticket, completion);
         state.completed_at.insert(record.ticket, Instant::now());
         state.quarantine.push_back((srb, record.regions));
@@ -1676,29 +1717,131 @@ impl Machine {
         }
     }
 
-    /// StorPortGetPhysicalAddress: the bytes contiguous from `address` in a known DMA region.
-    pub(crate) fn physical_address(&self, address: usize) -> Option<(u64, u32)> {
+    /// Maps each of `ranges` for the device (with [`SimOptions::iommu`]; nothing without it).
+    fn map_for_device(
+        &self,
+        ranges: &[Option<(usize, usize)>],
+    ) -> Result<Vec<DmaMapping>, SimError> {
+        if !self.options.iommu {
+            return Ok(Vec::new());
+        }
+        ranges
+            .iter()
+            .flatten()
+            .filter(|(_, len)| *len > 0)
+            .map(|&(address, len)| {
+                self.memory
+                    .map(address, len)
+                    .map(|bus| DmaMapping { address, len, bus })
+                    .ok_or(SimError::OutOfMemory { len })
+            })
+            .collect()
+    }
+
+    /// Maps the uncached extension for the device, for the adapter's life (with
+    /// [`SimOptions::iommu`]); `false` if it cannot be mapped.
+    pub(crate) fn map_uncached(&self, address: usize, len: usize) -> bool {
+        let Ok(mut mappings) = self.map_for_device(&[Some((address, len))]) else {
+            return false;
+        };
+        self.state().uncached_mapping = mappings.pop();
+        true
+    }
+
+    /// StorPortGetPhysicalAddress: the bus address of `address` and the bytes contiguous from
+    /// there, `srb` being the SRB argument (if not NULL). `None` for memory StorPort never
+    /// gave out; `(0, 0)` for memory it gave out but cannot translate.
+    ///
+    /// Without an IOMMU, bus addresses are physical ones and any DMA memory translates. With
+    /// one ([`SimOptions::iommu`]), the uncached extension translates, and an SRB's extension,
+    /// data and sense buffers translate only when that SRB is passed: StorPort finds the
+    /// logical address of SRB memory through its SRB, and "if you pass NULL as the SRB when
+    /// getting the physical address of the SrbExtension the API will just return zero if an
+    /// IOMMU is active" (MicrosoftDocs/windows-driver-docs-ddi pull request 1640).
+    pub(crate) fn physical_address(
+        &self,
+        srb: Option<usize>,
+        address: usize,
+    ) -> Option<(u64, u32)> {
         let state = self.state();
         let inside = |&(start, len): &(usize, usize)| address >= start && address < start + len;
         // The uncached extension is a common buffer, physically contiguous on every machine;
         // only pool memory (SRBs, their extensions and buffers) is fragmented.
         let uncached = state.uncached.filter(inside);
-        let region = uncached.or_else(|| {
-            state
-                .outstanding
-                .values()
-                .flat_map(|record| record.regions.iter().copied())
-                .find(inside)
-        })?;
-        drop(state);
-        let mut contiguous = region.0 + region.1 - address;
+        let (bus, mut contiguous) = if self.options.iommu {
+            let mapped = match uncached {
+                Some(_) => state
+                    .uncached_mapping
+                    .and_then(|mapping| mapping.translate(address)),
+                None => srb
+                    .and_then(|srb| state.outstanding.get(&srb))
+                    .and_then(|record| {
+                        record
+                            .mappings
+                            .iter()
+                            .find_map(|mapping| mapping.translate(address))
+                    }),
+            };
+            let known = uncached.is_some()
+                || state
+                    .outstanding
+                    .values()
+                    .any(|record| record.regions.iter().any(inside));
+            drop(state);
+            match mapped {
+                Some(found) => found,
+                None if known => return Some((0, 0)),
+                None => return None,
+            }
+        } else {
+            let region = uncached.or_else(|| {
+                state
+                    .outstanding
+                    .values()
+                    .flat_map(|record| record.regions.iter().copied())
+                    .find(inside)
+            })?;
+            drop(state);
+            (address as u64, region.0 + region.1 - address)
+        };
         if self.options.contiguity == Contiguity::PageBoundary && uncached.is_none() {
             contiguous = contiguous.min(4096 - address % 4096);
         }
-        Some((
-            address as u64,
-            u32::try_from(contiguous).unwrap_or(u32::MAX),
-        ))
+        Some((bus, u32::try_from(contiguous).unwrap_or(u32::MAX)))
+    }
+
+    /// Whether `address` lies in the SRB extension of an SRB StorPort has given out.
+    pub(crate) fn in_srb_extension(&self, address: usize) -> bool {
+        self.state().outstanding.values().any(|record| {
+            record
+                .srb_extension
+                .is_some_and(|(start, len)| address >= start && address < start + len)
+        })
+    }
+
+    /// StorPortGetVirtualAddress: the address whose bus address is `bus`, if it is DMA memory
+    /// StorPort gave out (with an IOMMU, mapped memory only).
+    pub(crate) fn virtual_address(&self, bus: u64) -> Option<usize> {
+        if !self.options.iommu {
+            let address = usize::try_from(bus).ok()?;
+            return self.physical_address(None, address).map(|_| address);
+        }
+        let state = self.state();
+        let reverse = |mapping: &DmaMapping| {
+            let offset = usize::try_from(bus.checked_sub(mapping.bus)?).ok()?;
+            (offset < mapping.len).then_some(mapping.address + offset)
+        };
+        state
+            .uncached_mapping
+            .as_ref()
+            .and_then(reverse)
+            .or_else(|| {
+                state
+                    .outstanding
+                    .values()
+                    .flat_map(|record| record.mappings.iter())
+                    .find_map(reverse)
+            })
     }
 
     /// StorPortGetScatterGatherList: builds (once per SRB) the list for its data buffer.
@@ -1711,6 +1854,14 @@ impl Machine {
             return Some(list);
         }
         let (address, len) = record.data?;
+        // Under remapping the elements carry the data buffer's bus (logical) addresses.
+        let bus_of = |at: usize| {
+            record
+                .mappings
+                .iter()
+                .find_map(|mapping| mapping.translate(at))
+                .map_or(at as u64, |(bus, _)| bus)
+        };
         let mut elements: Vec<abi::StorScatterGatherElement> = Vec::new();
         let mut at = address;
         let end = address + len;
@@ -1722,7 +1873,7 @@ impl Machine {
             match elements.last_mut() {
                 Some(last) if merge && rng & 1 == 1 => last.length += piece as u32,
                 _ => elements.push(abi::StorScatterGatherElement {
-                    physical_address: at as u64,
+                    physical_address: bus_of(at),
                     length: piece as u32,
                     ..abi::StorScatterGatherElement::default()
                 }),

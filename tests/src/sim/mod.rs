@@ -51,6 +51,10 @@ pub enum Contiguity {
 
 /// Simulator settings.
 #[derive(Clone, Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent switches of the simulated platform, each a yes-or-no property of it"
+)]
 pub struct SimOptions {
     /// Number of simulated processors (threads).
     pub processors: u32,
@@ -97,6 +101,14 @@ pub struct SimOptions {
     /// (HwInterrupt polled), no MSI-X, DPCs, timers, passive initialisation or registry, a
     /// small uncached extension, one SRB at a time.
     pub dump: Option<DumpPort>,
+    /// Play DMA remapping (an IOMMU between the device and memory, as Kernel DMA Protection
+    /// and virtual-IOMMU guests have): bus addresses are I/O virtual addresses, not physical
+    /// ones, and only what StorPort maps translates: the uncached extension for the adapter's
+    /// life, and each SRB's SRB extension, data buffer and sense buffer while StorPort has
+    /// the SRB. StorPortGetPhysicalAddress then answers as StorPort does under remapping: the
+    /// SRB extension, data and sense buffers translate only with their SRB (NULL gets 0).
+    /// Needs an arena with an IOMMU ([`DmaArena::iommu`]).
+    pub iommu: bool,
 }
 
 impl Default for SimOptions {
@@ -116,6 +128,7 @@ impl Default for SimOptions {
             registry: Vec::new(),
             adapter_key: AdapterKey::default(),
             dump: None,
+            iommu: false,
         }
     }
 }
@@ -183,6 +196,21 @@ pub trait DmaArena: Send + Sync {
     fn write(&self, address: usize, bytes: &[u8]) -> bool;
     /// Copies bytes out; `false` outside the arena.
     fn read(&self, address: usize, out: &mut [u8]) -> bool;
+    /// Whether the device reaches this memory through an IOMMU that [`DmaArena::map`] programs
+    /// (what [`SimOptions::iommu`] needs).
+    fn iommu(&self) -> bool {
+        false
+    }
+    /// Maps `len` bytes at `address` for the device's DMA; returns their bus address. Without
+    /// an IOMMU there is nothing to map: `None`.
+    fn map(&self, address: usize, len: usize) -> Option<u64> {
+        let _ = (address, len);
+        None
+    }
+    /// Removes a mapping [`DmaArena::map`] made.
+    fn unmap(&self, bus: u64, len: usize) {
+        let _ = (bus, len);
+    }
 }
 
 /// The adapter's interrupt line, handed to the device before boot; interrupts raised before
@@ -484,6 +512,14 @@ pub enum Violation {
     },
     /// StorPortGetPhysicalAddress on memory that is not DMA memory StorPort gave out.
     PhysicalAddressOfUnknownMemory {
+        /// The address.
+        address: usize,
+    },
+    /// StorPortGetPhysicalAddress on an SRB extension with a NULL SRB: "the SRB parameter
+    /// must not be NULL when passing the SrbExtension", since under DMA remapping StorPort
+    /// finds its logical address through the SRB and answers 0 without it
+    /// (MicrosoftDocs/windows-driver-docs-ddi pull request 1640).
+    SrbExtensionTranslatedWithoutSrb {
         /// The address.
         address: usize,
     },
@@ -826,6 +862,8 @@ pub enum SimError {
     },
     /// The miniport's WMI registration (`IRP_MN_REGINFO_EX`) failed.
     WmiRegistration(RegistrationError),
+    /// [`SimOptions::iommu`] on an arena without an IOMMU.
+    NoIommu,
 }
 
 /// What StorPort's queues in front of the miniport did ([`Adapter::port_queue_figures`]).
@@ -929,6 +967,9 @@ impl Simulator {
         interrupts: &InterruptLine,
     ) -> Result<Adapter, SimError> {
         let entry = entry.ok_or(SimError::DriverEntry(abi::STATUS_INVALID_PARAMETER))?;
+        if options.iommu && !memory.iommu() {
+            return Err(SimError::NoIommu);
+        }
         let dump = options.dump.is_some();
         if dump {
             // The dump port connects no interrupt, let alone MSI-X messages.
