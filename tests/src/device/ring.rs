@@ -313,6 +313,15 @@ impl DeviceRing {
                 else {
                     return Ok(None);
                 };
+                // The same rule as on the split ring: no more buffer descriptors than the queue
+                // size, an indirect table's entries included.
+                let descriptors = chain.elements.len() as u32;
+                if descriptors > u32::from(size) {
+                    return Err(ChainError::LongerThanQueue {
+                        descriptors,
+                        queue_size: size,
+                    });
+                }
                 Ok(Some(Chain {
                     id: chain.id,
                     descriptors: chain.descriptors,

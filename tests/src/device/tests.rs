@@ -1886,11 +1886,7 @@ fn packed_ring_memory(q: &DriverQueue) -> DmaMemory {
 
 #[test]
 fn the_packed_ring_is_offered_only_on_request_and_serves_every_request_across_wraps() {
-    assert!(
-        !Harness::default()
-            .features
-            .contains(Features::RING_PACKED)
-    );
+    assert!(!Harness::default().features.contains(Features::RING_PACKED));
     let mut h = packed_harness();
     assert!(h.features.contains(Features::RING_PACKED));
     let data = pattern(3, 512);
@@ -1910,7 +1906,10 @@ fn the_packed_ring_is_offered_only_on_request_and_serves_every_request_across_wr
         h.device.quiesce();
         let done = h.queue(2).reap().unwrap();
         assert_eq!(done.len(), tokens.len(), "round {round}");
-        assert!(done.iter().all(|d| d.resp.response == 0 && d.written == 108 + 512));
+        assert!(
+            done.iter()
+                .all(|d| d.resp.response == 0 && d.written == 108 + 512)
+        );
     }
     assert!(h.sink.vectors.lock().unwrap().contains(&2), "interrupts");
     assert_eq!(h.device.violations(), []);

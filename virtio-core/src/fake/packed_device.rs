@@ -15,6 +15,7 @@ use core::sync::atomic::{Ordering, fence};
 use std::vec::Vec;
 
 use super::FakeHal;
+use crate::dma::DmaMemory;
 use crate::queue::need_event;
 
 /// `VIRTQ_DESC_F_NEXT`: the buffer continues in the next descriptor (section 2.8.13).
@@ -53,7 +54,7 @@ pub trait DeviceMemory {
 
 /// The fake HAL's view of `width` bytes at `address`: `DmaMemory` views start 8-aligned, so
 /// the view starts at the aligned address below and the field sits at the returned offset.
-fn fake_view(hal: &FakeHal, address: u64, width: usize) -> Option<(crate::dma::DmaMemory, usize)> {
+fn fake_view(hal: &FakeHal, address: u64, width: usize) -> Option<(DmaMemory, usize)> {
     let offset = (address % 8) as usize;
     Some((
         hal.memory_at(address - offset as u64, offset + width)?,
@@ -87,6 +88,43 @@ impl DeviceMemory for FakeHal {
     fn load_u64(&self, address: u64) -> Option<u64> {
         let (view, offset) = fake_view(self, address, 8)?;
         Some(view.load_u64(offset, Ordering::Relaxed))
+    }
+}
+
+/// The offset of `width` bytes at bus `address` inside `memory`, if they lie inside it.
+fn dma_offset(memory: &DmaMemory, address: u64, width: usize) -> Option<usize> {
+    let offset = usize::try_from(address.checked_sub(memory.bus_address())?).ok()?;
+    (offset.checked_add(width)? <= memory.len()).then_some(offset)
+}
+
+/// One region of DMA memory at its own bus addresses (a ring alone, when the device touches
+/// nothing else).
+impl DeviceMemory for DmaMemory {
+    fn load_u16(&self, address: u64, order: Ordering) -> Option<u16> {
+        let offset = dma_offset(self, address, 2)?;
+        Some(DmaMemory::load_u16(self, offset, order))
+    }
+
+    fn store_u16(&self, address: u64, value: u16, order: Ordering) -> Option<()> {
+        let offset = dma_offset(self, address, 2)?;
+        DmaMemory::store_u16(self, offset, value, order);
+        Some(())
+    }
+
+    fn load_u32(&self, address: u64) -> Option<u32> {
+        let offset = dma_offset(self, address, 4)?;
+        Some(DmaMemory::load_u32(self, offset, Ordering::Relaxed))
+    }
+
+    fn store_u32(&self, address: u64, value: u32) -> Option<()> {
+        let offset = dma_offset(self, address, 4)?;
+        DmaMemory::store_u32(self, offset, value, Ordering::Relaxed);
+        Some(())
+    }
+
+    fn load_u64(&self, address: u64) -> Option<u64> {
+        let offset = dma_offset(self, address, 8)?;
+        Some(DmaMemory::load_u64(self, offset, Ordering::Relaxed))
     }
 }
 
@@ -139,6 +177,9 @@ pub struct PackedChain {
     pub elements: Vec<Element>,
     /// It was an indirect table.
     pub indirect: bool,
+    /// The ring descriptor that points to the indirect table, if it was one (for tests that
+    /// hold a driver to what the device ignores: its WRITE bit, the table's alignment).
+    pub indirect_descriptor: Option<Element>,
 }
 
 impl PackedChain {
@@ -168,8 +209,8 @@ pub enum PackedError {
         /// Its flags.
         flags: u16,
     },
-    /// A buffer of more descriptors than the queue size, the entries of an indirect table
-    /// included (sections 2.8.6, 2.8.7).
+    /// A buffer of more ring descriptors than the queue size (section 2.8.6): it would wrap
+    /// onto itself.
     LongerThanQueue {
         /// Descriptors counted when the device gave up (at least the queue size plus one).
         descriptors: u32,
@@ -359,6 +400,7 @@ impl PackedDevice {
             descriptors: 0,
             elements: Vec::new(),
             indirect: false,
+            indirect_descriptor: None,
         };
         let mut seen_writable = false;
         let mut push = |element: Element| {
@@ -396,13 +438,10 @@ impl PackedDevice {
                 }
                 let len = descriptor.len;
                 let entries = len / 16;
+                // The table may hold more entries than the queue size: a device sets its own
+                // limit on it (QEMU's is 1024), which callers enforce on `elements`.
                 if len == 0 || len % 16 != 0 {
                     return Err(PackedError::IndirectTableLength { len });
-                }
-                if entries > u32::from(self.size) {
-                    return Err(PackedError::LongerThanQueue {
-                        descriptors: entries,
-                    });
                 }
                 for entry in 0..u64::from(entries) {
                     let element = Self::read_descriptor(
@@ -419,6 +458,7 @@ impl PackedDevice {
                     chain.elements.push(element);
                 }
                 chain.indirect = true;
+                chain.indirect_descriptor = Some(descriptor);
             } else {
                 push(descriptor)?;
                 chain.elements.push(descriptor);
