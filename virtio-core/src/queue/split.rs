@@ -58,8 +58,7 @@ pub struct Descriptor {
     pub next: U16,
 }
 const _: () = assert!(size_of::<Descriptor>() == 16);
-// `write_descriptor` stores `len`, `flags` and `next` as one little-endian 64-bit word, which is
-// only right for exactly this layout.
+// The descriptor writers store each field at its own offset and size.
 const _: () = assert!(offset_of!(Descriptor, addr) == 0);
 const _: () = assert!(offset_of!(Descriptor, len) == 8);
 const _: () = assert!(offset_of!(Descriptor, flags) == 12);
@@ -281,8 +280,12 @@ pub struct SplitQueue<S: BorrowMut<[Slot]>> {
 
 /// A descriptor table: the ring's own ([`RingView::descriptors`]) or an indirect one.
 ///
-/// `len`, `flags` and `next` are adjacent little-endian fields (asserted at compile time above),
-/// so they go out as one 64-bit store: two stores per descriptor instead of four.
+/// One access-size policy, the packed ring's: every field is always written at its own size
+/// (`addr` 64-bit, `len` 32-bit, `flags` and `next` 16-bit), never merged into a wider store.
+/// `len|flags|next` used to go out as one 64-bit store while `set_flags` later rewrote `flags`
+/// alone with a 16-bit one; the C++/Rust memory model leaves such mixed-size atomic accesses to
+/// one location without defined semantics, and Miri's weak-memory emulation rejects them, so
+/// the two stores saved per descriptor cost the checker that matters most for ring ordering.
 trait DescriptorTable {
     /// Writes descriptor `index`.
     fn write(&self, index: u16, segment: &Segment, flags: u16, next: u16);
@@ -295,10 +298,11 @@ impl DescriptorTable for DmaArray<{ size_of::<Descriptor>() }, 8> {
     #[inline]
     fn write(&self, index: u16, segment: &Segment, flags: u16, next: u16) {
         let index = usize::from(index);
-        let tail = descriptor_tail(segment.len, flags, next);
         let addr = offset_of!(Descriptor, addr);
         self.store_u64(index, addr, segment.address, Ordering::Relaxed);
-        self.store_u64(index, offset_of!(Descriptor, len), tail, Ordering::Relaxed);
+        self.store_u32(index, offset_of!(Descriptor, len), segment.len, Ordering::Relaxed);
+        self.store_u16(index, offset_of!(Descriptor, flags), flags, Ordering::Relaxed);
+        self.store_u16(index, offset_of!(Descriptor, next), next, Ordering::Relaxed);
     }
 
     #[inline]
@@ -313,9 +317,10 @@ impl DescriptorTable for DmaMemory {
     #[inline]
     fn write(&self, index: u16, segment: &Segment, flags: u16, next: u16) {
         let offset = descriptor_offset(index);
-        let tail = descriptor_tail(segment.len, flags, next);
         self.store_u64(offset, segment.address, Ordering::Relaxed);
-        self.store_u64(offset + 8, tail, Ordering::Relaxed);
+        self.store_u32(offset + offset_of!(Descriptor, len), segment.len, Ordering::Relaxed);
+        self.store_u16(offset + offset_of!(Descriptor, flags), flags, Ordering::Relaxed);
+        self.store_u16(offset + offset_of!(Descriptor, next), next, Ordering::Relaxed);
     }
 
     #[inline]
@@ -323,12 +328,6 @@ impl DescriptorTable for DmaMemory {
         let offset = descriptor_offset(index) + offset_of!(Descriptor, flags);
         self.store_u16(offset, flags, Ordering::Relaxed);
     }
-}
-
-/// The `len`, `flags` and `next` fields of a descriptor as the little-endian word at offset 8.
-#[inline]
-const fn descriptor_tail(len: u32, flags: u16, next: u16) -> u64 {
-    len as u64 | ((flags as u64) << 32) | ((next as u64) << 48)
 }
 
 /// Offset of descriptor `index` in a descriptor table (the ring's or an indirect one).
