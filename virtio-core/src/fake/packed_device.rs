@@ -535,7 +535,9 @@ impl PackedDevice {
         if self.features.event_idx {
             let off_wrap = self.next_avail | (u16::from(self.avail_wrap) << 15);
             Self::store16(memory, event, off_wrap, Ordering::Relaxed)?;
-            Self::store16(memory, event + 2, EVENT_FLAGS_DESC, Ordering::Relaxed)?;
+            // ORDERING: release after the offset pairs with the driver's acquire load of the
+            // flags, so a driver that sees DESC sees the offset it goes with.
+            Self::store16(memory, event + 2, EVENT_FLAGS_DESC, Ordering::Release)?;
         } else {
             Self::store16(memory, event + 2, EVENT_FLAGS_ENABLE, Ordering::Relaxed)?;
         }
@@ -619,7 +621,8 @@ impl PackedDevice {
     ) -> Result<(), PackedError> {
         let event = self.areas.device_event;
         Self::store16(memory, event, off_wrap, Ordering::Relaxed)?;
-        Self::store16(memory, event + 2, flags, Ordering::Relaxed)?;
+        // ORDERING: as in `enable_kicks`.
+        Self::store16(memory, event + 2, flags, Ordering::Release)?;
         self.kicks_disabled = flags == EVENT_FLAGS_DISABLE;
         // ORDERING: as in `enable_kicks`, before the caller re-reads the ring.
         fence(Ordering::SeqCst);

@@ -154,12 +154,9 @@ impl RingView {
     }
 }
 
-/// The last 8 bytes of a [`Descriptor`] (`len`, `id`, `flags`) as one little-endian `u64`, so a
-/// descriptor nobody reads yet is written with two stores instead of four.
-#[inline]
-fn descriptor_tail(len: u32, id: u16, flags: u16) -> u64 {
-    u64::from(len) | u64::from(id) << 32 | u64::from(flags) << 48
-}
+/// Offsets of the two fields of an event suppression structure (section 2.8.10).
+const EVENT_OFF_WRAP: usize = 0;
+const EVENT_FLAGS: usize = 2;
 
 const _: () = assert!(DESC_LEN == 8 && DESC_ID == 12 && DESC_FLAGS == 14);
 
@@ -381,17 +378,26 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
         self.next_used | (self.used_wrap_flags & VIRTQ_DESC_F_USED)
     }
 
-    /// Writes the driver event suppression structure if `value` differs from what is there.
+    /// Writes the driver event suppression structure (`flags << 16 | off_wrap`) if `value`
+    /// differs from what is there: both 16-bit fields, each at its own size, since the device
+    /// reads them as two 16-bit fields and one access size per field keeps the ring free of
+    /// mixed-size accesses (which Miri's weak-memory emulation rejects).
     #[inline]
     fn write_driver_event(&mut self, value: u32) {
-        if value != self.driver_event_shadow {
-            // Both fields in one store, so the device never sees the new flags with the old
-            // offset. No ordering of its own: callers that need one fence after it.
-            self.view
-                .driver_event
-                .store_u32(0, 0, value, Ordering::Relaxed);
-            self.driver_event_shadow = value;
+        if value == self.driver_event_shadow {
+            return;
         }
+        self.view
+            .driver_event
+            .store_u16(0, EVENT_OFF_WRAP, value as u16, Ordering::Relaxed);
+        // ORDERING: Release after the offset, so a device that sees the new flags (with an
+        // acquire load) sees the offset they go with (section 2.8.10), as a single store of
+        // both fields did. Callers that need the store ordered before a later load fence
+        // after it.
+        self.view
+            .driver_event
+            .store_u16(0, EVENT_FLAGS, (value >> 16) as u16, Ordering::Release);
+        self.driver_event_shadow = value;
     }
 
     /// Whether the driver event suppression structure currently asks for an interrupt at a
@@ -523,9 +529,11 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
                     descriptors.store_u16(at, DESC_ID, id, Ordering::Relaxed);
                     head_flags = flags;
                 } else {
-                    // Not the head, so unpublished: `len`, `id` and `flags` in one store.
-                    let tail = descriptor_tail(segment.len, id, flags);
-                    descriptors.store_u64(at, DESC_LEN, tail, Ordering::Relaxed);
+                    // Not the head, so unpublished until the head's flags: every field at its
+                    // own size, as the device reads it (no mixed-size accesses).
+                    descriptors.store_u32(at, DESC_LEN, segment.len, Ordering::Relaxed);
+                    descriptors.store_u16(at, DESC_ID, id, Ordering::Relaxed);
+                    descriptors.store_u16(at, DESC_FLAGS, flags, Ordering::Relaxed);
                 }
                 index += 1;
             }
@@ -580,8 +588,9 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
                 // Buffer ID is reserved (written as zero). ORDERING: Relaxed, published by the
                 // Release store of the ring descriptor's flags below.
                 table.store_u64(offset + DESC_ADDR, segment.address, Ordering::Relaxed);
-                let tail = descriptor_tail(segment.len, 0, write);
-                table.store_u64(offset + DESC_LEN, tail, Ordering::Relaxed);
+                table.store_u32(offset + DESC_LEN, segment.len, Ordering::Relaxed);
+                table.store_u16(offset + DESC_ID, 0, Ordering::Relaxed);
+                table.store_u16(offset + DESC_FLAGS, write, Ordering::Relaxed);
                 offset += DESC_SIZE;
             }
         }
@@ -669,9 +678,17 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
         // sees the device's request to be notified. Release alone would not order the store
         // before the load.
         fence(Ordering::SeqCst);
-        let device_event = self.view.device_event.load_u32(0, 0, Ordering::Relaxed);
-        let desc = device_event as u16;
-        let flags = (device_event >> 16) as u16 & RING_EVENT_FLAGS_MASK;
+        // Each field at its own size, as the device writes them; the flags first and with
+        // Acquire, pairing with a device that releases them after the offset they go with.
+        let flags = self
+            .view
+            .device_event
+            .load_u16(0, EVENT_FLAGS, Ordering::Acquire)
+            & RING_EVENT_FLAGS_MASK;
+        let desc = self
+            .view
+            .device_event
+            .load_u16(0, EVENT_OFF_WRAP, Ordering::Relaxed);
         match flags {
             RING_EVENT_FLAGS_DISABLE => false,
             RING_EVENT_FLAGS_DESC if self.features.event_idx => {
@@ -777,10 +794,8 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
             // device, already past the old one, would not interrupt again for a whole lap. The
             // position (with its wrap counter) moved, so the value differs from what is there.
             let value = u32::from(RING_EVENT_FLAGS_DESC) << 16 | u32::from(self.used_event());
-            self.view
-                .driver_event
-                .store_u32(0, 0, value, Ordering::Relaxed);
-            self.driver_event_shadow = value;
+            // The flags stay DESC: only the offset is stored.
+            self.write_driver_event(value);
             self.event_store_unfenced = true;
         }
         Ok(Some(UsedBuffer {
@@ -1939,9 +1954,9 @@ mod tests {
         rig.queue.disable_interrupts();
         // Something else (here, a scribbling device) changes the structure; a driver that
         // kept writing the same value would overwrite it, one that keeps a shadow does not.
-        rig.device
-            .ring
-            .store_u32(rig.device.driver_event, 0x1234_5678, Ordering::Relaxed);
+        let at = rig.device.driver_event;
+        rig.device.ring.store_u16(at, 0x5678, Ordering::Relaxed);
+        rig.device.ring.store_u16(at + 2, 0x1234, Ordering::Relaxed);
         rig.queue.disable_interrupts();
         assert_eq!(rig.device.driver_event_bytes(), [0x78, 0x56, 0x34, 0x12]);
         assert!(!rig.queue.enable_interrupts());

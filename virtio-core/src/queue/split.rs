@@ -300,8 +300,18 @@ impl DescriptorTable for DmaArray<{ size_of::<Descriptor>() }, 8> {
         let index = usize::from(index);
         let addr = offset_of!(Descriptor, addr);
         self.store_u64(index, addr, segment.address, Ordering::Relaxed);
-        self.store_u32(index, offset_of!(Descriptor, len), segment.len, Ordering::Relaxed);
-        self.store_u16(index, offset_of!(Descriptor, flags), flags, Ordering::Relaxed);
+        self.store_u32(
+            index,
+            offset_of!(Descriptor, len),
+            segment.len,
+            Ordering::Relaxed,
+        );
+        self.store_u16(
+            index,
+            offset_of!(Descriptor, flags),
+            flags,
+            Ordering::Relaxed,
+        );
         self.store_u16(index, offset_of!(Descriptor, next), next, Ordering::Relaxed);
     }
 
@@ -318,9 +328,21 @@ impl DescriptorTable for DmaMemory {
     fn write(&self, index: u16, segment: &Segment, flags: u16, next: u16) {
         let offset = descriptor_offset(index);
         self.store_u64(offset, segment.address, Ordering::Relaxed);
-        self.store_u32(offset + offset_of!(Descriptor, len), segment.len, Ordering::Relaxed);
-        self.store_u16(offset + offset_of!(Descriptor, flags), flags, Ordering::Relaxed);
-        self.store_u16(offset + offset_of!(Descriptor, next), next, Ordering::Relaxed);
+        self.store_u32(
+            offset + offset_of!(Descriptor, len),
+            segment.len,
+            Ordering::Relaxed,
+        );
+        self.store_u16(
+            offset + offset_of!(Descriptor, flags),
+            flags,
+            Ordering::Relaxed,
+        );
+        self.store_u16(
+            offset + offset_of!(Descriptor, next),
+            next,
+            Ordering::Relaxed,
+        );
     }
 
     #[inline]
