@@ -135,13 +135,30 @@ fn desc_offset(position: u16) -> usize {
 struct RingView {
     /// The descriptor ring (section 2.8.13), one element per ring position.
     descriptors: DmaTable<DESC_SIZE, 8>,
-    /// The driver event suppression structure (section 2.8.14), read as one `u32`.
+    /// The driver event suppression structure (section 2.8.14): two 16-bit fields.
     driver_event: DmaArray<EVENT_SIZE, 4>,
-    /// The device event suppression structure, read as one `u32`.
+    /// The device event suppression structure: two 16-bit fields.
     device_event: DmaArray<EVENT_SIZE, 4>,
 }
 
 impl RingView {
+    /// Zeroes every field of the ring, each at the size it is always accessed with (not
+    /// [`DmaMemory::zero`]'s 64-bit words over 16-bit fields: one access size per location).
+    /// Relaxed: only while the device does not own the ring (reset).
+    fn zero(&self) {
+        let relaxed = Ordering::Relaxed;
+        for index in 0..self.descriptors.count() {
+            self.descriptors.store_u64(index, DESC_ADDR, 0, relaxed);
+            self.descriptors.store_u32(index, DESC_LEN, 0, relaxed);
+            self.descriptors.store_u16(index, DESC_ID, 0, relaxed);
+            self.descriptors.store_u16(index, DESC_FLAGS, 0, relaxed);
+        }
+        for event in [&self.driver_event, &self.device_event] {
+            event.store_u16(0, EVENT_OFF_WRAP, 0, relaxed);
+            event.store_u16(0, EVENT_FLAGS, 0, relaxed);
+        }
+    }
+
     /// The view of `ring` (at least [`PackedQueue::ring_len`] bytes for `size`), or `None` if
     /// some part does not fit (not possible for such a ring, but checked rather than assumed).
     fn new(ring: &DmaMemory, size: u16) -> Option<Self> {
@@ -846,7 +863,7 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
     }
 
     fn reset(&mut self) {
-        self.ring.zero();
+        self.view.zero();
         let size = self.size;
         for (id, slot) in self
             .slots

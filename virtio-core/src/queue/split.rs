@@ -223,6 +223,34 @@ impl core::fmt::Debug for RingView {
 }
 
 impl RingView {
+    /// Zeroes every field of the ring, each at the size it is always accessed with (not
+    /// [`DmaMemory::zero`]'s 64-bit words over 16-bit fields: one access size per location).
+    /// Relaxed: only while the device does not own the ring (reset).
+    fn zero(&self, size: u16) {
+        let relaxed = Ordering::Relaxed;
+        for index in 0..usize::from(size) {
+            self.descriptors
+                .store_u64(index, offset_of!(Descriptor, addr), 0, relaxed);
+            self.descriptors
+                .store_u32(index, offset_of!(Descriptor, len), 0, relaxed);
+            self.descriptors
+                .store_u16(index, offset_of!(Descriptor, flags), 0, relaxed);
+            self.descriptors
+                .store_u16(index, offset_of!(Descriptor, next), 0, relaxed);
+            self.avail_ring.store_u16(index, 0, 0, relaxed);
+            self.used_ring
+                .store_u32(index, offset_of!(UsedElement, id), 0, relaxed);
+            self.used_ring
+                .store_u32(index, offset_of!(UsedElement, len), 0, relaxed);
+        }
+        for header in [&self.avail_header, &self.used_header] {
+            header.store_u16(0, HEADER_FLAGS, 0, relaxed);
+            header.store_u16(0, HEADER_IDX, 0, relaxed);
+        }
+        self.used_event.store_u16(0, 0, 0, relaxed);
+        self.avail_event.store_u16(0, 0, 0, relaxed);
+    }
+
     /// The view of `ring` laid out as `layout` says, or `None` if some part does not fit (not
     /// possible once `ring` holds [`SplitLayout::ring_len`] bytes and the size is a power of
     /// two, but checked rather than assumed).
@@ -906,7 +934,7 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
     }
 
     fn reset(&mut self) {
-        self.ring.zero();
+        self.view.zero(self.size);
         let mask = self.mask;
         let slots = self.slots.borrow_mut();
         for (index, slot) in (0..self.size).zip(slots.iter_mut()) {
@@ -1225,7 +1253,19 @@ mod tests {
         let hal = FakeHal::new();
         let len = SplitQueue::<Vec<Slot>>::ring_len(16);
         let ring = hal.dma_alloc(len, 16).unwrap();
-        assert!(ring.write_bytes(0, &vec![0xa5; len]));
+        // A ring a previous queue left dirty (written field by field, each at its own size, as
+        // a ring always is; scribbling bytes over it would mix access sizes).
+        let mut previous = SplitQueue::new(7, 16, ring, vec![Slot::EMPTY; 16], EVENT_IDX).unwrap();
+        for _ in 0..5 {
+            previous
+                .add(&[segment(0x1000, 512)], &[segment(0x2000, 4096)], None)
+                .unwrap();
+        }
+        assert!(previous.kick_prepare());
+        assert!(!previous.enable_interrupts());
+        let mut dirty = vec![0u8; len];
+        assert!(ring.read_bytes(0, &mut dirty));
+        assert!(dirty.iter().any(|&b| b != 0));
         let queue = SplitQueue::new(7, 16, ring, vec![Slot::EMPTY; 16], PLAIN).unwrap();
         let mut bytes = vec![0xffu8; len];
         assert!(ring.read_bytes(0, &mut bytes));
