@@ -757,8 +757,14 @@ mod tests {
         ) {
             let hal = FakeHal::new();
             let mem = hal.dma_alloc(80, 8).unwrap();
-            for at in 0..80 {
-                mem.store_u8(at, fill);
+            // Under Miri the region keeps its zeroed allocation: filling it byte by byte and
+            // then copying words over it would mix access sizes on one location, which its
+            // weak-memory emulation rejects (natively the fill checks untouched bytes harder).
+            let fill = if cfg!(miri) { 0 } else { fill };
+            if fill != 0 {
+                for at in 0..80 {
+                    mem.store_u8(at, fill);
+                }
             }
             let fits = offset + data.len() <= 80;
             proptest::prop_assert_eq!(mem.write_bytes(offset, &data), fits);
