@@ -173,8 +173,30 @@ pub fn iommu_from_environment() -> bool {
     std::env::var_os(IOMMU_VARIABLE).is_some_and(|value| value == "1")
 }
 
+/// The environment variable that chooses the virtqueue layout of every booted device:
+/// `packed` offers `VIRTIO_F_RING_PACKED` on top of the scenario's [`DeviceOptions`] (the
+/// miniport then runs packed rings), `split` or unset leaves the options as they are.
+pub const RING_ENV: &str = "RVSCSI_RING";
+
+/// `options` with the ring layout [`RING_ENV`] asks for.
+///
+/// # Panics
+/// If [`RING_ENV`] names no layout, so a typo cannot silently test the split ring twice.
+#[must_use]
+pub fn ring_from_env(options: DeviceOptions) -> DeviceOptions {
+    match std::env::var(RING_ENV).as_deref() {
+        Ok("packed") => DeviceOptions {
+            packed: true,
+            ..options
+        },
+        Ok("split" | "") | Err(std::env::VarError::NotPresent) => options,
+        Ok(other) => panic!("{RING_ENV}={other}: expected `split` or `packed`"),
+        Err(std::env::VarError::NotUnicode(_)) => panic!("{RING_ENV} is not UTF-8"),
+    }
+}
+
 /// Boots the real miniport on a device with `luns` ((target, lun, unit)), behind an IOMMU if
-/// `sim.iommu` or [`IOMMU_VARIABLE`] asks for one.
+/// `sim.iommu` or [`IOMMU_VARIABLE`] asks for one; the ring layout follows [`RING_ENV`].
 ///
 /// # Errors
 /// [`BootError`] naming what failed: the memory, a LUN, or a simulator boot step.
@@ -194,7 +216,11 @@ pub fn boot(
     }
     .map_err(BootError::Memory)?;
     let line = InterruptLine::new();
-    let device = VirtioScsiDevice::new(device, memory.clone(), Arc::new(Line(line.clone())));
+    let device = VirtioScsiDevice::new(
+        ring_from_env(device),
+        memory.clone(),
+        Arc::new(Line(line.clone())),
+    );
     for (target, lun, unit) in luns {
         device
             .add_lun(target, lun, unit)

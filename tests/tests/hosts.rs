@@ -9,9 +9,10 @@
 use std::sync::Arc;
 
 use rvscsi_tests::device::{CompletionMode, DeviceOptions, QueueSizeOverrides};
-use rvscsi_tests::harness::{Machine, boot};
+use rvscsi_tests::harness::{Machine, boot, ring_from_env};
 use rvscsi_tests::scenario::{RandomLoad, anonymous_disk, verified_random_io};
 use rvscsi_tests::sim::SimOptions;
+use virtio_core::features::Features;
 
 /// Blocks of every LUN (8 MiB).
 const BLOCKS: u64 = 1 << 14;
@@ -100,6 +101,42 @@ fn hosts() -> Vec<Host> {
             expected: Reported {
                 max_ios: 4 * (256 / 3),
                 ..QEMU_REPORTED
+            },
+        },
+        Host {
+            // QEMU with packed=on: the same limits, one packed ring per queue (a direct chain
+            // takes as many ring slots as descriptors, as on the split ring).
+            name: "qemu-packed",
+            device: DeviceOptions {
+                packed: true,
+                ..qemu_defaults()
+            },
+            sim: sim(4),
+            units: STANDARD_UNITS.to_vec(),
+            expected: Reported {
+                max_transfer_length: 253 * 4096,
+                physical_breaks: 253,
+                max_ios: 4 * 256,
+                ios_per_lun: 128,
+                messages: 4 + 3,
+            },
+        },
+        Host {
+            name: "qemu-packed-indirect-desc-off-event-idx-off",
+            device: DeviceOptions {
+                packed: true,
+                indirect_desc: false,
+                event_idx: false,
+                ..qemu_defaults()
+            },
+            sim: sim(4),
+            units: STANDARD_UNITS.to_vec(),
+            expected: Reported {
+                max_transfer_length: 253 * 4096,
+                physical_breaks: 253,
+                max_ios: 4 * (256 / 3),
+                ios_per_lun: 128,
+                messages: 4 + 3,
             },
         },
         Host {
@@ -302,7 +339,19 @@ fn run(host: Host) {
         .map(|&(target, lun)| (target, u16::from(lun), anonymous_disk(BLOCKS).unwrap()))
         .collect();
     let processors = host.sim.processors;
+    let packed = ring_from_env(host.device).packed;
     let machine = Arc::new(boot(host.sim, host.device, luns).unwrap());
+    // The miniport takes the packed ring whenever the device offers it.
+    assert_eq!(
+        machine
+            .device
+            .registers()
+            .driver_features()
+            .contains(Features::RING_PACKED),
+        packed,
+        "{}: the ring layout negotiated",
+        host.name
+    );
     let found = machine.adapter.found_adapter();
     let reported = Reported {
         max_transfer_length: found.config.maximum_transfer_length,
@@ -388,6 +437,8 @@ host_tests! {
     // INVALID_REQUEST and the bus scan found no disk.
     qemu_indirect_desc_off => "qemu-indirect-desc-off",
     qemu_event_idx_off => "qemu-event-idx-off",
+    qemu_packed => "qemu-packed",
+    qemu_packed_indirect_desc_off_event_idx_off => "qemu-packed-indirect-desc-off-event-idx-off",
     vhost_minimal => "vhost-minimal",
     queues_of_different_sizes => "queues-of-different-sizes",
     tiny_rings_without_indirect => "tiny-rings-without-indirect",

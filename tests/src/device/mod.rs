@@ -23,12 +23,12 @@
 
 pub mod memory;
 pub mod reservations;
+mod ring;
 pub mod target;
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::mem::offset_of;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, Weak};
@@ -44,13 +44,11 @@ use virtio_core::scsi::{
     AnResp, CmdResp, ControlType, Event, EventType, Lun as WireLun, ResetReason, Response,
     TmfSubtype, queue_index,
 };
-use virtio_queue::desc::split::Descriptor;
-use virtio_queue::{DescriptorChain, Queue, QueueT, Reader, Writer};
-use vm_memory::{Address, Bytes, GuestAddress};
 use zerocopy::IntoBytes;
 
 pub use memory::{DeviceMemory, IommuFault, PhysicalMemory};
 pub use reservations::{Nexus, PrStatus, ReservationType};
+use ring::{Buffer, Chain, DeviceRing, QueueSetup};
 pub use target::Lun;
 
 /// What completing one job put on the used ring.
@@ -217,6 +215,10 @@ pub struct DeviceOptions {
     pub indirect_desc: bool,
     /// Offer `VIRTIO_F_EVENT_IDX` (on by default, as QEMU does).
     pub event_idx: bool,
+    /// Offer `VIRTIO_F_RING_PACKED` (off by default, as QEMU's `packed=off`). A driver that
+    /// accepts it gets packed rings, served by virtio-core's spec-written packed device
+    /// ([`virtio_core::fake::packed_device`]) instead of rust-vmm's split queue.
+    pub packed: bool,
     /// Offer `VIRTIO_F_ANY_LAYOUT` (a legacy bit that `VERSION_1` implies; off by default, as
     /// before). The device accepts any framing either way: it reads requests as byte streams.
     pub any_layout: bool,
@@ -252,6 +254,7 @@ impl Default for DeviceOptions {
             seed: 0x5eed,
             indirect_desc: true,
             event_idx: true,
+            packed: false,
             any_layout: false,
             hotplug: false,
             change: false,
@@ -269,6 +272,7 @@ impl DeviceOptions {
         for (on, feature) in [
             (self.indirect_desc, Features::INDIRECT_DESC),
             (self.event_idx, Features::EVENT_IDX),
+            (self.packed, Features::RING_PACKED),
             (self.any_layout, Features::ANY_LAYOUT),
             (self.hotplug, Features::SCSI_HOTPLUG),
             (self.change, Features::SCSI_CHANGE),
@@ -521,13 +525,12 @@ struct QueueCounters {
     tmfs: AtomicU64,
 }
 
-type Chain = DescriptorChain<Arc<DeviceMemory>>;
-
 /// The device side of one virtqueue.
 #[derive(Default)]
 struct QueueState {
-    /// rust-vmm's queue, once the driver enabled it and set DRIVER_OK.
-    queue: Option<Queue>,
+    /// The ring (rust-vmm's split queue or virtio-core's packed device), once the driver
+    /// enabled it and set DRIVER_OK.
+    queue: Option<DeviceRing>,
     /// The eventq had no buffer for an event: the next one carries EVENTS_MISSED.
     events_missed: bool,
 }
@@ -787,6 +790,20 @@ pub enum ChainError {
         /// The queue's size.
         queue_size: u16,
     },
+    /// A packed chain continues (NEXT) into a descriptor that is not available (virtio 1.x
+    /// section 2.8.6).
+    NextNotAvailable {
+        /// The ring position.
+        position: u16,
+        /// Its flags.
+        flags: u16,
+    },
+    /// Packed driver event suppression flags that are reserved (3), or DESC without
+    /// `VIRTIO_F_EVENT_IDX` (virtio 1.x section 2.8.10).
+    EventFlags {
+        /// The flags.
+        flags: u16,
+    },
     /// Not the driver's doing: a fault raised by the test ([`VirtioScsiDevice::raise_needs_reset`]).
     Internal,
 }
@@ -810,13 +827,6 @@ impl ChainError {
             error => DeviceViolation::MalformedChain { queue, error },
         })
     }
-}
-
-/// One buffer descriptor of a chain, as the device walked it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Buffer {
-    len: u32,
-    writable: bool,
 }
 
 /// Commands the device holds per LUN (for `cmd_per_lun`), in the current epoch.
@@ -1340,7 +1350,7 @@ impl Shared {
         &self,
         state: &'a mut QueueState,
         index: u16,
-    ) -> Result<Option<&'a mut Queue>, ChainError> {
+    ) -> Result<Option<&'a mut DeviceRing>, ChainError> {
         if self.broken.load(Ordering::Acquire) {
             return Ok(None);
         }
@@ -1351,22 +1361,20 @@ impl Shared {
             if !regs.enabled || !self.regs.status().contains(DeviceStatus::DRIVER_OK) {
                 return Ok(None);
             }
-            let mut queue = Queue::new(regs.max_size.max(1)).map_err(|_| ChainError::Unmapped)?;
-            queue.set_size(regs.size);
-            queue
-                .try_set_desc_table_address(GuestAddress(regs.desc))
-                .map_err(|_| ChainError::Unmapped)?;
-            queue
-                .try_set_avail_ring_address(GuestAddress(regs.driver))
-                .map_err(|_| ChainError::Unmapped)?;
-            queue
-                .try_set_used_ring_address(GuestAddress(regs.device))
-                .map_err(|_| ChainError::Unmapped)?;
-            queue.set_event_idx(self.regs.driver_features().contains(Features::EVENT_IDX));
-            queue.set_ready(true);
-            if !queue.is_valid(&*self.guest) {
-                return Err(ChainError::Unmapped);
-            }
+            let features = self.regs.driver_features();
+            let queue = DeviceRing::new(
+                &self.guest,
+                &QueueSetup {
+                    max_size: regs.max_size,
+                    size: regs.size,
+                    desc: regs.desc,
+                    driver: regs.driver,
+                    device: regs.device,
+                    packed: features.contains(Features::RING_PACKED),
+                    indirect: features.contains(Features::INDIRECT_DESC),
+                    event_idx: features.contains(Features::EVENT_IDX),
+                },
+            )?;
             state.queue = Some(queue);
         }
         Ok(state.queue.as_mut())
@@ -1435,18 +1443,23 @@ impl Shared {
         let mut bogus = false;
         let mut error = None;
         'drain: loop {
-            if queue.disable_notification(&*self.guest).is_err() {
-                error = Some(ChainError::Unmapped);
+            if let Err(e) = queue.disable_notification(&self.guest) {
+                error = Some(e);
                 break;
             }
-            while let Some(chain) = queue.pop_descriptor_chain(Arc::clone(&self.guest)) {
+            loop {
+                let chain = match queue.pop(&self.guest) {
+                    Ok(Some(chain)) => chain,
+                    Ok(None) => break,
+                    Err(e) => {
+                        error = Some(e);
+                        break 'drain;
+                    }
+                };
                 if let Some(counters) = self.counters(index) {
                     counters.requests.fetch_add(1, Ordering::Relaxed);
                 }
-                let job = match self
-                    .walk(queue, &chain)
-                    .and_then(|buffers| self.parse_command(index, epoch, chain, &buffers))
-                {
+                let job = match self.parse_command(index, epoch, chain) {
                     Ok(job) => job,
                     Err(e) => {
                         error = Some(e);
@@ -1466,16 +1479,16 @@ impl Shared {
                     When::Never => self.hold(job, None),
                 }
             }
-            match queue.enable_notification(&*self.guest) {
+            match queue.enable_notification(&self.guest) {
                 Ok(true) => {}
                 Ok(false) => break,
-                Err(_) => {
-                    error = Some(ChainError::Unmapped);
+                Err(e) => {
+                    error = Some(e);
                     break;
                 }
             }
         }
-        if completed > 0 && (bogus || self.needs_interrupt(queue)) {
+        if completed > 0 && (bogus || self.needs_interrupt(index, queue)) {
             raise.extend(self.interrupt_vector(index));
         }
         drop(state);
@@ -1490,34 +1503,27 @@ impl Shared {
         self.pending.changed.notify_all();
     }
 
-    /// Parses one request-queue chain (whose buffers [`Self::walk`] returned) into a job: the
+    /// Parses one request-queue chain (walked and checked by its ring) into a job: the
     /// device's limits decide first, then the fault hook.
-    fn parse_command(
-        &self,
-        queue: u16,
-        epoch: u64,
-        chain: Chain,
-        buffers: &[Buffer],
-    ) -> Result<Job, ChainError> {
-        let (mut reader, writer) = self.split_chain(&chain)?;
+    fn parse_command(&self, queue: u16, epoch: u64, chain: Chain) -> Result<Job, ChainError> {
         let cdb_size = self.cdb_size();
         let resp_size = CMD_RESP_HEADER + self.sense_size();
         let req_size = CMD_REQ_HEADER + cdb_size;
-        if reader.available_bytes() < req_size || writer.available_bytes() < resp_size {
+        let (readable, writable) = (chain.readable_len(), chain.writable_len());
+        if readable < req_size || writable < resp_size {
             return Err(ChainError::TooShort);
         }
-        let mut header = vec![0u8; req_size];
-        reader
-            .read_exact(&mut header)
-            .map_err(|_| ChainError::Unmapped)?;
-        let data_out_len = u32::try_from(reader.available_bytes()).unwrap_or(u32::MAX);
-        let data_in_capacity =
-            u32::try_from(writer.available_bytes() - resp_size).unwrap_or(u32::MAX);
+        let header = chain.read(&self.guest, req_size)?;
+        if header.len() != req_size {
+            return Err(ChainError::Unmapped);
+        }
+        let data_out_len = u32::try_from(readable - req_size).unwrap_or(u32::MAX);
+        let data_in_capacity = u32::try_from(writable - resp_size).unwrap_or(u32::MAX);
         let (lun_bytes, tag) = lun_and_tag(&header);
         let cdb = header.get(CMD_REQ_HEADER..).unwrap_or_default().to_vec();
         let whole = data_in_capacity.max(data_out_len);
         // A command over seg_max or max_sectors is answered FAILURE, whatever it addresses.
-        let over_limits = self.check_limits(queue, buffers, req_size, resp_size, whole);
+        let over_limits = self.check_limits(queue, &chain.buffers, req_size, resp_size, whole);
         let answer = if over_limits {
             Response::Failure
         } else {
@@ -1575,10 +1581,10 @@ impl Shared {
             target::DataPhase::Out(n) => usize::try_from(n).unwrap_or(usize::MAX),
             _ => 0,
         };
-        let mut data_out = vec![0u8; needed];
-        reader
-            .read_exact(&mut data_out)
-            .map_err(|_| ChainError::Unmapped)?;
+        let data_out = job.chain.read_from(&self.guest, req_size, needed)?;
+        if data_out.len() != needed {
+            return Err(ChainError::Unmapped);
+        }
         let info = RequestInfo {
             queue,
             target: address.target(),
@@ -1683,86 +1689,6 @@ impl Shared {
         (slot, over)
     }
 
-    /// Walks `chain` of `queue` through its descriptor table (and indirect table) as the
-    /// driver wrote it, before rust-vmm's reader does: rust-vmm follows an indirect descriptor
-    /// whatever was negotiated and silently stops a chain at a bad `next`, a loop or a nested
-    /// table, so the device checks those itself. Returns the buffer descriptors in order.
-    fn walk(&self, queue: &Queue, chain: &Chain) -> Result<Vec<Buffer>, ChainError> {
-        let queue_size = queue.size();
-        let indirect_negotiated = self
-            .regs
-            .driver_features()
-            .contains(Features::INDIRECT_DESC);
-        let head = chain.head_index();
-        let mut table = GuestAddress(queue.desc_table());
-        let mut table_len = queue_size;
-        let mut index = head;
-        let mut indirect = false;
-        let mut steps_in_table = 0u32;
-        let mut buffers = Vec::new();
-        let mut seen_writable = false;
-        loop {
-            if index >= table_len {
-                return Err(ChainError::NextOutOfRange {
-                    next: index,
-                    table_len,
-                });
-            }
-            steps_in_table += 1;
-            if steps_in_table > u32::from(table_len) {
-                return Err(ChainError::Loop);
-            }
-            let at = table
-                .checked_add(u64::from(index) * 16)
-                .ok_or(ChainError::Unmapped)?;
-            let descriptor: Descriptor =
-                self.guest.read_obj(at).map_err(|_| ChainError::Unmapped)?;
-            if descriptor.refers_to_indirect_table() {
-                if !indirect_negotiated {
-                    return Err(ChainError::IndirectNotNegotiated { head });
-                }
-                if indirect {
-                    return Err(ChainError::IndirectInIndirect);
-                }
-                if descriptor.has_next() {
-                    return Err(ChainError::IndirectWithNext);
-                }
-                let len = descriptor.len();
-                let entries = len / 16;
-                if len == 0 || !len.is_multiple_of(16) || entries > u32::from(u16::MAX) {
-                    return Err(ChainError::IndirectTableLength { len });
-                }
-                table = descriptor.addr();
-                table_len = entries as u16;
-                index = 0;
-                indirect = true;
-                steps_in_table = 0;
-                continue;
-            }
-            if descriptor.is_write_only() {
-                seen_writable = true;
-            } else if seen_writable {
-                return Err(ChainError::ReadableAfterWritable);
-            }
-            buffers.push(Buffer {
-                len: descriptor.len(),
-                writable: descriptor.is_write_only(),
-            });
-            if !descriptor.has_next() {
-                break;
-            }
-            index = descriptor.next();
-        }
-        let descriptors = buffers.len() as u32;
-        if descriptors > u32::from(queue_size) {
-            return Err(ChainError::LongerThanQueue {
-                descriptors,
-                queue_size,
-            });
-        }
-        Ok(buffers)
-    }
-
     /// The unit at `address` (if present) and every LUN of its target, or `None` if the
     /// target does not exist (or is above `max_target`).
     fn lookup(&self, address: WireLun) -> Option<(Option<Lun>, Vec<u16>)> {
@@ -1836,20 +1762,11 @@ impl Shared {
         }
     }
 
-    /// Builds the reader over the readable part and the writer over the writable part of a
-    /// chain [`Self::walk`] accepted.
-    fn split_chain(&self, chain: &Chain) -> Result<(Reader<'_>, Writer<'_>), ChainError> {
-        let reader = Reader::new(&*self.guest, chain.clone()).map_err(|_| ChainError::Unmapped)?;
-        let writer = Writer::new(&*self.guest, chain.clone()).map_err(|_| ChainError::Unmapped)?;
-        Ok((reader, writer))
-    }
-
     /// Executes `job` (if it still belongs to this epoch) and puts it on `queue`'s used ring.
-    fn complete(&self, queue: &mut Queue, mut job: Job) -> Published {
+    fn complete(&self, queue: &mut DeviceRing, mut job: Job) -> Published {
         if job.epoch != self.epoch() {
             return Published::Nothing;
         }
-        let head = job.chain.head_index();
         // Released before the used element is published: once the driver can see the
         // completion, the device no longer counts the command against its LUN.
         let slot = job.slot.take();
@@ -1857,7 +1774,7 @@ impl Shared {
             drop(slot);
             // A bogus element bypasses virtio-queue's bookkeeping, which then cannot tell
             // whether the driver wants an interrupt; a real device would interrupt for it.
-            return if self.publish_bogus(queue, id, 0) {
+            return if queue.publish_bogus(&self.guest, id, 0) {
                 Published::Bogus
             } else {
                 Published::Nothing
@@ -1898,7 +1815,7 @@ impl Shared {
         let written = self.write_reply(&job.chain, job.resp_size, &reply);
         let len = job.used_len.unwrap_or(written);
         drop(slot);
-        if queue.add_used(&*self.guest, head, len).is_ok() {
+        if queue.add_used(&self.guest, &job.chain, len).is_ok() {
             Published::Element
         } else {
             Published::Nothing
@@ -1907,9 +1824,6 @@ impl Shared {
 
     /// Writes the response header, sense and data-in; returns the bytes written.
     fn write_reply(&self, chain: &Chain, resp_size: usize, reply: &Reply) -> u32 {
-        let Ok(mut writer) = Writer::new(&*self.guest, chain.clone()) else {
-            return 0;
-        };
         let sense_size = resp_size.saturating_sub(CMD_RESP_HEADER);
         let sense = reply.sense.get(..sense_size).unwrap_or(&reply.sense);
         let header = CmdResp {
@@ -1929,54 +1843,28 @@ impl Shared {
         resp.resize(resp_size, 0);
         let mut data_in_written = 0;
         if !reply.data_in.is_empty()
-            && let Ok(mut data) = writer.split_at(resp_size)
+            && let Ok(written) = chain.write_at(&self.guest, resp_size, &reply.data_in)
         {
-            let room = data.available_bytes().min(reply.data_in.len());
-            if data
-                .write_all(reply.data_in.get(..room).unwrap_or_default())
-                .is_ok()
-            {
-                data_in_written = room;
-            }
+            data_in_written = written;
         }
-        if writer.write_all(&resp).is_err() {
+        if chain.write_at(&self.guest, 0, &resp) != Ok(resp.len()) {
             return 0;
         }
         (resp_size + data_in_written) as u32
     }
 
-    /// Publishes a used element `{id, len}` that names no chain the device took, to exercise
-    /// the driver's validation; the real chain stays unanswered until a reset.
-    fn publish_bogus(&self, queue: &mut Queue, id: u16, len: u32) -> bool {
-        let size = queue.size().max(1);
-        let next = queue.next_used();
-        let ring = queue.used_ring();
-        let element = ring + 4 + u64::from(next % size) * 8;
-        let guest = &*self.guest;
-        let written = guest
-            .write_obj(u32::from(id).to_le(), GuestAddress(element))
-            .is_ok()
-            && guest
-                .write_obj(len.to_le(), GuestAddress(element + 4))
-                .is_ok();
-        if !written {
-            return false;
-        }
-        let new = next.wrapping_add(1);
-        // ORDERING: release pairs with the driver's acquire load of used.idx, so the element
-        // written above is visible first (virtio 1.x section 2.7.8.2).
-        if guest
-            .store(new.to_le(), GuestAddress(ring + 2), Ordering::Release)
-            .is_err()
-        {
-            return false;
-        }
-        queue.set_next_used(new);
-        true
-    }
-
-    fn needs_interrupt(&self, queue: &mut Queue) -> bool {
-        queue.needs_notification(&*self.guest).unwrap_or(true)
+    /// Whether the driver asks for an interrupt on queue `index` for what was used since the
+    /// last decision. Event suppression flags the spec reserves are a violation (recorded);
+    /// the device interrupts then, as one that cannot tell would.
+    fn needs_interrupt(&self, index: u16, queue: &mut DeviceRing) -> bool {
+        queue
+            .needs_notification(&self.guest)
+            .unwrap_or_else(|error| {
+                if let Some(violation) = error.violation(index) {
+                    self.record(violation);
+                }
+                true
+            })
     }
 
     /// The vector to raise for queue `index` (counted); without MSI-X it is NO_VECTOR, a line
@@ -2022,7 +1910,7 @@ impl Shared {
                 completed |= published != Published::Nothing;
                 bogus |= published == Published::Bogus;
             }
-            if completed && (bogus || self.needs_interrupt(queue)) {
+            if completed && (bogus || self.needs_interrupt(index, queue)) {
                 raise.extend(self.interrupt_vector(index));
             }
         }
@@ -2082,14 +1970,17 @@ impl Shared {
                 };
                 let mut popped = None;
                 loop {
-                    if queue.disable_notification(&*self.guest).is_err() {
+                    if queue.disable_notification(&self.guest).is_err() {
                         break;
                     }
-                    if let Some(chain) = queue.pop_descriptor_chain(Arc::clone(&self.guest)) {
-                        popped = Some(self.walk(queue, &chain).map(|_| chain));
-                        break;
+                    match queue.pop(&self.guest) {
+                        Ok(None) => {}
+                        popped_chain => {
+                            popped = popped_chain.transpose();
+                            break;
+                        }
                     }
-                    if !queue.enable_notification(&*self.guest).unwrap_or(false) {
+                    if !queue.enable_notification(&self.guest).unwrap_or(false) {
                         break;
                     }
                 }
@@ -2122,14 +2013,12 @@ impl Shared {
                 && epoch == self.epoch()
                 && let Some(queue) = state.queue.as_mut()
             {
-                let written = Writer::new(&*self.guest, chain.clone())
-                    .ok()
-                    .and_then(|mut writer| writer.write_all(&answer).ok())
-                    .map_or(0, |()| answer.len() as u32);
-                if queue
-                    .add_used(&*self.guest, chain.head_index(), written)
-                    .is_ok()
-                    && self.needs_interrupt(queue)
+                let written = match chain.write_at(&self.guest, 0, &answer) {
+                    Ok(n) if n == answer.len() => n as u32,
+                    _ => 0,
+                };
+                if queue.add_used(&self.guest, &chain, written).is_ok()
+                    && self.needs_interrupt(index, queue)
                 {
                     raise = self.interrupt_vector(index);
                 }
@@ -2140,17 +2029,14 @@ impl Shared {
 
     /// Executes one controlq request; returns the bytes to write back (`None`: no answer).
     fn control_request(&self, chain: &Chain) -> Result<Option<Vec<u8>>, ChainError> {
-        let (mut reader, writer) = self.split_chain(chain)?;
-        let mut request = vec![0u8; reader.available_bytes().min(TMF_REQ_SIZE)];
-        reader
-            .read_exact(&mut request)
-            .map_err(|_| ChainError::Unmapped)?;
+        let request = chain.read(&self.guest, TMF_REQ_SIZE)?;
+        let writable = chain.writable_len();
         let field = |range: std::ops::Range<usize>| request.get(range).unwrap_or_default();
         let u32_at = |at: usize| u32::from_le_bytes(field(at..at + 4).try_into().unwrap_or([0; 4]));
         let control_type = ControlType::from_raw(u32_at(0));
         match control_type {
             Some(ControlType::Tmf) => {
-                if request.len() < TMF_REQ_SIZE || writer.available_bytes() < 1 {
+                if request.len() < TMF_REQ_SIZE || writable < 1 {
                     return Err(ChainError::TooShort);
                 }
                 if let Some(counters) = self.counters(queue_index::CONTROL) {
@@ -2200,7 +2086,7 @@ impl Shared {
                 Ok(response.map(|response| vec![response.raw()]))
             }
             Some(ControlType::AnQuery | ControlType::AnSubscribe) => {
-                if request.len() < AN_REQ_SIZE || writer.available_bytes() < size_of::<AnResp>() {
+                if request.len() < AN_REQ_SIZE || writable < size_of::<AnResp>() {
                     return Err(ChainError::TooShort);
                 }
                 // No asynchronous events are supported: event_actual 0, response OK.
@@ -2211,7 +2097,7 @@ impl Shared {
                 Ok(Some(resp.as_bytes().to_vec()))
             }
             None => {
-                if writer.available_bytes() < 1 {
+                if writable < 1 {
                     return Err(ChainError::TooShort);
                 }
                 Ok(Some(vec![Response::Failure.raw()]))
@@ -2320,21 +2206,24 @@ impl Shared {
                 return false;
             }
         };
-        let popped = queue.pop_descriptor_chain(Arc::clone(&self.guest));
+        let popped = queue.pop(&self.guest);
         // Publish avail_event = the next buffer, as QEMU's pop does with EVENT_IDX: a driver
         // that puts a buffer back after the device used them all then notifies the device.
-        let _ = queue.enable_notification(&*self.guest);
-        let Some(chain) = popped else {
-            state.events_missed = true;
-            return false;
+        let _ = queue.enable_notification(&self.guest);
+        let chain = match popped {
+            Ok(Some(chain)) => chain,
+            Ok(None) => {
+                state.events_missed = true;
+                return false;
+            }
+            Err(error) => {
+                drop(state);
+                self.raise([self.device_error(Some(index), error)]);
+                return false;
+            }
         };
         if let Some(counters) = self.counters(index) {
             counters.requests.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Err(error) = self.walk(queue, &chain) {
-            drop(state);
-            self.raise([self.device_error(Some(index), error)]);
-            return false;
         }
         let mut payload = bytes.to_vec();
         if used_len.is_none()
@@ -2344,12 +2233,15 @@ impl Shared {
             let flagged = u32::from_le_bytes(*first) | Event::EVENTS_MISSED;
             *first = flagged.to_le_bytes();
         }
-        let written = self.split_chain(&chain).and_then(|(_, mut writer)| {
-            if writer.available_bytes() < payload.len() {
-                return Err(ChainError::TooShort);
-            }
-            writer.write_all(&payload).map_err(|_| ChainError::Unmapped)
-        });
+        let written = if chain.writable_len() < payload.len() {
+            Err(ChainError::TooShort)
+        } else {
+            chain.write_at(&self.guest, 0, &payload).and_then(|n| {
+                (n == payload.len())
+                    .then_some(())
+                    .ok_or(ChainError::Unmapped)
+            })
+        };
         if let Err(error) = written {
             drop(state);
             self.raise([self.device_error(Some(index), error)]);
@@ -2357,11 +2249,7 @@ impl Shared {
         }
         let len = used_len.unwrap_or(payload.len() as u32);
         let mut raise = None;
-        if queue
-            .add_used(&*self.guest, chain.head_index(), len)
-            .is_ok()
-            && self.needs_interrupt(queue)
-        {
+        if queue.add_used(&self.guest, &chain, len).is_ok() && self.needs_interrupt(index, queue) {
             if self.event_interrupts_held.load(Ordering::SeqCst) {
                 self.event_interrupt_pending.store(true, Ordering::SeqCst);
             } else {

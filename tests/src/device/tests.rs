@@ -1,5 +1,5 @@
-//! The device driven by virtio-core's own driver side (PCI transport, split queues), so the
-//! tests prove that device and driver agree on the protocol.
+//! The device driven by virtio-core's own driver side (PCI transport, split or packed queues),
+//! so the tests prove that device and driver agree on the protocol.
 
 use std::collections::HashMap;
 use std::ptr::NonNull;
@@ -12,7 +12,8 @@ use virtio_core::dma::DmaMemory;
 use virtio_core::features::{Features, SCSI_DRIVER_FEATURES};
 use virtio_core::hal::{RegisterIo, Segment};
 use virtio_core::pci::PciTransport;
-use virtio_core::queue::split::SplitQueue;
+use virtio_core::queue::packed::PackedQueue;
+use virtio_core::queue::split::{SplitLayout, SplitQueue};
 use virtio_core::queue::{DeviceError, QueueFeatures, Slot, Token, Virtqueue};
 use virtio_core::scsi::{
     AnEvents, AnReq, CmdReq, CmdResp, Event, EventType, Lun as WireLun, ResetReason, Response,
@@ -116,10 +117,47 @@ struct Done {
     data: Vec<u8>,
 }
 
+/// virtio-core's driver side of one queue, in the layout the device negotiated. Derefs to the
+/// layout-independent [`Virtqueue`].
+enum DriverRing {
+    Split(SplitQueue<Vec<Slot>>),
+    Packed(PackedQueue<Vec<Slot>>),
+}
+
+impl DriverRing {
+    /// The split ring's layout, for tests that write descriptors by hand.
+    fn layout(&self) -> SplitLayout {
+        match self {
+            Self::Split(queue) => queue.layout(),
+            Self::Packed(_) => panic!("a split-ring test on a packed ring"),
+        }
+    }
+}
+
+impl std::ops::Deref for DriverRing {
+    type Target = dyn Virtqueue;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Self::Split(queue) => queue,
+            Self::Packed(queue) => queue,
+        }
+    }
+}
+
+impl std::ops::DerefMut for DriverRing {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            Self::Split(queue) => queue,
+            Self::Packed(queue) => queue,
+        }
+    }
+}
+
 /// One driver-side queue with its notification address.
 struct DriverQueue {
     index: u16,
-    queue: SplitQueue<Vec<Slot>>,
+    queue: DriverRing,
     notify_bar: u8,
     notify_offset: u64,
     device: VirtioScsiDevice,
@@ -261,20 +299,28 @@ impl Harness {
         };
         let count = self.transport.num_queues();
         self.queues.clear();
+        let packed = self.features.contains(Features::RING_PACKED);
         for index in 0..count {
-            let ring = dma(
-                &self.memory,
-                SplitQueue::<Vec<Slot>>::ring_len(QUEUE_SIZE),
-                4096,
-            );
-            let queue = SplitQueue::new(
-                index,
-                QUEUE_SIZE,
-                ring,
-                vec![Slot::EMPTY; usize::from(QUEUE_SIZE)],
-                queue_features,
-            )
-            .unwrap();
+            let slots = vec![Slot::EMPTY; usize::from(QUEUE_SIZE)];
+            let queue = if packed {
+                let ring = dma(
+                    &self.memory,
+                    PackedQueue::<Vec<Slot>>::ring_len(QUEUE_SIZE),
+                    4096,
+                );
+                DriverRing::Packed(
+                    PackedQueue::new(index, QUEUE_SIZE, ring, slots, queue_features).unwrap(),
+                )
+            } else {
+                let ring = dma(
+                    &self.memory,
+                    SplitQueue::<Vec<Slot>>::ring_len(QUEUE_SIZE),
+                    4096,
+                );
+                DriverRing::Split(
+                    SplitQueue::new(index, QUEUE_SIZE, ring, slots, queue_features).unwrap(),
+                )
+            };
             let notifier = self
                 .transport
                 .setup_queue(index, QUEUE_SIZE, queue.addresses(), Some(index))
@@ -1870,4 +1916,104 @@ fn sense_and_cdb_sizes_start_as_configured_and_the_current_value_rules() {
     h.init(SCSI_DRIVER_FEATURES);
     assert_eq!(config(&h), (64, 16));
     assert_eq!(h.device.violations(), []);
+}
+
+/// A harness whose device offers `VIRTIO_F_RING_PACKED` (virtio-core's driver takes it).
+fn packed_harness() -> Harness {
+    Harness::new(
+        DeviceOptions {
+            packed: true,
+            ..DeviceOptions::default()
+        },
+        SCSI_DRIVER_FEATURES,
+    )
+}
+
+/// The ring memory of queue `q` as the test (playing a misbehaving driver) writes it.
+fn packed_ring_memory(q: &DriverQueue) -> DmaMemory {
+    let ring = q.queue.addresses();
+    dma_at(
+        NonNull::new(ring.descriptors as usize as *mut u8).unwrap(),
+        PackedQueue::<Vec<Slot>>::ring_len(QUEUE_SIZE),
+    )
+}
+
+#[test]
+fn the_packed_ring_is_offered_only_on_request_and_serves_every_request_across_wraps() {
+    assert!(!Harness::default().features.contains(Features::RING_PACKED));
+    let mut h = packed_harness();
+    assert!(h.features.contains(Features::RING_PACKED));
+    let data = pattern(3, 512);
+    let q = h.queue(2);
+    let write = q.command(lun0(), &rw10(opcode::WRITE_10, 5, 1), &data, 0);
+    assert_eq!((write.resp.response, write.resp.status), (0, 0));
+    let read = q.command(lun0(), &rw10(opcode::READ_10, 5, 1), &[], 512);
+    assert_eq!(read.data, data);
+    // Direct (three ring descriptors) and indirect (one) chains, many laps of the 64-slot ring,
+    // so both wrap counters flip many times.
+    for round in 0..12u32 {
+        let q = h.queue(2);
+        let tokens: Vec<Token> = (0..15)
+            .map(|i| q.start_read(round * 15 + i, i % 2 == 0))
+            .collect();
+        q.kick();
+        h.device.quiesce();
+        let done = h.queue(2).reap().unwrap();
+        assert_eq!(done.len(), tokens.len(), "round {round}");
+        assert!(
+            done.iter()
+                .all(|d| d.resp.response == 0 && d.written == 108 + 512)
+        );
+    }
+    assert!(h.sink.vectors.lock().unwrap().contains(&2), "interrupts");
+    assert_eq!(h.device.violations(), []);
+}
+
+#[test]
+fn a_packed_chain_that_runs_into_a_descriptor_not_available_needs_a_reset() {
+    let mut h = packed_harness();
+    let memory = h.memory.clone();
+    let req = dma(&memory, 51, 8);
+    let q = h.queue(2);
+    let ring = packed_ring_memory(q);
+    // Descriptor 0 is available and says NEXT; descriptor 1 was never made available.
+    ring.store_u64(0, req.bus_address(), Ordering::Relaxed);
+    ring.store_u32(8, 51, Ordering::Relaxed);
+    ring.store_u16(12, 0, Ordering::Relaxed);
+    ring.store_u16(14, (1 << 7) | 1, Ordering::Release);
+    let (bar, offset) = (q.notify_bar, q.notify_offset);
+    h.device.mmio_write(bar, offset, 2, 2);
+    assert!(h.transport.needs_reset());
+    assert_eq!(
+        h.device.violations(),
+        [DeviceViolation::MalformedChain {
+            queue: 2,
+            error: ChainError::NextNotAvailable {
+                position: 1,
+                flags: 0
+            },
+        }]
+    );
+}
+
+#[test]
+fn reserved_packed_event_suppression_flags_are_a_violation_and_still_interrupt() {
+    let mut h = packed_harness();
+    let q = h.queue(2);
+    let ring = packed_ring_memory(q);
+    let driver_event = (q.queue.addresses().driver - q.queue.addresses().descriptors) as usize;
+    // The driver event suppression structure's flags: 3 is reserved (virtio 1.x 2.8.10).
+    ring.store_u16(driver_event + 2, 3, Ordering::Release);
+    let before = h.sink.vectors.lock().unwrap().len();
+    let q = h.queue(2);
+    let done = q.command(lun0(), &rw10(opcode::READ_10, 0, 1), &[], 512);
+    assert_eq!(done.resp.response, 0);
+    assert!(h.sink.vectors.lock().unwrap().len() > before, "interrupted");
+    assert_eq!(
+        h.device.violations(),
+        [DeviceViolation::MalformedChain {
+            queue: 2,
+            error: ChainError::EventFlags { flags: 3 },
+        }]
+    );
 }

@@ -323,10 +323,15 @@ fn run(config: Config) -> Counts {
             let a = queue.addresses();
             let device = PackedDevice::new(
                 QUEUE_SIZE,
-                a.descriptors,
-                a.driver,
-                a.device,
-                config.event_idx,
+                virtio_core::fake::packed_device::PackedAreas {
+                    descriptors: a.descriptors,
+                    driver_event: a.driver,
+                    device_event: a.device,
+                },
+                virtio_core::fake::packed_device::PackedFeatures {
+                    indirect: features.indirect,
+                    event_idx: features.event_idx,
+                },
             );
             run_ours(&mut queue, device, config)
         }

@@ -4,6 +4,7 @@
 //! Bus addresses handed out by [`FakeHal`] are deliberately *not* CPU addresses (they are offset
 //! by [`BUS_OFFSET`]), so a driver that hands the device a CPU pointer fails its tests.
 
+pub mod packed_device;
 pub mod pci;
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
