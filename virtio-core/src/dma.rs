@@ -39,6 +39,39 @@ unsafe impl Sync for DmaMemory {}
 /// ring checks itself).
 pub const DMA_BASE_ALIGN: usize = 8;
 
+/// A hook the current thread runs before each of its DMA accesses (feature `access-hook`), so a
+/// concurrency model checker can switch threads between any two ring accesses of a driver and
+/// a device. Off (`None`) unless a test sets it; per thread, so tests running beside it are
+/// untouched.
+#[cfg(feature = "access-hook")]
+pub mod access_hook {
+    use core::cell::Cell;
+
+    std::thread_local! {
+        static HOOK: Cell<Option<fn()>> = const { Cell::new(None) };
+    }
+
+    /// Runs `hook` before every DMA access this thread makes from now on (`None`: nothing).
+    pub fn set(hook: Option<fn()>) {
+        HOOK.with(|cell| cell.set(hook));
+    }
+
+    /// The hook, if one is set.
+    #[inline]
+    pub(super) fn run() {
+        if let Some(hook) = HOOK.with(Cell::get) {
+            hook();
+        }
+    }
+}
+
+/// Runs the access hook, if the feature is on and a hook is set; nothing otherwise.
+#[inline]
+fn before_access() {
+    #[cfg(feature = "access-hook")]
+    access_hook::run();
+}
+
 /// A pointer to shared memory that a view checked for one access: inside a region described by
 /// a [`DmaMemory`] (whose `new` contract makes it valid for reads and writes), and aligned to the
 /// access size it was checked for. Only [`DmaMemory::checked`], [`DmaArray`] and [`DmaTable`]
@@ -50,12 +83,14 @@ struct Access<const SIZE: usize>(*mut u8);
 impl Access<1> {
     #[inline]
     fn load_u8(self) -> u8 {
+        before_access();
         // SAFETY: in a live region and (for a byte) trivially aligned; only accessed atomically.
         unsafe { AtomicU8::from_ptr(self.0) }.load(Ordering::Relaxed)
     }
 
     #[inline]
     fn store_u8(self, value: u8) {
+        before_access();
         // SAFETY: as in `load_u8`; the region is valid for writes.
         unsafe { AtomicU8::from_ptr(self.0) }.store(value, Ordering::Relaxed);
     }
@@ -64,6 +99,7 @@ impl Access<1> {
 impl Access<2> {
     #[inline]
     fn load_u16(self, order: Ordering) -> u16 {
+        before_access();
         // SAFETY: in a live region, checked 2-aligned for this 2-byte access, only accessed
         // atomically.
         u16::from_le(unsafe { AtomicU16::from_ptr(self.0.cast()) }.load(order))
@@ -71,6 +107,7 @@ impl Access<2> {
 
     #[inline]
     fn store_u16(self, value: u16, order: Ordering) {
+        before_access();
         // SAFETY: as in `load_u16`; the region is valid for writes.
         unsafe { AtomicU16::from_ptr(self.0.cast()) }.store(value.to_le(), order);
     }
@@ -79,6 +116,7 @@ impl Access<2> {
 impl Access<4> {
     #[inline]
     fn load_u32(self, order: Ordering) -> u32 {
+        before_access();
         // SAFETY: in a live region, checked 4-aligned for this 4-byte access, only accessed
         // atomically.
         u32::from_le(unsafe { AtomicU32::from_ptr(self.0.cast()) }.load(order))
@@ -86,6 +124,7 @@ impl Access<4> {
 
     #[inline]
     fn store_u32(self, value: u32, order: Ordering) {
+        before_access();
         // SAFETY: as in `load_u32`; the region is valid for writes.
         unsafe { AtomicU32::from_ptr(self.0.cast()) }.store(value.to_le(), order);
     }
@@ -94,6 +133,7 @@ impl Access<4> {
 impl Access<8> {
     #[inline]
     fn load_u64(self, order: Ordering) -> u64 {
+        before_access();
         // SAFETY: in a live region, checked 8-aligned for this 8-byte access, only accessed
         // atomically.
         u64::from_le(unsafe { AtomicU64::from_ptr(self.0.cast()) }.load(order))
@@ -101,6 +141,7 @@ impl Access<8> {
 
     #[inline]
     fn store_u64(self, value: u64, order: Ordering) {
+        before_access();
         // SAFETY: as in `load_u64`; the region is valid for writes.
         unsafe { AtomicU64::from_ptr(self.0.cast()) }.store(value.to_le(), order);
     }
