@@ -48,6 +48,7 @@ use zerocopy::IntoBytes;
 
 pub use memory::{DeviceMemory, IommuFault, PhysicalMemory};
 pub use reservations::{Nexus, PrStatus, ReservationType};
+pub use ring::Guest as PackedGuest;
 use ring::{Buffer, Chain, DeviceRing, QueueSetup};
 pub use target::Lun;
 

@@ -125,11 +125,12 @@ impl Chain {
     }
 }
 
-/// Guest memory as virtio-core's packed device reaches it (a newtype: both the trait and
-/// vm-memory's type are foreign here).
-pub(super) struct Guest<'a>(pub &'a BusMemory);
+/// vm-memory guest memory (any of its memory types: the simulator's, through the IOMMU, or the
+/// benchmark's) as virtio-core's spec-written packed device reaches it (a newtype: both the
+/// trait and vm-memory's types are foreign here).
+pub struct Guest<'a, M>(pub &'a M);
 
-impl DeviceMemory for Guest<'_> {
+impl<M: Bytes<GuestAddress>> DeviceMemory for Guest<'_, M> {
     fn load_u16(&self, address: u64, order: Ordering) -> Option<u16> {
         self.0.load(GuestAddress(address), order).ok()
     }

@@ -6,45 +6,14 @@
 //! event (EVENT_IDX) or plain enable when idle, and interrupts only when the driver's event
 //! suppression structure asks for it.
 
-use std::sync::atomic::Ordering;
-
-use virtio_core::fake::packed_device::{
-    DeviceMemory, PackedAreas, PackedDevice as SpecDevice, PackedFeatures,
-};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use rvscsi_tests::device::PackedGuest;
+use virtio_core::fake::packed_device::{PackedAreas, PackedDevice as SpecDevice, PackedFeatures};
 
 use crate::memory::ram;
 use crate::split_device::WRITTEN_PER_REQUEST;
 
 /// Bytes of the device-readable part of every request: one `virtio_scsi_cmd_req`.
 const READ_PER_REQUEST: u64 = 51;
-
-/// The benchmark's guest memory as the spec device reaches it.
-struct Guest(&'static GuestMemoryMmap);
-
-impl DeviceMemory for Guest {
-    fn load_u16(&self, address: u64, order: Ordering) -> Option<u16> {
-        self.0.load(GuestAddress(address), order).ok()
-    }
-
-    fn store_u16(&self, address: u64, value: u16, order: Ordering) -> Option<()> {
-        self.0.store(value, GuestAddress(address), order).ok()
-    }
-
-    fn load_u32(&self, address: u64) -> Option<u32> {
-        self.0.load(GuestAddress(address), Ordering::Relaxed).ok()
-    }
-
-    fn store_u32(&self, address: u64, value: u32) -> Option<()> {
-        self.0
-            .store(value, GuestAddress(address), Ordering::Relaxed)
-            .ok()
-    }
-
-    fn load_u64(&self, address: u64) -> Option<u64> {
-        self.0.load(GuestAddress(address), Ordering::Relaxed).ok()
-    }
-}
 
 /// The device side of one packed virtqueue, with the benchmark's counters.
 pub struct PackedDevice {
@@ -83,7 +52,7 @@ impl PackedDevice {
             return false;
         }
         self.kicked = false;
-        let memory = Guest(&ram().memory);
+        let memory = PackedGuest(&ram().memory);
         let mut completed = 0;
         loop {
             self.device.disable_kicks(&memory).expect("device event");
