@@ -49,8 +49,9 @@ impl PciFunction for DeviceFunction {
     }
 }
 
-/// The physical memory as the simulator's DMA arena.
-struct Memory(PhysicalMemory);
+/// The device model's physical memory as the simulator's DMA arena (behind its IOMMU when the
+/// memory has one); test miniports in `sim_contract` use it too.
+pub struct Memory(pub PhysicalMemory);
 
 impl DmaArena for Memory {
     fn alloc(&self, len: usize, align: usize) -> Option<usize> {

@@ -1156,39 +1156,6 @@ fn boot(mode: Mode) -> (Adapter, Arc<TestDevice>) {
     boot_with(mode, SimOptions::default())
 }
 
-/// The device model's memory as the arena, behind an IOMMU.
-struct IommuArena(PhysicalMemory);
-
-impl DmaArena for IommuArena {
-    fn alloc(&self, len: usize, align: usize) -> Option<usize> {
-        self.0
-            .alloc(len, align)
-            .map(|pointer| pointer.as_ptr().addr())
-    }
-    fn free(&self, address: usize, len: usize) {
-        if let Some(pointer) =
-            std::ptr::NonNull::new(std::ptr::with_exposed_provenance_mut(address))
-        {
-            let _ = self.0.free(pointer, len);
-        }
-    }
-    fn write(&self, address: usize, bytes: &[u8]) -> bool {
-        self.0.write(address, bytes)
-    }
-    fn read(&self, address: usize, out: &mut [u8]) -> bool {
-        self.0.read(address, out)
-    }
-    fn iommu(&self) -> bool {
-        self.0.iommu_enabled()
-    }
-    fn map(&self, address: usize, len: usize) -> Option<u64> {
-        self.0.map(address, len)
-    }
-    fn unmap(&self, bus: u64, len: usize) {
-        self.0.unmap(bus, len);
-    }
-}
-
 /// Boots `mode` with DMA remapping on: the test device masters DMA through the IOMMU of the
 /// memory it shares with the simulator.
 fn boot_dma(mode: Mode) -> (Adapter, Arc<TestDevice>, PhysicalMemory) {
@@ -1201,7 +1168,7 @@ fn boot_dma(mode: Mode) -> (Adapter, Arc<TestDevice>, PhysicalMemory) {
     let platform = Platform {
         entry: driver_entry,
         pci: Arc::clone(&device) as Arc<dyn PciFunction>,
-        memory: Arc::new(IommuArena(memory.clone())),
+        memory: Arc::new(rvscsi_tests::harness::Memory(memory.clone())),
         interrupts: line,
     };
     let options = SimOptions {
