@@ -8,7 +8,9 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::fake::pci::{FakeCapability, FakeRegions, FakeVirtioPci, NotifyWrite};
-use crate::features::SCSI_DRIVER_FEATURES;
+use crate::features::{Features, SCSI_DRIVER_FEATURES};
+use crate::hal::{PciConfig, RegisterIo};
+use crate::queue::QueueAddresses;
 
 type Transport = PciTransport<FakeVirtioPci>;
 
