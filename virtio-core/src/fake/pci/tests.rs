@@ -1,6 +1,7 @@
 //! Tests of the fake PCI device itself: its register semantics and the violations it records.
 
 use super::*;
+use crate::pci::{PCI_DEVICE_ID, VirtioPciCommonCfg as Common};
 
 const BAR: u8 = QEMU_VIRTIO_BAR;
 
