@@ -167,3 +167,171 @@ pub enum TransportError {
     /// The device set `DEVICE_NEEDS_RESET`.
     DeviceNeedsReset,
 }
+
+/// The structure a `cfg_type` names, for messages.
+struct Structure(u8);
+
+impl core::fmt::Display for Structure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            super::VIRTIO_PCI_CAP_COMMON_CFG => f.write_str("common configuration"),
+            super::VIRTIO_PCI_CAP_NOTIFY_CFG => f.write_str("notification"),
+            super::VIRTIO_PCI_CAP_ISR_CFG => f.write_str("ISR"),
+            super::VIRTIO_PCI_CAP_DEVICE_CFG => f.write_str("device configuration"),
+            super::VIRTIO_PCI_CAP_PCI_CFG => f.write_str("PCI configuration access"),
+            other => write!(f, "type {other}"),
+        }
+    }
+}
+
+impl core::fmt::Display for TransportError {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one arm per variant, nothing to factor out"
+    )]
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::NotVirtio {
+                vendor_id,
+                device_id,
+            } => write!(
+                f,
+                "PCI function {vendor_id:04x}:{device_id:04x} is not a virtio device"
+            ),
+            Self::UnknownTransitionalDevice(id) => {
+                write!(
+                    f,
+                    "transitional device ID {id:#06x} names no virtio device type"
+                )
+            }
+            Self::NoCapabilityList => {
+                f.write_str("no PCI capability list (a legacy-only virtio device)")
+            }
+            Self::CapabilityPointerInvalid { at, pointer } => write!(
+                f,
+                "capability pointer at {at:#04x} is {pointer:#04x}, inside the configuration header"
+            ),
+            Self::CapabilityLoop { at } => {
+                write!(f, "the capability list loops back to {at:#04x}")
+            }
+            Self::CapabilityTruncated { at, cap_len } => write!(
+                f,
+                "capability at {at:#04x} is truncated (cap_len {cap_len}, or past configuration space)"
+            ),
+            Self::BarOutOfRange { cfg_type, bar } => write!(
+                f,
+                "{} structure names BAR {bar}, which does not exist",
+                Structure(cfg_type)
+            ),
+            Self::BarNotMapped { cfg_type, bar } => write!(
+                f,
+                "{} structure lies in BAR {bar}, which is not mapped",
+                Structure(cfg_type)
+            ),
+            Self::CapabilityOutsideBar {
+                cfg_type,
+                offset,
+                length,
+                bar_len,
+            } => write!(
+                f,
+                "{} structure at {offset:#x}+{length:#x} runs past its BAR of {bar_len:#x} bytes",
+                Structure(cfg_type)
+            ),
+            Self::CapabilityMisaligned { cfg_type, offset } => write!(
+                f,
+                "{} structure offset {offset:#x} is misaligned",
+                Structure(cfg_type)
+            ),
+            Self::CapabilityTooSmall { cfg_type, length } => write!(
+                f,
+                "{} structure of {length} bytes is too small",
+                Structure(cfg_type)
+            ),
+            Self::NotifyMultiplierInvalid(multiplier) => write!(
+                f,
+                "notify_off_multiplier {multiplier} is neither 0 nor an even power of two"
+            ),
+            Self::MissingCapability(cfg_type) => {
+                write!(
+                    f,
+                    "the device has no usable {} structure",
+                    Structure(cfg_type)
+                )
+            }
+            Self::ResetTimeout { status } => {
+                write!(f, "device_status still reads {status:#04x} after a reset")
+            }
+            Self::Version1Missing { offered } => write!(
+                f,
+                "the device does not offer VIRTIO_F_VERSION_1 (offered {:#x})",
+                offered.bits()
+            ),
+            Self::FeaturesRejected { accepted } => write!(
+                f,
+                "the device cleared FEATURES_OK for features {:#x}",
+                accepted.bits()
+            ),
+            Self::InvalidState { driver_status } => write!(
+                f,
+                "not allowed with driver status {:#04x}",
+                driver_status.bits()
+            ),
+            Self::QueueUnavailable(queue) => write!(f, "queue {queue} does not exist"),
+            Self::QueueAlreadyEnabled(queue) => write!(f, "queue {queue} is already enabled"),
+            Self::QueueSizeInvalid { queue, size } => {
+                write!(f, "queue {queue}: size {size} is not allowed")
+            }
+            Self::QueueTooLarge { queue, size, max } => {
+                write!(
+                    f,
+                    "queue {queue}: size {size} is above the device's maximum {max}"
+                )
+            }
+            Self::MsixVectorOutOfRange {
+                vector,
+                table_size: Some(size),
+            } => write!(
+                f,
+                "MSI-X vector {vector} is outside the table of {size} entries"
+            ),
+            Self::MsixVectorOutOfRange {
+                vector,
+                table_size: None,
+            } => write!(
+                f,
+                "MSI-X vector {vector} is above the highest vector number"
+            ),
+            Self::MsixVectorRefused { queue, vector } => {
+                write!(
+                    f,
+                    "queue {queue}: the device refused MSI-X vector {vector:#x}"
+                )
+            }
+            Self::ConfigMsixVectorRefused { vector } => write!(
+                f,
+                "the device refused MSI-X vector {vector:#x} for configuration changes"
+            ),
+            Self::NotifyOffsetOutOfRange { queue, notify_off } => write!(
+                f,
+                "queue {queue}: queue_notify_off {notify_off} points outside the notification structure"
+            ),
+            Self::DeviceConfigOutOfRange { offset, len } => write!(
+                f,
+                "device configuration access of {len} bytes at {offset:#x} is out of range"
+            ),
+            Self::DeviceConfigMisaligned { offset } => {
+                write!(
+                    f,
+                    "device configuration access at {offset:#x} is misaligned"
+                )
+            }
+            Self::ConfigGenerationUnstable => f.write_str(
+                "config_generation kept changing while reading the device configuration",
+            ),
+            Self::DeviceNeedsReset => f.write_str("the device set DEVICE_NEEDS_RESET"),
+        }
+    }
+}
+
+impl core::error::Error for TransportError {}
