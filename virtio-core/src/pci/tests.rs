@@ -7,9 +7,9 @@ use std::vec::Vec;
 use proptest::prelude::*;
 
 use super::*;
-use crate::fake::pci::{FakeCapability, FakeRegions, FakeVirtioPci, NotifyWrite};
+use crate::fake::pci::{FakeCapability, FakeRegions, FakeVirtioPci, NotifyWrite, RawConfigSpace};
 use crate::features::{Features, SCSI_DRIVER_FEATURES};
-use crate::hal::{PciConfig, RegisterIo};
+use crate::hal::RegisterIo;
 use crate::queue::QueueAddresses;
 
 type Transport = PciTransport<FakeVirtioPci>;
@@ -951,27 +951,6 @@ fn device_config_writes_reach_the_device_and_reset_restores_defaults() {
     assert_eq!(device.device_config_bytes(), scsi_config_bytes());
 }
 
-/// Configuration space as a plain byte array, for the fuzz-style property test.
-struct RawConfig([u8; 256]);
-
-impl PciConfig for RawConfig {
-    fn read8(&self, offset: u16) -> u8 {
-        self.0.get(usize::from(offset)).copied().unwrap_or(0xFF)
-    }
-    fn read16(&self, offset: u16) -> u16 {
-        u16::from_le_bytes([self.read8(offset), self.read8(offset + 1)])
-    }
-    fn read32(&self, offset: u16) -> u32 {
-        u32::from_le_bytes([
-            self.read8(offset),
-            self.read8(offset + 1),
-            self.read8(offset + 2),
-            self.read8(offset + 3),
-        ])
-    }
-    fn write16(&self, _offset: u16, _value: u16) {}
-}
-
 /// The guarantees every successful walk gives.
 fn check_layout(layout: &PciLayout, bar_lens: &[Option<u64>; 6]) {
     let inside = |r: Region| {
@@ -1028,7 +1007,7 @@ proptest! {
         let mut config = [0u8; 256];
         config.copy_from_slice(&bytes);
         config[6] |= 0x10;
-        let raw = RawConfig(config);
+        let raw = RawConfigSpace::new(config);
         if let Ok(layout) = parse_capabilities(&raw, |bar| bar_lens.get(usize::from(bar)).copied().flatten()) {
             check_layout(&layout, &bar_lens);
         }

@@ -14,6 +14,7 @@
 //! is the register model behind the BARs, and this file holds the shared handle.
 
 mod builder;
+mod raw;
 mod registers;
 
 use std::ops::Range;
@@ -31,6 +32,7 @@ use crate::pci::{
 };
 
 pub use builder::FakeVirtioPciBuilder;
+pub use raw::RawConfigSpace;
 use registers::State;
 
 /// Size of the fake's configuration space (conventional PCI).

@@ -153,3 +153,17 @@ fn the_msix_control_word_is_writable_and_the_rest_is_not() {
     assert_eq!(device.violations().len(), 1);
     assert_eq!(config.read32(0xFE), 0xFFFF_0000);
 }
+
+#[test]
+fn raw_config_space_reads_little_endian_and_all_ones_past_the_end() {
+    let mut bytes = [0u8; CONFIG_SPACE_SIZE];
+    bytes[0xFC..].copy_from_slice(&[0x78, 0x56, 0x34, 0x12]);
+    let config = RawConfigSpace::new(bytes);
+    assert_eq!(config.read32(0xFC), 0x1234_5678);
+    assert_eq!(config.read16(0xFE), 0x1234);
+    assert_eq!(config.read16(0xFF), 0xFF12);
+    assert_eq!(config.read8(0x100), 0xFF);
+    config.write16(0xFF, 0xABCD);
+    assert_eq!(config.bytes()[0xFF], 0xCD);
+    assert_eq!(config.read8(0xFF), 0xCD);
+}
