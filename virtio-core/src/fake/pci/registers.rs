@@ -325,7 +325,7 @@ impl State {
     }
 
     /// Whether an access of `width` bytes at `rel` in the device configuration covers one field
-    /// at its natural width (see [`FakeVirtioPciBuilder::device_config_fields`]).
+    /// at its natural width (see [`FakeVirtioPciBuilder::device_config_fields`](super::FakeVirtioPciBuilder::device_config_fields)).
     /// Bytes past every field (padding up to the structure's length) are not fields: reading
     /// them is not this rule's concern.
     fn device_access_is_one_field(&self, rel: u64, width: u8) -> bool {
