@@ -143,6 +143,11 @@ pub extern "C" fn interrupt(vector: u64) {
     if let Some(count) = COUNTS.get(index) {
         count.fetch_add(1, Ordering::Relaxed);
     }
+    // A device vector goes to the loaded image's message routine when the guest's StorPort
+    // has connected it (`mode=image`), before the EOI as on Windows.
+    if vector != u64::from(TIMER_VECTOR) {
+        super::storport::interrupt(vector as u8);
+    }
     apic_write(APIC_EOI, 0);
 }
 

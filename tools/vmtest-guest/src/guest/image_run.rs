@@ -1,0 +1,721 @@
+//! The run through the shipped image (`mode=image`): the guest's StorPort ([`super::storport`])
+//! loads `rvscsi.sys`, starts it on QEMU's virtio-scsi-pci, and sends what Windows' disk stack
+//! would: enumeration (REPORT LUNS, INQUIRY, VPD 0x00/0x80/0x83, READ CAPACITY(16)) on a LUN
+//! with `wwn=` and one without, then pattern writes and read-verifies across the disk at queue
+//! depth 1 and 32, on every request queue (one logical processor per queue), and the largest
+//! transfer the image reports. Results are `RESULT image-* PASS|FAIL` lines; `IMAGE-PHASE` and
+//! `IMAGE-STAT` lines carry the figures the host sets next to QEMU's trace.
+
+use core::ops::ControlFlow;
+
+use virtio_core::dma::DmaMemory;
+use virtio_core::hal::Hal as _;
+use vmtest_guest::exercise::Text;
+use vmtest_guest::pattern;
+use vmtest_guest::pci_scan::{self, Bdf, FunctionInfo};
+use vmtest_guest::scsi_cmd;
+
+use super::hal::BareMetalHal;
+use super::storport::{self, Adapter, Completion, Direction, Request, RequestError};
+use super::{interrupts, println};
+
+/// The image, built into the guest by `cargo xtask vmtest` (empty when the guest was built
+/// without one: the run then fails saying so).
+static IMAGE: &[u8] = include_bytes!(env!("RVSCSI_GUEST_IMAGE_FILE"));
+
+/// Ticks (100 ms) a request may take before the run declares it never completed.
+const REQUEST_LIMIT_TICKS: u64 = 50;
+/// SRB_STATUS_SUCCESS and SRB_STATUS_BUSY.
+const SRB_STATUS_SUCCESS: u8 = 0x01;
+const SRB_STATUS_BUSY: u8 = 0x05;
+/// SRB_STATUS_DATA_OVERRUN: also an underrun (data valid up to DataTransferLength).
+const SRB_STATUS_DATA_OVERRUN: u8 = 0x12;
+/// The largest transfer tried, whatever the image reports (the host's SG list capacity).
+const TRANSFER_CAP: u32 = 4 << 20;
+
+/// What the host told the guest on its command line.
+struct Settings<'a> {
+    serial0: &'a str,
+    serial1: &'a str,
+    wwn: u64,
+    disk_bytes: u64,
+    drop_completion: Option<u64>,
+    classic: bool,
+}
+
+impl<'a> Settings<'a> {
+    fn parse(cmdline: &'a str) -> Result<Self, &'a str> {
+        let (mut serial0, mut serial1, mut wwn, mut disk_bytes) = (None, None, None, None);
+        let (mut drop_completion, mut classic) = (None, false);
+        for word in cmdline.split_ascii_whitespace() {
+            let (key, value) = word.split_once('=').ok_or(word)?;
+            let number = || {
+                value
+                    .strip_prefix("0x")
+                    .map_or_else(|| value.parse(), |hex| u64::from_str_radix(hex, 16))
+                    .map_err(|_| word)
+            };
+            match key {
+                "mode" if value == "image" => {}
+                "serial0" => serial0 = Some(value),
+                "serial1" => serial1 = Some(value),
+                "wwn" => wwn = Some(number()?),
+                "disk-bytes" => disk_bytes = Some(number()?),
+                "drop-completion" => drop_completion = Some(number()?),
+                "srb" => classic = value == "classic",
+                _ => return Err(word),
+            }
+        }
+        Ok(Self {
+            serial0: serial0.ok_or("serial0")?,
+            serial1: serial1.ok_or("serial1")?,
+            wwn: wwn.ok_or("wwn")?,
+            disk_bytes: disk_bytes.ok_or("disk-bytes")?,
+            drop_completion,
+            classic,
+        })
+    }
+}
+
+/// Prints a result line.
+fn result(name: &str, outcome: Result<Text, Text>) -> bool {
+    match outcome {
+        Ok(details) => {
+            println!("RESULT {name} PASS {}", details.as_str());
+            true
+        }
+        Err(why) => {
+            println!("RESULT {name} FAIL {}", why.as_str());
+            false
+        }
+    }
+}
+
+/// Formats into a [`Text`].
+macro_rules! text {
+    ($($arg:tt)*) => {{
+        let mut text = Text::new();
+        let _ = core::fmt::Write::write_fmt(&mut text, format_args!($($arg)*));
+        text
+    }};
+}
+
+/// Runs everything; whether it all passed.
+pub fn run(cmdline: &str) -> bool {
+    let settings = match Settings::parse(cmdline) {
+        Ok(settings) => settings,
+        Err(word) => {
+            println!("RESULT image-load FAIL unusable command line word {word:?}");
+            return false;
+        }
+    };
+    if IMAGE.is_empty() {
+        println!(
+            "RESULT image-load FAIL the guest was built without an image (RVSCSI_GUEST_IMAGE)"
+        );
+        return false;
+    }
+    let Some(bdf) = find_function() else {
+        println!("RESULT image-load FAIL no virtio-scsi function");
+        return false;
+    };
+    let hal = BareMetalHal::new();
+    interrupts::enable();
+    let mut adapter =
+        match storport::start(IMAGE, &hal, bdf, settings.classic, settings.drop_completion) {
+            Ok(adapter) => adapter,
+            Err(error) => {
+                println!("RESULT image-load FAIL {error}");
+                report_counters();
+                return false;
+            }
+        };
+    let limits = adapter.limits();
+    println!(
+        "RESULT image-load PASS {} bytes at {:#x} (preferred base {:#x}), {} relocations, {} imports bound",
+        IMAGE.len(),
+        limits.base,
+        limits.preferred_base,
+        limits.relocations,
+        limits.imports
+    );
+    println!(
+        "RESULT image-start PASS {} SRBs, max transfer {:#x}, physical breaks {}, {} MSI-X messages, max I/O {}, uncached {} KiB",
+        if limits.extended { "SRB_EX" } else { "classic" },
+        limits.max_transfer,
+        limits.physical_breaks,
+        limits.messages,
+        limits.max_io,
+        limits.uncached >> 10
+    );
+    let passed = exercise(&mut adapter, &hal, &settings);
+    storport::final_check();
+    let counters = report_counters();
+    let clean = result(
+        "image-rules",
+        if counters.violations == 0 {
+            Ok(text!(
+                "completions {} (each once), DPCs {}, timer calls {}, busy {}",
+                counters.completions,
+                counters.dpcs,
+                counters.timer_calls,
+                counters.busy
+            ))
+        } else {
+            Err(text!("{} violations", counters.violations))
+        },
+    );
+    let all = passed && clean;
+    if all {
+        println!("RESULT image-done PASS");
+    }
+    all
+}
+
+/// Prints the host's counters; returns them.
+fn report_counters() -> storport::Counters {
+    let counters = storport::counters();
+    for (message, count) in counters.interrupts.iter().enumerate() {
+        if *count > 0 {
+            println!("IMAGE-STAT message {message} interrupts {count}");
+        }
+    }
+    println!(
+        "IMAGE-COUNTERS completions {} interrupts {} unclaimed {} dpcs {} timer {} busy {} debug-prints {} dropped {} violations {}",
+        counters.completions,
+        counters.interrupts.iter().sum::<u64>(),
+        counters.unclaimed_interrupts,
+        counters.dpcs,
+        counters.timer_calls,
+        counters.busy,
+        counters.debug_prints,
+        counters.dropped,
+        counters.violations
+    );
+    counters
+}
+
+/// The virtio-scsi function's address.
+fn find_function() -> Option<Bdf> {
+    pci_scan::scan(&super::pci::Mechanism1, |info: &FunctionInfo| {
+        if info.vendor_id == 0x1af4 && (info.device_id == 0x1048 || info.device_id == 0x1004) {
+            ControlFlow::Break(info.bdf)
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+}
+
+/// One request at a time: submit, wait, read back.
+fn command(
+    adapter: &mut Adapter,
+    lun: u8,
+    cdb: &[u8],
+    direction: Direction,
+    data: Option<(&DmaMemory, u32)>,
+    processor: u32,
+) -> Result<Completion, RequestError> {
+    loop {
+        let ticket = adapter.submit(&Request {
+            target: 0,
+            lun,
+            cdb,
+            direction,
+            data,
+            processor,
+        })?;
+        let completion = adapter.wait(ticket, REQUEST_LIMIT_TICKS)?;
+        if completion.srb_status != SRB_STATUS_BUSY {
+            return Ok(completion);
+        }
+    }
+}
+
+/// A data-in command whose answer must succeed; returns the bytes received.
+fn data_in<'a>(
+    adapter: &mut Adapter,
+    buffer: &'a DmaMemory,
+    scratch: &'a mut [u8],
+    lun: u8,
+    cdb: &[u8],
+) -> Result<&'a [u8], Text> {
+    let len = scratch.len().min(buffer.len()) as u32;
+    buffer.zero();
+    let completion = command(adapter, lun, cdb, Direction::In, Some((buffer, len)), 2)
+        .map_err(|error| text!("{error}"))?;
+    if !matches!(
+        completion.srb_status,
+        SRB_STATUS_SUCCESS | SRB_STATUS_DATA_OVERRUN
+    ) {
+        return Err(text!(
+            "CDB {:#04x} on LUN {lun}: SRB status {:#x}, SCSI status {:#x}, sense {:x?}",
+            cdb[0],
+            completion.srb_status,
+            completion.scsi_status,
+            completion.sense
+        ));
+    }
+    let got = (completion.transferred as usize).min(scratch.len());
+    let scratch = &mut scratch[..got];
+    // `scratch` is no longer than the buffer.
+    let _ = buffer.read_bytes(0, scratch);
+    Ok(scratch)
+}
+
+/// Enumeration, then the pattern phases.
+fn exercise(adapter: &mut Adapter, hal: &BareMetalHal, settings: &Settings<'_>) -> bool {
+    let Ok(buffer) = hal.dma_alloc(4096, 4096) else {
+        println!("RESULT image-enumerate FAIL out of DMA memory");
+        return false;
+    };
+    let mut passed = true;
+    for lun in [0_u8, 1] {
+        passed &= result("image-test-unit-ready", test_unit_ready(adapter, lun));
+    }
+    passed &= result("image-report-luns", report_luns(adapter, &buffer));
+    let mut block_length = 512;
+    for lun in [0_u8, 1] {
+        passed &= result("image-inquiry", inquiry(adapter, &buffer, lun));
+        passed &= result("image-vpd-00", vpd_00(adapter, &buffer, lun));
+        let serial = if lun == 0 {
+            settings.serial0
+        } else {
+            settings.serial1
+        };
+        passed &= result("image-vpd-80", vpd_80(adapter, &buffer, lun, serial));
+        let wwn = (lun == 0).then_some(settings.wwn);
+        passed &= result("image-vpd-83", vpd_83(adapter, &buffer, lun, wwn));
+        match read_capacity(adapter, &buffer, lun, settings.disk_bytes) {
+            Ok(length) => {
+                block_length = length;
+                result(
+                    "image-read-capacity",
+                    Ok(text!("LUN {lun}: {length}-byte blocks")),
+                );
+            }
+            Err(why) => passed &= result("image-read-capacity", Err(why)),
+        }
+    }
+    if !passed {
+        return false;
+    }
+    let disk_blocks = settings.disk_bytes / u64::from(block_length);
+    let mut engine = match Engine::new(hal, 32, 64 * 1024) {
+        Some(engine) => engine,
+        None => {
+            println!("RESULT image-qd1 FAIL out of DMA memory");
+            return false;
+        }
+    };
+    let small = 4096 / block_length;
+    // Depth 1 on processor 0 (the first request queue), depth 32 on processor 1 (the second),
+    // then depth 32 spread over processors 2 and 3 (the others), each across the whole disk.
+    let phases: [(&str, u32, u64, u32, &[u32]); 3] = [
+        ("qd1", 1, 64, small, &[0]),
+        ("qd32", 32, 256, small, &[1]),
+        ("every-queue", 32, 64, 65536 / block_length, &[2, 3]),
+    ];
+    for (index, (name, depth, regions, blocks, processors)) in phases.into_iter().enumerate() {
+        let plan = Plan {
+            disk_blocks,
+            regions,
+            blocks,
+            block_length,
+            seed: 0x1000 + index as u64,
+            processors,
+        };
+        let outcome = engine.phase(adapter, &plan, depth);
+        let label = text!("image-{name}");
+        let ok = result(
+            label.as_str(),
+            outcome.map(|(ios, ticks)| {
+                println!(
+                    "IMAGE-PHASE {name} processors {processors:?} depth {depth} ios {ios} ticks {ticks}"
+                );
+                text!("{ios} I/Os of {} bytes at depth {depth} on processors {processors:?}", blocks * block_length)
+            }),
+        );
+        if !ok {
+            return false;
+        }
+    }
+    result(
+        "image-max-transfer",
+        max_transfer(adapter, hal, block_length, disk_blocks),
+    )
+}
+
+/// TEST UNIT READY, retried past the power-on unit attention as the class driver does.
+fn test_unit_ready(adapter: &mut Adapter, lun: u8) -> Result<Text, Text> {
+    let mut attentions = 0;
+    loop {
+        let completion = command(
+            adapter,
+            lun,
+            &scsi_cmd::test_unit_ready(),
+            Direction::None,
+            None,
+            2,
+        )
+        .map_err(|error| text!("{error}"))?;
+        if completion.srb_status == SRB_STATUS_SUCCESS {
+            return Ok(text!("LUN {lun} ready after {attentions} unit attentions"));
+        }
+        if completion.sense_valid
+            && completion.sense[0] == scsi_cmd::UNIT_ATTENTION
+            && attentions < 4
+        {
+            attentions += 1;
+            continue;
+        }
+        return Err(text!("LUN {lun}: {completion:?}"));
+    }
+}
+
+/// REPORT LUNS on LUN 0 lists LUNs 0 and 1.
+fn report_luns(adapter: &mut Adapter, buffer: &DmaMemory) -> Result<Text, Text> {
+    let mut scratch = [0_u8; 256];
+    let data = data_in(
+        adapter,
+        buffer,
+        &mut scratch,
+        0,
+        &scsi_cmd::report_luns(256),
+    )?;
+    let mut seen = [false; 2];
+    let total = scsi_cmd::parse_report_luns(data, |lun| {
+        if let Some(number) = scsi_cmd::lun_number(lun)
+            && let Some(flag) = seen.get_mut(usize::from(number))
+        {
+            *flag = true;
+        }
+    })
+    .map_err(|error| text!("{error:?}"))?;
+    if seen == [true, true] {
+        Ok(text!("{total} LUNs, 0 and 1 among them"))
+    } else {
+        Err(text!("LUNs 0 and 1 not both listed ({total} LUNs)"))
+    }
+}
+
+/// Standard INQUIRY: a connected direct-access device.
+fn inquiry(adapter: &mut Adapter, buffer: &DmaMemory, lun: u8) -> Result<Text, Text> {
+    let mut scratch = [0_u8; 96];
+    let data = data_in(adapter, buffer, &mut scratch, lun, &scsi_cmd::inquiry(96))?;
+    let inquiry = scsi_cmd::parse_inquiry(data).map_err(|error| text!("{error:?}"))?;
+    if inquiry.qualifier != 0 || inquiry.device_type != 0 {
+        return Err(text!("LUN {lun}: {inquiry:?}"));
+    }
+    Ok(text!(
+        "LUN {lun}: {} {}",
+        core::str::from_utf8(&inquiry.vendor)
+            .unwrap_or("?")
+            .trim_end(),
+        core::str::from_utf8(&inquiry.product)
+            .unwrap_or("?")
+            .trim_end()
+    ))
+}
+
+/// VPD 0x00 lists pages 0x80 and 0x83.
+fn vpd_00(adapter: &mut Adapter, buffer: &DmaMemory, lun: u8) -> Result<Text, Text> {
+    let mut scratch = [0_u8; 64];
+    let data = data_in(
+        adapter,
+        buffer,
+        &mut scratch,
+        lun,
+        &scsi_cmd::inquiry_vpd(0, 64),
+    )?;
+    let pages = scsi_cmd::vpd_payload(data, 0).map_err(|error| text!("{error:?}"))?;
+    if pages.contains(&0x80) && pages.contains(&0x83) {
+        Ok(text!("LUN {lun}: pages {pages:x?}"))
+    } else {
+        Err(text!("LUN {lun}: pages {pages:x?} lack 0x80 or 0x83"))
+    }
+}
+
+/// VPD 0x80 is the serial the host gave the disk.
+fn vpd_80(adapter: &mut Adapter, buffer: &DmaMemory, lun: u8, serial: &str) -> Result<Text, Text> {
+    let mut scratch = [0_u8; 64];
+    let data = data_in(
+        adapter,
+        buffer,
+        &mut scratch,
+        lun,
+        &scsi_cmd::inquiry_vpd(0x80, 64),
+    )?;
+    let payload = scsi_cmd::vpd_payload(data, 0x80).map_err(|error| text!("{error:?}"))?;
+    let found = core::str::from_utf8(payload)
+        .unwrap_or("")
+        .trim_end_matches([' ', '\0']);
+    if found == serial {
+        Ok(text!("LUN {lun}: {found}"))
+    } else {
+        Err(text!("LUN {lun}: serial {found:?}, expected {serial:?}"))
+    }
+}
+
+/// VPD 0x83: with `wwn`, an NAA designator equal to it; without, none.
+fn vpd_83(
+    adapter: &mut Adapter,
+    buffer: &DmaMemory,
+    lun: u8,
+    wwn: Option<u64>,
+) -> Result<Text, Text> {
+    let mut scratch = [0_u8; 255];
+    let data = data_in(
+        adapter,
+        buffer,
+        &mut scratch,
+        lun,
+        &scsi_cmd::inquiry_vpd(0x83, 255),
+    )?;
+    let payload = scsi_cmd::vpd_payload(data, 0x83).map_err(|error| text!("{error:?}"))?;
+    let mut naa = None;
+    let mut count_naa = 0;
+    let count = scsi_cmd::parse_designators(payload, |designator| {
+        if designator.designator_type == 3 && designator.association == 0 {
+            count_naa += 1;
+            naa = designator
+                .designator
+                .try_into()
+                .ok()
+                .map(u64::from_be_bytes);
+        }
+    })
+    .map_err(|error| text!("{error:?}"))?;
+    match (wwn, naa) {
+        (Some(wanted), Some(found)) if wanted == found && count_naa == 1 => Ok(text!(
+            "LUN {lun}: {count} designators, NAA {found:#018x} = wwn"
+        )),
+        (None, None) if count > 0 => Ok(text!("LUN {lun}: {count} designators, no NAA (no wwn)")),
+        _ => Err(text!(
+            "LUN {lun}: wwn {wwn:x?}, NAA designators {count_naa}: {naa:x?}"
+        )),
+    }
+}
+
+/// READ CAPACITY(16) gives the disk's size; returns its block length.
+fn read_capacity(
+    adapter: &mut Adapter,
+    buffer: &DmaMemory,
+    lun: u8,
+    disk_bytes: u64,
+) -> Result<u32, Text> {
+    let mut scratch = [0_u8; 32];
+    let data = data_in(
+        adapter,
+        buffer,
+        &mut scratch,
+        lun,
+        &scsi_cmd::read_capacity_16(32),
+    )?;
+    let capacity = scsi_cmd::parse_read_capacity_16(data).map_err(|error| text!("{error:?}"))?;
+    let bytes = capacity.blocks() * u64::from(capacity.block_length);
+    if bytes == disk_bytes {
+        Ok(capacity.block_length)
+    } else {
+        Err(text!("LUN {lun}: {bytes} bytes, expected {disk_bytes}"))
+    }
+}
+
+/// One pattern phase: `regions` regions of `blocks` blocks spread over the disk, written then
+/// read back and verified, submissions rotating over `processors`.
+struct Plan<'a> {
+    disk_blocks: u64,
+    regions: u64,
+    blocks: u32,
+    block_length: u32,
+    seed: u64,
+    processors: &'a [u32],
+}
+
+/// Buffers for up to `depth` requests in flight.
+struct Engine {
+    buffers: [Option<DmaMemory>; 32],
+}
+
+impl Engine {
+    fn new(hal: &BareMetalHal, depth: usize, bytes: usize) -> Option<Self> {
+        let mut buffers = [const { None }; 32];
+        for buffer in buffers.iter_mut().take(depth) {
+            *buffer = Some(hal.dma_alloc(bytes, 4096).ok()?);
+        }
+        Some(Self { buffers })
+    }
+
+    /// Writes then verifies every region at `depth`; returns (I/Os, ticks taken).
+    fn phase(
+        &mut self,
+        adapter: &mut Adapter,
+        plan: &Plan<'_>,
+        depth: u32,
+    ) -> Result<(u64, u64), Text> {
+        let started = interrupts::ticks();
+        let mut ios = 0;
+        for write in [true, false] {
+            ios += self.pass(adapter, plan, depth, write)?;
+        }
+        Ok((ios, interrupts::ticks().wrapping_sub(started)))
+    }
+
+    /// One pass (all writes, or all reads with verification) keeping `depth` in flight.
+    fn pass(
+        &mut self,
+        adapter: &mut Adapter,
+        plan: &Plan<'_>,
+        depth: u32,
+        write: bool,
+    ) -> Result<u64, Text> {
+        let depth = (depth as usize).min(self.buffers.len());
+        let mut in_flight: [Option<(storport::Ticket, u64, usize)>; 32] = [None; 32];
+        let mut next = 0_u64;
+        let mut done = 0_u64;
+        let mut last_progress = interrupts::ticks();
+        let len = plan.blocks * plan.block_length;
+        while done < plan.regions {
+            // Fill the window.
+            for slot in 0..depth {
+                if in_flight[slot].is_some() || next >= plan.regions {
+                    continue;
+                }
+                let lba =
+                    pattern::spread(plan.disk_blocks, plan.regions, u64::from(plan.blocks), next)
+                        .ok_or_else(|| text!("region {next} does not fit the disk"))?;
+                let buffer = self.buffers[slot]
+                    .as_ref()
+                    .ok_or_else(|| text!("no buffer"))?;
+                if write && !pattern::fill(buffer, plan.seed, lba, plan.block_length, plan.blocks) {
+                    return Err(text!("pattern does not fit"));
+                }
+                let processor = plan.processors[(next as usize) % plan.processors.len()];
+                let ticket = submit_io(adapter, buffer, write, lba, plan.blocks, len, processor)?;
+                in_flight[slot] = Some((ticket, lba, slot));
+                next += 1;
+            }
+            // Reap what completed.
+            storport::service();
+            let mut progressed = false;
+            for entry in &mut in_flight {
+                let Some((ticket, lba, slot)) = *entry else {
+                    continue;
+                };
+                let Some(completion) = adapter.finish(ticket) else {
+                    continue;
+                };
+                *entry = None;
+                progressed = true;
+                let buffer = self.buffers[slot]
+                    .as_ref()
+                    .ok_or_else(|| text!("no buffer"))?;
+                if completion.srb_status == SRB_STATUS_BUSY {
+                    // StorPort sends a BUSY request again.
+                    let processor = plan.processors[slot % plan.processors.len()];
+                    let ticket =
+                        submit_io(adapter, buffer, write, lba, plan.blocks, len, processor)?;
+                    *entry = Some((ticket, lba, slot));
+                    continue;
+                }
+                if completion.srb_status != SRB_STATUS_SUCCESS || completion.transferred != len {
+                    return Err(text!(
+                        "{} at LBA {lba}: SRB status {:#x}, SCSI status {:#x}, {} of {len} bytes, sense {:x?}",
+                        if write { "WRITE" } else { "READ" },
+                        completion.srb_status,
+                        completion.scsi_status,
+                        completion.transferred,
+                        completion.sense
+                    ));
+                }
+                if !write {
+                    pattern::verify(buffer, plan.seed, lba, plan.block_length, plan.blocks)
+                        .map_err(|error| text!("{error:?}"))?;
+                }
+                done += 1;
+            }
+            if progressed {
+                last_progress = interrupts::ticks();
+            } else if interrupts::ticks().wrapping_sub(last_progress) > REQUEST_LIMIT_TICKS {
+                let stuck = in_flight
+                    .iter()
+                    .flatten()
+                    .next()
+                    .map(|(ticket, _, _)| *ticket);
+                return Err(match stuck.map(|ticket| adapter.describe(ticket)) {
+                    Some(error) => text!("{error}"),
+                    None => text!("no progress"),
+                });
+            } else {
+                storport::sleep_unless_pending();
+            }
+        }
+        Ok(plan.regions)
+    }
+}
+
+/// Submits a READ(16) or WRITE(16) of `blocks` at `lba` from `buffer`.
+fn submit_io(
+    adapter: &mut Adapter,
+    buffer: &DmaMemory,
+    write: bool,
+    lba: u64,
+    blocks: u32,
+    len: u32,
+    processor: u32,
+) -> Result<storport::Ticket, Text> {
+    let cdb = if write {
+        scsi_cmd::write_16(lba, blocks)
+    } else {
+        scsi_cmd::read_16(lba, blocks)
+    };
+    adapter
+        .submit(&Request {
+            target: 0,
+            lun: 0,
+            cdb: &cdb,
+            direction: if write { Direction::Out } else { Direction::In },
+            data: Some((buffer, len)),
+            processor,
+        })
+        .map_err(|error| text!("{error}"))
+}
+
+/// Writes and verifies the largest transfer the image reports (capped by this host's SG list).
+fn max_transfer(
+    adapter: &mut Adapter,
+    hal: &BareMetalHal,
+    block_length: u32,
+    disk_blocks: u64,
+) -> Result<Text, Text> {
+    let limits = adapter.limits();
+    let by_breaks = limits.physical_breaks.saturating_mul(4096);
+    let bytes = limits.max_transfer.min(by_breaks).min(TRANSFER_CAP);
+    let blocks = bytes / block_length;
+    if blocks == 0 || u64::from(blocks) > disk_blocks {
+        return Err(text!("unusable limit {:#x}", limits.max_transfer));
+    }
+    let len = blocks * block_length;
+    let buffer = hal
+        .dma_alloc(len as usize, 4096)
+        .map_err(|_| text!("out of DMA memory for {len} bytes"))?;
+    let lba = disk_blocks - u64::from(blocks);
+    for write in [true, false] {
+        if write {
+            let _ = pattern::fill(&buffer, 0x7777, lba, block_length, blocks);
+        } else {
+            buffer.zero();
+        }
+        let ticket = submit_io(adapter, &buffer, write, lba, blocks, len, 3)?;
+        let completion = adapter
+            .wait(ticket, REQUEST_LIMIT_TICKS)
+            .map_err(|error| text!("{error}"))?;
+        if completion.srb_status != SRB_STATUS_SUCCESS || completion.transferred != len {
+            return Err(text!("{completion:?}"));
+        }
+    }
+    pattern::verify(&buffer, 0x7777, lba, block_length, blocks)
+        .map_err(|error| text!("{error:?}"))?;
+    Ok(text!(
+        "{len} bytes ({blocks} blocks) written and verified at LBA {lba}"
+    ))
+}
