@@ -41,12 +41,14 @@ struct Settings<'a> {
     disk_bytes: u64,
     drop_completion: Option<u64>,
     classic: bool,
+    /// The ring layout the device offers (`ring=split|packed`), which the image must take.
+    packed: bool,
 }
 
 impl<'a> Settings<'a> {
     fn parse(cmdline: &'a str) -> Result<Self, &'a str> {
         let (mut serial0, mut serial1, mut wwn, mut disk_bytes) = (None, None, None, None);
-        let (mut drop_completion, mut classic) = (None, false);
+        let (mut drop_completion, mut classic, mut packed) = (None, false, None);
         for word in cmdline.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').ok_or(word)?;
             let number = || {
@@ -63,6 +65,7 @@ impl<'a> Settings<'a> {
                 "disk-bytes" => disk_bytes = Some(number()?),
                 "drop-completion" => drop_completion = Some(number()?),
                 "srb" => classic = value == "classic",
+                "ring" => packed = Some(value == "packed"),
                 _ => return Err(word),
             }
         }
@@ -73,6 +76,7 @@ impl<'a> Settings<'a> {
             disk_bytes: disk_bytes.ok_or("disk-bytes")?,
             drop_completion,
             classic,
+            packed: packed.ok_or("ring")?,
         })
     }
 }
@@ -148,7 +152,8 @@ pub fn run(cmdline: &str) -> bool {
         limits.max_io,
         limits.uncached >> 10
     );
-    let passed = exercise(&mut adapter, &hal, &settings);
+    let passed = result("image-features", features(&adapter, settings.packed))
+        && exercise(&mut adapter, &hal, &settings);
     storport::final_check();
     let counters = report_counters();
     let clean = result(
@@ -170,6 +175,32 @@ pub fn run(cmdline: &str) -> bool {
         println!("RESULT image-done PASS");
     }
     all
+}
+
+/// VIRTIO_F_RING_PACKED, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1.
+const RING_PACKED: u64 = 1 << 34;
+const INDIRECT_DESC: u64 = 1 << 28;
+const EVENT_IDX: u64 = 1 << 29;
+const VERSION_1: u64 = 1 << 32;
+
+/// The image negotiated virtio 1.x and the ring layout the device offers.
+fn features(adapter: &Adapter, packed: bool) -> Result<Text, Text> {
+    let features = adapter
+        .negotiated_features()
+        .ok_or_else(|| text!("the virtio capabilities do not parse"))?;
+    let on = |bit: u64| if features & bit != 0 { "on" } else { "off" };
+    let details = text!(
+        "negotiated {features:#x}: version-1 {}, ring-packed {}, indirect {}, event-idx {}",
+        on(VERSION_1),
+        on(RING_PACKED),
+        on(INDIRECT_DESC),
+        on(EVENT_IDX)
+    );
+    if features & VERSION_1 != 0 && (features & RING_PACKED != 0) == packed {
+        Ok(details)
+    } else {
+        Err(details)
+    }
 }
 
 /// Prints the host's counters; returns them.

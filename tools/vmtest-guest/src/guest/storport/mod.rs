@@ -489,6 +489,9 @@ pub struct Limits {
 /// The started adapter: per-slot memory for SRBs.
 pub struct Adapter {
     slots: [Option<SlotMemory>; MAX_SRBS],
+    /// The BARs as mapped for the image, kept for [`Adapter::negotiated_features`].
+    registers: pci::DeviceBars,
+    bdf: Bdf,
     limits: Limits,
     extended: bool,
     hw: abi::HwInitializationData,
@@ -740,6 +743,8 @@ fn find_adapter(
     }
     Ok(Adapter {
         slots,
+        registers,
+        bdf,
         limits,
         extended,
         hw: *hw,
@@ -1155,6 +1160,33 @@ impl Adapter {
             with(|host| host.start_io_held = false);
         }
         Ok(Ticket(index))
+    }
+
+    /// The features the image negotiated with the device, read from the common configuration
+    /// (virtio 1.x section 4.1.4.3). Writing `driver_feature_select` after DRIVER_OK changes
+    /// nothing on the device, and the image no longer uses it once initialised.
+    pub fn negotiated_features(&self) -> Option<u64> {
+        use virtio_core::hal::RegisterIo as _;
+        use virtio_core::pci::{PciTransport, VirtioPciCommonCfg};
+        let config = pci_scan::Function::new(&pci::Mechanism1, self.bdf);
+        let common = PciTransport::probe(&config, self.registers)
+            .ok()?
+            .layout()
+            .common;
+        let at = |register: u64| u64::from(common.offset) + register;
+        let mut features = 0;
+        for half in 0..2_u32 {
+            self.registers.write32(
+                common.bar,
+                at(VirtioPciCommonCfg::DRIVER_FEATURE_SELECT),
+                half,
+            );
+            let bits = self
+                .registers
+                .read32(common.bar, at(VirtioPciCommonCfg::DRIVER_FEATURE));
+            features |= u64::from(bits) << (32 * half);
+        }
+        Some(features)
     }
 
     /// The error that names `ticket`'s SRB as never completed.
