@@ -342,9 +342,9 @@ fn exercise(adapter: &mut Adapter, hal: &BareMetalHal, settings: &Settings<'_>) 
     // Depth 1 on processor 0 (the first request queue), depth 32 on processor 1 (the second),
     // then depth 32 spread over processors 2 and 3 (the others), each across the whole disk.
     let phases: [(&str, u32, u64, u32, &[u32]); 3] = [
-        ("qd1", 1, 64, small, &[0]),
-        ("qd32", 32, 256, small, &[1]),
-        ("every-queue", 32, 64, 65536 / block_length, &[2, 3]),
+        ("qd1", 1, 256, small, &[0]),
+        ("qd32", 32, 1024, small, &[1]),
+        ("every-queue", 32, 128, 65536 / block_length, &[2, 3]),
     ];
     for (index, (name, depth, regions, blocks, processors)) in phases.into_iter().enumerate() {
         let plan = Plan {
@@ -355,13 +355,25 @@ fn exercise(adapter: &mut Adapter, hal: &BareMetalHal, settings: &Settings<'_>) 
             seed: 0x1000 + index as u64,
             processors,
         };
+        // The host times the phase by when these lines arrive, and reads QEMU's counts for
+        // its processors' queues.
+        println!("IMAGE-PHASE {name} begin");
         let outcome = engine.phase(adapter, &plan, depth);
         let label = text!("image-{name}");
         let ok = result(
             label.as_str(),
             outcome.map(|(ios, ticks)| {
+                let mut list = Text::new();
+                for (at, processor) in processors.iter().enumerate() {
+                    let separator = if at == 0 { "" } else { "," };
+                    let _ = core::fmt::Write::write_fmt(
+                        &mut list,
+                        format_args!("{separator}{processor}"),
+                    );
+                }
                 println!(
-                    "IMAGE-PHASE {name} processors {processors:?} depth {depth} ios {ios} ticks {ticks}"
+                    "IMAGE-PHASE {name} end processors {} depth {depth} ios {ios} ticks {ticks}",
+                    list.as_str()
                 );
                 text!("{ios} I/Os of {} bytes at depth {depth} on processors {processors:?}", blocks * block_length)
             }),

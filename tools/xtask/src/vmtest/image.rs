@@ -1,0 +1,613 @@
+//! `cargo xtask vmtest`'s runs of the shipped image: the guest boots with `mode=image`, its
+//! StorPort host loads the `rvscsi.sys` built into it (`RVSCSI_GUEST_IMAGE`, the package
+//! [`run_vmtest`](super::run_vmtest) builds first) and drives QEMU's virtio-scsi-pci through the
+//! image (see tools/vmtest-guest/src/guest/image_run.rs).
+//!
+//! A run passes only if QEMU exits with the guest's success status, every expected `RESULT
+//! image-*` line says PASS, the MSI-X deliveries the guest's StorPort handed the image equal
+//! the interrupts QEMU traced (`virtio_notify`), in total and per request queue, and at queue
+//! depth 1 each I/O took exactly one kick and one interrupt. The planted configuration
+//! (`drop-completion=`) must instead fail, naming the SRB whose RequestComplete the guest's
+//! StorPort dropped as never completed: the completions come from the image.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+
+use super::{
+    Accel, GUEST_SUCCESS, QEMU, QueueCounts, RUN_LIMIT, SILENCE_LIMIT, base_command, fresh_disk,
+    kill, parse_trace, serial_lines, wait_with_limit,
+};
+
+/// Bytes of each of the two disks.
+const DISK_BYTES: u64 = 16 << 20;
+/// LUN 0 has this WWN (an NAA designator in VPD 0x83); LUN 1 has none.
+const WWN: &str = "0x5000c50015ea71ac";
+/// The serials QEMU reports in VPD 0x80 for LUNs 0 and 1.
+const SERIALS: [&str; 2] = ["RVSCSI-IMAGE-0", "RVSCSI-IMAGE-1"];
+/// Request queues (and logical processors: the guest's StorPort reports four, one per queue).
+const REQUEST_QUEUES: u16 = 4;
+/// The virtqueue of the first request queue (after controlq and eventq).
+const FIRST_REQUEST_VQ: u16 = 2;
+/// The RequestComplete the planted configuration drops (during the depth-32 phase).
+const DROPPED_COMPLETION: u64 = 700;
+
+/// One boot of the guest running the image.
+pub struct ImageConfig {
+    /// Name, also the prefix of its files in target/vmtest.
+    pub name: &'static str,
+    /// Extra virtio-scsi-pci properties.
+    device: &'static str,
+    /// The ring layout the image must negotiate.
+    ring: &'static str,
+    /// `srb=classic` makes the guest's StorPort hand SCSI_REQUEST_BLOCKs instead of SRB_EX.
+    classic: bool,
+    /// The planted fault: drop this RequestComplete, and expect the run to catch it.
+    drop_completion: Option<u64>,
+}
+
+/// The image configurations `cargo xtask vmtest` runs by default.
+pub const CONFIGS: &[ImageConfig] = &[
+    ImageConfig {
+        name: "image-split",
+        device: "",
+        ring: "split",
+        classic: false,
+        drop_completion: None,
+    },
+    ImageConfig {
+        // Modern-only device offering the packed ring, which the image takes.
+        name: "image-packed",
+        device: ",packed=on,disable-legacy=on",
+        ring: "packed",
+        classic: false,
+        drop_completion: None,
+    },
+    ImageConfig {
+        // Classic SRBs (SrbType SCSI_REQUEST_BLOCK), which the image also accepts.
+        name: "image-classic",
+        device: "",
+        ring: "split",
+        classic: true,
+        drop_completion: None,
+    },
+    ImageConfig {
+        // The planted fault: the guest's StorPort drops one RequestComplete.
+        name: "image-planted-drop",
+        device: "",
+        ring: "split",
+        classic: false,
+        drop_completion: Some(DROPPED_COMPLETION),
+    },
+];
+
+/// The `RESULT` names a passing run reports as PASS.
+const EXPECTED_RESULTS: &[&str] = &[
+    "boot",
+    "image-load",
+    "image-start",
+    "image-features",
+    "image-test-unit-ready",
+    "image-report-luns",
+    "image-inquiry",
+    "image-vpd-00",
+    "image-vpd-80",
+    "image-vpd-83",
+    "image-read-capacity",
+    "image-qd1",
+    "image-qd32",
+    "image-every-queue",
+    "image-max-transfer",
+    "image-rules",
+    "image-done",
+];
+
+impl ImageConfig {
+    /// The guest's command line.
+    fn cmdline(&self) -> String {
+        let mut line = format!(
+            "mode=image ring={} serial0={} serial1={} wwn={WWN} disk-bytes={DISK_BYTES}",
+            self.ring, SERIALS[0], SERIALS[1]
+        );
+        if self.classic {
+            line.push_str(" srb=classic");
+        }
+        if let Some(number) = self.drop_completion {
+            let _ = write!(line, " drop-completion={number}");
+        }
+        line
+    }
+}
+
+/// A measured phase: `IMAGE-PHASE <name> begin`, then `IMAGE-PHASE <name> end processors
+/// <p,...> depth <d> ios <n> ticks <t>`.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Phase {
+    processors: Vec<u16>,
+    depth: u64,
+    ios: u64,
+    begin: Option<Duration>,
+    end: Option<Duration>,
+}
+
+/// What the image run printed, parsed.
+#[derive(Debug, Default)]
+struct ImageReport {
+    /// `RESULT <name> PASS|FAIL <details>`, in order.
+    results: Vec<(String, bool, String)>,
+    phases: BTreeMap<String, Phase>,
+    /// `IMAGE-STAT message <m> interrupts <k>`: MSI-X deliveries per message.
+    deliveries: BTreeMap<u16, u64>,
+    /// `IMAGE-COUNTERS name value ...`.
+    counters: BTreeMap<String, u64>,
+    /// `storport: planted fault: ... of SRB <address> dropped`.
+    dropped_srb: Option<String>,
+    /// Panics, CPU exceptions and rule violations.
+    crashes: Vec<String>,
+}
+
+impl ImageReport {
+    fn parse<'a>(lines: impl Iterator<Item = (Duration, &'a str)>) -> Self {
+        let mut report = Self::default();
+        for (at, line) in lines {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["RESULT", name, verdict @ ("PASS" | "FAIL"), details @ ..] => {
+                    report.results.push((
+                        (*name).to_owned(),
+                        *verdict == "PASS",
+                        details.join(" "),
+                    ));
+                }
+                ["IMAGE-PHASE", name, "begin"] => {
+                    report.phases.entry((*name).to_owned()).or_default().begin = Some(at);
+                }
+                [
+                    "IMAGE-PHASE",
+                    name,
+                    "end",
+                    "processors",
+                    processors,
+                    "depth",
+                    depth,
+                    "ios",
+                    ios,
+                    "ticks",
+                    _,
+                ] => {
+                    let phase = report.phases.entry((*name).to_owned()).or_default();
+                    phase.end = Some(at);
+                    phase.processors = processors
+                        .split(',')
+                        .filter_map(|p| p.parse().ok())
+                        .collect();
+                    phase.depth = depth.parse().unwrap_or(0);
+                    phase.ios = ios.parse().unwrap_or(0);
+                }
+                ["IMAGE-STAT", "message", message, "interrupts", count] => {
+                    if let (Ok(message), Ok(count)) = (message.parse(), count.parse()) {
+                        report.deliveries.insert(message, count);
+                    }
+                }
+                ["IMAGE-COUNTERS", fields @ ..] => {
+                    for pair in fields.chunks(2) {
+                        if let [name, value] = pair
+                            && let Ok(value) = value.parse()
+                        {
+                            report.counters.insert((*name).to_owned(), value);
+                        }
+                    }
+                }
+                ["storport:", "planted", "fault:", .., "SRB", srb, "dropped"] => {
+                    report.dropped_srb = Some((*srb).to_owned());
+                }
+                ["PANIC" | "EXCEPTION" | "VIOLATION", ..] => report.crashes.push(line.to_owned()),
+                _ => {}
+            }
+        }
+        report
+    }
+}
+
+/// Boots `config` with the guest at `guest` and judges the outcome; the summary names the
+/// configuration and the image it ran.
+pub fn run_config(
+    config: &ImageConfig,
+    guest: &Path,
+    image: &Path,
+    work: &Path,
+    accel: Accel,
+) -> Result<String, String> {
+    let file = |suffix: &str| work.join(format!("{}-{suffix}", config.name));
+    let disks = [file("disk0.raw"), file("disk1.raw")];
+    for disk in &disks {
+        fresh_disk(disk, DISK_BYTES)?;
+    }
+    let trace_log = file("trace.log");
+    let _ = fs::remove_file(&trace_log);
+    let mut command = base_command(guest, accel, &config.cmdline());
+    command.arg("-device").arg(format!(
+        "virtio-scsi-pci,id=scsi0,num_queues={REQUEST_QUEUES},ioeventfd=off{}",
+        config.device
+    ));
+    for (lun, disk) in disks.iter().enumerate() {
+        let wwn = if lun == 0 {
+            format!(",wwn={WWN}")
+        } else {
+            String::new()
+        };
+        command
+            .arg("-drive")
+            .arg(format!(
+                "if=none,id=disk{lun},format=raw,file={}",
+                disk.display()
+            ))
+            .arg("-device")
+            .arg(format!(
+                "scsi-hd,drive=disk{lun},bus=scsi0.0,scsi-id=0,lun={lun},serial={}{wwn}",
+                SERIALS[lun]
+            ));
+    }
+    command
+        .arg("-D")
+        .arg(&trace_log)
+        .args(["-trace", "enable=virtio_queue_notify"])
+        .args(["-trace", "enable=virtio_notify"])
+        .args(["-trace", "enable=virtio_set_status"]);
+    let stderr_path = file("qemu.stderr");
+    let stderr =
+        fs::File::create(&stderr_path).map_err(|e| format!("{}: {e}", stderr_path.display()))?;
+    eprintln!("vmtest: [{}] starting {command:?}", config.name);
+    let started = Instant::now();
+    let mut child = command
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("cannot start {QEMU}: {e}"))?;
+    let receiver = serial_lines(&mut child)?;
+    let mut lines = Vec::new();
+    loop {
+        let left = RUN_LIMIT.saturating_sub(started.elapsed());
+        match receiver.recv_timeout(left.min(SILENCE_LIMIT)) {
+            Ok((at, line)) => {
+                println!("[{}] {line}", config.name);
+                lines.push((at.saturating_duration_since(started), line));
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                kill(&mut child);
+                return Err(format!(
+                    "guest silent or over time; last line {:?}",
+                    lines.last()
+                ));
+            }
+        }
+    }
+    let status = wait_with_limit(&mut child, Duration::from_secs(10))?;
+    let mut serial = String::new();
+    for (at, line) in &lines {
+        let _ = writeln!(serial, "{:>8.3} {line}", at.as_secs_f64());
+    }
+    let _ = fs::write(file("serial.log"), serial);
+    let trace =
+        fs::read_to_string(&trace_log).map_err(|e| format!("{}: {e}", trace_log.display()))?;
+    let counts = parse_trace(&trace);
+    let report = ImageReport::parse(lines.iter().map(|(at, line)| (*at, line.as_str())));
+    let verdict = match config.drop_completion {
+        None => check(config, status, &report, &counts),
+        Some(number) => check_planted(number, status, &report),
+    }?;
+    Ok(format!(
+        "{}: image {} ({:?}): {verdict}",
+        config.name,
+        image.display(),
+        accel.name()
+    ))
+}
+
+/// A passing run: every result, the interrupts through the IDT equal QEMU's, and the figures.
+fn check(
+    config: &ImageConfig,
+    status: Option<i32>,
+    report: &ImageReport,
+    counts: &BTreeMap<u16, QueueCounts>,
+) -> Result<String, String> {
+    let mut problems = Vec::new();
+    if status != Some(GUEST_SUCCESS) {
+        problems.push(format!("QEMU exited with {status:?}, not {GUEST_SUCCESS}"));
+    }
+    problems.extend(report.crashes.iter().cloned());
+    for (name, passed, details) in &report.results {
+        if !passed {
+            problems.push(format!("{name} FAIL {details}"));
+        }
+    }
+    for expected in EXPECTED_RESULTS {
+        if !report
+            .results
+            .iter()
+            .any(|(name, passed, _)| name == expected && *passed)
+        {
+            problems.push(format!("no PASS for {expected}"));
+        }
+    }
+    // What QEMU sent arrived through the IDT in the image's message routine. A message sent
+    // while its vector is still pending in the local APIC (the image holds the message's lock
+    // at DIRQL) merges with it, as on real hardware, so deliveries may fall short of what was
+    // sent, never exceed it; at depth 1 nothing can merge (checked below through the figures).
+    let traced: u64 = counts.values().map(|queue| queue.interrupts).sum();
+    let delivered = report.counters.get("interrupts").copied().unwrap_or(0);
+    if delivered > traced || delivered == 0 {
+        problems.push(format!(
+            "QEMU traced {traced} interrupts, the guest's StorPort delivered {delivered}"
+        ));
+    }
+    // Per request queue: vq 2 + p takes message 3 + p (config, controlq, eventq first).
+    for queue in 0..REQUEST_QUEUES {
+        let vq = FIRST_REQUEST_VQ + queue;
+        let traced = counts.get(&vq).map_or(0, |counts| counts.interrupts);
+        let delivered = report.deliveries.get(&(vq + 1)).copied().unwrap_or(0);
+        if delivered > traced || delivered == 0 {
+            problems.push(format!(
+                "vq {vq}: QEMU traced {traced} interrupts, message {} delivered {delivered}",
+                vq + 1
+            ));
+        }
+    }
+    let mut figures = String::new();
+    for name in ["qd1", "qd32", "every-queue"] {
+        let Some(phase) = report.phases.get(name) else {
+            problems.push(format!("no figures for phase {name}"));
+            continue;
+        };
+        let (mut kicks, mut interrupts) = (0, 0);
+        for processor in &phase.processors {
+            let queue = counts
+                .get(&(FIRST_REQUEST_VQ + processor))
+                .copied()
+                .unwrap_or_default();
+            kicks += queue.notifies;
+            interrupts += queue.interrupts;
+        }
+        let seconds = match (phase.begin, phase.end) {
+            (Some(begin), Some(end)) => end.saturating_sub(begin).as_secs_f64(),
+            _ => 0.0,
+        };
+        let ios = phase.ios.max(1) as f64;
+        let iops = if seconds > 0.0 { ios / seconds } else { 0.0 };
+        let delivered: u64 = phase
+            .processors
+            .iter()
+            .map(|p| {
+                report
+                    .deliveries
+                    .get(&(FIRST_REQUEST_VQ + p + 1))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .sum();
+        if name == "qd1"
+            && (kicks != phase.ios || interrupts != phase.ios || delivered != phase.ios)
+        {
+            problems.push(format!(
+                "qd1: {} I/Os took {kicks} kicks and {interrupts} interrupts ({delivered} delivered), not one each",
+                phase.ios
+            ));
+        }
+        if name == "qd32" && (kicks > phase.ios || interrupts > phase.ios) {
+            problems.push(format!(
+                "qd32: {} I/Os took {kicks} kicks and {interrupts} interrupts",
+                phase.ios
+            ));
+        }
+        // every-queue shares its queues with enumeration and the largest transfer, so its
+        // per-I/O figures are upper bounds.
+        let _ = write!(
+            figures,
+            "{name} (depth {}, queues {:?}): {} I/Os, {iops:.0} IOPS, {:.3} kicks/IO, {:.3} interrupts/IO traced, {:.3} delivered/IO; ",
+            phase.depth,
+            phase
+                .processors
+                .iter()
+                .map(|p| FIRST_REQUEST_VQ + p)
+                .collect::<Vec<_>>(),
+            phase.ios,
+            kicks as f64 / ios,
+            interrupts as f64 / ios,
+            delivered as f64 / ios,
+        );
+    }
+    let start = report
+        .results
+        .iter()
+        .find(|(name, ..)| name == "image-start")
+        .map_or("", |(_, _, details)| details.as_str());
+    if problems.is_empty() {
+        Ok(format!(
+            "ring {}, {start}; {figures}{traced} interrupts traced, {delivered} delivered to the image ({} merged while pending)",
+            config.ring,
+            traced - delivered
+        ))
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// The planted run: it must fail, naming the SRB whose RequestComplete was dropped as never
+/// completed, and nothing else may have gone wrong first.
+fn check_planted(number: u64, status: Option<i32>, report: &ImageReport) -> Result<String, String> {
+    let Some(srb) = &report.dropped_srb else {
+        return Err(format!(
+            "RequestComplete #{number} was never dropped (the run ended first?)"
+        ));
+    };
+    let caught = report.results.iter().find(|(_, passed, details)| {
+        !passed && details.contains("never completed") && details.contains(srb.as_str())
+    });
+    let earlier = report
+        .results
+        .iter()
+        .filter(|(name, passed, details)| {
+            !passed && !details.contains("never completed") && name != "image-rules"
+        })
+        .count();
+    match caught {
+        Some((name, _, details)) if status != Some(GUEST_SUCCESS) && earlier == 0 => Ok(format!(
+            "planted fault caught: RequestComplete #{number} of SRB {srb} dropped, {name} FAIL {details}"
+        )),
+        _ => Err(format!(
+            "the dropped RequestComplete of SRB {srb} was not caught as such (exit {status:?}, results {:?})",
+            report.results
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<(Duration, String)> {
+        text.lines()
+            .enumerate()
+            .map(|(index, line)| (Duration::from_millis(index as u64 * 100), line.to_owned()))
+            .collect()
+    }
+
+    fn report(text: &str) -> ImageReport {
+        let lines = lines(text);
+        ImageReport::parse(lines.iter().map(|(at, line)| (*at, line.as_str())))
+    }
+
+    fn passing_text() -> String {
+        let mut text: String = EXPECTED_RESULTS
+            .iter()
+            .map(|name| format!("RESULT {name} PASS fine\n"))
+            .collect();
+        text.push_str(
+            "IMAGE-PHASE qd1 begin\nIMAGE-PHASE qd1 end processors 0 depth 1 ios 4 ticks 1\n\
+             IMAGE-PHASE qd32 begin\nIMAGE-PHASE qd32 end processors 1 depth 32 ios 64 ticks 1\n\
+             IMAGE-PHASE every-queue begin\n\
+             IMAGE-PHASE every-queue end processors 2,3 depth 32 ios 8 ticks 1\n\
+             IMAGE-STAT message 3 interrupts 4\nIMAGE-STAT message 4 interrupts 5\n\
+             IMAGE-STAT message 5 interrupts 3\nIMAGE-STAT message 6 interrupts 2\n\
+             IMAGE-COUNTERS completions 80 interrupts 14 violations 0\n",
+        );
+        text
+    }
+
+    fn counts(qd1: (u64, u64)) -> BTreeMap<u16, QueueCounts> {
+        [(2, qd1), (3, (20, 5)), (4, (6, 3)), (5, (4, 2))]
+            .into_iter()
+            .map(|(vq, (notifies, interrupts))| {
+                (
+                    vq,
+                    QueueCounts {
+                        notifies,
+                        interrupts,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_complete_image_run_passes_with_its_figures() {
+        let report = report(&passing_text());
+        let verdict =
+            check(&CONFIGS[0], Some(GUEST_SUCCESS), &report, &counts((4, 4))).expect("passes");
+        assert!(
+            verdict.contains("qd1 (depth 1, queues [2]): 4 I/Os"),
+            "{verdict}"
+        );
+        assert!(
+            verdict.contains("qd32 (depth 32, queues [3]): 64 I/Os"),
+            "{verdict}"
+        );
+        assert!(
+            verdict.contains("14 interrupts traced, 14 delivered"),
+            "{verdict}"
+        );
+    }
+
+    #[test]
+    fn lost_or_extra_interrupts_and_failures_fail_the_run() {
+        let report_text = passing_text();
+        let good = report(&report_text);
+        // QEMU sent an interrupt on vq 2 the image never saw, at depth 1.
+        let err = check(&CONFIGS[0], Some(GUEST_SUCCESS), &good, &counts((4, 5))).unwrap_err();
+        assert!(
+            err.contains("qd1: 4 I/Os took 4 kicks and 5 interrupts"),
+            "{err}"
+        );
+        // The image was handed more interrupts than QEMU sent.
+        let extra = report(&report_text.replace("interrupts 14", "interrupts 15"));
+        let err = check(&CONFIGS[0], Some(GUEST_SUCCESS), &extra, &counts((4, 4))).unwrap_err();
+        assert!(
+            err.contains("QEMU traced 14 interrupts, the guest's StorPort delivered 15"),
+            "{err}"
+        );
+        let extra =
+            report(&report_text.replace("message 4 interrupts 5", "message 4 interrupts 6"));
+        let err = check(&CONFIGS[0], Some(GUEST_SUCCESS), &extra, &counts((4, 4))).unwrap_err();
+        assert!(
+            err.contains("vq 3: QEMU traced 5 interrupts, message 4 delivered 6"),
+            "{err}"
+        );
+        // A depth-1 I/O that took two kicks.
+        let err = check(&CONFIGS[0], Some(GUEST_SUCCESS), &good, &counts((5, 4))).unwrap_err();
+        assert!(err.contains("qd1: 4 I/Os took 5 kicks"), "{err}");
+        // A failed result, a violation, a bad exit.
+        let bad = report(&report_text.replace(
+            "RESULT image-qd32 PASS fine",
+            "RESULT image-qd32 FAIL broken\nVIOLATION RequestComplete twice",
+        ));
+        let err = check(&CONFIGS[0], Some(35), &bad, &counts((4, 4))).unwrap_err();
+        assert!(err.contains("exited with Some(35)"), "{err}");
+        assert!(err.contains("image-qd32 FAIL broken"), "{err}");
+        assert!(err.contains("VIOLATION RequestComplete twice"), "{err}");
+        assert!(err.contains("no PASS for image-qd32"), "{err}");
+    }
+
+    #[test]
+    fn the_planted_drop_must_be_caught_naming_its_srb() {
+        let caught = report(
+            "RESULT image-qd1 PASS fine\n\
+             storport: planted fault: RequestComplete #700 of SRB 0xb30000 dropped\n\
+             RESULT image-qd32 FAIL SRB 0xb30000 (slot 5) never completed: no RequestComplete\n",
+        );
+        let verdict = check_planted(700, Some(35), &caught).expect("caught");
+        assert!(verdict.contains("SRB 0xb30000"), "{verdict}");
+        // Not dropped at all: the run passed.
+        let passed = report(&passing_text());
+        assert!(check_planted(700, Some(GUEST_SUCCESS), &passed).is_err());
+        // Dropped, but the run failed for another reason first.
+        let other = report(
+            "RESULT image-vpd-83 FAIL wrong wwn\n\
+             storport: planted fault: RequestComplete #700 of SRB 0xb30000 dropped\n\
+             RESULT image-qd32 FAIL SRB 0xb30000 (slot 5) never completed\n",
+        );
+        assert!(check_planted(700, Some(35), &other).is_err());
+        // Dropped, but a different SRB was reported.
+        let wrong = report(
+            "storport: planted fault: RequestComplete #700 of SRB 0xb30000 dropped\n\
+             RESULT image-qd32 FAIL SRB 0xc00000 (slot 1) never completed\n",
+        );
+        assert!(check_planted(700, Some(35), &wrong).is_err());
+    }
+
+    #[test]
+    fn each_configuration_tells_the_guest_what_the_device_offers() {
+        for config in CONFIGS {
+            let line = config.cmdline();
+            assert!(line.contains(&format!("ring={}", config.ring)), "{line}");
+            assert_eq!(config.device.contains("packed=on"), config.ring == "packed");
+            assert_eq!(line.contains("srb=classic"), config.classic);
+            assert_eq!(
+                line.contains("drop-completion="),
+                config.drop_completion.is_some()
+            );
+        }
+    }
+}
