@@ -13,16 +13,15 @@ fn main() {
     println!("cargo::rerun-if-changed=linker.ld");
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=RVSCSI_GUEST_IMAGE");
-    let image = match std::env::var_os("RVSCSI_GUEST_IMAGE") {
-        Some(path) => std::path::PathBuf::from(path),
-        None => {
-            let empty = std::path::PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default())
-                .join("no-image.sys");
-            if let Err(error) = std::fs::write(&empty, []) {
-                println!("cargo::error=cannot write {}: {error}", empty.display());
-            }
-            empty
+    let image = if let Some(path) = std::env::var_os("RVSCSI_GUEST_IMAGE") {
+        std::path::PathBuf::from(path)
+    } else {
+        let empty = std::path::PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default())
+            .join("no-image.sys");
+        if let Err(error) = std::fs::write(&empty, []) {
+            println!("cargo::error=cannot write {}: {error}", empty.display());
         }
+        empty
     };
     println!("cargo::rerun-if-changed={}", image.display());
     println!(

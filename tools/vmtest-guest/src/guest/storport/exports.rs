@@ -313,7 +313,11 @@ extern "win64" fn storport_get_physical_address(
     });
     let left = found.map_or(0, |left| u32::try_from(left).unwrap_or(u32::MAX));
     write_out(length.addr(), &left);
-    if found.is_some() { address as i64 } else { 0 }
+    if found.is_some() {
+        i64::try_from(address).unwrap_or(0)
+    } else {
+        0
+    }
 }
 
 /// `PSTOR_SCATTER_GATHER_LIST StorPortGetScatterGatherList(PVOID, PSCSI_REQUEST_BLOCK)`: the
@@ -327,15 +331,13 @@ extern "win64" fn storport_get_scatter_gather_list(
         if !host.check_extension("StorPortGetScatterGatherList", extension) {
             return None;
         }
-        match host.outstanding(srb.addr()) {
-            Some(index) => Some(host.slots[index]),
-            None => {
-                host.violate(format_args!(
-                    "StorPortGetScatterGatherList for SRB {srb:p}, which is not outstanding"
-                ));
-                None
-            }
+        let index = host.outstanding(srb.addr());
+        if index.is_none() {
+            host.violate(format_args!(
+                "StorPortGetScatterGatherList for SRB {srb:p}, which is not outstanding"
+            ));
         }
+        index.map(|index| host.slots[index])
     });
     let Some(slot) = slot else {
         return core::ptr::null_mut();
@@ -387,7 +389,7 @@ extern "win64" fn storport_busy(extension: *mut c_void, _requests: u32) -> u8 {
 /// 100 ms ticks).
 extern "win64" fn storport_query_system_time(time: *mut i64) {
     let units = interrupts::ticks().saturating_mul(1_000_000);
-    write_out(time.addr(), &(units as i64));
+    write_out(time.addr(), &units.cast_signed());
 }
 
 /// `VOID StorPortDebugPrint(ULONG Level, PCCHAR Format, ...)`: prints the format string (see
@@ -490,10 +492,6 @@ fn release(host: &mut Host, lock: Lock) {
 }
 
 /// `VOID StorPortNotification(SCSI_NOTIFICATION_TYPE, PVOID HwDeviceExtension, ...)`.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the variadic slots (see the module header)"
-)]
 extern "win64" fn storport_notification(
     notification: u32,
     extension: *mut c_void,
@@ -529,7 +527,7 @@ extern "win64" fn storport_notification(
         // QueryTickCount(PLARGE_INTEGER): 100 ns units, like StorPortQuerySystemTime.
         12 => {
             let units = interrupts::ticks().saturating_mul(1_000_000);
-            write_out(a1, &(units as i64));
+            write_out(a1, &units.cast_signed());
         }
         // EnablePassiveInitialization(routine, PBOOLEAN result), from HwInitialize only.
         0x1000 => {
@@ -568,6 +566,9 @@ extern "win64" fn storport_notification(
         }
         // AcquireSpinLock(STOR_SPINLOCK, context, PSTOR_LOCK_HANDLE).
         0x1003 => {
+            // Raise first, then take the lock (see `acquire_msi_lock`); `set_irql` below
+            // unmasks again for the locks below DIRQL.
+            let enabled = interrupts_off();
             let taken = with(|host| {
                 let lock = lock_of(host, a1 as u32, a2)?;
                 let old = host.irql;
@@ -585,6 +586,7 @@ extern "win64" fn storport_notification(
                 );
                 set_irql(irql);
             } else {
+                interrupts_restore(enabled);
                 with(|host| host.violate(format_args!("AcquireSpinLock of unknown lock {a1}")));
             }
         }
@@ -658,16 +660,12 @@ fn initialize_dpc(dpc: usize, routine: usize, extension: usize) {
             *existing = entry;
             return true;
         }
-        match host.dpcs.iter_mut().find(|slot| slot.is_none()) {
-            Some(free) => {
-                *free = Some(entry);
-                true
-            }
-            None => {
-                host.violate(format_args!("more DPCs than this host holds"));
-                false
-            }
+        if let Some(free) = host.dpcs.iter_mut().find(|slot| slot.is_none()) {
+            *free = Some(entry);
+            return true;
         }
+        host.violate(format_args!("more DPCs than this host holds"));
+        false
     });
     if ok {
         write_out(
@@ -683,10 +681,6 @@ fn initialize_dpc(dpc: usize, routine: usize, extension: usize) {
 }
 
 /// `ULONG StorPortExtendedFunction(STORPORT_FUNCTION_CODE, PVOID HwDeviceExtension, ...)`.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the variadic slots (see the module header)"
-)]
 extern "win64" fn storport_extended_function(
     function: u32,
     extension: *mut c_void,
@@ -702,43 +696,9 @@ extern "win64" fn storport_extended_function(
     }
     match function {
         // AcquireMSISpinLock(message, PULONG old_irql).
-        11 => {
-            let message = a1 as u32;
-            let old = with(|host| {
-                if message >= host.messages || host.messages_held & (1 << message) != 0 {
-                    host.violate(format_args!("MSI spin lock {message} unknown or held"));
-                    return None;
-                }
-                host.messages_held |= 1 << message;
-                Some(host.irql)
-            });
-            let Some(old) = old else {
-                return abi::STOR_STATUS_INVALID_PARAMETER;
-            };
-            write_out(a2, &u32::from(old));
-            set_irql(DEVICE_LEVEL.max(old));
-            abi::STOR_STATUS_SUCCESS
-        }
+        11 => acquire_msi_lock(a1 as u32, a2),
         // ReleaseMSISpinLock(message, old_irql).
-        12 => {
-            let message = a1 as u32;
-            let held = with(|host| {
-                let held = message < 32 && host.messages_held & (1 << message) != 0;
-                if held {
-                    host.messages_held &= !(1 << message);
-                } else {
-                    host.violate(format_args!(
-                        "MSI spin lock {message} released but not held"
-                    ));
-                }
-                held
-            });
-            if !held {
-                return abi::STOR_STATUS_INVALID_PARAMETER;
-            }
-            set_irql(a2 as u8);
-            abi::STOR_STATUS_SUCCESS
-        }
+        12 => release_msi_lock(a1 as u32, a2 as u8),
         // GetMessageInterruptInformation(message, PMESSAGE_INTERRUPT_INFORMATION).
         13 => {
             let message = a1 as u32;
@@ -825,6 +785,49 @@ extern "win64" fn storport_extended_function(
             abi::STOR_STATUS_NOT_IMPLEMENTED
         }
     }
+}
+
+/// StorPortAcquireMSISpinLock: raises to DIRQL (masking this CPU's interrupts) and holds the
+/// message's lock.
+fn acquire_msi_lock(message: u32, old_irql: usize) -> u32 {
+    // Raise first, then take the lock (as KeAcquireInterruptSpinLock does): the message's
+    // interrupt must not arrive between the two and find its lock held.
+    let enabled = interrupts_off();
+    let old = with(|host| {
+        if message >= host.messages || host.messages_held & (1 << message) != 0 {
+            host.violate(format_args!("MSI spin lock {message} unknown or held"));
+            return None;
+        }
+        host.messages_held |= 1 << message;
+        Some(host.irql)
+    });
+    let Some(old) = old else {
+        interrupts_restore(enabled);
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    };
+    write_out(old_irql, &u32::from(old));
+    set_irql(DEVICE_LEVEL.max(old));
+    abi::STOR_STATUS_SUCCESS
+}
+
+/// StorPortReleaseMSISpinLock: releases the message's lock and returns to `old_irql`.
+fn release_msi_lock(message: u32, old_irql: u8) -> u32 {
+    let held = with(|host| {
+        let held = message < 32 && host.messages_held & (1 << message) != 0;
+        if held {
+            host.messages_held &= !(1 << message);
+        } else {
+            host.violate(format_args!(
+                "MSI spin lock {message} released but not held"
+            ));
+        }
+        held
+    });
+    if !held {
+        return abi::STOR_STATUS_INVALID_PARAMETER;
+    }
+    set_irql(old_irql);
+    abi::STOR_STATUS_SUCCESS
 }
 
 /// STOR_STATUS_SUCCESS if the out-parameter was written.

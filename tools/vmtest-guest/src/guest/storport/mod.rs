@@ -633,44 +633,7 @@ fn find_adapter(
     let ranges_memory = alloc(hal, size_of_val(&ranges))?;
     let _ = ranges_memory.write_bytes(0, ranges.as_bytes());
     let extended = !classic && hw.srb_type_flags & abi::SRB_TYPE_FLAG_STORAGE_REQUEST_BLOCK != 0;
-    let mut config = abi::PortConfigurationInformation::new_zeroed();
-    config.length = abi::PORT_CONFIGURATION_INFORMATION_SIZE;
-    config.system_io_bus_number = u32::from(bdf.bus);
-    config.adapter_interface_type = abi::PCI_BUS;
-    config.interrupt_mode = abi::LATCHED;
-    config.maximum_transfer_length = abi::SP_UNINITIALIZED_VALUE;
-    config.number_of_physical_breaks = abi::SP_UNINITIALIZED_VALUE;
-    config.dma_channel = abi::SP_UNINITIALIZED_VALUE;
-    config.dma_port = abi::SP_UNINITIALIZED_VALUE;
-    config.number_of_access_ranges = count as u32;
-    config.access_ranges = ranges_memory.cpu_address() as u64;
-    config.number_of_buses = 1;
-    config.initiator_bus_id = [0xff; 8];
-    config.scatter_gather = 1;
-    config.master = 1;
-    config.dma32_bit_addresses = 1;
-    config.map_buffers = hw.map_buffers;
-    config.need_physical_addresses = hw.need_physical_addresses;
-    config.tagged_queuing = hw.tagged_queuing;
-    config.auto_request_sense = hw.auto_request_sense;
-    config.multiple_request_per_lu = hw.multiple_request_per_lu;
-    config.maximum_number_of_targets = 128;
-    config.srb_type = if extended {
-        abi::SRB_TYPE_STORAGE_REQUEST_BLOCK
-    } else {
-        abi::SRB_TYPE_SCSI_REQUEST_BLOCK
-    };
-    config.address_type = abi::STORAGE_ADDRESS_TYPE_BTL8;
-    config.slot_number = u32::from(bdf.device) | (u32::from(bdf.function) << 5);
-    config.device_extension_size = hw.device_extension_size;
-    config.specific_lu_extension_size = hw.specific_lu_extension_size;
-    config.srb_extension_size = hw.srb_extension_size;
-    config.dma64_bit_addresses = abi::SCSI_DMA64_SYSTEM_SUPPORTED;
-    config.maximum_number_of_logical_units = 8;
-    config.max_number_of_io = 1000;
-    config.max_ios_per_lun = 1000;
-    config.initial_lun_queue_depth = 20;
-    config.bus_reset_hold_time = 4_000_000;
+    let config = port_configuration(hw, bdf, &ranges_memory, count, extended);
     let config_memory = alloc(hal, size_of::<abi::PortConfigurationInformation>() + 8)?;
     let _ = config_memory.write_bytes(0, config.as_bytes());
     let reserved3_at = size_of::<abi::PortConfigurationInformation>() + 1;
@@ -729,6 +692,23 @@ fn find_adapter(
         base: 0,
         preferred_base: 0,
     };
+    let slots = allocate_slots(hal, hw)?;
+    Ok(Adapter {
+        slots,
+        registers,
+        bdf,
+        limits,
+        extended,
+        hw: *hw,
+    })
+}
+
+/// The memory of every SRB slot: the SRB with room for its scatter/gather list, its SRB
+/// extension, its sense buffer.
+fn allocate_slots(
+    hal: &BareMetalHal,
+    hw: &abi::HwInitializationData,
+) -> Result<[Option<SlotMemory>; MAX_SRBS], StartError> {
     let mut slots = [const { None }; MAX_SRBS];
     for slot in &mut slots {
         *slot = Some(SlotMemory {
@@ -741,18 +721,63 @@ fn find_adapter(
             sense: alloc(hal, 32)?,
         });
     }
-    Ok(Adapter {
-        slots,
-        registers,
-        bdf,
-        limits,
-        extended,
-        hw: *hw,
-    })
+    Ok(slots)
+}
+
+/// PORT_CONFIGURATION_INFORMATION as storport.sys fills it for a PCI adapter before
+/// HwFindAdapter (the simulator's values: one bus, 128 targets, 8 LUNs, 64-bit DMA).
+fn port_configuration(
+    hw: &abi::HwInitializationData,
+    bdf: Bdf,
+    ranges: &DmaMemory,
+    count: usize,
+    extended: bool,
+) -> abi::PortConfigurationInformation {
+    let mut config = abi::PortConfigurationInformation::new_zeroed();
+    config.length = abi::PORT_CONFIGURATION_INFORMATION_SIZE;
+    config.system_io_bus_number = u32::from(bdf.bus);
+    config.adapter_interface_type = abi::PCI_BUS;
+    config.interrupt_mode = abi::LATCHED;
+    config.maximum_transfer_length = abi::SP_UNINITIALIZED_VALUE;
+    config.number_of_physical_breaks = abi::SP_UNINITIALIZED_VALUE;
+    config.dma_channel = abi::SP_UNINITIALIZED_VALUE;
+    config.dma_port = abi::SP_UNINITIALIZED_VALUE;
+    config.number_of_access_ranges = count as u32;
+    config.access_ranges = ranges.cpu_address() as u64;
+    config.number_of_buses = 1;
+    config.initiator_bus_id = [0xff; 8];
+    config.scatter_gather = 1;
+    config.master = 1;
+    config.dma32_bit_addresses = 1;
+    config.map_buffers = hw.map_buffers;
+    config.need_physical_addresses = hw.need_physical_addresses;
+    config.tagged_queuing = hw.tagged_queuing;
+    config.auto_request_sense = hw.auto_request_sense;
+    config.multiple_request_per_lu = hw.multiple_request_per_lu;
+    config.maximum_number_of_targets = 128;
+    config.srb_type = if extended {
+        abi::SRB_TYPE_STORAGE_REQUEST_BLOCK
+    } else {
+        abi::SRB_TYPE_SCSI_REQUEST_BLOCK
+    };
+    config.address_type = abi::STORAGE_ADDRESS_TYPE_BTL8;
+    config.slot_number = u32::from(bdf.device) | (u32::from(bdf.function) << 5);
+    config.device_extension_size = hw.device_extension_size;
+    config.specific_lu_extension_size = hw.specific_lu_extension_size;
+    config.srb_extension_size = hw.srb_extension_size;
+    config.dma64_bit_addresses = abi::SCSI_DMA64_SYSTEM_SUPPORTED;
+    config.maximum_number_of_logical_units = 8;
+    config.max_number_of_io = 1000;
+    config.max_ios_per_lun = 1000;
+    config.initial_lun_queue_depth = 20;
+    config.bus_reset_hold_time = 4_000_000;
+    config
 }
 
 /// HwInitialize under the interrupt lock, then the passive-initialization routine.
 fn initialize(hw: &abi::HwInitializationData) -> Result<(), StartError> {
+    // Raise to DIRQL before taking the interrupt lock, so no message finds it held.
+    let _ = interrupts_off();
     let extension = with(|host| {
         host.interrupt_held = true;
         host.extension
@@ -763,8 +788,9 @@ fn initialize(hw: &abi::HwInitializationData) -> Result<(), StartError> {
         fn(*mut c_void) -> u8,
         ptr(extension)
     );
-    leave(previous);
+    // Release the interrupt lock before lowering the IRQL, in that order.
     with(|host| host.interrupt_held = false);
+    leave(previous);
     if ok == 0 {
         return Err(StartError::Initialize);
     }
@@ -987,6 +1013,25 @@ impl fmt::Display for RequestError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ticket(usize);
 
+impl Ticket {
+    /// The error that names this request's SRB as never completed.
+    #[must_use]
+    pub fn describe(self) -> RequestError {
+        let srb = with(|host| host.slots.get(self.0).map_or(0, |slot| slot.srb));
+        RequestError::NeverCompleted { srb, slot: self.0 }
+    }
+
+    /// Whether the request has completed.
+    #[must_use]
+    pub fn is_complete(self) -> bool {
+        with(|host| {
+            host.slots
+                .get(self.0)
+                .is_some_and(|slot| slot.state == SlotState::Completed)
+        })
+    }
+}
+
 impl Adapter {
     /// What the image configured.
     #[must_use]
@@ -1025,69 +1070,13 @@ impl Adapter {
         {
             return Err(RequestError::TooLong);
         }
-        let flags = match request.direction {
-            Direction::None => 0,
-            Direction::In => abi::SRB_FLAGS_DATA_IN,
-            Direction::Out => abi::SRB_FLAGS_DATA_OUT,
-        } | abi::SRB_FLAGS_QUEUE_ACTION_ENABLE;
-        let mut cdb = [0; 16];
-        cdb[..request.cdb.len()].copy_from_slice(request.cdb);
-        memory.srb.zero();
-        memory.sense.zero();
-        if let Some(extension) = &memory.extension {
-            extension.zero();
-        }
-        if self.extended {
-            let header_len = size_of::<abi::StorageRequestBlock>();
-            let cdb_block = header_len + size_of::<abi::StorAddrBtl8>();
-            let srb_len = cdb_block + size_of::<abi::SrbExDataScsiCdb16>();
-            let header = abi::StorageRequestBlock {
-                srb_flags: flags,
-                request_attribute: u16::from(abi::SRB_SIMPLE_TAG_REQUEST),
-                time_out_value: 10,
-                address_offset: header_len as u32,
-                num_srb_ex_data: 1,
-                data_transfer_length: len,
-                data_buffer: data as u64,
-                miniport_context: extension as u64,
-                srb_ex_data_offset: [cdb_block as u32],
-                ..abi::StorageRequestBlock::new(srb_len, abi::SRB_FUNCTION_EXECUTE_SCSI)
-            };
-            let address = abi::StorAddrBtl8::new(0, request.target, request.lun);
-            let block = abi::SrbExDataScsiCdb16 {
-                data_type: abi::SRBEX_DATA_TYPE_SCSI_CDB16,
-                length: abi::SRBEX_DATA_SCSI_CDB16_LENGTH,
-                scsi_status: 0,
-                sense_info_buffer_length: 32,
-                cdb_length: request.cdb.len() as u8,
-                reserved: 0,
-                reserved1: 0,
-                sense_info_buffer: sense as u64,
-                cdb,
-            };
-            let _ = memory.srb.write_bytes(0, header.as_bytes());
-            let _ = memory.srb.write_bytes(header_len, address.as_bytes());
-            let _ = memory.srb.write_bytes(cdb_block, block.as_bytes());
-        } else {
-            let block = abi::ScsiRequestBlock {
-                length: size_of::<abi::ScsiRequestBlock>() as u16,
-                function: abi::SRB_FUNCTION_EXECUTE_SCSI,
-                target_id: request.target,
-                lun: request.lun,
-                queue_action: abi::SRB_SIMPLE_TAG_REQUEST,
-                cdb_length: request.cdb.len() as u8,
-                sense_info_buffer_length: 32,
-                srb_flags: flags,
-                data_transfer_length: len,
-                time_out_value: 10,
-                data_buffer: data as u64,
-                sense_info_buffer: sense as u64,
-                srb_extension: extension as u64,
-                cdb,
-                ..abi::ScsiRequestBlock::default()
-            };
-            let _ = memory.srb.write_bytes(0, block.as_bytes());
-        }
+        write_srb(
+            memory,
+            request,
+            self.extended,
+            (data, len),
+            (extension, sense),
+        );
         let host_extension = with(|host| {
             host.processor = request.processor % LOGICAL_PROCESSORS;
             if let Some(slot) = host.slots.get_mut(index) {
@@ -1105,41 +1094,8 @@ impl Adapter {
             }
             host.extension
         });
-        let build_io = self.hw.hw_build_io as usize;
-        if build_io != 0 {
-            if !with(|host| host.is_code(build_io)) {
-                with(|host| host.violate(format_args!("HwBuildIo outside the image")));
-                return Err(RequestError::Lost);
-            }
-            let previous = enter(DISPATCH_LEVEL, Context::BuildIo);
-            let proceed = image_call!(
-                build_io,
-                fn(*mut c_void, *mut c_void) -> u8,
-                ptr(host_extension),
-                ptr(srb)
-            );
-            leave(previous);
-            let state = with(|host| host.slots.get(index).map(|slot| slot.state));
-            match (proceed, state) {
-                (0, Some(SlotState::Completed)) => return Ok(Ticket(index)),
-                (0, _) => {
-                    with(|host| {
-                        host.violate(format_args!(
-                            "HwBuildIo returned FALSE without completing SRB {srb:#x}"
-                        ));
-                    });
-                    return Err(RequestError::Lost);
-                }
-                (_, Some(SlotState::Completed)) => {
-                    with(|host| {
-                        host.violate(format_args!(
-                            "HwBuildIo completed SRB {srb:#x} but returned TRUE"
-                        ));
-                    });
-                    return Ok(Ticket(index));
-                }
-                _ => {}
-            }
+        if let Some(early) = self.build_io(index, srb, host_extension)? {
+            return Ok(early);
         }
         let concurrent = with(|host| {
             let concurrent = host.perf_flags & abi::STOR_PERF_CONCURRENT_CHANNELS != 0;
@@ -1189,29 +1145,56 @@ impl Adapter {
         Some(features)
     }
 
-    /// The error that names `ticket`'s SRB as never completed.
-    #[must_use]
-    pub fn describe(&self, ticket: Ticket) -> RequestError {
-        let srb = with(|host| host.slots.get(ticket.0).map_or(0, |slot| slot.srb));
-        RequestError::NeverCompleted {
-            srb,
-            slot: ticket.0,
+    /// HwBuildIo at DISPATCH_LEVEL without locks, and the checks of its answer: FALSE means it
+    /// completed the SRB (the ticket is returned at once), TRUE that HwStartIo follows (`None`).
+    fn build_io(
+        &self,
+        index: usize,
+        srb: usize,
+        host_extension: usize,
+    ) -> Result<Option<Ticket>, RequestError> {
+        let build_io = self.hw.hw_build_io as usize;
+        if build_io != 0 {
+            if !with(|host| host.is_code(build_io)) {
+                with(|host| host.violate(format_args!("HwBuildIo outside the image")));
+                return Err(RequestError::Lost);
+            }
+            let previous = enter(DISPATCH_LEVEL, Context::BuildIo);
+            let proceed = image_call!(
+                build_io,
+                fn(*mut c_void, *mut c_void) -> u8,
+                ptr(host_extension),
+                ptr(srb)
+            );
+            leave(previous);
+            let state = with(|host| host.slots.get(index).map(|slot| slot.state));
+            match (proceed, state) {
+                (0, Some(SlotState::Completed)) => return Ok(Some(Ticket(index))),
+                (0, _) => {
+                    with(|host| {
+                        host.violate(format_args!(
+                            "HwBuildIo returned FALSE without completing SRB {srb:#x}"
+                        ));
+                    });
+                    return Err(RequestError::Lost);
+                }
+                (_, Some(SlotState::Completed)) => {
+                    with(|host| {
+                        host.violate(format_args!(
+                            "HwBuildIo completed SRB {srb:#x} but returned TRUE"
+                        ));
+                    });
+                    return Ok(Some(Ticket(index)));
+                }
+                _ => {}
+            }
         }
-    }
-
-    /// Whether `ticket` has completed.
-    #[must_use]
-    pub fn is_complete(&self, ticket: Ticket) -> bool {
-        with(|host| {
-            host.slots
-                .get(ticket.0)
-                .is_some_and(|slot| slot.state == SlotState::Completed)
-        })
+        Ok(None)
     }
 
     /// Reads the outcome of a completed `ticket` and frees its slot.
     pub fn finish(&mut self, ticket: Ticket) -> Option<Completion> {
-        if !self.is_complete(ticket) {
+        if !ticket.is_complete() {
             return None;
         }
         let memory = self.slots.get(ticket.0)?.as_ref()?;
@@ -1268,6 +1251,80 @@ impl Adapter {
             }
             sleep_unless_pending();
         }
+    }
+}
+
+/// Writes `request`'s SRB (SRB_EX with a BTL8 address and a CDB16 block, or a classic SRB) into
+/// its slot's memory, pointing at `data` and the slot's extension and sense buffer.
+fn write_srb(
+    memory: &SlotMemory,
+    request: &Request<'_>,
+    extended: bool,
+    (data, len): (usize, u32),
+    (extension, sense): (usize, usize),
+) {
+    let flags = match request.direction {
+        Direction::None => 0,
+        Direction::In => abi::SRB_FLAGS_DATA_IN,
+        Direction::Out => abi::SRB_FLAGS_DATA_OUT,
+    } | abi::SRB_FLAGS_QUEUE_ACTION_ENABLE;
+    let mut cdb = [0; 16];
+    cdb[..request.cdb.len()].copy_from_slice(request.cdb);
+    memory.srb.zero();
+    memory.sense.zero();
+    if let Some(extension) = &memory.extension {
+        extension.zero();
+    }
+    if extended {
+        let header_len = size_of::<abi::StorageRequestBlock>();
+        let cdb_block = header_len + size_of::<abi::StorAddrBtl8>();
+        let srb_len = cdb_block + size_of::<abi::SrbExDataScsiCdb16>();
+        let header = abi::StorageRequestBlock {
+            srb_flags: flags,
+            request_attribute: u16::from(abi::SRB_SIMPLE_TAG_REQUEST),
+            time_out_value: 10,
+            address_offset: header_len as u32,
+            num_srb_ex_data: 1,
+            data_transfer_length: len,
+            data_buffer: data as u64,
+            miniport_context: extension as u64,
+            srb_ex_data_offset: [cdb_block as u32],
+            ..abi::StorageRequestBlock::new(srb_len, abi::SRB_FUNCTION_EXECUTE_SCSI)
+        };
+        let address = abi::StorAddrBtl8::new(0, request.target, request.lun);
+        let block = abi::SrbExDataScsiCdb16 {
+            data_type: abi::SRBEX_DATA_TYPE_SCSI_CDB16,
+            length: abi::SRBEX_DATA_SCSI_CDB16_LENGTH,
+            scsi_status: 0,
+            sense_info_buffer_length: 32,
+            cdb_length: request.cdb.len() as u8,
+            reserved: 0,
+            reserved1: 0,
+            sense_info_buffer: sense as u64,
+            cdb,
+        };
+        let _ = memory.srb.write_bytes(0, header.as_bytes());
+        let _ = memory.srb.write_bytes(header_len, address.as_bytes());
+        let _ = memory.srb.write_bytes(cdb_block, block.as_bytes());
+    } else {
+        let block = abi::ScsiRequestBlock {
+            length: size_of::<abi::ScsiRequestBlock>() as u16,
+            function: abi::SRB_FUNCTION_EXECUTE_SCSI,
+            target_id: request.target,
+            lun: request.lun,
+            queue_action: abi::SRB_SIMPLE_TAG_REQUEST,
+            cdb_length: request.cdb.len() as u8,
+            sense_info_buffer_length: 32,
+            srb_flags: flags,
+            data_transfer_length: len,
+            time_out_value: 10,
+            data_buffer: data as u64,
+            sense_info_buffer: sense as u64,
+            srb_extension: extension as u64,
+            cdb,
+            ..abi::ScsiRequestBlock::default()
+        };
+        let _ = memory.srb.write_bytes(0, block.as_bytes());
     }
 }
 
