@@ -21,7 +21,7 @@ use vmtest_guest::pci_scan::{self, Bdf, FunctionInfo};
 use vmtest_guest::scsi_cmd;
 
 use super::hal::BareMetalHal;
-use super::storport::{self, Adapter, Completion, Direction, Request, RequestError};
+use super::storport::{self, Adapter, Completion, Direction, Function, Request, RequestError};
 use super::{interrupts, println};
 
 /// The image, built into the guest by `cargo xtask vmtest` (empty when the guest was built
@@ -253,6 +253,7 @@ fn command(
 ) -> Result<Completion, RequestError> {
     loop {
         let ticket = adapter.submit(&Request {
+            function: Function::ExecuteScsi,
             target: 0,
             lun,
             cdb,
@@ -387,10 +388,203 @@ fn exercise(adapter: &mut Adapter, hal: &BareMetalHal, settings: &Settings<'_>) 
             return false;
         }
     }
-    result(
+    let mut passed = result(
         "image-max-transfer",
         max_transfer(adapter, hal, block_length, disk_blocks),
-    )
+    );
+    passed &= result("image-clusdisk", clusdisk(adapter, &buffer));
+    passed &= result(
+        "image-lun-reset",
+        lun_reset(adapter, hal, block_length, disk_blocks),
+    );
+    passed &= result("image-abort", abort(adapter, hal, block_length));
+    passed
+}
+
+/// IOCTL_SCSI_MINIPORT_NOT_QUORUM_CAPABLE and NOT_CLUSTER_CAPABLE (FILE_DEVICE_SCSI 0x1b).
+const NOT_QUORUM_CAPABLE: u32 = 0x001b_0520;
+const NOT_CLUSTER_CAPABLE: u32 = 0x001b_0521;
+/// SRB_STATUS_ABORTED, SRB_STATUS_ABORT_FAILED, SRB_STATUS_ERROR, SRB_STATUS_INVALID_REQUEST.
+const SRB_STATUS_ABORTED: u8 = 0x02;
+const SRB_STATUS_ABORT_FAILED: u8 = 0x03;
+const SRB_STATUS_ERROR: u8 = 0x04;
+const SRB_STATUS_INVALID_REQUEST: u8 = 0x06;
+/// NTSTATUS STATUS_NOT_SUPPORTED, SRB_IO_CONTROL's ReturnCode for both probes.
+const STATUS_NOT_SUPPORTED: u32 = 0xc000_00bb;
+
+/// The cluster disk driver's "CLUSDISK" probes fail the way that makes the cluster call the
+/// disks capable: NOT_QUORUM_CAPABLE with SRB_STATUS_ERROR, NOT_CLUSTER_CAPABLE with
+/// SRB_STATUS_INVALID_REQUEST, both with ReturnCode STATUS_NOT_SUPPORTED and the 28-byte header
+/// returned unchanged otherwise (tests/tests/cluster.rs holds the simulator's version).
+fn clusdisk(adapter: &mut Adapter, buffer: &DmaMemory) -> Result<Text, Text> {
+    use vmtest_guest::storport_abi::SrbIoControl;
+    use zerocopy::{FromBytes, IntoBytes};
+    for (code, expected) in [
+        (NOT_QUORUM_CAPABLE, SRB_STATUS_ERROR),
+        (NOT_CLUSTER_CAPABLE, SRB_STATUS_INVALID_REQUEST),
+    ] {
+        let header = SrbIoControl {
+            header_length: 28,
+            signature: *b"CLUSDISK",
+            timeout: 30,
+            control_code: code,
+            return_code: 0,
+            length: 0,
+        };
+        buffer.zero();
+        let _ = buffer.write_bytes(0, header.as_bytes());
+        let ticket = adapter
+            .submit(&Request {
+                function: Function::IoControl,
+                target: 0,
+                lun: 0,
+                cdb: &[],
+                direction: Direction::In,
+                data: Some((buffer, 28)),
+                processor: 2,
+            })
+            .map_err(|error| text!("{error}"))?;
+        let completion = adapter
+            .wait(ticket, REQUEST_LIMIT_TICKS)
+            .map_err(|error| text!("{error}"))?;
+        let mut bytes = [0_u8; 28];
+        let _ = buffer.read_bytes(0, &mut bytes);
+        let back = SrbIoControl::read_from_bytes(&bytes).map_err(|_| text!("header"))?;
+        let unchanged = (
+            back.header_length,
+            back.signature,
+            back.control_code,
+            back.length,
+        ) == (28, *b"CLUSDISK", code, 0);
+        if completion.srb_status != expected
+            || completion.transferred != 28
+            || back.return_code != STATUS_NOT_SUPPORTED
+            || !unchanged
+        {
+            return Err(text!(
+                "{code:#x}: SRB status {:#x} (expected {expected:#x}), {} bytes, ReturnCode {:#x}, header {}",
+                completion.srb_status,
+                completion.transferred,
+                back.return_code,
+                if unchanged { "unchanged" } else { "changed" }
+            ));
+        }
+    }
+    Ok(text!(
+        "NOT_QUORUM_CAPABLE: SRB_STATUS_ERROR, NOT_CLUSTER_CAPABLE: SRB_STATUS_INVALID_REQUEST, ReturnCode STATUS_NOT_SUPPORTED"
+    ))
+}
+
+/// A LUN reset of LUN 0 succeeds, the unit attention it leaves is cleared by TEST UNIT READY,
+/// and the data written before it reads back.
+fn lun_reset(
+    adapter: &mut Adapter,
+    hal: &BareMetalHal,
+    block_length: u32,
+    disk_blocks: u64,
+) -> Result<Text, Text> {
+    let ticket = adapter
+        .submit(&Request {
+            function: Function::ResetLogicalUnit,
+            target: 0,
+            lun: 0,
+            cdb: &[],
+            direction: Direction::None,
+            data: None,
+            processor: 2,
+        })
+        .map_err(|error| text!("{error}"))?;
+    let completion = adapter
+        .wait(ticket, REQUEST_LIMIT_TICKS)
+        .map_err(|error| text!("{error}"))?;
+    if completion.srb_status != SRB_STATUS_SUCCESS {
+        return Err(text!("reset: {completion:?}"));
+    }
+    let ready = test_unit_ready(adapter, 0)?;
+    // LBA 0 holds the every-queue phase's first region (seed 0x1002, the last written there).
+    let blocks = 4096 / block_length;
+    let lba = pattern::spread(disk_blocks, 128, u64::from(65536 / block_length), 0).unwrap_or(0);
+    let buffer = hal
+        .dma_alloc(4096, 4096)
+        .map_err(|_| text!("out of DMA memory"))?;
+    let ticket = submit_io(adapter, &buffer, false, lba, blocks, 4096, 2)?;
+    let read = adapter
+        .wait(ticket, REQUEST_LIMIT_TICKS)
+        .map_err(|error| text!("{error}"))?;
+    if read.srb_status != SRB_STATUS_SUCCESS {
+        return Err(text!("read after the reset: {read:?}"));
+    }
+    pattern::verify(&buffer, 0x1002, lba, block_length, blocks)
+        .map_err(|error| text!("after the reset: {error:?}"))?;
+    Ok(text!("LUN 0 reset; {}; data intact", ready.as_str()))
+}
+
+/// ABORT_COMMAND: of a command that already completed, it fails (SRB_STATUS_ABORT_FAILED); of
+/// a half-megabyte READ just submitted, either it aborts it (the READ ends SRB_STATUS_ABORTED) or
+/// the READ won the race (the abort then fails in the image, or succeeds at the device, which
+/// no longer has the task); every SRB completes exactly once either way.
+fn abort(adapter: &mut Adapter, hal: &BareMetalHal, block_length: u32) -> Result<Text, Text> {
+    // Half a megabyte: within the image's transfer limit, long enough to still be at the
+    // device when the abort follows it.
+    let len = 512 * 1024;
+    let blocks = len / block_length;
+    let buffer = hal
+        .dma_alloc(len as usize, 4096)
+        .map_err(|_| text!("out of DMA memory"))?;
+    let submit_abort = |adapter: &mut Adapter, victim| {
+        adapter
+            .submit(&Request {
+                function: Function::Abort(victim),
+                target: 0,
+                lun: 0,
+                cdb: &[],
+                direction: Direction::None,
+                data: None,
+                processor: 3,
+            })
+            .map_err(|error| text!("{error}"))
+    };
+    // A completed command.
+    let victim = submit_io(adapter, &buffer, false, 0, blocks, len, 3)?;
+    let start = interrupts::ticks();
+    while !victim.is_complete() {
+        if interrupts::ticks().wrapping_sub(start) > REQUEST_LIMIT_TICKS {
+            return Err(text!("{}", victim.describe()));
+        }
+        storport::service();
+        storport::sleep_unless_pending();
+    }
+    let late = submit_abort(adapter, victim)?;
+    let late = adapter
+        .wait(late, REQUEST_LIMIT_TICKS)
+        .map_err(|error| text!("{error}"))?;
+    let _ = adapter.finish(victim);
+    if late.srb_status != SRB_STATUS_ABORT_FAILED {
+        return Err(text!("abort of a completed READ: {late:?}"));
+    }
+    // A command in flight.
+    let victim = submit_io(adapter, &buffer, false, 0, blocks, len, 3)?;
+    let early = submit_abort(adapter, victim)?;
+    let early = adapter
+        .wait(early, REQUEST_LIMIT_TICKS)
+        .map_err(|error| text!("{error}"))?;
+    let read = adapter
+        .wait(victim, REQUEST_LIMIT_TICKS)
+        .map_err(|error| text!("{error}"))?;
+    match (early.srb_status, read.srb_status) {
+        (SRB_STATUS_SUCCESS, SRB_STATUS_ABORTED) => Ok(text!(
+            "a completed READ: ABORT_FAILED; a READ in flight: aborted"
+        )),
+        // QEMU answers ABORT TASK for a command it already completed with FUNCTION COMPLETE
+        // (SAM: the task no longer exists), so the abort succeeds and the READ too.
+        (SRB_STATUS_SUCCESS, SRB_STATUS_SUCCESS) => Ok(text!(
+            "a completed READ: ABORT_FAILED; a READ in flight completed, the device then answered the abort FUNCTION COMPLETE"
+        )),
+        (SRB_STATUS_ABORT_FAILED, SRB_STATUS_SUCCESS) => Ok(text!(
+            "a completed READ: ABORT_FAILED; a READ in flight completed before the abort reached it"
+        )),
+        _ => Err(text!("abort {early:?}, READ {read:?}")),
+    }
 }
 
 /// TEST UNIT READY, retried past the power-on unit attention as the class driver does.
@@ -718,6 +912,7 @@ fn submit_io(
     };
     adapter
         .submit(&Request {
+            function: Function::ExecuteScsi,
             target: 0,
             lun: 0,
             cdb: &cdb,

@@ -101,6 +101,9 @@ const EXPECTED_RESULTS: &[&str] = &[
     "image-qd32",
     "image-every-queue",
     "image-max-transfer",
+    "image-clusdisk",
+    "image-lun-reset",
+    "image-abort",
     "image-rules",
     "image-done",
 ];
@@ -368,9 +371,14 @@ fn check(
         .iter()
         .find(|(name, ..)| name == "image-start")
         .map_or("", |(_, _, details)| details.as_str());
+    let abort = report
+        .results
+        .iter()
+        .find(|(name, ..)| name == "image-abort")
+        .map_or("", |(_, _, details)| details.as_str());
     if problems.is_empty() {
         Ok(format!(
-            "ring {}, {start}; {figures}{traced} interrupts traced, {delivered} delivered to the image ({} merged while pending)",
+            "ring {}, {start}; CLUSDISK probes, LUN reset, abort ({abort}); {figures}{traced} interrupts traced, {delivered} delivered to the image ({} merged while pending)",
             config.ring,
             traced - delivered
         ))

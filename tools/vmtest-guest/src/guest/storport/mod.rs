@@ -942,8 +942,36 @@ pub enum Direction {
     Out,
 }
 
+/// The SRB function of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Function {
+    /// SRB_FUNCTION_EXECUTE_SCSI with the request's CDB.
+    ExecuteScsi,
+    /// SRB_FUNCTION_IO_CONTROL (IOCTL_SCSI_MINIPORT): the data buffer holds SRB_IO_CONTROL and
+    /// its payload; addressed to the adapter.
+    IoControl,
+    /// SRB_FUNCTION_RESET_LOGICAL_UNIT.
+    ResetLogicalUnit,
+    /// SRB_FUNCTION_ABORT_COMMAND of the request with this ticket (its SRB in NextSrb).
+    Abort(Ticket),
+}
+
+impl Function {
+    /// The SRB_FUNCTION_* code.
+    fn code(self) -> u8 {
+        match self {
+            Self::ExecuteScsi => abi::SRB_FUNCTION_EXECUTE_SCSI,
+            Self::IoControl => abi::SRB_FUNCTION_IO_CONTROL,
+            Self::ResetLogicalUnit => abi::SRB_FUNCTION_RESET_LOGICAL_UNIT,
+            Self::Abort(_) => abi::SRB_FUNCTION_ABORT_COMMAND,
+        }
+    }
+}
+
 /// One SCSI request for the image.
 pub struct Request<'a> {
+    /// What the SRB asks.
+    pub function: Function,
     /// Target ID.
     pub target: u8,
     /// LUN.
@@ -1044,7 +1072,8 @@ impl Adapter {
     /// # Errors
     /// [`RequestError`]: no slot, a bad CDB, or BuildIo's FALSE without a completion.
     pub fn submit(&mut self, request: &Request<'_>) -> Result<Ticket, RequestError> {
-        if request.cdb.is_empty() || request.cdb.len() > 16 {
+        let needs_cdb = request.function == Function::ExecuteScsi;
+        if request.cdb.len() > 16 || needs_cdb == request.cdb.is_empty() {
             return Err(RequestError::BadCdb);
         }
         let index = with(|host| {
@@ -1275,6 +1304,10 @@ fn write_srb(
     if let Some(extension) = &memory.extension {
         extension.zero();
     }
+    if request.function != Function::ExecuteScsi {
+        write_control_srb(memory, request, extended, (data, len), extension);
+        return;
+    }
     if extended {
         let header_len = size_of::<abi::StorageRequestBlock>();
         let cdb_block = header_len + size_of::<abi::StorAddrBtl8>();
@@ -1322,6 +1355,61 @@ fn write_srb(
             sense_info_buffer: sense as u64,
             srb_extension: extension as u64,
             cdb,
+            ..abi::ScsiRequestBlock::default()
+        };
+        let _ = memory.srb.write_bytes(0, block.as_bytes());
+    }
+}
+
+/// Writes a request without a CDB (IOCTL, LUN reset, abort): an SRB_EX of a header and its
+/// address block and no extended data, or a classic SRB; an abort names its victim's SRB in
+/// NextSrb, as storport.sys does.
+fn write_control_srb(
+    memory: &SlotMemory,
+    request: &Request<'_>,
+    extended: bool,
+    (data, len): (usize, u32),
+    extension: usize,
+) {
+    let next_srb = match request.function {
+        Function::Abort(victim) => with(|host| host.slots.get(victim.0).map_or(0, |slot| slot.srb)),
+        _ => 0,
+    } as u64;
+    let flags = if request.function == Function::IoControl {
+        abi::SRB_FLAGS_DATA_IN | abi::SRB_FLAGS_NO_QUEUE_FREEZE
+    } else {
+        0
+    };
+    let function = request.function.code();
+    if extended {
+        let header_len = size_of::<abi::StorageRequestBlock>();
+        let srb_len = header_len + size_of::<abi::StorAddrBtl8>();
+        let header = abi::StorageRequestBlock {
+            srb_flags: flags,
+            time_out_value: 10,
+            address_offset: header_len as u32,
+            num_srb_ex_data: 0,
+            data_transfer_length: len,
+            data_buffer: data as u64,
+            miniport_context: extension as u64,
+            next_srb,
+            ..abi::StorageRequestBlock::new(srb_len, function)
+        };
+        let address = abi::StorAddrBtl8::new(0, request.target, request.lun);
+        let _ = memory.srb.write_bytes(0, header.as_bytes());
+        let _ = memory.srb.write_bytes(header_len, address.as_bytes());
+    } else {
+        let block = abi::ScsiRequestBlock {
+            length: size_of::<abi::ScsiRequestBlock>() as u16,
+            function,
+            target_id: request.target,
+            lun: request.lun,
+            srb_flags: flags,
+            data_transfer_length: len,
+            time_out_value: 10,
+            data_buffer: data as u64,
+            next_srb,
+            srb_extension: extension as u64,
             ..abi::ScsiRequestBlock::default()
         };
         let _ = memory.srb.write_bytes(0, block.as_bytes());
