@@ -398,7 +398,67 @@ fn exercise(adapter: &mut Adapter, hal: &BareMetalHal, settings: &Settings<'_>) 
         lun_reset(adapter, hal, block_length, disk_blocks),
     );
     passed &= result("image-abort", abort(adapter, hal, block_length));
+    passed &= result("image-wmi", queue_statistics(adapter, hal));
     passed
+}
+
+/// SRB_FUNCTION_WMI IRP_MN_QUERY_ALL_DATA of the image's `Rvscsi_QueueStatistics`: its own
+/// per-queue counts of requests, kicks and interrupts, printed as `IMAGE-QUEUE` lines for the
+/// host to set next to QEMU's trace (nothing moves on the queues after this).
+fn queue_statistics(adapter: &mut Adapter, hal: &BareMetalHal) -> Result<Text, Text> {
+    use vmtest_guest::wmi_reply;
+    const ROOM: usize = 4096;
+    let buffer = hal
+        .dma_alloc(ROOM, 4096)
+        .map_err(|_| text!("out of DMA memory"))?;
+    let mut bytes = [0_u8; ROOM];
+    let written = wmi_reply::queue_statistics_request(&mut bytes).ok_or_else(|| text!("room"))?;
+    let _ = buffer.write_bytes(0, &bytes[..written]);
+    let mut guid = [0_u8; 16];
+    guid.copy_from_slice(zerocopy::IntoBytes::as_bytes(
+        &wmi_reply::RVSCSI_QUEUE_STATISTICS_GUID,
+    ));
+    let ticket = adapter
+        .submit(&Request {
+            function: Function::Wmi {
+                sub_function: 0,
+                guid,
+            },
+            target: 0,
+            lun: 0,
+            cdb: &[],
+            direction: Direction::In,
+            data: Some((&buffer, ROOM as u32)),
+            processor: 2,
+        })
+        .map_err(|error| text!("{error}"))?;
+    let completion = adapter
+        .wait(ticket, REQUEST_LIMIT_TICKS)
+        .map_err(|error| text!("{error}"))?;
+    if completion.srb_status != SRB_STATUS_SUCCESS {
+        return Err(text!("query: {completion:?}"));
+    }
+    let _ = buffer.read_bytes(0, &mut bytes);
+    let reply = &bytes[..(completion.transferred as usize).min(ROOM)];
+    let (mut requests, mut kicks) = (0, 0);
+    let count = wmi_reply::parse_queue_statistics(reply, |queue| {
+        requests += queue.requests;
+        kicks += queue.kicks;
+        println!(
+            "IMAGE-QUEUE index {} size {} requests {} kicks {} interrupts {} queue-full {} resets {}",
+            queue.index,
+            queue.size,
+            queue.requests,
+            queue.kicks,
+            queue.interrupts,
+            queue.queue_full,
+            queue.resets
+        );
+    })
+    .map_err(|error| text!("{error:?}"))?;
+    Ok(text!(
+        "Rvscsi_QueueStatistics: {count} queues, {requests} requests, {kicks} kicks"
+    ))
 }
 
 /// IOCTL_SCSI_MINIPORT_NOT_QUORUM_CAPABLE and NOT_CLUSTER_CAPABLE (FILE_DEVICE_SCSI 0x1b).

@@ -104,6 +104,7 @@ const EXPECTED_RESULTS: &[&str] = &[
     "image-clusdisk",
     "image-lun-reset",
     "image-abort",
+    "image-wmi",
     "image-rules",
     "image-done",
 ];
@@ -146,6 +147,9 @@ struct ImageReport {
     deliveries: BTreeMap<u16, u64>,
     /// `IMAGE-COUNTERS name value ...`.
     counters: BTreeMap<String, u64>,
+    /// `IMAGE-QUEUE index <i> size <s> requests <r> kicks <k> interrupts <n> ...`: the image's
+    /// own counters (its `Rvscsi_QueueStatistics` WMI class), by request queue.
+    image_queues: BTreeMap<u16, BTreeMap<String, u64>>,
     /// `storport: planted fault: ... of SRB <address> dropped`.
     dropped_srb: Option<String>,
     /// Panics, CPU exceptions and rule violations.
@@ -201,6 +205,18 @@ impl ImageReport {
                             && let Ok(value) = value.parse()
                         {
                             report.counters.insert((*name).to_owned(), value);
+                        }
+                    }
+                }
+                ["IMAGE-QUEUE", "index", index, fields @ ..] => {
+                    if let Ok(index) = index.parse() {
+                        let queue = report.image_queues.entry(index).or_default();
+                        for pair in fields.chunks(2) {
+                            if let [name, value] = pair
+                                && let Ok(value) = value.parse()
+                            {
+                                queue.insert((*name).to_owned(), value);
+                            }
                         }
                     }
                 }
@@ -359,6 +375,7 @@ fn check(
             ));
         }
     }
+    problems.extend(image_counters(report, counts));
     let mut figures = String::new();
     for name in ["qd1", "qd32", "every-queue"] {
         match phase_figures(name, report, counts) {
@@ -378,13 +395,61 @@ fn check(
         .map_or("", |(_, _, details)| details.as_str());
     if problems.is_empty() {
         Ok(format!(
-            "ring {}, {start}; CLUSDISK probes, LUN reset, abort ({abort}); {figures}{traced} interrupts traced, {delivered} delivered to the image ({} merged while pending)",
+            "ring {}, {start}; CLUSDISK probes, LUN reset, abort ({abort}); the image's WMI queue counters agree with QEMU's kicks and the delivered interrupts; {figures}{traced} interrupts traced, {delivered} delivered to the image ({} merged while pending)",
             config.ring,
             traced - delivered
         ))
     } else {
         Err(problems.join("\n"))
     }
+}
+
+/// The image's own per-queue counters against QEMU's trace and the guest StorPort's count:
+/// its kicks are QEMU's notifications of that virtqueue, its interrupts the MSI-X deliveries
+/// of that queue's message, and the queues measured alone (depth 1 on queue 0, depth 32 on
+/// queue 1) took exactly their phase's requests.
+fn image_counters(report: &ImageReport, counts: &BTreeMap<u16, QueueCounts>) -> Vec<String> {
+    let mut problems = Vec::new();
+    if report.image_queues.len() != usize::from(REQUEST_QUEUES) {
+        problems.push(format!(
+            "the image reported {} request queues, not {REQUEST_QUEUES}",
+            report.image_queues.len()
+        ));
+    }
+    for (index, queue) in &report.image_queues {
+        let field = |name: &str| queue.get(name).copied().unwrap_or(u64::MAX);
+        let vq = FIRST_REQUEST_VQ + index;
+        let traced = counts.get(&vq).copied().unwrap_or_default();
+        let delivered = report.deliveries.get(&(vq + 1)).copied().unwrap_or(0);
+        if field("kicks") != traced.notifies {
+            problems.push(format!(
+                "queue {index}: the image counted {} kicks, QEMU traced {} notifications of vq {vq}",
+                field("kicks"),
+                traced.notifies
+            ));
+        }
+        if field("interrupts") != delivered {
+            problems.push(format!(
+                "queue {index}: the image counted {} interrupts, the guest's StorPort delivered {delivered}",
+                field("interrupts")
+            ));
+        }
+        let alone = match index {
+            0 => report.phases.get("qd1"),
+            1 => report.phases.get("qd32"),
+            _ => None,
+        };
+        if let Some(phase) = alone
+            && field("requests") != phase.ios
+        {
+            problems.push(format!(
+                "queue {index}: the image counted {} requests, its phase sent {}",
+                field("requests"),
+                phase.ios
+            ));
+        }
+    }
+    problems
 }
 
 /// Per-I/O figures of `x` over `ios`.
@@ -507,7 +572,11 @@ mod tests {
              IMAGE-PHASE every-queue end processors 2,3 depth 32 ios 8 ticks 1\n\
              IMAGE-STAT message 3 interrupts 4\nIMAGE-STAT message 4 interrupts 5\n\
              IMAGE-STAT message 5 interrupts 3\nIMAGE-STAT message 6 interrupts 2\n\
-             IMAGE-COUNTERS completions 80 interrupts 14 violations 0\n",
+             IMAGE-COUNTERS completions 80 interrupts 14 violations 0\n\
+             IMAGE-QUEUE index 0 size 256 requests 4 kicks 4 interrupts 4 queue-full 0 resets 0\n\
+             IMAGE-QUEUE index 1 size 256 requests 64 kicks 20 interrupts 5 queue-full 0 resets 0\n\
+             IMAGE-QUEUE index 2 size 256 requests 6 kicks 6 interrupts 3 queue-full 0 resets 0\n\
+             IMAGE-QUEUE index 3 size 256 requests 4 kicks 4 interrupts 2 queue-full 0 resets 0\n",
         );
         text
     }
@@ -573,6 +642,20 @@ mod tests {
         // A depth-1 I/O that took two kicks.
         let err = check(&CONFIGS[0], Some(GUEST_SUCCESS), &good, &counts((5, 4))).unwrap_err();
         assert!(err.contains("qd1: 4 I/Os took 5 kicks"), "{err}");
+        // The image's own counters disagree with QEMU's trace or the phase.
+        let off = report(&report_text.replace(
+            "index 1 size 256 requests 64 kicks 20",
+            "index 1 size 256 requests 63 kicks 21",
+        ));
+        let err = check(&CONFIGS[0], Some(GUEST_SUCCESS), &off, &counts((4, 4))).unwrap_err();
+        assert!(
+            err.contains("queue 1: the image counted 21 kicks, QEMU traced 20"),
+            "{err}"
+        );
+        assert!(
+            err.contains("queue 1: the image counted 63 requests, its phase sent 64"),
+            "{err}"
+        );
         // A failed result, a violation, a bad exit.
         let bad = report(&report_text.replace(
             "RESULT image-qd32 PASS fine",

@@ -954,6 +954,14 @@ pub enum Function {
     ResetLogicalUnit,
     /// SRB_FUNCTION_ABORT_COMMAND of the request with this ticket (its SRB in NextSrb).
     Abort(Ticket),
+    /// SRB_FUNCTION_WMI for the adapter: the IRP_MN_* minor function and the GUID DataPath
+    /// names; the data buffer holds the request WNODE.
+    Wmi {
+        /// WMISubFunction.
+        sub_function: u8,
+        /// The data block's GUID, as WMI lays it out.
+        guid: [u8; 16],
+    },
 }
 
 impl Function {
@@ -964,6 +972,7 @@ impl Function {
             Self::IoControl => abi::SRB_FUNCTION_IO_CONTROL,
             Self::ResetLogicalUnit => abi::SRB_FUNCTION_RESET_LOGICAL_UNIT,
             Self::Abort(_) => abi::SRB_FUNCTION_ABORT_COMMAND,
+            Self::Wmi { .. } => abi::SRB_FUNCTION_WMI,
         }
     }
 }
@@ -1381,6 +1390,16 @@ fn write_control_srb(
         0
     };
     let function = request.function.code();
+    if let Function::Wmi { sub_function, guid } = request.function {
+        write_wmi_srb(
+            memory,
+            extended,
+            (data, len),
+            extension,
+            (sub_function, guid),
+        );
+        return;
+    }
     if extended {
         let header_len = size_of::<abi::StorageRequestBlock>();
         let srb_len = header_len + size_of::<abi::StorAddrBtl8>();
@@ -1411,6 +1430,64 @@ fn write_control_srb(
             next_srb,
             srb_extension: extension as u64,
             ..abi::ScsiRequestBlock::default()
+        };
+        let _ = memory.srb.write_bytes(0, block.as_bytes());
+    }
+}
+
+/// Where in a slot's SRB memory a WMI request's GUID is kept (after the largest SRB, before
+/// the scatter/gather list at 256).
+const WMI_GUID_OFFSET: usize = 232;
+
+/// Writes an adapter WMI request: SRB_EX with an SRBEX_DATA_WMI block, or a classic
+/// SCSI_WMI_REQUEST_BLOCK; DataPath points to the GUID, kept in the slot's memory.
+fn write_wmi_srb(
+    memory: &SlotMemory,
+    extended: bool,
+    (data, len): (usize, u32),
+    extension: usize,
+    (sub_function, guid): (u8, [u8; 16]),
+) {
+    let _ = memory.srb.write_bytes(WMI_GUID_OFFSET, &guid);
+    let data_path = (memory.srb.cpu_address() + WMI_GUID_OFFSET) as u64;
+    if extended {
+        let header_len = size_of::<abi::StorageRequestBlock>();
+        let wmi_block = header_len + size_of::<abi::StorAddrBtl8>();
+        let srb_len = wmi_block + size_of::<abi::SrbExDataWmi>();
+        let header = abi::StorageRequestBlock {
+            time_out_value: 10,
+            address_offset: header_len as u32,
+            num_srb_ex_data: 1,
+            data_transfer_length: len,
+            data_buffer: data as u64,
+            miniport_context: extension as u64,
+            srb_ex_data_offset: [wmi_block as u32],
+            ..abi::StorageRequestBlock::new(srb_len, abi::SRB_FUNCTION_WMI)
+        };
+        let block = abi::SrbExDataWmi {
+            data_type: abi::SRBEX_DATA_TYPE_WMI,
+            length: abi::SRBEX_DATA_WMI_LENGTH,
+            wmi_sub_function: sub_function,
+            wmi_flags: abi::SRB_WMI_FLAGS_ADAPTER_REQUEST,
+            data_path,
+            ..abi::SrbExDataWmi::default()
+        };
+        let _ = memory.srb.write_bytes(0, header.as_bytes());
+        let address = abi::StorAddrBtl8::new(0, 0, 0);
+        let _ = memory.srb.write_bytes(header_len, address.as_bytes());
+        let _ = memory.srb.write_bytes(wmi_block, block.as_bytes());
+    } else {
+        let block = abi::ScsiWmiRequestBlock {
+            length: size_of::<abi::ScsiWmiRequestBlock>() as u16,
+            function: abi::SRB_FUNCTION_WMI,
+            wmi_sub_function: sub_function,
+            wmi_flags: abi::SRB_WMI_FLAGS_ADAPTER_REQUEST,
+            data_transfer_length: len,
+            time_out_value: 10,
+            data_buffer: data as u64,
+            data_path,
+            srb_extension: extension as u64,
+            ..abi::ScsiWmiRequestBlock::default()
         };
         let _ = memory.srb.write_bytes(0, block.as_bytes());
     }
