@@ -45,6 +45,8 @@ struct Settings<'a> {
     wwn: u64,
     disk_bytes: u64,
     drop_completion: Option<u64>,
+    /// `lose-interrupt=<message>:<arrival>`: the planted lost interrupt.
+    lose_interrupt: Option<(u32, u64)>,
     classic: bool,
     /// The ring layout the device offers (`ring=split|packed`), which the image must take.
     packed: bool,
@@ -54,6 +56,7 @@ impl<'a> Settings<'a> {
     fn parse(cmdline: &'a str) -> Result<Self, &'a str> {
         let (mut serial0, mut serial1, mut wwn, mut disk_bytes) = (None, None, None, None);
         let (mut drop_completion, mut classic, mut packed) = (None, false, None);
+        let mut lose_interrupt = None;
         for word in cmdline.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').ok_or(word)?;
             let number = || {
@@ -69,6 +72,13 @@ impl<'a> Settings<'a> {
                 "wwn" => wwn = Some(number()?),
                 "disk-bytes" => disk_bytes = Some(number()?),
                 "drop-completion" => drop_completion = Some(number()?),
+                "lose-interrupt" => {
+                    let (message, arrival) = value.split_once(':').ok_or(word)?;
+                    lose_interrupt = Some((
+                        message.parse().map_err(|_| word)?,
+                        arrival.parse().map_err(|_| word)?,
+                    ));
+                }
                 "srb" => classic = value == "classic",
                 "ring" => packed = Some(value == "packed"),
                 _ => return Err(word),
@@ -80,6 +90,7 @@ impl<'a> Settings<'a> {
             wwn: wwn.ok_or("wwn")?,
             disk_bytes: disk_bytes.ok_or("disk-bytes")?,
             drop_completion,
+            lose_interrupt,
             classic,
             packed: packed.ok_or("ring")?,
         })
@@ -130,15 +141,23 @@ pub fn run(cmdline: &str) -> bool {
     };
     let hal = BareMetalHal::new();
     interrupts::enable();
-    let mut adapter =
-        match storport::start(IMAGE, &hal, bdf, settings.classic, settings.drop_completion) {
-            Ok(adapter) => adapter,
-            Err(error) => {
-                println!("RESULT image-load FAIL {error}");
-                report_counters();
-                return false;
-            }
-        };
+    let mut adapter = match storport::start(
+        IMAGE,
+        &hal,
+        bdf,
+        settings.classic,
+        storport::Faults {
+            drop_completion: settings.drop_completion,
+            lose_interrupt: settings.lose_interrupt,
+        },
+    ) {
+        Ok(adapter) => adapter,
+        Err(error) => {
+            println!("RESULT image-load FAIL {error}");
+            report_counters();
+            return false;
+        }
+    };
     let limits = adapter.limits();
     println!(
         "RESULT image-load PASS {} bytes at {:#x} (preferred base {:#x}), {} relocations, {} imports bound",
@@ -157,8 +176,27 @@ pub fn run(cmdline: &str) -> bool {
         limits.max_io,
         limits.uncached >> 10
     );
-    let passed = result("image-features", features(&adapter, settings.packed))
+    let mut passed = result("image-features", features(&adapter, settings.packed))
         && exercise(&mut adapter, &hal, &settings);
+    if let Some((message, arrival)) = settings.lose_interrupt {
+        // At depth 1 no later interrupt comes to drain the queue: the image's HwTimer must
+        // find the completion waiting (its lost-interrupt poll) and complete the request.
+        let counters = storport::counters();
+        let recovered = storport::recovered_in();
+        let outcome = if counters.lost_interrupts == 1
+            && recovered == Some(storport::Context::Timer)
+        {
+            Ok(text!(
+                "arrival #{arrival} of message {message} withheld; its request completed from HwTimer"
+            ))
+        } else {
+            Err(text!(
+                "{} interrupts withheld; the next completion came from {recovered:?}",
+                counters.lost_interrupts
+            ))
+        };
+        passed &= result("image-lost-interrupt", outcome);
+    }
     storport::final_check();
     let counters = report_counters();
     let clean = result(
@@ -217,7 +255,7 @@ fn report_counters() -> storport::Counters {
         }
     }
     println!(
-        "IMAGE-COUNTERS completions {} interrupts {} unclaimed {} dpcs {} timer {} busy {} debug-prints {} dropped {} violations {}",
+        "IMAGE-COUNTERS completions {} interrupts {} unclaimed {} dpcs {} timer {} busy {} debug-prints {} dropped {} lost {} timer-completions {} violations {}",
         counters.completions,
         counters.interrupts.iter().sum::<u64>(),
         counters.unclaimed_interrupts,
@@ -226,6 +264,8 @@ fn report_counters() -> storport::Counters {
         counters.busy,
         counters.debug_prints,
         counters.dropped,
+        counters.lost_interrupts,
+        counters.timer_completions,
         counters.violations
     );
     counters

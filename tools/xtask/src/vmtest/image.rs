@@ -47,6 +47,9 @@ pub struct ImageConfig {
     classic: bool,
     /// The planted fault: drop this RequestComplete, and expect the run to catch it.
     drop_completion: Option<u64>,
+    /// The planted lost interrupt (message, arrival): withheld from the image, whose HwTimer
+    /// must complete the request; the run passes.
+    lose_interrupt: Option<(u16, u64)>,
 }
 
 /// The image configurations `cargo xtask vmtest` runs by default.
@@ -57,6 +60,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         ring: "split",
         classic: false,
         drop_completion: None,
+        lose_interrupt: None,
     },
     ImageConfig {
         // Modern-only device offering the packed ring, which the image takes.
@@ -65,6 +69,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         ring: "packed",
         classic: false,
         drop_completion: None,
+        lose_interrupt: None,
     },
     ImageConfig {
         // Classic SRBs (SrbType SCSI_REQUEST_BLOCK), which the image also accepts.
@@ -73,6 +78,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         ring: "split",
         classic: true,
         drop_completion: None,
+        lose_interrupt: None,
     },
     ImageConfig {
         // The planted fault: the guest's StorPort drops one RequestComplete.
@@ -81,6 +87,17 @@ pub const CONFIGS: &[ImageConfig] = &[
         ring: "split",
         classic: false,
         drop_completion: Some(DROPPED_COMPLETION),
+        lose_interrupt: None,
+    },
+    ImageConfig {
+        // One MSI-X message of the depth-1 queue (message 3) never reaches the image: no later
+        // interrupt comes, so its HwTimer must find the completion and finish the request.
+        name: "image-lost-interrupt",
+        device: "",
+        ring: "split",
+        classic: false,
+        drop_completion: None,
+        lose_interrupt: Some((3, 100)),
     },
 ];
 
@@ -121,6 +138,9 @@ impl ImageConfig {
         }
         if let Some(number) = self.drop_completion {
             let _ = write!(line, " drop-completion={number}");
+        }
+        if let Some((message, arrival)) = self.lose_interrupt {
+            let _ = write!(line, " lose-interrupt={message}:{arrival}");
         }
         line
     }
@@ -343,7 +363,8 @@ fn check(
             problems.push(format!("{name} FAIL {details}"));
         }
     }
-    for expected in EXPECTED_RESULTS {
+    let lost_expected = config.lose_interrupt.map(|_| "image-lost-interrupt");
+    for expected in EXPECTED_RESULTS.iter().chain(lost_expected.as_ref()) {
         if !report
             .results
             .iter()
@@ -388,6 +409,7 @@ fn check(
         .iter()
         .find(|(name, ..)| name == "image-start")
         .map_or("", |(_, _, details)| details.as_str());
+    let withheld = report.counters.get("lost").copied().unwrap_or(0);
     let abort = report
         .results
         .iter()
@@ -395,9 +417,9 @@ fn check(
         .map_or("", |(_, _, details)| details.as_str());
     if problems.is_empty() {
         Ok(format!(
-            "ring {}, {start}; CLUSDISK probes, LUN reset, abort ({abort}); the image's WMI queue counters agree with QEMU's kicks and the delivered interrupts; {figures}{traced} interrupts traced, {delivered} delivered to the image ({} merged while pending)",
+            "ring {}, {start}; CLUSDISK probes, LUN reset, abort ({abort}); the image's WMI queue counters agree with QEMU's kicks and the delivered interrupts; {figures}{traced} interrupts traced, {delivered} delivered to the image ({withheld} withheld by the planted fault, {} merged while pending)",
             config.ring,
-            traced - delivered
+            (traced - delivered).saturating_sub(withheld)
         ))
     } else {
         Err(problems.join("\n"))
@@ -484,12 +506,14 @@ fn phase_figures(
         _ => 0.0,
     };
     let ios = phase.ios;
+    // An interrupt the planted fault withheld was sent by QEMU but never delivered.
+    let withheld = report.counters.get("lost").copied().unwrap_or(0);
     let rate = if seconds > 0.0 {
         per_io(ios, 1) / seconds
     } else {
         0.0
     };
-    if name == "qd1" && (kicks != ios || interrupts != ios || delivered != ios) {
+    if name == "qd1" && (kicks != ios || interrupts != ios || delivered + withheld != ios) {
         return Err(format!(
             "qd1: {ios} I/Os took {kicks} kicks and {interrupts} interrupts ({delivered} delivered), not one each"
         ));
@@ -666,6 +690,51 @@ mod tests {
         assert!(err.contains("image-qd32 FAIL broken"), "{err}");
         assert!(err.contains("VIOLATION RequestComplete twice"), "{err}");
         assert!(err.contains("no PASS for image-qd32"), "{err}");
+    }
+
+    #[test]
+    fn a_withheld_interrupt_must_be_recovered_and_reported() {
+        let config = CONFIGS
+            .iter()
+            .find(|config| config.lose_interrupt.is_some())
+            .expect("the lost-interrupt configuration");
+        let text = passing_text()
+            .replace("message 3 interrupts 4", "message 3 interrupts 3")
+            .replace(
+                "interrupts 14 violations",
+                "interrupts 13 lost 1 violations",
+            )
+            .replace(
+                "index 0 size 256 requests 4 kicks 4 interrupts 4",
+                "index 0 size 256 requests 4 kicks 4 interrupts 3",
+            );
+        let recovered = format!("{text}RESULT image-lost-interrupt PASS from HwTimer\n");
+        let verdict = check(
+            config,
+            Some(GUEST_SUCCESS),
+            &report(&recovered),
+            &counts((4, 4)),
+        )
+        .expect("passes");
+        assert!(
+            verdict.contains("1 withheld by the planted fault, 0 merged while pending"),
+            "{verdict}"
+        );
+        // Without the guest's confirmation that HwTimer completed it, the run fails.
+        let err = check(config, Some(GUEST_SUCCESS), &report(&text), &counts((4, 4))).unwrap_err();
+        assert!(err.contains("no PASS for image-lost-interrupt"), "{err}");
+        // The same shortfall without a planted loss is a lost interrupt.
+        let err = check(
+            &CONFIGS[0],
+            Some(GUEST_SUCCESS),
+            &report(&text.replace(" lost 1", "")),
+            &counts((4, 4)),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("qd1: 4 I/Os took 4 kicks and 4 interrupts (3 delivered)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -23,8 +23,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use super::{
     COMPLETIONS_SEEN, Context, DEVICE_LEVEL, DISPATCH_LEVEL, Dpc, Host, LOGICAL_PROCESSORS,
-    MAX_SG_ELEMENTS, PASSIVE_LEVEL, SlotState, config_read, interrupts_off, interrupts_restore,
-    ptr, with,
+    MAX_SG_ELEMENTS, PASSIVE_LEVEL, Recovery, SlotState, config_read, interrupts_off,
+    interrupts_restore, ptr, with,
 };
 use crate::guest::{interrupts, println};
 
@@ -632,6 +632,12 @@ fn request_complete(srb: usize) {
                 slot.state = SlotState::Completed;
                 slot.completed_in = context;
                 host.counters.completions += 1;
+                if context == Context::Timer {
+                    host.counters.timer_completions += 1;
+                }
+                if host.recovery == Recovery::Awaiting {
+                    host.recovery = Recovery::Completed(context);
+                }
             }
             None => host.violate(format_args!(
                 "RequestComplete of SRB {srb:#x}, which is not outstanding (completed twice?)"

@@ -162,6 +162,10 @@ pub struct Counters {
     pub violations: u64,
     /// RequestCompletes dropped by the planted fault.
     pub dropped: u64,
+    /// MSI-X deliveries withheld from the image by the planted lost interrupt.
+    pub lost_interrupts: u64,
+    /// RequestCompletes made from HwTimer (the image's own recovery of lost interrupts).
+    pub timer_completions: u64,
 }
 
 /// The host's whole state, touched only through [`with`].
@@ -198,6 +202,24 @@ struct Host {
     counters: Counters,
     /// The planted fault: drop the RequestComplete with this (1-based) number.
     drop_completion: Option<u64>,
+    /// The planted lost interrupt: withhold this (1-based) arrival of this message.
+    lose_interrupt: Option<(u32, u64)>,
+    /// MSI-X arrivals per message, handed to the image or not.
+    arrivals: [u64; MAX_MESSAGES],
+    /// After a withheld interrupt: the next RequestComplete, still to come or the context it
+    /// came from (HwTimer's drain, or a later interrupt).
+    recovery: Recovery,
+}
+
+/// What followed the planted lost interrupt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Recovery {
+    /// No interrupt was withheld.
+    NotPlanted,
+    /// Withheld; no request has completed since.
+    Awaiting,
+    /// The first request completed afterwards completed in this context.
+    Completed(Context),
 }
 
 impl Host {
@@ -239,8 +261,13 @@ impl Host {
                 debug_prints: 0,
                 violations: 0,
                 dropped: 0,
+                lost_interrupts: 0,
+                timer_completions: 0,
             },
             drop_completion: None,
+            lose_interrupt: None,
+            arrivals: [0; MAX_MESSAGES],
+            recovery: Recovery::NotPlanted,
         }
     }
 
@@ -504,9 +531,18 @@ struct SlotMemory {
     sense: DmaMemory,
 }
 
+/// The planted faults this host can play.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Faults {
+    /// Drop the RequestComplete with this (1-based) number: the SRB never completes.
+    pub drop_completion: Option<u64>,
+    /// Withhold this (1-based) arrival of this MSI-X message from the image.
+    pub lose_interrupt: Option<(u32, u64)>,
+}
+
 /// Loads `file` and starts the adapter on the virtio-scsi function at `bdf`: DriverEntry,
 /// HwFindAdapter, MSI-X connection, HwInitialize, passive initialisation, as storport.sys and
-/// the PnP manager do. `drop_completion` plants the fault of dropping that RequestComplete.
+/// the PnP manager do, with the planted `faults`.
 ///
 /// # Errors
 /// [`StartError`] naming the failed step.
@@ -515,7 +551,7 @@ pub fn start(
     hal: &BareMetalHal,
     bdf: Bdf,
     classic: bool,
-    drop_completion: Option<u64>,
+    faults: Faults,
 ) -> Result<Adapter, StartError> {
     let image = rvscsi_pe_loader::Image::parse(file).map_err(StartError::Load)?;
     if IMAGE_LOADED.swap(true, Ordering::AcqRel) {
@@ -548,7 +584,8 @@ pub fn start(
     with(|host| {
         host.code = code;
         host.driver_object = driver_object.cpu_address();
-        host.drop_completion = drop_completion;
+        host.drop_completion = faults.drop_completion;
+        host.lose_interrupt = faults.lose_interrupt;
         host.bdf = Some(bdf);
     });
     let entry = base + image.entry_rva();
@@ -819,6 +856,20 @@ pub fn interrupt(vector: u8) {
     let call = with(|host| {
         if message >= host.messages || host.message_routine == 0 {
             host.counters.unclaimed_interrupts += 1;
+            return None;
+        }
+        let arrival = host.arrivals.get_mut(message as usize).map_or(0, |count| {
+            *count += 1;
+            *count
+        });
+        if host.lose_interrupt == Some((message, arrival)) {
+            // The planted lost interrupt: EOI'd, never seen by the image, whose HwTimer must
+            // find the completion waiting.
+            host.counters.lost_interrupts += 1;
+            host.recovery = Recovery::Awaiting;
+            println!(
+                "storport: planted fault: MSI-X arrival #{arrival} of message {message} withheld"
+            );
             return None;
         }
         if let Some(count) = host.counters.interrupts.get_mut(message as usize) {
@@ -1507,6 +1558,15 @@ pub fn sleep_unless_pending() {
         // the check wakes the `hlt`; the APIC timer wakes it at the latest.
         unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
     }
+}
+
+/// The context of the first RequestComplete after the planted lost interrupt, if it came.
+#[must_use]
+pub fn recovered_in() -> Option<Context> {
+    with(|host| match host.recovery {
+        Recovery::Completed(context) => Some(context),
+        Recovery::NotPlanted | Recovery::Awaiting => None,
+    })
 }
 
 /// What the host counted so far.
