@@ -339,30 +339,27 @@ fn data_in<'a>(
     Ok(scratch)
 }
 
-/// Enumeration, then the pattern phases.
-fn exercise(adapter: &mut Adapter, hal: &BareMetalHal, settings: &Settings<'_>) -> bool {
-    let Ok(buffer) = hal.dma_alloc(4096, 4096) else {
-        println!("RESULT image-enumerate FAIL out of DMA memory");
-        return false;
-    };
+/// TEST UNIT READY, REPORT LUNS, INQUIRY, VPD pages and READ CAPACITY(16) on both LUNs, as
+/// the disk stack enumerates them; the block length, if every check passed.
+fn enumerate(adapter: &mut Adapter, buffer: &DmaMemory, settings: &Settings<'_>) -> Option<u32> {
     let mut passed = true;
     for lun in [0_u8, 1] {
         passed &= result("image-test-unit-ready", test_unit_ready(adapter, lun));
     }
-    passed &= result("image-report-luns", report_luns(adapter, &buffer));
+    passed &= result("image-report-luns", report_luns(adapter, buffer));
     let mut block_length = 512;
     for lun in [0_u8, 1] {
-        passed &= result("image-inquiry", inquiry(adapter, &buffer, lun));
-        passed &= result("image-vpd-00", vpd_00(adapter, &buffer, lun));
+        passed &= result("image-inquiry", inquiry(adapter, buffer, lun));
+        passed &= result("image-vpd-00", vpd_00(adapter, buffer, lun));
         let serial = if lun == 0 {
             settings.serial0
         } else {
             settings.serial1
         };
-        passed &= result("image-vpd-80", vpd_80(adapter, &buffer, lun, serial));
+        passed &= result("image-vpd-80", vpd_80(adapter, buffer, lun, serial));
         let wwn = (lun == 0).then_some(settings.wwn);
-        passed &= result("image-vpd-83", vpd_83(adapter, &buffer, lun, wwn));
-        match read_capacity(adapter, &buffer, lun, settings.disk_bytes) {
+        passed &= result("image-vpd-83", vpd_83(adapter, buffer, lun, wwn));
+        match read_capacity(adapter, buffer, lun, settings.disk_bytes) {
             Ok(length) => {
                 block_length = length;
                 result(
@@ -373,9 +370,18 @@ fn exercise(adapter: &mut Adapter, hal: &BareMetalHal, settings: &Settings<'_>) 
             Err(why) => passed &= result("image-read-capacity", Err(why)),
         }
     }
-    if !passed {
+    passed.then_some(block_length)
+}
+
+/// Enumeration, then the pattern phases.
+fn exercise(adapter: &mut Adapter, hal: &BareMetalHal, settings: &Settings<'_>) -> bool {
+    let Ok(buffer) = hal.dma_alloc(4096, 4096) else {
+        println!("RESULT image-enumerate FAIL out of DMA memory");
         return false;
-    }
+    };
+    let Some(block_length) = enumerate(adapter, &buffer, settings) else {
+        return false;
+    };
     let disk_blocks = settings.disk_bytes / u64::from(block_length);
     let Some(mut engine) = Engine::new(hal, 32, 64 * 1024) else {
         println!("RESULT image-qd1 FAIL out of DMA memory");
@@ -438,8 +444,114 @@ fn exercise(adapter: &mut Adapter, hal: &BareMetalHal, settings: &Settings<'_>) 
         lun_reset(adapter, hal, block_length, disk_blocks),
     );
     passed &= result("image-abort", abort(adapter, hal, block_length));
+    if passed {
+        // The writes that run during the hot-plug go to the queues not measured alone.
+        let background = Plan {
+            disk_blocks,
+            regions: 64,
+            blocks: small,
+            block_length,
+            seed: 0x3000,
+            processors: &[2, 3],
+        };
+        passed &= result(
+            "image-hotplug-add",
+            hotplug(adapter, &mut engine, &background, &buffer, true),
+        );
+        passed &= result(
+            "image-hotplug-remove",
+            hotplug(adapter, &mut engine, &background, &buffer, false),
+        );
+    }
+    // Last, so that the image's counters cover every I/O QEMU traced.
     passed &= result("image-wmi", queue_statistics(adapter, hal));
     passed
+}
+
+/// LUN the host hot-plugs.
+const HOTPLUG_LUN: u8 = 2;
+
+/// Asks the host to add (or remove) a scsi-hd at LUN 2 over QMP while writes run at depth 32
+/// on LUN 0, until the image reports the bus change (BusChangeDetected, from its eventq); then
+/// rescans as storport.sys would: REPORT LUNS lists LUN 2 (or no longer does), and the new
+/// LUN takes a write and reads it back (or the removed one fails a read).
+fn hotplug(
+    adapter: &mut Adapter,
+    engine: &mut Engine,
+    background: &Plan<'_>,
+    buffer: &DmaMemory,
+    add: bool,
+) -> Result<Text, Text> {
+    let before = storport::counters().bus_changes;
+    let request = if add { "HOTPLUG add" } else { "HOTPLUG remove" };
+    let start = interrupts::ticks();
+    let mut passes = 0;
+    loop {
+        // The request goes out once the first pass has its 32 writes in flight.
+        let trigger = (passes == 0).then_some(request);
+        engine.pass_with(adapter, background, 32, true, trigger)?;
+        passes += 1;
+        if storport::counters().bus_changes != before {
+            break;
+        }
+        if interrupts::ticks().wrapping_sub(start) > 10 * REQUEST_LIMIT_TICKS {
+            return Err(text!("no BusChangeDetected after {passes} passes of I/O"));
+        }
+    }
+    let ios = passes * background.regions;
+    let mut scratch = [0_u8; 256];
+    let data = data_in(
+        adapter,
+        buffer,
+        &mut scratch,
+        0,
+        &scsi_cmd::report_luns(256),
+    )?;
+    let mut listed = false;
+    let total = scsi_cmd::parse_report_luns(data, |lun| {
+        listed |= scsi_cmd::lun_number(lun) == Some(u16::from(HOTPLUG_LUN));
+    })
+    .map_err(|error| text!("{error:?}"))?;
+    if listed != add {
+        return Err(text!(
+            "after the bus change REPORT LUNS lists {total} LUNs, LUN 2 {}",
+            if listed {
+                "among them"
+            } else {
+                "not among them"
+            }
+        ));
+    }
+    let io = |adapter: &mut Adapter, write| {
+        let ticket = submit_lun_io(adapter, buffer, HOTPLUG_LUN, (write, 8, 8, 4096), 2)?;
+        adapter
+            .wait(ticket, REQUEST_LIMIT_TICKS)
+            .map_err(|error| text!("{error}"))
+    };
+    if add {
+        let ready = test_unit_ready(adapter, HOTPLUG_LUN)?;
+        let _ = pattern::fill(buffer, 0x4000, 8, 512, 8);
+        let written = io(adapter, true)?;
+        buffer.zero();
+        let read = io(adapter, false)?;
+        if written.srb_status != SRB_STATUS_SUCCESS || read.srb_status != SRB_STATUS_SUCCESS {
+            return Err(text!("LUN 2: write {written:?}, read {read:?}"));
+        }
+        pattern::verify(buffer, 0x4000, 8, 512, 8).map_err(|error| text!("LUN 2: {error:?}"))?;
+        Ok(text!(
+            "LUN 2 found after {ios} writes on LUN 0 around the add ({total} LUNs); {}; 4 KiB written and verified",
+            ready.as_str()
+        ))
+    } else {
+        let read = io(adapter, false)?;
+        if read.srb_status == SRB_STATUS_SUCCESS {
+            return Err(text!("LUN 2 still reads after its removal"));
+        }
+        Ok(text!(
+            "LUN 2 gone after {ios} writes on LUN 0 around the removal ({total} LUNs); a read of it ends SRB status {:#x}",
+            read.srb_status
+        ))
+    }
 }
 
 /// SRB_FUNCTION_WMI IRP_MN_QUERY_ALL_DATA of the image's `Rvscsi_QueueStatistics`: its own
@@ -873,6 +985,9 @@ struct Plan<'a> {
     processors: &'a [u32],
 }
 
+/// The requests of a pass in flight: ticket, LBA, buffer.
+type InFlight = [Option<(storport::Ticket, u64, usize)>; 32];
+
 /// Buffers for up to `depth` requests in flight.
 struct Engine {
     buffers: [Option<DmaMemory>; 32],
@@ -910,8 +1025,42 @@ impl Engine {
         depth: u32,
         write: bool,
     ) -> Result<u64, Text> {
+        self.pass_with(adapter, plan, depth, write, None)
+    }
+
+    /// [`Engine::pass`], printing `trigger` (a request to the host) once the first window of
+    /// requests is in flight.
+    fn pass_with(
+        &mut self,
+        adapter: &mut Adapter,
+        plan: &Plan<'_>,
+        depth: u32,
+        write: bool,
+        trigger: Option<&str>,
+    ) -> Result<u64, Text> {
+        let mut in_flight: InFlight = [None; 32];
+        let outcome = self.pass_within(adapter, plan, (depth, write), trigger, &mut in_flight);
+        if outcome.is_err() {
+            // Whatever else was in flight completes before the error is reported, so no SRB
+            // of this pass is left outstanding (the host checks that at the end).
+            for (ticket, _, _) in in_flight.iter().flatten() {
+                let _ = adapter.wait(*ticket, REQUEST_LIMIT_TICKS);
+            }
+        }
+        outcome
+    }
+
+    /// [`Engine::pass`] with its requests in flight kept in `in_flight`.
+    fn pass_within(
+        &mut self,
+        adapter: &mut Adapter,
+        plan: &Plan<'_>,
+        (depth, write): (u32, bool),
+        mut trigger: Option<&str>,
+        in_flight: &mut InFlight,
+    ) -> Result<u64, Text> {
         let depth = (depth as usize).min(self.buffers.len());
-        let mut in_flight: [Option<(storport::Ticket, u64, usize)>; 32] = [None; 32];
+        let mut retries = 0;
         let mut next = 0_u64;
         let mut done = 0_u64;
         let mut last_progress = interrupts::ticks();
@@ -936,10 +1085,13 @@ impl Engine {
                 *entry = Some((ticket, lba, slot));
                 next += 1;
             }
+            if let Some(line) = trigger.take() {
+                println!("{line}");
+            }
             // Reap what completed.
             storport::service();
             let mut progressed = false;
-            for entry in &mut in_flight {
+            for entry in in_flight.iter_mut() {
                 let Some((ticket, lba, slot)) = *entry else {
                     continue;
                 };
@@ -951,8 +1103,12 @@ impl Engine {
                 let buffer = self.buffers[slot]
                     .as_ref()
                     .ok_or_else(|| text!("no buffer"))?;
-                if completion.srb_status == SRB_STATUS_BUSY {
-                    // StorPort sends a BUSY request again.
+                // StorPort sends a BUSY request again, and the class driver one that met a
+                // unit attention (a LUN added or removed beside this one: 3F/0E).
+                let attention =
+                    completion.sense_valid && completion.sense[0] == scsi_cmd::UNIT_ATTENTION;
+                if (completion.srb_status == SRB_STATUS_BUSY || attention) && retries < 16 {
+                    retries += 1;
                     let processor = plan.processors[slot % plan.processors.len()];
                     let ticket =
                         submit_io(adapter, buffer, write, lba, plan.blocks, len, processor)?;
@@ -1005,6 +1161,17 @@ fn submit_io(
     len: u32,
     processor: u32,
 ) -> Result<storport::Ticket, Text> {
+    submit_lun_io(adapter, buffer, 0, (write, lba, blocks, len), processor)
+}
+
+/// Submits a READ(16) or WRITE(16) of `blocks` at `lba` on `lun` from `buffer`.
+fn submit_lun_io(
+    adapter: &mut Adapter,
+    buffer: &DmaMemory,
+    lun: u8,
+    (write, lba, blocks, len): (bool, u64, u32, u32),
+    processor: u32,
+) -> Result<storport::Ticket, Text> {
     let cdb = if write {
         scsi_cmd::write_16(lba, blocks)
     } else {
@@ -1014,7 +1181,7 @@ fn submit_io(
         .submit(&Request {
             function: Function::ExecuteScsi,
             target: 0,
-            lun: 0,
+            lun,
             cdb: &cdb,
             direction: if write { Direction::Out } else { Direction::In },
             data: Some((buffer, len)),

@@ -17,9 +17,11 @@ use std::path::Path;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
 use super::{
-    Accel, GUEST_SUCCESS, QEMU, QueueCounts, RUN_LIMIT, SILENCE_LIMIT, base_command, fresh_disk,
-    kill, parse_trace, serial_lines, wait_with_limit,
+    Accel, GUEST_SUCCESS, QEMU, Qmp, QueueCounts, RUN_LIMIT, SILENCE_LIMIT, base_command,
+    fresh_disk, kill, parse_trace, serial_lines, wait_with_limit,
 };
 
 /// Bytes of each of the two disks.
@@ -122,6 +124,8 @@ const EXPECTED_RESULTS: &[&str] = &[
     "image-lun-reset",
     "image-abort",
     "image-wmi",
+    "image-hotplug-add",
+    "image-hotplug-remove",
     "image-rules",
     "image-done",
 ];
@@ -251,22 +255,16 @@ impl ImageReport {
     }
 }
 
-/// Boots `config` with the guest at `guest` and judges the outcome; the summary names the
-/// configuration and the image it ran.
-pub fn run_config(
+/// QEMU for `config`: the guest, the device with its two LUNs (LUN 0 with a WWN), the drive
+/// LUN 2 is hot-plugged from, QMP, and the trace events the checks read.
+fn qemu_command(
     config: &ImageConfig,
     guest: &Path,
-    image: &Path,
-    work: &Path,
     accel: Accel,
-) -> Result<String, String> {
-    let file = |suffix: &str| work.join(format!("{}-{suffix}", config.name));
-    let disks = [file("disk0.raw"), file("disk1.raw")];
-    for disk in &disks {
-        fresh_disk(disk, DISK_BYTES)?;
-    }
-    let trace_log = file("trace.log");
-    let _ = fs::remove_file(&trace_log);
+    disks: &[std::path::PathBuf; 2],
+    hotplug_disk: &Path,
+    qmp_socket: &Path,
+) -> std::process::Command {
     let mut command = base_command(guest, accel, &config.cmdline());
     command.arg("-device").arg(format!(
         "virtio-scsi-pci,id=scsi0,num_queues={REQUEST_QUEUES},ioeventfd=off{}",
@@ -291,11 +289,41 @@ pub fn run_config(
             ));
     }
     command
-        .arg("-D")
-        .arg(&trace_log)
+        .arg("-drive")
+        .arg(format!(
+            "if=none,id=hp0,format=raw,file={}",
+            hotplug_disk.display()
+        ))
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp_socket.display()))
         .args(["-trace", "enable=virtio_queue_notify"])
         .args(["-trace", "enable=virtio_notify"])
         .args(["-trace", "enable=virtio_set_status"]);
+    command
+}
+
+/// Boots `config` with the guest at `guest` and judges the outcome; the summary names the
+/// configuration and the image it ran.
+pub fn run_config(
+    config: &ImageConfig,
+    guest: &Path,
+    image: &Path,
+    work: &Path,
+    accel: Accel,
+) -> Result<String, String> {
+    let file = |suffix: &str| work.join(format!("{}-{suffix}", config.name));
+    let disks = [file("disk0.raw"), file("disk1.raw")];
+    for disk in &disks {
+        fresh_disk(disk, DISK_BYTES)?;
+    }
+    let hotplug_disk = file("hotplug.raw");
+    fresh_disk(&hotplug_disk, DISK_BYTES)?;
+    let qmp_socket = file("qmp.sock");
+    let _ = fs::remove_file(&qmp_socket);
+    let trace_log = file("trace.log");
+    let _ = fs::remove_file(&trace_log);
+    let mut command = qemu_command(config, guest, accel, &disks, &hotplug_disk, &qmp_socket);
+    command.arg("-D").arg(&trace_log);
     let stderr_path = file("qemu.stderr");
     let stderr =
         fs::File::create(&stderr_path).map_err(|e| format!("{}: {e}", stderr_path.display()))?;
@@ -306,12 +334,36 @@ pub fn run_config(
         .spawn()
         .map_err(|e| format!("cannot start {QEMU}: {e}"))?;
     let receiver = serial_lines(&mut child)?;
+    let mut qmp = match Qmp::connect(&qmp_socket, Duration::from_secs(30)) {
+        Ok(qmp) => qmp,
+        Err(error) => {
+            kill(&mut child);
+            return Err(error);
+        }
+    };
     let mut lines = Vec::new();
     loop {
         let left = RUN_LIMIT.saturating_sub(started.elapsed());
         match receiver.recv_timeout(left.min(SILENCE_LIMIT)) {
             Ok((at, line)) => {
                 println!("[{}] {line}", config.name);
+                // The guest asks for LUN 2 to come and go while its I/O runs.
+                let answered = match line.as_str() {
+                    "HOTPLUG add" => qmp.execute(
+                        "device_add",
+                        &json!({
+                            "driver": "scsi-hd", "id": "hotdisk", "drive": "hp0",
+                            "bus": "scsi0.0", "scsi-id": 0, "lun": 2,
+                            "serial": "RVSCSI-IMAGE-HP",
+                        }),
+                    ),
+                    "HOTPLUG remove" => qmp.execute("device_del", &json!({ "id": "hotdisk" })),
+                    _ => Ok(serde_json::Value::Null),
+                };
+                if let Err(error) = answered {
+                    kill(&mut child);
+                    return Err(format!("QMP: {error}"));
+                }
                 lines.push((at.saturating_duration_since(started), line));
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -417,7 +469,7 @@ fn check(
         .map_or("", |(_, _, details)| details.as_str());
     if problems.is_empty() {
         Ok(format!(
-            "ring {}, {start}; CLUSDISK probes, LUN reset, abort ({abort}); the image's WMI queue counters agree with QEMU's kicks and the delivered interrupts; {figures}{traced} interrupts traced, {delivered} delivered to the image ({withheld} withheld by the planted fault, {} merged while pending)",
+            "ring {}, {start}; CLUSDISK probes, LUN reset, abort ({abort}), LUN 2 hot-plugged and removed under I/O; the image's WMI queue counters agree with QEMU's kicks and the delivered interrupts; {figures}{traced} interrupts traced, {delivered} delivered to the image ({withheld} withheld by the planted fault, {} merged while pending)",
             config.ring,
             (traced - delivered).saturating_sub(withheld)
         ))

@@ -522,8 +522,8 @@ extern "win64" fn storport_notification(
             let ticks = microseconds.div_ceil(100_000).max(1);
             host.timer = (microseconds != 0 && a1 != 0).then(|| (a1, interrupts::ticks() + ticks));
         }),
-        // BusChangeDetected(path).
-        7 => println!("storport: the image reported a bus change"),
+        // BusChangeDetected(path): storport.sys would rescan the bus; the runner does.
+        7 => with(|host| host.counters.bus_changes += 1),
         // QueryTickCount(PLARGE_INTEGER): 100 ns units, like StorPortQuerySystemTime.
         12 => {
             let units = interrupts::ticks().saturating_mul(1_000_000);

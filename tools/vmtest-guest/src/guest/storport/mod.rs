@@ -166,6 +166,8 @@ pub struct Counters {
     pub lost_interrupts: u64,
     /// RequestCompletes made from HwTimer (the image's own recovery of lost interrupts).
     pub timer_completions: u64,
+    /// BusChangeDetected notifications (the image asking for a rescan).
+    pub bus_changes: u64,
 }
 
 /// The host's whole state, touched only through [`with`].
@@ -263,6 +265,7 @@ impl Host {
                 dropped: 0,
                 lost_interrupts: 0,
                 timer_completions: 0,
+                bus_changes: 0,
             },
             drop_completion: None,
             lose_interrupt: None,
