@@ -196,7 +196,11 @@ pub fn run_vmtest(args: &[String]) -> Result<(), String> {
     } else {
         names
             .iter()
-            .filter(|name| **name != cluster::NAME && !is_image(name))
+            .filter(|name| {
+                **name != cluster::NAME
+                    && **name != cluster::Flavour::Image.name()
+                    && !is_image(name)
+            })
             .map(|name| {
                 CONFIGS
                     .iter()
@@ -205,6 +209,7 @@ pub fn run_vmtest(args: &[String]) -> Result<(), String> {
                         let mut known: Vec<_> = CONFIGS.iter().map(|c| c.name).collect();
                         known.extend(image::CONFIGS.iter().map(|c| c.name));
                         known.push(cluster::NAME);
+                        known.push(cluster::Flavour::Image.name());
                         format!("unknown configuration {name:?}; known: {known:?}")
                     })
             })
@@ -214,10 +219,14 @@ pub fn run_vmtest(args: &[String]) -> Result<(), String> {
         .iter()
         .filter(|c| names.is_empty() || names.iter().any(|name| *name == c.name))
         .collect();
+    let image_two_nodes = names.is_empty()
+        || names
+            .iter()
+            .any(|name| *name == cluster::Flavour::Image.name());
 
     crate::util::ensure_tool(QEMU, "--version", "qemu-system-x86")?;
     // The image runs need the shipped image built into the guest.
-    let image = if image_configs.is_empty() {
+    let image = if image_configs.is_empty() && !image_two_nodes {
         None
     } else {
         Some(crate::package::miniport_image(IMAGE_TARGET, &[])?)
@@ -249,10 +258,17 @@ pub fn run_vmtest(args: &[String]) -> Result<(), String> {
             }
         }
     }
+    let mut flavours = Vec::new();
     if two_nodes {
-        match cluster::run_cluster(&guest, &work, accel) {
+        flavours.push(cluster::Flavour::Driver);
+    }
+    if image_two_nodes {
+        flavours.push(cluster::Flavour::Image);
+    }
+    for flavour in flavours {
+        match cluster::run_cluster(&guest, &work, accel, flavour) {
             Ok(summary) => summaries.push(summary),
-            Err(error) => failures.push(format!("{}: {error}", cluster::NAME)),
+            Err(error) => failures.push(format!("{}: {error}", flavour.name())),
         }
     }
     for summary in &summaries {

@@ -1229,3 +1229,118 @@ fn max_transfer(
         "{len} bytes ({blocks} blocks) written and verified at LBA {lba}"
     ))
 }
+
+/// The shipped image as a node's port for the two-node reservation plan: each command an
+/// SRB_EX to LUN 0 (the `scsi-block` iSCSI disk), its outcome read back from the SRB as
+/// Windows' disk stack reads it.
+struct ImagePort<'a> {
+    adapter: &'a mut Adapter,
+}
+
+impl vmtest_guest::cluster::Port for ImagePort<'_> {
+    fn command(
+        &mut self,
+        cdb: &[u8],
+        data: vmtest_guest::driver::Data,
+    ) -> Result<vmtest_guest::cluster::Status, Text> {
+        use vmtest_guest::cluster::Status;
+        use vmtest_guest::driver::Data;
+        /// SCSI status GOOD, CHECK CONDITION, RESERVATION CONFLICT.
+        const GOOD: u8 = 0x00;
+        const CHECK_CONDITION: u8 = 0x02;
+        const RESERVATION_CONFLICT: u8 = 0x18;
+        let (direction, memory) = match &data {
+            Data::None => (Direction::None, None),
+            Data::In(memory) => (Direction::In, Some(memory)),
+            Data::Out(memory) => (Direction::Out, Some(memory)),
+        };
+        let data = memory.map(|memory| (memory, memory.len() as u32));
+        let completion =
+            command(self.adapter, 0, cdb, direction, data, 0).map_err(|error| text!("{error}"))?;
+        Ok(match (completion.srb_status, completion.scsi_status) {
+            (SRB_STATUS_SUCCESS, GOOD) => Status::Good,
+            // Short parameter data is an underrun, still GOOD.
+            (SRB_STATUS_DATA_OVERRUN, GOOD) if completion.transferred > 0 => Status::Good,
+            (_, RESERVATION_CONFLICT) => Status::Conflict,
+            (_, CHECK_CONDITION) if completion.sense_valid => {
+                Status::CheckCondition(Ok(scsi_cmd::Sense {
+                    key: completion.sense[0],
+                    asc: completion.sense[1],
+                    ascq: completion.sense[2],
+                }))
+            }
+            (_, CHECK_CONDITION) => Status::CheckCondition(Err(scsi_cmd::ParseError::Short {
+                received: 0,
+                needed: 1,
+            })),
+            (srb_status, status) => Status::Srb { srb_status, status },
+        })
+    }
+}
+
+/// `mode=image-pr node=a|b`: one node of the two-node persistent-reservation plan
+/// (`vmtest_guest::cluster`), each command sent by the shipped image on `scsi-block` over
+/// tgtd's iSCSI LUN, steps released by the host over the serial port.
+pub fn run_reservations(cmdline: &str) -> bool {
+    let node = cmdline
+        .split_ascii_whitespace()
+        .find_map(|word| match word {
+            "node=a" => Some(vmtest_guest::cluster::Node::A),
+            "node=b" => Some(vmtest_guest::cluster::Node::B),
+            _ => None,
+        });
+    let Some(node) = node else {
+        println!("RESULT image-load FAIL no node=a|b on the command line");
+        return false;
+    };
+    let Some(bdf) = find_function() else {
+        println!("RESULT image-load FAIL no virtio-scsi function");
+        return false;
+    };
+    let hal = BareMetalHal::new();
+    interrupts::enable();
+    let mut adapter = match storport::start(IMAGE, &hal, bdf, false, storport::Faults::default()) {
+        Ok(adapter) => adapter,
+        Err(error) => {
+            println!("RESULT image-load FAIL {error}");
+            return false;
+        }
+    };
+    let limits = adapter.limits();
+    println!(
+        "RESULT image-load PASS {} bytes at {:#x}, {} relocations, {} imports bound",
+        IMAGE.len(),
+        limits.base,
+        limits.relocations,
+        limits.imports
+    );
+    println!(
+        "RESULT image-start PASS {} MSI-X messages, max transfer {:#x}",
+        limits.messages, limits.max_transfer
+    );
+    let Ok(buffer) = hal.dma_alloc(vmtest_guest::cluster::BUFFER_LEN, 4096) else {
+        println!("RESULT pr-ready FAIL out of DMA memory");
+        return false;
+    };
+    let port = ImagePort {
+        adapter: &mut adapter,
+    };
+    let passed = vmtest_guest::cluster::run_plan(
+        port,
+        buffer,
+        node,
+        super::serial::Serial,
+        &mut super::SerialConductor,
+    );
+    storport::final_check();
+    let counters = report_counters();
+    passed
+        && result(
+            "image-rules",
+            if counters.violations == 0 {
+                Ok(text!("completions {} (each once)", counters.completions))
+            } else {
+                Err(text!("{} violations", counters.violations))
+            },
+        )
+}

@@ -56,11 +56,15 @@ extern "C" fn kmain(start_info: u32) -> ! {
     let mut cmdline_buffer = [0u8; CMDLINE_MAX];
     let cmdline = read_cmdline(start_info as usize, &mut cmdline_buffer);
     println!("RESULT boot PASS PVH entry, long mode, command line {cmdline:?}");
-    if cmdline
+    let image_mode = cmdline
         .split_ascii_whitespace()
-        .any(|word| word == "mode=image")
-    {
-        let passed = image_run::run(cmdline);
+        .find(|word| *word == "mode=image" || *word == "mode=image-pr");
+    if let Some(mode) = image_mode {
+        let passed = if mode == "mode=image" {
+            image_run::run(cmdline)
+        } else {
+            image_run::run_reservations(cmdline)
+        };
         exit::exit(if passed {
             exit::ExitCode::Success
         } else {
