@@ -47,6 +47,8 @@ struct Settings<'a> {
     drop_completion: Option<u64>,
     /// `lose-interrupt=<message>:<arrival>`: the planted lost interrupt.
     lose_interrupt: Option<(u32, u64)>,
+    /// `repeat-completion=<n>`: the planted double completion.
+    repeat_completion: Option<u64>,
     classic: bool,
     /// The ring layout the device offers (`ring=split|packed`), which the image must take.
     packed: bool,
@@ -56,7 +58,7 @@ impl<'a> Settings<'a> {
     fn parse(cmdline: &'a str) -> Result<Self, &'a str> {
         let (mut serial0, mut serial1, mut wwn, mut disk_bytes) = (None, None, None, None);
         let (mut drop_completion, mut classic, mut packed) = (None, false, None);
-        let mut lose_interrupt = None;
+        let (mut lose_interrupt, mut repeat_completion) = (None, None);
         for word in cmdline.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').ok_or(word)?;
             let number = || {
@@ -72,6 +74,7 @@ impl<'a> Settings<'a> {
                 "wwn" => wwn = Some(number()?),
                 "disk-bytes" => disk_bytes = Some(number()?),
                 "drop-completion" => drop_completion = Some(number()?),
+                "repeat-completion" => repeat_completion = Some(number()?),
                 "lose-interrupt" => {
                     let (message, arrival) = value.split_once(':').ok_or(word)?;
                     lose_interrupt = Some((
@@ -91,6 +94,7 @@ impl<'a> Settings<'a> {
             disk_bytes: disk_bytes.ok_or("disk-bytes")?,
             drop_completion,
             lose_interrupt,
+            repeat_completion,
             classic,
             packed: packed.ok_or("ring")?,
         })
@@ -149,6 +153,7 @@ pub fn run(cmdline: &str) -> bool {
         storport::Faults {
             drop_completion: settings.drop_completion,
             lose_interrupt: settings.lose_interrupt,
+            repeat_completion: settings.repeat_completion,
         },
     ) {
         Ok(adapter) => adapter,

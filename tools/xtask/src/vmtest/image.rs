@@ -36,6 +36,8 @@ const REQUEST_QUEUES: u16 = 4;
 const FIRST_REQUEST_VQ: u16 = 2;
 /// The RequestComplete the planted configuration drops (during the depth-32 phase).
 const DROPPED_COMPLETION: u64 = 700;
+/// The RequestComplete the planted configuration plays twice (during the depth-1 phase).
+const REPEATED_COMPLETION: u64 = 300;
 
 /// One boot of the guest running the image.
 pub struct ImageConfig {
@@ -52,6 +54,9 @@ pub struct ImageConfig {
     /// The planted lost interrupt (message, arrival): withheld from the image, whose HwTimer
     /// must complete the request; the run passes.
     lose_interrupt: Option<(u16, u64)>,
+    /// The planted double completion: this RequestComplete is played twice, and the guest's
+    /// StorPort must report the second as a violation of exactly-once completion.
+    repeat_completion: Option<u64>,
 }
 
 /// The image configurations `cargo xtask vmtest` runs by default.
@@ -63,6 +68,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         classic: false,
         drop_completion: None,
         lose_interrupt: None,
+        repeat_completion: None,
     },
     ImageConfig {
         // Modern-only device offering the packed ring, which the image takes.
@@ -72,6 +78,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         classic: false,
         drop_completion: None,
         lose_interrupt: None,
+        repeat_completion: None,
     },
     ImageConfig {
         // Classic SRBs (SrbType SCSI_REQUEST_BLOCK), which the image also accepts.
@@ -81,6 +88,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         classic: true,
         drop_completion: None,
         lose_interrupt: None,
+        repeat_completion: None,
     },
     ImageConfig {
         // The planted fault: the guest's StorPort drops one RequestComplete.
@@ -90,6 +98,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         classic: false,
         drop_completion: Some(DROPPED_COMPLETION),
         lose_interrupt: None,
+        repeat_completion: None,
     },
     ImageConfig {
         // One MSI-X message of the depth-1 queue (message 3) never reaches the image: no later
@@ -100,6 +109,17 @@ pub const CONFIGS: &[ImageConfig] = &[
         classic: false,
         drop_completion: None,
         lose_interrupt: Some((3, 100)),
+        repeat_completion: None,
+    },
+    ImageConfig {
+        // The exactly-once rule's planted offender: one RequestComplete arrives twice.
+        name: "image-planted-double",
+        device: "",
+        ring: "split",
+        classic: false,
+        drop_completion: None,
+        lose_interrupt: None,
+        repeat_completion: Some(REPEATED_COMPLETION),
     },
 ];
 
@@ -146,6 +166,9 @@ impl ImageConfig {
         if let Some((message, arrival)) = self.lose_interrupt {
             let _ = write!(line, " lose-interrupt={message}:{arrival}");
         }
+        if let Some(number) = self.repeat_completion {
+            let _ = write!(line, " repeat-completion={number}");
+        }
         line
     }
 }
@@ -176,6 +199,8 @@ struct ImageReport {
     image_queues: BTreeMap<u16, BTreeMap<String, u64>>,
     /// `storport: planted fault: ... of SRB <address> dropped`.
     dropped_srb: Option<String>,
+    /// `storport: planted fault: ... of SRB <address> played twice`.
+    repeated_srb: Option<String>,
     /// Panics, CPU exceptions and rule violations.
     crashes: Vec<String>,
 }
@@ -246,6 +271,18 @@ impl ImageReport {
                 }
                 ["storport:", "planted", "fault:", .., "SRB", srb, "dropped"] => {
                     report.dropped_srb = Some((*srb).to_owned());
+                }
+                [
+                    "storport:",
+                    "planted",
+                    "fault:",
+                    ..,
+                    "SRB",
+                    srb,
+                    "played",
+                    "twice",
+                ] => {
+                    report.repeated_srb = Some((*srb).to_owned());
                 }
                 ["PANIC" | "EXCEPTION" | "VIOLATION", ..] => report.crashes.push(line.to_owned()),
                 _ => {}
@@ -386,9 +423,10 @@ pub fn run_config(
         fs::read_to_string(&trace_log).map_err(|e| format!("{}: {e}", trace_log.display()))?;
     let counts = parse_trace(&trace);
     let report = ImageReport::parse(lines.iter().map(|(at, line)| (*at, line.as_str())));
-    let verdict = match config.drop_completion {
-        None => check(config, status, &report, &counts),
-        Some(number) => check_planted(number, status, &report),
+    let verdict = match (config.drop_completion, config.repeat_completion) {
+        (Some(number), _) => check_planted(number, status, &report),
+        (None, Some(number)) => check_repeated(number, status, &report),
+        (None, None) => check(config, status, &report, &counts),
     }?;
     Ok(format!(
         "{}: image {} ({:?}): {verdict}",
@@ -620,6 +658,45 @@ fn check_planted(number: u64, status: Option<i32>, report: &ImageReport) -> Resu
     }
 }
 
+/// The planted double completion: the guest's StorPort must have reported the second
+/// RequestComplete of that SRB as a violation, failing only the rules check.
+fn check_repeated(
+    number: u64,
+    status: Option<i32>,
+    report: &ImageReport,
+) -> Result<String, String> {
+    let Some(srb) = &report.repeated_srb else {
+        return Err(format!("RequestComplete #{number} was never played twice"));
+    };
+    let wanted = format!("VIOLATION RequestComplete of SRB {srb}, which is not outstanding");
+    let caught = report.crashes.iter().find(|line| line.starts_with(&wanted));
+    let others: Vec<&(String, bool, String)> = report
+        .results
+        .iter()
+        .filter(|(name, passed, _)| !passed && name != "image-rules")
+        .collect();
+    let rules_failed = report
+        .results
+        .iter()
+        .any(|(name, passed, _)| name == "image-rules" && !passed);
+    match caught {
+        Some(line)
+            if status != Some(GUEST_SUCCESS)
+                && rules_failed
+                && others.is_empty()
+                && report.crashes.len() == 1 =>
+        {
+            Ok(format!(
+                "planted fault caught: RequestComplete #{number} of SRB {srb} played twice, {line}"
+            ))
+        }
+        _ => Err(format!(
+            "the repeated RequestComplete of SRB {srb} was not caught as such (exit {status:?}, violations {:?}, failed {others:?})",
+            report.crashes
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -787,6 +864,34 @@ mod tests {
             err.contains("qd1: 4 I/Os took 4 kicks and 4 interrupts (3 delivered)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_planted_double_completion_must_be_caught_naming_its_srb() {
+        let planted =
+            "storport: planted fault: RequestComplete #300 of SRB 0xb30000 played twice\n";
+        let violation = "VIOLATION RequestComplete of SRB 0xb30000, which is not outstanding (completed twice?) (in Dpc at IRQL 2)\n";
+        let rules = "RESULT image-rules FAIL 1 violations\n";
+        let caught = report(&format!(
+            "RESULT image-qd1 PASS fine\n{planted}{violation}{rules}"
+        ));
+        let verdict = check_repeated(300, Some(35), &caught).expect("caught");
+        assert!(verdict.contains("SRB 0xb30000 played twice"), "{verdict}");
+        // The rule stayed silent.
+        let silent = report(&format!(
+            "RESULT image-qd1 PASS fine\n{planted}RESULT image-rules PASS\n"
+        ));
+        assert!(check_repeated(300, Some(GUEST_SUCCESS), &silent).is_err());
+        // Another SRB was blamed, or something else failed too.
+        let wrong = report(&format!(
+            "{planted}{}{rules}",
+            violation.replace("0xb30000", "0xc00000")
+        ));
+        assert!(check_repeated(300, Some(35), &wrong).is_err());
+        let more = report(&format!(
+            "RESULT image-qd1 FAIL lost\n{planted}{violation}{rules}"
+        ));
+        assert!(check_repeated(300, Some(35), &more).is_err());
     }
 
     #[test]

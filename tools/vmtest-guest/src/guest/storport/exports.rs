@@ -619,6 +619,16 @@ extern "win64" fn storport_notification(
 /// fault drops the numbered one here, before the host records it.
 fn request_complete(srb: usize) {
     let number = u64::from(COMPLETIONS_SEEN.fetch_add(1, Ordering::Relaxed)) + 1;
+    let repeat = with(|host| host.repeat_completion == Some(number));
+    if repeat {
+        println!("storport: planted fault: RequestComplete #{number} of SRB {srb:#x} played twice");
+        complete_once(srb, number);
+    }
+    complete_once(srb, number);
+}
+
+/// Records one RequestComplete of `srb` (the `number`th seen).
+fn complete_once(srb: usize, number: u64) {
     with(|host| {
         if host.drop_completion == Some(number) {
             host.counters.dropped += 1;

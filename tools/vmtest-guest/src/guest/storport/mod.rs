@@ -206,6 +206,8 @@ struct Host {
     drop_completion: Option<u64>,
     /// The planted lost interrupt: withhold this (1-based) arrival of this message.
     lose_interrupt: Option<(u32, u64)>,
+    /// The planted double completion: repeat the RequestComplete with this number.
+    repeat_completion: Option<u64>,
     /// MSI-X arrivals per message, handed to the image or not.
     arrivals: [u64; MAX_MESSAGES],
     /// After a withheld interrupt: the next RequestComplete, still to come or the context it
@@ -269,6 +271,7 @@ impl Host {
             },
             drop_completion: None,
             lose_interrupt: None,
+            repeat_completion: None,
             arrivals: [0; MAX_MESSAGES],
             recovery: Recovery::NotPlanted,
         }
@@ -541,6 +544,9 @@ pub struct Faults {
     pub drop_completion: Option<u64>,
     /// Withhold this (1-based) arrival of this MSI-X message from the image.
     pub lose_interrupt: Option<(u32, u64)>,
+    /// Play the RequestComplete with this (1-based) number twice, as a miniport that
+    /// completes an SRB twice would: the exactly-once rule must catch it.
+    pub repeat_completion: Option<u64>,
 }
 
 /// Loads `file` and starts the adapter on the virtio-scsi function at `bdf`: DriverEntry,
@@ -589,6 +595,7 @@ pub fn start(
         host.driver_object = driver_object.cpu_address();
         host.drop_completion = faults.drop_completion;
         host.lose_interrupt = faults.lose_interrupt;
+        host.repeat_completion = faults.repeat_completion;
         host.bdf = Some(bdf);
     });
     let entry = base + image.entry_rva();
