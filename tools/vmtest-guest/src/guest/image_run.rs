@@ -416,7 +416,7 @@ fn exercise(adapter: &mut Adapter, hal: &BareMetalHal, settings: &Settings<'_>) 
         let label = text!("image-{name}");
         let ok = result(
             label.as_str(),
-            outcome.map(|(ios, ticks)| {
+            outcome.map(|(ios, nanos)| {
                 let mut list = Text::new();
                 for (at, processor) in processors.iter().enumerate() {
                     let separator = if at == 0 { "" } else { "," };
@@ -426,7 +426,7 @@ fn exercise(adapter: &mut Adapter, hal: &BareMetalHal, settings: &Settings<'_>) 
                     );
                 }
                 println!(
-                    "IMAGE-PHASE {name} end processors {} depth {depth} ios {ios} ticks {ticks}",
+                    "IMAGE-PHASE {name} end processors {} depth {depth} ios {ios} nanos {nanos}",
                     list.as_str()
                 );
                 text!(
@@ -1007,19 +1007,19 @@ impl Engine {
         Some(Self { buffers })
     }
 
-    /// Writes then verifies every region at `depth`; returns (I/Os, ticks taken).
+    /// Writes then verifies every region at `depth`; returns (I/Os, nanoseconds taken).
     fn phase(
         &mut self,
         adapter: &mut Adapter,
         plan: &Plan<'_>,
         depth: u32,
     ) -> Result<(u64, u64), Text> {
-        let started = interrupts::ticks();
+        let started = interrupts::now_nanos();
         let mut ios = 0;
         for write in [true, false] {
             ios += self.pass(adapter, plan, depth, write)?;
         }
-        Ok((ios, interrupts::ticks().wrapping_sub(started)))
+        Ok((ios, interrupts::now_nanos().saturating_sub(started)))
     }
 
     /// One pass (all writes, or all reads with verification) keeping `depth` in flight.
