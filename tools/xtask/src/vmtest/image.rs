@@ -395,7 +395,9 @@ pub fn run_config(
                             "serial": "RVSCSI-IMAGE-HP",
                         }),
                     ),
-                    "HOTPLUG remove" => qmp.execute("device_del", &json!({ "id": "hotdisk" })),
+                    "HOTPLUG remove" => qmp
+                        .execute_unless_gone("device_del", &json!({ "id": "hotdisk" }))
+                        .map(|()| serde_json::Value::Null),
                     _ => Ok(serde_json::Value::Null),
                 };
                 if let Err(error) = answered {
