@@ -449,6 +449,10 @@ fn exercise(adapter: &mut Adapter, hal: &BareMetalHal, settings: &Settings<'_>) 
         lun_reset(adapter, hal, block_length, disk_blocks),
     );
     passed &= result("image-abort", abort(adapter, hal, block_length));
+    passed &= result(
+        "image-bus-reset",
+        bus_reset(adapter, &mut engine, block_length),
+    );
     if passed {
         // The writes that run during the hot-plug go to the queues not measured alone.
         let background = Plan {
@@ -615,6 +619,52 @@ fn queue_statistics(adapter: &mut Adapter, hal: &BareMetalHal) -> Result<Text, T
     .map_err(|error| text!("{error:?}"))?;
     Ok(text!(
         "Rvscsi_QueueStatistics: {count} queues, {requests} requests, {kicks} kicks"
+    ))
+}
+
+/// SRB_STATUS_BUS_RESET.
+const SRB_STATUS_BUS_RESET: u8 = 0x0e;
+
+/// HwResetBus with 32 READs just submitted, as storport.sys calls it when a request times out:
+/// every READ completes exactly once, with success or SRB_STATUS_BUS_RESET, and the disk is
+/// ready again afterwards (TEST UNIT READY, past the unit attention the reset leaves).
+fn bus_reset(adapter: &mut Adapter, engine: &mut Engine, block_length: u32) -> Result<Text, Text> {
+    let blocks = 65536 / block_length;
+    let mut tickets = [None; 32];
+    for (index, ticket) in tickets.iter_mut().enumerate() {
+        let buffer = engine.buffers[index]
+            .as_ref()
+            .ok_or_else(|| text!("no buffer"))?;
+        let lba = u64::from(blocks) * index as u64;
+        *ticket = Some(submit_io(
+            adapter,
+            buffer,
+            false,
+            lba,
+            blocks,
+            blocks * block_length,
+            3,
+        )?);
+    }
+    let answered = adapter.reset_bus().map_err(|error| text!("{error}"))?;
+    let (mut succeeded, mut reset) = (0, 0);
+    for ticket in tickets.iter().flatten() {
+        let completion = adapter
+            .wait(*ticket, REQUEST_LIMIT_TICKS)
+            .map_err(|error| text!("{error}"))?;
+        match completion.srb_status {
+            SRB_STATUS_SUCCESS => succeeded += 1,
+            SRB_STATUS_BUS_RESET => reset += 1,
+            other => return Err(text!("a READ around the reset ended {other:#x}")),
+        }
+    }
+    if !answered {
+        return Err(text!("HwResetBus returned FALSE"));
+    }
+    let ready = test_unit_ready(adapter, 0)?;
+    Ok(text!(
+        "32 READs around it: {succeeded} completed, {reset} ended by the reset; {}",
+        ready.as_str()
     ))
 }
 

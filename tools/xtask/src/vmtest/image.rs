@@ -143,6 +143,7 @@ const EXPECTED_RESULTS: &[&str] = &[
     "image-clusdisk",
     "image-lun-reset",
     "image-abort",
+    "image-bus-reset",
     "image-wmi",
     "image-hotplug-add",
     "image-hotplug-remove",
@@ -503,6 +504,11 @@ fn check(
         .find(|(name, ..)| name == "image-start")
         .map_or("", |(_, _, details)| details.as_str());
     let withheld = report.counters.get("lost").copied().unwrap_or(0);
+    let bus_reset = report
+        .results
+        .iter()
+        .find(|(name, ..)| name == "image-bus-reset")
+        .map_or("", |(_, _, details)| details.as_str());
     let abort = report
         .results
         .iter()
@@ -510,7 +516,7 @@ fn check(
         .map_or("", |(_, _, details)| details.as_str());
     if problems.is_empty() {
         Ok(format!(
-            "ring {}, {start}; CLUSDISK probes, LUN reset, abort ({abort}), LUN 2 hot-plugged and removed under I/O; the image's WMI queue counters agree with QEMU's kicks and the delivered interrupts; {figures}{traced} interrupts traced, {delivered} delivered to the image ({withheld} withheld by the planted fault, {} merged while pending)",
+            "ring {}, {start}; CLUSDISK probes, LUN reset, abort ({abort}), HwResetBus ({bus_reset}), LUN 2 hot-plugged and removed under I/O; the image's WMI queue counters agree with QEMU's kicks and the delivered interrupts; {figures}{traced} interrupts traced, {delivered} delivered to the image ({withheld} withheld by the planted fault, {} merged while pending)",
             config.ring,
             (traced - delivered).saturating_sub(withheld)
         ))

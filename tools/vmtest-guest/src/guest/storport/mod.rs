@@ -96,6 +96,8 @@ pub enum Context {
     Dpc,
     /// HwTimer.
     Timer,
+    /// HwResetBus.
+    ResetBus,
 }
 
 /// What an SRB slot holds.
@@ -1289,6 +1291,28 @@ impl Adapter {
             }
         }
         Ok(None)
+    }
+
+    /// HwResetBus for path 0, as storport.sys calls it when a request times out: at
+    /// DISPATCH_LEVEL under the StartIo lock. Returns its answer.
+    ///
+    /// # Errors
+    /// [`RequestError::Lost`] if the image has no HwResetBus inside its code.
+    pub fn reset_bus(&mut self) -> Result<bool, RequestError> {
+        let routine = self.hw.hw_reset_bus as usize;
+        let extension = with(|host| {
+            if routine == 0 || !host.is_code(routine) || host.start_io_held {
+                return None;
+            }
+            host.start_io_held = true;
+            Some(host.extension)
+        })
+        .ok_or(RequestError::Lost)?;
+        let previous = enter(DISPATCH_LEVEL, Context::ResetBus);
+        let answer = image_call!(routine, fn(*mut c_void, u32) -> u8, ptr(extension), 0);
+        leave(previous);
+        with(|host| host.start_io_held = false);
+        Ok(answer != 0)
     }
 
     /// Reads the outcome of a completed `ticket` and frees its slot.
