@@ -2,7 +2,7 @@
 //! VPD pages 0x80 and 0x83, READ CAPACITY (10) and (16)), snooped from successful completions
 //! so the WMI target mapping and SCSI information methods can answer from it.
 //!
-//! **Bound.** The table has [`LUN_SLOTS`] slots, carved from the uncached extension at
+//! **Bound.** The table has [`LUN_SLOTS`](crate::sizing::LUN_SLOTS) slots, carved from the uncached extension at
 //! find-adapter. A logical unit that answers INQUIRY as present while every slot is taken is
 //! not recorded ([`Recorded::Full`]) and so is not listed by WMI; a slot is freed when its
 //! logical unit answers INQUIRY as absent, or when a complete REPORT LUNS of its target no
@@ -25,9 +25,6 @@
 
 use core::borrow::Borrow;
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
-
-/// Logical units the table holds.
-pub const LUN_SLOTS: usize = 64;
 
 /// SCSI operation code INQUIRY (SPC-4 6.6).
 pub const INQUIRY: u8 = 0x12;
@@ -303,7 +300,7 @@ impl Default for LunSlot {
     }
 }
 
-/// The table: a lock and [`LUN_SLOTS`] slots (fewer if `S` has fewer).
+/// The table: a lock and [`LUN_SLOTS`](crate::sizing::LUN_SLOTS) slots (fewer if `S` has fewer).
 #[derive(Debug)]
 pub struct LunTable<S> {
     lock: AtomicBool,
@@ -497,6 +494,7 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
+    use crate::sizing::LUN_SLOTS;
 
     fn table(slots: usize) -> LunTable<Box<[LunSlot]>> {
         LunTable::new((0..slots).map(|_| LunSlot::new()).collect())

@@ -1,4 +1,4 @@
-//! Plugs the pieces together: the real miniport (`rvscsi::hw::DriverEntry`, or the shipped
+//! Plugs the pieces together: the real miniport (`rvscsi::entry::DriverEntry`, or the shipped
 //! image named by [`IMAGE_VARIABLE`]), the StorPort simulator and the virtio-scsi device model,
 //! sharing one simulated physical memory.
 
@@ -115,7 +115,7 @@ pub enum BootError {
 }
 
 /// The environment variable that selects the build every scenario runs: unset, the miniport
-/// linked into the test binary (`rvscsi::hw::DriverEntry`); set, the path of a Windows image
+/// linked into the test binary (`rvscsi::entry::DriverEntry`); set, the path of a Windows image
 /// (`target/package/amd64/rvscsi.sys`) that [`boot`] loads ([`crate::image`]) and runs instead.
 pub const IMAGE_VARIABLE: &str = "RVSCSI_IMAGE";
 
@@ -228,7 +228,7 @@ pub fn boot(
             .map_err(|error| BootError::Lun { target, lun, error })?;
     }
     let platform = Platform {
-        entry: rvscsi::hw::DriverEntry,
+        entry: rvscsi::entry::DriverEntry,
         pci: Arc::new(DeviceFunction(device.clone())),
         memory: Arc::new(Memory(memory)),
         interrupts: line,
@@ -277,7 +277,7 @@ pub fn boot_nodes(
 /// [`BootError::Simulator`] naming the step that failed.
 pub fn boot_dump(device: &VirtioScsiDevice, sim: SimOptions) -> Result<Machine, BootError> {
     let platform = Platform {
-        entry: rvscsi::hw::DriverEntry,
+        entry: rvscsi::entry::DriverEntry,
         pci: Arc::new(DeviceFunction(device.clone())),
         memory: Arc::new(Memory(device.memory().clone())),
         interrupts: InterruptLine::new(),

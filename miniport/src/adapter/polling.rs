@@ -57,10 +57,10 @@ impl Adapter {
     /// the device is reset (no timer needed), which completes that request once with
     /// SRB_STATUS_BUS_RESET instead of leaving the dump waiting for it forever. In the normal
     /// stack, task management resets the nexus of each target holding requests
-    /// ([`crate::tmf::reset_bus`]), escalating to the device reset.
+    /// ([`crate::recovery::tmf::reset_bus`]), escalating to the device reset.
     pub fn reset_bus(&self, cause: ResetCause) {
         if self.dump.is_none() {
-            crate::tmf::reset_bus(self, cause);
+            crate::recovery::tmf::reset_bus(self, cause);
             return;
         }
         if self.requests_in_flight() != 0 {

@@ -4,10 +4,13 @@
 //! Nothing here has behaviour beyond `const fn` helpers; the safe layer that wraps these calls
 //! lives elsewhere in the crate.
 
+mod c_layout;
 pub mod constants;
+pub mod dma;
 pub mod enums;
 pub mod functions;
-mod layout;
+pub mod port;
+pub mod srb;
 pub mod types;
 
 pub use constants::*;

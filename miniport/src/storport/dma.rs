@@ -9,11 +9,11 @@ use core::ptr::NonNull;
 use virtio_core::dma::DmaMemory;
 use virtio_core::hal::{Hal, HalError, PciConfig, RegisterIo, Segment};
 
-use crate::port::DeviceExtension;
 use crate::storport::functions::{
     StorPortReadRegisterUchar, StorPortReadRegisterUlong, StorPortReadRegisterUshort,
     StorPortWriteRegisterUchar, StorPortWriteRegisterUlong, StorPortWriteRegisterUshort,
 };
+use crate::storport::port::DeviceExtension;
 
 /// Bytes of PCI configuration space read at find-adapter (the type 0 header and the
 /// capability list live in the first 256 bytes).

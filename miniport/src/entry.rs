@@ -7,7 +7,7 @@ use core::ptr::NonNull;
 
 use crate::adapter::Adapter;
 use crate::io::{self, Built};
-use crate::port::DeviceExtension;
+use crate::storport::port::DeviceExtension;
 use crate::storport::{
     ADDRESS_TYPE_FLAG_BTL8, Boolean, FALSE, HwInitializationData, PCIBus,
     PortConfigurationInformation, SP_RETURN_ERROR, SRB_STATUS_INVALID_REQUEST,
@@ -40,7 +40,8 @@ pub fn initialization_data() -> HwInitializationData {
     data.specific_lu_extension_size = 0;
     // The largest request layout; find-adapter lowers it to what the device needs.
     data.srb_extension_size =
-        crate::layout::RequestLayout::new(crate::limits::MAX_DATA_SEGMENTS).extension_size() as u32;
+        crate::srb_extension::RequestLayout::new(crate::sizing::MAX_DATA_SEGMENTS).extension_size()
+            as u32;
     data.number_of_access_ranges = 6;
     data.map_buffers = STOR_MAP_NON_READ_WRITE_BUFFERS;
     data.need_physical_addresses = TRUE;
@@ -208,7 +209,7 @@ pub unsafe extern "system" fn hw_start_io(
     };
     // SAFETY: the SRB StorPort passed, ours until completed; BuildIo validated it (StorPort
     // calls StartIo only for SRBs whose BuildIo returned TRUE).
-    let srb = unsafe { crate::srb::Srb::validated(raw) };
+    let srb = unsafe { crate::storport::srb::Srb::validated(raw) };
     let function = srb.function();
     if function == u32::from(crate::storport::SRB_FUNCTION_EXECUTE_SCSI) {
         io::start_io(adapter, srb);
@@ -218,8 +219,8 @@ pub unsafe extern "system" fn hw_start_io(
     // which the validated view does not keep: parse it again. It is the same SRB, still ours.
     srb.hand_over();
     // SAFETY: as above; the view just given up was the only one.
-    match unsafe { crate::srb::Srb::from_raw(raw) } {
-        Ok(srb) => crate::tmf::start(adapter, srb),
+    match unsafe { crate::storport::srb::Srb::from_raw(raw) } {
+        Ok(srb) => crate::recovery::tmf::start(adapter, srb),
         Err((srb, _)) => io::complete(adapter, srb, SRB_STATUS_INVALID_REQUEST),
     }
     TRUE
@@ -269,7 +270,7 @@ pub unsafe extern "system" fn hw_queue_dpc(
 }
 
 /// HwResetBus: StorPort's recovery from a timeout. In the normal stack, polls the queues, then
-/// resets the nexus of every target still holding requests (`crate::tmf::reset_bus`); they
+/// resets the nexus of every target still holding requests (`crate::recovery::tmf::reset_bus`); they
 /// complete as the functions end, or by the full device reset they escalate to. In dump mode,
 /// resets the device only if a request is in flight (`Adapter::reset_bus`).
 ///
@@ -373,7 +374,7 @@ pub unsafe extern "system" fn hw_adapter_control(
     }
 }
 
-/// HwStorUnitControl (see `crate::unit` for what each type does).
+/// HwStorUnitControl (see `crate::recovery::unit_control` for what each type does).
 ///
 /// # Safety
 /// PASSIVE_LEVEL with no StorPort lock held, for every type the query reports (Microsoft,
@@ -390,7 +391,7 @@ pub unsafe extern "system" fn hw_unit_control(
     let Some(adapter) = (unsafe { adapter(device_extension) }) else {
         return ScsiUnitControlUnsuccessful;
     };
-    if !crate::unit::is_supported(control_type) {
+    if !crate::recovery::unit_control::is_supported(control_type) {
         return ScsiUnitControlUnsuccessful;
     }
     if control_type == ScsiQuerySupportedUnitControlTypes {
@@ -401,7 +402,7 @@ pub unsafe extern "system" fn hw_unit_control(
         let max = unsafe { list.as_ref() }.max_control_type;
         // Only the entries below both MaxControlType and one past our highest type are handed
         // on: the caller's array has `MaxControlType` of them, and none beyond is ours to touch.
-        let len = (max as usize).min(crate::unit::LIST_ENTRIES);
+        let len = (max as usize).min(crate::recovery::unit_control::LIST_ENTRIES);
         let first = list
             .as_ptr()
             .cast::<u8>()
@@ -412,14 +413,14 @@ pub unsafe extern "system" fn hw_unit_control(
         // SAFETY: `len <= MaxControlType` BOOLEANs (bytes) follow the header, writable and
         // exclusively ours for the call; nothing else references them meanwhile.
         let entries = unsafe { core::slice::from_raw_parts_mut(first, len) };
-        crate::unit::report_supported(entries);
+        crate::recovery::unit_control::report_supported(entries);
         return ScsiUnitControlSuccess;
     }
     let unit = NonNull::new(parameters.cast::<StorAddrBtl8>()).and_then(|address| {
         // SAFETY: a readable STOR_ADDR_BTL8 for the types that reach here (the function's
         // contract); read unaligned, so a caller's placement never matters.
         let address = unsafe { address.as_ptr().read_unaligned() };
-        crate::unit::Unit::from_address(&address).ok()
+        crate::recovery::unit_control::Unit::from_address(&address).ok()
     });
-    crate::unit::control(adapter, control_type, unit)
+    crate::recovery::unit_control::control(adapter, control_type, unit)
 }

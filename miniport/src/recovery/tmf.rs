@@ -69,9 +69,10 @@ use virtio_core::scsi::{
 };
 use zerocopy::IntoBytes;
 
-use crate::adapter::{Adapter, MAX_REQUEST_QUEUES, PostError};
+use crate::adapter::{Adapter, PostError};
 use crate::io::{self, InFlight};
-use crate::srb::Srb;
+use crate::sizing::MAX_REQUEST_QUEUES;
+use crate::storport::srb::Srb;
 use crate::storport::{
     SRB_FUNCTION_ABORT_COMMAND, SRB_FUNCTION_RESET_BUS, SRB_FUNCTION_RESET_DEVICE,
     SRB_FUNCTION_RESET_LOGICAL_UNIT, SRB_STATUS_ABORT_FAILED, SRB_STATUS_ERROR,
@@ -79,10 +80,6 @@ use crate::storport::{
     SRB_STATUS_INVALID_TARGET_ID, SRB_STATUS_SUCCESS,
 };
 use crate::trace::ResetCause;
-
-/// Task management functions that can be outstanding at once. StorPort resets one unit at a
-/// time per timeout; sixteen leave room for a bus reset's per-target functions besides.
-pub const TMF_SLOTS: usize = 16;
 
 /// How long a function may take, from sending it to the device's answer and the return of
 /// every request it covers, in 100 ns units: 2 s. StorPort's own request timeouts are tens of

@@ -21,7 +21,7 @@
 //! spin on a lock the processor itself holds.
 //!
 //! # Recovery and lifecycle
-//! - Task management (aborts, LUN and target resets, HwResetBus) is [`crate::tmf`]; its
+//! - Task management (aborts, LUN and target resets, HwResetBus) is [`crate::recovery::tmf`]; its
 //!   escalation, and every protocol violation, is [`Adapter::reset_device`]: reset the device,
 //!   complete what it had finished, fail the rest with `SRB_STATUS_BUS_RESET`, and bring it back
 //!   with the same features, limits, queue count and sizes.
@@ -58,11 +58,16 @@ use virtio_core::scsi::{Limits, queue_index};
 
 use crate::dump::{DumpMode, Sizing};
 use crate::events::EventQueue;
+use crate::io::device_identification::LunLocation;
 use crate::limits::StorLimits;
 use crate::luns::{LunSlot, LunTable};
-use crate::platform::{Carved, PciSnapshot, StorPortRegisters, UncachedArena};
-use crate::port::{DeviceExtension, StorPortRegistry};
+use crate::recovery::tmf::{Active, Answer, Decision, Ending, Nexus, Owner, TmfSlot, TmfTable};
 use crate::registry::{Parameters, Report, ValueOutcome};
+use crate::sizing::{
+    HEALTH_PERIOD_MICROSECONDS, KICK_MICROSECONDS, MAX_REQUEST_QUEUES, TMF_POLL_MICROSECONDS,
+};
+use crate::storport::dma::{Carved, PciSnapshot, StorPortRegisters, UncachedArena};
+use crate::storport::port::{DeviceExtension, StorPortRegistry};
 use crate::storport::{
     AccessRange, InterruptLock, InterruptSynchronizePerMessage, PortConfigurationInformation,
     SCSI_DMA64_MINIPORT_FULL64BIT_SUPPORTED, SP_RETURN_ERROR, SP_RETURN_FOUND, SP_RETURN_NOT_FOUND,
@@ -70,32 +75,12 @@ use crate::storport::{
     STOR_MAP_NON_READ_WRITE_BUFFERS, STORAGE_ADDRESS_TYPE_BTL8, StorDpc, StorLockHandle,
     StorSynchronizeFullDuplex, TRUE,
 };
-use crate::tmf::{Active, Answer, Decision, Ending, Nexus, Owner, TmfSlot, TmfTable};
 use crate::trace::{ADAPTER_WIDE, ResetCause, TraceEntry, TraceEvent, TraceRing, ViolationKind};
-use crate::vpd::LunLocation;
 
-/// Most request queues the adapter drives (one per processor on a 64-processor guest).
-pub const MAX_REQUEST_QUEUES: u16 = 64;
-/// Largest ring we set up, whatever the device offers: 1024 requests per queue is more than
-/// StorPort keeps outstanding per adapter, and bounds the uncached extension.
-pub const MAX_QUEUE_SIZE: u16 = 1024;
-/// Delay of a timer request that only moves work out of an ISR (the shortest StorPort honours).
-const KICK_MICROSECONDS: u32 = 1;
-/// Period of the health timer when no task management function is outstanding: how often
-/// `DEVICE_NEEDS_RESET` is checked and the request queues are polled for completions whose
-/// interrupt never came.
-pub const HEALTH_PERIOD_MICROSECONDS: u32 = 250_000;
-/// Period of the timer while a task management function is outstanding: how often its answer
-/// and the requests it covers are looked for.
-pub const TMF_POLL_MICROSECONDS: u32 = 10_000;
 /// [`HEALTH_PERIOD_MICROSECONDS`] in the 100 ns units of the system time.
 const HEALTH_PERIOD: u64 = HEALTH_PERIOD_MICROSECONDS as u64 * 10;
 /// Marks a device extension holding a constructed [`Adapter`] (the first field).
 pub const ADAPTER_MAGIC: u64 = u64::from_le_bytes(*b"rvscsi\x01\x00");
-
-/// Alignment of ring memory: a page, so no ring straddles pages needlessly (dump mode packs
-/// them tighter: [`Sizing::ring_align`]).
-pub(crate) const RING_MEMORY_ALIGN: usize = 4096;
 
 mod polling;
 
@@ -176,7 +161,7 @@ pub struct QueueState {
     /// The virtqueue index.
     pub index: u16,
     /// Room kept for a large request that found none (request queues only).
-    pub reservation: crate::room::Reservation,
+    pub reservation: crate::io::room::Reservation,
 }
 
 /// How interrupts reach the queues, decided in HwInitialize from the messages granted.
@@ -215,7 +200,7 @@ pub struct QueueCounters {
 }
 
 /// Adapter-wide recovery and lifecycle counters, readable from a crash dump (task management
-/// has its own, [`crate::tmf::TmfCounters`]).
+/// has its own, [`crate::recovery::tmf::TmfCounters`]).
 #[derive(Debug, Default)]
 pub struct RecoveryCounters {
     /// Times the device reported `DEVICE_NEEDS_RESET` (each leads to a full reset).
@@ -271,7 +256,7 @@ pub struct Adapter {
     bus: u8,
     slot: u8,
     /// Identity and sizes the WMI classes report.
-    wmi_facts: crate::wmi::AdapterFacts,
+    wmi_facts: crate::control::wmi_provider::AdapterFacts,
     /// Virtqueues prepared (controlq, eventq, then request queues).
     prepared_queues: u16,
     /// Request queues in use (set in HwInitialize).
@@ -283,8 +268,8 @@ pub struct Adapter {
     counters: Carved<QueueCounters>,
     /// What the bus scan told Windows about each logical unit ([`crate::luns`]).
     luns: LunTable<Carved<LunSlot>>,
-    /// Where WMI copies the LUN table to answer from it ([`crate::wmi::WmiScratch`]).
-    wmi_scratch: crate::wmi::WmiScratch,
+    /// Where WMI copies the LUN table to answer from it ([`crate::control::wmi_provider::WmiScratch`]).
+    wmi_scratch: crate::control::wmi_provider::WmiScratch,
     /// The eventq's buffers, the units the device reported removed, and the configuration
     /// watch ([`crate::events`]).
     events: EventQueue,
@@ -336,7 +321,7 @@ struct Discovery {
     /// Where `device_status` is (BAR, offset).
     status_register: (u8, u64),
     /// The WMI identity.
-    wmi_facts: crate::wmi::AdapterFacts,
+    wmi_facts: crate::control::wmi_provider::AdapterFacts,
     /// The registry parameters, validated (fixed ones in dump mode).
     parameters: Parameters,
     /// Whether the dump stack loaded us.
@@ -514,7 +499,7 @@ impl Adapter {
             device_limits,
             sizes,
             queue_count,
-            wmi_facts: crate::wmi::AdapterFacts::from_pci(
+            wmi_facts: crate::control::wmi_provider::AdapterFacts::from_pci(
                 &pci,
                 smallest_request_queue,
                 Self::identity(extension, &pci, config, dump),
@@ -533,9 +518,9 @@ impl Adapter {
         config: &PortConfigurationInformation,
         dump: Option<DumpMode>,
     ) -> u64 {
-        let memory_bar = crate::wmi::first_memory_bar(pci);
+        let memory_bar = crate::control::wmi_provider::first_memory_bar(pci);
         if dump.is_some() {
-            return crate::wmi::unique_adapter_id(
+            return crate::control::wmi_provider::unique_adapter_id(
                 config.system_io_bus_number,
                 config.slot_number,
                 memory_bar,
@@ -548,7 +533,7 @@ impl Adapter {
                 | u64::from(config.slot_number),
             memory_bar: memory_bar.unwrap_or(0),
         };
-        let mut key = crate::port::StorPortAdapterKey::new(extension);
+        let mut key = crate::storport::port::StorPortAdapterKey::new(extension);
         crate::identity::adapter_identity(&mut key, entropy).0
     }
 
@@ -598,7 +583,7 @@ impl Adapter {
         tables
             + rings
             + Self::lun_table_len(lun_slots)
-            + crate::wmi::WmiScratch::uncached_len_for(lun_slots)
+            + crate::control::wmi_provider::WmiScratch::uncached_len_for(lun_slots)
             + EventQueue::uncached_len(sizing)
             + Self::tmf_len(sizing.tmf_slots())
     }
@@ -655,12 +640,18 @@ impl Adapter {
     fn carve_lun_state(
         arena: &UncachedArena,
         slots: usize,
-    ) -> Result<(LunTable<Carved<LunSlot>>, crate::wmi::WmiScratch), AdapterError> {
+    ) -> Result<
+        (
+            LunTable<Carved<LunSlot>>,
+            crate::control::wmi_provider::WmiScratch,
+        ),
+        AdapterError,
+    > {
         let table = arena
             .carve_table_with(slots, LunSlot::new)
             .ok_or(AdapterError::OutOfMemory)?;
-        let scratch =
-            crate::wmi::WmiScratch::carve_for(arena, slots).ok_or(AdapterError::OutOfMemory)?;
+        let scratch = crate::control::wmi_provider::WmiScratch::carve_for(arena, slots)
+            .ok_or(AdapterError::OutOfMemory)?;
         Ok((LunTable::new(table), scratch))
     }
 
@@ -759,7 +750,7 @@ impl Adapter {
                     requests,
                     notify_offset: 0,
                     index,
-                    reservation: crate::room::Reservation::default(),
+                    reservation: crate::io::room::Reservation::default(),
                 });
             }
         }
@@ -834,12 +825,12 @@ impl Adapter {
         config.address_type = STORAGE_ADDRESS_TYPE_BTL8;
         config.srb_extension_size = limits.request.extension_size() as u32;
         config.synchronization_model = StorSynchronizeFullDuplex;
-        config.hw_ms_interrupt_routine = Some(crate::hw::hw_message_interrupt);
+        config.hw_ms_interrupt_routine = Some(crate::entry::hw_message_interrupt);
         config.interrupt_synchronization_mode = InterruptSynchronizePerMessage;
         config.max_number_of_io = limits.max_ios;
         config.max_ios_per_lun = limits.ios_per_lun;
         config.initial_lun_queue_depth = limits.ios_per_lun;
-        // SRB_FUNCTION_WMI is answered by `crate::wmi`.
+        // SRB_FUNCTION_WMI is answered by `crate::control::wmi_provider`.
         config.wmi_data_provider = TRUE;
     }
 
@@ -896,7 +887,7 @@ impl Adapter {
 
     /// Identity and sizes the WMI classes report.
     #[must_use]
-    pub const fn wmi_facts(&self) -> crate::wmi::AdapterFacts {
+    pub const fn wmi_facts(&self) -> crate::control::wmi_provider::AdapterFacts {
         self.wmi_facts
     }
 
@@ -908,7 +899,7 @@ impl Adapter {
 
     /// The WMI scratch area.
     #[must_use]
-    pub const fn wmi_scratch(&self) -> &crate::wmi::WmiScratch {
+    pub const fn wmi_scratch(&self) -> &crate::control::wmi_provider::WmiScratch {
         &self.wmi_scratch
     }
 
@@ -993,7 +984,7 @@ impl Adapter {
         if self.dump.is_none() {
             let _dpcs_offered = self
                 .extension
-                .enable_passive_initialization(Some(crate::hw::hw_passive_initialize));
+                .enable_passive_initialization(Some(crate::entry::hw_passive_initialize));
         }
         true
     }
@@ -1063,7 +1054,7 @@ impl Adapter {
         for queue in 0..self.request_queues() {
             if let Some(dpc) = self.dpc(queue) {
                 self.extension
-                    .initialize_dpc(dpc, Some(crate::hw::hw_queue_dpc));
+                    .initialize_dpc(dpc, Some(crate::entry::hw_queue_dpc));
             }
         }
         // ORDERING: the DPC objects must be initialised before an ISR on another processor
@@ -1112,7 +1103,7 @@ impl Adapter {
     /// ranges, the queue of the message StorPort names for this processor (so that it
     /// completes here); otherwise the processor number modulo the queues.
     #[must_use]
-    pub fn queue_for_request(&self, srb: &crate::srb::Srb) -> u16 {
+    pub fn queue_for_request(&self, srb: &crate::storport::srb::Srb) -> u16 {
         let queues = self.request_queues().max(1);
         // One queue (always so in dump mode): no need to ask StorPort where we run.
         if queues == 1 {
@@ -1570,7 +1561,7 @@ impl Adapter {
 
     /// The timer's work on task management functions at time `now`: records answers whose
     /// interrupt was lost, then ends, keeps waiting for, or escalates each function (see
-    /// [`crate::tmf::decide`]).
+    /// [`crate::recovery::tmf::decide`]).
     fn service_tmfs(&self, now: u64) {
         if !self.tmfs.any_active() {
             return;
@@ -1597,7 +1588,7 @@ impl Adapter {
                 0
             };
             let elapsed = now.saturating_sub(active.posted_at);
-            match crate::tmf::decide(active.answer, covered, elapsed) {
+            match crate::recovery::tmf::decide(active.answer, covered, elapsed) {
                 Decision::Wait => {
                     if covered > 0 {
                         self.tmfs.mark_waiting(&active);
@@ -1724,7 +1715,7 @@ impl Adapter {
             HEALTH_PERIOD_MICROSECONDS
         };
         self.extension
-            .request_timer(Some(crate::hw::hw_timer), period);
+            .request_timer(Some(crate::entry::hw_timer), period);
         // ORDERING: the request above replaced any kick made while this run was going on; the
         // fence orders it before the flag's load, pairing with the fence in `kick_timer`: either
         // this load sees the kicker's flag (and renews the kick), or the kicker's request comes
@@ -1732,7 +1723,7 @@ impl Adapter {
         fence(Ordering::SeqCst);
         if self.timer_kick.load(Ordering::Relaxed) {
             self.extension
-                .request_timer(Some(crate::hw::hw_timer), KICK_MICROSECONDS);
+                .request_timer(Some(crate::entry::hw_timer), KICK_MICROSECONDS);
         }
     }
 
@@ -1747,7 +1738,7 @@ impl Adapter {
         // ORDERING: pairs with the fence in `arm_timer` (see there).
         fence(Ordering::SeqCst);
         self.extension
-            .request_timer(Some(crate::hw::hw_timer), KICK_MICROSECONDS);
+            .request_timer(Some(crate::entry::hw_timer), KICK_MICROSECONDS);
     }
 
     /// Resets the device for `cause`: completes what it had finished, fails every other request
@@ -1861,7 +1852,8 @@ impl Adapter {
         drop(locks);
         // Zero microseconds cancels the pending timer request (the dump stack has none).
         if self.dump.is_none() {
-            self.extension.request_timer(Some(crate::hw::hw_timer), 0);
+            self.extension
+                .request_timer(Some(crate::entry::hw_timer), 0);
         }
     }
 
@@ -1961,7 +1953,7 @@ impl Adapter {
     pub fn trace(&self, event: TraceEvent, queue: u16, args: (u32, u64, u64)) {
         self.trace.record(event, queue, args);
         if event.print_level() <= self.debug_print_level {
-            crate::port::debug_print(
+            crate::storport::port::debug_print(
                 event.print_level(),
                 event.name(),
                 [u64::from(args.0), args.1, args.2],

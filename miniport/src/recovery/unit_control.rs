@@ -22,9 +22,9 @@
 //! reads the mark under the queue lock; see below). What is already on a ring is the device's:
 //! the miniport cannot complete those SRBs while the device may still execute them (a write
 //! would land after Windows was told it failed). So it sends a LOGICAL UNIT RESET for the unit
-//! through [`crate::tmf`], which ends as every such function does: the device returns the
+//! through [`crate::recovery::tmf`], which ends as every such function does: the device returns the
 //! unit's commands (completed with `SRB_STATUS_NO_DEVICE`, the unit being marked, see
-//! `crate::events`), or the function fails or goes unanswered for [`crate::tmf::DEADLINE`] and
+//! `crate::events`), or the function fails or goes unanswered for [`crate::recovery::tmf::DEADLINE`] and
 //! the full device reset takes everything back (with `SRB_STATUS_BUS_RESET`). Either way each
 //! SRB is completed exactly once, and HwStorUnitControl returns at once: it is synchronous for
 //! StorPort, but the function ends on the adapter's timer.
@@ -51,13 +51,13 @@
 use core::sync::atomic::Ordering;
 
 use crate::adapter::{Adapter, PostError};
+use crate::recovery::tmf::Nexus;
 use crate::storport::{
     STOR_ADDR_BTL8_ADDRESS_LENGTH, STOR_ADDRESS_TYPE_BTL8, ScsiQuerySupportedUnitControlTypes,
     ScsiUnitControlStatus, ScsiUnitControlSuccess, ScsiUnitControlType,
     ScsiUnitControlUnsuccessful, ScsiUnitRemove, ScsiUnitStart, ScsiUnitSurpriseRemoval,
     StorAddrBtl8,
 };
-use crate::tmf::Nexus;
 use crate::trace::{ADAPTER_WIDE, ResetCause, TraceEvent};
 
 /// The unit control types this miniport handles, each reported supported by the query.

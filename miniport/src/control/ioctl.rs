@@ -17,7 +17,7 @@
 //! the cluster. We return exactly those two statuses, so the cluster sees rvscsi as it sees
 //! them, but only after the header has been checked.
 //!
-//! **Where.** Like WMI ([`crate::wmi`]), these requests are answered completely in HwBuildIo:
+//! **Where.** Like WMI ([`crate::control::wmi_provider`]), these requests are answered completely in HwBuildIo:
 //! the answer reads and writes only the request's own buffer, needs no lock and nothing from
 //! the device, and HwBuildIo's DISPATCH_LEVEL is all it needs.
 //!
@@ -248,7 +248,7 @@ pub fn answer(buffer: &mut [u8]) -> Answer {
 
 /// Answers the `SRB_FUNCTION_IO_CONTROL` request `srb`: sets its `DataTransferLength` and
 /// returns the SRB status to complete it with.
-pub fn handle(srb: &mut crate::srb::Srb) -> u8 {
+pub fn handle(srb: &mut crate::storport::srb::Srb) -> u8 {
     let length = srb.data_transfer_length();
     let refused = |error: IoctlError| Answer {
         outcome: Err(error),

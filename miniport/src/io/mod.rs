@@ -21,9 +21,10 @@ use virtio_core::scsi::{
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::adapter::{Adapter, QueueGuard};
-use crate::layout::{CONTEXT_LEN, REQUEST_ALIGN, RequestContext, RequestLayout, RequestState};
 use crate::luns::{self, Recorded, Snooped};
-use crate::srb::{Srb, SrbError};
+use crate::sizing::REQUEST_ALIGN;
+use crate::srb_extension::{CONTEXT_LEN, RequestContext, RequestLayout, RequestState};
+use crate::storport::srb::{Srb, SrbError};
 use crate::storport::{
     SRB_FLAGS_DATA_IN, SRB_FLAGS_DATA_OUT, SRB_FLAGS_DISABLE_AUTOSENSE,
     SRB_FLAGS_UNSPECIFIED_DIRECTION, SRB_FUNCTION_ABORT_COMMAND, SRB_FUNCTION_EXECUTE_SCSI,
@@ -35,7 +36,8 @@ use crate::storport::{
     SRB_STATUS_INVALID_REQUEST, SRB_STATUS_INVALID_TARGET_ID, SRB_STATUS_NO_DEVICE,
     SRB_STATUS_SUCCESS, ScsiRequestBlock, StorScatterGatherElement,
 };
-use crate::vpd;
+pub mod device_identification;
+pub mod room;
 
 /// Bytes of the response header the device must write for the response to be read at all
 /// (`sense_len`, `resid`, `status_qualifier`, `status`, `response`).
@@ -131,7 +133,7 @@ fn request_base(extension: usize, layout: &RequestLayout) -> usize {
 pub enum Built {
     /// Ready for StartIo.
     Ready(Srb),
-    /// A request StartIo performs itself (aborts and resets, see [`crate::tmf`]).
+    /// A request StartIo performs itself (aborts and resets, see [`crate::recovery::tmf`]).
     Control(Srb),
     /// Completed already (refused, or nothing to do).
     Completed,
@@ -174,11 +176,11 @@ pub fn build_io(adapter: &Adapter, raw: NonNull<ScsiRequestBlock>) -> Built {
     {
         return Built::Control(srb);
     } else if function == u32::from(SRB_FUNCTION_WMI) {
-        // Answered here, completely: see `crate::wmi` for why BuildIo.
-        crate::wmi::handle(adapter, &mut srb)
+        // Answered here, completely: see `crate::control::wmi_provider` for why BuildIo.
+        crate::control::wmi_provider::handle(adapter, &mut srb)
     } else if function == u32::from(SRB_FUNCTION_IO_CONTROL) {
-        // IOCTL_SCSI_MINIPORT, also answered here: see `crate::ioctl`.
-        crate::ioctl::handle(&mut srb)
+        // IOCTL_SCSI_MINIPORT, also answered here: see `crate::control::ioctl`.
+        crate::control::ioctl::handle(&mut srb)
     } else if [
         SRB_FUNCTION_FLUSH,
         SRB_FUNCTION_SHUTDOWN,
@@ -358,12 +360,12 @@ fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
     // An indirect table needs the feature negotiated (virtio 1.x 2.7.5.3.1: the driver MUST NOT
     // set VIRTQ_DESC_F_INDIRECT otherwise) and the whole table contiguous in bus memory; without
     // either the request goes on the ring as a direct chain, which the limits are sized for.
-    let indirect_len = count * crate::layout::DESCRIPTOR_LEN;
+    let indirect_len = count * crate::sizing::DESCRIPTOR_LEN;
     let indirect_usable = adapter.features().contains(Features::INDIRECT_DESC)
         && (contiguous as usize) >= layout.indirect + indirect_len;
 
     let mut opcode_page = 0xFFFF;
-    if cdb[0] == vpd::INQUIRY && cdb[1] & 1 == 1 {
+    if cdb[0] == device_identification::INQUIRY && cdb[1] & 1 == 1 {
         opcode_page = u16::from(cdb[2]);
     } else if cdb[0] == luns::SERVICE_ACTION_IN_16 {
         opcode_page = u16::from(cdb[1] & 0x1F);
@@ -505,7 +507,7 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
         Request::at(base, context.bus.get(), layout).and_then(|with_bus| {
             with_bus.memory.sub(
                 layout.indirect,
-                segments.len() * crate::layout::DESCRIPTOR_LEN,
+                segments.len() * crate::sizing::DESCRIPTOR_LEN,
             )
         })
     } else {
@@ -533,7 +535,7 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
             && !crate::events::reaches_absent_unit(context.opcode)
         {
             // Marked removed since BuildIo accepted it (a REMOVED event, or StorPort removing
-            // the unit: `crate::unit`). Read under the queue lock, under which a removal's scan
+            // the unit: `crate::recovery::unit_control`). Read under the queue lock, under which a removal's scan
             // of what is in flight looks at this ring too: a request is either on the ring for
             // that scan (and taken back by its LUN reset) or refused here, never lost between.
             drop(guard);
@@ -599,7 +601,7 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
 }
 
 /// Puts a request's segments on the queue's ring, honouring the ring's reservation
-/// ([`crate::room`]): a request smaller than one that found no room is refused (as if the ring
+/// ([`crate::io::room`]): a request smaller than one that found no room is refused (as if the ring
 /// were full) unless the reserved room stays free, and a request refused for room reserves it.
 /// The dump stack never holds more than one request and must not ask for the system time, so it
 /// keeps no reservations.
@@ -760,8 +762,8 @@ fn complete_used(adapter: &Adapter, queue: u16, base: usize, written: u32, token
     srb.set_scsi_status(outcome.scsi_status);
     let mut transferred = outcome.transferred;
     if matches!(status, SRB_STATUS_SUCCESS | SRB_STATUS_DATA_OVERRUN)
-        && context.vpd_page.get() == u16::from(vpd::DEVICE_IDENTIFICATION)
-        && context.opcode == vpd::INQUIRY
+        && context.vpd_page.get() == u16::from(device_identification::DEVICE_IDENTIFICATION)
+        && context.opcode == device_identification::INQUIRY
         && let Some(new_len) = synthesize_vpd(adapter, &srb, &context, transferred)
     {
         transferred = new_len;
@@ -872,7 +874,8 @@ fn synthesize_vpd(
     // bytes; the device finished writing it (the request was used).
     let page = unsafe { core::slice::from_raw_parts_mut(buffer.as_ptr(), len) };
     let location = adapter.location(context.target, context.lun.get());
-    vpd::synthesize_designator(page, transferred as usize, location).map(|n| n as u32)
+    device_identification::synthesize_designator(page, transferred as usize, location)
+        .map(|n| n as u32)
 }
 
 /// Completes every request in flight on `queue` with SRB_STATUS_BUS_RESET after a device
@@ -970,7 +973,7 @@ pub fn scan_in_flight(guard: &mut QueueGuard<'_>, mut visit: impl FnMut(&InFligh
 }
 
 /// Completes an SRB the miniport kept by address (a task management SRB held by its
-/// [`crate::tmf`] slot) with `status`.
+/// [`crate::recovery::tmf`] slot) with `status`.
 ///
 /// # Safety
 /// `srb` is the address of an SRB StorPort handed this miniport, validated by BuildIo, not
@@ -980,7 +983,7 @@ pub unsafe fn complete_kept(adapter: &Adapter, srb: usize, extended: bool, statu
     let Some(raw) = NonNull::new(srb as *mut ScsiRequestBlock) else {
         return;
     };
-    let layout = crate::srb::SrbLayout {
+    let layout = crate::storport::srb::SrbLayout {
         extended,
         scsi_status: 0,
         sense_length: 0,

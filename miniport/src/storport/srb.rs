@@ -3,7 +3,7 @@
 //! validated once, here, before anything reads them.
 //!
 //! An [`Srb`] is the miniport's ownership of one request between StorPort handing it over
-//! (BuildIo/StartIo) and [`crate::port::DeviceExtension::complete_request`] handing it back; completion consumes
+//! (BuildIo/StartIo) and [`crate::storport::port::DeviceExtension::complete_request`] handing it back; completion consumes
 //! it, so the type system keeps every SRB completed at most once on each path.
 
 use core::ffi::c_void;

@@ -73,9 +73,10 @@ use rvscsi_wmi::status::{WmiError, WmiStatus};
 use virtio_core::features::Features;
 
 use crate::adapter::Adapter;
-use crate::luns::{Answer, LUN_SLOTS, LunCopy};
-use crate::platform::{Carved, PciSnapshot, UncachedArena};
-use crate::srb::Srb;
+use crate::luns::{Answer, LunCopy};
+use crate::sizing::LUN_SLOTS;
+use crate::storport::dma::{Carved, PciSnapshot, UncachedArena};
+use crate::storport::srb::Srb;
 use crate::storport::{
     SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR, SRB_STATUS_INVALID_REQUEST, SRB_STATUS_SUCCESS,
     SRB_WMI_FLAGS_ADAPTER_REQUEST,
@@ -441,7 +442,7 @@ fn targets<'s>(
 
 /// [`HbaProvider`] with the `Rvscsi_QueueStatistics` instances read from the counters one at
 /// a time, when asked for, instead of from a snapshot of every queue: a snapshot of
-/// [`crate::adapter::MAX_REQUEST_QUEUES`] queues would take 3 KiB of the kernel stack.
+/// [`crate::sizing::MAX_REQUEST_QUEUES`] queues would take 3 KiB of the kernel stack.
 struct AdapterProvider<'a> {
     adapter: &'a Adapter,
     inner: HbaProvider<'a>,

@@ -8,13 +8,13 @@
 use core::ffi::{CStr, c_void};
 use core::ptr::{self, NonNull};
 
-use crate::srb::Srb;
 use crate::storport::functions::{
     StorPortAllocateRegistryBuffer, StorPortBusy, StorPortDebugPrint, StorPortExtendedFunction,
     StorPortFreeRegistryBuffer, StorPortGetBusData, StorPortGetDeviceBase,
     StorPortGetPhysicalAddress, StorPortGetScatterGatherList, StorPortGetUncachedExtension,
     StorPortNotification, StorPortQuerySystemTime, StorPortRegistryRead,
 };
+use crate::storport::srb::Srb;
 use crate::storport::{
     AcquireSpinLock, Boolean, BusChangeDetected, EnablePassiveInitialization,
     ExtFunctionAcquireMSISpinLock, ExtFunctionGetCurrentProcessorNumber,

@@ -73,15 +73,14 @@ use zerocopy::FromBytes;
 
 use crate::adapter::{Adapter, QueueState, VirtqueueGuard};
 use crate::dump::Sizing;
-use crate::platform::{Carved, UncachedArena};
+use crate::sizing::EVENT_BUFFERS;
+use crate::storport::dma::{Carved, UncachedArena};
 use crate::storport::{
     STATE_CHANGE_LUN, STOR_ADDR_BTL8_ADDRESS_LENGTH, STOR_ADDRESS_TYPE_BTL8, STOR_STATUS_SUCCESS,
     StorAddrBtl8,
 };
 use crate::trace::{ADAPTER_WIDE, TraceEvent, ViolationKind};
 
-/// Event buffers kept on the eventq (Linux's `virtio_scsi` keeps the same number).
-pub const EVENT_BUFFERS: usize = 8;
 /// Bytes of one `virtio_scsi_event` (virtio 1.x section 5.6.6.3).
 pub const EVENT_LEN: usize = size_of::<Event>();
 /// Highest target StorPort addresses: find-adapter reports at most 255 targets (0 to 254).
@@ -713,7 +712,7 @@ impl EventQueue {
             adapter.extension().state_change_detected(
                 STATE_CHANGE_LUN,
                 pointer,
-                Some(crate::hw::hw_state_change),
+                Some(crate::entry::hw_state_change),
                 core::ptr::null_mut(),
             )
         };
