@@ -69,7 +69,7 @@ use virtio_core::scsi::{
 };
 use zerocopy::IntoBytes;
 
-use crate::adapter::{Adapter, PostError};
+use crate::adapter::Adapter;
 use crate::io::{self, InFlight};
 use crate::sizing::MAX_REQUEST_QUEUES;
 use crate::storport::srb::Srb;
@@ -953,6 +953,10 @@ pub fn reset_bus(adapter: &Adapter, cause: ResetCause) {
     }
     adapter.extension().reset_detected();
 }
+
+mod service;
+
+pub use service::PostError;
 
 #[cfg(test)]
 mod tests;

@@ -50,8 +50,9 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::adapter::{Adapter, PostError};
+use crate::adapter::Adapter;
 use crate::recovery::tmf::Nexus;
+use crate::recovery::tmf::PostError;
 use crate::storport::{
     STOR_ADDR_BTL8_ADDRESS_LENGTH, STOR_ADDRESS_TYPE_BTL8, ScsiQuerySupportedUnitControlTypes,
     ScsiUnitControlStatus, ScsiUnitControlSuccess, ScsiUnitControlType,
