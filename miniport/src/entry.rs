@@ -5,9 +5,11 @@
 use core::ffi::{c_char, c_void};
 use core::ptr::NonNull;
 
-use crate::adapter::Adapter;
+use crate::adapter::{ADAPTER_MAGIC, Adapter};
 use crate::io::{self, Built};
-use crate::storport::port::DeviceExtension;
+use crate::storport::extension::{FreshExtension, placed};
+use crate::storport::port::{Callbacks, DeviceExtension};
+use crate::storport::queue_locks::HeldByStorPort;
 use crate::storport::{
     ADDRESS_TYPE_FLAG_BTL8, Boolean, FALSE, HwInitializationData, PCIBus,
     PortConfigurationInformation, SP_RETURN_ERROR, SRB_STATUS_INVALID_REQUEST,
@@ -77,6 +79,15 @@ pub unsafe extern "system" fn DriverEntry(
     status.cast_signed()
 }
 
+/// The routines bring-up registers with StorPort after find-adapter.
+pub const CALLBACKS: Callbacks = Callbacks {
+    message_interrupt: Some(hw_message_interrupt),
+    passive_initialize: Some(hw_passive_initialize),
+    queue_dpc: Some(hw_queue_dpc),
+    timer: Some(hw_timer),
+    state_change: Some(hw_state_change),
+};
+
 /// Bytes of HwFindAdapter's ArgumentString looked at (the dump port's is `dump=1`).
 const ARGUMENT_MAX: usize = 256;
 
@@ -134,17 +145,26 @@ pub unsafe extern "system" fn hw_find_adapter(
     // SAFETY: StorPort's ArgumentString, null or NUL-terminated (the function's contract).
     let argument = unsafe { argument_bytes(argument_string, &mut argument) };
     let dump = crate::dump::detect(config, argument);
-    // SAFETY: the extension is StorPort's, zeroed, of `size_of::<Adapter>()` bytes.
-    unsafe { Adapter::find(extension, config, dump) }
+    // SAFETY: the extension is StorPort's, zeroed, of `size_of::<Adapter>()` bytes (the size
+    // `initialization_data` registers), exclusively ours for this call.
+    let Some(home) = (unsafe { FreshExtension::new(extension) }) else {
+        return SP_RETURN_ERROR;
+    };
+    Adapter::find(home, config, dump, CALLBACKS)
 }
 
 /// The adapter in `device_extension`, if find-adapter built one.
 ///
 /// # Safety
-/// `device_extension` is the extension StorPort passes to HW routines.
-unsafe fn adapter<'a>(device_extension: *mut c_void) -> Option<&'a Adapter> {
-    // SAFETY: forwarded from the caller.
-    unsafe { Adapter::from_extension(device_extension) }
+/// `device_extension` is the extension StorPort passes to HW routines (registered by
+/// [`initialization_data`] with `size_of::<Adapter>()` bytes, 8-aligned, zeroed before
+/// find-adapter).
+#[must_use]
+pub unsafe fn adapter<'a>(device_extension: *mut c_void) -> Option<&'a Adapter> {
+    // SAFETY: forwarded from the caller; `Adapter` is `repr(C)` with the magic first, written
+    // only by find-adapter's `FreshExtension::place`, and mutated only through interior
+    // mutability afterwards.
+    unsafe { placed::<Adapter>(device_extension, ADAPTER_MAGIC) }
 }
 
 /// HwInitialize.
@@ -156,7 +176,10 @@ pub unsafe extern "system" fn hw_initialize(device_extension: *mut c_void) -> Bo
     let Some(adapter) = (unsafe { adapter(device_extension) }) else {
         return FALSE;
     };
-    Boolean::from(adapter.initialize())
+    // SAFETY: HwInitialize runs with StorPort's interrupt lock held (the contract above); the
+    // proof lives for this call only.
+    let mut held = unsafe { HeldByStorPort::interrupt_lock() };
+    Boolean::from(adapter.initialize(&mut held))
 }
 
 /// HwPassiveInitializeRoutine.
@@ -238,7 +261,10 @@ pub unsafe extern "system" fn hw_message_interrupt(
     let Some(adapter) = (unsafe { adapter(device_extension) }) else {
         return FALSE;
     };
-    Boolean::from(adapter.on_message(message_id))
+    // SAFETY: StorPort holds the lock of `message_id` around this routine (the contract
+    // above); the proof lives for this call only.
+    let mut held = unsafe { HeldByStorPort::message(message_id) };
+    Boolean::from(adapter.on_message(message_id, &mut held))
 }
 
 /// HwInterrupt (line-based); in the dump stack, the dump port's poll (`crate::dump`).
@@ -250,7 +276,10 @@ pub unsafe extern "system" fn hw_interrupt(device_extension: *mut c_void) -> Boo
     let Some(adapter) = (unsafe { adapter(device_extension) }) else {
         return FALSE;
     };
-    Boolean::from(adapter.on_line_interrupt())
+    // SAFETY: StorPort (or the dump port) holds its interrupt lock around this routine (the
+    // contract above); the proof lives for this call only.
+    let mut held = unsafe { HeldByStorPort::interrupt_lock() };
+    Boolean::from(adapter.on_line_interrupt(&mut held))
 }
 
 /// The per-queue completion DPC; `system_argument1` is the request queue number.
@@ -360,11 +389,16 @@ pub unsafe extern "system" fn hw_adapter_control(
             ScsiAdapterControlSuccess
         }
         stop if stop == ScsiStopAdapter => {
-            adapter.stop();
+            // SAFETY: StorPort calls ScsiStopAdapter at DIRQL holding its interrupt lock (the
+            // HW_ADAPTER_CONTROL table); the proof lives for this call only.
+            let mut held = unsafe { HeldByStorPort::interrupt_lock() };
+            adapter.stop(&mut held);
             ScsiAdapterControlSuccess
         }
         restart if restart == ScsiRestartAdapter => {
-            if adapter.restart() {
+            // SAFETY: as for ScsiStopAdapter: DIRQL with the interrupt lock held.
+            let mut held = unsafe { HeldByStorPort::interrupt_lock() };
+            if adapter.restart(&mut held) {
                 ScsiAdapterControlSuccess
             } else {
                 ScsiAdapterControlUnsuccessful

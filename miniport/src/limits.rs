@@ -45,6 +45,17 @@ pub enum LimitsError {
     },
 }
 
+impl core::fmt::Display for LimitsError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::QueueTooSmall { size } => write!(
+                f,
+                "request queue of {size} descriptors is too small for one request"
+            ),
+        }
+    }
+}
+
 impl StorLimits {
     /// Derives the limits for `request_queues` request queues of `queue_size` entries each
     /// (the smallest if they differ), with indirect descriptors if `indirect`.

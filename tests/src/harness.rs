@@ -331,15 +331,15 @@ impl Machine {
         // SAFETY: the device extension the simulator allocated for this adapter: as large as
         // the miniport registered, 16-aligned, zeroed before find-adapter, and alive as long as
         // `self.adapter`, which the returned reference borrows through `self`. The miniport
-        // mutates its adapter only through atomics and cells, as `from_extension` requires.
-        unsafe { rvscsi::adapter::Adapter::from_extension(extension) }
+        // mutates its adapter only through atomics and cells, as `rvscsi::entry::adapter` requires.
+        unsafe { rvscsi::entry::adapter(extension) }
     }
 
     /// On the shipped image, the linked build's `Adapter` may read the image's only if both
     /// builds lay it out alike: the same compiler and the same data layout of x86-64 (Windows
     /// and Linux differ in symbol mangling only) give the same layout to the same type, unless
     /// a field's type differs between the targets, which would change the size the image
-    /// registered. (The magic, read first by `from_extension`, checks the start.)
+    /// registered. (The magic, read first by `rvscsi::entry::adapter`, checks the start.)
     fn check_adapter_layout(&self) {
         if shipped_image().is_none() {
             return;
@@ -391,8 +391,8 @@ impl Machine {
         let extension = std::ptr::with_exposed_provenance_mut(self.adapter.device_extension());
         // SAFETY: the simulator allocated the device extension with the size the miniport
         // asked for and keeps it until shutdown (which consumes `self.adapter`); the miniport
-        // constructed its Adapter there in find-adapter, and `from_extension` checks the magic.
-        let adapter = unsafe { rvscsi::adapter::Adapter::from_extension(extension) };
+        // constructed its Adapter there in find-adapter, and `rvscsi::entry::adapter` checks the magic.
+        let adapter = unsafe { rvscsi::entry::adapter(extension) };
         adapter.map_or_else(Vec::new, |adapter| adapter.trace_entries().collect())
     }
 }

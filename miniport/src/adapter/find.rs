@@ -2,8 +2,7 @@
 //! carves the uncached extension and constructs the adapter in the device extension.
 
 use core::cell::UnsafeCell;
-use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64};
 
 use virtio_core::features::{Features, SCSI_DRIVER_FEATURES};
 use virtio_core::hal::Hal;
@@ -14,8 +13,7 @@ use virtio_core::queue::{QueueFeatures, Slot};
 use virtio_core::scsi::{Limits, queue_index};
 
 use super::{
-    ADAPTER_MAGIC, Adapter, AdapterError, InterruptMode, QueueCounters, QueueState,
-    RecoveryCounters, Ring,
+    ADAPTER_MAGIC, Adapter, AdapterError, QueueCounters, QueueState, RecoveryCounters, Ring,
 };
 use crate::dump::{DumpMode, Sizing};
 use crate::events::EventQueue;
@@ -25,12 +23,15 @@ use crate::recovery::tmf::{TmfSlot, TmfTable};
 use crate::registry::{Parameters, Report, ValueOutcome};
 use crate::sizing::MAX_REQUEST_QUEUES;
 use crate::storport::dma::{Carved, PciSnapshot, StorPortRegisters, UncachedArena};
+use crate::storport::extension::FreshExtension;
+use crate::storport::port::Callbacks;
 use crate::storport::port::{DeviceExtension, StorPortRegistry};
+use crate::storport::queue_locks::QueueLocks;
 use crate::storport::{
     AccessRange, InterruptSynchronizePerMessage, PortConfigurationInformation,
     SCSI_DMA64_MINIPORT_FULL64BIT_SUPPORTED, SP_RETURN_ERROR, SP_RETURN_FOUND, SP_RETURN_NOT_FOUND,
     SRB_TYPE_STORAGE_REQUEST_BLOCK, STOR_MAP_NON_READ_WRITE_BUFFERS, STORAGE_ADDRESS_TYPE_BTL8,
-    StorDpc, StorLockHandle, StorSynchronizeFullDuplex, TRUE,
+    StorDpc, StorSynchronizeFullDuplex, TRUE,
 };
 use crate::trace::{ADAPTER_WIDE, TraceEvent, TraceRing};
 
@@ -53,41 +54,16 @@ pub(crate) struct Discovery {
 }
 
 impl Adapter {
-    /// The adapter in `extension`, if find-adapter constructed one there.
-    ///
-    /// # Safety
-    /// `extension` is the device extension StorPort passed to a HW routine (at least
-    /// `size_of::<Adapter>()` bytes, 8-aligned, zeroed before find-adapter).
-    #[must_use]
-    pub unsafe fn from_extension<'a>(extension: *mut core::ffi::c_void) -> Option<&'a Self> {
-        let pointer = NonNull::new(extension.cast::<Self>())?;
-        // SAFETY: the extension is at least 8 bytes, 8-aligned and initialised (zeroed by
-        // StorPort or constructed by us); `magic` is the first field of a repr(C) struct.
-        let magic = unsafe { pointer.cast::<u64>().read() };
-        if magic != ADAPTER_MAGIC {
-            return None;
-        }
-        // SAFETY: the magic is written only with the whole Adapter, constructed in place by
-        // find-adapter, and the adapter is only mutated through interior mutability afterwards.
-        Some(unsafe { pointer.as_ref() })
-    }
-
     /// HwFindAdapter: identifies the device, negotiates features, derives the limits, fills
     /// `config` and carves the uncached extension, sized down when `dump` says the dump stack
     /// loaded us. Returns an `SP_RETURN_*` code.
-    ///
-    /// # Safety
-    /// `extension` is the zeroed device extension of `size_of::<Adapter>()` bytes, 8-aligned,
-    /// exclusively ours for the call; `config` is StorPort's ConfigInfo for this adapter.
-    pub unsafe fn find(
-        extension: DeviceExtension,
+    pub fn find(
+        home: FreshExtension<'_, Self>,
         config: &mut PortConfigurationInformation,
         dump: Option<DumpMode>,
+        callbacks: Callbacks,
     ) -> u32 {
-        let pointer = extension.raw().cast::<Self>();
-        if !pointer.is_aligned() {
-            return SP_RETURN_ERROR;
-        }
+        let extension = home.port();
         // The registry is readable only at PASSIVE_LEVEL, so here; the reader frees StorPort's
         // registry buffer when it goes out of scope. The dump port calls find-adapter above
         // PASSIVE_LEVEL, so dump mode runs with its own fixed parameters instead.
@@ -113,15 +89,9 @@ impl Adapter {
             }
             Err(_) => return SP_RETURN_ERROR,
         };
-        match Self::construct(extension, config, discovery) {
-            // SAFETY: the caller guarantees the extension is ours, sized and aligned (checked
-            // above) for an Adapter; it is written once, before any reference exists.
-            Ok(adapter) => unsafe { pointer.write(adapter) },
+        match Self::construct(extension, config, discovery, callbacks) {
+            Ok(adapter) => home.place(adapter).trace_found(&registry_report),
             Err(_) => return SP_RETURN_ERROR,
-        }
-        // SAFETY: written just above, with the magic.
-        if let Some(adapter) = unsafe { Self::from_extension(extension.raw()) } {
-            adapter.trace_found(&registry_report);
         }
         SP_RETURN_FOUND
     }
@@ -398,36 +368,30 @@ impl Adapter {
         {
             return Err(AdapterError::OverDumpBudget { len, budget });
         }
-        let len32 = u32::try_from(len).map_err(|_| AdapterError::NoUncachedExtension { len })?;
-        let memory = extension
-            .uncached_extension(config, len32)
-            .ok_or(AdapterError::NoUncachedExtension { len })?;
-        let (bus, contiguous) = extension.physical_address(None, memory.as_ptr() as usize);
-        if (contiguous as usize) < len {
-            return Err(AdapterError::NoUncachedExtension { len });
-        }
-        // SAFETY: StorPort just gave us `len` bytes of uncached extension at `memory`,
-        // contiguous at `bus` (checked), for the adapter's life.
-        Ok(unsafe { UncachedArena::new(extension, memory, bus, len) })
+        UncachedArena::claim(extension, config, len)
+            .ok_or(AdapterError::NoUncachedExtension { len })
     }
 
     pub(crate) fn construct(
         extension: DeviceExtension,
         config: &mut PortConfigurationInformation,
         discovery: Discovery,
+        callbacks: Callbacks,
     ) -> Result<Self, AdapterError> {
         let request_queues = discovery.queue_count - queue_index::REQUEST_BASE;
         let sizing = Sizing::of(discovery.dump);
         let limits = Self::derive_limits(&discovery)?;
-        Self::fill_config(config, &discovery.device_limits, &limits);
+        Self::fill_config(config, &discovery.device_limits, &limits, callbacks);
         if discovery.dump.is_some() {
             crate::dump::restrict_config(config);
         }
 
         let arena = Self::claim_uncached(extension, config, &discovery, sizing)?;
-        let queues = arena
+        let cells = arena
             .carve_table_with(usize::from(discovery.queue_count), || UnsafeCell::new(None))
             .ok_or(AdapterError::OutOfMemory)?;
+        let notify_bar = discovery.transport.layout().notify.bar;
+        let mut queues = QueueLocks::new(extension, cells, discovery.transport);
         let dpcs = arena
             .carve_table_with(usize::from(request_queues), StorDpc::zeroed)
             .ok_or(AdapterError::OutOfMemory)?;
@@ -443,8 +407,8 @@ impl Adapter {
             event_idx: discovery.features.contains(Features::EVENT_IDX),
             indirect: discovery.features.contains(Features::INDIRECT_DESC),
         };
-        let cells: &[UnsafeCell<Option<QueueState>>] = core::borrow::Borrow::borrow(&queues);
-        for (index, cell) in cells.iter().enumerate() {
+        let (cells, _) = queues.parts_mut();
+        for (index, cell) in cells.iter_mut().enumerate() {
             let size = discovery.sizes.get(index).copied().unwrap_or(0);
             let index = index as u16;
             let ring_memory = arena
@@ -467,23 +431,19 @@ impl Adapter {
                         .map_err(AdapterError::Queue)?,
                 )
             };
-            // SAFETY: the table was carved just now; nothing else references this cell.
-            unsafe {
-                *cell.get() = Some(QueueState {
-                    ring,
-                    requests,
-                    notify_offset: 0,
-                    index,
-                    reservation: crate::io::room::Reservation::default(),
-                });
-            }
+            *cell.get_mut() = Some(QueueState {
+                ring,
+                requests,
+                notify_offset: 0,
+                index,
+                reservation: crate::io::room::Reservation::default(),
+            });
         }
-        let notify_bar = discovery.transport.layout().notify.bar;
         Ok(Self {
             magic: ADAPTER_MAGIC,
+            callbacks,
             extension,
             registers: discovery.registers,
-            transport: UnsafeCell::new(discovery.transport),
             arena,
             notify_bar,
             features: discovery.features,
@@ -494,14 +454,12 @@ impl Adapter {
             wmi_facts: discovery.wmi_facts,
             prepared_queues: discovery.queue_count,
             request_queues: AtomicU16::new(request_queues),
-            mode: AtomicU8::new(InterruptMode::PerQueue as u8),
             queues,
             dpcs,
             counters,
             luns,
             wmi_scratch,
             events,
-            interrupt_lock: UnsafeCell::new(StorLockHandle::zeroed()),
             dpc_ready: AtomicBool::new(false),
             message_ranges: AtomicBool::new(false),
             resetting: AtomicBool::new(false),
@@ -526,6 +484,7 @@ impl Adapter {
         config: &mut PortConfigurationInformation,
         device: &Limits,
         limits: &StorLimits,
+        callbacks: Callbacks,
     ) {
         config.maximum_transfer_length = limits.max_transfer_length;
         config.number_of_physical_breaks = limits.physical_breaks;
@@ -549,7 +508,7 @@ impl Adapter {
         config.address_type = STORAGE_ADDRESS_TYPE_BTL8;
         config.srb_extension_size = limits.request.extension_size() as u32;
         config.synchronization_model = StorSynchronizeFullDuplex;
-        config.hw_ms_interrupt_routine = Some(crate::entry::hw_message_interrupt);
+        config.hw_ms_interrupt_routine = callbacks.message_interrupt;
         config.interrupt_synchronization_mode = InterruptSynchronizePerMessage;
         config.max_number_of_io = limits.max_ios;
         config.max_ios_per_lun = limits.ios_per_lun;

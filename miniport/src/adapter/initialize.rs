@@ -4,20 +4,22 @@
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
-use virtio_core::pci::PciTransport;
 use virtio_core::scsi::queue_index;
 
-use super::{Adapter, AdapterError, InterruptMode};
+use super::{Adapter, AdapterError, AllQueuesLocked, InterruptMode};
 use crate::sizing::MAX_REQUEST_QUEUES;
 use crate::storport::StorDpc;
-use crate::storport::dma::StorPortRegisters;
+use crate::storport::queue_locks::HeldByStorPort;
 use crate::trace::{ADAPTER_WIDE, TraceEvent};
 
 impl Adapter {
     /// HwInitialize: decides the interrupt mode from the messages StorPort connected, sets up
     /// every queue with its vector and sets DRIVER_OK. Runs before any I/O, with StorPort's
-    /// interrupt lock held.
-    pub fn initialize(&self) -> bool {
+    /// interrupt lock held (`held`).
+    pub fn initialize(&self, held: &mut HeldByStorPort) -> bool {
+        let Some(mut every_lock) = self.lock_all(Some(held)) else {
+            return false;
+        };
         let mut messages = 0u16;
         // The dump port connects no interrupt at all (it polls HwInterrupt): line mode, which
         // programs no MSI-X vector, whatever messages the function has.
@@ -28,26 +30,18 @@ impl Adapter {
             messages += 1;
         }
         let prepared_requests = self.prepared_queues - queue_index::REQUEST_BASE;
-        let (mode, request_queues) = if messages >= 4 {
-            (InterruptMode::PerQueue, prepared_requests.min(messages - 3))
-        } else if messages >= 1 {
-            (InterruptMode::Shared, prepared_requests)
-        } else {
-            (InterruptMode::Line, prepared_requests)
-        };
-        self.mode.store(mode as u8, Ordering::Relaxed);
+        let (mode, request_queues) = InterruptMode::choose(messages, prepared_requests);
+        self.queues.set_mode(mode, &mut every_lock);
         self.request_queues.store(request_queues, Ordering::Relaxed);
         self.trace(
             TraceEvent::Initialized,
             ADAPTER_WIDE,
             (mode as u32, u64::from(messages), u64::from(request_queues)),
         );
-        // SAFETY: HwInitialize runs before any I/O, interrupt or timer of this adapter: nothing
-        // else reaches the transport.
-        let transport = unsafe { &mut *self.transport.get() };
-        if self.start_queues(transport).is_err() {
+        if self.start_queues(&mut every_lock).is_err() {
             return false;
         }
+        drop(every_lock);
         // The health timer (no timer at all on the dump stack: `arm_timer`).
         self.arm_timer();
         // Without passive initialisation (a StorPort that offers the miniport no DPCs) there
@@ -56,7 +50,7 @@ impl Adapter {
         if self.dump.is_none() {
             let _dpcs_offered = self
                 .extension
-                .enable_passive_initialization(Some(crate::entry::hw_passive_initialize));
+                .enable_passive_initialization(self.callbacks.passive_initialize);
         }
         true
     }
@@ -66,21 +60,20 @@ impl Adapter {
         self.request_queues() + queue_index::REQUEST_BASE
     }
 
-    /// Sets every active queue up on the device and sets DRIVER_OK. Called with no I/O possible
-    /// (initialize) or holding every queue lock (reset, restart), which is what makes the
-    /// queue cells exclusively ours here.
+    /// Sets every active queue up on the device and sets DRIVER_OK, holding every queue lock
+    /// (initialize, reset, restart).
     pub(crate) fn start_queues(
         &self,
-        transport: &mut PciTransport<StorPortRegisters>,
+        every_lock: &mut AllQueuesLocked<'_>,
     ) -> Result<(), AdapterError> {
         let mode = self.mode();
         let msix = mode != InterruptMode::Line;
         if msix {
-            transport.set_config_msix_vector(Some(0))?;
+            every_lock.shared_mut().set_config_msix_vector(Some(0))?;
         }
         for index in 0..self.active_queues() {
-            // SAFETY: as above: no other context touches queue state during setup.
-            let Some(queue) = (unsafe { self.queue_cell(index) }) else {
+            let (transport, queue) = every_lock.shared_and_state(index);
+            let Some(queue) = queue else {
                 return Err(AdapterError::OutOfMemory);
             };
             let vector = match mode {
@@ -92,11 +85,11 @@ impl Adapter {
             let notifier = transport.setup_queue(index, ring.size(), ring.addresses(), vector)?;
             queue.notify_offset = notifier.offset();
         }
+        let transport = every_lock.shared_mut();
         transport.driver_ok()?;
         self.events.started(transport);
         // The eventq is stocked from DRIVER_OK on (the device must not be notified before).
-        // SAFETY: as above: the callers' exclusive access covers the eventq too.
-        if let Some(eventq) = unsafe { self.queue_cell(queue_index::EVENT) }
+        if let Some(eventq) = every_lock.state(queue_index::EVENT)
             && let Some(offset) = self.events.stock(eventq)
         {
             self.notify_virtqueue(queue_index::EVENT, offset);
@@ -109,8 +102,7 @@ impl Adapter {
     pub fn passive_initialize(&self) -> bool {
         for queue in 0..self.request_queues() {
             if let Some(dpc) = self.dpc(queue) {
-                self.extension
-                    .initialize_dpc(dpc, Some(crate::entry::hw_queue_dpc));
+                self.extension.initialize_dpc(dpc, self.callbacks.queue_dpc);
             }
         }
         // ORDERING: the DPC objects must be initialised before an ISR on another processor

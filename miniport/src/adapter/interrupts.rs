@@ -8,6 +8,7 @@ use virtio_core::pci::Isr;
 use virtio_core::scsi::queue_index;
 
 use super::{Adapter, InterruptMode};
+use crate::storport::queue_locks::HeldByStorPort;
 use crate::trace::ResetCause;
 
 impl Adapter {
@@ -57,22 +58,22 @@ impl Adapter {
     }
 
     /// Handles MSI message `message`; true if it was ours.
-    pub fn on_message(&self, message: u32) -> bool {
+    pub fn on_message(&self, message: u32, held: &mut HeldByStorPort) -> bool {
         match self.mode() {
             InterruptMode::PerQueue => {
                 let Some(index) = message.checked_sub(1) else {
-                    self.on_config_interrupt();
+                    self.on_config_interrupt(held);
                     return true;
                 };
                 let Ok(index) = u16::try_from(index) else {
                     return false;
                 };
                 if index == queue_index::EVENT {
-                    self.on_event_interrupt();
+                    self.on_event_interrupt(held);
                     return true;
                 }
                 if index == queue_index::CONTROL {
-                    self.on_control_interrupt();
+                    self.on_control_interrupt(held);
                     return true;
                 }
                 let Some(queue) = index.checked_sub(queue_index::REQUEST_BASE) else {
@@ -81,48 +82,48 @@ impl Adapter {
                 if queue >= self.request_queues() {
                     return false;
                 }
-                self.on_queue_interrupt(queue);
+                self.on_queue_interrupt(queue, held);
                 true
             }
             InterruptMode::Shared => {
                 // One message for everything: the configuration is checked on each (its
                 // interrupt carries no ISR bit a driver may rely on with MSI-X, virtio 1.x
                 // section 4.1.5.3).
-                self.on_config_interrupt();
-                self.on_every_queue();
+                self.on_config_interrupt(held);
+                self.on_every_queue(held);
                 true
             }
-            InterruptMode::Line => self.on_line_interrupt(),
+            InterruptMode::Line => self.on_line_interrupt(held),
         }
     }
 
     /// HwInterrupt (line-based): reads and clears the ISR status; true if the device
     /// interrupted. In dump mode, the dump port's poll.
-    pub fn on_line_interrupt(&self) -> bool {
+    pub fn on_line_interrupt(&self, held: &mut HeldByStorPort) -> bool {
         if self.dump.is_some() {
             // The dump port's poll, not an interrupt.
-            return self.poll();
+            return self.poll(held);
         }
-        // SAFETY: in line mode the ISR holds the interrupt lock, which the reset path also
-        // takes, so the transport is not being mutated.
-        let isr = unsafe { &*self.transport.get() }.read_isr();
+        // In line mode the ISR holds the interrupt lock, which the reset path also takes, so
+        // the transport is not being mutated.
+        let isr = self.queues.shared_under(held).read_isr();
         if isr.is_empty() {
             return false;
         }
         if isr.contains(Isr::CONFIG) {
-            self.on_config_interrupt();
+            self.on_config_interrupt(held);
         }
-        self.on_every_queue();
+        self.on_every_queue(held);
         true
     }
 
     /// The ISR of the one message (or line) every queue shares: the eventq, the controlq, then
     /// each request queue.
-    pub(crate) fn on_every_queue(&self) {
-        self.on_event_interrupt();
-        self.on_control_interrupt();
+    pub(crate) fn on_every_queue(&self, held: &mut HeldByStorPort) {
+        self.on_event_interrupt(held);
+        self.on_control_interrupt(held);
         for queue in 0..self.request_queues() {
-            self.on_queue_interrupt(queue);
+            self.on_queue_interrupt(queue, held);
         }
     }
 
@@ -132,10 +133,10 @@ impl Adapter {
     /// timer, an ISR not being able to take every queue lock; the timer's health check reads
     /// `DEVICE_NEEDS_RESET` as well, so one missed configuration interrupt delays the reset by
     /// at most [`HEALTH_PERIOD_MICROSECONDS`].
-    pub(crate) fn on_config_interrupt(&self) {
-        // SAFETY: the ISR for message 0 (or the shared/line ISR) holds a lock the reset path
-        // takes too (`lock_all`), so the transport is not being mutated; it is only read here.
-        let transport = unsafe { &*self.transport.get() };
+    pub(crate) fn on_config_interrupt(&self, held: &HeldByStorPort) {
+        // The ISR for message 0 (or the shared/line ISR) holds a lock the reset path takes too
+        // (`lock_all`), so the transport is not being mutated; it is only read here.
+        let transport = self.queues.shared_under(held);
         if self.events.on_config_change(self, transport) {
             self.reset_later(ResetCause::DeviceNeedsReset);
         }
@@ -143,9 +144,11 @@ impl Adapter {
 
     /// The eventq's interrupt, in the ISR that owns it (message 2, the shared message, or the
     /// line ISR): see [`EventQueue::drain`].
-    pub(crate) fn on_event_interrupt(&self) {
-        // SAFETY: we run in the ISR whose lock guards the eventq (see the callers).
-        let mut guard = unsafe { self.assume_virtqueue_locked(queue_index::EVENT) };
+    pub(crate) fn on_event_interrupt(&self, held: &mut HeldByStorPort) {
+        // We run in the ISR whose lock guards the eventq (see the callers).
+        let Some(mut guard) = self.virtqueue_under(held, queue_index::EVENT) else {
+            return;
+        };
         if self.events.drain(self, &mut guard) {
             self.reset_later(ResetCause::ProtocolViolation);
         }
@@ -153,13 +156,17 @@ impl Adapter {
 
     /// The controlq's interrupt, in the ISR that owns it (message 1, the shared message, or
     /// the line ISR): records the answers of task management functions.
-    pub(crate) fn on_control_interrupt(&self) {
-        // SAFETY: we run in the ISR whose lock guards the controlq (see the callers).
-        let mut guard = unsafe { self.assume_virtqueue_locked(queue_index::CONTROL) };
+    pub(crate) fn on_control_interrupt(&self, held: &mut HeldByStorPort) {
+        // We run in the ISR whose lock guards the controlq (see the callers).
+        let Some(mut guard) = self.virtqueue_under(held, queue_index::CONTROL) else {
+            return;
+        };
         self.drain_control(&mut guard, true);
     }
 
-    pub(crate) fn on_queue_interrupt(&self, queue: u16) {
+    /// A request queue's interrupt, in the ISR that owns it: hands the drain to the queue's
+    /// DPC once there are DPCs, drains the queue here otherwise.
+    pub(crate) fn on_queue_interrupt(&self, queue: u16, held: &mut HeldByStorPort) {
         if let Some(counters) = self.counters(queue) {
             counters.interrupts.fetch_add(1, Ordering::Relaxed);
         }
@@ -169,8 +176,10 @@ impl Adapter {
         {
             let _already_queued = !self.extension.issue_dpc(dpc, usize::from(queue));
         } else {
-            // SAFETY: we are in the ISR for this queue's message, whose lock StorPort holds.
-            let mut guard = unsafe { self.assume_locked(queue) };
+            // We are in the ISR for this queue's message, whose lock StorPort holds.
+            let Some(mut guard) = self.queue_under(held, queue) else {
+                return;
+            };
             if crate::io::drain(&mut guard) {
                 // The device broke the protocol. The reset takes every queue lock, which an ISR
                 // holding one of them cannot do: StorPort's timer runs it right after, with no

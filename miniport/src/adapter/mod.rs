@@ -5,8 +5,8 @@
 //! Concurrency follows StorPort's rules. HwBuildIo runs with no lock; HwStartIo runs on many
 //! processors at once (concurrent channels), so each request queue is guarded by the spin lock
 //! of its MSI-X message, the lock StorPort itself holds while running that message's ISR. The
-//! per-queue state sits in an `UnsafeCell` reached only through a [`QueueGuard`], which exists
-//! only while that lock is held. The controlq and the eventq have their own messages and locks
+//! per-queue state is reached only through a [`QueueGuard`], which exists only while that lock
+//! is held ([`crate::storport::queue_locks`] decides which lock guards which queue). The controlq and the eventq have their own messages and locks
 //! ([`VirtqueueGuard`]).
 //!
 //! Whatever needs every queue at once (a device reset) takes StorPort's interrupt lock, once
@@ -42,8 +42,7 @@
 //! - In dump mode ([`crate::dump`], `adapter/polling.rs`) none of the deferred machinery
 //!   exists: one polled queue, no timer, no DPC, no task management; resets run inline.
 
-use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use virtio_core::features::Features;
 use virtio_core::pci::{PciTransport, TransportError};
@@ -59,9 +58,10 @@ use crate::limits::StorLimits;
 use crate::luns::{LunSlot, LunTable};
 use crate::recovery::tmf::{TmfSlot, TmfTable};
 use crate::sizing::HEALTH_PERIOD_MICROSECONDS;
+use crate::storport::StorDpc;
 use crate::storport::dma::{Carved, StorPortRegisters, UncachedArena};
-use crate::storport::port::DeviceExtension;
-use crate::storport::{StorDpc, StorLockHandle};
+use crate::storport::port::{Callbacks, DeviceExtension};
+use crate::storport::queue_locks::QueueLocks;
 use crate::trace::{TraceEntry, TraceEvent, TraceRing};
 
 /// [`HEALTH_PERIOD_MICROSECONDS`] in the 100 ns units of the system time.
@@ -111,6 +111,34 @@ pub enum AdapterError {
     },
 }
 
+// virtio-core's errors are shown with `Debug`, which names the variant and its payload.
+impl core::fmt::Display for AdapterError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::NoConfigSpace => f.write_str("PCI configuration space could not be read"),
+            Self::WrongDeviceType(kind) => write!(f, "virtio device type {kind} is not SCSI"),
+            Self::Transport(error) => write!(f, "virtio PCI transport: {error:?}"),
+            Self::Config(error) => write!(f, "device configuration: {error:?}"),
+            Self::Limits(error) => write!(f, "device limits: {error}"),
+            Self::NoUncachedExtension { len } => {
+                write!(f, "StorPort gave no uncached extension of {len} bytes")
+            }
+            Self::Queue(error) => write!(f, "ring over the carved memory: {error:?}"),
+            Self::OutOfMemory => f.write_str("carving DMA memory or a table failed"),
+            Self::FeaturesChanged { accepted } => write!(
+                f,
+                "the device accepted other features after a reset: {:#x}",
+                accepted.bits()
+            ),
+            Self::LimitsChanged => f.write_str("the device reported other limits after a reset"),
+            Self::OverDumpBudget { len, budget } => write!(
+                f,
+                "uncached extension of {len} bytes exceeds the dump budget of {budget}"
+            ),
+        }
+    }
+}
+
 impl From<TransportError> for AdapterError {
     fn from(error: TransportError) -> Self {
         Self::Transport(error)
@@ -151,17 +179,8 @@ pub struct QueueState {
     pub reservation: crate::io::room::Reservation,
 }
 
-/// How interrupts reach the queues, decided in HwInitialize from the messages granted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum InterruptMode {
-    /// One MSI-X message per virtqueue (message 0 for configuration changes): the normal case.
-    PerQueue = 1,
-    /// One MSI/MSI-X message for everything.
-    Shared = 2,
-    /// Line-based (INTx): the ISR reads the ISR status register.
-    Line = 3,
-}
+/// The transport every queue shares.
+pub type Transport = PciTransport<StorPortRegisters>;
 
 /// The miniport's state for one adapter, constructed in the device extension by find-adapter.
 #[repr(C)]
@@ -170,10 +189,9 @@ pub struct Adapter {
     /// [`ADAPTER_MAGIC`] once constructed (read before any reference is formed).
     magic: u64,
     extension: DeviceExtension,
+    /// The routines registered with StorPort after find-adapter (built by [`crate::entry`]).
+    callbacks: Callbacks,
     registers: StorPortRegisters,
-    /// The transport; mutated only in HwInitialize/restart (no I/O possible) or by the reset
-    /// winner holding every queue lock.
-    transport: UnsafeCell<PciTransport<StorPortRegisters>>,
     arena: UncachedArena,
     notify_bar: u8,
     features: Features,
@@ -188,9 +206,10 @@ pub struct Adapter {
     prepared_queues: u16,
     /// Request queues in use (set in HwInitialize).
     request_queues: AtomicU16,
-    /// [`InterruptMode`] as a byte (set in HwInitialize).
-    mode: AtomicU8,
-    queues: Carved<UnsafeCell<Option<QueueState>>>,
+    /// The virtqueues' states and the transport, each behind the lock that guards it (the
+    /// transport is mutated only under every queue's lock: HwInitialize, a reset, a restart),
+    /// and the interrupt mode that decides which lock that is.
+    queues: QueueLocks<QueueState, Transport>,
     dpcs: Carved<StorDpc>,
     counters: Carved<QueueCounters>,
     /// What the bus scan told Windows about each logical unit ([`crate::luns`]).
@@ -200,9 +219,6 @@ pub struct Adapter {
     /// The eventq's buffers, the units the device reported removed, and the configuration
     /// watch ([`crate::events`]).
     events: EventQueue,
-    /// Lock handle for StorPort's interrupt lock (line mode's queue lock, and every queue's
-    /// lock at once in any mode: [`Adapter::lock_all`]); only its holder touches it.
-    interrupt_lock: UnsafeCell<StorLockHandle>,
     dpc_ready: AtomicBool,
     /// StorPort accepted STOR_PERF_INTERRUPT_MESSAGE_RANGES: each request's queue is the one
     /// whose message StorPort names for the submitting processor.
@@ -268,14 +284,16 @@ impl Adapter {
         self.request_queues.load(Ordering::Relaxed)
     }
 
+    /// The routines registered with StorPort after find-adapter.
+    #[must_use]
+    pub const fn callbacks(&self) -> Callbacks {
+        self.callbacks
+    }
+
     /// How interrupts are delivered.
     #[must_use]
     pub fn mode(&self) -> InterruptMode {
-        match self.mode.load(Ordering::Relaxed) {
-            2 => InterruptMode::Shared,
-            3 => InterruptMode::Line,
-            _ => InterruptMode::PerQueue,
-        }
+        self.queues.mode()
     }
 
     /// Where synthesised identifiers for `target`/`lun` come from.
@@ -343,7 +361,7 @@ impl Adapter {
     /// The MSI-X message of virtqueue `index` in per-queue mode (message 0 is configuration).
     #[must_use]
     pub const fn vector_of_queue(index: u16) -> u16 {
-        index + 1
+        InterruptMode::vector_of_queue(index)
     }
 
     /// Records `event` in the trace ring and prints it if the registry's level allows.
@@ -371,5 +389,6 @@ mod interrupts;
 mod locks;
 mod recovery;
 
+pub use crate::storport::queue_locks::InterruptMode;
 pub use counters::{QueueCounters, RecoveryCounters};
-pub use locks::{LINE_LOCK, QueueGuard, VirtqueueGuard};
+pub use locks::{AllQueuesLocked, QueueGuard, VirtqueueGuard};

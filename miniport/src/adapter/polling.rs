@@ -6,6 +6,7 @@ use core::sync::atomic::Ordering;
 
 use super::{Adapter, InterruptMode};
 use crate::dump::DumpMode;
+use crate::storport::queue_locks::HeldByStorPort;
 use crate::trace::ResetCause;
 
 impl Adapter {
@@ -22,22 +23,24 @@ impl Adapter {
     /// broke the protocol: the normal ISR leaves that to a StorPort timer, which the dump port
     /// does not have. Returns whether the device had interrupted, a request completed or the
     /// device was reset.
-    pub(super) fn poll(&self) -> bool {
+    pub(super) fn poll(&self, held: &mut HeldByStorPort) -> bool {
         if self.mode() != InterruptMode::Line {
             // Not initialised yet (HwInitialize chooses line mode in dump mode): no queue is
             // running, and the lock the drain relies on is not the one held.
             return false;
         }
-        // SAFETY: in line mode StorPort (the dump port) holds the interrupt lock around
-        // HwInterrupt, and the reset path takes it too, so the transport is not being mutated.
-        // Reading the ISR status also deasserts a level-triggered line (virtio 1.x 4.1.4.5).
-        let isr = unsafe { &*self.transport.get() }.read_isr();
+        // In line mode StorPort (the dump port) holds the interrupt lock around HwInterrupt, and
+        // the reset path takes it too, so the transport is not being mutated. Reading the ISR
+        // status also deasserts a level-triggered line (virtio 1.x 4.1.4.5).
+        let isr = self.queues.shared_under(held).read_isr();
         let completed_before = self.completions();
         let mut broken = false;
         for queue in 0..self.request_queues() {
-            // SAFETY: in line mode the interrupt lock, held by the caller of HwInterrupt, is
-            // every request queue's lock.
-            let mut guard = unsafe { self.assume_locked(queue) };
+            // In line mode the interrupt lock, held by the caller of HwInterrupt, is every
+            // request queue's lock.
+            let Some(mut guard) = self.queue_under(held, queue) else {
+                continue;
+            };
             broken |= crate::io::drain(&mut guard);
             // The drain re-armed interrupts when it found the ring empty; polling needs none.
             if let Some(state) = guard.state() {
@@ -47,7 +50,7 @@ impl Adapter {
         if broken {
             // The interrupt lock is every queue's lock in line mode, and we hold it: the reset
             // takes no lock, and runs now, synchronously (a status write and read-back).
-            let _ = self.reset_device_with(ResetCause::ProtocolViolation, true);
+            let _ = self.reset_device_with(ResetCause::ProtocolViolation, Some(held));
         }
         !isr.is_empty() || broken || self.completions() != completed_before
     }

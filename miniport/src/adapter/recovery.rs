@@ -4,14 +4,14 @@
 use core::sync::atomic::{Ordering, fence};
 
 use virtio_core::hal::RegisterIo;
-use virtio_core::pci::{DeviceStatus, PciTransport};
+use virtio_core::pci::DeviceStatus;
 use virtio_core::scsi::queue_index;
 
 use super::locks::AllQueuesLocked;
 use super::{Adapter, AdapterError, HEALTH_PERIOD};
 use crate::recovery::tmf::Owner;
 use crate::sizing::{HEALTH_PERIOD_MICROSECONDS, KICK_MICROSECONDS, TMF_POLL_MICROSECONDS};
-use crate::storport::dma::StorPortRegisters;
+use crate::storport::queue_locks::HeldByStorPort;
 use crate::trace::{ADAPTER_WIDE, ResetCause, TraceEvent};
 
 impl Adapter {
@@ -149,8 +149,7 @@ impl Adapter {
         } else {
             HEALTH_PERIOD_MICROSECONDS
         };
-        self.extension
-            .request_timer(Some(crate::entry::hw_timer), period);
+        self.extension.request_timer(self.callbacks.timer, period);
         // ORDERING: the request above replaced any kick made while this run was going on; the
         // fence orders it before the flag's load, pairing with the fence in `kick_timer`: either
         // this load sees the kicker's flag (and renews the kick), or the kicker's request comes
@@ -158,7 +157,7 @@ impl Adapter {
         fence(Ordering::SeqCst);
         if self.timer_kick.load(Ordering::Relaxed) {
             self.extension
-                .request_timer(Some(crate::entry::hw_timer), KICK_MICROSECONDS);
+                .request_timer(self.callbacks.timer, KICK_MICROSECONDS);
         }
     }
 
@@ -173,7 +172,7 @@ impl Adapter {
         // ORDERING: pairs with the fence in `arm_timer` (see there).
         fence(Ordering::SeqCst);
         self.extension
-            .request_timer(Some(crate::entry::hw_timer), KICK_MICROSECONDS);
+            .request_timer(self.callbacks.timer, KICK_MICROSECONDS);
     }
 
     /// Resets the device for `cause`: completes what it had finished, fails every other request
@@ -182,12 +181,16 @@ impl Adapter {
     /// caller returns at once (the reset it would do is under way). Call with no queue lock
     /// held. Returns false if the device could not be brought back (it is then failed).
     pub fn reset_device(&self, cause: ResetCause) -> bool {
-        self.reset_device_with(cause, false)
+        self.reset_device_with(cause, None)
     }
 
-    /// [`Self::reset_device`], from a context that holds StorPort's interrupt lock when
-    /// `interrupt_lock_held` (which is every queue's lock already: the dump port's poll).
-    pub(crate) fn reset_device_with(&self, cause: ResetCause, interrupt_lock_held: bool) -> bool {
+    /// [`Self::reset_device`], from a context that holds StorPort's interrupt lock when `held`
+    /// says so (which is every queue's lock already: the dump port's poll).
+    pub(crate) fn reset_device_with(
+        &self,
+        cause: ResetCause,
+        held: Option<&mut HeldByStorPort>,
+    ) -> bool {
         // ORDERING: the flag only elects one resetter; the queue locks order everything the
         // reset touches. Acquire pairs with the Release below of the previous reset, so a new
         // winner starts after the last one finished.
@@ -201,7 +204,12 @@ impl Adapter {
         let mut restarted = true;
         let mut reset = false;
         {
-            let locks = self.lock_all(interrupt_lock_held);
+            // Only a proof of another lock than the interrupt lock gives none: a caller's bug,
+            // answered as a device that could not be brought back.
+            let Some(mut locks) = self.lock_all(held) else {
+                self.resetting.store(false, Ordering::Release);
+                return false;
+            };
             // A stopped adapter has nothing in flight and its device stays reset until
             // ScsiRestartAdapter.
             if !self.is_stopped() {
@@ -212,10 +220,10 @@ impl Adapter {
                     ADAPTER_WIDE,
                     (cause as u32, resets, 0),
                 );
-                let transport = self.take_everything_back(&locks);
-                restarted = self.bring_up(transport).is_ok();
+                self.take_everything_back(&mut locks);
+                restarted = self.bring_up(&mut locks).is_ok();
                 if !restarted {
-                    transport.fail();
+                    locks.shared_mut().fail();
                     self.recovery
                         .bring_up_failures
                         .fetch_add(1, Ordering::Relaxed);
@@ -237,8 +245,9 @@ impl Adapter {
     /// sizes (the rings are reused as they are; a device that now offers less fails setup).
     pub(crate) fn bring_up(
         &self,
-        transport: &mut PciTransport<StorPortRegisters>,
+        every_lock: &mut AllQueuesLocked<'_>,
     ) -> Result<(), AdapterError> {
+        let transport = every_lock.shared_mut();
         let accepted = transport.begin_init(self.features)?;
         if accepted != self.features {
             return Err(AdapterError::FeaturesChanged { accepted });
@@ -246,47 +255,49 @@ impl Adapter {
         if Self::configure_device(transport)? != self.device_limits {
             return Err(AdapterError::LimitsChanged);
         }
-        self.start_queues(transport)
+        self.start_queues(every_lock)
     }
 
     /// ScsiStopAdapter: resets the device (it stops using every buffer) and marks the adapter
     /// stopped; requests in flight are completed with SRB_STATUS_BUS_RESET (StorPort normally
     /// drains them first), task management functions end.
-    pub fn stop(&self) {
+    pub fn stop(&self, held: &mut HeldByStorPort) {
         self.trace(TraceEvent::Stopped, ADAPTER_WIDE, (0, 0, 0));
         // StorPort calls ScsiStopAdapter at DIRQL holding the interrupt lock, which is every
         // queue's lock (every message's, with per-message synchronisation): taking any of them
         // here would spin forever on a lock this processor holds.
-        let locks = self.lock_all(true);
+        let Some(mut locks) = self.lock_all(Some(held)) else {
+            return;
+        };
         // ORDERING: Release pairs with `is_stopped`'s Acquire; StartIo reads it under a queue
         // lock held here, so no request reaches a ring once this store is made.
         self.stopped.store(true, Ordering::Release);
-        let _ = self.take_everything_back(&locks);
+        self.take_everything_back(&mut locks);
         self.end_every_tmf(true);
         self.recovery.stops.fetch_add(1, Ordering::Relaxed);
         drop(locks);
         // Zero microseconds cancels the pending timer request (the dump stack has none).
         if self.dump.is_none() {
-            self.extension
-                .request_timer(Some(crate::entry::hw_timer), 0);
+            self.extension.request_timer(self.callbacks.timer, 0);
         }
     }
 
     /// ScsiRestartAdapter: renegotiates and sets the queues up again, as after power-up, with
     /// the state find-adapter established (see `Adapter::bring_up`); false if the device
     /// cannot be brought back that way (it is then failed and the adapter stays stopped).
-    pub fn restart(&self) -> bool {
+    pub fn restart(&self, held: &mut HeldByStorPort) -> bool {
         // Under StorPort's interrupt lock, as ScsiStopAdapter (see `stop`).
-        let locks = self.lock_all(true);
-        let transport = self.transport_of(&locks);
-        let restarted = self.bring_up(transport).is_ok();
+        let Some(mut locks) = self.lock_all(Some(held)) else {
+            return false;
+        };
+        let restarted = self.bring_up(&mut locks).is_ok();
         if restarted {
             // ORDERING: Release pairs with `is_stopped`'s Acquire: the queues set up above are
             // published before StartIo sees the adapter running.
             self.stopped.store(false, Ordering::Release);
             self.recovery.restarts.fetch_add(1, Ordering::Relaxed);
         } else {
-            transport.fail();
+            locks.shared_mut().fail();
             self.recovery
                 .bring_up_failures
                 .fetch_add(1, Ordering::Relaxed);
@@ -305,39 +316,21 @@ impl Adapter {
         restarted
     }
 
-    /// The transport, for a holder of every lock.
-    pub(crate) fn transport_of<'a>(
-        &'a self,
-        _locks: &'a AllQueuesLocked<'a>,
-    ) -> &'a mut PciTransport<StorPortRegisters> {
-        // SAFETY: the interrupt lock, every queue's lock, is held, so no StartIo, ISR, DPC or
-        // timer touches the transport or the queues; the returned reference
-        // borrows `_locks`, so it cannot outlive them, and callers take it once per hold.
-        unsafe { &mut *self.transport.get() }
-    }
-
     /// With every queue lock held: resets the device, completes what it had finished (their
     /// used elements are valid: written before the reset), fails every other request in
-    /// flight with SRB_STATUS_BUS_RESET, and returns every ring to its initial state. Returns
-    /// the transport for the caller to bring the device back (or not).
-    pub(crate) fn take_everything_back<'a>(
-        &'a self,
-        locks: &'a AllQueuesLocked<'a>,
-    ) -> &'a mut PciTransport<StorPortRegisters> {
-        let transport = self.transport_of(locks);
+    /// flight with SRB_STATUS_BUS_RESET, and returns every ring to its initial state. The
+    /// caller then brings the device back (or not).
+    pub(crate) fn take_everything_back(&self, every_lock: &mut AllQueuesLocked<'_>) {
         // Once the device reads back status 0 it no longer touches any buffer (virtio 1.x
         // section 2.4), so the requests in flight can be handed back.
-        let _ = transport.reset();
+        let _ = every_lock.shared_mut().reset();
         for queue in 0..self.request_queues() {
-            // SAFETY: every queue lock is held (see `lock_all`).
-            let mut guard = unsafe { self.assume_locked(queue) };
+            let mut guard = self.queue_in(every_lock, queue);
             crate::io::salvage(&mut guard);
-            drop(guard);
-            crate::io::fail_in_flight(self, queue);
+            crate::io::fail_in_flight(&mut guard);
         }
         for index in 0..self.active_queues() {
-            // SAFETY: all locks held, as above.
-            if let Some(state) = unsafe { self.queue_cell(index) } {
+            if let Some(state) = every_lock.state(index) {
                 state.ring.queue().reset();
                 if index == queue_index::CONTROL {
                     let tokens: &mut [usize] =
@@ -346,7 +339,6 @@ impl Adapter {
                 }
             }
         }
-        transport
     }
 
     /// Completes the SRB a task management slot handed back, with `status`.

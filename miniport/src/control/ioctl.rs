@@ -109,6 +109,32 @@ pub enum IoctlError {
     },
 }
 
+impl core::fmt::Display for IoctlError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::ShortBuffer { length } => write!(
+                f,
+                "DataTransferLength {length} cannot hold an SRB_IO_CONTROL header"
+            ),
+            Self::NoBuffer => f.write_str("DataBuffer is null but DataTransferLength is not 0"),
+            Self::HeaderLength { header_length } => write!(
+                f,
+                "HeaderLength {header_length} is not sizeof(SRB_IO_CONTROL)"
+            ),
+            Self::PayloadLength { length, available } => write!(
+                f,
+                "payload Length {length} passes DataTransferLength {available}"
+            ),
+            Self::Signature { signature } => {
+                write!(f, "signature {signature:02x?} names another miniport")
+            }
+            Self::ControlCode { control_code } => {
+                write!(f, "control code {control_code:#x} is not served")
+            }
+        }
+    }
+}
+
 impl IoctlError {
     /// The SRB status the request completes with (see the module table).
     #[must_use]

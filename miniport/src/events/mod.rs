@@ -712,7 +712,7 @@ impl EventQueue {
             adapter.extension().state_change_detected(
                 STATE_CHANGE_LUN,
                 pointer,
-                Some(crate::entry::hw_state_change),
+                adapter.callbacks().state_change,
                 core::ptr::null_mut(),
             )
         };

@@ -878,11 +878,10 @@ fn synthesize_vpd(
         .map(|n| n as u32)
 }
 
-/// Completes every request in flight on `queue` with SRB_STATUS_BUS_RESET after a device
-/// reset. The caller holds every queue lock (or the shared one) and has reset the device.
-pub fn fail_in_flight(adapter: &Adapter, queue: u16) {
-    // SAFETY: the caller holds the queue's lock (see above).
-    let mut guard = unsafe { adapter.assume_locked(queue) };
+/// Completes every request in flight on the guarded queue with SRB_STATUS_BUS_RESET after a
+/// device reset. The caller has reset the device.
+pub fn fail_in_flight(guard: &mut QueueGuard<'_>) {
+    let adapter = guard.adapter();
     loop {
         let Some(state) = guard.state() else {
             return;

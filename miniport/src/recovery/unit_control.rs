@@ -109,6 +109,16 @@ pub enum AddressError {
     Path(u8),
 }
 
+impl core::fmt::Display for AddressError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::Type(kind) => write!(f, "address type {kind} is not BTL8"),
+            Self::Length(length) => write!(f, "address length {length} is not BTL8's"),
+            Self::Path(path) => write!(f, "path {path} is not 0"),
+        }
+    }
+}
+
 impl Unit {
     /// The unit a `STOR_ADDR_BTL8` names.
     ///

@@ -8,8 +8,10 @@ mod c_layout;
 pub mod constants;
 pub mod dma;
 pub mod enums;
+pub mod extension;
 pub mod functions;
 pub mod port;
+pub mod queue_locks;
 pub mod srb;
 pub mod types;
 

@@ -29,6 +29,24 @@ use crate::storport::{
     StorAddrBtl8, StorDpc, StorLockHandle, StorPhysicalAddress, StorScatterGatherList, TRUE,
 };
 
+/// The miniport routines bring-up hands StorPort after find-adapter registered the first ones
+/// (the message interrupt, passive initialisation, the queue DPCs, the timer and the
+/// state-change callback). Built once, by the trampoline module, so no layer above it names a
+/// trampoline.
+#[derive(Clone, Copy, Debug)]
+pub struct Callbacks {
+    /// HwMSInterruptRoutine, set in ConfigInfo by find-adapter.
+    pub message_interrupt: crate::storport::HwMessageSignaledInterruptRoutine,
+    /// HwPassiveInitializeRoutine, enabled by HwInitialize.
+    pub passive_initialize: HwPassiveInitializeRoutine,
+    /// The per-queue completion DPC routine.
+    pub queue_dpc: HwDpcRoutine,
+    /// The adapter's one HwTimer routine.
+    pub timer: HwTimer,
+    /// HwStorStateChange, the callback of a unit's state-change notification.
+    pub state_change: crate::storport::HwStateChange,
+}
+
 /// The device extension pointer StorPort passes to every HW routine: the identity of this
 /// adapter in every StorPort call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -48,6 +48,26 @@ pub enum SrbError {
     },
 }
 
+impl core::fmt::Display for SrbError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::BadExtendedHeader {
+                signature,
+                version,
+                length,
+            } => write!(
+                f,
+                "bad SRB_EX header: signature {signature:#x}, version {version}, length {length}"
+            ),
+            Self::BadAddress { offset } => write!(f, "bad SRB_EX address block at {offset:#x}"),
+            Self::BadDataBlock { offset } => {
+                write!(f, "bad SRB_EX extended data block at {offset:#x}")
+            }
+            Self::CdbLength { len } => write!(f, "CDB length {len} is 0 or above {CDB_SIZE}"),
+        }
+    }
+}
+
 /// Bus, target and LUN of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Address {

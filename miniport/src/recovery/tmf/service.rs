@@ -237,3 +237,14 @@ pub enum PostError {
     /// No free slot, or the controlq is full.
     NotSent(Option<Owner>),
 }
+
+impl core::fmt::Display for PostError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::Stopped(_) => f.write_str("task management not sent: the adapter is stopped"),
+            Self::NotSent(_) => {
+                f.write_str("task management not sent: no free slot or the controlq is full")
+            }
+        }
+    }
+}
