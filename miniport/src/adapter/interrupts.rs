@@ -23,18 +23,15 @@ impl Adapter {
             return 0;
         }
         if self.message_ranges.load(Ordering::Relaxed) {
-            let first = u32::from(Self::vector_of_queue(queue_index::REQUEST_BASE));
             if let Some(queue) = self
                 .extension
                 .start_io_message(srb)
-                .and_then(|message| message.checked_sub(first))
-                .and_then(|queue| u16::try_from(queue).ok())
-                .filter(|&queue| queue < queues)
+                .and_then(|message| queue_of_message(message, queues))
             {
                 return queue;
             }
         }
-        (self.extension.current_processor() % u32::from(queues)) as u16
+        queue_of_processor(self.extension.current_processor(), queues)
     }
 
     /// Notifies the device of new requests on request queue `queue` (after unlocking).
@@ -60,31 +57,25 @@ impl Adapter {
     /// Handles MSI message `message`; true if it was ours.
     pub fn on_message(&self, message: u32, held: &mut HeldByStorPort) -> bool {
         match self.mode() {
-            InterruptMode::PerQueue => {
-                let Some(index) = message.checked_sub(1) else {
+            InterruptMode::PerQueue => match MessageRoute::of(message, self.request_queues()) {
+                MessageRoute::Config => {
                     self.on_config_interrupt(held);
-                    return true;
-                };
-                let Ok(index) = u16::try_from(index) else {
-                    return false;
-                };
-                if index == queue_index::EVENT {
+                    true
+                }
+                MessageRoute::Event => {
                     self.on_event_interrupt(held);
-                    return true;
+                    true
                 }
-                if index == queue_index::CONTROL {
+                MessageRoute::Control => {
                     self.on_control_interrupt(held);
-                    return true;
+                    true
                 }
-                let Some(queue) = index.checked_sub(queue_index::REQUEST_BASE) else {
-                    return false;
-                };
-                if queue >= self.request_queues() {
-                    return false;
+                MessageRoute::Request(queue) => {
+                    self.on_queue_interrupt(queue, held);
+                    true
                 }
-                self.on_queue_interrupt(queue, held);
-                true
-            }
+                MessageRoute::NotOurs => false,
+            },
             InterruptMode::Shared => {
                 // One message for everything: the configuration is checked on each (its
                 // interrupt carries no ISR bit a driver may rely on with MSI-X, virtio 1.x
@@ -202,4 +193,61 @@ impl Adapter {
             self.reset_device(ResetCause::ProtocolViolation);
         }
     }
+}
+
+/// What MSI-X message `message` interrupts for in per-queue mode, with `request_queues`
+/// request queues in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageRoute {
+    /// Message 0: a configuration change.
+    Config,
+    /// The eventq's message.
+    Event,
+    /// The controlq's message.
+    Control,
+    /// The message of this request queue.
+    Request(u16),
+    /// No virtqueue in use has this message.
+    NotOurs,
+}
+
+impl MessageRoute {
+    /// The route of `message` (virtqueue `index` has message `index + 1`).
+    #[must_use]
+    pub fn of(message: u32, request_queues: u16) -> Self {
+        let Some(index) = message.checked_sub(1) else {
+            return Self::Config;
+        };
+        let Ok(index) = u16::try_from(index) else {
+            return Self::NotOurs;
+        };
+        if index == queue_index::EVENT {
+            return Self::Event;
+        }
+        if index == queue_index::CONTROL {
+            return Self::Control;
+        }
+        match index.checked_sub(queue_index::REQUEST_BASE) {
+            Some(queue) if queue < request_queues => Self::Request(queue),
+            _ => Self::NotOurs,
+        }
+    }
+}
+
+/// The request queue whose message is `message`, if it is one of the `queues` in use: with
+/// message ranges, where a request StorPort says will interrupt on `message` goes.
+#[must_use]
+pub fn queue_of_message(message: u32, queues: u16) -> Option<u16> {
+    let first = u32::from(Adapter::vector_of_queue(queue_index::REQUEST_BASE));
+    message
+        .checked_sub(first)
+        .and_then(|queue| u16::try_from(queue).ok())
+        .filter(|&queue| queue < queues)
+}
+
+/// The request queue of a request submitted on `processor` without message ranges: the
+/// processor number modulo the `queues` in use (at least 1).
+#[must_use]
+pub fn queue_of_processor(processor: u32, queues: u16) -> u16 {
+    (processor % u32::from(queues.max(1))) as u16
 }

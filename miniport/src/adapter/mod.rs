@@ -392,3 +392,6 @@ mod recovery;
 pub use crate::storport::queue_locks::InterruptMode;
 pub use counters::{QueueCounters, RecoveryCounters};
 pub use locks::{AllQueuesLocked, QueueGuard, VirtqueueGuard};
+
+#[cfg(test)]
+mod tests;
