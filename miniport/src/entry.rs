@@ -11,7 +11,7 @@ use crate::storport::extension::{FreshExtension, placed};
 use crate::storport::port::{Callbacks, DeviceExtension};
 use crate::storport::queue_locks::HeldByStorPort;
 use crate::storport::{
-    ADDRESS_TYPE_FLAG_BTL8, Boolean, FALSE, HwInitializationData, PCIBus,
+    ADDRESS_TYPE_FLAG_BTL8, AccessRange, Boolean, FALSE, HwInitializationData, PCIBus,
     PortConfigurationInformation, SP_RETURN_ERROR, SRB_STATUS_INVALID_REQUEST,
     SRB_TYPE_FLAG_SCSI_REQUEST_BLOCK, SRB_TYPE_FLAG_STORAGE_REQUEST_BLOCK,
     STOR_MAP_NON_READ_WRITE_BUFFERS, ScsiAdapterControlSuccess, ScsiAdapterControlUnsuccessful,
@@ -150,7 +150,20 @@ pub unsafe extern "system" fn hw_find_adapter(
     let Some(home) = (unsafe { FreshExtension::new(extension) }) else {
         return SP_RETURN_ERROR;
     };
-    Adapter::find(home, config, dump, CALLBACKS)
+    let ranges: &[AccessRange] = if config.access_ranges.is_null() {
+        &[]
+    } else {
+        // SAFETY: StorPort passes `NumberOfAccessRanges` ranges at `AccessRanges`, valid for
+        // the duration of HwFindAdapter; the copy of the pointer read here is not written
+        // through `config` while the slice lives.
+        unsafe {
+            core::slice::from_raw_parts(
+                config.access_ranges,
+                config.number_of_access_ranges as usize,
+            )
+        }
+    };
+    Adapter::find(home, config, ranges, dump, CALLBACKS)
 }
 
 /// The adapter in `device_extension`, if find-adapter built one.

@@ -1,4 +1,5 @@
 //! Per-queue and adapter-wide counters, readable from a crash dump and through WMI.
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,5 +1,6 @@
 //! Find-adapter: identifies the device, negotiates features, derives the limits, sizes and
 //! carves the uncached extension and constructs the adapter in the device extension.
+#![forbid(unsafe_code)]
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64};
@@ -60,6 +61,7 @@ impl Adapter {
     pub fn find(
         home: FreshExtension<'_, Self>,
         config: &mut PortConfigurationInformation,
+        ranges: &[AccessRange],
         dump: Option<DumpMode>,
         callbacks: Callbacks,
     ) -> u32 {
@@ -78,7 +80,7 @@ impl Adapter {
             let mut registry = StorPortRegistry::new(extension);
             crate::registry::read(&mut registry, MAX_REQUEST_QUEUES)
         };
-        let discovery = match Self::discover(extension, config, parameters, dump) {
+        let discovery = match Self::discover(extension, config, ranges, parameters, dump) {
             Ok(discovery) => discovery,
             Err(
                 AdapterError::NoConfigSpace
@@ -99,6 +101,7 @@ impl Adapter {
     pub(crate) fn discover(
         extension: DeviceExtension,
         config: &PortConfigurationInformation,
+        ranges: &[AccessRange],
         parameters: Parameters,
         dump: Option<DumpMode>,
     ) -> Result<Discovery, AdapterError> {
@@ -107,18 +110,6 @@ impl Adapter {
             return Err(AdapterError::NoConfigSpace);
         }
         let mut registers = StorPortRegisters::new(extension);
-        let ranges: &[AccessRange] = if config.access_ranges.is_null() {
-            &[]
-        } else {
-            // SAFETY: StorPort passes `NumberOfAccessRanges` ranges at `AccessRanges`, valid
-            // for the duration of HwFindAdapter.
-            unsafe {
-                core::slice::from_raw_parts(
-                    config.access_ranges,
-                    config.number_of_access_ranges as usize,
-                )
-            }
-        };
         for bar in 0..6u8 {
             let Some((address, io_space)) = pci.bar_address(bar) else {
                 continue;

@@ -1,5 +1,6 @@
 //! HwInitialize and PassiveInitialize: the interrupt mode, the queues set up on the device,
 //! DRIVER_OK, the queue DPCs and StorPort's performance options.
+#![forbid(unsafe_code)]
 
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;

@@ -1,5 +1,6 @@
 //! Interrupt routing: which queue a request goes to, device notifications, and the ISR and DPC
 //! paths from an MSI-X message (or the line interrupt) to the queue it serves.
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{Ordering, fence};
 
@@ -22,14 +23,13 @@ impl Adapter {
         if queues == 1 {
             return 0;
         }
-        if self.message_ranges.load(Ordering::Relaxed) {
-            if let Some(queue) = self
+        if self.message_ranges.load(Ordering::Relaxed)
+            && let Some(queue) = self
                 .extension
                 .start_io_message(srb)
                 .and_then(|message| queue_of_message(message, queues))
-            {
-                return queue;
-            }
+        {
+            return queue;
         }
         queue_of_processor(self.extension.current_processor(), queues)
     }

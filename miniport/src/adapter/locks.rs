@@ -1,6 +1,7 @@
 //! The queue locks as the adapter uses them: guards that carry the adapter and the request
 //! queue number along with the proof of the lock ([`crate::storport::queue_locks`], where
 //! which lock guards which virtqueue is decided).
+#![forbid(unsafe_code)]
 
 use virtio_core::scsi::queue_index;
 

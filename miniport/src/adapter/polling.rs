@@ -1,6 +1,7 @@
 //! The adapter as the dump port drives it ([`crate::dump`]): one processor, interrupts off, the
 //! port calling HwInterrupt to poll, and no DPC or timer to defer anything to, so a device that
 //! breaks the protocol is reset right where the poll finds it.
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::Ordering;
 

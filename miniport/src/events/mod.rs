@@ -58,10 +58,10 @@
 //! controlq): the spec has no feature bit for it, QEMU answers every query with no event class
 //! supported, and Windows has no consumer for MMC media events on disks; `ASYNC_NOTIFY` events
 //! are counted as unsolicited.
+#![forbid(unsafe_code)]
 
 use core::borrow::{Borrow, BorrowMut};
-use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use virtio_core::dma::DmaMemory;
 use virtio_core::features::Features;
@@ -75,10 +75,7 @@ use crate::adapter::{Adapter, QueueState, VirtqueueGuard};
 use crate::dump::Sizing;
 use crate::sizing::EVENT_BUFFERS;
 use crate::storport::dma::{Carved, UncachedArena};
-use crate::storport::{
-    STATE_CHANGE_LUN, STOR_ADDR_BTL8_ADDRESS_LENGTH, STOR_ADDRESS_TYPE_BTL8, STOR_STATUS_SUCCESS,
-    StorAddrBtl8,
-};
+use crate::storport::state_change::{Notified, UnitStateChange};
 use crate::trace::{ADAPTER_WIDE, TraceEvent, ViolationKind};
 
 /// Bytes of one `virtio_scsi_event` (virtio 1.x section 5.6.6.3).
@@ -360,32 +357,6 @@ impl ConfigChanges {
     }
 }
 
-/// A `STOR_ADDR_BTL8` made of atomics. StorPort reads it as the plain structure from the
-/// `StorPortStateChangeDetected` call until it calls back; the miniport writes it only between
-/// two notifications (the `busy` flag of [`EventQueue`] says which), so the two never overlap.
-#[repr(C, align(8))]
-#[derive(Debug, Default)]
-struct SharedBtl8 {
-    address_type: AtomicU16,
-    port: AtomicU16,
-    address_length: AtomicU32,
-    path: AtomicU8,
-    target: AtomicU8,
-    lun: AtomicU8,
-    reserved: AtomicU8,
-}
-const _: () = assert!(size_of::<SharedBtl8>() == size_of::<StorAddrBtl8>());
-const _: () = assert!(align_of::<SharedBtl8>() == align_of::<StorAddrBtl8>());
-const _: () = assert!(
-    core::mem::offset_of!(SharedBtl8, address_length)
-        == core::mem::offset_of!(StorAddrBtl8, address_length)
-);
-const _: () = assert!(
-    core::mem::offset_of!(SharedBtl8, target) == core::mem::offset_of!(StorAddrBtl8, target)
-);
-const _: () =
-    assert!(core::mem::offset_of!(SharedBtl8, lun) == core::mem::offset_of!(StorAddrBtl8, lun));
-
 /// The event queue's counters, readable from a crash dump (and by the tests).
 #[derive(Debug, Default)]
 pub struct EventCounters {
@@ -456,8 +427,7 @@ pub struct EventQueue {
     /// the configuration did since the driver last read it).
     config_generation: AtomicU8,
     /// A `StorPortStateChangeDetected` notification is being processed.
-    state_change_busy: AtomicBool,
-    state_change_address: SharedBtl8,
+    state_change: UnitStateChange,
     counters: EventCounters,
 }
 
@@ -492,8 +462,7 @@ impl EventQueue {
             gone: GoneUnits::new(words),
             config: [const { AtomicU32::new(0) }; CONFIG_WORDS],
             config_generation: AtomicU8::new(0),
-            state_change_busy: AtomicBool::new(false),
-            state_change_address: SharedBtl8::default(),
+            state_change: UnitStateChange::default(),
             counters: EventCounters::default(),
         })
     }
@@ -680,56 +649,23 @@ impl EventQueue {
     /// time). False if it could not be told: another notification is being processed or
     /// StorPort refused (an older StorPort answers NOT_IMPLEMENTED).
     fn unit_changed(&self, adapter: &Adapter, target: u8, lun: u8) -> bool {
-        // ORDERING: Acquire pairs with the Release in `state_change_done`: StorPort has
-        // finished reading the address before it is written again below.
-        if self
-            .state_change_busy
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            return false;
-        }
-        let address = &self.state_change_address;
-        // ORDERING: relaxed stores; the StorPort call below is the publication (a call into
-        // another driver is a compiler and CPU ordering point for the data it is handed).
-        address
-            .address_type
-            .store(STOR_ADDRESS_TYPE_BTL8, Ordering::Relaxed);
-        address.port.store(0, Ordering::Relaxed);
-        address
-            .address_length
-            .store(STOR_ADDR_BTL8_ADDRESS_LENGTH, Ordering::Relaxed);
-        address.path.store(0, Ordering::Relaxed);
-        address.target.store(target, Ordering::Relaxed);
-        address.lun.store(lun, Ordering::Relaxed);
-        address.reserved.store(0, Ordering::Relaxed);
-        let pointer = NonNull::from(address).cast::<StorAddrBtl8>();
-        // SAFETY: the address lives in the adapter (the device extension, for the adapter's
-        // life) and is not written again until `state_change_done` clears the busy flag, which
-        // only the callback (or the refusal below) does; `hw_state_change` is a static function
-        // that ignores its context.
-        let status = unsafe {
-            adapter.extension().state_change_detected(
-                STATE_CHANGE_LUN,
-                pointer,
-                adapter.callbacks().state_change,
-                core::ptr::null_mut(),
-            )
-        };
-        if status == STOR_STATUS_SUCCESS {
-            count(&self.counters.state_changes);
-            true
-        } else {
-            // No callback comes for a refused notification.
-            self.state_change_done();
-            false
+        match self.state_change.notify(
+            adapter.extension(),
+            target,
+            lun,
+            adapter.callbacks().state_change,
+        ) {
+            Notified::Sent => {
+                count(&self.counters.state_changes);
+                true
+            }
+            Notified::Busy | Notified::Refused(_) => false,
         }
     }
 
     /// StorPort finished processing the state-change notification (HwStorStateChange).
     pub fn state_change_done(&self) {
-        // ORDERING: Release pairs with the Acquire in `unit_changed`.
-        self.state_change_busy.store(false, Ordering::Release);
+        self.state_change.done();
     }
 
     /// After DRIVER_OK: records the configuration the device started with, so the next

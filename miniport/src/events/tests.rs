@@ -210,23 +210,6 @@ fn configuration_changes_are_sorted_into_reset_rescan_and_ignored() {
     assert!(ConfigChanges::between(&wrong, &wrong).layout);
 }
 
-#[test]
-fn the_shared_address_is_laid_out_as_stor_addr_btl8() {
-    let address = SharedBtl8::default();
-    address.address_type.store(1, Ordering::Relaxed);
-    address.address_length.store(4, Ordering::Relaxed);
-    address.target.store(9, Ordering::Relaxed);
-    address.lun.store(3, Ordering::Relaxed);
-    let pointer = NonNull::from(&address).cast::<StorAddrBtl8>();
-    // SAFETY: the asserted layout is StorAddrBtl8's; reading it while nothing writes is
-    // what StorPort does.
-    let read = unsafe { pointer.read() };
-    assert_eq!(
-        (read.r#type, read.address_length, read.target, read.lun),
-        (1, 4, 9, 3)
-    );
-}
-
 proptest! {
     #[test]
     fn any_bytes_and_length_yield_a_reaction_consistent_with_the_decoder(

@@ -13,6 +13,7 @@ pub mod functions;
 pub mod port;
 pub mod queue_locks;
 pub mod srb;
+pub mod state_change;
 pub mod types;
 
 pub use constants::*;
