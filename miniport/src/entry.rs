@@ -220,7 +220,9 @@ pub unsafe extern "system" fn hw_build_io(
     else {
         return FALSE;
     };
-    match io::build_io(adapter, srb) {
+    // SAFETY: `srb` is the SRB StorPort passed to HwBuildIo: valid and ours until completed.
+    let parsed = unsafe { crate::storport::srb::Srb::from_raw(srb) };
+    match io::build_io(adapter, parsed) {
         Built::Ready(srb) | Built::Control(srb) => {
             // StartIo finds everything in the SRB and its extension.
             srb.hand_over();

@@ -22,7 +22,7 @@ pub const HEALTH_PERIOD_MICROSECONDS: u32 = 250_000;
 pub const TMF_POLL_MICROSECONDS: u32 = 10_000;
 
 /// Alignment of ring memory: a page, so no ring straddles pages needlessly (dump mode packs
-/// them tighter: [`Sizing::ring_align`]).
+/// them tighter: [`Sizing::ring_align`](crate::dump::Sizing::ring_align)).
 pub const RING_MEMORY_ALIGN: usize = 4096;
 
 /// The page size StorPort's scatter/gather lists are built from (4 KiB on x64 and ARM64).

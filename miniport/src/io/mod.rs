@@ -146,9 +146,8 @@ pub fn complete(adapter: &Adapter, mut srb: Srb, status: u8) {
 }
 
 /// HwBuildIo: validates the SRB and builds its request.
-pub fn build_io(adapter: &Adapter, raw: NonNull<ScsiRequestBlock>) -> Built {
-    // SAFETY: `raw` is the SRB StorPort passed to HwBuildIo: valid and ours until completed.
-    let mut srb = match unsafe { Srb::from_raw(raw) } {
+pub fn build_io(adapter: &Adapter, parsed: Result<Srb, (Srb, SrbError)>) -> Built {
+    let mut srb = match parsed {
         Ok(srb) => srb,
         Err((srb, error)) => {
             let status = match error {
@@ -411,31 +410,14 @@ fn data_segments<'a>(
     srb: &'a Srb,
     length: u32,
 ) -> Result<&'a [StorScatterGatherElement], u8> {
-    let list = adapter
+    let elements = adapter
         .extension()
-        .scatter_gather_list(srb)
+        .scatter_gather_elements(srb, adapter.limits().max_segments)
         .ok_or(SRB_STATUS_INVALID_REQUEST)?;
-    // SAFETY: StorPort's list for this SRB stays valid until the SRB is completed; its header
-    // is read by value.
-    let elements = unsafe { list.as_ref() }.number_of_elements;
-    if elements == 0 || elements > adapter.limits().max_segments || length == 0 {
+    if elements.is_empty() || length == 0 {
         return Err(SRB_STATUS_INVALID_REQUEST);
     }
-    #[expect(
-        clippy::cast_ptr_alignment,
-        reason = "the element array follows the 8-aligned header at its field offset"
-    )]
-    let first = list
-        .as_ptr()
-        .cast::<u8>()
-        .wrapping_add(core::mem::offset_of!(
-            crate::storport::StorScatterGatherList,
-            list
-        ))
-        .cast::<StorScatterGatherElement>();
-    // SAFETY: `number_of_elements` elements follow the header at `list` (StorPort's layout),
-    // valid until the SRB is completed; the count was bounded above.
-    Ok(unsafe { core::slice::from_raw_parts(first, elements as usize) })
+    Ok(elements)
 }
 
 /// Writes the segment list of a request into its SRB extension's scratch area.
@@ -781,16 +763,9 @@ fn complete_used(adapter: &Adapter, queue: u16, base: usize, written: u32, token
     if let Some(counters) = adapter.counters(queue) {
         counters.record_transfer(direction, transferred);
     }
-    if outcome.autosense_valid
-        && status != SRB_STATUS_NO_DEVICE
-        && let Some((buffer, capacity)) = srb.sense_buffer()
-    {
-        let sense = outcome.sense(&response);
-        let len = sense.len().min(usize::from(capacity));
-        // SAFETY: the SRB's sense buffer holds `capacity` bytes (StorPort's contract for
-        // SenseInfoBuffer/SenseInfoBufferLength) and `len <= capacity`.
-        unsafe { core::ptr::copy_nonoverlapping(sense.as_ptr(), buffer.as_ptr(), len) };
-        srb.set_sense_length(len as u8);
+    if outcome.autosense_valid && status != SRB_STATUS_NO_DEVICE && srb.sense_buffer().is_some() {
+        let len = srb.copy_sense(outcome.sense(&response));
+        srb.set_sense_length(len);
         status |= SRB_STATUS_AUTOSENSE_VALID;
     } else if status != SRB_STATUS_SUCCESS {
         srb.set_sense_length(0);

@@ -26,7 +26,8 @@ use crate::storport::{
     PortConfigurationInformation, ProcessorNumber, REG_BINARY, REG_DWORD, ReleaseSpinLock,
     RequestComplete, RequestTimerCall, ResetDetected, STOR_STATUS_NOT_IMPLEMENTED,
     STOR_STATUS_SUCCESS, ScsiRequestBlock, StartioPerformanceParameters, StateChangeDetectedCall,
-    StorAddrBtl8, StorDpc, StorLockHandle, StorPhysicalAddress, StorScatterGatherList, TRUE,
+    StorAddrBtl8, StorDpc, StorLockHandle, StorPhysicalAddress, StorScatterGatherElement,
+    StorScatterGatherList, TRUE,
 };
 
 /// The miniport routines bring-up hands StorPort after find-adapter registered the first ones
@@ -140,13 +141,36 @@ impl DeviceExtension {
         (physical.as_u64(), length)
     }
 
-    /// The scatter/gather list of `srb`'s data buffer.
+    /// The scatter/gather elements of `srb`'s data buffer; `None` when it has no list or the
+    /// list has more than `max` elements.
     #[must_use]
-    pub fn scatter_gather_list(self, srb: &Srb) -> Option<NonNull<StorScatterGatherList>> {
+    pub fn scatter_gather_elements(
+        self,
+        srb: &Srb,
+        max: u32,
+    ) -> Option<&[StorScatterGatherElement]> {
         // SAFETY: `srb` is an SRB StorPort handed us and not yet completed; StorPort returns
         // its list (or null when it has no data).
-        let list = unsafe { StorPortGetScatterGatherList(self.raw(), srb.raw().as_ptr()) };
-        NonNull::new(list)
+        let list =
+            NonNull::new(unsafe { StorPortGetScatterGatherList(self.raw(), srb.raw().as_ptr()) })?;
+        // SAFETY: StorPort's list for this SRB stays valid until the SRB is completed (the
+        // returned slice borrows the view); its header is read by value.
+        let elements = unsafe { list.as_ref() }.number_of_elements;
+        if elements > max {
+            return None;
+        }
+        #[expect(
+            clippy::cast_ptr_alignment,
+            reason = "the element array follows the 8-aligned header at its field offset"
+        )]
+        let first = list
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_add(core::mem::offset_of!(StorScatterGatherList, list))
+            .cast::<StorScatterGatherElement>();
+        // SAFETY: `number_of_elements` elements follow the header at `list` (StorPort's
+        // layout), valid until the SRB is completed; the count was bounded above.
+        Some(unsafe { core::slice::from_raw_parts(first, elements as usize) })
     }
 
     /// Completes `srb` back to StorPort. Consumes the view: it is completed exactly once.

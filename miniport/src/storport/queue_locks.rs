@@ -155,7 +155,7 @@ pub struct QueueLocks<T, S> {
 
 impl<T, S> QueueLocks<T, S> {
     /// The locks of `port` over `cells` (one per virtqueue, filled by the caller through
-    /// [`Self::cells_mut`] before anyone can lock them) and `shared`, in per-queue mode until
+    /// [`Self::parts_mut`] before anyone can lock them) and `shared`, in per-queue mode until
     /// HwInitialize decides.
     #[must_use]
     pub fn new(port: DeviceExtension, cells: Carved<UnsafeCell<Option<T>>>, shared: S) -> Self {

@@ -659,6 +659,20 @@ impl Srb {
         (len > 0).then_some((buffer, len))
     }
 
+    /// Copies as much of `sense` as the SRB's sense buffer holds into it; returns the bytes
+    /// copied (0 without a sense buffer).
+    pub fn copy_sense(&mut self, sense: &[u8]) -> u8 {
+        let Some((buffer, capacity)) = self.sense_buffer() else {
+            return 0;
+        };
+        let len = sense.len().min(usize::from(capacity));
+        // SAFETY: the SRB's sense buffer holds `capacity` bytes (StorPort's contract for
+        // SenseInfoBuffer/SenseInfoBufferLength), `len <= capacity`, and `&mut self` is the
+        // request's only view.
+        unsafe { core::ptr::copy_nonoverlapping(sense.as_ptr(), buffer.as_ptr(), len) };
+        u8::try_from(len).unwrap_or(capacity)
+    }
+
     /// Sets `SenseInfoBufferLength` to the bytes of sense written.
     pub fn set_sense_length(&mut self, len: u8) {
         if let Some(fields) = self.scsi_fields() {
