@@ -1,7 +1,12 @@
 //! Unit tests of `io`.
-use virtio_core::scsi::ProtocolViolation;
+use virtio_core::scsi::{DataDirection, Disposition, ProtocolViolation};
 
 use super::*;
+use crate::storport::{
+    SRB_STATUS_ABORTED, SRB_STATUS_BUS_RESET, SRB_STATUS_BUSY, SRB_STATUS_DATA_OVERRUN,
+    SRB_STATUS_ERROR, SRB_STATUS_INVALID_LUN, SRB_STATUS_INVALID_TARGET_ID, SRB_STATUS_NO_DEVICE,
+    SRB_STATUS_SUCCESS,
+};
 
 #[test]
 fn an_unspecified_direction_follows_the_cdb_and_is_otherwise_a_read() {
