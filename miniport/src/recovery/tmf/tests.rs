@@ -1,8 +1,11 @@
 //! Unit tests of `tmf`.
+use core::borrow::Borrow;
+
 use proptest::prelude::*;
 use virtio_core::fake::FakeHal;
 use virtio_core::hal::Hal;
-use virtio_core::scsi::Response;
+use virtio_core::scsi::{Response, TmfResp, complete_tmf};
+use zerocopy::IntoBytes;
 
 use super::*;
 
