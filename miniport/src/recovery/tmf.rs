@@ -54,9 +54,9 @@
 //! # The trace, and the dump stack
 //! Each function sent is a [`crate::trace::TraceEvent::TmfSent`] record and each one ended a
 //! `TmfDone` (its response, or `u32::MAX` unanswered); an escalation is a `DeviceReset` with
-//! [`ResetCause::TmfEscalation`]. The crash-dump stack has no timer to bound a function with and
+//! [`ResetCause::TmfEscalation`](crate::trace::ResetCause::TmfEscalation). The crash-dump stack has no timer to bound a function with and
 //! no slots are carved there: its abort and reset requests, like its HwResetBus, reset the
-//! whole device inline when something is in flight ([`Adapter::reset_bus`]).
+//! whole device inline when something is in flight ([`Adapter::reset_bus`](crate::adapter::Adapter::reset_bus)).
 #![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
