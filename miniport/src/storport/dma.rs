@@ -253,6 +253,12 @@ impl UncachedArena {
         Some(unsafe { Self::new(extension, memory, bus, len) })
     }
 
+    /// The adapter the extension belongs to.
+    #[must_use]
+    pub const fn extension(&self) -> DeviceExtension {
+        self.extension
+    }
+
     /// Bytes carved so far.
     #[must_use]
     pub fn used(&self) -> usize {

@@ -13,6 +13,7 @@ pub mod functions;
 pub mod port;
 pub mod queue_locks;
 pub mod srb;
+pub mod start_io_lock;
 pub mod state_change;
 pub mod types;
 

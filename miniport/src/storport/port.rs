@@ -25,9 +25,9 @@ use crate::storport::{
     MessageInterruptInformation, PCIBus, PCIConfiguration, PerfConfigurationData,
     PortConfigurationInformation, ProcessorNumber, REG_BINARY, REG_DWORD, ReleaseSpinLock,
     RequestComplete, RequestTimerCall, ResetDetected, STOR_STATUS_NOT_IMPLEMENTED,
-    STOR_STATUS_SUCCESS, ScsiRequestBlock, StartioPerformanceParameters, StateChangeDetectedCall,
-    StorAddrBtl8, StorDpc, StorLockHandle, StorPhysicalAddress, StorScatterGatherElement,
-    StorScatterGatherList, TRUE,
+    STOR_STATUS_SUCCESS, ScsiRequestBlock, StartIoLock, StartioPerformanceParameters,
+    StateChangeDetectedCall, StorAddrBtl8, StorDpc, StorLockHandle, StorPhysicalAddress,
+    StorScatterGatherElement, StorScatterGatherList, TRUE,
 };
 
 /// The miniport routines bring-up hands StorPort after find-adapter registered the first ones
@@ -326,6 +326,34 @@ impl DeviceExtension {
                 handle,
             );
         };
+    }
+
+    /// Acquires StorPort's StartIo lock, filling `handle`.
+    ///
+    /// # Safety
+    /// As for [`Self::acquire_interrupt_lock`]; the caller holds no StorPort lock (the StartIo
+    /// lock is not reentrant).
+    pub unsafe fn acquire_start_io_lock(self, handle: *mut StorLockHandle) {
+        // SAFETY: AcquireSpinLock takes (STOR_SPINLOCK, LockContext, PSTOR_LOCK_HANDLE); the
+        // handle stays at its address until the release and only the lock holder uses it.
+        unsafe {
+            StorPortNotification(
+                AcquireSpinLock,
+                self.raw(),
+                StartIoLock,
+                ptr::null_mut::<c_void>(),
+                handle,
+            );
+        };
+    }
+
+    /// Releases the lock taken by [`Self::acquire_start_io_lock`] with the same `handle`.
+    ///
+    /// # Safety
+    /// The caller holds the lock, acquired with this `handle`.
+    pub unsafe fn release_start_io_lock(self, handle: *mut StorLockHandle) {
+        // SAFETY: ReleaseSpinLock takes (PSTOR_LOCK_HANDLE) filled by the matching acquire.
+        unsafe { StorPortNotification(ReleaseSpinLock, self.raw(), handle) };
     }
 
     /// Releases the lock taken by [`Self::acquire_interrupt_lock`] with the same `handle`.

@@ -659,6 +659,21 @@ impl Srb {
         (len > 0).then_some((buffer, len))
     }
 
+    /// The data buffer of an `SRB_FUNCTION_WMI` request, `DataTransferLength` bytes; `None` for
+    /// another function or a null buffer.
+    pub fn wmi_buffer(&mut self) -> Option<&mut [u8]> {
+        if self.function() != u32::from(crate::storport::SRB_FUNCTION_WMI) {
+            return None;
+        }
+        let buffer = core::ptr::NonNull::new(self.data_buffer().cast::<u8>())?;
+        let length = self.data_transfer_length() as usize;
+        // SAFETY: for SRB_FUNCTION_WMI, StorPort passes in DataBuffer the system-space buffer
+        // of the WMI request, valid for reads and writes of DataTransferLength bytes and used
+        // by no one else until the SRB is completed; the slice borrows this view mutably, so
+        // it is the only one and ends before the SRB can be completed.
+        Some(unsafe { core::slice::from_raw_parts_mut(buffer.as_ptr(), length) })
+    }
+
     /// Copies as much of `sense` as the SRB's sense buffer holds into it; returns the bytes
     /// copied (0 without a sense buffer).
     pub fn copy_sense(&mut self, sense: &[u8]) -> u8 {
