@@ -179,6 +179,7 @@ impl<T, S> QueueLocks<T, S> {
 
     /// The interrupt mode.
     #[must_use]
+    #[inline]
     pub fn mode(&self) -> InterruptMode {
         InterruptMode::from_raw(self.mode.load(Ordering::Relaxed))
     }
@@ -192,7 +193,14 @@ impl<T, S> QueueLocks<T, S> {
     /// Acquires the lock that guards virtqueue `index`.
     #[must_use]
     pub fn lock(&self, index: u16) -> Guard<'_, T, S> {
-        let held = self.acquire(self.mode().lock_of(index));
+        // The mode decides the lock directly (the hot path of StartIo and the DPC).
+        let held = match self.mode() {
+            InterruptMode::PerQueue => {
+                self.acquire_message(u32::from(InterruptMode::vector_of_queue(index)))
+            }
+            InterruptMode::Shared => self.acquire_message(0),
+            InterruptMode::Line => self.acquire(Lock::Interrupt),
+        };
         Guard {
             locks: self,
             index,
@@ -246,12 +254,16 @@ impl<T, S> QueueLocks<T, S> {
         unsafe { &*self.shared.get() }
     }
 
+    fn acquire_message(&self, message: u32) -> Held {
+        Held::Message {
+            message,
+            old_irql: self.port.acquire_msi_lock(message),
+        }
+    }
+
     fn acquire(&self, lock: Lock) -> Held {
         match lock {
-            Lock::Message(message) => Held::Message {
-                message,
-                old_irql: self.port.acquire_msi_lock(message),
-            },
+            Lock::Message(message) => self.acquire_message(message),
             Lock::Interrupt => {
                 // SAFETY: the handle lives in the adapter (fixed address) and is touched only
                 // by the lock holder, which we are about to become.
@@ -281,6 +293,7 @@ impl<T, S> QueueLocks<T, S> {
         clippy::mut_from_ref,
         reason = "interior mutability guarded by the queue's lock"
     )]
+    #[inline]
     unsafe fn cell(&self, index: u16) -> Option<&mut T> {
         let table: &[UnsafeCell<Option<T>>] = self.cells.borrow();
         let cell = table.get(usize::from(index))?;
@@ -317,6 +330,7 @@ impl<T, S> Guard<'_, T, S> {
     }
 
     /// The virtqueue's state.
+    #[inline]
     pub fn state(&mut self) -> Option<&mut T> {
         // SAFETY: this guard proves the queue's lock is held (acquired for it, StorPort's
         // checked to cover it, or every lock), and `&mut self` makes the returned reference

@@ -6,8 +6,8 @@ use super::request_blocks::{
 };
 use super::routines::{
     HwAdapterControl, HwAdapterState, HwBuildIo, HwCleanupTracing, HwCompleteServiceIrp,
-    HwDmaStarted, HwFindAdapter, HwFreeAdapterResources, HwInitialize, HwInitializeTracing,
-    HwInterrupt, HwMessageSignaledInterruptRoutine, HwProcessServiceRequest, HwResetBus, HwStartIo,
+    HwDmaStarted, HwFreeAdapterResources, HwInitialize, HwInitializeTracing, HwInterrupt,
+    HwMessageSignaledInterruptRoutine, HwProcessServiceRequest, HwResetBus, HwStartIo,
     HwTracingEnabled, HwUnitControl,
 };
 use super::scatter_gather::StorScatterGatherList;
@@ -16,7 +16,22 @@ use super::system::{
     StorLockHandle,
 };
 use super::{AccessRange, Boolean, MemoryRegion};
-use core::ffi::c_void;
+use core::ffi::{c_char, c_void};
+
+/// `PHW_FIND_ADAPTER`: HwStorFindAdapter, called at PASSIVE_LEVEL to claim the adapter and fill
+/// `config_info`; returns an `SP_RETURN_*` code. The last parameter (SCSIport's `Again`) is
+/// `Reserved3` for StorPort and must be ignored. (WDK 10 declares the registration's slot as
+/// `PVOID` because virtual miniports use another signature; the layout is the same.)
+pub type HwFindAdapter = Option<
+    unsafe extern "system" fn(
+        device_extension: *mut c_void,
+        hw_context: *mut c_void,
+        bus_information: *mut c_void,
+        argument_string: *mut c_char,
+        config_info: *mut PortConfigurationInformation,
+        reserved3: *mut Boolean,
+    ) -> u32,
+>;
 
 /// `PORT_CONFIGURATION_INFORMATION` (storport.h): what StorPort knows about the adapter, passed
 /// to HwStorFindAdapter, which completes it. 224 bytes on 64-bit Windows (WDK 10 layout; the

@@ -1,10 +1,9 @@
 //! The HW callback types (`PHW_*`): the routines the miniport hands StorPort.
 
 use super::Boolean;
-use super::config::PortConfigurationInformation;
 use super::request_blocks::ScsiRequestBlock;
 use super::system::StorDpc;
-use core::ffi::{c_char, c_void};
+use core::ffi::c_void;
 
 /// `PHW_INITIALIZE`: HwStorInitialize, called at DIRQL (with the interrupt lock) after
 /// HwStorFindAdapter; returns TRUE when the adapter is ready.
@@ -35,21 +34,6 @@ pub type HwInterrupt = Option<unsafe extern "system" fn(device_extension: *mut c
 /// for message `message_id`.
 pub type HwMessageSignaledInterruptRoutine =
     Option<unsafe extern "system" fn(device_extension: *mut c_void, message_id: u32) -> Boolean>;
-
-/// `PHW_FIND_ADAPTER`: HwStorFindAdapter, called at PASSIVE_LEVEL to claim the adapter and fill
-/// `config_info`; returns an `SP_RETURN_*` code. The last parameter (SCSIport's `Again`) is
-/// `Reserved3` for StorPort and must be ignored. (WDK 10 declares the registration's slot as
-/// `PVOID` because virtual miniports use another signature; the layout is the same.)
-pub type HwFindAdapter = Option<
-    unsafe extern "system" fn(
-        device_extension: *mut c_void,
-        hw_context: *mut c_void,
-        bus_information: *mut c_void,
-        argument_string: *mut c_char,
-        config_info: *mut PortConfigurationInformation,
-        reserved3: *mut Boolean,
-    ) -> u32,
->;
 
 /// `PHW_RESET_BUS`: HwStorResetBus, called at DISPATCH_LEVEL (StartIo lock held) to reset bus
 /// `path_id`; returns TRUE on success.
