@@ -203,6 +203,7 @@ impl<T, S> QueueLocks<T, S> {
         };
         Guard {
             locks: self,
+            cell: self.cell_of(index),
             index,
             held,
         }
@@ -221,6 +222,7 @@ impl<T, S> QueueLocks<T, S> {
             .covers(self.mode().lock_of(index))
             .then_some(Guard {
                 locks: self,
+                cell: self.cell_of(index),
                 index,
                 held: Held::ByCaller,
             })
@@ -295,10 +297,16 @@ impl<T, S> QueueLocks<T, S> {
     )]
     #[inline]
     unsafe fn cell(&self, index: u16) -> Option<&mut T> {
+        // SAFETY: forwarded from the caller.
+        self.cell_of(index)
+            .and_then(|cell| unsafe { (*cell.get()).as_mut() })
+    }
+
+    /// The cell of virtqueue `index`, looked up once per guard.
+    #[inline]
+    fn cell_of(&self, index: u16) -> Option<&UnsafeCell<Option<T>>> {
         let table: &[UnsafeCell<Option<T>>] = self.cells.borrow();
-        let cell = table.get(usize::from(index))?;
-        // SAFETY: the caller's lock makes this the only access to the cell.
-        unsafe { (*cell.get()).as_mut() }
+        table.get(usize::from(index))
     }
 }
 
@@ -318,6 +326,8 @@ enum Held {
 #[derive(Debug)]
 pub struct Guard<'a, T, S> {
     locks: &'a QueueLocks<T, S>,
+    /// The guarded cell (`None` for an index past the table).
+    cell: Option<&'a UnsafeCell<Option<T>>>,
     index: u16,
     held: Held,
 }
@@ -332,10 +342,11 @@ impl<T, S> Guard<'_, T, S> {
     /// The virtqueue's state.
     #[inline]
     pub fn state(&mut self) -> Option<&mut T> {
+        let cell = self.cell?;
         // SAFETY: this guard proves the queue's lock is held (acquired for it, StorPort's
         // checked to cover it, or every lock), and `&mut self` makes the returned reference
         // the only one derived from it.
-        unsafe { self.locks.cell(self.index) }
+        unsafe { (*cell.get()).as_mut() }
     }
 }
 
@@ -358,6 +369,7 @@ impl<T, S> AllLocked<'_, T, S> {
     pub fn guard(&mut self, index: u16) -> Guard<'_, T, S> {
         Guard {
             locks: self.locks,
+            cell: self.locks.cell_of(index),
             index,
             held: Held::ByCaller,
         }
