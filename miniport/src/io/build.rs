@@ -8,7 +8,9 @@ use virtio_core::hal::Segment;
 use virtio_core::scsi::{CDB_SIZE, CmdReq, CmdResp, DataDirection, Lun};
 use zerocopy::IntoBytes;
 
-use super::{Built, RESPONSE_HEADER_LEN, Request, complete, device_identification, request_base};
+use super::{
+    Built, Request, UNWRITTEN_RESPONSE_HEADER, complete, device_identification, request_base,
+};
 use crate::adapter::Adapter;
 use crate::luns::{self};
 use crate::srb_extension::{RequestContext, RequestState};
@@ -206,7 +208,7 @@ pub(super) fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
         .write_bytes(layout.cmd_req, command.as_bytes())
         || !request
             .memory
-            .write_bytes(layout.cmd_resp, &[0u8; RESPONSE_HEADER_LEN as usize])
+            .write_bytes(layout.cmd_resp, &UNWRITTEN_RESPONSE_HEADER)
     {
         return Err(SRB_STATUS_ERROR);
     }

@@ -11,7 +11,7 @@ use core::sync::atomic::Ordering;
 
 use virtio_core::dma::DmaMemory;
 use virtio_core::hal::Segment;
-use virtio_core::scsi::CmdResp;
+use virtio_core::scsi::{CmdResp, Response};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::adapter::Adapter;
@@ -36,6 +36,14 @@ pub use submit::start_io;
 /// Bytes of the response header the device must write for the response to be read at all
 /// (`sense_len`, `resid`, `status_qualifier`, `status`, `response`).
 const RESPONSE_HEADER_LEN: u32 = 12;
+
+/// What the response header holds before the device answers: every field zero except
+/// `response`, which reads `VIRTIO_SCSI_S_FAILURE`. A used element whose header the device never
+/// wrote then completes as a failure; a zeroed header would read as `VIRTIO_SCSI_S_OK` with
+/// status GOOD, and a WRITE the device never performed would complete SUCCESS (found by the
+/// hostile-device sessions).
+const UNWRITTEN_RESPONSE_HEADER: [u8; RESPONSE_HEADER_LEN as usize] =
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, Response::Failure as u8];
 
 /// One request's memory in its SRB extension, as a bounds-checked view.
 #[derive(Clone, Copy, Debug)]
