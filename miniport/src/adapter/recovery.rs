@@ -235,7 +235,7 @@ impl Adapter {
         self.resetting.store(false, Ordering::Release);
         self.extension.reset_detected();
         if reset {
-            self.events.restarted(self);
+            self.events.restarted(&self.event_context());
         }
         restarted
     }
@@ -306,7 +306,7 @@ impl Adapter {
         if restarted {
             self.used_seen.store(0, Ordering::Relaxed);
             self.arm_timer();
-            self.events.restarted(self);
+            self.events.restarted(&self.event_context());
         }
         self.trace(
             TraceEvent::Restarted,
