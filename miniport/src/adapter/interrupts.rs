@@ -146,7 +146,7 @@ impl Adapter {
         let Some(state) = guard.state() else {
             return;
         };
-        if self.events.drain(&self.event_context(), state.event_ring()) {
+        if self.events.drain(&self.event_context(), state.ring_view()) {
             self.reset_later(ResetCause::ProtocolViolation);
         }
     }
@@ -158,7 +158,11 @@ impl Adapter {
         let Some(mut guard) = self.virtqueue_under(held, queue_index::CONTROL) else {
             return;
         };
-        self.drain_control(&mut guard, true);
+        crate::recovery::tmf::drain_control(
+            self,
+            guard.state().map(super::QueueState::ring_view),
+            true,
+        );
     }
 
     /// A request queue's interrupt, in the ISR that owns it: hands the drain to the queue's

@@ -53,11 +53,12 @@ use virtio_core::scsi::Limits;
 
 use crate::control::wmi_provider::{WmiContext, WmiHost};
 use crate::dump::DumpMode;
-use crate::events::{Doorbell, EventContext, EventQueue, EventRing};
+use crate::events::{EventContext, EventQueue};
 use crate::io::device_identification::LunLocation;
 use crate::limits::StorLimits;
 use crate::luns::{LunSlot, LunTable};
 use crate::recovery::tmf::{TmfSlot, TmfTable};
+use crate::ring_view::{Doorbell, RingView};
 use crate::sizing::HEALTH_PERIOD_MICROSECONDS;
 use crate::storport::StorDpc;
 use crate::storport::dma::{Carved, StorPortRegisters, UncachedArena};
@@ -156,9 +157,9 @@ pub enum Ring {
 }
 
 impl QueueState {
-    /// The ring as the event queue drives it.
-    pub fn event_ring(&mut self) -> EventRing<'_> {
-        EventRing {
+    /// The ring as the event queue and task management drive it.
+    pub fn ring_view(&mut self) -> RingView<'_> {
+        RingView {
             queue: self.ring.queue(),
             tokens: core::borrow::BorrowMut::borrow_mut(&mut self.requests),
             notify_offset: self.notify_offset,

@@ -70,10 +70,9 @@ use virtio_core::queue::QueueError;
 use virtio_core::scsi::{Config, Event, EventError, EventKind, Limits, ResetReason, queue_index};
 use zerocopy::FromBytes;
 
-use virtio_core::queue::Virtqueue;
-
 use crate::dump::Sizing;
 use crate::luns::{LunSlot, LunTable};
+use crate::ring_view::{Doorbell, RingView};
 use crate::sizing::EVENT_BUFFERS;
 use crate::storport::HwStateChange;
 use crate::storport::dma::{Carved, UncachedArena};
@@ -418,13 +417,6 @@ struct Batch {
     bus_change: bool,
 }
 
-/// How the device is told of new buffers on a virtqueue: the adapter's notify register.
-pub trait Doorbell {
-    /// Notifies the device of virtqueue `index` at notification offset `offset`, after the
-    /// fence that publishes the ring's updates first.
-    fn notify_virtqueue(&self, index: u16, offset: u64);
-}
-
 /// What the event queue reaches of the adapter, built by the adapter for each call.
 pub struct EventContext<'a> {
     /// Where device events and violations are recorded.
@@ -446,24 +438,6 @@ impl core::fmt::Debug for EventContext<'_> {
         f.debug_struct("EventContext")
             .field("extension", &self.extension)
             .field("rescan_after_restart", &self.rescan_after_restart)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The eventq's ring as the event queue uses it, under the lock that guards it.
-pub struct EventRing<'a> {
-    /// The ring.
-    pub queue: &'a mut dyn Virtqueue,
-    /// For each token, the index plus one of the buffer posted under it (0 when none).
-    pub tokens: &'a mut [usize],
-    /// Offset of the eventq's notification address in the notify BAR.
-    pub notify_offset: u64,
-}
-
-impl core::fmt::Debug for EventRing<'_> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("EventRing")
-            .field("notify_offset", &self.notify_offset)
             .finish_non_exhaustive()
     }
 }
@@ -534,7 +508,7 @@ impl EventQueue {
 
     /// Puts buffer `index` (zeroed, so a device that reports a length without writing yields
     /// `NO_EVENT`) on the eventq and records it under its token.
-    fn post(&self, ring: &mut EventRing<'_>, index: usize) -> Result<(), QueueError> {
+    fn post(&self, ring: &mut RingView<'_>, index: usize) -> Result<(), QueueError> {
         let offset = index * EVENT_LEN;
         if !self.buffers.write_bytes(offset, &[0; EVENT_LEN]) {
             return Err(QueueError::EmptyChain);
@@ -550,7 +524,7 @@ impl EventQueue {
     /// Puts every buffer not already on the eventq there; returns the notification offset if
     /// the device must be told. The caller has the eventq to itself (set-up with StorPort's
     /// interrupt lock, or the reset winner holding every lock) and has set DRIVER_OK.
-    pub fn stock(&self, mut ring: EventRing<'_>) -> Option<u64> {
+    pub fn stock(&self, mut ring: RingView<'_>) -> Option<u64> {
         let size = usize::from(ring.queue.size());
         if ring.queue.in_flight() == 0 {
             // A new or reset ring: any token recorded before belongs to no chain.
@@ -579,7 +553,7 @@ impl EventQueue {
     /// out, puts its buffer back, and acts on it; notifies the device of the buffers put back
     /// and StorPort of the changes. Returns true if the device broke the ring protocol and must
     /// be reset (by the caller, from outside the ISR).
-    pub fn drain(&self, context: &EventContext<'_>, mut ring: EventRing<'_>) -> bool {
+    pub fn drain(&self, context: &EventContext<'_>, mut ring: RingView<'_>) -> bool {
         let mut batch = Batch::default();
         let mut broken = false;
         loop {
