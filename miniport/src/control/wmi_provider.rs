@@ -644,6 +644,7 @@ fn hex(value: u64, out: &mut [u8]) {
 /// queues (each read once, relaxed: WMI reports statistics, not a consistent cut). Its
 /// `queues` is empty: the WMI provider reads each queue's instance when asked. Its `targets`
 /// is empty too: the WMI request handler fills it from the LUN table, through the WMI scratch.
+#[must_use]
 pub fn hba_info<'a>(context: &WmiContext<'_>, texts: &'a Texts) -> HbaInfo<'a> {
     let facts = context.facts;
     let mut protocol = ProtocolStatistics::default();
