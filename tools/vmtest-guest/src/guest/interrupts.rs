@@ -189,4 +189,8 @@ impl vmtest_guest::driver::Interrupts for MsixInterrupts {
     fn wait(&self, entry: u16, seen: u64) -> Option<u64> {
         wait(u16::from(FIRST_VECTOR).saturating_add(entry), seen)
     }
+
+    fn now_nanos(&self) -> u64 {
+        now_nanos()
+    }
 }
