@@ -3,7 +3,9 @@
 //! would: enumeration (REPORT LUNS, INQUIRY, VPD 0x00/0x80/0x83, READ CAPACITY(16)) on a LUN
 //! with `wwn=` and one without, then pattern writes and read-verifies across the disk at queue
 //! depth 1 and 32, on every request queue (one logical processor per queue), and the largest
-//! transfer the image reports. Results are `RESULT image-* PASS|FAIL` lines; `IMAGE-PHASE` and
+//! transfer the image reports. With `adapter-reset=after-lost-interrupt` it runs instead, after
+//! enumeration, the adapter-level reset StorPort answers a timed-out request with
+//! ([`adapter_reset`]). Results are `RESULT image-* PASS|FAIL` lines; `IMAGE-PHASE` and
 //! `IMAGE-STAT` lines carry the figures the host sets next to QEMU's trace.
 #![expect(
     clippy::result_large_err,
@@ -49,6 +51,8 @@ struct Settings<'a> {
     lose_interrupt: Option<(u32, u64)>,
     /// `repeat-completion=<n>`: the planted double completion.
     repeat_completion: Option<u64>,
+    /// `adapter-reset=after-lost-interrupt`: run [`adapter_reset`] instead of the exercise.
+    adapter_reset: bool,
     classic: bool,
     /// The ring layout the device offers (`ring=split|packed`), which the image must take.
     packed: bool,
@@ -59,6 +63,7 @@ impl<'a> Settings<'a> {
         let (mut serial0, mut serial1, mut wwn, mut disk_bytes) = (None, None, None, None);
         let (mut drop_completion, mut classic, mut packed) = (None, false, None);
         let (mut lose_interrupt, mut repeat_completion) = (None, None);
+        let mut adapter_reset = false;
         for word in cmdline.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').ok_or(word)?;
             let number = || {
@@ -82,6 +87,7 @@ impl<'a> Settings<'a> {
                         arrival.parse().map_err(|_| word)?,
                     ));
                 }
+                "adapter-reset" if value == "after-lost-interrupt" => adapter_reset = true,
                 "srb" => classic = value == "classic",
                 "ring" => packed = Some(value == "packed"),
                 _ => return Err(word),
@@ -95,6 +101,7 @@ impl<'a> Settings<'a> {
             drop_completion,
             lose_interrupt,
             repeat_completion,
+            adapter_reset,
             classic,
             packed: packed.ok_or("ring")?,
         })
@@ -182,7 +189,11 @@ pub fn run(cmdline: &str) -> bool {
         limits.uncached >> 10
     );
     let mut passed = result("image-features", features(&adapter, settings.packed))
-        && exercise(&mut adapter, &hal, &settings);
+        && if settings.adapter_reset {
+            adapter_reset(&mut adapter, &hal, &settings)
+        } else {
+            exercise(&mut adapter, &hal, &settings)
+        };
     if let Some((message, arrival)) = settings.lose_interrupt {
         // At depth 1 no later interrupt comes to drain the queue: the image's HwTimer must
         // find the completion waiting (its lost-interrupt poll) and complete the request.
@@ -666,6 +677,197 @@ fn bus_reset(adapter: &mut Adapter, engine: &mut Engine, block_length: u32) -> R
         "32 READs around it: {succeeded} completed, {reset} ended by the reset; {}",
         ready.as_str()
     ))
+}
+
+/// HwAdapterControl's ScsiStopAdapter and ScsiRestartAdapter, and its success status.
+const SCSI_STOP_ADAPTER: u32 = vmtest_guest::storport_abi::SCSI_STOP_ADAPTER;
+const SCSI_RESTART_ADAPTER: u32 = vmtest_guest::storport_abi::SCSI_RESTART_ADAPTER;
+const SCSI_ADAPTER_CONTROL_SUCCESS: u32 = vmtest_guest::storport_abi::SCSI_ADAPTER_CONTROL_SUCCESS;
+/// The MSI-X message of processor 0's request queue (config, controlq and eventq take 0-2).
+const FIRST_REQUEST_MESSAGE: u32 = 3;
+/// device_status once the driver is up: ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK.
+const STATUS_RUNNING: u8 = 0x0f;
+/// Request queues, one per logical processor the image is told of.
+const PROCESSORS: u32 = storport::LOGICAL_PROCESSORS;
+/// The pattern written before the reset, and the first of those written after it.
+const BEFORE_RESET_SEED: u64 = 0xad00;
+const AFTER_RESET_SEED: u64 = 0xad10;
+
+/// Enumeration, then [`adapter_reset_steps`].
+fn adapter_reset(adapter: &mut Adapter, hal: &BareMetalHal, settings: &Settings<'_>) -> bool {
+    let Ok(buffer) = hal.dma_alloc(4096, 4096) else {
+        println!("RESULT image-enumerate FAIL out of DMA memory");
+        return false;
+    };
+    let Some(block_length) = enumerate(adapter, &buffer, settings) else {
+        return false;
+    };
+    result(
+        "image-adapter-reset",
+        adapter_reset_steps(adapter, &buffer, block_length),
+    )
+}
+
+/// What Windows does when a request times out and lower resets do not bring it back, on a
+/// request whose interrupt was lost: a READ's MSI-X message is withheld from the image and,
+/// before its HwTimer can find the completion (no DPC or timer runs meanwhile), the guest's
+/// StorPort calls ScsiStopAdapter then ScsiRestartAdapter. The READ completes exactly once, in
+/// the stop; the device is seen reset (device_status 0, no queue enabled) and then running
+/// again (DRIVER_OK, every queue enabled); past the unit attention, the data written before
+/// the reset reads back on every request queue, and new writes read back, with completions
+/// arriving on each queue's message.
+fn adapter_reset_steps(
+    adapter: &mut Adapter,
+    buffer: &DmaMemory,
+    block_length: u32,
+) -> Result<Text, Text> {
+    let blocks = 4096 / block_length;
+    fill_page(buffer, BEFORE_RESET_SEED, 0, block_length)?;
+    page_io(adapter, (buffer, block_length), true, 0, 0)?;
+    // Whatever the READ returns must overwrite this.
+    fill_page(buffer, !BEFORE_RESET_SEED, 0, block_length)?;
+    storport::withhold_next_interrupt(FIRST_REQUEST_MESSAGE);
+    let withheld_before = storport::counters().lost_interrupts;
+    let ticket = submit_io(adapter, buffer, false, 0, blocks, 4096, 0)?;
+    let start = interrupts::ticks();
+    while storport::counters().lost_interrupts == withheld_before {
+        if interrupts::ticks().wrapping_sub(start) > REQUEST_LIMIT_TICKS {
+            return Err(text!("the READ's interrupt never came to be withheld"));
+        }
+        storport::sleep_unless_pending();
+    }
+    if ticket.is_complete() {
+        return Err(text!(
+            "the READ completed although its interrupt was withheld"
+        ));
+    }
+    // The request timed out: the adapter-level reset.
+    let stop = adapter
+        .adapter_control(SCSI_STOP_ADAPTER)
+        .map_err(|error| text!("ScsiStopAdapter: {error}"))?;
+    if stop != SCSI_ADAPTER_CONTROL_SUCCESS {
+        return Err(text!("ScsiStopAdapter answered {stop}"));
+    }
+    let stopped = adapter
+        .device_state()
+        .ok_or_else(|| text!("no common configuration"))?;
+    if stopped.status != 0 || stopped.enabled != 0 {
+        return Err(text!(
+            "after ScsiStopAdapter the device is not reset: {stopped:?}"
+        ));
+    }
+    let recovered = storport::recovered_in();
+    let read = adapter
+        .finish(ticket)
+        .ok_or_else(|| text!("ScsiStopAdapter left the timed-out READ outstanding"))?;
+    if recovered != Some(storport::Context::AdapterControl) {
+        return Err(text!("the timed-out READ completed in {recovered:?}"));
+    }
+    let ended = match read.srb_status {
+        SRB_STATUS_BUS_RESET => "BUS_RESET",
+        SRB_STATUS_SUCCESS => {
+            pattern::verify(buffer, BEFORE_RESET_SEED, 0, block_length, blocks)
+                .map_err(|error| text!("the READ completed in the stop: {error:?}"))?;
+            "done, data ok"
+        }
+        other => return Err(text!("the timed-out READ ended {other:#x}")),
+    };
+    let restart = adapter
+        .adapter_control(SCSI_RESTART_ADAPTER)
+        .map_err(|error| text!("ScsiRestartAdapter: {error}"))?;
+    if restart != SCSI_ADAPTER_CONTROL_SUCCESS {
+        return Err(text!("ScsiRestartAdapter answered {restart}"));
+    }
+    let running = adapter
+        .device_state()
+        .ok_or_else(|| text!("no common configuration"))?;
+    if running.status != STATUS_RUNNING || running.enabled != running.queues {
+        return Err(text!("after ScsiRestartAdapter: {running:?}"));
+    }
+    let ready = test_unit_ready(adapter, 0)?;
+    resumed_on_every_queue(adapter, buffer, block_length)?;
+    Ok(text!(
+        "msg {FIRST_REQUEST_MESSAGE} withheld; stop: status 0, {} queues off, READ {ended}; restart: status {:#x}, {}/{} queues on; {}; data intact on {PROCESSORS} queues",
+        stopped.queues,
+        running.status,
+        running.enabled,
+        running.queues,
+        ready.as_str()
+    ))
+}
+
+/// After the adapter reset, on every processor (so every request queue): the page written
+/// before it reads back, and a new page writes and reads back, each completion arriving on the
+/// queue's own MSI-X message.
+fn resumed_on_every_queue(
+    adapter: &mut Adapter,
+    buffer: &DmaMemory,
+    block_length: u32,
+) -> Result<(), Text> {
+    let blocks = 4096 / block_length;
+    let delivered_before = storport::counters().interrupts;
+    for processor in 0..PROCESSORS {
+        page_io(adapter, (buffer, block_length), false, 0, processor)?;
+        pattern::verify(buffer, BEFORE_RESET_SEED, 0, block_length, blocks)
+            .map_err(|error| text!("processor {processor} after the reset: {error:?}"))?;
+        let lba = u64::from(blocks) * u64::from(processor + 1);
+        let seed = AFTER_RESET_SEED + u64::from(processor);
+        fill_page(buffer, seed, lba, block_length)?;
+        page_io(adapter, (buffer, block_length), true, lba, processor)?;
+        fill_page(buffer, !seed, lba, block_length)?;
+        page_io(adapter, (buffer, block_length), false, lba, processor)?;
+        pattern::verify(buffer, seed, lba, block_length, blocks)
+            .map_err(|error| text!("processor {processor}: written after the reset: {error:?}"))?;
+    }
+    let delivered = storport::counters().interrupts;
+    for processor in 0..PROCESSORS {
+        let message = (FIRST_REQUEST_MESSAGE + processor) as usize;
+        let before = delivered_before.get(message).copied().unwrap_or(0);
+        let after = delivered.get(message).copied().unwrap_or(0);
+        if after < before + 3 {
+            return Err(text!(
+                "message {message} delivered {} interrupts for processor {processor}'s 3 I/Os",
+                after - before
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fills the 4 KiB `buffer` with the pattern of `seed` for the blocks from `lba`.
+fn fill_page(buffer: &DmaMemory, seed: u64, lba: u64, block_length: u32) -> Result<(), Text> {
+    let blocks = 4096 / block_length;
+    if pattern::fill(buffer, seed, lba, block_length, blocks) {
+        Ok(())
+    } else {
+        Err(text!(
+            "a pattern of {blocks} blocks does not fit the buffer"
+        ))
+    }
+}
+
+/// A 4 KiB READ or WRITE at `lba` (in `block_length` blocks) from `processor`, waited for; an
+/// error unless it succeeded.
+fn page_io(
+    adapter: &mut Adapter,
+    (buffer, block_length): (&DmaMemory, u32),
+    write: bool,
+    lba: u64,
+    processor: u32,
+) -> Result<(), Text> {
+    let blocks = 4096 / block_length;
+    let ticket = submit_io(adapter, buffer, write, lba, blocks, 4096, processor)?;
+    let completion = adapter
+        .wait(ticket, REQUEST_LIMIT_TICKS)
+        .map_err(|error| text!("{error}"))?;
+    if completion.srb_status == SRB_STATUS_SUCCESS {
+        Ok(())
+    } else {
+        Err(text!(
+            "{} at LBA {lba} on processor {processor}: {completion:?}",
+            if write { "WRITE" } else { "READ" }
+        ))
+    }
 }
 
 /// IOCTL_SCSI_MINIPORT_NOT_QUORUM_CAPABLE and NOT_CLUSTER_CAPABLE (FILE_DEVICE_SCSI 0x1b).

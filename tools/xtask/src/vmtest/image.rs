@@ -58,6 +58,9 @@ pub struct ImageConfig {
     /// The planted double completion: this RequestComplete is played twice, and the guest's
     /// StorPort must report the second as a violation of exactly-once completion.
     repeat_completion: Option<u64>,
+    /// `adapter-reset=after-lost-interrupt`: after enumeration only, the adapter-level reset
+    /// of a request whose interrupt was lost ([`check_adapter_reset`] judges it).
+    adapter_reset: bool,
 }
 
 /// The image configurations `cargo xtask vmtest` runs by default.
@@ -70,6 +73,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         drop_completion: None,
         lose_interrupt: None,
         repeat_completion: None,
+        adapter_reset: false,
     },
     ImageConfig {
         // Modern-only device offering the packed ring, which the image takes.
@@ -80,6 +84,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         drop_completion: None,
         lose_interrupt: None,
         repeat_completion: None,
+        adapter_reset: false,
     },
     ImageConfig {
         // Classic SRBs (SrbType SCSI_REQUEST_BLOCK), which the image also accepts.
@@ -90,6 +95,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         drop_completion: None,
         lose_interrupt: None,
         repeat_completion: None,
+        adapter_reset: false,
     },
     ImageConfig {
         // The planted fault: the guest's StorPort drops one RequestComplete.
@@ -100,6 +106,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         drop_completion: Some(DROPPED_COMPLETION),
         lose_interrupt: None,
         repeat_completion: None,
+        adapter_reset: false,
     },
     ImageConfig {
         // One MSI-X message of the depth-1 queue (message 3) never reaches the image: no later
@@ -111,6 +118,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         drop_completion: None,
         lose_interrupt: Some((3, 100)),
         repeat_completion: None,
+        adapter_reset: false,
     },
     ImageConfig {
         // The exactly-once rule's planted offender: one RequestComplete arrives twice.
@@ -121,6 +129,19 @@ pub const CONFIGS: &[ImageConfig] = &[
         drop_completion: None,
         lose_interrupt: None,
         repeat_completion: Some(REPEATED_COMPLETION),
+        adapter_reset: false,
+    },
+    ImageConfig {
+        // Enumeration, then a READ whose interrupt is withheld and which the guest's StorPort
+        // times out with the adapter-level reset (ScsiStopAdapter, ScsiRestartAdapter).
+        name: "image-adapter-reset",
+        device: "",
+        ring: "split",
+        classic: false,
+        drop_completion: None,
+        lose_interrupt: None,
+        repeat_completion: None,
+        adapter_reset: true,
     },
 ];
 
@@ -170,6 +191,9 @@ impl ImageConfig {
         }
         if let Some(number) = self.repeat_completion {
             let _ = write!(line, " repeat-completion={number}");
+        }
+        if self.adapter_reset {
+            line.push_str(" adapter-reset=after-lost-interrupt");
         }
         line
     }
@@ -431,6 +455,9 @@ pub fn run_config(
     let verdict = match (config.drop_completion, config.repeat_completion) {
         (Some(number), _) => check_planted(number, status, &report),
         (None, Some(number)) => check_repeated(number, status, &report),
+        (None, None) if config.adapter_reset => {
+            check_adapter_reset(status, &report, &counts, &status_values(&trace))
+        }
         (None, None) => check(config, status, &report, &counts),
     }?;
     Ok(format!(
@@ -710,6 +737,125 @@ fn check_repeated(
     }
 }
 
+/// The `RESULT` names the adapter-reset configuration reports as PASS (enumeration, then the
+/// reset instead of the pattern phases).
+const ADAPTER_RESET_RESULTS: &[&str] = &[
+    "boot",
+    "image-load",
+    "image-start",
+    "image-features",
+    "image-test-unit-ready",
+    "image-report-luns",
+    "image-inquiry",
+    "image-vpd-00",
+    "image-vpd-80",
+    "image-vpd-83",
+    "image-read-capacity",
+    "image-adapter-reset",
+    "image-rules",
+    "image-done",
+];
+
+/// The I/Os each processor makes after ScsiRestartAdapter (a READ of the data written before
+/// the reset, a WRITE and its READ back); processor 0 makes none other after the reset, and
+/// two before it (the WRITE and the READ that times out).
+const IOS_AFTER_RESTART: u64 = 3;
+
+/// Every value QEMU traced the driver writing to `device_status`, in order.
+fn status_values(trace: &str) -> Vec<u8> {
+    trace
+        .lines()
+        .filter_map(|line| {
+            let (_, rest) = line.split_once("virtio_set_status ")?;
+            let mut words = rest.split_whitespace();
+            while let Some(word) = words.next() {
+                if word == "val" {
+                    return words.next()?.parse().ok();
+                }
+            }
+            None
+        })
+        .collect()
+}
+
+/// The adapter-level reset: every result passes with no violation, the device was reset (a
+/// `device_status` of 0 after a DRIVER_OK) and brought back to DRIVER_OK, and QEMU's counts
+/// since that last reset are only what the guest sent after ScsiRestartAdapter: exactly
+/// [`IOS_AFTER_RESTART`] kicks and interrupts on processor 0's queue (which would show the two
+/// requests made before it had the device not been reset), at least as many on the others.
+fn check_adapter_reset(
+    status: Option<i32>,
+    report: &ImageReport,
+    counts: &BTreeMap<u16, QueueCounts>,
+    statuses: &[u8],
+) -> Result<String, String> {
+    /// DRIVER_OK with ACKNOWLEDGE, DRIVER and FEATURES_OK.
+    const RUNNING: u8 = 0x0f;
+    let mut problems = Vec::new();
+    if status != Some(GUEST_SUCCESS) {
+        problems.push(format!("QEMU exited with {status:?}, not {GUEST_SUCCESS}"));
+    }
+    problems.extend(report.crashes.iter().cloned());
+    for (name, passed, details) in &report.results {
+        if !passed {
+            problems.push(format!("{name} FAIL {details}"));
+        }
+    }
+    for expected in ADAPTER_RESET_RESULTS {
+        if !report
+            .results
+            .iter()
+            .any(|(name, passed, _)| name == expected && *passed)
+        {
+            problems.push(format!("no PASS for {expected}"));
+        }
+    }
+    let last_reset = statuses.iter().rposition(|value| *value == 0);
+    let running_before = last_reset.is_some_and(|at| statuses[..at].contains(&RUNNING));
+    let running_after = last_reset.is_some_and(|at| statuses[at..].last() == Some(&RUNNING));
+    if !(running_before && running_after) {
+        problems.push(format!(
+            "QEMU did not see a running device reset and brought back: device_status {statuses:?}"
+        ));
+    }
+    for queue in 0..REQUEST_QUEUES {
+        let vq = FIRST_REQUEST_VQ + queue;
+        let traced = counts.get(&vq).copied().unwrap_or_default();
+        let exact = queue == 0;
+        let kicks_ok = if exact {
+            traced.notifies == IOS_AFTER_RESTART
+        } else {
+            traced.notifies >= IOS_AFTER_RESTART
+        };
+        if !kicks_ok || traced.interrupts != traced.notifies {
+            problems.push(format!(
+                "vq {vq} since the last reset: {} kicks, {} interrupts ({}{IOS_AFTER_RESTART} requests made after the restart, one interrupt each)",
+                traced.notifies,
+                traced.interrupts,
+                if exact { "" } else { "at least " }
+            ));
+        }
+    }
+    let details = report
+        .results
+        .iter()
+        .find(|(name, ..)| name == "image-adapter-reset")
+        .map_or("", |(_, _, details)| details.as_str());
+    if problems.is_empty() {
+        let (resets, bring_ups) = statuses.iter().fold((0, 0), |(resets, bring_ups), value| {
+            (
+                resets + usize::from(*value == 0),
+                bring_ups + usize::from(*value == RUNNING),
+            )
+        });
+        Ok(format!(
+            "{details}; QEMU: {bring_ups} DRIVER_OKs and {resets} status resets, since the last only the {IOS_AFTER_RESTART} requests after the restart on vq {FIRST_REQUEST_VQ}"
+        ))
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -760,6 +906,69 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    fn adapter_reset_text() -> String {
+        let mut text = String::new();
+        for name in ADAPTER_RESET_RESULTS {
+            let _ = writeln!(text, "RESULT {name} PASS fine");
+        }
+        text
+    }
+
+    #[test]
+    fn the_adapter_reset_needs_the_device_reset_and_only_the_later_requests_after_it() {
+        let trace = "virtio_set_status vdev 0x1 val 0\nvirtio_set_status vdev 0x1 val 15\n\
+                     virtio_set_status vdev 0x1 val 0\nvirtio_set_status vdev 0x1 val 15\n\
+                     virtio_set_status vdev 0x1 val 0\nvirtio_set_status vdev 0x1 val 1\n\
+                     virtio_set_status vdev 0x1 val 15\n";
+        let statuses = status_values(trace);
+        assert_eq!(statuses, [0, 15, 0, 15, 0, 1, 15]);
+        let after = |vq2: (u64, u64)| {
+            [(2, vq2), (3, (3, 3)), (4, (5, 5)), (5, (3, 3))]
+                .into_iter()
+                .map(|(vq, (notifies, interrupts))| {
+                    (
+                        vq,
+                        QueueCounts {
+                            notifies,
+                            interrupts,
+                        },
+                    )
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        let good = report(&adapter_reset_text());
+        let verdict = check_adapter_reset(Some(GUEST_SUCCESS), &good, &after((3, 3)), &statuses)
+            .expect("passes");
+        assert!(
+            verdict.contains("3 DRIVER_OKs and 3 status resets"),
+            "{verdict}"
+        );
+        // Processor 0's queue shows the two requests of before the reset: no device reset.
+        let err =
+            check_adapter_reset(Some(GUEST_SUCCESS), &good, &after((5, 5)), &statuses).unwrap_err();
+        assert!(err.contains("vq 2 since the last reset: 5 kicks"), "{err}");
+        // Never reset while running, or never brought back.
+        for broken in [&[0, 1, 15][..], &[0, 15, 0, 1]] {
+            let err = check_adapter_reset(Some(GUEST_SUCCESS), &good, &after((3, 3)), broken)
+                .unwrap_err();
+            assert!(err.contains("did not see a running device reset"), "{err}");
+        }
+        // A violation, a missing result, a failed exit.
+        let violated = report(&format!(
+            "{}VIOLATION RequestComplete of SRB 0x10, which is not outstanding\n",
+            adapter_reset_text()
+        ));
+        assert!(
+            check_adapter_reset(Some(GUEST_SUCCESS), &violated, &after((3, 3)), &statuses).is_err()
+        );
+        let missing =
+            report(&adapter_reset_text().replace("RESULT image-adapter-reset PASS fine\n", ""));
+        let err = check_adapter_reset(Some(GUEST_SUCCESS), &missing, &after((3, 3)), &statuses)
+            .unwrap_err();
+        assert!(err.contains("no PASS for image-adapter-reset"), "{err}");
+        assert!(check_adapter_reset(Some(1), &good, &after((3, 3)), &statuses).is_err());
     }
 
     #[test]

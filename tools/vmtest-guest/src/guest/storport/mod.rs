@@ -25,8 +25,10 @@
 //! - No IOMMU: bus addresses are physical addresses are virtual addresses.
 //! - No registry: StorPortRegistryRead finds nothing, as for a fresh install, and the image
 //!   runs on its defaults.
-//! - No request timeouts or bus resets driven by StorPort: a request that never completes is
-//!   reported by the runner's wait, with the SRB named.
+//! - No request timeouts of its own: a request that never completes is reported by the
+//!   runner's wait, with the SRB named. The runner plays StorPort's answers to a timeout when it
+//!   wants them: HwResetBus ([`Adapter::reset_bus`]), and the adapter-level reset,
+//!   ScsiStopAdapter then ScsiRestartAdapter ([`Adapter::adapter_control`]).
 //! - HwTimer runs at the APIC timer's 100 ms granularity.
 //! - StorPortDebugPrint prints the format string only (see [`exports`]).
 
@@ -98,6 +100,8 @@ pub enum Context {
     Timer,
     /// HwResetBus.
     ResetBus,
+    /// HwAdapterControl (ScsiStopAdapter, ScsiRestartAdapter).
+    AdapterControl,
 }
 
 /// What an SRB slot holds.
@@ -1315,6 +1319,86 @@ impl Adapter {
         Ok(answer != 0)
     }
 
+    /// HwAdapterControl with `control` and no parameters (ScsiStopAdapter,
+    /// ScsiRestartAdapter), as storport.sys calls those two: at DIRQL holding the interrupt
+    /// lock (every message's lock, with per-message synchronisation). Returns its
+    /// SCSI_ADAPTER_CONTROL_STATUS.
+    ///
+    /// # Errors
+    /// [`RequestError::Lost`] if the image has no HwAdapterControl inside its code, or a lock it
+    /// needs is held.
+    pub fn adapter_control(&mut self, control: u32) -> Result<u32, RequestError> {
+        let routine = self.hw.hw_adapter_control as usize;
+        let extension = with(|host| {
+            if routine == 0
+                || !host.is_code(routine)
+                || host.interrupt_held
+                || host.messages_held != 0
+            {
+                return None;
+            }
+            host.interrupt_held = true;
+            if host.per_message {
+                host.messages_held = 1_u32
+                    .checked_shl(host.messages)
+                    .map_or(u32::MAX, |bit| bit - 1);
+            }
+            Some(host.extension)
+        })
+        .ok_or(RequestError::Lost)?;
+        let previous = enter(DEVICE_LEVEL, Context::AdapterControl);
+        let status = image_call!(
+            routine,
+            fn(*mut c_void, u32, *mut c_void) -> u32,
+            ptr(extension),
+            control,
+            core::ptr::null_mut()
+        );
+        leave(previous);
+        with(|host| {
+            host.interrupt_held = false;
+            host.messages_held = 0;
+        });
+        Ok(status)
+    }
+
+    /// The device as its common configuration shows it now (virtio 1.x section 4.1.4.3):
+    /// `device_status`, and how many of its `num_queues` queues are enabled. Selects each
+    /// queue in turn, so only while the image is not setting queues up.
+    pub fn device_state(&self) -> Option<DeviceState> {
+        use virtio_core::hal::RegisterIo as _;
+        use virtio_core::pci::{PciTransport, VirtioPciCommonCfg};
+        let config = pci_scan::Function::new(&pci::Mechanism1, self.bdf);
+        let common = PciTransport::probe(&config, self.registers)
+            .ok()?
+            .layout()
+            .common;
+        let at = |register: u64| u64::from(common.offset) + register;
+        let status = self
+            .registers
+            .read8(common.bar, at(VirtioPciCommonCfg::DEVICE_STATUS));
+        let queues = self
+            .registers
+            .read16(common.bar, at(VirtioPciCommonCfg::NUM_QUEUES));
+        let mut enabled = 0;
+        for queue in 0..queues {
+            self.registers
+                .write16(common.bar, at(VirtioPciCommonCfg::QUEUE_SELECT), queue);
+            if self
+                .registers
+                .read16(common.bar, at(VirtioPciCommonCfg::QUEUE_ENABLE))
+                != 0
+            {
+                enabled += 1;
+            }
+        }
+        Some(DeviceState {
+            status,
+            queues,
+            enabled,
+        })
+    }
+
     /// Reads the outcome of a completed `ticket` and frees its slot.
     pub fn finish(&mut self, ticket: Ticket) -> Option<Completion> {
         if !ticket.is_complete() {
@@ -1592,6 +1676,31 @@ pub fn sleep_unless_pending() {
         // the check wakes the `hlt`; the APIC timer wakes it at the latest.
         unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
     }
+}
+
+/// What the device's common configuration shows (see [`Adapter::device_state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceState {
+    /// `device_status`.
+    pub status: u8,
+    /// `num_queues`.
+    pub queues: u16,
+    /// Queues whose `queue_enable` reads 1.
+    pub enabled: u16,
+}
+
+/// Plants a lost interrupt now: the next MSI-X arrival of `message` is withheld from the image
+/// (as `lose-interrupt=` does at a fixed arrival), and the next RequestComplete is watched
+/// (see [`recovered_in`]).
+pub fn withhold_next_interrupt(message: u32) {
+    with(|host| {
+        let next = host
+            .arrivals
+            .get(message as usize)
+            .map_or(1, |count| count + 1);
+        host.lose_interrupt = Some((message, next));
+        host.recovery = Recovery::NotPlanted;
+    });
 }
 
 /// The context of the first RequestComplete after the planted lost interrupt, if it came.
