@@ -61,6 +61,8 @@ pub struct ImageConfig {
     /// `adapter-reset=after-lost-interrupt`: after enumeration only, the adapter-level reset
     /// of a request whose interrupt was lost ([`check_adapter_reset`] judges it).
     adapter_reset: bool,
+    /// vCPUs: 2 runs `smp=2` ([`check_smp2`] judges it).
+    cpus: u8,
 }
 
 /// The image configurations `cargo xtask vmtest` runs by default.
@@ -74,6 +76,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         lose_interrupt: None,
         repeat_completion: None,
         adapter_reset: false,
+        cpus: 1,
     },
     ImageConfig {
         // Modern-only device offering the packed ring, which the image takes.
@@ -85,6 +88,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         lose_interrupt: None,
         repeat_completion: None,
         adapter_reset: false,
+        cpus: 1,
     },
     ImageConfig {
         // Classic SRBs (SrbType SCSI_REQUEST_BLOCK), which the image also accepts.
@@ -96,6 +100,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         lose_interrupt: None,
         repeat_completion: None,
         adapter_reset: false,
+        cpus: 1,
     },
     ImageConfig {
         // The planted fault: the guest's StorPort drops one RequestComplete.
@@ -107,6 +112,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         lose_interrupt: None,
         repeat_completion: None,
         adapter_reset: false,
+        cpus: 1,
     },
     ImageConfig {
         // One MSI-X message of the depth-1 queue (message 3) never reaches the image: no later
@@ -119,6 +125,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         lose_interrupt: Some((3, 100)),
         repeat_completion: None,
         adapter_reset: false,
+        cpus: 1,
     },
     ImageConfig {
         // The exactly-once rule's planted offender: one RequestComplete arrives twice.
@@ -130,6 +137,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         lose_interrupt: None,
         repeat_completion: Some(REPEATED_COMPLETION),
         adapter_reset: false,
+        cpus: 1,
     },
     ImageConfig {
         // Enumeration, then a READ whose interrupt is withheld and which the guest's StorPort
@@ -142,6 +150,20 @@ pub const CONFIGS: &[ImageConfig] = &[
         lose_interrupt: None,
         repeat_completion: None,
         adapter_reset: true,
+        cpus: 1,
+    },
+    ImageConfig {
+        // Two vCPUs (MTTCG under TCG): after enumeration, both CPUs write and verify at once,
+        // each on its own request queue, with its queue's MSI-X message aimed at it.
+        name: "image-smp2",
+        device: "",
+        ring: "split",
+        classic: false,
+        drop_completion: None,
+        lose_interrupt: None,
+        repeat_completion: None,
+        adapter_reset: false,
+        cpus: 2,
     },
 ];
 
@@ -195,6 +217,9 @@ impl ImageConfig {
         if self.adapter_reset {
             line.push_str(" adapter-reset=after-lost-interrupt");
         }
+        if self.cpus == 2 {
+            line.push_str(" smp=2");
+        }
         line
     }
 }
@@ -224,6 +249,9 @@ struct ImageReport {
     /// `IMAGE-QUEUE index <i> size <s> requests <r> kicks <k> interrupts <n> ...`: the image's
     /// own counters (its `Rvscsi_QueueStatistics` WMI class), by request queue.
     image_queues: BTreeMap<u16, BTreeMap<String, u64>>,
+    /// `IMAGE-SMP cpu <c> ios <n> nanos <t> completions <k> deliveries <d> queue-messages <q>`:
+    /// what each CPU did in the two-CPU phase.
+    cpus: BTreeMap<u16, BTreeMap<String, u64>>,
     /// `storport: planted fault: ... of SRB <address> dropped`.
     dropped_srb: Option<String>,
     /// `storport: planted fault: ... of SRB <address> played twice`.
@@ -284,6 +312,18 @@ impl ImageReport {
                         }
                     }
                 }
+                ["IMAGE-SMP", "cpu", cpu, fields @ ..] => {
+                    if let Ok(cpu) = cpu.parse() {
+                        let entry = report.cpus.entry(cpu).or_default();
+                        for pair in fields.chunks(2) {
+                            if let [name, value] = pair
+                                && let Ok(value) = value.parse()
+                            {
+                                entry.insert((*name).to_owned(), value);
+                            }
+                        }
+                    }
+                }
                 ["IMAGE-QUEUE", "index", index, fields @ ..] => {
                     if let Ok(index) = index.parse() {
                         let queue = report.image_queues.entry(index).or_default();
@@ -329,7 +369,7 @@ fn qemu_command(
     hotplug_disk: &Path,
     qmp_socket: &Path,
 ) -> std::process::Command {
-    let mut command = base_command(guest, accel, &config.cmdline());
+    let mut command = base_command(guest, accel, &config.cmdline(), config.cpus);
     command.arg("-device").arg(format!(
         "virtio-scsi-pci,id=scsi0,num_queues={REQUEST_QUEUES},ioeventfd=off{}",
         config.device
@@ -455,6 +495,7 @@ pub fn run_config(
     let verdict = match (config.drop_completion, config.repeat_completion) {
         (Some(number), _) => check_planted(number, status, &report),
         (None, Some(number)) => check_repeated(number, status, &report),
+        (None, None) if config.cpus == 2 => check_smp2(status, &report, &counts),
         (None, None) if config.adapter_reset => {
             check_adapter_reset(status, &report, &counts, &status_values(&trace))
         }
@@ -756,6 +797,96 @@ const ADAPTER_RESET_RESULTS: &[&str] = &[
     "image-done",
 ];
 
+/// The `RESULT` names the two-CPU configuration reports as PASS.
+const SMP2_RESULTS: &[&str] = &[
+    "boot",
+    "image-load",
+    "image-start",
+    "image-features",
+    "image-test-unit-ready",
+    "image-report-luns",
+    "image-inquiry",
+    "image-read-capacity",
+    "image-smp2",
+    "image-rules",
+    "image-done",
+];
+
+/// I/Os each CPU makes in the two-CPU phase (512 regions written, then read and verified).
+const SMP2_IOS_PER_CPU: u64 = 1024;
+
+/// The two-CPU run: every result passes with no violation; each CPU made its
+/// [`SMP2_IOS_PER_CPU`] I/Os with every completion on itself and every MSI-X delivery of its
+/// queue's message on itself; QEMU sent at least as many interrupts on each queue as its CPU
+/// received (merges only lower deliveries) and took at most a kick per I/O.
+fn check_smp2(
+    status: Option<i32>,
+    report: &ImageReport,
+    counts: &BTreeMap<u16, QueueCounts>,
+) -> Result<String, String> {
+    let mut problems = Vec::new();
+    if status != Some(GUEST_SUCCESS) {
+        problems.push(format!("QEMU exited with {status:?}, not {GUEST_SUCCESS}"));
+    }
+    problems.extend(report.crashes.iter().cloned());
+    for (name, passed, details) in &report.results {
+        if !passed {
+            problems.push(format!("{name} FAIL {details}"));
+        }
+    }
+    for expected in SMP2_RESULTS {
+        if !report
+            .results
+            .iter()
+            .any(|(name, passed, _)| name == expected && *passed)
+        {
+            problems.push(format!("no PASS for {expected}"));
+        }
+    }
+    let mut figures = String::new();
+    for cpu in 0..2_u16 {
+        let Some(fields) = report.cpus.get(&cpu) else {
+            problems.push(format!("no IMAGE-SMP line for CPU {cpu}"));
+            continue;
+        };
+        let field = |name: &str| fields.get(name).copied().unwrap_or(0);
+        let (ios, completions) = (field("ios"), field("completions"));
+        let (deliveries, on_queue) = (field("deliveries"), field("queue-messages"));
+        // Processor `cpu` submits on request queue `cpu`: virtqueue 2 + cpu.
+        let vq = FIRST_REQUEST_VQ + cpu;
+        let traced = counts.get(&vq).copied().unwrap_or_default();
+        if ios != SMP2_IOS_PER_CPU || completions != ios {
+            problems.push(format!(
+                "CPU {cpu}: {ios} I/Os (want {SMP2_IOS_PER_CPU}), {completions} completions on it"
+            ));
+        }
+        if deliveries == 0 || deliveries != on_queue || deliveries > traced.interrupts {
+            problems.push(format!(
+                "CPU {cpu}: {deliveries} MSI-X deliveries, {on_queue} of its queue's message, QEMU sent {} on vq {vq}",
+                traced.interrupts
+            ));
+        }
+        if traced.notifies == 0 || traced.notifies > ios {
+            problems.push(format!("vq {vq}: {} kicks for {ios} I/Os", traced.notifies));
+        }
+        let _ = write!(
+            figures,
+            "CPU {cpu}: {ios} I/Os ({:.0} IOPS), {completions} completions and {deliveries} MSI-X deliveries on it, {:.3} kicks/IO, {:.3} interrupts/IO; ",
+            per_io(ios * 1_000_000_000, field("nanos").max(1)),
+            per_io(traced.notifies, ios),
+            per_io(traced.interrupts, ios)
+        );
+    }
+    let waits = report.counters.get("lock-waits").copied().unwrap_or(0);
+    if problems.is_empty() {
+        Ok(format!(
+            "both CPUs at once, depth 16 each on its own queue: {figures}every completion on its submitter; {waits} lock acquisitions waited for the other CPU"
+        ))
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
 /// The I/Os each processor makes after ScsiRestartAdapter (a READ of the data written before
 /// the reset, a WRITE and its READ back); processor 0 makes none other after the reset, and
 /// two before it (the WRITE and the READ that times out).
@@ -969,6 +1100,81 @@ mod tests {
             .unwrap_err();
         assert!(err.contains("no PASS for image-adapter-reset"), "{err}");
         assert!(check_adapter_reset(Some(1), &good, &after((3, 3)), &statuses).is_err());
+    }
+
+    #[test]
+    fn the_two_cpu_run_needs_each_cpus_completions_and_interrupts_on_itself() {
+        let text = |cpu1: &str| {
+            let mut text = String::new();
+            for name in SMP2_RESULTS {
+                let _ = writeln!(text, "RESULT {name} PASS fine");
+            }
+            text.push_str(
+                "IMAGE-SMP cpu 0 ios 1024 nanos 100000000 completions 1024 deliveries 80 queue-messages 80\n",
+            );
+            text.push_str(cpu1);
+            text.push_str("IMAGE-COUNTERS completions 2063 lock-waits 7 violations 0\n");
+            text
+        };
+        let traced = |vq3: (u64, u64)| {
+            [(2, (1024, 80)), (3, vq3)]
+                .into_iter()
+                .map(|(vq, (notifies, interrupts))| {
+                    (
+                        vq,
+                        QueueCounts {
+                            notifies,
+                            interrupts,
+                        },
+                    )
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        let good_cpu1 = "IMAGE-SMP cpu 1 ios 1024 nanos 100000000 completions 1024 deliveries 70 queue-messages 70\n";
+        let verdict = check_smp2(
+            Some(GUEST_SUCCESS),
+            &report(&text(good_cpu1)),
+            &traced((1024, 70)),
+        )
+        .expect("passes");
+        assert!(
+            verdict.contains("CPU 1: 1024 I/Os (10240 IOPS)"),
+            "{verdict}"
+        );
+        assert!(verdict.contains("7 lock acquisitions waited"), "{verdict}");
+        // Completions that landed on CPU 0 instead.
+        let moved = "IMAGE-SMP cpu 1 ios 1024 nanos 100000000 completions 1000 deliveries 70 queue-messages 70\n";
+        let err = check_smp2(
+            Some(GUEST_SUCCESS),
+            &report(&text(moved)),
+            &traced((1024, 70)),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("CPU 1: 1024 I/Os (want 1024), 1000 completions"),
+            "{err}"
+        );
+        // Deliveries on CPU 1 of another message than its queue's, or more than QEMU sent.
+        let stray = "IMAGE-SMP cpu 1 ios 1024 nanos 100000000 completions 1024 deliveries 75 queue-messages 70\n";
+        assert!(
+            check_smp2(
+                Some(GUEST_SUCCESS),
+                &report(&text(stray)),
+                &traced((1024, 75))
+            )
+            .is_err()
+        );
+        assert!(
+            check_smp2(
+                Some(GUEST_SUCCESS),
+                &report(&text(good_cpu1)),
+                &traced((1024, 60))
+            )
+            .is_err()
+        );
+        // The second CPU's line missing (it never ran).
+        let err = check_smp2(Some(GUEST_SUCCESS), &report(&text("")), &traced((0, 0))).unwrap_err();
+        assert!(err.contains("no IMAGE-SMP line for CPU 1"), "{err}");
     }
 
     #[test]
