@@ -47,8 +47,13 @@ enum Job {
     Exercise,
     /// `adapter-reset=after-lost-interrupt`: [`adapter_reset`].
     AdapterReset,
-    /// `smp=2`: [`two_cpus`].
-    TwoCpus,
+    /// `smp=2`: [`two_cpus`]; `smp=2-misrouted` plants a fault there: processor 1's MSI-X
+    /// message stays aimed at CPU 0, so its completions arrive on the wrong CPU and the run
+    /// must say so.
+    TwoCpus {
+        /// Whether the planted misrouting is on.
+        misrouted: bool,
+    },
 }
 
 /// What the host told the guest on its command line.
@@ -99,7 +104,8 @@ impl<'a> Settings<'a> {
                     ));
                 }
                 "adapter-reset" if value == "after-lost-interrupt" => job = Job::AdapterReset,
-                "smp" if value == "2" => job = Job::TwoCpus,
+                "smp" if value == "2" => job = Job::TwoCpus { misrouted: false },
+                "smp" if value == "2-misrouted" => job = Job::TwoCpus { misrouted: true },
                 "srb" => classic = value == "classic",
                 "ring" => packed = Some(value == "packed"),
                 _ => return Err(word),
@@ -204,7 +210,7 @@ pub fn run(cmdline: &str) -> bool {
         && match settings.job {
             Job::Exercise => exercise(&adapter, &hal, &settings),
             Job::AdapterReset => adapter_reset(&adapter, &hal, &settings),
-            Job::TwoCpus => two_cpus(&adapter, &hal, &settings),
+            Job::TwoCpus { misrouted } => two_cpus(&adapter, &hal, &settings, misrouted),
         };
     if let Some((message, arrival)) = settings.lose_interrupt {
         // At depth 1 no later interrupt comes to drain the queue: the image's HwTimer must
@@ -711,11 +717,11 @@ struct SecondCpuJob {
 }
 
 /// The job, behind the hand-over of [`super::smp::run_on_second`] and
-/// [`super::smp::wait_second`] (Release and Acquire).
+/// [`super::smp::second_finished`] (Release and Acquire).
 struct JobCell(core::cell::UnsafeCell<SecondCpuJob>);
 
 // SAFETY: the first CPU writes the job only before `run_on_second` and reads it only after
-// `wait_second` saw the task finished; the second CPU touches it only in between.
+// `second_finished` saw the task finished; the second CPU touches it only in between.
 unsafe impl Sync for JobCell {}
 
 static SECOND_CPU_JOB: JobCell = JobCell(core::cell::UnsafeCell::new(SecondCpuJob {
@@ -757,7 +763,12 @@ fn second_cpu_half() {
 /// paths run concurrently, with the guest's StorPort locks spinning between the CPUs. Every
 /// completion must arrive on the CPU that submitted it, every MSI-X delivery of a queue on
 /// its CPU, and the data must verify.
-fn two_cpus(adapter: &Adapter, hal: &BareMetalHal, settings: &Settings<'_>) -> bool {
+fn two_cpus(
+    adapter: &Adapter,
+    hal: &BareMetalHal,
+    settings: &Settings<'_>,
+    misrouted: bool,
+) -> bool {
     let Ok(buffer) = hal.dma_alloc(4096, 4096) else {
         println!("RESULT image-enumerate FAIL out of DMA memory");
         return false;
@@ -767,7 +778,7 @@ fn two_cpus(adapter: &Adapter, hal: &BareMetalHal, settings: &Settings<'_>) -> b
     };
     result(
         "image-smp2",
-        two_cpus_phase(adapter, hal, settings, block_length),
+        two_cpus_phase(adapter, hal, settings, (block_length, misrouted)),
     )
 }
 
@@ -776,15 +787,22 @@ fn two_cpus_phase(
     adapter: &Adapter,
     hal: &BareMetalHal,
     settings: &Settings<'_>,
-    block_length: u32,
+    (block_length, misrouted): (u32, bool),
 ) -> Result<Text, Text> {
     let second_apic = super::smp::start_second_cpu().map_err(|error| text!("{error}"))?;
     let second_id = u8::try_from(second_apic).map_err(|_| text!("APIC ID {second_apic}"))?;
     // Processor p's requests complete on message 3 + p (see `message_for_processor`).
     let message_of = |processor: u32| FIRST_REQUEST_MESSAGE + processor;
-    adapter
-        .route_message(message_of(1) as u16, second_id)
-        .map_err(|error| text!("MSI-X: {error:?}"))?;
+    if misrouted {
+        println!(
+            "storport: planted fault: message {} left aimed at CPU 0",
+            message_of(1)
+        );
+    } else {
+        adapter
+            .route_message(message_of(1) as u16, second_id)
+            .map_err(|error| text!("MSI-X: {error:?}"))?;
+    }
     let half = settings.disk_bytes / u64::from(block_length) / 2;
     let blocks = 4096 / block_length;
     let plan = |cpu: u64, processors: &'static [u32]| Plan {
@@ -816,7 +834,15 @@ fn two_cpus_phase(
     println!("IMAGE-PHASE smp2 begin");
     super::smp::run_on_second(second_cpu_half);
     let first = first_engine.phase(adapter, &plan(0, &[0]), SMP_DEPTH);
-    let finished = super::smp::wait_second(1, SMP_LIMIT_NANOS);
+    // Meanwhile this CPU goes on running what is issued to it (DPCs, HwTimer), as a Windows
+    // CPU would.
+    let waited_from = interrupts::now_nanos();
+    let mut finished = super::smp::second_finished(1);
+    while !finished && interrupts::now_nanos().saturating_sub(waited_from) < SMP_LIMIT_NANOS {
+        storport::service();
+        storport::sleep_unless_pending();
+        finished = super::smp::second_finished(1);
+    }
     let second = if finished {
         // SAFETY: see `JobCell`: the task finished, so the second CPU no longer touches it.
         unsafe { (*SECOND_CPU_JOB.0.get()).outcome.take() }
@@ -831,16 +857,9 @@ fn two_cpus_phase(
     let delta = |f: fn(&storport::Counters) -> u64| f(&after) - f(&before);
     let completed = [delta(|c| c.completed_on[0]), delta(|c| c.completed_on[1])];
     let delivered = [delta(|c| c.delivered_on[0]), delta(|c| c.delivered_on[1])];
-    let message = |counters: &storport::Counters, processor: u32| {
-        counters
-            .interrupts
-            .get(message_of(processor) as usize)
-            .copied()
-            .unwrap_or(0)
-    };
     let on_queue = [
-        message(&after, 0) - message(&before, 0),
-        message(&after, 1) - message(&before, 1),
+        queue_messages(&after, 0) - queue_messages(&before, 0),
+        queue_messages(&after, 1) - queue_messages(&before, 1),
     ];
     println!(
         "IMAGE-SMP cpu 0 ios {first_ios} nanos {first_nanos} completions {} deliveries {} queue-messages {}",
@@ -875,6 +894,12 @@ fn two_cpus_phase(
     Ok(text!(
         "APIC ID {second_apic} up; {first_ios} + {second_ios} I/Os at depth {SMP_DEPTH} at once; completions {completed:?} on the submitters, MSI-X {delivered:?} on the queues' CPUs; {waits} lock waits; data verified"
     ))
+}
+
+/// MSI-X deliveries counted on processor `processor`'s message (3 + processor).
+fn queue_messages(counters: &storport::Counters, processor: u32) -> u64 {
+    let message = (FIRST_REQUEST_MESSAGE + processor) as usize;
+    counters.interrupts.get(message).copied().unwrap_or(0)
 }
 
 /// HwAdapterControl's ScsiStopAdapter and ScsiRestartAdapter, and its success status.

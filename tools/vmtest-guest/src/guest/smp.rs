@@ -119,22 +119,14 @@ fn pause_nanos(nanos: u64) {
     }
 }
 
-/// Hands `task` to the second CPU (which must be idle: see [`wait_second`]).
+/// Hands `task` to the second CPU (which must be idle: see [`second_finished`]).
 pub fn run_on_second(task: fn()) {
     AP_TASK.store(task as usize, Ordering::Release);
 }
 
-/// Waits until the second CPU has finished `count` tasks in all, at most `limit_nanos`;
-/// whether it did.
-pub fn wait_second(count: u64, limit_nanos: u64) -> bool {
-    let began = interrupts::now_nanos();
-    while AP_FINISHED.load(Ordering::Acquire) < count {
-        if interrupts::now_nanos().saturating_sub(began) > limit_nanos {
-            return false;
-        }
-        core::hint::spin_loop();
-    }
-    true
+/// Whether the second CPU has finished `count` tasks in all.
+pub fn second_finished(count: u64) -> bool {
+    AP_FINISHED.load(Ordering::Acquire) >= count
 }
 
 /// The second CPU's Rust entry (from the boot code's `ap_entry`): its local APIC, then tasks.

@@ -63,6 +63,8 @@ pub struct ImageConfig {
     adapter_reset: bool,
     /// vCPUs: 2 runs `smp=2` ([`check_smp2`] judges it).
     cpus: u8,
+    /// With two vCPUs, the planted `smp=2-misrouted` instead ([`check_misrouted`]).
+    misrouted: bool,
 }
 
 /// The image configurations `cargo xtask vmtest` runs by default.
@@ -77,6 +79,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         repeat_completion: None,
         adapter_reset: false,
         cpus: 1,
+        misrouted: false,
     },
     ImageConfig {
         // Modern-only device offering the packed ring, which the image takes.
@@ -89,6 +92,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         repeat_completion: None,
         adapter_reset: false,
         cpus: 1,
+        misrouted: false,
     },
     ImageConfig {
         // Classic SRBs (SrbType SCSI_REQUEST_BLOCK), which the image also accepts.
@@ -101,6 +105,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         repeat_completion: None,
         adapter_reset: false,
         cpus: 1,
+        misrouted: false,
     },
     ImageConfig {
         // The planted fault: the guest's StorPort drops one RequestComplete.
@@ -113,6 +118,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         repeat_completion: None,
         adapter_reset: false,
         cpus: 1,
+        misrouted: false,
     },
     ImageConfig {
         // One MSI-X message of the depth-1 queue (message 3) never reaches the image: no later
@@ -126,6 +132,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         repeat_completion: None,
         adapter_reset: false,
         cpus: 1,
+        misrouted: false,
     },
     ImageConfig {
         // The exactly-once rule's planted offender: one RequestComplete arrives twice.
@@ -138,6 +145,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         repeat_completion: Some(REPEATED_COMPLETION),
         adapter_reset: false,
         cpus: 1,
+        misrouted: false,
     },
     ImageConfig {
         // Enumeration, then a READ whose interrupt is withheld and which the guest's StorPort
@@ -151,6 +159,7 @@ pub const CONFIGS: &[ImageConfig] = &[
         repeat_completion: None,
         adapter_reset: true,
         cpus: 1,
+        misrouted: false,
     },
     ImageConfig {
         // Two vCPUs (MTTCG under TCG): after enumeration, both CPUs write and verify at once,
@@ -164,6 +173,21 @@ pub const CONFIGS: &[ImageConfig] = &[
         repeat_completion: None,
         adapter_reset: false,
         cpus: 2,
+        misrouted: false,
+    },
+    ImageConfig {
+        // The planted offender of the two-CPU run: processor 1's MSI-X message left aimed at
+        // CPU 0, so CPU 1's completions arrive on CPU 0; the run must fail saying so.
+        name: "image-smp2-misrouted",
+        device: "",
+        ring: "split",
+        classic: false,
+        drop_completion: None,
+        lose_interrupt: None,
+        repeat_completion: None,
+        adapter_reset: false,
+        cpus: 2,
+        misrouted: true,
     },
 ];
 
@@ -217,8 +241,10 @@ impl ImageConfig {
         if self.adapter_reset {
             line.push_str(" adapter-reset=after-lost-interrupt");
         }
-        if self.cpus == 2 {
-            line.push_str(" smp=2");
+        match (self.cpus, self.misrouted) {
+            (2, false) => line.push_str(" smp=2"),
+            (2, true) => line.push_str(" smp=2-misrouted"),
+            _ => {}
         }
         line
     }
@@ -495,6 +521,7 @@ pub fn run_config(
     let verdict = match (config.drop_completion, config.repeat_completion) {
         (Some(number), _) => check_planted(number, status, &report),
         (None, Some(number)) => check_repeated(number, status, &report),
+        (None, None) if config.misrouted => check_misrouted(status, &report),
         (None, None) if config.cpus == 2 => check_smp2(status, &report, &counts),
         (None, None) if config.adapter_reset => {
             check_adapter_reset(status, &report, &counts, &status_values(&trace))
@@ -887,6 +914,31 @@ fn check_smp2(
     }
 }
 
+/// The planted misrouting: the run must fail in `image-smp2` only, naming completions made on
+/// another CPU than the submitter, with no rule violation (the image did nothing wrong) and
+/// every other result passing.
+fn check_misrouted(status: Option<i32>, report: &ImageReport) -> Result<String, String> {
+    let failed: Vec<&(String, bool, String)> = report
+        .results
+        .iter()
+        .filter(|(_, passed, _)| !passed)
+        .collect();
+    match failed.as_slice() {
+        [(name, _, details)]
+            if name == "image-smp2"
+                && details.contains("on another CPU than the submitter")
+                && status != Some(GUEST_SUCCESS)
+                && report.crashes.is_empty() =>
+        {
+            Ok(format!("planted fault caught: image-smp2 FAIL {details}"))
+        }
+        _ => Err(format!(
+            "the misrouted message was not caught as such (exit {status:?}, failed {failed:?}, crashes {:?})",
+            report.crashes
+        )),
+    }
+}
+
 /// The I/Os each processor makes after ScsiRestartAdapter (a READ of the data written before
 /// the reset, a WRITE and its READ back); processor 0 makes none other after the reset, and
 /// two before it (the WRITE and the READ that times out).
@@ -1175,6 +1227,39 @@ mod tests {
         // The second CPU's line missing (it never ran).
         let err = check_smp2(Some(GUEST_SUCCESS), &report(&text("")), &traced((0, 0))).unwrap_err();
         assert!(err.contains("no IMAGE-SMP line for CPU 1"), "{err}");
+    }
+
+    #[test]
+    fn the_misrouted_message_must_fail_the_two_cpu_run_and_nothing_else() {
+        let mut text = String::new();
+        for name in SMP2_RESULTS {
+            let verdict = if *name == "image-smp2" {
+                "FAIL 1024 completions on another CPU than the submitter"
+            } else {
+                "PASS fine"
+            };
+            let _ = writeln!(text, "RESULT {name} {verdict}");
+        }
+        let caught = report(&text);
+        let verdict = check_misrouted(Some(35), &caught).expect("caught");
+        assert!(
+            verdict.contains("1024 completions on another CPU"),
+            "{verdict}"
+        );
+        // Passing regardless, or failing for another reason, is not the fault caught.
+        let mut passing = String::new();
+        for name in SMP2_RESULTS {
+            let _ = writeln!(passing, "RESULT {name} PASS fine");
+        }
+        assert!(check_misrouted(Some(GUEST_SUCCESS), &report(&passing)).is_err());
+        let other = text.replace(
+            "FAIL 1024 completions on another CPU than the submitter",
+            "FAIL CPU 1 did not finish",
+        );
+        assert!(check_misrouted(Some(35), &report(&other)).is_err());
+        let violated =
+            format!("{text}VIOLATION spin lock Interrupt acquired again by its holder\n");
+        assert!(check_misrouted(Some(35), &report(&violated)).is_err());
     }
 
     #[test]
