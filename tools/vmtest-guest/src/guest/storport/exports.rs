@@ -762,16 +762,20 @@ extern "win64" fn storport_extended_function(
         // GetMessageInterruptInformation(message, PMESSAGE_INTERRUPT_INFORMATION).
         13 => {
             let message = a1 as u32;
-            if message >= with(|host| host.messages) {
+            let Some(destination) = with(|host| {
+                (message < host.messages)
+                    .then(|| host.message_destinations.get(message as usize).copied())
+                    .flatten()
+            }) else {
                 return abi::STOR_STATUS_INVALID_PARAMETER;
-            }
+            };
             let vector = u32::from(interrupts::FIRST_VECTOR) + message;
             write_out(
                 a2,
                 &abi::MessageInterruptInformation {
                     message_id: message,
                     message_data: vector,
-                    message_address: 0xfee0_0000,
+                    message_address: 0xfee0_0000 | (u64::from(destination) << 12),
                     interrupt_vector: vector,
                     interrupt_level: u32::from(DEVICE_LEVEL),
                     interrupt_mode: abi::LATCHED,

@@ -229,6 +229,8 @@ struct Host {
     interrupt_owner: usize,
     message_owners: [usize; 32],
     dpc_lock_owners: [usize; 32],
+    /// The local APIC ID each MSI-X message is aimed at ([`Adapter::route_message`]).
+    message_destinations: [u8; 32],
     slots: [Slot; MAX_SRBS],
     counters: Counters,
     /// The planted fault: drop the RequestComplete with this (1-based) number.
@@ -285,6 +287,7 @@ impl Host {
             interrupt_owner: 0,
             message_owners: [0; 32],
             dpc_lock_owners: [0; 32],
+            message_destinations: [0; 32],
             slots: [Slot::FREE; MAX_SRBS],
             counters: Counters {
                 completions: 0,
@@ -1527,7 +1530,13 @@ impl Adapter {
             &self.registers,
             message,
             apic_id,
-        )
+        )?;
+        with(|host| {
+            if let Some(destination) = host.message_destinations.get_mut(usize::from(message)) {
+                *destination = apic_id;
+            }
+        });
+        Ok(())
     }
 
     /// The device as its common configuration shows it now (virtio 1.x section 4.1.4.3):
