@@ -101,6 +101,11 @@ pub trait Interrupts {
     /// Sleeps until the count of `vector` differs from `seen`, and returns it; `None` once the
     /// implementation's time limit has passed without that (a lost interrupt or a dead device).
     fn wait(&self, vector: u16, seen: u64) -> Option<u64>;
+
+    /// Nanoseconds of guest time since an arbitrary start, from the clock that bounds
+    /// [`Self::wait`]: measured phases are timed by it, since when their serial lines reach
+    /// the host says more about a loaded host than about the guest.
+    fn now_nanos(&self) -> u64;
 }
 
 /// What a queue's interrupt passes did, for the statistics.
@@ -872,6 +877,8 @@ mod tests {
     #[derive(Default)]
     struct TestInterrupts {
         counts: core::cell::RefCell<[u64; MAX_QUEUES + 1]>,
+        /// The clock: a microsecond passes each time it is read.
+        clock: core::cell::Cell<u64>,
     }
 
     impl TestInterrupts {
@@ -887,6 +894,11 @@ mod tests {
 
         fn wait(&self, vector: u16, seen: u64) -> Option<u64> {
             Some(self.count(vector)).filter(|count| *count != seen)
+        }
+
+        fn now_nanos(&self) -> u64 {
+            self.clock.set(self.clock.get() + 1000);
+            self.clock.get()
         }
     }
 

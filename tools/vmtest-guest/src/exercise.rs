@@ -1053,6 +1053,7 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
         lun: Lun,
     ) -> Check {
         let _ = writeln!(self.out, "PHASE {name} vq {queue} ios {ios} begin");
+        let started = self.interrupts.now_nanos();
         let region_seed = self.region_seed;
         let data = self.data;
         let block_length = self.capacity.block_length;
@@ -1070,7 +1071,11 @@ impl<H: Hal, R: RegisterIo, W: Write> Exerciser<'_, H, R, W> {
                 verify: Some(region_seed),
             })
         })?;
-        let _ = writeln!(self.out, "PHASE {name} vq {queue} ios {ios} end");
+        let nanos = self.interrupts.now_nanos().saturating_sub(started);
+        let _ = writeln!(
+            self.out,
+            "PHASE {name} vq {queue} ios {ios} end nanos {nanos}"
+        );
         let q = self.device.queue(queue).map_err(|e| text!("{e}"))?;
         Ok(text!(
             "{ios} verified reads of 4 KiB at depth {depth} ({} chains), {} kicks",

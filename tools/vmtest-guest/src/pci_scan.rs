@@ -400,6 +400,8 @@ pub enum MsixError {
         /// Table offset.
         offset: u32,
     },
+    /// The table has no such entry.
+    NoSuchEntry(u16),
 }
 
 /// Standard capability IDs (PCI 3.0 appendix H).
@@ -467,6 +469,38 @@ pub fn enable_msix<A: ConfigAccess, R: virtio_core::hal::RegisterIo>(
         (control | MSIX_ENABLE) & !MSIX_FUNCTION_MASK,
     );
     Ok(entries)
+}
+
+/// Points MSI-X table entry `entry` at the local APIC with ID `apic_id` (physical destination
+/// mode, Intel SDM vol. 3, 11.11.1): masks the entry, writes its address, unmasks it, so no
+/// message goes out half-written. [`enable_msix`] points every entry at APIC ID 0.
+///
+/// # Errors
+/// [`MsixError`]: no capability, the table outside its BAR, or no such entry.
+pub fn set_msix_destination<A: ConfigAccess, R: virtio_core::hal::RegisterIo>(
+    access: &A,
+    bdf: Bdf,
+    registers: &R,
+    entry: u16,
+    apic_id: u8,
+) -> Result<(), MsixError> {
+    let cap = find_capability(access, bdf, CAP_ID_MSIX).ok_or(MsixError::NoCapability)?;
+    let function = Function::new(access, bdf);
+    let entries = (function.read16(u16::from(cap) + 2) & 0x7ff) + 1;
+    if entry >= entries {
+        return Err(MsixError::NoSuchEntry(entry));
+    }
+    let table = function.read32(u16::from(cap) + 4);
+    let bar = (table & 0x7) as u8;
+    let offset = table & !0x7;
+    let at = u64::from(offset) + u64::from(entry) * 16;
+    if registers.bar_len(bar).is_none_or(|len| at + 16 > len) {
+        return Err(MsixError::TableOutsideBar { bar, offset });
+    }
+    registers.write32(bar, at + 12, 1);
+    registers.write32(bar, at, MSI_ADDRESS | (u32::from(apic_id) << 12));
+    registers.write32(bar, at + 12, 0);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -794,6 +828,25 @@ mod tests {
         assert_eq!(
             control, 0x8006,
             "enabled, function mask cleared, size untouched"
+        );
+    }
+
+    #[test]
+    fn an_msix_entry_is_pointed_at_another_cpu_and_only_existing_entries_are() {
+        let bus = msix_function(0x0000_0001);
+        let bars = FakeBars {
+            len: 0x1000,
+            writes: RefCell::default(),
+        };
+        set_msix_destination(&bus, bdf(0, 3, 0), &bars, 4, 1).unwrap();
+        let writes = bars.writes.borrow();
+        assert_eq!(writes[&(1, 4 * 16)], 0xfee0_1000, "destination APIC ID 1");
+        assert_eq!(writes[&(1, 4 * 16 + 12)], 0, "unmasked again");
+        assert_eq!(writes.len(), 2, "only entry 4's address and control");
+        drop(writes);
+        assert_eq!(
+            set_msix_destination(&bus, bdf(0, 3, 0), &bars, 7, 1),
+            Err(MsixError::NoSuchEntry(7))
         );
     }
 

@@ -385,7 +385,7 @@ fn choose_accel(guest: &Path, work: &Path) -> Result<Accel, String> {
 /// Boots the guest with `mode=probe` and returns how long it took.
 fn probe(guest: &Path, work: &Path, accel: Accel, limit: Duration) -> Result<Duration, String> {
     let stderr_path = work.join(format!("probe-{}.stderr", accel.name()));
-    let mut command = base_command(guest, accel, "mode=probe");
+    let mut command = base_command(guest, accel, "mode=probe", 1);
     let started = Instant::now();
     let (status, lines) = spawn_and_collect(&mut command, &stderr_path, limit)?;
     let elapsed = started.elapsed();
@@ -401,19 +401,17 @@ fn probe(guest: &Path, work: &Path, accel: Accel, limit: Duration) -> Result<Dur
 }
 
 /// QEMU with the machine, the guest and its exit device; no other devices.
-fn base_command(guest: &Path, accel: Accel, cmdline: &str) -> Command {
+fn base_command(guest: &Path, accel: Accel, cmdline: &str, cpus: u8) -> Command {
     let mut command = Command::new(QEMU);
+    // More than one vCPU under TCG runs one host thread per vCPU (MTTCG), so the guest's CPUs
+    // really run at once.
+    let accel = match (accel, cpus) {
+        (Accel::Tcg, 2..) => "tcg,thread=multi",
+        _ => accel.name(),
+    };
     command
-        .args([
-            "-machine",
-            "pc",
-            "-accel",
-            accel.name(),
-            "-m",
-            "256M",
-            "-smp",
-            "1",
-        ])
+        .args(["-machine", "pc", "-accel", accel, "-m", "256M", "-smp"])
+        .arg(cpus.to_string())
         .args([
             "-nodefaults",
             "-display",
@@ -524,7 +522,7 @@ fn run_config(config: &Config, guest: &Path, work: &Path, accel: Accel) -> Resul
          hotplug-bytes={HOTPLUG_DISK_BYTES}",
         config.guest_expectations()
     );
-    let mut command = base_command(guest, accel, &cmdline);
+    let mut command = base_command(guest, accel, &cmdline, 1);
     // ioeventfd=off: with KVM, notifications would otherwise bypass the traced path.
     command
         .arg("-device")

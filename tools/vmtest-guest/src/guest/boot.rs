@@ -8,7 +8,9 @@
 //! mode, loads a 64-bit GDT and an IDT (32 exception vectors that report and exit, 16 device
 //! interrupt vectors from 0x40 for [`interrupts`](super::interrupts), the APIC's spurious
 //! vector 0xFF), and calls
-//! [`kmain`](super::kmain) with the start-info address.
+//! [`kmain`](super::kmain) with the start-info address. A second CPU enters through the
+//! real-mode trampoline here ([`smp`](super::smp) copies it low and starts it), shares the page
+//! tables and IDT, and runs [`smp::ap_main`](super::smp::ap_main) on a stack of its own.
 
 use core::arch::global_asm;
 
@@ -208,6 +210,81 @@ interrupt_stub_\vector:
     iretq
     .endr
 
+    /* The second CPU's way in (see `smp`): copied to `smp::TRAMPOLINE` and started there by
+       INIT-SIPI-SIPI in real mode with CS = TRAMPOLINE >> 4 and IP 0. It loads its own
+       GDT, turns on PAE, the boot page tables, EFER.LME and CR0.PG|PE in one go (real mode
+       straight to long mode), far-jumps into 64-bit code and on to `ap_entry`. Only
+       differences of its own labels are used, so it runs wherever it is copied. */
+    .section .rodata.ap_trampoline, "a"
+    .code16
+    .global ap_trampoline_start, ap_trampoline_end
+ap_trampoline_start:
+    cli
+    cld
+    movw %cs, %ax
+    movw %ax, %ds
+    lgdtl ap_gdt_pointer - ap_trampoline_start
+    movl %cr4, %eax
+    orl $(1 << 5), %eax
+    movl %eax, %cr4
+    movl ${pml4}, %eax
+    movl %eax, %cr3
+    movl $0xc0000080, %ecx
+    rdmsr
+    orl $(1 << 8), %eax
+    wrmsr
+    movl %cr0, %eax
+    orl $0x80000001, %eax
+    movl %eax, %cr0
+    ljmpl $0x08, ${trampoline} + ap_trampoline_long - ap_trampoline_start
+    .code64
+ap_trampoline_long:
+    movabsq $ap_entry, %rax
+    jmpq *%rax
+    .p2align 3
+ap_gdt:
+    .quad 0
+    .quad 0x00af9a000000ffff
+    .quad 0x00cf92000000ffff
+ap_gdt_pointer:
+    .word ap_gdt_pointer - ap_gdt - 1
+    .long {trampoline} + ap_gdt - ap_trampoline_start
+ap_trampoline_end:
+
+    .section .text.boot, "ax"
+    .code64
+    /* The second CPU in long mode on the trampoline's GDT: the kernel's GDT and segments, its
+       own stack (`AP_STACK_TOP`, set before the start-up IPI), SSE as on the first CPU, the
+       shared IDT, then Rust. */
+ap_entry:
+    movq {ap_stack_top}(%rip), %rsp
+    lgdt boot_gdt_pointer(%rip)
+    pushq $0x08
+    leaq 1f(%rip), %rax
+    pushq %rax
+    lretq
+1:
+    movw $0x10, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    xorw %ax, %ax
+    movw %ax, %fs
+    movw %ax, %gs
+    movq %cr0, %rax
+    andq $-5, %rax
+    orq $2, %rax
+    movq %rax, %cr0
+    movq %cr4, %rax
+    orq $0x600, %rax
+    movq %rax, %cr4
+    fninit
+    lidt boot_idt_pointer(%rip)
+    call {ap_main}
+8:
+    hlt
+    jmp 8b
+
     /* The local APIC's spurious vector needs no EOI (Intel SDM vol. 3, 11.9). */
 spurious_stub:
     iretq
@@ -233,6 +310,9 @@ gate_table:
     kmain = sym super::kmain,
     exception = sym exception,
     interrupt = sym super::interrupts::interrupt,
+    trampoline = const super::smp::TRAMPOLINE,
+    ap_stack_top = sym super::smp::AP_STACK_TOP,
+    ap_main = sym super::smp::ap_main,
     options(att_syntax)
 );
 

@@ -3,7 +3,9 @@
 //! would: enumeration (REPORT LUNS, INQUIRY, VPD 0x00/0x80/0x83, READ CAPACITY(16)) on a LUN
 //! with `wwn=` and one without, then pattern writes and read-verifies across the disk at queue
 //! depth 1 and 32, on every request queue (one logical processor per queue), and the largest
-//! transfer the image reports. Results are `RESULT image-* PASS|FAIL` lines; `IMAGE-PHASE` and
+//! transfer the image reports. With `adapter-reset=after-lost-interrupt` it runs instead, after
+//! enumeration, the adapter-level reset StorPort answers a timed-out request with
+//! ([`adapter_reset`]). Results are `RESULT image-* PASS|FAIL` lines; `IMAGE-PHASE` and
 //! `IMAGE-STAT` lines carry the figures the host sets next to QEMU's trace.
 #![expect(
     clippy::result_large_err,
@@ -38,6 +40,22 @@ const SRB_STATUS_DATA_OVERRUN: u8 = 0x12;
 /// The largest transfer tried, whatever the image reports (the host's SG list capacity).
 const TRANSFER_CAP: u32 = 4 << 20;
 
+/// What runs after the adapter started.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Job {
+    /// Enumeration, then the pattern phases and the rest ([`exercise`]).
+    Exercise,
+    /// `adapter-reset=after-lost-interrupt`: [`adapter_reset`].
+    AdapterReset,
+    /// `smp=2`: [`two_cpus`]; `smp=2-misrouted` plants a fault there: processor 1's MSI-X
+    /// message stays aimed at CPU 0, so its completions arrive on the wrong CPU and the run
+    /// must say so.
+    TwoCpus {
+        /// Whether the planted misrouting is on.
+        misrouted: bool,
+    },
+}
+
 /// What the host told the guest on its command line.
 struct Settings<'a> {
     serial0: &'a str,
@@ -49,6 +67,8 @@ struct Settings<'a> {
     lose_interrupt: Option<(u32, u64)>,
     /// `repeat-completion=<n>`: the planted double completion.
     repeat_completion: Option<u64>,
+    /// What runs after the start: the exercise, or one of the runs that replace it.
+    job: Job,
     classic: bool,
     /// The ring layout the device offers (`ring=split|packed`), which the image must take.
     packed: bool,
@@ -59,6 +79,7 @@ impl<'a> Settings<'a> {
         let (mut serial0, mut serial1, mut wwn, mut disk_bytes) = (None, None, None, None);
         let (mut drop_completion, mut classic, mut packed) = (None, false, None);
         let (mut lose_interrupt, mut repeat_completion) = (None, None);
+        let mut job = Job::Exercise;
         for word in cmdline.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').ok_or(word)?;
             let number = || {
@@ -82,6 +103,9 @@ impl<'a> Settings<'a> {
                         arrival.parse().map_err(|_| word)?,
                     ));
                 }
+                "adapter-reset" if value == "after-lost-interrupt" => job = Job::AdapterReset,
+                "smp" if value == "2" => job = Job::TwoCpus { misrouted: false },
+                "smp" if value == "2-misrouted" => job = Job::TwoCpus { misrouted: true },
                 "srb" => classic = value == "classic",
                 "ring" => packed = Some(value == "packed"),
                 _ => return Err(word),
@@ -95,6 +119,7 @@ impl<'a> Settings<'a> {
             drop_completion,
             lose_interrupt,
             repeat_completion,
+            job,
             classic,
             packed: packed.ok_or("ring")?,
         })
@@ -145,7 +170,7 @@ pub fn run(cmdline: &str) -> bool {
     };
     let hal = BareMetalHal::new();
     interrupts::enable();
-    let mut adapter = match storport::start(
+    let adapter = match storport::start(
         IMAGE,
         &hal,
         bdf,
@@ -182,7 +207,11 @@ pub fn run(cmdline: &str) -> bool {
         limits.uncached >> 10
     );
     let mut passed = result("image-features", features(&adapter, settings.packed))
-        && exercise(&mut adapter, &hal, &settings);
+        && match settings.job {
+            Job::Exercise => exercise(&adapter, &hal, &settings),
+            Job::AdapterReset => adapter_reset(&adapter, &hal, &settings),
+            Job::TwoCpus { misrouted } => two_cpus(&adapter, &hal, &settings, misrouted),
+        };
     if let Some((message, arrival)) = settings.lose_interrupt {
         // At depth 1 no later interrupt comes to drain the queue: the image's HwTimer must
         // find the completion waiting (its lost-interrupt poll) and complete the request.
@@ -260,7 +289,7 @@ fn report_counters() -> storport::Counters {
         }
     }
     println!(
-        "IMAGE-COUNTERS completions {} interrupts {} unclaimed {} dpcs {} timer {} busy {} debug-prints {} dropped {} lost {} timer-completions {} violations {}",
+        "IMAGE-COUNTERS completions {} interrupts {} unclaimed {} dpcs {} timer {} busy {} debug-prints {} dropped {} lost {} timer-completions {} lock-waits {} violations {}",
         counters.completions,
         counters.interrupts.iter().sum::<u64>(),
         counters.unclaimed_interrupts,
@@ -271,6 +300,7 @@ fn report_counters() -> storport::Counters {
         counters.dropped,
         counters.lost_interrupts,
         counters.timer_completions,
+        counters.lock_waits,
         counters.violations
     );
     counters
@@ -289,7 +319,7 @@ fn find_function() -> Option<Bdf> {
 
 /// One request at a time: submit, wait, read back.
 fn command(
-    adapter: &mut Adapter,
+    adapter: &Adapter,
     lun: u8,
     cdb: &[u8],
     direction: Direction,
@@ -315,7 +345,7 @@ fn command(
 
 /// A data-in command whose answer must succeed; returns the bytes received.
 fn data_in<'a>(
-    adapter: &mut Adapter,
+    adapter: &Adapter,
     buffer: &'a DmaMemory,
     scratch: &'a mut [u8],
     lun: u8,
@@ -346,7 +376,7 @@ fn data_in<'a>(
 
 /// TEST UNIT READY, REPORT LUNS, INQUIRY, VPD pages and READ CAPACITY(16) on both LUNs, as
 /// the disk stack enumerates them; the block length, if every check passed.
-fn enumerate(adapter: &mut Adapter, buffer: &DmaMemory, settings: &Settings<'_>) -> Option<u32> {
+fn enumerate(adapter: &Adapter, buffer: &DmaMemory, settings: &Settings<'_>) -> Option<u32> {
     let mut passed = true;
     for lun in [0_u8, 1] {
         passed &= result("image-test-unit-ready", test_unit_ready(adapter, lun));
@@ -379,7 +409,7 @@ fn enumerate(adapter: &mut Adapter, buffer: &DmaMemory, settings: &Settings<'_>)
 }
 
 /// Enumeration, then the pattern phases.
-fn exercise(adapter: &mut Adapter, hal: &BareMetalHal, settings: &Settings<'_>) -> bool {
+fn exercise(adapter: &Adapter, hal: &BareMetalHal, settings: &Settings<'_>) -> bool {
     let Ok(buffer) = hal.dma_alloc(4096, 4096) else {
         println!("RESULT image-enumerate FAIL out of DMA memory");
         return false;
@@ -402,6 +432,7 @@ fn exercise(adapter: &mut Adapter, hal: &BareMetalHal, settings: &Settings<'_>) 
     ];
     for (index, (name, depth, regions, blocks, processors)) in phases.into_iter().enumerate() {
         let plan = Plan {
+            first_block: 0,
             disk_blocks,
             regions,
             blocks,
@@ -456,6 +487,7 @@ fn exercise(adapter: &mut Adapter, hal: &BareMetalHal, settings: &Settings<'_>) 
     if passed {
         // The writes that run during the hot-plug go to the queues not measured alone.
         let background = Plan {
+            first_block: 0,
             disk_blocks,
             regions: 64,
             blocks: small,
@@ -485,7 +517,7 @@ const HOTPLUG_LUN: u8 = 2;
 /// rescans as storport.sys would: REPORT LUNS lists LUN 2 (or no longer does), and the new
 /// LUN takes a write and reads it back (or the removed one fails a read).
 fn hotplug(
-    adapter: &mut Adapter,
+    adapter: &Adapter,
     engine: &mut Engine,
     background: &Plan<'_>,
     buffer: &DmaMemory,
@@ -531,7 +563,7 @@ fn hotplug(
             }
         ));
     }
-    let io = |adapter: &mut Adapter, write| {
+    let io = |adapter: &Adapter, write| {
         let ticket = submit_lun_io(adapter, buffer, HOTPLUG_LUN, (write, 8, 8, 4096), 2)?;
         adapter
             .wait(ticket, REQUEST_LIMIT_TICKS)
@@ -566,7 +598,7 @@ fn hotplug(
 /// SRB_FUNCTION_WMI IRP_MN_QUERY_ALL_DATA of the image's `Rvscsi_QueueStatistics`: its own
 /// per-queue counts of requests, kicks and interrupts, printed as `IMAGE-QUEUE` lines for the
 /// host to set next to QEMU's trace (nothing moves on the queues after this).
-fn queue_statistics(adapter: &mut Adapter, hal: &BareMetalHal) -> Result<Text, Text> {
+fn queue_statistics(adapter: &Adapter, hal: &BareMetalHal) -> Result<Text, Text> {
     use vmtest_guest::wmi_reply;
     const ROOM: usize = 4096;
     let buffer = hal
@@ -628,7 +660,7 @@ const SRB_STATUS_BUS_RESET: u8 = 0x0e;
 /// HwResetBus with 32 READs just submitted, as storport.sys calls it when a request times out:
 /// every READ completes exactly once, with success or SRB_STATUS_BUS_RESET, and the disk is
 /// ready again afterwards (TEST UNIT READY, past the unit attention the reset leaves).
-fn bus_reset(adapter: &mut Adapter, engine: &mut Engine, block_length: u32) -> Result<Text, Text> {
+fn bus_reset(adapter: &Adapter, engine: &mut Engine, block_length: u32) -> Result<Text, Text> {
     let blocks = 65536 / block_length;
     let mut tickets = [None; 32];
     for (index, ticket) in tickets.iter_mut().enumerate() {
@@ -668,6 +700,399 @@ fn bus_reset(adapter: &mut Adapter, engine: &mut Engine, block_length: u32) -> R
     ))
 }
 
+/// Requests each CPU keeps in flight in [`two_cpus`], and the 4 KiB regions each writes then
+/// verifies.
+const SMP_DEPTH: u32 = 16;
+const SMP_REGIONS: u64 = 512;
+/// How long the second CPU's half may take after the first's ended.
+const SMP_LIMIT_NANOS: u64 = 60_000_000_000;
+
+/// What the second CPU works with in [`two_cpus`]: set by the first CPU before it hands over
+/// the task, read by the second only while the first waits for it.
+struct SecondCpuJob {
+    adapter: *const Adapter,
+    engine: *mut Engine,
+    plan: Option<Plan<'static>>,
+    outcome: Option<Result<(u64, u64), Text>>,
+}
+
+/// The job, behind the hand-over of [`super::smp::run_on_second`] and
+/// [`super::smp::second_finished`] (Release and Acquire).
+struct JobCell(core::cell::UnsafeCell<SecondCpuJob>);
+
+// SAFETY: the first CPU writes the job only before `run_on_second` and reads it only after
+// `second_finished` saw the task finished; the second CPU touches it only in between.
+unsafe impl Sync for JobCell {}
+
+static SECOND_CPU_JOB: JobCell = JobCell(core::cell::UnsafeCell::new(SecondCpuJob {
+    adapter: core::ptr::null(),
+    engine: core::ptr::null_mut(),
+    plan: None,
+    outcome: None,
+}));
+
+/// The second CPU's half of [`two_cpus`]: its plan, through the shared adapter, on its own
+/// buffers; the outcome is left in the job.
+fn second_cpu_half() {
+    // SAFETY: see `JobCell`: the first CPU handed the job over and waits until this returns;
+    // the adapter and engine it points at live on the first CPU's stack throughout, and the
+    // engine is this CPU's alone (the adapter is shared: its methods take `&self` and keep
+    // their shared state behind the StorPort host's lock).
+    let job = unsafe { &mut *SECOND_CPU_JOB.0.get() };
+    let outcome = match (
+        job.plan.as_ref(),
+        job.adapter.is_null(),
+        job.engine.is_null(),
+    ) {
+        (Some(plan), false, false) => {
+            // SAFETY: as above: non-null and alive; shared, its methods take `&self`.
+            let adapter = unsafe { &*job.adapter };
+            // SAFETY: as above: non-null, alive, and used by this CPU alone.
+            let engine = unsafe { &mut *job.engine };
+            engine.phase(adapter, plan, SMP_DEPTH)
+        }
+        _ => Err(text!("the second CPU was handed no job")),
+    };
+    job.outcome = Some(outcome);
+}
+
+/// `-smp 2`: after enumeration, the second CPU is started, processor 1's MSI-X message is
+/// pointed at it, and both CPUs at once write then verify [`SMP_REGIONS`] 4 KiB regions at
+/// depth [`SMP_DEPTH`], each on its own request queue (processor 0 on CPU 0, processor 1 on
+/// CPU 1) and its own half of LUN 0, through the one image: its StartIo, interrupt and DPC
+/// paths run concurrently, with the guest's StorPort locks spinning between the CPUs. Every
+/// completion must arrive on the CPU that submitted it, every MSI-X delivery of a queue on
+/// its CPU, and the data must verify.
+fn two_cpus(
+    adapter: &Adapter,
+    hal: &BareMetalHal,
+    settings: &Settings<'_>,
+    misrouted: bool,
+) -> bool {
+    let Ok(buffer) = hal.dma_alloc(4096, 4096) else {
+        println!("RESULT image-enumerate FAIL out of DMA memory");
+        return false;
+    };
+    let Some(block_length) = enumerate(adapter, &buffer, settings) else {
+        return false;
+    };
+    result(
+        "image-smp2",
+        two_cpus_phase(adapter, hal, settings, (block_length, misrouted)),
+    )
+}
+
+/// The measured part of [`two_cpus`].
+fn two_cpus_phase(
+    adapter: &Adapter,
+    hal: &BareMetalHal,
+    settings: &Settings<'_>,
+    (block_length, misrouted): (u32, bool),
+) -> Result<Text, Text> {
+    let second_apic = super::smp::start_second_cpu().map_err(|error| text!("{error}"))?;
+    let second_id = u8::try_from(second_apic).map_err(|_| text!("APIC ID {second_apic}"))?;
+    // Processor p's requests complete on message 3 + p (see `message_for_processor`).
+    let message_of = |processor: u32| FIRST_REQUEST_MESSAGE + processor;
+    if misrouted {
+        println!(
+            "storport: planted fault: message {} left aimed at CPU 0",
+            message_of(1)
+        );
+    } else {
+        adapter
+            .route_message(message_of(1) as u16, second_id)
+            .map_err(|error| text!("MSI-X: {error:?}"))?;
+    }
+    let half = settings.disk_bytes / u64::from(block_length) / 2;
+    let blocks = 4096 / block_length;
+    let plan = |cpu: u64, processors: &'static [u32]| Plan {
+        first_block: cpu * half,
+        disk_blocks: half,
+        regions: SMP_REGIONS,
+        blocks,
+        block_length,
+        seed: 0x5300 + cpu,
+        processors,
+    };
+    let mut engines = [
+        Engine::new(hal, SMP_DEPTH as usize, 4096),
+        Engine::new(hal, SMP_DEPTH as usize, 4096),
+    ];
+    let [Some(first_engine), Some(second_engine)] = &mut engines else {
+        return Err(text!("out of DMA memory"));
+    };
+    let before = storport::counters();
+    // SAFETY: see `JobCell`: the second CPU is idle until `run_on_second`.
+    unsafe {
+        *SECOND_CPU_JOB.0.get() = SecondCpuJob {
+            adapter: core::ptr::from_ref(adapter),
+            engine: core::ptr::from_mut(second_engine),
+            plan: Some(plan(1, &[1])),
+            outcome: None,
+        };
+    }
+    println!("IMAGE-PHASE smp2 begin");
+    super::smp::run_on_second(second_cpu_half);
+    let first = first_engine.phase(adapter, &plan(0, &[0]), SMP_DEPTH);
+    // Meanwhile this CPU goes on running what is issued to it (DPCs, HwTimer), as a Windows
+    // CPU would.
+    let waited_from = interrupts::now_nanos();
+    let mut finished = super::smp::second_finished(1);
+    while !finished && interrupts::now_nanos().saturating_sub(waited_from) < SMP_LIMIT_NANOS {
+        storport::service();
+        storport::sleep_unless_pending();
+        finished = super::smp::second_finished(1);
+    }
+    let second = if finished {
+        // SAFETY: see `JobCell`: the task finished, so the second CPU no longer touches it.
+        unsafe { (*SECOND_CPU_JOB.0.get()).outcome.take() }
+    } else {
+        None
+    };
+    let (first_ios, first_nanos) = first.map_err(|error| text!("CPU 0: {}", error.as_str()))?;
+    let (second_ios, second_nanos) = second
+        .ok_or_else(|| text!("CPU 1 did not finish"))?
+        .map_err(|error| text!("CPU 1: {}", error.as_str()))?;
+    let after = storport::counters();
+    let delta = |f: fn(&storport::Counters) -> u64| f(&after) - f(&before);
+    let completed = [delta(|c| c.completed_on[0]), delta(|c| c.completed_on[1])];
+    let delivered = [delta(|c| c.delivered_on[0]), delta(|c| c.delivered_on[1])];
+    let on_queue = [
+        queue_messages(&after, 0) - queue_messages(&before, 0),
+        queue_messages(&after, 1) - queue_messages(&before, 1),
+    ];
+    println!(
+        "IMAGE-SMP cpu 0 ios {first_ios} nanos {first_nanos} completions {} deliveries {} queue-messages {}",
+        completed[0], delivered[0], on_queue[0]
+    );
+    println!(
+        "IMAGE-SMP cpu 1 ios {second_ios} nanos {second_nanos} completions {} deliveries {} queue-messages {}",
+        completed[1], delivered[1], on_queue[1]
+    );
+    let elsewhere = delta(|c| c.completed_elsewhere);
+    if elsewhere != 0 {
+        return Err(text!(
+            "{elsewhere} completions on another CPU than the submitter"
+        ));
+    }
+    if completed != [first_ios, second_ios] {
+        return Err(text!(
+            "completions per CPU {completed:?} for {first_ios} and {second_ios} I/Os"
+        ));
+    }
+    if delivered != on_queue || on_queue.contains(&0) {
+        return Err(text!(
+            "deliveries per CPU {delivered:?}, on the queues' messages {on_queue:?}"
+        ));
+    }
+    println!(
+        "IMAGE-PHASE smp2 end processors 0,1 depth {SMP_DEPTH} ios {} nanos {}",
+        first_ios + second_ios,
+        first_nanos.max(second_nanos)
+    );
+    let waits = delta(|c| c.lock_waits);
+    Ok(text!(
+        "APIC ID {second_apic} up; {first_ios} + {second_ios} I/Os at depth {SMP_DEPTH} at once; completions {completed:?} on the submitters, MSI-X {delivered:?} on the queues' CPUs; {waits} lock waits; data verified"
+    ))
+}
+
+/// MSI-X deliveries counted on processor `processor`'s message (3 + processor).
+fn queue_messages(counters: &storport::Counters, processor: u32) -> u64 {
+    let message = (FIRST_REQUEST_MESSAGE + processor) as usize;
+    counters.interrupts.get(message).copied().unwrap_or(0)
+}
+
+/// HwAdapterControl's ScsiStopAdapter and ScsiRestartAdapter, and its success status.
+const SCSI_STOP_ADAPTER: u32 = vmtest_guest::storport_abi::SCSI_STOP_ADAPTER;
+const SCSI_RESTART_ADAPTER: u32 = vmtest_guest::storport_abi::SCSI_RESTART_ADAPTER;
+const SCSI_ADAPTER_CONTROL_SUCCESS: u32 = vmtest_guest::storport_abi::SCSI_ADAPTER_CONTROL_SUCCESS;
+/// The MSI-X message of processor 0's request queue (config, controlq and eventq take 0-2).
+const FIRST_REQUEST_MESSAGE: u32 = 3;
+/// device_status once the driver is up: ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK.
+const STATUS_RUNNING: u8 = 0x0f;
+/// Request queues, one per logical processor the image is told of.
+const PROCESSORS: u32 = storport::LOGICAL_PROCESSORS;
+/// The pattern written before the reset, and the first of those written after it.
+const BEFORE_RESET_SEED: u64 = 0xad00;
+const AFTER_RESET_SEED: u64 = 0xad10;
+
+/// Enumeration, then [`adapter_reset_steps`].
+fn adapter_reset(adapter: &Adapter, hal: &BareMetalHal, settings: &Settings<'_>) -> bool {
+    let Ok(buffer) = hal.dma_alloc(4096, 4096) else {
+        println!("RESULT image-enumerate FAIL out of DMA memory");
+        return false;
+    };
+    let Some(block_length) = enumerate(adapter, &buffer, settings) else {
+        return false;
+    };
+    result(
+        "image-adapter-reset",
+        adapter_reset_steps(adapter, &buffer, block_length),
+    )
+}
+
+/// What Windows does when a request times out and lower resets do not bring it back, on a
+/// request whose interrupt was lost: a READ's MSI-X message is withheld from the image and,
+/// before its HwTimer can find the completion (no DPC or timer runs meanwhile), the guest's
+/// StorPort calls ScsiStopAdapter then ScsiRestartAdapter. The READ completes exactly once, in
+/// the stop; the device is seen reset (device_status 0, no queue enabled) and then running
+/// again (DRIVER_OK, every queue enabled); past the unit attention, the data written before
+/// the reset reads back on every request queue, and new writes read back, with completions
+/// arriving on each queue's message.
+fn adapter_reset_steps(
+    adapter: &Adapter,
+    buffer: &DmaMemory,
+    block_length: u32,
+) -> Result<Text, Text> {
+    let blocks = 4096 / block_length;
+    fill_page(buffer, BEFORE_RESET_SEED, 0, block_length)?;
+    page_io(adapter, (buffer, block_length), true, 0, 0)?;
+    // Whatever the READ returns must overwrite this.
+    fill_page(buffer, !BEFORE_RESET_SEED, 0, block_length)?;
+    storport::withhold_next_interrupt(FIRST_REQUEST_MESSAGE);
+    let withheld_before = storport::counters().lost_interrupts;
+    let ticket = submit_io(adapter, buffer, false, 0, blocks, 4096, 0)?;
+    let start = interrupts::ticks();
+    while storport::counters().lost_interrupts == withheld_before {
+        if interrupts::ticks().wrapping_sub(start) > REQUEST_LIMIT_TICKS {
+            return Err(text!("the READ's interrupt never came to be withheld"));
+        }
+        storport::sleep_unless_pending();
+    }
+    if ticket.is_complete() {
+        return Err(text!(
+            "the READ completed although its interrupt was withheld"
+        ));
+    }
+    // The request timed out: the adapter-level reset.
+    let stop = adapter
+        .adapter_control(SCSI_STOP_ADAPTER)
+        .map_err(|error| text!("ScsiStopAdapter: {error}"))?;
+    if stop != SCSI_ADAPTER_CONTROL_SUCCESS {
+        return Err(text!("ScsiStopAdapter answered {stop}"));
+    }
+    let stopped = adapter
+        .device_state()
+        .ok_or_else(|| text!("no common configuration"))?;
+    if stopped.status != 0 || stopped.enabled != 0 {
+        return Err(text!(
+            "after ScsiStopAdapter the device is not reset: {stopped:?}"
+        ));
+    }
+    let recovered = storport::recovered_in();
+    let read = adapter
+        .finish(ticket)
+        .ok_or_else(|| text!("ScsiStopAdapter left the timed-out READ outstanding"))?;
+    if recovered != Some(storport::Context::AdapterControl) {
+        return Err(text!("the timed-out READ completed in {recovered:?}"));
+    }
+    let ended = match read.srb_status {
+        SRB_STATUS_BUS_RESET => "BUS_RESET",
+        SRB_STATUS_SUCCESS => {
+            pattern::verify(buffer, BEFORE_RESET_SEED, 0, block_length, blocks)
+                .map_err(|error| text!("the READ completed in the stop: {error:?}"))?;
+            "done, data ok"
+        }
+        other => return Err(text!("the timed-out READ ended {other:#x}")),
+    };
+    let restart = adapter
+        .adapter_control(SCSI_RESTART_ADAPTER)
+        .map_err(|error| text!("ScsiRestartAdapter: {error}"))?;
+    if restart != SCSI_ADAPTER_CONTROL_SUCCESS {
+        return Err(text!("ScsiRestartAdapter answered {restart}"));
+    }
+    let running = adapter
+        .device_state()
+        .ok_or_else(|| text!("no common configuration"))?;
+    if running.status != STATUS_RUNNING || running.enabled != running.queues {
+        return Err(text!("after ScsiRestartAdapter: {running:?}"));
+    }
+    let ready = test_unit_ready(adapter, 0)?;
+    resumed_on_every_queue(adapter, buffer, block_length)?;
+    Ok(text!(
+        "msg {FIRST_REQUEST_MESSAGE} withheld; stop: status 0, {} queues off, READ {ended}; restart: status {:#x}, {}/{} queues on; {}; data intact on {PROCESSORS} queues",
+        stopped.queues,
+        running.status,
+        running.enabled,
+        running.queues,
+        ready.as_str()
+    ))
+}
+
+/// After the adapter reset, on every processor (so every request queue): the page written
+/// before it reads back, and a new page writes and reads back, each completion arriving on the
+/// queue's own MSI-X message.
+fn resumed_on_every_queue(
+    adapter: &Adapter,
+    buffer: &DmaMemory,
+    block_length: u32,
+) -> Result<(), Text> {
+    let blocks = 4096 / block_length;
+    let delivered_before = storport::counters().interrupts;
+    for processor in 0..PROCESSORS {
+        page_io(adapter, (buffer, block_length), false, 0, processor)?;
+        pattern::verify(buffer, BEFORE_RESET_SEED, 0, block_length, blocks)
+            .map_err(|error| text!("processor {processor} after the reset: {error:?}"))?;
+        let lba = u64::from(blocks) * u64::from(processor + 1);
+        let seed = AFTER_RESET_SEED + u64::from(processor);
+        fill_page(buffer, seed, lba, block_length)?;
+        page_io(adapter, (buffer, block_length), true, lba, processor)?;
+        fill_page(buffer, !seed, lba, block_length)?;
+        page_io(adapter, (buffer, block_length), false, lba, processor)?;
+        pattern::verify(buffer, seed, lba, block_length, blocks)
+            .map_err(|error| text!("processor {processor}: written after the reset: {error:?}"))?;
+    }
+    let delivered = storport::counters().interrupts;
+    for processor in 0..PROCESSORS {
+        let message = (FIRST_REQUEST_MESSAGE + processor) as usize;
+        let before = delivered_before.get(message).copied().unwrap_or(0);
+        let after = delivered.get(message).copied().unwrap_or(0);
+        if after < before + 3 {
+            return Err(text!(
+                "message {message} delivered {} interrupts for processor {processor}'s 3 I/Os",
+                after - before
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fills the 4 KiB `buffer` with the pattern of `seed` for the blocks from `lba`.
+fn fill_page(buffer: &DmaMemory, seed: u64, lba: u64, block_length: u32) -> Result<(), Text> {
+    let blocks = 4096 / block_length;
+    if pattern::fill(buffer, seed, lba, block_length, blocks) {
+        Ok(())
+    } else {
+        Err(text!(
+            "a pattern of {blocks} blocks does not fit the buffer"
+        ))
+    }
+}
+
+/// A 4 KiB READ or WRITE at `lba` (in `block_length` blocks) from `processor`, waited for; an
+/// error unless it succeeded.
+fn page_io(
+    adapter: &Adapter,
+    (buffer, block_length): (&DmaMemory, u32),
+    write: bool,
+    lba: u64,
+    processor: u32,
+) -> Result<(), Text> {
+    let blocks = 4096 / block_length;
+    let ticket = submit_io(adapter, buffer, write, lba, blocks, 4096, processor)?;
+    let completion = adapter
+        .wait(ticket, REQUEST_LIMIT_TICKS)
+        .map_err(|error| text!("{error}"))?;
+    if completion.srb_status == SRB_STATUS_SUCCESS {
+        Ok(())
+    } else {
+        Err(text!(
+            "{} at LBA {lba} on processor {processor}: {completion:?}",
+            if write { "WRITE" } else { "READ" }
+        ))
+    }
+}
+
 /// IOCTL_SCSI_MINIPORT_NOT_QUORUM_CAPABLE and NOT_CLUSTER_CAPABLE (FILE_DEVICE_SCSI 0x1b).
 const NOT_QUORUM_CAPABLE: u32 = 0x001b_0520;
 const NOT_CLUSTER_CAPABLE: u32 = 0x001b_0521;
@@ -683,7 +1108,7 @@ const STATUS_NOT_SUPPORTED: u32 = 0xc000_00bb;
 /// disks capable: NOT_QUORUM_CAPABLE with SRB_STATUS_ERROR, NOT_CLUSTER_CAPABLE with
 /// SRB_STATUS_INVALID_REQUEST, both with ReturnCode STATUS_NOT_SUPPORTED and the 28-byte header
 /// returned unchanged otherwise (tests/tests/cluster.rs holds the simulator's version).
-fn clusdisk(adapter: &mut Adapter, buffer: &DmaMemory) -> Result<Text, Text> {
+fn clusdisk(adapter: &Adapter, buffer: &DmaMemory) -> Result<Text, Text> {
     use vmtest_guest::storport_abi::SrbIoControl;
     use zerocopy::{FromBytes, IntoBytes};
     for (code, expected) in [
@@ -745,7 +1170,7 @@ fn clusdisk(adapter: &mut Adapter, buffer: &DmaMemory) -> Result<Text, Text> {
 /// A LUN reset of LUN 0 succeeds, the unit attention it leaves is cleared by TEST UNIT READY,
 /// and the data written before it reads back.
 fn lun_reset(
-    adapter: &mut Adapter,
+    adapter: &Adapter,
     hal: &BareMetalHal,
     block_length: u32,
     disk_blocks: u64,
@@ -790,7 +1215,7 @@ fn lun_reset(
 /// a half-megabyte READ just submitted, either it aborts it (the READ ends SRB_STATUS_ABORTED) or
 /// the READ won the race (the abort then fails in the image, or succeeds at the device, which
 /// no longer has the task); every SRB completes exactly once either way.
-fn abort(adapter: &mut Adapter, hal: &BareMetalHal, block_length: u32) -> Result<Text, Text> {
+fn abort(adapter: &Adapter, hal: &BareMetalHal, block_length: u32) -> Result<Text, Text> {
     // Half a megabyte: within the image's transfer limit, long enough to still be at the
     // device when the abort follows it.
     let len = 512 * 1024;
@@ -798,7 +1223,7 @@ fn abort(adapter: &mut Adapter, hal: &BareMetalHal, block_length: u32) -> Result
     let buffer = hal
         .dma_alloc(len as usize, 4096)
         .map_err(|_| text!("out of DMA memory"))?;
-    let submit_abort = |adapter: &mut Adapter, victim| {
+    let submit_abort = |adapter: &Adapter, victim| {
         adapter
             .submit(&Request {
                 function: Function::Abort(victim),
@@ -855,7 +1280,7 @@ fn abort(adapter: &mut Adapter, hal: &BareMetalHal, block_length: u32) -> Result
 }
 
 /// TEST UNIT READY, retried past the power-on unit attention as the class driver does.
-fn test_unit_ready(adapter: &mut Adapter, lun: u8) -> Result<Text, Text> {
+fn test_unit_ready(adapter: &Adapter, lun: u8) -> Result<Text, Text> {
     let mut attentions = 0;
     loop {
         let completion = command(
@@ -882,7 +1307,7 @@ fn test_unit_ready(adapter: &mut Adapter, lun: u8) -> Result<Text, Text> {
 }
 
 /// REPORT LUNS on LUN 0 lists LUNs 0 and 1.
-fn report_luns(adapter: &mut Adapter, buffer: &DmaMemory) -> Result<Text, Text> {
+fn report_luns(adapter: &Adapter, buffer: &DmaMemory) -> Result<Text, Text> {
     let mut scratch = [0_u8; 256];
     let data = data_in(
         adapter,
@@ -908,7 +1333,7 @@ fn report_luns(adapter: &mut Adapter, buffer: &DmaMemory) -> Result<Text, Text> 
 }
 
 /// Standard INQUIRY: a connected direct-access device.
-fn inquiry(adapter: &mut Adapter, buffer: &DmaMemory, lun: u8) -> Result<Text, Text> {
+fn inquiry(adapter: &Adapter, buffer: &DmaMemory, lun: u8) -> Result<Text, Text> {
     let mut scratch = [0_u8; 96];
     let data = data_in(adapter, buffer, &mut scratch, lun, &scsi_cmd::inquiry(96))?;
     let inquiry = scsi_cmd::parse_inquiry(data).map_err(|error| text!("{error:?}"))?;
@@ -927,7 +1352,7 @@ fn inquiry(adapter: &mut Adapter, buffer: &DmaMemory, lun: u8) -> Result<Text, T
 }
 
 /// VPD 0x00 lists pages 0x80 and 0x83.
-fn vpd_00(adapter: &mut Adapter, buffer: &DmaMemory, lun: u8) -> Result<Text, Text> {
+fn vpd_00(adapter: &Adapter, buffer: &DmaMemory, lun: u8) -> Result<Text, Text> {
     let mut scratch = [0_u8; 64];
     let data = data_in(
         adapter,
@@ -945,7 +1370,7 @@ fn vpd_00(adapter: &mut Adapter, buffer: &DmaMemory, lun: u8) -> Result<Text, Te
 }
 
 /// VPD 0x80 is the serial the host gave the disk.
-fn vpd_80(adapter: &mut Adapter, buffer: &DmaMemory, lun: u8, serial: &str) -> Result<Text, Text> {
+fn vpd_80(adapter: &Adapter, buffer: &DmaMemory, lun: u8, serial: &str) -> Result<Text, Text> {
     let mut scratch = [0_u8; 64];
     let data = data_in(
         adapter,
@@ -966,12 +1391,7 @@ fn vpd_80(adapter: &mut Adapter, buffer: &DmaMemory, lun: u8, serial: &str) -> R
 }
 
 /// VPD 0x83: with `wwn`, an NAA designator equal to it; without, none.
-fn vpd_83(
-    adapter: &mut Adapter,
-    buffer: &DmaMemory,
-    lun: u8,
-    wwn: Option<u64>,
-) -> Result<Text, Text> {
+fn vpd_83(adapter: &Adapter, buffer: &DmaMemory, lun: u8, wwn: Option<u64>) -> Result<Text, Text> {
     let mut scratch = [0_u8; 255];
     let data = data_in(
         adapter,
@@ -1007,7 +1427,7 @@ fn vpd_83(
 
 /// READ CAPACITY(16) gives the disk's size; returns its block length.
 fn read_capacity(
-    adapter: &mut Adapter,
+    adapter: &Adapter,
     buffer: &DmaMemory,
     lun: u8,
     disk_bytes: u64,
@@ -1032,6 +1452,8 @@ fn read_capacity(
 /// One pattern phase: `regions` regions of `blocks` blocks spread over the disk, written then
 /// read back and verified, submissions rotating over `processors`.
 struct Plan<'a> {
+    /// The first block of the area the regions spread over, and its blocks.
+    first_block: u64,
     disk_blocks: u64,
     regions: u64,
     blocks: u32,
@@ -1060,7 +1482,7 @@ impl Engine {
     /// Writes then verifies every region at `depth`; returns (I/Os, nanoseconds taken).
     fn phase(
         &mut self,
-        adapter: &mut Adapter,
+        adapter: &Adapter,
         plan: &Plan<'_>,
         depth: u32,
     ) -> Result<(u64, u64), Text> {
@@ -1075,7 +1497,7 @@ impl Engine {
     /// One pass (all writes, or all reads with verification) keeping `depth` in flight.
     fn pass(
         &mut self,
-        adapter: &mut Adapter,
+        adapter: &Adapter,
         plan: &Plan<'_>,
         depth: u32,
         write: bool,
@@ -1087,7 +1509,7 @@ impl Engine {
     /// requests is in flight.
     fn pass_with(
         &mut self,
-        adapter: &mut Adapter,
+        adapter: &Adapter,
         plan: &Plan<'_>,
         depth: u32,
         write: bool,
@@ -1108,7 +1530,7 @@ impl Engine {
     /// [`Engine::pass`] with its requests in flight kept in `in_flight`.
     fn pass_within(
         &mut self,
-        adapter: &mut Adapter,
+        adapter: &Adapter,
         plan: &Plan<'_>,
         (depth, write): (u32, bool),
         mut trigger: Option<&str>,
@@ -1128,6 +1550,7 @@ impl Engine {
                 }
                 let lba =
                     pattern::spread(plan.disk_blocks, plan.regions, u64::from(plan.blocks), next)
+                        .map(|offset| plan.first_block + offset)
                         .ok_or_else(|| text!("region {next} does not fit the disk"))?;
                 let buffer = self.buffers[slot]
                     .as_ref()
@@ -1208,7 +1631,7 @@ impl Engine {
 
 /// Submits a READ(16) or WRITE(16) of `blocks` at `lba` from `buffer`.
 fn submit_io(
-    adapter: &mut Adapter,
+    adapter: &Adapter,
     buffer: &DmaMemory,
     write: bool,
     lba: u64,
@@ -1221,7 +1644,7 @@ fn submit_io(
 
 /// Submits a READ(16) or WRITE(16) of `blocks` at `lba` on `lun` from `buffer`.
 fn submit_lun_io(
-    adapter: &mut Adapter,
+    adapter: &Adapter,
     buffer: &DmaMemory,
     lun: u8,
     (write, lba, blocks, len): (bool, u64, u32, u32),
@@ -1247,7 +1670,7 @@ fn submit_lun_io(
 
 /// Writes and verifies the largest transfer the image reports (capped by this host's SG list).
 fn max_transfer(
-    adapter: &mut Adapter,
+    adapter: &Adapter,
     hal: &BareMetalHal,
     block_length: u32,
     disk_blocks: u64,
@@ -1289,7 +1712,7 @@ fn max_transfer(
 /// SRB_EX to LUN 0 (the `scsi-block` iSCSI disk), its outcome read back from the SRB as
 /// Windows' disk stack reads it.
 struct ImagePort<'a> {
-    adapter: &'a mut Adapter,
+    adapter: &'a Adapter,
 }
 
 impl vmtest_guest::cluster::Port for ImagePort<'_> {
@@ -1354,7 +1777,7 @@ pub fn run_reservations(cmdline: &str) -> bool {
     };
     let hal = BareMetalHal::new();
     interrupts::enable();
-    let mut adapter = match storport::start(IMAGE, &hal, bdf, false, storport::Faults::default()) {
+    let adapter = match storport::start(IMAGE, &hal, bdf, false, storport::Faults::default()) {
         Ok(adapter) => adapter,
         Err(error) => {
             println!("RESULT image-load FAIL {error}");
@@ -1377,9 +1800,7 @@ pub fn run_reservations(cmdline: &str) -> bool {
         println!("RESULT pr-ready FAIL out of DMA memory");
         return false;
     };
-    let port = ImagePort {
-        adapter: &mut adapter,
-    };
+    let port = ImagePort { adapter: &adapter };
     let passed = vmtest_guest::cluster::run_plan(
         port,
         buffer,

@@ -16,6 +16,16 @@ pub const FIRST_VECTOR: u8 = 0x40;
 const VECTORS: usize = 16;
 /// The APIC timer's vector: the last one routed here (the device uses the first nine).
 const TIMER_VECTOR: u8 = FIRST_VECTOR + VECTORS as u8 - 1;
+/// The second CPU's APIC timer vector (see [`enable_secondary`]): it only ends that CPU's
+/// sleeps, and is not counted as a tick.
+pub const SECOND_TIMER_VECTOR: u8 = TIMER_VECTOR - 1;
+/// The local APIC ID register (bits 24..32) and the interrupt command register, low and high
+/// (Intel SDM vol. 3, 11.4.6 and 11.6.1).
+const APIC_ID: usize = 0x20;
+const APIC_ICR_LOW: usize = 0x300;
+const APIC_ICR_HIGH: usize = 0x310;
+/// The ICR's delivery-status bit: the IPI is still being sent.
+const APIC_ICR_PENDING: u32 = 1 << 12;
 /// Local vector table entry of the timer, and its periodic-mode bit (Intel SDM vol. 3, 11.5.1).
 const APIC_LVT_TIMER: usize = 0x320;
 const APIC_TIMER_PERIODIC: u32 = 1 << 17;
@@ -76,6 +86,37 @@ pub fn enable() {
     // SAFETY: the IDT has gates for every vector the APIC can deliver here (the device's
     // vectors and the spurious one), and the handlers preserve all state they touch.
     unsafe { asm!("sti", options(nomem, nostack)) };
+}
+
+/// Enables the second CPU's local APIC as [`enable`] does the first's, with its timer on
+/// [`SECOND_TIMER_VECTOR`] (so that `hlt` always ends, without adding to [`ticks`]), then
+/// interrupts on that CPU.
+pub fn enable_secondary() {
+    apic_write(APIC_TPR, 0);
+    apic_write(APIC_SVR, APIC_SOFTWARE_ENABLE | SPURIOUS_VECTOR);
+    apic_write(APIC_TIMER_DIVIDE, APIC_TIMER_DIVIDE_BY_16);
+    apic_write(
+        APIC_LVT_TIMER,
+        APIC_TIMER_PERIODIC | u32::from(SECOND_TIMER_VECTOR),
+    );
+    apic_write(APIC_TIMER_INITIAL_COUNT, APIC_TIMER_COUNT);
+    // SAFETY: as in `enable`: the IDT (shared) has gates for every vector delivered here.
+    unsafe { asm!("sti", options(nomem, nostack)) };
+}
+
+/// This CPU's local APIC ID.
+pub fn apic_id() -> u32 {
+    apic_read(APIC_ID) >> 24
+}
+
+/// Sends an inter-processor interrupt: `low` is the ICR's low word (destination shorthand,
+/// delivery mode, vector), the destination field is left 0. Waits until it was sent.
+pub fn send_ipi(low: u32) {
+    apic_write(APIC_ICR_HIGH, 0);
+    apic_write(APIC_ICR_LOW, low);
+    while apic_read(APIC_ICR_LOW) & APIC_ICR_PENDING != 0 {
+        core::hint::spin_loop();
+    }
 }
 
 /// Interrupts received on `vector` so far.
@@ -171,7 +212,7 @@ pub extern "C" fn interrupt(vector: u64) {
     }
     // A device vector goes to the loaded image's message routine when the guest's StorPort
     // has connected it (`mode=image`), before the EOI as on Windows.
-    if vector != u64::from(TIMER_VECTOR) {
+    if vector != u64::from(TIMER_VECTOR) && vector != u64::from(SECOND_TIMER_VECTOR) {
         super::storport::interrupt(vector as u8);
     }
     apic_write(APIC_EOI, 0);
@@ -188,5 +229,9 @@ impl vmtest_guest::driver::Interrupts for MsixInterrupts {
 
     fn wait(&self, entry: u16, seen: u64) -> Option<u64> {
         wait(u16::from(FIRST_VECTOR).saturating_add(entry), seen)
+    }
+
+    fn now_nanos(&self) -> u64 {
+        now_nanos()
     }
 }

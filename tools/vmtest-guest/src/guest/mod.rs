@@ -9,6 +9,7 @@ mod paging;
 mod pci;
 mod port;
 mod serial;
+mod smp;
 mod storport;
 
 use core::ops::ControlFlow;
@@ -23,10 +24,12 @@ use vmtest_guest::pci_scan::{self, FunctionInfo, command};
 /// Prints a line on the serial port.
 macro_rules! println {
     ($($arg:tt)*) => {{
-        let _ = ::core::fmt::Write::write_fmt(
-            &mut $crate::guest::serial::Serial,
-            ::core::format_args!("{}\n", ::core::format_args!($($arg)*)),
-        );
+        $crate::guest::serial::line(|serial| {
+            let _ = ::core::fmt::Write::write_fmt(
+                serial,
+                ::core::format_args!("{}\n", ::core::format_args!($($arg)*)),
+            );
+        });
     }};
 }
 pub(crate) use println;

@@ -71,3 +71,39 @@ impl fmt::Write for Serial {
         Ok(())
     }
 }
+
+/// The CPU writing a line (its APIC ID), or `u32::MAX`.
+static LINE_OWNER: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(u32::MAX);
+
+/// Runs `write` with COM1 to this CPU alone, so that lines from two CPUs do not interleave:
+/// interrupts are masked meanwhile (a handler's line waits for this one), and a CPU already
+/// writing (an exception while printing) writes on rather than waiting for itself.
+pub fn line(write: impl FnOnce(&mut Serial)) {
+    use core::sync::atomic::Ordering;
+    let flags: u64;
+    // SAFETY: reads RFLAGS through the stack and masks maskable interrupts on this CPU; they
+    // are restored below.
+    unsafe {
+        core::arch::asm!("pushfq", "pop {}", "cli", out(reg) flags, options(preserves_flags));
+    }
+    let me = super::interrupts::apic_id();
+    let mut owned = false;
+    loop {
+        match LINE_OWNER.compare_exchange_weak(u32::MAX, me, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => {
+                owned = true;
+                break;
+            }
+            Err(holder) if holder == me => break,
+            Err(_) => core::hint::spin_loop(),
+        }
+    }
+    write(&mut Serial);
+    if owned {
+        LINE_OWNER.store(u32::MAX, Ordering::Release);
+    }
+    if flags & (1 << 9) != 0 {
+        // SAFETY: interrupts were enabled on entry; every deliverable vector has a gate.
+        unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
+    }
+}

@@ -322,7 +322,12 @@ fn spawn_node(
         Flavour::Driver => "pr",
         Flavour::Image => "image-pr",
     };
-    let mut command = base_command(guest, accel, &format!("mode={mode} node={}", node.name()));
+    let mut command = base_command(
+        guest,
+        accel,
+        &format!("mode={mode} node={}", node.name()),
+        1,
+    );
     command
         .stdin(Stdio::piped())
         .stderr(stderr)

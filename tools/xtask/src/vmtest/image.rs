@@ -58,6 +58,13 @@ pub struct ImageConfig {
     /// The planted double completion: this RequestComplete is played twice, and the guest's
     /// StorPort must report the second as a violation of exactly-once completion.
     repeat_completion: Option<u64>,
+    /// `adapter-reset=after-lost-interrupt`: after enumeration only, the adapter-level reset
+    /// of a request whose interrupt was lost ([`check_adapter_reset`] judges it).
+    adapter_reset: bool,
+    /// vCPUs: 2 runs `smp=2` ([`check_smp2`] judges it).
+    cpus: u8,
+    /// With two vCPUs, the planted `smp=2-misrouted` instead ([`check_misrouted`]).
+    misrouted: bool,
 }
 
 /// The image configurations `cargo xtask vmtest` runs by default.
@@ -70,6 +77,9 @@ pub const CONFIGS: &[ImageConfig] = &[
         drop_completion: None,
         lose_interrupt: None,
         repeat_completion: None,
+        adapter_reset: false,
+        cpus: 1,
+        misrouted: false,
     },
     ImageConfig {
         // Modern-only device offering the packed ring, which the image takes.
@@ -80,6 +90,9 @@ pub const CONFIGS: &[ImageConfig] = &[
         drop_completion: None,
         lose_interrupt: None,
         repeat_completion: None,
+        adapter_reset: false,
+        cpus: 1,
+        misrouted: false,
     },
     ImageConfig {
         // Classic SRBs (SrbType SCSI_REQUEST_BLOCK), which the image also accepts.
@@ -90,6 +103,9 @@ pub const CONFIGS: &[ImageConfig] = &[
         drop_completion: None,
         lose_interrupt: None,
         repeat_completion: None,
+        adapter_reset: false,
+        cpus: 1,
+        misrouted: false,
     },
     ImageConfig {
         // The planted fault: the guest's StorPort drops one RequestComplete.
@@ -100,6 +116,9 @@ pub const CONFIGS: &[ImageConfig] = &[
         drop_completion: Some(DROPPED_COMPLETION),
         lose_interrupt: None,
         repeat_completion: None,
+        adapter_reset: false,
+        cpus: 1,
+        misrouted: false,
     },
     ImageConfig {
         // One MSI-X message of the depth-1 queue (message 3) never reaches the image: no later
@@ -111,6 +130,9 @@ pub const CONFIGS: &[ImageConfig] = &[
         drop_completion: None,
         lose_interrupt: Some((3, 100)),
         repeat_completion: None,
+        adapter_reset: false,
+        cpus: 1,
+        misrouted: false,
     },
     ImageConfig {
         // The exactly-once rule's planted offender: one RequestComplete arrives twice.
@@ -121,6 +143,51 @@ pub const CONFIGS: &[ImageConfig] = &[
         drop_completion: None,
         lose_interrupt: None,
         repeat_completion: Some(REPEATED_COMPLETION),
+        adapter_reset: false,
+        cpus: 1,
+        misrouted: false,
+    },
+    ImageConfig {
+        // Enumeration, then a READ whose interrupt is withheld and which the guest's StorPort
+        // times out with the adapter-level reset (ScsiStopAdapter, ScsiRestartAdapter).
+        name: "image-adapter-reset",
+        device: "",
+        ring: "split",
+        classic: false,
+        drop_completion: None,
+        lose_interrupt: None,
+        repeat_completion: None,
+        adapter_reset: true,
+        cpus: 1,
+        misrouted: false,
+    },
+    ImageConfig {
+        // Two vCPUs (MTTCG under TCG): after enumeration, both CPUs write and verify at once,
+        // each on its own request queue, with its queue's MSI-X message aimed at it.
+        name: "image-smp2",
+        device: "",
+        ring: "split",
+        classic: false,
+        drop_completion: None,
+        lose_interrupt: None,
+        repeat_completion: None,
+        adapter_reset: false,
+        cpus: 2,
+        misrouted: false,
+    },
+    ImageConfig {
+        // The planted offender of the two-CPU run: processor 1's MSI-X message left aimed at
+        // CPU 0, so CPU 1's completions arrive on CPU 0; the run must fail saying so.
+        name: "image-smp2-misrouted",
+        device: "",
+        ring: "split",
+        classic: false,
+        drop_completion: None,
+        lose_interrupt: None,
+        repeat_completion: None,
+        adapter_reset: false,
+        cpus: 2,
+        misrouted: true,
     },
 ];
 
@@ -171,6 +238,14 @@ impl ImageConfig {
         if let Some(number) = self.repeat_completion {
             let _ = write!(line, " repeat-completion={number}");
         }
+        if self.adapter_reset {
+            line.push_str(" adapter-reset=after-lost-interrupt");
+        }
+        match (self.cpus, self.misrouted) {
+            (2, false) => line.push_str(" smp=2"),
+            (2, true) => line.push_str(" smp=2-misrouted"),
+            _ => {}
+        }
         line
     }
 }
@@ -200,6 +275,9 @@ struct ImageReport {
     /// `IMAGE-QUEUE index <i> size <s> requests <r> kicks <k> interrupts <n> ...`: the image's
     /// own counters (its `Rvscsi_QueueStatistics` WMI class), by request queue.
     image_queues: BTreeMap<u16, BTreeMap<String, u64>>,
+    /// `IMAGE-SMP cpu <c> ios <n> nanos <t> completions <k> deliveries <d> queue-messages <q>`:
+    /// what each CPU did in the two-CPU phase.
+    cpus: BTreeMap<u16, BTreeMap<String, u64>>,
     /// `storport: planted fault: ... of SRB <address> dropped`.
     dropped_srb: Option<String>,
     /// `storport: planted fault: ... of SRB <address> played twice`.
@@ -260,6 +338,18 @@ impl ImageReport {
                         }
                     }
                 }
+                ["IMAGE-SMP", "cpu", cpu, fields @ ..] => {
+                    if let Ok(cpu) = cpu.parse() {
+                        let entry = report.cpus.entry(cpu).or_default();
+                        for pair in fields.chunks(2) {
+                            if let [name, value] = pair
+                                && let Ok(value) = value.parse()
+                            {
+                                entry.insert((*name).to_owned(), value);
+                            }
+                        }
+                    }
+                }
                 ["IMAGE-QUEUE", "index", index, fields @ ..] => {
                     if let Ok(index) = index.parse() {
                         let queue = report.image_queues.entry(index).or_default();
@@ -305,7 +395,7 @@ fn qemu_command(
     hotplug_disk: &Path,
     qmp_socket: &Path,
 ) -> std::process::Command {
-    let mut command = base_command(guest, accel, &config.cmdline());
+    let mut command = base_command(guest, accel, &config.cmdline(), config.cpus);
     command.arg("-device").arg(format!(
         "virtio-scsi-pci,id=scsi0,num_queues={REQUEST_QUEUES},ioeventfd=off{}",
         config.device
@@ -431,6 +521,11 @@ pub fn run_config(
     let verdict = match (config.drop_completion, config.repeat_completion) {
         (Some(number), _) => check_planted(number, status, &report),
         (None, Some(number)) => check_repeated(number, status, &report),
+        (None, None) if config.misrouted => check_misrouted(status, &report),
+        (None, None) if config.cpus == 2 => check_smp2(status, &report, &counts),
+        (None, None) if config.adapter_reset => {
+            check_adapter_reset(status, &report, &counts, &status_values(&trace))
+        }
         (None, None) => check(config, status, &report, &counts),
     }?;
     Ok(format!(
@@ -710,6 +805,240 @@ fn check_repeated(
     }
 }
 
+/// The `RESULT` names the adapter-reset configuration reports as PASS (enumeration, then the
+/// reset instead of the pattern phases).
+const ADAPTER_RESET_RESULTS: &[&str] = &[
+    "boot",
+    "image-load",
+    "image-start",
+    "image-features",
+    "image-test-unit-ready",
+    "image-report-luns",
+    "image-inquiry",
+    "image-vpd-00",
+    "image-vpd-80",
+    "image-vpd-83",
+    "image-read-capacity",
+    "image-adapter-reset",
+    "image-rules",
+    "image-done",
+];
+
+/// The `RESULT` names the two-CPU configuration reports as PASS.
+const SMP2_RESULTS: &[&str] = &[
+    "boot",
+    "image-load",
+    "image-start",
+    "image-features",
+    "image-test-unit-ready",
+    "image-report-luns",
+    "image-inquiry",
+    "image-read-capacity",
+    "image-smp2",
+    "image-rules",
+    "image-done",
+];
+
+/// I/Os each CPU makes in the two-CPU phase (512 regions written, then read and verified).
+const SMP2_IOS_PER_CPU: u64 = 1024;
+
+/// The two-CPU run: every result passes with no violation; each CPU made its
+/// [`SMP2_IOS_PER_CPU`] I/Os with every completion on itself and every MSI-X delivery of its
+/// queue's message on itself; QEMU sent at least as many interrupts on each queue as its CPU
+/// received (merges only lower deliveries) and took at most a kick per I/O.
+fn check_smp2(
+    status: Option<i32>,
+    report: &ImageReport,
+    counts: &BTreeMap<u16, QueueCounts>,
+) -> Result<String, String> {
+    let mut problems = Vec::new();
+    if status != Some(GUEST_SUCCESS) {
+        problems.push(format!("QEMU exited with {status:?}, not {GUEST_SUCCESS}"));
+    }
+    problems.extend(report.crashes.iter().cloned());
+    for (name, passed, details) in &report.results {
+        if !passed {
+            problems.push(format!("{name} FAIL {details}"));
+        }
+    }
+    for expected in SMP2_RESULTS {
+        if !report
+            .results
+            .iter()
+            .any(|(name, passed, _)| name == expected && *passed)
+        {
+            problems.push(format!("no PASS for {expected}"));
+        }
+    }
+    let mut figures = String::new();
+    for cpu in 0..2_u16 {
+        let Some(fields) = report.cpus.get(&cpu) else {
+            problems.push(format!("no IMAGE-SMP line for CPU {cpu}"));
+            continue;
+        };
+        let field = |name: &str| fields.get(name).copied().unwrap_or(0);
+        let (ios, completions) = (field("ios"), field("completions"));
+        let (deliveries, on_queue) = (field("deliveries"), field("queue-messages"));
+        // Processor `cpu` submits on request queue `cpu`: virtqueue 2 + cpu.
+        let vq = FIRST_REQUEST_VQ + cpu;
+        let traced = counts.get(&vq).copied().unwrap_or_default();
+        if ios != SMP2_IOS_PER_CPU || completions != ios {
+            problems.push(format!(
+                "CPU {cpu}: {ios} I/Os (want {SMP2_IOS_PER_CPU}), {completions} completions on it"
+            ));
+        }
+        if deliveries == 0 || deliveries != on_queue || deliveries > traced.interrupts {
+            problems.push(format!(
+                "CPU {cpu}: {deliveries} MSI-X deliveries, {on_queue} of its queue's message, QEMU sent {} on vq {vq}",
+                traced.interrupts
+            ));
+        }
+        if traced.notifies == 0 || traced.notifies > ios {
+            problems.push(format!("vq {vq}: {} kicks for {ios} I/Os", traced.notifies));
+        }
+        let _ = write!(
+            figures,
+            "CPU {cpu}: {ios} I/Os ({:.0} IOPS), {completions} completions and {deliveries} MSI-X deliveries on it, {:.3} kicks/IO, {:.3} interrupts/IO; ",
+            per_io(ios * 1_000_000_000, field("nanos").max(1)),
+            per_io(traced.notifies, ios),
+            per_io(traced.interrupts, ios)
+        );
+    }
+    let waits = report.counters.get("lock-waits").copied().unwrap_or(0);
+    if problems.is_empty() {
+        Ok(format!(
+            "both CPUs at once, depth 16 each on its own queue: {figures}every completion on its submitter; {waits} lock acquisitions waited for the other CPU"
+        ))
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// The planted misrouting: the run must fail in `image-smp2` only, naming completions made on
+/// another CPU than the submitter, with no rule violation (the image did nothing wrong) and
+/// every other result passing.
+fn check_misrouted(status: Option<i32>, report: &ImageReport) -> Result<String, String> {
+    let failed: Vec<&(String, bool, String)> = report
+        .results
+        .iter()
+        .filter(|(_, passed, _)| !passed)
+        .collect();
+    match failed.as_slice() {
+        [(name, _, details)]
+            if name == "image-smp2"
+                && details.contains("on another CPU than the submitter")
+                && status != Some(GUEST_SUCCESS)
+                && report.crashes.is_empty() =>
+        {
+            Ok(format!("planted fault caught: image-smp2 FAIL {details}"))
+        }
+        _ => Err(format!(
+            "the misrouted message was not caught as such (exit {status:?}, failed {failed:?}, crashes {:?})",
+            report.crashes
+        )),
+    }
+}
+
+/// The I/Os each processor makes after ScsiRestartAdapter (a READ of the data written before
+/// the reset, a WRITE and its READ back); processor 0 makes none other after the reset, and
+/// two before it (the WRITE and the READ that times out).
+const IOS_AFTER_RESTART: u64 = 3;
+
+/// Every value QEMU traced the driver writing to `device_status`, in order.
+fn status_values(trace: &str) -> Vec<u8> {
+    trace
+        .lines()
+        .filter_map(|line| {
+            let (_, rest) = line.split_once("virtio_set_status ")?;
+            let mut words = rest.split_whitespace();
+            while let Some(word) = words.next() {
+                if word == "val" {
+                    return words.next()?.parse().ok();
+                }
+            }
+            None
+        })
+        .collect()
+}
+
+/// The adapter-level reset: every result passes with no violation, the device was reset (a
+/// `device_status` of 0 after a DRIVER_OK) and brought back to DRIVER_OK, and QEMU's counts
+/// since that last reset are only what the guest sent after ScsiRestartAdapter: exactly
+/// [`IOS_AFTER_RESTART`] kicks and interrupts on processor 0's queue (which would show the two
+/// requests made before it had the device not been reset), at least as many on the others.
+fn check_adapter_reset(
+    status: Option<i32>,
+    report: &ImageReport,
+    counts: &BTreeMap<u16, QueueCounts>,
+    statuses: &[u8],
+) -> Result<String, String> {
+    /// DRIVER_OK with ACKNOWLEDGE, DRIVER and FEATURES_OK.
+    const RUNNING: u8 = 0x0f;
+    let mut problems = Vec::new();
+    if status != Some(GUEST_SUCCESS) {
+        problems.push(format!("QEMU exited with {status:?}, not {GUEST_SUCCESS}"));
+    }
+    problems.extend(report.crashes.iter().cloned());
+    for (name, passed, details) in &report.results {
+        if !passed {
+            problems.push(format!("{name} FAIL {details}"));
+        }
+    }
+    for expected in ADAPTER_RESET_RESULTS {
+        if !report
+            .results
+            .iter()
+            .any(|(name, passed, _)| name == expected && *passed)
+        {
+            problems.push(format!("no PASS for {expected}"));
+        }
+    }
+    let last_reset = statuses.iter().rposition(|value| *value == 0);
+    let running_before = last_reset.is_some_and(|at| statuses[..at].contains(&RUNNING));
+    let running_after = last_reset.is_some_and(|at| statuses[at..].last() == Some(&RUNNING));
+    if !(running_before && running_after) {
+        problems.push(format!(
+            "QEMU did not see a running device reset and brought back: device_status {statuses:?}"
+        ));
+    }
+    for queue in 0..REQUEST_QUEUES {
+        let vq = FIRST_REQUEST_VQ + queue;
+        let traced = counts.get(&vq).copied().unwrap_or_default();
+        let exact = queue == 0;
+        let kicks_ok = if exact {
+            traced.notifies == IOS_AFTER_RESTART
+        } else {
+            traced.notifies >= IOS_AFTER_RESTART
+        };
+        if !kicks_ok || traced.interrupts != traced.notifies {
+            problems.push(format!(
+                "vq {vq} since the last reset: {} kicks, {} interrupts ({}{IOS_AFTER_RESTART} requests made after the restart, one interrupt each)",
+                traced.notifies,
+                traced.interrupts,
+                if exact { "" } else { "at least " }
+            ));
+        }
+    }
+    let details = report
+        .results
+        .iter()
+        .find(|(name, ..)| name == "image-adapter-reset")
+        .map_or("", |(_, _, details)| details.as_str());
+    if problems.is_empty() {
+        let (resets, bring_ups) = statuses.iter().fold((0, 0), |(resets, bring_ups), value| {
+            (
+                resets + usize::from(*value == 0),
+                bring_ups + usize::from(*value == RUNNING),
+            )
+        });
+        Ok(format!(
+            "{details}; QEMU: {bring_ups} DRIVER_OKs and {resets} status resets, since the last only the {IOS_AFTER_RESTART} requests after the restart on vq {FIRST_REQUEST_VQ}"
+        ))
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -760,6 +1089,177 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    fn adapter_reset_text() -> String {
+        let mut text = String::new();
+        for name in ADAPTER_RESET_RESULTS {
+            let _ = writeln!(text, "RESULT {name} PASS fine");
+        }
+        text
+    }
+
+    #[test]
+    fn the_adapter_reset_needs_the_device_reset_and_only_the_later_requests_after_it() {
+        let trace = "virtio_set_status vdev 0x1 val 0\nvirtio_set_status vdev 0x1 val 15\n\
+                     virtio_set_status vdev 0x1 val 0\nvirtio_set_status vdev 0x1 val 15\n\
+                     virtio_set_status vdev 0x1 val 0\nvirtio_set_status vdev 0x1 val 1\n\
+                     virtio_set_status vdev 0x1 val 15\n";
+        let statuses = status_values(trace);
+        assert_eq!(statuses, [0, 15, 0, 15, 0, 1, 15]);
+        let after = |vq2: (u64, u64)| {
+            [(2, vq2), (3, (3, 3)), (4, (5, 5)), (5, (3, 3))]
+                .into_iter()
+                .map(|(vq, (notifies, interrupts))| {
+                    (
+                        vq,
+                        QueueCounts {
+                            notifies,
+                            interrupts,
+                        },
+                    )
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        let good = report(&adapter_reset_text());
+        let verdict = check_adapter_reset(Some(GUEST_SUCCESS), &good, &after((3, 3)), &statuses)
+            .expect("passes");
+        assert!(
+            verdict.contains("3 DRIVER_OKs and 3 status resets"),
+            "{verdict}"
+        );
+        // Processor 0's queue shows the two requests of before the reset: no device reset.
+        let err =
+            check_adapter_reset(Some(GUEST_SUCCESS), &good, &after((5, 5)), &statuses).unwrap_err();
+        assert!(err.contains("vq 2 since the last reset: 5 kicks"), "{err}");
+        // Never reset while running, or never brought back.
+        for broken in [&[0, 1, 15][..], &[0, 15, 0, 1]] {
+            let err = check_adapter_reset(Some(GUEST_SUCCESS), &good, &after((3, 3)), broken)
+                .unwrap_err();
+            assert!(err.contains("did not see a running device reset"), "{err}");
+        }
+        // A violation, a missing result, a failed exit.
+        let violated = report(&format!(
+            "{}VIOLATION RequestComplete of SRB 0x10, which is not outstanding\n",
+            adapter_reset_text()
+        ));
+        assert!(
+            check_adapter_reset(Some(GUEST_SUCCESS), &violated, &after((3, 3)), &statuses).is_err()
+        );
+        let missing =
+            report(&adapter_reset_text().replace("RESULT image-adapter-reset PASS fine\n", ""));
+        let err = check_adapter_reset(Some(GUEST_SUCCESS), &missing, &after((3, 3)), &statuses)
+            .unwrap_err();
+        assert!(err.contains("no PASS for image-adapter-reset"), "{err}");
+        assert!(check_adapter_reset(Some(1), &good, &after((3, 3)), &statuses).is_err());
+    }
+
+    #[test]
+    fn the_two_cpu_run_needs_each_cpus_completions_and_interrupts_on_itself() {
+        let text = |cpu1: &str| {
+            let mut text = String::new();
+            for name in SMP2_RESULTS {
+                let _ = writeln!(text, "RESULT {name} PASS fine");
+            }
+            text.push_str(
+                "IMAGE-SMP cpu 0 ios 1024 nanos 100000000 completions 1024 deliveries 80 queue-messages 80\n",
+            );
+            text.push_str(cpu1);
+            text.push_str("IMAGE-COUNTERS completions 2063 lock-waits 7 violations 0\n");
+            text
+        };
+        let traced = |vq3: (u64, u64)| {
+            [(2, (1024, 80)), (3, vq3)]
+                .into_iter()
+                .map(|(vq, (notifies, interrupts))| {
+                    (
+                        vq,
+                        QueueCounts {
+                            notifies,
+                            interrupts,
+                        },
+                    )
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        let good_cpu1 = "IMAGE-SMP cpu 1 ios 1024 nanos 100000000 completions 1024 deliveries 70 queue-messages 70\n";
+        let verdict = check_smp2(
+            Some(GUEST_SUCCESS),
+            &report(&text(good_cpu1)),
+            &traced((1024, 70)),
+        )
+        .expect("passes");
+        assert!(
+            verdict.contains("CPU 1: 1024 I/Os (10240 IOPS)"),
+            "{verdict}"
+        );
+        assert!(verdict.contains("7 lock acquisitions waited"), "{verdict}");
+        // Completions that landed on CPU 0 instead.
+        let moved = "IMAGE-SMP cpu 1 ios 1024 nanos 100000000 completions 1000 deliveries 70 queue-messages 70\n";
+        let err = check_smp2(
+            Some(GUEST_SUCCESS),
+            &report(&text(moved)),
+            &traced((1024, 70)),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("CPU 1: 1024 I/Os (want 1024), 1000 completions"),
+            "{err}"
+        );
+        // Deliveries on CPU 1 of another message than its queue's, or more than QEMU sent.
+        let stray = "IMAGE-SMP cpu 1 ios 1024 nanos 100000000 completions 1024 deliveries 75 queue-messages 70\n";
+        assert!(
+            check_smp2(
+                Some(GUEST_SUCCESS),
+                &report(&text(stray)),
+                &traced((1024, 75))
+            )
+            .is_err()
+        );
+        assert!(
+            check_smp2(
+                Some(GUEST_SUCCESS),
+                &report(&text(good_cpu1)),
+                &traced((1024, 60))
+            )
+            .is_err()
+        );
+        // The second CPU's line missing (it never ran).
+        let err = check_smp2(Some(GUEST_SUCCESS), &report(&text("")), &traced((0, 0))).unwrap_err();
+        assert!(err.contains("no IMAGE-SMP line for CPU 1"), "{err}");
+    }
+
+    #[test]
+    fn the_misrouted_message_must_fail_the_two_cpu_run_and_nothing_else() {
+        let mut text = String::new();
+        for name in SMP2_RESULTS {
+            let verdict = if *name == "image-smp2" {
+                "FAIL 1024 completions on another CPU than the submitter"
+            } else {
+                "PASS fine"
+            };
+            let _ = writeln!(text, "RESULT {name} {verdict}");
+        }
+        let caught = report(&text);
+        let verdict = check_misrouted(Some(35), &caught).expect("caught");
+        assert!(
+            verdict.contains("1024 completions on another CPU"),
+            "{verdict}"
+        );
+        // Passing regardless, or failing for another reason, is not the fault caught.
+        let mut passing = String::new();
+        for name in SMP2_RESULTS {
+            let _ = writeln!(passing, "RESULT {name} PASS fine");
+        }
+        assert!(check_misrouted(Some(GUEST_SUCCESS), &report(&passing)).is_err());
+        let other = text.replace(
+            "FAIL 1024 completions on another CPU than the submitter",
+            "FAIL CPU 1 did not finish",
+        );
+        assert!(check_misrouted(Some(35), &report(&other)).is_err());
+        let violated =
+            format!("{text}VIOLATION spin lock Interrupt acquired again by its holder\n");
+        assert!(check_misrouted(Some(35), &report(&violated)).is_err());
     }
 
     #[test]

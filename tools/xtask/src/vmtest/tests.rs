@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::qmp::{QmpMessage, classify};
-use super::report::{GuestQueueStats, QueueCounts};
+use super::report::{GuestQueueStats, Phase, QueueCounts, phase_figures};
 use super::*;
 
 const TRACE: &str = "\
@@ -76,7 +76,7 @@ fn guest_report_collects_results_stats_phases_and_crashes() {
         "noise\nRESULT boot PASS pvh\nRESULT inquiry FAIL short data\n\
              STAT vq 3 kicks 10 completions 11 interrupts 9 passes 9 empty-passes 1 irq-completions 10 rechecks 1 recheck-completions 1\n\
              STAT vq 4 kicks 10 completions 11 interrupts 9\n\
-             PHASE qd1 vq 3 ios 10 begin\nPHASE qd1 vq 3 ios 10 end\nPANIC at foo\n",
+             PHASE qd1 vq 3 ios 10 begin\nPHASE qd1 vq 3 ios 10 end nanos 2500000\nPANIC at foo\n",
     );
     assert_eq!(parsed.results.len(), 2);
     assert_eq!(
@@ -101,14 +101,8 @@ fn guest_report_collects_results_stats_phases_and_crashes() {
     assert!(!parsed.stats.contains_key(&4));
     let phase = &parsed.phases["qd1"];
     assert_eq!((phase.vq, phase.ios), (3, 10));
-    assert_eq!(
-        phase
-            .end
-            .unwrap()
-            .checked_sub(phase.begin.unwrap())
-            .unwrap(),
-        Duration::from_millis(100)
-    );
+    // The guest's clock times it, not the lines' arrival 100 ms apart.
+    assert_eq!(phase.nanos, Some(2_500_000));
     assert_eq!(parsed.crashes, ["PANIC at foo"]);
 }
 
@@ -120,8 +114,8 @@ fn passing_text() -> String {
     text.push_str(
             "STAT vq 3 kicks 4 completions 4 interrupts 4 passes 4 empty-passes 0 irq-completions 4 rechecks 0 recheck-completions 0\n\
              STAT vq 4 kicks 2 completions 64 interrupts 9 passes 9 empty-passes 1 irq-completions 60 rechecks 2 recheck-completions 4\n\
-             PHASE qd1 vq 3 ios 4 begin\nPHASE qd1 vq 3 ios 4 end\n\
-             PHASE qd32 vq 4 ios 64 begin\nPHASE qd32 vq 4 ios 64 end\n",
+             PHASE qd1 vq 3 ios 4 begin\nPHASE qd1 vq 3 ios 4 end nanos 100000000\n\
+             PHASE qd32 vq 4 ios 64 begin\nPHASE qd32 vq 4 ios 64 end nanos 100000000\n",
         );
     text
 }
@@ -317,4 +311,26 @@ fn qmp_messages_are_classified() {
     let event = json!({"event": "DEVICE_DELETED", "data": {"device": "hotdisk"}});
     assert_eq!(classify(&event), QmpMessage::Event);
     assert_eq!(classify(&json!({"QMP": {}})), QmpMessage::Other);
+}
+
+#[test]
+fn phase_iops_come_from_the_guest_clock_and_need_it() {
+    let timed = Phase {
+        vq: 3,
+        ios: 4,
+        nanos: Some(100_000_000),
+    };
+    let queue = QueueCounts {
+        notifies: 4,
+        interrupts: 4,
+    };
+    let figures = phase_figures(&timed, queue).unwrap();
+    assert!((figures.iops - 40.0).abs() < 1e-9, "{figures:?}");
+    assert!((figures.kicks_per_io - 1.0).abs() < 1e-9);
+    // Lines alone (an end without the guest's time) give no figure.
+    let untimed = Phase {
+        nanos: None,
+        ..timed
+    };
+    assert!(phase_figures(&untimed, queue).is_err());
 }

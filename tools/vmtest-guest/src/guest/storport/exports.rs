@@ -22,9 +22,9 @@ use vmtest_guest::storport_abi as abi;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use super::{
-    COMPLETIONS_SEEN, Context, DEVICE_LEVEL, DISPATCH_LEVEL, Dpc, Host, LOGICAL_PROCESSORS,
-    MAX_SG_ELEMENTS, PASSIVE_LEVEL, Recovery, SlotState, config_read, interrupts_off,
-    interrupts_restore, ptr, with,
+    Attempt, COMPLETIONS_SEEN, Context, DEVICE_LEVEL, DISPATCH_LEVEL, Dpc, Host,
+    LOGICAL_PROCESSORS, MAX_SG_ELEMENTS, PASSIVE_LEVEL, Recovery, SlotState, config_read,
+    interrupts_off, interrupts_restore, ptr, spin_until, this_cpu, with,
 };
 use crate::guest::{interrupts, println};
 
@@ -55,7 +55,7 @@ fn read_in<T: FromBytes>(pointer: usize) -> Option<T> {
 
 /// Sets the modelled IRQL and masks or unmasks interrupts to match (see the module header).
 fn set_irql(irql: u8) {
-    with(|host| host.irql = irql);
+    with(|host| host.cpu_mut().irql = irql);
     if irql >= DEVICE_LEVEL {
         let _ = interrupts_off();
     } else {
@@ -426,7 +426,7 @@ extern "win64" fn storport_debug_print(level: u32, format: *const u8) {
 const DEBUG_PRINT_LINES: u64 = 24;
 
 /// Which lock a StorPortAcquireSpinLock names.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lock {
     StartIo,
     Interrupt,
@@ -447,47 +447,72 @@ fn lock_of(host: &Host, kind: u32, context: usize) -> Option<Lock> {
     }
 }
 
-/// Takes `lock` in `host`, returning the IRQL it raises to; a lock already held is a deadlock
-/// on one CPU, reported and not taken.
-fn acquire(host: &mut Host, lock: Lock) -> Option<u8> {
-    let (held, irql) = match lock {
-        Lock::StartIo => (&mut host.start_io_held, DISPATCH_LEVEL),
-        Lock::Interrupt => (&mut host.interrupt_held, DEVICE_LEVEL),
-        Lock::Dpc(index) => {
-            let bit = 1_u32 << index;
-            if host.dpc_locks_held & bit != 0 {
-                host.violate(format_args!("DPC lock {index} acquired twice"));
-                return None;
-            }
-            host.dpc_locks_held |= bit;
-            return Some(DISPATCH_LEVEL);
-        }
+/// One try at `lock` for this CPU, giving the IRQL it raises to: held by the other CPU, it is
+/// [`Attempt::Busy`] (the caller spins); held by this one, a deadlock, reported and refused.
+fn acquire(host: &mut Host, lock: Lock) -> Attempt<u8> {
+    let me = this_cpu();
+    let (held, owner, irql) = match lock {
+        Lock::StartIo => (host.start_io_held, host.start_io_owner, DISPATCH_LEVEL),
+        Lock::Interrupt => (host.interrupt_held, host.interrupt_owner, DEVICE_LEVEL),
+        Lock::Dpc(index) => (
+            host.dpc_locks_held & (1_u32 << index) != 0,
+            host.dpc_lock_owners[index % 32],
+            DISPATCH_LEVEL,
+        ),
     };
-    if *held {
-        host.violate(format_args!("spin lock acquired while held"));
-        return None;
+    if held && owner == me {
+        host.violate(format_args!(
+            "spin lock {lock:?} acquired again by its holder"
+        ));
+        return Attempt::Refused;
     }
-    *held = true;
-    if host.irql > irql {
+    if held {
+        return Attempt::Busy;
+    }
+    match lock {
+        Lock::StartIo => {
+            host.start_io_held = true;
+            host.start_io_owner = me;
+        }
+        Lock::Interrupt => {
+            host.interrupt_held = true;
+            host.interrupt_owner = me;
+        }
+        Lock::Dpc(index) => {
+            host.dpc_locks_held |= 1_u32 << index;
+            host.dpc_lock_owners[index % 32] = me;
+        }
+    }
+    let current = host.cpu().irql;
+    if current > irql {
         host.violate(format_args!("spin lock acquired above its IRQL {irql}"));
     }
-    Some(irql.max(host.irql))
+    Attempt::Taken(irql.max(current))
 }
 
-/// Releases `lock` in `host`.
+/// Releases `lock` in `host`; it must be held by this CPU.
 fn release(host: &mut Host, lock: Lock) {
-    let held = match lock {
-        Lock::StartIo => core::mem::replace(&mut host.start_io_held, false),
-        Lock::Interrupt => core::mem::replace(&mut host.interrupt_held, false),
+    let me = this_cpu();
+    let (held, owner) = match lock {
+        Lock::StartIo => (
+            core::mem::replace(&mut host.start_io_held, false),
+            host.start_io_owner,
+        ),
+        Lock::Interrupt => (
+            core::mem::replace(&mut host.interrupt_held, false),
+            host.interrupt_owner,
+        ),
         Lock::Dpc(index) => {
             let bit = 1_u32 << index;
             let held = host.dpc_locks_held & bit != 0;
             host.dpc_locks_held &= !bit;
-            held
+            (held, host.dpc_lock_owners[index % 32])
         }
     };
-    if !held {
-        host.violate(format_args!("spin lock released but not held"));
+    if !held || owner != me {
+        host.violate(format_args!(
+            "spin lock {lock:?} released but not held by this CPU"
+        ));
     }
 }
 
@@ -558,6 +583,7 @@ extern "win64" fn storport_notification(
                     return false;
                 }
                 dpc.queued = true;
+                dpc.cpu = this_cpu();
                 dpc.order = order;
                 dpc.arguments = (a2, a3);
                 true
@@ -565,31 +591,7 @@ extern "win64" fn storport_notification(
             write_out(a4, &u8::from(inserted));
         }
         // AcquireSpinLock(STOR_SPINLOCK, context, PSTOR_LOCK_HANDLE).
-        0x1003 => {
-            // Raise first, then take the lock (see `acquire_msi_lock`); `set_irql` below
-            // unmasks again for the locks below DIRQL.
-            let enabled = interrupts_off();
-            let taken = with(|host| {
-                let lock = lock_of(host, a1 as u32, a2)?;
-                let old = host.irql;
-                acquire(host, lock).map(|irql| (old, irql))
-            });
-            if let Some((old, irql)) = taken {
-                write_out(
-                    a3,
-                    &abi::StorLockHandle {
-                        lock: a1 as u32,
-                        lock_queue_lock: a2 as u64,
-                        old_irql: old,
-                        ..abi::StorLockHandle::default()
-                    },
-                );
-                set_irql(irql);
-            } else {
-                interrupts_restore(enabled);
-                with(|host| host.violate(format_args!("AcquireSpinLock of unknown lock {a1}")));
-            }
-        }
+        0x1003 => acquire_spin_lock(a1, a2, a3),
         // ReleaseSpinLock(PSTOR_LOCK_HANDLE).
         0x1004 => {
             let Some(handle) = read_in::<abi::StorLockHandle>(a1) else {
@@ -615,6 +617,41 @@ extern "win64" fn storport_notification(
     }
 }
 
+/// StorPortAcquireSpinLock of STOR_SPINLOCK `a1` with context `a2` (a DPC's address for a
+/// DPC lock), filling the STOR_LOCK_HANDLE at `a3`: raises, then spins while the other CPU
+/// holds the lock.
+fn acquire_spin_lock(a1: usize, a2: usize, a3: usize) {
+    // Raise first, then take the lock (see `acquire_msi_lock`); `set_irql` below
+    // unmasks again for the locks below DIRQL.
+    let enabled = interrupts_off();
+    let taken = spin_until(|host| {
+        let Some(lock) = lock_of(host, a1 as u32, a2) else {
+            return Attempt::Refused;
+        };
+        let old = host.cpu().irql;
+        match acquire(host, lock) {
+            Attempt::Taken(irql) => Attempt::Taken((old, irql)),
+            Attempt::Busy => Attempt::Busy,
+            Attempt::Refused => Attempt::Refused,
+        }
+    });
+    if let Some((old, irql)) = taken {
+        write_out(
+            a3,
+            &abi::StorLockHandle {
+                lock: a1 as u32,
+                lock_queue_lock: a2 as u64,
+                old_irql: old,
+                ..abi::StorLockHandle::default()
+            },
+        );
+        set_irql(irql);
+    } else {
+        interrupts_restore(enabled);
+        with(|host| host.violate(format_args!("AcquireSpinLock of unknown lock {a1}")));
+    }
+}
+
 /// RequestComplete: the SRB must be outstanding; each completes exactly once. The planted
 /// fault drops the numbered one here, before the host records it.
 fn request_complete(srb: usize) {
@@ -637,11 +674,17 @@ fn complete_once(srb: usize, number: u64) {
         }
         match host.outstanding(srb) {
             Some(index) => {
-                let context = host.context;
+                let context = host.cpu().context;
+                let me = this_cpu();
                 let slot = &mut host.slots[index];
                 slot.state = SlotState::Completed;
                 slot.completed_in = context;
+                let elsewhere = slot.submitted_on != me;
                 host.counters.completions += 1;
+                host.counters.completed_on[me] += 1;
+                if elsewhere {
+                    host.counters.completed_elsewhere += 1;
+                }
                 if context == Context::Timer {
                     host.counters.timer_completions += 1;
                 }
@@ -669,6 +712,7 @@ fn initialize_dpc(dpc: usize, routine: usize, extension: usize) {
             address: dpc,
             routine,
             queued: false,
+            cpu: 0,
             order: 0,
             arguments: (0, 0),
         };
@@ -718,16 +762,20 @@ extern "win64" fn storport_extended_function(
         // GetMessageInterruptInformation(message, PMESSAGE_INTERRUPT_INFORMATION).
         13 => {
             let message = a1 as u32;
-            if message >= with(|host| host.messages) {
+            let Some(destination) = with(|host| {
+                (message < host.messages)
+                    .then(|| host.message_destinations.get(message as usize).copied())
+                    .flatten()
+            }) else {
                 return abi::STOR_STATUS_INVALID_PARAMETER;
-            }
+            };
             let vector = u32::from(interrupts::FIRST_VECTOR) + message;
             write_out(
                 a2,
                 &abi::MessageInterruptInformation {
                     message_id: message,
                     message_data: vector,
-                    message_address: 0xfee0_0000,
+                    message_address: 0xfee0_0000 | (u64::from(destination) << 12),
                     interrupt_vector: vector,
                     interrupt_level: u32::from(DEVICE_LEVEL),
                     interrupt_mode: abi::LATCHED,
@@ -753,7 +801,7 @@ extern "win64" fn storport_extended_function(
                 let concurrent = host.perf_flags & abi::STOR_PERF_CONCURRENT_CHANNELS != 0;
                 Some((
                     host.message_for_processor(),
-                    if concurrent { host.processor } else { 0 },
+                    if concurrent { host.cpu().processor } else { 0 },
                 ))
             });
             let Some((message, channel)) = answer else {
@@ -769,7 +817,7 @@ extern "win64" fn storport_extended_function(
         }
         // GetCurrentProcessorNumber(PPROCESSOR_NUMBER).
         17 => {
-            let processor = with(|host| host.processor);
+            let processor = with(|host| host.cpu().processor);
             let number = abi::ProcessorNumber {
                 group: 0,
                 number: processor as u8,
@@ -809,13 +857,21 @@ fn acquire_msi_lock(message: u32, old_irql: usize) -> u32 {
     // Raise first, then take the lock (as KeAcquireInterruptSpinLock does): the message's
     // interrupt must not arrive between the two and find its lock held.
     let enabled = interrupts_off();
-    let old = with(|host| {
-        if message >= host.messages || host.messages_held & (1 << message) != 0 {
-            host.violate(format_args!("MSI spin lock {message} unknown or held"));
-            return None;
+    let me = this_cpu();
+    let old = spin_until(|host| {
+        let held = message < 32 && host.messages_held & (1 << message) != 0;
+        if message >= host.messages || (held && host.message_owners[message as usize] == me) {
+            host.violate(format_args!(
+                "MSI spin lock {message} unknown or held by this CPU"
+            ));
+            return Attempt::Refused;
+        }
+        if held {
+            return Attempt::Busy;
         }
         host.messages_held |= 1 << message;
-        Some(host.irql)
+        host.message_owners[message as usize] = me;
+        Attempt::Taken(host.cpu().irql)
     });
     let Some(old) = old else {
         interrupts_restore(enabled);
@@ -829,7 +885,9 @@ fn acquire_msi_lock(message: u32, old_irql: usize) -> u32 {
 /// StorPortReleaseMSISpinLock: releases the message's lock and returns to `old_irql`.
 fn release_msi_lock(message: u32, old_irql: u8) -> u32 {
     let held = with(|host| {
-        let held = message < 32 && host.messages_held & (1 << message) != 0;
+        let held = message < 32
+            && host.messages_held & (1 << message) != 0
+            && host.message_owners[message as usize] == this_cpu();
         if held {
             host.messages_held &= !(1 << message);
         } else {

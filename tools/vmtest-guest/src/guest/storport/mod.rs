@@ -13,11 +13,14 @@
 //! printed (`VIOLATION ...`) and counted; the run fails on any.
 //!
 //! Where this host differs from the simulator, and why:
-//! - One CPU (`-smp 1`, TCG). The image is told of [`LOGICAL_PROCESSORS`] processors and each
-//!   submission says which one it comes from (StorPortGetCurrentProcessorNumber and the
-//!   StartIo message number follow it), so that every request queue is used; all of them run
-//!   on the boot CPU, so the locks are real IRQL changes (`cli` at DIRQL) and held-flags, never
-//!   contended spinning.
+//! - One CPU (`-smp 1`, TCG), or two (`-smp 2`, MTTCG) for the two-CPU run. The image is
+//!   told of [`LOGICAL_PROCESSORS`] processors and each submission says which one it comes from
+//!   (StorPortGetCurrentProcessorNumber and the StartIo message number follow it, per CPU), so
+//!   that every request queue is used; on one CPU they all run on the boot CPU. With two, CPU 1
+//!   submits as processor 1 and its queue's MSI-X message is aimed at it: the host's state is
+//!   behind a spin lock, IRQL and context are per CPU, DPCs run on the CPU that issued them,
+//!   and StorPort's locks (StartIo, interrupt, per-message, DPC) spin while the other CPU holds
+//!   them (counted as `lock_waits`); taking one this CPU holds is a violation.
 //! - IRQL is modelled: DIRQL is "interrupts off" on this CPU, DISPATCH_LEVEL and below are
 //!   "interrupts on". Raising to DIRQL from an image routine masks the real MSI-X delivery.
 //! - No per-section page protection: the guest maps memory with 2 MiB identity pages, so a
@@ -25,8 +28,10 @@
 //! - No IOMMU: bus addresses are physical addresses are virtual addresses.
 //! - No registry: StorPortRegistryRead finds nothing, as for a fresh install, and the image
 //!   runs on its defaults.
-//! - No request timeouts or bus resets driven by StorPort: a request that never completes is
-//!   reported by the runner's wait, with the SRB named.
+//! - No request timeouts of its own: a request that never completes is reported by the
+//!   runner's wait, with the SRB named. The runner plays StorPort's answers to a timeout when it
+//!   wants them: HwResetBus ([`Adapter::reset_bus`]), and the adapter-level reset,
+//!   ScsiStopAdapter then ScsiRestartAdapter ([`Adapter::adapter_control`]).
 //! - HwTimer runs at the APIC timer's 100 ms granularity.
 //! - StorPortDebugPrint prints the format string only (see [`exports`]).
 
@@ -36,7 +41,7 @@ use core::arch::asm;
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use virtio_core::dma::DmaMemory;
 use virtio_core::hal::Hal;
@@ -60,8 +65,8 @@ pub const MAX_SRBS: usize = 40;
 /// DPCs the image may initialise.
 const MAX_DPCS: usize = 24;
 /// MSI-X messages this host connects: the vectors the boot code routes to device interrupts
-/// (the last of the 16 is the APIC timer's).
-pub const MAX_MESSAGES: usize = 15;
+/// (the last two of the 16 are the APIC timers' of the two CPUs).
+pub const MAX_MESSAGES: usize = 14;
 /// Scatter/gather elements per SRB at most (a 4 MiB transfer in 4 KiB pages, plus one).
 const MAX_SG_ELEMENTS: usize = 1025;
 /// Bytes reserved for the uncached extension (the image sizes it from the device's queues).
@@ -98,6 +103,8 @@ pub enum Context {
     Timer,
     /// HwResetBus.
     ResetBus,
+    /// HwAdapterControl (ScsiStopAdapter, ScsiRestartAdapter).
+    AdapterControl,
 }
 
 /// What an SRB slot holds.
@@ -121,6 +128,8 @@ struct Slot {
     sg: usize,
     /// Whether RequestComplete was seen during HwBuildIo (BuildIo's answer is checked).
     completed_in: Context,
+    /// The CPU that submitted it.
+    submitted_on: usize,
 }
 
 impl Slot {
@@ -130,6 +139,7 @@ impl Slot {
         regions: [(0, 0); 3],
         sg: 0,
         completed_in: Context::Host,
+        submitted_on: 0,
     };
 }
 
@@ -139,6 +149,8 @@ struct Dpc {
     address: usize,
     routine: usize,
     queued: bool,
+    /// The CPU it was issued on, where it runs.
+    cpu: usize,
     order: u64,
     arguments: (usize, usize),
 }
@@ -170,6 +182,15 @@ pub struct Counters {
     pub timer_completions: u64,
     /// BusChangeDetected notifications (the image asking for a rescan).
     pub bus_changes: u64,
+    /// MSI-X deliveries handed to the image, per CPU.
+    pub delivered_on: [u64; MAX_CPUS],
+    /// RequestCompletes, per CPU they were made on.
+    pub completed_on: [u64; MAX_CPUS],
+    /// RequestCompletes made on another CPU than the one that submitted the SRB.
+    pub completed_elsewhere: u64,
+    /// Lock acquisitions (StartIo, interrupt, message, DPC locks) that found the lock held by
+    /// the other CPU and spun until it was released.
+    pub lock_waits: u64,
 }
 
 /// The host's whole state, touched only through [`with`].
@@ -195,13 +216,21 @@ struct Host {
     timer: Option<(usize, u64)>,
     perf_flags: u32,
     message_range: Option<(u32, u32)>,
-    processor: u32,
-    irql: u8,
-    context: Context,
+    /// What each CPU is doing (see [`this_cpu`]).
+    cpus: [CpuState; MAX_CPUS],
     start_io_held: bool,
     interrupt_held: bool,
     messages_held: u32,
     dpc_locks_held: u32,
+    /// The CPU holding each lock, while held (the StartIo lock, the interrupt lock, each
+    /// message's lock, each DPC's lock): one CPU may wait for a lock another holds, never for
+    /// one it holds itself.
+    start_io_owner: usize,
+    interrupt_owner: usize,
+    message_owners: [usize; 32],
+    dpc_lock_owners: [usize; 32],
+    /// The local APIC ID each MSI-X message is aimed at ([`Adapter::route_message`]).
+    message_destinations: [u8; 32],
     slots: [Slot; MAX_SRBS],
     counters: Counters,
     /// The planted fault: drop the RequestComplete with this (1-based) number.
@@ -249,13 +278,16 @@ impl Host {
             timer: None,
             perf_flags: 0,
             message_range: None,
-            processor: 0,
-            irql: PASSIVE_LEVEL,
-            context: Context::Host,
+            cpus: [CpuState::IDLE; MAX_CPUS],
             start_io_held: false,
             interrupt_held: false,
             messages_held: 0,
             dpc_locks_held: 0,
+            start_io_owner: 0,
+            interrupt_owner: 0,
+            message_owners: [0; 32],
+            dpc_lock_owners: [0; 32],
+            message_destinations: [0; 32],
             slots: [Slot::FREE; MAX_SRBS],
             counters: Counters {
                 completions: 0,
@@ -270,6 +302,10 @@ impl Host {
                 lost_interrupts: 0,
                 timer_completions: 0,
                 bus_changes: 0,
+                delivered_on: [0; MAX_CPUS],
+                completed_on: [0; MAX_CPUS],
+                completed_elsewhere: 0,
+                lock_waits: 0,
             },
             drop_completion: None,
             lose_interrupt: None,
@@ -284,13 +320,14 @@ impl Host {
         self.counters.violations += 1;
         println!(
             "VIOLATION {what} (in {:?} at IRQL {})",
-            self.context, self.irql
+            self.cpu().context,
+            self.cpu().irql
         );
     }
 
     /// Checks that the current context is one of `allowed`.
     fn require_context(&mut self, routine: &str, allowed: &[Context]) -> bool {
-        let ok = allowed.contains(&self.context);
+        let ok = allowed.contains(&self.cpu().context);
         if !ok {
             self.violate(format_args!("{routine} called outside {allowed:?}"));
         }
@@ -299,7 +336,7 @@ impl Host {
 
     /// Checks that the IRQL is at most `max`.
     fn require_irql_at_most(&mut self, routine: &str, max: u8) -> bool {
-        let ok = self.irql <= max;
+        let ok = self.cpu().irql <= max;
         if !ok {
             self.violate(format_args!("{routine} above IRQL {max}"));
         }
@@ -326,10 +363,20 @@ impl Host {
     /// names it in StartIo's performance parameters).
     fn message_for_processor(&self) -> u32 {
         match self.message_range {
-            Some((first, last)) => first + self.processor % (last - first + 1),
-            None if self.messages > 0 => self.processor % self.messages,
+            Some((first, last)) => first + self.cpu().processor % (last - first + 1),
+            None if self.messages > 0 => self.cpu().processor % self.messages,
             None => 0,
         }
+    }
+
+    /// The state of the CPU running this.
+    fn cpu(&self) -> &CpuState {
+        &self.cpus[this_cpu()]
+    }
+
+    /// The state of the CPU running this, to change.
+    fn cpu_mut(&mut self) -> &mut CpuState {
+        &mut self.cpus[this_cpu()]
     }
 
     /// Whether `address` is a routine inside the image's code.
@@ -338,16 +385,44 @@ impl Host {
     }
 }
 
-/// The single host, behind interrupt masking.
+/// CPUs this host keeps state for (`-smp 2` at most).
+pub const MAX_CPUS: usize = 2;
+
+/// What one CPU is doing: its modelled IRQL, the image routine it runs, and the logical
+/// processor its submissions come from (StorPortGetCurrentProcessorNumber answers it).
+#[derive(Clone, Copy, Debug)]
+struct CpuState {
+    irql: u8,
+    context: Context,
+    processor: u32,
+}
+
+impl CpuState {
+    const IDLE: Self = Self {
+        irql: PASSIVE_LEVEL,
+        context: Context::Host,
+        processor: 0,
+    };
+}
+
+/// This CPU's index: its local APIC ID (QEMU numbers the CPUs of `-smp` from 0), at most
+/// [`MAX_CPUS`] - 1.
+pub fn this_cpu() -> usize {
+    (interrupts::apic_id() as usize).min(MAX_CPUS - 1)
+}
+
+/// The single host, behind a spin lock taken with interrupts masked.
 struct HostCell(UnsafeCell<Host>);
 
-// SAFETY: the guest runs on one CPU; every access goes through `with`, which masks interrupts
-// (the only other flow of control) and refuses re-entry, so no two `&mut Host` coexist.
+// SAFETY: every access goes through `with`, which masks interrupts on its CPU (the only other
+// flow of control there) and takes `HOST_OWNER` (the other CPU waits), refusing re-entry on
+// the same CPU: no two `&mut Host` coexist.
 unsafe impl Sync for HostCell {}
 
 static HOST: HostCell = HostCell(UnsafeCell::new(Host::new()));
-/// Set while a `with` closure runs (catches re-entry, which would alias the state).
-static HOST_BUSY: AtomicBool = AtomicBool::new(false);
+/// The CPU inside a `with` closure, or [`NO_OWNER`].
+static HOST_OWNER: AtomicUsize = AtomicUsize::new(NO_OWNER);
+const NO_OWNER: usize = usize::MAX;
 /// Whether the MSI-X vectors belong to the image (set once its message routine is known).
 static CONNECTED: AtomicBool = AtomicBool::new(false);
 
@@ -369,28 +444,68 @@ fn interrupts_restore(enabled: bool) {
     }
 }
 
-/// Runs `f` on the host state with interrupts masked.
+/// Runs `f` on the host state with interrupts masked, holding the host's lock.
 fn with<R>(f: impl FnOnce(&mut Host) -> R) -> R {
     let enabled = interrupts_off();
-    assert!(
-        !HOST_BUSY.swap(true, Ordering::Acquire),
-        "storport host state re-entered"
-    );
-    // SAFETY: interrupts are off and `HOST_BUSY` was clear, so this is the only reference to
-    // the host state until it is dropped below (see `HostCell`).
+    let me = this_cpu();
+    loop {
+        match HOST_OWNER.compare_exchange_weak(NO_OWNER, me, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(owner) => {
+                assert!(owner != me, "storport host state re-entered");
+                core::hint::spin_loop();
+            }
+        }
+    }
+    // SAFETY: interrupts are off on this CPU and it owns `HOST_OWNER`, so this is the only
+    // reference to the host state until it is dropped below (see `HostCell`).
     let result = f(unsafe { &mut *HOST.0.get() });
-    HOST_BUSY.store(false, Ordering::Release);
+    HOST_OWNER.store(NO_OWNER, Ordering::Release);
     interrupts_restore(enabled);
     result
+}
+
+/// One try at a spin lock (see [`spin_until`]).
+enum Attempt<T> {
+    /// Taken.
+    Taken(T),
+    /// Held by another CPU: try again.
+    Busy,
+    /// Refused (held by this CPU, or unknown): reported as a violation by the attempt.
+    Refused,
+}
+
+/// Tries `attempt` under the host's lock until it takes its lock or refuses, releasing the
+/// host's lock between tries so the holder can release.
+fn spin_until<T>(mut attempt: impl FnMut(&mut Host) -> Attempt<T>) -> Option<T> {
+    let mut waited = false;
+    loop {
+        let outcome = with(|host| {
+            let outcome = attempt(host);
+            if matches!(outcome, Attempt::Busy) && !waited {
+                host.counters.lock_waits += 1;
+            }
+            outcome
+        });
+        match outcome {
+            Attempt::Taken(value) => return Some(value),
+            Attempt::Refused => return None,
+            Attempt::Busy => {
+                waited = true;
+                core::hint::spin_loop();
+            }
+        }
+    }
 }
 
 /// Sets the modelled IRQL and context, returning the previous ones (interrupt masking is
 /// the caller's).
 fn set_level(irql: u8, context: Context) -> (u8, Context) {
     with(|host| {
-        let previous = (host.irql, host.context);
-        host.irql = irql;
-        host.context = context;
+        let cpu = host.cpu_mut();
+        let previous = (cpu.irql, cpu.context);
+        cpu.irql = irql;
+        cpu.context = context;
         previous
     })
 }
@@ -410,8 +525,9 @@ fn enter(irql: u8, context: Context) -> (u8, Context) {
 /// Restores what [`enter`] returned.
 fn leave((irql, context): (u8, Context)) {
     with(|host| {
-        host.irql = irql;
-        host.context = context;
+        let cpu = host.cpu_mut();
+        cpu.irql = irql;
+        cpu.context = context;
     });
     if irql >= DEVICE_LEVEL {
         let _ = interrupts_off();
@@ -829,6 +945,7 @@ fn initialize(hw: &abi::HwInitializationData) -> Result<(), StartError> {
     let _ = interrupts_off();
     let extension = with(|host| {
         host.interrupt_held = true;
+        host.interrupt_owner = this_cpu();
         host.extension
     });
     let previous = enter(DEVICE_LEVEL, Context::Initialize);
@@ -887,29 +1004,51 @@ pub fn interrupt(vector: u8) {
         if let Some(count) = host.counters.interrupts.get_mut(message as usize) {
             *count += 1;
         }
-        let held = if host.per_message {
-            host.messages_held & (1 << message) != 0
-        } else {
-            host.interrupt_held
-        };
-        if held {
-            // On real hardware the delivery waits until the lock's holder lowers the IRQL;
-            // here the holder raised to DIRQL with interrupts masked, so this cannot happen.
-            host.violate(format_args!(
-                "message {message} delivered while its lock is held"
-            ));
-            return None;
-        }
-        if host.per_message {
-            host.messages_held |= 1 << message;
-        } else {
-            host.interrupt_held = true;
+        if let Some(cpu) = host.counters.delivered_on.get_mut(this_cpu()) {
+            *cpu += 1;
         }
         Some((host.message_routine, host.extension))
     });
     let Some((routine, extension)) = call else {
         return;
     };
+    // The message's lock (the interrupt lock without per-message synchronisation), as
+    // storport.sys takes it around the routine: another CPU holding it is waited for (this
+    // one is at DIRQL with interrupts masked); this CPU holding it cannot be, since holding
+    // it masks this CPU's interrupts.
+    let me = this_cpu();
+    let taken = spin_until(|host| {
+        let held = if host.per_message {
+            host.messages_held & (1 << message) != 0
+        } else {
+            host.interrupt_held
+        };
+        let owner = if host.per_message {
+            host.message_owners[message as usize % 32]
+        } else {
+            host.interrupt_owner
+        };
+        if held && owner == me {
+            host.violate(format_args!(
+                "message {message} delivered while this CPU holds its lock"
+            ));
+            return Attempt::Refused;
+        }
+        if held {
+            return Attempt::Busy;
+        }
+        if host.per_message {
+            host.messages_held |= 1 << message;
+            host.message_owners[message as usize % 32] = me;
+        } else {
+            host.interrupt_held = true;
+            host.interrupt_owner = me;
+        }
+        Attempt::Taken(())
+    });
+    if taken.is_none() {
+        return;
+    }
     let mut saved = SseState([0; 512]);
     saved.save();
     // Interrupts stay masked throughout: this is the interrupt gate's handler, before EOI.
@@ -945,15 +1084,20 @@ impl SseState {
 }
 
 /// Runs what storport.sys runs after interrupts return: queued DPCs at DISPATCH_LEVEL, in the
-/// order they were queued, then HwTimer if its time has come (under the StartIo lock).
+/// order they were queued (those queued on this CPU: a DPC runs where it was issued), then
+/// HwTimer if its time has come and the StartIo lock is free (on either CPU).
 pub fn service() {
+    let me = this_cpu();
     loop {
         let next = with(|host| {
             let index = host
                 .dpcs
                 .iter()
                 .enumerate()
-                .filter_map(|(index, dpc)| dpc.filter(|dpc| dpc.queued).map(|dpc| (index, dpc)))
+                .filter_map(|(index, dpc)| {
+                    dpc.filter(|dpc| dpc.queued && dpc.cpu == me)
+                        .map(|dpc| (index, dpc))
+                })
                 .min_by_key(|(_, dpc)| dpc.order)?;
             let (index, dpc) = index;
             if let Some(Some(entry)) = host.dpcs.get_mut(index) {
@@ -981,6 +1125,7 @@ pub fn service() {
         Some((routine, deadline)) if now >= deadline && !host.start_io_held => {
             host.timer = None;
             host.start_io_held = true;
+            host.start_io_owner = me;
             host.counters.timer_calls += 1;
             Some((routine, host.extension))
         }
@@ -1143,25 +1288,11 @@ impl Adapter {
     ///
     /// # Errors
     /// [`RequestError`]: no slot, a bad CDB, or BuildIo's FALSE without a completion.
-    pub fn submit(&mut self, request: &Request<'_>) -> Result<Ticket, RequestError> {
+    pub fn submit(&self, request: &Request<'_>) -> Result<Ticket, RequestError> {
         let needs_cdb = request.function == Function::ExecuteScsi;
         if request.cdb.len() > 16 || needs_cdb == request.cdb.is_empty() {
             return Err(RequestError::BadCdb);
         }
-        let index = with(|host| {
-            host.slots
-                .iter()
-                .position(|slot| slot.state == SlotState::Free)
-        })
-        .ok_or(RequestError::NoSlot)?;
-        let memory = self
-            .slots
-            .get(index)
-            .and_then(Option::as_ref)
-            .ok_or(RequestError::NoSlot)?;
-        let srb = memory.srb.cpu_address();
-        let extension = memory.extension.as_ref().map_or(0, DmaMemory::cpu_address);
-        let sense = memory.sense.cpu_address();
         let (data, len) = request
             .data
             .map_or((0, 0), |(buffer, len)| (buffer.cpu_address(), len));
@@ -1171,6 +1302,37 @@ impl Adapter {
         {
             return Err(RequestError::TooLong);
         }
+        let me = this_cpu();
+        // The slot is taken in the same step that finds it free: the other CPU may be looking.
+        let taken = with(|host| {
+            let index = host
+                .slots
+                .iter()
+                .position(|slot| slot.state == SlotState::Free)?;
+            let memory = self.slots.get(index).and_then(Option::as_ref)?;
+            let srb = memory.srb.cpu_address();
+            let extension = memory.extension.as_ref().map_or(0, DmaMemory::cpu_address);
+            let sense = memory.sense.cpu_address();
+            host.slots[index] = Slot {
+                state: SlotState::Outstanding,
+                srb,
+                regions: [
+                    (extension, self.hw.srb_extension_size as usize),
+                    (data, len as usize),
+                    (sense, 32),
+                ],
+                sg: srb + 256,
+                completed_in: Context::Host,
+                submitted_on: me,
+            };
+            Some((index, srb, extension, sense))
+        });
+        let (index, srb, extension, sense) = taken.ok_or(RequestError::NoSlot)?;
+        let memory = self
+            .slots
+            .get(index)
+            .and_then(Option::as_ref)
+            .ok_or(RequestError::NoSlot)?;
         write_srb(
             memory,
             request,
@@ -1179,32 +1341,16 @@ impl Adapter {
             (extension, sense),
         );
         let host_extension = with(|host| {
-            host.processor = request.processor % LOGICAL_PROCESSORS;
-            if let Some(slot) = host.slots.get_mut(index) {
-                *slot = Slot {
-                    state: SlotState::Outstanding,
-                    srb,
-                    regions: [
-                        (extension, self.hw.srb_extension_size as usize),
-                        (data, len as usize),
-                        (sense, 32),
-                    ],
-                    sg: srb + 256,
-                    completed_in: Context::Host,
-                };
-            }
+            host.cpu_mut().processor = request.processor % LOGICAL_PROCESSORS;
             host.extension
         });
         if let Some(early) = self.build_io(index, srb, host_extension)? {
             return Ok(early);
         }
-        let concurrent = with(|host| {
-            let concurrent = host.perf_flags & abi::STOR_PERF_CONCURRENT_CHANNELS != 0;
-            if !concurrent {
-                host.start_io_held = true;
-            }
-            concurrent
-        });
+        let concurrent = with(|host| host.perf_flags & abi::STOR_PERF_CONCURRENT_CHANNELS != 0);
+        if !concurrent {
+            spin_until(|host| take_start_io(host, me)).ok_or(RequestError::Lost)?;
+        }
         let previous = enter(DISPATCH_LEVEL, Context::StartIo);
         let _ = image_call!(
             self.hw.hw_start_io as usize,
@@ -1298,16 +1444,14 @@ impl Adapter {
     ///
     /// # Errors
     /// [`RequestError::Lost`] if the image has no HwResetBus inside its code.
-    pub fn reset_bus(&mut self) -> Result<bool, RequestError> {
+    pub fn reset_bus(&self) -> Result<bool, RequestError> {
         let routine = self.hw.hw_reset_bus as usize;
-        let extension = with(|host| {
-            if routine == 0 || !host.is_code(routine) || host.start_io_held {
-                return None;
-            }
-            host.start_io_held = true;
-            Some(host.extension)
-        })
-        .ok_or(RequestError::Lost)?;
+        if routine == 0 || !with(|host| host.is_code(routine)) {
+            return Err(RequestError::Lost);
+        }
+        let me = this_cpu();
+        spin_until(|host| take_start_io(host, me)).ok_or(RequestError::Lost)?;
+        let extension = with(|host| host.extension);
         let previous = enter(DISPATCH_LEVEL, Context::ResetBus);
         let answer = image_call!(routine, fn(*mut c_void, u32) -> u8, ptr(extension), 0);
         leave(previous);
@@ -1315,8 +1459,125 @@ impl Adapter {
         Ok(answer != 0)
     }
 
+    /// HwAdapterControl with `control` and no parameters (ScsiStopAdapter,
+    /// ScsiRestartAdapter), as storport.sys calls those two: at DIRQL holding the interrupt
+    /// lock (every message's lock, with per-message synchronisation). Returns its
+    /// SCSI_ADAPTER_CONTROL_STATUS.
+    ///
+    /// # Errors
+    /// [`RequestError::Lost`] if the image has no HwAdapterControl inside its code, or a lock it
+    /// needs is held.
+    pub fn adapter_control(&self, control: u32) -> Result<u32, RequestError> {
+        let routine = self.hw.hw_adapter_control as usize;
+        if routine == 0 || !with(|host| host.is_code(routine)) {
+            return Err(RequestError::Lost);
+        }
+        let me = this_cpu();
+        // Every one of the locks at once, waiting while another CPU holds any.
+        let extension = spin_until(|host| {
+            if (host.interrupt_held && host.interrupt_owner == me)
+                || (host.messages_held != 0
+                    && host
+                        .message_owners
+                        .iter()
+                        .enumerate()
+                        .any(|(message, owner)| {
+                            host.messages_held & (1 << message) != 0 && *owner == me
+                        }))
+            {
+                host.violate(format_args!("HwAdapterControl while this CPU holds a lock"));
+                return Attempt::Refused;
+            }
+            if host.interrupt_held || host.messages_held != 0 {
+                return Attempt::Busy;
+            }
+            host.interrupt_held = true;
+            host.interrupt_owner = me;
+            if host.per_message {
+                host.messages_held = 1_u32
+                    .checked_shl(host.messages)
+                    .map_or(u32::MAX, |bit| bit - 1);
+                host.message_owners = [me; 32];
+            }
+            Attempt::Taken(host.extension)
+        })
+        .ok_or(RequestError::Lost)?;
+        let previous = enter(DEVICE_LEVEL, Context::AdapterControl);
+        let status = image_call!(
+            routine,
+            fn(*mut c_void, u32, *mut c_void) -> u32,
+            ptr(extension),
+            control,
+            core::ptr::null_mut()
+        );
+        leave(previous);
+        with(|host| {
+            host.interrupt_held = false;
+            host.messages_held = 0;
+        });
+        Ok(status)
+    }
+
+    /// Points MSI-X message `message` at the local APIC `apic_id`, as Windows targets each
+    /// message at the processor whose requests complete on it.
+    ///
+    /// # Errors
+    /// [`pci_scan::MsixError`] from the table.
+    pub fn route_message(&self, message: u16, apic_id: u8) -> Result<(), pci_scan::MsixError> {
+        pci_scan::set_msix_destination(
+            &pci::Mechanism1,
+            self.bdf,
+            &self.registers,
+            message,
+            apic_id,
+        )?;
+        with(|host| {
+            if let Some(destination) = host.message_destinations.get_mut(usize::from(message)) {
+                *destination = apic_id;
+            }
+        });
+        Ok(())
+    }
+
+    /// The device as its common configuration shows it now (virtio 1.x section 4.1.4.3):
+    /// `device_status`, and how many of its `num_queues` queues are enabled. Selects each
+    /// queue in turn, so only while the image is not setting queues up.
+    pub fn device_state(&self) -> Option<DeviceState> {
+        use virtio_core::hal::RegisterIo as _;
+        use virtio_core::pci::{PciTransport, VirtioPciCommonCfg};
+        let config = pci_scan::Function::new(&pci::Mechanism1, self.bdf);
+        let common = PciTransport::probe(&config, self.registers)
+            .ok()?
+            .layout()
+            .common;
+        let at = |register: u64| u64::from(common.offset) + register;
+        let status = self
+            .registers
+            .read8(common.bar, at(VirtioPciCommonCfg::DEVICE_STATUS));
+        let queues = self
+            .registers
+            .read16(common.bar, at(VirtioPciCommonCfg::NUM_QUEUES));
+        let mut enabled = 0;
+        for queue in 0..queues {
+            self.registers
+                .write16(common.bar, at(VirtioPciCommonCfg::QUEUE_SELECT), queue);
+            if self
+                .registers
+                .read16(common.bar, at(VirtioPciCommonCfg::QUEUE_ENABLE))
+                != 0
+            {
+                enabled += 1;
+            }
+        }
+        Some(DeviceState {
+            status,
+            queues,
+            enabled,
+        })
+    }
+
     /// Reads the outcome of a completed `ticket` and frees its slot.
-    pub fn finish(&mut self, ticket: Ticket) -> Option<Completion> {
+    pub fn finish(&self, ticket: Ticket) -> Option<Completion> {
         if !ticket.is_complete() {
             return None;
         }
@@ -1358,7 +1619,7 @@ impl Adapter {
     ///
     /// # Errors
     /// [`RequestError::NeverCompleted`] naming the SRB.
-    pub fn wait(&mut self, ticket: Ticket, limit_ticks: u64) -> Result<Completion, RequestError> {
+    pub fn wait(&self, ticket: Ticket, limit_ticks: u64) -> Result<Completion, RequestError> {
         let start = interrupts::ticks();
         loop {
             service();
@@ -1374,6 +1635,22 @@ impl Adapter {
             }
             sleep_unless_pending();
         }
+    }
+}
+
+/// One try at the StartIo lock for CPU `me` (see [`spin_until`]).
+fn take_start_io(host: &mut Host, me: usize) -> Attempt<()> {
+    if !host.start_io_held {
+        host.start_io_held = true;
+        host.start_io_owner = me;
+        Attempt::Taken(())
+    } else if host.start_io_owner == me {
+        host.violate(format_args!(
+            "StartIo lock taken again by the CPU holding it"
+        ));
+        Attempt::Refused
+    } else {
+        Attempt::Busy
     }
 }
 
@@ -1592,6 +1869,31 @@ pub fn sleep_unless_pending() {
         // the check wakes the `hlt`; the APIC timer wakes it at the latest.
         unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
     }
+}
+
+/// What the device's common configuration shows (see [`Adapter::device_state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceState {
+    /// `device_status`.
+    pub status: u8,
+    /// `num_queues`.
+    pub queues: u16,
+    /// Queues whose `queue_enable` reads 1.
+    pub enabled: u16,
+}
+
+/// Plants a lost interrupt now: the next MSI-X arrival of `message` is withheld from the image
+/// (as `lose-interrupt=` does at a fixed arrival), and the next RequestComplete is watched
+/// (see [`recovered_in`]).
+pub fn withhold_next_interrupt(message: u32) {
+    with(|host| {
+        let next = host
+            .arrivals
+            .get(message as usize)
+            .map_or(1, |count| count + 1);
+        host.lose_interrupt = Some((message, next));
+        host.recovery = Recovery::NotPlanted;
+    });
 }
 
 /// The context of the first RequestComplete after the planted lost interrupt, if it came.
