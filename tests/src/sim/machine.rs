@@ -755,6 +755,13 @@ impl Machine {
         };
         let extension = self.extension_ptr();
         if let Some(routine) = callback!(wiring.message_routine, HwUlongFn) {
+            // A message the adapter was not granted (VIRTIO_MSI_NO_VECTOR among them: a queue
+            // with no vector) has no MSI-X table entry the device could write to: nothing is
+            // signalled, and StorPort never calls the message routine with such a number.
+            if message >= self.message_count.max(1) {
+                self.lost_interrupts.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             let id = if wiring.per_message {
                 LockId::Message(message)
             } else {

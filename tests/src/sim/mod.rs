@@ -1698,7 +1698,8 @@ impl Adapter {
         }
     }
 
-    /// Interrupts raised while no routine was connected.
+    /// Interrupts raised while no routine was connected, or for a message the adapter was not
+    /// granted (which no MSI-X table entry carries).
     #[must_use]
     pub fn lost_interrupts(&self) -> u64 {
         self.machine.lost_interrupts.load(Ordering::Relaxed)
