@@ -253,14 +253,23 @@ impl Session<'_> {
                 );
             }
             12 => {
+                let _ = device.hostile_take();
+                let held = device.hostile_held_ids();
                 let queues = device.queue_count();
-                let index = match script.u8() % 3 {
-                    0 => virtio_core::scsi::queue_index::CONTROL,
-                    _ => 2 + script.u16() % queues.saturating_sub(2).max(1),
+                let (index, id) = match script.u8() % 3 {
+                    // A command the device holds: its used element, its response unwritten.
+                    0 if !held.is_empty() => held[script.below(held.len())],
+                    1 => (virtio_core::scsi::queue_index::CONTROL, script.u16()),
+                    _ => (
+                        2 + script.u16() % queues.saturating_sub(2).max(1),
+                        script.u16(),
+                    ),
                 };
-                let id = script.u16();
                 let len = script.length();
-                let flags = script.u16();
+                let flags = match script.u8() % 4 {
+                    0 => None,
+                    _ => Some(script.u16()),
+                };
                 let interrupt = script.u8() & 1 == 0;
                 let _ = device.hostile_publish_raw(index, id, len, flags, interrupt);
             }

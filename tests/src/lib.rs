@@ -1,5 +1,5 @@
 //! rvscsi-tests: the Windows side, simulated (StorPort simulator, virtio-scsi device model,
-//! scenarios, hostile-device sessions), and the loader that runs the shipped image in it.
+//! scenarios, hostile-device sessions, the soak), and the loader that runs the shipped image in it.
 
 pub mod device;
 pub mod harness;
@@ -7,3 +7,4 @@ pub mod hostile;
 pub mod image;
 pub mod scenario;
 pub mod sim;
+pub mod soak;

@@ -347,8 +347,8 @@ impl VirtioScsiDevice {
     }
 
     /// Publishes a used element that names whatever `id` says on queue `index` (split: `{id,
-    /// len}`; packed: a descriptor with `flags` too), then interrupts if `interrupt`. `false`
-    /// if the queue is not live.
+    /// len}`; packed: a descriptor with `flags` too, `None` the flags of a real used
+    /// descriptor), then interrupts if `interrupt`. `false` if the queue is not live.
     ///
     /// The device stays consistent with its lie: it first takes every available chain, and if
     /// `id` names one it holds on that queue, it gives that one back (its response unwritten)
@@ -360,7 +360,7 @@ impl VirtioScsiDevice {
         index: u16,
         id: u16,
         len: u32,
-        flags: u16,
+        flags: Option<u16>,
         interrupt: bool,
     ) -> bool {
         let shared = &self.shared;
@@ -387,6 +387,7 @@ impl VirtioScsiDevice {
             };
             match shared.ready(&mut state, index) {
                 Ok(Some(queue)) => {
+                    let flags = flags.unwrap_or_else(|| queue.used_flags());
                     queue.publish_raw(&shared.guest, id, len, flags, descriptors.unwrap_or(1))
                 }
                 _ => false,
@@ -397,6 +398,18 @@ impl VirtioScsiDevice {
             shared.raise(vector);
         }
         published
+    }
+
+    /// The (queue, id) of every command the hostile mode holds, oldest first.
+    #[must_use]
+    pub fn hostile_held_ids(&self) -> Vec<(u16, u16)> {
+        self.shared
+            .pending
+            .lock()
+            .jobs
+            .iter()
+            .map(|held| (held.job.queue, held.job.chain.id))
+            .collect()
     }
 
     /// Raises MSI-X message `vector` with nothing new on any ring: a spurious interrupt.

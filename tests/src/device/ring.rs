@@ -455,6 +455,21 @@ impl DeviceRing {
         }
     }
 
+    /// The flags a used descriptor written now carries (packed: AVAIL and USED both equal to
+    /// the used wrap counter; split rings have no flags in used elements: 0).
+    pub fn used_flags(&self) -> u16 {
+        match self {
+            Self::Split { .. } => 0,
+            Self::Packed(device) => {
+                if device.next_used().1 {
+                    DESC_F_AVAIL | DESC_F_USED
+                } else {
+                    0
+                }
+            }
+        }
+    }
+
     /// Whether the driver asks for an interrupt for what was used since the last decision.
     pub fn needs_notification(&mut self, guest: &BusMemory) -> Result<bool, ChainError> {
         match self {
