@@ -256,20 +256,7 @@ impl Session<'_> {
                 std::thread::sleep(Duration::from_millis(u64::from(script.u8() % 4)));
                 let _ = device.hostile_take();
             }
-            8..=10 => {
-                let _ = device.hostile_take();
-                let pick = usize::from(script.u8());
-                let answer = answer(script);
-                let held = device.hostile_held_ids();
-                let answered = device.hostile_answer(pick, &answer);
-                if self.trace {
-                    eprintln!("  answer {pick} of {held:?}: {answer:?} -> {answered:?}");
-                }
-                if let Answered::Published { executed } = answered {
-                    self.figures.answered += 1;
-                    self.figures.executed += usize::from(executed);
-                }
-            }
+            8..=10 => self.answer_command(script),
             11 => {
                 let _ = device.hostile_take();
                 let pick = usize::from(script.u8());
@@ -284,37 +271,7 @@ impl Session<'_> {
                     how & 4 == 0,
                 );
             }
-            12 => {
-                let _ = device.hostile_take();
-                let held = device.hostile_held_ids();
-                let queues = device.queue_count();
-                let (index, id) = match script.u8() % 3 {
-                    // A command the device holds: its used element, its response unwritten.
-                    0 if !held.is_empty() => held[script.below(held.len())],
-                    1 => (virtio_core::scsi::queue_index::CONTROL, script.u16()),
-                    _ => (
-                        2 + script.u16() % queues.saturating_sub(2).max(1),
-                        script.u16(),
-                    ),
-                };
-                let mut len = script.length();
-                if !GIVE_BACK_UNWRITTEN_RESPONSES && held.contains(&(index, id)) {
-                    // Shorter than the response header: the driver must reject it.
-                    len %= 12;
-                }
-                let flags = match script.u8() % 4 {
-                    0 => None,
-                    _ => Some(script.u16()),
-                };
-                let interrupt = script.u8() & 1 == 0;
-                let published = device.hostile_publish_raw(index, id, len, flags, interrupt);
-                if self.trace {
-                    eprintln!(
-                        "  raw used element on queue {index}: id {id}, len {len}, flags \
-                         {flags:?}, interrupt {interrupt}, held {held:?} -> {published}"
-                    );
-                }
-            }
+            12 => self.publish_raw(script),
             13 => {
                 let messages = self.machine.adapter.found_adapter().messages;
                 let vector = if messages == 0 {
@@ -341,6 +298,57 @@ impl Session<'_> {
                 1 => device.raise_needs_reset(),
                 _ => std::thread::sleep(Duration::from_millis(1)),
             },
+        }
+    }
+
+    /// Answers a command the device holds, as the script says.
+    fn answer_command(&mut self, script: &mut Script) {
+        let device = &self.machine.device;
+        let _ = device.hostile_take();
+        let pick = usize::from(script.u8());
+        let answer = answer(script);
+        let held = device.hostile_held_ids();
+        let answered = device.hostile_answer(pick, &answer);
+        if self.trace {
+            eprintln!("  answer {pick} of {held:?}: {answer:?} -> {answered:?}");
+        }
+        if let Answered::Published { executed } = answered {
+            self.figures.answered += 1;
+            self.figures.executed += usize::from(executed);
+        }
+    }
+
+    /// Publishes a used element of any shape, as the script says.
+    fn publish_raw(&mut self, script: &mut Script) {
+        let device = &self.machine.device;
+        let _ = device.hostile_take();
+        let held = device.hostile_held_ids();
+        let queues = device.queue_count();
+        let (index, id) = match script.u8() % 3 {
+            // A command the device holds: its used element, its response unwritten.
+            0 if !held.is_empty() => held[script.below(held.len())],
+            1 => (virtio_core::scsi::queue_index::CONTROL, script.u16()),
+            _ => (
+                2 + script.u16() % queues.saturating_sub(2).max(1),
+                script.u16(),
+            ),
+        };
+        let mut len = script.length();
+        if !GIVE_BACK_UNWRITTEN_RESPONSES && held.contains(&(index, id)) {
+            // Shorter than the response header: the driver must reject it.
+            len %= 12;
+        }
+        let flags = match script.u8() % 4 {
+            0 => None,
+            _ => Some(script.u16()),
+        };
+        let interrupt = script.u8() & 1 == 0;
+        let published = device.hostile_publish_raw(index, id, len, flags, interrupt);
+        if self.trace {
+            eprintln!(
+                "  raw used element on queue {index}: id {id}, len {len}, flags \
+                 {flags:?}, interrupt {interrupt}, held {held:?} -> {published}"
+            );
         }
     }
 
