@@ -293,6 +293,26 @@ fn set_status(srb: *mut c_void, status: u8, transfer: u32) {
     }
 }
 
+/// The overrunning miniport's vendor CDBs (see [`CDB_WRITE_PAST_DATA`]).
+fn overrun(srb: *mut c_void, request: &SrbView) {
+    match request.cdb[0] {
+        CDB_WRITE_PAST_DATA => {
+            let past = (request.data as *mut u8).wrapping_add(request.len as usize);
+            // SAFETY: deliberately one byte past the data buffer: the simulator's guard there
+            // is DMA memory it allocated with the buffer.
+            unsafe { past.write(0x11) };
+            set_status(srb, abi::SRB_STATUS_SUCCESS, request.len);
+        }
+        CDB_WRITE_PAST_SENSE => {
+            let past = (request.sense as *mut u8).wrapping_add(usize::from(request.sense_len));
+            // SAFETY: deliberately one byte past the sense buffer, into the simulator's guard.
+            unsafe { past.write(0x70) };
+            set_status(srb, 0x04, 0); // SRB_STATUS_ERROR
+        }
+        _ => set_status(srb, abi::SRB_STATUS_SUCCESS, request.len + 512),
+    }
+}
+
 /// Runs the command against a one-target, two-LUN disk: fills the data buffer through the SG
 /// list (checking that it covers the transfer) and sets the status.
 fn execute(extension: *mut c_void, srb: *mut c_void) {
@@ -341,29 +361,8 @@ fn execute(extension: *mut c_void, srb: *mut c_void) {
             set_status(srb, abi::SRB_STATUS_SUCCESS, 0);
             return;
         }
-        CDB_WRITE_PAST_DATA => {
-            // SAFETY: deliberately one byte past the data buffer: the simulator's guard there
-            // is DMA memory it allocated with the buffer.
-            unsafe {
-                (request.data as *mut u8)
-                    .add(request.len as usize)
-                    .write(0x11)
-            };
-            set_status(srb, abi::SRB_STATUS_SUCCESS, request.len);
-            return;
-        }
-        CDB_WRITE_PAST_SENSE => {
-            // SAFETY: deliberately one byte past the sense buffer, into the simulator's guard.
-            unsafe {
-                (request.sense as *mut u8)
-                    .add(usize::from(request.sense_len))
-                    .write(0x70)
-            };
-            set_status(srb, 0x04, 0); // SRB_STATUS_ERROR
-            return;
-        }
-        CDB_GROW_TRANSFER => {
-            set_status(srb, abi::SRB_STATUS_SUCCESS, request.len + 512);
+        CDB_WRITE_PAST_DATA | CDB_WRITE_PAST_SENSE | CDB_GROW_TRANSFER => {
+            overrun(srb, &request);
             return;
         }
         _ => {}
