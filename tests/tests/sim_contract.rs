@@ -66,6 +66,11 @@ const STATE_CHANGE_DETECTED: u32 = 0x1005;
 const CDB_STATE_CHANGE: u8 = 0xC1;
 const CDB_CHANGE_ADDRESS: u8 = 0xC2;
 const CDB_BUS_CHANGE: u8 = 0xC3;
+/// Vendor CDBs of a miniport that overruns: one byte past the data buffer, one byte past the
+/// sense buffer, or a DataTransferLength 512 above the one sent.
+const CDB_WRITE_PAST_DATA: u8 = 0xC4;
+const CDB_WRITE_PAST_SENSE: u8 = 0xC5;
+const CDB_GROW_TRANSFER: u8 = 0xC6;
 const ENABLE_PASSIVE_INITIALIZATION: u32 = 0x1000;
 const INITIALIZE_DPC: u32 = 0x1001;
 const ISSUE_DPC: u32 = 0x1002;
@@ -208,6 +213,8 @@ struct SrbView {
     cdb: [u8; 16],
     data: usize,
     len: u32,
+    sense: usize,
+    sense_len: u8,
 }
 
 fn view(srb: *mut c_void) -> SrbView {
@@ -245,6 +252,8 @@ fn view(srb: *mut c_void) -> SrbView {
             cdb: cdb.cdb,
             data: header.data_buffer as usize,
             len: header.data_transfer_length,
+            sense: cdb.sense_info_buffer as usize,
+            sense_len: cdb.sense_info_buffer_length,
         }
     } else {
         // SAFETY: a SCSI_REQUEST_BLOCK.
@@ -257,6 +266,8 @@ fn view(srb: *mut c_void) -> SrbView {
             cdb: block.cdb,
             data: block.data_buffer as usize,
             len: block.data_transfer_length,
+            sense: block.sense_info_buffer as usize,
+            sense_len: block.sense_info_buffer_length,
         }
     }
 }
@@ -279,6 +290,26 @@ fn set_status(srb: *mut c_void, status: u8, transfer: u32) {
             .wrapping_add(offset)
             .cast::<u32>()
             .write_unaligned(transfer);
+    }
+}
+
+/// The overrunning miniport's vendor CDBs (see [`CDB_WRITE_PAST_DATA`]).
+fn overrun(srb: *mut c_void, request: &SrbView) {
+    match request.cdb[0] {
+        CDB_WRITE_PAST_DATA => {
+            let past = (request.data as *mut u8).wrapping_add(request.len as usize);
+            // SAFETY: deliberately one byte past the data buffer: the simulator's guard there
+            // is DMA memory it allocated with the buffer.
+            unsafe { past.write(0x11) };
+            set_status(srb, abi::SRB_STATUS_SUCCESS, request.len);
+        }
+        CDB_WRITE_PAST_SENSE => {
+            let past = (request.sense as *mut u8).wrapping_add(usize::from(request.sense_len));
+            // SAFETY: deliberately one byte past the sense buffer, into the simulator's guard.
+            unsafe { past.write(0x70) };
+            set_status(srb, 0x04, 0); // SRB_STATUS_ERROR
+        }
+        _ => set_status(srb, abi::SRB_STATUS_SUCCESS, request.len + 512),
     }
 }
 
@@ -328,6 +359,10 @@ fn execute(extension: *mut c_void, srb: *mut c_void) {
             // SAFETY: BusChangeDetected takes the path id (promoted to int).
             unsafe { StorPortNotification(BUS_CHANGE_DETECTED, extension, 0_u32) };
             set_status(srb, abi::SRB_STATUS_SUCCESS, 0);
+            return;
+        }
+        CDB_WRITE_PAST_DATA | CDB_WRITE_PAST_SENSE | CDB_GROW_TRANSFER => {
+            overrun(srb, &request);
             return;
         }
         _ => {}
@@ -1928,4 +1963,63 @@ fn dma_remapping_needs_an_arena_with_an_iommu() {
         Simulator::boot(options, platform),
         Err(SimError::NoIommu)
     ));
+}
+
+#[test]
+fn writing_past_a_data_or_sense_buffer_or_growing_the_transfer_is_caught() {
+    use rvscsi_tests::sim::SrbBuffer;
+    let (adapter, _device) = boot(Mode::Immediate);
+    let past_data = adapter
+        .execute(
+            0,
+            &Request::new(0, 0, &[CDB_WRITE_PAST_DATA, 0, 0, 0, 0, 0]).reading(512),
+        )
+        .unwrap();
+    let past_sense = adapter
+        .execute(
+            0,
+            &Request::new(0, 0, &[CDB_WRITE_PAST_SENSE, 0, 0, 0, 0, 0]),
+        )
+        .unwrap();
+    let grown = adapter
+        .execute(
+            0,
+            &Request::new(0, 0, &[CDB_GROW_TRANSFER, 0, 0, 0, 0, 0]).reading(512),
+        )
+        .unwrap();
+    assert_eq!(grown.data_transfer_length, 1024);
+    let _ = past_data;
+    let _ = past_sense;
+    let violations = adapter.shutdown();
+    assert!(
+        matches!(
+            violations.as_slice(),
+            [
+                Violation::WroteBeyondBuffer {
+                    buffer: SrbBuffer::Data,
+                    ..
+                },
+                Violation::WroteBeyondBuffer {
+                    buffer: SrbBuffer::Sense,
+                    ..
+                },
+                Violation::TransferLengthGrew {
+                    sent: 512,
+                    completed: 1024,
+                    ..
+                },
+            ]
+        ),
+        "{violations:?}"
+    );
+    // A miniport that stays inside them is not flagged.
+    let (adapter, _device) = boot(Mode::Immediate);
+    let read = adapter
+        .execute(
+            0,
+            &Request::new(0, 0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]).reading(512),
+        )
+        .unwrap();
+    assert_eq!(read.status(), abi::SRB_STATUS_SUCCESS);
+    assert_eq!(adapter.shutdown(), []);
 }

@@ -7,7 +7,8 @@
 use std::sync::atomic::Ordering;
 
 use virtio_core::fake::packed_device::{
-    DeviceMemory, PackedAreas, PackedDevice, PackedError, PackedFeatures,
+    DESC_F_AVAIL, DESC_F_USED, DESC_F_WRITE, DeviceMemory, PackedAreas, PackedDevice, PackedError,
+    PackedFeatures,
 };
 
 /// Memory at bus addresses, as the device reaches it (through the IOMMU when there is one).
@@ -399,6 +400,73 @@ impl DeviceRing {
                 true
             }
             Self::Packed(device) => device.push_used(&Guest(guest), id, len, 1, false).is_ok(),
+        }
+    }
+
+    /// Writes a used element of any shape at the device's next used position. On the split
+    /// ring a `{id, len}` element, published by advancing `used.idx` (as
+    /// [`Self::publish_bogus`]). On the packed ring a descriptor with these `flags`: if their
+    /// AVAIL and USED bits mark it used for the driver (both equal to the used wrap counter),
+    /// the device moves on by `descriptors` ring slots, as it would for a buffer of that many
+    /// descriptors; otherwise the driver does not see it and the device's next used
+    /// descriptor goes to the same slot. `false` if the ring memory is unusable.
+    pub fn publish_raw(
+        &mut self,
+        guest: &BusMemory,
+        id: u16,
+        len: u32,
+        flags: u16,
+        descriptors: u16,
+    ) -> bool {
+        match self {
+            Self::Split { .. } => self.publish_bogus(guest, id, len),
+            Self::Packed(device) => {
+                let (position, wrap) = device.next_used();
+                let visible =
+                    (flags & DESC_F_AVAIL != 0) == wrap && (flags & DESC_F_USED != 0) == wrap;
+                if visible
+                    && device
+                        .push_used(
+                            &Guest(guest),
+                            id,
+                            len,
+                            descriptors,
+                            flags & DESC_F_WRITE != 0,
+                        )
+                        .is_err()
+                {
+                    return false;
+                }
+                // Unseen by the driver, the slot the device reads next must not look available
+                // either: the device would take its own lie for the driver's buffer.
+                let (next_avail, avail_wrap) = device.next_avail();
+                let flags = if !visible
+                    && position == next_avail
+                    && PackedDevice::is_available(flags, avail_wrap)
+                {
+                    flags ^ DESC_F_USED
+                } else {
+                    flags
+                };
+                device
+                    .write_raw(&Guest(guest), position, id, len, flags)
+                    .is_ok()
+            }
+        }
+    }
+
+    /// The flags a used descriptor written now carries (packed: AVAIL and USED both equal to
+    /// the used wrap counter; split rings have no flags in used elements: 0).
+    pub fn used_flags(&self) -> u16 {
+        match self {
+            Self::Split { .. } => 0,
+            Self::Packed(device) => {
+                if device.next_used().1 {
+                    DESC_F_AVAIL | DESC_F_USED
+                } else {
+                    0
+                }
+            }
         }
     }
 

@@ -109,6 +109,9 @@ pub struct SrbRecord {
     pub(crate) not_before: Option<Instant>,
     /// The simulated processor it was submitted on (a retry goes there again).
     pub(crate) processor: u32,
+    /// Where the guard after each of its buffers starts ([`super::BUFFER_GUARD_LEN`] bytes of
+    /// [`super::BUFFER_GUARD_BYTE`]): checked when it completes.
+    pub(crate) guards: Vec<(usize, super::SrbBuffer)>,
 }
 
 /// A range StorPort mapped for the device's DMA under remapping ([`SimOptions::iommu`]).
@@ -755,6 +758,13 @@ impl Machine {
         };
         let extension = self.extension_ptr();
         if let Some(routine) = callback!(wiring.message_routine, HwUlongFn) {
+            // A message the adapter was not granted (VIRTIO_MSI_NO_VECTOR among them: a queue
+            // with no vector) has no MSI-X table entry the device could write to: nothing is
+            // signalled, and StorPort never calls the message routine with such a number.
+            if message >= self.message_count.max(1) {
+                self.lost_interrupts.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             let id = if wiring.per_message {
                 LockId::Message(message)
             } else {
@@ -836,6 +846,7 @@ impl Machine {
         let srb_extension_size = lock(&self.config).srb_extension_size as usize;
         let extended = self.srb_extended.load(Ordering::SeqCst);
         let mut regions = Vec::new();
+        let mut guards = Vec::new();
         let mut alloc = |len: usize, align: usize| -> Result<usize, SimError> {
             let address = self
                 .memory
@@ -871,8 +882,12 @@ impl Machine {
         let data = if data_len > 0 {
             // Page-aligned plus an offset, so that the buffer crosses page boundaries as real
             // I/O buffers do.
-            let base = alloc(data_len + request.data_offset as usize, 4096)?;
+            let base = alloc(
+                data_len + request.data_offset as usize + super::BUFFER_GUARD_LEN,
+                4096,
+            )?;
             let address = base + request.data_offset as usize;
+            guards.push((address + data_len, super::SrbBuffer::Data));
             if matches!(
                 request.direction,
                 DataDirection::Out | DataDirection::Unspecified
@@ -885,13 +900,23 @@ impl Machine {
             None
         };
         let sense = if request.sense_len > 0 {
-            Some((
-                alloc(usize::from(request.sense_len), 8)?,
-                usize::from(request.sense_len),
-            ))
+            let len = usize::from(request.sense_len);
+            let address = alloc(len + super::BUFFER_GUARD_LEN, 8)?;
+            guards.push((address + len, super::SrbBuffer::Sense));
+            Some((address, len))
         } else {
             None
         };
+        for &(guard, _) in &guards {
+            if !self
+                .memory
+                .write(guard, &[super::BUFFER_GUARD_BYTE; super::BUFFER_GUARD_LEN])
+            {
+                return Err(SimError::OutOfMemory {
+                    len: super::BUFFER_GUARD_LEN,
+                });
+            }
+        }
         let flags = match request.direction {
             DataDirection::None => 0,
             DataDirection::In => abi::SRB_FLAGS_DATA_IN,
@@ -1038,6 +1063,7 @@ impl Machine {
                 retry_expiry: None,
                 not_before: None,
                 processor: 0,
+                guards,
             },
         );
         Ok((srb, ticket))
@@ -1139,6 +1165,7 @@ impl Machine {
                 retry_expiry: None,
                 not_before: None,
                 processor: 0,
+                guards: Vec::new(),
             },
         );
         Ok((srb, ticket))
@@ -1353,6 +1380,7 @@ impl Machine {
                 retry_expiry: None,
                 not_before: None,
                 processor: 0,
+                guards: Vec::new(),
             },
         );
         Ok((srb, ticket))
@@ -1409,6 +1437,7 @@ impl Machine {
         }
         let completion = self.read_back(srb, &record);
         let record_ticket = record.ticket;
+        let overruns = self.overruns(&record, &completion);
         let accepted_beyond_limits =
             record.beyond_transfer_limits && completion.status() == abi::SRB_STATUS_SUCCESS;
         let ready = if record.counted {
@@ -1428,12 +1457,45 @@ impl Machine {
                 ticket: record_ticket,
             });
         }
+        for overrun in overruns {
+            self.violate(overrun);
+        }
         for (processor, srb) in ready {
             // A processor that stopped takes no more work: the request stays outstanding and
             // shutdown reports it.
             let _ = self.dispatch(processor, srb);
         }
         self.completion.notify_all();
+    }
+
+    /// What the miniport did beyond a completed SCSI request's buffers: a guard byte changed
+    /// after its data or sense buffer, or a DataTransferLength above the one StorPort sent.
+    fn overruns(&self, record: &SrbRecord, completion: &Completion) -> Vec<Violation> {
+        let mut found = Vec::new();
+        for &(guard, buffer) in &record.guards {
+            let mut bytes = [0; super::BUFFER_GUARD_LEN];
+            if !self.memory.read(guard, &mut bytes)
+                || bytes.iter().any(|&b| b != super::BUFFER_GUARD_BYTE)
+            {
+                found.push(Violation::WroteBeyondBuffer {
+                    ticket: record.ticket,
+                    buffer,
+                });
+            }
+        }
+        let sent = record
+            .data
+            .map_or(0, |(_, len)| u32::try_from(len).unwrap_or(u32::MAX));
+        if matches!(record.kind, SrbKind::Scsi | SrbKind::Extended { .. })
+            && completion.data_transfer_length > sent
+        {
+            found.push(Violation::TransferLengthGrew {
+                ticket: record.ticket,
+                sent,
+                completed: completion.data_transfer_length,
+            });
+        }
+        found
     }
 
     /// Files `completion` of the request at `srb` for its waiter, and quarantines its memory

@@ -584,12 +584,46 @@ pub enum Violation {
         /// The request's ticket.
         ticket: u64,
     },
+    /// The miniport wrote past the end of a SCSI request's data or sense buffer (into the
+    /// simulator's guard after it), as one that trusts a device's length would.
+    WroteBeyondBuffer {
+        /// The request's ticket.
+        ticket: u64,
+        /// Which buffer.
+        buffer: SrbBuffer,
+    },
+    /// The miniport completed a SCSI request with a DataTransferLength above the one StorPort
+    /// sent: it claims bytes the buffer cannot hold.
+    TransferLengthGrew {
+        /// The request's ticket.
+        ticket: u64,
+        /// DataTransferLength as sent.
+        sent: u32,
+        /// As completed.
+        completed: u32,
+    },
     /// HwStorUnitControl answered Success for a control type its query did not report:
     /// StorPort would never have called it, so the miniport claims work it does not do.
     UnsupportedUnitControlSucceeded {
         /// The control type.
         control: u32,
     },
+}
+
+/// Bytes of guard after every SCSI request's data and sense buffer, filled with
+/// [`BUFFER_GUARD_BYTE`]: a miniport that writes past either changes them
+/// ([`Violation::WroteBeyondBuffer`]).
+pub const BUFFER_GUARD_LEN: usize = 16;
+/// The fill of those guards.
+pub const BUFFER_GUARD_BYTE: u8 = 0x5C;
+
+/// Which buffer of an SRB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SrbBuffer {
+    /// DataBuffer (DataTransferLength bytes).
+    Data,
+    /// SenseInfoBuffer (SenseInfoBufferLength bytes).
+    Sense,
 }
 
 /// A notification the miniport sent (other than RequestComplete), or a port-driver action.
@@ -1698,7 +1732,8 @@ impl Adapter {
         }
     }
 
-    /// Interrupts raised while no routine was connected.
+    /// Interrupts raised while no routine was connected, or for a message the adapter was not
+    /// granted (which no MSI-X table entry carries).
     #[must_use]
     pub fn lost_interrupts(&self) -> u64 {
         self.machine.lost_interrupts.load(Ordering::Relaxed)

@@ -8,10 +8,23 @@ pub fn run_all(args: &[String]) -> Result<(), String> {
     clippy(args)?;
     doc(args)?;
     test(args)?;
+    fuzz(args)?;
+    soak_short(args)?;
     crate::bench::bench(args)?;
     crate::package::ci(args)?;
     crate::sim_image::sim_image(args)?;
     crate::vmtest::run_vmtest(&[])
+}
+
+/// Every fuzz target for [`crate::fuzz::CI_SECONDS`] from its kept corpus (nightly and
+/// cargo-fuzz installed if missing); a crash fails naming the input.
+pub fn fuzz(_: &[String]) -> Result<(), String> {
+    crate::fuzz::fuzz(&["--seconds".into(), crate::fuzz::CI_SECONDS.to_string()])
+}
+
+/// The soak, shortened to [`crate::soak::CI_IOS`] I/Os (about a minute at most).
+pub fn soak_short(_: &[String]) -> Result<(), String> {
+    crate::soak::soak(&["--ios".into(), crate::soak::CI_IOS.to_string()])
 }
 
 /// `cargo fmt --check` over the workspace.

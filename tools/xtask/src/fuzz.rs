@@ -1,8 +1,14 @@
-//! `cargo xtask fuzz [--seconds N]`: runs every cargo-fuzz target in `tools/fuzz` for N seconds
-//! (default 30) and fails if any finds a crash, naming the input that crashed it.
+//! `cargo xtask fuzz [--seconds N] [--target NAME]`: runs every cargo-fuzz target in
+//! `tools/fuzz` (or one) for N seconds each (default 30), from the minimised corpus kept in the
+//! repository (`tools/fuzz/corpus/<target>/`, read only: what a run finds goes to
+//! `target/fuzz-corpus/<target>/`), and fails if any finds a crash, naming the input that
+//! crashed it. `cargo xtask ci` runs it with [`CI_SECONDS`] per target.
 //!
-//! Not part of `cargo xtask ci`: libFuzzer needs a nightly toolchain (`-Zsanitizer`), which a
-//! fresh CI machine does not have. The job installs cargo-fuzz when it is missing.
+//! `cargo xtask fuzz cmin [--target NAME]` minimises the kept corpora (`cargo fuzz cmin`, in
+//! place), after new inputs were copied in from a campaign's working corpus.
+//!
+//! libFuzzer needs a nightly toolchain (`-Zsanitizer`): the job installs nightly (minimal
+//! profile) and cargo-fuzz when they are missing.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -17,14 +23,41 @@ const FUZZ_DIR: &str = "tools/fuzz";
 /// Seconds per target when `--seconds` is not given.
 const DEFAULT_SECONDS: u64 = 30;
 
+/// Seconds per target in `cargo xtask ci`: six targets, three minutes, plus the build.
+pub const CI_SECONDS: u64 = 30;
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+struct Options {
+    /// Minimise the kept corpora instead of fuzzing.
+    cmin: bool,
+    seconds: u64,
+    /// Only this target.
+    target: Option<String>,
+}
+
 /// Runs the job.
 pub fn fuzz(args: &[String]) -> Result<(), String> {
-    let seconds = parse_seconds(args)?;
+    let options = parse(args)?;
+    ensure_nightly()?;
     ensure_cargo_fuzz()?;
-    let targets = list_targets()?;
+    let mut targets = list_targets()?;
+    if let Some(only) = &options.target {
+        if !targets.contains(only) {
+            return Err(format!("no fuzz target {only:?} (targets: {targets:?})"));
+        }
+        targets.retain(|target| target == only);
+    }
     if targets.is_empty() {
         return Err(format!("no fuzz targets in {FUZZ_DIR}"));
     }
+    if options.cmin {
+        for target in &targets {
+            cmin(target)?;
+        }
+        return Ok(());
+    }
+    let seconds = options.seconds;
     let mut summary = Vec::new();
     let mut crashes = Vec::new();
     for target in &targets {
@@ -48,19 +81,53 @@ pub fn fuzz(args: &[String]) -> Result<(), String> {
     }
 }
 
-/// `--seconds N`, or the default.
-fn parse_seconds(args: &[String]) -> Result<u64, String> {
-    match args {
-        [] => Ok(DEFAULT_SECONDS),
-        [flag, value] if flag == "--seconds" => value
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| format!("--seconds wants a positive number, not {value:?}")),
-        _ => Err(format!(
-            "usage: cargo xtask fuzz [--seconds N], not {args:?}"
-        )),
+/// `[cmin] [--seconds N] [--target NAME]`.
+fn parse(args: &[String]) -> Result<Options, String> {
+    let usage =
+        || format!("usage: cargo xtask fuzz [cmin] [--seconds N] [--target NAME], not {args:?}");
+    let mut options = Options {
+        cmin: false,
+        seconds: DEFAULT_SECONDS,
+        target: None,
+    };
+    let mut rest = args;
+    if let [first, tail @ ..] = rest
+        && first == "cmin"
+    {
+        options.cmin = true;
+        rest = tail;
     }
+    while let [flag, value, tail @ ..] = rest {
+        match flag.as_str() {
+            "--seconds" => {
+                options.seconds =
+                    value.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                        format!("--seconds wants a positive number, not {value:?}")
+                    })?;
+            }
+            "--target" => options.target = Some(value.clone()),
+            _ => return Err(usage()),
+        }
+        rest = tail;
+    }
+    if rest.is_empty() {
+        Ok(options)
+    } else {
+        Err(usage())
+    }
+}
+
+/// Installs the nightly toolchain (minimal profile) unless `cargo +nightly` already answers.
+fn ensure_nightly() -> Result<(), String> {
+    let installed = Command::new("cargo")
+        .args(["+nightly", "--version"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if installed {
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))
+        .map_err(|e| format!("{e}: libFuzzer needs a nightly toolchain"))
 }
 
 /// Installs cargo-fuzz from crates.io unless `cargo fuzz` already answers.
@@ -116,17 +183,42 @@ fn files_in(dir: &Path) -> BTreeSet<PathBuf> {
         .unwrap_or_default()
 }
 
-/// Runs one target for `seconds`, echoing libFuzzer's output. Returns its final status line
-/// (`DONE cov: ... exec/s: ...`) and, if it failed, a message naming the crashing input.
+/// The corpus of `target` kept in the repository.
+fn kept_corpus(target: &str) -> PathBuf {
+    workspace_root().join(FUZZ_DIR).join("corpus").join(target)
+}
+
+/// Minimises the kept corpus of `target` in place.
+fn cmin(target: &str) -> Result<(), String> {
+    let kept = kept_corpus(target);
+    std::fs::create_dir_all(&kept).map_err(|e| format!("{}: {e}", kept.display()))?;
+    run(cargo_fuzz("cmin").arg(target).arg(&kept))
+}
+
+/// Runs one target for `seconds` from its kept corpus, echoing libFuzzer's output. Returns its
+/// final status line (`DONE cov: ... exec/s: ...`) and, if it failed, a message naming the
+/// crashing input.
 fn run_target(target: &str, seconds: u64) -> Result<(Option<String>, Option<String>), String> {
     let artifacts = workspace_root()
         .join(FUZZ_DIR)
         .join("artifacts")
         .join(target);
     let before = files_in(&artifacts);
+    // libFuzzer writes what it finds into its first corpus directory only: a scratch one, so
+    // the kept corpus changes only through `cmin`.
+    let scratch = workspace_root()
+        .join("target")
+        .join("fuzz-corpus")
+        .join(target);
+    let kept = kept_corpus(target);
+    for dir in [&scratch, &kept] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
     let mut command = cargo_fuzz("run");
     command
         .arg(target)
+        .arg(&scratch)
+        .arg(&kept)
         .arg("--")
         .arg(format!("-max_total_time={seconds}"))
         .stderr(Stdio::piped());
@@ -168,4 +260,44 @@ fn run_target(target: &str, seconds: u64) -> Result<(Option<String>, Option<Stri
             "{target} failed ({status}); crashing input: {input}"
         )),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|&arg| arg.to_owned()).collect()
+    }
+
+    #[test]
+    fn the_command_line_names_the_mode_the_time_and_the_target() {
+        assert_eq!(
+            parse(&args(&[])),
+            Ok(Options {
+                cmin: false,
+                seconds: DEFAULT_SECONDS,
+                target: None
+            })
+        );
+        assert_eq!(
+            parse(&args(&["--seconds", "5", "--target", "hostile_device"])),
+            Ok(Options {
+                cmin: false,
+                seconds: 5,
+                target: Some("hostile_device".into())
+            })
+        );
+        assert_eq!(
+            parse(&args(&["cmin"])),
+            Ok(Options {
+                cmin: true,
+                seconds: DEFAULT_SECONDS,
+                target: None
+            })
+        );
+        assert!(parse(&args(&["--seconds", "0"])).is_err());
+        assert!(parse(&args(&["--seconds"])).is_err());
+        assert!(parse(&args(&["run"])).is_err());
+    }
 }

@@ -13,6 +13,7 @@ mod miri;
 mod package;
 mod resources;
 mod sim_image;
+mod soak;
 mod util;
 mod vmtest;
 
@@ -63,8 +64,13 @@ const JOBS: &[Job] = &[
     },
     Job {
         name: "fuzz",
-        help: "every cargo-fuzz target for --seconds N each (default 30; installs cargo-fuzz; nightly; not part of ci)",
+        help: "every cargo-fuzz target (or --target NAME) for --seconds N each (default 30) from tools/fuzz/corpus; `cmin`: minimise the corpora (installs nightly, cargo-fuzz)",
         run: fuzz::fuzz,
+    },
+    Job {
+        name: "soak",
+        help: "random reads and writes with faults injected, checked against a shadow copy (--ios N, default 1,000,000; --seed S)",
+        run: soak::soak,
     },
     Job {
         name: "package",
