@@ -164,8 +164,15 @@ impl Ring {
     }
 }
 
-/// One virtqueue and the requests in flight on it.
+/// The cache line size the per-queue tables are padded to: each queue's state, counters and
+/// DPC object is written on every I/O of that queue (the ring indices, the counters, the DPC's
+/// queue links), so no two queues may share a line, or the processors serving them would
+/// bounce it between their caches (false sharing).
+pub const CACHE_LINE: usize = 64;
+
+/// One virtqueue and the requests in flight on it, alone on its cache lines ([`CACHE_LINE`]).
 #[derive(Debug)]
+#[repr(align(64))]
 pub struct QueueState {
     /// The ring.
     pub ring: Ring,
@@ -191,8 +198,22 @@ pub enum InterruptMode {
     Line = 3,
 }
 
-/// Per-queue counters, readable from a crash dump and (later) through WMI.
+/// A request queue's DPC object, alone on its cache lines ([`CACHE_LINE`]): the kernel writes
+/// its queue links each time StorPort issues it.
+#[derive(Debug)]
+#[repr(C, align(64))]
+pub struct QueueDpc(StorDpc);
+
+const _: () = assert!(
+    align_of::<QueueState>() == CACHE_LINE
+        && align_of::<QueueCounters>() == CACHE_LINE
+        && align_of::<QueueDpc>() == CACHE_LINE
+);
+
+/// Per-queue counters, readable from a crash dump and (later) through WMI; each queue's alone
+/// on its cache lines ([`CACHE_LINE`]).
 #[derive(Debug, Default)]
+#[repr(C, align(64))]
 pub struct QueueCounters {
     /// Requests submitted.
     pub requests: AtomicU64,
@@ -279,7 +300,7 @@ pub struct Adapter {
     /// [`InterruptMode`] as a byte (set in HwInitialize).
     mode: AtomicU8,
     queues: Carved<UnsafeCell<Option<QueueState>>>,
-    dpcs: Carved<StorDpc>,
+    dpcs: Carved<QueueDpc>,
     counters: Carved<QueueCounters>,
     /// What the bus scan told Windows about each logical unit ([`crate::luns`]).
     luns: LunTable<Carved<LunSlot>>,
@@ -580,9 +601,11 @@ impl Adapter {
         let sizing = Sizing::of(discovery.dump);
         let packed = discovery.features.contains(Features::RING_PACKED);
         let request_queues = usize::from(discovery.queue_count - queue_index::REQUEST_BASE);
+        // Each table starts on a cache line: up to a line of padding before each of the three.
         let tables = usize::from(discovery.queue_count)
             * (size_of::<UnsafeCell<Option<QueueState>>>() + 16)
-            + request_queues * (size_of::<StorDpc>() + size_of::<QueueCounters>() + 16);
+            + request_queues * (size_of::<QueueDpc>() + size_of::<QueueCounters>() + 16)
+            + 3 * CACHE_LINE;
         let rings: usize = discovery
             .sizes
             .iter()
@@ -714,7 +737,7 @@ impl Adapter {
             .carve_table_with(usize::from(discovery.queue_count), || UnsafeCell::new(None))
             .ok_or(AdapterError::OutOfMemory)?;
         let dpcs = arena
-            .carve_table_with(usize::from(request_queues), StorDpc::zeroed)
+            .carve_table_with(usize::from(request_queues), || QueueDpc(StorDpc::zeroed()))
             .ok_or(AdapterError::OutOfMemory)?;
         let counters = arena
             .carve_table_with(usize::from(request_queues), QueueCounters::default)
@@ -1104,8 +1127,10 @@ impl Adapter {
 
     /// The DPC object of request queue `queue`.
     fn dpc(&self, queue: u16) -> Option<NonNull<StorDpc>> {
-        let table: &[StorDpc] = core::borrow::Borrow::borrow(&self.dpcs);
-        table.get(usize::from(queue)).map(NonNull::from)
+        let table: &[QueueDpc] = core::borrow::Borrow::borrow(&self.dpcs);
+        table
+            .get(usize::from(queue))
+            .map(|dpc| NonNull::from(&dpc.0))
     }
 
     /// The request queue `srb`, submitted on the current processor, goes to: with message

@@ -18,7 +18,7 @@ use crate::trace::{TraceEvent, ViolationKind};
 use virtio_core::scsi::{
     CDB_SIZE, CmdReq, CmdResp, DataDirection, Disposition, Lun, Transfer, complete_command,
 };
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use crate::adapter::{Adapter, QueueGuard};
 use crate::layout::{CONTEXT_LEN, REQUEST_ALIGN, RequestContext, RequestLayout, RequestState};
@@ -100,12 +100,25 @@ impl Request {
         );
     }
 
-    fn response(&self) -> Option<CmdResp> {
-        let mut bytes = [0u8; size_of::<CmdResp>()];
+    /// The response header the device wrote (everything before the sense bytes), with the
+    /// sense bytes zero: most completions carry no sense, so they are read only when wanted
+    /// ([`Request::read_sense`]) instead of 96 bytes on every completion.
+    fn response_header(&self) -> Option<CmdResp> {
+        let mut response = CmdResp::new_zeroed();
+        let header = response
+            .as_mut_bytes()
+            .get_mut(..RESPONSE_HEADER_LEN as usize)?;
         self.memory
-            .read_bytes(self.layout.cmd_resp, &mut bytes)
-            .then(|| CmdResp::read_from_bytes(&bytes).ok())
-            .flatten()
+            .read_bytes(self.layout.cmd_resp, header)
+            .then_some(response)
+    }
+
+    /// Reads the first `len` sense bytes the device wrote into `response`.
+    fn read_sense(&self, response: &mut CmdResp, len: usize) -> bool {
+        response.sense.get_mut(..len).is_some_and(|sense| {
+            self.memory
+                .read_bytes(self.layout.cmd_resp + RESPONSE_HEADER_LEN as usize, sense)
+        })
     }
 
     /// The scratch segment list's first element.
@@ -741,11 +754,11 @@ fn complete_used(adapter: &Adapter, queue: u16, base: usize, written: u32, token
         context.sense_capacity.get(),
     );
     let response = if written >= RESPONSE_HEADER_LEN {
-        request.response()
+        request.response_header()
     } else {
         None
     };
-    let Some(response) = response else {
+    let Some(mut response) = response else {
         srb.set_data_transfer_length(0);
         complete(adapter, srb, SRB_STATUS_ERROR);
         return true;
@@ -783,6 +796,14 @@ fn complete_used(adapter: &Adapter, queue: u16, base: usize, written: u32, token
         && status != SRB_STATUS_NO_DEVICE
         && let Some((buffer, capacity)) = srb.sense_buffer()
     {
+        // The header said how many sense bytes there are (bounded by the buffer and the
+        // SRB's capacity in `complete_command`); only those are read from the device.
+        let wanted = outcome.sense(&response).len();
+        if !request.read_sense(&mut response, wanted) {
+            srb.set_data_transfer_length(0);
+            complete(adapter, srb, SRB_STATUS_ERROR);
+            return true;
+        }
         let sense = outcome.sense(&response);
         let len = sense.len().min(usize::from(capacity));
         // SAFETY: the SRB's sense buffer holds `capacity` bytes (StorPort's contract for
