@@ -164,6 +164,19 @@ impl Ring {
     }
 }
 
+/// The request queue of processor `processor` when StorPort names no message for it: its own
+/// number below `queues`, else that number folded by a mask onto the largest power-of-two
+/// count of queues (a spread with no division on the I/O path; `queues` >= 1).
+#[must_use]
+pub const fn fold_onto_queues(processor: u32, queues: u16) -> u16 {
+    let queues = queues as u32;
+    if processor < queues {
+        return processor as u16;
+    }
+    let span = 1u32 << (queues | 1).ilog2();
+    (processor & (span - 1)) as u16
+}
+
 /// The cache line size the per-queue tables are padded to: each queue's state, counters and
 /// DPC object is written on every I/O of that queue (the ring indices, the counters, the DPC's
 /// queue links), so no two queues may share a line, or the processors serving them would
@@ -1155,7 +1168,7 @@ impl Adapter {
                 return queue;
             }
         }
-        (self.extension.current_processor() % u32::from(queues)) as u16
+        fold_onto_queues(self.extension.current_processor(), queues)
     }
 
     /// Acquires the lock that guards the queues of MSI-X message `message` in per-queue mode
@@ -2130,3 +2143,31 @@ impl Drop for AllQueuesLocked<'_> {
 
 /// The StorPort interrupt-lock kind (for the line-mode wrappers in `port`).
 pub const LINE_LOCK: u32 = InterruptLock;
+
+#[cfg(test)]
+mod queue_choice_tests {
+    use super::fold_onto_queues;
+
+    #[test]
+    fn processors_fold_onto_the_queues_without_leaving_them() {
+        // Below the queue count, each processor has its own queue.
+        for queues in 1..=8u16 {
+            for processor in 0..u32::from(queues) {
+                assert_eq!(u32::from(fold_onto_queues(processor, queues)), processor);
+            }
+        }
+        // Past it, a valid queue, spread over the largest power-of-two count of queues.
+        for queues in 1..=64u16 {
+            for processor in 0..1024u32 {
+                assert!(
+                    fold_onto_queues(processor, queues) < queues,
+                    "{processor} {queues}"
+                );
+            }
+        }
+        assert_eq!(fold_onto_queues(5, 3), 1);
+        assert_eq!(fold_onto_queues(6, 4), 2);
+        assert_eq!(fold_onto_queues(9, 6), 1);
+        assert_eq!(fold_onto_queues(7, 1), 0);
+    }
+}
