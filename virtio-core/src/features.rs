@@ -79,6 +79,20 @@ pub enum FeatureError {
     },
 }
 
+impl core::fmt::Display for FeatureError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::Version1Missing { offered } => write!(
+                f,
+                "VIRTIO_F_VERSION_1 is not both offered and wanted (offered {:#x})",
+                offered.bits()
+            ),
+        }
+    }
+}
+
+impl core::error::Error for FeatureError {}
+
 /// The set the driver accepts: what the device `offered`, intersected with what the driver
 /// `wanted` and with the bits this crate knows (section 2.2.1: never accept unknown bits).
 ///

@@ -43,6 +43,22 @@ pub enum HalError {
     },
 }
 
+impl core::fmt::Display for HalError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::OutOfMemory { len } => write!(f, "no DMA memory left for {len} bytes"),
+            Self::TooManySegments { capacity } => {
+                write!(f, "the buffer needs more than {capacity} segments")
+            }
+            Self::Untranslatable { address } => {
+                write!(f, "address {address:#x} is not reachable by DMA")
+            }
+        }
+    }
+}
+
+impl core::error::Error for HalError {}
+
 /// DMA-capable memory for the rings and requests.
 ///
 /// # Safety

@@ -25,3 +25,6 @@ pub mod scsi;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fake;
+
+#[cfg(test)]
+mod messages;

@@ -10,12 +10,12 @@
 //! notification was lost: available chains the sleeping device has not seen imply a pending
 //! kick, used chains the driver has not seen imply a pending interrupt.
 
-use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
-use virtio_core::dma::{BusAddress, DmaMemory};
-use virtio_core::hal::{Hal, HalError, Segment};
+use virtio_core::dma::DmaMemory;
+use virtio_core::fake::RegionHal;
+use virtio_core::hal::{Hal, Segment};
 use virtio_core::queue::split::SplitQueue;
 use virtio_core::queue::{QueueError, QueueFeatures, Slot, Token, Virtqueue};
 use virtio_queue::{Queue, QueueT};
@@ -32,88 +32,26 @@ const TABLE_ENTRIES: usize = 8;
 /// What the driver puts in writable buffers, so bytes the device did not write can be checked.
 const UNWRITTEN: u8 = 0xee;
 
-/// A `Hal` over `vm-memory` guest memory: the bus address is the guest physical address, the
-/// CPU pointer is where the mmap holds it. A bump allocator; memory goes back with the guest.
-struct GuestHal {
+/// Guest memory for the device side, and virtio-core's shared [`RegionHal`] carving the
+/// driver's DMA memory from it: the bus address is the guest physical address, which is exactly
+/// what `virtio-queue` dereferences.
+struct Guest {
     memory: GuestMemoryMmap,
-    next: Cell<u64>,
+    hal: RegionHal,
 }
 
-impl GuestHal {
+impl Guest {
     fn new() -> Self {
         let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEMORY_SIZE)]).unwrap();
         // Guest address 0 stays unused, so a zero address in a descriptor cannot look valid.
-        Self {
-            memory,
-            next: Cell::new(0x1000),
-        }
-    }
-
-    fn host_base(&self) -> usize {
-        self.memory
-            .get_host_address(GuestAddress(0))
-            .unwrap()
-            .addr()
-    }
-}
-
-// SAFETY: allocations are disjoint ranges of the single mmap region of `memory` (a bump
-// pointer that never goes back), zeroed before they are handed out, aligned as asked in guest
-// physical terms and, because the region's base is page aligned, in host terms too; they stay
-// valid as long as `memory`, which outlives every `DmaMemory` in these tests. The bus address
-// is the guest physical address, which is exactly what `virtio-queue` dereferences, and
-// `translate` inverts the host mapping of the same single region.
-unsafe impl Hal for GuestHal {
-    fn dma_alloc(&self, len: usize, align: usize) -> Result<DmaMemory, HalError> {
-        let start = self.next.get().next_multiple_of(align as u64);
-        let end = start + len as u64;
-        if end > MEMORY_SIZE as u64 {
-            return Err(HalError::OutOfMemory { len });
-        }
-        self.next.set(end);
-        self.memory
-            .write_slice(&vec![0; len], GuestAddress(start))
-            .unwrap();
-        let host = self.memory.get_host_address(GuestAddress(start)).unwrap();
-        let ptr = NonNull::new(host).ok_or(HalError::OutOfMemory { len })?;
-        // SAFETY: `start..end` lies inside the one guest region (checked above), so the host
-        // range is valid for reads and writes while `self.memory` lives; no Rust reference to it
-        // exists (the device side uses `vm-memory`'s volatile and atomic accessors); the device
-        // reaches it at guest physical address `start`.
-        unsafe { DmaMemory::new(ptr, len, start) }.ok_or(HalError::OutOfMemory { len })
-    }
-
-    unsafe fn dma_free(&self, _memory: DmaMemory) {
-        // A bump allocator: the memory is reclaimed with the guest memory.
-    }
-
-    fn translate(
-        &self,
-        address: usize,
-        len: usize,
-        out: &mut [Segment],
-    ) -> Result<usize, HalError> {
-        const PAGE: usize = 4096;
-        let base = self.host_base();
-        let untranslatable = HalError::Untranslatable { address };
-        let offset = address.checked_sub(base).ok_or(untranslatable)?;
-        let end = offset
-            .checked_add(len)
-            .filter(|&end| end <= MEMORY_SIZE)
-            .ok_or(untranslatable)?;
-        let capacity = out.len();
-        let mut count = 0;
-        let mut cursor = offset;
-        while cursor < end {
-            let piece = ((cursor / PAGE + 1) * PAGE).min(end) - cursor;
-            let slot = out
-                .get_mut(count)
-                .ok_or(HalError::TooManySegments { capacity })?;
-            *slot = Segment::new(cursor as BusAddress, piece as u32);
-            count += 1;
-            cursor += piece;
-        }
-        Ok(count)
+        let first = GuestAddress(0x1000);
+        let host = NonNull::new(memory.get_host_address(first).unwrap()).unwrap();
+        // SAFETY: the range is the tail of the one mmap region of `memory`, which lives in the
+        // same struct as the HAL and outlives every `DmaMemory` in these tests; the driver side
+        // reaches it only through `DmaMemory` and the device side only through `vm-memory`'s
+        // volatile and atomic accessors; byte `i` is at guest physical address `0x1000 + i`.
+        let hal = unsafe { RegionHal::new(host, MEMORY_SIZE - 0x1000, first.0) }.unwrap();
+        Self { memory, hal }
     }
 }
 
@@ -191,7 +129,7 @@ fn pattern(salt: u8, offset: usize) -> u8 {
     reason = "the four flags are independent states of the simulated driver and device"
 )]
 struct Harness {
-    hal: GuestHal,
+    guest: Guest,
     config: Config,
     rng: Rng,
     driver: SplitQueue<Vec<Slot>>,
@@ -220,7 +158,8 @@ struct Harness {
 
 impl Harness {
     fn new(config: Config) -> Self {
-        let hal = GuestHal::new();
+        let guest = Guest::new();
+        let hal = &guest.hal;
         let size = config.size;
         let ring = hal
             .dma_alloc(SplitQueue::<Vec<Slot>>::ring_len(size), 16)
@@ -254,7 +193,7 @@ impl Harness {
         );
         device.set_event_idx(config.event_idx);
         device.set_ready(true);
-        assert!(device.is_valid(&hal.memory));
+        assert!(device.is_valid(&guest.memory));
         assert_eq!(device.desc_table(), addresses.descriptors);
 
         let areas = (0..size)
@@ -264,7 +203,7 @@ impl Harness {
             .map(|_| hal.dma_alloc(16 * TABLE_ENTRIES, 16).unwrap())
             .collect();
         Self {
-            hal,
+            guest,
             config,
             rng: Rng(config.seed),
             driver,
@@ -415,7 +354,9 @@ impl Harness {
     fn device_wake(&mut self) {
         self.kick_pending = false;
         self.device_awake = true;
-        self.device.disable_notification(&self.hal.memory).unwrap();
+        self.device
+            .disable_notification(&self.guest.memory)
+            .unwrap();
         let count = 1 + self.rng.below(4);
         self.device_fetch(count);
     }
@@ -432,8 +373,10 @@ impl Harness {
         };
         self.device_fetch(count);
         if self.rng.chance(1, 2) {
-            if self.device.enable_notification(&self.hal.memory).unwrap() {
-                self.device.disable_notification(&self.hal.memory).unwrap();
+            if self.device.enable_notification(&self.guest.memory).unwrap() {
+                self.device
+                    .disable_notification(&self.guest.memory)
+                    .unwrap();
             } else {
                 self.device_awake = false;
             }
@@ -443,7 +386,7 @@ impl Harness {
     /// Device: pops up to `count` available chains and checks each against what the driver
     /// posted.
     fn device_fetch(&mut self, count: u64) {
-        let memory = &self.hal.memory;
+        let memory = &self.guest.memory;
         for _ in 0..count {
             let Some(chain) = self.device.pop_descriptor_chain(memory) else {
                 break;
@@ -513,23 +456,23 @@ impl Harness {
                 let bytes: Vec<u8> = (0..remaining)
                     .map(|i| pattern(salt, position + i))
                     .collect();
-                self.hal.memory.write_slice(&bytes, address).unwrap();
+                self.guest.memory.write_slice(&bytes, address).unwrap();
                 position += len as usize;
             }
             self.completions[usize::from(taken.head)] = Some(Completion { written, salt });
             self.device
-                .add_used(&self.hal.memory, taken.head, written)
+                .add_used(&self.guest.memory, taken.head, written)
                 .unwrap();
             completed += 1;
         }
         if completed == 0 {
             return;
         }
-        let mut notify = self.device.needs_notification(&self.hal.memory).unwrap();
+        let mut notify = self.device.needs_notification(&self.guest.memory).unwrap();
         if !self.config.event_idx {
             // virtio-queue leaves VIRTQ_AVAIL_F_NO_INTERRUPT to the device model; QEMU honours it.
             let flags: u16 = self
-                .hal
+                .guest
                 .memory
                 .load(GuestAddress(self.device.avail_ring()), Ordering::Acquire)
                 .unwrap();
@@ -546,7 +489,7 @@ impl Harness {
         if !self.kick_owed && !self.device_awake {
             let avail = self
                 .device
-                .avail_idx(&self.hal.memory, Ordering::Acquire)
+                .avail_idx(&self.guest.memory, Ordering::Acquire)
                 .unwrap()
                 .0;
             assert!(
@@ -634,7 +577,7 @@ impl Harness {
         assert!(self.posted.iter().all(Option::is_none));
         let used = self
             .device
-            .used_idx(&self.hal.memory, Ordering::Acquire)
+            .used_idx(&self.guest.memory, Ordering::Acquire)
             .unwrap()
             .0;
         assert_eq!(used, self.config.chains as u16);
@@ -717,7 +660,8 @@ fn indices_wrap_past_65535_without_event_idx() {
 
 #[test]
 fn guest_hal_translates_back_to_guest_physical_addresses() {
-    let hal = GuestHal::new();
+    let guest = Guest::new();
+    let hal = &guest.hal;
     let memory = hal.dma_alloc(3 * 4096, 4096).unwrap();
     let mut out = [Segment::default(); 4];
     let count = hal
@@ -732,7 +676,8 @@ fn guest_hal_translates_back_to_guest_physical_addresses() {
     // What the driver writes through the DmaMemory is what the guest sees at the bus address.
     assert!(memory.write_bytes(5, b"virtio"));
     let mut seen = [0u8; 6];
-    hal.memory
+    guest
+        .memory
         .read_slice(&mut seen, GuestAddress(memory.bus_address() + 5))
         .unwrap();
     assert_eq!(&seen, b"virtio");

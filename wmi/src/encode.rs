@@ -41,6 +41,22 @@ pub enum EncodeError {
     },
 }
 
+impl core::fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::TooSmall { needed } => write!(f, "buffer too small: {needed} bytes needed"),
+            Self::StringTooLong { units } => {
+                write!(
+                    f,
+                    "string of {units} UTF-16 units is too long for a USHORT byte count"
+                )
+            }
+        }
+    }
+}
+
+impl core::error::Error for EncodeError {}
+
 /// How many UTF-16 code units of `value` fit in `max_units` without splitting a character.
 fn fitting_units(value: &str, max_units: usize) -> usize {
     let mut units = 0;
@@ -276,10 +292,22 @@ impl<'a> Encoder<'a> {
 mod tests {
     extern crate std;
 
-    use std::string::String;
+    use std::string::{String, ToString};
     use std::vec;
 
     use super::*;
+
+    #[test]
+    fn error_messages_name_the_offending_values() {
+        assert_eq!(
+            EncodeError::TooSmall { needed: 72 }.to_string(),
+            "buffer too small: 72 bytes needed"
+        );
+        assert_eq!(
+            EncodeError::StringTooLong { units: 40_000 }.to_string(),
+            "string of 40000 UTF-16 units is too long for a USHORT byte count"
+        );
+    }
 
     #[test]
     fn items_are_naturally_aligned_from_the_block_start() {

@@ -41,8 +41,32 @@ impl Guid {
     pub const NULL: Self = Self::from_fields(0, 0, 0, [0; 8]);
 }
 
+impl core::fmt::Display for Guid {
+    /// The registry form, `{BDC67EFA-E5E7-4777-B13C-621459657099}`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{{{:08X}-{:04X}-{:04X}-",
+            self.data1.get(),
+            self.data2.get(),
+            self.data3.get()
+        )?;
+        for (index, byte) in self.data4.iter().enumerate() {
+            if index == 2 {
+                f.write_str("-")?;
+            }
+            write!(f, "{byte:02X}")?;
+        }
+        f.write_str("}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
+    use std::string::ToString;
+
     use super::*;
 
     #[test]
@@ -54,6 +78,7 @@ mod tests {
             0x4777,
             [0xb1, 0x3c, 0x62, 0x14, 0x59, 0x65, 0x70, 0x99],
         );
+        assert_eq!(guid.to_string(), "{BDC67EFA-E5E7-4777-B13C-621459657099}");
         assert_eq!(
             guid.as_bytes(),
             &[

@@ -63,6 +63,17 @@ pub enum WnodeField {
     SizeDataBlock,
 }
 
+impl core::fmt::Display for WnodeField {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::BufferSize => "BufferSize",
+            Self::OffsetInstanceName => "OffsetInstanceName",
+            Self::DataBlockOffset => "DataBlockOffset",
+            Self::SizeDataBlock => "SizeDataBlock",
+        })
+    }
+}
+
 /// Why a request failed, with the offending value; [`WmiError::status`] maps it to NTSTATUS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WmiError {
@@ -137,6 +148,61 @@ pub enum WmiError {
     SizeOverflow,
 }
 
+impl core::fmt::Display for WmiError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::UnknownMinorFunction(minor) => {
+                write!(f, "unknown WMI minor function {minor:#04x}")
+            }
+            Self::RequestTooShort { needed, available } => write!(
+                f,
+                "request of {available} bytes is shorter than its fixed part of {needed}"
+            ),
+            Self::FieldOutOfBounds { field, value } => {
+                write!(f, "{field} {value:#x} points outside the request")
+            }
+            Self::GuidNotFound(guid) => write!(f, "GUID {guid} is not registered"),
+            Self::InstanceNotFound {
+                guid_index,
+                instance_index,
+            } => write!(f, "block {guid_index} has no instance {instance_index}"),
+            Self::InstanceNameNotFound { guid_index } => {
+                write!(f, "block {guid_index} has no instance of that name")
+            }
+            Self::ItemIdNotFound(id) => write!(f, "no data item {id}"),
+            Self::MethodNotFound(id) => write!(f, "no method {id}"),
+            Self::MethodInputTooShort {
+                method_id,
+                needed,
+                available,
+            } => write!(
+                f,
+                "method {method_id} needs {needed} bytes of input, {available} given"
+            ),
+            Self::SetDataSize { guid_index, size } => {
+                write!(f, "block {guid_index} cannot be set from {size} bytes")
+            }
+            Self::ReadOnly { guid_index } => write!(f, "block {guid_index} is read-only"),
+            Self::NotImplemented => f.write_str("operation not implemented"),
+            Self::BufferTooSmall { needed } => {
+                write!(
+                    f,
+                    "buffer cannot hold even the size reply ({needed} bytes needed)"
+                )
+            }
+            Self::StringTooLong { units } => {
+                write!(
+                    f,
+                    "string of {units} UTF-16 units is too long for a USHORT byte count"
+                )
+            }
+            Self::SizeOverflow => f.write_str("the answer would be larger than 4 GiB"),
+        }
+    }
+}
+
+impl core::error::Error for WmiError {}
+
 impl WmiError {
     /// The NTSTATUS WMI receives for this error.
     #[must_use]
@@ -161,7 +227,93 @@ impl WmiError {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
+    use std::string::{String, ToString};
+    use std::vec::Vec;
+
     use super::*;
+    use crate::hba::sm::MS_SM_ADAPTER_INFORMATION_QUERY_GUID;
+
+    #[test]
+    fn error_messages_name_the_offending_values() {
+        let cases = [
+            (
+                WmiError::FieldOutOfBounds {
+                    field: WnodeField::DataBlockOffset,
+                    value: 0x200,
+                },
+                "DataBlockOffset 0x200 points outside the request",
+            ),
+            (
+                WmiError::GuidNotFound(MS_SM_ADAPTER_INFORMATION_QUERY_GUID),
+                "GUID {BDC67EFA-E5E7-4777-B13C-621459657099} is not registered",
+            ),
+            (
+                WmiError::MethodInputTooShort {
+                    method_id: 3,
+                    needed: 16,
+                    available: 4,
+                },
+                "method 3 needs 16 bytes of input, 4 given",
+            ),
+            (
+                WmiError::RequestTooShort {
+                    needed: 44,
+                    available: 12,
+                },
+                "request of 12 bytes is shorter than its fixed part of 44",
+            ),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(error.to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn every_error_variant_has_its_own_message() {
+        let all = [
+            WmiError::UnknownMinorFunction(12),
+            WmiError::RequestTooShort {
+                needed: 1,
+                available: 0,
+            },
+            WmiError::FieldOutOfBounds {
+                field: WnodeField::BufferSize,
+                value: 1,
+            },
+            WmiError::GuidNotFound(Guid::NULL),
+            WmiError::InstanceNotFound {
+                guid_index: 0,
+                instance_index: 1,
+            },
+            WmiError::InstanceNameNotFound { guid_index: 0 },
+            WmiError::ItemIdNotFound(1),
+            WmiError::MethodNotFound(1),
+            WmiError::MethodInputTooShort {
+                method_id: 1,
+                needed: 2,
+                available: 1,
+            },
+            WmiError::SetDataSize {
+                guid_index: 0,
+                size: 1,
+            },
+            WmiError::ReadOnly { guid_index: 0 },
+            WmiError::NotImplemented,
+            WmiError::BufferTooSmall { needed: 1 },
+            WmiError::StringTooLong { units: 40_000 },
+            WmiError::SizeOverflow,
+        ];
+        let messages: Vec<String> = all.iter().map(ToString::to_string).collect();
+        for (index, message) in messages.iter().enumerate() {
+            assert!(!message.is_empty());
+            assert!(
+                !messages[..index].contains(message),
+                "two variants read `{message}`"
+            );
+        }
+    }
 
     #[test]
     fn ntstatus_values_match_ntstatus_h() {

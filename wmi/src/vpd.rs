@@ -45,6 +45,39 @@ pub enum VpdError {
     },
 }
 
+impl core::fmt::Display for VpdError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::TooShort { len } => {
+                write!(f, "VPD page of {len} bytes is shorter than its header")
+            }
+            Self::WrongPageCode(code) => write!(f, "page code {code:#04x} is not 0x83"),
+            Self::PageLengthPastEnd {
+                page_length,
+                available,
+            } => write!(
+                f,
+                "PAGE LENGTH {page_length} runs past the {available} bytes transferred"
+            ),
+            Self::DescriptorHeaderPastEnd { offset } => {
+                write!(
+                    f,
+                    "designation descriptor header at {offset} runs past the page"
+                )
+            }
+            Self::DesignatorPastEnd {
+                offset,
+                designator_length,
+            } => write!(
+                f,
+                "designator of {designator_length} bytes at {offset} runs past the page"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for VpdError {}
+
 /// ASSOCIATION: what the designator names (SPC-4 table 460).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Association {
@@ -306,9 +339,26 @@ impl<'a> Iterator for Designators<'a> {
 mod tests {
     extern crate std;
 
+    use std::string::ToString;
     use std::vec::Vec;
 
     use super::*;
+
+    #[test]
+    fn error_messages_name_the_offending_values() {
+        assert_eq!(
+            VpdError::PageLengthPastEnd {
+                page_length: 64,
+                available: 20,
+            }
+            .to_string(),
+            "PAGE LENGTH 64 runs past the 20 bytes transferred"
+        );
+        assert_eq!(
+            VpdError::WrongPageCode(0x80).to_string(),
+            "page code 0x80 is not 0x83"
+        );
+    }
 
     fn page(descriptors: &[&[u8]]) -> Vec<u8> {
         let body: Vec<u8> = descriptors.iter().flat_map(|d| d.iter().copied()).collect();

@@ -1,11 +1,46 @@
-//! Fakes for tests (feature `test-utils`): a heap-backed [`FakeHal`] and, in [`pci`],
-//! memory-backed registers and PCI configuration space.
+//! Fakes for tests (feature `test-utils`), shared by this crate's tests, the simulator
+//! (`tests/`), the fuzzers and the QEMU guest's unit tests:
+//! - [`FakeHal`]: heap-backed DMA memory. Bus addresses are deliberately *not* CPU addresses
+//!   (they are offset by [`BUS_OFFSET`]), so a driver that hands the device a CPU pointer fails
+//!   its tests; every allocation is tracked, so a double or foreign free panics and a leak shows
+//!   in [`FakeHal::live_allocations`].
+//! - [`RegionHal`]: a bump allocator over one region the caller owns, at bus addresses that are
+//!   offsets into it, for device models that read memory through their own structure.
+//! - [`pci`]: [`pci::FakeVirtioPci`], a memory-backed virtio PCI device that records what the
+//!   driver did and the accesses the spec forbids, and [`pci::RawConfigSpace`], raw bytes.
+//! - [`packed_device`]: the device side of a packed virtqueue, written from the spec.
 //!
-//! Bus addresses handed out by [`FakeHal`] are deliberately *not* CPU addresses (they are offset
-//! by [`BUS_OFFSET`]), so a driver that hands the device a CPU pointer fails its tests.
+//! # One fake where the doubles' needs agree
+//! Merged here: the `vm-memory` HAL of `tests/split_against_virtio_queue.rs` is [`RegionHal`];
+//! the byte-array configuration space of the PCI transport's property test is
+//! [`pci::RawConfigSpace`]; [`FakeHal`] and [`RegionHal`] share the page splitting of
+//! `translate`. Kept apart, because their needs differ:
+//! - [`FakeHal`] and [`RegionHal`]: `virtio-queue` reads guest memory through `vm-memory`, at
+//!   guest physical addresses inside one mapping; [`FakeHal`]'s allocations are scattered over
+//!   the heap at addresses no such mapping covers, and the bookkeeping that makes it strict
+//!   (frees checked one by one) has nothing to check in a bump allocator.
+//! - The simulator's `Mmio` (`tests/src/device/tests.rs`) forwards [`RegisterIo`] to the device
+//!   model's MMIO entry points: glue to a real model, which this crate cannot name, not a
+//!   register double. Its `dma` maps through the simulated IOMMU at fresh bus addresses, which
+//!   neither HAL here models.
+//! - The capability fuzzer's `Config` (`tools/fuzz`) has [`pci::RawConfigSpace`]'s semantics
+//!   and could use it; its `Bars` panic on any register access, an oracle for "probe touches no
+//!   register" that [`pci::FakeVirtioPci`] answers by recording instead.
+//! - The QEMU guest's `FakeBars` (`tools/vmtest-guest/src/pci_scan.rs`) stores 32-bit writes to
+//!   an MSI-X table BAR, which [`pci::FakeVirtioPci`] does not model.
+//! - The ring benchmark's `PeerHal` (`tools/bench`) implements `virtio-drivers`' own `Hal`
+//!   trait, not ours; its guest-memory `dma` carving is what [`RegionHal`] does.
+//!
+//! The miniport's `platform.rs` and the QEMU guest's `guest/hal.rs` are the production HALs,
+//! not doubles.
+//!
+//! [`RegisterIo`]: crate::hal::RegisterIo
 
 pub mod packed_device;
 pub mod pci;
+mod region;
+
+pub use region::RegionHal;
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ptr::NonNull;
@@ -139,24 +174,38 @@ unsafe impl Hal for FakeHal {
     ) -> Result<usize, HalError> {
         // Heap memory is contiguous here; split at 4 KiB pages anyway, as a real HAL would, so
         // callers are exercised with multi-segment buffers.
-        const PAGE: usize = 4096;
-        let mut count = 0;
-        let mut cursor = address;
-        let end = address
+        address
             .checked_add(len)
             .ok_or(HalError::Untranslatable { address })?;
-        while cursor < end {
-            let page_end = (cursor / PAGE + 1) * PAGE;
-            let piece = page_end.min(end) - cursor;
-            let slot = out
-                .get_mut(count)
-                .ok_or(HalError::TooManySegments { capacity: count })?;
-            *slot = Segment::new(Self::bus_of(cursor), piece as u32);
-            count += 1;
-            cursor += piece;
-        }
-        Ok(count)
+        split_at_pages(address, len, out, Self::bus_of)
     }
+}
+
+/// Splits the CPU buffer `address .. address + len` (whose end the caller checked) at 4 KiB
+/// page boundaries into `out`, as a real HAL's scatter-gather list would be, mapping each
+/// piece's start with `bus_of`. Shared by the fakes so every caller sees multi-segment buffers.
+fn split_at_pages(
+    address: usize,
+    len: usize,
+    out: &mut [Segment],
+    bus_of: impl Fn(usize) -> BusAddress,
+) -> Result<usize, HalError> {
+    const PAGE: usize = 4096;
+    let capacity = out.len();
+    let end = address + len;
+    let mut count = 0;
+    let mut cursor = address;
+    while cursor < end {
+        let page_end = (cursor / PAGE + 1) * PAGE;
+        let piece = page_end.min(end) - cursor;
+        let slot = out
+            .get_mut(count)
+            .ok_or(HalError::TooManySegments { capacity })?;
+        *slot = Segment::new(bus_of(cursor), piece as u32);
+        count += 1;
+        cursor += piece;
+    }
+    Ok(count)
 }
 
 #[cfg(test)]

@@ -245,6 +245,44 @@ pub enum PackedError {
     },
 }
 
+impl core::fmt::Display for PackedError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::Unmapped { address } => write!(f, "address {address:#x} is not mapped"),
+            Self::NextNotAvailable { position, flags } => write!(
+                f,
+                "chain continues into descriptor {position} (flags {flags:#06x}), which is not available"
+            ),
+            Self::LongerThanQueue { descriptors } => {
+                write!(
+                    f,
+                    "buffer of {descriptors} descriptors is longer than the queue"
+                )
+            }
+            Self::IndirectNotNegotiated { position } => write!(
+                f,
+                "descriptor {position} is indirect without VIRTIO_F_INDIRECT_DESC"
+            ),
+            Self::IndirectInChain { position } => {
+                write!(f, "indirect descriptor {position} is part of a chain")
+            }
+            Self::IndirectTableLength { len } => {
+                write!(f, "indirect table length {len} is not usable")
+            }
+            Self::IndirectInIndirect => f.write_str("indirect descriptor inside an indirect table"),
+            Self::ReadableAfterWritable => {
+                f.write_str("device-readable descriptor after a device-writable one")
+            }
+            Self::EventFlags { flags } => write!(
+                f,
+                "driver event suppression flags {flags:#x} are not allowed"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for PackedError {}
+
 /// The device side of one packed virtqueue.
 ///
 /// Positions are ring slots (`0..size`) with a wrap counter; the device also counts used

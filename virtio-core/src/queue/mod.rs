@@ -155,6 +155,39 @@ pub enum QueueError {
     WritableTooLong,
 }
 
+impl core::fmt::Display for QueueError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::InvalidSize(size) => write!(f, "queue size {size} is not usable"),
+            Self::RingMemory { needed, provided } => write!(
+                f,
+                "ring memory of {provided} bytes is too small or misaligned ({needed} needed)"
+            ),
+            Self::SlotStorage { needed, provided } => {
+                write!(f, "slot storage holds {provided} slots, {needed} needed")
+            }
+            Self::EmptyChain => f.write_str("the chain has no segments"),
+            Self::EmptySegment => f.write_str("a segment has length zero"),
+            Self::Full { needed, free } => {
+                write!(f, "queue full: {needed} descriptors needed, {free} free")
+            }
+            Self::ChainTooLong { segments, limit } => {
+                write!(
+                    f,
+                    "a chain of {segments} segments exceeds the limit of {limit}"
+                )
+            }
+            Self::IndirectNotNegotiated => {
+                f.write_str("indirect table given without VIRTIO_RING_F_INDIRECT_DESC")
+            }
+            Self::IndirectMisaligned => f.write_str("indirect table memory is not 16-byte aligned"),
+            Self::WritableTooLong => f.write_str("the writable segments add up to more than 4 GiB"),
+        }
+    }
+}
+
+impl core::error::Error for QueueError {}
+
 /// A device wrote something the spec forbids. The queue's state is unchanged; the caller must
 /// reset the device and fail what is in flight (see [`Virtqueue::detach_next`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,6 +231,36 @@ pub enum DeviceError {
         flags: u16,
     },
 }
+
+impl core::fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::UsedIdOutOfRange { id } => write!(f, "used id {id} is not a slot index"),
+            Self::UsedIdNotInFlight { id } => write!(f, "used id {id} is not in flight"),
+            Self::UsedLengthTooLarge {
+                id,
+                written,
+                posted,
+            } => write!(
+                f,
+                "used length {written} for id {id} exceeds the {posted} bytes posted"
+            ),
+            Self::UsedIndexJump {
+                last_seen,
+                published,
+            } => write!(
+                f,
+                "used index jumped from {last_seen} to {published}, past the chains in flight"
+            ),
+            Self::PackedWrapMismatch { position, flags } => write!(
+                f,
+                "used descriptor {position} has flags {flags:#06x}, not matching the wrap counter"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for DeviceError {}
 
 /// The operations common to split and packed virtqueues.
 ///

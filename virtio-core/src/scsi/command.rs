@@ -17,6 +17,18 @@ pub enum RequestError {
     },
 }
 
+impl core::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::CdbLength { len } => {
+                write!(f, "CDB of {len} bytes (must be 1 to {CDB_SIZE})")
+            }
+        }
+    }
+}
+
+impl core::error::Error for RequestError {}
+
 impl CmdReq {
     /// A command for `lun` with identifier `tag`, task attribute SIMPLE, priority 0 and CRN 0
     /// (section 5.6.6.1.2: they should be zero), and `cdb` zero-padded to [`CDB_SIZE`].
@@ -136,6 +148,25 @@ pub enum ProtocolViolation {
         events: u32,
     },
 }
+
+impl core::fmt::Display for ProtocolViolation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::InvalidResponse { response } => {
+                write!(f, "response {response} is not valid on this queue")
+            }
+            Self::ResidualExceedsTransfer { residual, length } => write!(
+                f,
+                "residual {residual} exceeds the {length} bytes of data posted"
+            ),
+            Self::UndefinedAsyncEvents { events } => {
+                write!(f, "undefined asynchronous event bits {events:#x}")
+            }
+        }
+    }
+}
+
+impl core::error::Error for ProtocolViolation {}
 
 /// How the miniport completes the SRB. Each variant is one Windows SRB status; the doc of
 /// each says which. `SRB_STATUS_AUTOSENSE_VALID` is added on top when

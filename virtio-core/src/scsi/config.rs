@@ -63,6 +63,20 @@ pub enum ConfigError {
     },
 }
 
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::NoRequestQueues => f.write_str("num_queues is 0: no request queue"),
+            Self::SenseSize { found } => {
+                write!(f, "sense_size reads {found} after writing {SENSE_SIZE}")
+            }
+            Self::CdbSize { found } => write!(f, "cdb_size reads {found} after writing {CDB_SIZE}"),
+        }
+    }
+}
+
+impl core::error::Error for ConfigError {}
+
 impl Limits {
     /// Largest number of request queues: virtqueue indices are 16 bits and the first two are
     /// the controlq and the eventq.
@@ -136,6 +150,24 @@ pub enum ConfigureError {
     Transport(TransportError),
     /// The configuration read back is unusable.
     Config(ConfigError),
+}
+
+impl core::fmt::Display for ConfigureError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Transport(error) => write!(f, "device configuration access: {error}"),
+            Self::Config(error) => write!(f, "unusable device configuration: {error}"),
+        }
+    }
+}
+
+impl core::error::Error for ConfigureError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Self::Transport(error) => Some(error),
+            Self::Config(error) => Some(error),
+        }
+    }
 }
 
 impl From<TransportError> for ConfigureError {

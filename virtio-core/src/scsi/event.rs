@@ -80,6 +80,34 @@ pub enum EventError {
     },
 }
 
+impl core::fmt::Display for EventError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::UnknownType { event } => write!(f, "undefined event type {event:#x}"),
+            Self::MalformedLun(error) => write!(f, "event LUN: {error}"),
+            Self::UnknownResetReason { reason } => {
+                write!(f, "undefined transport reset reason {reason}")
+            }
+            Self::MalformedParamChange { reason } => write!(
+                f,
+                "parameter change reason {reason:#x} has bits above ASC/ASCQ"
+            ),
+            Self::UndefinedAsyncEvents { reason } => {
+                write!(f, "undefined asynchronous event bits {reason:#x}")
+            }
+        }
+    }
+}
+
+impl core::error::Error for EventError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Self::MalformedLun(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
 impl Event {
     /// Whether `VIRTIO_SCSI_T_EVENTS_MISSED` is set. Readable even when [`Event::decode`]
     /// fails, so a lost-events report is never lost with a malformed event.

@@ -43,6 +43,26 @@ pub enum LunError {
     },
 }
 
+impl core::fmt::Display for LunError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::OutOfRange { lun } => {
+                write!(
+                    f,
+                    "LUN {lun} is above the highest single-level LUN {}",
+                    Lun::MAX_LUN
+                )
+            }
+            Self::Malformed { bytes } => write!(
+                f,
+                "LUN field {bytes:02x?} is not a target plus single-level LUN"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for LunError {}
+
 /// Byte 0 of every LUN field that addresses a target and logical unit.
 const LUN_FORMAT: u8 = 1;
 /// Address method bits (7-6) of byte 2.
