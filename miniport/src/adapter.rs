@@ -162,6 +162,69 @@ impl Ring {
             Self::Packed(queue) => queue,
         }
     }
+
+    // The I/O path's ring calls, dispatched on the layout with static calls, which the
+    // compiler can inline into StartIo and the drain (through `queue()` each is an indirect
+    // call that inlines nothing).
+
+    /// [`Virtqueue::free_descriptors`].
+    #[must_use]
+    #[inline]
+    pub fn free_descriptors(&self) -> u16 {
+        match self {
+            Self::Split(queue) => queue.free_descriptors(),
+            Self::Packed(queue) => queue.free_descriptors(),
+        }
+    }
+
+    /// [`Virtqueue::add`].
+    ///
+    /// # Errors
+    /// As [`Virtqueue::add`].
+    #[inline]
+    pub fn add(
+        &mut self,
+        readable: &[virtio_core::hal::Segment],
+        writable: &[virtio_core::hal::Segment],
+        indirect: Option<&virtio_core::dma::DmaMemory>,
+    ) -> Result<virtio_core::queue::Token, virtio_core::queue::QueueError> {
+        match self {
+            Self::Split(queue) => queue.add(readable, writable, indirect),
+            Self::Packed(queue) => queue.add(readable, writable, indirect),
+        }
+    }
+
+    /// [`Virtqueue::kick_prepare`].
+    #[inline]
+    pub fn kick_prepare(&mut self) -> bool {
+        match self {
+            Self::Split(queue) => queue.kick_prepare(),
+            Self::Packed(queue) => queue.kick_prepare(),
+        }
+    }
+
+    /// [`Virtqueue::pop_used`].
+    ///
+    /// # Errors
+    /// As [`Virtqueue::pop_used`].
+    #[inline]
+    pub fn pop_used(
+        &mut self,
+    ) -> Result<Option<virtio_core::queue::UsedBuffer>, virtio_core::queue::DeviceError> {
+        match self {
+            Self::Split(queue) => queue.pop_used(),
+            Self::Packed(queue) => queue.pop_used(),
+        }
+    }
+
+    /// [`Virtqueue::enable_interrupts`].
+    #[inline]
+    pub fn enable_interrupts(&mut self) -> bool {
+        match self {
+            Self::Split(queue) => queue.enable_interrupts(),
+            Self::Packed(queue) => queue.enable_interrupts(),
+        }
+    }
 }
 
 /// The request queue of processor `processor` when StorPort names no message for it: its own

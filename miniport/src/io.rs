@@ -579,7 +579,7 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
                 if let Some(slot) = requests.get_mut(token.index()) {
                     *slot = base;
                 }
-                let kick = state.ring.queue().kick_prepare();
+                let kick = state.ring.kick_prepare();
                 (Ok(()), kick.then_some(state.notify_offset))
             }
             Err(error) => (Err(error), None),
@@ -629,7 +629,7 @@ fn add_with_reservation(
         (readable.len() + writable.len()) as u16
     };
     let reserves = adapter.dump_mode().is_none();
-    let free = state.ring.queue().free_descriptors();
+    let free = state.ring.free_descriptors();
     if reserves
         && !state
             .reservation
@@ -637,7 +637,7 @@ fn add_with_reservation(
     {
         return Err(QueueError::Full { needed, free });
     }
-    let added = state.ring.queue().add(readable, writable, indirect);
+    let added = state.ring.add(readable, writable, indirect);
     if reserves {
         match added {
             Ok(_) => state.reservation.admitted(needed),
@@ -678,7 +678,7 @@ fn drain_used(guard: &mut QueueGuard<'_>, report: bool) -> bool {
         let Some(state) = guard.state() else {
             return false;
         };
-        let popped = state.ring.queue().pop_used();
+        let popped = state.ring.pop_used();
         match popped {
             Ok(Some(used)) => {
                 let requests: &mut [usize] =
@@ -705,7 +705,7 @@ fn drain_used(guard: &mut QueueGuard<'_>, report: bool) -> bool {
                 }
             }
             Ok(None) => {
-                if !state.ring.queue().enable_interrupts() {
+                if !state.ring.enable_interrupts() {
                     break;
                 }
             }
