@@ -224,7 +224,7 @@ impl Sizing {
     #[must_use]
     pub const fn queue_size_cap(self, index: u16) -> u16 {
         match self {
-            Self::Normal => crate::adapter::MAX_QUEUE_SIZE,
+            Self::Normal => crate::sizing::MAX_QUEUE_SIZE,
             Self::Dump if index < queue_index::REQUEST_BASE => DUMP_SIDE_QUEUE_SIZE,
             Self::Dump => DUMP_REQUEST_QUEUE_SIZE,
         }
@@ -234,7 +234,7 @@ impl Sizing {
     #[must_use]
     pub const fn ring_align(self) -> usize {
         match self {
-            Self::Normal => crate::adapter::RING_MEMORY_ALIGN,
+            Self::Normal => crate::sizing::RING_MEMORY_ALIGN,
             Self::Dump => DUMP_RING_ALIGN,
         }
     }
@@ -244,17 +244,17 @@ impl Sizing {
     #[must_use]
     pub const fn lun_slots(self) -> usize {
         match self {
-            Self::Normal => crate::luns::LUN_SLOTS,
+            Self::Normal => crate::sizing::LUN_SLOTS,
             Self::Dump => 0,
         }
     }
 
-    /// Task management slots ([`crate::tmf`]): none in dump mode, which sends no task
+    /// Task management slots ([`crate::recovery::tmf`]): none in dump mode, which sends no task
     /// management function (it has no timer to watch a deadline with; resets run inline).
     #[must_use]
     pub const fn tmf_slots(self) -> usize {
         match self {
-            Self::Normal => crate::tmf::TMF_SLOTS,
+            Self::Normal => crate::sizing::TMF_SLOTS,
             Self::Dump => 0,
         }
     }
@@ -368,9 +368,9 @@ mod tests {
         assert_eq!(dump.lun_slots(), 0);
         assert_eq!(dump.uncached_budget(), Some(32 * 1024));
         let normal = Sizing::of(None);
-        assert_eq!(normal.queue_size_cap(5), crate::adapter::MAX_QUEUE_SIZE);
+        assert_eq!(normal.queue_size_cap(5), crate::sizing::MAX_QUEUE_SIZE);
         assert_eq!(normal.ring_align(), 4096);
-        assert_eq!(normal.lun_slots(), crate::luns::LUN_SLOTS);
+        assert_eq!(normal.lun_slots(), crate::sizing::LUN_SLOTS);
         assert_eq!(normal.uncached_budget(), None);
     }
 

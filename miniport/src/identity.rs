@@ -23,7 +23,7 @@
 //! used (it reads as "unset").
 //!
 //! **Dump mode** reads no registry: the crash-dump stack answers no WMI request, so the identity
-//! is not used there and the PCI-derived fallback ([`crate::wmi::unique_adapter_id`]) stands.
+//! is not used there and the PCI-derived fallback ([`crate::control::wmi_provider::unique_adapter_id`]) stands.
 #![forbid(unsafe_code)]
 
 use core::ffi::CStr;

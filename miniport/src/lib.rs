@@ -1,4 +1,22 @@
 //! rvscsi: the StorPort virtio-scsi miniport.
+//!
+//! # Map
+//! The folders are the layers. Only the FFI floor and the entry points may use `unsafe`;
+//! every module above forbids it and reaches StorPort only through the floor's safe types.
+//!
+//! | layer | module | what it holds |
+//! |---|---|---|
+//! | entry | [`entry`] | `DriverEntry` and every `extern "system" fn hw_*` trampoline: each validates what StorPort passed, forms the safe context and calls the layer below; builds `HW_INITIALIZATION_DATA` and the [`storport::port::Callbacks`] table handed to bring-up |
+//! | bring-up | [`adapter`] | find-adapter, initialize, passive initialize, interrupt routing, the health timer, device resets, stop/restart; the adapter's state in the device extension |
+//! | I/O path | [`io`] | SRB -> virtio-scsi request (BuildIo), ring submission (StartIo), used ring -> SRB completion |
+//! | recovery | [`recovery`] | task management (aborts, LUN/target resets, HwResetBus) and unit control |
+//! | events | [`events`] | the eventq and the configuration interrupt: hotplug, rescans, parameter changes |
+//! | WMI/IOCTL | [`control`] | `SRB_FUNCTION_WMI` and `IOCTL_SCSI_MINIPORT`, answered in BuildIo |
+//! | dump | [`dump`] | how the crash-dump stack is recognised and the adapter sized down for it |
+//! | observability | [`trace`] | the typed trace ring and counters readable from a crash dump |
+//! | shared state | [`luns`], [`limits`], [`registry`], [`identity`], [`srb_extension`] | the LUN table, StorPort limits derived from the device, registry parameters, the adapter's identity, the layout of one request in its SRB extension |
+//! | ground floor | [`sizing`] | the sizing constants every layer agrees on |
+//! | FFI floor | [`storport`] | StorPort's C types and imports, the safe wrappers over them ([`storport::port`]), the SRB views ([`storport::srb`]), the DMA/HAL glue ([`storport::dma`]) |
 #![cfg_attr(not(test), no_std)]
 // How WinDbg's `dx` shows the trace ring, the counters and the recovery state: rustc passes the
 // file to the linker, which embeds it in the PDB (see docs/windbg.md).
@@ -11,23 +29,20 @@ use rvscsi_rt as _;
 
 pub mod storport;
 
-pub mod adapter;
-pub mod dump;
-pub mod events;
-pub mod hw;
+pub mod sizing;
+
 pub mod identity;
-pub mod io;
-pub mod ioctl;
-pub mod layout;
 pub mod limits;
 pub mod luns;
-pub mod platform;
-pub mod port;
 pub mod registry;
-pub mod room;
-pub mod srb;
-pub mod tmf;
+pub mod srb_extension;
 pub mod trace;
-pub mod unit;
-pub mod vpd;
-pub mod wmi;
+
+pub mod adapter;
+pub mod control;
+pub mod dump;
+pub mod events;
+pub mod io;
+pub mod recovery;
+
+pub mod entry;

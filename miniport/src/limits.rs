@@ -6,18 +6,8 @@
 
 use virtio_core::scsi::Limits;
 
-use crate::layout::RequestLayout;
-
-/// The page size StorPort's scatter/gather lists are built from (4 KiB on x64 and ARM64).
-pub const PAGE_SIZE: u32 = 4096;
-
-/// Our own cap on data segments per request: 512 pages, so one request carries a 2 MiB
-/// transfer that starts page aligned (2 MiB - 4 KiB at worst alignment), and the indirect table
-/// of one request (514 descriptors, 8 KiB) stays small enough to live in the SRB extension.
-pub const MAX_DATA_SEGMENTS: u32 = 512;
-
-/// Descriptors a command needs besides its data: the request header and the response.
-pub const HEADER_DESCRIPTORS: u32 = 2;
+use crate::sizing::{HEADER_DESCRIPTORS, MAX_DATA_SEGMENTS, PAGE_SIZE};
+use crate::srb_extension::RequestLayout;
 
 /// Limits reported to StorPort in `PORT_CONFIGURATION_INFORMATION`, all derived together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +43,17 @@ pub enum LimitsError {
         /// The queue size.
         size: u16,
     },
+}
+
+impl core::fmt::Display for LimitsError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::QueueTooSmall { size } => write!(
+                f,
+                "request queue of {size} descriptors is too small for one request"
+            ),
+        }
+    }
 }
 
 impl StorLimits {

@@ -62,7 +62,7 @@ pub enum TraceEvent {
     DeviceEvent = 10,
     /// The device's configuration changed. arg0: config generation.
     ConfigChanged = 11,
-    /// StorPort's HwStorUnitControl started or removed a unit (see `crate::unit`). arg0: the
+    /// StorPort's HwStorUnitControl started or removed a unit (see `crate::recovery::unit_control`). arg0: the
     /// `SCSI_UNIT_CONTROL_TYPE` (2 start, 9 remove, 10 surprise removal); arg1: target << 16 |
     /// lun; arg2: the unit's commands on a ring at the call (a LOGICAL UNIT RESET follows if
     /// nonzero), 0 for a start.

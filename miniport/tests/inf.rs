@@ -7,8 +7,8 @@
 //! `PhysicalBreaks` cap (the miniport's own scatter-gather ceiling).
 //! And no `Parameters\Device` value may appear that nothing reads.
 
-use rvscsi::adapter::MAX_REQUEST_QUEUES;
-use rvscsi::limits::MAX_DATA_SEGMENTS;
+use rvscsi::sizing::MAX_DATA_SEGMENTS;
+use rvscsi::sizing::MAX_REQUEST_QUEUES;
 
 /// The template `cargo xtask package` stamps into rvscsi.inf.
 const TEMPLATE: &str = include_str!("../../inf/rvscsi.inx");

@@ -6,8 +6,8 @@
 use std::mem::{offset_of, size_of};
 use std::ptr::NonNull;
 
-use rvscsi::ioctl::{CLUSDISK_SIGNATURE, handle};
-use rvscsi::srb::{Srb, SrbError};
+use rvscsi::control::ioctl::{CLUSDISK_SIGNATURE, handle};
+use rvscsi::storport::srb::{Srb, SrbError};
 use rvscsi::storport::{
     IOCTL_SCSI_MINIPORT_NOT_CLUSTER_CAPABLE, IOCTL_SCSI_MINIPORT_NOT_QUORUM_CAPABLE,
     SRB_FLAGS_DATA_IN, SRB_FUNCTION_EXECUTE_SCSI, SRB_FUNCTION_IO_CONTROL,

@@ -1,4 +1,4 @@
-//! Plugs the pieces together: the real miniport (`rvscsi::hw::DriverEntry`, or the shipped
+//! Plugs the pieces together: the real miniport (`rvscsi::entry::DriverEntry`, or the shipped
 //! image named by [`IMAGE_VARIABLE`]), the StorPort simulator and the virtio-scsi device model,
 //! sharing one simulated physical memory.
 
@@ -115,7 +115,7 @@ pub enum BootError {
 }
 
 /// The environment variable that selects the build every scenario runs: unset, the miniport
-/// linked into the test binary (`rvscsi::hw::DriverEntry`); set, the path of a Windows image
+/// linked into the test binary (`rvscsi::entry::DriverEntry`); set, the path of a Windows image
 /// (`target/package/amd64/rvscsi.sys`) that [`boot`] loads ([`crate::image`]) and runs instead.
 pub const IMAGE_VARIABLE: &str = "RVSCSI_IMAGE";
 
@@ -228,7 +228,7 @@ pub fn boot(
             .map_err(|error| BootError::Lun { target, lun, error })?;
     }
     let platform = Platform {
-        entry: rvscsi::hw::DriverEntry,
+        entry: rvscsi::entry::DriverEntry,
         pci: Arc::new(DeviceFunction(device.clone())),
         memory: Arc::new(Memory(memory)),
         interrupts: line,
@@ -277,7 +277,7 @@ pub fn boot_nodes(
 /// [`BootError::Simulator`] naming the step that failed.
 pub fn boot_dump(device: &VirtioScsiDevice, sim: SimOptions) -> Result<Machine, BootError> {
     let platform = Platform {
-        entry: rvscsi::hw::DriverEntry,
+        entry: rvscsi::entry::DriverEntry,
         pci: Arc::new(DeviceFunction(device.clone())),
         memory: Arc::new(Memory(device.memory().clone())),
         interrupts: InterruptLine::new(),
@@ -331,15 +331,15 @@ impl Machine {
         // SAFETY: the device extension the simulator allocated for this adapter: as large as
         // the miniport registered, 16-aligned, zeroed before find-adapter, and alive as long as
         // `self.adapter`, which the returned reference borrows through `self`. The miniport
-        // mutates its adapter only through atomics and cells, as `from_extension` requires.
-        unsafe { rvscsi::adapter::Adapter::from_extension(extension) }
+        // mutates its adapter only through atomics and cells, as `rvscsi::entry::adapter` requires.
+        unsafe { rvscsi::entry::adapter(extension) }
     }
 
     /// On the shipped image, the linked build's `Adapter` may read the image's only if both
     /// builds lay it out alike: the same compiler and the same data layout of x86-64 (Windows
     /// and Linux differ in symbol mangling only) give the same layout to the same type, unless
     /// a field's type differs between the targets, which would change the size the image
-    /// registered. (The magic, read first by `from_extension`, checks the start.)
+    /// registered. (The magic, read first by `rvscsi::entry::adapter`, checks the start.)
     fn check_adapter_layout(&self) {
         if shipped_image().is_none() {
             return;
@@ -391,8 +391,8 @@ impl Machine {
         let extension = std::ptr::with_exposed_provenance_mut(self.adapter.device_extension());
         // SAFETY: the simulator allocated the device extension with the size the miniport
         // asked for and keeps it until shutdown (which consumes `self.adapter`); the miniport
-        // constructed its Adapter there in find-adapter, and `from_extension` checks the magic.
-        let adapter = unsafe { rvscsi::adapter::Adapter::from_extension(extension) };
+        // constructed its Adapter there in find-adapter, and `rvscsi::entry::adapter` checks the magic.
+        let adapter = unsafe { rvscsi::entry::adapter(extension) };
         adapter.map_or_else(Vec::new, |adapter| adapter.trace_entries().collect())
     }
 }

@@ -389,7 +389,7 @@ pub fn full_resets(machine: &Machine) -> u64 {
     machine.miniport().unwrap().resets.load(Ordering::Relaxed)
 }
 
-/// The miniport's task management counter `$name` (a field of `rvscsi::tmf::TmfCounters`).
+/// The miniport's task management counter `$name` (a field of `rvscsi::recovery::tmf::TmfCounters`).
 #[macro_export]
 macro_rules! tmf_counter {
     ($machine:expr, $name:ident) => {

@@ -466,7 +466,7 @@ fn lost_events_make_a_full_rescan_that_finds_what_they_announced() {
     while machine.device.post_event(no_event) {
         filled += 1;
     }
-    assert_eq!(filled, rvscsi::events::EVENT_BUFFERS);
+    assert_eq!(filled, rvscsi::sizing::EVENT_BUFFERS);
     assert!(!machine.device.hot_plug(2, 0, disk()).unwrap(), "dropped");
     let rescans = machine.adapter.pnp().rescans;
     machine.device.hold_event_interrupts(false);

@@ -1,11 +1,13 @@
 //! The adapter as the dump port drives it ([`crate::dump`]): one processor, interrupts off, the
 //! port calling HwInterrupt to poll, and no DPC or timer to defer anything to, so a device that
 //! breaks the protocol is reset right where the poll finds it.
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::Ordering;
 
 use super::{Adapter, InterruptMode};
 use crate::dump::DumpMode;
+use crate::storport::queue_locks::HeldByStorPort;
 use crate::trace::ResetCause;
 
 impl Adapter {
@@ -22,22 +24,24 @@ impl Adapter {
     /// broke the protocol: the normal ISR leaves that to a StorPort timer, which the dump port
     /// does not have. Returns whether the device had interrupted, a request completed or the
     /// device was reset.
-    pub(super) fn poll(&self) -> bool {
+    pub(super) fn poll(&self, held: &mut HeldByStorPort) -> bool {
         if self.mode() != InterruptMode::Line {
             // Not initialised yet (HwInitialize chooses line mode in dump mode): no queue is
             // running, and the lock the drain relies on is not the one held.
             return false;
         }
-        // SAFETY: in line mode StorPort (the dump port) holds the interrupt lock around
-        // HwInterrupt, and the reset path takes it too, so the transport is not being mutated.
-        // Reading the ISR status also deasserts a level-triggered line (virtio 1.x 4.1.4.5).
-        let isr = unsafe { &*self.transport.get() }.read_isr();
+        // In line mode StorPort (the dump port) holds the interrupt lock around HwInterrupt, and
+        // the reset path takes it too, so the transport is not being mutated. Reading the ISR
+        // status also deasserts a level-triggered line (virtio 1.x 4.1.4.5).
+        let isr = self.queues.shared_under(held).read_isr();
         let completed_before = self.completions();
         let mut broken = false;
         for queue in 0..self.request_queues() {
-            // SAFETY: in line mode the interrupt lock, held by the caller of HwInterrupt, is
-            // every request queue's lock.
-            let mut guard = unsafe { self.assume_locked(queue) };
+            // In line mode the interrupt lock, held by the caller of HwInterrupt, is every
+            // request queue's lock.
+            let Some(mut guard) = self.queue_under(held, queue) else {
+                continue;
+            };
             broken |= crate::io::drain(&mut guard);
             // The drain re-armed interrupts when it found the ring empty; polling needs none.
             if let Some(state) = guard.state() {
@@ -47,7 +51,7 @@ impl Adapter {
         if broken {
             // The interrupt lock is every queue's lock in line mode, and we hold it: the reset
             // takes no lock, and runs now, synchronously (a status write and read-back).
-            let _ = self.reset_device_with(ResetCause::ProtocolViolation, true);
+            let _ = self.reset_device_with(ResetCause::ProtocolViolation, Some(held));
         }
         !isr.is_empty() || broken || self.completions() != completed_before
     }
@@ -57,10 +61,10 @@ impl Adapter {
     /// the device is reset (no timer needed), which completes that request once with
     /// SRB_STATUS_BUS_RESET instead of leaving the dump waiting for it forever. In the normal
     /// stack, task management resets the nexus of each target holding requests
-    /// ([`crate::tmf::reset_bus`]), escalating to the device reset.
+    /// ([`crate::recovery::tmf::reset_bus`]), escalating to the device reset.
     pub fn reset_bus(&self, cause: ResetCause) {
         if self.dump.is_none() {
-            crate::tmf::reset_bus(self, cause);
+            crate::recovery::tmf::reset_bus(self, cause);
             return;
         }
         if self.requests_in_flight() != 0 {

@@ -4,10 +4,17 @@
 //! Nothing here has behaviour beyond `const fn` helpers; the safe layer that wraps these calls
 //! lives elsewhere in the crate.
 
+mod c_layout;
 pub mod constants;
+pub mod dma;
 pub mod enums;
+pub mod extension;
 pub mod functions;
-mod layout;
+pub mod port;
+pub mod queue_locks;
+pub mod srb;
+pub mod start_io_lock;
+pub mod state_change;
 pub mod types;
 
 pub use constants::*;

@@ -246,7 +246,7 @@ pub struct HwInitializationData {
     pub hw_unit_control: u64,
 }
 const _: () = assert!(size_of::<HwInitializationData>() == 208);
-const _: () = assert!(std::mem::offset_of!(HwInitializationData, hw_build_io) + 8 == 136);
+const _: () = assert!(core::mem::offset_of!(HwInitializationData, hw_build_io) + 8 == 136);
 
 /// ACCESS_RANGE, x64.
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -337,8 +337,8 @@ pub struct PortConfigurationInformation {
 }
 const _: () = assert!(size_of::<PortConfigurationInformation>() == 224);
 const _: () =
-    assert!(std::mem::offset_of!(PortConfigurationInformation, hw_ms_interrupt_routine) == 152);
-const _: () = assert!(std::mem::offset_of!(PortConfigurationInformation, feature_support) == 220);
+    assert!(core::mem::offset_of!(PortConfigurationInformation, hw_ms_interrupt_routine) == 152);
+const _: () = assert!(core::mem::offset_of!(PortConfigurationInformation, feature_support) == 220);
 
 /// The C `sizeof(PORT_CONFIGURATION_INFORMATION)` (Windows 10 layout, x64).
 pub const PORT_CONFIGURATION_INFORMATION_SIZE: u32 = 224;
@@ -406,7 +406,7 @@ pub struct StorageRequestBlock {
     pub padding: u32,
 }
 const _: () = assert!(size_of::<StorageRequestBlock>() == 128);
-const _: () = assert!(std::mem::offset_of!(StorageRequestBlock, srb_ex_data_offset) == 120);
+const _: () = assert!(core::mem::offset_of!(StorageRequestBlock, srb_ex_data_offset) == 120);
 
 impl StorageRequestBlock {
     /// The header of an SRB_EX of `srb_length` bytes for `srb_function`, with the fields that
@@ -532,7 +532,7 @@ pub struct ScsiWmiRequestBlock {
     pub reserved5: [u8; 16],
 }
 const _: () = assert!(size_of::<ScsiWmiRequestBlock>() == 0x58);
-const _: () = assert!(std::mem::offset_of!(ScsiWmiRequestBlock, data_path) == 32);
+const _: () = assert!(core::mem::offset_of!(ScsiWmiRequestBlock, data_path) == 32);
 
 /// SRBEX_DATA_WMI (srb.h), x64.
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]

@@ -392,6 +392,14 @@ pub enum Status {
     Conflict,
     /// CHECK CONDITION, with the sense data if it parsed.
     CheckCondition(Result<Sense, ParseError>),
+    /// A request the image (under the guest's StorPort) failed otherwise: its SRB status and
+    /// the SCSI status.
+    Srb {
+        /// SrbStatus, without the AUTOSENSE_VALID and QUEUE_FROZEN bits.
+        srb_status: u8,
+        /// ScsiStatus.
+        status: u8,
+    },
     /// Anything else: the transport failed, or another status.
     Other {
         /// virtio-core's mapping of the response.
@@ -492,6 +500,43 @@ pub trait Conductor {
     fn go(&mut self) -> Option<u8>;
 }
 
+/// What a node sends its commands through: the guest's own virtio-scsi driver
+/// ([`DriverPort`]), or the shipped image under the guest's StorPort (`mode=image-pr`).
+pub trait Port {
+    /// Runs `cdb` with `data` on the shared LUN and classifies the outcome.
+    ///
+    /// # Errors
+    /// A transport failure, as a result line's details.
+    fn command(&mut self, cdb: &[u8], data: Data) -> Result<Status, Text>;
+}
+
+/// The guest's own driver as a node's [`Port`]: one request queue, the LUN QEMU presents.
+pub struct DriverPort<'a, H: Hal, R: RegisterIo> {
+    hal: &'a H,
+    device: Device<R>,
+    tag: u64,
+    lun: Lun,
+    interrupts: &'a dyn Interrupts,
+}
+
+impl<H: Hal, R: RegisterIo> Port for DriverPort<'_, H, R> {
+    fn command(&mut self, cdb: &[u8], data: Data) -> Result<Status, Text> {
+        self.tag += 1;
+        let completion = self
+            .device
+            .command(
+                self.hal,
+                REQUEST_QUEUE,
+                (self.lun, self.tag),
+                cdb,
+                data,
+                self.interrupts,
+            )
+            .map_err(|e: DriverError| text!("{e}"))?;
+        Ok(Status::of(&completion.outcome, completion.sense()))
+    }
+}
+
 /// The request queue the sequence uses (the first).
 const REQUEST_QUEUE: usize = 2;
 /// The LUN QEMU presents the iSCSI disk at.
@@ -508,15 +553,11 @@ pub const BUFFER_LEN: usize = REGION_AT + REGION_BYTES as usize;
 const READY_ATTEMPTS: usize = 8;
 
 /// One node's state.
-struct Initiator<'a, H: Hal, R: RegisterIo, W: Write> {
-    hal: &'a H,
-    device: Device<R>,
+struct Initiator<P: Port, W: Write> {
+    port: P,
     out: W,
     buffer: DmaMemory,
-    tag: u64,
-    lun: Lun,
     block_length: u32,
-    interrupts: &'a dyn Interrupts,
 }
 
 /// Runs `node`'s part of [`PLAN`] on the device behind `transport` and returns whether every
@@ -549,15 +590,30 @@ pub fn run<H: Hal, R: RegisterIo, W: Write>(
             return false;
         }
     };
-    let mut initiator = Initiator {
+    let port = DriverPort {
         hal,
         device,
-        out,
-        buffer,
         tag: 0,
         lun,
-        block_length: 0,
         interrupts,
+    };
+    run_plan(port, buffer, node, out, conductor)
+}
+
+/// Runs `node`'s part of [`PLAN`] through `port`, with `buffer` (at least [`BUFFER_LEN`]
+/// bytes of DMA memory) for its data; returns whether every step passed.
+pub fn run_plan<P: Port, W: Write>(
+    port: P,
+    buffer: DmaMemory,
+    node: Node,
+    out: W,
+    conductor: &mut dyn Conductor,
+) -> bool {
+    let mut initiator = Initiator {
+        port,
+        out,
+        buffer,
+        block_length: 0,
     };
     let ready = initiator.ready();
     if !initiator.report("pr-ready", &ready) {
@@ -601,7 +657,7 @@ pub fn run<H: Hal, R: RegisterIo, W: Write>(
     initiator.report("pr-done", &done)
 }
 
-impl<H: Hal, R: RegisterIo, W: Write> Initiator<'_, H, R, W> {
+impl<P: Port, W: Write> Initiator<P, W> {
     fn report(&mut self, name: &str, check: &Result<Text, Text>) -> bool {
         let (verdict, details) = match check {
             Ok(details) => ("PASS", details),
@@ -611,21 +667,9 @@ impl<H: Hal, R: RegisterIo, W: Write> Initiator<'_, H, R, W> {
         check.is_ok()
     }
 
-    /// Runs `cdb` with `data` and classifies the outcome.
+    /// Runs `cdb` with `data` through the node's port.
     fn command(&mut self, cdb: &[u8], data: Data) -> Result<Status, Text> {
-        self.tag += 1;
-        let completion = self
-            .device
-            .command(
-                self.hal,
-                REQUEST_QUEUE,
-                (self.lun, self.tag),
-                cdb,
-                data,
-                self.interrupts,
-            )
-            .map_err(|e: DriverError| text!("{e}"))?;
-        Ok(Status::of(&completion.outcome, completion.sense()))
+        self.port.command(cdb, data)
     }
 
     /// Clears the unit attentions a fresh nexus has, checks that the LUN is tgtd's and reads

@@ -9,7 +9,10 @@
 //! - [`pci_scan`]: PCI enumeration and BAR decoding over an abstract configuration space;
 //! - [`reservation`]: persistent reservation CDBs and parameter data (SPC-4);
 //! - [`cluster`]: the two-node persistent-reservation sequence, its judge and its runner;
-//! - [`text`]: fixed-size result lines.
+//! - [`text`]: fixed-size result lines;
+//! - [`wmi_reply`]: the image's per-queue counters as its WMI class returns them;
+//! - [`storport_abi`]: the StorPort C layouts (x64) the guest's StorPort host hands the shipped
+//!   image, the simulator's own file compiled here too, so both hosts share one definition.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -25,3 +28,7 @@ pub mod pci_scan;
 pub mod reservation;
 pub mod scsi_cmd;
 pub mod text;
+pub mod wmi_reply;
+
+#[path = "../../../tests/src/sim/abi.rs"]
+pub mod storport_abi;

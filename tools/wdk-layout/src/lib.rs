@@ -8,7 +8,7 @@
 //! (Linux) checks the same layouts against mingw-w64's headers instead
 //! (`miniport/tests/c_layout.rs`).
 //!
-//! The structures are compiled from the miniport's source file (`miniport/src/storport/types.rs`,
+//! The structures are compiled from the miniport's source files (`miniport/src/storport/types/`,
 //! included below) rather than by depending on the `rvscsi` crate: on `*-windows-msvc` the
 //! miniport links `rvscsi-rt`, whose `#[panic_handler]` and `memcpy` family belong in the kernel
 //! image and collide with std's in a test executable. Including the file gives the same
@@ -20,7 +20,7 @@
 //! are pinned by the neighbouring fields and the structure size, which are compared.
 
 #[cfg(all(windows, feature = "wdk"))]
-#[path = "../../../miniport/src/storport/types.rs"]
+#[path = "../../../miniport/src/storport/types/mod.rs"]
 pub mod types;
 
 #[cfg(all(windows, feature = "wdk", test))]

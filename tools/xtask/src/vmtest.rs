@@ -11,6 +11,10 @@
 //! interrupts are QEMU's `virtio_notify` events. Kicks and interrupts per I/O are reported for
 //! the queue-depth-1 and queue-depth-32 phases, each run on a queue of its own.
 //!
+//! The `image-*` configurations ([`image`]) boot the same guest in `mode=image`: its StorPort
+//! host runs the shipped `rvscsi.sys` (built first, with `cargo xtask package`'s build) against
+//! the same device, and a planted fault (a dropped RequestComplete) must be caught.
+//!
 //! Then two guests share one LUN that tgtd exports over iSCSI and run the persistent-reservation
 //! sequence against each other ([`cluster`], [`tgt`]).
 
@@ -27,6 +31,7 @@ use serde_json::json;
 use crate::util::{cargo, run, workspace_root};
 
 mod cluster;
+mod image;
 mod qmp;
 mod report;
 mod tgt;
@@ -38,6 +43,8 @@ use report::{GuestReport, check, parse_trace};
 const QEMU: &str = "qemu-system-x86_64";
 /// The guest's bare-metal target.
 const GUEST_TARGET: &str = "x86_64-unknown-none";
+/// The driver target of the image the guest runs (its code runs natively in the guest).
+const IMAGE_TARGET: &str = "x86_64-pc-windows-msvc";
 /// QEMU's exit status when the guest writes its success code to isa-debug-exit.
 const GUEST_SUCCESS: i32 = 33;
 /// Size of the main test disk.
@@ -186,27 +193,48 @@ pub fn run_vmtest(args: &[String]) -> Result<(), String> {
     let force_tcg = args.iter().any(|a| a == "--tcg");
     let names: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let two_nodes = names.is_empty() || names.iter().any(|name| *name == cluster::NAME);
+    let is_image = |name: &str| image::CONFIGS.iter().any(|c| c.name == name);
     let configs: Vec<&Config> = if names.is_empty() {
         CONFIGS.iter().collect()
     } else {
         names
             .iter()
-            .filter(|name| **name != cluster::NAME)
+            .filter(|name| {
+                **name != cluster::NAME
+                    && **name != cluster::Flavour::Image.name()
+                    && !is_image(name)
+            })
             .map(|name| {
                 CONFIGS
                     .iter()
                     .find(|c| c.name == name.as_str())
                     .ok_or_else(|| {
                         let mut known: Vec<_> = CONFIGS.iter().map(|c| c.name).collect();
+                        known.extend(image::CONFIGS.iter().map(|c| c.name));
                         known.push(cluster::NAME);
+                        known.push(cluster::Flavour::Image.name());
                         format!("unknown configuration {name:?}; known: {known:?}")
                     })
             })
             .collect::<Result<_, _>>()?
     };
+    let image_configs: Vec<&image::ImageConfig> = image::CONFIGS
+        .iter()
+        .filter(|c| names.is_empty() || names.iter().any(|name| *name == c.name))
+        .collect();
+    let image_two_nodes = names.is_empty()
+        || names
+            .iter()
+            .any(|name| *name == cluster::Flavour::Image.name());
 
     crate::util::ensure_tool(QEMU, "--version", "qemu-system-x86")?;
-    let guest = build_guest()?;
+    // The image runs need the shipped image built into the guest.
+    let image = if image_configs.is_empty() && !image_two_nodes {
+        None
+    } else {
+        Some(crate::package::miniport_image(IMAGE_TARGET, &[])?)
+    };
+    let guest = build_guest(image.as_deref())?;
     let work = target_dir().join("vmtest");
     fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
 
@@ -225,10 +253,25 @@ pub fn run_vmtest(args: &[String]) -> Result<(), String> {
             Err(error) => failures.push(format!("{}: {error}", config.name)),
         }
     }
+    if let Some(image) = &image {
+        for config in image_configs {
+            match image::run_config(config, &guest, image, &work, accel) {
+                Ok(summary) => summaries.push(summary),
+                Err(error) => failures.push(format!("{}: {error}", config.name)),
+            }
+        }
+    }
+    let mut flavours = Vec::new();
     if two_nodes {
-        match cluster::run_cluster(&guest, &work, accel) {
+        flavours.push(cluster::Flavour::Driver);
+    }
+    if image_two_nodes {
+        flavours.push(cluster::Flavour::Image);
+    }
+    for flavour in flavours {
+        match cluster::run_cluster(&guest, &work, accel, flavour) {
             Ok(summary) => summaries.push(summary),
-            Err(error) => failures.push(format!("{}: {error}", cluster::NAME)),
+            Err(error) => failures.push(format!("{}: {error}", flavour.name())),
         }
     }
     for summary in &summaries {
@@ -248,8 +291,9 @@ fn target_dir() -> PathBuf {
         .map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
-/// Builds the guest for bare metal and returns the ELF's path.
-fn build_guest() -> Result<PathBuf, String> {
+/// Builds the guest for bare metal, with `image` built into it for `mode=image`, and returns
+/// the ELF's path.
+fn build_guest(image: Option<&Path>) -> Result<PathBuf, String> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
@@ -261,14 +305,19 @@ fn build_guest() -> Result<PathBuf, String> {
     if matches!(installed, Ok(false)) {
         run(Command::new("rustup").args(["target", "add", GUEST_TARGET]))?;
     }
-    run(cargo().args([
+    let mut command = cargo();
+    command.args([
         "build",
         "--package",
         "vmtest-guest",
         "--release",
         "--target",
         GUEST_TARGET,
-    ]))?;
+    ]);
+    if let Some(image) = image {
+        command.env("RVSCSI_GUEST_IMAGE", image);
+    }
+    run(&mut command)?;
     let elf = target_dir()
         .join(GUEST_TARGET)
         .join("release")
@@ -580,8 +629,8 @@ fn drive_guest(
             "HOTPLUG remove" => {
                 // SCSI devices unplug at once (no guest handshake); the guest checks the removal
                 // itself, through the eventq and REPORT LUNS, and may finish and exit before
-                // QEMU's DEVICE_DELETED event could be read here.
-                qmp.execute("device_del", &json!({ "id": "hotdisk" }))?;
+                // QEMU's DEVICE_DELETED event could be read here, or even its reply.
+                qmp.execute_unless_gone("device_del", &json!({ "id": "hotdisk" }))?;
             }
             _ => {}
         }

@@ -117,6 +117,17 @@ pvh_start:
     movw %ax, %gs
     movabsq $boot_stack_top, %rsp
 
+    /* SSE for the loaded Windows image's code (the guest's own Rust is soft-float): CR0.EM
+       off, CR0.MP on, CR4.OSFXSR and CR4.OSXMMEXCPT on (Intel SDM vol. 3, 13.1.4). */
+    movq %cr0, %rax
+    andq $-5, %rax
+    orq $2, %rax
+    movq %rax, %cr0
+    movq %cr4, %rax
+    orq $0x600, %rax
+    movq %rax, %cr4
+    fninit
+
     /* Gates for every vector with a handler in the table: 64-bit interrupt gates (type 0xE),
        selector 0x08, present. Vectors without one stay not-present (a #NP if raised). */
     leaq boot_idt(%rip), %rdi

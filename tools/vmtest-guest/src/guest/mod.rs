@@ -3,11 +3,13 @@
 mod boot;
 mod exit;
 mod hal;
+mod image_run;
 mod interrupts;
 mod paging;
 mod pci;
 mod port;
 mod serial;
+mod storport;
 
 use core::ops::ControlFlow;
 use core::panic::PanicInfo;
@@ -54,6 +56,21 @@ extern "C" fn kmain(start_info: u32) -> ! {
     let mut cmdline_buffer = [0u8; CMDLINE_MAX];
     let cmdline = read_cmdline(start_info as usize, &mut cmdline_buffer);
     println!("RESULT boot PASS PVH entry, long mode, command line {cmdline:?}");
+    let image_mode = cmdline
+        .split_ascii_whitespace()
+        .find(|word| *word == "mode=image" || *word == "mode=image-pr");
+    if let Some(mode) = image_mode {
+        let passed = if mode == "mode=image" {
+            image_run::run(cmdline)
+        } else {
+            image_run::run_reservations(cmdline)
+        };
+        exit::exit(if passed {
+            exit::ExitCode::Success
+        } else {
+            exit::ExitCode::Failure
+        });
+    }
     // Either the exercise's settings, or the node of the two-node sequence.
     let job = match Settings::parse(cmdline) {
         Ok((Mode::Probe, _)) => {

@@ -65,6 +65,7 @@ enum Window {
 }
 
 /// A device's BARs, mapped: the guest's [`RegisterIo`].
+#[derive(Clone, Copy)]
 pub struct DeviceBars {
     windows: [Option<Window>; 6],
 }

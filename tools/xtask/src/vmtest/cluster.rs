@@ -8,6 +8,10 @@
 //! when step `n - 1` is done (`PR-STEP-DONE`), whichever node ran that. The run passes when every
 //! step was run in order, both guests reported every one of their `RESULT` lines as PASS, and
 //! both QEMUs exited with the guest's success status.
+//!
+//! Two flavours run the same plan: `pr`, each node's commands sent by the guest's own driver,
+//! and `image-pr`, sent by the shipped `rvscsi.sys` under the guest's StorPort, as Windows'
+//! disk stack would send them ([`Flavour`]).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -22,8 +26,36 @@ use vmtest_guest::cluster::{Node, PLAN, step_number};
 use super::tgt::{DISK_LUN, TARGET_IQN, Target};
 use super::{Accel, GUEST_SUCCESS, GuestReport, QEMU, base_command, fresh_disk, wait_with_limit};
 
-/// The name that selects this part on the command line.
+/// The name that selects the driver flavour on the command line.
 pub const NAME: &str = "pr";
+
+/// Who sends each node's commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    /// The guest's own virtio-scsi driver (`mode=pr`).
+    Driver,
+    /// The shipped image under the guest's StorPort (`mode=image-pr`).
+    Image,
+}
+
+impl Flavour {
+    /// The name that selects it on the command line and prefixes its files and logs.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Driver => NAME,
+            Self::Image => "image-pr",
+        }
+    }
+
+    /// The `RESULT` names of a node's device bring-up, before `pr-ready`.
+    const fn bring_up(self) -> [&'static str; 2] {
+        match self {
+            Self::Driver => ["pci-find", "pci-bars"],
+            Self::Image => ["image-load", "image-start"],
+        }
+    }
+}
 /// The two nodes, in the order their logs are reported.
 const NODES: [Node; 2] = [Node::A, Node::B];
 /// Size of the shared LUN.
@@ -198,8 +230,14 @@ struct Timing {
 }
 
 /// Runs the two-node part and returns its summary, or what went wrong.
-pub fn run_cluster(guest: &Path, work: &Path, accel: Accel) -> Result<String, String> {
-    let file = |name: &str| work.join(format!("{NAME}-{name}"));
+pub fn run_cluster(
+    guest: &Path,
+    work: &Path,
+    accel: Accel,
+    flavour: Flavour,
+) -> Result<String, String> {
+    let name = flavour.name();
+    let file = |suffix: &str| work.join(format!("{name}-{suffix}"));
     crate::util::ensure_package("qemu-block-extra")?;
     let disk = file("lun.raw");
     fresh_disk(&disk, LUN_BYTES)?;
@@ -207,7 +245,7 @@ pub fn run_cluster(guest: &Path, work: &Path, accel: Accel) -> Result<String, St
     let target = Target::start(&disk, &file("tgtd.log"))?;
     let setup = setup_started.elapsed();
     eprintln!(
-        "vmtest: [{NAME}] tgtd up with LUN {DISK_LUN} on 127.0.0.1:{} in {} ms",
+        "vmtest: [{name}] tgtd up with LUN {DISK_LUN} on 127.0.0.1:{} in {} ms",
         target.portal_port,
         setup.as_millis()
     );
@@ -217,7 +255,7 @@ pub fn run_cluster(guest: &Path, work: &Path, accel: Accel) -> Result<String, St
     for node in NODES {
         let stderr = file(&format!("{}.stderr", node.name()));
         guests.runs.push(spawn_node(
-            node,
+            (node, flavour),
             guest,
             accel,
             target.portal_port,
@@ -227,7 +265,7 @@ pub fn run_cluster(guest: &Path, work: &Path, accel: Accel) -> Result<String, St
     }
     drop(sender);
 
-    let timing = drive(&mut guests, &receiver);
+    let timing = drive(&mut guests, &receiver, flavour);
     let mut statuses = Vec::new();
     for run in &mut guests.runs {
         let status = if timing.is_ok() {
@@ -265,13 +303,13 @@ pub fn run_cluster(guest: &Path, work: &Path, accel: Accel) -> Result<String, St
         }
         message
     })?;
-    summarize(setup, &guests.runs, &statuses, &timing)
+    summarize(setup, &guests.runs, &statuses, (&timing, flavour))
 }
 
 /// Starts node `node`'s QEMU on the LUN behind tgtd's portal, with a thread that sends its
 /// serial lines to `sender` (and `None` when it closes).
 fn spawn_node(
-    node: Node,
+    (node, flavour): (Node, Flavour),
     guest: &Path,
     accel: Accel,
     portal_port: u16,
@@ -280,7 +318,11 @@ fn spawn_node(
 ) -> Result<NodeRun, String> {
     let stderr =
         fs::File::create(stderr_path).map_err(|e| format!("{}: {e}", stderr_path.display()))?;
-    let mut command = base_command(guest, accel, &format!("mode=pr node={}", node.name()));
+    let mode = match flavour {
+        Flavour::Driver => "pr",
+        Flavour::Image => "image-pr",
+    };
+    let mut command = base_command(guest, accel, &format!("mode={mode} node={}", node.name()));
     command
         .stdin(Stdio::piped())
         .stderr(stderr)
@@ -324,16 +366,21 @@ fn summarize(
     setup: Duration,
     runs: &[NodeRun],
     statuses: &[Option<i32>],
-    timing: &Timing,
+    (timing, flavour): (&Timing, Flavour),
 ) -> Result<String, String> {
     let mut problems = Vec::new();
     let mut summary = format!(
-        "vmtest: [{NAME}] scsi-block on tgtd's iSCSI LUN; tgtd setup {} ms; ",
+        "vmtest: [{}] scsi-block on tgtd's iSCSI LUN, commands from {}; tgtd setup {} ms; ",
+        flavour.name(),
+        match flavour {
+            Flavour::Driver => "the guest's driver",
+            Flavour::Image => "the shipped rvscsi.sys",
+        },
         setup.as_millis()
     );
     for (run, status) in runs.iter().zip(statuses) {
         let report = GuestReport::parse(run.lines.iter().map(|(at, line)| (*at, line.as_str())));
-        problems.extend(check_node(run.node, *status, &report));
+        problems.extend(check_node((run.node, flavour), *status, &report));
         let ready = run
             .lines
             .iter()
@@ -375,6 +422,7 @@ fn millis(at: Option<Duration>) -> String {
 fn drive(
     guests: &mut Guests,
     receiver: &mpsc::Receiver<(Node, Instant, Option<String>)>,
+    flavour: Flavour,
 ) -> Result<Timing, String> {
     let started = Instant::now();
     let mut sequencer = Sequencer::default();
@@ -409,7 +457,7 @@ fn drive(
             }
             continue;
         };
-        println!("[{NAME}-{}] {line}", node.name());
+        println!("[{}-{}] {line}", flavour.name(), node.name());
         let go = sequencer.on_line(node, &line);
         if sequencer.finished() && timing.last_done.is_none() {
             timing.last_done = Some(at);
@@ -456,9 +504,11 @@ fn send_go(guests: &mut Guests, go: Go) -> Result<(), String> {
 
 /// The `RESULT` names node `node` must report as PASS: the boot, the device, the LUN, each of
 /// its steps, and its verdict.
-fn expected_results(node: Node) -> Vec<String> {
-    let mut names: Vec<String> = ["boot", "pci-find", "pci-bars", "pr-ready"]
-        .iter()
+fn expected_results(node: Node, flavour: Flavour) -> Vec<String> {
+    let mut names: Vec<String> = ["boot"]
+        .into_iter()
+        .chain(flavour.bring_up())
+        .chain(["pr-ready"])
         .map(|name| (*name).to_owned())
         .collect();
     names.extend(
@@ -467,11 +517,19 @@ fn expected_results(node: Node) -> Vec<String> {
             .map(|step| format!("pr-{}", step.name)),
     );
     names.push("pr-done".to_owned());
+    if flavour == Flavour::Image {
+        // The guest's StorPort found the image kept StorPort's rules throughout.
+        names.push("image-rules".to_owned());
+    }
     names
 }
 
 /// Every problem with one node's run: its exit status, a crash, a failed or missing result.
-fn check_node(node: Node, status: Option<i32>, report: &GuestReport) -> Vec<String> {
+fn check_node(
+    (node, flavour): (Node, Flavour),
+    status: Option<i32>,
+    report: &GuestReport,
+) -> Vec<String> {
     let name = node.name();
     let mut problems = Vec::new();
     if status != Some(GUEST_SUCCESS) {
@@ -491,7 +549,7 @@ fn check_node(node: Node, status: Option<i32>, report: &GuestReport) -> Vec<Stri
             problems.push(format!("node {name}: RESULT {result} FAIL {details}"));
         }
     }
-    for expected in expected_results(node) {
+    for expected in expected_results(node, flavour) {
         if !report
             .results
             .iter()
@@ -642,7 +700,7 @@ mod tests {
     }
 
     fn passing_log(node: Node) -> GuestReport {
-        let lines: Vec<String> = expected_results(node)
+        let lines: Vec<String> = expected_results(node, Flavour::Driver)
             .iter()
             .map(|name| format!("RESULT {name} PASS ok"))
             .collect();
@@ -652,11 +710,18 @@ mod tests {
     #[test]
     fn a_node_passes_only_with_every_result_and_its_exit_status() {
         let good = passing_log(Node::A);
-        assert!(check_node(Node::A, Some(GUEST_SUCCESS), &good).is_empty());
-        assert_eq!(check_node(Node::A, Some(35), &good).len(), 1);
-        assert_eq!(check_node(Node::A, None, &good).len(), 1);
+        assert!(check_node((Node::A, Flavour::Driver), Some(GUEST_SUCCESS), &good).is_empty());
+        assert_eq!(
+            check_node((Node::A, Flavour::Driver), Some(35), &good).len(),
+            1
+        );
+        assert_eq!(check_node((Node::A, Flavour::Driver), None, &good).len(), 1);
         // Node B's log lacks node A's steps.
-        let problems = check_node(Node::A, Some(GUEST_SUCCESS), &passing_log(Node::B));
+        let problems = check_node(
+            (Node::A, Flavour::Driver),
+            Some(GUEST_SUCCESS),
+            &passing_log(Node::B),
+        );
         assert!(
             problems
                 .iter()
@@ -665,11 +730,11 @@ mod tests {
         );
         let lines = ["RESULT pr-a-register FAIL expected Good, got Conflict".to_owned()];
         let failed = GuestReport::parse(lines.iter().map(|l| (Duration::ZERO, l.as_str())));
-        let problems = check_node(Node::A, Some(GUEST_SUCCESS), &failed);
+        let problems = check_node((Node::A, Flavour::Driver), Some(GUEST_SUCCESS), &failed);
         assert!(problems.iter().any(|p| p.contains("got Conflict")));
         let crashed = GuestReport::parse(std::iter::once((Duration::ZERO, "PANIC at x")));
         assert!(
-            check_node(Node::B, Some(GUEST_SUCCESS), &crashed)
+            check_node((Node::B, Flavour::Driver), Some(GUEST_SUCCESS), &crashed)
                 .iter()
                 .any(|p| p.contains("crashed"))
         );
@@ -677,8 +742,21 @@ mod tests {
 
     #[test]
     fn each_node_expects_its_own_steps_and_the_frame() {
-        let a = expected_results(Node::A);
-        let b = expected_results(Node::B);
+        // The image flavour checks the image's load and start instead of the driver's PCI
+        // steps, and the StorPort rules at the end.
+        let image = expected_results(Node::A, Flavour::Image);
+        for name in [
+            "image-load",
+            "image-start",
+            "image-rules",
+            "pr-ready",
+            "pr-done",
+        ] {
+            assert!(image.iter().any(|n| n == name), "{name}");
+        }
+        assert!(!image.iter().any(|n| n == "pci-find"));
+        let a = expected_results(Node::A, Flavour::Driver);
+        let b = expected_results(Node::B, Flavour::Driver);
         assert_eq!(
             a.len() + b.len(),
             PLAN.len() + 2 * ["boot", "pci-find", "pci-bars", "pr-ready", "pr-done"].len()

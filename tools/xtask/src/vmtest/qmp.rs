@@ -57,6 +57,38 @@ impl Qmp {
         serde_json::from_str(&line).map_err(|e| format!("QMP sent {line:?}: {e}"))
     }
 
+    /// Runs a command after which the guest may finish and QEMU exit before it answers (the
+    /// guest checks the command's effect itself, and QEMU's exit status is checked): a
+    /// connection closed or reset before the reply counts as done.
+    pub(super) fn execute_unless_gone(
+        &mut self,
+        command: &str,
+        arguments: &Value,
+    ) -> Result<(), String> {
+        let request = json!({ "execute": command, "arguments": arguments });
+        eprintln!("vmtest: QMP {request}");
+        writeln!(self.writer, "{request}").map_err(|e| format!("QMP write: {e}"))?;
+        loop {
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(()),
+                Err(e) => return Err(format!("QMP read: {e}")),
+                Ok(_) => {}
+            }
+            let message: Value =
+                serde_json::from_str(&line).map_err(|e| format!("QMP sent {line:?}: {e}"))?;
+            match classify(&message) {
+                QmpMessage::Return(_) => return Ok(()),
+                QmpMessage::Error(description) => {
+                    return Err(format!("QMP {command} failed: {description}"));
+                }
+                QmpMessage::Event => {}
+                QmpMessage::Other => return Err(format!("unexpected QMP message {message}")),
+            }
+        }
+    }
+
     /// Runs a command and returns its `return` value; events arriving meanwhile are skipped
     /// (the guest, not the host, checks what a hot-plug did).
     pub(super) fn execute(&mut self, command: &str, arguments: &Value) -> Result<Value, String> {

@@ -8,13 +8,13 @@
 use core::ffi::{CStr, c_void};
 use core::ptr::{self, NonNull};
 
-use crate::srb::Srb;
 use crate::storport::functions::{
     StorPortAllocateRegistryBuffer, StorPortBusy, StorPortDebugPrint, StorPortExtendedFunction,
     StorPortFreeRegistryBuffer, StorPortGetBusData, StorPortGetDeviceBase,
     StorPortGetPhysicalAddress, StorPortGetScatterGatherList, StorPortGetUncachedExtension,
     StorPortNotification, StorPortQuerySystemTime, StorPortRegistryRead,
 };
+use crate::storport::srb::Srb;
 use crate::storport::{
     AcquireSpinLock, Boolean, BusChangeDetected, EnablePassiveInitialization,
     ExtFunctionAcquireMSISpinLock, ExtFunctionGetCurrentProcessorNumber,
@@ -25,9 +25,28 @@ use crate::storport::{
     MessageInterruptInformation, PCIBus, PCIConfiguration, PerfConfigurationData,
     PortConfigurationInformation, ProcessorNumber, REG_BINARY, REG_DWORD, ReleaseSpinLock,
     RequestComplete, RequestTimerCall, ResetDetected, STOR_STATUS_NOT_IMPLEMENTED,
-    STOR_STATUS_SUCCESS, ScsiRequestBlock, StartioPerformanceParameters, StateChangeDetectedCall,
-    StorAddrBtl8, StorDpc, StorLockHandle, StorPhysicalAddress, StorScatterGatherList, TRUE,
+    STOR_STATUS_SUCCESS, ScsiRequestBlock, StartIoLock, StartioPerformanceParameters,
+    StateChangeDetectedCall, StorAddrBtl8, StorDpc, StorLockHandle, StorPhysicalAddress,
+    StorScatterGatherElement, StorScatterGatherList, TRUE,
 };
+
+/// The miniport routines bring-up hands StorPort after find-adapter registered the first ones
+/// (the message interrupt, passive initialisation, the queue DPCs, the timer and the
+/// state-change callback). Built once, by the trampoline module, so no layer above it names a
+/// trampoline.
+#[derive(Clone, Copy, Debug)]
+pub struct Callbacks {
+    /// HwMSInterruptRoutine, set in ConfigInfo by find-adapter.
+    pub message_interrupt: crate::storport::HwMessageSignaledInterruptRoutine,
+    /// HwPassiveInitializeRoutine, enabled by HwInitialize.
+    pub passive_initialize: HwPassiveInitializeRoutine,
+    /// The per-queue completion DPC routine.
+    pub queue_dpc: HwDpcRoutine,
+    /// The adapter's one HwTimer routine.
+    pub timer: HwTimer,
+    /// HwStorStateChange, the callback of a unit's state-change notification.
+    pub state_change: crate::storport::HwStateChange,
+}
 
 /// The device extension pointer StorPort passes to every HW routine: the identity of this
 /// adapter in every StorPort call.
@@ -122,13 +141,36 @@ impl DeviceExtension {
         (physical.as_u64(), length)
     }
 
-    /// The scatter/gather list of `srb`'s data buffer.
+    /// The scatter/gather elements of `srb`'s data buffer; `None` when it has no list or the
+    /// list has more than `max` elements.
     #[must_use]
-    pub fn scatter_gather_list(self, srb: &Srb) -> Option<NonNull<StorScatterGatherList>> {
+    pub fn scatter_gather_elements(
+        self,
+        srb: &Srb,
+        max: u32,
+    ) -> Option<&[StorScatterGatherElement]> {
         // SAFETY: `srb` is an SRB StorPort handed us and not yet completed; StorPort returns
         // its list (or null when it has no data).
-        let list = unsafe { StorPortGetScatterGatherList(self.raw(), srb.raw().as_ptr()) };
-        NonNull::new(list)
+        let list =
+            NonNull::new(unsafe { StorPortGetScatterGatherList(self.raw(), srb.raw().as_ptr()) })?;
+        // SAFETY: StorPort's list for this SRB stays valid until the SRB is completed (the
+        // returned slice borrows the view); its header is read by value.
+        let elements = unsafe { list.as_ref() }.number_of_elements;
+        if elements > max {
+            return None;
+        }
+        #[expect(
+            clippy::cast_ptr_alignment,
+            reason = "the element array follows the 8-aligned header at its field offset"
+        )]
+        let first = list
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_add(core::mem::offset_of!(StorScatterGatherList, list))
+            .cast::<StorScatterGatherElement>();
+        // SAFETY: `number_of_elements` elements follow the header at `list` (StorPort's
+        // layout), valid until the SRB is completed; the count was bounded above.
+        Some(unsafe { core::slice::from_raw_parts(first, elements as usize) })
     }
 
     /// Completes `srb` back to StorPort. Consumes the view: it is completed exactly once.
@@ -284,6 +326,34 @@ impl DeviceExtension {
                 handle,
             );
         };
+    }
+
+    /// Acquires StorPort's StartIo lock, filling `handle`.
+    ///
+    /// # Safety
+    /// As for [`Self::acquire_interrupt_lock`]; the caller holds no StorPort lock (the StartIo
+    /// lock is not reentrant).
+    pub unsafe fn acquire_start_io_lock(self, handle: *mut StorLockHandle) {
+        // SAFETY: AcquireSpinLock takes (STOR_SPINLOCK, LockContext, PSTOR_LOCK_HANDLE); the
+        // handle stays at its address until the release and only the lock holder uses it.
+        unsafe {
+            StorPortNotification(
+                AcquireSpinLock,
+                self.raw(),
+                StartIoLock,
+                ptr::null_mut::<c_void>(),
+                handle,
+            );
+        };
+    }
+
+    /// Releases the lock taken by [`Self::acquire_start_io_lock`] with the same `handle`.
+    ///
+    /// # Safety
+    /// The caller holds the lock, acquired with this `handle`.
+    pub unsafe fn release_start_io_lock(self, handle: *mut StorLockHandle) {
+        // SAFETY: ReleaseSpinLock takes (PSTOR_LOCK_HANDLE) filled by the matching acquire.
+        unsafe { StorPortNotification(ReleaseSpinLock, self.raw(), handle) };
     }
 
     /// Releases the lock taken by [`Self::acquire_interrupt_lock`] with the same `handle`.

@@ -10,14 +10,8 @@ use virtio_core::scsi::{CmdReq, CmdResp};
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::limits::HEADER_DESCRIPTORS;
-
-/// Alignment of the parts that need it: virtio indirect tables (16, virtio 1.x section
-/// 2.7.5.3, as our rings require) and the segment list.
-pub const REQUEST_ALIGN: usize = 16;
-
-/// Bytes of one virtqueue descriptor (split and packed alike, virtio 1.x 2.7.5 / 2.8.13).
-pub const DESCRIPTOR_LEN: usize = 16;
+use crate::sizing::HEADER_DESCRIPTORS;
+use crate::sizing::{DESCRIPTOR_LEN, REQUEST_ALIGN};
 
 /// Lifecycle of a request, kept in its context so a completion for a request that is not in
 /// flight is caught instead of completing an SRB twice.
@@ -81,7 +75,7 @@ pub struct RequestContext {
     pub writable: U16,
     /// Whether the indirect table is physically contiguous and may be used.
     pub indirect_usable: u8,
-    /// 1 if the SRB is an SRB_EX (the recorded [`crate::srb::SrbLayout`]).
+    /// 1 if the SRB is an SRB_EX (the recorded [`crate::storport::srb::SrbLayout`]).
     pub srb_extended: u8,
     /// Offset of the SRB's SCSI status byte (0: none).
     pub scsi_status_at: U16,
@@ -94,7 +88,7 @@ pub struct RequestContext {
     pub bus: U64,
     /// The queue's submission count when StartIo put the request on the ring (under the queue
     /// lock): a task management function covers the requests of its queue numbered below the
-    /// count it snapshotted before it was sent (see [`crate::tmf`]).
+    /// count it snapshotted before it was sent (see [`crate::recovery::tmf`]).
     pub sequence: U64,
 }
 const _: () = assert!(size_of::<RequestContext>() == 56);
@@ -102,8 +96,8 @@ const _: () = assert!(size_of::<RequestContext>() == 56);
 impl RequestContext {
     /// The SRB shape recorded at BuildIo.
     #[must_use]
-    pub const fn srb_layout(&self) -> crate::srb::SrbLayout {
-        crate::srb::SrbLayout {
+    pub const fn srb_layout(&self) -> crate::storport::srb::SrbLayout {
+        crate::storport::srb::SrbLayout {
             extended: self.srb_extended == 1,
             scsi_status: self.scsi_status_at.get(),
             sense_length: self.sense_length_at.get(),

@@ -9,11 +9,12 @@ use core::ptr::NonNull;
 use virtio_core::dma::DmaMemory;
 use virtio_core::hal::{Hal, HalError, PciConfig, RegisterIo, Segment};
 
-use crate::port::DeviceExtension;
 use crate::storport::functions::{
     StorPortReadRegisterUchar, StorPortReadRegisterUlong, StorPortReadRegisterUshort,
     StorPortWriteRegisterUchar, StorPortWriteRegisterUlong, StorPortWriteRegisterUshort,
 };
+use crate::storport::port::DeviceExtension;
+use crate::storport::types::PortConfigurationInformation;
 
 /// Bytes of PCI configuration space read at find-adapter (the type 0 header and the
 /// capability list live in the first 256 bytes).
@@ -230,6 +231,32 @@ impl UncachedArena {
             len,
             next: Cell::new(0),
         }
+    }
+
+    /// Asks StorPort for the uncached extension of `len` bytes (from HwFindAdapter, once per
+    /// adapter, with StorPort's `config`) and wraps it, if StorPort gave it and it is physically
+    /// contiguous over the whole length.
+    #[must_use]
+    pub fn claim(
+        extension: DeviceExtension,
+        config: &mut PortConfigurationInformation,
+        len: usize,
+    ) -> Option<Self> {
+        let len32 = u32::try_from(len).ok()?;
+        let memory = extension.uncached_extension(config, len32)?;
+        let (bus, contiguous) = extension.physical_address(None, memory.as_ptr() as usize);
+        if (contiguous as usize) < len {
+            return None;
+        }
+        // SAFETY: StorPort just gave us `len` bytes of uncached extension at `memory` for the
+        // adapter's life, contiguous at `bus` (checked); find-adapter claims it once.
+        Some(unsafe { Self::new(extension, memory, bus, len) })
+    }
+
+    /// The adapter the extension belongs to.
+    #[must_use]
+    pub const fn extension(&self) -> DeviceExtension {
+        self.extension
     }
 
     /// Bytes carved so far.

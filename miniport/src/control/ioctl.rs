@@ -17,7 +17,7 @@
 //! the cluster. We return exactly those two statuses, so the cluster sees rvscsi as it sees
 //! them, but only after the header has been checked.
 //!
-//! **Where.** Like WMI ([`crate::wmi`]), these requests are answered completely in HwBuildIo:
+//! **Where.** Like WMI ([`crate::control::wmi_provider`]), these requests are answered completely in HwBuildIo:
 //! the answer reads and writes only the request's own buffer, needs no lock and nothing from
 //! the device, and HwBuildIo's DISPATCH_LEVEL is all it needs.
 //!
@@ -107,6 +107,32 @@ pub enum IoctlError {
         /// The code given.
         control_code: u32,
     },
+}
+
+impl core::fmt::Display for IoctlError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::ShortBuffer { length } => write!(
+                f,
+                "DataTransferLength {length} cannot hold an SRB_IO_CONTROL header"
+            ),
+            Self::NoBuffer => f.write_str("DataBuffer is null but DataTransferLength is not 0"),
+            Self::HeaderLength { header_length } => write!(
+                f,
+                "HeaderLength {header_length} is not sizeof(SRB_IO_CONTROL)"
+            ),
+            Self::PayloadLength { length, available } => write!(
+                f,
+                "payload Length {length} passes DataTransferLength {available}"
+            ),
+            Self::Signature { signature } => {
+                write!(f, "signature {signature:02x?} names another miniport")
+            }
+            Self::ControlCode { control_code } => {
+                write!(f, "control code {control_code:#x} is not served")
+            }
+        }
+    }
 }
 
 impl IoctlError {
@@ -248,7 +274,7 @@ pub fn answer(buffer: &mut [u8]) -> Answer {
 
 /// Answers the `SRB_FUNCTION_IO_CONTROL` request `srb`: sets its `DataTransferLength` and
 /// returns the SRB status to complete it with.
-pub fn handle(srb: &mut crate::srb::Srb) -> u8 {
+pub fn handle(srb: &mut crate::storport::srb::Srb) -> u8 {
     let length = srb.data_transfer_length();
     let refused = |error: IoctlError| Answer {
         outcome: Err(error),

@@ -6,7 +6,8 @@
 //! which is all this needs: the answer reads the adapter's immutable state (identity, limits,
 //! negotiated features), its counters, which are atomics, and the LUN table
 //! ([`crate::luns`]), which has its own lock; nothing is queued to the device. Answering in
-//! BuildIo also keeps WMI off the StartIo lock and the queue locks.
+//! BuildIo also keeps WMI off the queue locks; the [`WmiScratch`] it answers from is held
+//! under StorPort's StartIo lock, for one answer at a time.
 //!
 //! **Targets.** The target mapping, discovered ports and SCSI pass-through methods answer from
 //! the LUN table, which the completion path fills from the bus scan's INQUIRY, VPD and READ
@@ -55,9 +56,7 @@
 //! ([`ATTACHED_ADDRESS_INDEX`]) and which is listed as a discovered port after the targets.
 
 use core::borrow::BorrowMut;
-use core::cell::UnsafeCell;
-use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::Ordering;
 
 use rvscsi_wmi::dispatch::{
     Control, GuidRegistration, MethodIo, Provider, RegInfo, Reply, dispatch, stamp_reply_time,
@@ -73,9 +72,11 @@ use rvscsi_wmi::status::{WmiError, WmiStatus};
 use virtio_core::features::Features;
 
 use crate::adapter::Adapter;
-use crate::luns::{Answer, LUN_SLOTS, LunCopy};
-use crate::platform::{Carved, PciSnapshot, UncachedArena};
-use crate::srb::Srb;
+use crate::luns::{Answer, LunCopy};
+use crate::sizing::LUN_SLOTS;
+use crate::storport::dma::{Carved, PciSnapshot, UncachedArena};
+use crate::storport::srb::Srb;
+use crate::storport::start_io_lock::StartIoLocked;
 use crate::storport::{
     SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR, SRB_STATUS_INVALID_REQUEST, SRB_STATUS_SUCCESS,
     SRB_WMI_FLAGS_ADAPTER_REQUEST,
@@ -196,15 +197,10 @@ pub fn handle(adapter: &Adapter, srb: &mut Srb) -> u8 {
     let reply = if length == 0 {
         answer(adapter, parameters.sub_function, &mut [])
     } else {
-        let Some(buffer) = NonNull::new(srb.data_buffer().cast::<u8>()) else {
+        let Some(bytes) = srb.wmi_buffer() else {
             srb.set_data_transfer_length(0);
             return SRB_STATUS_INVALID_REQUEST;
         };
-        // SAFETY: for SRB_FUNCTION_WMI, StorPort passes in DataBuffer the system-space buffer
-        // of the WMI request, valid for reads and writes of DataTransferLength bytes and used
-        // by no one else until the SRB is completed; this slice is its only view, dropped
-        // before completion.
-        let bytes = unsafe { core::slice::from_raw_parts_mut(buffer.as_ptr(), length as usize) };
         answer(adapter, parameters.sub_function, bytes)
     };
     let (status, returned) = srb_completion(&reply, length);
@@ -233,18 +229,23 @@ fn answer(adapter: &Adapter, minor_function: u8, buffer: &mut [u8]) -> Reply {
 /// of the copies, carved from the uncached extension: [`LUN_SLOTS`] of each would take about
 /// 45 KiB, far more than a kernel stack frame may.
 ///
-/// WMI requests on different processors take turns through a spin lock ([`Self::with`]),
-/// held while one request is answered (copying at most [`LUN_SLOTS`] slots and encoding the
+/// WMI requests on different processors take turns through StorPort's StartIo lock
+/// ([`Self::with`]), held while one request is answered (copying at most [`LUN_SLOTS`] slots and encoding the
 /// reply: bounded work, at DISPATCH_LEVEL, and WMI requests are rare). I/O completions never
 /// take it: they write the LUN table, which has its own lock.
 #[derive(Debug)]
 pub struct WmiScratch {
-    busy: AtomicBool,
-    copies: UnsafeCell<Carved<LunCopy>>,
-    /// Views, stored with `'static` and only ever used, through [`Self::with`], with the
+    tables: StartIoLocked<ScratchTables>,
+}
+
+/// What [`WmiScratch`] guards.
+#[derive(Debug)]
+struct ScratchTables {
+    copies: Carved<LunCopy>,
+    /// Views, stored with `'static` and only ever used, through [`WmiScratch::with`], with the
     /// lifetime of one hold of the lock.
-    luns: UnsafeCell<Carved<LunInfo<'static>>>,
-    targets: UnsafeCell<Carved<TargetInfo<'static>>>,
+    luns: Carved<LunInfo<'static>>,
+    targets: Carved<TargetInfo<'static>>,
 }
 
 /// A target view with no logical units, to initialise the scratch.
@@ -254,18 +255,6 @@ const NO_TARGET: TargetInfo<'static> = TargetInfo {
     target: 0,
     luns: &[],
 };
-
-/// Releases [`WmiScratch::busy`] on drop.
-struct ScratchHeld<'a>(&'a AtomicBool);
-
-impl Drop for ScratchHeld<'_> {
-    fn drop(&mut self) {
-        // ORDERING: Release pairs with the Acquire in `WmiScratch::with` of the next request,
-        // so its reads of the scratch come after this request's writes (C++20
-        // [atomics.order]).
-        self.0.store(false, Ordering::Release);
-    }
-}
 
 impl WmiScratch {
     /// Bytes of uncached extension [`Self::carve`] takes, padding included.
@@ -294,10 +283,14 @@ impl WmiScratch {
     #[must_use]
     pub fn carve_for(arena: &UncachedArena, slots: usize) -> Option<Self> {
         Some(Self {
-            busy: AtomicBool::new(false),
-            copies: UnsafeCell::new(arena.carve_table_with(slots, || LunCopy::EMPTY)?),
-            luns: UnsafeCell::new(arena.carve_table_with(slots, LunInfo::default)?),
-            targets: UnsafeCell::new(arena.carve_table_with(slots, || NO_TARGET)?),
+            tables: StartIoLocked::new(
+                arena.extension(),
+                ScratchTables {
+                    copies: arena.carve_table_with(slots, || LunCopy::EMPTY)?,
+                    luns: arena.carve_table_with(slots, LunInfo::default)?,
+                    targets: arena.carve_table_with(slots, || NO_TARGET)?,
+                },
+            ),
         })
     }
 
@@ -307,41 +300,31 @@ impl WmiScratch {
         &self,
         f: impl for<'s> FnOnce(&'s mut [LunCopy], &'s mut [LunInfo<'s>], &'s mut [TargetInfo<'s>]) -> R,
     ) -> R {
-        // ORDERING: Acquire pairs with the Release in `ScratchHeld::drop` of the previous
-        // request (see there). Relaxed on failure: nothing is touched until the lock is won.
-        while self
-            .busy
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            core::hint::spin_loop();
-        }
-        let _held = ScratchHeld(&self.busy);
-        // SAFETY: `busy` is held, so this is the only reference to the copies until `_held`
-        // drops, after `f` returns.
-        let copies: &mut Carved<LunCopy> = unsafe { &mut *self.copies.get() };
-        // SAFETY: as for the copies.
-        let luns: &mut Carved<LunInfo<'static>> = unsafe { &mut *self.luns.get() };
-        // SAFETY: as for the copies.
-        let targets: &mut Carved<TargetInfo<'static>> = unsafe { &mut *self.targets.get() };
-        let luns: &mut [LunInfo<'static>] = BorrowMut::borrow_mut(luns);
-        let targets: &mut [TargetInfo<'static>] = BorrowMut::borrow_mut(targets);
-        let (lun_count, target_count) = (luns.len(), targets.len());
-        // SAFETY: only the lifetime changes (the layout of `LunInfo<'a>` does not depend on
-        // 'a); the slice is this hold's only view of the table, and the views are only ever
-        // read through such a shortened view, never as `'static`, so none outlives what it
-        // borrows. `LunInfo` is `Copy`, so nothing is dropped.
-        let luns = unsafe {
-            core::slice::from_raw_parts_mut(luns.as_mut_ptr().cast::<LunInfo<'_>>(), lun_count)
-        };
-        // SAFETY: as for the logical units.
-        let targets = unsafe {
-            core::slice::from_raw_parts_mut(
-                targets.as_mut_ptr().cast::<TargetInfo<'_>>(),
-                target_count,
-            )
-        };
-        f(BorrowMut::borrow_mut(copies), luns, targets)
+        self.tables.with(|tables| {
+            let ScratchTables {
+                copies,
+                luns,
+                targets,
+            } = tables;
+            let luns: &mut [LunInfo<'static>] = BorrowMut::borrow_mut(luns);
+            let targets: &mut [TargetInfo<'static>] = BorrowMut::borrow_mut(targets);
+            let (lun_count, target_count) = (luns.len(), targets.len());
+            // SAFETY: only the lifetime changes (the layout of `LunInfo<'a>` does not depend on
+            // 'a); the slice is this hold's only view of the table, and the views are only ever
+            // read through such a shortened view, never as `'static`, so none outlives what it
+            // borrows. `LunInfo` is `Copy`, so nothing is dropped.
+            let luns = unsafe {
+                core::slice::from_raw_parts_mut(luns.as_mut_ptr().cast::<LunInfo<'_>>(), lun_count)
+            };
+            // SAFETY: as for the logical units.
+            let targets = unsafe {
+                core::slice::from_raw_parts_mut(
+                    targets.as_mut_ptr().cast::<TargetInfo<'_>>(),
+                    target_count,
+                )
+            };
+            f(BorrowMut::borrow_mut(copies), luns, targets)
+        })
     }
 }
 
@@ -441,7 +424,7 @@ fn targets<'s>(
 
 /// [`HbaProvider`] with the `Rvscsi_QueueStatistics` instances read from the counters one at
 /// a time, when asked for, instead of from a snapshot of every queue: a snapshot of
-/// [`crate::adapter::MAX_REQUEST_QUEUES`] queues would take 3 KiB of the kernel stack.
+/// [`crate::sizing::MAX_REQUEST_QUEUES`] queues would take 3 KiB of the kernel stack.
 struct AdapterProvider<'a> {
     adapter: &'a Adapter,
     inner: HbaProvider<'a>,
@@ -719,88 +702,4 @@ pub fn hba_info<'a>(adapter: &Adapter, texts: &'a Texts) -> HbaInfo<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use rvscsi_wmi::status::WmiError;
-
-    use super::*;
-
-    fn reply(status: WmiStatus, bytes_returned: u32) -> Reply {
-        Reply {
-            status,
-            bytes_returned,
-            error: Some(WmiError::NotImplemented),
-        }
-    }
-
-    #[test]
-    fn replies_map_to_srb_status_and_length_as_post_process_does() {
-        let table = [
-            (WmiStatus::Success, 120, (SRB_STATUS_SUCCESS, 120)),
-            (WmiStatus::Success, 56, (SRB_STATUS_SUCCESS, 56)),
-            (WmiStatus::BufferTooSmall, 4, (SRB_STATUS_DATA_OVERRUN, 4)),
-            (WmiStatus::BufferTooSmall, 0, (SRB_STATUS_DATA_OVERRUN, 0)),
-            (
-                WmiStatus::InvalidParameter,
-                9,
-                (SRB_STATUS_INVALID_REQUEST, 0),
-            ),
-            (
-                WmiStatus::InvalidDeviceRequest,
-                0,
-                (SRB_STATUS_INVALID_REQUEST, 0),
-            ),
-            (WmiStatus::GuidNotFound, 0, (SRB_STATUS_ERROR, 0)),
-            (WmiStatus::InstanceNotFound, 0, (SRB_STATUS_ERROR, 0)),
-            (WmiStatus::ItemIdNotFound, 0, (SRB_STATUS_ERROR, 0)),
-            (WmiStatus::ReadOnly, 0, (SRB_STATUS_ERROR, 0)),
-            (WmiStatus::Unsuccessful, 3, (SRB_STATUS_ERROR, 0)),
-        ];
-        for (status, bytes, expected) in table {
-            assert_eq!(
-                srb_completion(&reply(status, bytes), 4096),
-                expected,
-                "{status:?}"
-            );
-        }
-        // Never more than the buffer holds, whatever the reply says.
-        assert_eq!(
-            srb_completion(&reply(WmiStatus::Success, 500), 100),
-            (SRB_STATUS_SUCCESS, 100)
-        );
-    }
-
-    #[test]
-    fn unique_adapter_id_separates_slot_function_bus_and_bar() {
-        let base = unique_adapter_id(0, 3, Some(0xE0_0000_0000));
-        assert_eq!(base >> 32, u64::from(u32::from_be_bytes(*b"RVSC")));
-        // Bus 0, device 3, function 0; the BAR folds to 0x00E0.
-        assert_eq!(base & 0xFFFF_FFFF, 0x00E0_0018);
-        let others = [
-            unique_adapter_id(0, 4, Some(0xE0_0000_0000)),
-            unique_adapter_id(0, 3 | (1 << 5), Some(0xE0_0000_0000)),
-            unique_adapter_id(1, 3, Some(0xE0_0000_0000)),
-            unique_adapter_id(0, 3, Some(0xE1_0000_0000)),
-            unique_adapter_id(0, 3, None),
-        ];
-        for (index, other) in others.iter().enumerate() {
-            assert_ne!(*other, base, "{index}");
-            assert!(!others[..index].contains(other), "{index}");
-        }
-    }
-
-    #[test]
-    fn texts_are_the_sas_address_and_revision_in_hex() {
-        let facts = AdapterFacts {
-            unique_adapter_id: 0x5256_5343_00E0_0018,
-            revision: 0x1F,
-            ..AdapterFacts::default()
-        };
-        let texts = Texts::new(&facts);
-        assert_eq!(texts.hardware_version(), "rev 1F");
-        let expected = std::format!(
-            "{:016X}",
-            SasAddress::for_adapter(facts.unique_adapter_id).to_u64()
-        );
-        assert_eq!(texts.serial_number(), expected);
-    }
-}
+mod tests;

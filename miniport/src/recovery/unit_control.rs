@@ -22,9 +22,9 @@
 //! reads the mark under the queue lock; see below). What is already on a ring is the device's:
 //! the miniport cannot complete those SRBs while the device may still execute them (a write
 //! would land after Windows was told it failed). So it sends a LOGICAL UNIT RESET for the unit
-//! through [`crate::tmf`], which ends as every such function does: the device returns the
+//! through [`crate::recovery::tmf`], which ends as every such function does: the device returns the
 //! unit's commands (completed with `SRB_STATUS_NO_DEVICE`, the unit being marked, see
-//! `crate::events`), or the function fails or goes unanswered for [`crate::tmf::DEADLINE`] and
+//! `crate::events`), or the function fails or goes unanswered for [`crate::recovery::tmf::DEADLINE`] and
 //! the full device reset takes everything back (with `SRB_STATUS_BUS_RESET`). Either way each
 //! SRB is completed exactly once, and HwStorUnitControl returns at once: it is synchronous for
 //! StorPort, but the function ends on the adapter's timer.
@@ -50,14 +50,15 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::adapter::{Adapter, PostError};
+use crate::adapter::Adapter;
+use crate::recovery::tmf::Nexus;
+use crate::recovery::tmf::PostError;
 use crate::storport::{
     STOR_ADDR_BTL8_ADDRESS_LENGTH, STOR_ADDRESS_TYPE_BTL8, ScsiQuerySupportedUnitControlTypes,
     ScsiUnitControlStatus, ScsiUnitControlSuccess, ScsiUnitControlType,
     ScsiUnitControlUnsuccessful, ScsiUnitRemove, ScsiUnitStart, ScsiUnitSurpriseRemoval,
     StorAddrBtl8,
 };
-use crate::tmf::Nexus;
 use crate::trace::{ADAPTER_WIDE, ResetCause, TraceEvent};
 
 /// The unit control types this miniport handles, each reported supported by the query.
@@ -106,6 +107,16 @@ pub enum AddressError {
     Length(u32),
     /// A path other than 0 (the adapter has one bus).
     Path(u8),
+}
+
+impl core::fmt::Display for AddressError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::Type(kind) => write!(f, "address type {kind} is not BTL8"),
+            Self::Length(length) => write!(f, "address length {length} is not BTL8's"),
+            Self::Path(path) => write!(f, "path {path} is not 0"),
+        }
+    }
 }
 
 impl Unit {

@@ -5,11 +5,13 @@
 use core::ffi::{c_char, c_void};
 use core::ptr::NonNull;
 
-use crate::adapter::Adapter;
+use crate::adapter::{ADAPTER_MAGIC, Adapter};
 use crate::io::{self, Built};
-use crate::port::DeviceExtension;
+use crate::storport::extension::{FreshExtension, placed};
+use crate::storport::port::{Callbacks, DeviceExtension};
+use crate::storport::queue_locks::HeldByStorPort;
 use crate::storport::{
-    ADDRESS_TYPE_FLAG_BTL8, Boolean, FALSE, HwInitializationData, PCIBus,
+    ADDRESS_TYPE_FLAG_BTL8, AccessRange, Boolean, FALSE, HwInitializationData, PCIBus,
     PortConfigurationInformation, SP_RETURN_ERROR, SRB_STATUS_INVALID_REQUEST,
     SRB_TYPE_FLAG_SCSI_REQUEST_BLOCK, SRB_TYPE_FLAG_STORAGE_REQUEST_BLOCK,
     STOR_MAP_NON_READ_WRITE_BUFFERS, ScsiAdapterControlSuccess, ScsiAdapterControlUnsuccessful,
@@ -40,7 +42,8 @@ pub fn initialization_data() -> HwInitializationData {
     data.specific_lu_extension_size = 0;
     // The largest request layout; find-adapter lowers it to what the device needs.
     data.srb_extension_size =
-        crate::layout::RequestLayout::new(crate::limits::MAX_DATA_SEGMENTS).extension_size() as u32;
+        crate::srb_extension::RequestLayout::new(crate::sizing::MAX_DATA_SEGMENTS).extension_size()
+            as u32;
     data.number_of_access_ranges = 6;
     data.map_buffers = STOR_MAP_NON_READ_WRITE_BUFFERS;
     data.need_physical_addresses = TRUE;
@@ -75,6 +78,15 @@ pub unsafe extern "system" fn DriverEntry(
     };
     status.cast_signed()
 }
+
+/// The routines bring-up registers with StorPort after find-adapter.
+pub const CALLBACKS: Callbacks = Callbacks {
+    message_interrupt: Some(hw_message_interrupt),
+    passive_initialize: Some(hw_passive_initialize),
+    queue_dpc: Some(hw_queue_dpc),
+    timer: Some(hw_timer),
+    state_change: Some(hw_state_change),
+};
 
 /// Bytes of HwFindAdapter's ArgumentString looked at (the dump port's is `dump=1`).
 const ARGUMENT_MAX: usize = 256;
@@ -133,17 +145,39 @@ pub unsafe extern "system" fn hw_find_adapter(
     // SAFETY: StorPort's ArgumentString, null or NUL-terminated (the function's contract).
     let argument = unsafe { argument_bytes(argument_string, &mut argument) };
     let dump = crate::dump::detect(config, argument);
-    // SAFETY: the extension is StorPort's, zeroed, of `size_of::<Adapter>()` bytes.
-    unsafe { Adapter::find(extension, config, dump) }
+    // SAFETY: the extension is StorPort's, zeroed, of `size_of::<Adapter>()` bytes (the size
+    // `initialization_data` registers), exclusively ours for this call.
+    let Some(home) = (unsafe { FreshExtension::new(extension) }) else {
+        return SP_RETURN_ERROR;
+    };
+    let ranges: &[AccessRange] = if config.access_ranges.is_null() {
+        &[]
+    } else {
+        // SAFETY: StorPort passes `NumberOfAccessRanges` ranges at `AccessRanges`, valid for
+        // the duration of HwFindAdapter; the copy of the pointer read here is not written
+        // through `config` while the slice lives.
+        unsafe {
+            core::slice::from_raw_parts(
+                config.access_ranges,
+                config.number_of_access_ranges as usize,
+            )
+        }
+    };
+    Adapter::find(home, config, ranges, dump, CALLBACKS)
 }
 
 /// The adapter in `device_extension`, if find-adapter built one.
 ///
 /// # Safety
-/// `device_extension` is the extension StorPort passes to HW routines.
-unsafe fn adapter<'a>(device_extension: *mut c_void) -> Option<&'a Adapter> {
-    // SAFETY: forwarded from the caller.
-    unsafe { Adapter::from_extension(device_extension) }
+/// `device_extension` is the extension StorPort passes to HW routines (registered by
+/// [`initialization_data`] with `size_of::<Adapter>()` bytes, 8-aligned, zeroed before
+/// find-adapter).
+#[must_use]
+pub unsafe fn adapter<'a>(device_extension: *mut c_void) -> Option<&'a Adapter> {
+    // SAFETY: forwarded from the caller; `Adapter` is `repr(C)` with the magic first, written
+    // only by find-adapter's `FreshExtension::place`, and mutated only through interior
+    // mutability afterwards.
+    unsafe { placed::<Adapter>(device_extension, ADAPTER_MAGIC) }
 }
 
 /// HwInitialize.
@@ -155,7 +189,10 @@ pub unsafe extern "system" fn hw_initialize(device_extension: *mut c_void) -> Bo
     let Some(adapter) = (unsafe { adapter(device_extension) }) else {
         return FALSE;
     };
-    Boolean::from(adapter.initialize())
+    // SAFETY: HwInitialize runs with StorPort's interrupt lock held (the contract above); the
+    // proof lives for this call only.
+    let mut held = unsafe { HeldByStorPort::interrupt_lock() };
+    Boolean::from(adapter.initialize(&mut held))
 }
 
 /// HwPassiveInitializeRoutine.
@@ -183,7 +220,9 @@ pub unsafe extern "system" fn hw_build_io(
     else {
         return FALSE;
     };
-    match io::build_io(adapter, srb) {
+    // SAFETY: `srb` is the SRB StorPort passed to HwBuildIo: valid and ours until completed.
+    let parsed = unsafe { crate::storport::srb::Srb::from_raw(srb) };
+    match io::build_io(adapter, parsed) {
         Built::Ready(srb) | Built::Control(srb) => {
             // StartIo finds everything in the SRB and its extension.
             srb.hand_over();
@@ -208,7 +247,7 @@ pub unsafe extern "system" fn hw_start_io(
     };
     // SAFETY: the SRB StorPort passed, ours until completed; BuildIo validated it (StorPort
     // calls StartIo only for SRBs whose BuildIo returned TRUE).
-    let srb = unsafe { crate::srb::Srb::validated(raw) };
+    let srb = unsafe { crate::storport::srb::Srb::validated(raw) };
     let function = srb.function();
     if function == u32::from(crate::storport::SRB_FUNCTION_EXECUTE_SCSI) {
         io::start_io(adapter, srb);
@@ -218,8 +257,8 @@ pub unsafe extern "system" fn hw_start_io(
     // which the validated view does not keep: parse it again. It is the same SRB, still ours.
     srb.hand_over();
     // SAFETY: as above; the view just given up was the only one.
-    match unsafe { crate::srb::Srb::from_raw(raw) } {
-        Ok(srb) => crate::tmf::start(adapter, srb),
+    match unsafe { crate::storport::srb::Srb::from_raw(raw) } {
+        Ok(srb) => crate::recovery::tmf::start(adapter, srb),
         Err((srb, _)) => io::complete(adapter, srb, SRB_STATUS_INVALID_REQUEST),
     }
     TRUE
@@ -237,7 +276,10 @@ pub unsafe extern "system" fn hw_message_interrupt(
     let Some(adapter) = (unsafe { adapter(device_extension) }) else {
         return FALSE;
     };
-    Boolean::from(adapter.on_message(message_id))
+    // SAFETY: StorPort holds the lock of `message_id` around this routine (the contract
+    // above); the proof lives for this call only.
+    let mut held = unsafe { HeldByStorPort::message(message_id) };
+    Boolean::from(adapter.on_message(message_id, &mut held))
 }
 
 /// HwInterrupt (line-based); in the dump stack, the dump port's poll (`crate::dump`).
@@ -249,7 +291,10 @@ pub unsafe extern "system" fn hw_interrupt(device_extension: *mut c_void) -> Boo
     let Some(adapter) = (unsafe { adapter(device_extension) }) else {
         return FALSE;
     };
-    Boolean::from(adapter.on_line_interrupt())
+    // SAFETY: StorPort (or the dump port) holds its interrupt lock around this routine (the
+    // contract above); the proof lives for this call only.
+    let mut held = unsafe { HeldByStorPort::interrupt_lock() };
+    Boolean::from(adapter.on_line_interrupt(&mut held))
 }
 
 /// The per-queue completion DPC; `system_argument1` is the request queue number.
@@ -269,7 +314,7 @@ pub unsafe extern "system" fn hw_queue_dpc(
 }
 
 /// HwResetBus: StorPort's recovery from a timeout. In the normal stack, polls the queues, then
-/// resets the nexus of every target still holding requests (`crate::tmf::reset_bus`); they
+/// resets the nexus of every target still holding requests (`crate::recovery::tmf::reset_bus`); they
 /// complete as the functions end, or by the full device reset they escalate to. In dump mode,
 /// resets the device only if a request is in flight (`Adapter::reset_bus`).
 ///
@@ -359,11 +404,16 @@ pub unsafe extern "system" fn hw_adapter_control(
             ScsiAdapterControlSuccess
         }
         stop if stop == ScsiStopAdapter => {
-            adapter.stop();
+            // SAFETY: StorPort calls ScsiStopAdapter at DIRQL holding its interrupt lock (the
+            // HW_ADAPTER_CONTROL table); the proof lives for this call only.
+            let mut held = unsafe { HeldByStorPort::interrupt_lock() };
+            adapter.stop(&mut held);
             ScsiAdapterControlSuccess
         }
         restart if restart == ScsiRestartAdapter => {
-            if adapter.restart() {
+            // SAFETY: as for ScsiStopAdapter: DIRQL with the interrupt lock held.
+            let mut held = unsafe { HeldByStorPort::interrupt_lock() };
+            if adapter.restart(&mut held) {
                 ScsiAdapterControlSuccess
             } else {
                 ScsiAdapterControlUnsuccessful
@@ -373,7 +423,7 @@ pub unsafe extern "system" fn hw_adapter_control(
     }
 }
 
-/// HwStorUnitControl (see `crate::unit` for what each type does).
+/// HwStorUnitControl (see `crate::recovery::unit_control` for what each type does).
 ///
 /// # Safety
 /// PASSIVE_LEVEL with no StorPort lock held, for every type the query reports (Microsoft,
@@ -390,7 +440,7 @@ pub unsafe extern "system" fn hw_unit_control(
     let Some(adapter) = (unsafe { adapter(device_extension) }) else {
         return ScsiUnitControlUnsuccessful;
     };
-    if !crate::unit::is_supported(control_type) {
+    if !crate::recovery::unit_control::is_supported(control_type) {
         return ScsiUnitControlUnsuccessful;
     }
     if control_type == ScsiQuerySupportedUnitControlTypes {
@@ -401,7 +451,7 @@ pub unsafe extern "system" fn hw_unit_control(
         let max = unsafe { list.as_ref() }.max_control_type;
         // Only the entries below both MaxControlType and one past our highest type are handed
         // on: the caller's array has `MaxControlType` of them, and none beyond is ours to touch.
-        let len = (max as usize).min(crate::unit::LIST_ENTRIES);
+        let len = (max as usize).min(crate::recovery::unit_control::LIST_ENTRIES);
         let first = list
             .as_ptr()
             .cast::<u8>()
@@ -412,14 +462,14 @@ pub unsafe extern "system" fn hw_unit_control(
         // SAFETY: `len <= MaxControlType` BOOLEANs (bytes) follow the header, writable and
         // exclusively ours for the call; nothing else references them meanwhile.
         let entries = unsafe { core::slice::from_raw_parts_mut(first, len) };
-        crate::unit::report_supported(entries);
+        crate::recovery::unit_control::report_supported(entries);
         return ScsiUnitControlSuccess;
     }
     let unit = NonNull::new(parameters.cast::<StorAddrBtl8>()).and_then(|address| {
         // SAFETY: a readable STOR_ADDR_BTL8 for the types that reach here (the function's
         // contract); read unaligned, so a caller's placement never matters.
         let address = unsafe { address.as_ptr().read_unaligned() };
-        crate::unit::Unit::from_address(&address).ok()
+        crate::recovery::unit_control::Unit::from_address(&address).ok()
     });
-    crate::unit::control(adapter, control_type, unit)
+    crate::recovery::unit_control::control(adapter, control_type, unit)
 }

@@ -3,7 +3,7 @@
 //! validated once, here, before anything reads them.
 //!
 //! An [`Srb`] is the miniport's ownership of one request between StorPort handing it over
-//! (BuildIo/StartIo) and [`crate::port::DeviceExtension::complete_request`] handing it back; completion consumes
+//! (BuildIo/StartIo) and [`crate::storport::port::DeviceExtension::complete_request`] handing it back; completion consumes
 //! it, so the type system keeps every SRB completed at most once on each path.
 
 use core::ffi::c_void;
@@ -46,6 +46,26 @@ pub enum SrbError {
         /// The length given.
         len: u32,
     },
+}
+
+impl core::fmt::Display for SrbError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::BadExtendedHeader {
+                signature,
+                version,
+                length,
+            } => write!(
+                f,
+                "bad SRB_EX header: signature {signature:#x}, version {version}, length {length}"
+            ),
+            Self::BadAddress { offset } => write!(f, "bad SRB_EX address block at {offset:#x}"),
+            Self::BadDataBlock { offset } => {
+                write!(f, "bad SRB_EX extended data block at {offset:#x}")
+            }
+            Self::CdbLength { len } => write!(f, "CDB length {len} is 0 or above {CDB_SIZE}"),
+        }
+    }
 }
 
 /// Bus, target and LUN of a request.
@@ -639,6 +659,35 @@ impl Srb {
         (len > 0).then_some((buffer, len))
     }
 
+    /// The data buffer of an `SRB_FUNCTION_WMI` request, `DataTransferLength` bytes; `None` for
+    /// another function or a null buffer.
+    pub fn wmi_buffer(&mut self) -> Option<&mut [u8]> {
+        if self.function() != u32::from(crate::storport::SRB_FUNCTION_WMI) {
+            return None;
+        }
+        let buffer = core::ptr::NonNull::new(self.data_buffer().cast::<u8>())?;
+        let length = self.data_transfer_length() as usize;
+        // SAFETY: for SRB_FUNCTION_WMI, StorPort passes in DataBuffer the system-space buffer
+        // of the WMI request, valid for reads and writes of DataTransferLength bytes and used
+        // by no one else until the SRB is completed; the slice borrows this view mutably, so
+        // it is the only one and ends before the SRB can be completed.
+        Some(unsafe { core::slice::from_raw_parts_mut(buffer.as_ptr(), length) })
+    }
+
+    /// Copies as much of `sense` as the SRB's sense buffer holds into it; returns the bytes
+    /// copied (0 without a sense buffer).
+    pub fn copy_sense(&mut self, sense: &[u8]) -> u8 {
+        let Some((buffer, capacity)) = self.sense_buffer() else {
+            return 0;
+        };
+        let len = sense.len().min(usize::from(capacity));
+        // SAFETY: the SRB's sense buffer holds `capacity` bytes (StorPort's contract for
+        // SenseInfoBuffer/SenseInfoBufferLength), `len <= capacity`, and `&mut self` is the
+        // request's only view.
+        unsafe { core::ptr::copy_nonoverlapping(sense.as_ptr(), buffer.as_ptr(), len) };
+        u8::try_from(len).unwrap_or(capacity)
+    }
+
     /// Sets `SenseInfoBufferLength` to the bytes of sense written.
     pub fn set_sense_length(&mut self, len: u8) {
         if let Some(fields) = self.scsi_fields() {
@@ -688,439 +737,4 @@ const _: () = assert!(
 );
 
 #[cfg(test)]
-mod tests {
-    use core::mem::{offset_of, size_of};
-
-    use super::*;
-    use crate::storport::{SRB_FUNCTION_EXECUTE_SCSI, SRB_FUNCTION_WMI, SrbExDataTypeWmi};
-
-    /// 8-aligned backing for hand-built SRBs.
-    struct Buffer(Vec<u64>);
-
-    impl Buffer {
-        fn new(len: usize) -> Self {
-            Self(vec![0; len.div_ceil(8)])
-        }
-
-        fn ptr(&mut self) -> NonNull<ScsiRequestBlock> {
-            NonNull::new(self.0.as_mut_ptr().cast()).unwrap()
-        }
-
-        fn put<T>(&mut self, offset: usize, value: T) {
-            let bytes = self.0.as_mut_ptr().cast::<u8>();
-            assert!(offset + size_of::<T>() <= self.0.len() * 8);
-            // SAFETY: in bounds (checked), aligned by construction of the offsets used.
-            unsafe {
-                bytes
-                    .wrapping_add(offset)
-                    .cast::<T>()
-                    .write_unaligned(value);
-            }
-        }
-
-        fn get<T: Copy>(&self, offset: usize) -> T {
-            let bytes = self.0.as_ptr().cast::<u8>();
-            // SAFETY: in bounds for the offsets the tests use.
-            unsafe { bytes.wrapping_add(offset).cast::<T>().read_unaligned() }
-        }
-    }
-
-    fn classic(sense: &mut [u8; 32]) -> Buffer {
-        let mut srb = ScsiRequestBlock::zeroed();
-        srb.length = size_of::<ScsiRequestBlock>() as u16;
-        srb.function = SRB_FUNCTION_EXECUTE_SCSI;
-        srb.path_id = 0;
-        srb.target_id = 3;
-        srb.lun = 7;
-        srb.cdb_length = 10;
-        srb.cdb[..10].copy_from_slice(&[0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0]);
-        srb.data_transfer_length = 512;
-        srb.srb_flags = 0x40;
-        srb.sense_info_buffer = sense.as_mut_ptr().cast();
-        srb.sense_info_buffer_length = 32;
-        let mut buffer = Buffer::new(size_of::<ScsiRequestBlock>());
-        buffer.put(0, srb);
-        buffer
-    }
-
-    /// An SRB_EX with a BTL8 address at 128 and a CDB16 block at 144.
-    fn extended(sense: &mut [u8; 32]) -> Buffer {
-        let total = 144 + size_of::<SrbExDataScsiCdb16>();
-        let mut header = StorageRequestBlock::zeroed();
-        header.length = 8;
-        header.function = SRB_FUNCTION_STORAGE_REQUEST_BLOCK;
-        header.signature = SRB_SIGNATURE;
-        header.version = STORAGE_REQUEST_BLOCK_VERSION_1;
-        header.srb_length = total as u32;
-        header.srb_function = u32::from(SRB_FUNCTION_EXECUTE_SCSI);
-        header.srb_flags = 0x80;
-        header.address_offset = 128;
-        header.num_srb_ex_data = 1;
-        header.data_transfer_length = 4096;
-        header.srb_ex_data_offset = [144];
-        let mut buffer = Buffer::new(total);
-        buffer.put(0, header);
-        // A typed write leaves padding uninitialised; StorPort's memory is plain bytes, so zero
-        // the header's tail padding (after SrbExDataOffset[0]) and the address's.
-        buffer.put(size_of::<StorageRequestBlock>() - 4, 0u32);
-        buffer.put(
-            128,
-            StorAddrBtl8 {
-                r#type: STOR_ADDRESS_TYPE_BTL8,
-                port: 0,
-                address_length: 4,
-                path: 0,
-                target: 9,
-                lun: 2,
-                reserved: 0,
-            },
-        );
-        buffer.put(128 + 12, 0u32);
-        let mut cdb = SrbExDataScsiCdb16::zeroed();
-        cdb.r#type = SrbExDataTypeScsiCdb16;
-        cdb.length = 32;
-        cdb.cdb_length = 16;
-        cdb.cdb = [0x8A, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0];
-        cdb.sense_info_buffer = sense.as_mut_ptr().cast();
-        cdb.sense_info_buffer_length = 20;
-        buffer.put(144, cdb);
-        buffer
-    }
-
-    fn view(buffer: &mut Buffer) -> Result<Srb, SrbError> {
-        // SAFETY: the buffer holds a complete SRB built by the test and outlives the view.
-        unsafe { Srb::from_raw(buffer.ptr()) }.map_err(|(_, error)| error)
-    }
-
-    #[test]
-    fn classic_srbs_read_and_write_their_fields() {
-        let mut sense = [0u8; 32];
-        let mut buffer = classic(&mut sense);
-        let mut srb = view(&mut buffer).unwrap();
-        assert!(!srb.is_extended());
-        assert_eq!(srb.function(), u32::from(SRB_FUNCTION_EXECUTE_SCSI));
-        assert_eq!(
-            srb.address(),
-            Address {
-                path: 0,
-                target: 3,
-                lun: 7
-            }
-        );
-        let mut cdb = [0u8; CDB_SIZE];
-        assert_eq!(srb.cdb(&mut cdb), Ok(10));
-        assert_eq!(cdb[..10], [0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0]);
-        assert!(cdb[10..].iter().all(|&b| b == 0));
-        assert_eq!(srb.flags(), 0x40);
-        assert_eq!(srb.data_transfer_length(), 512);
-        assert_eq!(srb.sense_buffer().map(|(_, len)| len), Some(32));
-        srb.set_srb_status(0x81);
-        srb.set_scsi_status(0x02);
-        srb.set_sense_length(18);
-        srb.set_data_transfer_length(100);
-        assert_eq!(
-            buffer.get::<u8>(offset_of!(ScsiRequestBlock, srb_status)),
-            0x81
-        );
-        assert_eq!(
-            buffer.get::<u8>(offset_of!(ScsiRequestBlock, scsi_status)),
-            0x02
-        );
-        assert_eq!(
-            buffer.get::<u8>(offset_of!(ScsiRequestBlock, sense_info_buffer_length)),
-            18
-        );
-        assert_eq!(
-            buffer.get::<u32>(offset_of!(ScsiRequestBlock, data_transfer_length)),
-            100
-        );
-    }
-
-    #[test]
-    fn extended_srbs_are_read_through_their_address_and_cdb_blocks() {
-        let mut sense = [0u8; 32];
-        let mut buffer = extended(&mut sense);
-        let mut srb = view(&mut buffer).unwrap();
-        assert!(srb.is_extended());
-        assert_eq!(srb.function(), u32::from(SRB_FUNCTION_EXECUTE_SCSI));
-        assert_eq!(
-            srb.address(),
-            Address {
-                path: 0,
-                target: 9,
-                lun: 2
-            }
-        );
-        let mut cdb = [0u8; CDB_SIZE];
-        assert_eq!(srb.cdb(&mut cdb), Ok(16));
-        assert_eq!(cdb[0], 0x8A);
-        assert_eq!(srb.flags(), 0x80);
-        assert_eq!(srb.data_transfer_length(), 4096);
-        assert_eq!(srb.sense_buffer().map(|(_, len)| len), Some(20));
-        srb.set_scsi_status(0x18);
-        srb.set_sense_length(0);
-        srb.set_srb_status(0x04);
-        assert_eq!(
-            buffer.get::<u8>(144 + offset_of!(SrbExDataScsiCdb16, scsi_status)),
-            0x18
-        );
-        assert_eq!(
-            buffer.get::<u8>(144 + offset_of!(SrbExDataScsiCdb16, sense_info_buffer_length)),
-            0
-        );
-        assert_eq!(
-            buffer.get::<u8>(offset_of!(StorageRequestBlock, srb_status)),
-            0x04
-        );
-    }
-
-    #[test]
-    fn malformed_extended_srbs_are_refused_with_their_reason() {
-        type Case = (&'static str, fn(&mut Buffer), fn(SrbError) -> bool);
-        let mut sense = [0u8; 32];
-        let cases: [Case; 6] = [
-            (
-                "signature",
-                |b| b.put(offset_of!(StorageRequestBlock, signature), 0u32),
-                |e| matches!(e, SrbError::BadExtendedHeader { .. }),
-            ),
-            (
-                "short length",
-                |b| b.put(offset_of!(StorageRequestBlock, srb_length), 64u32),
-                |e| matches!(e, SrbError::BadExtendedHeader { .. }),
-            ),
-            (
-                "address past the end",
-                |b| {
-                    b.put(offset_of!(StorageRequestBlock, address_offset), 4096u32);
-                },
-                |e| matches!(e, SrbError::BadAddress { offset: 4096 }),
-            ),
-            (
-                "misaligned address",
-                |b| {
-                    b.put(offset_of!(StorageRequestBlock, address_offset), 129u32);
-                },
-                |e| matches!(e, SrbError::BadAddress { offset: 129 }),
-            ),
-            (
-                "block past the end",
-                |b| {
-                    b.put(offset_of!(StorageRequestBlock, srb_ex_data_offset), 184u32);
-                },
-                |e| matches!(e, SrbError::BadDataBlock { offset: 184 }),
-            ),
-            (
-                "too many blocks",
-                |b| {
-                    b.put(offset_of!(StorageRequestBlock, num_srb_ex_data), 1000u32);
-                },
-                |e| matches!(e, SrbError::BadDataBlock { .. }),
-            ),
-        ];
-        for (name, corrupt, expected) in cases {
-            let mut buffer = extended(&mut sense);
-            corrupt(&mut buffer);
-            let error = view(&mut buffer).expect_err(name);
-            assert!(expected(error), "{name}: {error:?}");
-        }
-    }
-
-    #[test]
-    fn a_recorded_layout_rebuilds_the_completion_view_of_both_shapes() {
-        let mut sense = [0u8; 32];
-        for (mut buffer, status_at, length_at) in [
-            (
-                classic(&mut sense),
-                offset_of!(ScsiRequestBlock, scsi_status),
-                offset_of!(ScsiRequestBlock, sense_info_buffer_length),
-            ),
-            (
-                extended(&mut sense),
-                144 + offset_of!(SrbExDataScsiCdb16, scsi_status),
-                144 + offset_of!(SrbExDataScsiCdb16, sense_info_buffer_length),
-            ),
-        ] {
-            let layout = view(&mut buffer).unwrap().layout();
-            // SAFETY: the buffer holds the SRB the layout was recorded from.
-            let mut again = unsafe { Srb::from_layout(buffer.ptr(), layout) };
-            assert!(again.sense_buffer().is_some());
-            again.set_scsi_status(0x22);
-            again.set_sense_length(7);
-            again.set_data_transfer_length(9);
-            assert_eq!(buffer.get::<u8>(status_at), 0x22);
-            assert_eq!(buffer.get::<u8>(length_at), 7);
-            // SAFETY: as above; BuildIo accepted it.
-            let started = unsafe { Srb::validated(buffer.ptr()) };
-            assert_eq!(started.function(), u32::from(SRB_FUNCTION_EXECUTE_SCSI));
-            assert_eq!(started.data_transfer_length(), 9);
-        }
-    }
-
-    #[test]
-    fn empty_or_oversized_cdbs_are_refused() {
-        let mut sense = [0u8; 32];
-        let mut buffer = classic(&mut sense);
-        buffer.put(offset_of!(ScsiRequestBlock, cdb_length), 17u8);
-        let srb = view(&mut buffer).unwrap();
-        assert_eq!(
-            srb.cdb(&mut [0; CDB_SIZE]),
-            Err(SrbError::CdbLength { len: 17 })
-        );
-        let mut buffer = extended(&mut sense);
-        buffer.put(144 + offset_of!(SrbExDataScsiCdb16, cdb_length), 0u8);
-        assert_eq!(
-            view(&mut buffer).err(),
-            Some(SrbError::CdbLength { len: 0 })
-        );
-    }
-
-    #[test]
-    fn extended_srbs_without_a_cdb_block_have_no_cdb_or_sense() {
-        let mut sense = [0u8; 32];
-        let mut buffer = extended(&mut sense);
-        buffer.put(
-            offset_of!(StorageRequestBlock, srb_function),
-            u32::from(SRB_FUNCTION_WMI),
-        );
-        buffer.put(144usize, SrbExDataTypeWmi);
-        let srb = view(&mut buffer).unwrap();
-        assert_eq!(srb.function(), u32::from(SRB_FUNCTION_WMI));
-        assert!(srb.sense_buffer().is_none());
-        assert!(srb.cdb(&mut [0; CDB_SIZE]).is_err());
-    }
-
-    /// The extended SRB of [`extended`] turned into a WMI request with an `SRBEX_DATA_WMI`
-    /// block at 144.
-    fn extended_wmi(sense: &mut [u8; 32], block_length: u32) -> Buffer {
-        let mut buffer = extended(sense);
-        buffer.put(
-            offset_of!(StorageRequestBlock, srb_function),
-            u32::from(SRB_FUNCTION_WMI),
-        );
-        buffer.put(
-            144,
-            SrbExDataWmi {
-                r#type: SrbExDataTypeWmi,
-                length: block_length,
-                wmi_sub_function: 0x0B,
-                wmi_flags: 1,
-                reserved: [0; 2],
-                reserved1: 0,
-                data_path: 0x1234_5678usize as *mut core::ffi::c_void,
-            },
-        );
-        buffer
-    }
-
-    #[test]
-    fn wmi_parameters_come_from_either_shape() {
-        let mut sense = [0u8; 32];
-        let mut buffer = extended_wmi(&mut sense, 16);
-        let srb = view(&mut buffer).unwrap();
-        assert_eq!(
-            srb.wmi_parameters(),
-            Some(WmiParameters {
-                sub_function: 0x0B,
-                flags: 1,
-                data_path: 0x1234_5678,
-            })
-        );
-        // The classic shape: SCSI_WMI_REQUEST_BLOCK fields over the same 88 bytes.
-        let mut buffer = classic(&mut sense);
-        buffer.put(offset_of!(ScsiRequestBlock, function), SRB_FUNCTION_WMI);
-        buffer.put(offset_of!(ScsiWmiRequestBlock, wmi_sub_function), 0x09u8);
-        buffer.put(offset_of!(ScsiWmiRequestBlock, wmi_flags), 0u8);
-        buffer.put(offset_of!(ScsiWmiRequestBlock, data_path), 0x42usize);
-        let srb = view(&mut buffer).unwrap();
-        assert_eq!(
-            srb.wmi_parameters(),
-            Some(WmiParameters {
-                sub_function: 0x09,
-                flags: 0,
-                data_path: 0x42,
-            })
-        );
-        // Not a WMI function: no parameters, even with a WMI block.
-        let mut buffer = extended_wmi(&mut sense, 16);
-        buffer.put(
-            offset_of!(StorageRequestBlock, srb_function),
-            u32::from(SRB_FUNCTION_EXECUTE_SCSI),
-        );
-        assert_eq!(view(&mut buffer).unwrap().wmi_parameters(), None);
-        // A WMI function without a WMI block has none either.
-        let mut buffer = extended(&mut sense);
-        buffer.put(
-            offset_of!(StorageRequestBlock, srb_function),
-            u32::from(SRB_FUNCTION_WMI),
-        );
-        assert_eq!(view(&mut buffer).unwrap().wmi_parameters(), None);
-    }
-
-    #[test]
-    fn short_or_misplaced_wmi_blocks_are_refused() {
-        let mut sense = [0u8; 32];
-        let mut buffer = extended_wmi(&mut sense, 15);
-        assert_eq!(
-            view(&mut buffer).err(),
-            Some(SrbError::BadDataBlock { offset: 144 })
-        );
-        // A block whose end passes SrbLength.
-        let mut buffer = extended_wmi(&mut sense, 16);
-        buffer.put(offset_of!(StorageRequestBlock, srb_length), 160u32);
-        assert!(matches!(
-            view(&mut buffer).err(),
-            Some(SrbError::BadDataBlock { .. })
-        ));
-    }
-
-    proptest::proptest! {
-        /// Arbitrary extended SRBs (random offsets, counts, block types and lengths inside a
-        /// 256-byte SRB whose SrbLength never claims more than that) are refused or read without
-        /// panicking, and every CDB handed out fits virtio-scsi.
-        #[test]
-        fn arbitrary_extended_srbs_never_panic(
-            bytes in proptest::collection::vec(proptest::num::u8::ANY, 256),
-            srb_length in 0u32..=256,
-            address_offset in 0u32..300,
-            blocks in 0u32..8,
-            offsets in proptest::collection::vec(0u32..300, 8),
-            kinds in proptest::collection::vec(0u32..4, 8),
-        ) {
-            let mut buffer = Buffer::new(256);
-            for (at, byte) in bytes.iter().enumerate() {
-                buffer.put(at, *byte);
-            }
-            let types = [SrbExDataTypeScsiCdb16, SrbExDataTypeScsiCdb32, SrbExDataTypeScsiCdbVar, SrbExDataTypeWmi];
-            for index in 0..blocks as usize {
-                let at = offset_of!(StorageRequestBlock, srb_ex_data_offset) + 4 * index;
-                if at + 4 <= 256 {
-                    buffer.put(at, offsets[index]);
-                }
-                let block = offsets[index] as usize;
-                if block + 4 <= 256 {
-                    buffer.put(block, types[kinds[index] as usize]);
-                }
-            }
-            // The header last, so no random block offset overwrites it: StorPort guarantees the
-            // SRB really is SrbLength bytes, and the test must not break that promise.
-            buffer.put(offset_of!(StorageRequestBlock, function), SRB_FUNCTION_STORAGE_REQUEST_BLOCK);
-            buffer.put(offset_of!(StorageRequestBlock, signature), SRB_SIGNATURE);
-            buffer.put(offset_of!(StorageRequestBlock, version), STORAGE_REQUEST_BLOCK_VERSION_1);
-            buffer.put(offset_of!(StorageRequestBlock, srb_length), srb_length);
-            buffer.put(offset_of!(StorageRequestBlock, address_offset), address_offset);
-            buffer.put(offset_of!(StorageRequestBlock, num_srb_ex_data), blocks);
-            if let Ok(mut srb) = view(&mut buffer) {
-                let _ = srb.address();
-                let _ = srb.function();
-                let _ = srb.sense_buffer();
-                let mut cdb = [0u8; CDB_SIZE];
-                if let Ok(len) = srb.cdb(&mut cdb) {
-                    proptest::prop_assert!((1..=CDB_SIZE).contains(&len));
-                }
-                srb.set_scsi_status(0);
-                srb.set_srb_status(1);
-            }
-        }
-    }
-}
+mod tests;

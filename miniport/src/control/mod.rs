@@ -1,0 +1,5 @@
+//! Requests the miniport answers itself in HwBuildIo, never sending them to the device:
+//! `SRB_FUNCTION_WMI` (the HBA's WMI classes) and `IOCTL_SCSI_MINIPORT`.
+
+pub mod ioctl;
+pub mod wmi_provider;

@@ -1,0 +1,343 @@
+//! HwBuildIo: an SRB validated and turned into one virtio-scsi request in its SRB extension
+//! (header, segment list, indirect table), with no lock held; WMI and IOCTL requests answered
+//! here.
+
+use virtio_core::features::Features;
+use virtio_core::hal::Segment;
+
+use virtio_core::scsi::{CDB_SIZE, CmdReq, CmdResp, DataDirection, Lun};
+use zerocopy::IntoBytes;
+
+use super::{
+    Built, Request, UNWRITTEN_RESPONSE_HEADER, complete, device_identification, request_base,
+};
+use crate::adapter::Adapter;
+use crate::luns::{self};
+use crate::srb_extension::{RequestContext, RequestState};
+use crate::storport::srb::{Srb, SrbError};
+use crate::storport::{
+    SRB_FLAGS_DATA_IN, SRB_FLAGS_DATA_OUT, SRB_FLAGS_DISABLE_AUTOSENSE,
+    SRB_FLAGS_UNSPECIFIED_DIRECTION, SRB_FUNCTION_ABORT_COMMAND, SRB_FUNCTION_EXECUTE_SCSI,
+    SRB_FUNCTION_FLUSH, SRB_FUNCTION_IO_CONTROL, SRB_FUNCTION_PNP, SRB_FUNCTION_POWER,
+    SRB_FUNCTION_RESET_BUS, SRB_FUNCTION_RESET_DEVICE, SRB_FUNCTION_RESET_LOGICAL_UNIT,
+    SRB_FUNCTION_SHUTDOWN, SRB_FUNCTION_WMI, SRB_STATUS_BAD_SRB_BLOCK_LENGTH, SRB_STATUS_ERROR,
+    SRB_STATUS_INVALID_LUN, SRB_STATUS_INVALID_PATH_ID, SRB_STATUS_INVALID_REQUEST,
+    SRB_STATUS_INVALID_TARGET_ID, SRB_STATUS_NO_DEVICE, SRB_STATUS_SUCCESS,
+    StorScatterGatherElement,
+};
+
+/// HwBuildIo: validates the SRB and builds its request.
+pub fn build_io(adapter: &Adapter, parsed: Result<Srb, (Srb, SrbError)>) -> Built {
+    let mut srb = match parsed {
+        Ok(srb) => srb,
+        Err((srb, error)) => {
+            let status = match error {
+                SrbError::BadExtendedHeader { .. } => SRB_STATUS_BAD_SRB_BLOCK_LENGTH,
+                _ => SRB_STATUS_INVALID_REQUEST,
+            };
+            complete(adapter, srb, status);
+            return Built::Completed;
+        }
+    };
+    let function = srb.function();
+    let status = if function == u32::from(SRB_FUNCTION_EXECUTE_SCSI) {
+        match prepare(adapter, &mut srb) {
+            Ok(()) => return Built::Ready(srb),
+            Err(status) => status,
+        }
+    } else if [
+        SRB_FUNCTION_ABORT_COMMAND,
+        SRB_FUNCTION_RESET_BUS,
+        SRB_FUNCTION_RESET_DEVICE,
+        SRB_FUNCTION_RESET_LOGICAL_UNIT,
+    ]
+    .map(u32::from)
+    .contains(&function)
+    {
+        return Built::Control(srb);
+    } else if function == u32::from(SRB_FUNCTION_WMI) {
+        // Answered here, completely: see `crate::control::wmi_provider` for why BuildIo.
+        crate::control::wmi_provider::handle(adapter, &mut srb)
+    } else if function == u32::from(SRB_FUNCTION_IO_CONTROL) {
+        // IOCTL_SCSI_MINIPORT, also answered here: see `crate::control::ioctl`.
+        crate::control::ioctl::handle(&mut srb)
+    } else if [
+        SRB_FUNCTION_FLUSH,
+        SRB_FUNCTION_SHUTDOWN,
+        SRB_FUNCTION_PNP,
+        SRB_FUNCTION_POWER,
+    ]
+    .map(u32::from)
+    .contains(&function)
+    {
+        // virtio-scsi has no adapter cache to flush and no adapter power state; the disk
+        // class sends SYNCHRONIZE CACHE as a SCSI command, which the device executes.
+        SRB_STATUS_SUCCESS
+    } else {
+        SRB_STATUS_INVALID_REQUEST
+    };
+    complete(adapter, srb, status);
+    Built::Completed
+}
+
+/// The direction of a request with a buffer and `SRB_FLAGS_UNSPECIFIED_DIRECTION`, which
+/// StorPort passes on from pass-through callers (`SCSI_IOCTL_DATA_UNSPECIFIED`): a virtio-scsi
+/// request has one direction (INOUT is not negotiated), so the driver must choose.
+///
+/// The commands whose data phase SPC/SBC define as data-out are sent as writes, so that a
+/// tool sending WRITE, MODE SELECT or PERSISTENT RESERVE OUT this way works; ATA PASS-THROUGH
+/// says its direction in `T_DIR`. Everything else is sent as a read, as vioscsi sends every
+/// request that is not DATA_OUT. A wrong guess is safe either way: a data-out command sent as
+/// a read gets no data, and the device fails it (QEMU answers `VIRTIO_S_OVERRUN` when the
+/// direction disagrees with the command); a read lets the device write at most
+/// `DataTransferLength` bytes into the buffer the caller gave for the transfer.
+pub(super) fn unspecified_direction(cdb: &[u8]) -> DataDirection {
+    /// Commands with a data-out phase (SPC-4, SBC-3 opcode tables).
+    const DATA_OUT: [u8; 21] = [
+        0x0A, // WRITE(6)
+        0x15, // MODE SELECT(6)
+        0x1D, // SEND DIAGNOSTIC
+        0x2A, // WRITE(10)
+        0x2E, // WRITE AND VERIFY(10)
+        0x3B, // WRITE BUFFER
+        0x3F, // WRITE LONG(10)
+        0x41, // WRITE SAME(10)
+        0x42, // UNMAP
+        0x4C, // LOG SELECT
+        0x55, // MODE SELECT(10)
+        0x5F, // PERSISTENT RESERVE OUT
+        0x83, // THIRD-PARTY COPY OUT
+        0x89, // COMPARE AND WRITE
+        0x8A, // WRITE(16)
+        0x8E, // WRITE AND VERIFY(16)
+        0x93, // WRITE SAME(16)
+        0xA4, // MAINTENANCE OUT
+        0xAA, // WRITE(12)
+        0xAE, // WRITE AND VERIFY(12)
+        0xB6, // SEND VOLUME TAG
+    ];
+    /// ATA PASS-THROUGH(16) and (12) (SAT): `T_DIR` is bit 3 of byte 2, set for data-in.
+    const ATA_PASS_THROUGH: [u8; 2] = [0x85, 0xA1];
+    match cdb {
+        [opcode, _, flags, ..] if ATA_PASS_THROUGH.contains(opcode) => {
+            if flags & 0x08 == 0 {
+                DataDirection::ToDevice
+            } else {
+                DataDirection::FromDevice
+            }
+        }
+        [opcode, ..] if DATA_OUT.contains(opcode) => DataDirection::ToDevice,
+        _ => DataDirection::FromDevice,
+    }
+}
+
+/// Builds the request for an EXECUTE_SCSI SRB in its extension; on error, the SRB status.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one linear translation of an SRB into a request; splitting it scatters the checks"
+)]
+pub(super) fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
+    let address = srb.address();
+    let device = adapter.device_limits();
+    if address.path != 0 {
+        return Err(SRB_STATUS_INVALID_PATH_ID);
+    }
+    if address.target > device.max_target {
+        return Err(SRB_STATUS_INVALID_TARGET_ID);
+    }
+    if u16::from(address.lun) > device.max_lun {
+        return Err(SRB_STATUS_INVALID_LUN);
+    }
+    let mut cdb = [0u8; CDB_SIZE];
+    let cdb_len = srb.cdb(&mut cdb).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    // A unit the device reported removed is gone for Windows at once (see `crate::events`);
+    // only the commands the device answers for an absent unit still reach it.
+    if adapter
+        .events()
+        .gone()
+        .contains(address.target, address.lun)
+        && !crate::events::reaches_absent_unit(cdb[0])
+    {
+        return Err(SRB_STATUS_NO_DEVICE);
+    }
+    let lun =
+        Lun::new(address.target, u16::from(address.lun)).map_err(|_| SRB_STATUS_INVALID_LUN)?;
+    let flags = srb.flags();
+    let length = srb.data_transfer_length();
+    let direction = match (length, flags & SRB_FLAGS_UNSPECIFIED_DIRECTION) {
+        (0, _) => DataDirection::None,
+        (_, SRB_FLAGS_DATA_IN) => DataDirection::FromDevice,
+        (_, SRB_FLAGS_DATA_OUT) => DataDirection::ToDevice,
+        // Both flags: pass-through with SCSI_IOCTL_DATA_UNSPECIFIED (see
+        // `unspecified_direction`).
+        (_, SRB_FLAGS_UNSPECIFIED_DIRECTION) => unspecified_direction(&cdb[..]),
+        // A buffer on a request that claims no data transfer: inconsistent, refused.
+        _ => return Err(SRB_STATUS_INVALID_REQUEST),
+    };
+    let sense_capacity = if flags & SRB_FLAGS_DISABLE_AUTOSENSE == 0 {
+        srb.sense_buffer().map_or(0, |(_, len)| u32::from(len))
+    } else {
+        0
+    };
+
+    let layout = adapter.limits().request;
+    let extension = srb.extension() as usize;
+    if extension == 0 {
+        return Err(SRB_STATUS_INVALID_REQUEST);
+    }
+    let base = request_base(extension, &layout);
+    let port = adapter.extension();
+    // The SRB goes with its extension: under DMA remapping (an IOMMU) StorPort maps the SRB
+    // extension for the device while it holds the SRB, and finds that logical address through
+    // the SRB. Microsoft's storahci does the same ("SRB is needed for
+    // StorPortGetPhysicalAddress to calculate logical address when DMAR is enabled"), and
+    // StorPortGetPhysicalAddress "will just return zero if an IOMMU is active" when the SRB is
+    // NULL (MicrosoftDocs/windows-driver-docs-ddi pull request 1640). A zero length fails the
+    // SRB below instead of handing the device an address it cannot reach.
+    let (bus, contiguous) = port.physical_address(Some(srb), base);
+    if (contiguous as usize) < layout.indirect {
+        return Err(SRB_STATUS_ERROR);
+    }
+    let request = Request::at(base, bus, layout).ok_or(SRB_STATUS_ERROR)?;
+    let tag = base as u64;
+    // `Srb::cdb` bounds the length by the buffer; `get` keeps that proof local, with no panic.
+    let cdb_bytes = cdb.get(..cdb_len).ok_or(SRB_STATUS_INVALID_REQUEST)?;
+    let command = CmdReq::new(lun, tag, cdb_bytes).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    if !request
+        .memory
+        .write_bytes(layout.cmd_req, command.as_bytes())
+        || !request
+            .memory
+            .write_bytes(layout.cmd_resp, &UNWRITTEN_RESPONSE_HEADER)
+    {
+        return Err(SRB_STATUS_ERROR);
+    }
+
+    // The scratch list: header, data-out segments | response, data-in segments.
+    let mut scratch = Scratch {
+        first: request.scratch(),
+        capacity: layout.segment_capacity(),
+        count: 0,
+    };
+    let header = Segment::new(bus + layout.cmd_req as u64, size_of::<CmdReq>() as u32);
+    let response = Segment::new(bus + layout.cmd_resp as u64, size_of::<CmdResp>() as u32);
+    let data = if direction == DataDirection::None {
+        &[][..]
+    } else {
+        data_segments(adapter, srb, length)?
+    };
+    scratch.push(header)?;
+    if direction == DataDirection::ToDevice {
+        scratch.push_data(data, length)?;
+    }
+    let readable = scratch.count;
+    scratch.push(response)?;
+    if direction == DataDirection::FromDevice {
+        scratch.push_data(data, length)?;
+    }
+    let count = scratch.count;
+    let writable = count - readable;
+    // An indirect table needs the feature negotiated (virtio 1.x 2.7.5.3.1: the driver MUST NOT
+    // set VIRTQ_DESC_F_INDIRECT otherwise) and the whole table contiguous in bus memory; without
+    // either the request goes on the ring as a direct chain, which the limits are sized for.
+    let indirect_len = count * crate::sizing::DESCRIPTOR_LEN;
+    let indirect_usable = adapter.features().contains(Features::INDIRECT_DESC)
+        && (contiguous as usize) >= layout.indirect + indirect_len;
+
+    let mut opcode_page = 0xFFFF;
+    if cdb[0] == device_identification::INQUIRY && cdb[1] & 1 == 1 {
+        opcode_page = u16::from(cdb[2]);
+    } else if cdb[0] == luns::SERVICE_ACTION_IN_16 {
+        opcode_page = u16::from(cdb[1] & 0x1F);
+    }
+    let srb_layout = srb.layout();
+    let context = RequestContext {
+        srb: (srb.raw().as_ptr() as u64).into(),
+        data_length: length.into(),
+        sense_capacity: sense_capacity.into(),
+        queue: adapter.queue_for_request(srb).into(),
+        token: 0.into(),
+        state: RequestState::Built as u8,
+        direction: match direction {
+            DataDirection::None => 0,
+            DataDirection::ToDevice => 1,
+            DataDirection::FromDevice | DataDirection::Bidirectional => 2,
+        },
+        target: address.target,
+        opcode: cdb[0],
+        lun: u16::from(address.lun).into(),
+        vpd_page: opcode_page.into(),
+        readable: (readable as u16).into(),
+        writable: (writable as u16).into(),
+        indirect_usable: u8::from(indirect_usable),
+        srb_extended: u8::from(srb_layout.extended),
+        scsi_status_at: srb_layout.scsi_status.into(),
+        sense_length_at: srb_layout.sense_length.into(),
+        sense_buffer_at: srb_layout.sense_buffer.into(),
+        bus: bus.into(),
+        // Numbered by StartIo, under the queue lock, when the request goes on the ring.
+        sequence: 0.into(),
+    };
+    if request.set_context(&context) {
+        Ok(())
+    } else {
+        Err(SRB_STATUS_ERROR)
+    }
+}
+
+/// The SRB's scatter/gather elements, checked against the adapter's limits.
+pub(super) fn data_segments<'a>(
+    adapter: &Adapter,
+    srb: &'a Srb,
+    length: u32,
+) -> Result<&'a [StorScatterGatherElement], u8> {
+    let elements = adapter
+        .extension()
+        .scatter_gather_elements(srb, adapter.limits().max_segments)
+        .ok_or(SRB_STATUS_INVALID_REQUEST)?;
+    if elements.is_empty() || length == 0 {
+        return Err(SRB_STATUS_INVALID_REQUEST);
+    }
+    Ok(elements)
+}
+
+/// Writes the segment list of a request into its SRB extension's scratch area.
+pub(super) struct Scratch {
+    first: *mut Segment,
+    capacity: usize,
+    count: usize,
+}
+
+impl Scratch {
+    fn push(&mut self, segment: Segment) -> Result<(), u8> {
+        if self.count >= self.capacity {
+            return Err(SRB_STATUS_INVALID_REQUEST);
+        }
+        // SAFETY: the scratch list has `capacity` Segment slots inside the SRB extension,
+        // 16-aligned, ours for the request's life; `count < capacity`.
+        unsafe { self.first.wrapping_add(self.count).write(segment) };
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Pushes data segments covering exactly `length` bytes.
+    fn push_data(&mut self, elements: &[StorScatterGatherElement], length: u32) -> Result<(), u8> {
+        let mut left = length;
+        for element in elements {
+            if left == 0 {
+                break;
+            }
+            let take = element.length.min(left);
+            if take == 0 {
+                return Err(SRB_STATUS_INVALID_REQUEST);
+            }
+            self.push(Segment::new(element.physical_address.as_u64(), take))?;
+            left -= take;
+        }
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(SRB_STATUS_INVALID_REQUEST)
+        }
+    }
+}

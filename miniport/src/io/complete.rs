@@ -1,0 +1,382 @@
+//! Completions: the used ring drained under the queue lock, each request's status, sense and
+//! residual mapped to its SRB, what the bus scan answered snooped; and the requests a device
+//! reset takes back.
+
+use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
+
+use virtio_core::scsi::{DataDirection, Disposition, Transfer, complete_command};
+
+use super::{RESPONSE_HEADER_LEN, Request, complete, device_identification};
+use crate::adapter::{Adapter, QueueGuard};
+use crate::luns::{Recorded, Snooped};
+use crate::srb_extension::{RequestContext, RequestState};
+use crate::storport::srb::Srb;
+use crate::storport::{
+    SRB_STATUS_ABORTED, SRB_STATUS_AUTOSENSE_VALID, SRB_STATUS_BUS_RESET, SRB_STATUS_BUSY,
+    SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR, SRB_STATUS_INVALID_LUN,
+    SRB_STATUS_INVALID_TARGET_ID, SRB_STATUS_NO_DEVICE, SRB_STATUS_SUCCESS, ScsiRequestBlock,
+};
+use crate::trace::{TraceEvent, ViolationKind};
+
+/// Drains the used ring of the guarded queue, completing each request; re-arms interrupts.
+/// Returns true if the device broke the protocol and must be reset (the violation is traced).
+pub fn drain(guard: &mut QueueGuard<'_>) -> bool {
+    drain_used(guard, true)
+}
+
+/// During a device reset (the device already stopped): completes what the device had finished
+/// before it stopped, up to the first protocol violation. That violation is not traced again:
+/// it is the one that asked for this reset, or one the reset is about to clear anyway, and every
+/// request not salvaged here fails with SRB_STATUS_BUS_RESET.
+pub fn salvage(guard: &mut QueueGuard<'_>) {
+    let _ = drain_used(guard, false);
+}
+
+/// [`drain`], tracing the violation it stops at when `report`.
+pub(super) fn drain_used(guard: &mut QueueGuard<'_>, report: bool) -> bool {
+    let adapter = guard.adapter();
+    let queue = guard.queue();
+    let trace = |args: (u32, u64, u64)| {
+        if report {
+            adapter.trace(TraceEvent::ProtocolViolation, queue, args);
+        }
+    };
+    let mut reset = false;
+    loop {
+        let Some(state) = guard.state() else {
+            return false;
+        };
+        let popped = state.ring.pop_used();
+        match popped {
+            Ok(Some(used)) => {
+                let requests: &mut [usize] =
+                    core::borrow::BorrowMut::borrow_mut(&mut state.requests);
+                let base = requests
+                    .get_mut(used.token.index())
+                    .map_or(0, core::mem::take);
+                if base == 0 {
+                    trace((
+                        ViolationKind::UnknownUsedId as u32,
+                        used.token.index() as u64,
+                        0,
+                    ));
+                    reset = true;
+                    break;
+                }
+                if complete_used(adapter, queue, base, used.written, used.token.0) {
+                    trace((
+                        ViolationKind::BadResponse as u32,
+                        u64::from(used.token.0),
+                        u64::from(used.written),
+                    ));
+                    reset = true;
+                }
+            }
+            Ok(None) => {
+                if !state.ring.enable_interrupts() {
+                    break;
+                }
+            }
+            Err(_) => {
+                trace((ViolationKind::RingError as u32, 0, 0));
+                reset = true;
+                break;
+            }
+        }
+    }
+    reset
+}
+
+/// Completes the request at `base` that the device used with `written` bytes. Returns true
+/// if the response broke the protocol (the device must be reset).
+pub(super) fn complete_used(
+    adapter: &Adapter,
+    queue: u16,
+    base: usize,
+    written: u32,
+    token: u16,
+) -> bool {
+    let layout = adapter.limits().request;
+    let Some(request) = Request::at(base, 0, layout) else {
+        return true;
+    };
+    let Some(context) = request.context() else {
+        return true;
+    };
+    if context.state != RequestState::InFlight as u8 || context.token.get() != token {
+        return true;
+    }
+    request.set_state(RequestState::Done);
+    let Some(raw) = NonNull::new(context.srb.get() as usize as *mut ScsiRequestBlock) else {
+        return true;
+    };
+    // SAFETY: the context holds the SRB this request was built for and the layout BuildIo
+    // recorded when it validated it; it was in flight (state checked) and is completed
+    // exactly once, here, after its state moved to Done.
+    let mut srb = unsafe { Srb::from_layout(raw, context.srb_layout()) };
+    if let Some(counters) = adapter.counters(queue) {
+        counters.completions.fetch_add(1, Ordering::Relaxed);
+    }
+    let direction = match context.direction {
+        1 => DataDirection::ToDevice,
+        2 => DataDirection::FromDevice,
+        _ => DataDirection::None,
+    };
+    let transfer = Transfer::new(
+        direction,
+        context.data_length.get(),
+        context.sense_capacity.get(),
+    );
+    let response = if written >= RESPONSE_HEADER_LEN {
+        request.response_header()
+    } else {
+        None
+    };
+    let Some(mut response) = response else {
+        srb.set_data_transfer_length(0);
+        complete(adapter, srb, SRB_STATUS_ERROR);
+        return true;
+    };
+    let outcome = complete_command(&response, &transfer);
+    let gone = adapter
+        .events()
+        .gone()
+        .contains(context.target, context.lun.get() as u8)
+        && !crate::events::reaches_absent_unit(context.opcode);
+    let mut status = srb_status(outcome.disposition, gone);
+    srb.set_scsi_status(outcome.scsi_status);
+    let mut transferred = outcome.transferred;
+    if matches!(status, SRB_STATUS_SUCCESS | SRB_STATUS_DATA_OVERRUN)
+        && context.vpd_page.get() == u16::from(device_identification::DEVICE_IDENTIFICATION)
+        && context.opcode == device_identification::INQUIRY
+        && let Some(new_len) = synthesize_vpd(adapter, &srb, &context, transferred)
+    {
+        transferred = new_len;
+        if transferred == context.data_length.get() {
+            status = SRB_STATUS_SUCCESS;
+        }
+    }
+    if matches!(status, SRB_STATUS_SUCCESS | SRB_STATUS_DATA_OVERRUN)
+        && direction == DataDirection::FromDevice
+        && let Some(snooped) = Snooped::of(context.opcode, context.vpd_page.get())
+    {
+        snoop(adapter, &srb, &context, snooped, transferred);
+    }
+    srb.set_data_transfer_length(transferred);
+    if let Some(counters) = adapter.counters(queue) {
+        counters.record_transfer(direction, transferred);
+    }
+    if outcome.autosense_valid && status != SRB_STATUS_NO_DEVICE && srb.sense_buffer().is_some() {
+        // The header said how many sense bytes there are (bounded by the buffer and the SRB's
+        // capacity in `complete_command`); only those are read from the device.
+        let wanted = outcome.sense(&response).len();
+        if !request.read_sense(&mut response, wanted) {
+            srb.set_data_transfer_length(0);
+            complete(adapter, srb, SRB_STATUS_ERROR);
+            return true;
+        }
+        let len = srb.copy_sense(outcome.sense(&response));
+        srb.set_sense_length(len);
+        status |= SRB_STATUS_AUTOSENSE_VALID;
+    } else if status != SRB_STATUS_SUCCESS {
+        srb.set_sense_length(0);
+    }
+    complete(adapter, srb, status);
+    outcome.disposition.requires_device_reset()
+}
+
+/// The SRB status of a command that ended with `disposition`; `gone` when its unit was
+/// reported removed by the device and the command is one that needs the unit.
+pub(super) fn srb_status(disposition: Disposition, gone: bool) -> u8 {
+    match disposition {
+        Disposition::Success => SRB_STATUS_SUCCESS,
+        // However the command failed, the unit is gone for Windows (see `crate::events`).
+        Disposition::Error
+        | Disposition::ProtocolViolation(_)
+        | Disposition::Aborted
+        | Disposition::InvalidTargetId
+        | Disposition::InvalidLun
+        | Disposition::BusReset
+        | Disposition::Busy
+            if gone =>
+        {
+            SRB_STATUS_NO_DEVICE
+        }
+        Disposition::DataOverrun => SRB_STATUS_DATA_OVERRUN,
+        Disposition::Error | Disposition::ProtocolViolation(_) => SRB_STATUS_ERROR,
+        Disposition::Aborted => SRB_STATUS_ABORTED,
+        Disposition::InvalidTargetId => SRB_STATUS_INVALID_TARGET_ID,
+        Disposition::InvalidLun => SRB_STATUS_INVALID_LUN,
+        Disposition::BusReset => SRB_STATUS_BUS_RESET,
+        Disposition::Busy => SRB_STATUS_BUSY,
+    }
+}
+
+/// Records in the LUN table what a successful `snooped` command returned: the first
+/// `transferred` bytes of its data buffer (after the VPD 0x83 synthesis, so the table keeps
+/// what Windows sees).
+pub(super) fn snoop(
+    adapter: &Adapter,
+    srb: &Srb,
+    context: &RequestContext,
+    snooped: Snooped,
+    transferred: u32,
+) {
+    let Some(buffer) = NonNull::new(srb.data_buffer().cast::<u8>()) else {
+        return;
+    };
+    let len = transferred.min(context.data_length.get()) as usize;
+    // SAFETY: INQUIRY, READ CAPACITY and REPORT LUNS are non-read/write commands, so StorPort
+    // mapped their buffers (STOR_MAP_NON_READ_WRITE_BUFFERS) and `DataBuffer` is valid for
+    // `DataTransferLength` bytes (the posted length, at least `len`); the device finished
+    // writing it (the request was used) and nothing writes it until the SRB is completed.
+    let data = unsafe { core::slice::from_raw_parts(buffer.as_ptr(), len) };
+    let recorded = adapter
+        .luns()
+        .observe(context.target, context.lun.get(), snooped, data);
+    if snooped == Snooped::Answer(crate::luns::Answer::Inquiry)
+        && matches!(
+            recorded,
+            Recorded::Inserted | Recorded::Updated | Recorded::KeptLonger | Recorded::Full
+        )
+        && let Ok(lun) = u8::try_from(context.lun.get())
+    {
+        // The unit answers INQUIRY as present again: it is back, event or not.
+        adapter.events().gone().clear(context.target, lun);
+    }
+}
+
+/// Adds a designator to an empty VPD 0x83 answer; returns the new transferred length.
+pub(super) fn synthesize_vpd(
+    adapter: &Adapter,
+    srb: &Srb,
+    context: &RequestContext,
+    transferred: u32,
+) -> Option<u32> {
+    let buffer = NonNull::new(srb.data_buffer().cast::<u8>())?;
+    let len = context.data_length.get() as usize;
+    // SAFETY: INQUIRY is a non-read/write command, so StorPort mapped its buffer
+    // (STOR_MAP_NON_READ_WRITE_BUFFERS) and `DataBuffer` is valid for `DataTransferLength`
+    // bytes; the device finished writing it (the request was used).
+    let page = unsafe { core::slice::from_raw_parts_mut(buffer.as_ptr(), len) };
+    let location = adapter.location(context.target, context.lun.get());
+    device_identification::synthesize_designator(page, transferred as usize, location)
+        .map(|n| n as u32)
+}
+
+/// Completes every request in flight on the guarded queue with SRB_STATUS_BUS_RESET after a
+/// device reset. The caller has reset the device.
+pub fn fail_in_flight(guard: &mut QueueGuard<'_>) {
+    let adapter = guard.adapter();
+    loop {
+        let Some(state) = guard.state() else {
+            return;
+        };
+        let Some(token) = state.ring.queue().detach_next() else {
+            return;
+        };
+        let requests: &mut [usize] = core::borrow::BorrowMut::borrow_mut(&mut state.requests);
+        let base = requests.get_mut(token.index()).map_or(0, core::mem::take);
+        if base == 0 {
+            continue;
+        }
+        let layout = adapter.limits().request;
+        let Some(request) = Request::at(base, 0, layout) else {
+            continue;
+        };
+        let Some(context) = request.context() else {
+            continue;
+        };
+        if context.state != RequestState::InFlight as u8 {
+            continue;
+        }
+        request.set_state(RequestState::Done);
+        let Some(raw) = NonNull::new(context.srb.get() as usize as *mut ScsiRequestBlock) else {
+            continue;
+        };
+        // SAFETY: as in `complete_used`: the SRB was in flight and is completed once, here.
+        let mut srb = unsafe { Srb::from_layout(raw, context.srb_layout()) };
+        srb.set_data_transfer_length(0);
+        // A request of a unit the device reported removed fails as that unit's do everywhere
+        // else (NO_DEVICE), not with a retryable BUS_RESET whose retry would fail anyway.
+        let gone = adapter
+            .events()
+            .gone()
+            .contains(context.target, context.lun.get() as u8)
+            && !crate::events::reaches_absent_unit(context.opcode);
+        complete(adapter, srb, srb_status(Disposition::BusReset, gone));
+    }
+}
+
+/// A request on a ring, as [`scan_in_flight`] reports it: what a task management function
+/// needs to decide whether it covers the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    /// Request queue (0-based).
+    pub queue: u16,
+    /// Target addressed.
+    pub target: u8,
+    /// LUN addressed.
+    pub lun: u16,
+    /// The tag the request header carries (the request's address; unique while in flight).
+    pub tag: u64,
+    /// The SRB's address.
+    pub srb: usize,
+    /// The queue's submission count when the request went on the ring.
+    pub sequence: u64,
+}
+
+/// Calls `visit` for every request in flight on the guarded queue.
+pub fn scan_in_flight(guard: &mut QueueGuard<'_>, mut visit: impl FnMut(&InFlight)) {
+    let adapter = guard.adapter();
+    let queue = guard.queue();
+    let layout = adapter.limits().request;
+    let Some(state) = guard.state() else {
+        return;
+    };
+    let requests: &[usize] = core::borrow::Borrow::borrow(&state.requests);
+    for &base in requests {
+        if base == 0 {
+            continue;
+        }
+        let Some(context) = Request::at(base, 0, layout).and_then(|request| request.context())
+        else {
+            continue;
+        };
+        if context.state != RequestState::InFlight as u8 {
+            continue;
+        }
+        visit(&InFlight {
+            queue,
+            target: context.target,
+            lun: context.lun.get(),
+            tag: base as u64,
+            srb: context.srb.get() as usize,
+            sequence: context.sequence.get(),
+        });
+    }
+}
+
+/// Completes an SRB the miniport kept by address (a task management SRB held by its
+/// [`crate::recovery::tmf`] slot) with `status`.
+///
+/// # Safety
+/// `srb` is the address of an SRB StorPort handed this miniport, validated by BuildIo, not
+/// completed since, whose ownership the caller holds alone (it is completed exactly once,
+/// here); `extended` says whether it is an SRB_EX.
+pub unsafe fn complete_kept(adapter: &Adapter, srb: usize, extended: bool, status: u8) {
+    let Some(raw) = NonNull::new(srb as *mut ScsiRequestBlock) else {
+        return;
+    };
+    let layout = crate::storport::srb::SrbLayout {
+        extended,
+        scsi_status: 0,
+        sense_length: 0,
+        sense_buffer: 0,
+    };
+    // SAFETY: the caller's contract; a layout without SCSI fields touches only the header,
+    // whose shape `extended` names.
+    let srb = unsafe { Srb::from_layout(raw, layout) };
+    complete(adapter, srb, status);
+}

@@ -1,0 +1,164 @@
+//! The I/O path: an SRB becomes one virtio-scsi request built in its SRB extension (BuildIo,
+//! no lock), goes on its queue's ring (StartIo, under the queue lock, notify after unlocking),
+//! and comes back from the used ring as one completion with the status, sense and residual the
+//! device reported (ISR/DPC, under the queue lock).
+//!
+//! Every SRB that enters is completed exactly once: refused ones at once, queued ones when the
+//! device uses them or when a reset takes them back.
+
+use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
+
+use virtio_core::dma::DmaMemory;
+use virtio_core::hal::Segment;
+use virtio_core::scsi::{CmdResp, Response};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+use crate::adapter::Adapter;
+use crate::sizing::REQUEST_ALIGN;
+use crate::srb_extension::{CONTEXT_LEN, RequestContext, RequestLayout, RequestState};
+use crate::storport::srb::Srb;
+
+mod build;
+mod complete;
+pub mod device_identification;
+pub mod room;
+mod submit;
+
+pub use build::build_io;
+#[cfg(test)]
+use build::unspecified_direction;
+#[cfg(test)]
+use complete::srb_status;
+pub use complete::{InFlight, complete_kept, drain, fail_in_flight, salvage, scan_in_flight};
+pub use submit::start_io;
+
+/// Bytes of the response header the device must write for the response to be read at all
+/// (`sense_len`, `resid`, `status_qualifier`, `status`, `response`).
+const RESPONSE_HEADER_LEN: u32 = 12;
+
+/// What the response header holds before the device answers: every field zero except
+/// `response`, which reads `VIRTIO_SCSI_S_FAILURE`. A used element whose header the device never
+/// wrote then completes as a failure; a zeroed header would read as `VIRTIO_SCSI_S_OK` with
+/// status GOOD, and a WRITE the device never performed would complete SUCCESS (found by the
+/// hostile-device sessions).
+const UNWRITTEN_RESPONSE_HEADER: [u8; RESPONSE_HEADER_LEN as usize] =
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, Response::Failure as u8];
+
+/// One request's memory in its SRB extension, as a bounds-checked view.
+#[derive(Clone, Copy, Debug)]
+struct Request {
+    /// The extension from its 16-aligned start, `layout.len` bytes.
+    memory: DmaMemory,
+    layout: RequestLayout,
+}
+
+impl Request {
+    /// The request whose aligned start is at `base`. The bus address is only meaningful for
+    /// the parts [`prepare`] checked to be contiguous.
+    fn at(base: usize, bus: u64, layout: RequestLayout) -> Option<Self> {
+        let pointer = NonNull::new(base as *mut u8)?;
+        // SAFETY: `base .. base + layout.len` is the SRB extension of a request the miniport
+        // owns (StorPort sized it from `layout.extension_size()` and the start was aligned
+        // inside it); it is accessed only through this view while the request lives.
+        let memory = unsafe { DmaMemory::new(pointer, layout.len, bus) }?;
+        Some(Self { memory, layout })
+    }
+
+    fn context(&self) -> Option<RequestContext> {
+        let mut bytes = [0u8; CONTEXT_LEN];
+        self.memory
+            .read_bytes(self.layout.context, &mut bytes)
+            .then(|| RequestContext::read_from_bytes(&bytes).ok())
+            .flatten()
+    }
+
+    fn set_context(&self, context: &RequestContext) -> bool {
+        self.memory
+            .write_bytes(self.layout.context, context.as_bytes())
+    }
+
+    /// Moves the request to `state` (one byte; the rest of the context is unchanged).
+    fn set_state(&self, state: RequestState) {
+        self.memory.store_u8(
+            self.layout.context + RequestContext::STATE_OFFSET,
+            state as u8,
+        );
+    }
+
+    /// Records the ring token of the request in flight.
+    fn set_token(&self, token: u16) {
+        self.memory.store_u16(
+            self.layout.context + RequestContext::TOKEN_OFFSET,
+            token,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Records the queue's submission count of the request in flight.
+    fn set_sequence(&self, sequence: u64) {
+        self.memory.store_u64(
+            self.layout.context + RequestContext::SEQUENCE_OFFSET,
+            sequence,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The response header the device wrote (everything before the sense bytes), with the
+    /// sense bytes zero: most completions carry no sense, so they are read only when wanted
+    /// ([`Request::read_sense`]) instead of 96 bytes on every completion.
+    fn response_header(&self) -> Option<CmdResp> {
+        let mut response = CmdResp::new_zeroed();
+        let header = response
+            .as_mut_bytes()
+            .get_mut(..RESPONSE_HEADER_LEN as usize)?;
+        self.memory
+            .read_bytes(self.layout.cmd_resp, header)
+            .then_some(response)
+    }
+
+    /// Reads the first `len` sense bytes the device wrote into `response`.
+    fn read_sense(&self, response: &mut CmdResp, len: usize) -> bool {
+        response.sense.get_mut(..len).is_some_and(|sense| {
+            self.memory
+                .read_bytes(self.layout.cmd_resp + RESPONSE_HEADER_LEN as usize, sense)
+        })
+    }
+
+    /// The scratch segment list's first element.
+    fn scratch(&self) -> *mut Segment {
+        (self.memory.cpu_address() + self.layout.segments) as *mut Segment
+    }
+}
+
+/// The 16-aligned start of a request in an SRB extension at `extension`, moved to the next
+/// page if the context, header and response would straddle a page boundary (so each of them is
+/// physically contiguous, whatever StorPort's pool gave us).
+fn request_base(extension: usize, layout: &RequestLayout) -> usize {
+    let aligned = extension.next_multiple_of(REQUEST_ALIGN);
+    let headers_end = layout.indirect;
+    if aligned % 4096 + headers_end > 4096 {
+        aligned.next_multiple_of(4096)
+    } else {
+        aligned
+    }
+}
+
+/// What BuildIo decided for an SRB.
+pub enum Built {
+    /// Ready for StartIo.
+    Ready(Srb),
+    /// A request StartIo performs itself (aborts and resets, see [`crate::recovery::tmf`]).
+    Control(Srb),
+    /// Completed already (refused, or nothing to do).
+    Completed,
+}
+
+/// Completes `srb` with `status`.
+pub fn complete(adapter: &Adapter, mut srb: Srb, status: u8) {
+    srb.set_srb_status(status);
+    adapter.extension().complete_request(srb);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+//! HwStartIo: a built request put on its queue's ring under the queue lock, with room kept for
+//! large requests, and the device notified after unlocking.
+
+use core::sync::atomic::Ordering;
+
+use virtio_core::dma::DmaMemory;
+use virtio_core::hal::Segment;
+use virtio_core::queue::QueueError;
+
+use super::{Request, complete, request_base};
+use crate::adapter::Adapter;
+use crate::srb_extension::RequestState;
+use crate::storport::srb::Srb;
+use crate::storport::{
+    SRB_STATUS_BUSY, SRB_STATUS_ERROR, SRB_STATUS_INVALID_REQUEST, SRB_STATUS_NO_DEVICE,
+};
+
+/// HwStartIo for a prepared request: puts it on its queue's ring and notifies the device.
+pub fn start_io(adapter: &Adapter, srb: Srb) {
+    let layout = adapter.limits().request;
+    let base = request_base(srb.extension() as usize, &layout);
+    let Some(request) = Request::at(base, 0, layout) else {
+        complete(adapter, srb, SRB_STATUS_ERROR);
+        return;
+    };
+    let Some(context) = request.context() else {
+        complete(adapter, srb, SRB_STATUS_ERROR);
+        return;
+    };
+    let queue = context
+        .queue
+        .get()
+        .min(adapter.request_queues().saturating_sub(1));
+    let readable = usize::from(context.readable.get());
+    let writable = usize::from(context.writable.get());
+    // SAFETY: `prepare` wrote `readable + writable` segments at the scratch list, which lies
+    // in this request's SRB extension, untouched since.
+    let segments = unsafe { core::slice::from_raw_parts(request.scratch(), readable + writable) };
+    let (readable_segments, writable_segments) = segments.split_at(readable);
+    let indirect = if context.indirect_usable == 1 {
+        // The table's bus address is the request's plus its offset: `prepare` checked the
+        // whole span is contiguous.
+        Request::at(base, context.bus.get(), layout).and_then(|with_bus| {
+            with_bus.memory.sub(
+                layout.indirect,
+                segments.len() * crate::sizing::DESCRIPTOR_LEN,
+            )
+        })
+    } else {
+        None
+    };
+    let (outcome, notify) = {
+        let mut guard = adapter.lock(queue);
+        if adapter.is_stopped() {
+            // Stopped (ScsiStopAdapter until ScsiRestartAdapter): the device is reset and must
+            // not see the request. BUSY is retryable: StorPort resubmits it later. Checked
+            // under the queue lock, which the stop holds while it sets the flag, so no request
+            // reaches a ring after the stop took everything back.
+            drop(guard);
+            adapter
+                .recovery()
+                .busy_while_stopped
+                .fetch_add(1, Ordering::Relaxed);
+            complete(adapter, srb, SRB_STATUS_BUSY);
+            return;
+        }
+        if adapter
+            .events()
+            .gone()
+            .contains(context.target, context.lun.get() as u8)
+            && !crate::events::reaches_absent_unit(context.opcode)
+        {
+            // Marked removed since BuildIo accepted it (a REMOVED event, or StorPort removing
+            // the unit: `crate::recovery::unit_control`). Read under the queue lock, under which a removal's scan
+            // of what is in flight looks at this ring too: a request is either on the ring for
+            // that scan (and taken back by its LUN reset) or refused here, never lost between.
+            drop(guard);
+            complete(adapter, srb, SRB_STATUS_NO_DEVICE);
+            return;
+        }
+        let Some(state) = guard.state() else {
+            drop(guard);
+            complete(adapter, srb, SRB_STATUS_ERROR);
+            return;
+        };
+        let added = add_with_reservation(
+            adapter,
+            state,
+            (readable_segments, writable_segments),
+            indirect.as_ref(),
+        );
+        match added {
+            Ok(token) => {
+                // Counted, and numbered, before the lock drops: once it does, the request may
+                // complete (and be observed) before this processor runs another instruction.
+                let sequence = adapter.counters(queue).map_or(0, |counters| {
+                    counters.requests.fetch_add(1, Ordering::Relaxed)
+                });
+                request.set_token(token.0);
+                request.set_sequence(sequence);
+                request.set_state(RequestState::InFlight);
+                let requests: &mut [usize] =
+                    core::borrow::BorrowMut::borrow_mut(&mut state.requests);
+                if let Some(slot) = requests.get_mut(token.index()) {
+                    *slot = base;
+                }
+                let kick = state.ring.kick_prepare();
+                (Ok(()), kick.then_some(state.notify_offset))
+            }
+            Err(error) => (Err(error), None),
+        }
+    };
+    let counters = adapter.counters(queue);
+    match outcome {
+        Ok(()) => {
+            if let Some(offset) = notify {
+                adapter.notify(queue, offset);
+            }
+            // The SRB now belongs to the ring; it is completed from the used ring or a reset,
+            // through the pointer stored in the request's context.
+            srb.hand_over();
+        }
+        Err(QueueError::Full { .. }) => {
+            if let Some(counters) = counters {
+                counters.queue_full.fetch_add(1, Ordering::Relaxed);
+            }
+            // The ring is full (or its room is kept for a larger request): StorPort sends the
+            // request again, and holds the others back until one request completes, so the
+            // submitters do not spin on a full ring. ScsiStatus stays 0: QUEUE_FULL would tell
+            // StorPort the unit's task set is full and make it lower the unit's queue depth,
+            // while what is full is one of our rings (vioscsi sets it; we deliberately do not).
+            adapter.extension().busy(1);
+            complete(adapter, srb, SRB_STATUS_BUSY);
+        }
+        Err(_) => complete(adapter, srb, SRB_STATUS_INVALID_REQUEST),
+    }
+}
+
+/// Puts a request's segments on the queue's ring, honouring the ring's reservation
+/// ([`crate::io::room`]): a request smaller than one that found no room is refused (as if the ring
+/// were full) unless the reserved room stays free, and a request refused for room reserves it.
+/// The dump stack never holds more than one request and must not ask for the system time, so it
+/// keeps no reservations.
+pub(super) fn add_with_reservation(
+    adapter: &Adapter,
+    state: &mut crate::adapter::QueueState,
+    (readable, writable): (&[Segment], &[Segment]),
+    indirect: Option<&DmaMemory>,
+) -> Result<virtio_core::queue::Token, QueueError> {
+    // Descriptors the request takes on the ring: one with an indirect table, else its chain.
+    let needed = if indirect.is_some() {
+        1
+    } else {
+        (readable.len() + writable.len()) as u16
+    };
+    let reserves = adapter.dump_mode().is_none();
+    let free = state.ring.free_descriptors();
+    if reserves
+        && !state
+            .reservation
+            .admits(needed, free, || adapter.extension().system_time())
+    {
+        return Err(QueueError::Full { needed, free });
+    }
+    let added = state.ring.add(readable, writable, indirect);
+    if reserves {
+        match added {
+            Ok(_) => state.reservation.admitted(needed),
+            Err(QueueError::Full { .. }) => state
+                .reservation
+                .refused(needed, adapter.extension().system_time()),
+            Err(_) => {}
+        }
+    }
+    added
+}

@@ -1,0 +1,410 @@
+//! The StorPort spin locks that guard the virtqueues, and the only way to reach a queue's state
+//! or the state every queue shares (the transport): a guard proving the right lock is held.
+//!
+//! Which lock guards which virtqueue depends on the [`InterruptMode`] HwInitialize chose: in
+//! per-queue mode the spin lock of the queue's MSI-X message (the lock StorPort itself holds
+//! while running that message's ISR), in shared mode the one message's lock, in line mode
+//! StorPort's interrupt lock. StorPort's interrupt lock is also every message's lock at once
+//! (with `InterruptSynchronizePerMessage`: "When a miniport needs to synchronize with all
+//! messages, it can use one call to StorPortAcquireSpinLock which will acquire a lock for each
+//! message in the proper order", Microsoft, StorPortAcquireMSISpinLock), so its holder may
+//! reach every queue and mutate the shared state; a holder of one message lock may only read
+//! the shared state.
+//!
+//! A guard comes either from acquiring the lock here ([`QueueLocks::lock`],
+//! [`QueueLocks::lock_all`]) or from a [`HeldByStorPort`] proof, which only the trampolines
+//! create (unsafely), for routines StorPort runs under a lock. Either way the guard checks that
+//! its lock covers the queue asked for, so the safe layers above cannot reach a queue under
+//! the wrong lock.
+
+use core::borrow::Borrow;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use crate::storport::StorLockHandle;
+use crate::storport::dma::Carved;
+use crate::storport::port::DeviceExtension;
+
+/// How interrupts reach the queues, decided in HwInitialize from the messages granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum InterruptMode {
+    /// One MSI-X message per virtqueue (message 0 for configuration changes): the normal case.
+    PerQueue = 1,
+    /// One MSI/MSI-X message for everything.
+    Shared = 2,
+    /// Line-based (INTx): the ISR reads the ISR status register.
+    Line = 3,
+}
+
+impl InterruptMode {
+    /// The MSI-X message of virtqueue `index` in per-queue mode (message 0 is configuration).
+    #[must_use]
+    pub const fn vector_of_queue(index: u16) -> u16 {
+        index + 1
+    }
+
+    /// The mode for `messages` connected MSI/MSI-X messages and the request queues it serves
+    /// of the `prepared` ones: a message per virtqueue takes 3 besides the request queues'
+    /// (configuration, controlq, eventq) and at least one request queue; fewer messages are
+    /// shared by everything; none means the line interrupt.
+    #[must_use]
+    pub fn choose(messages: u16, prepared: u16) -> (Self, u16) {
+        if messages >= 4 {
+            (Self::PerQueue, prepared.min(messages - 3))
+        } else if messages >= 1 {
+            (Self::Shared, prepared)
+        } else {
+            (Self::Line, prepared)
+        }
+    }
+
+    /// The lock that guards virtqueue `index` in this mode.
+    #[must_use]
+    pub const fn lock_of(self, index: u16) -> Lock {
+        match self {
+            Self::PerQueue => Lock::Message(Self::vector_of_queue(index) as u32),
+            Self::Shared => Lock::Message(0),
+            Self::Line => Lock::Interrupt,
+        }
+    }
+
+    /// The mode stored as `raw` (per-queue for anything else: the value before HwInitialize).
+    #[must_use]
+    pub const fn from_raw(raw: u8) -> Self {
+        match raw {
+            2 => Self::Shared,
+            3 => Self::Line,
+            _ => Self::PerQueue,
+        }
+    }
+}
+
+/// One of StorPort's spin locks that guard virtqueues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lock {
+    /// The spin lock of an MSI/MSI-X message (the one StorPort holds around its ISR).
+    Message(u32),
+    /// StorPort's interrupt lock: every message's lock at once, and line mode's one lock.
+    Interrupt,
+}
+
+impl Lock {
+    /// Whether holding `self` gives exclusive access to what `other` guards.
+    #[must_use]
+    pub fn covers(self, other: Self) -> bool {
+        self == Self::Interrupt || self == other
+    }
+}
+
+/// Proof that StorPort holds a lock around the routine running now (an ISR for its message,
+/// or the interrupt lock around HwInitialize, HwInterrupt and the stop/restart adapter
+/// controls). Neither `Clone` nor `Copy`: a guard made from it borrows it mutably, so one
+/// proof never gives two guards at once.
+#[derive(Debug)]
+pub struct HeldByStorPort {
+    lock: Lock,
+}
+
+impl HeldByStorPort {
+    /// The proof for the ISR of MSI message `message`.
+    ///
+    /// # Safety
+    /// The caller runs inside HwMSInterruptRoutine for `message` (StorPort holds that
+    /// message's lock for the whole call), makes one proof per call and does not keep it past
+    /// the call.
+    #[must_use]
+    pub const unsafe fn message(message: u32) -> Self {
+        Self {
+            lock: Lock::Message(message),
+        }
+    }
+
+    /// The proof for a routine StorPort runs holding its interrupt lock.
+    ///
+    /// # Safety
+    /// The caller runs inside a routine StorPort calls with its interrupt lock held (the HW
+    /// routine's documented contract), makes one proof per call and does not keep it past the
+    /// call.
+    #[must_use]
+    pub const unsafe fn interrupt_lock() -> Self {
+        Self {
+            lock: Lock::Interrupt,
+        }
+    }
+
+    /// The lock held.
+    #[must_use]
+    pub const fn lock(&self) -> Lock {
+        self.lock
+    }
+}
+
+/// The per-virtqueue states (`T`) and the state every queue shares (`S`, the transport), each
+/// reached only through a guard of the lock that guards it.
+#[derive(Debug)]
+pub struct QueueLocks<T, S> {
+    port: DeviceExtension,
+    cells: Carved<UnsafeCell<Option<T>>>,
+    shared: UnsafeCell<S>,
+    /// [`InterruptMode`] as a byte (set in HwInitialize, under the interrupt lock).
+    mode: AtomicU8,
+    /// Lock handle for StorPort's interrupt lock; only its holder touches it.
+    interrupt_lock: UnsafeCell<StorLockHandle>,
+}
+
+impl<T, S> QueueLocks<T, S> {
+    /// The locks of `port` over `cells` (one per virtqueue, filled by the caller through
+    /// [`Self::parts_mut`] before anyone can lock them) and `shared`, in per-queue mode until
+    /// HwInitialize decides.
+    #[must_use]
+    pub fn new(port: DeviceExtension, cells: Carved<UnsafeCell<Option<T>>>, shared: S) -> Self {
+        Self {
+            port,
+            cells,
+            shared: UnsafeCell::new(shared),
+            mode: AtomicU8::new(InterruptMode::PerQueue as u8),
+            interrupt_lock: UnsafeCell::new(StorLockHandle::zeroed()),
+        }
+    }
+
+    /// Every state and the shared state, to their owner (construction: nothing else can reach
+    /// them yet).
+    pub fn parts_mut(&mut self) -> (&mut [UnsafeCell<Option<T>>], &mut S) {
+        (
+            core::borrow::BorrowMut::borrow_mut(&mut self.cells),
+            self.shared.get_mut(),
+        )
+    }
+
+    /// The interrupt mode.
+    #[must_use]
+    #[inline]
+    pub fn mode(&self) -> InterruptMode {
+        InterruptMode::from_raw(self.mode.load(Ordering::Relaxed))
+    }
+
+    /// Sets the interrupt mode, which decides which lock guards each queue: only under every
+    /// lock (HwInitialize, before any I/O).
+    pub fn set_mode(&self, mode: InterruptMode, _every_lock: &mut AllLocked<'_, T, S>) {
+        self.mode.store(mode as u8, Ordering::Relaxed);
+    }
+
+    /// Acquires the lock that guards virtqueue `index`.
+    #[must_use]
+    pub fn lock(&self, index: u16) -> Guard<'_, T, S> {
+        // The mode decides the lock directly (the hot path of StartIo and the DPC).
+        let held = match self.mode() {
+            InterruptMode::PerQueue => {
+                self.acquire_message(u32::from(InterruptMode::vector_of_queue(index)))
+            }
+            InterruptMode::Shared => self.acquire_message(0),
+            InterruptMode::Line => self.acquire(Lock::Interrupt),
+        };
+        Guard {
+            locks: self,
+            cell: self.cell_of(index),
+            index,
+            held,
+        }
+    }
+
+    /// A guard for virtqueue `index` under the lock StorPort holds for us, if that lock guards
+    /// it.
+    #[must_use]
+    pub fn under<'a>(
+        &'a self,
+        proof: &'a mut HeldByStorPort,
+        index: u16,
+    ) -> Option<Guard<'a, T, S>> {
+        proof
+            .lock
+            .covers(self.mode().lock_of(index))
+            .then_some(Guard {
+                locks: self,
+                cell: self.cell_of(index),
+                index,
+                held: Held::ByCaller,
+            })
+    }
+
+    /// Acquires every queue's lock: StorPort's interrupt lock.
+    #[must_use]
+    pub fn lock_all(&self) -> AllLocked<'_, T, S> {
+        AllLocked {
+            locks: self,
+            held: self.acquire(Lock::Interrupt),
+        }
+    }
+
+    /// Every queue's lock, which StorPort holds for us, if the proof is of its interrupt lock.
+    #[must_use]
+    pub fn all_under<'a>(&'a self, proof: &'a mut HeldByStorPort) -> Option<AllLocked<'a, T, S>> {
+        (proof.lock == Lock::Interrupt).then_some(AllLocked {
+            locks: self,
+            held: Held::ByCaller,
+        })
+    }
+
+    /// The shared state, to read, under the lock StorPort holds for us (any lock excludes the
+    /// holder of every lock, the only one that mutates it).
+    #[must_use]
+    pub fn shared_under<'a>(&'a self, _proof: &'a HeldByStorPort) -> &'a S {
+        // SAFETY: the shared state is mutated only through `AllLocked::shared_mut`, under the
+        // interrupt lock, which is also every message's lock: while the proof's lock is held
+        // no such mutation runs. Readers share `&S`.
+        unsafe { &*self.shared.get() }
+    }
+
+    fn acquire_message(&self, message: u32) -> Held {
+        Held::Message {
+            message,
+            old_irql: self.port.acquire_msi_lock(message),
+        }
+    }
+
+    fn acquire(&self, lock: Lock) -> Held {
+        match lock {
+            Lock::Message(message) => self.acquire_message(message),
+            Lock::Interrupt => {
+                // SAFETY: the handle lives in the adapter (fixed address) and is touched only
+                // by the lock holder, which we are about to become.
+                unsafe { self.port.acquire_interrupt_lock(self.interrupt_lock.get()) };
+                Held::Interrupt
+            }
+        }
+    }
+
+    fn release(&self, held: Held) {
+        match held {
+            Held::Message { message, old_irql } => self.port.release_msi_lock(message, old_irql),
+            // SAFETY: the guard being dropped acquired the interrupt lock with this handle.
+            Held::Interrupt => unsafe {
+                self.port.release_interrupt_lock(self.interrupt_lock.get());
+            },
+            Held::ByCaller => {}
+        }
+    }
+
+    /// The state of virtqueue `index`.
+    ///
+    /// # Safety
+    /// The caller holds the lock that guards it and makes this the only reference to it until
+    /// the returned one is dropped.
+    #[expect(
+        clippy::mut_from_ref,
+        reason = "interior mutability guarded by the queue's lock"
+    )]
+    #[inline]
+    unsafe fn cell(&self, index: u16) -> Option<&mut T> {
+        // SAFETY: forwarded from the caller.
+        self.cell_of(index)
+            .and_then(|cell| unsafe { (*cell.get()).as_mut() })
+    }
+
+    /// The cell of virtqueue `index`, looked up once per guard.
+    #[inline]
+    fn cell_of(&self, index: u16) -> Option<&UnsafeCell<Option<T>>> {
+        let table: &[UnsafeCell<Option<T>>] = self.cells.borrow();
+        table.get(usize::from(index))
+    }
+}
+
+/// How a guard's lock is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Held {
+    /// We acquired this MSI message's lock.
+    Message { message: u32, old_irql: u32 },
+    /// We acquired StorPort's interrupt lock.
+    Interrupt,
+    /// StorPort holds it for us, or the caller's [`AllLocked`] does.
+    ByCaller,
+}
+
+/// Proof that the lock of one virtqueue is held; gives access to its state. Dropping it
+/// releases the lock if it was acquired for it.
+#[derive(Debug)]
+pub struct Guard<'a, T, S> {
+    locks: &'a QueueLocks<T, S>,
+    /// The guarded cell (`None` for an index past the table).
+    cell: Option<&'a UnsafeCell<Option<T>>>,
+    index: u16,
+    held: Held,
+}
+
+impl<T, S> Guard<'_, T, S> {
+    /// The virtqueue index.
+    #[must_use]
+    pub const fn index(&self) -> u16 {
+        self.index
+    }
+
+    /// The virtqueue's state.
+    #[inline]
+    pub fn state(&mut self) -> Option<&mut T> {
+        let cell = self.cell?;
+        // SAFETY: this guard proves the queue's lock is held (acquired for it, StorPort's
+        // checked to cover it, or every lock), and `&mut self` makes the returned reference
+        // the only one derived from it.
+        unsafe { (*cell.get()).as_mut() }
+    }
+}
+
+impl<T, S> Drop for Guard<'_, T, S> {
+    fn drop(&mut self) {
+        self.locks.release(self.held);
+    }
+}
+
+/// Every queue's lock (StorPort's interrupt lock); dropping it releases the lock if it was
+/// acquired for it.
+#[derive(Debug)]
+pub struct AllLocked<'a, T, S> {
+    locks: &'a QueueLocks<T, S>,
+    held: Held,
+}
+
+impl<T, S> AllLocked<'_, T, S> {
+    /// A guard for virtqueue `index`, under this lock.
+    pub fn guard(&mut self, index: u16) -> Guard<'_, T, S> {
+        Guard {
+            locks: self.locks,
+            cell: self.locks.cell_of(index),
+            index,
+            held: Held::ByCaller,
+        }
+    }
+
+    /// The state of virtqueue `index`.
+    pub fn state(&mut self, index: u16) -> Option<&mut T> {
+        // SAFETY: every queue's lock is held, and `&mut self` makes the returned reference the
+        // only one derived from it.
+        unsafe { self.locks.cell(index) }
+    }
+
+    /// The shared state, to mutate.
+    pub fn shared_mut(&mut self) -> &mut S {
+        // SAFETY: every lock is held, so no guard and no proof of another context reads it;
+        // `&mut self` makes the returned reference the only one derived from this hold.
+        unsafe { &mut *self.locks.shared.get() }
+    }
+
+    /// The shared state and the state of virtqueue `index` at once (setting a queue up on the
+    /// device).
+    pub fn shared_and_state(&mut self, index: u16) -> (&mut S, Option<&mut T>) {
+        // SAFETY: as in `shared_mut`: every lock is held and the reference borrows `self`.
+        let shared = unsafe { &mut *self.locks.shared.get() };
+        // SAFETY: as in `state`; the cell is memory distinct from the shared state.
+        let state = unsafe { self.locks.cell(index) };
+        (shared, state)
+    }
+}
+
+impl<T, S> Drop for AllLocked<'_, T, S> {
+    fn drop(&mut self) {
+        self.locks.release(self.held);
+    }
+}
+
+#[cfg(test)]
+mod tests;
