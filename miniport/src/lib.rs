@@ -14,7 +14,7 @@
 //! | WMI/IOCTL | [`control`] | `SRB_FUNCTION_WMI` and `IOCTL_SCSI_MINIPORT`, answered in BuildIo |
 //! | dump | [`dump`] | how the crash-dump stack is recognised and the adapter sized down for it |
 //! | observability | [`trace`] | the typed trace ring and counters readable from a crash dump |
-//! | shared state | [`luns`], [`limits`], [`registry`], [`identity`], [`srb_extension`] | the LUN table, StorPort limits derived from the device, registry parameters, the adapter's identity, the layout of one request in its SRB extension |
+//! | shared state | [`counters`], [`in_flight`], [`ring_view`], [`luns`], [`limits`], [`registry`], [`identity`], [`srb_extension`] | the per-queue and recovery counters, a request on a ring as recovery sees it, a virtqueue as the eventq and controlq users drive it, the LUN table, StorPort limits derived from the device, registry parameters, the adapter's identity, the layout of one request in its SRB extension |
 //! | ground floor | [`sizing`] | the sizing constants every layer agrees on |
 //! | FFI floor | [`storport`] | StorPort's C types and imports, the safe wrappers over them ([`storport::port`]), the SRB views ([`storport::srb`]), the DMA/HAL glue ([`storport::dma`]) |
 #![cfg_attr(not(test), no_std)]
@@ -31,10 +31,13 @@ pub mod storport;
 
 pub mod sizing;
 
+pub mod counters;
 pub mod identity;
+pub mod in_flight;
 pub mod limits;
 pub mod luns;
 pub mod registry;
+pub mod ring_view;
 pub mod srb_extension;
 pub mod trace;
 

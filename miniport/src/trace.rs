@@ -184,6 +184,35 @@ pub struct TraceRing {
     pub records: [TraceRecord; TRACE_RECORDS],
 }
 
+/// What a layer above the adapter records through: the adapter's ring and the most verbose
+/// StorPortDebugPrint level the registry allows (`RvscsiDebugPrintLevel`). Built by the
+/// adapter for the events, recovery and WMI contexts, so none of them names the adapter.
+#[derive(Clone, Copy, Debug)]
+pub struct Tracer<'a> {
+    ring: &'a TraceRing,
+    print_level: u32,
+}
+
+impl<'a> Tracer<'a> {
+    /// Records into `ring`, printing events at or below `print_level`.
+    #[must_use]
+    pub const fn new(ring: &'a TraceRing, print_level: u32) -> Self {
+        Self { ring, print_level }
+    }
+
+    /// Records `event` in the trace ring and prints it if the registry's level allows.
+    pub fn trace(&self, event: TraceEvent, queue: u16, args: (u32, u64, u64)) {
+        self.ring.record(event, queue, args);
+        if event.print_level() <= self.print_level {
+            crate::storport::port::debug_print(
+                event.print_level(),
+                event.name(),
+                [u64::from(args.0), args.1, args.2],
+            );
+        }
+    }
+}
+
 /// The queue value of adapter-wide records.
 pub const ADAPTER_WIDE: u16 = u16::MAX;
 

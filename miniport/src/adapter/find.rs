@@ -248,18 +248,28 @@ impl Adapter {
 
     /// Bytes of uncached extension needed, padding included.
     pub(crate) fn uncached_len(discovery: &Discovery) -> usize {
-        let sizing = Sizing::of(discovery.dump);
-        let packed = discovery.features.contains(Features::RING_PACKED);
-        let request_queues = usize::from(discovery.queue_count - queue_index::REQUEST_BASE);
+        let sizes = discovery
+            .sizes
+            .get(..usize::from(discovery.queue_count))
+            .unwrap_or(&discovery.sizes);
+        Self::uncached_len_for(
+            Sizing::of(discovery.dump),
+            discovery.features.contains(Features::RING_PACKED),
+            sizes,
+        )
+    }
+
+    /// Bytes of uncached extension needed for `sizing`, rings of the packed layout or not and
+    /// the virtqueues of `sizes` (controlq, eventq, then the request queues), padding included.
+    pub(crate) fn uncached_len_for(sizing: Sizing, packed: bool, sizes: &[u16]) -> usize {
+        let queue_count = sizes.len();
+        let request_queues = queue_count.saturating_sub(usize::from(queue_index::REQUEST_BASE));
         // Each table starts on a cache line: up to a line of padding before each of the three.
-        let tables = usize::from(discovery.queue_count)
-            * (size_of::<UnsafeCell<Option<QueueState>>>() + 16)
+        let tables = queue_count * (size_of::<UnsafeCell<Option<QueueState>>>() + 16)
             + request_queues * (size_of::<QueueDpc>() + size_of::<QueueCounters>() + 16)
             + 3 * CACHE_LINE;
-        let rings: usize = discovery
-            .sizes
+        let rings: usize = sizes
             .iter()
-            .take(usize::from(discovery.queue_count))
             .map(|&size| {
                 Self::ring_len(packed, size)
                     + sizing.ring_align()

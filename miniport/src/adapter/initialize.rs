@@ -91,7 +91,7 @@ impl Adapter {
         self.events.started(transport);
         // The eventq is stocked from DRIVER_OK on (the device must not be notified before).
         if let Some(eventq) = every_lock.state(queue_index::EVENT)
-            && let Some(offset) = self.events.stock(eventq)
+            && let Some(offset) = self.events.stock(eventq.ring_view())
         {
             self.notify_virtqueue(queue_index::EVENT, offset);
         }

@@ -128,7 +128,10 @@ impl Adapter {
         // The ISR for message 0 (or the shared/line ISR) holds a lock the reset path takes too
         // (`lock_all`), so the transport is not being mutated; it is only read here.
         let transport = self.queues.shared_under(held);
-        if self.events.on_config_change(self, transport) {
+        if self
+            .events
+            .on_config_change(&self.event_context(), transport)
+        {
             self.reset_later(ResetCause::DeviceNeedsReset);
         }
     }
@@ -140,7 +143,10 @@ impl Adapter {
         let Some(mut guard) = self.virtqueue_under(held, queue_index::EVENT) else {
             return;
         };
-        if self.events.drain(self, &mut guard) {
+        let Some(state) = guard.state() else {
+            return;
+        };
+        if self.events.drain(&self.event_context(), state.ring_view()) {
             self.reset_later(ResetCause::ProtocolViolation);
         }
     }
@@ -152,7 +158,11 @@ impl Adapter {
         let Some(mut guard) = self.virtqueue_under(held, queue_index::CONTROL) else {
             return;
         };
-        self.drain_control(&mut guard, true);
+        crate::recovery::tmf::drain_control(
+            self,
+            guard.state().map(super::QueueState::ring_view),
+            true,
+        );
     }
 
     /// A request queue's interrupt, in the ISR that owns it: hands the drain to the queue's

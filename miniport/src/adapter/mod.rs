@@ -51,18 +51,20 @@ use virtio_core::queue::split::SplitQueue;
 use virtio_core::queue::{Slot, Virtqueue};
 use virtio_core::scsi::Limits;
 
+use crate::control::wmi_provider::{WmiContext, WmiHost};
 use crate::dump::DumpMode;
-use crate::events::EventQueue;
+use crate::events::{EventContext, EventQueue};
 use crate::io::device_identification::LunLocation;
 use crate::limits::StorLimits;
 use crate::luns::{LunSlot, LunTable};
 use crate::recovery::tmf::{TmfSlot, TmfTable};
+use crate::ring_view::{Doorbell, RingView};
 use crate::sizing::HEALTH_PERIOD_MICROSECONDS;
 use crate::storport::StorDpc;
 use crate::storport::dma::{Carved, StorPortRegisters, UncachedArena};
 use crate::storport::port::{Callbacks, DeviceExtension};
 use crate::storport::queue_locks::QueueLocks;
-use crate::trace::{TraceEntry, TraceEvent, TraceRing};
+use crate::trace::{TraceEntry, TraceEvent, TraceRing, Tracer};
 
 /// [`HEALTH_PERIOD_MICROSECONDS`] in the 100 ns units of the system time.
 const HEALTH_PERIOD: u64 = HEALTH_PERIOD_MICROSECONDS as u64 * 10;
@@ -152,6 +154,41 @@ pub enum Ring {
     Split(SplitQueue<Carved<Slot>>),
     /// Packed virtqueue (virtio 1.x section 2.8).
     Packed(PackedQueue<Carved<Slot>>),
+}
+
+impl QueueState {
+    /// The ring as the event queue and task management drive it.
+    pub fn ring_view(&mut self) -> RingView<'_> {
+        RingView {
+            queue: self.ring.queue(),
+            tokens: core::borrow::BorrowMut::borrow_mut(&mut self.requests),
+            notify_offset: self.notify_offset,
+        }
+    }
+}
+
+impl WmiHost for Adapter {
+    fn wmi_context(&self) -> WmiContext<'_> {
+        let counters: &[QueueCounters] = core::borrow::Borrow::borrow(&self.counters);
+        WmiContext {
+            facts: self.wmi_facts,
+            scratch: &self.wmi_scratch,
+            luns: &self.luns,
+            request_queues: self.request_queues(),
+            counters,
+            resets: &self.resets,
+            device_limits: &self.device_limits,
+            limits: &self.limits,
+            features: self.features,
+            extension: self.extension,
+        }
+    }
+}
+
+impl Doorbell for Adapter {
+    fn notify_virtqueue(&self, index: u16, offset: u64) {
+        Self::notify_virtqueue(self, index, offset);
+    }
 }
 
 impl Ring {
@@ -448,13 +485,26 @@ impl Adapter {
 
     /// Records `event` in the trace ring and prints it if the registry's level allows.
     pub fn trace(&self, event: TraceEvent, queue: u16, args: (u32, u64, u64)) {
-        self.trace.record(event, queue, args);
-        if event.print_level() <= self.debug_print_level {
-            crate::storport::port::debug_print(
-                event.print_level(),
-                event.name(),
-                [u64::from(args.0), args.1, args.2],
-            );
+        self.tracer().trace(event, queue, args);
+    }
+
+    /// The trace ring and print level, for the layers above that record without the adapter.
+    #[must_use]
+    pub const fn tracer(&self) -> Tracer<'_> {
+        Tracer::new(&self.trace, self.debug_print_level)
+    }
+
+    /// What the event queue reaches of the adapter.
+    #[must_use]
+    pub fn event_context(&self) -> EventContext<'_> {
+        EventContext {
+            tracer: self.tracer(),
+            luns: &self.luns,
+            extension: self.extension,
+            state_change: self.callbacks.state_change,
+            doorbell: self,
+            rescan_after_restart: self.dump.is_none()
+                && self.features.contains(Features::SCSI_HOTPLUG),
         }
     }
 
@@ -464,15 +514,14 @@ impl Adapter {
     }
 }
 
-mod counters;
 mod find;
 mod initialize;
 mod interrupts;
 mod locks;
 mod recovery;
 
+pub use crate::counters::{QueueCounters, RecoveryCounters};
 pub use crate::storport::queue_locks::InterruptMode;
-pub use counters::{QueueCounters, RecoveryCounters};
 pub use locks::{AllQueuesLocked, QueueGuard, VirtqueueGuard};
 
 #[cfg(test)]

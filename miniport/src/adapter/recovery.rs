@@ -1,18 +1,26 @@
 //! Device resets and lifecycle: resets asked for from interrupt context, the health timer
 //! (lost interrupts, deadlines), the reset itself, ScsiStopAdapter and ScsiRestartAdapter.
 
-use core::sync::atomic::{Ordering, fence};
+use core::sync::atomic::{AtomicU64, Ordering, fence};
 
 use virtio_core::hal::RegisterIo;
 use virtio_core::pci::DeviceStatus;
 use virtio_core::scsi::queue_index;
 
 use super::locks::AllQueuesLocked;
-use super::{Adapter, AdapterError, HEALTH_PERIOD};
-use crate::recovery::tmf::Owner;
+use super::{Adapter, AdapterError, HEALTH_PERIOD, QueueState, RecoveryCounters};
+use crate::events::GoneUnits;
+use crate::in_flight::InFlight;
+use crate::luns::{LunSlot, LunTable};
+use crate::recovery::host::RecoveryHost;
+use crate::recovery::tmf::{Owner, TmfSlot, TmfTable};
+use crate::ring_view::RingView;
 use crate::sizing::{HEALTH_PERIOD_MICROSECONDS, KICK_MICROSECONDS, TMF_POLL_MICROSECONDS};
+use crate::storport::dma::Carved;
+use crate::storport::port::DeviceExtension;
 use crate::storport::queue_locks::HeldByStorPort;
-use crate::trace::{ADAPTER_WIDE, ResetCause, TraceEvent};
+use crate::storport::srb::Srb;
+use crate::trace::{ADAPTER_WIDE, ResetCause, TraceEvent, Tracer};
 
 impl Adapter {
     /// Asks the timer to reset the device for `cause`, right after this ISR (or this context,
@@ -103,7 +111,7 @@ impl Adapter {
             self.last_health.store(now, Ordering::Relaxed);
             self.find_lost_interrupts();
         }
-        self.service_tmfs(now);
+        crate::recovery::tmf::service_tmfs(self, now);
         self.arm_timer();
     }
 
@@ -228,14 +236,14 @@ impl Adapter {
                         .bring_up_failures
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                self.end_every_tmf(restarted);
+                crate::recovery::tmf::end_every_tmf(self, restarted);
             }
         }
         // ORDERING: pairs with the Acquire of the next winner's compare-exchange above.
         self.resetting.store(false, Ordering::Release);
         self.extension.reset_detected();
         if reset {
-            self.events.restarted(self);
+            self.events.restarted(&self.event_context());
         }
         restarted
     }
@@ -273,7 +281,7 @@ impl Adapter {
         // lock held here, so no request reaches a ring once this store is made.
         self.stopped.store(true, Ordering::Release);
         self.take_everything_back(&mut locks);
-        self.end_every_tmf(true);
+        crate::recovery::tmf::end_every_tmf(self, true);
         self.recovery.stops.fetch_add(1, Ordering::Relaxed);
         drop(locks);
         // Zero microseconds cancels the pending timer request (the dump stack has none).
@@ -306,7 +314,7 @@ impl Adapter {
         if restarted {
             self.used_seen.store(0, Ordering::Relaxed);
             self.arm_timer();
-            self.events.restarted(self);
+            self.events.restarted(&self.event_context());
         }
         self.trace(
             TraceEvent::Restarted,
@@ -347,5 +355,107 @@ impl Adapter {
         // resolve, each behind a compare-exchange), and it holds an SRB StorPort handed to
         // StartIo, validated by BuildIo and not completed since.
         unsafe { crate::io::complete_kept(self, owner.srb, owner.extended, status) };
+    }
+}
+
+/// A request the I/O path's scan reports, as recovery sees it.
+const fn in_flight_of(request: &crate::io::InFlight) -> InFlight {
+    InFlight {
+        queue: request.queue,
+        target: request.target,
+        lun: request.lun,
+        tag: request.tag,
+        srb: request.srb,
+        sequence: request.sequence,
+    }
+}
+
+impl RecoveryHost for Adapter {
+    fn tracer(&self) -> Tracer<'_> {
+        Self::tracer(self)
+    }
+
+    fn extension(&self) -> DeviceExtension {
+        self.extension
+    }
+
+    fn device_limits(&self) -> &virtio_core::scsi::Limits {
+        &self.device_limits
+    }
+
+    fn in_dump_mode(&self) -> bool {
+        self.dump.is_some()
+    }
+
+    fn is_stopped(&self) -> bool {
+        Self::is_stopped(self)
+    }
+
+    fn tmfs(&self) -> &TmfTable<Carved<TmfSlot>> {
+        &self.tmfs
+    }
+
+    fn recovery(&self) -> &RecoveryCounters {
+        &self.recovery
+    }
+
+    fn luns(&self) -> &LunTable<Carved<LunSlot>> {
+        &self.luns
+    }
+
+    fn gone(&self) -> &GoneUnits<Carved<AtomicU64>> {
+        self.events.gone()
+    }
+
+    fn request_queues(&self) -> u16 {
+        Self::request_queues(self)
+    }
+
+    fn submitted(&self, queue: u16) -> u64 {
+        let guard = self.lock(queue);
+        let count = self
+            .counters(queue)
+            .map_or(0, |counters| counters.requests.load(Ordering::Relaxed));
+        drop(guard);
+        count
+    }
+
+    fn with_control_ring<R>(&self, f: impl FnOnce(Option<RingView<'_>>) -> R) -> R {
+        let mut guard = self.lock_control();
+        let result = f(guard.state().map(QueueState::ring_view));
+        drop(guard);
+        result
+    }
+
+    fn for_each_in_flight(&self, mut visit: impl FnMut(&InFlight)) {
+        Self::for_each_in_flight(self, |request| visit(&in_flight_of(request)));
+    }
+
+    fn poll_all(&self) -> bool {
+        Self::poll_all(self)
+    }
+
+    fn complete(&self, srb: Srb, status: u8) {
+        crate::io::complete(self, srb, status);
+    }
+
+    fn complete_owner(&self, owner: Owner, status: u8) {
+        Self::complete_owner(self, owner, status);
+    }
+
+    fn reset_device(&self, cause: ResetCause) -> bool {
+        Self::reset_device(self, cause)
+    }
+
+    fn reset_bus(&self, cause: ResetCause) {
+        Self::reset_bus(self, cause);
+    }
+
+    fn note_reset_request(&self, cause: ResetCause) {
+        Self::note_reset_request(self, cause);
+    }
+
+    fn kick_timer(&self) {
+        Self::kick_timer(self);
     }
 }

@@ -104,3 +104,52 @@ fn adapter_errors_name_their_value() {
     let shown = AdapterError::OverDumpBudget { len: 10, budget: 5 }.to_string();
     assert!(shown.contains("10") && shown.contains('5'), "{shown}");
 }
+
+#[test]
+fn the_dump_stack_s_uncached_extension_fits_its_budget_and_is_smaller_than_the_normal_one() {
+    use crate::dump::{
+        DUMP_REQUEST_QUEUE_SIZE, DUMP_SIDE_QUEUE_SIZE, DUMP_UNCACHED_BUDGET, Sizing,
+    };
+    // The queues the dump stack sizes: controlq and eventq small, one request queue.
+    let dump_queues = [
+        DUMP_SIDE_QUEUE_SIZE,
+        DUMP_SIDE_QUEUE_SIZE,
+        DUMP_REQUEST_QUEUE_SIZE,
+    ];
+    for packed in [false, true] {
+        let dump = Adapter::uncached_len_for(Sizing::Dump, packed, &dump_queues);
+        assert!(dump <= DUMP_UNCACHED_BUDGET, "dump mode needs {dump} bytes");
+        // The normal stack adds the LUN table, the WMI scratch and page-aligned rings.
+        let normal = Adapter::uncached_len_for(Sizing::Normal, packed, &dump_queues);
+        assert!(normal > dump, "normal {normal} <= dump {dump}");
+    }
+}
+
+#[test]
+fn the_uncached_extension_counts_every_queue_s_ring_and_slot_table_once() {
+    use crate::dump::Sizing;
+    use virtio_core::queue::Slot;
+    let base = [64u16, 64, 256];
+    for sizing in [Sizing::Normal, Sizing::Dump] {
+        for packed in [false, true] {
+            let three = Adapter::uncached_len_for(sizing, packed, &base);
+            // One more request queue of 1024 entries: at least its ring and its tables.
+            let four = Adapter::uncached_len_for(sizing, packed, &[64, 64, 256, 1024]);
+            let least = Adapter::ring_len(packed, 1024)
+                + 1024 * (size_of::<Slot>() + size_of::<usize>())
+                + size_of::<crate::counters::QueueCounters>();
+            assert!(four >= three + least, "{four} < {three} + {least}");
+            // A larger queue needs more.
+            assert!(Adapter::uncached_len_for(sizing, packed, &[64, 64, 512]) > three);
+        }
+        // The two layouts differ by exactly their rings' sizes, queue by queue.
+        let split = Adapter::uncached_len_for(sizing, false, &base);
+        let packed = Adapter::uncached_len_for(sizing, true, &base);
+        let rings = |packed| {
+            base.iter()
+                .map(|&size| Adapter::ring_len(packed, size))
+                .sum::<usize>()
+        };
+        assert_eq!(split - packed, rings(false) - rings(true));
+    }
+}

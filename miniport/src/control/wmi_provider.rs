@@ -56,7 +56,7 @@
 //! ([`ATTACHED_ADDRESS_INDEX`]) and which is listed as a discovered port after the targets.
 
 use core::borrow::BorrowMut;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use rvscsi_wmi::dispatch::{
     Control, GuidRegistration, MethodIo, Provider, RegInfo, Reply, dispatch, stamp_reply_time,
@@ -70,11 +70,14 @@ use rvscsi_wmi::hba::{
 use rvscsi_wmi::sas::{PciLocation, SasAddress};
 use rvscsi_wmi::status::{WmiError, WmiStatus};
 use virtio_core::features::Features;
+use virtio_core::scsi::Limits;
 
-use crate::adapter::Adapter;
-use crate::luns::{Answer, LunCopy};
+use crate::counters::QueueCounters;
+use crate::limits::StorLimits;
+use crate::luns::{Answer, LunCopy, LunSlot, LunTable};
 use crate::sizing::LUN_SLOTS;
 use crate::storport::dma::{Carved, PciSnapshot, UncachedArena};
+use crate::storport::port::DeviceExtension;
 use crate::storport::srb::Srb;
 use crate::storport::start_io_lock::StartIoLocked;
 use crate::storport::{
@@ -180,9 +183,47 @@ pub const fn srb_completion(reply: &Reply, buffer_len: u32) -> (u8, u32) {
     }
 }
 
+/// What a WMI answer reads of the adapter, built by the adapter for each request.
+#[derive(Clone, Copy, Debug)]
+pub struct WmiContext<'a> {
+    /// Identity and sizes found at find-adapter.
+    pub facts: AdapterFacts,
+    /// Where the LUN table is copied to answer from it.
+    pub scratch: &'a WmiScratch,
+    /// What the bus scan told Windows about each logical unit.
+    pub luns: &'a LunTable<Carved<LunSlot>>,
+    /// Request queues in use.
+    pub request_queues: u16,
+    /// The request queues' counters, by queue.
+    pub counters: &'a [QueueCounters],
+    /// Device resets performed (every queue's `Resets`).
+    pub resets: &'a AtomicU64,
+    /// The device's limits.
+    pub device_limits: &'a Limits,
+    /// The limits reported to StorPort.
+    pub limits: &'a StorLimits,
+    /// Features negotiated with the device.
+    pub features: Features,
+    /// The adapter in StorPort's calls (the reply's time stamp).
+    pub extension: DeviceExtension,
+}
+
+impl WmiContext<'_> {
+    fn counters(&self, queue: u16) -> Option<&QueueCounters> {
+        self.counters.get(usize::from(queue))
+    }
+}
+
+/// What answers WMI requests: the adapter, which builds a [`WmiContext`] for each.
+pub trait WmiHost {
+    /// The adapter's state a WMI answer reads.
+    fn wmi_context(&self) -> WmiContext<'_>;
+}
+
 /// Answers the `SRB_FUNCTION_WMI` request `srb`: sets its `DataTransferLength` and returns the
 /// SRB status to complete it with.
-pub fn handle(adapter: &Adapter, srb: &mut Srb) -> u8 {
+pub fn handle<H: WmiHost + ?Sized>(host: &H, srb: &mut Srb) -> u8 {
+    let context = host.wmi_context();
     let Some(parameters) = srb.wmi_parameters() else {
         srb.set_data_transfer_length(0);
         return SRB_STATUS_INVALID_REQUEST;
@@ -195,13 +236,13 @@ pub fn handle(adapter: &Adapter, srb: &mut Srb) -> u8 {
     }
     let length = srb.data_transfer_length();
     let reply = if length == 0 {
-        answer(adapter, parameters.sub_function, &mut [])
+        answer(&context, parameters.sub_function, &mut [])
     } else {
         let Some(bytes) = srb.wmi_buffer() else {
             srb.set_data_transfer_length(0);
             return SRB_STATUS_INVALID_REQUEST;
         };
-        answer(adapter, parameters.sub_function, bytes)
+        answer(&context, parameters.sub_function, bytes)
     };
     let (status, returned) = srb_completion(&reply, length);
     srb.set_data_transfer_length(returned);
@@ -209,20 +250,18 @@ pub fn handle(adapter: &Adapter, srb: &mut Srb) -> u8 {
 }
 
 /// Runs the dispatcher over `buffer` with this adapter's provider.
-fn answer(adapter: &Adapter, minor_function: u8, buffer: &mut [u8]) -> Reply {
-    let texts = Texts::new(&adapter.wmi_facts());
-    adapter
-        .wmi_scratch()
-        .with(|copies, lun_views, target_views| {
-            let mut info = hba_info(adapter, &texts);
-            info.targets = targets(adapter, copies, lun_views, target_views);
-            let mut provider = AdapterProvider::new(adapter, &info);
-            let reply = dispatch(minor_function, buffer, &mut provider);
-            // The reply carries the time it was made, as WMILIB stamps it.
-            let now = adapter.extension().system_time();
-            stamp_reply_time(minor_function, buffer, &reply, now);
-            reply
-        })
+fn answer(context: &WmiContext<'_>, minor_function: u8, buffer: &mut [u8]) -> Reply {
+    let texts = Texts::new(&context.facts);
+    context.scratch.with(|copies, lun_views, target_views| {
+        let mut info = hba_info(context, &texts);
+        info.targets = targets(context, copies, lun_views, target_views);
+        let mut provider = AdapterProvider::new(context, &info);
+        let reply = dispatch(minor_function, buffer, &mut provider);
+        // The reply carries the time it was made, as WMILIB stamps it.
+        let now = context.extension.system_time();
+        stamp_reply_time(minor_function, buffer, &reply, now);
+        reply
+    })
 }
 
 /// Where a WMI request copies the LUN table and builds the [`TargetInfo`]/[`LunInfo`] views
@@ -328,16 +367,16 @@ impl WmiScratch {
     }
 }
 
-/// The targets of `adapter` with present logical units, in target order, each with its
+/// The targets of the adapter with present logical units, in target order, each with its
 /// logical units in LUN order: the LUN table copied slot by slot into `copies`, viewed through
 /// `lun_views` and `target_views`.
 fn targets<'s>(
-    adapter: &Adapter,
+    context: &WmiContext<'_>,
     copies: &'s mut [LunCopy],
     lun_views: &'s mut [LunInfo<'s>],
     target_views: &'s mut [TargetInfo<'s>],
 ) -> &'s [TargetInfo<'s>] {
-    let table = adapter.luns();
+    let table = context.luns;
     let mut count = 0usize;
     for index in 0..table.capacity() {
         let Some(copy) = copies.get_mut(count) else {
@@ -390,7 +429,7 @@ fn targets<'s>(
         };
     }
     let lun_views: &'s [LunInfo<'s>] = lun_views;
-    let seed = adapter.wmi_facts().unique_adapter_id;
+    let seed = context.facts.unique_adapter_id;
     let mut targets = 0usize;
     let mut start = 0usize;
     let mut run = sorted().peekable();
@@ -426,13 +465,13 @@ fn targets<'s>(
 /// a time, when asked for, instead of from a snapshot of every queue: a snapshot of
 /// [`crate::sizing::MAX_REQUEST_QUEUES`] queues would take 3 KiB of the kernel stack.
 struct AdapterProvider<'a> {
-    adapter: &'a Adapter,
+    context: &'a WmiContext<'a>,
     inner: HbaProvider<'a>,
     guids: [GuidRegistration; GUID_COUNT],
 }
 
 impl<'a> AdapterProvider<'a> {
-    fn new(adapter: &'a Adapter, info: &'a HbaInfo<'a>) -> Self {
+    fn new(context: &'a WmiContext<'a>, info: &'a HbaInfo<'a>) -> Self {
         let inner = HbaProvider::new(info);
         let mut guids = [GuidRegistration {
             guid: rvscsi_wmi::guid::Guid::NULL,
@@ -444,10 +483,10 @@ impl<'a> AdapterProvider<'a> {
             *slot = *row;
         }
         if let Some(row) = guids.get_mut(QUEUE_STATISTICS_INDEX) {
-            row.instance_count = u32::from(adapter.request_queues());
+            row.instance_count = u32::from(context.request_queues);
         }
         Self {
-            adapter,
+            context,
             inner,
             guids,
         }
@@ -474,7 +513,7 @@ impl Provider for AdapterProvider<'_> {
         }
         let queue = u16::try_from(instance_index)
             .ok()
-            .and_then(|index| queue_statistics(self.adapter, index))
+            .and_then(|index| queue_statistics(self.context, index))
             .ok_or(WmiError::InstanceNotFound {
                 guid_index: guid_index as u32,
                 instance_index,
@@ -534,20 +573,20 @@ impl Provider for AdapterProvider<'_> {
 /// The `Rvscsi_QueueStatistics` instance of request queue `queue` now (each counter read
 /// once, relaxed: WMI reports statistics, not a consistent cut).
 #[must_use]
-pub fn queue_statistics(adapter: &Adapter, queue: u16) -> Option<QueueStatistics> {
-    if queue >= adapter.request_queues() {
+pub fn queue_statistics(context: &WmiContext<'_>, queue: u16) -> Option<QueueStatistics> {
+    if queue >= context.request_queues {
         return None;
     }
-    let counters = adapter.counters(queue)?;
+    let counters = context.counters(queue)?;
     Some(QueueStatistics {
         queue_index: u32::from(queue),
-        queue_size: u32::from(adapter.wmi_facts().queue_size),
+        queue_size: u32::from(context.facts.queue_size),
         requests: counters.requests.load(Ordering::Relaxed),
         kicks: counters.kicks.load(Ordering::Relaxed),
         interrupts: counters.interrupts.load(Ordering::Relaxed),
         queue_full: counters.queue_full.load(Ordering::Relaxed),
         // A device reset affects every queue.
-        resets: adapter.resets.load(Ordering::Relaxed),
+        resets: context.resets.load(Ordering::Relaxed),
     })
 }
 
@@ -601,16 +640,17 @@ fn hex(value: u64, out: &mut [u8]) {
     }
 }
 
-/// The `HbaInfo` of `adapter` now: its facts, `texts`, and its counters summed over the
+/// The `HbaInfo` of the adapter of `context` now: its facts, `texts`, and its counters summed over the
 /// queues (each read once, relaxed: WMI reports statistics, not a consistent cut). Its
 /// `queues` is empty: the WMI provider reads each queue's instance when asked. Its `targets`
 /// is empty too: the WMI request handler fills it from the LUN table, through the WMI scratch.
-pub fn hba_info<'a>(adapter: &Adapter, texts: &'a Texts) -> HbaInfo<'a> {
-    let facts = adapter.wmi_facts();
+#[must_use]
+pub fn hba_info<'a>(context: &WmiContext<'_>, texts: &'a Texts) -> HbaInfo<'a> {
+    let facts = context.facts;
     let mut protocol = ProtocolStatistics::default();
     let (mut requests, mut completions, mut bytes_read, mut bytes_written) = (0u64, 0u64, 0, 0);
-    for queue in 0..adapter.request_queues() {
-        let Some(counters) = adapter.counters(queue) else {
+    for queue in 0..context.request_queues {
+        let Some(counters) = context.counters(queue) else {
             continue;
         };
         let load = |counter: &core::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
@@ -634,9 +674,9 @@ pub fn hba_info<'a>(adapter: &Adapter, texts: &'a Texts) -> HbaInfo<'a> {
     protocol.input_megabytes = (bytes_read >> 20).cast_signed();
     protocol.output_megabytes = (bytes_written >> 20).cast_signed();
     let seed = facts.unique_adapter_id;
-    let device = adapter.device_limits();
-    let limits = adapter.limits();
-    let features = adapter.features();
+    let device = context.device_limits;
+    let limits = context.limits;
+    let features = context.features;
     HbaInfo {
         unique_adapter_id: seed,
         vendor_specific_id: facts.vendor_specific_id,
@@ -681,7 +721,7 @@ pub fn hba_info<'a>(adapter: &Adapter, texts: &'a Texts) -> HbaInfo<'a> {
         targets: &[],
         queues: &[],
         limits: AdapterLimits {
-            request_queues: u32::from(adapter.request_queues()),
+            request_queues: u32::from(context.request_queues),
             queue_size: u32::from(facts.queue_size),
             seg_max: device.seg_max,
             // 0: the device did not report max_sectors.

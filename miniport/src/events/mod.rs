@@ -60,23 +60,25 @@
 //! are counted as unsolicited.
 #![forbid(unsafe_code)]
 
-use core::borrow::{Borrow, BorrowMut};
+use core::borrow::Borrow;
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use virtio_core::dma::DmaMemory;
-use virtio_core::features::Features;
 use virtio_core::hal::{Hal, RegisterIo, Segment};
 use virtio_core::pci::PciTransport;
 use virtio_core::queue::QueueError;
 use virtio_core::scsi::{Config, Event, EventError, EventKind, Limits, ResetReason, queue_index};
 use zerocopy::FromBytes;
 
-use crate::adapter::{Adapter, QueueState, VirtqueueGuard};
 use crate::dump::Sizing;
+use crate::luns::{LunSlot, LunTable};
+use crate::ring_view::{Doorbell, RingView};
 use crate::sizing::EVENT_BUFFERS;
+use crate::storport::HwStateChange;
 use crate::storport::dma::{Carved, UncachedArena};
+use crate::storport::port::DeviceExtension;
 use crate::storport::state_change::{Notified, UnitStateChange};
-use crate::trace::{ADAPTER_WIDE, TraceEvent, ViolationKind};
+use crate::trace::{ADAPTER_WIDE, TraceEvent, Tracer, ViolationKind};
 
 /// Bytes of one `virtio_scsi_event` (virtio 1.x section 5.6.6.3).
 pub const EVENT_LEN: usize = size_of::<Event>();
@@ -415,6 +417,31 @@ struct Batch {
     bus_change: bool,
 }
 
+/// What the event queue reaches of the adapter, built by the adapter for each call.
+pub struct EventContext<'a> {
+    /// Where device events and violations are recorded.
+    pub tracer: Tracer<'a>,
+    /// The LUN table, from which a removed unit is dropped.
+    pub luns: &'a LunTable<Carved<LunSlot>>,
+    /// The adapter in StorPort's calls (`BusChangeDetected`, `StorPortStateChangeDetected`).
+    pub extension: DeviceExtension,
+    /// HwStorStateChange, the callback of a unit's state-change notification.
+    pub state_change: HwStateChange,
+    /// Notifies the device of the buffers put back.
+    pub doorbell: &'a dyn Doorbell,
+    /// A restart rescans the bus: hot-plug was negotiated and this is not the crash-dump stack.
+    pub rescan_after_restart: bool,
+}
+
+impl core::fmt::Debug for EventContext<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("EventContext")
+            .field("extension", &self.extension)
+            .field("rescan_after_restart", &self.rescan_after_restart)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The event queue's state, in the adapter.
 #[derive(Debug)]
 pub struct EventQueue {
@@ -481,15 +508,14 @@ impl EventQueue {
 
     /// Puts buffer `index` (zeroed, so a device that reports a length without writing yields
     /// `NO_EVENT`) on the eventq and records it under its token.
-    fn post(&self, state: &mut QueueState, index: usize) -> Result<(), QueueError> {
+    fn post(&self, ring: &mut RingView<'_>, index: usize) -> Result<(), QueueError> {
         let offset = index * EVENT_LEN;
         if !self.buffers.write_bytes(offset, &[0; EVENT_LEN]) {
             return Err(QueueError::EmptyChain);
         }
         let segment = Segment::new(self.buffers.bus_address() + offset as u64, EVENT_LEN as u32);
-        let token = state.ring.queue().add(&[], &[segment], None)?;
-        let table: &mut [usize] = BorrowMut::borrow_mut(&mut state.requests);
-        if let Some(slot) = table.get_mut(token.index()) {
+        let token = ring.queue.add(&[], &[segment], None)?;
+        if let Some(slot) = ring.tokens.get_mut(token.index()) {
             *slot = index + 1;
         }
         Ok(())
@@ -498,16 +524,14 @@ impl EventQueue {
     /// Puts every buffer not already on the eventq there; returns the notification offset if
     /// the device must be told. The caller has the eventq to itself (set-up with StorPort's
     /// interrupt lock, or the reset winner holding every lock) and has set DRIVER_OK.
-    pub fn stock(&self, state: &mut QueueState) -> Option<u64> {
-        let size = usize::from(state.ring.queue().size());
-        if state.ring.queue().in_flight() == 0 {
+    pub fn stock(&self, mut ring: RingView<'_>) -> Option<u64> {
+        let size = usize::from(ring.queue.size());
+        if ring.queue.in_flight() == 0 {
             // A new or reset ring: any token recorded before belongs to no chain.
-            let table: &mut [usize] = BorrowMut::borrow_mut(&mut state.requests);
-            table.fill(0);
+            ring.tokens.fill(0);
         }
         let mut posted = [false; EVENT_BUFFERS];
-        let table: &[usize] = Borrow::borrow(&state.requests);
-        for &slot in table {
+        for &slot in &*ring.tokens {
             if let Some(flag) = slot.checked_sub(1).and_then(|index| posted.get_mut(index)) {
                 *flag = true;
             }
@@ -518,35 +542,30 @@ impl EventQueue {
             .take(EVENT_BUFFERS.min(size))
             .filter(|(_, posted)| !**posted)
         {
-            if self.post(state, index).is_err() {
+            if self.post(&mut ring, index).is_err() {
                 count(&self.counters.restock_failures);
             }
         }
-        state
-            .ring
-            .queue()
-            .kick_prepare()
-            .then_some(state.notify_offset)
+        ring.queue.kick_prepare().then_some(ring.notify_offset)
     }
 
-    /// Drains the eventq under its lock (held by `guard`): copies each event out, puts its
-    /// buffer back, and acts on it; notifies the device of the buffers put back and StorPort
-    /// of the changes. Returns true if the device broke the ring protocol and must be reset
-    /// (by the caller, from outside the ISR).
-    pub fn drain(&self, adapter: &Adapter, guard: &mut VirtqueueGuard<'_>) -> bool {
+    /// Drains the eventq under its lock (the caller holds it for `ring`): copies each event
+    /// out, puts its buffer back, and acts on it; notifies the device of the buffers put back
+    /// and StorPort of the changes. Returns true if the device broke the ring protocol and must
+    /// be reset (by the caller, from outside the ISR).
+    pub fn drain(&self, context: &EventContext<'_>, mut ring: RingView<'_>) -> bool {
         let mut batch = Batch::default();
         let mut broken = false;
-        let Some(state) = guard.state() else {
-            return false;
-        };
         loop {
-            let popped = state.ring.queue().pop_used();
+            let popped = ring.queue.pop_used();
             match popped {
                 Ok(Some(used)) => {
-                    let table: &mut [usize] = BorrowMut::borrow_mut(&mut state.requests);
-                    let slot = table.get_mut(used.token.index()).map_or(0, core::mem::take);
+                    let slot = ring
+                        .tokens
+                        .get_mut(used.token.index())
+                        .map_or(0, core::mem::take);
                     let Some(index) = slot.checked_sub(1).filter(|&i| i < EVENT_BUFFERS) else {
-                        adapter.trace(
+                        context.tracer.trace(
                             TraceEvent::ProtocolViolation,
                             queue_index::EVENT,
                             (
@@ -560,25 +579,25 @@ impl EventQueue {
                     };
                     let mut bytes = [0u8; EVENT_LEN];
                     let read = self.buffers.read_bytes(index * EVENT_LEN, &mut bytes);
-                    if self.post(state, index).is_err() {
+                    if self.post(&mut ring, index).is_err() {
                         count(&self.counters.restock_failures);
                     }
                     count(&self.counters.events);
                     let written = if read { used.written } else { 0 };
-                    adapter.trace(
+                    context.tracer.trace(
                         TraceEvent::DeviceEvent,
                         queue_index::EVENT,
                         trace_args(&bytes),
                     );
-                    self.apply(adapter, Reaction::of(&bytes, written), &mut batch);
+                    self.apply(context, Reaction::of(&bytes, written), &mut batch);
                 }
                 Ok(None) => {
-                    if !state.ring.queue().enable_interrupts() {
+                    if !ring.queue.enable_interrupts() {
                         break;
                     }
                 }
                 Err(_) => {
-                    adapter.trace(
+                    context.tracer.trace(
                         TraceEvent::ProtocolViolation,
                         queue_index::EVENT,
                         (ViolationKind::RingError as u32, 0, 0),
@@ -591,17 +610,19 @@ impl EventQueue {
         if broken {
             count(&self.counters.protocol_violations);
         }
-        if state.ring.queue().kick_prepare() {
-            adapter.notify_virtqueue(queue_index::EVENT, state.notify_offset);
+        if ring.queue.kick_prepare() {
+            context
+                .doorbell
+                .notify_virtqueue(queue_index::EVENT, ring.notify_offset);
         }
         if batch.bus_change {
-            self.bus_change(adapter);
+            self.bus_change(context.extension);
         }
         broken
     }
 
     /// Acts on one event.
-    fn apply(&self, adapter: &Adapter, reaction: Reaction, batch: &mut Batch) {
+    fn apply(&self, context: &EventContext<'_>, reaction: Reaction, batch: &mut Batch) {
         let counters = &self.counters;
         if reaction.events_missed {
             // Lost events may have brought removed units back: let the device answer for them.
@@ -622,11 +643,11 @@ impl EventQueue {
             Change::Removed { target, lun } => {
                 count(&counters.removed);
                 self.gone.mark(target, lun);
-                let _ = adapter.luns().remove(target, u16::from(lun));
+                let _ = context.luns.remove(target, u16::from(lun));
             }
             Change::ParametersChanged { target, lun, .. } => {
                 count(&counters.parameter_changes);
-                if !self.unit_changed(adapter, target, lun) {
+                if !self.unit_changed(context, target, lun) {
                     count(&counters.state_change_fallbacks);
                     batch.bus_change = true;
                 }
@@ -640,21 +661,19 @@ impl EventQueue {
     }
 
     /// `BusChangeDetected`, counted.
-    pub fn bus_change(&self, adapter: &Adapter) {
+    pub fn bus_change(&self, extension: DeviceExtension) {
         count(&self.counters.bus_changes);
-        adapter.extension().bus_change_detected();
+        extension.bus_change_detected();
     }
 
     /// Tells StorPort that `target`/`lun` changed (`StorPortStateChangeDetected`, one at a
     /// time). False if it could not be told: another notification is being processed or
     /// StorPort refused (an older StorPort answers NOT_IMPLEMENTED).
-    fn unit_changed(&self, adapter: &Adapter, target: u8, lun: u8) -> bool {
-        match self.state_change.notify(
-            adapter.extension(),
-            target,
-            lun,
-            adapter.callbacks().state_change,
-        ) {
+    fn unit_changed(&self, context: &EventContext<'_>, target: u8, lun: u8) -> bool {
+        match self
+            .state_change
+            .notify(context.extension, target, lun, context.state_change)
+        {
             Notified::Sent => {
                 count(&self.counters.state_changes);
                 true
@@ -695,9 +714,9 @@ impl EventQueue {
     /// empty were dropped without an `EVENTS_MISSED` report (a device reset clears that flag),
     /// so with hot-plug negotiated the bus is rescanned once.
     /// Not on the crash-dump stack, which has no PnP to rescan with.
-    pub fn restarted(&self, adapter: &Adapter) {
-        if adapter.dump_mode().is_none() && adapter.features().contains(Features::SCSI_HOTPLUG) {
-            self.bus_change(adapter);
+    pub fn restarted(&self, context: &EventContext<'_>) {
+        if context.rescan_after_restart {
+            self.bus_change(context.extension);
         }
     }
 
@@ -726,7 +745,7 @@ impl EventQueue {
     /// outside the ISR).
     pub fn on_config_change<R: RegisterIo>(
         &self,
-        adapter: &Adapter,
+        context: &EventContext<'_>,
         transport: &PciTransport<R>,
     ) -> bool {
         let counters = &self.counters;
@@ -746,7 +765,7 @@ impl EventQueue {
         };
         // ORDERING: relaxed; see `store_config`.
         let generation = self.config_generation.load(Ordering::Relaxed);
-        adapter.trace(
+        context.tracer.trace(
             TraceEvent::ConfigChanged,
             ADAPTER_WIDE,
             (u32::from(generation), 0, 0),
@@ -761,7 +780,7 @@ impl EventQueue {
         }
         if changes.bus {
             count(&counters.config_rescans);
-            self.bus_change(adapter);
+            self.bus_change(context.extension);
         }
         false
     }

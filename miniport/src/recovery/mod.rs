@@ -2,5 +2,6 @@
 //! HwStorUnitControl's surprise removal of a unit.
 #![forbid(unsafe_code)]
 
+pub mod host;
 pub mod tmf;
 pub mod unit_control;

@@ -63,7 +63,7 @@ use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
 use virtio_core::scsi::{ControlFailure, Lun, TmfOutcome, TmfReq, TmfSubtype};
 
-use crate::io::InFlight;
+use crate::in_flight::InFlight;
 use crate::sizing::MAX_REQUEST_QUEUES;
 
 /// How long a function may take, from sending it to the device's answer and the return of
@@ -502,7 +502,9 @@ pub use table::TmfTable;
 
 mod service;
 
-pub use service::PostError;
+pub use service::{
+    PostError, covered_in_flight, drain_control, end_every_tmf, post_tmf, service_tmfs,
+};
 
 #[cfg(test)]
 mod tests;

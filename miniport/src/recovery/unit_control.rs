@@ -3,7 +3,7 @@
 //! every new request failed; a unit StorPort starts is accepted again.
 //!
 //! # The calls
-//! StorPort calls HwStorUnitControl with `ScsiQuerySupportedUnitControlTypes` after the adapter
+//! StorPort calls HwStorUnitControl with `ScsiQuerySupportedUnitControlTypes` after the host
 //! is initialized and before the first I/O, and from then on only with the types the miniport
 //! reported (Microsoft, HW_UNIT_CONTROL). Every type handled here is called at PASSIVE_LEVEL
 //! with no StorPort spin lock held (the same page's table), with a `STOR_ADDR_BTL8` of the unit
@@ -50,9 +50,9 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::adapter::Adapter;
+use crate::recovery::host::RecoveryHost;
 use crate::recovery::tmf::Nexus;
-use crate::recovery::tmf::PostError;
+use crate::recovery::tmf::{PostError, post_tmf};
 use crate::storport::{
     STOR_ADDR_BTL8_ADDRESS_LENGTH, STOR_ADDRESS_TYPE_BTL8, ScsiQuerySupportedUnitControlTypes,
     ScsiUnitControlStatus, ScsiUnitControlSuccess, ScsiUnitControlType,
@@ -172,8 +172,8 @@ pub enum Removal {
 /// Parameters held (`None` if it was null or refused). Returns the `SCSI_UNIT_CONTROL_STATUS`.
 /// The query is answered by the trampoline with [`report_supported`], which needs the caller's
 /// list; here it is only accepted.
-pub fn control(
-    adapter: &Adapter,
+pub fn control<H: RecoveryHost>(
+    host: &H,
     control_type: ScsiUnitControlType,
     unit: Option<Unit>,
 ) -> ScsiUnitControlStatus {
@@ -184,10 +184,10 @@ pub fn control(
         return ScsiUnitControlUnsuccessful;
     };
     if control_type == ScsiUnitStart {
-        start(adapter, unit);
+        start(host, unit);
         ScsiUnitControlSuccess
     } else if control_type == ScsiUnitRemove || control_type == ScsiUnitSurpriseRemoval {
-        let _ = remove(adapter, control_type, unit);
+        let _ = remove(host, control_type, unit);
         ScsiUnitControlSuccess
     } else {
         ScsiUnitControlUnsuccessful
@@ -195,9 +195,9 @@ pub fn control(
 }
 
 /// `ScsiUnitStart`: the unit is there (PnP started it): its removed mark is cleared.
-pub fn start(adapter: &Adapter, unit: Unit) {
-    adapter.events().gone().clear(unit.target, unit.lun);
-    adapter.trace(
+pub fn start<H: RecoveryHost>(host: &H, unit: Unit) {
+    host.gone().clear(unit.target, unit.lun);
+    host.tracer().trace(
         TraceEvent::UnitControl,
         ADAPTER_WIDE,
         (ScsiUnitStart, unit.address_word(), 0),
@@ -206,29 +206,28 @@ pub fn start(adapter: &Adapter, unit: Unit) {
 
 /// `ScsiUnitRemove` or `ScsiUnitSurpriseRemoval` (`control_type`, for the trace): marks the
 /// unit removed and takes its commands back from the device (see the module documentation).
-pub fn remove(adapter: &Adapter, control_type: ScsiUnitControlType, unit: Unit) -> Removal {
-    let events = adapter.events();
+pub fn remove<H: RecoveryHost>(host: &H, control_type: ScsiUnitControlType, unit: Unit) -> Removal {
     // First the mark: from here on StartIo refuses the unit's commands, so the scan below sees
     // every one that will ever be on a ring.
-    events.gone().mark(unit.target, unit.lun);
-    let _ = adapter.luns().remove(unit.target, u16::from(unit.lun));
+    host.gone().mark(unit.target, unit.lun);
+    let _ = host.luns().remove(unit.target, u16::from(unit.lun));
     let mut in_flight = 0u32;
-    if adapter.dump_mode().is_none() && !adapter.is_stopped() {
-        adapter.for_each_in_flight(|request| {
+    if !host.in_dump_mode() && !host.is_stopped() {
+        host.for_each_in_flight(|request| {
             if request.target == unit.target && request.lun == u16::from(unit.lun) {
                 in_flight += 1;
             }
         });
     }
-    adapter.trace(
+    host.tracer().trace(
         TraceEvent::UnitControl,
         ADAPTER_WIDE,
         (control_type, unit.address_word(), u64::from(in_flight)),
     );
-    if adapter.dump_mode().is_some() {
+    if host.in_dump_mode() {
         return Removal::DumpMode;
     }
-    if adapter.is_stopped() {
+    if host.is_stopped() {
         return Removal::Stopped;
     }
     if in_flight == 0 {
@@ -238,17 +237,16 @@ pub fn remove(adapter: &Adapter, control_type: ScsiUnitControlType, unit: Unit) 
         target: unit.target,
         lun: u16::from(unit.lun),
     };
-    match adapter.post_tmf(nexus, None) {
+    match post_tmf(host, nexus, None) {
         Ok(()) => Removal::LunReset { in_flight },
         // Stopped meanwhile: the stop took everything back.
         Err(PostError::Stopped(_)) => Removal::Stopped,
         Err(PostError::NotSent(_)) => {
-            adapter
-                .tmfs()
+            host.tmfs()
                 .counters
                 .not_sent
                 .fetch_add(1, Ordering::Relaxed);
-            let _ = adapter.reset_device(ResetCause::UnitRemoval);
+            let _ = host.reset_device(ResetCause::UnitRemoval);
             Removal::DeviceReset { in_flight }
         }
     }

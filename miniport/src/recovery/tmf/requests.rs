@@ -3,9 +3,8 @@
 
 use core::sync::atomic::Ordering;
 
-use super::{Nexus, Owner, PostError};
-use crate::adapter::Adapter;
-use crate::io::{self};
+use super::{Nexus, Owner, PostError, post_tmf};
+use crate::recovery::host::RecoveryHost;
 use crate::storport::srb::Srb;
 use crate::storport::{
     SRB_FUNCTION_ABORT_COMMAND, SRB_FUNCTION_RESET_BUS, SRB_FUNCTION_RESET_DEVICE,
@@ -18,26 +17,26 @@ use crate::trace::ResetCause;
 /// StartIo for `SRB_FUNCTION_ABORT_COMMAND`, `_RESET_LOGICAL_UNIT`, `_RESET_DEVICE` and
 /// `_RESET_BUS`: sends the function (see the module documentation); the SRB completes when it
 /// ends.
-pub fn start(adapter: &Adapter, srb: Srb) {
+pub fn start<H: RecoveryHost>(host: &H, srb: Srb) {
     let function = srb.function();
     if function == u32::from(SRB_FUNCTION_RESET_BUS) {
-        adapter.reset_bus(ResetCause::ResetSrb);
-        io::complete(adapter, srb, SRB_STATUS_SUCCESS);
+        host.reset_bus(ResetCause::ResetSrb);
+        host.complete(srb, SRB_STATUS_SUCCESS);
         return;
     }
     let abort = function == u32::from(SRB_FUNCTION_ABORT_COMMAND);
-    if adapter.is_stopped() {
+    if host.is_stopped() {
         // Nothing is in flight on a stopped adapter: no command to abort, no unit to reset.
         let status = if abort {
             SRB_STATUS_ABORT_FAILED
         } else {
             SRB_STATUS_SUCCESS
         };
-        io::complete(adapter, srb, status);
+        host.complete(srb, status);
         return;
     }
     let address = srb.address();
-    let device = adapter.device_limits();
+    let device = host.device_limits();
     let refused = if address.path != 0 {
         Some(SRB_STATUS_INVALID_PATH_ID)
     } else if address.target > device.max_target {
@@ -48,14 +47,14 @@ pub fn start(adapter: &Adapter, srb: Srb) {
         None
     };
     if let Some(status) = refused {
-        io::complete(adapter, srb, status);
+        host.complete(srb, status);
         return;
     }
     let nexus = if abort {
         let victim = srb.next_srb();
         let mut found = None;
         if victim != 0 {
-            adapter.for_each_in_flight(|request| {
+            host.for_each_in_flight(|request| {
                 if request.srb == victim {
                     found = Some(*request);
                 }
@@ -63,7 +62,7 @@ pub fn start(adapter: &Adapter, srb: Srb) {
         }
         let Some(request) = found else {
             // Not (or no longer) on a ring: it completed, or never reached the device.
-            io::complete(adapter, srb, SRB_STATUS_ABORT_FAILED);
+            host.complete(srb, SRB_STATUS_ABORT_FAILED);
             return;
         };
         Nexus::Task {
@@ -81,15 +80,15 @@ pub fn start(adapter: &Adapter, srb: Srb) {
             target: address.target,
         }
     } else {
-        io::complete(adapter, srb, SRB_STATUS_INVALID_REQUEST);
+        host.complete(srb, SRB_STATUS_INVALID_REQUEST);
         return;
     };
-    if adapter.dump_mode().is_some() {
+    if host.in_dump_mode() {
         // No task management on the dump stack: no timer bounds a function there. The unit
         // (or the aborted command, which is in flight) is reset as HwResetBus resets in dump
         // mode, with the whole device, inline.
-        adapter.reset_bus(ResetCause::ResetSrb);
-        io::complete(adapter, srb, SRB_STATUS_SUCCESS);
+        host.reset_bus(ResetCause::ResetSrb);
+        host.complete(srb, SRB_STATUS_SUCCESS);
         return;
     }
     let owner = Owner {
@@ -98,27 +97,26 @@ pub fn start(adapter: &Adapter, srb: Srb) {
     };
     // The slot owns the SRB from here; a function that is not sent hands it back.
     srb.hand_over();
-    match adapter.post_tmf(nexus, Some(owner)) {
+    match post_tmf(host, nexus, Some(owner)) {
         Ok(()) => {}
         Err(PostError::Stopped(owner)) => {
             if let Some(owner) = owner {
-                adapter.complete_owner(owner, SRB_STATUS_SUCCESS);
+                host.complete_owner(owner, SRB_STATUS_SUCCESS);
             }
         }
         Err(PostError::NotSent(owner)) => {
-            adapter
-                .tmfs()
+            host.tmfs()
                 .counters
                 .not_sent
                 .fetch_add(1, Ordering::Relaxed);
-            let restarted = adapter.reset_device(ResetCause::ResetSrb);
+            let restarted = host.reset_device(ResetCause::ResetSrb);
             if let Some(owner) = owner {
                 let status = if restarted {
                     SRB_STATUS_SUCCESS
                 } else {
                     SRB_STATUS_ERROR
                 };
-                adapter.complete_owner(owner, status);
+                host.complete_owner(owner, status);
             }
         }
     }
@@ -127,26 +125,26 @@ pub fn start(adapter: &Adapter, srb: Srb) {
 /// HwResetBus (and `SRB_FUNCTION_RESET_BUS`) in the normal stack: polls every queue, then
 /// sends an I_T NEXUS RESET to each target still holding requests (the full reset, for
 /// `cause`, when they do not all fit). The requests complete as the functions end; StorPort is
-/// told a reset happened. The dump stack resets differently: [`Adapter::reset_bus`].
-pub fn reset_bus(adapter: &Adapter, cause: ResetCause) {
-    let recovery = adapter.recovery();
+/// told a reset happened. The dump stack resets differently: the adapter's `reset_bus`.
+pub fn reset_bus<H: RecoveryHost>(host: &H, cause: ResetCause) {
+    let recovery = host.recovery();
     recovery.bus_resets.fetch_add(1, Ordering::Relaxed);
-    if adapter.is_stopped() {
+    if host.is_stopped() {
         return;
     }
-    if adapter.poll_all() {
-        adapter.reset_device(ResetCause::ProtocolViolation);
+    if host.poll_all() {
+        host.reset_device(ResetCause::ProtocolViolation);
         return;
     }
     let mut targets = [0u64; 4];
-    adapter.for_each_in_flight(|request| {
+    host.for_each_in_flight(|request| {
         if let Some(word) = targets.get_mut(usize::from(request.target / 64)) {
             *word |= 1 << (request.target % 64);
         }
     });
     if targets == [0; 4] {
         recovery.bus_resets_polled.fetch_add(1, Ordering::Relaxed);
-        adapter.extension().reset_detected();
+        host.extension().reset_detected();
         return;
     }
     for target in 0..=u8::MAX {
@@ -154,15 +152,14 @@ pub fn reset_bus(adapter: &Adapter, cause: ResetCause) {
         if word & (1 << (target % 64)) == 0 {
             continue;
         }
-        if adapter.post_tmf(Nexus::Target { target }, None).is_err() {
-            adapter
-                .tmfs()
+        if post_tmf(host, Nexus::Target { target }, None).is_err() {
+            host.tmfs()
                 .counters
                 .not_sent
                 .fetch_add(1, Ordering::Relaxed);
-            adapter.reset_device(cause);
+            host.reset_device(cause);
             return;
         }
     }
-    adapter.extension().reset_detected();
+    host.extension().reset_detected();
 }

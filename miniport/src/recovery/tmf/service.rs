@@ -5,29 +5,30 @@ use core::sync::atomic::Ordering;
 
 use virtio_core::scsi::queue_index;
 
-use crate::adapter::{Adapter, VirtqueueGuard};
+use crate::recovery::host::RecoveryHost;
 use crate::recovery::tmf::{Active, Answer, Decision, Ending, Nexus, Owner};
+use crate::ring_view::RingView;
 use crate::sizing::MAX_REQUEST_QUEUES;
 use crate::storport::{SRB_STATUS_ERROR, SRB_STATUS_SUCCESS};
 use crate::trace::{ResetCause, TraceEvent, ViolationKind};
 
-impl Adapter {
-    /// Pops the controlq's used chains and records each function's answer in its slot. A used
-    /// chain that names no function in flight is a protocol violation: the timer resets the
-    /// device. With `kick`, the timer is asked to run now to act on the answers.
-    pub(crate) fn drain_control(&self, guard: &mut VirtqueueGuard<'_>, kick: bool) {
-        let mut answered = false;
-        let mut broken = false;
-        while let Some(state) = guard.state() {
-            match state.ring.queue().pop_used() {
+/// Pops the controlq's used chains (`ring`, whose lock the caller holds) and records each
+/// function's answer in its slot. A used chain that names no function in flight is a protocol
+/// violation: the timer resets the device. With `kick`, the timer is asked to run now to act
+/// on the answers.
+pub fn drain_control<H: RecoveryHost>(host: &H, ring: Option<RingView<'_>>, kick: bool) {
+    let mut answered = false;
+    let mut broken = false;
+    if let Some(ring) = ring {
+        loop {
+            match ring.queue.pop_used() {
                 Ok(Some(used)) => {
-                    let tokens: &mut [usize] =
-                        core::borrow::BorrowMut::borrow_mut(&mut state.requests);
-                    let slot = tokens
+                    let slot = ring
+                        .tokens
                         .get_mut(used.token.index())
                         .map_or(0, core::mem::take);
-                    if slot == 0 || !self.tmfs().answer(slot - 1, used.written) {
-                        self.trace(
+                    if slot == 0 || !host.tmfs().answer(slot - 1, used.written) {
+                        host.tracer().trace(
                             TraceEvent::ProtocolViolation,
                             queue_index::CONTROL,
                             (
@@ -42,12 +43,12 @@ impl Adapter {
                     answered = true;
                 }
                 Ok(None) => {
-                    if !state.ring.queue().enable_interrupts() {
+                    if !ring.queue.enable_interrupts() {
                         break;
                     }
                 }
                 Err(_) => {
-                    self.trace(
+                    host.tracer().trace(
                         TraceEvent::ProtocolViolation,
                         queue_index::CONTROL,
                         (ViolationKind::RingError as u32, 0, 0),
@@ -57,176 +58,167 @@ impl Adapter {
                 }
             }
         }
-        if broken {
-            // `reset_later` but for the kick, which follows below.
-            self.note_reset_request(ResetCause::ProtocolViolation);
-        }
-        if kick && (answered || broken) {
-            self.kick_timer();
-        }
     }
-
-    /// Sends task management function `nexus` on the controlq; `owner` is the SRB it completes.
-    ///
-    /// # Errors
-    /// [`PostError`], with the owner handed back: the adapter is stopped, or the function
-    /// could not be sent (no free slot, controlq full).
-    pub fn post_tmf(&self, nexus: Nexus, owner: Option<Owner>) -> Result<(), PostError> {
-        let queues = self.request_queues();
-        let mut counts = [0u64; MAX_REQUEST_QUEUES as usize];
-        for (queue, count) in counts.iter_mut().enumerate().take(usize::from(queues)) {
-            // Read under the queue's lock, under which StartIo numbers each request, so every
-            // request already on that ring is below the count and every later one is not.
-            let guard = self.lock(queue as u16);
-            *count = self
-                .counters(queue as u16)
-                .map_or(0, |counters| counters.requests.load(Ordering::Relaxed));
-            drop(guard);
-        }
-        let now = self.extension().system_time();
-        let Some((claim, readable, writable)) = self.tmfs().claim(nexus, owner, now, queues, |q| {
-            counts.get(usize::from(q)).copied().unwrap_or(0)
-        }) else {
-            return Err(PostError::NotSent(owner));
-        };
-        let notify = {
-            let mut guard = self.lock_control();
-            if self.is_stopped() {
-                drop(guard);
-                return Err(PostError::Stopped(self.tmfs().release(claim)));
-            }
-            let Some(state) = guard.state() else {
-                drop(guard);
-                return Err(PostError::NotSent(self.tmfs().release(claim)));
-            };
-            let ring = state.ring.queue();
-            let Ok(token) = ring.add(&[readable], &[writable], None) else {
-                drop(guard);
-                return Err(PostError::NotSent(self.tmfs().release(claim)));
-            };
-            let tokens: &mut [usize] = core::borrow::BorrowMut::borrow_mut(&mut state.requests);
-            if let Some(entry) = tokens.get_mut(token.index()) {
-                *entry = claim.index() + 1;
-            }
-            // Posted before the lock drops: the answer is recorded under this lock and needs
-            // the slot posted.
-            self.tmfs().posted(claim);
-            self.tmfs().counters.count_sent(nexus);
-            self.trace(
-                TraceEvent::TmfSent,
-                queue_index::CONTROL,
-                nexus.trace_args(),
-            );
-            let kick = state.ring.queue().kick_prepare();
-            kick.then_some(state.notify_offset)
-        };
-        if let Some(offset) = notify {
-            self.notify_virtqueue(queue_index::CONTROL, offset);
-        }
-        // The timer watches the deadline, at the short period from now on.
-        self.kick_timer();
-        Ok(())
+    if broken {
+        // `reset_later` but for the kick, which follows below.
+        host.note_reset_request(ResetCause::ProtocolViolation);
     }
+    if kick && (answered || broken) {
+        host.kick_timer();
+    }
+}
 
-    /// The timer's work on task management functions at time `now`: records answers whose
-    /// interrupt was lost, then ends, keeps waiting for, or escalates each function (see
-    /// [`crate::recovery::tmf::decide`]).
-    pub(crate) fn service_tmfs(&self, now: u64) {
-        if !self.tmfs().any_active() {
+/// Sends task management function `nexus` on the controlq; `owner` is the SRB it completes.
+///
+/// # Errors
+/// [`PostError`], with the owner handed back: the adapter is stopped, or the function
+/// could not be sent (no free slot, controlq full).
+pub fn post_tmf<H: RecoveryHost>(
+    host: &H,
+    nexus: Nexus,
+    owner: Option<Owner>,
+) -> Result<(), PostError> {
+    let queues = host.request_queues();
+    let mut counts = [0u64; MAX_REQUEST_QUEUES as usize];
+    for (queue, count) in counts.iter_mut().enumerate().take(usize::from(queues)) {
+        // Read under the queue's lock, under which StartIo numbers each request, so every
+        // request already on that ring is below the count and every later one is not.
+        *count = host.submitted(queue as u16);
+    }
+    let now = host.extension().system_time();
+    let Some((claim, readable, writable)) = host.tmfs().claim(nexus, owner, now, queues, |q| {
+        counts.get(usize::from(q)).copied().unwrap_or(0)
+    }) else {
+        return Err(PostError::NotSent(owner));
+    };
+    let notify = host.with_control_ring(|ring| {
+        if host.is_stopped() {
+            return Err(PostError::Stopped(host.tmfs().release(claim)));
+        }
+        let Some(ring) = ring else {
+            return Err(PostError::NotSent(host.tmfs().release(claim)));
+        };
+        let Ok(token) = ring.queue.add(&[readable], &[writable], None) else {
+            return Err(PostError::NotSent(host.tmfs().release(claim)));
+        };
+        if let Some(entry) = ring.tokens.get_mut(token.index()) {
+            *entry = claim.index() + 1;
+        }
+        // Posted before the lock drops: the answer is recorded under this lock and needs the
+        // slot posted.
+        host.tmfs().posted(claim);
+        host.tmfs().counters.count_sent(nexus);
+        host.tracer().trace(
+            TraceEvent::TmfSent,
+            queue_index::CONTROL,
+            nexus.trace_args(),
+        );
+        let kick = ring.queue.kick_prepare();
+        Ok(kick.then_some(ring.notify_offset))
+    })?;
+    if let Some(offset) = notify {
+        host.notify_virtqueue(queue_index::CONTROL, offset);
+    }
+    // The timer watches the deadline, at the short period from now on.
+    host.kick_timer();
+    Ok(())
+}
+
+/// The timer's work on task management functions at time `now`: records answers whose
+/// interrupt was lost, then ends, keeps waiting for, or escalates each function (see
+/// [`crate::recovery::tmf::decide`]).
+pub fn service_tmfs<H: RecoveryHost>(host: &H, now: u64) {
+    if !host.tmfs().any_active() {
+        return;
+    }
+    host.with_control_ring(|ring| drain_control(host, ring, false));
+    let mut drained = false;
+    let mut escalate = false;
+    host.tmfs().for_each_active(|active| {
+        if escalate {
             return;
         }
-        {
-            let mut guard = self.lock_control();
-            self.drain_control(&mut guard, false);
-        }
-        let mut drained = false;
-        let mut escalate = false;
-        self.tmfs().for_each_active(|active| {
-            if escalate {
-                return;
+        let covered = if matches!(active.answer, Answer::Outcome(_)) {
+            if !drained {
+                // The device completed what it took back before it answered: collect
+                // those completions before counting what is left.
+                escalate |= host.poll_all();
+                drained = true;
             }
-            let covered = if matches!(active.answer, Answer::Outcome(_)) {
-                if !drained {
-                    // The device completed what it took back before it answered: collect
-                    // those completions before counting what is left.
-                    escalate |= self.poll_all();
-                    drained = true;
-                }
-                self.covered_in_flight(&active)
-            } else {
-                0
-            };
-            let elapsed = now.saturating_sub(active.posted_at);
-            match crate::recovery::tmf::decide(active.answer, covered, elapsed) {
-                Decision::Wait => {
-                    if covered > 0 {
-                        self.tmfs().mark_waiting(&active);
-                    }
-                }
-                Decision::Complete(ending) => {
-                    if let Some(ended) = self.tmfs().finish(&active) {
-                        let counters = &self.tmfs().counters;
-                        let counter = match ending {
-                            Ending::Done => &counters.completed,
-                            Ending::AbsentNexus => &counters.absent_nexus,
-                        };
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        if active.was_waiting() {
-                            counters.waited.fetch_add(1, Ordering::Relaxed);
-                        }
-                        self.trace(
-                            TraceEvent::TmfDone,
-                            queue_index::CONTROL,
-                            active.trace_args(),
-                        );
-                        if let Some(owner) = ended.owner {
-                            self.complete_owner(owner, SRB_STATUS_SUCCESS);
-                        }
-                    }
-                }
-                Decision::Escalate(why) => {
-                    self.tmfs().counters.count_escalation(why);
-                    escalate = true;
-                }
-            }
-        });
-        if escalate {
-            // The reset ends every function, this one included (its TmfDone is recorded then,
-            // after the reset's own record).
-            self.reset_device(ResetCause::TmfEscalation);
-        }
-    }
-
-    /// Requests in flight that `active` covers.
-    pub(crate) fn covered_in_flight(&self, active: &Active) -> u32 {
-        let mut covered = 0u32;
-        self.for_each_in_flight(|request| {
-            if self.tmfs().covers(active, request) {
-                covered += 1;
-            }
-        });
-        covered
-    }
-
-    /// Ends every task management function after a device reset (every queue lock held): their
-    /// SRBs complete with SUCCESS if the device came back, SRB_STATUS_ERROR if not.
-    pub(crate) fn end_every_tmf(&self, restarted: bool) {
-        let status = if restarted {
-            SRB_STATUS_SUCCESS
+            covered_in_flight(host, &active)
         } else {
-            SRB_STATUS_ERROR
+            0
         };
-        self.tmfs().resolve_all(|active, owner| {
-            self.trace(
-                TraceEvent::TmfDone,
-                queue_index::CONTROL,
-                active.trace_args(),
-            );
-            if let Some(owner) = owner {
-                self.complete_owner(owner, status);
+        let elapsed = now.saturating_sub(active.posted_at);
+        match crate::recovery::tmf::decide(active.answer, covered, elapsed) {
+            Decision::Wait => {
+                if covered > 0 {
+                    host.tmfs().mark_waiting(&active);
+                }
             }
-        });
+            Decision::Complete(ending) => {
+                if let Some(ended) = host.tmfs().finish(&active) {
+                    let counters = &host.tmfs().counters;
+                    let counter = match ending {
+                        Ending::Done => &counters.completed,
+                        Ending::AbsentNexus => &counters.absent_nexus,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    if active.was_waiting() {
+                        counters.waited.fetch_add(1, Ordering::Relaxed);
+                    }
+                    host.tracer().trace(
+                        TraceEvent::TmfDone,
+                        queue_index::CONTROL,
+                        active.trace_args(),
+                    );
+                    if let Some(owner) = ended.owner {
+                        host.complete_owner(owner, SRB_STATUS_SUCCESS);
+                    }
+                }
+            }
+            Decision::Escalate(why) => {
+                host.tmfs().counters.count_escalation(why);
+                escalate = true;
+            }
+        }
+    });
+    if escalate {
+        // The reset ends every function, this one included (its TmfDone is recorded then,
+        // after the reset's own record).
+        host.reset_device(ResetCause::TmfEscalation);
     }
+}
+
+/// Requests in flight that `active` covers.
+pub fn covered_in_flight<H: RecoveryHost>(host: &H, active: &Active) -> u32 {
+    let mut covered = 0u32;
+    host.for_each_in_flight(|request| {
+        if host.tmfs().covers(active, request) {
+            covered += 1;
+        }
+    });
+    covered
+}
+
+/// Ends every task management function after a device reset (every queue lock held): their
+/// SRBs complete with SUCCESS if the device came back, SRB_STATUS_ERROR if not.
+pub fn end_every_tmf<H: RecoveryHost>(host: &H, restarted: bool) {
+    let status = if restarted {
+        SRB_STATUS_SUCCESS
+    } else {
+        SRB_STATUS_ERROR
+    };
+    host.tmfs().resolve_all(|active, owner| {
+        host.tracer().trace(
+            TraceEvent::TmfDone,
+            queue_index::CONTROL,
+            active.trace_args(),
+        );
+        if let Some(owner) = owner {
+            host.complete_owner(owner, status);
+        }
+    });
 }
 
 /// Why a task management function was not sent; the owner comes back to be completed.

@@ -13,7 +13,7 @@ use super::{
     ANSWERED, Active, Answer, Claim, Ended, Nexus, Owner, Phase, RESPONSE_OFFSET, SLOT_STRIDE,
     TmfCounters, TmfSlot, UNWRITTEN, generation, word,
 };
-use crate::io::InFlight;
+use crate::in_flight::InFlight;
 
 /// The slots and their DMA memory.
 #[derive(Debug)]
