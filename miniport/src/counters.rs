@@ -3,8 +3,10 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// Per-queue counters, readable from a crash dump and (later) through WMI.
+/// Per-queue counters, readable from a crash dump and (later) through WMI; each queue's alone
+/// on its cache lines (`crate::adapter::CACHE_LINE`), as every I/O of the queue writes them.
 #[derive(Debug, Default)]
+#[repr(C, align(64))]
 pub struct QueueCounters {
     /// Requests submitted.
     pub requests: AtomicU64,

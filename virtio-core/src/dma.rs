@@ -317,15 +317,32 @@ impl DmaMemory {
             self.unchecked::<1>(at).store_u8(byte);
             at += 1;
         }
-        let mut words = rest.chunks_exact(8);
-        for word in &mut words {
-            let value = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-            self.unchecked::<8>(at).store_u64(value, Ordering::Relaxed);
+        let (words, tail) = rest.as_chunks::<8>();
+        for word in words {
+            self.unchecked::<8>(at)
+                .store_u64(u64::from_le_bytes(*word), Ordering::Relaxed);
             at += 8;
         }
-        for &byte in words.remainder() {
+        // `at` is 8-aligned here (or the head took every byte and the tail is empty), so the
+        // tail goes in at most three naturally aligned stores instead of up to seven bytes.
+        let (quad, tail) = tail
+            .split_first_chunk::<4>()
+            .map_or((None, tail), |(q, t)| (Some(q), t));
+        if let Some(quad) = quad {
+            self.unchecked::<4>(at)
+                .store_u32(u32::from_le_bytes(*quad), Ordering::Relaxed);
+            at += 4;
+        }
+        let (pair, tail) = tail
+            .split_first_chunk::<2>()
+            .map_or((None, tail), |(p, t)| (Some(p), t));
+        if let Some(pair) = pair {
+            self.unchecked::<2>(at)
+                .store_u16(u16::from_le_bytes(*pair), Ordering::Relaxed);
+            at += 2;
+        }
+        if let Some(&byte) = tail.first() {
             self.unchecked::<1>(at).store_u8(byte);
-            at += 1;
         }
         true
     }
@@ -348,19 +365,39 @@ impl DmaMemory {
             *byte = self.unchecked::<1>(at).load_u8();
             at += 1;
         }
-        let mut words = rest.chunks_exact_mut(8);
-        for word in &mut words {
-            word.copy_from_slice(
-                &self
-                    .unchecked::<8>(at)
-                    .load_u64(Ordering::Relaxed)
-                    .to_le_bytes(),
-            );
+        let (words, tail) = rest.as_chunks_mut::<8>();
+        for word in words {
+            *word = self
+                .unchecked::<8>(at)
+                .load_u64(Ordering::Relaxed)
+                .to_le_bytes();
             at += 8;
         }
-        for byte in words.into_remainder() {
+        // As in `write_bytes`: an aligned tail in at most three loads.
+        let tail = match tail.split_first_chunk_mut::<4>() {
+            Some((quad, tail)) => {
+                *quad = self
+                    .unchecked::<4>(at)
+                    .load_u32(Ordering::Relaxed)
+                    .to_le_bytes();
+                at += 4;
+                tail
+            }
+            None => tail,
+        };
+        let tail = match tail.split_first_chunk_mut::<2>() {
+            Some((pair, tail)) => {
+                *pair = self
+                    .unchecked::<2>(at)
+                    .load_u16(Ordering::Relaxed)
+                    .to_le_bytes();
+                at += 2;
+                tail
+            }
+            None => tail,
+        };
+        if let Some(byte) = tail.first_mut() {
             *byte = self.unchecked::<1>(at).load_u8();
-            at += 1;
         }
         true
     }

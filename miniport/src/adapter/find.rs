@@ -14,7 +14,8 @@ use virtio_core::queue::{QueueFeatures, Slot};
 use virtio_core::scsi::{Limits, queue_index};
 
 use super::{
-    ADAPTER_MAGIC, Adapter, AdapterError, QueueCounters, QueueState, RecoveryCounters, Ring,
+    ADAPTER_MAGIC, Adapter, AdapterError, CACHE_LINE, QueueCounters, QueueDpc, QueueState,
+    RecoveryCounters, Ring,
 };
 use crate::dump::{DumpMode, Sizing};
 use crate::events::EventQueue;
@@ -263,8 +264,10 @@ impl Adapter {
     pub(crate) fn uncached_len_for(sizing: Sizing, packed: bool, sizes: &[u16]) -> usize {
         let queue_count = sizes.len();
         let request_queues = queue_count.saturating_sub(usize::from(queue_index::REQUEST_BASE));
+        // Each table starts on a cache line: up to a line of padding before each of the three.
         let tables = queue_count * (size_of::<UnsafeCell<Option<QueueState>>>() + 16)
-            + request_queues * (size_of::<StorDpc>() + size_of::<QueueCounters>() + 16);
+            + request_queues * (size_of::<QueueDpc>() + size_of::<QueueCounters>() + 16)
+            + 3 * CACHE_LINE;
         let rings: usize = sizes
             .iter()
             .map(|&size| {
@@ -394,7 +397,7 @@ impl Adapter {
         let notify_bar = discovery.transport.layout().notify.bar;
         let mut queues = QueueLocks::new(extension, cells, discovery.transport);
         let dpcs = arena
-            .carve_table_with(usize::from(request_queues), StorDpc::zeroed)
+            .carve_table_with(usize::from(request_queues), || QueueDpc(StorDpc::zeroed()))
             .ok_or(AdapterError::OutOfMemory)?;
         let counters = arena
             .carve_table_with(usize::from(request_queues), QueueCounters::default)

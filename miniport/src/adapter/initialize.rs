@@ -7,7 +7,7 @@ use core::sync::atomic::Ordering;
 
 use virtio_core::scsi::queue_index;
 
-use super::{Adapter, AdapterError, AllQueuesLocked, InterruptMode};
+use super::{Adapter, AdapterError, AllQueuesLocked, InterruptMode, QueueDpc};
 use crate::sizing::MAX_REQUEST_QUEUES;
 use crate::storport::StorDpc;
 use crate::storport::queue_locks::HeldByStorPort;
@@ -144,7 +144,9 @@ impl Adapter {
 
     /// The DPC object of request queue `queue`.
     pub(crate) fn dpc(&self, queue: u16) -> Option<NonNull<StorDpc>> {
-        let table: &[StorDpc] = core::borrow::Borrow::borrow(&self.dpcs);
-        table.get(usize::from(queue)).map(NonNull::from)
+        let table: &[QueueDpc] = core::borrow::Borrow::borrow(&self.dpcs);
+        table
+            .get(usize::from(queue))
+            .map(|dpc| NonNull::from(&dpc.0))
     }
 }

@@ -255,9 +255,16 @@ pub fn queue_of_message(message: u32, queues: u16) -> Option<u16> {
         .filter(|&queue| queue < queues)
 }
 
-/// The request queue of a request submitted on `processor` without message ranges: the
-/// processor number modulo the `queues` in use (at least 1).
+/// The request queue of a request submitted on `processor` without message ranges: its own
+/// number below the `queues` in use (at least 1), else that number folded by a mask onto the
+/// largest power-of-two count of queues: a spread with no division on the I/O path.
 #[must_use]
-pub fn queue_of_processor(processor: u32, queues: u16) -> u16 {
-    (processor % u32::from(queues.max(1))) as u16
+pub const fn queue_of_processor(processor: u32, queues: u16) -> u16 {
+    let queues = queues as u32;
+    if processor < queues {
+        return processor as u16;
+    }
+    // `| 1`: no queue recorded yet counts as one (and ilog2 needs a non-zero value).
+    let span = 1u32 << (queues | 1).ilog2();
+    (processor & (span - 1)) as u16
 }

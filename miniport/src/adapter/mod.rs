@@ -199,10 +199,92 @@ impl Ring {
             Self::Packed(queue) => queue,
         }
     }
+
+    // The I/O path's ring calls, dispatched on the layout with static calls, which the
+    // compiler can inline into StartIo and the drain (through `queue()` each is an indirect
+    // call that inlines nothing).
+
+    /// [`Virtqueue::free_descriptors`].
+    #[must_use]
+    #[inline]
+    pub fn free_descriptors(&self) -> u16 {
+        match self {
+            Self::Split(queue) => queue.free_descriptors(),
+            Self::Packed(queue) => queue.free_descriptors(),
+        }
+    }
+
+    /// [`Virtqueue::add`].
+    ///
+    /// # Errors
+    /// As [`Virtqueue::add`].
+    #[inline]
+    pub fn add(
+        &mut self,
+        readable: &[virtio_core::hal::Segment],
+        writable: &[virtio_core::hal::Segment],
+        indirect: Option<&virtio_core::dma::DmaMemory>,
+    ) -> Result<virtio_core::queue::Token, virtio_core::queue::QueueError> {
+        match self {
+            Self::Split(queue) => queue.add(readable, writable, indirect),
+            Self::Packed(queue) => queue.add(readable, writable, indirect),
+        }
+    }
+
+    /// [`Virtqueue::kick_prepare`].
+    #[inline]
+    pub fn kick_prepare(&mut self) -> bool {
+        match self {
+            Self::Split(queue) => queue.kick_prepare(),
+            Self::Packed(queue) => queue.kick_prepare(),
+        }
+    }
+
+    /// [`Virtqueue::pop_used`].
+    ///
+    /// # Errors
+    /// As [`Virtqueue::pop_used`].
+    #[inline]
+    pub fn pop_used(
+        &mut self,
+    ) -> Result<Option<virtio_core::queue::UsedBuffer>, virtio_core::queue::DeviceError> {
+        match self {
+            Self::Split(queue) => queue.pop_used(),
+            Self::Packed(queue) => queue.pop_used(),
+        }
+    }
+
+    /// [`Virtqueue::enable_interrupts`].
+    #[inline]
+    pub fn enable_interrupts(&mut self) -> bool {
+        match self {
+            Self::Split(queue) => queue.enable_interrupts(),
+            Self::Packed(queue) => queue.enable_interrupts(),
+        }
+    }
 }
 
-/// One virtqueue and the requests in flight on it.
+/// The cache line size the per-queue tables are padded to: each queue's state, counters and
+/// DPC object is written on every I/O of that queue (the ring indices, the counters, the DPC's
+/// queue links), so no two queues may share a line, or the processors serving them would
+/// bounce it between their caches (false sharing).
+pub const CACHE_LINE: usize = 64;
+
+/// A request queue's DPC object, alone on its cache lines ([`CACHE_LINE`]): the kernel writes
+/// its queue links each time StorPort issues it.
 #[derive(Debug)]
+#[repr(C, align(64))]
+pub struct QueueDpc(pub StorDpc);
+
+const _: () = assert!(
+    align_of::<QueueState>() == CACHE_LINE
+        && align_of::<QueueCounters>() == CACHE_LINE
+        && align_of::<QueueDpc>() == CACHE_LINE
+);
+
+/// One virtqueue and the requests in flight on it, alone on its cache lines ([`CACHE_LINE`]).
+#[derive(Debug)]
+#[repr(align(64))]
 pub struct QueueState {
     /// The ring.
     pub ring: Ring,
@@ -247,7 +329,7 @@ pub struct Adapter {
     /// transport is mutated only under every queue's lock: HwInitialize, a reset, a restart),
     /// and the interrupt mode that decides which lock that is.
     queues: QueueLocks<QueueState, Transport>,
-    dpcs: Carved<StorDpc>,
+    dpcs: Carved<QueueDpc>,
     counters: Carved<QueueCounters>,
     /// What the bus scan told Windows about each logical unit ([`crate::luns`]).
     luns: LunTable<Carved<LunSlot>>,

@@ -56,6 +56,18 @@ fn without_message_ranges_the_processor_number_spreads_requests_over_the_queues(
     assert_eq!(queue_of_processor(u32::MAX, 4), 3);
     // No queue recorded yet counts as one.
     assert_eq!(queue_of_processor(7, 0), 0);
+    // Below the queue count each processor has its own queue; past it, always a valid queue.
+    for queues in 1..=64u16 {
+        for processor in 0..1024u32 {
+            let queue = queue_of_processor(processor, queues);
+            assert!(queue < queues, "{processor} {queues}");
+            if processor < u32::from(queues) {
+                assert_eq!(u32::from(queue), processor);
+            }
+        }
+    }
+    assert_eq!(queue_of_processor(5, 3), 1);
+    assert_eq!(queue_of_processor(9, 6), 1);
 }
 
 #[test]

@@ -47,7 +47,7 @@ pub(super) fn drain_used(guard: &mut QueueGuard<'_>, report: bool) -> bool {
         let Some(state) = guard.state() else {
             return false;
         };
-        let popped = state.ring.queue().pop_used();
+        let popped = state.ring.pop_used();
         match popped {
             Ok(Some(used)) => {
                 let requests: &mut [usize] =
@@ -74,7 +74,7 @@ pub(super) fn drain_used(guard: &mut QueueGuard<'_>, report: bool) -> bool {
                 }
             }
             Ok(None) => {
-                if !state.ring.queue().enable_interrupts() {
+                if !state.ring.enable_interrupts() {
                     break;
                 }
             }
@@ -129,11 +129,11 @@ pub(super) fn complete_used(
         context.sense_capacity.get(),
     );
     let response = if written >= RESPONSE_HEADER_LEN {
-        request.response()
+        request.response_header()
     } else {
         None
     };
-    let Some(response) = response else {
+    let Some(mut response) = response else {
         srb.set_data_transfer_length(0);
         complete(adapter, srb, SRB_STATUS_ERROR);
         return true;
@@ -168,6 +168,14 @@ pub(super) fn complete_used(
         counters.record_transfer(direction, transferred);
     }
     if outcome.autosense_valid && status != SRB_STATUS_NO_DEVICE && srb.sense_buffer().is_some() {
+        // The header said how many sense bytes there are (bounded by the buffer and the SRB's
+        // capacity in `complete_command`); only those are read from the device.
+        let wanted = outcome.sense(&response).len();
+        if !request.read_sense(&mut response, wanted) {
+            srb.set_data_transfer_length(0);
+            complete(adapter, srb, SRB_STATUS_ERROR);
+            return true;
+        }
         let len = srb.copy_sense(outcome.sense(&response));
         srb.set_sense_length(len);
         status |= SRB_STATUS_AUTOSENSE_VALID;

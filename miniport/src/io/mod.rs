@@ -12,7 +12,7 @@ use core::sync::atomic::Ordering;
 use virtio_core::dma::DmaMemory;
 use virtio_core::hal::Segment;
 use virtio_core::scsi::{CmdResp, Response};
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use crate::adapter::Adapter;
 use crate::sizing::REQUEST_ALIGN;
@@ -104,12 +104,25 @@ impl Request {
         );
     }
 
-    fn response(&self) -> Option<CmdResp> {
-        let mut bytes = [0u8; size_of::<CmdResp>()];
+    /// The response header the device wrote (everything before the sense bytes), with the
+    /// sense bytes zero: most completions carry no sense, so they are read only when wanted
+    /// ([`Request::read_sense`]) instead of 96 bytes on every completion.
+    fn response_header(&self) -> Option<CmdResp> {
+        let mut response = CmdResp::new_zeroed();
+        let header = response
+            .as_mut_bytes()
+            .get_mut(..RESPONSE_HEADER_LEN as usize)?;
         self.memory
-            .read_bytes(self.layout.cmd_resp, &mut bytes)
-            .then(|| CmdResp::read_from_bytes(&bytes).ok())
-            .flatten()
+            .read_bytes(self.layout.cmd_resp, header)
+            .then_some(response)
+    }
+
+    /// Reads the first `len` sense bytes the device wrote into `response`.
+    fn read_sense(&self, response: &mut CmdResp, len: usize) -> bool {
+        response.sense.get_mut(..len).is_some_and(|sense| {
+            self.memory
+                .read_bytes(self.layout.cmd_resp + RESPONSE_HEADER_LEN as usize, sense)
+        })
     }
 
     /// The scratch segment list's first element.

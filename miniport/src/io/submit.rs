@@ -104,7 +104,7 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
                 if let Some(slot) = requests.get_mut(token.index()) {
                     *slot = base;
                 }
-                let kick = state.ring.queue().kick_prepare();
+                let kick = state.ring.kick_prepare();
                 (Ok(()), kick.then_some(state.notify_offset))
             }
             Err(error) => (Err(error), None),
@@ -154,7 +154,7 @@ pub(super) fn add_with_reservation(
         (readable.len() + writable.len()) as u16
     };
     let reserves = adapter.dump_mode().is_none();
-    let free = state.ring.queue().free_descriptors();
+    let free = state.ring.free_descriptors();
     if reserves
         && !state
             .reservation
@@ -162,7 +162,7 @@ pub(super) fn add_with_reservation(
     {
         return Err(QueueError::Full { needed, free });
     }
-    let added = state.ring.queue().add(readable, writable, indirect);
+    let added = state.ring.add(readable, writable, indirect);
     if reserves {
         match added {
             Ok(_) => state.reservation.admitted(needed),

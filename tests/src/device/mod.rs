@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 
 pub mod hostile;
+mod iothread;
 pub mod memory;
 pub mod reservations;
 mod ring;
@@ -64,6 +65,29 @@ enum Published {
     Bogus,
 }
 
+/// What draining a request queue's available ring did.
+#[derive(Clone, Copy, Debug, Default)]
+struct Batch {
+    /// Chains popped.
+    popped: u32,
+    /// Used elements published.
+    completed: u32,
+    /// One of them was a bogus element (which always interrupts).
+    bogus: bool,
+    /// The protocol break that stopped the drain.
+    error: Option<ChainError>,
+}
+
+impl Batch {
+    /// Adds what a later drain of the same batch did.
+    fn absorb(&mut self, later: Self) {
+        self.popped += later.popped;
+        self.completed += later.completed;
+        self.bogus |= later.bogus;
+        self.error = self.error.or(later.error);
+    }
+}
+
 /// Where the simulator delivers the device's interrupts (to the miniport's message ISR).
 pub trait InterruptSink: Send + Sync {
     /// Signals MSI-X message `msix_vector`, or the line interrupt (INTx) when it is
@@ -86,6 +110,23 @@ pub enum CompletionMode {
         /// Randomise delays and completion order.
         shuffle: bool,
     },
+    /// As QEMU with an iothread serving the queue (see the `iothread` module): a kick only wakes the
+    /// queue's thread and returns; the thread drains the available ring in batches with
+    /// notifications off, completes each batch with at most one interrupt (as EVENT_IDX's
+    /// `used_event` allows), and keeps polling the ring for `poll_rounds` turns of the
+    /// processor after the last batch before it turns notifications back on and sleeps.
+    IoThread {
+        /// Empty polls (each yielding the processor once) before the thread sleeps again.
+        poll_rounds: u32,
+    },
+}
+
+impl CompletionMode {
+    /// QEMU with an iothread as it ships: `poll_rounds` is chosen so that the poll window
+    /// outlasts one completion round trip of the simulated driver (interrupt, DPC, the
+    /// harness refilling the queue), as QEMU's adaptive `poll-max-ns` grows to do for a busy
+    /// queue.
+    pub const QEMU_IOTHREAD: Self = Self::IoThread { poll_rounds: 64 };
 }
 
 /// How many queues [`QueueSizeOverrides`] can size apart from [`DeviceOptions::queue_size`].
@@ -736,12 +777,15 @@ struct Shared {
     hostile_control: Mutex<Vec<(u64, Chain)>>,
     /// The completion worker, joined when the device is dropped.
     worker: Mutex<Option<thread::JoinHandle<()>>>,
+    /// The request queues' iothreads ([`CompletionMode::IoThread`]); empty otherwise.
+    iothreads: iothread::Doorbells,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
         self.pending.lock().shutdown = true;
         self.pending.changed.notify_all();
+        self.iothreads.shut_down();
         // The worker ends at once; waiting for it leaves no thread of a dropped device running
         // (LeakSanitizer, in the fuzz targets, reports a live thread's registrations). The
         // worker may hold the last handle itself, briefly, and must not wait for itself.
@@ -962,7 +1006,9 @@ impl VirtioScsiDevice {
             hostile: AtomicBool::new(false),
             hostile_control: Mutex::new(Vec::new()),
             worker: Mutex::new(None),
+            iothreads: iothread::Doorbells::new(&options, queue_count),
         });
+        iothread::start(&shared);
         let weak = Arc::downgrade(&shared);
         // A worker that cannot start leaves delayed requests pending; `quiesce` would then wait
         // forever, so report it loudly in the test log instead.
@@ -1183,9 +1229,10 @@ impl VirtioScsiDevice {
         }
     }
 
-    /// Waits until every delayed completion has been delivered (dropped requests stay
-    /// pending: they wait for a TMF or a reset).
+    /// Waits until every delayed completion has been delivered and every iothread is asleep
+    /// (dropped requests stay pending: they wait for a TMF or a reset).
     pub fn quiesce(&self) {
+        self.shared.iothreads.wait_idle();
         let pending = &self.shared.pending;
         let mut state = pending.lock();
         while state.in_progress > 0 || state.jobs.iter().any(|held| held.due.is_some()) {
@@ -1452,6 +1499,7 @@ impl Shared {
                     });
                 }
             }
+            _ if self.iothreads.ring(queue) => {}
             _ => self.process_requests(queue),
         }
     }
@@ -1473,56 +1521,27 @@ impl Shared {
                 return;
             }
         };
-        let mut completed = 0u32;
-        let mut bogus = false;
-        let mut error = None;
-        'drain: loop {
+        let mut batch = Batch::default();
+        loop {
             if let Err(e) = queue.disable_notification(&self.guest) {
-                error = Some(e);
+                batch.error = Some(e);
                 break;
             }
-            loop {
-                let chain = match queue.pop(&self.guest) {
-                    Ok(Some(chain)) => chain,
-                    Ok(None) => break,
-                    Err(e) => {
-                        error = Some(e);
-                        break 'drain;
-                    }
-                };
-                if let Some(counters) = self.counters(index) {
-                    counters.requests.fetch_add(1, Ordering::Relaxed);
-                }
-                let job = match self.parse_command(index, epoch, chain) {
-                    Ok(job) => job,
-                    Err(e) => {
-                        error = Some(e);
-                        break 'drain;
-                    }
-                };
-                match job.when {
-                    When::Now => match self.complete(queue, job) {
-                        Published::Nothing => {}
-                        Published::Element => completed += 1,
-                        Published::Bogus => {
-                            completed += 1;
-                            bogus = true;
-                        }
-                    },
-                    When::At(due) => self.hold(job, Some(due)),
-                    When::Never => self.hold(job, None),
-                }
+            batch.absorb(self.drain_available(queue, index, epoch));
+            if batch.error.is_some() {
+                break;
             }
             match queue.enable_notification(&self.guest) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
-                    error = Some(e);
+                    batch.error = Some(e);
                     break;
                 }
             }
         }
-        if completed > 0 && (bogus || self.needs_interrupt(index, queue)) {
+        let error = batch.error;
+        if batch.completed > 0 && (batch.bogus || self.needs_interrupt(index, queue)) {
             raise.extend(self.interrupt_vector(index));
         }
         drop(state);
@@ -1530,6 +1549,45 @@ impl Shared {
             raise.push(self.device_error(Some(index), error));
         }
         self.raise(raise);
+    }
+
+    /// Pops every chain available on request queue `index` now, parses it and completes or
+    /// files it (one batch, with no interrupt decision: the caller makes one per batch).
+    fn drain_available(&self, queue: &mut DeviceRing, index: u16, epoch: u64) -> Batch {
+        let mut batch = Batch::default();
+        loop {
+            let chain = match queue.pop(&self.guest) {
+                Ok(Some(chain)) => chain,
+                Ok(None) => return batch,
+                Err(e) => {
+                    batch.error = Some(e);
+                    return batch;
+                }
+            };
+            batch.popped += 1;
+            if let Some(counters) = self.counters(index) {
+                counters.requests.fetch_add(1, Ordering::Relaxed);
+            }
+            let job = match self.parse_command(index, epoch, chain) {
+                Ok(job) => job,
+                Err(e) => {
+                    batch.error = Some(e);
+                    return batch;
+                }
+            };
+            match job.when {
+                When::Now => match self.complete(queue, job) {
+                    Published::Nothing => {}
+                    Published::Element => batch.completed += 1,
+                    Published::Bogus => {
+                        batch.completed += 1;
+                        batch.bogus = true;
+                    }
+                },
+                When::At(due) => self.hold(job, Some(due)),
+                When::Never => self.hold(job, None),
+            }
+        }
     }
 
     fn hold(&self, job: Job, due: Option<Instant>) {
@@ -1783,7 +1841,7 @@ impl Shared {
     /// When a request completes without a fault: now, or after a (random) delay.
     fn default_when(&self) -> When {
         match self.options.completion {
-            CompletionMode::Inline => When::Now,
+            CompletionMode::Inline | CompletionMode::IoThread { .. } => When::Now,
             CompletionMode::Delayed { max_delay, shuffle } => {
                 let delay = if shuffle {
                     let nanos = u64::try_from(max_delay.as_nanos()).unwrap_or(u64::MAX);

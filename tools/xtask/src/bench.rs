@@ -1,13 +1,16 @@
 //! `cargo xtask bench`: the ring benchmark under callgrind (instructions per I/O) with its
 //! kick and interrupt counts, for our split and packed rings and for rcore-os virtio-drivers;
 //! then the miniport path (the real miniport under the StorPort simulator, see [`miniport`])
-//! next to the ring-only figure.
+//! against the QEMU-like iothread device (1 and 4 processors) and the inline device, with the
+//! heaviest functions per I/O; last the `bench-summary:` line.
 //!
 //! Instruction counts are deterministic for a given binary, so they are printed, never timed.
-//! The job fails only on what is a correctness property of the rings: a stall (a lost kick or
-//! interrupt re-arm, reported by the benchmark itself) or batching that stops working (more than
-//! 0.1 kicks per I/O at queue depth 32, the project's target).
+//! The job fails on a stall (a lost kick or interrupt re-arm, reported by the benchmark
+//! itself), on ring batching that stops working (more than 0.1 kicks per I/O at queue depth
+//! 32), and when a summary figure goes past its budget in tools/bench/budgets.toml
+//! ([`budgets`]).
 
+mod budgets;
 mod miniport;
 
 use std::process::Command;
@@ -144,11 +147,13 @@ pub fn bench(_: &[String]) -> Result<(), String> {
             ratio
         );
     }
-    let paths = [1, 8, 32]
-        .into_iter()
-        .map(miniport::measure)
+    let rows = miniport_rows();
+    let paths = rows
+        .iter()
+        .map(|&row| miniport::measure(row))
         .collect::<Result<Vec<_>, _>>()?;
     print_paths(&paths, &results);
+    print_profiles(&paths);
     for m in results.iter().filter(|m| m.ring != "peer" && m.depth == 32) {
         if m.kicks_per_io > 0.1 {
             return Err(format!(
@@ -162,41 +167,151 @@ pub fn bench(_: &[String]) -> Result<(), String> {
         // (EVENT_IDX); more of either than I/Os is spurious work.
         if path.kicks_per_io > 1.0 || path.interrupts_per_io > 1.0 {
             return Err(format!(
-                "miniport path at depth {}: {:.4} kicks and {:.4} interrupts per I/O, more than one",
-                path.depth, path.kicks_per_io, path.interrupts_per_io
+                "miniport path {:?}: {:.4} kicks and {:.4} interrupts per I/O, more than one",
+                path.row, path.kicks_per_io, path.interrupts_per_io
             ));
         }
     }
+    let figures = summary(&paths, &results)?;
+    println!(
+        "\nbench-summary: {}",
+        figures
+            .iter()
+            .map(|(name, value)| if name.contains("instr_") {
+                format!("{name}={value:.0}")
+            } else {
+                format!("{name}={value:.4}")
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let text = std::fs::read_to_string(workspace_root().join(budgets::PATH))
+        .map_err(|e| format!("{}: {e}", budgets::PATH))?;
+    let over = budgets::over_budget(&budgets::parse(&text)?, &figures);
+    if !over.is_empty() {
+        return Err(format!("over budget: {}", over.join("; ")));
+    }
     Ok(())
+}
+
+/// The miniport path rows: the QEMU-like iothread device on 1 and on 4 processors (4 queues,
+/// every completion on its submitter), then the inline device, each at depths 1, 8 and 32.
+fn miniport_rows() -> Vec<miniport::Row> {
+    let mut rows = Vec::new();
+    for (device, processors) in [
+        (miniport::Device::IoThread, 1),
+        (miniport::Device::IoThread, 4),
+        (miniport::Device::Inline, 1),
+    ] {
+        for depth in [1, 8, 32] {
+            rows.push(miniport::Row {
+                device,
+                processors,
+                depth,
+            });
+        }
+    }
+    rows
+}
+
+/// The summary figures ([`budgets::FIGURES`], in order): the miniport's from the iothread
+/// device on one processor (kicks and interrupts of the native run, or of the callgrind runs
+/// where those are higher, so a figure holds however the threads were scheduled), the ring's
+/// from the split ring without indirect tables against virtio-drivers, both at depth 32.
+fn summary(
+    paths: &[miniport::PathMeasurement],
+    rings: &[Measurement],
+) -> Result<Vec<(&'static str, f64)>, String> {
+    let path = |depth: u32| {
+        paths
+            .iter()
+            .find(|p| {
+                p.row
+                    == miniport::Row {
+                        device: miniport::Device::IoThread,
+                        processors: 1,
+                        depth,
+                    }
+            })
+            .ok_or_else(|| format!("no iothread row at depth {depth}"))
+    };
+    let ring = |name: &str| {
+        rings
+            .iter()
+            .find(|m| m.ring == name && !m.indirect && m.depth == 32)
+            .ok_or_else(|| format!("no {name} ring row at depth 32"))
+    };
+    let (qd1, qd32) = (path(1)?, path(32)?);
+    let (split, peer) = (ring("split")?, ring("peer")?);
+    let figures = [
+        qd1.instructions_per_io,
+        qd32.instructions_per_io,
+        qd32.kicks_per_io.max(qd32.kicks_per_io_callgrind),
+        qd32.interrupts_per_io.max(qd32.interrupts_per_io_callgrind),
+        split.instructions_per_io,
+        split.instructions_per_io / peer.instructions_per_io,
+    ];
+    Ok(budgets::FIGURES.into_iter().zip(figures).collect())
+}
+
+/// The ten heaviest counted functions per I/O of the iothread rows on one processor.
+fn print_profiles(paths: &[miniport::PathMeasurement]) {
+    for path in paths
+        .iter()
+        .filter(|p| p.row.device == miniport::Device::IoThread && p.row.processors == 1)
+    {
+        println!(
+            "\ntop functions per I/O, {} device, depth {} ({:.1} instructions per I/O in all):",
+            path.row.device.name(),
+            path.row.depth,
+            path.instructions_per_io
+        );
+        for (name, per_io) in path.functions.iter().take(10) {
+            println!("{per_io:>9.1}  {name}");
+        }
+    }
 }
 
 /// The miniport path table, with the split ring's indirect figure (the miniport's ring
 /// format for these reads) at the same depth for comparison.
 fn print_paths(paths: &[miniport::PathMeasurement], rings: &[Measurement]) {
     println!(
-        "\nminiport path: real miniport under the StorPort simulator, 1 processor, 4 KiB reads \
-         (instructions: rvscsi + the virtio-core it calls, {} minus {} reads; IOPS: wall clock, information only)",
+        "\nminiport path: real miniport under the StorPort simulator, 4 KiB reads, depth per \
+         processor (instructions: rvscsi + the virtio-core it calls, {} minus {} reads; \
+         kicks and irqs: native run, (cg) callgrind runs; IOPS: wall clock, information only)",
         miniport::IOS_LONG,
         miniport::IOS_SHORT
     );
     println!(
-        "{:>5} {:>12} {:>13} {:>8} {:>9} {:>12} {:>9}",
-        "depth", "instr/IO", "ring instr/IO", "kicks/IO", "irqs/IO", "irqs/IO (cg)", "IOPS"
+        "{:<9} {:>4} {:>5} {:>9} {:>13} {:>8} {:>9} {:>13} {:>12} {:>9}",
+        "device",
+        "cpus",
+        "depth",
+        "instr/IO",
+        "ring instr/IO",
+        "kicks/IO",
+        "irqs/IO",
+        "kicks/IO (cg)",
+        "irqs/IO (cg)",
+        "IOPS"
     );
     for path in paths {
         let ring = rings
             .iter()
-            .find(|m| m.ring == "split" && m.indirect && m.depth == path.depth)
+            .find(|m| m.ring == "split" && m.indirect && m.depth == path.row.depth)
             .map_or(String::from("-"), |m| {
                 format!("{:.1}", m.instructions_per_io)
             });
         println!(
-            "{:>5} {:>12.1} {:>13} {:>8.4} {:>9.4} {:>12.4} {:>9.0}",
-            path.depth,
+            "{:<9} {:>4} {:>5} {:>9.1} {:>13} {:>8.4} {:>9.4} {:>13.4} {:>12.4} {:>9.0}",
+            path.row.device.name(),
+            path.row.processors,
+            path.row.depth,
             path.instructions_per_io,
             ring,
             path.kicks_per_io,
             path.interrupts_per_io,
+            path.kicks_per_io_callgrind,
             path.interrupts_per_io_callgrind,
             path.iops
         );

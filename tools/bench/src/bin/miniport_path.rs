@@ -1,6 +1,12 @@
 //! Miniport path benchmark: the real miniport booted by the StorPort simulator on the virtio-scsi
-//! device model, one processor, 4 KiB reads kept `--depth` deep, counting kicks and interrupts
-//! per I/O and timing I/Os per second.
+//! device model, 4 KiB reads kept `--depth` deep on each of `--processors` simulated processors
+//! (one request queue each, every completion on the submitting processor), counting kicks and
+//! interrupts per I/O and timing I/Os per second.
+//!
+//! `--device iothread` (the default) is the device as QEMU runs it with an iothread
+//! ([`CompletionMode::QEMU_IOTHREAD`]: batches, a poll window after each kick, EVENT_IDX
+//! suppression as QEMU does it); `--device inline` completes every request in the notifying
+//! register write, which no real host does, and is kept as the second row.
 //!
 //! Instructions per I/O are counted by `cargo xtask bench`, which runs this binary under
 //! `valgrind --tool=callgrind` twice with different I/O counts and keeps only the functions of
@@ -28,17 +34,49 @@ const FIRST_REQUEST_QUEUE: usize = 2;
 /// callgrind slows everything down some fifty times.
 const WAIT: Duration = Duration::from_mins(2);
 
+/// The device the miniport runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Device {
+    /// QEMU with an iothread.
+    IoThread,
+    /// Completions inside the kick.
+    Inline,
+}
+
+impl Device {
+    fn name(self) -> &'static str {
+        match self {
+            Self::IoThread => "iothread",
+            Self::Inline => "inline",
+        }
+    }
+
+    fn completion(self) -> CompletionMode {
+        match self {
+            Self::IoThread => CompletionMode::QEMU_IOTHREAD,
+            Self::Inline => CompletionMode::Inline,
+        }
+    }
+}
+
 /// What one run measures.
 #[derive(Clone, Copy, Debug)]
 struct Config {
+    /// Reads in flight per processor.
     depth: usize,
+    /// Reads in all.
     ios: u64,
+    device: Device,
+    /// Simulated processors, each with its own request queue.
+    processors: u32,
 }
 
 /// What one run counted over the measured reads only (not boot or the bus scan).
 struct Counts {
     kicks: u64,
     interrupts: u64,
+    /// SCSI completions on another processor than the submitter.
+    completed_elsewhere: u64,
     elapsed: Duration,
 }
 
@@ -66,19 +104,19 @@ fn request_queue_totals(stats: &DeviceStats) -> (u64, u64) {
         })
 }
 
-/// One processor, one request queue, completions inline (the device does its work in the
-/// notifying thread, so the figures are the miniport's and the simulator's, not a delay's).
-fn start() -> Result<Machine, String> {
+/// `config.processors` processors with one request queue each, the device `config.device`.
+fn start(config: Config) -> Result<Machine, String> {
+    let queues = u16::try_from(config.processors).map_err(|e| format!("processors: {e}"))?;
     let sim = SimOptions {
-        processors: 1,
+        processors: config.processors,
         timeout_scale: Duration::from_secs(1),
         watchdog_period: Duration::from_millis(20),
         scan_targets: 1,
         ..SimOptions::default()
     };
     let device = DeviceOptions {
-        request_queues: 1,
-        completion: CompletionMode::Inline,
+        request_queues: queues,
+        completion: config.device.completion(),
         ..DeviceOptions::default()
     };
     let disk = Lun::memory(DISK_BLOCKS, 512).map_err(|e| format!("disk: {e:?}"))?;
@@ -108,21 +146,25 @@ fn finish_one(machine: &Machine, ticket: Ticket) -> Result<(), String> {
     Ok(())
 }
 
-/// Keeps `config.depth` reads in flight until `config.ios` completed: submit a window, then
+/// Keeps `depth` reads in flight on `processor` until `ios` completed: submit a window, then
 /// each time the oldest completes, submit the next.
-fn run(machine: &Machine, config: Config) -> Result<Counts, String> {
-    let (kicks_before, interrupts_before) = request_queue_totals(&machine.device.stats());
+fn load(
+    machine: &Machine,
+    processor: u32,
+    depth: usize,
+    ios: u64,
+    first_lba: u64,
+) -> Result<(), String> {
     let blocks_per_read = u64::from(READ_LEN / 512);
-    let mut in_flight = VecDeque::with_capacity(config.depth);
+    let mut in_flight = VecDeque::with_capacity(depth);
     let mut submitted = 0u64;
-    let started = Instant::now();
-    while submitted < config.ios || !in_flight.is_empty() {
-        while in_flight.len() < config.depth && submitted < config.ios {
-            let lba = (submitted * blocks_per_read) % (DISK_BLOCKS - blocks_per_read);
+    while submitted < ios || !in_flight.is_empty() {
+        while in_flight.len() < depth && submitted < ios {
+            let lba = (first_lba + submitted * blocks_per_read) % (DISK_BLOCKS - blocks_per_read);
             let request = read10(u32::try_from(lba).map_err(|e| format!("lba: {e}"))?);
             let ticket = machine
                 .adapter
-                .submit(0, &request)
+                .submit(processor, &request)
                 .map_err(|e| format!("submit: {e:?}"))?;
             in_flight.push_back(ticket);
             submitted += 1;
@@ -131,11 +173,36 @@ fn run(machine: &Machine, config: Config) -> Result<Counts, String> {
             finish_one(machine, ticket)?;
         }
     }
+    Ok(())
+}
+
+/// Runs [`load`] on every processor at once, `config.ios` reads in all.
+fn run(machine: &Machine, config: Config) -> Result<Counts, String> {
+    let (kicks_before, interrupts_before) = request_queue_totals(&machine.device.stats());
+    let elsewhere_before = machine.adapter.port_queue_figures().completed_elsewhere;
+    let processors = u64::from(config.processors);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let loads: Vec<_> = (0..config.processors)
+            .map(|processor| {
+                let p = u64::from(processor);
+                // The reads split as evenly as they go; each processor reads its own region.
+                let ios = config.ios / processors + u64::from(p < config.ios % processors);
+                scope.spawn(move || load(machine, processor, config.depth, ios, p * 4096))
+            })
+            .collect();
+        loads.into_iter().try_for_each(|load| {
+            load.join()
+                .map_err(|_| "a load thread panicked".to_string())?
+        })
+    })?;
     let elapsed = started.elapsed();
     let (kicks_after, interrupts_after) = request_queue_totals(&machine.device.stats());
     Ok(Counts {
         kicks: kicks_after - kicks_before,
         interrupts: interrupts_after - interrupts_before,
+        completed_elsewhere: machine.adapter.port_queue_figures().completed_elsewhere
+            - elsewhere_before,
         elapsed,
     })
 }
@@ -144,6 +211,8 @@ fn parse(args: &[String]) -> Result<Config, String> {
     let mut config = Config {
         depth: 1,
         ios: 10_000,
+        device: Device::IoThread,
+        processors: 1,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -151,12 +220,25 @@ fn parse(args: &[String]) -> Result<Config, String> {
         match flag.as_str() {
             "--depth" => config.depth = value()?.parse().map_err(|e| format!("--depth: {e}"))?,
             "--ios" => config.ios = value()?.parse().map_err(|e| format!("--ios: {e}"))?,
+            "--device" => {
+                config.device = match value()?.as_str() {
+                    "iothread" => Device::IoThread,
+                    "inline" => Device::Inline,
+                    other => return Err(format!("--device: {other} is not iothread or inline")),
+                }
+            }
+            "--processors" => {
+                config.processors = value()?.parse().map_err(|e| format!("--processors: {e}"))?;
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
+    if !(1..=8).contains(&config.processors) {
+        return Err("processors must be 1..=8".into());
+    }
     // The device's cmd_per_lun (128) bounds what the miniport lets one LUN queue.
-    if !(1..=128).contains(&config.depth) {
-        return Err("depth must be 1..=128".into());
+    if config.depth == 0 || config.depth * config.processors as usize > 128 {
+        return Err("depth times processors must be 1..=128".into());
     }
     if config.ios == 0 {
         return Err("--ios must be at least 1".into());
@@ -165,7 +247,7 @@ fn parse(args: &[String]) -> Result<Config, String> {
 }
 
 fn measure(config: Config) -> Result<Counts, String> {
-    let machine = start()?;
+    let machine = start(config)?;
     let counts = run(&machine, config)?;
     let violations = machine.adapter.shutdown();
     if violations.is_empty() {
@@ -181,7 +263,8 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(message) => {
             eprintln!(
-                "rvscsi-miniport-bench: {message}\nusage: rvscsi-miniport-bench [--depth N] [--ios N]"
+                "rvscsi-miniport-bench: {message}\nusage: rvscsi-miniport-bench [--depth N] [--ios N] \
+                 [--device iothread|inline] [--processors N]"
             );
             return ExitCode::from(2);
         }
@@ -201,13 +284,17 @@ fn main() -> ExitCode {
     #[expect(clippy::cast_precision_loss, reason = "I/O counts far below 2^52")]
     let iops = config.ios as f64 / counts.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
     println!(
-        "path=miniport depth={} ios={} kicks={} interrupts={} kicks_per_io={:.4} interrupts_per_io={:.4} iops={:.0}",
+        "path=miniport device={} processors={} depth={} ios={} kicks={} interrupts={} \
+         kicks_per_io={:.4} interrupts_per_io={:.4} completed_elsewhere={} iops={:.0}",
+        config.device.name(),
+        config.processors,
         config.depth,
         config.ios,
         counts.kicks,
         counts.interrupts,
         per_io(counts.kicks),
         per_io(counts.interrupts),
+        counts.completed_elsewhere,
         iops,
     );
     ExitCode::SUCCESS

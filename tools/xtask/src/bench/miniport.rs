@@ -1,5 +1,6 @@
 //! The miniport path figure: instructions per I/O of the miniport's own code (submit and
-//! complete) under the StorPort simulator, with kicks, interrupts and I/Os per second.
+//! complete) under the StorPort simulator, with kicks, interrupts and I/Os per second, against
+//! a given device ([`Device`]) on one or more simulated processors.
 //!
 //! `rvscsi-miniport-bench` runs under `valgrind --tool=callgrind --separate-callers=3` twice,
 //! with [`IOS_SHORT`] and [`IOS_LONG`] reads; the difference of the counted instructions over
@@ -18,6 +19,7 @@
 //! the device model (register accesses end there), the harness, and the kernel's own cost of
 //! an MMIO write or an interrupt.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Instant;
 
@@ -34,10 +36,54 @@ const IOS_NATIVE: u64 = 20_000;
 /// calls another).
 const CALLER_DEPTH: u32 = 3;
 
-/// The miniport path at one queue depth.
-pub struct PathMeasurement {
-    /// Reads kept in flight.
+/// The device model a row ran against (`rvscsi-miniport-bench --device`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// QEMU with an iothread: batches, a poll window after each kick, EVENT_IDX as QEMU
+    /// applies it (tests/src/device/iothread.rs).
+    IoThread,
+    /// Every request completed inside the kick's register write.
+    Inline,
+}
+
+impl Device {
+    /// The name `rvscsi-miniport-bench --device` takes and the table prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::IoThread => "iothread",
+            Self::Inline => "inline",
+        }
+    }
+}
+
+/// One row of the miniport path table: what runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// The device model.
+    pub device: Device,
+    /// Simulated processors, each with its own request queue and reads in flight.
+    pub processors: u32,
+    /// Reads kept in flight per processor.
     pub depth: u32,
+}
+
+impl Row {
+    fn args(self) -> [String; 6] {
+        [
+            "--device".into(),
+            self.device.name().into(),
+            "--processors".into(),
+            self.processors.to_string(),
+            "--depth".into(),
+            self.depth.to_string(),
+        ]
+    }
+}
+
+/// The miniport path for one [`Row`].
+pub struct PathMeasurement {
+    /// What ran.
+    pub row: Row,
     /// Instructions per I/O in the miniport path (see the module documentation).
     pub instructions_per_io: f64,
     /// Device notifications per I/O (native run).
@@ -47,8 +93,12 @@ pub struct PathMeasurement {
     /// Interrupts per I/O in the measured part of the callgrind runs (their batching can
     /// differ from the native run's: the simulator's threads are serialised there).
     pub interrupts_per_io_callgrind: f64,
+    /// Kicks per I/O in the measured part of the callgrind runs.
+    pub kicks_per_io_callgrind: f64,
     /// I/Os per second of the native run (information only).
     pub iops: f64,
+    /// Counted instructions per I/O by function, highest first.
+    pub functions: Vec<(String, f64)>,
 }
 
 /// Whether `name` is a function of the miniport or of virtio-core outside its fakes.
@@ -97,9 +147,10 @@ pub fn counted(entry: &str) -> bool {
     is_helper(function) && callers.first().is_some_and(|caller| is_ours(caller))
 }
 
-/// Sums the counted exclusive instructions of a `callgrind_annotate --inclusive=no` report.
-pub fn counted_instructions(report: &str) -> Result<u64, String> {
-    let mut total = 0u64;
+/// The counted exclusive instructions of a `callgrind_annotate --inclusive=no` report, by
+/// function (callers' contexts merged).
+pub fn counted_by_function(report: &str) -> Result<BTreeMap<String, u64>, String> {
+    let mut functions = BTreeMap::new();
     let mut rows = 0usize;
     for line in report.lines() {
         let line = line.trim_start();
@@ -125,23 +176,35 @@ pub fn counted_instructions(report: &str) -> Result<u64, String> {
             .map_or(function, |(name, _)| name);
         rows += 1;
         if counted(function) {
-            total += count;
+            let name = function.split('\'').next().unwrap_or(function);
+            *functions.entry(name.to_string()).or_insert(0) += count;
         }
     }
     if rows == 0 {
         return Err("callgrind_annotate listed no functions".into());
     }
-    Ok(total)
+    Ok(functions)
+}
+
+/// One callgrind run's figures.
+struct CallgrindRun {
+    functions: BTreeMap<String, u64>,
+    kicks: u64,
+    interrupts: u64,
 }
 
 fn binary() -> std::path::PathBuf {
     workspace_root().join("target/bench-driver/rvscsi-miniport-bench")
 }
 
-/// One callgrind run: the counted instructions and the benchmark's interrupt count.
-fn callgrind(depth: u32, ios: u64) -> Result<(u64, u64), String> {
+/// One callgrind run: the counted instructions by function and the benchmark's kick and
+/// interrupt counts.
+fn callgrind(row: Row, ios: u64) -> Result<CallgrindRun, String> {
     let out_file = workspace_root().join(format!(
-        "target/bench-driver/callgrind.miniport.{depth}.{ios}"
+        "target/bench-driver/callgrind.miniport.{}.{}.{}.{ios}",
+        row.device.name(),
+        row.processors,
+        row.depth
     ));
     let output = Command::new("valgrind")
         .arg("--tool=callgrind")
@@ -149,13 +212,14 @@ fn callgrind(depth: u32, ios: u64) -> Result<(u64, u64), String> {
         .arg(format!("--separate-callers={CALLER_DEPTH}"))
         .arg(format!("--callgrind-out-file={}", out_file.display()))
         .arg(binary())
-        .args(["--depth", &depth.to_string(), "--ios", &ios.to_string()])
+        .args(row.args())
+        .args(["--ios", &ios.to_string()])
         .output()
         .map_err(|e| format!("cannot run valgrind (apt-get install valgrind): {e}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         return Err(format!(
-            "miniport path depth {depth} under callgrind: {stdout}{}",
+            "miniport path {row:?} under callgrind: {stdout}{}",
             String::from_utf8_lossy(&output.stderr)
         ));
     }
@@ -164,6 +228,7 @@ fn callgrind(depth: u32, ios: u64) -> Result<(u64, u64), String> {
         .find(|l| l.starts_with("path=miniport"))
         .ok_or("no miniport benchmark line")?;
     let interrupts = field(line, "interrupts")?;
+    let kicks = field(line, "kicks")?;
     let report = Command::new("callgrind_annotate")
         .args(["--inclusive=no", "--auto=no", "--threshold=100"])
         .arg(&out_file)
@@ -176,31 +241,31 @@ fn callgrind(depth: u32, ios: u64) -> Result<(u64, u64), String> {
             String::from_utf8_lossy(&report.stderr)
         ));
     }
-    let instructions = counted_instructions(&String::from_utf8_lossy(&report.stdout))?;
+    let functions = counted_by_function(&String::from_utf8_lossy(&report.stdout))?;
     #[expect(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
-        reason = "an interrupt count printed as an integer"
+        reason = "kick and interrupt counts printed as integers"
     )]
-    Ok((instructions, interrupts as u64))
+    Ok(CallgrindRun {
+        functions,
+        kicks: kicks as u64,
+        interrupts: interrupts as u64,
+    })
 }
 
-/// Measures the miniport path at `depth`.
-pub fn measure(depth: u32) -> Result<PathMeasurement, String> {
+/// Measures the miniport path for `row`.
+pub fn measure(row: Row) -> Result<PathMeasurement, String> {
     let started = Instant::now();
     let output = Command::new(binary())
-        .args([
-            "--depth",
-            &depth.to_string(),
-            "--ios",
-            &IOS_NATIVE.to_string(),
-        ])
+        .args(row.args())
+        .args(["--ios", &IOS_NATIVE.to_string()])
         .output()
         .map_err(|e| format!("cannot run the miniport benchmark: {e}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         return Err(format!(
-            "miniport path depth {depth}: {stdout}{}",
+            "miniport path {row:?}: {stdout}{}",
             String::from_utf8_lossy(&output.stderr)
         ));
     }
@@ -208,27 +273,44 @@ pub fn measure(depth: u32) -> Result<PathMeasurement, String> {
         .lines()
         .find(|l| l.starts_with("path=miniport"))
         .ok_or("no miniport benchmark line")?;
-    let (short, short_interrupts) = callgrind(depth, IOS_SHORT)?;
-    let (long, long_interrupts) = callgrind(depth, IOS_LONG)?;
-    let Some(difference) = long.checked_sub(short).filter(|&d| d > 0) else {
+    let short = callgrind(row, IOS_SHORT)?;
+    let long = callgrind(row, IOS_LONG)?;
+    let (short_total, long_total): (u64, u64) = (
+        short.functions.values().sum(),
+        long.functions.values().sum(),
+    );
+    if long_total <= short_total {
         return Err(format!(
-            "miniport path depth {depth}: {IOS_LONG} reads counted {long} instructions, \
-             {IOS_SHORT} reads {short}; the attribution is broken"
+            "miniport path {row:?}: {IOS_LONG} reads counted {long_total} instructions, \
+             {IOS_SHORT} reads {short_total}; the attribution is broken"
         ));
-    };
+    }
     #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
-    let per_io = |n: u64| n as f64 / (IOS_LONG - IOS_SHORT) as f64;
+    let per_io = |n: i128| n as f64 / f64::from(u32::try_from(IOS_LONG - IOS_SHORT).unwrap_or(1));
+    let mut functions: Vec<(String, f64)> = long
+        .functions
+        .iter()
+        .map(|(name, &count)| {
+            let before = short.functions.get(name).copied().unwrap_or(0);
+            (name.clone(), per_io(i128::from(count) - i128::from(before)))
+        })
+        .collect();
+    functions.sort_by(|a, b| b.1.total_cmp(&a.1));
     eprintln!(
-        "xtask: miniport path depth {depth} measured in {:.1} s",
+        "xtask: miniport path {row:?} measured in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     Ok(PathMeasurement {
-        depth,
-        instructions_per_io: per_io(difference),
+        row,
+        instructions_per_io: per_io(i128::from(long_total) - i128::from(short_total)),
         kicks_per_io: field(line, "kicks_per_io")?,
         interrupts_per_io: field(line, "interrupts_per_io")?,
-        interrupts_per_io_callgrind: per_io(long_interrupts.saturating_sub(short_interrupts)),
+        interrupts_per_io_callgrind: per_io(
+            i128::from(long.interrupts) - i128::from(short.interrupts),
+        ),
+        kicks_per_io_callgrind: per_io(i128::from(long.kicks) - i128::from(short.kicks)),
         iops: field(line, "iops")?,
+        functions,
     })
 }
 
@@ -288,10 +370,12 @@ Ir                   file:function
     12,038 ( 0.01%)  ./string/memmove.S:__memcpy_avx_unaligned_erms'rvscsi::hw::hw_build_io'd [/usr/lib/libc.so.6]
      5,000 ( 0.01%)  ???:virtio_core::fake::pci::FakeVirtioPci::queue'rvscsi_tests::device::x
 ";
+        let functions = counted_by_function(report).unwrap();
         assert_eq!(
-            counted_instructions(report),
-            Ok(1_340_008 + 125_375 + 12_038)
+            functions.values().sum::<u64>(),
+            1_340_008 + 125_375 + 12_038
         );
-        assert!(counted_instructions("no rows here\n").is_err());
+        assert_eq!(functions["rvscsi::io::drain"], 1_340_008);
+        assert!(counted_by_function("no rows here\n").is_err());
     }
 }
