@@ -55,7 +55,7 @@
 //! virtual expander whose address is synthesised from the same seed
 //! ([`ATTACHED_ADDRESS_INDEX`]) and which is listed as a discovered port after the targets.
 
-use core::borrow::BorrowMut;
+use core::borrow::{Borrow, BorrowMut};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use rvscsi_wmi::dispatch::{
@@ -265,7 +265,7 @@ fn answer(context: &WmiContext<'_>, minor_function: u8, buffer: &mut [u8]) -> Re
 }
 
 /// Where a WMI request copies the LUN table, carved from the uncached extension:
-/// [`LUN_SLOTS`] copies would take about 35 KiB, far more than a kernel stack frame may. The
+/// [`LUN_SLOTS`] copies take about 33 KiB, far more than a kernel stack frame may. The
 /// provider reads the targets and logical units from the copies through [`CopiedTargets`],
 /// which builds each view when asked, so no table of views is kept.
 ///
@@ -372,8 +372,8 @@ pub struct CopiedTargets<'s> {
 impl<'s> CopiedTargets<'s> {
     /// Copies `table` slot by slot (each slot consistent) into `copies`, sorts the copies by
     /// (target, LUN) into `order` and marks each target's run in `starts`.
-    fn copy(
-        table: &LunTable<Carved<LunSlot>>,
+    fn copy<S: Borrow<[LunSlot]>>(
+        table: &LunTable<S>,
         seed: u64,
         copies: &'s mut [LunCopy],
         order: &'s mut [u16],
