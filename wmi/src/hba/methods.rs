@@ -37,6 +37,9 @@ const LUID_BYTES: usize = 256;
 ///
 /// # Errors
 /// [`WmiError::MethodInputTooShort`], [`WmiError::MethodNotFound`].
+// Not inlined into the provider: each method class keeps a frame of its own size on the
+// miniport's BuildIo stack instead of one frame as large as the largest arm of all three.
+#[inline(never)]
 pub fn port_information(
     info: &HbaInfo<'_>,
     targets: &dyn TargetSource,
@@ -200,6 +203,9 @@ fn port_statistics(info: &HbaInfo<'_>, io: &mut MethodIo<'_>) -> Result<(), WmiE
 ///
 /// # Errors
 /// [`WmiError::MethodInputTooShort`], [`WmiError::MethodNotFound`].
+// Not inlined into the provider: each method class keeps a frame of its own size on the
+// miniport's BuildIo stack instead of one frame as large as the largest arm of all three.
+#[inline(never)]
 pub fn target_information(
     info: &HbaInfo<'_>,
     targets: &dyn TargetSource,
@@ -227,11 +233,15 @@ pub fn target_information(
             });
             out.u32(u32::try_from(total).unwrap_or(u32::MAX));
             out.u32(returned as u32);
-            let entries = ports(targets)
-                .flat_map(|(index, port)| luns_of(targets, index).map(move |lun| (port, lun)))
-                .take(returned);
-            for (port, lun) in entries {
-                scsi_entry(out, info, &port, &lun);
+            let mut left = returned;
+            for (index, port) in ports(targets) {
+                for lun in luns_of(targets, index, EntryLun::of) {
+                    if left == 0 {
+                        return Ok(());
+                    }
+                    scsi_entry(out, info, &port, &lun);
+                    left -= 1;
+                }
             }
         }
         target_method::GET_BINDING_CAPABILITY | target_method::GET_BINDING_SUPPORT => {
@@ -258,30 +268,37 @@ pub fn target_information(
             out.u32(hba_status::ERROR_NOT_SUPPORTED);
             out.u32(0);
         }
-        target_method::GET_LUN_STATISTICS => {
-            let input: GetLunStatisticsIn = io.read_input_items(GetLunStatisticsIn::ITEMS_SIZE)?;
-            let id = input.lunit;
-            let found = ports(targets)
-                .filter(|(_, port)| {
-                    u32::from(port.bus) == id.scsi_bus_number.get()
-                        && u32::from(port.target) == id.scsi_target_number.get()
-                })
-                .flat_map(|(index, _)| luns_of(targets, index))
-                .find(|lun| u32::from(lun.lun) == id.scsi_os_lun.get());
-            let out = io.output();
-            out.u32(if found.is_some() {
-                hba_status::OK
-            } else {
-                hba_status::ERROR_INVALID_LUN
-            });
-            out.class(
-                &found
-                    .map(|lun| lun.statistics.to_wire())
-                    .unwrap_or_default(),
-            );
-        }
+        target_method::GET_LUN_STATISTICS => return lun_statistics(targets, io),
         other => return Err(WmiError::MethodNotFound(other)),
     }
+    Ok(())
+}
+
+/// `SM_GetLUNStatistics`. Not inlined: its input holds an `HBAScsiID` (over 500 bytes), which
+/// would otherwise sit in the frame of every target method, the target mapping's included,
+/// on the BuildIo stack.
+#[inline(never)]
+fn lun_statistics(targets: &dyn TargetSource, io: &mut MethodIo<'_>) -> Result<(), WmiError> {
+    let input: GetLunStatisticsIn = io.read_input_items(GetLunStatisticsIn::ITEMS_SIZE)?;
+    let id = input.lunit;
+    let found = ports(targets)
+        .filter(|(_, port)| {
+            u32::from(port.bus) == id.scsi_bus_number.get()
+                && u32::from(port.target) == id.scsi_target_number.get()
+        })
+        .flat_map(|(index, _)| luns_of(targets, index, |lun| (lun.lun, lun.statistics)))
+        .find(|(lun, _)| u32::from(*lun) == id.scsi_os_lun.get());
+    let out = io.output();
+    out.u32(if found.is_some() {
+        hba_status::OK
+    } else {
+        hba_status::ERROR_INVALID_LUN
+    });
+    out.class(
+        &found
+            .map(|(_, statistics)| statistics.to_wire())
+            .unwrap_or_default(),
+    );
     Ok(())
 }
 
@@ -289,6 +306,9 @@ pub fn target_information(
 ///
 /// # Errors
 /// [`WmiError::MethodInputTooShort`], [`WmiError::MethodNotFound`].
+// Not inlined into the provider: each method class keeps a frame of its own size on the
+// miniport's BuildIo stack instead of one frame as large as the largest arm of all three.
+#[inline(never)]
 pub fn scsi_information(
     info: &HbaInfo<'_>,
     targets: &dyn TargetSource,
@@ -303,6 +323,11 @@ pub fn scsi_information(
                 input.hba_port_wwn,
                 input.discovered_port_wwn,
                 input.smhba_lun,
+                |lun| Pages {
+                    inquiry: lun.inquiry,
+                    unit_serial_number: lun.unit_serial_number,
+                    device_identification: lun.device_identification,
+                },
             );
             let cdb = input.cdb;
             let answer = lun.and_then(|lun| {
@@ -358,14 +383,15 @@ pub fn scsi_information(
                 input.hba_port_wwn,
                 input.discovered_port_wwn,
                 input.smhba_lun,
+                |lun| (lun.read_capacity_10, lun.read_capacity_16),
             );
             let cdb = input.cdb;
-            let answer = lun.and_then(|lun| {
+            let answer = lun.and_then(|(read_capacity_10, read_capacity_16)| {
                 match cdb[0] {
-                    READ_CAPACITY_10 => lun.read_capacity_10.map(|data| (data, data.len())),
+                    READ_CAPACITY_10 => read_capacity_10.map(|data| (data, data.len())),
                     SERVICE_ACTION_IN_16 if cdb[1] & 0x1F == READ_CAPACITY_16_SERVICE_ACTION => {
                         let allocation = u32::from_be_bytes([cdb[10], cdb[11], cdb[12], cdb[13]]);
-                        lun.read_capacity_16.map(|data| (data, allocation as usize))
+                        read_capacity_16.map(|data| (data, allocation as usize))
                     }
                     _ => return Err(hba_status::ERROR_ARG),
                 }
@@ -456,9 +482,51 @@ fn ports(targets: &dyn TargetSource) -> impl Iterator<Item = (usize, TargetPort)
     (0..targets.target_count()).filter_map(|index| targets.target(index).map(|port| (index, port)))
 }
 
-/// The logical units of target `target` of `targets`, in order.
-fn luns_of(targets: &dyn TargetSource, target: usize) -> impl Iterator<Item = LunInfo<'_>> {
-    (0..targets.lun_count(target)).filter_map(move |index| targets.lun(target, index))
+/// Logical unit `index` of target `target` of `targets`, reduced by `field` to what the
+/// caller needs. Never inlined: the [`LunInfo`] (152 bytes) lives in this frame only, not in
+/// the frames of the methods, which go on to encode (a miniport answers WMI on its BuildIo
+/// stack).
+#[inline(never)]
+fn lun_field<'a, T>(
+    targets: &'a dyn TargetSource,
+    target: usize,
+    index: usize,
+    field: impl FnOnce(LunInfo<'a>) -> T,
+) -> Option<T> {
+    targets.lun(target, index).map(field)
+}
+
+/// The logical units of target `target` of `targets`, in order, each reduced by `field`.
+fn luns_of<'a, T>(
+    targets: &'a dyn TargetSource,
+    target: usize,
+    field: impl Fn(LunInfo<'a>) -> T + Copy + 'a,
+) -> impl Iterator<Item = T> + 'a {
+    (0..targets.lun_count(target)).filter_map(move |index| lun_field(targets, target, index, field))
+}
+
+/// What a target mapping entry reports of a logical unit.
+struct EntryLun<'a> {
+    lun: u16,
+    os_device_name: &'a str,
+    device_identification: Option<&'a [u8]>,
+}
+
+impl<'a> EntryLun<'a> {
+    fn of(lun: LunInfo<'a>) -> Self {
+        Self {
+            lun: lun.lun,
+            os_device_name: lun.os_device_name,
+            device_identification: lun.device_identification,
+        }
+    }
+}
+
+/// The pages of a logical unit the SCSI INQUIRY method serves.
+struct Pages<'a> {
+    inquiry: Option<&'a [u8]>,
+    unit_serial_number: Option<&'a [u8]>,
+    device_identification: Option<&'a [u8]>,
 }
 
 fn adapter_port<'a>(info: &HbaInfo<'a>, targets: &dyn TargetSource) -> PortAttributes<'a> {
@@ -597,7 +665,7 @@ pub fn lun_from_sam(lun: [u8; 8]) -> Option<u16> {
 }
 
 /// One `MS_SMHBA_SCSIENTRY` (808 bytes, 8-aligned).
-fn scsi_entry(out: &mut Encoder<'_>, info: &HbaInfo<'_>, target: &TargetPort, lun: &LunInfo<'_>) {
+fn scsi_entry(out: &mut Encoder<'_>, info: &HbaInfo<'_>, target: &TargetPort, lun: &EntryLun<'_>) {
     out.align(8);
     out.class(&SmhbaPortLun {
         port_wwn: target.sas_address.0,
@@ -637,19 +705,22 @@ fn find_target(
         .ok_or(hba_status::ERROR_ILLEGAL_WWN)
 }
 
-fn find_lun<'a>(
+/// The logical unit `smhba_lun` of the target `discovered_port_wwn`, reduced by `field`.
+fn find_lun<'a, T>(
     info: &HbaInfo<'_>,
     targets: &'a dyn TargetSource,
     hba_port_wwn: [u8; 8],
     discovered_port_wwn: [u8; 8],
     smhba_lun: U64,
-) -> Result<LunInfo<'a>, u32> {
+    field: impl FnOnce(LunInfo<'a>) -> T,
+) -> Result<T, u32> {
     let target = find_target(info, targets, hba_port_wwn, discovered_port_wwn)?;
     let wanted =
         lun_from_sam(smhba_lun.get().to_le_bytes()).ok_or(hba_status::ERROR_INVALID_LUN)?;
-    luns_of(targets, target)
-        .find(|lun| lun.lun == wanted)
-        .ok_or(hba_status::ERROR_INVALID_LUN)
+    let index = (0..targets.lun_count(target))
+        .find(|&index| lun_field(targets, target, index, |lun| lun.lun) == Some(wanted))
+        .ok_or(hba_status::ERROR_INVALID_LUN)?;
+    lun_field(targets, target, index, field).ok_or(hba_status::ERROR_INVALID_LUN)
 }
 
 /// The `*_OUT` of a SCSI pass-through method: `HBAStatus`, `ScsiStatus` (GOOD: every answer
@@ -689,8 +760,7 @@ fn report_luns(
     if let Some(length) = header.first_chunk_mut::<4>() {
         *length = u32::try_from(list_length).unwrap_or(u32::MAX).to_be_bytes();
     }
-    let chunks =
-        core::iter::once(header).chain(luns_of(targets, target).map(|lun| sam_lun(lun.lun)));
+    let chunks = core::iter::once(header).chain(luns_of(targets, target, |lun| sam_lun(lun.lun)));
     let mut left = returned;
     for chunk in chunks {
         if left == 0 {
