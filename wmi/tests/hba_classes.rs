@@ -16,7 +16,7 @@ use rvscsi_wmi::hba::sm::{
 };
 use rvscsi_wmi::hba::{
     AdapterLimits, HbaInfo, HbaProvider, LunInfo, PhyInfo, PhyStatistics, PortInfo,
-    ProtocolStatistics, QueueStatistics, TargetInfo,
+    ProtocolStatistics, QueueStatistics, TargetInfo, TargetPort, TargetSource,
 };
 use rvscsi_wmi::sas::{PciLocation, SasAddress, unique_adapter_id};
 use rvscsi_wmi::status::{WmiError, WmiStatus};
@@ -267,7 +267,55 @@ fn query_instance(info: &HbaInfo<'_>, guid: Guid, instance: u32, room: usize) ->
     (reply, data)
 }
 
+/// `info`'s targets as a flat list of logical units, each tagged with its target's index: a
+/// [`TargetSource`] that is not a slice, reading each target and logical unit by index as the
+/// miniport's copies do.
+struct FlatTargets<'a> {
+    ports: Vec<TargetPort>,
+    luns: Vec<(usize, LunInfo<'a>)>,
+}
+
+impl<'a> FlatTargets<'a> {
+    fn of(targets: &[TargetInfo<'a>]) -> Self {
+        Self {
+            ports: targets.iter().map(TargetInfo::port).collect(),
+            luns: targets
+                .iter()
+                .enumerate()
+                .flat_map(|(index, target)| target.luns.iter().map(move |lun| (index, *lun)))
+                .collect(),
+        }
+    }
+
+    fn of_target(&self, target: usize) -> impl Iterator<Item = LunInfo<'a>> + '_ {
+        self.luns
+            .iter()
+            .filter(move |(owner, _)| *owner == target)
+            .map(|(_, lun)| *lun)
+    }
+}
+
+impl TargetSource for FlatTargets<'_> {
+    fn target_count(&self) -> usize {
+        self.ports.len()
+    }
+
+    fn target(&self, index: usize) -> Option<TargetPort> {
+        self.ports.get(index).copied()
+    }
+
+    fn lun_count(&self, target: usize) -> usize {
+        self.of_target(target).count()
+    }
+
+    fn lun(&self, target: usize, index: usize) -> Option<LunInfo<'_>> {
+        self.of_target(target).nth(index)
+    }
+}
+
 /// Executes a method with `input`, room for 8 KiB of output; the reply and the output bytes.
+/// The provider reading the targets from a [`FlatTargets`] (and none from `info`) must answer
+/// byte for byte the same.
 fn call(info: &HbaInfo<'_>, guid: Guid, method: u32, input: &[u8]) -> (Reply, Vec<u8>) {
     let mut buffer = vec![0xCC; 72 + 8192];
     WnodeMethodItem {
@@ -285,7 +333,23 @@ fn call(info: &HbaInfo<'_>, guid: Guid, method: u32, input: &[u8]) -> (Reply, Ve
     .write_to_prefix(&mut buffer)
     .unwrap();
     buffer[72..72 + input.len()].copy_from_slice(input);
+    let mut through_source = buffer.clone();
     let reply = dispatch(9, &mut buffer, &mut HbaProvider::new(info));
+    let flat = FlatTargets::of(info.targets);
+    let without_targets = HbaInfo {
+        targets: &[],
+        ..*info
+    };
+    let source_reply = dispatch(
+        9,
+        &mut through_source,
+        &mut HbaProvider::with_targets(&without_targets, &flat),
+    );
+    assert_eq!(source_reply, reply, "method {method}");
+    assert!(
+        through_source == buffer,
+        "method {method}: the source answered differently"
+    );
     let size = u32::from_le_bytes(buffer[64..68].try_into().unwrap()) as usize;
     (reply, buffer[72..72 + size].to_vec())
 }

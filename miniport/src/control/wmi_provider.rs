@@ -55,7 +55,7 @@
 //! virtual expander whose address is synthesised from the same seed
 //! ([`ATTACHED_ADDRESS_INDEX`]) and which is listed as a discovered port after the targets.
 
-use core::borrow::BorrowMut;
+use core::borrow::{Borrow, BorrowMut};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use rvscsi_wmi::dispatch::{
@@ -65,7 +65,7 @@ use rvscsi_wmi::encode::Encoder;
 use rvscsi_wmi::hba::sm::{PortState, sas_speed};
 use rvscsi_wmi::hba::{
     AdapterLimits, GUID_COUNT, HbaInfo, HbaProvider, LunInfo, PhyInfo, PhyStatistics, PortInfo,
-    ProtocolStatistics, QUEUE_STATISTICS_INDEX, QueueStatistics, TargetInfo,
+    ProtocolStatistics, QUEUE_STATISTICS_INDEX, QueueStatistics, TargetPort, TargetSource,
 };
 use rvscsi_wmi::sas::{PciLocation, SasAddress};
 use rvscsi_wmi::status::{WmiError, WmiStatus};
@@ -252,10 +252,10 @@ pub fn handle<H: WmiHost + ?Sized>(host: &H, srb: &mut Srb) -> u8 {
 /// Runs the dispatcher over `buffer` with this adapter's provider.
 fn answer(context: &WmiContext<'_>, minor_function: u8, buffer: &mut [u8]) -> Reply {
     let texts = Texts::new(&context.facts);
-    context.scratch.with(|copies, lun_views, target_views| {
-        let mut info = hba_info(context, &texts);
-        info.targets = targets(context, copies, lun_views, target_views);
-        let mut provider = AdapterProvider::new(context, &info);
+    let seed = context.facts.unique_adapter_id;
+    context.scratch.with_targets(context.luns, seed, |targets| {
+        let info = hba_info(context, &texts);
+        let mut provider = AdapterProvider::new(context, &info, targets);
         let reply = dispatch(minor_function, buffer, &mut provider);
         // The reply carries the time it was made, as WMILIB stamps it.
         let now = context.extension.system_time();
@@ -264,36 +264,32 @@ fn answer(context: &WmiContext<'_>, minor_function: u8, buffer: &mut [u8]) -> Re
     })
 }
 
-/// Where a WMI request copies the LUN table and builds the [`TargetInfo`]/[`LunInfo`] views
-/// of the copies, carved from the uncached extension: [`LUN_SLOTS`] of each would take about
-/// 45 KiB, far more than a kernel stack frame may.
+/// Where a WMI request copies the LUN table, carved from the uncached extension:
+/// [`LUN_SLOTS`] copies take about 33 KiB, far more than a kernel stack frame may. The
+/// provider reads the targets and logical units from the copies through [`CopiedTargets`],
+/// which builds each view when asked, so no table of views is kept.
 ///
 /// WMI requests on different processors take turns through StorPort's StartIo lock
-/// ([`Self::with`]), held while one request is answered (copying at most [`LUN_SLOTS`] slots and encoding the
-/// reply: bounded work, at DISPATCH_LEVEL, and WMI requests are rare). I/O completions never
-/// take it: they write the LUN table, which has its own lock.
+/// ([`Self::with_targets`]), held while one request is answered (copying at most
+/// [`LUN_SLOTS`] slots and encoding the reply: bounded work, at DISPATCH_LEVEL, and WMI
+/// requests are rare). I/O completions never take it: they write the LUN table, which has
+/// its own lock.
 #[derive(Debug)]
 pub struct WmiScratch {
     tables: StartIoLocked<ScratchTables>,
 }
 
-/// What [`WmiScratch`] guards.
+/// What [`WmiScratch`] guards: plain data, rebuilt by every request.
 #[derive(Debug)]
 struct ScratchTables {
+    /// The LUN table's present slots, in table order.
     copies: Carved<LunCopy>,
-    /// Views, stored with `'static` and only ever used, through [`WmiScratch::with`], with the
-    /// lifetime of one hold of the lock.
-    luns: Carved<LunInfo<'static>>,
-    targets: Carved<TargetInfo<'static>>,
+    /// Indices into `copies`, sorted by (target, LUN).
+    order: Carved<u16>,
+    /// Where each target's run of logical units starts in `order`, then where the last ends:
+    /// one more entry than there are targets.
+    starts: Carved<u16>,
 }
-
-/// A target view with no logical units, to initialise the scratch.
-const NO_TARGET: TargetInfo<'static> = TargetInfo {
-    sas_address: SasAddress([0; 8]),
-    bus: 0,
-    target: 0,
-    luns: &[],
-};
 
 impl WmiScratch {
     /// Bytes of uncached extension [`Self::carve`] takes, padding included.
@@ -305,10 +301,10 @@ impl WmiScratch {
     /// Bytes of uncached extension [`Self::carve_for`] takes for `slots`, padding included.
     #[must_use]
     pub const fn uncached_len_for(slots: usize) -> usize {
-        slots * (size_of::<LunCopy>() + size_of::<LunInfo<'_>>() + size_of::<TargetInfo<'_>>())
+        slots * size_of::<LunCopy>()
             + align_of::<LunCopy>()
-            + align_of::<LunInfo<'_>>()
-            + align_of::<TargetInfo<'_>>()
+            + (2 * slots + 1) * size_of::<u16>()
+            + 2 * align_of::<u16>()
     }
 
     /// Carves the scratch from `arena`.
@@ -326,96 +322,167 @@ impl WmiScratch {
                 arena.extension(),
                 ScratchTables {
                     copies: arena.carve_table_with(slots, || LunCopy::EMPTY)?,
-                    luns: arena.carve_table_with(slots, LunInfo::default)?,
-                    targets: arena.carve_table_with(slots, || NO_TARGET)?,
+                    order: arena.carve_table(slots, 0)?,
+                    starts: arena.carve_table(slots.checked_add(1)?, 0)?,
                 },
             ),
         })
     }
 
-    /// Runs `f` with the scratch to itself: the copies and the view tables, whose views may
-    /// borrow the copies for as long as `f` runs.
-    pub fn with<R>(
+    /// Copies `table` into the scratch and runs `f` with the targets of the copies (the
+    /// adapter's SAS addresses derived from `seed`), the scratch held for as long as `f` runs.
+    pub fn with_targets<R>(
         &self,
-        f: impl for<'s> FnOnce(&'s mut [LunCopy], &'s mut [LunInfo<'s>], &'s mut [TargetInfo<'s>]) -> R,
+        table: &LunTable<Carved<LunSlot>>,
+        seed: u64,
+        f: impl FnOnce(&CopiedTargets<'_>) -> R,
     ) -> R {
         self.tables.with(|tables| {
             let ScratchTables {
                 copies,
-                luns,
-                targets,
+                order,
+                starts,
             } = tables;
-            let luns: &mut [LunInfo<'static>] = BorrowMut::borrow_mut(luns);
-            let targets: &mut [TargetInfo<'static>] = BorrowMut::borrow_mut(targets);
-            let (lun_count, target_count) = (luns.len(), targets.len());
-            // SAFETY: only the lifetime changes (the layout of `LunInfo<'a>` does not depend on
-            // 'a); the slice is this hold's only view of the table, and the views are only ever
-            // read through such a shortened view, never as `'static`, so none outlives what it
-            // borrows. `LunInfo` is `Copy`, so nothing is dropped.
-            let luns = unsafe {
-                core::slice::from_raw_parts_mut(luns.as_mut_ptr().cast::<LunInfo<'_>>(), lun_count)
-            };
-            // SAFETY: as for the logical units.
-            let targets = unsafe {
-                core::slice::from_raw_parts_mut(
-                    targets.as_mut_ptr().cast::<TargetInfo<'_>>(),
-                    target_count,
-                )
-            };
-            f(BorrowMut::borrow_mut(copies), luns, targets)
+            let targets = CopiedTargets::copy(
+                table,
+                seed,
+                BorrowMut::borrow_mut(copies),
+                BorrowMut::borrow_mut(order),
+                BorrowMut::borrow_mut(starts),
+            );
+            f(&targets)
         })
     }
 }
 
 /// The targets of the adapter with present logical units, in target order, each with its
-/// logical units in LUN order: the LUN table copied slot by slot into `copies`, viewed through
-/// `lun_views` and `target_views`.
-fn targets<'s>(
-    context: &WmiContext<'_>,
-    copies: &'s mut [LunCopy],
-    lun_views: &'s mut [LunInfo<'s>],
-    target_views: &'s mut [TargetInfo<'s>],
-) -> &'s [TargetInfo<'s>] {
-    let table = context.luns;
-    let mut count = 0usize;
-    for index in 0..table.capacity() {
-        let Some(copy) = copies.get_mut(count) else {
-            break;
-        };
-        if table.copy_slot(index, copy) {
-            count += 1;
-        }
-    }
-    let copies: &'s [LunCopy] = copies.get(..count).unwrap_or(&[]);
-    // Copy indices sorted by (target, LUN): an insertion sort of at most LUN_SLOTS bytes.
-    let mut order = [0u8; LUN_SLOTS];
-    let key = |index: u8| copies.get(usize::from(index)).map_or(0, LunCopy::key);
-    for next in 0..count.min(LUN_SLOTS) {
-        let mut at = next;
-        while at > 0 {
-            let (Some(&before), new) = (order.get(at - 1), next as u8) else {
+/// logical units in LUN order: the LUN table as one WMI request copied it. Each
+/// [`TargetPort`] and [`LunInfo`] is built from the copies when the provider asks for it.
+#[derive(Debug)]
+pub struct CopiedTargets<'s> {
+    copies: &'s [LunCopy],
+    /// Indices into `copies`, sorted by (target, LUN).
+    order: &'s [u16],
+    /// Where each target's run starts in `order`, then the end of the last run.
+    starts: &'s [u16],
+    /// The adapter's seed, for the targets' synthesised SAS addresses.
+    seed: u64,
+}
+
+impl<'s> CopiedTargets<'s> {
+    /// Copies `table` slot by slot (each slot consistent) into `copies`, sorts the copies by
+    /// (target, LUN) into `order` and marks each target's run in `starts`.
+    fn copy<S: Borrow<[LunSlot]>>(
+        table: &LunTable<S>,
+        seed: u64,
+        copies: &'s mut [LunCopy],
+        order: &'s mut [u16],
+        starts: &'s mut [u16],
+    ) -> Self {
+        let mut count = 0usize;
+        for index in 0..table.capacity() {
+            let Some(copy) = copies.get_mut(count) else {
                 break;
             };
-            if key(before) <= key(new) {
-                break;
+            if table.copy_slot(index, copy) {
+                count += 1;
+            }
+        }
+        let count = count.min(order.len()).min(usize::from(u16::MAX));
+        let copies: &'s [LunCopy] = copies.get(..count).unwrap_or(&[]);
+        // Copy indices sorted by (target, LUN): an insertion sort of at most LUN_SLOTS entries.
+        let key = |index: u16| copies.get(usize::from(index)).map_or(0, LunCopy::key);
+        for next in 0..count {
+            let new = next as u16;
+            let mut at = next;
+            while at > 0 {
+                let Some(&before) = order.get(at - 1) else {
+                    break;
+                };
+                if key(before) <= key(new) {
+                    break;
+                }
+                if let Some(slot) = order.get_mut(at) {
+                    *slot = before;
+                }
+                at -= 1;
             }
             if let Some(slot) = order.get_mut(at) {
-                *slot = before;
+                *slot = new;
             }
-            at -= 1;
         }
-        if let Some(slot) = order.get_mut(at) {
-            *slot = next as u8;
+        let order: &'s [u16] = order.get(..count).unwrap_or(&[]);
+        // Each target's run: where the target differs from the one before.
+        let mut targets = 0usize;
+        let mut previous = None;
+        for (position, &index) in order.iter().enumerate() {
+            let target = copies.get(usize::from(index)).map(|copy| copy.target);
+            if target == previous {
+                continue;
+            }
+            previous = target;
+            let Some(start) = starts.get_mut(targets) else {
+                break;
+            };
+            *start = position as u16;
+            targets += 1;
+        }
+        if let Some(end) = starts.get_mut(targets) {
+            *end = count as u16;
+        }
+        let starts: &'s [u16] = starts.get(..=targets).unwrap_or(&[]);
+        Self {
+            copies,
+            order,
+            starts,
+            seed,
         }
     }
-    let sorted = || {
-        order
+
+    /// The copies of target `target`'s logical units, in LUN order.
+    fn run(&self, target: usize) -> impl Iterator<Item = &'s LunCopy> + use<'s> {
+        let start = self.starts.get(target).copied();
+        let end = self.starts.get(target + 1).copied();
+        let indices = match (start, end) {
+            (Some(start), Some(end)) => self
+                .order
+                .get(usize::from(start)..usize::from(end))
+                .unwrap_or(&[]),
+            _ => &[],
+        };
+        let copies = self.copies;
+        indices
             .iter()
-            .take(count)
-            .filter_map(|&index| copies.get(usize::from(index)))
-    };
-    for (view, copy) in lun_views.iter_mut().zip(sorted()) {
-        *view = LunInfo {
+            .filter_map(move |&index| copies.get(usize::from(index)))
+    }
+}
+
+impl TargetSource for CopiedTargets<'_> {
+    fn target_count(&self) -> usize {
+        self.starts.len().saturating_sub(1)
+    }
+
+    fn target(&self, index: usize) -> Option<TargetPort> {
+        let first = self.run(index).next()?;
+        let vpd83 = self
+            .run(index)
+            .find(|copy| copy.lun == 0)
+            .and_then(|copy| copy.answer(Answer::DeviceIdentification));
+        Some(TargetPort {
+            sas_address: SasAddress::for_target(vpd83, self.seed, first.target),
+            // virtio-scsi has one bus: StorPort path id 0.
+            bus: 0,
+            target: first.target,
+        })
+    }
+
+    fn lun_count(&self, target: usize) -> usize {
+        self.run(target).count()
+    }
+
+    fn lun(&self, target: usize, index: usize) -> Option<LunInfo<'_>> {
+        let copy = self.run(target).nth(index)?;
+        Some(LunInfo {
             lun: copy.lun,
             // The name of the disk belongs to the class driver, which does not tell us.
             os_device_name: "",
@@ -426,39 +493,8 @@ fn targets<'s>(
             device_identification: copy.answer(Answer::DeviceIdentification),
             read_capacity_10: copy.answer(Answer::ReadCapacity10),
             read_capacity_16: copy.answer(Answer::ReadCapacity16),
-        };
+        })
     }
-    let lun_views: &'s [LunInfo<'s>] = lun_views;
-    let seed = context.facts.unique_adapter_id;
-    let mut targets = 0usize;
-    let mut start = 0usize;
-    let mut run = sorted().peekable();
-    let mut index = 0usize;
-    while let Some(copy) = run.next() {
-        index += 1;
-        if run.peek().is_some_and(|next| next.target == copy.target) {
-            continue;
-        }
-        let luns = lun_views.get(start..index).unwrap_or(&[]);
-        start = index;
-        let vpd83 = luns
-            .iter()
-            .find(|lun| lun.lun == 0)
-            .and_then(|lun| lun.device_identification);
-        let Some(view) = target_views.get_mut(targets) else {
-            break;
-        };
-        *view = TargetInfo {
-            sas_address: SasAddress::for_target(vpd83, seed, copy.target),
-            // virtio-scsi has one bus: StorPort path id 0.
-            bus: 0,
-            target: copy.target,
-            luns,
-        };
-        targets += 1;
-    }
-    let target_views: &'s [TargetInfo<'s>] = target_views;
-    target_views.get(..targets).unwrap_or(&[])
 }
 
 /// [`HbaProvider`] with the `Rvscsi_QueueStatistics` instances read from the counters one at
@@ -471,8 +507,12 @@ struct AdapterProvider<'a> {
 }
 
 impl<'a> AdapterProvider<'a> {
-    fn new(context: &'a WmiContext<'a>, info: &'a HbaInfo<'a>) -> Self {
-        let inner = HbaProvider::new(info);
+    fn new(
+        context: &'a WmiContext<'a>,
+        info: &'a HbaInfo<'a>,
+        targets: &'a dyn TargetSource,
+    ) -> Self {
+        let inner = HbaProvider::with_targets(info, targets);
         let mut guids = [GuidRegistration {
             guid: rvscsi_wmi::guid::Guid::NULL,
             instance_count: 0,
@@ -643,7 +683,8 @@ fn hex(value: u64, out: &mut [u8]) {
 /// The `HbaInfo` of the adapter of `context` now: its facts, `texts`, and its counters summed over the
 /// queues (each read once, relaxed: WMI reports statistics, not a consistent cut). Its
 /// `queues` is empty: the WMI provider reads each queue's instance when asked. Its `targets`
-/// is empty too: the WMI request handler fills it from the LUN table, through the WMI scratch.
+/// is empty too: the provider reads the targets from the LUN table's copies in the WMI
+/// scratch ([`CopiedTargets`]).
 #[must_use]
 pub fn hba_info<'a>(context: &WmiContext<'_>, texts: &'a Texts) -> HbaInfo<'a> {
     let facts = context.facts;
@@ -717,7 +758,7 @@ pub fn hba_info<'a>(context: &WmiContext<'_>, texts: &'a Texts) -> HbaInfo<'a> {
                 ..PhyStatistics::default()
             },
         },
-        // Filled by `answer` from the LUN table.
+        // Read by the provider from the LUN table's copies instead ([`CopiedTargets`]).
         targets: &[],
         queues: &[],
         limits: AdapterLimits {

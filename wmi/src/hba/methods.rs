@@ -1,5 +1,6 @@
 //! The methods of `MS_SM_PortInformationMethods`, `MS_SM_TargetInformationMethods` and
-//! `MS_SM_ScsiInformationMethods`, answered from an [`HbaInfo`].
+//! `MS_SM_ScsiInformationMethods`, answered from an [`HbaInfo`] and the targets of a
+//! [`TargetSource`], each target and logical unit read when a method needs it.
 //!
 //! Each method reads its `*_IN` structure (a short input is `STATUS_INVALID_PARAMETER`), then
 //! writes its `*_OUT` structure field by field with the data-block rules. Problems the HBA API
@@ -22,7 +23,7 @@ use super::sm::{
     ScsiReportLunsIn, SmhbaFcPhy, SmhbaPortLun, SmhbaProtocolStatistics, SmhbaSasPhy, SmhbaSasPort,
     WwnPairCountIn, WwnPairIn, hba_status, port_method, scsi_method, target_method,
 };
-use super::{HbaInfo, LunInfo, TargetInfo};
+use super::{HbaInfo, LunInfo, TargetPort, TargetSource};
 use crate::dispatch::MethodIo;
 use crate::encode::Encoder;
 use crate::sas::SasAddress;
@@ -36,7 +37,14 @@ const LUID_BYTES: usize = 256;
 ///
 /// # Errors
 /// [`WmiError::MethodInputTooShort`], [`WmiError::MethodNotFound`].
-pub fn port_information(info: &HbaInfo<'_>, io: &mut MethodIo<'_>) -> Result<(), WmiError> {
+// Not inlined into the provider: each method class keeps a frame of its own size on the
+// miniport's BuildIo stack instead of one frame as large as the largest arm of all three.
+#[inline(never)]
+pub fn port_information(
+    info: &HbaInfo<'_>,
+    targets: &dyn TargetSource,
+    io: &mut MethodIo<'_>,
+) -> Result<(), WmiError> {
     match io.method_id() {
         port_method::GET_PORT_TYPE => {
             let input: PortIndexIn = io.read_input()?;
@@ -51,7 +59,7 @@ pub fn port_information(info: &HbaInfo<'_>, io: &mut MethodIo<'_>) -> Result<(),
         }
         port_method::GET_ADAPTER_PORT_ATTRIBUTES => {
             let input: GetAdapterPortAttributesIn = io.read_input()?;
-            let port = port_ok(input.port_index.get()).then(|| adapter_port(info));
+            let port = port_ok(input.port_index.get()).then(|| adapter_port(info, targets));
             port_attributes(
                 io.output(),
                 port,
@@ -61,7 +69,7 @@ pub fn port_information(info: &HbaInfo<'_>, io: &mut MethodIo<'_>) -> Result<(),
         port_method::GET_DISCOVERED_PORT_ATTRIBUTES => {
             let input: GetDiscoveredPortAttributesIn = io.read_input()?;
             let port = port_ok(input.port_index.get())
-                .then(|| discovered_port(info, input.discovered_port_index.get() as usize))
+                .then(|| discovered_port(info, targets, input.discovered_port_index.get() as usize))
                 .flatten();
             port_attributes(
                 io.output(),
@@ -73,10 +81,10 @@ pub fn port_information(info: &HbaInfo<'_>, io: &mut MethodIo<'_>) -> Result<(),
             let input: GetPortAttributesByWwnIn = io.read_input()?;
             let wanted = SasAddress(input.port_wwn);
             let port = if wanted == info.port.local_sas_address {
-                Some(adapter_port(info))
+                Some(adapter_port(info, targets))
             } else {
-                (0..discovered_port_count(info))
-                    .filter_map(|index| discovered_port(info, index))
+                (0..discovered_port_count(targets))
+                    .filter_map(|index| discovered_port(info, targets, index))
                     .find(|port| port.sas.local_sas_address == wanted.0)
             };
             let out = io.output();
@@ -195,7 +203,14 @@ fn port_statistics(info: &HbaInfo<'_>, io: &mut MethodIo<'_>) -> Result<(), WmiE
 ///
 /// # Errors
 /// [`WmiError::MethodInputTooShort`], [`WmiError::MethodNotFound`].
-pub fn target_information(info: &HbaInfo<'_>, io: &mut MethodIo<'_>) -> Result<(), WmiError> {
+// Not inlined into the provider: each method class keeps a frame of its own size on the
+// miniport's BuildIo stack instead of one frame as large as the largest arm of all three.
+#[inline(never)]
+pub fn target_information(
+    info: &HbaInfo<'_>,
+    targets: &dyn TargetSource,
+    io: &mut MethodIo<'_>,
+) -> Result<(), WmiError> {
     match io.method_id() {
         target_method::GET_TARGET_MAPPING => {
             let input: WwnPairCountIn = io.read_input()?;
@@ -206,7 +221,9 @@ pub fn target_information(info: &HbaInfo<'_>, io: &mut MethodIo<'_>) -> Result<(
                 out.u32(0);
                 return Ok(());
             }
-            let total: usize = info.targets.iter().map(|target| target.luns.len()).sum();
+            let total: usize = (0..targets.target_count())
+                .map(|target| targets.lun_count(target))
+                .sum();
             let room = input.entry_count.get() as usize;
             let returned = room.min(total);
             out.u32(if room < total {
@@ -216,13 +233,15 @@ pub fn target_information(info: &HbaInfo<'_>, io: &mut MethodIo<'_>) -> Result<(
             });
             out.u32(u32::try_from(total).unwrap_or(u32::MAX));
             out.u32(returned as u32);
-            let entries = info
-                .targets
-                .iter()
-                .flat_map(|target| target.luns.iter().map(move |lun| (target, lun)))
-                .take(returned);
-            for (target, lun) in entries {
-                scsi_entry(out, info, target, lun);
+            let mut left = returned;
+            for (index, port) in ports(targets) {
+                for lun in luns_of(targets, index, EntryLun::of) {
+                    if left == 0 {
+                        return Ok(());
+                    }
+                    scsi_entry(out, info, &port, &lun);
+                    left -= 1;
+                }
             }
         }
         target_method::GET_BINDING_CAPABILITY | target_method::GET_BINDING_SUPPORT => {
@@ -249,32 +268,37 @@ pub fn target_information(info: &HbaInfo<'_>, io: &mut MethodIo<'_>) -> Result<(
             out.u32(hba_status::ERROR_NOT_SUPPORTED);
             out.u32(0);
         }
-        target_method::GET_LUN_STATISTICS => {
-            let input: GetLunStatisticsIn = io.read_input_items(GetLunStatisticsIn::ITEMS_SIZE)?;
-            let id = input.lunit;
-            let found = info
-                .targets
-                .iter()
-                .filter(|target| {
-                    u32::from(target.bus) == id.scsi_bus_number.get()
-                        && u32::from(target.target) == id.scsi_target_number.get()
-                })
-                .flat_map(|target| target.luns.iter())
-                .find(|lun| u32::from(lun.lun) == id.scsi_os_lun.get());
-            let out = io.output();
-            out.u32(if found.is_some() {
-                hba_status::OK
-            } else {
-                hba_status::ERROR_INVALID_LUN
-            });
-            out.class(
-                &found
-                    .map(|lun| lun.statistics.to_wire())
-                    .unwrap_or_default(),
-            );
-        }
+        target_method::GET_LUN_STATISTICS => return lun_statistics(targets, io),
         other => return Err(WmiError::MethodNotFound(other)),
     }
+    Ok(())
+}
+
+/// `SM_GetLUNStatistics`. Not inlined: its input holds an `HBAScsiID` (over 500 bytes), which
+/// would otherwise sit in the frame of every target method, the target mapping's included,
+/// on the BuildIo stack.
+#[inline(never)]
+fn lun_statistics(targets: &dyn TargetSource, io: &mut MethodIo<'_>) -> Result<(), WmiError> {
+    let input: GetLunStatisticsIn = io.read_input_items(GetLunStatisticsIn::ITEMS_SIZE)?;
+    let id = input.lunit;
+    let found = ports(targets)
+        .filter(|(_, port)| {
+            u32::from(port.bus) == id.scsi_bus_number.get()
+                && u32::from(port.target) == id.scsi_target_number.get()
+        })
+        .flat_map(|(index, _)| luns_of(targets, index, |lun| (lun.lun, lun.statistics)))
+        .find(|(lun, _)| u32::from(*lun) == id.scsi_os_lun.get());
+    let out = io.output();
+    out.u32(if found.is_some() {
+        hba_status::OK
+    } else {
+        hba_status::ERROR_INVALID_LUN
+    });
+    out.class(
+        &found
+            .map(|(_, statistics)| statistics.to_wire())
+            .unwrap_or_default(),
+    );
     Ok(())
 }
 
@@ -282,15 +306,28 @@ pub fn target_information(info: &HbaInfo<'_>, io: &mut MethodIo<'_>) -> Result<(
 ///
 /// # Errors
 /// [`WmiError::MethodInputTooShort`], [`WmiError::MethodNotFound`].
-pub fn scsi_information(info: &HbaInfo<'_>, io: &mut MethodIo<'_>) -> Result<(), WmiError> {
+// Not inlined into the provider: each method class keeps a frame of its own size on the
+// miniport's BuildIo stack instead of one frame as large as the largest arm of all three.
+#[inline(never)]
+pub fn scsi_information(
+    info: &HbaInfo<'_>,
+    targets: &dyn TargetSource,
+    io: &mut MethodIo<'_>,
+) -> Result<(), WmiError> {
     match io.method_id() {
         scsi_method::SCSI_INQUIRY => {
             let input: ScsiInquiryIn = io.read_input()?;
             let lun = find_lun(
                 info,
+                targets,
                 input.hba_port_wwn,
                 input.discovered_port_wwn,
                 input.smhba_lun,
+                |lun| Pages {
+                    inquiry: lun.inquiry,
+                    unit_serial_number: lun.unit_serial_number,
+                    device_identification: lun.device_identification,
+                },
             );
             let cdb = input.cdb;
             let answer = lun.and_then(|lun| {
@@ -321,14 +358,20 @@ pub fn scsi_information(info: &HbaInfo<'_>, io: &mut MethodIo<'_>) -> Result<(),
         }
         scsi_method::SCSI_REPORT_LUNS => {
             let input: ScsiReportLunsIn = io.read_input()?;
-            let target = find_target(info, input.hba_port_wwn, input.discovered_port_wwn);
+            let target = find_target(info, targets, input.hba_port_wwn, input.discovered_port_wwn);
             let cdb = input.cdb;
             let out = io.output();
             match target {
                 Ok(_) if cdb[0] != REPORT_LUNS => {
                     scsi_reply(out, hba_status::ERROR_ARG, Some(0), &[]);
                 }
-                Ok(target) => report_luns(out, target, &cdb, input.in_resp_buffer_max_size.get()),
+                Ok(target) => report_luns(
+                    out,
+                    targets,
+                    target,
+                    &cdb,
+                    input.in_resp_buffer_max_size.get(),
+                ),
                 Err(status) => scsi_reply(out, status, Some(0), &[]),
             }
         }
@@ -336,17 +379,19 @@ pub fn scsi_information(info: &HbaInfo<'_>, io: &mut MethodIo<'_>) -> Result<(),
             let input: ScsiReadCapacityIn = io.read_input()?;
             let lun = find_lun(
                 info,
+                targets,
                 input.hba_port_wwn,
                 input.discovered_port_wwn,
                 input.smhba_lun,
+                |lun| (lun.read_capacity_10, lun.read_capacity_16),
             );
             let cdb = input.cdb;
-            let answer = lun.and_then(|lun| {
+            let answer = lun.and_then(|(read_capacity_10, read_capacity_16)| {
                 match cdb[0] {
-                    READ_CAPACITY_10 => lun.read_capacity_10.map(|data| (data, data.len())),
+                    READ_CAPACITY_10 => read_capacity_10.map(|data| (data, data.len())),
                     SERVICE_ACTION_IN_16 if cdb[1] & 0x1F == READ_CAPACITY_16_SERVICE_ACTION => {
                         let allocation = u32::from_be_bytes([cdb[10], cdb[11], cdb[12], cdb[13]]);
-                        lun.read_capacity_16.map(|data| (data, allocation as usize))
+                        read_capacity_16.map(|data| (data, allocation as usize))
                     }
                     _ => return Err(hba_status::ERROR_ARG),
                 }
@@ -416,8 +461,8 @@ enum Topology {
     Expander,
 }
 
-fn topology(info: &HbaInfo<'_>) -> Topology {
-    match info.targets.len() {
+fn topology(targets: &dyn TargetSource) -> Topology {
+    match targets.target_count() {
         0 => Topology::Empty,
         1 => Topology::Direct,
         _ => Topology::Expander,
@@ -425,15 +470,67 @@ fn topology(info: &HbaInfo<'_>) -> Topology {
 }
 
 /// Number of discovered ports: the targets, and the expander if there is one.
-fn discovered_port_count(info: &HbaInfo<'_>) -> usize {
-    match topology(info) {
-        Topology::Empty | Topology::Direct => info.targets.len(),
-        Topology::Expander => info.targets.len() + 1,
+fn discovered_port_count(targets: &dyn TargetSource) -> usize {
+    match topology(targets) {
+        Topology::Empty | Topology::Direct => targets.target_count(),
+        Topology::Expander => targets.target_count() + 1,
     }
 }
 
-fn adapter_port<'a>(info: &HbaInfo<'a>) -> PortAttributes<'a> {
-    let attached = match (topology(info), info.targets.first()) {
+/// The targets of `targets` with their indices, in order.
+fn ports(targets: &dyn TargetSource) -> impl Iterator<Item = (usize, TargetPort)> + '_ {
+    (0..targets.target_count()).filter_map(|index| targets.target(index).map(|port| (index, port)))
+}
+
+/// Logical unit `index` of target `target` of `targets`, reduced by `field` to what the
+/// caller needs. Never inlined: the [`LunInfo`] (152 bytes) lives in this frame only, not in
+/// the frames of the methods, which go on to encode (a miniport answers WMI on its BuildIo
+/// stack).
+#[inline(never)]
+fn lun_field<'a, T>(
+    targets: &'a dyn TargetSource,
+    target: usize,
+    index: usize,
+    field: impl FnOnce(LunInfo<'a>) -> T,
+) -> Option<T> {
+    targets.lun(target, index).map(field)
+}
+
+/// The logical units of target `target` of `targets`, in order, each reduced by `field`.
+fn luns_of<'a, T>(
+    targets: &'a dyn TargetSource,
+    target: usize,
+    field: impl Fn(LunInfo<'a>) -> T + Copy + 'a,
+) -> impl Iterator<Item = T> + 'a {
+    (0..targets.lun_count(target)).filter_map(move |index| lun_field(targets, target, index, field))
+}
+
+/// What a target mapping entry reports of a logical unit.
+struct EntryLun<'a> {
+    lun: u16,
+    os_device_name: &'a str,
+    device_identification: Option<&'a [u8]>,
+}
+
+impl<'a> EntryLun<'a> {
+    fn of(lun: LunInfo<'a>) -> Self {
+        Self {
+            lun: lun.lun,
+            os_device_name: lun.os_device_name,
+            device_identification: lun.device_identification,
+        }
+    }
+}
+
+/// The pages of a logical unit the SCSI INQUIRY method serves.
+struct Pages<'a> {
+    inquiry: Option<&'a [u8]>,
+    unit_serial_number: Option<&'a [u8]>,
+    device_identification: Option<&'a [u8]>,
+}
+
+fn adapter_port<'a>(info: &HbaInfo<'a>, targets: &dyn TargetSource) -> PortAttributes<'a> {
+    let attached = match (topology(targets), targets.target(0)) {
         (Topology::Direct, Some(target)) => target.sas_address.0,
         (Topology::Expander, _) => info.port.attached_sas_address.0,
         _ => [0; 8],
@@ -447,7 +544,7 @@ fn adapter_port<'a>(info: &HbaInfo<'a>) -> PortAttributes<'a> {
             local_sas_address: info.port.local_sas_address.0,
             attached_sas_address: attached,
             number_of_discovered_ports: U32::new(
-                u32::try_from(discovered_port_count(info)).unwrap_or(u32::MAX),
+                u32::try_from(discovered_port_count(targets)).unwrap_or(u32::MAX),
             ),
             number_of_phys: U32::new(HbaInfo::NUMBER_OF_PHYS),
         },
@@ -457,9 +554,13 @@ fn adapter_port<'a>(info: &HbaInfo<'a>) -> PortAttributes<'a> {
 /// Discovered port `index`: a target (an online SAS end device, attached to the adapter's
 /// port or to the expander), or, after the targets, the expander (attached to the adapter's
 /// port, one phy towards it and one per target).
-fn discovered_port<'a>(info: &HbaInfo<'a>, index: usize) -> Option<PortAttributes<'a>> {
-    let topology = topology(info);
-    if let Some(target) = info.targets.get(index) {
+fn discovered_port<'a>(
+    info: &HbaInfo<'a>,
+    targets: &dyn TargetSource,
+    index: usize,
+) -> Option<PortAttributes<'a>> {
+    let topology = topology(targets);
+    if let Some(target) = targets.target(index) {
         let attached = match topology {
             Topology::Expander => info.port.attached_sas_address.0,
             Topology::Empty | Topology::Direct => info.port.local_sas_address.0,
@@ -478,7 +579,7 @@ fn discovered_port<'a>(info: &HbaInfo<'a>, index: usize) -> Option<PortAttribute
         });
     }
     match topology {
-        Topology::Expander if index == info.targets.len() => Some(PortAttributes {
+        Topology::Expander if index == targets.target_count() => Some(PortAttributes {
             port_type: HBA_PORTTYPE_SASEXPANDER,
             state: PortState::Online,
             os_device_name: "",
@@ -487,7 +588,9 @@ fn discovered_port<'a>(info: &HbaInfo<'a>, index: usize) -> Option<PortAttribute
                 local_sas_address: info.port.attached_sas_address.0,
                 attached_sas_address: info.port.local_sas_address.0,
                 number_of_discovered_ports: U32::new(0),
-                number_of_phys: U32::new(u32::try_from(info.targets.len() + 1).unwrap_or(u32::MAX)),
+                number_of_phys: U32::new(
+                    u32::try_from(targets.target_count() + 1).unwrap_or(u32::MAX),
+                ),
             },
         }),
         _ => None,
@@ -562,12 +665,7 @@ pub fn lun_from_sam(lun: [u8; 8]) -> Option<u16> {
 }
 
 /// One `MS_SMHBA_SCSIENTRY` (808 bytes, 8-aligned).
-fn scsi_entry(
-    out: &mut Encoder<'_>,
-    info: &HbaInfo<'_>,
-    target: &TargetInfo<'_>,
-    lun: &LunInfo<'_>,
-) {
+fn scsi_entry(out: &mut Encoder<'_>, info: &HbaInfo<'_>, target: &TargetPort, lun: &EntryLun<'_>) {
     out.align(8);
     out.class(&SmhbaPortLun {
         port_wwn: target.sas_address.0,
@@ -591,34 +689,38 @@ fn scsi_entry(
     out.align(8);
 }
 
-fn find_target<'a>(
-    info: &'a HbaInfo<'a>,
+/// The index in `targets` of the first target whose address is `discovered_port_wwn`.
+fn find_target(
+    info: &HbaInfo<'_>,
+    targets: &dyn TargetSource,
     hba_port_wwn: [u8; 8],
     discovered_port_wwn: [u8; 8],
-) -> Result<&'a TargetInfo<'a>, u32> {
+) -> Result<usize, u32> {
     if SasAddress(hba_port_wwn) != info.port.local_sas_address {
         return Err(hba_status::ERROR_ILLEGAL_WWN);
     }
-    info.targets
-        .iter()
-        .find(|target| target.sas_address == SasAddress(discovered_port_wwn))
+    ports(targets)
+        .find(|(_, port)| port.sas_address == SasAddress(discovered_port_wwn))
+        .map(|(index, _)| index)
         .ok_or(hba_status::ERROR_ILLEGAL_WWN)
 }
 
-fn find_lun<'a>(
-    info: &'a HbaInfo<'a>,
+/// The logical unit `smhba_lun` of the target `discovered_port_wwn`, reduced by `field`.
+fn find_lun<'a, T>(
+    info: &HbaInfo<'_>,
+    targets: &'a dyn TargetSource,
     hba_port_wwn: [u8; 8],
     discovered_port_wwn: [u8; 8],
     smhba_lun: U64,
-) -> Result<&'a LunInfo<'a>, u32> {
-    let target = find_target(info, hba_port_wwn, discovered_port_wwn)?;
+    field: impl FnOnce(LunInfo<'a>) -> T,
+) -> Result<T, u32> {
+    let target = find_target(info, targets, hba_port_wwn, discovered_port_wwn)?;
     let wanted =
         lun_from_sam(smhba_lun.get().to_le_bytes()).ok_or(hba_status::ERROR_INVALID_LUN)?;
-    target
-        .luns
-        .iter()
-        .find(|lun| lun.lun == wanted)
-        .ok_or(hba_status::ERROR_INVALID_LUN)
+    let index = (0..targets.lun_count(target))
+        .find(|&index| lun_field(targets, target, index, |lun| lun.lun) == Some(wanted))
+        .ok_or(hba_status::ERROR_INVALID_LUN)?;
+    lun_field(targets, target, index, field).ok_or(hba_status::ERROR_INVALID_LUN)
 }
 
 /// The `*_OUT` of a SCSI pass-through method: `HBAStatus`, `ScsiStatus` (GOOD: every answer
@@ -635,11 +737,17 @@ fn scsi_reply(out: &mut Encoder<'_>, status: u32, total: Option<u32>, response: 
     out.bytes(response);
 }
 
-/// REPORT LUNS parameter data for `target`, built from its LUN list (SPC-4 6.33): LUN LIST
-/// LENGTH, 4 reserved bytes, then one 8-byte LUN per logical unit; cut to the CDB's
-/// ALLOCATION LENGTH and the caller's buffer.
-fn report_luns(out: &mut Encoder<'_>, target: &TargetInfo<'_>, cdb: &[u8; 12], room: u32) {
-    let list_length = target.luns.len().saturating_mul(8);
+/// REPORT LUNS parameter data for target `target` of `targets`, built from its LUN list
+/// (SPC-4 6.33): LUN LIST LENGTH, 4 reserved bytes, then one 8-byte LUN per logical unit; cut
+/// to the CDB's ALLOCATION LENGTH and the caller's buffer.
+fn report_luns(
+    out: &mut Encoder<'_>,
+    targets: &dyn TargetSource,
+    target: usize,
+    cdb: &[u8; 12],
+    room: u32,
+) {
+    let list_length = targets.lun_count(target).saturating_mul(8);
     let total = list_length.saturating_add(8);
     let allocation = u32::from_be_bytes([cdb[6], cdb[7], cdb[8], cdb[9]]) as usize;
     let returned = total.min(allocation).min(room as usize);
@@ -652,7 +760,7 @@ fn report_luns(out: &mut Encoder<'_>, target: &TargetInfo<'_>, cdb: &[u8; 12], r
     if let Some(length) = header.first_chunk_mut::<4>() {
         *length = u32::try_from(list_length).unwrap_or(u32::MAX).to_be_bytes();
     }
-    let chunks = core::iter::once(header).chain(target.luns.iter().map(|lun| sam_lun(lun.lun)));
+    let chunks = core::iter::once(header).chain(luns_of(targets, target, |lun| sam_lun(lun.lun)));
     let mut left = returned;
     for chunk in chunks {
         if left == 0 {

@@ -211,6 +211,91 @@ pub struct TargetInfo<'a> {
     pub luns: &'a [LunInfo<'a>],
 }
 
+impl TargetInfo<'_> {
+    /// Where the target sits, without its logical units.
+    #[must_use]
+    pub const fn port(&self) -> TargetPort {
+        TargetPort {
+            sas_address: self.sas_address,
+            bus: self.bus,
+            target: self.target,
+        }
+    }
+}
+
+/// Where a target sits: a [`TargetInfo`] without its logical units, as a [`TargetSource`]
+/// builds it when asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetPort {
+    /// Its SAS address ([`SasAddress::for_target`]).
+    pub sas_address: SasAddress,
+    /// The `StorPort` bus (path id) it is on.
+    pub bus: u8,
+    /// The `StorPort` target id.
+    pub target: u8,
+}
+
+/// The targets an adapter reports and their logical units, read one at a time by index, so a
+/// miniport can build each from its own copies when the provider asks instead of keeping a
+/// table of views that borrow them. A slice of [`TargetInfo`] is one (what
+/// [`HbaProvider::new`] reads from [`HbaInfo::targets`]).
+///
+/// Targets are numbered `0..target_count()` in the order the discovered ports and the target
+/// mapping list them; the logical units of target `t` are numbered `0..lun_count(t)` in the
+/// order the target mapping and REPORT LUNS list them. [`Self::target`] and [`Self::lun`] are
+/// `Some` for every index below the counts.
+pub trait TargetSource {
+    /// Number of targets.
+    fn target_count(&self) -> usize;
+
+    /// Target `index`.
+    fn target(&self, index: usize) -> Option<TargetPort>;
+
+    /// Number of logical units of target `target` (0 if there is no such target).
+    fn lun_count(&self, target: usize) -> usize;
+
+    /// Logical unit `index` of target `target`.
+    fn lun(&self, target: usize, index: usize) -> Option<LunInfo<'_>>;
+}
+
+impl TargetSource for [TargetInfo<'_>] {
+    fn target_count(&self) -> usize {
+        self.len()
+    }
+
+    fn target(&self, index: usize) -> Option<TargetPort> {
+        self.get(index).map(TargetInfo::port)
+    }
+
+    fn lun_count(&self, target: usize) -> usize {
+        self.get(target).map_or(0, |target| target.luns.len())
+    }
+
+    fn lun(&self, target: usize, index: usize) -> Option<LunInfo<'_>> {
+        self.get(target)?.luns.get(index).copied()
+    }
+}
+
+/// A reference to a source is one (so a slice, unsized, becomes a `&dyn TargetSource` as
+/// `&slice`).
+impl<T: TargetSource + ?Sized> TargetSource for &T {
+    fn target_count(&self) -> usize {
+        (**self).target_count()
+    }
+
+    fn target(&self, index: usize) -> Option<TargetPort> {
+        (**self).target(index)
+    }
+
+    fn lun_count(&self, target: usize) -> usize {
+        (**self).lun_count(target)
+    }
+
+    fn lun(&self, target: usize, index: usize) -> Option<LunInfo<'_>> {
+        (**self).lun(target, index)
+    }
+}
+
 /// Everything the WMI classes report about one adapter. The miniport fills it; this crate
 /// only encodes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,7 +332,9 @@ pub struct HbaInfo<'a> {
     pub mfg_domain: &'a str,
     /// The adapter's port.
     pub port: PortInfo<'a>,
-    /// The targets found on the bus.
+    /// The targets found on the bus, as [`HbaProvider::new`] reports them
+    /// ([`HbaProvider::with_targets`] reads them from another [`TargetSource`] and ignores
+    /// this).
     pub targets: &'a [TargetInfo<'a>],
     /// Per-request-queue counters (`Rvscsi_QueueStatistics` instances).
     pub queues: &'a [QueueStatistics],
@@ -263,16 +350,35 @@ impl HbaInfo<'_> {
 }
 
 /// The [`Provider`] for one adapter: the registration table and the encoders of each class.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct HbaProvider<'a> {
     info: &'a HbaInfo<'a>,
+    targets: &'a dyn TargetSource,
     guids: [GuidRegistration; GUID_COUNT],
 }
 
+impl core::fmt::Debug for HbaProvider<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("HbaProvider")
+            .field("info", self.info)
+            .field("target_count", &self.targets.target_count())
+            .field("guids", &self.guids)
+            .finish()
+    }
+}
+
 impl<'a> HbaProvider<'a> {
-    /// The provider for `info`; the queue statistics class gets one instance per queue.
+    /// The provider for `info`, with the targets of [`HbaInfo::targets`]; the queue statistics
+    /// class gets one instance per queue.
     #[must_use]
     pub fn new(info: &'a HbaInfo<'a>) -> Self {
+        Self::with_targets(info, &info.targets)
+    }
+
+    /// The provider for `info` with the targets and logical units of `targets` (`info`'s own
+    /// [`HbaInfo::targets`] is not read).
+    #[must_use]
+    pub fn with_targets(info: &'a HbaInfo<'a>, targets: &'a dyn TargetSource) -> Self {
         let row = |guid, instance_count| GuidRegistration {
             guid,
             instance_count,
@@ -282,6 +388,7 @@ impl<'a> HbaProvider<'a> {
         let queues = u32::try_from(info.queues.len()).unwrap_or(u32::MAX);
         Self {
             info,
+            targets,
             guids: [
                 row(MS_SM_ADAPTER_INFORMATION_QUERY_GUID, 1),
                 row(MS_SM_PORT_INFORMATION_METHODS_GUID, 1),
@@ -297,6 +404,12 @@ impl<'a> HbaProvider<'a> {
     #[must_use]
     pub fn info(&self) -> &'a HbaInfo<'a> {
         self.info
+    }
+
+    /// The targets this provider reports.
+    #[must_use]
+    pub fn targets(&self) -> &'a dyn TargetSource {
+        self.targets
     }
 }
 
@@ -405,9 +518,9 @@ impl Provider for HbaProvider<'_> {
         io: &mut MethodIo<'_>,
     ) -> Result<(), WmiError> {
         match guid_index {
-            PORT_INFORMATION_INDEX => methods::port_information(self.info, io),
-            TARGET_INFORMATION_INDEX => methods::target_information(self.info, io),
-            SCSI_INFORMATION_INDEX => methods::scsi_information(self.info, io),
+            PORT_INFORMATION_INDEX => methods::port_information(self.info, self.targets, io),
+            TARGET_INFORMATION_INDEX => methods::target_information(self.info, self.targets, io),
+            SCSI_INFORMATION_INDEX => methods::scsi_information(self.info, self.targets, io),
             _ => Err(WmiError::MethodNotFound(io.method_id())),
         }
     }
