@@ -599,7 +599,7 @@ fn the_miniport_natvis_names_the_ring_the_adapter_and_the_reset_cause() {
         "rvscsi::trace::TraceRecord",
         "rvscsi::adapter::Adapter",
         "rvscsi::trace::ResetCause",
-        "rvscsi::adapter::InterruptMode",
+        "rvscsi::storport::queue_locks::InterruptMode",
     ] {
         assert!(
             names.iter().any(|name| name == expected),
