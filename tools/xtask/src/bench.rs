@@ -215,9 +215,12 @@ fn miniport_rows() -> Vec<miniport::Row> {
 }
 
 /// The summary figures ([`budgets::FIGURES`], in order): the miniport's from the iothread
-/// device on one processor (kicks and interrupts of the native run, or of the callgrind runs
-/// where those are higher, so a figure holds however the threads were scheduled), the ring's
-/// from the split ring without indirect tables against virtio-drivers, both at depth 32.
+/// device on one processor, the ring's from the split ring without indirect tables against
+/// virtio-drivers, both at depth 32. Kicks and interrupts are the callgrind runs': callgrind
+/// runs one thread at a time, so the device's batches, and with them the counts, repeat from
+/// run to run. The native run's counts follow the host's scheduling (the device thread racing
+/// the simulated processor: 0.03 interrupts per I/O at depth 32 on an idle machine, 0.26 under
+/// a loaded CI run), so they are printed in the table for information and not budgeted.
 fn summary(
     paths: &[miniport::PathMeasurement],
     rings: &[Measurement],
@@ -246,8 +249,8 @@ fn summary(
     let figures = [
         qd1.instructions_per_io,
         qd32.instructions_per_io,
-        qd32.kicks_per_io.max(qd32.kicks_per_io_callgrind),
-        qd32.interrupts_per_io.max(qd32.interrupts_per_io_callgrind),
+        qd32.kicks_per_io_callgrind,
+        qd32.interrupts_per_io_callgrind,
         split.instructions_per_io,
         split.instructions_per_io / peer.instructions_per_io,
     ];
