@@ -112,7 +112,7 @@ fn a_writable_code_section_or_an_import_from_elsewhere_is_refused() {
     set_section_flags(&mut writable_code, *b".text\0\0\0", 0x8000_0000);
     let refused = Image::load_patched(&writable_code, win64_export, |_| {});
     assert!(
-        matches!(&refused, Err(LoadError::Link(LinkError::WritableExecutable(name))) if name == ".text"),
+        matches!(&refused, Err(LoadError::Link(LinkError::WritableExecutable(name))) if *name == ".text"),
         "{refused:?}"
     );
     let mut foreign = file.clone();
@@ -123,7 +123,7 @@ fn a_writable_code_section_or_an_import_from_elsewhere_is_refused() {
     foreign[dll..dll + 12].copy_from_slice(b"ntoskrnl.exe");
     let refused = Image::load_patched(&foreign, win64_export, |_| {});
     assert!(
-        matches!(&refused, Err(LoadError::Link(LinkError::ForeignDll(dll))) if dll == "ntoskrnl.exe"),
+        matches!(&refused, Err(LoadError::Link(LinkError::ForeignDll(dll))) if *dll == "ntoskrnl.exe"),
         "{refused:?}"
     );
 }

@@ -36,88 +36,8 @@ pub struct Linked {
     pub relocations: usize,
 }
 
-/// Why an image cannot be loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LinkError {
-    /// The headers or a directory could not be parsed.
-    Malformed(String),
-    /// Not an image for this host's processor (AMD64 on x86-64, ARM64 on AArch64).
-    Machine(u16),
-    /// A section's alignment is below a page, so it cannot be protected on its own.
-    SectionAlignment(u32),
-    /// A section is both writable and executable.
-    WritableExecutable(String),
-    /// A base relocation of a type an x64 image should not carry.
-    RelocationType {
-        /// Its `IMAGE_REL_BASED_*` type.
-        kind: u16,
-        /// Where it applies.
-        rva: u32,
-    },
-    /// A relocation or import slot outside the image.
-    OutOfImage(u32),
-    /// An import from a DLL other than storport.sys.
-    ForeignDll(String),
-    /// An import by ordinal.
-    OrdinalImport(u16),
-    /// An import the simulator does not export.
-    MissingImport(String),
-    /// The image has no base relocations, so it cannot move from its preferred base.
-    NotRelocatable,
-}
-
-impl std::fmt::Display for LinkError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Malformed(why) => write!(f, "malformed image: {why}"),
-            Self::Machine(machine) => {
-                write!(
-                    f,
-                    "machine {machine:#x} is not this host's ({HOST_MACHINE:#x})"
-                )
-            }
-            Self::SectionAlignment(alignment) => {
-                write!(f, "section alignment {alignment:#x} is below a page")
-            }
-            Self::WritableExecutable(name) => {
-                write!(f, "section {name} is writable and executable")
-            }
-            Self::RelocationType { kind, rva } => {
-                write!(f, "base relocation of type {kind} at {rva:#x}")
-            }
-            Self::OutOfImage(rva) => write!(f, "reference to {rva:#x}, outside the image"),
-            Self::ForeignDll(dll) => write!(f, "imports from {dll}, not storport.sys"),
-            Self::OrdinalImport(ordinal) => write!(f, "imports ordinal {ordinal}"),
-            Self::MissingImport(name) => {
-                write!(f, "imports {name}, which the simulator does not export")
-            }
-            Self::NotRelocatable => write!(f, "no base relocations"),
-        }
-    }
-}
-
-impl std::error::Error for LinkError {}
-
-impl From<rvscsi_pe_loader::LinkError> for LinkError {
-    fn from(error: rvscsi_pe_loader::LinkError) -> Self {
-        use rvscsi_pe_loader::LinkError as Shared;
-        match error {
-            Shared::Machine(machine) => Self::Machine(machine),
-            Shared::SectionAlignment(alignment) => Self::SectionAlignment(alignment),
-            Shared::WritableExecutable(name) => Self::WritableExecutable(name.as_str().into()),
-            Shared::RelocationType { kind, rva } => Self::RelocationType { kind, rva },
-            Shared::OutOfImage(rva) => Self::OutOfImage(rva),
-            Shared::ForeignDll(dll) => Self::ForeignDll(dll.as_str().into()),
-            Shared::OrdinalImport(ordinal) => Self::OrdinalImport(ordinal),
-            Shared::MissingImport(name) => Self::MissingImport(name.as_str().into()),
-            Shared::NotRelocatable => Self::NotRelocatable,
-            Shared::Malformed(part) => Self::Malformed(part.into()),
-            other @ (Shared::EntryOutsideCode(_) | Shared::MemoryTooSmall { .. }) => {
-                Self::Malformed(other.to_string())
-            }
-        }
-    }
-}
+/// Why an image cannot be loaded: the shared loader's refusals, named the same on both hosts.
+pub use rvscsi_pe_loader::LinkError;
 
 /// Lays `file` out for loading at `base`, binding each import through `resolve` (name to
 /// address; `None` fails the load naming the import).
@@ -162,5 +82,5 @@ pub fn link(
 pub fn text(file: &[u8]) -> Result<(u32, &[u8]), LinkError> {
     rvscsi_pe_loader::Image::parse(file)?
         .section_data(".text")
-        .ok_or_else(|| LinkError::Malformed("no .text section".into()))
+        .ok_or(LinkError::Malformed("no .text section"))
 }
