@@ -37,10 +37,18 @@ const MAX_OPS: usize = 64;
 /// SRBs of one session at most.
 const MAX_SRBS: usize = 48;
 /// How long a submitted request may take to reach the device before the script goes on.
-const REACH: Duration = Duration::from_millis(20);
+const REACH: Duration = Duration::from_millis(10);
 /// How long, once the device behaves, every SRB may take to complete (a lost TMF answer costs
 /// the miniport's 2 s deadline, a lost command StorPort's timeout and the reset after it).
 const SETTLE: Duration = Duration::from_secs(30);
+/// How many times faster than real time the session's machine clocks run.
+const CLOCK_RATE: u32 = 50;
+/// Real time per second of an SRB's timeout: a 10 s command times out after 200 ms, still far
+/// above what a healthy command takes on a loaded machine under the fuzzer's sanitizers.
+const SRB_SECOND: Duration = Duration::from_millis(5);
+/// How long after HwResetBus the port driver waits for the bus's requests: five times the
+/// miniport's 2 s task management deadline on the session's clock.
+const RESET_GRACE: Duration = Duration::from_millis(400);
 /// Bytes of the device configuration a hostile configuration change may touch: `num_queues`,
 /// `event_info_size`, `max_channel`, `max_target` and `max_lun`. Never the limits the device
 /// enforces (`seg_max`, `max_sectors`, `cmd_per_lun`: lowering one under the driver's feet
@@ -171,8 +179,13 @@ pub fn run(input: &[u8]) -> SessionFigures {
         processors: 2,
         force_scsi_request_block: shape & 4 != 0,
         iommu: shape & 2 != 0,
-        // The miniport ends a reset asynchronously, within its task management deadline.
-        reset_grace: Some(Duration::from_secs(5)),
+        // The machine's clocks run CLOCK_RATE times faster, so that the miniport's
+        // seconds-long deadlines (task management, lost interrupts) pass in a fraction of that.
+        clock_rate: CLOCK_RATE,
+        timeout_scale: SRB_SECOND,
+        // The miniport ends a reset asynchronously, within its task management deadline (2 s
+        // on its clock, 2 s / CLOCK_RATE of real time).
+        reset_grace: Some(RESET_GRACE),
         ..SimOptions::default()
     };
     let device = DeviceOptions {
@@ -355,12 +368,16 @@ impl Session<'_> {
             .adapter
             .submit(processor, request)
             .expect("the simulator takes the request");
+        // The device takes what reaches its rings as it arrives (a device that polls), so the
+        // wait ends as soon as the request is on a ring even when the driver, with EVENT_IDX,
+        // did not notify it.
         let deadline = Instant::now() + REACH;
         while Instant::now() < deadline
             && self.notifications() == before
+            && self.machine.device.hostile_take() == 0
             && self.machine.adapter.completed_at(ticket).is_none()
         {
-            std::thread::sleep(Duration::from_micros(200));
+            std::thread::sleep(Duration::from_micros(100));
         }
         if self.trace {
             eprintln!("  submitted {ticket:?}: {kind:?}");

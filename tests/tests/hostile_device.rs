@@ -193,3 +193,54 @@ fn a_message_the_adapter_was_not_granted_is_not_delivered() {
     machine.device.set_hostile(false);
     machine.finish();
 }
+
+/// The session's clock (`SimOptions::clock_rate`): a LUN reset whose task management answer
+/// the device never gives ends at the miniport's deadline (2 s on its system time), which on a
+/// machine running 50 times faster is 40 ms of real time; at real time it has not ended after
+/// a second.
+#[test]
+fn an_unanswered_task_management_request_ends_at_the_deadline_of_the_machine_clock() {
+    for (clock_rate, ends_within_a_second) in [(50, true), (1, false)] {
+        let machine = boot_standard(
+            SimOptions {
+                clock_rate,
+                // The reset ends asynchronously, at the deadline.
+                reset_grace: Some(Duration::from_secs(10)),
+                ..SimOptions::default()
+            },
+            DeviceOptions::default(),
+            || Lun::memory(1024, 512).unwrap(),
+        )
+        .unwrap();
+        machine.device.set_hostile(true);
+        let reset = machine
+            .adapter
+            .submit(
+                0,
+                &Request::control(
+                    rvscsi_tests::sim::abi::SRB_FUNCTION_RESET_LOGICAL_UNIT,
+                    0,
+                    0,
+                ),
+            )
+            .unwrap();
+        assert!(wait_until(Duration::from_secs(5), || {
+            let _ = machine.device.hostile_take();
+            machine.device.hostile_held().1 == 1
+        }));
+        let ended = machine.adapter.wait(reset, Duration::from_secs(1));
+        assert_eq!(
+            ended.is_ok(),
+            ends_within_a_second,
+            "clock rate {clock_rate}: {ended:?}"
+        );
+        machine.device.set_hostile(false);
+        if ended.is_err() {
+            machine
+                .adapter
+                .wait(reset, Duration::from_secs(10))
+                .unwrap();
+        }
+        machine.finish();
+    }
+}

@@ -642,7 +642,8 @@ export! {
 export! {
     /// `VOID StorPortStallExecution(ULONG)`: busy-waits, as KeStallExecutionProcessor does.
     pub extern "system" fn StorPortStallExecution(microseconds: u32) {
-        let until = Instant::now() + Duration::from_micros(u64::from(microseconds));
+        let stall = Duration::from_micros(u64::from(microseconds));
+        let until = Instant::now() + current_machine().map_or(stall, |machine| machine.clock.real(stall));
         while Instant::now() < until {
             std::hint::spin_loop();
         }
@@ -650,17 +651,17 @@ export! {
 }
 
 export! {
-    /// `VOID StorPortQuerySystemTime(PLARGE_INTEGER)`: 100 ns units since 1601. A dump-mode
-    /// miniport "must not rely on time checking routines" (Microsoft, boot-drive restrictions).
+    /// `VOID StorPortQuerySystemTime(PLARGE_INTEGER)`: 100 ns units since 1601, on the
+    /// machine's clock. A dump-mode miniport "must not rely on time checking routines"
+    /// (Microsoft, boot-drive restrictions).
     pub extern "system" fn StorPortQuerySystemTime(time: *mut i64) {
-        const EPOCH_DIFFERENCE: u64 = 116_444_736_000_000_000;
-        if let Some(machine) = current_machine() {
-            let _ = machine.forbid_in_dump("StorPortQuerySystemTime");
-        }
-        let since_unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let ticks = EPOCH_DIFFERENCE + u64::try_from(since_unix.as_nanos() / 100).unwrap_or(0);
+        let ticks = match current_machine() {
+            Some(machine) => {
+                let _ = machine.forbid_in_dump("StorPortQuerySystemTime");
+                machine.clock.system_time()
+            }
+            None => super::clock::SimClock::new(1).system_time(),
+        };
         write_out(time.cast(), &ticks.cast_signed());
     }
 }
@@ -943,24 +944,22 @@ pub extern "C" fn rvscsi_sim_request_timer_call(
         machine.state().timer = (microseconds != 0 && !routine.is_null()).then(|| {
             (
                 routine.addr(),
-                Instant::now() + Duration::from_micros(u64::from(microseconds)),
+                Instant::now()
+                    + machine
+                        .clock
+                        .real(Duration::from_micros(u64::from(microseconds))),
             )
         });
     }
 }
 
-/// StorPortNotification(QueryTickCount, ext, PLARGE_INTEGER): 100 ns ticks since boot of
-/// the process (KeQueryTickCount counts clock ticks; the unit is what the miniport asks via
-/// KeQueryTimeIncrement, which StorPort does not export, so any monotonic count will do).
+/// StorPortNotification(QueryTickCount, ext, PLARGE_INTEGER): 100 ns ticks since the machine
+/// booted, on its clock (KeQueryTickCount counts clock ticks; the unit is what the miniport asks
+/// via KeQueryTimeIncrement, which StorPort does not export, so any monotonic count will do).
 #[unsafe(no_mangle)]
 pub extern "C" fn rvscsi_sim_query_tick_count(extension: *mut c_void, count: *mut i64) {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    if machine_for("QueryTickCount", extension).is_some() {
-        let elapsed = START.get_or_init(Instant::now).elapsed();
-        write_out(
-            count.cast(),
-            &i64::try_from(elapsed.as_nanos() / 100).unwrap_or(i64::MAX),
-        );
+    if let Some(machine) = machine_for("QueryTickCount", extension) {
+        write_out(count.cast(), &machine.clock.ticks().cast_signed());
     }
 }
 

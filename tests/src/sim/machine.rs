@@ -258,6 +258,8 @@ pub struct Machine {
     pub(crate) log: Mutex<Vec<String>>,
     pub(crate) stopping: AtomicBool,
     pub(crate) lost_interrupts: std::sync::atomic::AtomicU64,
+    /// The machine's clocks ([`SimOptions::clock_rate`]).
+    pub(crate) clock: super::clock::SimClock,
     /// While StorPort holds new requests (a power transition): (processor, SRB) to send later.
     pub(crate) paused: Mutex<Option<Vec<(u32, usize)>>>,
     /// Rescans and state changes ([`super::pnp`]).
@@ -361,6 +363,7 @@ impl Machine {
         let message_count = options
             .messages
             .unwrap_or_else(|| msix_table_size(&*pci).unwrap_or(1));
+        let clock = super::clock::SimClock::new(options.clock_rate);
         Ok(Self {
             message_locks: (0..message_count).map(|_| SpinLock::default()).collect(),
             options,
@@ -390,6 +393,7 @@ impl Machine {
             log: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
             lost_interrupts: std::sync::atomic::AtomicU64::new(0),
+            clock,
             paused: Mutex::new(None),
             pnp: super::pnp::Pnp::default(),
         })
@@ -1412,7 +1416,7 @@ impl Machine {
             let mut record = record;
             let now = Instant::now();
             record.retry_expiry.get_or_insert(now + record.timeout);
-            record.not_before = Some(now + BUSY_HOLD_OFF);
+            record.not_before = Some(now + self.clock.real(BUSY_HOLD_OFF));
             record.counted = false;
             self.prepare_retry(srb, &record);
             state.port_queue.waiting.push_front(Waiting {
@@ -1538,7 +1542,10 @@ impl Machine {
     pub(crate) fn busy(&self, requests: u32) {
         let mut state = self.state();
         state.port_queue.busy_calls += 1;
-        state.port_queue.busy = Some((requests.max(1), Instant::now() + BUSY_LIMIT));
+        state.port_queue.busy = Some((
+            requests.max(1),
+            Instant::now() + self.clock.real(BUSY_LIMIT),
+        ));
     }
 
     /// StorPortReady: requests flow again.

@@ -7,6 +7,7 @@
 //! their adapter through the calling thread, which the simulator always attaches first.
 
 pub mod abi;
+pub mod clock;
 mod dump;
 mod exports;
 pub mod locks;
@@ -68,6 +69,11 @@ pub struct SimOptions {
     /// time out after one real second: short enough for timeout scenarios (which set 1–2
     /// seconds), long enough that a loaded 2-core CI machine does not time out healthy I/O.
     pub timeout_scale: Duration,
+    /// How many times faster than real time the machine's clocks run ([`clock::SimClock`]):
+    /// StorPortQuerySystemTime, the tick count, StorPortStallExecution, RequestTimerCall and the
+    /// port driver's busy hold-offs. 1 (the default) is real time. SRB timeouts keep their own
+    /// [`SimOptions::timeout_scale`] and the port driver's timer its `watchdog_period`.
+    pub clock_rate: u32,
     /// How often the port driver's timer runs.
     pub watchdog_period: Duration,
     /// MSI-X messages to offer; `None` reads the device's MSI-X table size.
@@ -119,6 +125,7 @@ impl Default for SimOptions {
             contiguity: Contiguity::Allocation,
             merge_adjacent_pages: false,
             timeout_scale: Duration::from_millis(100),
+            clock_rate: 1,
             watchdog_period: Duration::from_millis(2),
             messages: None,
             scan_targets: 4,
