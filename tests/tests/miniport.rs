@@ -574,7 +574,11 @@ fn a_large_direct_chain_is_not_starved_by_small_requests_on_a_busy_ring() {
                     false
                 });
                 while running.load(Ordering::Relaxed) && in_flight.len() < 600 {
-                    let request = Request::new(0, 0, &read10(lba % 60_000, 1)).reading(512);
+                    let mut request = Request::new(0, 0, &read10(lba % 60_000, 1)).reading(512);
+                    // The device holds each up to 900 ms by design: 60 SRB seconds (six real
+                    // ones) keep a loaded machine's scheduling from timing them out, which
+                    // would reset the adapter and fail the test for the wrong reason.
+                    request.timeout_seconds = 60;
                     in_flight.push(machine.adapter.submit(0, &request).unwrap());
                     lba += 1;
                 }
