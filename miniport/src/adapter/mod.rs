@@ -252,11 +252,7 @@ impl Doorbell for Adapter {
     }
 }
 
-/// The cache line size the per-queue tables are padded to: each queue's state, counters and
-/// DPC object is written on every I/O of that queue (the ring indices, the counters, the DPC's
-/// queue links), so no two queues may share a line, or the processors serving them would
-/// bounce it between their caches (false sharing).
-pub const CACHE_LINE: usize = 64;
+pub use crate::sizing::CACHE_LINE;
 
 /// A request queue's DPC object, alone on its cache lines ([`CACHE_LINE`]): the kernel writes
 /// its queue links each time StorPort issues it.

@@ -110,7 +110,7 @@ impl QueueState {
     }
 }
 
-/// One virtqueue and the requests in flight on it, alone on its cache lines ([`CACHE_LINE`]).
+/// One virtqueue and the requests in flight on it, alone on its cache lines ([`crate::sizing::CACHE_LINE`]).
 #[derive(Debug)]
 #[repr(align(64))]
 pub struct QueueState {
