@@ -29,6 +29,7 @@ use crate::storport::extension::FreshExtension;
 use crate::storport::port::Callbacks;
 use crate::storport::port::{DeviceExtension, StorPortRegistry};
 use crate::storport::queue_locks::QueueLocks;
+use crate::storport::request::InFlightRequest;
 use crate::storport::{
     AccessRange, InterruptSynchronizePerMessage, PortConfigurationInformation,
     SCSI_DMA64_MINIPORT_FULL64BIT_SUPPORTED, SP_RETURN_ERROR, SP_RETURN_FOUND, SP_RETURN_NOT_FOUND,
@@ -376,6 +377,28 @@ impl Adapter {
             .ok_or(AdapterError::NoUncachedExtension { len })
     }
 
+    /// The token tables of virtqueue `index`, of `size` tokens: a request queue's tokens stand
+    /// for SRBs in flight, the others' for buffers or task management slots. Each queue carves
+    /// both, one of them empty, so every queue takes a word per token, as before there were two.
+    fn carve_token_tables(
+        arena: &UncachedArena,
+        index: u16,
+        size: u16,
+    ) -> Result<(Carved<usize>, Carved<Option<InFlightRequest>>), AdapterError> {
+        let (tokens, srbs) = if index >= queue_index::REQUEST_BASE {
+            (0, usize::from(size))
+        } else {
+            (usize::from(size), 0)
+        };
+        let requests = arena
+            .carve_table(tokens, 0usize)
+            .ok_or(AdapterError::OutOfMemory)?;
+        let in_flight = arena
+            .carve_table_with(srbs, || None)
+            .ok_or(AdapterError::OutOfMemory)?;
+        Ok((requests, in_flight))
+    }
+
     pub(crate) fn construct(
         extension: DeviceExtension,
         config: &mut PortConfigurationInformation,
@@ -421,9 +444,7 @@ impl Adapter {
             let slots = arena
                 .carve_table(usize::from(size), Slot::EMPTY)
                 .ok_or(AdapterError::OutOfMemory)?;
-            let requests = arena
-                .carve_table(usize::from(size), 0usize)
-                .ok_or(AdapterError::OutOfMemory)?;
+            let (requests, in_flight) = Self::carve_token_tables(&arena, index, size)?;
             let ring = if packed {
                 Ring::Packed(
                     PackedQueue::new(index, size, ring_memory, slots, queue_features)
@@ -438,6 +459,7 @@ impl Adapter {
             *cell.get_mut() = Some(QueueState {
                 ring,
                 requests,
+                in_flight,
                 notify_offset: 0,
                 index,
                 reservation: crate::queue_state::Reservation::default(),

@@ -736,5 +736,7 @@ const _: () = assert!(
         && offset_of!(SrbExDataScsiCdb16, cdb) == offset_of!(SrbExDataScsiCdb32, cdb)
 );
 
+mod opcode;
+
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,595 @@
+//! The SRBs the miniport holds without an [`Srb`] in hand, as types: a request's area in its
+//! SRB extension ([`RequestArea`], [`RequestView`], the scratch segment list), the token of an
+//! SRB on a ring ([`InFlightRequest`]), an SRB kept by task management ([`KeptSrb`],
+//! [`KeptSrbCell`]), and the mapped data buffer of a command StorPort maps. With them the
+//! layers above keep, find and complete such SRBs without `unsafe` code.
+//!
+//! # The SRB record
+//! The first [`SRB_RECORD_LEN`] bytes of every request area belong to this module: the address
+//! of the SRB the request was built for and the [`SrbLayout`] its validation found, written by
+//! [`RequestArea::record`] from the [`Srb`] itself. No view this module hands out reaches
+//! them, so the only SRB an [`InFlightRequest`] can turn back into is one that was recorded
+//! from an `Srb` and then given up to the token.
+//!
+//! # What the layers above are trusted with
+//! The area's size: the SRB extension StorPort allocated holds the [`AreaShape`] the adapter
+//! passes, because the adapter asked StorPort for exactly that size in find-adapter
+//! (`RequestLayout::extension_size`). Everything else is checked here.
+
+use core::marker::PhantomData;
+use core::mem::offset_of;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use virtio_core::dma::DmaMemory;
+use virtio_core::hal::Segment;
+
+use super::srb::{Srb, SrbLayout};
+use super::{ScsiRequestBlock, StorageRequestBlock};
+
+/// Bytes at the start of every request area kept for the SRB record (see the module
+/// documentation); the I/O path's parts start at or after it.
+pub const SRB_RECORD_LEN: usize = 16;
+
+/// The record's fields, as byte offsets in the area.
+const RECORD_SRB: usize = 0;
+const RECORD_EXTENDED: usize = 8;
+const RECORD_MAPPED: usize = 9;
+const RECORD_SCSI_STATUS: usize = 10;
+const RECORD_SENSE_LENGTH: usize = 12;
+const RECORD_SENSE_BUFFER: usize = 14;
+const _: () = assert!(RECORD_SENSE_BUFFER + 2 == SRB_RECORD_LEN);
+
+/// The alignment of an area's start: the record and the scratch list need 8, the parts the
+/// device reads 16 (see `sizing::REQUEST_ALIGN`).
+const AREA_ALIGN: usize = 16;
+/// A page: the head of an area must not straddle one, so that it is physically contiguous.
+const PAGE: usize = 4096;
+
+/// Where a request lives in its SRB extension, as the adapter's request layout says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AreaShape {
+    /// Bytes from the area's start that must lie in one page (the area moves to the next page
+    /// otherwise).
+    pub head: usize,
+    /// Offset of the scratch segment list, which ends the part the device may reach.
+    pub scratch: usize,
+    /// Segments the scratch list holds.
+    pub scratch_capacity: usize,
+}
+
+impl AreaShape {
+    /// Bytes of the area: everything up to the scratch list, and the list.
+    const fn len(&self) -> Option<usize> {
+        match self.scratch_capacity.checked_mul(size_of::<Segment>()) {
+            Some(list) => self.scratch.checked_add(list),
+            None => None,
+        }
+    }
+
+    /// Whether the shape keeps the record and the scratch list where this module needs them.
+    const fn is_usable(&self) -> bool {
+        self.scratch >= SRB_RECORD_LEN
+            && self.scratch.is_multiple_of(align_of::<Segment>())
+            && self.len().is_some()
+    }
+}
+
+/// The start of the request area in an SRB extension at `extension`: its first 16-aligned
+/// byte, moved to the next page if the first `head` bytes would straddle a page boundary (so
+/// each of them is physically contiguous, whatever StorPort's pool gave us).
+#[must_use]
+pub const fn area_start(extension: usize, head: usize) -> usize {
+    let aligned = extension.next_multiple_of(AREA_ALIGN);
+    if aligned % PAGE + head > PAGE {
+        aligned.next_multiple_of(PAGE)
+    } else {
+        aligned
+    }
+}
+
+/// The part of a request area the device may reach (everything before the scratch list), as
+/// the I/O path reads and writes it: every access is bounds-checked, and none reaches the SRB
+/// record. Offsets are from the area's start.
+#[derive(Debug)]
+pub struct RequestView {
+    /// The area's start: non-null and 16-aligned ([`area_start`]).
+    start: NonNull<u8>,
+    /// `start .. start + shape.scratch`.
+    memory: DmaMemory,
+}
+
+impl RequestView {
+    /// The view of `scratch` bytes at `start` with bus address `bus`.
+    fn at(start: usize, scratch: usize, bus: u64) -> Option<Self> {
+        let pointer = NonNull::new(start as *mut u8)?;
+        // SAFETY: `start .. start + scratch` is the front of a request area in the SRB
+        // extension of an SRB this miniport holds (an `Srb` borrowed by `RequestArea::of`, or
+        // one given up to an `InFlightRequest`); StorPort allocated the extension with the size
+        // the adapter's shape needs (the module documentation). Those bytes are reached only
+        // through `DmaMemory` views (the record included: `record` and `srb_record` use this
+        // view) and by the device, never through a Rust reference: the scratch list, which is
+        // referenced, starts at `scratch`, past this view.
+        let memory = unsafe { DmaMemory::new(pointer, scratch, bus) }?;
+        Some(Self {
+            start: pointer,
+            memory,
+        })
+    }
+
+    /// The area's start (the request's tag for the device).
+    #[must_use]
+    pub fn start(&self) -> usize {
+        self.memory.cpu_address()
+    }
+
+    /// Reads `out.len()` bytes at `offset`; false if they are not all in the view or `offset`
+    /// is inside the SRB record.
+    #[must_use]
+    #[inline]
+    pub fn read_bytes(&self, offset: usize, out: &mut [u8]) -> bool {
+        offset >= SRB_RECORD_LEN && self.memory.read_bytes(offset, out)
+    }
+
+    /// Writes `bytes` at `offset`; false if they are not all in the view or `offset` is inside
+    /// the SRB record.
+    #[must_use]
+    #[inline]
+    pub fn write_bytes(&self, offset: usize, bytes: &[u8]) -> bool {
+        offset >= SRB_RECORD_LEN && self.memory.write_bytes(offset, bytes)
+    }
+
+    /// Stores one byte at `offset` (nothing inside the SRB record).
+    #[inline]
+    pub fn store_u8(&self, offset: usize, value: u8) {
+        if offset >= SRB_RECORD_LEN {
+            self.memory.store_u8(offset, value);
+        }
+    }
+
+    /// Stores a `u16` at `offset` (nothing inside the SRB record).
+    #[inline]
+    pub fn store_u16(&self, offset: usize, value: u16, order: Ordering) {
+        if offset >= SRB_RECORD_LEN {
+            self.memory.store_u16(offset, value, order);
+        }
+    }
+
+    /// Stores a `u64` at `offset` (nothing inside the SRB record).
+    #[inline]
+    pub fn store_u64(&self, offset: usize, value: u64, order: Ordering) {
+        if offset >= SRB_RECORD_LEN {
+            self.memory.store_u64(offset, value, order);
+        }
+    }
+
+    /// The part `offset .. offset + len` as device memory (an indirect table for the ring),
+    /// if it lies in the view, after the SRB record; `area_bus` is the bus address of the
+    /// area's start, which the caller found contiguous up to the part's end.
+    #[must_use]
+    pub fn part(&self, offset: usize, len: usize, area_bus: u64) -> Option<DmaMemory> {
+        if offset < SRB_RECORD_LEN || offset.checked_add(len)? > self.memory.len() {
+            return None;
+        }
+        let pointer = NonNull::new((self.memory.cpu_address() + offset) as *mut u8)?;
+        let bus = area_bus.checked_add(offset as u64)?;
+        // SAFETY: `offset .. offset + len` lies in this view (checked), after the record, so it
+        // is memory `RequestView::at` describes, reached only through `DmaMemory` views and by
+        // the device; `bus` is the caller's translation of it (a wrong one misdirects the
+        // device, whose accesses are outside Rust's memory model, and touches no Rust memory).
+        unsafe { DmaMemory::new(pointer, len, bus) }
+    }
+
+    /// The SRB record: the SRB's address, its layout, and whether its data buffer is mapped.
+    fn srb_record(&self) -> (usize, SrbLayout, bool) {
+        let memory = &self.memory;
+        let layout = SrbLayout {
+            extended: memory.load_u8(RECORD_EXTENDED) == 1,
+            scsi_status: memory.load_u16(RECORD_SCSI_STATUS, Ordering::Relaxed),
+            sense_length: memory.load_u16(RECORD_SENSE_LENGTH, Ordering::Relaxed),
+            sense_buffer: memory.load_u16(RECORD_SENSE_BUFFER, Ordering::Relaxed),
+        };
+        let address = memory.load_u64(RECORD_SRB, Ordering::Relaxed) as usize;
+        (address, layout, memory.load_u8(RECORD_MAPPED) == 1)
+    }
+}
+
+/// A request's area in the SRB extension of an SRB the caller holds: the [`RequestView`] and
+/// the scratch segment list, which BuildIo fills and StartIo hands to the ring. It borrows the
+/// SRB mutably for its life, so no second area of the same SRB exists while its scratch list
+/// is written or read.
+#[derive(Debug)]
+pub struct RequestArea<'s> {
+    view: RequestView,
+    scratch: NonNull<Segment>,
+    capacity: usize,
+    _srb: PhantomData<&'s mut Srb>,
+}
+
+impl<'s> RequestArea<'s> {
+    /// The area of `srb` shaped `shape`, its bus address `bus` (meaningful for the parts the
+    /// caller checked to be contiguous), with `srb` back for reading. `None` if `srb` has no
+    /// extension or the shape is unusable.
+    #[must_use]
+    pub fn of(srb: &'s mut Srb, shape: AreaShape, bus: u64) -> Option<(Self, &'s Srb)> {
+        let srb: &'s Srb = srb;
+        let extension = srb.extension() as usize;
+        if extension == 0 || !shape.is_usable() {
+            return None;
+        }
+        let start = area_start(extension, shape.head);
+        let view = RequestView::at(start, shape.scratch, bus)?;
+        let scratch = NonNull::new((start + shape.scratch) as *mut Segment)?;
+        let area = Self {
+            view,
+            scratch,
+            capacity: shape.scratch_capacity,
+            _srb: PhantomData,
+        };
+        Some((area, srb))
+    }
+
+    /// The part the device may reach.
+    #[must_use]
+    pub const fn view(&self) -> &RequestView {
+        &self.view
+    }
+
+    /// Records `srb` (the SRB this area belongs to, validated by BuildIo) in the area, so that
+    /// StartIo can give it up to an [`InFlightRequest`], with whether StorPort mapped its data
+    /// buffer (its command is one of those whose answers the completion reads).
+    pub fn record(&self, srb: &Srb) {
+        let memory = &self.view.memory;
+        let layout = srb.layout();
+        let mapped = srb
+            .opcode()
+            .is_some_and(|opcode| MAPPED_OPCODES.contains(&opcode));
+        memory.store_u64(RECORD_SRB, srb.raw().as_ptr() as u64, Ordering::Relaxed);
+        memory.store_u8(RECORD_EXTENDED, u8::from(layout.extended));
+        memory.store_u8(RECORD_MAPPED, u8::from(mapped));
+        memory.store_u16(RECORD_SCSI_STATUS, layout.scsi_status, Ordering::Relaxed);
+        memory.store_u16(RECORD_SENSE_LENGTH, layout.sense_length, Ordering::Relaxed);
+        memory.store_u16(RECORD_SENSE_BUFFER, layout.sense_buffer, Ordering::Relaxed);
+    }
+
+    /// The scratch list, emptied, for BuildIo to fill.
+    pub fn scratch(&mut self) -> ScratchList<'_> {
+        ScratchList {
+            first: self.scratch,
+            capacity: self.capacity,
+            count: 0,
+            _area: PhantomData,
+        }
+    }
+
+    /// The first `count` segments of the scratch list (what BuildIo pushed), or `None` if the
+    /// list has fewer slots.
+    #[must_use]
+    pub fn segments(&self, count: usize) -> Option<&[Segment]> {
+        if count > self.capacity {
+            return None;
+        }
+        // SAFETY: the scratch list is `capacity` `Segment` slots at an 8-aligned offset of the
+        // area (`AreaShape::is_usable`), inside the SRB extension of the SRB this area borrows
+        // mutably, so no other area exists and no `ScratchList` (which borrows this area
+        // mutably) writes it while the slice lives; no `DmaMemory` view covers it. The
+        // extension is memory StorPort allocated, outside Rust's allocations, so its bytes are
+        // initialised (to what BuildIo of this SRB wrote, or to unknown values), and a
+        // `Segment` (a `u64` and a `u32`) is valid for any bits.
+        Some(unsafe { core::slice::from_raw_parts(self.scratch.as_ptr(), count) })
+    }
+
+    /// Ends the area (and its borrow of the SRB) so that its SRB can be handed over.
+    #[must_use]
+    pub fn release(self) -> Handover {
+        Handover {
+            start: self.view.start,
+        }
+    }
+}
+
+/// A request area whose SRB is about to go to the ring: [`Handover::bind`] gives the SRB up to
+/// the token that stands for it.
+#[derive(Debug)]
+pub struct Handover {
+    start: NonNull<u8>,
+}
+
+impl Handover {
+    /// Gives `srb`, whose record the area holds, to the ring: the token then stands for it
+    /// until the request completes.
+    ///
+    /// # Errors
+    /// `srb` back if the record is not of `srb` (BuildIo did not record it), or its layout
+    /// does not fit `srb`; the caller completes it.
+    pub fn bind(self, srb: Srb) -> Result<InFlightRequest, Srb> {
+        let Some(record) = RequestView::at(self.start.as_ptr() as usize, SRB_RECORD_LEN, 0) else {
+            return Err(srb);
+        };
+        let (address, layout, _) = record.srb_record();
+        if address != srb.raw().as_ptr() as usize
+            || layout.extended != srb.is_extended()
+            || !fits(&srb, layout)
+        {
+            return Err(srb);
+        }
+        srb.hand_over();
+        Ok(InFlightRequest { start: self.start })
+    }
+}
+
+/// Whether the SCSI fields `layout` names lie inside `srb` and are aligned: always for a
+/// `SCSI_REQUEST_BLOCK` (its fields are fixed), against `SrbLength` for an SRB_EX.
+#[expect(
+    clippy::cast_ptr_alignment,
+    reason = "SrbLength is a naturally aligned u32 of the SRB_EX header, which is 8-aligned"
+)]
+fn fits(srb: &Srb, layout: SrbLayout) -> bool {
+    if !srb.is_extended() {
+        return true;
+    }
+    let length_at = srb
+        .raw()
+        .as_ptr()
+        .cast::<u8>()
+        .wrapping_add(offset_of!(StorageRequestBlock, srb_length))
+        .cast::<u32>();
+    // SAFETY: `srb` is an SRB_EX StorPort handed us (an `Srb` exists only for those), valid
+    // for reads of its header, of which `SrbLength` is a naturally aligned field.
+    let length = unsafe { length_at.read() } as usize;
+    let inside = |offset: u16, size: usize| {
+        offset == 0
+            || (usize::from(offset) + size <= length && usize::from(offset).is_multiple_of(size))
+    };
+    inside(layout.scsi_status, 1)
+        && inside(layout.sense_length, 1)
+        && inside(layout.sense_buffer, size_of::<usize>())
+}
+
+/// The scratch segment list of a request, as BuildIo fills it.
+#[derive(Debug)]
+pub struct ScratchList<'a> {
+    first: NonNull<Segment>,
+    capacity: usize,
+    count: usize,
+    _area: PhantomData<&'a mut Segment>,
+}
+
+impl ScratchList<'_> {
+    /// Appends `segment`; false if the list is full.
+    #[must_use]
+    #[inline]
+    pub fn push(&mut self, segment: Segment) -> bool {
+        if self.count >= self.capacity {
+            return false;
+        }
+        // SAFETY: slot `count < capacity` of the scratch list, which lies in the SRB extension
+        // of the SRB the area borrows mutably, and which this list borrows mutably from the
+        // area (no slice of it lives meanwhile); 8-aligned (`AreaShape::is_usable`).
+        unsafe { self.first.as_ptr().wrapping_add(self.count).write(segment) };
+        self.count += 1;
+        true
+    }
+
+    /// Segments pushed so far.
+    #[must_use]
+    pub const fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether nothing was pushed.
+    #[must_use]
+    pub const fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// An SRB StorPort handed us that is on a ring and not completed yet, as the token the
+/// in-flight table keeps: its request area's start, whose record names the SRB. Made only by
+/// [`Handover::bind`] from the [`Srb`] itself, not `Copy` or `Clone`, and turned back
+/// into that `Srb` once, by [`InFlightRequest::into_parts`].
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "dropping the token leaves its SRB uncompleted"]
+pub struct InFlightRequest {
+    /// The area's start: non-null and 16-aligned ([`area_start`]).
+    start: NonNull<u8>,
+}
+
+// The in-flight table keeps one word per token, as it did when it kept addresses.
+const _: () = assert!(size_of::<Option<InFlightRequest>>() == size_of::<usize>());
+
+impl InFlightRequest {
+    /// The request's view, `scratch` bytes long (the adapter's [`AreaShape::scratch`]).
+    #[must_use]
+    #[inline]
+    pub fn view(&self, scratch: usize) -> Option<RequestView> {
+        RequestView::at(self.start(), scratch, 0)
+    }
+
+    /// The area's start (the tag the request header carries).
+    #[must_use]
+    pub fn start(&self) -> usize {
+        self.start.as_ptr() as usize
+    }
+
+    /// The address of the SRB the token stands for (compared with an abort's target, never
+    /// dereferenced by the caller).
+    #[must_use]
+    pub fn srb_address(&self) -> usize {
+        RequestView::at(self.start(), SRB_RECORD_LEN, 0).map_or(0, |record| record.srb_record().0)
+    }
+
+    /// The SRB back, to be completed, with the request's view (`scratch` bytes, as in
+    /// [`Self::view`]) and its data buffer if StorPort mapped it. `None` only if `scratch` is
+    /// shorter than the record, a caller's bug (the SRB then stays uncompleted).
+    #[must_use]
+    pub fn into_parts(self, scratch: usize) -> Option<(Srb, RequestView, Option<MappedData>)> {
+        let view = self.view(scratch.max(SRB_RECORD_LEN))?;
+        let (address, layout, mapped) = view.srb_record();
+        let raw = NonNull::new(address as *mut ScsiRequestBlock)?;
+        // SAFETY: the token was made by `Handover::bind` from the `Srb` at `raw`, which
+        // it consumed after checking that the record (written by `RequestArea::record` from
+        // that `Srb`, and reachable through no view this module hands out) names it with a
+        // layout that fits it; the token is neither `Copy` nor `Clone`, so this is the one way
+        // back, taken once. StorPort does not touch an SRB the miniport holds, so the SRB has
+        // not changed shape since.
+        let srb = unsafe { Srb::from_layout(raw, layout) };
+        let data = mapped.then(|| MappedData {
+            srb: raw,
+            len: srb.data_transfer_length(),
+        });
+        Some((srb, view, data))
+    }
+}
+
+/// The data buffer of an SRB whose command StorPort maps (not a read or a write, under
+/// `STOR_MAP_NON_READ_WRITE_BUFFERS`), as its completion reads or rewrites it.
+#[derive(Debug)]
+pub struct MappedData {
+    srb: NonNull<ScsiRequestBlock>,
+    /// `DataTransferLength` when the SRB came back from the ring: the buffer's size.
+    len: u32,
+}
+
+/// The operation codes whose data buffers the completion reads (the bus scan's INQUIRY, READ
+/// CAPACITY (10), SERVICE ACTION IN (16), REPORT LUNS): commands other than reads and writes,
+/// so StorPort maps their buffers.
+const MAPPED_OPCODES: [u8; 4] = [0x12, 0x25, 0x9E, 0xA0];
+
+impl MappedData {
+    /// The first `len` bytes of `srb`'s buffer, if `srb` is this buffer's SRB and has them.
+    #[must_use]
+    pub fn bytes<'a>(&self, srb: &'a Srb, len: usize) -> Option<&'a [u8]> {
+        let buffer = self.checked(srb, len)?;
+        // SAFETY: `checked`: StorPort mapped this SRB's buffer (its command is one of
+        // `MAPPED_OPCODES`, recorded by the floor from the SRB's CDB) and it is valid for
+        // `DataTransferLength` bytes, at least `len`; the device finished with it (the request
+        // came back from the ring) and nothing else touches it until the SRB, which the slice
+        // borrows, is completed.
+        Some(unsafe { core::slice::from_raw_parts(buffer.as_ptr(), len) })
+    }
+
+    /// As [`Self::bytes`], writable: the slice borrows `srb` mutably.
+    #[must_use]
+    pub fn bytes_mut<'a>(&self, srb: &'a mut Srb, len: usize) -> Option<&'a mut [u8]> {
+        let buffer = self.checked(srb, len)?;
+        // SAFETY: as in `bytes`, and the slice borrows the SRB mutably, so it is the only
+        // access to the buffer while it lives.
+        Some(unsafe { core::slice::from_raw_parts_mut(buffer.as_ptr(), len) })
+    }
+
+    fn checked(&self, srb: &Srb, len: usize) -> Option<NonNull<u8>> {
+        if srb.raw() != self.srb || len > self.len as usize {
+            return None;
+        }
+        NonNull::new(srb.data_buffer().cast::<u8>())
+    }
+}
+
+/// An SRB StorPort handed us that task management holds (an abort or a reset, answered when
+/// the function ends), as the token its slot keeps. Made only from the [`Srb`] itself.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "dropping the token leaves its SRB uncompleted"]
+pub struct KeptSrb {
+    raw: NonNull<ScsiRequestBlock>,
+    extended: bool,
+}
+
+impl KeptSrb {
+    /// Keeps `srb` (its header only: completing it sets its status).
+    pub fn keep(srb: Srb) -> Self {
+        let kept = Self {
+            raw: srb.raw(),
+            extended: srb.is_extended(),
+        };
+        srb.hand_over();
+        kept
+    }
+
+    /// A token for the unit tests of task management's table, which only store and compare
+    /// tokens: never turned back into an SRB (there is none at `address`).
+    #[cfg(test)]
+    pub(crate) fn for_table_tests(address: usize, extended: bool) -> Self {
+        Self {
+            raw: NonNull::new(address as *mut ScsiRequestBlock).expect("a non-zero address"),
+            extended,
+        }
+    }
+
+    /// The SRB's address (compared with an abort's target, never dereferenced by the caller).
+    #[must_use]
+    pub fn address(&self) -> usize {
+        self.raw.as_ptr() as usize
+    }
+
+    /// Whether it is an SRB_EX.
+    #[must_use]
+    pub const fn is_extended(&self) -> bool {
+        self.extended
+    }
+
+    /// The SRB back, to be completed.
+    #[must_use]
+    pub fn into_srb(self) -> Srb {
+        let layout = SrbLayout {
+            extended: self.extended,
+            ..NO_SCSI_FIELDS
+        };
+        // SAFETY: made by `keep` from the `Srb` at `raw`, which it consumed; not `Copy` or
+        // `Clone`, and stored only in a `KeptSrbCell`, which gives it back once: this is the
+        // one way back. A layout without SCSI fields touches only the header, whose shape
+        // `extended` names.
+        unsafe { Srb::from_layout(self.raw, layout) }
+    }
+
+    /// The word a [`KeptSrbCell`] stores: the address with the SRB_EX flag in bit 0 (SRBs are
+    /// at least 8-aligned).
+    fn pack(self) -> u64 {
+        self.raw.as_ptr() as u64 | u64::from(self.extended)
+    }
+}
+
+/// A layout with no SCSI fields: completion touches the header only.
+const NO_SCSI_FIELDS: SrbLayout = SrbLayout {
+    extended: false,
+    scsi_status: 0,
+    sense_length: 0,
+    sense_buffer: 0,
+};
+
+/// A place for one [`KeptSrb`], shared between contexts: what goes in comes out once.
+#[derive(Debug, Default)]
+pub struct KeptSrbCell(AtomicU64);
+
+impl KeptSrbCell {
+    /// An empty cell.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self(AtomicU64::new(0))
+    }
+
+    /// Puts `srb` in the cell; an SRB already there comes back (the caller completes it).
+    pub fn put(&self, srb: KeptSrb, order: Ordering) -> Option<KeptSrb> {
+        Self::unpack(self.0.swap(srb.pack(), order))
+    }
+
+    /// Takes the SRB out, if there is one.
+    pub fn take(&self, order: Ordering) -> Option<KeptSrb> {
+        Self::unpack(self.0.swap(0, order))
+    }
+
+    /// The kept SRB's address and shape without taking it (0 when empty).
+    #[must_use]
+    pub fn peek(&self, order: Ordering) -> Option<(usize, bool)> {
+        let word = self.0.load(order);
+        (word != 0).then_some(((word & !1) as usize, word & 1 == 1))
+    }
+
+    fn unpack(word: u64) -> Option<KeptSrb> {
+        let raw = NonNull::new((word & !1) as usize as *mut ScsiRequestBlock)?;
+        Some(KeptSrb {
+            raw,
+            extended: word & 1 == 1,
+        })
+    }
+}
