@@ -216,7 +216,6 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     } else {
         data_segments(host, srb, length)?
     };
-    let queue = host.queue_for_request(srb);
     let (readable, count) = {
         let mut scratch = area.scratch();
         push(&mut scratch, header)?;
@@ -231,6 +230,7 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         (readable, scratch.len())
     };
     let writable = count - readable;
+    let queue = host.queue_for_request(srb);
     // An indirect table needs the feature negotiated (virtio 1.x 2.7.5.3.1: the driver MUST NOT
     // set VIRTQ_DESC_F_INDIRECT otherwise) and the whole table contiguous in bus memory; without
     // either the request goes on the ring as a direct chain, which the limits are sized for.
