@@ -93,8 +93,8 @@ impl Adapter {
             }
             Err(_) => return SP_RETURN_ERROR,
         };
-        match Self::construct(extension, config, discovery, callbacks) {
-            Ok(adapter) => home.place(adapter).trace_found(&registry_report),
+        match Self::construct(home, config, discovery, callbacks) {
+            Ok(adapter) => adapter.trace_found(&registry_report),
             Err(_) => return SP_RETURN_ERROR,
         }
         SP_RETURN_FOUND
@@ -399,12 +399,15 @@ impl Adapter {
         Ok((requests, in_flight))
     }
 
-    pub(crate) fn construct(
-        extension: DeviceExtension,
+    /// Builds the adapter in `home` (its fields written straight into the device extension:
+    /// the adapter is over two pages, more than a kernel stack frame may hold).
+    pub(crate) fn construct<'a>(
+        home: FreshExtension<'a, Self>,
         config: &mut PortConfigurationInformation,
         discovery: Discovery,
         callbacks: Callbacks,
-    ) -> Result<Self, AdapterError> {
+    ) -> Result<&'a Self, AdapterError> {
+        let extension = home.port();
         let request_queues = discovery.queue_count - queue_index::REQUEST_BASE;
         let sizing = Sizing::of(discovery.dump);
         let limits = Self::derive_limits(&discovery)?;
@@ -465,7 +468,7 @@ impl Adapter {
                 reservation: crate::queue_state::Reservation::default(),
             });
         }
-        Ok(Self {
+        Ok(home.place(Self {
             magic: ADAPTER_MAGIC,
             callbacks,
             extension,
@@ -501,7 +504,7 @@ impl Adapter {
             debug_print_level: discovery.parameters.debug_print_level,
             dump: discovery.dump,
             trace: TraceRing::new(),
-        })
+        }))
     }
 
     /// Fills ConfigInfo as StorPort expects from a bus-master, scatter/gather, 64-bit DMA,
