@@ -99,20 +99,6 @@ pub(super) fn complete_used<H: IoHost>(
     token: u16,
 ) -> bool {
     let layout = host.limits().request;
-    let Some(view) = in_flight.view(layout.segments) else {
-        return true;
-    };
-    let request = Request {
-        view: &view,
-        layout,
-    };
-    let Some(context) = request.context() else {
-        return true;
-    };
-    if context.state != RequestState::InFlight as u8 || context.token.get() != token {
-        return true;
-    }
-    request.set_state(RequestState::Done);
     let Some((mut srb, view, mapped)) = in_flight.into_parts(layout.segments) else {
         return true;
     };
@@ -120,6 +106,16 @@ pub(super) fn complete_used<H: IoHost>(
         view: &view,
         layout,
     };
+    let context = request.context();
+    let Some(context) = context.filter(|context| {
+        context.state == RequestState::InFlight as u8 && context.token.get() == token
+    }) else {
+        // Not the request this token was given to: left uncompleted, as the reset that
+        // follows cannot complete what is no longer on a ring either.
+        srb.hand_over();
+        return true;
+    };
+    request.set_state(RequestState::Done);
     if let Some(counters) = host.counters(queue) {
         counters.completions.fetch_add(1, Ordering::Relaxed);
     }
@@ -283,23 +279,21 @@ pub fn fail_in_flight<H: IoHost>(host: &H, guard: &mut QueueGuard<'_>) {
             continue;
         };
         let layout = host.limits().request;
-        let Some(view) = in_flight.view(layout.segments) else {
+        let Some((mut srb, view, _)) = in_flight.into_parts(layout.segments) else {
             continue;
         };
         let request = Request {
             view: &view,
             layout,
         };
-        let Some(context) = request.context() else {
+        let Some(context) = request
+            .context()
+            .filter(|context| context.state == RequestState::InFlight as u8)
+        else {
+            srb.hand_over();
             continue;
         };
-        if context.state != RequestState::InFlight as u8 {
-            continue;
-        }
         request.set_state(RequestState::Done);
-        let Some((mut srb, _, _)) = in_flight.into_parts(layout.segments) else {
-            continue;
-        };
         srb.set_data_transfer_length(0);
         // A request of a unit the device reported removed fails as that unit's do everywhere
         // else (NO_DEVICE), not with a retryable BUS_RESET whose retry would fail anyway.

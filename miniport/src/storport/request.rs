@@ -31,14 +31,36 @@ use super::{ScsiRequestBlock, StorageRequestBlock};
 /// documentation); the I/O path's parts start at or after it.
 pub const SRB_RECORD_LEN: usize = 16;
 
-/// The record's fields, as byte offsets in the area.
+/// The record: two words, the SRB's address, then its shape packed as `extended` (bits 0-7),
+/// `mapped` (8-15), and the offsets of the SCSI status (16-31), sense length (32-47) and sense
+/// buffer (48-63); two word stores and loads, on every request.
 const RECORD_SRB: usize = 0;
-const RECORD_EXTENDED: usize = 8;
-const RECORD_MAPPED: usize = 9;
-const RECORD_SCSI_STATUS: usize = 10;
-const RECORD_SENSE_LENGTH: usize = 12;
-const RECORD_SENSE_BUFFER: usize = 14;
-const _: () = assert!(RECORD_SENSE_BUFFER + 2 == SRB_RECORD_LEN);
+const RECORD_SHAPE: usize = 8;
+const _: () = assert!(RECORD_SHAPE + 8 == SRB_RECORD_LEN);
+
+/// The shape word of the record.
+const fn pack_shape(layout: SrbLayout, mapped: bool) -> u64 {
+    layout.extended as u64
+        | (mapped as u64) << 8
+        | (layout.scsi_status as u64) << 16
+        | (layout.sense_length as u64) << 32
+        | (layout.sense_buffer as u64) << 48
+}
+
+/// The layout and the mapped flag a shape word holds.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "each field is cut out of its own bits"
+)]
+const fn unpack_shape(word: u64) -> (SrbLayout, bool) {
+    let layout = SrbLayout {
+        extended: word & 0xFF == 1,
+        scsi_status: (word >> 16) as u16,
+        sense_length: (word >> 32) as u16,
+        sense_buffer: (word >> 48) as u16,
+    };
+    (layout, (word >> 8) & 0xFF == 1)
+}
 
 /// The alignment of an area's start: the record and the scratch list need 8, the parts the
 /// device reads 16 (see `sizing::REQUEST_ALIGN`).
@@ -101,6 +123,11 @@ pub struct RequestView {
 
 impl RequestView {
     /// The view of `scratch` bytes at `start` with bus address `bus`.
+    #[expect(
+        clippy::inline_always,
+        reason = "on every I/O; left out of line it costs instructions per I/O (cargo xtask bench)"
+    )]
+    #[inline(always)]
     fn at(start: usize, scratch: usize, bus: u64) -> Option<Self> {
         let pointer = NonNull::new(start as *mut u8)?;
         // SAFETY: `start .. start + scratch` is the front of a request area in the SRB
@@ -181,16 +208,11 @@ impl RequestView {
     }
 
     /// The SRB record: the SRB's address, its layout, and whether its data buffer is mapped.
+    #[inline]
     fn srb_record(&self) -> (usize, SrbLayout, bool) {
-        let memory = &self.memory;
-        let layout = SrbLayout {
-            extended: memory.load_u8(RECORD_EXTENDED) == 1,
-            scsi_status: memory.load_u16(RECORD_SCSI_STATUS, Ordering::Relaxed),
-            sense_length: memory.load_u16(RECORD_SENSE_LENGTH, Ordering::Relaxed),
-            sense_buffer: memory.load_u16(RECORD_SENSE_BUFFER, Ordering::Relaxed),
-        };
-        let address = memory.load_u64(RECORD_SRB, Ordering::Relaxed) as usize;
-        (address, layout, memory.load_u8(RECORD_MAPPED) == 1)
+        let address = self.memory.load_u64(RECORD_SRB, Ordering::Relaxed) as usize;
+        let (layout, mapped) = unpack_shape(self.memory.load_u64(RECORD_SHAPE, Ordering::Relaxed));
+        (address, layout, mapped)
     }
 }
 
@@ -211,6 +233,11 @@ impl<'s> RequestArea<'s> {
     /// caller checked to be contiguous), with `srb` back for reading. `None` if `srb` has no
     /// extension or the shape is unusable.
     #[must_use]
+    #[expect(
+        clippy::inline_always,
+        reason = "on every I/O; left out of line it costs instructions per I/O (cargo xtask bench)"
+    )]
+    #[inline(always)]
     pub fn of(srb: &'s mut Srb, shape: AreaShape, bus: u64) -> Option<(Self, &'s Srb)> {
         let srb: &'s Srb = srb;
         let extension = srb.extension() as usize;
@@ -238,6 +265,11 @@ impl<'s> RequestArea<'s> {
     /// Records `srb` (the SRB this area belongs to, validated by BuildIo) in the area, so that
     /// StartIo can give it up to an [`InFlightRequest`], with whether StorPort mapped its data
     /// buffer (its command is one of those whose answers the completion reads).
+    #[expect(
+        clippy::inline_always,
+        reason = "on every I/O; left out of line it costs instructions per I/O (cargo xtask bench)"
+    )]
+    #[inline(always)]
     pub fn record(&self, srb: &Srb) {
         let memory = &self.view.memory;
         let layout = srb.layout();
@@ -245,11 +277,7 @@ impl<'s> RequestArea<'s> {
             .opcode()
             .is_some_and(|opcode| MAPPED_OPCODES.contains(&opcode));
         memory.store_u64(RECORD_SRB, srb.raw().as_ptr() as u64, Ordering::Relaxed);
-        memory.store_u8(RECORD_EXTENDED, u8::from(layout.extended));
-        memory.store_u8(RECORD_MAPPED, u8::from(mapped));
-        memory.store_u16(RECORD_SCSI_STATUS, layout.scsi_status, Ordering::Relaxed);
-        memory.store_u16(RECORD_SENSE_LENGTH, layout.sense_length, Ordering::Relaxed);
-        memory.store_u16(RECORD_SENSE_BUFFER, layout.sense_buffer, Ordering::Relaxed);
+        memory.store_u64(RECORD_SHAPE, pack_shape(layout, mapped), Ordering::Relaxed);
     }
 
     /// The scratch list, emptied, for BuildIo to fill.
@@ -423,6 +451,11 @@ impl InFlightRequest {
     /// [`Self::view`]) and its data buffer if StorPort mapped it. `None` only if `scratch` is
     /// shorter than the record, a caller's bug (the SRB then stays uncompleted).
     #[must_use]
+    #[expect(
+        clippy::inline_always,
+        reason = "on every I/O; left out of line it costs instructions per I/O (cargo xtask bench)"
+    )]
+    #[inline(always)]
     pub fn into_parts(self, scratch: usize) -> Option<(Srb, RequestView, Option<MappedData>)> {
         let view = self.view(scratch.max(SRB_RECORD_LEN))?;
         let (address, layout, mapped) = view.srb_record();
