@@ -1,6 +1,5 @@
 //! HwStartIo: a built request put on its queue's ring under the queue lock, with room kept for
 //! large requests, and the device notified after unlocking.
-#![forbid(unsafe_code)]
 
 use core::sync::atomic::Ordering;
 
@@ -8,25 +7,21 @@ use virtio_core::dma::DmaMemory;
 use virtio_core::hal::Segment;
 use virtio_core::queue::QueueError;
 
-use super::{IoHost, Request, complete};
-use crate::srb_extension::{RequestContext, RequestState};
-use crate::storport::request::{InFlightRequest, RequestArea};
+use super::IoHost;
+use super::{Request, complete, request_base};
+use crate::srb_extension::RequestState;
 use crate::storport::srb::Srb;
 use crate::storport::{
     SRB_STATUS_BUSY, SRB_STATUS_ERROR, SRB_STATUS_INVALID_REQUEST, SRB_STATUS_NO_DEVICE,
 };
 
 /// HwStartIo for a prepared request: puts it on its queue's ring and notifies the device.
-pub fn start_io<H: IoHost>(host: &H, mut srb: Srb) {
+pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
     let layout = host.limits().request;
-    let shape = super::area_shape(&layout);
-    let Some((area, _)) = RequestArea::of(&mut srb, shape, 0) else {
+    let base = request_base(srb.extension() as usize, &layout);
+    let Some(request) = Request::at(base, 0, layout) else {
         complete(host, srb, SRB_STATUS_ERROR);
         return;
-    };
-    let request = Request {
-        view: area.view(),
-        layout,
     };
     let Some(context) = request.context() else {
         complete(host, srb, SRB_STATUS_ERROR);
@@ -38,32 +33,53 @@ pub fn start_io<H: IoHost>(host: &H, mut srb: Srb) {
         .min(host.request_queues().saturating_sub(1));
     let readable = usize::from(context.readable.get());
     let writable = usize::from(context.writable.get());
-    // BuildIo wrote `readable + writable` segments to the scratch list, untouched since.
-    let Some(segments) = area.segments(readable + writable) else {
-        complete(host, srb, SRB_STATUS_ERROR);
-        return;
-    };
-    let (readable_segments, writable_segments) = segments.split_at(readable.min(segments.len()));
+    // SAFETY: `prepare` wrote `readable + writable` segments at the scratch list, which lies
+    // in this request's SRB extension, untouched since.
+    let segments = unsafe { core::slice::from_raw_parts(request.scratch(), readable + writable) };
+    let (readable_segments, writable_segments) = segments.split_at(readable);
     let indirect = if context.indirect_usable == 1 {
         // The table's bus address is the request's plus its offset: `prepare` checked the
         // whole span is contiguous.
-        area.view().part(
-            layout.indirect,
-            segments.len() * crate::sizing::DESCRIPTOR_LEN,
-            context.bus.get(),
-        )
+        Request::at(base, context.bus.get(), layout).and_then(|with_bus| {
+            with_bus.memory.sub(
+                layout.indirect,
+                segments.len() * crate::sizing::DESCRIPTOR_LEN,
+            )
+        })
     } else {
         None
     };
     let (outcome, notify) = {
         let mut guard = host.lock(queue);
-        let state = match (refusal(host, &context), guard.state()) {
-            (None, Some(state)) => state,
-            (refusal, _) => {
-                drop(guard);
-                complete(host, srb, refusal.unwrap_or(SRB_STATUS_ERROR));
-                return;
-            }
+        if host.is_stopped() {
+            // Stopped (ScsiStopAdapter until ScsiRestartAdapter): the device is reset and must
+            // not see the request. BUSY is retryable: StorPort resubmits it later. Checked
+            // under the queue lock, which the stop holds while it sets the flag, so no request
+            // reaches a ring after the stop took everything back.
+            drop(guard);
+            host.recovery()
+                .busy_while_stopped
+                .fetch_add(1, Ordering::Relaxed);
+            complete(host, srb, SRB_STATUS_BUSY);
+            return;
+        }
+        if host
+            .gone()
+            .contains(context.target, context.lun.get() as u8)
+            && !crate::events::reaches_absent_unit(context.opcode)
+        {
+            // Marked removed since BuildIo accepted it (a REMOVED event, or StorPort removing
+            // the unit: `crate::recovery::unit_control`). Read under the queue lock, under which a removal's scan
+            // of what is in flight looks at this ring too: a request is either on the ring for
+            // that scan (and taken back by its LUN reset) or refused here, never lost between.
+            drop(guard);
+            complete(host, srb, SRB_STATUS_NO_DEVICE);
+            return;
+        }
+        let Some(state) = guard.state() else {
+            drop(guard);
+            complete(host, srb, SRB_STATUS_ERROR);
+            return;
         };
         let added = add_with_reservation(
             host,
@@ -81,44 +97,29 @@ pub fn start_io<H: IoHost>(host: &H, mut srb: Srb) {
                 request.set_token(token.0);
                 request.set_sequence(sequence);
                 request.set_state(RequestState::InFlight);
-                let kick = state.ring.kick_prepare();
-                // The SRB now belongs to the ring; it is completed from the used ring or a
-                // reset, through the token the in-flight table keeps.
-                let handed = area.release().bind(srb);
-                let slots: &mut [Option<InFlightRequest>] =
-                    core::borrow::BorrowMut::borrow_mut(&mut state.in_flight);
-                match (handed, slots.get_mut(token.index())) {
-                    (Ok(in_flight), Some(slot)) => {
-                        *slot = Some(in_flight);
-                        (Ok(()), kick.then_some(state.notify_offset))
-                    }
-                    // BuildIo recorded this SRB in its area and the table has a slot per token,
-                    // so neither happens; were it so, the SRB completes with an error and the
-                    // request's used element, finding no SRB, resets the device.
-                    (Ok(in_flight), None) => (
-                        Err((
-                            false,
-                            in_flight.into_parts(layout.segments).map(|(srb, _, _)| srb),
-                        )),
-                        None,
-                    ),
-                    (Err(srb), _) => (Err((false, Some(srb))), None),
+                let requests: &mut [usize] =
+                    core::borrow::BorrowMut::borrow_mut(&mut state.requests);
+                if let Some(slot) = requests.get_mut(token.index()) {
+                    *slot = base;
                 }
+                let kick = state.ring.kick_prepare();
+                (Ok(()), kick.then_some(state.notify_offset))
             }
-            Err(error) => (
-                Err((matches!(error, QueueError::Full { .. }), Some(srb))),
-                None,
-            ),
+            Err(error) => (Err(error), None),
         }
     };
+    let counters = host.counters(queue);
     match outcome {
         Ok(()) => {
             if let Some(offset) = notify {
                 host.notify(queue, offset);
             }
+            // The SRB now belongs to the ring; it is completed from the used ring or a reset,
+            // through the pointer stored in the request's context.
+            srb.hand_over();
         }
-        Err((true, Some(srb))) => {
-            if let Some(counters) = host.counters(queue) {
+        Err(QueueError::Full { .. }) => {
+            if let Some(counters) = counters {
                 counters.queue_full.fetch_add(1, Ordering::Relaxed);
             }
             // The ring is full (or its room is kept for a larger request): StorPort sends the
@@ -129,36 +130,7 @@ pub fn start_io<H: IoHost>(host: &H, mut srb: Srb) {
             host.extension().busy(1);
             complete(host, srb, SRB_STATUS_BUSY);
         }
-        Err((false, Some(srb))) => complete(host, srb, SRB_STATUS_INVALID_REQUEST),
-        Err((_, None)) => {}
-    }
-}
-
-/// Why StartIo, under the queue lock, must not put a built request on the ring, as the SRB
-/// status to complete it with; `None` when it may go.
-fn refusal<H: IoHost>(host: &H, context: &RequestContext) -> Option<u8> {
-    if host.is_stopped() {
-        // Stopped (ScsiStopAdapter until ScsiRestartAdapter): the device is reset and must not
-        // see the request. BUSY is retryable: StorPort resubmits it later. Checked under the
-        // queue lock, which the stop holds while it sets the flag, so no request reaches a ring
-        // after the stop took everything back.
-        host.recovery()
-            .busy_while_stopped
-            .fetch_add(1, Ordering::Relaxed);
-        Some(SRB_STATUS_BUSY)
-    } else if host
-        .gone()
-        .contains(context.target, context.lun.get() as u8)
-        && !crate::events::reaches_absent_unit(context.opcode)
-    {
-        // Marked removed since BuildIo accepted it (a REMOVED event, or StorPort removing the
-        // unit: `crate::recovery::unit_control`). Read under the queue lock, under which a
-        // removal's scan of what is in flight looks at this ring too: a request is either on
-        // the ring for that scan (and taken back by its LUN reset) or refused here, never lost
-        // between.
-        Some(SRB_STATUS_NO_DEVICE)
-    } else {
-        None
+        Err(_) => complete(host, srb, SRB_STATUS_INVALID_REQUEST),
     }
 }
 

@@ -736,7 +736,5 @@ const _: () = assert!(
         && offset_of!(SrbExDataScsiCdb16, cdb) == offset_of!(SrbExDataScsiCdb32, cdb)
 );
 
-mod opcode;
-
 #[cfg(test)]
 mod tests;
