@@ -8,13 +8,13 @@
 //! |---|---|---|
 //! | entry | [`entry`] | `DriverEntry` and every `extern "system" fn hw_*` trampoline: each validates what StorPort passed, forms the safe context and calls the layer below; builds `HW_INITIALIZATION_DATA` and the [`storport::port::Callbacks`] table handed to bring-up |
 //! | bring-up | [`adapter`] | find-adapter, initialize, passive initialize, interrupt routing, the health timer, device resets, stop/restart; the adapter's state in the device extension |
-//! | I/O path | [`io`] | SRB -> virtio-scsi request (BuildIo), ring submission (StartIo), used ring -> SRB completion |
+//! | I/O path | [`io`] | SRB -> virtio-scsi request (BuildIo), ring submission (StartIo), used ring -> SRB completion; reaches the adapter only through [`io::IoHost`] |
 //! | recovery | [`recovery`] | task management (aborts, LUN/target resets, HwResetBus) and unit control |
 //! | events | [`events`] | the eventq and the configuration interrupt: hotplug, rescans, parameter changes |
 //! | WMI/IOCTL | [`control`] | `SRB_FUNCTION_WMI` and `IOCTL_SCSI_MINIPORT`, answered in BuildIo |
 //! | dump | [`dump`] | how the crash-dump stack is recognised and the adapter sized down for it |
 //! | observability | [`trace`] | the typed trace ring and counters readable from a crash dump |
-//! | shared state | [`counters`], [`in_flight`], [`ring_view`], [`luns`], [`limits`], [`registry`], [`identity`], [`srb_extension`] | the per-queue and recovery counters, a request on a ring as recovery sees it, a virtqueue as the eventq and controlq users drive it, the LUN table, StorPort limits derived from the device, registry parameters, the adapter's identity, the layout of one request in its SRB extension |
+//! | shared state | [`counters`], [`in_flight`], [`queue_state`], [`ring_view`], [`luns`], [`limits`], [`registry`], [`identity`], [`srb_extension`] | the per-queue and recovery counters, a request on a ring as recovery sees it, a request queue as the adapter and the I/O path share it (its ring, in-flight table, reservation and lock guard), a virtqueue as the eventq and controlq users drive it, the LUN table, StorPort limits derived from the device, registry parameters, the adapter's identity, the layout of one request in its SRB extension |
 //! | ground floor | [`sizing`] | the sizing constants every layer agrees on |
 //! | FFI floor | [`storport`] | StorPort's C types and imports, the safe wrappers over them ([`storport::port`]), the SRB views ([`storport::srb`]), the DMA/HAL glue ([`storport::dma`]) |
 #![cfg_attr(not(test), no_std)]
@@ -36,6 +36,7 @@ pub mod identity;
 pub mod in_flight;
 pub mod limits;
 pub mod luns;
+pub mod queue_state;
 pub mod registry;
 pub mod ring_view;
 pub mod srb_extension;

@@ -52,3 +52,9 @@ pub const TMF_SLOTS: usize = 16;
 
 /// Event buffers kept on the eventq (Linux's `virtio_scsi` keeps the same number).
 pub const EVENT_BUFFERS: usize = 8;
+
+/// The cache line size the per-queue tables are padded to: each queue's state, counters and
+/// DPC object is written on every I/O of that queue (the ring indices, the counters, the DPC's
+/// queue links), so no two queues may share a line, or the processors serving them would
+/// bounce it between their caches (false sharing).
+pub const CACHE_LINE: usize = 64;

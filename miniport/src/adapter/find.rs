@@ -14,13 +14,13 @@ use virtio_core::queue::{QueueFeatures, Slot};
 use virtio_core::scsi::{Limits, queue_index};
 
 use super::{
-    ADAPTER_MAGIC, Adapter, AdapterError, CACHE_LINE, QueueCounters, QueueDpc, QueueState,
-    RecoveryCounters, Ring,
+    ADAPTER_MAGIC, Adapter, AdapterError, CACHE_LINE, QueueCounters, QueueDpc, RecoveryCounters,
 };
 use crate::dump::{DumpMode, Sizing};
 use crate::events::EventQueue;
 use crate::limits::StorLimits;
 use crate::luns::{LunSlot, LunTable};
+use crate::queue_state::{QueueState, Ring};
 use crate::recovery::tmf::{TmfSlot, TmfTable};
 use crate::registry::{Parameters, Report, ValueOutcome};
 use crate::sizing::MAX_REQUEST_QUEUES;
@@ -440,7 +440,7 @@ impl Adapter {
                 requests,
                 notify_offset: 0,
                 index,
-                reservation: crate::io::room::Reservation::default(),
+                reservation: crate::queue_state::Reservation::default(),
             });
         }
         Ok(Self {

@@ -160,7 +160,7 @@ impl Adapter {
         };
         crate::recovery::tmf::drain_control(
             self,
-            guard.state().map(super::QueueState::ring_view),
+            guard.state().map(crate::queue_state::QueueState::ring_view),
             true,
         );
     }
@@ -181,7 +181,7 @@ impl Adapter {
             let Some(mut guard) = self.queue_under(held, queue) else {
                 return;
             };
-            if crate::io::drain(&mut guard) {
+            if crate::io::drain(self, &mut guard) {
                 // The device broke the protocol. The reset takes every queue lock, which an ISR
                 // holding one of them cannot do: StorPort's timer runs it right after, with no
                 // queue lock held.
@@ -197,7 +197,7 @@ impl Adapter {
         }
         let reset = {
             let mut guard = self.lock(queue);
-            crate::io::drain(&mut guard)
+            crate::io::drain(self, &mut guard)
         };
         if reset {
             self.reset_device(ResetCause::ProtocolViolation);

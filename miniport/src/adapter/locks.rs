@@ -1,11 +1,12 @@
-//! The queue locks as the adapter uses them: guards that carry the adapter and the request
-//! queue number along with the proof of the lock ([`crate::storport::queue_locks`], where
+//! The queue locks as the adapter uses them: guards that carry the request queue number along
+//! with the proof of the lock ([`crate::storport::queue_locks`], where
 //! which lock guards which virtqueue is decided).
 #![forbid(unsafe_code)]
 
 use virtio_core::scsi::queue_index;
 
-use super::{Adapter, QueueState, Transport};
+use super::Adapter;
+use crate::queue_state::{QueueGuard, QueueState, Transport};
 use crate::storport::queue_locks::{AllLocked, Guard, HeldByStorPort};
 
 /// Every queue's lock, held (StorPort's interrupt lock).
@@ -16,11 +17,7 @@ impl Adapter {
     /// modes).
     #[must_use]
     pub fn lock(&self, queue: u16) -> QueueGuard<'_> {
-        QueueGuard {
-            adapter: self,
-            queue,
-            inner: self.queues.lock(queue + queue_index::REQUEST_BASE),
-        }
+        QueueGuard::new(queue, self.queues.lock(queue + queue_index::REQUEST_BASE))
     }
 
     /// A guard for request queue `queue` under the lock StorPort holds for us (inside the ISR
@@ -31,24 +28,18 @@ impl Adapter {
         held: &'a mut HeldByStorPort,
         queue: u16,
     ) -> Option<QueueGuard<'a>> {
-        Some(QueueGuard {
-            adapter: self,
+        Some(QueueGuard::new(
             queue,
-            inner: self.queues.under(held, queue + queue_index::REQUEST_BASE)?,
-        })
+            self.queues.under(held, queue + queue_index::REQUEST_BASE)?,
+        ))
     }
 
     /// A guard for request queue `queue` under every queue's lock.
     pub(crate) fn queue_in<'a>(
-        &'a self,
         every_lock: &'a mut AllQueuesLocked<'_>,
         queue: u16,
     ) -> QueueGuard<'a> {
-        QueueGuard {
-            adapter: self,
-            queue,
-            inner: every_lock.guard(queue + queue_index::REQUEST_BASE),
-        }
+        QueueGuard::new(queue, every_lock.guard(queue + queue_index::REQUEST_BASE))
     }
 
     /// Locks the controlq (its MSI-X message lock, or the one lock of the other modes).
@@ -86,33 +77,6 @@ impl Adapter {
             Some(held) => self.queues.all_under(held),
             None => Some(self.queues.lock_all()),
         }
-    }
-}
-
-/// Proof that a request queue's lock is held; gives access to the queue's state.
-#[derive(Debug)]
-pub struct QueueGuard<'a> {
-    adapter: &'a Adapter,
-    queue: u16,
-    inner: Guard<'a, QueueState, Transport>,
-}
-
-impl<'a> QueueGuard<'a> {
-    /// The adapter.
-    #[must_use]
-    pub const fn adapter(&self) -> &'a Adapter {
-        self.adapter
-    }
-
-    /// The request queue number.
-    #[must_use]
-    pub const fn queue(&self) -> u16 {
-        self.queue
-    }
-
-    /// The queue's state.
-    pub fn state(&mut self) -> Option<&mut QueueState> {
-        self.inner.state()
     }
 }
 

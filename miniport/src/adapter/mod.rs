@@ -45,20 +45,19 @@
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use virtio_core::features::Features;
-use virtio_core::pci::{PciTransport, TransportError};
-use virtio_core::queue::packed::PackedQueue;
-use virtio_core::queue::split::SplitQueue;
-use virtio_core::queue::{Slot, Virtqueue};
+use virtio_core::pci::TransportError;
 use virtio_core::scsi::Limits;
 
 use crate::control::wmi_provider::{WmiContext, WmiHost};
 use crate::dump::DumpMode;
-use crate::events::{EventContext, EventQueue};
+use crate::events::{EventContext, EventQueue, GoneUnits};
+use crate::io::IoHost;
 use crate::io::device_identification::LunLocation;
 use crate::limits::StorLimits;
 use crate::luns::{LunSlot, LunTable};
+use crate::queue_state::{QueueState, Transport};
 use crate::recovery::tmf::{TmfSlot, TmfTable};
-use crate::ring_view::{Doorbell, RingView};
+use crate::ring_view::Doorbell;
 use crate::sizing::HEALTH_PERIOD_MICROSECONDS;
 use crate::storport::StorDpc;
 use crate::storport::dma::{Carved, StorPortRegisters, UncachedArena};
@@ -147,26 +146,6 @@ impl From<TransportError> for AdapterError {
     }
 }
 
-/// A ring of either layout, driven through the common trait.
-#[derive(Debug)]
-pub enum Ring {
-    /// Split virtqueue (virtio 1.x section 2.7).
-    Split(SplitQueue<Carved<Slot>>),
-    /// Packed virtqueue (virtio 1.x section 2.8).
-    Packed(PackedQueue<Carved<Slot>>),
-}
-
-impl QueueState {
-    /// The ring as the event queue and task management drive it.
-    pub fn ring_view(&mut self) -> RingView<'_> {
-        RingView {
-            queue: self.ring.queue(),
-            tokens: core::borrow::BorrowMut::borrow_mut(&mut self.requests),
-            notify_offset: self.notify_offset,
-        }
-    }
-}
-
 impl WmiHost for Adapter {
     fn wmi_context(&self) -> WmiContext<'_> {
         let counters: &[QueueCounters] = core::borrow::Borrow::borrow(&self.counters);
@@ -185,90 +164,95 @@ impl WmiHost for Adapter {
     }
 }
 
+impl IoHost for Adapter {
+    #[inline]
+    fn extension(&self) -> DeviceExtension {
+        self.extension
+    }
+
+    #[inline]
+    fn limits(&self) -> &StorLimits {
+        &self.limits
+    }
+
+    #[inline]
+    fn device_limits(&self) -> &Limits {
+        &self.device_limits
+    }
+
+    #[inline]
+    fn features(&self) -> Features {
+        self.features
+    }
+
+    #[inline]
+    fn request_queues(&self) -> u16 {
+        Self::request_queues(self)
+    }
+
+    #[inline]
+    fn queue_for_request(&self, srb: &crate::storport::srb::Srb) -> u16 {
+        Self::queue_for_request(self, srb)
+    }
+
+    #[inline]
+    fn lock(&self, queue: u16) -> QueueGuard<'_> {
+        Self::lock(self, queue)
+    }
+
+    #[inline]
+    fn notify(&self, queue: u16, offset: u64) {
+        Self::notify(self, queue, offset);
+    }
+
+    #[inline]
+    fn is_stopped(&self) -> bool {
+        Self::is_stopped(self)
+    }
+
+    #[inline]
+    fn keeps_reservations(&self) -> bool {
+        self.dump.is_none()
+    }
+
+    #[inline]
+    fn counters(&self, queue: u16) -> Option<&QueueCounters> {
+        Self::counters(self, queue)
+    }
+
+    #[inline]
+    fn recovery(&self) -> &RecoveryCounters {
+        &self.recovery
+    }
+
+    #[inline]
+    fn gone(&self) -> &GoneUnits<Carved<AtomicU64>> {
+        self.events.gone()
+    }
+
+    #[inline]
+    fn luns(&self) -> &LunTable<Carved<LunSlot>> {
+        &self.luns
+    }
+
+    #[inline]
+    fn location(&self, target: u8, lun: u16) -> LunLocation {
+        Self::location(self, target, lun)
+    }
+
+    #[inline]
+    fn tracer(&self) -> Tracer<'_> {
+        Self::tracer(self)
+    }
+}
+
 impl Doorbell for Adapter {
     fn notify_virtqueue(&self, index: u16, offset: u64) {
         Self::notify_virtqueue(self, index, offset);
     }
 }
 
-impl Ring {
-    /// The ring as the common trait.
-    pub fn queue(&mut self) -> &mut dyn Virtqueue {
-        match self {
-            Self::Split(queue) => queue,
-            Self::Packed(queue) => queue,
-        }
-    }
-
-    // The I/O path's ring calls, dispatched on the layout with static calls, which the
-    // compiler can inline into StartIo and the drain (through `queue()` each is an indirect
-    // call that inlines nothing).
-
-    /// [`Virtqueue::free_descriptors`].
-    #[must_use]
-    #[inline]
-    pub fn free_descriptors(&self) -> u16 {
-        match self {
-            Self::Split(queue) => queue.free_descriptors(),
-            Self::Packed(queue) => queue.free_descriptors(),
-        }
-    }
-
-    /// [`Virtqueue::add`].
-    ///
-    /// # Errors
-    /// As [`Virtqueue::add`].
-    #[inline]
-    pub fn add(
-        &mut self,
-        readable: &[virtio_core::hal::Segment],
-        writable: &[virtio_core::hal::Segment],
-        indirect: Option<&virtio_core::dma::DmaMemory>,
-    ) -> Result<virtio_core::queue::Token, virtio_core::queue::QueueError> {
-        match self {
-            Self::Split(queue) => queue.add(readable, writable, indirect),
-            Self::Packed(queue) => queue.add(readable, writable, indirect),
-        }
-    }
-
-    /// [`Virtqueue::kick_prepare`].
-    #[inline]
-    pub fn kick_prepare(&mut self) -> bool {
-        match self {
-            Self::Split(queue) => queue.kick_prepare(),
-            Self::Packed(queue) => queue.kick_prepare(),
-        }
-    }
-
-    /// [`Virtqueue::pop_used`].
-    ///
-    /// # Errors
-    /// As [`Virtqueue::pop_used`].
-    #[inline]
-    pub fn pop_used(
-        &mut self,
-    ) -> Result<Option<virtio_core::queue::UsedBuffer>, virtio_core::queue::DeviceError> {
-        match self {
-            Self::Split(queue) => queue.pop_used(),
-            Self::Packed(queue) => queue.pop_used(),
-        }
-    }
-
-    /// [`Virtqueue::enable_interrupts`].
-    #[inline]
-    pub fn enable_interrupts(&mut self) -> bool {
-        match self {
-            Self::Split(queue) => queue.enable_interrupts(),
-            Self::Packed(queue) => queue.enable_interrupts(),
-        }
-    }
-}
-
-/// The cache line size the per-queue tables are padded to: each queue's state, counters and
-/// DPC object is written on every I/O of that queue (the ring indices, the counters, the DPC's
-/// queue links), so no two queues may share a line, or the processors serving them would
-/// bounce it between their caches (false sharing).
-pub const CACHE_LINE: usize = 64;
+pub use crate::sizing::CACHE_LINE;
 
 /// A request queue's DPC object, alone on its cache lines ([`CACHE_LINE`]): the kernel writes
 /// its queue links each time StorPort issues it.
@@ -281,25 +265,6 @@ const _: () = assert!(
         && align_of::<QueueCounters>() == CACHE_LINE
         && align_of::<QueueDpc>() == CACHE_LINE
 );
-
-/// One virtqueue and the requests in flight on it, alone on its cache lines ([`CACHE_LINE`]).
-#[derive(Debug)]
-#[repr(align(64))]
-pub struct QueueState {
-    /// The ring.
-    pub ring: Ring,
-    /// SRB extension address of the request in flight for each token (0 when none).
-    pub requests: Carved<usize>,
-    /// Offset of the queue's notification address in the notify BAR.
-    pub notify_offset: u64,
-    /// The virtqueue index.
-    pub index: u16,
-    /// Room kept for a large request that found none (request queues only).
-    pub reservation: crate::io::room::Reservation,
-}
-
-/// The transport every queue shares.
-pub type Transport = PciTransport<StorPortRegisters>;
 
 /// The miniport's state for one adapter, constructed in the device extension by find-adapter.
 #[repr(C)]
@@ -521,8 +486,9 @@ mod locks;
 mod recovery;
 
 pub use crate::counters::{QueueCounters, RecoveryCounters};
+pub use crate::queue_state::QueueGuard;
 pub use crate::storport::queue_locks::InterruptMode;
-pub use locks::{AllQueuesLocked, QueueGuard, VirtqueueGuard};
+pub use locks::{AllQueuesLocked, VirtqueueGuard};
 
 #[cfg(test)]
 mod tests;

@@ -42,7 +42,7 @@ impl Adapter {
             let Some(mut guard) = self.queue_under(held, queue) else {
                 continue;
             };
-            broken |= crate::io::drain(&mut guard);
+            broken |= crate::io::drain(self, &mut guard);
             // The drain re-armed interrupts when it found the ring empty; polling needs none.
             if let Some(state) = guard.state() {
                 state.ring.queue().disable_interrupts();

@@ -8,10 +8,11 @@ use virtio_core::pci::DeviceStatus;
 use virtio_core::scsi::queue_index;
 
 use super::locks::AllQueuesLocked;
-use super::{Adapter, AdapterError, HEALTH_PERIOD, QueueState, RecoveryCounters};
+use super::{Adapter, AdapterError, HEALTH_PERIOD, RecoveryCounters};
 use crate::events::GoneUnits;
 use crate::in_flight::InFlight;
 use crate::luns::{LunSlot, LunTable};
+use crate::queue_state::QueueState;
 use crate::recovery::host::RecoveryHost;
 use crate::recovery::tmf::{Owner, TmfSlot, TmfTable};
 use crate::ring_view::RingView;
@@ -69,16 +70,16 @@ impl Adapter {
         let mut reset = false;
         for queue in 0..self.request_queues() {
             let mut guard = self.lock(queue);
-            reset |= crate::io::drain(&mut guard);
+            reset |= crate::io::drain(self, &mut guard);
         }
         reset
     }
 
     /// Calls `visit` for every request in flight, queue by queue, each under its lock.
-    pub fn for_each_in_flight(&self, mut visit: impl FnMut(&crate::io::InFlight)) {
+    pub fn for_each_in_flight(&self, mut visit: impl FnMut(&InFlight)) {
         for queue in 0..self.request_queues() {
             let mut guard = self.lock(queue);
-            crate::io::scan_in_flight(&mut guard, &mut visit);
+            crate::io::scan_in_flight(self, &mut guard, &mut visit);
         }
     }
 
@@ -137,7 +138,7 @@ impl Adapter {
             self.recovery
                 .lost_interrupts
                 .fetch_add(1, Ordering::Relaxed);
-            reset |= crate::io::drain(&mut guard);
+            reset |= crate::io::drain(self, &mut guard);
         }
         self.used_seen.store(seen, Ordering::Relaxed);
         if reset {
@@ -333,9 +334,9 @@ impl Adapter {
         // section 2.4), so the requests in flight can be handed back.
         let _ = every_lock.shared_mut().reset();
         for queue in 0..self.request_queues() {
-            let mut guard = self.queue_in(every_lock, queue);
-            crate::io::salvage(&mut guard);
-            crate::io::fail_in_flight(&mut guard);
+            let mut guard = Self::queue_in(every_lock, queue);
+            crate::io::salvage(self, &mut guard);
+            crate::io::fail_in_flight(self, &mut guard);
         }
         for index in 0..self.active_queues() {
             if let Some(state) = every_lock.state(index) {
@@ -355,18 +356,6 @@ impl Adapter {
         // resolve, each behind a compare-exchange), and it holds an SRB StorPort handed to
         // StartIo, validated by BuildIo and not completed since.
         unsafe { crate::io::complete_kept(self, owner.srb, owner.extended, status) };
-    }
-}
-
-/// A request the I/O path's scan reports, as recovery sees it.
-const fn in_flight_of(request: &crate::io::InFlight) -> InFlight {
-    InFlight {
-        queue: request.queue,
-        target: request.target,
-        lun: request.lun,
-        tag: request.tag,
-        srb: request.srb,
-        sequence: request.sequence,
     }
 }
 
@@ -427,8 +416,8 @@ impl RecoveryHost for Adapter {
         result
     }
 
-    fn for_each_in_flight(&self, mut visit: impl FnMut(&InFlight)) {
-        Self::for_each_in_flight(self, |request| visit(&in_flight_of(request)));
+    fn for_each_in_flight(&self, visit: impl FnMut(&InFlight)) {
+        Self::for_each_in_flight(self, visit);
     }
 
     fn poll_all(&self) -> bool {

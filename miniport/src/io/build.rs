@@ -8,10 +8,10 @@ use virtio_core::hal::Segment;
 use virtio_core::scsi::{CDB_SIZE, CmdReq, CmdResp, DataDirection, Lun};
 use zerocopy::IntoBytes;
 
+use super::IoHost;
 use super::{
     Built, Request, UNWRITTEN_RESPONSE_HEADER, complete, device_identification, request_base,
 };
-use crate::adapter::Adapter;
 use crate::luns::{self};
 use crate::srb_extension::{RequestContext, RequestState};
 use crate::storport::srb::{Srb, SrbError};
@@ -27,7 +27,7 @@ use crate::storport::{
 };
 
 /// HwBuildIo: validates the SRB and builds its request.
-pub fn build_io(adapter: &Adapter, parsed: Result<Srb, (Srb, SrbError)>) -> Built {
+pub fn build_io<H: IoHost>(host: &H, parsed: Result<Srb, (Srb, SrbError)>) -> Built {
     let mut srb = match parsed {
         Ok(srb) => srb,
         Err((srb, error)) => {
@@ -35,13 +35,13 @@ pub fn build_io(adapter: &Adapter, parsed: Result<Srb, (Srb, SrbError)>) -> Buil
                 SrbError::BadExtendedHeader { .. } => SRB_STATUS_BAD_SRB_BLOCK_LENGTH,
                 _ => SRB_STATUS_INVALID_REQUEST,
             };
-            complete(adapter, srb, status);
+            complete(host, srb, status);
             return Built::Completed;
         }
     };
     let function = srb.function();
     let status = if function == u32::from(SRB_FUNCTION_EXECUTE_SCSI) {
-        match prepare(adapter, &mut srb) {
+        match prepare(host, &mut srb) {
             Ok(()) => return Built::Ready(srb),
             Err(status) => status,
         }
@@ -57,7 +57,7 @@ pub fn build_io(adapter: &Adapter, parsed: Result<Srb, (Srb, SrbError)>) -> Buil
         return Built::Control(srb);
     } else if function == u32::from(SRB_FUNCTION_WMI) {
         // Answered here, completely: see `crate::control::wmi_provider` for why BuildIo.
-        crate::control::wmi_provider::handle(adapter, &mut srb)
+        crate::control::wmi_provider::handle(host, &mut srb)
     } else if function == u32::from(SRB_FUNCTION_IO_CONTROL) {
         // IOCTL_SCSI_MINIPORT, also answered here: see `crate::control::ioctl`.
         crate::control::ioctl::handle(&mut srb)
@@ -76,7 +76,7 @@ pub fn build_io(adapter: &Adapter, parsed: Result<Srb, (Srb, SrbError)>) -> Buil
     } else {
         SRB_STATUS_INVALID_REQUEST
     };
-    complete(adapter, srb, status);
+    complete(host, srb, status);
     Built::Completed
 }
 
@@ -136,9 +136,9 @@ pub(super) fn unspecified_direction(cdb: &[u8]) -> DataDirection {
     clippy::too_many_lines,
     reason = "one linear translation of an SRB into a request; splitting it scatters the checks"
 )]
-pub(super) fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
+pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     let address = srb.address();
-    let device = adapter.device_limits();
+    let device = host.device_limits();
     if address.path != 0 {
         return Err(SRB_STATUS_INVALID_PATH_ID);
     }
@@ -152,10 +152,7 @@ pub(super) fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
     let cdb_len = srb.cdb(&mut cdb).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
     // A unit the device reported removed is gone for Windows at once (see `crate::events`);
     // only the commands the device answers for an absent unit still reach it.
-    if adapter
-        .events()
-        .gone()
-        .contains(address.target, address.lun)
+    if host.gone().contains(address.target, address.lun)
         && !crate::events::reaches_absent_unit(cdb[0])
     {
         return Err(SRB_STATUS_NO_DEVICE);
@@ -180,13 +177,13 @@ pub(super) fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
         0
     };
 
-    let layout = adapter.limits().request;
+    let layout = host.limits().request;
     let extension = srb.extension() as usize;
     if extension == 0 {
         return Err(SRB_STATUS_INVALID_REQUEST);
     }
     let base = request_base(extension, &layout);
-    let port = adapter.extension();
+    let port = host.extension();
     // The SRB goes with its extension: under DMA remapping (an IOMMU) StorPort maps the SRB
     // extension for the device while it holds the SRB, and finds that logical address through
     // the SRB. Microsoft's storahci does the same ("SRB is needed for
@@ -224,7 +221,7 @@ pub(super) fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
     let data = if direction == DataDirection::None {
         &[][..]
     } else {
-        data_segments(adapter, srb, length)?
+        data_segments(host, srb, length)?
     };
     scratch.push(header)?;
     if direction == DataDirection::ToDevice {
@@ -241,7 +238,7 @@ pub(super) fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
     // set VIRTQ_DESC_F_INDIRECT otherwise) and the whole table contiguous in bus memory; without
     // either the request goes on the ring as a direct chain, which the limits are sized for.
     let indirect_len = count * crate::sizing::DESCRIPTOR_LEN;
-    let indirect_usable = adapter.features().contains(Features::INDIRECT_DESC)
+    let indirect_usable = host.features().contains(Features::INDIRECT_DESC)
         && (contiguous as usize) >= layout.indirect + indirect_len;
 
     let mut opcode_page = 0xFFFF;
@@ -255,7 +252,7 @@ pub(super) fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
         srb: (srb.raw().as_ptr() as u64).into(),
         data_length: length.into(),
         sense_capacity: sense_capacity.into(),
-        queue: adapter.queue_for_request(srb).into(),
+        queue: host.queue_for_request(srb).into(),
         token: 0.into(),
         state: RequestState::Built as u8,
         direction: match direction {
@@ -286,14 +283,14 @@ pub(super) fn prepare(adapter: &Adapter, srb: &mut Srb) -> Result<(), u8> {
 }
 
 /// The SRB's scatter/gather elements, checked against the adapter's limits.
-pub(super) fn data_segments<'a>(
-    adapter: &Adapter,
+pub(super) fn data_segments<'a, H: IoHost>(
+    host: &H,
     srb: &'a Srb,
     length: u32,
 ) -> Result<&'a [StorScatterGatherElement], u8> {
-    let elements = adapter
+    let elements = host
         .extension()
-        .scatter_gather_elements(srb, adapter.limits().max_segments)
+        .scatter_gather_elements(srb, host.limits().max_segments)
         .ok_or(SRB_STATUS_INVALID_REQUEST)?;
     if elements.is_empty() || length == 0 {
         return Err(SRB_STATUS_INVALID_REQUEST);

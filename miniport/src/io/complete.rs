@@ -7,9 +7,11 @@ use core::sync::atomic::Ordering;
 
 use virtio_core::scsi::{DataDirection, Disposition, Transfer, complete_command};
 
+use super::IoHost;
 use super::{RESPONSE_HEADER_LEN, Request, complete, device_identification};
-use crate::adapter::{Adapter, QueueGuard};
+use crate::in_flight::InFlight;
 use crate::luns::{Recorded, Snooped};
+use crate::queue_state::QueueGuard;
 use crate::srb_extension::{RequestContext, RequestState};
 use crate::storport::srb::Srb;
 use crate::storport::{
@@ -21,25 +23,25 @@ use crate::trace::{TraceEvent, ViolationKind};
 
 /// Drains the used ring of the guarded queue, completing each request; re-arms interrupts.
 /// Returns true if the device broke the protocol and must be reset (the violation is traced).
-pub fn drain(guard: &mut QueueGuard<'_>) -> bool {
-    drain_used(guard, true)
+pub fn drain<H: IoHost>(host: &H, guard: &mut QueueGuard<'_>) -> bool {
+    drain_used(host, guard, true)
 }
 
 /// During a device reset (the device already stopped): completes what the device had finished
 /// before it stopped, up to the first protocol violation. That violation is not traced again:
 /// it is the one that asked for this reset, or one the reset is about to clear anyway, and every
 /// request not salvaged here fails with SRB_STATUS_BUS_RESET.
-pub fn salvage(guard: &mut QueueGuard<'_>) {
-    let _ = drain_used(guard, false);
+pub fn salvage<H: IoHost>(host: &H, guard: &mut QueueGuard<'_>) {
+    let _ = drain_used(host, guard, false);
 }
 
 /// [`drain`], tracing the violation it stops at when `report`.
-pub(super) fn drain_used(guard: &mut QueueGuard<'_>, report: bool) -> bool {
-    let adapter = guard.adapter();
+pub(super) fn drain_used<H: IoHost>(host: &H, guard: &mut QueueGuard<'_>, report: bool) -> bool {
     let queue = guard.queue();
     let trace = |args: (u32, u64, u64)| {
         if report {
-            adapter.trace(TraceEvent::ProtocolViolation, queue, args);
+            host.tracer()
+                .trace(TraceEvent::ProtocolViolation, queue, args);
         }
     };
     let mut reset = false;
@@ -64,7 +66,7 @@ pub(super) fn drain_used(guard: &mut QueueGuard<'_>, report: bool) -> bool {
                     reset = true;
                     break;
                 }
-                if complete_used(adapter, queue, base, used.written, used.token.0) {
+                if complete_used(host, queue, base, used.written, used.token.0) {
                     trace((
                         ViolationKind::BadResponse as u32,
                         u64::from(used.token.0),
@@ -90,14 +92,14 @@ pub(super) fn drain_used(guard: &mut QueueGuard<'_>, report: bool) -> bool {
 
 /// Completes the request at `base` that the device used with `written` bytes. Returns true
 /// if the response broke the protocol (the device must be reset).
-pub(super) fn complete_used(
-    adapter: &Adapter,
+pub(super) fn complete_used<H: IoHost>(
+    host: &H,
     queue: u16,
     base: usize,
     written: u32,
     token: u16,
 ) -> bool {
-    let layout = adapter.limits().request;
+    let layout = host.limits().request;
     let Some(request) = Request::at(base, 0, layout) else {
         return true;
     };
@@ -115,7 +117,7 @@ pub(super) fn complete_used(
     // recorded when it validated it; it was in flight (state checked) and is completed
     // exactly once, here, after its state moved to Done.
     let mut srb = unsafe { Srb::from_layout(raw, context.srb_layout()) };
-    if let Some(counters) = adapter.counters(queue) {
+    if let Some(counters) = host.counters(queue) {
         counters.completions.fetch_add(1, Ordering::Relaxed);
     }
     let direction = match context.direction {
@@ -135,12 +137,11 @@ pub(super) fn complete_used(
     };
     let Some(mut response) = response else {
         srb.set_data_transfer_length(0);
-        complete(adapter, srb, SRB_STATUS_ERROR);
+        complete(host, srb, SRB_STATUS_ERROR);
         return true;
     };
     let outcome = complete_command(&response, &transfer);
-    let gone = adapter
-        .events()
+    let gone = host
         .gone()
         .contains(context.target, context.lun.get() as u8)
         && !crate::events::reaches_absent_unit(context.opcode);
@@ -150,7 +151,7 @@ pub(super) fn complete_used(
     if matches!(status, SRB_STATUS_SUCCESS | SRB_STATUS_DATA_OVERRUN)
         && context.vpd_page.get() == u16::from(device_identification::DEVICE_IDENTIFICATION)
         && context.opcode == device_identification::INQUIRY
-        && let Some(new_len) = synthesize_vpd(adapter, &srb, &context, transferred)
+        && let Some(new_len) = synthesize_vpd(host, &srb, &context, transferred)
     {
         transferred = new_len;
         if transferred == context.data_length.get() {
@@ -161,10 +162,10 @@ pub(super) fn complete_used(
         && direction == DataDirection::FromDevice
         && let Some(snooped) = Snooped::of(context.opcode, context.vpd_page.get())
     {
-        snoop(adapter, &srb, &context, snooped, transferred);
+        snoop(host, &srb, &context, snooped, transferred);
     }
     srb.set_data_transfer_length(transferred);
-    if let Some(counters) = adapter.counters(queue) {
+    if let Some(counters) = host.counters(queue) {
         counters.record_transfer(direction, transferred);
     }
     if outcome.autosense_valid && status != SRB_STATUS_NO_DEVICE && srb.sense_buffer().is_some() {
@@ -173,7 +174,7 @@ pub(super) fn complete_used(
         let wanted = outcome.sense(&response).len();
         if !request.read_sense(&mut response, wanted) {
             srb.set_data_transfer_length(0);
-            complete(adapter, srb, SRB_STATUS_ERROR);
+            complete(host, srb, SRB_STATUS_ERROR);
             return true;
         }
         let len = srb.copy_sense(outcome.sense(&response));
@@ -182,7 +183,7 @@ pub(super) fn complete_used(
     } else if status != SRB_STATUS_SUCCESS {
         srb.set_sense_length(0);
     }
-    complete(adapter, srb, status);
+    complete(host, srb, status);
     outcome.disposition.requires_device_reset()
 }
 
@@ -216,8 +217,8 @@ pub(super) fn srb_status(disposition: Disposition, gone: bool) -> u8 {
 /// Records in the LUN table what a successful `snooped` command returned: the first
 /// `transferred` bytes of its data buffer (after the VPD 0x83 synthesis, so the table keeps
 /// what Windows sees).
-pub(super) fn snoop(
-    adapter: &Adapter,
+pub(super) fn snoop<H: IoHost>(
+    host: &H,
     srb: &Srb,
     context: &RequestContext,
     snooped: Snooped,
@@ -232,7 +233,7 @@ pub(super) fn snoop(
     // `DataTransferLength` bytes (the posted length, at least `len`); the device finished
     // writing it (the request was used) and nothing writes it until the SRB is completed.
     let data = unsafe { core::slice::from_raw_parts(buffer.as_ptr(), len) };
-    let recorded = adapter
+    let recorded = host
         .luns()
         .observe(context.target, context.lun.get(), snooped, data);
     if snooped == Snooped::Answer(crate::luns::Answer::Inquiry)
@@ -243,13 +244,13 @@ pub(super) fn snoop(
         && let Ok(lun) = u8::try_from(context.lun.get())
     {
         // The unit answers INQUIRY as present again: it is back, event or not.
-        adapter.events().gone().clear(context.target, lun);
+        host.gone().clear(context.target, lun);
     }
 }
 
 /// Adds a designator to an empty VPD 0x83 answer; returns the new transferred length.
-pub(super) fn synthesize_vpd(
-    adapter: &Adapter,
+pub(super) fn synthesize_vpd<H: IoHost>(
+    host: &H,
     srb: &Srb,
     context: &RequestContext,
     transferred: u32,
@@ -260,15 +261,14 @@ pub(super) fn synthesize_vpd(
     // (STOR_MAP_NON_READ_WRITE_BUFFERS) and `DataBuffer` is valid for `DataTransferLength`
     // bytes; the device finished writing it (the request was used).
     let page = unsafe { core::slice::from_raw_parts_mut(buffer.as_ptr(), len) };
-    let location = adapter.location(context.target, context.lun.get());
+    let location = host.location(context.target, context.lun.get());
     device_identification::synthesize_designator(page, transferred as usize, location)
         .map(|n| n as u32)
 }
 
 /// Completes every request in flight on the guarded queue with SRB_STATUS_BUS_RESET after a
 /// device reset. The caller has reset the device.
-pub fn fail_in_flight(guard: &mut QueueGuard<'_>) {
-    let adapter = guard.adapter();
+pub fn fail_in_flight<H: IoHost>(host: &H, guard: &mut QueueGuard<'_>) {
     loop {
         let Some(state) = guard.state() else {
             return;
@@ -281,7 +281,7 @@ pub fn fail_in_flight(guard: &mut QueueGuard<'_>) {
         if base == 0 {
             continue;
         }
-        let layout = adapter.limits().request;
+        let layout = host.limits().request;
         let Some(request) = Request::at(base, 0, layout) else {
             continue;
         };
@@ -300,38 +300,22 @@ pub fn fail_in_flight(guard: &mut QueueGuard<'_>) {
         srb.set_data_transfer_length(0);
         // A request of a unit the device reported removed fails as that unit's do everywhere
         // else (NO_DEVICE), not with a retryable BUS_RESET whose retry would fail anyway.
-        let gone = adapter
-            .events()
+        let gone = host
             .gone()
             .contains(context.target, context.lun.get() as u8)
             && !crate::events::reaches_absent_unit(context.opcode);
-        complete(adapter, srb, srb_status(Disposition::BusReset, gone));
+        complete(host, srb, srb_status(Disposition::BusReset, gone));
     }
 }
 
-/// A request on a ring, as [`scan_in_flight`] reports it: what a task management function
-/// needs to decide whether it covers the request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InFlight {
-    /// Request queue (0-based).
-    pub queue: u16,
-    /// Target addressed.
-    pub target: u8,
-    /// LUN addressed.
-    pub lun: u16,
-    /// The tag the request header carries (the request's address; unique while in flight).
-    pub tag: u64,
-    /// The SRB's address.
-    pub srb: usize,
-    /// The queue's submission count when the request went on the ring.
-    pub sequence: u64,
-}
-
 /// Calls `visit` for every request in flight on the guarded queue.
-pub fn scan_in_flight(guard: &mut QueueGuard<'_>, mut visit: impl FnMut(&InFlight)) {
-    let adapter = guard.adapter();
+pub fn scan_in_flight<H: IoHost>(
+    host: &H,
+    guard: &mut QueueGuard<'_>,
+    mut visit: impl FnMut(&InFlight),
+) {
     let queue = guard.queue();
-    let layout = adapter.limits().request;
+    let layout = host.limits().request;
     let Some(state) = guard.state() else {
         return;
     };
@@ -365,7 +349,7 @@ pub fn scan_in_flight(guard: &mut QueueGuard<'_>, mut visit: impl FnMut(&InFligh
 /// `srb` is the address of an SRB StorPort handed this miniport, validated by BuildIo, not
 /// completed since, whose ownership the caller holds alone (it is completed exactly once,
 /// here); `extended` says whether it is an SRB_EX.
-pub unsafe fn complete_kept(adapter: &Adapter, srb: usize, extended: bool, status: u8) {
+pub unsafe fn complete_kept<H: IoHost>(host: &H, srb: usize, extended: bool, status: u8) {
     let Some(raw) = NonNull::new(srb as *mut ScsiRequestBlock) else {
         return;
     };
@@ -378,5 +362,5 @@ pub unsafe fn complete_kept(adapter: &Adapter, srb: usize, extended: bool, statu
     // SAFETY: the caller's contract; a layout without SCSI fields touches only the header,
     // whose shape `extended` names.
     let srb = unsafe { Srb::from_layout(raw, layout) };
-    complete(adapter, srb, status);
+    complete(host, srb, status);
 }

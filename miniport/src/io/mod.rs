@@ -14,7 +14,6 @@ use virtio_core::hal::Segment;
 use virtio_core::scsi::{CmdResp, Response};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
-use crate::adapter::Adapter;
 use crate::sizing::REQUEST_ALIGN;
 use crate::srb_extension::{CONTEXT_LEN, RequestContext, RequestLayout, RequestState};
 use crate::storport::srb::Srb;
@@ -22,7 +21,7 @@ use crate::storport::srb::Srb;
 mod build;
 mod complete;
 pub mod device_identification;
-pub mod room;
+mod host;
 mod submit;
 
 pub use build::build_io;
@@ -30,7 +29,8 @@ pub use build::build_io;
 use build::unspecified_direction;
 #[cfg(test)]
 use complete::srb_status;
-pub use complete::{InFlight, complete_kept, drain, fail_in_flight, salvage, scan_in_flight};
+pub use complete::{complete_kept, drain, fail_in_flight, salvage, scan_in_flight};
+pub use host::IoHost;
 pub use submit::start_io;
 
 /// Bytes of the response header the device must write for the response to be read at all
@@ -155,9 +155,9 @@ pub enum Built {
 }
 
 /// Completes `srb` with `status`.
-pub fn complete(adapter: &Adapter, mut srb: Srb, status: u8) {
+pub fn complete<H: IoHost>(host: &H, mut srb: Srb, status: u8) {
     srb.set_srb_status(status);
-    adapter.extension().complete_request(srb);
+    host.extension().complete_request(srb);
 }
 
 #[cfg(test)]

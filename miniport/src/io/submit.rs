@@ -7,8 +7,8 @@ use virtio_core::dma::DmaMemory;
 use virtio_core::hal::Segment;
 use virtio_core::queue::QueueError;
 
+use super::IoHost;
 use super::{Request, complete, request_base};
-use crate::adapter::Adapter;
 use crate::srb_extension::RequestState;
 use crate::storport::srb::Srb;
 use crate::storport::{
@@ -16,21 +16,21 @@ use crate::storport::{
 };
 
 /// HwStartIo for a prepared request: puts it on its queue's ring and notifies the device.
-pub fn start_io(adapter: &Adapter, srb: Srb) {
-    let layout = adapter.limits().request;
+pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
+    let layout = host.limits().request;
     let base = request_base(srb.extension() as usize, &layout);
     let Some(request) = Request::at(base, 0, layout) else {
-        complete(adapter, srb, SRB_STATUS_ERROR);
+        complete(host, srb, SRB_STATUS_ERROR);
         return;
     };
     let Some(context) = request.context() else {
-        complete(adapter, srb, SRB_STATUS_ERROR);
+        complete(host, srb, SRB_STATUS_ERROR);
         return;
     };
     let queue = context
         .queue
         .get()
-        .min(adapter.request_queues().saturating_sub(1));
+        .min(host.request_queues().saturating_sub(1));
     let readable = usize::from(context.readable.get());
     let writable = usize::from(context.writable.get());
     // SAFETY: `prepare` wrote `readable + writable` segments at the scratch list, which lies
@@ -50,22 +50,20 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
         None
     };
     let (outcome, notify) = {
-        let mut guard = adapter.lock(queue);
-        if adapter.is_stopped() {
+        let mut guard = host.lock(queue);
+        if host.is_stopped() {
             // Stopped (ScsiStopAdapter until ScsiRestartAdapter): the device is reset and must
             // not see the request. BUSY is retryable: StorPort resubmits it later. Checked
             // under the queue lock, which the stop holds while it sets the flag, so no request
             // reaches a ring after the stop took everything back.
             drop(guard);
-            adapter
-                .recovery()
+            host.recovery()
                 .busy_while_stopped
                 .fetch_add(1, Ordering::Relaxed);
-            complete(adapter, srb, SRB_STATUS_BUSY);
+            complete(host, srb, SRB_STATUS_BUSY);
             return;
         }
-        if adapter
-            .events()
+        if host
             .gone()
             .contains(context.target, context.lun.get() as u8)
             && !crate::events::reaches_absent_unit(context.opcode)
@@ -75,16 +73,16 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
             // of what is in flight looks at this ring too: a request is either on the ring for
             // that scan (and taken back by its LUN reset) or refused here, never lost between.
             drop(guard);
-            complete(adapter, srb, SRB_STATUS_NO_DEVICE);
+            complete(host, srb, SRB_STATUS_NO_DEVICE);
             return;
         }
         let Some(state) = guard.state() else {
             drop(guard);
-            complete(adapter, srb, SRB_STATUS_ERROR);
+            complete(host, srb, SRB_STATUS_ERROR);
             return;
         };
         let added = add_with_reservation(
-            adapter,
+            host,
             state,
             (readable_segments, writable_segments),
             indirect.as_ref(),
@@ -93,7 +91,7 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
             Ok(token) => {
                 // Counted, and numbered, before the lock drops: once it does, the request may
                 // complete (and be observed) before this processor runs another instruction.
-                let sequence = adapter.counters(queue).map_or(0, |counters| {
+                let sequence = host.counters(queue).map_or(0, |counters| {
                     counters.requests.fetch_add(1, Ordering::Relaxed)
                 });
                 request.set_token(token.0);
@@ -110,11 +108,11 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
             Err(error) => (Err(error), None),
         }
     };
-    let counters = adapter.counters(queue);
+    let counters = host.counters(queue);
     match outcome {
         Ok(()) => {
             if let Some(offset) = notify {
-                adapter.notify(queue, offset);
+                host.notify(queue, offset);
             }
             // The SRB now belongs to the ring; it is completed from the used ring or a reset,
             // through the pointer stored in the request's context.
@@ -129,21 +127,21 @@ pub fn start_io(adapter: &Adapter, srb: Srb) {
             // submitters do not spin on a full ring. ScsiStatus stays 0: QUEUE_FULL would tell
             // StorPort the unit's task set is full and make it lower the unit's queue depth,
             // while what is full is one of our rings (vioscsi sets it; we deliberately do not).
-            adapter.extension().busy(1);
-            complete(adapter, srb, SRB_STATUS_BUSY);
+            host.extension().busy(1);
+            complete(host, srb, SRB_STATUS_BUSY);
         }
-        Err(_) => complete(adapter, srb, SRB_STATUS_INVALID_REQUEST),
+        Err(_) => complete(host, srb, SRB_STATUS_INVALID_REQUEST),
     }
 }
 
 /// Puts a request's segments on the queue's ring, honouring the ring's reservation
-/// ([`crate::io::room`]): a request smaller than one that found no room is refused (as if the ring
+/// ([`crate::queue_state::room`]): a request smaller than one that found no room is refused (as if the ring
 /// were full) unless the reserved room stays free, and a request refused for room reserves it.
 /// The dump stack never holds more than one request and must not ask for the system time, so it
 /// keeps no reservations.
-pub(super) fn add_with_reservation(
-    adapter: &Adapter,
-    state: &mut crate::adapter::QueueState,
+pub(super) fn add_with_reservation<H: IoHost>(
+    host: &H,
+    state: &mut crate::queue_state::QueueState,
     (readable, writable): (&[Segment], &[Segment]),
     indirect: Option<&DmaMemory>,
 ) -> Result<virtio_core::queue::Token, QueueError> {
@@ -153,12 +151,12 @@ pub(super) fn add_with_reservation(
     } else {
         (readable.len() + writable.len()) as u16
     };
-    let reserves = adapter.dump_mode().is_none();
+    let reserves = host.keeps_reservations();
     let free = state.ring.free_descriptors();
     if reserves
         && !state
             .reservation
-            .admits(needed, free, || adapter.extension().system_time())
+            .admits(needed, free, || host.extension().system_time())
     {
         return Err(QueueError::Full { needed, free });
     }
@@ -168,7 +166,7 @@ pub(super) fn add_with_reservation(
             Ok(_) => state.reservation.admitted(needed),
             Err(QueueError::Full { .. }) => state
                 .reservation
-                .refused(needed, adapter.extension().system_time()),
+                .refused(needed, host.extension().system_time()),
             Err(_) => {}
         }
     }
