@@ -104,8 +104,19 @@ fn measure(ring: &'static str, depth: u32, indirect: bool) -> Result<Measurement
 }
 
 /// Builds the benchmark with the driver's optimisation settings and measures every
-/// configuration.
-pub fn bench(_: &[String]) -> Result<(), String> {
+/// configuration. `--miniport` measures only the two miniport rows of the summary (the
+/// iothread device, one processor, depths 1 and 32) with their profiles, and checks no budget:
+/// the quick loop while optimising the path.
+pub fn bench(args: &[String]) -> Result<(), String> {
+    let quick = match args {
+        [] => false,
+        [flag] if flag == "--miniport" => true,
+        _ => {
+            return Err(format!(
+                "bench: unknown arguments {args:?} (only --miniport)"
+            ));
+        }
+    };
     crate::util::ensure_tool("valgrind", "--version", "valgrind")?;
     run(cargo().args([
         "build",
@@ -114,6 +125,21 @@ pub fn bench(_: &[String]) -> Result<(), String> {
         "--package",
         "rvscsi-bench",
     ]))?;
+    if quick {
+        let paths = [1, 32]
+            .into_iter()
+            .map(|depth| {
+                miniport::measure(miniport::Row {
+                    device: miniport::Device::IoThread,
+                    processors: 1,
+                    depth,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        print_paths(&paths, &[]);
+        print_profiles(&paths);
+        return Ok(());
+    }
     let mut results = Vec::new();
     for ring in ["split", "packed", "peer"] {
         for indirect in [false, true] {
