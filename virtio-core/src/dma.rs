@@ -302,7 +302,17 @@ impl DmaMemory {
     /// One bounds check for the whole copy, then atomic stores: bytes up to the first 8-aligned
     /// offset, whole 64-bit words, then the tail. (Byte-at-a-time checked stores cost a
     /// miniport I/O about 4,000 instructions for its 200-odd header bytes.)
+    ///
+    /// Inlined, with the 8-aligned case (every request header, response and context the
+    /// miniport copies) apart: at a call site whose length is a constant the copy then unrolls
+    /// into its stores, with no loop and no alignment arithmetic. Either case makes the same
+    /// stores at the same sizes.
     #[must_use = "a false return means nothing was written"]
+    #[expect(
+        clippy::inline_always,
+        reason = "a bounds check and a branch; LLVM keeps it out of line at some call sites otherwise, and the constant length is lost"
+    )]
+    #[inline(always)]
     pub fn write_bytes(&self, offset: usize, bytes: &[u8]) -> bool {
         if offset
             .checked_add(bytes.len())
@@ -310,6 +320,19 @@ impl DmaMemory {
         {
             return false;
         }
+        if offset.is_multiple_of(8) {
+            self.write_aligned(offset, bytes);
+        } else {
+            self.write_unaligned(offset, bytes);
+        }
+        true
+    }
+
+    /// [`DmaMemory::write_bytes`] from an offset that is not 8-aligned: the bytes up to the
+    /// next 8-aligned offset one at a time, then the rest as from an aligned one. Out of line:
+    /// no copy on the I/O path starts there.
+    #[inline(never)]
+    fn write_unaligned(&self, offset: usize, bytes: &[u8]) {
         let head = (offset.next_multiple_of(8) - offset).min(bytes.len());
         let (first, rest) = bytes.split_at(head);
         let mut at = offset;
@@ -317,14 +340,26 @@ impl DmaMemory {
             self.unchecked::<1>(at).store_u8(byte);
             at += 1;
         }
-        let (words, tail) = rest.as_chunks::<8>();
+        if !rest.is_empty() {
+            self.write_aligned(at, rest);
+        }
+    }
+
+    /// Stores `bytes` at the 8-aligned `offset`, whose range the caller checked: whole 64-bit
+    /// words, then the tail in at most three naturally aligned stores (4, 2, 1 bytes).
+    #[expect(
+        clippy::inline_always,
+        reason = "the unrolled copy at constant-length call sites needs it inlined into write_bytes's callers"
+    )]
+    #[inline(always)]
+    fn write_aligned(&self, offset: usize, bytes: &[u8]) {
+        let mut at = offset;
+        let (words, tail) = bytes.as_chunks::<8>();
         for word in words {
             self.unchecked::<8>(at)
                 .store_u64(u64::from_le_bytes(*word), Ordering::Relaxed);
             at += 8;
         }
-        // `at` is 8-aligned here (or the head took every byte and the tail is empty), so the
-        // tail goes in at most three naturally aligned stores instead of up to seven bytes.
         let (quad, tail) = tail
             .split_first_chunk::<4>()
             .map_or((None, tail), |(q, t)| (Some(q), t));
@@ -344,13 +379,17 @@ impl DmaMemory {
         if let Some(&byte) = tail.first() {
             self.unchecked::<1>(at).store_u8(byte);
         }
-        true
     }
 
     /// Copies from the region at `offset` into `out` (responses, sense data). Returns `false`,
-    /// and copies nothing, if the range is out of bounds. Word-wise like
-    /// [`DmaMemory::write_bytes`].
+    /// and copies nothing, if the range is out of bounds. Word-wise and inlined like
+    /// [`DmaMemory::write_bytes`], with the same aligned case apart.
     #[must_use = "a false return means nothing was read"]
+    #[expect(
+        clippy::inline_always,
+        reason = "a bounds check and a branch; LLVM keeps it out of line at some call sites otherwise, and the constant length is lost"
+    )]
+    #[inline(always)]
     pub fn read_bytes(&self, offset: usize, out: &mut [u8]) -> bool {
         if offset
             .checked_add(out.len())
@@ -358,6 +397,18 @@ impl DmaMemory {
         {
             return false;
         }
+        if offset.is_multiple_of(8) {
+            self.read_aligned(offset, out);
+        } else {
+            self.read_unaligned(offset, out);
+        }
+        true
+    }
+
+    /// [`DmaMemory::read_bytes`] from an offset that is not 8-aligned (see
+    /// [`DmaMemory::write_unaligned`]).
+    #[inline(never)]
+    fn read_unaligned(&self, offset: usize, out: &mut [u8]) {
         let head = (offset.next_multiple_of(8) - offset).min(out.len());
         let (first, rest) = out.split_at_mut(head);
         let mut at = offset;
@@ -365,7 +416,21 @@ impl DmaMemory {
             *byte = self.unchecked::<1>(at).load_u8();
             at += 1;
         }
-        let (words, tail) = rest.as_chunks_mut::<8>();
+        if !rest.is_empty() {
+            self.read_aligned(at, rest);
+        }
+    }
+
+    /// Loads into `out` from the 8-aligned `offset`, whose range the caller checked, as
+    /// [`DmaMemory::write_aligned`] stores.
+    #[expect(
+        clippy::inline_always,
+        reason = "the unrolled copy at constant-length call sites needs it inlined into read_bytes's callers"
+    )]
+    #[inline(always)]
+    fn read_aligned(&self, offset: usize, out: &mut [u8]) {
+        let mut at = offset;
+        let (words, tail) = out.as_chunks_mut::<8>();
         for word in words {
             *word = self
                 .unchecked::<8>(at)
@@ -373,7 +438,6 @@ impl DmaMemory {
                 .to_le_bytes();
             at += 8;
         }
-        // As in `write_bytes`: an aligned tail in at most three loads.
         let tail = match tail.split_first_chunk_mut::<4>() {
             Some((quad, tail)) => {
                 *quad = self
@@ -399,7 +463,6 @@ impl DmaMemory {
         if let Some(byte) = tail.first_mut() {
             *byte = self.unchecked::<1>(at).load_u8();
         }
-        true
     }
 
     /// Zeroes the whole region.

@@ -92,14 +92,40 @@ pub struct WmiParameters {
     pub data_path: usize,
 }
 
-/// Where the SCSI fields of an SRB live, as byte offsets from the SRB's start.
+/// Where the SCSI fields of an SRB live, as byte offsets from the SRB's start: 16-bit, so an
+/// [`Srb`] is small enough to pass around in registers and a few stores (a block is only
+/// recorded if all its fields lie below 64 KiB, see [`RECORDED_BLOCK_LIMIT`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct ScsiFields {
-    scsi_status: usize,
-    sense_length: usize,
-    sense_buffer: usize,
-    cdb: usize,
-    cdb_length: u32,
+    scsi_status: u16,
+    sense_length: u16,
+    sense_buffer: u16,
+    cdb: u16,
+    /// At most [`CDB_SIZE`] in an SRB_EX (checked when parsed); 0 in a classic SRB, whose
+    /// length is read from the SRB when asked for.
+    cdb_length: u8,
+}
+
+/// Highest offset of an SRB_EX data block this view records (its SCSI or WMI block): every
+/// field of such a block then has a 16-bit offset. StorPort's SRB_EX are a few hundred bytes
+/// long; a block further out is refused as [`SrbError::BadDataBlock`] instead of being
+/// truncated.
+const RECORDED_BLOCK_LIMIT: u32 = u16::MAX as u32 - 256;
+const _: () = assert!(
+    size_of::<SrbExDataScsiCdb16>() <= 256
+        && size_of::<SrbExDataScsiCdb32>() <= 256
+        && size_of::<SrbExDataScsiCdbVar>() + CDB_SIZE <= 256
+        && size_of::<SrbExDataWmi>() <= 256
+);
+
+/// What [`Srb::parse_block`] records of one SRB_EX data block.
+enum Block {
+    /// A CDB block: where its SCSI fields are.
+    Scsi(ScsiFields),
+    /// An `SRBEX_DATA_WMI` block at this offset.
+    Wmi(u16),
+    /// A block read, if at all, by the function that uses it.
+    Other,
 }
 
 /// The shape of the SRB behind the pointer.
@@ -112,7 +138,7 @@ enum Shape {
     Extended {
         address: Address,
         scsi: Option<ScsiFields>,
-        wmi: Option<usize>,
+        wmi: Option<u16>,
     },
 }
 
@@ -139,11 +165,18 @@ pub struct Srb {
     shape: Shape,
 }
 
+/// A field offset of a structure, as the 16-bit offsets [`ScsiFields`] keep (checked at
+/// compile time where it is used in a constant).
+const fn field16(offset: usize) -> u16 {
+    assert!(offset <= u16::MAX as usize);
+    offset as u16
+}
+
 const CLASSIC_FIELDS: ScsiFields = ScsiFields {
-    scsi_status: offset_of!(ScsiRequestBlock, scsi_status),
-    sense_length: offset_of!(ScsiRequestBlock, sense_info_buffer_length),
-    sense_buffer: offset_of!(ScsiRequestBlock, sense_info_buffer),
-    cdb: offset_of!(ScsiRequestBlock, cdb),
+    scsi_status: field16(offset_of!(ScsiRequestBlock, scsi_status)),
+    sense_length: field16(offset_of!(ScsiRequestBlock, sense_info_buffer_length)),
+    sense_buffer: field16(offset_of!(ScsiRequestBlock, sense_info_buffer)),
+    cdb: field16(offset_of!(ScsiRequestBlock, cdb)),
     cdb_length: 0,
 };
 
@@ -246,79 +279,103 @@ impl Srb {
             let offset: u32 = self
                 .read_at(at, length)
                 .ok_or(SrbError::BadDataBlock { offset: u32::MAX })?;
-            let kind: u32 = self
-                .read_block(offset, length)
-                .ok_or(SrbError::BadDataBlock { offset })?;
-            let fields = match kind {
-                k if k == SrbExDataTypeScsiCdb16 => {
-                    let block: SrbExDataScsiCdb16 = self
-                        .read_block(offset, length)
-                        .ok_or(SrbError::BadDataBlock { offset })?;
-                    Some(Self::fixed_fields(offset, u32::from(block.cdb_length), 16)?)
-                }
-                k if k == SrbExDataTypeScsiCdb32 => {
-                    let block: SrbExDataScsiCdb32 = self
-                        .read_block(offset, length)
-                        .ok_or(SrbError::BadDataBlock { offset })?;
-                    Some(Self::fixed_fields(offset, u32::from(block.cdb_length), 32)?)
-                }
-                k if k == SrbExDataTypeScsiCdbVar => {
-                    let block: SrbExDataScsiCdbVar = self
-                        .read_block(offset, length)
-                        .ok_or(SrbError::BadDataBlock { offset })?;
-                    let cdb = offset as usize + offset_of!(SrbExDataScsiCdbVar, cdb);
-                    let cdb_length = block.cdb_length;
-                    if cdb_length == 0 || cdb_length as usize > CDB_SIZE {
-                        return Err(SrbError::CdbLength { len: cdb_length });
-                    }
-                    if cdb + cdb_length as usize > length as usize {
-                        return Err(SrbError::BadDataBlock { offset });
-                    }
-                    Some(ScsiFields {
-                        scsi_status: offset as usize + offset_of!(SrbExDataScsiCdbVar, scsi_status),
-                        sense_length: offset as usize
-                            + offset_of!(SrbExDataScsiCdbVar, sense_info_buffer_length),
-                        sense_buffer: offset as usize
-                            + offset_of!(SrbExDataScsiCdbVar, sense_info_buffer),
-                        cdb,
-                        cdb_length,
-                    })
-                }
-                k if k == SrbExDataTypeWmi => {
-                    // Aligned and inside `SrbLength` (read_block checks both), and as long as
-                    // the WDK says the block is: its fields are read later, at fixed offsets.
-                    let block: SrbExDataWmi = self
-                        .read_block(offset, length)
-                        .ok_or(SrbError::BadDataBlock { offset })?;
-                    if block.length < SRBEX_DATA_WMI_LENGTH {
-                        return Err(SrbError::BadDataBlock { offset });
-                    }
-                    wmi = Some(offset as usize);
-                    None
-                }
-                // Other blocks (PnP, power, I/O info, bidirectional address) are read by the
-                // functions that use them.
-                _ => None,
-            };
-            if fields.is_some() {
-                scsi = fields;
+            match self.parse_block(offset, length)? {
+                Block::Scsi(fields) => scsi = Some(fields),
+                Block::Wmi(block) => wmi = Some(block),
+                Block::Other => {}
             }
         }
         Ok(Shape::Extended { address, scsi, wmi })
     }
 
-    /// Offsets of the SCSI fields of a CDB16/CDB32 block at `offset`; they share one layout.
-    fn fixed_fields(offset: u32, cdb_length: u32, capacity: u32) -> Result<ScsiFields, SrbError> {
-        if cdb_length == 0 || cdb_length > capacity {
-            return Err(SrbError::CdbLength { len: cdb_length });
+    /// The SRB_EX data block at `offset` (read from the offsets array): what this view records
+    /// of it, validated against `length` (`SrbLength`).
+    fn parse_block(&self, offset: u32, length: u32) -> Result<Block, SrbError> {
+        let kind: u32 = self
+            .read_block(offset, length)
+            .ok_or(SrbError::BadDataBlock { offset })?;
+        let recorded = [
+            SrbExDataTypeScsiCdb16,
+            SrbExDataTypeScsiCdb32,
+            SrbExDataTypeScsiCdbVar,
+            SrbExDataTypeWmi,
+        ]
+        .contains(&kind);
+        if recorded && offset > RECORDED_BLOCK_LIMIT {
+            return Err(SrbError::BadDataBlock { offset });
         }
-        let base = offset as usize;
+        // Below RECORDED_BLOCK_LIMIT (when recorded), so every field offset of the block
+        // fits in 16 bits; the narrowing casts below are exact.
+        let base = offset as u16;
+        Ok(match kind {
+            k if k == SrbExDataTypeScsiCdb16 => {
+                let block: SrbExDataScsiCdb16 = self
+                    .read_block(offset, length)
+                    .ok_or(SrbError::BadDataBlock { offset })?;
+                Block::Scsi(Self::fixed_fields(base, block.cdb_length, 16)?)
+            }
+            k if k == SrbExDataTypeScsiCdb32 => {
+                let block: SrbExDataScsiCdb32 = self
+                    .read_block(offset, length)
+                    .ok_or(SrbError::BadDataBlock { offset })?;
+                Block::Scsi(Self::fixed_fields(base, block.cdb_length, 32)?)
+            }
+            k if k == SrbExDataTypeScsiCdbVar => {
+                let block: SrbExDataScsiCdbVar = self
+                    .read_block(offset, length)
+                    .ok_or(SrbError::BadDataBlock { offset })?;
+                let cdb = base + field16(offset_of!(SrbExDataScsiCdbVar, cdb));
+                let cdb_length = block.cdb_length;
+                let Some(cdb_length) = u8::try_from(cdb_length)
+                    .ok()
+                    .filter(|&len| len != 0 && usize::from(len) <= CDB_SIZE)
+                else {
+                    return Err(SrbError::CdbLength { len: cdb_length });
+                };
+                if u32::from(cdb) + u32::from(cdb_length) > length {
+                    return Err(SrbError::BadDataBlock { offset });
+                }
+                Block::Scsi(ScsiFields {
+                    scsi_status: base + field16(offset_of!(SrbExDataScsiCdbVar, scsi_status)),
+                    sense_length: base
+                        + field16(offset_of!(SrbExDataScsiCdbVar, sense_info_buffer_length)),
+                    sense_buffer: base
+                        + field16(offset_of!(SrbExDataScsiCdbVar, sense_info_buffer)),
+                    cdb,
+                    cdb_length,
+                })
+            }
+            k if k == SrbExDataTypeWmi => {
+                // Aligned and inside `SrbLength` (read_block checks both), and as long as
+                // the WDK says the block is: its fields are read later, at fixed offsets.
+                let block: SrbExDataWmi = self
+                    .read_block(offset, length)
+                    .ok_or(SrbError::BadDataBlock { offset })?;
+                if block.length < SRBEX_DATA_WMI_LENGTH {
+                    return Err(SrbError::BadDataBlock { offset });
+                }
+                Block::Wmi(base)
+            }
+            // Other blocks (PnP, power, I/O info, bidirectional address) are read by the
+            // functions that use them.
+            _ => Block::Other,
+        })
+    }
+
+    /// Offsets of the SCSI fields of a CDB16/CDB32 block at `base` (at most
+    /// [`RECORDED_BLOCK_LIMIT`]); they share one layout.
+    fn fixed_fields(base: u16, cdb_length: u8, capacity: u8) -> Result<ScsiFields, SrbError> {
+        if cdb_length == 0 || cdb_length > capacity {
+            return Err(SrbError::CdbLength {
+                len: u32::from(cdb_length),
+            });
+        }
         // The two layouts are the same up to the CDB array (asserted at the end of this file).
         Ok(ScsiFields {
-            scsi_status: base + offset_of!(SrbExDataScsiCdb16, scsi_status),
-            sense_length: base + offset_of!(SrbExDataScsiCdb16, sense_info_buffer_length),
-            sense_buffer: base + offset_of!(SrbExDataScsiCdb16, sense_info_buffer),
-            cdb: base + offset_of!(SrbExDataScsiCdb16, cdb),
+            scsi_status: base + field16(offset_of!(SrbExDataScsiCdb16, scsi_status)),
+            sense_length: base + field16(offset_of!(SrbExDataScsiCdb16, sense_info_buffer_length)),
+            sense_buffer: base + field16(offset_of!(SrbExDataScsiCdb16, sense_info_buffer)),
+            cdb: base + field16(offset_of!(SrbExDataScsiCdb16, cdb)),
             cdb_length,
         })
     }
@@ -327,14 +384,11 @@ impl Srb {
     #[must_use]
     pub fn layout(&self) -> SrbLayout {
         let fields = self.scsi_fields();
-        let at = |pick: fn(&ScsiFields) -> usize| {
-            fields.map_or(0, |f| u16::try_from(pick(&f)).unwrap_or(0))
-        };
         SrbLayout {
             extended: self.is_extended(),
-            scsi_status: at(|f| f.scsi_status),
-            sense_length: at(|f| f.sense_length),
-            sense_buffer: at(|f| f.sense_buffer),
+            scsi_status: fields.map_or(0, |f| f.scsi_status),
+            sense_length: fields.map_or(0, |f| f.sense_length),
+            sense_buffer: fields.map_or(0, |f| f.sense_buffer),
         }
     }
 
@@ -377,9 +431,9 @@ impl Srb {
                 None
             } else {
                 Some(ScsiFields {
-                    scsi_status: layout.scsi_status as usize,
-                    sense_length: layout.sense_length as usize,
-                    sense_buffer: layout.sense_buffer as usize,
+                    scsi_status: layout.scsi_status,
+                    sense_length: layout.sense_length,
+                    sense_buffer: layout.sense_buffer,
                     cdb: 0,
                     cdb_length: 0,
                 })
@@ -554,9 +608,9 @@ impl Srb {
             Shape::Extended {
                 wmi: Some(block), ..
             } => (
-                block + offset_of!(SrbExDataWmi, wmi_sub_function),
-                block + offset_of!(SrbExDataWmi, wmi_flags),
-                block + offset_of!(SrbExDataWmi, data_path),
+                usize::from(block) + offset_of!(SrbExDataWmi, wmi_sub_function),
+                usize::from(block) + offset_of!(SrbExDataWmi, wmi_flags),
+                usize::from(block) + offset_of!(SrbExDataWmi, data_path),
             ),
             Shape::Extended { wmi: None, .. } => return None,
         };
@@ -609,7 +663,7 @@ impl Srb {
     fn scsi_fields(&self) -> Option<ScsiFields> {
         match self.shape {
             Shape::Classic => Some(ScsiFields {
-                cdb_length: u32::from(self.read_u8(offset_of!(ScsiRequestBlock, cdb_length))),
+                cdb_length: self.read_u8(offset_of!(ScsiRequestBlock, cdb_length)),
                 ..CLASSIC_FIELDS
             }),
             Shape::Extended { scsi, .. } => scsi,
@@ -623,7 +677,7 @@ impl Srb {
     /// SRB's own array or than virtio-scsi carries.
     pub fn cdb(&self, out: &mut [u8; CDB_SIZE]) -> Result<usize, SrbError> {
         let fields = self.scsi_fields().ok_or(SrbError::CdbLength { len: 0 })?;
-        let len = fields.cdb_length as usize;
+        let len = usize::from(fields.cdb_length);
         let capacity = if matches!(self.shape, Shape::Classic) {
             16
         } else {
@@ -631,7 +685,7 @@ impl Srb {
         };
         if len == 0 || len > capacity {
             return Err(SrbError::CdbLength {
-                len: fields.cdb_length,
+                len: u32::from(fields.cdb_length),
             });
         }
         // One read of the whole CDB array (16 bytes in an SRB or a CDB16 block, 32 in a CDB32
@@ -640,12 +694,18 @@ impl Srb {
         let mut bytes = [0u8; CDB_SIZE];
         let Some(head) = bytes.get_mut(..len) else {
             return Err(SrbError::CdbLength {
-                len: fields.cdb_length,
+                len: u32::from(fields.cdb_length),
             });
         };
         // SAFETY: `fields.cdb .. fields.cdb + len` lies inside the validated SRB (the fixed CDB
         // array, or a CDB block checked against SrbLength); the copy is bytewise.
-        unsafe { core::ptr::copy_nonoverlapping(self.at(fields.cdb), head.as_mut_ptr(), len) };
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                self.at(usize::from(fields.cdb)),
+                head.as_mut_ptr(),
+                len,
+            );
+        };
         *out = bytes;
         Ok(len)
     }
@@ -654,8 +714,8 @@ impl Srb {
     #[must_use]
     pub fn sense_buffer(&self) -> Option<(NonNull<u8>, u8)> {
         let fields = self.scsi_fields()?;
-        let len = self.read_u8(fields.sense_length);
-        let buffer = NonNull::new(self.read_ptr(fields.sense_buffer).cast::<u8>())?;
+        let len = self.read_u8(usize::from(fields.sense_length));
+        let buffer = NonNull::new(self.read_ptr(usize::from(fields.sense_buffer)).cast::<u8>())?;
         (len > 0).then_some((buffer, len))
     }
 
@@ -691,14 +751,14 @@ impl Srb {
     /// Sets `SenseInfoBufferLength` to the bytes of sense written.
     pub fn set_sense_length(&mut self, len: u8) {
         if let Some(fields) = self.scsi_fields() {
-            self.write_u8(fields.sense_length, len);
+            self.write_u8(usize::from(fields.sense_length), len);
         }
     }
 
     /// Sets the SCSI status byte.
     pub fn set_scsi_status(&mut self, status: u8) {
         if let Some(fields) = self.scsi_fields() {
-            self.write_u8(fields.scsi_status, status);
+            self.write_u8(usize::from(fields.scsi_status), status);
         }
     }
 

@@ -2,7 +2,9 @@
 //! kick and interrupt counts, for our split and packed rings and for rcore-os virtio-drivers;
 //! then the miniport path (the real miniport under the StorPort simulator, see [`miniport`])
 //! against the QEMU-like iothread device (1 and 4 processors) and the inline device, with the
-//! heaviest functions per I/O; last the `bench-summary:` line.
+//! heaviest functions per I/O; last the `bench-summary:` line. `cargo xtask bench --miniport`
+//! runs only the summary's two miniport rows (about a minute), for the loop of optimising the
+//! path.
 //!
 //! Instruction counts are deterministic for a given binary, so they are printed, never timed.
 //! The job fails on a stall (a lost kick or interrupt re-arm, reported by the benchmark
@@ -104,8 +106,19 @@ fn measure(ring: &'static str, depth: u32, indirect: bool) -> Result<Measurement
 }
 
 /// Builds the benchmark with the driver's optimisation settings and measures every
-/// configuration.
-pub fn bench(_: &[String]) -> Result<(), String> {
+/// configuration. `--miniport` measures only the two miniport rows of the summary (the
+/// iothread device, one processor, depths 1 and 32) with their profiles, and checks no budget:
+/// the quick loop while optimising the path.
+pub fn bench(args: &[String]) -> Result<(), String> {
+    let quick = match args {
+        [] => false,
+        [flag] if flag == "--miniport" => true,
+        _ => {
+            return Err(format!(
+                "bench: unknown arguments {args:?} (only --miniport)"
+            ));
+        }
+    };
     crate::util::ensure_tool("valgrind", "--version", "valgrind")?;
     run(cargo().args([
         "build",
@@ -114,6 +127,9 @@ pub fn bench(_: &[String]) -> Result<(), String> {
         "--package",
         "rvscsi-bench",
     ]))?;
+    if quick {
+        return summary_miniport_rows();
+    }
     let mut results = Vec::new();
     for ring in ["split", "packed", "peer"] {
         for indirect in [false, true] {
@@ -191,6 +207,24 @@ pub fn bench(_: &[String]) -> Result<(), String> {
     if !over.is_empty() {
         return Err(format!("over budget: {}", over.join("; ")));
     }
+    Ok(())
+}
+
+/// `--miniport`: the two miniport rows of the summary (the iothread device, one processor,
+/// depths 1 and 32), their table and profiles; no budget is checked.
+fn summary_miniport_rows() -> Result<(), String> {
+    let paths = [1, 32]
+        .into_iter()
+        .map(|depth| {
+            miniport::measure(miniport::Row {
+                device: miniport::Device::IoThread,
+                processors: 1,
+                depth,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    print_paths(&paths, &[]);
+    print_profiles(&paths);
     Ok(())
 }
 

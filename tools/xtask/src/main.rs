@@ -54,7 +54,7 @@ const JOBS: &[Job] = &[
     },
     Job {
         name: "bench",
-        help: "ring benchmark: instructions (callgrind), kicks and interrupts per I/O vs virtio-drivers",
+        help: "ring and miniport path benchmarks: instructions (callgrind), kicks and interrupts per I/O; --miniport: only the summary's miniport rows",
         run: bench::bench,
     },
     Job {

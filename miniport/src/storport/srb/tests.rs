@@ -433,3 +433,48 @@ proptest::proptest! {
         }
     }
 }
+
+/// The `extended` SRB with its CDB16 block moved to `offset` in an SRB of `offset + 64` bytes.
+fn extended_with_cdb_at(sense: &mut [u8; 32], offset: u32) -> Buffer {
+    let near = extended(sense);
+    let total = offset as usize + 64;
+    let mut buffer = Buffer::new(total);
+    let block_len = size_of::<SrbExDataScsiCdb16>();
+    for at in (0..144 + block_len).step_by(8) {
+        let word: u64 = near.get(at);
+        let to = if at < 144 {
+            at
+        } else {
+            offset as usize + at - 144
+        };
+        buffer.put(to, word);
+    }
+    buffer.put(offset_of!(StorageRequestBlock, srb_length), total as u32);
+    buffer.put(offset_of!(StorageRequestBlock, srb_ex_data_offset), offset);
+    buffer
+}
+
+#[test]
+fn scsi_blocks_are_recorded_only_below_the_16_bit_offset_limit() {
+    let mut sense = [0u8; 32];
+    // Far out but within the limit: read like the near one.
+    let mut buffer = extended_with_cdb_at(&mut sense, RECORDED_BLOCK_LIMIT & !7);
+    let srb = view(&mut buffer).unwrap();
+    let mut cdb = [0u8; CDB_SIZE];
+    assert_eq!(srb.cdb(&mut cdb), Ok(16));
+    assert_eq!(cdb[0], 0x8A);
+    assert_eq!(srb.sense_buffer().map(|(_, len)| len), Some(20));
+    let layout = srb.layout();
+    assert_eq!(
+        usize::from(layout.sense_length),
+        (RECORDED_BLOCK_LIMIT & !7) as usize
+            + offset_of!(SrbExDataScsiCdb16, sense_info_buffer_length)
+    );
+    // Past it: refused, not recorded with truncated offsets.
+    let past = (RECORDED_BLOCK_LIMIT + 8) & !7;
+    let mut buffer = extended_with_cdb_at(&mut sense, past);
+    assert_eq!(
+        view(&mut buffer).err(),
+        Some(SrbError::BadDataBlock { offset: past })
+    );
+}
