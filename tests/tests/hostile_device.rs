@@ -244,3 +244,21 @@ fn an_unanswered_task_management_request_ends_at_the_deadline_of_the_machine_clo
         machine.finish();
     }
 }
+
+/// Inputs the fuzz campaign found breaking an invariant, replayed (each names what broke):
+/// - `packed-lie-ahead-of-avail.bin` (campaign of 2026-12-07): on the packed ring, a visible
+///   lie moved the device's used position past its available one, and a later invisible lie
+///   written there looked available; the device then took its own lie for the driver's next
+///   buffer and blamed the driver (`MalformedChain { IndirectWithNext }`). The device model now
+///   keeps an invisible lie from looking available at any slot.
+#[test]
+fn inputs_that_once_broke_an_invariant_keep_every_invariant() {
+    for (name, input) in [(
+        "packed-lie-ahead-of-avail.bin",
+        &include_bytes!("data/hostile/packed-lie-ahead-of-avail.bin")[..],
+    )] {
+        eprintln!("{name}: running");
+        let figures = run(input);
+        eprintln!("{name}: {figures:?}");
+    }
+}

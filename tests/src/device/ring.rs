@@ -437,14 +437,21 @@ impl DeviceRing {
                 {
                     return false;
                 }
-                // Unseen by the driver, the slot the device reads next must not look available
-                // either: the device would take its own lie for the driver's buffer.
+                // Unseen by the driver, the slot must not look available to the device either,
+                // or the device would take its own lie for a driver's buffer when its reading
+                // reaches the slot. Earlier lies may have moved the used position past the
+                // available one, so that is any slot, not only the next one the device reads:
+                // it reads a slot at or past `next_avail` in this lap, one before it in the
+                // next. Flipping both bits makes AVAIL differ from USED (never used for the
+                // driver) and from that lap's wrap (never available for the device).
                 let (next_avail, avail_wrap) = device.next_avail();
-                let flags = if !visible
-                    && position == next_avail
-                    && PackedDevice::is_available(flags, avail_wrap)
-                {
-                    flags ^ DESC_F_USED
+                let read_wrap = if position >= next_avail {
+                    avail_wrap
+                } else {
+                    !avail_wrap
+                };
+                let flags = if !visible && PackedDevice::is_available(flags, read_wrap) {
+                    flags ^ (DESC_F_AVAIL | DESC_F_USED)
                 } else {
                     flags
                 };
