@@ -251,12 +251,14 @@ fn an_unanswered_task_management_request_ends_at_the_deadline_of_the_machine_clo
 ///   written there looked available; the device then took its own lie for the driver's next
 ///   buffer and blamed the driver (`MalformedChain { IndirectWithNext }`). The device model now
 ///   keeps an invisible lie from looking available at any slot.
+const FOUND_BY_THE_CAMPAIGN: &[(&str, &[u8])] = &[(
+    "packed-lie-ahead-of-avail.bin",
+    include_bytes!("data/hostile/packed-lie-ahead-of-avail.bin"),
+)];
+
 #[test]
 fn inputs_that_once_broke_an_invariant_keep_every_invariant() {
-    for (name, input) in [(
-        "packed-lie-ahead-of-avail.bin",
-        &include_bytes!("data/hostile/packed-lie-ahead-of-avail.bin")[..],
-    )] {
+    for (name, input) in FOUND_BY_THE_CAMPAIGN {
         eprintln!("{name}: running");
         let figures = run(input);
         eprintln!("{name}: {figures:?}");
