@@ -117,7 +117,8 @@ pub(super) fn complete_used<H: IoHost>(
         return true;
     }
     request.set_state(RequestState::Done);
-    if let Some(counters) = host.counters(queue) {
+    let counters = host.counters(queue);
+    if let Some(counters) = counters {
         counters.completions.fetch_add(1, Ordering::Relaxed);
     }
     let direction = match context.direction {
@@ -165,7 +166,7 @@ pub(super) fn complete_used<H: IoHost>(
         snoop(host, &srb, &context, snooped, transferred);
     }
     srb.set_data_transfer_length(transferred);
-    if let Some(counters) = host.counters(queue) {
+    if let Some(counters) = counters {
         counters.record_transfer(direction, transferred);
     }
     if outcome.autosense_valid && status != SRB_STATUS_NO_DEVICE && srb.sense_buffer().is_some() {
