@@ -224,7 +224,16 @@ pub unsafe extern "system" fn hw_build_io(
     let parsed = unsafe { crate::storport::srb::Srb::from_raw(srb) };
     match io::build_io(adapter, parsed) {
         Built::Ready(srb) | Built::Control(srb) => {
-            // StartIo finds everything in the SRB and its extension.
+            // StartIo finds everything in the SRB and its extension. It puts an EXECUTE_SCSI
+            // request on a ring from the request's area, whose record must be this SRB's,
+            // written by this BuildIo (`storport::request`): one whose view did not write it is
+            // completed instead.
+            if !srb.is_recorded()
+                && srb.function() == u32::from(crate::storport::SRB_FUNCTION_EXECUTE_SCSI)
+            {
+                io::complete(adapter, srb, crate::storport::SRB_STATUS_ERROR);
+                return FALSE;
+            }
             srb.hand_over();
             TRUE
         }

@@ -16,7 +16,7 @@
 //! | observability | [`trace`] | the typed trace ring and counters readable from a crash dump |
 //! | shared state | [`counters`], [`in_flight`], [`queue_state`], [`ring_view`], [`luns`], [`limits`], [`registry`], [`identity`], [`srb_extension`] | the per-queue and recovery counters, a request on a ring as recovery sees it, a request queue as the adapter and the I/O path share it (its ring, in-flight table, reservation and lock guard), a virtqueue as the eventq and controlq users drive it, the LUN table, StorPort limits derived from the device, registry parameters, the adapter's identity, the layout of one request in its SRB extension |
 //! | ground floor | [`sizing`] | the sizing constants every layer agrees on |
-//! | FFI floor | [`storport`] | StorPort's C types and imports, the safe wrappers over them ([`storport::port`]), the SRB views ([`storport::srb`]), the DMA/HAL glue ([`storport::dma`]) |
+//! | FFI floor | [`storport`] | StorPort's C types and imports, the safe wrappers over them ([`storport::port`]), the SRB views ([`storport::srb`]), the SRBs held without a view (a request's area in its SRB extension, the in-flight token, task management's kept SRB, mapped data buffers: [`storport::request`]), the DMA/HAL glue ([`storport::dma`]) |
 #![cfg_attr(not(test), no_std)]
 // How WinDbg's `dx` shows the trace ring, the counters and the recovery state: rustc passes the
 // file to the linker, which embeds it in the PDB (see docs/windbg.md).

@@ -12,6 +12,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::sizing::HEADER_DESCRIPTORS;
 use crate::sizing::{DESCRIPTOR_LEN, REQUEST_ALIGN};
+use crate::storport::request::{AreaShape, SRB_RECORD_LEN};
 
 /// Lifecycle of a request, kept in its context so a completion for a request that is not in
 /// flight is caught instead of completing an SRB twice.
@@ -39,14 +40,12 @@ impl RequestState {
     }
 }
 
-/// Driver-private bookkeeping at the start of every SRB extension. Plain bytes (the SRB
-/// pointer is stored as an integer), read and written through the extension's `DmaMemory`
+/// Driver-private bookkeeping at the start of every request, after the SRB record the FFI floor
+/// keeps ([`crate::storport::request`]). Plain bytes, read and written through the request's
 /// view, so every access is bounds-checked.
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct RequestContext {
-    /// Address of the SRB this request belongs to.
-    pub srb: U64,
     /// Data bytes posted (the SRB's `DataTransferLength` at submission).
     pub data_length: U32,
     /// Sense bytes the SRB can take (0 when it has no sense buffer or disables autosense).
@@ -75,14 +74,9 @@ pub struct RequestContext {
     pub writable: U16,
     /// Whether the indirect table is physically contiguous and may be used.
     pub indirect_usable: u8,
-    /// 1 if the SRB is an SRB_EX (the recorded [`crate::storport::srb::SrbLayout`]).
-    pub srb_extended: u8,
-    /// Offset of the SRB's SCSI status byte (0: none).
-    pub scsi_status_at: U16,
-    /// Offset of the SRB's sense length byte (0: none).
-    pub sense_length_at: U16,
-    /// Offset of the SRB's sense buffer pointer (0: none).
-    pub sense_buffer_at: U16,
+    /// Keeps `bus` and `sequence` 8-aligned (the context starts 16-aligned, after the floor's
+    /// SRB record), as the single-word stores of `sequence` need.
+    pub reserved: [u8; 7],
     /// Bus address of the request's aligned start (valid for the contiguous parts), so
     /// StartIo needs no second translation.
     pub bus: U64,
@@ -91,20 +85,14 @@ pub struct RequestContext {
     /// count it snapshotted before it was sent (see [`crate::recovery::tmf`]).
     pub sequence: U64,
 }
-const _: () = assert!(size_of::<RequestContext>() == 56);
+const _: () = assert!(size_of::<RequestContext>() == 48);
+const _: () = assert!(
+    RequestContext::SEQUENCE_OFFSET.is_multiple_of(8)
+        && RequestContext::TOKEN_OFFSET.is_multiple_of(2)
+        && SRB_RECORD_LEN.is_multiple_of(8)
+);
 
 impl RequestContext {
-    /// The SRB shape recorded at BuildIo.
-    #[must_use]
-    pub const fn srb_layout(&self) -> crate::storport::srb::SrbLayout {
-        crate::storport::srb::SrbLayout {
-            extended: self.srb_extended == 1,
-            scsi_status: self.scsi_status_at.get(),
-            sense_length: self.sense_length_at.get(),
-            sense_buffer: self.sense_buffer_at.get(),
-        }
-    }
-
     /// Byte offset of `state` in the stored context, for single-byte updates.
     pub const STATE_OFFSET: usize = core::mem::offset_of!(Self, state);
     /// Byte offset of `token` in the stored context.
@@ -118,7 +106,7 @@ impl RequestContext {
 pub struct RequestLayout {
     /// Data segments the layout has room for.
     pub max_segments: u32,
-    /// [`RequestContext`].
+    /// [`RequestContext`] (after the floor's SRB record).
     pub context: usize,
     /// `virtio_scsi_req_cmd` device-readable header ([`CmdReq`]).
     pub cmd_req: usize,
@@ -132,6 +120,10 @@ pub struct RequestLayout {
     pub segments: usize,
     /// Bytes used from the aligned start.
     pub len: usize,
+    /// The request area's shape for the FFI floor (the headers, everything before the
+    /// indirect table, in one page; the scratch list last), checked once here; `None` only for
+    /// a layout the floor cannot use, which no request then gets.
+    pub area: Option<AreaShape>,
 }
 
 const fn align_up(value: usize, align: usize) -> usize {
@@ -143,7 +135,8 @@ impl RequestLayout {
     #[must_use]
     pub const fn new(max_segments: u32) -> Self {
         let descriptors = max_segments as usize + HEADER_DESCRIPTORS as usize;
-        let context = 0;
+        // The SRB record comes first: it belongs to the FFI floor (`storport::request`).
+        let context = SRB_RECORD_LEN;
         let cmd_req = align_up(context + size_of::<RequestContext>(), REQUEST_ALIGN);
         let cmd_resp = align_up(cmd_req + size_of::<CmdReq>(), REQUEST_ALIGN);
         let indirect = align_up(cmd_resp + size_of::<CmdResp>(), REQUEST_ALIGN);
@@ -159,6 +152,7 @@ impl RequestLayout {
             indirect_len,
             segments,
             len,
+            area: AreaShape::new(indirect, segments, descriptors),
         }
     }
 

@@ -29,6 +29,7 @@ use crate::storport::extension::FreshExtension;
 use crate::storport::port::Callbacks;
 use crate::storport::port::{DeviceExtension, StorPortRegistry};
 use crate::storport::queue_locks::QueueLocks;
+use crate::storport::request::InFlightRequest;
 use crate::storport::{
     AccessRange, InterruptSynchronizePerMessage, PortConfigurationInformation,
     SCSI_DMA64_MINIPORT_FULL64BIT_SUPPORTED, SP_RETURN_ERROR, SP_RETURN_FOUND, SP_RETURN_NOT_FOUND,
@@ -92,8 +93,8 @@ impl Adapter {
             }
             Err(_) => return SP_RETURN_ERROR,
         };
-        match Self::construct(extension, config, discovery, callbacks) {
-            Ok(adapter) => home.place(adapter).trace_found(&registry_report),
+        match Self::construct(home, config, discovery, callbacks) {
+            Ok(adapter) => adapter.trace_found(&registry_report),
             Err(_) => return SP_RETURN_ERROR,
         }
         SP_RETURN_FOUND
@@ -376,12 +377,37 @@ impl Adapter {
             .ok_or(AdapterError::NoUncachedExtension { len })
     }
 
-    pub(crate) fn construct(
-        extension: DeviceExtension,
+    /// The token tables of virtqueue `index`, of `size` tokens: a request queue's tokens stand
+    /// for SRBs in flight, the others' for buffers or task management slots. Each queue carves
+    /// both, one of them empty, so every queue takes a word per token, as before there were two.
+    fn carve_token_tables(
+        arena: &UncachedArena,
+        index: u16,
+        size: u16,
+    ) -> Result<(Carved<usize>, Carved<Option<InFlightRequest>>), AdapterError> {
+        let (tokens, srbs) = if index >= queue_index::REQUEST_BASE {
+            (0, usize::from(size))
+        } else {
+            (usize::from(size), 0)
+        };
+        let requests = arena
+            .carve_table(tokens, 0usize)
+            .ok_or(AdapterError::OutOfMemory)?;
+        let in_flight = arena
+            .carve_table_with(srbs, || None)
+            .ok_or(AdapterError::OutOfMemory)?;
+        Ok((requests, in_flight))
+    }
+
+    /// Builds the adapter in `home` (its fields written straight into the device extension:
+    /// the adapter is over two pages, more than a kernel stack frame may hold).
+    pub(crate) fn construct<'a>(
+        home: FreshExtension<'a, Self>,
         config: &mut PortConfigurationInformation,
         discovery: Discovery,
         callbacks: Callbacks,
-    ) -> Result<Self, AdapterError> {
+    ) -> Result<&'a Self, AdapterError> {
+        let extension = home.port();
         let request_queues = discovery.queue_count - queue_index::REQUEST_BASE;
         let sizing = Sizing::of(discovery.dump);
         let limits = Self::derive_limits(&discovery)?;
@@ -421,9 +447,7 @@ impl Adapter {
             let slots = arena
                 .carve_table(usize::from(size), Slot::EMPTY)
                 .ok_or(AdapterError::OutOfMemory)?;
-            let requests = arena
-                .carve_table(usize::from(size), 0usize)
-                .ok_or(AdapterError::OutOfMemory)?;
+            let (requests, in_flight) = Self::carve_token_tables(&arena, index, size)?;
             let ring = if packed {
                 Ring::Packed(
                     PackedQueue::new(index, size, ring_memory, slots, queue_features)
@@ -438,12 +462,13 @@ impl Adapter {
             *cell.get_mut() = Some(QueueState {
                 ring,
                 requests,
+                in_flight,
                 notify_offset: 0,
                 index,
                 reservation: crate::queue_state::Reservation::default(),
             });
         }
-        Ok(Self {
+        Ok(home.place(Self {
             magic: ADAPTER_MAGIC,
             callbacks,
             extension,
@@ -479,7 +504,7 @@ impl Adapter {
             debug_print_level: discovery.parameters.debug_print_level,
             dump: discovery.dump,
             trace: TraceRing::new(),
-        })
+        }))
     }
 
     /// Fills ConfigInfo as StorPort expects from a bus-master, scatter/gather, 64-bit DMA,

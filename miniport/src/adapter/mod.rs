@@ -42,6 +42,8 @@
 //! - In dump mode ([`crate::dump`], `adapter/polling.rs`) none of the deferred machinery
 //!   exists: one polled queue, no timer, no DPC, no task management; resets run inline.
 
+#![forbid(unsafe_code)]
+
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use virtio_core::features::Features;

@@ -352,10 +352,7 @@ impl Adapter {
 
     /// Completes the SRB a task management slot handed back, with `status`.
     pub fn complete_owner(&self, owner: Owner, status: u8) {
-        // SAFETY: an `Owner` comes out of a slot only once (claim release, finish or
-        // resolve, each behind a compare-exchange), and it holds an SRB StorPort handed to
-        // StartIo, validated by BuildIo and not completed since.
-        unsafe { crate::io::complete_kept(self, owner.srb, owner.extended, status) };
+        crate::io::complete_kept(self, owner, status);
     }
 }
 

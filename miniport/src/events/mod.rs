@@ -61,7 +61,7 @@
 #![forbid(unsafe_code)]
 
 use core::borrow::Borrow;
-use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use virtio_core::dma::DmaMemory;
 use virtio_core::hal::{Hal, RegisterIo, Segment};
@@ -254,15 +254,22 @@ fn addressable(target: u8, lun: u16) -> Result<(u8, u8), Change> {
 /// The bits are read by BuildIo and completion on every processor and written by the eventq
 /// ISR, all relaxed: a bit publishes no other data, and a stale read only sends one more command
 /// to the device, which answers for the absent unit itself.
+///
+/// `any` is set before the first bit is, and never cleared, so that [`GoneUnits::contains`],
+/// asked three times per I/O, reads one flag while no unit was ever reported removed.
 #[derive(Debug)]
 pub struct GoneUnits<S> {
     words: S,
+    any: AtomicBool,
 }
 
 impl<S: Borrow<[AtomicU64]>> GoneUnits<S> {
     /// A set over `words` (all clear); fewer than [`GONE_WORDS`] words cover fewer targets.
     pub const fn new(words: S) -> Self {
-        Self { words }
+        Self {
+            words,
+            any: AtomicBool::new(false),
+        }
     }
 
     fn word(&self, target: u8, lun: u8) -> Option<(&AtomicU64, u64)> {
@@ -273,7 +280,16 @@ impl<S: Borrow<[AtomicU64]>> GoneUnits<S> {
 
     /// Whether `target`/`lun` was reported removed.
     #[must_use]
+    #[inline]
     pub fn contains(&self, target: u8, lun: u8) -> bool {
+        // ORDERING: relaxed, as the bits (see the type's documentation). `mark` sets `any`
+        // before the bit, in program order on the marking processor, so whoever is ordered
+        // after that bit's store (StartIo under the queue lock a removal takes after marking:
+        // the lock's release and acquire order both stores before this load) sees `any` set
+        // too; a reader not so ordered may miss both, as it may miss the bit alone.
+        if !self.any.load(Ordering::Relaxed) {
+            return false;
+        }
         // ORDERING: relaxed; see the type's documentation.
         self.word(target, lun)
             .is_some_and(|(word, bit)| word.load(Ordering::Relaxed) & bit != 0)
@@ -282,6 +298,8 @@ impl<S: Borrow<[AtomicU64]>> GoneUnits<S> {
     /// Marks `target`/`lun` removed.
     pub fn mark(&self, target: u8, lun: u8) {
         if let Some((word, bit)) = self.word(target, lun) {
+            // ORDERING: relaxed, before the bit (see `contains`).
+            self.any.store(true, Ordering::Relaxed);
             // ORDERING: relaxed; see the type's documentation.
             word.fetch_or(bit, Ordering::Relaxed);
         }

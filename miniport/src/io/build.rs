@@ -1,6 +1,7 @@
 //! HwBuildIo: an SRB validated and turned into one virtio-scsi request in its SRB extension
 //! (header, segment list, indirect table), with no lock held; WMI and IOCTL requests answered
 //! here.
+#![forbid(unsafe_code)]
 
 use virtio_core::features::Features;
 use virtio_core::hal::Segment;
@@ -9,11 +10,10 @@ use virtio_core::scsi::{CDB_SIZE, CmdReq, CmdResp, DataDirection, Lun};
 use zerocopy::IntoBytes;
 
 use super::IoHost;
-use super::{
-    Built, Request, UNWRITTEN_RESPONSE_HEADER, complete, device_identification, request_base,
-};
+use super::{Built, UNWRITTEN_RESPONSE_HEADER, complete, device_identification};
 use crate::luns::{self};
 use crate::srb_extension::{RequestContext, RequestState};
+use crate::storport::request::{RequestArea, ScratchList};
 use crate::storport::srb::{Srb, SrbError};
 use crate::storport::{
     SRB_FLAGS_DATA_IN, SRB_FLAGS_DATA_OUT, SRB_FLAGS_DISABLE_AUTOSENSE,
@@ -178,11 +178,11 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     };
 
     let layout = host.limits().request;
-    let extension = srb.extension() as usize;
-    if extension == 0 {
-        return Err(SRB_STATUS_INVALID_REQUEST);
-    }
-    let base = request_base(extension, &layout);
+    let shape = layout.area.ok_or(SRB_STATUS_ERROR)?;
+    // The area (its start moved past a page boundary if the headers would straddle one) and the
+    // floor's record of this SRB in it.
+    let (mut area, srb) = RequestArea::of(srb, shape).ok_or(SRB_STATUS_INVALID_REQUEST)?;
+    let base = area.view().start();
     let port = host.extension();
     // The SRB goes with its extension: under DMA remapping (an IOMMU) StorPort maps the SRB
     // extension for the device while it holds the SRB, and finds that logical address through
@@ -195,27 +195,19 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     if (contiguous as usize) < layout.indirect {
         return Err(SRB_STATUS_ERROR);
     }
-    let request = Request::at(base, bus, layout).ok_or(SRB_STATUS_ERROR)?;
     let tag = base as u64;
     // `Srb::cdb` bounds the length by the buffer; `get` keeps that proof local, with no panic.
     let cdb_bytes = cdb.get(..cdb_len).ok_or(SRB_STATUS_INVALID_REQUEST)?;
     let command = CmdReq::new(lun, tag, cdb_bytes).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
-    if !request
-        .memory
-        .write_bytes(layout.cmd_req, command.as_bytes())
-        || !request
-            .memory
+    if !area.view().write_bytes(layout.cmd_req, command.as_bytes())
+        || !area
+            .view()
             .write_bytes(layout.cmd_resp, &UNWRITTEN_RESPONSE_HEADER)
     {
         return Err(SRB_STATUS_ERROR);
     }
 
     // The scratch list: header, data-out segments | response, data-in segments.
-    let mut scratch = Scratch {
-        first: request.scratch(),
-        capacity: layout.segment_capacity(),
-        count: 0,
-    };
     let header = Segment::new(bus + layout.cmd_req as u64, size_of::<CmdReq>() as u32);
     let response = Segment::new(bus + layout.cmd_resp as u64, size_of::<CmdResp>() as u32);
     let data = if direction == DataDirection::None {
@@ -223,17 +215,21 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     } else {
         data_segments(host, srb, length)?
     };
-    scratch.push(header)?;
-    if direction == DataDirection::ToDevice {
-        scratch.push_data(data, length)?;
-    }
-    let readable = scratch.count;
-    scratch.push(response)?;
-    if direction == DataDirection::FromDevice {
-        scratch.push_data(data, length)?;
-    }
-    let count = scratch.count;
+    let (readable, count) = {
+        let mut scratch = area.scratch();
+        push(&mut scratch, header)?;
+        if direction == DataDirection::ToDevice {
+            push_data(&mut scratch, data, length)?;
+        }
+        let readable = scratch.len();
+        push(&mut scratch, response)?;
+        if direction == DataDirection::FromDevice {
+            push_data(&mut scratch, data, length)?;
+        }
+        (readable, scratch.len())
+    };
     let writable = count - readable;
+    let queue = host.queue_for_request(srb);
     // An indirect table needs the feature negotiated (virtio 1.x 2.7.5.3.1: the driver MUST NOT
     // set VIRTQ_DESC_F_INDIRECT otherwise) and the whole table contiguous in bus memory; without
     // either the request goes on the ring as a direct chain, which the limits are sized for.
@@ -247,12 +243,10 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     } else if cdb[0] == luns::SERVICE_ACTION_IN_16 {
         opcode_page = u16::from(cdb[1] & 0x1F);
     }
-    let srb_layout = srb.layout();
     let context = RequestContext {
-        srb: (srb.raw().as_ptr() as u64).into(),
         data_length: length.into(),
         sense_capacity: sense_capacity.into(),
-        queue: host.queue_for_request(srb).into(),
+        queue: queue.into(),
         token: 0.into(),
         state: RequestState::Built as u8,
         direction: match direction {
@@ -267,13 +261,14 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         readable: (readable as u16).into(),
         writable: (writable as u16).into(),
         indirect_usable: u8::from(indirect_usable),
-        srb_extended: u8::from(srb_layout.extended),
-        scsi_status_at: srb_layout.scsi_status.into(),
-        sense_length_at: srb_layout.sense_length.into(),
-        sense_buffer_at: srb_layout.sense_buffer.into(),
+        reserved: [0; 7],
         bus: bus.into(),
         // Numbered by StartIo, under the queue lock, when the request goes on the ring.
         sequence: 0.into(),
+    };
+    let request = super::Request {
+        view: area.view(),
+        layout,
     };
     if request.set_context(&context) {
         Ok(())
@@ -298,43 +293,39 @@ pub(super) fn data_segments<'a, H: IoHost>(
     Ok(elements)
 }
 
-/// Writes the segment list of a request into its SRB extension's scratch area.
-pub(super) struct Scratch {
-    first: *mut Segment,
-    capacity: usize,
-    count: usize,
+/// Appends `segment` to the scratch list; a full list refuses the request.
+fn push(scratch: &mut ScratchList<'_>, segment: Segment) -> Result<(), u8> {
+    if scratch.push(segment) {
+        Ok(())
+    } else {
+        Err(SRB_STATUS_INVALID_REQUEST)
+    }
 }
 
-impl Scratch {
-    fn push(&mut self, segment: Segment) -> Result<(), u8> {
-        if self.count >= self.capacity {
+/// Pushes data segments covering exactly `length` bytes.
+fn push_data(
+    scratch: &mut ScratchList<'_>,
+    elements: &[StorScatterGatherElement],
+    length: u32,
+) -> Result<(), u8> {
+    let mut left = length;
+    for element in elements {
+        if left == 0 {
+            break;
+        }
+        let take = element.length.min(left);
+        if take == 0 {
             return Err(SRB_STATUS_INVALID_REQUEST);
         }
-        // SAFETY: the scratch list has `capacity` Segment slots inside the SRB extension,
-        // 16-aligned, ours for the request's life; `count < capacity`.
-        unsafe { self.first.wrapping_add(self.count).write(segment) };
-        self.count += 1;
-        Ok(())
+        push(
+            scratch,
+            Segment::new(element.physical_address.as_u64(), take),
+        )?;
+        left -= take;
     }
-
-    /// Pushes data segments covering exactly `length` bytes.
-    fn push_data(&mut self, elements: &[StorScatterGatherElement], length: u32) -> Result<(), u8> {
-        let mut left = length;
-        for element in elements {
-            if left == 0 {
-                break;
-            }
-            let take = element.length.min(left);
-            if take == 0 {
-                return Err(SRB_STATUS_INVALID_REQUEST);
-            }
-            self.push(Segment::new(element.physical_address.as_u64(), take))?;
-            left -= take;
-        }
-        if left == 0 {
-            Ok(())
-        } else {
-            Err(SRB_STATUS_INVALID_REQUEST)
-        }
+    if left == 0 {
+        Ok(())
+    } else {
+        Err(SRB_STATUS_INVALID_REQUEST)
     }
 }

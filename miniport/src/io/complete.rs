@@ -1,8 +1,8 @@
 //! Completions: the used ring drained under the queue lock, each request's status, sense and
 //! residual mapped to its SRB, what the bus scan answered snooped; and the requests a device
 //! reset takes back.
+#![forbid(unsafe_code)]
 
-use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
 use virtio_core::scsi::{DataDirection, Disposition, Transfer, complete_command};
@@ -13,11 +13,12 @@ use crate::in_flight::InFlight;
 use crate::luns::{Recorded, Snooped};
 use crate::queue_state::QueueGuard;
 use crate::srb_extension::{RequestContext, RequestState};
+use crate::storport::request::{InFlightRequest, KeptSrb};
 use crate::storport::srb::Srb;
 use crate::storport::{
     SRB_STATUS_ABORTED, SRB_STATUS_AUTOSENSE_VALID, SRB_STATUS_BUS_RESET, SRB_STATUS_BUSY,
     SRB_STATUS_DATA_OVERRUN, SRB_STATUS_ERROR, SRB_STATUS_INVALID_LUN,
-    SRB_STATUS_INVALID_TARGET_ID, SRB_STATUS_NO_DEVICE, SRB_STATUS_SUCCESS, ScsiRequestBlock,
+    SRB_STATUS_INVALID_TARGET_ID, SRB_STATUS_NO_DEVICE, SRB_STATUS_SUCCESS,
 };
 use crate::trace::{TraceEvent, ViolationKind};
 
@@ -52,12 +53,10 @@ pub(super) fn drain_used<H: IoHost>(host: &H, guard: &mut QueueGuard<'_>, report
         let popped = state.ring.pop_used();
         match popped {
             Ok(Some(used)) => {
-                let requests: &mut [usize] =
-                    core::borrow::BorrowMut::borrow_mut(&mut state.requests);
-                let base = requests
-                    .get_mut(used.token.index())
-                    .map_or(0, core::mem::take);
-                if base == 0 {
+                let slots: &mut [Option<InFlightRequest>] =
+                    core::borrow::BorrowMut::borrow_mut(&mut state.in_flight);
+                let Some(in_flight) = slots.get_mut(used.token.index()).and_then(Option::take)
+                else {
                     trace((
                         ViolationKind::UnknownUsedId as u32,
                         used.token.index() as u64,
@@ -65,8 +64,8 @@ pub(super) fn drain_used<H: IoHost>(host: &H, guard: &mut QueueGuard<'_>, report
                     ));
                     reset = true;
                     break;
-                }
-                if complete_used(host, queue, base, used.written, used.token.0) {
+                };
+                if complete_used(host, queue, in_flight, used.written, used.token.0) {
                     trace((
                         ViolationKind::BadResponse as u32,
                         u64::from(used.token.0),
@@ -90,34 +89,36 @@ pub(super) fn drain_used<H: IoHost>(host: &H, guard: &mut QueueGuard<'_>, report
     reset
 }
 
-/// Completes the request at `base` that the device used with `written` bytes. Returns true
+/// Completes the request `in_flight` that the device used with `written` bytes. Returns true
 /// if the response broke the protocol (the device must be reset).
 pub(super) fn complete_used<H: IoHost>(
     host: &H,
     queue: u16,
-    base: usize,
+    in_flight: InFlightRequest,
     written: u32,
     token: u16,
 ) -> bool {
     let layout = host.limits().request;
-    let Some(request) = Request::at(base, 0, layout) else {
+    let Some((mut srb, view)) = in_flight.into_parts(layout.segments) else {
         return true;
     };
+    let request = Request {
+        view: &view,
+        layout,
+    };
     let Some(context) = request.context() else {
+        srb.hand_over();
         return true;
     };
     if context.state != RequestState::InFlight as u8 || context.token.get() != token {
+        // Not the request this token was given to: left uncompleted, as the reset that
+        // follows cannot complete what is no longer on a ring either.
+        srb.hand_over();
         return true;
     }
     request.set_state(RequestState::Done);
-    let Some(raw) = NonNull::new(context.srb.get() as usize as *mut ScsiRequestBlock) else {
-        return true;
-    };
-    // SAFETY: the context holds the SRB this request was built for and the layout BuildIo
-    // recorded when it validated it; it was in flight (state checked) and is completed
-    // exactly once, here, after its state moved to Done.
-    let mut srb = unsafe { Srb::from_layout(raw, context.srb_layout()) };
-    if let Some(counters) = host.counters(queue) {
+    let counters = host.counters(queue);
+    if let Some(counters) = counters {
         counters.completions.fetch_add(1, Ordering::Relaxed);
     }
     let direction = match context.direction {
@@ -151,7 +152,7 @@ pub(super) fn complete_used<H: IoHost>(
     if matches!(status, SRB_STATUS_SUCCESS | SRB_STATUS_DATA_OVERRUN)
         && context.vpd_page.get() == u16::from(device_identification::DEVICE_IDENTIFICATION)
         && context.opcode == device_identification::INQUIRY
-        && let Some(new_len) = synthesize_vpd(host, &srb, &context, transferred)
+        && let Some(new_len) = synthesize_vpd(host, &mut srb, &context, transferred)
     {
         transferred = new_len;
         if transferred == context.data_length.get() {
@@ -165,7 +166,7 @@ pub(super) fn complete_used<H: IoHost>(
         snoop(host, &srb, &context, snooped, transferred);
     }
     srb.set_data_transfer_length(transferred);
-    if let Some(counters) = host.counters(queue) {
+    if let Some(counters) = counters {
         counters.record_transfer(direction, transferred);
     }
     if outcome.autosense_valid && status != SRB_STATUS_NO_DEVICE && srb.sense_buffer().is_some() {
@@ -224,15 +225,12 @@ pub(super) fn snoop<H: IoHost>(
     snooped: Snooped,
     transferred: u32,
 ) {
-    let Some(buffer) = NonNull::new(srb.data_buffer().cast::<u8>()) else {
+    let len = transferred.min(context.data_length.get()) as usize;
+    // INQUIRY, READ CAPACITY and REPORT LUNS are non-read/write commands, so StorPort mapped
+    // their buffers (STOR_MAP_NON_READ_WRITE_BUFFERS); the device finished writing them.
+    let Some(data) = srb.mapped_data(len) else {
         return;
     };
-    let len = transferred.min(context.data_length.get()) as usize;
-    // SAFETY: INQUIRY, READ CAPACITY and REPORT LUNS are non-read/write commands, so StorPort
-    // mapped their buffers (STOR_MAP_NON_READ_WRITE_BUFFERS) and `DataBuffer` is valid for
-    // `DataTransferLength` bytes (the posted length, at least `len`); the device finished
-    // writing it (the request was used) and nothing writes it until the SRB is completed.
-    let data = unsafe { core::slice::from_raw_parts(buffer.as_ptr(), len) };
     let recorded = host
         .luns()
         .observe(context.target, context.lun.get(), snooped, data);
@@ -251,16 +249,14 @@ pub(super) fn snoop<H: IoHost>(
 /// Adds a designator to an empty VPD 0x83 answer; returns the new transferred length.
 pub(super) fn synthesize_vpd<H: IoHost>(
     host: &H,
-    srb: &Srb,
+    srb: &mut Srb,
     context: &RequestContext,
     transferred: u32,
 ) -> Option<u32> {
-    let buffer = NonNull::new(srb.data_buffer().cast::<u8>())?;
     let len = context.data_length.get() as usize;
-    // SAFETY: INQUIRY is a non-read/write command, so StorPort mapped its buffer
-    // (STOR_MAP_NON_READ_WRITE_BUFFERS) and `DataBuffer` is valid for `DataTransferLength`
-    // bytes; the device finished writing it (the request was used).
-    let page = unsafe { core::slice::from_raw_parts_mut(buffer.as_ptr(), len) };
+    // INQUIRY is a non-read/write command, so StorPort mapped its buffer; the device finished
+    // writing it (the request was used).
+    let page = srb.mapped_data_mut(len)?;
     let location = host.location(context.target, context.lun.get());
     device_identification::synthesize_designator(page, transferred as usize, location)
         .map(|n| n as u32)
@@ -276,27 +272,27 @@ pub fn fail_in_flight<H: IoHost>(host: &H, guard: &mut QueueGuard<'_>) {
         let Some(token) = state.ring.queue().detach_next() else {
             return;
         };
-        let requests: &mut [usize] = core::borrow::BorrowMut::borrow_mut(&mut state.requests);
-        let base = requests.get_mut(token.index()).map_or(0, core::mem::take);
-        if base == 0 {
+        let slots: &mut [Option<InFlightRequest>] =
+            core::borrow::BorrowMut::borrow_mut(&mut state.in_flight);
+        let Some(in_flight) = slots.get_mut(token.index()).and_then(Option::take) else {
             continue;
-        }
+        };
         let layout = host.limits().request;
-        let Some(request) = Request::at(base, 0, layout) else {
+        let Some((mut srb, view)) = in_flight.into_parts(layout.segments) else {
             continue;
         };
-        let Some(context) = request.context() else {
+        let request = Request {
+            view: &view,
+            layout,
+        };
+        let Some(context) = request
+            .context()
+            .filter(|context| context.state == RequestState::InFlight as u8)
+        else {
+            srb.hand_over();
             continue;
         };
-        if context.state != RequestState::InFlight as u8 {
-            continue;
-        }
         request.set_state(RequestState::Done);
-        let Some(raw) = NonNull::new(context.srb.get() as usize as *mut ScsiRequestBlock) else {
-            continue;
-        };
-        // SAFETY: as in `complete_used`: the SRB was in flight and is completed once, here.
-        let mut srb = unsafe { Srb::from_layout(raw, context.srb_layout()) };
         srb.set_data_transfer_length(0);
         // A request of a unit the device reported removed fails as that unit's do everywhere
         // else (NO_DEVICE), not with a retryable BUS_RESET whose retry would fail anyway.
@@ -319,13 +315,16 @@ pub fn scan_in_flight<H: IoHost>(
     let Some(state) = guard.state() else {
         return;
     };
-    let requests: &[usize] = core::borrow::Borrow::borrow(&state.requests);
-    for &base in requests {
-        if base == 0 {
+    let slots: &[Option<InFlightRequest>] = core::borrow::Borrow::borrow(&state.in_flight);
+    for in_flight in slots.iter().flatten() {
+        let Some(view) = in_flight.view(layout.segments) else {
             continue;
-        }
-        let Some(context) = Request::at(base, 0, layout).and_then(|request| request.context())
-        else {
+        };
+        let Some(context) = (Request {
+            view: &view,
+            layout,
+        })
+        .context() else {
             continue;
         };
         if context.state != RequestState::InFlight as u8 {
@@ -335,32 +334,15 @@ pub fn scan_in_flight<H: IoHost>(
             queue,
             target: context.target,
             lun: context.lun.get(),
-            tag: base as u64,
-            srb: context.srb.get() as usize,
+            tag: in_flight.start() as u64,
+            srb: in_flight.srb_address(),
             sequence: context.sequence.get(),
         });
     }
 }
 
-/// Completes an SRB the miniport kept by address (a task management SRB held by its
-/// [`crate::recovery::tmf`] slot) with `status`.
-///
-/// # Safety
-/// `srb` is the address of an SRB StorPort handed this miniport, validated by BuildIo, not
-/// completed since, whose ownership the caller holds alone (it is completed exactly once,
-/// here); `extended` says whether it is an SRB_EX.
-pub unsafe fn complete_kept<H: IoHost>(host: &H, srb: usize, extended: bool, status: u8) {
-    let Some(raw) = NonNull::new(srb as *mut ScsiRequestBlock) else {
-        return;
-    };
-    let layout = crate::storport::srb::SrbLayout {
-        extended,
-        scsi_status: 0,
-        sense_length: 0,
-        sense_buffer: 0,
-    };
-    // SAFETY: the caller's contract; a layout without SCSI fields touches only the header,
-    // whose shape `extended` names.
-    let srb = unsafe { Srb::from_layout(raw, layout) };
-    complete(host, srb, status);
+/// Completes an SRB task management kept (its [`crate::recovery::tmf`] slot held it) with
+/// `status`.
+pub fn complete_kept<H: IoHost>(host: &H, srb: KeptSrb, status: u8) {
+    complete(host, srb.into_srb(), status);
 }

@@ -6,16 +6,15 @@
 //! Every SRB that enters is completed exactly once: refused ones at once, queued ones when the
 //! device uses them or when a reset takes them back.
 
-use core::ptr::NonNull;
+#![forbid(unsafe_code)]
+
 use core::sync::atomic::Ordering;
 
-use virtio_core::dma::DmaMemory;
-use virtio_core::hal::Segment;
 use virtio_core::scsi::{CmdResp, Response};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
-use crate::sizing::REQUEST_ALIGN;
 use crate::srb_extension::{CONTEXT_LEN, RequestContext, RequestLayout, RequestState};
+use crate::storport::request::RequestView;
 use crate::storport::srb::Srb;
 
 mod build;
@@ -45,42 +44,31 @@ const RESPONSE_HEADER_LEN: u32 = 12;
 const UNWRITTEN_RESPONSE_HEADER: [u8; RESPONSE_HEADER_LEN as usize] =
     [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, Response::Failure as u8];
 
-/// One request's memory in its SRB extension, as a bounds-checked view.
+/// One request's memory in its SRB extension, as the floor's bounds-checked view with the
+/// adapter's layout.
 #[derive(Clone, Copy, Debug)]
-struct Request {
-    /// The extension from its 16-aligned start, `layout.len` bytes.
-    memory: DmaMemory,
+struct Request<'v> {
+    view: &'v RequestView,
     layout: RequestLayout,
 }
 
-impl Request {
-    /// The request whose aligned start is at `base`. The bus address is only meaningful for
-    /// the parts [`prepare`] checked to be contiguous.
-    fn at(base: usize, bus: u64, layout: RequestLayout) -> Option<Self> {
-        let pointer = NonNull::new(base as *mut u8)?;
-        // SAFETY: `base .. base + layout.len` is the SRB extension of a request the miniport
-        // owns (StorPort sized it from `layout.extension_size()` and the start was aligned
-        // inside it); it is accessed only through this view while the request lives.
-        let memory = unsafe { DmaMemory::new(pointer, layout.len, bus) }?;
-        Some(Self { memory, layout })
-    }
-
+impl Request<'_> {
     fn context(&self) -> Option<RequestContext> {
         let mut bytes = [0u8; CONTEXT_LEN];
-        self.memory
+        self.view
             .read_bytes(self.layout.context, &mut bytes)
             .then(|| RequestContext::read_from_bytes(&bytes).ok())
             .flatten()
     }
 
     fn set_context(&self, context: &RequestContext) -> bool {
-        self.memory
+        self.view
             .write_bytes(self.layout.context, context.as_bytes())
     }
 
     /// Moves the request to `state` (one byte; the rest of the context is unchanged).
     fn set_state(&self, state: RequestState) {
-        self.memory.store_u8(
+        self.view.store_u8(
             self.layout.context + RequestContext::STATE_OFFSET,
             state as u8,
         );
@@ -88,7 +76,7 @@ impl Request {
 
     /// Records the ring token of the request in flight.
     fn set_token(&self, token: u16) {
-        self.memory.store_u16(
+        self.view.store_u16(
             self.layout.context + RequestContext::TOKEN_OFFSET,
             token,
             Ordering::Relaxed,
@@ -97,7 +85,7 @@ impl Request {
 
     /// Records the queue's submission count of the request in flight.
     fn set_sequence(&self, sequence: u64) {
-        self.memory.store_u64(
+        self.view.store_u64(
             self.layout.context + RequestContext::SEQUENCE_OFFSET,
             sequence,
             Ordering::Relaxed,
@@ -112,7 +100,7 @@ impl Request {
         let header = response
             .as_mut_bytes()
             .get_mut(..RESPONSE_HEADER_LEN as usize)?;
-        self.memory
+        self.view
             .read_bytes(self.layout.cmd_resp, header)
             .then_some(response)
     }
@@ -120,27 +108,9 @@ impl Request {
     /// Reads the first `len` sense bytes the device wrote into `response`.
     fn read_sense(&self, response: &mut CmdResp, len: usize) -> bool {
         response.sense.get_mut(..len).is_some_and(|sense| {
-            self.memory
+            self.view
                 .read_bytes(self.layout.cmd_resp + RESPONSE_HEADER_LEN as usize, sense)
         })
-    }
-
-    /// The scratch segment list's first element.
-    fn scratch(&self) -> *mut Segment {
-        (self.memory.cpu_address() + self.layout.segments) as *mut Segment
-    }
-}
-
-/// The 16-aligned start of a request in an SRB extension at `extension`, moved to the next
-/// page if the context, header and response would straddle a page boundary (so each of them is
-/// physically contiguous, whatever StorPort's pool gave us).
-fn request_base(extension: usize, layout: &RequestLayout) -> usize {
-    let aligned = extension.next_multiple_of(REQUEST_ALIGN);
-    let headers_end = layout.indirect;
-    if aligned % 4096 + headers_end > 4096 {
-        aligned.next_multiple_of(4096)
-    } else {
-        aligned
     }
 }
 

@@ -1,5 +1,6 @@
 //! HwStartIo: a built request put on its queue's ring under the queue lock, with room kept for
 //! large requests, and the device notified after unlocking.
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::Ordering;
 
@@ -7,9 +8,9 @@ use virtio_core::dma::DmaMemory;
 use virtio_core::hal::Segment;
 use virtio_core::queue::QueueError;
 
-use super::IoHost;
-use super::{Request, complete, request_base};
-use crate::srb_extension::RequestState;
+use super::{IoHost, Request, complete};
+use crate::srb_extension::{RequestContext, RequestState};
+use crate::storport::request::{InFlightRequest, PendingRequest};
 use crate::storport::srb::Srb;
 use crate::storport::{
     SRB_STATUS_BUSY, SRB_STATUS_ERROR, SRB_STATUS_INVALID_REQUEST, SRB_STATUS_NO_DEVICE,
@@ -18,13 +19,23 @@ use crate::storport::{
 /// HwStartIo for a prepared request: puts it on its queue's ring and notifies the device.
 pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
     let layout = host.limits().request;
-    let base = request_base(srb.extension() as usize, &layout);
-    let Some(request) = Request::at(base, 0, layout) else {
+    let Some(shape) = layout.area else {
         complete(host, srb, SRB_STATUS_ERROR);
         return;
     };
+    let pending = match PendingRequest::of(srb, shape) {
+        Ok(pending) => pending,
+        Err(srb) => {
+            complete(host, srb, SRB_STATUS_ERROR);
+            return;
+        }
+    };
+    let request = Request {
+        view: pending.view(),
+        layout,
+    };
     let Some(context) = request.context() else {
-        complete(host, srb, SRB_STATUS_ERROR);
+        complete(host, pending.into_srb(), SRB_STATUS_ERROR);
         return;
     };
     let queue = context
@@ -33,52 +44,33 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
         .min(host.request_queues().saturating_sub(1));
     let readable = usize::from(context.readable.get());
     let writable = usize::from(context.writable.get());
-    // SAFETY: `prepare` wrote `readable + writable` segments at the scratch list, which lies
-    // in this request's SRB extension, untouched since.
-    let segments = unsafe { core::slice::from_raw_parts(request.scratch(), readable + writable) };
-    let (readable_segments, writable_segments) = segments.split_at(readable);
+    // BuildIo wrote `readable + writable` segments to the scratch list, untouched since.
+    let Some(segments) = pending.segments(readable + writable) else {
+        complete(host, pending.into_srb(), SRB_STATUS_ERROR);
+        return;
+    };
+    let (readable_segments, writable_segments) = segments.split_at(readable.min(segments.len()));
     let indirect = if context.indirect_usable == 1 {
         // The table's bus address is the request's plus its offset: `prepare` checked the
         // whole span is contiguous.
-        Request::at(base, context.bus.get(), layout).and_then(|with_bus| {
-            with_bus.memory.sub(
-                layout.indirect,
-                segments.len() * crate::sizing::DESCRIPTOR_LEN,
-            )
-        })
+        pending.view().part(
+            layout.indirect,
+            segments.len() * crate::sizing::DESCRIPTOR_LEN,
+            context.bus.get(),
+        )
     } else {
         None
     };
     let (outcome, notify) = {
         let mut guard = host.lock(queue);
-        if host.is_stopped() {
-            // Stopped (ScsiStopAdapter until ScsiRestartAdapter): the device is reset and must
-            // not see the request. BUSY is retryable: StorPort resubmits it later. Checked
-            // under the queue lock, which the stop holds while it sets the flag, so no request
-            // reaches a ring after the stop took everything back.
+        if let Some(status) = refusal(host, &context) {
             drop(guard);
-            host.recovery()
-                .busy_while_stopped
-                .fetch_add(1, Ordering::Relaxed);
-            complete(host, srb, SRB_STATUS_BUSY);
-            return;
-        }
-        if host
-            .gone()
-            .contains(context.target, context.lun.get() as u8)
-            && !crate::events::reaches_absent_unit(context.opcode)
-        {
-            // Marked removed since BuildIo accepted it (a REMOVED event, or StorPort removing
-            // the unit: `crate::recovery::unit_control`). Read under the queue lock, under which a removal's scan
-            // of what is in flight looks at this ring too: a request is either on the ring for
-            // that scan (and taken back by its LUN reset) or refused here, never lost between.
-            drop(guard);
-            complete(host, srb, SRB_STATUS_NO_DEVICE);
+            complete(host, pending.into_srb(), status);
             return;
         }
         let Some(state) = guard.state() else {
             drop(guard);
-            complete(host, srb, SRB_STATUS_ERROR);
+            complete(host, pending.into_srb(), SRB_STATUS_ERROR);
             return;
         };
         let added = add_with_reservation(
@@ -97,29 +89,35 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
                 request.set_token(token.0);
                 request.set_sequence(sequence);
                 request.set_state(RequestState::InFlight);
-                let requests: &mut [usize] =
-                    core::borrow::BorrowMut::borrow_mut(&mut state.requests);
-                if let Some(slot) = requests.get_mut(token.index()) {
-                    *slot = base;
-                }
                 let kick = state.ring.kick_prepare();
-                (Ok(()), kick.then_some(state.notify_offset))
+                let slots: &mut [Option<InFlightRequest>] =
+                    core::borrow::BorrowMut::borrow_mut(&mut state.in_flight);
+                if let Some(slot) = slots.get_mut(token.index()) {
+                    // The SRB now belongs to the ring; it is completed from the used ring or a
+                    // reset, through the token the in-flight table keeps.
+                    *slot = Some(pending.into_in_flight());
+                    (Ok(()), kick.then_some(state.notify_offset))
+                } else {
+                    // The table has a slot per token, so this does not happen; were it so, the
+                    // SRB completes with an error and the request's used element, finding no
+                    // SRB, resets the device.
+                    (Err((false, pending.into_srb())), None)
+                }
             }
-            Err(error) => (Err(error), None),
+            Err(error) => (
+                Err((matches!(error, QueueError::Full { .. }), pending.into_srb())),
+                None,
+            ),
         }
     };
-    let counters = host.counters(queue);
     match outcome {
         Ok(()) => {
             if let Some(offset) = notify {
                 host.notify(queue, offset);
             }
-            // The SRB now belongs to the ring; it is completed from the used ring or a reset,
-            // through the pointer stored in the request's context.
-            srb.hand_over();
         }
-        Err(QueueError::Full { .. }) => {
-            if let Some(counters) = counters {
+        Err((true, srb)) => {
+            if let Some(counters) = host.counters(queue) {
                 counters.queue_full.fetch_add(1, Ordering::Relaxed);
             }
             // The ring is full (or its room is kept for a larger request): StorPort sends the
@@ -130,7 +128,35 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
             host.extension().busy(1);
             complete(host, srb, SRB_STATUS_BUSY);
         }
-        Err(_) => complete(host, srb, SRB_STATUS_INVALID_REQUEST),
+        Err((false, srb)) => complete(host, srb, SRB_STATUS_INVALID_REQUEST),
+    }
+}
+
+/// Why StartIo, under the queue lock, must not put a built request on the ring, as the SRB
+/// status to complete it with; `None` when it may go.
+fn refusal<H: IoHost>(host: &H, context: &RequestContext) -> Option<u8> {
+    if host.is_stopped() {
+        // Stopped (ScsiStopAdapter until ScsiRestartAdapter): the device is reset and must not
+        // see the request. BUSY is retryable: StorPort resubmits it later. Checked under the
+        // queue lock, which the stop holds while it sets the flag, so no request reaches a ring
+        // after the stop took everything back.
+        host.recovery()
+            .busy_while_stopped
+            .fetch_add(1, Ordering::Relaxed);
+        Some(SRB_STATUS_BUSY)
+    } else if host
+        .gone()
+        .contains(context.target, context.lun.get() as u8)
+        && !crate::events::reaches_absent_unit(context.opcode)
+    {
+        // Marked removed since BuildIo accepted it (a REMOVED event, or StorPort removing the
+        // unit: `crate::recovery::unit_control`). Read under the queue lock, under which a
+        // removal's scan of what is in flight looks at this ring too: a request is either on
+        // the ring for that scan (and taken back by its LUN reset) or refused here, never lost
+        // between.
+        Some(SRB_STATUS_NO_DEVICE)
+    } else {
+        None
     }
 }
 
@@ -139,6 +165,11 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
 /// were full) unless the reserved room stays free, and a request refused for room reserves it.
 /// The dump stack never holds more than one request and must not ask for the system time, so it
 /// keeps no reservations.
+#[expect(
+    clippy::inline_always,
+    reason = "on every I/O; left out of line it costs instructions per I/O (cargo xtask bench)"
+)]
+#[inline(always)]
 pub(super) fn add_with_reservation<H: IoHost>(
     host: &H,
     state: &mut crate::queue_state::QueueState,

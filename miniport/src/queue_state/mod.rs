@@ -12,6 +12,7 @@ use virtio_core::queue::{Slot, Virtqueue};
 use crate::ring_view::RingView;
 use crate::storport::dma::{Carved, StorPortRegisters};
 use crate::storport::queue_locks::Guard;
+use crate::storport::request::InFlightRequest;
 
 pub mod room;
 
@@ -116,8 +117,11 @@ impl QueueState {
 pub struct QueueState {
     /// The ring.
     pub ring: Ring,
-    /// SRB extension address of the request in flight for each token (0 when none).
+    /// The controlq's and the eventq's ring tokens: what each token stands for (0 when
+    /// nothing; empty for a request queue).
     pub requests: Carved<usize>,
+    /// A request queue's SRBs in flight, by ring token (empty for the controlq and eventq).
+    pub in_flight: Carved<Option<InFlightRequest>>,
     /// Offset of the queue's notification address in the notify BAR.
     pub notify_offset: u64,
     /// The virtqueue index.

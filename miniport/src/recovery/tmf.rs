@@ -65,6 +65,7 @@ use virtio_core::scsi::{ControlFailure, Lun, TmfOutcome, TmfReq, TmfSubtype};
 
 use crate::in_flight::InFlight;
 use crate::sizing::MAX_REQUEST_QUEUES;
+use crate::storport::request::KeptSrbCell;
 
 /// How long a function may take, from sending it to the device's answer and the return of
 /// every request it covers, in 100 ns units: 2 s. StorPort's own request timeouts are tens of
@@ -240,35 +241,9 @@ const fn generation(word: u64) -> u64 {
     word >> 8
 }
 
-/// The SRB a function completes when it ends (none for HwResetBus's functions).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Owner {
-    /// The SRB's address.
-    pub srb: usize,
-    /// Whether it is an SRB_EX.
-    pub extended: bool,
-}
-
-impl Owner {
-    /// Packs the owner into a word: the address (SRBs are at least 8-aligned) with the
-    /// extended flag in bit 0; 0 for none.
-    const fn pack(owner: Option<Self>) -> u64 {
-        match owner {
-            Some(owner) => owner.srb as u64 | owner.extended as u64,
-            None => 0,
-        }
-    }
-
-    const fn unpack(word: u64) -> Option<Self> {
-        if word & !1 == 0 {
-            return None;
-        }
-        Some(Self {
-            srb: (word & !1) as usize,
-            extended: word & 1 == 1,
-        })
-    }
-}
+/// The SRB a function completes when it ends (none for HwResetBus's functions): the abort or
+/// reset SRB, kept by the FFI floor's token until then.
+pub type Owner = crate::storport::request::KeptSrb;
 
 /// One task management function's slot: its bookkeeping (atomics, so no lock is needed to read
 /// it; the poster writes it while the slot is `Claimed` and publishes it with the release store
@@ -278,7 +253,7 @@ pub struct TmfSlot {
     state: AtomicU64,
     nexus: AtomicU64,
     tag: AtomicU64,
-    owner: AtomicU64,
+    owner: KeptSrbCell,
     posted_at: AtomicU64,
     response: AtomicU16,
     /// Each request queue's submission count when the function was sent.
@@ -293,7 +268,7 @@ impl TmfSlot {
             state: AtomicU64::new(0),
             nexus: AtomicU64::new(0),
             tag: AtomicU64::new(0),
-            owner: AtomicU64::new(0),
+            owner: KeptSrbCell::new(),
             posted_at: AtomicU64::new(0),
             response: AtomicU16::new(0),
             snapshot: [const { AtomicU64::new(0) }; MAX_REQUEST_QUEUES as usize],
@@ -324,7 +299,7 @@ impl Claim {
 }
 
 /// A function this context ended: the SRB to complete, if it has one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Ended {
     /// The function's SRB.
     pub owner: Option<Owner>,

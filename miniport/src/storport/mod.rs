@@ -12,6 +12,7 @@ pub mod extension;
 pub mod functions;
 pub mod port;
 pub mod queue_locks;
+pub mod request;
 pub mod srb;
 pub mod start_io_lock;
 pub mod state_change;

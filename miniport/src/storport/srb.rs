@@ -163,6 +163,13 @@ pub struct SrbLayout {
 pub struct Srb {
     raw: NonNull<ScsiRequestBlock>,
     shape: Shape,
+    /// Whether this view wrote the SRB record of its request area
+    /// ([`crate::storport::request::RequestArea::of`]): a view is made fresh for each call
+    /// StorPort makes, so HwBuildIo knows that BuildIo recorded this SRB.
+    recorded: bool,
+    /// Whether StorPort mapped the data buffer (the SRB record says so for a request coming
+    /// back from the ring, [`crate::storport::request::InFlightRequest::into_parts`]).
+    mapped: bool,
 }
 
 /// A field offset of a structure, as the 16-bit offsets [`ScsiFields`] keep (checked at
@@ -205,6 +212,8 @@ impl Srb {
             return Ok(Self {
                 raw,
                 shape: Shape::Classic,
+                recorded: false,
+                mapped: false,
             });
         }
         // SAFETY: Function says this is a STORAGE_REQUEST_BLOCK, whose fixed header the caller
@@ -221,6 +230,8 @@ impl Srb {
                 scsi: None,
                 wmi: None,
             },
+            recorded: false,
+            mapped: false,
         };
         match srb.parse_extended(&header) {
             Ok(shape) => {
@@ -451,7 +462,12 @@ impl Srb {
         } else {
             Shape::Classic
         };
-        Self { raw, shape }
+        Self {
+            raw,
+            shape,
+            recorded: false,
+            mapped: false,
+        }
     }
 
     /// Reads a `T` at byte `offset` of the SRB if it lies inside `length` bytes and is aligned.
@@ -528,6 +544,28 @@ impl Srb {
     /// Gives the SRB up without completing it: it continues in StartIo, or lives on a ring
     /// (its pointer is in the request context) until the device or a reset completes it.
     pub fn hand_over(self) {}
+
+    /// Whether this view wrote its SRB record ([`crate::storport::request::RequestArea::of`]).
+    #[must_use]
+    pub const fn is_recorded(&self) -> bool {
+        self.recorded
+    }
+
+    /// Whether StorPort mapped the SRB's data buffer (known for SRBs back from the ring).
+    #[must_use]
+    pub(in crate::storport) const fn is_mapped(&self) -> bool {
+        self.mapped
+    }
+
+    /// Notes that StorPort mapped the SRB's data buffer (from the SRB record).
+    pub(in crate::storport) const fn set_mapped(&mut self, mapped: bool) {
+        self.mapped = mapped;
+    }
+
+    /// Notes that this view wrote its SRB record.
+    pub(in crate::storport) const fn set_recorded(&mut self) {
+        self.recorded = true;
+    }
 
     /// The `SRB_FUNCTION_*` code (for SRB_EX, `SrbFunction`).
     #[must_use]
@@ -795,6 +833,8 @@ const _: () = assert!(
             == offset_of!(SrbExDataScsiCdb32, sense_info_buffer)
         && offset_of!(SrbExDataScsiCdb16, cdb) == offset_of!(SrbExDataScsiCdb32, cdb)
 );
+
+mod opcode;
 
 #[cfg(test)]
 mod tests;

@@ -293,6 +293,7 @@ impl CommandOutcome {
 /// - `INCORRECT_LUN` is `InvalidLun` (generic `ERROR`), and undefined codes reset the device
 ///   (generic `ERROR`).
 #[must_use]
+#[inline]
 pub fn complete_command(resp: &CmdResp, transfer: &Transfer) -> CommandOutcome {
     let Some(response) = Response::from_raw(resp.response) else {
         return CommandOutcome::violation(ProtocolViolation::InvalidResponse {

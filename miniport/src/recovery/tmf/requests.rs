@@ -91,12 +91,8 @@ pub fn start<H: RecoveryHost>(host: &H, srb: Srb) {
         host.complete(srb, SRB_STATUS_SUCCESS);
         return;
     }
-    let owner = Owner {
-        srb: srb.raw().as_ptr() as usize,
-        extended: srb.is_extended(),
-    };
     // The slot owns the SRB from here; a function that is not sent hands it back.
-    srb.hand_over();
+    let owner = Owner::keep(srb);
     match post_tmf(host, nexus, Some(owner)) {
         Ok(()) => {}
         Err(PostError::Stopped(owner)) => {

@@ -76,7 +76,7 @@ pub fn drain_control<H: RecoveryHost>(host: &H, ring: Option<RingView<'_>>, kick
 pub fn post_tmf<H: RecoveryHost>(
     host: &H,
     nexus: Nexus,
-    owner: Option<Owner>,
+    mut owner: Option<Owner>,
 ) -> Result<(), PostError> {
     let queues = host.request_queues();
     let mut counts = [0u64; MAX_REQUEST_QUEUES as usize];
@@ -86,9 +86,11 @@ pub fn post_tmf<H: RecoveryHost>(
         *count = host.submitted(queue as u16);
     }
     let now = host.extension().system_time();
-    let Some((claim, readable, writable)) = host.tmfs().claim(nexus, owner, now, queues, |q| {
-        counts.get(usize::from(q)).copied().unwrap_or(0)
-    }) else {
+    let Some((claim, readable, writable)) =
+        host.tmfs().claim(nexus, &mut owner, now, queues, |q| {
+            counts.get(usize::from(q)).copied().unwrap_or(0)
+        })
+    else {
         return Err(PostError::NotSent(owner));
     };
     let notify = host.with_control_ring(|ring| {
@@ -222,7 +224,7 @@ pub fn end_every_tmf<H: RecoveryHost>(host: &H, restarted: bool) {
 }
 
 /// Why a task management function was not sent; the owner comes back to be completed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum PostError {
     /// The adapter is stopped: nothing is in flight, nothing to do.
     Stopped(Option<Owner>),

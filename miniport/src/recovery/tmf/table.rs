@@ -57,7 +57,7 @@ impl<S: Borrow<[TmfSlot]>> TmfTable<S> {
     pub fn claim(
         &self,
         nexus: Nexus,
-        owner: Option<Owner>,
+        owner: &mut Option<Owner>,
         now: u64,
         queues: u16,
         mut snapshot: impl FnMut(u16) -> u64,
@@ -94,7 +94,11 @@ impl<S: Borrow<[TmfSlot]>> TmfTable<S> {
             let (packed, tag) = nexus.pack();
             slot.nexus.store(packed, Ordering::Relaxed);
             slot.tag.store(tag, Ordering::Relaxed);
-            slot.owner.store(Owner::pack(owner), Ordering::Relaxed);
+            if let Some(owner) = owner.take() {
+                // The cell is empty: every incarnation's owner was taken when its slot was
+                // freed (`release`, `take`).
+                let _none = slot.owner.put(owner, Ordering::Relaxed);
+            }
             slot.posted_at.store(now, Ordering::Relaxed);
             slot.response.store(0, Ordering::Relaxed);
             for (queue, count) in slot.snapshot.iter().enumerate() {
@@ -142,7 +146,7 @@ impl<S: Borrow<[TmfSlot]>> TmfTable<S> {
     pub fn release(&self, claim: Claim) -> Option<Owner> {
         let Claim { index, generation } = claim;
         let slot = self.slots().get(index)?;
-        let owner = Owner::unpack(slot.owner.load(Ordering::Relaxed));
+        let owner = slot.owner.take(Ordering::Relaxed);
         // ORDERING: Release pairs with the Acquire of the next claim.
         slot.state
             .store(word(generation, Phase::Free), Ordering::Release);
@@ -280,7 +284,7 @@ impl<S: Borrow<[TmfSlot]>> TmfTable<S> {
                 Ordering::Relaxed,
             )
             .ok()?;
-        let owner = Owner::unpack(slot.owner.load(Ordering::Relaxed));
+        let owner = slot.owner.take(Ordering::Relaxed);
         // ORDERING: Release pairs with the Acquire of the next claim.
         slot.state
             .store(word(generation, Phase::Free), Ordering::Release);

@@ -43,7 +43,7 @@ fn the_request_names_the_function_lun_and_tag() {
         lun: 9,
         tag: 0xAB_CDEF,
     };
-    let (claim, readable, writable) = table.claim(nexus, None, 0, 1, |_| 0).unwrap();
+    let (claim, readable, writable) = table.claim(nexus, &mut None, 0, 1, |_| 0).unwrap();
     assert_eq!(claim.index(), 0);
     assert_eq!((readable.len, writable.len), (24, 1));
     assert_eq!(writable.address, readable.address + 24);
@@ -65,17 +65,14 @@ fn the_request_names_the_function_lun_and_tag() {
 fn a_slot_goes_claimed_posted_answered_and_ends_once() {
     let (_hal, table) = table(1);
     let nexus = Nexus::LogicalUnit { target: 0, lun: 1 };
-    let owner = Owner {
-        srb: 0x7000,
-        extended: true,
-    };
+    let owner = || Owner::for_table_tests(0x7000, true);
     let (claim, ..) = table
-        .claim(nexus, Some(owner), 5, 2, |queue| {
+        .claim(nexus, &mut Some(owner()), 5, 2, |queue| {
             [10, 20][usize::from(queue)]
         })
         .unwrap();
     assert!(
-        table.claim(nexus, None, 5, 2, |_| 0).is_none(),
+        table.claim(nexus, &mut None, 5, 2, |_| 0).is_none(),
         "one slot only"
     );
     assert!(
@@ -113,11 +110,16 @@ fn a_slot_goes_claimed_posted_answered_and_ends_once() {
         panic!("one active")
     };
     assert!(waiting.was_waiting());
-    assert_eq!(table.finish(&waiting), Some(Ended { owner: Some(owner) }));
+    assert_eq!(
+        table.finish(&waiting),
+        Some(Ended {
+            owner: Some(owner())
+        })
+    );
     assert_eq!(table.finish(&waiting), None, "ended once");
     assert!(!table.any_active());
     // The slot is reusable, and the old view cannot touch the new incarnation.
-    let (claim, ..) = table.claim(nexus, None, 6, 0, |_| 0).unwrap();
+    let (claim, ..) = table.claim(nexus, &mut None, 6, 0, |_| 0).unwrap();
     table.posted(claim);
     assert_eq!(table.finish(&waiting), None);
     assert_eq!(table.resolve_all(|_, owner| assert_eq!(owner, None)), 1);
@@ -133,7 +135,7 @@ fn unwritten_and_undefined_answers_are_broken() {
                 Nexus::Target {
                     target: index as u8,
                 },
-                None,
+                &mut None,
                 0,
                 0,
                 |_| 0,
@@ -152,17 +154,14 @@ fn unwritten_and_undefined_answers_are_broken() {
 #[test]
 fn a_released_claim_hands_its_owner_back() {
     let (_hal, table) = table(1);
-    let owner = Owner {
-        srb: 0x10,
-        extended: false,
-    };
+    let owner = || Owner::for_table_tests(0x10, false);
     let (claim, ..) = table
-        .claim(Nexus::Target { target: 1 }, Some(owner), 0, 0, |_| 0)
+        .claim(Nexus::Target { target: 1 }, &mut Some(owner()), 0, 0, |_| 0)
         .unwrap();
-    assert_eq!(table.release(claim), Some(owner));
+    assert_eq!(table.release(claim), Some(owner()));
     assert!(
         table
-            .claim(Nexus::Target { target: 1 }, None, 0, 0, |_| 0)
+            .claim(Nexus::Target { target: 1 }, &mut None, 0, 0, |_| 0)
             .is_some()
     );
 }
@@ -259,8 +258,8 @@ proptest! {
         for (op, pick) in ops {
             match op {
                 0 => {
-                    let owner = Owner { srb: next_owner, extended: false };
-                    if let Some((claim, ..)) = table.claim(Nexus::Target { target: 0 }, Some(owner), 0, 0, |_| 0) {
+                    let owner = Owner::for_table_tests(next_owner, false);
+                    if let Some((claim, ..)) = table.claim(Nexus::Target { target: 0 }, &mut Some(owner), 0, 0, |_| 0) {
                         table.posted(claim);
                         live.push(next_owner);
                         next_owner += 8;
@@ -271,12 +270,12 @@ proptest! {
                 3 => if let Some(view) = views.get(pick)
                     && let Some(Ended { owner: Some(owner) }) = table.finish(view)
                 {
-                    ended.push(owner.srb);
+                    ended.push(owner.address());
                 },
-                _ => { table.resolve_all(|_, owner| if let Some(owner) = owner { ended.push(owner.srb); }); }
+                _ => { table.resolve_all(|_, owner| if let Some(owner) = owner { ended.push(owner.address()); }); }
             }
         }
-        table.resolve_all(|_, owner| if let Some(owner) = owner { ended.push(owner.srb); });
+        table.resolve_all(|_, owner| if let Some(owner) = owner { ended.push(owner.address()); });
         ended.sort_unstable();
         live.sort_unstable();
         prop_assert_eq!(ended, live);
