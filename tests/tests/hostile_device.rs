@@ -264,3 +264,66 @@ fn inputs_that_once_broke_an_invariant_keep_every_invariant() {
         eprintln!("{name}: {figures:?}");
     }
 }
+
+/// A lie that runs the packed ring's used position past the available one (used descriptors
+/// for an id the device does not hold) makes the device's next honest used descriptor land on
+/// a chain the driver made available and the device has not read yet. The malformed chain the
+/// device then finds is its own lie's doing: it needs a reset, but it is not recorded as the
+/// driver's violation (the likeliest cause of the campaign's open controlq finding, see
+/// tools/fuzz/CAMPAIGNS.md).
+#[test]
+fn a_chain_the_device_overwrote_after_its_own_lie_is_not_blamed_on_the_driver() {
+    let machine = boot_standard(
+        SimOptions::default(),
+        DeviceOptions {
+            packed: true,
+            // Direct chains: a one-block WRITE takes three slots (header, data, response).
+            indirect_desc: false,
+            ..DeviceOptions::default()
+        },
+        || Lun::memory(1024, 512).unwrap(),
+    )
+    .unwrap();
+    machine.device.journal_writes(true);
+    machine.device.set_hostile(true);
+    let (first, (queue, _)) = held_write(&machine, 10);
+    // Five used descriptors for an id the device does not hold, no interrupt: the used
+    // position is two slots past the available one (the first write took three).
+    for _ in 0..5 {
+        assert!(
+            machine
+                .device
+                .hostile_publish_raw(queue, 999, 0, None, false)
+        );
+    }
+    // A second write from the same processor, on the same queue: the three slots after the
+    // first; available, not taken.
+    let data = stamped(0xFEED_0020, 512);
+    let second = machine
+        .adapter
+        .submit(0, &Request::new(0, 0, &write10(20, 1)).writing(&data))
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || machine
+        .device
+        .hostile_has_available(queue)));
+    // The honest answer to the first write lands on the second's last descriptor.
+    assert!(matches!(
+        machine.device.hostile_answer(0, &good(false)),
+        Answered::Published { .. }
+    ));
+    let _ = machine.device.hostile_take();
+    assert_eq!(
+        machine.device.stats().device_errors,
+        1,
+        "the device found the chain it overwrote malformed"
+    );
+    assert_eq!(machine.device.violations(), Vec::new());
+    machine.device.set_hostile(false);
+    for ticket in [first, second] {
+        machine
+            .adapter
+            .wait(ticket, Duration::from_secs(30))
+            .unwrap();
+    }
+    machine.finish();
+}

@@ -388,7 +388,16 @@ impl VirtioScsiDevice {
             match shared.ready(&mut state, index) {
                 Ok(Some(queue)) => {
                     let flags = flags.unwrap_or_else(|| queue.used_flags());
-                    queue.publish_raw(&shared.guest, id, len, flags, descriptors.unwrap_or(1))
+                    let published =
+                        queue.publish_raw(&shared.guest, id, len, flags, descriptors.unwrap_or(1));
+                    if queue.used_ahead_of_available() {
+                        shared
+                            .lied_ahead
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(index);
+                    }
+                    published
                 }
                 _ => false,
             }
@@ -398,6 +407,20 @@ impl VirtioScsiDevice {
             shared.raise(vector);
         }
         published
+    }
+
+    /// Whether queue `index` has a chain available that the device has not taken yet (a peek:
+    /// nothing is taken). `false` if the queue is not live.
+    #[must_use]
+    pub fn hostile_has_available(&self, index: u16) -> bool {
+        let shared = &self.shared;
+        let Some(mut state) = shared.queue_lock(index) else {
+            return false;
+        };
+        match shared.ready(&mut state, index) {
+            Ok(Some(queue)) => queue.has_available(&shared.guest),
+            _ => false,
+        }
     }
 
     /// The (queue, id) of every command the hostile mode holds, oldest first.

@@ -768,6 +768,11 @@ struct Shared {
     outstanding: Arc<Mutex<Outstanding>>,
     /// The driver's breaches, in the order found.
     violations: Mutex<Vec<DeviceViolation>>,
+    /// Queues on which the hostile mode's own lies moved the used position past the available
+    /// one (packed ring), until the next reset: the device's next honest used descriptor there
+    /// lands on a slot the driver made available and the device has not read, so a malformed
+    /// chain found on such a queue is the lie's consequence, not the driver's violation.
+    lied_ahead: Mutex<std::collections::BTreeSet<u16>>,
     /// An event interrupt was held back and is due when they are released.
     event_interrupt_pending: AtomicBool,
     /// The hostile mode ([`hostile`]): request and control chains wait for the caller to
@@ -1003,6 +1008,7 @@ impl VirtioScsiDevice {
             event_interrupt_pending: AtomicBool::new(false),
             outstanding: Arc::default(),
             violations: Mutex::new(Vec::new()),
+            lied_ahead: Mutex::new(std::collections::BTreeSet::new()),
             hostile: AtomicBool::new(false),
             hostile_control: Mutex::new(Vec::new()),
             worker: Mutex::new(None),
@@ -1392,13 +1398,26 @@ impl Shared {
         }
         self.pending.lock().jobs.clear();
         self.pending.changed.notify_all();
+        self.lied_ahead
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         self.broken.store(false, Ordering::Release);
     }
 
     /// The driver broke the protocol: DEVICE_NEEDS_RESET and a configuration interrupt, as
     /// QEMU's `virtio_error` does. Returns the configuration vector to raise (NO_VECTOR: INTx).
     fn device_error(&self, queue: Option<u16>, why: ChainError) -> u16 {
-        if let Some(violation) = queue.and_then(|queue| why.violation(queue)) {
+        let lied_ahead = |queue: &u16| {
+            self.lied_ahead
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(queue)
+        };
+        if let Some(violation) = queue
+            .filter(|queue| !lied_ahead(queue))
+            .and_then(|queue| why.violation(queue))
+        {
             self.record(violation);
         }
         self.device_errors.fetch_add(1, Ordering::Relaxed);

@@ -462,6 +462,36 @@ impl DeviceRing {
         }
     }
 
+    /// Whether a chain the device has not taken is available (a peek: nothing is taken).
+    pub fn has_available(&self, guest: &BusMemory) -> bool {
+        match self {
+            Self::Split { queue, .. } => queue
+                .avail_idx(guest, Ordering::Acquire)
+                .is_ok_and(|index| index.0 != queue.next_avail()),
+            Self::Packed(device) => device.has_available(&Guest(guest)).unwrap_or(false),
+        }
+    }
+
+    /// Whether the device's used position is past its available one (packed ring: a used
+    /// descriptor the device writes now lands on a slot it has not read; only a lie of the
+    /// hostile mode gets it there). Split rings keep used elements apart: never.
+    pub fn used_ahead_of_available(&self) -> bool {
+        match self {
+            Self::Split { .. } => false,
+            Self::Packed(device) => {
+                let (used, used_wrap) = device.next_used();
+                let (avail, avail_wrap) = device.next_avail();
+                // Less than a lap apart: in the same lap ahead means a higher slot; across a
+                // wrap (used already in the next lap) a lower one.
+                if used_wrap == avail_wrap {
+                    used > avail
+                } else {
+                    used < avail
+                }
+            }
+        }
+    }
+
     /// The flags a used descriptor written now carries (packed: AVAIL and USED both equal to
     /// the used wrap counter; split rings have no flags in used elements: 0).
     pub fn used_flags(&self) -> u16 {
