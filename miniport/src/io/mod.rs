@@ -10,8 +10,8 @@
 
 use core::sync::atomic::Ordering;
 
-use virtio_core::scsi::{CmdResp, Response};
-use zerocopy::{FromBytes, FromZeros, IntoBytes};
+use virtio_core::scsi::{CmdRespHeader, Response, SENSE_SIZE};
+use zerocopy::{FromBytes, IntoBytes};
 
 use crate::srb_extension::{CONTEXT_LEN, RequestContext, RequestLayout, RequestState};
 use crate::storport::request::RequestView;
@@ -92,25 +92,99 @@ impl Request<'_> {
         );
     }
 
-    /// The response header the device wrote (everything before the sense bytes), with the
-    /// sense bytes zero: most completions carry no sense, so they are read only when wanted
-    /// ([`Request::read_sense`]) instead of 96 bytes on every completion.
-    fn response_header(&self) -> Option<CmdResp> {
-        let mut response = CmdResp::new_zeroed();
-        let header = response
-            .as_mut_bytes()
-            .get_mut(..RESPONSE_HEADER_LEN as usize)?;
-        self.view
-            .read_bytes(self.layout.cmd_resp, header)
-            .then_some(response)
-    }
-
-    /// Reads the first `len` sense bytes the device wrote into `response`.
-    fn read_sense(&self, response: &mut CmdResp, len: usize) -> bool {
-        response.sense.get_mut(..len).is_some_and(|sense| {
+    /// Reads the first `len` sense bytes the device wrote into `sense`.
+    fn read_sense(&self, sense: &mut [u8; SENSE_SIZE], len: usize) -> bool {
+        sense.get_mut(..len).is_some_and(|sense| {
             self.view
                 .read_bytes(self.layout.cmd_resp + RESPONSE_HEADER_LEN as usize, sense)
         })
+    }
+
+    /// What a completion reads of the context ([`Completing`]): the first three words, loaded
+    /// one by one from a window checked once, instead of the whole context copied out.
+    #[inline]
+    fn completing(&self) -> Option<Completing> {
+        let context = self
+            .view
+            .part(self.layout.context, CONTEXT_LEN, 0)?
+            .array::<CONTEXT_LEN, 8>(0, 1)?;
+        let words = [0, 8, 16].map(|word| context.load_u64(0, word, Ordering::Relaxed));
+        Some(Completing::from_words(&words))
+    }
+
+    /// The response's fixed head as the device wrote it: three 32-bit loads from a window
+    /// checked once.
+    #[inline]
+    fn response_head(&self) -> Option<CmdRespHeader> {
+        let head = self
+            .view
+            .part(self.layout.cmd_resp, RESPONSE_HEADER_LEN as usize, 0)?
+            .array::<{ RESPONSE_HEADER_LEN as usize }, 4>(0, 1)?;
+        let word = |field: usize| head.load_u32(0, field, Ordering::Relaxed);
+        let last = word(8).to_le_bytes();
+        Some(CmdRespHeader {
+            sense_len: word(0).into(),
+            resid: word(4).into(),
+            status_qualifier: u16::from_le_bytes([last[0], last[1]]).into(),
+            status: last[2],
+            response: last[3],
+        })
+    }
+}
+
+/// The fields of a request's context its completion reads, all in the context's first three
+/// words (asserted below, so a layout change that moves one out fails to build).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Completing {
+    data_length: u32,
+    sense_capacity: u32,
+    token: u16,
+    state: u8,
+    direction: u8,
+    target: u8,
+    opcode: u8,
+    lun: u16,
+    vpd_page: u16,
+}
+
+/// The `SIZE`-byte little-endian field at byte `OFFSET` of the context, from its first three
+/// words.
+const fn context_field<const OFFSET: usize, const SIZE: usize>(words: &[u64; 3]) -> u64 {
+    const {
+        assert!(OFFSET + SIZE <= 24 && OFFSET % 8 + SIZE <= 8 && OFFSET.is_multiple_of(SIZE));
+    }
+    let value = words[OFFSET / 8] >> ((OFFSET % 8) * 8);
+    if SIZE == 8 {
+        value
+    } else {
+        value & ((1 << (SIZE * 8)) - 1)
+    }
+}
+
+impl Completing {
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "each field is cut out of its own bytes"
+    )]
+    const fn from_words(words: &[u64; 3]) -> Self {
+        use core::mem::offset_of;
+        macro_rules! field {
+            ($name:ident, $ty:ty) => {
+                context_field::<{ offset_of!(RequestContext, $name) }, { size_of::<$ty>() }>(words)
+                    as $ty
+            };
+        }
+        Self {
+            data_length: field!(data_length, u32),
+            sense_capacity: field!(sense_capacity, u32),
+            token: field!(token, u16),
+            state: field!(state, u8),
+            direction: field!(direction, u8),
+            target: field!(target, u8),
+            opcode: field!(opcode, u8),
+            lun: field!(lun, u16),
+            vpd_page: field!(vpd_page, u16),
+        }
     }
 }
 

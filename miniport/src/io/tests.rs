@@ -64,3 +64,45 @@ fn a_removed_unit_fails_with_no_device_whatever_the_device_said() {
         );
     }
 }
+
+#[test]
+fn the_completion_reads_each_context_field_from_its_own_bytes() {
+    // Every field a distinct value with no zero byte, so a field cut from the wrong bytes or
+    // with the wrong width reads something else.
+    let context = RequestContext {
+        data_length: 0x8877_6655.into(),
+        sense_capacity: 0x0000_00F1.into(),
+        queue: 0x1A2B.into(),
+        token: 0x3C4D.into(),
+        state: RequestState::InFlight as u8,
+        direction: 2,
+        target: 0xE5,
+        opcode: 0x9E,
+        lun: 0x0307.into(),
+        vpd_page: 0x0083.into(),
+        readable: 0x1111.into(),
+        writable: 0x2222.into(),
+        indirect_usable: 1,
+        reserved: [0; 7],
+        bus: 0xDEAD_BEEF.into(),
+        sequence: 0x0102_0304.into(),
+    };
+    let bytes = context.as_bytes();
+    let words: [u64; 3] = core::array::from_fn(|i| {
+        u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+    });
+    assert_eq!(
+        Completing::from_words(&words),
+        Completing {
+            data_length: 0x8877_6655,
+            sense_capacity: 0xF1,
+            token: 0x3C4D,
+            state: RequestState::InFlight as u8,
+            direction: 2,
+            target: 0xE5,
+            opcode: 0x9E,
+            lun: 0x0307,
+            vpd_page: 0x0083,
+        }
+    );
+}

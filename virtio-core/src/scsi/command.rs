@@ -3,7 +3,7 @@
 
 use super::lun::Lun;
 use super::scsi_status::{CHECK_CONDITION, COMMAND_TERMINATED, GOOD};
-use super::wire::{CmdReq, CmdResp, Response, TaskAttr};
+use super::wire::{CmdReq, CmdResp, CmdRespHeader, Response, TaskAttr};
 use super::{CDB_SIZE, SENSE_SIZE};
 
 /// Why a request could not be built. These are caller errors (a malformed SRB), never device
@@ -295,6 +295,15 @@ impl CommandOutcome {
 #[must_use]
 #[inline]
 pub fn complete_command(resp: &CmdResp, transfer: &Transfer) -> CommandOutcome {
+    complete_header(&resp.header(), transfer)
+}
+
+/// [`complete_command`] from the response's fixed head alone (the sense bytes are not needed to
+/// decide how the command ended): what the miniport reads on every completion, before it reads
+/// any sense.
+#[must_use]
+#[inline]
+pub fn complete_header(resp: &CmdRespHeader, transfer: &Transfer) -> CommandOutcome {
     let Some(response) = Response::from_raw(resp.response) else {
         return CommandOutcome::violation(ProtocolViolation::InvalidResponse {
             response: resp.response,
@@ -646,6 +655,20 @@ mod tests {
         ) {
             let resp = CmdResp::read_from_bytes(&bytes).unwrap();
             check_bounds(&resp, &Transfer::new(direction(dir), length, capacity))?;
+        }
+
+        #[test]
+        fn the_fixed_head_alone_decides_as_the_whole_response_does(
+            bytes in proptest::collection::vec(any::<u8>(), 108),
+            dir in any::<u8>(),
+            length in any::<u32>(),
+            capacity in 0u32..=300,
+        ) {
+            let resp = CmdResp::read_from_bytes(&bytes).unwrap();
+            let head = CmdRespHeader::read_from_bytes(&bytes[..12]).unwrap();
+            prop_assert_eq!(head, resp.header());
+            let transfer = Transfer::new(direction(dir), length, capacity);
+            prop_assert_eq!(complete_header(&head, &transfer), complete_command(&resp, &transfer));
         }
 
         #[test]

@@ -26,15 +26,15 @@ pub mod wire;
 
 pub use command::{
     CommandOutcome, DataDirection, Disposition, ProtocolViolation, RequestError, Transfer,
-    complete_command,
+    complete_command, complete_header,
 };
 pub use config::{ConfigError, ConfigureError, Limits, configure, read_config};
 pub use control::{AnOutcome, ControlFailure, TmfOutcome, complete_an, complete_tmf};
 pub use event::{DecodedEvent, EventError, EventKind};
 pub use lun::{Lun, LunError};
 pub use wire::{
-    AnEvents, AnReq, AnResp, CmdReq, CmdResp, Config, ControlType, Event, EventType, ResetReason,
-    Response, TaskAttr, TmfReq, TmfResp, TmfSubtype,
+    AnEvents, AnReq, AnResp, CmdReq, CmdResp, CmdRespHeader, Config, ControlType, Event, EventType,
+    ResetReason, Response, TaskAttr, TmfReq, TmfResp, TmfSubtype,
 };
 
 /// virtio device ID of the SCSI host device (virtio 1.x section 5.6.1).

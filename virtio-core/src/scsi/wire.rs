@@ -148,6 +148,47 @@ pub struct CmdResp {
 const _: () = assert!(size_of::<CmdResp>() == 108);
 const _: () = assert!(offset_of!(CmdResp, status) == 10 && offset_of!(CmdResp, sense) == 12);
 
+/// The fixed head of [`CmdResp`], everything before the sense bytes: what every completion
+/// reads (the sense bytes are read only when there are some). Interpret it with
+/// [`super::complete_header`].
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned,
+)]
+#[repr(C)]
+pub struct CmdRespHeader {
+    /// Number of sense bytes the device wrote.
+    pub sense_len: U32,
+    /// The spec's `residual`: data length minus bytes transferred.
+    pub resid: U32,
+    /// SAM status qualifier.
+    pub status_qualifier: U16,
+    /// SAM status byte; meaningful only when `response` is `VIRTIO_SCSI_S_OK`.
+    pub status: u8,
+    /// Transport outcome ([`Response`]).
+    pub response: u8,
+}
+const _: () = assert!(size_of::<CmdRespHeader>() == offset_of!(CmdResp, sense));
+const _: () = assert!(
+    offset_of!(CmdRespHeader, resid) == offset_of!(CmdResp, resid)
+        && offset_of!(CmdRespHeader, status_qualifier) == offset_of!(CmdResp, status_qualifier)
+        && offset_of!(CmdRespHeader, status) == offset_of!(CmdResp, status)
+        && offset_of!(CmdRespHeader, response) == offset_of!(CmdResp, response)
+);
+
+impl CmdResp {
+    /// The response's fixed head.
+    #[must_use]
+    pub const fn header(&self) -> CmdRespHeader {
+        CmdRespHeader {
+            sense_len: self.sense_len,
+            resid: self.resid,
+            status_qualifier: self.status_qualifier,
+            status: self.status,
+            response: self.response,
+        }
+    }
+}
+
 /// Device-readable part of `struct virtio_scsi_ctrl_tmf` (virtio 1.x section 5.6.6.2). Build
 /// it with [`TmfReq::new`].
 #[derive(
