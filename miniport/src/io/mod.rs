@@ -44,6 +44,21 @@ const RESPONSE_HEADER_LEN: u32 = 12;
 const UNWRITTEN_RESPONSE_HEADER: [u8; RESPONSE_HEADER_LEN as usize] =
     [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, Response::Failure as u8];
 
+/// Where every layout keeps the context and the response (both precede the indirect table,
+/// the first part whose size depends on the segment count), as constants: the completion's
+/// windows on them then cost one bounds check against the view, with no offset arithmetic.
+const CONTEXT_AT: usize = RequestLayout::new(1).context;
+/// See [`CONTEXT_AT`].
+const CMD_RESP_AT: usize = RequestLayout::new(1).cmd_resp;
+const _: () = {
+    let mut segments = 1;
+    while segments <= crate::sizing::MAX_DATA_SEGMENTS {
+        let layout = RequestLayout::new(segments);
+        assert!(layout.context == CONTEXT_AT && layout.cmd_resp == CMD_RESP_AT);
+        segments += 1;
+    }
+};
+
 /// One request's memory in its SRB extension, as the floor's bounds-checked view with the
 /// adapter's layout.
 #[derive(Clone, Copy, Debug)]
@@ -106,7 +121,7 @@ impl Request<'_> {
     fn completing(&self) -> Option<Completing> {
         let context = self
             .view
-            .part(self.layout.context, CONTEXT_LEN, 0)?
+            .part(CONTEXT_AT, CONTEXT_LEN, 0)?
             .array::<CONTEXT_LEN, 8>(0, 1)?;
         let words = [0, 8, 16].map(|word| context.load_u64(0, word, Ordering::Relaxed));
         Some(Completing::from_words(&words))
@@ -118,7 +133,7 @@ impl Request<'_> {
     fn response_head(&self) -> Option<CmdRespHeader> {
         let head = self
             .view
-            .part(self.layout.cmd_resp, RESPONSE_HEADER_LEN as usize, 0)?
+            .part(CMD_RESP_AT, RESPONSE_HEADER_LEN as usize, 0)?
             .array::<{ RESPONSE_HEADER_LEN as usize }, 4>(0, 1)?;
         let word = |field: usize| head.load_u32(0, field, Ordering::Relaxed);
         let last = word(8).to_le_bytes();
