@@ -71,20 +71,20 @@ impl Request<'_> {
     fn context(&self) -> Option<RequestContext> {
         let mut bytes = [0u8; CONTEXT_LEN];
         self.view
-            .read_bytes(self.layout.context, &mut bytes)
+            .read_bytes(CONTEXT_AT, &mut bytes)
             .then(|| RequestContext::read_from_bytes(&bytes).ok())
             .flatten()
     }
 
     fn set_context(&self, context: &RequestContext) -> bool {
         self.view
-            .write_bytes(self.layout.context, context.as_bytes())
+            .write_bytes(CONTEXT_AT, context.as_bytes())
     }
 
     /// Moves the request to `state` (one byte; the rest of the context is unchanged).
     fn set_state(&self, state: RequestState) {
         self.view.store_u8(
-            self.layout.context + RequestContext::STATE_OFFSET,
+            CONTEXT_AT + RequestContext::STATE_OFFSET,
             state as u8,
         );
     }
@@ -92,7 +92,7 @@ impl Request<'_> {
     /// Records the ring token of the request in flight.
     fn set_token(&self, token: u16) {
         self.view.store_u16(
-            self.layout.context + RequestContext::TOKEN_OFFSET,
+            CONTEXT_AT + RequestContext::TOKEN_OFFSET,
             token,
             Ordering::Relaxed,
         );
@@ -101,7 +101,7 @@ impl Request<'_> {
     /// Records the queue's submission count of the request in flight.
     fn set_sequence(&self, sequence: u64) {
         self.view.store_u64(
-            self.layout.context + RequestContext::SEQUENCE_OFFSET,
+            CONTEXT_AT + RequestContext::SEQUENCE_OFFSET,
             sequence,
             Ordering::Relaxed,
         );
