@@ -448,7 +448,9 @@ unsafe fn parse_extended(raw: NonNull<ScsiRequestBlock>) -> Result<Extended, Srb
 }
 
 /// Records in `found` what a view keeps of the SRB_EX data block at `offset` (read from the
-/// offsets array), validated against `length` (`SrbLength`).
+/// offsets array), validated against `length` (`SrbLength`). The CDB16 block, which StorPort
+/// sends for every CDB of up to 16 bytes, is parsed here; every other type in
+/// [`parse_other_block`].
 ///
 /// # Safety
 /// As for [`parse_extended`], and `length` is the SRB's `SrbLength`, at least its header.
@@ -466,8 +468,68 @@ unsafe fn parse_block(
     let bad = SrbError::BadDataBlock { offset };
     // SAFETY: the caller's contract.
     let kind: u32 = unsafe { read_inside(raw, offset, length) }.ok_or(bad)?;
-    let recorded = kind == SrbExDataTypeScsiCdb16
-        || kind == SrbExDataTypeScsiCdb32
+    if kind != SrbExDataTypeScsiCdb16 {
+        // SAFETY: the caller's contract.
+        return unsafe { parse_other_block(raw, offset, length, kind, found) };
+    }
+    // SAFETY: the caller's contract.
+    unsafe { parse_fixed_cdb_block::<SrbExDataScsiCdb16, 16>(raw, offset, length, found) }
+}
+
+/// [`parse_block`] for a CDB16 or CDB32 block (type `T`, a CDB array of `SPAN` bytes; the two
+/// layouts are the same up to the CDB array, asserted at the end of this file).
+///
+/// # Safety
+/// As for [`parse_block`].
+#[expect(
+    clippy::inline_always,
+    reason = "on every I/O (the bench sends SRB_EX); a call costs instructions per I/O (cargo xtask bench)"
+)]
+#[inline(always)]
+unsafe fn parse_fixed_cdb_block<T, const SPAN: u8>(
+    raw: NonNull<ScsiRequestBlock>,
+    offset: u32,
+    length: u32,
+    found: &mut Found,
+) -> Result<(), SrbError> {
+    if offset > RECORDED_BLOCK_LIMIT || !block_fits::<T>(offset, length) {
+        return Err(SrbError::BadDataBlock { offset });
+    }
+    // SAFETY: a byte of the block just checked to lie inside `SrbLength`.
+    let cdb_length: u8 = unsafe {
+        read_at(
+            raw,
+            offset as usize + offset_of!(SrbExDataScsiCdb16, cdb_length),
+        )
+    };
+    if cdb_length == 0 || cdb_length > SPAN {
+        return Err(SrbError::CdbLength {
+            len: u32::from(cdb_length),
+        });
+    }
+    // Below RECORDED_BLOCK_LIMIT, so every field offset of the block fits in 16 bits; the
+    // narrowing cast is exact.
+    found.scsi = ScsiFields::at(offset as u16, FIXED_CDB_FIELDS);
+    found.cdb_length = cdb_length;
+    found.cdb_span = SPAN;
+    Ok(())
+}
+
+/// [`parse_block`] for a block of another `kind` than CDB16: out of the I/O path's line.
+///
+/// # Safety
+/// As for [`parse_block`], and the block's type (`kind`) was read inside `SrbLength`.
+#[cold]
+#[inline(never)]
+unsafe fn parse_other_block(
+    raw: NonNull<ScsiRequestBlock>,
+    offset: u32,
+    length: u32,
+    kind: u32,
+    found: &mut Found,
+) -> Result<(), SrbError> {
+    let bad = SrbError::BadDataBlock { offset };
+    let recorded = kind == SrbExDataTypeScsiCdb32
         || kind == SrbExDataTypeScsiCdbVar
         || kind == SrbExDataTypeWmi;
     if !recorded {
@@ -482,27 +544,9 @@ unsafe fn parse_block(
     // narrowing cast is exact.
     let base = offset as u16;
     let at = offset as usize;
-    if kind == SrbExDataTypeScsiCdb16 || kind == SrbExDataTypeScsiCdb32 {
-        let (fits, span) = if kind == SrbExDataTypeScsiCdb16 {
-            (block_fits::<SrbExDataScsiCdb16>(offset, length), 16)
-        } else {
-            (block_fits::<SrbExDataScsiCdb32>(offset, length), 32)
-        };
-        if !fits {
-            return Err(bad);
-        }
-        // SAFETY: a byte of the block just checked to lie inside `SrbLength`; the two
-        // layouts are the same up to the CDB array (asserted at the end of this file).
-        let cdb_length: u8 =
-            unsafe { read_at(raw, at + offset_of!(SrbExDataScsiCdb16, cdb_length)) };
-        if cdb_length == 0 || cdb_length > span {
-            return Err(SrbError::CdbLength {
-                len: u32::from(cdb_length),
-            });
-        }
-        found.scsi = ScsiFields::at(base, FIXED_CDB_FIELDS);
-        found.cdb_length = cdb_length;
-        found.cdb_span = span;
+    if kind == SrbExDataTypeScsiCdb32 {
+        // SAFETY: the caller's contract.
+        unsafe { parse_fixed_cdb_block::<SrbExDataScsiCdb32, 32>(raw, offset, length, found) }
     } else if kind == SrbExDataTypeScsiCdbVar {
         if !block_fits::<SrbExDataScsiCdbVar>(offset, length) {
             return Err(bad);
@@ -523,6 +567,7 @@ unsafe fn parse_block(
         found.scsi = fields;
         found.cdb_length = cdb_length;
         found.cdb_span = cdb_length;
+        Ok(())
     } else {
         // An SRBEX_DATA_WMI block: aligned and inside `SrbLength`, and as long as the WDK
         // says the block is; its fields are read later, at fixed offsets.
@@ -535,8 +580,8 @@ unsafe fn parse_block(
             return Err(bad);
         }
         found.wmi = base;
+        Ok(())
     }
-    Ok(())
 }
 
 /// 32 bytes kept, then 32 cleared: the `CDB_SIZE` bytes from `CDB_SIZE - len` are a mask that
