@@ -210,7 +210,6 @@ struct Found {
 
 /// What [`Srb::from_raw`] finds in an SRB_EX.
 struct Extended {
-    function: u32,
     /// Path, target and LUN in bytes 0, 1 and 2.
     address: u32,
     blocks: Found,
@@ -243,15 +242,15 @@ const NO_LAYOUT: SrbLayout = SrbLayout {
 /// A request StorPort handed to the miniport. Not `Copy`: completing consumes it.
 ///
 /// The view keeps what its accessors need as plain values, found once when it is made: the
-/// function, the address, and the offsets of the SCSI fields and of the WMI block. An
-/// accessor is then a load or a store at an offset, without looking at the SRB's shape again
-/// (the header fields the two shapes keep at different offsets cost one select).
+/// address, and the offsets of the SCSI fields and of the WMI block. An accessor is then a
+/// load or a store at an offset, without looking at the SRB's shape again (the header fields
+/// the two shapes keep at different offsets, the function among them, cost one select). The
+/// function is read when asked for, not kept: the views rebuilt on the way back
+/// ([`Srb::from_layout`]) never ask.
 #[derive(Debug)]
 pub struct Srb {
     raw: NonNull<ScsiRequestBlock>,
     scsi: ScsiFields,
-    /// The `SRB_FUNCTION_*` code (for SRB_EX, `SrbFunction`).
-    function: u32,
     /// Bus, target and LUN in bytes 0, 1 and 2; all 0 in a view that was not told them
     /// ([`Srb::from_layout`]).
     address: u32,
@@ -440,11 +439,7 @@ unsafe fn parse_extended(raw: NonNull<ScsiRequestBlock>) -> Result<Extended, Srb
     if count as usize > fitting {
         return Err(SrbError::BadDataBlock { offset: u32::MAX });
     }
-    Ok(Extended {
-        function,
-        address,
-        blocks,
-    })
+    Ok(Extended { address, blocks })
 }
 
 /// Records in `found` what a view keeps of the SRB_EX data block at `offset` (read from the
@@ -626,7 +621,6 @@ impl Srb {
             return Ok(Self {
                 raw,
                 scsi: CLASSIC_FIELDS,
-                function: u32::from(function),
                 address: u32::from_le(word) >> 8,
                 cdb_length,
                 cdb_span: 16,
@@ -641,7 +635,6 @@ impl Srb {
             Ok(found) => Ok(Self {
                 raw,
                 scsi: found.blocks.scsi,
-                function: found.function,
                 address: found.address,
                 cdb_length: found.blocks.cdb_length,
                 cdb_span: found.blocks.cdb_span,
@@ -712,13 +705,6 @@ impl Srb {
     /// those fields.
     #[must_use]
     pub unsafe fn from_layout(raw: NonNull<ScsiRequestBlock>, layout: SrbLayout) -> Self {
-        let function = if layout.extended {
-            // SAFETY: the SRB is an SRB_EX (the layout says so), whose fixed header is valid.
-            unsafe { read_at::<u32>(raw, offset_of!(StorageRequestBlock, srb_function)) }
-        } else {
-            // SAFETY: every SRB starts with Length (u16), Function (u8).
-            u32::from(unsafe { read_at::<u8>(raw, offset_of!(ScsiRequestBlock, function)) })
-        };
         Self {
             raw,
             scsi: ScsiFields::new(
@@ -727,7 +713,6 @@ impl Srb {
                 layout.sense_buffer,
                 0,
             ),
-            function,
             address: 0,
             cdb_length: 0,
             cdb_span: 0,
@@ -826,8 +811,12 @@ impl Srb {
 
     /// The `SRB_FUNCTION_*` code (for SRB_EX, `SrbFunction`).
     #[must_use]
-    pub const fn function(&self) -> u32 {
-        self.function
+    pub fn function(&self) -> u32 {
+        if self.extended {
+            self.read_u32(offset_of!(StorageRequestBlock, srb_function))
+        } else {
+            u32::from(self.read_u8(offset_of!(ScsiRequestBlock, function)))
+        }
     }
 
     /// Bus, target and LUN (all 0 in a view rebuilt by [`Srb::from_layout`]).
