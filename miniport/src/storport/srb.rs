@@ -353,6 +353,9 @@ unsafe fn read_inside<T: Copy>(
     Some(unsafe { read_at(raw, offset as usize) })
 }
 
+/// Signature and Version of a valid SRB_EX, as the one little-endian word they make.
+const SRB_EX_IDENTITY: u64 = SRB_SIGNATURE as u64 | (STORAGE_REQUEST_BLOCK_VERSION_1 as u64) << 32;
+
 /// Whether the block of type `T` at `offset` lies inside `length` bytes and is aligned.
 const fn block_fits<T>(offset: u32, length: u32) -> bool {
     (offset as u64) + (size_of::<T>() as u64) <= length as u64
@@ -371,20 +374,22 @@ const fn block_fits<T>(offset: u32, length: u32) -> bool {
 )]
 #[inline(always)]
 unsafe fn parse_extended(raw: NonNull<ScsiRequestBlock>) -> Result<Extended, SrbError> {
-    // SAFETY: a field of the fixed STORAGE_REQUEST_BLOCK header, which the caller guarantees
-    // is valid, at its naturally aligned offset (as are the header reads below).
-    let signature: u32 = unsafe { read_at(raw, offset_of!(StorageRequestBlock, signature)) };
-    // SAFETY: as above.
-    let version: u32 = unsafe { read_at(raw, offset_of!(StorageRequestBlock, version)) };
+    // SAFETY: Signature and Version, adjacent fields of the fixed STORAGE_REQUEST_BLOCK
+    // header, which the caller guarantees is valid, read as one aligned word (asserted at the
+    // end of this file); the other header reads below are single fields at their naturally
+    // aligned offsets.
+    let identity =
+        u64::from_le(unsafe { read_at::<u64>(raw, offset_of!(StorageRequestBlock, signature)) });
     // SAFETY: as above.
     let length: u32 = unsafe { read_at(raw, offset_of!(StorageRequestBlock, srb_length)) };
-    if signature != SRB_SIGNATURE
-        || version != STORAGE_REQUEST_BLOCK_VERSION_1
-        || (length as usize) < size_of::<StorageRequestBlock>()
-    {
+    if identity != SRB_EX_IDENTITY || (length as usize) < size_of::<StorageRequestBlock>() {
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "Signature and Version are the low and high halves of the word"
+        )]
         return Err(SrbError::BadExtendedHeader {
-            signature,
-            version,
+            signature: identity as u32,
+            version: (identity >> 32) as u32,
             length,
         });
     }
@@ -460,15 +465,21 @@ unsafe fn parse_block(
     length: u32,
     found: &mut Found,
 ) -> Result<(), SrbError> {
-    let bad = SrbError::BadDataBlock { offset };
-    // SAFETY: the caller's contract.
-    let kind: u32 = unsafe { read_inside(raw, offset, length) }.ok_or(bad)?;
-    if kind != SrbExDataTypeScsiCdb16 {
-        // SAFETY: the caller's contract.
-        return unsafe { parse_other_block(raw, offset, length, kind, found) };
+    // The common case first: an aligned CDB16 block inside `SrbLength`, at a recorded
+    // offset. Any other block, or one failing these checks, takes the general way, which
+    // checks in the order the errors are reported (type, then offset limit, then extent).
+    if offset <= RECORDED_BLOCK_LIMIT && block_fits::<SrbExDataScsiCdb16>(offset, length) {
+        // SAFETY: the block's first field, inside `SrbLength` and aligned (just checked).
+        let kind: u32 = unsafe { read_at(raw, offset as usize) };
+        if kind == SrbExDataTypeScsiCdb16 {
+            // SAFETY: the caller's contract.
+            return unsafe {
+                parse_fixed_cdb_block::<SrbExDataScsiCdb16, 16>(raw, offset, length, found)
+            };
+        }
     }
     // SAFETY: the caller's contract.
-    unsafe { parse_fixed_cdb_block::<SrbExDataScsiCdb16, 16>(raw, offset, length, found) }
+    unsafe { parse_other_block(raw, offset, length, found) }
 }
 
 /// [`parse_block`] for a CDB16 or CDB32 block (type `T`, a CDB array of `SPAN` bytes; the two
@@ -510,21 +521,23 @@ unsafe fn parse_fixed_cdb_block<T, const SPAN: u8>(
     Ok(())
 }
 
-/// [`parse_block`] for a block of another `kind` than CDB16: out of the I/O path's line.
+/// [`parse_block`] for every block but a well-placed CDB16 one: out of the I/O path's line.
 ///
 /// # Safety
-/// As for [`parse_block`], and the block's type (`kind`) was read inside `SrbLength`.
+/// As for [`parse_block`].
 #[cold]
 #[inline(never)]
 unsafe fn parse_other_block(
     raw: NonNull<ScsiRequestBlock>,
     offset: u32,
     length: u32,
-    kind: u32,
     found: &mut Found,
 ) -> Result<(), SrbError> {
     let bad = SrbError::BadDataBlock { offset };
-    let recorded = kind == SrbExDataTypeScsiCdb32
+    // SAFETY: the caller's contract.
+    let kind: u32 = unsafe { read_inside(raw, offset, length) }.ok_or(bad)?;
+    let recorded = kind == SrbExDataTypeScsiCdb16
+        || kind == SrbExDataTypeScsiCdb32
         || kind == SrbExDataTypeScsiCdbVar
         || kind == SrbExDataTypeWmi;
     if !recorded {
@@ -539,7 +552,10 @@ unsafe fn parse_other_block(
     // narrowing cast is exact.
     let base = offset as u16;
     let at = offset as usize;
-    if kind == SrbExDataTypeScsiCdb32 {
+    if kind == SrbExDataTypeScsiCdb16 {
+        // SAFETY: the caller's contract.
+        unsafe { parse_fixed_cdb_block::<SrbExDataScsiCdb16, 16>(raw, offset, length, found) }
+    } else if kind == SrbExDataTypeScsiCdb32 {
         // SAFETY: the caller's contract.
         unsafe { parse_fixed_cdb_block::<SrbExDataScsiCdb32, 32>(raw, offset, length, found) }
     } else if kind == SrbExDataTypeScsiCdbVar {
@@ -1074,6 +1090,12 @@ const _: () = assert!(
             == offset_of!(SrbExDataScsiCdb32, sense_info_buffer)
         && offset_of!(SrbExDataScsiCdb16, cdb_length) == offset_of!(SrbExDataScsiCdb32, cdb_length)
         && offset_of!(SrbExDataScsiCdb16, cdb) == offset_of!(SrbExDataScsiCdb32, cdb)
+);
+// Signature and Version are read as one aligned word.
+const _: () = assert!(
+    offset_of!(StorageRequestBlock, signature).is_multiple_of(8)
+        && offset_of!(StorageRequestBlock, version)
+            == offset_of!(StorageRequestBlock, signature) + 4
 );
 // The address is read as one aligned word in both shapes: ScsiStatus, PathId, TargetId, Lun
 // of a classic SRB; Path, Target, Lun, Reserved of a BTL8 address (4-aligned, `block_fits`).

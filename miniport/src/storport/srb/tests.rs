@@ -627,3 +627,56 @@ fn rebuilt_views_have_no_address_or_cdb() {
         assert_eq!(again.function(), u32::from(SRB_FUNCTION_EXECUTE_SCSI));
     }
 }
+
+#[test]
+fn a_bad_header_is_reported_with_its_signature_version_and_length() {
+    let mut sense = [0u8; 32];
+    let mut buffer = extended(&mut sense);
+    buffer.put(offset_of!(StorageRequestBlock, version), 2u32);
+    assert_eq!(
+        view(&mut buffer).err(),
+        Some(SrbError::BadExtendedHeader {
+            signature: SRB_SIGNATURE,
+            version: 2,
+            length: 184,
+        })
+    );
+    let mut buffer = extended(&mut sense);
+    buffer.put(offset_of!(StorageRequestBlock, signature), 0x1234_5678u32);
+    buffer.put(offset_of!(StorageRequestBlock, srb_length), 100u32);
+    assert_eq!(
+        view(&mut buffer).err(),
+        Some(SrbError::BadExtendedHeader {
+            signature: 0x1234_5678,
+            version: STORAGE_REQUEST_BLOCK_VERSION_1,
+            length: 100,
+        })
+    );
+}
+
+#[test]
+fn cdb16_blocks_off_the_common_placement_are_checked_the_general_way() {
+    let mut sense = [0u8; 32];
+    // 4-aligned (its type can be read) but not 8-aligned as the block must be.
+    let mut buffer = extended(&mut sense);
+    buffer.put(offset_of!(StorageRequestBlock, srb_ex_data_offset), 140u32);
+    buffer.put(140usize, SrbExDataTypeScsiCdb16);
+    assert_eq!(
+        view(&mut buffer).err(),
+        Some(SrbError::BadDataBlock { offset: 140 })
+    );
+    // Its type inside SrbLength, its end past it.
+    let mut buffer = extended(&mut sense);
+    buffer.put(offset_of!(StorageRequestBlock, srb_length), 160u32);
+    assert_eq!(
+        view(&mut buffer).err(),
+        Some(SrbError::BadDataBlock { offset: 144 })
+    );
+    // Well placed, with a bad CDB length: the error is the length's.
+    let mut buffer = extended(&mut sense);
+    buffer.put(144 + offset_of!(SrbExDataScsiCdb16, cdb_length), 17u8);
+    assert_eq!(
+        view(&mut buffer).err(),
+        Some(SrbError::CdbLength { len: 17 })
+    );
+}
