@@ -280,8 +280,13 @@ const fn field16(offset: usize) -> u16 {
     offset as u16
 }
 
-const _: () = assert!(size_of::<[u8; 16]>() == size_of::<u128>());
-const _: () = assert!(offset_of!(ScsiRequestBlock, cdb) + 16 <= size_of::<ScsiRequestBlock>());
+// The CDB arrays `Srb::cdb` reads whole: 16 bytes in a classic SRB and a CDB16 block, 32 in a
+// CDB32 block.
+const _: () = assert!(
+    offset_of!(ScsiRequestBlock, cdb) + 16 <= size_of::<ScsiRequestBlock>()
+        && offset_of!(SrbExDataScsiCdb16, cdb) + 16 <= size_of::<SrbExDataScsiCdb16>()
+        && offset_of!(SrbExDataScsiCdb32, cdb) + 32 <= size_of::<SrbExDataScsiCdb32>()
+);
 
 /// Header offsets of the two shapes: `(classic, extended)`.
 const FLAGS_AT: (usize, usize) = (
@@ -720,7 +725,7 @@ impl Srb {
     /// accessor tests the offsets it uses, so a layout with some offsets 0 touches none of
     /// those fields.
     #[must_use]
-    pub unsafe fn from_layout(raw: NonNull<ScsiRequestBlock>, layout: SrbLayout) -> Self {
+    pub const unsafe fn from_layout(raw: NonNull<ScsiRequestBlock>, layout: SrbLayout) -> Self {
         Self {
             raw,
             scsi: ScsiFields::new(
