@@ -427,6 +427,7 @@ proptest::proptest! {
             let mut cdb = [0u8; CDB_SIZE];
             if let Ok(len) = srb.cdb(&mut cdb) {
                 proptest::prop_assert!((1..=CDB_SIZE).contains(&len));
+                proptest::prop_assert!(cdb[len..].iter().all(|&b| b == 0));
             }
             srb.set_scsi_status(0);
             srb.set_srb_status(1);
