@@ -198,6 +198,7 @@ const _: () = assert!(
 
 /// What the SRB_EX data blocks [`parse_block`] recorded: the last CDB block's fields and
 /// the last WMI block's offset.
+#[derive(Clone, Copy)]
 struct Found {
     scsi: ScsiFields,
     /// The CDB length of the CDB block, checked against it (0 without one).
@@ -483,8 +484,10 @@ unsafe fn parse_block(
             };
         }
     }
+    // Passed and returned by value, so that `found` stays in registers on the common way.
     // SAFETY: the caller's contract.
-    unsafe { parse_other_block(raw, offset, length, found) }
+    *found = unsafe { parse_other_block(raw, offset, length, *found) }?;
+    Ok(())
 }
 
 /// [`parse_block`] for a CDB16 or CDB32 block (type `T`, a CDB array of `SPAN` bytes; the two
@@ -527,6 +530,7 @@ unsafe fn parse_fixed_cdb_block<T, const SPAN: u8>(
 }
 
 /// [`parse_block`] for every block but a well-placed CDB16 one: out of the I/O path's line.
+/// Returns `found` with what the block adds.
 ///
 /// # Safety
 /// As for [`parse_block`].
@@ -536,8 +540,8 @@ unsafe fn parse_other_block(
     raw: NonNull<ScsiRequestBlock>,
     offset: u32,
     length: u32,
-    found: &mut Found,
-) -> Result<(), SrbError> {
+    mut found: Found,
+) -> Result<Found, SrbError> {
     let bad = SrbError::BadDataBlock { offset };
     // SAFETY: the caller's contract.
     let kind: u32 = unsafe { read_inside(raw, offset, length) }.ok_or(bad)?;
@@ -548,7 +552,7 @@ unsafe fn parse_other_block(
     if !recorded {
         // Other blocks (PnP, power, I/O info, bidirectional address) are read by the
         // functions that use them.
-        return Ok(());
+        return Ok(found);
     }
     if offset > RECORDED_BLOCK_LIMIT {
         return Err(bad);
@@ -559,10 +563,14 @@ unsafe fn parse_other_block(
     let at = offset as usize;
     if kind == SrbExDataTypeScsiCdb16 {
         // SAFETY: the caller's contract.
-        unsafe { parse_fixed_cdb_block::<SrbExDataScsiCdb16, 16>(raw, offset, length, found) }
+        unsafe {
+            parse_fixed_cdb_block::<SrbExDataScsiCdb16, 16>(raw, offset, length, &mut found)
+        }?;
     } else if kind == SrbExDataTypeScsiCdb32 {
         // SAFETY: the caller's contract.
-        unsafe { parse_fixed_cdb_block::<SrbExDataScsiCdb32, 32>(raw, offset, length, found) }
+        unsafe {
+            parse_fixed_cdb_block::<SrbExDataScsiCdb32, 32>(raw, offset, length, &mut found)
+        }?;
     } else if kind == SrbExDataTypeScsiCdbVar {
         if !block_fits::<SrbExDataScsiCdbVar>(offset, length) {
             return Err(bad);
@@ -583,7 +591,6 @@ unsafe fn parse_other_block(
         found.scsi = fields;
         found.cdb_length = cdb_length;
         found.cdb_span = cdb_length;
-        Ok(())
     } else {
         // An SRBEX_DATA_WMI block: aligned and inside `SrbLength`, and as long as the WDK
         // says the block is; its fields are read later, at fixed offsets.
@@ -596,8 +603,8 @@ unsafe fn parse_other_block(
             return Err(bad);
         }
         found.wmi = base;
-        Ok(())
     }
+    Ok(found)
 }
 
 /// 32 bytes kept, then 32 cleared: the `CDB_SIZE` bytes from `CDB_SIZE - len` are a mask that
