@@ -430,25 +430,29 @@ unsafe fn parse_extended(raw: NonNull<ScsiRequestBlock>) -> Result<Extended, Srb
     };
     // SAFETY: as above.
     let count: u32 = unsafe { read_at(raw, offset_of!(StorageRequestBlock, num_srb_ex_data)) };
-    // The offsets array runs from SrbExDataOffset to the end of `SrbLength`; blocks are read
-    // in order, so an error in one that fits comes before the error of an array that does not.
+    // The offsets array runs from SrbExDataOffset to the end of `SrbLength`: each entry is
+    // checked before it is read, so the blocks before an entry past the end are parsed (and
+    // their errors reported) first.
     let offsets_start = offset_of!(StorageRequestBlock, srb_ex_data_offset);
-    let fitting = (length as usize - offsets_start) / 4;
     let mut blocks = Found {
         scsi: ScsiFields::NONE,
         cdb_length: 0,
         cdb_span: 0,
         wmi: 0,
     };
-    for index in 0..(count as usize).min(fitting) {
-        // SAFETY: entry `index < fitting` of the offsets array lies inside `SrbLength` and is
-        // 4-aligned (SrbExDataOffset is).
-        let offset: u32 = unsafe { read_at(raw, offsets_start + 4 * index) };
+    // `at <= length` throughout (120 < 128 <= length at the start, and `at` moves on only
+    // past an entry that fits), so nothing here overflows, whatever the count.
+    let mut at = offsets_start;
+    for _ in 0..count {
+        if length as usize - at < 4 {
+            return Err(SrbError::BadDataBlock { offset: u32::MAX });
+        }
+        // SAFETY: the entry at `at` lies inside `SrbLength` (just checked) and is 4-aligned
+        // (SrbExDataOffset is, and entries are 4 bytes).
+        let offset: u32 = unsafe { read_at(raw, at) };
+        at += 4;
         // SAFETY: the caller's contract, with `length` the SRB's validated `SrbLength`.
         unsafe { parse_block(raw, offset, length, &mut blocks) }?;
-    }
-    if count as usize > fitting {
-        return Err(SrbError::BadDataBlock { offset: u32::MAX });
     }
     Ok(Extended { address, blocks })
 }
