@@ -92,19 +92,97 @@ pub struct WmiParameters {
     pub data_path: usize,
 }
 
-/// Where the SCSI fields of an SRB live, as byte offsets from the SRB's start: 16-bit, so an
-/// [`Srb`] is small enough to pass around in registers and a few stores (a block is only
-/// recorded if all its fields lie below 64 KiB, see [`RECORDED_BLOCK_LIMIT`]).
+/// Where the SCSI fields of an SRB live: the byte offsets from the SRB's start of its SCSI
+/// status, sense length, sense buffer pointer and CDB, 16 bits each (bits 0, 16, 32 and 48),
+/// in one word that a view keeps and stores in one go (a block is only recorded if all its
+/// fields lie below 64 KiB, see [`RECORDED_BLOCK_LIMIT`]). An offset of 0 means the field is
+/// absent: no SRB has a SCSI field at its start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ScsiFields {
-    scsi_status: u16,
-    sense_length: u16,
-    sense_buffer: u16,
-    cdb: u16,
-    /// At most [`CDB_SIZE`] in an SRB_EX (checked when parsed); 0 in a classic SRB, whose
-    /// length is read from the SRB when asked for.
-    cdb_length: u8,
+struct ScsiFields(u64);
+
+impl ScsiFields {
+    /// No SCSI fields (non-SCSI functions, and a view that was not told where they are).
+    const NONE: Self = Self(0);
+
+    const fn new(scsi_status: u16, sense_length: u16, sense_buffer: u16, cdb: u16) -> Self {
+        Self(
+            scsi_status as u64
+                | (sense_length as u64) << 16
+                | (sense_buffer as u64) << 32
+                | (cdb as u64) << 48,
+        )
+    }
+
+    /// The fields of a block at `base` whose fields lie at the offsets `relative` gives from
+    /// the block's start: one multiply and one add. Each sum stays in its 16 bits when `base`
+    /// is at most [`RECORDED_BLOCK_LIMIT`] and each relative offset below 256.
+    const fn at(base: u16, relative: Self) -> Self {
+        Self(relative.0 + (base as u64) * 0x0001_0001_0001_0001)
+    }
+
+    /// One offset: `lane` 0 to 3 (SCSI status, sense length, sense buffer, CDB).
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "each offset is cut out of its own 16 bits"
+    )]
+    const fn lane(self, lane: u32) -> usize {
+        (self.0 >> (16 * lane)) as u16 as usize
+    }
+
+    const fn scsi_status(self) -> usize {
+        self.lane(0)
+    }
+
+    const fn sense_length(self) -> usize {
+        self.lane(1)
+    }
+
+    const fn sense_buffer(self) -> usize {
+        self.lane(2)
+    }
+
+    const fn cdb(self) -> usize {
+        self.lane(3)
+    }
 }
+
+/// The SCSI fields of a classic SRB.
+const CLASSIC_FIELDS: ScsiFields = ScsiFields::new(
+    field16(offset_of!(ScsiRequestBlock, scsi_status)),
+    field16(offset_of!(ScsiRequestBlock, sense_info_buffer_length)),
+    field16(offset_of!(ScsiRequestBlock, sense_info_buffer)),
+    field16(offset_of!(ScsiRequestBlock, cdb)),
+);
+
+/// The SCSI fields of a CDB16 or CDB32 block, from the block's start (the two layouts are the
+/// same up to the CDB array, asserted at the end of this file).
+const FIXED_CDB_FIELDS: ScsiFields = ScsiFields::new(
+    field16(offset_of!(SrbExDataScsiCdb16, scsi_status)),
+    field16(offset_of!(SrbExDataScsiCdb16, sense_info_buffer_length)),
+    field16(offset_of!(SrbExDataScsiCdb16, sense_info_buffer)),
+    field16(offset_of!(SrbExDataScsiCdb16, cdb)),
+);
+
+/// The SCSI fields of a CDB_VAR block, from the block's start.
+const VARIABLE_CDB_FIELDS: ScsiFields = ScsiFields::new(
+    field16(offset_of!(SrbExDataScsiCdbVar, scsi_status)),
+    field16(offset_of!(SrbExDataScsiCdbVar, sense_info_buffer_length)),
+    field16(offset_of!(SrbExDataScsiCdbVar, sense_info_buffer)),
+    field16(offset_of!(SrbExDataScsiCdbVar, cdb)),
+);
+
+// `ScsiFields::at` adds relative offsets below 256 to a base at most RECORDED_BLOCK_LIMIT.
+const _: () = assert!(
+    FIXED_CDB_FIELDS.scsi_status() < 256
+        && FIXED_CDB_FIELDS.sense_length() < 256
+        && FIXED_CDB_FIELDS.sense_buffer() < 256
+        && FIXED_CDB_FIELDS.cdb() < 256
+        && VARIABLE_CDB_FIELDS.scsi_status() < 256
+        && VARIABLE_CDB_FIELDS.sense_length() < 256
+        && VARIABLE_CDB_FIELDS.sense_buffer() < 256
+        && VARIABLE_CDB_FIELDS.cdb() < 256
+        && (RECORDED_BLOCK_LIMIT as usize) + 256 <= u16::MAX as usize + 1
+);
 
 /// Highest offset of an SRB_EX data block this view records (its SCSI or WMI block): every
 /// field of such a block then has a 16-bit offset. StorPort's SRB_EX are a few hundred bytes
@@ -118,28 +196,24 @@ const _: () = assert!(
         && size_of::<SrbExDataWmi>() <= 256
 );
 
-/// What [`Srb::parse_block`] records of one SRB_EX data block.
-enum Block {
-    /// A CDB block: where its SCSI fields are.
-    Scsi(ScsiFields),
-    /// An `SRBEX_DATA_WMI` block at this offset.
-    Wmi(u16),
-    /// A block read, if at all, by the function that uses it.
-    Other,
+/// What the SRB_EX data blocks [`parse_block`] recorded: the last CDB block's fields and
+/// the last WMI block's offset.
+#[derive(Clone, Copy)]
+struct Found {
+    scsi: ScsiFields,
+    /// The CDB length of the CDB block, checked against it (0 without one).
+    cdb_length: u8,
+    /// Bytes readable at the CDB (see [`Srb::cdb_span`]).
+    cdb_span: u8,
+    /// Offset of the `SRBEX_DATA_WMI` block (0 without one).
+    wmi: u16,
 }
 
-/// The shape of the SRB behind the pointer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Shape {
-    /// `SCSI_REQUEST_BLOCK`.
-    Classic,
-    /// `STORAGE_REQUEST_BLOCK`; `scsi` is `None` when it has no CDB block (non-SCSI functions),
-    /// `wmi` the offset of its validated `SRBEX_DATA_WMI` block, if it has one.
-    Extended {
-        address: Address,
-        scsi: Option<ScsiFields>,
-        wmi: Option<u16>,
-    },
+/// What [`Srb::from_raw`] finds in an SRB_EX.
+struct Extended {
+    /// Path, target and LUN in bytes 0, 1 and 2.
+    address: u32,
+    blocks: Found,
 }
 
 /// What completion needs of an SRB's shape, recorded by BuildIo in the request context so the
@@ -158,11 +232,39 @@ pub struct SrbLayout {
     pub sense_buffer: u16,
 }
 
+/// A layout without SCSI fields: such a view touches the header only.
+const NO_LAYOUT: SrbLayout = SrbLayout {
+    extended: false,
+    scsi_status: 0,
+    sense_length: 0,
+    sense_buffer: 0,
+};
+
 /// A request StorPort handed to the miniport. Not `Copy`: completing consumes it.
+///
+/// The view keeps what its accessors need as plain values, found once when it is made: the
+/// address, and the offsets of the SCSI fields and of the WMI block. An accessor is then a
+/// load or a store at an offset, without looking at the SRB's shape again (the header fields
+/// the two shapes keep at different offsets, the function among them, cost one select). The
+/// function is read when asked for, not kept: the views rebuilt on the way back
+/// ([`Srb::from_layout`]) never ask.
 #[derive(Debug)]
 pub struct Srb {
     raw: NonNull<ScsiRequestBlock>,
-    shape: Shape,
+    scsi: ScsiFields,
+    /// Bus, target and LUN in bytes 0, 1 and 2; all 0 in a view that was not told them
+    /// ([`Srb::from_layout`]).
+    address: u32,
+    /// `CdbLength` as the SRB gives it (classic: read when the view is made, checked when the
+    /// CDB is read; SRB_EX: checked against its block when parsed); 0 when the view has no CDB.
+    cdb_length: u8,
+    /// Bytes at the CDB that may be read: the CDB array of a classic SRB or of a CDB16/CDB32
+    /// block (16 or 32), or exactly `cdb_length` for a CDB_VAR block, which ends with its CDB.
+    cdb_span: u8,
+    /// Offset of the validated `SRBEX_DATA_WMI` block; 0 without one (and in a classic SRB).
+    wmi: u16,
+    /// Whether the SRB is a STORAGE_REQUEST_BLOCK.
+    extended: bool,
     /// Whether this view wrote the SRB record of its request area
     /// ([`crate::storport::request::RequestArea::of`]): a view is made fresh for each call
     /// StorPort makes, so HwBuildIo knows that BuildIo recorded this SRB.
@@ -179,12 +281,346 @@ const fn field16(offset: usize) -> u16 {
     offset as u16
 }
 
-const CLASSIC_FIELDS: ScsiFields = ScsiFields {
-    scsi_status: field16(offset_of!(ScsiRequestBlock, scsi_status)),
-    sense_length: field16(offset_of!(ScsiRequestBlock, sense_info_buffer_length)),
-    sense_buffer: field16(offset_of!(ScsiRequestBlock, sense_info_buffer)),
-    cdb: field16(offset_of!(ScsiRequestBlock, cdb)),
-    cdb_length: 0,
+// The CDB arrays `Srb::cdb` reads whole: 16 bytes in a classic SRB and a CDB16 block, 32 in a
+// CDB32 block.
+const _: () = assert!(
+    offset_of!(ScsiRequestBlock, cdb) + 16 <= size_of::<ScsiRequestBlock>()
+        && offset_of!(SrbExDataScsiCdb16, cdb) + 16 <= size_of::<SrbExDataScsiCdb16>()
+        && offset_of!(SrbExDataScsiCdb32, cdb) + 32 <= size_of::<SrbExDataScsiCdb32>()
+);
+
+/// Header offsets of the two shapes: `(classic, extended)`.
+const FLAGS_AT: (usize, usize) = (
+    offset_of!(ScsiRequestBlock, srb_flags),
+    offset_of!(StorageRequestBlock, srb_flags),
+);
+const DATA_LENGTH_AT: (usize, usize) = (
+    offset_of!(ScsiRequestBlock, data_transfer_length),
+    offset_of!(StorageRequestBlock, data_transfer_length),
+);
+const DATA_BUFFER_AT: (usize, usize) = (
+    offset_of!(ScsiRequestBlock, data_buffer),
+    offset_of!(StorageRequestBlock, data_buffer),
+);
+const EXTENSION_AT: (usize, usize) = (
+    offset_of!(ScsiRequestBlock, srb_extension),
+    offset_of!(StorageRequestBlock, miniport_context),
+);
+const NEXT_SRB_AT: (usize, usize) = (
+    offset_of!(ScsiRequestBlock, next_srb),
+    offset_of!(StorageRequestBlock, next_srb),
+);
+
+/// Reads a `T` at byte `offset` of the SRB at `raw`.
+///
+/// # Safety
+/// `offset .. offset + size_of::<T>()` lies inside the SRB (its fixed header, or bytes checked
+/// against `SrbLength`), which is valid for reads (the contract of [`Srb::from_raw`]), and is
+/// aligned for `T`; `T` is plain data (integers, byte arrays, raw pointers), valid for any
+/// bits.
+#[expect(
+    clippy::inline_always,
+    reason = "on every I/O; a call per field costs instructions per I/O (cargo xtask bench)"
+)]
+#[inline(always)]
+unsafe fn read_at<T: Copy>(raw: NonNull<ScsiRequestBlock>, offset: usize) -> T {
+    // SAFETY: the caller's contract.
+    unsafe {
+        raw.as_ptr()
+            .cast::<u8>()
+            .wrapping_add(offset)
+            .cast::<T>()
+            .read()
+    }
+}
+
+/// Reads a `T` at `offset` of an SRB_EX of `length` (`SrbLength`) bytes if it lies inside
+/// them and is aligned for `T`.
+///
+/// # Safety
+/// `raw` is an SRB_EX valid for reads of `length` bytes (the contract of [`Srb::from_raw`]);
+/// `T` is plain data.
+#[expect(
+    clippy::inline_always,
+    reason = "on every I/O; a call per field costs instructions per I/O (cargo xtask bench)"
+)]
+#[inline(always)]
+unsafe fn read_inside<T: Copy>(
+    raw: NonNull<ScsiRequestBlock>,
+    offset: u32,
+    length: u32,
+) -> Option<T> {
+    if u64::from(offset) + size_of::<T>() as u64 > u64::from(length)
+        || !(offset as usize).is_multiple_of(align_of::<T>())
+    {
+        return None;
+    }
+    // SAFETY: checked just above: inside the `length` valid bytes and aligned.
+    Some(unsafe { read_at(raw, offset as usize) })
+}
+
+/// Signature and Version of a valid SRB_EX, as the one little-endian word they make.
+const SRB_EX_IDENTITY: u64 = SRB_SIGNATURE as u64 | (STORAGE_REQUEST_BLOCK_VERSION_1 as u64) << 32;
+
+/// Whether the block of type `T` at `offset` lies inside `length` bytes and is aligned.
+const fn block_fits<T>(offset: u32, length: u32) -> bool {
+    (offset as u64) + (size_of::<T>() as u64) <= length as u64
+        && (offset as usize).is_multiple_of(align_of::<T>())
+}
+
+/// Validates the SRB_EX at `raw` and finds its fields.
+///
+/// # Safety
+/// `raw` is an SRB whose Function is `SRB_FUNCTION_STORAGE_REQUEST_BLOCK`, valid for reads
+/// of its fixed header and of `SrbLength` bytes if that is larger (the contract of
+/// [`Srb::from_raw`]).
+#[expect(
+    clippy::inline_always,
+    reason = "on every I/O (the bench sends SRB_EX); a call costs instructions per I/O (cargo xtask bench)"
+)]
+#[inline(always)]
+unsafe fn parse_extended(raw: NonNull<ScsiRequestBlock>) -> Result<Extended, SrbError> {
+    // SAFETY: Signature and Version, adjacent fields of the fixed STORAGE_REQUEST_BLOCK
+    // header, which the caller guarantees is valid, read as one aligned word (asserted at the
+    // end of this file); the other header reads below are single fields at their naturally
+    // aligned offsets.
+    let identity =
+        u64::from_le(unsafe { read_at::<u64>(raw, offset_of!(StorageRequestBlock, signature)) });
+    // SAFETY: as above.
+    let length: u32 = unsafe { read_at(raw, offset_of!(StorageRequestBlock, srb_length)) };
+    if identity != SRB_EX_IDENTITY || (length as usize) < size_of::<StorageRequestBlock>() {
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "Signature and Version are the low and high halves of the word"
+        )]
+        return Err(SrbError::BadExtendedHeader {
+            signature: identity as u32,
+            version: (identity >> 32) as u32,
+            length,
+        });
+    }
+    // SAFETY: as above.
+    let function: u32 = unsafe { read_at(raw, offset_of!(StorageRequestBlock, srb_function)) };
+    // SAFETY: as above.
+    let address_offset: u32 =
+        unsafe { read_at(raw, offset_of!(StorageRequestBlock, address_offset)) };
+    let address = if block_fits::<StorAddrBtl8>(address_offset, length)
+        // SAFETY: the address block lies inside `SrbLength` and is aligned (just checked).
+        && unsafe {
+            read_at::<u16>(raw, address_offset as usize + offset_of!(StorAddrBtl8, r#type))
+        } == STOR_ADDRESS_TYPE_BTL8
+    {
+        // SAFETY: Path, Target, Lun and Reserved: the aligned last word of the checked block.
+        let word: u32 = unsafe {
+            read_at(
+                raw,
+                address_offset as usize + offset_of!(StorAddrBtl8, path),
+            )
+        };
+        u32::from_le(word) & 0x00FF_FFFF
+    } else if function == u32::from(SRB_FUNCTION_IO_CONTROL) {
+        // Of an SRB_FUNCTION_IO_CONTROL request the WDK declares only Function, SrbFlags,
+        // TimeOutValue, DataBuffer and DataTransferLength valid: it is for the adapter, and
+        // its address block, whatever it holds, is never read.
+        0
+    } else {
+        return Err(SrbError::BadAddress {
+            offset: address_offset,
+        });
+    };
+    // SAFETY: as above.
+    let count: u32 = unsafe { read_at(raw, offset_of!(StorageRequestBlock, num_srb_ex_data)) };
+    // The offsets array runs from SrbExDataOffset to the end of `SrbLength`: each entry is
+    // checked before it is read, so the blocks before an entry past the end are parsed (and
+    // their errors reported) first.
+    let offsets_start = offset_of!(StorageRequestBlock, srb_ex_data_offset);
+    let mut blocks = Found {
+        scsi: ScsiFields::NONE,
+        cdb_length: 0,
+        cdb_span: 0,
+        wmi: 0,
+    };
+    // `at <= length` throughout (120 < 128 <= length at the start, and `at` moves on only
+    // past an entry that fits), so nothing here overflows, whatever the count.
+    let mut at = offsets_start;
+    for _ in 0..count {
+        if length as usize - at < 4 {
+            return Err(SrbError::BadDataBlock { offset: u32::MAX });
+        }
+        // SAFETY: the entry at `at` lies inside `SrbLength` (just checked) and is 4-aligned
+        // (SrbExDataOffset is, and entries are 4 bytes).
+        let offset: u32 = unsafe { read_at(raw, at) };
+        at += 4;
+        // SAFETY: the caller's contract, with `length` the SRB's validated `SrbLength`.
+        unsafe { parse_block(raw, offset, length, &mut blocks) }?;
+    }
+    Ok(Extended { address, blocks })
+}
+
+/// Records in `found` what a view keeps of the SRB_EX data block at `offset` (read from the
+/// offsets array), validated against `length` (`SrbLength`). The CDB16 block, which StorPort
+/// sends for every CDB of up to 16 bytes, is parsed here; every other type in
+/// [`parse_other_block`].
+///
+/// # Safety
+/// As for [`parse_extended`], and `length` is the SRB's `SrbLength`, at least its header.
+#[expect(
+    clippy::inline_always,
+    reason = "on every I/O (the bench sends SRB_EX); a call costs instructions per I/O (cargo xtask bench)"
+)]
+#[inline(always)]
+unsafe fn parse_block(
+    raw: NonNull<ScsiRequestBlock>,
+    offset: u32,
+    length: u32,
+    found: &mut Found,
+) -> Result<(), SrbError> {
+    // The common case first: an aligned CDB16 block inside `SrbLength`, at a recorded
+    // offset. Any other block, or one failing these checks, takes the general way, which
+    // checks in the order the errors are reported (type, then offset limit, then extent).
+    if offset <= RECORDED_BLOCK_LIMIT && block_fits::<SrbExDataScsiCdb16>(offset, length) {
+        // SAFETY: the block's first field, inside `SrbLength` and aligned (just checked).
+        let kind: u32 = unsafe { read_at(raw, offset as usize) };
+        if kind == SrbExDataTypeScsiCdb16 {
+            // SAFETY: the caller's contract.
+            return unsafe {
+                parse_fixed_cdb_block::<SrbExDataScsiCdb16, 16>(raw, offset, length, found)
+            };
+        }
+    }
+    // Passed and returned by value, so that `found` stays in registers on the common way.
+    // SAFETY: the caller's contract.
+    *found = unsafe { parse_other_block(raw, offset, length, *found) }?;
+    Ok(())
+}
+
+/// [`parse_block`] for a CDB16 or CDB32 block (type `T`, a CDB array of `SPAN` bytes; the two
+/// layouts are the same up to the CDB array, asserted at the end of this file).
+///
+/// # Safety
+/// As for [`parse_block`].
+#[expect(
+    clippy::inline_always,
+    reason = "on every I/O (the bench sends SRB_EX); a call costs instructions per I/O (cargo xtask bench)"
+)]
+#[inline(always)]
+unsafe fn parse_fixed_cdb_block<T, const SPAN: u8>(
+    raw: NonNull<ScsiRequestBlock>,
+    offset: u32,
+    length: u32,
+    found: &mut Found,
+) -> Result<(), SrbError> {
+    if offset > RECORDED_BLOCK_LIMIT || !block_fits::<T>(offset, length) {
+        return Err(SrbError::BadDataBlock { offset });
+    }
+    // SAFETY: a byte of the block just checked to lie inside `SrbLength`.
+    let cdb_length: u8 = unsafe {
+        read_at(
+            raw,
+            offset as usize + offset_of!(SrbExDataScsiCdb16, cdb_length),
+        )
+    };
+    if cdb_length == 0 || cdb_length > SPAN {
+        return Err(SrbError::CdbLength {
+            len: u32::from(cdb_length),
+        });
+    }
+    // Below RECORDED_BLOCK_LIMIT, so every field offset of the block fits in 16 bits; the
+    // narrowing cast is exact.
+    found.scsi = ScsiFields::at(offset as u16, FIXED_CDB_FIELDS);
+    found.cdb_length = cdb_length;
+    found.cdb_span = SPAN;
+    Ok(())
+}
+
+/// [`parse_block`] for every block but a well-placed CDB16 one: out of the I/O path's line.
+/// Returns `found` with what the block adds.
+///
+/// # Safety
+/// As for [`parse_block`].
+#[cold]
+#[inline(never)]
+unsafe fn parse_other_block(
+    raw: NonNull<ScsiRequestBlock>,
+    offset: u32,
+    length: u32,
+    mut found: Found,
+) -> Result<Found, SrbError> {
+    let bad = SrbError::BadDataBlock { offset };
+    // SAFETY: the caller's contract.
+    let kind: u32 = unsafe { read_inside(raw, offset, length) }.ok_or(bad)?;
+    let recorded = kind == SrbExDataTypeScsiCdb16
+        || kind == SrbExDataTypeScsiCdb32
+        || kind == SrbExDataTypeScsiCdbVar
+        || kind == SrbExDataTypeWmi;
+    if !recorded {
+        // Other blocks (PnP, power, I/O info, bidirectional address) are read by the
+        // functions that use them.
+        return Ok(found);
+    }
+    if offset > RECORDED_BLOCK_LIMIT {
+        return Err(bad);
+    }
+    // Below RECORDED_BLOCK_LIMIT, so every field offset of the block fits in 16 bits; the
+    // narrowing cast is exact.
+    let base = offset as u16;
+    let at = offset as usize;
+    if kind == SrbExDataTypeScsiCdb16 {
+        // SAFETY: the caller's contract.
+        unsafe {
+            parse_fixed_cdb_block::<SrbExDataScsiCdb16, 16>(raw, offset, length, &mut found)
+        }?;
+    } else if kind == SrbExDataTypeScsiCdb32 {
+        // SAFETY: the caller's contract.
+        unsafe {
+            parse_fixed_cdb_block::<SrbExDataScsiCdb32, 32>(raw, offset, length, &mut found)
+        }?;
+    } else if kind == SrbExDataTypeScsiCdbVar {
+        if !block_fits::<SrbExDataScsiCdbVar>(offset, length) {
+            return Err(bad);
+        }
+        // SAFETY: a field of the block just checked to lie inside `SrbLength`.
+        let cdb_length: u32 =
+            unsafe { read_at(raw, at + offset_of!(SrbExDataScsiCdbVar, cdb_length)) };
+        let Some(cdb_length) = u8::try_from(cdb_length)
+            .ok()
+            .filter(|&len| len != 0 && usize::from(len) <= CDB_SIZE)
+        else {
+            return Err(SrbError::CdbLength { len: cdb_length });
+        };
+        let fields = ScsiFields::at(base, VARIABLE_CDB_FIELDS);
+        if fields.cdb() + usize::from(cdb_length) > length as usize {
+            return Err(bad);
+        }
+        found.scsi = fields;
+        found.cdb_length = cdb_length;
+        found.cdb_span = cdb_length;
+    } else {
+        // An SRBEX_DATA_WMI block: aligned and inside `SrbLength`, and as long as the WDK
+        // says the block is; its fields are read later, at fixed offsets.
+        if !block_fits::<SrbExDataWmi>(offset, length) {
+            return Err(bad);
+        }
+        // SAFETY: a field of the block just checked to lie inside `SrbLength`.
+        let block_length: u32 = unsafe { read_at(raw, at + offset_of!(SrbExDataWmi, length)) };
+        if block_length < SRBEX_DATA_WMI_LENGTH {
+            return Err(bad);
+        }
+        found.wmi = base;
+    }
+    Ok(found)
+}
+
+/// 32 bytes kept, then 32 cleared: the `CDB_SIZE` bytes from `CDB_SIZE - len` are a mask that
+/// keeps the first `len` bytes of a CDB and clears the rest.
+static CDB_MASK_WINDOW: [u8; 2 * CDB_SIZE] = {
+    let mut window = [0u8; 2 * CDB_SIZE];
+    let mut index = 0;
+    while index < CDB_SIZE {
+        window[index] = 0xFF;
+        index += 1;
+    }
+    window
 };
 
 impl Srb {
@@ -198,208 +634,76 @@ impl Srb {
     /// `raw` is the SRB pointer StorPort passed to HwBuildIo/HwStartIo (or one the miniport
     /// stored while the request was in flight): valid for reads and writes of its declared
     /// length, not completed yet, and not accessed by anyone else until completed.
+    #[expect(
+        clippy::inline_always,
+        reason = "on every I/O; out of line its result goes through memory (cargo xtask bench)"
+    )]
+    #[inline(always)]
     pub unsafe fn from_raw(raw: NonNull<ScsiRequestBlock>) -> Result<Self, (Self, SrbError)> {
-        let bytes = raw.cast::<u8>();
         // SAFETY: every SRB starts with Length (u16), Function (u8): the caller guarantees
         // `raw` is a valid SRB of at least that size.
-        let function = unsafe {
-            bytes
-                .as_ptr()
-                .wrapping_add(offset_of!(ScsiRequestBlock, function))
-                .read()
-        };
+        let function: u8 = unsafe { read_at(raw, offset_of!(ScsiRequestBlock, function)) };
         if function != SRB_FUNCTION_STORAGE_REQUEST_BLOCK {
+            // SAFETY: not an SRB_EX, so a SCSI_REQUEST_BLOCK (a classic WMI SRB shares its
+            // header and size, asserted at the end of this file), valid per the contract: the
+            // aligned word of ScsiStatus, PathId, TargetId and Lun.
+            let word: u32 = unsafe { read_at(raw, offset_of!(ScsiRequestBlock, scsi_status)) };
+            // SAFETY: as above, CdbLength.
+            let cdb_length: u8 = unsafe { read_at(raw, offset_of!(ScsiRequestBlock, cdb_length)) };
             return Ok(Self {
                 raw,
-                shape: Shape::Classic,
+                scsi: CLASSIC_FIELDS,
+                address: u32::from_le(word) >> 8,
+                cdb_length,
+                cdb_span: 16,
+                wmi: 0,
+                extended: false,
                 recorded: false,
                 mapped: false,
             });
         }
-        // SAFETY: Function says this is a STORAGE_REQUEST_BLOCK, whose fixed header the caller
-        // guarantees is valid to read; it is read by value (Copy) once.
-        let header = unsafe { raw.cast::<StorageRequestBlock>().read() };
-        let mut srb = Self {
-            raw,
-            shape: Shape::Extended {
-                address: Address {
-                    path: 0,
-                    target: 0,
-                    lun: 0,
+        // SAFETY: Function says this is a STORAGE_REQUEST_BLOCK; the caller's contract.
+        match unsafe { parse_extended(raw) } {
+            Ok(found) => Ok(Self {
+                raw,
+                scsi: found.blocks.scsi,
+                address: found.address,
+                cdb_length: found.blocks.cdb_length,
+                cdb_span: found.blocks.cdb_span,
+                wmi: found.blocks.wmi,
+                extended: true,
+                recorded: false,
+                mapped: false,
+            }),
+            Err(error) => Err((
+                // SAFETY: the caller's contract; a layout without SCSI fields of an SRB_EX
+                // touches only its fixed header, which it has.
+                unsafe {
+                    Self::from_layout(
+                        raw,
+                        SrbLayout {
+                            extended: true,
+                            ..NO_LAYOUT
+                        },
+                    )
                 },
-                scsi: None,
-                wmi: None,
-            },
-            recorded: false,
-            mapped: false,
-        };
-        match srb.parse_extended(&header) {
-            Ok(shape) => {
-                srb.shape = shape;
-                Ok(srb)
-            }
-            Err(error) => Err((srb, error)),
+                error,
+            )),
         }
-    }
-
-    fn parse_extended(&self, header: &StorageRequestBlock) -> Result<Shape, SrbError> {
-        let length = header.srb_length;
-        if header.signature != SRB_SIGNATURE
-            || header.version != STORAGE_REQUEST_BLOCK_VERSION_1
-            || (length as usize) < size_of::<StorageRequestBlock>()
-        {
-            return Err(SrbError::BadExtendedHeader {
-                signature: header.signature,
-                version: header.version,
-                length,
-            });
-        }
-        let address_offset = header.address_offset;
-        let address = match self
-            .read_block::<StorAddrBtl8>(address_offset, length)
-            .filter(|address| address.r#type == STOR_ADDRESS_TYPE_BTL8)
-        {
-            Some(address) => Address {
-                path: address.path,
-                target: address.target,
-                lun: address.lun,
-            },
-            // Of an SRB_FUNCTION_IO_CONTROL request the WDK declares only Function, SrbFlags,
-            // TimeOutValue, DataBuffer and DataTransferLength valid: it is for the adapter, and
-            // its address block, whatever it holds, is never read.
-            None if header.srb_function == u32::from(SRB_FUNCTION_IO_CONTROL) => Address {
-                path: 0,
-                target: 0,
-                lun: 0,
-            },
-            None => {
-                return Err(SrbError::BadAddress {
-                    offset: address_offset,
-                });
-            }
-        };
-        let offsets_start = offset_of!(StorageRequestBlock, srb_ex_data_offset);
-        let mut scsi = None;
-        let mut wmi = None;
-        for index in 0..header.num_srb_ex_data {
-            let at = (index as usize)
-                .checked_mul(4)
-                .and_then(|n| n.checked_add(offsets_start))
-                .filter(|&at| at + 4 <= length as usize)
-                .ok_or(SrbError::BadDataBlock { offset: u32::MAX })?;
-            let offset: u32 = self
-                .read_at(at, length)
-                .ok_or(SrbError::BadDataBlock { offset: u32::MAX })?;
-            match self.parse_block(offset, length)? {
-                Block::Scsi(fields) => scsi = Some(fields),
-                Block::Wmi(block) => wmi = Some(block),
-                Block::Other => {}
-            }
-        }
-        Ok(Shape::Extended { address, scsi, wmi })
-    }
-
-    /// The SRB_EX data block at `offset` (read from the offsets array): what this view records
-    /// of it, validated against `length` (`SrbLength`).
-    fn parse_block(&self, offset: u32, length: u32) -> Result<Block, SrbError> {
-        let kind: u32 = self
-            .read_block(offset, length)
-            .ok_or(SrbError::BadDataBlock { offset })?;
-        let recorded = [
-            SrbExDataTypeScsiCdb16,
-            SrbExDataTypeScsiCdb32,
-            SrbExDataTypeScsiCdbVar,
-            SrbExDataTypeWmi,
-        ]
-        .contains(&kind);
-        if recorded && offset > RECORDED_BLOCK_LIMIT {
-            return Err(SrbError::BadDataBlock { offset });
-        }
-        // Below RECORDED_BLOCK_LIMIT (when recorded), so every field offset of the block
-        // fits in 16 bits; the narrowing casts below are exact.
-        let base = offset as u16;
-        Ok(match kind {
-            k if k == SrbExDataTypeScsiCdb16 => {
-                let block: SrbExDataScsiCdb16 = self
-                    .read_block(offset, length)
-                    .ok_or(SrbError::BadDataBlock { offset })?;
-                Block::Scsi(Self::fixed_fields(base, block.cdb_length, 16)?)
-            }
-            k if k == SrbExDataTypeScsiCdb32 => {
-                let block: SrbExDataScsiCdb32 = self
-                    .read_block(offset, length)
-                    .ok_or(SrbError::BadDataBlock { offset })?;
-                Block::Scsi(Self::fixed_fields(base, block.cdb_length, 32)?)
-            }
-            k if k == SrbExDataTypeScsiCdbVar => {
-                let block: SrbExDataScsiCdbVar = self
-                    .read_block(offset, length)
-                    .ok_or(SrbError::BadDataBlock { offset })?;
-                let cdb = base + field16(offset_of!(SrbExDataScsiCdbVar, cdb));
-                let cdb_length = block.cdb_length;
-                let Some(cdb_length) = u8::try_from(cdb_length)
-                    .ok()
-                    .filter(|&len| len != 0 && usize::from(len) <= CDB_SIZE)
-                else {
-                    return Err(SrbError::CdbLength { len: cdb_length });
-                };
-                if u32::from(cdb) + u32::from(cdb_length) > length {
-                    return Err(SrbError::BadDataBlock { offset });
-                }
-                Block::Scsi(ScsiFields {
-                    scsi_status: base + field16(offset_of!(SrbExDataScsiCdbVar, scsi_status)),
-                    sense_length: base
-                        + field16(offset_of!(SrbExDataScsiCdbVar, sense_info_buffer_length)),
-                    sense_buffer: base
-                        + field16(offset_of!(SrbExDataScsiCdbVar, sense_info_buffer)),
-                    cdb,
-                    cdb_length,
-                })
-            }
-            k if k == SrbExDataTypeWmi => {
-                // Aligned and inside `SrbLength` (read_block checks both), and as long as
-                // the WDK says the block is: its fields are read later, at fixed offsets.
-                let block: SrbExDataWmi = self
-                    .read_block(offset, length)
-                    .ok_or(SrbError::BadDataBlock { offset })?;
-                if block.length < SRBEX_DATA_WMI_LENGTH {
-                    return Err(SrbError::BadDataBlock { offset });
-                }
-                Block::Wmi(base)
-            }
-            // Other blocks (PnP, power, I/O info, bidirectional address) are read by the
-            // functions that use them.
-            _ => Block::Other,
-        })
-    }
-
-    /// Offsets of the SCSI fields of a CDB16/CDB32 block at `base` (at most
-    /// [`RECORDED_BLOCK_LIMIT`]); they share one layout.
-    fn fixed_fields(base: u16, cdb_length: u8, capacity: u8) -> Result<ScsiFields, SrbError> {
-        if cdb_length == 0 || cdb_length > capacity {
-            return Err(SrbError::CdbLength {
-                len: u32::from(cdb_length),
-            });
-        }
-        // The two layouts are the same up to the CDB array (asserted at the end of this file).
-        Ok(ScsiFields {
-            scsi_status: base + field16(offset_of!(SrbExDataScsiCdb16, scsi_status)),
-            sense_length: base + field16(offset_of!(SrbExDataScsiCdb16, sense_info_buffer_length)),
-            sense_buffer: base + field16(offset_of!(SrbExDataScsiCdb16, sense_info_buffer)),
-            cdb: base + field16(offset_of!(SrbExDataScsiCdb16, cdb)),
-            cdb_length,
-        })
     }
 
     /// The shape to record for completion (see [`SrbLayout`]).
     #[must_use]
-    pub fn layout(&self) -> SrbLayout {
-        let fields = self.scsi_fields();
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the offsets are 16-bit lanes of `ScsiFields`"
+    )]
+    pub const fn layout(&self) -> SrbLayout {
         SrbLayout {
-            extended: self.is_extended(),
-            scsi_status: fields.map_or(0, |f| f.scsi_status),
-            sense_length: fields.map_or(0, |f| f.sense_length),
-            sense_buffer: fields.map_or(0, |f| f.sense_buffer),
+            extended: self.extended,
+            scsi_status: self.scsi.scsi_status() as u16,
+            sense_length: self.scsi.sense_length() as u16,
+            sense_buffer: self.scsi.sense_buffer() as u16,
         }
     }
 
@@ -411,17 +715,10 @@ impl Srb {
     #[must_use]
     pub unsafe fn validated(raw: NonNull<ScsiRequestBlock>) -> Self {
         // SAFETY: every SRB starts with Length (u16), Function (u8), valid per the contract.
-        let function = unsafe {
-            raw.as_ptr()
-                .cast::<u8>()
-                .wrapping_add(offset_of!(ScsiRequestBlock, function))
-                .read()
-        };
+        let function: u8 = unsafe { read_at(raw, offset_of!(ScsiRequestBlock, function)) };
         let layout = SrbLayout {
             extended: function == SRB_FUNCTION_STORAGE_REQUEST_BLOCK,
-            scsi_status: 0,
-            sense_length: 0,
-            sense_buffer: 0,
+            ..NO_LAYOUT
         };
         // SAFETY: the caller's contract; without SCSI fields the view touches only header
         // fields, whose offsets follow from the function byte read above.
@@ -429,61 +726,33 @@ impl Srb {
     }
 
     /// The view of an SRB this miniport validated before, rebuilt from its recorded layout
-    /// without parsing it again (its address and CDB are not available through it).
+    /// without parsing it again (its address and CDB are not available through it: it reads
+    /// them as 0 and as no CDB).
     ///
     /// # Safety
     /// As for [`Srb::from_raw`], and `layout` is what [`Srb::layout`] returned for this SRB
-    /// when it was validated (the SRB has not changed shape since: StorPort does not touch an
-    /// SRB the miniport owns).
+    /// when it was validated, or a layout without SCSI fields of the SRB's shape (the SRB has
+    /// not changed shape since: StorPort does not touch an SRB the miniport owns). Each
+    /// accessor tests the offsets it uses, so a layout with some offsets 0 touches none of
+    /// those fields.
     #[must_use]
     pub const unsafe fn from_layout(raw: NonNull<ScsiRequestBlock>, layout: SrbLayout) -> Self {
-        let scsi =
-            if layout.scsi_status == 0 || layout.sense_length == 0 || layout.sense_buffer == 0 {
-                None
-            } else {
-                Some(ScsiFields {
-                    scsi_status: layout.scsi_status,
-                    sense_length: layout.sense_length,
-                    sense_buffer: layout.sense_buffer,
-                    cdb: 0,
-                    cdb_length: 0,
-                })
-            };
-        let shape = if layout.extended {
-            Shape::Extended {
-                address: Address {
-                    path: 0,
-                    target: 0,
-                    lun: 0,
-                },
-                scsi,
-                wmi: None,
-            }
-        } else {
-            Shape::Classic
-        };
         Self {
             raw,
-            shape,
+            scsi: ScsiFields::new(
+                layout.scsi_status,
+                layout.sense_length,
+                layout.sense_buffer,
+                0,
+            ),
+            address: 0,
+            cdb_length: 0,
+            cdb_span: 0,
+            wmi: 0,
+            extended: layout.extended,
             recorded: false,
             mapped: false,
         }
-    }
-
-    /// Reads a `T` at byte `offset` of the SRB if it lies inside `length` bytes and is aligned.
-    fn read_block<T: Copy>(&self, offset: u32, length: u32) -> Option<T> {
-        self.read_at(offset as usize, length)
-    }
-
-    fn read_at<T: Copy>(&self, offset: usize, length: u32) -> Option<T> {
-        let end = offset.checked_add(size_of::<T>())?;
-        if end > length as usize || !offset.is_multiple_of(align_of::<T>()) {
-            return None;
-        }
-        // SAFETY: `offset .. offset + size_of::<T>()` lies inside the SRB's `SrbLength` bytes,
-        // which the caller of `from_raw` guaranteed are valid, and is aligned for `T`; every
-        // `T` read here is plain data (integers and raw pointers), valid for any bits.
-        Some(unsafe { self.at(offset).cast::<T>().read() })
     }
 
     /// The raw pointer, for StorPort calls and for storing while the request is in flight.
@@ -495,7 +764,12 @@ impl Srb {
     /// Whether this is an SRB_EX.
     #[must_use]
     pub const fn is_extended(&self) -> bool {
-        matches!(self.shape, Shape::Extended { .. })
+        self.extended
+    }
+
+    /// The header offset of a field the two shapes keep at `(classic, extended)`.
+    const fn header(&self, (classic, extended): (usize, usize)) -> usize {
+        if self.extended { extended } else { classic }
     }
 
     /// The address of byte `offset` of the SRB (computed, not dereferenced).
@@ -505,7 +779,7 @@ impl Srb {
 
     fn read_u8(&self, offset: usize) -> u8 {
         // SAFETY: `offset` is one of the field offsets of the validated SRB shape (fixed header
-        // fields or a CDB block checked against `SrbLength`), inside the SRB.
+        // fields or a block checked against `SrbLength`), inside the SRB.
         unsafe { self.at(offset).read() }
     }
 
@@ -570,60 +844,49 @@ impl Srb {
     /// The `SRB_FUNCTION_*` code (for SRB_EX, `SrbFunction`).
     #[must_use]
     pub fn function(&self) -> u32 {
-        match self.shape {
-            Shape::Classic => u32::from(self.read_u8(offset_of!(ScsiRequestBlock, function))),
-            Shape::Extended { .. } => self.read_u32(offset_of!(StorageRequestBlock, srb_function)),
+        if self.extended {
+            self.read_u32(offset_of!(StorageRequestBlock, srb_function))
+        } else {
+            u32::from(self.read_u8(offset_of!(ScsiRequestBlock, function)))
         }
     }
 
-    /// Bus, target and LUN.
+    /// Bus, target and LUN (all 0 in a view rebuilt by [`Srb::from_layout`]).
     #[must_use]
-    pub fn address(&self) -> Address {
-        match self.shape {
-            Shape::Classic => Address {
-                path: self.read_u8(offset_of!(ScsiRequestBlock, path_id)),
-                target: self.read_u8(offset_of!(ScsiRequestBlock, target_id)),
-                lun: self.read_u8(offset_of!(ScsiRequestBlock, lun)),
-            },
-            Shape::Extended { address, .. } => address,
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "each of the three is cut out of its own byte"
+    )]
+    pub const fn address(&self) -> Address {
+        Address {
+            path: self.address as u8,
+            target: (self.address >> 8) as u8,
+            lun: (self.address >> 16) as u8,
         }
     }
 
     /// `SrbFlags`.
     #[must_use]
     pub fn flags(&self) -> u32 {
-        match self.shape {
-            Shape::Classic => self.read_u32(offset_of!(ScsiRequestBlock, srb_flags)),
-            Shape::Extended { .. } => self.read_u32(offset_of!(StorageRequestBlock, srb_flags)),
-        }
-    }
-
-    const fn data_length_offset(&self) -> usize {
-        match self.shape {
-            Shape::Classic => offset_of!(ScsiRequestBlock, data_transfer_length),
-            Shape::Extended { .. } => offset_of!(StorageRequestBlock, data_transfer_length),
-        }
+        self.read_u32(self.header(FLAGS_AT))
     }
 
     /// `DataTransferLength`.
     #[must_use]
     pub fn data_transfer_length(&self) -> u32 {
-        self.read_u32(self.data_length_offset())
+        self.read_u32(self.header(DATA_LENGTH_AT))
     }
 
     /// Sets `DataTransferLength` (to the bytes really moved, on an underrun).
     pub fn set_data_transfer_length(&mut self, length: u32) {
-        self.write_u32(self.data_length_offset(), length);
+        self.write_u32(self.header(DATA_LENGTH_AT), length);
     }
 
     /// `DataBuffer`: the buffer's system virtual address (mapped for non-read/write commands,
     /// as the miniport asks with `STOR_MAP_NON_READ_WRITE_BUFFERS`).
     #[must_use]
     pub fn data_buffer(&self) -> *mut c_void {
-        match self.shape {
-            Shape::Classic => self.read_ptr(offset_of!(ScsiRequestBlock, data_buffer)),
-            Shape::Extended { .. } => self.read_ptr(offset_of!(StorageRequestBlock, data_buffer)),
-        }
+        self.read_ptr(self.header(DATA_BUFFER_AT))
     }
 
     /// The WMI parameters of an `SRB_FUNCTION_WMI` request: from the `SCSI_WMI_REQUEST_BLOCK`
@@ -635,22 +898,23 @@ impl Srb {
         if self.function() != u32::from(SRB_FUNCTION_WMI) {
             return None;
         }
-        let (sub_function, flags, data_path) = match self.shape {
+        let (sub_function, flags, data_path) = if !self.extended {
             // A classic WMI SRB is a SCSI_WMI_REQUEST_BLOCK: same size and header as the
             // SCSI_REQUEST_BLOCK the pointer is typed as (asserted at the end of this file).
-            Shape::Classic => (
+            (
                 offset_of!(ScsiWmiRequestBlock, wmi_sub_function),
                 offset_of!(ScsiWmiRequestBlock, wmi_flags),
                 offset_of!(ScsiWmiRequestBlock, data_path),
-            ),
-            Shape::Extended {
-                wmi: Some(block), ..
-            } => (
-                usize::from(block) + offset_of!(SrbExDataWmi, wmi_sub_function),
-                usize::from(block) + offset_of!(SrbExDataWmi, wmi_flags),
-                usize::from(block) + offset_of!(SrbExDataWmi, data_path),
-            ),
-            Shape::Extended { wmi: None, .. } => return None,
+            )
+        } else if self.wmi != 0 {
+            let block = usize::from(self.wmi);
+            (
+                block + offset_of!(SrbExDataWmi, wmi_sub_function),
+                block + offset_of!(SrbExDataWmi, wmi_flags),
+                block + offset_of!(SrbExDataWmi, data_path),
+            )
+        } else {
+            return None;
         };
         Some(WmiParameters {
             sub_function: self.read_u8(sub_function),
@@ -679,81 +943,88 @@ impl Srb {
     /// The SRB extension (`SrbExtension` / `MiniportContext`).
     #[must_use]
     pub fn extension(&self) -> *mut c_void {
-        match self.shape {
-            Shape::Classic => self.read_ptr(offset_of!(ScsiRequestBlock, srb_extension)),
-            Shape::Extended { .. } => {
-                self.read_ptr(offset_of!(StorageRequestBlock, miniport_context))
-            }
-        }
+        self.read_ptr(self.header(EXTENSION_AT))
     }
 
     /// `NextSrb`: for `SRB_FUNCTION_ABORT_COMMAND`, the request to abort (both shapes keep it
     /// there). Only compared with the SRBs this miniport has in flight, never dereferenced.
     #[must_use]
     pub fn next_srb(&self) -> usize {
-        let pointer = match self.shape {
-            Shape::Classic => self.read_ptr(offset_of!(ScsiRequestBlock, next_srb)),
-            Shape::Extended { .. } => self.read_ptr(offset_of!(StorageRequestBlock, next_srb)),
-        };
-        pointer as usize
+        self.read_ptr(self.header(NEXT_SRB_AT)) as usize
     }
 
-    fn scsi_fields(&self) -> Option<ScsiFields> {
-        match self.shape {
-            Shape::Classic => Some(ScsiFields {
-                cdb_length: self.read_u8(offset_of!(ScsiRequestBlock, cdb_length)),
-                ..CLASSIC_FIELDS
-            }),
-            Shape::Extended { scsi, .. } => scsi,
-        }
-    }
-
-    /// Copies the CDB into `out` and returns its length.
+    /// Copies the CDB into `out` and returns its length; the bytes of `out` past it are 0.
     ///
     /// # Errors
     /// [`SrbError::CdbLength`] if the SRB has no CDB, an empty one, or one longer than the
     /// SRB's own array or than virtio-scsi carries.
+    #[expect(
+        clippy::inline_always,
+        reason = "on every I/O; a call costs instructions per I/O (cargo xtask bench)"
+    )]
+    #[inline(always)]
     pub fn cdb(&self, out: &mut [u8; CDB_SIZE]) -> Result<usize, SrbError> {
-        let fields = self.scsi_fields().ok_or(SrbError::CdbLength { len: 0 })?;
-        let len = usize::from(fields.cdb_length);
-        let capacity = if matches!(self.shape, Shape::Classic) {
-            16
-        } else {
-            CDB_SIZE
+        let len = usize::from(self.cdb_length);
+        let error = SrbError::CdbLength {
+            len: u32::from(self.cdb_length),
         };
-        if len == 0 || len > capacity {
-            return Err(SrbError::CdbLength {
-                len: u32::from(fields.cdb_length),
-            });
+        if len == 0 || len > usize::from(self.cdb_span) {
+            return Err(error);
         }
-        // One read of the whole CDB array (16 bytes in an SRB or a CDB16 block, 32 in a CDB32
-        // block or, for a CDB_VAR block, the bytes the block was checked to hold), then the
-        // bytes past `len` are cleared.
-        let mut bytes = [0u8; CDB_SIZE];
-        let Some(head) = bytes.get_mut(..len) else {
-            return Err(SrbError::CdbLength {
-                len: u32::from(fields.cdb_length),
-            });
+        // The mask keeping the first `len` bytes (`CDB_MASK_WINDOW`); `len <= CDB_SIZE` is
+        // checked here too.
+        let mask = CDB_SIZE
+            .checked_sub(len)
+            .and_then(|start| CDB_MASK_WINDOW.get(start..))
+            .and_then(<[u8]>::first_chunk::<CDB_SIZE>)
+            .ok_or(error)?;
+        let at = self.scsi.cdb();
+        *out = match self.cdb_span {
+            // The CDB array of a classic SRB or of a CDB16 block, or a CDB_VAR block's 16
+            // bytes: one 16-byte read, masked.
+            16 => {
+                // SAFETY: `at .. at + 16` is the CDB array (or the checked CDB_VAR bytes) of
+                // the validated SRB; `[u8; 16]` needs no alignment.
+                let low: [u8; 16] = unsafe { read_at(self.raw, at) };
+                let mut bytes = [0u8; CDB_SIZE];
+                for (byte, (value, keep)) in bytes.iter_mut().zip(low.iter().zip(mask)) {
+                    *byte = value & keep;
+                }
+                bytes
+            }
+            // A CDB32 block's array, or a CDB_VAR block's 32 bytes: one 32-byte read, masked.
+            32 => {
+                // SAFETY: `at .. at + 32` is the CDB array (or the checked CDB_VAR bytes) of
+                // the validated SRB; `[u8; 32]` needs no alignment.
+                let all: [u8; 32] = unsafe { read_at(self.raw, at) };
+                let mut bytes = [0u8; CDB_SIZE];
+                for (byte, (value, keep)) in bytes.iter_mut().zip(all.iter().zip(mask)) {
+                    *byte = value & keep;
+                }
+                bytes
+            }
+            // A CDB_VAR block of another length: exactly its `len` bytes, which were checked
+            // against SrbLength.
+            _ => {
+                let mut bytes = [0u8; CDB_SIZE];
+                for (index, byte) in bytes.iter_mut().take(len).enumerate() {
+                    *byte = self.read_u8(at + index);
+                }
+                bytes
+            }
         };
-        // SAFETY: `fields.cdb .. fields.cdb + len` lies inside the validated SRB (the fixed CDB
-        // array, or a CDB block checked against SrbLength); the copy is bytewise.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                self.at(usize::from(fields.cdb)),
-                head.as_mut_ptr(),
-                len,
-            );
-        };
-        *out = bytes;
         Ok(len)
     }
 
     /// The sense buffer and its capacity; `None` when the SRB has none.
     #[must_use]
     pub fn sense_buffer(&self) -> Option<(NonNull<u8>, u8)> {
-        let fields = self.scsi_fields()?;
-        let len = self.read_u8(usize::from(fields.sense_length));
-        let buffer = NonNull::new(self.read_ptr(usize::from(fields.sense_buffer)).cast::<u8>())?;
+        let (length_at, buffer_at) = (self.scsi.sense_length(), self.scsi.sense_buffer());
+        if length_at == 0 || buffer_at == 0 {
+            return None;
+        }
+        let len = self.read_u8(length_at);
+        let buffer = NonNull::new(self.read_ptr(buffer_at).cast::<u8>())?;
         (len > 0).then_some((buffer, len))
     }
 
@@ -788,15 +1059,17 @@ impl Srb {
 
     /// Sets `SenseInfoBufferLength` to the bytes of sense written.
     pub fn set_sense_length(&mut self, len: u8) {
-        if let Some(fields) = self.scsi_fields() {
-            self.write_u8(usize::from(fields.sense_length), len);
+        let at = self.scsi.sense_length();
+        if at != 0 {
+            self.write_u8(at, len);
         }
     }
 
     /// Sets the SCSI status byte.
     pub fn set_scsi_status(&mut self, status: u8) {
-        if let Some(fields) = self.scsi_fields() {
-            self.write_u8(usize::from(fields.scsi_status), status);
+        let at = self.scsi.scsi_status();
+        if at != 0 {
+            self.write_u8(at, status);
         }
     }
 
@@ -831,7 +1104,26 @@ const _: () = assert!(
             == offset_of!(SrbExDataScsiCdb32, sense_info_buffer_length)
         && offset_of!(SrbExDataScsiCdb16, sense_info_buffer)
             == offset_of!(SrbExDataScsiCdb32, sense_info_buffer)
+        && offset_of!(SrbExDataScsiCdb16, cdb_length) == offset_of!(SrbExDataScsiCdb32, cdb_length)
         && offset_of!(SrbExDataScsiCdb16, cdb) == offset_of!(SrbExDataScsiCdb32, cdb)
+);
+// Signature and Version are read as one aligned word.
+const _: () = assert!(
+    offset_of!(StorageRequestBlock, signature).is_multiple_of(8)
+        && offset_of!(StorageRequestBlock, version)
+            == offset_of!(StorageRequestBlock, signature) + 4
+);
+// The address is read as one aligned word in both shapes: ScsiStatus, PathId, TargetId, Lun
+// of a classic SRB; Path, Target, Lun, Reserved of a BTL8 address (4-aligned, `block_fits`).
+const _: () = assert!(
+    offset_of!(ScsiRequestBlock, scsi_status).is_multiple_of(4)
+        && offset_of!(ScsiRequestBlock, path_id) == offset_of!(ScsiRequestBlock, scsi_status) + 1
+        && offset_of!(ScsiRequestBlock, target_id) == offset_of!(ScsiRequestBlock, scsi_status) + 2
+        && offset_of!(ScsiRequestBlock, lun) == offset_of!(ScsiRequestBlock, scsi_status) + 3
+        && offset_of!(StorAddrBtl8, path).is_multiple_of(4)
+        && offset_of!(StorAddrBtl8, target) == offset_of!(StorAddrBtl8, path) + 1
+        && offset_of!(StorAddrBtl8, lun) == offset_of!(StorAddrBtl8, path) + 2
+        && align_of::<StorAddrBtl8>() >= 4
 );
 
 mod opcode;

@@ -14,16 +14,7 @@ impl Srb {
     )]
     #[inline(always)]
     pub(in crate::storport) fn record_shape(&self) -> (SrbLayout, Option<u8>) {
-        let fields = self.scsi_fields();
-        let layout = SrbLayout {
-            extended: self.is_extended(),
-            scsi_status: fields.map_or(0, |f| f.scsi_status),
-            sense_length: fields.map_or(0, |f| f.sense_length),
-            sense_buffer: fields.map_or(0, |f| f.sense_buffer),
-        };
-        let opcode = fields
-            .filter(|f| f.cdb_length != 0)
-            .map(|f| self.read_u8(usize::from(f.cdb)));
-        (layout, opcode)
+        let opcode = (self.cdb_length != 0).then(|| self.read_u8(self.scsi.cdb()));
+        (self.layout(), opcode)
     }
 }

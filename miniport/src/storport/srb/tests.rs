@@ -427,6 +427,7 @@ proptest::proptest! {
             let mut cdb = [0u8; CDB_SIZE];
             if let Ok(len) = srb.cdb(&mut cdb) {
                 proptest::prop_assert!((1..=CDB_SIZE).contains(&len));
+                proptest::prop_assert!(cdb[len..].iter().all(|&b| b == 0));
             }
             srb.set_scsi_status(0);
             srb.set_srb_status(1);
@@ -476,5 +477,207 @@ fn scsi_blocks_are_recorded_only_below_the_16_bit_offset_limit() {
     assert_eq!(
         view(&mut buffer).err(),
         Some(SrbError::BadDataBlock { offset: past })
+    );
+}
+
+#[test]
+fn cdb_bytes_past_the_length_are_cleared_whatever_the_array_holds() {
+    let mut sense = [0u8; 32];
+    // Classic: a 6-byte CDB in a 16-byte array whose tail holds other bytes.
+    let mut buffer = classic(&mut sense);
+    buffer.put(offset_of!(ScsiRequestBlock, cdb_length), 6u8);
+    buffer.put(offset_of!(ScsiRequestBlock, cdb) + 6, [0xEEu8; 10]);
+    let mut cdb = [0xAAu8; CDB_SIZE];
+    assert_eq!(view(&mut buffer).unwrap().cdb(&mut cdb), Ok(6));
+    assert_eq!(cdb[..6], [0x28, 0, 0, 0, 0, 8]);
+    assert!(cdb[6..].iter().all(|&b| b == 0), "{cdb:?}");
+    // CDB16 block: 12 of its 16 bytes.
+    let mut buffer = extended(&mut sense);
+    buffer.put(144 + offset_of!(SrbExDataScsiCdb16, cdb_length), 12u8);
+    let mut cdb = [0xAAu8; CDB_SIZE];
+    assert_eq!(view(&mut buffer).unwrap().cdb(&mut cdb), Ok(12));
+    assert_eq!(cdb[..12], [0x8A, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0]);
+    assert!(cdb[12..].iter().all(|&b| b == 0), "{cdb:?}");
+}
+
+/// An SRB_EX whose one data block at 144 is a CDB32 block holding `cdb` (32 bytes) with
+/// CdbLength `len`.
+fn extended_cdb32(sense: &mut [u8; 32], cdb: [u8; 32], len: u8) -> Buffer {
+    let near = extended(sense);
+    let total = 144 + size_of::<SrbExDataScsiCdb32>();
+    let mut buffer = Buffer::new(total);
+    for at in (0..144).step_by(8) {
+        buffer.put(at, near.get::<u64>(at));
+    }
+    buffer.put(offset_of!(StorageRequestBlock, srb_length), total as u32);
+    let mut block = SrbExDataScsiCdb32::zeroed();
+    block.r#type = SrbExDataTypeScsiCdb32;
+    block.length = 48;
+    block.cdb_length = len;
+    block.cdb = cdb;
+    block.sense_info_buffer = sense.as_mut_ptr().cast();
+    block.sense_info_buffer_length = 20;
+    buffer.put(144, block);
+    buffer
+}
+
+#[test]
+fn cdb32_blocks_give_up_to_32_bytes_and_clear_the_rest() {
+    let mut sense = [0u8; 32];
+    let bytes: [u8; 32] = core::array::from_fn(|i| i as u8 + 1);
+    for len in [1u8, 15, 16, 17, 31, 32] {
+        let mut buffer = extended_cdb32(&mut sense, bytes, len);
+        let srb = view(&mut buffer).unwrap();
+        let mut cdb = [0xAAu8; CDB_SIZE];
+        assert_eq!(srb.cdb(&mut cdb), Ok(usize::from(len)));
+        let len = usize::from(len);
+        assert_eq!(cdb[..len], bytes[..len]);
+        assert!(cdb[len..].iter().all(|&b| b == 0), "{len}: {cdb:?}");
+        assert_eq!(srb.sense_buffer().map(|(_, capacity)| capacity), Some(20));
+    }
+    let mut buffer = extended_cdb32(&mut sense, bytes, 33);
+    assert_eq!(
+        view(&mut buffer).err(),
+        Some(SrbError::CdbLength { len: 33 })
+    );
+}
+
+/// An SRB_EX whose one data block at 144 is a CDB_VAR block with a `len`-byte CDB, the SRB
+/// ending right after it.
+fn extended_cdb_var(sense: &mut [u8; 32], cdb: &[u8], len: u32) -> Buffer {
+    let near = extended(sense);
+    let cdb_at = 144 + offset_of!(SrbExDataScsiCdbVar, cdb);
+    let total = (cdb_at + cdb.len()).max(144 + size_of::<SrbExDataScsiCdbVar>());
+    let mut buffer = Buffer::new(total);
+    for at in (0..144).step_by(8) {
+        buffer.put(at, near.get::<u64>(at));
+    }
+    buffer.put(offset_of!(StorageRequestBlock, srb_length), total as u32);
+    buffer.put(144, SrbExDataTypeScsiCdbVar);
+    buffer.put(144 + offset_of!(SrbExDataScsiCdbVar, length), 40u32);
+    buffer.put(144 + offset_of!(SrbExDataScsiCdbVar, cdb_length), len);
+    buffer.put(
+        144 + offset_of!(SrbExDataScsiCdbVar, sense_info_buffer),
+        sense.as_mut_ptr(),
+    );
+    buffer.put(
+        144 + offset_of!(SrbExDataScsiCdbVar, sense_info_buffer_length),
+        18u8,
+    );
+    for (index, byte) in cdb.iter().enumerate() {
+        buffer.put(cdb_at + index, *byte);
+    }
+    buffer
+}
+
+#[test]
+fn cdb_var_blocks_give_exactly_their_bytes() {
+    let mut sense = [0u8; 32];
+    let bytes: [u8; 32] = core::array::from_fn(|i| 0x80 | i as u8);
+    // Lengths read in 16 or 32 bytes and lengths read byte by byte.
+    for len in [1usize, 6, 16, 20, 32] {
+        let mut buffer = extended_cdb_var(&mut sense, &bytes[..len], len as u32);
+        let mut srb = view(&mut buffer).unwrap();
+        let mut cdb = [0xAAu8; CDB_SIZE];
+        assert_eq!(srb.cdb(&mut cdb), Ok(len));
+        assert_eq!(cdb[..len], bytes[..len]);
+        assert!(cdb[len..].iter().all(|&b| b == 0), "{len}: {cdb:?}");
+        srb.set_scsi_status(0x02);
+        assert_eq!(
+            buffer.get::<u8>(144 + offset_of!(SrbExDataScsiCdbVar, scsi_status)),
+            0x02
+        );
+    }
+    // A CDB longer than virtio-scsi carries, an empty one, and one past SrbLength.
+    let mut buffer = extended_cdb_var(&mut sense, &bytes, 33);
+    assert_eq!(
+        view(&mut buffer).err(),
+        Some(SrbError::CdbLength { len: 33 })
+    );
+    let mut buffer = extended_cdb_var(&mut sense, &bytes[..4], 0);
+    assert_eq!(
+        view(&mut buffer).err(),
+        Some(SrbError::CdbLength { len: 0 })
+    );
+    let mut buffer = extended_cdb_var(&mut sense, &bytes[..8], 16);
+    assert_eq!(
+        view(&mut buffer).err(),
+        Some(SrbError::BadDataBlock { offset: 144 })
+    );
+}
+
+#[test]
+fn rebuilt_views_have_no_address_or_cdb() {
+    let mut sense = [0u8; 32];
+    for mut buffer in [classic(&mut sense), extended(&mut sense)] {
+        let layout = view(&mut buffer).unwrap().layout();
+        // SAFETY: the buffer holds the SRB the layout was recorded from.
+        let again = unsafe { Srb::from_layout(buffer.ptr(), layout) };
+        assert_eq!(
+            again.address(),
+            Address {
+                path: 0,
+                target: 0,
+                lun: 0
+            }
+        );
+        assert_eq!(
+            again.cdb(&mut [0; CDB_SIZE]),
+            Err(SrbError::CdbLength { len: 0 })
+        );
+        assert_eq!(again.function(), u32::from(SRB_FUNCTION_EXECUTE_SCSI));
+    }
+}
+
+#[test]
+fn a_bad_header_is_reported_with_its_signature_version_and_length() {
+    let mut sense = [0u8; 32];
+    let mut buffer = extended(&mut sense);
+    buffer.put(offset_of!(StorageRequestBlock, version), 2u32);
+    assert_eq!(
+        view(&mut buffer).err(),
+        Some(SrbError::BadExtendedHeader {
+            signature: SRB_SIGNATURE,
+            version: 2,
+            length: 184,
+        })
+    );
+    let mut buffer = extended(&mut sense);
+    buffer.put(offset_of!(StorageRequestBlock, signature), 0x1234_5678u32);
+    buffer.put(offset_of!(StorageRequestBlock, srb_length), 100u32);
+    assert_eq!(
+        view(&mut buffer).err(),
+        Some(SrbError::BadExtendedHeader {
+            signature: 0x1234_5678,
+            version: STORAGE_REQUEST_BLOCK_VERSION_1,
+            length: 100,
+        })
+    );
+}
+
+#[test]
+fn cdb16_blocks_off_the_common_placement_are_checked_the_general_way() {
+    let mut sense = [0u8; 32];
+    // 4-aligned (its type can be read) but not 8-aligned as the block must be.
+    let mut buffer = extended(&mut sense);
+    buffer.put(offset_of!(StorageRequestBlock, srb_ex_data_offset), 140u32);
+    buffer.put(140usize, SrbExDataTypeScsiCdb16);
+    assert_eq!(
+        view(&mut buffer).err(),
+        Some(SrbError::BadDataBlock { offset: 140 })
+    );
+    // Its type inside SrbLength, its end past it.
+    let mut buffer = extended(&mut sense);
+    buffer.put(offset_of!(StorageRequestBlock, srb_length), 160u32);
+    assert_eq!(
+        view(&mut buffer).err(),
+        Some(SrbError::BadDataBlock { offset: 144 })
+    );
+    // Well placed, with a bad CDB length: the error is the length's.
+    let mut buffer = extended(&mut sense);
+    buffer.put(144 + offset_of!(SrbExDataScsiCdb16, cdb_length), 17u8);
+    assert_eq!(
+        view(&mut buffer).err(),
+        Some(SrbError::CdbLength { len: 17 })
     );
 }
