@@ -16,7 +16,15 @@ impl Adapter {
     /// The request queue `srb`, submitted on the current processor, goes to: with message
     /// ranges, the queue of the message StorPort names for this processor (so that it
     /// completes here); otherwise the processor number modulo the queues.
+    ///
+    /// Inline on every I/O, with StorPort's message query out of line: the SRB view then goes
+    /// to memory (the query takes it by reference) only when there are message ranges.
     #[must_use]
+    #[expect(
+        clippy::inline_always,
+        reason = "on every I/O; left out of line the SRB view goes to memory for the call (cargo xtask bench)"
+    )]
+    #[inline(always)]
     pub fn queue_for_request(&self, srb: &crate::storport::srb::Srb) -> u16 {
         let queues = self.request_queues().max(1);
         // One queue (always so in dump mode): no need to ask StorPort where we run.
@@ -24,14 +32,24 @@ impl Adapter {
             return 0;
         }
         if self.message_ranges.load(Ordering::Relaxed)
-            && let Some(queue) = self
-                .extension
-                .start_io_message(srb)
-                .and_then(|message| queue_of_message(message, queues))
+            && let Some(queue) = self.queue_of_start_io_message(srb, queues)
         {
             return queue;
         }
         queue_of_processor(self.extension.current_processor(), queues)
+    }
+
+    /// The request queue of the message StorPort says a request submitted here interrupts on,
+    /// if it says and the message is one of a request queue in use.
+    #[inline(never)]
+    fn queue_of_start_io_message(
+        &self,
+        srb: &crate::storport::srb::Srb,
+        queues: u16,
+    ) -> Option<u16> {
+        self.extension
+            .start_io_message(srb)
+            .and_then(|message| queue_of_message(message, queues))
     }
 
     /// Notifies the device of new requests on request queue `queue` (after unlocking).

@@ -192,7 +192,11 @@ impl IoHost for Adapter {
         Self::request_queues(self)
     }
 
-    #[inline]
+    #[expect(
+        clippy::inline_always,
+        reason = "on every I/O; left out of line the SRB view goes to memory for the call (cargo xtask bench)"
+    )]
+    #[inline(always)]
     fn queue_for_request(&self, srb: &crate::storport::srb::Srb) -> u16 {
         Self::queue_for_request(self, srb)
     }
