@@ -5,6 +5,7 @@
 
 use virtio_core::features::Features;
 use virtio_core::hal::Segment;
+use virtio_core::queue::{IndirectWriter, RingFormat};
 
 use virtio_core::scsi::{CDB_SIZE, CmdReq, CmdResp, DataDirection, Lun};
 use zerocopy::IntoBytes;
@@ -12,6 +13,7 @@ use zerocopy::IntoBytes;
 use super::IoHost;
 use super::{Built, UNWRITTEN_RESPONSE_HEADER, complete, device_identification};
 use crate::luns::{self};
+use crate::sizing::HEADER_DESCRIPTORS;
 use crate::srb_extension::{RequestContext, RequestState};
 use crate::storport::request::{RequestArea, ScratchList};
 use crate::storport::srb::{Srb, SrbError};
@@ -207,7 +209,6 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         return Err(SRB_STATUS_ERROR);
     }
 
-    // The scratch list: header, data-out segments | response, data-in segments.
     let header = Segment::new(bus + layout.cmd_req as u64, size_of::<CmdReq>() as u32);
     let response = Segment::new(bus + layout.cmd_resp as u64, size_of::<CmdResp>() as u32);
     let data = if direction == DataDirection::None {
@@ -215,7 +216,46 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     } else {
         data_segments(host, srb, length)?
     };
-    let (readable, count) = {
+    let queue = host.queue_for_request(srb);
+    // An indirect table needs the feature negotiated (virtio 1.x 2.7.5.3.1: the driver MUST NOT
+    // set VIRTQ_DESC_F_INDIRECT otherwise) and the whole table contiguous in bus memory; without
+    // either the request goes on the ring as a direct chain, which the limits are sized for.
+    // The table holds at most the header, the response and one descriptor per element (fewer
+    // when the elements cover the length early); that much must be contiguous.
+    let features = host.features();
+    let table_len = (HEADER_DESCRIPTORS as usize + data.len()) * crate::sizing::DESCRIPTOR_LEN;
+    let indirect_usable = features.contains(Features::INDIRECT_DESC)
+        && (contiguous as usize) >= layout.indirect + table_len;
+    let (readable, writable, table_writable, table_posted) = if indirect_usable {
+        // Written here, with no lock held: StartIo only adds the table as one descriptor.
+        let format = ring_format(features);
+        let memory = area
+            .view()
+            .part(layout.indirect, table_len, bus)
+            .ok_or(SRB_STATUS_ERROR)?;
+        let mut writer = IndirectWriter::new(&memory, format).map_err(|_| SRB_STATUS_ERROR)?;
+        writer
+            .push_readable(header)
+            .map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+        if direction == DataDirection::ToDevice {
+            write_data(&mut writer, data, length, false)?;
+        }
+        let readable = writer.len();
+        writer
+            .push_writable(response)
+            .map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+        if direction == DataDirection::FromDevice {
+            write_data(&mut writer, data, length, true)?;
+        }
+        let chain = writer.finish().map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+        (
+            readable,
+            chain.descriptors() - readable,
+            chain.writable(),
+            chain.posted(),
+        )
+    } else {
+        // The scratch list: header, data-out segments | response, data-in segments.
         let mut scratch = area.scratch();
         push(&mut scratch, header)?;
         if direction == DataDirection::ToDevice {
@@ -226,16 +266,10 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         if direction == DataDirection::FromDevice {
             push_data(&mut scratch, data, length)?;
         }
-        (readable, scratch.len())
+        // At most the list's capacity, a few hundred.
+        let count = scratch.len() as u16;
+        (readable as u16, count - readable as u16, 0, 0)
     };
-    let writable = count - readable;
-    let queue = host.queue_for_request(srb);
-    // An indirect table needs the feature negotiated (virtio 1.x 2.7.5.3.1: the driver MUST NOT
-    // set VIRTQ_DESC_F_INDIRECT otherwise) and the whole table contiguous in bus memory; without
-    // either the request goes on the ring as a direct chain, which the limits are sized for.
-    let indirect_len = count * crate::sizing::DESCRIPTOR_LEN;
-    let indirect_usable = host.features().contains(Features::INDIRECT_DESC)
-        && (contiguous as usize) >= layout.indirect + indirect_len;
 
     let mut opcode_page = 0xFFFF;
     if cdb[0] == device_identification::INQUIRY && cdb[1] & 1 == 1 {
@@ -258,10 +292,10 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         opcode: cdb[0],
         lun: u16::from(address.lun).into(),
         vpd_page: opcode_page.into(),
-        readable: (readable as u16).into(),
-        writable: (writable as u16).into(),
-        indirect_usable: u8::from(indirect_usable),
-        reserved: [0; 7],
+        readable: readable.into(),
+        writable: writable.into(),
+        table_writable: table_writable.into(),
+        table_posted: table_posted.into(),
         bus: bus.into(),
         // Numbered by StartIo, under the queue lock, when the request goes on the ring.
         sequence: 0.into(),
@@ -274,6 +308,17 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         Ok(())
     } else {
         Err(SRB_STATUS_ERROR)
+    }
+}
+
+/// The format of the indirect tables BuildIo writes: the rings' own, which the same negotiated
+/// features chose when they were made (StartIo names it again when it adds a table, and the
+/// ring refuses a table of the other format).
+pub(super) fn ring_format(features: Features) -> RingFormat {
+    if features.contains(Features::RING_PACKED) {
+        RingFormat::Packed
+    } else {
+        RingFormat::Split
     }
 }
 
@@ -296,6 +341,39 @@ pub(super) fn data_segments<'a, H: IoHost>(
 /// Appends `segment` to the scratch list; a full list refuses the request.
 fn push(scratch: &mut ScratchList<'_>, segment: Segment) -> Result<(), u8> {
     if scratch.push(segment) {
+        Ok(())
+    } else {
+        Err(SRB_STATUS_INVALID_REQUEST)
+    }
+}
+
+/// Writes data segments covering exactly `length` bytes into the indirect table, device
+/// writable (data-in) or readable (data-out); the same checks as [`push_data`].
+fn write_data(
+    writer: &mut IndirectWriter,
+    elements: &[StorScatterGatherElement],
+    length: u32,
+    device_writes: bool,
+) -> Result<(), u8> {
+    let mut left = length;
+    for element in elements {
+        if left == 0 {
+            break;
+        }
+        let take = element.length.min(left);
+        if take == 0 {
+            return Err(SRB_STATUS_INVALID_REQUEST);
+        }
+        let segment = Segment::new(element.physical_address.as_u64(), take);
+        let written = if device_writes {
+            writer.push_writable(segment)
+        } else {
+            writer.push_readable(segment)
+        };
+        written.map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+        left -= take;
+    }
+    if left == 0 {
         Ok(())
     } else {
         Err(SRB_STATUS_INVALID_REQUEST)

@@ -4,9 +4,8 @@
 
 use core::sync::atomic::Ordering;
 
-use virtio_core::dma::DmaMemory;
 use virtio_core::hal::Segment;
-use virtio_core::queue::QueueError;
+use virtio_core::queue::{IndirectChain, QueueError};
 
 use super::{IoHost, Request, complete};
 use crate::srb_extension::{RequestContext, RequestState};
@@ -42,24 +41,9 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
         .queue
         .get()
         .min(host.request_queues().saturating_sub(1));
-    let readable = usize::from(context.readable.get());
-    let writable = usize::from(context.writable.get());
-    // BuildIo wrote `readable + writable` segments to the scratch list, untouched since.
-    let Some(segments) = pending.segments(readable + writable) else {
+    let Some(chain) = chain_of(host, &pending, &context, layout) else {
         complete(host, pending.into_srb(), SRB_STATUS_ERROR);
         return;
-    };
-    let (readable_segments, writable_segments) = segments.split_at(readable.min(segments.len()));
-    let indirect = if context.indirect_usable == 1 {
-        // The table's bus address is the request's plus its offset: `prepare` checked the
-        // whole span is contiguous.
-        pending.view().part(
-            layout.indirect,
-            segments.len() * crate::sizing::DESCRIPTOR_LEN,
-            context.bus.get(),
-        )
-    } else {
-        None
     };
     let (outcome, notify) = {
         let mut guard = host.lock(queue);
@@ -73,12 +57,7 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
             complete(host, pending.into_srb(), SRB_STATUS_ERROR);
             return;
         };
-        let added = add_with_reservation(
-            host,
-            state,
-            (readable_segments, writable_segments),
-            indirect.as_ref(),
-        );
+        let added = add_with_reservation(host, state, &chain);
         match added {
             Ok(token) => {
                 // Counted, and numbered, before the lock drops: once it does, the request may
@@ -160,6 +139,48 @@ fn refusal<H: IoHost>(host: &H, context: &RequestContext) -> Option<u8> {
     }
 }
 
+/// The segments BuildIo recorded in `context` for `pending`: the scratch list it filled, or
+/// the indirect table it wrote; `None` if the record cannot be BuildIo's.
+#[expect(
+    clippy::inline_always,
+    reason = "on every I/O; left out of line it costs instructions per I/O (cargo xtask bench)"
+)]
+#[inline(always)]
+fn chain_of<'p, H: IoHost>(
+    host: &H,
+    pending: &'p PendingRequest,
+    context: &RequestContext,
+    layout: crate::srb_extension::RequestLayout,
+) -> Option<Chain<'p>> {
+    let readable = usize::from(context.readable.get());
+    let writable = usize::from(context.writable.get());
+    let segments = readable + writable;
+    if context.table_posted.get() == 0 {
+        // BuildIo wrote `readable + writable` segments to the scratch list, untouched since.
+        let list = pending.segments(segments)?;
+        Some(Chain::Segments(list.split_at(readable.min(list.len()))))
+    } else {
+        // BuildIo wrote the indirect table; its bus address is the request's plus its offset
+        // (`prepare` checked the span is contiguous).
+        IndirectChain::from_parts(
+            super::build::ring_format(host.features()),
+            context.bus.get().wrapping_add(layout.indirect as u64),
+            u16::try_from(segments).ok()?,
+            context.table_writable.get(),
+            context.table_posted.get(),
+        )
+        .map(Chain::Table)
+    }
+}
+
+/// A built request's segments as StartIo hands them to the ring.
+pub(super) enum Chain<'a> {
+    /// The scratch list, readable then writable segments: a direct chain.
+    Segments((&'a [Segment], &'a [Segment])),
+    /// The indirect table BuildIo wrote: one descriptor.
+    Table(IndirectChain),
+}
+
 /// Puts a request's segments on the queue's ring, honouring the ring's reservation
 /// ([`crate::queue_state::room`]): a request smaller than one that found no room is refused (as if the ring
 /// were full) unless the reserved room stays free, and a request refused for room reserves it.
@@ -173,14 +194,13 @@ fn refusal<H: IoHost>(host: &H, context: &RequestContext) -> Option<u8> {
 pub(super) fn add_with_reservation<H: IoHost>(
     host: &H,
     state: &mut crate::queue_state::QueueState,
-    (readable, writable): (&[Segment], &[Segment]),
-    indirect: Option<&DmaMemory>,
+    chain: &Chain<'_>,
 ) -> Result<virtio_core::queue::Token, QueueError> {
     // Descriptors the request takes on the ring: one with an indirect table, else its chain.
-    let needed = if indirect.is_some() {
-        1
-    } else {
-        (readable.len() + writable.len()) as u16
+    let needed = match chain {
+        Chain::Table(_) => 1,
+        // At most the scratch list's capacity, a few hundred.
+        Chain::Segments((readable, writable)) => (readable.len() + writable.len()) as u16,
     };
     let reserves = host.keeps_reservations();
     let free = state.ring.free_descriptors();
@@ -191,7 +211,10 @@ pub(super) fn add_with_reservation<H: IoHost>(
     {
         return Err(QueueError::Full { needed, free });
     }
-    let added = state.ring.add(readable, writable, indirect);
+    let added = match chain {
+        Chain::Table(written) => state.ring.add_table(written),
+        Chain::Segments((readable, writable)) => state.ring.add(readable, writable, None),
+    };
     if reserves {
         match added {
             Ok(_) => state.reservation.admitted(needed),

@@ -182,6 +182,50 @@ impl RequestView {
         offset >= SRB_RECORD_LEN && self.memory.write_bytes(offset, bytes)
     }
 
+    /// Loads the byte at `offset` (0 inside the SRB record or outside the view).
+    #[must_use]
+    #[inline]
+    pub fn load_u8(&self, offset: usize) -> u8 {
+        if offset >= SRB_RECORD_LEN {
+            self.memory.load_u8(offset)
+        } else {
+            0
+        }
+    }
+
+    /// Loads the `u16` at `offset` (0 inside the SRB record or outside the view).
+    #[must_use]
+    #[inline]
+    pub fn load_u16(&self, offset: usize, order: Ordering) -> u16 {
+        if offset >= SRB_RECORD_LEN {
+            self.memory.load_u16(offset, order)
+        } else {
+            0
+        }
+    }
+
+    /// Loads the `u32` at `offset` (0 inside the SRB record or outside the view).
+    #[must_use]
+    #[inline]
+    pub fn load_u32(&self, offset: usize, order: Ordering) -> u32 {
+        if offset >= SRB_RECORD_LEN {
+            self.memory.load_u32(offset, order)
+        } else {
+            0
+        }
+    }
+
+    /// Loads the `u64` at `offset` (0 inside the SRB record or outside the view).
+    #[must_use]
+    #[inline]
+    pub fn load_u64(&self, offset: usize, order: Ordering) -> u64 {
+        if offset >= SRB_RECORD_LEN {
+            self.memory.load_u64(offset, order)
+        } else {
+            0
+        }
+    }
+
     /// Stores one byte at `offset` (nothing inside the SRB record).
     #[inline]
     pub fn store_u8(&self, offset: usize, value: u8) {
