@@ -3,6 +3,9 @@
 //! here.
 #![forbid(unsafe_code)]
 
+use core::mem::offset_of;
+use core::sync::atomic::Ordering;
+
 use virtio_core::features::Features;
 use virtio_core::hal::Segment;
 use virtio_core::queue::{IndirectWriter, RingFormat};
@@ -14,7 +17,7 @@ use super::IoHost;
 use super::{Built, UNWRITTEN_RESPONSE_HEADER, complete, device_identification};
 use crate::luns::{self};
 use crate::sizing::HEADER_DESCRIPTORS;
-use crate::srb_extension::{RequestContext, RequestState};
+use crate::srb_extension::{CONTEXT_LEN, RequestContext, RequestState};
 use crate::storport::request::{RequestArea, ScratchList};
 use crate::storport::srb::{Srb, SrbError};
 use crate::storport::{
@@ -277,39 +280,66 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     } else if cdb[0] == luns::SERVICE_ACTION_IN_16 {
         opcode_page = u16::from(cdb[1] & 0x1F);
     }
-    let context = RequestContext {
-        data_length: length.into(),
-        sense_capacity: sense_capacity.into(),
-        queue: queue.into(),
-        token: 0.into(),
-        state: RequestState::Built as u8,
-        direction: match direction {
-            DataDirection::None => 0,
-            DataDirection::ToDevice => 1,
-            DataDirection::FromDevice | DataDirection::Bidirectional => 2,
-        },
-        target: address.target,
-        opcode: cdb[0],
-        lun: u16::from(address.lun).into(),
-        vpd_page: opcode_page.into(),
-        readable: readable.into(),
-        writable: writable.into(),
-        table_writable: table_writable.into(),
-        table_posted: table_posted.into(),
-        bus: bus.into(),
-        // Numbered by StartIo, under the queue lock, when the request goes on the ring.
-        sequence: 0.into(),
+    // Every field of the context, one store each after one bounds check (the layout of
+    // `RequestContext`, whose offsets these are); `sequence` and `token` are StartIo's, under
+    // the queue lock, and zero until then.
+    let fields = area
+        .view()
+        .fields::<CONTEXT_LEN>(layout.context)
+        .ok_or(SRB_STATUS_ERROR)?;
+    let relaxed = Ordering::Relaxed;
+    let direction = match direction {
+        DataDirection::None => 0,
+        DataDirection::ToDevice => 1,
+        DataDirection::FromDevice | DataDirection::Bidirectional => 2,
     };
-    let request = super::Request {
-        view: area.view(),
-        layout,
-    };
-    if request.set_context(&context) {
-        Ok(())
-    } else {
-        Err(SRB_STATUS_ERROR)
-    }
+    fields.store_u32(0, offset_of!(RequestContext, data_length), length, relaxed);
+    fields.store_u32(
+        0,
+        offset_of!(RequestContext, sense_capacity),
+        sense_capacity,
+        relaxed,
+    );
+    fields.store_u16(0, RequestContext::QUEUE_OFFSET, queue, relaxed);
+    fields.store_u16(0, RequestContext::TOKEN_OFFSET, 0, relaxed);
+    fields.store_u8(0, RequestContext::STATE_OFFSET, RequestState::Built as u8);
+    fields.store_u8(0, offset_of!(RequestContext, direction), direction);
+    fields.store_u8(0, RequestContext::TARGET_OFFSET, address.target);
+    fields.store_u8(0, RequestContext::OPCODE_OFFSET, cdb[0]);
+    fields.store_u16(
+        0,
+        RequestContext::LUN_OFFSET,
+        u16::from(address.lun),
+        relaxed,
+    );
+    fields.store_u16(
+        0,
+        offset_of!(RequestContext, vpd_page),
+        opcode_page,
+        relaxed,
+    );
+    fields.store_u16(0, RequestContext::READABLE_OFFSET, readable, relaxed);
+    fields.store_u16(0, RequestContext::WRITABLE_OFFSET, writable, relaxed);
+    fields.store_u32(
+        0,
+        RequestContext::TABLE_WRITABLE_OFFSET,
+        table_writable,
+        relaxed,
+    );
+    fields.store_u32(
+        0,
+        RequestContext::TABLE_POSTED_OFFSET,
+        table_posted,
+        relaxed,
+    );
+    fields.store_u64(0, RequestContext::BUS_OFFSET, bus, relaxed);
+    fields.store_u64(0, RequestContext::SEQUENCE_OFFSET, 0, relaxed);
+    Ok(())
 }
+
+// The stores above cover the whole context: sixteen fields whose sizes add up to its size, so
+// a field added to `RequestContext` without a store here fails to build.
+const _: () = assert!(4 + 4 + 2 + 2 + 1 + 1 + 1 + 1 + 2 + 2 + 2 + 2 + 4 + 4 + 8 + 8 == CONTEXT_LEN);
 
 /// The format of the indirect tables BuildIo writes: the rings' own, which the same negotiated
 /// features chose when they were made (StartIo names it again when it adds a table, and the

@@ -8,8 +8,6 @@
 
 #![forbid(unsafe_code)]
 
-use core::sync::atomic::Ordering;
-
 use virtio_core::scsi::{CmdResp, Response};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
@@ -61,34 +59,11 @@ impl Request<'_> {
             .flatten()
     }
 
-    fn set_context(&self, context: &RequestContext) -> bool {
-        self.view
-            .write_bytes(self.layout.context, context.as_bytes())
-    }
-
     /// Moves the request to `state` (one byte; the rest of the context is unchanged).
     fn set_state(&self, state: RequestState) {
         self.view.store_u8(
             self.layout.context + RequestContext::STATE_OFFSET,
             state as u8,
-        );
-    }
-
-    /// Records the ring token of the request in flight.
-    fn set_token(&self, token: u16) {
-        self.view.store_u16(
-            self.layout.context + RequestContext::TOKEN_OFFSET,
-            token,
-            Ordering::Relaxed,
-        );
-    }
-
-    /// Records the queue's submission count of the request in flight.
-    fn set_sequence(&self, sequence: u64) {
-        self.view.store_u64(
-            self.layout.context + RequestContext::SEQUENCE_OFFSET,
-            sequence,
-            Ordering::Relaxed,
         );
     }
 

@@ -4,6 +4,7 @@
 
 use core::sync::atomic::Ordering;
 
+use virtio_core::dma::DmaTable;
 use virtio_core::hal::Segment;
 use virtio_core::queue::{IndirectChain, QueueError};
 
@@ -63,9 +64,7 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
                 let sequence = host.counters(queue).map_or(0, |counters| {
                     counters.requests.fetch_add(1, Ordering::Relaxed)
                 });
-                request.set_token(token.0);
-                request.set_sequence(sequence);
-                request.set_state(RequestState::InFlight);
+                context.set_in_flight(token.0, sequence);
                 let kick = state.ring.kick_prepare();
                 let slots: &mut [Option<InFlightRequest>] =
                     core::borrow::BorrowMut::borrow_mut(&mut state.in_flight);
@@ -142,6 +141,8 @@ fn refusal<H: IoHost>(host: &H, view: &RequestView, context: usize) -> Option<u8
 /// The fields of the context BuildIo wrote ([`RequestContext`]) that StartIo needs to put the
 /// request on its ring.
 struct Recorded {
+    /// The context, checked once.
+    fields: DmaTable<CONTEXT_LEN, 8>,
     queue: u16,
     readable: u16,
     writable: u16,
@@ -162,6 +163,7 @@ impl Recorded {
         let fields = view.fields::<CONTEXT_LEN>(context)?;
         let relaxed = Ordering::Relaxed;
         Some(Self {
+            fields,
             queue: fields.load_u16(0, RequestContext::QUEUE_OFFSET, relaxed),
             readable: fields.load_u16(0, RequestContext::READABLE_OFFSET, relaxed),
             writable: fields.load_u16(0, RequestContext::WRITABLE_OFFSET, relaxed),
@@ -169,6 +171,22 @@ impl Recorded {
             table_posted: fields.load_u32(0, RequestContext::TABLE_POSTED_OFFSET, relaxed),
             bus: fields.load_u64(0, RequestContext::BUS_OFFSET, relaxed),
         })
+    }
+
+    /// Records the request on the ring: its token, the queue's submission count, and the
+    /// state the completion checks (what `Request::set_token`, `set_sequence` and `set_state`
+    /// store, without a bounds check each).
+    #[inline]
+    fn set_in_flight(&self, token: u16, sequence: u64) {
+        let relaxed = Ordering::Relaxed;
+        let fields = &self.fields;
+        fields.store_u16(0, RequestContext::TOKEN_OFFSET, token, relaxed);
+        fields.store_u64(0, RequestContext::SEQUENCE_OFFSET, sequence, relaxed);
+        fields.store_u8(
+            0,
+            RequestContext::STATE_OFFSET,
+            RequestState::InFlight as u8,
+        );
     }
 }
 
