@@ -697,6 +697,11 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
         }
     }
 
+    #[expect(
+        clippy::inline_always,
+        reason = "StartIo's one ring call; out of line it costs each I/O a call and a Result"
+    )]
+    #[inline(always)]
     fn add_table(&mut self, chain: &IndirectChain) -> Result<Token, QueueError> {
         if !self.features.indirect {
             return Err(QueueError::IndirectNotNegotiated);

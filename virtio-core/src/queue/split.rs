@@ -773,6 +773,11 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         Ok(self.publish(head))
     }
 
+    #[expect(
+        clippy::inline_always,
+        reason = "StartIo's one ring call; out of line it costs each I/O a call and a Result"
+    )]
+    #[inline(always)]
     fn add_table(&mut self, chain: &IndirectChain) -> Result<Token, QueueError> {
         if !self.features.indirect {
             return Err(QueueError::IndirectNotNegotiated);
