@@ -154,7 +154,7 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         return Err(SRB_STATUS_INVALID_LUN);
     }
     let mut cdb = [0u8; CDB_SIZE];
-    let cdb_len = srb.cdb(&mut cdb).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    srb.cdb(&mut cdb).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
     // A unit the device reported removed is gone for Windows at once (see `crate::events`);
     // only the commands the device answers for an absent unit still reach it.
     if host.gone().contains(address.target, address.lun)
@@ -201,9 +201,10 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         return Err(SRB_STATUS_ERROR);
     }
     let tag = base as u64;
-    // `Srb::cdb` bounds the length by the buffer; `get` keeps that proof local, with no panic.
-    let cdb_bytes = cdb.get(..cdb_len).ok_or(SRB_STATUS_INVALID_REQUEST)?;
-    let command = CmdReq::new(lun, tag, cdb_bytes).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    // The whole array: `Srb::cdb` cleared the bytes past the CDB (of at least one byte), which
+    // is the zero padding virtio-scsi asks for, and a copy of a fixed size is a few moves where
+    // one of `cdb_len` bytes is a call to memcpy.
+    let command = CmdReq::new(lun, tag, &cdb).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
     if !area.view().write_bytes(layout.cmd_req, command.as_bytes())
         || !area
             .view()
@@ -379,6 +380,11 @@ fn push(scratch: &mut ScratchList<'_>, segment: Segment) -> Result<(), u8> {
 
 /// Writes data segments covering exactly `length` bytes into the indirect table, device
 /// writable (data-in) or readable (data-out); the same checks as [`push_data`].
+#[expect(
+    clippy::inline_always,
+    reason = "on every I/O with data; out of line it costs a call per I/O (cargo xtask bench)"
+)]
+#[inline(always)]
 fn write_data(
     writer: &mut IndirectWriter,
     elements: &[StorScatterGatherElement],
@@ -390,10 +396,8 @@ fn write_data(
         if left == 0 {
             break;
         }
+        // An empty element is refused by the writer (`QueueError::EmptySegment`).
         let take = element.length.min(left);
-        if take == 0 {
-            return Err(SRB_STATUS_INVALID_REQUEST);
-        }
         let segment = Segment::new(element.physical_address.as_u64(), take);
         let written = if device_writes {
             writer.push_writable(segment)
