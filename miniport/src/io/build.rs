@@ -441,3 +441,121 @@ fn push_data(
         Err(SRB_STATUS_INVALID_REQUEST)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::vec::Vec;
+
+    use virtio_core::dma::DmaMemory;
+    use virtio_core::fake::FakeHal;
+    use virtio_core::hal::Hal;
+
+    use super::*;
+    use crate::storport::StorPhysicalAddress;
+
+    fn element(address: u64, length: u32) -> StorScatterGatherElement {
+        StorScatterGatherElement {
+            physical_address: StorPhysicalAddress::from_u64(address),
+            length,
+            reserved: 0,
+        }
+    }
+
+    /// (address, length, flags) of the table's first `count` split descriptors.
+    fn descriptors(table: &DmaMemory, count: usize) -> Vec<(u64, u32, u16)> {
+        let relaxed = Ordering::Relaxed;
+        (0..count)
+            .map(|i| {
+                let at = 16 * i;
+                (
+                    table.load_u64(at, relaxed),
+                    table.load_u32(at + 8, relaxed),
+                    table.load_u16(at + 12, relaxed),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn data_segments_cover_exactly_the_transfer_length() {
+        let hal = FakeHal::new();
+        let table = hal.dma_alloc(16 * 8, 16).unwrap();
+        let elements = [
+            element(0x1_0000, 4096),
+            element(0x2_0000, 4096),
+            element(0x3_0000, 4096),
+        ];
+        // A read of 6000 bytes: the second element is cut short, the third not used.
+        let mut writer = IndirectWriter::new(&table, RingFormat::Split).unwrap();
+        writer.push_readable(Segment::new(0x100, 51)).unwrap();
+        writer.push_writable(Segment::new(0x200, 108)).unwrap();
+        assert_eq!(write_data(&mut writer, &elements, 6000, true), Ok(()));
+        let chain = writer.finish().unwrap();
+        assert_eq!(chain.descriptors(), 4);
+        assert_eq!(
+            (chain.writable(), chain.posted()),
+            (108 + 6000, 51 + 108 + 6000)
+        );
+        // NEXT = 1, WRITE = 2: the data after the response, device-writable, the last ends it.
+        assert_eq!(
+            descriptors(&table, 4),
+            [
+                (0x100, 51, 1),
+                (0x200, 108, 3),
+                (0x1_0000, 4096, 3),
+                (0x2_0000, 1904, 2)
+            ]
+        );
+
+        // A write: the data after the header, device-readable, before the response.
+        let mut writer = IndirectWriter::new(&table, RingFormat::Split).unwrap();
+        writer.push_readable(Segment::new(0x100, 51)).unwrap();
+        assert_eq!(write_data(&mut writer, &elements, 8192, false), Ok(()));
+        writer.push_writable(Segment::new(0x200, 108)).unwrap();
+        let chain = writer.finish().unwrap();
+        assert_eq!((chain.descriptors(), chain.writable()), (4, 108));
+        assert_eq!(
+            descriptors(&table, 4),
+            [
+                (0x100, 51, 1),
+                (0x1_0000, 4096, 1),
+                (0x2_0000, 4096, 1),
+                (0x200, 108, 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn data_segments_that_do_not_cover_the_length_or_are_empty_are_refused() {
+        let hal = FakeHal::new();
+        let table = hal.dma_alloc(16 * 8, 16).unwrap();
+        let cases: [(&[StorScatterGatherElement], u32); 3] = [
+            // The elements end before the transfer does.
+            (&[element(0x1_0000, 4096)], 8192),
+            // An empty element before the length is covered.
+            (&[element(0x1_0000, 0), element(0x2_0000, 4096)], 4096),
+            // No elements at all for a transfer.
+            (&[], 512),
+        ];
+        for (elements, length) in cases {
+            for device_writes in [false, true] {
+                let mut writer = IndirectWriter::new(&table, RingFormat::Packed).unwrap();
+                writer.push_readable(Segment::new(0x100, 51)).unwrap();
+                assert_eq!(
+                    write_data(&mut writer, elements, length, device_writes),
+                    Err(SRB_STATUS_INVALID_REQUEST),
+                    "{length} bytes over {elements:?}"
+                );
+            }
+        }
+        // More elements than the table holds: refused, not written past it.
+        let small = table.sub(0, 16 * 2).unwrap();
+        let mut writer = IndirectWriter::new(&small, RingFormat::Split).unwrap();
+        writer.push_readable(Segment::new(0x100, 51)).unwrap();
+        let elements = [element(0x1_0000, 512), element(0x2_0000, 512)];
+        assert_eq!(
+            write_data(&mut writer, &elements, 1024, false),
+            Err(SRB_STATUS_INVALID_REQUEST)
+        );
+    }
+}
