@@ -1,6 +1,6 @@
 //! HwBuildIo: an SRB validated and turned into one virtio-scsi request in its SRB extension
-//! (header, segment list, indirect table), with no lock held; WMI and IOCTL requests answered
-//! here.
+//! (header, and the indirect table written in the ring's format or, for a direct chain, the
+//! segment list), with no lock held; WMI and IOCTL requests answered here.
 #![forbid(unsafe_code)]
 
 use core::mem::offset_of;
@@ -254,7 +254,7 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         let chain = writer.finish().map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
         (
             readable,
-            chain.descriptors() - readable,
+            chain.descriptors().saturating_sub(readable),
             chain.writable(),
             chain.posted(),
         )
@@ -272,7 +272,7 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         }
         // At most the list's capacity, a few hundred.
         let count = scratch.len() as u16;
-        (readable as u16, count - readable as u16, 0, 0)
+        (readable as u16, count.saturating_sub(readable as u16), 0, 0)
     };
 
     let mut opcode_page = 0xFFFF;
