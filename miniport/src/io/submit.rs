@@ -173,9 +173,9 @@ impl Recorded {
         })
     }
 
-    /// Records the request on the ring: its token, the queue's submission count, and the
-    /// state the completion checks (what `Request::set_token`, `set_sequence` and `set_state`
-    /// store, without a bounds check each).
+    /// Records the request on the ring: its token and state, which the completion checks, and
+    /// the queue's submission count, which task management compares; each one store into the
+    /// context checked once at `load`.
     #[inline]
     fn set_in_flight(&self, token: u16, sequence: u64) {
         let relaxed = Ordering::Relaxed;
