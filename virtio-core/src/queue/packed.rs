@@ -332,6 +332,11 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
     /// posted, or `None` if the ring lacks the descriptors or no id is free (the latter cannot
     /// happen while the counts are consistent, since every chain takes at least one descriptor,
     /// but it is checked rather than assumed).
+    #[expect(
+        clippy::inline_always,
+        reason = "on every add; out of line it costs each I/O a call (packed ring under cargo xtask bench)"
+    )]
+    #[inline(always)]
     fn allocate_id(&mut self, descriptors: u16, lengths: ChainLengths) -> Option<u16> {
         if descriptors > self.free_descriptors || self.in_flight >= self.size {
             return None;
