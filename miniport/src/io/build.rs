@@ -254,7 +254,8 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         let chain = writer.finish().map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
         (
             readable,
-            chain.descriptors().saturating_sub(readable),
+            // The writable ones follow the `readable` written first.
+            chain.descriptors().wrapping_sub(readable),
             chain.writable(),
             chain.posted(),
         )
@@ -272,7 +273,7 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         }
         // At most the list's capacity, a few hundred.
         let count = scratch.len() as u16;
-        (readable as u16, count.saturating_sub(readable as u16), 0, 0)
+        (readable as u16, count.wrapping_sub(readable as u16), 0, 0)
     };
 
     let mut opcode_page = 0xFFFF;

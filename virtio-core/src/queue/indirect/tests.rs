@@ -75,8 +75,15 @@ fn split_entries_are_linked_in_order_and_the_last_ends_the_chain() {
 fn packed_entries_carry_write_only_and_a_zero_id() {
     let hal = FakeHal::new();
     let table = hal.dma_alloc(16 * 8, 16).unwrap();
-    // Garbage first, so every field is seen written.
-    assert!(table.write_bytes(0, &[0xAB; 16 * 8]));
+    // Garbage first, so every field is seen written: each field at the size the writer
+    // stores it with (one access size per location, as the rings keep).
+    let relaxed = Ordering::Relaxed;
+    for at in (0..8).map(|i| 16 * i) {
+        table.store_u64(at, u64::MAX, relaxed);
+        table.store_u32(at + 8, u32::MAX, relaxed);
+        table.store_u16(at + 12, 0xABAB, relaxed);
+        table.store_u16(at + 14, 0xABAB, relaxed);
+    }
     let chain = write(
         &table,
         RingFormat::Packed,
