@@ -68,15 +68,19 @@ pub struct RequestContext {
     /// `opcode` is SERVICE ACTION IN (16), else 0xFFFF: what the completion needs to recognise
     /// the VPD page to synthesise and the answers the LUN table keeps.
     pub vpd_page: U16,
-    /// Readable segments in the scratch list (request header and data-out).
+    /// Readable segments of the request (request header and data-out): in the scratch list,
+    /// or at the start of the indirect table BuildIo wrote.
     pub readable: U16,
-    /// Writable segments in the scratch list (response and data-in).
+    /// Writable segments of the request (response and data-in), after the readable ones.
     pub writable: U16,
-    /// Whether the indirect table is physically contiguous and may be used.
-    pub indirect_usable: u8,
-    /// Keeps `bus` and `sequence` 8-aligned (the context starts 16-aligned, after the floor's
-    /// SRB record), as the single-word stores of `sequence` need.
-    pub reserved: [u8; 7],
+    /// With an indirect table BuildIo wrote (in the ring format the negotiated features
+    /// name): total bytes of the writable segments, the bound the ring keeps for the device's
+    /// used length.
+    pub table_writable: U32,
+    /// With an indirect table BuildIo wrote: total bytes of every segment (saturating), at
+    /// least the request header's; 0 when BuildIo filled the scratch list instead, which
+    /// StartIo hands to the ring.
+    pub table_posted: U32,
     /// Bus address of the request's aligned start (valid for the contiguous parts), so
     /// StartIo needs no second translation.
     pub bus: U64,
@@ -86,9 +90,19 @@ pub struct RequestContext {
     pub sequence: U64,
 }
 const _: () = assert!(size_of::<RequestContext>() == 48);
+// `bus` and `sequence` 8-aligned (the context starts 16-aligned, after the floor's SRB record),
+// as their single-word loads and stores need; the other fields StartIo loads one by one at
+// their own alignment.
 const _: () = assert!(
     RequestContext::SEQUENCE_OFFSET.is_multiple_of(8)
+        && RequestContext::BUS_OFFSET.is_multiple_of(8)
         && RequestContext::TOKEN_OFFSET.is_multiple_of(2)
+        && RequestContext::QUEUE_OFFSET.is_multiple_of(2)
+        && RequestContext::LUN_OFFSET.is_multiple_of(2)
+        && RequestContext::READABLE_OFFSET.is_multiple_of(2)
+        && RequestContext::WRITABLE_OFFSET.is_multiple_of(2)
+        && RequestContext::TABLE_WRITABLE_OFFSET.is_multiple_of(4)
+        && RequestContext::TABLE_POSTED_OFFSET.is_multiple_of(4)
         && SRB_RECORD_LEN.is_multiple_of(8)
 );
 
@@ -99,6 +113,24 @@ impl RequestContext {
     pub const TOKEN_OFFSET: usize = core::mem::offset_of!(Self, token);
     /// Byte offset of `sequence` in the stored context.
     pub const SEQUENCE_OFFSET: usize = core::mem::offset_of!(Self, sequence);
+    /// Byte offset of `queue` in the stored context.
+    pub const QUEUE_OFFSET: usize = core::mem::offset_of!(Self, queue);
+    /// Byte offset of `target` in the stored context.
+    pub const TARGET_OFFSET: usize = core::mem::offset_of!(Self, target);
+    /// Byte offset of `opcode` in the stored context.
+    pub const OPCODE_OFFSET: usize = core::mem::offset_of!(Self, opcode);
+    /// Byte offset of `lun` in the stored context.
+    pub const LUN_OFFSET: usize = core::mem::offset_of!(Self, lun);
+    /// Byte offset of `readable` in the stored context.
+    pub const READABLE_OFFSET: usize = core::mem::offset_of!(Self, readable);
+    /// Byte offset of `writable` in the stored context.
+    pub const WRITABLE_OFFSET: usize = core::mem::offset_of!(Self, writable);
+    /// Byte offset of `table_writable` in the stored context.
+    pub const TABLE_WRITABLE_OFFSET: usize = core::mem::offset_of!(Self, table_writable);
+    /// Byte offset of `table_posted` in the stored context.
+    pub const TABLE_POSTED_OFFSET: usize = core::mem::offset_of!(Self, table_posted);
+    /// Byte offset of `bus` in the stored context.
+    pub const BUS_OFFSET: usize = core::mem::offset_of!(Self, bus);
 }
 
 /// Offsets of a request's parts from the 16-aligned start of its SRB extension.
@@ -116,7 +148,8 @@ pub struct RequestLayout {
     pub indirect: usize,
     /// Bytes of the indirect table.
     pub indirect_len: usize,
-    /// CPU-only scratch list of [`Segment`]s handed to the ring.
+    /// CPU-only scratch list of [`Segment`]s handed to the ring as a direct chain (when no
+    /// indirect table can be used).
     pub segments: usize,
     /// Bytes used from the aligned start.
     pub len: usize,

@@ -690,6 +690,21 @@ impl<const STRIDE: usize, const ALIGN: usize> DmaTable<STRIDE, ALIGN> {
         }
     }
 
+    /// Loads the byte at byte `field` of element `index`.
+    #[must_use]
+    #[inline]
+    pub fn load_u8(&self, index: usize, field: usize) -> u8 {
+        self.element::<1>(index, field).map_or(0, Access::load_u8)
+    }
+
+    /// Stores `value` at byte `field` of element `index`.
+    #[inline]
+    pub fn store_u8(&self, index: usize, field: usize, value: u8) {
+        if let Some(access) = self.element::<1>(index, field) {
+            access.store_u8(value);
+        }
+    }
+
     element_accessors! {
         load_u16, store_u16, u16, 2;
         load_u32, store_u32, u32, 4;

@@ -1,10 +1,14 @@
 //! HwBuildIo: an SRB validated and turned into one virtio-scsi request in its SRB extension
-//! (header, segment list, indirect table), with no lock held; WMI and IOCTL requests answered
-//! here.
+//! (header, and the indirect table written in the ring's format or, for a direct chain, the
+//! segment list), with no lock held; WMI and IOCTL requests answered here.
 #![forbid(unsafe_code)]
+
+use core::mem::offset_of;
+use core::sync::atomic::Ordering;
 
 use virtio_core::features::Features;
 use virtio_core::hal::Segment;
+use virtio_core::queue::{IndirectWriter, RingFormat};
 
 use virtio_core::scsi::{CDB_SIZE, CmdReq, CmdResp, DataDirection, Lun};
 use zerocopy::IntoBytes;
@@ -12,7 +16,8 @@ use zerocopy::IntoBytes;
 use super::IoHost;
 use super::{Built, UNWRITTEN_RESPONSE_HEADER, complete, device_identification};
 use crate::luns::{self};
-use crate::srb_extension::{RequestContext, RequestState};
+use crate::sizing::HEADER_DESCRIPTORS;
+use crate::srb_extension::{CONTEXT_LEN, RequestContext, RequestState};
 use crate::storport::request::{RequestArea, ScratchList};
 use crate::storport::srb::{Srb, SrbError};
 use crate::storport::{
@@ -149,7 +154,7 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         return Err(SRB_STATUS_INVALID_LUN);
     }
     let mut cdb = [0u8; CDB_SIZE];
-    let cdb_len = srb.cdb(&mut cdb).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    srb.cdb(&mut cdb).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
     // A unit the device reported removed is gone for Windows at once (see `crate::events`);
     // only the commands the device answers for an absent unit still reach it.
     if host.gone().contains(address.target, address.lun)
@@ -196,9 +201,10 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         return Err(SRB_STATUS_ERROR);
     }
     let tag = base as u64;
-    // `Srb::cdb` bounds the length by the buffer; `get` keeps that proof local, with no panic.
-    let cdb_bytes = cdb.get(..cdb_len).ok_or(SRB_STATUS_INVALID_REQUEST)?;
-    let command = CmdReq::new(lun, tag, cdb_bytes).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    // The whole array: `Srb::cdb` cleared the bytes past the CDB (of at least one byte), which
+    // is the zero padding virtio-scsi asks for, and a copy of a fixed size is a few moves where
+    // one of `cdb_len` bytes is a call to memcpy.
+    let command = CmdReq::new(lun, tag, &cdb).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
     if !area.view().write_bytes(layout.cmd_req, command.as_bytes())
         || !area
             .view()
@@ -207,7 +213,6 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         return Err(SRB_STATUS_ERROR);
     }
 
-    // The scratch list: header, data-out segments | response, data-in segments.
     let header = Segment::new(bus + layout.cmd_req as u64, size_of::<CmdReq>() as u32);
     let response = Segment::new(bus + layout.cmd_resp as u64, size_of::<CmdResp>() as u32);
     let data = if direction == DataDirection::None {
@@ -215,7 +220,47 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     } else {
         data_segments(host, srb, length)?
     };
-    let (readable, count) = {
+    let queue = host.queue_for_request(srb);
+    // An indirect table needs the feature negotiated (virtio 1.x 2.7.5.3.1: the driver MUST NOT
+    // set VIRTQ_DESC_F_INDIRECT otherwise) and the whole table contiguous in bus memory; without
+    // either the request goes on the ring as a direct chain, which the limits are sized for.
+    // The table holds at most the header, the response and one descriptor per element (fewer
+    // when the elements cover the length early); that much must be contiguous.
+    let features = host.features();
+    let table_len = (HEADER_DESCRIPTORS as usize + data.len()) * crate::sizing::DESCRIPTOR_LEN;
+    let indirect_usable = features.contains(Features::INDIRECT_DESC)
+        && (contiguous as usize) >= layout.indirect + table_len;
+    let (readable, writable, table_writable, table_posted) = if indirect_usable {
+        // Written here, with no lock held: StartIo only adds the table as one descriptor.
+        let format = ring_format(features);
+        let memory = area
+            .view()
+            .part(layout.indirect, table_len, bus)
+            .ok_or(SRB_STATUS_ERROR)?;
+        let mut writer = IndirectWriter::new(&memory, format).map_err(|_| SRB_STATUS_ERROR)?;
+        writer
+            .push_readable(header)
+            .map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+        if direction == DataDirection::ToDevice {
+            write_data(&mut writer, data, length, false)?;
+        }
+        let readable = writer.len();
+        writer
+            .push_writable(response)
+            .map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+        if direction == DataDirection::FromDevice {
+            write_data(&mut writer, data, length, true)?;
+        }
+        let chain = writer.finish().map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+        (
+            readable,
+            // The writable ones follow the `readable` written first.
+            chain.descriptors().wrapping_sub(readable),
+            chain.writable(),
+            chain.posted(),
+        )
+    } else {
+        // The scratch list: header, data-out segments | response, data-in segments.
         let mut scratch = area.scratch();
         push(&mut scratch, header)?;
         if direction == DataDirection::ToDevice {
@@ -226,16 +271,10 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         if direction == DataDirection::FromDevice {
             push_data(&mut scratch, data, length)?;
         }
-        (readable, scratch.len())
+        // At most the list's capacity, a few hundred.
+        let count = scratch.len() as u16;
+        (readable as u16, count.wrapping_sub(readable as u16), 0, 0)
     };
-    let writable = count - readable;
-    let queue = host.queue_for_request(srb);
-    // An indirect table needs the feature negotiated (virtio 1.x 2.7.5.3.1: the driver MUST NOT
-    // set VIRTQ_DESC_F_INDIRECT otherwise) and the whole table contiguous in bus memory; without
-    // either the request goes on the ring as a direct chain, which the limits are sized for.
-    let indirect_len = count * crate::sizing::DESCRIPTOR_LEN;
-    let indirect_usable = host.features().contains(Features::INDIRECT_DESC)
-        && (contiguous as usize) >= layout.indirect + indirect_len;
 
     let mut opcode_page = 0xFFFF;
     if cdb[0] == device_identification::INQUIRY && cdb[1] & 1 == 1 {
@@ -243,37 +282,75 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     } else if cdb[0] == luns::SERVICE_ACTION_IN_16 {
         opcode_page = u16::from(cdb[1] & 0x1F);
     }
-    let context = RequestContext {
-        data_length: length.into(),
-        sense_capacity: sense_capacity.into(),
-        queue: queue.into(),
-        token: 0.into(),
-        state: RequestState::Built as u8,
-        direction: match direction {
-            DataDirection::None => 0,
-            DataDirection::ToDevice => 1,
-            DataDirection::FromDevice | DataDirection::Bidirectional => 2,
-        },
-        target: address.target,
-        opcode: cdb[0],
-        lun: u16::from(address.lun).into(),
-        vpd_page: opcode_page.into(),
-        readable: (readable as u16).into(),
-        writable: (writable as u16).into(),
-        indirect_usable: u8::from(indirect_usable),
-        reserved: [0; 7],
-        bus: bus.into(),
-        // Numbered by StartIo, under the queue lock, when the request goes on the ring.
-        sequence: 0.into(),
+    // Every field of the context, one store each after one bounds check (the layout of
+    // `RequestContext`, whose offsets these are); `sequence` and `token` are StartIo's, under
+    // the queue lock, and zero until then.
+    let fields = area
+        .view()
+        .fields::<CONTEXT_LEN>(layout.context)
+        .ok_or(SRB_STATUS_ERROR)?;
+    let relaxed = Ordering::Relaxed;
+    let direction = match direction {
+        DataDirection::None => 0,
+        DataDirection::ToDevice => 1,
+        DataDirection::FromDevice | DataDirection::Bidirectional => 2,
     };
-    let request = super::Request {
-        view: area.view(),
-        layout,
-    };
-    if request.set_context(&context) {
-        Ok(())
+    fields.store_u32(0, offset_of!(RequestContext, data_length), length, relaxed);
+    fields.store_u32(
+        0,
+        offset_of!(RequestContext, sense_capacity),
+        sense_capacity,
+        relaxed,
+    );
+    fields.store_u16(0, RequestContext::QUEUE_OFFSET, queue, relaxed);
+    fields.store_u16(0, RequestContext::TOKEN_OFFSET, 0, relaxed);
+    fields.store_u8(0, RequestContext::STATE_OFFSET, RequestState::Built as u8);
+    fields.store_u8(0, offset_of!(RequestContext, direction), direction);
+    fields.store_u8(0, RequestContext::TARGET_OFFSET, address.target);
+    fields.store_u8(0, RequestContext::OPCODE_OFFSET, cdb[0]);
+    fields.store_u16(
+        0,
+        RequestContext::LUN_OFFSET,
+        u16::from(address.lun),
+        relaxed,
+    );
+    fields.store_u16(
+        0,
+        offset_of!(RequestContext, vpd_page),
+        opcode_page,
+        relaxed,
+    );
+    fields.store_u16(0, RequestContext::READABLE_OFFSET, readable, relaxed);
+    fields.store_u16(0, RequestContext::WRITABLE_OFFSET, writable, relaxed);
+    fields.store_u32(
+        0,
+        RequestContext::TABLE_WRITABLE_OFFSET,
+        table_writable,
+        relaxed,
+    );
+    fields.store_u32(
+        0,
+        RequestContext::TABLE_POSTED_OFFSET,
+        table_posted,
+        relaxed,
+    );
+    fields.store_u64(0, RequestContext::BUS_OFFSET, bus, relaxed);
+    fields.store_u64(0, RequestContext::SEQUENCE_OFFSET, 0, relaxed);
+    Ok(())
+}
+
+// The stores above cover the whole context: sixteen fields whose sizes add up to its size, so
+// a field added to `RequestContext` without a store here fails to build.
+const _: () = assert!(4 + 4 + 2 + 2 + 1 + 1 + 1 + 1 + 2 + 2 + 2 + 2 + 4 + 4 + 8 + 8 == CONTEXT_LEN);
+
+/// The format of the indirect tables BuildIo writes: the rings' own, which the same negotiated
+/// features chose when they were made (StartIo names it again when it adds a table, and the
+/// ring refuses a table of the other format).
+pub(super) fn ring_format(features: Features) -> RingFormat {
+    if features.contains(Features::RING_PACKED) {
+        RingFormat::Packed
     } else {
-        Err(SRB_STATUS_ERROR)
+        RingFormat::Split
     }
 }
 
@@ -296,6 +373,42 @@ pub(super) fn data_segments<'a, H: IoHost>(
 /// Appends `segment` to the scratch list; a full list refuses the request.
 fn push(scratch: &mut ScratchList<'_>, segment: Segment) -> Result<(), u8> {
     if scratch.push(segment) {
+        Ok(())
+    } else {
+        Err(SRB_STATUS_INVALID_REQUEST)
+    }
+}
+
+/// Writes data segments covering exactly `length` bytes into the indirect table, device
+/// writable (data-in) or readable (data-out); the same checks as [`push_data`].
+#[expect(
+    clippy::inline_always,
+    reason = "on every I/O with data; out of line it costs a call per I/O (cargo xtask bench)"
+)]
+#[inline(always)]
+fn write_data(
+    writer: &mut IndirectWriter,
+    elements: &[StorScatterGatherElement],
+    length: u32,
+    device_writes: bool,
+) -> Result<(), u8> {
+    let mut left = length;
+    for element in elements {
+        if left == 0 {
+            break;
+        }
+        // An empty element is refused by the writer (`QueueError::EmptySegment`).
+        let take = element.length.min(left);
+        let segment = Segment::new(element.physical_address.as_u64(), take);
+        let written = if device_writes {
+            writer.push_writable(segment)
+        } else {
+            writer.push_readable(segment)
+        };
+        written.map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+        left -= take;
+    }
+    if left == 0 {
         Ok(())
     } else {
         Err(SRB_STATUS_INVALID_REQUEST)
@@ -327,5 +440,123 @@ fn push_data(
         Ok(())
     } else {
         Err(SRB_STATUS_INVALID_REQUEST)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::vec::Vec;
+
+    use virtio_core::dma::DmaMemory;
+    use virtio_core::fake::FakeHal;
+    use virtio_core::hal::Hal;
+
+    use super::*;
+    use crate::storport::StorPhysicalAddress;
+
+    fn element(address: u64, length: u32) -> StorScatterGatherElement {
+        StorScatterGatherElement {
+            physical_address: StorPhysicalAddress::from_u64(address),
+            length,
+            reserved: 0,
+        }
+    }
+
+    /// (address, length, flags) of the table's first `count` split descriptors.
+    fn descriptors(table: &DmaMemory, count: usize) -> Vec<(u64, u32, u16)> {
+        let relaxed = Ordering::Relaxed;
+        (0..count)
+            .map(|i| {
+                let at = 16 * i;
+                (
+                    table.load_u64(at, relaxed),
+                    table.load_u32(at + 8, relaxed),
+                    table.load_u16(at + 12, relaxed),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn data_segments_cover_exactly_the_transfer_length() {
+        let hal = FakeHal::new();
+        let table = hal.dma_alloc(16 * 8, 16).unwrap();
+        let elements = [
+            element(0x1_0000, 4096),
+            element(0x2_0000, 4096),
+            element(0x3_0000, 4096),
+        ];
+        // A read of 6000 bytes: the second element is cut short, the third not used.
+        let mut writer = IndirectWriter::new(&table, RingFormat::Split).unwrap();
+        writer.push_readable(Segment::new(0x100, 51)).unwrap();
+        writer.push_writable(Segment::new(0x200, 108)).unwrap();
+        assert_eq!(write_data(&mut writer, &elements, 6000, true), Ok(()));
+        let chain = writer.finish().unwrap();
+        assert_eq!(chain.descriptors(), 4);
+        assert_eq!(
+            (chain.writable(), chain.posted()),
+            (108 + 6000, 51 + 108 + 6000)
+        );
+        // NEXT = 1, WRITE = 2: the data after the response, device-writable, the last ends it.
+        assert_eq!(
+            descriptors(&table, 4),
+            [
+                (0x100, 51, 1),
+                (0x200, 108, 3),
+                (0x1_0000, 4096, 3),
+                (0x2_0000, 1904, 2)
+            ]
+        );
+
+        // A write: the data after the header, device-readable, before the response.
+        let mut writer = IndirectWriter::new(&table, RingFormat::Split).unwrap();
+        writer.push_readable(Segment::new(0x100, 51)).unwrap();
+        assert_eq!(write_data(&mut writer, &elements, 8192, false), Ok(()));
+        writer.push_writable(Segment::new(0x200, 108)).unwrap();
+        let chain = writer.finish().unwrap();
+        assert_eq!((chain.descriptors(), chain.writable()), (4, 108));
+        assert_eq!(
+            descriptors(&table, 4),
+            [
+                (0x100, 51, 1),
+                (0x1_0000, 4096, 1),
+                (0x2_0000, 4096, 1),
+                (0x200, 108, 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn data_segments_that_do_not_cover_the_length_or_are_empty_are_refused() {
+        let hal = FakeHal::new();
+        let table = hal.dma_alloc(16 * 8, 16).unwrap();
+        let cases: [(&[StorScatterGatherElement], u32); 3] = [
+            // The elements end before the transfer does.
+            (&[element(0x1_0000, 4096)], 8192),
+            // An empty element before the length is covered.
+            (&[element(0x1_0000, 0), element(0x2_0000, 4096)], 4096),
+            // No elements at all for a transfer.
+            (&[], 512),
+        ];
+        for (elements, length) in cases {
+            for device_writes in [false, true] {
+                let mut writer = IndirectWriter::new(&table, RingFormat::Packed).unwrap();
+                writer.push_readable(Segment::new(0x100, 51)).unwrap();
+                assert_eq!(
+                    write_data(&mut writer, elements, length, device_writes),
+                    Err(SRB_STATUS_INVALID_REQUEST),
+                    "{length} bytes over {elements:?}"
+                );
+            }
+        }
+        // More elements than the table holds: refused, not written past it.
+        let small = table.sub(0, 16 * 2).unwrap();
+        let mut writer = IndirectWriter::new(&small, RingFormat::Split).unwrap();
+        writer.push_readable(Segment::new(0x100, 51)).unwrap();
+        let elements = [element(0x1_0000, 512), element(0x2_0000, 512)];
+        assert_eq!(
+            write_data(&mut writer, &elements, 1024, false),
+            Err(SRB_STATUS_INVALID_REQUEST)
+        );
     }
 }

@@ -11,7 +11,7 @@
 use core::sync::atomic::Ordering;
 
 use virtio_core::scsi::{CmdRespHeader, Response, SENSE_SIZE};
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::FromBytes;
 
 use crate::srb_extension::{CONTEXT_LEN, RequestContext, RequestLayout, RequestState};
 use crate::storport::request::RequestView;
@@ -76,35 +76,10 @@ impl Request<'_> {
             .flatten()
     }
 
-    fn set_context(&self, context: &RequestContext) -> bool {
-        self.view
-            .write_bytes(CONTEXT_AT, context.as_bytes())
-    }
-
     /// Moves the request to `state` (one byte; the rest of the context is unchanged).
     fn set_state(&self, state: RequestState) {
-        self.view.store_u8(
-            CONTEXT_AT + RequestContext::STATE_OFFSET,
-            state as u8,
-        );
-    }
-
-    /// Records the ring token of the request in flight.
-    fn set_token(&self, token: u16) {
-        self.view.store_u16(
-            CONTEXT_AT + RequestContext::TOKEN_OFFSET,
-            token,
-            Ordering::Relaxed,
-        );
-    }
-
-    /// Records the queue's submission count of the request in flight.
-    fn set_sequence(&self, sequence: u64) {
-        self.view.store_u64(
-            CONTEXT_AT + RequestContext::SEQUENCE_OFFSET,
-            sequence,
-            Ordering::Relaxed,
-        );
+        self.view
+            .store_u8(CONTEXT_AT + RequestContext::STATE_OFFSET, state as u8);
     }
 
     /// Reads the first `len` sense bytes the device wrote into `sense`.

@@ -4,13 +4,13 @@
 
 use core::sync::atomic::Ordering;
 
-use virtio_core::dma::DmaMemory;
+use virtio_core::dma::DmaTable;
 use virtio_core::hal::Segment;
-use virtio_core::queue::QueueError;
+use virtio_core::queue::{IndirectChain, QueueError};
 
 use super::{IoHost, Request, complete};
-use crate::srb_extension::{RequestContext, RequestState};
-use crate::storport::request::{InFlightRequest, PendingRequest};
+use crate::srb_extension::{CONTEXT_LEN, RequestContext, RequestState};
+use crate::storport::request::{InFlightRequest, PendingRequest, RequestView};
 use crate::storport::srb::Srb;
 use crate::storport::{
     SRB_STATUS_BUSY, SRB_STATUS_ERROR, SRB_STATUS_INVALID_REQUEST, SRB_STATUS_NO_DEVICE,
@@ -34,36 +34,19 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
         view: pending.view(),
         layout,
     };
-    let Some(context) = request.context() else {
+    // The fields StartIo needs, one load each, rather than a copy of the whole context.
+    let Some(context) = Recorded::load(request.view, layout.context) else {
         complete(host, pending.into_srb(), SRB_STATUS_ERROR);
         return;
     };
-    let queue = context
-        .queue
-        .get()
-        .min(host.request_queues().saturating_sub(1));
-    let readable = usize::from(context.readable.get());
-    let writable = usize::from(context.writable.get());
-    // BuildIo wrote `readable + writable` segments to the scratch list, untouched since.
-    let Some(segments) = pending.segments(readable + writable) else {
+    let queue = context.queue.min(host.request_queues().saturating_sub(1));
+    let Some(chain) = chain_of(host, &pending, &context, layout) else {
         complete(host, pending.into_srb(), SRB_STATUS_ERROR);
         return;
-    };
-    let (readable_segments, writable_segments) = segments.split_at(readable.min(segments.len()));
-    let indirect = if context.indirect_usable == 1 {
-        // The table's bus address is the request's plus its offset: `prepare` checked the
-        // whole span is contiguous.
-        pending.view().part(
-            layout.indirect,
-            segments.len() * crate::sizing::DESCRIPTOR_LEN,
-            context.bus.get(),
-        )
-    } else {
-        None
     };
     let (outcome, notify) = {
         let mut guard = host.lock(queue);
-        if let Some(status) = refusal(host, &context) {
+        if let Some(status) = refusal(host, request.view, layout.context) {
             drop(guard);
             complete(host, pending.into_srb(), status);
             return;
@@ -73,12 +56,7 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
             complete(host, pending.into_srb(), SRB_STATUS_ERROR);
             return;
         };
-        let added = add_with_reservation(
-            host,
-            state,
-            (readable_segments, writable_segments),
-            indirect.as_ref(),
-        );
+        let added = add_with_reservation(host, state, &chain);
         match added {
             Ok(token) => {
                 // Counted, and numbered, before the lock drops: once it does, the request may
@@ -86,9 +64,7 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
                 let sequence = host.counters(queue).map_or(0, |counters| {
                     counters.requests.fetch_add(1, Ordering::Relaxed)
                 });
-                request.set_token(token.0);
-                request.set_sequence(sequence);
-                request.set_state(RequestState::InFlight);
+                context.set_in_flight(token.0, sequence);
                 let kick = state.ring.kick_prepare();
                 let slots: &mut [Option<InFlightRequest>] =
                     core::borrow::BorrowMut::borrow_mut(&mut state.in_flight);
@@ -134,7 +110,7 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
 
 /// Why StartIo, under the queue lock, must not put a built request on the ring, as the SRB
 /// status to complete it with; `None` when it may go.
-fn refusal<H: IoHost>(host: &H, context: &RequestContext) -> Option<u8> {
+fn refusal<H: IoHost>(host: &H, view: &RequestView, context: usize) -> Option<u8> {
     if host.is_stopped() {
         // Stopped (ScsiStopAdapter until ScsiRestartAdapter): the device is reset and must not
         // see the request. BUSY is retryable: StorPort resubmits it later. Checked under the
@@ -144,10 +120,12 @@ fn refusal<H: IoHost>(host: &H, context: &RequestContext) -> Option<u8> {
             .busy_while_stopped
             .fetch_add(1, Ordering::Relaxed);
         Some(SRB_STATUS_BUSY)
-    } else if host
-        .gone()
-        .contains(context.target, context.lun.get() as u8)
-        && !crate::events::reaches_absent_unit(context.opcode)
+    } else if let Some(fields) = view.fields::<CONTEXT_LEN>(context)
+        && host.gone().contains(
+            fields.load_u8(0, RequestContext::TARGET_OFFSET),
+            fields.load_u16(0, RequestContext::LUN_OFFSET, Ordering::Relaxed) as u8,
+        )
+        && !crate::events::reaches_absent_unit(fields.load_u8(0, RequestContext::OPCODE_OFFSET))
     {
         // Marked removed since BuildIo accepted it (a REMOVED event, or StorPort removing the
         // unit: `crate::recovery::unit_control`). Read under the queue lock, under which a
@@ -158,6 +136,100 @@ fn refusal<H: IoHost>(host: &H, context: &RequestContext) -> Option<u8> {
     } else {
         None
     }
+}
+
+/// The fields of the context BuildIo wrote ([`RequestContext`]) that StartIo needs to put the
+/// request on its ring.
+struct Recorded {
+    /// The context, checked once.
+    fields: DmaTable<CONTEXT_LEN, 8>,
+    queue: u16,
+    readable: u16,
+    writable: u16,
+    table_writable: u32,
+    table_posted: u32,
+    bus: u64,
+}
+
+impl Recorded {
+    /// Loads them from the context at `context` in `view`, each at its own size after one
+    /// bounds check for the whole context; `None` if the context is not in the view.
+    #[expect(
+        clippy::inline_always,
+        reason = "on every I/O; left out of line it costs instructions per I/O (cargo xtask bench)"
+    )]
+    #[inline(always)]
+    fn load(view: &RequestView, context: usize) -> Option<Self> {
+        let fields = view.fields::<CONTEXT_LEN>(context)?;
+        let relaxed = Ordering::Relaxed;
+        Some(Self {
+            fields,
+            queue: fields.load_u16(0, RequestContext::QUEUE_OFFSET, relaxed),
+            readable: fields.load_u16(0, RequestContext::READABLE_OFFSET, relaxed),
+            writable: fields.load_u16(0, RequestContext::WRITABLE_OFFSET, relaxed),
+            table_writable: fields.load_u32(0, RequestContext::TABLE_WRITABLE_OFFSET, relaxed),
+            table_posted: fields.load_u32(0, RequestContext::TABLE_POSTED_OFFSET, relaxed),
+            bus: fields.load_u64(0, RequestContext::BUS_OFFSET, relaxed),
+        })
+    }
+
+    /// Records the request on the ring: its token and state, which the completion checks, and
+    /// the queue's submission count, which task management compares; each one store into the
+    /// context checked once at `load`.
+    #[inline]
+    fn set_in_flight(&self, token: u16, sequence: u64) {
+        let relaxed = Ordering::Relaxed;
+        let fields = &self.fields;
+        fields.store_u16(0, RequestContext::TOKEN_OFFSET, token, relaxed);
+        fields.store_u64(0, RequestContext::SEQUENCE_OFFSET, sequence, relaxed);
+        fields.store_u8(
+            0,
+            RequestContext::STATE_OFFSET,
+            RequestState::InFlight as u8,
+        );
+    }
+}
+
+/// The segments BuildIo recorded in `context` for `pending`: the scratch list it filled, or
+/// the indirect table it wrote; `None` if the record cannot be BuildIo's.
+#[expect(
+    clippy::inline_always,
+    reason = "on every I/O; left out of line it costs instructions per I/O (cargo xtask bench)"
+)]
+#[inline(always)]
+fn chain_of<'p, H: IoHost>(
+    host: &H,
+    pending: &'p PendingRequest,
+    context: &Recorded,
+    layout: crate::srb_extension::RequestLayout,
+) -> Option<Chain<'p>> {
+    let readable = usize::from(context.readable);
+    let writable = usize::from(context.writable);
+    let segments = readable + writable;
+    if context.table_posted == 0 {
+        // BuildIo wrote `readable + writable` segments to the scratch list, untouched since.
+        let list = pending.segments(segments)?;
+        Some(Chain::Segments(list.split_at(readable.min(list.len()))))
+    } else {
+        // BuildIo wrote the indirect table; its bus address is the request's plus its offset
+        // (`prepare` checked the span is contiguous).
+        IndirectChain::from_parts(
+            super::build::ring_format(host.features()),
+            context.bus.wrapping_add(layout.indirect as u64),
+            u16::try_from(segments).ok()?,
+            context.table_writable,
+            context.table_posted,
+        )
+        .map(Chain::Table)
+    }
+}
+
+/// A built request's segments as StartIo hands them to the ring.
+pub(super) enum Chain<'a> {
+    /// The scratch list, readable then writable segments: a direct chain.
+    Segments((&'a [Segment], &'a [Segment])),
+    /// The indirect table BuildIo wrote: one descriptor.
+    Table(IndirectChain),
 }
 
 /// Puts a request's segments on the queue's ring, honouring the ring's reservation
@@ -173,14 +245,13 @@ fn refusal<H: IoHost>(host: &H, context: &RequestContext) -> Option<u8> {
 pub(super) fn add_with_reservation<H: IoHost>(
     host: &H,
     state: &mut crate::queue_state::QueueState,
-    (readable, writable): (&[Segment], &[Segment]),
-    indirect: Option<&DmaMemory>,
+    chain: &Chain<'_>,
 ) -> Result<virtio_core::queue::Token, QueueError> {
     // Descriptors the request takes on the ring: one with an indirect table, else its chain.
-    let needed = if indirect.is_some() {
-        1
-    } else {
-        (readable.len() + writable.len()) as u16
+    let needed = match chain {
+        Chain::Table(_) => 1,
+        // At most the scratch list's capacity, a few hundred.
+        Chain::Segments((readable, writable)) => (readable.len() + writable.len()) as u16,
     };
     let reserves = host.keeps_reservations();
     let free = state.ring.free_descriptors();
@@ -191,7 +262,10 @@ pub(super) fn add_with_reservation<H: IoHost>(
     {
         return Err(QueueError::Full { needed, free });
     }
-    let added = state.ring.add(readable, writable, indirect);
+    let added = match chain {
+        Chain::Table(written) => state.ring.add_table(written),
+        Chain::Segments((readable, writable)) => state.ring.add(readable, writable, None),
+    };
     if reserves {
         match added {
             Ok(_) => state.reservation.admitted(needed),

@@ -1,5 +1,6 @@
 //! Unit tests of `io`.
 use virtio_core::scsi::{DataDirection, Disposition, ProtocolViolation};
+use zerocopy::IntoBytes;
 
 use super::*;
 use crate::storport::{
@@ -82,8 +83,8 @@ fn the_completion_reads_each_context_field_from_its_own_bytes() {
         vpd_page: 0x0083.into(),
         readable: 0x1111.into(),
         writable: 0x2222.into(),
-        indirect_usable: 1,
-        reserved: [0; 7],
+        table_writable: 0x0000_1060.into(),
+        table_posted: 0x0000_1093.into(),
         bus: 0xDEAD_BEEF.into(),
         sequence: 0x0102_0304.into(),
     };

@@ -67,6 +67,21 @@ impl Ring {
         }
     }
 
+    /// [`Virtqueue::add_table`].
+    ///
+    /// # Errors
+    /// As [`Virtqueue::add_table`].
+    #[inline]
+    pub fn add_table(
+        &mut self,
+        chain: &virtio_core::queue::IndirectChain,
+    ) -> Result<virtio_core::queue::Token, virtio_core::queue::QueueError> {
+        match self {
+            Self::Split(queue) => queue.add_table(chain),
+            Self::Packed(queue) => queue.add_table(chain),
+        }
+    }
+
     /// [`Virtqueue::kick_prepare`].
     #[inline]
     pub fn kick_prepare(&mut self) -> bool {

@@ -26,6 +26,11 @@ pub struct Reservation {
 impl Reservation {
     /// Whether a request needing `needed` descriptors may try the ring, which has `free` now.
     /// `now` (the system time) is asked only while a reservation holds room back.
+    #[expect(
+        clippy::inline_always,
+        reason = "StartIo asks on every I/O; out of line it costs a call per I/O (cargo xtask bench)"
+    )]
+    #[inline(always)]
     pub fn admits(&mut self, needed: u16, free: u16, now: impl FnOnce() -> u64) -> bool {
         if self.descriptors == 0 || needed >= self.descriptors {
             // No reservation, or the owner (or a request at least as large) itself.

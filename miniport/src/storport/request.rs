@@ -22,7 +22,7 @@ use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use virtio_core::dma::DmaMemory;
+use virtio_core::dma::{DmaMemory, DmaTable};
 use virtio_core::hal::Segment;
 
 use super::ScsiRequestBlock;
@@ -180,6 +180,63 @@ impl RequestView {
     #[inline]
     pub fn write_bytes(&self, offset: usize, bytes: &[u8]) -> bool {
         offset >= SRB_RECORD_LEN && self.memory.write_bytes(offset, bytes)
+    }
+
+    /// The `LEN` bytes at `offset` (8-aligned, after the SRB record) as one record whose
+    /// fields are then loaded and stored without a check each: the bounds are checked here,
+    /// once, and a field offset is a constant the compiler checks against `LEN`. `None` if the
+    /// bytes are not all in the view, or `offset` is inside the SRB record or misaligned.
+    #[must_use]
+    #[inline]
+    pub fn fields<const LEN: usize>(&self, offset: usize) -> Option<DmaTable<LEN, 8>> {
+        if offset < SRB_RECORD_LEN {
+            return None;
+        }
+        self.memory.table(offset, 1)
+    }
+
+    /// Loads the byte at `offset` (0 inside the SRB record or outside the view).
+    #[must_use]
+    #[inline]
+    pub fn load_u8(&self, offset: usize) -> u8 {
+        if offset >= SRB_RECORD_LEN {
+            self.memory.load_u8(offset)
+        } else {
+            0
+        }
+    }
+
+    /// Loads the `u16` at `offset` (0 inside the SRB record or outside the view).
+    #[must_use]
+    #[inline]
+    pub fn load_u16(&self, offset: usize, order: Ordering) -> u16 {
+        if offset >= SRB_RECORD_LEN {
+            self.memory.load_u16(offset, order)
+        } else {
+            0
+        }
+    }
+
+    /// Loads the `u32` at `offset` (0 inside the SRB record or outside the view).
+    #[must_use]
+    #[inline]
+    pub fn load_u32(&self, offset: usize, order: Ordering) -> u32 {
+        if offset >= SRB_RECORD_LEN {
+            self.memory.load_u32(offset, order)
+        } else {
+            0
+        }
+    }
+
+    /// Loads the `u64` at `offset` (0 inside the SRB record or outside the view).
+    #[must_use]
+    #[inline]
+    pub fn load_u64(&self, offset: usize, order: Ordering) -> u64 {
+        if offset >= SRB_RECORD_LEN {
+            self.memory.load_u64(offset, order)
+        } else {
+            0
+        }
     }
 
     /// Stores one byte at `offset` (nothing inside the SRB record).

@@ -10,8 +10,11 @@
 //! uncached extension in the miniport).
 #![forbid(unsafe_code)]
 
+pub mod indirect;
 pub mod packed;
 pub mod split;
+
+pub use indirect::{IndirectChain, IndirectWriter, RingFormat};
 
 use crate::dma::{BusAddress, DmaMemory};
 use crate::hal::Segment;
@@ -153,6 +156,14 @@ pub enum QueueError {
     IndirectMisaligned,
     /// The sum of the writable segment lengths overflows 32 bits.
     WritableTooLong,
+    /// A readable segment was written after a writable one (virtio 1.2 sections 2.7.4.1 and
+    /// 2.8.4: the device-readable descriptors come first).
+    ReadableAfterWritable,
+    /// An indirect table written for one ring format was given to a ring of the other.
+    IndirectFormat {
+        /// The format the table was written in.
+        written: RingFormat,
+    },
 }
 
 impl core::fmt::Display for QueueError {
@@ -182,6 +193,13 @@ impl core::fmt::Display for QueueError {
             }
             Self::IndirectMisaligned => f.write_str("indirect table memory is not 16-byte aligned"),
             Self::WritableTooLong => f.write_str("the writable segments add up to more than 4 GiB"),
+            Self::ReadableAfterWritable => f.write_str("a readable segment follows a writable one"),
+            Self::IndirectFormat { written } => {
+                write!(
+                    f,
+                    "an indirect table written for the {written:?} format is for the other ring format"
+                )
+            }
         }
     }
 }
@@ -301,6 +319,20 @@ pub trait Virtqueue {
         writable: &[Segment],
         indirect: Option<&DmaMemory>,
     ) -> Result<Token, QueueError>;
+
+    /// Makes a chain written into an indirect table by an [`IndirectWriter`] available to the
+    /// device as one descriptor, and returns its token. The table must stay valid until the
+    /// chain is used or detached.
+    ///
+    /// The writer checked the segments; this checks what only the ring knows: that
+    /// `VIRTIO_RING_F_INDIRECT_DESC` was negotiated, that the table is in this ring's format,
+    /// and that a descriptor is free. The chain is visible to the device when this returns, as
+    /// with [`Virtqueue::add`].
+    ///
+    /// # Errors
+    /// [`QueueError::Full`] when no descriptor is free (retryable),
+    /// [`QueueError::IndirectNotNegotiated`], [`QueueError::IndirectFormat`].
+    fn add_table(&mut self, chain: &IndirectChain) -> Result<Token, QueueError>;
 
     /// Whether the device must be notified of the chains added since the last call, honouring
     /// EVENT_IDX (`vring_need_event`) or the device's NO_NOTIFY flag. Call under the queue lock;

@@ -33,7 +33,8 @@ use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::{
-    DeviceError, QueueAddresses, QueueError, QueueFeatures, Slot, Token, UsedBuffer, Virtqueue,
+    DeviceError, IndirectChain, QueueAddresses, QueueError, QueueFeatures, RingFormat, Slot, Token,
+    UsedBuffer, Virtqueue,
 };
 use crate::dma::{DmaArray, DmaMemory, DmaTable};
 use crate::hal::Segment;
@@ -331,6 +332,11 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
     /// posted, or `None` if the ring lacks the descriptors or no id is free (the latter cannot
     /// happen while the counts are consistent, since every chain takes at least one descriptor,
     /// but it is checked rather than assumed).
+    #[expect(
+        clippy::inline_always,
+        reason = "on every add; out of line it costs each I/O a call (packed ring under cargo xtask bench)"
+    )]
+    #[inline(always)]
     fn allocate_id(&mut self, descriptors: u16, lengths: ChainLengths) -> Option<u16> {
         if descriptors > self.free_descriptors || self.in_flight >= self.size {
             return None;
@@ -612,14 +618,28 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
             }
         }
 
+        Ok(self.publish_table(id, table.bus_address(), table_len))
+    }
+
+    /// Makes the indirect table at `table` (`table_len` bytes, written) available as buffer
+    /// `id` in one ring descriptor.
+    #[expect(
+        clippy::inline_always,
+        reason = "the tail of both indirect adds; out of line it costs each I/O a call"
+    )]
+    #[inline(always)]
+    fn publish_table(&mut self, id: u16, table: u64, table_len: u32) -> Token {
         let at = usize::from(self.next_avail);
         let descriptors = &self.view.descriptors;
-        descriptors.store_u64(at, DESC_ADDR, table.bus_address(), Ordering::Relaxed);
+        descriptors.store_u64(at, DESC_ADDR, table, Ordering::Relaxed);
         descriptors.store_u32(at, DESC_LEN, table_len, Ordering::Relaxed);
         descriptors.store_u16(at, DESC_ID, id, Ordering::Relaxed);
         // ORDERING: Release, as for a direct chain's head (section 2.8.21.1.1, "Updating
-        // flags"): the table and the ring descriptor are visible before the AVAIL flag. WRITE
-        // is left clear: it is reserved with INDIRECT (section 2.8.7).
+        // flags"): the table and the ring descriptor are visible before the AVAIL flag. A
+        // table written before the queue's lock was taken (`add_table`) is covered too: its
+        // stores happen before this call (earlier in this thread, or in one whose hand-over to
+        // this thread synchronised with it). WRITE is left clear: it is reserved with INDIRECT
+        // (section 2.8.7).
         descriptors.store_u16(
             at,
             DESC_FLAGS,
@@ -632,7 +652,7 @@ impl<S: BorrowMut<[Slot]>> PackedQueue<S> {
             self.avail_wrap_flags ^= WRAP_FLAGS;
         }
         self.added_since_kick = self.added_since_kick.saturating_add(1);
-        Ok(Token(id))
+        Token(id)
     }
 }
 
@@ -680,6 +700,31 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
             None => self.add_direct(readable, writable, segments, lengths),
             Some(table) => self.add_indirect(readable, writable, segments, lengths, table),
         }
+    }
+
+    #[expect(
+        clippy::inline_always,
+        reason = "StartIo's one ring call; out of line it costs each I/O a call and a Result"
+    )]
+    #[inline(always)]
+    fn add_table(&mut self, chain: &IndirectChain) -> Result<Token, QueueError> {
+        if !self.features.indirect {
+            return Err(QueueError::IndirectNotNegotiated);
+        }
+        if chain.format() != RingFormat::Packed {
+            return Err(QueueError::IndirectFormat {
+                written: chain.format(),
+            });
+        }
+        let lengths = ChainLengths {
+            writable: chain.writable(),
+            total: chain.posted(),
+        };
+        let id = self.allocate_id(1, lengths).ok_or(QueueError::Full {
+            needed: 1,
+            free: self.free_descriptors,
+        })?;
+        Ok(self.publish_table(id, chain.table(), chain.table_len()))
     }
 
     fn kick_prepare(&mut self) -> bool {

@@ -3,6 +3,8 @@
 
 use core::sync::atomic::AtomicBool;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::format;
+use std::string::String;
 use std::vec;
 use std::vec::Vec;
 
@@ -12,6 +14,7 @@ use super::*;
 use crate::fake::FakeHal;
 use crate::fake::packed_device::{PackedAreas, PackedDevice, PackedFeatures};
 use crate::hal::Hal;
+use crate::queue::{IndirectChain, IndirectWriter, RingFormat};
 
 /// Largest chain the tests build (direct or indirect).
 const MAX_SEGMENTS: usize = 6;
@@ -292,6 +295,40 @@ impl Rig {
         result
     }
 
+    /// As [`Rig::add`] with a table, but written by the indirect writer and added with
+    /// `add_table`.
+    fn add_written(&mut self, readable: &[u32], writable: &[u32]) -> Result<Token, QueueError> {
+        let readable = self.segments(readable);
+        let writable = self.segments(writable);
+        let Some(table) = self.tables.pop() else {
+            // A table per id: none is free only while every id is in flight.
+            assert_eq!(self.queue.free_descriptors(), 0);
+            return Err(QueueError::Full { needed: 1, free: 0 });
+        };
+        let result = write_packed(&table, &readable, &writable)
+            .and_then(|chain| self.queue.add_table(&chain));
+        match result {
+            Ok(token) => {
+                let elements = readable
+                    .iter()
+                    .map(|s| (s.address, s.len, false))
+                    .chain(writable.iter().map(|s| (s.address, s.len, true)))
+                    .collect();
+                let old = self.posted.insert(
+                    token.0,
+                    Posted {
+                        elements,
+                        indirect: Some(table),
+                    },
+                );
+                assert!(old.is_none(), "token {token:?} handed out twice");
+                self.added += 1;
+            }
+            Err(_) => self.tables.push(table),
+        }
+        result
+    }
+
     /// Device reads everything available and checks it against what was posted.
     fn fetch(&mut self) -> usize {
         let before = self.device.pending.len();
@@ -367,6 +404,203 @@ impl Rig {
         let mut bytes = vec![0; PackedQueue::<Vec<Slot>>::ring_len(self.queue.size())];
         assert!(self.device.ring.read_bytes(0, &mut bytes));
         bytes
+    }
+}
+
+/// Writes `readable` then `writable` into `table` with the indirect writer, packed format.
+fn write_packed(
+    table: &DmaMemory,
+    readable: &[Segment],
+    writable: &[Segment],
+) -> Result<IndirectChain, QueueError> {
+    let mut writer = IndirectWriter::new(table, RingFormat::Packed)?;
+    for segment in readable {
+        writer.push_readable(*segment)?;
+    }
+    for segment in writable {
+        writer.push_writable(*segment)?;
+    }
+    writer.finish()
+}
+
+#[test]
+fn written_tables_land_exactly_as_add_writes_them() {
+    // The same chains through `add` with a table on one ring and through the writer and
+    // `add_table` on a twin, across several laps of a small ring: same table bytes, same ring
+    // descriptors but for the table's address, same tokens and bookkeeping, and the spec
+    // device reads the same chains from both.
+    let shapes: [(&[u32], &[u32]); 6] = [
+        (&[10], &[]),
+        (&[], &[20]),
+        (&[16], &[108, 4096]),
+        (&[16, 4096], &[108]),
+        (&[1, 2], &[4, 5, 6]),
+        (&[7], &[8]),
+    ];
+    for features in [
+        indirect(),
+        QueueFeatures {
+            event_idx: true,
+            indirect: true,
+        },
+    ] {
+        let mut by_add = Rig::new(4, features);
+        let mut by_writer = Rig::new(4, features);
+        for round in 0..4usize {
+            for (n, (readable, writable)) in shapes.iter().enumerate() {
+                let a = by_add.add(readable, writable, true).unwrap();
+                let b = by_writer.add_written(readable, writable).unwrap();
+                assert_eq!(a, b);
+                let count = readable.len() + writable.len();
+                let table_bytes = |rig: &Rig, token: Token| {
+                    let table = rig.posted[&token.0].indirect.unwrap();
+                    let mut bytes = vec![0u8; 16 * count];
+                    assert!(table.read_bytes(0, &mut bytes));
+                    (table.bus_address(), bytes)
+                };
+                let (bus_a, bytes_a) = table_bytes(&by_add, a);
+                let (bus_b, bytes_b) = table_bytes(&by_writer, b);
+                assert_eq!(bytes_a, bytes_b, "round {round} shape {n}");
+                // The ring: one descriptor each, the same but for the table's address.
+                let ring_a = by_add.ring_bytes();
+                let ring_b = by_writer.ring_bytes();
+                let position = ring_a
+                    .chunks(16)
+                    .position(|d| d[..8] == bus_a.to_le_bytes())
+                    .expect("the ring names table a");
+                assert_eq!(ring_b[16 * position..][..8], bus_b.to_le_bytes());
+                assert_eq!(
+                    ring_a[16 * position + 8..][..8],
+                    ring_b[16 * position + 8..][..8]
+                );
+                let bookkeeping = |rig: &Rig| {
+                    let state = format!("{:?}", rig.queue);
+                    state
+                        .split_once("slots:")
+                        .map(|(_, rest)| String::from(rest))
+                };
+                assert_eq!(bookkeeping(&by_add), bookkeeping(&by_writer));
+                assert_eq!(by_add.fetch(), 1);
+                assert_eq!(by_writer.fetch(), 1);
+                let writable_len: u32 = writable.iter().sum();
+                let len = writable_len.saturating_sub(u32::try_from(round).unwrap());
+                by_add.complete(0, len);
+                by_writer.complete(0, len);
+                assert_eq!(by_add.pop_all(), 1);
+                assert_eq!(by_writer.pop_all(), 1);
+                by_add.check_counts();
+                by_writer.check_counts();
+            }
+        }
+    }
+}
+
+#[test]
+fn add_table_checks_what_only_the_ring_knows_without_side_effects() {
+    let mut plain = Rig::new(2, QueueFeatures::default());
+    let table = plain.hal.dma_alloc(64, 16).unwrap();
+    let chain = write_packed(&table, &[Segment::new(0x1000, 8)], &[]).unwrap();
+    let before = plain.ring_bytes();
+    assert_eq!(
+        plain.queue.add_table(&chain),
+        Err(QueueError::IndirectNotNegotiated)
+    );
+    assert_eq!(plain.ring_bytes(), before);
+    assert_eq!(plain.queue.in_flight(), 0);
+
+    let mut rig = Rig::new(2, indirect());
+    let mut split_writer = IndirectWriter::new(&table, RingFormat::Split).unwrap();
+    split_writer.push_readable(Segment::new(0x1000, 8)).unwrap();
+    let split = split_writer.finish().unwrap();
+    let before = rig.ring_bytes();
+    assert_eq!(
+        rig.queue.add_table(&split),
+        Err(QueueError::IndirectFormat {
+            written: RingFormat::Split
+        })
+    );
+    assert_eq!(rig.ring_bytes(), before);
+    rig.add_written(&[8], &[8]).unwrap();
+    rig.add_written(&[8], &[8]).unwrap();
+    let before = rig.ring_bytes();
+    let chain = write_packed(&table, &[Segment::new(0x1000, 8)], &[]).unwrap();
+    assert_eq!(
+        rig.queue.add_table(&chain),
+        Err(QueueError::Full { needed: 1, free: 0 })
+    );
+    assert_eq!(rig.ring_bytes(), before);
+    rig.check_counts();
+}
+
+#[test]
+fn written_tables_mixed_with_direct_and_indirect_chains_complete_once_each() {
+    let mut rng = Rng(0x5eed_1234_9876_abcd);
+    for size in [1u16, 3, 4, 7] {
+        for event_idx in [false, true] {
+            let mut rig = Rig::new(
+                size,
+                QueueFeatures {
+                    event_idx,
+                    indirect: true,
+                },
+            );
+            for _ in 0..400 {
+                match rng.below(6) {
+                    0..=2 => {
+                        let lens = |rng: &mut Rng, n: usize| -> Vec<u32> {
+                            (0..n).map(|_| 1 + rng.below(5000) as u32).collect()
+                        };
+                        let (readable_count, writable_count) = (1 + rng.below(3), rng.below(3));
+                        let readable = lens(&mut rng, readable_count);
+                        let writable = lens(&mut rng, writable_count);
+                        let free = rig.queue.free_descriptors();
+                        let how = rng.below(3);
+                        // `Rig::add` falls back to a direct chain when no table is free.
+                        let how = if how == 1 && rig.tables.is_empty() {
+                            0
+                        } else {
+                            how
+                        };
+                        let result = match how {
+                            0 => rig.add(&readable, &writable, false),
+                            1 => rig.add(&readable, &writable, true),
+                            _ => rig.add_written(&readable, &writable),
+                        };
+                        let needed = if how == 0 {
+                            readable.len() + writable.len()
+                        } else {
+                            1
+                        };
+                        match result {
+                            Ok(_) => assert!(needed <= usize::from(free)),
+                            Err(QueueError::Full { .. }) => {
+                                assert!(needed > usize::from(free));
+                            }
+                            Err(QueueError::ChainTooLong { segments, limit }) => {
+                                assert!(how == 0 && segments == needed && limit < needed);
+                                assert_eq!(limit, usize::from(size));
+                            }
+                            Err(error) => panic!("unexpected {error:?}"),
+                        }
+                    }
+                    3 => {
+                        rig.fetch();
+                    }
+                    4 => {
+                        if !rig.device.pending.is_empty() {
+                            let which = rng.below(rig.device.pending.len());
+                            let writable = rig.device.pending[which].writable();
+                            let written = rng.below(writable as usize + 1) as u32;
+                            rig.complete(which, written);
+                        }
+                    }
+                    _ => {
+                        rig.pop_all();
+                    }
+                }
+                rig.check_counts();
+            }
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::fake::FakeHal;
 use crate::hal::Hal;
+use crate::queue::IndirectWriter;
 
 const EVENT_IDX: QueueFeatures = QueueFeatures {
     event_idx: true,
@@ -400,6 +401,143 @@ fn indirect_chain_lands_as_the_spec_lays_it_out() {
     let big = f.hal.dma_alloc(16 * 32, 16).unwrap();
     let token = f.queue.add(&[segment(0x50, 1)], &[], Some(&big)).unwrap();
     assert_eq!(Device::descriptor(&f.device.ring, token.0).len.get(), 16);
+}
+
+/// Writes `readable` then `writable` into `table` with the indirect writer, in the split format.
+fn written_chain(
+    table: &DmaMemory,
+    readable: &[Segment],
+    writable: &[Segment],
+) -> Result<IndirectChain, QueueError> {
+    let mut writer = IndirectWriter::new(table, RingFormat::Split)?;
+    for segment in readable {
+        writer.push_readable(*segment)?;
+    }
+    for segment in writable {
+        writer.push_writable(*segment)?;
+    }
+    writer.finish()
+}
+
+#[test]
+fn written_tables_land_exactly_as_add_writes_them() {
+    // Each shape through `add` with a table on one queue and through the writer and
+    // `add_table` on a twin: same table bytes, same ring descriptor but for the table's
+    // address, same token, and the same used-length policy afterwards.
+    let shapes: [(&[u32], &[u32]); 6] = [
+        (&[10], &[]),
+        (&[], &[20]),
+        (&[16], &[108, 4096]),
+        (&[16, 4096], &[108]),
+        (&[1, 2, 3], &[4, 5, 6]),
+        (&[7], &[8]),
+    ];
+    let mut by_add = fixture(8, INDIRECT);
+    let mut by_writer = fixture(8, INDIRECT);
+    for round in 0..3u64 {
+        for (n, (readable, writable)) in (0u64..).zip(shapes) {
+            let base = 0x10_0000 * (round + 1) + 0x1000 * n;
+            let segments = |lens: &[u32], at: u64| -> Vec<Segment> {
+                (0u64..)
+                    .zip(lens)
+                    .map(|(i, &len)| segment(at + 0x100 * i, len))
+                    .collect()
+            };
+            let readable = segments(readable, base);
+            let writable = segments(writable, base + 0x800);
+            let table_a = by_add.hal.dma_alloc(16 * 8, 16).unwrap();
+            let table_b = by_writer.hal.dma_alloc(16 * 8, 16).unwrap();
+            let a = by_add
+                .queue
+                .add(&readable, &writable, Some(&table_a))
+                .unwrap();
+            let chain = written_chain(&table_b, &readable, &writable).unwrap();
+            let b = by_writer.queue.add_table(&chain).unwrap();
+            assert_eq!(a, b);
+            let count = readable.len() + writable.len();
+            let mut bytes_a = vec![0u8; 16 * count];
+            let mut bytes_b = vec![0u8; 16 * count];
+            assert!(table_a.read_bytes(0, &mut bytes_a));
+            assert!(table_b.read_bytes(0, &mut bytes_b));
+            assert_eq!(bytes_a, bytes_b, "table of shape {n}");
+            let ring_a = Device::descriptor(&by_add.device.ring, a.0);
+            let ring_b = Device::descriptor(&by_writer.device.ring, b.0);
+            assert_eq!(ring_a.addr.get(), table_a.bus_address());
+            assert_eq!(ring_b.addr.get(), table_b.bus_address());
+            assert_eq!(
+                (ring_a.len, ring_a.flags, ring_a.next),
+                (ring_b.len, ring_b.flags, ring_b.next)
+            );
+            // Everything but the ring memory's own address: slots, free list, indices.
+            let bookkeeping = |queue: &SplitQueue<Vec<Slot>>| {
+                let state = state(queue);
+                state
+                    .split_once("view:")
+                    .map(|(_, rest)| String::from(rest))
+            };
+            assert_eq!(bookkeeping(&by_add.queue), bookkeeping(&by_writer.queue));
+            // The device sees the same chain through either table.
+            let seen_a = by_add.device.pop(&by_add.hal).unwrap();
+            let seen_b = by_writer.device.pop(&by_writer.hal).unwrap();
+            assert_eq!(seen_a, seen_b);
+            // Used lengths: within the writable part, past it (clamped), past the whole chain
+            // (refused) are judged alike.
+            let writable_len: u32 = writable.iter().map(|s| s.len).sum();
+            let posted: u32 = readable.iter().map(|s| s.len).sum::<u32>() + writable_len;
+            let len = [writable_len, posted, posted + 1][(round % 3) as usize];
+            by_add.device.push_used(a.0, len);
+            by_writer.device.push_used(b.0, len);
+            let popped = by_add.queue.pop_used();
+            assert_eq!(popped, by_writer.queue.pop_used());
+            if popped.is_err() {
+                // Take it back the way a driver would after the reset it owes the device.
+                assert_eq!(by_add.queue.detach_next(), by_writer.queue.detach_next());
+                by_add.queue.reset();
+                by_writer.queue.reset();
+                by_add.device = Device::new(by_add.device.ring, 8);
+                by_writer.device = Device::new(by_writer.device.ring, 8);
+            }
+        }
+    }
+}
+
+#[test]
+fn add_table_checks_what_only_the_ring_knows_without_side_effects() {
+    let f = fixture(2, INDIRECT);
+    let table = f.hal.dma_alloc(64, 16).unwrap();
+    let chain = written_chain(&table, &[segment(0x1000, 8)], &[segment(0x2000, 8)]).unwrap();
+
+    let mut plain = fixture(2, PLAIN);
+    let before = state(&plain.queue);
+    assert_eq!(
+        plain.queue.add_table(&chain),
+        Err(QueueError::IndirectNotNegotiated)
+    );
+    assert_eq!(state(&plain.queue), before);
+
+    let mut f = f;
+    let mut packed_writer = IndirectWriter::new(&table, RingFormat::Packed).unwrap();
+    packed_writer.push_readable(segment(0x1000, 8)).unwrap();
+    let packed = packed_writer.finish().unwrap();
+    let before = state(&f.queue);
+    assert_eq!(
+        f.queue.add_table(&packed),
+        Err(QueueError::IndirectFormat {
+            written: RingFormat::Packed
+        })
+    );
+    assert_eq!(state(&f.queue), before);
+
+    let chain = written_chain(&table, &[segment(0x1000, 8)], &[segment(0x2000, 8)]).unwrap();
+    f.queue.add_table(&chain).unwrap();
+    f.queue.add_table(&chain).unwrap();
+    let before = state(&f.queue);
+    assert_eq!(
+        f.queue.add_table(&chain),
+        Err(QueueError::Full { needed: 1, free: 0 })
+    );
+    assert_eq!(state(&f.queue), before);
+    assert_eq!(f.device.avail_idx(), 2);
 }
 
 /// Readable and writable segments, indirect table, and the error `add` must return.
@@ -1084,7 +1222,9 @@ enum Step {
     Add {
         readable: Vec<u32>,
         writable: Vec<u32>,
-        indirect: bool,
+        /// 0: a direct chain; 1: an indirect table through `add`; 2: a table written by
+        /// the indirect writer and added with `add_table`.
+        how: u8,
     },
     Fetch,
     Complete {
@@ -1097,8 +1237,8 @@ enum Step {
 fn step() -> impl Strategy<Value = Step> {
     let lens = |max| prop::collection::vec(1u32..5000, 0..max);
     prop_oneof![
-        3 => (lens(4usize), lens(4usize), any::<bool>())
-            .prop_map(|(readable, writable, indirect)| Step::Add { readable, writable, indirect }),
+        3 => (lens(4usize), lens(4usize), 0u8..3)
+            .prop_map(|(readable, writable, how)| Step::Add { readable, writable, how }),
         2 => Just(Step::Fetch),
         2 => (any::<usize>(), any::<u32>()).prop_map(|(pick, written)| Step::Complete { pick, written }),
         2 => Just(Step::Pop),
@@ -1178,20 +1318,24 @@ impl Model {
             .collect()
     }
 
-    fn add(&mut self, readable: &[u32], writable: &[u32], indirect: bool) {
+    fn add(&mut self, readable: &[u32], writable: &[u32], how: u8) {
         let free = self.free();
         let readable = self.segments(readable);
         let writable = self.segments(writable);
         let count = readable.len() + writable.len();
-        let table = if indirect {
-            self.free_tables.pop()
-        } else {
+        let table = if how == 0 {
             None
+        } else {
+            self.free_tables.pop()
         };
-        let result = self
-            .f
-            .queue
-            .add(&readable, &writable, table.map(|t| &self.tables[t]));
+        let result = match table {
+            Some(t) if how == 2 => written_chain(&self.tables[t], &readable, &writable)
+                .and_then(|chain| self.f.queue.add_table(&chain)),
+            _ => self
+                .f
+                .queue
+                .add(&readable, &writable, table.map(|t| &self.tables[t])),
+        };
         let needed = if table.is_some() { 1 } else { count as u16 };
         match result {
             Ok(token) => {
@@ -1285,8 +1429,8 @@ impl Model {
             Step::Add {
                 readable,
                 writable,
-                indirect,
-            } => self.add(readable, writable, *indirect),
+                how,
+            } => self.add(readable, writable, *how),
             Step::Fetch => self.fetch(),
             Step::Complete { pick, written } => self.complete(*pick, *written),
             Step::Pop => self.pop(),
