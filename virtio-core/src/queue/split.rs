@@ -483,7 +483,10 @@ impl<S: BorrowMut<[Slot]>> SplitQueue<S> {
         self.view
             .avail_ring
             .store_u16(position, 0, head, Ordering::Relaxed);
-        self.avail_idx = self.avail_idx.wrapping_add(1);
+        // Kept in a register: the ring stores below may alias `self` for the compiler, which
+        // would otherwise load the index again after each.
+        let published = self.avail_idx.wrapping_add(1);
+        self.avail_idx = published;
         // ORDERING: Release orders the descriptor (and indirect table) stores and the ring entry
         // above before the new `avail.idx`; it pairs with the device's read barrier after reading
         // `avail.idx` (virtio 1.2 section 2.7.13.3: "The driver MUST perform a suitable memory
@@ -493,9 +496,9 @@ impl<S: BorrowMut<[Slot]>> SplitQueue<S> {
         // happens-before is transitive through the release.
         self.view
             .avail_header
-            .store_u16(0, HEADER_IDX, self.avail_idx, Ordering::Release);
+            .store_u16(0, HEADER_IDX, published, Ordering::Release);
         self.in_flight += 1;
-        if self.avail_idx == self.kicked_avail_idx {
+        if published == self.kicked_avail_idx {
             self.force_kick = true;
         }
         Token(head)
