@@ -297,7 +297,7 @@ pub(super) fn add_with_reservation<H: IoHost>(
         match added {
             Ok(_) => reservation.admitted(needed),
             Err(QueueError::Full { .. }) => {
-                reservation.refused(needed, host.extension().system_time())
+                reservation.refused(needed, host.extension().system_time());
             }
             Err(_) => {}
         }
