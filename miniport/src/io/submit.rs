@@ -6,9 +6,10 @@ use core::sync::atomic::Ordering;
 
 use virtio_core::dma::DmaTable;
 use virtio_core::hal::Segment;
-use virtio_core::queue::{IndirectChain, QueueError};
+use virtio_core::queue::{IndirectChain, QueueError, Virtqueue};
 
 use super::{IoHost, Request, complete};
+use crate::queue_state::{Reservation, Ring};
 use crate::srb_extension::{CONTEXT_LEN, RequestContext, RequestState};
 use crate::storport::request::{InFlightRequest, PendingRequest, RequestView};
 use crate::storport::srb::Srb;
@@ -56,23 +57,26 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
             complete(host, pending.into_srb(), SRB_STATUS_ERROR);
             return;
         };
-        let added = add_with_reservation(host, state, &chain);
+        let notify_offset = state.notify_offset;
+        // The layout decided once: each arm calls its own ring directly, with no dispatch per
+        // ring call.
+        let added = match &mut state.ring {
+            Ring::Split(ring) => {
+                put_on_ring(host, queue, ring, &mut state.reservation, &chain, &context)
+            }
+            Ring::Packed(ring) => {
+                put_on_ring(host, queue, ring, &mut state.reservation, &chain, &context)
+            }
+        };
         match added {
-            Ok(token) => {
-                // Counted, and numbered, before the lock drops: once it does, the request may
-                // complete (and be observed) before this processor runs another instruction.
-                let sequence = host.counters(queue).map_or(0, |counters| {
-                    counters.requests.fetch_add(1, Ordering::Relaxed)
-                });
-                context.set_in_flight(token.0, sequence);
-                let kick = state.ring.kick_prepare();
+            Ok((token, kick)) => {
                 let slots: &mut [Option<InFlightRequest>] =
                     core::borrow::BorrowMut::borrow_mut(&mut state.in_flight);
                 if let Some(slot) = slots.get_mut(token.index()) {
                     // The SRB now belongs to the ring; it is completed from the used ring or a
                     // reset, through the token the in-flight table keeps.
                     *slot = Some(pending.into_in_flight());
-                    (Ok(()), kick.then_some(state.notify_offset))
+                    (Ok(()), kick.then_some(notify_offset))
                 } else {
                     // The table has a slot per token, so this does not happen; were it so, the
                     // SRB completes with an error and the request's used element, finding no
@@ -106,6 +110,32 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
         }
         Err((false, srb)) => complete(host, srb, SRB_STATUS_INVALID_REQUEST),
     }
+}
+
+/// Puts the request whose segments are `chain` on `ring` under its queue's lock
+/// (`reservation` is the queue's): its token recorded in the context, the submission counted.
+/// The token, and whether the device must be notified.
+#[expect(
+    clippy::inline_always,
+    reason = "one copy per ring layout in StartIo, the only caller; out of line it costs a call and the request's fields passed in memory (cargo xtask bench)"
+)]
+#[inline(always)]
+fn put_on_ring<H: IoHost>(
+    host: &H,
+    queue: u16,
+    ring: &mut impl Virtqueue,
+    reservation: &mut Reservation,
+    chain: &Chain<'_>,
+    context: &Recorded,
+) -> Result<(virtio_core::queue::Token, bool), QueueError> {
+    let token = add_with_reservation(host, ring, reservation, chain)?;
+    // Counted, and numbered, before the lock drops: once it does, the request may complete
+    // (and be observed) before this processor runs another instruction.
+    let sequence = host.counters(queue).map_or(0, |counters| {
+        counters.requests.fetch_add(1, Ordering::Relaxed)
+    });
+    context.set_in_flight(token.0, sequence);
+    Ok((token, ring.kick_prepare()))
 }
 
 /// Why StartIo, under the queue lock, must not put a built request on the ring, as the SRB
@@ -244,7 +274,8 @@ pub(super) enum Chain<'a> {
 #[inline(always)]
 pub(super) fn add_with_reservation<H: IoHost>(
     host: &H,
-    state: &mut crate::queue_state::QueueState,
+    ring: &mut impl Virtqueue,
+    reservation: &mut Reservation,
     chain: &Chain<'_>,
 ) -> Result<virtio_core::queue::Token, QueueError> {
     // Descriptors the request takes on the ring: one with an indirect table, else its chain.
@@ -254,24 +285,20 @@ pub(super) fn add_with_reservation<H: IoHost>(
         Chain::Segments((readable, writable)) => (readable.len() + writable.len()) as u16,
     };
     let reserves = host.keeps_reservations();
-    let free = state.ring.free_descriptors();
-    if reserves
-        && !state
-            .reservation
-            .admits(needed, free, || host.extension().system_time())
-    {
+    let free = ring.free_descriptors();
+    if reserves && !reservation.admits(needed, free, || host.extension().system_time()) {
         return Err(QueueError::Full { needed, free });
     }
     let added = match chain {
-        Chain::Table(written) => state.ring.add_table(written),
-        Chain::Segments((readable, writable)) => state.ring.add(readable, writable, None),
+        Chain::Table(written) => ring.add_table(written),
+        Chain::Segments((readable, writable)) => ring.add(readable, writable, None),
     };
     if reserves {
         match added {
-            Ok(_) => state.reservation.admitted(needed),
-            Err(QueueError::Full { .. }) => state
-                .reservation
-                .refused(needed, host.extension().system_time()),
+            Ok(_) => reservation.admitted(needed),
+            Err(QueueError::Full { .. }) => {
+                reservation.refused(needed, host.extension().system_time());
+            }
             Err(_) => {}
         }
     }

@@ -48,8 +48,10 @@ impl Reservation {
 
     /// A request needing `needed` descriptors went on the ring: if it was the owner (or as
     /// large), the room it waited for is used.
+    #[inline]
     pub fn admitted(&mut self, needed: u16) {
-        if needed >= self.descriptors {
+        // Nothing to store without a reservation (every I/O but the rare large one).
+        if self.descriptors != 0 && needed >= self.descriptors {
             *self = Self::default();
         }
     }
