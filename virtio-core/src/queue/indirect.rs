@@ -294,11 +294,52 @@ impl IndirectChain {
         self.posted
     }
 
+    /// Whether a ring of `format`, with indirect descriptors negotiated when `negotiated`, may
+    /// add this chain: what both rings' `add_table` check before taking a descriptor.
+    ///
+    /// # Errors
+    /// [`QueueError::IndirectNotNegotiated`] without the feature, [`QueueError::IndirectFormat`]
+    /// for a table written in the other ring's format.
+    #[inline]
+    pub const fn check_for(&self, format: RingFormat, negotiated: bool) -> Result<(), QueueError> {
+        if !negotiated {
+            return Err(QueueError::IndirectNotNegotiated);
+        }
+        if !matches!(
+            (self.format, format),
+            (RingFormat::Split, RingFormat::Split) | (RingFormat::Packed, RingFormat::Packed)
+        ) {
+            return Err(QueueError::IndirectFormat {
+                written: self.format,
+            });
+        }
+        Ok(())
+    }
+
     /// The ring format the table was written in.
     #[must_use]
     pub const fn format(&self) -> RingFormat {
         self.format
     }
+}
+
+/// Writes `readable` then `writable` into `table` with a writer of `format`: the rings' tests
+/// compare what `add_table` does with such a chain against `add`.
+#[cfg(test)]
+pub(super) fn write_chain(
+    table: &DmaMemory,
+    format: RingFormat,
+    readable: &[Segment],
+    writable: &[Segment],
+) -> Result<IndirectChain, QueueError> {
+    let mut writer = IndirectWriter::new(table, format)?;
+    for segment in readable {
+        writer.push_readable(*segment)?;
+    }
+    for segment in writable {
+        writer.push_writable(*segment)?;
+    }
+    writer.finish()
 }
 
 #[cfg(test)]

@@ -708,14 +708,7 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for PackedQueue<S> {
     )]
     #[inline(always)]
     fn add_table(&mut self, chain: &IndirectChain) -> Result<Token, QueueError> {
-        if !self.features.indirect {
-            return Err(QueueError::IndirectNotNegotiated);
-        }
-        if chain.format() != RingFormat::Packed {
-            return Err(QueueError::IndirectFormat {
-                written: chain.format(),
-            });
-        }
+        chain.check_for(RingFormat::Packed, self.features.indirect)?;
         let lengths = ChainLengths {
             writable: chain.writable(),
             total: chain.posted(),

@@ -782,14 +782,7 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
     )]
     #[inline(always)]
     fn add_table(&mut self, chain: &IndirectChain) -> Result<Token, QueueError> {
-        if !self.features.indirect {
-            return Err(QueueError::IndirectNotNegotiated);
-        }
-        if chain.format() != RingFormat::Split {
-            return Err(QueueError::IndirectFormat {
-                written: chain.format(),
-            });
-        }
+        chain.check_for(RingFormat::Split, self.features.indirect)?;
         if self.num_free == 0 {
             return Err(QueueError::Full { needed: 1, free: 0 });
         }

@@ -413,14 +413,7 @@ fn write_packed(
     readable: &[Segment],
     writable: &[Segment],
 ) -> Result<IndirectChain, QueueError> {
-    let mut writer = IndirectWriter::new(table, RingFormat::Packed)?;
-    for segment in readable {
-        writer.push_readable(*segment)?;
-    }
-    for segment in writable {
-        writer.push_writable(*segment)?;
-    }
-    writer.finish()
+    super::super::indirect::write_chain(table, RingFormat::Packed, readable, writable)
 }
 
 #[test]

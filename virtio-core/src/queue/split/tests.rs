@@ -403,20 +403,13 @@ fn indirect_chain_lands_as_the_spec_lays_it_out() {
     assert_eq!(Device::descriptor(&f.device.ring, token.0).len.get(), 16);
 }
 
-/// Writes `readable` then `writable` into `table` with the indirect writer, in the split format.
+/// Writes `readable` then `writable` into `table` with the indirect writer, split format.
 fn written_chain(
     table: &DmaMemory,
     readable: &[Segment],
     writable: &[Segment],
 ) -> Result<IndirectChain, QueueError> {
-    let mut writer = IndirectWriter::new(table, RingFormat::Split)?;
-    for segment in readable {
-        writer.push_readable(*segment)?;
-    }
-    for segment in writable {
-        writer.push_writable(*segment)?;
-    }
-    writer.finish()
+    super::super::indirect::write_chain(table, RingFormat::Split, readable, writable)
 }
 
 #[test]
