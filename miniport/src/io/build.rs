@@ -175,12 +175,12 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     if u16::from(address.lun) > device.max_lun {
         return Err(SRB_STATUS_INVALID_LUN);
     }
-    let mut cdb = [0u8; CDB_SIZE];
-    srb.cdb(&mut cdb).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    let (_, cdb) = srb.cdb_words().map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    let [opcode, cdb1, cdb2, ..] = cdb[0].to_le_bytes();
     // A unit the device reported removed is gone for Windows at once (see `crate::events`);
     // only the commands the device answers for an absent unit still reach it.
     if host.gone().contains(address.target, address.lun)
-        && !crate::events::reaches_absent_unit(cdb[0])
+        && !crate::events::reaches_absent_unit(opcode)
     {
         return Err(SRB_STATUS_NO_DEVICE);
     }
@@ -194,7 +194,13 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         (_, SRB_FLAGS_DATA_OUT) => DataDirection::ToDevice,
         // Both flags: pass-through with SCSI_IOCTL_DATA_UNSPECIFIED (see
         // `unspecified_direction`).
-        (_, SRB_FLAGS_UNSPECIFIED_DIRECTION) => unspecified_direction(&cdb[..]),
+        (_, SRB_FLAGS_UNSPECIFIED_DIRECTION) => {
+            let mut bytes = [0u8; CDB_SIZE];
+            for (chunk, word) in bytes.chunks_exact_mut(8).zip(cdb) {
+                chunk.copy_from_slice(&word.to_le_bytes());
+            }
+            unspecified_direction(&bytes)
+        }
         // A buffer on a request that claims no data transfer: inconsistent, refused.
         _ => return Err(SRB_STATUS_INVALID_REQUEST),
     };
@@ -221,7 +227,7 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     // The request header and the response written before the address is asked for, so the
     // CDB need not be kept across that call; a request the address then fails is completed
     // with its extension unused.
-    write_command(&head, lun, tag, &cdb);
+    write_command(&head, lun, tag, cdb);
     write_unwritten_response(&head);
     let port = host.extension();
     // The SRB goes with its extension: under DMA remapping (an IOMMU) StorPort maps the SRB
@@ -300,10 +306,10 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     };
 
     let mut opcode_page = 0xFFFF;
-    if cdb[0] == device_identification::INQUIRY && cdb[1] & 1 == 1 {
-        opcode_page = u16::from(cdb[2]);
-    } else if cdb[0] == luns::SERVICE_ACTION_IN_16 {
-        opcode_page = u16::from(cdb[1] & 0x1F);
+    if opcode == device_identification::INQUIRY && cdb1 & 1 == 1 {
+        opcode_page = u16::from(cdb2);
+    } else if opcode == luns::SERVICE_ACTION_IN_16 {
+        opcode_page = u16::from(cdb1 & 0x1F);
     }
     // Every field of the context, one store each in the window checked above (the layout of
     // `RequestContext`, whose offsets these are, from the window's start); `sequence` and
@@ -327,7 +333,7 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     fields.store_u8(0, RequestContext::STATE_OFFSET, RequestState::Built as u8);
     fields.store_u8(0, offset_of!(RequestContext, direction), direction);
     fields.store_u8(0, RequestContext::TARGET_OFFSET, address.target);
-    fields.store_u8(0, RequestContext::OPCODE_OFFSET, cdb[0]);
+    fields.store_u8(0, RequestContext::OPCODE_OFFSET, opcode);
     fields.store_u16(
         0,
         RequestContext::LUN_OFFSET,
@@ -372,11 +378,11 @@ type Head = DmaTable<HEAD_LEN, 8>;
 
 /// Writes the request header for `lun`, `tag` and the zero-padded `cdb` at [`CMD_REQ_AT`]: the
 /// bytes of [`CmdReq::new`] with task attribute SIMPLE, priority and CRN 0 (a unit test
-/// compares them), stored as the words they make. The CDB starts at byte 19, so its words are
-/// cut from the two 16-byte halves with shifts instead of being copied from a `CmdReq` built
-/// on the stack first. Always inlined: on every I/O, a call would take the CDB through memory.
+/// compares them), stored as the words they make. The CDB (as [`Srb::cdb_words`] gives it)
+/// starts at byte 19, so its words are shifted into place instead of being copied from a
+/// `CmdReq` built on the stack first. Always inlined: on every I/O, a call would take the CDB through memory.
 #[inline(always)]
-fn write_command(head: &Head, lun: Lun, tag: u64, cdb: &[u8; CDB_SIZE]) {
+fn write_command(head: &Head, lun: Lun, tag: u64, cdb: [u64; CDB_SIZE / 8]) {
     const AT: usize = CMD_REQ_AT - CONTEXT_AT;
     const _: () = assert!(
         CDB_SIZE == 32
@@ -389,24 +395,19 @@ fn write_command(head: &Head, lun: Lun, tag: u64, cdb: &[u8; CDB_SIZE]) {
             && AT.is_multiple_of(8)
     );
     let relaxed = Ordering::Relaxed;
-    let (low, high) = cdb.split_at(16);
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(low);
-    let low = u128::from_le_bytes(bytes);
-    bytes.copy_from_slice(high);
-    let high = u128::from_le_bytes(bytes);
+    let [c0, c1, c2, c3] = cdb;
     // Bytes 16-18: task attribute SIMPLE, priority 0, CRN 0.
     let attributes = u64::from(TaskAttr::Simple.raw());
     head.store_u64(0, AT, u64::from_le_bytes(lun.encode()), relaxed);
     head.store_u64(0, AT + 8, tag, relaxed);
     // Bytes 16-23: the attributes and CDB bytes 0-4; then CDB bytes 5-12, 13-20, 21-28.
-    head.store_u64(0, AT + 16, attributes | (low << 24) as u64, relaxed);
-    head.store_u64(0, AT + 24, (low >> 40) as u64, relaxed);
-    head.store_u64(0, AT + 32, ((low >> 104) | (high << 24)) as u64, relaxed);
-    head.store_u64(0, AT + 40, (high >> 40) as u64, relaxed);
+    head.store_u64(0, AT + 16, attributes | c0 << 24, relaxed);
+    head.store_u64(0, AT + 24, c0 >> 40 | c1 << 24, relaxed);
+    head.store_u64(0, AT + 32, c1 >> 40 | c2 << 24, relaxed);
+    head.store_u64(0, AT + 40, c2 >> 40 | c3 << 24, relaxed);
     // Bytes 48-50: CDB bytes 29-31.
-    head.store_u16(0, AT + 48, (high >> 104) as u16, relaxed);
-    head.store_u8(0, AT + 50, (high >> 120) as u8);
+    head.store_u16(0, AT + 48, (c3 >> 40) as u16, relaxed);
+    head.store_u8(0, AT + 50, (c3 >> 56) as u8);
 }
 
 /// Writes [`UNWRITTEN_RESPONSE_HEADER`] at [`CMD_RESP_AT`], as a word and a half-word.
@@ -574,7 +575,11 @@ mod tests {
                 padded[..len].copy_from_slice(&cdb[..len]);
                 let lun = Lun::new(target, lun).unwrap();
                 let tag = 0x0123_4567_89AB_CDE0 + len as u64;
-                write_command(&head, lun, tag, &padded);
+                let mut words = [0u64; CDB_SIZE / 8];
+                for (word, bytes) in words.iter_mut().zip(padded.chunks_exact(8)) {
+                    *word = u64::from_le_bytes(bytes.try_into().unwrap());
+                }
+                write_command(&head, lun, tag, words);
                 let expected = CmdReq::new(lun, tag, &padded[..len]).unwrap();
                 let mut written = [0u8; size_of::<CmdReq>()];
                 assert!(memory.read_bytes(CMD_REQ_AT - CONTEXT_AT, &mut written));
