@@ -247,7 +247,7 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     let data = if direction == DataDirection::None {
         &[][..]
     } else {
-        data_segments(host, srb, length)?
+        data_segments(host, srb)?
     };
     let queue = host.queue_for_request(srb);
     // An indirect table needs the feature negotiated (virtio 1.x 2.7.5.3.1: the driver MUST NOT
@@ -435,20 +435,16 @@ pub(super) fn ring_format(features: Features) -> RingFormat {
     }
 }
 
-/// The SRB's scatter/gather elements, checked against the adapter's limits.
+/// The SRB's scatter/gather elements, checked against the adapter's limits. An empty list is
+/// refused where the elements are written ([`write_data`], [`push_data`]): they must cover the
+/// transfer's length, which is not 0 for a request with data.
 pub(super) fn data_segments<'a, H: IoHost>(
     host: &H,
     srb: &'a Srb,
-    length: u32,
 ) -> Result<&'a [StorScatterGatherElement], u8> {
-    let elements = host
-        .extension()
+    host.extension()
         .scatter_gather_elements(srb, host.limits().max_segments)
-        .ok_or(SRB_STATUS_INVALID_REQUEST)?;
-    if elements.is_empty() || length == 0 {
-        return Err(SRB_STATUS_INVALID_REQUEST);
-    }
-    Ok(elements)
+        .ok_or(SRB_STATUS_INVALID_REQUEST)
 }
 
 /// Appends `segment` to the scratch list; a full list refuses the request.
