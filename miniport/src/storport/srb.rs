@@ -978,7 +978,7 @@ impl Srb {
 
     /// The CDB's length and its [`CDB_SIZE`] bytes zero-padded, as four little-endian words
     /// (the bytes of [`Self::cdb`]): the CDB array read a word at a time and masked
-    /// ([`CDB_WORD_MASKS`]), which is what the request header is stored as.
+    /// (a table of masks per length), which is what the request header is stored as.
     ///
     /// # Errors
     /// [`SrbError::CdbLength`] if the SRB has no CDB, an empty one, or one longer than the
