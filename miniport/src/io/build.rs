@@ -10,14 +10,16 @@ use virtio_core::features::Features;
 use virtio_core::hal::Segment;
 use virtio_core::queue::{IndirectWriter, RingFormat};
 
-use virtio_core::scsi::{CDB_SIZE, CmdReq, CmdResp, DataDirection, Lun};
-use zerocopy::IntoBytes;
+use virtio_core::dma::DmaTable;
+use virtio_core::scsi::{CDB_SIZE, CmdReq, CmdResp, DataDirection, Lun, TaskAttr};
 
 use super::IoHost;
-use super::{Built, UNWRITTEN_RESPONSE_HEADER, complete, device_identification};
+use super::{
+    Built, CMD_RESP_AT, CONTEXT_AT, UNWRITTEN_RESPONSE_HEADER, complete, device_identification,
+};
 use crate::luns::{self};
 use crate::sizing::HEADER_DESCRIPTORS;
-use crate::srb_extension::{CONTEXT_LEN, RequestContext, RequestState};
+use crate::srb_extension::{CONTEXT_LEN, RequestContext, RequestLayout, RequestState};
 use crate::storport::request::{RequestArea, ScratchList};
 use crate::storport::srb::{Srb, SrbError};
 use crate::storport::{
@@ -29,6 +31,26 @@ use crate::storport::{
     SRB_STATUS_INVALID_LUN, SRB_STATUS_INVALID_PATH_ID, SRB_STATUS_INVALID_REQUEST,
     SRB_STATUS_INVALID_TARGET_ID, SRB_STATUS_NO_DEVICE, SRB_STATUS_SUCCESS,
     StorScatterGatherElement,
+};
+
+/// Where every layout keeps the request header and the indirect table (like the context and
+/// the response, before the first part whose size depends on the segment count), as
+/// constants: after one check that the view reaches the table, BuildIo's writes of the header,
+/// the response and the context need no bounds check or offset load of their own.
+const CMD_REQ_AT: usize = RequestLayout::new(1).cmd_req;
+/// See [`CMD_REQ_AT`].
+const INDIRECT_AT: usize = RequestLayout::new(1).indirect;
+const _: () = {
+    let mut segments = 1;
+    while segments <= crate::sizing::MAX_DATA_SEGMENTS {
+        let layout = RequestLayout::new(segments);
+        assert!(layout.cmd_req == CMD_REQ_AT && layout.indirect == INDIRECT_AT);
+        segments += 1;
+    }
+    // Everything written at a constant offset lies before the indirect table.
+    assert!(CONTEXT_AT + CONTEXT_LEN <= INDIRECT_AT);
+    assert!(CMD_REQ_AT + size_of::<CmdReq>() <= INDIRECT_AT);
+    assert!(CMD_RESP_AT + size_of::<CmdResp>() <= INDIRECT_AT);
 };
 
 /// HwBuildIo: validates the SRB and builds its request.
@@ -153,12 +175,12 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     if u16::from(address.lun) > device.max_lun {
         return Err(SRB_STATUS_INVALID_LUN);
     }
-    let mut cdb = [0u8; CDB_SIZE];
-    srb.cdb(&mut cdb).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    let (_, cdb) = srb.cdb_words().map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    let [opcode, cdb1, cdb2, ..] = cdb[0].to_le_bytes();
     // A unit the device reported removed is gone for Windows at once (see `crate::events`);
     // only the commands the device answers for an absent unit still reach it.
     if host.gone().contains(address.target, address.lun)
-        && !crate::events::reaches_absent_unit(cdb[0])
+        && !crate::events::reaches_absent_unit(opcode)
     {
         return Err(SRB_STATUS_NO_DEVICE);
     }
@@ -172,7 +194,13 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         (_, SRB_FLAGS_DATA_OUT) => DataDirection::ToDevice,
         // Both flags: pass-through with SCSI_IOCTL_DATA_UNSPECIFIED (see
         // `unspecified_direction`).
-        (_, SRB_FLAGS_UNSPECIFIED_DIRECTION) => unspecified_direction(&cdb[..]),
+        (_, SRB_FLAGS_UNSPECIFIED_DIRECTION) => {
+            let mut bytes = [0u8; CDB_SIZE];
+            for (chunk, word) in bytes.chunks_exact_mut(8).zip(cdb) {
+                chunk.copy_from_slice(&word.to_le_bytes());
+            }
+            unspecified_direction(&bytes)
+        }
         // A buffer on a request that claims no data transfer: inconsistent, refused.
         _ => return Err(SRB_STATUS_INVALID_REQUEST),
     };
@@ -187,7 +215,20 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     // The area (its start moved past a page boundary if the headers would straddle one) and the
     // floor's record of this SRB in it.
     let (mut area, srb) = RequestArea::of(srb, shape).ok_or(SRB_STATUS_INVALID_REQUEST)?;
+    // The headers and the context, up to the indirect table, as one window: checked once here
+    // (the adapter's layout puts the scratch list, where the view ends, after the table), so
+    // each store below at a constant offset in it needs no check of its own.
+    let head = area
+        .view()
+        .fields::<HEAD_LEN>(CONTEXT_AT)
+        .ok_or(SRB_STATUS_ERROR)?;
     let base = area.view().start();
+    let tag = base as u64;
+    // The request header and the response written before the address is asked for, so the
+    // CDB need not be kept across that call; a request the address then fails is completed
+    // with its extension unused.
+    write_command(&head, lun, tag, cdb);
+    write_unwritten_response(&head);
     let port = host.extension();
     // The SRB goes with its extension: under DMA remapping (an IOMMU) StorPort maps the SRB
     // extension for the device while it holds the SRB, and finds that logical address through
@@ -197,28 +238,16 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     // NULL (MicrosoftDocs/windows-driver-docs-ddi pull request 1640). A zero length fails the
     // SRB below instead of handing the device an address it cannot reach.
     let (bus, contiguous) = port.physical_address(Some(srb), base);
-    if (contiguous as usize) < layout.indirect {
-        return Err(SRB_STATUS_ERROR);
-    }
-    let tag = base as u64;
-    // The whole array: `Srb::cdb` cleared the bytes past the CDB (of at least one byte), which
-    // is the zero padding virtio-scsi asks for, and a copy of a fixed size is a few moves where
-    // one of `cdb_len` bytes is a call to memcpy.
-    let command = CmdReq::new(lun, tag, &cdb).map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
-    if !area.view().write_bytes(layout.cmd_req, command.as_bytes())
-        || !area
-            .view()
-            .write_bytes(layout.cmd_resp, &UNWRITTEN_RESPONSE_HEADER)
-    {
+    if (contiguous as usize) < INDIRECT_AT {
         return Err(SRB_STATUS_ERROR);
     }
 
-    let header = Segment::new(bus + layout.cmd_req as u64, size_of::<CmdReq>() as u32);
-    let response = Segment::new(bus + layout.cmd_resp as u64, size_of::<CmdResp>() as u32);
+    let header = Segment::new(bus + CMD_REQ_AT as u64, size_of::<CmdReq>() as u32);
+    let response = Segment::new(bus + CMD_RESP_AT as u64, size_of::<CmdResp>() as u32);
     let data = if direction == DataDirection::None {
         &[][..]
     } else {
-        data_segments(host, srb, length)?
+        data_segments(host, srb)?
     };
     let queue = host.queue_for_request(srb);
     // An indirect table needs the feature negotiated (virtio 1.x 2.7.5.3.1: the driver MUST NOT
@@ -229,13 +258,13 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     let features = host.features();
     let table_len = (HEADER_DESCRIPTORS as usize + data.len()) * crate::sizing::DESCRIPTOR_LEN;
     let indirect_usable = features.contains(Features::INDIRECT_DESC)
-        && (contiguous as usize) >= layout.indirect + table_len;
+        && (contiguous as usize) >= INDIRECT_AT + table_len;
     let (readable, writable, table_writable, table_posted) = if indirect_usable {
         // Written here, with no lock held: StartIo only adds the table as one descriptor.
         let format = ring_format(features);
         let memory = area
             .view()
-            .part(layout.indirect, table_len, bus)
+            .part(INDIRECT_AT, table_len, bus)
             .ok_or(SRB_STATUS_ERROR)?;
         let mut writer = IndirectWriter::new(&memory, format).map_err(|_| SRB_STATUS_ERROR)?;
         writer
@@ -277,18 +306,15 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     };
 
     let mut opcode_page = 0xFFFF;
-    if cdb[0] == device_identification::INQUIRY && cdb[1] & 1 == 1 {
-        opcode_page = u16::from(cdb[2]);
-    } else if cdb[0] == luns::SERVICE_ACTION_IN_16 {
-        opcode_page = u16::from(cdb[1] & 0x1F);
+    if opcode == device_identification::INQUIRY && cdb1 & 1 == 1 {
+        opcode_page = u16::from(cdb2);
+    } else if opcode == luns::SERVICE_ACTION_IN_16 {
+        opcode_page = u16::from(cdb1 & 0x1F);
     }
-    // Every field of the context, one store each after one bounds check (the layout of
-    // `RequestContext`, whose offsets these are); `sequence` and `token` are StartIo's, under
-    // the queue lock, and zero until then.
-    let fields = area
-        .view()
-        .fields::<CONTEXT_LEN>(layout.context)
-        .ok_or(SRB_STATUS_ERROR)?;
+    // Every field of the context, one store each in the window checked above (the layout of
+    // `RequestContext`, whose offsets these are, from the window's start); `sequence` and
+    // `token` are StartIo's, under the queue lock, and zero until then.
+    let fields = &head;
     let relaxed = Ordering::Relaxed;
     let direction = match direction {
         DataDirection::None => 0,
@@ -307,7 +333,7 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     fields.store_u8(0, RequestContext::STATE_OFFSET, RequestState::Built as u8);
     fields.store_u8(0, offset_of!(RequestContext, direction), direction);
     fields.store_u8(0, RequestContext::TARGET_OFFSET, address.target);
-    fields.store_u8(0, RequestContext::OPCODE_OFFSET, cdb[0]);
+    fields.store_u8(0, RequestContext::OPCODE_OFFSET, opcode);
     fields.store_u16(
         0,
         RequestContext::LUN_OFFSET,
@@ -343,6 +369,61 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
 // a field added to `RequestContext` without a store here fails to build.
 const _: () = assert!(4 + 4 + 2 + 2 + 1 + 1 + 1 + 1 + 2 + 2 + 2 + 2 + 4 + 4 + 8 + 8 == CONTEXT_LEN);
 
+/// Bytes from the context to the indirect table: the window BuildIo writes the context, the
+/// request header and the response through.
+const HEAD_LEN: usize = INDIRECT_AT - CONTEXT_AT;
+
+/// The window BuildIo writes through ([`HEAD_LEN`] bytes from the context).
+type Head = DmaTable<HEAD_LEN, 8>;
+
+/// Writes the request header for `lun`, `tag` and the zero-padded `cdb` at [`CMD_REQ_AT`]: the
+/// bytes of [`CmdReq::new`] with task attribute SIMPLE, priority and CRN 0 (a unit test
+/// compares them), stored as the words they make. The CDB (as [`Srb::cdb_words`] gives it)
+/// starts at byte 19, so its words are shifted into place instead of being copied from a
+/// `CmdReq` built on the stack first. Always inlined: on every I/O, a call would take the CDB through memory.
+#[inline(always)]
+fn write_command(head: &Head, lun: Lun, tag: u64, cdb: [u64; CDB_SIZE / 8]) {
+    const AT: usize = CMD_REQ_AT - CONTEXT_AT;
+    const _: () = assert!(
+        CDB_SIZE == 32
+            && offset_of!(CmdReq, lun) == 0
+            && offset_of!(CmdReq, tag) == 8
+            && offset_of!(CmdReq, task_attr) == 16
+            && offset_of!(CmdReq, prio) == 17
+            && offset_of!(CmdReq, crn) == 18
+            && offset_of!(CmdReq, cdb) == 19
+            && AT.is_multiple_of(8)
+    );
+    let relaxed = Ordering::Relaxed;
+    let [c0, c1, c2, c3] = cdb;
+    // Bytes 16-18: task attribute SIMPLE, priority 0, CRN 0.
+    let attributes = u64::from(TaskAttr::Simple.raw());
+    head.store_u64(0, AT, u64::from_le_bytes(lun.encode()), relaxed);
+    head.store_u64(0, AT + 8, tag, relaxed);
+    // Bytes 16-23: the attributes and CDB bytes 0-4; then CDB bytes 5-12, 13-20, 21-28.
+    head.store_u64(0, AT + 16, attributes | c0 << 24, relaxed);
+    head.store_u64(0, AT + 24, c0 >> 40 | c1 << 24, relaxed);
+    head.store_u64(0, AT + 32, c1 >> 40 | c2 << 24, relaxed);
+    head.store_u64(0, AT + 40, c2 >> 40 | c3 << 24, relaxed);
+    // Bytes 48-50: CDB bytes 29-31.
+    head.store_u16(0, AT + 48, (c3 >> 40) as u16, relaxed);
+    head.store_u8(0, AT + 50, (c3 >> 56) as u8);
+}
+
+/// Writes [`UNWRITTEN_RESPONSE_HEADER`] at [`CMD_RESP_AT`], as a word and a half-word.
+#[inline]
+fn write_unwritten_response(head: &Head) {
+    const AT: usize = CMD_RESP_AT - CONTEXT_AT;
+    const HEADER: [u8; 12] = UNWRITTEN_RESPONSE_HEADER;
+    const LOW: u64 = u64::from_le_bytes([
+        HEADER[0], HEADER[1], HEADER[2], HEADER[3], HEADER[4], HEADER[5], HEADER[6], HEADER[7],
+    ]);
+    const HIGH: u32 = u32::from_le_bytes([HEADER[8], HEADER[9], HEADER[10], HEADER[11]]);
+    const _: () = assert!(AT.is_multiple_of(8));
+    head.store_u64(0, AT, LOW, Ordering::Relaxed);
+    head.store_u32(0, AT + 8, HIGH, Ordering::Relaxed);
+}
+
 /// The format of the indirect tables BuildIo writes: the rings' own, which the same negotiated
 /// features chose when they were made (StartIo names it again when it adds a table, and the
 /// ring refuses a table of the other format).
@@ -354,20 +435,16 @@ pub(super) fn ring_format(features: Features) -> RingFormat {
     }
 }
 
-/// The SRB's scatter/gather elements, checked against the adapter's limits.
+/// The SRB's scatter/gather elements, checked against the adapter's limits. An empty list is
+/// refused where the elements are written ([`write_data`], [`push_data`]): they must cover the
+/// transfer's length, which is not 0 for a request with data.
 pub(super) fn data_segments<'a, H: IoHost>(
     host: &H,
     srb: &'a Srb,
-    length: u32,
 ) -> Result<&'a [StorScatterGatherElement], u8> {
-    let elements = host
-        .extension()
+    host.extension()
         .scatter_gather_elements(srb, host.limits().max_segments)
-        .ok_or(SRB_STATUS_INVALID_REQUEST)?;
-    if elements.is_empty() || length == 0 {
-        return Err(SRB_STATUS_INVALID_REQUEST);
-    }
-    Ok(elements)
+        .ok_or(SRB_STATUS_INVALID_REQUEST)
 }
 
 /// Appends `segment` to the scratch list; a full list refuses the request.
@@ -475,6 +552,40 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn command_words_are_the_bytes_of_cmd_req_new() {
+        use zerocopy::IntoBytes;
+        let hal = FakeHal::new();
+        let memory = hal.dma_alloc(HEAD_LEN, 16).unwrap();
+        let head: Head = memory.table(0, 1).unwrap();
+        let mut cdb = [0u8; CDB_SIZE];
+        for (index, byte) in cdb.iter_mut().enumerate() {
+            *byte = 0xA0 ^ (index as u8 * 7);
+        }
+        let lengths = [1, 6, 10, 16, 17, 31, 32];
+        for (target, lun) in [(0, 0), (3, 255), (255, 256), (7, 16383)] {
+            for len in lengths {
+                let mut padded = [0u8; CDB_SIZE];
+                padded[..len].copy_from_slice(&cdb[..len]);
+                let lun = Lun::new(target, lun).unwrap();
+                let tag = 0x0123_4567_89AB_CDE0 + len as u64;
+                let mut words = [0u64; CDB_SIZE / 8];
+                for (word, bytes) in words.iter_mut().zip(padded.chunks_exact(8)) {
+                    *word = u64::from_le_bytes(bytes.try_into().unwrap());
+                }
+                write_command(&head, lun, tag, words);
+                let expected = CmdReq::new(lun, tag, &padded[..len]).unwrap();
+                let mut written = [0u8; size_of::<CmdReq>()];
+                assert!(memory.read_bytes(CMD_REQ_AT - CONTEXT_AT, &mut written));
+                assert_eq!(written, expected.as_bytes(), "{len}-byte CDB, {lun:?}");
+            }
+        }
+        write_unwritten_response(&head);
+        let mut response = [0u8; UNWRITTEN_RESPONSE_HEADER.len()];
+        assert!(memory.read_bytes(CMD_RESP_AT - CONTEXT_AT, &mut response));
+        assert_eq!(response, UNWRITTEN_RESPONSE_HEADER);
     }
 
     #[test]

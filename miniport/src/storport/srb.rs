@@ -611,16 +611,27 @@ unsafe fn parse_other_block(
     Ok(found)
 }
 
-/// 32 bytes kept, then 32 cleared: the `CDB_SIZE` bytes from `CDB_SIZE - len` are a mask that
-/// keeps the first `len` bytes of a CDB and clears the rest.
-static CDB_MASK_WINDOW: [u8; 2 * CDB_SIZE] = {
-    let mut window = [0u8; 2 * CDB_SIZE];
-    let mut index = 0;
-    while index < CDB_SIZE {
-        window[index] = 0xFF;
-        index += 1;
+/// For each CDB length, the masks that keep its bytes of the four little-endian words of a
+/// CDB array and clear the rest (what [`Srb::cdb_words`] applies).
+static CDB_WORD_MASKS: [[u64; CDB_SIZE / 8]; CDB_SIZE + 1] = {
+    let mut masks = [[0u64; CDB_SIZE / 8]; CDB_SIZE + 1];
+    let mut len = 0;
+    while len <= CDB_SIZE {
+        let mut word = 0;
+        while word < CDB_SIZE / 8 {
+            let start = 8 * word;
+            masks[len][word] = if len >= start + 8 {
+                u64::MAX
+            } else if len <= start {
+                0
+            } else {
+                (1u64 << (8 * (len - start))) - 1
+            };
+            word += 1;
+        }
+        len += 1;
     }
-    window
+    masks
 };
 
 impl Srb {
@@ -956,6 +967,20 @@ impl Srb {
     /// Copies the CDB into `out` and returns its length; the bytes of `out` past it are 0.
     ///
     /// # Errors
+    /// As [`Self::cdb_words`].
+    pub fn cdb(&self, out: &mut [u8; CDB_SIZE]) -> Result<usize, SrbError> {
+        let (len, words) = self.cdb_words()?;
+        for (bytes, word) in out.chunks_exact_mut(8).zip(words) {
+            bytes.copy_from_slice(&word.to_le_bytes());
+        }
+        Ok(len)
+    }
+
+    /// The CDB's length and its [`CDB_SIZE`] bytes zero-padded, as four little-endian words
+    /// (the bytes of [`Self::cdb`]): the CDB array read a word at a time and masked
+    /// (a table of masks per length), which is what the request header is stored as.
+    ///
+    /// # Errors
     /// [`SrbError::CdbLength`] if the SRB has no CDB, an empty one, or one longer than the
     /// SRB's own array or than virtio-scsi carries.
     #[expect(
@@ -963,7 +988,7 @@ impl Srb {
         reason = "on every I/O; a call costs instructions per I/O (cargo xtask bench)"
     )]
     #[inline(always)]
-    pub fn cdb(&self, out: &mut [u8; CDB_SIZE]) -> Result<usize, SrbError> {
+    pub fn cdb_words(&self) -> Result<(usize, [u64; CDB_SIZE / 8]), SrbError> {
         let len = usize::from(self.cdb_length);
         let error = SrbError::CdbLength {
             len: u32::from(self.cdb_length),
@@ -971,49 +996,42 @@ impl Srb {
         if len == 0 || len > usize::from(self.cdb_span) {
             return Err(error);
         }
-        // The mask keeping the first `len` bytes (`CDB_MASK_WINDOW`); `len <= CDB_SIZE` is
-        // checked here too.
-        let mask = CDB_SIZE
-            .checked_sub(len)
-            .and_then(|start| CDB_MASK_WINDOW.get(start..))
-            .and_then(<[u8]>::first_chunk::<CDB_SIZE>)
-            .ok_or(error)?;
+        // `len <= CDB_SIZE` is checked here too.
+        let masks = CDB_WORD_MASKS.get(len).ok_or(error)?;
         let at = self.scsi.cdb();
-        *out = match self.cdb_span {
+        let mut words = [0u64; CDB_SIZE / 8];
+        match self.cdb_span {
             // The CDB array of a classic SRB or of a CDB16 block, or a CDB_VAR block's 16
-            // bytes: one 16-byte read, masked.
+            // bytes: two words.
             16 => {
-                // SAFETY: `at .. at + 16` is the CDB array (or the checked CDB_VAR bytes) of
-                // the validated SRB; `[u8; 16]` needs no alignment.
-                let low: [u8; 16] = unsafe { read_at(self.raw, at) };
-                let mut bytes = [0u8; CDB_SIZE];
-                for (byte, (value, keep)) in bytes.iter_mut().zip(low.iter().zip(mask)) {
-                    *byte = value & keep;
+                for (index, word) in words.iter_mut().take(2).enumerate() {
+                    // SAFETY: `at .. at + 16` is the CDB array (or the checked CDB_VAR bytes)
+                    // of the validated SRB; `[u8; 8]` needs no alignment.
+                    let bytes: [u8; 8] = unsafe { read_at(self.raw, at + 8 * index) };
+                    *word = u64::from_le_bytes(bytes) & masks[index];
                 }
-                bytes
             }
-            // A CDB32 block's array, or a CDB_VAR block's 32 bytes: one 32-byte read, masked.
+            // A CDB32 block's array, or a CDB_VAR block's 32 bytes: four words.
             32 => {
-                // SAFETY: `at .. at + 32` is the CDB array (or the checked CDB_VAR bytes) of
-                // the validated SRB; `[u8; 32]` needs no alignment.
-                let all: [u8; 32] = unsafe { read_at(self.raw, at) };
-                let mut bytes = [0u8; CDB_SIZE];
-                for (byte, (value, keep)) in bytes.iter_mut().zip(all.iter().zip(mask)) {
-                    *byte = value & keep;
+                for (index, word) in words.iter_mut().enumerate() {
+                    // SAFETY: `at .. at + 32` is the CDB array (or the checked CDB_VAR bytes)
+                    // of the validated SRB; `[u8; 8]` needs no alignment.
+                    let bytes: [u8; 8] = unsafe { read_at(self.raw, at + 8 * index) };
+                    *word = u64::from_le_bytes(bytes) & masks[index];
                 }
-                bytes
             }
             // A CDB_VAR block of another length: exactly its `len` bytes, which were checked
             // against SrbLength.
             _ => {
-                let mut bytes = [0u8; CDB_SIZE];
-                for (index, byte) in bytes.iter_mut().take(len).enumerate() {
-                    *byte = self.read_u8(at + index);
+                for index in 0..len {
+                    let byte = u64::from(self.read_u8(at + index));
+                    if let Some(word) = words.get_mut(index / 8) {
+                        *word |= byte << (8 * (index % 8));
+                    }
                 }
-                bytes
             }
-        };
-        Ok(len)
+        }
+        Ok((len, words))
     }
 
     /// The sense buffer and its capacity; `None` when the SRB has none.
