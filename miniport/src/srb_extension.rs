@@ -204,6 +204,35 @@ impl RequestLayout {
     }
 }
 
+/// Where every layout keeps the context, the request header, the response and the indirect
+/// table: all of them precede the first part whose size depends on the segment count (the
+/// table's length), so they are constants (asserted below for every segment count). The I/O
+/// path writes and reads them through one window checked once, with no offset loaded.
+pub const CONTEXT_AT: usize = RequestLayout::new(1).context;
+/// See [`CONTEXT_AT`].
+pub const CMD_REQ_AT: usize = RequestLayout::new(1).cmd_req;
+/// See [`CONTEXT_AT`].
+pub const CMD_RESP_AT: usize = RequestLayout::new(1).cmd_resp;
+/// See [`CONTEXT_AT`].
+pub const INDIRECT_AT: usize = RequestLayout::new(1).indirect;
+const _: () = {
+    let mut segments = 1;
+    while segments <= crate::sizing::MAX_DATA_SEGMENTS {
+        let layout = RequestLayout::new(segments);
+        assert!(
+            layout.context == CONTEXT_AT
+                && layout.cmd_req == CMD_REQ_AT
+                && layout.cmd_resp == CMD_RESP_AT
+                && layout.indirect == INDIRECT_AT
+        );
+        segments += 1;
+    }
+    // Everything at a constant offset lies before the indirect table.
+    assert!(CONTEXT_AT + CONTEXT_LEN <= INDIRECT_AT);
+    assert!(CMD_REQ_AT + size_of::<CmdReq>() <= INDIRECT_AT);
+    assert!(CMD_RESP_AT + size_of::<CmdResp>() <= INDIRECT_AT);
+};
+
 /// Offset to add to `address` to reach the next [`REQUEST_ALIGN`] boundary.
 #[must_use]
 pub const fn alignment_offset(address: usize) -> usize {

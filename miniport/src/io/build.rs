@@ -14,12 +14,12 @@ use virtio_core::dma::DmaTable;
 use virtio_core::scsi::{CDB_SIZE, CmdReq, CmdResp, DataDirection, Lun, TaskAttr};
 
 use super::IoHost;
-use super::{
-    Built, CMD_RESP_AT, CONTEXT_AT, UNWRITTEN_RESPONSE_HEADER, complete, device_identification,
-};
+use super::{Built, UNWRITTEN_RESPONSE_HEADER, complete, device_identification};
 use crate::luns::{self};
 use crate::sizing::HEADER_DESCRIPTORS;
-use crate::srb_extension::{CONTEXT_LEN, RequestContext, RequestLayout, RequestState};
+use crate::srb_extension::{
+    CMD_REQ_AT, CMD_RESP_AT, CONTEXT_AT, CONTEXT_LEN, INDIRECT_AT, RequestContext, RequestState,
+};
 use crate::storport::request::{RequestArea, ScratchList};
 use crate::storport::srb::{Srb, SrbError};
 use crate::storport::{
@@ -31,26 +31,6 @@ use crate::storport::{
     SRB_STATUS_INVALID_LUN, SRB_STATUS_INVALID_PATH_ID, SRB_STATUS_INVALID_REQUEST,
     SRB_STATUS_INVALID_TARGET_ID, SRB_STATUS_NO_DEVICE, SRB_STATUS_SUCCESS,
     StorScatterGatherElement,
-};
-
-/// Where every layout keeps the request header and the indirect table (like the context and
-/// the response, before the first part whose size depends on the segment count), as
-/// constants: after one check that the view reaches the table, BuildIo's writes of the header,
-/// the response and the context need no bounds check or offset load of their own.
-const CMD_REQ_AT: usize = RequestLayout::new(1).cmd_req;
-/// See [`CMD_REQ_AT`].
-const INDIRECT_AT: usize = RequestLayout::new(1).indirect;
-const _: () = {
-    let mut segments = 1;
-    while segments <= crate::sizing::MAX_DATA_SEGMENTS {
-        let layout = RequestLayout::new(segments);
-        assert!(layout.cmd_req == CMD_REQ_AT && layout.indirect == INDIRECT_AT);
-        segments += 1;
-    }
-    // Everything written at a constant offset lies before the indirect table.
-    assert!(CONTEXT_AT + CONTEXT_LEN <= INDIRECT_AT);
-    assert!(CMD_REQ_AT + size_of::<CmdReq>() <= INDIRECT_AT);
-    assert!(CMD_RESP_AT + size_of::<CmdResp>() <= INDIRECT_AT);
 };
 
 /// HwBuildIo: validates the SRB and builds its request.

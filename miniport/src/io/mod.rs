@@ -13,7 +13,9 @@ use core::sync::atomic::Ordering;
 use virtio_core::scsi::{CmdRespHeader, Response, SENSE_SIZE};
 use zerocopy::FromBytes;
 
-use crate::srb_extension::{CONTEXT_LEN, RequestContext, RequestLayout, RequestState};
+use crate::srb_extension::{
+    CMD_RESP_AT, CONTEXT_AT, CONTEXT_LEN, RequestContext, RequestLayout, RequestState,
+};
 use crate::storport::request::RequestView;
 use crate::storport::srb::Srb;
 
@@ -43,21 +45,6 @@ const RESPONSE_HEADER_LEN: u32 = 12;
 /// hostile-device sessions).
 const UNWRITTEN_RESPONSE_HEADER: [u8; RESPONSE_HEADER_LEN as usize] =
     [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, Response::Failure as u8];
-
-/// Where every layout keeps the context and the response (both precede the indirect table,
-/// the first part whose size depends on the segment count), as constants: the completion's
-/// windows on them then cost one bounds check against the view, with no offset arithmetic.
-const CONTEXT_AT: usize = RequestLayout::new(1).context;
-/// See [`CONTEXT_AT`].
-const CMD_RESP_AT: usize = RequestLayout::new(1).cmd_resp;
-const _: () = {
-    let mut segments = 1;
-    while segments <= crate::sizing::MAX_DATA_SEGMENTS {
-        let layout = RequestLayout::new(segments);
-        assert!(layout.context == CONTEXT_AT && layout.cmd_resp == CMD_RESP_AT);
-        segments += 1;
-    }
-};
 
 /// One request's memory in its SRB extension, as the floor's bounds-checked view with the
 /// adapter's layout.
