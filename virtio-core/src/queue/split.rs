@@ -540,6 +540,27 @@ fn hold_chain(slots: &mut [Slot], mask: usize, head: u16, tail: u16) {
     set_link(slots, mask, head, tail);
 }
 
+/// Writes free descriptor `head` as the ring's entry for an indirect `table` and takes it off
+/// the free list as a chain of one (what `hold_chain(slots, mask, head, head)` comes down to);
+/// returns the new free head. Shared by `add` with a table and `add_table`.
+#[expect(
+    clippy::inline_always,
+    reason = "inside StartIo's one ring call; out of line it costs each I/O a call (rvscsi's cargo xtask bench)"
+)]
+#[inline(always)]
+fn put_indirect_entry(
+    descriptors: &DmaArray<{ size_of::<Descriptor>() }, 8>,
+    slots: &mut [Slot],
+    mask: usize,
+    head: u16,
+    table: Segment,
+) -> u16 {
+    descriptors.write(head, &table, VIRTQ_DESC_F_INDIRECT, 0);
+    let free_head = link(slots, mask, head);
+    set_link(slots, mask, head, head);
+    free_head
+}
+
 /// Puts chain `head` (recorded by [`hold_chain`]) back on the free list in front of
 /// `free_head` and marks it not in flight; the caller makes `head` the new free head. O(1):
 /// restores the head's link and points the tail's at `free_head`, whatever the chain's length.
@@ -734,14 +755,13 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
             }
             let chain = write_chain(&chain_table, readable, writable, 0, &InOrder)?;
             let table_len = u32::from(chain.last + 1) * size_of::<Descriptor>() as u32;
-            let entry = Segment::new(table.bus_address(), table_len);
-            self.view
-                .descriptors
-                .write(head, &entry, VIRTQ_DESC_F_INDIRECT, 0);
-            self.free_head = link(slots, mask, head);
-            // A chain of one descriptor: `hold_chain(slots, mask, head, head)` comes down to
-            // this single link.
-            set_link(slots, mask, head, head);
+            self.free_head = put_indirect_entry(
+                &self.view.descriptors,
+                slots,
+                mask,
+                head,
+                Segment::new(table.bus_address(), table_len),
+            );
             (1, chain)
         } else {
             // A chain that fits in the free descriptors fits in the queue, so the I/O path
@@ -795,13 +815,13 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
             });
         };
         let head = self.free_head;
-        let entry = Segment::new(chain.table(), chain.table_len());
-        self.view
-            .descriptors
-            .write(head, &entry, VIRTQ_DESC_F_INDIRECT, 0);
-        self.free_head = link(slots, mask, head);
-        // A chain of one descriptor, as in `add`.
-        set_link(slots, mask, head, head);
+        self.free_head = put_indirect_entry(
+            &self.view.descriptors,
+            slots,
+            mask,
+            head,
+            Segment::new(chain.table(), chain.table_len()),
+        );
         self.num_free -= 1;
         if let Some(slot) = slots.get_mut(usize::from(head) & mask) {
             slot.descriptors = 1;
