@@ -768,10 +768,13 @@ struct Shared {
     outstanding: Arc<Mutex<Outstanding>>,
     /// The driver's breaches, in the order found.
     violations: Mutex<Vec<DeviceViolation>>,
-    /// Queues on which the hostile mode's own lies moved the used position past the available
-    /// one (packed ring), until the next reset: the device's next honest used descriptor there
-    /// lands on a slot the driver made available and the device has not read, so a malformed
-    /// chain found on such a queue is the lie's consequence, not the driver's violation.
+    /// Queues on which the hostile mode's own lies may have spoiled chains the device had not
+    /// read yet, until the next reset: lies that moved the used position past the available one
+    /// (packed ring: the device's next honest used descriptor lands on a slot the driver made
+    /// available and the device has not read), and lies about ids the device did not hold (one
+    /// may name a chain made available after the lie's own take, which the driver then
+    /// completes and gives back). A malformed chain found on such a queue is the lie's
+    /// consequence, not the driver's violation.
     lied_ahead: Mutex<std::collections::BTreeSet<u16>>,
     /// An event interrupt was held back and is due when they are released.
     event_interrupt_pending: AtomicBool,
