@@ -4,14 +4,16 @@
 
 use std::time::Duration;
 
-use rvscsi::storport::SRB_STATUS_SUCCESS;
+use rvscsi::storport::{
+    IOCTL_SCSI_MINIPORT_NOT_QUORUM_CAPABLE, SRB_STATUS_BUS_RESET, SRB_STATUS_SUCCESS,
+};
 use rvscsi_tests::device::DeviceOptions;
 use rvscsi_tests::device::hostile::{Answered, HostileAnswer};
 use rvscsi_tests::device::target::Lun;
-use rvscsi_tests::harness::Machine;
+use rvscsi_tests::harness::{Machine, ring_from_env};
 use rvscsi_tests::hostile::{run, seeded_script};
 use rvscsi_tests::scenario::{boot_standard, stamped, wait_until, write10};
-use rvscsi_tests::sim::{Request, SimOptions, Ticket};
+use rvscsi_tests::sim::{IoctlRequest, Request, SimOptions, Ticket};
 use virtio_core::pci::VIRTIO_MSI_NO_VECTOR;
 
 /// Seeded sessions: each boots the miniport, lets the script lie for up to 64 operations, then
@@ -326,4 +328,144 @@ fn a_chain_the_device_overwrote_after_its_own_lie_is_not_blamed_on_the_driver() 
             .unwrap();
     }
     machine.finish();
+}
+
+/// What became of a lie about a free id ([`lie_about_the_next_id`]).
+struct ReusedIdLie {
+    /// How the second write, the one the driver gave the lied-about id, completed.
+    second: u8,
+    /// The device's chain errors, device resets since boot and excused IOMMU faults after it
+    /// took what was available.
+    device_errors: u64,
+    resets: u64,
+    excused_faults: usize,
+}
+
+/// On the split ring, under DMA remapping: a first write is answered (its id goes back to the
+/// driver's free list, first in line); the device then publishes a used element of `len` bytes
+/// naming that free id, with no interrupt; a second write takes the same id; the queue's
+/// interrupt makes the driver drain the lie as the second write's completion; then the device
+/// takes what is available. `None` on the packed ring (`RVSCSI_RING=packed`), where the lie is
+/// written in the very slot the second chain then takes, so the driver never reads it.
+fn lie_about_the_next_id(len: u32) -> Option<ReusedIdLie> {
+    if ring_from_env(DeviceOptions::default()).packed {
+        return None;
+    }
+    let machine = boot_standard(
+        SimOptions {
+            iommu: true,
+            ..SimOptions::default()
+        },
+        DeviceOptions::default(),
+        || Lun::memory(1024, 512).unwrap(),
+    )
+    .unwrap();
+    machine.device.journal_writes(true);
+    machine.device.set_hostile(true);
+    let (first, (queue, id)) = held_write(&machine, 10);
+    assert!(matches!(
+        machine.device.hostile_answer(0, &good(true)),
+        Answered::Published { .. }
+    ));
+    let done = machine
+        .adapter
+        .wait(first, Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(done.srb_status, SRB_STATUS_SUCCESS);
+    // The completion was signalled from inside the DPC's drain, which then looks at the ring
+    // once more: a miniport IOCTL on the same simulated processor runs only after that DPC has
+    // returned (whatever it answers), so the drain cannot see the lie before the second write
+    // is available.
+    let barrier = IoctlRequest::new(
+        *b"CLUSDISK",
+        IOCTL_SCSI_MINIPORT_NOT_QUORUM_CAPABLE,
+        30,
+        &[],
+    );
+    machine.adapter.ioctl(0, &barrier).unwrap();
+    assert!(
+        machine
+            .device
+            .hostile_publish_raw(queue, id, len, None, false)
+    );
+    let data = stamped(0xFEED_0020, 512);
+    let second = machine
+        .adapter
+        .submit(0, &Request::new(0, 0, &write10(20, 1)).writing(&data))
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || machine
+        .device
+        .hostile_has_available(queue)));
+    let vector = machine.device.registers().queue(queue).unwrap().msix_vector;
+    machine.device.hostile_interrupt(vector);
+    let second = machine
+        .adapter
+        .wait(second, Duration::from_secs(30))
+        .unwrap()
+        .srb_status;
+    // The DPC that completed the second write may go on to reset the device: let it return.
+    machine.adapter.ioctl(0, &barrier).unwrap();
+    let _ = machine.device.hostile_take();
+    let stats = machine.device.stats();
+    let lie = ReusedIdLie {
+        second,
+        device_errors: stats.device_errors,
+        resets: stats.resets,
+        excused_faults: machine.device.memory().excused_iommu_faults().len(),
+    };
+    assert_eq!(machine.device.violations(), Vec::new());
+    assert_eq!(
+        machine.device.write_journal().len(),
+        1,
+        "only the first write executed"
+    );
+    // No IOMMU fault charged, no violation on either side.
+    machine.finish();
+    Some(lie)
+}
+
+/// The device resets of a boot (`lie_about_the_next_id`'s device with no lie at all).
+const BOOT_RESETS: u64 = 3;
+
+/// A used element for the lied-about id that does not even hold the response header: the
+/// driver sees the device is broken and leaves the request to the reset, which completes it
+/// (BUS_RESET) only once the device has stopped, so nothing reads the chain after the driver
+/// gave its memory back. (Before, the driver completed it at once with SRB_STATUS_ERROR and
+/// reset after: the device could read the unmapped chain in between, the CI runs' `Unmapped`
+/// finding.)
+#[test]
+fn a_short_used_element_leaves_its_request_to_the_reset() {
+    let Some(lie) = lie_about_the_next_id(0) else {
+        eprintln!("split ring only: the packed ring overwrites the lie");
+        return;
+    };
+    assert_eq!(lie.second, SRB_STATUS_BUS_RESET);
+    assert_eq!(lie.resets, BOOT_RESETS + 1, "the driver reset the device");
+    assert_eq!(lie.device_errors, 0, "the device never read the chain");
+    assert_eq!(lie.excused_faults, 0);
+}
+
+/// A lie naming an id the device does not hold can come true on the split ring, and one with a
+/// whole response is indistinguishable from a completion: the driver reads the response it
+/// wrote itself (VIRTIO_SCSI_S_FAILURE: the write does not succeed), completes the request and
+/// gives its memory back. The device, taking the chain afterwards, reads memory no longer
+/// mapped for it. That failure is the lie's consequence: the device needs a reset, but no
+/// driver violation and no IOMMU fault is charged (the CI runs' `Unmapped` and controlq
+/// `TooShort` findings, tools/fuzz/CAMPAIGNS.md; fails without: `MalformedChain { queue: 2,
+/// error: Unmapped }`).
+#[test]
+fn a_lie_about_a_free_id_the_driver_then_reused_is_not_blamed_on_the_driver() {
+    let Some(lie) = lie_about_the_next_id(108) else {
+        eprintln!("split ring only: the packed ring overwrites the lie");
+        return;
+    };
+    assert_ne!(lie.second, SRB_STATUS_SUCCESS);
+    assert_eq!(
+        lie.device_errors, 1,
+        "the device found the reused chain unreadable"
+    );
+    assert_eq!(
+        lie.excused_faults, 1,
+        "the device's read of the reused chain's table faulted, and was excused"
+    );
 }

@@ -466,6 +466,7 @@ impl Adapter {
                 notify_offset: 0,
                 index,
                 reservation: crate::queue_state::Reservation::default(),
+                held_for_reset: None,
             });
         }
         Ok(home.place(Self {

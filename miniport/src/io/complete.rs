@@ -47,13 +47,15 @@ pub(super) fn drain_used<H: IoHost>(host: &H, guard: &mut QueueGuard<'_>, report
     // `pop_used` directly, with no dispatch per element and no result merged from two rings.
     let in_flight: &mut [Option<InFlightRequest>] =
         core::borrow::BorrowMut::borrow_mut(&mut state.in_flight);
+    let held = &mut state.held_for_reset;
     match &mut state.ring {
-        Ring::Split(ring) => drain_ring(host, queue, ring, in_flight, report),
-        Ring::Packed(ring) => drain_ring(host, queue, ring, in_flight, report),
+        Ring::Split(ring) => drain_ring(host, queue, ring, in_flight, held, report),
+        Ring::Packed(ring) => drain_ring(host, queue, ring, in_flight, held, report),
     }
 }
 
-/// [`drain_used`] on `ring`, whose requests in flight are `slots` (by token).
+/// [`drain_used`] on `ring`, whose requests in flight are `slots` (by token); a request used
+/// without its response header goes to `held` (the queue's `held_for_reset`).
 #[expect(
     clippy::inline_always,
     reason = "one copy per ring layout in drain_used, the only caller; out of line it costs a call per drain (cargo xtask bench)"
@@ -64,6 +66,7 @@ fn drain_ring<H: IoHost>(
     queue: u16,
     ring: &mut impl Virtqueue,
     slots: &mut [Option<InFlightRequest>],
+    held: &mut Option<InFlightRequest>,
     report: bool,
 ) -> bool {
     let trace = |args: (u32, u64, u64)| {
@@ -76,7 +79,9 @@ fn drain_ring<H: IoHost>(
     loop {
         match ring.pop_used() {
             Ok(Some(used)) => {
-                let Some(in_flight) = slots.get_mut(used.token.index()).and_then(Option::take)
+                let Some(slot) = slots
+                    .get_mut(used.token.index())
+                    .filter(|slot| slot.is_some())
                 else {
                     trace((
                         ViolationKind::UnknownUsedId as u32,
@@ -86,7 +91,28 @@ fn drain_ring<H: IoHost>(
                     reset = true;
                     break;
                 };
-                if complete_used(host, queue, in_flight, used.written, used.token.0) {
+                if used.written < RESPONSE_HEADER_LEN {
+                    // A used element that did not even write the response header is a broken
+                    // (or lying) device, which may still be using the chain: the request is
+                    // kept from StorPort until the reset that follows has stopped the device
+                    // and completes it (BUS_RESET). Only one is kept; a second before the reset
+                    // (a drain that runs before it) fails at once, as every one did before.
+                    trace((
+                        ViolationKind::BadResponse as u32,
+                        u64::from(used.token.0),
+                        u64::from(used.written),
+                    ));
+                    reset = true;
+                    if held.is_none() {
+                        *held = slot.take();
+                    } else if let Some(in_flight) = slot.take() {
+                        fail_request(host, in_flight, Disposition::Error);
+                    }
+                    break;
+                }
+                if let Some(in_flight) = slot.take()
+                    && complete_used(host, queue, in_flight, used.token.0)
+                {
                     trace((
                         ViolationKind::BadResponse as u32,
                         u64::from(used.token.0),
@@ -110,8 +136,9 @@ fn drain_ring<H: IoHost>(
     reset
 }
 
-/// Completes the request `in_flight` that the device used with `written` bytes. Returns true
-/// if the response broke the protocol (the device must be reset).
+/// Completes the request `in_flight` that the device used, having written at least the
+/// response header (`drain_ring` leaves a shorter one to the reset). Returns true if the
+/// response broke the protocol (the device must be reset).
 #[expect(
     clippy::inline_always,
     reason = "on every I/O, called once, from drain_used; left out of line it costs instructions per I/O (cargo xtask bench)"
@@ -121,7 +148,6 @@ pub(super) fn complete_used<H: IoHost>(
     host: &H,
     queue: u16,
     in_flight: InFlightRequest,
-    written: u32,
     token: u16,
 ) -> bool {
     let layout = host.limits().request;
@@ -153,12 +179,7 @@ pub(super) fn complete_used<H: IoHost>(
         _ => DataDirection::None,
     };
     let transfer = Transfer::new(direction, context.data_length, context.sense_capacity);
-    let head = if written >= RESPONSE_HEADER_LEN {
-        request.response_head()
-    } else {
-        None
-    };
-    let Some(head) = head else {
+    let Some(head) = request.response_head() else {
         srb.set_data_transfer_length(0);
         complete(host, srb, SRB_STATUS_ERROR);
         return true;
@@ -300,13 +321,17 @@ pub(super) fn synthesize_vpd<H: IoHost>(
 }
 
 /// Completes every request in flight on the guarded queue with SRB_STATUS_BUS_RESET after a
-/// device reset. The caller has reset the device.
+/// device reset, the one the drain held for it (`QueueState::held_for_reset`) last. The caller
+/// has reset the device.
 pub fn fail_in_flight<H: IoHost>(host: &H, guard: &mut QueueGuard<'_>) {
     loop {
         let Some(state) = guard.state() else {
             return;
         };
         let Some(token) = state.ring.queue().detach_next() else {
+            if let Some(held) = state.held_for_reset.take() {
+                fail_request(host, held, Disposition::BusReset);
+            }
             return;
         };
         let slots: &mut [Option<InFlightRequest>] =
@@ -314,31 +339,36 @@ pub fn fail_in_flight<H: IoHost>(host: &H, guard: &mut QueueGuard<'_>) {
         let Some(in_flight) = slots.get_mut(token.index()).and_then(Option::take) else {
             continue;
         };
-        let layout = host.limits().request;
-        let Some((mut srb, view)) = in_flight.into_parts(layout.segments) else {
-            continue;
-        };
-        let request = Request {
-            view: &view,
-            layout,
-        };
-        let Some(context) = request
-            .context()
-            .filter(|context| context.state == RequestState::InFlight as u8)
-        else {
-            srb.hand_over();
-            continue;
-        };
-        request.set_state(RequestState::Done);
-        srb.set_data_transfer_length(0);
-        // A request of a unit the device reported removed fails as that unit's do everywhere
-        // else (NO_DEVICE), not with a retryable BUS_RESET whose retry would fail anyway.
-        let gone = host
-            .gone()
-            .contains(context.target, context.lun.get() as u8)
-            && !crate::events::reaches_absent_unit(context.opcode);
-        complete(host, srb, srb_status(Disposition::BusReset, gone));
+        fail_request(host, in_flight, Disposition::BusReset);
     }
+}
+
+/// Completes `in_flight` without a response, as `disposition`; a request of a unit the device
+/// reported removed fails as that unit's do everywhere else (NO_DEVICE), not with a retryable
+/// BUS_RESET whose retry would fail anyway.
+fn fail_request<H: IoHost>(host: &H, in_flight: InFlightRequest, disposition: Disposition) {
+    let layout = host.limits().request;
+    let Some((mut srb, view)) = in_flight.into_parts(layout.segments) else {
+        return;
+    };
+    let request = Request {
+        view: &view,
+        layout,
+    };
+    let Some(context) = request
+        .context()
+        .filter(|context| context.state == RequestState::InFlight as u8)
+    else {
+        srb.hand_over();
+        return;
+    };
+    request.set_state(RequestState::Done);
+    srb.set_data_transfer_length(0);
+    let gone = host
+        .gone()
+        .contains(context.target, context.lun.get() as u8)
+        && !crate::events::reaches_absent_unit(context.opcode);
+    complete(host, srb, srb_status(disposition, gone));
 }
 
 /// Calls `visit` for every request in flight on the guarded queue.

@@ -143,6 +143,11 @@ pub struct QueueState {
     pub index: u16,
     /// Room kept for a large request that found none (request queues only).
     pub reservation: Reservation,
+    /// A request the device used without writing even its response header: the device is
+    /// broken (or lying) and may still be using the chain, so the request is kept from StorPort
+    /// until the reset has stopped the device, which then completes it
+    /// ([`crate::io::fail_in_flight`]). The ring's own bookkeeping no longer lists it.
+    pub held_for_reset: Option<InFlightRequest>,
 }
 
 /// The transport every queue shares.

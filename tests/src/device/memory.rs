@@ -13,12 +13,14 @@
 //! ([`Translation`]) holds only the ranges the port driver mapped for DMA
 //! ([`PhysicalMemory::map`]), each at an I/O virtual address (IOVA) far from any physical one.
 //! A device access to any other address fails, as a DMA-remapping fault does, and is recorded
-//! ([`PhysicalMemory::iommu_faults`]).
+//! ([`PhysicalMemory::iommu_faults`]), unless the device model excuses it as the consequence
+//! of its own hostile lie ([`PhysicalMemory::excuse_faults_of_this_thread`]).
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
+use std::thread::ThreadId;
 
 use vm_memory::iommu::{Error as IommuError, IotlbIterator, IovaRange};
 use vm_memory::{
@@ -92,7 +94,15 @@ pub struct Translation {
     iotlb: RwLock<Iotlb>,
     /// The next free IOVA page.
     next: Mutex<u64>,
-    faults: Mutex<Vec<IommuFault>>,
+    faults: Mutex<Faults>,
+}
+
+/// The faults recorded so far: those still charged (with the thread whose access faulted) and
+/// those the device model excused.
+#[derive(Debug, Default)]
+struct Faults {
+    charged: Vec<(ThreadId, IommuFault)>,
+    excused: Vec<IommuFault>,
 }
 
 impl Translation {
@@ -139,11 +149,15 @@ impl Iommu for Translation {
             self.faults
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(IommuFault {
-                    address: iova.0,
-                    len: length,
-                    write: access.has_write(),
-                });
+                .charged
+                .push((
+                    std::thread::current().id(),
+                    IommuFault {
+                        address: iova.0,
+                        len: length,
+                        write: access.has_write(),
+                    },
+                ));
             IommuError::CannotResolve {
                 iova_range: IovaRange { base: iova, length },
                 reason: format!(
@@ -263,16 +277,47 @@ impl PhysicalMemory {
         }
     }
 
-    /// The device accesses the IOMMU refused, in order.
+    /// The device accesses the IOMMU refused, in order, less those excused
+    /// ([`Self::excuse_faults_of_this_thread`]).
     #[must_use]
     pub fn iommu_faults(&self) -> Vec<IommuFault> {
+        self.faults()
+            .charged
+            .iter()
+            .map(|&(_, fault)| fault)
+            .collect()
+    }
+
+    /// The faults [`Self::excuse_faults_of_this_thread`] excused, in order.
+    #[must_use]
+    pub fn excused_iommu_faults(&self) -> Vec<IommuFault> {
+        self.faults().excused.clone()
+    }
+
+    /// Excuses every fault the calling thread's accesses caused and nothing excused yet. The device model calls it when a chain it cannot read is its own lie's
+    /// consequence (a lie named an id the driver then reused and gave back): the fault is then
+    /// no more the driver's than the chain error is. Faults of other threads stay charged; an
+    /// earlier fault of this thread on a queue the model did not lie on came with its own chain
+    /// error, recorded as the driver's violation.
+    pub fn excuse_faults_of_this_thread(&self) {
+        let this = std::thread::current().id();
+        let mut faults = self.faults();
+        let (mine, others) = std::mem::take(&mut faults.charged)
+            .into_iter()
+            .partition::<Vec<_>, _>(|&(thread, _)| thread == this);
+        faults.charged = others;
+        faults
+            .excused
+            .extend(mine.into_iter().map(|(_, fault)| fault));
+    }
+
+    fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
         self.inner
             .device
             .iommu()
             .faults
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
     }
 
     /// The first address of the memory.
@@ -526,6 +571,40 @@ mod tests {
         assert!(again > bus + 50);
         assert!(memory.map(address, 0).is_none());
         assert!(memory.map(memory.base() + memory.size(), 1).is_none());
+    }
+
+    #[test]
+    fn only_the_calling_threads_faults_are_excused() {
+        let memory = Arc::new(PhysicalMemory::with_iommu(1 << 20).unwrap());
+        let fault = |memory: &PhysicalMemory, address: u64| {
+            let mut byte = [0; 1];
+            assert!(
+                memory
+                    .device_memory()
+                    .read_slice(&mut byte, GuestAddress(address))
+                    .is_err()
+            );
+        };
+        fault(&memory, IOVA_BASE + 16);
+        let other = Arc::clone(&memory);
+        std::thread::spawn(move || fault(&other, IOVA_BASE + 32))
+            .join()
+            .unwrap();
+        fault(&memory, IOVA_BASE + 48);
+        memory.excuse_faults_of_this_thread();
+        let at = |address| IommuFault {
+            address,
+            len: 1,
+            write: false,
+        };
+        assert_eq!(memory.iommu_faults(), vec![at(IOVA_BASE + 32)]);
+        assert_eq!(
+            memory.excused_iommu_faults(),
+            vec![at(IOVA_BASE + 16), at(IOVA_BASE + 48)]
+        );
+        // Nothing is excused twice.
+        memory.excuse_faults_of_this_thread();
+        assert_eq!(memory.excused_iommu_faults().len(), 2);
     }
 
     proptest! {

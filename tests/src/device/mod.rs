@@ -1417,11 +1417,18 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner)
                 .contains(queue)
         };
-        if let Some(violation) = queue
-            .filter(|queue| !lied_ahead(queue))
-            .and_then(|queue| why.violation(queue))
-        {
-            self.record(violation);
+        match queue {
+            // The lie's consequence: the chain error is not the driver's, nor are the IOMMU
+            // faults this thread's reads of that chain caused (a reused chain's memory is no
+            // longer mapped once the driver completed it on the lie).
+            Some(queue) if lied_ahead(&queue) => {
+                self.memory.excuse_faults_of_this_thread();
+            }
+            _ => {
+                if let Some(violation) = queue.and_then(|queue| why.violation(queue)) {
+                    self.record(violation);
+                }
+            }
         }
         self.device_errors.fetch_add(1, Ordering::Relaxed);
         self.broken.store(true, Ordering::Release);
