@@ -64,6 +64,20 @@ fn held_write(machine: &Machine, lba: u32) -> (Ticket, (u16, u16)) {
     (ticket, held[0])
 }
 
+/// Submits a WRITE of one block at `lba` from processor 0 and waits until it is available on
+/// `queue`, not taken; returns its ticket.
+fn available_write(machine: &Machine, queue: u16, lba: u32) -> Ticket {
+    let data = stamped(0xFEED_0000 + u64::from(lba), 512);
+    let ticket = machine
+        .adapter
+        .submit(0, &Request::new(0, 0, &write10(lba, 1)).writing(&data))
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || machine
+        .device
+        .hostile_has_available(queue)));
+    ticket
+}
+
 fn good(interrupt: bool) -> HostileAnswer {
     HostileAnswer {
         response: 0,
@@ -300,14 +314,7 @@ fn a_chain_the_device_overwrote_after_its_own_lie_is_not_blamed_on_the_driver() 
     }
     // A second write from the same processor, on the same queue: the three slots after the
     // first; available, not taken.
-    let data = stamped(0xFEED_0020, 512);
-    let second = machine
-        .adapter
-        .submit(0, &Request::new(0, 0, &write10(20, 1)).writing(&data))
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(5), || machine
-        .device
-        .hostile_has_available(queue)));
+    let second = available_write(&machine, queue, 20);
     // The honest answer to the first write lands on the second's last descriptor.
     assert!(matches!(
         machine.device.hostile_answer(0, &good(false)),
@@ -388,14 +395,7 @@ fn lie_about_the_next_id(len: u32) -> Option<ReusedIdLie> {
             .device
             .hostile_publish_raw(queue, id, len, None, false)
     );
-    let data = stamped(0xFEED_0020, 512);
-    let second = machine
-        .adapter
-        .submit(0, &Request::new(0, 0, &write10(20, 1)).writing(&data))
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(5), || machine
-        .device
-        .hostile_has_available(queue)));
+    let second = available_write(&machine, queue, 20);
     let vector = machine.device.registers().queue(queue).unwrap().msix_vector;
     machine.device.hostile_interrupt(vector);
     let second = machine
