@@ -289,11 +289,11 @@ pub struct SplitQueue<S: BorrowMut<[Slot]>> {
     in_flight: u16,
     /// Shadow of `avail.idx`: the value last published.
     avail_idx: u16,
-    /// `avail.idx` at the previous `kick_prepare`, the `old` of `vring_need_event`.
-    kicked_avail_idx: u16,
-    /// Set when 65,536 chains were added since the previous `kick_prepare`: the event window
-    /// then wraps to empty, so the next `kick_prepare` must notify unconditionally.
-    force_kick: bool,
+    /// Chains published since the previous `kick_prepare`: `avail_idx` minus it is that call's
+    /// index, the `old` of `vring_need_event`, and 65,536 or more wrap the event window to
+    /// empty, so the next `kick_prepare` must notify unconditionally. One counter, bumped on
+    /// each publish and tested once per `kick_prepare` (64-bit: it cannot wrap back to 0).
+    unkicked: u64,
     /// The used index up to which chains were popped.
     last_used: u16,
     /// Shadow of `avail.flags` (without `EVENT_IDX`).
@@ -441,8 +441,7 @@ impl<S: BorrowMut<[Slot]>> SplitQueue<S> {
             num_free: size,
             in_flight: 0,
             avail_idx: 0,
-            kicked_avail_idx: 0,
-            force_kick: false,
+            unkicked: 0,
             last_used: 0,
             avail_flags: 0,
             used_event: 0,
@@ -498,9 +497,7 @@ impl<S: BorrowMut<[Slot]>> SplitQueue<S> {
             .avail_header
             .store_u16(0, HEADER_IDX, published, Ordering::Release);
         self.in_flight += 1;
-        if published == self.kicked_avail_idx {
-            self.force_kick = true;
-        }
+        self.unkicked += 1;
         Token(head)
     }
 }
@@ -838,13 +835,14 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
     )]
     #[inline(always)]
     fn kick_prepare(&mut self) -> bool {
-        let new = self.avail_idx;
-        let old = self.kicked_avail_idx;
-        if new == old && !self.force_kick {
+        let added = core::mem::take(&mut self.unkicked);
+        if added == 0 {
             return false;
         }
-        self.kicked_avail_idx = new;
-        let forced = core::mem::take(&mut self.force_kick);
+        let new = self.avail_idx;
+        // Truncated on purpose: the indexes are modulo 65,536, and `forced` covers the rest.
+        let old = new.wrapping_sub(added as u16);
+        let forced = added > u64::from(u16::MAX);
         // ORDERING: a full fence between the Release store of `avail.idx` (in `add`) and the
         // loads of `avail_event` / `used.flags` below. Release alone does not stop a later load
         // from being satisfied before the store is visible (store-load reordering), and then we
@@ -1031,8 +1029,7 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         self.num_free = self.size;
         self.in_flight = 0;
         self.avail_idx = 0;
-        self.kicked_avail_idx = 0;
-        self.force_kick = false;
+        self.unkicked = 0;
         self.last_used = 0;
         self.avail_flags = 0;
         self.used_event = 0;
