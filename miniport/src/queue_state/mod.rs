@@ -150,6 +150,10 @@ pub struct QueueState {
     pub held_for_reset: Option<InFlightRequest>,
 }
 
+// Four cache lines, as many as the I/O path touches: a field that pushes the state past them
+// costs every queue a fifth line and StartIo a multiply in the table lookup (cargo xtask bench).
+const _: () = assert!(size_of::<QueueState>() <= 4 * crate::sizing::CACHE_LINE);
+
 /// The transport every queue shares.
 pub type Transport = PciTransport<StorPortRegisters>;
 

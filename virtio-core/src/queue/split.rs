@@ -277,11 +277,9 @@ pub struct SplitQueue<S: BorrowMut<[Slot]>> {
     view: RingView,
     /// One slot per descriptor: free list, chain links and per-chain bookkeeping.
     slots: S,
-    layout: SplitLayout,
     index: u16,
+    /// The queue size, which is also the whole [`SplitLayout`].
     size: u16,
-    /// `size - 1`: the size is a power of two, so ring positions are `idx & mask`.
-    mask: u16,
     features: QueueFeatures,
     /// First free descriptor (meaningless when `num_free` is 0).
     free_head: u16,
@@ -432,10 +430,8 @@ impl<S: BorrowMut<[Slot]>> SplitQueue<S> {
             ring,
             view,
             slots,
-            layout,
             index,
             size,
-            mask: size - 1,
             features,
             free_head: 0,
             num_free: size,
@@ -452,10 +448,16 @@ impl<S: BorrowMut<[Slot]>> SplitQueue<S> {
         Ok(queue)
     }
 
+    /// `size - 1`: the size is a power of two, so ring positions are `idx & mask`.
+    #[inline]
+    const fn mask(&self) -> u16 {
+        self.size - 1
+    }
+
     /// The ring layout (offsets of every field), for diagnostics and device models.
     #[must_use]
     pub const fn layout(&self) -> SplitLayout {
-        self.layout
+        SplitLayout::new(self.size)
     }
 
     /// The features the queue was created with.
@@ -701,8 +703,8 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         let base = self.ring.bus_address();
         QueueAddresses {
             descriptors: base,
-            driver: base + self.layout.avail() as u64,
-            device: base + self.layout.used() as u64,
+            driver: base + self.layout().avail() as u64,
+            device: base + self.layout().used() as u64,
         }
     }
 
@@ -716,8 +718,8 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         if segments == 0 {
             return Err(QueueError::EmptyChain);
         }
-        // The descriptor table's own mask: the same value as `self.mask`, but the same load
-        // too, so the compiler reduces each descriptor index once for the slot and the table.
+        // The descriptor table's own mask (`size - 1`, the one mask the queue keeps), the same
+        // load for the slot and the table, so the compiler reduces each index once.
         let mask = self.view.descriptors.mask();
         let Some(slots) = Self::slots_mut(&mut self.slots, mask) else {
             let provided = self.slots.borrow().len();
@@ -897,7 +899,7 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         let id = used_ring.load_u32(position, offset_of!(UsedElement, id), Ordering::Relaxed);
         let written = used_ring.load_u32(position, offset_of!(UsedElement, len), Ordering::Relaxed);
         // `id <= mask` is `id < size`; the size is at most 32,768, so such an id is a u16.
-        let mask = usize::from(self.mask);
+        let mask = self.view.descriptors.mask();
         let found = match Self::slots_mut(&mut self.slots, mask) {
             Some(slots) if id as usize <= mask => {
                 slots.get(id as usize).copied().map(|slot| (slots, slot))
@@ -996,7 +998,7 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         if self.in_flight == 0 {
             return None;
         }
-        let mask = self.mask;
+        let mask = self.mask();
         let slots = Self::slots_mut(&mut self.slots, usize::from(mask))?;
         for step in 0..=mask {
             let head = self.detach_cursor.wrapping_add(step) & mask;
@@ -1015,7 +1017,7 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
 
     fn reset(&mut self) {
         self.view.zero(self.size);
-        let mask = self.mask;
+        let mask = self.mask();
         let slots = self.slots.borrow_mut();
         for (index, slot) in (0..self.size).zip(slots.iter_mut()) {
             // The last slot links back to 0; `num_free` says where the list ends, and every
