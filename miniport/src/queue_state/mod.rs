@@ -182,4 +182,10 @@ impl<'a> QueueGuard<'a> {
     pub fn state(&mut self) -> Option<&mut QueueState> {
         self.inner.state()
     }
+
+    /// Releases the lock now ([`Guard::unlock`]).
+    #[inline]
+    pub fn unlock(self) {
+        self.inner.unlock();
+    }
 }
