@@ -333,20 +333,33 @@ impl<T, S> QueueLocks<T, S> {
 
     /// [`Self::release`] as one call: what dropping a [`Guard`] runs, so that StartIo keeps
     /// two words of the guard live across its work instead of storing the whole guard for an
-    /// out-of-line drop (`cargo xtask bench`).
+    /// out-of-line drop (`cargo xtask bench`). `port` (this adapter's) and the hold's parts
+    /// arrive in the registers the release of a message lock passes them on in.
     #[inline(never)]
-    fn release_out_of_line(&self, held: Held) {
-        self.release(held);
+    fn release_out_of_line(&self, port: DeviceExtension, message: u32, old_irql: u32) {
+        self.release_parts(port, message, old_irql);
     }
 
     #[inline]
     fn release(&self, held: Held) {
+        self.release_parts(self.port, held.message, held.old_irql);
+    }
+
+    /// Releases the lock held as `message` and `old_irql` ([`Held`]) through `port` (this
+    /// adapter's).
+    #[expect(
+        clippy::inline_always,
+        reason = "the body of both releases; a call inside the out-of-line one would undo it"
+    )]
+    #[inline(always)]
+    fn release_parts(&self, port: DeviceExtension, message: u32, old_irql: u32) {
         // One compare on the common path: a message lock is below both markers.
-        if held.message < Held::BY_CALLER {
-            self.port.release_msi_lock(held.message, held.old_irql);
-        } else if held.message == Held::INTERRUPT {
-            // SAFETY: the guard being dropped acquired the interrupt lock with this handle.
-            unsafe { self.port.release_interrupt_lock(self.interrupt_lock.get()) };
+        if message < Held::BY_CALLER {
+            port.release_msi_lock(message, old_irql);
+        } else if message == Held::INTERRUPT {
+            // SAFETY: only `acquire` makes the interrupt marker, after acquiring the interrupt
+            // lock with this handle; the hold being released is that one.
+            unsafe { port.release_interrupt_lock(self.interrupt_lock.get()) };
         }
     }
 
@@ -431,7 +444,8 @@ impl<T, S> Guard<'_, T, S> {
 impl<T, S> Drop for Guard<'_, T, S> {
     #[inline]
     fn drop(&mut self) {
-        self.locks.release_out_of_line(self.held);
+        let locks = self.locks;
+        locks.release_out_of_line(locks.port, self.held.message, self.held.old_irql);
     }
 }
 
