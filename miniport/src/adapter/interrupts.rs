@@ -199,7 +199,10 @@ impl Adapter {
             let Some(mut guard) = self.queue_under(held, queue) else {
                 return;
             };
-            if crate::io::drain(self, &mut guard) {
+            let reset = crate::io::drain(self, &mut guard);
+            // Inlined, the release of a lock StorPort holds is nothing at all.
+            guard.unlock();
+            if reset {
                 // The device broke the protocol. The reset takes every queue lock, which an ISR
                 // holding one of them cannot do: StorPort's timer runs it right after, with no
                 // queue lock held.
@@ -215,7 +218,9 @@ impl Adapter {
         }
         let reset = {
             let mut guard = self.lock(queue);
-            crate::io::drain(self, &mut guard)
+            let reset = crate::io::drain(self, &mut guard);
+            guard.unlock();
+            reset
         };
         if reset {
             self.reset_device(ResetCause::ProtocolViolation);

@@ -302,6 +302,33 @@ impl IndirectChain {
     /// for a table written in the other ring's format.
     #[inline]
     pub const fn check_for(&self, format: RingFormat, negotiated: bool) -> Result<(), QueueError> {
+        // One compare on every add: both formats are nonzero, so the chain's format equals
+        // `format` times `negotiated` only when the feature is negotiated and the formats match.
+        if self.format as u8 == format as u8 * negotiated as u8 {
+            return Ok(());
+        }
+        Err(self.refusal(negotiated))
+    }
+
+    /// Why [`Self::check_for`] refused the chain.
+    #[cold]
+    const fn refusal(&self, negotiated: bool) -> QueueError {
+        if !negotiated {
+            return QueueError::IndirectNotNegotiated;
+        }
+        QueueError::IndirectFormat {
+            written: self.format,
+        }
+    }
+
+    /// The checks of [`Self::check_for`] one by one, the definition its single compare is tested
+    /// against.
+    #[cfg(test)]
+    const fn check_for_by_definition(
+        &self,
+        format: RingFormat,
+        negotiated: bool,
+    ) -> Result<(), QueueError> {
         if !negotiated {
             return Err(QueueError::IndirectNotNegotiated);
         }

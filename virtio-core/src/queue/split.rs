@@ -277,11 +277,9 @@ pub struct SplitQueue<S: BorrowMut<[Slot]>> {
     view: RingView,
     /// One slot per descriptor: free list, chain links and per-chain bookkeeping.
     slots: S,
-    layout: SplitLayout,
     index: u16,
+    /// The queue size, which is also the whole [`SplitLayout`].
     size: u16,
-    /// `size - 1`: the size is a power of two, so ring positions are `idx & mask`.
-    mask: u16,
     features: QueueFeatures,
     /// First free descriptor (meaningless when `num_free` is 0).
     free_head: u16,
@@ -289,11 +287,11 @@ pub struct SplitQueue<S: BorrowMut<[Slot]>> {
     in_flight: u16,
     /// Shadow of `avail.idx`: the value last published.
     avail_idx: u16,
-    /// `avail.idx` at the previous `kick_prepare`, the `old` of `vring_need_event`.
-    kicked_avail_idx: u16,
-    /// Set when 65,536 chains were added since the previous `kick_prepare`: the event window
-    /// then wraps to empty, so the next `kick_prepare` must notify unconditionally.
-    force_kick: bool,
+    /// Chains published since the previous `kick_prepare`: `avail_idx` minus it is that call's
+    /// index, the `old` of `vring_need_event`, and 65,536 or more wrap the event window to
+    /// empty, so the next `kick_prepare` must notify unconditionally. One counter, bumped on
+    /// each publish and tested once per `kick_prepare` (64-bit: it cannot wrap back to 0).
+    unkicked: u64,
     /// The used index up to which chains were popped.
     last_used: u16,
     /// Shadow of `avail.flags` (without `EVENT_IDX`).
@@ -432,17 +430,14 @@ impl<S: BorrowMut<[Slot]>> SplitQueue<S> {
             ring,
             view,
             slots,
-            layout,
             index,
             size,
-            mask: size - 1,
             features,
             free_head: 0,
             num_free: size,
             in_flight: 0,
             avail_idx: 0,
-            kicked_avail_idx: 0,
-            force_kick: false,
+            unkicked: 0,
             last_used: 0,
             avail_flags: 0,
             used_event: 0,
@@ -453,10 +448,16 @@ impl<S: BorrowMut<[Slot]>> SplitQueue<S> {
         Ok(queue)
     }
 
+    /// `size - 1`: the size is a power of two, so ring positions are `idx & mask`.
+    #[inline]
+    const fn mask(&self) -> u16 {
+        self.size - 1
+    }
+
     /// The ring layout (offsets of every field), for diagnostics and device models.
     #[must_use]
     pub const fn layout(&self) -> SplitLayout {
-        self.layout
+        SplitLayout::new(self.size)
     }
 
     /// The features the queue was created with.
@@ -498,9 +499,7 @@ impl<S: BorrowMut<[Slot]>> SplitQueue<S> {
             .avail_header
             .store_u16(0, HEADER_IDX, published, Ordering::Release);
         self.in_flight += 1;
-        if published == self.kicked_avail_idx {
-            self.force_kick = true;
-        }
+        self.unkicked += 1;
         Token(head)
     }
 }
@@ -704,8 +703,8 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         let base = self.ring.bus_address();
         QueueAddresses {
             descriptors: base,
-            driver: base + self.layout.avail() as u64,
-            device: base + self.layout.used() as u64,
+            driver: base + self.layout().avail() as u64,
+            device: base + self.layout().used() as u64,
         }
     }
 
@@ -719,8 +718,8 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         if segments == 0 {
             return Err(QueueError::EmptyChain);
         }
-        // The descriptor table's own mask: the same value as `self.mask`, but the same load
-        // too, so the compiler reduces each descriptor index once for the slot and the table.
+        // The descriptor table's own mask (`size - 1`, the one mask the queue keeps), the same
+        // load for the slot and the table, so the compiler reduces each index once.
         let mask = self.view.descriptors.mask();
         let Some(slots) = Self::slots_mut(&mut self.slots, mask) else {
             let provided = self.slots.borrow().len();
@@ -838,13 +837,14 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
     )]
     #[inline(always)]
     fn kick_prepare(&mut self) -> bool {
-        let new = self.avail_idx;
-        let old = self.kicked_avail_idx;
-        if new == old && !self.force_kick {
+        let added = core::mem::take(&mut self.unkicked);
+        if added == 0 {
             return false;
         }
-        self.kicked_avail_idx = new;
-        let forced = core::mem::take(&mut self.force_kick);
+        let new = self.avail_idx;
+        // Truncated on purpose: the indexes are modulo 65,536, and `forced` covers the rest.
+        let old = new.wrapping_sub(added as u16);
+        let forced = added > u64::from(u16::MAX);
         // ORDERING: a full fence between the Release store of `avail.idx` (in `add`) and the
         // loads of `avail_event` / `used.flags` below. Release alone does not stop a later load
         // from being satisfied before the store is visible (store-load reordering), and then we
@@ -899,7 +899,7 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         let id = used_ring.load_u32(position, offset_of!(UsedElement, id), Ordering::Relaxed);
         let written = used_ring.load_u32(position, offset_of!(UsedElement, len), Ordering::Relaxed);
         // `id <= mask` is `id < size`; the size is at most 32,768, so such an id is a u16.
-        let mask = usize::from(self.mask);
+        let mask = self.view.descriptors.mask();
         let found = match Self::slots_mut(&mut self.slots, mask) {
             Some(slots) if id as usize <= mask => {
                 slots.get(id as usize).copied().map(|slot| (slots, slot))
@@ -998,7 +998,7 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         if self.in_flight == 0 {
             return None;
         }
-        let mask = self.mask;
+        let mask = self.mask();
         let slots = Self::slots_mut(&mut self.slots, usize::from(mask))?;
         for step in 0..=mask {
             let head = self.detach_cursor.wrapping_add(step) & mask;
@@ -1017,7 +1017,7 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
 
     fn reset(&mut self) {
         self.view.zero(self.size);
-        let mask = self.mask;
+        let mask = self.mask();
         let slots = self.slots.borrow_mut();
         for (index, slot) in (0..self.size).zip(slots.iter_mut()) {
             // The last slot links back to 0; `num_free` says where the list ends, and every
@@ -1031,8 +1031,7 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         self.num_free = self.size;
         self.in_flight = 0;
         self.avail_idx = 0;
-        self.kicked_avail_idx = 0;
-        self.force_kick = false;
+        self.unkicked = 0;
         self.last_used = 0;
         self.avail_flags = 0;
         self.used_event = 0;

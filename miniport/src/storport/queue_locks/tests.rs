@@ -53,3 +53,29 @@ fn the_stored_mode_round_trips_and_defaults_to_per_queue() {
     }
     assert_eq!(InterruptMode::from_raw(0), InterruptMode::PerQueue);
 }
+
+#[test]
+fn each_mode_s_lock_plan_names_the_lock_of_the_mode_for_every_virtqueue() {
+    for mode in [
+        InterruptMode::PerQueue,
+        InterruptMode::Shared,
+        InterruptMode::Line,
+    ] {
+        let plan = mode.plan();
+        // Every index the mode's own 16-bit vector arithmetic takes (`u16::MAX` has no
+        // vector of its own).
+        for index in 0..u16::MAX {
+            assert_eq!(plan.lock_of(index), mode.lock_of(index), "{mode:?} {index}");
+        }
+    }
+}
+
+#[test]
+fn a_hold_of_a_message_lock_is_below_both_markers() {
+    // `release` tells a message lock from the markers with one compare: the highest message a
+    // plan can name must stay below them.
+    let highest = InterruptMode::PerQueue.plan().message_of(u16::MAX);
+    assert_eq!(highest, Some(u32::from(u16::MAX) + 1));
+    assert!(highest.is_some_and(|message| message < Held::BY_CALLER));
+    const { assert!(Held::BY_CALLER < Held::INTERRUPT) };
+}

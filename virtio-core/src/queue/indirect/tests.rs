@@ -210,3 +210,20 @@ fn a_kept_record_comes_back_as_the_same_chain_and_impossible_ones_are_refused() 
     assert_eq!(RingFormat::from_raw(0), None);
     assert_eq!(RingFormat::from_raw(3), None);
 }
+
+#[test]
+fn check_for_s_one_compare_decides_as_the_checks_one_by_one() {
+    let formats = [RingFormat::Split, RingFormat::Packed];
+    for written in formats {
+        let chain = IndirectChain::from_parts(written, 0x1000, 2, 16, 32).unwrap();
+        for ring in formats {
+            for negotiated in [false, true] {
+                assert_eq!(
+                    chain.check_for(ring, negotiated),
+                    chain.check_for_by_definition(ring, negotiated),
+                    "{written:?} on {ring:?}, negotiated {negotiated}"
+                );
+            }
+        }
+    }
+}
