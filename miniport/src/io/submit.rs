@@ -33,7 +33,6 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
     };
     let request = Request {
         view: pending.view(),
-        layout,
     };
     // The fields StartIo needs, one load each, rather than a copy of the whole context.
     let Some(context) = Recorded::load(request.view, layout.context) else {

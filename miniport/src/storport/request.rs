@@ -267,6 +267,7 @@ impl RequestView {
     /// if it lies in the view, after the SRB record; `area_bus` is the bus address of the
     /// area's start, which the caller found contiguous up to the part's end.
     #[must_use]
+    #[inline]
     pub fn part(&self, offset: usize, len: usize, area_bus: u64) -> Option<DmaMemory> {
         if offset < SRB_RECORD_LEN || offset.checked_add(len)? > self.memory.len() {
             return None;
