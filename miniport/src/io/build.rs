@@ -155,7 +155,7 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     if u16::from(address.lun) > device.max_lun {
         return Err(SRB_STATUS_INVALID_LUN);
     }
-    let (_, cdb) = srb.cdb_words().map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    let (cdb_length, cdb) = srb.cdb_words().map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
     let [opcode, cdb1, cdb2, ..] = cdb[0].to_le_bytes();
     // A unit the device reported removed is gone for Windows at once (see `crate::events`);
     // only the commands the device answers for an absent unit still reach it.
@@ -207,7 +207,13 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     // The request header and the response written before the address is asked for, so the
     // CDB need not be kept across that call; a request the address then fails is completed
     // with its extension unused.
-    write_command(&head, lun, tag, cdb);
+    if cdb_length <= 16 {
+        // Its last two words are zero (`cdb_words` clears the bytes past the CDB): said here,
+        // the stores of the header's last bytes are constants.
+        write_command(&head, lun, tag, [cdb[0], cdb[1], 0, 0]);
+    } else {
+        write_command(&head, lun, tag, cdb);
+    }
     write_unwritten_response(&head);
     // The context fields known now, stored before the calls to StorPort below so that none of
     // them (nor the CDB they come from) need be kept across those calls.
