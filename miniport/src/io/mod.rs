@@ -10,7 +10,7 @@
 
 use core::sync::atomic::Ordering;
 
-use virtio_core::scsi::{CmdRespHeader, Response};
+use virtio_core::scsi::{CmdResp, CmdRespHeader, Response};
 use zerocopy::FromBytes;
 
 use crate::srb_extension::{CMD_RESP_AT, CONTEXT_AT, CONTEXT_LEN, RequestContext, RequestState};
@@ -71,10 +71,7 @@ impl Request<'_> {
     /// out.
     #[inline]
     fn completing_words(self) -> Option<[u64; 3]> {
-        let context = self
-            .view
-            .part(CONTEXT_AT, CONTEXT_LEN, 0)?
-            .array::<CONTEXT_LEN, 8>(0, 1)?;
+        let context = self.view.fields::<CONTEXT_LEN>(CONTEXT_AT)?;
         Some([0, 8, 16].map(|word| context.load_u64(0, word, Ordering::Relaxed)))
     }
 
@@ -82,10 +79,12 @@ impl Request<'_> {
     /// checked once.
     #[inline]
     fn response_head(self) -> Option<CmdRespHeader> {
-        let head = self
-            .view
-            .part(CMD_RESP_AT, RESPONSE_HEADER_LEN as usize, 0)?
-            .array::<{ RESPONSE_HEADER_LEN as usize }, 4>(0, 1)?;
+        // The window is the header and the first bytes of the sense that follows it, which
+        // every response has: a whole number of words, as `fields` takes.
+        const WINDOW: usize = 16;
+        const _: () =
+            assert!(WINDOW >= RESPONSE_HEADER_LEN as usize && WINDOW <= size_of::<CmdResp>());
+        let head = self.view.fields::<WINDOW>(CMD_RESP_AT)?;
         let word = |field: usize| head.load_u32(0, field, Ordering::Relaxed);
         let last = word(8).to_le_bytes();
         Some(CmdRespHeader {
