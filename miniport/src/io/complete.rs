@@ -14,7 +14,7 @@ use super::{Completing, RESPONSE_HEADER_LEN, Request, complete, device_identific
 use crate::in_flight::InFlight;
 use crate::luns::{Recorded, Snooped};
 use crate::queue_state::{QueueGuard, Ring};
-use crate::srb_extension::{CMD_RESP_AT, RequestState};
+use crate::srb_extension::{CMD_RESP_AT, INDIRECT_AT, RequestState};
 use crate::storport::request::{InFlightRequest, KeptSrb};
 use crate::storport::srb::Srb;
 use crate::storport::{
@@ -152,7 +152,18 @@ pub(super) fn complete_used<H: IoHost>(
     token: u16,
 ) -> bool {
     let layout = host.limits().request;
-    let Some((mut srb, view)) = in_flight.into_parts(layout.segments) else {
+    // Every layout keeps its scratch list, where the view ends, after the indirect table
+    // (`RequestLayout::new`): checked once here, the context and response windows below lie
+    // inside the view without a check of their own. Were it not so, the SRB stays uncompleted
+    // and the device is reset, as when the view cannot be made.
+    let scratch = layout.segments;
+    if scratch < INDIRECT_AT {
+        if let Some((srb, _)) = in_flight.into_parts(scratch) {
+            srb.hand_over();
+        }
+        return true;
+    }
+    let Some((mut srb, view)) = in_flight.into_parts(scratch) else {
         return true;
     };
     let request = Request { view: &view };
