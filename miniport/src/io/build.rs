@@ -155,7 +155,7 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     if u16::from(address.lun) > device.max_lun {
         return Err(SRB_STATUS_INVALID_LUN);
     }
-    let (_, cdb) = srb.cdb_words().map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    let (cdb_length, cdb) = srb.cdb_words().map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
     let [opcode, cdb1, cdb2, ..] = cdb[0].to_le_bytes();
     // A unit the device reported removed is gone for Windows at once (see `crate::events`);
     // only the commands the device answers for an absent unit still reach it.
@@ -207,8 +207,39 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     // The request header and the response written before the address is asked for, so the
     // CDB need not be kept across that call; a request the address then fails is completed
     // with its extension unused.
-    write_command(&head, lun, tag, cdb);
+    if cdb_length <= 16 {
+        // Its last two words are zero (`cdb_words` clears the bytes past the CDB): said here,
+        // the stores of the header's last bytes are constants.
+        write_command(&head, lun, tag, [cdb[0], cdb[1], 0, 0]);
+    } else {
+        write_command(&head, lun, tag, cdb);
+    }
     write_unwritten_response(&head);
+    // The context fields known now, stored before the calls to StorPort below so that none of
+    // them (nor the CDB they come from) need be kept across those calls.
+    let mut opcode_page = 0xFFFF;
+    if opcode == device_identification::INQUIRY && cdb1 & 1 == 1 {
+        opcode_page = u16::from(cdb2);
+    } else if opcode == luns::SERVICE_ACTION_IN_16 {
+        opcode_page = u16::from(cdb1 & 0x1F);
+    }
+    let direction_byte = match direction {
+        DataDirection::None => 0,
+        DataDirection::ToDevice => 1,
+        DataDirection::FromDevice | DataDirection::Bidirectional => 2,
+    };
+    write_known_context(
+        &head,
+        Known {
+            data_length: length,
+            sense_capacity,
+            direction: direction_byte,
+            target: address.target,
+            opcode,
+            lun: u16::from(address.lun),
+            vpd_page: opcode_page,
+        },
+    );
     let port = host.extension();
     // The SRB goes with its extension: under DMA remapping (an IOMMU) StorPort maps the SRB
     // extension for the device while it holds the SRB, and finds that logical address through
@@ -285,69 +316,123 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         (readable as u16, count.wrapping_sub(readable as u16), 0, 0)
     };
 
-    let mut opcode_page = 0xFFFF;
-    if opcode == device_identification::INQUIRY && cdb1 & 1 == 1 {
-        opcode_page = u16::from(cdb2);
-    } else if opcode == luns::SERVICE_ACTION_IN_16 {
-        opcode_page = u16::from(cdb1 & 0x1F);
-    }
-    // Every field of the context, one store each in the window checked above (the layout of
-    // `RequestContext`, whose offsets these are, from the window's start); `sequence` and
-    // `token` are StartIo's, under the queue lock, and zero until then.
-    let fields = &head;
-    let relaxed = Ordering::Relaxed;
-    let direction = match direction {
-        DataDirection::None => 0,
-        DataDirection::ToDevice => 1,
-        DataDirection::FromDevice | DataDirection::Bidirectional => 2,
-    };
-    fields.store_u32(0, offset_of!(RequestContext, data_length), length, relaxed);
-    fields.store_u32(
-        0,
-        offset_of!(RequestContext, sense_capacity),
-        sense_capacity,
-        relaxed,
+    write_built_context(
+        &head,
+        queue,
+        [readable, writable],
+        [table_writable, table_posted],
+        bus,
     );
-    fields.store_u16(0, RequestContext::QUEUE_OFFSET, queue, relaxed);
-    fields.store_u16(0, RequestContext::TOKEN_OFFSET, 0, relaxed);
-    fields.store_u8(0, RequestContext::STATE_OFFSET, RequestState::Built as u8);
-    fields.store_u8(0, offset_of!(RequestContext, direction), direction);
-    fields.store_u8(0, RequestContext::TARGET_OFFSET, address.target);
-    fields.store_u8(0, RequestContext::OPCODE_OFFSET, opcode);
-    fields.store_u16(
-        0,
-        RequestContext::LUN_OFFSET,
-        u16::from(address.lun),
-        relaxed,
-    );
-    fields.store_u16(
-        0,
-        offset_of!(RequestContext, vpd_page),
-        opcode_page,
-        relaxed,
-    );
-    fields.store_u16(0, RequestContext::READABLE_OFFSET, readable, relaxed);
-    fields.store_u16(0, RequestContext::WRITABLE_OFFSET, writable, relaxed);
-    fields.store_u32(
-        0,
-        RequestContext::TABLE_WRITABLE_OFFSET,
-        table_writable,
-        relaxed,
-    );
-    fields.store_u32(
-        0,
-        RequestContext::TABLE_POSTED_OFFSET,
-        table_posted,
-        relaxed,
-    );
-    fields.store_u64(0, RequestContext::BUS_OFFSET, bus, relaxed);
-    fields.store_u64(0, RequestContext::SEQUENCE_OFFSET, 0, relaxed);
     Ok(())
 }
 
-// The stores above cover the whole context: sixteen fields whose sizes add up to its size, so
-// a field added to `RequestContext` without a store here fails to build.
-const _: () = assert!(4 + 4 + 2 + 2 + 1 + 1 + 1 + 1 + 2 + 2 + 2 + 2 + 4 + 4 + 8 + 8 == CONTEXT_LEN);
+/// The context fields BuildIo knows before it asks StorPort for the request's address and
+/// its scatter/gather list.
+#[derive(Clone, Copy)]
+struct Known {
+    data_length: u32,
+    sense_capacity: u32,
+    /// `RequestContext::direction`.
+    direction: u8,
+    target: u8,
+    opcode: u8,
+    lun: u16,
+    vpd_page: u16,
+}
+
+// The context as words (little-endian): `data_length`, `sense_capacity` | `queue`, `token`,
+// `state`, `direction`, `target`, `opcode` | `lun`, `vpd_page`, `readable`, `writable` |
+// `table_writable`, `table_posted` | `bus` | `sequence`. BuildIo stores each word whole, once;
+// these offsets, and the sizes adding up to the context's, make a field moved or added without
+// the stores below following it fail to build.
+const _: () = {
+    use core::mem::offset_of;
+    type C = RequestContext;
+    assert!(
+        offset_of!(C, data_length) == 0
+            && offset_of!(C, sense_capacity) == 4
+            && offset_of!(C, queue) == 8
+            && offset_of!(C, token) == 10
+            && offset_of!(C, state) == 12
+            && offset_of!(C, direction) == 13
+            && offset_of!(C, target) == 14
+            && offset_of!(C, opcode) == 15
+            && offset_of!(C, lun) == 16
+            && offset_of!(C, vpd_page) == 18
+            && offset_of!(C, readable) == 20
+            && offset_of!(C, writable) == 22
+            && offset_of!(C, table_writable) == 24
+            && offset_of!(C, table_posted) == 28
+            && offset_of!(C, bus) == 32
+            && offset_of!(C, sequence) == 40
+            && 4 + 4 + 2 + 2 + 1 + 1 + 1 + 1 + 2 + 2 + 2 + 2 + 4 + 4 + 8 + 8 == CONTEXT_LEN
+    );
+};
+
+/// Stores the words and half-words of the context that hold only [`Known`] fields (`token`
+/// 0 and state `Built`; `sequence`, StartIo's, zero until then; `queue` 0, stored again by
+/// [`write_built_context`]), in the window checked once.
+#[expect(
+    clippy::inline_always,
+    reason = "on every I/O, one caller; out of line the fields go through memory (cargo xtask bench)"
+)]
+#[inline(always)]
+fn write_known_context(head: &Head, known: Known) {
+    let relaxed = Ordering::Relaxed;
+    head.store_u64(
+        0,
+        0,
+        u64::from(known.data_length) | u64::from(known.sense_capacity) << 32,
+        relaxed,
+    );
+    head.store_u64(
+        0,
+        8,
+        u64::from(RequestState::Built as u8) << 32
+            | u64::from(known.direction) << 40
+            | u64::from(known.target) << 48
+            | u64::from(known.opcode) << 56,
+        relaxed,
+    );
+    head.store_u32(
+        0,
+        16,
+        u32::from(known.lun) | u32::from(known.vpd_page) << 16,
+        relaxed,
+    );
+    head.store_u64(0, RequestContext::SEQUENCE_OFFSET, 0, relaxed);
+}
+
+/// Stores the rest of the context, what BuildIo learnt from StorPort: the queue, the segment
+/// counts, the indirect table's totals and the request's bus address.
+#[expect(
+    clippy::inline_always,
+    reason = "on every I/O, one caller; out of line the fields go through memory (cargo xtask bench)"
+)]
+#[inline(always)]
+fn write_built_context(
+    head: &Head,
+    queue: u16,
+    [readable, writable]: [u16; 2],
+    [table_writable, table_posted]: [u32; 2],
+    bus: u64,
+) {
+    let relaxed = Ordering::Relaxed;
+    head.store_u16(0, RequestContext::QUEUE_OFFSET, queue, relaxed);
+    head.store_u32(
+        0,
+        RequestContext::READABLE_OFFSET,
+        u32::from(readable) | u32::from(writable) << 16,
+        relaxed,
+    );
+    head.store_u64(
+        0,
+        RequestContext::TABLE_WRITABLE_OFFSET,
+        u64::from(table_writable) | u64::from(table_posted) << 32,
+        relaxed,
+    );
+    head.store_u64(0, RequestContext::BUS_OFFSET, bus, relaxed);
+}
 
 /// Bytes from the context to the indirect table: the window BuildIo writes the context, the
 /// request header and the response through.
@@ -566,6 +651,76 @@ mod tests {
         let mut response = [0u8; UNWRITTEN_RESPONSE_HEADER.len()];
         assert!(memory.read_bytes(CMD_RESP_AT - CONTEXT_AT, &mut response));
         assert_eq!(response, UNWRITTEN_RESPONSE_HEADER);
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "BuildIo stores `queue` as a half-word into the word it stored whole before, two sizes at one location, which Miri's weak-memory emulation cannot run"
+    )]
+    fn context_words_are_the_bytes_of_the_context() {
+        use zerocopy::IntoBytes;
+        let hal = FakeHal::new();
+        let memory = hal.dma_alloc(HEAD_LEN, 16).unwrap();
+        let head: Head = memory.table(0, 1).unwrap();
+        // Garbage from an earlier request first: every byte must be written. The context is
+        // accessed here at the sizes BuildIo stores it (Miri cannot run a location accessed
+        // atomically at two sizes).
+        let relaxed = Ordering::Relaxed;
+        let sizes = [(0, 8), (8, 8), (16, 4), (20, 4), (24, 8), (32, 8), (40, 8)];
+        for (at, size) in sizes {
+            if size == 8 {
+                head.store_u64(0, at, 0xA5A5_A5A5_A5A5_A5A5, relaxed);
+            } else {
+                head.store_u32(0, at, 0xA5A5_A5A5, relaxed);
+            }
+        }
+        // Every field a distinct value with no zero byte where it can have one, so a field
+        // stored at the wrong place or width shows.
+        let known = Known {
+            data_length: 0x8877_6655,
+            sense_capacity: 0x0000_00F1,
+            direction: 2,
+            target: 0xE5,
+            opcode: 0x9E,
+            lun: 0x0307,
+            vpd_page: 0x0083,
+        };
+        write_known_context(&head, known);
+        write_built_context(
+            &head,
+            0x1A2B,
+            [0x1111, 0x2222],
+            [0x0000_1060, 0x0000_1093],
+            0xDEAD_BEEF_0BAD_F00D,
+        );
+        let expected = RequestContext {
+            data_length: known.data_length.into(),
+            sense_capacity: known.sense_capacity.into(),
+            queue: 0x1A2B.into(),
+            token: 0.into(),
+            state: RequestState::Built as u8,
+            direction: known.direction,
+            target: known.target,
+            opcode: known.opcode,
+            lun: known.lun.into(),
+            vpd_page: 0x0083.into(),
+            readable: 0x1111.into(),
+            writable: 0x2222.into(),
+            table_writable: 0x0000_1060.into(),
+            table_posted: 0x0000_1093.into(),
+            bus: 0xDEAD_BEEF_0BAD_F00D.into(),
+            sequence: 0.into(),
+        };
+        let mut written = [0u8; CONTEXT_LEN];
+        for (at, size) in sizes {
+            if size == 8 {
+                written[at..at + 8].copy_from_slice(&head.load_u64(0, at, relaxed).to_le_bytes());
+            } else {
+                written[at..at + 4].copy_from_slice(&head.load_u32(0, at, relaxed).to_le_bytes());
+            }
+        }
+        assert_eq!(written, expected.as_bytes());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use core::sync::atomic::Ordering;
 
+use virtio_core::dma::DmaMemory;
 use virtio_core::queue::Virtqueue;
 use virtio_core::scsi::{DataDirection, Disposition, SENSE_SIZE, Transfer, complete_header};
 
@@ -13,7 +14,7 @@ use super::{Completing, RESPONSE_HEADER_LEN, Request, complete, device_identific
 use crate::in_flight::InFlight;
 use crate::luns::{Recorded, Snooped};
 use crate::queue_state::{QueueGuard, Ring};
-use crate::srb_extension::RequestState;
+use crate::srb_extension::{CMD_RESP_AT, INDIRECT_AT, RequestState};
 use crate::storport::request::{InFlightRequest, KeptSrb};
 use crate::storport::srb::Srb;
 use crate::storport::{
@@ -151,17 +152,26 @@ pub(super) fn complete_used<H: IoHost>(
     token: u16,
 ) -> bool {
     let layout = host.limits().request;
-    let Some((mut srb, view)) = in_flight.into_parts(layout.segments) else {
+    // Every layout keeps its scratch list, where the view ends, after the indirect table
+    // (`RequestLayout::new`): checked once here, the context and response windows below lie
+    // inside the view without a check of their own. Were it not so, the SRB stays uncompleted
+    // and the device is reset, as when the view cannot be made.
+    let scratch = layout.segments;
+    if scratch < INDIRECT_AT {
+        if let Some((srb, _)) = in_flight.into_parts(scratch) {
+            srb.hand_over();
+        }
+        return true;
+    }
+    let Some((mut srb, view)) = in_flight.into_parts(scratch) else {
         return true;
     };
-    let request = Request {
-        view: &view,
-        layout,
-    };
-    let Some(context) = request.completing() else {
+    let request = Request { view: &view };
+    let Some(words) = request.completing_words() else {
         srb.hand_over();
         return true;
     };
+    let context = Completing::from_words(&words);
     if context.state != RequestState::InFlight as u8 || context.token != token {
         // Not the request this token was given to: left uncompleted, as the reset that
         // follows cannot complete what is no longer on a ring either.
@@ -196,18 +206,9 @@ pub(super) fn complete_used<H: IoHost>(
         && direction == DataDirection::FromDevice
         && is_scan_opcode(context.opcode)
     {
-        if context.vpd_page == u16::from(device_identification::DEVICE_IDENTIFICATION)
-            && context.opcode == device_identification::INQUIRY
-            && let Some(new_len) = synthesize_vpd(host, &mut srb, &context, transferred)
-        {
-            transferred = new_len;
-            if transferred == context.data_length {
-                status = SRB_STATUS_SUCCESS;
-            }
-        }
-        if let Some(snooped) = Snooped::of(context.opcode, context.vpd_page) {
-            snoop(host, &srb, &context, snooped, transferred);
-        }
+        let [lengths, state, unit] = words;
+        (srb, transferred, status) =
+            answer_scan(host, srb, lengths, state, unit, transferred, status);
     }
     srb.set_data_transfer_length(transferred);
     if let Some(counters) = counters {
@@ -216,21 +217,81 @@ pub(super) fn complete_used<H: IoHost>(
     if outcome.autosense_valid && status != SRB_STATUS_NO_DEVICE && srb.sense_buffer().is_some() {
         // The header said how many sense bytes there are (bounded by the buffer and the SRB's
         // capacity in `complete_header`); only those are read from the device.
-        let wanted = usize::from(outcome.sense_len);
-        let mut sense = [0u8; SENSE_SIZE];
-        if !request.read_sense(&mut sense, wanted) {
-            srb.set_data_transfer_length(0);
-            complete(host, srb, SRB_STATUS_ERROR);
-            return true;
+        let response = view.part(
+            CMD_RESP_AT,
+            RESPONSE_HEADER_LEN as usize + usize::from(outcome.sense_len),
+            0,
+        );
+        match copy_device_sense(srb, response) {
+            Ok(copied) => {
+                srb = copied;
+                status |= SRB_STATUS_AUTOSENSE_VALID;
+            }
+            Err(mut unread) => {
+                unread.set_data_transfer_length(0);
+                complete(host, unread, SRB_STATUS_ERROR);
+                return true;
+            }
         }
-        let len = srb.copy_sense(sense.get(..wanted).unwrap_or(&[]));
-        srb.set_sense_length(len);
-        status |= SRB_STATUS_AUTOSENSE_VALID;
     } else if status != SRB_STATUS_SUCCESS {
         srb.set_sense_length(0);
     }
     complete(host, srb, status);
     outcome.disposition.requires_device_reset()
+}
+
+/// What the completion does with the answer of a bus scan command (`is_scan_opcode`) that
+/// succeeded: the VPD 0x83 synthesis and the snoop into the LUN table. Returns the SRB, the
+/// bytes transferred and the SRB status, as they then are. Out of line, and everything passed
+/// by value (the context as the three words it was loaded as, [`Completing::from_words`]): on
+/// the reads and writes of every I/O, the SRB and the context stay in registers instead of
+/// being stored for a call they do not make.
+#[cold]
+#[inline(never)]
+fn answer_scan<H: IoHost>(
+    host: &H,
+    mut srb: Srb,
+    lengths: u64,
+    state: u64,
+    unit: u64,
+    mut transferred: u32,
+    mut status: u8,
+) -> (Srb, u32, u8) {
+    let context = Completing::from_words(&[lengths, state, unit]);
+    if context.vpd_page == u16::from(device_identification::DEVICE_IDENTIFICATION)
+        && context.opcode == device_identification::INQUIRY
+        && let Some(new_len) = synthesize_vpd(host, &mut srb, &context, transferred)
+    {
+        transferred = new_len;
+        if transferred == context.data_length {
+            status = SRB_STATUS_SUCCESS;
+        }
+    }
+    if let Some(snooped) = Snooped::of(context.opcode, context.vpd_page) {
+        snoop(host, &srb, &context, snooped, transferred);
+    }
+    (srb, transferred, status)
+}
+
+/// Copies the sense bytes the device wrote, those after the response header in `response`
+/// (the response, up to the sense length the header said, if the request's view holds that
+/// much), into the SRB's sense buffer and sets its sense length. The SRB back: `Err` if the
+/// bytes are not all in the view. Out of line and passed by value, as [`answer_scan`].
+#[cold]
+#[inline(never)]
+fn copy_device_sense(mut srb: Srb, response: Option<DmaMemory>) -> Result<Srb, Srb> {
+    const HEADER: usize = RESPONSE_HEADER_LEN as usize;
+    let mut bytes = [0u8; SENSE_SIZE];
+    let read = response.and_then(|response| {
+        let bytes = bytes.get_mut(..response.len().checked_sub(HEADER)?)?;
+        response.read_bytes(HEADER, bytes).then_some(bytes)
+    });
+    let Some(bytes) = read else {
+        return Err(srb);
+    };
+    let len = srb.copy_sense(bytes);
+    srb.set_sense_length(len);
+    Ok(srb)
 }
 
 /// Whether a command with `opcode` is one whose answer the completion may snoop or complete
@@ -351,10 +412,7 @@ fn fail_request<H: IoHost>(host: &H, in_flight: InFlightRequest, disposition: Di
     let Some((mut srb, view)) = in_flight.into_parts(layout.segments) else {
         return;
     };
-    let request = Request {
-        view: &view,
-        layout,
-    };
+    let request = Request { view: &view };
     let Some(context) = request
         .context()
         .filter(|context| context.state == RequestState::InFlight as u8)
@@ -387,11 +445,7 @@ pub fn scan_in_flight<H: IoHost>(
         let Some(view) = in_flight.view(layout.segments) else {
             continue;
         };
-        let Some(context) = (Request {
-            view: &view,
-            layout,
-        })
-        .context() else {
+        let Some(context) = (Request { view: &view }).context() else {
             continue;
         };
         if context.state != RequestState::InFlight as u8 {

@@ -10,12 +10,10 @@
 
 use core::sync::atomic::Ordering;
 
-use virtio_core::scsi::{CmdRespHeader, Response, SENSE_SIZE};
+use virtio_core::scsi::{CmdResp, CmdRespHeader, Response};
 use zerocopy::FromBytes;
 
-use crate::srb_extension::{
-    CMD_RESP_AT, CONTEXT_AT, CONTEXT_LEN, RequestContext, RequestLayout, RequestState,
-};
+use crate::srb_extension::{CMD_RESP_AT, CONTEXT_AT, CONTEXT_LEN, RequestContext, RequestState};
 use crate::storport::request::RequestView;
 use crate::storport::srb::Srb;
 
@@ -46,16 +44,15 @@ const RESPONSE_HEADER_LEN: u32 = 12;
 const UNWRITTEN_RESPONSE_HEADER: [u8; RESPONSE_HEADER_LEN as usize] =
     [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, Response::Failure as u8];
 
-/// One request's memory in its SRB extension, as the floor's bounds-checked view with the
-/// adapter's layout.
+/// One request's memory in its SRB extension, as the floor's bounds-checked view (its parts at
+/// the constant offsets every layout keeps them at).
 #[derive(Clone, Copy, Debug)]
 struct Request<'v> {
     view: &'v RequestView,
-    layout: RequestLayout,
 }
 
 impl Request<'_> {
-    fn context(&self) -> Option<RequestContext> {
+    fn context(self) -> Option<RequestContext> {
         let mut bytes = [0u8; CONTEXT_LEN];
         self.view
             .read_bytes(CONTEXT_AT, &mut bytes)
@@ -64,39 +61,30 @@ impl Request<'_> {
     }
 
     /// Moves the request to `state` (one byte; the rest of the context is unchanged).
-    fn set_state(&self, state: RequestState) {
+    fn set_state(self, state: RequestState) {
         self.view
             .store_u8(CONTEXT_AT + RequestContext::STATE_OFFSET, state as u8);
     }
 
-    /// Reads the first `len` sense bytes the device wrote into `sense`.
-    fn read_sense(&self, sense: &mut [u8; SENSE_SIZE], len: usize) -> bool {
-        sense.get_mut(..len).is_some_and(|sense| {
-            self.view
-                .read_bytes(self.layout.cmd_resp + RESPONSE_HEADER_LEN as usize, sense)
-        })
-    }
-
-    /// What a completion reads of the context ([`Completing`]): the first three words, loaded
-    /// one by one from a window checked once, instead of the whole context copied out.
+    /// The words of the context a completion reads ([`Completing::from_words`]): the first
+    /// three, loaded one by one from a window checked once, instead of the whole context copied
+    /// out.
     #[inline]
-    fn completing(&self) -> Option<Completing> {
-        let context = self
-            .view
-            .part(CONTEXT_AT, CONTEXT_LEN, 0)?
-            .array::<CONTEXT_LEN, 8>(0, 1)?;
-        let words = [0, 8, 16].map(|word| context.load_u64(0, word, Ordering::Relaxed));
-        Some(Completing::from_words(&words))
+    fn completing_words(self) -> Option<[u64; 3]> {
+        let context = self.view.fields::<CONTEXT_LEN>(CONTEXT_AT)?;
+        Some([0, 8, 16].map(|word| context.load_u64(0, word, Ordering::Relaxed)))
     }
 
     /// The response's fixed head as the device wrote it: three 32-bit loads from a window
     /// checked once.
     #[inline]
-    fn response_head(&self) -> Option<CmdRespHeader> {
-        let head = self
-            .view
-            .part(CMD_RESP_AT, RESPONSE_HEADER_LEN as usize, 0)?
-            .array::<{ RESPONSE_HEADER_LEN as usize }, 4>(0, 1)?;
+    fn response_head(self) -> Option<CmdRespHeader> {
+        // The window is the header and the first bytes of the sense that follows it, which
+        // every response has: a whole number of words, as `fields` takes.
+        const WINDOW: usize = 16;
+        const _: () =
+            assert!(WINDOW >= RESPONSE_HEADER_LEN as usize && WINDOW <= size_of::<CmdResp>());
+        let head = self.view.fields::<WINDOW>(CMD_RESP_AT)?;
         let word = |field: usize| head.load_u32(0, field, Ordering::Relaxed);
         let last = word(8).to_le_bytes();
         Some(CmdRespHeader {

@@ -10,7 +10,7 @@ use virtio_core::queue::{IndirectChain, QueueError, Virtqueue};
 
 use super::{IoHost, Request, complete};
 use crate::queue_state::{Reservation, Ring};
-use crate::srb_extension::{CONTEXT_LEN, RequestContext, RequestState};
+use crate::srb_extension::{CONTEXT_AT, CONTEXT_LEN, INDIRECT_AT, RequestContext, RequestState};
 use crate::storport::request::{InFlightRequest, PendingRequest, RequestView};
 use crate::storport::srb::Srb;
 use crate::storport::{
@@ -33,21 +33,20 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
     };
     let request = Request {
         view: pending.view(),
-        layout,
     };
     // The fields StartIo needs, one load each, rather than a copy of the whole context.
-    let Some(context) = Recorded::load(request.view, layout.context) else {
+    let Some(context) = Recorded::load(request.view, CONTEXT_AT) else {
         complete(host, pending.into_srb(), SRB_STATUS_ERROR);
         return;
     };
     let queue = context.queue.min(host.request_queues().saturating_sub(1));
-    let Some(chain) = chain_of(host, &pending, &context, layout) else {
+    let Some(chain) = chain_of(host, &pending, &context) else {
         complete(host, pending.into_srb(), SRB_STATUS_ERROR);
         return;
     };
     let (outcome, notify) = {
         let mut guard = host.lock(queue);
-        if let Some(status) = refusal(host, request.view, layout.context) {
+        if let Some(status) = refusal(host, &context.fields) {
             drop(guard);
             complete(host, pending.into_srb(), status);
             return;
@@ -138,9 +137,9 @@ fn put_on_ring<H: IoHost>(
     Ok((token, ring.kick_prepare()))
 }
 
-/// Why StartIo, under the queue lock, must not put a built request on the ring, as the SRB
-/// status to complete it with; `None` when it may go.
-fn refusal<H: IoHost>(host: &H, view: &RequestView, context: usize) -> Option<u8> {
+/// Why StartIo, under the queue lock, must not put a built request (whose context is `fields`)
+/// on the ring, as the SRB status to complete it with; `None` when it may go.
+fn refusal<H: IoHost>(host: &H, fields: &DmaTable<CONTEXT_LEN, 8>) -> Option<u8> {
     if host.is_stopped() {
         // Stopped (ScsiStopAdapter until ScsiRestartAdapter): the device is reset and must not
         // see the request. BUSY is retryable: StorPort resubmits it later. Checked under the
@@ -150,13 +149,12 @@ fn refusal<H: IoHost>(host: &H, view: &RequestView, context: usize) -> Option<u8
             .busy_while_stopped
             .fetch_add(1, Ordering::Relaxed);
         Some(SRB_STATUS_BUSY)
-    } else if let Some(fields) = view.fields::<CONTEXT_LEN>(context)
-        && host.gone().contains(
-            fields.load_u8(0, RequestContext::TARGET_OFFSET),
-            fields.load_u16(0, RequestContext::LUN_OFFSET, Ordering::Relaxed) as u8,
-        )
-        && !crate::events::reaches_absent_unit(fields.load_u8(0, RequestContext::OPCODE_OFFSET))
-    {
+    } else if host.gone().contains(
+        fields.load_u8(0, RequestContext::TARGET_OFFSET),
+        fields.load_u16(0, RequestContext::LUN_OFFSET, Ordering::Relaxed) as u8,
+    ) && !crate::events::reaches_absent_unit(
+        fields.load_u8(0, RequestContext::OPCODE_OFFSET),
+    ) {
         // Marked removed since BuildIo accepted it (a REMOVED event, or StorPort removing the
         // unit: `crate::recovery::unit_control`). Read under the queue lock, under which a
         // removal's scan of what is in flight looks at this ring too: a request is either on
@@ -231,7 +229,6 @@ fn chain_of<'p, H: IoHost>(
     host: &H,
     pending: &'p PendingRequest,
     context: &Recorded,
-    layout: crate::srb_extension::RequestLayout,
 ) -> Option<Chain<'p>> {
     let readable = usize::from(context.readable);
     let writable = usize::from(context.writable);
@@ -245,7 +242,7 @@ fn chain_of<'p, H: IoHost>(
         // (`prepare` checked the span is contiguous).
         IndirectChain::from_parts(
             super::build::ring_format(host.features()),
-            context.bus.wrapping_add(layout.indirect as u64),
+            context.bus.wrapping_add(INDIRECT_AT as u64),
             u16::try_from(segments).ok()?,
             context.table_writable,
             context.table_posted,

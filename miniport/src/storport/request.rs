@@ -110,9 +110,11 @@ impl AreaShape {
         }
     }
 
-    /// Whether the shape keeps the record and the scratch list where this module needs them.
+    /// Whether the shape keeps the record and the scratch list where this module needs them,
+    /// with a head that fits in a page.
     const fn is_usable(&self) -> bool {
-        self.scratch >= SRB_RECORD_LEN
+        self.head <= PAGE
+            && self.scratch >= SRB_RECORD_LEN
             && self.scratch.is_multiple_of(align_of::<Segment>())
             && self.len().is_some()
     }
@@ -120,12 +122,14 @@ impl AreaShape {
 
 /// The start of the request area in an SRB extension at `extension`: its first 16-aligned
 /// byte, moved to the next page if the first `head` bytes would straddle a page boundary (so
-/// each of them is physically contiguous, whatever StorPort's pool gave us).
+/// each of them is physically contiguous, whatever StorPort's pool gave us). `head` is at most
+/// a page ([`AreaShape::new`] refuses a larger one), so a start that moves is not at a page
+/// boundary already: the next page is the one after its own.
 #[must_use]
 pub const fn area_start(extension: usize, head: usize) -> usize {
     let aligned = extension.next_multiple_of(AREA_ALIGN);
     if aligned % PAGE + head > PAGE {
-        aligned.next_multiple_of(PAGE)
+        (aligned & !(PAGE - 1)) + PAGE
     } else {
         aligned
     }
@@ -267,6 +271,7 @@ impl RequestView {
     /// if it lies in the view, after the SRB record; `area_bus` is the bus address of the
     /// area's start, which the caller found contiguous up to the part's end.
     #[must_use]
+    #[inline]
     pub fn part(&self, offset: usize, len: usize, area_bus: u64) -> Option<DmaMemory> {
         if offset < SRB_RECORD_LEN || offset.checked_add(len)? > self.memory.len() {
             return None;
@@ -706,5 +711,33 @@ impl KeptSrbCell {
             raw,
             extended: word & 1 == 1,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_area_moves_to_the_next_page_only_when_its_head_would_straddle_one() {
+        // Aligned to 16 first.
+        assert_eq!(area_start(0x1_0001, 240), 0x1_0010);
+        assert_eq!(area_start(0x1_0010, 240), 0x1_0010);
+        // The head ends exactly at the page's end: it stays.
+        assert_eq!(area_start(0x1_0F10, 240), 0x1_0F10);
+        assert_eq!(area_start(0x1_0F09, 240), 0x1_0F10);
+        // One byte more would straddle: the next page.
+        assert_eq!(area_start(0x1_0F11, 240), 0x1_1000);
+        assert_eq!(area_start(0x1_0F20, 240), 0x1_1000);
+        // At a page boundary, even a whole page of head fits.
+        assert_eq!(area_start(0x1_1000, PAGE), 0x1_1000);
+        assert_eq!(area_start(0x1_0FFF, PAGE), 0x1_1000);
+        assert_eq!(area_start(0x1_0010, PAGE), 0x1_1000);
+    }
+
+    #[test]
+    fn a_head_larger_than_a_page_is_refused() {
+        assert!(AreaShape::new(PAGE, PAGE + 16, 4).is_some());
+        assert!(AreaShape::new(PAGE + 16, PAGE + 16, 4).is_none());
     }
 }

@@ -999,39 +999,52 @@ impl Srb {
         // `len <= CDB_SIZE` is checked here too.
         let masks = CDB_WORD_MASKS.get(len).ok_or(error)?;
         let at = self.scsi.cdb();
-        let mut words = [0u64; CDB_SIZE / 8];
-        match self.cdb_span {
+        let words = match self.cdb_span {
             // The CDB array of a classic SRB or of a CDB16 block, or a CDB_VAR block's 16
             // bytes: two words.
             16 => {
+                let mut words = [0u64; CDB_SIZE / 8];
                 for (index, word) in words.iter_mut().take(2).enumerate() {
                     // SAFETY: `at .. at + 16` is the CDB array (or the checked CDB_VAR bytes)
                     // of the validated SRB; `[u8; 8]` needs no alignment.
                     let bytes: [u8; 8] = unsafe { read_at(self.raw, at + 8 * index) };
                     *word = u64::from_le_bytes(bytes) & masks[index];
                 }
+                words
             }
             // A CDB32 block's array, or a CDB_VAR block's 32 bytes: four words.
             32 => {
+                let mut words = [0u64; CDB_SIZE / 8];
                 for (index, word) in words.iter_mut().enumerate() {
                     // SAFETY: `at .. at + 32` is the CDB array (or the checked CDB_VAR bytes)
                     // of the validated SRB; `[u8; 8]` needs no alignment.
                     let bytes: [u8; 8] = unsafe { read_at(self.raw, at + 8 * index) };
                     *word = u64::from_le_bytes(bytes) & masks[index];
                 }
+                words
             }
             // A CDB_VAR block of another length: exactly its `len` bytes, which were checked
             // against SrbLength.
-            _ => {
-                for index in 0..len {
-                    let byte = u64::from(self.read_u8(at + index));
-                    if let Some(word) = words.get_mut(index / 8) {
-                        *word |= byte << (8 * (index % 8));
-                    }
-                }
+            _ => self.variable_cdb_words(at, len),
+        };
+        Ok((len, words))
+    }
+
+    /// The `len` bytes of a CDB_VAR block's CDB at `at` (checked against SrbLength when the
+    /// SRB was validated), a byte at a time, as [`Self::cdb_words`] gives them. Out of line:
+    /// its words indexed by a variable live in memory, which the I/O path's CDBs, read a word
+    /// at a time, then need not.
+    #[cold]
+    #[inline(never)]
+    fn variable_cdb_words(&self, at: usize, len: usize) -> [u64; CDB_SIZE / 8] {
+        let mut words = [0u64; CDB_SIZE / 8];
+        for index in 0..len {
+            let byte = u64::from(self.read_u8(at + index));
+            if let Some(word) = words.get_mut(index / 8) {
+                *word |= byte << (8 * (index % 8));
             }
         }
-        Ok((len, words))
+        words
     }
 
     /// The sense buffer and its capacity; `None` when the SRB has none.
