@@ -11,7 +11,7 @@ use virtio_core::queue::{IndirectChain, QueueError, Virtqueue};
 use super::{IoHost, Request, complete};
 use crate::queue_state::{Reservation, Ring};
 use crate::srb_extension::{CONTEXT_AT, CONTEXT_LEN, INDIRECT_AT, RequestContext, RequestState};
-use crate::storport::request::{InFlightRequest, PendingRequest, RequestView};
+use crate::storport::request::{InFlightRequest, PendingRequest};
 use crate::storport::srb::Srb;
 use crate::storport::{
     SRB_STATUS_BUSY, SRB_STATUS_ERROR, SRB_STATUS_INVALID_REQUEST, SRB_STATUS_NO_DEVICE,
@@ -34,18 +34,24 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
     let request = Request {
         view: pending.view(),
     };
-    // The fields StartIo needs, one load each, rather than a copy of the whole context.
-    let Some(context) = Recorded::load(request.view, CONTEXT_AT) else {
+    // The context, checked once; before the lock only the queue number is read from it.
+    let Some(fields) = request.view.fields::<CONTEXT_LEN>(CONTEXT_AT) else {
         complete(host, pending.into_srb(), SRB_STATUS_ERROR);
         return;
     };
-    let queue = context.queue.min(host.request_queues().saturating_sub(1));
-    let Some(chain) = chain_of(host, &pending, &context) else {
-        complete(host, pending.into_srb(), SRB_STATUS_ERROR);
-        return;
-    };
+    let queue = fields
+        .load_u16(0, RequestContext::QUEUE_OFFSET, Ordering::Relaxed)
+        .min(host.request_queues().saturating_sub(1));
     let (outcome, notify) = {
         let mut guard = host.lock(queue);
+        // The rest of the context, and the chain it describes, read under the lock: nothing
+        // but the context's address need survive the lock call.
+        let context = Recorded::load(fields);
+        let Some(chain) = chain_of(host, &pending, &context) else {
+            drop(guard);
+            complete(host, pending.into_srb(), SRB_STATUS_ERROR);
+            return;
+        };
         if let Some(status) = refusal(host, &context.fields) {
             drop(guard);
             complete(host, pending.into_srb(), status);
@@ -171,7 +177,6 @@ fn refusal<H: IoHost>(host: &H, fields: &DmaTable<CONTEXT_LEN, 8>) -> Option<u8>
 struct Recorded {
     /// The context, checked once.
     fields: DmaTable<CONTEXT_LEN, 8>,
-    queue: u16,
     readable: u16,
     writable: u16,
     table_writable: u32,
@@ -180,25 +185,23 @@ struct Recorded {
 }
 
 impl Recorded {
-    /// Loads them from the context at `context` in `view`, each at its own size after one
-    /// bounds check for the whole context; `None` if the context is not in the view.
+    /// Loads them from the context `fields` (checked once, when taken from the view), each
+    /// at its own size.
     #[expect(
         clippy::inline_always,
         reason = "on every I/O; left out of line it costs instructions per I/O (cargo xtask bench)"
     )]
     #[inline(always)]
-    fn load(view: &RequestView, context: usize) -> Option<Self> {
-        let fields = view.fields::<CONTEXT_LEN>(context)?;
+    fn load(fields: DmaTable<CONTEXT_LEN, 8>) -> Self {
         let relaxed = Ordering::Relaxed;
-        Some(Self {
+        Self {
             fields,
-            queue: fields.load_u16(0, RequestContext::QUEUE_OFFSET, relaxed),
             readable: fields.load_u16(0, RequestContext::READABLE_OFFSET, relaxed),
             writable: fields.load_u16(0, RequestContext::WRITABLE_OFFSET, relaxed),
             table_writable: fields.load_u32(0, RequestContext::TABLE_WRITABLE_OFFSET, relaxed),
             table_posted: fields.load_u32(0, RequestContext::TABLE_POSTED_OFFSET, relaxed),
             bus: fields.load_u64(0, RequestContext::BUS_OFFSET, relaxed),
-        })
+        }
     }
 
     /// Records the request on the ring: its token and state, which the completion checks, and
