@@ -9,7 +9,7 @@ use virtio_core::hal::Segment;
 use virtio_core::queue::{IndirectChain, QueueError, Virtqueue};
 
 use super::{IoHost, Request, complete};
-use crate::queue_state::{Reservation, Ring};
+use crate::queue_state::{QueueState, Reservation, Ring};
 use crate::srb_extension::{CONTEXT_AT, CONTEXT_LEN, INDIRECT_AT, RequestContext, RequestState};
 use crate::storport::request::{InFlightRequest, PendingRequest};
 use crate::storport::srb::Srb;
@@ -63,16 +63,7 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
             return;
         };
         let notify_offset = state.notify_offset;
-        // The layout decided once: each arm calls its own ring directly, with no dispatch per
-        // ring call.
-        let added = match &mut state.ring {
-            Ring::Split(ring) => {
-                put_on_ring(host, queue, ring, &mut state.reservation, &chain, &context)
-            }
-            Ring::Packed(ring) => {
-                put_on_ring(host, queue, ring, &mut state.reservation, &chain, &context)
-            }
-        };
+        let added = put_on_queue(host, queue, state, chain, &context);
         match added {
             Ok((token, kick)) => {
                 let slots: &mut [Option<InFlightRequest>] =
@@ -114,6 +105,59 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
             complete(host, srb, SRB_STATUS_BUSY);
         }
         Err((false, srb)) => complete(host, srb, SRB_STATUS_INVALID_REQUEST),
+    }
+}
+
+/// Puts the request whose segments are `chain` on the ring of `state`, request queue `queue`'s
+/// state, under its lock ([`put_on_ring`]).
+#[expect(
+    clippy::inline_always,
+    reason = "StartIo's only caller; out of line the request's fields go to memory for the call (cargo xtask bench)"
+)]
+#[inline(always)]
+fn put_on_queue<H: IoHost>(
+    host: &H,
+    queue: u16,
+    state: &mut QueueState,
+    chain: Chain<'_>,
+    context: &Recorded,
+) -> Result<(virtio_core::queue::Token, bool), QueueError> {
+    // The layout and the chain's kind decided once: each arm calls its own ring directly, with
+    // no dispatch per ring call, and knows its chain's kind throughout.
+    let reservation = &mut state.reservation;
+    match (&mut state.ring, chain) {
+        (Ring::Split(ring), Chain::Table(table)) => put_on_ring(
+            host,
+            queue,
+            ring,
+            reservation,
+            &Chain::Table(table),
+            context,
+        ),
+        (Ring::Split(ring), Chain::Segments(list)) => put_on_ring(
+            host,
+            queue,
+            ring,
+            reservation,
+            &Chain::Segments(list),
+            context,
+        ),
+        (Ring::Packed(ring), Chain::Table(table)) => put_on_ring(
+            host,
+            queue,
+            ring,
+            reservation,
+            &Chain::Table(table),
+            context,
+        ),
+        (Ring::Packed(ring), Chain::Segments(list)) => put_on_ring(
+            host,
+            queue,
+            ring,
+            reservation,
+            &Chain::Segments(list),
+            context,
+        ),
     }
 }
 
