@@ -62,9 +62,7 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
             complete(host, pending.into_srb(), SRB_STATUS_ERROR);
             return;
         };
-        let notify_offset = state.notify_offset;
-        let added = put_on_queue(host, queue, state, chain, &context);
-        match added {
+        match put_on_queue(host, queue, state, chain, &context) {
             Ok((token, kick)) => {
                 let slots: &mut [Option<InFlightRequest>] =
                     core::borrow::BorrowMut::borrow_mut(&mut state.in_flight);
@@ -72,7 +70,13 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
                     // The SRB now belongs to the ring; it is completed from the used ring or a
                     // reset, through the token the in-flight table keeps.
                     *slot = Some(pending.into_in_flight());
-                    (Ok(()), kick.then_some(notify_offset))
+                    // Read only when the device is to be notified, not kept across the add.
+                    let notify = if kick {
+                        Some(state.notify_offset)
+                    } else {
+                        None
+                    };
+                    (Ok(()), notify)
                 } else {
                     // The table has a slot per token, so this does not happen; were it so, the
                     // SRB completes with an error and the request's used element, finding no
@@ -199,10 +203,12 @@ fn refusal<H: IoHost>(host: &H, fields: &DmaTable<CONTEXT_LEN, 8>) -> Option<u8>
             .busy_while_stopped
             .fetch_add(1, Ordering::Relaxed);
         Some(SRB_STATUS_BUSY)
-    } else if host.gone().contains(
-        fields.load_u8(0, RequestContext::TARGET_OFFSET),
-        fields.load_u16(0, RequestContext::LUN_OFFSET, Ordering::Relaxed) as u8,
-    ) && !crate::events::reaches_absent_unit(
+    } else if host.gone().contains_unit(|| {
+        (
+            fields.load_u8(0, RequestContext::TARGET_OFFSET),
+            fields.load_u16(0, RequestContext::LUN_OFFSET, Ordering::Relaxed) as u8,
+        )
+    }) && !crate::events::reaches_absent_unit(
         fields.load_u8(0, RequestContext::OPCODE_OFFSET),
     ) {
         // Marked removed since BuildIo accepted it (a REMOVED event, or StorPort removing the
