@@ -5,7 +5,6 @@
 use core::sync::atomic::Ordering;
 
 use virtio_core::dma::DmaTable;
-use virtio_core::hal::Segment;
 use virtio_core::queue::{IndirectChain, QueueError, Virtqueue};
 
 use super::{IoHost, Request, complete};
@@ -44,14 +43,9 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
         .min(host.request_queues().saturating_sub(1));
     let (outcome, notify) = {
         let mut guard = host.lock(queue);
-        // The rest of the context, and the chain it describes, read under the lock: nothing
-        // but the context's address need survive the lock call.
+        // The rest of the context read under the lock: nothing but the context's address need
+        // survive the lock call.
         let context = Recorded::load(fields);
-        let Some(chain) = chain_of(host, &pending, &context) else {
-            drop(guard);
-            complete(host, pending.into_srb(), SRB_STATUS_ERROR);
-            return;
-        };
         if let Some(status) = refusal(host, &context.fields) {
             drop(guard);
             complete(host, pending.into_srb(), status);
@@ -62,7 +56,7 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
             complete(host, pending.into_srb(), SRB_STATUS_ERROR);
             return;
         };
-        match put_on_queue(host, queue, state, chain, &context) {
+        match put_on_queue(host, queue, state, &pending, &context) {
             Ok((token, kick)) => {
                 let slots: &mut [Option<InFlightRequest>] =
                     core::borrow::BorrowMut::borrow_mut(&mut state.in_flight);
@@ -84,7 +78,12 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
                     (Err((false, pending.into_srb())), None)
                 }
             }
-            Err(error) => (
+            Err(NotAdded::Malformed) => {
+                drop(guard);
+                complete(host, pending.into_srb(), SRB_STATUS_ERROR);
+                return;
+            }
+            Err(NotAdded::Ring(error)) => (
                 Err((matches!(error, QueueError::Full { .. }), pending.into_srb())),
                 None,
             ),
@@ -112,8 +111,8 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
     }
 }
 
-/// Puts the request whose segments are `chain` on the ring of `state`, request queue `queue`'s
-/// state, under its lock ([`put_on_ring`]).
+/// Puts the request `pending` (whose context is `context`) on the ring of `state`, request
+/// queue `queue`'s state, under its lock ([`put_on_ring`]).
 #[expect(
     clippy::inline_always,
     reason = "StartIo's only caller; out of line the request's fields go to memory for the call (cargo xtask bench)"
@@ -123,54 +122,47 @@ fn put_on_queue<H: IoHost>(
     host: &H,
     queue: u16,
     state: &mut QueueState,
-    chain: Chain<'_>,
+    pending: &PendingRequest,
     context: &Recorded,
-) -> Result<(virtio_core::queue::Token, bool), QueueError> {
+) -> Result<(virtio_core::queue::Token, bool), NotAdded> {
     // The layout and the chain's kind decided once: each arm calls its own ring directly, with
     // no dispatch per ring call, and knows its chain's kind throughout.
     let reservation = &mut state.reservation;
-    match (&mut state.ring, chain) {
-        (Ring::Split(ring), Chain::Table(table)) => put_on_ring(
-            host,
-            queue,
-            ring,
-            reservation,
-            &Chain::Table(table),
-            context,
-        ),
-        (Ring::Split(ring), Chain::Segments(list)) => put_on_ring(
-            host,
-            queue,
-            ring,
-            reservation,
-            &Chain::Segments(list),
-            context,
-        ),
-        (Ring::Packed(ring), Chain::Table(table)) => put_on_ring(
-            host,
-            queue,
-            ring,
-            reservation,
-            &Chain::Table(table),
-            context,
-        ),
-        (Ring::Packed(ring), Chain::Segments(list)) => put_on_ring(
-            host,
-            queue,
-            ring,
-            reservation,
-            &Chain::Segments(list),
-            context,
-        ),
+    let table = context.table_posted != 0;
+    match (&mut state.ring, table) {
+        (Ring::Split(ring), true) => {
+            put_on_ring(host, queue, ring, reservation, pending, context, true)
+        }
+        (Ring::Split(ring), false) => {
+            put_on_ring(host, queue, ring, reservation, pending, context, false)
+        }
+        (Ring::Packed(ring), true) => {
+            put_on_ring(host, queue, ring, reservation, pending, context, true)
+        }
+        (Ring::Packed(ring), false) => {
+            put_on_ring(host, queue, ring, reservation, pending, context, false)
+        }
     }
 }
 
-/// Puts the request whose segments are `chain` on `ring` under its queue's lock
-/// (`reservation` is the queue's): its token recorded in the context, the submission counted.
-/// The token, and whether the device must be notified.
+/// Why a request did not go on its ring.
+enum NotAdded {
+    /// The context's record of the request's segments cannot be BuildIo's.
+    Malformed,
+    /// The ring refused it (full, or its room kept for a larger request, among others).
+    Ring(QueueError),
+}
+
+/// Puts the request `pending` (whose context is `context`) on `ring` under its queue's lock
+/// (`reservation` is the queue's): the indirect table BuildIo wrote if `table`, else the
+/// scratch list it filled; its token recorded in the context, the submission counted. The
+/// token, and whether the device must be notified.
+///
+/// The ring's room is checked before the chain is read from the context, so that the chain's
+/// fields are not kept across the rare reservation path's call for the time.
 #[expect(
     clippy::inline_always,
-    reason = "one copy per ring layout in StartIo, the only caller; out of line it costs a call and the request's fields passed in memory (cargo xtask bench)"
+    reason = "one copy per ring layout and chain kind in StartIo, the only caller; out of line it costs a call and the request's fields passed in memory (cargo xtask bench)"
 )]
 #[inline(always)]
 fn put_on_ring<H: IoHost>(
@@ -178,10 +170,41 @@ fn put_on_ring<H: IoHost>(
     queue: u16,
     ring: &mut impl Virtqueue,
     reservation: &mut Reservation,
-    chain: &Chain<'_>,
+    pending: &PendingRequest,
     context: &Recorded,
-) -> Result<(virtio_core::queue::Token, bool), QueueError> {
-    let token = add_with_reservation(host, ring, reservation, chain)?;
+    table: bool,
+) -> Result<(virtio_core::queue::Token, bool), NotAdded> {
+    let readable = usize::from(context.readable);
+    let segments = readable + usize::from(context.writable);
+    let added = if table {
+        // One descriptor: the indirect table.
+        admit(host, ring, reservation, 1)?;
+        // BuildIo wrote the indirect table; its bus address is the request's plus its offset
+        // (`prepare` checked the span is contiguous).
+        let chain = IndirectChain::from_parts(
+            super::build::ring_format(host.features()),
+            context.bus.wrapping_add(INDIRECT_AT as u64),
+            u16::try_from(segments).map_err(|_| NotAdded::Malformed)?,
+            context.table_writable,
+            context.table_posted,
+        )
+        .ok_or(NotAdded::Malformed)?;
+        settle(host, reservation, 1, ring.add_table(&chain))
+    } else {
+        // BuildIo wrote `readable + writable` segments to the scratch list, untouched since.
+        let list = pending.segments(segments).ok_or(NotAdded::Malformed)?;
+        // At most the scratch list's capacity, a few hundred.
+        let needed = list.len() as u16;
+        admit(host, ring, reservation, needed)?;
+        let (readable, writable) = list.split_at(readable.min(list.len()));
+        settle(
+            host,
+            reservation,
+            needed,
+            ring.add(readable, writable, None),
+        )
+    };
+    let token = added.map_err(NotAdded::Ring)?;
     // Counted, and numbered, before the lock drops: once it does, the request may complete
     // (and be observed) before this processor runs another instruction.
     let sequence = host.counters(queue).map_or(0, |counters| {
@@ -271,79 +294,45 @@ impl Recorded {
     }
 }
 
-/// The segments BuildIo recorded in `context` for `pending`: the scratch list it filled, or
-/// the indirect table it wrote; `None` if the record cannot be BuildIo's.
+/// Whether a request taking `needed` descriptors may try `ring`, honouring the ring's
+/// reservation ([`crate::queue_state::room`]): a request smaller than one that found no room is
+/// refused (as if the ring were full) unless the reserved room stays free. The dump stack never
+/// holds more than one request and must not ask for the system time, so it keeps no
+/// reservations.
 #[expect(
     clippy::inline_always,
     reason = "on every I/O; left out of line it costs instructions per I/O (cargo xtask bench)"
 )]
 #[inline(always)]
-fn chain_of<'p, H: IoHost>(
+fn admit<H: IoHost>(
     host: &H,
-    pending: &'p PendingRequest,
-    context: &Recorded,
-) -> Option<Chain<'p>> {
-    let readable = usize::from(context.readable);
-    let writable = usize::from(context.writable);
-    let segments = readable + writable;
-    if context.table_posted == 0 {
-        // BuildIo wrote `readable + writable` segments to the scratch list, untouched since.
-        let list = pending.segments(segments)?;
-        Some(Chain::Segments(list.split_at(readable.min(list.len()))))
-    } else {
-        // BuildIo wrote the indirect table; its bus address is the request's plus its offset
-        // (`prepare` checked the span is contiguous).
-        IndirectChain::from_parts(
-            super::build::ring_format(host.features()),
-            context.bus.wrapping_add(INDIRECT_AT as u64),
-            u16::try_from(segments).ok()?,
-            context.table_writable,
-            context.table_posted,
-        )
-        .map(Chain::Table)
-    }
-}
-
-/// A built request's segments as StartIo hands them to the ring.
-pub(super) enum Chain<'a> {
-    /// The scratch list, readable then writable segments: a direct chain.
-    Segments((&'a [Segment], &'a [Segment])),
-    /// The indirect table BuildIo wrote: one descriptor.
-    Table(IndirectChain),
-}
-
-/// Puts a request's segments on the queue's ring, honouring the ring's reservation
-/// ([`crate::queue_state::room`]): a request smaller than one that found no room is refused (as if the ring
-/// were full) unless the reserved room stays free, and a request refused for room reserves it.
-/// The dump stack never holds more than one request and must not ask for the system time, so it
-/// keeps no reservations.
-#[expect(
-    clippy::inline_always,
-    reason = "on every I/O; left out of line it costs instructions per I/O (cargo xtask bench)"
-)]
-#[inline(always)]
-pub(super) fn add_with_reservation<H: IoHost>(
-    host: &H,
-    ring: &mut impl Virtqueue,
+    ring: &impl Virtqueue,
     reservation: &mut Reservation,
-    chain: &Chain<'_>,
-) -> Result<virtio_core::queue::Token, QueueError> {
-    // Descriptors the request takes on the ring: one with an indirect table, else its chain.
-    let needed = match chain {
-        Chain::Table(_) => 1,
-        // At most the scratch list's capacity, a few hundred.
-        Chain::Segments((readable, writable)) => (readable.len() + writable.len()) as u16,
-    };
-    let reserves = host.keeps_reservations();
+    needed: u16,
+) -> Result<(), NotAdded> {
     let free = ring.free_descriptors();
-    if reserves && !reservation.admits(needed, free, || host.extension().system_time()) {
-        return Err(QueueError::Full { needed, free });
+    if host.keeps_reservations()
+        && !reservation.admits(needed, free, || host.extension().system_time())
+    {
+        return Err(NotAdded::Ring(QueueError::Full { needed, free }));
     }
-    let added = match chain {
-        Chain::Table(written) => ring.add_table(written),
-        Chain::Segments((readable, writable)) => ring.add(readable, writable, None),
-    };
-    if reserves {
+    Ok(())
+}
+
+/// The reservation after the ring's answer `added` to a request taking `needed` descriptors:
+/// the room kept for it used if it went on, kept for it if it found none.
+#[expect(
+    clippy::inline_always,
+    reason = "on every I/O; left out of line it costs instructions per I/O (cargo xtask bench)"
+)]
+#[inline(always)]
+fn settle<H: IoHost>(
+    host: &H,
+    reservation: &mut Reservation,
+    needed: u16,
+    added: Result<virtio_core::queue::Token, QueueError>,
+) -> Result<virtio_core::queue::Token, QueueError> {
+    if host.keeps_reservations() {
         match added {
             Ok(_) => reservation.admitted(needed),
             Err(QueueError::Full { .. }) => {
