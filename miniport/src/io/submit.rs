@@ -43,10 +43,7 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
         .min(host.request_queues().saturating_sub(1));
     let (outcome, notify) = {
         let mut guard = host.lock(queue);
-        // The rest of the context read under the lock: nothing but the context's address need
-        // survive the lock call.
-        let context = Recorded::load(fields);
-        if let Some(status) = refusal(host, &context.fields) {
+        if let Some(status) = refusal(host, &fields) {
             drop(guard);
             complete(host, pending.into_srb(), status);
             return;
@@ -56,6 +53,9 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
             complete(host, pending.into_srb(), SRB_STATUS_ERROR);
             return;
         };
+        // The rest of the context read under the lock, once the request may go: nothing but
+        // the context's address need survive the lock call.
+        let context = Recorded::load(fields);
         match put_on_queue(host, queue, state, &pending, &context) {
             Ok((token, kick)) => {
                 let slots: &mut [Option<InFlightRequest>] =
