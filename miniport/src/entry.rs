@@ -249,9 +249,11 @@ pub unsafe extern "system" fn hw_start_io(
     device_extension: *mut c_void,
     srb: *mut ScsiRequestBlock,
 ) -> Boolean {
+    let Some(raw) = NonNull::new(srb) else {
+        return TRUE;
+    };
     // SAFETY: StorPort's device extension.
-    let (Some(adapter), Some(raw)) = (unsafe { adapter(device_extension) }, NonNull::new(srb))
-    else {
+    let Some(adapter) = (unsafe { adapter(device_extension) }) else {
         return TRUE;
     };
     // SAFETY: the SRB StorPort passed, ours until completed; BuildIo validated it (StorPort
