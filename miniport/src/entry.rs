@@ -215,9 +215,13 @@ pub unsafe extern "system" fn hw_build_io(
     device_extension: *mut c_void,
     srb: *mut ScsiRequestBlock,
 ) -> Boolean {
+    // The SRB checked first: the adapter is then one register, not a select beside the raw
+    // pointer (cargo xtask bench).
+    let Some(srb) = NonNull::new(srb) else {
+        return FALSE;
+    };
     // SAFETY: StorPort's device extension.
-    let (Some(adapter), Some(srb)) = (unsafe { adapter(device_extension) }, NonNull::new(srb))
-    else {
+    let Some(adapter) = (unsafe { adapter(device_extension) }) else {
         return FALSE;
     };
     // SAFETY: `srb` is the SRB StorPort passed to HwBuildIo: valid and ours until completed.
@@ -249,9 +253,13 @@ pub unsafe extern "system" fn hw_start_io(
     device_extension: *mut c_void,
     srb: *mut ScsiRequestBlock,
 ) -> Boolean {
+    // The SRB checked first: the adapter is then one register, not a select beside the raw
+    // pointer (cargo xtask bench).
+    let Some(raw) = NonNull::new(srb) else {
+        return TRUE;
+    };
     // SAFETY: StorPort's device extension.
-    let (Some(adapter), Some(raw)) = (unsafe { adapter(device_extension) }, NonNull::new(srb))
-    else {
+    let Some(adapter) = (unsafe { adapter(device_extension) }) else {
         return TRUE;
     };
     // SAFETY: the SRB StorPort passed, ours until completed; BuildIo validated it (StorPort

@@ -295,6 +295,19 @@ impl<S: Borrow<[AtomicU64]>> GoneUnits<S> {
             .is_some_and(|(word, bit)| word.load(Ordering::Relaxed) & bit != 0)
     }
 
+    /// Whether the unit `unit` gives (target, LUN) was reported removed; `unit` is asked only
+    /// if some unit was (StartIo's hot path loads the request's address only then).
+    #[must_use]
+    #[inline]
+    pub fn contains_unit(&self, unit: impl FnOnce() -> (u8, u8)) -> bool {
+        // ORDERING: relaxed, as in `contains`.
+        if !self.any.load(Ordering::Relaxed) {
+            return false;
+        }
+        let (target, lun) = unit();
+        self.contains(target, lun)
+    }
+
     /// Marks `target`/`lun` removed.
     pub fn mark(&self, target: u8, lun: u8) {
         if let Some((word, bit)) = self.word(target, lun) {

@@ -5,13 +5,12 @@
 use core::sync::atomic::Ordering;
 
 use virtio_core::dma::DmaTable;
-use virtio_core::hal::Segment;
 use virtio_core::queue::{IndirectChain, QueueError, Virtqueue};
 
 use super::{IoHost, Request, complete};
-use crate::queue_state::{Reservation, Ring};
+use crate::queue_state::{QueueState, Reservation, Ring};
 use crate::srb_extension::{CONTEXT_AT, CONTEXT_LEN, INDIRECT_AT, RequestContext, RequestState};
-use crate::storport::request::{InFlightRequest, PendingRequest, RequestView};
+use crate::storport::request::{InFlightRequest, PendingRequest};
 use crate::storport::srb::Srb;
 use crate::storport::{
     SRB_STATUS_BUSY, SRB_STATUS_ERROR, SRB_STATUS_INVALID_REQUEST, SRB_STATUS_NO_DEVICE,
@@ -34,19 +33,17 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
     let request = Request {
         view: pending.view(),
     };
-    // The fields StartIo needs, one load each, rather than a copy of the whole context.
-    let Some(context) = Recorded::load(request.view, CONTEXT_AT) else {
+    // The context, checked once; before the lock only the queue number is read from it.
+    let Some(fields) = request.view.fields::<CONTEXT_LEN>(CONTEXT_AT) else {
         complete(host, pending.into_srb(), SRB_STATUS_ERROR);
         return;
     };
-    let queue = context.queue.min(host.request_queues().saturating_sub(1));
-    let Some(chain) = chain_of(host, &pending, &context) else {
-        complete(host, pending.into_srb(), SRB_STATUS_ERROR);
-        return;
-    };
+    let queue = fields
+        .load_u16(0, RequestContext::QUEUE_OFFSET, Ordering::Relaxed)
+        .min(host.request_queues().saturating_sub(1));
     let (outcome, notify) = {
         let mut guard = host.lock(queue);
-        if let Some(status) = refusal(host, &context.fields) {
+        if let Some(status) = refusal(host, &fields) {
             drop(guard);
             complete(host, pending.into_srb(), status);
             return;
@@ -56,18 +53,10 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
             complete(host, pending.into_srb(), SRB_STATUS_ERROR);
             return;
         };
-        let notify_offset = state.notify_offset;
-        // The layout decided once: each arm calls its own ring directly, with no dispatch per
-        // ring call.
-        let added = match &mut state.ring {
-            Ring::Split(ring) => {
-                put_on_ring(host, queue, ring, &mut state.reservation, &chain, &context)
-            }
-            Ring::Packed(ring) => {
-                put_on_ring(host, queue, ring, &mut state.reservation, &chain, &context)
-            }
-        };
-        match added {
+        // The rest of the context read under the lock, once the request may go: nothing but
+        // the context's address need survive the lock call.
+        let context = Recorded::load(fields);
+        match put_on_queue(host, queue, state, &pending, &context) {
             Ok((token, kick)) => {
                 let slots: &mut [Option<InFlightRequest>] =
                     core::borrow::BorrowMut::borrow_mut(&mut state.in_flight);
@@ -75,7 +64,13 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
                     // The SRB now belongs to the ring; it is completed from the used ring or a
                     // reset, through the token the in-flight table keeps.
                     *slot = Some(pending.into_in_flight());
-                    (Ok(()), kick.then_some(notify_offset))
+                    // Read only when the device is to be notified, not kept across the add.
+                    let notify = if kick {
+                        Some(state.notify_offset)
+                    } else {
+                        None
+                    };
+                    (Ok(()), notify)
                 } else {
                     // The table has a slot per token, so this does not happen; were it so, the
                     // SRB completes with an error and the request's used element, finding no
@@ -83,7 +78,12 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
                     (Err((false, pending.into_srb())), None)
                 }
             }
-            Err(error) => (
+            Err(NotAdded::Malformed) => {
+                drop(guard);
+                complete(host, pending.into_srb(), SRB_STATUS_ERROR);
+                return;
+            }
+            Err(NotAdded::Ring(error)) => (
                 Err((matches!(error, QueueError::Full { .. }), pending.into_srb())),
                 None,
             ),
@@ -111,12 +111,58 @@ pub fn start_io<H: IoHost>(host: &H, srb: Srb) {
     }
 }
 
-/// Puts the request whose segments are `chain` on `ring` under its queue's lock
-/// (`reservation` is the queue's): its token recorded in the context, the submission counted.
-/// The token, and whether the device must be notified.
+/// Puts the request `pending` (whose context is `context`) on the ring of `state`, request
+/// queue `queue`'s state, under its lock ([`put_on_ring`]).
 #[expect(
     clippy::inline_always,
-    reason = "one copy per ring layout in StartIo, the only caller; out of line it costs a call and the request's fields passed in memory (cargo xtask bench)"
+    reason = "StartIo's only caller; out of line the request's fields go to memory for the call (cargo xtask bench)"
+)]
+#[inline(always)]
+fn put_on_queue<H: IoHost>(
+    host: &H,
+    queue: u16,
+    state: &mut QueueState,
+    pending: &PendingRequest,
+    context: &Recorded,
+) -> Result<(virtio_core::queue::Token, bool), NotAdded> {
+    // The layout and the chain's kind decided once: each arm calls its own ring directly, with
+    // no dispatch per ring call, and knows its chain's kind throughout.
+    let reservation = &mut state.reservation;
+    let table = context.table_posted != 0;
+    match (&mut state.ring, table) {
+        (Ring::Split(ring), true) => {
+            put_on_ring(host, queue, ring, reservation, pending, context, true)
+        }
+        (Ring::Split(ring), false) => {
+            put_on_ring(host, queue, ring, reservation, pending, context, false)
+        }
+        (Ring::Packed(ring), true) => {
+            put_on_ring(host, queue, ring, reservation, pending, context, true)
+        }
+        (Ring::Packed(ring), false) => {
+            put_on_ring(host, queue, ring, reservation, pending, context, false)
+        }
+    }
+}
+
+/// Why a request did not go on its ring.
+enum NotAdded {
+    /// The context's record of the request's segments cannot be BuildIo's.
+    Malformed,
+    /// The ring refused it (full, or its room kept for a larger request, among others).
+    Ring(QueueError),
+}
+
+/// Puts the request `pending` (whose context is `context`) on `ring` under its queue's lock
+/// (`reservation` is the queue's): the indirect table BuildIo wrote if `table`, else the
+/// scratch list it filled; its token recorded in the context, the submission counted. The
+/// token, and whether the device must be notified.
+///
+/// The ring's room is checked before the chain is read from the context, so that the chain's
+/// fields are not kept across the rare reservation path's call for the time.
+#[expect(
+    clippy::inline_always,
+    reason = "one copy per ring layout and chain kind in StartIo, the only caller; out of line it costs a call and the request's fields passed in memory (cargo xtask bench)"
 )]
 #[inline(always)]
 fn put_on_ring<H: IoHost>(
@@ -124,10 +170,41 @@ fn put_on_ring<H: IoHost>(
     queue: u16,
     ring: &mut impl Virtqueue,
     reservation: &mut Reservation,
-    chain: &Chain<'_>,
+    pending: &PendingRequest,
     context: &Recorded,
-) -> Result<(virtio_core::queue::Token, bool), QueueError> {
-    let token = add_with_reservation(host, ring, reservation, chain)?;
+    table: bool,
+) -> Result<(virtio_core::queue::Token, bool), NotAdded> {
+    let readable = usize::from(context.readable);
+    let segments = readable + usize::from(context.writable);
+    let added = if table {
+        // One descriptor: the indirect table.
+        admit(host, ring, reservation, 1)?;
+        // BuildIo wrote the indirect table; its bus address is the request's plus its offset
+        // (`prepare` checked the span is contiguous).
+        let chain = IndirectChain::from_parts(
+            super::build::ring_format(host.features()),
+            context.bus.wrapping_add(INDIRECT_AT as u64),
+            u16::try_from(segments).map_err(|_| NotAdded::Malformed)?,
+            context.table_writable,
+            context.table_posted,
+        )
+        .ok_or(NotAdded::Malformed)?;
+        settle(host, reservation, 1, ring.add_table(&chain))
+    } else {
+        // BuildIo wrote `readable + writable` segments to the scratch list, untouched since.
+        let list = pending.segments(segments).ok_or(NotAdded::Malformed)?;
+        // At most the scratch list's capacity, a few hundred.
+        let needed = list.len() as u16;
+        admit(host, ring, reservation, needed)?;
+        let (readable, writable) = list.split_at(readable.min(list.len()));
+        settle(
+            host,
+            reservation,
+            needed,
+            ring.add(readable, writable, None),
+        )
+    };
+    let token = added.map_err(NotAdded::Ring)?;
     // Counted, and numbered, before the lock drops: once it does, the request may complete
     // (and be observed) before this processor runs another instruction.
     let sequence = host.counters(queue).map_or(0, |counters| {
@@ -149,10 +226,12 @@ fn refusal<H: IoHost>(host: &H, fields: &DmaTable<CONTEXT_LEN, 8>) -> Option<u8>
             .busy_while_stopped
             .fetch_add(1, Ordering::Relaxed);
         Some(SRB_STATUS_BUSY)
-    } else if host.gone().contains(
-        fields.load_u8(0, RequestContext::TARGET_OFFSET),
-        fields.load_u16(0, RequestContext::LUN_OFFSET, Ordering::Relaxed) as u8,
-    ) && !crate::events::reaches_absent_unit(
+    } else if host.gone().contains_unit(|| {
+        (
+            fields.load_u8(0, RequestContext::TARGET_OFFSET),
+            fields.load_u16(0, RequestContext::LUN_OFFSET, Ordering::Relaxed) as u8,
+        )
+    }) && !crate::events::reaches_absent_unit(
         fields.load_u8(0, RequestContext::OPCODE_OFFSET),
     ) {
         // Marked removed since BuildIo accepted it (a REMOVED event, or StorPort removing the
@@ -171,7 +250,6 @@ fn refusal<H: IoHost>(host: &H, fields: &DmaTable<CONTEXT_LEN, 8>) -> Option<u8>
 struct Recorded {
     /// The context, checked once.
     fields: DmaTable<CONTEXT_LEN, 8>,
-    queue: u16,
     readable: u16,
     writable: u16,
     table_writable: u32,
@@ -180,25 +258,23 @@ struct Recorded {
 }
 
 impl Recorded {
-    /// Loads them from the context at `context` in `view`, each at its own size after one
-    /// bounds check for the whole context; `None` if the context is not in the view.
+    /// Loads them from the context `fields` (checked once, when taken from the view), each
+    /// at its own size.
     #[expect(
         clippy::inline_always,
         reason = "on every I/O; left out of line it costs instructions per I/O (cargo xtask bench)"
     )]
     #[inline(always)]
-    fn load(view: &RequestView, context: usize) -> Option<Self> {
-        let fields = view.fields::<CONTEXT_LEN>(context)?;
+    fn load(fields: DmaTable<CONTEXT_LEN, 8>) -> Self {
         let relaxed = Ordering::Relaxed;
-        Some(Self {
+        Self {
             fields,
-            queue: fields.load_u16(0, RequestContext::QUEUE_OFFSET, relaxed),
             readable: fields.load_u16(0, RequestContext::READABLE_OFFSET, relaxed),
             writable: fields.load_u16(0, RequestContext::WRITABLE_OFFSET, relaxed),
             table_writable: fields.load_u32(0, RequestContext::TABLE_WRITABLE_OFFSET, relaxed),
             table_posted: fields.load_u32(0, RequestContext::TABLE_POSTED_OFFSET, relaxed),
             bus: fields.load_u64(0, RequestContext::BUS_OFFSET, relaxed),
-        })
+        }
     }
 
     /// Records the request on the ring: its token and state, which the completion checks, and
@@ -218,79 +294,45 @@ impl Recorded {
     }
 }
 
-/// The segments BuildIo recorded in `context` for `pending`: the scratch list it filled, or
-/// the indirect table it wrote; `None` if the record cannot be BuildIo's.
+/// Whether a request taking `needed` descriptors may try `ring`, honouring the ring's
+/// reservation ([`crate::queue_state::room`]): a request smaller than one that found no room is
+/// refused (as if the ring were full) unless the reserved room stays free. The dump stack never
+/// holds more than one request and must not ask for the system time, so it keeps no
+/// reservations.
 #[expect(
     clippy::inline_always,
     reason = "on every I/O; left out of line it costs instructions per I/O (cargo xtask bench)"
 )]
 #[inline(always)]
-fn chain_of<'p, H: IoHost>(
+fn admit<H: IoHost>(
     host: &H,
-    pending: &'p PendingRequest,
-    context: &Recorded,
-) -> Option<Chain<'p>> {
-    let readable = usize::from(context.readable);
-    let writable = usize::from(context.writable);
-    let segments = readable + writable;
-    if context.table_posted == 0 {
-        // BuildIo wrote `readable + writable` segments to the scratch list, untouched since.
-        let list = pending.segments(segments)?;
-        Some(Chain::Segments(list.split_at(readable.min(list.len()))))
-    } else {
-        // BuildIo wrote the indirect table; its bus address is the request's plus its offset
-        // (`prepare` checked the span is contiguous).
-        IndirectChain::from_parts(
-            super::build::ring_format(host.features()),
-            context.bus.wrapping_add(INDIRECT_AT as u64),
-            u16::try_from(segments).ok()?,
-            context.table_writable,
-            context.table_posted,
-        )
-        .map(Chain::Table)
-    }
-}
-
-/// A built request's segments as StartIo hands them to the ring.
-pub(super) enum Chain<'a> {
-    /// The scratch list, readable then writable segments: a direct chain.
-    Segments((&'a [Segment], &'a [Segment])),
-    /// The indirect table BuildIo wrote: one descriptor.
-    Table(IndirectChain),
-}
-
-/// Puts a request's segments on the queue's ring, honouring the ring's reservation
-/// ([`crate::queue_state::room`]): a request smaller than one that found no room is refused (as if the ring
-/// were full) unless the reserved room stays free, and a request refused for room reserves it.
-/// The dump stack never holds more than one request and must not ask for the system time, so it
-/// keeps no reservations.
-#[expect(
-    clippy::inline_always,
-    reason = "on every I/O; left out of line it costs instructions per I/O (cargo xtask bench)"
-)]
-#[inline(always)]
-pub(super) fn add_with_reservation<H: IoHost>(
-    host: &H,
-    ring: &mut impl Virtqueue,
+    ring: &impl Virtqueue,
     reservation: &mut Reservation,
-    chain: &Chain<'_>,
-) -> Result<virtio_core::queue::Token, QueueError> {
-    // Descriptors the request takes on the ring: one with an indirect table, else its chain.
-    let needed = match chain {
-        Chain::Table(_) => 1,
-        // At most the scratch list's capacity, a few hundred.
-        Chain::Segments((readable, writable)) => (readable.len() + writable.len()) as u16,
-    };
-    let reserves = host.keeps_reservations();
+    needed: u16,
+) -> Result<(), NotAdded> {
     let free = ring.free_descriptors();
-    if reserves && !reservation.admits(needed, free, || host.extension().system_time()) {
-        return Err(QueueError::Full { needed, free });
+    if host.keeps_reservations()
+        && !reservation.admits(needed, free, || host.extension().system_time())
+    {
+        return Err(NotAdded::Ring(QueueError::Full { needed, free }));
     }
-    let added = match chain {
-        Chain::Table(written) => ring.add_table(written),
-        Chain::Segments((readable, writable)) => ring.add(readable, writable, None),
-    };
-    if reserves {
+    Ok(())
+}
+
+/// The reservation after the ring's answer `added` to a request taking `needed` descriptors:
+/// the room kept for it used if it went on, kept for it if it found none.
+#[expect(
+    clippy::inline_always,
+    reason = "on every I/O; left out of line it costs instructions per I/O (cargo xtask bench)"
+)]
+#[inline(always)]
+fn settle<H: IoHost>(
+    host: &H,
+    reservation: &mut Reservation,
+    needed: u16,
+    added: Result<virtio_core::queue::Token, QueueError>,
+) -> Result<virtio_core::queue::Token, QueueError> {
+    if host.keeps_reservations() {
         match added {
             Ok(_) => reservation.admitted(needed),
             Err(QueueError::Full { .. }) => {
