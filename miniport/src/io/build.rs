@@ -813,6 +813,16 @@ mod tests {
                 (0x200, 108, 2)
             ]
         );
+
+        // Elements past the covered length are not looked at, even an empty one; a transfer
+        // of nothing writes nothing.
+        let past = [element(0x1_0000, 512), element(0x2_0000, 0)];
+        for (length, descriptors) in [(512, 2), (0, 1)] {
+            let mut writer = IndirectWriter::new(&table, RingFormat::Split).unwrap();
+            writer.push_readable(Segment::new(0x100, 51)).unwrap();
+            assert_eq!(write_data(&mut writer, &past, length, true), Ok(()));
+            assert_eq!(writer.len(), descriptors, "{length} bytes");
+        }
     }
 
     #[test]

@@ -93,7 +93,9 @@ impl IndirectWriter {
         if !bus.is_multiple_of(DESC_SIZE as u64) {
             return Err(QueueError::IndirectMisaligned);
         }
-        let capacity = (memory.len() / DESC_SIZE).min(usize::from(u16::MAX));
+        // Capped in bytes before the division: that `capacity * DESC_SIZE` fits is then plain
+        // to the compiler, which drops the region check below.
+        let capacity = memory.len().min(usize::from(u16::MAX) * DESC_SIZE) / DESC_SIZE;
         // In the region by construction; `DmaMemory::table` checks it again all the same.
         let table = memory
             .table(0, capacity)
