@@ -204,9 +204,13 @@ impl IndirectWriter {
     /// [`QueueError::EmptyChain`] if nothing was written.
     #[inline]
     pub fn finish(self) -> Result<IndirectChain, QueueError> {
-        let Some(last) = self.count.checked_sub(1) else {
+        // `count` never passes the table's capacity, so the last index lies inside the table
+        // exactly when there is a descriptor (with none it wraps to `usize::MAX`): one compare,
+        // the one the store below makes again and the compiler merges with this.
+        let last = usize::from(self.count).wrapping_sub(1);
+        if last >= self.table.count() {
             return Err(QueueError::EmptyChain);
-        };
+        }
         if self.format == RingFormat::Split {
             let write = if self.writable_len == 0 {
                 0
@@ -214,7 +218,7 @@ impl IndirectWriter {
                 VIRTQ_DESC_F_WRITE
             };
             self.table
-                .store_u16(usize::from(last), SPLIT_FLAGS, write, Ordering::Relaxed);
+                .store_u16(last, SPLIT_FLAGS, write, Ordering::Relaxed);
         }
         Ok(IndirectChain {
             table: self.bus,

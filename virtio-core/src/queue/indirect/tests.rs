@@ -156,6 +156,8 @@ fn malformed_chains_are_refused_where_they_are_written() {
                 limit: 0
             })
         );
+        // ... and finishes as an empty chain, not as a chain whose last entry lies outside.
+        assert_eq!(writer.finish(), Err(QueueError::EmptyChain));
     }
 }
 
