@@ -72,8 +72,9 @@ pub struct IndirectWriter {
     /// Bus address of the table.
     bus: BusAddress,
     format: RingFormat,
-    /// Descriptors written.
-    count: u16,
+    /// Descriptors written: at most the table's capacity, so at most `u16::MAX` (kept as a
+    /// `usize`, the width it indexes the table with).
+    count: usize,
     /// Total length of the readable segments (saturating).
     readable_len: u32,
     /// Total length of the writable segments (checked: it bounds the device's used length).
@@ -113,7 +114,8 @@ impl IndirectWriter {
     /// Descriptors written so far.
     #[must_use]
     pub const fn len(&self) -> u16 {
-        self.count
+        // At most the capacity, which is at most `u16::MAX`.
+        self.count as u16
     }
 
     /// Whether nothing was written yet.
@@ -165,7 +167,7 @@ impl IndirectWriter {
     /// bit has the same value in both formats).
     #[inline]
     fn write(&mut self, segment: Segment, write: u16) -> Result<(), QueueError> {
-        let index = usize::from(self.count);
+        let index = self.count;
         if index >= self.table.count() {
             return Err(QueueError::ChainTooLong {
                 segments: index + 1,
@@ -182,7 +184,8 @@ impl IndirectWriter {
                 // Every descriptor links to the next in table order; `finish` clears NEXT in
                 // the last one (one store there instead of a "last or not" test here), whose
                 // `next` the device then ignores (section 2.7.5).
-                let next = self.count.wrapping_add(1);
+                // `index` is below the capacity, at most `u16::MAX`: `next` fits.
+                let next = (index + 1) as u16;
                 self.table
                     .store_u16(index, SPLIT_FLAGS, write | VIRTQ_DESC_F_NEXT, relaxed);
                 self.table.store_u16(index, SPLIT_NEXT, next, relaxed);
@@ -207,7 +210,7 @@ impl IndirectWriter {
         // `count` never passes the table's capacity, so the last index lies inside the table
         // exactly when there is a descriptor (with none it wraps to `usize::MAX`): one compare,
         // the one the store below makes again and the compiler merges with this.
-        let last = usize::from(self.count).wrapping_sub(1);
+        let last = self.count.wrapping_sub(1);
         if last >= self.table.count() {
             return Err(QueueError::EmptyChain);
         }
@@ -222,7 +225,7 @@ impl IndirectWriter {
         }
         Ok(IndirectChain {
             table: self.bus,
-            descriptors: self.count,
+            descriptors: self.count as u16,
             writable: self.writable_len,
             posted: self.writable_len.saturating_add(self.readable_len),
             format: self.format,
