@@ -8,7 +8,7 @@ use core::sync::atomic::Ordering;
 
 use virtio_core::features::Features;
 use virtio_core::hal::Segment;
-use virtio_core::queue::{IndirectWriter, RingFormat};
+use virtio_core::queue::{IndirectChain, IndirectWriter, RingFormat};
 
 use virtio_core::dma::DmaTable;
 use virtio_core::scsi::{CDB_SIZE, CmdReq, CmdResp, DataDirection, Lun, TaskAttr};
@@ -277,21 +277,28 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
             .view()
             .part(INDIRECT_AT, table_len, bus)
             .ok_or(SRB_STATUS_ERROR)?;
-        let mut writer = IndirectWriter::new(&memory, format).map_err(|_| SRB_STATUS_ERROR)?;
-        writer
-            .push_readable(header)
-            .map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
-        if direction == DataDirection::ToDevice {
-            write_data(&mut writer, data, length, false)?;
-        }
-        let readable = writer.len();
-        writer
-            .push_writable(response)
-            .map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
-        if direction == DataDirection::FromDevice {
-            write_data(&mut writer, data, length, true)?;
-        }
-        let chain = writer.finish().map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+        // One copy of the writing per format, each with its format a constant: the writer's
+        // per-descriptor format tests then fold away.
+        let (readable, chain) = match format {
+            RingFormat::Split => write_table(
+                &memory,
+                RingFormat::Split,
+                header,
+                response,
+                data,
+                length,
+                direction,
+            )?,
+            RingFormat::Packed => write_table(
+                &memory,
+                RingFormat::Packed,
+                header,
+                response,
+                data,
+                length,
+                direction,
+            )?,
+        };
         (
             readable,
             // The writable ones follow the `readable` written first.
@@ -519,6 +526,42 @@ fn push(scratch: &mut ScratchList<'_>, segment: Segment) -> Result<(), u8> {
     } else {
         Err(SRB_STATUS_INVALID_REQUEST)
     }
+}
+
+/// Writes the request's chain into the indirect table in `memory`: the header, the data-out
+/// segments, the response, the data-in segments; the readable count and the chain, or the SRB
+/// status of a refusal.
+#[expect(
+    clippy::inline_always,
+    reason = "called with a constant format in each arm so that the format's tests fold away \
+              (cargo xtask bench)"
+)]
+#[inline(always)]
+fn write_table(
+    memory: &virtio_core::dma::DmaMemory,
+    format: RingFormat,
+    header: Segment,
+    response: Segment,
+    data: &[StorScatterGatherElement],
+    length: u32,
+    direction: DataDirection,
+) -> Result<(u16, IndirectChain), u8> {
+    let mut writer = IndirectWriter::new(memory, format).map_err(|_| SRB_STATUS_ERROR)?;
+    writer
+        .push_readable(header)
+        .map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    if direction == DataDirection::ToDevice {
+        write_data(&mut writer, data, length, false)?;
+    }
+    let readable = writer.len();
+    writer
+        .push_writable(response)
+        .map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    if direction == DataDirection::FromDevice {
+        write_data(&mut writer, data, length, true)?;
+    }
+    let chain = writer.finish().map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    Ok((readable, chain))
 }
 
 /// Writes data segments covering exactly `length` bytes into the indirect table, device
@@ -770,6 +813,16 @@ mod tests {
                 (0x200, 108, 2)
             ]
         );
+
+        // Elements past the covered length are not looked at, even an empty one; a transfer
+        // of nothing writes nothing.
+        let past = [element(0x1_0000, 512), element(0x2_0000, 0)];
+        for (length, descriptors) in [(512, 2), (0, 1)] {
+            let mut writer = IndirectWriter::new(&table, RingFormat::Split).unwrap();
+            writer.push_readable(Segment::new(0x100, 51)).unwrap();
+            assert_eq!(write_data(&mut writer, &past, length, true), Ok(()));
+            assert_eq!(writer.len(), descriptors, "{length} bytes");
+        }
     }
 
     #[test]

@@ -72,8 +72,9 @@ pub struct IndirectWriter {
     /// Bus address of the table.
     bus: BusAddress,
     format: RingFormat,
-    /// Descriptors written.
-    count: u16,
+    /// Descriptors written: at most the table's capacity, so at most `u16::MAX` (kept as a
+    /// `usize`, the width it indexes the table with).
+    count: usize,
     /// Total length of the readable segments (saturating).
     readable_len: u32,
     /// Total length of the writable segments (checked: it bounds the device's used length).
@@ -93,7 +94,9 @@ impl IndirectWriter {
         if !bus.is_multiple_of(DESC_SIZE as u64) {
             return Err(QueueError::IndirectMisaligned);
         }
-        let capacity = (memory.len() / DESC_SIZE).min(usize::from(u16::MAX));
+        // Capped in bytes before the division: that `capacity * DESC_SIZE` fits is then plain
+        // to the compiler, which drops the region check below.
+        let capacity = memory.len().min(usize::from(u16::MAX) * DESC_SIZE) / DESC_SIZE;
         // In the region by construction; `DmaMemory::table` checks it again all the same.
         let table = memory
             .table(0, capacity)
@@ -111,7 +114,8 @@ impl IndirectWriter {
     /// Descriptors written so far.
     #[must_use]
     pub const fn len(&self) -> u16 {
-        self.count
+        // At most the capacity, which is at most `u16::MAX`.
+        self.count as u16
     }
 
     /// Whether nothing was written yet.
@@ -163,7 +167,7 @@ impl IndirectWriter {
     /// bit has the same value in both formats).
     #[inline]
     fn write(&mut self, segment: Segment, write: u16) -> Result<(), QueueError> {
-        let index = usize::from(self.count);
+        let index = self.count;
         if index >= self.table.count() {
             return Err(QueueError::ChainTooLong {
                 segments: index + 1,
@@ -180,7 +184,8 @@ impl IndirectWriter {
                 // Every descriptor links to the next in table order; `finish` clears NEXT in
                 // the last one (one store there instead of a "last or not" test here), whose
                 // `next` the device then ignores (section 2.7.5).
-                let next = self.count.wrapping_add(1);
+                // `index` is below the capacity, at most `u16::MAX`: `next` fits.
+                let next = (index + 1) as u16;
                 self.table
                     .store_u16(index, SPLIT_FLAGS, write | VIRTQ_DESC_F_NEXT, relaxed);
                 self.table.store_u16(index, SPLIT_NEXT, next, relaxed);
@@ -202,9 +207,13 @@ impl IndirectWriter {
     /// [`QueueError::EmptyChain`] if nothing was written.
     #[inline]
     pub fn finish(self) -> Result<IndirectChain, QueueError> {
-        let Some(last) = self.count.checked_sub(1) else {
+        // `count` never passes the table's capacity, so the last index lies inside the table
+        // exactly when there is a descriptor (with none it wraps to `usize::MAX`): one compare,
+        // the one the store below makes again and the compiler merges with this.
+        let last = self.count.wrapping_sub(1);
+        if last >= self.table.count() {
             return Err(QueueError::EmptyChain);
-        };
+        }
         if self.format == RingFormat::Split {
             let write = if self.writable_len == 0 {
                 0
@@ -212,11 +221,11 @@ impl IndirectWriter {
                 VIRTQ_DESC_F_WRITE
             };
             self.table
-                .store_u16(usize::from(last), SPLIT_FLAGS, write, Ordering::Relaxed);
+                .store_u16(last, SPLIT_FLAGS, write, Ordering::Relaxed);
         }
         Ok(IndirectChain {
             table: self.bus,
-            descriptors: self.count,
+            descriptors: self.count as u16,
             writable: self.writable_len,
             posted: self.writable_len.saturating_add(self.readable_len),
             format: self.format,

@@ -156,6 +156,8 @@ fn malformed_chains_are_refused_where_they_are_written() {
                 limit: 0
             })
         );
+        // ... and finishes as an empty chain, not as a chain whose last entry lies outside.
+        assert_eq!(writer.finish(), Err(QueueError::EmptyChain));
     }
 }
 
@@ -226,4 +228,38 @@ fn check_for_s_one_compare_decides_as_the_checks_one_by_one() {
             }
         }
     }
+}
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "65,535 descriptors of pure stores: run natively; the shorter tests cover the code"
+)]
+fn a_table_larger_than_u16_max_descriptors_holds_u16_max_of_them() {
+    let hal = FakeHal::new();
+    // One descriptor more than the split format's 16-bit `next` can name.
+    let limit = usize::from(u16::MAX);
+    let table = hal.dma_alloc((limit + 1) * DESC_SIZE, 16).unwrap();
+    let mut writer = IndirectWriter::new(&table, RingFormat::Split).unwrap();
+    let segment = Segment::new(0x1000, 1);
+    for _ in 0..limit {
+        writer.push_writable(segment).unwrap();
+    }
+    assert_eq!(writer.len(), u16::MAX);
+    assert_eq!(
+        writer.push_writable(segment),
+        Err(QueueError::ChainTooLong {
+            segments: limit + 1,
+            limit
+        })
+    );
+    let chain = writer.finish().unwrap();
+    // The second to last links to the last (index `u16::MAX - 1`); the last ends the chain,
+    // with the `next` the device ignores at its largest value.
+    assert_eq!(entry(&table, limit - 2), (0x1000, 1, 3, u16::MAX - 1));
+    assert_eq!(entry(&table, limit - 1), (0x1000, 1, 2, u16::MAX));
+    assert_eq!(
+        (chain.descriptors(), chain.writable(), chain.posted()),
+        (u16::MAX, u32::from(u16::MAX), u32::from(u16::MAX))
+    );
 }
