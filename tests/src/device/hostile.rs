@@ -39,6 +39,15 @@ pub struct HostileAnswer {
     pub interrupt: bool,
 }
 
+/// A chain the hostile device took off its books to name it in a used element of its choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReleasedChain {
+    /// The epoch (reset generation) the chain was taken in.
+    epoch: u64,
+    /// The ring slots it occupied (packed: 1 for an indirect chain).
+    descriptors: u16,
+}
+
 /// What the hostile device did with a command it answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answered {
@@ -348,7 +357,8 @@ impl VirtioScsiDevice {
 
     /// Publishes a used element that names whatever `id` says on queue `index` (split: `{id,
     /// len}`; packed: a descriptor with `flags` too, `None` the flags of a real used
-    /// descriptor), then interrupts if `interrupt`. `false` if the queue is not live.
+    /// descriptor), then interrupts if `interrupt`. `false` if nothing was written (the queue
+    /// is not live, or, packed, an unseen descriptor had no slot of the device's to go to).
     ///
     /// The device stays consistent with its lie: it first takes every available chain, and if
     /// `id` names one it holds on that queue, it gives that one back (its response unwritten)
@@ -363,28 +373,62 @@ impl VirtioScsiDevice {
         flags: Option<u16>,
         interrupt: bool,
     ) -> bool {
-        let shared = &self.shared;
         let _ = self.hostile_take();
-        let descriptors = if index == queue_index::CONTROL {
+        let released = self.hostile_release(index, id);
+        self.hostile_publish_released(index, released, id, len, flags, interrupt)
+    }
+
+    /// The first half of [`Self::hostile_publish_raw`]: removes the chain `id` the device holds
+    /// on queue `index` from its books and returns it (with the epoch it was taken in), or
+    /// `None` if the device holds no such chain.
+    #[must_use]
+    pub fn hostile_release(&self, index: u16, id: u16) -> Option<ReleasedChain> {
+        let shared = &self.shared;
+        let (epoch, chain) = if index == queue_index::CONTROL {
             let mut held = shared
                 .hostile_control
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            held.iter()
-                .position(|(_, chain)| chain.id == id)
-                .map(|at| held.remove(at).1.descriptors)
+            let at = held.iter().position(|(_, chain)| chain.id == id)?;
+            held.remove(at)
         } else {
             let mut pending = shared.pending.lock();
-            pending
+            let at = pending
                 .jobs
                 .iter()
-                .position(|held| held.job.queue == index && held.job.chain.id == id)
-                .map(|at| pending.jobs.remove(at).job.chain.descriptors)
+                .position(|held| held.job.queue == index && held.job.chain.id == id)?;
+            let job = pending.jobs.remove(at).job;
+            (job.epoch, job.chain)
         };
+        Some(ReleasedChain {
+            epoch,
+            descriptors: chain.descriptors,
+        })
+    }
+
+    /// The second half of [`Self::hostile_publish_raw`]: publishes the used element, giving
+    /// back `released` if it is still of the queue's ring.
+    pub fn hostile_publish_released(
+        &self,
+        index: u16,
+        released: Option<ReleasedChain>,
+        id: u16,
+        len: u32,
+        flags: Option<u16>,
+        interrupt: bool,
+    ) -> bool {
+        let shared = &self.shared;
         let published = {
             let Some(mut state) = shared.queue_lock(index) else {
                 return false;
             };
+            // A chain taken before a reset that came in between (the queue locks are not held
+            // from the release to here) is of a ring the reset ended: the device no longer
+            // holds anything under that id, so this is a lie about an id it does not hold,
+            // and the ring slots it would move on by are not the device's.
+            let descriptors = released
+                .filter(|released| released.epoch == shared.epoch())
+                .map(|released| released.descriptors);
             match shared.ready(&mut state, index) {
                 Ok(Some(queue)) => {
                     let flags = flags.unwrap_or_else(|| queue.used_flags());

@@ -437,6 +437,14 @@ impl DeviceRing {
                 {
                     return false;
                 }
+                // Unseen, the descriptor is only written over a slot the device holds (read, not
+                // yet given back). With the used position caught up with the available one the
+                // slot is the driver's, which may be half-way through its next chain there
+                // (address, length and id stored, flags not yet): the lie's length and id would
+                // become the chain's when the driver's flags make it available.
+                if !visible && !Self::holds_slot(device, position, wrap) {
+                    return false;
+                }
                 // Unseen by the driver, the slot must not look available to the device either,
                 // or the device would take its own lie for a driver's buffer when its reading
                 // reaches the slot. Earlier lies may have moved the used position past the
@@ -489,6 +497,18 @@ impl DeviceRing {
                     used < avail
                 }
             }
+        }
+    }
+
+    /// Whether packed ring slot `position` of the lap `wrap` is one the device has read and not
+    /// given back: at or past the used position (where it is by the caller's contract) and
+    /// before the available one, less than a lap away.
+    fn holds_slot(device: &PackedDevice, position: u16, wrap: bool) -> bool {
+        let (avail, avail_wrap) = device.next_avail();
+        if wrap == avail_wrap {
+            position < avail
+        } else {
+            position >= avail
         }
     }
 

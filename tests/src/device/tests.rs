@@ -1996,6 +1996,94 @@ fn a_packed_chain_that_runs_into_a_descriptor_not_available_needs_a_reset() {
     );
 }
 
+/// The hostile mode's unseen used descriptor (flags the driver must ignore) is written at the
+/// device's used position; with nothing in flight that slot is the driver's, which may be
+/// half-way through writing its next chain there (address, length and id stored, flags not
+/// yet): a write there would hand the device the lie's length for the driver's buffer (the
+/// fuzz runs' rare packed `TooShort` findings). The device keeps such a lie out of the slot.
+#[test]
+fn an_unseen_used_descriptor_never_lands_on_a_slot_the_driver_is_filling() {
+    let mut h = packed_harness();
+    let memory = h.memory.clone();
+    // TEST UNIT READY: a request header and a response, no data.
+    let header = CmdReq::new(lun0(), 7, &[0; 6]).unwrap();
+    let req = dma(&memory, size_of::<CmdReq>(), 8);
+    assert!(req.write_bytes(0, header.as_bytes()));
+    let resp = dma(&memory, size_of::<CmdResp>(), 8);
+    assert!(resp.write_bytes(0, &[0xff; size_of::<CmdResp>()]));
+    let q = h.queue(2);
+    let ring = packed_ring_memory(q);
+    let (bar, offset) = (q.notify_bar, q.notify_offset);
+    // Slot 1 (the response) complete; slot 0 (the head) all but its flags, stored last.
+    ring.store_u64(16, resp.bus_address(), Ordering::Relaxed);
+    ring.store_u32(24, size_of::<CmdResp>() as u32, Ordering::Relaxed);
+    ring.store_u16(28, 0, Ordering::Relaxed);
+    ring.store_u16(30, (1 << 7) | 2, Ordering::Release);
+    ring.store_u64(0, req.bus_address(), Ordering::Relaxed);
+    ring.store_u32(8, size_of::<CmdReq>() as u32, Ordering::Relaxed);
+    ring.store_u16(12, 0, Ordering::Relaxed);
+    // An unseen used descriptor (flags 0: neither bit of the first lap) with a 3-byte length.
+    assert!(!h.device.hostile_publish_raw(2, 9, 3, Some(0), false));
+    ring.store_u16(14, (1 << 7) | 1, Ordering::Release);
+    h.device.mmio_write(bar, offset, 2, 2);
+    h.device.quiesce();
+    assert_eq!(h.device.violations(), []);
+    let mut response = [0u8; size_of::<CmdResp>()];
+    assert!(resp.read_bytes(0, &mut response));
+    let response = CmdResp::read_from_bytes(&response).unwrap();
+    assert_eq!(response.response, 0, "the command ran");
+}
+
+/// A chain the hostile mode took off its books before a reset (the queue locks are not held
+/// from the release to the publication) is not the device's on the ring the reset brought:
+/// naming it is a lie about an id the device does not hold, so the chain errors that follow on
+/// that queue are the lie's consequence, not the driver's. Here the old chain was indirect (one
+/// slot) and the new ring's chain direct (three), so the lie leaves the used position behind
+/// the available one and only the epoch tells the chain is stale.
+#[test]
+fn a_chain_released_before_a_reset_is_a_lie_about_an_id_the_device_does_not_hold() {
+    let mut h = packed_harness();
+    h.device.set_hostile(true);
+    let q = h.queue(2);
+    q.start_read(0, true);
+    q.kick();
+    h.device.hostile_take();
+    let [(2, id)] = h.device.hostile_held_ids()[..] else {
+        panic!("one chain held on queue 2");
+    };
+    let released = h.device.hostile_release(2, id);
+    assert!(released.is_some());
+    let features = h.features;
+    h.init(features);
+    let q = h.queue(2);
+    q.start_read(0, false);
+    q.kick();
+    h.device.hostile_take();
+    assert_eq!(
+        h.device.hostile_held_ids(),
+        [(2, id)],
+        "the new ring's chain, same id"
+    );
+    assert!(
+        h.device
+            .hostile_publish_released(2, released, id, 0, None, false)
+    );
+    // A chain that runs into a descriptor never made available (slot 3 says NEXT, slot 4 is
+    // not available): a chain error on the queue the lie spoiled.
+    let q = h.queue(2);
+    let ring = packed_ring_memory(q);
+    let (bar, offset) = (q.notify_bar, q.notify_offset);
+    let header = dma(&h.memory, size_of::<CmdReq>(), 8);
+    ring.store_u64(48, header.bus_address(), Ordering::Relaxed);
+    ring.store_u32(56, size_of::<CmdReq>() as u32, Ordering::Relaxed);
+    ring.store_u16(60, 1, Ordering::Relaxed);
+    ring.store_u16(62, (1 << 7) | 1, Ordering::Release);
+    h.device.mmio_write(bar, offset, 2, 2);
+    h.device.hostile_take();
+    assert!(h.transport.needs_reset());
+    assert_eq!(h.device.violations(), []);
+}
+
 #[test]
 fn reserved_packed_event_suppression_flags_are_a_violation_and_still_interrupt() {
     let mut h = packed_harness();
