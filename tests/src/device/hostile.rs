@@ -365,6 +365,7 @@ impl VirtioScsiDevice {
     /// and, on the packed ring, moves on by the descriptors it occupied; a driver may take such
     /// an element for the real completion. An `id` the device does not hold is a lie the
     /// driver must catch.
+    #[must_use]
     pub fn hostile_publish_raw(
         &self,
         index: u16,
@@ -408,6 +409,7 @@ impl VirtioScsiDevice {
 
     /// The second half of [`Self::hostile_publish_raw`]: publishes the used element, giving
     /// back `released` if it is still of the queue's ring.
+    #[must_use]
     pub fn hostile_publish_released(
         &self,
         index: u16,
