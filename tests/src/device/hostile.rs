@@ -81,7 +81,11 @@ impl VirtioScsiDevice {
                 .unwrap_or_else(PoisonError::into_inner),
         );
         for (epoch, chain) in control {
-            match shared.control_request(&chain) {
+            // A chain of an epoch a reset ended is forgotten, not executed.
+            let Some(read) = shared.read_held_control(epoch, &chain) else {
+                continue;
+            };
+            match read.and_then(|read| shared.control_request(&read)) {
                 Ok(Some(answer)) => {
                     let len = u32::try_from(answer.len()).unwrap_or(u32::MAX);
                     self.publish_control(epoch, &chain, &answer, Some(len), None);
@@ -306,7 +310,10 @@ impl VirtioScsiDevice {
             held.remove(at)
         };
         let answer = if honest {
-            match shared.control_request(&chain) {
+            let Some(read) = shared.read_held_control(epoch, &chain) else {
+                return true;
+            };
+            match read.and_then(|read| shared.control_request(&read)) {
                 Ok(Some(answer)) => answer,
                 Ok(None) => return true,
                 Err(error) => {

@@ -2112,7 +2112,14 @@ impl Shared {
                         break;
                     }
                 }
-                popped
+                // The request is read under the lock it was popped under: a reset that comes
+                // afterwards cannot have given the buffer back to the driver yet.
+                popped.map(|popped| {
+                    popped.map(|chain| {
+                        let read = self.read_control(&chain);
+                        (chain, read)
+                    })
+                })
             };
             let Some(popped) = popped else {
                 return;
@@ -2120,14 +2127,14 @@ impl Shared {
             if let Some(counters) = self.counters(index) {
                 counters.requests.fetch_add(1, Ordering::Relaxed);
             }
-            let chain = match popped {
-                Ok(chain) => chain,
+            let (chain, read) = match popped {
+                Ok(popped) => popped,
                 Err(error) => {
                     self.raise([self.device_error(Some(index), error)]);
                     return;
                 }
             };
-            let answer = match self.control_request(&chain) {
+            let answer = match read.and_then(|read| self.control_request(&read)) {
                 Ok(Some(answer)) => answer,
                 // Ignored: the chain stays with the device until a reset.
                 Ok(None) => continue,
@@ -2155,10 +2162,32 @@ impl Shared {
         }
     }
 
+    /// Reads a controlq request from its chain (as much of it as a TMF request has).
+    fn read_control(&self, chain: &Chain) -> Result<ControlRead, ChainError> {
+        Ok(ControlRead {
+            request: chain.read(&self.guest, TMF_REQ_SIZE)?,
+            writable: chain.writable_len(),
+        })
+    }
+
+    /// Reads a control chain the hostile mode has held since `epoch`, under the controlq's
+    /// lock: a reset moves the epoch before it takes that lock and the driver takes its control
+    /// buffers back only after the reset returned, so a chain of the current epoch still holds
+    /// the driver's request. `None`: a reset forgot the chain (its buffer may hold another
+    /// request by now, or nothing).
+    fn read_held_control(
+        &self,
+        epoch: u64,
+        chain: &Chain,
+    ) -> Option<Result<ControlRead, ChainError>> {
+        let _state = self.queue_lock(queue_index::CONTROL)?;
+        (epoch == self.epoch()).then(|| self.read_control(chain))
+    }
+
     /// Executes one controlq request; returns the bytes to write back (`None`: no answer).
-    fn control_request(&self, chain: &Chain) -> Result<Option<Vec<u8>>, ChainError> {
-        let request = chain.read(&self.guest, TMF_REQ_SIZE)?;
-        let writable = chain.writable_len();
+    fn control_request(&self, read: &ControlRead) -> Result<Option<Vec<u8>>, ChainError> {
+        let ControlRead { request, writable } = read;
+        let writable = *writable;
         let field = |range: std::ops::Range<usize>| request.get(range).unwrap_or_default();
         let u32_at = |at: usize| u32::from_le_bytes(field(at..at + 4).try_into().unwrap_or([0; 4]));
         let control_type = ControlType::from_raw(u32_at(0));
@@ -2391,6 +2420,14 @@ impl Shared {
         self.raise(raise);
         true
     }
+}
+
+/// A controlq request as the device read it from its chain.
+struct ControlRead {
+    /// The request's bytes, up to a TMF request's size.
+    request: Vec<u8>,
+    /// The chain's writable bytes.
+    writable: usize,
 }
 
 /// The `lun` and `tag` fields of a request header.

@@ -2084,6 +2084,36 @@ fn a_chain_released_before_a_reset_is_a_lie_about_an_id_the_device_does_not_hold
     assert_eq!(h.device.violations(), []);
 }
 
+/// A control request the hostile mode held when the driver reset the device was forgotten by
+/// the reset: once the driver has its buffer back it may hold another request (here a TMF
+/// header over an AN query's 16 bytes), and executing the old chain then would blame the
+/// driver for a chain too short for it (the fuzz runs' controlq `TooShort`). Leaving the
+/// hostile mode forgets it instead.
+#[test]
+fn a_control_request_held_across_a_reset_is_forgotten_not_executed() {
+    let mut h = Harness::default();
+    h.device.set_hostile(true);
+    let memory = h.memory.clone();
+    let request = dma(&memory, AN_REQ_SIZE, 8);
+    assert!(request.write_bytes(0, &1u32.to_le_bytes()), "AN query");
+    let response = dma(&memory, size_of::<AnResp>(), 8);
+    let q = h.queue(0);
+    q.queue
+        .add(&[segment(&request)], &[segment(&response)], None)
+        .unwrap();
+    q.kick();
+    h.device.hostile_take();
+    assert_eq!(h.device.hostile_held(), (0, 1));
+    let features = h.features;
+    h.init(features);
+    // The driver's buffer again: a TMF (type 0) now.
+    assert!(request.write_bytes(0, &0u32.to_le_bytes()));
+    h.device.set_hostile(false);
+    assert_eq!(h.device.violations(), []);
+    assert!(!h.transport.needs_reset());
+    assert_eq!(h.device.hostile_held(), (0, 0));
+}
+
 #[test]
 fn reserved_packed_event_suppression_flags_are_a_violation_and_still_interrupt() {
     let mut h = packed_harness();
