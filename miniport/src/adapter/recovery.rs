@@ -239,9 +239,17 @@ impl Adapter {
                 }
                 crate::recovery::tmf::end_every_tmf(self, restarted);
             }
+            // The election ends while every queue lock is still held, not after: a drain that
+            // finds the device broken (and may keep a request for the reset it then asks for,
+            // `QueueState::held_for_reset`) runs under its queue's lock, so it either ran
+            // before this reset took the locks (and the request was completed above), or runs
+            // after they are released and finds no reset under way, so its own is not skipped.
+            // Ended after the release, a drain in between lost its reset, and the request it
+            // kept waited for one that might never come (a fuzz run's lost WRITE).
+            // ORDERING: Release pairs with the Acquire of the next winner's compare-exchange
+            // above; the queue locks' release orders it before any drain that follows.
+            self.resetting.store(false, Ordering::Release);
         }
-        // ORDERING: pairs with the Acquire of the next winner's compare-exchange above.
-        self.resetting.store(false, Ordering::Release);
         self.extension.reset_detected();
         if reset {
             self.events.restarted(&self.event_context());
