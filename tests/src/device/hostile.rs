@@ -220,7 +220,9 @@ impl VirtioScsiDevice {
         };
         let good = answer.response == 0 && answer.status == 0;
         let (reply, executed) = match job.work {
-            work @ Work::Execute { .. } if good => (shared.run_journaled(work, job.nexus), true),
+            work @ Work::Execute { .. } if good => {
+                (shared.run_journaled(work, job.queue, job.nexus), true)
+            }
             Work::Reply(reply) if good => (reply, false),
             _ => (
                 Reply {

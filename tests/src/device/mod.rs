@@ -519,6 +519,11 @@ pub struct WriteRecord {
     pub stamp: [u8; 8],
     /// When the data reached the LUN.
     pub at: Instant,
+    /// It executed on a queue where the hostile mode had lied about an id it did not hold
+    /// (since the last reset): the driver may have taken that lie for this command's
+    /// completion and failed its SRB before the device executed it, which no driver can tell
+    /// from a real completion.
+    pub after_a_lie: bool,
 }
 
 /// What [`VirtioScsiDevice::hot_unplug`] did.
@@ -1901,7 +1906,7 @@ impl Shared {
                 Published::Nothing
             };
         }
-        let reply = self.run_journaled(job.work, job.nexus);
+        let reply = self.run_journaled(job.work, job.queue, job.nexus);
         let written = self.write_reply(&job.chain, job.resp_size, &reply);
         let len = job.used_len.unwrap_or(written);
         drop(slot);
@@ -1912,9 +1917,9 @@ impl Shared {
         }
     }
 
-    /// Runs `work` for `nexus` ((target, lun, tag)); a WRITE that executed GOOD goes into the
-    /// write journal while it is on.
-    fn run_journaled(&self, work: Work, nexus: (u8, u16, u64)) -> Reply {
+    /// Runs `work` for `nexus` ((target, lun, tag)) of request queue `queue`; a WRITE that
+    /// executed GOOD goes into the write journal while it is on.
+    fn run_journaled(&self, work: Work, queue: u16, nexus: (u8, u16, u64)) -> Reply {
         let journal = match &work {
             Work::Execute { cdb, data_out, .. }
                 if self.journaling.load(Ordering::SeqCst)
@@ -1945,6 +1950,11 @@ impl Shared {
                     tag,
                     stamp,
                     at: Instant::now(),
+                    after_a_lie: self
+                        .lied_ahead
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .contains(&queue),
                 });
         }
         reply
