@@ -507,7 +507,18 @@ impl Session<'_> {
             let done = machine
                 .adapter
                 .wait(ticket, SETTLE)
-                .unwrap_or_else(|error| panic!("{kind:?} {ticket:?} never completed: {error:?}"));
+                .unwrap_or_else(|error| {
+                    let log = machine.adapter.log();
+                    panic!(
+                        "{kind:?} {ticket:?} never completed: {error:?}; it is {}; device: {:?}, \
+                     held {:?}; port violations {:?}; the port's log ends:\n{}",
+                        machine.adapter.whereabouts(ticket),
+                        machine.device.stats(),
+                        machine.device.hostile_held_ids(),
+                        machine.adapter.violations(),
+                        log[log.len().saturating_sub(30)..].join("\n")
+                    )
+                });
             if self.trace {
                 eprintln!("  {ticket:?} completed {:#x}", done.srb_status);
             }

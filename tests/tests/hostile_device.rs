@@ -486,3 +486,32 @@ fn a_write_executed_after_a_lie_about_its_id_is_marked_in_the_journal() {
     let after_a_lie: Vec<bool> = lie.journal.iter().map(|write| write.after_a_lie).collect();
     assert_eq!(after_a_lie, [false, true]);
 }
+
+/// A settle failure says where the request is (the fuzz session's "never completed" message):
+/// held by the miniport while the device holds it, completed once answered (and collected by
+/// the wait), unknown if never submitted.
+#[test]
+fn the_port_driver_tells_where_a_request_is() {
+    let machine = hostile_machine(false);
+    let (ticket, _) = held_write(&machine, 10);
+    let held = machine.adapter.whereabouts(ticket);
+    assert!(held.starts_with("held by the miniport"), "{held}");
+    assert_eq!(
+        machine.device.hostile_answer(0, &good(true)),
+        Answered::Published { executed: true }
+    );
+    machine
+        .adapter
+        .wait(ticket, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(
+        machine.adapter.whereabouts(ticket),
+        "completed (its completion already collected)"
+    );
+    assert_eq!(
+        machine.adapter.whereabouts(Ticket(u64::MAX)),
+        "unknown to the port driver"
+    );
+    machine.device.set_hostile(false);
+    machine.finish();
+}

@@ -1273,6 +1273,60 @@ impl Adapter {
         self.machine.state().completed_at.get(&ticket.0).copied()
     }
 
+    /// Where `ticket` is now, for a scenario's failure message: completed, waiting in the port
+    /// queue, or held by the miniport (with its deadlines and whether it was answered BUSY).
+    #[must_use]
+    pub fn whereabouts(&self, ticket: Ticket) -> String {
+        let now = std::time::Instant::now();
+        let state = self.machine.state();
+        if let Some(done) = state.completed.get(&ticket.0) {
+            return format!("completed with SRB status {:#x}", done.srb_status);
+        }
+        if state.completed_at.contains_key(&ticket.0) {
+            return "completed (its completion already collected)".to_owned();
+        }
+        if let Some(at) = state
+            .port_queue
+            .waiting
+            .iter()
+            .position(|waiting| waiting.record.ticket == ticket.0)
+        {
+            return format!(
+                "waiting in the port queue at {at} of {} (StorPortBusy pending: {:?}, the \
+                 miniport holds {} SCSI requests)",
+                state.port_queue.waiting.len(),
+                state.port_queue.busy,
+                state.port_queue.total
+            );
+        }
+        let held = state
+            .outstanding
+            .values()
+            .find(|record| record.ticket == ticket.0);
+        held.map_or_else(
+            || "unknown to the port driver".to_owned(),
+            |record| {
+                format!(
+                    "held by the miniport ({:?} to {:?}): deadline {:?} {}, reset deadline \
+                     {:?}, answered BUSY before: {}; {} requests held in all",
+                    record.kind,
+                    record.address,
+                    record.deadline.saturating_duration_since(now),
+                    if record.deadline <= now {
+                        "(passed)"
+                    } else {
+                        "ahead"
+                    },
+                    record
+                        .reset_deadline
+                        .map(|at| at.saturating_duration_since(now)),
+                    record.retry_expiry.is_some(),
+                    state.outstanding.len()
+                )
+            },
+        )
+    }
+
     /// Waits for a submitted request.
     ///
     /// # Errors
