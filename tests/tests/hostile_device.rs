@@ -10,7 +10,7 @@ use rvscsi::storport::{
 use rvscsi_tests::device::hostile::{Answered, HostileAnswer};
 use rvscsi_tests::device::target::Lun;
 use rvscsi_tests::device::{DeviceOptions, WriteRecord};
-use rvscsi_tests::harness::{Machine, ring_from_env};
+use rvscsi_tests::harness::{Machine, iommu_from_environment, ring_from_env};
 use rvscsi_tests::hostile::{run, seeded_script};
 use rvscsi_tests::scenario::{boot_standard, stamped, wait_until, write10};
 use rvscsi_tests::sim::{IoctlRequest, Request, SimOptions, Ticket};
@@ -478,6 +478,10 @@ fn a_lie_about_a_free_id_the_driver_then_reused_is_not_blamed_on_the_driver() {
 /// executed after its SRB failed"), while the first write, before any lie, is not marked.
 #[test]
 fn a_write_executed_after_a_lie_about_its_id_is_marked_in_the_journal() {
+    if iommu_from_environment() {
+        eprintln!("without DMA remapping only: RVSCSI_IOMMU=1 asks for it");
+        return;
+    }
     let Some(lie) = lie_about_the_next_id(108, false) else {
         eprintln!("split ring only: the packed ring overwrites the lie");
         return;
@@ -513,5 +517,73 @@ fn the_port_driver_tells_where_a_request_is() {
         "unknown to the port driver"
     );
     machine.device.set_hostile(false);
+    machine.finish();
+}
+
+/// A device reset ends its election (the flag that turns a second resetter away) while it still
+/// holds every queue lock. A drain that then finds the device broken and keeps a request for
+/// the reset it asks for (a used element without the response header) must get that reset:
+/// here processor 0's thread, having reset the device for a lie about an unknown id, is parked
+/// by the simulator the moment it released its last lock, and processor 1's drain finds its
+/// write given back without a response. Its reset runs and completes the write with
+/// SRB_STATUS_BUS_RESET. With the election ended after the release instead, that reset was
+/// turned away and the write waited for one that never came (a fuzz run's lost WRITE).
+#[test]
+fn a_violation_found_as_a_reset_lets_go_of_its_locks_gets_its_own_reset() {
+    let machine = hostile_machine(ring_from_env(DeviceOptions::default()).packed);
+    let (first, (first_queue, _)) = held_write(&machine, 10);
+    let (parked_tx, parked_rx) = std::sync::mpsc::channel::<u32>();
+    let (resume_tx, resume_rx) = std::sync::mpsc::channel::<()>();
+    let resume_rx = std::sync::Mutex::new(resume_rx);
+    let device = machine.device.clone();
+    machine
+        .adapter
+        .on_last_lock_released(Some(Box::new(move |processor, _| {
+            if processor == 1 || device.stats().resets <= BOOT_RESETS {
+                return true;
+            }
+            let _ = parked_tx.send(processor);
+            let _ = resume_rx
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(30));
+            false
+        })));
+    assert!(
+        machine
+            .device
+            .hostile_publish_raw(first_queue, 999, 0, None, true)
+    );
+    let parked = parked_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the reset let go of its locks");
+    // Processor 1's write, held by the device, then given back without a response.
+    let data = stamped(0xFEED_0020, 512);
+    let second = machine
+        .adapter
+        .submit(1, &Request::new(0, 0, &write10(20, 1)).writing(&data))
+        .unwrap();
+    let mut held = Vec::new();
+    assert!(wait_until(Duration::from_secs(5), || {
+        let _ = machine.device.hostile_take();
+        held = machine.device.hostile_held_ids();
+        !held.is_empty()
+    }));
+    let (queue, id) = held[0];
+    assert!(machine.device.hostile_publish_raw(queue, id, 0, None, true));
+    let second = machine.adapter.wait(second, Duration::from_secs(10));
+    resume_tx.send(()).unwrap();
+    assert_ne!(parked, 1);
+    assert_eq!(
+        second.expect("the write's reset ran").srb_status,
+        SRB_STATUS_BUS_RESET
+    );
+    machine.adapter.on_last_lock_released(None);
+    machine.device.set_hostile(false);
+    let first = machine
+        .adapter
+        .wait(first, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(first.srb_status, SRB_STATUS_BUS_RESET);
     machine.finish();
 }
