@@ -465,6 +465,9 @@ fn write_command(head: &Head, lun: Lun, tag: u64, cdb: [u64; CDB_SIZE / 8]) {
             && offset_of!(CmdReq, crn) == 18
             && offset_of!(CmdReq, cdb) == 19
             && AT.is_multiple_of(8)
+            // The last word stored: bytes 48-51, the last a byte of padding.
+            && size_of::<CmdReq>() == 51
+            && CMD_REQ_AT + 52 <= CMD_RESP_AT
     );
     let relaxed = Ordering::Relaxed;
     let [c0, c1, c2, c3] = cdb;
@@ -477,9 +480,9 @@ fn write_command(head: &Head, lun: Lun, tag: u64, cdb: [u64; CDB_SIZE / 8]) {
     head.store_u64(0, AT + 24, c0 >> 40 | c1 << 24, relaxed);
     head.store_u64(0, AT + 32, c1 >> 40 | c2 << 24, relaxed);
     head.store_u64(0, AT + 40, c2 >> 40 | c3 << 24, relaxed);
-    // Bytes 48-50: CDB bytes 29-31.
-    head.store_u16(0, AT + 48, (c3 >> 40) as u16, relaxed);
-    head.store_u8(0, AT + 50, (c3 >> 56) as u8);
+    // Bytes 48-50: CDB bytes 29-31, stored with byte 51, the first byte past the header
+    // (padding before the response, which no one reads), as one word.
+    head.store_u32(0, AT + 48, (c3 >> 40) as u32, relaxed);
 }
 
 /// Writes [`UNWRITTEN_RESPONSE_HEADER`] at [`CMD_RESP_AT`], as a word and a half-word.
