@@ -138,6 +138,22 @@ pub(super) fn unspecified_direction(cdb: &[u8]) -> DataDirection {
     }
 }
 
+/// The direction of a request with a buffer whose direction flags are not DATA_IN or DATA_OUT
+/// alone: both (pass-through with `SCSI_IOCTL_DATA_UNSPECIFIED`, see [`unspecified_direction`])
+/// or neither (a buffer on a request that claims no data transfer: inconsistent, refused).
+#[cold]
+#[inline(never)]
+fn other_direction(direction_flags: u32, cdb: [u64; CDB_SIZE / 8]) -> Result<DataDirection, u8> {
+    if direction_flags != SRB_FLAGS_UNSPECIFIED_DIRECTION {
+        return Err(SRB_STATUS_INVALID_REQUEST);
+    }
+    let mut bytes = [0u8; CDB_SIZE];
+    for (chunk, word) in bytes.chunks_exact_mut(8).zip(cdb) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    Ok(unspecified_direction(&bytes))
+}
+
 /// Builds the request for an EXECUTE_SCSI SRB in its extension; on error, the SRB status.
 #[expect(
     clippy::too_many_lines,
@@ -168,21 +184,17 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         Lun::new(address.target, u16::from(address.lun)).map_err(|_| SRB_STATUS_INVALID_LUN)?;
     let flags = srb.flags();
     let length = srb.data_transfer_length();
-    let direction = match (length, flags & SRB_FLAGS_UNSPECIFIED_DIRECTION) {
-        (0, _) => DataDirection::None,
-        (_, SRB_FLAGS_DATA_IN) => DataDirection::FromDevice,
-        (_, SRB_FLAGS_DATA_OUT) => DataDirection::ToDevice,
-        // Both flags: pass-through with SCSI_IOCTL_DATA_UNSPECIFIED (see
-        // `unspecified_direction`).
-        (_, SRB_FLAGS_UNSPECIFIED_DIRECTION) => {
-            let mut bytes = [0u8; CDB_SIZE];
-            for (chunk, word) in bytes.chunks_exact_mut(8).zip(cdb) {
-                chunk.copy_from_slice(&word.to_le_bytes());
-            }
-            unspecified_direction(&bytes)
-        }
-        // A buffer on a request that claims no data transfer: inconsistent, refused.
-        _ => return Err(SRB_STATUS_INVALID_REQUEST),
+    // The two directions of reads and writes tested first, one compare each; the rest out of
+    // line.
+    let direction_flags = flags & SRB_FLAGS_UNSPECIFIED_DIRECTION;
+    let direction = if length == 0 {
+        DataDirection::None
+    } else if direction_flags == SRB_FLAGS_DATA_IN {
+        DataDirection::FromDevice
+    } else if direction_flags == SRB_FLAGS_DATA_OUT {
+        DataDirection::ToDevice
+    } else {
+        other_direction(direction_flags, cdb)?
     };
     let sense_capacity = if flags & SRB_FLAGS_DISABLE_AUTOSENSE == 0 {
         srb.sense_buffer().map_or(0, |(_, len)| u32::from(len))
@@ -767,6 +779,28 @@ mod tests {
             }
         }
         assert_eq!(written, expected.as_bytes());
+    }
+
+    #[test]
+    fn directions_other_than_in_or_out_alone_follow_the_cdb_or_are_refused() {
+        let word = |opcode: u8| [u64::from(opcode), 0, 0, 0];
+        // Both flags: the CDB decides (WRITE(10) is a write, READ(10) a read).
+        let both = SRB_FLAGS_UNSPECIFIED_DIRECTION;
+        assert_eq!(
+            other_direction(both, word(0x2A)),
+            Ok(DataDirection::ToDevice)
+        );
+        assert_eq!(
+            other_direction(both, word(0x28)),
+            Ok(DataDirection::FromDevice)
+        );
+        // Neither flag on a request with a buffer: refused, whatever the command.
+        for opcode in [0x2A, 0x28] {
+            assert_eq!(
+                other_direction(0, word(opcode)),
+                Err(SRB_STATUS_INVALID_REQUEST)
+            );
+        }
     }
 
     #[test]
