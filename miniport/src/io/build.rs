@@ -593,10 +593,11 @@ fn write_data(
     device_writes: bool,
 ) -> Result<(), u8> {
     let mut left = length;
+    if left == 0 {
+        return Ok(());
+    }
+    // Whether the length is covered is tested after each element, once per element.
     for element in elements {
-        if left == 0 {
-            break;
-        }
         // An empty element is refused by the writer (`QueueError::EmptySegment`).
         let take = element.length.min(left);
         let segment = Segment::new(element.physical_address.as_u64(), take);
@@ -607,12 +608,11 @@ fn write_data(
         };
         written.map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
         left -= take;
+        if left == 0 {
+            return Ok(());
+        }
     }
-    if left == 0 {
-        Ok(())
-    } else {
-        Err(SRB_STATUS_INVALID_REQUEST)
-    }
+    Err(SRB_STATUS_INVALID_REQUEST)
 }
 
 /// Pushes data segments covering exactly `length` bytes.
