@@ -205,6 +205,31 @@ impl DmaMemory {
         })
     }
 
+    /// The sub-region `offset .. offset + len`, if it lies inside this one and keeps the base
+    /// alignment, at bus address `bus`: for a part of a region described before its bus
+    /// address was known (a request's area, translated once the request is built).
+    ///
+    /// # Safety
+    /// `bus` is the address at which the device reaches the sub-region, contiguous for `len`
+    /// bytes (the bus half of [`DmaMemory::new`]'s contract; its memory half holds for any
+    /// sub-region of this one).
+    #[must_use]
+    #[inline]
+    pub unsafe fn sub_at(&self, offset: usize, len: usize, bus: BusAddress) -> Option<Self> {
+        let end = offset.checked_add(len)?;
+        if end > self.len || !offset.is_multiple_of(DMA_BASE_ALIGN) {
+            return None;
+        }
+        Some(Self {
+            // SAFETY: `offset <= end <= self.len`, so the result lies inside `ptr .. ptr + len`
+            // or one past it, a range `new`'s contract makes valid memory (and so not null,
+            // without the test a computed address would need).
+            ptr: unsafe { self.ptr.add(offset) },
+            len,
+            bus,
+        })
+    }
+
     /// Pointer to `offset` if an aligned `size`-byte access there is in bounds.
     #[inline]
     fn checked<const SIZE: usize>(&self, offset: usize) -> Option<Access<SIZE>> {
@@ -734,6 +759,28 @@ mod tests {
         assert!(mem.sub(48, 17).is_none(), "past the end");
         assert!(mem.sub(4, 8).is_none(), "misaligned base");
         assert!(mem.sub(usize::MAX, 1).is_none(), "overflow");
+        // SAFETY: allocated above, never given to a device.
+        unsafe { hal.dma_free(mem) };
+    }
+
+    #[test]
+    fn sub_regions_at_a_given_bus_address_stay_inside() {
+        let hal = FakeHal::new();
+        let mem = hal.dma_alloc(64, 16).unwrap();
+        let sub = |offset, len, bus| {
+            // SAFETY: the bus addresses are only compared, never given to a device.
+            unsafe { mem.sub_at(offset, len, bus) }
+        };
+        let tail = sub(48, 16, 0x1234_5000).unwrap();
+        assert_eq!(tail.bus_address(), 0x1234_5000);
+        assert_eq!(tail.cpu_address(), mem.cpu_address() + 48);
+        assert_eq!(tail.len(), 16);
+        tail.store_u64(8, 0x0102_0304_0506_0708, Relaxed);
+        assert_eq!(mem.load_u64(56, Relaxed), 0x0102_0304_0506_0708);
+        assert!(sub(48, 17, 0).is_none(), "past the end");
+        assert!(sub(4, 8, 0).is_none(), "misaligned base");
+        assert!(sub(usize::MAX, 1, 0).is_none(), "overflow");
+        assert_eq!(sub(64, 0, 0).map(|m| m.len()), Some(0));
         // SAFETY: allocated above, never given to a device.
         unsafe { hal.dma_free(mem) };
     }

@@ -138,12 +138,32 @@ pub(super) fn unspecified_direction(cdb: &[u8]) -> DataDirection {
     }
 }
 
+/// The direction of a request with a buffer whose direction flags are not DATA_IN or DATA_OUT
+/// alone: both (pass-through with `SCSI_IOCTL_DATA_UNSPECIFIED`, see [`unspecified_direction`])
+/// or neither (a buffer on a request that claims no data transfer: inconsistent, refused).
+#[cold]
+#[inline(never)]
+fn other_direction(direction_flags: u32, cdb: [u64; CDB_SIZE / 8]) -> Result<DataDirection, u8> {
+    if direction_flags != SRB_FLAGS_UNSPECIFIED_DIRECTION {
+        return Err(SRB_STATUS_INVALID_REQUEST);
+    }
+    let mut bytes = [0u8; CDB_SIZE];
+    for (chunk, word) in bytes.chunks_exact_mut(8).zip(cdb) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    Ok(unspecified_direction(&bytes))
+}
+
 /// Builds the request for an EXECUTE_SCSI SRB in its extension; on error, the SRB status.
 #[expect(
     clippy::too_many_lines,
     reason = "one linear translation of an SRB into a request; splitting it scatters the checks"
 )]
 pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
+    // The queue asked for first, while little else is live (with several queues it may take a
+    // call to StorPort), so that it is stored with the other context fields BuildIo knows
+    // before the request's address, in the same word.
+    let queue = host.queue_for_request(srb);
     let address = srb.address();
     let device = host.device_limits();
     if address.path != 0 {
@@ -168,21 +188,17 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         Lun::new(address.target, u16::from(address.lun)).map_err(|_| SRB_STATUS_INVALID_LUN)?;
     let flags = srb.flags();
     let length = srb.data_transfer_length();
-    let direction = match (length, flags & SRB_FLAGS_UNSPECIFIED_DIRECTION) {
-        (0, _) => DataDirection::None,
-        (_, SRB_FLAGS_DATA_IN) => DataDirection::FromDevice,
-        (_, SRB_FLAGS_DATA_OUT) => DataDirection::ToDevice,
-        // Both flags: pass-through with SCSI_IOCTL_DATA_UNSPECIFIED (see
-        // `unspecified_direction`).
-        (_, SRB_FLAGS_UNSPECIFIED_DIRECTION) => {
-            let mut bytes = [0u8; CDB_SIZE];
-            for (chunk, word) in bytes.chunks_exact_mut(8).zip(cdb) {
-                chunk.copy_from_slice(&word.to_le_bytes());
-            }
-            unspecified_direction(&bytes)
-        }
-        // A buffer on a request that claims no data transfer: inconsistent, refused.
-        _ => return Err(SRB_STATUS_INVALID_REQUEST),
+    // The two directions of reads and writes tested first, one compare each; the rest out of
+    // line.
+    let direction_flags = flags & SRB_FLAGS_UNSPECIFIED_DIRECTION;
+    let direction = if length == 0 {
+        DataDirection::None
+    } else if direction_flags == SRB_FLAGS_DATA_IN {
+        DataDirection::FromDevice
+    } else if direction_flags == SRB_FLAGS_DATA_OUT {
+        DataDirection::ToDevice
+    } else {
+        other_direction(direction_flags, cdb)?
     };
     let sense_capacity = if flags & SRB_FLAGS_DISABLE_AUTOSENSE == 0 {
         srb.sense_buffer().map_or(0, |(_, len)| u32::from(len))
@@ -231,6 +247,7 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     write_known_context(
         &head,
         Known {
+            queue,
             data_length: length,
             sense_capacity,
             direction: direction_byte,
@@ -260,7 +277,6 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     } else {
         data_segments(host, srb)?
     };
-    let queue = host.queue_for_request(srb);
     // An indirect table needs the feature negotiated (virtio 1.x 2.7.5.3.1: the driver MUST NOT
     // set VIRTQ_DESC_F_INDIRECT otherwise) and the whole table contiguous in bus memory; without
     // either the request goes on the ring as a direct chain, which the limits are sized for.
@@ -325,7 +341,6 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
 
     write_built_context(
         &head,
-        queue,
         [readable, writable],
         [table_writable, table_posted],
         bus,
@@ -337,6 +352,8 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
 /// its scatter/gather list.
 #[derive(Clone, Copy)]
 struct Known {
+    /// The request queue (`RequestContext::queue`).
+    queue: u16,
     data_length: u32,
     sense_capacity: u32,
     /// `RequestContext::direction`.
@@ -377,8 +394,7 @@ const _: () = {
 };
 
 /// Stores the words and half-words of the context that hold only [`Known`] fields (`token`
-/// 0 and state `Built`; `sequence`, StartIo's, zero until then; `queue` 0, stored again by
-/// [`write_built_context`]), in the window checked once.
+/// 0 and state `Built`; `sequence`, StartIo's, zero until then), in the window checked once.
 #[expect(
     clippy::inline_always,
     reason = "on every I/O, one caller; out of line the fields go through memory (cargo xtask bench)"
@@ -395,7 +411,8 @@ fn write_known_context(head: &Head, known: Known) {
     head.store_u64(
         0,
         8,
-        u64::from(RequestState::Built as u8) << 32
+        u64::from(known.queue)
+            | u64::from(RequestState::Built as u8) << 32
             | u64::from(known.direction) << 40
             | u64::from(known.target) << 48
             | u64::from(known.opcode) << 56,
@@ -410,8 +427,7 @@ fn write_known_context(head: &Head, known: Known) {
     head.store_u64(0, RequestContext::SEQUENCE_OFFSET, 0, relaxed);
 }
 
-/// Stores the rest of the context, what BuildIo learnt from StorPort: the queue, the segment
-/// counts, the indirect table's totals and the request's bus address.
+/// Stores the rest of the context, what BuildIo learnt from StorPort: the segment counts, the indirect table's totals and the request's bus address.
 #[expect(
     clippy::inline_always,
     reason = "on every I/O, one caller; out of line the fields go through memory (cargo xtask bench)"
@@ -419,13 +435,11 @@ fn write_known_context(head: &Head, known: Known) {
 #[inline(always)]
 fn write_built_context(
     head: &Head,
-    queue: u16,
     [readable, writable]: [u16; 2],
     [table_writable, table_posted]: [u32; 2],
     bus: u64,
 ) {
     let relaxed = Ordering::Relaxed;
-    head.store_u16(0, RequestContext::QUEUE_OFFSET, queue, relaxed);
     head.store_u32(
         0,
         RequestContext::READABLE_OFFSET,
@@ -465,6 +479,9 @@ fn write_command(head: &Head, lun: Lun, tag: u64, cdb: [u64; CDB_SIZE / 8]) {
             && offset_of!(CmdReq, crn) == 18
             && offset_of!(CmdReq, cdb) == 19
             && AT.is_multiple_of(8)
+            // The last word stored: bytes 48-51, the last a byte of padding.
+            && size_of::<CmdReq>() == 51
+            && CMD_REQ_AT + 52 <= CMD_RESP_AT
     );
     let relaxed = Ordering::Relaxed;
     let [c0, c1, c2, c3] = cdb;
@@ -477,9 +494,9 @@ fn write_command(head: &Head, lun: Lun, tag: u64, cdb: [u64; CDB_SIZE / 8]) {
     head.store_u64(0, AT + 24, c0 >> 40 | c1 << 24, relaxed);
     head.store_u64(0, AT + 32, c1 >> 40 | c2 << 24, relaxed);
     head.store_u64(0, AT + 40, c2 >> 40 | c3 << 24, relaxed);
-    // Bytes 48-50: CDB bytes 29-31.
-    head.store_u16(0, AT + 48, (c3 >> 40) as u16, relaxed);
-    head.store_u8(0, AT + 50, (c3 >> 56) as u8);
+    // Bytes 48-50: CDB bytes 29-31, stored with byte 51, the first byte past the header
+    // (padding before the response, which no one reads), as one word.
+    head.store_u32(0, AT + 48, (c3 >> 40) as u32, relaxed);
 }
 
 /// Writes [`UNWRITTEN_RESPONSE_HEADER`] at [`CMD_RESP_AT`], as a word and a half-word.
@@ -578,10 +595,11 @@ fn write_data(
     device_writes: bool,
 ) -> Result<(), u8> {
     let mut left = length;
+    if left == 0 {
+        return Ok(());
+    }
+    // Whether the length is covered is tested after each element, once per element.
     for element in elements {
-        if left == 0 {
-            break;
-        }
         // An empty element is refused by the writer (`QueueError::EmptySegment`).
         let take = element.length.min(left);
         let segment = Segment::new(element.physical_address.as_u64(), take);
@@ -592,12 +610,11 @@ fn write_data(
         };
         written.map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
         left -= take;
+        if left == 0 {
+            return Ok(());
+        }
     }
-    if left == 0 {
-        Ok(())
-    } else {
-        Err(SRB_STATUS_INVALID_REQUEST)
-    }
+    Err(SRB_STATUS_INVALID_REQUEST)
 }
 
 /// Pushes data segments covering exactly `length` bytes.
@@ -697,10 +714,6 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(
-        miri,
-        ignore = "BuildIo stores `queue` as a half-word into the word it stored whole before, two sizes at one location, which Miri's weak-memory emulation cannot run"
-    )]
     fn context_words_are_the_bytes_of_the_context() {
         use zerocopy::IntoBytes;
         let hal = FakeHal::new();
@@ -721,6 +734,7 @@ mod tests {
         // Every field a distinct value with no zero byte where it can have one, so a field
         // stored at the wrong place or width shows.
         let known = Known {
+            queue: 0x1A2B,
             data_length: 0x8877_6655,
             sense_capacity: 0x0000_00F1,
             direction: 2,
@@ -732,7 +746,6 @@ mod tests {
         write_known_context(&head, known);
         write_built_context(
             &head,
-            0x1A2B,
             [0x1111, 0x2222],
             [0x0000_1060, 0x0000_1093],
             0xDEAD_BEEF_0BAD_F00D,
@@ -764,6 +777,28 @@ mod tests {
             }
         }
         assert_eq!(written, expected.as_bytes());
+    }
+
+    #[test]
+    fn directions_other_than_in_or_out_alone_follow_the_cdb_or_are_refused() {
+        let word = |opcode: u8| [u64::from(opcode), 0, 0, 0];
+        // Both flags: the CDB decides (WRITE(10) is a write, READ(10) a read).
+        let both = SRB_FLAGS_UNSPECIFIED_DIRECTION;
+        assert_eq!(
+            other_direction(both, word(0x2A)),
+            Ok(DataDirection::ToDevice)
+        );
+        assert_eq!(
+            other_direction(both, word(0x28)),
+            Ok(DataDirection::FromDevice)
+        );
+        // Neither flag on a request with a buffer: refused, whatever the command.
+        for opcode in [0x2A, 0x28] {
+            assert_eq!(
+                other_direction(0, word(opcode)),
+                Err(SRB_STATUS_INVALID_REQUEST)
+            );
+        }
     }
 
     #[test]

@@ -273,16 +273,14 @@ impl RequestView {
     #[must_use]
     #[inline]
     pub fn part(&self, offset: usize, len: usize, area_bus: u64) -> Option<DmaMemory> {
-        if offset < SRB_RECORD_LEN || offset.checked_add(len)? > self.memory.len() {
+        if offset < SRB_RECORD_LEN {
             return None;
         }
-        let pointer = NonNull::new((self.memory.cpu_address() + offset) as *mut u8)?;
         let bus = area_bus.checked_add(offset as u64)?;
-        // SAFETY: `offset .. offset + len` lies in this view (checked), after the record, so it
-        // is memory `RequestView::at` describes, reached only through `DmaMemory` views and by
-        // the device; `bus` is the caller's translation of it (a wrong one misdirects the
-        // device, whose accesses are outside Rust's memory model, and touches no Rust memory).
-        unsafe { DmaMemory::new(pointer, len, bus) }
+        // SAFETY: `bus` is the caller's translation of the part (a wrong one misdirects the
+        // device, whose accesses are outside Rust's memory model, and touches no Rust memory);
+        // `sub_at` keeps the part inside this view, after the record (checked just above).
+        unsafe { self.memory.sub_at(offset, len, bus) }
     }
 
     /// The SRB record: the SRB's address, its layout, and whether its data buffer is mapped.
@@ -733,6 +731,29 @@ mod tests {
         assert_eq!(area_start(0x1_1000, PAGE), 0x1_1000);
         assert_eq!(area_start(0x1_0FFF, PAGE), 0x1_1000);
         assert_eq!(area_start(0x1_0010, PAGE), 0x1_1000);
+    }
+
+    #[test]
+    fn parts_lie_in_the_view_after_the_record_at_the_bus_address_given() {
+        #[repr(C, align(16))]
+        struct Area([u8; 256]);
+        let mut area = Area([0; 256]);
+        let start = area.0.as_mut_ptr() as usize;
+        let view = RequestView::at(start, 256, 0).unwrap();
+        let part = view.part(0x40, 0x20, 0x1_0000).unwrap();
+        assert_eq!(
+            (part.cpu_address(), part.len(), part.bus_address()),
+            (start + 0x40, 0x20, 0x1_0040)
+        );
+        // Up to the view's end, not past it.
+        assert_eq!(view.part(0xF0, 0x10, 0).map(|p| p.len()), Some(0x10));
+        assert!(view.part(0xF0, 0x11, 0).is_none(), "past the view");
+        assert!(view.part(usize::MAX, 2, 0).is_none(), "offset overflows");
+        // Never the record, and never a misaligned start.
+        assert!(view.part(8, 8, 0).is_none(), "inside the record");
+        assert!(view.part(0x44, 8, 0).is_none(), "misaligned");
+        // A bus address that would wrap is refused.
+        assert!(view.part(0x40, 8, u64::MAX - 0x20).is_none(), "bus wraps");
     }
 
     #[test]

@@ -611,16 +611,18 @@ unsafe fn parse_other_block(
     Ok(found)
 }
 
-/// For each CDB length, the masks that keep its bytes of the four little-endian words of a
-/// CDB array and clear the rest (what [`Srb::cdb_words`] applies).
-static CDB_WORD_MASKS: [[u64; CDB_SIZE / 8]; CDB_SIZE + 1] = {
-    let mut masks = [[0u64; CDB_SIZE / 8]; CDB_SIZE + 1];
-    let mut len = 0;
-    while len <= CDB_SIZE {
+/// For each CDB length from 1 to [`CDB_SIZE`] (at index `length - 1`), the masks that keep its
+/// bytes of the four little-endian words of a CDB array and clear the rest (what
+/// [`Srb::cdb_words`] applies).
+static CDB_WORD_MASKS: [[u64; CDB_SIZE / 8]; CDB_SIZE] = {
+    let mut masks = [[0u64; CDB_SIZE / 8]; CDB_SIZE];
+    let mut index = 0;
+    while index < CDB_SIZE {
+        let len = index + 1;
         let mut word = 0;
         while word < CDB_SIZE / 8 {
             let start = 8 * word;
-            masks[len][word] = if len >= start + 8 {
+            masks[index][word] = if len >= start + 8 {
                 u64::MAX
             } else if len <= start {
                 0
@@ -629,7 +631,7 @@ static CDB_WORD_MASKS: [[u64; CDB_SIZE / 8]; CDB_SIZE + 1] = {
             };
             word += 1;
         }
-        len += 1;
+        index += 1;
     }
     masks
 };
@@ -993,11 +995,16 @@ impl Srb {
         let error = SrbError::CdbLength {
             len: u32::from(self.cdb_length),
         };
-        if len == 0 || len > usize::from(self.cdb_span) {
+        // `len` is 1 to `cdb_span` exactly when `len - 1` (wrapping, so 0 becomes the largest
+        // value) is below the span: one compare for both ends.
+        let below = self.cdb_length.wrapping_sub(1);
+        if below >= self.cdb_span {
             return Err(error);
         }
-        // `len <= CDB_SIZE` is checked here too.
-        let masks = CDB_WORD_MASKS.get(len).ok_or(error)?;
+        // Every span is at most CDB_SIZE (16 or 32 for a CDB array, a CDB_VAR block's length
+        // checked against CDB_SIZE when parsed), so `below` is a row of the table already; the
+        // remainder only says so to the compiler, without a second compare.
+        let masks = &CDB_WORD_MASKS[usize::from(below) % CDB_SIZE];
         let at = self.scsi.cdb();
         let words = match self.cdb_span {
             // The CDB array of a classic SRB or of a CDB16 block, or a CDB_VAR block's 16
