@@ -26,9 +26,9 @@ mod submit;
 pub use build::build_io;
 #[cfg(test)]
 use build::unspecified_direction;
-#[cfg(test)]
-use complete::srb_status;
 pub use complete::{complete_kept, drain, fail_in_flight, salvage, scan_in_flight};
+#[cfg(test)]
+use complete::{plain_success, srb_status};
 pub use host::IoHost;
 pub use submit::start_io;
 

@@ -107,3 +107,50 @@ fn the_completion_reads_each_context_field_from_its_own_bytes() {
         }
     );
 }
+
+proptest::proptest! {
+    /// The completion's shortcut for the common answer (`plain_success`) decides exactly as
+    /// the full decoding (`complete_header`) wherever it answers: a success that moved the whole
+    /// transfer with no sense taken; and it answers only for OK, GOOD and no residual. The
+    /// values are drawn near the edges (small residuals, lengths and sense lengths) as often as
+    /// anywhere.
+    #[test]
+    fn the_plain_success_shortcut_decides_as_the_full_decoding(
+        response in proptest::prop_oneof![0u8..14, proptest::num::u8::ANY],
+        status in proptest::prop_oneof![proptest::strategy::Just(0u8), 0u8..0x50, proptest::num::u8::ANY],
+        resid in proptest::prop_oneof![0u32..3, proptest::num::u32::ANY],
+        sense_len in proptest::prop_oneof![0u32..100, proptest::num::u32::ANY],
+        direction in 0u8..4,
+        length in proptest::prop_oneof![0u32..3, proptest::num::u32::ANY],
+        sense_capacity in 0u32..256,
+    ) {
+        use virtio_core::scsi::{CmdRespHeader, Transfer, complete_header};
+        let head = CmdRespHeader {
+            sense_len: sense_len.into(),
+            resid: resid.into(),
+            status_qualifier: 0.into(),
+            status,
+            response,
+        };
+        let direction = [
+            DataDirection::None,
+            DataDirection::ToDevice,
+            DataDirection::FromDevice,
+            DataDirection::Bidirectional,
+        ][usize::from(direction)];
+        let transfer = Transfer::new(direction, length, sense_capacity);
+        let full = complete_header(&head, &transfer);
+        let shortcut = plain_success(&head, &transfer);
+        proptest::prop_assert_eq!(shortcut.is_some(), response == 0 && status == 0 && resid == 0);
+        if let Some(shortcut) = shortcut {
+            proptest::prop_assert_eq!(shortcut.disposition, Disposition::Success);
+            proptest::prop_assert_eq!(shortcut.disposition, full.disposition);
+            proptest::prop_assert_eq!(shortcut.scsi_status, full.scsi_status);
+            proptest::prop_assert_eq!(shortcut.transferred, full.transferred);
+            proptest::prop_assert_eq!(shortcut.transferred, transfer.length());
+            // No sense is taken either way, so its length is not read.
+            proptest::prop_assert!(!shortcut.autosense_valid && !full.autosense_valid);
+            proptest::prop_assert!(!full.disposition.requires_device_reset());
+        }
+    }
+}
