@@ -15,11 +15,12 @@ use virtio_core::scsi::{
 
 use super::IoHost;
 use super::{Completing, RESPONSE_HEADER_LEN, Request, complete, device_identification};
+use crate::counters::QueueCounters;
 use crate::in_flight::InFlight;
 use crate::luns::{Recorded, Snooped};
 use crate::queue_state::{QueueGuard, Ring};
 use crate::srb_extension::{CMD_RESP_AT, INDIRECT_AT, RequestState};
-use crate::storport::request::{InFlightRequest, KeptSrb};
+use crate::storport::request::{InFlightRequest, KeptSrb, RequestView};
 use crate::storport::srb::Srb;
 use crate::storport::{
     SRB_STATUS_ABORTED, SRB_STATUS_AUTOSENSE_VALID, SRB_STATUS_BUS_RESET, SRB_STATUS_BUSY,
@@ -187,26 +188,71 @@ pub(super) fn complete_used<H: IoHost>(
     if let Some(counters) = counters {
         counters.completions.fetch_add(1, Ordering::Relaxed);
     }
-    let direction = match context.direction {
-        1 => DataDirection::ToDevice,
-        2 => DataDirection::FromDevice,
-        _ => DataDirection::None,
-    };
+    let direction = direction_of(context.direction);
     let transfer = Transfer::new(direction, context.data_length, context.sense_capacity);
     let Some(head) = request.response_head() else {
         srb.set_data_transfer_length(0);
         complete(host, srb, SRB_STATUS_ERROR);
         return true;
     };
-    let (outcome, mut status) = if let Some(outcome) = plain_success(&head, &transfer) {
+    if let Some(outcome) = plain_success(&head, &transfer) {
         // Whether the unit is gone does not matter to a success (`srb_status`).
-        (outcome, SRB_STATUS_SUCCESS)
-    } else {
-        let outcome = complete_header(&head, &transfer);
-        let gone = host.gone().contains(context.target, context.lun as u8)
-            && !crate::events::reaches_absent_unit(context.opcode);
-        (outcome, srb_status(outcome.disposition, gone))
-    };
+        return finish(
+            host,
+            srb,
+            &view,
+            words,
+            outcome,
+            SRB_STATUS_SUCCESS,
+            counters,
+        );
+    }
+    complete_answer(host, srb, &view, words, &head, &transfer, counters)
+}
+
+/// Completes the request `srb` (whose view is `view` and context `words`) that the device
+/// answered with `head` for `transfer`, any answer but the plain success: decoded in full, the
+/// removed units looked at. Returns true if the answer broke the protocol. Out of line, as
+/// failures are rare: the common completion keeps its registers for itself.
+#[cold]
+#[inline(never)]
+fn complete_answer<H: IoHost>(
+    host: &H,
+    srb: Srb,
+    view: &RequestView,
+    words: [u64; 3],
+    head: &CmdRespHeader,
+    transfer: &Transfer,
+    counters: Option<&QueueCounters>,
+) -> bool {
+    let context = Completing::from_words(&words);
+    let outcome = complete_header(head, transfer);
+    let gone = host.gone().contains(context.target, context.lun as u8)
+        && !crate::events::reaches_absent_unit(context.opcode);
+    let status = srb_status(outcome.disposition, gone);
+    finish(host, srb, view, words, outcome, status, counters)
+}
+
+/// Completes `srb` (whose view is `view` and context `words`) as `outcome` says, with SRB
+/// status `status`, counted in `counters`: the bus scan's answers looked at, the transfer
+/// length and the sense set. Returns true if the device must be reset. Inline in both its
+/// callers, so that the plain success's copy folds its constants.
+#[expect(
+    clippy::inline_always,
+    reason = "the plain success's copy is on every I/O, its outcome constant; out of line nothing folds (cargo xtask bench)"
+)]
+#[inline(always)]
+fn finish<H: IoHost>(
+    host: &H,
+    mut srb: Srb,
+    view: &RequestView,
+    words: [u64; 3],
+    outcome: CommandOutcome,
+    mut status: u8,
+    counters: Option<&QueueCounters>,
+) -> bool {
+    let context = Completing::from_words(&words);
+    let direction = direction_of(context.direction);
     srb.set_scsi_status(outcome.scsi_status);
     let mut transferred = outcome.transferred;
     // Only the bus scan's commands (INQUIRY, READ CAPACITY, SERVICE ACTION IN, REPORT LUNS)
@@ -247,6 +293,16 @@ pub(super) fn complete_used<H: IoHost>(
     }
     complete(host, srb, status);
     outcome.disposition.requires_device_reset()
+}
+
+/// The data direction recorded in a request's context (`RequestContext::direction`).
+#[inline]
+const fn direction_of(recorded: u8) -> DataDirection {
+    match recorded {
+        1 => DataDirection::ToDevice,
+        2 => DataDirection::FromDevice,
+        _ => DataDirection::None,
+    }
 }
 
 /// What [`complete_header`] makes of `head` for `transfer` when the device answered as it
