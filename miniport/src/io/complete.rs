@@ -156,6 +156,81 @@ pub(super) fn complete_used<H: IoHost>(
     in_flight: InFlightRequest,
     token: u16,
 ) -> bool {
+    match complete_plain(host, queue, in_flight, token) {
+        Ok(reset) => reset,
+        Err(in_flight) => complete_any(host, queue, in_flight, token),
+    }
+}
+
+/// [`complete_used`] for the completion of nearly every I/O: the request's record sound, the
+/// context the one the token was given to, the answer a plain success ([`plain_success`]).
+/// Anything else comes back untouched in `Err`, for [`complete_any`], which decides it as it
+/// decides every answer: so the common completion carries none of the other cases' state, and
+/// the token (one word) is all that crosses to the general path.
+#[expect(
+    clippy::inline_always,
+    reason = "on every I/O, called once, from complete_used; left out of line it costs instructions per I/O (cargo xtask bench)"
+)]
+#[inline(always)]
+fn complete_plain<H: IoHost>(
+    host: &H,
+    queue: u16,
+    in_flight: InFlightRequest,
+    token: u16,
+) -> Result<bool, InFlightRequest> {
+    // As in `complete_any`: the context and response windows lie inside a view that reaches
+    // the indirect table.
+    let scratch = host.limits().request.segments;
+    if scratch < INDIRECT_AT {
+        return Err(in_flight);
+    }
+    let Some(view) = in_flight.view(scratch) else {
+        return Err(in_flight);
+    };
+    let request = Request { view: &view };
+    let Some(words) = request.completing_words() else {
+        return Err(in_flight);
+    };
+    let context = Completing::from_words(&words);
+    if !is_on_ring_as(&context, token) {
+        return Err(in_flight);
+    }
+    let Some(head) = request.response_head() else {
+        return Err(in_flight);
+    };
+    let direction = direction_of(context.direction);
+    let transfer = Transfer::new(direction, context.data_length, context.sense_capacity);
+    let Some(outcome) = plain_success(&head, &transfer) else {
+        return Err(in_flight);
+    };
+    // The view was made, so only an SRB record naming no SRB fails here; `complete_any` leaves
+    // that uncompleted and resets the device too.
+    let Some((srb, _)) = in_flight.into_parts(scratch) else {
+        return Ok(true);
+    };
+    request.set_state(RequestState::Done);
+    let counters = host.counters(queue);
+    if let Some(counters) = counters {
+        counters.completions.fetch_add(1, Ordering::Relaxed);
+    }
+    // Whether the unit is gone does not matter to a success (`srb_status`).
+    Ok(finish(
+        host,
+        srb,
+        &view,
+        words,
+        outcome,
+        SRB_STATUS_SUCCESS,
+        counters,
+    ))
+}
+
+/// [`complete_used`] for any request and answer: every check of the record and the context,
+/// the answer decoded in full, the removed units looked at. Out of line, as all but the plain
+/// success are rare ([`complete_plain`]).
+#[cold]
+#[inline(never)]
+fn complete_any<H: IoHost>(host: &H, queue: u16, in_flight: InFlightRequest, token: u16) -> bool {
     let layout = host.limits().request;
     // Every layout keeps its scratch list, where the view ends, after the indirect table
     // (`RequestLayout::new`): checked once here, the context and response windows below lie
@@ -177,7 +252,7 @@ pub(super) fn complete_used<H: IoHost>(
         return true;
     };
     let context = Completing::from_words(&words);
-    if context.state != RequestState::InFlight as u8 || context.token != token {
+    if !is_on_ring_as(&context, token) {
         // Not the request this token was given to: left uncompleted, as the reset that
         // follows cannot complete what is no longer on a ring either.
         srb.hand_over();
@@ -195,42 +270,11 @@ pub(super) fn complete_used<H: IoHost>(
         complete(host, srb, SRB_STATUS_ERROR);
         return true;
     };
-    if let Some(outcome) = plain_success(&head, &transfer) {
-        // Whether the unit is gone does not matter to a success (`srb_status`).
-        return finish(
-            host,
-            srb,
-            &view,
-            words,
-            outcome,
-            SRB_STATUS_SUCCESS,
-            counters,
-        );
-    }
-    complete_answer(host, srb, &view, words, &head, &transfer, counters)
-}
-
-/// Completes the request `srb` (whose view is `view` and context `words`) that the device
-/// answered with `head` for `transfer`, any answer but the plain success: decoded in full, the
-/// removed units looked at. Returns true if the answer broke the protocol. Out of line, as
-/// failures are rare: the common completion keeps its registers for itself.
-#[cold]
-#[inline(never)]
-fn complete_answer<H: IoHost>(
-    host: &H,
-    srb: Srb,
-    view: &RequestView,
-    words: [u64; 3],
-    head: &CmdRespHeader,
-    transfer: &Transfer,
-    counters: Option<&QueueCounters>,
-) -> bool {
-    let context = Completing::from_words(&words);
-    let outcome = complete_header(head, transfer);
+    let outcome = complete_header(&head, &transfer);
     let gone = host.gone().contains(context.target, context.lun as u8)
         && !crate::events::reaches_absent_unit(context.opcode);
     let status = srb_status(outcome.disposition, gone);
-    finish(host, srb, view, words, outcome, status, counters)
+    finish(host, srb, &view, words, outcome, status, counters)
 }
 
 /// Completes `srb` (whose view is `view` and context `words`) as `outcome` says, with SRB
@@ -303,6 +347,14 @@ const fn direction_of(recorded: u8) -> DataDirection {
         2 => DataDirection::FromDevice,
         _ => DataDirection::None,
     }
+}
+
+/// Whether the request whose context is `context` is the one the used token `token` stands
+/// for: on a ring (StartIo recorded it in flight, and no completion has yet) with that token.
+/// Both completions ask it before they complete anything.
+#[inline]
+pub(super) fn is_on_ring_as(context: &Completing, token: u16) -> bool {
+    context.state == RequestState::InFlight as u8 && context.token == token
 }
 
 /// What [`complete_header`] makes of `head` for `transfer` when the device answered as it

@@ -28,7 +28,7 @@ pub use build::build_io;
 use build::unspecified_direction;
 pub use complete::{complete_kept, drain, fail_in_flight, salvage, scan_in_flight};
 #[cfg(test)]
-use complete::{plain_success, srb_status};
+use complete::{is_on_ring_as, plain_success, srb_status};
 pub use host::IoHost;
 pub use submit::start_io;
 

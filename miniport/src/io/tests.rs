@@ -108,6 +108,33 @@ fn the_completion_reads_each_context_field_from_its_own_bytes() {
     );
 }
 
+#[test]
+fn a_used_token_completes_only_the_request_recorded_in_flight_with_it() {
+    let on_ring = Completing {
+        data_length: 4096,
+        sense_capacity: 96,
+        token: 7,
+        state: RequestState::InFlight as u8,
+        direction: 2,
+        target: 0,
+        opcode: 0x28,
+        lun: 0,
+        vpd_page: 0,
+    };
+    assert!(is_on_ring_as(&on_ring, 7));
+    // Another token's request (the device named a slot whose context is not this one's).
+    assert!(!is_on_ring_as(&on_ring, 8));
+    assert!(!is_on_ring_as(&on_ring, 7 | 0x100));
+    // Completed already, or never put on a ring.
+    for state in [RequestState::Done, RequestState::Built] {
+        let context = Completing {
+            state: state as u8,
+            ..on_ring
+        };
+        assert!(!is_on_ring_as(&context, 7), "{state:?}");
+    }
+}
+
 proptest::proptest! {
     /// The completion's shortcut for the common answer (`plain_success`) decides exactly as
     /// the full decoding (`complete_header`) wherever it answers: a success that moved the whole
