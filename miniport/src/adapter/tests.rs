@@ -27,6 +27,16 @@ fn request_queue_messages_follow_and_end_with_the_queues_in_use() {
     assert_eq!(MessageRoute::of(first + 4, 4), MessageRoute::NotOurs);
     assert_eq!(MessageRoute::of(u32::MAX, 4), MessageRoute::NotOurs);
     assert_eq!(MessageRoute::of(first, 0), MessageRoute::NotOurs);
+    // The most queues a 16-bit count names: the last is routed, the message after it is no
+    // virtqueue's at all (its index does not fit the transport's 16 bits).
+    assert_eq!(
+        MessageRoute::of(first + 65_534, u16::MAX),
+        MessageRoute::Request(65_534)
+    );
+    assert_eq!(
+        MessageRoute::of(first + 65_535, u16::MAX),
+        MessageRoute::NotOurs
+    );
 }
 
 #[test]
