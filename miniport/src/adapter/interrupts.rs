@@ -185,6 +185,11 @@ impl Adapter {
 
     /// A request queue's interrupt, in the ISR that owns it: hands the drain to the queue's
     /// DPC once there are DPCs, drains the queue here otherwise.
+    #[expect(
+        clippy::inline_always,
+        reason = "on every interrupt at low queue depth, from on_message; out of line it costs a call and the lock proof stored for it (cargo xtask bench)"
+    )]
+    #[inline(always)]
     pub(crate) fn on_queue_interrupt(&self, queue: u16, held: &mut HeldByStorPort) {
         if let Some(counters) = self.counters(queue) {
             counters.interrupts.fetch_add(1, Ordering::Relaxed);
