@@ -256,10 +256,9 @@ impl MessageRoute {
     pub fn of(message: u32, request_queues: u16) -> Self {
         // The request queues' messages first: they are nearly every interrupt, and one
         // subtraction and one compare find them.
-        let first_request = u32::from(queue_index::REQUEST_BASE) + 1;
-        if let Some(queue) = message.checked_sub(first_request)
-            && queue < u32::from(request_queues)
-        {
+        // Wrapping: a message before the first request queue's wraps past every queue count.
+        let queue = message.wrapping_sub(u32::from(queue_index::REQUEST_BASE) + 1);
+        if queue < u32::from(request_queues) {
             return Self::Request(queue as u16);
         }
         let Some(index) = message.checked_sub(1) else {
