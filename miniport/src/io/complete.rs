@@ -19,7 +19,7 @@ use crate::counters::QueueCounters;
 use crate::in_flight::InFlight;
 use crate::luns::{Recorded, Snooped};
 use crate::queue_state::{QueueGuard, Ring};
-use crate::srb_extension::{CMD_RESP_AT, INDIRECT_AT, RequestState};
+use crate::srb_extension::{CMD_RESP_AT, INDIRECT_AT, RequestContext, RequestState};
 use crate::storport::request::{InFlightRequest, KeptSrb, RequestView};
 use crate::storport::srb::Srb;
 use crate::storport::{
@@ -191,10 +191,10 @@ fn complete_plain<H: IoHost>(
     let Some(words) = request.completing_words() else {
         return Err(in_flight);
     };
-    let context = Completing::from_words(&words);
-    if !is_on_ring_as(&context, token) {
+    if !is_on_ring_as(&words, token) {
         return Err(in_flight);
     }
+    let context = Completing::from_words(&words);
     let Some(head) = request.response_head() else {
         return Err(in_flight);
     };
@@ -252,7 +252,7 @@ fn complete_any<H: IoHost>(host: &H, queue: u16, in_flight: InFlightRequest, tok
         return true;
     };
     let context = Completing::from_words(&words);
-    if !is_on_ring_as(&context, token) {
+    if !is_on_ring_as(&words, token) {
         // Not the request this token was given to: left uncompleted, as the reset that
         // follows cannot complete what is no longer on a ring either.
         srb.hand_over();
@@ -349,12 +349,19 @@ const fn direction_of(recorded: u8) -> DataDirection {
     }
 }
 
-/// Whether the request whose context is `context` is the one the used token `token` stands
-/// for: on a ring (StartIo recorded it in flight, and no completion has yet) with that token.
-/// Both completions ask it before they complete anything.
+/// Whether the request whose context's first words are `words` ([`Completing::from_words`])
+/// is the one the used token `token` stands for: on a ring (StartIo recorded it in flight, and
+/// no completion has yet) with that token. Both completions ask it before they complete
+/// anything; the token and the state lie side by side in one word, so it is one compare.
 #[inline]
-pub(super) fn is_on_ring_as(context: &Completing, token: u16) -> bool {
-    context.state == RequestState::InFlight as u8 && context.token == token
+pub(super) fn is_on_ring_as(words: &[u64; 3], token: u16) -> bool {
+    const TOKEN: usize = RequestContext::TOKEN_OFFSET;
+    const STATE: usize = RequestContext::STATE_OFFSET;
+    const {
+        assert!(STATE == TOKEN + 2 && TOKEN / 8 == STATE / 8 && TOKEN % 8 + 3 <= 8);
+    }
+    let recorded = (words[TOKEN / 8] >> (TOKEN % 8 * 8)) & 0xFF_FFFF;
+    recorded == u64::from(token) | u64::from(RequestState::InFlight as u8) << 16
 }
 
 /// What [`complete_header`] makes of `head` for `transfer` when the device answered as it

@@ -110,28 +110,28 @@ fn the_completion_reads_each_context_field_from_its_own_bytes() {
 
 #[test]
 fn a_used_token_completes_only_the_request_recorded_in_flight_with_it() {
-    let on_ring = Completing {
-        data_length: 4096,
-        sense_capacity: 96,
-        token: 7,
-        state: RequestState::InFlight as u8,
-        direction: 2,
-        target: 0,
-        opcode: 0x28,
-        lun: 0,
-        vpd_page: 0,
+    // The context's first three words, as the completion loads them, with `token` and
+    // `state` recorded and every other byte set, so a compare that reaches past the two fields
+    // fails.
+    let words = |token: u16, state: u8| -> [u64; 3] {
+        let mut bytes = [0xFFu8; 24];
+        bytes[RequestContext::TOKEN_OFFSET..][..2].copy_from_slice(&token.to_le_bytes());
+        bytes[RequestContext::STATE_OFFSET] = state;
+        core::array::from_fn(|i| {
+            u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+        })
     };
-    assert!(is_on_ring_as(&on_ring, 7));
+    let in_flight = RequestState::InFlight as u8;
+    assert!(is_on_ring_as(&words(7, in_flight), 7));
+    assert!(is_on_ring_as(&words(0xFFFF, in_flight), 0xFFFF));
+    assert_eq!(Completing::from_words(&words(7, in_flight)).token, 7);
     // Another token's request (the device named a slot whose context is not this one's).
-    assert!(!is_on_ring_as(&on_ring, 8));
-    assert!(!is_on_ring_as(&on_ring, 7 | 0x100));
-    // Completed already, or never put on a ring.
-    for state in [RequestState::Done, RequestState::Built] {
-        let context = Completing {
-            state: state as u8,
-            ..on_ring
-        };
-        assert!(!is_on_ring_as(&context, 7), "{state:?}");
+    assert!(!is_on_ring_as(&words(7, in_flight), 8));
+    assert!(!is_on_ring_as(&words(7, in_flight), 7 | 0x100));
+    assert!(!is_on_ring_as(&words(7 | 0x100, in_flight), 7));
+    // Completed already, never put on a ring, or no state at all.
+    for state in [RequestState::Done as u8, RequestState::Built as u8, 0, 0xFF] {
+        assert!(!is_on_ring_as(&words(7, state), 7), "{state}");
     }
 }
 
