@@ -285,10 +285,9 @@ impl MessageRoute {
 #[must_use]
 pub fn queue_of_message(message: u32, queues: u16) -> Option<u16> {
     let first = u32::from(Adapter::vector_of_queue(queue_index::REQUEST_BASE));
-    message
-        .checked_sub(first)
-        .and_then(|queue| u16::try_from(queue).ok())
-        .filter(|&queue| queue < queues)
+    // Wrapping: a message before the first request queue's wraps past every queue count.
+    let queue = message.wrapping_sub(first);
+    (queue < u32::from(queues)).then_some(queue as u16)
 }
 
 /// The request queue of a request submitted on `processor` without message ranges: its own
