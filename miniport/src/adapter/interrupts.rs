@@ -40,8 +40,11 @@ impl Adapter {
     }
 
     /// The request queue of the message StorPort says a request submitted here interrupts on,
-    /// if it says and the message is one of a request queue in use.
-    #[inline(never)]
+    /// if it says and the message is one of a request queue in use. Inline, its answer tested
+    /// where it is made: the query itself (`DeviceExtension::start_io_message`) stays out of
+    /// line, and the SRB view goes to memory for it only on this branch (with one queue there
+    /// is none).
+    #[inline]
     fn queue_of_start_io_message(
         &self,
         srb: &crate::storport::srb::Srb,
