@@ -210,9 +210,6 @@ fn complete_plain<H: IoHost>(
     };
     request.set_state(RequestState::Done);
     let counters = host.counters(queue);
-    if let Some(counters) = counters {
-        counters.completions.fetch_add(1, Ordering::Relaxed);
-    }
     // Whether the unit is gone does not matter to a success (`srb_status`).
     Ok(finish(
         host,
@@ -260,12 +257,13 @@ fn complete_any<H: IoHost>(host: &H, queue: u16, in_flight: InFlightRequest, tok
     }
     request.set_state(RequestState::Done);
     let counters = host.counters(queue);
-    if let Some(counters) = counters {
-        counters.completions.fetch_add(1, Ordering::Relaxed);
-    }
     let direction = direction_of(context.direction);
     let transfer = Transfer::new(direction, context.data_length, context.sense_capacity);
     let Some(head) = request.response_head() else {
+        // Counted here, as `finish` counts every other completion.
+        if let Some(counters) = counters {
+            counters.completions.fetch_add(1, Ordering::Relaxed);
+        }
         srb.set_data_transfer_length(0);
         complete(host, srb, SRB_STATUS_ERROR);
         return true;
@@ -278,7 +276,7 @@ fn complete_any<H: IoHost>(host: &H, queue: u16, in_flight: InFlightRequest, tok
 }
 
 /// Completes `srb` (whose view is `view` and context `words`) as `outcome` says, with SRB
-/// status `status`, counted in `counters`: the bus scan's answers looked at, the transfer
+/// status `status`, counted (the completion and its transfer) in `counters`: the bus scan's answers looked at, the transfer
 /// length and the sense set. Returns true if the device must be reset. Inline in both its
 /// callers, so that the plain success's copy folds its constants.
 #[expect(
@@ -311,7 +309,7 @@ fn finish<H: IoHost>(
     }
     srb.set_data_transfer_length(transferred);
     if let Some(counters) = counters {
-        counters.record_transfer(direction, transferred);
+        counters.record_completion(direction, transferred);
     }
     if outcome.autosense_valid && status != SRB_STATUS_NO_DEVICE && srb.sense_buffer().is_some() {
         // The header said how many sense bytes there are (bounded by the buffer and the SRB's
