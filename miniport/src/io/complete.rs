@@ -9,8 +9,7 @@ use virtio_core::dma::DmaMemory;
 use virtio_core::queue::Virtqueue;
 use virtio_core::scsi::scsi_status::GOOD;
 use virtio_core::scsi::{
-    CmdRespHeader, CommandOutcome, DataDirection, Disposition, Response, SENSE_SIZE, Transfer,
-    complete_header,
+    CommandOutcome, DataDirection, Disposition, Response, SENSE_SIZE, Transfer, complete_header,
 };
 
 use super::IoHost;
@@ -195,12 +194,12 @@ fn complete_plain<H: IoHost>(
         return Err(in_flight);
     }
     let context = Completing::from_words(&words);
-    let Some(head) = request.response_head() else {
+    let Some(answer) = request.response_outcome_words() else {
         return Err(in_flight);
     };
     let direction = direction_of(context.direction);
     let transfer = Transfer::new(direction, context.data_length, context.sense_capacity);
-    let Some(outcome) = plain_success(&head, &transfer) else {
+    let Some(outcome) = plain_success(answer, &transfer) else {
         return Err(in_flight);
     };
     // The view was made, so only an SRB record naming no SRB fails here; `complete_any` leaves
@@ -362,23 +361,27 @@ pub(super) fn is_on_ring_as(words: &[u64; 3], token: u16) -> bool {
     recorded == u64::from(token) | u64::from(RequestState::InFlight as u8) << 16
 }
 
-/// What [`complete_header`] makes of `head` for `transfer` when the device answered as it
+/// What [`complete_header`] makes of a response for `transfer` when the device answered as it
 /// does nearly always, `VIRTIO_SCSI_S_OK` with status GOOD and no residual: a success that moved
 /// the whole transfer, with no sense to copy (whatever `sense_len` says: sense is taken only
-/// with CHECK CONDITION or COMMAND TERMINATED). `None` for every other answer, which
+/// with CHECK CONDITION or COMMAND TERMINATED). `[resid, last]` are the response's residual and
+/// last word (`Request::response_outcome_words`). `None` for every other answer, which
 /// `complete_header` decides. On every I/O: one test of two words instead of the response's
 /// whole decoding.
 #[inline]
-pub(super) fn plain_success(head: &CmdRespHeader, transfer: &Transfer) -> Option<CommandOutcome> {
-    (head.resid.get() == 0 && head.status == GOOD && head.response == Response::Ok as u8).then(
-        || CommandOutcome {
-            disposition: Disposition::Success,
-            scsi_status: GOOD,
-            sense_len: 0,
-            autosense_valid: false,
-            transferred: transfer.length(),
-        },
-    )
+pub(super) fn plain_success(
+    [resid, last]: [u32; 2],
+    transfer: &Transfer,
+) -> Option<CommandOutcome> {
+    // `status` and `response` are the last word's top two bytes (little-endian).
+    const _: () = assert!(GOOD == 0 && Response::Ok as u8 == 0);
+    (resid | last >> 16 == 0).then(|| CommandOutcome {
+        disposition: Disposition::Success,
+        scsi_status: GOOD,
+        sense_len: 0,
+        autosense_valid: false,
+        transferred: transfer.length(),
+    })
 }
 
 /// What the completion does with the answer of a bus scan command (`is_scan_opcode`) that

@@ -155,7 +155,8 @@ proptest::proptest! {
         let head = CmdRespHeader {
             sense_len: sense_len.into(),
             resid: resid.into(),
-            status_qualifier: 0.into(),
+            // A qualifier with every bit pattern the shortcut must not read.
+            status_qualifier: 0xA55A.into(),
             status,
             response,
         };
@@ -167,7 +168,9 @@ proptest::proptest! {
         ][usize::from(direction)];
         let transfer = Transfer::new(direction, length, sense_capacity);
         let full = complete_header(&head, &transfer);
-        let shortcut = plain_success(&head, &transfer);
+        // The response's last word as the device wrote it (little-endian).
+        let last = u32::from_le_bytes([0x5A, 0xA5, status, response]);
+        let shortcut = plain_success([resid, last], &transfer);
         proptest::prop_assert_eq!(shortcut.is_some(), response == 0 && status == 0 && resid == 0);
         if let Some(shortcut) = shortcut {
             proptest::prop_assert_eq!(shortcut.disposition, Disposition::Success);
