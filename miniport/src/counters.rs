@@ -52,6 +52,14 @@ pub struct RecoveryCounters {
 }
 
 impl QueueCounters {
+    /// Counts a completed request ([`Self::completions`]) that moved `bytes` in `direction`
+    /// ([`Self::record_transfer`]).
+    #[inline]
+    pub fn record_completion(&self, direction: virtio_core::scsi::DataDirection, bytes: u32) {
+        self.completions.fetch_add(1, Ordering::Relaxed);
+        self.record_transfer(direction, bytes);
+    }
+
     /// Counts a completed request that moved `bytes` in `direction`.
     pub fn record_transfer(&self, direction: virtio_core::scsi::DataDirection, bytes: u32) {
         use virtio_core::scsi::DataDirection;
@@ -62,5 +70,28 @@ impl QueueCounters {
         };
         requests.fetch_add(1, Ordering::Relaxed);
         total.fetch_add(u64::from(bytes), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use virtio_core::scsi::DataDirection;
+
+    use super::*;
+
+    #[test]
+    fn a_completion_is_counted_once_with_its_transfer_by_direction() {
+        let counters = QueueCounters::default();
+        counters.record_completion(DataDirection::FromDevice, 4096);
+        counters.record_completion(DataDirection::ToDevice, 512);
+        counters.record_completion(DataDirection::None, 0);
+        counters.record_completion(DataDirection::FromDevice, 0);
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        assert_eq!(load(&counters.completions), 4);
+        assert_eq!(load(&counters.reads), 2);
+        assert_eq!(load(&counters.bytes_read), 4096);
+        assert_eq!(load(&counters.writes), 1);
+        assert_eq!(load(&counters.bytes_written), 512);
+        assert_eq!(load(&counters.requests), 0);
     }
 }

@@ -40,8 +40,11 @@ impl Adapter {
     }
 
     /// The request queue of the message StorPort says a request submitted here interrupts on,
-    /// if it says and the message is one of a request queue in use.
-    #[inline(never)]
+    /// if it says and the message is one of a request queue in use. Inline, its answer tested
+    /// where it is made: the query itself (`DeviceExtension::start_io_message`) stays out of
+    /// line, and the SRB view goes to memory for it only on this branch (with one queue there
+    /// is none).
+    #[inline]
     fn queue_of_start_io_message(
         &self,
         srb: &crate::storport::srb::Srb,
@@ -185,6 +188,11 @@ impl Adapter {
 
     /// A request queue's interrupt, in the ISR that owns it: hands the drain to the queue's
     /// DPC once there are DPCs, drains the queue here otherwise.
+    #[expect(
+        clippy::inline_always,
+        reason = "on every interrupt at low queue depth, from on_message; out of line it costs a call and the lock proof stored for it (cargo xtask bench)"
+    )]
+    #[inline(always)]
     pub(crate) fn on_queue_interrupt(&self, queue: u16, held: &mut HeldByStorPort) {
         if let Some(counters) = self.counters(queue) {
             counters.interrupts.fetch_add(1, Ordering::Relaxed);
@@ -247,7 +255,15 @@ pub enum MessageRoute {
 impl MessageRoute {
     /// The route of `message` (virtqueue `index` has message `index + 1`).
     #[must_use]
+    #[inline]
     pub fn of(message: u32, request_queues: u16) -> Self {
+        // The request queues' messages first: they are nearly every interrupt, and one
+        // subtraction and one compare find them.
+        // Wrapping: a message before the first request queue's wraps past every queue count.
+        let queue = message.wrapping_sub(u32::from(queue_index::REQUEST_BASE) + 1);
+        if queue < u32::from(request_queues) {
+            return Self::Request(queue as u16);
+        }
         let Some(index) = message.checked_sub(1) else {
             return Self::Config;
         };
@@ -272,10 +288,9 @@ impl MessageRoute {
 #[must_use]
 pub fn queue_of_message(message: u32, queues: u16) -> Option<u16> {
     let first = u32::from(Adapter::vector_of_queue(queue_index::REQUEST_BASE));
-    message
-        .checked_sub(first)
-        .and_then(|queue| u16::try_from(queue).ok())
-        .filter(|&queue| queue < queues)
+    // Wrapping: a message before the first request queue's wraps past every queue count.
+    let queue = message.wrapping_sub(first);
+    (queue < u32::from(queues)).then_some(queue as u16)
 }
 
 /// The request queue of a request submitted on `processor` without message ranges: its own

@@ -27,6 +27,16 @@ fn request_queue_messages_follow_and_end_with_the_queues_in_use() {
     assert_eq!(MessageRoute::of(first + 4, 4), MessageRoute::NotOurs);
     assert_eq!(MessageRoute::of(u32::MAX, 4), MessageRoute::NotOurs);
     assert_eq!(MessageRoute::of(first, 0), MessageRoute::NotOurs);
+    // The most queues a 16-bit count names: the last is routed, the message after it is no
+    // virtqueue's at all (its index does not fit the transport's 16 bits).
+    assert_eq!(
+        MessageRoute::of(first + 65_534, u16::MAX),
+        MessageRoute::Request(65_534)
+    );
+    assert_eq!(
+        MessageRoute::of(first + 65_535, u16::MAX),
+        MessageRoute::NotOurs
+    );
 }
 
 #[test]
@@ -47,6 +57,11 @@ fn a_message_storport_names_picks_its_queue_only_if_it_is_a_request_queues() {
     // The configuration, controlq and eventq messages are below the first request queue's.
     assert_eq!(queue_of_message(0, 2), None);
     assert_eq!(queue_of_message(first - 1, 2), None);
+    // At the edges of the 16-bit queue count and the 32-bit message number.
+    assert_eq!(queue_of_message(first + 65_534, u16::MAX), Some(65_534));
+    assert_eq!(queue_of_message(first + 65_535, u16::MAX), None);
+    assert_eq!(queue_of_message(u32::MAX, u16::MAX), None);
+    assert_eq!(queue_of_message(first, 0), None);
 }
 
 #[test]

@@ -26,9 +26,9 @@ mod submit;
 pub use build::build_io;
 #[cfg(test)]
 use build::unspecified_direction;
-#[cfg(test)]
-use complete::srb_status;
 pub use complete::{complete_kept, drain, fail_in_flight, salvage, scan_in_flight};
+#[cfg(test)]
+use complete::{is_on_ring_as, plain_success, srb_status};
 pub use host::IoHost;
 pub use submit::start_io;
 
@@ -43,6 +43,14 @@ const RESPONSE_HEADER_LEN: u32 = 12;
 /// hostile-device sessions).
 const UNWRITTEN_RESPONSE_HEADER: [u8; RESPONSE_HEADER_LEN as usize] =
     [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, Response::Failure as u8];
+
+/// The window of the response the completion reads words from: the header and the first
+/// bytes of the sense that follows it, which every response has (a whole number of words, as
+/// `fields` takes).
+const RESPONSE_WINDOW: usize = 16;
+const _: () = assert!(
+    RESPONSE_WINDOW >= RESPONSE_HEADER_LEN as usize && RESPONSE_WINDOW <= size_of::<CmdResp>()
+);
 
 /// One request's memory in its SRB extension, as the floor's bounds-checked view (its parts at
 /// the constant offsets every layout keeps them at).
@@ -79,12 +87,7 @@ impl Request<'_> {
     /// checked once.
     #[inline]
     fn response_head(self) -> Option<CmdRespHeader> {
-        // The window is the header and the first bytes of the sense that follows it, which
-        // every response has: a whole number of words, as `fields` takes.
-        const WINDOW: usize = 16;
-        const _: () =
-            assert!(WINDOW >= RESPONSE_HEADER_LEN as usize && WINDOW <= size_of::<CmdResp>());
-        let head = self.view.fields::<WINDOW>(CMD_RESP_AT)?;
+        let head = self.view.fields::<RESPONSE_WINDOW>(CMD_RESP_AT)?;
         let word = |field: usize| head.load_u32(0, field, Ordering::Relaxed);
         let last = word(8).to_le_bytes();
         Some(CmdRespHeader {
@@ -94,6 +97,15 @@ impl Request<'_> {
             status: last[2],
             response: last[3],
         })
+    }
+
+    /// The response's residual and its last word (`status_qualifier`, `status`, `response`,
+    /// little-endian), as [`Self::response_head`] loads them, without the sense length: what
+    /// deciding a plain success needs ([`complete::plain_success`]).
+    #[inline]
+    fn response_outcome_words(self) -> Option<[u32; 2]> {
+        let head = self.view.fields::<RESPONSE_WINDOW>(CMD_RESP_AT)?;
+        Some([4, 8].map(|field| head.load_u32(0, field, Ordering::Relaxed)))
     }
 }
 

@@ -80,6 +80,11 @@ mod tests {
     fn without_a_reservation_everything_may_try() {
         let mut room = Reservation::default();
         assert!(room.admits(3, 0, || unreachable!("no time needed")));
+        // And admitting keeps it without one (StartIo asks both on every I/O, the dump
+        // stack's too, which must not ask for the time).
+        room.admitted(3);
+        assert_eq!(room, Reservation::default());
+        assert!(room.admits(u16::MAX, 0, || unreachable!("no time needed")));
     }
 
     #[test]

@@ -373,9 +373,37 @@ pub const fn need_event(event: u16, new: u16, old: u16) -> bool {
     new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
+/// [`need_event`] for the `published` entries made available since the last check, the index
+/// now `new`: whether the window of those entries, `[new - published, new)`, holds `event`. A
+/// window of 65,536 entries or more holds every index, so it is true then whatever `event`
+/// says, with the same one compare (the window's length is not cut to 16 bits).
+#[must_use]
+#[inline]
+pub const fn need_event_since(event: u16, new: u16, published: u64) -> bool {
+    (new.wrapping_sub(event).wrapping_sub(1) as u64) < published
+}
+
 #[cfg(test)]
 mod tests {
-    use super::need_event;
+    use super::{need_event, need_event_since};
+
+    #[test]
+    fn need_event_since_is_need_event_below_a_whole_index_space_and_true_from_there() {
+        for new in [0u16, 1, 9, 65_530, 65_535] {
+            for published in (0u64..40).chain([65_530, 65_535, 65_536, 65_537, 131_072, u64::MAX]) {
+                for delta in 0u16..50 {
+                    let event = new.wrapping_sub(45).wrapping_add(delta);
+                    let expected = published > u64::from(u16::MAX)
+                        || need_event(event, new, new.wrapping_sub(published as u16));
+                    assert_eq!(
+                        need_event_since(event, new, published),
+                        expected,
+                        "{event} {new} {published}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn need_event_matches_the_window_definition() {

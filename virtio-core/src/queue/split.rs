@@ -20,7 +20,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::{
     DeviceError, IndirectChain, QueueAddresses, QueueError, QueueFeatures, RingFormat, Slot, Token,
-    UsedBuffer, Virtqueue, need_event,
+    UsedBuffer, Virtqueue, need_event_since,
 };
 use crate::dma::{DmaArray, DmaMemory, DmaTable};
 use crate::hal::Segment;
@@ -287,10 +287,11 @@ pub struct SplitQueue<S: BorrowMut<[Slot]>> {
     in_flight: u16,
     /// Shadow of `avail.idx`: the value last published.
     avail_idx: u16,
-    /// Chains published since the previous `kick_prepare`: `avail_idx` minus it is that call's
-    /// index, the `old` of `vring_need_event`, and 65,536 or more wrap the event window to
-    /// empty, so the next `kick_prepare` must notify unconditionally. One counter, bumped on
-    /// each publish and tested once per `kick_prepare` (64-bit: it cannot wrap back to 0).
+    /// Chains published since the previous `kick_prepare`: the length of the window
+    /// `vring_need_event` looks for `avail_event` in, ending at `avail_idx`; 65,536 or more
+    /// cover the whole index space, so the next `kick_prepare` notifies unconditionally
+    /// ([`need_event_since`]). One counter, bumped on each publish and read once per
+    /// `kick_prepare` (64-bit: it cannot wrap back to 0).
     unkicked: u64,
     /// The used index up to which chains were popped.
     last_used: u16,
@@ -842,9 +843,6 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
             return false;
         }
         let new = self.avail_idx;
-        // Truncated on purpose: the indexes are modulo 65,536, and `forced` covers the rest.
-        let old = new.wrapping_sub(added as u16);
-        let forced = added > u64::from(u16::MAX);
         // ORDERING: a full fence between the Release store of `avail.idx` (in `add`) and the
         // loads of `avail_event` / `used.flags` below. Release alone does not stop a later load
         // from being satisfied before the store is visible (store-load reordering), and then we
@@ -854,17 +852,18 @@ impl<S: BorrowMut<[Slot]>> Virtqueue for SplitQueue<S> {
         // `avail.idx` (virtio 1.2 section 2.7.13.4: "The driver MUST perform a suitable memory
         // barrier before reading flags or avail_event").
         fence(Ordering::SeqCst);
-        let notify = if self.features.event_idx {
+        if self.features.event_idx {
             let avail_event = self.view.avail_event.load_u16(0, 0, Ordering::Relaxed);
-            need_event(avail_event, new, old)
+            // 65,536 chains or more since the last call wrap the window to all of the index
+            // space: every event is in it, which `need_event_since` answers with the one compare.
+            need_event_since(avail_event, new, added)
         } else {
             let flags = self
                 .view
                 .used_header
                 .load_u16(0, HEADER_FLAGS, Ordering::Relaxed);
-            flags & VIRTQ_USED_F_NO_NOTIFY == 0
-        };
-        notify || forced
+            flags & VIRTQ_USED_F_NO_NOTIFY == 0 || added > u64::from(u16::MAX)
+        }
     }
 
     fn has_used(&self) -> bool {

@@ -13,6 +13,7 @@ use super::*;
 use crate::fake::FakeHal;
 use crate::hal::Hal;
 use crate::queue::IndirectWriter;
+use crate::queue::need_event;
 
 const EVENT_IDX: QueueFeatures = QueueFeatures {
     event_idx: true,
