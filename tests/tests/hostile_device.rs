@@ -13,7 +13,7 @@ use rvscsi_tests::device::{DeviceOptions, WriteRecord};
 use rvscsi_tests::harness::{Machine, iommu_from_environment, ring_from_env};
 use rvscsi_tests::hostile::{run, seeded_script};
 use rvscsi_tests::scenario::{boot_standard, stamped, wait_until, write10};
-use rvscsi_tests::sim::{IoctlRequest, Request, SimOptions, Ticket};
+use rvscsi_tests::sim::{IoctlRequest, Lock, Request, SimOptions, Ticket, abi};
 use virtio_core::pci::VIRTIO_MSI_NO_VECTOR;
 
 /// Seeded sessions: each boots the miniport, lets the script lie for up to 64 operations, then
@@ -538,8 +538,8 @@ fn a_violation_found_as_a_reset_lets_go_of_its_locks_gets_its_own_reset() {
     let device = machine.device.clone();
     machine
         .adapter
-        .on_last_lock_released(Some(Box::new(move |processor, _| {
-            if processor == 1 || device.stats().resets <= BOOT_RESETS {
+        .on_lock_released(Some(Box::new(move |processor, _, still_held| {
+            if processor == 1 || still_held > 0 || device.stats().resets <= BOOT_RESETS {
                 return true;
             }
             let _ = parked_tx.send(processor);
@@ -578,12 +578,90 @@ fn a_violation_found_as_a_reset_lets_go_of_its_locks_gets_its_own_reset() {
         second.expect("the write's reset ran").srb_status,
         SRB_STATUS_BUS_RESET
     );
-    machine.adapter.on_last_lock_released(None);
+    machine.adapter.on_lock_released(None);
     machine.device.set_hostile(false);
     let first = machine
         .adapter
         .wait(first, Duration::from_secs(10))
         .unwrap();
     assert_eq!(first.srb_status, SRB_STATUS_BUS_RESET);
+    machine.finish();
+}
+
+/// Once a drain has kept a request for the reset (its used element lacked the response header),
+/// the queue completes nothing more before that reset: the device may still use the chains it
+/// gave back. Here two writes on processor 0's queue are given back without a response; a bus
+/// reset SRB on processor 1 polls every queue, keeps the first write, and is parked by the
+/// simulator right after it lets go of that queue's lock, before it resets; the queue's
+/// interrupt then drains it again on processor 0. The second write completes with
+/// SRB_STATUS_BUS_RESET once a reset stopped the device; before, that drain failed it at once
+/// with SRB_STATUS_ERROR, while the device could still read or write its buffers.
+#[test]
+fn after_a_request_kept_for_the_reset_its_queue_completes_nothing_before_the_reset() {
+    let machine = hostile_machine(ring_from_env(DeviceOptions::default()).packed);
+    let (first, (queue, first_id)) = held_write(&machine, 10);
+    let data = stamped(0xFEED_0020, 512);
+    let second = machine
+        .adapter
+        .submit(0, &Request::new(0, 0, &write10(20, 1)).writing(&data))
+        .unwrap();
+    let mut held = Vec::new();
+    assert!(wait_until(Duration::from_secs(5), || {
+        let _ = machine.device.hostile_take();
+        held = machine.device.hostile_held_ids();
+        held.len() == 2
+    }));
+    let second_id = held[1].1;
+    assert_eq!(held[1].0, queue, "both on processor 0's queue");
+    for id in [first_id, second_id] {
+        assert!(
+            machine
+                .device
+                .hostile_publish_raw(queue, id, 0, None, false)
+        );
+    }
+    let vector = machine.device.registers().queue(queue).unwrap().msix_vector;
+    let (parked_tx, parked_rx) = std::sync::mpsc::channel::<()>();
+    let (resume_tx, resume_rx) = std::sync::mpsc::channel::<()>();
+    let resume_rx = std::sync::Mutex::new(resume_rx);
+    machine
+        .adapter
+        .on_lock_released(Some(Box::new(move |processor, lock, _| {
+            if processor != 1 || lock != Lock::Message(u32::from(vector)) {
+                return true;
+            }
+            let _ = parked_tx.send(());
+            let _ = resume_rx
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(30));
+            false
+        })));
+    let bus_reset = machine
+        .adapter
+        .submit(1, &Request::control(abi::SRB_FUNCTION_RESET_BUS, 0, 0))
+        .unwrap();
+    parked_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the bus reset's poll let go of the queue's lock");
+    machine.device.hostile_interrupt(vector);
+    let second = machine.adapter.wait(second, Duration::from_secs(10));
+    resume_tx.send(()).unwrap();
+    assert_eq!(
+        second.expect("the second write completed").srb_status,
+        SRB_STATUS_BUS_RESET
+    );
+    machine.adapter.on_lock_released(None);
+    for (ticket, status) in [
+        (first, SRB_STATUS_BUS_RESET),
+        (bus_reset, SRB_STATUS_SUCCESS),
+    ] {
+        let done = machine
+            .adapter
+            .wait(ticket, Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(done.srb_status, status, "{ticket:?}");
+    }
+    machine.device.set_hostile(false);
     machine.finish();
 }

@@ -42,8 +42,9 @@ pub fn salvage<H: IoHost>(host: &H, guard: &mut QueueGuard<'_>) {
     let _ = drain_used(host, guard, false);
 }
 
-/// [`drain`], tracing the violation it stops at when `report`.
-pub(super) fn drain_used<H: IoHost>(host: &H, guard: &mut QueueGuard<'_>, report: bool) -> bool {
+/// [`drain`] when `live` (the device running: the violation it stops at is traced, and a
+/// request used without its response header is kept for the reset), [`salvage`] otherwise.
+pub(super) fn drain_used<H: IoHost>(host: &H, guard: &mut QueueGuard<'_>, live: bool) -> bool {
     let queue = guard.queue();
     let Some(state) = guard.state() else {
         return false;
@@ -54,13 +55,14 @@ pub(super) fn drain_used<H: IoHost>(host: &H, guard: &mut QueueGuard<'_>, report
         core::borrow::BorrowMut::borrow_mut(&mut state.in_flight);
     let held = &mut state.held_for_reset;
     match &mut state.ring {
-        Ring::Split(ring) => drain_ring(host, queue, ring, in_flight, held, report),
-        Ring::Packed(ring) => drain_ring(host, queue, ring, in_flight, held, report),
+        Ring::Split(ring) => drain_ring(host, queue, ring, in_flight, held, live),
+        Ring::Packed(ring) => drain_ring(host, queue, ring, in_flight, held, live),
     }
 }
 
 /// [`drain_used`] on `ring`, whose requests in flight are `slots` (by token); a request used
-/// without its response header goes to `held` (the queue's `held_for_reset`).
+/// without its response header goes to `held` (the queue's `held_for_reset`) while the device
+/// is `live`, and nothing more is taken from the ring until the reset.
 #[expect(
     clippy::inline_always,
     reason = "one copy per ring layout in drain_used, the only caller; out of line it costs a call per drain (cargo xtask bench)"
@@ -72,10 +74,17 @@ fn drain_ring<H: IoHost>(
     ring: &mut impl Virtqueue,
     slots: &mut [Option<InFlightRequest>],
     held: &mut Option<InFlightRequest>,
-    report: bool,
+    live: bool,
 ) -> bool {
+    // A request kept for the reset means the device broke the protocol on this queue and may
+    // still use chains it gave back: nothing more is completed from the ring before the reset
+    // stops it (its salvage, with the device stopped, takes the rest). Another drain before the
+    // reset (an interrupt, the timer's poll, a bus reset's) only asks for the reset again.
+    if live && held.is_some() {
+        return true;
+    }
     let trace = |args: (u32, u64, u64)| {
-        if report {
+        if live {
             host.tracer()
                 .trace(TraceEvent::ProtocolViolation, queue, args);
         }
@@ -100,18 +109,21 @@ fn drain_ring<H: IoHost>(
                     // A used element that did not even write the response header is a broken
                     // (or lying) device, which may still be using the chain: the request is
                     // kept from StorPort until the reset that follows has stopped the device
-                    // and completes it (BUS_RESET). Only one is kept; a second before the reset
-                    // (a drain that runs before it) fails at once, as every one did before.
+                    // and completes it (BUS_RESET), and the drains before that reset take
+                    // nothing more (above). In the salvage the device has stopped already: the
+                    // request fails with the others the reset takes back.
                     trace((
                         ViolationKind::BadResponse as u32,
                         u64::from(used.token.0),
                         u64::from(used.written),
                     ));
                     reset = true;
-                    if held.is_none() {
-                        *held = slot.take();
-                    } else if let Some(in_flight) = slot.take() {
-                        fail_request(host, in_flight, Disposition::Error);
+                    if let Some(in_flight) = slot.take() {
+                        if live {
+                            *held = Some(in_flight);
+                        } else {
+                            fail_request(host, in_flight, Disposition::BusReset);
+                        }
                     }
                     break;
                 }

@@ -232,9 +232,10 @@ pub struct InterruptWiring {
 }
 
 /// The simulated port driver for one adapter.
-/// A hook run when a thread of simulated processor `processor` has released its last spin lock,
-/// `lock`; it returns whether it stays installed.
-pub type LastLockHook = Box<dyn FnMut(u32, LockId) -> bool + Send>;
+/// A hook run each time a thread of simulated processor `processor` has released spin lock
+/// `lock`, with the number of locks the thread still holds; it returns whether it stays
+/// installed.
+pub type LockReleaseHook = Box<dyn FnMut(u32, LockId, usize) -> bool + Send>;
 
 pub struct Machine {
     pub(crate) options: SimOptions,
@@ -262,10 +263,10 @@ pub struct Machine {
     pub(crate) log: Mutex<Vec<String>>,
     pub(crate) stopping: AtomicBool,
     pub(crate) lost_interrupts: std::sync::atomic::AtomicU64,
-    /// Called on the releasing thread each time a thread releases the last spin lock it held
-    /// ([`crate::sim::Adapter::on_last_lock_released`]): scenarios park a thread there to run
-    /// another processor's work in the moment after a routine let go of its locks.
-    pub(crate) last_lock_released: Mutex<Option<LastLockHook>>,
+    /// Called on the releasing thread each time a thread releases a spin lock
+    /// ([`crate::sim::Adapter::on_lock_released`]): scenarios park a thread there to run
+    /// another processor's work in the moment after a routine let go of a lock.
+    pub(crate) lock_released: Mutex<Option<LockReleaseHook>>,
     /// The machine's clocks ([`SimOptions::clock_rate`]).
     pub(crate) clock: super::clock::SimClock,
     /// While StorPort holds new requests (a power transition): (processor, SRB) to send later.
@@ -401,7 +402,7 @@ impl Machine {
             log: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
             lost_interrupts: std::sync::atomic::AtomicU64::new(0),
-            last_lock_released: Mutex::new(None),
+            lock_released: Mutex::new(None),
             clock,
             paused: Mutex::new(None),
             pnp: super::pnp::Pnp::default(),
@@ -603,22 +604,20 @@ impl Machine {
             self.violate(Violation::ReleaseNotHeld { lock: id });
             return;
         }
-        let (processor, none_held) = with_cpu(|cpu| {
+        let (processor, still_held) = with_cpu(|cpu| {
             if let Some(position) = cpu.held.iter().rposition(|&held| held == id) {
                 cpu.held.remove(position);
             }
             cpu.irql = old_irql;
-            (cpu.processor, cpu.held.is_empty())
+            (cpu.processor, cpu.held.len())
         });
-        if none_held {
-            // Taken out while it runs: what it waits for may release locks on this thread too.
-            let hook = lock(&self.last_lock_released).take();
-            if let Some(mut hook) = hook {
-                let keep = hook(processor, id);
-                let mut slot = lock(&self.last_lock_released);
-                if keep && slot.is_none() {
-                    *slot = Some(hook);
-                }
+        // Taken out while it runs: what it waits for may release locks on this thread too.
+        let hook = lock(&self.lock_released).take();
+        if let Some(mut hook) = hook {
+            let keep = hook(processor, id, still_held);
+            let mut slot = lock(&self.lock_released);
+            if keep && slot.is_none() {
+                *slot = Some(hook);
             }
         }
     }

@@ -31,7 +31,7 @@ use machine::{InterruptWiring, Machine, Work, callback};
 pub use dump::DumpPort;
 pub use locks::CallContext as Context;
 pub use locks::LockId as Lock;
-pub use machine::LastLockHook;
+pub use machine::LockReleaseHook;
 pub use pnp::{PnpEvent, PnpView};
 pub use win64::win64_export;
 pub use wmi_registration::{
@@ -1275,13 +1275,14 @@ impl Adapter {
     }
 
     /// Installs (or with `None` removes) a hook run on a simulated processor's thread each time
-    /// that thread has released the last spin lock it held, with the processor and the lock;
-    /// the hook returns whether it stays installed. A scenario parks a thread there to act in
-    /// the moment after a routine let go of its locks (before the routine's next statement).
-    pub fn on_last_lock_released(&self, hook: Option<LastLockHook>) {
+    /// that thread has released a spin lock, with the processor, the lock and the number of
+    /// locks the thread still holds; the hook returns whether it stays installed. A scenario
+    /// parks a thread there to act in the moment after a routine let go of a lock (before the
+    /// routine's next statement).
+    pub fn on_lock_released(&self, hook: Option<LockReleaseHook>) {
         *self
             .machine
-            .last_lock_released
+            .lock_released
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = hook;
     }
