@@ -50,18 +50,57 @@ fn hostile_machine(packed: bool) -> Machine {
 /// Submits a WRITE of one block at `lba` and waits until the hostile device holds it; returns
 /// its ticket and the (queue, id) of its chain.
 fn held_write(machine: &Machine, lba: u32) -> (Ticket, (u16, u16)) {
+    held_write_from(machine, 0, lba)
+}
+
+/// [`held_write`] from simulated processor `processor`, beside what the device holds already.
+fn held_write_from(machine: &Machine, processor: u32, lba: u32) -> (Ticket, (u16, u16)) {
+    let before = machine.device.hostile_held_ids();
     let data = stamped(0xFEED_0000 + u64::from(lba), 512);
     let ticket = machine
         .adapter
-        .submit(0, &Request::new(0, 0, &write10(lba, 1)).writing(&data))
+        .submit(
+            processor,
+            &Request::new(0, 0, &write10(lba, 1)).writing(&data),
+        )
         .unwrap();
-    let mut held = Vec::new();
+    let mut new = None;
     assert!(wait_until(Duration::from_secs(5), || {
         let _ = machine.device.hostile_take();
-        held = machine.device.hostile_held_ids();
-        !held.is_empty()
+        new = machine
+            .device
+            .hostile_held_ids()
+            .into_iter()
+            .find(|held| !before.contains(held));
+        new.is_some()
     }));
-    (ticket, held[0])
+    (ticket, new.unwrap())
+}
+
+/// Parks the first thread whose release of a spin lock `here` picks (from the processor, the
+/// lock and the locks it still holds) until the returned sender is used (or 30 s pass); the
+/// returned receiver says which processor was parked.
+fn park_at_release(
+    machine: &Machine,
+    mut here: impl FnMut(u32, Lock, usize) -> bool + Send + 'static,
+) -> (std::sync::mpsc::Receiver<u32>, std::sync::mpsc::Sender<()>) {
+    let (parked_tx, parked_rx) = std::sync::mpsc::channel::<u32>();
+    let (resume_tx, resume_rx) = std::sync::mpsc::channel::<()>();
+    let resume_rx = std::sync::Mutex::new(resume_rx);
+    machine
+        .adapter
+        .on_lock_released(Some(Box::new(move |processor, lock, still_held| {
+            if !here(processor, lock, still_held) {
+                return true;
+            }
+            let _ = parked_tx.send(processor);
+            let _ = resume_rx
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(30));
+            false
+        })));
+    (parked_rx, resume_tx)
 }
 
 /// Submits a WRITE of one block at `lba` from processor 0 and waits until it is available on
@@ -532,23 +571,10 @@ fn the_port_driver_tells_where_a_request_is() {
 fn a_violation_found_as_a_reset_lets_go_of_its_locks_gets_its_own_reset() {
     let machine = hostile_machine(ring_from_env(DeviceOptions::default()).packed);
     let (first, (first_queue, _)) = held_write(&machine, 10);
-    let (parked_tx, parked_rx) = std::sync::mpsc::channel::<u32>();
-    let (resume_tx, resume_rx) = std::sync::mpsc::channel::<()>();
-    let resume_rx = std::sync::Mutex::new(resume_rx);
     let device = machine.device.clone();
-    machine
-        .adapter
-        .on_lock_released(Some(Box::new(move |processor, _, still_held| {
-            if processor == 1 || still_held > 0 || device.stats().resets <= BOOT_RESETS {
-                return true;
-            }
-            let _ = parked_tx.send(processor);
-            let _ = resume_rx
-                .lock()
-                .unwrap()
-                .recv_timeout(Duration::from_secs(30));
-            false
-        })));
+    let (parked_rx, resume_tx) = park_at_release(&machine, move |processor, _, still_held| {
+        processor != 1 && still_held == 0 && device.stats().resets > BOOT_RESETS
+    });
     assert!(
         machine
             .device
@@ -558,18 +584,7 @@ fn a_violation_found_as_a_reset_lets_go_of_its_locks_gets_its_own_reset() {
         .recv_timeout(Duration::from_secs(10))
         .expect("the reset let go of its locks");
     // Processor 1's write, held by the device, then given back without a response.
-    let data = stamped(0xFEED_0020, 512);
-    let second = machine
-        .adapter
-        .submit(1, &Request::new(0, 0, &write10(20, 1)).writing(&data))
-        .unwrap();
-    let mut held = Vec::new();
-    assert!(wait_until(Duration::from_secs(5), || {
-        let _ = machine.device.hostile_take();
-        held = machine.device.hostile_held_ids();
-        !held.is_empty()
-    }));
-    let (queue, id) = held[0];
+    let (second, (queue, id)) = held_write_from(&machine, 1, 20);
     assert!(machine.device.hostile_publish_raw(queue, id, 0, None, true));
     let second = machine.adapter.wait(second, Duration::from_secs(10));
     resume_tx.send(()).unwrap();
@@ -600,19 +615,8 @@ fn a_violation_found_as_a_reset_lets_go_of_its_locks_gets_its_own_reset() {
 fn after_a_request_kept_for_the_reset_its_queue_completes_nothing_before_the_reset() {
     let machine = hostile_machine(ring_from_env(DeviceOptions::default()).packed);
     let (first, (queue, first_id)) = held_write(&machine, 10);
-    let data = stamped(0xFEED_0020, 512);
-    let second = machine
-        .adapter
-        .submit(0, &Request::new(0, 0, &write10(20, 1)).writing(&data))
-        .unwrap();
-    let mut held = Vec::new();
-    assert!(wait_until(Duration::from_secs(5), || {
-        let _ = machine.device.hostile_take();
-        held = machine.device.hostile_held_ids();
-        held.len() == 2
-    }));
-    let second_id = held[1].1;
-    assert_eq!(held[1].0, queue, "both on processor 0's queue");
+    let (second, (second_queue, second_id)) = held_write_from(&machine, 0, 20);
+    assert_eq!(second_queue, queue, "both on processor 0's queue");
     for id in [first_id, second_id] {
         assert!(
             machine
@@ -621,22 +625,9 @@ fn after_a_request_kept_for_the_reset_its_queue_completes_nothing_before_the_res
         );
     }
     let vector = machine.device.registers().queue(queue).unwrap().msix_vector;
-    let (parked_tx, parked_rx) = std::sync::mpsc::channel::<()>();
-    let (resume_tx, resume_rx) = std::sync::mpsc::channel::<()>();
-    let resume_rx = std::sync::Mutex::new(resume_rx);
-    machine
-        .adapter
-        .on_lock_released(Some(Box::new(move |processor, lock, _| {
-            if processor != 1 || lock != Lock::Message(u32::from(vector)) {
-                return true;
-            }
-            let _ = parked_tx.send(());
-            let _ = resume_rx
-                .lock()
-                .unwrap()
-                .recv_timeout(Duration::from_secs(30));
-            false
-        })));
+    let (parked_rx, resume_tx) = park_at_release(&machine, move |processor, lock, _| {
+        processor == 1 && lock == Lock::Message(u32::from(vector))
+    });
     let bus_reset = machine
         .adapter
         .submit(1, &Request::control(abi::SRB_FUNCTION_RESET_BUS, 0, 0))
