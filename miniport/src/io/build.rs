@@ -154,6 +154,16 @@ fn other_direction(direction_flags: u32, cdb: [u64; CDB_SIZE / 8]) -> Result<Dat
     Ok(unspecified_direction(&bytes))
 }
 
+/// The SRB status `status` of a refusal, returned from out of line: every refusal on the path
+/// of a request calls it where it refuses, so the status is loaded there and not (as the
+/// compiler otherwise does with a constant) into a register on the way of every request that
+/// goes through (cargo xtask bench).
+#[cold]
+#[inline(never)]
+fn refused(status: u8) -> u8 {
+    status
+}
+
 /// Builds the request for an EXECUTE_SCSI SRB in its extension; on error, the SRB status.
 #[expect(
     clippy::too_many_lines,
@@ -167,25 +177,27 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     let address = srb.address();
     let device = host.device_limits();
     if address.path != 0 {
-        return Err(SRB_STATUS_INVALID_PATH_ID);
+        return Err(refused(SRB_STATUS_INVALID_PATH_ID));
     }
     if address.target > device.max_target {
-        return Err(SRB_STATUS_INVALID_TARGET_ID);
+        return Err(refused(SRB_STATUS_INVALID_TARGET_ID));
     }
     if u16::from(address.lun) > device.max_lun {
-        return Err(SRB_STATUS_INVALID_LUN);
+        return Err(refused(SRB_STATUS_INVALID_LUN));
     }
-    let (cdb_length, cdb) = srb.cdb_words().map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    let (cdb_length, cdb) = srb
+        .cdb_words()
+        .map_err(|_| refused(SRB_STATUS_INVALID_REQUEST))?;
     let [opcode, cdb1, cdb2, ..] = cdb[0].to_le_bytes();
     // A unit the device reported removed is gone for Windows at once (see `crate::events`);
     // only the commands the device answers for an absent unit still reach it.
     if host.gone().contains(address.target, address.lun)
         && !crate::events::reaches_absent_unit(opcode)
     {
-        return Err(SRB_STATUS_NO_DEVICE);
+        return Err(refused(SRB_STATUS_NO_DEVICE));
     }
-    let lun =
-        Lun::new(address.target, u16::from(address.lun)).map_err(|_| SRB_STATUS_INVALID_LUN)?;
+    let lun = Lun::new(address.target, u16::from(address.lun))
+        .map_err(|_| refused(SRB_STATUS_INVALID_LUN))?;
     let flags = srb.flags();
     let length = srb.data_transfer_length();
     // The two directions of reads and writes tested first, one compare each; the rest out of
@@ -207,17 +219,18 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     };
 
     let layout = host.limits().request;
-    let shape = layout.area.ok_or(SRB_STATUS_ERROR)?;
+    let shape = layout.area.ok_or_else(|| refused(SRB_STATUS_ERROR))?;
     // The area (its start moved past a page boundary if the headers would straddle one) and the
     // floor's record of this SRB in it.
-    let (mut area, srb) = RequestArea::of(srb, shape).ok_or(SRB_STATUS_INVALID_REQUEST)?;
+    let (mut area, srb) =
+        RequestArea::of(srb, shape).ok_or_else(|| refused(SRB_STATUS_INVALID_REQUEST))?;
     // The headers and the context, up to the indirect table, as one window: checked once here
     // (the adapter's layout puts the scratch list, where the view ends, after the table), so
     // each store below at a constant offset in it needs no check of its own.
     let head = area
         .view()
         .fields::<HEAD_LEN>(CONTEXT_AT)
-        .ok_or(SRB_STATUS_ERROR)?;
+        .ok_or_else(|| refused(SRB_STATUS_ERROR))?;
     let base = area.view().start();
     let tag = base as u64;
     // The request header and the response written before the address is asked for, so the
@@ -267,7 +280,7 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     // SRB below instead of handing the device an address it cannot reach.
     let (bus, contiguous) = port.physical_address(Some(srb), base);
     if (contiguous as usize) < INDIRECT_AT {
-        return Err(SRB_STATUS_ERROR);
+        return Err(refused(SRB_STATUS_ERROR));
     }
 
     let header = Segment::new(bus + CMD_REQ_AT as u64, size_of::<CmdReq>() as u32);
@@ -292,7 +305,7 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         let memory = area
             .view()
             .part(INDIRECT_AT, table_len, bus)
-            .ok_or(SRB_STATUS_ERROR)?;
+            .ok_or_else(|| refused(SRB_STATUS_ERROR))?;
         // One copy of the writing per format, each with its format a constant: the writer's
         // per-descriptor format tests then fold away.
         let (readable, chain) = match format {
@@ -533,7 +546,7 @@ pub(super) fn data_segments<'a, H: IoHost>(
 ) -> Result<&'a [StorScatterGatherElement], u8> {
     host.extension()
         .scatter_gather_elements(srb, host.limits().max_segments)
-        .ok_or(SRB_STATUS_INVALID_REQUEST)
+        .ok_or_else(|| refused(SRB_STATUS_INVALID_REQUEST))
 }
 
 /// Appends `segment` to the scratch list; a full list refuses the request.
@@ -541,7 +554,7 @@ fn push(scratch: &mut ScratchList<'_>, segment: Segment) -> Result<(), u8> {
     if scratch.push(segment) {
         Ok(())
     } else {
-        Err(SRB_STATUS_INVALID_REQUEST)
+        Err(refused(SRB_STATUS_INVALID_REQUEST))
     }
 }
 
@@ -563,21 +576,23 @@ fn write_table(
     length: u32,
     direction: DataDirection,
 ) -> Result<(u16, IndirectChain), u8> {
-    let mut writer = IndirectWriter::new(memory, format).map_err(|_| SRB_STATUS_ERROR)?;
+    let mut writer = IndirectWriter::new(memory, format).map_err(|_| refused(SRB_STATUS_ERROR))?;
     writer
         .push_readable(header)
-        .map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+        .map_err(|_| refused(SRB_STATUS_INVALID_REQUEST))?;
     if direction == DataDirection::ToDevice {
         write_data(&mut writer, data, length, false)?;
     }
     let readable = writer.len();
     writer
         .push_writable(response)
-        .map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+        .map_err(|_| refused(SRB_STATUS_INVALID_REQUEST))?;
     if direction == DataDirection::FromDevice {
         write_data(&mut writer, data, length, true)?;
     }
-    let chain = writer.finish().map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    let chain = writer
+        .finish()
+        .map_err(|_| refused(SRB_STATUS_INVALID_REQUEST))?;
     Ok((readable, chain))
 }
 
@@ -608,13 +623,13 @@ fn write_data(
         } else {
             writer.push_readable(segment)
         };
-        written.map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+        written.map_err(|_| refused(SRB_STATUS_INVALID_REQUEST))?;
         left -= take;
         if left == 0 {
             return Ok(());
         }
     }
-    Err(SRB_STATUS_INVALID_REQUEST)
+    Err(refused(SRB_STATUS_INVALID_REQUEST))
 }
 
 /// Pushes data segments covering exactly `length` bytes.
@@ -630,7 +645,7 @@ fn push_data(
         }
         let take = element.length.min(left);
         if take == 0 {
-            return Err(SRB_STATUS_INVALID_REQUEST);
+            return Err(refused(SRB_STATUS_INVALID_REQUEST));
         }
         push(
             scratch,
@@ -641,7 +656,7 @@ fn push_data(
     if left == 0 {
         Ok(())
     } else {
-        Err(SRB_STATUS_INVALID_REQUEST)
+        Err(refused(SRB_STATUS_INVALID_REQUEST))
     }
 }
 
