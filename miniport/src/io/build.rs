@@ -613,6 +613,19 @@ fn write_data(
     if left == 0 {
         return Ok(());
     }
+    // The common case first: one element covers the whole transfer (a 4 KiB request, or any
+    // physically contiguous buffer); it is written without the loop's bookkeeping.
+    if let Some(first) = elements.first()
+        && first.length >= left
+    {
+        let segment = Segment::new(first.physical_address.as_u64(), left);
+        let written = if device_writes {
+            writer.push_writable(segment)
+        } else {
+            writer.push_readable(segment)
+        };
+        return written.map_err(|_| refused(SRB_STATUS_INVALID_REQUEST));
+    }
     // Whether the length is covered is tested after each element, once per element.
     for element in elements {
         // An empty element is refused by the writer (`QueueError::EmptySegment`).
@@ -872,6 +885,30 @@ mod tests {
             writer.push_readable(Segment::new(0x100, 51)).unwrap();
             assert_eq!(write_data(&mut writer, &past, length, true), Ok(()));
             assert_eq!(writer.len(), descriptors, "{length} bytes");
+        }
+
+        // A first element longer than the transfer (the one-element path) is cut to the
+        // length, in either direction; with no room left in the table it is refused.
+        let long = [element(0x1_0000, 8192), element(0x2_0000, 4096)];
+        for device_writes in [false, true] {
+            let mut writer = IndirectWriter::new(&table, RingFormat::Split).unwrap();
+            writer.push_readable(Segment::new(0x100, 51)).unwrap();
+            assert_eq!(write_data(&mut writer, &long, 4096, device_writes), Ok(()));
+            let chain = writer.finish().unwrap();
+            let (flags, writable) = if device_writes { (2, 4096) } else { (0, 0) };
+            assert_eq!((chain.descriptors(), chain.writable()), (2, writable));
+            assert_eq!(
+                descriptors(&table, 2),
+                [(0x100, 51, 1), (0x1_0000, 4096, flags)]
+            );
+
+            let full = table.sub(0, 16).unwrap();
+            let mut writer = IndirectWriter::new(&full, RingFormat::Split).unwrap();
+            writer.push_readable(Segment::new(0x100, 51)).unwrap();
+            assert_eq!(
+                write_data(&mut writer, &long, 4096, device_writes),
+                Err(SRB_STATUS_INVALID_REQUEST)
+            );
         }
     }
 
