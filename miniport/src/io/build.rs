@@ -309,7 +309,7 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         // One copy of the writing per format, each with its format a constant: the writer's
         // per-descriptor format tests then fold away.
         let (readable, chain) = match format {
-            RingFormat::Split => write_table(
+            RingFormat::Split => write_table_for(
                 &memory,
                 RingFormat::Split,
                 header,
@@ -318,7 +318,7 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
                 length,
                 direction,
             )?,
-            RingFormat::Packed => write_table(
+            RingFormat::Packed => write_table_for(
                 &memory,
                 RingFormat::Packed,
                 header,
@@ -555,6 +555,47 @@ fn push(scratch: &mut ScratchList<'_>, segment: Segment) -> Result<(), u8> {
         Ok(())
     } else {
         Err(refused(SRB_STATUS_INVALID_REQUEST))
+    }
+}
+
+/// [`write_table`] with the direction a constant in each arm, as the format is in its
+/// callers: the direction's tests in the writing then fold away (cargo xtask bench).
+#[expect(
+    clippy::inline_always,
+    reason = "called with a constant format in each arm so that the format's and the direction's tests fold away (cargo xtask bench)"
+)]
+#[inline(always)]
+fn write_table_for(
+    memory: &virtio_core::dma::DmaMemory,
+    format: RingFormat,
+    header: Segment,
+    response: Segment,
+    data: &[StorScatterGatherElement],
+    length: u32,
+    direction: DataDirection,
+) -> Result<(u16, IndirectChain), u8> {
+    match direction {
+        DataDirection::FromDevice => write_table(
+            memory,
+            format,
+            header,
+            response,
+            data,
+            length,
+            DataDirection::FromDevice,
+        ),
+        DataDirection::ToDevice => write_table(
+            memory,
+            format,
+            header,
+            response,
+            data,
+            length,
+            DataDirection::ToDevice,
+        ),
+        DataDirection::None | DataDirection::Bidirectional => {
+            write_table(memory, format, header, response, data, length, direction)
+        }
     }
 }
 
