@@ -154,6 +154,16 @@ fn other_direction(direction_flags: u32, cdb: [u64; CDB_SIZE / 8]) -> Result<Dat
     Ok(unspecified_direction(&bytes))
 }
 
+/// The SRB status `status` of a refusal, returned from out of line: every refusal on the path
+/// of a request calls it where it refuses, so the status is loaded there and not (as the
+/// compiler otherwise does with a constant) into a register on the way of every request that
+/// goes through (cargo xtask bench).
+#[cold]
+#[inline(never)]
+fn refused(status: u8) -> u8 {
+    status
+}
+
 /// Builds the request for an EXECUTE_SCSI SRB in its extension; on error, the SRB status.
 #[expect(
     clippy::too_many_lines,
@@ -167,25 +177,27 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     let address = srb.address();
     let device = host.device_limits();
     if address.path != 0 {
-        return Err(SRB_STATUS_INVALID_PATH_ID);
+        return Err(refused(SRB_STATUS_INVALID_PATH_ID));
     }
     if address.target > device.max_target {
-        return Err(SRB_STATUS_INVALID_TARGET_ID);
+        return Err(refused(SRB_STATUS_INVALID_TARGET_ID));
     }
     if u16::from(address.lun) > device.max_lun {
-        return Err(SRB_STATUS_INVALID_LUN);
+        return Err(refused(SRB_STATUS_INVALID_LUN));
     }
-    let (cdb_length, cdb) = srb.cdb_words().map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    let (cdb_length, cdb) = srb
+        .cdb_words()
+        .map_err(|_| refused(SRB_STATUS_INVALID_REQUEST))?;
     let [opcode, cdb1, cdb2, ..] = cdb[0].to_le_bytes();
     // A unit the device reported removed is gone for Windows at once (see `crate::events`);
     // only the commands the device answers for an absent unit still reach it.
     if host.gone().contains(address.target, address.lun)
         && !crate::events::reaches_absent_unit(opcode)
     {
-        return Err(SRB_STATUS_NO_DEVICE);
+        return Err(refused(SRB_STATUS_NO_DEVICE));
     }
-    let lun =
-        Lun::new(address.target, u16::from(address.lun)).map_err(|_| SRB_STATUS_INVALID_LUN)?;
+    let lun = Lun::new(address.target, u16::from(address.lun))
+        .map_err(|_| refused(SRB_STATUS_INVALID_LUN))?;
     let flags = srb.flags();
     let length = srb.data_transfer_length();
     // The two directions of reads and writes tested first, one compare each; the rest out of
@@ -207,17 +219,18 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     };
 
     let layout = host.limits().request;
-    let shape = layout.area.ok_or(SRB_STATUS_ERROR)?;
+    let shape = layout.area.ok_or_else(|| refused(SRB_STATUS_ERROR))?;
     // The area (its start moved past a page boundary if the headers would straddle one) and the
     // floor's record of this SRB in it.
-    let (mut area, srb) = RequestArea::of(srb, shape).ok_or(SRB_STATUS_INVALID_REQUEST)?;
+    let (mut area, srb) =
+        RequestArea::of(srb, shape).ok_or_else(|| refused(SRB_STATUS_INVALID_REQUEST))?;
     // The headers and the context, up to the indirect table, as one window: checked once here
     // (the adapter's layout puts the scratch list, where the view ends, after the table), so
     // each store below at a constant offset in it needs no check of its own.
     let head = area
         .view()
         .fields::<HEAD_LEN>(CONTEXT_AT)
-        .ok_or(SRB_STATUS_ERROR)?;
+        .ok_or_else(|| refused(SRB_STATUS_ERROR))?;
     let base = area.view().start();
     let tag = base as u64;
     // The request header and the response written before the address is asked for, so the
@@ -267,7 +280,7 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
     // SRB below instead of handing the device an address it cannot reach.
     let (bus, contiguous) = port.physical_address(Some(srb), base);
     if (contiguous as usize) < INDIRECT_AT {
-        return Err(SRB_STATUS_ERROR);
+        return Err(refused(SRB_STATUS_ERROR));
     }
 
     let header = Segment::new(bus + CMD_REQ_AT as u64, size_of::<CmdReq>() as u32);
@@ -292,11 +305,11 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
         let memory = area
             .view()
             .part(INDIRECT_AT, table_len, bus)
-            .ok_or(SRB_STATUS_ERROR)?;
+            .ok_or_else(|| refused(SRB_STATUS_ERROR))?;
         // One copy of the writing per format, each with its format a constant: the writer's
         // per-descriptor format tests then fold away.
         let (readable, chain) = match format {
-            RingFormat::Split => write_table(
+            RingFormat::Split => write_table_for(
                 &memory,
                 RingFormat::Split,
                 header,
@@ -305,7 +318,7 @@ pub(super) fn prepare<H: IoHost>(host: &H, srb: &mut Srb) -> Result<(), u8> {
                 length,
                 direction,
             )?,
-            RingFormat::Packed => write_table(
+            RingFormat::Packed => write_table_for(
                 &memory,
                 RingFormat::Packed,
                 header,
@@ -533,7 +546,7 @@ pub(super) fn data_segments<'a, H: IoHost>(
 ) -> Result<&'a [StorScatterGatherElement], u8> {
     host.extension()
         .scatter_gather_elements(srb, host.limits().max_segments)
-        .ok_or(SRB_STATUS_INVALID_REQUEST)
+        .ok_or_else(|| refused(SRB_STATUS_INVALID_REQUEST))
 }
 
 /// Appends `segment` to the scratch list; a full list refuses the request.
@@ -541,7 +554,48 @@ fn push(scratch: &mut ScratchList<'_>, segment: Segment) -> Result<(), u8> {
     if scratch.push(segment) {
         Ok(())
     } else {
-        Err(SRB_STATUS_INVALID_REQUEST)
+        Err(refused(SRB_STATUS_INVALID_REQUEST))
+    }
+}
+
+/// [`write_table`] with the direction a constant in each arm, as the format is in its
+/// callers: the direction's tests in the writing then fold away (cargo xtask bench).
+#[expect(
+    clippy::inline_always,
+    reason = "called with a constant format in each arm so that the format's and the direction's tests fold away (cargo xtask bench)"
+)]
+#[inline(always)]
+fn write_table_for(
+    memory: &virtio_core::dma::DmaMemory,
+    format: RingFormat,
+    header: Segment,
+    response: Segment,
+    data: &[StorScatterGatherElement],
+    length: u32,
+    direction: DataDirection,
+) -> Result<(u16, IndirectChain), u8> {
+    match direction {
+        DataDirection::FromDevice => write_table(
+            memory,
+            format,
+            header,
+            response,
+            data,
+            length,
+            DataDirection::FromDevice,
+        ),
+        DataDirection::ToDevice => write_table(
+            memory,
+            format,
+            header,
+            response,
+            data,
+            length,
+            DataDirection::ToDevice,
+        ),
+        DataDirection::None | DataDirection::Bidirectional => {
+            write_table(memory, format, header, response, data, length, direction)
+        }
     }
 }
 
@@ -563,21 +617,23 @@ fn write_table(
     length: u32,
     direction: DataDirection,
 ) -> Result<(u16, IndirectChain), u8> {
-    let mut writer = IndirectWriter::new(memory, format).map_err(|_| SRB_STATUS_ERROR)?;
+    let mut writer = IndirectWriter::new(memory, format).map_err(|_| refused(SRB_STATUS_ERROR))?;
     writer
         .push_readable(header)
-        .map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+        .map_err(|_| refused(SRB_STATUS_INVALID_REQUEST))?;
     if direction == DataDirection::ToDevice {
         write_data(&mut writer, data, length, false)?;
     }
     let readable = writer.len();
     writer
         .push_writable(response)
-        .map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+        .map_err(|_| refused(SRB_STATUS_INVALID_REQUEST))?;
     if direction == DataDirection::FromDevice {
         write_data(&mut writer, data, length, true)?;
     }
-    let chain = writer.finish().map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+    let chain = writer
+        .finish()
+        .map_err(|_| refused(SRB_STATUS_INVALID_REQUEST))?;
     Ok((readable, chain))
 }
 
@@ -598,6 +654,19 @@ fn write_data(
     if left == 0 {
         return Ok(());
     }
+    // The common case first: one element covers the whole transfer (a 4 KiB request, or any
+    // physically contiguous buffer); it is written without the loop's bookkeeping.
+    if let Some(first) = elements.first()
+        && first.length >= left
+    {
+        let segment = Segment::new(first.physical_address.as_u64(), left);
+        let written = if device_writes {
+            writer.push_writable(segment)
+        } else {
+            writer.push_readable(segment)
+        };
+        return written.map_err(|_| refused(SRB_STATUS_INVALID_REQUEST));
+    }
     // Whether the length is covered is tested after each element, once per element.
     for element in elements {
         // An empty element is refused by the writer (`QueueError::EmptySegment`).
@@ -608,13 +677,13 @@ fn write_data(
         } else {
             writer.push_readable(segment)
         };
-        written.map_err(|_| SRB_STATUS_INVALID_REQUEST)?;
+        written.map_err(|_| refused(SRB_STATUS_INVALID_REQUEST))?;
         left -= take;
         if left == 0 {
             return Ok(());
         }
     }
-    Err(SRB_STATUS_INVALID_REQUEST)
+    Err(refused(SRB_STATUS_INVALID_REQUEST))
 }
 
 /// Pushes data segments covering exactly `length` bytes.
@@ -630,7 +699,7 @@ fn push_data(
         }
         let take = element.length.min(left);
         if take == 0 {
-            return Err(SRB_STATUS_INVALID_REQUEST);
+            return Err(refused(SRB_STATUS_INVALID_REQUEST));
         }
         push(
             scratch,
@@ -641,7 +710,7 @@ fn push_data(
     if left == 0 {
         Ok(())
     } else {
-        Err(SRB_STATUS_INVALID_REQUEST)
+        Err(refused(SRB_STATUS_INVALID_REQUEST))
     }
 }
 
@@ -857,6 +926,30 @@ mod tests {
             writer.push_readable(Segment::new(0x100, 51)).unwrap();
             assert_eq!(write_data(&mut writer, &past, length, true), Ok(()));
             assert_eq!(writer.len(), descriptors, "{length} bytes");
+        }
+
+        // A first element longer than the transfer (the one-element path) is cut to the
+        // length, in either direction; with no room left in the table it is refused.
+        let long = [element(0x1_0000, 8192), element(0x2_0000, 4096)];
+        for device_writes in [false, true] {
+            let mut writer = IndirectWriter::new(&table, RingFormat::Split).unwrap();
+            writer.push_readable(Segment::new(0x100, 51)).unwrap();
+            assert_eq!(write_data(&mut writer, &long, 4096, device_writes), Ok(()));
+            let chain = writer.finish().unwrap();
+            let (flags, writable) = if device_writes { (2, 4096) } else { (0, 0) };
+            assert_eq!((chain.descriptors(), chain.writable()), (2, writable));
+            assert_eq!(
+                descriptors(&table, 2),
+                [(0x100, 51, 1), (0x1_0000, 4096, flags)]
+            );
+
+            let full = table.sub(0, 16).unwrap();
+            let mut writer = IndirectWriter::new(&full, RingFormat::Split).unwrap();
+            writer.push_readable(Segment::new(0x100, 51)).unwrap();
+            assert_eq!(
+                write_data(&mut writer, &long, 4096, device_writes),
+                Err(SRB_STATUS_INVALID_REQUEST)
+            );
         }
     }
 

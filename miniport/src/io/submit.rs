@@ -245,6 +245,9 @@ fn refusal<H: IoHost>(host: &H, fields: &DmaTable<CONTEXT_LEN, 8>) -> Option<u8>
     }
 }
 
+// `Recorded::load` loads `readable` and `writable` as one word.
+const _: () = assert!(RequestContext::WRITABLE_OFFSET == RequestContext::READABLE_OFFSET + 2);
+
 /// The fields of the context BuildIo wrote ([`RequestContext`]) that StartIo needs to put the
 /// request on its ring.
 struct Recorded {
@@ -267,10 +270,13 @@ impl Recorded {
     #[inline(always)]
     fn load(fields: DmaTable<CONTEXT_LEN, 8>) -> Self {
         let relaxed = Ordering::Relaxed;
+        // `readable` and `writable`, adjacent (BuildIo stores them as one word too), loaded
+        // as one little-endian word.
+        let counts = fields.load_u32(0, RequestContext::READABLE_OFFSET, relaxed);
         Self {
             fields,
-            readable: fields.load_u16(0, RequestContext::READABLE_OFFSET, relaxed),
-            writable: fields.load_u16(0, RequestContext::WRITABLE_OFFSET, relaxed),
+            readable: counts as u16,
+            writable: (counts >> 16) as u16,
             table_writable: fields.load_u32(0, RequestContext::TABLE_WRITABLE_OFFSET, relaxed),
             table_posted: fields.load_u32(0, RequestContext::TABLE_POSTED_OFFSET, relaxed),
             bus: fields.load_u64(0, RequestContext::BUS_OFFSET, relaxed),
