@@ -77,8 +77,10 @@ impl Adapter {
 
     /// Handles MSI message `message`; true if it was ours.
     pub fn on_message(&self, message: u32, held: &mut HeldByStorPort) -> bool {
-        match self.mode() {
-            InterruptMode::PerQueue => match MessageRoute::of(message, self.request_queues()) {
+        // The per-queue test first, on the stored byte: decoding the mode costs about 9
+        // instructions on every interrupt (cargo xtask bench).
+        if self.is_per_queue_mode() {
+            return match MessageRoute::of(message, self.request_queues()) {
                 MessageRoute::Config => {
                     self.on_config_interrupt(held);
                     true
@@ -96,7 +98,11 @@ impl Adapter {
                     true
                 }
                 MessageRoute::NotOurs => false,
-            },
+            };
+        }
+        match self.mode() {
+            // Answered above; the arm stays for the match to be exhaustive.
+            InterruptMode::PerQueue => false,
             InterruptMode::Shared => {
                 // One message for everything: the configuration is checked on each (its
                 // interrupt carries no ISR bit a driver may rely on with MSI-X, virtio 1.x

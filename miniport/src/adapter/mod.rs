@@ -386,6 +386,13 @@ impl Adapter {
         self.queues.mode()
     }
 
+    /// Whether interrupts come as one MSI-X message per virtqueue (the normal case), tested
+    /// without decoding the whole mode.
+    #[must_use]
+    pub fn is_per_queue_mode(&self) -> bool {
+        self.queues.is_per_queue()
+    }
+
     /// Where synthesised identifiers for `target`/`lun` come from.
     #[must_use]
     pub const fn location(&self, target: u8, lun: u16) -> LunLocation {

@@ -235,6 +235,14 @@ impl<T, S> QueueLocks<T, S> {
         InterruptMode::from_raw(self.mode.load(Ordering::Relaxed))
     }
 
+    /// Whether the mode is [`InterruptMode::PerQueue`]: one compare of the stored byte, where
+    /// decoding the whole mode ([`Self::mode`]) takes about 9 instructions on every interrupt.
+    #[must_use]
+    #[inline]
+    pub fn is_per_queue(&self) -> bool {
+        self.mode.load(Ordering::Relaxed) == InterruptMode::PerQueue as u8
+    }
+
     /// Sets the interrupt mode, which decides which lock guards each queue: only under every
     /// lock (HwInitialize, before any I/O).
     pub fn set_mode(&self, mode: InterruptMode, _every_lock: &mut AllLocked<'_, T, S>) {
