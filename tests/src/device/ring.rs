@@ -486,16 +486,12 @@ impl DeviceRing {
     pub fn used_ahead_of_available(&self) -> bool {
         match self {
             Self::Split { .. } => false,
+            // Less than a lap apart, the used position is behind the available one (on a slot
+            // the device holds), at it, or ahead.
             Self::Packed(device) => {
                 let (used, used_wrap) = device.next_used();
-                let (avail, avail_wrap) = device.next_avail();
-                // Less than a lap apart: in the same lap ahead means a higher slot; across a
-                // wrap (used already in the next lap) a lower one.
-                if used_wrap == avail_wrap {
-                    used > avail
-                } else {
-                    used < avail
-                }
+                !Self::holds_slot(device, used, used_wrap)
+                    && (used, used_wrap) != device.next_avail()
             }
         }
     }
